@@ -1,0 +1,2 @@
+//! crtools command line (being written).
+fn main() {}

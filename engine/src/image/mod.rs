@@ -1,0 +1,1 @@
+//! Image directory, file header, record framing (being written).

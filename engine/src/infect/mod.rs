@@ -1,0 +1,1 @@
+//! Seize, freeze, inject, parasite, cure (being written).

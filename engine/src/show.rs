@@ -1,0 +1,1 @@
+//! Decoding of any image for `crtools show` (being written).

@@ -1,0 +1,9 @@
+//! Links the blob with linker/parasite.ld (one flat image, entry at 0).
+fn main() {
+    let dir = std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR");
+    let script = format!("{dir}/../../linker/parasite.ld");
+    println!("cargo:rerun-if-changed={script}");
+    println!("cargo:rustc-link-arg-bins=-T{script}");
+    println!("cargo:rustc-link-arg-bins=--no-dynamic-linker");
+    println!("cargo:rustc-link-arg-bins=-zdefs");
+}

@@ -1,0 +1,174 @@
+//! The parasite blob.
+//!
+//! Runs inside a frozen task, on a stack and in a region the engine mapped,
+//! one command per entry (see `parasite_proto` for the layout). It answers
+//! what only the task itself can read and hands its descriptors to the engine.
+//!
+//! # Rulebook for code in this blob
+//! - No allocation, no std, no panics that can be reached: every failure is a
+//!   negative errno written into `Header::ret`. The panic handler is `ud2`
+//!   (SIGILL), which the engine tells apart from the `int3` that means done.
+//! - Soft-float target: the blob never touches the task's x87/SSE/AVX state.
+//! - No red zone: the stack is borrowed from the engine's region.
+//! - Statics may hold values (the control socket) but addresses in statics
+//!   need a relocation: the engine applies R_X86_64_RELATIVE ones before upload
+//!   and the build refuses any other kind.
+//! - Every syscall goes through [`sys`]; nothing else issues `syscall`.
+#![no_std]
+#![no_main]
+
+use core::sync::atomic::{AtomicI32, Ordering};
+use parasite_proto as proto;
+use proto::{Cmd, Header};
+
+mod sys;
+
+core::arch::global_asm!(
+    ".section .text.entry,\"ax\",@progbits",
+    ".globl __export_parasite_entry",
+    "__export_parasite_entry:",
+    // rdi = &Header, rsp = 16-byte aligned stack top set by the engine.
+    "    call parasite_main",
+    ".globl __export_parasite_trap",
+    "__export_parasite_trap:",
+    "    int3",
+    "    ud2",
+);
+
+/// The control socket opened by [`Cmd::Init`], or -1.
+static CTL_SOCK: AtomicI32 = AtomicI32::new(-1);
+
+/// Runs the command in `hdr`; called only from the entry stub.
+///
+/// # Safety
+/// `hdr` points at the args area of the region the engine mapped, at least
+/// [`proto::ARGS_SIZE`] bytes, writable.
+#[no_mangle]
+pub unsafe extern "C" fn parasite_main(hdr: *mut Header) {
+    // SAFETY: the engine guarantees the args area (see the function contract).
+    let h = unsafe { &mut *hdr };
+    if h.magic != proto::MAGIC {
+        h.ret = -(sys::EINVAL as i64);
+        return;
+    }
+    // SAFETY: the payload lies inside the args area, PAYLOAD_OFFSET past hdr.
+    let payload = unsafe { (hdr as *mut u8).add(proto::PAYLOAD_OFFSET) };
+    h.failed_step = 0;
+    h.ret = match Cmd::from_raw(h.cmd) {
+        // SAFETY: each payload type fits in the args area (asserted in proto).
+        Some(cmd) => unsafe { run(cmd, payload, &mut h.failed_step) },
+        None => -(sys::EINVAL as i64),
+    };
+}
+
+/// Executes one command; returns 0/positive on success or a negative errno.
+///
+/// # Safety
+/// `payload` is valid for the payload struct of `cmd`.
+unsafe fn run(cmd: Cmd, payload: *mut u8, step: &mut u32) -> i64 {
+    match cmd {
+        Cmd::Init => {
+            // SAFETY: caller contract.
+            let args = unsafe { &*(payload as *const proto::InitArgs) };
+            init(args, step)
+        }
+        Cmd::GetPid => {
+            // SAFETY: caller contract.
+            let r = unsafe { &mut *(payload as *mut proto::PidReply) };
+            r.pid = sys::getpid();
+            r.tid = sys::gettid();
+            0
+        }
+        Cmd::SigAltStack => {
+            // SAFETY: caller contract.
+            let r = unsafe { &mut *(payload as *mut proto::SigAltStackReply) };
+            sys::sigaltstack_get(r)
+        }
+        Cmd::SigActions => {
+            // SAFETY: caller contract.
+            let r = unsafe { &mut *(payload as *mut proto::SigActionsReply) };
+            sigactions(r, step)
+        }
+        Cmd::ITimers => {
+            // SAFETY: caller contract.
+            let r = unsafe { &mut *(payload as *mut proto::ITimersReply) };
+            for (which, t) in r.timers.iter_mut().enumerate() {
+                let ret = sys::getitimer(which as i32, t);
+                if ret < 0 {
+                    *step = which as u32 + 1;
+                    return ret;
+                }
+            }
+            0
+        }
+        Cmd::SendFds => {
+            // SAFETY: caller contract.
+            let args = unsafe { &*(payload as *const proto::SendFdsArgs) };
+            send_fds(args)
+        }
+        Cmd::Fini => {
+            let fd = CTL_SOCK.swap(-1, Ordering::Relaxed);
+            if fd >= 0 {
+                sys::close(fd)
+            } else {
+                0
+            }
+        }
+    }
+}
+
+fn init(args: &proto::InitArgs, step: &mut u32) -> i64 {
+    if args.addr_len as usize > args.addr.len() {
+        return -(sys::EINVAL as i64);
+    }
+    let fd = sys::socket(sys::AF_UNIX, sys::SOCK_SEQPACKET | sys::SOCK_CLOEXEC, 0);
+    if fd < 0 {
+        *step = 1;
+        return fd;
+    }
+    let ret = sys::connect_unix(fd as i32, &args.addr[..args.addr_len as usize]);
+    if ret < 0 {
+        *step = 2;
+        sys::close(fd as i32);
+        return ret;
+    }
+    CTL_SOCK.store(fd as i32, Ordering::Relaxed);
+    fd
+}
+
+fn sigactions(r: &mut proto::SigActionsReply, step: &mut u32) -> i64 {
+    r.valid = 0;
+    for sig in 1..=proto::NSIG {
+        let slot = &mut r.actions[sig - 1];
+        *slot = proto::KSigAction::default();
+        // SIGKILL and SIGSTOP have no action to read.
+        if sig == sys::SIGKILL as usize || sig == sys::SIGSTOP as usize {
+            continue;
+        }
+        let ret = sys::rt_sigaction_get(sig as i32, slot);
+        if ret < 0 {
+            *step = sig as u32;
+            return ret;
+        }
+        r.valid |= 1u64 << (sig - 1);
+    }
+    0
+}
+
+fn send_fds(args: &proto::SendFdsArgs) -> i64 {
+    let sock = CTL_SOCK.load(Ordering::Relaxed);
+    if sock < 0 {
+        return -(sys::ENOTCONN as i64);
+    }
+    let nr = args.nr as usize;
+    if nr == 0 || nr > proto::MAX_FDS {
+        return -(sys::EINVAL as i64);
+    }
+    sys::send_fds(sock, &args.fds[..nr])
+}
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    // SAFETY: ud2 raises SIGILL; the engine reports it as a parasite crash.
+    unsafe { core::arch::asm!("ud2", options(noreturn)) }
+}

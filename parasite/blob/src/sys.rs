@@ -1,0 +1,122 @@
+//! The blob's only door to the kernel: thin typed calls over `syscalls::raw`.
+//! Each returns the kernel's raw result: non-negative on success, `-errno` on
+//! failure, as i64.
+use parasite_proto as proto;
+use syscalls::{raw, Sysno};
+
+pub const EINVAL: i32 = 22;
+pub const ENOTCONN: i32 = 107;
+pub const SIGKILL: i32 = 9;
+pub const SIGSTOP: i32 = 19;
+pub const AF_UNIX: i32 = 1;
+pub const SOCK_SEQPACKET: i32 = 5;
+pub const SOCK_CLOEXEC: i32 = 0o2000000;
+const SOL_SOCKET: i32 = 1;
+const SCM_RIGHTS: i32 = 1;
+const MSG_NOSIGNAL: usize = 0x4000;
+
+fn ret(r: usize) -> i64 {
+    r as i64
+}
+
+pub fn getpid() -> i32 {
+    // SAFETY: getpid has no arguments and no side effects.
+    unsafe { raw::syscall0(Sysno::getpid as usize) as i32 }
+}
+
+pub fn gettid() -> i32 {
+    // SAFETY: gettid has no arguments and no side effects.
+    unsafe { raw::syscall0(Sysno::gettid as usize) as i32 }
+}
+
+pub fn close(fd: i32) -> i64 {
+    // SAFETY: closing a descriptor this blob opened.
+    ret(unsafe { raw::syscall1(Sysno::close as usize, fd as usize) })
+}
+
+pub fn sigaltstack_get(out: &mut proto::SigAltStackReply) -> i64 {
+    // SAFETY: `out` has the layout of the kernel stack_t (asserted in proto).
+    ret(unsafe { raw::syscall2(Sysno::sigaltstack as usize, 0, out as *mut _ as usize) })
+}
+
+pub fn rt_sigaction_get(sig: i32, out: &mut proto::KSigAction) -> i64 {
+    // SAFETY: `out` has the layout of the kernel struct sigaction; act is NULL.
+    ret(unsafe {
+        raw::syscall4(Sysno::rt_sigaction as usize, sig as usize, 0, out as *mut _ as usize, 8)
+    })
+}
+
+pub fn getitimer(which: i32, out: &mut proto::ITimerVal) -> i64 {
+    // SAFETY: `out` has the layout of struct itimerval.
+    ret(unsafe { raw::syscall2(Sysno::getitimer as usize, which as usize, out as *mut _ as usize) })
+}
+
+pub fn socket(domain: i32, ty: i32, proto: i32) -> i64 {
+    // SAFETY: no pointers involved.
+    ret(unsafe { raw::syscall3(Sysno::socket as usize, domain as usize, ty as usize, proto as usize) })
+}
+
+#[repr(C)]
+struct SockaddrUn {
+    family: u16,
+    path: [u8; 108],
+}
+
+pub fn connect_unix(fd: i32, path: &[u8]) -> i64 {
+    let mut sa = SockaddrUn { family: AF_UNIX as u16, path: [0; 108] };
+    let n = path.len().min(108);
+    sa.path[..n].copy_from_slice(&path[..n]);
+    // SAFETY: `sa` is a valid sockaddr_un of the length given.
+    ret(unsafe {
+        raw::syscall3(Sysno::connect as usize, fd as usize, &sa as *const _ as usize, 2 + n)
+    })
+}
+
+#[repr(C)]
+struct IoVec {
+    base: usize,
+    len: usize,
+}
+
+#[repr(C)]
+struct MsgHdr {
+    name: usize,
+    namelen: u32,
+    _pad0: u32,
+    iov: *const IoVec,
+    iovlen: usize,
+    control: *mut u8,
+    controllen: usize,
+    flags: i32,
+    _pad1: u32,
+}
+
+#[repr(C, align(8))]
+struct CmsgBuf {
+    len: usize,
+    level: i32,
+    ty: i32,
+    fds: [i32; proto::MAX_FDS],
+}
+
+/// Sends `fds` as one SCM_RIGHTS message; the data bytes are the descriptor
+/// numbers so the engine can check what it received.
+pub fn send_fds(sock: i32, fds: &[i32]) -> i64 {
+    let mut cmsg = CmsgBuf { len: 16 + 4 * fds.len(), level: SOL_SOCKET, ty: SCM_RIGHTS, fds: [0; proto::MAX_FDS] };
+    cmsg.fds[..fds.len()].copy_from_slice(fds);
+    let iov = IoVec { base: fds.as_ptr() as usize, len: 4 * fds.len() };
+    let msg = MsgHdr {
+        name: 0,
+        namelen: 0,
+        _pad0: 0,
+        iov: &iov,
+        iovlen: 1,
+        control: &mut cmsg as *mut CmsgBuf as *mut u8,
+        // CMSG_SPACE: the payload rounded up to 8 bytes.
+        controllen: (16 + 4 * fds.len() + 7) & !7,
+        flags: 0,
+        _pad1: 0,
+    };
+    // SAFETY: msg, iov and cmsg live on this stack frame for the call.
+    ret(unsafe { raw::syscall3(Sysno::sendmsg as usize, sock as usize, &msg as *const _ as usize, MSG_NOSIGNAL) })
+}

@@ -1,0 +1,204 @@
+//! The protocol between the engine and the parasite blob.
+//!
+//! The engine maps one region in the victim and lays it out as below. The
+//! blob is entered at `entry` with `rdi` = address of the [`Header`] in the
+//! args area and `rsp` = top of the stack area; it runs one command, writes
+//! the answer into the args area and stops on the `int3` that follows the
+//! call in its entry stub.
+//!
+//! ```text
+//!   base ───────────► +----------------------------+
+//!                     | blob: .text .rodata .data  |  relocated by the engine
+//!                     | .bss (zeroed)              |  for `base` before upload
+//!   base+args_off ──► +----------------------------+
+//!                     | Header (cmd, ret)          |
+//!                     | payload (one of the structs|
+//!                     | below, by command)         |
+//!   base+stack_off ─► +----------------------------+
+//!                     | stack, grows down          |
+//!   base+size ──────► +----------------------------+
+//! ```
+//!
+//! Every struct is `#[repr(C)]`, holds no pointers that the blob would
+//! dereference without the engine having put them there, and has its layout
+//! pinned by `const` assertions so engine and blob can never disagree.
+#![no_std]
+
+use core::mem::{offset_of, size_of};
+
+/// Magic in [`Header::magic`]; the blob refuses any call without it.
+pub const MAGIC: u32 = 0x5041_5241; // "PARA"
+
+/// Bytes reserved for the args area (header + payload).
+pub const ARGS_SIZE: usize = 16 * 1024;
+/// Offset of the payload inside the args area.
+pub const PAYLOAD_OFFSET: usize = 64;
+/// Bytes reserved for the blob's stack.
+pub const STACK_SIZE: usize = 64 * 1024;
+/// Most descriptors one [`Cmd::SendFds`] call passes (kernel SCM_MAX_FD is 253).
+pub const MAX_FDS: usize = 64;
+/// Number of signals with a sigaction slot (1..=64).
+pub const NSIG: usize = 64;
+
+/// Commands the parasite understands.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cmd {
+    /// Connect the control socket to the engine ([`InitArgs`]).
+    Init = 1,
+    /// getpid()/gettid() ([`PidReply`]).
+    GetPid = 2,
+    /// sigaltstack(NULL, &old) ([`SigAltStackReply`]).
+    SigAltStack = 3,
+    /// rt_sigaction(sig, NULL, &old) for every signal ([`SigActionsReply`]).
+    SigActions = 4,
+    /// getitimer for REAL, VIRTUAL and PROF ([`ITimersReply`]).
+    ITimers = 5,
+    /// Send the listed descriptors over the control socket ([`SendFdsArgs`]).
+    SendFds = 6,
+    /// Close the control socket.
+    Fini = 7,
+}
+
+impl Cmd {
+    /// Decodes a raw command number.
+    pub const fn from_raw(raw: u32) -> Option<Cmd> {
+        Some(match raw {
+            1 => Cmd::Init,
+            2 => Cmd::GetPid,
+            3 => Cmd::SigAltStack,
+            4 => Cmd::SigActions,
+            5 => Cmd::ITimers,
+            6 => Cmd::SendFds,
+            7 => Cmd::Fini,
+            _ => return None,
+        })
+    }
+}
+
+/// Start of the args area.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Header {
+    /// Must be [`MAGIC`].
+    pub magic: u32,
+    /// A [`Cmd`] as u32.
+    pub cmd: u32,
+    /// 0 on success, or a negative errno from the failing syscall.
+    pub ret: i64,
+    /// Which step of the command failed (command specific, 0 when none).
+    pub failed_step: u32,
+    /// Reserved, zero.
+    pub _pad: u32,
+}
+
+/// [`Cmd::Init`]: abstract unix address of the engine's control socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct InitArgs {
+    /// Bytes of `addr` in use (sun_path bytes, abstract: starts with 0).
+    pub addr_len: u32,
+    /// Reserved, zero.
+    pub _pad: u32,
+    /// sun_path.
+    pub addr: [u8; 108],
+}
+
+/// [`Cmd::GetPid`] answer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PidReply {
+    /// getpid() in the task's own pid namespace.
+    pub pid: i32,
+    /// gettid().
+    pub tid: i32,
+}
+
+/// [`Cmd::SigAltStack`] answer (kernel `stack_t`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SigAltStackReply {
+    /// ss_sp.
+    pub sp: u64,
+    /// ss_flags (SS_ONSTACK, SS_DISABLE, SS_AUTODISARM).
+    pub flags: i32,
+    /// Padding as in the kernel struct.
+    pub _pad: u32,
+    /// ss_size.
+    pub size: u64,
+}
+
+/// Kernel `struct sigaction` as rt_sigaction sees it on x86_64.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KSigAction {
+    /// sa_handler / sa_sigaction (0 = SIG_DFL, 1 = SIG_IGN).
+    pub handler: u64,
+    /// sa_flags.
+    pub flags: u64,
+    /// sa_restorer.
+    pub restorer: u64,
+    /// sa_mask (64 signals).
+    pub mask: u64,
+}
+
+/// [`Cmd::SigActions`] answer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SigActionsReply {
+    /// Bit `n-1` set when signal `n` was read (SIGKILL and SIGSTOP are not).
+    pub valid: u64,
+    /// Slot `n-1` holds signal `n`.
+    pub actions: [KSigAction; NSIG],
+}
+
+/// Kernel `struct itimerval`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ITimerVal {
+    /// it_interval.tv_sec.
+    pub interval_sec: i64,
+    /// it_interval.tv_usec.
+    pub interval_usec: i64,
+    /// it_value.tv_sec.
+    pub value_sec: i64,
+    /// it_value.tv_usec.
+    pub value_usec: i64,
+}
+
+/// [`Cmd::ITimers`] answer: ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ITimersReply {
+    /// Indexed by the ITIMER_* number.
+    pub timers: [ITimerVal; 3],
+}
+
+/// [`Cmd::SendFds`] arguments.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SendFdsArgs {
+    /// Descriptors in use in `fds`.
+    pub nr: u32,
+    /// Reserved, zero.
+    pub _pad: u32,
+    /// The task's descriptors to send, in order.
+    pub fds: [i32; MAX_FDS],
+}
+
+// Layouts are part of the protocol: pin them.
+const _: () = {
+    assert!(size_of::<Header>() == 24);
+    assert!(size_of::<Header>() <= PAYLOAD_OFFSET);
+    assert!(offset_of!(Header, ret) == 8);
+    assert!(size_of::<InitArgs>() == 116);
+    assert!(size_of::<KSigAction>() == 32);
+    assert!(offset_of!(SigActionsReply, actions) == 8);
+    assert!(size_of::<SigActionsReply>() == 8 + 64 * 32);
+    assert!(size_of::<SigAltStackReply>() == 24);
+    assert!(size_of::<ITimerVal>() == 32);
+    assert!(size_of::<ITimersReply>() == 96);
+    assert!(size_of::<SendFdsArgs>() == 8 + 4 * MAX_FDS);
+    assert!(PAYLOAD_OFFSET + size_of::<SigActionsReply>() <= ARGS_SIZE);
+    assert!(PAYLOAD_OFFSET + size_of::<SendFdsArgs>() <= ARGS_SIZE);
+};
