@@ -1,1 +1,84 @@
-//! Helpers shared by the integration tests (being written).
+//! Helpers shared by the integration tests: start victims, read their
+//! lines, and always kill and reap them (by pid, never by name).
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+/// A running victim program started by a test.
+pub struct Victim {
+    /// The child process.
+    pub child: Child,
+    /// Its stdin.
+    pub stdin: Option<ChildStdin>,
+    /// Its stdout, line buffered.
+    pub stdout: BufReader<ChildStdout>,
+    /// The words of its "ready ..." line after "ready".
+    pub ready: Vec<String>,
+}
+
+impl Victim {
+    /// Starts `exe` with `args` and waits for its "ready" line.
+    pub fn start(exe: &str, args: &[&str]) -> Victim {
+        let mut child = Command::new(exe)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start victim");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut v = Victim { child, stdin, stdout, ready: Vec::new() };
+        let line = v.line();
+        let mut words = line.split_whitespace();
+        assert_eq!(words.next(), Some("ready"), "victim said {line:?}");
+        v.ready = words.map(str::to_string).collect();
+        v
+    }
+
+    /// The victim's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Reads one line from the victim's stdout.
+    pub fn line(&mut self) -> String {
+        let mut s = String::new();
+        self.stdout.read_line(&mut s).expect("read victim stdout");
+        s.trim_end().to_string()
+    }
+
+    /// Sends one line to the victim's stdin.
+    pub fn send(&mut self, line: &str) {
+        let w = self.stdin.as_mut().expect("stdin");
+        writeln!(w, "{line}").expect("write victim stdin");
+        w.flush().unwrap();
+    }
+
+    /// Waits for the victim to exit; returns its exit code.
+    pub fn wait(&mut self) -> Option<i32> {
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+}
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads /proc/<pid>/maps as a string.
+pub fn maps(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("read maps")
+}
+
+/// Skips the calling test unless we are root (ptrace of a child works as
+/// any user, but later tests need CAP_SYS_ADMIN and friends).
+pub fn require_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipped: needs root");
+    }
+    root
+}

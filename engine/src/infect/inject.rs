@@ -1,0 +1,84 @@
+//! Remote syscalls: run one syscall in a stopped task's context.
+//!
+//! ```text
+//!   saved = code at (rip & !7) .. +16      (two aligned words)
+//!   code[rip..rip+3] = 0f 05 cc            syscall; int3
+//!   regs = { rip, rax = nr, rdi.. = args, orig_rax = -1, TF = DF = 0 }
+//!   PTRACE_CONT  ->  SIGTRAP stop at rip + 3   ->  rax = result
+//!   restore code and registers
+//! ```
+//!
+//! `orig_rax = -1` keeps the kernel's syscall-restart logic away from the
+//! injected registers when the task was stopped inside an interrupted
+//! syscall; the saved registers keep their restart state and the syscall
+//! restarts normally once they are put back.
+use super::{InfectError, Result, Tracee};
+use crate::sys::ptrace::{self, UserRegs};
+use crate::sys::Sysno;
+
+const SYSCALL_INT3: [u8; 3] = [0x0f, 0x05, 0xcc];
+const EFLAGS_TF: u64 = 1 << 8;
+const EFLAGS_DF: u64 = 1 << 10;
+
+/// Registers to enter injected code with: `base` with the instruction
+/// pointer and arguments replaced, no pending syscall, TF and DF clear.
+pub(crate) fn entry_regs(base: &UserRegs, rip: u64) -> UserRegs {
+    let mut r = *base;
+    r.rip = rip;
+    r.orig_rax = u64::MAX;
+    r.eflags &= !(EFLAGS_TF | EFLAGS_DF);
+    r
+}
+
+impl Tracee {
+    /// Runs syscall `nr` with `args` in the task and returns its raw result
+    /// (negative errno on failure). Registers and code are restored after.
+    pub fn remote_syscall(&mut self, nr: Sysno, args: [u64; 6]) -> Result<i64> {
+        let pid = self.pid();
+        let saved_regs = self.regs()?;
+        let site = saved_regs.rip;
+        let aligned = site & !7;
+        let at = (site - aligned) as usize;
+        // Touch only the words the patch needs: the next one may be unmapped.
+        let span = if at + SYSCALL_INT3.len() <= 8 { 8 } else { 16 };
+        let saved_code = ptrace::peek_bytes(pid, aligned, span)
+            .map_err(|e| InfectError::errno(pid, "read code at rip", e))?;
+        let mut patched = saved_code.clone();
+        patched[at..at + SYSCALL_INT3.len()].copy_from_slice(&SYSCALL_INT3);
+        ptrace::poke_bytes(pid, aligned, &patched).map_err(|e| InfectError::errno(pid, "patch code at rip", e))?;
+
+        let mut regs = entry_regs(&saved_regs, site);
+        regs.rax = nr as u64;
+        regs.rdi = args[0];
+        regs.rsi = args[1];
+        regs.rdx = args[2];
+        regs.r10 = args[3];
+        regs.r8 = args[4];
+        regs.r9 = args[5];
+        let run = self.set_regs(&regs).and_then(|_| self.run_until_trap("remote syscall"));
+
+        // Put code and registers back whatever happened.
+        let restore_code = ptrace::poke_bytes(pid, aligned, &saved_code);
+        let restore_regs = self.set_regs(&saved_regs);
+        let after = run?;
+        restore_code.map_err(|e| InfectError::errno(pid, "restore code at rip", e))?;
+        restore_regs?;
+        if after.rip != site + SYSCALL_INT3.len() as u64 {
+            return Err(InfectError::unexpected(
+                pid,
+                "remote syscall",
+                format!("trap at {:#x}, expected {:#x}", after.rip, site + 3),
+            ));
+        }
+        Ok(after.rax as i64)
+    }
+
+    /// [`Tracee::remote_syscall`] that turns a negative result into an error.
+    pub fn remote_syscall_ok(&mut self, nr: Sysno, args: [u64; 6], step: &'static str) -> Result<u64> {
+        let r = self.remote_syscall(nr, args)?;
+        if (-4095..0).contains(&r) {
+            return Err(InfectError::errno(self.pid(), step, crate::sys::Errno::new(-r as i32)));
+        }
+        Ok(r as u64)
+    }
+}

@@ -1,0 +1,199 @@
+//! One seized thread.
+//!
+//! ptrace is per thread: every call on a [`Tracee`] must come from the thread
+//! that seized it. The type is therefore `!Send`.
+use super::{InfectError, Result};
+use crate::sys::ptrace::{self, UserRegs, PTRACE_EVENT_STOP};
+use crate::sys::wait::{self, WaitStatus};
+use crate::sys::{Errno, Pid};
+use std::marker::PhantomData;
+
+const SIGTRAP: i32 = 5;
+const SIGSTOP: i32 = 19;
+const SIGTSTP: i32 = 20;
+const SIGTTIN: i32 = 21;
+const SIGTTOU: i32 = 22;
+
+/// How the task was found when it was seized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopState {
+    /// It was running (or sleeping in a syscall).
+    Running,
+    /// It was in group-stop (SIGSTOP and friends) already.
+    Stopped(i32),
+}
+
+/// A thread seized with PTRACE_SEIZE and currently in a ptrace stop.
+pub struct Tracee {
+    pid: Pid,
+    state: StopState,
+    /// Signals that arrived while we held the task and that we suppressed;
+    /// they are sent again when the task is released.
+    deferred: Vec<i32>,
+    detached: bool,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Tracee {
+    /// Seizes `pid` and waits until it is in a ptrace stop.
+    ///
+    /// Signals delivered before the interrupt trap are passed on to the task
+    /// as the kernel would have delivered them (their handlers run before the
+    /// task stops), so nothing is lost.
+    pub fn seize(pid: Pid) -> Result<Tracee> {
+        ptrace::seize(pid, 0).map_err(|e| InfectError::errno(pid, "PTRACE_SEIZE", e))?;
+        let mut t =
+            Tracee { pid, state: StopState::Running, deferred: Vec::new(), detached: false, _not_send: PhantomData };
+        if let Err(e) = ptrace::interrupt(pid) {
+            t.detached = true;
+            let _ = ptrace::detach(pid, 0);
+            return Err(InfectError::errno(pid, "PTRACE_INTERRUPT", e));
+        }
+        for _ in 0..64 {
+            let st = wait::wait_pid(pid).map_err(|e| {
+                t.detached = true;
+                InfectError::errno(pid, "wait for the seize stop", e)
+            })?;
+            match st {
+                WaitStatus::Stopped { sig, event } if event == PTRACE_EVENT_STOP => {
+                    // A group-stop shows up as an event stop with the stop signal.
+                    if matches!(sig, SIGSTOP | SIGTSTP | SIGTTIN | SIGTTOU) {
+                        t.state = StopState::Stopped(sig);
+                    }
+                    return Ok(t);
+                }
+                WaitStatus::Stopped { sig, event: 0 } => {
+                    // Signal-delivery-stop before our interrupt: deliver it.
+                    ptrace::cont(pid, sig).map_err(|e| InfectError::errno(pid, "PTRACE_CONT", e))?;
+                }
+                WaitStatus::Stopped { .. } => {
+                    ptrace::cont(pid, 0).map_err(|e| InfectError::errno(pid, "PTRACE_CONT", e))?;
+                }
+                WaitStatus::Exited(code) => {
+                    t.detached = true;
+                    return Err(InfectError::unexpected(pid, "seize", format!("exited with {code}")));
+                }
+                WaitStatus::Signaled(sig, _) => {
+                    t.detached = true;
+                    return Err(InfectError::unexpected(pid, "seize", format!("killed by signal {sig}")));
+                }
+                WaitStatus::Continued => {}
+            }
+        }
+        Err(InfectError::unexpected(pid, "seize", "task never reached the interrupt stop"))
+    }
+
+    /// The thread id.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// How the task was found.
+    pub fn state(&self) -> StopState {
+        self.state
+    }
+
+    /// General registers.
+    pub fn regs(&self) -> Result<UserRegs> {
+        ptrace::get_regs(self.pid).map_err(|e| InfectError::errno(self.pid, "PTRACE_GETREGS", e))
+    }
+
+    /// Sets the general registers.
+    pub fn set_regs(&self, regs: &UserRegs) -> Result<()> {
+        ptrace::set_regs(self.pid, regs).map_err(|e| InfectError::errno(self.pid, "PTRACE_SETREGS", e))
+    }
+
+    /// The blocked signal mask.
+    pub fn sigmask(&self) -> Result<u64> {
+        ptrace::get_sigmask(self.pid).map_err(|e| InfectError::errno(self.pid, "PTRACE_GETSIGMASK", e))
+    }
+
+    /// Sets the blocked signal mask.
+    pub fn set_sigmask(&self, mask: u64) -> Result<()> {
+        ptrace::set_sigmask(self.pid, mask).map_err(|e| InfectError::errno(self.pid, "PTRACE_SETSIGMASK", e))
+    }
+
+    /// Resumes the task with the current registers and waits for the next
+    /// SIGTRAP stop; returns the registers at that stop. Any other stop is
+    /// reported as an error after the task is put back into a ptrace stop,
+    /// except SIGSTOP-like signals, which are deferred to the release.
+    pub(crate) fn run_until_trap(&mut self, step: &'static str) -> Result<UserRegs> {
+        let pid = self.pid;
+        ptrace::cont(pid, 0).map_err(|e| InfectError::errno(pid, step, e))?;
+        loop {
+            let st = wait::wait_pid(pid).map_err(|e| InfectError::errno(pid, step, e))?;
+            match st {
+                WaitStatus::Stopped { sig: SIGTRAP, event: 0 } => return self.regs(),
+                WaitStatus::Stopped { sig, event: 0 } if matches!(sig, SIGSTOP | SIGTSTP | SIGTTIN | SIGTTOU) => {
+                    self.deferred.push(sig);
+                    ptrace::cont(pid, 0).map_err(|e| InfectError::errno(pid, step, e))?;
+                }
+                WaitStatus::Stopped { sig, event: 0 } => {
+                    // A synchronous fault in injected code: the task is in
+                    // signal-delivery-stop and the signal will be discarded.
+                    let regs = self.regs().ok();
+                    return Err(InfectError::unexpected(
+                        pid,
+                        step,
+                        format!("signal {sig} at rip {:#x}", regs.map(|r| r.rip).unwrap_or(0)),
+                    ));
+                }
+                WaitStatus::Stopped { .. } => {
+                    ptrace::cont(pid, 0).map_err(|e| InfectError::errno(pid, step, e))?;
+                }
+                WaitStatus::Exited(c) => {
+                    self.detached = true;
+                    return Err(InfectError::unexpected(pid, step, format!("exited with {c}")));
+                }
+                WaitStatus::Signaled(s, _) => {
+                    self.detached = true;
+                    return Err(InfectError::unexpected(pid, step, format!("killed by signal {s}")));
+                }
+                WaitStatus::Continued => {}
+            }
+        }
+    }
+
+    /// Detaches, letting the task run on (or stay stopped if it was found in
+    /// group-stop), and re-sends any deferred stop signal.
+    pub fn detach(mut self) -> Result<()> {
+        self.release()
+    }
+
+    fn release(&mut self) -> Result<()> {
+        if self.detached {
+            return Ok(());
+        }
+        self.detached = true;
+        let pid = self.pid;
+        // A task found in group-stop stays stopped: detaching with the stop
+        // signal puts it back into group-stop. A stop signal that arrived
+        // while we held the task is delivered the same way.
+        let sig = match self.state {
+            StopState::Stopped(sig) => sig,
+            StopState::Running => self.deferred.first().copied().unwrap_or(0),
+        };
+        ptrace::detach(pid, sig).map_err(|e| InfectError::errno(pid, "PTRACE_DETACH", e))?;
+        Ok(())
+    }
+}
+
+impl Drop for Tracee {
+    fn drop(&mut self) {
+        if let Err(e) = self.release() {
+            if e.cause_errno() != Some(Errno::ESRCH) {
+                log::warn!("{e}");
+            }
+        }
+    }
+}
+
+impl InfectError {
+    /// The errno, when the cause is one.
+    pub fn cause_errno(&self) -> Option<Errno> {
+        match self.cause {
+            super::Cause::Errno(e) => Some(e),
+            super::Cause::Unexpected(_) => None,
+        }
+    }
+}

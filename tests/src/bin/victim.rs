@@ -1,0 +1,112 @@
+//! Victim program for the integration tests: sets up well-known state,
+//! prints "ready ..." on stdout and then behaves according to its mode.
+//!
+//! Modes:
+//! - `counter`: SIGUSR1 handler (SA_SIGINFO|SA_RESTART, mask SIGUSR2),
+//!   SIGUSR2 blocked, a sigaltstack, ITIMER_REAL armed far in the future;
+//!   spins in user code incrementing a counter and checksumming memory.
+//!   Every command line read from stdin is answered: `status` prints
+//!   "counter=N sum=ok|bad".
+//! - `sleeper MS`: nanosleep(MS) then prints "slept ELAPSED_MS".
+//! - `reader`: blocks in read(0) and prints "got <line>".
+use std::io::Write;
+
+extern "C" fn on_usr1(_sig: i32, _info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {}
+
+fn now_ms() -> u128 {
+    std::time::Instant::now().elapsed().as_millis()
+}
+
+fn setup_signals() -> (usize, usize) {
+    // SAFETY: plain libc calls on zeroed, correctly sized structs.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_usr1 as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_ONSTACK;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaddset(&mut sa.sa_mask, libc::SIGUSR2);
+        assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
+
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
+        assert_eq!(libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()), 0);
+
+        let stack = Box::leak(vec![0u8; 64 * 1024].into_boxed_slice());
+        let ss = libc::stack_t { ss_sp: stack.as_mut_ptr() as *mut _, ss_flags: 0, ss_size: stack.len() };
+        assert_eq!(libc::sigaltstack(&ss, std::ptr::null_mut()), 0);
+
+        let it = libc::itimerval {
+            it_interval: libc::timeval { tv_sec: 500, tv_usec: 0 },
+            it_value: libc::timeval { tv_sec: 1000, tv_usec: 0 },
+        };
+        assert_eq!(libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()), 0);
+        (on_usr1 as *const () as usize, stack.as_ptr() as usize)
+    }
+}
+
+fn stdin_ready() -> bool {
+    let mut p = libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut p, 1, 0) == 1 }
+}
+
+fn read_line() -> Option<String> {
+    let mut line = String::new();
+    match std::io::stdin().read_line(&mut line) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(line.trim_end().to_string()),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mode = args.get(1).map(String::as_str).unwrap_or("counter");
+    let mut out = std::io::stdout();
+    match mode {
+        "counter" => {
+            let (handler, altstack) = setup_signals();
+            let data: Vec<u64> = (0..1 << 16).map(|i: u64| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
+            let expect: u64 = data.iter().fold(0, |a, &x| a.wrapping_add(x));
+            writeln!(out, "ready {} {handler:#x} {altstack:#x}", std::process::id()).unwrap();
+            out.flush().unwrap();
+            let mut counter: u64 = 0;
+            loop {
+                counter = std::hint::black_box(counter + 1);
+                if counter % (1 << 20) == 0 && stdin_ready() {
+                    let Some(cmd) = read_line() else { return };
+                    if cmd == "status" {
+                        let sum: u64 = data.iter().fold(0, |a, &x| a.wrapping_add(x));
+                        let ok = if sum == expect { "ok" } else { "bad" };
+                        writeln!(out, "counter={counter} sum={ok}").unwrap();
+                        out.flush().unwrap();
+                    }
+                }
+            }
+        }
+        "sleeper" => {
+            let ms: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
+            let start = std::time::Instant::now();
+            writeln!(out, "ready {}", std::process::id()).unwrap();
+            out.flush().unwrap();
+            let ts = libc::timespec { tv_sec: (ms / 1000) as i64, tv_nsec: ((ms % 1000) * 1_000_000) as i64 };
+            // SAFETY: valid timespec; no remainder wanted.
+            let r = unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+            writeln!(out, "slept {} r={r}", start.elapsed().as_millis()).unwrap();
+        }
+        "reader" => {
+            writeln!(out, "ready {}", std::process::id()).unwrap();
+            out.flush().unwrap();
+            let mut buf = [0u8; 256];
+            // SAFETY: reading into a local buffer.
+            let n = unsafe { libc::read(0, buf.as_mut_ptr() as *mut _, buf.len()) };
+            let got = if n > 0 { String::from_utf8_lossy(&buf[..n as usize]).trim_end().to_string() } else { format!("error {n}") };
+            writeln!(out, "got {got}").unwrap();
+        }
+        other => {
+            let _ = now_ms();
+            eprintln!("victim: unknown mode {other}");
+            std::process::exit(2);
+        }
+    }
+}
