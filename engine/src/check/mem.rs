@@ -1,0 +1,103 @@
+//! Probes about address spaces: the vDSO layout, pagemap, soft-dirty.
+use super::util::{human_size, io_why, read_maps};
+use std::os::unix::fs::FileExt;
+
+const PAGE: usize = 4096;
+/// pagemap(5) entry bits.
+const PM_PRESENT: u64 = 1 << 63;
+const PM_SOFT_DIRTY: u64 = 1 << 55;
+const PM_PFN_MASK: u64 = (1 << 55) - 1;
+
+/// The special mappings the restorer must place (vDSO and its data pages),
+/// in address order with their sizes.
+pub fn probe_vdso_layout() -> Result<String, String> {
+    let maps = read_maps("self")?;
+    let special: Vec<_> = maps
+        .iter()
+        .filter(|m| matches!(m.name.as_str(), "[vdso]" | "[vsyscall]") || m.name.starts_with("[vvar"))
+        .collect();
+    if !special.iter().any(|m| m.name == "[vdso]") {
+        return Err("no [vdso] mapping in /proc/self/maps".to_string());
+    }
+    let parts: Vec<String> = special.iter().map(|m| format!("{} {}", m.name, human_size(m.end - m.start))).collect();
+    let around: Vec<_> = special.iter().filter(|m| m.name != "[vsyscall]").collect();
+    let contiguous = around.windows(2).all(|w| w[0].end == w[1].start);
+    let mut s = parts.join(", ");
+    if around.len() > 1 {
+        s.push_str(if contiguous { " (contiguous)" } else { " (not contiguous)" });
+    }
+    Ok(s)
+}
+
+/// A page-aligned page inside a buffer that nothing else touches.
+struct ScratchPage {
+    buf: Vec<u8>,
+    off: usize,
+}
+
+impl ScratchPage {
+    fn new() -> ScratchPage {
+        let buf = vec![0u8; 3 * PAGE];
+        let addr = buf.as_ptr() as usize;
+        let off = (PAGE - addr % PAGE) % PAGE;
+        ScratchPage { buf, off }
+    }
+    fn addr(&self) -> u64 {
+        (self.buf.as_ptr() as usize + self.off) as u64
+    }
+    /// Writes to the page. The buffer's address escapes through
+    /// `black_box`, so the store cannot be moved past the next syscall.
+    fn dirty(&mut self, v: u8) {
+        let page = std::hint::black_box(&mut self.buf[self.off..self.off + PAGE]);
+        page[0] = v;
+        page[PAGE - 1] = v;
+        std::hint::black_box(&page);
+    }
+}
+
+/// One pagemap(5) entry of this process.
+fn pagemap_entry(pm: &std::fs::File, addr: u64) -> Result<u64, String> {
+    let mut e = [0u8; 8];
+    pm.read_exact_at(&mut e, addr / PAGE as u64 * 8).map_err(|e| io_why("reading /proc/self/pagemap", &e))?;
+    Ok(u64::from_le_bytes(e))
+}
+
+/// /proc/self/pagemap: a touched page reads as present.
+pub fn probe_pagemap() -> Result<String, String> {
+    let pm = std::fs::File::open("/proc/self/pagemap").map_err(|e| io_why("opening /proc/self/pagemap", &e))?;
+    let mut page = ScratchPage::new();
+    page.dirty(1);
+    let e = pagemap_entry(&pm, page.addr())?;
+    if e & PM_PRESENT == 0 {
+        return Err(format!("a touched page reads as not present (entry {e:#x})"));
+    }
+    let pfn = if e & PM_PFN_MASK != 0 { "PFNs visible" } else { "PFNs hidden (needs CAP_SYS_ADMIN)" };
+    Ok(format!("touched page present, {pfn}"))
+}
+
+/// Soft-dirty tracking: after `clear_refs 4` the bit is 0, after a write 1.
+/// Without CONFIG_MEM_SOFT_DIRTY the kernel accepts the clear but never sets
+/// bit 55, which this tells apart from a clear that does not work.
+pub fn probe_soft_dirty() -> Result<String, String> {
+    let pm = std::fs::File::open("/proc/self/pagemap").map_err(|e| io_why("opening /proc/self/pagemap", &e))?;
+    let mut page = ScratchPage::new();
+    page.dirty(1);
+    let fresh = pagemap_entry(&pm, page.addr())?;
+    // clear_refs of this process only: clears soft-dirty bits and
+    // write-protects our pages so the next write faults and sets the bit.
+    std::fs::write("/proc/self/clear_refs", b"4").map_err(|e| io_why("writing 4 to /proc/self/clear_refs", &e))?;
+    let cleared = pagemap_entry(&pm, page.addr())?;
+    page.dirty(2);
+    let written = pagemap_entry(&pm, page.addr())?;
+    let sd = |e: u64| u8::from(e & PM_SOFT_DIRTY != 0);
+    if written & PM_PRESENT == 0 {
+        return Err(format!("the scratch page is not present after a write (entry {written:#x})"));
+    }
+    let bits = format!("bit 55: new {} / cleared {} / written {}", sd(fresh), sd(cleared), sd(written));
+    match (sd(fresh), sd(cleared), sd(written)) {
+        (_, 0, 1) => Ok(format!("tracks writes ({bits})")),
+        (0, 0, 0) => Err(format!("pagemap bit 55 is never set: kernel without CONFIG_MEM_SOFT_DIRTY ({bits})")),
+        (_, 1, _) => Err(format!("clear_refs 4 does not clear the soft-dirty bit ({bits})")),
+        _ => Err(format!("a write after clear_refs does not set the soft-dirty bit ({bits})")),
+    }
+}

@@ -1,0 +1,366 @@
+//! Kernel feature probes for `crtools check`.
+//!
+//! Interface used by the CLI (kept stable while probes are added):
+//! [`run_checks`] runs every probe and returns a [`Report`].
+//!
+//! # Invariants
+//! - Every probe is a `fn() -> Result<String, String>` registered in the one
+//!   table [`PROBES`]: `Ok` carries what was found, `Err` why it does not
+//!   work (the errno name, its description and what it means there).
+//! - A probe leaves the system as it found it: children it starts are
+//!   killed by pid and reaped on every path ([`util::Child`]), values it
+//!   writes are the values it read (ns_last_pid), and clear_refs is only
+//!   ever written for this process.
+//! - Probes issue no raw syscalls: they go through [`crate::sys`], std and
+//!   /proc files.
+use std::io::Write;
+
+mod mem;
+mod procfs;
+mod ptrace;
+mod util;
+
+/// Whether a failing probe makes `crtools check` fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// C/R cannot work without it.
+    Required,
+    /// Some features are unavailable without it.
+    Optional,
+}
+
+/// The result of one probe.
+#[derive(Clone, Debug)]
+pub struct Probe {
+    /// Short name, e.g. "ptrace-seize".
+    pub name: &'static str,
+    /// Required or optional.
+    pub need: Need,
+    /// `Ok(detail)` when it works, `Err(why)` when not.
+    pub result: Result<String, String>,
+    /// One line on what the probe checks and why C/R needs it.
+    pub about: &'static str,
+}
+
+/// All probes of one run.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// In the order they ran.
+    pub probes: Vec<Probe>,
+}
+
+/// Width of the name column.
+const NAME_WIDTH: usize = 24;
+
+impl Report {
+    /// True when every required probe passed.
+    pub fn ok(&self) -> bool {
+        self.probes.iter().all(|p| p.need == Need::Optional || p.result.is_ok())
+    }
+
+    /// Names of the required probes that failed, in order.
+    pub fn failed_required(&self) -> Vec<&'static str> {
+        self.probes.iter().filter(|p| p.need == Need::Required && p.result.is_err()).map(|p| p.name).collect()
+    }
+
+    /// Writes one line per probe, then the verdict.
+    pub fn render(&self, w: &mut dyn Write) -> std::io::Result<()> {
+        self.render_lines(w, false)
+    }
+
+    /// Like [`Report::render`], with each probe's description and need on a
+    /// second, indented line.
+    pub fn render_verbose(&self, w: &mut dyn Write) -> std::io::Result<()> {
+        self.render_lines(w, true)
+    }
+
+    fn render_lines(&self, w: &mut dyn Write, verbose: bool) -> std::io::Result<()> {
+        for p in &self.probes {
+            match &p.result {
+                Ok(d) => writeln!(w, "{:<NAME_WIDTH$} ok      {d}", p.name)?,
+                Err(why) => writeln!(w, "{:<NAME_WIDTH$} {:<7} {why}", p.name, tag(p))?,
+            }
+            if verbose {
+                let need = if p.need == Need::Required { "required" } else { "optional" };
+                writeln!(w, "{:<NAME_WIDTH$} {need}: {}", "", p.about)?;
+            }
+        }
+        let failed = self.failed_required();
+        if failed.is_empty() {
+            writeln!(w, "Looks good.")
+        } else {
+            writeln!(w, "Required kernel features are missing: {}", failed.join(", "))
+        }
+    }
+
+    /// Machine-readable form: one JSON object with `ok` and a `probes`
+    /// array of `{name, need, status, detail, about}` (status is "ok",
+    /// "failed" or "missing").
+    pub fn render_json(&self, w: &mut dyn Write) -> std::io::Result<()> {
+        writeln!(w, "{{\"ok\": {}, \"probes\": [", self.ok())?;
+        for (i, p) in self.probes.iter().enumerate() {
+            let (status, detail) = match &p.result {
+                Ok(d) => ("ok", d.as_str()),
+                Err(why) => (if p.need == Need::Required { "failed" } else { "missing" }, why.as_str()),
+            };
+            let need = if p.need == Need::Required { "required" } else { "optional" };
+            let sep = if i + 1 == self.probes.len() { "" } else { "," };
+            writeln!(
+                w,
+                "  {{\"name\": {}, \"need\": \"{need}\", \"status\": \"{status}\", \"detail\": {}, \"about\": {}}}{sep}",
+                json_str(p.name),
+                json_str(detail),
+                json_str(p.about)
+            )?;
+        }
+        writeln!(w, "]}}")
+    }
+}
+
+fn tag(p: &Probe) -> &'static str {
+    match (&p.result, p.need) {
+        (Ok(_), _) => "ok",
+        (Err(_), Need::Required) => "FAILED",
+        (Err(_), Need::Optional) => "missing",
+    }
+}
+
+/// A JSON string literal for `s`.
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// One row of the probe table.
+pub struct ProbeDef {
+    /// Short name, e.g. "ptrace-seize".
+    pub name: &'static str,
+    /// Required or optional.
+    pub need: Need,
+    /// The probe.
+    pub run: fn() -> Result<String, String>,
+    /// One line on what it checks and why C/R needs it.
+    pub about: &'static str,
+}
+
+use Need::{Optional, Required};
+
+/// Every probe, in the order they run and print.
+pub const PROBES: &[ProbeDef] = &[
+    ProbeDef {
+        name: "ptrace-seize",
+        need: Required,
+        run: ptrace::probe_ptrace_seize,
+        about: "PTRACE_SEIZE + PTRACE_INTERRUPT stop a task without a SIGSTOP (freezing the tree)",
+    },
+    ProbeDef {
+        name: "ptrace-sigmask",
+        need: Required,
+        run: ptrace::probe_ptrace_sigmask,
+        about: "PTRACE_GETSIGMASK/SETSIGMASK read and restore blocked signals",
+    },
+    ProbeDef {
+        name: "ptrace-peeksiginfo",
+        need: Required,
+        run: ptrace::probe_ptrace_peeksiginfo,
+        about: "PTRACE_PEEKSIGINFO reads pending signals without dequeuing them",
+    },
+    ProbeDef {
+        name: "ptrace-regset-xstate",
+        need: Required,
+        run: ptrace::probe_regset_xstate,
+        about: "PTRACE_GETREGSET NT_X86_XSTATE reads the FPU/SSE/AVX state (xsave area)",
+    },
+    ProbeDef {
+        name: "process_vm_readv",
+        need: Required,
+        run: ptrace::probe_process_vm_readv,
+        about: "process_vm_readv copies another task's pages in bulk (memory dump)",
+    },
+    ProbeDef {
+        name: "map_files",
+        need: Required,
+        run: ptrace::probe_map_files,
+        about: "/proc/<pid>/map_files entries open the file or shared memory behind a mapping",
+    },
+    ProbeDef {
+        name: "proc-children",
+        need: Required,
+        run: ptrace::probe_proc_children,
+        about: "/proc/<pid>/task/<tid>/children lists a task's children (tree walk at dump)",
+    },
+    ProbeDef {
+        name: "pagemap",
+        need: Required,
+        run: mem::probe_pagemap,
+        about: "/proc/<pid>/pagemap tells present and swapped pages from holes",
+    },
+    ProbeDef {
+        name: "ns_last_pid",
+        need: Required,
+        run: procfs::probe_ns_last_pid,
+        about: "/proc/sys/kernel/ns_last_pid can be set (pid fallback without clone3 set_tid)",
+    },
+    ProbeDef {
+        name: "vdso-layout",
+        need: Required,
+        run: mem::probe_vdso_layout,
+        about: "the [vdso]/[vvar] areas the restorer must place where the dumped task had them",
+    },
+    ProbeDef {
+        name: "fdinfo-mnt_id",
+        need: Optional,
+        run: procfs::probe_fdinfo_mnt_id,
+        about: "/proc/<pid>/fdinfo shows mnt_id, to find the mount of an open file",
+    },
+    ProbeDef {
+        name: "soft-dirty",
+        need: Optional,
+        run: mem::probe_soft_dirty,
+        about: "soft-dirty pagemap bit (clear_refs 4): incremental and pre-dump memory tracking",
+    },
+    ProbeDef {
+        name: "rseq",
+        need: Optional,
+        run: ptrace::probe_rseq,
+        about: "PTRACE_GET_RSEQ_CONFIGURATION reads a task's rseq registration",
+    },
+    ProbeDef {
+        name: "seccomp-suspend",
+        need: Optional,
+        run: ptrace::probe_seccomp_suspend,
+        about: "PTRACE_O_SUSPEND_SECCOMP lets the parasite run in a seccomp-filtered task",
+    },
+    ProbeDef {
+        name: "seccomp-get-filter",
+        need: Optional,
+        run: ptrace::probe_seccomp_get_filter,
+        about: "PTRACE_SECCOMP_GET_FILTER dumps a task's seccomp filters",
+    },
+    ProbeDef {
+        name: "cap_last_cap",
+        need: Optional,
+        run: procfs::probe_cap_last_cap,
+        about: "/proc/sys/kernel/cap_last_cap: the highest capability of this kernel",
+    },
+    ProbeDef {
+        name: "capabilities",
+        need: Optional,
+        run: procfs::probe_capabilities,
+        about: "the effective capabilities of crtools that dump and restore rely on",
+    },
+];
+
+/// Runs every probe.
+pub fn run_checks() -> Report {
+    Report { probes: PROBES.iter().map(run_one).collect() }
+}
+
+/// Runs one probe. A panicking probe is reported as failed, not fatal
+/// (under panic=abort it still aborts, so probes must not panic).
+fn run_one(d: &ProbeDef) -> Probe {
+    let result = std::panic::catch_unwind(d.run).unwrap_or_else(|_| Err("the probe panicked".to_string()));
+    Probe { name: d.name, need: d.need, result, about: d.about }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered(r: &Report) -> String {
+        let mut out = Vec::new();
+        r.render(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn probe(name: &'static str, need: Need, result: Result<&str, &str>) -> Probe {
+        Probe { name, need, result: result.map(str::to_string).map_err(str::to_string), about: "test" }
+    }
+
+    #[test]
+    fn this_machine_passes() {
+        let r = run_checks();
+        let text = rendered(&r);
+        for p in &r.probes {
+            if p.need == Need::Required {
+                assert!(p.result.is_ok(), "required probe {} failed: {:?}\n{text}", p.name, p.result);
+            }
+        }
+        let sd = r.probes.iter().find(|p| p.name == "soft-dirty").expect("soft-dirty probe");
+        assert_eq!(sd.need, Need::Optional);
+        let why = sd.result.as_ref().expect_err("this kernel has no CONFIG_MEM_SOFT_DIRTY");
+        assert!(why.contains("CONFIG_MEM_SOFT_DIRTY"), "{why}");
+        assert!(text.lines().any(|l| l.starts_with("soft-dirty") && l.contains(" missing ")), "{text}");
+        assert!(r.ok());
+        assert!(text.ends_with("Looks good.\n"), "{text}");
+        println!("{text}");
+    }
+
+    #[test]
+    fn names_are_unique_and_fit() {
+        let mut names: Vec<_> = PROBES.iter().map(|d| d.name).collect();
+        assert!(names.iter().all(|n| n.len() < NAME_WIDTH));
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), PROBES.len());
+    }
+
+    #[test]
+    fn failed_required_is_named() {
+        let r = Report {
+            probes: vec![
+                probe("good", Need::Required, Ok("fine")),
+                probe("kcmp", Need::Required, Err("kcmp: ENOSYS (Function not implemented)")),
+                probe("extra", Need::Optional, Err("nope")),
+            ],
+        };
+        assert!(!r.ok());
+        assert_eq!(r.failed_required(), vec!["kcmp"]);
+        let text = rendered(&r);
+        assert!(text.lines().any(|l| l.starts_with("kcmp ") && l.contains(" FAILED  kcmp: ENOSYS")), "{text}");
+        assert!(text.ends_with("Required kernel features are missing: kcmp\n"), "{text}");
+        assert!(!text.contains("Looks good."));
+    }
+
+    #[test]
+    fn optional_missing_does_not_fail() {
+        let r = Report {
+            probes: vec![probe("good", Need::Required, Ok("fine")), probe("uffd-wp", Need::Optional, Err("EINVAL"))],
+        };
+        assert!(r.ok());
+        let text = rendered(&r);
+        assert!(text.contains("uffd-wp                  missing EINVAL\n"), "{text}");
+        assert!(text.ends_with("Looks good.\n"));
+    }
+
+    #[test]
+    fn json_is_escaped() {
+        let r = Report { probes: vec![probe("x", Need::Optional, Err("a \"b\"\n"))] };
+        let mut out = Vec::new();
+        r.render_json(&mut out).unwrap();
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.starts_with("{\"ok\": true,"), "{s}");
+        assert!(s.contains(r#""status": "missing", "detail": "a \"b\"\n""#), "{s}");
+    }
+
+    #[test]
+    fn verbose_adds_descriptions() {
+        let r = Report { probes: vec![probe("x", Need::Required, Ok("fine"))] };
+        let mut out = Vec::new();
+        r.render_verbose(&mut out).unwrap();
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.contains("required: test"), "{s}");
+    }
+}
