@@ -1,2 +1,14 @@
-//! crtools command line (being written).
-fn main() {}
+//! crtools: checkpoint/restore in userspace (see crtools(1)).
+//!
+//! This binary only turns options into engine calls: [`opts`] parses and
+//! validates the command line, [`supported`] refuses what has not landed yet,
+//! [`log`] is the logger, [`run`] calls the engine and maps errors to exit
+//! codes (0 success, 1 failure, 2 usage error).
+mod log;
+mod opts;
+mod run;
+mod supported;
+
+fn main() -> std::process::ExitCode {
+    std::process::ExitCode::from(run::main(std::env::args_os()))
+}

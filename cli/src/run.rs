@@ -1,0 +1,242 @@
+//! From the command line to engine calls, and from errors to exit codes.
+//!
+//! Order, as crtools(1) and CRIU users expect it:
+//! 1. parse and validate (usage errors: exit 2);
+//! 2. refuse options and commands that are not supported yet (exit 1);
+//! 3. `--close` the descriptors asked for, before anything opens a file;
+//! 4. start logging (`-o` opened here);
+//! 5. run the command (failure: exit 1).
+//!
+//! Every failure is printed to stderr as one line, `crtools: error: <what>:
+//! <source>: <source>...`, and also logged when the log goes to a file.
+use std::ffi::OsString;
+use std::fmt;
+use std::io::{self, BufWriter, Write};
+
+use crate::opts::{self, Command, Options};
+use crate::supported;
+
+/// Exit status of a command that ran and failed.
+pub const EXIT_FAILED: u8 = 1;
+
+/// Why a command failed.
+#[derive(Debug)]
+pub enum Error {
+    /// not supported yet: {0}
+    NotSupported(String),
+    /// --close {fd}
+    Close {
+        /// The descriptor.
+        fd: i32,
+        /// The reason.
+        source: io::Error,
+    },
+    /// Logging could not start.
+    Log(crate::log::LogError),
+    /// required kernel features are missing: {0}
+    CheckFailed(String),
+    /// show
+    Show(engine::show::ShowError),
+    /// writing the output
+    Output(io::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NotSupported(what) => write!(f, "not supported yet: {what}"),
+            Error::Close { fd, .. } => write!(f, "--close {fd}"),
+            Error::Log(e) => write!(f, "{e}"),
+            Error::CheckFailed(which) => write!(f, "required kernel features are missing: {which}"),
+            Error::Show(_) => write!(f, "show"),
+            Error::Output(_) => write!(f, "writing the output"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Close { source, .. } | Error::Output(source) => Some(source),
+            Error::Log(e) => e.source(),
+            Error::Show(e) => Some(e),
+            Error::NotSupported(_) | Error::CheckFailed(_) => None,
+        }
+    }
+}
+
+/// `err` and its sources, joined with ": ".
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let msg = e.to_string();
+        // Skip a source whose text its parent already printed.
+        if !s.ends_with(&msg) {
+            s.push_str(": ");
+            s.push_str(&msg);
+        }
+        cur = e.source();
+    }
+    s
+}
+
+/// Runs crtools with `args` (program name first); returns the exit status.
+pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
+    let (opts, matches) = match opts::parse(args) {
+        Ok(p) => p,
+        Err(e) => {
+            // Usage errors (2) on stderr, --help and --version (0) on stdout.
+            let _ = e.print();
+            return u8::try_from(e.exit_code()).unwrap_or(2);
+        }
+    };
+    match run(&opts, &matches) {
+        Ok(()) => 0,
+        Err(e) => {
+            let line = error_chain(&e);
+            if crate::log::to_file(&opts.log) {
+                log::error!("{line}");
+            }
+            eprintln!("crtools: error: {line}");
+            EXIT_FAILED
+        }
+    }
+}
+
+fn run(opts: &Options, matches: &clap::ArgMatches) -> Result<(), Error> {
+    refuse_unsupported(opts, matches)?;
+    for &fd in &opts.close_fds {
+        close_fd(fd).map_err(|source| Error::Close { fd, source })?;
+    }
+    crate::log::init(&opts.log).map_err(Error::Log)?;
+    match &opts.command {
+        Command::Check => {
+            let report = engine::check::run_checks();
+            with_stdout(|out| report.render(out))?;
+            if report.ok() {
+                Ok(())
+            } else {
+                let failed: Vec<&str> = report
+                    .probes
+                    .iter()
+                    .filter(|p| p.need == engine::check::Need::Required && p.result.is_err())
+                    .map(|p| p.name)
+                    .collect();
+                Err(Error::CheckFailed(failed.join(", ")))
+            }
+        }
+        Command::Show(show) => {
+            let mut result = Ok(());
+            with_stdout(|out| {
+                result = engine::show::show(show, out);
+                Ok(())
+            })?;
+            result.map_err(Error::Show)
+        }
+        // The engine pipelines have not landed: everything up to here is
+        // what they will consume (`opts::DumpOptions`, `opts::RestoreOptions`).
+        Command::Dump(dump) => {
+            log::debug!("dump: {dump:?}");
+            Err(Error::NotSupported("dump".into()))
+        }
+        Command::Restore(restore) => {
+            log::debug!("restore: {restore:?}");
+            Err(Error::NotSupported("restore".into()))
+        }
+    }
+}
+
+/// "not supported yet" for the options given, then for the command.
+fn refuse_unsupported(opts: &Options, matches: &clap::ArgMatches) -> Result<(), Error> {
+    let mut cmd = opts::command();
+    cmd.build();
+    let options = supported::unsupported_options(&cmd, matches);
+    if !options.is_empty() {
+        return Err(Error::NotSupported(options.join(", ")));
+    }
+    let name = opts.command.name();
+    if !supported::command_supported(name) {
+        return Err(Error::NotSupported(name.into()));
+    }
+    Ok(())
+}
+
+fn with_stdout(f: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<(), Error> {
+    let mut out = BufWriter::new(io::stdout().lock());
+    f(&mut out).and_then(|()| out.flush()).map_err(Error::Output)
+}
+
+/// Closes descriptor `fd` of crtools itself (`--close`); a descriptor that
+/// is not open is nothing to close, as in CRIU.
+fn close_fd(fd: i32) -> io::Result<()> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // OwnedFd must only be built for an open descriptor (its drop treats
+    // EBADF as an I/O-safety violation), so ask /proc first.
+    match std::fs::symlink_metadata(format!("/proc/self/fd/{fd}")) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    // SAFETY: the user asked for this descriptor to be closed; it is open
+    // (checked just above) and nothing in this process owns it yet: this
+    // runs before logging or any command opens a file, and the standard
+    // streams are not OwnedFds (std tolerates a closed stdin/out/err).
+    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exit(args: &str) -> u8 {
+        main(std::iter::once("crtools").chain(args.split_whitespace()).map(OsString::from))
+    }
+
+    fn refused(args: &str) -> String {
+        let argv = std::iter::once("crtools").chain(args.split_whitespace());
+        let (opts, matches) = opts::parse(argv).unwrap_or_else(|e| panic!("{args}: {}", e.render()));
+        match refuse_unsupported(&opts, &matches) {
+            Err(e) => e.to_string(),
+            Ok(()) => panic!("{args}: accepted"),
+        }
+    }
+
+    #[test]
+    fn unsupported_options_refused() {
+        assert_eq!(refused("dump -t 1 -s"), "not supported yet: -s/--leave-stopped");
+        assert_eq!(refused("dump -t 1 --link-remap -j"), "not supported yet: -j/--shell-job, --link-remap");
+        assert_eq!(refused("restore -t 1 --veth-pair a=b"), "not supported yet: --veth-pair");
+        assert_eq!(refused("restore -t 1 -n uts"), "not supported yet: -n/--namespaces");
+        assert_eq!(refused("-v 2 -D img dump -t 1"), "not supported yet: dump");
+        assert_eq!(refused("restore -d -D checkpoint -t 1234"), "not supported yet: -d/--restore-detached");
+        assert_eq!(refused("restore -D checkpoint -t 1234"), "not supported yet: restore");
+        let argv = ["crtools", "-D", "img", "-v", "2", "-o", "x.log", "--log-pid", "show", "-c", "--json"];
+        let (opts, matches) = opts::parse(argv).unwrap();
+        assert!(refuse_unsupported(&opts, &matches).is_ok());
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(exit("dump -t 1 -s"), 1);
+        assert_eq!(exit("dump -t 1"), 1);
+        assert_eq!(exit("dump -t 1 -c"), 2);
+        assert_eq!(exit("show"), 2);
+        assert_eq!(exit("-v x check"), 2);
+    }
+
+    #[test]
+    fn error_chain_joins_sources() {
+        let e = Error::Close { fd: 5, source: io::Error::from_raw_os_error(9) };
+        assert_eq!(error_chain(&e), format!("--close 5: {}", io::Error::from_raw_os_error(9)));
+        let e = Error::Show(engine::show::ShowError::Other("bad magic".into()));
+        assert_eq!(error_chain(&e), "show: bad magic");
+        assert_eq!(error_chain(&Error::NotSupported("dump".into())), "not supported yet: dump");
+    }
+
+    #[test]
+    fn close_of_a_closed_fd_is_nothing() {
+        assert!(close_fd(987_654).is_ok());
+    }
+}
