@@ -1,5 +1,6 @@
 //! Probes about address spaces: the vDSO layout, pagemap, soft-dirty.
-use super::util::{human_size, io_why, read_maps};
+use super::util::{errno_why, human_size, io_why, read_maps};
+use crate::sys::mm::Mapping;
 use std::os::unix::fs::FileExt;
 
 const PAGE: usize = 4096;
@@ -29,29 +30,22 @@ pub fn probe_vdso_layout() -> Result<String, String> {
     Ok(s)
 }
 
-/// A page-aligned page inside a buffer that nothing else touches.
-struct ScratchPage {
-    buf: Vec<u8>,
-    off: usize,
-}
+/// One private anonymous page of our own, untouched by anything else.
+struct ScratchPage(Mapping);
 
 impl ScratchPage {
-    fn new() -> ScratchPage {
-        let buf = vec![0u8; 3 * PAGE];
-        let addr = buf.as_ptr() as usize;
-        let off = (PAGE - addr % PAGE) % PAGE;
-        ScratchPage { buf, off }
+    fn new() -> Result<ScratchPage, String> {
+        Mapping::anonymous(PAGE).map(ScratchPage).map_err(|e| errno_why("mmap of a scratch page", e, &[]))
     }
     fn addr(&self) -> u64 {
-        (self.buf.as_ptr() as usize + self.off) as u64
+        self.0.addr()
     }
-    /// Writes to the page. The buffer's address escapes through
-    /// `black_box`, so the store cannot be moved past the next syscall.
+    /// Writes to the page. Its address escapes through `black_box`, so the
+    /// store cannot be moved past the next syscall.
     fn dirty(&mut self, v: u8) {
-        let page = std::hint::black_box(&mut self.buf[self.off..self.off + PAGE]);
+        let page = std::hint::black_box(self.0.as_mut_slice());
         page[0] = v;
-        page[PAGE - 1] = v;
-        std::hint::black_box(&page);
+        std::hint::black_box(page);
     }
 }
 
@@ -65,7 +59,7 @@ fn pagemap_entry(pm: &std::fs::File, addr: u64) -> Result<u64, String> {
 /// /proc/self/pagemap: a touched page reads as present.
 pub fn probe_pagemap() -> Result<String, String> {
     let pm = std::fs::File::open("/proc/self/pagemap").map_err(|e| io_why("opening /proc/self/pagemap", &e))?;
-    let mut page = ScratchPage::new();
+    let mut page = ScratchPage::new()?;
     page.dirty(1);
     let e = pagemap_entry(&pm, page.addr())?;
     if e & PM_PRESENT == 0 {
@@ -80,7 +74,7 @@ pub fn probe_pagemap() -> Result<String, String> {
 /// bit 55, which this tells apart from a clear that does not work.
 pub fn probe_soft_dirty() -> Result<String, String> {
     let pm = std::fs::File::open("/proc/self/pagemap").map_err(|e| io_why("opening /proc/self/pagemap", &e))?;
-    let mut page = ScratchPage::new();
+    let mut page = ScratchPage::new()?;
     page.dirty(1);
     let fresh = pagemap_entry(&pm, page.addr())?;
     // clear_refs of this process only: clears soft-dirty bits and
@@ -89,15 +83,39 @@ pub fn probe_soft_dirty() -> Result<String, String> {
     let cleared = pagemap_entry(&pm, page.addr())?;
     page.dirty(2);
     let written = pagemap_entry(&pm, page.addr())?;
-    let sd = |e: u64| u8::from(e & PM_SOFT_DIRTY != 0);
     if written & PM_PRESENT == 0 {
         return Err(format!("the scratch page is not present after a write (entry {written:#x})"));
     }
-    let bits = format!("bit 55: new {} / cleared {} / written {}", sd(fresh), sd(cleared), sd(written));
-    match (sd(fresh), sd(cleared), sd(written)) {
-        (_, 0, 1) => Ok(format!("tracks writes ({bits})")),
-        (0, 0, 0) => Err(format!("pagemap bit 55 is never set: kernel without CONFIG_MEM_SOFT_DIRTY ({bits})")),
-        (_, 1, _) => Err(format!("clear_refs 4 does not clear the soft-dirty bit ({bits})")),
+    let sd = |e: u64| e & PM_SOFT_DIRTY != 0;
+    soft_dirty_verdict(sd(fresh), sd(cleared), sd(written))
+}
+
+/// The soft-dirty verdict from bit 55 of a new page, the page after
+/// `clear_refs 4`, and after a write that followed.
+fn soft_dirty_verdict(fresh: bool, cleared: bool, written: bool) -> Result<String, String> {
+    let b = u8::from;
+    let bits = format!("bit 55: new {} / cleared {} / written {}", b(fresh), b(cleared), b(written));
+    match (fresh, cleared, written) {
+        (_, false, true) => Ok(format!("tracks writes ({bits})")),
+        (false, false, false) => {
+            Err(format!("pagemap bit 55 is never set: kernel without CONFIG_MEM_SOFT_DIRTY ({bits})"))
+        }
+        (_, true, _) => Err(format!("clear_refs 4 does not clear the soft-dirty bit ({bits})")),
         _ => Err(format!("a write after clear_refs does not set the soft-dirty bit ({bits})")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn soft_dirty_verdicts() {
+        // A kernel with CONFIG_MEM_SOFT_DIRTY: new VMAs are soft-dirty,
+        // clear_refs clears, the write sets it again.
+        assert!(soft_dirty_verdict(true, false, true).unwrap().starts_with("tracks writes"));
+        assert!(soft_dirty_verdict(false, false, false).unwrap_err().contains("CONFIG_MEM_SOFT_DIRTY"));
+        assert!(soft_dirty_verdict(true, true, true).unwrap_err().contains("does not clear"));
+        assert!(soft_dirty_verdict(true, false, false).unwrap_err().contains("does not set"));
     }
 }

@@ -226,6 +226,12 @@ pub const PROBES: &[ProbeDef] = &[
         about: "/proc/<pid>/fdinfo shows mnt_id, to find the mount of an open file",
     },
     ProbeDef {
+        name: "openat2",
+        need: Optional,
+        run: procfs::probe_openat2,
+        about: "openat2 with RESOLVE_* confines path walks (image directory, restored roots)",
+    },
+    ProbeDef {
         name: "soft-dirty",
         need: Optional,
         run: mem::probe_soft_dirty,

@@ -83,3 +83,21 @@ pub fn probe_fdinfo_mnt_id() -> Result<String, String> {
     let ino = status_field(&info, "ino").map(|_| ", ino").unwrap_or("");
     Ok(format!("pos, flags, mnt_id{ino} present (mnt_id {mnt})"))
 }
+
+/// openat2(2) with RESOLVE_* restrictions (safe path walks in image and
+/// root directories).
+pub fn probe_openat2() -> Result<String, String> {
+    use crate::sys::fs::{openat2, OpenFlags, OpenHow, ResolveFlags};
+    let how = OpenHow {
+        flags: OpenFlags::O_RDONLY | OpenFlags::O_DIRECTORY | OpenFlags::O_CLOEXEC,
+        mode: 0,
+        resolve: ResolveFlags::RESOLVE_NO_MAGICLINKS | ResolveFlags::RESOLVE_NO_SYMLINKS,
+    };
+    openat2(None, "/proc", &how).map_err(|e| super::util::errno_why("openat2", e, &[]))?;
+    // /proc/self is a symlink: RESOLVE_NO_SYMLINKS must refuse it.
+    match openat2(None, "/proc/self", &how) {
+        Err(e) if e == crate::sys::Errno::ELOOP => Ok("opens, RESOLVE_NO_SYMLINKS refuses /proc/self (ELOOP)".to_string()),
+        Err(e) => Err(super::util::errno_why("openat2 /proc/self with RESOLVE_NO_SYMLINKS", e, &[])),
+        Ok(_) => Err("RESOLVE_NO_SYMLINKS did not refuse the /proc/self symlink".to_string()),
+    }
+}

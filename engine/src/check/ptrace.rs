@@ -1,11 +1,10 @@
 //! Probes that trace or read a child: ptrace requests, the xsave regset,
 //! process_vm_readv, map_files, rseq, seccomp, /proc children.
 use super::util::{errno_why, io_why, read_maps, status_field, Child, PTRACE_HINTS};
+use crate::sys::signal::{self, SIGTRAP, SIGUSR1, SIGUSR2};
 use crate::sys::{process_vm, ptrace};
 use std::io::Read;
 
-const SIGUSR1: i32 = 10;
-const SIGTRAP: i32 = 5;
 
 /// PTRACE_SEIZE + PTRACE_INTERRUPT: the stop shows as PTRACE_EVENT_STOP; then detach.
 pub fn probe_ptrace_seize() -> Result<String, String> {
@@ -18,8 +17,10 @@ pub fn probe_ptrace_seize() -> Result<String, String> {
     if tracer != "0" {
         return Err(format!("after PTRACE_DETACH the child still has TracerPid {tracer}"));
     }
-    let signame = if sig == SIGTRAP { "SIGTRAP".to_string() } else { format!("signal {sig}") };
-    Ok(format!("interrupt stop is PTRACE_EVENT_STOP ({signame}), detached"))
+    if sig != SIGTRAP {
+        return Err(format!("PTRACE_EVENT_STOP came with {}, expected SIGTRAP", signal::signal_name(sig)));
+    }
+    Ok("interrupt stop is PTRACE_EVENT_STOP (SIGTRAP), detached".to_string())
 }
 
 /// PTRACE_GETSIGMASK / PTRACE_SETSIGMASK round trip, original mask restored.
@@ -38,15 +39,36 @@ pub fn probe_ptrace_sigmask() -> Result<String, String> {
     Ok(format!("mask {orig:#x}, set {want:#x} read back, restored"))
 }
 
-/// PTRACE_PEEKSIGINFO on the per-thread and the shared queue.
+/// PTRACE_PEEKSIGINFO: a blocked SIGUSR1 sent to the process shows in the
+/// shared queue, a blocked SIGUSR2 sent to the thread in the per-thread
+/// queue, and peeking leaves both queued.
 pub fn probe_ptrace_peeksiginfo() -> Result<String, String> {
     let child = Child::spawn()?;
     child.seize_and_stop(0)?;
     let pid = child.pid();
-    let private = ptrace::peek_all_siginfo(pid, 0).map_err(|e| errno_why("PTRACE_PEEKSIGINFO", e, PTRACE_HINTS))?;
-    let shared = ptrace::peek_all_siginfo(pid, ptrace::PEEKSIGINFO_SHARED)
-        .map_err(|e| errno_why("PTRACE_PEEKSIGINFO (shared)", e, PTRACE_HINTS))?;
-    Ok(format!("per-thread queue {} entries, shared queue {} entries", private.len(), shared.len()))
+    // Blocked, so they stay queued while the child is stopped; the child is
+    // killed afterwards anyway.
+    let block = (1u64 << (SIGUSR1 - 1)) | (1u64 << (SIGUSR2 - 1));
+    ptrace::set_sigmask(pid, block).map_err(|e| errno_why("PTRACE_SETSIGMASK", e, PTRACE_HINTS))?;
+    signal::kill(pid, SIGUSR1).map_err(|e| errno_why("kill SIGUSR1", e, &[]))?;
+    signal::tgkill(pid, pid, SIGUSR2).map_err(|e| errno_why("tgkill SIGUSR2", e, &[]))?;
+    let peek = |flags: u32, what: &str| {
+        ptrace::peek_all_siginfo(pid, flags).map_err(|e| errno_why(&format!("PTRACE_PEEKSIGINFO ({what})"), e, PTRACE_HINTS))
+    };
+    let private = peek(0, "per-thread")?;
+    let shared = peek(ptrace::PEEKSIGINFO_SHARED, "shared")?;
+    let signos = |v: &[ptrace::SigInfo]| v.iter().map(|s| s.signo()).collect::<Vec<_>>();
+    if signos(&private) != [SIGUSR2] || signos(&shared) != [SIGUSR1] {
+        return Err(format!(
+            "queued SIGUSR2 (thread) and SIGUSR1 (process), peeked per-thread {:?} and shared {:?}",
+            signos(&private),
+            signos(&shared)
+        ));
+    }
+    if peek(ptrace::PEEKSIGINFO_SHARED, "shared")?.len() != 1 {
+        return Err("peeking dequeued the signal".to_string());
+    }
+    Ok("sees a queued SIGUSR2 (per-thread) and SIGUSR1 (shared), leaves them queued".to_string())
 }
 
 /// XCR0 bits by name (Intel SDM vol. 1, 13.1). Supervisor-only states never
