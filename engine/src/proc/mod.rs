@@ -30,10 +30,10 @@ use crate::sys::Pid;
 
 // pub mod fdinfo;
 // pub mod map_files;
-// pub mod maps;
+pub mod maps;
 // pub mod misc;
 // pub mod pagemap;
-// pub mod smaps;
+pub mod smaps;
 pub mod stat;
 pub mod status;
 // pub mod task;
