@@ -238,6 +238,12 @@ pub const PROBES: &[ProbeDef] = &[
         about: "soft-dirty pagemap bit (clear_refs 4): incremental and pre-dump memory tracking",
     },
     ProbeDef {
+        name: "ptrace-group-stop",
+        need: Optional,
+        run: ptrace::probe_ptrace_group_stop,
+        about: "group-stops of seized tasks and PTRACE_LISTEN (dumping stopped tasks as stopped)",
+    },
+    ProbeDef {
         name: "rseq",
         need: Optional,
         run: ptrace::probe_rseq,
@@ -254,6 +260,12 @@ pub const PROBES: &[ProbeDef] = &[
         need: Optional,
         run: ptrace::probe_seccomp_get_filter,
         about: "PTRACE_SECCOMP_GET_FILTER dumps a task's seccomp filters",
+    },
+    ProbeDef {
+        name: "loginuid",
+        need: Optional,
+        run: procfs::probe_loginuid,
+        about: "/proc/<pid>/loginuid, the audit login uid restored per task",
     },
     ProbeDef {
         name: "cap_last_cap",

@@ -101,3 +101,11 @@ pub fn probe_openat2() -> Result<String, String> {
         Ok(_) => Err("RESOLVE_NO_SYMLINKS did not refuse the /proc/self symlink".to_string()),
     }
 }
+
+/// /proc/self/loginuid (CONFIG_AUDIT): the audit login uid, restored per task.
+pub fn probe_loginuid() -> Result<String, String> {
+    let v = read_trimmed("/proc/self/loginuid")
+        .map_err(|e| format!("{e} (kernel without CONFIG_AUDIT?)"))?;
+    let shown = if v == "4294967295" { "unset (-1)".to_string() } else { v };
+    Ok(format!("readable, this process: {shown}"))
+}

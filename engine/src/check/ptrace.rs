@@ -1,7 +1,8 @@
 //! Probes that trace or read a child: ptrace requests, the xsave regset,
 //! process_vm_readv, map_files, rseq, seccomp, /proc children.
 use super::util::{errno_why, io_why, read_maps, status_field, Child, PTRACE_HINTS};
-use crate::sys::signal::{self, SIGTRAP, SIGUSR1, SIGUSR2};
+use crate::sys::signal::{self, SIGSTOP, SIGTRAP, SIGUSR1, SIGUSR2};
+use crate::sys::wait::{self, WaitStatus};
 use crate::sys::{process_vm, ptrace};
 use std::io::Read;
 
@@ -69,6 +70,28 @@ pub fn probe_ptrace_peeksiginfo() -> Result<String, String> {
         return Err("peeking dequeued the signal".to_string());
     }
     Ok("sees a queued SIGUSR2 (per-thread) and SIGUSR1 (shared), leaves them queued".to_string())
+}
+
+/// A seized child's group-stop: SIGSTOP shows as a signal-delivery-stop,
+/// injecting it gives a PTRACE_EVENT_STOP with SIGSTOP, and PTRACE_LISTEN
+/// lets it sit in the stop (how stopped tasks are dumped as stopped).
+pub fn probe_ptrace_group_stop() -> Result<String, String> {
+    let child = Child::spawn()?;
+    let pid = child.pid();
+    ptrace::seize(pid, ptrace::PTRACE_O_EXITKILL).map_err(|e| errno_why("PTRACE_SEIZE", e, PTRACE_HINTS))?;
+    signal::kill(pid, SIGSTOP).map_err(|e| errno_why("kill SIGSTOP", e, &[]))?;
+    let wait = || wait::wait_pid(pid).map_err(|e| errno_why("wait4", e, &[]));
+    match wait()? {
+        WaitStatus::Stopped { sig, event: 0 } if sig == SIGSTOP => {}
+        other => return Err(format!("after SIGSTOP wait4 reported {other:?}, not its signal-delivery-stop")),
+    }
+    ptrace::cont(pid, SIGSTOP).map_err(|e| errno_why("PTRACE_CONT SIGSTOP", e, PTRACE_HINTS))?;
+    match wait()? {
+        WaitStatus::Stopped { sig, event } if sig == SIGSTOP && event == ptrace::PTRACE_EVENT_STOP => {}
+        other => return Err(format!("injected SIGSTOP gave {other:?}, not a group-stop PTRACE_EVENT_STOP")),
+    }
+    ptrace::listen(pid).map_err(|e| errno_why("PTRACE_LISTEN", e, PTRACE_HINTS))?;
+    Ok("SIGSTOP group-stop reported as PTRACE_EVENT_STOP, PTRACE_LISTEN accepted".to_string())
 }
 
 /// XCR0 bits by name (Intel SDM vol. 1, 13.1). Supervisor-only states never
