@@ -879,11 +879,8 @@ mod tests {
         assert_eq!(sx.size, 4);
         assert!(sx.mask.contains(StatxMask::STATX_MNT_ID));
         let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", f.as_raw_fd())).unwrap();
-        let mnt: u64 = fdinfo
-            .lines()
-            .find_map(|l| l.strip_prefix("mnt_id:"))
-            .map(|v| v.trim().parse().unwrap())
-            .unwrap();
+        let mnt: u64 =
+            fdinfo.lines().find_map(|l| l.strip_prefix("mnt_id:")).map(|v| v.trim().parse().unwrap()).unwrap();
         assert_eq!(sx.mnt_id, mnt);
 
         // Symlinks, long ones too.

@@ -85,14 +85,70 @@ pub const SI_USER: i32 = lg::SI_USER as i32;
 pub const SI_TKILL: i32 = lg::SI_TKILL;
 
 static NAMES: [&str; 64] = [
-    "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE", "SIGKILL", "SIGUSR1",
-    "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT", "SIGCHLD", "SIGCONT", "SIGSTOP",
-    "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU", "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH",
-    "SIGIO", "SIGPWR", "SIGSYS", "SIGRTMIN", "SIGRTMIN+1", "SIGRTMIN+2", "SIGRTMIN+3", "SIGRTMIN+4",
-    "SIGRTMIN+5", "SIGRTMIN+6", "SIGRTMIN+7", "SIGRTMIN+8", "SIGRTMIN+9", "SIGRTMIN+10", "SIGRTMIN+11",
-    "SIGRTMIN+12", "SIGRTMIN+13", "SIGRTMIN+14", "SIGRTMIN+15", "SIGRTMAX-16", "SIGRTMAX-15", "SIGRTMAX-14",
-    "SIGRTMAX-13", "SIGRTMAX-12", "SIGRTMAX-11", "SIGRTMAX-10", "SIGRTMAX-9", "SIGRTMAX-8", "SIGRTMAX-7",
-    "SIGRTMAX-6", "SIGRTMAX-5", "SIGRTMAX-4", "SIGRTMAX-3", "SIGRTMAX-2", "SIGRTMAX-1", "SIGRTMAX",
+    "SIGHUP",
+    "SIGINT",
+    "SIGQUIT",
+    "SIGILL",
+    "SIGTRAP",
+    "SIGABRT",
+    "SIGBUS",
+    "SIGFPE",
+    "SIGKILL",
+    "SIGUSR1",
+    "SIGSEGV",
+    "SIGUSR2",
+    "SIGPIPE",
+    "SIGALRM",
+    "SIGTERM",
+    "SIGSTKFLT",
+    "SIGCHLD",
+    "SIGCONT",
+    "SIGSTOP",
+    "SIGTSTP",
+    "SIGTTIN",
+    "SIGTTOU",
+    "SIGURG",
+    "SIGXCPU",
+    "SIGXFSZ",
+    "SIGVTALRM",
+    "SIGPROF",
+    "SIGWINCH",
+    "SIGIO",
+    "SIGPWR",
+    "SIGSYS",
+    "SIGRTMIN",
+    "SIGRTMIN+1",
+    "SIGRTMIN+2",
+    "SIGRTMIN+3",
+    "SIGRTMIN+4",
+    "SIGRTMIN+5",
+    "SIGRTMIN+6",
+    "SIGRTMIN+7",
+    "SIGRTMIN+8",
+    "SIGRTMIN+9",
+    "SIGRTMIN+10",
+    "SIGRTMIN+11",
+    "SIGRTMIN+12",
+    "SIGRTMIN+13",
+    "SIGRTMIN+14",
+    "SIGRTMIN+15",
+    "SIGRTMAX-16",
+    "SIGRTMAX-15",
+    "SIGRTMAX-14",
+    "SIGRTMAX-13",
+    "SIGRTMAX-12",
+    "SIGRTMAX-11",
+    "SIGRTMAX-10",
+    "SIGRTMAX-9",
+    "SIGRTMAX-8",
+    "SIGRTMAX-7",
+    "SIGRTMAX-6",
+    "SIGRTMAX-5",
+    "SIGRTMAX-4",
+    "SIGRTMAX-3",
+    "SIGRTMAX-2",
+    "SIGRTMAX-1",
+    "SIGRTMAX",
 ];
 
 /// The name of signal `n` ("SIGKILL", "SIGRTMIN+3"), or "SIG?" out of range.
@@ -204,9 +260,7 @@ pub fn sigprocmask(how: SigmaskHow, set: Option<&SigSet>) -> Result<SigSet> {
     let mut old = SigSet::empty();
     let set_ptr = set.map_or(0, |s| s as *const SigSet as usize);
     // SAFETY: the kernel reads 8 bytes from `set` (if given) and writes 8 to `old`.
-    unsafe {
-        syscalls::syscall4(Sysno::rt_sigprocmask, how as usize, set_ptr, &mut old as *mut SigSet as usize, 8)
-    }?;
+    unsafe { syscalls::syscall4(Sysno::rt_sigprocmask, how as usize, set_ptr, &mut old as *mut SigSet as usize, 8) }?;
     Ok(old)
 }
 
@@ -219,9 +273,7 @@ pub fn get_sigmask() -> Result<SigSet> {
 pub fn get_sigaction(sig: i32) -> Result<KSigAction> {
     let mut old = KSigAction::default();
     // SAFETY: act is NULL; the kernel writes one kernel sigaction to `old`.
-    unsafe {
-        syscalls::syscall4(Sysno::rt_sigaction, sig as usize, 0, &mut old as *mut KSigAction as usize, 8)
-    }?;
+    unsafe { syscalls::syscall4(Sysno::rt_sigaction, sig as usize, 0, &mut old as *mut KSigAction as usize, 8) }?;
     Ok(old)
 }
 
