@@ -1,22 +1,28 @@
 //! The restorer blob: the last stage of restore inside each task.
 //!
-//! Entered at offset 0 with `rdi` = the arena's `PlanHeader` and `rsp` at the
-//! top of the arena's stack. This build validates the plan and reports back
-//! through an `int3`; the address-space switch and the final rt_sigreturn
-//! land with the single-process restore (see the restore pipeline).
+//! Entered at offset 0 with `rdi` = the [`plan::Plan`] and `rsp` at the top
+//! of the region's stack. It turns the forked engine process into the dumped
+//! task: unmaps everything but its own region and the vDSO areas, moves the
+//! vDSO areas back, maps every VMA, reads page data straight into place,
+//! reopens files and restores the in-task state. Registers, the xsave state
+//! and the final signal mask are set by the engine through ptrace once the
+//! blob stops on its `int3` (see `restorer_plan`).
 //!
 //! # Rulebook for code in this blob
-//! - It runs while the task's own mappings are being torn down: no std, no
+//! - It runs while the address space is being torn down: no std, no
 //!   allocation, no reachable panic (the handler is `ud2`), nothing that
-//!   reads memory outside the arena and the blob itself.
-//! - Soft-float target: the task's FPU/xsave state is never touched here; it
-//!   is restored by rt_sigreturn at the very end.
-//! - Addresses in statics need a relocation; the engine applies the
-//!   R_X86_64_RELATIVE ones before upload and the build refuses any other.
+//!   reads memory outside its region after the unmap step.
+//! - Soft-float target: the task's FPU state is never touched here.
+//! - No addresses in statics: only the plan pointer the engine passes.
+//! - Every failure returns to the entry stub with `failure.ret < 0` and the
+//!   step and detail set, so the engine can name it.
 #![no_std]
 #![no_main]
 
+use plan::{Plan, Step};
 use restorer_plan as plan;
+
+mod sys;
 
 core::arch::global_asm!(
     ".section .text.entry,\"ax\",@progbits",
@@ -29,22 +35,471 @@ core::arch::global_asm!(
     "    ud2",
 );
 
-const EINVAL: i64 = 22;
+const PAGE: u64 = 4096;
+const SIGKILL: usize = 9;
+const SIGSTOP: usize = 19;
+const SIGTRAP: usize = 5;
+const PR_SET_NAME: u32 = 15;
+const PR_SET_DUMPABLE: u32 = 4;
+const PR_SET_PDEATHSIG: u32 = 1;
+const PR_SET_CHILD_SUBREAPER: u32 = 36;
+const PR_SET_NO_NEW_PRIVS: u32 = 38;
+const PR_SET_MM: u32 = 35;
+const PR_SET_MM_MAP: u64 = 14;
+const PR_SET_KEEPCAPS: u32 = 8;
+const PR_TIMER_CREATE_RESTORE_IDS: u32 = 77;
+const MADV_DONTFORK: i32 = 10;
+const MADV_WIPEONFORK: i32 = 18;
+const MADV_HUGEPAGE: i32 = 14;
+const MADV_NOHUGEPAGE: i32 = 15;
+const MADV_DONTDUMP: i32 = 16;
 
-/// Validates the plan header.
+struct Fail;
+
+struct Ctx<'a> {
+    plan: &'a mut Plan,
+    base: u64,
+}
+
+impl Ctx<'_> {
+    fn step(&mut self, s: Step) {
+        self.plan.failure.step = s as u32;
+        self.plan.failure.detail = 0;
+    }
+    /// Checks a raw result; on error records it with `detail`.
+    fn ck(&mut self, r: i64, detail: u64) -> Result<i64, Fail> {
+        if r < 0 && r > -4096 {
+            self.plan.failure.ret = r;
+            self.plan.failure.detail = detail;
+            Err(Fail)
+        } else {
+            Ok(r)
+        }
+    }
+    fn at<T>(&self, off: u64) -> *const T {
+        (self.base + off) as *const T
+    }
+    fn str(&self, s: plan::Str) -> *const u8 {
+        self.at(s.off)
+    }
+    fn table<T>(&self, t: plan::Table) -> &'static [T] {
+        if t.nr == 0 {
+            return &[];
+        }
+        // SAFETY: the engine laid out `nr` entries of T at base + off inside
+        // the plan, which lives in the region the blob never unmaps.
+        unsafe { core::slice::from_raw_parts(self.at::<T>(t.off), t.nr as usize) }
+    }
+}
+
+/// Restores the task described by `p`.
 ///
 /// # Safety
-/// `hdr` points at a writable arena at least `size_of::<PlanHeader>()` long.
+/// `p` points at a plan the engine built, inside the blob's region.
 #[no_mangle]
-pub unsafe extern "C" fn restorer_main(hdr: *mut plan::PlanHeader) {
+pub unsafe extern "C" fn restorer_main(p: *mut Plan) {
     // SAFETY: guaranteed by the function contract.
-    let h = unsafe { &mut *hdr };
-    if h.magic != plan::MAGIC || h.version != plan::VERSION {
-        h.ret = -EINVAL;
-        h.failed_step = 1;
+    let plan = unsafe { &mut *p };
+    plan.failure = plan::Failure { magic: plan::MAGIC, step: Step::Validate as u32, ret: 0, detail: 0 };
+    if plan.magic != plan::MAGIC || plan.version != plan::VERSION {
+        plan.failure.ret = -sys::EINVAL;
         return;
     }
-    h.ret = 0;
+    let mut cx = Ctx { base: p as u64, plan };
+    if run(&mut cx).is_ok() {
+        cx.plan.failure.ret = 0;
+        cx.plan.failure.step = Step::Finish as u32;
+    }
+}
+
+fn run(cx: &mut Ctx) -> Result<(), Fail> {
+    cx.step(Step::Signals);
+    // Everything stays blocked until the engine sets the final mask, except
+    // SIGTRAP: a blocked SIGTRAP would reset its handler when we trap.
+    let r = sys::rt_sigprocmask_set(!(1u64 << (SIGTRAP - 1)));
+    cx.ck(r, 0)?;
+    if cx.plan.cur_rseq_ptr != 0 {
+        // The engine's own rseq area is about to be unmapped.
+        let r = sys::rseq(cx.plan.cur_rseq_ptr, cx.plan.cur_rseq_len, sys::RSEQ_FLAG_UNREGISTER, cx.plan.cur_rseq_sig);
+        cx.ck(r, cx.plan.cur_rseq_ptr)?;
+    }
+
+    cx.step(Step::Session);
+    if cx.plan.flags & plan::F_SETSID != 0 {
+        let r = sys::setsid();
+        cx.ck(r, 0)?;
+    } else if cx.plan.flags & plan::F_SETPGID != 0 {
+        let r = sys::setpgid(0, cx.plan.pgid);
+        cx.ck(r, cx.plan.pgid as u64)?;
+    }
+
+    unmap_all(cx)?;
+    move_vdso(cx)?;
+
+    cx.step(Step::Personality);
+    let r = sys::personality(cx.plan.personality);
+    cx.ck(r, cx.plan.personality as u64)?;
+
+    map_vmas(cx)?;
+    read_pages(cx)?;
+    protect_vmas(cx)?;
+    reopen_files(cx)?;
+
+    cx.step(Step::Cwd);
+    if cx.plan.root.off != 0 {
+        let r = sys::chroot(cx.str(cx.plan.root));
+        cx.ck(r, 0)?;
+    }
+    if cx.plan.cwd.off != 0 {
+        let r = sys::chdir(cx.str(cx.plan.cwd));
+        cx.ck(r, 0)?;
+    }
+
+    cx.step(Step::SigActions);
+    for sig in 1..=plan::NSIG {
+        // SIGTRAP's action is put back by the engine after the final trap.
+        if sig == SIGKILL || sig == SIGSTOP || sig == SIGTRAP || cx.plan.sigactions_valid & (1 << (sig - 1)) == 0 {
+            continue;
+        }
+        let act = &cx.plan.sigactions[sig - 1] as *const plan::SigAction as *const u8;
+        let r = sys::rt_sigaction(sig as i32, act);
+        cx.ck(r, sig as u64)?;
+    }
+
+    cx.step(Step::ITimers);
+    for which in 0..3 {
+        let it = &cx.plan.itimers[which] as *const plan::ITimer as *const u8;
+        let r = sys::setitimer(which as i32, it);
+        cx.ck(r, which as u64)?;
+    }
+
+    posix_timers(cx)?;
+
+    cx.step(Step::Rlimits);
+    for res in 0..plan::NLIMITS {
+        if cx.plan.rlimits_valid & (1 << res) == 0 {
+            continue;
+        }
+        let rl = &cx.plan.rlimits[res] as *const plan::Rlimit as *const u8;
+        let r = sys::prlimit(res as u32, rl);
+        cx.ck(r, res as u64)?;
+    }
+
+    cx.step(Step::Prctl);
+    let r = sys::umask(cx.plan.umask);
+    cx.ck(r, 0)?;
+    let comm = cx.plan.comm.as_ptr() as u64;
+    let r = sys::prctl(PR_SET_NAME, comm, 0, 0, 0);
+    cx.ck(r, 1)?;
+    let r = sys::prctl(PR_SET_PDEATHSIG, cx.plan.pdeathsig as u64, 0, 0, 0);
+    cx.ck(r, 2)?;
+    if cx.plan.flags & plan::F_CHILD_SUBREAPER != 0 {
+        let r = sys::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        cx.ck(r, 3)?;
+    }
+    if cx.plan.flags & plan::F_NO_NEW_PRIVS != 0 {
+        let r = sys::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        cx.ck(r, 4)?;
+    }
+
+    if cx.plan.flags & plan::F_MM_MAP != 0 {
+        cx.step(Step::MmMap);
+        let mut exe_fd: i64 = -1;
+        if cx.plan.exe.off != 0 {
+            exe_fd = sys::open(cx.str(cx.plan.exe), sys::O_RDONLY);
+            cx.ck(exe_fd, 1)?;
+        }
+        cx.plan.mm.exe_fd = exe_fd as u32;
+        cx.plan.mm.auxv = cx.base + cx.plan.auxv.off;
+        cx.plan.mm.auxv_size = (cx.plan.auxv.nr * 8) as u32;
+        let mm = &cx.plan.mm as *const plan::MmMap as u64;
+        let r = sys::prctl(PR_SET_MM, PR_SET_MM_MAP, mm, core::mem::size_of::<plan::MmMap>() as u64, 0);
+        if exe_fd >= 0 {
+            sys::close(exe_fd as i32);
+        }
+        cx.ck(r, 2)?;
+    }
+
+    cx.step(Step::AltStack);
+    let ss = [cx.plan.altstack_sp, cx.plan.altstack_flags as u64, cx.plan.altstack_size];
+    let r = sys::sigaltstack(ss.as_ptr() as *const u8);
+    cx.ck(r, 0)?;
+    sys::set_tid_address(cx.plan.clear_child_tid);
+
+    if cx.plan.flags & plan::F_RSEQ != 0 {
+        cx.step(Step::Rseq);
+        let r = sys::rseq(cx.plan.rseq_ptr, cx.plan.rseq_len, 0, cx.plan.rseq_sig);
+        cx.ck(r, cx.plan.rseq_ptr)?;
+    }
+
+    pending_signals(cx)?;
+    creds(cx)?;
+
+    cx.step(Step::Finish);
+    // Dumpable last: with 0 the engine still holds ptrace, nothing else needs /proc.
+    let r = sys::prctl(PR_SET_DUMPABLE, cx.plan.dumpable as u64, 0, 0, 0);
+    cx.ck(r, 0)?;
+    let r = sys::close_range(cx.plan.helper_fd_min as u32, u32::MAX);
+    cx.ck(r, 0)?;
+    Ok(())
+}
+
+/// Unmaps everything but the region and the vDSO areas.
+fn unmap_all(cx: &mut Ctx) -> Result<(), Fail> {
+    cx.step(Step::Unmap);
+    let mut keep = [(0u64, 0u64); plan::MAX_VDSO + 1];
+    let mut n = 0;
+    keep[n] = (cx.plan.region_start, cx.plan.region_end);
+    n += 1;
+    for i in 0..(cx.plan.nr_vdso as usize).min(plan::MAX_VDSO) {
+        let v = cx.plan.vdso[i];
+        keep[n] = (v.from, v.from + v.len);
+        n += 1;
+    }
+    // Insertion sort: at most five entries.
+    for i in 1..n {
+        let mut j = i;
+        while j > 0 && keep[j - 1].0 > keep[j].0 {
+            keep.swap(j - 1, j);
+            j -= 1;
+        }
+    }
+    let mut cursor = 0u64;
+    for &(s, e) in &keep[..n] {
+        if s > cursor {
+            let r = sys::munmap(cursor, s - cursor);
+            cx.ck(r, cursor)?;
+        }
+        if e > cursor {
+            cursor = e;
+        }
+    }
+    if cx.plan.task_size > cursor {
+        let r = sys::munmap(cursor, cx.plan.task_size - cursor);
+        cx.ck(r, cursor)?;
+    }
+    Ok(())
+}
+
+/// Moves the vDSO areas to where the dumped task had them. All move by the
+/// same distance, so going against the direction of travel never lands one
+/// area on another that has not moved yet.
+fn move_vdso(cx: &mut Ctx) -> Result<(), Fail> {
+    cx.step(Step::Vdso);
+    let n = (cx.plan.nr_vdso as usize).min(plan::MAX_VDSO);
+    let up = n > 0 && cx.plan.vdso[0].to > cx.plan.vdso[0].from;
+    for k in 0..n {
+        let i = if up { n - 1 - k } else { k };
+        let v = cx.plan.vdso[i];
+        if v.from == v.to {
+            continue;
+        }
+        let r = sys::mremap_fixed(v.from, v.len, v.to);
+        cx.ck(r, v.from)?;
+    }
+    Ok(())
+}
+
+fn map_vmas(cx: &mut Ctx) -> Result<(), Fail> {
+    cx.step(Step::MapVma);
+    let vmas: &[plan::Vma] = cx.table(cx.plan.vmas);
+    for v in vmas {
+        let len = v.end - v.start;
+        let fill_prot = sys::PROT_READ | sys::PROT_WRITE;
+        let fixed = sys::MAP_FIXED | v.map_flags;
+        let r = match v.kind {
+            k if k == plan::VmaKind::AnonPrivate as u32 => {
+                sys::mmap(v.start, len, fill_prot, sys::MAP_PRIVATE | sys::MAP_ANONYMOUS | fixed, -1, 0)
+            }
+            k if k == plan::VmaKind::AnonShared as u32 => {
+                sys::mmap(v.start, len, fill_prot, sys::MAP_SHARED | sys::MAP_ANONYMOUS | fixed, -1, 0)
+            }
+            k if k == plan::VmaKind::FilePrivate as u32 || k == plan::VmaKind::FileShared as u32 => {
+                let fd = sys::open(cx.str(v.path), v.open_flags);
+                cx.ck(fd, v.start)?;
+                let (prot, share) = if k == plan::VmaKind::FilePrivate as u32 {
+                    (fill_prot, sys::MAP_PRIVATE)
+                } else {
+                    (v.prot, sys::MAP_SHARED)
+                };
+                let r = sys::mmap(v.start, len, prot, share | fixed, fd as i32, v.pgoff);
+                sys::close(fd as i32);
+                r
+            }
+            _ => -sys::EINVAL,
+        };
+        cx.ck(r, v.start)?;
+        if r as u64 != v.start {
+            cx.plan.failure.ret = -sys::EINVAL;
+            cx.plan.failure.detail = v.start;
+            return Err(Fail);
+        }
+    }
+    Ok(())
+}
+
+fn read_pages(cx: &mut Ctx) -> Result<(), Fail> {
+    cx.step(Step::ReadPages);
+    let runs: &[plan::PageRun] = cx.table(cx.plan.runs);
+    let fd = cx.plan.pages_fd;
+    for run in runs {
+        let mut done = 0u64;
+        while done < run.len {
+            let r = sys::pread(fd, run.vaddr + done, run.len - done, run.file_off + done);
+            cx.ck(r, run.vaddr + done)?;
+            if r == 0 {
+                // The pages image is shorter than the pagemap says.
+                cx.plan.failure.ret = -sys::EIO;
+                cx.plan.failure.detail = run.vaddr + done;
+                return Err(Fail);
+            }
+            done += r as u64;
+        }
+    }
+    Ok(())
+}
+
+fn protect_vmas(cx: &mut Ctx) -> Result<(), Fail> {
+    cx.step(Step::Protect);
+    let vmas: &[plan::Vma] = cx.table(cx.plan.vmas);
+    for v in vmas {
+        let len = v.end - v.start;
+        if v.kind != plan::VmaKind::FileShared as u32 && v.prot != sys::PROT_READ | sys::PROT_WRITE {
+            let r = sys::mprotect(v.start, len, v.prot);
+            cx.ck(r, v.start)?;
+        }
+        for (bit, adv) in [
+            (plan::ADV_DONTFORK, MADV_DONTFORK),
+            (plan::ADV_WIPEONFORK, MADV_WIPEONFORK),
+            (plan::ADV_HUGEPAGE, MADV_HUGEPAGE),
+            (plan::ADV_NOHUGEPAGE, MADV_NOHUGEPAGE),
+            (plan::ADV_DONTDUMP, MADV_DONTDUMP),
+        ] {
+            if v.advice & bit != 0 {
+                let r = sys::madvise(v.start, len, adv);
+                cx.ck(r, v.start)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn reopen_files(cx: &mut Ctx) -> Result<(), Fail> {
+    cx.step(Step::Files);
+    let files: &[plan::FileEntry] = cx.table(cx.plan.files);
+    // Nothing of the engine's descriptors survives below the helpers.
+    if cx.plan.helper_fd_min > 0 {
+        let r = sys::close_range(0, cx.plan.helper_fd_min as u32 - 1);
+        cx.ck(r, 0)?;
+    }
+    for f in files {
+        let cloexec = if f.cloexec != 0 { sys::O_CLOEXEC } else { 0 };
+        if (f.dup_of as usize) < files.len() {
+            let src = files[f.dup_of as usize].fd;
+            let r = sys::dup3(src, f.fd, cloexec);
+            cx.ck(r, f.fd as u64)?;
+            continue;
+        }
+        let fd = sys::open_keep(cx.str(f.path), (f.flags & !sys::O_CLOEXEC) | cloexec);
+        cx.ck(fd, f.fd as u64)?;
+        if fd as i32 != f.fd {
+            let r = sys::dup3(fd as i32, f.fd, cloexec);
+            sys::close(fd as i32);
+            cx.ck(r, f.fd as u64)?;
+        }
+        if f.pos != u64::MAX {
+            let r = sys::lseek(f.fd, f.pos);
+            cx.ck(r, f.fd as u64)?;
+        }
+    }
+    Ok(())
+}
+
+#[repr(C)]
+struct SigEvent {
+    value: u64,
+    signo: i32,
+    notify: i32,
+    tid: i32,
+    _pad: [i32; 11],
+}
+
+fn posix_timers(cx: &mut Ctx) -> Result<(), Fail> {
+    cx.step(Step::PosixTimers);
+    let timers: &[plan::PosixTimer] = cx.table(cx.plan.timers);
+    if timers.is_empty() {
+        return Ok(());
+    }
+    let r = sys::prctl(PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0);
+    cx.ck(r, 0)?;
+    for t in timers {
+        let sev = SigEvent { value: t.value, signo: t.signo, notify: t.notify, tid: t.notify_tid, _pad: [0; 11] };
+        let mut id = t.id;
+        let r = sys::timer_create(t.clock, &sev as *const SigEvent as *const u8, &mut id);
+        cx.ck(r, t.id as u64)?;
+        if id != t.id {
+            cx.plan.failure.ret = -sys::EINVAL;
+            cx.plan.failure.detail = t.id as u64;
+            return Err(Fail);
+        }
+        if t.value_sec != 0 || t.value_nsec != 0 {
+            let spec = [t.interval_sec, t.interval_nsec, t.value_sec, t.value_nsec];
+            let r = sys::timer_settime(id, spec.as_ptr() as *const u8);
+            cx.ck(r, t.id as u64)?;
+        }
+    }
+    let r = sys::prctl(PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0);
+    cx.ck(r, 0)?;
+    Ok(())
+}
+
+fn pending_signals(cx: &mut Ctx) -> Result<(), Fail> {
+    cx.step(Step::PendingSignals);
+    let pid = cx.plan.pid;
+    let shared: &[[u8; 128]] = cx.table(cx.plan.sigs_shared);
+    for si in shared {
+        let signo = i32::from_ne_bytes([si[0], si[1], si[2], si[3]]);
+        let r = sys::rt_sigqueueinfo(pid, signo, si.as_ptr());
+        cx.ck(r, signo as u64)?;
+    }
+    let private: &[[u8; 128]] = cx.table(cx.plan.sigs_private);
+    for si in private {
+        let signo = i32::from_ne_bytes([si[0], si[1], si[2], si[3]]);
+        let r = sys::rt_tgsigqueueinfo(pid, pid, signo, si.as_ptr());
+        cx.ck(r, signo as u64)?;
+    }
+    Ok(())
+}
+
+fn creds(cx: &mut Ctx) -> Result<(), Fail> {
+    if cx.plan.flags & plan::F_CREDS == 0 {
+        return Ok(());
+    }
+    cx.step(Step::Creds);
+    let c = cx.plan.creds;
+    let r = sys::prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0);
+    cx.ck(r, 0)?;
+    let r = sys::setgroups(c.ngroups.min(32), c.groups.as_ptr());
+    cx.ck(r, 1)?;
+    let r = sys::setresgid(c.gid[0], c.gid[1], c.gid[2]);
+    cx.ck(r, 2)?;
+    let r = sys::setresuid(c.uid[0], c.uid[1], c.uid[2]);
+    cx.ck(r, 3)?;
+    // _LINUX_CAPABILITY_VERSION_3, pid 0; two data words per set.
+    let hdr = [0x2008_0522u32, 0];
+    let data = [
+        c.cap_eff as u32,
+        c.cap_prm as u32,
+        c.cap_inh as u32,
+        (c.cap_eff >> 32) as u32,
+        (c.cap_prm >> 32) as u32,
+        (c.cap_inh >> 32) as u32,
+    ];
+    let r = sys::capset(hdr.as_ptr() as *const u8, data.as_ptr() as *const u8);
+    cx.ck(r, 4)?;
+    let r = sys::prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0);
+    cx.ck(r, 5)?;
+    Ok(())
 }
 
 #[panic_handler]
@@ -52,3 +507,5 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
     // SAFETY: ud2 raises SIGILL, reported by the engine as a restorer crash.
     unsafe { core::arch::asm!("ud2", options(noreturn)) }
 }
+
+const _: () = assert!(PAGE == 4096);

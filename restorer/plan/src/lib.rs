@@ -1,51 +1,473 @@
 //! The restore plan: what the engine lays out in memory for the restorer blob.
 //!
 //! The restorer is the last stage of restore inside each task. The engine
-//! builds one arena per task, in a region that overlaps none of the task's
-//! target mappings, and enters the blob at offset 0 with `rdi` = the arena's
-//! [`PlanHeader`]. Every struct here is `#[repr(C)]` and pointer-free: all
-//! references are offsets from the arena base, so the arena can be built in
-//! the engine and moved into the task unchanged.
+//! builds one region per task at an address that overlaps neither the
+//! engine's own mappings nor any of the task's target mappings, and enters
+//! the blob at offset 0 with `rdi` = the [`Plan`] and `rsp` at the top of the
+//! region's stack. Every struct here is `#[repr(C)]` and pointer-free: tables
+//! and strings are referenced by offsets from the plan's own address, so the
+//! arena is built in the engine and copied into place unchanged.
 //!
 //! ```text
-//!   arena ──────────► +----------------------------+
-//!                     | PlanHeader                 |
-//!                     | (offsets and counts of the |
-//!                     |  tables that follow)       |
+//!   region ─────────► +----------------------------+
+//!                     | restorer blob (relocated)  |
+//!   plan ───────────► +----------------------------+
+//!                     | Plan (fixed part)          |
+//!                     | Vma[vmas.nr]               |
+//!                     | PageRun[runs.nr]           |
+//!                     | FileEntry[files.nr]        |
+//!                     | SigInfo[sigs.nr]           |
+//!                     | strings (NUL-terminated)   |
 //!                     +----------------------------+
-//!                     | tables (VMAs, ...)         |  filled in by the restore
-//!                     +----------------------------+  pipeline
 //!                     | stack, grows down          |
-//!                     +----------------------------+
+//!   region end ─────► +----------------------------+
 //! ```
+//!
+//! The restorer runs the steps in [`Step`] order, recording the current one
+//! in [`Plan::failure`]. On failure it fills in the errno and stops on its
+//! `int3` with `failure.ret < 0`: the engine reads the plan back and kills
+//! the task (its address space is gone by then). On success it closes its
+//! helper descriptors and stops on the same `int3` with `failure.ret == 0`;
+//! the engine then sets the registers, the xsave state and the signal mask
+//! with ptrace, unmaps the region and lets the task go.
 #![no_std]
 
-use core::mem::size_of;
+use core::mem::{offset_of, size_of};
 
-/// Magic in [`PlanHeader::magic`].
+/// Magic in [`Plan::magic`].
 pub const MAGIC: u32 = 0x5245_5354; // "REST"
-/// Format version of the arena layout; engine and blob are built together,
-/// the check catches a blob from another build.
-pub const VERSION: u32 = 1;
+/// Layout version; engine and blob are built together, the check catches a
+/// blob from another build.
+pub const VERSION: u32 = 2;
+/// Bytes of stack at the end of the region.
+pub const STACK_SIZE: usize = 64 * 1024;
+/// Number of signals.
+pub const NSIG: usize = 64;
+/// Number of rlimits (RLIM_NLIMITS).
+pub const NLIMITS: usize = 16;
+/// Most vDSO-like areas ([vvar], [vvar_vclock], [vdso], ...).
+pub const MAX_VDSO: usize = 4;
 
-/// First bytes of the arena.
+/// A table in the arena: `nr` entries starting `off` bytes after the plan.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct PlanHeader {
-    /// Must be [`MAGIC`].
-    pub magic: u32,
-    /// Must be [`VERSION`].
-    pub version: u32,
-    /// Total arena size in bytes.
-    pub size: u64,
-    /// Result written by the blob when it cannot go on: negative errno.
-    pub ret: i64,
-    /// Which step failed (blob specific, 0 when none).
-    pub failed_step: u32,
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Table {
+    /// Offset from the plan.
+    pub off: u64,
+    /// Number of entries (or bytes, for strings).
+    pub nr: u64,
+}
+
+/// A NUL-terminated string in the arena, `off` bytes after the plan; 0 = none.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Str {
+    /// Offset from the plan, 0 for "no string".
+    pub off: u64,
+}
+
+/// How a VMA is recreated.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmaKind {
+    /// MAP_PRIVATE|MAP_ANONYMOUS, pages from the image.
+    AnonPrivate = 1,
+    /// MAP_SHARED|MAP_ANONYMOUS, pages from the image.
+    AnonShared = 2,
+    /// MAP_PRIVATE of a file; modified pages from the image.
+    FilePrivate = 3,
+    /// MAP_SHARED of a file; contents are the file's.
+    FileShared = 4,
+}
+
+/// One target mapping.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Vma {
+    /// First byte.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+    /// File offset in bytes (file mappings).
+    pub pgoff: u64,
+    /// A [`VmaKind`] as u32.
+    pub kind: u32,
+    /// Final PROT_* bits.
+    pub prot: u32,
+    /// Extra mmap flags (MAP_GROWSDOWN, MAP_NORESERVE, ...).
+    pub map_flags: u32,
+    /// open(2) flags for the backing file (file mappings).
+    pub open_flags: u32,
+    /// Backing file path (file mappings).
+    pub path: Str,
+    /// madvise(2) advice to apply after mapping, as a bit set of
+    /// [`ADV_DONTFORK`], [`ADV_WIPEONFORK`], [`ADV_HUGEPAGE`], [`ADV_NOHUGEPAGE`], [`ADV_DONTDUMP`].
+    pub advice: u32,
     /// Reserved, zero.
     pub _pad: u32,
 }
 
+/// [`Vma::advice`]: MADV_DONTFORK.
+pub const ADV_DONTFORK: u32 = 1;
+/// [`Vma::advice`]: MADV_WIPEONFORK.
+pub const ADV_WIPEONFORK: u32 = 2;
+/// [`Vma::advice`]: MADV_HUGEPAGE.
+pub const ADV_HUGEPAGE: u32 = 4;
+/// [`Vma::advice`]: MADV_NOHUGEPAGE.
+pub const ADV_NOHUGEPAGE: u32 = 8;
+/// [`Vma::advice`]: MADV_DONTDUMP.
+pub const ADV_DONTDUMP: u32 = 16;
+
+/// A run of pages to read from the pages image straight into place.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PageRun {
+    /// Target address, page aligned.
+    pub vaddr: u64,
+    /// Bytes (multiple of the page size).
+    pub len: u64,
+    /// Offset of the data in the pages image.
+    pub file_off: u64,
+}
+
+/// One descriptor to reopen.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FileEntry {
+    /// The descriptor number.
+    pub fd: i32,
+    /// open(2) flags (O_CREAT/O_TRUNC/O_EXCL are never passed).
+    pub flags: u32,
+    /// File position to seek to (u64::MAX: do not seek).
+    pub pos: u64,
+    /// Path to open.
+    pub path: Str,
+    /// Index of an earlier entry that shares this open file description
+    /// (dup'ed descriptors), or u32::MAX.
+    pub dup_of: u32,
+    /// FD_CLOEXEC for this descriptor.
+    pub cloexec: u32,
+}
+
+/// One vDSO-like area to move from where this kernel put it to where the
+/// dumped task had it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VdsoMove {
+    /// Current start in the restored task.
+    pub from: u64,
+    /// Target start.
+    pub to: u64,
+    /// Size in bytes.
+    pub len: u64,
+}
+
+/// Kernel `struct sigaction` for rt_sigaction on x86_64.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SigAction {
+    /// Handler (0 = SIG_DFL, 1 = SIG_IGN).
+    pub handler: u64,
+    /// sa_flags.
+    pub flags: u64,
+    /// sa_restorer.
+    pub restorer: u64,
+    /// sa_mask.
+    pub mask: u64,
+}
+
+/// Kernel `struct itimerval`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ITimer {
+    /// it_interval sec.
+    pub interval_sec: i64,
+    /// it_interval usec.
+    pub interval_usec: i64,
+    /// it_value sec.
+    pub value_sec: i64,
+    /// it_value usec.
+    pub value_usec: i64,
+}
+
+/// One POSIX timer to recreate with its original id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PosixTimer {
+    /// Timer id the task knows.
+    pub id: i32,
+    /// Clock id.
+    pub clock: i32,
+    /// sigev_notify (SIGEV_SIGNAL, SIGEV_NONE, SIGEV_THREAD_ID).
+    pub notify: i32,
+    /// sigev_signo.
+    pub signo: i32,
+    /// sigev_value.
+    pub value: u64,
+    /// Thread for SIGEV_THREAD_ID.
+    pub notify_tid: i32,
+    /// Overrun count at dump (informational).
+    pub overrun: i32,
+    /// Remaining time: sec, nsec.
+    pub value_sec: i64,
+    /// Remaining nsec.
+    pub value_nsec: i64,
+    /// Interval sec.
+    pub interval_sec: i64,
+    /// Interval nsec.
+    pub interval_nsec: i64,
+}
+
+/// Kernel `struct rlimit64`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rlimit {
+    /// Soft limit.
+    pub cur: u64,
+    /// Hard limit.
+    pub max: u64,
+}
+
+/// Kernel `struct prctl_mm_map` (PR_SET_MM_MAP), auxv and exe_fd filled by the blob.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MmMap {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+    pub auxv: u64,
+    pub auxv_size: u32,
+    pub exe_fd: u32,
+}
+
+/// Restorer steps, reported in [`Failure::step`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Validate = 1,
+    Signals = 2,
+    Session = 3,
+    Unmap = 4,
+    Vdso = 5,
+    Personality = 6,
+    MapVma = 7,
+    ReadPages = 8,
+    Protect = 9,
+    Files = 10,
+    Cwd = 11,
+    SigActions = 12,
+    ITimers = 13,
+    PosixTimers = 14,
+    Rlimits = 15,
+    Prctl = 16,
+    MmMap = 17,
+    AltStack = 18,
+    Rseq = 19,
+    PendingSignals = 20,
+    Creds = 21,
+    Finish = 22,
+}
+
+impl Step {
+    /// Human name of a raw step number.
+    pub fn name(raw: u32) -> &'static str {
+        match raw {
+            1 => "validate the plan",
+            2 => "block signals",
+            3 => "session and process group",
+            4 => "unmap the engine's address space",
+            5 => "move the vDSO areas",
+            6 => "personality",
+            7 => "map a VMA",
+            8 => "read pages into place",
+            9 => "mprotect/madvise a VMA",
+            10 => "reopen files",
+            11 => "chdir/chroot",
+            12 => "sigactions",
+            13 => "itimers",
+            14 => "POSIX timers",
+            15 => "rlimits",
+            16 => "prctl state",
+            17 => "PR_SET_MM_MAP",
+            18 => "sigaltstack",
+            19 => "rseq",
+            20 => "queue pending signals",
+            21 => "credentials",
+            22 => "finish",
+            _ => "unknown step",
+        }
+    }
+}
+
+/// Progress and failure report, inside the plan.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Failure {
+    /// Always [`MAGIC`].
+    pub magic: u32,
+    /// A [`Step`] as u32.
+    pub step: u32,
+    /// Negative errno of the failing syscall.
+    pub ret: i64,
+    /// Step detail: the VMA start, fd number, signal, resource... or 0.
+    pub detail: u64,
+}
+
+/// [`Plan::flags`]: call setsid() first.
+pub const F_SETSID: u32 = 1;
+/// [`Plan::flags`]: setpgid(0, pgid).
+pub const F_SETPGID: u32 = 2;
+/// [`Plan::flags`]: PR_SET_NO_NEW_PRIVS.
+pub const F_NO_NEW_PRIVS: u32 = 4;
+/// [`Plan::flags`]: PR_SET_CHILD_SUBREAPER.
+pub const F_CHILD_SUBREAPER: u32 = 8;
+/// [`Plan::flags`]: restore rseq.
+pub const F_RSEQ: u32 = 16;
+/// [`Plan::flags`]: PR_SET_MM_MAP.
+pub const F_MM_MAP: u32 = 32;
+/// [`Plan::flags`]: set credentials.
+pub const F_CREDS: u32 = 64;
+
+/// Credentials to set last.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Creds {
+    pub uid: [u32; 3],
+    pub gid: [u32; 3],
+    pub ngroups: u32,
+    pub groups: [u32; 32],
+    pub _pad: u32,
+    /// Capability sets, two 32-bit words each: effective, permitted, inheritable.
+    pub cap_eff: u64,
+    pub cap_prm: u64,
+    pub cap_inh: u64,
+}
+
+/// The fixed part of the arena.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    /// Must be [`MAGIC`].
+    pub magic: u32,
+    /// Must be [`VERSION`].
+    pub version: u32,
+    /// Bytes of the whole arena (fixed part + tables + strings).
+    pub size: u64,
+    /// The region holding blob, arena and stack: kept while everything else is unmapped.
+    pub region_start: u64,
+    /// End of that region.
+    pub region_end: u64,
+    /// Highest address the unmap step covers (TASK_SIZE).
+    pub task_size: u64,
+    /// F_* bits.
+    pub flags: u32,
+    /// Descriptor of the pages image (kept until the end).
+    pub pages_fd: i32,
+    /// Lowest helper descriptor; everything from here up is closed at the end.
+    pub helper_fd_min: i32,
+    /// Reserved, zero.
+    pub _pad0: u32,
+    /// rseq registration inherited from the engine (unregistered first).
+    pub cur_rseq_ptr: u64,
+    /// Its length.
+    pub cur_rseq_len: u32,
+    /// Its signature.
+    pub cur_rseq_sig: u32,
+    /// Process group for F_SETPGID.
+    pub pgid: i32,
+    /// personality(2) value.
+    pub personality: u32,
+    /// umask.
+    pub umask: u32,
+    /// PR_SET_DUMPABLE value.
+    pub dumpable: u32,
+    /// PR_SET_PDEATHSIG value.
+    pub pdeathsig: u32,
+    /// Number of vDSO moves used.
+    pub nr_vdso: u32,
+    /// vDSO areas to move.
+    pub vdso: [VdsoMove; MAX_VDSO],
+    /// Task name (PR_SET_NAME), NUL-padded.
+    pub comm: [u8; 16],
+    /// Working directory.
+    pub cwd: Str,
+    /// Root directory (chroot) or none.
+    pub root: Str,
+    /// Executable for PR_SET_MM_MAP's exe_fd, or none.
+    pub exe: Str,
+    /// PR_SET_MM_MAP fields (auxv offset relative to the plan in `auxv`).
+    pub mm: MmMap,
+    /// auxv words: Table of u64.
+    pub auxv: Table,
+    /// Bit n-1 set: restore the action of signal n.
+    pub sigactions_valid: u64,
+    /// Signal actions.
+    pub sigactions: [SigAction; NSIG],
+    /// ITIMER_REAL, VIRTUAL, PROF.
+    pub itimers: [ITimer; 3],
+    /// Bit n set: restore rlimit n.
+    pub rlimits_valid: u32,
+    /// Reserved, zero.
+    pub _pad1: u32,
+    /// Resource limits.
+    pub rlimits: [Rlimit; NLIMITS],
+    /// sigaltstack: sp, flags, size.
+    pub altstack_sp: u64,
+    /// ss_flags.
+    pub altstack_flags: u32,
+    /// Reserved, zero.
+    pub _pad2: u32,
+    /// ss_size.
+    pub altstack_size: u64,
+    /// set_tid_address value.
+    pub clear_child_tid: u64,
+    /// rseq area.
+    pub rseq_ptr: u64,
+    /// rseq area length.
+    pub rseq_len: u32,
+    /// rseq signature.
+    pub rseq_sig: u32,
+    /// Credentials (F_CREDS).
+    pub creds: Creds,
+    /// The task's pid and tid, for queueing signals.
+    pub pid: i32,
+    /// Reserved, zero.
+    pub _pad3: u32,
+    /// Vma table.
+    pub vmas: Table,
+    /// PageRun table.
+    pub runs: Table,
+    /// FileEntry table.
+    pub files: Table,
+    /// PosixTimer table.
+    pub timers: Table,
+    /// Private pending signals: 128-byte siginfo each.
+    pub sigs_private: Table,
+    /// Shared pending signals: 128-byte siginfo each.
+    pub sigs_shared: Table,
+    /// Progress and failure details, written by the blob.
+    pub failure: Failure,
+}
+
 const _: () = {
-    assert!(size_of::<PlanHeader>() == 32);
+    assert!(size_of::<Table>() == 16);
+    assert!(size_of::<Vma>() == 56);
+    assert!(size_of::<PageRun>() == 24);
+    assert!(size_of::<FileEntry>() == 32);
+    assert!(size_of::<SigAction>() == 32);
+    assert!(size_of::<ITimer>() == 32);
+    assert!(size_of::<PosixTimer>() == 64);
+    assert!(size_of::<Rlimit>() == 16);
+    assert!(size_of::<MmMap>() == 104);
+    assert!(size_of::<Failure>() == 24);
+    assert!(offset_of!(Plan, magic) == 0);
+    assert!(size_of::<Plan>() % 8 == 0);
 };
