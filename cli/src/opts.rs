@@ -28,6 +28,8 @@ use engine::sys::Pid;
     subcommand_required = true,
     arg_required_else_help = true,
     disable_help_subcommand = true,
+    // As with CRIU's getopt: a repeated option's last value wins.
+    args_override_self = true,
     after_help = "Examples:\n  crtools dump -D checkpoint -t 1234\n  crtools restore -d -D checkpoint -t 1234"
 )]
 pub struct Cli {
@@ -41,6 +43,7 @@ pub struct Cli {
 
 /// Options every command takes, before or after the command.
 #[derive(Args, Debug, Default)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Base directory of the image files [default for dump and restore: .]
     #[arg(short = 'D', long = "images-dir", value_name = "PATH", global = true)]
@@ -77,21 +80,22 @@ pub enum CommandArgs {
     /// Decode image files and show their contents in readable form
     Show(ShowArgs),
     /// Test whether the kernel supports everything crtools needs
-    Check,
+    /// (-v 2: say what each probe checks)
+    Check(CheckArgs),
 }
 
 /// Options dump and restore share.
 #[derive(Args, Debug)]
 pub struct TreeArgs {
-    /// Checkpoint (or restore) the whole process tree starting from PID
+    /// Checkpoint the whole process tree starting from PID
     #[arg(short = 't', long = "tree", value_name = "PID", value_parser = parse_pid)]
     pub tree: i32,
 
-    /// Dump (restore) external unix sockets
+    /// Dump external unix sockets
     #[arg(short = 'x', long = "ext-unix-sk")]
     pub ext_unix_sk: bool,
 
-    /// Namespaces, comma separated (repeatable): uts, ipc, mnt, pid, net
+    /// Checkpoint namespaces, comma separated (repeatable): uts, ipc, mnt, pid, net
     #[arg(short = 'n', long = "namespaces", value_name = "NS", value_enum, value_delimiter = ',')]
     pub namespaces: Vec<Namespace>,
 
@@ -162,6 +166,14 @@ pub struct ShowArgs {
     #[arg(short = 'c')]
     pub contents: bool,
 
+    /// Machine-readable (JSON) output
+    #[arg(long = "json")]
+    pub json: bool,
+}
+
+/// `crtools check`.
+#[derive(Args, Debug)]
+pub struct CheckArgs {
     /// Machine-readable (JSON) output
     #[arg(long = "json")]
     pub json: bool,
@@ -263,7 +275,10 @@ pub enum Command {
     /// `crtools show`.
     Show(ShowOptions),
     /// `crtools check`.
-    Check,
+    Check {
+        /// `--json`.
+        json: bool,
+    },
 }
 
 impl Command {
@@ -273,7 +288,7 @@ impl Command {
             Command::Dump(_) => "dump",
             Command::Restore(_) => "restore",
             Command::Show(_) => "show",
-            Command::Check => "check",
+            Command::Check { .. } => "check",
         }
     }
 }
@@ -336,7 +351,7 @@ impl Options {
                 }
                 Command::Show(ShowOptions { dir: g.images_dir.clone(), file: s.file, contents: s.contents, json: s.json })
             }
-            CommandArgs::Check => Command::Check,
+            CommandArgs::Check(c) => Command::Check { json: c.json },
         };
         Ok(Options { close_fds: g.close, log, command })
     }
@@ -407,6 +422,12 @@ pub fn command() -> clap::Command {
     let cmd = Cli::command();
     let close = cmd.get_arguments().find(|a| a.get_id() == "close").cloned().expect("--close is defined");
     cmd.mut_subcommands(|sub| sub.arg(close.clone()))
+        // TreeArgs' texts are written for dump.
+        .mut_subcommand("restore", |sub| {
+            sub.mut_arg("tree", |a| a.help("Restore the process tree whose root had PID"))
+                .mut_arg("ext_unix_sk", |a| a.help("Restore connections to external unix sockets"))
+                .mut_arg("namespaces", |a| a.help("Restore namespaces, comma separated (repeatable): uts, ipc, mnt, pid, net"))
+        })
 }
 
 /// Parses `args` (program name first) into [`Options`].
@@ -557,6 +578,14 @@ mod tests {
     }
 
     #[test]
+    fn last_value_wins() {
+        assert_eq!(ok("-v 2 -v 3 check").log.level, 3);
+        assert_eq!(ok("-v 2 dump -v 0 -t 1").log.level, 0);
+        assert_eq!(dump(&ok("-D a -D b dump -t 1 -t 2")).images_dir, PathBuf::from("b"));
+        assert_eq!(dump(&ok("-D a -D b dump -t 1 -t 2")).pid, Pid(2));
+    }
+
+    #[test]
     fn verbosity_levels() {
         for (args, level) in [("check", 1), ("-v 0 check", 0), ("-v4 check", 4), ("check -v 3", 3), ("-v=2 check", 2)] {
             assert_eq!(ok(args).log.level, level, "{args}");
@@ -623,7 +652,7 @@ mod tests {
             ("restore -t 1 -s", "dump"),
             ("restore -t 1 --link-remap", "dump"),
             ("dump -t 1 --veth-pair a=b", "restore"),
-            ("check --json", "show"),
+            ("check -c", "show"),
         ] {
             let e = err(args);
             assert_eq!(e.kind(), ErrorKind::UnknownArgument, "{args}");
@@ -692,6 +721,6 @@ mod tests {
         assert!(show_help.contains("--json") && show_help.contains("--file"));
         assert!(!show_help.contains("--tree"));
         let check_help = help("check");
-        assert!(!check_help.contains("--tree") && !check_help.contains("--json"));
+        assert!(!check_help.contains("--tree") && !check_help.contains("--file"));
     }
 }

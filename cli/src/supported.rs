@@ -25,6 +25,8 @@ pub const OPTIONS: &[(&str, &str, bool)] = &[
     ("show", "contents", true),
     ("show", "file", true),
     ("show", "json", true),
+    // check
+    ("check", "json", true),
     // dump
     ("dump", "tree", true),
     ("dump", "leave_stopped", false),
