@@ -47,7 +47,20 @@ fn infect_and_cure_leaves_no_trace() {
         assert!(real.value_sec > 990 && real.value_sec <= 1000, "ITIMER_REAL left: {real:?}");
         assert_eq!(it.timers[1], Default::default());
 
+        // fd 100 is the victim's own executable, opened before "ready".
+        let fds = p.receive_fds(&[100, 1]).expect("receive fds");
+        assert_eq!(fds.len(), 2);
+        let ctl = p.control_fd().expect("control socket open");
+        assert!(std::fs::read_link(format!("/proc/{}/fd/{ctl}", pid.0)).unwrap().to_string_lossy().starts_with("socket:"));
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        let ours = std::fs::metadata(format!("/proc/self/fd/{}", fds[0].as_raw_fd())).unwrap();
+        let theirs = std::fs::metadata(format!("/proc/{}/fd/100", pid.0)).unwrap();
+        assert_eq!((ours.dev(), ours.ino()), (theirs.dev(), theirs.ino()));
+        drop(fds);
+
         p.cure().expect("cure");
+        assert!(std::fs::read_link(format!("/proc/{}/fd/{ctl}", pid.0)).is_err(), "control socket closed");
     }
 
     assert_eq!(maps(pid.0), maps_before, "maps identical after cure");

@@ -10,8 +10,10 @@ use crate::blobs;
 use crate::sys::process_vm;
 use crate::sys::ptrace::UserRegs;
 use crate::sys::Sysno;
+use crate::sys::socket::{self, SockFlags, SockType, UnixAddr};
 use parasite_proto as proto;
 use std::mem::size_of;
+use std::os::fd::{AsFd, OwnedFd};
 
 const PAGE: usize = 4096;
 const SIGTRAP: u64 = 5;
@@ -46,6 +48,10 @@ pub struct Parasite<'t> {
     orig_mask: u64,
     base: u64,
     layout: Layout,
+    /// Engine end of the control socket, once [`Parasite::receive_fds`] opened it.
+    channel: Option<OwnedFd>,
+    /// The task's descriptor number of its end, while open.
+    task_sock: Option<i32>,
     cured: bool,
 }
 
@@ -68,7 +74,7 @@ impl<'t> Parasite<'t> {
                 return Err(e);
             }
         };
-        let p = Parasite { tracee, orig_regs, orig_mask, base, layout, cured: false };
+        let p = Parasite { tracee, orig_regs, orig_mask, base, layout, channel: None, task_sock: None, cured: false };
         let blob =
             blobs::relocate(blobs::parasite::IMAGE, blobs::parasite::MEM_SIZE, blobs::parasite::RELOCS, base);
         let pid = p.tracee.pid();
@@ -155,6 +161,79 @@ impl<'t> Parasite<'t> {
         self.call_typed(proto::Cmd::ITimers, "parasite getitimer")
     }
 
+    /// The descriptor number the parasite's control socket has in the task
+    /// while it is open (skip it when listing the task's descriptors).
+    pub fn control_fd(&self) -> Option<i32> {
+        self.task_sock
+    }
+
+    /// Connects the parasite to a fresh listening socket of the engine.
+    fn open_channel(&mut self) -> Result<()> {
+        let pid = self.tracee.pid();
+        let err = |step| move |e| InfectError::errno(pid, step, e);
+        let listener = socket::socket(
+            linux_raw_sys::net::AF_UNIX as u32,
+            SockType::SOCK_SEQPACKET,
+            SockFlags::SOCK_CLOEXEC,
+            0,
+        )
+        .map_err(err("control socket"))?;
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let name = format!("crtools-parasite-{}-{}-{nonce:08x}", std::process::id(), pid);
+        let addr = UnixAddr::new_abstract(name.as_bytes()).map_err(err("control socket address"))?;
+        socket::bind(listener.as_fd(), &addr).map_err(err("bind the control socket"))?;
+        socket::listen(listener.as_fd(), 1).map_err(err("listen on the control socket"))?;
+
+        let mut args = proto::InitArgs { addr_len: 0, _pad: 0, addr: [0; 108] };
+        let path = addr.path_bytes();
+        args.addr[..path.len()].copy_from_slice(path);
+        args.addr_len = path.len() as u32;
+        let (ret, failed, _) = self.call(proto::Cmd::Init, as_bytes(&args), 0)?;
+        if ret < 0 {
+            log::debug!("task {pid}: parasite Init failed at step {failed}");
+            return Err(InfectError::errno(pid, "parasite connect to the engine", crate::sys::Errno::new(-ret as i32)));
+        }
+        self.task_sock = Some(ret as i32);
+        let (conn, _) = socket::accept4(listener.as_fd(), SockFlags::SOCK_CLOEXEC).map_err(err("accept the parasite"))?;
+        self.channel = Some(conn);
+        Ok(())
+    }
+
+    /// Receives copies of the task's descriptors `fds` over SCM_RIGHTS, in order.
+    pub fn receive_fds(&mut self, fds: &[i32]) -> Result<Vec<OwnedFd>> {
+        if self.channel.is_none() {
+            self.open_channel()?;
+        }
+        let pid = self.tracee.pid();
+        let mut out = Vec::with_capacity(fds.len());
+        for chunk in fds.chunks(proto::MAX_FDS) {
+            let mut args = proto::SendFdsArgs { nr: chunk.len() as u32, _pad: 0, fds: [0; proto::MAX_FDS] };
+            args.fds[..chunk.len()].copy_from_slice(chunk);
+            let (ret, _, _) = self.call(proto::Cmd::SendFds, as_bytes(&args), 0)?;
+            if ret < 0 {
+                return Err(InfectError::errno(pid, "parasite sendmsg of descriptors", crate::sys::Errno::new(-ret as i32)));
+            }
+            let conn = self.channel.as_ref().expect("channel open");
+            let mut data = [0u8; 4 * proto::MAX_FDS];
+            let (n, got) = socket::recv_fds(conn.as_fd(), &mut data, chunk.len())
+                .map_err(|e| InfectError::errno(pid, "receive descriptors from the parasite", e))?;
+            let numbers: Vec<i32> =
+                data[..n].chunks_exact(4).map(|c| i32::from_ne_bytes(c.try_into().expect("4 bytes"))).collect();
+            if got.len() != chunk.len() || numbers != chunk {
+                return Err(InfectError::unexpected(
+                    pid,
+                    "receive descriptors from the parasite",
+                    format!("asked for {chunk:?}, got {} descriptors for {numbers:?}", got.len()),
+                ));
+            }
+            out.extend(got);
+        }
+        Ok(out)
+    }
+
     /// Unmaps the parasite and puts registers and signal mask back.
     pub fn cure(mut self) -> Result<()> {
         self.cure_inner()
@@ -166,6 +245,15 @@ impl<'t> Parasite<'t> {
         }
         self.cured = true;
         let pid = self.tracee.pid();
+        if self.task_sock.is_some() {
+            // Close the task's end first: it is a descriptor of the task's own.
+            let fini = self.call(proto::Cmd::Fini, &[], 0);
+            self.task_sock = None;
+            self.channel = None;
+            if let Err(e) = fini {
+                log::error!("{e}");
+            }
+        }
         // Remote syscalls run at the original rip with the original registers.
         self.tracee.set_regs(&self.orig_regs)?;
         let unmap = self.tracee.remote_syscall_ok(
