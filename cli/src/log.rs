@@ -14,6 +14,9 @@
 //!   line is not the pid the file was opened for, `FILE.<pid>` is opened.
 //!   Without `--log-pid` forked processes share the inherited descriptor.
 //! - Log files are created with mode 0600 and truncated, as CRIU does.
+//! - The sink sits behind a mutex: a fork while another thread is writing a
+//!   line would leave the child with a locked mutex, so the engine forks only
+//!   from a single-threaded crtools (it does: nothing here starts threads).
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};

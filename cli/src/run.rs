@@ -127,15 +127,15 @@ fn run(opts: &Options, matches: &clap::ArgMatches) -> Result<(), Error> {
             }
         }
         Command::Show(show) => {
-            let mut result = Ok(());
-            with_stdout(|out| {
-                result = engine::show::show(show, out);
-                Ok(())
-            })?;
-            result.map_err(Error::Show)
+            let mut out = BufWriter::new(io::stdout().lock());
+            let shown = engine::show::show(show, &mut out);
+            let flushed = out.flush();
+            shown.map_err(Error::Show)?;
+            flushed.map_err(Error::Output)
         }
-        // The engine pipelines have not landed: everything up to here is
-        // what they will consume (`opts::DumpOptions`, `opts::RestoreOptions`).
+        // The engine pipelines have not landed (and `supported::COMMANDS`
+        // refuses these commands before logging starts): when one lands,
+        // its arm calls it with `opts::DumpOptions`/`opts::RestoreOptions`.
         Command::Dump(dump) => {
             log::debug!("dump: {dump:?}");
             Err(Error::NotSupported("dump".into()))
