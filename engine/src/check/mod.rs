@@ -16,6 +16,7 @@
 use std::io::Write;
 
 mod mem;
+mod net;
 mod procfs;
 mod ptrace;
 mod util;
@@ -220,6 +221,12 @@ pub const PROBES: &[ProbeDef] = &[
         about: "the [vdso]/[vvar] areas the restorer must place where the dumped task had them",
     },
     ProbeDef {
+        name: "pidfd",
+        need: Required,
+        run: ptrace::probe_pidfd,
+        about: "pidfd_open + pidfd_send_signal: signals that cannot hit a recycled pid",
+    },
+    ProbeDef {
         name: "fdinfo-mnt_id",
         need: Optional,
         run: procfs::probe_fdinfo_mnt_id,
@@ -260,6 +267,24 @@ pub const PROBES: &[ProbeDef] = &[
         need: Optional,
         run: ptrace::probe_seccomp_get_filter,
         about: "PTRACE_SECCOMP_GET_FILTER dumps a task's seccomp filters",
+    },
+    ProbeDef {
+        name: "pidfd-getfd",
+        need: Optional,
+        run: ptrace::probe_pidfd_getfd,
+        about: "pidfd_getfd copies a task's descriptor without the parasite",
+    },
+    ProbeDef {
+        name: "tcp-repair",
+        need: Optional,
+        run: net::probe_tcp_repair,
+        about: "TCP_REPAIR mode: dump and restore established TCP connections",
+    },
+    ProbeDef {
+        name: "sock-diag",
+        need: Optional,
+        run: net::probe_sock_diag,
+        about: "NETLINK_SOCK_DIAG (unix_diag, inet_diag): socket state and peers at dump",
     },
     ProbeDef {
         name: "loginuid",

@@ -94,6 +94,35 @@ pub fn probe_ptrace_group_stop() -> Result<String, String> {
     Ok("SIGSTOP group-stop reported as PTRACE_EVENT_STOP, PTRACE_LISTEN accepted".to_string())
 }
 
+/// pidfd_open on a child and pidfd_send_signal(0) through it.
+pub fn probe_pidfd() -> Result<String, String> {
+    use crate::sys::pidfd::{pidfd_open, pidfd_send_signal, PidfdFlags, PidfdSignalFlags};
+    use std::os::fd::AsFd;
+    let child = Child::spawn()?;
+    let pfd = pidfd_open(child.pid(), PidfdFlags::empty()).map_err(|e| errno_why("pidfd_open", e, &[]))?;
+    pidfd_send_signal(pfd.as_fd(), 0, None, PidfdSignalFlags::empty())
+        .map_err(|e| errno_why("pidfd_send_signal(0)", e, &[]))?;
+    Ok("pidfd_open and pidfd_send_signal(0) on a child".to_string())
+}
+
+/// pidfd_getfd duplicates a child's descriptor (its stdin, /dev/null).
+pub fn probe_pidfd_getfd() -> Result<String, String> {
+    use crate::sys::pidfd::{pidfd_getfd, pidfd_open, PidfdFlags};
+    use std::os::fd::AsFd;
+    let child = Child::spawn()?;
+    let pfd = pidfd_open(child.pid(), PidfdFlags::empty()).map_err(|e| errno_why("pidfd_open", e, &[]))?;
+    let fd = pidfd_getfd(pfd.as_fd(), 0).map_err(|e| {
+        errno_why("pidfd_getfd", e, &[(crate::sys::Errno::EPERM, "needs ptrace access to the target")])
+    })?;
+    let ours = crate::sys::fs::fstat(fd.as_fd()).map_err(|e| errno_why("fstat", e, &[]))?;
+    let null = std::fs::metadata("/dev/null").map_err(|e| io_why("stat /dev/null", &e))?;
+    use std::os::unix::fs::MetadataExt;
+    if (ours.dev, ours.ino) != (null.dev(), null.ino()) {
+        return Err("the descriptor from pidfd_getfd is not the child's stdin (/dev/null)".to_string());
+    }
+    Ok("duplicated the child's stdin".to_string())
+}
+
 /// XCR0 bits by name (Intel SDM vol. 1, 13.1). Supervisor-only states never
 /// appear in XCR0 and are not listed.
 const XFEATURES: &[(u32, &str)] = &[
