@@ -1,0 +1,150 @@
+//! `files.img` (every file object of the dump: id and kind, so restore knows
+//! which object image holds it) and `fdinfo-<pid>.img` (a task's descriptor
+//! table: which object each fd refers to).
+//!
+//! Invariant: [`FdKind`] variants are only appended (postcard stores the
+//! variant index).
+use serde::{Deserialize, Serialize};
+
+use super::describe::{Describe, Node, Obj};
+use super::serde_bits;
+
+bitflags::bitflags! {
+    /// `open(2)` status flags as stored in fdinfo `flags:` (x86_64 values).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct OpenFlags: u32 {
+        const O_WRONLY = 0o1;
+        const O_RDWR = 0o2;
+        const O_CREAT = 0o100;
+        const O_EXCL = 0o200;
+        const O_NOCTTY = 0o400;
+        const O_TRUNC = 0o1000;
+        const O_APPEND = 0o2000;
+        const O_NONBLOCK = 0o4000;
+        const O_DSYNC = 0o10000;
+        const O_ASYNC = 0o20000;
+        const O_DIRECT = 0o40000;
+        const O_LARGEFILE = 0o100000;
+        const O_DIRECTORY = 0o200000;
+        const O_NOFOLLOW = 0o400000;
+        const O_NOATIME = 0o1000000;
+        const O_CLOEXEC = 0o2000000;
+        const __O_SYNC = 0o4000000;
+        const O_PATH = 0o10000000;
+        const __O_TMPFILE = 0o20000000;
+    }
+}
+serde_bits!(OpenFlags: u32);
+
+/// What kind of object a descriptor refers to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FdKind {
+    /// Regular file or directory (`reg-files.img`).
+    #[default]
+    Reg,
+    /// Pipe.
+    Pipe,
+    /// Named pipe.
+    Fifo,
+    /// Unix socket.
+    UnixSocket,
+    /// IPv4/IPv6 socket.
+    InetSocket,
+    /// Netlink socket.
+    NetlinkSocket,
+    /// Packet socket.
+    PacketSocket,
+    /// eventfd.
+    Eventfd,
+    /// epoll instance.
+    Epoll,
+    /// signalfd.
+    Signalfd,
+    /// timerfd.
+    Timerfd,
+    /// inotify instance.
+    Inotify,
+    /// fanotify instance.
+    Fanotify,
+    /// memfd.
+    Memfd,
+    /// Terminal.
+    Tty,
+    /// Namespace file.
+    Ns,
+    /// Anything this version does not dump.
+    Unsupported,
+}
+
+impl FdKind {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            FdKind::Reg => "reg",
+            FdKind::Pipe => "pipe",
+            FdKind::Fifo => "fifo",
+            FdKind::UnixSocket => "unix",
+            FdKind::InetSocket => "inet",
+            FdKind::NetlinkSocket => "netlink",
+            FdKind::PacketSocket => "packet",
+            FdKind::Eventfd => "eventfd",
+            FdKind::Epoll => "epoll",
+            FdKind::Signalfd => "signalfd",
+            FdKind::Timerfd => "timerfd",
+            FdKind::Inotify => "inotify",
+            FdKind::Fanotify => "fanotify",
+            FdKind::Memfd => "memfd",
+            FdKind::Tty => "tty",
+            FdKind::Ns => "ns",
+            FdKind::Unsupported => "unsupported",
+        }
+    }
+}
+
+impl Describe for FdKind {
+    fn describe(&self) -> Node {
+        Node::Str(self.name().to_owned())
+    }
+}
+
+/// One file object of the dump.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Object id, unique across the dump.
+    pub id: u32,
+    /// Which object image holds it.
+    pub kind: FdKind,
+}
+
+/// One descriptor of a task.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdinfoEntry {
+    /// Descriptor number.
+    pub fd: u32,
+    /// Status flags of the open file description (fdinfo `flags:`).
+    pub flags: OpenFlags,
+    /// `FD_CLOEXEC` is set on the descriptor.
+    pub cloexec: bool,
+    /// Object kind.
+    pub kind: FdKind,
+    /// Object id (in `files.img` and the kind's image).
+    pub id: u32,
+}
+
+impl Describe for FileEntry {
+    fn describe(&self) -> Node {
+        Obj::new().f("id", self.id).d("kind", &self.kind).done()
+    }
+}
+
+impl Describe for FdinfoEntry {
+    fn describe(&self) -> Node {
+        Obj::new()
+            .f("fd", self.fd)
+            .d("flags", &self.flags)
+            .f("cloexec", self.cloexec)
+            .d("kind", &self.kind)
+            .f("id", self.id)
+            .done()
+    }
+}

@@ -1,0 +1,238 @@
+//! `mm-<pid>.img`: a task's address space. Head: the `mm_struct` fields of
+//! `prctl(PR_SET_MM)`, auxv and exe file; entries: one per VMA in address
+//! order, non-overlapping, page aligned (`start < end`).
+use serde::{Deserialize, Serialize};
+
+use super::describe::{Describe, Node, Obj};
+use super::{serde_bits, RawStr};
+
+bitflags::bitflags! {
+    /// Protection (`PROT_*`).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct Prot: u32 {
+        const PROT_READ = 0x1;
+        const PROT_WRITE = 0x2;
+        const PROT_EXEC = 0x4;
+    }
+}
+
+bitflags::bitflags! {
+    /// Mapping flags (`MAP_*`, x86_64 values).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct MapFlags: u32 {
+        const MAP_SHARED = 0x01;
+        const MAP_PRIVATE = 0x02;
+        const MAP_FIXED = 0x10;
+        const MAP_ANONYMOUS = 0x20;
+        const MAP_32BIT = 0x40;
+        const MAP_GROWSDOWN = 0x100;
+        const MAP_DENYWRITE = 0x800;
+        const MAP_EXECUTABLE = 0x1000;
+        const MAP_LOCKED = 0x2000;
+        const MAP_NORESERVE = 0x4000;
+        const MAP_POPULATE = 0x8000;
+        const MAP_NONBLOCK = 0x10000;
+        const MAP_STACK = 0x20000;
+        const MAP_HUGETLB = 0x40000;
+        const MAP_SYNC = 0x80000;
+    }
+}
+
+bitflags::bitflags! {
+    /// Per-VMA state beyond mmap flags (from smaps `VmFlags` and dump decisions),
+    /// which restore re-applies with madvise/mlock or acts on.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct VmaStatus: u32 {
+        /// An ordinary mapping restore recreates.
+        const VMA_REGULAR = 1 << 0;
+        /// Contents are in the pagemap.
+        const VMA_DUMPED = 1 << 1;
+        /// `VM_LOCKED` (mlock).
+        const VMA_LOCKED = 1 << 2;
+        /// `MADV_DONTFORK`.
+        const VMA_DONTFORK = 1 << 3;
+        /// `MADV_DONTDUMP`.
+        const VMA_DONTDUMP = 1 << 4;
+        /// `MADV_WIPEONFORK`.
+        const VMA_WIPEONFORK = 1 << 5;
+        /// `MADV_MERGEABLE` (KSM).
+        const VMA_MERGEABLE = 1 << 6;
+        /// `MADV_HUGEPAGE`.
+        const VMA_HUGEPAGE = 1 << 7;
+        /// `MADV_NOHUGEPAGE`.
+        const VMA_NOHUGEPAGE = 1 << 8;
+        /// Soft-dirty tracking bit set.
+        const VMA_SOFTDIRTY = 1 << 9;
+        /// The mapped file was deleted.
+        const VMA_FILE_DELETED = 1 << 10;
+        /// Not restorable by this version.
+        const VMA_UNSUPPORTED = 1 << 31;
+    }
+}
+serde_bits!(Prot: u32, MapFlags: u32, VmaStatus: u32);
+
+/// What a VMA maps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum VmaKind {
+    /// Private anonymous memory.
+    #[default]
+    Anon,
+    /// A file mapping (private or shared).
+    File,
+    /// Shared anonymous memory (dumped once per object).
+    SharedAnon,
+    /// `[vdso]`.
+    Vdso,
+    /// `[vvar]`.
+    Vvar,
+    /// `[vvar_vclock]`.
+    VvarVclock,
+    /// `[vsyscall]` (fixed, not restored).
+    Vsyscall,
+    /// `[stack]` of the main thread.
+    Stack,
+    /// `[heap]`.
+    Heap,
+    /// SysV shared memory segment.
+    SysvShm,
+    /// memfd mapping.
+    Memfd,
+}
+
+impl VmaKind {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            VmaKind::Anon => "anon",
+            VmaKind::File => "file",
+            VmaKind::SharedAnon => "shared-anon",
+            VmaKind::Vdso => "vdso",
+            VmaKind::Vvar => "vvar",
+            VmaKind::VvarVclock => "vvar_vclock",
+            VmaKind::Vsyscall => "vsyscall",
+            VmaKind::Stack => "stack",
+            VmaKind::Heap => "heap",
+            VmaKind::SysvShm => "sysv-shm",
+            VmaKind::Memfd => "memfd",
+        }
+    }
+}
+
+/// Head of the mm image.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MmEntry {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+    /// `/proc/<pid>/auxv` as (type, value) words, terminated by AT_NULL.
+    pub auxv: Vec<u64>,
+    /// `/proc/<pid>/exe` target.
+    pub exe_file: Option<RawStr>,
+}
+
+/// One VMA.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vma {
+    pub start: u64,
+    pub end: u64,
+    pub prot: Prot,
+    pub flags: MapFlags,
+    pub kind: VmaKind,
+    pub status: VmaStatus,
+    /// Mapped file path (file, memfd, sysv shm).
+    pub path: Option<RawStr>,
+    /// Device of the mapped file (`major:minor` encoded as the kernel's `dev_t`).
+    pub dev: u64,
+    pub inode: u64,
+    /// Offset into the file, in bytes.
+    pub pgoff: u64,
+    /// Object id for shared memory / file objects (0 when none).
+    pub shmid: u64,
+}
+
+fn auxv_name(t: u64) -> Option<&'static str> {
+    Some(match t {
+        0 => "AT_NULL",
+        3 => "AT_PHDR",
+        4 => "AT_PHENT",
+        5 => "AT_PHNUM",
+        6 => "AT_PAGESZ",
+        7 => "AT_BASE",
+        8 => "AT_FLAGS",
+        9 => "AT_ENTRY",
+        11 => "AT_UID",
+        12 => "AT_EUID",
+        13 => "AT_GID",
+        14 => "AT_EGID",
+        15 => "AT_PLATFORM",
+        16 => "AT_HWCAP",
+        17 => "AT_CLKTCK",
+        23 => "AT_SECURE",
+        24 => "AT_BASE_PLATFORM",
+        25 => "AT_RANDOM",
+        26 => "AT_HWCAP2",
+        27 => "AT_RSEQ_FEATURE_SIZE",
+        28 => "AT_RSEQ_ALIGN",
+        31 => "AT_EXECFN",
+        33 => "AT_SYSINFO_EHDR",
+        51 => "AT_MINSIGSTKSZ",
+        _ => return None,
+    })
+}
+
+impl Describe for MmEntry {
+    fn describe(&self) -> Node {
+        let auxv = self
+            .auxv
+            .chunks(2)
+            .map(|p| {
+                let t = p[0];
+                let v = p.get(1).copied().unwrap_or(0);
+                let name = auxv_name(t).map_or_else(|| t.to_string(), str::to_owned);
+                Obj::new().f("type", name).f("value", Node::hex(v)).done()
+            })
+            .collect();
+        Obj::new()
+            .addr("start_code", self.start_code)
+            .addr("end_code", self.end_code)
+            .addr("start_data", self.start_data)
+            .addr("end_data", self.end_data)
+            .addr("start_brk", self.start_brk)
+            .addr("brk", self.brk)
+            .addr("start_stack", self.start_stack)
+            .addr("arg_start", self.arg_start)
+            .addr("arg_end", self.arg_end)
+            .addr("env_start", self.env_start)
+            .addr("env_end", self.env_end)
+            .d("exe_file", &self.exe_file)
+            .f("auxv", Node::Array(auxv))
+            .done()
+    }
+}
+
+impl Describe for Vma {
+    fn describe(&self) -> Node {
+        Obj::new()
+            .addr("start", self.start)
+            .addr("end", self.end)
+            .f("size", Node::Size(self.end.saturating_sub(self.start)))
+            .d("prot", &self.prot)
+            .d("flags", &self.flags)
+            .f("kind", self.kind.name())
+            .d("status", &self.status)
+            .d("path", &self.path)
+            .f("dev", format!("{}:{}", (self.dev >> 8) & 0xfff, (self.dev & 0xff) | ((self.dev >> 12) & 0xfff00)))
+            .f("inode", self.inode)
+            .f("pgoff", Node::hex(self.pgoff))
+            .f("shmid", self.shmid)
+            .done()
+    }
+}
