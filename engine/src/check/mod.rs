@@ -17,6 +17,7 @@ use std::io::Write;
 
 mod mem;
 mod net;
+mod ns;
 mod procfs;
 mod ptrace;
 mod util;
@@ -285,6 +286,54 @@ pub const PROBES: &[ProbeDef] = &[
         need: Optional,
         run: net::probe_sock_diag,
         about: "NETLINK_SOCK_DIAG (unix_diag, inet_diag): socket state and peers at dump",
+    },
+    ProbeDef {
+        name: "ns-uts",
+        need: Optional,
+        run: ns::probe_ns_uts,
+        about: "uts namespaces (hostname and domain name): unshare in a child, setns back",
+    },
+    ProbeDef {
+        name: "ns-ipc",
+        need: Optional,
+        run: ns::probe_ns_ipc,
+        about: "ipc namespaces (SysV IPC and POSIX message queues): unshare in a child, setns back",
+    },
+    ProbeDef {
+        name: "ns-mnt",
+        need: Optional,
+        run: ns::probe_ns_mnt,
+        about: "mnt namespaces (mount tables): unshare in a child, setns back",
+    },
+    ProbeDef {
+        name: "ns-pid",
+        need: Optional,
+        run: ns::probe_ns_pid,
+        about: "pid namespaces (pid numbering (nested pid trees)): unshare in a child, setns back",
+    },
+    ProbeDef {
+        name: "ns-net",
+        need: Optional,
+        run: ns::probe_ns_net,
+        about: "net namespaces (network stacks): unshare in a child, setns back",
+    },
+    ProbeDef {
+        name: "ns-user",
+        need: Optional,
+        run: ns::probe_ns_user,
+        about: "user namespaces (uid/gid mappings and capabilities): unshare in a child",
+    },
+    ProbeDef {
+        name: "ns-cgroup",
+        need: Optional,
+        run: ns::probe_ns_cgroup,
+        about: "cgroup namespaces (cgroup root views): unshare in a child, setns back",
+    },
+    ProbeDef {
+        name: "ns-time",
+        need: Optional,
+        run: ns::probe_ns_time,
+        about: "time namespaces (CLOCK_MONOTONIC/BOOTTIME offsets): unshare in a child, setns back",
     },
     ProbeDef {
         name: "loginuid",
