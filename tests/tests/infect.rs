@@ -47,6 +47,13 @@ fn infect_and_cure_leaves_no_trace() {
         assert!(real.value_sec > 990 && real.value_sec <= 1000, "ITIMER_REAL left: {real:?}");
         assert_eq!(it.timers[1], Default::default());
 
+        let misc = p.misc().unwrap();
+        assert_eq!(misc.dumpable, 1);
+        assert_eq!(misc.no_new_privs, 0);
+        assert!(misc.brk > 0, "{misc:?}");
+        assert_eq!(p.posix_timers(&[]).unwrap().len(), 0);
+        assert!(p.posix_timers(&[12345]).is_err(), "no such timer");
+
         // fd 100 is the victim's own executable, opened before "ready".
         let fds = p.receive_fds(&[100, 1]).expect("receive fds");
         assert_eq!(fds.len(), 2);

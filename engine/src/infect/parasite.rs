@@ -161,6 +161,34 @@ impl<'t> Parasite<'t> {
         self.call_typed(proto::Cmd::ITimers, "parasite getitimer")
     }
 
+    /// brk, tid address, prctl state and personality.
+    pub fn misc(&mut self) -> Result<proto::MiscReply> {
+        self.call_typed(proto::Cmd::Misc, "parasite prctl/brk")
+    }
+
+    /// timer_gettime/timer_getoverrun for each id, in order.
+    pub fn posix_timers(&mut self, ids: &[i32]) -> Result<Vec<proto::TimerState>> {
+        let pid = self.tracee.pid();
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(proto::MAX_TIMERS) {
+            let mut args = proto::TimersArgs { nr: chunk.len() as u32, _pad: 0, ids: [0; proto::MAX_TIMERS] };
+            args.ids[..chunk.len()].copy_from_slice(chunk);
+            let want = chunk.len() * size_of::<proto::TimerState>();
+            let (ret, failed, reply) = self.call(proto::Cmd::Timers, as_bytes(&args), want)?;
+            if ret < 0 {
+                let id = chunk.get(failed.saturating_sub(1) as usize).copied().unwrap_or(-1);
+                log::debug!("task {pid}: timer_gettime of timer {id} failed");
+                return Err(InfectError::errno(pid, "parasite timer_gettime", crate::sys::Errno::new(-ret as i32)));
+            }
+            for i in 0..chunk.len() {
+                let at = i * size_of::<proto::TimerState>();
+                // SAFETY: TimerState is plain data and `reply` holds `want` bytes.
+                out.push(unsafe { std::ptr::read_unaligned(reply[at..].as_ptr() as *const proto::TimerState) });
+            }
+        }
+        Ok(out)
+    }
+
     /// The descriptor number the parasite's control socket has in the task
     /// while it is open (skip it when listing the task's descriptors).
     pub fn control_fd(&self) -> Option<i32> {

@@ -106,6 +106,19 @@ unsafe fn run(cmd: Cmd, payload: *mut u8, step: &mut u32) -> i64 {
             let args = unsafe { &*(payload as *const proto::SendFdsArgs) };
             send_fds(args)
         }
+        Cmd::Misc => {
+            // SAFETY: caller contract.
+            let r = unsafe { &mut *(payload as *mut proto::MiscReply) };
+            misc(r, step)
+        }
+        Cmd::Timers => {
+            // SAFETY: caller contract; args and reply share the payload, the
+            // ids are copied out before any reply is written.
+            let args = unsafe { *(payload as *const proto::TimersArgs) };
+            // SAFETY: as above.
+            let r = unsafe { &mut *(payload as *mut proto::TimersReply) };
+            timers(&args, r, step)
+        }
         Cmd::Fini => {
             let fd = CTL_SOCK.swap(-1, Ordering::Relaxed);
             if fd >= 0 {
@@ -151,6 +164,68 @@ fn sigactions(r: &mut proto::SigActionsReply, step: &mut u32) -> i64 {
             return ret;
         }
         r.valid |= 1u64 << (sig - 1);
+    }
+    0
+}
+
+fn misc(r: &mut proto::MiscReply, step: &mut u32) -> i64 {
+    r.brk = sys::brk0();
+    let mut tid_address = 0u64;
+    let steps: [(u32, i64); 6] = [
+        (1, sys::prctl(sys::PR_GET_TID_ADDRESS, &mut tid_address as *mut u64 as u64)),
+        (2, sys::prctl(sys::PR_GET_PDEATHSIG, &mut r.pdeathsig as *mut i32 as u64)),
+        (3, sys::prctl(sys::PR_GET_CHILD_SUBREAPER, &mut r.child_subreaper as *mut i32 as u64)),
+        (4, sys::prctl(sys::PR_GET_DUMPABLE, 0)),
+        (5, sys::prctl(sys::PR_GET_NO_NEW_PRIVS, 0)),
+        (6, sys::prctl(sys::PR_GET_SECUREBITS, 0)),
+    ];
+    for (i, ret) in steps {
+        if ret < 0 {
+            *step = i;
+            return ret;
+        }
+        match i {
+            4 => r.dumpable = ret as i32,
+            5 => r.no_new_privs = ret as i32,
+            6 => r.securebits = ret as i32,
+            _ => {}
+        }
+    }
+    r.tid_address = tid_address;
+    let p = sys::personality(0xffff_ffff);
+    if p < 0 {
+        *step = 7;
+        return p;
+    }
+    r.personality = p as u32;
+    0
+}
+
+fn timers(args: &proto::TimersArgs, r: &mut proto::TimersReply, step: &mut u32) -> i64 {
+    let nr = args.nr as usize;
+    if nr > proto::MAX_TIMERS {
+        return -(sys::EINVAL as i64);
+    }
+    for i in 0..nr {
+        let id = args.ids[i];
+        let mut spec = [0i64; 4];
+        let ret = sys::timer_gettime(id, &mut spec);
+        if ret < 0 {
+            *step = i as u32 + 1;
+            return ret;
+        }
+        let over = sys::timer_getoverrun(id);
+        if over < 0 {
+            *step = i as u32 + 1;
+            return over;
+        }
+        r.timers[i] = proto::TimerState {
+            interval_sec: spec[0],
+            interval_nsec: spec[1],
+            value_sec: spec[2],
+            value_nsec: spec[3],
+            overrun: over,
+        };
     }
     0
 }

@@ -11,6 +11,12 @@ pub const SIGSTOP: i32 = 19;
 pub const AF_UNIX: i32 = 1;
 pub const SOCK_SEQPACKET: i32 = 5;
 pub const SOCK_CLOEXEC: i32 = 0o2000000;
+pub const PR_GET_PDEATHSIG: i32 = 2;
+pub const PR_GET_DUMPABLE: i32 = 3;
+pub const PR_GET_SECUREBITS: i32 = 27;
+pub const PR_GET_CHILD_SUBREAPER: i32 = 37;
+pub const PR_GET_NO_NEW_PRIVS: i32 = 39;
+pub const PR_GET_TID_ADDRESS: i32 = 40;
 const SOL_SOCKET: i32 = 1;
 const SCM_RIGHTS: i32 = 1;
 const MSG_NOSIGNAL: usize = 0x4000;
@@ -119,4 +125,29 @@ pub fn send_fds(sock: i32, fds: &[i32]) -> i64 {
     };
     // SAFETY: msg, iov and cmsg live on this stack frame for the call.
     ret(unsafe { raw::syscall3(Sysno::sendmsg as usize, sock as usize, &msg as *const _ as usize, MSG_NOSIGNAL) })
+}
+
+pub fn brk0() -> u64 {
+    // SAFETY: brk(0) only reports the current break.
+    unsafe { raw::syscall1(Sysno::brk as usize, 0) as u64 }
+}
+
+pub fn prctl(op: i32, arg: u64) -> i64 {
+    // SAFETY: the GET operations used here write at most one word through `arg`.
+    ret(unsafe { raw::syscall5(Sysno::prctl as usize, op as usize, arg as usize, 0, 0, 0) })
+}
+
+pub fn personality(p: u32) -> i64 {
+    // SAFETY: 0xffffffff only queries.
+    ret(unsafe { raw::syscall1(Sysno::personality as usize, p as usize) })
+}
+
+pub fn timer_gettime(id: i32, out: &mut [i64; 4]) -> i64 {
+    // SAFETY: `out` has the layout of struct itimerspec.
+    ret(unsafe { raw::syscall2(Sysno::timer_gettime as usize, id as usize, out.as_mut_ptr() as usize) })
+}
+
+pub fn timer_getoverrun(id: i32) -> i64 {
+    // SAFETY: no memory arguments.
+    ret(unsafe { raw::syscall1(Sysno::timer_getoverrun as usize, id as usize) })
 }

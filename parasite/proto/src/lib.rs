@@ -58,6 +58,10 @@ pub enum Cmd {
     SendFds = 6,
     /// Close the control socket.
     Fini = 7,
+    /// brk, tid address, prctl and personality state ([`MiscReply`]).
+    Misc = 8,
+    /// timer_gettime/timer_getoverrun of the listed ids ([`TimersArgs`] in, [`TimersReply`] out).
+    Timers = 9,
 }
 
 impl Cmd {
@@ -71,6 +75,8 @@ impl Cmd {
             5 => Cmd::ITimers,
             6 => Cmd::SendFds,
             7 => Cmd::Fini,
+            8 => Cmd::Misc,
+            9 => Cmd::Timers,
             _ => return None,
         })
     }
@@ -186,6 +192,68 @@ pub struct SendFdsArgs {
     pub fds: [i32; MAX_FDS],
 }
 
+/// [`Cmd::Misc`] answer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MiscReply {
+    /// brk(0): the current program break.
+    pub brk: u64,
+    /// PR_GET_TID_ADDRESS: the clear_child_tid address.
+    pub tid_address: u64,
+    /// PR_GET_PDEATHSIG.
+    pub pdeathsig: i32,
+    /// PR_GET_CHILD_SUBREAPER.
+    pub child_subreaper: i32,
+    /// PR_GET_DUMPABLE.
+    pub dumpable: i32,
+    /// PR_GET_NO_NEW_PRIVS.
+    pub no_new_privs: i32,
+    /// PR_GET_SECUREBITS.
+    pub securebits: i32,
+    /// personality(0xffffffff).
+    pub personality: u32,
+}
+
+/// Most POSIX timers one [`Cmd::Timers`] call reads.
+pub const MAX_TIMERS: usize = 128;
+
+/// [`Cmd::Timers`] arguments.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TimersArgs {
+    /// Ids in use in `ids`.
+    pub nr: u32,
+    /// Reserved, zero.
+    pub _pad: u32,
+    /// Timer ids from /proc/pid/timers.
+    pub ids: [i32; MAX_TIMERS],
+}
+
+/// One timer's state as timer_gettime(2) and timer_getoverrun(2) report it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimerState {
+    /// it_interval.tv_sec.
+    pub interval_sec: i64,
+    /// it_interval.tv_nsec.
+    pub interval_nsec: i64,
+    /// it_value.tv_sec (remaining).
+    pub value_sec: i64,
+    /// it_value.tv_nsec.
+    pub value_nsec: i64,
+    /// timer_getoverrun.
+    pub overrun: i64,
+}
+
+/// [`Cmd::Timers`] answer: entry `i` for `ids[i]`; the payload area is
+/// shared with the arguments, so the blob reads all ids first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TimersReply {
+    /// One per requested id.
+    pub timers: [TimerState; MAX_TIMERS],
+}
+
 // Layouts are part of the protocol: pin them.
 const _: () = {
     assert!(size_of::<Header>() == 24);
@@ -201,4 +269,8 @@ const _: () = {
     assert!(size_of::<SendFdsArgs>() == 8 + 4 * MAX_FDS);
     assert!(PAYLOAD_OFFSET + size_of::<SigActionsReply>() <= ARGS_SIZE);
     assert!(PAYLOAD_OFFSET + size_of::<SendFdsArgs>() <= ARGS_SIZE);
+    assert!(size_of::<MiscReply>() == 40);
+    assert!(size_of::<TimerState>() == 40);
+    assert!(PAYLOAD_OFFSET + size_of::<TimersReply>() <= ARGS_SIZE);
+    assert!(size_of::<TimersArgs>() == 8 + 4 * MAX_TIMERS);
 };
