@@ -210,6 +210,12 @@ pub const PROBES: &[ProbeDef] = &[
         about: "/proc/<pid>/pagemap tells present and swapped pages from holes",
     },
     ProbeDef {
+        name: "clone3-set_tid",
+        need: Required,
+        run: ns::probe_clone3_set_tid,
+        about: "clone3 with set_tid creates a task with a chosen pid (exact pids at restore)",
+    },
+    ProbeDef {
         name: "ns_last_pid",
         need: Required,
         run: procfs::probe_ns_last_pid,

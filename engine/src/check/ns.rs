@@ -101,6 +101,62 @@ pub fn probe_ns_time() -> Result<String, String> {
     read_trimmed("/proc/self/timens_offsets").map(|_| format!("{s}, timens_offsets readable"))
 }
 
+/// clone3 with set_tid: a child gets a chosen free pid (how restore
+/// recreates exact pids). The child only spins until the parent has seen
+/// its pid and kills it.
+pub fn probe_clone3_set_tid() -> Result<String, String> {
+    use crate::sys::clone::{clone3, CloneArgs, CloneResult};
+    use crate::sys::signal::{kill, SIGKILL};
+    use crate::sys::wait::{self, WaitStatus};
+    use crate::sys::Pid;
+    let pid_max: i32 = read_trimmed("/proc/sys/kernel/pid_max")?
+        .parse()
+        .map_err(|_| "pid_max is not a number".to_string())?;
+    // High pids are rarely in use; spread by our own pid so parallel runs
+    // try different ones.
+    let base = (pid_max - 3000 - (std::process::id() as i32 % 997)).max(301);
+    for want in base..base + 50 {
+        if std::path::Path::new(&format!("/proc/{want}")).exists() {
+            continue;
+        }
+        let tids = [Pid(want)];
+        let args = CloneArgs::new(CloneFlags::empty()).set_tid(&tids);
+        // SAFETY: the child does nothing but spin in user space (no
+        // allocation, no locks, no syscalls) until the parent kills it.
+        match unsafe { clone3(&args) } {
+            Ok(CloneResult::Child) => loop {
+                std::hint::spin_loop();
+            },
+            Ok(CloneResult::Parent { child, .. }) => {
+                let killed = kill(child, SIGKILL);
+                let status = wait::wait_pid(child);
+                killed.map_err(|e| errno_why("kill of the set_tid child", e, &[]))?;
+                if child != Pid(want) {
+                    return Err(format!("clone3 set_tid {want} gave the child pid {child}"));
+                }
+                return match status {
+                    Ok(WaitStatus::Signaled(9, _)) => Ok(format!("child created with the chosen pid {want}")),
+                    Ok(other) => Err(format!("the set_tid child ended with {other:?}")),
+                    Err(e) => Err(errno_why("wait4 for the set_tid child", e, &[])),
+                };
+            }
+            Err(Errno::EEXIST) => continue,
+            Err(e) => {
+                return Err(errno_why(
+                    "clone3 with set_tid",
+                    e,
+                    &[
+                        (Errno::EPERM, "set_tid needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE over the pid namespace"),
+                        (Errno::E2BIG, "kernel older than 5.5: clone_args has no set_tid"),
+                        (Errno::ENOSYS, "kernel without clone3 (or clone3 filtered by seccomp)"),
+                    ],
+                ))
+            }
+        }
+    }
+    Err(format!("no free pid in {base}..{} for set_tid", base + 50))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
