@@ -69,6 +69,39 @@ pub fn probe_pagemap() -> Result<String, String> {
     Ok(format!("touched page present, {pfn}"))
 }
 
+/// The zero page's PFN: private pages that map it are holes, not data.
+/// Two read-faulted pages of a fresh anonymous mapping must show the same
+/// present PFN.
+pub fn probe_zero_page() -> Result<String, String> {
+    let pm = std::fs::File::open("/proc/self/pagemap").map_err(|e| io_why("opening /proc/self/pagemap", &e))?;
+    let m = Mapping::anonymous(2 * PAGE).map_err(|e| errno_why("mmap of two scratch pages", e, &[]))?;
+    let pages = std::hint::black_box(m.as_slice());
+    let sum = u32::from(pages[0]) + u32::from(pages[PAGE]);
+    std::hint::black_box(sum);
+    let a = pagemap_entry(&pm, m.addr())?;
+    let b = pagemap_entry(&pm, m.addr() + PAGE as u64)?;
+    if a & PM_PRESENT == 0 || b & PM_PRESENT == 0 {
+        return Err("read-faulted anonymous pages are not present (no zero page mapping?)".to_string());
+    }
+    let (pa, pb) = (a & PM_PFN_MASK, b & PM_PFN_MASK);
+    if pa == 0 {
+        return Err("PFNs are hidden in pagemap (needs CAP_SYS_ADMIN)".to_string());
+    }
+    if pa != pb {
+        return Err(format!("two read-faulted pages have different PFNs {pa:#x} and {pb:#x}"));
+    }
+    // /proc/kpageflags (root only) names the zero page: KPF_ZERO_PAGE, bit 24.
+    let mut flags = [0u8; 8];
+    let kpf = std::fs::File::open("/proc/kpageflags").and_then(|f| f.read_exact_at(&mut flags, pa * 8));
+    match kpf {
+        Ok(()) if u64::from_le_bytes(flags) & (1 << 24) == 0 => {
+            Err(format!("PFN {pa:#x} of a read-faulted page is not KPF_ZERO_PAGE in /proc/kpageflags"))
+        }
+        Ok(()) => Ok(format!("zero page PFN {pa:#x} (KPF_ZERO_PAGE in kpageflags)")),
+        Err(_) => Ok(format!("zero page PFN {pa:#x}")),
+    }
+}
+
 /// Soft-dirty tracking: after `clear_refs 4` the bit is 0, after a write 1.
 /// Without CONFIG_MEM_SOFT_DIRTY the kernel accepts the clear but never sets
 /// bit 55, which this tells apart from a clear that does not work.

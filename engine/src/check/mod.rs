@@ -246,6 +246,12 @@ pub const PROBES: &[ProbeDef] = &[
         about: "openat2 with RESOLVE_* confines path walks (image directory, restored roots)",
     },
     ProbeDef {
+        name: "zero-page",
+        need: Optional,
+        run: mem::probe_zero_page,
+        about: "the zero page's PFN in pagemap, so pages mapping it are dumped as holes",
+    },
+    ProbeDef {
         name: "soft-dirty",
         need: Optional,
         run: mem::probe_soft_dirty,
@@ -346,6 +352,12 @@ pub const PROBES: &[ProbeDef] = &[
         need: Optional,
         run: procfs::probe_loginuid,
         about: "/proc/<pid>/loginuid, the audit login uid restored per task",
+    },
+    ProbeDef {
+        name: "cgroups",
+        need: Optional,
+        run: procfs::probe_cgroups,
+        about: "the cgroup hierarchies (v1 controllers, v2) a dump of cgroup membership meets",
     },
     ProbeDef {
         name: "cap_last_cap",

@@ -109,3 +109,32 @@ pub fn probe_loginuid() -> Result<String, String> {
     let shown = if v == "4294967295" { "unset (-1)".to_string() } else { v };
     Ok(format!("readable, this process: {shown}"))
 }
+
+/// The cgroup hierarchies mounted here (v1 controllers, v2 unified), from
+/// /proc/self/mounts: what a dump of cgroup membership has to deal with.
+pub fn probe_cgroups() -> Result<String, String> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").map_err(|e| io_why("reading /proc/self/mounts", &e))?;
+    let mut v1: Vec<String> = Vec::new();
+    let mut v2 = false;
+    for line in mounts.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        match f.get(2) {
+            Some(&"cgroup2") => v2 = true,
+            Some(&"cgroup") => {
+                let opts = f.get(3).copied().unwrap_or("");
+                let ctl: Vec<&str> = opts
+                    .split(',')
+                    .filter(|o| !matches!(*o, "rw" | "ro" | "relatime" | "nosuid" | "nodev" | "noexec" | "noatime"))
+                    .collect();
+                v1.push(ctl.join(","));
+            }
+            _ => {}
+        }
+    }
+    match (v1.is_empty(), v2) {
+        (true, true) => Ok("cgroup v2 (unified)".to_string()),
+        (false, true) => Ok(format!("hybrid: cgroup v2 and v1 hierarchies {}", v1.join(" "))),
+        (false, false) => Ok(format!("cgroup v1 hierarchies {}", v1.join(" "))),
+        (true, false) => Err("no cgroup filesystem is mounted".to_string()),
+    }
+}
