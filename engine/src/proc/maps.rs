@@ -320,7 +320,7 @@ pub fn parse_line(line: &[u8]) -> Result<MapEntry> {
         .ok_or_else(|| ProcError::malformed(FILE, "address range without '-'"))?;
     let start = hex(&range[..dash], "start address")?;
     let end = hex(&range[dash + 1..], "end address")?;
-    if start >= end || start % PAGE_SIZE != 0 || end % PAGE_SIZE != 0 {
+    if start >= end || !start.is_multiple_of(PAGE_SIZE) || !end.is_multiple_of(PAGE_SIZE) {
         return Err(ProcError::malformed(FILE, format!("bad range {start:#x}-{end:#x}")));
     }
     let perms = MapPerms::parse(perms_b).ok_or_else(|| {
@@ -433,7 +433,7 @@ mod tests {
         assert_eq!(memfd.len(), 1);
         assert!(memfd[0].deleted && memfd[0].perms.shared() && memfd[0].perms.write());
         assert_eq!(memfd[0].path, PathBuf::from("/memfd:my memfd"));
-        let del: Vec<_> = m.iter().filter(|e| e.path == PathBuf::from("/tmp/file with spaces")).collect();
+        let del: Vec<_> = m.iter().filter(|e| e.path.as_os_str() == "/tmp/file with spaces").collect();
         assert_eq!(del.len(), 1);
         assert!(del[0].deleted);
         assert_eq!(del[0].kind, MapKind::File);

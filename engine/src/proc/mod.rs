@@ -28,16 +28,16 @@ use std::path::PathBuf;
 
 use crate::sys::Pid;
 
-// pub mod fdinfo;
-// pub mod map_files;
+pub mod fdinfo;
+pub mod map_files;
 pub mod maps;
-// pub mod misc;
-// pub mod pagemap;
+pub mod misc;
+pub mod pagemap;
 pub mod smaps;
 pub mod stat;
 pub mod status;
-// pub mod task;
-// pub mod timers;
+pub mod task;
+pub mod timers;
 
 /// What went wrong reading or parsing a `/proc` file.
 #[derive(Debug)]
