@@ -346,11 +346,9 @@ mod tests {
         assert_eq!(u64::from_ne_bytes(b[64..72].try_into().unwrap()), r.set_tid);
         // SAFETY: refused before any syscall.
         assert_eq!(unsafe { clone3(&CloneArgs::new(CloneFlags::CLONE_VM)) }.map(drop), Err(Errno::EINVAL));
+        let with_stack = CloneArgs::new(CloneFlags::empty()).stack(0x1000, 0x1000);
         // SAFETY: as above.
-        assert_eq!(
-            unsafe { clone3(&CloneArgs::new(CloneFlags::empty()).stack(0x1000, 0x1000)) }.map(drop),
-            Err(Errno::EINVAL)
-        );
+        assert_eq!(unsafe { clone3(&with_stack) }.map(drop), Err(Errno::EINVAL));
     }
 
     #[test]
