@@ -11,6 +11,7 @@
 pub mod blobs;
 pub mod check;
 pub mod dump;
+pub mod error;
 pub mod image;
 pub mod infect;
 pub mod objects;

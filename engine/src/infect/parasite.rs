@@ -84,6 +84,21 @@ impl<'t> Parasite<'t> {
         Ok(p)
     }
 
+    /// The infected task.
+    pub fn pid(&self) -> crate::sys::Pid {
+        self.tracee.pid()
+    }
+
+    /// The task's registers as they were before infection.
+    pub fn orig_regs(&self) -> UserRegs {
+        self.orig_regs
+    }
+
+    /// The task's blocked mask as it was before infection.
+    pub fn orig_sigmask(&self) -> u64 {
+        self.orig_mask
+    }
+
     /// Address of the parasite region in the task.
     pub fn base(&self) -> u64 {
         self.base

@@ -160,6 +160,29 @@ impl Tracee {
         self.release()
     }
 
+    /// Detaches and leaves the task in group-stop (SIGSTOP): resumable with
+    /// SIGCONT, no longer traced.
+    pub fn detach_stopped(mut self) -> Result<()> {
+        self.state = StopState::Stopped(SIGSTOP);
+        self.release()
+    }
+
+    /// Kills the task with SIGKILL and waits until it is dead (its parent
+    /// still reaps it).
+    pub fn kill(mut self) -> Result<()> {
+        let pid = self.pid;
+        crate::sys::signal::kill(pid, 9).map_err(|e| InfectError::errno(pid, "kill", e))?;
+        loop {
+            match wait::wait_pid(pid) {
+                Ok(WaitStatus::Exited(_)) | Ok(WaitStatus::Signaled(..)) | Err(Errno::ECHILD) => break,
+                Ok(_) => continue,
+                Err(e) => return Err(InfectError::errno(pid, "wait for the killed task", e)),
+            }
+        }
+        self.detached = true;
+        Ok(())
+    }
+
     fn release(&mut self) -> Result<()> {
         if self.detached {
             return Ok(());

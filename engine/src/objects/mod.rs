@@ -1,3 +1,13 @@
-//! One module per kernel object kind, each holding its image records, its
-//! dump side and its restore side together. Adding an object kind means one
-//! file here and one line in the registry.
+//! One module per kernel object kind, each holding its dump side and its
+//! restore side together (the image records live in `image/`).
+//!
+//! - [`task`]: per-task CPU, signal, timer, limit and credential state;
+//! - [`mm`]: the address space: VMAs and page data;
+//! - [`reg_file`]: regular files, directories and device nodes reopened by path.
+//!
+//! Descriptor kinds are looked up in [`files::KINDS`]: adding a kind means one
+//! module here and one row there.
+pub mod files;
+pub mod mm;
+pub mod reg_file;
+pub mod task;

@@ -1,0 +1,115 @@
+//! A task's descriptor table and the registry of descriptor kinds.
+//!
+//! Dump: every fd from /proc/pid/fd is classified by [`classify`] and handed
+//! to the module of its kind; descriptors that share one open file
+//! description (dup, fork) are found with kcmp(KCMP_FILE) and get one id.
+//! A kind without a module makes the dump fail, naming pid, fd and kind.
+//!
+//! Restore: each kind's module adds its descriptors to the plan.
+use crate::error::{Context, Error, Result};
+use crate::image::files::{FdKind, FdinfoEntry, FileEntry, OpenFlags};
+use crate::image::reg_files::RegFileEntry;
+use crate::proc::fdinfo::{self, FdTarget};
+use crate::restore::plan::PlanBuilder;
+use crate::sys::misc::{kcmp_file, KcmpOrder};
+use crate::sys::Pid;
+
+/// Everything the descriptor images hold for one task.
+#[derive(Debug, Default)]
+pub struct FdTable {
+    /// fdinfo-<pid>.img entries.
+    pub fds: Vec<FdinfoEntry>,
+    /// files.img entries.
+    pub files: Vec<FileEntry>,
+    /// reg-files.img entries.
+    pub reg: Vec<RegFileEntry>,
+}
+
+/// A kind of descriptor this version can checkpoint.
+pub struct KindOps {
+    /// The image kind of its objects.
+    pub kind: FdKind,
+    /// Dumps one open file description (the first fd that refers to it).
+    pub dump: fn(pid: Pid, fd: i32, target: &FdTarget, info: &fdinfo::FdInfo, id: u32, out: &mut FdTable) -> Result<()>,
+}
+
+/// The registry: one row per supported descriptor kind.
+pub static KINDS: &[KindOps] = &[KindOps { kind: FdKind::Reg, dump: super::reg_file::dump }];
+
+/// Which kind a descriptor is, or why it is not supported.
+pub fn classify(target: &FdTarget) -> std::result::Result<FdKind, String> {
+    match target {
+        FdTarget::Path(p) if p.deleted => Err(format!("unlinked file {}", p.path.display())),
+        FdTarget::Path(p) if p.path.starts_with("/memfd:") => Err("memfd".into()),
+        FdTarget::Path(_) => Ok(FdKind::Reg),
+        FdTarget::Pipe(ino) => Err(format!("pipe:[{ino}]")),
+        FdTarget::Socket(ino) => Err(format!("socket:[{ino}]")),
+        FdTarget::AnonInode(n) => Err(format!("anon_inode:{n}")),
+        FdTarget::Inode { kind, ino } => Err(format!("{kind}:[{ino}]")),
+        FdTarget::Other(raw) => Err(String::from_utf8_lossy(raw).into_owned()),
+    }
+}
+
+/// Dumps the descriptor table of `pid`, leaving out `skip` (the parasite's socket).
+pub fn dump(pid: Pid, skip: Option<i32>, next_id: &mut u32) -> Result<FdTable> {
+    let mut out = FdTable::default();
+    let list = fdinfo::list_fds(pid).ctx(pid, "list descriptors")?;
+    // (fd, id) of every open file description seen so far.
+    let mut seen: Vec<(i32, u32, FdKind)> = Vec::new();
+    for e in list.iter().filter(|e| Some(e.fd) != skip) {
+        let kind = classify(&e.target)
+            .map_err(|what| Error::task(pid, format!("fd {}: {what}: this kind of descriptor is not supported yet", e.fd)))?;
+        let info = fdinfo::read(pid, e.fd).ctx(pid, &format!("read fdinfo of fd {}", e.fd))?;
+        let flags = OpenFlags::from_bits_retain(info.flags);
+        let cloexec = flags.contains(OpenFlags::O_CLOEXEC);
+        let flags = flags - OpenFlags::O_CLOEXEC;
+        let mut shared = None;
+        for &(other, id, k) in &seen {
+            if k == kind && kcmp_file(pid, other, pid, e.fd).ctx(pid, "kcmp")? == KcmpOrder::Equal {
+                shared = Some(id);
+                break;
+            }
+        }
+        let id = match shared {
+            Some(id) => id,
+            None => {
+                let id = *next_id;
+                *next_id += 1;
+                let ops = KINDS.iter().find(|k| k.kind == kind).ok_or_else(|| {
+                    Error::task(pid, format!("fd {}: {} descriptors are not supported yet", e.fd, kind.name()))
+                })?;
+                (ops.dump)(pid, e.fd, &e.target, &info, id, &mut out)?;
+                out.files.push(FileEntry { id, kind });
+                seen.push((e.fd, id, kind));
+                id
+            }
+        };
+        out.fds.push(FdinfoEntry { fd: e.fd as u32, flags, cloexec, kind, id });
+    }
+    Ok(out)
+}
+
+/// Adds the descriptor table to the plan.
+pub fn plan(b: &mut PlanBuilder, pid: Pid, table: &FdTable) -> Result<()> {
+    let mut entries = Vec::with_capacity(table.fds.len());
+    for (i, fd) in table.fds.iter().enumerate() {
+        let first = table.fds[..i].iter().position(|o| o.id == fd.id);
+        let entry = match first {
+            Some(j) => restorer_plan::FileEntry {
+                fd: fd.fd as i32,
+                flags: 0,
+                pos: u64::MAX,
+                path: restorer_plan::Str::default(),
+                dup_of: j as u32,
+                cloexec: fd.cloexec as u32,
+            },
+            None => match fd.kind {
+                FdKind::Reg => super::reg_file::plan(b, pid, fd, table)?,
+                k => return Err(Error::task(pid, format!("fd {}: cannot restore {} descriptors", fd.fd, k.name()))),
+            },
+        };
+        entries.push(entry);
+    }
+    b.plan.files = b.add_table(&entries);
+    Ok(())
+}

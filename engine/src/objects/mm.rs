@@ -1,0 +1,522 @@
+//! The address space: VMAs and their page data.
+//!
+//! Dump: VMAs from /proc/pid/smaps (VmFlags included), page presence from
+//! /proc/pid/pagemap, contents with batched process_vm_readv through one
+//! bounded buffer, streamed to the pages image. Not stored: pages that are
+//! neither present nor swapped, pages of private file mappings that are
+//! still the file's (pagemap's file bit), and all-zero pages of anonymous
+//! memory (they read back as zero). MAP_SHARED anonymous memory is read
+//! from the shmem object itself (map_files, SEEK_DATA), so pages another
+//! sharer touched are not missed.
+//!
+//! Restore: VMAs become the plan's VMA table; page runs become PageRuns that
+//! the restorer preads straight into place.
+use crate::error::{Context, Error, Result};
+use crate::image::mm::{MapFlags, MmEntry, Prot, Vma, VmaKind, VmaStatus};
+use crate::image::pagemap::{PagemapEntry, PagemapFlags};
+use crate::image::pages::PagesWriter;
+use crate::image::RawStr;
+use crate::proc::maps::MapKind;
+use crate::proc::pagemap::{Pagemap, PagemapEntry as PmEntry};
+use crate::proc::smaps::{SmapsEntry, VmFlags};
+use crate::proc::{self, stat::Stat};
+use crate::restore::plan::PlanBuilder;
+use crate::sys::process_vm::{self, IoVec, IOV_MAX};
+use crate::sys::Pid;
+use restorer_plan as rp;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+
+/// Page size.
+pub const PAGE: u64 = 4096;
+/// Bytes of page data held in memory at once while dumping.
+pub const DUMP_BUFFER: usize = 4 << 20;
+
+/// What is being done with one VMA's pages.
+fn needs_data(v: &Vma) -> bool {
+    match v.kind {
+        VmaKind::Anon | VmaKind::Stack | VmaKind::Heap | VmaKind::SharedAnon => true,
+        VmaKind::File => !v.flags.contains(MapFlags::MAP_SHARED),
+        _ => false,
+    }
+}
+
+/// Converts one smaps entry to an image VMA, refusing kinds this version
+/// cannot restore (naming them).
+pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
+    let m = &e.map;
+    let shared = m.perms.shared();
+    let range = format!("{:#x}-{:#x}", m.start, m.end);
+    let unsupported = |what: &str| Err(Error::task(pid, format!("VMA {range} ({what}): not supported yet")));
+    let kind = match &m.kind {
+        MapKind::Vsyscall => return Ok(None),
+        MapKind::Anonymous | MapKind::AnonNamed(_) if shared => VmaKind::SharedAnon,
+        MapKind::Anonymous | MapKind::AnonNamed(_) => VmaKind::Anon,
+        MapKind::SharedAnon | MapKind::AnonShmemNamed(_) => VmaKind::SharedAnon,
+        MapKind::Heap => VmaKind::Heap,
+        MapKind::Stack => VmaKind::Stack,
+        MapKind::Vdso => VmaKind::Vdso,
+        MapKind::Vvar => VmaKind::Vvar,
+        MapKind::VvarVclock => VmaKind::VvarVclock,
+        MapKind::File if m.deleted => return unsupported(&format!("deleted file {}", m.path.display())),
+        MapKind::File => VmaKind::File,
+        MapKind::Memfd(_) => return unsupported("memfd mapping"),
+        MapKind::SysvShm { .. } => return unsupported("SysV shared memory"),
+        MapKind::AnonHugepage => return unsupported("hugetlb memory"),
+        MapKind::AnonInode(n) => return unsupported(&format!("anon_inode:{}", String::from_utf8_lossy(n))),
+        MapKind::Uprobes => return unsupported("[uprobes]"),
+        MapKind::OtherPseudo(n) => return unsupported(&format!("[{}]", String::from_utf8_lossy(n))),
+    };
+    let vf = e.vm_flags;
+    if vf.contains(VmFlags::HT) {
+        return unsupported("hugetlb memory");
+    }
+    let mut prot = Prot::empty();
+    prot.set(Prot::PROT_READ, m.perms.read());
+    prot.set(Prot::PROT_WRITE, m.perms.write());
+    prot.set(Prot::PROT_EXEC, m.perms.exec());
+    let mut flags = if shared { MapFlags::MAP_SHARED } else { MapFlags::MAP_PRIVATE };
+    if !matches!(kind, VmaKind::File) {
+        flags |= MapFlags::MAP_ANONYMOUS;
+    }
+    if vf.contains(VmFlags::GD) {
+        flags |= MapFlags::MAP_GROWSDOWN;
+    }
+    if vf.contains(VmFlags::NR) {
+        flags |= MapFlags::MAP_NORESERVE;
+    }
+    let mut status = VmaStatus::VMA_REGULAR;
+    for (f, s) in [
+        (VmFlags::DC, VmaStatus::VMA_DONTFORK),
+        (VmFlags::WF, VmaStatus::VMA_WIPEONFORK),
+        (VmFlags::HG, VmaStatus::VMA_HUGEPAGE),
+        (VmFlags::NH, VmaStatus::VMA_NOHUGEPAGE),
+        (VmFlags::DD, VmaStatus::VMA_DONTDUMP),
+        (VmFlags::LO, VmaStatus::VMA_LOCKED),
+        (VmFlags::MG, VmaStatus::VMA_MERGEABLE),
+    ] {
+        if vf.contains(f) {
+            status |= s;
+        }
+    }
+    if status.contains(VmaStatus::VMA_LOCKED) {
+        return unsupported("mlock'ed memory");
+    }
+    let is_file = kind == VmaKind::File;
+    Ok(Some(Vma {
+        start: m.start,
+        end: m.end,
+        prot,
+        flags,
+        kind,
+        status,
+        path: if is_file { Some(RawStr(m.path.as_os_str().as_bytes().to_vec())) } else { None },
+        dev: ((m.dev_major as u64) << 20) | m.dev_minor as u64,
+        inode: m.inode,
+        pgoff: if is_file || kind == VmaKind::SharedAnon { m.offset } else { 0 },
+        shmid: 0,
+    }))
+}
+
+/// The mm fields, auxv and exe of a task.
+pub fn dump_mm_head(pid: Pid, stat: &Stat, brk: u64) -> Result<MmEntry> {
+    let auxv_bytes = std::fs::read(proc::pid_path(pid, "auxv")).ctx(pid, "read auxv")?;
+    let auxv = auxv_bytes.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes"))).collect();
+    let exe = std::fs::read_link(proc::pid_path(pid, "exe")).ctx(pid, "read the exe link")?;
+    let l = &stat.mm;
+    Ok(MmEntry {
+        start_code: l.start_code,
+        end_code: l.end_code,
+        start_data: l.start_data,
+        end_data: l.end_data,
+        start_brk: l.start_brk,
+        brk,
+        start_stack: l.start_stack,
+        arg_start: l.arg_start,
+        arg_end: l.arg_end,
+        env_start: l.env_start,
+        env_end: l.env_end,
+        auxv,
+        exe_file: Some(RawStr(exe.as_os_str().as_bytes().to_vec())),
+    })
+}
+
+/// Streams page data of `vmas` to `pages`, returning the pagemap entries.
+pub struct PageDumper<'a> {
+    pid: Pid,
+    pages: &'a mut PagesWriter,
+    entries: Vec<PagemapEntry>,
+    buf: Vec<u8>,
+    /// Pending remote ranges for the next process_vm_readv, with their
+    /// zero-skip policy.
+    iov: Vec<IoVec>,
+    pending: usize,
+    skip_zero: bool,
+    /// Pages written.
+    pub nr_pages: u64,
+}
+
+impl<'a> PageDumper<'a> {
+    /// A dumper writing to `pages`.
+    pub fn new(pid: Pid, pages: &'a mut PagesWriter) -> Self {
+        PageDumper {
+            pid,
+            pages,
+            entries: Vec::new(),
+            buf: vec![0u8; DUMP_BUFFER],
+            iov: Vec::with_capacity(IOV_MAX),
+            pending: 0,
+            skip_zero: true,
+            nr_pages: 0,
+        }
+    }
+
+    /// Dumps every VMA that holds page data.
+    pub fn dump_vmas(&mut self, vmas: &[Vma]) -> Result<()> {
+        let mut pm = Pagemap::open(self.pid).ctx(self.pid, "open pagemap")?;
+        for v in vmas.iter().filter(|v| needs_data(v)) {
+            if v.kind == VmaKind::SharedAnon {
+                self.dump_shmem(v)?;
+            } else {
+                self.dump_private(&mut pm, v)?;
+            }
+        }
+        self.flush()
+    }
+
+    fn dump_private(&mut self, pm: &mut Pagemap, v: &Vma) -> Result<()> {
+        let anon = v.kind != VmaKind::File;
+        if !v.prot.contains(Prot::PROT_READ) {
+            return self.dump_unreadable(pm, v, anon);
+        }
+        self.set_policy(anon)?;
+        let mut ents = vec![0u64; 16384];
+        let mut addr = v.start;
+        while addr < v.end {
+            let n = pm.read_range(addr, v.end, &mut ents).ctx(self.pid, "read pagemap")?;
+            if n == 0 {
+                break;
+            }
+            let mut i = 0;
+            while i < n {
+                if !wanted(PmEntry(ents[i]), anon) {
+                    i += 1;
+                    continue;
+                }
+                let s = i;
+                while i < n && wanted(PmEntry(ents[i]), anon) {
+                    i += 1;
+                }
+                self.queue(addr + s as u64 * PAGE, (i - s) as u64 * PAGE)?;
+            }
+            addr += n as u64 * PAGE;
+        }
+        Ok(())
+    }
+
+    /// Pages of VMAs without PROT_READ: process_vm_readv honours protections,
+    /// /proc/pid/mem reads with FOLL_FORCE.
+    fn dump_unreadable(&mut self, pm: &mut Pagemap, v: &Vma, anon: bool) -> Result<()> {
+        self.flush()?;
+        self.skip_zero = anon;
+        let mem = std::fs::File::open(proc::pid_path(self.pid, "mem")).ctx(self.pid, "open /proc/pid/mem")?;
+        let mut ents = vec![0u64; 4096];
+        let mut addr = v.start;
+        let mut page = vec![0u8; PAGE as usize];
+        while addr < v.end {
+            let n = pm.read_range(addr, v.end, &mut ents).ctx(self.pid, "read pagemap")?;
+            if n == 0 {
+                break;
+            }
+            for (i, &e) in ents[..n].iter().enumerate() {
+                if wanted(PmEntry(e), anon) {
+                    let a = addr + i as u64 * PAGE;
+                    mem.read_exact_at(&mut page, a).ctx(self.pid, &format!("read page {a:#x} of a PROT_NONE VMA"))?;
+                    self.emit(a, &page)?;
+                }
+            }
+            addr += n as u64 * PAGE;
+        }
+        Ok(())
+    }
+
+    /// MAP_SHARED anonymous memory, read from the shmem object.
+    fn dump_shmem(&mut self, v: &Vma) -> Result<()> {
+        self.flush()?;
+        self.skip_zero = true;
+        let f = proc::map_files::open(self.pid, v.start, v.end).ctx(self.pid, "open map_files of shared memory")?;
+        let len = v.end - v.start;
+        let mut off = 0u64;
+        use std::os::fd::AsFd;
+        while off < len {
+            let file_off = v.pgoff + off;
+            let data = match crate::sys::fs::lseek(f.as_fd(), file_off as i64, crate::sys::fs::Whence::Data) {
+                Ok(d) => d,
+                Err(e) if e == crate::sys::Errno::ENXIO => break,
+                Err(e) => return Err(Error::task(self.pid, format!("SEEK_DATA in shared memory: {e}"))),
+            };
+            if data >= v.pgoff + len {
+                break;
+            }
+            let hole = crate::sys::fs::lseek(f.as_fd(), data as i64, crate::sys::fs::Whence::Hole)
+                .ctx(self.pid, "SEEK_HOLE in shared memory")?
+                .min(v.pgoff + len);
+            let mut at = data & !(PAGE - 1);
+            while at < hole {
+                let chunk = ((hole - at) as usize).min(self.buf.len());
+                let buf = &mut self.buf[..chunk];
+                f.read_exact_at(buf, at).ctx(self.pid, "read shared memory")?;
+                let vaddr = v.start + (at - v.pgoff);
+                let data = std::mem::take(&mut self.buf);
+                let r = self.emit(vaddr, &data[..chunk]);
+                self.buf = data;
+                r?;
+                at += chunk as u64;
+            }
+            off = hole - v.pgoff;
+        }
+        Ok(())
+    }
+
+    fn set_policy(&mut self, skip_zero: bool) -> Result<()> {
+        if self.skip_zero != skip_zero {
+            self.flush()?;
+            self.skip_zero = skip_zero;
+        }
+        Ok(())
+    }
+
+    fn queue(&mut self, mut addr: u64, mut len: u64) -> Result<()> {
+        while len > 0 {
+            if self.iov.len() == IOV_MAX || self.pending == self.buf.len() {
+                self.flush()?;
+            }
+            let room = (self.buf.len() - self.pending) as u64;
+            let take = len.min(room);
+            self.iov.push(IoVec { base: addr, len: take });
+            self.pending += take as usize;
+            addr += take;
+            len -= take;
+        }
+        Ok(())
+    }
+
+    /// Reads the queued ranges and writes them out.
+    fn flush(&mut self) -> Result<()> {
+        if self.iov.is_empty() {
+            return Ok(());
+        }
+        let iov = std::mem::take(&mut self.iov);
+        let total = self.pending;
+        let n = process_vm::read(self.pid, &mut self.buf[..total], &iov).ctx(self.pid, "process_vm_readv")?;
+        if n != total {
+            return Err(Error::task(self.pid, format!("process_vm_readv read {n} of {total} bytes")));
+        }
+        let data = std::mem::take(&mut self.buf);
+        let mut off = 0usize;
+        let mut res = Ok(());
+        for r in &iov {
+            if let Err(e) = self.emit(r.base, &data[off..off + r.len as usize]) {
+                res = Err(e);
+                break;
+            }
+            off += r.len as usize;
+        }
+        self.buf = data;
+        self.pending = 0;
+        self.iov = iov;
+        self.iov.clear();
+        res
+    }
+
+    /// Writes pages of `data` (at `vaddr`), skipping zero pages if asked.
+    fn emit(&mut self, vaddr: u64, data: &[u8]) -> Result<()> {
+        let pages = data.len() / PAGE as usize;
+        let mut i = 0;
+        while i < pages {
+            if self.skip_zero && is_zero(&data[i * PAGE as usize..(i + 1) * PAGE as usize]) {
+                i += 1;
+                continue;
+            }
+            let s = i;
+            while i < pages && !(self.skip_zero && is_zero(&data[i * PAGE as usize..(i + 1) * PAGE as usize])) {
+                i += 1;
+            }
+            let bytes = &data[s * PAGE as usize..i * PAGE as usize];
+            self.pages.write_pages(bytes).ctx(self.pid, "write pages")?;
+            let start = vaddr + s as u64 * PAGE;
+            let nr = (i - s) as u32;
+            match self.entries.last_mut() {
+                Some(last) if last.vaddr + last.nr_pages as u64 * PAGE == start && last.nr_pages < u32::MAX - nr => {
+                    last.nr_pages += nr;
+                }
+                _ => self.entries.push(PagemapEntry { vaddr: start, nr_pages: nr, flags: PagemapFlags::PE_PRESENT }),
+            }
+            self.nr_pages += nr as u64;
+        }
+        Ok(())
+    }
+
+    /// The pagemap entries, in pages-file order.
+    pub fn into_entries(self) -> Vec<PagemapEntry> {
+        self.entries
+    }
+}
+
+/// A page to store: present or swapped, and for private mappings an
+/// anonymous (written) page rather than the file's own.
+fn wanted(e: PmEntry, anon: bool) -> bool {
+    (e.present() || e.swapped()) && (anon || !e.file_or_shared_anon())
+}
+
+fn is_zero(page: &[u8]) -> bool {
+    let (pre, words, post) = {
+        // SAFETY: u64 has no invalid bit patterns; align_to splits correctly.
+        unsafe { page.align_to::<u64>() }
+    };
+    pre.iter().all(|&b| b == 0) && words.iter().all(|&w| w == 0) && post.iter().all(|&b| b == 0)
+}
+
+/// VMA, page-run and vDSO parts of the restore plan. `current_vdso` is
+/// where this kernel put the vDSO areas in the restored process.
+pub fn plan(
+    b: &mut PlanBuilder,
+    pid: Pid,
+    head: &MmEntry,
+    vmas: &[Vma],
+    pagemap: &[PagemapEntry],
+    current_vdso: &[(VmaKind, u64, u64)],
+) -> Result<()> {
+    let mut table = Vec::new();
+    let mut dumped_vdso = Vec::new();
+    for v in vmas {
+        let kind = match v.kind {
+            VmaKind::Anon | VmaKind::Stack | VmaKind::Heap => rp::VmaKind::AnonPrivate,
+            VmaKind::SharedAnon => rp::VmaKind::AnonShared,
+            VmaKind::File if v.flags.contains(MapFlags::MAP_SHARED) => rp::VmaKind::FileShared,
+            VmaKind::File => rp::VmaKind::FilePrivate,
+            VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock => {
+                dumped_vdso.push((v.kind, v.start, v.end - v.start));
+                continue;
+            }
+            VmaKind::Vsyscall => continue,
+            k => return Err(Error::task(pid, format!("VMA {:#x}-{:#x}: kind {} cannot be restored", v.start, v.end, k.name()))),
+        };
+        let mut map_flags = 0u32;
+        if v.flags.contains(MapFlags::MAP_GROWSDOWN) {
+            map_flags |= MapFlags::MAP_GROWSDOWN.bits();
+        }
+        if v.flags.contains(MapFlags::MAP_NORESERVE) {
+            map_flags |= MapFlags::MAP_NORESERVE.bits();
+        }
+        let mut advice = 0;
+        for (s, a) in [
+            (VmaStatus::VMA_DONTFORK, rp::ADV_DONTFORK),
+            (VmaStatus::VMA_WIPEONFORK, rp::ADV_WIPEONFORK),
+            (VmaStatus::VMA_HUGEPAGE, rp::ADV_HUGEPAGE),
+            (VmaStatus::VMA_NOHUGEPAGE, rp::ADV_NOHUGEPAGE),
+            (VmaStatus::VMA_DONTDUMP, rp::ADV_DONTDUMP),
+        ] {
+            if v.status.contains(s) {
+                advice |= a;
+            }
+        }
+        let (path, open_flags) = match (&v.path, kind) {
+            (Some(p), rp::VmaKind::FileShared | rp::VmaKind::FilePrivate) => {
+                check_mapped_file(pid, v, p)?;
+                let rw = kind == rp::VmaKind::FileShared && v.prot.contains(Prot::PROT_WRITE);
+                (b.add_str(p.as_bytes()), if rw { 2 } else { 0 })
+            }
+            (None, rp::VmaKind::FileShared | rp::VmaKind::FilePrivate) => {
+                return Err(Error::task(pid, format!("file VMA {:#x}-{:#x} has no path", v.start, v.end)))
+            }
+            _ => (rp::Str::default(), 0),
+        };
+        table.push(rp::Vma {
+            start: v.start,
+            end: v.end,
+            pgoff: v.pgoff,
+            kind: kind as u32,
+            prot: v.prot.bits(),
+            map_flags,
+            open_flags,
+            path,
+            advice,
+            _pad: 0,
+        });
+    }
+    b.plan.vmas = b.add_table(&table);
+
+    let mut runs = Vec::with_capacity(pagemap.len());
+    let mut off = 0u64;
+    for e in pagemap.iter().filter(|e| e.has_data()) {
+        let len = e.nr_pages as u64 * PAGE;
+        let inside = vmas.iter().any(|v| v.start <= e.vaddr && e.vaddr + len <= v.end && needs_data(v));
+        if !inside {
+            return Err(Error::task(pid, format!("pagemap entry {:#x} (+{} pages) lies outside every VMA", e.vaddr, e.nr_pages)));
+        }
+        runs.push(rp::PageRun { vaddr: e.vaddr, len, file_off: off });
+        off += len;
+    }
+    b.plan.runs = b.add_table(&runs);
+
+    // The vDSO areas: this kernel's must look exactly like the dumped ones
+    // (same kinds, sizes and relative placement) for the vDSO code, which
+    // finds its data pages by fixed offsets, to work where it was.
+    if dumped_vdso.len() != current_vdso.len()
+        || dumped_vdso.iter().zip(current_vdso).any(|(d, c)| d.0 != c.0 || d.2 != c.2)
+    {
+        return Err(Error::task(pid, format!("vDSO layout differs: dumped {dumped_vdso:x?}, this kernel {current_vdso:x?}")));
+    }
+    if dumped_vdso.len() > rp::MAX_VDSO {
+        return Err(Error::task(pid, "too many vDSO areas"));
+    }
+    if let (Some(d0), Some(c0)) = (dumped_vdso.first(), current_vdso.first()) {
+        let delta = d0.1.wrapping_sub(c0.1);
+        if dumped_vdso.iter().zip(current_vdso).any(|(d, c)| d.1.wrapping_sub(c.1) != delta) {
+            return Err(Error::task(pid, "vDSO areas moved apart since the dump"));
+        }
+    }
+    b.plan.nr_vdso = dumped_vdso.len() as u32;
+    for (i, (d, c)) in dumped_vdso.iter().zip(current_vdso).enumerate() {
+        b.plan.vdso[i] = rp::VdsoMove { from: c.1, to: d.1, len: d.2 };
+    }
+
+    let m = &mut b.plan.mm;
+    *m = rp::MmMap {
+        start_code: head.start_code,
+        end_code: head.end_code,
+        start_data: head.start_data,
+        end_data: head.end_data,
+        start_brk: head.start_brk,
+        brk: head.brk,
+        start_stack: head.start_stack,
+        arg_start: head.arg_start,
+        arg_end: head.arg_end,
+        env_start: head.env_start,
+        env_end: head.env_end,
+        auxv: 0,
+        auxv_size: 0,
+        exe_fd: u32::MAX,
+    };
+    b.plan.flags |= rp::F_MM_MAP;
+    b.plan.auxv = b.add_table(&head.auxv);
+    if let Some(exe) = &head.exe_file {
+        b.plan.exe = b.add_str(exe.as_bytes());
+    }
+    Ok(())
+}
+
+/// A file that backs a mapping must still be the file that was mapped.
+fn check_mapped_file(pid: Pid, v: &Vma, path: &RawStr) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(path.as_os_str())
+        .map_err(|e| Error::task(pid, format!("mapped file {}: {e}", path.to_string_lossy())))?;
+    if md.ino() != v.inode {
+        return Err(Error::task(
+            pid,
+            format!("mapped file {} changed since the dump (inode {} now, {} then)", path.to_string_lossy(), md.ino(), v.inode),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,307 @@
+//! Per-task state: registers and xsave area, signal mask, actions and
+//! queues, sigaltstack, itimers and POSIX timers, rlimits, personality,
+//! umask, prctl bits, credentials, rseq and the clear-child-tid address.
+//!
+//! Dump: registers and queues through ptrace, in-task state through the
+//! parasite, the rest from /proc. Restore: the restorer blob sets what the
+//! task must set itself; registers, xsave and the final mask are set by the
+//! engine through ptrace when the blob stops (see `restore`).
+use crate::error::{Context, Error, Result};
+use crate::image::core::{
+    Creds, Itimer, Itimers, PosixTimer, PrctlBits, ProcessCore, Rlimit, Rseq, SaFlags, SigAction, SigAltStack,
+    Siginfo, SsFlags, TaskState, ThreadCore,
+};
+use crate::image::RawStr;
+use crate::infect::Parasite;
+use crate::proc;
+use crate::restore::plan::PlanBuilder;
+use crate::sys::ptrace::{self, UserRegs, NT_X86_XSTATE, PEEKSIGINFO_SHARED};
+use crate::sys::Pid;
+use restorer_plan as rp;
+
+const ERESTARTSYS: i64 = -512;
+const ERESTARTNOINTR: i64 = -513;
+const ERESTARTNOHAND: i64 = -514;
+const ERESTART_RESTARTBLOCK: i64 = -516;
+const EINTR: i64 = -4;
+const NR_RESTART_SYSCALL: u64 = 219;
+/// Offset of XSTATE_BV in the xsave header.
+const XSTATE_BV_OFFSET: usize = 512;
+/// Room for the largest xsave area a CPU reports (AMX needs ~11 KiB).
+const XSAVE_MAX: usize = 64 * 1024;
+/// RLIM_NLIMITS.
+const NLIMITS: u32 = 16;
+
+/// Rewrites a syscall-restart state the way the kernel would when it
+/// resumes the task without running a handler, so the restored task
+/// re-executes the syscall (see arch_do_signal_or_restart).
+///
+/// The restart block of `-ERESTART_RESTARTBLOCK` lives in the kernel and is
+/// lost: the syscall is restarted from its original arguments (a relative
+/// sleep sleeps its full time again). A task already inside
+/// `restart_syscall` gets `-EINTR`, as the original syscall is unknown.
+pub fn rewrite_restart(regs: &mut UserRegs) {
+    if (regs.orig_rax as i64) < 0 {
+        return;
+    }
+    match regs.rax as i64 {
+        ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND | ERESTART_RESTARTBLOCK => {
+            if regs.orig_rax == NR_RESTART_SYSCALL {
+                regs.rax = EINTR as u64;
+            } else {
+                regs.rax = regs.orig_rax;
+                regs.rip -= 2;
+            }
+        }
+        _ => {}
+    }
+    // Nothing is pending any more: the kernel must not touch these again.
+    regs.orig_rax = u64::MAX;
+}
+
+/// Reads the xsave area; its size is what this CPU and kernel report.
+pub fn read_xsave(pid: Pid) -> Result<crate::image::core::Xsave> {
+    let mut buf = vec![0u8; XSAVE_MAX];
+    let n = ptrace::get_regset(pid, NT_X86_XSTATE, &mut buf).ctx(pid, "PTRACE_GETREGSET NT_X86_XSTATE")?;
+    buf.truncate(n);
+    let xfeatures = buf
+        .get(XSTATE_BV_OFFSET..XSTATE_BV_OFFSET + 8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .unwrap_or(0);
+    Ok(crate::image::core::Xsave { xfeatures, area: buf })
+}
+
+fn siginfos(list: Vec<ptrace::SigInfo>) -> Vec<Siginfo> {
+    list.into_iter().map(|s| Siginfo(s.0.to_vec())).collect()
+}
+
+/// Thread state of a seized thread (registers rewritten for restart).
+pub fn dump_thread_with(p: &mut Parasite<'_>, status: &proc::status::Status) -> Result<ThreadCore> {
+    let pid = p.pid();
+    let mut regs = p.orig_regs();
+    rewrite_restart(&mut regs);
+    let xsave = read_xsave(pid)?;
+    let sigmask = p.orig_sigmask();
+    let pending = siginfos(ptrace::peek_all_siginfo(pid, 0).ctx(pid, "PTRACE_PEEKSIGINFO")?);
+    let ss = p.sigaltstack().ctx(pid, "read sigaltstack")?;
+    let misc = p.misc().ctx(pid, "read prctl state")?;
+    let rseq = match ptrace::get_rseq_config(pid) {
+        Ok(c) if c.rseq_abi_pointer != 0 => {
+            Some(Rseq { ptr: c.rseq_abi_pointer, len: c.rseq_abi_size, sig: c.signature })
+        }
+        Ok(_) => None,
+        Err(e) => return Err(Error::task(pid, format!("PTRACE_GET_RSEQ_CONFIGURATION: {e}"))),
+    };
+    let comm = proc::misc::comm(pid).ctx(pid, "read comm")?;
+    let creds = Creds {
+        uid: status.uid[0],
+        euid: status.uid[1],
+        suid: status.uid[2],
+        fsuid: status.uid[3],
+        gid: status.gid[0],
+        egid: status.gid[1],
+        sgid: status.gid[2],
+        fsgid: status.gid[3],
+        groups: status.groups.clone(),
+        cap_inh: status.cap_inh,
+        cap_prm: status.cap_prm,
+        cap_eff: status.cap_eff,
+        cap_bnd: status.cap_bnd,
+        cap_amb: status.cap_amb,
+        securebits: misc.securebits as u32,
+        no_new_privs: misc.no_new_privs != 0,
+    };
+    Ok(ThreadCore {
+        regs: (&regs).into(),
+        xsave,
+        sigmask,
+        sigaltstack: SigAltStack { sp: ss.sp, flags: SsFlags::from_bits_retain(ss.flags as u32), size: ss.size },
+        pending,
+        comm: RawStr(comm),
+        creds,
+        clear_child_tid: misc.tid_address,
+        rseq,
+    })
+}
+
+/// Process-wide state of a seized thread-group leader.
+pub fn dump_process_with(p: &mut Parasite<'_>, status: &proc::status::Status) -> Result<ProcessCore> {
+    let pid = p.pid();
+    let acts = p.sigactions().ctx(pid, "read sigactions")?;
+    let sigactions = acts
+        .actions
+        .iter()
+        .map(|a| SigAction {
+            handler: a.handler,
+            flags: SaFlags::from_bits_retain(a.flags),
+            restorer: a.restorer,
+            mask: a.mask,
+        })
+        .collect();
+    let it = p.itimers().ctx(pid, "read itimers")?;
+    let conv = |t: &parasite_proto::ITimerVal| Itimer {
+        interval_sec: t.interval_sec as u64,
+        interval_usec: t.interval_usec as u64,
+        value_sec: t.value_sec as u64,
+        value_usec: t.value_usec as u64,
+    };
+    let itimers = Itimers { real: conv(&it.timers[0]), virt: conv(&it.timers[1]), prof: conv(&it.timers[2]) };
+
+    let listed = proc::timers::read(pid).ctx(pid, "read /proc timers")?;
+    let ids: Vec<i32> = listed.iter().map(|t| t.id).collect();
+    let states = p.posix_timers(&ids).ctx(pid, "read POSIX timers")?;
+    let posix_timers = listed
+        .iter()
+        .zip(states)
+        .map(|(l, s)| PosixTimer {
+            id: l.id,
+            clock: l.clock_id,
+            sigev_notify: l.sigev_notify(),
+            signo: l.signo,
+            sigev_value: l.sival_ptr,
+            notify_tid: l.target as u32,
+            interval_sec: s.interval_sec as u64,
+            interval_nsec: s.interval_nsec as u64,
+            value_sec: s.value_sec as u64,
+            value_nsec: s.value_nsec as u64,
+            overrun: s.overrun as i32,
+        })
+        .collect();
+
+    let shared_pending = siginfos(ptrace::peek_all_siginfo(pid, PEEKSIGINFO_SHARED).ctx(pid, "PTRACE_PEEKSIGINFO shared")?);
+    let mut rlimits = Vec::new();
+    for res in 0..NLIMITS {
+        let r = crate::sys::misc::get_rlimit(pid, res).ctx(pid, "prlimit64")?;
+        rlimits.push(Rlimit { resource: res, cur: r.cur, max: r.max });
+    }
+    let misc = p.misc().ctx(pid, "read prctl state")?;
+    Ok(ProcessCore {
+        sigactions,
+        itimers,
+        posix_timers,
+        shared_pending,
+        rlimits,
+        personality: misc.personality,
+        umask: status.umask.unwrap_or(0o022),
+        prctl: PrctlBits {
+            dumpable: misc.dumpable as u32,
+            pdeathsig: misc.pdeathsig,
+            child_subreaper: misc.child_subreaper != 0,
+        },
+        state: TaskState::Alive,
+        exit_status: None,
+    })
+}
+
+/// Fills the plan with the in-task state of `thread` and `process`.
+/// `restore_pdeathsig` is false for the root task, whose parent at restore
+/// (crtools) is not the parent it had.
+pub fn plan(b: &mut PlanBuilder, pid: Pid, thread: &ThreadCore, process: &ProcessCore, restore_pdeathsig: bool) -> Result<()> {
+    let p = &mut b.plan;
+    p.pid = pid.0;
+    p.personality = process.personality;
+    p.umask = process.umask;
+    p.dumpable = process.prctl.dumpable;
+    p.pdeathsig = if restore_pdeathsig { process.prctl.pdeathsig as u32 } else { 0 };
+    if process.prctl.child_subreaper {
+        p.flags |= rp::F_CHILD_SUBREAPER;
+    }
+    if thread.creds.no_new_privs {
+        p.flags |= rp::F_NO_NEW_PRIVS;
+    }
+    let comm = thread.comm.as_bytes();
+    let n = comm.len().min(15);
+    p.comm = [0; 16];
+    p.comm[..n].copy_from_slice(&comm[..n]);
+
+    if process.sigactions.len() != rp::NSIG {
+        return Err(Error::task(pid, format!("core image has {} sigactions, expected 64", process.sigactions.len())));
+    }
+    p.sigactions_valid = 0;
+    for (i, a) in process.sigactions.iter().enumerate() {
+        let sig = i + 1;
+        if sig == 9 || sig == 19 {
+            continue;
+        }
+        p.sigactions[i] = rp::SigAction { handler: a.handler, flags: a.flags.bits(), restorer: a.restorer, mask: a.mask };
+        p.sigactions_valid |= 1 << i;
+    }
+    for (slot, t) in p.itimers.iter_mut().zip([&process.itimers.real, &process.itimers.virt, &process.itimers.prof]) {
+        *slot = rp::ITimer {
+            interval_sec: t.interval_sec as i64,
+            interval_usec: t.interval_usec as i64,
+            value_sec: t.value_sec as i64,
+            value_usec: t.value_usec as i64,
+        };
+    }
+    p.rlimits_valid = 0;
+    for r in &process.rlimits {
+        if (r.resource as usize) < rp::NLIMITS {
+            p.rlimits[r.resource as usize] = rp::Rlimit { cur: r.cur, max: r.max };
+            p.rlimits_valid |= 1 << r.resource;
+        }
+    }
+    p.altstack_sp = thread.sigaltstack.sp;
+    p.altstack_flags = thread.sigaltstack.flags.bits();
+    p.altstack_size = thread.sigaltstack.size;
+    p.clear_child_tid = thread.clear_child_tid;
+    if let Some(r) = &thread.rseq {
+        p.flags |= rp::F_RSEQ;
+        p.rseq_ptr = r.ptr;
+        p.rseq_len = r.len;
+        p.rseq_sig = r.sig;
+    }
+    let c = &thread.creds;
+    let ids = |r: crate::sys::misc::ResIds| [r.real, r.effective, r.saved];
+    let same = match (crate::sys::misc::getresuid(), crate::sys::misc::getresgid()) {
+        (Ok(u), Ok(g)) => ids(u) == [c.uid, c.euid, c.suid] && ids(g) == [c.gid, c.egid, c.sgid],
+        _ => false,
+    };
+    let my_groups = crate::sys::misc::getgroups().unwrap_or_default();
+    if !same || my_groups != c.groups {
+        if c.groups.len() > 32 {
+            return Err(Error::task(pid, format!("{} supplementary groups; at most 32 are supported", c.groups.len())));
+        }
+        p.flags |= rp::F_CREDS;
+        p.creds.uid = [c.uid, c.euid, c.suid];
+        p.creds.gid = [c.gid, c.egid, c.sgid];
+        p.creds.ngroups = c.groups.len() as u32;
+        p.creds.groups[..c.groups.len()].copy_from_slice(&c.groups);
+        p.creds.cap_eff = c.cap_eff;
+        p.creds.cap_prm = c.cap_prm;
+        p.creds.cap_inh = c.cap_inh;
+    }
+
+    let timers: Vec<rp::PosixTimer> = process
+        .posix_timers
+        .iter()
+        .map(|t| rp::PosixTimer {
+            id: t.id,
+            clock: t.clock,
+            notify: t.sigev_notify,
+            signo: t.signo,
+            value: t.sigev_value,
+            notify_tid: t.notify_tid as i32,
+            overrun: t.overrun,
+            value_sec: t.value_sec as i64,
+            value_nsec: t.value_nsec as i64,
+            interval_sec: t.interval_sec as i64,
+            interval_nsec: t.interval_nsec as i64,
+        })
+        .collect();
+    b.plan.timers = b.add_table(&timers);
+    let raw = |v: &[Siginfo]| -> Result<Vec<[u8; 128]>> {
+        v.iter()
+            .map(|s| {
+                s.0.as_slice()
+                    .try_into()
+                    .map_err(|_| Error::task(pid, format!("pending siginfo of {} bytes, expected 128", s.0.len())))
+            })
+            .collect()
+    };
+    let shared = raw(&process.shared_pending)?;
+    let private = raw(&thread.pending)?;
+    b.plan.sigs_shared = b.add_table(&shared);
+    b.plan.sigs_private = b.add_table(&private);
+    Ok(())
+}
