@@ -20,8 +20,8 @@
 //!   is kept as a key/value pair in [`FdInfo::extra`].
 //!
 //! # Invariants
-//! - The four common keys must come first-or-anywhere but are required
-//!   except `ino` (Linux 5.14+) and `mnt_id` (3.15+), which are optional.
+//! - `pos` and `flags` are required; `mnt_id` (Linux 3.15+) and `ino`
+//!   (5.14+) are optional, for older kernels.
 //! - Every line not parsed into a typed field is in [`FdInfo::extra`], in
 //!   file order, split at its first `':'` with the value trimmed.
 //! - Link targets are kept byte for byte; `" (deleted)"` is split off paths.

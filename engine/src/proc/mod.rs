@@ -363,4 +363,68 @@ mod tests {
         assert_eq!(num::oct_u32("f", "x", "0100002").unwrap(), 0o100002);
         assert!(num::oct_u32("f", "x", "9").is_err());
     }
+
+    /// Every parser over random mutations (byte flips, cuts, insertions of
+    /// format characters) of every sample: errors are fine, panics are not.
+    #[test]
+    fn parsers_never_panic_on_mutations() {
+        let samples: &[&[u8]] = &[
+            include_bytes!("testdata/victim.stat"),
+            include_bytes!("testdata/victim.status"),
+            include_bytes!("testdata/hard.maps"),
+            include_bytes!("testdata/hard.smaps"),
+            include_bytes!("testdata/victim.smaps_rollup"),
+            include_bytes!("testdata/victim.timers"),
+            include_bytes!("testdata/fdinfo.epoll"),
+            include_bytes!("testdata/fdinfo.eventfd"),
+            include_bytes!("testdata/fdinfo.fanotify"),
+            include_bytes!("testdata/fdinfo.inotify"),
+            include_bytes!("testdata/fdinfo.timerfd"),
+            include_bytes!("testdata/fdinfo.signalfd"),
+        ];
+        const SPICE: &[u8] = b" ():-/\n\t0fF9[]x+,.\xff";
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for s in samples {
+            for _ in 0..400 {
+                let mut m = s.to_vec();
+                for _ in 0..(next() % 4 + 1) {
+                    if m.is_empty() {
+                        break;
+                    }
+                    let at = (next() % m.len() as u64) as usize;
+                    let c = SPICE[(next() % SPICE.len() as u64) as usize];
+                    match next() % 4 {
+                        0 => m[at] = c,
+                        1 => m.insert(at, c),
+                        2 => {
+                            m.remove(at);
+                        }
+                        _ => m.truncate(at),
+                    }
+                }
+                let text = String::from_utf8_lossy(&m);
+                let _ = stat::parse(&m);
+                let _ = status::parse(&text);
+                let _ = maps::parse(&m);
+                let _ = smaps::parse(&m);
+                let _ = smaps::parse_rollup(&m);
+                let _ = timers::parse(&text);
+                let _ = fdinfo::parse(&text);
+                let _ = fdinfo::parse_fd_target(&m);
+                let _ = task::parse_children(&text);
+                let _ = map_files::parse_name(&text);
+                let _ = misc::parse_comm(&m);
+                let _ = misc::parse_personality(&text);
+                let _ = parse_id_list(&text);
+            }
+        }
+        let mut out = [0u64; 8];
+        let _ = pagemap::parse_entries(&[1, 2, 3, 4, 5, 6, 7, 8, 9], &mut out);
+    }
 }

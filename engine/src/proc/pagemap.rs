@@ -11,9 +11,9 @@
 //! (Linux 6.15+); 61 file page or shared anonymous; 62 swapped; 63 present.
 //!
 //! # Invariants
-//! - [`Pagemap`] opens the file once and reads it with positioned reads
-//!   (`pread`), so concurrent readers of the same `Pagemap` never race on a
-//!   file offset and no seek is needed.
+//! - [`Pagemap`] opens the file once (the kernel checks access at open) and
+//!   reads it with positioned reads (`pread`): no seeks, no shared file
+//!   offset to keep track of.
 //! - Reads go through a bounded internal buffer ([`Pagemap::BATCH`]
 //!   entries), not one read per page and not one allocation per range.
 //! - A short read (addresses past the end of the user address space) stops

@@ -14,8 +14,9 @@
 //!   Mems_allowed_list, voluntary/nonvoluntary_ctxt_switches.
 //! - Every key not parsed into a typed field is kept in [`Status::other`]
 //!   with its value trimmed.
-//! - Name is escaped by the kernel (`\n` as `\\n`, `\\` as `\\\\`); it is
-//!   kept as printed. Use [`super::misc::comm`] or stat for the raw bytes.
+//! - Name is escaped by the kernel (control whitespace and backslash are
+//!   printed as C escapes); it is kept as printed. Use [`super::misc::comm`]
+//!   or stat for the raw bytes.
 //!
 //! Typed keys: Name, Umask (octal), State, Tgid, Ngid, Pid, PPid, TracerPid,
 //! Uid, Gid (real, effective, saved, filesystem), FDSize, Groups, NStgid,
