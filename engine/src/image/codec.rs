@@ -66,8 +66,11 @@ pub fn parse_header(file: &str, h: &[u8]) -> Result<&'static KindDesc> {
     let kind = ImageKind::from_number(number)
         .ok_or_else(|| ImageError::at(file, 8, ErrorKind::UnknownKind(number)))?;
     let d = kind.desc();
+    if d.layout != Layout::Records {
+        return Err(ImageError::at(file, 8, ErrorKind::Invalid(format!("{} images are raw data and have no header", d.name))));
+    }
     let version = le32(&h[12..16]);
-    if d.layout != Layout::Records || version != d.version {
+    if version != d.version {
         return Err(ImageError::at(
             file,
             12,

@@ -2,10 +2,10 @@
 //! thread's CPU and signal state and, in the thread-group leader's image
 //! only, the process-wide state ([`ProcessCore`]). The image has no entries.
 //!
-//! Invariants: `sigactions` has one entry per signal 1..=64 (index = signal
-//! - 1); siginfo blobs are the kernel's 128-byte `siginfo_t`, kept raw so every
-//! union member survives; signal sets are kernel `sigset_t` words (bit n-1 =
-//! signal n).
+//! Invariants: `sigactions` has one entry per signal 1..=64 (index is the
+//! signal number minus one); siginfo blobs are the kernel's 128-byte
+//! `siginfo_t`, kept raw so every union member survives; signal sets are
+//! kernel `sigset_t` words (bit n-1 stands for signal n).
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};

@@ -31,7 +31,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use linux_raw_sys::general::{O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK};
 
-use super::codec::{CrcWriter, FrameReader, ImageReader, ImageWriter};
+use super::codec::{CrcWriter, DynFrames, FrameReader, ImageReader, ImageWriter};
 use super::crc32c::Crc32c;
 use super::error::{ErrorKind, ImageError, Result};
 use super::inventory::{InventoryEntry, InventoryHead};
@@ -128,10 +128,6 @@ pub(crate) struct Registration {
 }
 
 impl Registration {
-    pub(crate) fn name(&self) -> &str {
-        &self.name
-    }
-
     pub(crate) fn display(&self) -> String {
         display(&self.inner.path, &self.name)
     }
@@ -216,9 +212,14 @@ impl ImageDir {
             }
             st.files.insert(name.clone(), Slot::Writing);
         }
-        let reg = Registration { inner: self.inner.clone(), name, kind, done: false };
-        let file = create_at(&self.inner.dir, reg.name()).map_err(|e| ImageError::io(&shown, e))?;
-        Ok((file, reg))
+        match create_at(&self.inner.dir, &name) {
+            Ok(file) => Ok((file, Registration { inner: self.inner.clone(), name, kind, done: false })),
+            Err(e) => {
+                // Nothing was created: forget the reservation.
+                self.inner.lock().files.remove(&name);
+                Err(ImageError::io(shown, e))
+            }
+        }
     }
 
     /// Creates a records image of kind `F` (with `id` iff its name has one)
@@ -445,12 +446,13 @@ impl ImageDirReader {
     }
 
     /// Opens any records image by name, untyped, verified against the inventory.
-    pub fn open_frames(&self, name: &str) -> Result<FrameReader<BufReader<File>>> {
+    pub fn open_frames(&self, name: &str) -> Result<DynFrames> {
         let (f, e) = self.open_checked(name, true)?;
         if e.kind.desc().layout != Layout::Records {
             return Err(ImageError::new(display(&self.path, name), ErrorKind::Invalid("raw pages, not records".into())));
         }
-        FrameReader::new(BufReader::with_capacity(64 << 10, f), display(&self.path, name))
+        let r: Box<dyn Read> = Box::new(BufReader::with_capacity(64 << 10, f));
+        FrameReader::new(r, display(&self.path, name))
     }
 
     /// Opens `pages-<id>.img`. Its size is checked now; its checksum as the

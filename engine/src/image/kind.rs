@@ -44,8 +44,11 @@ pub struct KindDesc {
     /// File layout.
     pub layout: Layout,
     /// Decoder for `show` (records layout only).
-    pub(crate) show: Option<fn(&mut DynFrames, &mut NodeSink<'_>) -> Result<(), ShowStreamError>>,
+    pub(crate) show: Option<ShowFn>,
 }
+
+/// Decodes a records image for `show`, handing each described record to the sink.
+pub(crate) type ShowFn = fn(&mut DynFrames, &mut NodeSink<'_>) -> Result<(), ShowStreamError>;
 
 /// Typed view of a records-layout kind: what its head and entries are.
 pub trait ImageFormat: 'static {
@@ -66,7 +69,7 @@ macro_rules! image_kinds {
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum ImageKind { $( $(#[$m])* $v, )* $( $(#[$rm])* $rv, )* }
 
-        /// The kind table, in kind-number order.
+        /// The kind table (records kinds, then raw kinds).
         pub static KINDS: &[KindDesc] = &[
             $( KindDesc { kind: ImageKind::$v, number: $no, name: $name, pattern: $pat,
                           version: $ver, max_record: $max, layout: Layout::Records,

@@ -31,6 +31,8 @@ pub mod pagemap;
 pub mod pages;
 pub mod pstree;
 pub mod reg_files;
+#[cfg(test)]
+pub(crate) mod tests;
 
 use std::borrow::Cow;
 

@@ -38,7 +38,7 @@ impl PagesWriter {
 
     /// Appends whole pages (`data.len()` a multiple of 4096), one write.
     pub fn write_pages(&mut self, data: &[u8]) -> Result<()> {
-        if data.len() % PAGE_SIZE != 0 {
+        if data.len() & (PAGE_SIZE - 1) != 0 {
             return Err(ImageError::at(self.reg.display(), self.size, ErrorKind::NotPageAligned(data.len() as u64)));
         }
         self.file
@@ -116,7 +116,7 @@ impl PagesReader {
 
     /// Reads `buf.len() / 4096` pages starting at page `index` into `buf`.
     pub fn read_pages(&mut self, index: u64, buf: &mut [u8]) -> Result<()> {
-        if buf.len() % PAGE_SIZE != 0 {
+        if buf.len() & (PAGE_SIZE - 1) != 0 {
             return Err(ImageError::new(&self.name, ErrorKind::NotPageAligned(buf.len() as u64)));
         }
         let count = (buf.len() / PAGE_SIZE) as u64;
