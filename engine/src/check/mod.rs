@@ -15,6 +15,7 @@
 //!   /proc files.
 use std::io::Write;
 
+mod kernel;
 mod mem;
 mod net;
 mod ns;
@@ -216,6 +217,24 @@ pub const PROBES: &[ProbeDef] = &[
         about: "clone3 with set_tid creates a task with a chosen pid (exact pids at restore)",
     },
     ProbeDef {
+        name: "kcmp",
+        need: Required,
+        run: kernel::probe_kcmp,
+        about: "kcmp tells which tasks share files, mm, fs, ... so each object is dumped once",
+    },
+    ProbeDef {
+        name: "memfd",
+        need: Required,
+        run: kernel::probe_memfd,
+        about: "memfd_create recreates memfds and backs restored shared anonymous memory",
+    },
+    ProbeDef {
+        name: "prctl-set-mm",
+        need: Required,
+        run: kernel::probe_prctl_set_mm,
+        about: "PR_SET_MM_MAP (its size query): the restorer sets brk, stack, args, env, auxv, exe",
+    },
+    ProbeDef {
         name: "ns_last_pid",
         need: Required,
         run: procfs::probe_ns_last_pid,
@@ -244,6 +263,30 @@ pub const PROBES: &[ProbeDef] = &[
         need: Optional,
         run: procfs::probe_openat2,
         about: "openat2 with RESOLVE_* confines path walks (image directory, restored roots)",
+    },
+    ProbeDef {
+        name: "userfaultfd",
+        need: Optional,
+        run: kernel::probe_userfaultfd,
+        about: "userfaultfd: lazy restore (pages fetched on first touch)",
+    },
+    ProbeDef {
+        name: "uffd-wp",
+        need: Optional,
+        run: kernel::probe_uffd_wp,
+        about: "userfaultfd write-protect with WP_ASYNC: dirty tracking without soft-dirty",
+    },
+    ProbeDef {
+        name: "pagemap-scan",
+        need: Optional,
+        run: kernel::probe_pagemap_scan,
+        about: "PAGEMAP_SCAN ioctl: finds present, swapped and zero pages in one call per range",
+    },
+    ProbeDef {
+        name: "memfd-hugetlb",
+        need: Optional,
+        run: kernel::probe_memfd_hugetlb,
+        about: "memfd_create MFD_HUGETLB: memfds backed by huge pages",
     },
     ProbeDef {
         name: "zero-page",
@@ -403,6 +446,11 @@ mod tests {
     fn this_machine_passes() {
         let r = run_checks();
         let text = rendered(&r);
+        // Every child a probe started was killed and reaped (zombies would
+        // still be listed here).
+        let me = std::fs::read_link("/proc/thread-self").unwrap();
+        let left = std::fs::read_to_string(format!("/proc/{}/children", me.display())).unwrap();
+        assert_eq!(left.trim(), "", "probes left children behind");
         for p in &r.probes {
             if p.need == Need::Required {
                 assert!(p.result.is_ok(), "required probe {} failed: {:?}\n{text}", p.name, p.result);

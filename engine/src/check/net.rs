@@ -76,7 +76,8 @@ fn diag_query(nl: BorrowedFd<'_>, req: &[u8], dump: bool, what: &str) -> Result<
     // A dump arrives in batches of a few KiB; cap the rounds so a
     // misbehaving kernel cannot keep the probe forever.
     for _ in 0..10_000 {
-        let n = socket::recv(nl, &mut buf, MsgFlags::empty()).map_err(|e| errno_why(&format!("{what}: recv"), e, &[]))?;
+        let n =
+            socket::recv(nl, &mut buf, MsgFlags::empty()).map_err(|e| errno_why(&format!("{what}: recv"), e, &[]))?;
         if n == 0 {
             return Err(format!("{what}: the netlink socket closed"));
         }

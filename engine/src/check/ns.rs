@@ -109,9 +109,8 @@ pub fn probe_clone3_set_tid() -> Result<String, String> {
     use crate::sys::signal::{kill, SIGKILL};
     use crate::sys::wait::{self, WaitStatus};
     use crate::sys::Pid;
-    let pid_max: i32 = read_trimmed("/proc/sys/kernel/pid_max")?
-        .parse()
-        .map_err(|_| "pid_max is not a number".to_string())?;
+    let pid_max: i32 =
+        read_trimmed("/proc/sys/kernel/pid_max")?.parse().map_err(|_| "pid_max is not a number".to_string())?;
     // High pids are rarely in use; spread by our own pid so parallel runs
     // try different ones.
     let base = (pid_max - 3000 - (std::process::id() as i32 % 997)).max(301);

@@ -96,7 +96,9 @@ pub fn probe_openat2() -> Result<String, String> {
     openat2(None, "/proc", &how).map_err(|e| super::util::errno_why("openat2", e, &[]))?;
     // /proc/self is a symlink: RESOLVE_NO_SYMLINKS must refuse it.
     match openat2(None, "/proc/self", &how) {
-        Err(e) if e == crate::sys::Errno::ELOOP => Ok("opens, RESOLVE_NO_SYMLINKS refuses /proc/self (ELOOP)".to_string()),
+        Err(e) if e == crate::sys::Errno::ELOOP => {
+            Ok("opens, RESOLVE_NO_SYMLINKS refuses /proc/self (ELOOP)".to_string())
+        }
         Err(e) => Err(super::util::errno_why("openat2 /proc/self with RESOLVE_NO_SYMLINKS", e, &[])),
         Ok(_) => Err("RESOLVE_NO_SYMLINKS did not refuse the /proc/self symlink".to_string()),
     }
@@ -104,8 +106,7 @@ pub fn probe_openat2() -> Result<String, String> {
 
 /// /proc/self/loginuid (CONFIG_AUDIT): the audit login uid, restored per task.
 pub fn probe_loginuid() -> Result<String, String> {
-    let v = read_trimmed("/proc/self/loginuid")
-        .map_err(|e| format!("{e} (kernel without CONFIG_AUDIT?)"))?;
+    let v = read_trimmed("/proc/self/loginuid").map_err(|e| format!("{e} (kernel without CONFIG_AUDIT?)"))?;
     let shown = if v == "4294967295" { "unset (-1)".to_string() } else { v };
     Ok(format!("readable, this process: {shown}"))
 }

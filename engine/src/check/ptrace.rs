@@ -6,7 +6,6 @@ use crate::sys::wait::{self, WaitStatus};
 use crate::sys::{process_vm, ptrace};
 use std::io::Read;
 
-
 /// PTRACE_SEIZE + PTRACE_INTERRUPT: the stop shows as PTRACE_EVENT_STOP; then detach.
 pub fn probe_ptrace_seize() -> Result<String, String> {
     let child = Child::spawn()?;
@@ -54,7 +53,8 @@ pub fn probe_ptrace_peeksiginfo() -> Result<String, String> {
     signal::kill(pid, SIGUSR1).map_err(|e| errno_why("kill SIGUSR1", e, &[]))?;
     signal::tgkill(pid, pid, SIGUSR2).map_err(|e| errno_why("tgkill SIGUSR2", e, &[]))?;
     let peek = |flags: u32, what: &str| {
-        ptrace::peek_all_siginfo(pid, flags).map_err(|e| errno_why(&format!("PTRACE_PEEKSIGINFO ({what})"), e, PTRACE_HINTS))
+        ptrace::peek_all_siginfo(pid, flags)
+            .map_err(|e| errno_why(&format!("PTRACE_PEEKSIGINFO ({what})"), e, PTRACE_HINTS))
     };
     let private = peek(0, "per-thread")?;
     let shared = peek(ptrace::PEEKSIGINFO_SHARED, "shared")?;
@@ -111,9 +111,8 @@ pub fn probe_pidfd_getfd() -> Result<String, String> {
     use std::os::fd::AsFd;
     let child = Child::spawn()?;
     let pfd = pidfd_open(child.pid(), PidfdFlags::empty()).map_err(|e| errno_why("pidfd_open", e, &[]))?;
-    let fd = pidfd_getfd(pfd.as_fd(), 0).map_err(|e| {
-        errno_why("pidfd_getfd", e, &[(crate::sys::Errno::EPERM, "needs ptrace access to the target")])
-    })?;
+    let fd = pidfd_getfd(pfd.as_fd(), 0)
+        .map_err(|e| errno_why("pidfd_getfd", e, &[(crate::sys::Errno::EPERM, "needs ptrace access to the target")]))?;
     let ours = crate::sys::fs::fstat(fd.as_fd()).map_err(|e| errno_why("fstat", e, &[]))?;
     let null = std::fs::metadata("/dev/null").map_err(|e| io_why("stat /dev/null", &e))?;
     use std::os::unix::fs::MetadataExt;
@@ -321,8 +320,9 @@ pub fn probe_proc_children() -> Result<String, String> {
     // The children file is per thread: the child was forked by this thread.
     let me = std::fs::read_link("/proc/thread-self").map_err(|e| io_why("readlink /proc/thread-self", &e))?;
     let path = format!("/proc/{}/children", me.display());
-    let list = std::fs::read_to_string(&path)
-        .map_err(|e| format!("{} (kernel without CONFIG_PROC_CHILDREN?)", io_why("reading /proc/<pid>/task/<tid>/children", &e)))?;
+    let list = std::fs::read_to_string(&path).map_err(|e| {
+        format!("{} (kernel without CONFIG_PROC_CHILDREN?)", io_why("reading /proc/<pid>/task/<tid>/children", &e))
+    })?;
     let pid = child.pid().to_string();
     if !list.split_whitespace().any(|p| p == pid) {
         return Err(format!("our child {pid} is not listed in the children file"));
