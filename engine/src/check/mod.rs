@@ -8,7 +8,7 @@
 //!   table [`PROBES`]: `Ok` carries what was found, `Err` why it does not
 //!   work (the errno name, its description and what it means there).
 //! - A probe leaves the system as it found it: children it starts are
-//!   killed by pid and reaped on every path ([`util::Child`]), values it
+//!   killed by pid and reaped on every path (`util::Child`), values it
 //!   writes are the values it read (ns_last_pid), and clear_refs is only
 //!   ever written for this process.
 //! - Probes issue no raw syscalls: they go through [`crate::sys`], std and
