@@ -34,7 +34,20 @@ bitflags::bitflags! {
         const __O_TMPFILE = 0o20000000;
     }
 }
-serde_bits!(OpenFlags: u32);
+serde_bits!(@serde OpenFlags: u32);
+
+impl Describe for OpenFlags {
+    /// Flag names, with `O_RDONLY` spelled out (it is the absence of bits).
+    fn describe(&self) -> Node {
+        let mut n = Node::flags(*self);
+        if let Node::Flags { names, .. } = &mut n {
+            if !self.intersects(OpenFlags::O_WRONLY | OpenFlags::O_RDWR) {
+                names.insert(0, "O_RDONLY".into());
+            }
+        }
+        n
+    }
+}
 
 /// What kind of object a descriptor refers to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -84,8 +84,21 @@ impl Describe for RawStr {
     }
 }
 
-/// Implements serde for a `bitflags` type as its raw bits, keeping unknown bits.
+/// Implements serde for a `bitflags` type as its raw bits, keeping unknown
+/// bits, and `Describe` as its flag names (`@serde`: serde only).
 macro_rules! serde_bits {
+    (@serde $t:ty: $bits:ty) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                serde::Serialize::serialize(&self.bits(), s)
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                <$bits as serde::Deserialize>::deserialize(d).map(<$t>::from_bits_retain)
+            }
+        }
+    };
     ($($t:ty: $bits:ty),* $(,)?) => {$(
         impl serde::Serialize for $t {
             fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
