@@ -39,12 +39,15 @@ pub enum Error {
     Show(engine::show::ShowError),
     /// writing the output
     Output(io::Error),
+    /// A dump or restore failed (its text is the engine's).
+    Engine(engine::error::Error),
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::NotSupported(what) => write!(f, "not supported yet: {what}"),
+            Error::Engine(e) => write!(f, "{e}"),
             Error::Close { fd, .. } => write!(f, "--close {fd}"),
             Error::Log(e) => write!(f, "{e}"),
             Error::CheckFailed(which) => write!(f, "required kernel features are missing: {which}"),
@@ -61,7 +64,7 @@ impl std::error::Error for Error {
             Error::Output(source) => Some(source),
             Error::Log(e) => e.source(),
             Error::Show(e) => e.source(),
-            Error::NotSupported(_) | Error::CheckFailed(_) => None,
+            Error::NotSupported(_) | Error::CheckFailed(_) | Error::Engine(_) => None,
         }
     }
 }
@@ -93,7 +96,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
         }
     };
     match run(&opts, &matches) {
-        Ok(()) => 0,
+        Ok(code) => code,
         Err(e) => {
             let line = error_chain(&e);
             if crate::log::to_file(&opts.log) {
@@ -105,7 +108,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
     }
 }
 
-fn run(opts: &Options, matches: &clap::ArgMatches) -> Result<(), Error> {
+fn run(opts: &Options, matches: &clap::ArgMatches) -> Result<u8, Error> {
     refuse_unsupported(opts, matches)?;
     for &fd in &opts.close_fds {
         close_fd(fd).map_err(|source| Error::Close { fd, source })?;
@@ -121,7 +124,7 @@ fn run(opts: &Options, matches: &clap::ArgMatches) -> Result<(), Error> {
                 (false, _) => report.render(out),
             })?;
             if report.ok() {
-                Ok(())
+                Ok(0)
             } else {
                 Err(Error::CheckFailed(report.failed_required().join(", ")))
             }
@@ -131,18 +134,29 @@ fn run(opts: &Options, matches: &clap::ArgMatches) -> Result<(), Error> {
             let shown = engine::show::show(show, &mut out);
             let flushed = out.flush();
             shown.map_err(Error::Show)?;
-            flushed.map_err(Error::Output)
+            flushed.map_err(Error::Output)?;
+            Ok(0)
         }
-        // The engine pipelines have not landed (and `supported::COMMANDS`
-        // refuses these commands before logging starts): when one lands,
-        // its arm calls it with `opts::DumpOptions`/`opts::RestoreOptions`.
         Command::Dump(dump) => {
             log::debug!("dump: {dump:?}");
-            Err(Error::NotSupported("dump".into()))
+            let o = engine::dump::DumpOptions {
+                pid: dump.pid,
+                dir: dump.images_dir.clone(),
+                leave_stopped: dump.leave_stopped,
+            };
+            let stats = engine::dump::dump(&o).map_err(Error::Engine)?;
+            log::info!("dump done: {} VMAs, {} pages, {} descriptors", stats.vmas, stats.pages, stats.fds);
+            Ok(0)
         }
         Command::Restore(restore) => {
             log::debug!("restore: {restore:?}");
-            Err(Error::NotSupported("restore".into()))
+            let o = engine::restore::RestoreOptions {
+                pid: restore.pid,
+                dir: restore.images_dir.clone(),
+                detach: restore.detached,
+            };
+            let status = engine::restore::restore(&o).map_err(Error::Engine)?;
+            Ok(u8::try_from(status).unwrap_or(255))
         }
     }
 }

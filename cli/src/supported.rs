@@ -29,7 +29,7 @@ pub const OPTIONS: &[(&str, &str, bool)] = &[
     ("check", "json", true),
     // dump
     ("dump", "tree", true),
-    ("dump", "leave_stopped", false),
+    ("dump", "leave_stopped", true),
     ("dump", "ext_unix_sk", false),
     ("dump", "namespaces", false),
     ("dump", "evasive_devices", false),
@@ -39,7 +39,7 @@ pub const OPTIONS: &[(&str, &str, bool)] = &[
     ("dump", "shell_job", false),
     // restore
     ("restore", "tree", true),
-    ("restore", "restore_detached", false),
+    ("restore", "restore_detached", true),
     ("restore", "ext_unix_sk", false),
     ("restore", "namespaces", false),
     ("restore", "root", false),
@@ -50,7 +50,7 @@ pub const OPTIONS: &[(&str, &str, bool)] = &[
 ];
 
 /// `(command, supported)`.
-pub const COMMANDS: &[(&str, bool)] = &[("dump", false), ("restore", false), ("show", true), ("check", true)];
+pub const COMMANDS: &[(&str, bool)] = &[("dump", true), ("restore", true), ("show", true), ("check", true)];
 
 /// Whether option `id` of command `command` is implemented (unknown: no).
 pub fn option_supported(command: &str, id: &str) -> bool {

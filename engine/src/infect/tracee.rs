@@ -41,7 +41,12 @@ impl Tracee {
     /// as the kernel would have delivered them (their handlers run before the
     /// task stops), so nothing is lost.
     pub fn seize(pid: Pid) -> Result<Tracee> {
-        ptrace::seize(pid, 0).map_err(|e| InfectError::errno(pid, "PTRACE_SEIZE", e))?;
+        Self::seize_with(pid, 0)
+    }
+
+    /// [`Tracee::seize`] with PTRACE_O_* options.
+    pub fn seize_with(pid: Pid, options: u32) -> Result<Tracee> {
+        ptrace::seize(pid, options).map_err(|e| InfectError::errno(pid, "PTRACE_SEIZE", e))?;
         let mut t =
             Tracee { pid, state: StopState::Running, deferred: Vec::new(), detached: false, _not_send: PhantomData };
         if let Err(e) = ptrace::interrupt(pid) {
@@ -152,6 +157,12 @@ impl Tracee {
                 WaitStatus::Continued => {}
             }
         }
+    }
+
+    /// Resumes a task that is about to run the restorer blob and waits for
+    /// the blob's trap; returns the registers there.
+    pub fn run_restorer(&mut self) -> Result<UserRegs> {
+        self.run_until_trap("restorer blob")
     }
 
     /// Detaches, letting the task run on (or stay stopped if it was found in

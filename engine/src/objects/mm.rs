@@ -451,8 +451,7 @@ pub fn plan(
     let mut off = 0u64;
     for e in pagemap.iter().filter(|e| e.has_data()) {
         let len = e.nr_pages as u64 * PAGE;
-        let inside = vmas.iter().any(|v| v.start <= e.vaddr && e.vaddr + len <= v.end && needs_data(v));
-        if !inside {
+        if !covered(vmas, e.vaddr, e.vaddr + len) {
             return Err(Error::task(pid, format!("pagemap entry {:#x} (+{} pages) lies outside every VMA", e.vaddr, e.nr_pages)));
         }
         runs.push(rp::PageRun { vaddr: e.vaddr, len, file_off: off });
@@ -505,6 +504,22 @@ pub fn plan(
         b.plan.exe = b.add_str(exe.as_bytes());
     }
     Ok(())
+}
+
+/// True when `[start, end)` lies in VMAs that hold page data, without gaps
+/// (a run may span adjacent VMAs). `vmas` is in address order.
+fn covered(vmas: &[Vma], start: u64, end: u64) -> bool {
+    let mut at = start;
+    for v in vmas.iter().filter(|v| v.end > start && v.start < end) {
+        if v.start > at || !needs_data(v) {
+            return false;
+        }
+        at = v.end;
+        if at >= end {
+            return true;
+        }
+    }
+    false
 }
 
 /// A file that backs a mapping must still be the file that was mapped.

@@ -28,7 +28,7 @@ impl PlanBuilder {
     }
 
     fn align(&mut self) {
-        while self.tail.len() % 16 != 0 {
+        while (size_of::<Plan>() + self.tail.len()) % 16 != 0 {
             self.tail.push(0);
         }
     }

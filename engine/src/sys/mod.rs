@@ -20,6 +20,7 @@
 
 pub use syscalls::{Errno, Sysno};
 
+pub mod arch;
 pub mod clone;
 pub mod fs;
 pub mod misc;

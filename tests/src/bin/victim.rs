@@ -107,10 +107,56 @@ fn main() {
             let got = if n > 0 { String::from_utf8_lossy(&buf[..n as usize]).trim_end().to_string() } else { format!("error {n}") };
             writeln!(out, "got {got}").unwrap();
         }
+        "ticker" => ticker(&args[2..]),
         other => {
             let _ = now_ms();
             eprintln!("victim: unknown mode {other}");
             std::process::exit(2);
+        }
+    }
+}
+
+/// `ticker LOG [MEM_MIB]`: a detached counter for dump/restore tests.
+///
+/// Becomes a session leader, points stdio at /dev/null, appends
+/// "tick N" lines to LOG every 50 ms, and on SIGUSR1 appends
+/// "status pid=P ticks=N mem=ok|bad" after checking MEM_MIB MiB of
+/// pseudo-random memory word by word.
+fn ticker(args: &[String]) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static USR1: AtomicBool = AtomicBool::new(false);
+    extern "C" fn on_usr1(_: i32) {
+        USR1.store(true, Ordering::SeqCst);
+    }
+    let log = args.first().expect("ticker LOG [MEM_MIB]");
+    let mib: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1);
+    // SAFETY: plain libc calls; the handler only stores to an atomic.
+    unsafe {
+        libc::setsid();
+        // Only what the test gives it: no descriptors inherited from the harness.
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        libc::dup2(null, 0);
+        libc::dup2(null, 1);
+        libc::dup2(null, 2);
+        if null > 2 {
+            libc::close(null);
+        }
+        libc::signal(libc::SIGUSR1, on_usr1 as *const () as usize);
+    }
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("open log");
+    let words = mib * (1 << 20) / 8;
+    let seed = |i: usize| (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5555;
+    let mem: Vec<u64> = (0..words).map(seed).collect();
+    writeln!(f, "ready {}", std::process::id()).unwrap();
+    let mut ticks = 0u64;
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        ticks += 1;
+        writeln!(f, "tick {ticks}").unwrap();
+        if USR1.swap(false, Ordering::SeqCst) {
+            let ok = mem.iter().enumerate().all(|(i, &w)| w == seed(i));
+            writeln!(f, "status pid={} ticks={ticks} mem={}", std::process::id(), if ok { "ok" } else { "bad" }).unwrap();
         }
     }
 }
