@@ -349,7 +349,12 @@ impl Options {
                     let show = cmd.find_subcommand_mut("show").expect("show is a subcommand");
                     return Err(show.error(ErrorKind::MissingRequiredArgument, "show needs -D <PATH> or -f <FILE>"));
                 }
-                Command::Show(ShowOptions { dir: g.images_dir.clone(), file: s.file, contents: s.contents, json: s.json })
+                Command::Show(ShowOptions {
+                    dir: g.images_dir.clone(),
+                    file: s.file,
+                    contents: s.contents,
+                    json: s.json,
+                })
             }
             CommandArgs::Check(c) => Command::Check { json: c.json },
         };
@@ -409,9 +414,7 @@ fn parse_veth_pair(s: &str) -> Result<VethPair, String> {
     };
     for name in [inside, outside] {
         if !valid_ifname(name) {
-            return Err(format!(
-                "'{name}' is not a network device name (1 to 15 bytes, no '/', ':', '=' or blanks)"
-            ));
+            return Err(format!("'{name}' is not a network device name (1 to 15 bytes, no '/', ':', '=' or blanks)"));
         }
     }
     Ok(VethPair { inside: inside.to_string(), outside: outside.to_string() })
@@ -426,7 +429,9 @@ pub fn command() -> clap::Command {
         .mut_subcommand("restore", |sub| {
             sub.mut_arg("tree", |a| a.help("Restore the process tree whose root had PID"))
                 .mut_arg("ext_unix_sk", |a| a.help("Restore connections to external unix sockets"))
-                .mut_arg("namespaces", |a| a.help("Restore namespaces, comma separated (repeatable): uts, ipc, mnt, pid, net"))
+                .mut_arg("namespaces", |a| {
+                    a.help("Restore namespaces, comma separated (repeatable): uts, ipc, mnt, pid, net")
+                })
         })
 }
 

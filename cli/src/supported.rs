@@ -150,10 +150,12 @@ mod tests {
         assert!(option_supported("show", "json"));
         assert!(option_supported("dump", "images_dir"));
         assert!(option_supported("dump", "tree"));
-        assert!(!option_supported("dump", "leave_stopped"));
+        assert!(option_supported("dump", "leave_stopped"));
+        assert!(option_supported("restore", "restore_detached"));
+        assert!(!option_supported("dump", "shell_job"));
         assert!(!option_supported("dump", "no_such_option"));
-        assert!(!command_supported("dump"));
-        assert!(!command_supported("restore"));
+        assert!(command_supported("dump"));
+        assert!(command_supported("restore"));
         assert!(command_supported("show"));
         assert!(command_supported("check"));
     }

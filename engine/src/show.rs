@@ -275,9 +275,13 @@ fn show_file(path: &Path, opts: &ShowOptions, out: &mut dyn Write) -> Res {
     // Peek the magic to give a useful hint for a raw pages file under another name.
     let buf = io::BufRead::fill_buf(&mut r).map_err(|e| ImageError::io(&shown, e))?;
     if buf.len() >= HEADER_LEN && !has_magic(buf) {
-        return Err(ImageError::at(&shown, 0, crate::image::ErrorKind::Invalid(
-            "bad magic: not a crtools image (raw page files must be named pages-<id>.img)".into(),
-        ))
+        return Err(ImageError::at(
+            &shown,
+            0,
+            crate::image::ErrorKind::Invalid(
+                "bad magic: not a crtools image (raw page files must be named pages-<id>.img)".into(),
+            ),
+        )
         .into());
     }
     let r: Box<dyn Read> = Box::new(r);
@@ -368,7 +372,13 @@ impl<'a> HexOut<'a> {
         } else {
             let mut f = Vec::new();
             write_text(&mut f, &e.flags.describe(), 0)?;
-            writeln!(self.w, "0x{:016x}: {} pages, {} (no data stored)", e.vaddr, e.nr_pages, String::from_utf8_lossy(&f).trim())
+            writeln!(
+                self.w,
+                "0x{:016x}: {} pages, {} (no data stored)",
+                e.vaddr,
+                e.nr_pages,
+                String::from_utf8_lossy(&f).trim()
+            )
         }
     }
 
@@ -463,8 +473,8 @@ fn hex_line(w: &mut dyn Write, addr: u64, line: &[u8; 16]) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::image::describe::json_check;
-    use crate::image::testutil::TempDir;
     use crate::image::tests::write_sample_dump;
+    use crate::image::testutil::TempDir;
 
     fn run(opts: &ShowOptions) -> Result<String, ShowError> {
         let mut out = Vec::new();
@@ -545,12 +555,8 @@ mod tests {
         write_sample_dump(t.path());
         // Works without an inventory.
         std::fs::remove_file(t.path().join("inventory.img")).unwrap();
-        let file = |name: &str, contents, json| ShowOptions {
-            dir: None,
-            file: Some(t.path().join(name)),
-            contents,
-            json,
-        };
+        let file =
+            |name: &str, contents, json| ShowOptions { dir: None, file: Some(t.path().join(name)), contents, json };
         let s = run(&file("mm-42.img", false, false)).unwrap();
         assert!(s.contains("mm image, format 1") && s.contains("PROT_READ|PROT_EXEC"), "{s}");
         assert!(s.contains("exe_file: /usr/bin/victim") && s.contains("AT_PAGESZ"), "{s}");
@@ -564,7 +570,8 @@ mod tests {
         let s = run(&file("pages-1.img", true, true)).unwrap();
         json_check::validate(&s).unwrap_or_else(|e| panic!("{e}:\n{s}"));
         // -D dir -f name.
-        let o = ShowOptions { dir: Some(t.path().to_path_buf()), file: Some("pstree.img".into()), ..Default::default() };
+        let o =
+            ShowOptions { dir: Some(t.path().to_path_buf()), file: Some("pstree.img".into()), ..Default::default() };
         assert!(run(&o).unwrap().contains("threads: [42, 43]"));
         // Without the inventory, -D refuses.
         let e = run(&dir_opts(t.path(), false, false)).unwrap_err();

@@ -58,7 +58,10 @@ fn infect_and_cure_leaves_no_trace() {
         let fds = p.receive_fds(&[100, 1]).expect("receive fds");
         assert_eq!(fds.len(), 2);
         let ctl = p.control_fd().expect("control socket open");
-        assert!(std::fs::read_link(format!("/proc/{}/fd/{ctl}", pid.0)).unwrap().to_string_lossy().starts_with("socket:"));
+        assert!(std::fs::read_link(format!("/proc/{}/fd/{ctl}", pid.0))
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("socket:"));
         use std::os::fd::AsRawFd;
         use std::os::unix::fs::MetadataExt;
         let ours = std::fs::metadata(format!("/proc/self/fd/{}", fds[0].as_raw_fd())).unwrap();

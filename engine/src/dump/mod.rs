@@ -48,11 +48,17 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         return Err(Error::task(pid, format!("is a thread of {}; give the process id", status.tgid)));
     }
     if status.threads > 1 {
-        return Err(Error::task(pid, format!("has {} threads: multi-threaded dump is not supported yet", status.threads)));
+        return Err(Error::task(
+            pid,
+            format!("has {} threads: multi-threaded dump is not supported yet", status.threads),
+        ));
     }
     let children = proc::task::children(pid).ctx(pid, "list children")?;
     if !children.is_empty() {
-        return Err(Error::task(pid, format!("has children {children:?}: dumping a process tree is not supported yet")));
+        return Err(Error::task(
+            pid,
+            format!("has children {children:?}: dumping a process tree is not supported yet"),
+        ));
     }
     if matches!(status.state, proc::stat::TaskState::Zombie | proc::stat::TaskState::Dead) {
         return Err(Error::task(pid, "is a zombie: nothing to dump"));

@@ -63,11 +63,14 @@ pub fn parse_header(file: &str, h: &[u8]) -> Result<&'static KindDesc> {
         return Err(ImageError::at(file, 16, ErrorKind::HeaderChecksum));
     }
     let number = le32(&h[8..12]);
-    let kind = ImageKind::from_number(number)
-        .ok_or_else(|| ImageError::at(file, 8, ErrorKind::UnknownKind(number)))?;
+    let kind = ImageKind::from_number(number).ok_or_else(|| ImageError::at(file, 8, ErrorKind::UnknownKind(number)))?;
     let d = kind.desc();
     if d.layout != Layout::Records {
-        return Err(ImageError::at(file, 8, ErrorKind::Invalid(format!("{} images are raw data and have no header", d.name))));
+        return Err(ImageError::at(
+            file,
+            8,
+            ErrorKind::Invalid(format!("{} images are raw data and have no header", d.name)),
+        ));
     }
     let version = le32(&h[12..16]);
     if version != d.version {
@@ -96,8 +99,8 @@ pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> 
 
 /// Decodes one record, requiring every byte to be used.
 pub fn decode<T: DeserializeOwned>(file: &str, offset: u64, bytes: &[u8]) -> Result<T> {
-    let (v, rest) = postcard::take_from_bytes::<T>(bytes)
-        .map_err(|e| ImageError::at(file, offset, ErrorKind::Decode(e)))?;
+    let (v, rest) =
+        postcard::take_from_bytes::<T>(bytes).map_err(|e| ImageError::at(file, offset, ErrorKind::Decode(e)))?;
     if !rest.is_empty() {
         return Err(ImageError::at(file, offset, ErrorKind::RecordTrailingBytes(rest.len())));
     }
@@ -206,10 +209,8 @@ impl<R: Read> FrameReader<R> {
         // Grows with the bytes actually read, so a lying length cannot make
         // us allocate more than the file holds.
         self.buf.clear();
-        let got = (&mut self.r)
-            .take(len as u64)
-            .read_to_end(&mut self.buf)
-            .map_err(|e| self.err(at, ErrorKind::Io(e)))?;
+        let got =
+            (&mut self.r).take(len as u64).read_to_end(&mut self.buf).map_err(|e| self.err(at, ErrorKind::Io(e)))?;
         if got != len as usize {
             return Err(self.err(at, ErrorKind::TruncatedRecord));
         }
@@ -259,7 +260,9 @@ impl<F: ImageFormat, R: Read> ImageReader<F, R> {
         let at = frames.offset;
         let head = match frames.next_record::<F::Head>()? {
             Some((_, h)) => h,
-            None => return Err(ImageError::at(frames.file(), at, ErrorKind::Invalid("image has no head record".into()))),
+            None => {
+                return Err(ImageError::at(frames.file(), at, ErrorKind::Invalid("image has no head record".into())))
+            }
         };
         Ok(ImageReader { frames, head, failed: false })
     }
@@ -318,7 +321,10 @@ impl<W: Write> FrameWriter<W> {
         let file = file.into();
         let d = kind.desc();
         if d.layout != Layout::Records {
-            return Err(ImageError::new(file, ErrorKind::Invalid(format!("{} images hold raw pages, not records", d.name))));
+            return Err(ImageError::new(
+                file,
+                ErrorKind::Invalid(format!("{} images hold raw pages, not records", d.name)),
+            ));
         }
         w.write_all(&encode_header(kind)).map_err(|e| ImageError::io(&file, e))?;
         Ok(FrameWriter { w, file, max: d.max_record, count: 0, offset: HEADER_LEN as u64, buf: Vec::new() })
@@ -329,8 +335,7 @@ impl<W: Write> FrameWriter<W> {
         let at = self.offset;
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        let buf = postcard::to_extend(v, buf)
-            .map_err(|e| ImageError::at(&self.file, at, ErrorKind::Encode(e)))?;
+        let buf = postcard::to_extend(v, buf).map_err(|e| ImageError::at(&self.file, at, ErrorKind::Encode(e)))?;
         let len = buf.len() as u64;
         if len > self.max as u64 {
             self.buf = buf;
@@ -467,7 +472,12 @@ pub(crate) fn show_records<F: ImageFormat>(
     sink: &mut NodeSink<'_>,
 ) -> std::result::Result<(), ShowStreamError> {
     let Some((at, head)) = frames.next_record::<F::Head>()? else {
-        return Err(ImageError::at(frames.file(), HEADER_LEN as u64, ErrorKind::Invalid("image has no head record".into())).into());
+        return Err(ImageError::at(
+            frames.file(),
+            HEADER_LEN as u64,
+            ErrorKind::Invalid("image has no head record".into()),
+        )
+        .into());
     };
     sink(RecordPos::Head(at), head.describe()).map_err(ShowStreamError::Output)?;
     let mut i = 0;

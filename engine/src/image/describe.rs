@@ -249,8 +249,7 @@ fn inline_text(n: &Node) -> Option<String> {
             if !fields.iter().all(|(_, v)| v.is_scalar()) {
                 return None;
             }
-            let v: Vec<String> =
-                fields.iter().map(|(k, v)| format!("{k}: {}", scalar_text(v))).collect();
+            let v: Vec<String> = fields.iter().map(|(k, v)| format!("{k}: {}", scalar_text(v))).collect();
             format!("{{{}}}", v.join(", "))
         }
         _ => return Some(scalar_text(n)),
@@ -514,7 +513,10 @@ mod tests {
             .f("flags", Node::flags(T::from_bits_retain(0x13)))
             .f("none", Node::flags(T::empty()))
             .f("list", Node::Array(vec![1u32.into(), Node::Null]))
-            .f("nested", Obj::new().f("x", -3i32).f("big", Node::Array(vec![Obj::new().f("k", Node::Array(vec![])).done()])))
+            .f(
+                "nested",
+                Obj::new().f("x", -3i32).f("big", Node::Array(vec![Obj::new().f("k", Node::Array(vec![])).done()])),
+            )
             .f("size", Node::Size(8192))
             .done();
         let mut t = Vec::new();
@@ -528,7 +530,10 @@ mod tests {
         write_json(&mut j, &n).unwrap();
         let j = String::from_utf8(j).unwrap();
         json_check::validate(&j).unwrap();
-        assert!(j.starts_with(r#"{"name":"a \"q\"\n\u0001","start":"0x00007f0000001000","flags":"A_ONE|B_TWO|0x10""#), "{j}");
+        assert!(
+            j.starts_with(r#"{"name":"a \"q\"\n\u0001","start":"0x00007f0000001000","flags":"A_ONE|B_TWO|0x10""#),
+            "{j}"
+        );
         assert!(json_check::validate("{\"a\":[1,2,}").is_err());
         assert!(json_check::validate("{\"a\":1}}").is_err());
     }

@@ -197,7 +197,11 @@ impl ImageDir {
         let name = kind.file_name(id).ok_or_else(|| {
             ImageError::new(
                 display(&self.inner.path, d.pattern),
-                ErrorKind::Invalid(format!("{} image names {} an id", d.name, if id.is_some() { "take no" } else { "need" })),
+                ErrorKind::Invalid(format!(
+                    "{} image names {} an id",
+                    d.name,
+                    if id.is_some() { "take no" } else { "need" }
+                )),
             )
         })?;
         let shown = display(&self.inner.path, &name);
@@ -284,10 +288,7 @@ impl ImageDir {
         for e in &entries {
             w.write(e)?;
         }
-        let file = w
-            .finish()?
-            .into_inner()
-            .map_err(|e| ImageError::io(&tmp_shown, e.into_error()))?;
+        let file = w.finish()?.into_inner().map_err(|e| ImageError::io(&tmp_shown, e.into_error()))?;
         file.sync_all().map_err(|e| ImageError::io(&tmp_shown, e))?;
         drop(file);
         std::fs::rename(at(&inner.dir, INVENTORY_TMP), at(&inner.dir, INVENTORY))
@@ -298,12 +299,7 @@ impl ImageDir {
 }
 
 fn create_at(dir: &File, name: &str) -> io::Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(O_NOFOLLOW as i32)
-        .open(at(dir, name))
+    OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(O_NOFOLLOW as i32).open(at(dir, name))
 }
 
 /// Order of images: inventory, then by kind number, then by id, then name.
@@ -449,7 +445,10 @@ impl ImageDirReader {
     pub fn open_frames(&self, name: &str) -> Result<DynFrames> {
         let (f, e) = self.open_checked(name, true)?;
         if e.kind.desc().layout != Layout::Records {
-            return Err(ImageError::new(display(&self.path, name), ErrorKind::Invalid("raw pages, not records".into())));
+            return Err(ImageError::new(
+                display(&self.path, name),
+                ErrorKind::Invalid("raw pages, not records".into()),
+            ));
         }
         let r: Box<dyn Read> = Box::new(BufReader::with_capacity(64 << 10, f));
         FrameReader::new(r, display(&self.path, name))

@@ -105,10 +105,9 @@ impl fmt::Display for ErrorKind {
             BadMagic => write!(f, "bad magic: not a crtools image"),
             HeaderChecksum => write!(f, "header checksum mismatch"),
             UnknownKind(k) => write!(f, "unknown image kind {k}"),
-            UnknownVersion { kind, version, supported } => write!(
-                f,
-                "unsupported format version {version} of {kind} image (this tool reads version {supported})"
-            ),
+            UnknownVersion { kind, version, supported } => {
+                write!(f, "unsupported format version {version} of {kind} image (this tool reads version {supported})")
+            }
             WrongKind { expected, found } => {
                 write!(f, "expected a {expected} image, found a {found} image")
             }
@@ -118,10 +117,9 @@ impl fmt::Display for ErrorKind {
             TruncatedRecord => write!(f, "truncated record"),
             MissingEndMarker => write!(f, "truncated image: end-of-image marker missing"),
             BadEndMarker => write!(f, "damaged end-of-image marker"),
-            RecordChecksum { stored, computed } => write!(
-                f,
-                "record checksum mismatch (stored 0x{stored:08x}, computed 0x{computed:08x})"
-            ),
+            RecordChecksum { stored, computed } => {
+                write!(f, "record checksum mismatch (stored 0x{stored:08x}, computed 0x{computed:08x})")
+            }
             Decode(e) => write!(f, "record does not decode: {e}"),
             RecordTrailingBytes(n) => write!(f, "record has {n} undecoded trailing bytes"),
             Encode(e) => write!(f, "record does not encode: {e}"),
@@ -129,10 +127,9 @@ impl fmt::Display for ErrorKind {
             NoInventory => write!(f, "no inventory.img"),
             BadName(why) => write!(f, "invalid image file name: {why}"),
             NotInInventory => write!(f, "not listed in inventory.img"),
-            SizeMismatch { expected, found } => write!(
-                f,
-                "size {found} differs from the {expected} bytes recorded in inventory.img"
-            ),
+            SizeMismatch { expected, found } => {
+                write!(f, "size {found} differs from the {expected} bytes recorded in inventory.img")
+            }
             ChecksumMismatch { expected, found } => write!(
                 f,
                 "checksum 0x{found:08x} differs from 0x{expected:08x} recorded in inventory.img (modified after dump?)"
@@ -141,11 +138,9 @@ impl fmt::Display for ErrorKind {
             AlreadyExists => write!(f, "already exists"),
             Unfinished => write!(f, "image writers still open or dropped unfinished"),
             NotPageAligned(n) => write!(f, "page data of {n} bytes is not a multiple of 4096"),
-            PagesOutOfRange { index, count, total } => write!(
-                f,
-                "pages {index}..{} out of range (file holds {total} pages)",
-                index + count
-            ),
+            PagesOutOfRange { index, count, total } => {
+                write!(f, "pages {index}..{} out of range (file holds {total} pages)", index + count)
+            }
             Invalid(m) => write!(f, "{m}"),
         }
     }

@@ -182,8 +182,7 @@ impl serde::Serialize for ImageKind {
 impl<'de> serde::Deserialize<'de> for ImageKind {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let n = u32::deserialize(d)?;
-        ImageKind::from_number(n)
-            .ok_or_else(|| serde::de::Error::custom(format_args!("unknown image kind {n}")))
+        ImageKind::from_number(n).ok_or_else(|| serde::de::Error::custom(format_args!("unknown image kind {n}")))
     }
 }
 

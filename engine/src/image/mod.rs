@@ -39,10 +39,9 @@ use std::borrow::Cow;
 pub use codec::{FrameReader, FrameWriter, ImageReader, ImageWriter};
 pub use describe::{Describe, Node, Obj};
 pub use dir::{ImageDir, ImageDirReader, RecordFile};
-pub use pages::{PagesReader, PagesWriter, PAGE_SIZE};
 pub use error::{ErrorKind, ImageError, Result};
 pub use kind::{kinds, ImageFormat, ImageKind, KindDesc, Layout, DEFAULT_MAX_RECORD, KINDS};
-
+pub use pages::{PagesReader, PagesWriter, PAGE_SIZE};
 
 /// Bytes from the kernel that are usually but not necessarily UTF-8
 /// (paths, comm). Shown lossily; stored exactly.
@@ -122,10 +121,37 @@ pub(crate) use serde_bits;
 /// Kernel signal names, by number (1..=64); real-time ones as SIGRTMIN+n.
 pub fn signal_name(sig: u32) -> Cow<'static, str> {
     const NAMES: [&str; 31] = [
-        "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE",
-        "SIGKILL", "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT",
-        "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU",
-        "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
     ];
     match sig {
         1..=31 => Cow::Borrowed(NAMES[sig as usize - 1]),

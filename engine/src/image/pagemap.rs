@@ -59,10 +59,6 @@ impl Describe for PagemapHead {
 
 impl Describe for PagemapEntry {
     fn describe(&self) -> Node {
-        Obj::new()
-            .addr("vaddr", self.vaddr)
-            .f("nr_pages", self.nr_pages)
-            .d("flags", &self.flags)
-            .done()
+        Obj::new().addr("vaddr", self.vaddr).f("nr_pages", self.nr_pages).d("flags", &self.flags).done()
     }
 }

@@ -41,9 +41,7 @@ impl PagesWriter {
         if data.len() & (PAGE_SIZE - 1) != 0 {
             return Err(ImageError::at(self.reg.display(), self.size, ErrorKind::NotPageAligned(data.len() as u64)));
         }
-        self.file
-            .write_all(data)
-            .map_err(|e| ImageError::at(self.reg.display(), self.size, ErrorKind::Io(e)))?;
+        self.file.write_all(data).map_err(|e| ImageError::at(self.reg.display(), self.size, ErrorKind::Io(e)))?;
         self.crc.update(data);
         self.size += data.len() as u64;
         Ok(())
@@ -143,27 +141,22 @@ impl PagesReader {
     pub fn verify(&mut self) -> Result<()> {
         if self.verified_upto < self.size {
             let name = &self.name;
-            self.file
-                .seek(SeekFrom::Start(self.verified_upto))
-                .map_err(|e| ImageError::io(name, e))?;
+            self.file.seek(SeekFrom::Start(self.verified_upto)).map_err(|e| ImageError::io(name, e))?;
             let mut buf = vec![0u8; 1 << 20];
             let mut rest = self.size - self.verified_upto;
             while rest > 0 {
                 let want = rest.min(buf.len() as u64) as usize;
                 let at = self.size - rest;
-                self.file
-                    .read_exact(&mut buf[..want])
-                    .map_err(|e| ImageError::at(name, at, ErrorKind::Io(e)))?;
+                self.file.read_exact(&mut buf[..want]).map_err(|e| ImageError::at(name, at, ErrorKind::Io(e)))?;
                 self.crc.update(&buf[..want]);
                 rest -= want as u64;
             }
             self.verified_upto = self.size;
         }
         match self.expected {
-            Some(exp) if exp != self.crc.value() => Err(ImageError::new(
-                &self.name,
-                ErrorKind::ChecksumMismatch { expected: exp, found: self.crc.value() },
-            )),
+            Some(exp) if exp != self.crc.value() => {
+                Err(ImageError::new(&self.name, ErrorKind::ChecksumMismatch { expected: exp, found: self.crc.value() }))
+            }
             _ => Ok(()),
         }
     }

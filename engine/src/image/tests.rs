@@ -35,16 +35,28 @@ pub(crate) fn sample_core(tid: u32, leader: bool) -> CoreEntry {
             sigaltstack: SigAltStack { sp: 0, flags: SsFlags::SS_DISABLE, size: 0 },
             pending: vec![si.clone()],
             comm: "victim".into(),
-            creds: Creds { uid: 1000, groups: vec![4, 24], cap_bnd: (1 << 41) - 1, cap_eff: 1 << 21, ..Default::default() },
+            creds: Creds {
+                uid: 1000,
+                groups: vec![4, 24],
+                cap_bnd: (1 << 41) - 1,
+                cap_eff: 1 << 21,
+                ..Default::default()
+            },
             clear_child_tid: 0x7f00_0000_0a10,
             rseq: Some(Rseq { ptr: 0x7f00_0000_0fe0, len: 32, sig: 0x5305_3053 }),
         },
         process: leader.then(|| ProcessCore {
             sigactions,
-            itimers: Itimers { real: Itimer { interval_sec: 1, value_usec: 5, ..Default::default() }, ..Default::default() },
+            itimers: Itimers {
+                real: Itimer { interval_sec: 1, value_usec: 5, ..Default::default() },
+                ..Default::default()
+            },
             posix_timers: vec![PosixTimer { id: 0, clock: 1, signo: 14, interval_nsec: 500, ..Default::default() }],
             shared_pending: vec![si],
-            rlimits: vec![Rlimit { resource: 7, cur: 1024, max: 4096 }, Rlimit { resource: 3, cur: 8 << 20, max: u64::MAX }],
+            rlimits: vec![
+                Rlimit { resource: 7, cur: 1024, max: 4096 },
+                Rlimit { resource: 3, cur: 8 << 20, max: u64::MAX },
+            ],
             personality: 0,
             umask: 0o022,
             prctl: PrctlBits { dumpable: 1, pdeathsig: 9, child_subreaper: false },
@@ -126,12 +138,25 @@ pub(crate) fn write_sample_dump(path: &std::path::Path) {
     w.write(&FileEntry { id: 1, kind: FdKind::Reg }).unwrap();
     w.finish().unwrap();
     let mut w = dir.create_image::<kinds::Fdinfo>(Some(42), &()).unwrap();
-    w.write(&FdinfoEntry { fd: 3, flags: OpenFlags::O_RDWR | OpenFlags::O_APPEND, cloexec: true, kind: FdKind::Reg, id: 1 })
-        .unwrap();
+    w.write(&FdinfoEntry {
+        fd: 3,
+        flags: OpenFlags::O_RDWR | OpenFlags::O_APPEND,
+        cloexec: true,
+        kind: FdKind::Reg,
+        id: 1,
+    })
+    .unwrap();
     w.finish().unwrap();
     let mut w = dir.create_image::<kinds::RegFiles>(None, &()).unwrap();
-    w.write(&RegFileEntry { id: 1, path: "/tmp/log \"x\"".into(), flags: OpenFlags::O_RDWR, pos: 10, mode: 0o100644, size: 99 })
-        .unwrap();
+    w.write(&RegFileEntry {
+        id: 1,
+        path: "/tmp/log \"x\"".into(),
+        flags: OpenFlags::O_RDWR,
+        pos: 10,
+        mode: 0o100644,
+        size: 99,
+    })
+    .unwrap();
     w.finish().unwrap();
     dir.finish().unwrap();
 }
@@ -168,12 +193,19 @@ fn round_trip_every_kind_in_memory() {
     assert_eq!(decode::<kinds::Pstree>(&encode::<kinds::Pstree>(&(), &ps)).unwrap(), ((), ps));
     let f = vec![FileEntry { id: 3, kind: FdKind::Pipe }];
     assert_eq!(decode::<kinds::Files>(&encode::<kinds::Files>(&(), &f)).unwrap(), ((), f));
-    let fd = vec![FdinfoEntry { fd: 0, flags: OpenFlags::from_bits_retain(0x8000_0002), cloexec: false, kind: FdKind::Tty, id: 7 }];
+    let fd = vec![FdinfoEntry {
+        fd: 0,
+        flags: OpenFlags::from_bits_retain(0x8000_0002),
+        cloexec: false,
+        kind: FdKind::Tty,
+        id: 7,
+    }];
     assert_eq!(decode::<kinds::Fdinfo>(&encode::<kinds::Fdinfo>(&(), &fd)).unwrap(), ((), fd));
     let r = vec![RegFileEntry { id: 1, path: RawStr(vec![b'/', 0xff, b'x']), ..Default::default() }];
     assert_eq!(decode::<kinds::RegFiles>(&encode::<kinds::RegFiles>(&(), &r)).unwrap(), ((), r));
     let ih = inventory::InventoryHead { tool_version: "1".into(), created_sec: 5, created_nsec: 6, root_pid: None };
-    let ie = vec![inventory::InventoryEntry { kind: ImageKind::Pages, name: "pages-1.img".into(), size: 4096, checksum: 7 }];
+    let ie =
+        vec![inventory::InventoryEntry { kind: ImageKind::Pages, name: "pages-1.img".into(), size: 4096, checksum: 7 }];
     assert_eq!(decode::<kinds::Inventory>(&encode::<kinds::Inventory>(&ih, &ie)).unwrap(), (ih, ie));
 }
 
@@ -185,7 +217,10 @@ fn gp_regs_convert_to_and_from_user_regs() {
 }
 
 fn pstree_bytes() -> Vec<u8> {
-    encode::<kinds::Pstree>(&(), &[PstreeEntry { pid: 1, ..Default::default() }, PstreeEntry { pid: 2, ..Default::default() }])
+    encode::<kinds::Pstree>(
+        &(),
+        &[PstreeEntry { pid: 1, ..Default::default() }, PstreeEntry { pid: 2, ..Default::default() }],
+    )
 }
 
 #[test]
@@ -248,10 +283,7 @@ fn truncation_anywhere_is_an_error() {
     let b = pstree_bytes();
     for n in HEADER_LEN..b.len() {
         let e = err_of::<kinds::Pstree>(&b[..n]);
-        assert!(
-            matches!(e.kind, ErrorKind::TruncatedRecord | ErrorKind::MissingEndMarker),
-            "cut at {n}: {e}"
-        );
+        assert!(matches!(e.kind, ErrorKind::TruncatedRecord | ErrorKind::MissingEndMarker), "cut at {n}: {e}");
     }
 }
 
@@ -449,7 +481,7 @@ fn planted_symlinks_not_followed() {
     let d = ImageDirReader::open(t.path()).unwrap();
     let e = d.open_image::<kinds::Files>(None).err().unwrap();
     assert!(matches!(&e.kind, ErrorKind::Io(io) if io.raw_os_error() == Some(40)), "{e}"); // ELOOP
-    // And the inventory itself.
+                                                                                           // And the inventory itself.
     let inv = t.path().join("inventory.img");
     let inv_copy = outside.path().join("inventory.img");
     fs::copy(&inv, &inv_copy).unwrap();

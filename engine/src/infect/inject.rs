@@ -41,8 +41,8 @@ impl Tracee {
         let at = (site - aligned) as usize;
         // Touch only the words the patch needs: the next one may be unmapped.
         let span = if at + SYSCALL_INT3.len() <= 8 { 8 } else { 16 };
-        let saved_code = ptrace::peek_bytes(pid, aligned, span)
-            .map_err(|e| InfectError::errno(pid, "read code at rip", e))?;
+        let saved_code =
+            ptrace::peek_bytes(pid, aligned, span).map_err(|e| InfectError::errno(pid, "read code at rip", e))?;
         let mut patched = saved_code.clone();
         patched[at..at + SYSCALL_INT3.len()].copy_from_slice(&SYSCALL_INT3);
         ptrace::poke_bytes(pid, aligned, &patched).map_err(|e| InfectError::errno(pid, "patch code at rip", e))?;

@@ -9,8 +9,8 @@ use super::{inject, InfectError, Result, Tracee};
 use crate::blobs;
 use crate::sys::process_vm;
 use crate::sys::ptrace::UserRegs;
-use crate::sys::Sysno;
 use crate::sys::socket::{self, SockFlags, SockType, UnixAddr};
+use crate::sys::Sysno;
 use parasite_proto as proto;
 use std::mem::size_of;
 use std::os::fd::{AsFd, OwnedFd};
@@ -75,8 +75,7 @@ impl<'t> Parasite<'t> {
             }
         };
         let p = Parasite { tracee, orig_regs, orig_mask, base, layout, channel: None, task_sock: None, cured: false };
-        let blob =
-            blobs::relocate(blobs::parasite::IMAGE, blobs::parasite::MEM_SIZE, blobs::parasite::RELOCS, base);
+        let blob = blobs::relocate(blobs::parasite::IMAGE, blobs::parasite::MEM_SIZE, blobs::parasite::RELOCS, base);
         let pid = p.tracee.pid();
         process_vm::write_all(pid, base, &blob.bytes)
             .map_err(|e| InfectError::errno(pid, "upload the parasite blob", e))?;
@@ -214,17 +213,11 @@ impl<'t> Parasite<'t> {
     fn open_channel(&mut self) -> Result<()> {
         let pid = self.tracee.pid();
         let err = |step| move |e| InfectError::errno(pid, step, e);
-        let listener = socket::socket(
-            linux_raw_sys::net::AF_UNIX as u32,
-            SockType::SOCK_SEQPACKET,
-            SockFlags::SOCK_CLOEXEC,
-            0,
-        )
-        .map_err(err("control socket"))?;
-        let nonce = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+        let listener =
+            socket::socket(linux_raw_sys::net::AF_UNIX as u32, SockType::SOCK_SEQPACKET, SockFlags::SOCK_CLOEXEC, 0)
+                .map_err(err("control socket"))?;
+        let nonce =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let name = format!("crtools-parasite-{}-{}-{nonce:08x}", std::process::id(), pid);
         let addr = UnixAddr::new_abstract(name.as_bytes()).map_err(err("control socket address"))?;
         socket::bind(listener.as_fd(), &addr).map_err(err("bind the control socket"))?;
@@ -240,7 +233,8 @@ impl<'t> Parasite<'t> {
             return Err(InfectError::errno(pid, "parasite connect to the engine", crate::sys::Errno::new(-ret as i32)));
         }
         self.task_sock = Some(ret as i32);
-        let (conn, _) = socket::accept4(listener.as_fd(), SockFlags::SOCK_CLOEXEC).map_err(err("accept the parasite"))?;
+        let (conn, _) =
+            socket::accept4(listener.as_fd(), SockFlags::SOCK_CLOEXEC).map_err(err("accept the parasite"))?;
         self.channel = Some(conn);
         Ok(())
     }
@@ -257,7 +251,11 @@ impl<'t> Parasite<'t> {
             args.fds[..chunk.len()].copy_from_slice(chunk);
             let (ret, _, _) = self.call(proto::Cmd::SendFds, as_bytes(&args), 0)?;
             if ret < 0 {
-                return Err(InfectError::errno(pid, "parasite sendmsg of descriptors", crate::sys::Errno::new(-ret as i32)));
+                return Err(InfectError::errno(
+                    pid,
+                    "parasite sendmsg of descriptors",
+                    crate::sys::Errno::new(-ret as i32),
+                ));
             }
             let conn = self.channel.as_ref().expect("channel open");
             let mut data = [0u8; 4 * proto::MAX_FDS];

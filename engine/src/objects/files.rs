@@ -57,8 +57,9 @@ pub fn dump(pid: Pid, skip: Option<i32>, next_id: &mut u32) -> Result<FdTable> {
     // (fd, id) of every open file description seen so far.
     let mut seen: Vec<(i32, u32, FdKind)> = Vec::new();
     for e in list.iter().filter(|e| Some(e.fd) != skip) {
-        let kind = classify(&e.target)
-            .map_err(|what| Error::task(pid, format!("fd {}: {what}: this kind of descriptor is not supported yet", e.fd)))?;
+        let kind = classify(&e.target).map_err(|what| {
+            Error::task(pid, format!("fd {}: {what}: this kind of descriptor is not supported yet", e.fd))
+        })?;
         let info = fdinfo::read(pid, e.fd).ctx(pid, &format!("read fdinfo of fd {}", e.fd))?;
         let flags = OpenFlags::from_bits_retain(info.flags);
         let cloexec = flags.contains(OpenFlags::O_CLOEXEC);

@@ -400,7 +400,12 @@ pub fn plan(
                 continue;
             }
             VmaKind::Vsyscall => continue,
-            k => return Err(Error::task(pid, format!("VMA {:#x}-{:#x}: kind {} cannot be restored", v.start, v.end, k.name()))),
+            k => {
+                return Err(Error::task(
+                    pid,
+                    format!("VMA {:#x}-{:#x}: kind {} cannot be restored", v.start, v.end, k.name()),
+                ))
+            }
         };
         let mut map_flags = 0u32;
         if v.flags.contains(MapFlags::MAP_GROWSDOWN) {
@@ -452,7 +457,10 @@ pub fn plan(
     for e in pagemap.iter().filter(|e| e.has_data()) {
         let len = e.nr_pages as u64 * PAGE;
         if !covered(vmas, e.vaddr, e.vaddr + len) {
-            return Err(Error::task(pid, format!("pagemap entry {:#x} (+{} pages) lies outside every VMA", e.vaddr, e.nr_pages)));
+            return Err(Error::task(
+                pid,
+                format!("pagemap entry {:#x} (+{} pages) lies outside every VMA", e.vaddr, e.nr_pages),
+            ));
         }
         runs.push(rp::PageRun { vaddr: e.vaddr, len, file_off: off });
         off += len;
@@ -465,7 +473,10 @@ pub fn plan(
     if dumped_vdso.len() != current_vdso.len()
         || dumped_vdso.iter().zip(current_vdso).any(|(d, c)| d.0 != c.0 || d.2 != c.2)
     {
-        return Err(Error::task(pid, format!("vDSO layout differs: dumped {dumped_vdso:x?}, this kernel {current_vdso:x?}")));
+        return Err(Error::task(
+            pid,
+            format!("vDSO layout differs: dumped {dumped_vdso:x?}, this kernel {current_vdso:x?}"),
+        ));
     }
     if dumped_vdso.len() > rp::MAX_VDSO {
         return Err(Error::task(pid, "too many vDSO areas"));
@@ -530,7 +541,12 @@ fn check_mapped_file(pid: Pid, v: &Vma, path: &RawStr) -> Result<()> {
     if md.ino() != v.inode {
         return Err(Error::task(
             pid,
-            format!("mapped file {} changed since the dump (inode {} now, {} then)", path.to_string_lossy(), md.ino(), v.inode),
+            format!(
+                "mapped file {} changed since the dump (inode {} now, {} then)",
+                path.to_string_lossy(),
+                md.ino(),
+                v.inode
+            ),
         ));
     }
     Ok(())

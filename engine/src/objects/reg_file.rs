@@ -42,7 +42,10 @@ pub fn dump(pid: Pid, fd: i32, target: &FdTarget, info: &FdInfo, id: u32, out: &
     let now = std::fs::metadata(&p.path)
         .map_err(|e| Error::task(pid, format!("fd {fd}: {} cannot be found by its path: {e}", p.path.display())))?;
     if now.ino() != md.ino() || now.dev() != md.dev() {
-        return Err(Error::task(pid, format!("fd {fd}: {} now names another file (over-mounted or replaced)", p.path.display())));
+        return Err(Error::task(
+            pid,
+            format!("fd {fd}: {} now names another file (over-mounted or replaced)", p.path.display()),
+        ));
     }
     out.reg.push(RegFileEntry {
         id,
@@ -63,14 +66,20 @@ pub fn plan(b: &mut PlanBuilder, pid: Pid, fd: &FdinfoEntry, table: &FdTable) ->
         .find(|r| r.id == fd.id)
         .ok_or_else(|| Error::task(pid, format!("fd {}: file id {} missing from reg-files.img", fd.fd, fd.id)))?;
     let path = reg.path.to_string_lossy();
-    let md = std::fs::metadata(reg.path.as_os_str()).map_err(|e| Error::task(pid, format!("fd {}: {path}: {e}", fd.fd)))?;
+    let md =
+        std::fs::metadata(reg.path.as_os_str()).map_err(|e| Error::task(pid, format!("fd {}: {path}: {e}", fd.fd)))?;
     if md.mode() & S_IFMT != reg.mode & S_IFMT {
         return Err(Error::task(pid, format!("fd {}: {path} is no longer the same type of file", fd.fd)));
     }
     if reg.mode & S_IFMT == S_IFREG && md.size() != reg.size {
         return Err(Error::task(
             pid,
-            format!("fd {}: {path} has size {} now, {} at dump: refusing to restore over a changed file", fd.fd, md.size(), reg.size),
+            format!(
+                "fd {}: {path} has size {} now, {} at dump: refusing to restore over a changed file",
+                fd.fd,
+                md.size(),
+                reg.size
+            ),
         ));
     }
     // Character and block devices keep no position of ours.

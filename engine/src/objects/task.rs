@@ -8,8 +8,8 @@
 //! engine through ptrace when the blob stops (see `restore`).
 use crate::error::{Context, Error, Result};
 use crate::image::core::{
-    Creds, Itimer, Itimers, PosixTimer, PrctlBits, ProcessCore, Rlimit, Rseq, SaFlags, SigAction, SigAltStack,
-    Siginfo, SsFlags, TaskState, ThreadCore,
+    Creds, Itimer, Itimers, PosixTimer, PrctlBits, ProcessCore, Rlimit, Rseq, SaFlags, SigAction, SigAltStack, Siginfo,
+    SsFlags, TaskState, ThreadCore,
 };
 use crate::image::RawStr;
 use crate::infect::Parasite;
@@ -168,7 +168,8 @@ pub fn dump_process_with(p: &mut Parasite<'_>, status: &proc::status::Status) ->
         })
         .collect();
 
-    let shared_pending = siginfos(ptrace::peek_all_siginfo(pid, PEEKSIGINFO_SHARED).ctx(pid, "PTRACE_PEEKSIGINFO shared")?);
+    let shared_pending =
+        siginfos(ptrace::peek_all_siginfo(pid, PEEKSIGINFO_SHARED).ctx(pid, "PTRACE_PEEKSIGINFO shared")?);
     let mut rlimits = Vec::new();
     for res in 0..NLIMITS {
         let r = crate::sys::misc::get_rlimit(pid, res).ctx(pid, "prlimit64")?;
@@ -196,7 +197,13 @@ pub fn dump_process_with(p: &mut Parasite<'_>, status: &proc::status::Status) ->
 /// Fills the plan with the in-task state of `thread` and `process`.
 /// `restore_pdeathsig` is false for the root task, whose parent at restore
 /// (crtools) is not the parent it had.
-pub fn plan(b: &mut PlanBuilder, pid: Pid, thread: &ThreadCore, process: &ProcessCore, restore_pdeathsig: bool) -> Result<()> {
+pub fn plan(
+    b: &mut PlanBuilder,
+    pid: Pid,
+    thread: &ThreadCore,
+    process: &ProcessCore,
+    restore_pdeathsig: bool,
+) -> Result<()> {
     let p = &mut b.plan;
     p.pid = pid.0;
     p.personality = process.personality;
@@ -223,7 +230,8 @@ pub fn plan(b: &mut PlanBuilder, pid: Pid, thread: &ThreadCore, process: &Proces
         if sig == 9 || sig == 19 {
             continue;
         }
-        p.sigactions[i] = rp::SigAction { handler: a.handler, flags: a.flags.bits(), restorer: a.restorer, mask: a.mask };
+        p.sigactions[i] =
+            rp::SigAction { handler: a.handler, flags: a.flags.bits(), restorer: a.restorer, mask: a.mask };
         p.sigactions_valid |= 1 << i;
     }
     for (slot, t) in p.itimers.iter_mut().zip([&process.itimers.real, &process.itimers.virt, &process.itimers.prof]) {

@@ -204,9 +204,7 @@ fn kv_tokens(line: &str) -> Result<Vec<(&str, &str)>> {
     let mut it = line.split_ascii_whitespace().enumerate().peekable();
     while let Some((i, tok)) = it.next() {
         if let Some(key) = tok.strip_suffix(':') {
-            let (_, v) = it
-                .next()
-                .ok_or_else(|| ProcError::malformed(FILE, format!("key {key} without value")))?;
+            let (_, v) = it.next().ok_or_else(|| ProcError::malformed(FILE, format!("key {key} without value")))?;
             out.push((key, v));
         } else if let Some((k, v)) = tok.split_once(':') {
             out.push((k, v));
@@ -339,9 +337,7 @@ pub fn parse(text: &str) -> Result<FdInfo> {
             fanotify_line(line, fanotify.get_or_insert_with(FanotifyInfo::default)).map_err(at)?;
             continue;
         }
-        let (k, v) = line
-            .split_once(':')
-            .ok_or_else(|| at(ProcError::malformed(FILE, "line without ':'")))?;
+        let (k, v) = line.split_once(':').ok_or_else(|| at(ProcError::malformed(FILE, "line without ':'")))?;
         let v = v.trim();
         match k {
             "pos" => pos = Some(num::dec_i64(FILE, k, v).map_err(at)?),
@@ -370,9 +366,7 @@ pub fn parse(text: &str) -> Result<FdInfo> {
     let timerfd = match get("clockid") {
         None => None,
         Some(c) => {
-            let req = |k: &str| {
-                get(k).ok_or_else(|| ProcError::malformed(FILE, format!("timerfd: missing {k}")))
-            };
+            let req = |k: &str| get(k).ok_or_else(|| ProcError::malformed(FILE, format!("timerfd: missing {k}")));
             Some(TimerfdInfo {
                 clockid: num::dec_i32(FILE, "clockid", c)?,
                 ticks: num::dec_u64(FILE, "ticks", req("ticks")?)?,
@@ -594,10 +588,7 @@ fanotify ino:12 sdev:800001 mflags:0 mask:1 ignored_mask:0 \n";
         assert_eq!(f.marks[0].target, FanotifyTarget::Mount { mnt_id: 0x1c });
         assert_eq!(f.marks[1].target, FanotifyTarget::Superblock { sdev: 0x800001 });
         assert_eq!(f.marks[1].ignored_mask, 2);
-        assert_eq!(
-            f.marks[2].target,
-            FanotifyTarget::Other(vec![("mnt_ns".to_string(), "4026531841".to_string())])
-        );
+        assert_eq!(f.marks[2].target, FanotifyTarget::Other(vec![("mnt_ns".to_string(), "4026531841".to_string())]));
         assert_eq!(f.marks[3].target, FanotifyTarget::Inode { ino: 0x12, sdev: 0x800001, fhandle: None });
     }
 
@@ -682,10 +673,7 @@ inotify wd:ffffffff ino:11 sdev:5 mask:1 ignored_mask:0 fhandle-bytes:4 fhandle-
         assert_eq!(parse_fd_target(b"socket:[6819]"), FdTarget::Socket(6819));
         assert_eq!(parse_fd_target(b"anon_inode:[eventfd]"), FdTarget::AnonInode("[eventfd]".into()));
         assert_eq!(parse_fd_target(b"anon_inode:inotify"), FdTarget::AnonInode("inotify".into()));
-        assert_eq!(
-            parse_fd_target(b"net:[4026531840]"),
-            FdTarget::Inode { kind: "net".into(), ino: 4026531840 }
-        );
+        assert_eq!(parse_fd_target(b"net:[4026531840]"), FdTarget::Inode { kind: "net".into(), ino: 4026531840 });
         assert_eq!(
             parse_fd_target(b"/tmp/file with spaces (deleted)"),
             FdTarget::Path(PathTarget { path: PathBuf::from("/tmp/file with spaces"), deleted: true })

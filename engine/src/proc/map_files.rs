@@ -53,9 +53,7 @@ pub fn list(pid: Pid) -> Result<Vec<(u64, u64)>> {
     for ent in rd {
         let ent = ent.map_err(|e| ProcError::io(pid, FILE, e))?;
         let name = ent.file_name();
-        let name = name
-            .to_str()
-            .ok_or_else(|| ProcError::malformed(FILE, "non-UTF-8 entry name").with_pid(pid))?;
+        let name = name.to_str().ok_or_else(|| ProcError::malformed(FILE, "non-UTF-8 entry name").with_pid(pid))?;
         out.push(parse_name(name).map_err(|e| e.with_pid(pid))?);
     }
     out.sort_unstable();
@@ -91,7 +89,19 @@ mod tests {
     fn names() {
         assert_eq!(parse_name("555953c2e000-555953c2f000").unwrap(), (0x555953c2e000, 0x555953c2f000));
         assert_eq!(entry_name(0x400000, 0x401000), "400000-401000");
-        for bad in ["", "-", "1000", "1000-", "-1000", "2000-1000", "1000-1000", "x-2000", "+1-2", "1-+2", "11111111111111111-2"] {
+        for bad in [
+            "",
+            "-",
+            "1000",
+            "1000-",
+            "-1000",
+            "2000-1000",
+            "1000-1000",
+            "x-2000",
+            "+1-2",
+            "1-+2",
+            "11111111111111111-2",
+        ] {
             assert!(parse_name(bad).is_err(), "{bad}");
         }
     }

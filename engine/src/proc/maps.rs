@@ -292,9 +292,7 @@ fn field<'a>(rest: &mut &'a [u8], name: &str) -> Result<&'a [u8]> {
 }
 
 fn hex(b: &[u8], name: &str) -> Result<u64> {
-    let bad = || {
-        ProcError::malformed(FILE, format!("bad {name} {:?}", String::from_utf8_lossy(&b[..b.len().min(40)])))
-    };
+    let bad = || ProcError::malformed(FILE, format!("bad {name} {:?}", String::from_utf8_lossy(&b[..b.len().min(40)])));
     if b.is_empty() || b.len() > 16 {
         return Err(bad());
     }
@@ -314,34 +312,28 @@ pub fn parse_line(line: &[u8]) -> Result<MapEntry> {
     let dev_b = field(&mut rest, "device")?;
     let inode_b = field(&mut rest, "inode")?;
 
-    let dash = range
-        .iter()
-        .position(|&b| b == b'-')
-        .ok_or_else(|| ProcError::malformed(FILE, "address range without '-'"))?;
+    let dash =
+        range.iter().position(|&b| b == b'-').ok_or_else(|| ProcError::malformed(FILE, "address range without '-'"))?;
     let start = hex(&range[..dash], "start address")?;
     let end = hex(&range[dash + 1..], "end address")?;
     if start >= end || !start.is_multiple_of(PAGE_SIZE) || !end.is_multiple_of(PAGE_SIZE) {
         return Err(ProcError::malformed(FILE, format!("bad range {start:#x}-{end:#x}")));
     }
-    let perms = MapPerms::parse(perms_b).ok_or_else(|| {
-        ProcError::malformed(FILE, format!("bad perms {:?}", String::from_utf8_lossy(perms_b)))
-    })?;
+    let perms = MapPerms::parse(perms_b)
+        .ok_or_else(|| ProcError::malformed(FILE, format!("bad perms {:?}", String::from_utf8_lossy(perms_b))))?;
     let offset = hex(offset_b, "offset")?;
-    let colon = dev_b
-        .iter()
-        .position(|&b| b == b':')
-        .ok_or_else(|| ProcError::malformed(FILE, "device without ':'"))?;
+    let colon =
+        dev_b.iter().position(|&b| b == b':').ok_or_else(|| ProcError::malformed(FILE, "device without ':'"))?;
     let dev_major = u32::try_from(hex(&dev_b[..colon], "device major")?)
         .map_err(|_| ProcError::malformed(FILE, "device major too large"))?;
     let dev_minor = u32::try_from(hex(&dev_b[colon + 1..], "device minor")?)
         .map_err(|_| ProcError::malformed(FILE, "device minor too large"))?;
-    let inode = std::str::from_utf8(inode_b)
-        .ok()
-        .filter(|s| !s.starts_with('+'))
-        .and_then(|s| s.parse::<u64>().ok())
-        .ok_or_else(|| {
-            ProcError::malformed(FILE, format!("bad inode {:?}", String::from_utf8_lossy(inode_b)))
-        })?;
+    let inode =
+        std::str::from_utf8(inode_b)
+            .ok()
+            .filter(|s| !s.starts_with('+'))
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(|| ProcError::malformed(FILE, format!("bad inode {:?}", String::from_utf8_lossy(inode_b))))?;
 
     // The path starts after the padding; kernel paths never begin with a space.
     let start_of_path = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());

@@ -87,9 +87,7 @@ pub fn loginuid(pid: Pid) -> Result<Option<u32>> {
 
 /// Parses `ns_last_pid`.
 pub fn parse_ns_last_pid(text: &str) -> Result<Pid> {
-    num::dec_i32(NS_LAST_PID, "ns_last_pid", text.trim())
-        .map(Pid)
-        .map_err(ProcError::into_global)
+    num::dec_i32(NS_LAST_PID, "ns_last_pid", text.trim()).map(Pid).map_err(ProcError::into_global)
 }
 
 /// Reads `/proc/sys/kernel/ns_last_pid`.

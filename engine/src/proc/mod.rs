@@ -73,24 +73,12 @@ impl ProcError {
 
     /// An I/O error on `/proc/<pid>/<file>`.
     pub fn io(pid: Pid, file: impl Into<String>, err: io::Error) -> Self {
-        ProcError {
-            pid: Some(pid),
-            file: file.into(),
-            global: false,
-            line: None,
-            kind: ProcErrorKind::Io(err),
-        }
+        ProcError { pid: Some(pid), file: file.into(), global: false, line: None, kind: ProcErrorKind::Io(err) }
     }
 
     /// An I/O error on a file not below a pid directory (`/proc/<file>`).
     pub fn io_global(file: impl Into<String>, err: io::Error) -> Self {
-        ProcError {
-            pid: None,
-            file: file.into(),
-            global: true,
-            line: None,
-            kind: ProcErrorKind::Io(err),
-        }
+        ProcError { pid: None, file: file.into(), global: true, line: None, kind: ProcErrorKind::Io(err) }
     }
 
     /// Marks the error as concerning `/proc/<file>` rather than a pid's file.

@@ -144,8 +144,7 @@ impl Pagemap {
     /// both only if the kernel returned fewer (end of the address space).
     pub fn read_range(&mut self, start: u64, end: u64, out: &mut [u64]) -> Result<usize> {
         if !start.is_multiple_of(PAGE_SIZE) || !end.is_multiple_of(PAGE_SIZE) || end < start {
-            return Err(ProcError::malformed(FILE, format!("bad range {start:#x}-{end:#x}"))
-                .with_pid(self.pid));
+            return Err(ProcError::malformed(FILE, format!("bad range {start:#x}-{end:#x}")).with_pid(self.pid));
         }
         let pages = ((end - start) / PAGE_SIZE).min(out.len() as u64) as usize;
         let out = &mut out[..pages];

@@ -305,8 +305,8 @@ pub fn parse_rollup(bytes: &[u8]) -> Result<SmapsRollup> {
     }
     let mut fields = BTreeMap::new();
     for (i, line) in it {
-        let (k, v) = field_line(line)
-            .ok_or_else(|| ProcError::malformed(ROLLUP, "not a 'Key: value' line").at_line(i + 1))?;
+        let (k, v) =
+            field_line(line).ok_or_else(|| ProcError::malformed(ROLLUP, "not a 'Key: value' line").at_line(i + 1))?;
         let k = text(k, ROLLUP).map_err(|e| e.at_line(i + 1))?;
         let v = text(v, ROLLUP).map_err(|e| e.at_line(i + 1))?;
         match value(&v) {

@@ -214,19 +214,13 @@ impl Stat {
 
 /// Parses the content of a `stat` file.
 pub fn parse(bytes: &[u8]) -> Result<Stat> {
-    let open = bytes
-        .iter()
-        .position(|&b| b == b'(')
-        .ok_or_else(|| ProcError::malformed(FILE, "no '(' before comm"))?;
-    let close = bytes
-        .iter()
-        .rposition(|&b| b == b')')
-        .ok_or_else(|| ProcError::malformed(FILE, "no ')' after comm"))?;
+    let open = bytes.iter().position(|&b| b == b'(').ok_or_else(|| ProcError::malformed(FILE, "no '(' before comm"))?;
+    let close =
+        bytes.iter().rposition(|&b| b == b')').ok_or_else(|| ProcError::malformed(FILE, "no ')' after comm"))?;
     if close < open {
         return Err(ProcError::malformed(FILE, "')' before '('"));
     }
-    let head = std::str::from_utf8(&bytes[..open])
-        .map_err(|_| ProcError::malformed(FILE, "pid is not ASCII"))?;
+    let head = std::str::from_utf8(&bytes[..open]).map_err(|_| ProcError::malformed(FILE, "pid is not ASCII"))?;
     let pid = num::dec_i32(FILE, "pid", head.trim_end())?;
     let comm = bytes[open + 1..close].to_vec();
     let tail = std::str::from_utf8(&bytes[close + 1..])
@@ -356,9 +350,7 @@ impl<'a> Fields<'a> {
     fn next(&mut self, name: &str) -> Result<&'a str> {
         self.n += 1;
         let n = self.n;
-        self.it
-            .next()
-            .ok_or_else(|| ProcError::malformed(FILE, format!("truncated: field ({n}) {name} missing")))
+        self.it.next().ok_or_else(|| ProcError::malformed(FILE, format!("truncated: field ({n}) {name} missing")))
     }
     fn u64(&mut self, name: &str) -> Result<u64> {
         let v = self.next(name)?;

@@ -159,17 +159,13 @@ pub struct Status {
 
 fn ids<T: std::str::FromStr>(key: &str, v: &str) -> Result<Vec<T>> {
     v.split_ascii_whitespace()
-        .map(|x| {
-            x.parse::<T>()
-                .map_err(|_| ProcError::malformed(FILE, format!("field {key}: bad id {x:?}")))
-        })
+        .map(|x| x.parse::<T>().map_err(|_| ProcError::malformed(FILE, format!("field {key}: bad id {x:?}"))))
         .collect()
 }
 
 fn four_ids(key: &str, v: &str) -> Result<[u32; 4]> {
     let l: Vec<u32> = ids(key, v)?;
-    <[u32; 4]>::try_from(l)
-        .map_err(|_| ProcError::malformed(FILE, format!("field {key}: want 4 ids, got {v:?}")))
+    <[u32; 4]>::try_from(l).map_err(|_| ProcError::malformed(FILE, format!("field {key}: want 4 ids, got {v:?}")))
 }
 
 fn kb(key: &str, v: &str) -> Result<u64> {
@@ -221,9 +217,8 @@ pub fn parse(text: &str) -> Result<Status> {
         if line.is_empty() {
             continue;
         }
-        let (key, raw) = line
-            .split_once(':')
-            .ok_or_else(|| ProcError::malformed(FILE, "line without ':'").at_line(lineno))?;
+        let (key, raw) =
+            line.split_once(':').ok_or_else(|| ProcError::malformed(FILE, "line without ':'").at_line(lineno))?;
         let v = raw.trim();
         let r: Result<()> = (|| {
             match key {
@@ -253,9 +248,8 @@ pub fn parse(text: &str) -> Result<Status> {
                 "NSpgid" => ns_pgid = ids(key, v)?,
                 "NSsid" => ns_sid = ids(key, v)?,
                 "Kthread" => kthread = Some(flag(key, v)?),
-                "VmPeak" | "VmSize" | "VmLck" | "VmPin" | "VmHWM" | "VmRSS" | "RssAnon"
-                | "RssFile" | "RssShmem" | "VmData" | "VmStk" | "VmExe" | "VmLib" | "VmPTE"
-                | "VmSwap" | "HugetlbPages" => {
+                "VmPeak" | "VmSize" | "VmLck" | "VmPin" | "VmHWM" | "VmRSS" | "RssAnon" | "RssFile" | "RssShmem"
+                | "VmData" | "VmStk" | "VmExe" | "VmLib" | "VmPTE" | "VmSwap" | "HugetlbPages" => {
                     let n = kb(key, v)?;
                     let u = vm.get_or_insert_with(VmUsage::default);
                     let slot = match key {
@@ -280,23 +274,19 @@ pub fn parse(text: &str) -> Result<Status> {
                 }
                 "Threads" => threads = Some(num::dec_u64(FILE, key, v)?),
                 "SigQ" => {
-                    let (a, b) = v.split_once('/').ok_or_else(|| {
-                        ProcError::malformed(FILE, format!("field SigQ: want n/limit, got {v:?}"))
-                    })?;
+                    let (a, b) = v
+                        .split_once('/')
+                        .ok_or_else(|| ProcError::malformed(FILE, format!("field SigQ: want n/limit, got {v:?}")))?;
                     sig_queued = Some((num::dec_u64(FILE, key, a)?, num::dec_u64(FILE, key, b)?));
                 }
                 "SigPnd" | "ShdPnd" | "SigBlk" | "SigIgn" | "SigCgt" => {
-                    let i = ["SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt"]
-                        .iter()
-                        .position(|k| *k == key)
-                        .unwrap_or(0);
+                    let i =
+                        ["SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt"].iter().position(|k| *k == key).unwrap_or(0);
                     sigs[i] = Some(num::hex_u64(FILE, key, v)?);
                 }
                 "CapInh" | "CapPrm" | "CapEff" | "CapBnd" | "CapAmb" => {
-                    let i = ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"]
-                        .iter()
-                        .position(|k| *k == key)
-                        .unwrap_or(0);
+                    let i =
+                        ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"].iter().position(|k| *k == key).unwrap_or(0);
                     caps[i] = Some(num::hex_u64(FILE, key, v)?);
                 }
                 "NoNewPrivs" => no_new_privs = Some(flag(key, v)?),
@@ -304,14 +294,16 @@ pub fn parse(text: &str) -> Result<Status> {
                 "Seccomp_filters" => seccomp_filters = Some(num::dec_u32(FILE, key, v)?),
                 "Speculation_Store_Bypass" => ssb = Some(v.to_string()),
                 "Cpus_allowed_list" => {
-                    cpus_allowed = Some(parse_id_list(v).map_err(|w| {
-                        ProcError::malformed(FILE, format!("field Cpus_allowed_list: {w}"))
-                    })?)
+                    cpus_allowed = Some(
+                        parse_id_list(v)
+                            .map_err(|w| ProcError::malformed(FILE, format!("field Cpus_allowed_list: {w}")))?,
+                    )
                 }
                 "Mems_allowed_list" => {
-                    mems_allowed = Some(parse_id_list(v).map_err(|w| {
-                        ProcError::malformed(FILE, format!("field Mems_allowed_list: {w}"))
-                    })?)
+                    mems_allowed = Some(
+                        parse_id_list(v)
+                            .map_err(|w| ProcError::malformed(FILE, format!("field Mems_allowed_list: {w}")))?,
+                    )
                 }
                 "voluntary_ctxt_switches" => vcs = Some(num::dec_u64(FILE, key, v)?),
                 "nonvoluntary_ctxt_switches" => nvcs = Some(num::dec_u64(FILE, key, v)?),

@@ -27,10 +27,7 @@ fn parse_pid(file: &str, s: &str) -> Result<Pid> {
 /// Parses a `children` file: pids separated by spaces (with a trailing
 /// space), possibly empty.
 pub fn parse_children(text: &str) -> Result<Vec<Pid>> {
-    let mut v = text
-        .split_ascii_whitespace()
-        .map(|s| parse_pid("children", s))
-        .collect::<Result<Vec<_>>>()?;
+    let mut v = text.split_ascii_whitespace().map(|s| parse_pid("children", s)).collect::<Result<Vec<_>>>()?;
     v.sort_unstable();
     v.dedup();
     Ok(v)
@@ -53,10 +50,8 @@ pub fn threads(pid: Pid) -> Result<Vec<Pid>> {
     for ent in rd {
         let ent = ent.map_err(|e| ProcError::io(pid, "task", e))?;
         let name = ent.file_name();
-        let name = name
-            .to_str()
-            .ok_or_else(|| ProcError::malformed("task", "non-UTF-8 entry").with_pid(pid))?
-            .to_string();
+        let name =
+            name.to_str().ok_or_else(|| ProcError::malformed("task", "non-UTF-8 entry").with_pid(pid))?.to_string();
         names.push(name);
     }
     parse_tids(names.iter().map(String::as_str)).map_err(|e| e.with_pid(pid))

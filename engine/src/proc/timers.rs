@@ -88,26 +88,23 @@ pub fn parse(text: &str) -> Result<Vec<PosixTimer>> {
 
         let (i, v) = value(it.next(), "signal")?;
         let at = |e: ProcError| e.at_line(i + 1);
-        let (sig, ptr) = v
-            .split_once('/')
-            .ok_or_else(|| at(ProcError::malformed(FILE, "signal: want signo/pointer")))?;
+        let (sig, ptr) =
+            v.split_once('/').ok_or_else(|| at(ProcError::malformed(FILE, "signal: want signo/pointer")))?;
         let signo = num::dec_i32(FILE, "signal", sig).map_err(at)?;
         let sival_ptr = num::hex_u64(FILE, "signal", ptr).map_err(at)?;
 
         let (i, v) = value(it.next(), "notify")?;
         let at = |e: ProcError| e.at_line(i + 1);
-        let (kind, rest) = v
-            .split_once('/')
-            .ok_or_else(|| at(ProcError::malformed(FILE, "notify: want kind/pid.N")))?;
+        let (kind, rest) =
+            v.split_once('/').ok_or_else(|| at(ProcError::malformed(FILE, "notify: want kind/pid.N")))?;
         let notify = match kind {
             "signal" => NotifyKind::Signal,
             "none" => NotifyKind::None,
             "thread" => NotifyKind::Thread,
             _ => return Err(at(ProcError::malformed(FILE, format!("notify: unknown kind {kind:?}")))),
         };
-        let (who, n) = rest
-            .split_once('.')
-            .ok_or_else(|| at(ProcError::malformed(FILE, "notify: want pid.N or tid.N")))?;
+        let (who, n) =
+            rest.split_once('.').ok_or_else(|| at(ProcError::malformed(FILE, "notify: want pid.N or tid.N")))?;
         let thread_id_target = match who {
             "pid" => false,
             "tid" => true,

@@ -80,13 +80,21 @@ fn read_images(dir: &ImageDirReader, pid: Pid) -> Result<TaskImages> {
         return Err(Error::new(format!("pid {pid} is not in the images (they hold {pids:?})")));
     };
     if tree.len() > 1 {
-        return Err(Error::new(format!("the images hold a tree of {} tasks: restoring trees is not supported yet", tree.len())));
+        return Err(Error::new(format!(
+            "the images hold a tree of {} tasks: restoring trees is not supported yet",
+            tree.len()
+        )));
     }
     if pstree.threads.len() > 1 {
         return Err(Error::task(pid, "multi-threaded restore is not supported yet"));
     }
     let id = Some(pid.0 as u32);
-    let (core, ()) = dir.open_image::<kinds::Core>(id).map_err(e("core"))?.collect_entries().map(|(h, _)| (h, ())).map_err(e("core"))?;
+    let (core, ()) = dir
+        .open_image::<kinds::Core>(id)
+        .map_err(e("core"))?
+        .collect_entries()
+        .map(|(h, _)| (h, ()))
+        .map_err(e("core"))?;
     let (mm, vmas) = dir.open_image::<kinds::Mm>(id).map_err(e("mm"))?.collect_entries().map_err(e("mm"))?;
     let (pagemap_head, pagemap) =
         dir.open_image::<kinds::Pagemap>(id).map_err(e("pagemap"))?.collect_entries().map_err(e("pagemap"))?;
@@ -215,7 +223,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     b.plan.region_start = region;
     b.plan.region_end = region + region_size;
     let arena = b.finish();
-    let mut image = blobs::relocate(blobs::restorer::IMAGE, blobs::restorer::MEM_SIZE, blobs::restorer::RELOCS, region).bytes;
+    let mut image =
+        blobs::relocate(blobs::restorer::IMAGE, blobs::restorer::MEM_SIZE, blobs::restorer::RELOCS, region).bytes;
     image.resize(plan_off as usize, 0);
     image.extend_from_slice(&arena);
     let plan_addr = region + plan_off;
@@ -377,7 +386,8 @@ fn finish(pid: Pid, mut t: Tracee, go: &OwnedFd, ti: &TaskImages, plan_addr: u64
     let trap = plan.region_start + blobs::restorer::TRAP as u64 + 1;
     let f = plan.failure;
     if regs.rip != trap || f.ret < 0 {
-        let errno = if f.ret < 0 { Errno::new(-f.ret as i32).to_string() } else { format!("stopped at {:#x}", regs.rip) };
+        let errno =
+            if f.ret < 0 { Errno::new(-f.ret as i32).to_string() } else { format!("stopped at {:#x}", regs.rip) };
         return Err(Error::task(
             pid,
             format!("restorer failed at step '{}' (detail {:#x}): {errno}", rp::Step::name(f.step), f.detail),
@@ -396,12 +406,20 @@ fn finish(pid: Pid, mut t: Tracee, go: &OwnedFd, ti: &TaskImages, plan_addr: u64
             let act = [a.handler, a.flags.bits(), a.restorer, a.mask];
             let bytes: Vec<u8> = act.iter().flat_map(|w| w.to_ne_bytes()).collect();
             crate::sys::process_vm::write_all(pid, plan_addr, &bytes).ctx(pid, "write SIGTRAP action")?;
-            let r = t.remote_syscall_ok(Sysno::rt_sigaction, [SIGTRAP as u64, plan_addr, 0, 8, 0, 0], "restore SIGTRAP action");
+            let r = t.remote_syscall_ok(
+                Sysno::rt_sigaction,
+                [SIGTRAP as u64, plan_addr, 0, 8, 0, 0],
+                "restore SIGTRAP action",
+            );
             r.ctx(pid, "restore the SIGTRAP action")?;
         }
     }
-    t.remote_syscall_ok(Sysno::munmap, [plan.region_start, plan.region_end - plan.region_start, 0, 0, 0, 0], "unmap the restorer")
-        .ctx(pid, "unmap the restorer")?;
+    t.remote_syscall_ok(
+        Sysno::munmap,
+        [plan.region_start, plan.region_end - plan.region_start, 0, 0, 0, 0],
+        "unmap the restorer",
+    )
+    .ctx(pid, "unmap the restorer")?;
     ptrace::set_regset(pid, NT_X86_XSTATE, &ti.core.thread.xsave.area).ctx(pid, "PTRACE_SETREGSET NT_X86_XSTATE")?;
     t.set_sigmask(ti.core.thread.sigmask).ctx(pid, "PTRACE_SETSIGMASK")?;
     t.detach().ctx(pid, "detach")?;

@@ -7,9 +7,9 @@ use super::{Errno, Pid, Result, Sysno};
 use linux_raw_sys::ptrace as lp;
 
 pub use lp::{
-    PTRACE_EVENT_CLONE, PTRACE_EVENT_EXEC, PTRACE_EVENT_EXIT, PTRACE_EVENT_FORK, PTRACE_EVENT_STOP,
-    PTRACE_EVENT_VFORK, PTRACE_O_EXITKILL, PTRACE_O_TRACECLONE, PTRACE_O_TRACEEXEC,
-    PTRACE_O_TRACEEXIT, PTRACE_O_TRACEFORK, PTRACE_O_TRACESYSGOOD, PTRACE_O_TRACEVFORK,
+    PTRACE_EVENT_CLONE, PTRACE_EVENT_EXEC, PTRACE_EVENT_EXIT, PTRACE_EVENT_FORK, PTRACE_EVENT_STOP, PTRACE_EVENT_VFORK,
+    PTRACE_O_EXITKILL, PTRACE_O_TRACECLONE, PTRACE_O_TRACEEXEC, PTRACE_O_TRACEEXIT, PTRACE_O_TRACEFORK,
+    PTRACE_O_TRACESYSGOOD, PTRACE_O_TRACEVFORK,
 };
 
 /// NT_PRSTATUS: the general registers regset.
@@ -101,9 +101,7 @@ struct PeekSigInfoArgs {
     flags: u32,
     nr: i32,
 }
-const _: () = assert!(
-    core::mem::size_of::<PeekSigInfoArgs>() == core::mem::size_of::<lp::ptrace_peeksiginfo_args>()
-);
+const _: () = assert!(core::mem::size_of::<PeekSigInfoArgs>() == core::mem::size_of::<lp::ptrace_peeksiginfo_args>());
 
 #[repr(C)]
 struct IoVec {
@@ -212,9 +210,7 @@ pub fn set_siginfo(pid: Pid, si: &SigInfo) -> Result<()> {
 pub fn peek_siginfo(pid: Pid, off: u64, flags: u32, out: &mut [SigInfo]) -> Result<usize> {
     let args = PeekSigInfoArgs { off, flags, nr: out.len().min(i32::MAX as usize) as i32 };
     // SAFETY: the kernel writes at most args.nr siginfo_t entries to out.
-    unsafe {
-        ptrace(lp::PTRACE_PEEKSIGINFO, pid, &args as *const PeekSigInfoArgs as usize, out.as_mut_ptr() as usize)
-    }
+    unsafe { ptrace(lp::PTRACE_PEEKSIGINFO, pid, &args as *const PeekSigInfoArgs as usize, out.as_mut_ptr() as usize) }
 }
 
 /// Reads a whole queue (per-thread or shared) with PTRACE_PEEKSIGINFO.

@@ -92,14 +92,7 @@ pub fn waitid(idtype: i32, id: i32, options: i32) -> Result<Option<WaitIdInfo>> 
     let mut si = super::ptrace::SigInfo::default();
     // SAFETY: the kernel writes one siginfo_t; rusage is NULL.
     super::retry_eintr(|| unsafe {
-        syscalls::syscall5(
-            Sysno::waitid,
-            idtype as usize,
-            id as usize,
-            &mut si as *mut _ as usize,
-            options as usize,
-            0,
-        )
+        syscalls::syscall5(Sysno::waitid, idtype as usize, id as usize, &mut si as *mut _ as usize, options as usize, 0)
     })?;
     let pid = si.pid();
     if pid == 0 {

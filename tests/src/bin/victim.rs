@@ -104,7 +104,11 @@ fn main() {
             let mut buf = [0u8; 256];
             // SAFETY: reading into a local buffer.
             let n = unsafe { libc::read(0, buf.as_mut_ptr() as *mut _, buf.len()) };
-            let got = if n > 0 { String::from_utf8_lossy(&buf[..n as usize]).trim_end().to_string() } else { format!("error {n}") };
+            let got = if n > 0 {
+                String::from_utf8_lossy(&buf[..n as usize]).trim_end().to_string()
+            } else {
+                format!("error {n}")
+            };
             writeln!(out, "got {got}").unwrap();
         }
         "ticker" => ticker(&args[2..]),
@@ -156,7 +160,8 @@ fn ticker(args: &[String]) {
         writeln!(f, "tick {ticks}").unwrap();
         if USR1.swap(false, Ordering::SeqCst) {
             let ok = mem.iter().enumerate().all(|(i, &w)| w == seed(i));
-            writeln!(f, "status pid={} ticks={ticks} mem={}", std::process::id(), if ok { "ok" } else { "bad" }).unwrap();
+            writeln!(f, "status pid={} ticks={ticks} mem={}", std::process::id(), if ok { "ok" } else { "bad" })
+                .unwrap();
         }
     }
 }
