@@ -1,0 +1,121 @@
+//! The `crtools` binary end to end: exit codes, messages, and a real
+//! dump/restore of a plain system program (`sleep`).
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CRTOOLS: &str = env!("CARGO_BIN_EXE_crtools");
+
+fn crtools(args: &[&str]) -> std::process::Output {
+    Command::new(CRTOOLS).args(args).stdin(Stdio::null()).output().expect("run crtools")
+}
+
+fn tmpdir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("crtools-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// `sleep SECS` in its own session with stdio on /dev/null.
+fn sleeper(secs: &str) -> std::process::Child {
+    let mut cmd = Command::new("sleep");
+    cmd.arg(secs).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: setsid and close_range are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            // Nothing inherited from whoever runs the tests (pipes are not dumpable yet).
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    cmd.spawn().expect("start sleep")
+}
+
+fn state(pid: i32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next())
+}
+
+fn subreaper() {
+    // SAFETY: prctl with integer arguments; restored tasks re-parent to us.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+}
+
+fn kill_reap(pid: i32) {
+    // SAFETY: signalling and reaping a process this test restored.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+}
+
+#[test]
+fn check_says_looks_good() {
+    let out = crtools(&["check"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.trim_end().ends_with("Looks good."), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("soft-dirty") && l.contains("missing")), "{text}");
+}
+
+#[test]
+fn restore_of_a_missing_dir_is_one_clear_error() {
+    let out = crtools(&["restore", "-D", "/nonexistent-crtools-dir", "-t", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("crtools: error: ") && err.contains("/nonexistent-crtools-dir"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn dump_of_a_missing_pid_fails() {
+    let dir = tmpdir("nopid");
+    let out = crtools(&["dump", "-D", dir.to_str().unwrap(), "-t", "2147483000"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2147483000"));
+}
+
+#[test]
+fn sleep_is_dumped_restored_detached_and_keeps_sleeping() {
+    subreaper();
+    let dir = tmpdir("sleep");
+    let mut child = sleeper("1000");
+    let pid = child.id() as i32;
+    std::thread::sleep(Duration::from_millis(200));
+    let out = crtools(&["dump", "-D", dir.to_str().unwrap(), "-t", &pid.to_string()]);
+    assert!(out.status.success(), "dump: {}", String::from_utf8_lossy(&out.stderr));
+    let _ = child.wait();
+    let out = crtools(&["restore", "-d", "-D", dir.to_str().unwrap(), "-t", &pid.to_string()]);
+    assert!(out.status.success(), "restore: {}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_millis(300));
+    let st = state(pid);
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    kill_reap(pid);
+    assert_eq!(st, Some('S'), "restored sleep is sleeping");
+    assert_eq!(comm.trim(), "sleep");
+    let shown = crtools(&["show", "-D", dir.to_str().unwrap()]);
+    assert!(shown.status.success());
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("PROT_READ") && text.contains("sleep"), "{text}");
+    let json = crtools(&["show", "--json", "-f", dir.join("pstree.img").to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&json.stdout).contains(&format!("\"pid\":{pid}")), "{}", String::from_utf8_lossy(&json.stdout));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn restore_without_detach_waits_and_returns_the_exit_status() {
+    subreaper();
+    let dir = tmpdir("wait");
+    let mut child = sleeper("2");
+    let pid = child.id() as i32;
+    std::thread::sleep(Duration::from_millis(300));
+    let out = crtools(&["dump", "-D", dir.to_str().unwrap(), "-t", &pid.to_string()]);
+    assert!(out.status.success(), "dump: {}", String::from_utf8_lossy(&out.stderr));
+    let _ = child.wait();
+    let t = Instant::now();
+    let out = crtools(&["restore", "-D", dir.to_str().unwrap(), "-t", &pid.to_string()]);
+    assert!(out.status.success(), "restore: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(t.elapsed() >= Duration::from_millis(500), "restore returned before sleep finished");
+    let _ = std::fs::remove_dir_all(&dir);
+}
