@@ -1,0 +1,765 @@
+//! Victim for the task-state dump/restore tests (tests/tests/dr_task.rs).
+//!
+//! `victim_task LOG FEATURE[,FEATURE...] [ARG]`
+//!
+//! Becomes a session leader, points stdio at /dev/null, closes every
+//! inherited descriptor above 2, sets up the state of each feature, appends
+//! "ready PID [extra words]" to LOG and then loops. Commands arrive as
+//! signals:
+//! - SIGUSR1: check every feature and append one line
+//!   `check N verdict=ok|bad key=value ...` (a key whose value starts with
+//!   `bad` made the verdict bad);
+//! - SIGTERM: append "exiting" and exit with code 42.
+//!
+//! Features:
+//! - `sleep`: (ARG = milliseconds) sleeps once in nanosleep right after
+//!   "ready", then appends `slept r=R errno=E ms=ELAPSED want=ARG`;
+//! - `sigact`: SIGHUP handler (SA_SIGINFO|SA_RESTART, mask {SIGINT,SIGQUIT});
+//!   the check compares sigaction() with what it was at setup and reports
+//!   the siginfo of the last SIGHUP as `hup=signo:code:pid:value`;
+//! - `altstack`: a sigaltstack and a SIGWINCH handler with SA_ONSTACK; the
+//!   check compares sigaltstack() with the setup and reports whether the
+//!   last SIGWINCH handler ran on the stack (`onstack=yes|bad...|none`);
+//! - `pending`: SIGUSR2 and SIGRTMIN+2 blocked, SIGUSR2 queued once (value
+//!   111) and SIGRTMIN+2 twice (222, 333) with sigqueue; the first check
+//!   verifies both are pending, unblocks them and reports the values the
+//!   handlers saw (`usr2=111 rt=222,333`);
+//! - `timers`: ITIMER_REAL every 10 ms (SIGALRM counter) and a periodic
+//!   CLOCK_MONOTONIC POSIX timer (SIGRTMIN+4, value 0xabc) whose id is not 0
+//!   (a first timer is created and deleted); the check reports both
+//!   counters, the timer id and timer_gettime on it;
+//! - `files`: (ARG = a directory) files with known flags, offsets and
+//!   numbers, fd 100, a dup pair, /dev/null and a directory descriptor;
+//! - `limits`: lowered RLIMIT_NOFILE and RLIMIT_CORE (soft and hard), umask
+//!   027, cwd (ARG = a directory, or /) and the name `vt-limits`;
+//! - `pipe`: a pipe (an unsupported descriptor kind); its fds are the extra
+//!   words of "ready".
+//!
+//! Every check also verifies a memory buffer and that a counter kept in the
+//! main loop kept counting (`mem=ok loop=ok`).
+use std::ffi::CString;
+use std::fs::File;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering::SeqCst};
+
+static USR1: AtomicBool = AtomicBool::new(false);
+static TERM: AtomicBool = AtomicBool::new(false);
+
+static HUP_SIGNO: AtomicI32 = AtomicI32::new(0);
+static HUP_CODE: AtomicI32 = AtomicI32::new(0);
+static HUP_PID: AtomicI32 = AtomicI32::new(0);
+static HUP_VALUE: AtomicU64 = AtomicU64::new(0);
+
+static ALT_LO: AtomicUsize = AtomicUsize::new(0);
+static ALT_HI: AtomicUsize = AtomicUsize::new(0);
+/// Address of a local of the last SIGWINCH handler run (0: none).
+static WINCH_LOCAL: AtomicUsize = AtomicUsize::new(0);
+static WINCH_SS_FLAGS: AtomicI32 = AtomicI32::new(-1);
+
+static USR2_VALUES: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+static USR2_N: AtomicUsize = AtomicUsize::new(0);
+static RT_VALUES: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+static RT_N: AtomicUsize = AtomicUsize::new(0);
+
+static ALRM_N: AtomicU64 = AtomicU64::new(0);
+static PTIMER_N: AtomicU64 = AtomicU64::new(0);
+static PTIMER_BAD: AtomicU64 = AtomicU64::new(0);
+static PTIMER_ID: AtomicI32 = AtomicI32::new(-1);
+
+fn sigrtmin() -> i32 {
+    libc::SIGRTMIN()
+}
+
+fn si_value(info: *const libc::siginfo_t) -> u64 {
+    // SAFETY: the kernel passed a valid siginfo; si_value is valid for
+    // SI_QUEUE and SI_TIMER, the only codes the callers look at.
+    unsafe { (*info).si_value().sival_ptr as u64 }
+}
+
+extern "C" fn on_flag(sig: i32) {
+    match sig {
+        libc::SIGUSR1 => USR1.store(true, SeqCst),
+        libc::SIGTERM => TERM.store(true, SeqCst),
+        libc::SIGALRM => {
+            ALRM_N.fetch_add(1, SeqCst);
+        }
+        _ => {}
+    }
+}
+
+extern "C" fn on_hup(sig: i32, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: valid siginfo from the kernel.
+    let (code, pid) = unsafe { ((*info).si_code, (*info).si_pid()) };
+    HUP_SIGNO.store(sig, SeqCst);
+    HUP_CODE.store(code, SeqCst);
+    HUP_PID.store(pid, SeqCst);
+    HUP_VALUE.store(si_value(info), SeqCst);
+}
+
+extern "C" fn on_winch(_: i32, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let local = 0u8;
+    let mut ss: libc::stack_t = libc::stack_t { ss_sp: std::ptr::null_mut(), ss_flags: 0, ss_size: 0 };
+    // SAFETY: querying only.
+    unsafe { libc::sigaltstack(std::ptr::null(), &mut ss) };
+    WINCH_SS_FLAGS.store(ss.ss_flags, SeqCst);
+    WINCH_LOCAL.store(std::hint::black_box(&local) as *const u8 as usize, SeqCst);
+}
+
+extern "C" fn on_queued(sig: i32, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let v = si_value(info);
+    let (vals, n) = if sig == libc::SIGUSR2 { (&USR2_VALUES, &USR2_N) } else { (&RT_VALUES, &RT_N) };
+    let i = n.fetch_add(1, SeqCst);
+    if i < vals.len() {
+        vals[i].store(v, SeqCst);
+    }
+}
+
+extern "C" fn on_ptimer(_: i32, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: valid siginfo from the kernel.
+    let code = unsafe { (*info).si_code };
+    if code != libc::SI_TIMER || si_value(info) != 0xabc {
+        PTIMER_BAD.fetch_add(1, SeqCst);
+    }
+    PTIMER_N.fetch_add(1, SeqCst);
+}
+
+fn install(sig: i32, handler: usize, flags: i32, mask: &[i32]) {
+    // SAFETY: zeroed sigaction filled in field by field.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler;
+        sa.sa_flags = flags;
+        libc::sigemptyset(&mut sa.sa_mask);
+        for &s in mask {
+            libc::sigaddset(&mut sa.sa_mask, s);
+        }
+        assert_eq!(libc::sigaction(sig, &sa, std::ptr::null_mut()), 0, "sigaction {sig}");
+    }
+}
+
+fn query_action(sig: i32) -> (usize, i32, Vec<i32>) {
+    // SAFETY: querying only.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut sa);
+        let mask = (1..65).filter(|&s| libc::sigismember(&sa.sa_mask, s) == 1).collect();
+        (sa.sa_sigaction, sa.sa_flags, mask)
+    }
+}
+
+fn sigset(sigs: &[i32]) -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in sigs {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn now() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+/// Result of one check item.
+struct Items(Vec<(String, String)>);
+
+impl Items {
+    fn put(&mut self, k: &str, v: impl Into<String>) {
+        self.0.push((k.to_string(), v.into()));
+    }
+    fn expect(&mut self, k: &str, ok: bool, detail: impl FnOnce() -> String) {
+        let v = if ok { "ok".to_string() } else { format!("bad:{}", detail().replace(' ', "_")) };
+        self.put(k, v);
+    }
+}
+
+struct SigAct {
+    expect: (usize, i32, Vec<i32>),
+}
+
+impl SigAct {
+    fn setup() -> SigAct {
+        install(
+            libc::SIGHUP,
+            on_hup as *const () as usize,
+            libc::SA_SIGINFO | libc::SA_RESTART,
+            &[libc::SIGINT, libc::SIGQUIT],
+        );
+        SigAct { expect: query_action(libc::SIGHUP) }
+    }
+    fn check(&self, it: &mut Items) {
+        let now = query_action(libc::SIGHUP);
+        let e = &self.expect;
+        it.expect("sigaction", now == *e, || format!("{now:x?}!={e:x?}"));
+        let flags_ok = e.1 & libc::SA_SIGINFO != 0 && e.1 & libc::SA_RESTART != 0;
+        it.expect("sa_flags", flags_ok, || format!("{:#x}", e.1));
+        it.expect("sa_mask", e.2 == [libc::SIGINT, libc::SIGQUIT], || format!("{:?}", e.2));
+        it.put(
+            "hup",
+            format!(
+                "{}:{}:{}:{}",
+                HUP_SIGNO.load(SeqCst),
+                HUP_CODE.load(SeqCst),
+                HUP_PID.load(SeqCst),
+                HUP_VALUE.load(SeqCst)
+            ),
+        );
+    }
+}
+
+struct AltStack {
+    sp: usize,
+    size: usize,
+}
+
+impl AltStack {
+    fn setup() -> AltStack {
+        let size = 64 * 1024;
+        let stack = Box::leak(vec![0u8; size].into_boxed_slice());
+        let sp = stack.as_mut_ptr() as usize;
+        ALT_LO.store(sp, SeqCst);
+        ALT_HI.store(sp + size, SeqCst);
+        let ss = libc::stack_t { ss_sp: sp as *mut _, ss_flags: 0, ss_size: size };
+        // SAFETY: the stack is leaked, so it lives forever.
+        assert_eq!(unsafe { libc::sigaltstack(&ss, std::ptr::null_mut()) }, 0);
+        install(libc::SIGWINCH, on_winch as *const () as usize, libc::SA_SIGINFO | libc::SA_ONSTACK, &[]);
+        AltStack { sp, size }
+    }
+    fn check(&self, it: &mut Items) {
+        let mut ss = libc::stack_t { ss_sp: std::ptr::null_mut(), ss_flags: -1, ss_size: 0 };
+        // SAFETY: querying only.
+        unsafe { libc::sigaltstack(std::ptr::null(), &mut ss) };
+        let same = ss.ss_sp as usize == self.sp && ss.ss_size == self.size && ss.ss_flags == 0;
+        it.expect("altstack", same, || {
+            format!("sp={:#x},size={},flags={}", ss.ss_sp as usize, ss.ss_size, ss.ss_flags)
+        });
+        let (h, f, _) = query_action(libc::SIGWINCH);
+        it.expect("winch_action", h == on_winch as *const () as usize && f & libc::SA_ONSTACK != 0, || {
+            format!("{h:#x}/{f:#x}")
+        });
+        let local = WINCH_LOCAL.load(SeqCst);
+        let v = if local == 0 {
+            "none".to_string()
+        } else if (self.sp..self.sp + self.size).contains(&local) && WINCH_SS_FLAGS.load(SeqCst) == libc::SS_ONSTACK {
+            "yes".to_string()
+        } else {
+            format!("bad:local={local:#x},flags={}", WINCH_SS_FLAGS.load(SeqCst))
+        };
+        it.put("onstack", v);
+    }
+}
+
+struct Pending {
+    unblocked: bool,
+}
+
+impl Pending {
+    fn setup() -> Pending {
+        let rt = sigrtmin() + 2;
+        let flags = libc::SA_SIGINFO | libc::SA_RESTART;
+        install(libc::SIGUSR2, on_queued as *const () as usize, flags, &[]);
+        install(rt, on_queued as *const () as usize, flags, &[]);
+        let set = sigset(&[libc::SIGUSR2, rt]);
+        // SAFETY: plain libc calls on valid arguments.
+        unsafe {
+            assert_eq!(libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()), 0);
+            let me = libc::getpid();
+            for (sig, v) in [(libc::SIGUSR2, 111usize), (rt, 222), (rt, 333)] {
+                let val = libc::sigval { sival_ptr: v as *mut _ };
+                assert_eq!(libc::sigqueue(me, sig, val), 0, "sigqueue {sig}");
+            }
+        }
+        Pending { unblocked: false }
+    }
+    fn check(&mut self, it: &mut Items) {
+        let rt = sigrtmin() + 2;
+        if !self.unblocked {
+            // SAFETY: querying only.
+            let (usr2, rtp) = unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigpending(&mut set);
+                (libc::sigismember(&set, libc::SIGUSR2) == 1, libc::sigismember(&set, rt) == 1)
+            };
+            it.expect("pending_before", usr2 && rtp, || format!("usr2={usr2},rt={rtp}"));
+            it.expect("delivered_before", USR2_N.load(SeqCst) == 0 && RT_N.load(SeqCst) == 0, || {
+                format!("usr2={},rt={}", USR2_N.load(SeqCst), RT_N.load(SeqCst))
+            });
+            let set = sigset(&[libc::SIGUSR2, rt]);
+            // SAFETY: plain libc call; the handlers run on return.
+            unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+            self.unblocked = true;
+        }
+        let list = |vals: &[AtomicU64; 4], n: &AtomicUsize| {
+            let n = n.load(SeqCst).min(4);
+            vals[..n].iter().map(|v| v.load(SeqCst).to_string()).collect::<Vec<_>>().join(",")
+        };
+        it.put("usr2", list(&USR2_VALUES, &USR2_N));
+        it.put("rt", list(&RT_VALUES, &RT_N));
+    }
+}
+
+struct Timers {
+    id: i32,
+}
+
+fn timer_gettime(id: i32) -> Result<[i64; 4], i32> {
+    let mut spec = [0i64; 4];
+    // SAFETY: raw timer_gettime with a 32-byte itimerspec buffer.
+    let r = unsafe { libc::syscall(libc::SYS_timer_gettime, id as libc::c_long, spec.as_mut_ptr()) };
+    if r == 0 {
+        Ok(spec)
+    } else {
+        Err(errno())
+    }
+}
+
+impl Timers {
+    fn setup() -> Timers {
+        let sig = sigrtmin() + 4;
+        install(libc::SIGALRM, on_flag as *const () as usize, libc::SA_RESTART, &[]);
+        install(sig, on_ptimer as *const () as usize, libc::SA_SIGINFO | libc::SA_RESTART, &[]);
+        // SAFETY: raw timer syscalls with correctly laid out arguments.
+        let id = unsafe {
+            let mut sev: libc::sigevent = std::mem::zeroed();
+            sev.sigev_notify = libc::SIGEV_SIGNAL;
+            sev.sigev_signo = sig;
+            sev.sigev_value = libc::sigval { sival_ptr: 0xabc as *mut _ };
+            let mut first: i32 = -1;
+            let r = libc::syscall(libc::SYS_timer_create, libc::CLOCK_MONOTONIC, &sev as *const _, &mut first);
+            assert_eq!(r, 0, "timer_create");
+            let mut id: i32 = -1;
+            let r = libc::syscall(libc::SYS_timer_create, libc::CLOCK_MONOTONIC, &sev as *const _, &mut id);
+            assert_eq!(r, 0, "timer_create");
+            assert_eq!(libc::syscall(libc::SYS_timer_delete, first as libc::c_long), 0);
+            // 10 ms period, first expiry after 10 ms.
+            let spec: [i64; 4] = [0, 10_000_000, 0, 10_000_000];
+            let r = libc::syscall(
+                libc::SYS_timer_settime,
+                id as libc::c_long,
+                0,
+                spec.as_ptr(),
+                std::ptr::null_mut::<i64>(),
+            );
+            assert_eq!(r, 0, "timer_settime");
+            let it = libc::itimerval {
+                it_interval: libc::timeval { tv_sec: 0, tv_usec: 10_000 },
+                it_value: libc::timeval { tv_sec: 0, tv_usec: 10_000 },
+            };
+            assert_eq!(libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()), 0);
+            id
+        };
+        PTIMER_ID.store(id, SeqCst);
+        Timers { id }
+    }
+    fn check(&self, it: &mut Items) {
+        it.put("alarms", ALRM_N.load(SeqCst).to_string());
+        it.put("ptimer", PTIMER_N.load(SeqCst).to_string());
+        it.expect("ptimer_info", PTIMER_BAD.load(SeqCst) == 0, || PTIMER_BAD.load(SeqCst).to_string());
+        it.put("timer_id", self.id.to_string());
+        match timer_gettime(self.id) {
+            Ok(s) => it.expect("timer_gettime", s[0] == 0 && s[1] == 10_000_000, || format!("{s:?}")),
+            Err(e) => it.put("timer_gettime", format!("bad:errno{e}")),
+        }
+        let mut v = libc::itimerval {
+            it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 },
+            it_value: libc::timeval { tv_sec: 0, tv_usec: 0 },
+        };
+        // SAFETY: querying only.
+        unsafe { libc::getitimer(libc::ITIMER_REAL, &mut v) };
+        it.expect("itimer_interval", v.it_interval.tv_sec == 0 && v.it_interval.tv_usec == 10_000, || {
+            format!("{}.{:06}", v.it_interval.tv_sec, v.it_interval.tv_usec)
+        });
+    }
+}
+
+/// One descriptor the `files` feature expects.
+struct FdExpect {
+    name: &'static str,
+    fd: i32,
+    path: String,
+    accmode: i32,
+    append: bool,
+    cloexec: bool,
+    /// Offset, or None for descriptors without a meaningful one.
+    pos: Option<i64>,
+}
+
+struct Files {
+    list: Vec<FdExpect>,
+    dup: (i32, i32),
+    dir_fd: i32,
+    dir: String,
+    app_fd: i32,
+    app_size: i64,
+}
+
+fn c(s: &str) -> CString {
+    CString::new(s).expect("no NUL")
+}
+
+fn open(path: &str, flags: i32) -> i32 {
+    // SAFETY: valid C string.
+    let fd = unsafe { libc::open(c(path).as_ptr(), flags, 0o600) };
+    assert!(fd >= 0, "open {path}: errno {}", errno());
+    fd
+}
+
+impl Files {
+    fn setup(dir: &str) -> Files {
+        let p = |n: &str| format!("{dir}/{n}");
+        std::fs::write(p("rw"), b"0123456789").unwrap();
+        std::fs::write(p("ro"), b"abcdefghij").unwrap();
+        std::fs::write(p("app"), b"start\n").unwrap();
+        std::fs::write(p("hundred"), b"HUNDRED-HUNDRED").unwrap();
+        std::fs::write(p("dup"), b"dupdupdupdup").unwrap();
+        let mut list = Vec::new();
+        // SAFETY: plain libc calls on descriptors this function opened.
+        unsafe {
+            let rw = open(&p("rw"), libc::O_RDWR);
+            libc::lseek(rw, 4, libc::SEEK_SET);
+            list.push(FdExpect {
+                name: "rw",
+                fd: rw,
+                path: p("rw"),
+                accmode: libc::O_RDWR,
+                append: false,
+                cloexec: false,
+                pos: Some(4),
+            });
+            let ro = open(&p("ro"), libc::O_RDONLY | libc::O_CLOEXEC);
+            let mut b = [0u8; 3];
+            assert_eq!(libc::read(ro, b.as_mut_ptr() as *mut _, 3), 3);
+            list.push(FdExpect {
+                name: "ro",
+                fd: ro,
+                path: p("ro"),
+                accmode: libc::O_RDONLY,
+                append: false,
+                cloexec: true,
+                pos: Some(3),
+            });
+            let app = open(&p("app"), libc::O_WRONLY | libc::O_APPEND);
+            assert_eq!(libc::write(app, b"x".as_ptr() as *const _, 1), 1);
+            list.push(FdExpect {
+                name: "app",
+                fd: app,
+                path: p("app"),
+                accmode: libc::O_WRONLY,
+                append: true,
+                cloexec: false,
+                pos: Some(7),
+            });
+            let h = open(&p("hundred"), libc::O_RDWR);
+            assert_eq!(libc::dup2(h, 100), 100);
+            libc::close(h);
+            libc::lseek(100, 7, libc::SEEK_SET);
+            list.push(FdExpect {
+                name: "fd100",
+                fd: 100,
+                path: p("hundred"),
+                accmode: libc::O_RDWR,
+                append: false,
+                cloexec: false,
+                pos: Some(7),
+            });
+            let d1 = open(&p("dup"), libc::O_RDWR);
+            let d2 = libc::dup(d1);
+            assert!(d2 >= 0);
+            libc::lseek(d1, 2, libc::SEEK_SET);
+            for (name, fd) in [("dup1", d1), ("dup2", d2)] {
+                list.push(FdExpect {
+                    name,
+                    fd,
+                    path: p("dup"),
+                    accmode: libc::O_RDWR,
+                    append: false,
+                    cloexec: false,
+                    pos: Some(2),
+                });
+            }
+            let null = open("/dev/null", libc::O_WRONLY | libc::O_CLOEXEC);
+            list.push(FdExpect {
+                name: "null",
+                fd: null,
+                path: "/dev/null".into(),
+                accmode: libc::O_WRONLY,
+                append: false,
+                cloexec: true,
+                pos: None,
+            });
+            let dfd = open(dir, libc::O_RDONLY | libc::O_DIRECTORY);
+            list.push(FdExpect {
+                name: "dir",
+                fd: dfd,
+                path: dir.to_string(),
+                accmode: libc::O_RDONLY,
+                append: false,
+                cloexec: false,
+                pos: None,
+            });
+            Files { list, dup: (d1, d2), dir_fd: dfd, dir: dir.to_string(), app_fd: app, app_size: 7 }
+        }
+    }
+
+    fn check(&self, it: &mut Items) {
+        for e in &self.list {
+            // SAFETY: fcntl/lseek on numbers only; a missing fd gives -1.
+            let (fl, fdfl, pos) = unsafe {
+                (
+                    libc::fcntl(e.fd, libc::F_GETFL),
+                    libc::fcntl(e.fd, libc::F_GETFD),
+                    libc::lseek(e.fd, 0, libc::SEEK_CUR),
+                )
+            };
+            let link = std::fs::read_link(format!("/proc/self/fd/{}", e.fd))
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "?".into());
+            let mut bad = Vec::new();
+            if fl < 0 {
+                bad.push(format!("fd{}_closed", e.fd));
+            } else {
+                if fl & libc::O_ACCMODE != e.accmode {
+                    bad.push(format!("accmode={:#o}", fl & libc::O_ACCMODE));
+                }
+                if (fl & libc::O_APPEND != 0) != e.append {
+                    bad.push(format!("append={}", fl & libc::O_APPEND != 0));
+                }
+                if (fdfl & libc::FD_CLOEXEC != 0) != e.cloexec {
+                    bad.push(format!("cloexec={}", fdfl & libc::FD_CLOEXEC != 0));
+                }
+                if let Some(p) = e.pos {
+                    if pos != p {
+                        bad.push(format!("pos={pos}"));
+                    }
+                }
+                if link != e.path {
+                    bad.push(format!("path={link}"));
+                }
+            }
+            let detail = bad.join(",");
+            it.expect(e.name, bad.is_empty(), || detail);
+        }
+        // SAFETY: lseek/fstat/openat/write/ftruncate on this feature's descriptors.
+        unsafe {
+            // A dup pair shares one offset.
+            let (a, b) = self.dup;
+            libc::lseek(a, 9, libc::SEEK_SET);
+            let seen = libc::lseek(b, 0, libc::SEEK_CUR);
+            libc::lseek(a, 2, libc::SEEK_SET);
+            it.expect("dup_shared", seen == 9, || format!("other_at={seen}"));
+            // The directory descriptor works as one.
+            let mut st: libc::stat = std::mem::zeroed();
+            let isdir = libc::fstat(self.dir_fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+            let f = libc::openat(self.dir_fd, c"ro".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            if f >= 0 {
+                libc::close(f);
+            }
+            it.expect("dir_works", isdir && f >= 0, || format!("isdir={isdir},openat={f}"));
+            // O_APPEND writes at the end, whatever the offset; then put the size back.
+            libc::lseek(self.app_fd, 0, libc::SEEK_SET);
+            let w = libc::write(self.app_fd, b"y".as_ptr() as *const _, 1);
+            let size = std::fs::metadata(format!("{}/app", self.dir)).map(|m| m.len() as i64).unwrap_or(-1);
+            let at = libc::lseek(self.app_fd, 0, libc::SEEK_CUR);
+            libc::ftruncate(self.app_fd, self.app_size);
+            libc::lseek(self.app_fd, self.app_size, libc::SEEK_SET);
+            it.expect("append_works", w == 1 && size == self.app_size + 1 && at == size, || {
+                format!("w={w},size={size},at={at}")
+            });
+        }
+    }
+}
+
+struct Limits {
+    cwd: String,
+}
+
+const NOFILE: (u64, u64) = (200, 300);
+const CORE: (u64, u64) = (512 * 1024, 1024 * 1024);
+
+impl Limits {
+    fn setup(cwd: &str) -> Limits {
+        // SAFETY: plain libc calls with valid arguments.
+        unsafe {
+            for (res, (cur, max)) in [(libc::RLIMIT_NOFILE, NOFILE), (libc::RLIMIT_CORE, CORE)] {
+                let rl = libc::rlimit { rlim_cur: cur, rlim_max: max };
+                assert_eq!(libc::setrlimit(res, &rl), 0, "setrlimit {res}: errno {}", errno());
+            }
+            libc::umask(0o027);
+            assert_eq!(libc::chdir(c(cwd).as_ptr()), 0, "chdir {cwd}");
+            assert_eq!(libc::prctl(libc::PR_SET_NAME, c"vt-limits".as_ptr()), 0);
+        }
+        Limits { cwd: std::env::current_dir().unwrap().to_string_lossy().into_owned() }
+    }
+    fn check(&self, it: &mut Items) {
+        for (name, res, want) in [("nofile", libc::RLIMIT_NOFILE, NOFILE), ("core", libc::RLIMIT_CORE, CORE)] {
+            let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            // SAFETY: querying only.
+            unsafe { libc::getrlimit(res, &mut rl) };
+            it.expect(name, (rl.rlim_cur, rl.rlim_max) == want, || format!("{}/{}", rl.rlim_cur, rl.rlim_max));
+        }
+        // SAFETY: umask is read by setting it and putting it back.
+        let m = unsafe {
+            let m = libc::umask(0o077);
+            libc::umask(m);
+            m
+        };
+        it.expect("umask", m == 0o027, || format!("{m:o}"));
+        let cwd = std::env::current_dir().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        it.expect("cwd", cwd == self.cwd, || cwd.clone());
+        let mut name = [0u8; 16];
+        // SAFETY: PR_GET_NAME writes at most 16 bytes.
+        unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) };
+        let n = name.iter().position(|&b| b == 0).unwrap_or(16);
+        let name = String::from_utf8_lossy(&name[..n]).into_owned();
+        it.expect("comm", name == "vt-limits", || name.clone());
+    }
+}
+
+struct Pipe {
+    r: i32,
+    w: i32,
+}
+
+impl Pipe {
+    fn setup() -> Pipe {
+        let mut p = [0i32; 2];
+        // SAFETY: pipe writes two descriptors.
+        assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
+        Pipe { r: p[0], w: p[1] }
+    }
+    fn check(&self, it: &mut Items) {
+        let mut b = [0u8; 4];
+        // SAFETY: I/O on this feature's pipe.
+        let (w, r) = unsafe {
+            (libc::write(self.w, b"ping".as_ptr() as *const _, 4), libc::read(self.r, b.as_mut_ptr() as *mut _, 4))
+        };
+        it.expect("pipe", w == 4 && r == 4 && &b == b"ping", || format!("w={w},r={r}"));
+    }
+}
+
+fn log_line(f: &mut File, line: &str) {
+    // One write per line: the test reads the log concurrently.
+    let mut s = line.to_string();
+    s.push('\n');
+    f.write_all(s.as_bytes()).expect("write log");
+}
+
+fn detach_from_harness() {
+    // SAFETY: plain libc calls; no other thread exists yet.
+    unsafe {
+        libc::setsid();
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        libc::dup2(null, 0);
+        libc::dup2(null, 1);
+        libc::dup2(null, 2);
+        if null > 2 {
+            libc::close(null);
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 3 {
+        eprintln!("usage: victim_task LOG FEATURE[,FEATURE...] [ARG]");
+        std::process::exit(2);
+    }
+    let log_path = args[1].clone();
+    let features: Vec<&str> = args[2].split(',').collect();
+    let arg = args.get(3).cloned().unwrap_or_default();
+    detach_from_harness();
+    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("open log");
+    install(libc::SIGUSR1, on_flag as *const () as usize, libc::SA_RESTART, &[]);
+    install(libc::SIGTERM, on_flag as *const () as usize, libc::SA_RESTART, &[]);
+
+    let has = |f: &str| features.contains(&f);
+    let sigact = has("sigact").then(SigAct::setup);
+    let altstack = has("altstack").then(AltStack::setup);
+    let mut pending = has("pending").then(Pending::setup);
+    let timers = has("timers").then(Timers::setup);
+    let files = has("files").then(|| Files::setup(&arg));
+    let limits = has("limits").then(|| Limits::setup(if arg.is_empty() { "/" } else { &arg }));
+    let pipe = has("pipe").then(Pipe::setup);
+    let sleep_ms: Option<u64> = has("sleep").then(|| arg.parse().expect("sleep MS"));
+
+    let words = 1 << 16;
+    let seed = |i: usize| (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5a5a;
+    let mem: Vec<u64> = (0..words).map(seed).collect();
+
+    let mut extra = String::new();
+    if let Some(p) = &pipe {
+        extra = format!(" {} {}", p.r, p.w);
+    }
+    log_line(&mut log, &format!("ready {}{extra}", std::process::id()));
+
+    if let Some(ms) = sleep_ms {
+        let start = now();
+        let ts = libc::timespec { tv_sec: (ms / 1000) as i64, tv_nsec: ((ms % 1000) * 1_000_000) as i64 };
+        // SAFETY: valid timespec; no remainder wanted.
+        let r = unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+        let e = if r == 0 { 0 } else { errno() };
+        log_line(&mut log, &format!("slept r={r} errno={e} ms={} want={ms}", start.elapsed().as_millis()));
+    }
+
+    let mut loops: u64 = 0;
+    let mut loops_at_check: u64 = 0;
+    let mut checks = 0;
+    loop {
+        // A short sleep; signals interrupt it, std retries.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        loops = std::hint::black_box(loops + 1);
+        if TERM.load(SeqCst) {
+            log_line(&mut log, "exiting");
+            std::process::exit(42);
+        }
+        if !USR1.swap(false, SeqCst) {
+            continue;
+        }
+        checks += 1;
+        let mut it = Items(Vec::new());
+        let ok = mem.iter().enumerate().all(|(i, &w)| w == seed(i));
+        it.expect("mem", ok, || "checksum".into());
+        it.expect("loop", loops > loops_at_check, || format!("{loops}"));
+        loops_at_check = loops;
+        if let Some(s) = &sigact {
+            s.check(&mut it);
+        }
+        if let Some(s) = &altstack {
+            s.check(&mut it);
+        }
+        if let Some(s) = pending.as_mut() {
+            s.check(&mut it);
+        }
+        if let Some(s) = &timers {
+            s.check(&mut it);
+        }
+        if let Some(s) = &files {
+            s.check(&mut it);
+        }
+        if let Some(s) = &limits {
+            s.check(&mut it);
+        }
+        if let Some(s) = &pipe {
+            s.check(&mut it);
+        }
+        let good = it.0.iter().all(|(_, v)| !v.starts_with("bad"));
+        let body: Vec<String> = it.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        log_line(
+            &mut log,
+            &format!(
+                "check {checks} pid={} verdict={} {}",
+                std::process::id(),
+                if good { "ok" } else { "bad" },
+                body.join(" ")
+            ),
+        );
+    }
+}

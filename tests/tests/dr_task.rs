@@ -1,0 +1,591 @@
+//! Dump and restore of one process: the task-state half (signals, timers,
+//! descriptors, limits, error paths). Memory is covered by dr_memory.rs.
+//!
+//! Every test starts a `victim_task`, which reports through a log file and
+//! takes its commands as signals (SIGUSR1: check your state and append a
+//! verdict line). Each test body runs under a watchdog so a hang fails the
+//! test instead of blocking the run; every task a test started is killed by
+//! pid and reaped.
+use engine::dump::{dump, DumpOptions};
+use engine::restore::{restore, RestoreOptions};
+use engine::sys::Pid;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const VICTIM: &str = env!("CARGO_BIN_EXE_victim_task");
+/// How long a victim may take to answer one command on a loaded machine.
+const ANSWER: Duration = Duration::from_secs(20);
+
+/// Pids started by each running test, killed if its watchdog fires.
+static PIDS: Mutex<Vec<(String, i32)>> = Mutex::new(Vec::new());
+
+fn register(test: &str, pid: i32) {
+    PIDS.lock().unwrap_or_else(|e| e.into_inner()).push((test.to_string(), pid));
+}
+
+fn unregister(pid: i32) {
+    PIDS.lock().unwrap_or_else(|e| e.into_inner()).retain(|(_, p)| *p != pid);
+}
+
+/// Runs `body` on its own thread (ptrace is per thread, so dump and restore
+/// of one test stay on it); fails the test after `secs` seconds.
+fn run(test: &'static str, secs: u64, body: impl FnOnce(&Cx) + Send + 'static) {
+    if !require_root() {
+        return;
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::Builder::new()
+        .name("dr-body".into())
+        .spawn(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&Cx { test })));
+            let _ = tx.send(());
+            if let Err(p) = r {
+                std::panic::resume_unwind(p);
+            }
+        })
+        .expect("spawn test body");
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(()) => {
+            if let Err(p) = h.join() {
+                std::panic::resume_unwind(p);
+            }
+        }
+        Err(_) => {
+            let pids: Vec<i32> = PIDS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|(t, _)| t == test)
+                .map(|&(_, p)| p)
+                .collect();
+            for p in &pids {
+                // SAFETY: kill by pid of a task this test started.
+                unsafe { libc::kill(*p, libc::SIGKILL) };
+            }
+            panic!("{test}: timed out after {secs} s (killed {pids:?})");
+        }
+    }
+}
+
+fn require_root() -> bool {
+    crtools_tests::require_root()
+}
+
+/// The test's context.
+struct Cx {
+    test: &'static str,
+}
+
+/// A scratch directory under the system temp dir, removed on drop.
+struct Scratch {
+    root: PathBuf,
+}
+
+impl Scratch {
+    fn new(test: &str) -> Scratch {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let root = std::env::temp_dir().join(format!(
+            "crtools-dr_task-{test}-{}-{}-{nanos:x}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(root.join("data")).expect("create scratch");
+        Scratch { root }
+    }
+    fn log(&self) -> PathBuf {
+        self.root.join("victim.log")
+    }
+    fn images(&self) -> PathBuf {
+        self.root.join("images")
+    }
+    fn data(&self) -> PathBuf {
+        self.root.join("data")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// A victim task: first our child, after restore a child of the engine
+/// (that is, of this process). Killed and reaped on drop.
+struct Task {
+    pid: i32,
+    child: Option<Child>,
+    log: PathBuf,
+    /// The words after "ready PID".
+    ready: Vec<String>,
+}
+
+impl Cx {
+    /// Starts `victim_task LOG FEATURES [ARG]` and waits for its "ready" line.
+    fn start(&self, s: &Scratch, features: &str, arg: Option<&str>) -> Task {
+        let mut cmd = Command::new(VICTIM);
+        cmd.arg(s.log()).arg(features);
+        if let Some(a) = arg {
+            cmd.arg(a);
+        }
+        let child =
+            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("start victim");
+        let pid = child.id() as i32;
+        register(self.test, pid);
+        let mut t = Task { pid, child: Some(child), log: s.log(), ready: Vec::new() };
+        let line = t.wait_line(|l| l.starts_with("ready "), "the ready line");
+        let mut words = line.split_whitespace().skip(1);
+        assert_eq!(words.next(), Some(pid.to_string().as_str()), "ready line {line:?}");
+        t.ready = words.map(str::to_string).collect();
+        t
+    }
+}
+
+/// One `check` line, parsed.
+#[derive(Debug)]
+struct Check {
+    line: String,
+    kv: HashMap<String, String>,
+}
+
+impl Check {
+    fn get(&self, k: &str) -> &str {
+        self.kv.get(k).map(String::as_str).unwrap_or_else(|| panic!("no {k} in {:?}", self.line))
+    }
+    fn num(&self, k: &str) -> u64 {
+        self.get(k).parse().unwrap_or_else(|_| panic!("{k} is not a number in {:?}", self.line))
+    }
+    fn assert_ok(&self) {
+        assert_eq!(self.get("verdict"), "ok", "victim's verdict: {}", self.line);
+    }
+    fn assert_item(&self, k: &str, want: &str) {
+        assert_eq!(self.get(k), want, "{k} in {}", self.line);
+    }
+}
+
+impl Task {
+    fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log).unwrap_or_default().lines().map(str::to_string).collect()
+    }
+
+    /// Waits for a log line matching `pred`; fails with the log after [`ANSWER`].
+    fn wait_line(&self, pred: impl Fn(&str) -> bool, what: &str) -> String {
+        let deadline = Instant::now() + ANSWER;
+        loop {
+            if let Some(l) = self.lines().into_iter().find(|l| pred(l)) {
+                return l;
+            }
+            if Instant::now() > deadline {
+                panic!("task {}: no {what} within {ANSWER:?}; log:\n{}", self.pid, self.lines().join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill by pid of a task this test started.
+        assert_eq!(unsafe { libc::kill(self.pid, sig) }, 0, "kill({}, {sig})", self.pid);
+    }
+
+    /// Asks for a check (SIGUSR1) and returns the new verdict line.
+    fn check(&self) -> Check {
+        let before = self.lines().iter().filter(|l| l.starts_with("check ")).count();
+        self.signal(libc::SIGUSR1);
+        let deadline = Instant::now() + ANSWER;
+        loop {
+            let checks: Vec<String> = self.lines().into_iter().filter(|l| l.starts_with("check ")).collect();
+            if checks.len() > before {
+                let line = checks[before].clone();
+                let kv = line
+                    .split_whitespace()
+                    .filter_map(|w| w.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                return Check { line, kv };
+            }
+            if Instant::now() > deadline {
+                panic!("task {}: no check answer within {ANSWER:?}; log:\n{}", self.pid, self.lines().join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Reaps our child after the dump killed it, so its pid is free.
+    fn reap_dumped(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // The dump may have reaped it already (we are its tracer's
+            // process): ECHILD then.
+            let _ = c.wait();
+        }
+        wait_gone(self.pid);
+    }
+
+    /// The task is now the restored one, a child of this process.
+    fn restored(&mut self) {
+        self.child = None;
+    }
+
+    fn status_field(&self, key: &str) -> String {
+        status_field(self.pid, key).unwrap_or_else(|| panic!("task {}: no {key} in status", self.pid))
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        // SAFETY: kill by pid of a task this test started.
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        match self.child.take() {
+            Some(mut c) => {
+                let _ = c.wait();
+            }
+            None => {
+                let mut st = 0;
+                // SAFETY: reaping our own child by pid.
+                unsafe { libc::waitpid(self.pid, &mut st, libc::__WALL) };
+            }
+        }
+        unregister(self.pid);
+    }
+}
+
+fn status_field(pid: i32, key: &str) -> Option<String> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')).map(|v| v.trim().to_string()))
+}
+
+/// Waits until `pid` no longer exists.
+fn wait_gone(pid: i32) {
+    let deadline = Instant::now() + ANSWER;
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "pid {pid} still exists");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn do_dump(pid: i32, dir: &Path, leave_stopped: bool) -> Result<(), String> {
+    dump(&DumpOptions { pid: Pid(pid), dir: dir.to_path_buf(), leave_stopped }).map(|_| ()).map_err(|e| e.to_string())
+}
+
+fn do_restore(pid: i32, dir: &Path) -> Result<(), String> {
+    restore(&RestoreOptions { pid: Pid(pid), dir: dir.to_path_buf(), detach: true })
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Dumps `t` (killing it), reaps it and restores it detached.
+fn dump_and_restore(t: &mut Task, s: &Scratch) {
+    do_dump(t.pid, &s.images(), false).unwrap_or_else(|e| panic!("dump: {e}"));
+    t.reap_dumped();
+    do_restore(t.pid, &s.images()).unwrap_or_else(|e| panic!("restore: {e}"));
+    t.restored();
+}
+
+/// Asserts the task runs on untraced and not stopped.
+fn assert_running_untraced(t: &Task) {
+    assert_eq!(t.status_field("TracerPid"), "0", "task {} is still traced", t.pid);
+    let state = t.status_field("State");
+    assert!(!state.starts_with('T') && !state.starts_with('t'), "task {} is stopped: {state}", t.pid);
+}
+
+/// The syscall the task sleeps in (first field of /proc/pid/syscall).
+fn current_syscall(pid: i32) -> Option<i64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn nanosleep_continues_after_restore() {
+    run("nanosleep", 90, |cx| {
+        let s = Scratch::new("nanosleep");
+        let want = 1500;
+        let mut t = cx.start(&s, "sleep", Some(&want.to_string()));
+        // Be sure it is inside the sleep (clock_nanosleep or nanosleep).
+        let deadline = Instant::now() + ANSWER;
+        while !matches!(current_syscall(t.pid), Some(230) | Some(35)) {
+            assert!(Instant::now() < deadline, "victim never entered nanosleep");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!t.lines().iter().any(|l| l.starts_with("slept")), "slept before the dump: test too slow");
+        dump_and_restore(&mut t, &s);
+        let line = t.wait_line(|l| l.starts_with("slept "), "slept line");
+        let kv: HashMap<&str, &str> = line.split_whitespace().filter_map(|w| w.split_once('=')).collect();
+        assert_eq!(kv["r"], "0", "nanosleep after restore: {line}");
+        let ms: u64 = kv["ms"].parse().unwrap();
+        assert!(ms >= want, "slept only {ms} ms of {want}: {line}");
+        let c = t.check();
+        c.assert_ok();
+    });
+}
+
+#[test]
+fn sigaction_survives_and_handler_gets_siginfo() {
+    run("sigaction", 90, |cx| {
+        let s = Scratch::new("sigaction");
+        let mut t = cx.start(&s, "sigact", None);
+        let c = t.check();
+        c.assert_ok();
+        c.assert_item("hup", "0:0:0:0");
+        dump_and_restore(&mut t, &s);
+        // SAFETY: sigqueue by pid of our task.
+        let r = unsafe { libc::sigqueue(t.pid, libc::SIGHUP, libc::sigval { sival_ptr: 0x1234 as *mut _ }) };
+        assert_eq!(r, 0);
+        let c = t.check();
+        c.assert_ok();
+        c.assert_item("sigaction", "ok");
+        c.assert_item("hup", &format!("{}:{}:{}:{}", libc::SIGHUP, libc::SI_QUEUE, std::process::id(), 0x1234));
+    });
+}
+
+#[test]
+fn pending_signals_survive_with_their_values() {
+    run("pending", 90, |cx| {
+        let s = Scratch::new("pending");
+        let mut t = cx.start(&s, "pending", None);
+        // Shared pending: SIGUSR2 (12) and SIGRTMIN+2 (36) are queued.
+        let shd = u64::from_str_radix(&t.status_field("ShdPnd"), 16).unwrap();
+        assert_eq!(shd & (1 << 11 | 1 << 35), 1 << 11 | 1 << 35, "ShdPnd {shd:#x} before dump");
+        dump_and_restore(&mut t, &s);
+        let c = t.check();
+        c.assert_item("pending_before", "ok");
+        c.assert_item("delivered_before", "ok");
+        c.assert_item("usr2", "111");
+        c.assert_item("rt", "222,333");
+        c.assert_ok();
+    });
+}
+
+#[test]
+fn sigaltstack_survives_and_is_used() {
+    run("altstack", 90, |cx| {
+        let s = Scratch::new("altstack");
+        let mut t = cx.start(&s, "altstack", None);
+        t.signal(libc::SIGWINCH);
+        let c = t.check();
+        c.assert_ok();
+        c.assert_item("onstack", "yes");
+        dump_and_restore(&mut t, &s);
+        let c = t.check();
+        c.assert_item("altstack", "ok");
+        t.signal(libc::SIGWINCH);
+        let c2 = t.check();
+        c2.assert_ok();
+        c2.assert_item("onstack", "yes");
+        let _ = c;
+    });
+}
+
+#[test]
+fn itimer_and_posix_timer_keep_firing() {
+    run("timers", 90, |cx| {
+        let s = Scratch::new("timers");
+        let mut t = cx.start(&s, "timers", None);
+        std::thread::sleep(Duration::from_millis(100));
+        let c0 = t.check();
+        c0.assert_ok();
+        let id = c0.get("timer_id").to_string();
+        assert_ne!(id, "0", "the victim should use a timer id other than 0");
+        dump_and_restore(&mut t, &s);
+        let c1 = t.check();
+        c1.assert_ok();
+        assert_eq!(c1.get("timer_id"), id);
+        c1.assert_item("timer_gettime", "ok");
+        std::thread::sleep(Duration::from_millis(300));
+        let c2 = t.check();
+        c2.assert_ok();
+        assert!(c2.num("alarms") > c1.num("alarms"), "ITIMER_REAL stopped: {} then {}", c1.line, c2.line);
+        assert!(c2.num("ptimer") > c1.num("ptimer"), "POSIX timer stopped: {} then {}", c1.line, c2.line);
+        assert!(c1.num("alarms") >= c0.num("alarms"));
+    });
+}
+
+#[test]
+fn open_files_keep_offsets_flags_and_numbers() {
+    run("files", 90, |cx| {
+        let s = Scratch::new("files");
+        let data = s.data().to_string_lossy().into_owned();
+        let mut t = cx.start(&s, "files", Some(&data));
+        let c = t.check();
+        c.assert_ok();
+        dump_and_restore(&mut t, &s);
+        let c = t.check();
+        for k in ["rw", "ro", "app", "fd100", "dup1", "dup2", "null", "dir", "dup_shared", "dir_works", "append_works"]
+        {
+            c.assert_item(k, "ok");
+        }
+        c.assert_ok();
+    });
+}
+
+#[test]
+fn rlimits_umask_cwd_and_name_survive() {
+    run("limits", 90, |cx| {
+        let s = Scratch::new("limits");
+        let data = s.data().to_string_lossy().into_owned();
+        let mut t = cx.start(&s, "limits", Some(&data));
+        let c = t.check();
+        c.assert_ok();
+        dump_and_restore(&mut t, &s);
+        let c = t.check();
+        for k in ["nofile", "core", "umask", "cwd", "comm"] {
+            c.assert_item(k, "ok");
+        }
+        c.assert_ok();
+    });
+}
+
+#[test]
+fn leave_stopped_keeps_the_original_intact() {
+    run("leave_stopped", 90, |cx| {
+        let s = Scratch::new("leave_stopped");
+        let data = s.data().to_string_lossy().into_owned();
+        let t = cx.start(&s, "sigact,altstack,timers,files", Some(&data));
+        do_dump(t.pid, &s.images(), true).unwrap_or_else(|e| panic!("dump -s: {e}"));
+        assert!(s.images().join("inventory.img").exists(), "no inventory after dump -s");
+        std::thread::sleep(Duration::from_millis(100));
+        let state = t.status_field("State");
+        assert!(state.starts_with('T'), "task is not stopped after dump -s: {state}");
+        assert_eq!(t.status_field("TracerPid"), "0", "task is still traced after dump -s");
+        t.signal(libc::SIGCONT);
+        let c = t.check();
+        c.assert_ok();
+        assert_running_untraced(&t);
+    });
+}
+
+#[test]
+fn dump_into_unwritable_directory_fails_cleanly() {
+    run("unwritable", 90, |cx| {
+        let s = Scratch::new("unwritable");
+        let t = cx.start(&s, "sigact,timers", None);
+        let file = s.root.join("a-file");
+        std::fs::write(&file, b"not a directory").unwrap();
+        let dir = file.join("images");
+        let err = do_dump(t.pid, &dir, false).expect_err("dump under a regular file must fail");
+        assert!(err.contains("image directory") || err.contains(&dir.display().to_string()), "unclear error: {err}");
+        assert_running_untraced(&t);
+        let c = t.check();
+        c.assert_ok();
+        assert_running_untraced(&t);
+    });
+}
+
+#[test]
+fn unsupported_descriptor_fails_cleanly() {
+    run("unsupported_fd", 90, |cx| {
+        let s = Scratch::new("unsupported_fd");
+        let t = cx.start(&s, "pipe,sigact,timers", None);
+        let rfd = t.ready[0].clone();
+        let maps_before = std::fs::read_to_string(format!("/proc/{}/maps", t.pid)).unwrap();
+        let err = do_dump(t.pid, &s.images(), false).expect_err("dump of a pipe must fail");
+        assert!(err.contains(&t.pid.to_string()), "error does not name the pid: {err}");
+        assert!(err.contains(&format!("fd {rfd}")), "error does not name fd {rfd}: {err}");
+        assert!(err.contains("pipe"), "error does not name the kind: {err}");
+        assert!(!s.images().join("inventory.img").exists(), "a failed dump wrote an inventory");
+        assert_running_untraced(&t);
+        let maps_after = std::fs::read_to_string(format!("/proc/{}/maps", t.pid)).unwrap();
+        assert_eq!(maps_before, maps_after, "the parasite left a mapping");
+        let c = t.check();
+        c.assert_ok();
+        c.assert_item("pipe", "ok");
+        assert_running_untraced(&t);
+    });
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+fn assert_restore_fails(pid: i32, dir: &Path, what: &str, expect: &[&str]) {
+    let err = do_restore(pid, dir).expect_err(what);
+    for e in expect {
+        assert!(err.contains(e), "{what}: error {err:?} does not mention {e:?}");
+    }
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "{what}: pid {pid} left behind");
+}
+
+#[test]
+fn corrupt_or_wrong_images_are_refused() {
+    run("corrupt", 120, |cx| {
+        let s = Scratch::new("corrupt");
+        let mut t = cx.start(&s, "sigact", None);
+        do_dump(t.pid, &s.images(), false).unwrap_or_else(|e| panic!("dump: {e}"));
+        t.reap_dumped();
+        let pid = t.pid;
+
+        let flipped = s.root.join("flipped");
+        copy_dir(&s.images(), &flipped);
+        let pages = flipped.join("pages-1.img");
+        let mut bytes = std::fs::read(&pages).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x40;
+        std::fs::write(&pages, &bytes).unwrap();
+        assert_restore_fails(pid, &flipped, "flipped byte in pages-1.img", &["pages-1.img"]);
+
+        let truncated = s.root.join("truncated");
+        copy_dir(&s.images(), &truncated);
+        let core = truncated.join(format!("core-{pid}.img"));
+        let len = std::fs::metadata(&core).unwrap().len();
+        std::fs::OpenOptions::new().write(true).open(&core).unwrap().set_len(len / 2).unwrap();
+        assert_restore_fails(pid, &truncated, "truncated core image", &[&format!("core-{pid}.img")]);
+
+        // A pid that is not in the images.
+        let other = pid + 1_000_000;
+        let err = do_restore(other, &s.images()).expect_err("restore of a pid not in the images");
+        assert!(err.contains(&other.to_string()) && err.contains("not in the images"), "unclear error: {err}");
+
+        // A directory without an inventory.
+        let partial = s.root.join("partial");
+        copy_dir(&s.images(), &partial);
+        std::fs::remove_file(partial.join("inventory.img")).unwrap();
+        assert_restore_fails(pid, &partial, "no inventory", &["inventory"]);
+        let empty = s.root.join("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        assert_restore_fails(pid, &empty, "empty directory", &["inventory"]);
+
+        // The intact images still restore: the failures were the corruption's.
+        do_restore(pid, &s.images()).unwrap_or_else(|e| panic!("restore of the intact images: {e}"));
+        t.restored();
+        t.check().assert_ok();
+    });
+}
+
+#[test]
+fn restore_without_detach_returns_exit_status() {
+    run("exit_status", 90, |cx| {
+        let s = Scratch::new("exit_status");
+        let mut t = cx.start(&s, "sigact,timers", None);
+        do_dump(t.pid, &s.images(), false).unwrap_or_else(|e| panic!("dump: {e}"));
+        t.reap_dumped();
+        let pid = t.pid;
+        let dir = s.images();
+        let waiter = std::thread::spawn(move || {
+            restore(&RestoreOptions { pid: Pid(pid), dir, detach: false }).map_err(|e| e.to_string())
+        });
+        t.restored();
+        // Restored: the victim's name is back and the engine has let go.
+        let deadline = Instant::now() + ANSWER;
+        loop {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "victim_task" && status_field(pid, "TracerPid").as_deref() == Some("0") {
+                break;
+            }
+            assert!(!waiter.is_finished(), "restore returned early: {:?}", waiter.join());
+            assert!(Instant::now() < deadline, "task {pid} was not restored in time");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        t.check().assert_ok();
+        t.signal(libc::SIGTERM);
+        let code = waiter.join().expect("restore thread");
+        assert_eq!(code, Ok(42), "restore's result");
+        t.wait_line(|l| l == "exiting", "exiting line");
+    });
+}
