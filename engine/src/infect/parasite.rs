@@ -214,7 +214,7 @@ impl<'t> Parasite<'t> {
         let pid = self.tracee.pid();
         let err = |step| move |e| InfectError::errno(pid, step, e);
         let listener =
-            socket::socket(linux_raw_sys::net::AF_UNIX as u32, SockType::SOCK_SEQPACKET, SockFlags::SOCK_CLOEXEC, 0)
+            socket::socket(linux_raw_sys::net::AF_UNIX, SockType::SOCK_SEQPACKET, SockFlags::SOCK_CLOEXEC, 0)
                 .map_err(err("control socket"))?;
         let nonce =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);

@@ -28,7 +28,7 @@ impl PlanBuilder {
     }
 
     fn align(&mut self) {
-        while (size_of::<Plan>() + self.tail.len()) % 16 != 0 {
+        while !(size_of::<Plan>() + self.tail.len()).is_multiple_of(16) {
             self.tail.push(0);
         }
     }

@@ -469,5 +469,5 @@ const _: () = {
     assert!(size_of::<MmMap>() == 104);
     assert!(size_of::<Failure>() == 24);
     assert!(offset_of!(Plan, magic) == 0);
-    assert!(size_of::<Plan>() % 8 == 0);
+    assert!(size_of::<Plan>().is_multiple_of(8));
 };

@@ -77,7 +77,7 @@ fn main() {
             let mut counter: u64 = 0;
             loop {
                 counter = std::hint::black_box(counter + 1);
-                if counter % (1 << 20) == 0 && stdin_ready() {
+                if counter.is_multiple_of(1 << 20) && stdin_ready() {
                     let Some(cmd) = read_line() else { return };
                     if cmd == "status" {
                         let sum: u64 = data.iter().fold(0, |a, &x| a.wrapping_add(x));
