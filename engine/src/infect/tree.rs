@@ -1,0 +1,109 @@
+//! Seizing a whole process tree.
+//!
+//! Top-down and race-free: a task is frozen (every thread seized, the task
+//! list re-read until no new thread shows up) before its children are
+//! listed, so a frozen parent cannot add children behind our back; a child
+//! forked just before its parent froze is already in the list. Zombies are
+//! recorded, not seized. Dropping the result resumes every task exactly as
+//! it was (each [`Tracee`] detaches on drop).
+use super::{InfectError, Result, Tracee};
+use crate::proc;
+use crate::sys::Pid;
+use std::collections::BTreeMap;
+
+/// One seized process.
+pub struct SeizedTask {
+    /// Thread-group id.
+    pub pid: Pid,
+    /// Parent pid (as seen from here).
+    pub ppid: Pid,
+    /// Every thread, the leader first; empty for a zombie.
+    pub threads: Vec<Tracee>,
+    /// For a zombie: its exit status in wait(2) format.
+    pub zombie: Option<i32>,
+}
+
+/// A seized tree, parents before children.
+pub struct SeizedTree {
+    /// Root first.
+    pub tasks: Vec<SeizedTask>,
+}
+
+impl SeizedTree {
+    /// The task with pid `pid`.
+    pub fn task(&self, pid: Pid) -> Option<&SeizedTask> {
+        self.tasks.iter().find(|t| t.pid == pid)
+    }
+}
+
+fn gone(e: &InfectError) -> bool {
+    e.cause_errno() == Some(crate::sys::Errno::ESRCH)
+}
+
+/// Freezes every thread of `pid`; `None` if the task vanished first.
+fn seize_threads(pid: Pid) -> Result<Option<Vec<Tracee>>> {
+    let mut seized: BTreeMap<Pid, Tracee> = BTreeMap::new();
+    for _round in 0..1000 {
+        let tids = match proc::task::threads(pid) {
+            Ok(t) => t,
+            Err(e) if e.is_gone() && seized.is_empty() => return Ok(None),
+            Err(e) => return Err(InfectError::unexpected(pid, "list threads", e.to_string())),
+        };
+        let mut new = false;
+        for tid in tids {
+            if seized.contains_key(&tid) {
+                continue;
+            }
+            match Tracee::seize(tid) {
+                Ok(t) => {
+                    seized.insert(tid, t);
+                    new = true;
+                }
+                // A thread that exited between the listing and the seize.
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if !new {
+            let mut v: Vec<Tracee> = Vec::with_capacity(seized.len());
+            if let Some(leader) = seized.remove(&pid) {
+                v.push(leader);
+            } else {
+                return Err(InfectError::unexpected(pid, "seize", "the thread-group leader is gone"));
+            }
+            v.extend(seized.into_values());
+            return Ok(Some(v));
+        }
+    }
+    Err(InfectError::unexpected(pid, "seize", "threads keep appearing; giving up"))
+}
+
+/// Seizes `root` and all its descendants.
+pub fn seize_tree(root: Pid) -> Result<SeizedTree> {
+    let mut tasks: Vec<SeizedTask> = Vec::new();
+    let mut queue = vec![(root, Pid(0))];
+    while let Some((pid, ppid)) = queue.pop() {
+        let stat = proc::stat::read(pid).map_err(|e| InfectError::unexpected(pid, "read stat", e.to_string()))?;
+        let ppid = if ppid.0 == 0 { Pid(stat.ppid) } else { ppid };
+        if matches!(stat.state, proc::stat::TaskState::Zombie | proc::stat::TaskState::Dead) {
+            if pid == root {
+                return Err(InfectError::unexpected(pid, "seize", "the root task is a zombie"));
+            }
+            tasks.push(SeizedTask { pid, ppid, threads: Vec::new(), zombie: Some(stat.exit_code) });
+            continue;
+        }
+        let Some(threads) = seize_threads(pid)? else {
+            if pid == root {
+                return Err(InfectError::unexpected(pid, "seize", "no such task"));
+            }
+            continue;
+        };
+        tasks.push(SeizedTask { pid, ppid, threads, zombie: None });
+        let children = proc::task::children(pid).map_err(|e| InfectError::unexpected(pid, "list children", e.to_string()))?;
+        // Reverse so that the stack pops them in pid order.
+        for c in children.into_iter().rev() {
+            queue.push((c, pid));
+        }
+    }
+    Ok(SeizedTree { tasks })
+}
