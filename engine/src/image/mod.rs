@@ -120,46 +120,9 @@ pub(crate) use serde_bits;
 
 /// Kernel signal names, by number (1..=64); real-time ones as SIGRTMIN+n.
 pub fn signal_name(sig: u32) -> Cow<'static, str> {
-    const NAMES: [&str; 31] = [
-        "SIGHUP",
-        "SIGINT",
-        "SIGQUIT",
-        "SIGILL",
-        "SIGTRAP",
-        "SIGABRT",
-        "SIGBUS",
-        "SIGFPE",
-        "SIGKILL",
-        "SIGUSR1",
-        "SIGSEGV",
-        "SIGUSR2",
-        "SIGPIPE",
-        "SIGALRM",
-        "SIGTERM",
-        "SIGSTKFLT",
-        "SIGCHLD",
-        "SIGCONT",
-        "SIGSTOP",
-        "SIGTSTP",
-        "SIGTTIN",
-        "SIGTTOU",
-        "SIGURG",
-        "SIGXCPU",
-        "SIGXFSZ",
-        "SIGVTALRM",
-        "SIGPROF",
-        "SIGWINCH",
-        "SIGIO",
-        "SIGPWR",
-        "SIGSYS",
-    ];
-    match sig {
-        1..=31 => Cow::Borrowed(NAMES[sig as usize - 1]),
-        32 => Cow::Borrowed("SIGRTMIN"),
-        64 => Cow::Borrowed("SIGRTMAX"),
-        33..=63 => Cow::Owned(format!("SIGRTMIN+{}", sig - 32)),
-        0 => Cow::Borrowed("0"),
-        _ => Cow::Owned(format!("signal {sig}")),
+    match i32::try_from(sig) {
+        Ok(n @ 1..=64) => Cow::Borrowed(crate::sys::signal::signal_name(n)),
+        _ => Cow::Owned(format!("SIG{sig}")),
     }
 }
 
