@@ -65,6 +65,8 @@ bitflags::bitflags! {
         const VMA_SOFTDIRTY = 1 << 9;
         /// The mapped file was deleted.
         const VMA_FILE_DELETED = 1 << 10;
+        /// `VM_ACCOUNT`: charged to the commit limit (smaps `ac`).
+        const VMA_ACCOUNTED = 1 << 11;
         /// Not restorable by this version.
         const VMA_UNSUPPORTED = 1 << 31;
     }

@@ -94,6 +94,7 @@ pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
         (VmFlags::DD, VmaStatus::VMA_DONTDUMP),
         (VmFlags::LO, VmaStatus::VMA_LOCKED),
         (VmFlags::MG, VmaStatus::VMA_MERGEABLE),
+        (VmFlags::AC, VmaStatus::VMA_ACCOUNTED),
     ] {
         if vf.contains(f) {
             status |= s;
@@ -389,6 +390,14 @@ pub fn plan(
 ) -> Result<()> {
     let mut table = Vec::new();
     let mut dumped_vdso = Vec::new();
+    let mut data: Vec<(u64, u64)> =
+        pagemap.iter().filter(|e| e.has_data()).map(|e| (e.vaddr, e.vaddr + e.nr_pages as u64 * PAGE)).collect();
+    data.sort_unstable();
+    let has_data = |v: &Vma| {
+        let i = data.partition_point(|r| r.1 <= v.start);
+        data.get(i).is_some_and(|r| r.0 < v.end)
+    };
+    let shm = shm_objects(vmas);
     for v in vmas {
         let kind = match v.kind {
             VmaKind::Anon | VmaKind::Stack | VmaKind::Heap => rp::VmaKind::AnonPrivate,
@@ -437,6 +446,19 @@ pub fn plan(
             }
             _ => (rp::Str::default(), 0),
         };
+        // A private mapping that was never writable is not accounted; mapping
+        // it read-write to fill it would make it so. Without data to fill,
+        // map it as it was.
+        let private = matches!(kind, rp::VmaKind::AnonPrivate | rp::VmaKind::FilePrivate);
+        let mut vflags = 0;
+        if private && !v.prot.contains(Prot::PROT_WRITE) && !v.status.contains(VmaStatus::VMA_ACCOUNTED) && !has_data(v)
+        {
+            vflags |= rp::VF_FINAL_PROT;
+        }
+        let (shm_id, shm_size) = match kind {
+            rp::VmaKind::AnonShared => shm.get(&(v.dev, v.inode)).copied().unwrap_or((0, 0)),
+            _ => (0, 0),
+        };
         table.push(rp::Vma {
             start: v.start,
             end: v.end,
@@ -447,6 +469,9 @@ pub fn plan(
             open_flags,
             path,
             advice,
+            flags: vflags,
+            shm_size,
+            shm_id,
             _pad: 0,
         });
     }
@@ -515,6 +540,26 @@ pub fn plan(
         b.plan.exe = b.add_str(exe.as_bytes());
     }
     Ok(())
+}
+
+/// MAP_SHARED anonymous objects that need more than a plain mapping at
+/// offset 0: mapped by several VMAs, or at a non-zero offset. Keyed by the
+/// object's (device, inode), valued (id, size in bytes), ids from 1.
+fn shm_objects(vmas: &[Vma]) -> std::collections::HashMap<(u64, u64), (u32, u64)> {
+    let mut groups: std::collections::BTreeMap<(u64, u64), Vec<&Vma>> = Default::default();
+    for v in vmas.iter().filter(|v| v.kind == VmaKind::SharedAnon) {
+        groups.entry((v.dev, v.inode)).or_default().push(v);
+    }
+    let mut out = std::collections::HashMap::new();
+    for (key, vs) in groups {
+        if vs.len() == 1 && vs[0].pgoff == 0 {
+            continue;
+        }
+        let size = vs.iter().map(|v| v.pgoff + (v.end - v.start)).max().unwrap_or(0);
+        let id = out.len() as u32 + 1;
+        out.insert(key, (id, size));
+    }
+    out
 }
 
 /// True when `[start, end)` lies in VMAs that hold page data, without gaps

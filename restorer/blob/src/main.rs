@@ -303,13 +303,20 @@ fn move_vdso(cx: &mut Ctx) -> Result<(), Fail> {
 fn map_vmas(cx: &mut Ctx) -> Result<(), Fail> {
     cx.step(Step::MapVma);
     let vmas: &[plan::Vma] = cx.table(cx.plan.vmas);
-    for v in vmas {
+    for (i, v) in vmas.iter().enumerate() {
         let len = v.end - v.start;
-        let fill_prot = sys::PROT_READ | sys::PROT_WRITE;
+        let fill_prot = if v.flags & plan::VF_FINAL_PROT != 0 { v.prot } else { sys::PROT_READ | sys::PROT_WRITE };
         let fixed = sys::MAP_FIXED | v.map_flags;
         let r = match v.kind {
             k if k == plan::VmaKind::AnonPrivate as u32 => {
                 sys::mmap(v.start, len, fill_prot, sys::MAP_PRIVATE | sys::MAP_ANONYMOUS | fixed, -1, 0)
+            }
+            k if k == plan::VmaKind::AnonShared as u32 && v.shm_size != 0 => {
+                if vmas[..i].iter().any(|w| w.shm_id == v.shm_id) {
+                    continue; // mapped with the first VMA of its object
+                }
+                map_shm_object(cx, vmas, i)?;
+                continue;
             }
             k if k == plan::VmaKind::AnonShared as u32 => {
                 sys::mmap(v.start, len, fill_prot, sys::MAP_SHARED | sys::MAP_ANONYMOUS | fixed, -1, 0)
@@ -338,6 +345,65 @@ fn map_vmas(cx: &mut Ctx) -> Result<(), Fail> {
     Ok(())
 }
 
+/// Creates the shared memory object of `vmas[first]` and maps it into every
+/// VMA with the same `shm_id`, each at its own offset. The object is made as
+/// a plain MAP_SHARED|MAP_ANONYMOUS mapping of `shm_size` bytes (so it is
+/// the same kind of object, `/dev/zero (deleted)`), reopened through
+/// /proc/self/map_files and unmapped again.
+fn map_shm_object(cx: &mut Ctx, vmas: &[plan::Vma], first: usize) -> Result<(), Fail> {
+    const O_RDWR: u32 = 2;
+    const MAP_NORESERVE: u32 = 0x4000;
+    let v = vmas[first];
+    let rw = sys::PROT_READ | sys::PROT_WRITE;
+    let tmp = sys::mmap(0, v.shm_size, rw, sys::MAP_SHARED | sys::MAP_ANONYMOUS | (v.map_flags & MAP_NORESERVE), -1, 0);
+    cx.ck(tmp, v.start)?;
+    let tmp = tmp as u64;
+    let mut path = [0u8; 64];
+    let mut n = 0;
+    for &b in b"/proc/self/map_files/" {
+        path[n] = b;
+        n += 1;
+    }
+    n = put_hex(&mut path, n, tmp);
+    path[n] = b'-';
+    n = put_hex(&mut path, n + 1, tmp + v.shm_size);
+    path[n] = 0;
+    let fd = sys::open(path.as_ptr(), O_RDWR);
+    let r = sys::munmap(tmp, v.shm_size);
+    cx.ck(fd, v.start)?;
+    if let Err(f) = cx.ck(r, tmp) {
+        sys::close(fd as i32);
+        return Err(f);
+    }
+    for w in vmas[first..].iter().filter(|w| w.kind == v.kind && w.shm_id == v.shm_id) {
+        let r =
+            sys::mmap(w.start, w.end - w.start, rw, sys::MAP_SHARED | sys::MAP_FIXED | w.map_flags, fd as i32, w.pgoff);
+        if r as u64 != w.start {
+            sys::close(fd as i32);
+            cx.plan.failure.ret = if r < 0 { r } else { -sys::EINVAL };
+            cx.plan.failure.detail = w.start;
+            return Err(Fail);
+        }
+    }
+    sys::close(fd as i32);
+    Ok(())
+}
+
+/// Writes `x` in lower-case hex without leading zeros at `buf[at..]`;
+/// returns the index after the last digit. `buf` has room (paths of at most
+/// 16 + 1 + 16 digits after a short prefix).
+fn put_hex(buf: &mut [u8; 64], mut at: usize, x: u64) -> usize {
+    let digits = if x == 0 { 1 } else { (64 - x.leading_zeros() as usize).div_ceil(4) };
+    for i in (0..digits).rev() {
+        let d = ((x >> (i * 4)) & 0xf) as u8;
+        if at < buf.len() {
+            buf[at] = if d < 10 { b'0' + d } else { b'a' + d - 10 };
+        }
+        at += 1;
+    }
+    at.min(buf.len() - 1)
+}
+
 fn read_pages(cx: &mut Ctx) -> Result<(), Fail> {
     cx.step(Step::ReadPages);
     let runs: &[plan::PageRun] = cx.table(cx.plan.runs);
@@ -364,7 +430,10 @@ fn protect_vmas(cx: &mut Ctx) -> Result<(), Fail> {
     let vmas: &[plan::Vma] = cx.table(cx.plan.vmas);
     for v in vmas {
         let len = v.end - v.start;
-        if v.kind != plan::VmaKind::FileShared as u32 && v.prot != sys::PROT_READ | sys::PROT_WRITE {
+        if v.kind != plan::VmaKind::FileShared as u32
+            && v.flags & plan::VF_FINAL_PROT == 0
+            && v.prot != sys::PROT_READ | sys::PROT_WRITE
+        {
             let r = sys::mprotect(v.start, len, v.prot);
             cx.ck(r, v.start)?;
         }

@@ -38,7 +38,7 @@ use core::mem::{offset_of, size_of};
 pub const MAGIC: u32 = 0x5245_5354; // "REST"
 /// Layout version; engine and blob are built together, the check catches a
 /// blob from another build.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Bytes of stack at the end of the region.
 pub const STACK_SIZE: usize = 64 * 1024;
 /// Number of signals.
@@ -103,9 +103,24 @@ pub struct Vma {
     /// madvise(2) advice to apply after mapping, as a bit set of
     /// [`ADV_DONTFORK`], [`ADV_WIPEONFORK`], [`ADV_HUGEPAGE`], [`ADV_NOHUGEPAGE`], [`ADV_DONTDUMP`].
     pub advice: u32,
+    /// [`VF_FINAL_PROT`] bits.
+    pub flags: u32,
+    /// [`VmaKind::AnonShared`] only: 0 for a private object of its own,
+    /// mapped plainly at offset 0; else the size of the shared memory object,
+    /// created once (for the first VMA with this [`Vma::shm_id`]) and mapped
+    /// at `pgoff` by every VMA with the same id.
+    pub shm_size: u64,
+    /// Shared memory object id (see [`Vma::shm_size`]), 0 for none.
+    pub shm_id: u32,
     /// Reserved, zero.
     pub _pad: u32,
 }
+
+/// [`Vma::flags`]: map with the final protection right away instead of
+/// read-write first: the VMA has no page data, is not writable and was not
+/// accounted (VM_ACCOUNT) in the dumped task, and a writable mapping would
+/// be (and would then neither match nor merge like the original).
+pub const VF_FINAL_PROT: u32 = 1;
 
 /// [`Vma::advice`]: MADV_DONTFORK.
 pub const ADV_DONTFORK: u32 = 1;
@@ -459,7 +474,7 @@ pub struct Plan {
 
 const _: () = {
     assert!(size_of::<Table>() == 16);
-    assert!(size_of::<Vma>() == 56);
+    assert!(size_of::<Vma>() == 72);
     assert!(size_of::<PageRun>() == 24);
     assert!(size_of::<FileEntry>() == 32);
     assert!(size_of::<SigAction>() == 32);

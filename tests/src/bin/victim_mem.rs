@@ -950,6 +950,12 @@ fn shmem() -> impl FnMut() -> Result<String, String> {
     // Drop the head of the second one: what is left starts at offset 4 pages.
     // SAFETY: our own mapping.
     assert_eq!(unsafe { libc::munmap(b as *mut _, 4 * PAGE) }, 0);
+    // And alias pages 4-7 of it elsewhere (mremap with old size 0): one
+    // object, two VMAs, each write visible through both.
+    // SAFETY: a new mapping of our own shared pages, placed by the kernel.
+    let alias = unsafe { libc::mremap(b.wrapping_add(4 * PAGE) as *mut _, 0, 4 * PAGE, libc::MREMAP_MAYMOVE) };
+    assert_ne!(alias, libc::MAP_FAILED, "mremap alias");
+    let alias = alias as *mut u64;
     let mut checks = 0u64;
     move || {
         for pg in 0..n {
@@ -958,6 +964,22 @@ fn shmem() -> impl FnMut() -> Result<String, String> {
         }
         for pg in 4..16 {
             check_page(b.wrapping_add(pg * PAGE), Some((10, pg)), &format!("shared page {pg} of the offset mapping"))?;
+        }
+        // The alias and the mapping share their pages.
+        for (pg, w) in [(0usize, 7usize), (1, 9), (3, 511)] {
+            let via_b = b.wrapping_add((4 + pg) * PAGE) as *mut u64;
+            // SAFETY: both are our mappings, 4 pages long.
+            unsafe {
+                let a = alias.add(pg * PAGE / 8 + w);
+                a.write_volatile(0xdead_0000 + checks);
+                if via_b.add(w).read_volatile() != 0xdead_0000 + checks {
+                    return Err(format!("alias page {pg}: a write through the alias is not seen in the mapping"));
+                }
+                via_b.add(w).write_volatile(pattern(10, 4 + pg, w));
+                if a.read_volatile() != pattern(10, 4 + pg, w) {
+                    return Err(format!("alias page {pg}: a write through the mapping is not seen in the alias"));
+                }
+            }
         }
         // Writes still work, holes included.
         for pg in (0..n).filter(|&pg| holes(pg)) {
