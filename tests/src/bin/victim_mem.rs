@@ -220,9 +220,9 @@ fn main() {
             serve(&log, check)
         }
         "brk" => {
-            let (start, mut check) = brk_mode();
+            let (start, check) = brk_mode();
             say!(&log, "ready {pid} {start:#x}");
-            serve(&log, move || check())
+            serve(&log, check)
         }
         "vdso" => {
             let check = vdso();
@@ -238,12 +238,13 @@ fn main() {
             let dir = rest.first().expect("layout DIR");
             // brk first: the other setups may allocate; its check runs first.
             let (_, mut c0) = brk_mode();
-            let mut checks: Vec<Box<dyn FnMut() -> Result<String, String>>> = Vec::new();
-            checks.push(Box::new(filemap(dir)));
-            checks.push(Box::new(protect_mode()));
-            checks.push(Box::new(dontneed()));
-            checks.push(Box::new(shmem()));
-            checks.push(Box::new(sparse()));
+            let mut checks: Vec<Box<dyn FnMut() -> Result<String, String>>> = vec![
+                Box::new(filemap(dir)),
+                Box::new(protect_mode()),
+                Box::new(dontneed()),
+                Box::new(shmem()),
+                Box::new(sparse()),
+            ];
             say!(&log, "ready {pid}");
             serve(&log, move || {
                 let mut out = c0()?;
@@ -782,7 +783,7 @@ fn dontneed() -> impl FnMut() -> Result<String, String> {
 
 /// Offsets of the touched pages in the 1 GiB reservation.
 fn sparse_offsets() -> Vec<usize> {
-    (0..12).map(|k| (k * 89 << 20) + k * 3 * PAGE).collect()
+    (0..12).map(|k| ((k * 89) << 20) + k * 3 * PAGE).collect()
 }
 
 fn sparse() -> impl FnMut() -> Result<String, String> {
@@ -832,9 +833,15 @@ fn brk_mode() -> (usize, Box<dyn FnMut() -> Result<String, String>>) {
         unsafe { (start as *mut u64).add(i).write(splitmix(i as u64 ^ 0xb4b4)) };
     }
     let check = move || {
-        // The break first, before anything could allocate.
-        // SAFETY: sbrk(0) only reads the break.
-        let now = unsafe { libc::sbrk(0) } as usize;
+        // The break first, before anything could allocate; from the kernel
+        // (glibc's sbrk(0) answers from its cached copy).
+        // SAFETY: brk(0) only reads the break.
+        let now = unsafe { libc::syscall(libc::SYS_brk, 0usize) } as usize;
+        // SAFETY: as above.
+        let cached = unsafe { libc::sbrk(0) } as usize;
+        if cached != brk {
+            return Err(format!("sbrk(0) is {cached:#x}, was {brk:#x}"));
+        }
         // SAFETY: grows and shrinks back the break by 64 KiB.
         let grown = unsafe {
             let r = libc::sbrk(65536) as usize;
