@@ -412,6 +412,37 @@ fn diff(a: &[String], b: &[String]) -> String {
     out
 }
 
+/// (range, VmFlags) of every VMA in /proc/pid/smaps, flags sorted; the
+/// soft-dirty bit is left out (it says what was written since when).
+fn vm_flags(pid: i32) -> Vec<String> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).expect("read smaps");
+    let mut out = Vec::new();
+    let mut range = String::new();
+    for l in smaps.lines() {
+        if let Some(f) = l.strip_prefix("VmFlags:") {
+            let mut f: Vec<&str> = f.split_whitespace().filter(|&x| x != "sd").collect();
+            f.sort_unstable();
+            out.push(format!("{range} {}", f.join(" ")));
+        } else if l.split_whitespace().next().is_some_and(|w| w.contains('-') && !w.ends_with(':')) {
+            range = l.split_whitespace().next().unwrap_or("").to_string();
+        }
+    }
+    out
+}
+
+#[test]
+fn vm_flags_identical_after_restore() {
+    if !root() {
+        return;
+    }
+    let mut c = Case::start("layout", &["{dir}"]);
+    c.ask();
+    let before = vm_flags(c.pid);
+    c.dump_and_restore();
+    let after = vm_flags(c.pid);
+    assert!(before == after, "VmFlags differ after restore:{}", diff(&before, &after));
+}
+
 #[test]
 fn maps_identical_after_restore() {
     if !root() {

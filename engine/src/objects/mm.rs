@@ -387,16 +387,9 @@ pub fn plan(
     vmas: &[Vma],
     pagemap: &[PagemapEntry],
     current_vdso: &[(VmaKind, u64, u64)],
-) -> Result<()> {
+) -> Result<Vec<rp::PageRun>> {
     let mut table = Vec::new();
     let mut dumped_vdso = Vec::new();
-    let mut data: Vec<(u64, u64)> =
-        pagemap.iter().filter(|e| e.has_data()).map(|e| (e.vaddr, e.vaddr + e.nr_pages as u64 * PAGE)).collect();
-    data.sort_unstable();
-    let has_data = |v: &Vma| {
-        let i = data.partition_point(|r| r.1 <= v.start);
-        data.get(i).is_some_and(|r| r.0 < v.end)
-    };
     let shm = shm_objects(vmas);
     for v in vmas {
         let kind = match v.kind {
@@ -447,12 +440,12 @@ pub fn plan(
             _ => (rp::Str::default(), 0),
         };
         // A private mapping that was never writable is not accounted; mapping
-        // it read-write to fill it would make it so. Without data to fill,
-        // map it as it was.
+        // it read-write to fill it would make it so. Map it as it was; its
+        // few pages of data (code patched by a debugger or by the parasite's
+        // injection) are written later through /proc/pid/mem.
         let private = matches!(kind, rp::VmaKind::AnonPrivate | rp::VmaKind::FilePrivate);
         let mut vflags = 0;
-        if private && !v.prot.contains(Prot::PROT_WRITE) && !v.status.contains(VmaStatus::VMA_ACCOUNTED) && !has_data(v)
-        {
+        if private && !v.prot.contains(Prot::PROT_WRITE) && !v.status.contains(VmaStatus::VMA_ACCOUNTED) {
             vflags |= rp::VF_FINAL_PROT;
         }
         let (shm_id, shm_size) = match kind {
@@ -478,16 +471,28 @@ pub fn plan(
     b.plan.vmas = b.add_table(&table);
 
     let mut runs = Vec::with_capacity(pagemap.len());
+    let mut late = Vec::new();
     let mut off = 0u64;
     for e in pagemap.iter().filter(|e| e.has_data()) {
         let len = e.nr_pages as u64 * PAGE;
-        if !covered(vmas, e.vaddr, e.vaddr + len) {
+        let end = e.vaddr + len;
+        if !covered(vmas, e.vaddr, end) {
             return Err(Error::task(
                 pid,
                 format!("pagemap entry {:#x} (+{} pages) lies outside every VMA", e.vaddr, e.nr_pages),
             ));
         }
-        runs.push(rp::PageRun { vaddr: e.vaddr, len, file_off: off });
+        // Split at VMA boundaries: pages of VMAs mapped with their final,
+        // non-writable protection are written late.
+        for t in table.iter().filter(|t| t.end > e.vaddr && t.start < end) {
+            let (s, x) = (t.start.max(e.vaddr), t.end.min(end));
+            let run = rp::PageRun { vaddr: s, len: x - s, file_off: off + (s - e.vaddr) };
+            if t.flags & rp::VF_FINAL_PROT != 0 {
+                late.push(run);
+            } else {
+                runs.push(run);
+            }
+        }
         off += len;
     }
     b.plan.runs = b.add_table(&runs);
@@ -538,6 +543,33 @@ pub fn plan(
     b.plan.auxv = b.add_table(&head.auxv);
     if let Some(exe) = &head.exe_file {
         b.plan.exe = b.add_str(exe.as_bytes());
+    }
+    Ok(late)
+}
+
+/// Writes the page runs [`plan`] left out (VMAs mapped without write
+/// permission) from the pages image into the stopped, restored task through
+/// /proc/pid/mem, which breaks copy-on-write like a debugger's write and
+/// leaves the VMA as it is.
+pub fn write_late_pages(pid: Pid, pages: std::os::fd::BorrowedFd<'_>, runs: &[rp::PageRun]) -> Result<()> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let img = std::fs::File::from(pages.try_clone_to_owned().ctx(pid, "dup the pages image")?);
+    let mem = std::fs::OpenOptions::new()
+        .write(true)
+        .open(proc::pid_path(pid, "mem"))
+        .ctx(pid, "open /proc/pid/mem for writing")?;
+    let mut buf = vec![0u8; DUMP_BUFFER];
+    for r in runs {
+        let mut done = 0u64;
+        while done < r.len {
+            let n = ((r.len - done) as usize).min(buf.len());
+            img.read_exact_at(&mut buf[..n], r.file_off + done).ctx(pid, "read the pages image")?;
+            mem.write_all_at(&buf[..n], r.vaddr + done)
+                .ctx(pid, &format!("write pages at {:#x} through /proc/pid/mem", r.vaddr + done))?;
+            done += n as u64;
+        }
     }
     Ok(())
 }

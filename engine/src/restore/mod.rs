@@ -204,7 +204,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     task::plan(&mut b, pid, &t.core.thread, process, false)?;
     files::plan(&mut b, pid, &t.fds)?;
     let vdso = own_vdso()?;
-    mm::plan(&mut b, pid, &t.mm, &t.vmas, &t.pagemap, &vdso)?;
+    let late_pages = mm::plan(&mut b, pid, &t.mm, &t.vmas, &t.pagemap, &vdso)?;
     let pages = dir.open_pages(t.pagemap_head.pages_id).ctx(pid, "open the pages image")?;
     let max_fd = t.fds.fds.iter().map(|f| f.fd as i32).max().unwrap_or(2).max(2);
     b.plan.helper_fd_min = max_fd + 1;
@@ -234,7 +234,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     let (go_r, go_w) = crate::sys::fs::pipe2(crate::sys::fs::OpenFlags::O_CLOEXEC).ctx_global("pipe")?;
     let child = spawn(pid, &image, region, region_size, plan_addr, stack_top, &go_r, pages.fd(), b_pages_fd(&arena))?;
     drop(go_r);
-    let result = finish(pid, child, &go_w, &t, plan_addr);
+    let result = finish(pid, child, &go_w, &t, plan_addr, pages.fd(), &late_pages);
     match result {
         Ok(()) => {}
         Err(e) => {
@@ -367,7 +367,15 @@ unsafe fn child_main(
 }
 
 /// Lets the seized child run the restorer and completes the task.
-fn finish(pid: Pid, mut t: Tracee, go: &OwnedFd, ti: &TaskImages, plan_addr: u64) -> Result<()> {
+fn finish(
+    pid: Pid,
+    mut t: Tracee,
+    go: &OwnedFd,
+    ti: &TaskImages,
+    plan_addr: u64,
+    pages: BorrowedFd<'_>,
+    late_pages: &[rp::PageRun],
+) -> Result<()> {
     let rseq = ptrace::get_rseq_config(pid).unwrap_or_default();
     let mut msg = [0u8; 16];
     msg[0..8].copy_from_slice(&rseq.rseq_abi_pointer.to_ne_bytes());
@@ -394,6 +402,7 @@ fn finish(pid: Pid, mut t: Tracee, go: &OwnedFd, ti: &TaskImages, plan_addr: u64
         ));
     }
     log::debug!("task {pid}: restorer done");
+    mm::write_late_pages(pid, pages, late_pages)?;
 
     // Registers as dumped (restart states already rewritten at dump).
     let mut target: UserRegs = (&ti.core.thread.regs).into();

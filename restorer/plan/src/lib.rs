@@ -117,9 +117,10 @@ pub struct Vma {
 }
 
 /// [`Vma::flags`]: map with the final protection right away instead of
-/// read-write first: the VMA has no page data, is not writable and was not
-/// accounted (VM_ACCOUNT) in the dumped task, and a writable mapping would
-/// be (and would then neither match nor merge like the original).
+/// read-write first: the VMA is private, not writable and was not accounted
+/// (VM_ACCOUNT) in the dumped task, and a writable mapping would be (and
+/// would then neither match nor merge like the original). The plan holds no
+/// page runs for it: the engine writes its pages through /proc/pid/mem.
 pub const VF_FINAL_PROT: u32 = 1;
 
 /// [`Vma::advice`]: MADV_DONTFORK.
