@@ -99,7 +99,11 @@ fn sleep_is_dumped_restored_detached_and_keeps_sleeping() {
     let text = String::from_utf8_lossy(&shown.stdout);
     assert!(text.contains("PROT_READ") && text.contains("sleep"), "{text}");
     let json = crtools(&["show", "--json", "-f", dir.join("pstree.img").to_str().unwrap()]);
-    assert!(String::from_utf8_lossy(&json.stdout).contains(&format!("\"pid\":{pid}")), "{}", String::from_utf8_lossy(&json.stdout));
+    assert!(
+        String::from_utf8_lossy(&json.stdout).contains(&format!("\"pid\":{pid}")),
+        "{}",
+        String::from_utf8_lossy(&json.stdout)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -17,6 +17,7 @@ use crate::sys::{Errno, Pid};
 pub mod inject;
 pub mod parasite;
 pub mod tracee;
+pub mod tree;
 
 pub use parasite::Parasite;
 pub use tracee::{StopState, Tracee};

@@ -95,7 +95,14 @@ fn baseline_restore(pages: &Path) -> f64 {
     let t = Instant::now();
     // SAFETY: a fresh private anonymous mapping of len bytes.
     let p = unsafe {
-        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
     };
     assert_ne!(p, libc::MAP_FAILED);
     // SAFETY: p is len bytes of writable memory we own.
@@ -147,8 +154,10 @@ fn main() {
     // SAFETY: prctl with plain integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
 
-    println!("{:<6} {:>6} | {:>8} {:>8} {:>6} {:>7} | {:>8} {:>8} {:>6} | {:>9} {:>9}",
-        "where", "MiB", "dump s", "pvr+wr s", "ratio", "GB/s", "rest. s", "pread s", "ratio", "dump RSS", "rest. RSS");
+    println!(
+        "{:<6} {:>6} | {:>8} {:>8} {:>6} {:>7} | {:>8} {:>8} {:>6} | {:>9} {:>9}",
+        "where", "MiB", "dump s", "pvr+wr s", "ratio", "GB/s", "rest. s", "pread s", "ratio", "dump RSS", "rest. RSS"
+    );
     for (label, base) in &dirs {
         for &mib in &sizes {
             let work = base.join(format!("crtools-bench-{}-{mib}", std::process::id()));
