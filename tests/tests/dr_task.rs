@@ -404,6 +404,24 @@ fn itimer_and_posix_timer_keep_firing() {
 }
 
 #[test]
+fn itimer_with_pending_sigalrm_keeps_firing() {
+    run("timers_pending", 90, |cx| {
+        let s = Scratch::new("timers_pending");
+        let mut t = cx.start(&s, "timers_blocked", None);
+        let pnd = u64::from_str_radix(&t.status_field("ShdPnd"), 16).unwrap();
+        assert_ne!(pnd & 1 << (libc::SIGALRM - 1), 0, "SIGALRM is not pending before the dump");
+        dump_and_restore(&mut t, &s);
+        // The first check unblocks SIGALRM.
+        let c1 = t.check();
+        c1.assert_item("itimer_interval", "ok");
+        std::thread::sleep(Duration::from_millis(300));
+        let c2 = t.check();
+        c2.assert_ok();
+        assert!(c2.num("alarms") > c1.num("alarms") + 1, "ITIMER_REAL stopped: {} then {}", c1.line, c2.line);
+    });
+}
+
+#[test]
 fn open_files_keep_offsets_flags_and_numbers() {
     run("files", 90, |cx| {
         let s = Scratch::new("files");

@@ -263,6 +263,10 @@ pub struct ProcessCore {
     pub state: TaskState,
     /// Exit status of a zombie (as `wait` reports it).
     pub exit_status: Option<i32>,
+    /// Working directory, as the dumper's root sees it.
+    pub cwd: RawStr,
+    /// Root directory, as the dumper's root sees it (`/` unless chrooted).
+    pub root: RawStr,
 }
 
 /// Head of a core image.
@@ -560,6 +564,8 @@ impl Describe for ProcessCore {
             .f("exit_status", self.exit_status)
             .f("personality", Node::hex32(self.personality))
             .f("umask", format!("{:04o}", self.umask))
+            .f("cwd", self.cwd.to_string_lossy().into_owned())
+            .f("root", self.root.to_string_lossy().into_owned())
             .d("prctl", &self.prctl)
             .d("itimers", &self.itimers)
             .d("posix_timers", &self.posix_timers)

@@ -62,6 +62,8 @@ pub(crate) fn sample_core(tid: u32, leader: bool) -> CoreEntry {
             prctl: PrctlBits { dumpable: 1, pdeathsig: 9, child_subreaper: false },
             state: TaskState::Zombie,
             exit_status: Some(3),
+            cwd: "/home/victim".into(),
+            root: "/".into(),
         }),
     }
 }

@@ -18,6 +18,7 @@ use crate::restore::plan::PlanBuilder;
 use crate::sys::ptrace::{self, UserRegs, NT_X86_XSTATE, PEEKSIGINFO_SHARED};
 use crate::sys::Pid;
 use restorer_plan as rp;
+use std::os::unix::ffi::OsStrExt;
 
 const ERESTARTSYS: i64 = -512;
 const ERESTARTNOINTR: i64 = -513;
@@ -176,6 +177,14 @@ pub fn dump_process_with(p: &mut Parasite<'_>, status: &proc::status::Status) ->
         rlimits.push(Rlimit { resource: res, cur: r.cur, max: r.max });
     }
     let misc = p.misc().ctx(pid, "read prctl state")?;
+    let dir = |what: &str, t: proc::PathTarget| {
+        if t.deleted {
+            return Err(Error::task(pid, format!("{what} {} was removed: cannot restore it", t.path.display())));
+        }
+        Ok(RawStr(t.path.as_os_str().as_bytes().to_vec()))
+    };
+    let cwd = dir("working directory", proc::misc::cwd(pid).ctx(pid, "read cwd")?)?;
+    let root = dir("root directory", proc::misc::root(pid).ctx(pid, "read root")?)?;
     Ok(ProcessCore {
         sigactions,
         itimers,
@@ -191,6 +200,8 @@ pub fn dump_process_with(p: &mut Parasite<'_>, status: &proc::status::Status) ->
         },
         state: TaskState::Alive,
         exit_status: None,
+        cwd,
+        root,
     })
 }
 
@@ -216,6 +227,27 @@ pub fn plan(
     if thread.creds.no_new_privs {
         p.flags |= rp::F_NO_NEW_PRIVS;
     }
+    // The working directory must still be one (checked now, before the
+    // task exists); a root other than ours means the task was chrooted.
+    for (what, path) in [("working directory", &process.cwd), ("root directory", &process.root)] {
+        if path.as_bytes().is_empty() {
+            continue;
+        }
+        match std::fs::metadata(path.as_os_str()) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::task(pid, format!("{what} {} is no longer a directory", path.to_string_lossy())))
+            }
+            Err(e) => return Err(Error::task(pid, format!("{what} {}: {e}", path.to_string_lossy()))),
+        }
+    }
+    if !process.cwd.as_bytes().is_empty() {
+        b.plan.cwd = b.add_str(process.cwd.as_bytes());
+    }
+    if !process.root.as_bytes().is_empty() && process.root.as_bytes() != b"/" {
+        b.plan.root = b.add_str(process.root.as_bytes());
+    }
+    let p = &mut b.plan;
     let comm = thread.comm.as_bytes();
     let n = comm.len().min(15);
     p.comm = [0; 16];
@@ -241,6 +273,16 @@ pub fn plan(
             value_sec: t.value_sec as i64,
             value_usec: t.value_usec as i64,
         };
+    }
+    // A periodic ITIMER_REAL whose SIGALRM is pending is not armed: the
+    // kernel re-arms it when the signal is dequeued, and getitimer reports
+    // a zero value meanwhile. setitimer with a zero value would disarm it
+    // for good (and clear the interval), so arm it one interval ahead; the
+    // pending SIGALRM itself is queued again with the other signals.
+    let real = &mut p.itimers[0];
+    if real.value_sec == 0 && real.value_usec == 0 && (real.interval_sec != 0 || real.interval_usec != 0) {
+        real.value_sec = real.interval_sec;
+        real.value_usec = real.interval_usec;
     }
     p.rlimits_valid = 0;
     for r in &process.rlimits {

@@ -146,13 +146,15 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
     reopen_files(cx)?;
 
     cx.step(Step::Cwd);
-    if cx.plan.root.off != 0 {
-        let r = sys::chroot(cx.str(cx.plan.root));
-        cx.ck(r, 0)?;
-    }
+    // Both paths are as the engine's root sees them: chdir first, then
+    // chroot, which leaves the working directory where it is.
     if cx.plan.cwd.off != 0 {
         let r = sys::chdir(cx.str(cx.plan.cwd));
         cx.ck(r, 0)?;
+    }
+    if cx.plan.root.off != 0 {
+        let r = sys::chroot(cx.str(cx.plan.root));
+        cx.ck(r, 1)?;
     }
 
     cx.step(Step::SigActions);

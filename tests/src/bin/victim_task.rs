@@ -27,7 +27,9 @@
 //! - `timers`: ITIMER_REAL every 10 ms (SIGALRM counter) and a periodic
 //!   CLOCK_MONOTONIC POSIX timer (SIGRTMIN+4, value 0xabc) whose id is not 0
 //!   (a first timer is created and deleted); the check reports both
-//!   counters, the timer id and timer_gettime on it;
+//!   counters, the timer id and timer_gettime on it; `timers_blocked` is
+//!   the same with SIGALRM blocked and pending until the first check (the
+//!   kernel leaves ITIMER_REAL unarmed while its signal is pending);
 //! - `files`: (ARG = a directory) files with known flags, offsets and
 //!   numbers, fd 100, a dup pair, /dev/null and a directory descriptor;
 //! - `limits`: lowered RLIMIT_NOFILE and RLIMIT_CORE (soft and hard), umask
@@ -307,6 +309,8 @@ impl Pending {
 
 struct Timers {
     id: i32,
+    /// SIGALRM is blocked and pending until the first check.
+    alrm_blocked: bool,
 }
 
 fn timer_gettime(id: i32) -> Result<[i64; 4], i32> {
@@ -321,7 +325,7 @@ fn timer_gettime(id: i32) -> Result<[i64; 4], i32> {
 }
 
 impl Timers {
-    fn setup() -> Timers {
+    fn setup(alrm_blocked: bool) -> Timers {
         let sig = sigrtmin() + 4;
         install(libc::SIGALRM, on_flag as *const () as usize, libc::SA_RESTART, &[]);
         install(sig, on_ptimer as *const () as usize, libc::SA_SIGINFO | libc::SA_RESTART, &[]);
@@ -356,9 +360,31 @@ impl Timers {
             id
         };
         PTIMER_ID.store(id, SeqCst);
-        Timers { id }
+        if alrm_blocked {
+            // A pending SIGALRM leaves ITIMER_REAL unarmed until it is dequeued.
+            let set = sigset(&[libc::SIGALRM]);
+            // SAFETY: plain libc calls on a local set.
+            unsafe {
+                libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+                loop {
+                    let mut p: libc::sigset_t = std::mem::zeroed();
+                    libc::sigpending(&mut p);
+                    if libc::sigismember(&p, libc::SIGALRM) == 1 {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+            }
+        }
+        Timers { id, alrm_blocked }
     }
-    fn check(&self, it: &mut Items) {
+    fn check(&mut self, it: &mut Items) {
+        if self.alrm_blocked {
+            self.alrm_blocked = false;
+            let set = sigset(&[libc::SIGALRM]);
+            // SAFETY: plain libc call; the handler runs on return.
+            unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+        }
         it.put("alarms", ALRM_N.load(SeqCst).to_string());
         it.put("ptimer", PTIMER_N.load(SeqCst).to_string());
         it.expect("ptimer_info", PTIMER_BAD.load(SeqCst) == 0, || PTIMER_BAD.load(SeqCst).to_string());
@@ -684,7 +710,7 @@ fn main() {
     let sigact = has("sigact").then(SigAct::setup);
     let altstack = has("altstack").then(AltStack::setup);
     let mut pending = has("pending").then(Pending::setup);
-    let timers = has("timers").then(Timers::setup);
+    let mut timers = (has("timers") || has("timers_blocked")).then(|| Timers::setup(has("timers_blocked")));
     let files = has("files").then(|| Files::setup(&arg));
     let limits = has("limits").then(|| Limits::setup(if arg.is_empty() { "/" } else { &arg }));
     let pipe = has("pipe").then(Pipe::setup);
@@ -738,7 +764,7 @@ fn main() {
         if let Some(s) = pending.as_mut() {
             s.check(&mut it);
         }
-        if let Some(s) = &timers {
+        if let Some(s) = timers.as_mut() {
             s.check(&mut it);
         }
         if let Some(s) = &files {
