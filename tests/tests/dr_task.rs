@@ -323,6 +323,27 @@ fn nanosleep_continues_after_restore() {
 }
 
 #[test]
+fn pause_is_restarted_after_restore() {
+    run("pause", 90, |cx| {
+        let s = Scratch::new("pause");
+        let mut t = cx.start(&s, "pause", None);
+        let deadline = Instant::now() + ANSWER;
+        while current_syscall(t.pid) != Some(libc::SYS_pause) {
+            assert!(Instant::now() < deadline, "victim never entered pause");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        dump_and_restore(&mut t, &s);
+        // pause() goes on: it must not return before a handler runs.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!t.lines().iter().any(|l| l.starts_with("paused")), "pause returned by itself: {:?}", t.lines());
+        assert_eq!(current_syscall(t.pid), Some(libc::SYS_pause), "not in pause after restore");
+        t.signal(libc::SIGUSR1);
+        let line = t.wait_line(|l| l.starts_with("paused "), "paused line");
+        assert_eq!(line, format!("paused r=-1 errno={} usr1=1", libc::EINTR));
+    });
+}
+
+#[test]
 fn sigaction_survives_and_handler_gets_siginfo() {
     run("sigaction", 90, |cx| {
         let s = Scratch::new("sigaction");
@@ -337,6 +358,8 @@ fn sigaction_survives_and_handler_gets_siginfo() {
         let c = t.check();
         c.assert_ok();
         c.assert_item("sigaction", "ok");
+        c.assert_item("sigtrap_action", "ok");
+        c.assert_item("sigtrap_handler", "ok");
         c.assert_item("hup", &format!("{}:{}:{}:{}", libc::SIGHUP, libc::SI_QUEUE, std::process::id(), 0x1234));
     });
 }
@@ -355,6 +378,7 @@ fn pending_signals_survive_with_their_values() {
         c.assert_item("delivered_before", "ok");
         c.assert_item("usr2", "111");
         c.assert_item("rt", "222,333");
+        c.assert_item("rt3", &format!("1:{}:{}", libc::SI_TKILL, t.pid));
         c.assert_ok();
     });
 }

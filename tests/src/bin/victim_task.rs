@@ -14,16 +14,21 @@
 //! Features:
 //! - `sleep`: (ARG = milliseconds) sleeps once in nanosleep right after
 //!   "ready", then appends `slept r=R errno=E ms=ELAPSED want=ARG`;
-//! - `sigact`: SIGHUP handler (SA_SIGINFO|SA_RESTART, mask {SIGINT,SIGQUIT});
-//!   the check compares sigaction() with what it was at setup and reports
-//!   the siginfo of the last SIGHUP as `hup=signo:code:pid:value`;
+//! - `pause`: calls pause() once right after "ready", then appends
+//!   `paused r=R errno=E usr1=0|1` (a handler ran: SIGUSR1 makes it return);
+//! - `sigact`: SIGHUP handler (SA_SIGINFO|SA_RESTART, mask {SIGINT,SIGQUIT})
+//!   and a SIGTRAP handler (SA_SIGINFO|SA_NODEFER, mask {SIGUSR2}); the
+//!   check compares both sigactions with what they were at setup, raises
+//!   SIGTRAP to see its handler run, and reports the siginfo of the last
+//!   SIGHUP as `hup=signo:code:pid:value`;
 //! - `altstack`: a sigaltstack and a SIGWINCH handler with SA_ONSTACK; the
 //!   check compares sigaltstack() with the setup and reports whether the
 //!   last SIGWINCH handler ran on the stack (`onstack=yes|bad...|none`);
 //! - `pending`: SIGUSR2 and SIGRTMIN+2 blocked, SIGUSR2 queued once (value
 //!   111) and SIGRTMIN+2 twice (222, 333) with sigqueue; the first check
 //!   verifies both are pending, unblocks them and reports the values the
-//!   handlers saw (`usr2=111 rt=222,333`);
+//!   handlers saw (`usr2=111 rt=222,333`); SIGRTMIN+3 is sent to the thread
+//!   with tgkill (private pending), reported as `rt3=count:code:pid`;
 //! - `timers`: ITIMER_REAL every 10 ms (SIGALRM counter) and a periodic
 //!   CLOCK_MONOTONIC POSIX timer (SIGRTMIN+4, value 0xabc) whose id is not 0
 //!   (a first timer is created and deleted); the check reports both
@@ -51,6 +56,12 @@ static HUP_SIGNO: AtomicI32 = AtomicI32::new(0);
 static HUP_CODE: AtomicI32 = AtomicI32::new(0);
 static HUP_PID: AtomicI32 = AtomicI32::new(0);
 static HUP_VALUE: AtomicU64 = AtomicU64::new(0);
+
+static TRAPS: AtomicU64 = AtomicU64::new(0);
+static TRAP_CODE: AtomicI32 = AtomicI32::new(0);
+static RT3_N: AtomicUsize = AtomicUsize::new(0);
+static RT3_CODE: AtomicI32 = AtomicI32::new(0);
+static RT3_PID: AtomicI32 = AtomicI32::new(0);
 
 static ALT_LO: AtomicUsize = AtomicUsize::new(0);
 static ALT_HI: AtomicUsize = AtomicUsize::new(0);
@@ -96,6 +107,20 @@ extern "C" fn on_hup(sig: i32, info: *mut libc::siginfo_t, _: *mut libc::c_void)
     HUP_CODE.store(code, SeqCst);
     HUP_PID.store(pid, SeqCst);
     HUP_VALUE.store(si_value(info), SeqCst);
+}
+
+extern "C" fn on_trap(_: i32, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: valid siginfo from the kernel.
+    TRAP_CODE.store(unsafe { (*info).si_code }, SeqCst);
+    TRAPS.fetch_add(1, SeqCst);
+}
+
+extern "C" fn on_rt3(_: i32, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: valid siginfo from the kernel.
+    let (code, pid) = unsafe { ((*info).si_code, (*info).si_pid()) };
+    RT3_CODE.store(code, SeqCst);
+    RT3_PID.store(pid, SeqCst);
+    RT3_N.fetch_add(1, SeqCst);
 }
 
 extern "C" fn on_winch(_: i32, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
@@ -184,6 +209,7 @@ impl Items {
 
 struct SigAct {
     expect: (usize, i32, Vec<i32>),
+    trap: (usize, i32, Vec<i32>),
 }
 
 impl SigAct {
@@ -194,7 +220,9 @@ impl SigAct {
             libc::SA_SIGINFO | libc::SA_RESTART,
             &[libc::SIGINT, libc::SIGQUIT],
         );
-        SigAct { expect: query_action(libc::SIGHUP) }
+        // SIGTRAP is special at restore: the blob's own trap would reset it.
+        install(libc::SIGTRAP, on_trap as *const () as usize, libc::SA_SIGINFO | libc::SA_NODEFER, &[libc::SIGUSR2]);
+        SigAct { expect: query_action(libc::SIGHUP), trap: query_action(libc::SIGTRAP) }
     }
     fn check(&self, it: &mut Items) {
         let now = query_action(libc::SIGHUP);
@@ -203,6 +231,18 @@ impl SigAct {
         let flags_ok = e.1 & libc::SA_SIGINFO != 0 && e.1 & libc::SA_RESTART != 0;
         it.expect("sa_flags", flags_ok, || format!("{:#x}", e.1));
         it.expect("sa_mask", e.2 == [libc::SIGINT, libc::SIGQUIT], || format!("{:?}", e.2));
+        let trap = query_action(libc::SIGTRAP);
+        let t = &self.trap;
+        it.expect("sigtrap_action", trap == *t, || format!("{trap:x?}!={t:x?}"));
+        if trap == *t {
+            let before = TRAPS.load(SeqCst);
+            // SAFETY: our handler for SIGTRAP is installed (checked above).
+            unsafe { libc::raise(libc::SIGTRAP) };
+            let ran = TRAPS.load(SeqCst) == before + 1 && TRAP_CODE.load(SeqCst) == libc::SI_TKILL;
+            it.expect("sigtrap_handler", ran, || {
+                format!("traps={},code={}", TRAPS.load(SeqCst), TRAP_CODE.load(SeqCst))
+            });
+        }
         it.put(
             "hup",
             format!(
@@ -268,7 +308,8 @@ impl Pending {
         let flags = libc::SA_SIGINFO | libc::SA_RESTART;
         install(libc::SIGUSR2, on_queued as *const () as usize, flags, &[]);
         install(rt, on_queued as *const () as usize, flags, &[]);
-        let set = sigset(&[libc::SIGUSR2, rt]);
+        install(rt + 1, on_rt3 as *const () as usize, flags, &[]);
+        let set = sigset(&[libc::SIGUSR2, rt, rt + 1]);
         // SAFETY: plain libc calls on valid arguments.
         unsafe {
             assert_eq!(libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()), 0);
@@ -277,6 +318,8 @@ impl Pending {
                 let val = libc::sigval { sival_ptr: v as *mut _ };
                 assert_eq!(libc::sigqueue(me, sig, val), 0, "sigqueue {sig}");
             }
+            // A thread-directed one: private pending, SI_TKILL.
+            assert_eq!(libc::syscall(libc::SYS_tgkill, me, libc::gettid(), rt + 1), 0, "tgkill");
         }
         Pending { unblocked: false }
     }
@@ -289,11 +332,17 @@ impl Pending {
                 libc::sigpending(&mut set);
                 (libc::sigismember(&set, libc::SIGUSR2) == 1, libc::sigismember(&set, rt) == 1)
             };
-            it.expect("pending_before", usr2 && rtp, || format!("usr2={usr2},rt={rtp}"));
+            // SAFETY: querying only.
+            let rt3 = unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigpending(&mut set);
+                libc::sigismember(&set, rt + 1) == 1
+            };
+            it.expect("pending_before", usr2 && rtp && rt3, || format!("usr2={usr2},rt={rtp},rt3={rt3}"));
             it.expect("delivered_before", USR2_N.load(SeqCst) == 0 && RT_N.load(SeqCst) == 0, || {
                 format!("usr2={},rt={}", USR2_N.load(SeqCst), RT_N.load(SeqCst))
             });
-            let set = sigset(&[libc::SIGUSR2, rt]);
+            let set = sigset(&[libc::SIGUSR2, rt, rt + 1]);
             // SAFETY: plain libc call; the handlers run on return.
             unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
             self.unblocked = true;
@@ -304,6 +353,7 @@ impl Pending {
         };
         it.put("usr2", list(&USR2_VALUES, &USR2_N));
         it.put("rt", list(&RT_VALUES, &RT_N));
+        it.put("rt3", format!("{}:{}:{}", RT3_N.load(SeqCst), RT3_CODE.load(SeqCst), RT3_PID.load(SeqCst)));
     }
 }
 
@@ -715,6 +765,7 @@ fn main() {
     let limits = has("limits").then(|| Limits::setup(if arg.is_empty() { "/" } else { &arg }));
     let pipe = has("pipe").then(Pipe::setup);
     let sleep_ms: Option<u64> = has("sleep").then(|| arg.parse().expect("sleep MS"));
+    let pause = has("pause");
 
     let words = 1 << 16;
     let seed = |i: usize| (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5a5a;
@@ -733,6 +784,13 @@ fn main() {
         let r = unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
         let e = if r == 0 { 0 } else { errno() };
         log_line(&mut log, &format!("slept r={r} errno={e} ms={} want={ms}", start.elapsed().as_millis()));
+    }
+
+    if pause {
+        // SAFETY: pause has no preconditions.
+        let r = unsafe { libc::pause() };
+        let e = errno();
+        log_line(&mut log, &format!("paused r={r} errno={e} usr1={}", USR1.load(SeqCst) as u8));
     }
 
     let mut loops: u64 = 0;
