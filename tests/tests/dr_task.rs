@@ -322,6 +322,36 @@ fn nanosleep_continues_after_restore() {
     });
 }
 
+/// A task found inside restart_syscall (its nanosleep was interrupted once
+/// already, here by a `dump -s`) has its restart block in the kernel only:
+/// the restored task gets a clean EINTR from the sleep (documented in
+/// `objects::task::rewrite_restart`), not garbage, and runs on.
+#[test]
+fn nanosleep_inside_restart_syscall_gets_eintr() {
+    run("restart_syscall", 90, |cx| {
+        let s = Scratch::new("restart_syscall");
+        let want = 3000;
+        let mut t = cx.start(&s, "sleep", Some(&want.to_string()));
+        let deadline = Instant::now() + ANSWER;
+        while !matches!(current_syscall(t.pid), Some(230) | Some(35)) {
+            assert!(Instant::now() < deadline, "victim never entered nanosleep");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let first = s.root.join("first");
+        do_dump(t.pid, &first, true).unwrap_or_else(|e| panic!("dump -s: {e}"));
+        t.signal(libc::SIGCONT);
+        while current_syscall(t.pid) != Some(libc::SYS_restart_syscall) {
+            assert!(Instant::now() < deadline, "victim never went on in restart_syscall");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!t.lines().iter().any(|l| l.starts_with("slept")), "slept before the dump: test too slow");
+        dump_and_restore(&mut t, &s);
+        let line = t.wait_line(|l| l.starts_with("slept "), "slept line");
+        assert!(line.starts_with(&format!("slept r=-1 errno={} ", libc::EINTR)), "after restore: {line}");
+        t.check().assert_ok();
+    });
+}
+
 #[test]
 fn pause_is_restarted_after_restore() {
     run("pause", 90, |cx| {
@@ -434,6 +464,8 @@ fn itimer_with_pending_sigalrm_keeps_firing() {
         let mut t = cx.start(&s, "timers_blocked", None);
         let pnd = u64::from_str_radix(&t.status_field("ShdPnd"), 16).unwrap();
         assert_ne!(pnd & 1 << (libc::SIGALRM - 1), 0, "SIGALRM is not pending before the dump");
+        let rt = libc::SIGRTMIN() + 4;
+        assert_ne!(pnd & 1 << (rt - 1), 0, "the POSIX timer's signal is not pending before the dump");
         dump_and_restore(&mut t, &s);
         // The first check unblocks SIGALRM.
         let c1 = t.check();
@@ -442,6 +474,8 @@ fn itimer_with_pending_sigalrm_keeps_firing() {
         let c2 = t.check();
         c2.assert_ok();
         assert!(c2.num("alarms") > c1.num("alarms") + 1, "ITIMER_REAL stopped: {} then {}", c1.line, c2.line);
+        assert!(c2.num("ptimer") > c1.num("ptimer") + 1, "POSIX timer stopped: {} then {}", c1.line, c2.line);
+        c2.assert_item("ptimer_info", "ok");
     });
 }
 
@@ -508,6 +542,7 @@ fn dump_into_unwritable_directory_fails_cleanly() {
         std::fs::write(&file, b"not a directory").unwrap();
         let dir = file.join("images");
         let err = do_dump(t.pid, &dir, false).expect_err("dump under a regular file must fail");
+        eprintln!("expected error: {err}");
         assert!(err.contains("image directory") || err.contains(&dir.display().to_string()), "unclear error: {err}");
         assert_running_untraced(&t);
         let c = t.check();
@@ -524,6 +559,7 @@ fn unsupported_descriptor_fails_cleanly() {
         let rfd = t.ready[0].clone();
         let maps_before = std::fs::read_to_string(format!("/proc/{}/maps", t.pid)).unwrap();
         let err = do_dump(t.pid, &s.images(), false).expect_err("dump of a pipe must fail");
+        eprintln!("expected error: {err}");
         assert!(err.contains(&t.pid.to_string()), "error does not name the pid: {err}");
         assert!(err.contains(&format!("fd {rfd}")), "error does not name fd {rfd}: {err}");
         assert!(err.contains("pipe"), "error does not name the kind: {err}");
@@ -548,6 +584,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 fn assert_restore_fails(pid: i32, dir: &Path, what: &str, expect: &[&str]) {
     let err = do_restore(pid, dir).expect_err(what);
+    eprintln!("expected error: {err}");
     for e in expect {
         assert!(err.contains(e), "{what}: error {err:?} does not mention {e:?}");
     }
@@ -582,6 +619,7 @@ fn corrupt_or_wrong_images_are_refused() {
         // A pid that is not in the images.
         let other = pid + 1_000_000;
         let err = do_restore(other, &s.images()).expect_err("restore of a pid not in the images");
+        eprintln!("expected error: {err}");
         assert!(err.contains(&other.to_string()) && err.contains("not in the images"), "unclear error: {err}");
 
         // A directory without an inventory.

@@ -33,8 +33,9 @@
 //!   CLOCK_MONOTONIC POSIX timer (SIGRTMIN+4, value 0xabc) whose id is not 0
 //!   (a first timer is created and deleted); the check reports both
 //!   counters, the timer id and timer_gettime on it; `timers_blocked` is
-//!   the same with SIGALRM blocked and pending until the first check (the
-//!   kernel leaves ITIMER_REAL unarmed while its signal is pending);
+//!   the same with SIGALRM and the POSIX timer's signal blocked and pending
+//!   until the first check (the kernel leaves ITIMER_REAL unarmed while its
+//!   signal is pending);
 //! - `files`: (ARG = a directory) files with known flags, offsets and
 //!   numbers, fd 100, a dup pair, /dev/null and a directory descriptor;
 //! - `limits`: lowered RLIMIT_NOFILE and RLIMIT_CORE (soft and hard), umask
@@ -411,15 +412,17 @@ impl Timers {
         };
         PTIMER_ID.store(id, SeqCst);
         if alrm_blocked {
-            // A pending SIGALRM leaves ITIMER_REAL unarmed until it is dequeued.
-            let set = sigset(&[libc::SIGALRM]);
+            // A pending SIGALRM leaves ITIMER_REAL unarmed until it is
+            // dequeued; a pending POSIX timer signal is the timer's own
+            // preallocated one, with the timer waiting to be re-armed.
+            let set = sigset(&[libc::SIGALRM, sig]);
             // SAFETY: plain libc calls on a local set.
             unsafe {
                 libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
                 loop {
                     let mut p: libc::sigset_t = std::mem::zeroed();
                     libc::sigpending(&mut p);
-                    if libc::sigismember(&p, libc::SIGALRM) == 1 {
+                    if libc::sigismember(&p, libc::SIGALRM) == 1 && libc::sigismember(&p, sig) == 1 {
                         break;
                     }
                     std::thread::sleep(std::time::Duration::from_millis(2));
@@ -431,7 +434,7 @@ impl Timers {
     fn check(&mut self, it: &mut Items) {
         if self.alrm_blocked {
             self.alrm_blocked = false;
-            let set = sigset(&[libc::SIGALRM]);
+            let set = sigset(&[libc::SIGALRM, sigrtmin() + 4]);
             // SAFETY: plain libc call; the handler runs on return.
             unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
         }
