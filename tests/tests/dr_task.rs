@@ -638,6 +638,61 @@ fn corrupt_or_wrong_images_are_refused() {
     });
 }
 
+/// Sets or clears FS_IMMUTABLE_FL on `path`.
+fn set_immutable(path: &Path, on: bool) -> std::io::Result<()> {
+    const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
+    const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
+    const FS_IMMUTABLE_FL: libc::c_long = 0x10;
+    let f = std::fs::File::open(path)?;
+    use std::os::fd::AsRawFd;
+    let mut flags: libc::c_long = 0;
+    // SAFETY: the ioctls read and write one long.
+    unsafe {
+        if libc::ioctl(f.as_raw_fd(), FS_IOC_GETFLAGS, &mut flags) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        flags = if on { flags | FS_IMMUTABLE_FL } else { flags & !FS_IMMUTABLE_FL };
+        if libc::ioctl(f.as_raw_fd(), FS_IOC_SETFLAGS, &flags) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// A failure inside the restorer (after the engine's address space is gone
+/// from the new task): the error names the step and the descriptor, and no
+/// task is left with the pid.
+#[test]
+fn restorer_failure_leaves_nothing_behind() {
+    run("restorer_failure", 90, |cx| {
+        let s = Scratch::new("restorer_failure");
+        let data = s.data().to_string_lossy().into_owned();
+        let mut t = cx.start(&s, "files", Some(&data));
+        do_dump(t.pid, &s.images(), false).unwrap_or_else(|e| panic!("dump: {e}"));
+        t.reap_dumped();
+        // The victim holds data/app open O_WRONLY|O_APPEND: an immutable
+        // file passes every check the engine makes, but cannot be opened
+        // for writing, even by root.
+        let app = s.data().join("app");
+        if let Err(e) = set_immutable(&app, true) {
+            eprintln!("skipped: cannot make a file immutable here: {e}");
+            return;
+        }
+        let r = do_restore(t.pid, &s.images());
+        set_immutable(&app, false).expect("clear the immutable flag");
+        let err = r.expect_err("restore must fail on an immutable file");
+        eprintln!("expected error: {err}");
+        assert!(err.contains("reopen files"), "error does not name the step: {err}");
+        assert!(err.contains(&format!("fd {}", t.ready[0])), "error does not name the fd: {err}");
+        assert!(err.contains(&t.pid.to_string()), "error does not name the pid: {err}");
+        assert!(!Path::new(&format!("/proc/{}", t.pid)).exists(), "a half-restored task was left behind");
+        // Nothing was consumed: the same images restore now.
+        do_restore(t.pid, &s.images()).unwrap_or_else(|e| panic!("restore: {e}"));
+        t.restored();
+        t.check().assert_ok();
+    });
+}
+
 #[test]
 fn restore_without_detach_returns_exit_status() {
     run("exit_status", 90, |cx| {

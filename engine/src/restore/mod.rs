@@ -396,9 +396,19 @@ fn finish(
     if regs.rip != trap || f.ret < 0 {
         let errno =
             if f.ret < 0 { Errno::new(-f.ret as i32).to_string() } else { format!("stopped at {:#x}", regs.rip) };
+        // What the detail is depends on the step.
+        let detail = match f.step {
+            s if s == rp::Step::Files as u32 => format!("fd {}", f.detail),
+            s if s == rp::Step::SigActions as u32 || s == rp::Step::PendingSignals as u32 => {
+                format!("signal {}", f.detail)
+            }
+            s if s == rp::Step::Rlimits as u32 => format!("resource {}", f.detail),
+            s if s == rp::Step::PosixTimers as u32 => format!("timer {}", f.detail),
+            _ => format!("detail {:#x}", f.detail),
+        };
         return Err(Error::task(
             pid,
-            format!("restorer failed at step '{}' (detail {:#x}): {errno}", rp::Step::name(f.step), f.detail),
+            format!("restorer failed at step '{}' ({detail}): {errno}", rp::Step::name(f.step)),
         ));
     }
     log::debug!("task {pid}: restorer done");

@@ -38,6 +38,7 @@
 //!   signal is pending);
 //! - `files`: (ARG = a directory) files with known flags, offsets and
 //!   numbers, fd 100, a dup pair, /dev/null and a directory descriptor;
+//!   the extra word of "ready" is the fd of ARG/app (O_WRONLY|O_APPEND);
 //! - `limits`: lowered RLIMIT_NOFILE and RLIMIT_CORE (soft and hard), umask
 //!   027, cwd (ARG = a directory, or /) and the name `vt-limits`;
 //! - `pipe`: a pipe (an unsupported descriptor kind); its fds are the extra
@@ -49,6 +50,11 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering::SeqCst};
+
+thread_local! {
+    /// Extra words for the "ready" line.
+    static EXTRA: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 static USR1: AtomicBool = AtomicBool::new(false);
 static TERM: AtomicBool = AtomicBool::new(false);
@@ -583,6 +589,7 @@ impl Files {
                 cloexec: false,
                 pos: None,
             });
+            EXTRA.with(|e| e.borrow_mut().push(app.to_string()));
             Files { list, dup: (d1, d2), dir_fd: dfd, dir: dir.to_string(), app_fd: app, app_size: 7 }
         }
     }
@@ -778,6 +785,7 @@ fn main() {
     if let Some(p) = &pipe {
         extra = format!(" {} {}", p.r, p.w);
     }
+    EXTRA.with(|e| e.borrow().iter().for_each(|w| extra += &format!(" {w}")));
     log_line(&mut log, &format!("ready {}{extra}", std::process::id()));
 
     if let Some(ms) = sleep_ms {
