@@ -515,6 +515,23 @@ fn rlimits_umask_cwd_and_name_survive() {
 }
 
 #[test]
+fn credentials_and_prctl_bits_survive() {
+    run("creds", 90, |cx| {
+        let s = Scratch::new("creds");
+        let mut t = cx.start(&s, "sigact,creds", None);
+        let c = t.check();
+        c.assert_ok();
+        assert!(t.status_field("Uid").starts_with("4000\t4001\t4002"), "uids before dump: {}", t.status_field("Uid"));
+        dump_and_restore(&mut t, &s);
+        let c = t.check();
+        for k in ["uids", "gids", "groups", "caps", "no_new_privs", "subreaper", "personality"] {
+            c.assert_item(k, "ok");
+        }
+        c.assert_ok();
+    });
+}
+
+#[test]
 fn leave_stopped_keeps_the_original_intact() {
     run("leave_stopped", 90, |cx| {
         let s = Scratch::new("leave_stopped");

@@ -125,6 +125,47 @@ pub fn dump_thread_with(p: &mut Parasite<'_>, status: &proc::status::Status) -> 
     })
 }
 
+/// The task's resource limits: prlimit64, or /proc/pid/limits when
+/// prlimit64 is refused (a task of another uid, without CAP_SYS_RESOURCE).
+fn read_rlimits(pid: Pid) -> Result<Vec<Rlimit>> {
+    let mut out = Vec::new();
+    for res in 0..NLIMITS {
+        match crate::sys::misc::get_rlimit(pid, res) {
+            Ok(r) => out.push(Rlimit { resource: res, cur: r.cur, max: r.max }),
+            Err(crate::sys::Errno::EPERM) => {
+                let text = std::fs::read_to_string(proc::pid_path(pid, "limits")).ctx(pid, "read limits")?;
+                return parse_limits(&text).map_err(|e| Error::task(pid, format!("/proc/{pid}/limits: {e}")));
+            }
+            Err(e) => return Err(Error::task(pid, format!("prlimit64 of resource {res}: {e}"))),
+        }
+    }
+    Ok(out)
+}
+
+/// Parses /proc/pid/limits: after the header, one line per resource in
+/// RLIMIT_* order, "%-25s %-20s %-20s %-10s" (name, soft, hard, unit).
+pub fn parse_limits(text: &str) -> std::result::Result<Vec<Rlimit>, String> {
+    let value = |w: Option<&str>| -> std::result::Result<u64, String> {
+        match w {
+            Some("unlimited") => Ok(u64::MAX),
+            Some(n) => n.parse().map_err(|_| format!("bad limit {n:?}")),
+            None => Err("missing limit".into()),
+        }
+    };
+    let mut out = Vec::new();
+    for (i, line) in text.lines().skip(1).enumerate().take(NLIMITS as usize) {
+        let rest = line.get(26..).ok_or_else(|| format!("short line {line:?}"))?;
+        let mut w = rest.split_whitespace();
+        let cur = value(w.next())?;
+        let max = value(w.next())?;
+        out.push(Rlimit { resource: i as u32, cur, max });
+    }
+    if out.len() != NLIMITS as usize {
+        return Err(format!("{} limits, expected {NLIMITS}", out.len()));
+    }
+    Ok(out)
+}
+
 /// Process-wide state of a seized thread-group leader.
 pub fn dump_process_with(p: &mut Parasite<'_>, status: &proc::status::Status) -> Result<ProcessCore> {
     let pid = p.pid();
@@ -171,11 +212,7 @@ pub fn dump_process_with(p: &mut Parasite<'_>, status: &proc::status::Status) ->
 
     let shared_pending =
         siginfos(ptrace::peek_all_siginfo(pid, PEEKSIGINFO_SHARED).ctx(pid, "PTRACE_PEEKSIGINFO shared")?);
-    let mut rlimits = Vec::new();
-    for res in 0..NLIMITS {
-        let r = crate::sys::misc::get_rlimit(pid, res).ctx(pid, "prlimit64")?;
-        rlimits.push(Rlimit { resource: res, cur: r.cur, max: r.max });
-    }
+    let rlimits = read_rlimits(pid)?;
     let misc = p.misc().ctx(pid, "read prctl state")?;
     let dir = |what: &str, t: proc::PathTarget| {
         if t.deleted {
@@ -354,4 +391,39 @@ pub fn plan(
     b.plan.sigs_shared = b.add_table(&shared);
     b.plan.sigs_private = b.add_table(&private);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_file_agrees_with_prlimit() {
+        let me = Pid(std::process::id() as i32);
+        let text = std::fs::read_to_string(proc::pid_path(me, "limits")).unwrap();
+        let parsed = parse_limits(&text).unwrap();
+        for r in &parsed {
+            let l = crate::sys::misc::get_rlimit(me, r.resource).unwrap();
+            assert_eq!((r.cur, r.max), (l.cur, l.max), "resource {}", r.resource);
+        }
+        assert!(parse_limits("header\nMax cpu time              12 x\n").is_err());
+    }
+
+    #[test]
+    fn restart_states_are_rewritten() {
+        let mut r = UserRegs { orig_rax: 230, rax: ERESTART_RESTARTBLOCK as u64, rip: 0x1002, ..Default::default() };
+        rewrite_restart(&mut r);
+        assert_eq!((r.rax, r.rip, r.orig_rax), (230, 0x1000, u64::MAX));
+        let mut r = UserRegs {
+            orig_rax: NR_RESTART_SYSCALL,
+            rax: ERESTART_RESTARTBLOCK as u64,
+            rip: 0x1002,
+            ..Default::default()
+        };
+        rewrite_restart(&mut r);
+        assert_eq!((r.rax, r.rip), (EINTR as u64, 0x1002));
+        let mut r = UserRegs { orig_rax: 0, rax: 5, rip: 0x1002, ..Default::default() };
+        rewrite_restart(&mut r);
+        assert_eq!((r.rax, r.rip), (5, 0x1002));
+    }
 }

@@ -41,6 +41,9 @@
 //!   the extra word of "ready" is the fd of ARG/app (O_WRONLY|O_APPEND);
 //! - `limits`: lowered RLIMIT_NOFILE and RLIMIT_CORE (soft and hard), umask
 //!   027, cwd (ARG = a directory, or /) and the name `vt-limits`;
+//! - `creds`: (set up last) supplementary groups, distinct real/effective/
+//!   saved gids and uids (not root), chosen capability sets, no_new_privs,
+//!   child_subreaper and ADDR_NO_RANDOMIZE; the check compares them all;
 //! - `pipe`: a pipe (an unsupported descriptor kind); its fds are the extra
 //!   words of "ready".
 //!
@@ -708,6 +711,89 @@ impl Limits {
     }
 }
 
+/// Credentials and prctl bits the `creds` feature sets.
+#[derive(Debug, PartialEq, Eq)]
+struct CredState {
+    uid: [u32; 3],
+    gid: [u32; 3],
+    groups: Vec<u32>,
+    caps: [String; 3],
+    no_new_privs: i32,
+    subreaper: i32,
+    personality: i32,
+}
+
+fn cred_state() -> CredState {
+    let mut uid = [0u32; 3];
+    let mut gid = [0u32; 3];
+    let mut groups = vec![0u32; 64];
+    let mut subreaper: i32 = -1;
+    // SAFETY: plain libc queries into locals of the right size.
+    let (n, no_new_privs, personality) = unsafe {
+        libc::getresuid(&mut uid[0], &mut uid[1], &mut uid[2]);
+        libc::getresgid(&mut gid[0], &mut gid[1], &mut gid[2]);
+        let n = libc::getgroups(groups.len() as i32, groups.as_mut_ptr());
+        libc::prctl(libc::PR_GET_CHILD_SUBREAPER, &mut subreaper as *mut i32);
+        (n, libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0), libc::personality(0xffff_ffff))
+    };
+    groups.truncate(n.max(0) as usize);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let cap =
+        |k: &str| status.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string()).unwrap_or_default();
+    CredState {
+        uid,
+        gid,
+        groups,
+        caps: [cap("CapEff:"), cap("CapPrm:"), cap("CapInh:")],
+        no_new_privs,
+        subreaper,
+        personality,
+    }
+}
+
+struct Creds {
+    expect: CredState,
+}
+
+impl Creds {
+    fn setup() -> Creds {
+        // SAFETY: plain libc calls with valid arguments.
+        unsafe {
+            let groups = [4242u32, 4343];
+            assert_eq!(libc::setgroups(groups.len(), groups.as_ptr()), 0, "setgroups");
+            assert_eq!(libc::setresgid(4100, 4101, 4102), 0, "setresgid");
+            // Keep the permitted set across the uid change, then drop the bit again.
+            assert_eq!(libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0), 0);
+            assert_eq!(libc::setresuid(4000, 4001, 4002), 0, "setresuid");
+            assert_eq!(libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0), 0);
+            // Effective: CAP_KILL (5) and CAP_NET_BIND_SERVICE (10); inheritable: CAP_KILL.
+            let hdr = [0x2008_0522u32, 0];
+            let mut data = [0u32; 6];
+            assert_eq!(libc::syscall(libc::SYS_capget, hdr.as_ptr(), data.as_mut_ptr()), 0, "capget");
+            data[0] = 1 << 5 | 1 << 10;
+            data[2] = 1 << 5;
+            data[3] = 0;
+            data[5] = 0;
+            assert_eq!(libc::syscall(libc::SYS_capset, hdr.as_ptr(), data.as_ptr()), 0, "capset: errno {}", errno());
+            assert_eq!(libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
+            assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+            assert!(libc::personality(0x0040000) >= 0, "personality");
+        }
+        Creds { expect: cred_state() }
+    }
+    fn check(&self, it: &mut Items) {
+        let now = cred_state();
+        let e = &self.expect;
+        it.expect("uids", now.uid == e.uid, || format!("{:?}", now.uid));
+        it.expect("gids", now.gid == e.gid, || format!("{:?}", now.gid));
+        it.expect("groups", now.groups == e.groups, || format!("{:?}", now.groups));
+        it.expect("caps", now.caps == e.caps, || format!("{:?}", now.caps));
+        it.expect("no_new_privs", now.no_new_privs == 1, || now.no_new_privs.to_string());
+        it.expect("subreaper", now.subreaper == 1, || now.subreaper.to_string());
+        it.expect("personality", now.personality == e.personality, || format!("{:#x}", now.personality));
+    }
+}
+
 struct Pipe {
     r: i32,
     w: i32,
@@ -774,6 +860,7 @@ fn main() {
     let files = has("files").then(|| Files::setup(&arg));
     let limits = has("limits").then(|| Limits::setup(if arg.is_empty() { "/" } else { &arg }));
     let pipe = has("pipe").then(Pipe::setup);
+    let creds = has("creds").then(Creds::setup);
     let sleep_ms: Option<u64> = has("sleep").then(|| arg.parse().expect("sleep MS"));
     let pause = has("pause");
 
@@ -843,6 +930,9 @@ fn main() {
             s.check(&mut it);
         }
         if let Some(s) = &pipe {
+            s.check(&mut it);
+        }
+        if let Some(s) = &creds {
             s.check(&mut it);
         }
         let good = it.0.iter().all(|(_, v)| !v.starts_with("bad"));
