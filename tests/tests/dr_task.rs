@@ -532,6 +532,28 @@ fn credentials_and_prctl_bits_survive() {
 }
 
 #[test]
+fn stopped_task_is_restored_stopped() {
+    run("stopped", 90, |cx| {
+        let s = Scratch::new("stopped");
+        let mut t = cx.start(&s, "sigact,timers", None);
+        t.signal(libc::SIGSTOP);
+        let deadline = Instant::now() + ANSWER;
+        while !t.status_field("State").starts_with('T') {
+            assert!(Instant::now() < deadline, "victim did not stop");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        dump_and_restore(&mut t, &s);
+        std::thread::sleep(Duration::from_millis(100));
+        let state = t.status_field("State");
+        assert!(state.starts_with('T'), "a task stopped at dump runs after restore: {state}");
+        assert_eq!(t.status_field("TracerPid"), "0");
+        t.signal(libc::SIGCONT);
+        t.check().assert_ok();
+        assert_running_untraced(&t);
+    });
+}
+
+#[test]
 fn leave_stopped_keeps_the_original_intact() {
     run("leave_stopped", 90, |cx| {
         let s = Scratch::new("leave_stopped");

@@ -74,7 +74,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     let stat = proc::stat::read(pid).ctx(pid, "read stat")?;
     let status = proc::status::read(pid).ctx(pid, "read status")?;
 
-    let (thread, process, fds, brk) = {
+    let (thread, mut process, fds, brk) = {
         let mut p = Parasite::infect(&mut tracee).ctx(pid, "infect")?;
         let thread = task::dump_thread_with(&mut p, &status)?;
         let process = task::dump_process_with(&mut p, &status)?;
@@ -85,6 +85,10 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         (thread, process, fds, brk)
     };
     log::debug!("task {pid}: in-task state collected, parasite removed");
+    if matches!(tracee.state(), crate::infect::StopState::Stopped(_)) {
+        // Found in group-stop: restored stopped too.
+        process.state = crate::image::core::TaskState::Stopped;
+    }
 
     let smaps = proc::smaps::read(pid).ctx(pid, "read smaps")?;
     let mut vmas = Vec::with_capacity(smaps.len());

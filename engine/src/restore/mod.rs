@@ -194,7 +194,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     dir.verify_all().ctx_global("verify images")?;
     let t = read_images(&dir, pid)?;
     let process = t.core.process.as_ref().expect("checked in read_images");
-    if process.state != crate::image::core::TaskState::Alive {
+    use crate::image::core::TaskState;
+    if !matches!(process.state, TaskState::Alive | TaskState::Stopped) {
         return Err(Error::task(pid, format!("task state {:?} cannot be restored yet", process.state)));
     }
 
@@ -441,6 +442,11 @@ fn finish(
     .ctx(pid, "unmap the restorer")?;
     ptrace::set_regset(pid, NT_X86_XSTATE, &ti.core.thread.xsave.area).ctx(pid, "PTRACE_SETREGSET NT_X86_XSTATE")?;
     t.set_sigmask(ti.core.thread.sigmask).ctx(pid, "PTRACE_SETSIGMASK")?;
-    t.detach().ctx(pid, "detach")?;
+    if process.state == crate::image::core::TaskState::Stopped {
+        // It was in group-stop at dump: it waits for SIGCONT again.
+        t.detach_stopped().ctx(pid, "detach stopped")?;
+    } else {
+        t.detach().ctx(pid, "detach")?;
+    }
     Ok(())
 }
