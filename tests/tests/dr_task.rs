@@ -489,8 +489,8 @@ fn open_files_keep_offsets_flags_and_numbers() {
         c.assert_ok();
         dump_and_restore(&mut t, &s);
         let c = t.check();
-        for k in ["rw", "ro", "app", "fd100", "dup1", "dup2", "null", "dir", "dup_shared", "dir_works", "append_works"]
-        {
+        let items = ["rw", "ro", "app", "fd100", "dup1", "dup2", "trunc", "null", "dir"];
+        for k in items.iter().chain(&["dup_shared", "dir_works", "trunc_size", "append_works"]) {
             c.assert_item(k, "ok");
         }
         c.assert_ok();
@@ -606,6 +606,34 @@ fn unsupported_descriptor_fails_cleanly() {
         assert_running_untraced(&t);
         let maps_after = std::fs::read_to_string(format!("/proc/{}/maps", t.pid)).unwrap();
         assert_eq!(maps_before, maps_after, "the parasite left a mapping");
+        let c = t.check();
+        c.assert_ok();
+        c.assert_item("pipe", "ok");
+        assert_running_untraced(&t);
+    });
+}
+
+#[test]
+fn unsupported_socket_fails_cleanly_and_a_stopped_task_stays_stopped() {
+    run("unsupported_socket", 90, |cx| {
+        let s = Scratch::new("unsupported_socket");
+        let t = cx.start(&s, "socket,sigact", None);
+        let fd = t.ready[0].clone();
+        t.signal(libc::SIGSTOP);
+        let deadline = Instant::now() + ANSWER;
+        while !t.status_field("State").starts_with('T') {
+            assert!(Instant::now() < deadline, "victim did not stop");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let err = do_dump(t.pid, &s.images(), false).expect_err("dump of a socket must fail");
+        eprintln!("expected error: {err}");
+        assert!(err.contains(&t.pid.to_string()), "error does not name the pid: {err}");
+        assert!(err.contains(&format!("fd {fd}")), "error does not name fd {fd}: {err}");
+        assert!(err.contains("socket"), "error does not name the kind: {err}");
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(t.status_field("State").starts_with('T'), "a stopped task was resumed by a failed dump");
+        assert_eq!(t.status_field("TracerPid"), "0");
+        t.signal(libc::SIGCONT);
         let c = t.check();
         c.assert_ok();
         c.assert_item("pipe", "ok");

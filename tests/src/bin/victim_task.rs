@@ -45,7 +45,7 @@
 //!   saved gids and uids (not root), chosen capability sets, no_new_privs,
 //!   child_subreaper and ADDR_NO_RANDOMIZE; the check compares them all;
 //! - `pipe`: a pipe (an unsupported descriptor kind); its fds are the extra
-//!   words of "ready".
+//!   words of "ready"; `socket`: the same with a unix socketpair.
 //!
 //! Every check also verifies a memory buffer and that a counter kept in the
 //! main loop kept counting (`mem=ok loop=ok`).
@@ -475,6 +475,7 @@ struct FdExpect {
     accmode: i32,
     append: bool,
     cloexec: bool,
+    nonblock: bool,
     /// Offset, or None for descriptors without a meaningful one.
     pos: Option<i64>,
 }
@@ -510,7 +511,7 @@ impl Files {
         let mut list = Vec::new();
         // SAFETY: plain libc calls on descriptors this function opened.
         unsafe {
-            let rw = open(&p("rw"), libc::O_RDWR);
+            let rw = open(&p("rw"), libc::O_RDWR | libc::O_NONBLOCK);
             libc::lseek(rw, 4, libc::SEEK_SET);
             list.push(FdExpect {
                 name: "rw",
@@ -519,6 +520,7 @@ impl Files {
                 accmode: libc::O_RDWR,
                 append: false,
                 cloexec: false,
+                nonblock: true,
                 pos: Some(4),
             });
             let ro = open(&p("ro"), libc::O_RDONLY | libc::O_CLOEXEC);
@@ -531,6 +533,7 @@ impl Files {
                 accmode: libc::O_RDONLY,
                 append: false,
                 cloexec: true,
+                nonblock: false,
                 pos: Some(3),
             });
             let app = open(&p("app"), libc::O_WRONLY | libc::O_APPEND);
@@ -542,6 +545,7 @@ impl Files {
                 accmode: libc::O_WRONLY,
                 append: true,
                 cloexec: false,
+                nonblock: false,
                 pos: Some(7),
             });
             let h = open(&p("hundred"), libc::O_RDWR);
@@ -555,6 +559,7 @@ impl Files {
                 accmode: libc::O_RDWR,
                 append: false,
                 cloexec: false,
+                nonblock: false,
                 pos: Some(7),
             });
             let d1 = open(&p("dup"), libc::O_RDWR);
@@ -569,9 +574,24 @@ impl Files {
                     accmode: libc::O_RDWR,
                     append: false,
                     cloexec: false,
+                    nonblock: false,
                     pos: Some(2),
                 });
             }
+            // Opened with O_TRUNC: restore must not truncate it again.
+            std::fs::write(p("trunc"), b"old contents").unwrap();
+            let tr = open(&p("trunc"), libc::O_WRONLY | libc::O_TRUNC);
+            assert_eq!(libc::write(tr, b"abc".as_ptr() as *const _, 3), 3);
+            list.push(FdExpect {
+                name: "trunc",
+                fd: tr,
+                path: p("trunc"),
+                accmode: libc::O_WRONLY,
+                append: false,
+                cloexec: false,
+                nonblock: false,
+                pos: Some(3),
+            });
             let null = open("/dev/null", libc::O_WRONLY | libc::O_CLOEXEC);
             list.push(FdExpect {
                 name: "null",
@@ -580,6 +600,7 @@ impl Files {
                 accmode: libc::O_WRONLY,
                 append: false,
                 cloexec: true,
+                nonblock: false,
                 pos: None,
             });
             let dfd = open(dir, libc::O_RDONLY | libc::O_DIRECTORY);
@@ -590,6 +611,7 @@ impl Files {
                 accmode: libc::O_RDONLY,
                 append: false,
                 cloexec: false,
+                nonblock: false,
                 pos: None,
             });
             EXTRA.with(|e| e.borrow_mut().push(app.to_string()));
@@ -619,6 +641,9 @@ impl Files {
                 }
                 if (fl & libc::O_APPEND != 0) != e.append {
                     bad.push(format!("append={}", fl & libc::O_APPEND != 0));
+                }
+                if (fl & libc::O_NONBLOCK != 0) != e.nonblock {
+                    bad.push(format!("nonblock={}", fl & libc::O_NONBLOCK != 0));
                 }
                 if (fdfl & libc::FD_CLOEXEC != 0) != e.cloexec {
                     bad.push(format!("cloexec={}", fdfl & libc::FD_CLOEXEC != 0));
@@ -658,6 +683,8 @@ impl Files {
             let at = libc::lseek(self.app_fd, 0, libc::SEEK_CUR);
             libc::ftruncate(self.app_fd, self.app_size);
             libc::lseek(self.app_fd, self.app_size, libc::SEEK_SET);
+            let tsize = std::fs::metadata(format!("{}/trunc", self.dir)).map(|m| m.len() as i64).unwrap_or(-1);
+            it.expect("trunc_size", tsize == 3, || tsize.to_string());
             it.expect("append_works", w == 1 && size == self.app_size + 1 && at == size, || {
                 format!("w={w},size={size},at={at}")
             });
@@ -800,6 +827,15 @@ struct Pipe {
 }
 
 impl Pipe {
+    fn socketpair() -> Pipe {
+        let mut p = [0i32; 2];
+        // SAFETY: socketpair writes two descriptors.
+        assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, p.as_mut_ptr()) }, 0);
+        Pipe { r: p[0], w: p[1] }
+    }
+}
+
+impl Pipe {
     fn setup() -> Pipe {
         let mut p = [0i32; 2];
         // SAFETY: pipe writes two descriptors.
@@ -859,7 +895,7 @@ fn main() {
     let mut timers = (has("timers") || has("timers_blocked")).then(|| Timers::setup(has("timers_blocked")));
     let files = has("files").then(|| Files::setup(&arg));
     let limits = has("limits").then(|| Limits::setup(if arg.is_empty() { "/" } else { &arg }));
-    let pipe = has("pipe").then(Pipe::setup);
+    let pipe = if has("pipe") { Some(Pipe::setup()) } else { has("socket").then(Pipe::socketpair) };
     let creds = has("creds").then(Creds::setup);
     let sleep_ms: Option<u64> = has("sleep").then(|| arg.parse().expect("sleep MS"));
     let pause = has("pause");
