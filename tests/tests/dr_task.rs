@@ -760,6 +760,30 @@ fn restorer_failure_leaves_nothing_behind() {
     });
 }
 
+/// A file that changed size after the dump is refused before anything is
+/// created, naming the file; put back, the same images restore.
+#[test]
+fn changed_file_is_refused() {
+    run("changed_file", 90, |cx| {
+        let s = Scratch::new("changed_file");
+        let data = s.data().to_string_lossy().into_owned();
+        let mut t = cx.start(&s, "files", Some(&data));
+        do_dump(t.pid, &s.images(), false).unwrap_or_else(|e| panic!("dump: {e}"));
+        t.reap_dumped();
+        let rw = s.data().join("rw");
+        let before = std::fs::read(&rw).unwrap();
+        std::fs::write(&rw, b"0123456789 and more").unwrap();
+        let err = do_restore(t.pid, &s.images()).expect_err("restore over a changed file");
+        eprintln!("expected error: {err}");
+        assert!(err.contains(&rw.display().to_string()) && err.contains("size"), "unclear error: {err}");
+        assert!(!Path::new(&format!("/proc/{}", t.pid)).exists(), "a task was left behind");
+        std::fs::write(&rw, &before).unwrap();
+        do_restore(t.pid, &s.images()).unwrap_or_else(|e| panic!("restore: {e}"));
+        t.restored();
+        t.check().assert_ok();
+    });
+}
+
 #[test]
 fn restore_without_detach_returns_exit_status() {
     run("exit_status", 90, |cx| {
