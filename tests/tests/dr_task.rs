@@ -433,6 +433,26 @@ fn sigaltstack_survives_and_is_used() {
     });
 }
 
+/// Dumped while a handler sleeps on the alternate stack: after restore the
+/// handler finishes on that stack and returns into the main loop.
+#[test]
+fn dump_inside_a_handler_on_the_altstack() {
+    run("in_handler", 90, |cx| {
+        let s = Scratch::new("in_handler");
+        let mut t = cx.start(&s, "altstack", None);
+        t.signal(libc::SIGURG);
+        t.wait_line(|l| l == "urg-start", "urg-start line");
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!t.lines().iter().any(|l| l.starts_with("urg-end")), "handler ended before the dump: test too slow");
+        dump_and_restore(&mut t, &s);
+        let line = t.wait_line(|l| l.starts_with("urg-end"), "urg-end line");
+        assert_eq!(line, "urg-end onstack=yes");
+        let c = t.check();
+        c.assert_ok();
+        c.assert_item("altstack", "ok");
+    });
+}
+
 #[test]
 fn itimer_and_posix_timer_keep_firing() {
     run("timers", 90, |cx| {

@@ -1,6 +1,10 @@
 //! Per-task state: registers and xsave area, signal mask, actions and
 //! queues, sigaltstack, itimers and POSIX timers, rlimits, personality,
-//! umask, prctl bits, credentials, rseq and the clear-child-tid address.
+//! umask, cwd and root, prctl bits, credentials, rseq and the
+//! clear-child-tid address.
+//!
+//! Not restored yet: securebits (dumped, but the plan has no field for them)
+//! and the parent-death signal of the root task (its parent changes).
 //!
 //! Dump: registers and queues through ptrace, in-task state through the
 //! parasite, the rest from /proc. Restore: the restorer blob sets what the

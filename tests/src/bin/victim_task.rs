@@ -24,6 +24,8 @@
 //! - `altstack`: a sigaltstack and a SIGWINCH handler with SA_ONSTACK; the
 //!   check compares sigaltstack() with the setup and reports whether the
 //!   last SIGWINCH handler ran on the stack (`onstack=yes|bad...|none`);
+//!   SIGURG runs a handler on the stack that appends "urg-start", sleeps
+//!   1.5 s and appends "urg-end onstack=yes|no";
 //! - `pending`: SIGUSR2 and SIGRTMIN+2 blocked, SIGUSR2 queued once (value
 //!   111) and SIGRTMIN+2 twice (222, 333) with sigqueue; the first check
 //!   verifies both are pending, unblocks them and reports the values the
@@ -131,6 +133,26 @@ extern "C" fn on_rt3(_: i32, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
     RT3_CODE.store(code, SeqCst);
     RT3_PID.store(pid, SeqCst);
     RT3_N.fetch_add(1, SeqCst);
+}
+
+/// The log's descriptor, for handlers that write to it with write(2).
+static LOG_FD: AtomicI32 = AtomicI32::new(-1);
+
+fn raw_log(msg: &[u8]) {
+    // SAFETY: write(2) is async-signal-safe; a bad fd just fails.
+    unsafe { libc::write(LOG_FD.load(SeqCst), msg.as_ptr() as *const _, msg.len()) };
+}
+
+/// A long handler on the alternate stack: the dump happens while it sleeps.
+extern "C" fn on_urg(_: i32, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let local = 0u8;
+    raw_log(b"urg-start\n");
+    let mut ts = libc::timespec { tv_sec: 1, tv_nsec: 500_000_000 };
+    // SAFETY: nanosleep with valid timespecs; it is async-signal-safe.
+    while unsafe { libc::nanosleep(&ts, &mut ts) } != 0 {}
+    let at = std::hint::black_box(&local) as *const u8 as usize;
+    let on = (ALT_LO.load(SeqCst)..ALT_HI.load(SeqCst)).contains(&at);
+    raw_log(if on { b"urg-end onstack=yes\n" } else { b"urg-end onstack=no\n" });
 }
 
 extern "C" fn on_winch(_: i32, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
@@ -282,6 +304,8 @@ impl AltStack {
         // SAFETY: the stack is leaked, so it lives forever.
         assert_eq!(unsafe { libc::sigaltstack(&ss, std::ptr::null_mut()) }, 0);
         install(libc::SIGWINCH, on_winch as *const () as usize, libc::SA_SIGINFO | libc::SA_ONSTACK, &[]);
+        let flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
+        install(libc::SIGURG, on_urg as *const () as usize, flags, &[]);
         AltStack { sp, size }
     }
     fn check(&self, it: &mut Items) {
@@ -885,6 +909,7 @@ fn main() {
     let arg = args.get(3).cloned().unwrap_or_default();
     detach_from_harness();
     let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("open log");
+    LOG_FD.store(std::os::fd::AsRawFd::as_raw_fd(&log), SeqCst);
     install(libc::SIGUSR1, on_flag as *const () as usize, libc::SA_RESTART, &[]);
     install(libc::SIGTERM, on_flag as *const () as usize, libc::SA_RESTART, &[]);
 
