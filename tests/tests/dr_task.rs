@@ -425,11 +425,11 @@ fn sigaltstack_survives_and_is_used() {
         dump_and_restore(&mut t, &s);
         let c = t.check();
         c.assert_item("altstack", "ok");
+        c.assert_item("onstack", "none");
         t.signal(libc::SIGWINCH);
         let c2 = t.check();
         c2.assert_ok();
         c2.assert_item("onstack", "yes");
-        let _ = c;
     });
 }
 

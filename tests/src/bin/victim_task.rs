@@ -23,7 +23,8 @@
 //!   SIGHUP as `hup=signo:code:pid:value`;
 //! - `altstack`: a sigaltstack and a SIGWINCH handler with SA_ONSTACK; the
 //!   check compares sigaltstack() with the setup and reports whether the
-//!   last SIGWINCH handler ran on the stack (`onstack=yes|bad...|none`);
+//!   last SIGWINCH handler since the previous check ran on the stack
+//!   (`onstack=yes|bad...|none`);
 //!   SIGURG runs a handler on the stack that appends "urg-start", sleeps
 //!   1.5 s and appends "urg-end onstack=yes|no";
 //! - `pending`: SIGUSR2 and SIGRTMIN+2 blocked, SIGUSR2 queued once (value
@@ -320,7 +321,8 @@ impl AltStack {
         it.expect("winch_action", h == on_winch as *const () as usize && f & libc::SA_ONSTACK != 0, || {
             format!("{h:#x}/{f:#x}")
         });
-        let local = WINCH_LOCAL.load(SeqCst);
+        // Each check reports the handler runs since the previous one.
+        let local = WINCH_LOCAL.swap(0, SeqCst);
         let v = if local == 0 {
             "none".to_string()
         } else if (self.sp..self.sp + self.size).contains(&local) && WINCH_SS_FLAGS.load(SeqCst) == libc::SS_ONSTACK {
