@@ -35,6 +35,9 @@ fn main() {
         rs.push_str(&format!("pub const MEM_SIZE: usize = {};\n", blob.mem_size));
         rs.push_str(&format!("pub const ENTRY: usize = {};\n", blob.entry));
         rs.push_str(&format!("pub const TRAP: usize = {};\n", blob.trap));
+        for (sym, off) in &blob.exports {
+            rs.push_str(&format!("pub const {}: usize = {off};\n", sym.to_uppercase()));
+        }
         rs.push_str("/// Offsets of 64-bit words that hold an offset into the blob; add the load base.\n");
         rs.push_str(&format!("pub static RELOCS: &[usize] = &{:?};\n", blob.relocs));
         std::fs::write(out.join(format!("{name}_blob.rs")), rs).unwrap();
@@ -81,6 +84,8 @@ struct Flat {
     entry: usize,
     trap: usize,
     relocs: Vec<usize>,
+    /// Other `__export_<blob>_<what>` symbols: (what, offset).
+    exports: Vec<(String, usize)>,
 }
 
 fn u16_at(b: &[u8], o: usize) -> Result<u16, String> {
@@ -225,5 +230,12 @@ fn flatten(elf: &[u8], name: &str) -> Result<Flat, String> {
         return Err(format!("no int3 at the trap offset {trap:#x}"));
     }
     mem_size = mem_size.max(image.len());
-    Ok(Flat { image, mem_size, entry, trap, relocs })
+    let prefix = format!("__export_{name}_");
+    let mut exports: Vec<(String, usize)> = symbols
+        .iter()
+        .filter_map(|(k, &v)| k.strip_prefix(&prefix).map(|w| (w.to_string(), v)))
+        .filter(|(w, _)| w != "entry" && w != "trap")
+        .collect();
+    exports.sort();
+    Ok(Flat { image, mem_size, entry, trap, relocs, exports })
 }

@@ -33,7 +33,28 @@ core::arch::global_asm!(
     "__export_restorer_trap:",
     "    int3",
     "    ud2",
+    // clone3(args = rdi, size = rsi) for a thread: the parent returns the
+    // new tid; the new thread, on its own stack in the region, stops on the
+    // trap below and the engine gives it its registers.
+    ".text",
+    ".globl restorer_clone_thread",
+    "restorer_clone_thread:",
+    "    mov eax, 435",
+    "    syscall",
+    "    test rax, rax",
+    "    jz 2f",
+    "    ret",
+    "2:",
+    ".globl __export_restorer_thread_trap",
+    "__export_restorer_thread_trap:",
+    "    int3",
+    "    ud2",
 );
+
+extern "C" {
+    /// See the assembly above.
+    fn restorer_clone_thread(args: *const u64, size: usize) -> i64;
+}
 
 const PAGE: u64 = 4096;
 const SIGKILL: usize = 9;
@@ -235,6 +256,9 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
     }
 
     pending_signals(cx)?;
+    // Threads share everything but their registers, which the engine sets.
+    // Credentials are per thread: the engine sets the other threads' own.
+    create_threads(cx)?;
     creds(cx)?;
 
     cx.step(Step::Finish);
@@ -538,6 +562,31 @@ fn pending_signals(cx: &mut Ctx) -> Result<(), Fail> {
         let signo = i32::from_ne_bytes([si[0], si[1], si[2], si[3]]);
         let r = sys::rt_tgsigqueueinfo(pid, pid, signo, si.as_ptr());
         cx.ck(r, signo as u64)?;
+    }
+    Ok(())
+}
+
+fn create_threads(cx: &mut Ctx) -> Result<(), Fail> {
+    cx.step(Step::Threads);
+    let threads: &[plan::ThreadEntry] = cx.table(cx.plan.threads);
+    // CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|CLONE_SYSVSEM
+    const FLAGS: u64 = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000;
+    for t in threads {
+        let tid = [t.tid];
+        // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal,
+        // stack, stack_size, tls, set_tid, set_tid_size, cgroup.
+        let args: [u64; 11] =
+            [FLAGS, 0, 0, 0, 0, t.stack, plan::THREAD_STACK, 0, tid.as_ptr() as u64, 1, 0];
+        // SAFETY: the new thread starts on its own stack inside the region and
+        // only executes the trap in the assembly stub; `args` and `tid` live
+        // until the syscall returns in this thread.
+        let r = unsafe { restorer_clone_thread(args.as_ptr(), core::mem::size_of_val(&args)) };
+        cx.ck(r, t.tid as u64)?;
+        if r != t.tid as i64 {
+            cx.plan.failure.ret = -sys::EINVAL;
+            cx.plan.failure.detail = r as u64;
+            return Err(Fail);
+        }
     }
     Ok(())
 }

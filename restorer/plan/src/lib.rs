@@ -38,7 +38,7 @@ use core::mem::{offset_of, size_of};
 pub const MAGIC: u32 = 0x5245_5354; // "REST"
 /// Layout version; engine and blob are built together, the check catches a
 /// blob from another build.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// Bytes of stack at the end of the region.
 pub const STACK_SIZE: usize = 64 * 1024;
 /// Number of signals.
@@ -289,6 +289,7 @@ pub enum Step {
     Rseq = 19,
     PendingSignals = 20,
     Creds = 21,
+    Threads = 23,
     Finish = 22,
 }
 
@@ -317,10 +318,27 @@ impl Step {
             19 => "rseq",
             20 => "queue pending signals",
             21 => "credentials",
+            23 => "create threads",
             22 => "finish",
             _ => "unknown step",
         }
     }
+}
+
+/// Bytes of stack each created thread gets inside the region (it only
+/// runs the trap that hands it to the engine).
+pub const THREAD_STACK: u64 = 16 * 1024;
+
+/// One thread the restorer creates (besides the one it runs on).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadEntry {
+    /// The thread id to create it with (clone3 set_tid).
+    pub tid: i32,
+    /// Reserved, zero.
+    pub _pad: u32,
+    /// Lowest address of its stack in the region ([`THREAD_STACK`] bytes).
+    pub stack: u64,
 }
 
 /// Progress and failure report, inside the plan.
@@ -469,6 +487,8 @@ pub struct Plan {
     pub sigs_private: Table,
     /// Shared pending signals: 128-byte siginfo each.
     pub sigs_shared: Table,
+    /// ThreadEntry table: the other threads, created with their tids.
+    pub threads: Table,
     /// Progress and failure details, written by the blob.
     pub failure: Failure,
 }
@@ -484,6 +504,7 @@ const _: () = {
     assert!(size_of::<Rlimit>() == 16);
     assert!(size_of::<MmMap>() == 104);
     assert!(size_of::<Failure>() == 24);
+    assert!(size_of::<ThreadEntry>() == 16);
     assert!(offset_of!(Plan, magic) == 0);
     assert!(size_of::<Plan>().is_multiple_of(8));
 };
