@@ -689,12 +689,13 @@ fn corrupt_or_wrong_images_are_refused() {
 
         let flipped = s.root.join("flipped");
         copy_dir(&s.images(), &flipped);
-        let pages = flipped.join("pages-1.img");
+        let pages = flipped.join(format!("pages-{pid}.img"));
         let mut bytes = std::fs::read(&pages).unwrap();
         let at = bytes.len() / 2;
         bytes[at] ^= 0x40;
         std::fs::write(&pages, &bytes).unwrap();
-        assert_restore_fails(pid, &flipped, "flipped byte in pages-1.img", &["pages-1.img"]);
+        let name = format!("pages-{pid}.img");
+        assert_restore_fails(pid, &flipped, "flipped byte in the pages image", &[name.as_str()]);
 
         let truncated = s.root.join("truncated");
         copy_dir(&s.images(), &truncated);

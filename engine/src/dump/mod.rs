@@ -1,19 +1,21 @@
-//! The dump pipeline (orchestration only): check what can be dumped, seize,
-//! collect the task's state (ptrace, parasite, /proc), cure, stream memory,
-//! write the images and the inventory, then kill the task or leave it
-//! stopped.
+//! The dump pipeline (orchestration only): seize the tree, collect each
+//! task's state (ptrace, parasite, /proc), cure, stream memory, write the
+//! images and the inventory, then kill the tree or leave it stopped.
 //!
-//! Invariant: until the inventory is written, every failure resumes the task
-//! exactly as it was (registers, signal mask, code, mappings): the
+//! Invariant: until the inventory is written, every failure resumes every
+//! task exactly as it was (registers, signal mask, code, mappings): the
 //! [`Parasite`] and [`Tracee`] guards cure and detach on every exit path.
 use crate::error::{Context, Error, Result};
-use crate::image::core::CoreEntry;
+use crate::image::core::{CoreEntry, ProcessCore, TaskState};
+use crate::image::files::FileEntry;
 use crate::image::kinds;
 use crate::image::pagemap::PagemapHead;
 use crate::image::pstree::PstreeEntry;
+use crate::image::reg_files::RegFileEntry;
 use crate::image::ImageDir;
-use crate::infect::{Parasite, Tracee};
-use crate::objects::{files, mm, task};
+use crate::infect::tree::{seize_tree, SeizedTask};
+use crate::infect::{Parasite, StopState};
+use crate::objects::{files, mm, task, thread};
 use crate::proc;
 use crate::sys::Pid;
 use std::path::PathBuf;
@@ -25,13 +27,17 @@ pub struct DumpOptions {
     pub pid: Pid,
     /// Image directory (`-D`).
     pub dir: PathBuf,
-    /// `-s`: leave the task stopped instead of killing it.
+    /// `-s`: leave the tasks stopped instead of killing them.
     pub leave_stopped: bool,
 }
 
 /// What a finished dump measured.
 #[derive(Clone, Debug, Default)]
 pub struct DumpStats {
+    /// Processes dumped (zombies included).
+    pub tasks: usize,
+    /// Threads dumped.
+    pub threads: usize,
     /// Pages written.
     pub pages: u64,
     /// VMAs recorded.
@@ -40,54 +46,121 @@ pub struct DumpStats {
     pub fds: usize,
 }
 
-/// Dumps the task `opts.pid`.
+/// Objects shared by the whole dump.
+#[derive(Default)]
+struct Shared {
+    next_id: u32,
+    cross: files::CrossSeen,
+    files: Vec<FileEntry>,
+    reg: Vec<RegFileEntry>,
+    pstree: Vec<PstreeEntry>,
+    stats: DumpStats,
+}
+
+/// Dumps the tree rooted at `opts.pid`.
 pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     let pid = opts.pid;
     let status = proc::status::read(pid).ctx(pid, "read status")?;
     if status.tgid != pid.0 {
         return Err(Error::task(pid, format!("is a thread of {}; give the process id", status.tgid)));
     }
-    if status.threads > 1 {
-        return Err(Error::task(
-            pid,
-            format!("has {} threads: multi-threaded dump is not supported yet", status.threads),
-        ));
-    }
-    let children = proc::task::children(pid).ctx(pid, "list children")?;
-    if !children.is_empty() {
-        return Err(Error::task(
-            pid,
-            format!("has children {children:?}: dumping a process tree is not supported yet"),
-        ));
-    }
     if matches!(status.state, proc::stat::TaskState::Zombie | proc::stat::TaskState::Dead) {
         return Err(Error::task(pid, "is a zombie: nothing to dump"));
     }
-    // Create the directory before touching the task: an unwritable
-    // directory fails here with the task untouched.
+    // Create the directory before touching any task: an unwritable
+    // directory fails here with the tree untouched.
     let img = ImageDir::create(&opts.dir).ctx_global("image directory")?;
     img.set_root_pid(pid.0 as u32);
 
-    log::info!("dumping task {pid} into {}", opts.dir.display());
-    let mut tracee = Tracee::seize(pid).ctx(pid, "seize")?;
-    log::debug!("task {pid}: seized ({:?})", tracee.state());
-    let stat = proc::stat::read(pid).ctx(pid, "read stat")?;
-    let status = proc::status::read(pid).ctx(pid, "read status")?;
+    log::info!("dumping the tree of {pid} into {}", opts.dir.display());
+    let mut tree = seize_tree(pid).ctx(pid, "seize the tree")?;
+    log::info!(
+        "seized {} tasks, {} threads",
+        tree.tasks.len(),
+        tree.tasks.iter().map(|t| t.threads.len()).sum::<usize>()
+    );
+    let mut shared = Shared { next_id: 1, ..Default::default() };
+    for task in tree.tasks.iter_mut() {
+        dump_task(&img, task, &mut shared)?;
+    }
 
-    let (thread, mut process, fds, brk) = {
-        let mut p = Parasite::infect(&mut tracee).ctx(pid, "infect")?;
-        let thread = task::dump_thread_with(&mut p, &status)?;
+    let w = |e: crate::image::ImageError| Error::new(format!("write images: {e}"));
+    let mut f = img.create_image::<kinds::Files>(None, &()).map_err(w)?;
+    for e in &shared.files {
+        f.write(e).map_err(w)?;
+    }
+    f.finish().map_err(w)?;
+    let mut f = img.create_image::<kinds::RegFiles>(None, &()).map_err(w)?;
+    for e in &shared.reg {
+        f.write(e).map_err(w)?;
+    }
+    f.finish().map_err(w)?;
+    let mut f = img.create_image::<kinds::Pstree>(None, &()).map_err(w)?;
+    for e in &shared.pstree {
+        f.write(e).map_err(w)?;
+    }
+    f.finish().map_err(w)?;
+    img.finish().map_err(w)?;
+    log::info!("images complete");
+
+    // Children first, so no parent sees a child die before it dies itself.
+    for task in tree.tasks.into_iter().rev() {
+        let tpid = task.pid;
+        for t in task.threads.into_iter().rev() {
+            if opts.leave_stopped {
+                t.detach_stopped().ctx(tpid, "leave stopped")?;
+            } else {
+                t.kill().ctx(tpid, "kill after dump")?;
+            }
+        }
+    }
+    log::info!("tree of {pid}: {}", if opts.leave_stopped { "left stopped" } else { "killed" });
+    Ok(shared.stats)
+}
+
+/// Dumps one process of the seized tree.
+fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Result<()> {
+    let pid = task.pid;
+    let stat = proc::stat::read(pid).ctx(pid, "read stat")?;
+    let mut entry = PstreeEntry {
+        pid: pid.0 as u32,
+        ppid: task.ppid.0 as u32,
+        pgid: stat.pgrp as u32,
+        sid: stat.session as u32,
+        threads: task.threads.iter().map(|t| t.pid().0 as u32).collect(),
+    };
+    shared.stats.tasks += 1;
+    let w = |e: crate::image::ImageError| Error::task(pid, format!("write images: {e}"));
+    if let Some(status) = task.zombie {
+        let process = ProcessCore { state: TaskState::Zombie, exit_status: Some(status), ..Default::default() };
+        let core = CoreEntry { tid: pid.0 as u32, thread: Default::default(), process: Some(process) };
+        img.create_image::<kinds::Core>(Some(pid.0 as u32), &core).map_err(w)?.finish().map_err(w)?;
+        entry.threads = vec![pid.0 as u32];
+        shared.pstree.push(entry);
+        return Ok(());
+    }
+    let status = proc::status::read(pid).ctx(pid, "read status")?;
+    let (leader, others) = task.threads.split_first_mut().expect("a live task has its leader");
+    let stopped = matches!(leader.state(), StopState::Stopped(_));
+
+    let (thread_core, mut process, other_cores, fds, brk) = {
+        let mut p = Parasite::infect(leader).ctx(pid, "infect")?;
+        let thread_core = task::dump_thread_with(&mut p, &status)?;
         let process = task::dump_process_with(&mut p, &status)?;
         let brk = p.misc().ctx(pid, "read brk")?.brk;
-        let mut next_id = 1;
-        let fds = files::dump(pid, p.control_fd(), &mut next_id)?;
+        let scratch = p.scratch();
+        let mut other_cores = Vec::with_capacity(others.len());
+        for t in others.iter_mut() {
+            other_cores.push(thread::dump(t, pid, scratch)?);
+        }
+        let fds = files::dump(pid, p.control_fd(), &mut shared.next_id, &mut shared.cross)?;
         p.cure().ctx(pid, "cure")?;
-        (thread, process, fds, brk)
+        (thread_core, process, other_cores, fds, brk)
     };
     log::debug!("task {pid}: in-task state collected, parasite removed");
-    if matches!(tracee.state(), crate::infect::StopState::Stopped(_)) {
+    if stopped {
         // Found in group-stop: restored stopped too.
-        process.state = crate::image::core::TaskState::Stopped;
+        process.state = TaskState::Stopped;
     }
 
     let smaps = proc::smaps::read(pid).ctx(pid, "read smaps")?;
@@ -98,20 +171,23 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         }
     }
     let head = mm::dump_mm_head(pid, &stat, brk)?;
-
-    let pages_id = 1;
+    let pages_id = pid.0 as u32;
     let mut pages = img.create_pages(pages_id).ctx(pid, "create the pages image")?;
     let mut dumper = mm::PageDumper::new(pid, &mut pages);
     dumper.dump_vmas(&vmas)?;
     let nr_pages = dumper.nr_pages;
     let pagemap = dumper.into_entries();
     pages.finish().ctx(pid, "finish the pages image")?;
-    log::info!("task {pid}: {} VMAs, {nr_pages} pages dumped", vmas.len());
+    log::info!("task {pid}: {} threads, {} VMAs, {nr_pages} pages", 1 + other_cores.len(), vmas.len());
 
-    let w = |e: crate::image::ImageError| Error::task(pid, format!("write images: {e}"));
     let tid = pid.0 as u32;
-    let core = CoreEntry { tid, thread, process: Some(process) };
+    let core = CoreEntry { tid, thread: thread_core, process: Some(process) };
     img.create_image::<kinds::Core>(Some(tid), &core).map_err(w)?.finish().map_err(w)?;
+    for (t, c) in others.iter().zip(other_cores) {
+        let ttid = t.pid().0 as u32;
+        let core = CoreEntry { tid: ttid, thread: c, process: None };
+        img.create_image::<kinds::Core>(Some(ttid), &core).map_err(w)?.finish().map_err(w)?;
+    }
     let mut f = img.create_image::<kinds::Mm>(Some(tid), &head).map_err(w)?;
     for v in &vmas {
         f.write(v).map_err(w)?;
@@ -127,36 +203,13 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         f.write(e).map_err(w)?;
     }
     f.finish().map_err(w)?;
-    let mut f = img.create_image::<kinds::Files>(None, &()).map_err(w)?;
-    for e in &fds.files {
-        f.write(e).map_err(w)?;
-    }
-    f.finish().map_err(w)?;
-    let mut f = img.create_image::<kinds::RegFiles>(None, &()).map_err(w)?;
-    for e in &fds.reg {
-        f.write(e).map_err(w)?;
-    }
-    f.finish().map_err(w)?;
-    let entry = PstreeEntry {
-        pid: tid,
-        ppid: stat.ppid as u32,
-        pgid: stat.pgrp as u32,
-        sid: stat.session as u32,
-        threads: vec![tid],
-    };
-    let mut f = img.create_image::<kinds::Pstree>(None, &()).map_err(w)?;
-    f.write(&entry).map_err(w)?;
-    f.finish().map_err(w)?;
-    img.finish().map_err(w)?;
-    log::info!("task {pid}: images complete");
 
-    let stats = DumpStats { pages: nr_pages, vmas: vmas.len(), fds: fds.fds.len() };
-    if opts.leave_stopped {
-        tracee.detach_stopped().ctx(pid, "leave stopped")?;
-        log::info!("task {pid}: left stopped");
-    } else {
-        tracee.kill().ctx(pid, "kill after dump")?;
-        log::info!("task {pid}: killed");
-    }
-    Ok(stats)
+    shared.stats.threads += entry.threads.len();
+    shared.stats.pages += nr_pages;
+    shared.stats.vmas += vmas.len();
+    shared.stats.fds += fds.fds.len();
+    shared.files.extend(fds.files);
+    shared.reg.extend(fds.reg);
+    shared.pstree.push(entry);
+    Ok(())
 }

@@ -98,6 +98,12 @@ impl<'t> Parasite<'t> {
         self.orig_mask
     }
 
+    /// A 4 KiB scratch page inside the parasite region, free for remote
+    /// syscalls of any thread of the task (the region is in their shared mm).
+    pub fn scratch(&self) -> u64 {
+        self.base + (self.layout.args + proto::ARGS_SIZE - 4096) as u64
+    }
+
     /// Address of the parasite region in the task.
     pub fn base(&self) -> u64 {
         self.base

@@ -88,6 +88,13 @@ impl Tracee {
         Err(InfectError::unexpected(pid, "seize", "task never reached the interrupt stop"))
     }
 
+    /// Takes over a task or thread that ptrace attached automatically
+    /// (PTRACE_O_TRACEFORK/TRACECLONE) and whose first stop was already
+    /// waited for.
+    pub fn adopted(pid: Pid) -> Tracee {
+        Tracee { pid, state: StopState::Running, deferred: Vec::new(), detached: false, _not_send: PhantomData }
+    }
+
     /// The thread id.
     pub fn pid(&self) -> Pid {
         self.pid
@@ -182,7 +189,11 @@ impl Tracee {
     /// still reaps it).
     pub fn kill(mut self) -> Result<()> {
         let pid = self.pid;
-        crate::sys::signal::kill(pid, 9).map_err(|e| InfectError::errno(pid, "kill", e))?;
+        match crate::sys::signal::kill(pid, 9) {
+            // Another thread's kill already took the whole group down.
+            Ok(()) | Err(Errno::ESRCH) => {}
+            Err(e) => return Err(InfectError::errno(pid, "kill", e)),
+        }
         loop {
             match wait::wait_pid(pid) {
                 Ok(WaitStatus::Exited(_)) | Ok(WaitStatus::Signaled(..)) | Err(Errno::ECHILD) => break,

@@ -99,7 +99,8 @@ pub fn seize_tree(root: Pid) -> Result<SeizedTree> {
             continue;
         };
         tasks.push(SeizedTask { pid, ppid, threads, zombie: None });
-        let children = proc::task::children(pid).map_err(|e| InfectError::unexpected(pid, "list children", e.to_string()))?;
+        let children =
+            proc::task::children(pid).map_err(|e| InfectError::unexpected(pid, "list children", e.to_string()))?;
         // Reverse so that the stack pops them in pid order.
         for c in children.into_iter().rev() {
             queue.push((c, pid));

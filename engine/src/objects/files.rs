@@ -50,8 +50,32 @@ pub fn classify(target: &FdTarget) -> std::result::Result<FdKind, String> {
     }
 }
 
+/// Open file descriptions of the processes dumped before, to find the ones
+/// a process shares with another (inherited across fork).
+#[derive(Default)]
+pub struct CrossSeen {
+    list: Vec<(Pid, i32, FdKind)>,
+}
+
+/// An open file whose state lives in the file, not in the description:
+/// reopening it in each sharer is the same as sharing it.
+fn reopen_is_sharing(target: &FdTarget, flags: OpenFlags) -> bool {
+    if flags.contains(OpenFlags::O_APPEND) || flags.contains(OpenFlags::O_PATH) {
+        return true;
+    }
+    match target {
+        FdTarget::Path(p) => std::fs::metadata(&p.path)
+            .map(|m| {
+                use std::os::unix::fs::FileTypeExt;
+                m.file_type().is_char_device()
+            })
+            .unwrap_or(false),
+        _ => false,
+    }
+}
+
 /// Dumps the descriptor table of `pid`, leaving out `skip` (the parasite's socket).
-pub fn dump(pid: Pid, skip: Option<i32>, next_id: &mut u32) -> Result<FdTable> {
+pub fn dump(pid: Pid, skip: Option<i32>, next_id: &mut u32, cross: &mut CrossSeen) -> Result<FdTable> {
     let mut out = FdTable::default();
     let list = fdinfo::list_fds(pid).ctx(pid, "list descriptors")?;
     // (fd, id) of every open file description seen so far.
@@ -74,6 +98,23 @@ pub fn dump(pid: Pid, skip: Option<i32>, next_id: &mut u32) -> Result<FdTable> {
         let id = match shared {
             Some(id) => id,
             None => {
+                for &(opid, ofd, k) in &cross.list {
+                    if k == kind
+                        && opid != pid
+                        && kcmp_file(opid, ofd, pid, e.fd).ctx(pid, "kcmp")? == KcmpOrder::Equal
+                        && !reopen_is_sharing(&e.target, flags)
+                    {
+                        return Err(Error::task(
+                            pid,
+                            format!(
+                                "fd {} shares its open file (and offset) with fd {ofd} of task {opid}: \
+                                 sharing descriptors between processes is not supported yet",
+                                e.fd
+                            ),
+                        ));
+                    }
+                }
+                cross.list.push((pid, e.fd, kind));
                 let id = *next_id;
                 *next_id += 1;
                 let ops = KINDS.iter().find(|k| k.kind == kind).ok_or_else(|| {

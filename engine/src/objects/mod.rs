@@ -2,6 +2,7 @@
 //! restore side together (the image records live in `image/`).
 //!
 //! - [`task`]: per-task CPU, signal, timer, limit and credential state;
+//! - [`thread`]: the other threads of a process;
 //! - [`mm`]: the address space: VMAs and page data;
 //! - [`reg_file`]: regular files, directories and device nodes reopened by path.
 //!
@@ -11,3 +12,4 @@ pub mod files;
 pub mod mm;
 pub mod reg_file;
 pub mod task;
+pub mod thread;

@@ -76,6 +76,28 @@ pub fn read_xsave(pid: Pid) -> Result<crate::image::core::Xsave> {
     Ok(crate::image::core::Xsave { xfeatures, area: buf })
 }
 
+/// Credentials as /proc/pid/status shows them, plus what only prctl tells.
+pub fn creds_from_status(status: &proc::status::Status, securebits: u32, no_new_privs: bool) -> Creds {
+    Creds {
+        uid: status.uid[0],
+        euid: status.uid[1],
+        suid: status.uid[2],
+        fsuid: status.uid[3],
+        gid: status.gid[0],
+        egid: status.gid[1],
+        sgid: status.gid[2],
+        fsgid: status.gid[3],
+        groups: status.groups.clone(),
+        cap_inh: status.cap_inh,
+        cap_prm: status.cap_prm,
+        cap_eff: status.cap_eff,
+        cap_bnd: status.cap_bnd,
+        cap_amb: status.cap_amb,
+        securebits,
+        no_new_privs,
+    }
+}
+
 fn siginfos(list: Vec<ptrace::SigInfo>) -> Vec<Siginfo> {
     list.into_iter().map(|s| Siginfo(s.0.to_vec())).collect()
 }
@@ -98,24 +120,7 @@ pub fn dump_thread_with(p: &mut Parasite<'_>, status: &proc::status::Status) -> 
         Err(e) => return Err(Error::task(pid, format!("PTRACE_GET_RSEQ_CONFIGURATION: {e}"))),
     };
     let comm = proc::misc::comm(pid).ctx(pid, "read comm")?;
-    let creds = Creds {
-        uid: status.uid[0],
-        euid: status.uid[1],
-        suid: status.uid[2],
-        fsuid: status.uid[3],
-        gid: status.gid[0],
-        egid: status.gid[1],
-        sgid: status.gid[2],
-        fsgid: status.gid[3],
-        groups: status.groups.clone(),
-        cap_inh: status.cap_inh,
-        cap_prm: status.cap_prm,
-        cap_eff: status.cap_eff,
-        cap_bnd: status.cap_bnd,
-        cap_amb: status.cap_amb,
-        securebits: misc.securebits as u32,
-        no_new_privs: misc.no_new_privs != 0,
-    };
+    let creds = creds_from_status(status, misc.securebits as u32, misc.no_new_privs != 0);
     Ok(ThreadCore {
         regs: (&regs).into(),
         xsave,

@@ -1,31 +1,39 @@
 //! The restore pipeline (orchestration only).
 //!
 //! 1. Read and validate every image (inventory checksums, pids, the vDSO
-//!    layout, files that must still be the same) before touching the system.
-//! 2. Build the restorer's plan and pick a region for blob, plan and stack
-//!    that overlaps neither crtools' mappings nor the task's.
-//! 3. clone3 with set_tid = the dumped pid (retrying while the old task is
-//!    still being reaped); the child waits until the engine has seized it,
-//!    maps the region, copies the blob and the plan there and jumps in.
-//! 4. The blob rebuilds the task and stops on its trap; the engine checks the
-//!    report, sets registers, xsave state and signal mask through ptrace,
-//!    unmaps the region with a remote syscall and lets the task go.
+//!    layout, files that must still be the same, sessions and groups that
+//!    can be rebuilt) before touching the system.
+//! 2. Build each task's restorer plan and pick its region for blob, plan
+//!    and stacks, overlapping neither crtools' mappings nor the task's.
+//! 3. clone3 the root with set_tid = its dumped pid; the engine seizes it
+//!    with PTRACE_O_TRACEFORK|TRACECLONE|EXITKILL and releases it. Still
+//!    running crtools' code, each task sets up its session and group, forks
+//!    its children with their pids (so parents and sessions are right; the
+//!    tracer attaches them automatically), then maps its region, copies the
+//!    blob and plan there and jumps in. Zombies exit at once with their
+//!    status, for their parents to reap.
+//! 4. Each blob rebuilds its task, creates its threads (each stops on a
+//!    trap) and stops on its own trap. When every task and thread is there,
+//!    the engine checks the reports, sets registers, xsave state and masks
+//!    with ptrace, unmaps the regions with remote syscalls and lets the
+//!    whole tree go at once.
 //!
-//! Any failure kills the child: nothing half-restored is left running
-//! (PTRACE_O_EXITKILL covers crtools itself dying on the way).
+//! Any failure kills every task created so far: nothing half-restored is
+//! left running (PTRACE_O_EXITKILL covers crtools itself dying on the way).
 pub mod plan;
 
 use crate::blobs;
 use crate::error::{Context, Error, Result};
-use crate::image::core::CoreEntry;
+use crate::image::core::{CoreEntry, TaskState};
 use crate::image::files::{FdinfoEntry, FileEntry};
 use crate::image::mm::{MmEntry, Vma, VmaKind};
 use crate::image::pagemap::{PagemapEntry, PagemapHead};
+use crate::image::pages::PagesReader;
 use crate::image::pstree::PstreeEntry;
 use crate::image::reg_files::RegFileEntry;
 use crate::image::{kinds, ImageDirReader};
 use crate::infect::Tracee;
-use crate::objects::{files, mm, task};
+use crate::objects::{files, mm, task, thread};
 use crate::proc;
 use crate::sys::clone::{clone3, CloneArgs, CloneFlags, CloneResult};
 use crate::sys::ptrace::{self, UserRegs, NT_X86_XSTATE};
@@ -33,7 +41,8 @@ use crate::sys::wait::{self, WaitStatus};
 use crate::sys::{Errno, Pid, Sysno};
 use plan::PlanBuilder;
 use restorer_plan as rp;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -44,7 +53,10 @@ const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 const MIN_REGION_ADDR: u64 = 0x1000_0000;
 /// How long to wait for a dumped pid to become free.
 const PID_WAIT: Duration = Duration::from_secs(10);
+/// How long the whole tree may take to reach its traps.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
 const SIGTRAP: usize = 5;
+const SIGCHLD: i32 = 17;
 
 /// What `crtools restore` was asked to do.
 #[derive(Clone, Debug)]
@@ -53,14 +65,15 @@ pub struct RestoreOptions {
     pub pid: Pid,
     /// Image directory (`-D`).
     pub dir: PathBuf,
-    /// `-d`: return once the task runs instead of waiting for it.
+    /// `-d`: return once the tree runs instead of waiting for the root.
     pub detach: bool,
 }
 
 /// Everything read from the images for one task.
 struct TaskImages {
     pstree: PstreeEntry,
-    core: CoreEntry,
+    /// Leader first, then the other threads in pstree order.
+    cores: Vec<CoreEntry>,
     mm: MmEntry,
     vmas: Vec<Vma>,
     pagemap_head: PagemapHead,
@@ -68,53 +81,64 @@ struct TaskImages {
     fds: files::FdTable,
 }
 
-fn read_images(dir: &ImageDirReader, pid: Pid) -> Result<TaskImages> {
+impl TaskImages {
+    fn process(&self) -> &crate::image::core::ProcessCore {
+        self.cores[0].process.as_ref().expect("checked when read")
+    }
+}
+
+fn read_task(
+    dir: &ImageDirReader,
+    pstree: &PstreeEntry,
+    all_files: &[FileEntry],
+    reg: &[RegFileEntry],
+) -> Result<TaskImages> {
+    let pid = Pid(pstree.pid as i32);
     let e = |what: &str| {
         let what = what.to_string();
         move |err: crate::image::ImageError| Error::task(pid, format!("{what}: {err}"))
     };
-    let (_, tree): ((), Vec<PstreeEntry>) =
-        dir.open_image::<kinds::Pstree>(None).map_err(e("pstree"))?.collect_entries().map_err(e("pstree"))?;
-    let pids: Vec<u32> = tree.iter().map(|t| t.pid).collect();
-    let Some(pstree) = tree.iter().find(|t| t.pid == pid.0 as u32).cloned() else {
-        return Err(Error::new(format!("pid {pid} is not in the images (they hold {pids:?})")));
-    };
-    if tree.len() > 1 {
-        return Err(Error::new(format!(
-            "the images hold a tree of {} tasks: restoring trees is not supported yet",
-            tree.len()
-        )));
+    let mut cores = Vec::with_capacity(pstree.threads.len());
+    if pstree.threads.first() != Some(&pstree.pid) {
+        return Err(Error::task(pid, "pstree entry does not list the leader first"));
     }
-    if pstree.threads.len() > 1 {
-        return Err(Error::task(pid, "multi-threaded restore is not supported yet"));
+    for &tid in &pstree.threads {
+        let (core, _) =
+            dir.open_image::<kinds::Core>(Some(tid)).map_err(e("core"))?.collect_entries().map_err(e("core"))?;
+        if core.tid != tid {
+            return Err(Error::task(pid, format!("core-{tid}.img describes thread {}", core.tid)));
+        }
+        if (tid == pstree.pid) != core.process.is_some() {
+            return Err(Error::task(pid, format!("core-{tid}.img: process state misplaced")));
+        }
+        cores.push(core);
     }
-    let id = Some(pid.0 as u32);
-    let (core, ()) = dir
-        .open_image::<kinds::Core>(id)
-        .map_err(e("core"))?
-        .collect_entries()
-        .map(|(h, _)| (h, ()))
-        .map_err(e("core"))?;
+    let zombie = cores[0].process.as_ref().map(|p| p.state == TaskState::Zombie).unwrap_or(false);
+    if zombie {
+        return Ok(TaskImages {
+            pstree: pstree.clone(),
+            cores,
+            mm: MmEntry::default(),
+            vmas: Vec::new(),
+            pagemap_head: PagemapHead::default(),
+            pagemap: Vec::new(),
+            fds: files::FdTable::default(),
+        });
+    }
+    let id = Some(pstree.pid);
     let (mm, vmas) = dir.open_image::<kinds::Mm>(id).map_err(e("mm"))?.collect_entries().map_err(e("mm"))?;
     let (pagemap_head, pagemap) =
         dir.open_image::<kinds::Pagemap>(id).map_err(e("pagemap"))?.collect_entries().map_err(e("pagemap"))?;
     let (_, fdinfo): ((), Vec<FdinfoEntry>) =
         dir.open_image::<kinds::Fdinfo>(id).map_err(e("fdinfo"))?.collect_entries().map_err(e("fdinfo"))?;
-    let (_, files_list): ((), Vec<FileEntry>) =
-        dir.open_image::<kinds::Files>(None).map_err(e("files"))?.collect_entries().map_err(e("files"))?;
-    let (_, reg): ((), Vec<RegFileEntry>) =
-        dir.open_image::<kinds::RegFiles>(None).map_err(e("reg-files"))?.collect_entries().map_err(e("reg-files"))?;
-    if core.tid != pid.0 as u32 || core.process.is_none() {
-        return Err(Error::task(pid, "core image does not describe this thread-group leader"));
-    }
     Ok(TaskImages {
-        pstree,
-        core,
+        pstree: pstree.clone(),
+        cores,
         mm,
         vmas,
         pagemap_head,
         pagemap,
-        fds: files::FdTable { fds: fdinfo, files: files_list, reg },
+        fds: files::FdTable { fds: fdinfo, files: all_files.to_vec(), reg: reg.to_vec() },
     })
 }
 
@@ -156,100 +180,268 @@ fn pick_region(mut busy: Vec<(u64, u64)>, size: u64) -> Option<u64> {
     None
 }
 
-/// Session and process-group part of the plan.
-fn plan_session(b: &mut PlanBuilder, t: &PstreeEntry) -> Result<()> {
-    let pid = Pid(t.pid as i32);
-    let my_sid = crate::sys::misc::getsid(Pid(0)).ctx_global("getsid")?.0 as u32;
-    let my_pgid = crate::sys::misc::getpgid(Pid(0)).ctx_global("getpgid")?.0 as u32;
-    if t.sid == t.pid {
-        if t.pgid != t.pid {
-            return Err(Error::task(pid, "session leader outside its own process group"));
-        }
-        b.plan.flags |= rp::F_SETSID;
-    } else if t.sid == my_sid {
-        if t.pgid == t.pid {
-            b.plan.flags |= rp::F_SETPGID;
-            b.plan.pgid = 0;
-        } else if t.pgid != my_pgid {
-            b.plan.flags |= rp::F_SETPGID;
-            b.plan.pgid = t.pgid as i32;
-        }
-    } else {
-        return Err(Error::task(
-            pid,
-            format!(
-                "was in session {} (process group {}), which is not part of the images; \
-                 restore from that session, or dump a session leader",
-                t.sid, t.pgid
-            ),
-        ));
-    }
-    Ok(())
+/// How a task gets its session and process group, done in crtools' code
+/// before it forks its children (they inherit both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Session {
+    /// Same session and group as its parent (or, for the root, as crtools).
+    Inherit,
+    /// setsid(): a session leader.
+    SetSid,
+    /// setpgid(0, pgid): 0 makes it a group leader.
+    SetPgid(i32),
 }
 
-/// Restores the task; returns its exit status when not detached.
-pub fn restore(opts: &RestoreOptions) -> Result<i32> {
-    let pid = opts.pid;
-    let dir = ImageDirReader::open(&opts.dir).ctx_global("open images")?;
-    dir.verify_all().ctx_global("verify images")?;
-    let t = read_images(&dir, pid)?;
-    let process = t.core.process.as_ref().expect("checked in read_images");
-    use crate::image::core::TaskState;
-    if !matches!(process.state, TaskState::Alive | TaskState::Stopped) {
-        return Err(Error::task(pid, format!("task state {:?} cannot be restored yet", process.state)));
+/// Decides every task's [`Session`], refusing layouts that cannot be rebuilt.
+/// `order` is the creation order (parents before children).
+fn plan_sessions(tasks: &[TaskImages], order: &[usize]) -> Result<Vec<Session>> {
+    let my_sid = crate::sys::misc::getsid(Pid(0)).ctx_global("getsid")?.0 as u32;
+    let my_pgid = crate::sys::misc::getpgid(Pid(0)).ctx_global("getpgid")?.0 as u32;
+    let by_pid: BTreeMap<u32, usize> = tasks.iter().enumerate().map(|(i, t)| (t.pstree.pid, i)).collect();
+    let mut out = vec![Session::Inherit; tasks.len()];
+    let mut created: BTreeSet<u32> = BTreeSet::new();
+    // (sid, pgid) each task has once its session step ran.
+    let mut have: BTreeMap<u32, (u32, u32)> = BTreeMap::new();
+    for &i in order {
+        let t = &tasks[i].pstree;
+        let pid = Pid(t.pid as i32);
+        let (psid, ppgid) = match by_pid.get(&t.ppid) {
+            Some(_) => have[&t.ppid],
+            None => (my_sid, my_pgid),
+        };
+        let s = if t.sid == t.pid {
+            if t.pgid != t.pid {
+                return Err(Error::task(pid, "session leader outside its own process group"));
+            }
+            Session::SetSid
+        } else if t.sid != psid {
+            return Err(Error::task(
+                pid,
+                format!(
+                    "was in session {} but its parent's is {psid}{}; restore from that session, or dump its leader too",
+                    t.sid,
+                    if by_pid.contains_key(&t.ppid) { "" } else { " (crtools')" }
+                ),
+            ));
+        } else if t.pgid == ppgid {
+            Session::Inherit
+        } else if t.pgid == t.pid {
+            Session::SetPgid(0)
+        } else if created.contains(&t.pgid) || (!by_pid.contains_key(&t.pgid) && t.pgid == my_pgid) {
+            Session::SetPgid(t.pgid as i32)
+        } else {
+            return Err(Error::task(
+                pid,
+                format!("process group {} has no leader that is restored before it: not supported yet", t.pgid),
+            ));
+        };
+        out[i] = s;
+        created.insert(t.pid);
+        have.insert(t.pid, (t.sid, t.pgid));
     }
+    Ok(out)
+}
 
-    // The plan, before touching anything.
+/// One task, ready to be forked.
+struct Prepared {
+    pid: Pid,
+    /// Exit status (wait format) of a zombie.
+    zombie: Option<i32>,
+    session: Session,
+    children: Vec<usize>,
+    image: Vec<u8>,
+    region: u64,
+    region_size: u64,
+    plan_addr: u64,
+    stack_top: u64,
+    pages: Option<PagesReader>,
+    pages_target: i32,
+    late_pages: Vec<rp::PageRun>,
+    /// Stack (and scratch page) of each created thread, in core order.
+    thread_stacks: Vec<u64>,
+}
+
+/// Builds the plan of a live task.
+fn prepare(
+    dir: &ImageDirReader,
+    t: &TaskImages,
+    is_root: bool,
+    busy_self: &[(u64, u64)],
+    vdso: &[(VmaKind, u64, u64)],
+) -> Result<Prepared> {
+    let pid = Pid(t.pstree.pid as i32);
+    let process = t.process();
     let mut b = PlanBuilder::new();
-    plan_session(&mut b, &t.pstree)?;
-    task::plan(&mut b, pid, &t.core.thread, process, false)?;
+    // The root's parent at restore is crtools, not the parent it had.
+    task::plan(&mut b, pid, &t.cores[0].thread, process, !is_root)?;
     files::plan(&mut b, pid, &t.fds)?;
-    let vdso = own_vdso()?;
-    let late_pages = mm::plan(&mut b, pid, &t.mm, &t.vmas, &t.pagemap, &vdso)?;
+    let late_pages = mm::plan(&mut b, pid, &t.mm, &t.vmas, &t.pagemap, vdso)?;
     let pages = dir.open_pages(t.pagemap_head.pages_id).ctx(pid, "open the pages image")?;
     let max_fd = t.fds.fds.iter().map(|f| f.fd as i32).max().unwrap_or(2).max(2);
     b.plan.helper_fd_min = max_fd + 1;
     b.plan.pages_fd = max_fd + 1;
     b.plan.task_size = TASK_SIZE;
 
+    let nthreads = t.cores.len() as u64 - 1;
     let blob_len = blobs::restorer::MEM_SIZE as u64;
     let plan_off = (blob_len + PAGE - 1) & !(PAGE - 1);
-    let arena_len = (b.size() as u64 + 4095) & !4095;
-    let region_size = plan_off + arena_len + 4096 + rp::STACK_SIZE as u64;
-    let me = Pid(std::process::id() as i32);
-    let mut busy: Vec<(u64, u64)> =
-        proc::maps::read(me).ctx_global("read own maps")?.iter().map(|m| (m.start, m.end)).collect();
+    // The thread table is appended after the size is known: reserve it.
+    let arena_len = ((b.size() as u64 + 16 * (nthreads + 1) + 64) + PAGE - 1) & !(PAGE - 1);
+    let stacks_off = plan_off + arena_len + PAGE;
+    let region_size = stacks_off + nthreads * rp::THREAD_STACK + PAGE + rp::STACK_SIZE as u64;
+    let mut busy: Vec<(u64, u64)> = busy_self.to_vec();
     busy.extend(t.vmas.iter().map(|v| (v.start, v.end)));
     let region = pick_region(busy, region_size).ok_or_else(|| Error::task(pid, "no free range for the restorer"))?;
+    let threads: Vec<rp::ThreadEntry> = t.cores[1..]
+        .iter()
+        .enumerate()
+        .map(|(i, c)| rp::ThreadEntry {
+            tid: c.tid as i32,
+            _pad: 0,
+            stack: region + stacks_off + i as u64 * rp::THREAD_STACK,
+        })
+        .collect();
+    b.plan.threads = b.add_table(&threads);
     b.plan.region_start = region;
     b.plan.region_end = region + region_size;
     let arena = b.finish();
+    if arena.len() as u64 > arena_len {
+        return Err(Error::task(pid, "restore plan outgrew its reservation"));
+    }
     let mut image =
         blobs::relocate(blobs::restorer::IMAGE, blobs::restorer::MEM_SIZE, blobs::restorer::RELOCS, region).bytes;
     image.resize(plan_off as usize, 0);
     image.extend_from_slice(&arena);
-    let plan_addr = region + plan_off;
-    let stack_top = (region + region_size - 64) & !15;
     log::debug!("task {pid}: restorer region {region:#x}-{:#x}, plan {} bytes", region + region_size, arena.len());
+    Ok(Prepared {
+        pid,
+        zombie: None,
+        session: Session::Inherit,
+        children: Vec::new(),
+        image,
+        region,
+        region_size,
+        plan_addr: region + plan_off,
+        stack_top: (region + region_size - 64) & !15,
+        pages_target: max_fd + 1,
+        pages: Some(pages),
+        late_pages,
+        thread_stacks: threads.iter().map(|t| t.stack).collect(),
+    })
+}
 
-    let (go_r, go_w) = crate::sys::fs::pipe2(crate::sys::fs::OpenFlags::O_CLOEXEC).ctx_global("pipe")?;
-    let child = spawn(pid, &image, region, region_size, plan_addr, stack_top, &go_r, pages.fd(), b_pages_fd(&arena))?;
-    drop(go_r);
-    let result = finish(pid, child, &go_w, &t, plan_addr, pages.fd(), &late_pages);
-    match result {
-        Ok(()) => {}
-        Err(e) => {
-            let _ = crate::sys::signal::kill(pid, 9);
-            let _ = wait::wait4(pid, wait::WALL);
-            return Err(e);
+/// Restores the tree; returns the root's exit status when not detached.
+pub fn restore(opts: &RestoreOptions) -> Result<i32> {
+    let root = opts.pid;
+    let dir = ImageDirReader::open(&opts.dir).ctx_global("open images")?;
+    dir.verify_all().ctx_global("verify images")?;
+    let ge = |what: &'static str| move |err: crate::image::ImageError| Error::new(format!("{what}: {err}"));
+    let (_, tree): ((), Vec<PstreeEntry>) =
+        dir.open_image::<kinds::Pstree>(None).map_err(ge("pstree"))?.collect_entries().map_err(ge("pstree"))?;
+    let (_, all_files): ((), Vec<FileEntry>) =
+        dir.open_image::<kinds::Files>(None).map_err(ge("files"))?.collect_entries().map_err(ge("files"))?;
+    let (_, reg): ((), Vec<RegFileEntry>) =
+        dir.open_image::<kinds::RegFiles>(None).map_err(ge("reg-files"))?.collect_entries().map_err(ge("reg-files"))?;
+    let pids: Vec<u32> = tree.iter().map(|t| t.pid).collect();
+    if tree.first().map(|t| t.pid) != Some(root.0 as u32) {
+        if tree.iter().any(|t| t.pid == root.0 as u32) {
+            return Err(Error::new(format!("pid {root} is not the root of the dumped tree (the root is {})", pids[0])));
+        }
+        return Err(Error::new(format!("pid {root} is not in the images (they hold {pids:?})")));
+    }
+    let tasks: Vec<TaskImages> = tree.iter().map(|t| read_task(&dir, t, &all_files, &reg)).collect::<Result<_>>()?;
+    for t in &tasks {
+        let st = t.process().state;
+        if !matches!(st, TaskState::Alive | TaskState::Stopped | TaskState::Zombie) {
+            return Err(Error::task(Pid(t.pstree.pid as i32), format!("task state {st:?} cannot be restored yet")));
         }
     }
-    log::info!("task {pid}: restored");
+    if tasks[0].process().state == TaskState::Zombie {
+        return Err(Error::task(root, "the root task is a zombie"));
+    }
+
+    // Children in creation order: group leaders before the members.
+    let index: BTreeMap<u32, usize> = tasks.iter().enumerate().map(|(i, t)| (t.pstree.pid, i)).collect();
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); tasks.len()];
+    for (i, t) in tasks.iter().enumerate().skip(1) {
+        let p = index.get(&t.pstree.ppid).ok_or_else(|| {
+            Error::task(Pid(t.pstree.pid as i32), format!("parent {} is not in the images", t.pstree.ppid))
+        })?;
+        children[*p].push(i);
+    }
+    for c in children.iter_mut() {
+        c.sort_by_key(|&i| (tasks[i].pstree.pgid != tasks[i].pstree.pid, tasks[i].pstree.pid));
+    }
+    let mut order = Vec::with_capacity(tasks.len());
+    let mut stack = vec![0usize];
+    while let Some(i) = stack.pop() {
+        order.push(i);
+        stack.extend(children[i].iter().rev());
+    }
+    if order.len() != tasks.len() {
+        return Err(Error::new("the pstree image is not a tree"));
+    }
+    let sessions = plan_sessions(&tasks, &order)?;
+
+    // Every plan, before touching anything.
+    let me = Pid(std::process::id() as i32);
+    let busy_self: Vec<(u64, u64)> =
+        proc::maps::read(me).ctx_global("read own maps")?.iter().map(|m| (m.start, m.end)).collect();
+    let vdso = own_vdso()?;
+    let mut prepared = Vec::with_capacity(tasks.len());
+    for (i, t) in tasks.iter().enumerate() {
+        let pid = Pid(t.pstree.pid as i32);
+        let mut p = match t.process().exit_status {
+            Some(status) if t.process().state == TaskState::Zombie => Prepared {
+                pid,
+                zombie: Some(status),
+                session: Session::Inherit,
+                children: Vec::new(),
+                image: Vec::new(),
+                region: 0,
+                region_size: 0,
+                plan_addr: 0,
+                stack_top: 0,
+                pages: None,
+                pages_target: -1,
+                late_pages: Vec::new(),
+                thread_stacks: Vec::new(),
+            },
+            _ => prepare(&dir, t, i == 0, &busy_self, &vdso)?,
+        };
+        p.session = sessions[i];
+        p.children = children[i].clone();
+        prepared.push(p);
+    }
+    // The threads may not exist yet; their pids must be free.
+    for t in &tasks {
+        for &tid in &t.pstree.threads {
+            if tid != root.0 as u32 && std::path::Path::new(&format!("/proc/{tid}")).exists() {
+                wait_gone(Pid(tid as i32))?;
+            }
+        }
+    }
+
+    let (go_r, go_w) = crate::sys::fs::pipe2(crate::sys::fs::OpenFlags::O_CLOEXEC).ctx_global("pipe")?;
+    let t_root = spawn_root(&prepared, &go_r)?;
+    drop(go_r);
+    let mut tracees: BTreeMap<Pid, Tracee> = BTreeMap::new();
+    tracees.insert(root, t_root);
+    let result = run_tree(&tasks, &prepared, &mut tracees, &go_w);
+    if let Err(e) = result {
+        kill_all(tracees, &tasks);
+        return Err(e);
+    }
+    log::info!(
+        "restored {} tasks, {} threads",
+        tasks.len(),
+        tasks.iter().map(|t| t.pstree.threads.len()).sum::<usize>()
+    );
     if opts.detach {
         return Ok(0);
     }
     loop {
-        match wait::wait4(pid, 0).ctx(pid, "wait for the restored task")? {
+        match wait::wait4(root, 0).ctx(root, "wait for the restored task")? {
             Some((_, WaitStatus::Exited(c))) => return Ok(c),
             Some((_, WaitStatus::Signaled(s, _))) => return Ok(128 + s),
             _ => continue,
@@ -257,36 +449,54 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     }
 }
 
-fn b_pages_fd(arena: &[u8]) -> i32 {
-    // SAFETY: the arena starts with a Plan written by PlanBuilder::finish.
-    let p: rp::Plan = unsafe { std::ptr::read_unaligned(arena.as_ptr() as *const rp::Plan) };
-    p.pages_fd
+/// Waits until a pid that must be reused is free (its old owner reaped).
+fn wait_gone(pid: Pid) -> Result<()> {
+    let deadline = Instant::now() + PID_WAIT;
+    while std::path::Path::new(&format!("/proc/{}", pid.0)).exists() {
+        if Instant::now() > deadline {
+            return Err(Error::task(pid, "pid is in use by another process"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
-/// Forks the task with its pid. The child blocks on `go` until the engine
-/// has seized it, then enters the restorer.
-#[allow(clippy::too_many_arguments)]
-fn spawn(
-    pid: Pid,
-    image: &[u8],
-    region: u64,
-    region_size: u64,
-    plan_addr: u64,
-    stack_top: u64,
-    go: &OwnedFd,
-    pages: BorrowedFd<'_>,
-    pages_target: i32,
-) -> Result<Tracee> {
+/// Kills every task of the tree that exists (after a failure): nothing
+/// half-restored may run. Waiting as the tracer lets each one die.
+fn kill_all(tracees: BTreeMap<Pid, Tracee>, tasks: &[TaskImages]) {
+    for t in tracees.into_values() {
+        // Not detached: a detach would let a half-restored task run.
+        std::mem::forget(t);
+    }
+    for t in tasks.iter().rev() {
+        let _ = crate::sys::signal::kill(Pid(t.pstree.pid as i32), 9);
+    }
+    for t in tasks.iter().rev() {
+        for &tid in &t.pstree.threads {
+            let _ = wait::wait4(Pid(tid as i32), wait::WALL);
+        }
+    }
+}
+
+/// Forks the root with its pid. It blocks on `go` until the engine has
+/// seized it, then runs [`child_main`].
+fn spawn_root(all: &[Prepared], go: &OwnedFd) -> Result<Tracee> {
+    let pid = all[0].pid;
     let tids = [pid];
     let deadline = Instant::now() + PID_WAIT;
-    let args = CloneArgs::new(CloneFlags::empty()).exit_signal(17).set_tid(&tids);
+    let args = CloneArgs::new(CloneFlags::empty()).exit_signal(SIGCHLD).set_tid(&tids);
     loop {
         // SAFETY: the child runs only `child_main`, which makes raw syscalls
         // on memory prepared before the fork and never returns.
         match unsafe { clone3(&args) } {
             Ok(CloneResult::Child) => {
+                let mut msg = [0u8; 16];
+                match crate::sys::fs::read(go.as_fd(), &mut msg) {
+                    Ok(16) => {}
+                    _ => crate::sys::misc::exit_group(101),
+                }
                 // SAFETY: see child_main's contract; all inputs were built before the fork.
-                unsafe { child_main(image, region, region_size, plan_addr, stack_top, go.as_fd(), pages, pages_target) }
+                unsafe { child_main(all, 0, &msg) }
             }
             Ok(CloneResult::Parent { child, .. }) => {
                 if child != pid {
@@ -303,7 +513,8 @@ fn spawn(
             Err(e) => return Err(Error::task(pid, format!("clone3 with set_tid: {e}"))),
         }
     }
-    let t = Tracee::seize_with(pid, ptrace::PTRACE_O_EXITKILL).ctx(pid, "seize the new task");
+    let opts = ptrace::PTRACE_O_EXITKILL | ptrace::PTRACE_O_TRACEFORK | ptrace::PTRACE_O_TRACECLONE;
+    let t = Tracee::seize_with(pid, opts).ctx(pid, "seize the new task");
     if t.is_err() {
         let _ = crate::sys::signal::kill(pid, 9);
         let _ = wait::wait4(pid, wait::WALL);
@@ -311,92 +522,272 @@ fn spawn(
     t
 }
 
-/// The child's side of [`spawn`].
+/// Exit codes of a task that fails before its restorer runs.
+const EXIT_GO: i32 = 101;
+const EXIT_MAP: i32 = 102;
+const EXIT_DUP: i32 = 103;
+const EXIT_SESSION: i32 = 104;
+const EXIT_FORK: i32 = 105;
+
+fn exit_reason(code: i32) -> &'static str {
+    match code {
+        EXIT_GO => "lost the engine before starting",
+        EXIT_MAP => "could not map its restorer region",
+        EXIT_DUP => "could not place the pages image descriptor",
+        EXIT_SESSION => "could not set up its session or process group",
+        EXIT_FORK => "could not create a child with its pid",
+        _ => "exited",
+    }
+}
+
+/// A forked task's side, still in crtools' code: session, children, then
+/// the restorer.
 ///
 /// # Safety
 /// Runs right after clone3 in the child: only raw syscalls on memory built
 /// before the fork; never returns.
-#[allow(clippy::too_many_arguments)]
-unsafe fn child_main(
-    image: &[u8],
-    region: u64,
-    region_size: u64,
-    plan_addr: u64,
-    stack_top: u64,
-    go: BorrowedFd<'_>,
-    pages: BorrowedFd<'_>,
-    pages_target: i32,
-) -> ! {
+unsafe fn child_main(all: &[Prepared], idx: usize, rseq: &[u8; 16]) -> ! {
     use crate::sys::misc::exit_group;
     use crate::sys::mm::{MapFlags, ProtFlags};
-    let mut msg = [0u8; 16];
-    match crate::sys::fs::read(go, &mut msg) {
-        Ok(16) => {}
-        _ => exit_group(101),
+    let me = &all[idx];
+    if let Some(status) = me.zombie {
+        become_zombie(status);
+    }
+    let r = match me.session {
+        Session::Inherit => Ok(()),
+        Session::SetSid => crate::sys::misc::setsid().map(drop),
+        Session::SetPgid(pgid) => crate::sys::misc::setpgid(Pid(0), Pid(pgid)),
+    };
+    if r.is_err() {
+        exit_group(EXIT_SESSION);
+    }
+    for &c in &me.children {
+        let tids = [all[c].pid];
+        let args = CloneArgs::new(CloneFlags::empty()).exit_signal(SIGCHLD).set_tid(&tids);
+        let mut tries = 0;
+        loop {
+            // SAFETY: the child continues in child_main, under the same contract.
+            match unsafe { clone3(&args) } {
+                // SAFETY: as above.
+                Ok(CloneResult::Child) => unsafe { child_main(all, c, rseq) },
+                Ok(CloneResult::Parent { .. }) => break,
+                Err(Errno::EEXIST) if tries < 500 => {
+                    tries += 1;
+                    let _ = crate::sys::misc::nanosleep(Duration::from_millis(20));
+                }
+                Err(_) => exit_group(EXIT_FORK),
+            }
+        }
     }
     // SAFETY: MAP_FIXED_NOREPLACE never replaces anything.
     let got = unsafe {
         crate::sys::mm::mmap(
-            region,
-            region_size as usize,
+            me.region,
+            me.region_size as usize,
             ProtFlags::PROT_READ | ProtFlags::PROT_WRITE | ProtFlags::PROT_EXEC,
             MapFlags::MAP_PRIVATE | MapFlags::MAP_ANONYMOUS | MapFlags::MAP_FIXED_NOREPLACE,
             None,
             0,
         )
     };
-    if got != Ok(region) {
-        exit_group(102);
+    if got != Ok(me.region) {
+        exit_group(EXIT_MAP);
     }
     // SAFETY: the region was just mapped, writable, and is image.len() long at least.
-    unsafe { std::ptr::copy_nonoverlapping(image.as_ptr(), region as *mut u8, image.len()) };
-    // The engine's rseq registration, to be dropped before the unmap.
+    unsafe { std::ptr::copy_nonoverlapping(me.image.as_ptr(), me.region as *mut u8, me.image.len()) };
+    // The engine's rseq registration (inherited by every copy), to be dropped before the unmap.
     // SAFETY: plan_addr points at the Plan just copied into the region.
-    let plan = unsafe { &mut *(plan_addr as *mut rp::Plan) };
-    plan.cur_rseq_ptr = u64::from_ne_bytes(msg[0..8].try_into().unwrap_or([0; 8]));
-    plan.cur_rseq_len = u32::from_ne_bytes(msg[8..12].try_into().unwrap_or([0; 4]));
-    plan.cur_rseq_sig = u32::from_ne_bytes(msg[12..16].try_into().unwrap_or([0; 4]));
-    if pages.as_raw_fd() != pages_target {
-        // SAFETY: the target number is above every descriptor the engine uses.
-        match unsafe { crate::sys::fs::dup3(pages, pages_target, crate::sys::fs::OpenFlags::empty()) } {
-            Ok(fd) => std::mem::forget(fd),
-            Err(_) => exit_group(103),
+    let plan = unsafe { &mut *(me.plan_addr as *mut rp::Plan) };
+    plan.cur_rseq_ptr = u64::from_ne_bytes(rseq[0..8].try_into().unwrap_or([0; 8]));
+    plan.cur_rseq_len = u32::from_ne_bytes(rseq[8..12].try_into().unwrap_or([0; 4]));
+    plan.cur_rseq_sig = u32::from_ne_bytes(rseq[12..16].try_into().unwrap_or([0; 4]));
+    if let Some(pages) = &me.pages {
+        let fd = pages.fd();
+        if fd.as_raw_fd() != me.pages_target {
+            // SAFETY: the target number is above every descriptor the task will have.
+            match unsafe { crate::sys::fs::dup3(fd, me.pages_target, crate::sys::fs::OpenFlags::empty()) } {
+                Ok(fd) => std::mem::forget(fd),
+                Err(_) => exit_group(EXIT_DUP),
+            }
         }
     }
     // SAFETY: blob mapped executable at region, stack inside the region.
-    unsafe { crate::sys::arch::jump_to_blob(region + blobs::restorer::ENTRY as u64, plan_addr, stack_top) }
+    unsafe { crate::sys::arch::jump_to_blob(me.region + blobs::restorer::ENTRY as u64, me.plan_addr, me.stack_top) }
 }
 
-/// Lets the seized child run the restorer and completes the task.
-fn finish(
-    pid: Pid,
-    mut t: Tracee,
-    go: &OwnedFd,
-    ti: &TaskImages,
-    plan_addr: u64,
-    pages: BorrowedFd<'_>,
-    late_pages: &[rp::PageRun],
-) -> Result<()> {
-    let rseq = ptrace::get_rseq_config(pid).unwrap_or_default();
+/// Ends this process the way the dumped zombie ended (wait status `status`).
+fn become_zombie(status: i32) -> ! {
+    use crate::sys::misc::exit_group;
+    let sig = status & 0x7f;
+    if sig == 0 {
+        exit_group((status >> 8) & 0xff);
+    }
+    // Die by the same signal, without a core file.
+    let _ = crate::sys::misc::set_rlimit(
+        Pid(0),
+        crate::sys::misc::RLIMIT_CORE,
+        &crate::sys::misc::Rlimit { cur: 0, max: 0 },
+    );
+    let _ = crate::sys::signal::set_sig_disposition(sig, false);
+    let mut set = crate::sys::signal::SigSet::empty();
+    set.add(sig);
+    let _ = crate::sys::signal::sigprocmask(crate::sys::signal::SigmaskHow::Unblock, Some(&set));
+    let _ = crate::sys::signal::kill(crate::sys::misc::getpid(), sig);
+    exit_group(128 + sig)
+}
+
+/// Where a stopped thread of the tree is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum At {
+    Running,
+    Trap,
+    Exited,
+}
+
+/// Drives the tree from the root's release until every task and thread
+/// is on its trap, then completes and releases all of them.
+fn run_tree(tasks: &[TaskImages], all: &[Prepared], tracees: &mut BTreeMap<Pid, Tracee>, go: &OwnedFd) -> Result<()> {
+    let root = all[0].pid;
+    // What each expected tid is: (task index, is leader).
+    let mut expect: BTreeMap<Pid, (usize, bool)> = BTreeMap::new();
+    for (i, t) in tasks.iter().enumerate() {
+        for &tid in &t.pstree.threads {
+            expect.insert(Pid(tid as i32), (i, tid == t.pstree.pid));
+        }
+    }
+    let mut state: BTreeMap<Pid, At> = expect.keys().map(|&p| (p, At::Running)).collect();
+
+    let rseq = ptrace::get_rseq_config(root).unwrap_or_default();
     let mut msg = [0u8; 16];
     msg[0..8].copy_from_slice(&rseq.rseq_abi_pointer.to_ne_bytes());
     msg[8..12].copy_from_slice(&rseq.rseq_abi_size.to_ne_bytes());
     msg[12..16].copy_from_slice(&rseq.signature.to_ne_bytes());
-    crate::sys::fs::write_all(go.as_fd(), &msg).ctx(pid, "release the new task")?;
-    let regs = t.run_restorer().ctx(pid, "restorer")?;
-    let back = crate::sys::process_vm::read_vec(pid, plan_addr, std::mem::size_of::<rp::Plan>())
+    crate::sys::fs::write_all(go.as_fd(), &msg).ctx(root, "release the new task")?;
+    ptrace::cont(root, 0).ctx(root, "PTRACE_CONT")?;
+
+    let deadline = Instant::now() + RESTORE_TIMEOUT;
+    while state.values().any(|s| *s == At::Running) {
+        let Some((pid, st)) = wait::wait4(Pid(-1), wait::WALL | wait::WNOHANG).ctx_global("wait for the tree")? else {
+            if Instant::now() > deadline {
+                let late: Vec<Pid> = state.iter().filter(|(_, s)| **s == At::Running).map(|(p, _)| *p).collect();
+                return Err(Error::new(format!("restore timed out waiting for {late:?}")));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        };
+        let Some(&(ti, leader)) = expect.get(&pid) else {
+            return Err(Error::task(pid, format!("unexpected task in the restored tree ({st:?})")));
+        };
+        let zombie = all[ti].zombie.is_some();
+        if !tracees.contains_key(&pid) {
+            // Attached automatically when its parent forked it (or the blob cloned it).
+            tracees.insert(pid, Tracee::adopted(pid));
+        }
+        match st {
+            WaitStatus::Stopped { sig: 5, event: 0 } => {
+                let regs = tracees[&pid].regs().ctx(pid, "read registers")?;
+                let base = all[ti].region;
+                let want = base + if leader { blobs::restorer::TRAP } else { blobs::restorer::THREAD_TRAP } as u64 + 1;
+                if regs.rip != want {
+                    return Err(Error::task(pid, format!("stopped on a trap at {:#x}, expected {want:#x}", regs.rip)));
+                }
+                state.insert(pid, At::Trap);
+            }
+            WaitStatus::Stopped { sig, event: 0 } if sig == SIGCHLD => {
+                // A zombie child announced itself: the parent gets it as usual.
+                ptrace::cont(pid, sig).ctx(pid, "PTRACE_CONT")?;
+            }
+            WaitStatus::Stopped { sig, event: 0 } => {
+                let rip = tracees[&pid].regs().map(|r| r.rip).unwrap_or(0);
+                return Err(Error::task(pid, format!("got signal {sig} at {rip:#x} while being restored")));
+            }
+            WaitStatus::Stopped { .. } => {
+                // Fork/clone events, the first stop of a new task or thread.
+                ptrace::cont(pid, 0).ctx(pid, "PTRACE_CONT")?;
+            }
+            WaitStatus::Exited(code) if zombie => {
+                let _ = code;
+                state.insert(pid, At::Exited);
+                if let Some(t) = tracees.remove(&pid) {
+                    std::mem::forget(t);
+                }
+            }
+            WaitStatus::Signaled(_, _) if zombie => {
+                state.insert(pid, At::Exited);
+                if let Some(t) = tracees.remove(&pid) {
+                    std::mem::forget(t);
+                }
+            }
+            WaitStatus::Exited(code) => {
+                if let Some(t) = tracees.remove(&pid) {
+                    std::mem::forget(t);
+                }
+                return Err(Error::task(pid, format!("{} (status {code}) while being restored", exit_reason(code))));
+            }
+            WaitStatus::Signaled(sig, _) => {
+                if let Some(t) = tracees.remove(&pid) {
+                    std::mem::forget(t);
+                }
+                return Err(Error::task(pid, format!("killed by signal {sig} while being restored")));
+            }
+            WaitStatus::Continued => {}
+        }
+    }
+
+    // Every blob is on its trap: check the reports before changing anything.
+    let mut plans = Vec::with_capacity(tasks.len());
+    for p in all {
+        if p.zombie.is_some() {
+            plans.push(None);
+            continue;
+        }
+        plans.push(Some(read_report(p)?));
+    }
+    for (i, t) in tasks.iter().enumerate() {
+        let (p, Some(plan)) = (&all[i], &plans[i]) else { continue };
+        let pid = p.pid;
+        let pages = p.pages.as_ref().expect("live task has pages").fd();
+        mm::write_late_pages(pid, pages, &p.late_pages)?;
+        for (k, core) in t.cores.iter().enumerate().skip(1) {
+            let tid = Pid(core.tid as i32);
+            let scratch = p.thread_stacks[k - 1];
+            let tr = tracees.get_mut(&tid).ok_or_else(|| Error::task(tid, "thread never appeared"))?;
+            thread::finish(tr, pid, &core.thread, scratch)?;
+        }
+        let leader = tracees.get_mut(&pid).expect("leader traced");
+        finish_leader(leader, t, p.plan_addr, plan)?;
+    }
+    // Release the whole tree: threads, then leaders, children first.
+    for (i, t) in tasks.iter().enumerate().rev() {
+        if all[i].zombie.is_some() {
+            continue;
+        }
+        let stopped = t.process().state == TaskState::Stopped;
+        for &tid in t.pstree.threads.iter().rev() {
+            let tr = tracees.remove(&Pid(tid as i32)).expect("traced");
+            if stopped {
+                tr.detach_stopped().ctx(Pid(tid as i32), "detach stopped")?;
+            } else {
+                tr.detach().ctx(Pid(tid as i32), "detach")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads back and checks the restorer's report of a task.
+fn read_report(p: &Prepared) -> Result<rp::Plan> {
+    let pid = p.pid;
+    let back = crate::sys::process_vm::read_vec(pid, p.plan_addr, std::mem::size_of::<rp::Plan>())
         .ctx(pid, "read the restorer's report")?;
-    // SAFETY: Plan is plain data and `back` holds at least its size (checked by read_vec's length).
     if back.len() < std::mem::size_of::<rp::Plan>() {
         return Err(Error::task(pid, "short read of the restorer's report"));
     }
-    // SAFETY: as above.
+    // SAFETY: Plan is plain data and `back` holds at least its size.
     let plan: rp::Plan = unsafe { std::ptr::read_unaligned(back.as_ptr() as *const rp::Plan) };
-    let trap = plan.region_start + blobs::restorer::TRAP as u64 + 1;
     let f = plan.failure;
-    if regs.rip != trap || f.ret < 0 {
-        let errno =
-            if f.ret < 0 { Errno::new(-f.ret as i32).to_string() } else { format!("stopped at {:#x}", regs.rip) };
+    if f.ret < 0 || f.step != rp::Step::Finish as u32 {
+        let errno = if f.ret < 0 { Errno::new(-f.ret as i32).to_string() } else { "did not finish".into() };
         // What the detail is depends on the step.
         let detail = match f.step {
             s if s == rp::Step::Files as u32 => format!("fd {}", f.detail),
@@ -405,6 +796,7 @@ fn finish(
             }
             s if s == rp::Step::Rlimits as u32 => format!("resource {}", f.detail),
             s if s == rp::Step::PosixTimers as u32 => format!("timer {}", f.detail),
+            s if s == rp::Step::Threads as u32 => format!("thread {}", f.detail as i64),
             _ => format!("detail {:#x}", f.detail),
         };
         return Err(Error::task(
@@ -412,26 +804,27 @@ fn finish(
             format!("restorer failed at step '{}' ({detail}): {errno}", rp::Step::name(f.step)),
         ));
     }
-    log::debug!("task {pid}: restorer done");
-    mm::write_late_pages(pid, pages, late_pages)?;
+    Ok(plan)
+}
 
+/// Completes the leader of a task whose blob is on its trap (its threads
+/// are done already: their stacks are in the region this unmaps).
+fn finish_leader(t: &mut Tracee, ti: &TaskImages, plan_addr: u64, plan: &rp::Plan) -> Result<()> {
+    let pid = t.pid();
+    let core = &ti.cores[0];
     // Registers as dumped (restart states already rewritten at dump).
-    let mut target: UserRegs = (&ti.core.thread.regs).into();
+    let mut target: UserRegs = (&core.thread.regs).into();
     target.orig_rax = u64::MAX;
     t.set_regs(&target).ctx(pid, "PTRACE_SETREGS")?;
     // SIGTRAP's action was left alone by the blob (its trap would have reset it).
-    let process = ti.core.process.as_ref().expect("leader");
+    let process = ti.process();
     if let Some(a) = process.sigactions.get(SIGTRAP - 1) {
         if a.handler != 0 || a.flags.bits() != 0 || a.mask != 0 {
             let act = [a.handler, a.flags.bits(), a.restorer, a.mask];
             let bytes: Vec<u8> = act.iter().flat_map(|w| w.to_ne_bytes()).collect();
             crate::sys::process_vm::write_all(pid, plan_addr, &bytes).ctx(pid, "write SIGTRAP action")?;
-            let r = t.remote_syscall_ok(
-                Sysno::rt_sigaction,
-                [SIGTRAP as u64, plan_addr, 0, 8, 0, 0],
-                "restore SIGTRAP action",
-            );
-            r.ctx(pid, "restore the SIGTRAP action")?;
+            t.remote_syscall_ok(Sysno::rt_sigaction, [SIGTRAP as u64, plan_addr, 0, 8, 0, 0], "restore SIGTRAP action")
+                .ctx(pid, "restore the SIGTRAP action")?;
         }
     }
     t.remote_syscall_ok(
@@ -440,13 +833,7 @@ fn finish(
         "unmap the restorer",
     )
     .ctx(pid, "unmap the restorer")?;
-    ptrace::set_regset(pid, NT_X86_XSTATE, &ti.core.thread.xsave.area).ctx(pid, "PTRACE_SETREGSET NT_X86_XSTATE")?;
-    t.set_sigmask(ti.core.thread.sigmask).ctx(pid, "PTRACE_SETSIGMASK")?;
-    if process.state == crate::image::core::TaskState::Stopped {
-        // It was in group-stop at dump: it waits for SIGCONT again.
-        t.detach_stopped().ctx(pid, "detach stopped")?;
-    } else {
-        t.detach().ctx(pid, "detach")?;
-    }
+    ptrace::set_regset(pid, NT_X86_XSTATE, &core.thread.xsave.area).ctx(pid, "PTRACE_SETREGSET NT_X86_XSTATE")?;
+    t.set_sigmask(core.thread.sigmask).ctx(pid, "PTRACE_SETSIGMASK")?;
     Ok(())
 }

@@ -1,0 +1,134 @@
+//! Threads other than the thread-group leader.
+//!
+//! Dump: a seized thread's registers, xsave state, mask and private queue
+//! through ptrace; its sigaltstack and clear-child-tid address through
+//! remote syscalls in the thread itself, with a scratch page of the
+//! parasite's region (mapped in the shared address space) for the answers.
+//!
+//! Restore: the restorer blob creates each thread with its tid (clone3
+//! set_tid) on a small stack in the region, where it stops on a trap. The
+//! engine then gives it its registers and xsave state, and sets its
+//! per-thread state with remote syscalls in the thread (set_tid_address,
+//! sigaltstack, rseq, PR_SET_NAME, its private pending signals), using its
+//! stack area in the region as scratch; its mask is set last.
+//!
+//! Signals stay blocked in a thread while it runs injected syscalls: a
+//! handler must never run from an injection site.
+use crate::error::{Context, Error, Result};
+use crate::image::core::{Rseq, SigAltStack, Siginfo, SsFlags, ThreadCore};
+use crate::image::RawStr;
+use crate::infect::Tracee;
+use crate::proc;
+use crate::sys::ptrace::{self, UserRegs, NT_X86_XSTATE};
+use crate::sys::{process_vm, Pid, Sysno};
+
+/// Every signal but SIGTRAP (a blocked SIGTRAP would reset its handler at
+/// our trap).
+const ALL_BUT_TRAP: u64 = !(1u64 << 4);
+const PR_SET_NAME: u64 = 15;
+const PR_GET_TID_ADDRESS: u64 = 40;
+
+/// Runs `f` with every signal but SIGTRAP blocked in `t`, then restores the
+/// thread's mask.
+fn blocked<T>(t: &mut Tracee, f: impl FnOnce(&mut Tracee) -> Result<T>) -> Result<T> {
+    let tid = t.pid();
+    let mask = t.sigmask().ctx(tid, "read the signal mask")?;
+    t.set_sigmask(ALL_BUT_TRAP).ctx(tid, "block signals")?;
+    let r = f(t);
+    let restored = t.set_sigmask(mask).ctx(tid, "restore the signal mask");
+    let v = r?;
+    restored?;
+    Ok(v)
+}
+
+/// The state of a seized non-leader thread `t` of process `pid`.
+pub fn dump(t: &mut Tracee, pid: Pid, scratch: u64) -> Result<ThreadCore> {
+    let tid = t.pid();
+    let mut regs = t.regs().ctx(tid, "read registers")?;
+    super::task::rewrite_restart(&mut regs);
+    let xsave = super::task::read_xsave(tid)?;
+    let sigmask = t.sigmask().ctx(tid, "read the signal mask")?;
+    let pending: Vec<Siginfo> = ptrace::peek_all_siginfo(tid, 0)
+        .ctx(tid, "PTRACE_PEEKSIGINFO")?
+        .into_iter()
+        .map(|s| Siginfo(s.0.to_vec()))
+        .collect();
+    let (ss, ctid) = blocked(t, |t| {
+        t.remote_syscall_ok(Sysno::sigaltstack, [0, scratch, 0, 0, 0, 0], "sigaltstack").ctx(tid, "sigaltstack")?;
+        t.remote_syscall_ok(Sysno::prctl, [PR_GET_TID_ADDRESS, scratch + 64, 0, 0, 0, 0], "PR_GET_TID_ADDRESS")
+            .ctx(tid, "PR_GET_TID_ADDRESS")?;
+        let b = process_vm::read_vec(tid, scratch, 72).ctx(tid, "read scratch")?;
+        if b.len() < 72 {
+            return Err(Error::task(tid, "short read of the scratch page"));
+        }
+        let w = |o: usize| u64::from_ne_bytes(b[o..o + 8].try_into().expect("8 bytes"));
+        let ss = SigAltStack { sp: w(0), flags: SsFlags::from_bits_retain(w(8) as u32), size: w(16) };
+        Ok((ss, w(64)))
+    })?;
+    let rseq = match ptrace::get_rseq_config(tid) {
+        Ok(c) if c.rseq_abi_pointer != 0 => {
+            Some(Rseq { ptr: c.rseq_abi_pointer, len: c.rseq_abi_size, sig: c.signature })
+        }
+        Ok(_) => None,
+        Err(e) => return Err(Error::task(tid, format!("PTRACE_GET_RSEQ_CONFIGURATION: {e}"))),
+    };
+    let comm = std::fs::read(proc::pid_path(pid, &format!("task/{}/comm", tid.0))).ctx(tid, "read comm")?;
+    let comm = comm.strip_suffix(b"\n").unwrap_or(&comm).to_vec();
+    let status = proc::status::read_thread(pid, tid).ctx(tid, "read status")?;
+    let no_new_privs = status.no_new_privs.unwrap_or(false);
+    let creds = super::task::creds_from_status(&status, 0, no_new_privs);
+    Ok(ThreadCore {
+        regs: (&regs).into(),
+        xsave,
+        sigmask,
+        sigaltstack: ss,
+        pending,
+        comm: RawStr(comm),
+        creds,
+        clear_child_tid: ctid,
+        rseq,
+    })
+}
+
+/// Finishes a thread the restorer created: `t` stopped on the thread trap,
+/// `scratch` is a writable page of the region.
+pub fn finish(t: &mut Tracee, pid: Pid, core: &ThreadCore, scratch: u64) -> Result<()> {
+    let tid = t.pid();
+    let mut regs: UserRegs = (&core.regs).into();
+    regs.orig_rax = u64::MAX;
+    t.set_regs(&regs).ctx(tid, "PTRACE_SETREGS")?;
+    // The created thread inherited the blob's mask: everything but SIGTRAP.
+    t.remote_syscall_ok(Sysno::set_tid_address, [core.clear_child_tid, 0, 0, 0, 0, 0], "set_tid_address")
+        .ctx(tid, "set_tid_address")?;
+    let ss = core.sigaltstack;
+    let mut bytes = Vec::with_capacity(24);
+    bytes.extend_from_slice(&ss.sp.to_ne_bytes());
+    bytes.extend_from_slice(&(ss.flags.bits() as u64).to_ne_bytes());
+    bytes.extend_from_slice(&ss.size.to_ne_bytes());
+    process_vm::write_all(tid, scratch, &bytes).ctx(tid, "write scratch")?;
+    t.remote_syscall_ok(Sysno::sigaltstack, [scratch, 0, 0, 0, 0, 0], "sigaltstack").ctx(tid, "sigaltstack")?;
+    let mut name = [0u8; 16];
+    let n = core.comm.as_bytes().len().min(15);
+    name[..n].copy_from_slice(&core.comm.as_bytes()[..n]);
+    process_vm::write_all(tid, scratch, &name).ctx(tid, "write scratch")?;
+    t.remote_syscall_ok(Sysno::prctl, [PR_SET_NAME, scratch, 0, 0, 0, 0], "PR_SET_NAME").ctx(tid, "PR_SET_NAME")?;
+    if let Some(r) = &core.rseq {
+        t.remote_syscall_ok(Sysno::rseq, [r.ptr, r.len as u64, 0, r.sig as u64, 0, 0], "rseq").ctx(tid, "rseq")?;
+    }
+    for si in &core.pending {
+        if si.0.len() != 128 {
+            return Err(Error::task(tid, "pending siginfo is not 128 bytes"));
+        }
+        process_vm::write_all(tid, scratch, &si.0).ctx(tid, "write scratch")?;
+        let signo = si.signo() as u64;
+        t.remote_syscall_ok(
+            Sysno::rt_tgsigqueueinfo,
+            [pid.0 as u64, tid.0 as u64, signo, scratch, 0, 0],
+            "queue a signal",
+        )
+        .ctx(tid, "rt_tgsigqueueinfo")?;
+    }
+    ptrace::set_regset(tid, NT_X86_XSTATE, &core.xsave.area).ctx(tid, "PTRACE_SETREGSET NT_X86_XSTATE")?;
+    t.set_sigmask(core.sigmask).ctx(tid, "PTRACE_SETSIGMASK")?;
+    Ok(())
+}
