@@ -112,6 +112,7 @@ fn main() {
             writeln!(out, "got {got}").unwrap();
         }
         "ticker" => ticker(&args[2..]),
+        "threads" => threads(&args[2..]),
         other => {
             let _ = now_ms();
             eprintln!("victim: unknown mode {other}");
@@ -162,6 +163,106 @@ fn ticker(args: &[String]) {
             let ok = mem.iter().enumerate().all(|(i, &w)| w == seed(i));
             writeln!(f, "status pid={} ticks={ticks} mem={}", std::process::id(), if ok { "ok" } else { "bad" })
                 .unwrap();
+        }
+    }
+}
+
+/// `threads LOG N`: like `ticker`, with N extra threads that each count in
+/// a thread-local and pass a token around a mutex/condvar ring. On SIGUSR1
+/// the main thread appends "status pid=P threads=N ok|bad ..." after
+/// checking that every thread's tid, thread-local and counter are right.
+fn threads(args: &[String]) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Condvar, Mutex};
+    static USR1: AtomicBool = AtomicBool::new(false);
+    extern "C" fn on_usr1(_: i32) {
+        USR1.store(true, Ordering::SeqCst);
+    }
+    thread_local! {
+        static MINE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    let log = args.first().expect("threads LOG N");
+    let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(3);
+    // SAFETY: plain libc calls; the handler only stores to an atomic.
+    unsafe {
+        libc::setsid();
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        libc::dup2(null, 0);
+        libc::dup2(null, 1);
+        libc::dup2(null, 2);
+        if null > 2 {
+            libc::close(null);
+        }
+        libc::signal(libc::SIGUSR1, on_usr1 as *const () as usize);
+    }
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("open log");
+    let counters: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    let tids: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    let bad = Arc::new(AtomicBool::new(false));
+    let ring = Arc::new((Mutex::new(0usize), Condvar::new()));
+    let passes = Arc::new(AtomicU64::new(0));
+    for i in 0..n {
+        let (counters, tids, bad, ring, passes) =
+            (counters.clone(), tids.clone(), bad.clone(), ring.clone(), passes.clone());
+        std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::gettid() } as u64;
+            tids[i].store(tid, Ordering::SeqCst);
+            MINE.with(|m| m.set(tid * 1000));
+            loop {
+                // Wait for the token, pass it on.
+                let (lock, cv) = &*ring;
+                let mut turn = lock.lock().unwrap();
+                while *turn != i {
+                    turn = cv.wait(turn).unwrap();
+                }
+                *turn = (i + 1) % n;
+                passes.fetch_add(1, Ordering::SeqCst);
+                cv.notify_all();
+                drop(turn);
+                let v = MINE.with(|m| {
+                    m.set(m.get() + 1);
+                    m.get()
+                });
+                // SAFETY: as above.
+                if v / 1000 != tid || unsafe { libc::gettid() } as u64 != tid {
+                    bad.store(true, Ordering::SeqCst);
+                }
+                counters[i].fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        });
+    }
+    while tids.iter().any(|t| t.load(Ordering::SeqCst) == 0) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let list: Vec<String> = tids.iter().map(|t| t.load(Ordering::SeqCst).to_string()).collect();
+    writeln!(f, "ready {} tids={}", std::process::id(), list.join(",")).unwrap();
+    let mut last: Vec<u64> = vec![0; n];
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        if USR1.swap(false, Ordering::SeqCst) {
+            // Every thread must make progress within a second.
+            let start: Vec<u64> = counters.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+            let p0 = passes.load(Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let moving = counters.iter().zip(&start).all(|(c, s)| c.load(Ordering::SeqCst) > *s);
+            let ring_moving = passes.load(Ordering::SeqCst) > p0;
+            let grew = counters.iter().zip(&last).all(|(c, l)| c.load(Ordering::SeqCst) >= *l);
+            last = counters.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+            let ok = moving && ring_moving && grew && !bad.load(Ordering::SeqCst);
+            let list: Vec<String> = tids.iter().map(|t| t.load(Ordering::SeqCst).to_string()).collect();
+            writeln!(
+                f,
+                "status pid={} threads={} tids={} {} moving={moving} ring={ring_moving} tls={}",
+                std::process::id(),
+                n,
+                list.join(","),
+                if ok { "ok" } else { "bad" },
+                !bad.load(Ordering::SeqCst)
+            )
+            .unwrap();
         }
     }
 }
