@@ -24,6 +24,7 @@ use crate::restore::plan::PlanBuilder;
 use crate::sys::process_vm::{self, IoVec, IOV_MAX};
 use crate::sys::Pid;
 use restorer_plan as rp;
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 
@@ -387,10 +388,23 @@ pub fn plan(
     vmas: &[Vma],
     pagemap: &[PagemapEntry],
     current_vdso: &[(VmaKind, u64, u64)],
+    inherited: &HashMap<(u64, u64), Inherited>,
 ) -> Result<Vec<rp::PageRun>> {
     let mut table = Vec::new();
     let mut dumped_vdso = Vec::new();
-    let shm = shm_objects(vmas);
+    let mut shm = shm_objects(vmas);
+    let mut keep: Vec<[u64; 2]> = Vec::new();
+    for v in vmas.iter().filter(|v| v.kind == VmaKind::SharedAnon) {
+        if let Some(obj) = inherited.get(&(v.dev, v.inode)) {
+            let next = shm.len() as u32 + 1;
+            let e = shm.entry((v.dev, v.inode)).or_insert((next, obj.size));
+            e.1 = obj.size;
+            if !keep.contains(&[obj.addr, obj.addr + obj.size]) {
+                keep.push([obj.addr, obj.addr + obj.size]);
+            }
+        }
+    }
+    b.plan.keep = b.add_table(&keep);
     for v in vmas {
         let kind = match v.kind {
             VmaKind::Anon | VmaKind::Stack | VmaKind::Heap => rp::VmaKind::AnonPrivate,
@@ -452,6 +466,10 @@ pub fn plan(
             rp::VmaKind::AnonShared => shm.get(&(v.dev, v.inode)).copied().unwrap_or((0, 0)),
             _ => (0, 0),
         };
+        let shm_addr = match kind {
+            rp::VmaKind::AnonShared => inherited.get(&(v.dev, v.inode)).map(|o| o.addr).unwrap_or(0),
+            _ => 0,
+        };
         table.push(rp::Vma {
             start: v.start,
             end: v.end,
@@ -466,6 +484,7 @@ pub fn plan(
             shm_size,
             shm_id,
             _pad: 0,
+            shm_addr,
         });
     }
     b.plan.vmas = b.add_table(&table);
@@ -487,6 +506,10 @@ pub fn plan(
         for t in table.iter().filter(|t| t.end > e.vaddr && t.start < end) {
             let (s, x) = (t.start.max(e.vaddr), t.end.min(end));
             let run = rp::PageRun { vaddr: s, len: x - s, file_off: off + (s - e.vaddr) };
+            if t.shm_addr != 0 {
+                // Shared with other processes: filled once by the engine.
+                continue;
+            }
             if t.flags & rp::VF_FINAL_PROT != 0 {
                 late.push(run);
             } else {
@@ -574,15 +597,76 @@ pub fn write_late_pages(pid: Pid, pages: std::os::fd::BorrowedFd<'_>, runs: &[rp
     Ok(())
 }
 
+/// A MAP_SHARED anonymous object several processes of the tree share: the
+/// engine creates and fills it once, before forking the tree, so every
+/// task inherits it and maps it where it had it.
+#[derive(Clone, Copy, Debug)]
+pub struct Inherited {
+    /// Where the engine mapped it.
+    pub addr: u64,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// The MAP_SHARED anonymous objects (by device and inode) found in more
+/// than one task, with their size (the largest extent any VMA maps).
+pub fn shared_between(tasks: &[&[Vma]]) -> BTreeMap<(u64, u64), u64> {
+    let mut seen: BTreeMap<(u64, u64), (usize, u64, usize)> = BTreeMap::new();
+    for (i, vmas) in tasks.iter().enumerate() {
+        for v in vmas.iter().filter(|v| v.kind == VmaKind::SharedAnon) {
+            let e = seen.entry((v.dev, v.inode)).or_insert((i, 0, 0));
+            e.1 = e.1.max(v.pgoff + (v.end - v.start));
+            if e.0 != i {
+                e.2 += 1;
+            }
+        }
+    }
+    seen.into_iter().filter(|(_, (_, _, others))| *others > 0).map(|(k, (_, size, _))| (k, size)).collect()
+}
+
+/// Fills object `key` (mapped as `dst`) from a task that maps it: its
+/// `vmas`, `pagemap` and pages image.
+pub fn fill_object(
+    pid: Pid,
+    dst: &mut [u8],
+    key: (u64, u64),
+    vmas: &[Vma],
+    pagemap: &[PagemapEntry],
+    pages: std::os::fd::BorrowedFd<'_>,
+) -> Result<()> {
+    let mut off = 0u64;
+    for e in pagemap.iter().filter(|e| e.has_data()) {
+        let len = e.nr_pages as u64 * PAGE;
+        let end = e.vaddr + len;
+        for v in vmas.iter().filter(|v| v.kind == VmaKind::SharedAnon && (v.dev, v.inode) == key) {
+            let (s, x) = (v.start.max(e.vaddr), v.end.min(end));
+            if s >= x {
+                continue;
+            }
+            let obj = (v.pgoff + (s - v.start)) as usize;
+            let n = (x - s) as usize;
+            let buf = dst
+                .get_mut(obj..obj + n)
+                .ok_or_else(|| Error::task(pid, format!("shared memory at {s:#x} lies outside its object")))?;
+            let got = crate::sys::fs::pread_full(pages, buf, off + (s - e.vaddr)).ctx(pid, "read the pages image")?;
+            if got != n {
+                return Err(Error::task(pid, "the pages image is shorter than its pagemap"));
+            }
+        }
+        off += len;
+    }
+    Ok(())
+}
+
 /// MAP_SHARED anonymous objects that need more than a plain mapping at
 /// offset 0: mapped by several VMAs, or at a non-zero offset. Keyed by the
 /// object's (device, inode), valued (id, size in bytes), ids from 1.
-fn shm_objects(vmas: &[Vma]) -> std::collections::HashMap<(u64, u64), (u32, u64)> {
-    let mut groups: std::collections::BTreeMap<(u64, u64), Vec<&Vma>> = Default::default();
+fn shm_objects(vmas: &[Vma]) -> HashMap<(u64, u64), (u32, u64)> {
+    let mut groups: BTreeMap<(u64, u64), Vec<&Vma>> = Default::default();
     for v in vmas.iter().filter(|v| v.kind == VmaKind::SharedAnon) {
         groups.entry((v.dev, v.inode)).or_default().push(v);
     }
-    let mut out = std::collections::HashMap::new();
+    let mut out = HashMap::new();
     for (key, vs) in groups {
         if vs.len() == 1 && vs[0].pgoff == 0 {
             continue;

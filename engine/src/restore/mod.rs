@@ -268,6 +268,7 @@ fn prepare(
     is_root: bool,
     busy_self: &[(u64, u64)],
     vdso: &[(VmaKind, u64, u64)],
+    inherited: &std::collections::HashMap<(u64, u64), mm::Inherited>,
 ) -> Result<Prepared> {
     let pid = Pid(t.pstree.pid as i32);
     let process = t.process();
@@ -275,7 +276,7 @@ fn prepare(
     // The root's parent at restore is crtools, not the parent it had.
     task::plan(&mut b, pid, &t.cores[0].thread, process, !is_root)?;
     files::plan(&mut b, pid, &t.fds)?;
-    let late_pages = mm::plan(&mut b, pid, &t.mm, &t.vmas, &t.pagemap, vdso)?;
+    let late_pages = mm::plan(&mut b, pid, &t.mm, &t.vmas, &t.pagemap, vdso, inherited)?;
     let pages = dir.open_pages(t.pagemap_head.pages_id).ctx(pid, "open the pages image")?;
     let max_fd = t.fds.fds.iter().map(|f| f.fd as i32).max().unwrap_or(2).max(2);
     b.plan.helper_fd_min = max_fd + 1;
@@ -383,6 +384,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     }
     let sessions = plan_sessions(&tasks, &order)?;
 
+    // Shared memory between processes: created and filled here, once; the
+    // whole tree inherits it (before reading our own maps: it is busy).
+    let (shared_objects, inherited) = create_shared_objects(&dir, &tasks)?;
+
     // Every plan, before touching anything.
     let me = Pid(std::process::id() as i32);
     let busy_self: Vec<(u64, u64)> =
@@ -407,7 +412,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
                 late_pages: Vec::new(),
                 thread_stacks: Vec::new(),
             },
-            _ => prepare(&dir, t, i == 0, &busy_self, &vdso)?,
+            _ => prepare(&dir, t, i == 0, &busy_self, &vdso, &inherited)?,
         };
         p.session = sessions[i];
         p.children = children[i].clone();
@@ -432,6 +437,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         kill_all(tracees, &tasks);
         return Err(e);
     }
+    drop(shared_objects);
     log::info!(
         "restored {} tasks, {} threads",
         tasks.len(),
@@ -447,6 +453,32 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
             _ => continue,
         }
     }
+}
+
+/// Maps and fills every MAP_SHARED anonymous object that several tasks
+/// share, for the tree to inherit.
+#[allow(clippy::type_complexity)]
+fn create_shared_objects(
+    dir: &ImageDirReader,
+    tasks: &[TaskImages],
+) -> Result<(Vec<crate::sys::mm::Mapping>, std::collections::HashMap<(u64, u64), mm::Inherited>)> {
+    let lists: Vec<&[Vma]> = tasks.iter().map(|t| t.vmas.as_slice()).collect();
+    let mut maps = Vec::new();
+    let mut inherited = std::collections::HashMap::new();
+    for (key, size) in mm::shared_between(&lists) {
+        let t = tasks
+            .iter()
+            .find(|t| t.vmas.iter().any(|v| v.kind == VmaKind::SharedAnon && (v.dev, v.inode) == key))
+            .expect("shared_between found it in a task");
+        let pid = Pid(t.pstree.pid as i32);
+        let mut m = crate::sys::mm::Mapping::anonymous_shared(size as usize).ctx(pid, "map shared memory")?;
+        let pages = dir.open_pages(t.pagemap_head.pages_id).ctx(pid, "open the pages image")?;
+        mm::fill_object(pid, m.as_mut_slice(), key, &t.vmas, &t.pagemap, pages.fd())?;
+        log::debug!("shared memory object {key:x?}: {size} bytes at {:#x}", m.addr());
+        inherited.insert(key, mm::Inherited { addr: m.addr(), size });
+        maps.push(m);
+    }
+    Ok((maps, inherited))
 }
 
 /// Waits until a pid that must be reused is free (its old owner reaped).

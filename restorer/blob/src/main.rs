@@ -273,7 +273,9 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
 /// Unmaps everything but the region and the vDSO areas.
 fn unmap_all(cx: &mut Ctx) -> Result<(), Fail> {
     cx.step(Step::Unmap);
-    let mut keep = [(0u64, 0u64); plan::MAX_VDSO + 1];
+    // Kept: the region, the vDSO areas and the engine's list (inherited objects).
+    const MAX_KEEP: usize = 64;
+    let mut keep = [(0u64, 0u64); MAX_KEEP];
     let mut n = 0;
     keep[n] = (cx.plan.region_start, cx.plan.region_end);
     n += 1;
@@ -282,7 +284,17 @@ fn unmap_all(cx: &mut Ctx) -> Result<(), Fail> {
         keep[n] = (v.from, v.from + v.len);
         n += 1;
     }
-    // Insertion sort: at most five entries.
+    let listed: &[[u64; 2]] = cx.table(cx.plan.keep);
+    if n + listed.len() > MAX_KEEP {
+        cx.plan.failure.ret = -sys::EINVAL;
+        cx.plan.failure.detail = listed.len() as u64;
+        return Err(Fail);
+    }
+    for &[s, e] in listed {
+        keep[n] = (s, e);
+        n += 1;
+    }
+    // Insertion sort: a few dozen entries at most.
     for i in 1..n {
         let mut j = i;
         while j > 0 && keep[j - 1].0 > keep[j].0 {
@@ -381,7 +393,12 @@ fn map_shm_object(cx: &mut Ctx, vmas: &[plan::Vma], first: usize) -> Result<(), 
     const MAP_NORESERVE: u32 = 0x4000;
     let v = vmas[first];
     let rw = sys::PROT_READ | sys::PROT_WRITE;
-    let tmp = sys::mmap(0, v.shm_size, rw, sys::MAP_SHARED | sys::MAP_ANONYMOUS | (v.map_flags & MAP_NORESERVE), -1, 0);
+    // An object shared with other processes is already mapped (inherited).
+    let tmp = if v.shm_addr != 0 {
+        v.shm_addr as i64
+    } else {
+        sys::mmap(0, v.shm_size, rw, sys::MAP_SHARED | sys::MAP_ANONYMOUS | (v.map_flags & MAP_NORESERVE), -1, 0)
+    };
     cx.ck(tmp, v.start)?;
     let tmp = tmp as u64;
     let mut path = [0u8; 64];

@@ -38,7 +38,7 @@ use core::mem::{offset_of, size_of};
 pub const MAGIC: u32 = 0x5245_5354; // "REST"
 /// Layout version; engine and blob are built together, the check catches a
 /// blob from another build.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 /// Bytes of stack at the end of the region.
 pub const STACK_SIZE: usize = 64 * 1024;
 /// Number of signals.
@@ -114,6 +114,10 @@ pub struct Vma {
     pub shm_id: u32,
     /// Reserved, zero.
     pub _pad: u32,
+    /// Where the object is already mapped, inherited from the engine (an
+    /// object several processes share, created and filled once before the
+    /// tree was forked), or 0: then the blob creates it.
+    pub shm_addr: u64,
 }
 
 /// [`Vma::flags`]: map with the final protection right away instead of
@@ -489,13 +493,16 @@ pub struct Plan {
     pub sigs_shared: Table,
     /// ThreadEntry table: the other threads, created with their tids.
     pub threads: Table,
+    /// Address ranges `[start, end)` (pairs of u64) the unmap step keeps
+    /// besides the region and the vDSO areas: inherited objects.
+    pub keep: Table,
     /// Progress and failure details, written by the blob.
     pub failure: Failure,
 }
 
 const _: () = {
     assert!(size_of::<Table>() == 16);
-    assert!(size_of::<Vma>() == 72);
+    assert!(size_of::<Vma>() == 80);
     assert!(size_of::<PageRun>() == 24);
     assert!(size_of::<FileEntry>() == 32);
     assert!(size_of::<SigAction>() == 32);
