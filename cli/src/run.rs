@@ -143,9 +143,17 @@ fn run(opts: &Options, matches: &clap::ArgMatches) -> Result<u8, Error> {
                 pid: dump.pid,
                 dir: dump.images_dir.clone(),
                 leave_stopped: dump.leave_stopped,
+                shell_job: dump.shell_job,
             };
             let stats = engine::dump::dump(&o).map_err(Error::Engine)?;
-            log::info!("dump done: {} VMAs, {} pages, {} descriptors", stats.vmas, stats.pages, stats.fds);
+            log::info!(
+                "dump done: {} tasks, {} threads, {} VMAs, {} pages, {} descriptors",
+                stats.tasks,
+                stats.threads,
+                stats.vmas,
+                stats.pages,
+                stats.fds
+            );
             Ok(0)
         }
         Command::Restore(restore) => {
@@ -154,6 +162,7 @@ fn run(opts: &Options, matches: &clap::ArgMatches) -> Result<u8, Error> {
                 pid: restore.pid,
                 dir: restore.images_dir.clone(),
                 detach: restore.detached,
+                shell_job: restore.shell_job,
             };
             let status = engine::restore::restore(&o).map_err(Error::Engine)?;
             Ok(u8::try_from(status).unwrap_or(255))
@@ -213,7 +222,7 @@ mod tests {
     #[test]
     fn unsupported_options_refused() {
         assert_eq!(refused("dump -t 1 -x"), "not supported yet: -x/--ext-unix-sk");
-        assert_eq!(refused("dump -t 1 --link-remap -j"), "not supported yet: -j/--shell-job, --link-remap");
+        assert_eq!(refused("dump -t 1 --link-remap -j"), "not supported yet: --link-remap");
         assert_eq!(refused("restore -t 1 --veth-pair a=b"), "not supported yet: --veth-pair");
         assert_eq!(refused("restore -t 1 -n uts"), "not supported yet: -n/--namespaces");
         let argv = ["crtools", "-D", "img", "-v", "2", "-o", "x.log", "--log-pid", "show", "-c", "--json"];

@@ -36,7 +36,7 @@ pub const OPTIONS: &[(&str, &str, bool)] = &[
     ("dump", "action_script", false),
     ("dump", "link_remap", false),
     ("dump", "tcp_established", false),
-    ("dump", "shell_job", false),
+    ("dump", "shell_job", true),
     // restore
     ("restore", "tree", true),
     ("restore", "restore_detached", true),
@@ -46,7 +46,7 @@ pub const OPTIONS: &[(&str, &str, bool)] = &[
     ("restore", "veth_pair", false),
     ("restore", "action_script", false),
     ("restore", "tcp_established", false),
-    ("restore", "shell_job", false),
+    ("restore", "shell_job", true),
 ];
 
 /// `(command, supported)`.
@@ -152,7 +152,8 @@ mod tests {
         assert!(option_supported("dump", "tree"));
         assert!(option_supported("dump", "leave_stopped"));
         assert!(option_supported("restore", "restore_detached"));
-        assert!(!option_supported("dump", "shell_job"));
+        assert!(option_supported("dump", "shell_job"));
+        assert!(!option_supported("dump", "link_remap"));
         assert!(!option_supported("dump", "no_such_option"));
         assert!(command_supported("dump"));
         assert!(command_supported("restore"));

@@ -140,7 +140,7 @@ impl Case {
     /// Dumps the victim (killing it) and reaps it.
     fn dump(&mut self) -> engine::dump::DumpStats {
         assert_eq!(self.state, State::Running);
-        let opts = DumpOptions { pid: Pid(self.pid), dir: self.images(), leave_stopped: false };
+        let opts = DumpOptions { pid: Pid(self.pid), dir: self.images(), leave_stopped: false, shell_job: false };
         let r = bounded("dump", move || dump(&opts).map_err(|e| e.to_string()));
         // The engine reaped it as its tracer; wait anyway so its pid is free.
         if let Some(mut c) = self.child.take() {
@@ -154,7 +154,7 @@ impl Case {
     /// Restores the victim detached; it becomes our child.
     fn restore(&mut self) {
         assert_eq!(self.state, State::Dumped);
-        let opts = RestoreOptions { pid: Pid(self.pid), dir: self.images(), detach: true };
+        let opts = RestoreOptions { pid: Pid(self.pid), dir: self.images(), detach: true, shell_job: false };
         let r = bounded("restore", move || restore(&opts).map_err(|e| e.to_string()));
         r.unwrap_or_else(|e| panic!("restore failed: {e}"));
         self.state = State::Restored;

@@ -267,11 +267,13 @@ fn wait_gone(pid: i32) {
 }
 
 fn do_dump(pid: i32, dir: &Path, leave_stopped: bool) -> Result<(), String> {
-    dump(&DumpOptions { pid: Pid(pid), dir: dir.to_path_buf(), leave_stopped }).map(|_| ()).map_err(|e| e.to_string())
+    dump(&DumpOptions { pid: Pid(pid), dir: dir.to_path_buf(), leave_stopped, shell_job: false })
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn do_restore(pid: i32, dir: &Path) -> Result<(), String> {
-    restore(&RestoreOptions { pid: Pid(pid), dir: dir.to_path_buf(), detach: true })
+    restore(&RestoreOptions { pid: Pid(pid), dir: dir.to_path_buf(), detach: true, shell_job: false })
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
@@ -815,7 +817,7 @@ fn restore_without_detach_returns_exit_status() {
         let pid = t.pid;
         let dir = s.images();
         let waiter = std::thread::spawn(move || {
-            restore(&RestoreOptions { pid: Pid(pid), dir, detach: false }).map_err(|e| e.to_string())
+            restore(&RestoreOptions { pid: Pid(pid), dir, detach: false, shell_job: false }).map_err(|e| e.to_string())
         });
         t.restored();
         // Restored: the victim's name is back and the engine has let go.

@@ -29,6 +29,8 @@ pub struct DumpOptions {
     pub dir: PathBuf,
     /// `-s`: leave the tasks stopped instead of killing them.
     pub leave_stopped: bool,
+    /// `-j`: the tree is a shell job; its terminal comes from outside.
+    pub shell_job: bool,
 }
 
 /// What a finished dump measured.
@@ -51,8 +53,12 @@ pub struct DumpStats {
 struct Shared {
     next_id: u32,
     cross: files::CrossSeen,
+    fd_cx: files::FdCtx,
+    /// Pids of the tree, to tell its own sessions from outside ones.
+    pids: Vec<Pid>,
     files: Vec<FileEntry>,
     reg: Vec<RegFileEntry>,
+    tty: Vec<crate::image::tty::TtyEntry>,
     pstree: Vec<PstreeEntry>,
     stats: DumpStats,
 }
@@ -80,6 +86,8 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         tree.tasks.iter().map(|t| t.threads.len()).sum::<usize>()
     );
     let mut shared = Shared { next_id: 1, ..Default::default() };
+    shared.fd_cx.shell_job = opts.shell_job;
+    shared.pids = tree.tasks.iter().map(|t| t.pid).collect();
     for task in tree.tasks.iter_mut() {
         dump_task(&img, task, &mut shared)?;
     }
@@ -92,6 +100,11 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     f.finish().map_err(w)?;
     let mut f = img.create_image::<kinds::RegFiles>(None, &()).map_err(w)?;
     for e in &shared.reg {
+        f.write(e).map_err(w)?;
+    }
+    f.finish().map_err(w)?;
+    let mut f = img.create_image::<kinds::Tty>(None, &()).map_err(w)?;
+    for e in &shared.tty {
         f.write(e).map_err(w)?;
     }
     f.finish().map_err(w)?;
@@ -140,6 +153,18 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
         return Ok(());
     }
     let status = proc::status::read(pid).ctx(pid, "read status")?;
+    // A controlling terminal of a session outside the tree is a shell job's.
+    if stat.tty_nr != 0 && !shared.pids.contains(&Pid(stat.session)) && !shared.fd_cx.shell_job {
+        return Err(Error::task(
+            pid,
+            format!(
+                "its controlling terminal {} belongs to session {}, outside the dumped tree: \
+                 dump it as a shell job (--shell-job)",
+                crate::objects::tty::tty_nr_name(stat.tty_nr),
+                stat.session
+            ),
+        ));
+    }
     let (leader, others) = task.threads.split_first_mut().expect("a live task has its leader");
     let stopped = matches!(leader.state(), StopState::Stopped(_));
 
@@ -153,7 +178,7 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
         for t in others.iter_mut() {
             other_cores.push(thread::dump(t, pid, scratch)?);
         }
-        let fds = files::dump(pid, p.control_fd(), &mut shared.next_id, &mut shared.cross)?;
+        let fds = files::dump(&shared.fd_cx, pid, p.control_fd(), &mut shared.next_id, &mut shared.cross)?;
         p.cure().ctx(pid, "cure")?;
         (thread_core, process, other_cores, fds, brk)
     };
@@ -210,6 +235,7 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
     shared.stats.fds += fds.fds.len();
     shared.files.extend(fds.files);
     shared.reg.extend(fds.reg);
+    shared.tty.extend(fds.tty);
     shared.pstree.push(entry);
     Ok(())
 }

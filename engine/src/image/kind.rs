@@ -10,7 +10,7 @@
 use super::codec::{show_records, DynFrames, NodeSink, ShowStreamError};
 #[allow(unused_imports)]
 use super::describe::Describe;
-use super::{core, files, inventory, mm, pagemap, pstree, reg_files};
+use super::{core, files, inventory, mm, pagemap, pstree, reg_files, tty};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -110,6 +110,8 @@ image_kinds! {
         Fdinfo    = 8, "fdinfo",    "fdinfo-<pid>.img",   1, DEFAULT_MAX_RECORD, (),                       files::FdinfoEntry;
         /// Regular file objects.
         RegFiles  = 9, "reg-files", "reg-files.img",      1, DEFAULT_MAX_RECORD, (),                       reg_files::RegFileEntry;
+        /// Terminal objects.
+        Tty       = 10, "tty",      "tty.img",            1, DEFAULT_MAX_RECORD, (),                       tty::TtyEntry;
     }
     raw {
         /// Raw page data described by a pagemap image.

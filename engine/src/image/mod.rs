@@ -33,6 +33,7 @@ pub mod pstree;
 pub mod reg_files;
 #[cfg(test)]
 pub(crate) mod tests;
+pub mod tty;
 
 use std::borrow::Cow;
 

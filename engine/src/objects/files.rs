@@ -9,6 +9,7 @@
 use crate::error::{Context, Error, Result};
 use crate::image::files::{FdKind, FdinfoEntry, FileEntry, OpenFlags};
 use crate::image::reg_files::RegFileEntry;
+use crate::image::tty::TtyEntry;
 use crate::proc::fdinfo::{self, FdTarget};
 use crate::restore::plan::PlanBuilder;
 use crate::sys::misc::{kcmp_file, KcmpOrder};
@@ -23,25 +24,71 @@ pub struct FdTable {
     pub files: Vec<FileEntry>,
     /// reg-files.img entries.
     pub reg: Vec<RegFileEntry>,
+    /// tty.img entries.
+    pub tty: Vec<TtyEntry>,
 }
+
+/// What the options of the run say about descriptors.
+#[derive(Clone, Debug, Default)]
+pub struct FdCtx {
+    /// `--shell-job`: a terminal from outside the tree may be dumped, and is
+    /// reconnected to crtools' own terminal at restore.
+    pub shell_job: bool,
+    /// At restore with `--shell-job`: the terminal crtools runs on.
+    pub tty_path: Option<std::path::PathBuf>,
+}
+
+/// Dumps one open file description (the first fd that refers to it).
+pub type DumpFn = fn(
+    cx: &FdCtx,
+    pid: Pid,
+    fd: i32,
+    target: &FdTarget,
+    info: &fdinfo::FdInfo,
+    id: u32,
+    out: &mut FdTable,
+) -> Result<()>;
+/// The plan entry of the first descriptor of an open file description.
+pub type PlanFn = fn(
+    cx: &FdCtx,
+    b: &mut PlanBuilder,
+    pid: Pid,
+    fd: &FdinfoEntry,
+    table: &FdTable,
+) -> Result<restorer_plan::FileEntry>;
 
 /// A kind of descriptor this version can checkpoint.
 pub struct KindOps {
     /// The image kind of its objects.
     pub kind: FdKind,
-    /// Dumps one open file description (the first fd that refers to it).
-    pub dump: fn(pid: Pid, fd: i32, target: &FdTarget, info: &fdinfo::FdInfo, id: u32, out: &mut FdTable) -> Result<()>,
+    /// Dump side.
+    pub dump: DumpFn,
+    /// Restore side.
+    pub plan: PlanFn,
 }
 
 /// The registry: one row per supported descriptor kind.
-pub static KINDS: &[KindOps] = &[KindOps { kind: FdKind::Reg, dump: super::reg_file::dump }];
+pub static KINDS: &[KindOps] = &[
+    KindOps { kind: FdKind::Reg, dump: super::reg_file::dump, plan: super::reg_file::plan },
+    KindOps { kind: FdKind::Tty, dump: super::tty::dump, plan: super::tty::plan },
+];
 
 /// Which kind a descriptor is, or why it is not supported.
-pub fn classify(target: &FdTarget) -> std::result::Result<FdKind, String> {
+pub fn classify(pid: Pid, fd: i32, target: &FdTarget) -> std::result::Result<FdKind, String> {
     match target {
         FdTarget::Path(p) if p.deleted => Err(format!("unlinked file {}", p.path.display())),
         FdTarget::Path(p) if p.path.starts_with("/memfd:") => Err("memfd".into()),
-        FdTarget::Path(_) => Ok(FdKind::Reg),
+        FdTarget::Path(p) => {
+            use std::os::unix::fs::MetadataExt;
+            let md = std::fs::metadata(crate::proc::pid_path(pid, &format!("fd/{fd}")))
+                .map_err(|e| format!("{}: {e}", p.path.display()))?;
+            let is_chr = md.mode() & 0o170000 == 0o020000;
+            match super::tty::kind_of(md.rdev()) {
+                Some(Ok(())) if is_chr => Ok(FdKind::Tty),
+                Some(Err(what)) if is_chr => Err(format!("{what} {}", p.path.display())),
+                _ => Ok(FdKind::Reg),
+            }
+        }
         FdTarget::Pipe(ino) => Err(format!("pipe:[{ino}]")),
         FdTarget::Socket(ino) => Err(format!("socket:[{ino}]")),
         FdTarget::AnonInode(n) => Err(format!("anon_inode:{n}")),
@@ -75,13 +122,13 @@ fn reopen_is_sharing(target: &FdTarget, flags: OpenFlags) -> bool {
 }
 
 /// Dumps the descriptor table of `pid`, leaving out `skip` (the parasite's socket).
-pub fn dump(pid: Pid, skip: Option<i32>, next_id: &mut u32, cross: &mut CrossSeen) -> Result<FdTable> {
+pub fn dump(cx: &FdCtx, pid: Pid, skip: Option<i32>, next_id: &mut u32, cross: &mut CrossSeen) -> Result<FdTable> {
     let mut out = FdTable::default();
     let list = fdinfo::list_fds(pid).ctx(pid, "list descriptors")?;
     // (fd, id) of every open file description seen so far.
     let mut seen: Vec<(i32, u32, FdKind)> = Vec::new();
     for e in list.iter().filter(|e| Some(e.fd) != skip) {
-        let kind = classify(&e.target).map_err(|what| {
+        let kind = classify(pid, e.fd, &e.target).map_err(|what| {
             Error::task(pid, format!("fd {}: {what}: this kind of descriptor is not supported yet", e.fd))
         })?;
         let info = fdinfo::read(pid, e.fd).ctx(pid, &format!("read fdinfo of fd {}", e.fd))?;
@@ -120,7 +167,7 @@ pub fn dump(pid: Pid, skip: Option<i32>, next_id: &mut u32, cross: &mut CrossSee
                 let ops = KINDS.iter().find(|k| k.kind == kind).ok_or_else(|| {
                     Error::task(pid, format!("fd {}: {} descriptors are not supported yet", e.fd, kind.name()))
                 })?;
-                (ops.dump)(pid, e.fd, &e.target, &info, id, &mut out)?;
+                (ops.dump)(cx, pid, e.fd, &e.target, &info, id, &mut out)?;
                 out.files.push(FileEntry { id, kind });
                 seen.push((e.fd, id, kind));
                 id
@@ -132,7 +179,7 @@ pub fn dump(pid: Pid, skip: Option<i32>, next_id: &mut u32, cross: &mut CrossSee
 }
 
 /// Adds the descriptor table to the plan.
-pub fn plan(b: &mut PlanBuilder, pid: Pid, table: &FdTable) -> Result<()> {
+pub fn plan(cx: &FdCtx, b: &mut PlanBuilder, pid: Pid, table: &FdTable) -> Result<()> {
     let mut entries = Vec::with_capacity(table.fds.len());
     for (i, fd) in table.fds.iter().enumerate() {
         let first = table.fds[..i].iter().position(|o| o.id == fd.id);
@@ -145,9 +192,14 @@ pub fn plan(b: &mut PlanBuilder, pid: Pid, table: &FdTable) -> Result<()> {
                 dup_of: j as u32,
                 cloexec: fd.cloexec as u32,
             },
-            None => match fd.kind {
-                FdKind::Reg => super::reg_file::plan(b, pid, fd, table)?,
-                k => return Err(Error::task(pid, format!("fd {}: cannot restore {} descriptors", fd.fd, k.name()))),
+            None => match KINDS.iter().find(|k| k.kind == fd.kind) {
+                Some(ops) => (ops.plan)(cx, b, pid, fd, table)?,
+                None => {
+                    return Err(Error::task(
+                        pid,
+                        format!("fd {}: cannot restore {} descriptors", fd.fd, fd.kind.name()),
+                    ))
+                }
             },
         };
         entries.push(entry);

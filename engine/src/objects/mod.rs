@@ -4,7 +4,8 @@
 //! - [`task`]: per-task CPU, signal, timer, limit and credential state;
 //! - [`thread`]: the other threads of a process;
 //! - [`mm`]: the address space: VMAs and page data;
-//! - [`reg_file`]: regular files, directories and device nodes reopened by path.
+//! - [`reg_file`]: regular files, directories and device nodes reopened by path;
+//! - [`tty`]: a shell job's terminal.
 //!
 //! Descriptor kinds are looked up in [`files::KINDS`]: adding a kind means one
 //! module here and one row there.
@@ -13,3 +14,4 @@ pub mod mm;
 pub mod reg_file;
 pub mod task;
 pub mod thread;
+pub mod tty;

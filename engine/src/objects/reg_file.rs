@@ -4,7 +4,7 @@
 //! At restore a regular file must still be the same size it had at dump
 //! (CRIU does the same): a file that changed underneath would give the task a
 //! different world than it had, so restore refuses it, naming the file.
-use super::files::FdTable;
+use super::files::{FdCtx, FdTable};
 use crate::error::{Context, Error, Result};
 use crate::image::files::{FdinfoEntry, OpenFlags};
 use crate::image::reg_files::RegFileEntry;
@@ -22,7 +22,15 @@ const S_IFCHR: u32 = 0o020000;
 const S_IFBLK: u32 = 0o060000;
 
 /// Dumps one open file description.
-pub fn dump(pid: Pid, fd: i32, target: &FdTarget, info: &FdInfo, id: u32, out: &mut FdTable) -> Result<()> {
+pub fn dump(
+    _cx: &FdCtx,
+    pid: Pid,
+    fd: i32,
+    target: &FdTarget,
+    info: &FdInfo,
+    id: u32,
+    out: &mut FdTable,
+) -> Result<()> {
     let FdTarget::Path(p) = target else {
         return Err(Error::task(pid, format!("fd {fd}: not a path")));
     };
@@ -59,7 +67,13 @@ pub fn dump(pid: Pid, fd: i32, target: &FdTarget, info: &FdInfo, id: u32, out: &
 }
 
 /// The plan entry for the first descriptor of an open file description.
-pub fn plan(b: &mut PlanBuilder, pid: Pid, fd: &FdinfoEntry, table: &FdTable) -> Result<restorer_plan::FileEntry> {
+pub fn plan(
+    _cx: &FdCtx,
+    b: &mut PlanBuilder,
+    pid: Pid,
+    fd: &FdinfoEntry,
+    table: &FdTable,
+) -> Result<restorer_plan::FileEntry> {
     let reg = table
         .reg
         .iter()

@@ -67,6 +67,9 @@ pub struct RestoreOptions {
     pub dir: PathBuf,
     /// `-d`: return once the tree runs instead of waiting for the root.
     pub detach: bool,
+    /// `-j`: restore a shell job: join crtools' session and process group,
+    /// and connect its terminal descriptors to crtools' terminal.
+    pub shell_job: bool,
 }
 
 /// Everything read from the images for one task.
@@ -92,6 +95,7 @@ fn read_task(
     pstree: &PstreeEntry,
     all_files: &[FileEntry],
     reg: &[RegFileEntry],
+    tty: &[crate::image::tty::TtyEntry],
 ) -> Result<TaskImages> {
     let pid = Pid(pstree.pid as i32);
     let e = |what: &str| {
@@ -138,7 +142,7 @@ fn read_task(
         vmas,
         pagemap_head,
         pagemap,
-        fds: files::FdTable { fds: fdinfo, files: all_files.to_vec(), reg: reg.to_vec() },
+        fds: files::FdTable { fds: fdinfo, files: all_files.to_vec(), reg: reg.to_vec(), tty: tty.to_vec() },
     })
 }
 
@@ -194,7 +198,7 @@ enum Session {
 
 /// Decides every task's [`Session`], refusing layouts that cannot be rebuilt.
 /// `order` is the creation order (parents before children).
-fn plan_sessions(tasks: &[TaskImages], order: &[usize]) -> Result<Vec<Session>> {
+fn plan_sessions(tasks: &[TaskImages], order: &[usize], shell_job: bool) -> Result<Vec<Session>> {
     let my_sid = crate::sys::misc::getsid(Pid(0)).ctx_global("getsid")?.0 as u32;
     let my_pgid = crate::sys::misc::getpgid(Pid(0)).ctx_global("getpgid")?.0 as u32;
     let by_pid: BTreeMap<u32, usize> = tasks.iter().enumerate().map(|(i, t)| (t.pstree.pid, i)).collect();
@@ -209,7 +213,10 @@ fn plan_sessions(tasks: &[TaskImages], order: &[usize]) -> Result<Vec<Session>> 
             Some(_) => have[&t.ppid],
             None => (my_sid, my_pgid),
         };
-        let s = if t.sid == t.pid {
+        let s = if shell_job && i == order[0] {
+            // A shell job joins crtools' session and group.
+            Session::Inherit
+        } else if t.sid == t.pid {
             if t.pgid != t.pid {
                 return Err(Error::task(pid, "session leader outside its own process group"));
             }
@@ -269,13 +276,14 @@ fn prepare(
     busy_self: &[(u64, u64)],
     vdso: &[(VmaKind, u64, u64)],
     inherited: &std::collections::HashMap<(u64, u64), mm::Inherited>,
+    fd_cx: &files::FdCtx,
 ) -> Result<Prepared> {
     let pid = Pid(t.pstree.pid as i32);
     let process = t.process();
     let mut b = PlanBuilder::new();
     // The root's parent at restore is crtools, not the parent it had.
     task::plan(&mut b, pid, &t.cores[0].thread, process, !is_root)?;
-    files::plan(&mut b, pid, &t.fds)?;
+    files::plan(fd_cx, &mut b, pid, &t.fds)?;
     let late_pages = mm::plan(&mut b, pid, &t.mm, &t.vmas, &t.pagemap, vdso, inherited)?;
     let pages = dir.open_pages(t.pagemap_head.pages_id).ctx(pid, "open the pages image")?;
     let max_fd = t.fds.fds.iter().map(|f| f.fd as i32).max().unwrap_or(2).max(2);
@@ -343,6 +351,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         dir.open_image::<kinds::Files>(None).map_err(ge("files"))?.collect_entries().map_err(ge("files"))?;
     let (_, reg): ((), Vec<RegFileEntry>) =
         dir.open_image::<kinds::RegFiles>(None).map_err(ge("reg-files"))?.collect_entries().map_err(ge("reg-files"))?;
+    let tty: Vec<crate::image::tty::TtyEntry> = if dir.contains(crate::image::ImageKind::Tty, None) {
+        dir.open_image::<kinds::Tty>(None).map_err(ge("tty"))?.collect_entries().map_err(ge("tty"))?.1
+    } else {
+        Vec::new()
+    };
     let pids: Vec<u32> = tree.iter().map(|t| t.pid).collect();
     if tree.first().map(|t| t.pid) != Some(root.0 as u32) {
         if tree.iter().any(|t| t.pid == root.0 as u32) {
@@ -350,7 +363,15 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         }
         return Err(Error::new(format!("pid {root} is not in the images (they hold {pids:?})")));
     }
-    let tasks: Vec<TaskImages> = tree.iter().map(|t| read_task(&dir, t, &all_files, &reg)).collect::<Result<_>>()?;
+    let tasks: Vec<TaskImages> =
+        tree.iter().map(|t| read_task(&dir, t, &all_files, &reg, &tty)).collect::<Result<_>>()?;
+    let mut fd_cx = files::FdCtx { shell_job: opts.shell_job, tty_path: None };
+    if opts.shell_job {
+        fd_cx.tty_path = crate::objects::tty::own_terminal();
+    }
+    if !tty.is_empty() && opts.shell_job && fd_cx.tty_path.is_none() {
+        return Err(Error::new("the images hold a shell job's terminal, but crtools is not running on a terminal"));
+    }
     for t in &tasks {
         let st = t.process().state;
         if !matches!(st, TaskState::Alive | TaskState::Stopped | TaskState::Zombie) {
@@ -382,7 +403,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     if order.len() != tasks.len() {
         return Err(Error::new("the pstree image is not a tree"));
     }
-    let sessions = plan_sessions(&tasks, &order)?;
+    let sessions = plan_sessions(&tasks, &order, opts.shell_job)?;
 
     // Shared memory between processes: created and filled here, once; the
     // whole tree inherits it (before reading our own maps: it is busy).
@@ -412,7 +433,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
                 late_pages: Vec::new(),
                 thread_stacks: Vec::new(),
             },
-            _ => prepare(&dir, t, i == 0, &busy_self, &vdso, &inherited)?,
+            _ => prepare(&dir, t, i == 0, &busy_self, &vdso, &inherited, &fd_cx)?,
         };
         p.session = sessions[i];
         p.children = children[i].clone();
@@ -427,6 +448,9 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         }
     }
 
+    if let Some(path) = &fd_cx.tty_path {
+        crate::objects::tty::apply_settings(path, &tty)?;
+    }
     let (go_r, go_w) = crate::sys::fs::pipe2(crate::sys::fs::OpenFlags::O_CLOEXEC).ctx_global("pipe")?;
     let t_root = spawn_root(&prepared, &go_r)?;
     drop(go_r);

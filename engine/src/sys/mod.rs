@@ -30,6 +30,7 @@ pub mod process_vm;
 pub mod ptrace;
 pub mod signal;
 pub mod socket;
+pub mod tty;
 pub mod wait;
 
 /// Result of a syscall wrapper.
