@@ -1,0 +1,152 @@
+//! A shell job under a pty made by the test: refused without --shell-job,
+//! dumped with it, and restored with -j onto another terminal, where it
+//! still reads its terminal, with its termios settings and window size.
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CRTOOLS: &str = env!("CARGO_BIN_EXE_crtools");
+
+struct Pty {
+    master: OwnedFd,
+    slave: OwnedFd,
+}
+
+fn pty(rows: u16, cols: u16) -> Pty {
+    let (mut m, mut s) = (0, 0);
+    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: openpty writes two descriptors; the winsize is read only.
+    let r = unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), &ws) };
+    assert_eq!(r, 0, "openpty");
+    // SAFETY: both descriptors are new and ours.
+    unsafe {
+        libc::fcntl(m, libc::F_SETFL, libc::O_NONBLOCK);
+        Pty { master: OwnedFd::from_raw_fd(m), slave: OwnedFd::from_raw_fd(s) }
+    }
+}
+
+/// `cmd` in a new session whose controlling terminal (and stdio) is `slave`.
+fn on_terminal(cmd: &mut Command, slave: RawFd) -> &mut Command {
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            libc::ioctl(slave, libc::TIOCSCTTY, 0);
+            libc::dup2(slave, 0);
+            libc::dup2(slave, 1);
+            libc::dup2(slave, 2);
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        })
+    }
+}
+
+fn read_until(master: &OwnedFd, want: &str, timeout: Duration) -> String {
+    let mut got = Vec::new();
+    let t = Instant::now();
+    while t.elapsed() < timeout {
+        let mut buf = [0u8; 256];
+        // SAFETY: reading into a local buffer.
+        let n = unsafe { libc::read(master.as_raw_fd(), buf.as_mut_ptr() as *mut _, buf.len()) };
+        if n > 0 {
+            got.extend_from_slice(&buf[..n as usize]);
+            if String::from_utf8_lossy(&got).contains(want) {
+                break;
+            }
+        } else {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+fn write(master: &OwnedFd, s: &str) {
+    // SAFETY: writing a local buffer.
+    let n = unsafe { libc::write(master.as_raw_fd(), s.as_ptr() as *const _, s.len()) };
+    assert_eq!(n, s.len() as isize);
+}
+
+fn termios_of(fd: &OwnedFd) -> libc::termios {
+    // SAFETY: zeroed termios is valid; tcgetattr fills it.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::tcgetattr(fd.as_raw_fd(), &mut t) }, 0);
+    t
+}
+
+fn winsize_of(fd: &OwnedFd) -> (u16, u16) {
+    // SAFETY: zeroed winsize is valid; the ioctl fills it.
+    let mut w: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut w) }, 0);
+    (w.ws_row, w.ws_col)
+}
+
+#[test]
+fn shell_job_moves_to_another_terminal() {
+    // SAFETY: prctl with integer arguments; restored tasks re-parent to us.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let dir = std::env::temp_dir().join(format!("crtools-shelljob-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_str().unwrap();
+
+    let first = pty(33, 111);
+    let mut job = on_terminal(
+        Command::new("sh").arg("-c").arg("stty -echo; echo ready; while read l; do echo \"got $l\"; done"),
+        first.slave.as_raw_fd(),
+    )
+    .spawn()
+    .expect("start the job");
+    let pid = job.id() as i32;
+    assert!(read_until(&first.master, "ready", Duration::from_secs(10)).contains("ready"));
+
+    // Without --shell-job the terminal is refused, by name, and the job goes on.
+    let out = Command::new(CRTOOLS).args(["dump", "-D", d, "-t", &pid.to_string()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/dev/pts/") && err.contains("--shell-job"), "{err}");
+    write(&first.master, "one\n");
+    assert!(read_until(&first.master, "got one", Duration::from_secs(10)).contains("got one"));
+
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new(CRTOOLS).args(["dump", "-j", "-D", d, "-t", &pid.to_string()]).output().unwrap();
+    assert!(out.status.success(), "dump -j: {}", String::from_utf8_lossy(&out.stderr));
+    let _ = job.wait();
+
+    // Another terminal with another size: restore must apply the dumped one.
+    let second = pty(24, 80);
+    let mut restorer = on_terminal(
+        Command::new(CRTOOLS).args(["restore", "-j", "-D", d, "-t", &pid.to_string()]),
+        second.slave.as_raw_fd(),
+    )
+    .spawn()
+    .expect("start crtools restore");
+    let t = Instant::now();
+    while std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim() != "sh").unwrap_or(true) {
+        assert!(t.elapsed() < Duration::from_secs(20), "job not restored");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    write(&second.master, "ping\n");
+    let got = read_until(&second.master, "got ping", Duration::from_secs(10));
+    let size = winsize_of(&second.master);
+    let echo = termios_of(&second.slave).c_lflag & libc::ECHO;
+    let sid = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+
+    // SAFETY: killing and reaping the restored job (ours as subreaper) and crtools.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    let _ = restorer.wait();
+    // SAFETY: as above.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert!(got.contains("got ping"), "restored job did not answer on its new terminal: {got:?}");
+    assert_eq!(size, (33, 111), "window size of the dumped terminal");
+    assert_eq!(echo, 0, "echo stays off as the job set it");
+    let fields: Vec<&str> = sid.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    assert_eq!(fields.get(3).copied(), Some(restorer.id().to_string().as_str()), "job joined crtools' session: {sid}");
+}
