@@ -119,6 +119,63 @@ fn baseline_restore(pages: &Path) -> f64 {
     secs
 }
 
+/// Dumps and restores a victim started with `args`, returns (dump, restore)
+/// runs; `procs` processes must report mem=ok after restore.
+fn dump_restore(crtools: &Path, victim: &Path, work: &Path, args: &[String], procs: usize) -> (Run, Run) {
+    let _ = std::fs::remove_dir_all(work);
+    std::fs::create_dir_all(work).unwrap();
+    let log = work.join("victim.log");
+    let mut v = Command::new(victim)
+        .args(&args[..1])
+        .arg(&log)
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start victim");
+    let pid = v.id() as i32;
+    wait_line(&log, "ready", Duration::from_secs(300));
+    let img = work.join("img");
+    let d = run_timed(Command::new(crtools).arg("dump").arg("-D").arg(&img).arg("-t").arg(pid.to_string()));
+    v.wait().unwrap();
+    reap_all();
+    let r =
+        run_timed(Command::new(crtools).arg("restore").arg("-d").arg("-D").arg(&img).arg("-t").arg(pid.to_string()));
+    // SAFETY: signalling the restored tree (its root leads its process group).
+    unsafe { libc::kill(-pid, libc::SIGUSR1) };
+    let t = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let done: Vec<&str> = text.lines().filter(|l| l.starts_with("status")).collect();
+        if done.len() >= procs {
+            assert!(done.iter().all(|l| l.contains("mem=ok")), "victims after restore: {done:?}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(300), "only {} of {procs} verdicts", done.len());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: killing the restored tree we created.
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+    reap_all();
+    let _ = std::fs::remove_dir_all(work);
+    (d, r)
+}
+
+/// Reaps every child and re-parented orphan that is already dead or dying.
+fn reap_all() {
+    let t = Instant::now();
+    loop {
+        // SAFETY: waitpid on any child; WNOHANG never blocks.
+        let r = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG | libc::__WALL) };
+        if r < 0 || t.elapsed() > Duration::from_secs(10) {
+            return;
+        }
+        if r == 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     // The restore baseline runs in its own process: its 1 GiB peak must not
@@ -218,5 +275,30 @@ fn main() {
             );
             let _ = std::fs::remove_dir_all(&work);
         }
+    }
+
+    // A tree of 16 processes x 4 threads x 64 MiB against one process with
+    // the same 1 GiB, side by side.
+    println!();
+    println!(
+        "{:<6} {:>22} | {:>8} {:>8} {:>6} | {:>8} {:>8} {:>6}",
+        "where", "victim", "dump s", "1 proc", "ratio", "rest. s", "1 proc", "ratio"
+    );
+    for (label, base) in &dirs {
+        let work = base.join(format!("crtools-bench-tree-{}", std::process::id()));
+        let one: Vec<String> = ["ticker", "1024"].iter().map(|s| s.to_string()).collect();
+        let (d1, r1) = dump_restore(&crtools, &victim, &work, &one, 1);
+        let tree: Vec<String> = ["forest", "16", "4", "64"].iter().map(|s| s.to_string()).collect();
+        let (dt, rt) = dump_restore(&crtools, &victim, &work, &tree, 16);
+        println!(
+            "{label:<6} {:>22} | {:>8.3} {:>8.3} {:>6.2} | {:>8.3} {:>8.3} {:>6.2}",
+            "16 procs x 4 thr x 64M",
+            dt.secs,
+            d1.secs,
+            dt.secs / d1.secs,
+            rt.secs,
+            r1.secs,
+            rt.secs / r1.secs
+        );
     }
 }

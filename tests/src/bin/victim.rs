@@ -113,6 +113,7 @@ fn main() {
         }
         "ticker" => ticker(&args[2..]),
         "threads" => threads(&args[2..]),
+        "forest" => forest(&args[2..]),
         other => {
             let _ = now_ms();
             eprintln!("victim: unknown mode {other}");
@@ -263,6 +264,72 @@ fn threads(args: &[String]) {
                 !bad.load(Ordering::SeqCst)
             )
             .unwrap();
+        }
+    }
+}
+
+/// `forest LOG PROCS THREADS MIB`: a session leader that forks PROCS-1
+/// children; each process runs THREADS-1 extra spinning-and-sleeping
+/// threads and holds MIB MiB of checksummed memory. On SIGUSR1 each process
+/// appends "status pid=P mem=ok|bad"; the root says "ready" once all are up.
+fn forest(args: &[String]) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static USR1: AtomicBool = AtomicBool::new(false);
+    extern "C" fn on_usr1(_: i32) {
+        USR1.store(true, Ordering::SeqCst);
+    }
+    let log = args.first().expect("forest LOG PROCS THREADS MIB").clone();
+    let procs: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(4);
+    let threads: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2);
+    let mib: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1);
+    // SAFETY: plain libc calls; the handler only stores to an atomic.
+    unsafe {
+        libc::setsid();
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        libc::dup2(null, 0);
+        libc::dup2(null, 1);
+        libc::dup2(null, 2);
+        if null > 2 {
+            libc::close(null);
+        }
+        libc::signal(libc::SIGUSR1, on_usr1 as *const () as usize);
+    }
+    let mut index = 0;
+    for i in 1..procs {
+        // SAFETY: fork before any thread exists in this process.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            index = i;
+            break;
+        }
+    }
+    let seed = move |i: usize| (i as u64 ^ (index as u64) << 40).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let words = mib * (1 << 20) / 8;
+    let mem: Vec<u64> = (0..words).map(seed).collect();
+    for _ in 1..threads {
+        std::thread::spawn(|| loop {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        });
+    }
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("open log");
+    writeln!(f, "up {}", std::process::id()).unwrap();
+    if index == 0 {
+        // Ready once every process said "up".
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.lines().filter(|l| l.starts_with("up ")).count() >= procs {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        writeln!(f, "ready {}", std::process::id()).unwrap();
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        if USR1.swap(false, Ordering::SeqCst) {
+            let ok = mem.iter().enumerate().all(|(i, &w)| w == seed(i));
+            writeln!(f, "status pid={} mem={}", std::process::id(), if ok { "ok" } else { "bad" }).unwrap();
         }
     }
 }
