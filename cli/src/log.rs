@@ -84,9 +84,28 @@ struct Logger {
     per_pid: bool,
     main_pid: u32,
     sink: Mutex<Sink>,
+    /// With `--log-pid`: one file per task the engine logs about (a record
+    /// with a `task` key), `FILE.<task>`, like the per-process files of the
+    /// processes crtools forks.
+    tasks: Mutex<std::collections::HashMap<u32, Option<File>>>,
 }
 
 impl Logger {
+    /// Writes a line about `task` to `FILE.<task>`; false when there is no
+    /// log file (stderr) or it cannot be opened.
+    fn write_task_line(&self, task: u32, line: &str) -> bool {
+        let base = match &*self.sink.lock().unwrap_or_else(|e| e.into_inner()) {
+            Sink::File { base, .. } => base.clone(),
+            Sink::Stderr => return false,
+        };
+        let mut files = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        let f = files.entry(task).or_insert_with(|| open_log(&file_for_pid(&base, true, u32::MAX, task)).ok());
+        match f {
+            Some(f) => f.write_all(line.as_bytes()).is_ok(),
+            None => false,
+        }
+    }
+
     fn write_line(&self, line: &str) {
         let pid = std::process::id();
         // A poisoned lock only means another thread panicked mid-line.
@@ -121,6 +140,13 @@ impl Log for Logger {
     fn log(&self, record: &Record<'_>) {
         if !self.enabled(record.metadata()) {
             return;
+        }
+        let task = record.key_values().get(log::kv::Key::from_str("task")).and_then(|v| v.to_u64());
+        if let (true, Some(task)) = (self.per_pid, task) {
+            let line = format_line(self.start.elapsed(), Some(task as u32), record.level(), record.args());
+            if self.write_task_line(task as u32, &line) {
+                return;
+            }
         }
         let pid = self.per_pid.then(std::process::id);
         self.write_line(&format_line(self.start.elapsed(), pid, record.level(), record.args()));
@@ -172,7 +198,13 @@ pub fn init(opts: &LogOptions) -> Result<(), LogError> {
             Sink::File { base: base.clone(), pid: main_pid, file: Some(file) }
         }
     };
-    let logger = Logger { start: Instant::now(), per_pid: opts.per_pid, main_pid, sink: Mutex::new(sink) };
+    let logger = Logger {
+        start: Instant::now(),
+        per_pid: opts.per_pid,
+        main_pid,
+        sink: Mutex::new(sink),
+        tasks: Mutex::new(Default::default()),
+    };
     log::set_boxed_logger(Box::new(logger)).map_err(|_| LogError::AlreadySet)?;
     log::set_max_level(level_filter(opts.level));
     Ok(())
@@ -231,6 +263,7 @@ mod tests {
             // "forked" one and must get its own file.
             main_pid: 1,
             sink: Mutex::new(Sink::File { base: base.clone(), pid: 1, file: Some(open_log(&base).unwrap()) }),
+            tasks: Mutex::new(Default::default()),
         };
         logger.write_line("child line\n");
         let own = file_for_pid(&base, true, 1, std::process::id());

@@ -113,6 +113,13 @@ fn run(opts: &Options, matches: &clap::ArgMatches) -> Result<u8, Error> {
     for &fd in &opts.close_fds {
         close_fd(fd).map_err(|source| Error::Close { fd, source })?;
     }
+    if let Command::Dump(d) = &opts.command {
+        // A dump creates its directory; a log file inside it needs it first.
+        use std::os::unix::fs::DirBuilderExt;
+        if !d.images_dir.exists() {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&d.images_dir).map_err(Error::Output)?;
+        }
+    }
     crate::log::init(&opts.log).map_err(Error::Log)?;
     match &opts.command {
         Command::Check { json } => {

@@ -123,3 +123,67 @@ fn restore_without_detach_waits_and_returns_the_exit_status() {
     assert!(t.elapsed() >= Duration::from_millis(500), "restore returned before sleep finished");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn ppid_of(pid: i32) -> Option<i32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn shell_with_two_children_restores_as_a_tree_with_per_task_logs() {
+    subreaper();
+    let dir = tmpdir("tree");
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("sleep 1000 & sleep 1000 & wait")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid and close_range are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let mut sh = cmd.spawn().expect("start sh");
+    let pid = sh.id() as i32;
+    let t = Instant::now();
+    let kids = loop {
+        let c = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        let kids: Vec<i32> = c.split_whitespace().filter_map(|s| s.parse().ok()).collect();
+        if kids.len() == 2 {
+            break kids;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "sh did not start its children");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let d = dir.to_str().unwrap();
+    let out = crtools(&["dump", "-D", d, "-t", &pid.to_string(), "-o", "dump.log", "--log-pid", "-v", "2"]);
+    assert!(out.status.success(), "dump: {}", String::from_utf8_lossy(&out.stderr));
+    let _ = sh.wait();
+    // The sleeps were re-parented to us (subreaper) when sh died: reap them.
+    for k in &kids {
+        // SAFETY: reaping children of ours.
+        unsafe { libc::waitpid(*k, std::ptr::null_mut(), 0) };
+    }
+    let out = crtools(&["restore", "-d", "-D", d, "-t", &pid.to_string(), "-o", "restore.log", "--log-pid", "-v", "2"]);
+    assert!(out.status.success(), "restore: {}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_millis(200));
+    let ppids: Vec<Option<i32>> = kids.iter().map(|&k| ppid_of(k)).collect();
+    let logs: Vec<String> = std::iter::once(pid)
+        .chain(kids.iter().copied())
+        .map(|p| std::fs::read_to_string(dir.join(format!("restore.log.{p}"))).unwrap_or_default())
+        .collect();
+    for &k in &kids {
+        kill_reap(k);
+    }
+    kill_reap(pid);
+    assert_eq!(ppids, vec![Some(pid), Some(pid)], "children of the restored sh");
+    for (p, l) in std::iter::once(pid).chain(kids.iter().copied()).zip(&logs) {
+        assert!(l.contains(&format!("task {p}: released")), "restore.log.{p}: {l:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -182,7 +182,7 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
         p.cure().ctx(pid, "cure")?;
         (thread_core, process, other_cores, fds, brk)
     };
-    log::debug!("task {pid}: in-task state collected, parasite removed");
+    log::debug!(task = pid.0; "task {pid}: in-task state collected, parasite removed");
     if stopped {
         // Found in group-stop: restored stopped too.
         process.state = TaskState::Stopped;
@@ -203,7 +203,7 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
     let nr_pages = dumper.nr_pages;
     let pagemap = dumper.into_entries();
     pages.finish().ctx(pid, "finish the pages image")?;
-    log::info!("task {pid}: {} threads, {} VMAs, {nr_pages} pages", 1 + other_cores.len(), vmas.len());
+    log::info!(task = pid.0; "task {pid}: {} threads, {} VMAs, {nr_pages} pages", 1 + other_cores.len(), vmas.len());
 
     let tid = pid.0 as u32;
     let core = CoreEntry { tid, thread: thread_core, process: Some(process) };

@@ -79,7 +79,7 @@ impl<'t> Parasite<'t> {
         let pid = p.tracee.pid();
         process_vm::write_all(pid, base, &blob.bytes)
             .map_err(|e| InfectError::errno(pid, "upload the parasite blob", e))?;
-        log::debug!("task {pid}: parasite at {:#x} ({} bytes)", base, layout.size);
+        log::debug!(task = pid.0; "task {pid}: parasite at {:#x} ({} bytes)", base, layout.size);
         Ok(p)
     }
 
@@ -153,7 +153,7 @@ impl<'t> Parasite<'t> {
         let (ret, failed, reply) = self.call(cmd, &[], size_of::<T>())?;
         if ret < 0 {
             let pid = self.tracee.pid();
-            log::debug!("task {pid}: parasite {cmd:?} failed at step {failed}");
+            log::debug!(task = pid.0; "task {pid}: parasite {cmd:?} failed at step {failed}");
             return Err(InfectError::errno(pid, step, crate::sys::Errno::new(-ret as i32)));
         }
         // SAFETY: T is one of the protocol's repr(C) plain-data structs and
@@ -197,7 +197,7 @@ impl<'t> Parasite<'t> {
             let (ret, failed, reply) = self.call(proto::Cmd::Timers, as_bytes(&args), want)?;
             if ret < 0 {
                 let id = chunk.get(failed.saturating_sub(1) as usize).copied().unwrap_or(-1);
-                log::debug!("task {pid}: timer_gettime of timer {id} failed");
+                log::debug!(task = pid.0; "task {pid}: timer_gettime of timer {id} failed");
                 return Err(InfectError::errno(pid, "parasite timer_gettime", crate::sys::Errno::new(-ret as i32)));
             }
             for i in 0..chunk.len() {
@@ -235,7 +235,7 @@ impl<'t> Parasite<'t> {
         args.addr_len = path.len() as u32;
         let (ret, failed, _) = self.call(proto::Cmd::Init, as_bytes(&args), 0)?;
         if ret < 0 {
-            log::debug!("task {pid}: parasite Init failed at step {failed}");
+            log::debug!(task = pid.0; "task {pid}: parasite Init failed at step {failed}");
             return Err(InfectError::errno(pid, "parasite connect to the engine", crate::sys::Errno::new(-ret as i32)));
         }
         self.task_sock = Some(ret as i32);
@@ -313,7 +313,7 @@ impl<'t> Parasite<'t> {
         unmap?;
         regs?;
         mask?;
-        log::debug!("task {pid}: cured");
+        log::debug!(task = pid.0; "task {pid}: cured");
         Ok(())
     }
 }

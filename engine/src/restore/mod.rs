@@ -321,7 +321,7 @@ fn prepare(
         blobs::relocate(blobs::restorer::IMAGE, blobs::restorer::MEM_SIZE, blobs::restorer::RELOCS, region).bytes;
     image.resize(plan_off as usize, 0);
     image.extend_from_slice(&arena);
-    log::debug!("task {pid}: restorer region {region:#x}-{:#x}, plan {} bytes", region + region_size, arena.len());
+    log::debug!(task = pid.0; "task {pid}: restorer region {region:#x}-{:#x}, plan {} bytes", region + region_size, arena.len());
     Ok(Prepared {
         pid,
         zombie: None,
@@ -747,6 +747,8 @@ fn run_tree(tasks: &[TaskImages], all: &[Prepared], tracees: &mut BTreeMap<Pid, 
                 if regs.rip != want {
                     return Err(Error::task(pid, format!("stopped on a trap at {:#x}, expected {want:#x}", regs.rip)));
                 }
+                let owner = tasks[ti].pstree.pid;
+                log::debug!(task = owner; "task {owner}: thread {pid} stopped on its trap, restorer done");
                 state.insert(pid, At::Trap);
             }
             WaitStatus::Stopped { sig, event: 0 } if sig == SIGCHLD => {
@@ -812,6 +814,11 @@ fn run_tree(tasks: &[TaskImages], all: &[Prepared], tracees: &mut BTreeMap<Pid, 
         }
         let leader = tracees.get_mut(&pid).expect("leader traced");
         finish_leader(leader, t, p.plan_addr, plan)?;
+        log::debug!(
+            task = pid.0;
+            "task {pid}: registers, xsave state and masks of {} threads set, restorer unmapped",
+            t.cores.len()
+        );
     }
     // Release the whole tree: threads, then leaders, children first.
     for (i, t) in tasks.iter().enumerate().rev() {
@@ -827,6 +834,8 @@ fn run_tree(tasks: &[TaskImages], all: &[Prepared], tracees: &mut BTreeMap<Pid, 
                 tr.detach().ctx(Pid(tid as i32), "detach")?;
             }
         }
+        let pid = t.pstree.pid;
+        log::info!(task = pid; "task {pid}: released{}", if stopped { " (stopped, as dumped)" } else { "" });
     }
     Ok(())
 }
