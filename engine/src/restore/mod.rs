@@ -439,12 +439,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         p.children = children[i].clone();
         prepared.push(p);
     }
-    // The threads may not exist yet; their pids must be free.
+    // Every pid and tid of the tree must be free before anything is created.
     for t in &tasks {
         for &tid in &t.pstree.threads {
-            if tid != root.0 as u32 && std::path::Path::new(&format!("/proc/{tid}")).exists() {
-                wait_gone(Pid(tid as i32))?;
-            }
+            wait_gone(Pid(tid as i32))?;
         }
     }
 
@@ -505,16 +503,33 @@ fn create_shared_objects(
     Ok((maps, inherited))
 }
 
-/// Waits until a pid that must be reused is free (its old owner reaped).
+/// Waits until a pid that must be reused is free. A zombie (the dumped
+/// task, not reaped yet: PID 1 takes its time) or a dying task is waited
+/// for; a live process that holds the pid is an error at once, naming it.
 fn wait_gone(pid: Pid) -> Result<()> {
     let deadline = Instant::now() + PID_WAIT;
-    while std::path::Path::new(&format!("/proc/{}", pid.0)).exists() {
-        if Instant::now() > deadline {
-            return Err(Error::task(pid, "pid is in use by another process"));
+    let grace = Instant::now() + Duration::from_millis(500);
+    loop {
+        let stat = match proc::stat::read(pid) {
+            Err(e) if e.is_gone() => return Ok(()),
+            Err(e) => return Err(Error::task(pid, format!("read its stat: {e}"))),
+            Ok(s) => s,
+        };
+        let zombie = matches!(stat.state, proc::stat::TaskState::Zombie | proc::stat::TaskState::Dead);
+        let now = Instant::now();
+        if now > deadline || (!zombie && now > grace) {
+            return Err(Error::task(
+                pid,
+                format!(
+                    "pid is in use by {} ({}, state {:?})",
+                    String::from_utf8_lossy(&stat.comm),
+                    if zombie { "a zombie nobody reaps" } else { "a running process" },
+                    stat.state
+                ),
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(())
 }
 
 /// Kills every task of the tree that exists (after a failure): nothing
@@ -612,7 +627,20 @@ unsafe fn child_main(all: &[Prepared], idx: usize, rseq: &[u8; 16]) -> ! {
     let r = match me.session {
         Session::Inherit => Ok(()),
         Session::SetSid => crate::sys::misc::setsid().map(drop),
-        Session::SetPgid(pgid) => crate::sys::misc::setpgid(Pid(0), Pid(pgid)),
+        Session::SetPgid(0) => crate::sys::misc::setpgid(Pid(0), Pid(0)),
+        // The group's leader may be a task of another branch that is
+        // still on its way: wait a little for the group to exist.
+        Session::SetPgid(pgid) => {
+            let mut r = crate::sys::misc::setpgid(Pid(0), Pid(pgid));
+            for _ in 0..250 {
+                if r != Err(Errno::EPERM) {
+                    break;
+                }
+                let _ = crate::sys::misc::nanosleep(Duration::from_millis(8));
+                r = crate::sys::misc::setpgid(Pid(0), Pid(pgid));
+            }
+            r
+        }
     };
     if r.is_err() {
         exit_group(EXIT_SESSION);
@@ -626,7 +654,14 @@ unsafe fn child_main(all: &[Prepared], idx: usize, rseq: &[u8; 16]) -> ! {
             match unsafe { clone3(&args) } {
                 // SAFETY: as above.
                 Ok(CloneResult::Child) => unsafe { child_main(all, c, rseq) },
-                Ok(CloneResult::Parent { .. }) => break,
+                Ok(CloneResult::Parent { child, .. }) => {
+                    // The shell's way: the parent makes a group leader too,
+                    // so its siblings forked next find the group.
+                    if all[c].session == Session::SetPgid(0) {
+                        let _ = crate::sys::misc::setpgid(child, child);
+                    }
+                    break;
+                }
                 Err(Errno::EEXIST) if tries < 500 => {
                     tries += 1;
                     let _ = crate::sys::misc::nanosleep(Duration::from_millis(20));
@@ -749,10 +784,19 @@ fn run_tree(tasks: &[TaskImages], all: &[Prepared], tracees: &mut BTreeMap<Pid, 
                 }
                 let owner = tasks[ti].pstree.pid;
                 log::debug!(task = owner; "task {owner}: thread {pid} stopped on its trap, restorer done");
+                if leader {
+                    // A blob that failed has not created its threads: do
+                    // not wait for them.
+                    read_report(&all[ti])?;
+                }
                 state.insert(pid, At::Trap);
             }
             WaitStatus::Stopped { sig, event: 0 } if sig == SIGCHLD => {
                 // A zombie child announced itself: the parent gets it as usual.
+                ptrace::cont(pid, sig).ctx(pid, "PTRACE_CONT")?;
+            }
+            WaitStatus::Stopped { sig, event: 0 } if zombie => {
+                // A zombie dying by its signal: let it.
                 ptrace::cont(pid, sig).ctx(pid, "PTRACE_CONT")?;
             }
             WaitStatus::Stopped { sig, event: 0 } => {
