@@ -82,3 +82,21 @@ pub fn require_root() -> bool {
     }
     root
 }
+
+/// The common start of a victim program: its own session, stdio on
+/// /dev/null and no descriptor inherited from whoever started it (the test
+/// harness's pipes would make it undumpable). Call before any thread exists.
+pub fn detach_from_harness() {
+    // SAFETY: plain libc calls on our own descriptors, single-threaded.
+    unsafe {
+        libc::setsid();
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        libc::dup2(null, 0);
+        libc::dup2(null, 1);
+        libc::dup2(null, 2);
+        if null > 2 {
+            libc::close(null);
+        }
+    }
+}

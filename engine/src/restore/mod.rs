@@ -770,10 +770,8 @@ fn run_tree(tasks: &[TaskImages], all: &[Prepared], tracees: &mut BTreeMap<Pid, 
             return Err(Error::task(pid, format!("unexpected task in the restored tree ({st:?})")));
         };
         let zombie = all[ti].zombie.is_some();
-        if !tracees.contains_key(&pid) {
-            // Attached automatically when its parent forked it (or the blob cloned it).
-            tracees.insert(pid, Tracee::adopted(pid));
-        }
+        // Attached automatically when its parent forked it (or the blob cloned it).
+        tracees.entry(pid).or_insert_with(|| Tracee::adopted(pid));
         match st {
             WaitStatus::Stopped { sig: 5, event: 0 } => {
                 let regs = tracees[&pid].regs().ctx(pid, "read registers")?;

@@ -136,18 +136,9 @@ fn ticker(args: &[String]) {
     }
     let log = args.first().expect("ticker LOG [MEM_MIB]");
     let mib: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1);
+    crtools_tests::detach_from_harness();
     // SAFETY: plain libc calls; the handler only stores to an atomic.
     unsafe {
-        libc::setsid();
-        // Only what the test gives it: no descriptors inherited from the harness.
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        libc::dup2(null, 0);
-        libc::dup2(null, 1);
-        libc::dup2(null, 2);
-        if null > 2 {
-            libc::close(null);
-        }
         libc::signal(libc::SIGUSR1, on_usr1 as *const () as usize);
     }
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("open log");
@@ -184,17 +175,9 @@ fn threads(args: &[String]) {
     }
     let log = args.first().expect("threads LOG N");
     let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(3);
+    crtools_tests::detach_from_harness();
     // SAFETY: plain libc calls; the handler only stores to an atomic.
     unsafe {
-        libc::setsid();
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        libc::dup2(null, 0);
-        libc::dup2(null, 1);
-        libc::dup2(null, 2);
-        if null > 2 {
-            libc::close(null);
-        }
         libc::signal(libc::SIGUSR1, on_usr1 as *const () as usize);
     }
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("open log");
@@ -282,17 +265,9 @@ fn forest(args: &[String]) {
     let procs: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(4);
     let threads: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2);
     let mib: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1);
+    crtools_tests::detach_from_harness();
     // SAFETY: plain libc calls; the handler only stores to an atomic.
     unsafe {
-        libc::setsid();
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        libc::dup2(null, 0);
-        libc::dup2(null, 1);
-        libc::dup2(null, 2);
-        if null > 2 {
-            libc::close(null);
-        }
         libc::signal(libc::SIGUSR1, on_usr1 as *const () as usize);
     }
     let mut index = 0;

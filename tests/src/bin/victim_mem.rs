@@ -70,17 +70,9 @@ macro_rules! say {
 
 /// The common start: session, descriptors, SIGUSR1 handler, the log.
 fn setup(log: &str) -> File {
+    crtools_tests::detach_from_harness();
     // SAFETY: plain libc calls; the handler only touches an atomic.
     unsafe {
-        libc::setsid();
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        libc::dup2(null, 0);
-        libc::dup2(null, 1);
-        libc::dup2(null, 2);
-        if null > 2 {
-            libc::close(null);
-        }
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = on_usr1 as *const () as usize;
         sa.sa_flags = libc::SA_RESTART;

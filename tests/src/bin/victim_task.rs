@@ -886,18 +886,7 @@ fn log_line(f: &mut File, line: &str) {
 }
 
 fn detach_from_harness() {
-    // SAFETY: plain libc calls; no other thread exists yet.
-    unsafe {
-        libc::setsid();
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        libc::dup2(null, 0);
-        libc::dup2(null, 1);
-        libc::dup2(null, 2);
-        if null > 2 {
-            libc::close(null);
-        }
-    }
+    crtools_tests::detach_from_harness();
 }
 
 fn main() {
