@@ -12,6 +12,7 @@ pub mod blobs;
 pub mod check;
 pub mod dump;
 pub mod error;
+pub mod fault;
 pub mod image;
 pub mod infect;
 pub mod objects;

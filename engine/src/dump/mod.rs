@@ -113,6 +113,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         f.write(e).map_err(w)?;
     }
     f.finish().map_err(w)?;
+    crate::fault::check(crate::fault::Fault::DumpBeforeInventory)?;
     img.finish().map_err(w)?;
     log::info!("images complete");
 
@@ -179,6 +180,7 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
             other_cores.push(thread::dump(t, pid, scratch)?);
         }
         let fds = files::dump(&shared.fd_cx, pid, p.control_fd(), &mut shared.next_id, &mut shared.cross)?;
+        crate::fault::check(crate::fault::Fault::DumpInfected)?;
         p.cure().ctx(pid, "cure")?;
         (thread_core, process, other_cores, fds, brk)
     };
@@ -203,6 +205,7 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
     let nr_pages = dumper.nr_pages;
     let pagemap = dumper.into_entries();
     pages.finish().ctx(pid, "finish the pages image")?;
+    crate::fault::check(crate::fault::Fault::DumpAfterPages)?;
     log::info!(task = pid.0; "task {pid}: {} threads, {} VMAs, {nr_pages} pages", 1 + other_cores.len(), vmas.len());
 
     let tid = pid.0 as u32;

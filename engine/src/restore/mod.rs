@@ -535,17 +535,106 @@ fn wait_gone(pid: Pid) -> Result<()> {
 /// Kills every task of the tree that exists (after a failure): nothing
 /// half-restored may run. Waiting as the tracer lets each one die.
 fn kill_all(tracees: BTreeMap<Pid, Tracee>, tasks: &[TaskImages]) {
+    let traced: BTreeSet<Pid> = tracees.keys().copied().collect();
     for t in tracees.into_values() {
         // Not detached: a detach would let a half-restored task run.
         std::mem::forget(t);
     }
+    // Only tasks we created: a pid of the images may belong to someone
+    // else (the very reason a clone3 failed). Ours are all traced by this
+    // thread (attached at their fork); a zombie that exited is gone already.
+    let me = crate::sys::misc::gettid();
+    let ours = |pid: Pid| proc::status::read(pid).map(|s| s.tracer_pid == me.0).unwrap_or(false);
+    let mut left: Vec<Pid> = Vec::new();
     for t in tasks.iter().rev() {
-        let _ = crate::sys::signal::kill(Pid(t.pstree.pid as i32), 9);
-    }
-    for t in tasks.iter().rev() {
-        for &tid in &t.pstree.threads {
-            let _ = wait::wait4(Pid(tid as i32), wait::WALL);
+        let pid = Pid(t.pstree.pid as i32);
+        if traced.contains(&pid) || ours(pid) {
+            let _ = crate::sys::signal::kill(pid, 9);
+            // Threads before their leader: a leader is only reaped once
+            // its threads are.
+            left.extend(t.pstree.threads.iter().rev().map(|&tid| Pid(tid as i32)));
         }
+    }
+    // Waiting as the tracer lets each one die; bounded, never blocking.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !left.is_empty() {
+        left.retain(|&tid| match wait::wait4(tid, wait::WALL | wait::WNOHANG) {
+            Ok(None) | Ok(Some((_, WaitStatus::Stopped { .. }))) | Ok(Some((_, WaitStatus::Continued))) => true,
+            Ok(Some(_)) | Err(_) => false,
+        });
+        if Instant::now() > deadline {
+            log::warn!("tasks {left:?} did not die after SIGKILL");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// /proc/sys/kernel/ns_last_pid, opened before any fork for the fallback of
+/// [`fork_exact`] (-1 when it cannot be opened).
+static NS_LAST_PID_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// Set when fault injection asks to behave as without clone3 set_tid.
+static NO_SET_TID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Opens ns_last_pid for [`fork_exact`]; the file stays open for the run.
+fn open_ns_last_pid() {
+    if crate::fault::hit(crate::fault::Fault::RestoreNoSetTid) {
+        NO_SET_TID.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    use std::os::fd::IntoRawFd;
+    if NS_LAST_PID_FD.load(std::sync::atomic::Ordering::Relaxed) < 0 {
+        if let Ok(f) = std::fs::OpenOptions::new().write(true).open("/proc/sys/kernel/ns_last_pid") {
+            NS_LAST_PID_FD.store(f.into_raw_fd(), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Forks a child with pid `pid`: clone3 with set_tid, or, on kernels
+/// without it, by writing `pid - 1` to ns_last_pid right before a fork
+/// (the child checks it got the pid and gives up if not).
+///
+/// # Safety
+/// As for [`clone3`]: the child may only do async-signal-safe work. This
+/// function itself allocates nothing.
+unsafe fn fork_exact(pid: Pid) -> std::result::Result<CloneResult, Errno> {
+    let tids = [pid];
+    let args = CloneArgs::new(CloneFlags::empty()).exit_signal(SIGCHLD).set_tid(&tids);
+    if !NO_SET_TID.load(std::sync::atomic::Ordering::Relaxed) {
+        // SAFETY: forwarded to the caller's contract.
+        match unsafe { clone3(&args) } {
+            // No clone3, or no set_tid in it.
+            Err(Errno::ENOSYS) | Err(Errno::E2BIG) => {}
+            r => return r,
+        }
+    }
+    let fd = NS_LAST_PID_FD.load(std::sync::atomic::Ordering::Relaxed);
+    if fd < 0 {
+        return Err(Errno::ENOSYS);
+    }
+    let mut buf = [0u8; 12];
+    let mut n = buf.len();
+    let mut v = (pid.0 - 1) as u32;
+    loop {
+        n -= 1;
+        buf[n] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    // SAFETY: the descriptor was opened before any fork and is never closed.
+    let file = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    crate::sys::fs::pwrite(file, &buf[n..], 0)?;
+    // SAFETY: forwarded to the caller's contract.
+    match unsafe { crate::sys::clone::fork() }? {
+        CloneResult::Child if crate::sys::misc::getpid() != pid => crate::sys::misc::exit_group(EXIT_FORK),
+        CloneResult::Parent { child, .. } if child != pid => {
+            // Someone else took the pid first: the wrong child exits by itself.
+            let _ = wait::wait4(child, wait::WALL);
+            Err(Errno::EEXIST)
+        }
+        r => Ok(r),
     }
 }
 
@@ -553,13 +642,12 @@ fn kill_all(tracees: BTreeMap<Pid, Tracee>, tasks: &[TaskImages]) {
 /// seized it, then runs [`child_main`].
 fn spawn_root(all: &[Prepared], go: &OwnedFd) -> Result<Tracee> {
     let pid = all[0].pid;
-    let tids = [pid];
     let deadline = Instant::now() + PID_WAIT;
-    let args = CloneArgs::new(CloneFlags::empty()).exit_signal(SIGCHLD).set_tid(&tids);
+    open_ns_last_pid();
     loop {
         // SAFETY: the child runs only `child_main`, which makes raw syscalls
         // on memory prepared before the fork and never returns.
-        match unsafe { clone3(&args) } {
+        match unsafe { fork_exact(pid) } {
             Ok(CloneResult::Child) => {
                 let mut msg = [0u8; 16];
                 match crate::sys::fs::read(go.as_fd(), &mut msg) {
@@ -581,7 +669,7 @@ fn spawn_root(all: &[Prepared], go: &OwnedFd) -> Result<Tracee> {
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(Errno::EEXIST) => return Err(Error::task(pid, "pid is in use by another process")),
-            Err(e) => return Err(Error::task(pid, format!("clone3 with set_tid: {e}"))),
+            Err(e) => return Err(Error::task(pid, format!("create the task with its pid (clone3 set_tid): {e}"))),
         }
     }
     let opts = ptrace::PTRACE_O_EXITKILL | ptrace::PTRACE_O_TRACEFORK | ptrace::PTRACE_O_TRACECLONE;
@@ -646,12 +734,10 @@ unsafe fn child_main(all: &[Prepared], idx: usize, rseq: &[u8; 16]) -> ! {
         exit_group(EXIT_SESSION);
     }
     for &c in &me.children {
-        let tids = [all[c].pid];
-        let args = CloneArgs::new(CloneFlags::empty()).exit_signal(SIGCHLD).set_tid(&tids);
         let mut tries = 0;
         loop {
             // SAFETY: the child continues in child_main, under the same contract.
-            match unsafe { clone3(&args) } {
+            match unsafe { fork_exact(all[c].pid) } {
                 // SAFETY: as above.
                 Ok(CloneResult::Child) => unsafe { child_main(all, c, rseq) },
                 Ok(CloneResult::Parent { child, .. }) => {
@@ -834,6 +920,7 @@ fn run_tree(tasks: &[TaskImages], all: &[Prepared], tracees: &mut BTreeMap<Pid, 
         }
     }
 
+    crate::fault::check(crate::fault::Fault::RestoreAtTraps)?;
     // Every blob is on its trap: check the reports before changing anything.
     let mut plans = Vec::with_capacity(tasks.len());
     for p in all {
