@@ -40,6 +40,14 @@ fn gone(e: &InfectError) -> bool {
     e.cause_errno() == Some(crate::sys::Errno::ESRCH)
 }
 
+/// Whether thread `tid` of `pid` is gone or dead.
+fn thread_exited(pid: Pid, tid: Pid) -> bool {
+    match proc::stat::read_thread(pid, tid) {
+        Ok(st) => matches!(st.state, proc::stat::TaskState::Zombie | proc::stat::TaskState::Dead),
+        Err(e) => e.is_gone(),
+    }
+}
+
 /// Freezes every thread of `pid`; `None` if the task vanished first.
 fn seize_threads(pid: Pid) -> Result<Option<Vec<Tracee>>> {
     let mut seized: BTreeMap<Pid, Tracee> = BTreeMap::new();
@@ -61,6 +69,10 @@ fn seize_threads(pid: Pid) -> Result<Option<Vec<Tracee>>> {
                 }
                 // A thread that exited between the listing and the seize.
                 Err(e) if gone(&e) => continue,
+                Err(_) if tid != pid && thread_exited(pid, tid) => {
+                    log::debug!("thread {tid} of {pid} exited while being seized");
+                    continue;
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -92,11 +104,22 @@ pub fn seize_tree(root: Pid) -> Result<SeizedTree> {
             tasks.push(SeizedTask { pid, ppid, threads: Vec::new(), zombie: Some(stat.exit_code) });
             continue;
         }
-        let Some(threads) = seize_threads(pid)? else {
-            if pid == root {
-                return Err(InfectError::unexpected(pid, "seize", "no such task"));
-            }
-            continue;
+        let threads = match seize_threads(pid) {
+            Ok(Some(threads)) => threads,
+            Ok(None) if pid != root => continue,
+            Ok(None) => return Err(InfectError::unexpected(pid, "seize", "no such task")),
+            // A child that exited while we seized it: its parent is frozen,
+            // so it is a zombie now (or gone, if its parent ignores SIGCHLD).
+            Err(e) if pid != root => match proc::stat::read(pid) {
+                Ok(st) if matches!(st.state, proc::stat::TaskState::Zombie | proc::stat::TaskState::Dead) => {
+                    log::debug!("task {pid} exited while being seized: recorded as a zombie");
+                    tasks.push(SeizedTask { pid, ppid, threads: Vec::new(), zombie: Some(st.exit_code) });
+                    continue;
+                }
+                Err(re) if re.is_gone() => continue,
+                _ => return Err(e),
+            },
+            Err(e) => return Err(e),
         };
         tasks.push(SeizedTask { pid, ppid, threads, zombie: None });
         let children =

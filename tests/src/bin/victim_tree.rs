@@ -1,0 +1,698 @@
+//! Victim for the process-tree dump/restore tests (tests/tests/dr_tree.rs).
+//!
+//! `victim_tree LOG MODE [ARG...]`
+//!
+//! The root becomes a session leader, points stdio at /dev/null, closes
+//! every inherited descriptor above 2, opens LOG with O_APPEND (inherited by
+//! the whole tree: one open file shared by every process, which the dump
+//! accepts) and builds the tree of MODE. Each process, once its threads
+//! run, appends one line `ready pid=P ppid=PP pgid=G sid=S role=R tids=T,..`
+//! (plus words of its mode). On SIGUSR1 a process checks itself and appends
+//! `check pid=P ppid=PP pgid=G sid=S role=R tids=T,.. [fields] verdict=ok|bad`
+//! (its worker threads must all make progress with intact thread-locals,
+//! stacks and tids). Every line is written with a single write(2).
+//!
+//! Modes:
+//! - `tree`: root -> a -> a1, root -> b; 3 threads each (two workers pass a
+//!   token with a mutex and a condition variable);
+//! - `zombie`: root -> z1 (exit 7), z2 (killed by SIGTERM), live -> lz
+//!   (exit 3); nobody reaps before the first check, which reaps them
+//!   (`z1=exit:7 z2=sig:15`, `lz=exit:3`);
+//! - `session`: root (session leader) -> c1 (leader of group c1) -> g (group
+//!   c1), g2 (group root); root -> c2 (group c1); root -> c3 -> s (leader of
+//!   a new session) -> s1;
+//! - `stopped`: root -> s (3 threads); the test stops s;
+//! - `shm`: a MAP_SHARED anonymous page, a MAP_PRIVATE anonymous page and a
+//!   heap box, all written before root forks child; at each check a process
+//!   writes its round number into its slot of all three and reports the
+//!   other's slots (`shm_other= priv_other= heap_other=`);
+//! - `forker`: root forks a child every 2 ms that sleeps 0-4 ms and exits
+//!   with 42, and reaps them; the check reports `forks= reaped= bad=`;
+//! - `pingpong`: one process; threads ping and pong alternate on a
+//!   mutex/condvar; thread joiner sits in pthread_join on thread sleeper,
+//!   which waits on a condvar until the second check tells it to exit;
+//!   the check reports `exchanges= order= joined=`;
+//! - `deathsig`: root (child subreaper, reaps and logs `reaped pid= how=`)
+//!   -> m -> p (PR_SET_PDEATHSIG SIGUSR2, logs `deathsig pid= ppid=`);
+//! - `holder WHAT [PATH]`: root -> a -> a1 (2 threads each); a1 holds a
+//!   pipe (WHAT=pipe) or PATH opened O_WRONLY|O_APPEND (WHAT=file).
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+static LOG_FD: AtomicI32 = AtomicI32::new(-1);
+static USR1: AtomicBool = AtomicBool::new(false);
+static USR2: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_usr1(_: i32) {
+    USR1.store(true, SeqCst);
+}
+
+extern "C" fn on_usr2(_: i32) {
+    USR2.store(true, SeqCst);
+}
+
+/// Appends one line to the log with a single write.
+fn log(line: String) {
+    let mut b = line.into_bytes();
+    b.push(b'\n');
+    // SAFETY: writing a local buffer to our log descriptor.
+    let n = unsafe { libc::write(LOG_FD.load(SeqCst), b.as_ptr() as *const _, b.len()) };
+    assert_eq!(n, b.len() as isize, "short log write");
+}
+
+fn ids() -> String {
+    // SAFETY: plain getters without preconditions.
+    unsafe {
+        format!("pid={} ppid={} pgid={} sid={}", libc::getpid(), libc::getppid(), libc::getpgid(0), libc::getsid(0))
+    }
+}
+
+fn gettid() -> u64 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() as u64 }
+}
+
+fn sleep_ms(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+/// Forks; the child runs `f`, which never returns.
+fn fork(f: impl FnOnce()) -> i32 {
+    // SAFETY: every caller forks while the process has one thread.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        f();
+        // SAFETY: leaving the child without running the parent's destructors.
+        unsafe { libc::_exit(0) };
+    }
+    pid
+}
+
+/// Blocks the test's command signals in the calling thread.
+fn block_commands() {
+    // SAFETY: a zeroed sigset filled with sigaddset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+thread_local! {
+    static MINE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    static PATTERN: std::cell::RefCell<[u64; 32]> = const { std::cell::RefCell::new([0; 32]) };
+}
+
+/// Worker threads of one process: each counts in a thread-local, keeps a
+/// counter on its stack and a pattern in a thread-local array, and passes a
+/// token around a mutex/condvar ring.
+struct Workers {
+    counters: Arc<Vec<AtomicU64>>,
+    tids: Arc<Vec<AtomicU64>>,
+    bad: Arc<AtomicBool>,
+    passes: Arc<AtomicU64>,
+    main_tid: u64,
+}
+
+impl Workers {
+    fn spawn(n: usize) -> Workers {
+        let w = Workers {
+            counters: Arc::new((0..n).map(|_| AtomicU64::new(0)).collect()),
+            tids: Arc::new((0..n).map(|_| AtomicU64::new(0)).collect()),
+            bad: Arc::new(AtomicBool::new(false)),
+            passes: Arc::new(AtomicU64::new(0)),
+            main_tid: gettid(),
+        };
+        let ring = Arc::new((Mutex::new(0usize), Condvar::new()));
+        for i in 0..n {
+            let (counters, tids, bad, ring, passes) =
+                (w.counters.clone(), w.tids.clone(), w.bad.clone(), ring.clone(), w.passes.clone());
+            std::thread::spawn(move || {
+                block_commands();
+                let tid = gettid();
+                MINE.with(|m| m.set(tid << 32));
+                PATTERN.with(|p| p.borrow_mut().iter_mut().enumerate().for_each(|(k, x)| *x = tid ^ k as u64));
+                tids[i].store(tid, SeqCst);
+                let mut on_stack: u64 = 0;
+                loop {
+                    let (lock, cv) = &*ring;
+                    let mut turn = lock.lock().unwrap();
+                    while *turn != i {
+                        turn = cv.wait(turn).unwrap();
+                    }
+                    *turn = (i + 1) % n;
+                    passes.fetch_add(1, SeqCst);
+                    cv.notify_all();
+                    drop(turn);
+                    let v = MINE.with(|m| {
+                        m.set(m.get() + 1);
+                        m.get()
+                    });
+                    let pattern_ok = PATTERN.with(|p| p.borrow().iter().enumerate().all(|(k, &x)| x == tid ^ k as u64));
+                    on_stack += 1;
+                    if v >> 32 != tid
+                        || v & 0xffff_ffff != on_stack
+                        || gettid() != tid
+                        || !pattern_ok
+                        || counters[i].load(SeqCst) + 1 != on_stack
+                    {
+                        bad.store(true, SeqCst);
+                    }
+                    counters[i].store(on_stack, SeqCst);
+                    sleep_ms(2);
+                }
+            });
+        }
+        while w.tids.iter().any(|t| t.load(SeqCst) == 0) {
+            sleep_ms(2);
+        }
+        w
+    }
+
+    fn tids(&self) -> String {
+        let mut v = vec![self.main_tid.to_string()];
+        v.extend(self.tids.iter().map(|t| t.load(SeqCst).to_string()));
+        v.join(",")
+    }
+
+    /// Every worker moves within 300 ms, the ring turns, nothing went wrong,
+    /// and /proc/self/task lists all our threads.
+    fn check(&self, fields: &mut Vec<String>) -> bool {
+        let n = self.counters.len();
+        let ok_tasks = {
+            let mut listed: Vec<u64> = std::fs::read_dir("/proc/self/task")
+                .map(|rd| rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+                .unwrap_or_default();
+            listed.sort();
+            // Ours must all be there (a mode may have threads of its own).
+            self.tids().split(',').all(|s| listed.contains(&s.parse().unwrap()))
+        };
+        let mut moving = true;
+        let mut ring = true;
+        if n > 0 {
+            let p0 = self.passes.load(SeqCst);
+            let start: Vec<u64> = self.counters.iter().map(|c| c.load(SeqCst)).collect();
+            let mut moved = vec![false; n];
+            for _ in 0..60 {
+                sleep_ms(5);
+                for (k, c) in self.counters.iter().enumerate() {
+                    if c.load(SeqCst) != start[k] {
+                        moved[k] = true;
+                    }
+                }
+                if moved.iter().all(|m| *m) && self.passes.load(SeqCst) > p0 + n as u64 {
+                    break;
+                }
+            }
+            moving = moved.iter().all(|m| *m);
+            ring = self.passes.load(SeqCst) > p0 + n as u64;
+        }
+        let tls = !self.bad.load(SeqCst);
+        fields.push(format!("threads={} moving={moving} ring={ring} tls={tls} tasks={ok_tasks}", n + 1));
+        moving && ring && tls && ok_tasks
+    }
+}
+
+/// Adds fields to a check; false makes the verdict bad.
+type CheckHook<'a> = Box<dyn FnMut(&mut Vec<String>) -> bool + 'a>;
+
+/// What a process does besides answering checks.
+#[derive(Default)]
+struct Hooks<'a> {
+    /// Extra words of the ready line.
+    ready: Vec<String>,
+    /// Called every loop turn (about every 2 ms).
+    tick: Option<Box<dyn FnMut() + 'a>>,
+    /// Adds fields to a check; false makes the verdict bad.
+    check: Option<CheckHook<'a>>,
+}
+
+/// Spawns `threads - 1` workers, says ready and serves checks forever.
+fn serve(role: &str, threads: usize, mut hooks: Hooks) -> ! {
+    let w = Workers::spawn(threads.saturating_sub(1));
+    let mut ready = format!("ready {} role={role} tids={}", ids(), w.tids());
+    for r in &hooks.ready {
+        ready.push(' ');
+        ready.push_str(r);
+    }
+    log(ready);
+    loop {
+        sleep_ms(2);
+        if let Some(t) = hooks.tick.as_mut() {
+            t();
+        }
+        if USR1.swap(false, SeqCst) {
+            let mut fields = Vec::new();
+            let mut ok = w.check(&mut fields);
+            if let Some(c) = hooks.check.as_mut() {
+                ok &= c(&mut fields);
+            }
+            log(format!(
+                "check {} role={role} tids={} {} verdict={}",
+                ids(),
+                w.tids(),
+                fields.join(" "),
+                if ok { "ok" } else { "bad" }
+            ));
+        }
+    }
+}
+
+fn plain(role: &str, threads: usize) -> ! {
+    serve(role, threads, Hooks::default())
+}
+
+/// "exit:N", "sig:N" or what went wrong, after waitpid(pid, WNOHANG).
+fn reap(pid: i32) -> String {
+    let mut st = 0;
+    // SAFETY: waiting for our own child.
+    let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
+    if r == 0 {
+        return "notyet".into();
+    }
+    if r < 0 {
+        return format!("err:{}", std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    how(st)
+}
+
+fn how(st: i32) -> String {
+    if libc::WIFEXITED(st) {
+        format!("exit:{}", libc::WEXITSTATUS(st))
+    } else if libc::WIFSIGNALED(st) {
+        format!("sig:{}", libc::WTERMSIG(st))
+    } else {
+        format!("other:{st:#x}")
+    }
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+fn wait_zombie(pid: i32) {
+    while !is_zombie(pid) {
+        sleep_ms(2);
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let log_path = args.get(1).expect("victim_tree LOG MODE");
+    let mode = args.get(2).map(String::as_str).unwrap_or("tree");
+    // SAFETY: plain libc calls; the handlers only store to atomics.
+    unsafe {
+        libc::setsid();
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        libc::dup2(null, 0);
+        libc::dup2(null, 1);
+        libc::dup2(null, 2);
+        if null > 2 {
+            libc::close(null);
+        }
+        libc::signal(libc::SIGUSR1, on_usr1 as *const () as usize);
+    }
+    let path = std::ffi::CString::new(log_path.as_str()).unwrap();
+    // SAFETY: opening a NUL-terminated path.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT, 0o600) };
+    assert!(fd >= 0, "open log");
+    LOG_FD.store(fd, SeqCst);
+    match mode {
+        "tree" => {
+            fork(|| {
+                fork(|| plain("a1", 3));
+                plain("a", 3)
+            });
+            fork(|| plain("b", 3));
+            plain("root", 3)
+        }
+        "zombie" => zombie(),
+        "session" => session(),
+        "stopped" => {
+            fork(|| plain("s", 3));
+            plain("root", 1)
+        }
+        "shm" => shm(),
+        "forker" => forker(),
+        "pingpong" => pingpong(),
+        "deathsig" => deathsig(),
+        "holder" => holder(&args[3..]),
+        other => {
+            log(format!("error unknown mode {other}"));
+            std::process::exit(2);
+        }
+    }
+}
+
+fn zombie() -> ! {
+    let z1 = fork(|| {
+        // SAFETY: leaving at once with a chosen status.
+        unsafe { libc::_exit(7) }
+    });
+    let z2 = fork(|| {
+        // SAFETY: default action for SIGTERM, then send it to ourselves.
+        unsafe {
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+            libc::kill(libc::getpid(), libc::SIGTERM);
+        }
+        loop {
+            sleep_ms(100);
+        }
+    });
+    fork(|| {
+        let lz = fork(|| {
+            // SAFETY: as above.
+            unsafe { libc::_exit(3) }
+        });
+        wait_zombie(lz);
+        let hooks = Hooks {
+            ready: vec![format!("lz={lz}")],
+            check: Some(Box::new(move |f: &mut Vec<String>| {
+                f.push(format!("lz={}", reap(lz)));
+                true
+            })),
+            ..Default::default()
+        };
+        serve("live", 1, hooks)
+    });
+    wait_zombie(z1);
+    wait_zombie(z2);
+    let hooks = Hooks {
+        ready: vec![format!("z1={z1} z2={z2}")],
+        check: Some(Box::new(move |f: &mut Vec<String>| {
+            f.push(format!("z1={} z2={}", reap(z1), reap(z2)));
+            true
+        })),
+        ..Default::default()
+    };
+    serve("root", 2, hooks)
+}
+
+fn session() -> ! {
+    // SAFETY: getpid has no preconditions.
+    let root = unsafe { libc::getpid() };
+    let c1 = fork(|| {
+        // SAFETY: setpgid on ourselves.
+        unsafe { libc::setpgid(0, 0) };
+        fork(|| plain("g", 1));
+        fork(|| {
+            // SAFETY: joining the root's group, in our session.
+            assert_eq!(unsafe { libc::setpgid(0, root) }, 0);
+            plain("g2", 1)
+        });
+        plain("c1", 2)
+    });
+    // SAFETY: the shell's way: both sides set the group, whoever is first.
+    unsafe { libc::setpgid(c1, c1) };
+    let c2 = fork(|| {
+        // SAFETY: joining c1's group (it exists: the parent made it).
+        assert_eq!(unsafe { libc::setpgid(0, c1) }, 0);
+        plain("c2", 1)
+    });
+    // SAFETY: as above.
+    unsafe { libc::setpgid(c2, c1) };
+    fork(|| {
+        fork(|| {
+            // SAFETY: a new session of our own.
+            assert!(unsafe { libc::setsid() } > 0);
+            fork(|| plain("s1", 1));
+            plain("s", 2)
+        });
+        plain("c3", 1)
+    });
+    plain("root", 2)
+}
+
+fn shm() -> ! {
+    const INIT: u64 = 100;
+    // SAFETY: fresh anonymous mappings of one page each.
+    let (shared, private) = unsafe {
+        let s = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert!(s != libc::MAP_FAILED && p != libc::MAP_FAILED);
+        (s as *mut u64, p as *mut u64)
+    };
+    let heap: &'static mut [u64; 2] = Box::leak(Box::new([INIT; 2]));
+    let heap = heap.as_mut_ptr();
+    // Slot 0: the parent's, slot 1: the child's.
+    for k in 0..2 {
+        // SAFETY: in-bounds writes to our own pages and box.
+        unsafe {
+            shared.add(k).write_volatile(INIT);
+            private.add(k).write_volatile(INIT);
+            heap.add(k).write_volatile(INIT);
+        }
+    }
+    let role = move |me: usize| -> ! {
+        let mut round = 0u64;
+        let hooks = Hooks {
+            check: Some(Box::new(move |f: &mut Vec<String>| {
+                round += 1;
+                let other = 1 - me;
+                // SAFETY: in-bounds accesses to pages and a box that live forever.
+                unsafe {
+                    shared.add(me).write_volatile(round);
+                    private.add(me).write_volatile(round);
+                    heap.add(me).write_volatile(round);
+                    f.push(format!(
+                        "round={round} shm_other={} priv_other={} heap_other={}",
+                        shared.add(other).read_volatile(),
+                        private.add(other).read_volatile(),
+                        heap.add(other).read_volatile()
+                    ));
+                }
+                true
+            })),
+            ..Default::default()
+        };
+        serve(if me == 0 { "parent" } else { "child" }, 1, hooks)
+    };
+    fork(move || role(1));
+    role(0)
+}
+
+fn forker() -> ! {
+    let forks = std::cell::Cell::new(0u64);
+    let reaped = std::cell::Cell::new(0u64);
+    let bad = std::cell::Cell::new(0u64);
+    let last_bad = std::cell::RefCell::new(String::new());
+    let mut turn = 0u64;
+    let hooks = Hooks {
+        tick: Some(Box::new(|| {
+            turn += 1;
+            let ms = turn % 5;
+            fork(move || {
+                sleep_ms(ms);
+                // SAFETY: leaving the child with a chosen status.
+                unsafe { libc::_exit(42) }
+            });
+            forks.set(forks.get() + 1);
+            loop {
+                let mut st = 0;
+                // SAFETY: reaping our own children.
+                let r = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+                if r <= 0 {
+                    break;
+                }
+                reaped.set(reaped.get() + 1);
+                if !(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 42) {
+                    bad.set(bad.get() + 1);
+                    *last_bad.borrow_mut() = format!("{r}:{}", how(st));
+                }
+            }
+        })),
+        check: Some(Box::new(|f: &mut Vec<String>| {
+            f.push(format!("forks={} reaped={} bad={} last_bad={}", forks.get(), reaped.get(), bad.get(), {
+                let l = last_bad.borrow();
+                if l.is_empty() {
+                    "none".to_string()
+                } else {
+                    l.clone()
+                }
+            }));
+            bad.get() == 0
+        })),
+        ..Default::default()
+    };
+    serve("root", 1, hooks)
+}
+
+fn pingpong() -> ! {
+    // (value, quit): ping makes it odd, pong even.
+    let pp = Arc::new((Mutex::new(0u64), Condvar::new()));
+    let disorder = Arc::new(AtomicBool::new(false));
+    for side in 0..2u64 {
+        let (pp, disorder) = (pp.clone(), disorder.clone());
+        std::thread::spawn(move || {
+            block_commands();
+            let mut last = None;
+            loop {
+                let (lock, cv) = &*pp;
+                let mut v = lock.lock().unwrap();
+                while *v % 2 != side {
+                    v = cv.wait(v).unwrap();
+                }
+                if let Some(l) = last {
+                    if *v != l + 2 {
+                        disorder.store(true, SeqCst);
+                    }
+                }
+                *v += 1;
+                last = Some(*v - 1);
+                cv.notify_all();
+                drop(v);
+                sleep_ms(1);
+            }
+        });
+    }
+    let quit = Arc::new((Mutex::new(false), Condvar::new()));
+    let joined = Arc::new(AtomicBool::new(false));
+    let sleeper = {
+        let quit = quit.clone();
+        std::thread::spawn(move || {
+            block_commands();
+            let (lock, cv) = &*quit;
+            let mut q = lock.lock().unwrap();
+            while !*q {
+                q = cv.wait(q).unwrap();
+            }
+        })
+    };
+    {
+        let joined = joined.clone();
+        std::thread::spawn(move || {
+            block_commands();
+            sleeper.join().unwrap();
+            joined.store(true, SeqCst);
+        });
+    }
+    let mut checks = 0u64;
+    let hooks = Hooks {
+        check: Some(Box::new(move |f: &mut Vec<String>| {
+            checks += 1;
+            let read = || *pp.0.lock().unwrap();
+            let v0 = read();
+            sleep_ms(300);
+            let v1 = read();
+            let mut ok = v1 > v0 + 10 && !disorder.load(SeqCst);
+            if checks == 2 {
+                // Wake the sleeper: its exit must wake the joiner.
+                *quit.0.lock().unwrap() = true;
+                quit.1.notify_all();
+                for _ in 0..200 {
+                    if joined.load(SeqCst) {
+                        break;
+                    }
+                    sleep_ms(5);
+                }
+            }
+            let j = joined.load(SeqCst);
+            ok &= j == (checks >= 2);
+            f.push(format!("exchanges={} order={} joined={j}", v1 - v0, !disorder.load(SeqCst)));
+            ok
+        })),
+        ..Default::default()
+    };
+    serve("pingpong", 1, hooks)
+}
+
+fn deathsig() -> ! {
+    // SAFETY: prctl on ourselves.
+    assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }, 0);
+    fork(|| {
+        fork(|| {
+            // SAFETY: prctl on ourselves; the handler only stores to an atomic.
+            unsafe {
+                libc::signal(libc::SIGUSR2, on_usr2 as *const () as usize);
+                assert_eq!(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGUSR2, 0, 0, 0), 0);
+            }
+            let hooks = Hooks {
+                tick: Some(Box::new(|| {
+                    if USR2.swap(false, SeqCst) {
+                        log(format!("deathsig {}", ids()));
+                    }
+                })),
+                check: Some(Box::new(|f: &mut Vec<String>| {
+                    let mut sig = 0;
+                    // SAFETY: prctl writing one int.
+                    unsafe { libc::prctl(libc::PR_GET_PDEATHSIG, &mut sig as *mut i32) };
+                    f.push(format!("pdeathsig={sig}"));
+                    true
+                })),
+                ..Default::default()
+            };
+            serve("p", 1, hooks)
+        });
+        plain("m", 1)
+    });
+    let hooks = Hooks {
+        tick: Some(Box::new(|| loop {
+            let mut st = 0;
+            // SAFETY: reaping our children (and orphans given to us).
+            let r = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+            if r <= 0 {
+                break;
+            }
+            log(format!("reaped pid={r} how={}", how(st)));
+        })),
+        check: Some(Box::new(|f: &mut Vec<String>| {
+            let mut v = 0;
+            // SAFETY: prctl writing one int.
+            unsafe { libc::prctl(libc::PR_GET_CHILD_SUBREAPER, &mut v as *mut i32) };
+            f.push(format!("subreaper={v}"));
+            true
+        })),
+        ..Default::default()
+    };
+    serve("t", 1, hooks)
+}
+
+fn holder(args: &[String]) -> ! {
+    let what = args.first().cloned().unwrap_or_default();
+    let path = args.get(1).cloned();
+    fork(move || {
+        fork(move || {
+            let extra = match what.as_str() {
+                "pipe" => {
+                    let mut p = [0; 2];
+                    // SAFETY: pipe writes two ints.
+                    assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
+                    format!("pipe={},{}", p[0], p[1])
+                }
+                "file" => {
+                    let c = std::ffi::CString::new(path.expect("holder file PATH")).unwrap();
+                    // SAFETY: opening a NUL-terminated path.
+                    let fd = unsafe { libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT, 0o600) };
+                    assert!(fd >= 0);
+                    format!("file={fd}")
+                }
+                other => panic!("holder: {other}?"),
+            };
+            serve("a1", 2, Hooks { ready: vec![extra], ..Default::default() })
+        });
+        plain("a", 2)
+    });
+    plain("root", 2)
+}

@@ -1,0 +1,821 @@
+//! Dump and restore of whole process trees: threads, children, sessions,
+//! process groups, zombies, stopped tasks, shared memory, pdeathsig, and
+//! the failure paths.
+//!
+//! Every test starts a `victim_tree` in one of its modes. The processes of
+//! the tree report through one log file (O_APPEND, shared by the tree) and
+//! check themselves on SIGUSR1. This test process makes itself a child
+//! subreaper, so every orphan of a victim tree (and the restored roots) are
+//! ours to reap; tests run one at a time (the engine's restore waits for
+//! any child). Each test body runs under a watchdog; every task a test saw
+//! is killed by pid and reaped.
+use engine::dump::{dump, DumpOptions};
+use engine::restore::{restore, RestoreOptions};
+use engine::sys::Pid;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const VICTIM: &str = env!("CARGO_BIN_EXE_victim_tree");
+/// How long a tree may take to answer on a loaded machine.
+const ANSWER: Duration = Duration::from_secs(15);
+
+/// One test at a time: restores wait for any child of this process.
+static SERIAL: Mutex<()> = Mutex::new(());
+/// Pids seen by each running test, killed if its watchdog fires.
+static PIDS: Mutex<Vec<(String, i32)>> = Mutex::new(Vec::new());
+
+fn register(test: &str, pid: i32) {
+    let mut p = PIDS.lock().unwrap_or_else(|e| e.into_inner());
+    if !p.iter().any(|(t, q)| t == test && *q == pid) {
+        p.push((test.to_string(), pid));
+    }
+}
+
+fn unregister(test: &str) {
+    PIDS.lock().unwrap_or_else(|e| e.into_inner()).retain(|(t, _)| t != test);
+}
+
+/// Runs `body` on its own thread (ptrace is per thread); fails the test
+/// after `secs` seconds, killing the test's tasks.
+fn run(test: &'static str, secs: u64, body: impl FnOnce(&Cx) + Send + 'static) {
+    if !crtools_tests::require_root() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    static SUBREAPER: std::sync::Once = std::sync::Once::new();
+    SUBREAPER.call_once(|| {
+        // SAFETY: prctl on this process.
+        assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }, 0);
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::Builder::new()
+        .name(format!("dr-{test}"))
+        .spawn(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&Cx { test })));
+            let _ = tx.send(());
+            if let Err(p) = r {
+                std::panic::resume_unwind(p);
+            }
+        })
+        .expect("spawn test body");
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(()) => {
+            if let Err(p) = h.join() {
+                std::panic::resume_unwind(p);
+            }
+        }
+        Err(_) => {
+            let pids: Vec<i32> = PIDS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|(t, _)| t == test)
+                .map(|&(_, p)| p)
+                .collect();
+            for p in &pids {
+                // SAFETY: kill by pid of a task this test started.
+                unsafe { libc::kill(*p, libc::SIGKILL) };
+            }
+            // Let the body end (its tasks are dead) before the next test.
+            let _ = rx.recv_timeout(Duration::from_secs(30));
+            reap_all();
+            panic!("{test}: timed out after {secs} s (killed {pids:?})");
+        }
+    }
+}
+
+/// The test's context.
+struct Cx {
+    test: &'static str,
+}
+
+/// A scratch directory under the system temp dir, removed on drop.
+struct Scratch {
+    root: PathBuf,
+}
+
+impl Scratch {
+    fn new(test: &str) -> Scratch {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let root = std::env::temp_dir().join(format!(
+            "crtools-dr_tree-{test}-{}-{}-{nanos:x}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(root.join("data")).expect("create scratch");
+        Scratch { root }
+    }
+    fn log(&self) -> PathBuf {
+        self.root.join("victim.log")
+    }
+    fn images(&self) -> PathBuf {
+        self.root.join("images")
+    }
+    fn data(&self) -> PathBuf {
+        self.root.join("data")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// One log line: its first word and its key=value pairs.
+#[derive(Clone, Debug)]
+struct Line {
+    raw: String,
+    kind: String,
+    kv: HashMap<String, String>,
+}
+
+impl Line {
+    fn parse(raw: &str) -> Line {
+        let kind = raw.split_whitespace().next().unwrap_or("").to_string();
+        let kv = raw
+            .split_whitespace()
+            .filter_map(|w| w.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Line { raw: raw.to_string(), kind, kv }
+    }
+    fn get(&self, k: &str) -> &str {
+        self.kv.get(k).map(String::as_str).unwrap_or_else(|| panic!("no {k} in {:?}", self.raw))
+    }
+    fn num(&self, k: &str) -> i64 {
+        self.get(k).parse().unwrap_or_else(|_| panic!("{k} is not a number in {:?}", self.raw))
+    }
+    fn pid(&self) -> i32 {
+        self.num("pid") as i32
+    }
+    fn assert_ok(&self) {
+        assert_eq!(self.get("verdict"), "ok", "verdict of {}", self.raw);
+    }
+    fn assert_item(&self, k: &str, want: &str) {
+        assert_eq!(self.get(k), want, "{k} in {}", self.raw);
+    }
+}
+
+/// A victim tree. The root is first our child, after restore a child of
+/// the engine (this process). Every task of the tree is killed by pid and
+/// reaped on drop.
+struct Tree {
+    test: &'static str,
+    root: i32,
+    child: Option<Child>,
+    log: PathBuf,
+    /// Ready line of each process, by role.
+    ready: BTreeMap<String, Line>,
+}
+
+impl Cx {
+    /// Starts `victim_tree LOG MODE ARGS` and waits for the ready lines of
+    /// `roles`.
+    fn start(&self, s: &Scratch, mode: &str, args: &[&str], roles: &[&str]) -> Tree {
+        let child = Command::new(VICTIM)
+            .arg(s.log())
+            .arg(mode)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start victim");
+        let root = child.id() as i32;
+        register(self.test, root);
+        let mut t = Tree { test: self.test, root, child: Some(child), log: s.log(), ready: BTreeMap::new() };
+        let deadline = Instant::now() + ANSWER;
+        loop {
+            for l in t.lines().into_iter().filter(|l| l.kind == "ready") {
+                register(self.test, l.pid());
+                t.ready.insert(l.get("role").to_string(), l);
+            }
+            if roles.iter().all(|r| t.ready.contains_key(*r)) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "tree {mode}: not ready within {ANSWER:?}; log:\n{}", t.log_text());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(t.ready.values().any(|l| l.pid() == root), "no ready line of the root");
+        assert_eq!(t.ready.len(), roles.len(), "unexpected roles: {:?}", t.ready.keys());
+        for l in t.ready.values() {
+            for tid in l.get("tids").split(',') {
+                register(self.test, tid.parse().unwrap());
+            }
+        }
+        t
+    }
+}
+
+impl Tree {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn lines(&self) -> Vec<Line> {
+        self.log_text().lines().map(Line::parse).collect()
+    }
+
+    fn pid(&self, role: &str) -> i32 {
+        self.ready.get(role).unwrap_or_else(|| panic!("no role {role}")).pid()
+    }
+
+    fn pids(&self) -> Vec<i32> {
+        self.ready.values().map(Line::pid).collect()
+    }
+
+    /// Waits for a line matching `pred`.
+    fn wait_line(&self, what: &str, pred: impl Fn(&Line) -> bool) -> Line {
+        let deadline = Instant::now() + ANSWER;
+        loop {
+            if let Some(l) = self.lines().into_iter().find(|l| pred(l)) {
+                return l;
+            }
+            assert!(Instant::now() < deadline, "no {what} within {ANSWER:?}; log:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn checks_of(&self, pid: i32) -> Vec<Line> {
+        self.lines()
+            .into_iter()
+            .filter(|l| l.kind == "check" && l.kv.get("pid").map(String::as_str) == Some(&pid.to_string()))
+            .collect()
+    }
+
+    /// Asks each of `roles` for a check at once; returns the new lines.
+    fn check(&self, roles: &[&str]) -> BTreeMap<String, Line> {
+        let before: Vec<(String, i32, usize)> =
+            roles.iter().map(|r| (r.to_string(), self.pid(r), self.checks_of(self.pid(r)).len())).collect();
+        for (_, pid, _) in &before {
+            signal(*pid, libc::SIGUSR1);
+        }
+        let deadline = Instant::now() + ANSWER;
+        let mut out = BTreeMap::new();
+        for (role, pid, n) in before {
+            loop {
+                let c = self.checks_of(pid);
+                if c.len() > n {
+                    out.insert(role, c[n].clone());
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{role} ({pid}): no check answer within {ANSWER:?}; log:\n{}",
+                    self.log_text()
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        out
+    }
+
+    /// Checks every process of the tree and asserts each verdict is ok and
+    /// that pid, ppid, pgid, sid and tids are the ones of the ready line.
+    fn check_all_same(&self) -> BTreeMap<String, Line> {
+        let roles: Vec<&str> = self.ready.keys().map(String::as_str).collect();
+        let got = self.check(&roles);
+        for (role, c) in &got {
+            c.assert_ok();
+            let r = &self.ready[role];
+            for k in ["pid", "ppid", "pgid", "sid", "tids"] {
+                assert_eq!(c.get(k), r.get(k), "{role}: {k} changed: was {} now {}", r.raw, c.raw);
+            }
+            let st = stat(c.pid()).unwrap_or_else(|| panic!("{role} is gone"));
+            assert_eq!(st.ppid.to_string(), r.get("ppid"), "{role}: ppid in /proc");
+        }
+        got
+    }
+
+    /// After a dump that killed the tree: reaps the root and every orphan
+    /// (the dead tasks become our children), so the pids are free.
+    fn reap_dumped(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // The dump may have reaped it already as its tracer: ECHILD then.
+            let _ = c.wait();
+        }
+        reap_all();
+        for p in self.pids() {
+            wait_gone(p);
+        }
+    }
+
+    /// The tree is now the restored one.
+    fn restored(&mut self) {
+        self.child = None;
+    }
+
+    fn dump_and_restore(&mut self, s: &Scratch) {
+        do_dump(self.root, &s.images(), false).unwrap_or_else(|e| panic!("dump: {e}"));
+        self.reap_dumped();
+        do_restore(self.root, &s.images()).unwrap_or_else(|e| panic!("restore: {e}\nlog:\n{}", self.log_text()));
+        self.restored();
+    }
+
+    /// Kills every live task of the tree (the ones whose session is one of
+    /// the tree's) and reaps them.
+    fn kill_all(&mut self) {
+        let sids: Vec<String> = self.ready.values().map(|l| l.get("sid").to_string()).collect();
+        for p in self.pids() {
+            if let Some(st) = stat(p) {
+                if sids.contains(&st.sid.to_string()) {
+                    // SAFETY: kill by pid of a task of this test's tree.
+                    unsafe { libc::kill(p, libc::SIGKILL) };
+                }
+            }
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+        reap_all();
+    }
+}
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        self.kill_all();
+        unregister(self.test);
+    }
+}
+
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill by pid of a task this test started.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig})");
+}
+
+/// Fields of /proc/pid/stat.
+#[derive(Debug)]
+struct Stat {
+    state: char,
+    ppid: i32,
+    pgid: i32,
+    sid: i32,
+}
+
+fn stat(pid: i32) -> Option<Stat> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = s.rsplit_once(')')?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(Stat {
+        state: f.first()?.chars().next()?,
+        ppid: f.get(1)?.parse().ok()?,
+        pgid: f.get(2)?.parse().ok()?,
+        sid: f.get(3)?.parse().ok()?,
+    })
+}
+
+/// Every thread of `pid`, from /proc.
+fn threads_of(pid: i32) -> Vec<i32> {
+    let mut v: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|rd| rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Asserts every thread of `pid` runs untraced and is not stopped.
+fn assert_running_untraced(pid: i32) {
+    for tid in threads_of(pid) {
+        let path = format!("/proc/{pid}/task/{tid}/status");
+        let s = std::fs::read_to_string(&path).unwrap_or_default();
+        let f = |k: &str| s.lines().find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string())).unwrap_or_default();
+        assert_eq!(f("TracerPid:"), "0", "thread {tid} of {pid} is still traced");
+        let state = f("State:");
+        assert!(!state.starts_with('T') && !state.starts_with('t'), "thread {tid} of {pid} is stopped: {state}");
+    }
+}
+
+/// Reaps every child of this process until none is left (bounded).
+fn reap_all() {
+    let deadline = Instant::now() + ANSWER;
+    loop {
+        let mut st = 0;
+        // SAFETY: reaping children of this process; tests run one at a time.
+        let r = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG | libc::__WALL) };
+        if r > 0 {
+            continue;
+        }
+        if r < 0 || Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until `pid` no longer exists.
+fn wait_gone(pid: i32) {
+    let deadline = Instant::now() + ANSWER;
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "pid {pid} still exists: {:?}", stat(pid));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn do_dump(pid: i32, dir: &Path, leave_stopped: bool) -> Result<(), String> {
+    dump(&DumpOptions { pid: Pid(pid), dir: dir.to_path_buf(), leave_stopped, shell_job: false })
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+fn do_restore(pid: i32, dir: &Path) -> Result<(), String> {
+    restore(&RestoreOptions { pid: Pid(pid), dir: dir.to_path_buf(), detach: true, shell_job: false })
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// 4 processes x 3 threads: every thread keeps its tid, thread-locals,
+/// stack and counter, the token ring (mutex + condvar) keeps turning, and
+/// pids, ppids, groups and sessions are the ones of before.
+#[test]
+fn tree_of_four_processes_with_threads() {
+    run("tree", 60, |cx| {
+        let s = Scratch::new("tree");
+        let roles = ["root", "a", "a1", "b"];
+        let mut t = cx.start(&s, "tree", &[], &roles);
+        assert_eq!(stat(t.pid("a1")).unwrap().ppid, t.pid("a"));
+        assert_eq!(stat(t.pid("b")).unwrap().ppid, t.root);
+        t.check_all_same();
+        let before: BTreeMap<i32, Vec<i32>> = t.pids().into_iter().map(|p| (p, threads_of(p))).collect();
+        t.dump_and_restore(&s);
+        for (p, tids) in &before {
+            assert_eq!(&threads_of(*p), tids, "threads of {p} after restore");
+            assert_running_untraced(*p);
+        }
+        let got = t.check_all_same();
+        for c in got.values() {
+            c.assert_item("threads", "3");
+            c.assert_item("tls", "true");
+            c.assert_item("ring", "true");
+        }
+        // And again: the restored tree dumps and restores as well.
+        std::fs::remove_dir_all(s.images()).unwrap();
+        t.dump_and_restore(&s);
+        t.check_all_same();
+    });
+}
+
+/// Zombies (one exited with 7, one killed by SIGTERM, one a grandchild
+/// that exited with 3) come back as zombies of the same parents and are
+/// reaped with their original status.
+#[test]
+fn zombies_keep_their_exit_status() {
+    run("zombie", 60, |cx| {
+        let s = Scratch::new("zombie");
+        let mut t = cx.start(&s, "zombie", &[], &["root", "live"]);
+        let root = &t.ready["root"];
+        let (z1, z2) = (root.num("z1") as i32, root.num("z2") as i32);
+        let lz = t.ready["live"].num("lz") as i32;
+        let zombies = [(z1, t.root), (z2, t.root), (lz, t.pid("live"))];
+        for &(z, parent) in &zombies {
+            let st = stat(z).expect("zombie exists");
+            assert_eq!((st.state, st.ppid), ('Z', parent), "zombie {z} before the dump");
+        }
+        t.dump_and_restore(&s);
+        for &(z, parent) in &zombies {
+            let st = stat(z).unwrap_or_else(|| panic!("zombie {z} not restored"));
+            assert_eq!((st.state, st.ppid), ('Z', parent), "zombie {z} after restore");
+        }
+        let got = t.check(&["root", "live"]);
+        got["root"].assert_ok();
+        got["root"].assert_item("z1", "exit:7");
+        got["root"].assert_item("z2", &format!("sig:{}", libc::SIGTERM));
+        got["live"].assert_ok();
+        got["live"].assert_item("lz", "exit:3");
+        for &(z, _) in &zombies {
+            wait_gone(z);
+        }
+    });
+}
+
+/// A session leader with two process groups: c1 leads a group that c2 (its
+/// sibling) and g (its child) belong to; g2, c1's child, is in the root's
+/// group; s leads a second session with s1 in it.
+#[test]
+fn sessions_and_process_groups_survive() {
+    run("session", 60, |cx| {
+        let s = Scratch::new("session");
+        let roles = ["root", "c1", "c2", "c3", "g", "g2", "s", "s1"];
+        let mut t = cx.start(&s, "session", &[], &roles);
+        let (root, c1, sess) = (t.root.to_string(), t.pid("c1").to_string(), t.pid("s").to_string());
+        let want: [(&str, &str, &str); 8] = [
+            ("root", &root, &root),
+            ("c1", &c1, &root),
+            ("c2", &c1, &root),
+            ("g", &c1, &root),
+            ("g2", &root, &root),
+            ("c3", &root, &root),
+            ("s", &sess, &sess),
+            ("s1", &sess, &sess),
+        ];
+        for (role, pgid, sid) in want {
+            let r = &t.ready[role];
+            assert_eq!((r.get("pgid"), r.get("sid")), (pgid, sid), "{role} before the dump: {}", r.raw);
+        }
+        t.dump_and_restore(&s);
+        let got = t.check_all_same();
+        for (role, pgid, sid) in want {
+            let st = stat(t.pid(role)).unwrap();
+            assert_eq!((st.pgid.to_string().as_str(), st.sid.to_string().as_str()), (pgid, sid), "{role} in /proc");
+            assert_eq!(got[role].get("pgid"), pgid);
+        }
+    });
+}
+
+/// A child stopped by SIGSTOP (every thread) stays stopped after restore,
+/// does not run its handler for a SIGUSR1 sent meanwhile, and works after
+/// SIGCONT.
+#[test]
+fn stopped_child_stays_stopped_until_sigcont() {
+    run("stopped", 60, |cx| {
+        let s = Scratch::new("stopped");
+        let mut t = cx.start(&s, "stopped", &[], &["root", "s"]);
+        let sp = t.pid("s");
+        signal(sp, libc::SIGSTOP);
+        let deadline = Instant::now() + ANSWER;
+        while threads_of(sp).iter().any(|&tid| {
+            let st = std::fs::read_to_string(format!("/proc/{sp}/task/{tid}/stat")).unwrap_or_default();
+            !st.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('T')).unwrap_or(false)
+        }) {
+            assert!(Instant::now() < deadline, "s never stopped");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        t.dump_and_restore(&s);
+        t.check(&["root"])["root"].assert_ok();
+        assert_eq!(threads_of(sp).len(), 3, "threads of s");
+        for tid in threads_of(sp) {
+            let st = std::fs::read_to_string(format!("/proc/{sp}/task/{tid}/status")).unwrap();
+            let state = st.lines().find(|l| l.starts_with("State:")).unwrap_or("").to_string();
+            assert!(state.contains("T (stopped)"), "thread {tid} of s after restore: {state}");
+            assert!(st.lines().any(|l| l == "TracerPid:\t0"), "thread {tid} of s still traced");
+        }
+        let n = t.checks_of(sp).len();
+        signal(sp, libc::SIGUSR1);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(t.checks_of(sp).len(), n, "a stopped task answered");
+        assert_eq!(stat(sp).unwrap().state, 'T', "s woke up by itself");
+        signal(sp, libc::SIGCONT);
+        // The pending SIGUSR1 is handled now.
+        let c = t.wait_line("s's check after SIGCONT", |l| l.kind == "check" && l.pid() == sp);
+        c.assert_ok();
+        assert_running_untraced(sp);
+        t.check_all_same();
+    });
+}
+
+/// Runs the shm victim through a round of checks (child, then parent, then
+/// child) and returns the three lines.
+fn shm_round(t: &Tree) -> [Line; 3] {
+    let a = t.check(&["child"]).remove("child").unwrap();
+    let b = t.check(&["parent"]).remove("parent").unwrap();
+    let c = t.check(&["child"]).remove("child").unwrap();
+    [a, b, c]
+}
+
+/// Private memory duplicated by fork (an anonymous private mapping and the
+/// heap) stays private after restore: a child's writes are not seen by the
+/// parent, nor the other way round.
+#[test]
+fn private_memory_stays_private_after_restore() {
+    run("private", 60, |cx| {
+        let s = Scratch::new("private");
+        let mut t = cx.start(&s, "shm", &[], &["parent", "child"]);
+        let before = shm_round(&t);
+        for l in &before {
+            l.assert_item("priv_other", "100");
+            l.assert_item("heap_other", "100");
+        }
+        t.dump_and_restore(&s);
+        let after = shm_round(&t);
+        for l in &after {
+            l.assert_ok();
+            l.assert_item("priv_other", "100");
+            l.assert_item("heap_other", "100");
+        }
+        after[0].assert_item("round", "3");
+        after[1].assert_item("round", "2");
+    });
+}
+
+/// MAP_SHARED anonymous memory inherited across fork is one object after
+/// restore: what the child writes, the parent sees, and back.
+#[test]
+fn shared_anonymous_memory_is_shared_after_restore() {
+    run("shared", 60, |cx| {
+        let s = Scratch::new("shared");
+        let mut t = cx.start(&s, "shm", &[], &["parent", "child"]);
+        let before = shm_round(&t);
+        before[0].assert_item("shm_other", "100");
+        before[1].assert_item("shm_other", "1");
+        before[2].assert_item("shm_other", "1");
+        t.dump_and_restore(&s);
+        let after = shm_round(&t);
+        // child round 3, parent round 2.
+        after[0].assert_item("shm_other", "1");
+        after[1].assert_item("shm_other", "3");
+        after[2].assert_item("shm_other", "2");
+    });
+}
+
+/// A victim that forks short-lived children all the time, dumped several
+/// times: each dump either succeeds (and the restored tree goes on forking,
+/// every child reaped with status 42, restored zombies included) or fails
+/// cleanly with the tree resumed.
+#[test]
+fn continuously_forking_victim() {
+    run("forker", 60, |cx| {
+        let s = Scratch::new("forker");
+        let mut t = cx.start(&s, "forker", &[], &["root"]);
+        let mut ok = 0;
+        let mut failures = Vec::new();
+        for round in 0..4 {
+            std::thread::sleep(Duration::from_millis(150));
+            let dir = s.root.join(format!("images-{round}"));
+            match do_dump(t.root, &dir, false) {
+                Ok(()) => {
+                    t.reap_dumped();
+                    do_restore(t.root, &dir).unwrap_or_else(|e| panic!("restore {round}: {e}"));
+                    t.restored();
+                    ok += 1;
+                }
+                Err(e) => {
+                    eprintln!("dump {round} failed: {e}");
+                    failures.push(e);
+                }
+            }
+            assert_running_untraced(t.root);
+            let c1 = t.check(&["root"]).remove("root").unwrap();
+            c1.assert_ok();
+            std::thread::sleep(Duration::from_millis(200));
+            let c2 = t.check(&["root"]).remove("root").unwrap();
+            c2.assert_ok();
+            assert!(c2.num("forks") > c1.num("forks") + 10, "not forking any more: {} / {}", c1.raw, c2.raw);
+            assert!(c2.num("reaped") > c1.num("reaped") + 10, "not reaping any more: {} / {}", c1.raw, c2.raw);
+        }
+        assert!(ok >= 2, "only {ok} of 4 dumps succeeded: {failures:?}");
+    });
+}
+
+/// Threads in a strict mutex/condvar ping-pong keep alternating after
+/// restore; a thread blocked in pthread_join wakes when the joined thread
+/// exits after restore (the kernel's clear-child-tid futex wake).
+#[test]
+fn condvar_ping_pong_and_join_continue() {
+    run("pingpong", 60, |cx| {
+        let s = Scratch::new("pingpong");
+        let mut t = cx.start(&s, "pingpong", &[], &["pingpong"]);
+        let c = t.check(&["pingpong"]).remove("pingpong").unwrap();
+        c.assert_ok();
+        c.assert_item("joined", "false");
+        let tids = threads_of(t.root);
+        assert_eq!(tids.len(), 5, "threads");
+        t.dump_and_restore(&s);
+        assert_eq!(threads_of(t.root), tids, "threads after restore");
+        let c = t.check(&["pingpong"]).remove("pingpong").unwrap();
+        c.assert_ok();
+        c.assert_item("order", "true");
+        c.assert_item("joined", "true");
+        assert_eq!(threads_of(t.root).len(), 3, "the sleeper and joiner are gone");
+    });
+}
+
+/// pdeathsig of a child whose parent is in the tree survives, and the
+/// child subreaper in the tree still adopts the orphan.
+#[test]
+fn pdeathsig_and_subreaper_in_the_tree() {
+    run("deathsig", 60, |cx| {
+        let s = Scratch::new("deathsig");
+        let mut t = cx.start(&s, "deathsig", &[], &["t", "m", "p"]);
+        let got = t.check_all_same();
+        got["p"].assert_item("pdeathsig", &libc::SIGUSR2.to_string());
+        got["t"].assert_item("subreaper", "1");
+        t.dump_and_restore(&s);
+        let got = t.check_all_same();
+        got["p"].assert_item("pdeathsig", &libc::SIGUSR2.to_string());
+        got["t"].assert_item("subreaper", "1");
+        let (tp, m, p) = (t.pid("t"), t.pid("m"), t.pid("p"));
+        signal(m, libc::SIGKILL);
+        let r = t.wait_line("t reaping m", |l| l.kind == "reaped" && l.pid() == m);
+        r.assert_item("how", &format!("sig:{}", libc::SIGKILL));
+        let d = t.wait_line("p's death signal", |l| l.kind == "deathsig");
+        assert_eq!(d.pid(), p);
+        d.assert_item("ppid", &tp.to_string());
+        signal(p, libc::SIGKILL);
+        t.wait_line("t reaping p", |l| l.kind == "reaped" && l.pid() == p);
+    });
+}
+
+/// A grandchild holding a pipe (not supported) fails the dump with a clear
+/// error after the root and its child were dumped; every task and thread
+/// is resumed untraced and keeps working.
+#[test]
+fn unsupported_fd_in_a_child_fails_dump_cleanly() {
+    run("pipe", 60, |cx| {
+        let s = Scratch::new("pipe");
+        let t = cx.start(&s, "holder", &["pipe"], &["root", "a", "a1"]);
+        t.check_all_same();
+        let err = do_dump(t.root, &s.images(), false).expect_err("dump of a tree with a pipe");
+        eprintln!("expected error: {err}");
+        assert!(err.contains("pipe") && err.contains(&t.pid("a1").to_string()), "unclear error: {err}");
+        for p in t.pids() {
+            assert_running_untraced(p);
+        }
+        t.check_all_same();
+        // With -s too: nothing is left stopped.
+        let err = do_dump(t.root, &s.root.join("again"), true).expect_err("dump -s of a tree with a pipe");
+        assert!(err.contains("pipe"), "unclear error: {err}");
+        for p in t.pids() {
+            assert_running_untraced(p);
+        }
+        t.check_all_same();
+    });
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// Sets or clears FS_IMMUTABLE_FL on `path`.
+fn set_immutable(path: &Path, on: bool) -> std::io::Result<()> {
+    const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
+    const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
+    const FS_IMMUTABLE_FL: libc::c_long = 0x10;
+    let f = std::fs::File::open(path)?;
+    use std::os::fd::AsRawFd;
+    let mut flags: libc::c_long = 0;
+    // SAFETY: the ioctls read and write one long.
+    unsafe {
+        if libc::ioctl(f.as_raw_fd(), FS_IOC_GETFLAGS, &mut flags) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        flags = if on { flags | FS_IMMUTABLE_FL } else { flags & !FS_IMMUTABLE_FL };
+        if libc::ioctl(f.as_raw_fd(), FS_IOC_SETFLAGS, &flags) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Asserts that no task of `pids` is alive and reaps what is left.
+fn assert_nothing_left(pids: &[i32], what: &str) {
+    reap_all();
+    for &p in pids {
+        if let Some(st) = stat(p) {
+            panic!("{what}: task {p} is left: {st:?}");
+        }
+    }
+}
+
+/// Restore failures in a child: a corrupted image of a child is refused
+/// before anything is created; a grandchild whose restorer cannot reopen
+/// its file (made immutable) fails the restore with every task of the tree
+/// killed. The intact images then restore.
+#[test]
+fn restore_failure_in_a_child_leaves_nothing() {
+    run("restore_failure", 60, |cx| {
+        let s = Scratch::new("restore_failure");
+        let app = s.data().join("app");
+        let mut t = cx.start(&s, "holder", &["file", app.to_str().unwrap()], &["root", "a", "a1"]);
+        t.check_all_same();
+        do_dump(t.root, &s.images(), false).unwrap_or_else(|e| panic!("dump: {e}"));
+        t.reap_dumped();
+        let pids = t.pids();
+        let (a, a1) = (t.pid("a"), t.pid("a1"));
+
+        let corrupt = s.root.join("corrupt");
+        copy_dir(&s.images(), &corrupt);
+        let core = corrupt.join(format!("core-{a}.img"));
+        let mut bytes = std::fs::read(&core).unwrap();
+        let at = bytes.len() - 5;
+        bytes[at] ^= 0x40;
+        std::fs::write(&core, &bytes).unwrap();
+        let err = do_restore(t.root, &corrupt).expect_err("restore of a corrupted child image");
+        eprintln!("expected error: {err}");
+        assert!(err.contains(&format!("core-{a}.img")), "unclear error: {err}");
+        assert_nothing_left(&pids, "corrupted image");
+
+        if let Err(e) = set_immutable(&app, true) {
+            eprintln!("skipped the restorer failure: cannot make a file immutable here: {e}");
+        } else {
+            let r = do_restore(t.root, &s.images());
+            set_immutable(&app, false).expect("clear the immutable flag");
+            let err = r.expect_err("restore must fail on an immutable file");
+            eprintln!("expected error: {err}");
+            assert!(err.contains(&a1.to_string()), "the error does not name the task: {err}");
+            assert_nothing_left(&pids, "restorer failure in a grandchild");
+        }
+
+        do_restore(t.root, &s.images()).unwrap_or_else(|e| panic!("restore of the intact images: {e}"));
+        t.restored();
+        t.check_all_same();
+    });
+}
