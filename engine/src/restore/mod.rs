@@ -198,11 +198,18 @@ enum Session {
 
 /// Decides every task's [`Session`], refusing layouts that cannot be rebuilt.
 /// `order` is the creation order (parents before children).
-fn plan_sessions(tasks: &[TaskImages], order: &[usize], shell_job: bool) -> Result<Vec<Session>> {
+///
+/// A process group whose leader is gone (not in the images) gets a helper:
+/// a process with the group's id, forked by the first member's parent,
+/// that makes the group and waits; it is killed and reaped by that parent
+/// before the tree runs. The second result lists them as (parent, pgid).
+#[allow(clippy::type_complexity)]
+fn plan_sessions(tasks: &[TaskImages], order: &[usize], shell_job: bool) -> Result<(Vec<Session>, Vec<(usize, u32)>)> {
     let my_sid = crate::sys::misc::getsid(Pid(0)).ctx_global("getsid")?.0 as u32;
     let my_pgid = crate::sys::misc::getpgid(Pid(0)).ctx_global("getpgid")?.0 as u32;
     let by_pid: BTreeMap<u32, usize> = tasks.iter().enumerate().map(|(i, t)| (t.pstree.pid, i)).collect();
     let mut out = vec![Session::Inherit; tasks.len()];
+    let mut helpers: Vec<(usize, u32)> = Vec::new();
     let mut created: BTreeSet<u32> = BTreeSet::new();
     // (sid, pgid) each task has once its session step ran.
     let mut have: BTreeMap<u32, (u32, u32)> = BTreeMap::new();
@@ -236,6 +243,13 @@ fn plan_sessions(tasks: &[TaskImages], order: &[usize], shell_job: bool) -> Resu
             Session::SetPgid(0)
         } else if created.contains(&t.pgid) || (!by_pid.contains_key(&t.pgid) && t.pgid == my_pgid) {
             Session::SetPgid(t.pgid as i32)
+        } else if let (false, Some(&parent)) = (by_pid.contains_key(&t.pgid), by_pid.get(&t.ppid)) {
+            // The group's leader is gone: a helper will make the group.
+            if !helpers.iter().any(|h| h.1 == t.pgid) {
+                helpers.push((parent, t.pgid));
+            }
+            created.insert(t.pgid);
+            Session::SetPgid(t.pgid as i32)
         } else {
             return Err(Error::task(
                 pid,
@@ -246,7 +260,7 @@ fn plan_sessions(tasks: &[TaskImages], order: &[usize], shell_job: bool) -> Resu
         created.insert(t.pid);
         have.insert(t.pid, (t.sid, t.pgid));
     }
-    Ok(out)
+    Ok((out, helpers))
 }
 
 /// One task, ready to be forked.
@@ -266,6 +280,8 @@ struct Prepared {
     late_pages: Vec<rp::PageRun>,
     /// Stack (and scratch page) of each created thread, in core order.
     thread_stacks: Vec<u64>,
+    /// Group helpers this task forks first (pids = the groups' ids).
+    helpers: Vec<Pid>,
 }
 
 /// Builds the plan of a live task.
@@ -336,6 +352,7 @@ fn prepare(
         pages: Some(pages),
         late_pages,
         thread_stacks: threads.iter().map(|t| t.stack).collect(),
+        helpers: Vec::new(),
     })
 }
 
@@ -403,7 +420,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     if order.len() != tasks.len() {
         return Err(Error::new("the pstree image is not a tree"));
     }
-    let sessions = plan_sessions(&tasks, &order, opts.shell_job)?;
+    let (sessions, group_helpers) = plan_sessions(&tasks, &order, opts.shell_job)?;
 
     // Shared memory between processes: created and filled here, once; the
     // whole tree inherits it (before reading our own maps: it is busy).
@@ -432,12 +449,17 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
                 pages_target: -1,
                 late_pages: Vec::new(),
                 thread_stacks: Vec::new(),
+                helpers: Vec::new(),
             },
             _ => prepare(&dir, t, i == 0, &busy_self, &vdso, &inherited, &fd_cx)?,
         };
         p.session = sessions[i];
         p.children = children[i].clone();
+        p.helpers = group_helpers.iter().filter(|h| h.0 == i).map(|h| Pid(h.1 as i32)).collect();
         prepared.push(p);
+    }
+    for &(_, pgid) in &group_helpers {
+        wait_gone(Pid(pgid as i32))?;
     }
     // Every pid and tid of the tree must be free before anything is created.
     for t in &tasks {
@@ -456,6 +478,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     tracees.insert(root, t_root);
     let result = run_tree(&tasks, &prepared, &mut tracees, &go_w);
     if let Err(e) = result {
+        for p in &prepared {
+            for &h in &p.helpers {
+                let _ = crate::sys::signal::kill(h, 9);
+            }
+        }
         kill_all(tracees, &tasks);
         return Err(e);
     }
@@ -733,6 +760,24 @@ unsafe fn child_main(all: &[Prepared], idx: usize, rseq: &[u8; 16]) -> ! {
     if r.is_err() {
         exit_group(EXIT_SESSION);
     }
+    for &h in &me.helpers {
+        // SAFETY: the helper only calls setpgid and sleeps.
+        match unsafe { fork_exact(h) } {
+            Ok(CloneResult::Child) => group_helper(),
+            Ok(CloneResult::Parent { .. }) => {
+                // Members forked next must find the group.
+                let mut tries = 0;
+                while crate::sys::misc::getpgid(h) != Ok(h) {
+                    tries += 1;
+                    if tries > 1000 {
+                        exit_group(EXIT_SESSION);
+                    }
+                    let _ = crate::sys::misc::nanosleep(Duration::from_millis(5));
+                }
+            }
+            Err(_) => exit_group(EXIT_FORK),
+        }
+    }
     for &c in &me.children {
         let mut tries = 0;
         loop {
@@ -792,6 +837,16 @@ unsafe fn child_main(all: &[Prepared], idx: usize, rseq: &[u8; 16]) -> ! {
     unsafe { crate::sys::arch::jump_to_blob(me.region + blobs::restorer::ENTRY as u64, me.plan_addr, me.stack_top) }
 }
 
+/// A group helper: leads its process group until the engine kills it.
+fn group_helper() -> ! {
+    if crate::sys::misc::setpgid(Pid(0), Pid(0)).is_err() {
+        crate::sys::misc::exit_group(EXIT_SESSION);
+    }
+    loop {
+        let _ = crate::sys::misc::nanosleep(Duration::from_secs(3600));
+    }
+}
+
 /// Ends this process the way the dumped zombie ended (wait status `status`).
 fn become_zombie(status: i32) -> ! {
     use crate::sys::misc::exit_group;
@@ -833,6 +888,9 @@ fn run_tree(tasks: &[TaskImages], all: &[Prepared], tracees: &mut BTreeMap<Pid, 
         }
     }
     let mut state: BTreeMap<Pid, At> = expect.keys().map(|&p| (p, At::Running)).collect();
+    // Group helpers: (helper, index of the task that forked it).
+    let helpers: BTreeMap<Pid, usize> =
+        all.iter().enumerate().flat_map(|(i, p)| p.helpers.iter().map(move |&h| (h, i))).collect();
 
     let rseq = ptrace::get_rseq_config(root).unwrap_or_default();
     let mut msg = [0u8; 16];
@@ -852,6 +910,16 @@ fn run_tree(tasks: &[TaskImages], all: &[Prepared], tracees: &mut BTreeMap<Pid, 
             std::thread::sleep(Duration::from_millis(1));
             continue;
         };
+        if helpers.contains_key(&pid) {
+            match st {
+                WaitStatus::Stopped { .. } => {
+                    tracees.entry(pid).or_insert_with(|| Tracee::adopted(pid));
+                    ptrace::cont(pid, 0).ctx(pid, "PTRACE_CONT")?;
+                }
+                _ => return Err(Error::task(pid, format!("the helper of process group {pid} ended: {st:?}"))),
+            }
+            continue;
+        }
         let Some(&(ti, leader)) = expect.get(&pid) else {
             return Err(Error::task(pid, format!("unexpected task in the restored tree ({st:?})")));
         };
@@ -921,6 +989,20 @@ fn run_tree(tasks: &[TaskImages], all: &[Prepared], tracees: &mut BTreeMap<Pid, 
     }
 
     crate::fault::check(crate::fault::Fault::RestoreAtTraps)?;
+    // The groups exist now: their helpers go, reaped by the task that
+    // forked them (on its trap, by a remote wait4).
+    for (&h, &owner) in &helpers {
+        crate::sys::signal::kill(h, 9).ctx(h, "kill the group helper")?;
+        if let Some(t) = tracees.remove(&h) {
+            std::mem::forget(t);
+        }
+        let _ = wait::wait4(h, wait::WALL);
+        let parent = tracees.get_mut(&all[owner].pid).ok_or_else(|| Error::task(h, "helper's parent not traced"))?;
+        parent
+            .remote_syscall_ok(Sysno::wait4, [h.0 as u64, 0, wait::WALL as u64, 0, 0, 0], "reap the group helper")
+            .ctx(all[owner].pid, "reap the group helper")?;
+        log::debug!(task = all[owner].pid.0; "task {}: group helper {h} reaped", all[owner].pid);
+    }
     // Every blob is on its trap: check the reports before changing anything.
     let mut plans = Vec::with_capacity(tasks.len());
     for p in all {
@@ -1006,12 +1088,28 @@ fn read_report(p: &Prepared) -> Result<rp::Plan> {
 fn finish_leader(t: &mut Tracee, ti: &TaskImages, plan_addr: u64, plan: &rp::Plan) -> Result<()> {
     let pid = t.pid();
     let core = &ti.cores[0];
+    // A SIGCHLD that restoring zombie children or group helpers raised is
+    // not the task's: take it off the queue unless one was pending at dump.
+    let process = ti.process();
+    let had_sigchld = process.shared_pending.iter().chain(&core.thread.pending).any(|s| s.signo() == SIGCHLD);
+    if !had_sigchld {
+        let mut b = Vec::with_capacity(32);
+        b.extend_from_slice(&(1u64 << (SIGCHLD - 1)).to_ne_bytes());
+        b.extend_from_slice(&[0u8; 16]);
+        let scratch = plan_addr + 256;
+        crate::sys::process_vm::write_all(pid, scratch, &b).ctx(pid, "write scratch")?;
+        let r = t
+            .remote_syscall(Sysno::rt_sigtimedwait, [scratch, 0, scratch + 8, 8, 0, 0])
+            .ctx(pid, "dequeue a stray SIGCHLD")?;
+        if r == SIGCHLD as i64 {
+            log::debug!(task = pid.0; "task {pid}: dropped the SIGCHLD its restore raised");
+        }
+    }
     // Registers as dumped (restart states already rewritten at dump).
     let mut target: UserRegs = (&core.thread.regs).into();
     target.orig_rax = u64::MAX;
     t.set_regs(&target).ctx(pid, "PTRACE_SETREGS")?;
     // SIGTRAP's action was left alone by the blob (its trap would have reset it).
-    let process = ti.process();
     if let Some(a) = process.sigactions.get(SIGTRAP - 1) {
         if a.handler != 0 || a.flags.bits() != 0 || a.mask != 0 {
             let act = [a.handler, a.flags.bits(), a.restorer, a.mask];

@@ -219,7 +219,8 @@ fn one_round(crtools: &Path, victim: &Path, base: &Path, mib: usize) -> Round {
         .output()
         .expect("baseline restore");
     let base_rest: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("baseline seconds");
-    let r = run_timed(Command::new(crtools).arg("restore").arg("-d").arg("-D").arg(&img).arg("-t").arg(pid.to_string()));
+    let r =
+        run_timed(Command::new(crtools).arg("restore").arg("-d").arg("-D").arg(&img).arg("-t").arg(pid.to_string()));
     // SAFETY: signalling the restored victim by its pid.
     unsafe { libc::kill(pid, libc::SIGUSR1) };
     let verdict = wait_line(&log, "status", Duration::from_secs(120));
