@@ -114,6 +114,7 @@ fn main() {
         "ticker" => ticker(&args[2..]),
         "threads" => threads(&args[2..]),
         "forest" => forest(&args[2..]),
+        "orphan-group" => orphan_group(&args[2..]),
         other => {
             let _ = now_ms();
             eprintln!("victim: unknown mode {other}");
@@ -305,6 +306,54 @@ fn forest(args: &[String]) {
         if USR1.swap(false, Ordering::SeqCst) {
             let ok = mem.iter().enumerate().all(|(i, &w)| w == seed(i));
             writeln!(f, "status pid={} mem={}", std::process::id(), if ok { "ok" } else { "bad" }).unwrap();
+        }
+    }
+}
+
+/// `orphan-group LOG`: a session leader and child subreaper P forks A; A
+/// makes its own process group and forks B into it, then exits (P reaps
+/// it): B lives on, re-parented to P, in a group whose leader is gone. On
+/// SIGUSR1 each of P and B appends "status who=P|B pid= ppid= pgid= sid=".
+fn orphan_group(args: &[String]) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static USR1: AtomicBool = AtomicBool::new(false);
+    extern "C" fn on_usr1(_: i32) {
+        USR1.store(true, Ordering::SeqCst);
+    }
+    let log = args.first().expect("orphan-group LOG").clone();
+    crtools_tests::detach_from_harness();
+    // SAFETY: plain libc calls in a single-threaded process.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        libc::signal(libc::SIGUSR1, on_usr1 as *const () as usize);
+    }
+    let mut who = "P";
+    // SAFETY: single-threaded fork.
+    let a = unsafe { libc::fork() };
+    if a == 0 {
+        // SAFETY: as above.
+        unsafe {
+            libc::setpgid(0, 0);
+            if libc::fork() != 0 {
+                libc::_exit(0);
+            }
+        }
+        who = "B";
+    } else {
+        // SAFETY: reaping our child A.
+        unsafe { libc::waitpid(a, std::ptr::null_mut(), 0) };
+    }
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("open log");
+    if who == "P" {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        writeln!(f, "ready {} a={a}", std::process::id()).unwrap();
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        if USR1.swap(false, Ordering::SeqCst) {
+            // SAFETY: plain getters.
+            let (ppid, pgid, sid) = unsafe { (libc::getppid(), libc::getpgid(0), libc::getsid(0)) };
+            writeln!(f, "status who={who} pid={} ppid={ppid} pgid={pgid} sid={sid}", std::process::id()).unwrap();
         }
     }
 }
