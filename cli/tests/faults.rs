@@ -17,7 +17,9 @@ fn tmpdir(tag: &str) -> std::path::PathBuf {
     d
 }
 
-/// `sh` with two `sleep` children, in its own session; returns it and the children.
+/// `sh` with two `sleep` children, in its own session; returns it and the
+/// children (the caller kills and reaps them with [`end`]).
+#[allow(clippy::zombie_processes)]
 fn tree() -> (Child, Vec<i32>) {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
