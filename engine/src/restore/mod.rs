@@ -360,7 +360,29 @@ fn prepare(
 pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     let root = opts.pid;
     let dir = ImageDirReader::open(&opts.dir).ctx_global("open images")?;
-    dir.verify_all().ctx_global("verify images")?;
+    // Every image but the page data is checked now; page data (nearly all
+    // the bytes) is checked by a second thread while the tree is built, and
+    // the tree is released only once that check passed (see run_tree).
+    let mut pages_names = Vec::new();
+    for e in dir.images() {
+        if e.kind == crate::image::ImageKind::Pages {
+            pages_names.push(e.name.clone());
+        } else {
+            dir.verify(&e.name).ctx_global("verify images")?;
+        }
+    }
+    let dir_path = opts.dir.clone();
+    let verifier = std::thread::Builder::new()
+        .name("verify-pages".into())
+        .spawn(move || -> Result<()> {
+            let d = ImageDirReader::open(&dir_path).ctx_global("open images")?;
+            for n in &pages_names {
+                d.verify(n).ctx_global("verify images")?;
+            }
+            Ok(())
+        })
+        .ctx_global("start the page-data check")?;
+    let mut verifier = Some(verifier);
     let ge = |what: &'static str| move |err: crate::image::ImageError| Error::new(format!("{what}: {err}"));
     let (_, tree): ((), Vec<PstreeEntry>) =
         dir.open_image::<kinds::Pstree>(None).map_err(ge("pstree"))?.collect_entries().map_err(ge("pstree"))?;
@@ -476,7 +498,13 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     drop(go_r);
     let mut tracees: BTreeMap<Pid, Tracee> = BTreeMap::new();
     tracees.insert(root, t_root);
-    let result = run_tree(&tasks, &prepared, &mut tracees, &go_w);
+    let mut result = run_tree(&tasks, &prepared, &mut tracees, &go_w, &mut verifier);
+    if let Some(v) = verifier.take() {
+        // An earlier failure: a bad page image is its likely cause, say so.
+        if let Ok(Err(bad)) = v.join() {
+            result = Err(bad);
+        }
+    }
     if let Err(e) = result {
         for p in &prepared {
             for &h in &p.helpers {
@@ -878,7 +906,13 @@ enum At {
 
 /// Drives the tree from the root's release until every task and thread
 /// is on its trap, then completes and releases all of them.
-fn run_tree(tasks: &[TaskImages], all: &[Prepared], tracees: &mut BTreeMap<Pid, Tracee>, go: &OwnedFd) -> Result<()> {
+fn run_tree(
+    tasks: &[TaskImages],
+    all: &[Prepared],
+    tracees: &mut BTreeMap<Pid, Tracee>,
+    go: &OwnedFd,
+    verifier: &mut Option<std::thread::JoinHandle<Result<()>>>,
+) -> Result<()> {
     let root = all[0].pid;
     // What each expected tid is: (task index, is leader).
     let mut expect: BTreeMap<Pid, (usize, bool)> = BTreeMap::new();
@@ -988,6 +1022,10 @@ fn run_tree(tasks: &[TaskImages], all: &[Prepared], tracees: &mut BTreeMap<Pid, 
         }
     }
 
+    // Nothing runs before the page data is known to be what was dumped.
+    if let Some(v) = verifier.take() {
+        v.join().map_err(|_| Error::new("the page-data check panicked"))??;
+    }
     crate::fault::check(crate::fault::Fault::RestoreAtTraps)?;
     // The groups exist now: their helpers go, reaped by the task that
     // forked them (on its trap, by a remote wait4).
