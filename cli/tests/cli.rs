@@ -187,3 +187,48 @@ fn shell_with_two_children_restores_as_a_tree_with_per_task_logs() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn sig_ign(pid: i32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines().find_map(|l| l.strip_prefix("SigIgn:")).and_then(|v| u64::from_str_radix(v.trim(), 16).ok()).unwrap_or(0)
+}
+
+#[test]
+fn an_ignored_sigtrap_stays_ignored_through_dump_and_restore() {
+    subreaper();
+    let dir = tmpdir("sigtrap");
+    let d = dir.to_str().unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg("trap '' TRAP; exec sleep 1000").stdin(Stdio::null()).stdout(Stdio::null());
+    // SAFETY: setsid and close_range are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let mut sh = cmd.spawn().expect("start sh");
+    let pid = sh.id() as i32;
+    let t = Instant::now();
+    while sig_ign(pid) & (1 << 4) == 0 {
+        assert!(t.elapsed() < Duration::from_secs(5), "sh never ignored SIGTRAP");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let before = sig_ign(pid);
+    // -s: the task left behind must be as it was.
+    let out = crtools(&["dump", "-s", "-D", d, "-t", &pid.to_string()]);
+    assert!(out.status.success(), "dump -s: {}", String::from_utf8_lossy(&out.stderr));
+    let after_dump = sig_ign(pid);
+    let _ = sh.kill();
+    let _ = sh.wait();
+    let out = crtools(&["restore", "-d", "-D", d, "-t", &pid.to_string()]);
+    assert!(out.status.success(), "restore: {}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_millis(100));
+    // The restored task was stopped like the one left behind: look, then end it.
+    let after_restore = sig_ign(pid);
+    kill_reap(pid);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(after_dump, before, "SigIgn of the task left by dump -s");
+    assert_eq!(after_restore, before, "SigIgn of the restored task");
+}

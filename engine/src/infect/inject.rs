@@ -73,6 +73,55 @@ impl Tracee {
         Ok(after.rax as i64)
     }
 
+    /// Like [`Tracee::remote_syscall`], but stops at the syscall's exit with
+    /// PTRACE_SYSCALL instead of an `int3`: no SIGTRAP is raised, so a
+    /// SIGTRAP set to SIG_IGN stays ignored (a trap on an ignored SIGTRAP
+    /// makes the kernel reset it to SIG_DFL).
+    pub fn remote_syscall_quiet(&mut self, nr: Sysno, args: [u64; 6]) -> Result<i64> {
+        let pid = self.pid();
+        let saved_regs = self.regs()?;
+        let site = saved_regs.rip;
+        let aligned = site & !7;
+        let at = (site - aligned) as usize;
+        let span = if at + 2 <= 8 { 8 } else { 16 };
+        let saved_code =
+            ptrace::peek_bytes(pid, aligned, span).map_err(|e| InfectError::errno(pid, "read code at rip", e))?;
+        let mut patched = saved_code.clone();
+        patched[at..at + 2].copy_from_slice(&SYSCALL_INT3[..2]);
+        ptrace::poke_bytes(pid, aligned, &patched).map_err(|e| InfectError::errno(pid, "patch code at rip", e))?;
+        let mut regs = entry_regs(&saved_regs, site);
+        regs.rax = nr as u64;
+        regs.rdi = args[0];
+        regs.rsi = args[1];
+        regs.rdx = args[2];
+        regs.r10 = args[3];
+        regs.r8 = args[4];
+        regs.r9 = args[5];
+        let run = self.set_regs(&regs).and_then(|_| self.run_to_syscall_exit());
+        let restore_code = ptrace::poke_bytes(pid, aligned, &saved_code);
+        let restore_regs = self.set_regs(&saved_regs);
+        let after = run?;
+        restore_code.map_err(|e| InfectError::errno(pid, "restore code at rip", e))?;
+        restore_regs?;
+        if after.rip != site + 2 {
+            return Err(InfectError::unexpected(
+                pid,
+                "remote syscall",
+                format!("syscall exit at {:#x}, expected {:#x}", after.rip, site + 2),
+            ));
+        }
+        Ok(after.rax as i64)
+    }
+
+    /// [`Tracee::remote_syscall_quiet`] that turns a negative result into an error.
+    pub fn remote_syscall_quiet_ok(&mut self, nr: Sysno, args: [u64; 6], step: &'static str) -> Result<u64> {
+        let r = self.remote_syscall_quiet(nr, args)?;
+        if (-4095..0).contains(&r) {
+            return Err(InfectError::errno(self.pid(), step, crate::sys::Errno::new(-r as i32)));
+        }
+        Ok(r as u64)
+    }
+
     /// [`Tracee::remote_syscall`] that turns a negative result into an error.
     pub fn remote_syscall_ok(&mut self, nr: Sysno, args: [u64; 6], step: &'static str) -> Result<u64> {
         let r = self.remote_syscall(nr, args)?;

@@ -52,12 +52,21 @@ pub struct Parasite<'t> {
     channel: Option<OwnedFd>,
     /// The task's descriptor number of its end, while open.
     task_sock: Option<i32>,
+    /// SIGTRAP was SIG_IGN before we came (our traps made it SIG_DFL).
+    sigtrap_ignored: bool,
+    /// SIGTRAP's flags and mask as read by [`Parasite::sigactions`].
+    sigtrap_action: Option<proto::KSigAction>,
     cured: bool,
 }
 
 impl<'t> Parasite<'t> {
     /// Maps the parasite region in the task and uploads the blob.
     pub fn infect(tracee: &'t mut Tracee) -> Result<Parasite<'t>> {
+        // Read before our first trap: a trap resets an ignored SIGTRAP to
+        // SIG_DFL, so the task's "ignore" is put back quietly at cure.
+        let sigtrap_ignored = crate::proc::status::read(tracee.pid())
+            .map(|s| s.sig_ign & (1u64 << (SIGTRAP - 1)) != 0)
+            .map_err(|e| InfectError::unexpected(tracee.pid(), "read status", e.to_string()))?;
         let orig_regs = tracee.regs()?;
         let orig_mask = tracee.sigmask()?;
         tracee.set_sigmask(!(1u64 << (SIGTRAP - 1)))?;
@@ -74,7 +83,18 @@ impl<'t> Parasite<'t> {
                 return Err(e);
             }
         };
-        let p = Parasite { tracee, orig_regs, orig_mask, base, layout, channel: None, task_sock: None, cured: false };
+        let p = Parasite {
+            tracee,
+            orig_regs,
+            orig_mask,
+            base,
+            layout,
+            channel: None,
+            task_sock: None,
+            sigtrap_ignored,
+            sigtrap_action: None,
+            cured: false,
+        };
         let blob = blobs::relocate(blobs::parasite::IMAGE, blobs::parasite::MEM_SIZE, blobs::parasite::RELOCS, base);
         let pid = p.tracee.pid();
         process_vm::write_all(pid, base, &blob.bytes)
@@ -173,7 +193,14 @@ impl<'t> Parasite<'t> {
 
     /// The sigaction of every signal.
     pub fn sigactions(&mut self) -> Result<proto::SigActionsReply> {
-        self.call_typed(proto::Cmd::SigActions, "parasite rt_sigaction")
+        let mut r: proto::SigActionsReply = self.call_typed(proto::Cmd::SigActions, "parasite rt_sigaction")?;
+        let trap = &mut r.actions[SIGTRAP as usize - 1];
+        if self.sigtrap_ignored {
+            // Our traps changed only the handler; flags and mask are the task's.
+            trap.handler = 1;
+        }
+        self.sigtrap_action = Some(*trap);
+        Ok(r)
     }
 
     /// ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF.
@@ -303,11 +330,28 @@ impl<'t> Parasite<'t> {
         }
         // Remote syscalls run at the original rip with the original registers.
         self.tracee.set_regs(&self.orig_regs)?;
-        let unmap = self.tracee.remote_syscall_ok(
+        let mut ignore = Ok(0);
+        if self.sigtrap_ignored {
+            // No trap from here on: each would reset the ignored SIGTRAP again.
+            let mut act = self.sigtrap_action.unwrap_or_default();
+            act.handler = 1;
+            let addr = self.scratch();
+            ignore = process_vm::write_all(pid, addr, as_bytes(&act))
+                .map_err(|e| InfectError::errno(pid, "write the SIGTRAP action", e))
+                .and_then(|_| {
+                    self.tracee.remote_syscall_quiet_ok(
+                        Sysno::rt_sigaction,
+                        [SIGTRAP, addr, 0, 8, 0, 0],
+                        "put back the ignored SIGTRAP",
+                    )
+                });
+        }
+        let unmap = self.tracee.remote_syscall_quiet_ok(
             Sysno::munmap,
             [self.base, self.layout.size as u64, 0, 0, 0, 0],
             "remote munmap of the parasite region",
         );
+        ignore?;
         let regs = self.tracee.set_regs(&self.orig_regs);
         let mask = self.tracee.set_sigmask(self.orig_mask);
         unmap?;

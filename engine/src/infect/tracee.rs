@@ -166,6 +166,23 @@ impl Tracee {
         }
     }
 
+    /// Resumes with PTRACE_SYSCALL twice (syscall entry, then exit) and
+    /// returns the registers at the syscall's exit.
+    pub(crate) fn run_to_syscall_exit(&mut self) -> Result<UserRegs> {
+        let pid = self.pid;
+        for stop in ["syscall entry", "syscall exit"] {
+            ptrace::syscall(pid, 0).map_err(|e| InfectError::errno(pid, "PTRACE_SYSCALL", e))?;
+            match wait::wait_pid(pid).map_err(|e| InfectError::errno(pid, stop, e))? {
+                // Without PTRACE_O_TRACESYSGOOD a syscall stop reports SIGTRAP.
+                WaitStatus::Stopped { sig, event: 0 } if sig & 0x7f == SIGTRAP => {}
+                st => {
+                    return Err(InfectError::unexpected(pid, stop, format!("unexpected stop {st:?}")));
+                }
+            }
+        }
+        self.regs()
+    }
+
     /// Resumes a task that is about to run the restorer blob and waits for
     /// the blob's trap; returns the registers there.
     pub fn run_restorer(&mut self) -> Result<UserRegs> {

@@ -1147,17 +1147,23 @@ fn finish_leader(t: &mut Tracee, ti: &TaskImages, plan_addr: u64, plan: &rp::Pla
     let mut target: UserRegs = (&core.thread.regs).into();
     target.orig_rax = u64::MAX;
     t.set_regs(&target).ctx(pid, "PTRACE_SETREGS")?;
-    // SIGTRAP's action was left alone by the blob (its trap would have reset it).
+    // SIGTRAP's action was left alone by the blob (its trap would have reset
+    // it); set here and from now on without traps (PTRACE_SYSCALL), which
+    // would reset an ignored SIGTRAP again.
     if let Some(a) = process.sigactions.get(SIGTRAP - 1) {
         if a.handler != 0 || a.flags.bits() != 0 || a.mask != 0 {
             let act = [a.handler, a.flags.bits(), a.restorer, a.mask];
             let bytes: Vec<u8> = act.iter().flat_map(|w| w.to_ne_bytes()).collect();
             crate::sys::process_vm::write_all(pid, plan_addr, &bytes).ctx(pid, "write SIGTRAP action")?;
-            t.remote_syscall_ok(Sysno::rt_sigaction, [SIGTRAP as u64, plan_addr, 0, 8, 0, 0], "restore SIGTRAP action")
-                .ctx(pid, "restore the SIGTRAP action")?;
+            t.remote_syscall_quiet_ok(
+                Sysno::rt_sigaction,
+                [SIGTRAP as u64, plan_addr, 0, 8, 0, 0],
+                "restore SIGTRAP action",
+            )
+            .ctx(pid, "restore the SIGTRAP action")?;
         }
     }
-    t.remote_syscall_ok(
+    t.remote_syscall_quiet_ok(
         Sysno::munmap,
         [plan.region_start, plan.region_end - plan.region_start, 0, 0, 0, 0],
         "unmap the restorer",

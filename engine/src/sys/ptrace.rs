@@ -135,6 +135,12 @@ pub fn cont(pid: Pid, sig: i32) -> Result<()> {
     unsafe { ptrace(lp::PTRACE_CONT, pid, 0, sig as usize) }.map(drop)
 }
 
+/// PTRACE_SYSCALL: resume until the next syscall entry or exit, delivering `sig`.
+pub fn syscall(pid: Pid, sig: i32) -> Result<()> {
+    // SAFETY: no memory arguments; data is a signal number.
+    unsafe { ptrace(lp::PTRACE_SYSCALL, pid, 0, sig as usize) }.map(drop)
+}
+
 /// PTRACE_LISTEN: let a tracee in group-stop wait for SIGCONT while traced.
 pub fn listen(pid: Pid) -> Result<()> {
     // SAFETY: no memory arguments.
