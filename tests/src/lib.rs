@@ -100,3 +100,44 @@ pub fn detach_from_harness() {
         }
     }
 }
+
+/// A scratch directory under the system temp dir, removed on drop:
+/// `victim.log`, `images/` and `data/` of one test.
+pub struct Scratch {
+    /// The directory.
+    pub root: std::path::PathBuf,
+}
+
+impl Scratch {
+    /// A fresh directory named after the suite and the test.
+    pub fn new(suite: &str, test: &str) -> Scratch {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let root = std::env::temp_dir().join(format!(
+            "crtools-{suite}-{test}-{}-{}-{nanos:x}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(root.join("data")).expect("create scratch");
+        Scratch { root }
+    }
+    /// The victim's log file.
+    pub fn log(&self) -> std::path::PathBuf {
+        self.root.join("victim.log")
+    }
+    /// The image directory.
+    pub fn images(&self) -> std::path::PathBuf {
+        self.root.join("images")
+    }
+    /// Room for the victim's own files.
+    pub fn data(&self) -> std::path::PathBuf {
+        self.root.join("data")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}

@@ -12,7 +12,6 @@ use engine::sys::Pid;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -80,39 +79,7 @@ struct Cx {
     test: &'static str,
 }
 
-/// A scratch directory under the system temp dir, removed on drop.
-struct Scratch {
-    root: PathBuf,
-}
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        let root = std::env::temp_dir().join(format!(
-            "crtools-dr_task-{test}-{}-{}-{nanos:x}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(root.join("data")).expect("create scratch");
-        Scratch { root }
-    }
-    fn log(&self) -> PathBuf {
-        self.root.join("victim.log")
-    }
-    fn images(&self) -> PathBuf {
-        self.root.join("images")
-    }
-    fn data(&self) -> PathBuf {
-        self.root.join("data")
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
+use crtools_tests::Scratch;
 
 /// A victim task: first our child, after restore a child of the engine
 /// (that is, of this process). Killed and reaped on drop.
@@ -302,7 +269,7 @@ fn current_syscall(pid: i32) -> Option<i64> {
 #[test]
 fn nanosleep_continues_after_restore() {
     run("nanosleep", 90, |cx| {
-        let s = Scratch::new("nanosleep");
+        let s = Scratch::new("dr_task", "nanosleep");
         let want = 1500;
         let mut t = cx.start(&s, "sleep", Some(&want.to_string()));
         // Be sure it is inside the sleep (clock_nanosleep or nanosleep).
@@ -331,7 +298,7 @@ fn nanosleep_continues_after_restore() {
 #[test]
 fn nanosleep_inside_restart_syscall_gets_eintr() {
     run("restart_syscall", 90, |cx| {
-        let s = Scratch::new("restart_syscall");
+        let s = Scratch::new("dr_task", "restart_syscall");
         let want = 3000;
         let mut t = cx.start(&s, "sleep", Some(&want.to_string()));
         let deadline = Instant::now() + ANSWER;
@@ -357,7 +324,7 @@ fn nanosleep_inside_restart_syscall_gets_eintr() {
 #[test]
 fn pause_is_restarted_after_restore() {
     run("pause", 90, |cx| {
-        let s = Scratch::new("pause");
+        let s = Scratch::new("dr_task", "pause");
         let mut t = cx.start(&s, "pause", None);
         let deadline = Instant::now() + ANSWER;
         while current_syscall(t.pid) != Some(libc::SYS_pause) {
@@ -378,7 +345,7 @@ fn pause_is_restarted_after_restore() {
 #[test]
 fn sigaction_survives_and_handler_gets_siginfo() {
     run("sigaction", 90, |cx| {
-        let s = Scratch::new("sigaction");
+        let s = Scratch::new("dr_task", "sigaction");
         let mut t = cx.start(&s, "sigact", None);
         let c = t.check();
         c.assert_ok();
@@ -399,7 +366,7 @@ fn sigaction_survives_and_handler_gets_siginfo() {
 #[test]
 fn pending_signals_survive_with_their_values() {
     run("pending", 90, |cx| {
-        let s = Scratch::new("pending");
+        let s = Scratch::new("dr_task", "pending");
         let mut t = cx.start(&s, "pending", None);
         // Shared pending: SIGUSR2 (12) and SIGRTMIN+2 (36) are queued.
         let shd = u64::from_str_radix(&t.status_field("ShdPnd"), 16).unwrap();
@@ -418,7 +385,7 @@ fn pending_signals_survive_with_their_values() {
 #[test]
 fn sigaltstack_survives_and_is_used() {
     run("altstack", 90, |cx| {
-        let s = Scratch::new("altstack");
+        let s = Scratch::new("dr_task", "altstack");
         let mut t = cx.start(&s, "altstack", None);
         t.signal(libc::SIGWINCH);
         let c = t.check();
@@ -440,7 +407,7 @@ fn sigaltstack_survives_and_is_used() {
 #[test]
 fn dump_inside_a_handler_on_the_altstack() {
     run("in_handler", 90, |cx| {
-        let s = Scratch::new("in_handler");
+        let s = Scratch::new("dr_task", "in_handler");
         let mut t = cx.start(&s, "altstack", None);
         t.signal(libc::SIGURG);
         t.wait_line(|l| l == "urg-start", "urg-start line");
@@ -458,7 +425,7 @@ fn dump_inside_a_handler_on_the_altstack() {
 #[test]
 fn itimer_and_posix_timer_keep_firing() {
     run("timers", 90, |cx| {
-        let s = Scratch::new("timers");
+        let s = Scratch::new("dr_task", "timers");
         let mut t = cx.start(&s, "timers", None);
         std::thread::sleep(Duration::from_millis(100));
         let c0 = t.check();
@@ -482,7 +449,7 @@ fn itimer_and_posix_timer_keep_firing() {
 #[test]
 fn itimer_with_pending_sigalrm_keeps_firing() {
     run("timers_pending", 90, |cx| {
-        let s = Scratch::new("timers_pending");
+        let s = Scratch::new("dr_task", "timers_pending");
         let mut t = cx.start(&s, "timers_blocked", None);
         let pnd = u64::from_str_radix(&t.status_field("ShdPnd"), 16).unwrap();
         assert_ne!(pnd & 1 << (libc::SIGALRM - 1), 0, "SIGALRM is not pending before the dump");
@@ -504,7 +471,7 @@ fn itimer_with_pending_sigalrm_keeps_firing() {
 #[test]
 fn open_files_keep_offsets_flags_and_numbers() {
     run("files", 90, |cx| {
-        let s = Scratch::new("files");
+        let s = Scratch::new("dr_task", "files");
         let data = s.data().to_string_lossy().into_owned();
         let mut t = cx.start(&s, "files", Some(&data));
         let c = t.check();
@@ -522,7 +489,7 @@ fn open_files_keep_offsets_flags_and_numbers() {
 #[test]
 fn rlimits_umask_cwd_and_name_survive() {
     run("limits", 90, |cx| {
-        let s = Scratch::new("limits");
+        let s = Scratch::new("dr_task", "limits");
         let data = s.data().to_string_lossy().into_owned();
         let mut t = cx.start(&s, "limits", Some(&data));
         let c = t.check();
@@ -539,7 +506,7 @@ fn rlimits_umask_cwd_and_name_survive() {
 #[test]
 fn credentials_and_prctl_bits_survive() {
     run("creds", 90, |cx| {
-        let s = Scratch::new("creds");
+        let s = Scratch::new("dr_task", "creds");
         let mut t = cx.start(&s, "sigact,creds", None);
         let c = t.check();
         c.assert_ok();
@@ -556,7 +523,7 @@ fn credentials_and_prctl_bits_survive() {
 #[test]
 fn stopped_task_is_restored_stopped() {
     run("stopped", 90, |cx| {
-        let s = Scratch::new("stopped");
+        let s = Scratch::new("dr_task", "stopped");
         let mut t = cx.start(&s, "sigact,timers", None);
         t.signal(libc::SIGSTOP);
         let deadline = Instant::now() + ANSWER;
@@ -578,7 +545,7 @@ fn stopped_task_is_restored_stopped() {
 #[test]
 fn leave_stopped_keeps_the_original_intact() {
     run("leave_stopped", 90, |cx| {
-        let s = Scratch::new("leave_stopped");
+        let s = Scratch::new("dr_task", "leave_stopped");
         let data = s.data().to_string_lossy().into_owned();
         let t = cx.start(&s, "sigact,altstack,timers,files", Some(&data));
         do_dump(t.pid, &s.images(), true).unwrap_or_else(|e| panic!("dump -s: {e}"));
@@ -597,7 +564,7 @@ fn leave_stopped_keeps_the_original_intact() {
 #[test]
 fn dump_into_unwritable_directory_fails_cleanly() {
     run("unwritable", 90, |cx| {
-        let s = Scratch::new("unwritable");
+        let s = Scratch::new("dr_task", "unwritable");
         let t = cx.start(&s, "sigact,timers", None);
         let file = s.root.join("a-file");
         std::fs::write(&file, b"not a directory").unwrap();
@@ -615,7 +582,7 @@ fn dump_into_unwritable_directory_fails_cleanly() {
 #[test]
 fn unsupported_descriptor_fails_cleanly() {
     run("unsupported_fd", 90, |cx| {
-        let s = Scratch::new("unsupported_fd");
+        let s = Scratch::new("dr_task", "unsupported_fd");
         let t = cx.start(&s, "pipe,sigact,timers", None);
         let rfd = t.ready[0].clone();
         let maps_before = std::fs::read_to_string(format!("/proc/{}/maps", t.pid)).unwrap();
@@ -638,7 +605,7 @@ fn unsupported_descriptor_fails_cleanly() {
 #[test]
 fn unsupported_socket_fails_cleanly_and_a_stopped_task_stays_stopped() {
     run("unsupported_socket", 90, |cx| {
-        let s = Scratch::new("unsupported_socket");
+        let s = Scratch::new("dr_task", "unsupported_socket");
         let t = cx.start(&s, "socket,sigact", None);
         let fd = t.ready[0].clone();
         t.signal(libc::SIGSTOP);
@@ -683,7 +650,7 @@ fn assert_restore_fails(pid: i32, dir: &Path, what: &str, expect: &[&str]) {
 #[test]
 fn corrupt_or_wrong_images_are_refused() {
     run("corrupt", 120, |cx| {
-        let s = Scratch::new("corrupt");
+        let s = Scratch::new("dr_task", "corrupt");
         let mut t = cx.start(&s, "sigact", None);
         do_dump(t.pid, &s.images(), false).unwrap_or_else(|e| panic!("dump: {e}"));
         t.reap_dumped();
@@ -755,7 +722,7 @@ fn set_immutable(path: &Path, on: bool) -> std::io::Result<()> {
 #[test]
 fn restorer_failure_leaves_nothing_behind() {
     run("restorer_failure", 90, |cx| {
-        let s = Scratch::new("restorer_failure");
+        let s = Scratch::new("dr_task", "restorer_failure");
         let data = s.data().to_string_lossy().into_owned();
         let mut t = cx.start(&s, "files", Some(&data));
         do_dump(t.pid, &s.images(), false).unwrap_or_else(|e| panic!("dump: {e}"));
@@ -788,7 +755,7 @@ fn restorer_failure_leaves_nothing_behind() {
 #[test]
 fn changed_file_is_refused() {
     run("changed_file", 90, |cx| {
-        let s = Scratch::new("changed_file");
+        let s = Scratch::new("dr_task", "changed_file");
         let data = s.data().to_string_lossy().into_owned();
         let mut t = cx.start(&s, "files", Some(&data));
         do_dump(t.pid, &s.images(), false).unwrap_or_else(|e| panic!("dump: {e}"));
@@ -810,7 +777,7 @@ fn changed_file_is_refused() {
 #[test]
 fn restore_without_detach_returns_exit_status() {
     run("exit_status", 90, |cx| {
-        let s = Scratch::new("exit_status");
+        let s = Scratch::new("dr_task", "exit_status");
         let mut t = cx.start(&s, "sigact,timers", None);
         do_dump(t.pid, &s.images(), false).unwrap_or_else(|e| panic!("dump: {e}"));
         t.reap_dumped();

@@ -15,7 +15,6 @@ use engine::sys::Pid;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -93,39 +92,7 @@ struct Cx {
     test: &'static str,
 }
 
-/// A scratch directory under the system temp dir, removed on drop.
-struct Scratch {
-    root: PathBuf,
-}
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        let root = std::env::temp_dir().join(format!(
-            "crtools-dr_tree-{test}-{}-{}-{nanos:x}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(root.join("data")).expect("create scratch");
-        Scratch { root }
-    }
-    fn log(&self) -> PathBuf {
-        self.root.join("victim.log")
-    }
-    fn images(&self) -> PathBuf {
-        self.root.join("images")
-    }
-    fn data(&self) -> PathBuf {
-        self.root.join("data")
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
+use crtools_tests::Scratch;
 
 /// One log line: its first word and its key=value pairs.
 #[derive(Clone, Debug)]
@@ -435,7 +402,7 @@ fn do_restore(pid: i32, dir: &Path) -> Result<(), String> {
 #[test]
 fn tree_of_four_processes_with_threads() {
     run("tree", 60, |cx| {
-        let s = Scratch::new("tree");
+        let s = Scratch::new("dr_tree", "tree");
         let roles = ["root", "a", "a1", "b"];
         let mut t = cx.start(&s, "tree", &[], &roles);
         assert_eq!(stat(t.pid("a1")).unwrap().ppid, t.pid("a"));
@@ -466,7 +433,7 @@ fn tree_of_four_processes_with_threads() {
 #[test]
 fn zombies_keep_their_exit_status() {
     run("zombie", 60, |cx| {
-        let s = Scratch::new("zombie");
+        let s = Scratch::new("dr_tree", "zombie");
         let mut t = cx.start(&s, "zombie", &[], &["root", "live"]);
         let root = &t.ready["root"];
         let (z1, z2) = (root.num("z1") as i32, root.num("z2") as i32);
@@ -499,7 +466,7 @@ fn zombies_keep_their_exit_status() {
 #[test]
 fn sessions_and_process_groups_survive() {
     run("session", 60, |cx| {
-        let s = Scratch::new("session");
+        let s = Scratch::new("dr_tree", "session");
         let roles = ["root", "c1", "c2", "c3", "g", "g2", "s", "s1"];
         let mut t = cx.start(&s, "session", &[], &roles);
         let (root, c1, sess) = (t.root.to_string(), t.pid("c1").to_string(), t.pid("s").to_string());
@@ -533,7 +500,7 @@ fn sessions_and_process_groups_survive() {
 #[test]
 fn stopped_child_stays_stopped_until_sigcont() {
     run("stopped", 60, |cx| {
-        let s = Scratch::new("stopped");
+        let s = Scratch::new("dr_tree", "stopped");
         let mut t = cx.start(&s, "stopped", &[], &["root", "s"]);
         let sp = t.pid("s");
         signal(sp, libc::SIGSTOP);
@@ -583,7 +550,7 @@ fn shm_round(t: &Tree) -> [Line; 3] {
 #[test]
 fn private_memory_stays_private_after_restore() {
     run("private", 60, |cx| {
-        let s = Scratch::new("private");
+        let s = Scratch::new("dr_tree", "private");
         let mut t = cx.start(&s, "shm", &[], &["parent", "child"]);
         let before = shm_round(&t);
         for l in &before {
@@ -607,7 +574,7 @@ fn private_memory_stays_private_after_restore() {
 #[test]
 fn shared_anonymous_memory_is_shared_after_restore() {
     run("shared", 60, |cx| {
-        let s = Scratch::new("shared");
+        let s = Scratch::new("dr_tree", "shared");
         let mut t = cx.start(&s, "shm", &[], &["parent", "child"]);
         let before = shm_round(&t);
         before[0].assert_item("shm_other", "100");
@@ -629,7 +596,7 @@ fn shared_anonymous_memory_is_shared_after_restore() {
 #[test]
 fn continuously_forking_victim() {
     run("forker", 60, |cx| {
-        let s = Scratch::new("forker");
+        let s = Scratch::new("dr_tree", "forker");
         let mut t = cx.start(&s, "forker", &[], &["root"]);
         let mut ok = 0;
         let mut failures = Vec::new();
@@ -667,7 +634,7 @@ fn continuously_forking_victim() {
 #[test]
 fn condvar_ping_pong_and_join_continue() {
     run("pingpong", 60, |cx| {
-        let s = Scratch::new("pingpong");
+        let s = Scratch::new("dr_tree", "pingpong");
         let mut t = cx.start(&s, "pingpong", &[], &["pingpong"]);
         let c = t.check(&["pingpong"]).remove("pingpong").unwrap();
         c.assert_ok();
@@ -689,7 +656,7 @@ fn condvar_ping_pong_and_join_continue() {
 #[test]
 fn pdeathsig_and_subreaper_in_the_tree() {
     run("deathsig", 60, |cx| {
-        let s = Scratch::new("deathsig");
+        let s = Scratch::new("dr_tree", "deathsig");
         let mut t = cx.start(&s, "deathsig", &[], &["t", "m", "p"]);
         let got = t.check_all_same();
         got["p"].assert_item("pdeathsig", &libc::SIGUSR2.to_string());
@@ -716,7 +683,7 @@ fn pdeathsig_and_subreaper_in_the_tree() {
 #[test]
 fn unsupported_fd_in_a_child_fails_dump_cleanly() {
     run("pipe", 60, |cx| {
-        let s = Scratch::new("pipe");
+        let s = Scratch::new("dr_tree", "pipe");
         let t = cx.start(&s, "holder", &["pipe"], &["root", "a", "a1"]);
         t.check_all_same();
         let err = do_dump(t.root, &s.images(), false).expect_err("dump of a tree with a pipe");
@@ -782,7 +749,7 @@ fn assert_nothing_left(pids: &[i32], what: &str) {
 #[test]
 fn restore_failure_in_a_child_leaves_nothing() {
     run("restore_failure", 60, |cx| {
-        let s = Scratch::new("restore_failure");
+        let s = Scratch::new("dr_tree", "restore_failure");
         let app = s.data().join("app");
         let mut t = cx.start(&s, "holder", &["file", app.to_str().unwrap()], &["root", "a", "a1"]);
         t.check_all_same();
