@@ -232,3 +232,42 @@ fn an_ignored_sigtrap_stays_ignored_through_dump_and_restore() {
     assert_eq!(after_dump, before, "SigIgn of the task left by dump -s");
     assert_eq!(after_restore, before, "SigIgn of the restored task");
 }
+
+#[test]
+fn a_task_in_another_namespace_is_refused_by_name_and_left_running() {
+    let dir = tmpdir("netns");
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-n", "sleep", "1000"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: setsid and close_range are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let Ok(mut child) = cmd.spawn() else {
+        eprintln!("skipped: no unshare(1)");
+        return;
+    };
+    let pid = child.id() as i32;
+    let t = Instant::now();
+    while std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim() != "sleep").unwrap_or(true) {
+        assert!(t.elapsed() < Duration::from_secs(5), "unshare did not exec sleep");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = crtools(&["dump", "-D", dir.to_str().unwrap(), "-t", &pid.to_string()]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let st = state(pid);
+    let traced = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("TracerPid:") && l.trim_end() != "TracerPid:\t0");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("net namespace") && err.contains(&pid.to_string()), "{err}");
+    assert_eq!(st, Some('S'), "left running");
+    assert!(!traced, "left untraced");
+}

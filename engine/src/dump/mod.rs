@@ -132,6 +132,29 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     Ok(shared.stats)
 }
 
+/// Namespaces are not dumped yet (`-n`): a task in any other namespace than
+/// crtools' would come back in crtools' own, different from what it had.
+fn check_namespaces(pid: Pid) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    for kind in ["net", "ipc", "uts", "mnt", "pid", "user", "cgroup", "time"] {
+        let ours = std::fs::metadata(format!("/proc/self/ns/{kind}"));
+        let theirs = std::fs::metadata(proc::pid_path(pid, &format!("ns/{kind}")));
+        if let (Ok(a), Ok(b)) = (ours, theirs) {
+            if (a.dev(), a.ino()) != (b.dev(), b.ino()) {
+                return Err(Error::task(
+                    pid,
+                    format!(
+                        "is in another {kind} namespace ({kind}:[{}]) than crtools: \
+                         dumping namespaces (-n) is not supported yet",
+                        b.ino()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Dumps one process of the seized tree.
 fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Result<()> {
     let pid = task.pid;
@@ -154,6 +177,7 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
         return Ok(());
     }
     let status = proc::status::read(pid).ctx(pid, "read status")?;
+    check_namespaces(pid)?;
     // A controlling terminal of a session outside the tree is a shell job's.
     if stat.tty_nr != 0 && !shared.pids.contains(&Pid(stat.session)) && !shared.fd_cx.shell_job {
         return Err(Error::task(
