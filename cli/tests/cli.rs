@@ -199,7 +199,7 @@ fn an_ignored_sigtrap_stays_ignored_through_dump_and_restore() {
     let dir = tmpdir("sigtrap");
     let d = dir.to_str().unwrap();
     let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg("trap '' TRAP; exec sleep 1000").stdin(Stdio::null()).stdout(Stdio::null());
+    cmd.arg("-c").arg("trap '' TRAP; exec sleep 1000").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
     // SAFETY: setsid and close_range are async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {

@@ -76,6 +76,30 @@ pub fn read_xsave(pid: Pid) -> Result<crate::image::core::Xsave> {
     Ok(crate::image::core::Xsave { xfeatures, area: buf })
 }
 
+/// The restorer's form of a thread's credentials.
+pub fn plan_creds(pid: Pid, c: &Creds) -> Result<rp::Creds> {
+    if c.groups.len() > 32 {
+        return Err(Error::task(pid, format!("{} supplementary groups; at most 32 are supported", c.groups.len())));
+    }
+    if c.fsuid != c.euid || c.fsgid != c.egid {
+        return Err(Error::task(pid, "a file-system uid or gid apart from the effective one is not supported yet"));
+    }
+    let mut out = rp::Creds {
+        uid: [c.uid, c.euid, c.suid],
+        gid: [c.gid, c.egid, c.sgid],
+        ngroups: c.groups.len() as u32,
+        cap_eff: c.cap_eff,
+        cap_prm: c.cap_prm,
+        cap_inh: c.cap_inh,
+        cap_bnd: c.cap_bnd,
+        cap_amb: c.cap_amb,
+        securebits: c.securebits,
+        ..Default::default()
+    };
+    out.groups[..c.groups.len()].copy_from_slice(&c.groups);
+    Ok(out)
+}
+
 /// Credentials as /proc/pid/status shows them, plus what only prctl tells.
 pub fn creds_from_status(status: &proc::status::Status, securebits: u32, no_new_privs: bool) -> Creds {
     Creds {
@@ -347,26 +371,10 @@ pub fn plan(
         p.rseq_len = r.len;
         p.rseq_sig = r.sig;
     }
-    let c = &thread.creds;
-    let ids = |r: crate::sys::misc::ResIds| [r.real, r.effective, r.saved];
-    let same = match (crate::sys::misc::getresuid(), crate::sys::misc::getresgid()) {
-        (Ok(u), Ok(g)) => ids(u) == [c.uid, c.euid, c.suid] && ids(g) == [c.gid, c.egid, c.sgid],
-        _ => false,
-    };
-    let my_groups = crate::sys::misc::getgroups().unwrap_or_default();
-    if !same || my_groups != c.groups {
-        if c.groups.len() > 32 {
-            return Err(Error::task(pid, format!("{} supplementary groups; at most 32 are supported", c.groups.len())));
-        }
-        p.flags |= rp::F_CREDS;
-        p.creds.uid = [c.uid, c.euid, c.suid];
-        p.creds.gid = [c.gid, c.egid, c.sgid];
-        p.creds.ngroups = c.groups.len() as u32;
-        p.creds.groups[..c.groups.len()].copy_from_slice(&c.groups);
-        p.creds.cap_eff = c.cap_eff;
-        p.creds.cap_prm = c.cap_prm;
-        p.creds.cap_inh = c.cap_inh;
-    }
+    // Always set: identities, capabilities (all sets) and securebits are
+    // per thread and must be exactly the dumped ones, even for root.
+    p.flags |= rp::F_CREDS;
+    p.creds = plan_creds(pid, &thread.creds)?;
 
     let timers: Vec<rp::PosixTimer> = process
         .posix_timers

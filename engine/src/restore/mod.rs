@@ -311,21 +311,23 @@ fn prepare(
     let blob_len = blobs::restorer::MEM_SIZE as u64;
     let plan_off = (blob_len + PAGE - 1) & !(PAGE - 1);
     // The thread table is appended after the size is known: reserve it.
-    let arena_len = ((b.size() as u64 + 16 * (nthreads + 1) + 64) + PAGE - 1) & !(PAGE - 1);
+    let arena_len =
+        ((b.size() as u64 + std::mem::size_of::<rp::ThreadEntry>() as u64 * nthreads + 64) + PAGE - 1) & !(PAGE - 1);
     let stacks_off = plan_off + arena_len + PAGE;
     let region_size = stacks_off + nthreads * rp::THREAD_STACK + PAGE + rp::STACK_SIZE as u64;
     let mut busy: Vec<(u64, u64)> = busy_self.to_vec();
     busy.extend(t.vmas.iter().map(|v| (v.start, v.end)));
     let region = pick_region(busy, region_size).ok_or_else(|| Error::task(pid, "no free range for the restorer"))?;
-    let threads: Vec<rp::ThreadEntry> = t.cores[1..]
-        .iter()
-        .enumerate()
-        .map(|(i, c)| rp::ThreadEntry {
+    let mut threads = Vec::with_capacity(t.cores.len() - 1);
+    for (i, c) in t.cores[1..].iter().enumerate() {
+        threads.push(rp::ThreadEntry {
             tid: c.tid as i32,
-            _pad: 0,
+            failed_step: 0,
             stack: region + stacks_off + i as u64 * rp::THREAD_STACK,
-        })
-        .collect();
+            ret: 0,
+            creds: task::plan_creds(Pid(c.tid as i32), &c.thread.creds)?,
+        });
+    }
     b.plan.threads = b.add_table(&threads);
     b.plan.region_start = region;
     b.plan.region_end = region + region_size;
@@ -936,7 +938,9 @@ fn run_tree(
 
     let deadline = Instant::now() + RESTORE_TIMEOUT;
     while state.values().any(|s| *s == At::Running) {
-        let Some((pid, st)) = wait::wait4(Pid(-1), wait::WALL | wait::WNOHANG).ctx_global("wait for the tree")? else {
+        let Some((pid, st)) =
+            wait::wait4(Pid(-1), wait::WALL | wait::WNOHANG | wait::WNOTHREAD).ctx_global("wait for the tree")?
+        else {
             if Instant::now() > deadline {
                 let late: Vec<Pid> = state.iter().filter(|(_, s)| **s == At::Running).map(|(p, _)| *p).collect();
                 return Err(Error::new(format!("restore timed out waiting for {late:?}")));
@@ -1048,7 +1052,9 @@ fn run_tree(
             plans.push(None);
             continue;
         }
-        plans.push(Some(read_report(p)?));
+        let plan = read_report(p)?;
+        check_threads(p, &plan)?;
+        plans.push(Some(plan));
     }
     for (i, t) in tasks.iter().enumerate() {
         let (p, Some(plan)) = (&all[i], &plans[i]) else { continue };
@@ -1085,6 +1091,31 @@ fn run_tree(
         }
         let pid = t.pstree.pid;
         log::info!(task = pid; "task {pid}: released{}", if stopped { " (stopped, as dumped)" } else { "" });
+    }
+    Ok(())
+}
+
+/// Reads back the created threads' own reports (their credentials).
+fn check_threads(p: &Prepared, plan: &rp::Plan) -> Result<()> {
+    if plan.threads.nr == 0 {
+        return Ok(());
+    }
+    let size = std::mem::size_of::<rp::ThreadEntry>();
+    let len = size * plan.threads.nr as usize;
+    let back = crate::sys::process_vm::read_vec(p.pid, p.plan_addr + plan.threads.off, len)
+        .ctx(p.pid, "read the threads' reports")?;
+    if back.len() < len {
+        return Err(Error::task(p.pid, "short read of the threads' reports"));
+    }
+    for chunk in back.chunks_exact(size) {
+        // SAFETY: ThreadEntry is plain data and `chunk` holds exactly one.
+        let e: rp::ThreadEntry = unsafe { std::ptr::read_unaligned(chunk.as_ptr() as *const rp::ThreadEntry) };
+        if e.ret < 0 {
+            return Err(Error::task(
+                Pid(e.tid),
+                format!("setting its credentials failed at step {}: {}", e.failed_step, Errno::new(-e.ret as i32)),
+            ));
+        }
     }
     Ok(())
 }

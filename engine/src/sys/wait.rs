@@ -6,6 +6,9 @@ use super::{Pid, Result, Sysno};
 
 /// Wait for children created with CLONE_THREAD-less clone as well ("all").
 pub const WALL: i32 = 0x4000_0000;
+/// Wait only for children (and tracees) of the calling thread, not of its
+/// sibling threads.
+pub const WNOTHREAD: i32 = 0x2000_0000;
 /// Return at once if nothing changed.
 pub const WNOHANG: i32 = 1;
 /// Report stopped children (not needed for ptrace stops).
@@ -121,5 +124,6 @@ mod tests {
         assert_eq!(WaitStatus::from_raw(0xffff), WaitStatus::Continued);
         assert_eq!(WALL, libc::__WALL);
         assert_eq!(WNOWAIT, libc::WNOWAIT);
+        assert_eq!(WNOTHREAD, libc::__WNOTHREAD);
     }
 }

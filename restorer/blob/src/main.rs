@@ -39,12 +39,19 @@ core::arch::global_asm!(
     ".text",
     ".globl restorer_clone_thread",
     "restorer_clone_thread:",
+    // rdx = the thread's ThreadEntry, kept in r12 (callee-saved) for the child.
+    "    push r12",
+    "    mov r12, rdx",
     "    mov eax, 435",
     "    syscall",
     "    test rax, rax",
     "    jz 2f",
+    "    pop r12",
     "    ret",
     "2:",
+    // The new thread, on its own 16-byte aligned stack: its credentials, then the trap.
+    "    mov rdi, r12",
+    "    call restorer_thread_main",
     ".globl __export_restorer_thread_trap",
     "__export_restorer_thread_trap:",
     "    int3",
@@ -53,7 +60,24 @@ core::arch::global_asm!(
 
 extern "C" {
     /// See the assembly above.
-    fn restorer_clone_thread(args: *const u64, size: usize) -> i64;
+    fn restorer_clone_thread(args: *const u64, size: usize, entry: *mut plan::ThreadEntry) -> i64;
+}
+
+/// First code of a created thread: its own credentials.
+///
+/// # Safety
+/// `entry` is this thread's entry in the plan's thread table.
+#[no_mangle]
+pub unsafe extern "C" fn restorer_thread_main(entry: *mut plan::ThreadEntry) {
+    // SAFETY: guaranteed by the function contract; only this thread writes it.
+    let e = unsafe { &mut *entry };
+    match apply_creds(&e.creds) {
+        Ok(()) => e.ret = 0,
+        Err((step, ret)) => {
+            e.failed_step = step;
+            e.ret = ret;
+        }
+    }
 }
 
 const PAGE: u64 = 4096;
@@ -67,7 +91,6 @@ const PR_SET_CHILD_SUBREAPER: u32 = 36;
 const PR_SET_NO_NEW_PRIVS: u32 = 38;
 const PR_SET_MM: u32 = 35;
 const PR_SET_MM_MAP: u64 = 14;
-const PR_SET_KEEPCAPS: u32 = 8;
 const PR_TIMER_CREATE_RESTORE_IDS: u32 = 77;
 const MADV_DONTFORK: i32 = 10;
 const MADV_WIPEONFORK: i32 = 18;
@@ -586,10 +609,12 @@ fn pending_signals(cx: &mut Ctx) -> Result<(), Fail> {
 fn create_threads(cx: &mut Ctx) -> Result<(), Fail> {
     cx.step(Step::Threads);
     let threads: &[plan::ThreadEntry] = cx.table(cx.plan.threads);
+    let base = cx.base + cx.plan.threads.off;
     // CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|CLONE_SYSVSEM
     const FLAGS: u64 = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000;
-    for t in threads {
+    for (i, t) in threads.iter().enumerate() {
         let tid = [t.tid];
+        let entry = (base + (i * core::mem::size_of::<plan::ThreadEntry>()) as u64) as *mut plan::ThreadEntry;
         // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal,
         // stack, stack_size, tls, set_tid, set_tid_size, cgroup.
         let args: [u64; 11] =
@@ -597,7 +622,7 @@ fn create_threads(cx: &mut Ctx) -> Result<(), Fail> {
         // SAFETY: the new thread starts on its own stack inside the region and
         // only executes the trap in the assembly stub; `args` and `tid` live
         // until the syscall returns in this thread.
-        let r = unsafe { restorer_clone_thread(args.as_ptr(), core::mem::size_of_val(&args)) };
+        let r = unsafe { restorer_clone_thread(args.as_ptr(), core::mem::size_of_val(&args), entry) };
         cx.ck(r, t.tid as u64)?;
         if r != t.tid as i64 {
             cx.plan.failure.ret = -sys::EINVAL;
@@ -614,14 +639,43 @@ fn creds(cx: &mut Ctx) -> Result<(), Fail> {
     }
     cx.step(Step::Creds);
     let c = cx.plan.creds;
-    let r = sys::prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0);
-    cx.ck(r, 0)?;
-    let r = sys::setgroups(c.ngroups.min(32), c.groups.as_ptr());
-    cx.ck(r, 1)?;
-    let r = sys::setresgid(c.gid[0], c.gid[1], c.gid[2]);
-    cx.ck(r, 2)?;
-    let r = sys::setresuid(c.uid[0], c.uid[1], c.uid[2]);
-    cx.ck(r, 3)?;
+    match apply_creds(&c) {
+        Ok(()) => Ok(()),
+        Err((step, ret)) => {
+            cx.plan.failure.ret = ret;
+            cx.plan.failure.detail = step as u64;
+            Err(Fail)
+        }
+    }
+}
+
+const PR_CAPBSET_DROP: u32 = 24;
+const PR_SET_SECUREBITS: u32 = 28;
+const PR_CAP_AMBIENT: u32 = 47;
+const PR_CAP_AMBIENT_RAISE: u64 = 2;
+const SECBIT_NO_SETUID_FIXUP: u64 = 1 << 2;
+
+/// Sets the calling thread's credentials to `c` (they are per thread):
+/// identities with the capabilities kept (SECBIT_NO_SETUID_FIXUP), then
+/// the bounding set, securebits, the capability sets and the ambient set.
+/// On failure: (step, negative errno).
+fn apply_creds(c: &plan::Creds) -> Result<(), (u32, i64)> {
+    let ck = |step: u32, r: i64| if r < 0 && r > -4096 { Err((step, r)) } else { Ok(()) };
+    ck(1, sys::prctl(PR_SET_SECUREBITS, SECBIT_NO_SETUID_FIXUP, 0, 0, 0))?;
+    ck(2, sys::setgroups(c.ngroups.min(32), c.groups.as_ptr()))?;
+    ck(3, sys::setresgid(c.gid[0], c.gid[1], c.gid[2]))?;
+    ck(4, sys::setresuid(c.uid[0], c.uid[1], c.uid[2]))?;
+    for cap in 0..64u64 {
+        if c.cap_bnd & (1 << cap) == 0 {
+            let r = sys::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
+            // EINVAL: past the kernel's last capability.
+            if r == -sys::EINVAL {
+                break;
+            }
+            ck(5, r)?;
+        }
+    }
+    ck(6, sys::prctl(PR_SET_SECUREBITS, c.securebits as u64, 0, 0, 0))?;
     // _LINUX_CAPABILITY_VERSION_3, pid 0; two data words per set.
     let hdr = [0x2008_0522u32, 0];
     let data = [
@@ -632,10 +686,12 @@ fn creds(cx: &mut Ctx) -> Result<(), Fail> {
         (c.cap_prm >> 32) as u32,
         (c.cap_inh >> 32) as u32,
     ];
-    let r = sys::capset(hdr.as_ptr() as *const u8, data.as_ptr() as *const u8);
-    cx.ck(r, 4)?;
-    let r = sys::prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0);
-    cx.ck(r, 5)?;
+    ck(7, sys::capset(hdr.as_ptr() as *const u8, data.as_ptr() as *const u8))?;
+    for cap in 0..64u64 {
+        if c.cap_amb & (1 << cap) != 0 {
+            ck(8, sys::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0))?;
+        }
+    }
     Ok(())
 }
 

@@ -38,7 +38,7 @@ use core::mem::{offset_of, size_of};
 pub const MAGIC: u32 = 0x5245_5354; // "REST"
 /// Layout version; engine and blob are built together, the check catches a
 /// blob from another build.
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 /// Bytes of stack at the end of the region.
 pub const STACK_SIZE: usize = 64 * 1024;
 /// Number of signals.
@@ -333,16 +333,22 @@ impl Step {
 /// runs the trap that hands it to the engine).
 pub const THREAD_STACK: u64 = 16 * 1024;
 
-/// One thread the restorer creates (besides the one it runs on).
+/// One thread the restorer creates (besides the one it runs on). The new
+/// thread sets its own credentials (they are per thread) before its trap
+/// and reports here.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ThreadEntry {
     /// The thread id to create it with (clone3 set_tid).
     pub tid: i32,
-    /// Reserved, zero.
-    pub _pad: u32,
+    /// Which credentials step failed (see the blob), 0 for none.
+    pub failed_step: u32,
     /// Lowest address of its stack in the region ([`THREAD_STACK`] bytes).
     pub stack: u64,
+    /// 0, or the negative errno of the failed step.
+    pub ret: i64,
+    /// The thread's credentials.
+    pub creds: Creds,
 }
 
 /// Progress and failure report, inside the plan.
@@ -387,6 +393,14 @@ pub struct Creds {
     pub cap_eff: u64,
     pub cap_prm: u64,
     pub cap_inh: u64,
+    /// Bounding set (capabilities outside it are dropped).
+    pub cap_bnd: u64,
+    /// Ambient set (raised last).
+    pub cap_amb: u64,
+    /// PR_SET_SECUREBITS value.
+    pub securebits: u32,
+    /// Reserved, zero.
+    pub _pad2: u32,
 }
 
 /// The fixed part of the arena.
@@ -511,7 +525,7 @@ const _: () = {
     assert!(size_of::<Rlimit>() == 16);
     assert!(size_of::<MmMap>() == 104);
     assert!(size_of::<Failure>() == 24);
-    assert!(size_of::<ThreadEntry>() == 16);
+    assert!(size_of::<ThreadEntry>() == 24 + size_of::<Creds>());
     assert!(offset_of!(Plan, magic) == 0);
     assert!(size_of::<Plan>().is_multiple_of(8));
 };
