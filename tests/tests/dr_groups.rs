@@ -85,3 +85,64 @@ fn group_without_its_leader_survives() {
     assert_eq!(kids_after.trim(), b.to_string(), "P's only child is B (no helper, no zombie)");
     assert!(!helper_alive, "the helper with A's pid is gone");
 }
+
+fn status_of(pid: i32, tid: i32, key: &str) -> String {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn tids(pid: i32) -> Vec<i32> {
+    let mut v: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn every_thread_of_an_unprivileged_process_keeps_its_credentials() {
+    use std::os::unix::process::CommandExt;
+    if !crtools_tests::require_root() {
+        return;
+    }
+    // SAFETY: prctl on this process.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let dir = std::env::temp_dir().join(format!("crtools-dr-creds-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let log = dir.join("log");
+    let mut p =
+        std::process::Command::new(VICTIM).arg("threads").arg(&log).arg("3").uid(4242).gid(4343).spawn().unwrap();
+    let pid = p.id() as i32;
+    wait_for(&log, "ready", 1);
+    let before: Vec<(String, String, String)> = tids(pid)
+        .into_iter()
+        .map(|t| (status_of(pid, t, "Uid:"), status_of(pid, t, "Gid:"), status_of(pid, t, "CapEff:")))
+        .collect();
+    assert_eq!(before.len(), 4);
+    let img = dir.join("img");
+    dump(&DumpOptions { pid: Pid(pid), dir: img.clone(), leave_stopped: false, shell_job: false }).expect("dump");
+    let _ = p.wait();
+    restore(&RestoreOptions { pid: Pid(pid), dir: img, detach: true, shell_job: false }).expect("restore");
+    let after: Vec<(String, String, String)> = tids(pid)
+        .into_iter()
+        .map(|t| (status_of(pid, t, "Uid:"), status_of(pid, t, "Gid:"), status_of(pid, t, "CapEff:")))
+        .collect();
+    // SAFETY: signalling our restored victim.
+    unsafe { libc::kill(pid, libc::SIGUSR1) };
+    let verdict = wait_for(&log, "status", 1);
+    // SAFETY: killing and reaping it.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(after, before, "uid, gid and effective capabilities of every thread");
+    assert!(before.iter().all(|b| b.0.starts_with("4242 ")), "{before:?}");
+    assert!(verdict[0].contains(" ok "), "{verdict:?}");
+}
