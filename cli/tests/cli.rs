@@ -271,3 +271,42 @@ fn a_task_in_another_namespace_is_refused_by_name_and_left_running() {
     assert_eq!(st, Some('S'), "left running");
     assert!(!traced, "left untraced");
 }
+
+fn nice_of(pid: i32) -> Option<i64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit_once(')')?.1.split_whitespace().nth(16)?.parse().ok()
+}
+
+#[test]
+fn the_nice_value_survives() {
+    subreaper();
+    let dir = tmpdir("nice");
+    let d = dir.to_str().unwrap();
+    let mut cmd = Command::new("nice");
+    cmd.args(["-n", "7", "sleep", "1000"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: setsid and close_range are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("start nice sleep");
+    let pid = child.id() as i32;
+    let t = Instant::now();
+    while std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim() != "sleep").unwrap_or(true) {
+        assert!(t.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(nice_of(pid), Some(7));
+    let out = crtools(&["dump", "-D", d, "-t", &pid.to_string()]);
+    assert!(out.status.success(), "dump: {}", String::from_utf8_lossy(&out.stderr));
+    let _ = child.wait();
+    let out = crtools(&["restore", "-d", "-D", d, "-t", &pid.to_string()]);
+    assert!(out.status.success(), "restore: {}", String::from_utf8_lossy(&out.stderr));
+    let nice = nice_of(pid);
+    kill_reap(pid);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(nice, Some(7), "nice value after restore");
+}

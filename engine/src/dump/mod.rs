@@ -178,6 +178,16 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
     }
     let status = proc::status::read(pid).ctx(pid, "read status")?;
     check_namespaces(pid)?;
+    // A filter the task relies on would be gone after restore.
+    match status.seccomp {
+        Some(0) | None => {}
+        Some(mode) => {
+            return Err(Error::task(
+                pid,
+                format!("runs under seccomp (mode {mode}): restoring seccomp filters is not supported yet"),
+            ))
+        }
+    }
     // A controlling terminal of a session outside the tree is a shell job's.
     if stat.tty_nr != 0 && !shared.pids.contains(&Pid(stat.session)) && !shared.fd_cx.shell_job {
         return Err(Error::task(

@@ -244,6 +244,25 @@ pub struct ThreadCore {
     /// `set_tid_address` value.
     pub clear_child_tid: u64,
     pub rseq: Option<Rseq>,
+    /// Scheduling: policy, real-time priority and nice value.
+    pub sched: Sched,
+}
+
+/// A thread's scheduling parameters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sched {
+    /// SCHED_OTHER (0), SCHED_FIFO, SCHED_RR, SCHED_BATCH, SCHED_IDLE...
+    pub policy: u32,
+    /// Real-time priority (FIFO/RR).
+    pub rt_priority: u32,
+    /// Nice value, -20..=19.
+    pub nice: i32,
+}
+
+impl Describe for Sched {
+    fn describe(&self) -> Node {
+        Obj::new().f("policy", self.policy).f("rt_priority", self.rt_priority).f("nice", self.nice as i64).done()
+    }
 }
 
 /// Process-wide state (leader's image only).
@@ -541,6 +560,7 @@ impl Describe for ThreadCore {
             .d("creds", &self.creds)
             .addr("clear_child_tid", self.clear_child_tid)
             .d("rseq", &self.rseq)
+            .d("sched", &self.sched)
             .done()
     }
 }

@@ -44,6 +44,7 @@ pub(crate) fn sample_core(tid: u32, leader: bool) -> CoreEntry {
             },
             clear_child_tid: 0x7f00_0000_0a10,
             rseq: Some(Rseq { ptr: 0x7f00_0000_0fe0, len: 32, sig: 0x5305_3053 }),
+            sched: crate::image::core::Sched { policy: 3, rt_priority: 0, nice: 7 },
         },
         process: leader.then(|| ProcessCore {
             sigactions,

@@ -76,6 +76,19 @@ pub fn read_xsave(pid: Pid) -> Result<crate::image::core::Xsave> {
     Ok(crate::image::core::Xsave { xfeatures, area: buf })
 }
 
+/// A thread's scheduling policy, real-time priority and nice value.
+pub fn sched_of(pid: Pid, tid: Pid) -> Result<crate::image::core::Sched> {
+    let st = proc::stat::read_thread(pid, tid).ctx(tid, "read stat")?;
+    Ok(crate::image::core::Sched { policy: st.policy, rt_priority: st.rt_priority, nice: st.nice as i32 })
+}
+
+/// Gives thread `tid` its dumped scheduling (from the engine: no injection).
+pub fn restore_sched(tid: Pid, s: &crate::image::core::Sched) -> Result<()> {
+    crate::sys::misc::set_thread_scheduler(tid, s.policy, s.rt_priority).ctx(tid, "sched_setscheduler")?;
+    crate::sys::misc::set_thread_nice(tid, s.nice).ctx(tid, "setpriority")?;
+    Ok(())
+}
+
 /// The restorer's form of a thread's credentials.
 pub fn plan_creds(pid: Pid, c: &Creds) -> Result<rp::Creds> {
     if c.groups.len() > 32 {
@@ -145,7 +158,9 @@ pub fn dump_thread_with(p: &mut Parasite<'_>, status: &proc::status::Status) -> 
     };
     let comm = proc::misc::comm(pid).ctx(pid, "read comm")?;
     let creds = creds_from_status(status, misc.securebits as u32, misc.no_new_privs != 0);
+    let sched = sched_of(pid, pid)?;
     Ok(ThreadCore {
+        sched,
         regs: (&regs).into(),
         xsave,
         sigmask,

@@ -77,7 +77,9 @@ pub fn dump(t: &mut Tracee, pid: Pid, scratch: u64) -> Result<ThreadCore> {
     let status = proc::status::read_thread(pid, tid).ctx(tid, "read status")?;
     let no_new_privs = status.no_new_privs.unwrap_or(false);
     let creds = super::task::creds_from_status(&status, 0, no_new_privs);
+    let sched = super::task::sched_of(pid, tid)?;
     Ok(ThreadCore {
+        sched,
         regs: (&regs).into(),
         xsave,
         sigmask,
@@ -129,6 +131,7 @@ pub fn finish(t: &mut Tracee, pid: Pid, core: &ThreadCore, scratch: u64) -> Resu
         .ctx(tid, "rt_tgsigqueueinfo")?;
     }
     ptrace::set_regset(tid, NT_X86_XSTATE, &core.xsave.area).ctx(tid, "PTRACE_SETREGSET NT_X86_XSTATE")?;
+    super::task::restore_sched(tid, &core.sched)?;
     t.set_sigmask(core.sigmask).ctx(tid, "PTRACE_SETSIGMASK")?;
     Ok(())
 }

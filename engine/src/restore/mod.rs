@@ -1201,6 +1201,7 @@ fn finish_leader(t: &mut Tracee, ti: &TaskImages, plan_addr: u64, plan: &rp::Pla
     )
     .ctx(pid, "unmap the restorer")?;
     ptrace::set_regset(pid, NT_X86_XSTATE, &core.thread.xsave.area).ctx(pid, "PTRACE_SETREGSET NT_X86_XSTATE")?;
+    task::restore_sched(pid, &core.thread.sched)?;
     t.set_sigmask(core.thread.sigmask).ctx(pid, "PTRACE_SETSIGMASK")?;
     Ok(())
 }

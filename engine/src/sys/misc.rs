@@ -900,6 +900,23 @@ pub fn exit_group(code: i32) -> ! {
     loop {}
 }
 
+/// setpriority(PRIO_PROCESS, tid, nice): a thread's nice value (Linux keeps
+/// it per thread).
+pub fn set_thread_nice(tid: Pid, nice: i32) -> Result<()> {
+    // SAFETY: no memory arguments.
+    unsafe { syscalls::syscall3(Sysno::setpriority, 0, tid.0 as usize, nice as isize as usize) }.map(drop)
+}
+
+/// sched_setscheduler(tid, policy, {rt_priority}).
+pub fn set_thread_scheduler(tid: Pid, policy: u32, rt_priority: u32) -> Result<()> {
+    let param = rt_priority as i32;
+    // SAFETY: the kernel reads one struct sched_param (an int) from `param`.
+    unsafe {
+        syscalls::syscall3(Sysno::sched_setscheduler, tid.0 as usize, policy as usize, &param as *const i32 as usize)
+    }
+    .map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
