@@ -20,7 +20,11 @@
 //!
 //! Any failure kills every task created so far: nothing half-restored is
 //! left running (PTRACE_O_EXITKILL covers crtools itself dying on the way).
+mod fork;
 pub mod plan;
+mod sessions;
+
+use sessions::Session;
 
 use crate::blobs;
 use crate::error::{Context, Error, Result};
@@ -35,14 +39,13 @@ use crate::image::{kinds, ImageDirReader};
 use crate::infect::Tracee;
 use crate::objects::{files, mm, task, thread};
 use crate::proc;
-use crate::sys::clone::{clone3, CloneArgs, CloneFlags, CloneResult};
 use crate::sys::ptrace::{self, UserRegs, NT_X86_XSTATE};
 use crate::sys::wait::{self, WaitStatus};
 use crate::sys::{Errno, Pid, Sysno};
 use plan::PlanBuilder;
 use restorer_plan as rp;
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -182,85 +185,6 @@ fn pick_region(mut busy: Vec<(u64, u64)>, size: u64) -> Option<u64> {
         return Some((top - size - PAGE) & !(PAGE - 1));
     }
     None
-}
-
-/// How a task gets its session and process group, done in crtools' code
-/// before it forks its children (they inherit both).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Session {
-    /// Same session and group as its parent (or, for the root, as crtools).
-    Inherit,
-    /// setsid(): a session leader.
-    SetSid,
-    /// setpgid(0, pgid): 0 makes it a group leader.
-    SetPgid(i32),
-}
-
-/// Decides every task's [`Session`], refusing layouts that cannot be rebuilt.
-/// `order` is the creation order (parents before children).
-///
-/// A process group whose leader is gone (not in the images) gets a helper:
-/// a process with the group's id, forked by the first member's parent,
-/// that makes the group and waits; it is killed and reaped by that parent
-/// before the tree runs. The second result lists them as (parent, pgid).
-#[allow(clippy::type_complexity)]
-fn plan_sessions(tasks: &[TaskImages], order: &[usize], shell_job: bool) -> Result<(Vec<Session>, Vec<(usize, u32)>)> {
-    let my_sid = crate::sys::misc::getsid(Pid(0)).ctx_global("getsid")?.0 as u32;
-    let my_pgid = crate::sys::misc::getpgid(Pid(0)).ctx_global("getpgid")?.0 as u32;
-    let by_pid: BTreeMap<u32, usize> = tasks.iter().enumerate().map(|(i, t)| (t.pstree.pid, i)).collect();
-    let mut out = vec![Session::Inherit; tasks.len()];
-    let mut helpers: Vec<(usize, u32)> = Vec::new();
-    let mut created: BTreeSet<u32> = BTreeSet::new();
-    // (sid, pgid) each task has once its session step ran.
-    let mut have: BTreeMap<u32, (u32, u32)> = BTreeMap::new();
-    for &i in order {
-        let t = &tasks[i].pstree;
-        let pid = Pid(t.pid as i32);
-        let (psid, ppgid) = match by_pid.get(&t.ppid) {
-            Some(_) => have[&t.ppid],
-            None => (my_sid, my_pgid),
-        };
-        let s = if shell_job && i == order[0] {
-            // A shell job joins crtools' session and group.
-            Session::Inherit
-        } else if t.sid == t.pid {
-            if t.pgid != t.pid {
-                return Err(Error::task(pid, "session leader outside its own process group"));
-            }
-            Session::SetSid
-        } else if t.sid != psid {
-            return Err(Error::task(
-                pid,
-                format!(
-                    "was in session {} but its parent's is {psid}{}; restore from that session, or dump its leader too",
-                    t.sid,
-                    if by_pid.contains_key(&t.ppid) { "" } else { " (crtools')" }
-                ),
-            ));
-        } else if t.pgid == ppgid {
-            Session::Inherit
-        } else if t.pgid == t.pid {
-            Session::SetPgid(0)
-        } else if created.contains(&t.pgid) || (!by_pid.contains_key(&t.pgid) && t.pgid == my_pgid) {
-            Session::SetPgid(t.pgid as i32)
-        } else if let (false, Some(&parent)) = (by_pid.contains_key(&t.pgid), by_pid.get(&t.ppid)) {
-            // The group's leader is gone: a helper will make the group.
-            if !helpers.iter().any(|h| h.1 == t.pgid) {
-                helpers.push((parent, t.pgid));
-            }
-            created.insert(t.pgid);
-            Session::SetPgid(t.pgid as i32)
-        } else {
-            return Err(Error::task(
-                pid,
-                format!("process group {} has no leader that is restored before it: not supported yet", t.pgid),
-            ));
-        };
-        out[i] = s;
-        created.insert(t.pid);
-        have.insert(t.pid, (t.sid, t.pgid));
-    }
-    Ok((out, helpers))
 }
 
 /// One task, ready to be forked.
@@ -444,7 +368,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     if order.len() != tasks.len() {
         return Err(Error::new("the pstree image is not a tree"));
     }
-    let (sessions, group_helpers) = plan_sessions(&tasks, &order, opts.shell_job)?;
+    let (sessions, group_helpers) = sessions::plan_sessions(&tasks, &order, opts.shell_job)?;
 
     // Shared memory between processes: created and filled here, once; the
     // whole tree inherits it (before reading our own maps: it is busy).
@@ -496,7 +420,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         crate::objects::tty::apply_settings(path, &tty)?;
     }
     let (go_r, go_w) = crate::sys::fs::pipe2(crate::sys::fs::OpenFlags::O_CLOEXEC).ctx_global("pipe")?;
-    let t_root = spawn_root(&prepared, &go_r)?;
+    let t_root = fork::spawn_root(&prepared, &go_r)?;
     drop(go_r);
     let mut tracees: BTreeMap<Pid, Tracee> = BTreeMap::new();
     tracees.insert(root, t_root);
@@ -627,277 +551,6 @@ fn kill_all(tracees: BTreeMap<Pid, Tracee>, tasks: &[TaskImages]) {
     }
 }
 
-/// /proc/sys/kernel/ns_last_pid, opened before any fork for the fallback of
-/// [`fork_exact`] (-1 when it cannot be opened).
-static NS_LAST_PID_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
-
-/// Set when fault injection asks to behave as without clone3 set_tid.
-static NO_SET_TID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Opens ns_last_pid for [`fork_exact`]; the file stays open for the run.
-fn open_ns_last_pid() {
-    if crate::fault::hit(crate::fault::Fault::RestoreNoSetTid) {
-        NO_SET_TID.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-    use std::os::fd::IntoRawFd;
-    if NS_LAST_PID_FD.load(std::sync::atomic::Ordering::Relaxed) < 0 {
-        if let Ok(f) = std::fs::OpenOptions::new().write(true).open("/proc/sys/kernel/ns_last_pid") {
-            NS_LAST_PID_FD.store(f.into_raw_fd(), std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-}
-
-/// Forks a child with pid `pid`: clone3 with set_tid, or, on kernels
-/// without it, by writing `pid - 1` to ns_last_pid right before a fork
-/// (the child checks it got the pid and gives up if not).
-///
-/// # Safety
-/// As for [`clone3`]: the child may only do async-signal-safe work. This
-/// function itself allocates nothing.
-unsafe fn fork_exact(pid: Pid) -> std::result::Result<CloneResult, Errno> {
-    let tids = [pid];
-    let args = CloneArgs::new(CloneFlags::empty()).exit_signal(SIGCHLD).set_tid(&tids);
-    if !NO_SET_TID.load(std::sync::atomic::Ordering::Relaxed) {
-        // SAFETY: forwarded to the caller's contract.
-        match unsafe { clone3(&args) } {
-            // No clone3, or no set_tid in it.
-            Err(Errno::ENOSYS) | Err(Errno::E2BIG) => {}
-            r => return r,
-        }
-    }
-    let fd = NS_LAST_PID_FD.load(std::sync::atomic::Ordering::Relaxed);
-    if fd < 0 {
-        return Err(Errno::ENOSYS);
-    }
-    let mut buf = [0u8; 12];
-    let mut n = buf.len();
-    let mut v = (pid.0 - 1) as u32;
-    loop {
-        n -= 1;
-        buf[n] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    // SAFETY: the descriptor was opened before any fork and is never closed.
-    let file = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    crate::sys::fs::pwrite(file, &buf[n..], 0)?;
-    // SAFETY: forwarded to the caller's contract.
-    match unsafe { crate::sys::clone::fork() }? {
-        CloneResult::Child if crate::sys::misc::getpid() != pid => crate::sys::misc::exit_group(EXIT_FORK),
-        CloneResult::Parent { child, .. } if child != pid => {
-            // Someone else took the pid first: the wrong child exits by itself.
-            let _ = wait::wait4(child, wait::WALL);
-            Err(Errno::EEXIST)
-        }
-        r => Ok(r),
-    }
-}
-
-/// Forks the root with its pid. It blocks on `go` until the engine has
-/// seized it, then runs [`child_main`].
-fn spawn_root(all: &[Prepared], go: &OwnedFd) -> Result<Tracee> {
-    let pid = all[0].pid;
-    let deadline = Instant::now() + PID_WAIT;
-    open_ns_last_pid();
-    loop {
-        // SAFETY: the child runs only `child_main`, which makes raw syscalls
-        // on memory prepared before the fork and never returns.
-        match unsafe { fork_exact(pid) } {
-            Ok(CloneResult::Child) => {
-                let mut msg = [0u8; 16];
-                match crate::sys::fs::read(go.as_fd(), &mut msg) {
-                    Ok(16) => {}
-                    _ => crate::sys::misc::exit_group(101),
-                }
-                // SAFETY: see child_main's contract; all inputs were built before the fork.
-                unsafe { child_main(all, 0, &msg) }
-            }
-            Ok(CloneResult::Parent { child, .. }) => {
-                if child != pid {
-                    let _ = crate::sys::signal::kill(child, 9);
-                    return Err(Error::task(pid, format!("clone3 gave pid {child}")));
-                }
-                break;
-            }
-            Err(Errno::EEXIST) if Instant::now() < deadline => {
-                // The dumped task may still be dying or waiting to be reaped.
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(Errno::EEXIST) => return Err(Error::task(pid, "pid is in use by another process")),
-            Err(e) => return Err(Error::task(pid, format!("create the task with its pid (clone3 set_tid): {e}"))),
-        }
-    }
-    let opts = ptrace::PTRACE_O_EXITKILL | ptrace::PTRACE_O_TRACEFORK | ptrace::PTRACE_O_TRACECLONE;
-    let t = Tracee::seize_with(pid, opts).ctx(pid, "seize the new task");
-    if t.is_err() {
-        let _ = crate::sys::signal::kill(pid, 9);
-        let _ = wait::wait4(pid, wait::WALL);
-    }
-    t
-}
-
-/// Exit codes of a task that fails before its restorer runs.
-const EXIT_GO: i32 = 101;
-const EXIT_MAP: i32 = 102;
-const EXIT_DUP: i32 = 103;
-const EXIT_SESSION: i32 = 104;
-const EXIT_FORK: i32 = 105;
-
-fn exit_reason(code: i32) -> &'static str {
-    match code {
-        EXIT_GO => "lost the engine before starting",
-        EXIT_MAP => "could not map its restorer region",
-        EXIT_DUP => "could not place the pages image descriptor",
-        EXIT_SESSION => "could not set up its session or process group",
-        EXIT_FORK => "could not create a child with its pid",
-        _ => "exited",
-    }
-}
-
-/// A forked task's side, still in crtools' code: session, children, then
-/// the restorer.
-///
-/// # Safety
-/// Runs right after clone3 in the child: only raw syscalls on memory built
-/// before the fork; never returns.
-unsafe fn child_main(all: &[Prepared], idx: usize, rseq: &[u8; 16]) -> ! {
-    use crate::sys::misc::exit_group;
-    use crate::sys::mm::{MapFlags, ProtFlags};
-    let me = &all[idx];
-    if let Some(status) = me.zombie {
-        become_zombie(status);
-    }
-    let r = match me.session {
-        Session::Inherit => Ok(()),
-        Session::SetSid => crate::sys::misc::setsid().map(drop),
-        Session::SetPgid(0) => crate::sys::misc::setpgid(Pid(0), Pid(0)),
-        // The group's leader may be a task of another branch that is
-        // still on its way: wait a little for the group to exist.
-        Session::SetPgid(pgid) => {
-            let mut r = crate::sys::misc::setpgid(Pid(0), Pid(pgid));
-            for _ in 0..250 {
-                if r != Err(Errno::EPERM) {
-                    break;
-                }
-                let _ = crate::sys::misc::nanosleep(Duration::from_millis(8));
-                r = crate::sys::misc::setpgid(Pid(0), Pid(pgid));
-            }
-            r
-        }
-    };
-    if r.is_err() {
-        exit_group(EXIT_SESSION);
-    }
-    for &h in &me.helpers {
-        // SAFETY: the helper only calls setpgid and sleeps.
-        match unsafe { fork_exact(h) } {
-            Ok(CloneResult::Child) => group_helper(),
-            Ok(CloneResult::Parent { .. }) => {
-                // Members forked next must find the group.
-                let mut tries = 0;
-                while crate::sys::misc::getpgid(h) != Ok(h) {
-                    tries += 1;
-                    if tries > 1000 {
-                        exit_group(EXIT_SESSION);
-                    }
-                    let _ = crate::sys::misc::nanosleep(Duration::from_millis(5));
-                }
-            }
-            Err(_) => exit_group(EXIT_FORK),
-        }
-    }
-    for &c in &me.children {
-        let mut tries = 0;
-        loop {
-            // SAFETY: the child continues in child_main, under the same contract.
-            match unsafe { fork_exact(all[c].pid) } {
-                // SAFETY: as above.
-                Ok(CloneResult::Child) => unsafe { child_main(all, c, rseq) },
-                Ok(CloneResult::Parent { child, .. }) => {
-                    // The shell's way: the parent makes a group leader too,
-                    // so its siblings forked next find the group.
-                    if all[c].session == Session::SetPgid(0) {
-                        let _ = crate::sys::misc::setpgid(child, child);
-                    }
-                    break;
-                }
-                Err(Errno::EEXIST) if tries < 500 => {
-                    tries += 1;
-                    let _ = crate::sys::misc::nanosleep(Duration::from_millis(20));
-                }
-                Err(_) => exit_group(EXIT_FORK),
-            }
-        }
-    }
-    // SAFETY: MAP_FIXED_NOREPLACE never replaces anything.
-    let got = unsafe {
-        crate::sys::mm::mmap(
-            me.region,
-            me.region_size as usize,
-            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE | ProtFlags::PROT_EXEC,
-            MapFlags::MAP_PRIVATE | MapFlags::MAP_ANONYMOUS | MapFlags::MAP_FIXED_NOREPLACE,
-            None,
-            0,
-        )
-    };
-    if got != Ok(me.region) {
-        exit_group(EXIT_MAP);
-    }
-    // SAFETY: the region was just mapped, writable, and is image.len() long at least.
-    unsafe { std::ptr::copy_nonoverlapping(me.image.as_ptr(), me.region as *mut u8, me.image.len()) };
-    // The engine's rseq registration (inherited by every copy), to be dropped before the unmap.
-    // SAFETY: plan_addr points at the Plan just copied into the region.
-    let plan = unsafe { &mut *(me.plan_addr as *mut rp::Plan) };
-    plan.cur_rseq_ptr = u64::from_ne_bytes(rseq[0..8].try_into().unwrap_or([0; 8]));
-    plan.cur_rseq_len = u32::from_ne_bytes(rseq[8..12].try_into().unwrap_or([0; 4]));
-    plan.cur_rseq_sig = u32::from_ne_bytes(rseq[12..16].try_into().unwrap_or([0; 4]));
-    if let Some(pages) = &me.pages {
-        let fd = pages.fd();
-        if fd.as_raw_fd() != me.pages_target {
-            // SAFETY: the target number is above every descriptor the task will have.
-            match unsafe { crate::sys::fs::dup3(fd, me.pages_target, crate::sys::fs::OpenFlags::empty()) } {
-                Ok(fd) => std::mem::forget(fd),
-                Err(_) => exit_group(EXIT_DUP),
-            }
-        }
-    }
-    // SAFETY: blob mapped executable at region, stack inside the region.
-    unsafe { crate::sys::arch::jump_to_blob(me.region + blobs::restorer::ENTRY as u64, me.plan_addr, me.stack_top) }
-}
-
-/// A group helper: leads its process group until the engine kills it.
-fn group_helper() -> ! {
-    if crate::sys::misc::setpgid(Pid(0), Pid(0)).is_err() {
-        crate::sys::misc::exit_group(EXIT_SESSION);
-    }
-    loop {
-        let _ = crate::sys::misc::nanosleep(Duration::from_secs(3600));
-    }
-}
-
-/// Ends this process the way the dumped zombie ended (wait status `status`).
-fn become_zombie(status: i32) -> ! {
-    use crate::sys::misc::exit_group;
-    let sig = status & 0x7f;
-    if sig == 0 {
-        exit_group((status >> 8) & 0xff);
-    }
-    // Die by the same signal, without a core file.
-    let _ = crate::sys::misc::set_rlimit(
-        Pid(0),
-        crate::sys::misc::RLIMIT_CORE,
-        &crate::sys::misc::Rlimit { cur: 0, max: 0 },
-    );
-    let _ = crate::sys::signal::set_sig_disposition(sig, false);
-    let mut set = crate::sys::signal::SigSet::empty();
-    set.add(sig);
-    let _ = crate::sys::signal::sigprocmask(crate::sys::signal::SigmaskHow::Unblock, Some(&set));
-    let _ = crate::sys::signal::kill(crate::sys::misc::getpid(), sig);
-    exit_group(128 + sig)
-}
-
 /// Where a stopped thread of the tree is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum At {
@@ -1014,7 +667,10 @@ fn run_tree(
                 if let Some(t) = tracees.remove(&pid) {
                     std::mem::forget(t);
                 }
-                return Err(Error::task(pid, format!("{} (status {code}) while being restored", exit_reason(code))));
+                return Err(Error::task(
+                    pid,
+                    format!("{} (status {code}) while being restored", fork::exit_reason(code)),
+                ));
             }
             WaitStatus::Signaled(sig, _) => {
                 if let Some(t) = tracees.remove(&pid) {

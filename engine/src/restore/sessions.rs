@@ -1,0 +1,90 @@
+//! Sessions and process groups of the restored tree: which task calls
+//! setsid or setpgid (before forking its children, who inherit both), and
+//! which groups whose leader is gone need a helper to exist.
+use super::TaskImages;
+use crate::error::{Context, Error, Result};
+use crate::sys::Pid;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// How a task gets its session and process group, done in crtools' code
+/// before it forks its children (they inherit both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Session {
+    /// Same session and group as its parent (or, for the root, as crtools).
+    Inherit,
+    /// setsid(): a session leader.
+    SetSid,
+    /// setpgid(0, pgid): 0 makes it a group leader.
+    SetPgid(i32),
+}
+
+/// Decides every task's [`Session`], refusing layouts that cannot be rebuilt.
+/// `order` is the creation order (parents before children).
+///
+/// A process group whose leader is gone (not in the images) gets a helper:
+/// a process with the group's id, forked by the first member's parent,
+/// that makes the group and waits; it is killed and reaped by that parent
+/// before the tree runs. The second result lists them as (parent, pgid).
+#[allow(clippy::type_complexity)]
+pub(super) fn plan_sessions(
+    tasks: &[TaskImages],
+    order: &[usize],
+    shell_job: bool,
+) -> Result<(Vec<Session>, Vec<(usize, u32)>)> {
+    let my_sid = crate::sys::misc::getsid(Pid(0)).ctx_global("getsid")?.0 as u32;
+    let my_pgid = crate::sys::misc::getpgid(Pid(0)).ctx_global("getpgid")?.0 as u32;
+    let by_pid: BTreeMap<u32, usize> = tasks.iter().enumerate().map(|(i, t)| (t.pstree.pid, i)).collect();
+    let mut out = vec![Session::Inherit; tasks.len()];
+    let mut helpers: Vec<(usize, u32)> = Vec::new();
+    let mut created: BTreeSet<u32> = BTreeSet::new();
+    // (sid, pgid) each task has once its session step ran.
+    let mut have: BTreeMap<u32, (u32, u32)> = BTreeMap::new();
+    for &i in order {
+        let t = &tasks[i].pstree;
+        let pid = Pid(t.pid as i32);
+        let (psid, ppgid) = match by_pid.get(&t.ppid) {
+            Some(_) => have[&t.ppid],
+            None => (my_sid, my_pgid),
+        };
+        let s = if shell_job && i == order[0] {
+            // A shell job joins crtools' session and group.
+            Session::Inherit
+        } else if t.sid == t.pid {
+            if t.pgid != t.pid {
+                return Err(Error::task(pid, "session leader outside its own process group"));
+            }
+            Session::SetSid
+        } else if t.sid != psid {
+            return Err(Error::task(
+                pid,
+                format!(
+                    "was in session {} but its parent's is {psid}{}; restore from that session, or dump its leader too",
+                    t.sid,
+                    if by_pid.contains_key(&t.ppid) { "" } else { " (crtools')" }
+                ),
+            ));
+        } else if t.pgid == ppgid {
+            Session::Inherit
+        } else if t.pgid == t.pid {
+            Session::SetPgid(0)
+        } else if created.contains(&t.pgid) || (!by_pid.contains_key(&t.pgid) && t.pgid == my_pgid) {
+            Session::SetPgid(t.pgid as i32)
+        } else if let (false, Some(&parent)) = (by_pid.contains_key(&t.pgid), by_pid.get(&t.ppid)) {
+            // The group's leader is gone: a helper will make the group.
+            if !helpers.iter().any(|h| h.1 == t.pgid) {
+                helpers.push((parent, t.pgid));
+            }
+            created.insert(t.pgid);
+            Session::SetPgid(t.pgid as i32)
+        } else {
+            return Err(Error::task(
+                pid,
+                format!("process group {} has no leader that is restored before it: not supported yet", t.pgid),
+            ));
+        };
+        out[i] = s;
+        created.insert(t.pid);
+        have.insert(t.pid, (t.sid, t.pgid));
+    }
+    Ok((out, helpers))
+}
