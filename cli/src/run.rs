@@ -151,6 +151,7 @@ fn run(opts: &Options, matches: &clap::ArgMatches) -> Result<u8, Error> {
                 dir: dump.images_dir.clone(),
                 leave_stopped: dump.leave_stopped,
                 shell_job: dump.shell_job,
+                evasive_devices: dump.evasive_devices,
             };
             let stats = engine::dump::dump(&o).map_err(Error::Engine)?;
             log::info!(

@@ -32,7 +32,7 @@ pub const OPTIONS: &[(&str, &str, bool)] = &[
     ("dump", "leave_stopped", true),
     ("dump", "ext_unix_sk", false),
     ("dump", "namespaces", false),
-    ("dump", "evasive_devices", false),
+    ("dump", "evasive_devices", true),
     ("dump", "action_script", false),
     ("dump", "link_remap", false),
     ("dump", "tcp_established", false),

@@ -310,3 +310,55 @@ fn the_nice_value_survives() {
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(nice, Some(7), "nice value after restore");
 }
+
+#[test]
+fn a_deleted_device_node_needs_evasive_devices() {
+    subreaper();
+    let dir = tmpdir("evasive");
+    std::fs::create_dir_all(&dir).unwrap();
+    // A private node of the null device (1:3), opened as fd 3, then deleted.
+    let node = dir.join("mynull");
+    let cpath = std::ffi::CString::new(node.to_str().unwrap()).unwrap();
+    // SAFETY: mknod with a valid path.
+    assert_eq!(unsafe { libc::mknod(cpath.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) }, 0);
+    let img = dir.join("img");
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(format!("exec sleep 1000 3<>{}", node.display()));
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: setsid and close_range are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("start sleep");
+    let pid = child.id() as i32;
+    let t = Instant::now();
+    while std::fs::read_link(format!("/proc/{pid}/fd/3")).is_err()
+        || std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim() != "sleep").unwrap_or(true)
+    {
+        assert!(t.elapsed() < Duration::from_secs(5), "sleep did not start with fd 3");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::fs::remove_file(&node).unwrap();
+    let out = crtools(&["dump", "-D", img.to_str().unwrap(), "-t", &pid.to_string()]);
+    let refused = String::from_utf8_lossy(&out.stderr).into_owned();
+    let _ = std::fs::remove_dir_all(&img);
+    let out = crtools(&["dump", "--evasive-devices", "-D", img.to_str().unwrap(), "-t", &pid.to_string()]);
+    let dumped = out.status.success();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let _ = child.wait();
+    let restored =
+        dumped && crtools(&["restore", "-d", "-D", img.to_str().unwrap(), "-t", &pid.to_string()]).status.success();
+    let fd3 = std::fs::read_link(format!("/proc/{pid}/fd/3")).ok();
+    if restored {
+        kill_reap(pid);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(refused.contains("mynull") && refused.contains("--evasive-devices"), "{refused}");
+    assert!(dumped, "dump --evasive-devices: {err}");
+    assert!(restored);
+    assert_eq!(fd3.as_deref(), Some(std::path::Path::new("/dev/null")), "fd 3 reopened on another node of 1:3");
+}

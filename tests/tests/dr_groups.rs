@@ -50,7 +50,14 @@ fn group_without_its_leader_survives() {
     let before = wait_for(&log, "status", 2);
 
     let img = dir.join("img");
-    dump(&DumpOptions { pid: Pid(pid), dir: img.clone(), leave_stopped: false, shell_job: false }).expect("dump");
+    dump(&DumpOptions {
+        pid: Pid(pid),
+        dir: img.clone(),
+        leave_stopped: false,
+        shell_job: false,
+        evasive_devices: false,
+    })
+    .expect("dump");
     let _ = p.wait();
     // SAFETY: reaping B, re-parented to us when P died.
     unsafe { libc::waitpid(b, std::ptr::null_mut(), 0) };
@@ -126,7 +133,14 @@ fn every_thread_of_an_unprivileged_process_keeps_its_credentials() {
         .collect();
     assert_eq!(before.len(), 4);
     let img = dir.join("img");
-    dump(&DumpOptions { pid: Pid(pid), dir: img.clone(), leave_stopped: false, shell_job: false }).expect("dump");
+    dump(&DumpOptions {
+        pid: Pid(pid),
+        dir: img.clone(),
+        leave_stopped: false,
+        shell_job: false,
+        evasive_devices: false,
+    })
+    .expect("dump");
     let _ = p.wait();
     restore(&RestoreOptions { pid: Pid(pid), dir: img, detach: true, shell_job: false }).expect("restore");
     let after: Vec<(String, String, String)> = tids(pid)

@@ -140,7 +140,13 @@ impl Case {
     /// Dumps the victim (killing it) and reaps it.
     fn dump(&mut self) -> engine::dump::DumpStats {
         assert_eq!(self.state, State::Running);
-        let opts = DumpOptions { pid: Pid(self.pid), dir: self.images(), leave_stopped: false, shell_job: false };
+        let opts = DumpOptions {
+            pid: Pid(self.pid),
+            dir: self.images(),
+            leave_stopped: false,
+            shell_job: false,
+            evasive_devices: false,
+        };
         let r = bounded("dump", move || dump(&opts).map_err(|e| e.to_string()));
         // The engine reaped it as its tracer; wait anyway so its pid is free.
         if let Some(mut c) = self.child.take() {

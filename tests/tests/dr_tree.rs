@@ -385,9 +385,15 @@ fn wait_gone(pid: i32) {
 }
 
 fn do_dump(pid: i32, dir: &Path, leave_stopped: bool) -> Result<(), String> {
-    dump(&DumpOptions { pid: Pid(pid), dir: dir.to_path_buf(), leave_stopped, shell_job: false })
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    dump(&DumpOptions {
+        pid: Pid(pid),
+        dir: dir.to_path_buf(),
+        leave_stopped,
+        shell_job: false,
+        evasive_devices: false,
+    })
+    .map(|_| ())
+    .map_err(|e| e.to_string())
 }
 
 fn do_restore(pid: i32, dir: &Path) -> Result<(), String> {

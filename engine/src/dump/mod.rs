@@ -31,6 +31,9 @@ pub struct DumpOptions {
     pub leave_stopped: bool,
     /// `-j`: the tree is a shell job; its terminal comes from outside.
     pub shell_job: bool,
+    /// `--evasive-devices`: a device node that is gone may be replaced by
+    /// any other node of the same device.
+    pub evasive_devices: bool,
 }
 
 /// What a finished dump measured.
@@ -87,6 +90,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     );
     let mut shared = Shared { next_id: 1, ..Default::default() };
     shared.fd_cx.shell_job = opts.shell_job;
+    shared.fd_cx.evasive_devices = opts.evasive_devices;
     shared.pids = tree.tasks.iter().map(|t| t.pid).collect();
     for task in tree.tasks.iter_mut() {
         dump_task(&img, task, &mut shared)?;

@@ -36,6 +36,9 @@ pub struct FdCtx {
     pub shell_job: bool,
     /// At restore with `--shell-job`: the terminal crtools runs on.
     pub tty_path: Option<std::path::PathBuf>,
+    /// `--evasive-devices`: a device node that is gone may be replaced by
+    /// any other node of the same device.
+    pub evasive_devices: bool,
 }
 
 /// Dumps one open file description (the first fd that refers to it).
@@ -76,7 +79,7 @@ pub static KINDS: &[KindOps] = &[
 /// Which kind a descriptor is, or why it is not supported.
 pub fn classify(pid: Pid, fd: i32, target: &FdTarget) -> std::result::Result<FdKind, String> {
     match target {
-        FdTarget::Path(p) if p.deleted => Err(format!("unlinked file {}", p.path.display())),
+        FdTarget::Path(p) if p.deleted && !is_device(pid, fd) => Err(format!("unlinked file {}", p.path.display())),
         FdTarget::Path(p) if p.path.starts_with("/memfd:") => Err("memfd".into()),
         FdTarget::Path(p) => {
             use std::os::unix::fs::MetadataExt;
@@ -95,6 +98,13 @@ pub fn classify(pid: Pid, fd: i32, target: &FdTarget) -> std::result::Result<FdK
         FdTarget::Inode { kind, ino } => Err(format!("{kind}:[{ino}]")),
         FdTarget::Other(raw) => Err(String::from_utf8_lossy(raw).into_owned()),
     }
+}
+
+fn is_device(pid: Pid, fd: i32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(crate::proc::pid_path(pid, &format!("fd/{fd}")))
+        .map(|m| matches!(m.mode() & 0o170000, 0o020000 | 0o060000))
+        .unwrap_or(false)
 }
 
 /// Open file descriptions of the processes dumped before, to find the ones

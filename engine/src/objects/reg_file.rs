@@ -22,15 +22,7 @@ const S_IFCHR: u32 = 0o020000;
 const S_IFBLK: u32 = 0o060000;
 
 /// Dumps one open file description.
-pub fn dump(
-    _cx: &FdCtx,
-    pid: Pid,
-    fd: i32,
-    target: &FdTarget,
-    info: &FdInfo,
-    id: u32,
-    out: &mut FdTable,
-) -> Result<()> {
+pub fn dump(cx: &FdCtx, pid: Pid, fd: i32, target: &FdTarget, info: &FdInfo, id: u32, out: &mut FdTable) -> Result<()> {
     let FdTarget::Path(p) = target else {
         return Err(Error::task(pid, format!("fd {fd}: not a path")));
     };
@@ -46,24 +38,63 @@ pub fn dump(
             ))
         }
     }
+    let is_dev = matches!(mode & S_IFMT, S_IFCHR | S_IFBLK);
     // The path must lead to the same file now, or restore would open another.
-    let now = std::fs::metadata(&p.path)
-        .map_err(|e| Error::task(pid, format!("fd {fd}: {} cannot be found by its path: {e}", p.path.display())))?;
-    if now.ino() != md.ino() || now.dev() != md.dev() {
-        return Err(Error::task(
-            pid,
-            format!("fd {fd}: {} now names another file (over-mounted or replaced)", p.path.display()),
-        ));
+    let now = if p.deleted { None } else { std::fs::metadata(&p.path).ok() };
+    let same = now.as_ref().map(|n| n.ino() == md.ino() && n.dev() == md.dev()).unwrap_or(false);
+    let mut path = p.path.clone();
+    if !same {
+        if is_dev && cx.evasive_devices {
+            // Any node of the same device will do (--evasive-devices).
+            path = find_device(mode & S_IFMT, md.rdev()).ok_or_else(|| {
+                Error::task(pid, format!("fd {fd}: no other node of device {:#x} under /dev", md.rdev()))
+            })?;
+            log::info!(task = pid.0; "task {pid}: fd {fd}: {} stands in for {}", path.display(), p.path.display());
+        } else if p.deleted {
+            return Err(Error::task(
+                pid,
+                format!(
+                    "fd {fd}: {} was deleted{}",
+                    p.path.display(),
+                    if is_dev { " (a device node: --evasive-devices reopens another node of it)" } else { "" }
+                ),
+            ));
+        } else if now.is_none() {
+            return Err(Error::task(pid, format!("fd {fd}: {} cannot be found by its path", p.path.display())));
+        } else {
+            return Err(Error::task(
+                pid,
+                format!("fd {fd}: {} now names another file (over-mounted or replaced)", p.path.display()),
+            ));
+        }
     }
     out.reg.push(RegFileEntry {
         id,
-        path: RawStr(p.path.as_os_str().as_bytes().to_vec()),
+        path: RawStr(path.as_os_str().as_bytes().to_vec()),
         flags: OpenFlags::from_bits_retain(info.flags) - OpenFlags::O_CLOEXEC,
         pos: info.pos.max(0) as u64,
         mode,
         size: md.size(),
     });
     Ok(())
+}
+
+/// A node under /dev of the device `rdev` (`kind`: S_IFCHR or S_IFBLK).
+fn find_device(kind: u32, rdev: u64) -> Option<std::path::PathBuf> {
+    fn walk(dir: &std::path::Path, kind: u32, rdev: u64, depth: u32) -> Option<std::path::PathBuf> {
+        let mut subdirs = Vec::new();
+        for e in std::fs::read_dir(dir).ok()?.flatten() {
+            let Ok(md) = std::fs::symlink_metadata(e.path()) else { continue };
+            if md.mode() & S_IFMT == kind && md.rdev() == rdev {
+                return Some(e.path());
+            }
+            if md.is_dir() && depth > 0 {
+                subdirs.push(e.path());
+            }
+        }
+        subdirs.into_iter().find_map(|d| walk(&d, kind, rdev, depth - 1))
+    }
+    walk(std::path::Path::new("/dev"), kind, rdev, 3)
 }
 
 /// The plan entry for the first descriptor of an open file description.

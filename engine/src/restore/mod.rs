@@ -330,7 +330,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     }
     let tasks: Vec<TaskImages> =
         tree.iter().map(|t| read_task(&dir, t, &all_files, &reg, &tty)).collect::<Result<_>>()?;
-    let mut fd_cx = files::FdCtx { shell_job: opts.shell_job, tty_path: None };
+    let mut fd_cx = files::FdCtx { shell_job: opts.shell_job, ..Default::default() };
     if opts.shell_job {
         fd_cx.tty_path = crate::objects::tty::own_terminal();
     }
