@@ -197,9 +197,33 @@ impl Tracee {
 
     /// Detaches and leaves the task in group-stop (SIGSTOP): resumable with
     /// SIGCONT, no longer traced.
+    ///
+    /// Returns once the thread is really in group-stop: the detach only hands
+    /// it the SIGSTOP, and a SIGCONT sent before it acted on that would be
+    /// overtaken by it.
     pub fn detach_stopped(mut self) -> Result<()> {
         self.state = StopState::Stopped(SIGSTOP);
-        self.release()
+        let pid = self.pid;
+        self.release()?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match crate::proc::stat::read(pid) {
+                Ok(st) if st.state == crate::proc::stat::TaskState::Stopped => return Ok(()),
+                Ok(st)
+                    if matches!(
+                        st.state,
+                        crate::proc::stat::TaskState::Zombie | crate::proc::stat::TaskState::Dead
+                    ) =>
+                {
+                    return Ok(())
+                }
+                Err(e) if e.is_gone() => return Ok(()),
+                _ if std::time::Instant::now() > deadline => {
+                    return Err(InfectError::unexpected(pid, "leave stopped", "the task did not stop"))
+                }
+                _ => std::thread::sleep(std::time::Duration::from_millis(1)),
+            }
+        }
     }
 
     /// Kills the task with SIGKILL and waits until it is dead (its parent
