@@ -1,6 +1,6 @@
 //! The `crtools` binary end to end: exit codes, messages, and a real
 //! dump/restore of a plain system program (`sleep`).
-use std::os::unix::process::CommandExt;
+mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,15 +20,7 @@ fn tmpdir(tag: &str) -> std::path::PathBuf {
 fn sleeper(secs: &str) -> std::process::Child {
     let mut cmd = Command::new("sleep");
     cmd.arg(secs).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-    // SAFETY: setsid and close_range are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            // Nothing inherited from whoever runs the tests (pipes are not dumpable yet).
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
+    common::detached(&mut cmd);
     cmd.spawn().expect("start sleep")
 }
 
@@ -139,14 +131,7 @@ fn shell_with_two_children_restores_as_a_tree_with_per_task_logs() {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // SAFETY: setsid and close_range are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
+    common::detached(&mut cmd);
     let mut sh = cmd.spawn().expect("start sh");
     let pid = sh.id() as i32;
     let t = Instant::now();
@@ -200,14 +185,7 @@ fn an_ignored_sigtrap_stays_ignored_through_dump_and_restore() {
     let d = dir.to_str().unwrap();
     let mut cmd = Command::new("sh");
     cmd.arg("-c").arg("trap '' TRAP; exec sleep 1000").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-    // SAFETY: setsid and close_range are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
+    common::detached(&mut cmd);
     let mut sh = cmd.spawn().expect("start sh");
     let pid = sh.id() as i32;
     let t = Instant::now();
@@ -238,14 +216,7 @@ fn a_task_in_another_namespace_is_refused_by_name_and_left_running() {
     let dir = tmpdir("netns");
     let mut cmd = Command::new("unshare");
     cmd.args(["-n", "sleep", "1000"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-    // SAFETY: setsid and close_range are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
+    common::detached(&mut cmd);
     let Ok(mut child) = cmd.spawn() else {
         eprintln!("skipped: no unshare(1)");
         return;
@@ -284,14 +255,7 @@ fn the_nice_value_survives() {
     let d = dir.to_str().unwrap();
     let mut cmd = Command::new("nice");
     cmd.args(["-n", "7", "sleep", "1000"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-    // SAFETY: setsid and close_range are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
+    common::detached(&mut cmd);
     let mut child = cmd.spawn().expect("start nice sleep");
     let pid = child.id() as i32;
     let t = Instant::now();
@@ -325,14 +289,7 @@ fn a_deleted_device_node_needs_evasive_devices() {
     let mut cmd = Command::new("sh");
     cmd.arg("-c").arg(format!("exec sleep 1000 3<>{}", node.display()));
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-    // SAFETY: setsid and close_range are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
+    common::detached(&mut cmd);
     let mut child = cmd.spawn().expect("start sleep");
     let pid = child.id() as i32;
     let t = Instant::now();

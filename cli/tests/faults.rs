@@ -1,7 +1,7 @@
 //! Fault injection (CRTOOLS_FAULT): a dump failing at any step leaves the
 //! tree running as it was; a restore failing leaves nothing behind; the
 //! ns_last_pid fallback restores the same pids.
-use std::os::unix::process::CommandExt;
+mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -27,14 +27,7 @@ fn tree() -> (Child, Vec<i32>) {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // SAFETY: setsid and close_range are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
+    common::detached(&mut cmd);
     let mut sh = cmd.spawn().expect("start sh");
     let pid = sh.id();
     let t = Instant::now();
