@@ -141,3 +141,33 @@ impl Drop for Scratch {
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }
+
+/// Runs `body` on its own thread (ptrace is per thread, so one test's dump
+/// and restore stay on it). After `secs` seconds without an end, calls
+/// `on_timeout` (kill the test's tasks), gives the body 30 s to unwind and
+/// fails the test.
+pub fn with_watchdog(name: &str, secs: u64, body: impl FnOnce() + Send + 'static, on_timeout: impl FnOnce() -> String) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::Builder::new()
+        .name(format!("dr-{name}"))
+        .spawn(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+            let _ = tx.send(());
+            if let Err(p) = r {
+                std::panic::resume_unwind(p);
+            }
+        })
+        .expect("spawn test body");
+    match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
+        Ok(()) => {
+            if let Err(p) = h.join() {
+                std::panic::resume_unwind(p);
+            }
+        }
+        Err(_) => {
+            let what = on_timeout();
+            let _ = rx.recv_timeout(std::time::Duration::from_secs(30));
+            panic!("{name}: timed out after {secs} s ({what})");
+        }
+    }
+}

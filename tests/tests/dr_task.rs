@@ -36,24 +36,11 @@ fn run(test: &'static str, secs: u64, body: impl FnOnce(&Cx) + Send + 'static) {
     if !require_root() {
         return;
     }
-    let (tx, rx) = std::sync::mpsc::channel();
-    let h = std::thread::Builder::new()
-        .name("dr-body".into())
-        .spawn(move || {
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&Cx { test })));
-            let _ = tx.send(());
-            if let Err(p) = r {
-                std::panic::resume_unwind(p);
-            }
-        })
-        .expect("spawn test body");
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(()) => {
-            if let Err(p) = h.join() {
-                std::panic::resume_unwind(p);
-            }
-        }
-        Err(_) => {
+    crtools_tests::with_watchdog(
+        test,
+        secs,
+        move || body(&Cx { test }),
+        || {
             let pids: Vec<i32> = PIDS
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -65,9 +52,9 @@ fn run(test: &'static str, secs: u64, body: impl FnOnce(&Cx) + Send + 'static) {
                 // SAFETY: kill by pid of a task this test started.
                 unsafe { libc::kill(*p, libc::SIGKILL) };
             }
-            panic!("{test}: timed out after {secs} s (killed {pids:?})");
-        }
-    }
+            format!("killed {pids:?}")
+        },
+    );
 }
 
 fn require_root() -> bool {

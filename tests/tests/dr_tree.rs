@@ -50,24 +50,11 @@ fn run(test: &'static str, secs: u64, body: impl FnOnce(&Cx) + Send + 'static) {
         // SAFETY: prctl on this process.
         assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }, 0);
     });
-    let (tx, rx) = std::sync::mpsc::channel();
-    let h = std::thread::Builder::new()
-        .name(format!("dr-{test}"))
-        .spawn(move || {
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&Cx { test })));
-            let _ = tx.send(());
-            if let Err(p) = r {
-                std::panic::resume_unwind(p);
-            }
-        })
-        .expect("spawn test body");
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(()) => {
-            if let Err(p) = h.join() {
-                std::panic::resume_unwind(p);
-            }
-        }
-        Err(_) => {
+    crtools_tests::with_watchdog(
+        test,
+        secs,
+        move || body(&Cx { test }),
+        || {
             let pids: Vec<i32> = PIDS
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -79,12 +66,10 @@ fn run(test: &'static str, secs: u64, body: impl FnOnce(&Cx) + Send + 'static) {
                 // SAFETY: kill by pid of a task this test started.
                 unsafe { libc::kill(*p, libc::SIGKILL) };
             }
-            // Let the body end (its tasks are dead) before the next test.
-            let _ = rx.recv_timeout(Duration::from_secs(30));
             reap_all();
-            panic!("{test}: timed out after {secs} s (killed {pids:?})");
-        }
-    }
+            format!("killed {pids:?}")
+        },
+    );
 }
 
 /// The test's context.

@@ -172,7 +172,8 @@ pub fn probe_prctl_set_mm() -> Result<String, String> {
             &[(Errno::EINVAL, "kernel without CONFIG_CHECKPOINT_RESTORE (no PR_SET_MM_MAP)")],
         )
     })?;
-    let ours = core::mem::size_of::<linux_raw_sys::prctl::prctl_mm_map>();
+    // What the restorer blob passes.
+    let ours = core::mem::size_of::<restorer_plan::MmMap>();
     if size as usize != ours {
         return Err(format!("the kernel's struct prctl_mm_map is {size} bytes, ours {ours}"));
     }

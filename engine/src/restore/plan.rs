@@ -80,6 +80,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn mm_map_is_the_kernels_prctl_mm_map() {
+        use core::mem::{offset_of, size_of};
+        use linux_raw_sys::prctl::prctl_mm_map as K;
+        use restorer_plan::MmMap as M;
+        assert_eq!(size_of::<M>(), size_of::<K>());
+        assert_eq!(offset_of!(M, env_end), offset_of!(K, env_end));
+        assert_eq!(offset_of!(M, auxv), offset_of!(K, auxv));
+        assert_eq!(offset_of!(M, auxv_size), offset_of!(K, auxv_size));
+        assert_eq!(offset_of!(M, exe_fd), offset_of!(K, exe_fd));
+    }
+
+    #[test]
     fn tables_and_strings_are_offsets_from_the_plan() {
         let mut b = PlanBuilder::new();
         let t = b.add_table(&[1u64, 2, 3]);

@@ -491,78 +491,12 @@ pub unsafe fn set_mm(opt: PrSetMm, value: u64) -> Result<()> {
     unsafe { prctl(lpr::PR_SET_MM, opt as usize, value as usize, 0, 0) }.map(drop)
 }
 
-/// PR_SET_MM_EXE_FILE: /proc/self/exe becomes `fd`'s file (CAP_SYS_RESOURCE).
-pub fn set_mm_exe_file(fd: BorrowedFd<'_>) -> Result<()> {
-    // SAFETY: no memory arguments; only the exe link changes.
-    unsafe { prctl(lpr::PR_SET_MM, lpr::PR_SET_MM_EXE_FILE as usize, fd.as_raw_fd() as usize, 0, 0) }.map(drop)
-}
-
-/// PR_SET_MM_AUXV: replaces the saved auxiliary vector (pairs of words).
-pub fn set_mm_auxv(auxv: &[u64]) -> Result<()> {
-    // SAFETY: the kernel copies auxv.len()*8 bytes from auxv.
-    unsafe { prctl(lpr::PR_SET_MM, lpr::PR_SET_MM_AUXV as usize, auxv.as_ptr() as usize, auxv.len() * 8, 0) }.map(drop)
-}
-
-/// Kernel `struct prctl_mm_map` without its auxv pointer (given separately
-/// to [`set_mm_map`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PrctlMmMap {
-    pub start_code: u64,
-    pub end_code: u64,
-    pub start_data: u64,
-    pub end_data: u64,
-    pub start_brk: u64,
-    pub brk: u64,
-    pub start_stack: u64,
-    pub arg_start: u64,
-    pub arg_end: u64,
-    pub env_start: u64,
-    pub env_end: u64,
-    /// Descriptor of the new exe file, or -1 to keep it.
-    pub exe_fd: i32,
-}
-
 /// PR_SET_MM_MAP_SIZE: the size of `struct prctl_mm_map` the kernel expects.
 pub fn prctl_mm_map_size() -> Result<u32> {
     let mut size = 0u32;
     // SAFETY: the kernel writes one unsigned int into size.
     unsafe { prctl(lpr::PR_SET_MM, lpr::PR_SET_MM_MAP_SIZE as usize, &mut size as *mut u32 as usize, 0, 0) }?;
     Ok(size)
-}
-
-/// PR_SET_MM_MAP: sets every field at once (and the auxv, when not empty).
-///
-/// # Safety
-/// As for [`set_mm`].
-pub unsafe fn set_mm_map(map: &PrctlMmMap, auxv: &[u64]) -> Result<()> {
-    let raw = lpr::prctl_mm_map {
-        start_code: map.start_code,
-        end_code: map.end_code,
-        start_data: map.start_data,
-        end_data: map.end_data,
-        start_brk: map.start_brk,
-        brk: map.brk,
-        start_stack: map.start_stack,
-        arg_start: map.arg_start,
-        arg_end: map.arg_end,
-        env_start: map.env_start,
-        env_end: map.env_end,
-        auxv: if auxv.is_empty() { core::ptr::null_mut() } else { auxv.as_ptr() as *mut u64 },
-        auxv_size: (auxv.len() * 8) as u32,
-        exe_fd: map.exe_fd as u32,
-    };
-    // SAFETY: the kernel reads the struct and auxv_size bytes of auxv; the
-    // layout contract is the caller's.
-    unsafe {
-        prctl(
-            lpr::PR_SET_MM,
-            lpr::PR_SET_MM_MAP as usize,
-            &raw as *const lpr::prctl_mm_map as usize,
-            core::mem::size_of::<lpr::prctl_mm_map>(),
-            0,
-        )
-    }
-    .map(drop)
 }
 
 // ---------------------------------------------------------------- personality, umask, ids
