@@ -572,26 +572,17 @@ fn dump_into_unwritable_directory_fails_cleanly() {
     });
 }
 
+/// A pipe whose both ends the task holds works after restore (the pipe
+/// tests proper, with data in flight, are in dr_tree).
 #[test]
-fn unsupported_descriptor_fails_cleanly() {
-    run("unsupported_fd", 90, |cx| {
-        let s = Scratch::new("dr_task", "unsupported_fd");
-        let t = cx.start(&s, "pipe,sigact,timers", None);
-        let rfd = t.ready[0].clone();
-        let maps_before = std::fs::read_to_string(format!("/proc/{}/maps", t.pid)).unwrap();
-        let err = do_dump(t.pid, &s.images(), false).expect_err("dump of a pipe must fail");
-        eprintln!("expected error: {err}");
-        assert!(err.contains(&t.pid.to_string()), "error does not name the pid: {err}");
-        assert!(err.contains(&format!("fd {rfd}")), "error does not name fd {rfd}: {err}");
-        assert!(err.contains("pipe"), "error does not name the kind: {err}");
-        assert!(!s.images().join("inventory.img").exists(), "a failed dump wrote an inventory");
-        assert_running_untraced(&t);
-        let maps_after = std::fs::read_to_string(format!("/proc/{}/maps", t.pid)).unwrap();
-        assert_eq!(maps_before, maps_after, "the parasite left a mapping");
+fn pipe_held_by_the_task_works_after_restore() {
+    run("pipe", 90, |cx| {
+        let s = Scratch::new("dr_task", "pipe");
+        let mut t = cx.start(&s, "pipe,sigact,timers", None);
+        dump_and_restore(&mut t, &s);
         let c = t.check();
         c.assert_ok();
         c.assert_item("pipe", "ok");
-        assert_running_untraced(&t);
     });
 }
 
@@ -709,11 +700,11 @@ fn set_immutable(path: &Path, on: bool) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A failure inside the restorer (after the engine's address space is gone
-/// from the new task): the error names the step and the descriptor, and no
-/// task is left with the pid.
+/// A file that cannot be opened at restore: the error names the task, the
+/// descriptor and the file, no task is left with the pid, and the same
+/// images restore once the file can be opened again.
 #[test]
-fn restorer_failure_leaves_nothing_behind() {
+fn unopenable_file_fails_restore_and_leaves_nothing() {
     run("restorer_failure", 90, |cx| {
         let s = Scratch::new("dr_task", "restorer_failure");
         let data = s.data().to_string_lossy().into_owned();
@@ -732,7 +723,7 @@ fn restorer_failure_leaves_nothing_behind() {
         set_immutable(&app, false).expect("clear the immutable flag");
         let err = r.expect_err("restore must fail on an immutable file");
         eprintln!("expected error: {err}");
-        assert!(err.contains("reopen files"), "error does not name the step: {err}");
+        assert!(err.contains(&app.display().to_string()), "error does not name the file: {err}");
         assert!(err.contains(&format!("fd {}", t.ready[0])), "error does not name the fd: {err}");
         assert!(err.contains(&t.pid.to_string()), "error does not name the pid: {err}");
         assert!(!Path::new(&format!("/proc/{}", t.pid)).exists(), "a half-restored task was left behind");

@@ -7,11 +7,9 @@
 //! [`Parasite`] and [`Tracee`] guards cure and detach on every exit path.
 use crate::error::{Context, Error, Result};
 use crate::image::core::{CoreEntry, ProcessCore, TaskState};
-use crate::image::files::FileEntry;
 use crate::image::kinds;
 use crate::image::pagemap::PagemapHead;
 use crate::image::pstree::PstreeEntry;
-use crate::image::reg_files::RegFileEntry;
 use crate::image::ImageDir;
 use crate::infect::tree::{seize_tree, SeizedTask};
 use crate::infect::{Parasite, StopState};
@@ -54,14 +52,10 @@ pub struct DumpStats {
 /// Objects shared by the whole dump.
 #[derive(Default)]
 struct Shared {
-    next_id: u32,
-    cross: files::CrossSeen,
+    files: files::DumpFiles,
     fd_cx: files::FdCtx,
     /// Pids of the tree, to tell its own sessions from outside ones.
     pids: Vec<Pid>,
-    files: Vec<FileEntry>,
-    reg: Vec<RegFileEntry>,
-    tty: Vec<crate::image::tty::TtyEntry>,
     pstree: Vec<PstreeEntry>,
     stats: DumpStats,
 }
@@ -88,7 +82,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         tree.tasks.len(),
         tree.tasks.iter().map(|t| t.threads.len()).sum::<usize>()
     );
-    let mut shared = Shared { next_id: 1, ..Default::default() };
+    let mut shared = Shared::default();
     shared.fd_cx.shell_job = opts.shell_job;
     shared.fd_cx.evasive_devices = opts.evasive_devices;
     shared.pids = tree.tasks.iter().map(|t| t.pid).collect();
@@ -97,21 +91,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     }
 
     let w = |e: crate::image::ImageError| Error::new(format!("write images: {e}"));
-    let mut f = img.create_image::<kinds::Files>(None, &()).map_err(w)?;
-    for e in &shared.files {
-        f.write(e).map_err(w)?;
-    }
-    f.finish().map_err(w)?;
-    let mut f = img.create_image::<kinds::RegFiles>(None, &()).map_err(w)?;
-    for e in &shared.reg {
-        f.write(e).map_err(w)?;
-    }
-    f.finish().map_err(w)?;
-    let mut f = img.create_image::<kinds::Tty>(None, &()).map_err(w)?;
-    for e in &shared.tty {
-        f.write(e).map_err(w)?;
-    }
-    f.finish().map_err(w)?;
+    shared.files.images.write(&img)?;
     let mut f = img.create_image::<kinds::Pstree>(None, &()).map_err(w)?;
     for e in &shared.pstree {
         f.write(e).map_err(w)?;
@@ -217,7 +197,7 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
         for t in others.iter_mut() {
             other_cores.push(thread::dump(t, pid, scratch)?);
         }
-        let fds = files::dump(&shared.fd_cx, pid, p.control_fd(), &mut shared.next_id, &mut shared.cross)?;
+        let fds = files::dump(&shared.fd_cx, pid, p.control_fd(), &mut shared.files)?;
         crate::fault::check(crate::fault::Fault::DumpInfected)?;
         p.cure().ctx(pid, "cure")?;
         (thread_core, process, other_cores, fds, brk)
@@ -265,7 +245,7 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
     }
     f.finish().map_err(w)?;
     let mut f = img.create_image::<kinds::Fdinfo>(Some(tid), &()).map_err(w)?;
-    for e in &fds.fds {
+    for e in &fds {
         f.write(e).map_err(w)?;
     }
     f.finish().map_err(w)?;
@@ -273,10 +253,7 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
     shared.stats.threads += entry.threads.len();
     shared.stats.pages += nr_pages;
     shared.stats.vmas += vmas.len();
-    shared.stats.fds += fds.fds.len();
-    shared.files.extend(fds.files);
-    shared.reg.extend(fds.reg);
-    shared.tty.extend(fds.tty);
+    shared.stats.fds += fds.len();
     shared.pstree.push(entry);
     Ok(())
 }

@@ -10,7 +10,7 @@
 use super::codec::{show_records, DynFrames, NodeSink, ShowStreamError};
 #[allow(unused_imports)]
 use super::describe::Describe;
-use super::{core, files, inventory, mm, pagemap, pstree, reg_files, tty};
+use super::{core, files, inventory, mm, pagemap, pipes, pstree, reg_files, tty};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -112,6 +112,9 @@ image_kinds! {
         RegFiles  = 9, "reg-files", "reg-files.img",      1, DEFAULT_MAX_RECORD, (),                       reg_files::RegFileEntry;
         /// Terminal objects.
         Tty       = 10, "tty",      "tty.img",            1, DEFAULT_MAX_RECORD, (),                       tty::TtyEntry;
+        Pipes     = 11, "pipes",    "pipes.img",          1, DEFAULT_MAX_RECORD, (),                       pipes::PipeEntry;
+        Fifo      = 12, "fifo",     "fifo.img",           1, DEFAULT_MAX_RECORD, (),                       pipes::FifoEntry;
+        PipesData = 13, "pipes-data", "pipes-data.img",   1, DEFAULT_MAX_RECORD, (),                       pipes::PipeDataEntry;
     }
     raw {
         /// Raw page data described by a pagemap image.

@@ -29,6 +29,7 @@ pub mod kind;
 pub mod mm;
 pub mod pagemap;
 pub mod pages;
+pub mod pipes;
 pub mod pstree;
 pub mod reg_files;
 #[cfg(test)]

@@ -1,31 +1,100 @@
 //! A task's descriptor table and the registry of descriptor kinds.
 //!
 //! Dump: every fd from /proc/pid/fd is classified by [`classify`] and handed
-//! to the module of its kind; descriptors that share one open file
-//! description (dup, fork) are found with kcmp(KCMP_FILE) and get one id.
-//! A kind without a module makes the dump fail, naming pid, fd and kind.
+//! to the module of its kind, once per open file description: descriptors
+//! that share one (dup, fork, SCM_RIGHTS), in one task or several, are found
+//! with kcmp(KCMP_FILE) among the descriptions of the same file (device and
+//! inode) and get one id. A kind without a module makes the dump fail,
+//! naming pid, fd and kind.
 //!
-//! Restore: each kind's module adds its descriptors to the plan.
+//! Restore: sharing is the general case, not a feature of each kind. The
+//! engine creates every open file description once, before the tree is
+//! forked ([`open_all`]: each kind's `open` builds its objects, pipes with
+//! their data, files at their offsets), and moves them above every number
+//! the tree uses ([`Opened::place`]). The tree inherits them; each task's
+//! restorer dup3()s the ones it owns onto their numbers and closes the
+//! rest. A descriptor that shares a description with another task's is
+//! thereby the same description again: offsets and status flags stay
+//! shared. The only exception are files that cannot exist before the tree
+//! does (`/proc/<pid>/...` of a task of the tree): they are opened in the
+//! task by the engine once every task is on its final trap ([`open_late`]).
 use crate::error::{Context, Error, Result};
 use crate::image::files::{FdKind, FdinfoEntry, FileEntry, OpenFlags};
+use crate::image::pipes::{FifoEntry, PipeDataEntry, PipeEntry};
 use crate::image::reg_files::RegFileEntry;
 use crate::image::tty::TtyEntry;
+use crate::image::{kinds, ImageDir, ImageDirReader};
+use crate::infect::Tracee;
 use crate::proc::fdinfo::{self, FdTarget};
 use crate::restore::plan::PlanBuilder;
 use crate::sys::misc::{kcmp_file, KcmpOrder};
-use crate::sys::Pid;
+use crate::sys::{Pid, Sysno};
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
-/// Everything the descriptor images hold for one task.
+/// Every file object of a dump, as the images hold them.
 #[derive(Debug, Default)]
-pub struct FdTable {
-    /// fdinfo-<pid>.img entries.
-    pub fds: Vec<FdinfoEntry>,
-    /// files.img entries.
+pub struct FileImages {
+    /// files.img: id and kind of every open file description.
     pub files: Vec<FileEntry>,
-    /// reg-files.img entries.
+    /// reg-files.img.
     pub reg: Vec<RegFileEntry>,
-    /// tty.img entries.
+    /// tty.img.
     pub tty: Vec<TtyEntry>,
+    /// pipes.img.
+    pub pipes: Vec<PipeEntry>,
+    /// fifo.img.
+    pub fifo: Vec<FifoEntry>,
+    /// pipes-data.img: capacity and data of every pipe and FIFO.
+    pub pipe_data: Vec<PipeDataEntry>,
+    /// Dump only: pipe ids by (device, inode) of the pipe.
+    pub pipe_ids: HashMap<(u64, u64), u32>,
+}
+
+impl FileImages {
+    /// Writes every file image.
+    pub fn write(&self, img: &ImageDir) -> Result<()> {
+        fn one<K: crate::image::ImageFormat<Head = ()>>(img: &ImageDir, items: &[K::Entry]) -> Result<()> {
+            let w = |e: crate::image::ImageError| Error::new(format!("write {} image: {e}", K::KIND.name()));
+            let mut f = img.create_image::<K>(None, &()).map_err(w)?;
+            for e in items {
+                f.write(e).map_err(w)?;
+            }
+            f.finish().map(drop).map_err(w)
+        }
+        one::<kinds::Files>(img, &self.files)?;
+        one::<kinds::RegFiles>(img, &self.reg)?;
+        one::<kinds::Tty>(img, &self.tty)?;
+        one::<kinds::Pipes>(img, &self.pipes)?;
+        one::<kinds::Fifo>(img, &self.fifo)?;
+        one::<kinds::PipesData>(img, &self.pipe_data)
+    }
+
+    /// Reads every file image (an image of a kind the dump had none of may
+    /// be absent).
+    pub fn read(dir: &ImageDirReader) -> Result<FileImages> {
+        fn one<K: crate::image::ImageFormat<Head = ()>>(dir: &ImageDirReader, required: bool) -> Result<Vec<K::Entry>> {
+            if !required && !dir.contains(K::KIND, None) {
+                return Ok(Vec::new());
+            }
+            let e = |err: crate::image::ImageError| Error::new(format!("{}: {err}", K::KIND.name()));
+            Ok(dir.open_image::<K>(None).map_err(e)?.collect_entries().map_err(e)?.1)
+        }
+        Ok(FileImages {
+            files: one::<kinds::Files>(dir, true)?,
+            reg: one::<kinds::RegFiles>(dir, true)?,
+            tty: one::<kinds::Tty>(dir, false)?,
+            pipes: one::<kinds::Pipes>(dir, false)?,
+            fifo: one::<kinds::Fifo>(dir, false)?,
+            pipe_data: one::<kinds::PipesData>(dir, false)?,
+            pipe_ids: HashMap::new(),
+        })
+    }
+
+    /// The kind of file object `id`.
+    pub fn kind_of(&self, id: u32) -> Option<FdKind> {
+        self.files.iter().find(|f| f.id == id).map(|f| f.kind)
+    }
 }
 
 /// What the options of the run say about descriptors.
@@ -39,6 +108,22 @@ pub struct FdCtx {
     /// `--evasive-devices`: a device node that is gone may be replaced by
     /// any other node of the same device.
     pub evasive_devices: bool,
+    /// At restore: every pid and tid of the tree (their /proc entries do
+    /// not exist before the tree does).
+    pub tree_tids: Vec<u32>,
+    /// At restore: the first (task, fd) that holds each file object, to
+    /// name it in errors.
+    pub owners: HashMap<u32, (Pid, u32)>,
+}
+
+impl FdCtx {
+    /// "fd N of task P" for file object `id`, as errors name it.
+    pub fn who(&self, id: u32) -> String {
+        match self.owners.get(&id) {
+            Some((pid, fd)) => format!("task {pid}: fd {fd}"),
+            None => format!("file {id}"),
+        }
+    }
 }
 
 /// Dumps one open file description (the first fd that refers to it).
@@ -49,16 +134,12 @@ pub type DumpFn = fn(
     target: &FdTarget,
     info: &fdinfo::FdInfo,
     id: u32,
-    out: &mut FdTable,
+    out: &mut FileImages,
 ) -> Result<()>;
-/// The plan entry of the first descriptor of an open file description.
-pub type PlanFn = fn(
-    cx: &FdCtx,
-    b: &mut PlanBuilder,
-    pid: Pid,
-    fd: &FdinfoEntry,
-    table: &FdTable,
-) -> Result<restorer_plan::FileEntry>;
+
+/// Creates, in the engine, every open file description of the kind that
+/// the images hold, and adds each to `out` under its id.
+pub type OpenFn = fn(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()>;
 
 /// A kind of descriptor this version can checkpoint.
 pub struct KindOps {
@@ -67,14 +148,19 @@ pub struct KindOps {
     /// Dump side.
     pub dump: DumpFn,
     /// Restore side.
-    pub plan: PlanFn,
+    pub open: OpenFn,
 }
 
 /// The registry: one row per supported descriptor kind.
 pub static KINDS: &[KindOps] = &[
-    KindOps { kind: FdKind::Reg, dump: super::reg_file::dump, plan: super::reg_file::plan },
-    KindOps { kind: FdKind::Tty, dump: super::tty::dump, plan: super::tty::plan },
+    KindOps { kind: FdKind::Reg, dump: super::reg_file::dump, open: super::reg_file::open },
+    KindOps { kind: FdKind::Tty, dump: super::tty::dump, open: super::tty::open },
+    KindOps { kind: FdKind::Pipe, dump: super::pipe::dump, open: super::pipe::open },
+    KindOps { kind: FdKind::Fifo, dump: super::fifo::dump, open: super::fifo::open },
 ];
+
+const S_IFMT: u32 = 0o170000;
+const S_IFIFO: u32 = 0o010000;
 
 /// Which kind a descriptor is, or why it is not supported.
 pub fn classify(pid: Pid, fd: i32, target: &FdTarget) -> std::result::Result<FdKind, String> {
@@ -85,14 +171,17 @@ pub fn classify(pid: Pid, fd: i32, target: &FdTarget) -> std::result::Result<FdK
             use std::os::unix::fs::MetadataExt;
             let md = std::fs::metadata(crate::proc::pid_path(pid, &format!("fd/{fd}")))
                 .map_err(|e| format!("{}: {e}", p.path.display()))?;
-            let is_chr = md.mode() & 0o170000 == 0o020000;
+            let is_chr = md.mode() & S_IFMT == 0o020000;
+            if md.mode() & S_IFMT == S_IFIFO {
+                return Ok(FdKind::Fifo);
+            }
             match super::tty::kind_of(md.rdev()) {
                 Some(Ok(())) if is_chr => Ok(FdKind::Tty),
                 Some(Err(what)) if is_chr => Err(format!("{what} {}", p.path.display())),
                 _ => Ok(FdKind::Reg),
             }
         }
-        FdTarget::Pipe(ino) => Err(format!("pipe:[{ino}]")),
+        FdTarget::Pipe(_) => Ok(FdKind::Pipe),
         FdTarget::Socket(ino) => Err(format!("socket:[{ino}]")),
         FdTarget::AnonInode(n) => Err(format!("anon_inode:{n}")),
         FdTarget::Inode { kind, ino } => Err(format!("{kind}:[{ino}]")),
@@ -107,36 +196,26 @@ fn is_device(pid: Pid, fd: i32) -> bool {
         .unwrap_or(false)
 }
 
-/// Open file descriptions of the processes dumped before, to find the ones
-/// a process shares with another (inherited across fork).
+/// The file behind a description: its kind, device and inode.
+type FileKey = (FdKind, u64, u64);
+
+/// The file objects of the whole dump, across tasks.
 #[derive(Default)]
-pub struct CrossSeen {
-    list: Vec<(Pid, i32, FdKind)>,
+pub struct DumpFiles {
+    next_id: u32,
+    /// Descriptions dumped so far by the file behind them (kind, device,
+    /// inode): the (pid, fd) that first showed each, and its id.
+    seen: HashMap<FileKey, Vec<(Pid, i32, u32)>>,
+    /// The images being built.
+    pub images: FileImages,
 }
 
-/// An open file whose state lives in the file, not in the description:
-/// reopening it in each sharer is the same as sharing it.
-fn reopen_is_sharing(target: &FdTarget, flags: OpenFlags) -> bool {
-    if flags.contains(OpenFlags::O_APPEND) || flags.contains(OpenFlags::O_PATH) {
-        return true;
-    }
-    match target {
-        FdTarget::Path(p) => std::fs::metadata(&p.path)
-            .map(|m| {
-                use std::os::unix::fs::FileTypeExt;
-                m.file_type().is_char_device()
-            })
-            .unwrap_or(false),
-        _ => false,
-    }
-}
-
-/// Dumps the descriptor table of `pid`, leaving out `skip` (the parasite's socket).
-pub fn dump(cx: &FdCtx, pid: Pid, skip: Option<i32>, next_id: &mut u32, cross: &mut CrossSeen) -> Result<FdTable> {
-    let mut out = FdTable::default();
+/// Dumps the descriptor table of `pid`, leaving out `skip` (the parasite's
+/// socket); returns its fdinfo entries.
+pub fn dump(cx: &FdCtx, pid: Pid, skip: Option<i32>, all: &mut DumpFiles) -> Result<Vec<FdinfoEntry>> {
+    use std::os::unix::fs::MetadataExt;
     let list = fdinfo::list_fds(pid).ctx(pid, "list descriptors")?;
-    // (fd, id) of every open file description seen so far.
-    let mut seen: Vec<(i32, u32, FdKind)> = Vec::new();
+    let mut out = Vec::with_capacity(list.len());
     for e in list.iter().filter(|e| Some(e.fd) != skip) {
         let kind = classify(pid, e.fd, &e.target).map_err(|what| {
             Error::task(pid, format!("fd {}: {what}: this kind of descriptor is not supported yet", e.fd))
@@ -145,9 +224,12 @@ pub fn dump(cx: &FdCtx, pid: Pid, skip: Option<i32>, next_id: &mut u32, cross: &
         let flags = OpenFlags::from_bits_retain(info.flags);
         let cloexec = flags.contains(OpenFlags::O_CLOEXEC);
         let flags = flags - OpenFlags::O_CLOEXEC;
+        let md = std::fs::metadata(crate::proc::pid_path(pid, &format!("fd/{}", e.fd)))
+            .ctx(pid, &format!("stat fd {}", e.fd))?;
+        let key = (kind, md.dev(), md.ino());
         let mut shared = None;
-        for &(other, id, k) in &seen {
-            if k == kind && kcmp_file(pid, other, pid, e.fd).ctx(pid, "kcmp")? == KcmpOrder::Equal {
+        for &(opid, ofd, id) in all.seen.get(&key).map(|v| v.as_slice()).unwrap_or(&[]) {
+            if kcmp_file(opid, ofd, pid, e.fd).ctx(pid, "kcmp")? == KcmpOrder::Equal {
                 shared = Some(id);
                 break;
             }
@@ -155,65 +237,215 @@ pub fn dump(cx: &FdCtx, pid: Pid, skip: Option<i32>, next_id: &mut u32, cross: &
         let id = match shared {
             Some(id) => id,
             None => {
-                for &(opid, ofd, k) in &cross.list {
-                    if k == kind
-                        && opid != pid
-                        && kcmp_file(opid, ofd, pid, e.fd).ctx(pid, "kcmp")? == KcmpOrder::Equal
-                        && !reopen_is_sharing(&e.target, flags)
-                    {
-                        return Err(Error::task(
-                            pid,
-                            format!(
-                                "fd {} shares its open file (and offset) with fd {ofd} of task {opid}: \
-                                 sharing descriptors between processes is not supported yet",
-                                e.fd
-                            ),
-                        ));
-                    }
-                }
-                cross.list.push((pid, e.fd, kind));
-                let id = *next_id;
-                *next_id += 1;
+                all.next_id += 1;
+                let id = all.next_id;
                 let ops = KINDS.iter().find(|k| k.kind == kind).ok_or_else(|| {
                     Error::task(pid, format!("fd {}: {} descriptors are not supported yet", e.fd, kind.name()))
                 })?;
-                (ops.dump)(cx, pid, e.fd, &e.target, &info, id, &mut out)?;
-                out.files.push(FileEntry { id, kind });
-                seen.push((e.fd, id, kind));
+                (ops.dump)(cx, pid, e.fd, &e.target, &info, id, &mut all.images)?;
+                all.images.files.push(FileEntry { id, kind });
+                all.seen.entry(key).or_default().push((pid, e.fd, id));
                 id
             }
         };
-        out.fds.push(FdinfoEntry { fd: e.fd as u32, flags, cloexec, kind, id });
+        out.push(FdinfoEntry { fd: e.fd as u32, flags, cloexec, kind, id });
     }
     Ok(out)
 }
 
-/// Adds the descriptor table to the plan.
-pub fn plan(cx: &FdCtx, b: &mut PlanBuilder, pid: Pid, table: &FdTable) -> Result<()> {
-    let mut entries = Vec::with_capacity(table.fds.len());
-    for (i, fd) in table.fds.iter().enumerate() {
-        let first = table.fds[..i].iter().position(|o| o.id == fd.id);
-        let entry = match first {
-            Some(j) => restorer_plan::FileEntry {
+/// A file that is opened in its task once the whole tree exists.
+#[derive(Clone, Debug)]
+pub struct Late {
+    /// Path to open.
+    pub path: Vec<u8>,
+    /// open(2) flags.
+    pub flags: u32,
+    /// Position to seek to (u64::MAX: none).
+    pub pos: u64,
+}
+
+/// The engine's copy of every open file description, by id.
+#[derive(Debug, Default)]
+pub struct Opened {
+    fds: BTreeMap<u32, OwnedFd>,
+    late: BTreeMap<u32, Late>,
+    /// Objects kept open until the tree runs (a FIFO's holder).
+    keep: Vec<OwnedFd>,
+}
+
+impl Opened {
+    /// Records the description of `id`.
+    pub fn add(&mut self, id: u32, fd: OwnedFd) {
+        self.fds.insert(id, fd);
+    }
+
+    /// Records `id` as opened late, in its task.
+    pub fn add_late(&mut self, id: u32, late: Late) {
+        self.late.insert(id, late);
+    }
+
+    /// Keeps `fd` open in the engine until the tree runs.
+    pub fn keep(&mut self, fd: OwnedFd) {
+        self.keep.push(fd);
+    }
+
+    /// Moves every description to a number of `base` or above, where no
+    /// task's own descriptors or helpers are: the tree inherits them there.
+    pub fn place(&mut self, base: RawFd) -> Result<()> {
+        for (id, fd) in self.fds.iter_mut() {
+            if fd.as_raw_fd() >= base {
+                continue;
+            }
+            let high = crate::sys::fs::fcntl_dupfd(fd.as_fd(), base)
+                .map_err(|e| Error::new(format!("file {id}: move it above fd {base}: {e}")))?;
+            *fd = high;
+        }
+        Ok(())
+    }
+
+    /// The inherited descriptor number of `id`.
+    fn raw(&self, id: u32) -> Option<RawFd> {
+        self.fds.get(&id).map(|f| f.as_raw_fd())
+    }
+}
+
+/// Creates every open file description of the images in the engine.
+pub fn open_all(cx: &FdCtx, images: &FileImages) -> Result<Opened> {
+    let mut out = Opened::default();
+    for ops in KINDS {
+        (ops.open)(cx, images, &mut out)?;
+    }
+    for f in &images.files {
+        if !out.fds.contains_key(&f.id) && !out.late.contains_key(&f.id) {
+            return Err(Error::new(format!("file {} ({}) has no record in its image", f.id, f.kind.name())));
+        }
+    }
+    Ok(out)
+}
+
+/// Is `path` under /proc/<pid> of a task of the tree being restored?
+pub fn is_tree_proc_path(cx: &FdCtx, path: &[u8]) -> bool {
+    let Some(rest) = path.strip_prefix(b"/proc/") else { return false };
+    let num = rest.split(|&c| c == b'/').next().unwrap_or(b"");
+    std::str::from_utf8(num).ok().and_then(|s| s.parse::<u32>().ok()).is_some_and(|n| cx.tree_tids.contains(&n))
+}
+
+/// The descriptors a task opens late, in plan order.
+#[derive(Debug, Default)]
+pub struct LateFiles {
+    entries: Vec<LateEntry>,
+}
+
+#[derive(Debug)]
+struct LateEntry {
+    fd: i32,
+    /// An earlier late descriptor of the task sharing this description.
+    dup_of: Option<i32>,
+    /// The path, in the task's arena.
+    path: restorer_plan::Str,
+    flags: u32,
+    pos: u64,
+    cloexec: bool,
+}
+
+impl LateFiles {
+    /// Whether there is nothing to open.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Adds the descriptor table to the plan; returns the descriptors the task
+/// opens late.
+pub fn plan(b: &mut PlanBuilder, pid: Pid, fds: &[FdinfoEntry], opened: &Opened) -> Result<LateFiles> {
+    let mut entries = Vec::with_capacity(fds.len());
+    let mut late = LateFiles::default();
+    for (i, fd) in fds.iter().enumerate() {
+        if let Some(src) = opened.raw(fd.id) {
+            entries.push(restorer_plan::FileEntry { fd: fd.fd as i32, src, cloexec: fd.cloexec as u32 });
+        } else if let Some(l) = opened.late.get(&fd.id) {
+            let dup_of = fds[..i].iter().find(|o| o.id == fd.id).map(|o| o.fd as i32);
+            let path = b.add_str(&l.path);
+            late.entries.push(LateEntry {
                 fd: fd.fd as i32,
-                flags: 0,
-                pos: u64::MAX,
-                path: restorer_plan::Str::default(),
-                dup_of: j as u32,
-                cloexec: fd.cloexec as u32,
-            },
-            None => match KINDS.iter().find(|k| k.kind == fd.kind) {
-                Some(ops) => (ops.plan)(cx, b, pid, fd, table)?,
-                None => {
-                    return Err(Error::task(
-                        pid,
-                        format!("fd {}: cannot restore {} descriptors", fd.fd, fd.kind.name()),
-                    ))
-                }
-            },
-        };
-        entries.push(entry);
+                dup_of,
+                path,
+                flags: l.flags,
+                pos: l.pos,
+                cloexec: fd.cloexec,
+            });
+        } else {
+            return Err(Error::task(pid, format!("fd {}: file {} was not restored", fd.fd, fd.id)));
+        }
     }
     b.plan.files = b.add_table(&entries);
+    Ok(late)
+}
+
+/// Refuses a /proc file of the tree whose description several tasks
+/// share: each task opens its own late, which would split it.
+pub fn check_late_sharing(opened: &Opened, tables: &[(Pid, &[FdinfoEntry])]) -> Result<()> {
+    let mut owner: BTreeMap<u32, Pid> = BTreeMap::new();
+    for &(pid, fds) in tables {
+        for fd in fds.iter().filter(|f| opened.late.contains_key(&f.id)) {
+            match owner.insert(fd.id, pid) {
+                Some(other) if other != pid => {
+                    return Err(Error::task(
+                        pid,
+                        format!(
+                            "fd {}: shares its open /proc file {} with task {other}: \
+                             a /proc file of the tree shared between tasks is not supported yet",
+                            fd.fd,
+                            String::from_utf8_lossy(&opened.late[&fd.id].path)
+                        ),
+                    ))
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+const O_CLOEXEC: u64 = 0o2000000;
+const F_SETFD: u64 = 2;
+const FD_CLOEXEC: u64 = 1;
+const AT_FDCWD: i64 = -100;
+
+/// Opens a task's late descriptors by remote syscalls, once every task is
+/// on its final trap; `arena` is the address of the task's plan (the paths
+/// are in it).
+pub fn open_late(t: &mut Tracee, arena: u64, late: &LateFiles) -> Result<()> {
+    let pid = t.pid();
+    for e in &late.entries {
+        let fd = e.fd;
+        let cl = if e.cloexec { O_CLOEXEC } else { 0 };
+        if let Some(src) = e.dup_of {
+            t.remote_syscall_ok(Sysno::dup3, [src as u64, fd as u64, cl, 0, 0, 0], "dup3 a late file")
+                .ctx(pid, &format!("fd {fd}: dup3 of fd {src}"))?;
+            continue;
+        }
+        let got = t
+            .remote_syscall_ok(
+                Sysno::openat,
+                [AT_FDCWD as u64, arena + e.path.off, e.flags as u64, 0, 0, 0],
+                "open a /proc file of the tree",
+            )
+            .ctx(pid, &format!("fd {fd}: open its /proc file"))? as i64;
+        if got != fd as i64 {
+            t.remote_syscall_ok(Sysno::dup3, [got as u64, fd as u64, cl, 0, 0, 0], "dup3 a late file")
+                .ctx(pid, &format!("fd {fd}: dup3"))?;
+            t.remote_syscall_ok(Sysno::close, [got as u64, 0, 0, 0, 0, 0], "close a late file")
+                .ctx(pid, &format!("fd {fd}: close"))?;
+        } else if e.cloexec {
+            t.remote_syscall_ok(Sysno::fcntl, [fd as u64, F_SETFD, FD_CLOEXEC, 0, 0, 0], "set FD_CLOEXEC")
+                .ctx(pid, &format!("fd {fd}: FD_CLOEXEC"))?;
+        }
+        if e.pos != u64::MAX {
+            t.remote_syscall_ok(Sysno::lseek, [fd as u64, e.pos, 0, 0, 0, 0], "lseek a late file")
+                .ctx(pid, &format!("fd {fd}: lseek"))?;
+        }
+        log::debug!(task = pid.0; "task {pid}: fd {fd} opened late");
+    }
     Ok(())
 }

@@ -5,12 +5,16 @@
 //! - [`thread`]: the other threads of a process;
 //! - [`mm`]: the address space: VMAs and page data;
 //! - [`reg_file`]: regular files, directories and device nodes reopened by path;
-//! - [`tty`]: a shell job's terminal.
+//! - [`tty`]: a shell job's terminal;
+//! - [`pipe`]: pipes, their capacity and the bytes in flight;
+//! - [`fifo`]: FIFOs (named pipes).
 //!
 //! Descriptor kinds are looked up in [`files::KINDS`]: adding a kind means one
 //! module here and one row there.
+pub mod fifo;
 pub mod files;
 pub mod mm;
+pub mod pipe;
 pub mod reg_file;
 pub mod task;
 pub mod thread;

@@ -4,14 +4,14 @@
 //! At restore a regular file must still be the same size it had at dump
 //! (CRIU does the same): a file that changed underneath would give the task a
 //! different world than it had, so restore refuses it, naming the file.
-use super::files::{FdCtx, FdTable};
+use super::files::{FdCtx, FileImages, Late, Opened};
 use crate::error::{Context, Error, Result};
-use crate::image::files::{FdinfoEntry, OpenFlags};
+use crate::image::files::OpenFlags;
 use crate::image::reg_files::RegFileEntry;
 use crate::image::RawStr;
 use crate::proc::fdinfo::{FdInfo, FdTarget};
-use crate::restore::plan::PlanBuilder;
 use crate::sys::Pid;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 
@@ -22,7 +22,15 @@ const S_IFCHR: u32 = 0o020000;
 const S_IFBLK: u32 = 0o060000;
 
 /// Dumps one open file description.
-pub fn dump(cx: &FdCtx, pid: Pid, fd: i32, target: &FdTarget, info: &FdInfo, id: u32, out: &mut FdTable) -> Result<()> {
+pub fn dump(
+    cx: &FdCtx,
+    pid: Pid,
+    fd: i32,
+    target: &FdTarget,
+    info: &FdInfo,
+    id: u32,
+    out: &mut FileImages,
+) -> Result<()> {
     let FdTarget::Path(p) = target else {
         return Err(Error::task(pid, format!("fd {fd}: not a path")));
     };
@@ -97,45 +105,41 @@ fn find_device(kind: u32, rdev: u64) -> Option<std::path::PathBuf> {
     walk(std::path::Path::new("/dev"), kind, rdev, 3)
 }
 
-/// The plan entry for the first descriptor of an open file description.
-pub fn plan(
-    _cx: &FdCtx,
-    b: &mut PlanBuilder,
-    pid: Pid,
-    fd: &FdinfoEntry,
-    table: &FdTable,
-) -> Result<restorer_plan::FileEntry> {
-    let reg = table
-        .reg
-        .iter()
-        .find(|r| r.id == fd.id)
-        .ok_or_else(|| Error::task(pid, format!("fd {}: file id {} missing from reg-files.img", fd.fd, fd.id)))?;
-    let path = reg.path.to_string_lossy();
-    let md =
-        std::fs::metadata(reg.path.as_os_str()).map_err(|e| Error::task(pid, format!("fd {}: {path}: {e}", fd.fd)))?;
-    if md.mode() & S_IFMT != reg.mode & S_IFMT {
-        return Err(Error::task(pid, format!("fd {}: {path} is no longer the same type of file", fd.fd)));
-    }
-    if reg.mode & S_IFMT == S_IFREG && md.size() != reg.size {
-        return Err(Error::task(
-            pid,
-            format!(
-                "fd {}: {path} has size {} now, {} at dump: refusing to restore over a changed file",
-                fd.fd,
+/// Opens every regular file, directory and device of the images, each
+/// once, at its position. `/proc` files of the tree's own tasks are left
+/// for the tasks to open once the tree exists.
+pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
+    for reg in &images.reg {
+        let path = reg.path.to_string_lossy();
+        let e = |what: String| Error::new(format!("{}: {path}: {what}", cx.who(reg.id)));
+        // Character and block devices keep no position of ours.
+        let seekable = matches!(reg.mode & S_IFMT, S_IFREG | S_IFDIR);
+        let flags = reg.flags - (OpenFlags::O_CREAT | OpenFlags::O_TRUNC | OpenFlags::O_EXCL | OpenFlags::O_CLOEXEC);
+        if super::files::is_tree_proc_path(cx, reg.path.as_bytes()) {
+            let pos = if seekable { reg.pos } else { u64::MAX };
+            out.add_late(reg.id, Late { path: reg.path.as_bytes().to_vec(), flags: flags.bits(), pos });
+            continue;
+        }
+        let md = std::fs::metadata(reg.path.as_os_str()).map_err(|err| e(err.to_string()))?;
+        if md.mode() & S_IFMT != reg.mode & S_IFMT {
+            return Err(e("is no longer the same type of file".into()));
+        }
+        if reg.mode & S_IFMT == S_IFREG && md.size() != reg.size {
+            return Err(e(format!(
+                "has size {} now, {} at dump: refusing to restore over a changed file",
                 md.size(),
                 reg.size
-            ),
-        ));
+            )));
+        }
+        // O_NOCTTY: crtools must not take a terminal as its own.
+        let flags = crate::sys::fs::OpenFlags::from_bits_retain(flags.bits()) | crate::sys::fs::OpenFlags::O_NOCTTY;
+        let fd =
+            crate::sys::fs::openat(None, reg.path.as_os_str(), flags, 0).map_err(|err| e(format!("open: {err}")))?;
+        if seekable && !flags.contains(crate::sys::fs::OpenFlags::O_PATH) {
+            crate::sys::fs::lseek(fd.as_fd(), reg.pos as i64, crate::sys::fs::Whence::Set)
+                .map_err(|err| e(format!("seek to {}: {err}", reg.pos)))?;
+        }
+        out.add(reg.id, fd);
     }
-    // Character and block devices keep no position of ours.
-    let seekable = matches!(reg.mode & S_IFMT, S_IFREG | S_IFDIR);
-    let flags = reg.flags - (OpenFlags::O_CREAT | OpenFlags::O_TRUNC | OpenFlags::O_EXCL | OpenFlags::O_CLOEXEC);
-    Ok(restorer_plan::FileEntry {
-        fd: fd.fd as i32,
-        flags: flags.bits(),
-        pos: if seekable { reg.pos } else { u64::MAX },
-        path: b.add_str(reg.path.as_bytes()),
-        dup_of: u32::MAX,
-        cloexec: fd.cloexec as u32,
-    })
+    Ok(())
 }

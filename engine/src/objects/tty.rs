@@ -9,13 +9,12 @@
 //! runs on (found on its stdin, stdout or stderr), the dumped settings and
 //! window size are applied to it, and the tree joins crtools' session and
 //! process group (see the restore pipeline), as the manual says.
-use super::files::{FdCtx, FdTable};
+use super::files::{FdCtx, FileImages, Opened};
 use crate::error::{Context, Error, Result};
-use crate::image::files::{FdinfoEntry, OpenFlags};
+use crate::image::files::OpenFlags;
 use crate::image::tty::TtyEntry;
 use crate::image::RawStr;
 use crate::proc::fdinfo::{FdInfo, FdTarget};
-use crate::restore::plan::PlanBuilder;
 use crate::sys::Pid;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
@@ -62,7 +61,15 @@ pub fn tty_nr_name(nr: i32) -> String {
 }
 
 /// Dumps one open terminal.
-pub fn dump(cx: &FdCtx, pid: Pid, fd: i32, target: &FdTarget, info: &FdInfo, id: u32, out: &mut FdTable) -> Result<()> {
+pub fn dump(
+    cx: &FdCtx,
+    pid: Pid,
+    fd: i32,
+    target: &FdTarget,
+    info: &FdInfo,
+    id: u32,
+    out: &mut FileImages,
+) -> Result<()> {
     let FdTarget::Path(p) = target else {
         return Err(Error::task(pid, format!("fd {fd}: not a path")));
     };
@@ -96,38 +103,24 @@ pub fn dump(cx: &FdCtx, pid: Pid, fd: i32, target: &FdTarget, info: &FdInfo, id:
     Ok(())
 }
 
-/// The plan entry of a shell job's terminal: crtools' own terminal.
-pub fn plan(
-    cx: &FdCtx,
-    b: &mut PlanBuilder,
-    pid: Pid,
-    fd: &FdinfoEntry,
-    table: &FdTable,
-) -> Result<restorer_plan::FileEntry> {
-    let t = table
-        .tty
-        .iter()
-        .find(|t| t.id == fd.id)
-        .ok_or_else(|| Error::task(pid, format!("fd {}: terminal id {} missing from tty.img", fd.fd, fd.id)))?;
-    let Some(path) = &cx.tty_path else {
-        return Err(Error::task(
-            pid,
-            format!(
-                "fd {} is a shell job's terminal ({}): restore with --shell-job from a terminal",
-                fd.fd,
+/// Opens crtools' own terminal for each of a shell job's terminal
+/// descriptions, with the dumped flags.
+pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
+    for t in &images.tty {
+        let Some(path) = &cx.tty_path else {
+            return Err(Error::new(format!(
+                "{} is a shell job's terminal ({}): restore with --shell-job from a terminal",
+                cx.who(t.id),
                 t.path.to_string_lossy()
-            ),
-        ));
-    };
-    let flags = t.flags - (OpenFlags::O_CREAT | OpenFlags::O_TRUNC | OpenFlags::O_EXCL | OpenFlags::O_CLOEXEC);
-    Ok(restorer_plan::FileEntry {
-        fd: fd.fd as i32,
-        flags: flags.bits() | O_NOCTTY as u32,
-        pos: u64::MAX,
-        path: b.add_str(path.as_os_str().as_bytes()),
-        dup_of: u32::MAX,
-        cloexec: fd.cloexec as u32,
-    })
+            )));
+        };
+        let flags = t.flags - (OpenFlags::O_CREAT | OpenFlags::O_TRUNC | OpenFlags::O_EXCL | OpenFlags::O_CLOEXEC);
+        let flags = crate::sys::fs::OpenFlags::from_bits_retain(flags.bits() | O_NOCTTY as u32);
+        let fd = crate::sys::fs::openat(None, path, flags, 0)
+            .map_err(|e| Error::new(format!("{}: open the terminal {}: {e}", cx.who(t.id), path.display())))?;
+        out.add(t.id, fd);
+    }
+    Ok(())
 }
 
 /// The terminal crtools runs on: the first of stdin, stdout, stderr that is one.

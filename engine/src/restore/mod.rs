@@ -29,12 +29,11 @@ use sessions::Session;
 use crate::blobs;
 use crate::error::{Context, Error, Result};
 use crate::image::core::{CoreEntry, TaskState};
-use crate::image::files::{FdinfoEntry, FileEntry};
+use crate::image::files::FdinfoEntry;
 use crate::image::mm::{MmEntry, Vma, VmaKind};
 use crate::image::pagemap::{PagemapEntry, PagemapHead};
 use crate::image::pages::PagesReader;
 use crate::image::pstree::PstreeEntry;
-use crate::image::reg_files::RegFileEntry;
 use crate::image::{kinds, ImageDirReader};
 use crate::infect::Tracee;
 use crate::objects::{files, mm, task, thread};
@@ -84,7 +83,7 @@ struct TaskImages {
     vmas: Vec<Vma>,
     pagemap_head: PagemapHead,
     pagemap: Vec<PagemapEntry>,
-    fds: files::FdTable,
+    fds: Vec<FdinfoEntry>,
 }
 
 impl TaskImages {
@@ -93,13 +92,7 @@ impl TaskImages {
     }
 }
 
-fn read_task(
-    dir: &ImageDirReader,
-    pstree: &PstreeEntry,
-    all_files: &[FileEntry],
-    reg: &[RegFileEntry],
-    tty: &[crate::image::tty::TtyEntry],
-) -> Result<TaskImages> {
+fn read_task(dir: &ImageDirReader, pstree: &PstreeEntry) -> Result<TaskImages> {
     let pid = Pid(pstree.pid as i32);
     let e = |what: &str| {
         let what = what.to_string();
@@ -129,7 +122,7 @@ fn read_task(
             vmas: Vec::new(),
             pagemap_head: PagemapHead::default(),
             pagemap: Vec::new(),
-            fds: files::FdTable::default(),
+            fds: Vec::new(),
         });
     }
     let id = Some(pstree.pid);
@@ -138,15 +131,7 @@ fn read_task(
         dir.open_image::<kinds::Pagemap>(id).map_err(e("pagemap"))?.collect_entries().map_err(e("pagemap"))?;
     let (_, fdinfo): ((), Vec<FdinfoEntry>) =
         dir.open_image::<kinds::Fdinfo>(id).map_err(e("fdinfo"))?.collect_entries().map_err(e("fdinfo"))?;
-    Ok(TaskImages {
-        pstree: pstree.clone(),
-        cores,
-        mm,
-        vmas,
-        pagemap_head,
-        pagemap,
-        fds: files::FdTable { fds: fdinfo, files: all_files.to_vec(), reg: reg.to_vec(), tty: tty.to_vec() },
-    })
+    Ok(TaskImages { pstree: pstree.clone(), cores, mm, vmas, pagemap_head, pagemap, fds: fdinfo })
 }
 
 /// The vDSO areas of this process, in address order: a forked child has
@@ -206,6 +191,8 @@ struct Prepared {
     thread_stacks: Vec<u64>,
     /// Group helpers this task forks first (pids = the groups' ids).
     helpers: Vec<Pid>,
+    /// Descriptors opened once the tree exists.
+    late_files: files::LateFiles,
 }
 
 /// Builds the plan of a live task.
@@ -216,17 +203,17 @@ fn prepare(
     busy_self: &[(u64, u64)],
     vdso: &[(VmaKind, u64, u64)],
     inherited: &std::collections::HashMap<(u64, u64), mm::Inherited>,
-    fd_cx: &files::FdCtx,
+    opened: &files::Opened,
 ) -> Result<Prepared> {
     let pid = Pid(t.pstree.pid as i32);
     let process = t.process();
     let mut b = PlanBuilder::new();
     // The root's parent at restore is crtools, not the parent it had.
     task::plan(&mut b, pid, &t.cores[0].thread, process, !is_root)?;
-    files::plan(fd_cx, &mut b, pid, &t.fds)?;
+    let late_files = files::plan(&mut b, pid, &t.fds, opened)?;
     let late_pages = mm::plan(&mut b, pid, &t.mm, &t.vmas, &t.pagemap, vdso, inherited)?;
     let pages = dir.open_pages(t.pagemap_head.pages_id).ctx(pid, "open the pages image")?;
-    let max_fd = t.fds.fds.iter().map(|f| f.fd as i32).max().unwrap_or(2).max(2);
+    let max_fd = t.fds.iter().map(|f| f.fd as i32).max().unwrap_or(2).max(2);
     b.plan.helper_fd_min = max_fd + 1;
     b.plan.pages_fd = max_fd + 1;
     b.plan.task_size = TASK_SIZE;
@@ -279,6 +266,7 @@ fn prepare(
         late_pages,
         thread_stacks: threads.iter().map(|t| t.stack).collect(),
         helpers: Vec::new(),
+        late_files,
     })
 }
 
@@ -312,15 +300,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     let ge = |what: &'static str| move |err: crate::image::ImageError| Error::new(format!("{what}: {err}"));
     let (_, tree): ((), Vec<PstreeEntry>) =
         dir.open_image::<kinds::Pstree>(None).map_err(ge("pstree"))?.collect_entries().map_err(ge("pstree"))?;
-    let (_, all_files): ((), Vec<FileEntry>) =
-        dir.open_image::<kinds::Files>(None).map_err(ge("files"))?.collect_entries().map_err(ge("files"))?;
-    let (_, reg): ((), Vec<RegFileEntry>) =
-        dir.open_image::<kinds::RegFiles>(None).map_err(ge("reg-files"))?.collect_entries().map_err(ge("reg-files"))?;
-    let tty: Vec<crate::image::tty::TtyEntry> = if dir.contains(crate::image::ImageKind::Tty, None) {
-        dir.open_image::<kinds::Tty>(None).map_err(ge("tty"))?.collect_entries().map_err(ge("tty"))?.1
-    } else {
-        Vec::new()
-    };
+    let file_images = files::FileImages::read(&dir)?;
     let pids: Vec<u32> = tree.iter().map(|t| t.pid).collect();
     if tree.first().map(|t| t.pid) != Some(root.0 as u32) {
         if tree.iter().any(|t| t.pid == root.0 as u32) {
@@ -328,13 +308,21 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         }
         return Err(Error::new(format!("pid {root} is not in the images (they hold {pids:?})")));
     }
-    let tasks: Vec<TaskImages> =
-        tree.iter().map(|t| read_task(&dir, t, &all_files, &reg, &tty)).collect::<Result<_>>()?;
-    let mut fd_cx = files::FdCtx { shell_job: opts.shell_job, ..Default::default() };
+    let tasks: Vec<TaskImages> = tree.iter().map(|t| read_task(&dir, t)).collect::<Result<_>>()?;
+    let mut fd_cx = files::FdCtx {
+        shell_job: opts.shell_job,
+        tree_tids: tree.iter().flat_map(|t| t.threads.iter().copied()).collect(),
+        ..Default::default()
+    };
+    for t in tasks.iter().rev() {
+        for f in &t.fds {
+            fd_cx.owners.insert(f.id, (Pid(t.pstree.pid as i32), f.fd));
+        }
+    }
     if opts.shell_job {
         fd_cx.tty_path = crate::objects::tty::own_terminal();
     }
-    if !tty.is_empty() && opts.shell_job && fd_cx.tty_path.is_none() {
+    if !file_images.tty.is_empty() && opts.shell_job && fd_cx.tty_path.is_none() {
         return Err(Error::new("the images hold a shell job's terminal, but crtools is not running on a terminal"));
     }
     for t in &tasks {
@@ -373,6 +361,15 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     // Shared memory between processes: created and filled here, once; the
     // whole tree inherits it (before reading our own maps: it is busy).
     let (shared_objects, inherited) = create_shared_objects(&dir, &tasks)?;
+    // Every open file description, once, for the tree to inherit above
+    // every descriptor number a task uses (and its pages descriptor).
+    let mut opened = files::open_all(&fd_cx, &file_images)?;
+    let tables: Vec<(Pid, &[FdinfoEntry])> =
+        tasks.iter().map(|t| (Pid(t.pstree.pid as i32), t.fds.as_slice())).collect();
+    files::check_late_sharing(&opened, &tables)?;
+    let top_fd = tasks.iter().flat_map(|t| t.fds.iter().map(|f| f.fd as i32)).max().unwrap_or(2).max(2);
+    raise_nofile(top_fd)?;
+    opened.place(top_fd + 2)?;
 
     // Every plan, before touching anything.
     let me = Pid(std::process::id() as i32);
@@ -398,8 +395,9 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
                 late_pages: Vec::new(),
                 thread_stacks: Vec::new(),
                 helpers: Vec::new(),
+                late_files: files::LateFiles::default(),
             },
-            _ => prepare(&dir, t, i == 0, &busy_self, &vdso, &inherited, &fd_cx)?,
+            _ => prepare(&dir, t, i == 0, &busy_self, &vdso, &inherited, &opened)?,
         };
         p.session = sessions[i];
         p.children = children[i].clone();
@@ -417,7 +415,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     }
 
     if let Some(path) = &fd_cx.tty_path {
-        crate::objects::tty::apply_settings(path, &tty)?;
+        crate::objects::tty::apply_settings(path, &file_images.tty)?;
     }
     let (go_r, go_w) = crate::sys::fs::pipe2(crate::sys::fs::OpenFlags::O_CLOEXEC).ctx_global("pipe")?;
     let t_root = fork::spawn_root(&prepared, &go_r)?;
@@ -441,6 +439,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         return Err(e);
     }
     drop(shared_objects);
+    drop(opened);
     log::info!(
         "restored {} tasks, {} threads",
         tasks.len(),
@@ -456,6 +455,22 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
             _ => continue,
         }
     }
+}
+
+/// Lets crtools hold descriptors up to `top` + the tree's objects: the
+/// soft RLIMIT_NOFILE goes up to the hard one (the restored tasks get
+/// their own limits back in their restorer).
+fn raise_nofile(top: i32) -> Result<()> {
+    use crate::sys::misc::{get_rlimit, set_rlimit, Rlimit, RLIMIT_NOFILE};
+    let me = Pid(0);
+    let lim = get_rlimit(me, RLIMIT_NOFILE).ctx_global("getrlimit(RLIMIT_NOFILE)")?;
+    if lim.cur < lim.max {
+        set_rlimit(me, RLIMIT_NOFILE, &Rlimit { cur: lim.max, max: lim.max }).ctx_global("setrlimit(RLIMIT_NOFILE)")?;
+    }
+    if (top as u64) >= lim.max {
+        return Err(Error::new(format!("descriptor {top} is above crtools' own RLIMIT_NOFILE ({})", lim.max)));
+    }
+    Ok(())
 }
 
 /// Maps and fills every MAP_SHARED anonymous object that several tasks
@@ -724,6 +739,7 @@ fn run_tree(
             thread::finish(tr, pid, &core.thread, scratch)?;
         }
         let leader = tracees.get_mut(&pid).expect("leader traced");
+        files::open_late(leader, p.plan_addr, &p.late_files)?;
         finish_leader(leader, t, p.plan_addr, plan)?;
         log::debug!(
             task = pid.0;

@@ -1,7 +1,8 @@
 //! Files and descriptors: openat(2), openat2(2), read(2), write(2),
 //! pread(2), pwrite(2), lseek(2), fstat(2), statx(2), readlinkat(2),
 //! fcntl(2), dup3(2), close_range(2), ftruncate(2), fchmod(2), mkdirat(2),
-//! unlinkat(2), renameat2(2), fsync(2), pipe2(2), getdents64(2).
+//! unlinkat(2), renameat2(2), fsync(2), pipe2(2), tee(2), ioctl(FIONREAD),
+//! getdents64(2).
 //!
 //! # Invariants
 //! - A directory argument `dirfd: Option<BorrowedFd>` means AT_FDCWD when `None`.
@@ -525,6 +526,11 @@ pub fn fcntl_dupfd_cloexec(fd: BorrowedFd<'_>, min: RawFd) -> Result<OwnedFd> {
     fcntl(fd, lg::F_DUPFD_CLOEXEC, min as usize).map(owned)
 }
 
+/// F_DUPFD: a duplicate numbered `min` or above (inherited across fork and exec).
+pub fn fcntl_dupfd(fd: BorrowedFd<'_>, min: RawFd) -> Result<OwnedFd> {
+    fcntl(fd, lg::F_DUPFD, min as usize).map(owned)
+}
+
 /// F_GETPIPE_SZ: a pipe's capacity in bytes.
 pub fn fcntl_getpipe_sz(fd: BorrowedFd<'_>) -> Result<usize> {
     fcntl(fd, lg::F_GETPIPE_SZ, 0)
@@ -631,6 +637,31 @@ pub fn pipe2(flags: OpenFlags) -> Result<(OwnedFd, OwnedFd)> {
     // SAFETY: the kernel writes two ints into fds.
     unsafe { syscalls::syscall2(Sysno::pipe2, fds.as_mut_ptr() as usize, flags.bits() as usize) }?;
     Ok((owned(fds[0] as usize), owned(fds[1] as usize)))
+}
+
+/// SPLICE_F_NONBLOCK for [`tee`].
+pub const SPLICE_F_NONBLOCK: u32 = 2;
+
+/// tee(input, output, len, flags): duplicates up to `len` bytes queued in
+/// the pipe `input` into the pipe `output` without consuming them.
+pub fn tee(input: BorrowedFd<'_>, output: BorrowedFd<'_>, len: usize, flags: u32) -> Result<usize> {
+    // SAFETY: no memory arguments.
+    retry_eintr(|| unsafe { syscalls::syscall4(Sysno::tee, fd_arg(input), fd_arg(output), len, flags as usize) })
+}
+
+/// ioctl(FIONREAD): bytes queued for reading (pipes, FIFOs, sockets, ttys).
+pub fn fionread(fd: BorrowedFd<'_>) -> Result<usize> {
+    let mut n: i32 = 0;
+    // SAFETY: FIONREAD writes one int into `n`.
+    unsafe {
+        syscalls::syscall3(
+            Sysno::ioctl,
+            fd_arg(fd),
+            linux_raw_sys::ioctl::FIONREAD as usize,
+            &mut n as *mut i32 as usize,
+        )
+    }?;
+    Ok(n as usize)
 }
 
 /// getdents64(fd, buf): fills `buf` with packed `linux_dirent64` records;

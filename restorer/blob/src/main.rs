@@ -522,30 +522,17 @@ fn protect_vmas(cx: &mut Ctx) -> Result<(), Fail> {
 fn reopen_files(cx: &mut Ctx) -> Result<(), Fail> {
     cx.step(Step::Files);
     let files: &[plan::FileEntry] = cx.table(cx.plan.files);
-    // Nothing of the engine's descriptors survives below the helpers.
+    // Nothing of the engine's descriptors survives below the helpers; the
+    // open file descriptions the engine made for the tree are above them
+    // (with their offsets and flags set) and closed at the end.
     if cx.plan.helper_fd_min > 0 {
         let r = sys::close_range(0, cx.plan.helper_fd_min as u32 - 1);
         cx.ck(r, 0)?;
     }
     for f in files {
         let cloexec = if f.cloexec != 0 { sys::O_CLOEXEC } else { 0 };
-        if (f.dup_of as usize) < files.len() {
-            let src = files[f.dup_of as usize].fd;
-            let r = sys::dup3(src, f.fd, cloexec);
-            cx.ck(r, f.fd as u64)?;
-            continue;
-        }
-        let fd = sys::open_keep(cx.str(f.path), (f.flags & !sys::O_CLOEXEC) | cloexec);
-        cx.ck(fd, f.fd as u64)?;
-        if fd as i32 != f.fd {
-            let r = sys::dup3(fd as i32, f.fd, cloexec);
-            sys::close(fd as i32);
-            cx.ck(r, f.fd as u64)?;
-        }
-        if f.pos != u64::MAX {
-            let r = sys::lseek(f.fd, f.pos);
-            cx.ck(r, f.fd as u64)?;
-        }
+        let r = sys::dup3(f.src, f.fd, cloexec);
+        cx.ck(r, f.fd as u64)?;
     }
     Ok(())
 }

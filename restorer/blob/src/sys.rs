@@ -98,9 +98,6 @@ pub fn personality(p: u32) -> i64 {
 pub fn open(path: *const u8, flags: u32) -> i64 {
     sc!(openat, AT_FDCWD as i64, path, flags | O_CLOEXEC, 0)
 }
-pub fn open_keep(path: *const u8, flags: u32) -> i64 {
-    sc!(openat, AT_FDCWD as i64, path, flags, 0)
-}
 pub fn close(fd: i32) -> i64 {
     sc!(close, fd)
 }
@@ -109,9 +106,6 @@ pub fn close_range(first: u32, last: u32) -> i64 {
 }
 pub fn dup3(old: i32, new: i32, flags: u32) -> i64 {
     sc!(dup3, old, new, flags)
-}
-pub fn lseek(fd: i32, off: u64) -> i64 {
-    sc!(lseek, fd, off, 0)
 }
 pub fn pread(fd: i32, buf: u64, len: u64, off: u64) -> i64 {
     sc!(pread64, fd, buf, len, off)

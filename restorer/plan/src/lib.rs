@@ -38,7 +38,7 @@ use core::mem::{offset_of, size_of};
 pub const MAGIC: u32 = 0x5245_5354; // "REST"
 /// Layout version; engine and blob are built together, the check catches a
 /// blob from another build.
-pub const VERSION: u32 = 6;
+pub const VERSION: u32 = 7;
 /// Bytes of stack at the end of the region.
 pub const STACK_SIZE: usize = 64 * 1024;
 /// Number of signals.
@@ -156,15 +156,9 @@ pub struct PageRun {
 pub struct FileEntry {
     /// The descriptor number.
     pub fd: i32,
-    /// open(2) flags (O_CREAT/O_TRUNC/O_EXCL are never passed).
-    pub flags: u32,
-    /// File position to seek to (u64::MAX: do not seek).
-    pub pos: u64,
-    /// Path to open.
-    pub path: Str,
-    /// Index of an earlier entry that shares this open file description
-    /// (dup'ed descriptors), or u32::MAX.
-    pub dup_of: u32,
+    /// The inherited descriptor (above every number the task uses) that
+    /// holds the open file description: dup3()ed onto `fd`.
+    pub src: i32,
     /// FD_CLOEXEC for this descriptor.
     pub cloexec: u32,
 }
@@ -518,7 +512,7 @@ const _: () = {
     assert!(size_of::<Table>() == 16);
     assert!(size_of::<Vma>() == 80);
     assert!(size_of::<PageRun>() == 24);
-    assert!(size_of::<FileEntry>() == 32);
+    assert!(size_of::<FileEntry>() == 12);
     assert!(size_of::<SigAction>() == 32);
     assert!(size_of::<ITimer>() == 32);
     assert!(size_of::<PosixTimer>() == 64);

@@ -35,7 +35,20 @@
 //! - `deathsig`: root (child subreaper, reaps and logs `reaped pid= how=`)
 //!   -> m -> p (PR_SET_PDEATHSIG SIGUSR2, logs `deathsig pid= ppid=`);
 //! - `holder WHAT [PATH]`: root -> a -> a1 (2 threads each); a1 holds a
-//!   pipe (WHAT=pipe) or PATH opened O_WRONLY|O_APPEND (WHAT=file).
+//!   pipe (WHAT=pipe), an eventfd (WHAT=eventfd) or PATH opened
+//!   O_WRONLY|O_APPEND (WHAT=file).
+//! - `ipc DIR [eventfd]`: root -> c, sharing what root opened before the
+//!   fork: DIR/shared (O_RDWR; each check reports the shared offset `off=`
+//!   and then moves it by one, and `nonblock=` of a pipe end root made
+//!   non-blocking after the fork), a pipe root->c holding 3000 bytes and a
+//!   pipe c->root of capacity 256 KiB holding 100000 bytes, both written
+//!   before ready; a packet-mode pipe (O_DIRECT) root->c with packets of
+//!   10, 200 and 4000 bytes; the FIFO DIR/fifo opened by root read-only,
+//!   by c write-only and read-write, holding "fifo-data" written by c; c
+//!   holds /proc/self/stat open. The first check of each side reads what
+//!   is in flight for it and reports `data=ok|bad:..`; `proc=` is c's
+//!   /proc/self/stat naming its own pid. With `eventfd`, c also holds an
+//!   eventfd (which crtools does not dump yet).
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -345,6 +358,7 @@ fn main() {
         "pingpong" => pingpong(),
         "deathsig" => deathsig(),
         "holder" => holder(&args[3..]),
+        "ipc" => ipc(&args[3..]),
         other => {
             log(format!("error unknown mode {other}"));
             std::process::exit(2);
@@ -681,6 +695,12 @@ fn holder(args: &[String]) -> ! {
                     assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
                     format!("pipe={},{}", p[0], p[1])
                 }
+                "eventfd" => {
+                    // SAFETY: eventfd has no memory arguments.
+                    let fd = unsafe { libc::eventfd(0, 0) };
+                    assert!(fd >= 0);
+                    format!("eventfd={fd}")
+                }
                 "file" => {
                     let c = std::ffi::CString::new(path.expect("holder file PATH")).unwrap();
                     // SAFETY: opening a NUL-terminated path.
@@ -695,4 +715,189 @@ fn holder(args: &[String]) -> ! {
         plain("a", 2)
     });
     plain("root", 2)
+}
+
+fn cpath(s: &str) -> std::ffi::CString {
+    std::ffi::CString::new(s).unwrap()
+}
+
+fn pipe_with(flags: i32) -> (i32, i32) {
+    let mut p = [0; 2];
+    // SAFETY: pipe2 writes two ints.
+    assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), flags) }, 0, "pipe2");
+    (p[0], p[1])
+}
+
+fn write_all(fd: i32, b: &[u8]) {
+    // SAFETY: writing a local buffer.
+    let n = unsafe { libc::write(fd, b.as_ptr() as *const _, b.len()) };
+    assert_eq!(n, b.len() as isize, "write to fd {fd}");
+}
+
+/// Reads until EAGAIN or EOF from a non-blocking descriptor; with `packets`
+/// reads one buffer at a time and returns the lengths too.
+fn drain(fd: i32) -> (Vec<u8>, Vec<usize>) {
+    let mut out = Vec::new();
+    let mut lens = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        // SAFETY: reading into a local buffer.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut _, buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        lens.push(n as usize);
+        out.extend_from_slice(&buf[..n as usize]);
+    }
+    (out, lens)
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+fn getfl(fd: i32) -> i32 {
+    // SAFETY: fcntl without pointers.
+    unsafe { libc::fcntl(fd, libc::F_GETFL) }
+}
+
+/// Reports the shared offset of `fd` and moves it by one.
+fn offset_step(fd: i32, f: &mut Vec<String>) {
+    // SAFETY: lseek without pointers.
+    let off = unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) };
+    // SAFETY: as above.
+    unsafe { libc::lseek(fd, 1, libc::SEEK_CUR) };
+    f.push(format!("off={off}"));
+}
+
+fn ipc(args: &[String]) -> ! {
+    let dir = args.first().expect("ipc DIR").clone();
+    let with_eventfd = args.get(1).map(String::as_str) == Some("eventfd");
+    let shared = format!("{dir}/shared");
+    let fifo = format!("{dir}/fifo");
+    // SAFETY: plain libc calls on NUL-terminated paths.
+    let file = unsafe { libc::open(cpath(&shared).as_ptr(), libc::O_RDWR | libc::O_CREAT, 0o600) };
+    assert!(file >= 0);
+    write_all(file, b"0123456789");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::mkfifo(cpath(&fifo).as_ptr(), 0o600) }, 0, "mkfifo");
+    // Read-only and non-blocking: does not wait for a writer.
+    // SAFETY: as above.
+    let fifo_r = unsafe { libc::open(cpath(&fifo).as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK) };
+    assert!(fifo_r >= 0);
+    let (down_r, down_w) = pipe_with(0);
+    let (up_r, up_w) = pipe_with(0);
+    // SAFETY: fcntl without pointers.
+    assert_eq!(unsafe { libc::fcntl(up_w, libc::F_SETPIPE_SZ, 256 * 1024) }, 256 * 1024);
+    let (pk_r, pk_w) = pipe_with(libc::O_DIRECT);
+    let (nb_r, _nb_w) = pipe_with(0);
+    let down = pattern(3000, 1);
+    let up = pattern(100_000, 2);
+    let packets = [10usize, 200, 4000];
+    let (down2, up2) = (down.clone(), up.clone());
+    let c = fork(move || {
+        let (down, up) = (down2, up2);
+        // SAFETY: closing our copies of the other side's ends.
+        unsafe {
+            libc::close(down_w);
+            libc::close(up_r);
+            libc::close(pk_w);
+        }
+        // SAFETY: plain libc calls on NUL-terminated paths.
+        let fifo_w = unsafe { libc::open(cpath(&fifo).as_ptr(), libc::O_WRONLY) };
+        // SAFETY: as above.
+        let fifo_rw = unsafe { libc::open(cpath(&fifo).as_ptr(), libc::O_RDWR) };
+        assert!(fifo_w >= 0 && fifo_rw >= 0);
+        write_all(fifo_w, b"fifo-data");
+        write_all(up_w, &up);
+        // SAFETY: opening a NUL-terminated path.
+        let proc_fd = unsafe { libc::open(c"/proc/self/stat".as_ptr(), libc::O_RDONLY) };
+        assert!(proc_fd >= 0);
+        let ev = if with_eventfd {
+            // SAFETY: eventfd has no memory arguments.
+            unsafe { libc::eventfd(0, 0) }
+        } else {
+            -1
+        };
+        // SAFETY: fcntl without pointers.
+        unsafe {
+            libc::fcntl(down_r, libc::F_SETFL, libc::O_NONBLOCK);
+            libc::fcntl(pk_r, libc::F_SETFL, libc::O_NONBLOCK | libc::O_DIRECT);
+        }
+        let mut first = true;
+        let hooks = Hooks {
+            ready: vec![format!("eventfd={ev}")],
+            check: Some(Box::new(move |f: &mut Vec<String>| {
+                offset_step(file, f);
+                let nonblock = getfl(nb_r) & libc::O_NONBLOCK != 0;
+                f.push(format!("nonblock={nonblock}"));
+                let mut buf = [0u8; 512];
+                // SAFETY: pread into a local buffer.
+                let n = unsafe { libc::pread(proc_fd, buf.as_mut_ptr() as *mut _, buf.len(), 0) };
+                // SAFETY: getpid has no preconditions.
+                let me = unsafe { libc::getpid() };
+                let proc_ok = n > 0 && String::from_utf8_lossy(&buf[..n as usize]).starts_with(&format!("{me} ("));
+                f.push(format!("proc={proc_ok}"));
+                if first {
+                    first = false;
+                    let (d, _) = drain(down_r);
+                    let (p, lens) = drain(pk_r);
+                    let want: Vec<u8> = packets.iter().flat_map(|&l| pattern(l, 3)).collect();
+                    let verdict = if d != down {
+                        format!("bad:down:{}", d.len())
+                    } else if p != want || lens != packets {
+                        format!("bad:packets:{lens:?}")
+                    } else {
+                        "ok".into()
+                    };
+                    f.push(format!("data={verdict}"));
+                }
+                proc_ok && nonblock
+            })),
+            ..Default::default()
+        };
+        serve("c", 1, hooks)
+    });
+    let _ = c;
+    // SAFETY: closing our copies of the child's ends.
+    unsafe {
+        libc::close(down_r);
+        libc::close(up_w);
+        libc::close(pk_r);
+    }
+    write_all(down_w, &down);
+    for &l in &packets {
+        write_all(pk_w, &pattern(l, 3));
+    }
+    // After the fork: the child sees it through the shared description.
+    // SAFETY: fcntl without pointers.
+    unsafe { libc::fcntl(nb_r, libc::F_SETFL, libc::O_NONBLOCK) };
+    // SAFETY: fcntl without pointers.
+    unsafe { libc::fcntl(up_r, libc::F_SETFL, libc::O_NONBLOCK) };
+    let mut first = true;
+    let hooks = Hooks {
+        check: Some(Box::new(move |f: &mut Vec<String>| {
+            offset_step(file, f);
+            // SAFETY: fcntl without pointers.
+            let cap = unsafe { libc::fcntl(up_r, libc::F_GETPIPE_SZ) };
+            f.push(format!("cap={cap}"));
+            if first {
+                first = false;
+                // The child wrote its part before saying ready.
+                let (u, _) = drain(up_r);
+                let (ff, _) = drain(fifo_r);
+                let verdict = if u != up {
+                    format!("bad:up:{}", u.len())
+                } else if ff != b"fifo-data" {
+                    format!("bad:fifo:{}", String::from_utf8_lossy(&ff))
+                } else {
+                    "ok".into()
+                };
+                f.push(format!("data={verdict}"));
+            }
+            cap == 256 * 1024
+        })),
+        ..Default::default()
+    };
+    serve("root", 1, hooks)
 }
