@@ -152,6 +152,7 @@ fn run(opts: &Options, matches: &clap::ArgMatches) -> Result<u8, Error> {
                 leave_stopped: dump.leave_stopped,
                 shell_job: dump.shell_job,
                 evasive_devices: dump.evasive_devices,
+                ext_unix_sk: dump.ext_unix_sk,
             };
             let stats = engine::dump::dump(&o).map_err(Error::Engine)?;
             log::info!(
@@ -171,6 +172,7 @@ fn run(opts: &Options, matches: &clap::ArgMatches) -> Result<u8, Error> {
                 dir: restore.images_dir.clone(),
                 detach: restore.detached,
                 shell_job: restore.shell_job,
+                ext_unix_sk: restore.ext_unix_sk,
             };
             let status = engine::restore::restore(&o).map_err(Error::Engine)?;
             Ok(u8::try_from(status).unwrap_or(255))

@@ -30,7 +30,7 @@ pub const OPTIONS: &[(&str, &str, bool)] = &[
     // dump
     ("dump", "tree", true),
     ("dump", "leave_stopped", true),
-    ("dump", "ext_unix_sk", false),
+    ("dump", "ext_unix_sk", true),
     ("dump", "namespaces", false),
     ("dump", "evasive_devices", true),
     ("dump", "action_script", false),
@@ -40,7 +40,7 @@ pub const OPTIONS: &[(&str, &str, bool)] = &[
     // restore
     ("restore", "tree", true),
     ("restore", "restore_detached", true),
-    ("restore", "ext_unix_sk", false),
+    ("restore", "ext_unix_sk", true),
     ("restore", "namespaces", false),
     ("restore", "root", false),
     ("restore", "veth_pair", false),

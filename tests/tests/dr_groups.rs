@@ -56,12 +56,14 @@ fn group_without_its_leader_survives() {
         leave_stopped: false,
         shell_job: false,
         evasive_devices: false,
+        ..Default::default()
     })
     .expect("dump");
     let _ = p.wait();
     // SAFETY: reaping B, re-parented to us when P died.
     unsafe { libc::waitpid(b, std::ptr::null_mut(), 0) };
-    restore(&RestoreOptions { pid: Pid(pid), dir: img, detach: true, shell_job: false }).expect("restore");
+    restore(&RestoreOptions { pid: Pid(pid), dir: img, detach: true, shell_job: false, ..Default::default() })
+        .expect("restore");
     std::thread::sleep(Duration::from_millis(200));
     let kids_after = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
     let helper_alive = std::path::Path::new(&format!("/proc/{a}")).exists();
@@ -139,10 +141,12 @@ fn every_thread_of_an_unprivileged_process_keeps_its_credentials() {
         leave_stopped: false,
         shell_job: false,
         evasive_devices: false,
+        ..Default::default()
     })
     .expect("dump");
     let _ = p.wait();
-    restore(&RestoreOptions { pid: Pid(pid), dir: img, detach: true, shell_job: false }).expect("restore");
+    restore(&RestoreOptions { pid: Pid(pid), dir: img, detach: true, shell_job: false, ..Default::default() })
+        .expect("restore");
     let after: Vec<(String, String, String)> = tids(pid)
         .into_iter()
         .map(|t| (status_of(pid, t, "Uid:"), status_of(pid, t, "Gid:"), status_of(pid, t, "CapEff:")))

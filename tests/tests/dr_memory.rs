@@ -146,6 +146,7 @@ impl Case {
             leave_stopped: false,
             shell_job: false,
             evasive_devices: false,
+            ..Default::default()
         };
         let r = bounded("dump", move || dump(&opts).map_err(|e| e.to_string()));
         // The engine reaped it as its tracer; wait anyway so its pid is free.
@@ -160,7 +161,13 @@ impl Case {
     /// Restores the victim detached; it becomes our child.
     fn restore(&mut self) {
         assert_eq!(self.state, State::Dumped);
-        let opts = RestoreOptions { pid: Pid(self.pid), dir: self.images(), detach: true, shell_job: false };
+        let opts = RestoreOptions {
+            pid: Pid(self.pid),
+            dir: self.images(),
+            detach: true,
+            shell_job: false,
+            ..Default::default()
+        };
         let r = bounded("restore", move || restore(&opts).map_err(|e| e.to_string()));
         r.unwrap_or_else(|e| panic!("restore failed: {e}"));
         self.state = State::Restored;

@@ -227,15 +227,22 @@ fn do_dump(pid: i32, dir: &Path, leave_stopped: bool) -> Result<(), String> {
         leave_stopped,
         shell_job: false,
         evasive_devices: false,
+        ..Default::default()
     })
     .map(|_| ())
     .map_err(|e| e.to_string())
 }
 
 fn do_restore(pid: i32, dir: &Path) -> Result<(), String> {
-    restore(&RestoreOptions { pid: Pid(pid), dir: dir.to_path_buf(), detach: true, shell_job: false })
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    restore(&RestoreOptions {
+        pid: Pid(pid),
+        dir: dir.to_path_buf(),
+        detach: true,
+        shell_job: false,
+        ..Default::default()
+    })
+    .map(|_| ())
+    .map_err(|e| e.to_string())
 }
 
 /// Dumps `t` (killing it), reaps it and restores it detached.
@@ -768,7 +775,8 @@ fn restore_without_detach_returns_exit_status() {
         let pid = t.pid;
         let dir = s.images();
         let waiter = std::thread::spawn(move || {
-            restore(&RestoreOptions { pid: Pid(pid), dir, detach: false, shell_job: false }).map_err(|e| e.to_string())
+            restore(&RestoreOptions { pid: Pid(pid), dir, detach: false, shell_job: false, ..Default::default() })
+                .map_err(|e| e.to_string())
         });
         t.restored();
         // Restored: the victim's name is back and the engine has let go.

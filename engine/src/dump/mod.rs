@@ -19,7 +19,7 @@ use crate::sys::Pid;
 use std::path::PathBuf;
 
 /// What `crtools dump` was asked to do.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct DumpOptions {
     /// Root of the tree (`-t`).
     pub pid: Pid,
@@ -32,6 +32,9 @@ pub struct DumpOptions {
     /// `--evasive-devices`: a device node that is gone may be replaced by
     /// any other node of the same device.
     pub evasive_devices: bool,
+    /// `-x`/`--ext-unix-sk`: unix sockets whose peer is outside the tree
+    /// are dumped, to be reconnected to the peer's address at restore.
+    pub ext_unix_sk: bool,
 }
 
 /// What a finished dump measured.
@@ -85,12 +88,14 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     let mut shared = Shared::default();
     shared.fd_cx.shell_job = opts.shell_job;
     shared.fd_cx.evasive_devices = opts.evasive_devices;
+    shared.fd_cx.ext_unix_sk = opts.ext_unix_sk;
     shared.pids = tree.tasks.iter().map(|t| t.pid).collect();
     for task in tree.tasks.iter_mut() {
         dump_task(&img, task, &mut shared)?;
     }
 
     let w = |e: crate::image::ImageError| Error::new(format!("write images: {e}"));
+    files::finish_dump(&shared.fd_cx, &mut shared.files)?;
     shared.files.images.write(&img)?;
     let mut f = img.create_image::<kinds::Pstree>(None, &()).map_err(w)?;
     for e in &shared.pstree {

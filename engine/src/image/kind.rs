@@ -10,7 +10,7 @@
 use super::codec::{show_records, DynFrames, NodeSink, ShowStreamError};
 #[allow(unused_imports)]
 use super::describe::Describe;
-use super::{core, files, inventory, mm, pagemap, pipes, pstree, reg_files, tty};
+use super::{core, files, inventory, mm, pagemap, pipes, pstree, reg_files, tty, unix_sk};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -115,6 +115,7 @@ image_kinds! {
         Pipes     = 11, "pipes",    "pipes.img",          1, DEFAULT_MAX_RECORD, (),                       pipes::PipeEntry;
         Fifo      = 12, "fifo",     "fifo.img",           1, DEFAULT_MAX_RECORD, (),                       pipes::FifoEntry;
         PipesData = 13, "pipes-data", "pipes-data.img",   1, DEFAULT_MAX_RECORD, (),                       pipes::PipeDataEntry;
+        UnixSk    = 14, "unixsk",   "unixsk.img",         1, DEFAULT_MAX_RECORD, (),                       unix_sk::UnixSkEntry;
     }
     raw {
         /// Raw page data described by a pagemap image.

@@ -35,6 +35,7 @@ pub mod reg_files;
 #[cfg(test)]
 pub(crate) mod tests;
 pub mod tty;
+pub mod unix_sk;
 
 use std::borrow::Cow;
 

@@ -23,6 +23,7 @@ use crate::image::files::{FdKind, FdinfoEntry, FileEntry, OpenFlags};
 use crate::image::pipes::{FifoEntry, PipeDataEntry, PipeEntry};
 use crate::image::reg_files::RegFileEntry;
 use crate::image::tty::TtyEntry;
+use crate::image::unix_sk::UnixSkEntry;
 use crate::image::{kinds, ImageDir, ImageDirReader};
 use crate::infect::Tracee;
 use crate::proc::fdinfo::{self, FdTarget};
@@ -47,8 +48,15 @@ pub struct FileImages {
     pub fifo: Vec<FifoEntry>,
     /// pipes-data.img: capacity and data of every pipe and FIFO.
     pub pipe_data: Vec<PipeDataEntry>,
+    /// unixsk.img.
+    pub unix: Vec<UnixSkEntry>,
     /// Dump only: pipe ids by (device, inode) of the pipe.
     pub pipe_ids: HashMap<(u64, u64), u32>,
+    /// Dump only: what unix_diag said about every unix socket, read once
+    /// the tree is frozen, and who holds each dumped one (task, fd).
+    pub unix_diag: Option<HashMap<u32, crate::sys::sock_diag::UnixDiag>>,
+    /// Dump only: the task and fd of each dumped unix socket, by inode.
+    pub unix_owner: HashMap<u32, (Pid, i32)>,
 }
 
 impl FileImages {
@@ -67,7 +75,8 @@ impl FileImages {
         one::<kinds::Tty>(img, &self.tty)?;
         one::<kinds::Pipes>(img, &self.pipes)?;
         one::<kinds::Fifo>(img, &self.fifo)?;
-        one::<kinds::PipesData>(img, &self.pipe_data)
+        one::<kinds::PipesData>(img, &self.pipe_data)?;
+        one::<kinds::UnixSk>(img, &self.unix)
     }
 
     /// Reads every file image (an image of a kind the dump had none of may
@@ -87,7 +96,10 @@ impl FileImages {
             pipes: one::<kinds::Pipes>(dir, false)?,
             fifo: one::<kinds::Fifo>(dir, false)?,
             pipe_data: one::<kinds::PipesData>(dir, false)?,
+            unix: one::<kinds::UnixSk>(dir, false)?,
             pipe_ids: HashMap::new(),
+            unix_diag: None,
+            unix_owner: HashMap::new(),
         })
     }
 
@@ -111,6 +123,9 @@ pub struct FdCtx {
     /// At restore: every pid and tid of the tree (their /proc entries do
     /// not exist before the tree does).
     pub tree_tids: Vec<u32>,
+    /// `--ext-unix-sk`: a unix socket whose peer is outside the tree is
+    /// dumped, and reconnected to the peer's address at restore.
+    pub ext_unix_sk: bool,
     /// At restore: the first (task, fd) that holds each file object, to
     /// name it in errors.
     pub owners: HashMap<u32, (Pid, u32)>,
@@ -157,6 +172,7 @@ pub static KINDS: &[KindOps] = &[
     KindOps { kind: FdKind::Tty, dump: super::tty::dump, open: super::tty::open },
     KindOps { kind: FdKind::Pipe, dump: super::pipe::dump, open: super::pipe::open },
     KindOps { kind: FdKind::Fifo, dump: super::fifo::dump, open: super::fifo::open },
+    KindOps { kind: FdKind::UnixSocket, dump: super::unix_sk::dump, open: super::unix_sk::open },
 ];
 
 const S_IFMT: u32 = 0o170000;
@@ -182,7 +198,20 @@ pub fn classify(pid: Pid, fd: i32, target: &FdTarget) -> std::result::Result<FdK
             }
         }
         FdTarget::Pipe(_) => Ok(FdKind::Pipe),
-        FdTarget::Socket(ino) => Err(format!("socket:[{ino}]")),
+        FdTarget::Socket(ino) => {
+            // sockfs names the protocol: UNIX-STREAM, TCP, NETLINK, ...
+            let link = crate::proc::pid_path(pid, &format!("fd/{fd}"));
+            let proto = crate::sys::fs::getxattr(&link, "system.sockprotoname")
+                .map(|b| String::from_utf8_lossy(b.split(|&c| c == 0).next().unwrap_or(&[])).into_owned())
+                .unwrap_or_default();
+            if proto.starts_with("UNIX") {
+                Ok(FdKind::UnixSocket)
+            } else if proto.is_empty() {
+                Err(format!("socket:[{ino}]"))
+            } else {
+                Err(format!("{proto} socket:[{ino}]"))
+            }
+        }
         FdTarget::AnonInode(n) => Err(format!("anon_inode:{n}")),
         FdTarget::Inode { kind, ino } => Err(format!("{kind}:[{ino}]")),
         FdTarget::Other(raw) => Err(String::from_utf8_lossy(raw).into_owned()),
@@ -253,6 +282,12 @@ pub fn dump(cx: &FdCtx, pid: Pid, skip: Option<i32>, all: &mut DumpFiles) -> Res
     Ok(out)
 }
 
+/// Completes the file images once every task is dumped (what needs the
+/// whole tree: which unix socket peers are outside it).
+pub fn finish_dump(cx: &FdCtx, all: &mut DumpFiles) -> Result<()> {
+    super::unix_sk::finish_dump(cx, &mut all.images)
+}
+
 /// A file that is opened in its task once the whole tree exists.
 #[derive(Clone, Debug)]
 pub struct Late {
@@ -264,13 +299,19 @@ pub struct Late {
     pub pos: u64,
 }
 
+/// Work a kind leaves for when every task of the tree exists (on its
+/// final trap, not yet released): it runs in the engine on the engine's
+/// copies of the descriptions, which the tree shares.
+pub type Deferred = Box<dyn FnOnce() -> Result<()>>;
+
 /// The engine's copy of every open file description, by id.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Opened {
     fds: BTreeMap<u32, OwnedFd>,
     late: BTreeMap<u32, Late>,
     /// Objects kept open until the tree runs (a FIFO's holder).
     keep: Vec<OwnedFd>,
+    deferred: Vec<Deferred>,
 }
 
 impl Opened {
@@ -287,6 +328,19 @@ impl Opened {
     /// Keeps `fd` open in the engine until the tree runs.
     pub fn keep(&mut self, fd: OwnedFd) {
         self.keep.push(fd);
+    }
+
+    /// Runs `f` once the tree exists ([`Opened::complete`]).
+    pub fn defer(&mut self, f: Deferred) {
+        self.deferred.push(f);
+    }
+
+    /// Runs the deferred work, in the order it was added.
+    pub fn complete(&mut self) -> Result<()> {
+        for f in std::mem::take(&mut self.deferred) {
+            f()?;
+        }
+        Ok(())
     }
 
     /// Moves every description to a number of `base` or above, where no

@@ -7,7 +7,8 @@
 //! - [`reg_file`]: regular files, directories and device nodes reopened by path;
 //! - [`tty`]: a shell job's terminal;
 //! - [`pipe`]: pipes, their capacity and the bytes in flight;
-//! - [`fifo`]: FIFOs (named pipes).
+//! - [`fifo`]: FIFOs (named pipes);
+//! - [`unix_sk`]: unix sockets, their connections, backlogs and queues.
 //!
 //! Descriptor kinds are looked up in [`files::KINDS`]: adding a kind means one
 //! module here and one row there.
@@ -19,3 +20,4 @@ pub mod reg_file;
 pub mod task;
 pub mod thread;
 pub mod tty;
+pub mod unix_sk;

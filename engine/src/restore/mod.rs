@@ -61,7 +61,7 @@ const SIGTRAP: usize = 5;
 const SIGCHLD: i32 = 17;
 
 /// What `crtools restore` was asked to do.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct RestoreOptions {
     /// Root task to restore (`-t`).
     pub pid: Pid,
@@ -72,6 +72,9 @@ pub struct RestoreOptions {
     /// `-j`: restore a shell job: join crtools' session and process group,
     /// and connect its terminal descriptors to crtools' terminal.
     pub shell_job: bool,
+    /// `-x`/`--ext-unix-sk`: reconnect unix sockets whose peer was outside
+    /// the dumped tree (images without such sockets need not say it).
+    pub ext_unix_sk: bool,
 }
 
 /// Everything read from the images for one task.
@@ -311,6 +314,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     let tasks: Vec<TaskImages> = tree.iter().map(|t| read_task(&dir, t)).collect::<Result<_>>()?;
     let mut fd_cx = files::FdCtx {
         shell_job: opts.shell_job,
+        ext_unix_sk: opts.ext_unix_sk,
         tree_tids: tree.iter().flat_map(|t| t.threads.iter().copied()).collect(),
         ..Default::default()
     };
@@ -422,7 +426,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     drop(go_r);
     let mut tracees: BTreeMap<Pid, Tracee> = BTreeMap::new();
     tracees.insert(root, t_root);
-    let mut result = run_tree(&tasks, &prepared, &mut tracees, &go_w, &mut verifier);
+    let mut result = run_tree(&tasks, &prepared, &mut tracees, &go_w, &mut verifier, &mut opened);
     if let Some(v) = verifier.take() {
         // An earlier failure: a bad page image is its likely cause, say so.
         if let Ok(Err(bad)) = v.join() {
@@ -582,6 +586,7 @@ fn run_tree(
     tracees: &mut BTreeMap<Pid, Tracee>,
     go: &OwnedFd,
     verifier: &mut Option<std::thread::JoinHandle<Result<()>>>,
+    opened: &mut files::Opened,
 ) -> Result<()> {
     let root = all[0].pid;
     // What each expected tid is: (task index, is leader).
@@ -702,6 +707,9 @@ fn run_tree(
         v.join().map_err(|_| Error::new("the page-data check panicked"))??;
     }
     crate::fault::check(crate::fault::Fault::RestoreAtTraps)?;
+    // What needs every task to exist: queued data with its senders'
+    // credentials, connections made after the queues are filled.
+    opened.complete()?;
     // The groups exist now: their helpers go, reaped by the task that
     // forked them (on its trap, by a remote wait4).
     for (&h, &owner) in &helpers {

@@ -664,6 +664,25 @@ pub fn fionread(fd: BorrowedFd<'_>) -> Result<usize> {
     Ok(n as usize)
 }
 
+/// getxattr(path, name): the attribute's value (at most 256 bytes).
+pub fn getxattr(path: impl AsRef<Path>, name: &str) -> Result<Vec<u8>> {
+    let p = cpath(path.as_ref())?;
+    let n = CString::new(name).map_err(|_| Errno::EINVAL)?;
+    let mut buf = vec![0u8; 256];
+    // SAFETY: the kernel reads the two NUL-terminated strings and writes at most buf.len() bytes.
+    let len = unsafe {
+        syscalls::syscall4(
+            Sysno::getxattr,
+            p.as_ptr() as usize,
+            n.as_ptr() as usize,
+            buf.as_mut_ptr() as usize,
+            buf.len(),
+        )
+    }?;
+    buf.truncate(len);
+    Ok(buf)
+}
+
 /// getdents64(fd, buf): fills `buf` with packed `linux_dirent64` records;
 /// returns the bytes used, 0 at the end. [`Dir`] decodes them.
 pub fn getdents64(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize> {

@@ -29,6 +29,7 @@ pub mod pidfd;
 pub mod process_vm;
 pub mod ptrace;
 pub mod signal;
+pub mod sock_diag;
 pub mod socket;
 pub mod tty;
 pub mod wait;
@@ -37,7 +38,7 @@ pub mod wait;
 pub type Result<T> = core::result::Result<T, Errno>;
 
 /// A process or thread id as the kernel sees it in the caller's pid namespace.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Pid(pub i32);
 
 impl Pid {

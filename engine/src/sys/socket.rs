@@ -145,6 +145,16 @@ impl UnixAddr {
         Ok(a)
     }
 
+    /// From the `sun_path` bytes images store ([`UnixAddr::path_bytes`]):
+    /// empty is unnamed, a leading NUL abstract, anything else a pathname.
+    pub fn from_path_bytes(b: &[u8]) -> Result<UnixAddr> {
+        match b {
+            [] => Ok(UnixAddr::empty()),
+            [0, rest @ ..] => UnixAddr::new_abstract(rest),
+            _ => UnixAddr::new(Path::new(std::ffi::OsStr::from_bytes(b))),
+        }
+    }
+
     /// The unnamed address (only a family; what an unbound socket reports).
     pub fn unnamed() -> UnixAddr {
         UnixAddr::empty()
@@ -514,6 +524,142 @@ fn setsockopt_int(fd: BorrowedFd<'_>, level: u32, name: u32, v: i32) -> Result<(
         syscalls::syscall5(Sysno::setsockopt, fd_arg(fd), level as usize, name as usize, &v as *const i32 as usize, 4)
     }
     .map(drop)
+}
+
+/// SOL_SOCKET options read and set as an int (SO_PASSCRED, SO_PASSSEC,
+/// SO_RCVBUF, SO_SNDBUF, SO_PEEK_OFF, SO_RCVLOWAT, ...).
+pub fn get_sol_socket_int(fd: BorrowedFd<'_>, name: u32) -> Result<i32> {
+    getsockopt_int(fd, SOL_SOCKET, name)
+}
+
+/// See [`get_sol_socket_int`].
+pub fn set_sol_socket_int(fd: BorrowedFd<'_>, name: u32, v: i32) -> Result<()> {
+    setsockopt_int(fd, SOL_SOCKET, name, v)
+}
+
+/// SO_RCVTIMEO / SO_SNDTIMEO (old layout: struct timeval) as (sec, usec).
+pub fn get_sol_socket_timeval(fd: BorrowedFd<'_>, name: u32) -> Result<(i64, i64)> {
+    let mut tv = [0i64; 2];
+    // SAFETY: tv is 16 writable bytes.
+    unsafe { getsockopt_raw(fd, SOL_SOCKET, name, tv.as_mut_ptr() as *mut u8, 16) }?;
+    Ok((tv[0], tv[1]))
+}
+
+/// See [`get_sol_socket_timeval`].
+pub fn set_sol_socket_timeval(fd: BorrowedFd<'_>, name: u32, tv: (i64, i64)) -> Result<()> {
+    let v = [tv.0, tv.1];
+    // SAFETY: the kernel reads 16 bytes of v.
+    unsafe {
+        syscalls::syscall5(Sysno::setsockopt, fd_arg(fd), SOL_SOCKET as usize, name as usize, v.as_ptr() as usize, 16)
+    }
+    .map(drop)
+}
+
+pub use ln::{
+    SCM_CREDENTIALS, SHUT_RD, SHUT_RDWR, SHUT_WR, SO_PASSCRED, SO_PASSSEC, SO_PEEK_OFF, SO_RCVBUF, SO_RCVLOWAT,
+    SO_RCVTIMEO_OLD as SO_RCVTIMEO, SO_SNDBUF, SO_SNDTIMEO_OLD as SO_SNDTIMEO,
+};
+
+/// shutdown(fd, how).
+pub fn shutdown(fd: BorrowedFd<'_>, how: u32) -> Result<()> {
+    // SAFETY: no memory arguments.
+    unsafe { syscalls::syscall2(Sysno::shutdown, fd_arg(fd), how as usize) }.map(drop)
+}
+
+/// One message received with [`recv_msg`].
+#[derive(Debug)]
+pub struct RecvMsg {
+    /// Bytes of the message (with MSG_TRUNC: its real length, maybe more
+    /// than the buffer held).
+    pub len: usize,
+    /// msg_flags the kernel returned.
+    pub flags: MsgFlags,
+    /// The sender's address (datagram sockets; unnamed otherwise).
+    pub from: UnixAddr,
+    /// Descriptors that came with it (SCM_RIGHTS), close-on-exec.
+    pub fds: Vec<OwnedFd>,
+    /// Credentials that came with it (SCM_CREDENTIALS).
+    pub creds: Option<UCred>,
+}
+
+/// recvmsg(fd, buf, flags) on a unix socket, with the sender's address and
+/// room for credentials and [`SCM_MAX_FD`] descriptors.
+pub fn recv_msg(fd: BorrowedFd<'_>, buf: &mut [u8], flags: MsgFlags) -> Result<RecvMsg> {
+    let space = cmsg_space(SCM_MAX_FD) + CMSG_HDR + 16;
+    let mut ctl = vec![0u64; space.div_ceil(8)];
+    let mut from = UnixAddr::empty();
+    let mut iov = IoVec { base: buf.as_mut_ptr() as usize, len: buf.len() };
+    let mut msg = ln::msghdr {
+        msg_name: &mut from.raw as *mut ln::sockaddr_un as *mut _,
+        msg_namelen: core::mem::size_of::<ln::sockaddr_un>() as i32,
+        msg_iov: &mut iov as *mut IoVec as *mut ln::iovec,
+        msg_iovlen: 1,
+        msg_control: ctl.as_mut_ptr().cast(),
+        msg_controllen: ctl.len() * 8,
+        msg_flags: 0,
+    };
+    let f = (flags | MsgFlags::MSG_CMSG_CLOEXEC).bits() as usize;
+    // SAFETY: the kernel writes at most buf.len() bytes into buf, the
+    // address into `from` and at most msg_controllen bytes into ctl.
+    let n = retry_eintr(|| unsafe {
+        syscalls::syscall3(Sysno::recvmsg, fd_arg(fd), &mut msg as *mut ln::msghdr as usize, f)
+    })?;
+    from.len = msg.msg_namelen.clamp(SUN_PATH_OFF as i32, core::mem::size_of::<ln::sockaddr_un>() as i32) as u32;
+    let ctl_len = msg.msg_controllen.min(ctl.len() * 8);
+    let bytes = bytemuck_u64(&mut ctl);
+    let mut out =
+        RecvMsg { len: n, flags: MsgFlags::from_bits_retain(msg.msg_flags), from, fds: Vec::new(), creds: None };
+    let mut off = 0;
+    while off + CMSG_HDR <= ctl_len {
+        let len = usize::from_ne_bytes(bytes[off..off + 8].try_into().expect("8 bytes"));
+        let level = i32::from_ne_bytes(bytes[off + 8..off + 12].try_into().expect("4 bytes"));
+        let ty = i32::from_ne_bytes(bytes[off + 12..off + 16].try_into().expect("4 bytes"));
+        if len < CMSG_HDR || off + len > ctl_len {
+            break;
+        }
+        let data = &bytes[off + CMSG_HDR..off + len];
+        if level == SOL_SOCKET as i32 && ty == SCM_RIGHTS as i32 {
+            for c in data.chunks_exact(4) {
+                out.fds.push(owned(i32::from_ne_bytes(c.try_into().expect("4 bytes")) as usize));
+            }
+        } else if level == SOL_SOCKET as i32 && ty == SCM_CREDENTIALS as i32 && data.len() >= 12 {
+            let w = |i: usize| u32::from_ne_bytes(data[i..i + 4].try_into().expect("4 bytes"));
+            out.creds = Some(UCred { pid: w(0) as i32, uid: w(4), gid: w(8) });
+        }
+        off += (len + 7) & !7;
+    }
+    Ok(out)
+}
+
+/// sendmsg(fd, data) to `to` (None: the connected peer), with explicit
+/// credentials when `creds` is given. Returns the bytes sent.
+pub fn send_msg(fd: BorrowedFd<'_>, data: &[u8], to: Option<&UnixAddr>, creds: Option<&UCred>) -> Result<usize> {
+    let mut ctl = [0u64; 4];
+    let mut ctl_len = 0;
+    if let Some(c) = creds {
+        let b = bytemuck_u64(&mut ctl);
+        b[0..8].copy_from_slice(&(CMSG_HDR + 12).to_ne_bytes());
+        b[8..12].copy_from_slice(&(SOL_SOCKET as i32).to_ne_bytes());
+        b[12..16].copy_from_slice(&(SCM_CREDENTIALS as i32).to_ne_bytes());
+        b[16..20].copy_from_slice(&c.pid.to_ne_bytes());
+        b[20..24].copy_from_slice(&c.uid.to_ne_bytes());
+        b[24..28].copy_from_slice(&c.gid.to_ne_bytes());
+        ctl_len = CMSG_HDR + 16;
+    }
+    let mut iov = IoVec { base: data.as_ptr() as usize, len: data.len() };
+    let msg = ln::msghdr {
+        msg_name: to.map_or(core::ptr::null_mut(), |a| &a.raw as *const ln::sockaddr_un as *mut _),
+        msg_namelen: to.map_or(0, |a| a.len as i32),
+        msg_iov: &mut iov as *mut IoVec as *mut ln::iovec,
+        msg_iovlen: 1,
+        msg_control: if ctl_len == 0 { core::ptr::null_mut() } else { ctl.as_mut_ptr().cast() },
+        msg_controllen: ctl_len,
+        msg_flags: 0,
+    };
+    let f = (MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT).bits() as usize;
+    // SAFETY: the kernel reads the msghdr, the address, data.len() bytes of
+    // data and ctl_len bytes of ctl.
+    retry_eintr(|| unsafe { syscalls::syscall3(Sysno::sendmsg, fd_arg(fd), &msg as *const ln::msghdr as usize, f) })
 }
 
 /// SO_TYPE.

@@ -49,6 +49,16 @@
 //!   is in flight for it and reports `data=ok|bad:..`; `proc=` is c's
 //!   /proc/self/stat naming its own pid. With `eventfd`, c also holds an
 //!   eventfd (which crtools does not dump yet).
+//! - `unix DIR`: root listens on DIR/srv (stream, mode 0640) and has
+//!   accepted c1 (bound to DIR/c1.sock) and c2; c3's connection waits in
+//!   the backlog. Before ready: c1 sent "from-c1" on its connection and
+//!   root sent "to-c1"; c1 sent datagrams to root's DIR/dg (SO_PASSCRED)
+//!   from DIR/dg1 (10 and 7000 bytes) and from an unnamed socket (5 bytes)
+//!   in between, and one to root's abstract socket; root and c2 share a
+//!   seqpacket pair with records queued both ways, c2's side shut down
+//!   for writing; c1 holds a dgram socketpair with a message queued and a
+//!   stream socket bound to DIR/gone, whose file it unlinked. The first
+//!   check of each reads everything and reports `data=ok|bad:WHY`.
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -359,6 +369,7 @@ fn main() {
         "deathsig" => deathsig(),
         "holder" => holder(&args[3..]),
         "ipc" => ipc(&args[3..]),
+        "unix" => unix(&args[3..]),
         other => {
             log(format!("error unknown mode {other}"));
             std::process::exit(2);
@@ -900,4 +911,313 @@ fn ipc(args: &[String]) -> ! {
         ..Default::default()
     };
     serve("root", 1, hooks)
+}
+
+fn sun(path: &str) -> (libc::sockaddr_un, libc::socklen_t) {
+    // SAFETY: sockaddr_un is plain data; zeroed is valid.
+    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    a.sun_family = libc::AF_UNIX as u16;
+    let b = path.as_bytes();
+    let abs = b.first() == Some(&b'@');
+    for (i, c) in b.iter().enumerate() {
+        a.sun_path[i] = if abs && i == 0 { 0 } else { *c as libc::c_char };
+    }
+    let len = 2 + b.len() + usize::from(!abs);
+    (a, len as libc::socklen_t)
+}
+
+fn usock(ty: i32) -> i32 {
+    // SAFETY: socket has no memory arguments.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, ty, 0) };
+    assert!(fd >= 0, "socket");
+    fd
+}
+
+fn ubind(fd: i32, path: &str) {
+    let (a, l) = sun(path);
+    // SAFETY: a valid sockaddr_un of length l.
+    assert_eq!(unsafe { libc::bind(fd, &a as *const _ as *const libc::sockaddr, l) }, 0, "bind {path}");
+}
+
+fn uconnect(fd: i32, path: &str) {
+    let (a, l) = sun(path);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::connect(fd, &a as *const _ as *const libc::sockaddr, l) }, 0, "connect {path}");
+}
+
+fn usendto(fd: i32, data: &[u8], path: &str) {
+    let (a, l) = sun(path);
+    // SAFETY: as above, data is a local buffer.
+    let n = unsafe {
+        libc::sendto(fd, data.as_ptr() as *const _, data.len(), 0, &a as *const _ as *const libc::sockaddr, l)
+    };
+    assert_eq!(n, data.len() as isize, "sendto {path}");
+}
+
+/// A socket name as text (`@x` abstract, `-` unnamed).
+fn name_of(a: &libc::sockaddr_un, l: libc::socklen_t) -> String {
+    let n = (l as usize).saturating_sub(2);
+    if n == 0 {
+        return "-".into();
+    }
+    let b: Vec<u8> = a.sun_path[..n].iter().map(|&c| c as u8).collect();
+    if b[0] == 0 {
+        format!("@{}", String::from_utf8_lossy(&b[1..]))
+    } else {
+        String::from_utf8_lossy(b.split(|&c| c == 0).next().unwrap_or(&[])).into_owned()
+    }
+}
+
+fn sock_name(fd: i32, peer: bool) -> String {
+    // SAFETY: zeroed sockaddr_un; the kernel writes at most l bytes.
+    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut l = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: as above.
+    let r = unsafe {
+        if peer {
+            libc::getpeername(fd, &mut a as *mut _ as *mut libc::sockaddr, &mut l)
+        } else {
+            libc::getsockname(fd, &mut a as *mut _ as *mut libc::sockaddr, &mut l)
+        }
+    };
+    if r != 0 {
+        return format!("err{}", std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    name_of(&a, l)
+}
+
+/// Reads every message queued (non-blocking): (sender, bytes, creds pid).
+fn recv_all(fd: i32) -> Vec<(String, Vec<u8>, i32)> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        // SAFETY: zeroed plain data; the kernel fills them within their sizes.
+        let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        let mut ctl = [0u64; 16];
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut _, iov_len: buf.len() };
+        // SAFETY: as above.
+        let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
+        m.msg_name = &mut a as *mut _ as *mut _;
+        m.msg_namelen = std::mem::size_of::<libc::sockaddr_un>() as u32;
+        m.msg_iov = &mut iov;
+        m.msg_iovlen = 1;
+        m.msg_control = ctl.as_mut_ptr() as *mut _;
+        m.msg_controllen = std::mem::size_of_val(&ctl);
+        // SAFETY: the msghdr points at live local buffers.
+        let n = unsafe { libc::recvmsg(fd, &mut m, libc::MSG_DONTWAIT) };
+        if n < 0 {
+            break;
+        }
+        let mut pid = 0;
+        // SAFETY: walking the control buffer the kernel filled.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&m);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_CREDENTIALS {
+                    pid = (*(libc::CMSG_DATA(c) as *const libc::ucred)).pid;
+                }
+                c = libc::CMSG_NXTHDR(&m, c);
+            }
+        }
+        out.push((name_of(&a, m.msg_namelen), buf[..n as usize].to_vec(), pid));
+        if n == 0 {
+            break;
+        }
+    }
+    out
+}
+
+fn file_mode(path: &str) -> u32 {
+    std::fs::metadata(path).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777).unwrap_or(0)
+}
+
+fn unix(args: &[String]) -> ! {
+    let dir = args.first().expect("unix DIR").clone();
+    let srv = format!("{dir}/srv");
+    let dg = format!("{dir}/dg");
+    let abs = format!("@crtools-victim-{}", std::process::id());
+    let l = usock(libc::SOCK_STREAM);
+    ubind(l, &srv);
+    std::fs::set_permissions(&srv, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    // SAFETY: listen without pointers.
+    assert_eq!(unsafe { libc::listen(l, 8) }, 0);
+    let d = usock(libc::SOCK_DGRAM);
+    ubind(d, &dg);
+    let one: i32 = 1;
+    // SAFETY: setsockopt with a local int.
+    unsafe { libc::setsockopt(d, libc::SOL_SOCKET, libc::SO_PASSCRED, &one as *const _ as *const _, 4) };
+    let ad = usock(libc::SOCK_DGRAM);
+    ubind(ad, &abs);
+    let mut sp = [0; 2];
+    // SAFETY: socketpair writes two ints.
+    assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0, sp.as_mut_ptr()) }, 0);
+    let (sp_root, sp_c2) = (sp[0], sp[1]);
+    let dir1 = dir.clone();
+    let (dg1, abs1, srv1) = (dg.clone(), abs.clone(), srv.clone());
+    let c1_pid = fork(move || {
+        let c = usock(libc::SOCK_STREAM);
+        ubind(c, &format!("{dir1}/c1.sock"));
+        uconnect(c, &srv1);
+        write_all(c, b"from-c1");
+        let n = usock(libc::SOCK_DGRAM);
+        ubind(n, &format!("{dir1}/dg1"));
+        let u = usock(libc::SOCK_DGRAM);
+        usendto(n, &[b'a'; 10], &dg1);
+        usendto(u, &[b'b'; 5], &dg1);
+        usendto(n, &[b'c'; 7000], &dg1);
+        usendto(u, b"abstract", &abs1);
+        let mut pair = [0; 2];
+        // SAFETY: socketpair writes two ints.
+        assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, pair.as_mut_ptr()) }, 0);
+        write_all(pair[1], b"to-self");
+        let gone = usock(libc::SOCK_STREAM);
+        let gone_path = format!("{dir1}/gone");
+        ubind(gone, &gone_path);
+        std::fs::remove_file(&gone_path).unwrap();
+        let mut first = true;
+        let want_gone = gone_path.clone();
+        let hooks = Hooks {
+            check: Some(Box::new(move |f: &mut Vec<String>| {
+                let names = format!("{}|{}", sock_name(c, false), sock_name(gone, false));
+                let names_ok = names == format!("{}|{want_gone}", format!("{}/c1.sock", dir1.clone()).as_str());
+                f.push(format!("names={names_ok}"));
+                if first {
+                    first = false;
+                    // SAFETY: fcntl without pointers.
+                    unsafe { libc::fcntl(c, libc::F_SETFL, libc::O_NONBLOCK) };
+                    let got = recv_all(c);
+                    let self_msg = recv_all(pair[0]);
+                    let v = if got.len() != 1 || got[0].1 != b"to-c1" {
+                        format!("bad:conn:{got:?}")
+                    } else if self_msg.len() != 1 || self_msg[0].1 != b"to-self" {
+                        format!("bad:pair:{self_msg:?}")
+                    } else {
+                        "ok".into()
+                    };
+                    f.push(format!("data={v}"));
+                }
+                names_ok
+            })),
+            ..Default::default()
+        };
+        serve("c1", 1, hooks)
+    });
+    let (c1_conn, _) = accept_one(l);
+    write_all(c1_conn, b"to-c1");
+    let srv2 = srv.clone();
+    let c2_pid = fork(move || {
+        let c = usock(libc::SOCK_STREAM);
+        uconnect(c, &srv2);
+        for r in [&b"seven77"[..], &[b'x'; 70][..]] {
+            // SAFETY: sending a local buffer.
+            assert_eq!(unsafe { libc::send(sp_c2, r.as_ptr() as *const _, r.len(), 0) }, r.len() as isize);
+        }
+        // SAFETY: shutdown without pointers.
+        unsafe { libc::shutdown(sp_c2, libc::SHUT_WR) };
+        let mut first = true;
+        let hooks = Hooks {
+            check: Some(Box::new(move |f: &mut Vec<String>| {
+                if first {
+                    first = false;
+                    // SAFETY: fcntl without pointers.
+                    unsafe { libc::fcntl(sp_c2, libc::F_SETFL, libc::O_NONBLOCK) };
+                    let got: Vec<usize> = recv_all(sp_c2).iter().map(|m| m.1.len()).collect();
+                    f.push(format!(
+                        "data={}",
+                        if got == [3, 100, 2000] { "ok".to_string() } else { format!("bad:{got:?}") }
+                    ));
+                }
+                let _ = c;
+                true
+            })),
+            ..Default::default()
+        };
+        serve("c2", 1, hooks)
+    });
+    let (_c2_conn, _) = accept_one(l);
+    for n in [3usize, 100, 2000] {
+        let r = vec![b'r'; n];
+        // SAFETY: sending a local buffer.
+        assert_eq!(unsafe { libc::send(sp_root, r.as_ptr() as *const _, n, 0) }, n as isize);
+    }
+    let srv3 = srv.clone();
+    let c3 = fork(move || {
+        let c = usock(libc::SOCK_STREAM);
+        uconnect(c, &srv3);
+        let hooks = Hooks {
+            check: Some(Box::new(move |f: &mut Vec<String>| {
+                let p = sock_name(c, true);
+                f.push(format!("peer={}", if p.ends_with("/srv") { "srv" } else { &p }));
+                p.ends_with("/srv")
+            })),
+            ..Default::default()
+        };
+        serve("c3", 1, hooks)
+    });
+    let _ = (c2_pid, c3);
+    // The check of root runs when the test asks; c3's connection is left
+    // in the backlog until then.
+    let mut first = true;
+    let dir0 = dir.clone();
+    let hooks = Hooks {
+        check: Some(Box::new(move |f: &mut Vec<String>| {
+            let peer = sock_name(c1_conn, true);
+            let names_ok = peer == format!("{dir0}/c1.sock") && sock_name(c1_conn, false) == srv;
+            f.push(format!("c1peer={names_ok}"));
+            let mode_ok = file_mode(&srv) == 0o640;
+            f.push(format!("srvmode={mode_ok}"));
+            if first {
+                first = false;
+                // SAFETY: fcntl without pointers.
+                unsafe {
+                    libc::fcntl(c1_conn, libc::F_SETFL, libc::O_NONBLOCK);
+                    libc::fcntl(l, libc::F_SETFL, libc::O_NONBLOCK);
+                    libc::fcntl(sp_root, libc::F_SETFL, libc::O_NONBLOCK);
+                }
+                let conn = recv_all(c1_conn);
+                let dgrams: Vec<(String, usize, i32)> = recv_all(d)
+                    .into_iter()
+                    .map(|(n, b, p)| (n.rsplit('/').next().unwrap_or("").to_string(), b.len(), p))
+                    .collect();
+                let want = vec![
+                    ("dg1".to_string(), 10, c1_pid),
+                    ("-".to_string(), 5, c1_pid),
+                    ("dg1".to_string(), 7000, c1_pid),
+                ];
+                let abstract_msgs = recv_all(ad);
+                let records: Vec<usize> = recv_all(sp_root).iter().map(|m| m.1.len()).collect();
+                let pending = accept_one(l);
+                let v = if conn.len() != 1 || conn[0].1 != b"from-c1" {
+                    format!("bad:conn:{conn:?}")
+                } else if dgrams != want {
+                    format!("bad:dgrams:{dgrams:?}")
+                } else if abstract_msgs.len() != 1 || abstract_msgs[0].1 != b"abstract" {
+                    format!("bad:abstract:{abstract_msgs:?}")
+                } else if records != [7, 70, 0] {
+                    format!("bad:records:{records:?}")
+                } else if pending.0 < 0 || pending.1 != "-" {
+                    format!("bad:pending:{pending:?}")
+                } else {
+                    "ok".into()
+                };
+                f.push(format!("data={v}"));
+            }
+            names_ok && mode_ok
+        })),
+        ..Default::default()
+    };
+    serve("root", 1, hooks)
+}
+
+/// accept4 on a listening socket: (fd or -1, the peer's name).
+fn accept_one(l: i32) -> (i32, String) {
+    // SAFETY: zeroed sockaddr_un; the kernel writes at most len bytes.
+    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: as above.
+    let fd = unsafe { libc::accept4(l, &mut a as *mut _ as *mut libc::sockaddr, &mut len, 0) };
+    if fd < 0 {
+        return (-1, format!("err{}", std::io::Error::last_os_error().raw_os_error().unwrap_or(0)));
+    }
+    (fd, name_of(&a, len))
 }

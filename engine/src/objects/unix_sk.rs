@@ -1,0 +1,704 @@
+//! Unix sockets (unix(7)): stream, datagram and seqpacket; unbound,
+//! bound to a path or an abstract name; socketpairs, listening sockets
+//! with their backlog, accepted connections with their names; what is
+//! queued for each to read, with message boundaries, senders' addresses
+//! and credentials; shutdown state and the options users set.
+//!
+//! Dump: unix_diag (sock_diag(7)) is asked once, with the tree frozen, for
+//! every unix socket: type, state, name, bound file, peer, backlog, queue
+//! lengths, shutdown. Each socket a task holds is duplicated into the
+//! engine (pidfd_getfd) and its receive queue is read without consuming
+//! it: MSG_PEEK stepping through SO_PEEK_OFF, which is put back to what the
+//! task had. Connections waiting in a backlog are recorded with their
+//! listener. Once every task is dumped, a socket whose peer is outside the
+//! tree is refused, naming the peer, unless `--ext-unix-sk` says to
+//! reconnect it to the peer's address at restore.
+//!
+//! Restore, in the engine before the tree is forked: listeners are bound
+//! (a stale socket file of the dead listener is replaced; the file gets the
+//! dumped mode and owner) and listen; connected pairs are made by connect
+//! and accept when one side has a name (so both keep their names and
+//! getpeername answers as before; a closed listener is stood in for by a
+//! temporary one at its name), by socketpair otherwise; backlog
+//! connections are connected and left unaccepted, oldest first. Once the
+//! tree exists (so senders' credentials name live pids), the queues are
+//! refilled from the right senders (datagrams from a socket bound to the
+//! sender's address), datagram sockets connect to their peers, shutdown
+//! state and options are set.
+//!
+//! Not read back or refused by name: descriptors in flight (SCM_RIGHTS),
+//! bytes queued on a connection still in a backlog (the kernel gives no
+//! way to read them without accepting it), names bound relative to a
+//! working directory, zero-length datagrams.
+use super::files::{FdCtx, FileImages, Opened};
+use crate::error::{Error, Result};
+use crate::image::files::OpenFlags;
+use crate::image::unix_sk::{name_text, QueuedMsg, UnixSkEntry, UnixSkOpts};
+use crate::proc::fdinfo::{FdInfo, FdTarget};
+use crate::sys::sock_diag::{self, UnixDiag, STATE_ESTABLISHED, STATE_LISTEN};
+use crate::sys::socket::{self as sk, MsgFlags, SockFlags, SockType, UCred, UnixAddr, AF_UNIX};
+use crate::sys::{Errno, Pid};
+use std::collections::HashMap;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::rc::Rc;
+
+const SOCK_DGRAM: u32 = 2;
+const RCV_SHUTDOWN: u8 = 1;
+const SEND_SHUTDOWN: u8 = 2;
+/// Largest message the queue reader takes at once; bigger ones are read again
+/// with a buffer of their size.
+const PEEK_BUF: usize = 256 * 1024;
+
+fn is_path_name(name: &[u8]) -> bool {
+    !name.is_empty() && name[0] != 0
+}
+
+/// Dumps one unix socket a task holds.
+pub fn dump(
+    cx: &FdCtx,
+    pid: Pid,
+    fd: i32,
+    target: &FdTarget,
+    info: &FdInfo,
+    id: u32,
+    out: &mut FileImages,
+) -> Result<()> {
+    let FdTarget::Socket(ino) = *target else {
+        return Err(Error::task(pid, format!("fd {fd}: not a socket")));
+    };
+    let ino = ino as u32;
+    let what = format!("fd {fd}: unix socket:[{ino}]");
+    let e = |msg: String| Error::task(pid, format!("{what}: {msg}"));
+    if out.unix_diag.is_none() {
+        // Once, with the whole tree frozen.
+        let all = sock_diag::unix_sockets().map_err(|err| e(format!("unix_diag: {err}")))?;
+        out.unix_diag = Some(all);
+    }
+    let diag = out.unix_diag.as_ref().expect("just read");
+    let d =
+        diag.get(&ino).cloned().ok_or_else(|| e("unix_diag does not know it (another network namespace?)".into()))?;
+    let flags = OpenFlags::from_bits_retain(info.flags) - OpenFlags::O_CLOEXEC;
+    if flags.contains(OpenFlags::O_ASYNC) {
+        return Err(e("is in O_ASYNC mode (its signal owner is not restored yet)".into()));
+    }
+    let pidfd = crate::sys::pidfd::pidfd_open(pid, crate::sys::pidfd::PidfdFlags::empty())
+        .map_err(|err| e(format!("pidfd_open: {err}")))?;
+    let s = crate::sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd).map_err(|err| e(format!("pidfd_getfd: {err}")))?;
+    let (unlinked, file_attrs) = bound_file(&d).map_err(e)?;
+    let opts = read_opts(s.as_fd()).map_err(|err| e(format!("read its options: {err}")))?;
+    let ext_peer = if d.state == STATE_ESTABLISHED || (d.ty as u32 == SOCK_DGRAM && d.peer != 0) {
+        match sk::getpeername_unix(s.as_fd()) {
+            Ok(a) => Some(a.path_bytes().to_vec()),
+            Err(Errno::ENOTCONN) => None,
+            Err(err) => return Err(e(format!("getpeername: {err}"))),
+        }
+    } else {
+        None
+    };
+    let mut entry = UnixSkEntry {
+        id,
+        ino,
+        ty: d.ty as u32,
+        state: d.state as u32,
+        flags,
+        name: d.name.clone(),
+        unlinked,
+        file_attrs,
+        peer: d.peer,
+        ext_peer,
+        backlog: 0,
+        icons: Vec::new(),
+        shutdown: d.shutdown,
+        opts,
+        queue: Vec::new(),
+    };
+    if d.state == STATE_LISTEN {
+        entry.backlog = d.rqlen.map(|r| r.1).unwrap_or(128);
+        entry.icons = d.icons.clone();
+        for &icon in &d.icons {
+            // unix_diag names each waiting connection by an inode: the
+            // connection's own on some kernels, its client's on others.
+            // Either way, bytes sent on it and not read show: as what the
+            // connection holds, or as what its client has in flight.
+            let unread = diag.get(&icon).and_then(|c| c.rqlen).map(|(r, w)| r as u64 + w as u64).unwrap_or(0);
+            if unread > 0 {
+                return Err(e(format!(
+                    "a connection waiting in its backlog (socket:[{icon}]) holds bytes not read yet: \
+                     the kernel cannot read them back without accepting it"
+                )));
+            }
+        }
+    } else if d.ty as u32 == SOCK_DGRAM || d.state == STATE_ESTABLISHED {
+        // (An unconnected stream socket has no queue to read.)
+        entry.queue = peek_queue(s.as_fd(), &d, entry.opts.passcred).map_err(e)?;
+    }
+    out.unix_owner.insert(ino, (pid, fd));
+    log::debug!(task = pid.0; "task {pid}: {what}: {} {}, {} queued", crate::image::unix_sk::type_text(entry.ty), name_text(&entry.name), entry.queue.len());
+    out.unix.push(entry);
+    let _ = cx;
+    Ok(())
+}
+
+/// Whether a pathname socket's file is gone, and the file's mode and owner.
+#[allow(clippy::type_complexity)]
+fn bound_file(d: &UnixDiag) -> std::result::Result<(bool, Option<(u32, u32, u32)>), String> {
+    if !is_path_name(&d.name) {
+        return Ok((false, None));
+    }
+    if d.name[0] != b'/' {
+        return Err(format!("is bound to the relative path {}: not supported yet", String::from_utf8_lossy(&d.name)));
+    }
+    // A connected stream socket's name may be its listener's (accepted
+    // connections share the listener's name and file): its file is not
+    // its own to recreate or remove.
+    if d.state == STATE_ESTABLISHED && d.ty as u32 != SOCK_DGRAM {
+        return Ok((false, None));
+    }
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&d.name));
+    let md = std::fs::symlink_metadata(path).ok();
+    match (md, d.vfs) {
+        (_, None) => Ok((false, None)),
+        (Some(m), Some((vino, vdev))) if m.ino() as u32 == vino && kernel_dev(m.dev()) == vdev => {
+            Ok((false, Some((m.mode(), m.uid(), m.gid()))))
+        }
+        _ => Ok((true, None)),
+    }
+}
+
+use std::os::unix::ffi::OsStrExt;
+
+/// The kernel's internal dev_t (major << 20 | minor, what unix_diag
+/// reports) of a `st_dev`.
+fn kernel_dev(st_dev: u64) -> u32 {
+    let major = ((st_dev >> 8) & 0xfff) | ((st_dev >> 32) & !0xfff);
+    let minor = (st_dev & 0xff) | ((st_dev >> 12) & !0xff);
+    ((major << 20) | (minor & 0xf_ffff)) as u32
+}
+
+fn read_opts(s: BorrowedFd<'_>) -> crate::sys::Result<UnixSkOpts> {
+    Ok(UnixSkOpts {
+        passcred: sk::get_sol_socket_int(s, sk::SO_PASSCRED)? != 0,
+        passsec: sk::get_sol_socket_int(s, sk::SO_PASSSEC)? != 0,
+        rcvbuf: sk::get_sol_socket_int(s, sk::SO_RCVBUF)? as u32,
+        sndbuf: sk::get_sol_socket_int(s, sk::SO_SNDBUF)? as u32,
+        rcvtimeo: sk::get_sol_socket_timeval(s, sk::SO_RCVTIMEO)?,
+        sndtimeo: sk::get_sol_socket_timeval(s, sk::SO_SNDTIMEO)?,
+        peek_off: sk::get_sol_socket_int(s, sk::SO_PEEK_OFF)?,
+        rcvlowat: sk::get_sol_socket_int(s, sk::SO_RCVLOWAT)?,
+    })
+}
+
+/// Reads the receive queue of `s` without consuming it; SO_PEEK_OFF is put
+/// back as it was, whatever happens.
+fn peek_queue(s: BorrowedFd<'_>, d: &UnixDiag, passcred: bool) -> std::result::Result<Vec<QueuedMsg>, String> {
+    let old = sk::get_sol_socket_int(s, sk::SO_PEEK_OFF).map_err(|e| format!("SO_PEEK_OFF: {e}"))?;
+    let r = peek_from_start(s, d, passcred);
+    let back = sk::set_sol_socket_int(s, sk::SO_PEEK_OFF, old);
+    let q = r?;
+    back.map_err(|e| format!("put SO_PEEK_OFF back: {e}"))?;
+    Ok(q)
+}
+
+fn peek_from_start(s: BorrowedFd<'_>, d: &UnixDiag, passcred: bool) -> std::result::Result<Vec<QueuedMsg>, String> {
+    let dgram = d.ty as u32 != SockType::SOCK_STREAM.0;
+    let mut q = Vec::new();
+    let mut off: usize = 0;
+    let mut buf = vec![0u8; PEEK_BUF];
+    let set_off = |off: usize| {
+        let v = i32::try_from(off).map_err(|_| "more than 2 GiB queued".to_string())?;
+        sk::set_sol_socket_int(s, sk::SO_PEEK_OFF, v).map_err(|e| format!("SO_PEEK_OFF: {e}"))
+    };
+    set_off(0)?;
+    let mut flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+    if dgram {
+        flags |= MsgFlags::MSG_TRUNC;
+    }
+    for _ in 0..10_000_000 {
+        let m = match sk::recv_msg(s, &mut buf, flags) {
+            Ok(m) => m,
+            Err(Errno::EAGAIN) => break,
+            Err(e) => return Err(format!("read its queue: {e}")),
+        };
+        if !m.fds.is_empty() {
+            return Err(format!(
+                "{} descriptors are in flight in its queue (SCM_RIGHTS): not supported yet",
+                m.fds.len()
+            ));
+        }
+        if m.len == 0 {
+            if d.ty as u32 == SOCK_DGRAM {
+                return Err("a zero-length datagram is queued: not supported yet".into());
+            }
+            // A stream or seqpacket socket whose peer shut down: the end.
+            break;
+        }
+        if dgram && m.len > buf.len() {
+            // Read it again whole, from where it starts.
+            buf.resize(m.len, 0);
+            set_off(off)?;
+            continue;
+        }
+        let n = m.len.min(buf.len());
+        q.push(QueuedMsg {
+            data: buf[..n].to_vec(),
+            from: if d.ty as u32 == SOCK_DGRAM { m.from.path_bytes().to_vec() } else { Vec::new() },
+            creds: if passcred { m.creds.map(|c| (c.pid, c.uid, c.gid)) } else { None },
+        });
+        off += n;
+    }
+    if !dgram {
+        let want = d.rqlen.map(|r| r.0 as usize).unwrap_or(off);
+        if want != off {
+            return Err(format!("read {off} of the {want} bytes queued"));
+        }
+    }
+    Ok(q)
+}
+
+/// Once every task is dumped: a socket whose peer is outside the tree is
+/// refused by name unless `--ext-unix-sk`.
+pub fn finish_dump(cx: &FdCtx, images: &mut FileImages) -> Result<()> {
+    let inos: std::collections::HashSet<u32> = images.unix.iter().map(|u| u.ino).collect();
+    let waiting = backlog_clients(&images.unix);
+    let owners = &images.unix_owner;
+    let who = |ino: u32| match owners.get(&ino) {
+        Some((pid, fd)) => (*pid, format!("fd {fd}: unix socket:[{ino}]")),
+        None => (Pid(0), format!("unix socket:[{ino}]")),
+    };
+    for u in images.unix.iter_mut() {
+        if u.state == STATE_LISTEN as u32 {
+            for &icon in &u.icons {
+                if !waiting.values().any(|&i| i == icon) && !cx.ext_unix_sk {
+                    return Err(Error::new(format!(
+                        "a connection to {} waiting in a backlog (socket:[{icon}]) comes from outside the dumped tree \
+                         (--ext-unix-sk restores it with a client that has gone away)",
+                        name_text(&u.name)
+                    )));
+                }
+            }
+            continue;
+        }
+        // A client whose connection waits in a backlog is restored with it.
+        let outside = u.peer != 0 && !inos.contains(&u.peer) && !waiting.contains_key(&u.ino);
+        if !outside {
+            u.ext_peer = None;
+            continue;
+        }
+        let (pid, what) = who(u.ino);
+        let peer_name = u.ext_peer.as_deref().map(name_text).unwrap_or_else(|| "(unnamed)".into());
+        let named = u.ext_peer.as_ref().is_some_and(|p| !p.is_empty());
+        // Only a socket that connected out to a named peer can connect again.
+        let accepted = is_path_name(&u.name) || (!u.name.is_empty() && u.ty != SOCK_DGRAM);
+        if !cx.ext_unix_sk || !named || (accepted && u.ty != SOCK_DGRAM && u.name == *u.ext_peer.as_ref().unwrap()) {
+            let hint = if cx.ext_unix_sk {
+                "its peer cannot be reached again by address"
+            } else {
+                "dump with --ext-unix-sk to reconnect it at restore"
+            };
+            return Err(Error::task(
+                pid,
+                format!("{what}: its peer socket:[{}] ({peer_name}) is outside the dumped tree: {hint}", u.peer),
+            ));
+        }
+        if u.ty != SOCK_DGRAM && !u.queue.is_empty() {
+            return Err(Error::task(
+                pid,
+                format!(
+                    "{what}: {} bytes from its peer outside the tree ({peer_name}) are queued: they cannot be sent again",
+                    u.queue.iter().map(|m| m.data.len()).sum::<usize>()
+                ),
+            ));
+        }
+        log::info!("{what}: peer {peer_name} outside the tree: reconnected at restore (--ext-unix-sk)");
+    }
+    Ok(())
+}
+
+/// The tree's clients whose connection waits in a backlog: client inode
+/// -> the backlog's inode for it (the connection's or the client's own,
+/// depending on the kernel).
+fn backlog_clients(socks: &[UnixSkEntry]) -> HashMap<u32, u32> {
+    let mut out = HashMap::new();
+    for l in socks.iter().filter(|l| l.state == STATE_LISTEN as u32) {
+        for &icon in &l.icons {
+            if let Some(c) = socks.iter().find(|c| c.state != STATE_LISTEN as u32 && (c.ino == icon || c.peer == icon))
+            {
+                out.insert(c.ino, icon);
+            }
+        }
+    }
+    out
+}
+
+// ------------------------------------------------------------------ restore
+
+fn sock_type(ty: u32) -> SockType {
+    SockType(ty)
+}
+
+fn new_socket(ty: u32) -> crate::sys::Result<OwnedFd> {
+    sk::socket(AF_UNIX, sock_type(ty), SockFlags::SOCK_CLOEXEC, 0)
+}
+
+/// Binds `fd` to `name`; a stale socket file at a path (nobody bound to it
+/// any more) is replaced; anything else in the way is an error.
+fn bind_name(fd: BorrowedFd<'_>, ty: u32, name: &[u8]) -> std::result::Result<(), String> {
+    let addr = UnixAddr::from_path_bytes(name).map_err(|e| format!("address {}: {e}", name_text(name)))?;
+    match sk::bind(fd, &addr) {
+        Ok(()) => return Ok(()),
+        Err(Errno::EADDRINUSE) if is_path_name(name) => {}
+        Err(e) => return Err(format!("bind to {}: {e}", name_text(name))),
+    }
+    let path = addr.path().expect("a pathname");
+    let md = std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if md.mode() & 0o170000 != 0o140000 {
+        return Err(format!("{} exists and is not a socket", path.display()));
+    }
+    // Stale when nobody answers at it.
+    let probe = new_socket(ty).map_err(|e| format!("socket: {e}"))?;
+    match sk::connect(probe.as_fd(), &addr) {
+        Err(Errno::ECONNREFUSED) => {}
+        Ok(()) | Err(Errno::EAGAIN) => return Err(format!("{} is in use by another socket", path.display())),
+        Err(Errno::EPROTOTYPE) => return Err(format!("{} is bound by a socket of another type", path.display())),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    }
+    std::fs::remove_file(path).map_err(|e| format!("remove the stale socket file {}: {e}", path.display()))?;
+    sk::bind(fd, &addr).map_err(|e| format!("bind to {}: {e}", name_text(name)))
+}
+
+fn set_file_attrs(u: &UnixSkEntry) -> std::result::Result<(), String> {
+    let (Some((mode, uid, gid)), true) = (u.file_attrs, is_path_name(&u.name)) else { return Ok(()) };
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&u.name));
+    use std::os::unix::fs::PermissionsExt;
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| format!("chown {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777))
+        .map_err(|e| format!("chmod {}: {e}", path.display()))
+}
+
+fn set_opts(fd: BorrowedFd<'_>, o: &UnixSkOpts, after_queue: bool) -> crate::sys::Result<()> {
+    if !after_queue {
+        // Doubled by the kernel on set: give half of what was read.
+        if o.rcvbuf != 0 && sk::get_sol_socket_int(fd, sk::SO_RCVBUF)? as u32 != o.rcvbuf {
+            sk::set_so_rcvbufforce(fd, o.rcvbuf / 2)?;
+        }
+        if o.sndbuf != 0 && sk::get_sol_socket_int(fd, sk::SO_SNDBUF)? as u32 != o.sndbuf {
+            sk::set_so_sndbufforce(fd, o.sndbuf / 2)?;
+        }
+        return Ok(());
+    }
+    sk::set_sol_socket_int(fd, sk::SO_PASSSEC, o.passsec as i32)?;
+    sk::set_sol_socket_int(fd, sk::SO_PASSCRED, o.passcred as i32)?;
+    sk::set_sol_socket_timeval(fd, sk::SO_RCVTIMEO, o.rcvtimeo)?;
+    sk::set_sol_socket_timeval(fd, sk::SO_SNDTIMEO, o.sndtimeo)?;
+    if o.rcvlowat > 1 {
+        sk::set_sol_socket_int(fd, sk::SO_RCVLOWAT, o.rcvlowat)?;
+    }
+    if o.peek_off >= 0 {
+        sk::set_sol_socket_int(fd, sk::SO_PEEK_OFF, o.peek_off)?;
+    }
+    Ok(())
+}
+
+/// The engine's sockets of one restore, shared with the deferred work.
+#[derive(Default)]
+struct Made {
+    /// By inode at dump.
+    fds: HashMap<u32, OwnedFd>,
+    /// Stand-in peers of connected sockets whose peer had closed: they send
+    /// the queued bytes, then close.
+    gone_peers: HashMap<u32, OwnedFd>,
+}
+
+/// Creates every unix socket of the images (see the module doc).
+pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
+    if images.unix.is_empty() {
+        return Ok(());
+    }
+    let socks = &images.unix;
+    let by_ino: HashMap<u32, &UnixSkEntry> = socks.iter().map(|u| (u.ino, u)).collect();
+    let name_of = |u: &UnixSkEntry| format!("{} (unix socket:[{}], {})", cx.who(u.id), u.ino, name_text(&u.name));
+    let err = |u: &UnixSkEntry, msg: String| Error::new(format!("{}: {msg}", name_of(u)));
+    if !cx.ext_unix_sk {
+        if let Some(u) = socks.iter().find(|u| {
+            u.ext_peer.as_ref().is_some_and(|p| !p.is_empty()) && !by_ino.contains_key(&u.peer) && u.peer != 0
+        }) {
+            return Err(err(
+                u,
+                format!(
+                    "its peer {} was outside the dumped tree: restore with --ext-unix-sk to reconnect it",
+                    name_text(u.ext_peer.as_deref().unwrap_or_default())
+                ),
+            ));
+        }
+    }
+    let waiting = backlog_clients(socks);
+    let mut made = Made::default();
+    let listener_of = |name: &[u8]| socks.iter().find(|l| l.state == STATE_LISTEN as u32 && l.name == name);
+
+    // Listeners.
+    for u in socks.iter().filter(|u| u.state == STATE_LISTEN as u32) {
+        let fd = new_socket(u.ty).map_err(|e| err(u, format!("socket: {e}")))?;
+        bind_name(fd.as_fd(), u.ty, &u.name).map_err(|m| err(u, m))?;
+        sk::listen(fd.as_fd(), u.backlog as i32).map_err(|e| err(u, format!("listen: {e}")))?;
+        made.fds.insert(u.ino, fd);
+    }
+    // Connected stream and seqpacket sockets, in pairs.
+    for u in socks.iter().filter(|u| u.id != 0 && u.ty != SOCK_DGRAM && u.state == STATE_ESTABLISHED as u32) {
+        // Made with the backlog it waits in, below.
+        if made.fds.contains_key(&u.ino) || waiting.contains_key(&u.ino) {
+            continue;
+        }
+        let peer = by_ino.get(&u.peer).copied();
+        match peer {
+            Some(p) => {
+                let accepted = accepted_side(u, p, &listener_of).map_err(|m| err(u, m))?;
+                match accepted {
+                    None => {
+                        let (a, b) = sk::socketpair(AF_UNIX, sock_type(u.ty), SockFlags::SOCK_CLOEXEC, 0)
+                            .map_err(|e| err(u, format!("socketpair: {e}")))?;
+                        made.fds.insert(u.ino, a);
+                        made.fds.insert(p.ino, b);
+                    }
+                    Some(acc) => {
+                        let client = if acc.ino == u.ino { p } else { u };
+                        let (c, a) = connect_accept(client, acc, &made, &listener_of).map_err(|m| err(u, m))?;
+                        made.fds.insert(client.ino, c);
+                        made.fds.insert(acc.ino, a);
+                    }
+                }
+            }
+            None => {
+                if let Some(addr) = u.ext_peer.as_ref().filter(|_| u.peer != 0) {
+                    // --ext-unix-sk: connect to the outside peer's address again.
+                    let fd = new_socket(u.ty).map_err(|e| err(u, format!("socket: {e}")))?;
+                    if !u.name.is_empty() {
+                        bind_name(fd.as_fd(), u.ty, &u.name).map_err(|m| err(u, m))?;
+                    }
+                    let a = UnixAddr::from_path_bytes(addr).map_err(|e| err(u, format!("peer address: {e}")))?;
+                    sk::connect(fd.as_fd(), &a).map_err(|e| err(u, format!("connect to {}: {e}", name_text(addr))))?;
+                    made.fds.insert(u.ino, fd);
+                } else {
+                    // Its peer had closed: a stand-in sends what is queued, then closes.
+                    let (a, b) = sk::socketpair(AF_UNIX, sock_type(u.ty), SockFlags::SOCK_CLOEXEC, 0)
+                        .map_err(|e| err(u, format!("socketpair: {e}")))?;
+                    if !u.name.is_empty() {
+                        return Err(err(u, "a named connection whose peer has closed: not supported yet".into()));
+                    }
+                    made.fds.insert(u.ino, a);
+                    made.gone_peers.insert(u.ino, b);
+                }
+            }
+        }
+    }
+    // Backlogs: each waiting connection connected again, oldest first.
+    for l in socks.iter().filter(|u| u.state == STATE_LISTEN as u32) {
+        let addr = UnixAddr::from_path_bytes(&l.name).map_err(|e| err(l, format!("address: {e}")))?;
+        for &icon in &l.icons {
+            let client = waiting.iter().find(|(_, &i)| i == icon).and_then(|(c, _)| by_ino.get(c).copied());
+            let fd = new_socket(l.ty).map_err(|e| err(l, format!("socket: {e}")))?;
+            if let Some(c) = client.filter(|c| !c.name.is_empty()) {
+                bind_name(fd.as_fd(), c.ty, &c.name).map_err(|m| err(c, m))?;
+            }
+            sk::connect(fd.as_fd(), &addr).map_err(|e| err(l, format!("connect a waiting connection: {e}")))?;
+            match client {
+                Some(c) => {
+                    made.fds.insert(c.ino, fd);
+                }
+                // The client is outside the tree (--ext-unix-sk): it has gone away.
+                None => drop(fd),
+            }
+        }
+    }
+    // Everything else: datagram sockets and unconnected ones.
+    for u in socks {
+        if made.fds.contains_key(&u.ino) {
+            continue;
+        }
+        let peer = by_ino.get(&u.peer).copied();
+        let mutual =
+            peer.is_some_and(|p| p.peer == u.ino && u.ty == SOCK_DGRAM && p.name.is_empty() && u.name.is_empty());
+        if let (true, Some(p)) = (mutual, peer) {
+            let (a, b) = sk::socketpair(AF_UNIX, sock_type(u.ty), SockFlags::SOCK_CLOEXEC, 0)
+                .map_err(|e| err(u, format!("socketpair: {e}")))?;
+            made.fds.insert(u.ino, a);
+            made.fds.insert(p.ino, b);
+            continue;
+        }
+        let fd = new_socket(u.ty).map_err(|e| err(u, format!("socket: {e}")))?;
+        if !u.name.is_empty() {
+            bind_name(fd.as_fd(), u.ty, &u.name).map_err(|m| err(u, m))?;
+        }
+        made.fds.insert(u.ino, fd);
+    }
+    // Files, flags, buffer sizes; descriptions to the tree.
+    for u in socks {
+        let fd = made.fds.get(&u.ino).ok_or_else(|| err(u, "was not created".into()))?;
+        set_file_attrs(u).map_err(|m| err(u, m))?;
+        set_opts(fd.as_fd(), &u.opts, false).map_err(|e| err(u, format!("buffer sizes: {e}")))?;
+        let status = crate::sys::fs::OpenFlags::from_bits_retain((u.flags & OpenFlags::O_NONBLOCK).bits());
+        crate::sys::fs::fcntl_setfl(fd.as_fd(), status).map_err(|e| err(u, format!("F_SETFL: {e}")))?;
+        let dup = fd.try_clone().map_err(|e| err(u, format!("dup: {e}")))?;
+        out.add(u.id, dup);
+    }
+    for u in socks.iter().filter(|u| u.unlinked && is_path_name(&u.name)) {
+        let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&u.name));
+        std::fs::remove_file(path).map_err(|e| err(u, format!("unlink {}: {e}", path.display())))?;
+    }
+    let socks: Vec<UnixSkEntry> = socks.clone();
+    let who: HashMap<u32, String> = socks.iter().map(|u| (u.ino, name_of(u))).collect();
+    let made = Rc::new(made);
+    out.defer(Box::new(move || complete(&socks, &made, &who)));
+    Ok(())
+}
+
+/// Which side of a connected pair was accepted from a listener (it carries
+/// the listener's name), or None for a socketpair.
+fn accepted_side<'a>(
+    u: &'a UnixSkEntry,
+    p: &'a UnixSkEntry,
+    listener_of: &dyn Fn(&[u8]) -> Option<&'a UnixSkEntry>,
+) -> std::result::Result<Option<&'a UnixSkEntry>, String> {
+    match (u.name.is_empty(), p.name.is_empty()) {
+        (true, true) => Ok(None),
+        (false, true) => Ok(Some(u)),
+        (true, false) => Ok(Some(p)),
+        (false, false) => match (listener_of(&u.name).is_some(), listener_of(&p.name).is_some()) {
+            (true, false) => Ok(Some(u)),
+            (false, true) => Ok(Some(p)),
+            _ => Err(format!(
+                "connected to socket:[{}] and both are named ({} and {}): which one was accepted is unknown",
+                p.ino,
+                name_text(&u.name),
+                name_text(&p.name)
+            )),
+        },
+    }
+}
+
+/// Connects a new client to `acc`'s name and accepts it there: from the
+/// listener of that name, or a temporary one standing in for a listener
+/// that has closed.
+fn connect_accept<'a>(
+    client: &UnixSkEntry,
+    acc: &UnixSkEntry,
+    made: &Made,
+    listener_of: &dyn Fn(&[u8]) -> Option<&'a UnixSkEntry>,
+) -> std::result::Result<(OwnedFd, OwnedFd), String> {
+    let addr = UnixAddr::from_path_bytes(&acc.name).map_err(|e| format!("address {}: {e}", name_text(&acc.name)))?;
+    let temp;
+    let listener = match listener_of(&acc.name).and_then(|l| made.fds.get(&l.ino)) {
+        Some(l) => l.as_fd(),
+        None => {
+            temp = new_socket(acc.ty).map_err(|e| format!("socket: {e}"))?;
+            bind_name(temp.as_fd(), acc.ty, &acc.name)?;
+            sk::listen(temp.as_fd(), 1).map_err(|e| format!("listen: {e}"))?;
+            temp.as_fd()
+        }
+    };
+    let c = new_socket(client.ty).map_err(|e| format!("socket: {e}"))?;
+    if !client.name.is_empty() {
+        bind_name(c.as_fd(), client.ty, &client.name)?;
+    }
+    sk::connect(c.as_fd(), &addr).map_err(|e| format!("connect to {}: {e}", name_text(&acc.name)))?;
+    let (a, _) = sk::accept4(listener, SockFlags::SOCK_CLOEXEC).map_err(|e| format!("accept: {e}"))?;
+    Ok((c, a))
+}
+
+/// With the tree in place: queues, datagram connections, shutdown, options.
+fn complete(socks: &[UnixSkEntry], made: &Made, who: &HashMap<u32, String>) -> Result<()> {
+    let err =
+        |u: &UnixSkEntry, msg: String| Error::new(format!("{}: {msg}", who.get(&u.ino).cloned().unwrap_or_default()));
+    let by_name: HashMap<&[u8], &UnixSkEntry> =
+        socks.iter().filter(|u| !u.name.is_empty()).map(|u| (u.name.as_slice(), u)).collect();
+    let mut temps: HashMap<Vec<u8>, OwnedFd> = HashMap::new();
+    for u in socks.iter().filter(|u| !u.queue.is_empty()) {
+        let dest = made.fds.get(&u.ino).ok_or_else(|| err(u, "was not created".into()))?;
+        for m in &u.queue {
+            let creds = m.creds.map(|(pid, uid, gid)| UCred { pid, uid, gid });
+            let sent = if u.ty != SOCK_DGRAM {
+                let sender = made
+                    .fds
+                    .get(&u.peer)
+                    .or_else(|| made.gone_peers.get(&u.ino))
+                    .ok_or_else(|| err(u, "no peer to send its queued bytes".into()))?;
+                sk::send_msg(sender.as_fd(), &m.data, None, creds.as_ref())
+            } else {
+                let to = if u.name.is_empty() {
+                    None
+                } else {
+                    Some(UnixAddr::from_path_bytes(&u.name).map_err(|e| err(u, format!("{e}")))?)
+                };
+                let sender: BorrowedFd<'_> = if !m.from.is_empty() {
+                    match by_name.get(m.from.as_slice()).and_then(|s| made.fds.get(&s.ino)) {
+                        Some(s) => s.as_fd(),
+                        None => {
+                            if !temps.contains_key(&m.from) {
+                                let t = new_socket(SOCK_DGRAM).map_err(|e| err(u, format!("socket: {e}")))?;
+                                bind_name(t.as_fd(), SOCK_DGRAM, &m.from).map_err(|e| {
+                                    err(u, format!("a sender stand-in for {}: {e}", name_text(&m.from)))
+                                })?;
+                                temps.insert(m.from.clone(), t);
+                            }
+                            temps[&m.from].as_fd()
+                        }
+                    }
+                } else if to.is_none() {
+                    made.fds
+                        .get(&u.peer)
+                        .map(|f| f.as_fd())
+                        .ok_or_else(|| err(u, "no peer to send its queue".into()))?
+                } else {
+                    // An unnamed sender: any unbound socket says the same.
+                    if let std::collections::hash_map::Entry::Vacant(v) = temps.entry(Vec::new()) {
+                        v.insert(new_socket(SOCK_DGRAM).map_err(|e| err(u, format!("socket: {e}")))?);
+                    }
+                    temps[&Vec::new()].as_fd()
+                };
+                sk::send_msg(sender, &m.data, to.as_ref(), creds.as_ref())
+            };
+            match sent {
+                Ok(n) if n == m.data.len() => {}
+                Ok(n) => return Err(err(u, format!("queued message sent short ({n} of {})", m.data.len()))),
+                Err(e) => return Err(err(u, format!("put back its queued data: {e}"))),
+            }
+        }
+        let _ = dest;
+    }
+    drop(temps);
+    // Datagram sockets connect now: a connected socket takes datagrams
+    // from its peer only.
+    for u in socks.iter().filter(|u| u.ty == SOCK_DGRAM) {
+        let fd = &made.fds[&u.ino];
+        let target = match (socks.iter().find(|p| p.ino == u.peer && u.peer != 0), &u.ext_peer) {
+            (Some(p), _) if p.name.is_empty() => {
+                if p.peer != u.ino {
+                    return Err(err(u, format!("connected to the unnamed socket:[{}]: not supported yet", p.ino)));
+                }
+                continue; // a socketpair, connected already
+            }
+            (Some(p), _) => p.name.clone(),
+            (None, Some(a)) if u.peer != 0 && !a.is_empty() => a.clone(),
+            _ => continue,
+        };
+        let a = UnixAddr::from_path_bytes(&target).map_err(|e| err(u, format!("{e}")))?;
+        sk::connect(fd.as_fd(), &a).map_err(|e| err(u, format!("connect to {}: {e}", name_text(&target))))?;
+    }
+    for u in socks {
+        let fd = &made.fds[&u.ino];
+        let how = match u.shutdown & (RCV_SHUTDOWN | SEND_SHUTDOWN) {
+            0 => None,
+            RCV_SHUTDOWN => Some(sk::SHUT_RD),
+            SEND_SHUTDOWN => Some(sk::SHUT_WR),
+            _ => Some(sk::SHUT_RDWR),
+        };
+        if let (Some(how), false) = (how, made.gone_peers.contains_key(&u.ino)) {
+            match sk::shutdown(fd.as_fd(), how) {
+                Ok(()) | Err(Errno::ENOTCONN) => {}
+                Err(e) => return Err(err(u, format!("shutdown: {e}"))),
+            }
+        }
+        set_opts(fd.as_fd(), &u.opts, true).map_err(|e| err(u, format!("options: {e}")))?;
+    }
+    Ok(())
+}
