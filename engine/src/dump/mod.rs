@@ -13,7 +13,7 @@ use crate::image::pstree::PstreeEntry;
 use crate::image::ImageDir;
 use crate::infect::tree::{seize_tree, SeizedTask};
 use crate::infect::{Parasite, StopState};
-use crate::objects::{files, mm, task, thread};
+use crate::objects::{cgroup, clone_share, file_lock, files, mm, ns, task, thread};
 use crate::proc;
 use crate::sys::Pid;
 use std::path::PathBuf;
@@ -86,6 +86,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     shared.fd_cx.shell_job = opts.shell_job;
     shared.fd_cx.evasive_devices = opts.evasive_devices;
     shared.pids = tree.tasks.iter().map(|t| t.pid).collect();
+    refuse_tree(&tree)?;
     for task in tree.tasks.iter_mut() {
         dump_task(&img, task, &mut shared)?;
     }
@@ -116,27 +117,17 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     Ok(shared.stats)
 }
 
-/// Namespaces are not dumped yet (`-n`): a task in any other namespace than
-/// crtools' would come back in crtools' own, different from what it had.
-fn check_namespaces(pid: Pid) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    for kind in ["net", "ipc", "uts", "mnt", "pid", "user", "cgroup", "time"] {
-        let ours = std::fs::metadata(format!("/proc/self/ns/{kind}"));
-        let theirs = std::fs::metadata(proc::pid_path(pid, &format!("ns/{kind}")));
-        if let (Ok(a), Ok(b)) = (ours, theirs) {
-            if (a.dev(), a.ino()) != (b.dev(), b.ino()) {
-                return Err(Error::task(
-                    pid,
-                    format!(
-                        "is in another {kind} namespace ({kind}:[{}]) than crtools: \
-                         dumping namespaces (-n) is not supported yet",
-                        b.ino()
-                    ),
-                ));
-            }
-        }
+/// Refusals that concern the tree as a whole or that must come before any
+/// task is touched: namespaces, file locks and leases, kernel objects
+/// shared between processes.
+fn refuse_tree(tree: &crate::infect::tree::SeizedTree) -> Result<()> {
+    let live: Vec<Pid> = tree.tasks.iter().filter(|t| t.zombie.is_none()).map(|t| t.pid).collect();
+    for &pid in &live {
+        ns::refuse_foreign(pid)?;
+        file_lock::refuse_held(pid)?;
     }
-    Ok(())
+    file_lock::refuse_listed(&live)?;
+    clone_share::refuse_shared(&live)
 }
 
 /// Dumps one process of the seized tree.
@@ -161,7 +152,6 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
         return Ok(());
     }
     let status = proc::status::read(pid).ctx(pid, "read status")?;
-    check_namespaces(pid)?;
     // A filter the task relies on would be gone after restore.
     match status.seccomp {
         Some(0) | None => {}
@@ -186,6 +176,8 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
     }
     let (leader, others) = task.threads.split_first_mut().expect("a live task has its leader");
     let stopped = matches!(leader.state(), StopState::Stopped(_));
+    let tids: Vec<Pid> = std::iter::once(leader.pid()).chain(others.iter().map(|t| t.pid())).collect();
+    let membarrier = task::dump_membarrier(leader)?;
 
     let (thread_core, mut process, other_cores, fds, brk) = {
         let mut p = Parasite::infect(leader).ctx(pid, "infect")?;
@@ -207,6 +199,9 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
         // Found in group-stop: restored stopped too.
         process.state = TaskState::Stopped;
     }
+    process.membarrier = membarrier;
+    process.loginuid = task::read_loginuid(pid, &tids)?;
+    process.cgroups = cgroup::dump(pid, &tids)?;
 
     let smaps = proc::smaps::read(pid).ctx(pid, "read smaps")?;
     let mut vmas = Vec::with_capacity(smaps.len());

@@ -7,13 +7,22 @@
 //! - [`reg_file`]: regular files, directories and device nodes reopened by path;
 //! - [`tty`]: a shell job's terminal;
 //! - [`pipe`]: pipes, their capacity and the bytes in flight;
-//! - [`fifo`]: FIFOs (named pipes).
+//! - [`fifo`]: FIFOs (named pipes);
+//! - [`file_lock`]: file locks and leases (refused);
+//! - [`ns`]: namespaces (refused unless crtools' own);
+//! - [`clone_share`]: address spaces, descriptor tables, fs info and signal
+//!   handlers shared between processes (refused);
+//! - [`cgroup`]: cgroup membership.
 //!
 //! Descriptor kinds are looked up in [`files::KINDS`]: adding a kind means one
 //! module here and one row there.
+pub mod cgroup;
+pub mod clone_share;
 pub mod fifo;
+pub mod file_lock;
 pub mod files;
 pub mod mm;
+pub mod ns;
 pub mod pipe;
 pub mod reg_file;
 pub mod task;
