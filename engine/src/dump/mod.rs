@@ -177,12 +177,12 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
     let (leader, others) = task.threads.split_first_mut().expect("a live task has its leader");
     let stopped = matches!(leader.state(), StopState::Stopped(_));
     let tids: Vec<Pid> = std::iter::once(leader.pid()).chain(others.iter().map(|t| t.pid())).collect();
-    let membarrier = task::dump_membarrier(leader)?;
 
     let (thread_core, mut process, other_cores, fds, brk) = {
         let mut p = Parasite::infect(leader).ctx(pid, "infect")?;
         let thread_core = task::dump_thread_with(&mut p, &status)?;
-        let process = task::dump_process_with(&mut p, &status)?;
+        let mut process = task::dump_process_with(&mut p, &status)?;
+        process.membarrier = task::dump_membarrier(&mut p)?;
         let brk = p.misc().ctx(pid, "read brk")?.brk;
         let scratch = p.scratch();
         let mut other_cores = Vec::with_capacity(others.len());
@@ -199,7 +199,6 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
         // Found in group-stop: restored stopped too.
         process.state = TaskState::Stopped;
     }
-    process.membarrier = membarrier;
     process.loginuid = task::read_loginuid(pid, &tids)?;
     process.cgroups = cgroup::dump(pid, &tids)?;
 

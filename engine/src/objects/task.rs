@@ -368,11 +368,10 @@ const ENOSYS: i64 = 38;
 /// probe: MEMBARRIER_CMD_GLOBAL_EXPEDITED succeeds whether or not the
 /// caller registered (registering only makes it a target of other
 /// processes' barriers), so before 6.3 that registration goes unseen.
-pub fn dump_membarrier(t: &mut crate::infect::Tracee) -> Result<MembarrierRegs> {
-    let pid = t.pid();
-    let mut call = |cmd: u64| {
-        t.remote_syscall_quiet(crate::sys::Sysno::membarrier, [cmd, 0, 0, 0, 0, 0]).ctx(pid, "remote membarrier")
-    };
+pub fn dump_membarrier(p: &mut Parasite<'_>) -> Result<MembarrierRegs> {
+    let pid = p.pid();
+    let mut call =
+        |cmd: u64| p.remote_syscall(crate::sys::Sysno::membarrier, [cmd, 0, 0, 0, 0, 0]).ctx(pid, "remote membarrier");
     let r = call(MEMBARRIER_CMD_GET_REGISTRATIONS)?;
     if r >= 0 {
         return Ok(MembarrierRegs::from_bits_retain(r as u32));
