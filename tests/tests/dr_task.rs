@@ -924,6 +924,62 @@ fn processes_sharing_kernel_objects_are_refused() {
 }
 
 #[test]
+fn thread_with_its_own_descriptor_table_or_fs_is_refused() {
+    run("thread_unshare", 90, |cx| {
+        for (feature, what, flag) in
+            [("thread_files", "descriptor table", "CLONE_FILES"), ("thread_fs", "fs information", "CLONE_FS")]
+        {
+            let s = Scratch::new("dr_task", feature);
+            let t = cx.start(&s, &format!("{feature},sigact"), None);
+            let tid = &t.ready[0];
+            let err = do_dump(t.pid, &s.images(), false).expect_err("dump must fail");
+            eprintln!("expected error: {err}");
+            for want in [t.pid.to_string(), format!("thread {tid}"), what.to_string(), flag.to_string()] {
+                assert!(err.contains(&want), "error does not name {want:?}: {err}");
+            }
+            assert_running_untraced(&t);
+            t.check().assert_ok();
+        }
+    });
+}
+
+#[test]
+fn vfork_parent_and_child_are_refused() {
+    run("vfork", 90, |cx| {
+        let s = Scratch::new("dr_task", "vfork");
+        let t = cx.start(&s, "vfork,sigact", None);
+        let deadline = Instant::now() + ANSWER;
+        let child = loop {
+            let c = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", t.pid)).unwrap_or_default();
+            if let Some(c) = c.split_whitespace().next() {
+                break c.parse::<i32>().unwrap();
+            }
+            assert!(Instant::now() < deadline, "no vfork child");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        register("vfork", child);
+        while current_syscall(t.pid) != Some(libc::SYS_clone) {
+            assert!(Instant::now() < deadline, "victim never waited in clone");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let err = do_dump(t.pid, &s.images(), false).expect_err("dump must fail");
+        eprintln!("expected error: {err}");
+        for want in [t.pid.to_string(), child.to_string(), "CLONE_VM|CLONE_VFORK".into()] {
+            assert!(err.contains(&want), "error does not name {want:?}: {err}");
+        }
+        assert_eq!(t.status_field("TracerPid"), "0");
+        assert_eq!(status_field(child, "TracerPid").as_deref(), Some("0"));
+        // The parent goes on once its child is gone.
+        // SAFETY: kill by pid of a task this test started.
+        unsafe { libc::kill(child, libc::SIGKILL) };
+        t.wait_line(|l| l.starts_with("vfork-returned "), "vfork-returned line");
+        unregister(child);
+        assert_running_untraced(&t);
+        t.check().assert_ok();
+    });
+}
+
+#[test]
 fn aio_context_is_refused() {
     run("aio", 90, |cx| {
         let s = Scratch::new("dr_task", "aio");

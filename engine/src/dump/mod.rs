@@ -76,6 +76,8 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     img.set_root_pid(pid.0 as u32);
 
     log::info!("dumping the tree of {pid} into {}", opts.dir.display());
+    // A thread waiting in vfork cannot be frozen: look before seizing.
+    clone_share::refuse_vfork_waiters(pid)?;
     let mut tree = seize_tree(pid).ctx(pid, "seize the tree")?;
     log::info!(
         "seized {} tasks, {} threads",
@@ -122,9 +124,11 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
 /// shared between processes.
 fn refuse_tree(tree: &crate::infect::tree::SeizedTree) -> Result<()> {
     let live: Vec<Pid> = tree.tasks.iter().filter(|t| t.zombie.is_none()).map(|t| t.pid).collect();
-    for &pid in &live {
-        ns::refuse_foreign(pid)?;
-        file_lock::refuse_held(pid)?;
+    for t in tree.tasks.iter().filter(|t| t.zombie.is_none()) {
+        ns::refuse_foreign(t.pid)?;
+        file_lock::refuse_held(t.pid)?;
+        let tids: Vec<Pid> = t.threads.iter().map(|th| th.pid()).collect();
+        clone_share::refuse_unshared_threads(t.pid, &tids)?;
     }
     file_lock::refuse_listed(&live)?;
     clone_share::refuse_shared(&live)

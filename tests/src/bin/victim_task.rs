@@ -61,6 +61,11 @@
 //! - `clone_files`, `clone_vm`: a child cloned with CLONE_FILES / CLONE_VM
 //!   (no CLONE_THREAD) that dies with the victim; its pid is the extra word;
 //! - `thread`: a second thread that sleeps; its tid is the extra word;
+//!   `thread_files`, `thread_fs`: the same thread after unshare(CLONE_FILES
+//!   / CLONE_FS);
+//! - `vfork`: after "ready", a child cloned with CLONE_VM|CLONE_VFORK that
+//!   waits forever (its parent waits for it in clone), then
+//!   `vfork-returned CHILD`;
 //! - `aio`: an AIO context (io_setup).
 //!
 //! Every check also verifies a memory buffer and that a counter kept in the
@@ -1011,9 +1016,16 @@ impl KernelState {
         if has("clone_vm") {
             extra(clone_with(libc::CLONE_VM).to_string());
         }
-        if has("thread") {
+        for (feature, unshare) in [("thread", 0), ("thread_files", libc::CLONE_FILES), ("thread_fs", libc::CLONE_FS)] {
+            if !has(feature) {
+                continue;
+            }
             let (tx, rx) = std::sync::mpsc::channel();
             std::thread::spawn(move || {
+                // SAFETY: unshare of this thread's own table or fs information.
+                if unshare != 0 && unsafe { libc::unshare(unshare) } != 0 {
+                    panic!("unshare: {}", std::io::Error::last_os_error());
+                }
                 // SAFETY: gettid has no preconditions.
                 tx.send(unsafe { libc::gettid() }).unwrap();
                 loop {
@@ -1100,6 +1112,12 @@ fn main() {
     }
     EXTRA.with(|e| e.borrow().iter().for_each(|w| extra += &format!(" {w}")));
     log_line(&mut log, &format!("ready {}{extra}", std::process::id()));
+
+    if has("vfork") {
+        // Blocks in clone until the child dies.
+        let child = clone_with(libc::CLONE_VM | libc::CLONE_VFORK);
+        log_line(&mut log, &format!("vfork-returned {child}"));
+    }
 
     if let Some(ms) = sleep_ms {
         let start = now();
