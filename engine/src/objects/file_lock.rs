@@ -111,8 +111,9 @@ mod tests {
     fn dev_t_decoding() {
         // makedev(0xfe, 0) and makedev(259, 70000) as glibc encodes them.
         assert_eq!(major_minor(0xfe00), (0xfe, 0));
-        let dev: u64 =
-            ((259u64 & 0xfff) << 8) | ((259u64 & !0xfff) << 32) | (70000u64 & 0xff) | ((70000u64 & !0xff) << 12);
+        let (maj, min) = (259u64, 70000u64);
+        let dev = ((maj & 0xfff) << 8) | ((maj & !0xfff) << 32) | (min & 0xff) | ((min & !0xff) << 12);
+        assert_eq!(dev, libc::makedev(259, 70000));
         assert_eq!(major_minor(dev), (259, 70000));
     }
 

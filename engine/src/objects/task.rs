@@ -1,7 +1,9 @@
 //! Per-task state: registers and xsave area, signal mask, actions and
 //! queues, sigaltstack, itimers and POSIX timers, rlimits, personality,
 //! umask, cwd and root, prctl bits, credentials, rseq and the
-//! clear-child-tid address.
+//! clear-child-tid address; oom_score_adj (set from outside at the task's
+//! first stop), loginuid and membarrier registrations (set by the
+//! restorer: the kernel takes both only from the task itself).
 //!
 //! Not restored yet: securebits (dumped, but the plan has no field for them)
 //! and the parent-death signal of the root task (its parent changes).
