@@ -862,6 +862,45 @@ fn oom_score_adj_and_loginuid_survive() {
     });
 }
 
+/// When the kernel refuses the dumped loginuid, the restore fails naming
+/// it. Provoked on this test's own thread (loginuid and capabilities are
+/// per thread, and the restored tree inherits them from the thread that
+/// restores): it sets a loginuid of its own and drops CAP_AUDIT_CONTROL
+/// from its effective set, so changing a set loginuid is refused.
+#[test]
+fn refused_loginuid_fails_the_restore_by_name() {
+    run("loginuid_refused", 90, |cx| {
+        let s = Scratch::new("dr_task", "loginuid_refused");
+        let mut t = cx.start(&s, "oom_loginuid,sigact", None);
+        if t.ready.first().map(String::as_str) != Some("loginuid-set") {
+            eprintln!("skipped: this kernel does not let the victim set its loginuid ({:?})", t.ready);
+            return;
+        }
+        do_dump(t.pid, &s.images(), false).unwrap_or_else(|e| panic!("dump: {e}"));
+        t.reap_dumped();
+        let own = std::fs::read_to_string("/proc/thread-self/loginuid").unwrap();
+        if own.trim() == "4294967295" && std::fs::write("/proc/thread-self/loginuid", "1000").is_err() {
+            eprintln!("skipped: cannot give this thread a loginuid");
+            return;
+        }
+        const CAP_AUDIT_CONTROL: u32 = 30;
+        let mut hdr = [0x2008_0522u32, 0];
+        let mut data = [0u32; 6];
+        // SAFETY: capget/capset of this thread with the v3 header and two data words per set.
+        unsafe {
+            assert_eq!(libc::syscall(libc::SYS_capget, hdr.as_mut_ptr(), data.as_mut_ptr()), 0);
+            data[0] &= !(1 << CAP_AUDIT_CONTROL);
+            assert_eq!(libc::syscall(libc::SYS_capset, hdr.as_mut_ptr(), data.as_ptr()), 0);
+        }
+        assert_restore_fails(t.pid, &s.images(), "restore with a refused loginuid", &["loginuid", "EPERM"]);
+        // SAFETY: as above; the permitted set still holds it.
+        unsafe {
+            data[0] |= 1 << CAP_AUDIT_CONTROL;
+            assert_eq!(libc::syscall(libc::SYS_capset, hdr.as_mut_ptr(), data.as_ptr()), 0);
+        }
+    });
+}
+
 #[test]
 fn membarrier_registrations_survive() {
     run("membarrier", 90, |cx| {

@@ -142,10 +142,14 @@ fn siginfos(list: Vec<ptrace::SigInfo>) -> Vec<Siginfo> {
 }
 
 /// The loginuid the restorer must write: none when the new task has it
-/// already (it inherits crtools' own).
+/// already. It is per thread: every task of the tree inherits the one of
+/// the crtools thread that restores (plans are built on it, it forks the root).
 fn plan_loginuid(b: &mut PlanBuilder, pid: Pid, want: Option<u32>) -> Result<()> {
-    let me = Pid(std::process::id() as i32);
-    let own = proc::misc::loginuid(me).ctx_global("read crtools' loginuid")?;
+    let own = match std::fs::read_to_string("/proc/thread-self/loginuid") {
+        Ok(t) => Some(proc::misc::parse_loginuid(&t).ctx_global("crtools' own loginuid")?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::new(format!("read crtools' own loginuid: {e}"))),
+    };
     match (want, own) {
         (None, _) => {}
         (Some(w), Some(o)) if w == o => {}
