@@ -112,6 +112,10 @@ pub struct TreeArgs {
     /// session and process group from crtools; one external tty may migrate)
     #[arg(short = 'j', long = "shell-job")]
     pub shell_job: bool,
+
+    /// Handle file locks (flock, POSIX, OFD) and leases held by the tree
+    #[arg(short = 'l', long = "file-locks")]
+    pub file_locks: bool,
 }
 
 /// `crtools dump`.
@@ -719,7 +723,7 @@ mod tests {
         for o in ["--tree", "--leave-stopped", "--images-dir", "--log-file", "--close", "--link-remap"] {
             assert!(dump_help.contains(o), "dump help lacks {o}");
         }
-        for o in ["--file", "--json", "--restore-detached", "--veth-pair", "--root"] {
+        for o in ["--file <FILE>", "--json", "--restore-detached", "--veth-pair", "--root"] {
             assert!(!dump_help.contains(o), "dump help has {o}");
         }
         let show_help = help("show");

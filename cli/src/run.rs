@@ -235,6 +235,8 @@ mod tests {
         assert_eq!(refused("dump -t 1 --link-remap -j"), "not supported yet: --link-remap");
         assert_eq!(refused("restore -t 1 --veth-pair a=b"), "not supported yet: --veth-pair");
         assert_eq!(refused("restore -t 1 -n uts"), "not supported yet: -n/--namespaces");
+        assert_eq!(refused("dump -t 1 --file-locks"), "not supported yet: -l/--file-locks");
+        assert_eq!(refused("restore -t 1 -l"), "not supported yet: -l/--file-locks");
         let argv = ["crtools", "-D", "img", "-v", "2", "-o", "x.log", "--log-pid", "show", "-c", "--json"];
         let (opts, matches) = opts::parse(argv).unwrap();
         assert!(refuse_unsupported(&opts, &matches).is_ok());

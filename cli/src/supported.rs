@@ -37,6 +37,7 @@ pub const OPTIONS: &[(&str, &str, bool)] = &[
     ("dump", "link_remap", false),
     ("dump", "tcp_established", false),
     ("dump", "shell_job", true),
+    ("dump", "file_locks", false),
     // restore
     ("restore", "tree", true),
     ("restore", "restore_detached", true),
@@ -47,6 +48,7 @@ pub const OPTIONS: &[(&str, &str, bool)] = &[
     ("restore", "action_script", false),
     ("restore", "tcp_established", false),
     ("restore", "shell_job", true),
+    ("restore", "file_locks", false),
 ];
 
 /// `(command, supported)`.

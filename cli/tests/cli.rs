@@ -229,7 +229,13 @@ fn a_task_in_another_namespace_is_refused_by_name_and_left_running() {
     }
     let out = crtools(&["dump", "-D", dir.to_str().unwrap(), "-t", &pid.to_string()]);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    let st = state(pid);
+    // Right after the detach, sleep restarts its nanosleep: give it a moment.
+    let t = Instant::now();
+    let mut st = state(pid);
+    while st == Some('R') && t.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(10));
+        st = state(pid);
+    }
     let traced = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()

@@ -13,7 +13,7 @@ use crate::image::pstree::PstreeEntry;
 use crate::image::ImageDir;
 use crate::infect::tree::{seize_tree, SeizedTask};
 use crate::infect::{Parasite, StopState};
-use crate::objects::{files, mm, task, thread};
+use crate::objects::{cgroup, clone_share, file_lock, files, mm, ns, task, thread};
 use crate::proc;
 use crate::sys::Pid;
 use std::path::PathBuf;
@@ -79,6 +79,8 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     img.set_root_pid(pid.0 as u32);
 
     log::info!("dumping the tree of {pid} into {}", opts.dir.display());
+    // A thread waiting in vfork cannot be frozen: look before seizing.
+    clone_share::refuse_vfork_waiters(pid)?;
     let mut tree = seize_tree(pid).ctx(pid, "seize the tree")?;
     log::info!(
         "seized {} tasks, {} threads",
@@ -90,6 +92,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     shared.fd_cx.evasive_devices = opts.evasive_devices;
     shared.fd_cx.ext_unix_sk = opts.ext_unix_sk;
     shared.pids = tree.tasks.iter().map(|t| t.pid).collect();
+    refuse_tree(&tree)?;
     for task in tree.tasks.iter_mut() {
         dump_task(&img, task, &mut shared)?;
     }
@@ -121,27 +124,19 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     Ok(shared.stats)
 }
 
-/// Namespaces are not dumped yet (`-n`): a task in any other namespace than
-/// crtools' would come back in crtools' own, different from what it had.
-fn check_namespaces(pid: Pid) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    for kind in ["net", "ipc", "uts", "mnt", "pid", "user", "cgroup", "time"] {
-        let ours = std::fs::metadata(format!("/proc/self/ns/{kind}"));
-        let theirs = std::fs::metadata(proc::pid_path(pid, &format!("ns/{kind}")));
-        if let (Ok(a), Ok(b)) = (ours, theirs) {
-            if (a.dev(), a.ino()) != (b.dev(), b.ino()) {
-                return Err(Error::task(
-                    pid,
-                    format!(
-                        "is in another {kind} namespace ({kind}:[{}]) than crtools: \
-                         dumping namespaces (-n) is not supported yet",
-                        b.ino()
-                    ),
-                ));
-            }
-        }
+/// Refusals that concern the tree as a whole or that must come before any
+/// task is touched: namespaces, file locks and leases, kernel objects
+/// shared between processes.
+fn refuse_tree(tree: &crate::infect::tree::SeizedTree) -> Result<()> {
+    let live: Vec<Pid> = tree.tasks.iter().filter(|t| t.zombie.is_none()).map(|t| t.pid).collect();
+    for t in tree.tasks.iter().filter(|t| t.zombie.is_none()) {
+        ns::refuse_foreign(t.pid)?;
+        file_lock::refuse_held(t.pid)?;
+        let tids: Vec<Pid> = t.threads.iter().map(|th| th.pid()).collect();
+        clone_share::refuse_unshared_threads(t.pid, &tids)?;
     }
-    Ok(())
+    file_lock::refuse_listed(&live)?;
+    clone_share::refuse_shared(&live)
 }
 
 /// Dumps one process of the seized tree.
@@ -166,7 +161,6 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
         return Ok(());
     }
     let status = proc::status::read(pid).ctx(pid, "read status")?;
-    check_namespaces(pid)?;
     // A filter the task relies on would be gone after restore.
     match status.seccomp {
         Some(0) | None => {}
@@ -191,11 +185,13 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
     }
     let (leader, others) = task.threads.split_first_mut().expect("a live task has its leader");
     let stopped = matches!(leader.state(), StopState::Stopped(_));
+    let tids: Vec<Pid> = std::iter::once(leader.pid()).chain(others.iter().map(|t| t.pid())).collect();
 
     let (thread_core, mut process, other_cores, fds, brk) = {
         let mut p = Parasite::infect(leader).ctx(pid, "infect")?;
         let thread_core = task::dump_thread_with(&mut p, &status)?;
-        let process = task::dump_process_with(&mut p, &status)?;
+        let mut process = task::dump_process_with(&mut p, &status)?;
+        process.membarrier = task::dump_membarrier(&mut p)?;
         let brk = p.misc().ctx(pid, "read brk")?.brk;
         let scratch = p.scratch();
         let mut other_cores = Vec::with_capacity(others.len());
@@ -212,6 +208,8 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
         // Found in group-stop: restored stopped too.
         process.state = TaskState::Stopped;
     }
+    process.loginuid = task::read_loginuid(pid, &tids)?;
+    process.cgroups = cgroup::dump(pid, &tids)?;
 
     let smaps = proc::smaps::read(pid).ctx(pid, "read smaps")?;
     let mut vmas = Vec::with_capacity(smaps.len());

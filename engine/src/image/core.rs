@@ -78,7 +78,30 @@ bitflags::bitflags! {
         const SS_AUTODISARM = 1 << 31;
     }
 }
-serde_bits!(SaFlags: u64, SsFlags: u32);
+bitflags::bitflags! {
+    /// membarrier(2) registrations of an address space, as the
+    /// `MEMBARRIER_CMD_REGISTER_*` command bits (what
+    /// MEMBARRIER_CMD_GET_REGISTRATIONS reports).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct MembarrierRegs: u32 {
+        const REGISTER_GLOBAL_EXPEDITED = 1 << 2;
+        const REGISTER_PRIVATE_EXPEDITED = 1 << 4;
+        const REGISTER_PRIVATE_EXPEDITED_SYNC_CORE = 1 << 6;
+        const REGISTER_PRIVATE_EXPEDITED_RSEQ = 1 << 8;
+    }
+}
+serde_bits!(SaFlags: u64, SsFlags: u32, MembarrierRegs: u32);
+
+/// Membership in one cgroup hierarchy (a line of /proc/pid/cgroup).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cgroup {
+    /// Hierarchy id at dump (0: cgroup v2); ids change across boots.
+    pub hierarchy: u32,
+    /// Controllers of the hierarchy ("" for v2, "memory", "name=systemd").
+    pub controllers: String,
+    /// Path from the cgroup namespace root.
+    pub path: RawStr,
+}
 
 /// One `struct sigaction` (kernel layout: handler, flags, restorer, mask).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -286,6 +309,15 @@ pub struct ProcessCore {
     pub cwd: RawStr,
     /// Root directory, as the dumper's root sees it (`/` unless chrooted).
     pub root: RawStr,
+    /// `/proc/pid/oom_score_adj`, -1000..=1000.
+    pub oom_score_adj: i32,
+    /// `/proc/pid/loginuid` (4294967295: never set); `None` without audit.
+    pub loginuid: Option<u32>,
+    /// membarrier(2) registrations.
+    pub membarrier: MembarrierRegs,
+    /// cgroup membership, one entry per hierarchy (threads are in their
+    /// process's cgroups: checked at dump).
+    pub cgroups: Vec<Cgroup>,
 }
 
 /// Head of a core image.
@@ -592,6 +624,21 @@ impl Describe for ProcessCore {
             .d("shared_pending", &self.shared_pending)
             .d("rlimits", &self.rlimits)
             .f("sigactions", Node::Array(sigactions))
+            .f("oom_score_adj", self.oom_score_adj as i64)
+            .f("loginuid", self.loginuid)
+            .d("membarrier", &self.membarrier)
+            .d("cgroups", &self.cgroups)
+            .done()
+    }
+}
+
+impl Describe for Cgroup {
+    fn describe(&self) -> Node {
+        let controllers = if self.controllers.is_empty() { "(v2)" } else { self.controllers.as_str() };
+        Obj::new()
+            .f("hierarchy", self.hierarchy)
+            .f("controllers", controllers)
+            .f("path", self.path.to_string_lossy().into_owned())
             .done()
     }
 }

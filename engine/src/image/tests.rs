@@ -65,6 +65,14 @@ pub(crate) fn sample_core(tid: u32, leader: bool) -> CoreEntry {
             exit_status: Some(3),
             cwd: "/home/victim".into(),
             root: "/".into(),
+            oom_score_adj: 400,
+            loginuid: Some(1234),
+            membarrier: crate::image::core::MembarrierRegs::REGISTER_PRIVATE_EXPEDITED,
+            cgroups: vec![crate::image::core::Cgroup {
+                hierarchy: 0,
+                controllers: String::new(),
+                path: "/crtools-test".into(),
+            }],
         }),
     }
 }

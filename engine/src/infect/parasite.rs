@@ -103,6 +103,12 @@ impl<'t> Parasite<'t> {
         Ok(p)
     }
 
+    /// Runs one syscall in the infected task (every signal but SIGTRAP
+    /// blocked, like the commands); returns its raw result.
+    pub fn remote_syscall(&mut self, nr: Sysno, args: [u64; 6]) -> Result<i64> {
+        self.tracee.remote_syscall(nr, args)
+    }
+
     /// The infected task.
     pub fn pid(&self) -> crate::sys::Pid {
         self.tracee.pid()

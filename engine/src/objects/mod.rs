@@ -8,13 +8,22 @@
 //! - [`tty`]: a shell job's terminal;
 //! - [`pipe`]: pipes, their capacity and the bytes in flight;
 //! - [`fifo`]: FIFOs (named pipes);
-//! - [`unix_sk`]: unix sockets, their connections, backlogs and queues.
+//! - [`unix_sk`]: unix sockets, their connections, backlogs and queues;
+//! - [`file_lock`]: file locks and leases (refused);
+//! - [`ns`]: namespaces (refused unless crtools' own);
+//! - [`clone_share`]: address spaces, descriptor tables, fs info and signal
+//!   handlers shared between processes (refused);
+//! - [`cgroup`]: cgroup membership.
 //!
 //! Descriptor kinds are looked up in [`files::KINDS`]: adding a kind means one
 //! module here and one row there.
+pub mod cgroup;
+pub mod clone_share;
 pub mod fifo;
+pub mod file_lock;
 pub mod files;
 pub mod mm;
+pub mod ns;
 pub mod pipe;
 pub mod reg_file;
 pub mod task;

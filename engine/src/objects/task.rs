@@ -1,7 +1,9 @@
 //! Per-task state: registers and xsave area, signal mask, actions and
 //! queues, sigaltstack, itimers and POSIX timers, rlimits, personality,
 //! umask, cwd and root, prctl bits, credentials, rseq and the
-//! clear-child-tid address.
+//! clear-child-tid address; oom_score_adj (set from outside at the task's
+//! first stop), loginuid and membarrier registrations (set by the
+//! restorer: the kernel takes both only from the task itself).
 //!
 //! Not restored yet: securebits (dumped, but the plan has no field for them)
 //! and the parent-death signal of the root task (its parent changes).
@@ -12,8 +14,8 @@
 //! engine through ptrace when the blob stops (see `restore`).
 use crate::error::{Context, Error, Result};
 use crate::image::core::{
-    Creds, Itimer, Itimers, PosixTimer, PrctlBits, ProcessCore, Rlimit, Rseq, SaFlags, SigAction, SigAltStack, Siginfo,
-    SsFlags, TaskState, ThreadCore,
+    Creds, Itimer, Itimers, MembarrierRegs, PosixTimer, PrctlBits, ProcessCore, Rlimit, Rseq, SaFlags, SigAction,
+    SigAltStack, Siginfo, SsFlags, TaskState, ThreadCore,
 };
 use crate::image::RawStr;
 use crate::infect::Parasite;
@@ -137,6 +139,27 @@ pub fn creds_from_status(status: &proc::status::Status, securebits: u32, no_new_
 
 fn siginfos(list: Vec<ptrace::SigInfo>) -> Vec<Siginfo> {
     list.into_iter().map(|s| Siginfo(s.0.to_vec())).collect()
+}
+
+/// The loginuid the restorer must write: none when the new task has it
+/// already. It is per thread: every task of the tree inherits the one of
+/// the crtools thread that restores (plans are built on it, it forks the root).
+fn plan_loginuid(b: &mut PlanBuilder, pid: Pid, want: Option<u32>) -> Result<()> {
+    let own = match std::fs::read_to_string("/proc/thread-self/loginuid") {
+        Ok(t) => Some(proc::misc::parse_loginuid(&t).ctx_global("crtools' own loginuid")?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::new(format!("read crtools' own loginuid: {e}"))),
+    };
+    match (want, own) {
+        (None, _) => {}
+        (Some(w), Some(o)) if w == o => {}
+        (Some(w), Some(_)) => b.plan.loginuid = b.add_str(w.to_string().as_bytes()),
+        (Some(w), None) if w == proc::misc::AUDIT_UID_UNSET => {}
+        (Some(w), None) => {
+            return Err(Error::task(pid, format!("loginuid {w} cannot be restored: this kernel has no audit support")))
+        }
+    }
+    Ok(())
 }
 
 /// Thread state of a seized thread (registers rewritten for restart).
@@ -287,7 +310,106 @@ pub fn dump_process_with(p: &mut Parasite<'_>, status: &proc::status::Status) ->
         exit_status: None,
         cwd,
         root,
+        oom_score_adj: read_oom_score_adj(pid)?,
+        // Filled in by the caller: they need the threads or the tracee.
+        loginuid: None,
+        membarrier: MembarrierRegs::empty(),
+        cgroups: Vec::new(),
     })
+}
+
+/// `/proc/<pid>/oom_score_adj`.
+pub fn read_oom_score_adj(pid: Pid) -> Result<i32> {
+    proc::misc::oom_score_adj(pid).ctx(pid, "read oom_score_adj")
+}
+
+/// Sets `/proc/<pid>/oom_score_adj` from outside (lowering it needs
+/// CAP_SYS_RESOURCE); left alone when it is right already.
+pub fn restore_oom_score_adj(pid: Pid, value: i32) -> Result<()> {
+    if read_oom_score_adj(pid)? == value {
+        return Ok(());
+    }
+    std::fs::write(proc::pid_path(pid, "oom_score_adj"), value.to_string())
+        .map_err(|e| Error::task(pid, format!("set oom_score_adj to {value}: {e}")))
+}
+
+/// The loginuid of process `pid`. It is per thread (inherited at clone);
+/// the restorer sets it once before creating the threads, so threads with
+/// another loginuid than their process are refused by name.
+pub fn read_loginuid(pid: Pid, tids: &[Pid]) -> Result<Option<u32>> {
+    let own = proc::misc::loginuid(pid).ctx(pid, "read loginuid")?;
+    for &tid in tids.iter().filter(|&&t| t != pid) {
+        let file = format!("task/{tid}/loginuid");
+        let theirs = proc::read_text(pid, &file)
+            .and_then(|t| proc::misc::parse_loginuid(&t))
+            .ctx(pid, &format!("read the loginuid of thread {tid}"))?;
+        if Some(theirs) != own {
+            return Err(Error::task(
+                pid,
+                format!(
+                    "thread {tid} has loginuid {theirs}, its process {}: per-thread loginuids are not restored yet",
+                    own.map_or_else(|| "none".into(), |u| u.to_string())
+                ),
+            ));
+        }
+    }
+    Ok(own)
+}
+
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: u64 = 1 << 3;
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE: u64 = 1 << 5;
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ: u64 = 1 << 7;
+const MEMBARRIER_CMD_GET_REGISTRATIONS: u64 = 1 << 9;
+const EPERM: i64 = 1;
+const EINVAL: i64 = 22;
+const ENOSYS: i64 = 38;
+
+/// The membarrier(2) registrations of the seized task's address space, by
+/// a remote membarrier call in the task (registrations are per mm).
+///
+/// MEMBARRIER_CMD_GET_REGISTRATIONS (Linux 6.3+) reports all four. Older
+/// kernels are probed: a private expedited command (plain, SYNC_CORE, RSEQ)
+/// fails with EPERM unless the mm registered for it (the probe itself is a
+/// harmless barrier). MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED has no such
+/// probe: MEMBARRIER_CMD_GLOBAL_EXPEDITED succeeds whether or not the
+/// caller registered (registering only makes it a target of other
+/// processes' barriers), so before 6.3 that registration goes unseen.
+pub fn dump_membarrier(p: &mut Parasite<'_>) -> Result<MembarrierRegs> {
+    let pid = p.pid();
+    let mut call =
+        |cmd: u64| p.remote_syscall(crate::sys::Sysno::membarrier, [cmd, 0, 0, 0, 0, 0]).ctx(pid, "remote membarrier");
+    let r = call(MEMBARRIER_CMD_GET_REGISTRATIONS)?;
+    if r >= 0 {
+        return Ok(MembarrierRegs::from_bits_retain(r as u32));
+    }
+    if r == -ENOSYS {
+        return Ok(MembarrierRegs::empty());
+    }
+    if r != -EINVAL {
+        return Err(Error::task(
+            pid,
+            format!("MEMBARRIER_CMD_GET_REGISTRATIONS: {}", crate::sys::Errno::new(-r as i32)),
+        ));
+    }
+    let mut regs = MembarrierRegs::empty();
+    for (probe, reg) in [
+        (MEMBARRIER_CMD_PRIVATE_EXPEDITED, MembarrierRegs::REGISTER_PRIVATE_EXPEDITED),
+        (MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE, MembarrierRegs::REGISTER_PRIVATE_EXPEDITED_SYNC_CORE),
+        (MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, MembarrierRegs::REGISTER_PRIVATE_EXPEDITED_RSEQ),
+    ] {
+        match call(probe)? {
+            0 => regs |= reg,
+            // Not registered, or not supported here (so not registered).
+            r if r == -EPERM || r == -EINVAL => {}
+            r => {
+                return Err(Error::task(
+                    pid,
+                    format!("membarrier probe {probe:#x}: {}", crate::sys::Errno::new(-r as i32)),
+                ))
+            }
+        }
+    }
+    Ok(regs)
 }
 
 /// Fills the plan with the in-task state of `thread` and `process`.
@@ -332,6 +454,8 @@ pub fn plan(
     if !process.root.as_bytes().is_empty() && process.root.as_bytes() != b"/" {
         b.plan.root = b.add_str(process.root.as_bytes());
     }
+    b.plan.membarrier = process.membarrier.bits();
+    plan_loginuid(b, pid, process.loginuid)?;
     let p = &mut b.plan;
     let comm = thread.comm.as_bytes();
     let n = comm.len().min(15);

@@ -1,5 +1,5 @@
 //! Small per-task files and links: `comm`, `cwd`, `root`, `personality`,
-//! `loginuid`, and the global `/proc/sys/kernel/ns_last_pid`. See
+//! `loginuid`, `oom_score_adj`, and the global `/proc/sys/kernel/ns_last_pid`. See
 //! proc_pid_comm(5), proc_pid_cwd(5), proc_pid_root(5),
 //! proc_pid_personality(5), proc_sys_kernel(5).
 //!
@@ -85,6 +85,21 @@ pub fn loginuid(pid: Pid) -> Result<Option<u32>> {
     }
 }
 
+/// Parses an `oom_score_adj` file (decimal, -1000..=1000).
+pub fn parse_oom_score_adj(text: &str) -> Result<i32> {
+    let v = num::dec_i32("oom_score_adj", "oom_score_adj", text.trim())?;
+    if !(-1000..=1000).contains(&v) {
+        return Err(ProcError::malformed("oom_score_adj", format!("{v} is out of range")));
+    }
+    Ok(v)
+}
+
+/// Reads `/proc/<pid>/oom_score_adj`.
+pub fn oom_score_adj(pid: Pid) -> Result<i32> {
+    let t = super::read_text(pid, "oom_score_adj")?;
+    parse_oom_score_adj(&t).map_err(|e| e.with_pid(pid))
+}
+
 /// Parses `ns_last_pid`.
 pub fn parse_ns_last_pid(text: &str) -> Result<Pid> {
     num::dec_i32(NS_LAST_PID, "ns_last_pid", text.trim()).map(Pid).map_err(ProcError::into_global)
@@ -129,6 +144,10 @@ mod tests {
         assert_eq!(parse_loginuid("1000\n").unwrap(), 1000);
         assert!(parse_loginuid("-1").is_err());
         assert_eq!(parse_ns_last_pid("5793\n").unwrap(), Pid(5793));
+        assert_eq!(parse_oom_score_adj("400\n").unwrap(), 400);
+        assert_eq!(parse_oom_score_adj("-1000\n").unwrap(), -1000);
+        assert!(parse_oom_score_adj("1001").is_err());
+        assert!(parse_oom_score_adj("").is_err());
         let e = parse_ns_last_pid("x").unwrap_err();
         assert!(e.to_string().starts_with("/proc/sys/kernel/ns_last_pid: "), "{e}");
     }
@@ -142,6 +161,7 @@ mod tests {
         assert!(!root(me).unwrap().deleted);
         let _ = personality(me).unwrap();
         let _ = loginuid(me).unwrap();
+        assert!((-1000..=1000).contains(&oom_score_adj(me).unwrap()));
         assert!(ns_last_pid().unwrap().raw() > 0);
         let e = comm(Pid(i32::MAX)).unwrap_err();
         assert!(e.is_gone() && !is_permission_denied(&e));

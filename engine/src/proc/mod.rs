@@ -28,10 +28,13 @@ use std::path::PathBuf;
 
 use crate::sys::Pid;
 
+pub mod cgroup;
 pub mod fdinfo;
+pub mod locks;
 pub mod map_files;
 pub mod maps;
 pub mod misc;
+pub mod mountinfo;
 pub mod pagemap;
 pub mod smaps;
 pub mod stat;

@@ -601,6 +601,17 @@ fn run_tree(
     let helpers: BTreeMap<Pid, usize> =
         all.iter().enumerate().flat_map(|(i, p)| p.helpers.iter().map(move |&h| (h, i))).collect();
 
+    // Each process goes into its cgroups and gets its oom_score_adj at its
+    // first stop, before it forks or maps anything (see objects::cgroup).
+    let mounts = crate::objects::cgroup::Mounts::read()?;
+    let place = |i: usize| -> Result<()> {
+        let (pid, process) = (all[i].pid, tasks[i].process());
+        crate::objects::cgroup::restore(pid, &process.cgroups, &mounts)?;
+        task::restore_oom_score_adj(pid, process.oom_score_adj)
+    };
+    let mut placed: BTreeSet<Pid> = BTreeSet::new();
+    place(0)?;
+    placed.insert(root);
     let rseq = ptrace::get_rseq_config(root).unwrap_or_default();
     let mut msg = [0u8; 16];
     msg[0..8].copy_from_slice(&rseq.rseq_abi_pointer.to_ne_bytes());
@@ -666,8 +677,11 @@ fn run_tree(
                 let rip = tracees[&pid].regs().map(|r| r.rip).unwrap_or(0);
                 return Err(Error::task(pid, format!("got signal {sig} at {rip:#x} while being restored")));
             }
-            WaitStatus::Stopped { .. } => {
+            WaitStatus::Stopped { event, .. } => {
                 // Fork/clone events, the first stop of a new task or thread.
+                if event == ptrace::PTRACE_EVENT_STOP && leader && !zombie && placed.insert(pid) {
+                    place(ti)?;
+                }
                 ptrace::cont(pid, 0).ctx(pid, "PTRACE_CONT")?;
             }
             WaitStatus::Exited(code) if zombie => {
@@ -723,6 +737,12 @@ fn run_tree(
             .remote_syscall_ok(Sysno::wait4, [h.0 as u64, 0, wait::WALL as u64, 0, 0, 0], "reap the group helper")
             .ctx(all[owner].pid, "reap the group helper")?;
         log::debug!(task = all[owner].pid.0; "task {}: group helper {h} reaped", all[owner].pid);
+    }
+    // A process whose first stop went by unnoticed is placed now.
+    for (i, p) in all.iter().enumerate() {
+        if p.zombie.is_none() && placed.insert(p.pid) {
+            place(i)?;
+        }
     }
     // Every blob is on its trap: check the reports before changing anything.
     let mut plans = Vec::with_capacity(tasks.len());

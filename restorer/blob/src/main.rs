@@ -177,6 +177,11 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
         cx.ck(r, cx.plan.pgid as u64)?;
     }
 
+    // By the task itself (the kernel refuses anyone else), while /proc is
+    // still reachable (before chroot) and before its threads exist (they
+    // inherit it) and its credentials drop.
+    loginuid(cx)?;
+
     unmap_all(cx)?;
     move_vdso(cx)?;
 
@@ -278,6 +283,7 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
         cx.ck(r, cx.plan.rseq_ptr)?;
     }
 
+    membarrier(cx)?;
     pending_signals(cx)?;
     // Threads share everything but their registers, which the engine sets.
     // Credentials are per thread: the engine sets the other threads' own.
@@ -615,6 +621,46 @@ fn create_threads(cx: &mut Ctx) -> Result<(), Fail> {
             cx.plan.failure.ret = -sys::EINVAL;
             cx.plan.failure.detail = r as u64;
             return Err(Fail);
+        }
+    }
+    Ok(())
+}
+
+fn loginuid(cx: &mut Ctx) -> Result<(), Fail> {
+    if cx.plan.loginuid.off == 0 {
+        return Ok(());
+    }
+    cx.step(Step::LoginUid);
+    let fd = sys::open(b"/proc/self/loginuid\0".as_ptr(), sys::O_WRONLY);
+    cx.ck(fd, 0)?;
+    let text = cx.str(cx.plan.loginuid);
+    let mut len = 0;
+    // SAFETY: the engine put a NUL-terminated string of at most 10 digits here.
+    while len < 16 && unsafe { *text.add(len) } != 0 {
+        len += 1;
+    }
+    let r = sys::write(fd as i32, text, len);
+    sys::close(fd as i32);
+    cx.ck(r, 1)?;
+    if r as usize != len {
+        cx.plan.failure.ret = -sys::EIO;
+        return Err(Fail);
+    }
+    Ok(())
+}
+
+/// Registers the address space for the membarrier commands it had.
+fn membarrier(cx: &mut Ctx) -> Result<(), Fail> {
+    if cx.plan.membarrier == 0 {
+        return Ok(());
+    }
+    cx.step(Step::Membarrier);
+    // MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, _PRIVATE_EXPEDITED,
+    // _PRIVATE_EXPEDITED_SYNC_CORE, _PRIVATE_EXPEDITED_RSEQ.
+    for cmd in [1u32 << 2, 1 << 4, 1 << 6, 1 << 8] {
+        if cx.plan.membarrier & cmd != 0 {
+            let r = sys::membarrier(cmd, 0);
+            cx.ck(r, cmd as u64)?;
         }
     }
     Ok(())

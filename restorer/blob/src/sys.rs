@@ -61,6 +61,7 @@ pub const MAP_ANONYMOUS: u32 = 0x20;
 pub const MREMAP_MAYMOVE: u32 = 1;
 pub const MREMAP_FIXED: u32 = 2;
 pub const O_RDONLY: u32 = 0;
+pub const O_WRONLY: u32 = 1;
 pub const O_CLOEXEC: u32 = 0o2000000;
 pub const AT_FDCWD: i32 = -100;
 pub const SIG_SETMASK: i32 = 2;
@@ -97,6 +98,12 @@ pub fn personality(p: u32) -> i64 {
 /// # Safety-relevant: `path` must be NUL-terminated.
 pub fn open(path: *const u8, flags: u32) -> i64 {
     sc!(openat, AT_FDCWD as i64, path, flags | O_CLOEXEC, 0)
+}
+pub fn write(fd: i32, buf: *const u8, len: usize) -> i64 {
+    sc!(write, fd, buf, len)
+}
+pub fn membarrier(cmd: u32, flags: u32) -> i64 {
+    sc!(membarrier, cmd, flags, 0)
 }
 pub fn close(fd: i32) -> i64 {
     sc!(close, fd)

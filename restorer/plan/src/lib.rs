@@ -38,7 +38,7 @@ use core::mem::{offset_of, size_of};
 pub const MAGIC: u32 = 0x5245_5354; // "REST"
 /// Layout version; engine and blob are built together, the check catches a
 /// blob from another build.
-pub const VERSION: u32 = 7;
+pub const VERSION: u32 = 8;
 /// Bytes of stack at the end of the region.
 pub const STACK_SIZE: usize = 64 * 1024;
 /// Number of signals.
@@ -288,6 +288,8 @@ pub enum Step {
     PendingSignals = 20,
     Creds = 21,
     Threads = 23,
+    LoginUid = 24,
+    Membarrier = 25,
     Finish = 22,
 }
 
@@ -317,6 +319,8 @@ impl Step {
             20 => "queue pending signals",
             21 => "credentials",
             23 => "create threads",
+            24 => "set loginuid (/proc/self/loginuid)",
+            25 => "membarrier registrations",
             22 => "finish",
             _ => "unknown step",
         }
@@ -504,6 +508,12 @@ pub struct Plan {
     /// Address ranges `[start, end)` (pairs of u64) the unmap step keeps
     /// besides the region and the vDSO areas: inherited objects.
     pub keep: Table,
+    /// MEMBARRIER_CMD_REGISTER_* commands to issue (their bits), 0 for none.
+    pub membarrier: u32,
+    /// Reserved, zero.
+    pub _pad4: u32,
+    /// loginuid to write to /proc/self/loginuid (decimal text), or none.
+    pub loginuid: Str,
     /// Progress and failure details, written by the blob.
     pub failure: Failure,
 }

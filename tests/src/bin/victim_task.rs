@@ -48,7 +48,25 @@
 //!   saved gids and uids (not root), chosen capability sets, no_new_privs,
 //!   child_subreaper and ADDR_NO_RANDOMIZE; the check compares them all;
 //! - `pipe`: a pipe (an unsupported descriptor kind); its fds are the extra
-//!   words of "ready"; `socket`: the same with a unix socketpair.
+//!   words of "ready"; `socket`: the same with a unix socketpair;
+//! - `flock`, `posix_lock` (write, bytes 10..29), `ofd_lock` (read, bytes
+//!   10..29): ARG/locked opened read-write and locked; `lease`: ARG/leased
+//!   opened read-only with a read lease; the extra word is the fd;
+//! - `oom_loginuid`: oom_score_adj 400 and loginuid 4242 (extra word
+//!   `loginuid-set` or `loginuid-refused`); the check reports both;
+//! - `membarrier`: registered for private expedited, private expedited
+//!   sync-core and global expedited (extra word `regs=` what
+//!   MEMBARRIER_CMD_GET_REGISTRATIONS says); the check runs the commands;
+//! - `newtime`, `newpid`: unshare(CLONE_NEWTIME / CLONE_NEWPID);
+//! - `clone_files`, `clone_vm`: a child cloned with CLONE_FILES / CLONE_VM
+//!   (no CLONE_THREAD) that dies with the victim; its pid is the extra word;
+//! - `thread`: a second thread that sleeps; its tid is the extra word;
+//!   `thread_files`, `thread_fs`: the same thread after unshare(CLONE_FILES
+//!   / CLONE_FS);
+//! - `vfork`: after "ready", a child cloned with CLONE_VM|CLONE_VFORK that
+//!   waits forever (its parent waits for it in clone), then
+//!   `vfork-returned CHILD`;
+//! - `aio`: an AIO context (io_setup).
 //!
 //! Every check also verifies a memory buffer and that a counter kept in the
 //! main loop kept counting (`mem=ok loop=ok`).
@@ -878,6 +896,173 @@ impl Pipe {
     }
 }
 
+/// The kernel-state features: locks, oom_score_adj/loginuid, membarrier,
+/// namespaces for children, processes sharing objects, AIO.
+struct KernelState {
+    oom_loginuid: bool,
+    membarrier: Option<i64>,
+}
+
+const LOGINUID: u32 = 4242;
+// membarrier(2) commands.
+const MB_GLOBAL_EXPEDITED: i32 = 1 << 1;
+const MB_REGISTER_GLOBAL_EXPEDITED: i32 = 1 << 2;
+const MB_PRIVATE_EXPEDITED: i32 = 1 << 3;
+const MB_REGISTER_PRIVATE_EXPEDITED: i32 = 1 << 4;
+const MB_PRIVATE_EXPEDITED_SYNC_CORE: i32 = 1 << 5;
+const MB_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: i32 = 1 << 6;
+const MB_GET_REGISTRATIONS: i32 = 1 << 9;
+
+fn membarrier(cmd: i32) -> i64 {
+    // SAFETY: membarrier takes plain integers.
+    unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) }
+}
+
+/// A child made by clone(2) with `flags`: it dies with its parent and
+/// otherwise only waits in raw pause(2) syscalls (with CLONE_VM it shares
+/// the parent's memory and TLS, so it touches neither).
+extern "C" fn clone_child(_: *mut libc::c_void) -> i32 {
+    // SAFETY: raw syscalls without memory arguments: prctl(PR_SET_PDEATHSIG,
+    // SIGKILL) and pause(), forever.
+    unsafe {
+        std::arch::asm!("syscall", inlateout("rax") libc::SYS_prctl => _, in("rdi") libc::PR_SET_PDEATHSIG,
+            in("rsi") libc::SIGKILL, lateout("rcx") _, lateout("r11") _, options(nostack));
+        loop {
+            std::arch::asm!("syscall", inlateout("rax") libc::SYS_pause => _, lateout("rcx") _, lateout("r11") _,
+                options(nostack));
+        }
+    }
+}
+
+fn clone_with(flags: i32) -> i32 {
+    let stack = Box::leak(vec![0u8; 64 * 1024].into_boxed_slice());
+    let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
+    // SAFETY: the child runs clone_child on its own leaked stack.
+    let pid =
+        unsafe { libc::clone(clone_child, top as *mut libc::c_void, flags | libc::SIGCHLD, std::ptr::null_mut()) };
+    assert!(pid > 0, "clone: {}", std::io::Error::last_os_error());
+    pid
+}
+
+impl KernelState {
+    fn setup(has: &dyn Fn(&str) -> bool, arg: &str) -> KernelState {
+        let extra = |w: String| EXTRA.with(|e| e.borrow_mut().push(w));
+        let lock_file = || {
+            let path = format!("{arg}/locked");
+            let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path);
+            let fd = std::os::fd::IntoRawFd::into_raw_fd(f.expect("open the lock file"));
+            extra(fd.to_string());
+            fd
+        };
+        let flock = |fd: i32, cmd: i32, ty: i32| {
+            // SAFETY: a zeroed flock filled in; fcntl on our own descriptor.
+            let r = unsafe {
+                let mut l: libc::flock = std::mem::zeroed();
+                l.l_type = ty as i16;
+                l.l_whence = libc::SEEK_SET as i16;
+                l.l_start = 10;
+                l.l_len = 20;
+                libc::fcntl(fd, cmd, &l)
+            };
+            assert_eq!(r, 0, "fcntl {cmd}: {}", std::io::Error::last_os_error());
+        };
+        if has("flock") {
+            let fd = lock_file();
+            // SAFETY: flock on our own descriptor.
+            assert_eq!(unsafe { libc::flock(fd, libc::LOCK_EX) }, 0);
+        }
+        if has("posix_lock") {
+            flock(lock_file(), libc::F_SETLK, libc::F_WRLCK);
+        }
+        if has("ofd_lock") {
+            flock(lock_file(), libc::F_OFD_SETLK, libc::F_RDLCK);
+        }
+        if has("lease") {
+            let path = format!("{arg}/leased");
+            std::fs::write(&path, b"lease").expect("create the leased file");
+            let f = std::fs::File::open(&path).expect("open the leased file");
+            let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
+            extra(fd.to_string());
+            // SAFETY: fcntl on our own descriptor.
+            let r = unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK) };
+            assert_eq!(r, 0, "F_SETLEASE: {}", std::io::Error::last_os_error());
+        }
+        let oom_loginuid = has("oom_loginuid");
+        if oom_loginuid {
+            std::fs::write("/proc/self/oom_score_adj", "400").expect("set oom_score_adj");
+            // Reported, not fatal: the test skips when the kernel refuses.
+            let r = std::fs::write("/proc/self/loginuid", LOGINUID.to_string());
+            extra(if r.is_ok() { "loginuid-set".into() } else { "loginuid-refused".into() });
+        }
+        let membarrier = has("membarrier").then(|| {
+            for cmd in
+                [MB_REGISTER_PRIVATE_EXPEDITED, MB_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE, MB_REGISTER_GLOBAL_EXPEDITED]
+            {
+                assert_eq!(membarrier(cmd), 0, "membarrier {cmd}: {}", std::io::Error::last_os_error());
+            }
+            let regs = membarrier(MB_GET_REGISTRATIONS);
+            extra(format!("regs={regs}"));
+            regs
+        });
+        for (feature, flag) in [("newtime", libc::CLONE_NEWTIME), ("newpid", libc::CLONE_NEWPID)] {
+            if has(feature) {
+                // SAFETY: unshare with one flag; only future children are affected.
+                assert_eq!(unsafe { libc::unshare(flag) }, 0, "unshare: {}", std::io::Error::last_os_error());
+            }
+        }
+        if has("clone_files") {
+            extra(clone_with(libc::CLONE_FILES).to_string());
+        }
+        if has("clone_vm") {
+            extra(clone_with(libc::CLONE_VM).to_string());
+        }
+        for (feature, unshare) in [("thread", 0), ("thread_files", libc::CLONE_FILES), ("thread_fs", libc::CLONE_FS)] {
+            if !has(feature) {
+                continue;
+            }
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                // SAFETY: unshare of this thread's own table or fs information.
+                if unshare != 0 && unsafe { libc::unshare(unshare) } != 0 {
+                    panic!("unshare: {}", std::io::Error::last_os_error());
+                }
+                // SAFETY: gettid has no preconditions.
+                tx.send(unsafe { libc::gettid() }).unwrap();
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                }
+            });
+            extra(rx.recv().unwrap().to_string());
+        }
+        if has("aio") {
+            let mut ctx: u64 = 0;
+            // SAFETY: io_setup writes the context id into `ctx`.
+            let r = unsafe { libc::syscall(libc::SYS_io_setup, 4, &mut ctx as *mut u64) };
+            assert_eq!(r, 0, "io_setup: {}", std::io::Error::last_os_error());
+        }
+        KernelState { oom_loginuid, membarrier }
+    }
+
+    fn check(&self, it: &mut Items) {
+        if self.oom_loginuid {
+            let oom = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap_or_default();
+            it.expect("oom_score_adj", oom.trim() == "400", || oom.trim().to_string());
+            let uid = std::fs::read_to_string("/proc/self/loginuid").unwrap_or_default();
+            it.put("loginuid", uid.trim());
+        }
+        if let Some(regs) = self.membarrier {
+            let now = membarrier(MB_GET_REGISTRATIONS);
+            it.expect("membarrier_regs", now == regs, || format!("{now}!={regs}"));
+            let r = membarrier(MB_PRIVATE_EXPEDITED);
+            it.expect("membarrier_private", r == 0, || format!("errno{}", errno()));
+            let r = membarrier(MB_PRIVATE_EXPEDITED_SYNC_CORE);
+            it.expect("membarrier_sync_core", r == 0, || format!("errno{}", errno()));
+            let r = membarrier(MB_GLOBAL_EXPEDITED);
+            it.expect("membarrier_global", r == 0, || format!("errno{}", errno()));
+        }
+    }
+}
+
 fn log_line(f: &mut File, line: &str) {
     // One write per line: the test reads the log concurrently.
     let mut s = line.to_string();
@@ -915,6 +1100,7 @@ fn main() {
     let creds = has("creds").then(Creds::setup);
     let sleep_ms: Option<u64> = has("sleep").then(|| arg.parse().expect("sleep MS"));
     let pause = has("pause");
+    let kernel = KernelState::setup(&has, &arg);
 
     let words = 1 << 16;
     let seed = |i: usize| (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5a5a;
@@ -926,6 +1112,12 @@ fn main() {
     }
     EXTRA.with(|e| e.borrow().iter().for_each(|w| extra += &format!(" {w}")));
     log_line(&mut log, &format!("ready {}{extra}", std::process::id()));
+
+    if has("vfork") {
+        // Blocks in clone until the child dies.
+        let child = clone_with(libc::CLONE_VM | libc::CLONE_VFORK);
+        log_line(&mut log, &format!("vfork-returned {child}"));
+    }
 
     if let Some(ms) = sleep_ms {
         let start = now();
@@ -987,6 +1179,7 @@ fn main() {
         if let Some(s) = &creds {
             s.check(&mut it);
         }
+        kernel.check(&mut it);
         let good = it.0.iter().all(|(_, v)| !v.starts_with("bad"));
         let body: Vec<String> = it.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
         log_line(
