@@ -231,7 +231,6 @@ mod tests {
 
     #[test]
     fn unsupported_options_refused() {
-        assert_eq!(refused("dump -t 1 -x"), "not supported yet: -x/--ext-unix-sk");
         assert_eq!(refused("dump -t 1 --link-remap -j"), "not supported yet: --link-remap");
         assert_eq!(refused("restore -t 1 --veth-pair a=b"), "not supported yet: --veth-pair");
         assert_eq!(refused("restore -t 1 -n uts"), "not supported yet: -n/--namespaces");

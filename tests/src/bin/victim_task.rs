@@ -48,7 +48,7 @@
 //!   saved gids and uids (not root), chosen capability sets, no_new_privs,
 //!   child_subreaper and ADDR_NO_RANDOMIZE; the check compares them all;
 //! - `pipe`: a pipe (an unsupported descriptor kind); its fds are the extra
-//!   words of "ready"; `socket`: the same with a unix socketpair;
+//!   words of "ready"; `socket`: the same with two connected UDP sockets on the loopback;
 //! - `flock`, `posix_lock` (write, bytes 10..29), `ofd_lock` (read, bytes
 //!   10..29): ARG/locked opened read-write and locked; `lease`: ARG/leased
 //!   opened read-only with a read lease; the extra word is the fd;
@@ -871,11 +871,32 @@ struct Pipe {
 }
 
 impl Pipe {
-    fn socketpair() -> Pipe {
-        let mut p = [0i32; 2];
-        // SAFETY: socketpair writes two descriptors.
-        assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, p.as_mut_ptr()) }, 0);
-        Pipe { r: p[0], w: p[1] }
+    /// Two UDP sockets on the loopback connected to each other (a kind of
+    /// socket crtools does not dump yet).
+    fn udp_pair() -> Pipe {
+        // SAFETY: plain socket calls on local sockaddr_in values.
+        unsafe {
+            let a = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+            let b = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+            assert!(a >= 0 && b >= 0);
+            let mut sa: libc::sockaddr_in = std::mem::zeroed();
+            sa.sin_family = libc::AF_INET as u16;
+            sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+            let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+            for s in [a, b] {
+                assert_eq!(libc::bind(s, &sa as *const _ as *const libc::sockaddr, len), 0);
+            }
+            let name = |s: i32| {
+                let mut n: libc::sockaddr_in = std::mem::zeroed();
+                let mut l = len;
+                libc::getsockname(s, &mut n as *mut _ as *mut libc::sockaddr, &mut l);
+                n
+            };
+            let (na, nb) = (name(a), name(b));
+            assert_eq!(libc::connect(a, &nb as *const _ as *const libc::sockaddr, len), 0);
+            assert_eq!(libc::connect(b, &na as *const _ as *const libc::sockaddr, len), 0);
+            Pipe { r: a, w: b }
+        }
     }
 }
 
@@ -1096,7 +1117,7 @@ fn main() {
     let mut timers = (has("timers") || has("timers_blocked")).then(|| Timers::setup(has("timers_blocked")));
     let files = has("files").then(|| Files::setup(&arg));
     let limits = has("limits").then(|| Limits::setup(if arg.is_empty() { "/" } else { &arg }));
-    let pipe = if has("pipe") { Some(Pipe::setup()) } else { has("socket").then(Pipe::socketpair) };
+    let pipe = if has("pipe") { Some(Pipe::setup()) } else { has("socket").then(Pipe::udp_pair) };
     let creds = has("creds").then(Creds::setup);
     let sleep_ms: Option<u64> = has("sleep").then(|| arg.parse().expect("sleep MS"));
     let pause = has("pause");
