@@ -795,6 +795,48 @@ fn unix_socket_to_the_outside_needs_ext_unix_sk() {
     });
 }
 
+/// A three-stage pipeline with 2 MiB in flight in its two pipes (1 MiB
+/// each) at dump: after restore the consumer reads all 6 MiB the producer
+/// wrote, byte for byte, and sees the end of the stream.
+#[test]
+fn pipeline_with_megabytes_in_flight() {
+    run("pipeline", 90, |cx| {
+        let s = Scratch::new("dr_tree", "pipeline");
+        let dir = s.data().to_string_lossy().into_owned();
+        let roles = ["root", "p", "m", "c"];
+        let mut t = cx.start(&s, "pipeline", &[&dir], &roles);
+        // Wait for both pipes to fill: m copied its first MiB, p is blocked.
+        let deadline = Instant::now() + ANSWER;
+        loop {
+            let got = t.check(&["p", "m"]);
+            if got["m"].num("copied") == 1 << 20 && got["p"].num("written") >= 2 << 20 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "pipes did not fill: {:?}", got);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        t.dump_and_restore(&s);
+        std::fs::write(s.data().join("go"), b"").unwrap();
+        let total: u64 = 6 << 20;
+        let want = (0..total).fold(0xcbf2_9ce4_8422_2325u64, |h, i| {
+            let b = (i.wrapping_mul(7) ^ (i >> 12)) as u8;
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let c = t.check(&["c"]).remove("c").unwrap();
+            if c.get("done") == "true" {
+                assert_eq!(c.num("got") as u64, total, "bytes read: {}", c.raw);
+                assert_eq!(c.get("sum"), format!("{want:x}"), "stream changed: {}", c.raw);
+                break;
+            }
+            assert!(Instant::now() < deadline, "consumer did not finish: {}", c.raw);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        t.check_all_same();
+    });
+}
+
 /// A dump that fails (an eventfd in the child) leaves every byte in flight
 /// where it was: the pipes were read without consuming them.
 #[test]

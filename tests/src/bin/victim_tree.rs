@@ -59,6 +59,10 @@
 //!   for writing; c1 holds a dgram socketpair with a message queued and a
 //!   stream socket bound to DIR/gone, whose file it unlinked. The first
 //!   check of each reads everything and reports `data=ok|bad:WHY`.
+//! - `pipeline DIR`: root -> p | m | c through two pipes of 1 MiB: p writes
+//!   6 MiB of a known pattern (`written=`), m copies the first MiB at once
+//!   and the rest once DIR/go exists, c reads once DIR/go exists and
+//!   reports `got= sum= done=` (FNV-1a of what it read, true at EOF).
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -370,6 +374,7 @@ fn main() {
         "holder" => holder(&args[3..]),
         "ipc" => ipc(&args[3..]),
         "unix" => unix(&args[3..]),
+        "pipeline" => pipeline(&args[3..]),
         other => {
             log(format!("error unknown mode {other}"));
             std::process::exit(2);
@@ -1220,4 +1225,136 @@ fn accept_one(l: i32) -> (i32, String) {
         return (-1, format!("err{}", std::io::Error::last_os_error().raw_os_error().unwrap_or(0)));
     }
     (fd, name_of(&a, len))
+}
+
+/// Byte `i` of the pipeline's stream.
+fn stream_byte(i: u64) -> u8 {
+    (i.wrapping_mul(7) ^ (i >> 12)) as u8
+}
+
+fn fnv(sum: u64, b: &[u8]) -> u64 {
+    b.iter().fold(sum, |h, &c| (h ^ c as u64).wrapping_mul(0x100_0000_01b3))
+}
+
+fn wait_file(path: &str) {
+    while !std::path::Path::new(path).exists() {
+        sleep_ms(5);
+    }
+}
+
+/// Copies `from` to `to` until EOF or `limit` bytes; returns the bytes copied.
+fn copy_fd(from: i32, to: i32, limit: u64) -> u64 {
+    let mut buf = vec![0u8; 65536];
+    let mut done = 0u64;
+    while done < limit {
+        let want = buf.len().min((limit - done) as usize);
+        // SAFETY: reading into a local buffer.
+        let n = unsafe { libc::read(from, buf.as_mut_ptr() as *mut _, want) };
+        if n <= 0 {
+            break;
+        }
+        write_all(to, &buf[..n as usize]);
+        done += n as u64;
+    }
+    done
+}
+
+fn pipeline(args: &[String]) -> ! {
+    const TOTAL: u64 = 6 << 20;
+    let dir = args.first().expect("pipeline DIR").clone();
+    let go = format!("{dir}/go");
+    let (r1, w1) = pipe_with(0);
+    let (r2, w2) = pipe_with(0);
+    for fd in [w1, w2] {
+        // SAFETY: fcntl without pointers.
+        assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, 1 << 20) }, 1 << 20);
+    }
+    let close = |fds: &[i32]| {
+        for &fd in fds {
+            // SAFETY: closing our copies of ends this process does not use.
+            unsafe { libc::close(fd) };
+        }
+    };
+    fork(move || {
+        close(&[r1, r2, w2]);
+        let written = Arc::new(AtomicU64::new(0));
+        let w = written.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            let mut at = 0u64;
+            while at < TOTAL {
+                for (k, b) in buf.iter_mut().enumerate() {
+                    *b = stream_byte(at + k as u64);
+                }
+                write_all(w1, &buf);
+                at += buf.len() as u64;
+                w.store(at, SeqCst);
+            }
+            // SAFETY: closing our write end: the reader sees EOF.
+            unsafe { libc::close(w1) };
+        });
+        let hooks = Hooks {
+            check: Some(Box::new(move |f: &mut Vec<String>| {
+                f.push(format!("written={}", written.load(SeqCst)));
+                true
+            })),
+            ..Default::default()
+        };
+        serve("p", 1, hooks)
+    });
+    let go_m = go.clone();
+    fork(move || {
+        close(&[w1, r2]);
+        let copied = Arc::new(AtomicU64::new(0));
+        let c2 = copied.clone();
+        std::thread::spawn(move || {
+            let mut n = copy_fd(r1, w2, 1 << 20);
+            c2.store(n, SeqCst);
+            wait_file(&go_m);
+            n += copy_fd(r1, w2, u64::MAX);
+            c2.store(n, SeqCst);
+            // SAFETY: closing our write end: the consumer sees EOF.
+            unsafe { libc::close(w2) };
+        });
+        let hooks = Hooks {
+            check: Some(Box::new(move |f: &mut Vec<String>| {
+                f.push(format!("copied={}", copied.load(SeqCst)));
+                true
+            })),
+            ..Default::default()
+        };
+        serve("m", 1, hooks)
+    });
+    let go_c = go.clone();
+    fork(move || {
+        close(&[r1, w1, w2]);
+        let state = Arc::new(Mutex::new((0u64, 0xcbf2_9ce4_8422_2325u64, false)));
+        let st = state.clone();
+        std::thread::spawn(move || {
+            wait_file(&go_c);
+            let mut buf = vec![0u8; 65536];
+            loop {
+                // SAFETY: reading into a local buffer.
+                let n = unsafe { libc::read(r2, buf.as_mut_ptr() as *mut _, buf.len()) };
+                let mut g = st.lock().unwrap();
+                if n <= 0 {
+                    g.2 = true;
+                    break;
+                }
+                g.0 += n as u64;
+                g.1 = fnv(g.1, &buf[..n as usize]);
+            }
+        });
+        let hooks = Hooks {
+            check: Some(Box::new(move |f: &mut Vec<String>| {
+                let g = state.lock().unwrap();
+                f.push(format!("got={} sum={:x} done={}", g.0, g.1, g.2));
+                true
+            })),
+            ..Default::default()
+        };
+        serve("c", 1, hooks)
+    });
+    close(&[r1, w1, r2, w2]);
+    plain("root", 1)
 }
