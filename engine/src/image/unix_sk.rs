@@ -38,6 +38,8 @@ pub struct QueuedMsg {
     pub from: Vec<u8>,
     /// SCM_CREDENTIALS (pid, uid, gid) when the socket passes credentials.
     pub creds: Option<(i32, u32, u32)>,
+    /// SCM_RIGHTS: the file objects (ids) in flight with it, in order.
+    pub fds: Vec<u32>,
 }
 
 /// One unix socket.
@@ -102,6 +104,9 @@ impl Describe for QueuedMsg {
         }
         if let Some((pid, uid, gid)) = self.creds {
             o = o.f("creds", format!("pid={pid} uid={uid} gid={gid}"));
+        }
+        if !self.fds.is_empty() {
+            o = o.f("scm_rights", format!("files {:?}", self.fds));
         }
         o.f("data", Node::Bytes(self.data.clone())).done()
     }

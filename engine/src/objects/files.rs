@@ -57,6 +57,21 @@ pub struct FileImages {
     pub unix_diag: Option<HashMap<u32, crate::sys::sock_diag::UnixDiag>>,
     /// Dump only: the task and fd of each dumped unix socket, by inode.
     pub unix_owner: HashMap<u32, (Pid, i32)>,
+    /// Dump only: descriptions found in flight in a unix socket's queue
+    /// (SCM_RIGHTS), received into crtools, still to be dumped.
+    pub inflight: Vec<InFlight>,
+}
+
+/// A description in flight in a unix socket's queue: the copy crtools
+/// received by peeking, and the message whose `fds` get its id.
+#[derive(Debug)]
+pub struct InFlight {
+    /// crtools' copy.
+    pub fd: OwnedFd,
+    /// Index of the socket in [`FileImages::unix`].
+    pub entry: usize,
+    /// Index of the message in its queue.
+    pub msg: usize,
 }
 
 impl FileImages {
@@ -100,6 +115,7 @@ impl FileImages {
             pipe_ids: HashMap::new(),
             unix_diag: None,
             unix_owner: HashMap::new(),
+            inflight: Vec::new(),
         })
     }
 
@@ -237,49 +253,79 @@ pub struct DumpFiles {
     seen: HashMap<FileKey, Vec<(Pid, i32, u32)>>,
     /// The images being built.
     pub images: FileImages,
+    /// crtools' copies of descriptions that were in flight, kept open so
+    /// `seen` stays valid.
+    held: Vec<OwnedFd>,
 }
 
 /// Dumps the descriptor table of `pid`, leaving out `skip` (the parasite's
 /// socket); returns its fdinfo entries.
 pub fn dump(cx: &FdCtx, pid: Pid, skip: Option<i32>, all: &mut DumpFiles) -> Result<Vec<FdinfoEntry>> {
-    use std::os::unix::fs::MetadataExt;
     let list = fdinfo::list_fds(pid).ctx(pid, "list descriptors")?;
     let mut out = Vec::with_capacity(list.len());
     for e in list.iter().filter(|e| Some(e.fd) != skip) {
-        let kind = classify(pid, e.fd, &e.target).map_err(|what| {
-            Error::task(pid, format!("fd {}: {what}: this kind of descriptor is not supported yet", e.fd))
-        })?;
-        let info = fdinfo::read(pid, e.fd).ctx(pid, &format!("read fdinfo of fd {}", e.fd))?;
+        let (id, kind, info) = dump_one(cx, pid, e.fd, &e.target, all)?;
         let flags = OpenFlags::from_bits_retain(info.flags);
         let cloexec = flags.contains(OpenFlags::O_CLOEXEC);
         let flags = flags - OpenFlags::O_CLOEXEC;
-        let md = std::fs::metadata(crate::proc::pid_path(pid, &format!("fd/{}", e.fd)))
-            .ctx(pid, &format!("stat fd {}", e.fd))?;
-        let key = (kind, md.dev(), md.ino());
-        let mut shared = None;
-        for &(opid, ofd, id) in all.seen.get(&key).map(|v| v.as_slice()).unwrap_or(&[]) {
-            if kcmp_file(opid, ofd, pid, e.fd).ctx(pid, "kcmp")? == KcmpOrder::Equal {
-                shared = Some(id);
-                break;
-            }
-        }
-        let id = match shared {
-            Some(id) => id,
-            None => {
-                all.next_id += 1;
-                let id = all.next_id;
-                let ops = KINDS.iter().find(|k| k.kind == kind).ok_or_else(|| {
-                    Error::task(pid, format!("fd {}: {} descriptors are not supported yet", e.fd, kind.name()))
-                })?;
-                (ops.dump)(cx, pid, e.fd, &e.target, &info, id, &mut all.images)?;
-                all.images.files.push(FileEntry { id, kind });
-                all.seen.entry(key).or_default().push((pid, e.fd, id));
-                id
-            }
-        };
         out.push(FdinfoEntry { fd: e.fd as u32, flags, cloexec, kind, id });
+        dump_inflight(cx, all)?;
     }
     Ok(out)
+}
+
+/// The id of the open file description behind `fd` of `pid`, dumping it
+/// the first time it is seen.
+fn dump_one(
+    cx: &FdCtx,
+    pid: Pid,
+    fd: i32,
+    target: &FdTarget,
+    all: &mut DumpFiles,
+) -> Result<(u32, FdKind, fdinfo::FdInfo)> {
+    use std::os::unix::fs::MetadataExt;
+    let kind = classify(pid, fd, target)
+        .map_err(|what| Error::task(pid, format!("fd {fd}: {what}: this kind of descriptor is not supported yet")))?;
+    let info = fdinfo::read(pid, fd).ctx(pid, &format!("read fdinfo of fd {fd}"))?;
+    let md = std::fs::metadata(crate::proc::pid_path(pid, &format!("fd/{fd}"))).ctx(pid, &format!("stat fd {fd}"))?;
+    let key = (kind, md.dev(), md.ino());
+    for &(opid, ofd, id) in all.seen.get(&key).map(|v| v.as_slice()).unwrap_or(&[]) {
+        if kcmp_file(opid, ofd, pid, fd).ctx(pid, "kcmp")? == KcmpOrder::Equal {
+            return Ok((id, kind, info));
+        }
+    }
+    all.next_id += 1;
+    let id = all.next_id;
+    let ops = KINDS
+        .iter()
+        .find(|k| k.kind == kind)
+        .ok_or_else(|| Error::task(pid, format!("fd {fd}: {} descriptors are not supported yet", kind.name())))?;
+    (ops.dump)(cx, pid, fd, target, &info, id, &mut all.images)?;
+    all.images.files.push(FileEntry { id, kind });
+    all.seen.entry(key).or_default().push((pid, fd, id));
+    Ok((id, kind, info))
+}
+
+/// Dumps the descriptions found in flight in unix socket queues (which may
+/// hold more in flight in turn). crtools keeps its copies until the dump
+/// ends, so later tasks' descriptors are matched against them.
+fn dump_inflight(cx: &FdCtx, all: &mut DumpFiles) -> Result<()> {
+    let me = crate::sys::misc::getpid();
+    while !all.images.inflight.is_empty() {
+        let batch = std::mem::take(&mut all.images.inflight);
+        for f in batch {
+            let raw = f.fd.as_raw_fd();
+            let link = std::fs::read_link(format!("/proc/self/fd/{raw}"))
+                .map_err(|e| Error::new(format!("a descriptor in flight: {e}")))?;
+            use std::os::unix::ffi::OsStrExt;
+            let target = fdinfo::parse_fd_target(link.as_os_str().as_bytes());
+            let (id, _, _) = dump_one(cx, me, raw, &target, all)
+                .map_err(|e| Error::new(format!("a descriptor in flight in a unix socket's queue: {e}")))?;
+            all.images.unix[f.entry].queue[f.msg].fds.push(id);
+            all.held.push(f.fd);
+        }
+    }
+    Ok(())
 }
 
 /// Completes the file images once every task is dumped (what needs the
@@ -302,7 +348,7 @@ pub struct Late {
 /// Work a kind leaves for when every task of the tree exists (on its
 /// final trap, not yet released): it runs in the engine on the engine's
 /// copies of the descriptions, which the tree shares.
-pub type Deferred = Box<dyn FnOnce() -> Result<()>>;
+pub type Deferred = Box<dyn FnOnce(&Opened) -> Result<()>>;
 
 /// The engine's copy of every open file description, by id.
 #[derive(Default)]
@@ -338,9 +384,14 @@ impl Opened {
     /// Runs the deferred work, in the order it was added.
     pub fn complete(&mut self) -> Result<()> {
         for f in std::mem::take(&mut self.deferred) {
-            f()?;
+            f(self)?;
         }
         Ok(())
+    }
+
+    /// crtools' copy of the description of `id`.
+    pub fn get(&self, id: u32) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.fds.get(&id).map(|f| f.as_fd())
     }
 
     /// Moves every description to a number of `base` or above, where no

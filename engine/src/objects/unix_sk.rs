@@ -26,8 +26,11 @@
 //! sender's address), datagram sockets connect to their peers, shutdown
 //! state and options are set.
 //!
-//! Not read back or refused by name: descriptors in flight (SCM_RIGHTS),
-//! bytes queued on a connection still in a backlog (the kernel gives no
+//! Descriptors in flight (SCM_RIGHTS) are received into crtools by the
+//! peek, dumped as file objects of their own (or found to be descriptions
+//! a task holds too), and sent again with their message.
+//!
+//! Not read back or refused by name: bytes queued on a connection still in a backlog (the kernel gives no
 //! way to read them without accepting it), names bound relative to a
 //! working directory, zero-length datagrams.
 use super::files::{FdCtx, FileImages, Opened};
@@ -131,7 +134,12 @@ pub fn dump(
         }
     } else if d.ty as u32 == SOCK_DGRAM || d.state == STATE_ESTABLISHED {
         // (An unconnected stream socket has no queue to read.)
-        entry.queue = peek_queue(s.as_fd(), &d, entry.opts.passcred).map_err(e)?;
+        let entry_idx = out.unix.len();
+        for (k, (msg, fds)) in peek_queue(s.as_fd(), &d, entry.opts.passcred).map_err(e)?.into_iter().enumerate() {
+            entry.queue.push(msg);
+            // Dumped as files of their own once this socket is recorded.
+            out.inflight.extend(fds.into_iter().map(|fd| super::files::InFlight { fd, entry: entry_idx, msg: k }));
+        }
     }
     out.unix_owner.insert(ino, (pid, fd));
     log::debug!(task = pid.0; "task {pid}: {what}: {} {}, {} queued", crate::image::unix_sk::type_text(entry.ty), name_text(&entry.name), entry.queue.len());
@@ -191,7 +199,11 @@ fn read_opts(s: BorrowedFd<'_>) -> crate::sys::Result<UnixSkOpts> {
 
 /// Reads the receive queue of `s` without consuming it; SO_PEEK_OFF is put
 /// back as it was, whatever happens.
-fn peek_queue(s: BorrowedFd<'_>, d: &UnixDiag, passcred: bool) -> std::result::Result<Vec<QueuedMsg>, String> {
+/// A queue as read: each message with the descriptions in flight with it
+/// (crtools' own copies, received by the peek).
+type Peeked = Vec<(QueuedMsg, Vec<OwnedFd>)>;
+
+fn peek_queue(s: BorrowedFd<'_>, d: &UnixDiag, passcred: bool) -> std::result::Result<Peeked, String> {
     let old = sk::get_sol_socket_int(s, sk::SO_PEEK_OFF).map_err(|e| format!("SO_PEEK_OFF: {e}"))?;
     let r = peek_from_start(s, d, passcred);
     let back = sk::set_sol_socket_int(s, sk::SO_PEEK_OFF, old);
@@ -200,7 +212,7 @@ fn peek_queue(s: BorrowedFd<'_>, d: &UnixDiag, passcred: bool) -> std::result::R
     Ok(q)
 }
 
-fn peek_from_start(s: BorrowedFd<'_>, d: &UnixDiag, passcred: bool) -> std::result::Result<Vec<QueuedMsg>, String> {
+fn peek_from_start(s: BorrowedFd<'_>, d: &UnixDiag, passcred: bool) -> std::result::Result<Peeked, String> {
     let dgram = d.ty as u32 != SockType::SOCK_STREAM.0;
     let mut q = Vec::new();
     let mut off: usize = 0;
@@ -220,12 +232,6 @@ fn peek_from_start(s: BorrowedFd<'_>, d: &UnixDiag, passcred: bool) -> std::resu
             Err(Errno::EAGAIN) => break,
             Err(e) => return Err(format!("read its queue: {e}")),
         };
-        if !m.fds.is_empty() {
-            return Err(format!(
-                "{} descriptors are in flight in its queue (SCM_RIGHTS): not supported yet",
-                m.fds.len()
-            ));
-        }
         if m.len == 0 {
             if d.ty as u32 == SOCK_DGRAM {
                 return Err("a zero-length datagram is queued: not supported yet".into());
@@ -240,11 +246,13 @@ fn peek_from_start(s: BorrowedFd<'_>, d: &UnixDiag, passcred: bool) -> std::resu
             continue;
         }
         let n = m.len.min(buf.len());
-        q.push(QueuedMsg {
+        let msg = QueuedMsg {
             data: buf[..n].to_vec(),
             from: if d.ty as u32 == SOCK_DGRAM { m.from.path_bytes().to_vec() } else { Vec::new() },
             creds: if passcred { m.creds.map(|c| (c.pid, c.uid, c.gid)) } else { None },
-        });
+            fds: Vec::new(),
+        };
+        q.push((msg, m.fds));
         off += n;
     }
     if !dgram {
@@ -548,7 +556,7 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     let socks: Vec<UnixSkEntry> = socks.clone();
     let who: HashMap<u32, String> = socks.iter().map(|u| (u.ino, name_of(u))).collect();
     let made = Rc::new(made);
-    out.defer(Box::new(move || complete(&socks, &made, &who)));
+    out.defer(Box::new(move |opened: &Opened| complete(&socks, &made, &who, opened)));
     Ok(())
 }
 
@@ -606,7 +614,7 @@ fn connect_accept<'a>(
 }
 
 /// With the tree in place: queues, datagram connections, shutdown, options.
-fn complete(socks: &[UnixSkEntry], made: &Made, who: &HashMap<u32, String>) -> Result<()> {
+fn complete(socks: &[UnixSkEntry], made: &Made, who: &HashMap<u32, String>, opened: &Opened) -> Result<()> {
     let err =
         |u: &UnixSkEntry, msg: String| Error::new(format!("{}: {msg}", who.get(&u.ino).cloned().unwrap_or_default()));
     let by_name: HashMap<&[u8], &UnixSkEntry> =
@@ -616,13 +624,17 @@ fn complete(socks: &[UnixSkEntry], made: &Made, who: &HashMap<u32, String>) -> R
         let dest = made.fds.get(&u.ino).ok_or_else(|| err(u, "was not created".into()))?;
         for m in &u.queue {
             let creds = m.creds.map(|(pid, uid, gid)| UCred { pid, uid, gid });
+            let mut rights = Vec::with_capacity(m.fds.len());
+            for &id in &m.fds {
+                rights.push(opened.get(id).ok_or_else(|| err(u, format!("file {id} in flight was not restored")))?);
+            }
             let sent = if u.ty != SOCK_DGRAM {
                 let sender = made
                     .fds
                     .get(&u.peer)
                     .or_else(|| made.gone_peers.get(&u.ino))
                     .ok_or_else(|| err(u, "no peer to send its queued bytes".into()))?;
-                sk::send_msg(sender.as_fd(), &m.data, None, creds.as_ref())
+                sk::send_msg(sender.as_fd(), &m.data, None, creds.as_ref(), &rights)
             } else {
                 let to = if u.name.is_empty() {
                     None
@@ -655,7 +667,7 @@ fn complete(socks: &[UnixSkEntry], made: &Made, who: &HashMap<u32, String>) -> R
                     }
                     temps[&Vec::new()].as_fd()
                 };
-                sk::send_msg(sender, &m.data, to.as_ref(), creds.as_ref())
+                sk::send_msg(sender, &m.data, to.as_ref(), creds.as_ref(), &rights)
             };
             match sent {
                 Ok(n) if n == m.data.len() => {}

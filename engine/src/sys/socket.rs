@@ -632,12 +632,22 @@ pub fn recv_msg(fd: BorrowedFd<'_>, buf: &mut [u8], flags: MsgFlags) -> Result<R
 }
 
 /// sendmsg(fd, data) to `to` (None: the connected peer), with explicit
-/// credentials when `creds` is given. Returns the bytes sent.
-pub fn send_msg(fd: BorrowedFd<'_>, data: &[u8], to: Option<&UnixAddr>, creds: Option<&UCred>) -> Result<usize> {
-    let mut ctl = [0u64; 4];
+/// credentials when `creds` is given and `fds` as SCM_RIGHTS (at most
+/// [`SCM_MAX_FD`]). Non-blocking. Returns the bytes sent.
+pub fn send_msg(
+    fd: BorrowedFd<'_>,
+    data: &[u8],
+    to: Option<&UnixAddr>,
+    creds: Option<&UCred>,
+    fds: &[BorrowedFd<'_>],
+) -> Result<usize> {
+    if fds.len() > SCM_MAX_FD {
+        return Err(Errno::EINVAL);
+    }
+    let mut ctl = vec![0u64; (cmsg_space(SCM_MAX_FD) + CMSG_HDR + 16) / 8];
     let mut ctl_len = 0;
+    let b = bytemuck_u64(&mut ctl);
     if let Some(c) = creds {
-        let b = bytemuck_u64(&mut ctl);
         b[0..8].copy_from_slice(&(CMSG_HDR + 12).to_ne_bytes());
         b[8..12].copy_from_slice(&(SOL_SOCKET as i32).to_ne_bytes());
         b[12..16].copy_from_slice(&(SCM_CREDENTIALS as i32).to_ne_bytes());
@@ -645,6 +655,17 @@ pub fn send_msg(fd: BorrowedFd<'_>, data: &[u8], to: Option<&UnixAddr>, creds: O
         b[20..24].copy_from_slice(&c.uid.to_ne_bytes());
         b[24..28].copy_from_slice(&c.gid.to_ne_bytes());
         ctl_len = CMSG_HDR + 16;
+    }
+    if !fds.is_empty() {
+        let at = ctl_len;
+        b[at..at + 8].copy_from_slice(&(CMSG_HDR + 4 * fds.len()).to_ne_bytes());
+        b[at + 8..at + 12].copy_from_slice(&(SOL_SOCKET as i32).to_ne_bytes());
+        b[at + 12..at + 16].copy_from_slice(&(SCM_RIGHTS as i32).to_ne_bytes());
+        for (i, f) in fds.iter().enumerate() {
+            let o = at + CMSG_HDR + 4 * i;
+            b[o..o + 4].copy_from_slice(&f.as_raw_fd().to_ne_bytes());
+        }
+        ctl_len += cmsg_space(fds.len());
     }
     let mut iov = IoVec { base: data.as_ptr() as usize, len: data.len() };
     let msg = ln::msghdr {
@@ -658,7 +679,7 @@ pub fn send_msg(fd: BorrowedFd<'_>, data: &[u8], to: Option<&UnixAddr>, creds: O
     };
     let f = (MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT).bits() as usize;
     // SAFETY: the kernel reads the msghdr, the address, data.len() bytes of
-    // data and ctl_len bytes of ctl.
+    // data and ctl_len bytes of ctl; the descriptors stay open for the call.
     retry_eintr(|| unsafe { syscalls::syscall3(Sysno::sendmsg, fd_arg(fd), &msg as *const ln::msghdr as usize, f) })
 }
 

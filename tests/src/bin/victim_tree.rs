@@ -55,8 +55,9 @@
 //!   root sent "to-c1"; c1 sent datagrams to root's DIR/dg (SO_PASSCRED)
 //!   from DIR/dg1 (10 and 7000 bytes) and from an unnamed socket (5 bytes)
 //!   in between, and one to root's abstract socket; root and c2 share a
-//!   seqpacket pair with records queued both ways, c2's side shut down
-//!   for writing; c1 holds a dgram socketpair with a message queued and a
+//!   seqpacket pair with records queued both ways (c2's first one carries
+//!   the read end of a pipe holding "scm-pipe", which c2 closed), c2's side
+//!   shut down for writing; c1 holds a dgram socketpair with a message queued and a
 //!   stream socket bound to DIR/gone, whose file it unlinked. The first
 //!   check of each reads everything and reports `data=ok|bad:WHY`.
 //! - `pipeline DIR`: root -> p | m | c through two pipes of 1 MiB: p writes
@@ -991,8 +992,10 @@ fn sock_name(fd: i32, peer: bool) -> String {
     name_of(&a, l)
 }
 
-/// Reads every message queued (non-blocking): (sender, bytes, creds pid).
-fn recv_all(fd: i32) -> Vec<(String, Vec<u8>, i32)> {
+/// Reads every message queued (non-blocking): (sender, bytes, creds pid,
+/// descriptors received).
+#[allow(clippy::type_complexity)]
+fn recv_all(fd: i32) -> Vec<(String, Vec<u8>, i32, Vec<i32>)> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 65536];
     loop {
@@ -1014,6 +1017,7 @@ fn recv_all(fd: i32) -> Vec<(String, Vec<u8>, i32)> {
             break;
         }
         let mut pid = 0;
+        let mut fds = Vec::new();
         // SAFETY: walking the control buffer the kernel filled.
         unsafe {
             let mut c = libc::CMSG_FIRSTHDR(&m);
@@ -1021,10 +1025,15 @@ fn recv_all(fd: i32) -> Vec<(String, Vec<u8>, i32)> {
                 if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_CREDENTIALS {
                     pid = (*(libc::CMSG_DATA(c) as *const libc::ucred)).pid;
                 }
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                    let n = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
+                    let p = libc::CMSG_DATA(c) as *const i32;
+                    fds.extend((0..n).map(|i| *p.add(i)));
+                }
                 c = libc::CMSG_NXTHDR(&m, c);
             }
         }
-        out.push((name_of(&a, m.msg_namelen), buf[..n as usize].to_vec(), pid));
+        out.push((name_of(&a, m.msg_namelen), buf[..n as usize].to_vec(), pid, fds));
         if n == 0 {
             break;
         }
@@ -1113,10 +1122,16 @@ fn unix(args: &[String]) -> ! {
     let c2_pid = fork(move || {
         let c = usock(libc::SOCK_STREAM);
         uconnect(c, &srv2);
-        for r in [&b"seven77"[..], &[b'x'; 70][..]] {
-            // SAFETY: sending a local buffer.
-            assert_eq!(unsafe { libc::send(sp_c2, r.as_ptr() as *const _, r.len(), 0) }, r.len() as isize);
-        }
+        // The first record carries the read end of a pipe holding
+        // "scm-pipe"; only the message holds that end afterwards.
+        let (pr, pw) = pipe_with(0);
+        write_all(pw, b"scm-pipe");
+        send_with_fd(sp_c2, b"seven77", pr);
+        // SAFETY: closing our copy: the end is in flight only.
+        unsafe { libc::close(pr) };
+        let r = [b'x'; 70];
+        // SAFETY: sending a local buffer.
+        assert_eq!(unsafe { libc::send(sp_c2, r.as_ptr() as *const _, r.len(), 0) }, r.len() as isize);
         // SAFETY: shutdown without pointers.
         unsafe { libc::shutdown(sp_c2, libc::SHUT_WR) };
         let mut first = true;
@@ -1182,7 +1197,7 @@ fn unix(args: &[String]) -> ! {
                 let conn = recv_all(c1_conn);
                 let dgrams: Vec<(String, usize, i32)> = recv_all(d)
                     .into_iter()
-                    .map(|(n, b, p)| (n.rsplit('/').next().unwrap_or("").to_string(), b.len(), p))
+                    .map(|(n, b, p, _)| (n.rsplit('/').next().unwrap_or("").to_string(), b.len(), p))
                     .collect();
                 let want = vec![
                     ("dg1".to_string(), 10, c1_pid),
@@ -1190,7 +1205,16 @@ fn unix(args: &[String]) -> ! {
                     ("dg1".to_string(), 7000, c1_pid),
                 ];
                 let abstract_msgs = recv_all(ad);
-                let records: Vec<usize> = recv_all(sp_root).iter().map(|m| m.1.len()).collect();
+                let recs = recv_all(sp_root);
+                let records: Vec<usize> = recs.iter().map(|m| m.1.len()).collect();
+                let scm = match recs.first().map(|m| m.3.as_slice()) {
+                    Some(&[fd]) => {
+                        // SAFETY: fcntl without pointers.
+                        unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) };
+                        drain(fd).0
+                    }
+                    _ => Vec::new(),
+                };
                 let pending = accept_one(l);
                 let v = if conn.len() != 1 || conn[0].1 != b"from-c1" {
                     format!("bad:conn:{conn:?}")
@@ -1200,6 +1224,8 @@ fn unix(args: &[String]) -> ! {
                     format!("bad:abstract:{abstract_msgs:?}")
                 } else if records != [7, 70, 0] {
                     format!("bad:records:{records:?}")
+                } else if scm != b"scm-pipe" {
+                    format!("bad:scm:{}", String::from_utf8_lossy(&scm))
                 } else if pending.0 < 0 || pending.1 != "-" {
                     format!("bad:pending:{pending:?}")
                 } else {
@@ -1212,6 +1238,27 @@ fn unix(args: &[String]) -> ! {
         ..Default::default()
     };
     serve("root", 1, hooks)
+}
+
+/// Sends `data` with `fd` as SCM_RIGHTS.
+fn send_with_fd(sock: i32, data: &[u8], fd: i32) {
+    let mut ctl = [0u64; 4];
+    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() };
+    // SAFETY: a zeroed msghdr pointing at local buffers; CMSG macros stay
+    // inside ctl, which has room for one descriptor.
+    unsafe {
+        let mut m: libc::msghdr = std::mem::zeroed();
+        m.msg_iov = &mut iov;
+        m.msg_iovlen = 1;
+        m.msg_control = ctl.as_mut_ptr() as *mut _;
+        m.msg_controllen = libc::CMSG_SPACE(4) as usize;
+        let c = libc::CMSG_FIRSTHDR(&m);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
+        *(libc::CMSG_DATA(c) as *mut i32) = fd;
+        assert_eq!(libc::sendmsg(sock, &m, 0), data.len() as isize, "sendmsg SCM_RIGHTS");
+    }
 }
 
 /// accept4 on a listening socket: (fd or -1, the peer's name).
