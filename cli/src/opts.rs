@@ -157,6 +157,31 @@ pub struct RestoreArgs {
     /// Inside and outside names of a veth device (repeatable)
     #[arg(long = "veth-pair", value_name = "IN=OUT", value_parser = parse_veth_pair)]
     pub veth_pair: Vec<VethPair>,
+
+    /// Use crtools' own descriptor N for the dumped file KEY (pipe:[INODE],
+    /// socket:[INODE] or a path), as CRIU does (repeatable)
+    #[arg(long = "inherit-fd", value_name = "fd[N]:KEY", value_parser = parse_inherit_fd)]
+    pub inherit_fd: Vec<InheritFd>,
+}
+
+/// One `--inherit-fd fd[N]:KEY`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InheritFd {
+    /// crtools' own descriptor.
+    pub fd: i32,
+    /// What it stands in for: `pipe:[INODE]`, `socket:[INODE]` or a path.
+    pub key: String,
+}
+
+fn parse_inherit_fd(s: &str) -> Result<InheritFd, String> {
+    let err = || "expected fd[N]:KEY (KEY: pipe:[INODE], socket:[INODE] or a path)".to_string();
+    let rest = s.strip_prefix("fd[").ok_or_else(err)?;
+    let (n, key) = rest.split_once("]:").ok_or_else(err)?;
+    let fd: i32 = n.parse().map_err(|_| format!("'{n}' is not a descriptor number"))?;
+    if fd < 0 || key.is_empty() {
+        return Err(err());
+    }
+    Ok(InheritFd { fd, key: key.to_string() })
 }
 
 /// `crtools show`.
@@ -261,6 +286,8 @@ pub struct RestoreOptions {
     pub root: Option<PathBuf>,
     /// `--veth-pair`, in command line order.
     pub veth_pairs: Vec<VethPair>,
+    /// `--inherit-fd`, in command line order.
+    pub inherit_fds: Vec<InheritFd>,
     /// `--action-script`, in command line order.
     pub action_scripts: Vec<PathBuf>,
     /// `--tcp-established`.
@@ -342,6 +369,7 @@ impl Options {
                 namespaces: normalize(r.tree.namespaces),
                 root: r.root,
                 veth_pairs: r.veth_pair,
+                inherit_fds: r.inherit_fd,
                 action_scripts: r.tree.action_script,
                 tcp_established: r.tree.tcp_established,
                 shell_job: r.tree.shell_job,

@@ -173,6 +173,7 @@ fn run(opts: &Options, matches: &clap::ArgMatches) -> Result<u8, Error> {
                 detach: restore.detached,
                 shell_job: restore.shell_job,
                 ext_unix_sk: restore.ext_unix_sk,
+                inherit_fds: restore.inherit_fds.iter().map(|i| (i.fd, i.key.clone())).collect(),
             };
             let status = engine::restore::restore(&o).map_err(Error::Engine)?;
             Ok(u8::try_from(status).unwrap_or(255))

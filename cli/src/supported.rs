@@ -45,6 +45,7 @@ pub const OPTIONS: &[(&str, &str, bool)] = &[
     ("restore", "namespaces", false),
     ("restore", "root", false),
     ("restore", "veth_pair", false),
+    ("restore", "inherit_fd", true),
     ("restore", "action_script", false),
     ("restore", "tcp_established", false),
     ("restore", "shell_job", true),

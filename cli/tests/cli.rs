@@ -1,6 +1,7 @@
 //! The `crtools` binary end to end: exit codes, messages, and a real
 //! dump/restore of a plain system program (`sleep`).
 mod common;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -324,4 +325,105 @@ fn a_deleted_device_node_needs_evasive_devices() {
     assert!(dumped, "dump --evasive-devices: {err}");
     assert!(restored);
     assert_eq!(fd3.as_deref(), Some(std::path::Path::new("/dev/null")), "fd 3 reopened on another node of 1:3");
+}
+
+/// Reads one line from a raw descriptor (byte by byte; the test's pipe).
+fn read_line_fd(fd: i32) -> String {
+    let mut out = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        // SAFETY: reading one byte into a local buffer.
+        let n = unsafe { libc::read(fd, b.as_mut_ptr() as *mut _, 1) };
+        if n != 1 || b[0] == b'\n' {
+            return String::from_utf8_lossy(&out).into_owned();
+        }
+        out.push(b[0]);
+    }
+}
+
+/// `sh` writing numbered lines into a pipe whose read end the test holds
+/// (outside the dumped tree): `show` names the pipe's outside end, and a
+/// restore with `--inherit-fd fd[3]:pipe:[INO]` plugs a new pipe in its
+/// place: the restored shell goes on counting into it.
+#[test]
+fn a_pipe_to_the_outside_is_plugged_in_with_inherit_fd() {
+    subreaper();
+    let dir = tmpdir("inherit");
+    let mut p = [0i32; 2];
+    // SAFETY: pipe writes two descriptors.
+    assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    let (r, w) = (p[0], p[1]);
+    // SAFETY: fstat into a zeroed stat.
+    let ino = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstat(w, &mut st);
+        st.st_ino
+    };
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg("i=0; while :; do i=$((i+1)); echo \"line $i\"; sleep 0.02; done");
+    // SAFETY: dup2 is async-signal-safe; the write end becomes stdout.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::dup2(w, 1);
+            Ok(())
+        });
+    }
+    cmd.stdin(Stdio::null()).stderr(Stdio::null());
+    common::detached(&mut cmd);
+    let mut sh = cmd.spawn().expect("start sh");
+    // SAFETY: closing our copy of the write end.
+    unsafe { libc::close(w) };
+    let pid = sh.id() as i32;
+    let mut last = 0u64;
+    for _ in 0..5 {
+        let l = read_line_fd(r);
+        last = l.strip_prefix("line ").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("sh said {l:?}"));
+    }
+    let d = dir.to_str().unwrap();
+    let out = crtools(&["dump", "-D", d, "-t", &pid.to_string()]);
+    assert!(out.status.success(), "dump: {}", String::from_utf8_lossy(&out.stderr));
+    let _ = sh.wait();
+    // Whatever sh wrote before the dump is still ours to read.
+    // SAFETY: fcntl without pointers.
+    unsafe { libc::fcntl(r, libc::F_SETFL, libc::O_NONBLOCK) };
+    loop {
+        let l = read_line_fd(r);
+        match l.strip_prefix("line ").and_then(|n| n.parse().ok()) {
+            Some(n) => last = n,
+            None => break,
+        }
+    }
+    // SAFETY: closing the old read end.
+    unsafe { libc::close(r) };
+    let show = crtools(&["show", "-D", d, "-f", "pipes-data.img"]);
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(text.contains(&format!("--inherit-fd fd[N]:pipe:[{ino}]")), "show does not name the outside end: {text}");
+    // Reap any short-lived sleep the dump took along.
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: reaping children of ours (subreaper).
+    while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+    let mut p2 = [0i32; 2];
+    // SAFETY: pipe writes two descriptors.
+    assert_eq!(unsafe { libc::pipe2(p2.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    let (r2, w2) = (p2[0], p2[1]);
+    let mut cmd = Command::new(CRTOOLS);
+    cmd.args(["restore", "-d", "-D", d, "-t", &pid.to_string(), "--inherit-fd", &format!("fd[3]:pipe:[{ino}]")]);
+    // SAFETY: dup2 is async-signal-safe; the new write end becomes fd 3.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::dup2(w2, 3);
+            Ok(())
+        });
+    }
+    let out = cmd.stdin(Stdio::null()).output().expect("run crtools");
+    // SAFETY: closing our copy of the new write end.
+    unsafe { libc::close(w2) };
+    assert!(out.status.success(), "restore: {}", String::from_utf8_lossy(&out.stderr));
+    let next = read_line_fd(r2);
+    kill_reap(pid);
+    // SAFETY: reaping children of ours (subreaper).
+    while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+    let n: u64 = next.strip_prefix("line ").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("sh said {next:?}"));
+    assert_eq!(n, last + 1, "the restored shell did not go on counting where it was");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -54,6 +54,10 @@ pub struct PipeDataEntry {
     pub packets: Vec<u32>,
     /// The bytes in flight, oldest first.
     pub data: Vec<u8>,
+    /// The ends the dumped tree holds: 1 read, 2 write, 3 both. An end the
+    /// tree does not hold was outside it (or closed): restore makes it a
+    /// peer that went away, unless `--inherit-fd` plugs one in.
+    pub tree_ends: u8,
 }
 
 impl Describe for PipeEntry {
@@ -83,6 +87,29 @@ impl Describe for PipeDataEntry {
             .f("bytes", self.data.len() as u64);
         if !self.packets.is_empty() {
             o = o.f("packets", format!("{:?}", self.packets));
+        }
+        let outside = match self.tree_ends {
+            1 => Some("write"),
+            2 => Some("read"),
+            _ => None,
+        };
+        o = o.f(
+            "tree_ends",
+            match self.tree_ends {
+                1 => "read",
+                2 => "write",
+                3 => "both",
+                _ => "none",
+            },
+        );
+        if let Some(end) = outside {
+            o = o.f(
+                "outside",
+                format!(
+                    "its {end} end is outside the dumped tree (restore --inherit-fd fd[N]:pipe:[{}] plugs one in)",
+                    self.ino
+                ),
+            );
         }
         o.f("data", Node::Bytes(self.data.clone())).done()
     }

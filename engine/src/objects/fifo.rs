@@ -65,7 +65,7 @@ pub fn dump(
 /// Opens every FIFO description of the images, the FIFO's data put back.
 pub fn open(_cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     for d in &images.pipe_data {
-        let descs: Vec<&FifoEntry> = images.fifo.iter().filter(|f| f.pipe_id == d.pipe_id).collect();
+        let descs: Vec<&FifoEntry> = images.fifo.iter().filter(|f| f.pipe_id == d.pipe_id && !out.has(f.id)).collect();
         let Some(first) = descs.first() else { continue };
         let path = first.path.as_os_str();
         let what = format!("FIFO {}", first.path.to_string_lossy());

@@ -142,6 +142,8 @@ pub struct FdCtx {
     /// `--ext-unix-sk`: a unix socket whose peer is outside the tree is
     /// dumped, and reconnected to the peer's address at restore.
     pub ext_unix_sk: bool,
+    /// At restore, `--inherit-fd`: (crtools' descriptor, dumped file key).
+    pub inherit_fds: Vec<(i32, String)>,
     /// At restore: the first (task, fd) that holds each file object, to
     /// name it in errors.
     pub owners: HashMap<u32, (Pid, u32)>,
@@ -331,6 +333,7 @@ fn dump_inflight(cx: &FdCtx, all: &mut DumpFiles) -> Result<()> {
 /// Completes the file images once every task is dumped (what needs the
 /// whole tree: which unix socket peers are outside it).
 pub fn finish_dump(cx: &FdCtx, all: &mut DumpFiles) -> Result<()> {
+    super::pipe::finish_dump(&mut all.images);
     super::unix_sk::finish_dump(cx, &mut all.images)
 }
 
@@ -364,6 +367,12 @@ impl Opened {
     /// Records the description of `id`.
     pub fn add(&mut self, id: u32, fd: OwnedFd) {
         self.fds.insert(id, fd);
+    }
+
+    /// Whether `id` has its description already (`--inherit-fd`): a kind
+    /// leaves such ids alone.
+    pub fn has(&self, id: u32) -> bool {
+        self.fds.contains_key(&id) || self.late.contains_key(&id)
     }
 
     /// Records `id` as opened late, in its task.
@@ -414,9 +423,42 @@ impl Opened {
     }
 }
 
-/// Creates every open file description of the images in the engine.
+/// The file ids `key` of `--inherit-fd` names: `pipe:[INODE]` (every
+/// description of that pipe the tree held), `socket:[INODE]`, or a path
+/// (with or without its leading '/', as CRIU takes it).
+fn inherit_matches(images: &FileImages, key: &str) -> Vec<u32> {
+    let ino_of = |prefix: &str| -> Option<u64> { key.strip_prefix(prefix)?.strip_suffix(']')?.parse().ok() };
+    if let Some(ino) = ino_of("pipe:[") {
+        let pipes: Vec<u32> = images.pipe_data.iter().filter(|d| d.ino == ino).map(|d| d.pipe_id).collect();
+        return images.pipes.iter().filter(|p| pipes.contains(&p.pipe_id)).map(|p| p.id).collect();
+    }
+    if let Some(ino) = ino_of("socket:[") {
+        return images.unix.iter().filter(|u| u.ino as u64 == ino).map(|u| u.id).collect();
+    }
+    let path = |p: &[u8]| p == key.as_bytes() || p.strip_prefix(b"/") == Some(key.as_bytes());
+    let mut ids: Vec<u32> = images.reg.iter().filter(|r| path(r.path.as_bytes())).map(|r| r.id).collect();
+    ids.extend(images.fifo.iter().filter(|f| path(f.path.as_bytes())).map(|f| f.id));
+    ids
+}
+
+/// Creates every open file description of the images in the engine
+/// (`--inherit-fd` ones are crtools' own descriptors instead).
 pub fn open_all(cx: &FdCtx, images: &FileImages) -> Result<Opened> {
     let mut out = Opened::default();
+    for (fd, key) in &cx.inherit_fds {
+        let ids = inherit_matches(images, key);
+        if ids.is_empty() {
+            return Err(Error::new(format!("--inherit-fd fd[{fd}]:{key}: the images hold no such file")));
+        }
+        // SAFETY: only borrowed for the duplicate; crtools' caller gave it.
+        let own = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
+        for id in ids {
+            let dup = crate::sys::fs::fcntl_dupfd_cloexec(own, 3)
+                .map_err(|e| Error::new(format!("--inherit-fd fd[{fd}]:{key}: descriptor {fd}: {e}")))?;
+            log::info!("{}: {key} is crtools' descriptor {fd} (--inherit-fd)", cx.who(id));
+            out.add(id, dup);
+        }
+    }
     for ops in KINDS {
         (ops.open)(cx, images, &mut out)?;
     }

@@ -49,6 +49,26 @@ pub fn dump(
     Ok(())
 }
 
+/// Records which ends of each pipe the tree holds (for `crtools show` and
+/// `--inherit-fd`).
+pub fn finish_dump(images: &mut FileImages) {
+    for d in images.pipe_data.iter_mut() {
+        let mut ends = 0u8;
+        let pipe_flags = images.pipes.iter().filter(|p| p.pipe_id == d.pipe_id).map(|p| p.flags);
+        let fifo_flags = images.fifo.iter().filter(|f| f.pipe_id == d.pipe_id).map(|f| f.flags);
+        for f in pipe_flags.chain(fifo_flags) {
+            ends |= if f.contains(OpenFlags::O_RDWR) {
+                3
+            } else if f.contains(OpenFlags::O_WRONLY) {
+                2
+            } else {
+                1
+            };
+        }
+        d.tree_ends = ends;
+    }
+}
+
 /// Refuses status flags a pipe end cannot get back.
 pub(super) fn check_flags(pid: Pid, fd: i32, flags: OpenFlags, what: &str) -> Result<()> {
     if flags.contains(OpenFlags::O_ASYNC) {
@@ -204,7 +224,8 @@ pub(super) fn set_flags(fd: BorrowedFd<'_>, flags: OpenFlags, what: &str) -> Res
 /// its ends.
 pub fn open(_cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     for d in &images.pipe_data {
-        let descs: Vec<&PipeEntry> = images.pipes.iter().filter(|p| p.pipe_id == d.pipe_id).collect();
+        // (Descriptions given with --inherit-fd are left alone.)
+        let descs: Vec<&PipeEntry> = images.pipes.iter().filter(|p| p.pipe_id == d.pipe_id && !out.has(p.id)).collect();
         if descs.is_empty() {
             continue;
         }

@@ -110,6 +110,9 @@ fn find_device(kind: u32, rdev: u64) -> Option<std::path::PathBuf> {
 /// for the tasks to open once the tree exists.
 pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     for reg in &images.reg {
+        if out.has(reg.id) {
+            continue; // --inherit-fd
+        }
         let path = reg.path.to_string_lossy();
         let e = |what: String| Error::new(format!("{}: {path}: {what}", cx.who(reg.id)));
         // Character and block devices keep no position of ours.

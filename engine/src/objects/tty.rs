@@ -107,6 +107,9 @@ pub fn dump(
 /// descriptions, with the dumped flags.
 pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     for t in &images.tty {
+        if out.has(t.id) {
+            continue; // --inherit-fd
+        }
         let Some(path) = &cx.tty_path else {
             return Err(Error::new(format!(
                 "{} is a shell job's terminal ({}): restore with --shell-job from a terminal",

@@ -420,10 +420,24 @@ struct Made {
 
 /// Creates every unix socket of the images (see the module doc).
 pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
-    if images.unix.is_empty() {
+    // A socket given with --inherit-fd is crtools' caller's: it must stand
+    // alone in the images (no peer, no backlog in the tree).
+    for u in images.unix.iter().filter(|u| out.has(u.id)) {
+        if images.unix.iter().any(|o| o.peer == u.ino && o.ino != u.ino)
+            || (u.peer != 0 && images.unix.iter().any(|o| o.ino == u.peer))
+        {
+            return Err(Error::new(format!(
+                "{}: --inherit-fd for unix socket:[{}], which is connected inside the tree: not supported",
+                cx.who(u.id),
+                u.ino
+            )));
+        }
+    }
+    let owned: Vec<UnixSkEntry> = images.unix.iter().filter(|u| !out.has(u.id)).cloned().collect();
+    if owned.is_empty() {
         return Ok(());
     }
-    let socks = &images.unix;
+    let socks = &owned;
     let by_ino: HashMap<u32, &UnixSkEntry> = socks.iter().map(|u| (u.ino, u)).collect();
     let name_of = |u: &UnixSkEntry| format!("{} (unix socket:[{}], {})", cx.who(u.id), u.ino, name_text(&u.name));
     let err = |u: &UnixSkEntry, msg: String| Error::new(format!("{}: {msg}", name_of(u)));
@@ -553,7 +567,7 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
         let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&u.name));
         std::fs::remove_file(path).map_err(|e| err(u, format!("unlink {}: {e}", path.display())))?;
     }
-    let socks: Vec<UnixSkEntry> = socks.clone();
+    let socks: Vec<UnixSkEntry> = owned.clone();
     let who: HashMap<u32, String> = socks.iter().map(|u| (u.ino, name_of(u))).collect();
     let made = Rc::new(made);
     out.defer(Box::new(move |opened: &Opened| complete(&socks, &made, &who, opened)));

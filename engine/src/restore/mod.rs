@@ -75,6 +75,9 @@ pub struct RestoreOptions {
     /// `-x`/`--ext-unix-sk`: reconnect unix sockets whose peer was outside
     /// the dumped tree (images without such sockets need not say it).
     pub ext_unix_sk: bool,
+    /// `--inherit-fd fd[N]:KEY`: crtools' own descriptor N stands in for the
+    /// dumped file KEY (`pipe:[INODE]`, `socket:[INODE]` or a path).
+    pub inherit_fds: Vec<(i32, String)>,
 }
 
 /// Everything read from the images for one task.
@@ -315,6 +318,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     let mut fd_cx = files::FdCtx {
         shell_job: opts.shell_job,
         ext_unix_sk: opts.ext_unix_sk,
+        inherit_fds: opts.inherit_fds.clone(),
         tree_tids: tree.iter().flat_map(|t| t.threads.iter().copied()).collect(),
         ..Default::default()
     };
