@@ -375,14 +375,20 @@ fn a_pipe_to_the_outside_is_plugged_in_with_inherit_fd() {
     unsafe { libc::close(w) };
     let pid = sh.id() as i32;
     let mut last = 0u64;
+    let mut tree = Vec::new();
     for _ in 0..5 {
         let l = read_line_fd(r);
         last = l.strip_prefix("line ").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("sh said {l:?}"));
     }
     let d = dir.to_str().unwrap();
+    tree.extend(tree_of(pid));
     let out = crtools(&["dump", "-D", d, "-t", &pid.to_string()]);
     assert!(out.status.success(), "dump: {}", String::from_utf8_lossy(&out.stderr));
     let _ = sh.wait();
+    for &p in &tree[1..] {
+        // SAFETY: reaping the dead tree's tasks (a sleep), re-parented to us.
+        unsafe { libc::waitpid(p, std::ptr::null_mut(), 0) };
+    }
     // Whatever sh wrote before the dump is still ours to read.
     // SAFETY: fcntl without pointers.
     unsafe { libc::fcntl(r, libc::F_SETFL, libc::O_NONBLOCK) };
@@ -398,10 +404,6 @@ fn a_pipe_to_the_outside_is_plugged_in_with_inherit_fd() {
     let show = crtools(&["show", "-D", d, "-f", "pipes-data.img"]);
     let text = String::from_utf8_lossy(&show.stdout);
     assert!(text.contains(&format!("--inherit-fd fd[N]:pipe:[{ino}]")), "show does not name the outside end: {text}");
-    // Reap any short-lived sleep the dump took along.
-    std::thread::sleep(Duration::from_millis(100));
-    // SAFETY: reaping children of ours (subreaper).
-    while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
     let mut p2 = [0i32; 2];
     // SAFETY: pipe writes two descriptors.
     assert_eq!(unsafe { libc::pipe2(p2.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
@@ -420,10 +422,89 @@ fn a_pipe_to_the_outside_is_plugged_in_with_inherit_fd() {
     unsafe { libc::close(w2) };
     assert!(out.status.success(), "restore: {}", String::from_utf8_lossy(&out.stderr));
     let next = read_line_fd(r2);
-    kill_reap(pid);
-    // SAFETY: reaping children of ours (subreaper).
-    while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+    let restored = tree_of(pid);
+    for p in restored.iter().rev() {
+        kill_reap(*p);
+    }
     let n: u64 = next.strip_prefix("line ").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("sh said {next:?}"));
     assert_eq!(n, last + 1, "the restored shell did not go on counting where it was");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits until `path` holds `want` (whole file), up to 15 s.
+fn wait_content(path: &std::path::Path, want: &str) -> String {
+    let t = Instant::now();
+    loop {
+        let got = std::fs::read_to_string(path).unwrap_or_default();
+        if got == want || t.elapsed() > Duration::from_secs(15) {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A real program: socat as a unix socket echo server (forking a `cat` per
+/// connection) and socat as its client, feeding lines from a FIFO and
+/// appending the echoes to a file, all one tree. Lines sent after restore
+/// come back through the restored connection.
+#[test]
+fn socat_echo_server_and_client_survive() {
+    if Command::new("socat").arg("-V").stdout(Stdio::null()).status().is_err() {
+        eprintln!("skipped: socat is not installed (.ci/run installs it)");
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("socat");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (srv, fifo, out) = (dir.join("srv"), dir.join("in"), dir.join("out"));
+    let script = format!(
+        "socat UNIX-LISTEN:{srv},fork EXEC:cat & sleep 0.3; exec socat UNIX-CONNECT:{srv} 'PIPE:{fifo},ignoreeof!!OPEN:{out},creat,append'",
+        srv = srv.display(),
+        fifo = fifo.display(),
+        out = out.display()
+    );
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(&script).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    common::detached(&mut cmd);
+    let mut sh = cmd.spawn().expect("start socat");
+    let pid = sh.id() as i32;
+    let t = Instant::now();
+    while !fifo.exists() || !srv.exists() || tree_of(pid).len() < 4 {
+        assert!(t.elapsed() < Duration::from_secs(10), "socat did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(&fifo, "one\n").unwrap();
+    assert_eq!(wait_content(&out, "one\n"), "one\n", "no echo before the dump");
+    let pids = tree_of(pid);
+    let d = dir.join("img");
+    let d = d.to_str().unwrap();
+    let r = crtools(&["dump", "-D", d, "-t", &pid.to_string()]);
+    assert!(r.status.success(), "dump: {}", String::from_utf8_lossy(&r.stderr));
+    let _ = sh.wait();
+    for &p in &pids[1..] {
+        // SAFETY: reaping the dead tree's tasks, re-parented to us (subreaper).
+        unsafe { libc::waitpid(p, std::ptr::null_mut(), 0) };
+    }
+    let r = crtools(&["restore", "-d", "-D", d, "-t", &pid.to_string()]);
+    assert!(r.status.success(), "restore: {}", String::from_utf8_lossy(&r.stderr));
+    std::fs::write(&fifo, "two\n").unwrap();
+    let got = wait_content(&out, "one\ntwo\n");
+    for p in pids.iter().rev() {
+        kill_reap(*p);
+    }
+    assert_eq!(got, "one\ntwo\n", "the restored client and server did not echo");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `pid` and its descendants, parents first.
+fn tree_of(pid: i32) -> Vec<i32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        let c = std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
+        out.extend(c.split_whitespace().filter_map(|s| s.parse::<i32>().ok()));
+        i += 1;
+    }
+    out
 }

@@ -113,11 +113,27 @@ fn vfork_wait(text: &str) -> Option<u64> {
     }
 }
 
-/// Refuses the tree of `root` (not seized yet) if one of its threads waits
-/// in vfork for a child. Best effort on a running tree: a vfork started
-/// after this look is still caught by [`refuse_shared`] if the seize gets
-/// that far.
+/// How long a vfork may take to end (its child execs or exits) before the
+/// dump gives up: shells (dash) vfork for every command they run.
+const VFORK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Waits until no thread of the tree of `root` (not seized yet) waits in
+/// vfork for a child; refuses the tree when one still does after
+/// [`VFORK_PATIENCE`]. Best effort on a running tree: a vfork started after
+/// this look is still caught by [`refuse_shared`] if the seize gets that
+/// far.
 pub fn refuse_vfork_waiters(root: Pid) -> Result<()> {
+    let start = std::time::Instant::now();
+    loop {
+        match vfork_waiter(root) {
+            Ok(()) => return Ok(()),
+            Err(e) if start.elapsed() >= VFORK_PATIENCE => return Err(e),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
+        }
+    }
+}
+
+fn vfork_waiter(root: Pid) -> Result<()> {
     let mut queue = vec![root];
     let mut seen = std::collections::BTreeSet::new();
     while let Some(pid) = queue.pop() {
