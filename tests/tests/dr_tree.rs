@@ -761,6 +761,7 @@ fn unix_sockets_survive_with_their_queues() {
             got[r].assert_item("data", "ok");
         }
         got["c3"].assert_item("peer", "srv");
+        got["c3"].assert_item("dgpeer", "dg");
         got["root"].assert_item("c1peer", "true");
         got["root"].assert_item("srvmode", "true");
         got["c1"].assert_item("names", "true");
@@ -772,7 +773,8 @@ fn unix_sockets_survive_with_their_queues() {
 }
 
 /// Without --ext-unix-sk a socket connected outside the tree is refused,
-/// naming its peer; the tree runs on.
+/// naming its peer; the tree runs on. Neither that failed dump nor a dump
+/// with -s changes any queue.
 #[test]
 fn unix_socket_to_the_outside_needs_ext_unix_sk() {
     run("unix_ext", 60, |cx| {
@@ -786,6 +788,18 @@ fn unix_socket_to_the_outside_needs_ext_unix_sk() {
         assert!(err.contains("outside the dumped tree") && err.contains("--ext-unix-sk"), "unclear error: {err}");
         for p in t.pids() {
             assert_running_untraced(p);
+        }
+        // A dump with -s reads every queue too, and leaves them as they were.
+        do_dump(t.root, &s.root.join("stopped"), true).unwrap_or_else(|e| panic!("dump -s: {e}"));
+        for p in t.pids() {
+            signal(p, libc::SIGCONT);
+        }
+        for p in t.pids() {
+            let deadline = Instant::now() + ANSWER;
+            while stat(p).is_some_and(|st| st.state == 'T') {
+                assert!(Instant::now() < deadline, "{p} stays stopped after SIGCONT");
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
         let got = t.check(&roles);
         for r in ["root", "c1", "c2"] {

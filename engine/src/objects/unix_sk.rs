@@ -30,6 +30,10 @@
 //! peek, dumped as file objects of their own (or found to be descriptions
 //! a task holds too), and sent again with their message.
 //!
+//! Known difference: SO_PEERCRED of a restored connection names crtools'
+//! restore process (pid and credentials at connect time), since the engine
+//! makes the connections; programs that ask again after restore see that.
+//!
 //! Not read back or refused by name: bytes queued on a connection still in a backlog (the kernel gives no
 //! way to read them without accepting it), names bound relative to a
 //! working directory, zero-length datagrams.

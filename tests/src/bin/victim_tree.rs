@@ -58,7 +58,8 @@
 //!   seqpacket pair with records queued both ways (c2's first one carries
 //!   the read end of a pipe holding "scm-pipe", which c2 closed), c2's side
 //!   shut down for writing; c1 holds a dgram socketpair with a message queued and a
-//!   stream socket bound to DIR/gone, whose file it unlinked. The first
+//!   stream socket bound to DIR/gone, whose file it unlinked; c3 also has
+//!   a datagram socket connected to DIR/dg (`dgpeer=`). The first
 //!   check of each reads everything and reports `data=ok|bad:WHY`.
 //! - `pipeline DIR`: root -> p | m | c through two pipes of 1 MiB: p writes
 //!   6 MiB of a known pattern (`written=`), m copies the first MiB at once
@@ -1161,14 +1162,20 @@ fn unix(args: &[String]) -> ! {
         assert_eq!(unsafe { libc::send(sp_root, r.as_ptr() as *const _, n, 0) }, n as isize);
     }
     let srv3 = srv.clone();
+    let dg3 = dg.clone();
     let c3 = fork(move || {
         let c = usock(libc::SOCK_STREAM);
         uconnect(c, &srv3);
+        // A datagram client connected to the socket c1 sends to as well.
+        let u = usock(libc::SOCK_DGRAM);
+        uconnect(u, &dg3);
         let hooks = Hooks {
             check: Some(Box::new(move |f: &mut Vec<String>| {
                 let p = sock_name(c, true);
                 f.push(format!("peer={}", if p.ends_with("/srv") { "srv" } else { &p }));
-                p.ends_with("/srv")
+                let dp = sock_name(u, true);
+                f.push(format!("dgpeer={}", if dp.ends_with("/dg") { "dg" } else { &dp }));
+                p.ends_with("/srv") && dp.ends_with("/dg")
             })),
             ..Default::default()
         };
