@@ -394,42 +394,7 @@ pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8], flags: MsgFlags) -> Result<usize
 /// sendmsg with `data` and, when `fds` is not empty, one SCM_RIGHTS message
 /// carrying them (at most [`SCM_MAX_FD`]). Returns the data bytes sent.
 pub fn send_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<usize> {
-    if fds.len() > SCM_MAX_FD {
-        return Err(Errno::EINVAL);
-    }
-    // u64 words keep the control buffer aligned for cmsghdr.
-    let space = cmsg_space(fds.len());
-    let mut ctl = vec![0u64; space / 8];
-    if !fds.is_empty() {
-        let bytes: &mut [u8] = bytemuck_u64(&mut ctl);
-        bytes[0..8].copy_from_slice(&(CMSG_HDR + 4 * fds.len()).to_ne_bytes());
-        bytes[8..12].copy_from_slice(&(SOL_SOCKET as i32).to_ne_bytes());
-        bytes[12..16].copy_from_slice(&(SCM_RIGHTS as i32).to_ne_bytes());
-        for (i, fd) in fds.iter().enumerate() {
-            bytes[CMSG_HDR + 4 * i..CMSG_HDR + 4 * i + 4].copy_from_slice(&fd.as_raw_fd().to_ne_bytes());
-        }
-    }
-    let mut iov = IoVec { base: data.as_ptr() as usize, len: data.len() };
-    let msg = ln::msghdr {
-        msg_name: core::ptr::null_mut(),
-        msg_namelen: 0,
-        msg_iov: &mut iov as *mut IoVec as *mut ln::iovec,
-        msg_iovlen: 1,
-        msg_control: if fds.is_empty() { core::ptr::null_mut() } else { ctl.as_mut_ptr().cast() },
-        msg_controllen: if fds.is_empty() { 0 } else { space },
-        msg_flags: 0,
-    };
-    // SAFETY: the kernel reads the msghdr, the iovec (data.len() bytes of
-    // data) and msg_controllen bytes of ctl; the descriptors are borrowed
-    // and stay open for the call.
-    retry_eintr(|| unsafe {
-        syscalls::syscall3(
-            Sysno::sendmsg,
-            fd_arg(sock),
-            &msg as *const ln::msghdr as usize,
-            MsgFlags::MSG_NOSIGNAL.bits() as usize,
-        )
-    })
+    sendmsg_unix(sock, data, None, None, fds, MsgFlags::MSG_NOSIGNAL)
 }
 
 fn bytemuck_u64(words: &mut [u64]) -> &mut [u8] {
@@ -641,6 +606,17 @@ pub fn send_msg(
     creds: Option<&UCred>,
     fds: &[BorrowedFd<'_>],
 ) -> Result<usize> {
+    sendmsg_unix(fd, data, to, creds, fds, MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT)
+}
+
+fn sendmsg_unix(
+    fd: BorrowedFd<'_>,
+    data: &[u8],
+    to: Option<&UnixAddr>,
+    creds: Option<&UCred>,
+    fds: &[BorrowedFd<'_>],
+    flags: MsgFlags,
+) -> Result<usize> {
     if fds.len() > SCM_MAX_FD {
         return Err(Errno::EINVAL);
     }
@@ -677,7 +653,7 @@ pub fn send_msg(
         msg_controllen: ctl_len,
         msg_flags: 0,
     };
-    let f = (MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT).bits() as usize;
+    let f = flags.bits() as usize;
     // SAFETY: the kernel reads the msghdr, the address, data.len() bytes of
     // data and ctl_len bytes of ctl; the descriptors stay open for the call.
     retry_eintr(|| unsafe { syscalls::syscall3(Sysno::sendmsg, fd_arg(fd), &msg as *const ln::msghdr as usize, f) })
