@@ -137,6 +137,23 @@ pub struct DumpArgs {
     /// file system until restore)
     #[arg(long = "link-remap")]
     pub link_remap: bool,
+
+    /// Largest unlinked file whose contents are copied into the images
+    /// (bytes, or with a K, M or G suffix; default 1M)
+    #[arg(long = "ghost-limit", value_name = "SIZE", value_parser = parse_size)]
+    pub ghost_limit: Option<u64>,
+}
+
+/// A size with an optional K, M or G suffix (powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, mul) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a size (bytes, or with K, M or G)"))?;
+    n.checked_mul(mul).ok_or_else(|| format!("'{s}' is too large"))
 }
 
 /// `crtools restore`.
@@ -263,6 +280,8 @@ pub struct DumpOptions {
     pub action_scripts: Vec<PathBuf>,
     /// `--link-remap`.
     pub link_remap: bool,
+    /// `--ghost-limit`.
+    pub ghost_limit: Option<u64>,
     /// `--tcp-established`.
     pub tcp_established: bool,
     /// `-j`.
@@ -358,6 +377,7 @@ impl Options {
                 evasive_devices: d.evasive_devices,
                 action_scripts: d.tree.action_script,
                 link_remap: d.link_remap,
+                ghost_limit: d.ghost_limit,
                 tcp_established: d.tree.tcp_established,
                 shell_job: d.tree.shell_job,
             }),

@@ -153,6 +153,8 @@ fn run(opts: &Options, matches: &clap::ArgMatches) -> Result<u8, Error> {
                 shell_job: dump.shell_job,
                 evasive_devices: dump.evasive_devices,
                 ext_unix_sk: dump.ext_unix_sk,
+                link_remap: dump.link_remap,
+                ghost_limit: dump.ghost_limit,
             };
             let stats = engine::dump::dump(&o).map_err(Error::Engine)?;
             log::info!(

@@ -34,7 +34,8 @@ pub const OPTIONS: &[(&str, &str, bool)] = &[
     ("dump", "namespaces", false),
     ("dump", "evasive_devices", true),
     ("dump", "action_script", false),
-    ("dump", "link_remap", false),
+    ("dump", "link_remap", true),
+    ("dump", "ghost_limit", true),
     ("dump", "tcp_established", false),
     ("dump", "shell_job", true),
     ("dump", "file_locks", false),
@@ -156,7 +157,7 @@ mod tests {
         assert!(option_supported("dump", "leave_stopped"));
         assert!(option_supported("restore", "restore_detached"));
         assert!(option_supported("dump", "shell_job"));
-        assert!(!option_supported("dump", "link_remap"));
+        assert!(option_supported("dump", "link_remap"));
         assert!(!option_supported("dump", "no_such_option"));
         assert!(command_supported("dump"));
         assert!(command_supported("restore"));

@@ -10,6 +10,7 @@ use engine::dump::{dump, DumpOptions};
 use engine::restore::{restore, RestoreOptions};
 use engine::sys::Pid;
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -483,6 +484,74 @@ fn open_files_keep_offsets_flags_and_numbers() {
             c.assert_item(k, "ok");
         }
         c.assert_ok();
+    });
+}
+
+/// An unlinked sparse file (3 MiB, 150 bytes of data) open twice comes back
+/// with its contents, holes, size, offset and shared description, still
+/// unlinked, under its old name; the images hold only its data. A file
+/// unlinked from its path but linked elsewhere is linked back with
+/// --link-remap and is the same inode after restore, with no link-remap
+/// name left over; a log that grew since the dump is no obstacle.
+#[test]
+fn unlinked_files_come_back() {
+    run("ghost", 90, |cx| {
+        let s = Scratch::new("dr_task", "ghost");
+        let data = s.data().to_string_lossy().into_owned();
+        let mut t = cx.start(&s, "ghost", Some(&data));
+        t.check().assert_ok();
+        let err = do_dump(t.pid, &s.images(), false).expect_err("a file linked elsewhere needs --link-remap");
+        assert!(err.contains("--link-remap") && err.contains("linked"), "unclear error: {err}");
+        assert_running_untraced(&t);
+        let leftovers = |what: &str| {
+            let names: Vec<String> = std::fs::read_dir(s.data())
+                .unwrap()
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.contains("crtools"))
+                .collect();
+            assert!(names.is_empty(), "{what}: left in the data directory: {names:?}");
+        };
+        leftovers("after the failed dump");
+        dump(&DumpOptions { pid: Pid(t.pid), dir: s.images(), link_remap: true, ..Default::default() })
+            .unwrap_or_else(|e| panic!("dump: {e}"));
+        t.reap_dumped();
+        let image_bytes: u64 =
+            std::fs::read_dir(s.images()).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+        assert!(image_bytes < 2 << 20, "the sparse ghost file cost {image_bytes} bytes of images");
+        // The log grows while the task is down.
+        std::fs::OpenOptions::new().append(true).open(s.data().join("log")).unwrap().write_all(b"other\n").unwrap();
+        do_restore(t.pid, &s.images()).unwrap_or_else(|e| panic!("restore: {e}"));
+        t.restored();
+        let c = t.check();
+        c.assert_item("ghost", "ok");
+        c.assert_item("linked", "ok");
+        c.assert_item("log", "ok");
+        c.assert_ok();
+        leftovers("after restore");
+        assert!(!s.data().join("ghost").exists(), "the ghost file was left linked");
+    });
+}
+
+/// An unlinked file with more data than --ghost-limit is refused by name.
+#[test]
+fn ghost_file_above_the_limit_is_refused() {
+    run("ghost_limit", 90, |cx| {
+        let s = Scratch::new("dr_task", "ghost_limit");
+        let data = s.data().to_string_lossy().into_owned();
+        let t = cx.start(&s, "ghost", Some(&data));
+        let err = dump(&DumpOptions {
+            pid: Pid(t.pid),
+            dir: s.images(),
+            link_remap: true,
+            ghost_limit: Some(100),
+            ..Default::default()
+        })
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+        .expect_err("150 bytes of data is above a limit of 100");
+        assert!(err.contains("ghost") && err.contains("--ghost-limit"), "unclear error: {err}");
+        assert_running_untraced(&t);
+        t.check().assert_ok();
     });
 }
 

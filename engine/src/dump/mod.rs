@@ -35,7 +35,16 @@ pub struct DumpOptions {
     /// `-x`/`--ext-unix-sk`: unix sockets whose peer is outside the tree
     /// are dumped, to be reconnected to the peer's address at restore.
     pub ext_unix_sk: bool,
+    /// `--link-remap`: an unlinked file still linked elsewhere is linked
+    /// back under a temporary name until restore.
+    pub link_remap: bool,
+    /// `--ghost-limit`: the most data of an unlinked file copied into the
+    /// images (None: 1 MiB).
+    pub ghost_limit: Option<u64>,
 }
+
+/// Default `--ghost-limit`.
+pub const DEFAULT_GHOST_LIMIT: u64 = 1 << 20;
 
 /// What a finished dump measured.
 #[derive(Clone, Debug, Default)]
@@ -91,6 +100,8 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     shared.fd_cx.shell_job = opts.shell_job;
     shared.fd_cx.evasive_devices = opts.evasive_devices;
     shared.fd_cx.ext_unix_sk = opts.ext_unix_sk;
+    shared.fd_cx.link_remap = opts.link_remap;
+    shared.fd_cx.ghost_limit = opts.ghost_limit.unwrap_or(DEFAULT_GHOST_LIMIT);
     shared.pids = tree.tasks.iter().map(|t| t.pid).collect();
     refuse_tree(&tree)?;
     for task in tree.tasks.iter_mut() {
@@ -107,6 +118,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     f.finish().map_err(w)?;
     crate::fault::check(crate::fault::Fault::DumpBeforeInventory)?;
     img.finish().map_err(w)?;
+    shared.files.commit();
     log::info!("images complete");
 
     // Children first, so no parent sees a child die before it dies itself.

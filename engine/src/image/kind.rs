@@ -109,13 +109,15 @@ image_kinds! {
         /// A task's file descriptor table.
         Fdinfo    = 8, "fdinfo",    "fdinfo-<pid>.img",   1, DEFAULT_MAX_RECORD, (),                       files::FdinfoEntry;
         /// Regular file objects.
-        RegFiles  = 9, "reg-files", "reg-files.img",      1, DEFAULT_MAX_RECORD, (),                       reg_files::RegFileEntry;
+        RegFiles  = 9, "reg-files", "reg-files.img",      2, DEFAULT_MAX_RECORD, (),                       reg_files::RegFileEntry;
         /// Terminal objects.
         Tty       = 10, "tty",      "tty.img",            1, DEFAULT_MAX_RECORD, (),                       tty::TtyEntry;
         Pipes     = 11, "pipes",    "pipes.img",          1, DEFAULT_MAX_RECORD, (),                       pipes::PipeEntry;
         Fifo      = 12, "fifo",     "fifo.img",           1, DEFAULT_MAX_RECORD, (),                       pipes::FifoEntry;
         PipesData = 13, "pipes-data", "pipes-data.img",   1, DEFAULT_MAX_RECORD, (),                       pipes::PipeDataEntry;
         UnixSk    = 14, "unixsk",   "unixsk.img",         1, DEFAULT_MAX_RECORD, (),                       unix_sk::UnixSkEntry;
+        GhostFiles = 15, "ghost-files", "ghost-files.img", 1, DEFAULT_MAX_RECORD, (),                      reg_files::GhostFileEntry;
+        GhostData = 16, "ghost-data", "ghost-data.img",   1, DEFAULT_MAX_RECORD, (),                       reg_files::GhostDataEntry;
     }
     raw {
         /// Raw page data described by a pagemap image.

@@ -21,6 +21,72 @@ pub struct RegFileEntry {
     pub mode: u32,
     /// File size at dump time (to detect a changed file at restore).
     pub size: u64,
+    /// The file was unlinked: its contents are ghost file `ghost` of
+    /// `ghost-files.img`, recreated at restore and unlinked again.
+    pub ghost: Option<u32>,
+    /// `--link-remap`: the file had been unlinked from `path` but still had
+    /// other links; dump linked it under this name, which restore opens and
+    /// then removes.
+    pub remap: Option<RawStr>,
+}
+
+/// A ghost file: an unlinked regular file still open in the tree, whose
+/// contents the dump copied (`ghost-data.img` holds the bytes).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GhostFileEntry {
+    /// Ghost id (unique across the dump).
+    pub id: u32,
+    /// Path it had before it was unlinked.
+    pub path: RawStr,
+    /// `st_mode`.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size (a hole may end it).
+    pub size: u64,
+    /// Access and modification times: (seconds, nanoseconds).
+    pub atime: (i64, i64),
+    /// Modification time.
+    pub mtime: (i64, i64),
+}
+
+/// A run of data of a ghost file (holes are not stored).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GhostDataEntry {
+    /// Ghost id.
+    pub ghost: u32,
+    /// Offset in the file.
+    pub offset: u64,
+    /// The bytes.
+    pub data: Vec<u8>,
+}
+
+impl Describe for GhostFileEntry {
+    fn describe(&self) -> Node {
+        Obj::new()
+            .f("id", self.id)
+            .d("path", &self.path)
+            .f("mode", mode_text(self.mode))
+            .f("uid", self.uid)
+            .f("gid", self.gid)
+            .f("size", Node::Size(self.size))
+            .f("atime", format!("{}.{:09}", self.atime.0, self.atime.1))
+            .f("mtime", format!("{}.{:09}", self.mtime.0, self.mtime.1))
+            .done()
+    }
+}
+
+impl Describe for GhostDataEntry {
+    fn describe(&self) -> Node {
+        Obj::new()
+            .f("ghost", self.ghost)
+            .f("offset", self.offset)
+            .f("bytes", Node::Size(self.data.len() as u64))
+            .f("data", Node::Bytes(self.data.clone()))
+            .done()
+    }
 }
 
 /// `st_mode` as text: file type letter and permission bits, like `ls -l`.
@@ -51,6 +117,8 @@ impl Describe for RegFileEntry {
             .f("pos", self.pos)
             .f("mode", mode_text(self.mode))
             .f("size", Node::Size(self.size))
+            .f("ghost", self.ghost.map_or(Node::Null, |g| Node::U64(g as u64)))
+            .d("remap", &self.remap)
             .done()
     }
 }

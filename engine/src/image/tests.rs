@@ -166,6 +166,7 @@ pub(crate) fn write_sample_dump(path: &std::path::Path) {
         pos: 10,
         mode: 0o100644,
         size: 99,
+        ..Default::default()
     })
     .unwrap();
     w.finish().unwrap();

@@ -50,6 +50,14 @@ pub struct FileImages {
     pub pipe_data: Vec<PipeDataEntry>,
     /// unixsk.img.
     pub unix: Vec<UnixSkEntry>,
+    /// ghost-files.img: unlinked files copied into the images.
+    pub ghosts: Vec<crate::image::reg_files::GhostFileEntry>,
+    /// ghost-data.img: their data runs.
+    pub ghost_data: Vec<crate::image::reg_files::GhostDataEntry>,
+    /// Dump only: ghost ids by (device, inode).
+    pub ghost_ids: HashMap<(u64, u64), u32>,
+    /// Dump only: link-remap names this dump created (removed if it fails).
+    pub remaps: Vec<std::path::PathBuf>,
     /// Dump only: pipe ids by (device, inode) of the pipe.
     pub pipe_ids: HashMap<(u64, u64), u32>,
     /// Dump only: what unix_diag said about every unix socket, read once
@@ -91,7 +99,9 @@ impl FileImages {
         one::<kinds::Pipes>(img, &self.pipes)?;
         one::<kinds::Fifo>(img, &self.fifo)?;
         one::<kinds::PipesData>(img, &self.pipe_data)?;
-        one::<kinds::UnixSk>(img, &self.unix)
+        one::<kinds::UnixSk>(img, &self.unix)?;
+        one::<kinds::GhostFiles>(img, &self.ghosts)?;
+        one::<kinds::GhostData>(img, &self.ghost_data)
     }
 
     /// Reads every file image (an image of a kind the dump had none of may
@@ -112,6 +122,10 @@ impl FileImages {
             fifo: one::<kinds::Fifo>(dir, false)?,
             pipe_data: one::<kinds::PipesData>(dir, false)?,
             unix: one::<kinds::UnixSk>(dir, false)?,
+            ghosts: one::<kinds::GhostFiles>(dir, false)?,
+            ghost_data: one::<kinds::GhostData>(dir, false)?,
+            ghost_ids: HashMap::new(),
+            remaps: Vec::new(),
             pipe_ids: HashMap::new(),
             unix_diag: None,
             unix_owner: HashMap::new(),
@@ -144,6 +158,12 @@ pub struct FdCtx {
     pub ext_unix_sk: bool,
     /// At restore, `--inherit-fd`: (crtools' descriptor, dumped file key).
     pub inherit_fds: Vec<(i32, String)>,
+    /// `--link-remap`: unlinked files still linked elsewhere are linked
+    /// back under a temporary name until restore.
+    pub link_remap: bool,
+    /// `--ghost-limit`: the most data an unlinked file may hold to be
+    /// copied into the images.
+    pub ghost_limit: u64,
     /// At restore: the first (task, fd) that holds each file object, to
     /// name it in errors.
     pub owners: HashMap<u32, (Pid, u32)>,
@@ -199,7 +219,6 @@ const S_IFIFO: u32 = 0o010000;
 /// Which kind a descriptor is, or why it is not supported.
 pub fn classify(pid: Pid, fd: i32, target: &FdTarget) -> std::result::Result<FdKind, String> {
     match target {
-        FdTarget::Path(p) if p.deleted && !is_device(pid, fd) => Err(format!("unlinked file {}", p.path.display())),
         FdTarget::Path(p) if p.path.starts_with("/memfd:") => Err("memfd".into()),
         FdTarget::Path(p) => {
             use std::os::unix::fs::MetadataExt;
@@ -236,13 +255,6 @@ pub fn classify(pid: Pid, fd: i32, target: &FdTarget) -> std::result::Result<FdK
     }
 }
 
-fn is_device(pid: Pid, fd: i32) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(crate::proc::pid_path(pid, &format!("fd/{fd}")))
-        .map(|m| matches!(m.mode() & 0o170000, 0o020000 | 0o060000))
-        .unwrap_or(false)
-}
-
 /// The file behind a description: its kind, device and inode.
 type FileKey = (FdKind, u64, u64);
 
@@ -258,6 +270,26 @@ pub struct DumpFiles {
     /// crtools' copies of descriptions that were in flight, kept open so
     /// `seen` stays valid.
     held: Vec<OwnedFd>,
+    /// The images are complete: keep the link-remap names.
+    committed: bool,
+}
+
+impl DumpFiles {
+    /// The dump succeeded: what it linked back stays until restore.
+    pub fn commit(&mut self) {
+        self.committed = true;
+    }
+}
+
+impl Drop for DumpFiles {
+    /// A failed dump takes back the links it made (`--link-remap`).
+    fn drop(&mut self) {
+        if !self.committed {
+            for p in &self.images.remaps {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
 }
 
 /// Dumps the descriptor table of `pid`, leaving out `skip` (the parasite's
@@ -361,6 +393,8 @@ pub struct Opened {
     /// Objects kept open until the tree runs (a FIFO's holder).
     keep: Vec<OwnedFd>,
     deferred: Vec<Deferred>,
+    /// Removed once the tree runs.
+    remove: Vec<std::path::PathBuf>,
 }
 
 impl Opened {
@@ -383,6 +417,23 @@ impl Opened {
     /// Keeps `fd` open in the engine until the tree runs.
     pub fn keep(&mut self, fd: OwnedFd) {
         self.keep.push(fd);
+    }
+
+    /// Removes `path` once the restored tree runs ([`Opened::restored`]).
+    pub fn remove_after_restore(&mut self, path: std::path::PathBuf) {
+        if !self.remove.contains(&path) {
+            self.remove.push(path);
+        }
+    }
+
+    /// The tree runs: remove what was only needed to restore it
+    /// (link-remap names).
+    pub fn restored(&mut self) {
+        for p in std::mem::take(&mut self.remove) {
+            if let Err(e) = std::fs::remove_file(&p) {
+                log::warn!("remove {}: {e}", p.display());
+            }
+        }
     }
 
     /// Runs `f` once the tree exists ([`Opened::complete`]).

@@ -3,7 +3,23 @@
 //!
 //! At restore a regular file must still be the same size it had at dump
 //! (CRIU does the same): a file that changed underneath would give the task a
-//! different world than it had, so restore refuses it, naming the file.
+//! different world than it had, so restore refuses it, naming the file. A
+//! file open write-only with O_APPEND (a log) is not size-checked: other
+//! writers append to logs all the time, and the task only ever appends.
+//!
+//! Files whose path no longer leads to them:
+//! - unlinked for good (no link left): a ghost file. Its contents (holes
+//!   stay holes: SEEK_DATA/SEEK_HOLE), mode, owner and times are copied
+//!   into the images, up to the ghost limit (`--ghost-limit`, 1 MiB by
+//!   default); restore creates it again where it was (or next to it when
+//!   that name is taken), opens every description from it and unlinks it.
+//! - unlinked from this path but still linked elsewhere (nlink > 0):
+//!   with `--link-remap` the dump links the file under a temporary name
+//!   next to where it was (a failed dump removes that link again); restore
+//!   opens it from there and removes the link once the tree runs. Without
+//!   it the dump is refused: a copy would no longer be the file the other
+//!   links lead to.
+//! - replaced by another file at the same path: the same two cases.
 use super::files::{FdCtx, FileImages, Late, Opened};
 use crate::error::{Context, Error, Result};
 use crate::image::files::OpenFlags;
@@ -51,6 +67,7 @@ pub fn dump(
     let now = if p.deleted { None } else { std::fs::metadata(&p.path).ok() };
     let same = now.as_ref().map(|n| n.ino() == md.ino() && n.dev() == md.dev()).unwrap_or(false);
     let mut path = p.path.clone();
+    let (mut ghost, mut remap) = (None, None);
     if !same {
         if is_dev && cx.evasive_devices {
             // Any node of the same device will do (--evasive-devices).
@@ -58,15 +75,34 @@ pub fn dump(
                 Error::task(pid, format!("fd {fd}: no other node of device {:#x} under /dev", md.rdev()))
             })?;
             log::info!(task = pid.0; "task {pid}: fd {fd}: {} stands in for {}", path.display(), p.path.display());
-        } else if p.deleted {
+        } else if is_dev && p.deleted {
             return Err(Error::task(
                 pid,
                 format!(
-                    "fd {fd}: {} was deleted{}",
-                    p.path.display(),
-                    if is_dev { " (a device node: --evasive-devices reopens another node of it)" } else { "" }
+                    "fd {fd}: {} was deleted (a device node: --evasive-devices reopens another node of it)",
+                    p.path.display()
                 ),
             ));
+        } else if mode & S_IFMT == S_IFDIR {
+            return Err(Error::task(
+                pid,
+                format!("fd {fd}: the directory {} was deleted or replaced: not supported yet", p.path.display()),
+            ));
+        } else if md.nlink() > 0 && mode & S_IFMT == S_IFREG {
+            // Still linked elsewhere: only a link keeps it the same file.
+            if !cx.link_remap {
+                return Err(Error::task(
+                    pid,
+                    format!(
+                        "fd {fd}: {} no longer leads to the open file, which is still linked elsewhere: \
+                         dump with --link-remap",
+                        p.path.display()
+                    ),
+                ));
+            }
+            remap = Some(link_remap(pid, fd, &p.path, md.ino(), out)?);
+        } else if mode & S_IFMT == S_IFREG {
+            ghost = Some(ghost_file(cx, pid, fd, &p.path, &md, out)?);
         } else if now.is_none() {
             return Err(Error::task(pid, format!("fd {fd}: {} cannot be found by its path", p.path.display())));
         } else {
@@ -83,8 +119,98 @@ pub fn dump(
         pos: info.pos.max(0) as u64,
         mode,
         size: md.size(),
+        ghost,
+        remap: remap.map(|r: std::path::PathBuf| RawStr(r.as_os_str().as_bytes().to_vec())),
     });
     Ok(())
+}
+
+/// Links the open file `fd` of `pid` (unlinked from `path`, linked
+/// elsewhere) under a temporary name next to `path`; the name is recorded
+/// so a failed dump removes it.
+fn link_remap(pid: Pid, fd: i32, path: &std::path::Path, ino: u64, out: &mut FileImages) -> Result<std::path::PathBuf> {
+    use crate::sys::fs::{linkat, AtFlags};
+    let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let remap = dir.join(format!(".{name}.crtools-link-remap.{ino}.{}", pid.0));
+    let link = crate::proc::pid_path(pid, &format!("fd/{fd}"));
+    linkat(None, &link, None, &remap, AtFlags::AT_SYMLINK_FOLLOW).map_err(|e| {
+        Error::task(pid, format!("fd {fd}: {}: link it back as {}: {e}", path.display(), remap.display()))
+    })?;
+    log::info!(task = pid.0; "task {pid}: fd {fd}: {} linked back as {} (--link-remap)", path.display(), remap.display());
+    out.remaps.push(remap.clone());
+    Ok(remap)
+}
+
+/// Copies the unlinked regular file behind `fd` of `pid` into the images
+/// once (a ghost file) and returns its ghost id.
+fn ghost_file(
+    cx: &FdCtx,
+    pid: Pid,
+    fd: i32,
+    path: &std::path::Path,
+    md: &std::fs::Metadata,
+    out: &mut FileImages,
+) -> Result<u32> {
+    use crate::image::reg_files::{GhostDataEntry, GhostFileEntry};
+    use crate::sys::fs::{lseek, pread_full, Whence};
+    if let Some(&g) = out.ghost_ids.get(&(md.dev(), md.ino())) {
+        return Ok(g);
+    }
+    let what = format!("fd {fd}: the unlinked file {}", path.display());
+    let e = |m: String| Error::task(pid, format!("{what}: {m}"));
+    // A description of our own: the task's offset stays where it is.
+    let f = std::fs::File::open(crate::proc::pid_path(pid, &format!("fd/{fd}")))
+        .map_err(|err| e(format!("open: {err}")))?;
+    let size = md.size();
+    // Find the data runs; holes stay holes.
+    let mut runs = Vec::new();
+    let mut at = 0u64;
+    while at < size {
+        let start = match lseek(f.as_fd(), at as i64, Whence::Data) {
+            Ok(s) => s,
+            Err(crate::sys::Errno::ENXIO) => break,
+            Err(err) => return Err(e(format!("SEEK_DATA: {err}"))),
+        };
+        let end = lseek(f.as_fd(), start as i64, Whence::Hole).map_err(|err| e(format!("SEEK_HOLE: {err}")))?.min(size);
+        if end > start {
+            runs.push((start, end));
+        }
+        at = end.max(start + 1);
+    }
+    let data: u64 = runs.iter().map(|(a, b)| b - a).sum();
+    if data > cx.ghost_limit {
+        return Err(e(format!(
+            "holds {data} bytes of data, more than the ghost file limit of {} (--ghost-limit)",
+            cx.ghost_limit
+        )));
+    }
+    let g = out.ghosts.len() as u32 + 1;
+    const CHUNK: u64 = 1 << 20;
+    for (start, end) in runs {
+        let mut off = start;
+        while off < end {
+            let n = CHUNK.min(end - off) as usize;
+            let mut buf = vec![0u8; n];
+            let got = pread_full(f.as_fd(), &mut buf, off).map_err(|err| e(format!("read: {err}")))?;
+            buf.truncate(got);
+            out.ghost_data.push(GhostDataEntry { ghost: g, offset: off, data: buf });
+            off += n as u64;
+        }
+    }
+    out.ghosts.push(GhostFileEntry {
+        id: g,
+        path: RawStr(path.as_os_str().as_bytes().to_vec()),
+        mode: md.mode(),
+        uid: md.uid(),
+        gid: md.gid(),
+        size,
+        atime: (md.atime(), md.atime_nsec()),
+        mtime: (md.mtime(), md.mtime_nsec()),
+    });
+    out.ghost_ids.insert((md.dev(), md.ino()), g);
+    log::info!(task = pid.0; "task {pid}: {what}: {data} bytes copied as ghost file {g}");
+    Ok(g)
 }
 
 /// A node under /dev of the device `rdev` (`kind`: S_IFCHR or S_IFBLK).
@@ -107,8 +233,11 @@ fn find_device(kind: u32, rdev: u64) -> Option<std::path::PathBuf> {
 
 /// Opens every regular file, directory and device of the images, each
 /// once, at its position. `/proc` files of the tree's own tasks are left
-/// for the tasks to open once the tree exists.
+/// for the tasks to open once the tree exists. Ghost files are created,
+/// opened and unlinked again; link-remap names are removed once the tree
+/// runs.
 pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
+    let mut ghost_paths: std::collections::BTreeMap<u32, std::path::PathBuf> = Default::default();
     for reg in &images.reg {
         if out.has(reg.id) {
             continue; // --inherit-fd
@@ -123,11 +252,29 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
             out.add_late(reg.id, Late { path: reg.path.as_bytes().to_vec(), flags: flags.bits(), pos });
             continue;
         }
-        let md = std::fs::metadata(reg.path.as_os_str()).map_err(|err| e(err.to_string()))?;
+        let open_path: std::path::PathBuf = match (reg.ghost, &reg.remap) {
+            (Some(g), _) => match ghost_paths.get(&g) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = make_ghost(images, g).map_err(e)?;
+                    ghost_paths.insert(g, p.clone());
+                    p
+                }
+            },
+            (None, Some(r)) => {
+                let p = std::path::PathBuf::from(r.as_os_str());
+                out.remove_after_restore(p.clone());
+                p
+            }
+            (None, None) => std::path::PathBuf::from(reg.path.as_os_str()),
+        };
+        let md = std::fs::metadata(&open_path).map_err(|err| e(err.to_string()))?;
         if md.mode() & S_IFMT != reg.mode & S_IFMT {
             return Err(e("is no longer the same type of file".into()));
         }
-        if reg.mode & S_IFMT == S_IFREG && md.size() != reg.size {
+        // A log (write-only, appending) is not size-checked: it grows.
+        let appends = reg.flags.contains(OpenFlags::O_APPEND) && reg.flags.contains(OpenFlags::O_WRONLY);
+        if reg.mode & S_IFMT == S_IFREG && md.size() != reg.size && !appends {
             return Err(e(format!(
                 "has size {} now, {} at dump: refusing to restore over a changed file",
                 md.size(),
@@ -136,13 +283,50 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
         }
         // O_NOCTTY: crtools must not take a terminal as its own.
         let flags = crate::sys::fs::OpenFlags::from_bits_retain(flags.bits()) | crate::sys::fs::OpenFlags::O_NOCTTY;
-        let fd =
-            crate::sys::fs::openat(None, reg.path.as_os_str(), flags, 0).map_err(|err| e(format!("open: {err}")))?;
+        let fd = crate::sys::fs::openat(None, &open_path, flags, 0).map_err(|err| e(format!("open: {err}")))?;
         if seekable && !flags.contains(crate::sys::fs::OpenFlags::O_PATH) {
             crate::sys::fs::lseek(fd.as_fd(), reg.pos as i64, crate::sys::fs::Whence::Set)
                 .map_err(|err| e(format!("seek to {}: {err}", reg.pos)))?;
         }
         out.add(reg.id, fd);
     }
+    // Every description is open: the ghosts go (unlinked, as they were).
+    for (g, p) in ghost_paths {
+        std::fs::remove_file(&p).map_err(|err| Error::new(format!("ghost file {g}: unlink {}: {err}", p.display())))?;
+    }
     Ok(())
+}
+
+/// Creates ghost file `g` where it was (or next to it when that name is
+/// taken), with its contents, mode, owner and times; returns its path.
+fn make_ghost(images: &FileImages, g: u32) -> std::result::Result<std::path::PathBuf, String> {
+    use crate::sys::fs::{self, OpenFlags as F};
+    let gh =
+        images.ghosts.iter().find(|x| x.id == g).ok_or_else(|| format!("ghost file {g} missing from the images"))?;
+    let orig = std::path::PathBuf::from(gh.path.as_os_str());
+    let create = |p: &std::path::Path| fs::openat(None, p, F::O_WRONLY | F::O_CREAT | F::O_EXCL | F::O_CLOEXEC, 0o600);
+    let (path, f) = match create(&orig) {
+        Ok(f) => (orig.clone(), f),
+        Err(crate::sys::Errno::EEXIST) => {
+            let name = orig.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let p = orig.with_file_name(format!(".{name}.crtools-ghost.{g}.{}", std::process::id()));
+            let f = create(&p).map_err(|e| format!("create the ghost file {}: {e}", p.display()))?;
+            (p, f)
+        }
+        Err(e) => return Err(format!("create the ghost file {}: {e}", orig.display())),
+    };
+    let fill = || -> std::result::Result<(), String> {
+        for d in images.ghost_data.iter().filter(|d| d.ghost == g) {
+            fs::pwrite_all(f.as_fd(), &d.data, d.offset).map_err(|e| format!("write: {e}"))?;
+        }
+        fs::ftruncate(f.as_fd(), gh.size).map_err(|e| format!("truncate: {e}"))?;
+        fs::fchown(f.as_fd(), gh.uid, gh.gid).map_err(|e| format!("chown: {e}"))?;
+        fs::fchmod(f.as_fd(), gh.mode & 0o7777).map_err(|e| format!("chmod: {e}"))?;
+        fs::futimens(f.as_fd(), gh.atime, gh.mtime).map_err(|e| format!("set times: {e}"))
+    };
+    if let Err(m) = fill() {
+        let _ = std::fs::remove_file(&path);
+        return Err(format!("ghost file {}: {m}", path.display()));
+    }
+    Ok(path)
 }

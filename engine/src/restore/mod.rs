@@ -447,6 +447,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         return Err(e);
     }
     drop(shared_objects);
+    opened.restored();
     drop(opened);
     log::info!(
         "restored {} tasks, {} threads",

@@ -664,6 +664,44 @@ pub fn fionread(fd: BorrowedFd<'_>) -> Result<usize> {
     Ok(n as usize)
 }
 
+/// linkat(olddir, old, newdir, new, flags) (AT_SYMLINK_FOLLOW follows a
+/// /proc/<pid>/fd link to the open file itself).
+pub fn linkat(
+    olddir: Option<BorrowedFd<'_>>,
+    old: impl AsRef<Path>,
+    newdir: Option<BorrowedFd<'_>>,
+    new: impl AsRef<Path>,
+    flags: AtFlags,
+) -> Result<()> {
+    let o = cpath(old.as_ref())?;
+    let n = cpath(new.as_ref())?;
+    // SAFETY: the kernel reads the two NUL-terminated paths.
+    unsafe {
+        syscalls::syscall5(
+            Sysno::linkat,
+            dirfd_raw(olddir),
+            o.as_ptr() as usize,
+            dirfd_raw(newdir),
+            n.as_ptr() as usize,
+            flags.bits() as usize,
+        )
+    }
+    .map(drop)
+}
+
+/// futimens(fd, [atime, mtime]) with (seconds, nanoseconds) each.
+pub fn futimens(fd: BorrowedFd<'_>, atime: (i64, i64), mtime: (i64, i64)) -> Result<()> {
+    let ts = [atime.0, atime.1, mtime.0, mtime.1];
+    // SAFETY: the kernel reads two struct timespec from ts.
+    unsafe { syscalls::syscall4(Sysno::utimensat, fd_arg(fd), 0, ts.as_ptr() as usize, 0) }.map(drop)
+}
+
+/// fchown(fd, uid, gid).
+pub fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> Result<()> {
+    // SAFETY: no memory arguments.
+    unsafe { syscalls::syscall3(Sysno::fchown, fd_arg(fd), uid as usize, gid as usize) }.map(drop)
+}
+
 /// getxattr(path, name): the attribute's value (at most 256 bytes).
 pub fn getxattr(path: impl AsRef<Path>, name: &str) -> Result<Vec<u8>> {
     let p = cpath(path.as_ref())?;

@@ -39,6 +39,12 @@
 //!   the same with SIGALRM and the POSIX timer's signal blocked and pending
 //!   until the first check (the kernel leaves ITIMER_REAL unarmed while its
 //!   signal is pending);
+//! - `ghost`: (ARG = a directory) DIR/ghost, sparse (3 MiB: 100 bytes at
+//!   0, 50 at 2 MiB), opened O_RDWR at offset 1234, dup'ed, then unlinked;
+//!   DIR/linked, a second link DIR/linked2, opened and unlinked (so only
+//!   DIR/linked2 leads to it); DIR/log opened O_WRONLY|O_APPEND. Items
+//!   `ghost` (contents, size, offset, shared by the dup, still unlinked,
+//!   same name), `linked` (the same inode as DIR/linked2), `log` (appends);
 //! - `files`: (ARG = a directory) files with known flags, offsets and
 //!   numbers, fd 100, a dup pair, /dev/null and a directory descriptor;
 //!   the extra word of "ready" is the fd of ARG/app (O_WRONLY|O_APPEND);
@@ -522,6 +528,87 @@ struct FdExpect {
     nonblock: bool,
     /// Offset, or None for descriptors without a meaningful one.
     pos: Option<i64>,
+}
+
+struct Ghost {
+    dir: String,
+    fd: i32,
+    dup: i32,
+    linked: i32,
+    log: i32,
+}
+
+fn ghost_bytes() -> (Vec<u8>, Vec<u8>) {
+    ((0..100u32).map(|i| (i * 3) as u8).collect(), (0..50u32).map(|i| (200 - i) as u8).collect())
+}
+
+impl Ghost {
+    const SIZE: i64 = 3 << 20;
+    const FAR: i64 = 2 << 20;
+
+    fn setup(dir: &str) -> Ghost {
+        let (a, b) = ghost_bytes();
+        let g = format!("{dir}/ghost");
+        // SAFETY: plain libc calls on descriptors this function opens.
+        unsafe {
+            let fd = open(&g, libc::O_RDWR | libc::O_CREAT);
+            assert_eq!(libc::pwrite(fd, a.as_ptr() as *const _, a.len(), 0), 100);
+            assert_eq!(libc::pwrite(fd, b.as_ptr() as *const _, b.len(), Self::FAR), 50);
+            assert_eq!(libc::ftruncate(fd, Self::SIZE), 0);
+            libc::lseek(fd, 1234, libc::SEEK_SET);
+            let dup = libc::dup(fd);
+            std::fs::remove_file(&g).unwrap();
+            std::fs::write(format!("{dir}/linked"), b"linked file").unwrap();
+            std::fs::hard_link(format!("{dir}/linked"), format!("{dir}/linked2")).unwrap();
+            let linked = open(&format!("{dir}/linked"), libc::O_RDWR);
+            std::fs::remove_file(format!("{dir}/linked")).unwrap();
+            let log = open(&format!("{dir}/log"), libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT);
+            assert_eq!(libc::write(log, b"one\n".as_ptr() as *const _, 4), 4);
+            Ghost { dir: dir.to_string(), fd, dup, linked, log }
+        }
+    }
+
+    fn check(&self, it: &mut Items) {
+        let (a, b) = ghost_bytes();
+        // SAFETY: plain libc calls on this feature's descriptors and local buffers.
+        unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            libc::fstat(self.fd, &mut st);
+            let pos = libc::lseek(self.dup, 0, libc::SEEK_CUR);
+            let mut ba = vec![0u8; 100];
+            let mut bb = vec![0u8; 50];
+            let mut hole = vec![1u8; 4096];
+            libc::pread(self.fd, ba.as_mut_ptr() as *mut _, 100, 0);
+            libc::pread(self.fd, bb.as_mut_ptr() as *mut _, 50, Self::FAR);
+            libc::pread(self.fd, hole.as_mut_ptr() as *mut _, 4096, 1 << 20);
+            let link = std::fs::read_link(format!("/proc/self/fd/{}", self.fd)).unwrap_or_default();
+            let want_link = format!("{}/ghost (deleted)", self.dir);
+            let ok = ba == a
+                && bb == b
+                && hole.iter().all(|&c| c == 0)
+                && st.st_size == Self::SIZE
+                && st.st_nlink == 0
+                && pos == 1234
+                && link.to_string_lossy() == want_link;
+            it.expect("ghost", ok, || {
+                format!(
+                    "size={} nlink={} pos={pos} link={} data={}",
+                    st.st_size,
+                    st.st_nlink,
+                    link.display(),
+                    ba == a && bb == b
+                )
+            });
+            let mut l: libc::stat = std::mem::zeroed();
+            libc::fstat(self.linked, &mut l);
+            let other = std::fs::metadata(format!("{}/linked2", self.dir));
+            use std::os::unix::fs::MetadataExt;
+            let same = other.as_ref().map(|m| m.ino() == l.st_ino).unwrap_or(false);
+            it.expect("linked", same && l.st_nlink == 1, || format!("ino={} nlink={}", l.st_ino, l.st_nlink));
+            let w = libc::write(self.log, b"two\n".as_ptr() as *const _, 4);
+            it.expect("log", w == 4, || format!("w={w}"));
+        }
+    }
 }
 
 struct Files {
@@ -1116,6 +1203,7 @@ fn main() {
     let mut pending = has("pending").then(Pending::setup);
     let mut timers = (has("timers") || has("timers_blocked")).then(|| Timers::setup(has("timers_blocked")));
     let files = has("files").then(|| Files::setup(&arg));
+    let ghost = has("ghost").then(|| Ghost::setup(&arg));
     let limits = has("limits").then(|| Limits::setup(if arg.is_empty() { "/" } else { &arg }));
     let pipe = if has("pipe") { Some(Pipe::setup()) } else { has("socket").then(Pipe::udp_pair) };
     let creds = has("creds").then(Creds::setup);
@@ -1187,6 +1275,9 @@ fn main() {
         }
         if let Some(s) = timers.as_mut() {
             s.check(&mut it);
+        }
+        if let Some(g) = &ghost {
+            g.check(&mut it);
         }
         if let Some(s) = &files {
             s.check(&mut it);
