@@ -492,7 +492,8 @@ fn open_files_keep_offsets_flags_and_numbers() {
 /// unlinked, under its old name; the images hold only its data. A file
 /// unlinked from its path but linked elsewhere is linked back with
 /// --link-remap and is the same inode after restore, with no link-remap
-/// name left over; a log that grew since the dump is no obstacle.
+/// name left over; a log that grew since the dump is no obstacle; a
+/// removed working directory is a removed working directory again.
 #[test]
 fn unlinked_files_come_back() {
     run("ghost", 90, |cx| {
@@ -526,8 +527,10 @@ fn unlinked_files_come_back() {
         c.assert_item("ghost", "ok");
         c.assert_item("linked", "ok");
         c.assert_item("log", "ok");
+        c.assert_item("cwd", "ok");
         c.assert_ok();
         leftovers("after restore");
+        assert!(!s.data().join("wd").exists(), "the stand-in working directory was left behind");
         assert!(!s.data().join("ghost").exists(), "the ghost file was left linked");
     });
 }

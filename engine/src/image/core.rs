@@ -318,6 +318,10 @@ pub struct ProcessCore {
     /// cgroup membership, one entry per hierarchy (threads are in their
     /// process's cgroups: checked at dump).
     pub cgroups: Vec<Cgroup>,
+    /// The working directory had been removed: (mode, uid, gid) of it.
+    /// Restore makes an empty directory for it and removes it once the
+    /// tree runs.
+    pub cwd_removed: Option<(u32, u32, u32)>,
 }
 
 /// Head of a core image.

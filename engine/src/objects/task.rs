@@ -291,7 +291,17 @@ pub fn dump_process_with(p: &mut Parasite<'_>, status: &proc::status::Status) ->
         }
         Ok(RawStr(t.path.as_os_str().as_bytes().to_vec()))
     };
-    let cwd = dir("working directory", proc::misc::cwd(pid).ctx(pid, "read cwd")?)?;
+    // A removed working directory comes back as an empty directory
+    // (a removed directory is empty), removed again once the tree runs.
+    let cwd_target = proc::misc::cwd(pid).ctx(pid, "read cwd")?;
+    let cwd_removed = if cwd_target.deleted {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(proc::pid_path(pid, "cwd")).ctx(pid, "stat cwd")?;
+        Some((m.mode(), m.uid(), m.gid()))
+    } else {
+        None
+    };
+    let cwd = RawStr(cwd_target.path.as_os_str().as_bytes().to_vec());
     let root = dir("root directory", proc::misc::root(pid).ctx(pid, "read root")?)?;
     Ok(ProcessCore {
         sigactions,
@@ -315,7 +325,67 @@ pub fn dump_process_with(p: &mut Parasite<'_>, status: &proc::status::Status) ->
         loginuid: None,
         membarrier: MembarrierRegs::empty(),
         cgroups: Vec::new(),
+        cwd_removed,
     })
+}
+
+/// Directories made at restore for working directories that had been
+/// removed; removed again on drop (the tree runs, or the restore failed).
+#[derive(Debug, Default)]
+pub struct RemovedCwds(Vec<std::path::PathBuf>);
+
+impl Drop for RemovedCwds {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            if let Err(e) = std::fs::remove_dir(d) {
+                log::warn!("remove the directory {} made for a removed working directory: {e}", d.display());
+            }
+        }
+    }
+}
+
+/// Makes an empty directory for every removed working directory of the
+/// tree (where it was, or next to it when that name is taken again) and
+/// points the tasks' `cwd` at it.
+pub fn make_removed_cwds<'a>(processes: impl Iterator<Item = (Pid, &'a mut ProcessCore)>) -> Result<RemovedCwds> {
+    let mut made = RemovedCwds::default();
+    let mut by_path: std::collections::HashMap<Vec<u8>, std::path::PathBuf> = Default::default();
+    for (pid, p) in processes {
+        let Some((mode, uid, gid)) = p.cwd_removed else { continue };
+        let orig = p.cwd.as_bytes().to_vec();
+        let dir = match by_path.get(&orig) {
+            Some(d) => d.clone(),
+            None => {
+                let path = std::path::PathBuf::from(p.cwd.as_os_str());
+                let d = match std::fs::create_dir(&path) {
+                    Ok(()) => path,
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                        let alt = path.with_file_name(format!(".{name}.crtools-cwd.{}", std::process::id()));
+                        std::fs::create_dir(&alt).map_err(|e| {
+                            Error::task(pid, format!("make {} for its removed working directory: {e}", alt.display()))
+                        })?;
+                        alt
+                    }
+                    Err(e) => {
+                        return Err(Error::task(
+                            pid,
+                            format!("make {} again for its removed working directory: {e}", path.display()),
+                        ))
+                    }
+                };
+                made.0.push(d.clone());
+                use std::os::unix::fs::PermissionsExt;
+                std::os::unix::fs::chown(&d, Some(uid), Some(gid)).ctx(pid, "chown its working directory")?;
+                std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode & 0o7777))
+                    .ctx(pid, "chmod its working directory")?;
+                by_path.insert(orig, d.clone());
+                d
+            }
+        };
+        p.cwd = RawStr(dir.as_os_str().as_bytes().to_vec());
+    }
+    Ok(made)
 }
 
 /// `/proc/<pid>/oom_score_adj`.

@@ -314,7 +314,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         }
         return Err(Error::new(format!("pid {root} is not in the images (they hold {pids:?})")));
     }
-    let tasks: Vec<TaskImages> = tree.iter().map(|t| read_task(&dir, t)).collect::<Result<_>>()?;
+    let mut tasks: Vec<TaskImages> = tree.iter().map(|t| read_task(&dir, t)).collect::<Result<_>>()?;
     let mut fd_cx = files::FdCtx {
         shell_job: opts.shell_job,
         ext_unix_sk: opts.ext_unix_sk,
@@ -379,6 +379,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     raise_nofile(top_fd)?;
     opened.place(top_fd + 2)?;
 
+    // Removed working directories get an empty stand-in until the tree runs.
+    let removed_cwds = task::make_removed_cwds(
+        tasks.iter_mut().filter_map(|t| Some((Pid(t.pstree.pid as i32), t.cores[0].process.as_mut()?))),
+    )?;
+    let tasks = tasks;
     // Every plan, before touching anything.
     let me = Pid(std::process::id() as i32);
     let busy_self: Vec<(u64, u64)> =
@@ -449,6 +454,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     drop(shared_objects);
     opened.restored();
     drop(opened);
+    drop(removed_cwds);
     log::info!(
         "restored {} tasks, {} threads",
         tasks.len(),

@@ -44,7 +44,8 @@
 //!   DIR/linked, a second link DIR/linked2, opened and unlinked (so only
 //!   DIR/linked2 leads to it); DIR/log opened O_WRONLY|O_APPEND. Items
 //!   `ghost` (contents, size, offset, shared by the dup, still unlinked,
-//!   same name), `linked` (the same inode as DIR/linked2), `log` (appends);
+//!   same name), `linked` (the same inode as DIR/linked2), `log` (appends),
+//!   `cwd` (DIR/wd, mode 0751, removed while it is the working directory);
 //! - `files`: (ARG = a directory) files with known flags, offsets and
 //!   numbers, fd 100, a dup pair, /dev/null and a directory descriptor;
 //!   the extra word of "ready" is the fd of ARG/app (O_WRONLY|O_APPEND);
@@ -564,6 +565,12 @@ impl Ghost {
             std::fs::remove_file(format!("{dir}/linked")).unwrap();
             let log = open(&format!("{dir}/log"), libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT);
             assert_eq!(libc::write(log, b"one\n".as_ptr() as *const _, 4), 4);
+            // A working directory that is removed while we are in it.
+            let wd = format!("{dir}/wd");
+            std::fs::create_dir(&wd).unwrap();
+            std::fs::set_permissions(&wd, std::os::unix::fs::PermissionsExt::from_mode(0o751)).unwrap();
+            std::env::set_current_dir(&wd).unwrap();
+            std::fs::remove_dir(&wd).unwrap();
             Ghost { dir: dir.to_string(), fd, dup, linked, log }
         }
     }
@@ -607,6 +614,13 @@ impl Ghost {
             it.expect("linked", same && l.st_nlink == 1, || format!("ino={} nlink={}", l.st_ino, l.st_nlink));
             let w = libc::write(self.log, b"two\n".as_ptr() as *const _, 4);
             it.expect("log", w == 4, || format!("w={w}"));
+            let cwd = std::fs::read_link("/proc/self/cwd").unwrap_or_default();
+            let mut c: libc::stat = std::mem::zeroed();
+            libc::stat(c".".as_ptr(), &mut c);
+            let ok = cwd.to_string_lossy() == format!("{}/wd (deleted)", self.dir)
+                && c.st_mode & 0o7777 == 0o751
+                && c.st_nlink == 0;
+            it.expect("cwd", ok, || format!("{}_mode={:o}_nlink={}", cwd.display(), c.st_mode, c.st_nlink));
         }
     }
 }
