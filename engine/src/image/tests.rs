@@ -73,6 +73,7 @@ pub(crate) fn sample_core(tid: u32, leader: bool) -> CoreEntry {
                 controllers: String::new(),
                 path: "/crtools-test".into(),
             }],
+            cwd_removed: Some((0o40751, 1000, 1000)),
         }),
     }
 }
