@@ -282,6 +282,8 @@ pub struct DumpOptions {
     pub link_remap: bool,
     /// `--ghost-limit`.
     pub ghost_limit: Option<u64>,
+    /// `-l`.
+    pub file_locks: bool,
     /// `--tcp-established`.
     pub tcp_established: bool,
     /// `-j`.
@@ -307,6 +309,8 @@ pub struct RestoreOptions {
     pub veth_pairs: Vec<VethPair>,
     /// `--inherit-fd`, in command line order.
     pub inherit_fds: Vec<InheritFd>,
+    /// `-l`.
+    pub file_locks: bool,
     /// `--action-script`, in command line order.
     pub action_scripts: Vec<PathBuf>,
     /// `--tcp-established`.
@@ -378,6 +382,7 @@ impl Options {
                 action_scripts: d.tree.action_script,
                 link_remap: d.link_remap,
                 ghost_limit: d.ghost_limit,
+                file_locks: d.tree.file_locks,
                 tcp_established: d.tree.tcp_established,
                 shell_job: d.tree.shell_job,
             }),
@@ -390,6 +395,7 @@ impl Options {
                 root: r.root,
                 veth_pairs: r.veth_pair,
                 inherit_fds: r.inherit_fd,
+                file_locks: r.tree.file_locks,
                 action_scripts: r.tree.action_script,
                 tcp_established: r.tree.tcp_established,
                 shell_job: r.tree.shell_job,

@@ -155,6 +155,7 @@ fn run(opts: &Options, matches: &clap::ArgMatches) -> Result<u8, Error> {
                 ext_unix_sk: dump.ext_unix_sk,
                 link_remap: dump.link_remap,
                 ghost_limit: dump.ghost_limit,
+                file_locks: dump.file_locks,
             };
             let stats = engine::dump::dump(&o).map_err(Error::Engine)?;
             log::info!(
@@ -176,6 +177,7 @@ fn run(opts: &Options, matches: &clap::ArgMatches) -> Result<u8, Error> {
                 shell_job: restore.shell_job,
                 ext_unix_sk: restore.ext_unix_sk,
                 inherit_fds: restore.inherit_fds.iter().map(|i| (i.fd, i.key.clone())).collect(),
+                file_locks: restore.file_locks,
             };
             let status = engine::restore::restore(&o).map_err(Error::Engine)?;
             Ok(u8::try_from(status).unwrap_or(255))
@@ -237,8 +239,6 @@ mod tests {
         assert_eq!(refused("dump -t 1 --link-remap -j"), "not supported yet: --link-remap");
         assert_eq!(refused("restore -t 1 --veth-pair a=b"), "not supported yet: --veth-pair");
         assert_eq!(refused("restore -t 1 -n uts"), "not supported yet: -n/--namespaces");
-        assert_eq!(refused("dump -t 1 --file-locks"), "not supported yet: -l/--file-locks");
-        assert_eq!(refused("restore -t 1 -l"), "not supported yet: -l/--file-locks");
         let argv = ["crtools", "-D", "img", "-v", "2", "-o", "x.log", "--log-pid", "show", "-c", "--json"];
         let (opts, matches) = opts::parse(argv).unwrap();
         assert!(refuse_unsupported(&opts, &matches).is_ok());

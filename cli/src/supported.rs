@@ -38,7 +38,7 @@ pub const OPTIONS: &[(&str, &str, bool)] = &[
     ("dump", "ghost_limit", true),
     ("dump", "tcp_established", false),
     ("dump", "shell_job", true),
-    ("dump", "file_locks", false),
+    ("dump", "file_locks", true),
     // restore
     ("restore", "tree", true),
     ("restore", "restore_detached", true),
@@ -50,7 +50,7 @@ pub const OPTIONS: &[(&str, &str, bool)] = &[
     ("restore", "action_script", false),
     ("restore", "tcp_established", false),
     ("restore", "shell_job", true),
-    ("restore", "file_locks", false),
+    ("restore", "file_locks", true),
 ];
 
 /// `(command, supported)`.

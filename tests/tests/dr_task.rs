@@ -873,6 +873,7 @@ fn restore_without_detach_returns_exit_status() {
 /// A victim holding a lock or a lease (`feature`, on the file `file` of its
 /// data directory): the dump fails naming the task, the fd, the file and
 /// the lock (`kind`); the victim runs on, untraced, and still holds it.
+/// With --file-locks the lock is dumped and held again after restore.
 fn lock_is_refused(test: &'static str, feature: &'static str, file: &'static str, kind: &'static str) {
     run(test, 90, move |cx| {
         use std::os::unix::fs::MetadataExt;
@@ -894,26 +895,75 @@ fn lock_is_refused(test: &'static str, feature: &'static str, file: &'static str
         assert_eq!(held(), 1, "the lock is gone after the failed dump");
         t.check().assert_ok();
         assert_running_untraced(&t);
+        // With --file-locks it is dumped, and held again after restore,
+        // by the same task, excluding everyone else.
+        let mut t = t;
+        dump(&DumpOptions { pid: Pid(t.pid), dir: s.root.join("locked"), file_locks: true, ..Default::default() })
+            .unwrap_or_else(|e| panic!("dump --file-locks: {e}"));
+        t.reap_dumped();
+        let err = do_restore(t.pid, &s.root.join("locked")).expect_err("images with locks need --file-locks");
+        assert!(err.contains("--file-locks"), "unclear error: {err}");
+        restore(&RestoreOptions {
+            pid: Pid(t.pid),
+            dir: s.root.join("locked"),
+            detach: true,
+            file_locks: true,
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("restore --file-locks: {e}"));
+        t.restored();
+        let after: Vec<_> =
+            engine::proc::locks::read_all().unwrap().into_iter().filter(|l| l.ino == ino && !l.waiter).collect();
+        assert_eq!(after.len(), 1, "locks on the file after restore: {after:?}");
+        if feature == "posix_lock" {
+            assert_eq!(after[0].pid, t.pid, "the POSIX lock's owner");
+        }
+        assert!(after[0].describe().contains(kind.split(" on ").next().unwrap()), "{:?}", after[0]);
+        if feature != "lease" {
+            assert!(conflicts(&path), "another process could take a conflicting lock after restore");
+        }
+        t.check().assert_ok();
     });
 }
 
+/// Whether this process fails to take a lock that conflicts with the
+/// victims' (a write flock, a write POSIX lock on byte 15).
+fn conflicts(path: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    // SAFETY: flock and fcntl on our own descriptor with a local struct.
+    unsafe {
+        if libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 {
+            // No flock conflict: try a byte-range one.
+            libc::flock(f.as_raw_fd(), libc::LOCK_UN);
+            let mut l: libc::flock = std::mem::zeroed();
+            l.l_type = libc::F_WRLCK as i16;
+            l.l_whence = libc::SEEK_SET as i16;
+            l.l_start = 15;
+            l.l_len = 1;
+            return libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &l) != 0;
+        }
+        true
+    }
+}
+
 #[test]
-fn flock_is_refused_by_name() {
+fn flock_is_refused_or_restored_with_file_locks() {
     lock_is_refused("flock", "flock", "locked", "write flock lock");
 }
 
 #[test]
-fn posix_lock_is_refused_by_name() {
+fn posix_lock_is_refused_or_restored_with_file_locks() {
     lock_is_refused("posix_lock", "posix_lock", "locked", "write POSIX (fcntl) lock on bytes 10..29");
 }
 
 #[test]
-fn ofd_lock_is_refused_by_name() {
+fn ofd_lock_is_refused_or_restored_with_file_locks() {
     lock_is_refused("ofd_lock", "ofd_lock", "locked", "read OFD lock on bytes 10..29");
 }
 
 #[test]
-fn lease_is_refused_by_name() {
+fn lease_is_refused_or_restored_with_file_locks() {
     lock_is_refused("lease", "lease", "leased", "read lease");
 }
 

@@ -41,6 +41,9 @@ pub struct DumpOptions {
     /// `--ghost-limit`: the most data of an unlinked file copied into the
     /// images (None: 1 MiB).
     pub ghost_limit: Option<u64>,
+    /// `-l`/`--file-locks`: locks and leases are dumped (and taken again
+    /// at restore) instead of refused.
+    pub file_locks: bool,
 }
 
 /// Default `--ghost-limit`.
@@ -103,13 +106,17 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     shared.fd_cx.link_remap = opts.link_remap;
     shared.fd_cx.ghost_limit = opts.ghost_limit.unwrap_or(DEFAULT_GHOST_LIMIT);
     shared.pids = tree.tasks.iter().map(|t| t.pid).collect();
-    refuse_tree(&tree)?;
+    shared.fd_cx.file_locks = opts.file_locks;
+    refuse_tree(&tree, opts.file_locks)?;
     for task in tree.tasks.iter_mut() {
         dump_task(&img, task, &mut shared)?;
     }
 
     let w = |e: crate::image::ImageError| Error::new(format!("write images: {e}"));
     files::finish_dump(&shared.fd_cx, &mut shared.files)?;
+    if opts.file_locks {
+        crate::objects::file_lock::check_recorded(&shared.pids, &shared.files.images.locks)?;
+    }
     shared.files.images.write(&img)?;
     let mut f = img.create_image::<kinds::Pstree>(None, &()).map_err(w)?;
     for e in &shared.pstree {
@@ -139,15 +146,19 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
 /// Refusals that concern the tree as a whole or that must come before any
 /// task is touched: namespaces, file locks and leases, kernel objects
 /// shared between processes.
-fn refuse_tree(tree: &crate::infect::tree::SeizedTree) -> Result<()> {
+fn refuse_tree(tree: &crate::infect::tree::SeizedTree, file_locks: bool) -> Result<()> {
     let live: Vec<Pid> = tree.tasks.iter().filter(|t| t.zombie.is_none()).map(|t| t.pid).collect();
     for t in tree.tasks.iter().filter(|t| t.zombie.is_none()) {
         ns::refuse_foreign(t.pid)?;
-        file_lock::refuse_held(t.pid)?;
+        if !file_locks {
+            file_lock::refuse_held(t.pid)?;
+        }
         let tids: Vec<Pid> = t.threads.iter().map(|th| th.pid()).collect();
         clone_share::refuse_unshared_threads(t.pid, &tids)?;
     }
-    file_lock::refuse_listed(&live)?;
+    if !file_locks {
+        file_lock::refuse_listed(&live)?;
+    }
     clone_share::refuse_shared(&live)
 }
 

@@ -161,3 +161,53 @@ impl Describe for FdinfoEntry {
             .done()
     }
 }
+
+/// A file lock or lease held by the tree (`file-locks.img`, `--file-locks`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileLockEntry {
+    /// The task that takes it again (a POSIX lock's owner; for the others,
+    /// the first task holding the description).
+    pub pid: u32,
+    /// The descriptor it takes it through.
+    pub fd: u32,
+    /// The open file description (file object id).
+    pub id: u32,
+    /// 0 POSIX (fcntl F_SETLK), 1 OFD, 2 flock, 3 lease.
+    pub kind: u8,
+    /// true: write (exclusive), false: read (shared).
+    pub write: bool,
+    /// First byte (byte-range locks).
+    pub start: i64,
+    /// Last byte, None: to the end of the file.
+    pub end: Option<i64>,
+}
+
+impl FileLockEntry {
+    /// The kind's name.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            0 => "POSIX lock",
+            1 => "OFD lock",
+            2 => "flock lock",
+            3 => "lease",
+            _ => "?",
+        }
+    }
+}
+
+impl Describe for FileLockEntry {
+    fn describe(&self) -> Node {
+        let range = match self.kind {
+            0 | 1 => format!("{}..{}", self.start, self.end.map_or_else(|| "EOF".to_string(), |e| e.to_string())),
+            _ => "whole file".into(),
+        };
+        Obj::new()
+            .f("pid", self.pid)
+            .f("fd", self.fd)
+            .f("id", self.id)
+            .f("kind", self.kind_name())
+            .f("type", if self.write { "write" } else { "read" })
+            .f("range", range)
+            .done()
+    }
+}

@@ -118,6 +118,7 @@ image_kinds! {
         UnixSk    = 14, "unixsk",   "unixsk.img",         1, DEFAULT_MAX_RECORD, (),                       unix_sk::UnixSkEntry;
         GhostFiles = 15, "ghost-files", "ghost-files.img", 1, DEFAULT_MAX_RECORD, (),                      reg_files::GhostFileEntry;
         GhostData = 16, "ghost-data", "ghost-data.img",   1, DEFAULT_MAX_RECORD, (),                       reg_files::GhostDataEntry;
+        FileLocks = 17, "file-locks", "file-locks.img",   1, DEFAULT_MAX_RECORD, (),                       files::FileLockEntry;
     }
     raw {
         /// Raw page data described by a pagemap image.

@@ -1,9 +1,15 @@
 //! File locks and leases held by the tree: flock(2), POSIX (fcntl F_SETLK)
 //! and OFD (F_OFD_SETLK) locks, leases (F_SETLEASE).
 //!
-//! Not dumped yet (that is `--file-locks`, which the CLI still refuses): a
-//! task of the tree that holds any of them is refused by name, since a
-//! restored tree without its locks would let another process take them.
+//! Without `--file-locks` a task of the tree that holds any of them is
+//! refused by name, since a restored tree without its locks would let
+//! another process take them. With it ([`collect`]) every lock is recorded
+//! with the descriptor it was taken through and taken again at restore by
+//! the same task through the same descriptor, once every task exists
+//! (`files::open_late`): POSIX locks by their owner, flock and OFD locks
+//! and leases (owned by the open file description) once per description.
+//! Waiters are not locks: a task blocked in F_SETLKW or flock() blocks
+//! again when its system call restarts.
 //!
 //! Two views, so that no held lock goes unseen:
 //! - each descriptor's fdinfo lists the locks held through its open file
@@ -56,6 +62,77 @@ pub fn refuse_held(pid: Pid) -> Result<()> {
         };
         if let Some(l) = held.iter().find(|l| !l.waiter) {
             return Err(refusal(pid, e.fd, &target_name(&e.target), l));
+        }
+    }
+    Ok(())
+}
+
+/// Records the locks fdinfo lists for `fd` of `pid` (open file
+/// description `id`) with `--file-locks`: POSIX locks for this task, the
+/// others once per description.
+pub fn collect(
+    pid: Pid,
+    fd: i32,
+    id: u32,
+    info: &fdinfo::FdInfo,
+    out: &mut Vec<crate::image::files::FileLockEntry>,
+) -> Result<()> {
+    use crate::image::files::FileLockEntry;
+    use locks::{LockKind, LockType};
+    for (_, v) in info.extra.iter().filter(|(k, _)| k == "lock") {
+        let l = locks::parse_line(v).map_err(|e| Error::task(pid, format!("fd {fd}: lock line: {e}")))?;
+        if l.waiter {
+            continue;
+        }
+        let kind = match l.kind {
+            LockKind::Posix => 0,
+            LockKind::Ofd => 1,
+            LockKind::Flock => 2,
+            LockKind::Lease => 3,
+            _ => return Err(Error::task(pid, format!("fd {fd} holds a {}: not supported", l.describe()))),
+        };
+        let write = match l.ty {
+            LockType::Read => false,
+            LockType::Write => true,
+            LockType::Unlock => {
+                return Err(Error::task(pid, format!("fd {fd}: a lease is being broken: try again later")));
+            }
+        };
+        let e = FileLockEntry { pid: pid.0 as u32, fd: fd as u32, id, kind, write, start: l.start, end: l.end };
+        // A description's own lock shows on every descriptor of it.
+        let dup = kind != 0
+            && out
+                .iter()
+                .any(|o| o.id == id && o.kind == kind && o.write == write && o.start == e.start && o.end == e.end);
+        if !dup {
+            out.push(e);
+        }
+    }
+    Ok(())
+}
+
+/// With `--file-locks`: every held POSIX lock `/proc/locks` lists under a
+/// pid of the tree must be one [`collect`] found (a lock owned by a
+/// descriptor table fdinfo does not compare with would be lost).
+pub fn check_recorded(pids: &[Pid], recorded: &[crate::image::files::FileLockEntry]) -> Result<()> {
+    let all = locks::read_all().ctx_global("read /proc/locks")?;
+    for l in all.iter().filter(|l| !l.waiter && l.pid > 0 && l.kind == locks::LockKind::Posix) {
+        let pid = Pid(l.pid);
+        if !pids.contains(&pid) {
+            continue;
+        }
+        let found =
+            recorded.iter().any(|r| r.kind == 0 && r.pid == pid.0 as u32 && r.start == l.start && r.end == l.end);
+        if !found {
+            let (maj, min) = l.dev.unwrap_or((0, 0));
+            return Err(Error::task(
+                pid,
+                format!(
+                    "holds a {} on inode {maj:x}:{min:x}:{} that none of its descriptors shows: not supported",
+                    l.describe(),
+                    l.ino
+                ),
+            ));
         }
     }
     Ok(())

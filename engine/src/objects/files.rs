@@ -50,6 +50,8 @@ pub struct FileImages {
     pub pipe_data: Vec<PipeDataEntry>,
     /// unixsk.img.
     pub unix: Vec<UnixSkEntry>,
+    /// file-locks.img (`--file-locks`).
+    pub locks: Vec<crate::image::files::FileLockEntry>,
     /// ghost-files.img: unlinked files copied into the images.
     pub ghosts: Vec<crate::image::reg_files::GhostFileEntry>,
     /// ghost-data.img: their data runs.
@@ -100,6 +102,7 @@ impl FileImages {
         one::<kinds::Fifo>(img, &self.fifo)?;
         one::<kinds::PipesData>(img, &self.pipe_data)?;
         one::<kinds::UnixSk>(img, &self.unix)?;
+        one::<kinds::FileLocks>(img, &self.locks)?;
         one::<kinds::GhostFiles>(img, &self.ghosts)?;
         one::<kinds::GhostData>(img, &self.ghost_data)
     }
@@ -122,6 +125,7 @@ impl FileImages {
             fifo: one::<kinds::Fifo>(dir, false)?,
             pipe_data: one::<kinds::PipesData>(dir, false)?,
             unix: one::<kinds::UnixSk>(dir, false)?,
+            locks: one::<kinds::FileLocks>(dir, false)?,
             ghosts: one::<kinds::GhostFiles>(dir, false)?,
             ghost_data: one::<kinds::GhostData>(dir, false)?,
             ghost_ids: HashMap::new(),
@@ -164,6 +168,9 @@ pub struct FdCtx {
     /// `--ghost-limit`: the most data an unlinked file may hold to be
     /// copied into the images.
     pub ghost_limit: u64,
+    /// `--file-locks`: locks and leases held by the tree are dumped and
+    /// taken again at restore.
+    pub file_locks: bool,
     /// At restore: the first (task, fd) that holds each file object, to
     /// name it in errors.
     pub owners: HashMap<u32, (Pid, u32)>,
@@ -299,6 +306,9 @@ pub fn dump(cx: &FdCtx, pid: Pid, skip: Option<i32>, all: &mut DumpFiles) -> Res
     let mut out = Vec::with_capacity(list.len());
     for e in list.iter().filter(|e| Some(e.fd) != skip) {
         let (id, kind, info) = dump_one(cx, pid, e.fd, &e.target, all)?;
+        if cx.file_locks {
+            super::file_lock::collect(pid, e.fd, id, &info, &mut all.images.locks)?;
+        }
         let flags = OpenFlags::from_bits_retain(info.flags);
         let cloexec = flags.contains(OpenFlags::O_CLOEXEC);
         let flags = flags - OpenFlags::O_CLOEXEC;
@@ -395,6 +405,8 @@ pub struct Opened {
     deferred: Vec<Deferred>,
     /// Removed once the tree runs.
     remove: Vec<std::path::PathBuf>,
+    /// The locks the tasks take again (`--file-locks`).
+    locks: Vec<crate::image::files::FileLockEntry>,
 }
 
 impl Opened {
@@ -495,7 +507,7 @@ fn inherit_matches(images: &FileImages, key: &str) -> Vec<u32> {
 /// Creates every open file description of the images in the engine
 /// (`--inherit-fd` ones are crtools' own descriptors instead).
 pub fn open_all(cx: &FdCtx, images: &FileImages) -> Result<Opened> {
-    let mut out = Opened::default();
+    let mut out = Opened { locks: images.locks.clone(), ..Default::default() };
     for (fd, key) in &cx.inherit_fds {
         let ids = inherit_matches(images, key);
         if ids.is_empty() {
@@ -528,10 +540,13 @@ pub fn is_tree_proc_path(cx: &FdCtx, path: &[u8]) -> bool {
     std::str::from_utf8(num).ok().and_then(|s| s.parse::<u32>().ok()).is_some_and(|n| cx.tree_tids.contains(&n))
 }
 
-/// The descriptors a task opens late, in plan order.
+/// The descriptors a task opens late, in plan order, and the locks it
+/// takes once every task exists.
 #[derive(Debug, Default)]
 pub struct LateFiles {
     entries: Vec<LateEntry>,
+    /// (lock, `struct flock` in the task's arena).
+    locks: Vec<(crate::image::files::FileLockEntry, restorer_plan::Str)>,
 }
 
 #[derive(Debug)]
@@ -547,14 +562,26 @@ struct LateEntry {
 }
 
 impl LateFiles {
-    /// Whether there is nothing to open.
+    /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.is_empty() && self.locks.is_empty()
     }
 }
 
+/// `struct flock` (x86_64): l_type, l_whence, l_start, l_len, l_pid.
+fn flock_bytes(l: &crate::image::files::FileLockEntry) -> [u8; 32] {
+    let mut b = [0u8; 32];
+    let ty: i16 = if l.write { 1 } else { 0 }; // F_WRLCK, F_RDLCK
+    b[0..2].copy_from_slice(&ty.to_ne_bytes());
+    // l_whence = SEEK_SET (0)
+    b[8..16].copy_from_slice(&l.start.to_ne_bytes());
+    let len = l.end.map_or(0, |e| e - l.start + 1);
+    b[16..24].copy_from_slice(&len.to_ne_bytes());
+    b
+}
+
 /// Adds the descriptor table to the plan; returns the descriptors the task
-/// opens late.
+/// opens late and the locks it takes.
 pub fn plan(b: &mut PlanBuilder, pid: Pid, fds: &[FdinfoEntry], opened: &Opened) -> Result<LateFiles> {
     let mut entries = Vec::with_capacity(fds.len());
     let mut late = LateFiles::default();
@@ -577,6 +604,16 @@ pub fn plan(b: &mut PlanBuilder, pid: Pid, fds: &[FdinfoEntry], opened: &Opened)
         }
     }
     b.plan.files = b.add_table(&entries);
+    for l in opened.locks.iter().filter(|l| l.pid == pid.0 as u32) {
+        if !fds.iter().any(|f| f.fd == l.fd && f.id == l.id) {
+            return Err(Error::task(
+                pid,
+                format!("fd {}: its {} is on a descriptor it does not have", l.fd, l.kind_name()),
+            ));
+        }
+        let at = b.add_table(&flock_bytes(l));
+        late.locks.push((*l, restorer_plan::Str { off: at.off }));
+    }
     Ok(late)
 }
 
@@ -644,6 +681,33 @@ pub fn open_late(t: &mut Tracee, arena: u64, late: &LateFiles) -> Result<()> {
                 .ctx(pid, &format!("fd {fd}: lseek"))?;
         }
         log::debug!(task = pid.0; "task {pid}: fd {fd} opened late");
+    }
+    for (l, st) in &late.locks {
+        const LOCK_SH: u64 = 1;
+        const LOCK_EX: u64 = 2;
+        const LOCK_NB: u64 = 4;
+        const F_SETLK: u64 = 6;
+        const F_OFD_SETLK: u64 = 37;
+        const F_SETLEASE: u64 = 1024;
+        let fd = l.fd as u64;
+        let what = format!("fd {}: take its {} again", l.fd, l.kind_name());
+        let (nr, args) = match l.kind {
+            0 => (Sysno::fcntl, [fd, F_SETLK, arena + st.off, 0, 0, 0]),
+            1 => (Sysno::fcntl, [fd, F_OFD_SETLK, arena + st.off, 0, 0, 0]),
+            2 => (Sysno::flock, [fd, if l.write { LOCK_EX } else { LOCK_SH } | LOCK_NB, 0, 0, 0, 0]),
+            _ => (Sysno::fcntl, [fd, F_SETLEASE, l.write as u64, 0, 0, 0]),
+        };
+        let r = t.remote_syscall(nr, args).ctx(pid, &what)?;
+        if r < 0 {
+            let e = crate::sys::Errno::new(-r as i32);
+            let why = if e == crate::sys::Errno::EAGAIN || e == crate::sys::Errno::EACCES {
+                " (another process holds a conflicting lock now)"
+            } else {
+                ""
+            };
+            return Err(Error::task(pid, format!("{what}: {e}{why}")));
+        }
+        log::debug!(task = pid.0; "task {pid}: {what}: done");
     }
     Ok(())
 }

@@ -78,6 +78,9 @@ pub struct RestoreOptions {
     /// `--inherit-fd fd[N]:KEY`: crtools' own descriptor N stands in for the
     /// dumped file KEY (`pipe:[INODE]`, `socket:[INODE]` or a path).
     pub inherit_fds: Vec<(i32, String)>,
+    /// `-l`/`--file-locks`: take the dumped locks and leases again (images
+    /// that hold some are refused without it).
+    pub file_locks: bool,
 }
 
 /// Everything read from the images for one task.
@@ -307,6 +310,12 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     let (_, tree): ((), Vec<PstreeEntry>) =
         dir.open_image::<kinds::Pstree>(None).map_err(ge("pstree"))?.collect_entries().map_err(ge("pstree"))?;
     let file_images = files::FileImages::read(&dir)?;
+    if let (Some(l), false) = (file_images.locks.first(), opts.file_locks) {
+        return Err(Error::task(
+            Pid(l.pid as i32),
+            format!("fd {}: the images hold its {}: restore with --file-locks", l.fd, l.kind_name()),
+        ));
+    }
     let pids: Vec<u32> = tree.iter().map(|t| t.pid).collect();
     if tree.first().map(|t| t.pid) != Some(root.0 as u32) {
         if tree.iter().any(|t| t.pid == root.0 as u32) {
