@@ -568,6 +568,22 @@ fn typed_command(cmd: &clap::Command, args: &[OsString], stop: &str) -> Option<S
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn inherit_fd_and_ghost_limit_parse() {
+        assert_eq!(parse_inherit_fd("fd[3]:pipe:[1234]"), Ok(InheritFd { fd: 3, key: "pipe:[1234]".into() }));
+        assert_eq!(parse_inherit_fd("fd[10]:tmp/x").unwrap().key, "tmp/x");
+        for bad in ["3:pipe:[1]", "fd[]:x", "fd[-1]:x", "fd[3]", "fd[3]:", "fd[x]:y"] {
+            assert!(parse_inherit_fd(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_size("100"), Ok(100));
+        assert_eq!(parse_size("2K"), Ok(2048));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("3g"), Ok(3 << 30));
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("1T").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
+    }
+
     use super::*;
 
     fn ok(args: &str) -> Options {

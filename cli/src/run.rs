@@ -236,7 +236,7 @@ mod tests {
 
     #[test]
     fn unsupported_options_refused() {
-        assert_eq!(refused("dump -t 1 --link-remap -j"), "not supported yet: --link-remap");
+        assert_eq!(refused("dump -t 1 --tcp-established"), "not supported yet: --tcp-established");
         assert_eq!(refused("restore -t 1 --veth-pair a=b"), "not supported yet: --veth-pair");
         assert_eq!(refused("restore -t 1 -n uts"), "not supported yet: -n/--namespaces");
         let argv = ["crtools", "-D", "img", "-v", "2", "-o", "x.log", "--log-pid", "show", "-c", "--json"];
