@@ -91,6 +91,13 @@ fn sleep_is_dumped_restored_detached_and_keeps_sleeping() {
     assert!(shown.status.success());
     let text = String::from_utf8_lossy(&shown.stdout);
     assert!(text.contains("PROT_READ") && text.contains("sleep"), "{text}");
+    // Both runs left their statistics: how long the tree was frozen, pages.
+    for (file, field) in [("stats-dump.img", "frozen_time"), ("stats-restore.img", "restore_time")] {
+        assert!(text.contains(&format!("== {file}")) && text.contains(field), "{file} not shown: {text}");
+    }
+    let all = crtools(&["show", "--json", "-D", dir.to_str().unwrap()]);
+    let all = String::from_utf8_lossy(&all.stdout);
+    assert!(all.contains("\"pages_written\":") && all.trim_end().ends_with("]}"), "{all}");
     let json = crtools(&["show", "--json", "-f", dir.join("pstree.img").to_str().unwrap()]);
     assert!(
         String::from_utf8_lossy(&json.stdout).contains(&format!("\"pid\":{pid}")),

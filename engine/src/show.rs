@@ -243,6 +243,20 @@ fn show_dir(path: &Path, opts: &ShowOptions, out: &mut dyn Write) -> Res {
             }
         }
     }
+    // The runs' statistics, written next to the images, outside the inventory.
+    for kind in [ImageKind::StatsDump, ImageKind::StatsRestore] {
+        let name = kind.file_name(None).expect("no id");
+        let p = path.join(&name);
+        if p.is_file() {
+            if opts.json {
+                out.write_all(b",\n")?;
+            }
+            let f = File::open(&p).map_err(|e| ImageError::io(p.display().to_string(), e))?;
+            let r: Box<dyn Read> = Box::new(BufReader::new(f));
+            let mut fr = FrameReader::new(r, &p.display().to_string())?;
+            show_frames(&mut fr, &name, opts.json, out)?;
+        }
+    }
     if opts.json {
         out.write_all(b"\n]}\n")?;
     }

@@ -62,6 +62,14 @@ pub struct DumpStats {
     pub vmas: usize,
     /// Descriptors recorded.
     pub fds: usize,
+    /// Pages of the VMAs that hold data, looked at.
+    pub pages_scanned: u64,
+    /// Reading and writing pages.
+    pub memdump: std::time::Duration,
+    /// Writing pages.
+    pub memwrite: std::time::Duration,
+    /// How long the tree was frozen.
+    pub frozen: std::time::Duration,
 }
 
 /// Objects shared by the whole dump.
@@ -78,6 +86,7 @@ struct Shared {
 /// Dumps the tree rooted at `opts.pid`.
 pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     let pid = opts.pid;
+    let started = std::time::Instant::now();
     let status = proc::status::read(pid).ctx(pid, "read status")?;
     if status.tgid != pid.0 {
         return Err(Error::task(pid, format!("is a thread of {}; give the process id", status.tgid)));
@@ -93,6 +102,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     log::info!("dumping the tree of {pid} into {}", opts.dir.display());
     // A thread waiting in vfork cannot be frozen: look before seizing.
     clone_share::refuse_vfork_waiters(pid)?;
+    let frozen_at = std::time::Instant::now();
     let mut tree = seize_tree(pid).ctx(pid, "seize the tree")?;
     log::info!(
         "seized {} tasks, {} threads",
@@ -139,7 +149,31 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
             }
         }
     }
+    shared.stats.frozen = frozen_at.elapsed();
     log::info!("tree of {pid}: {}", if opts.leave_stopped { "left stopped" } else { "killed" });
+    let s = &shared.stats;
+    let us = |d: std::time::Duration| d.as_micros() as u64;
+    let stats = crate::image::stats::DumpStatsEntry {
+        frozen_time: us(s.frozen),
+        memdump_time: us(s.memdump),
+        memwrite_time: us(s.memwrite),
+        pages_scanned: s.pages_scanned,
+        pages_skipped_parent: 0,
+        pages_written: s.pages,
+        total_time: us(started.elapsed()),
+        tasks: s.tasks as u32,
+        threads: s.threads as u32,
+    };
+    // The dump is complete already: a failure here is only reported.
+    if let Err(e) = crate::image::dir::write_side_image::<kinds::StatsDump>(&opts.dir, &stats) {
+        log::warn!("write stats-dump.img: {e}");
+    }
+    log::info!(
+        "frozen for {} us, pages in {} us ({} us writing)",
+        stats.frozen_time,
+        stats.memdump_time,
+        stats.memwrite_time
+    );
     Ok(shared.stats)
 }
 
@@ -244,10 +278,15 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
     let head = mm::dump_mm_head(pid, &stat, brk)?;
     let pages_id = pid.0 as u32;
     let mut pages = img.create_pages(pages_id).ctx(pid, "create the pages image")?;
+    let mem_started = std::time::Instant::now();
     let mut dumper = mm::PageDumper::new(pid, &mut pages);
     dumper.dump_vmas(&vmas)?;
     let nr_pages = dumper.nr_pages;
     let pagemap = dumper.into_entries();
+    shared.stats.memdump += mem_started.elapsed();
+    shared.stats.memwrite += pages.write_time;
+    shared.stats.pages_scanned +=
+        vmas.iter().filter(|v| mm::needs_data(v)).map(|v| (v.end - v.start) / 4096).sum::<u64>();
     pages.finish().ctx(pid, "finish the pages image")?;
     crate::fault::check(crate::fault::Fault::DumpAfterPages)?;
     log::info!(task = pid.0; "task {pid}: {} threads, {} VMAs, {nr_pages} pages", 1 + other_cores.len(), vmas.len());

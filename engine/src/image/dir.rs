@@ -302,6 +302,22 @@ fn create_at(dir: &File, name: &str) -> io::Result<File> {
     OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(O_NOFOLLOW as i32).open(at(dir, name))
 }
 
+/// Writes a one-record image of kind `F` (no id) next to a dump, outside its
+/// inventory: the run's statistics. Replaces an earlier one atomically
+/// (written under a temporary name, then renamed), 0600, never through a
+/// symlink.
+pub fn write_side_image<F: ImageFormat<Entry = ()>>(path: &Path, head: &F::Head) -> Result<()> {
+    let name = F::KIND.file_name(None).expect("a side image has no id");
+    let shown = display(path, &name);
+    let dir = open_dir(path).map_err(|e| ImageError::io(&shown, e))?;
+    let tmp = format!("{name}.tmp");
+    let _ = std::fs::remove_file(at(&dir, &tmp));
+    let file = create_at(&dir, &tmp).map_err(|e| ImageError::io(&shown, e))?;
+    let w = ImageWriter::<F, _>::new(BufWriter::new(file), shown.clone(), head)?;
+    w.finish()?;
+    std::fs::rename(at(&dir, &tmp), at(&dir, &name)).map_err(|e| ImageError::io(&shown, e))
+}
+
 /// Order of images: inventory, then by kind number, then by id, then name.
 pub fn sort_key(name: &str) -> (u32, u64, String) {
     match ImageKind::parse_file_name(name) {

@@ -10,7 +10,7 @@
 use super::codec::{show_records, DynFrames, NodeSink, ShowStreamError};
 #[allow(unused_imports)]
 use super::describe::Describe;
-use super::{core, files, inventory, mm, pagemap, pipes, pstree, reg_files, tty, unix_sk};
+use super::{core, files, inventory, mm, pagemap, pipes, pstree, reg_files, stats, tty, unix_sk};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -119,6 +119,8 @@ image_kinds! {
         GhostFiles = 15, "ghost-files", "ghost-files.img", 1, DEFAULT_MAX_RECORD, (),                      reg_files::GhostFileEntry;
         GhostData = 16, "ghost-data", "ghost-data.img",   1, DEFAULT_MAX_RECORD, (),                       reg_files::GhostDataEntry;
         FileLocks = 17, "file-locks", "file-locks.img",   1, DEFAULT_MAX_RECORD, (),                       files::FileLockEntry;
+        StatsDump = 18, "stats-dump", "stats-dump.img",   1, 4096,               stats::DumpStatsEntry,    ();
+        StatsRestore = 19, "stats-restore", "stats-restore.img", 1, 4096,        stats::RestoreStatsEntry, ();
     }
     raw {
         /// Raw page data described by a pagemap image.

@@ -29,11 +29,13 @@ pub struct PagesWriter {
     reg: Registration,
     crc: Crc32c,
     size: u64,
+    /// Time spent in write(2) (for `stats-dump.img`).
+    pub write_time: std::time::Duration,
 }
 
 impl PagesWriter {
     pub(crate) fn new(file: File, reg: Registration) -> Self {
-        PagesWriter { file, reg, crc: Crc32c::new(), size: 0 }
+        PagesWriter { file, reg, crc: Crc32c::new(), size: 0, write_time: std::time::Duration::ZERO }
     }
 
     /// Appends whole pages (`data.len()` a multiple of 4096), one write.
@@ -41,7 +43,9 @@ impl PagesWriter {
         if data.len() & (PAGE_SIZE - 1) != 0 {
             return Err(ImageError::at(self.reg.display(), self.size, ErrorKind::NotPageAligned(data.len() as u64)));
         }
+        let t = std::time::Instant::now();
         self.file.write_all(data).map_err(|e| ImageError::at(self.reg.display(), self.size, ErrorKind::Io(e)))?;
+        self.write_time += t.elapsed();
         self.crc.update(data);
         self.size += data.len() as u64;
         Ok(())

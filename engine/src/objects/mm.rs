@@ -34,7 +34,7 @@ pub const PAGE: u64 = 4096;
 pub const DUMP_BUFFER: usize = 4 << 20;
 
 /// What is being done with one VMA's pages.
-fn needs_data(v: &Vma) -> bool {
+pub fn needs_data(v: &Vma) -> bool {
     match v.kind {
         VmaKind::Anon | VmaKind::Stack | VmaKind::Heap | VmaKind::SharedAnon => true,
         VmaKind::File => !v.flags.contains(MapFlags::MAP_SHARED),

@@ -281,6 +281,7 @@ fn prepare(
 
 /// Restores the tree; returns the root's exit status when not detached.
 pub fn restore(opts: &RestoreOptions) -> Result<i32> {
+    let started = Instant::now();
     let root = opts.pid;
     let dir = ImageDirReader::open(&opts.dir).ctx_global("open images")?;
     // Every image but the page data is checked now; page data (nearly all
@@ -440,6 +441,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         crate::objects::tty::apply_settings(path, &file_images.tty)?;
     }
     let (go_r, go_w) = crate::sys::fs::pipe2(crate::sys::fs::OpenFlags::O_CLOEXEC).ctx_global("pipe")?;
+    let forking = Instant::now();
     let t_root = fork::spawn_root(&prepared, &go_r)?;
     drop(go_r);
     let mut tracees: BTreeMap<Pid, Tracee> = BTreeMap::new();
@@ -464,6 +466,20 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     opened.restored();
     drop(opened);
     drop(removed_cwds);
+    let us = |d: Duration| d.as_micros() as u64;
+    let stats = crate::image::stats::RestoreStatsEntry {
+        prepare_time: us(forking - started),
+        forking_time: us(forking.elapsed()),
+        restore_time: us(started.elapsed()),
+        pages_restored: tasks
+            .iter()
+            .flat_map(|t| t.pagemap.iter().filter(|e| e.has_data()).map(|e| e.nr_pages as u64))
+            .sum(),
+    };
+    // The tree runs already: a failure here is only reported.
+    if let Err(e) = crate::image::dir::write_side_image::<kinds::StatsRestore>(&opts.dir, &stats) {
+        log::warn!("write stats-restore.img: {e}");
+    }
     log::info!(
         "restored {} tasks, {} threads",
         tasks.len(),
