@@ -253,7 +253,7 @@ fn show_dir(path: &Path, opts: &ShowOptions, out: &mut dyn Write) -> Res {
             }
             let f = File::open(&p).map_err(|e| ImageError::io(p.display().to_string(), e))?;
             let r: Box<dyn Read> = Box::new(BufReader::new(f));
-            let mut fr = FrameReader::new(r, &p.display().to_string())?;
+            let mut fr = FrameReader::new(r, p.display().to_string())?;
             show_frames(&mut fr, &name, opts.json, out)?;
         }
     }
