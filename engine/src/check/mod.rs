@@ -416,9 +416,142 @@ pub const PROBES: &[ProbeDef] = &[
     },
 ];
 
-/// Runs every probe.
+/// Probes whose answer depends on the caller (its credentials, its
+/// cgroup), run every time; every other probe tests the kernel, whose
+/// answer cannot change before a reboot.
+const LIVE: &[&str] = &["loginuid", "cgroups", "cap_last_cap", "capabilities"];
+
+/// Probes that allocate pids on purpose (ns_last_pid, set_tid): run alone,
+/// after the others, so no other probe's fork takes their pid.
+const ALONE: &[&str] = &["ns_last_pid", "clone3-set_tid"];
+
+/// Where the kernel probes' answers are kept between runs (like CRIU's
+/// kdat cache), valid for one boot, one build and one user.
+const CACHE: &str = "/run/crtools/check.cache";
+
+/// Runs every probe (or takes the kernel probes' answers from the cache
+/// of this boot) and returns the report.
 pub fn run_checks() -> Report {
+    let key = cache_key();
+    let cached = key.as_deref().and_then(read_cache);
+    let mut probes: Vec<Option<Probe>> = vec![None; PROBES.len()];
+    if let Some(c) = &cached {
+        for (i, d) in PROBES.iter().enumerate().filter(|(_, d)| !LIVE.contains(&d.name)) {
+            if let Some(r) = c.get(d.name) {
+                probes[i] = Some(Probe { name: d.name, need: d.need, result: r.clone(), about: d.about });
+            }
+        }
+    }
+    let todo: Vec<usize> = (0..PROBES.len()).filter(|&i| probes[i].is_none()).collect();
+    let (alone, together): (Vec<usize>, Vec<usize>) = todo.iter().partition(|&&i| ALONE.contains(&PROBES[i].name));
+    // The others at once: most of the time is spent waiting for children
+    // and namespaces, not computing.
+    std::thread::scope(|s| {
+        let handles: Vec<_> = together.iter().map(|&i| (i, s.spawn(move || run_one(&PROBES[i])))).collect();
+        for (i, h) in handles {
+            probes[i] = Some(h.join().unwrap_or_else(|_| {
+                let d = &PROBES[i];
+                Probe { name: d.name, need: d.need, result: Err("the probe panicked".into()), about: d.about }
+            }));
+        }
+    });
+    for i in alone {
+        probes[i] = Some(run_one(&PROBES[i]));
+    }
+    let probes: Vec<Probe> = probes.into_iter().map(|p| p.expect("every probe ran")).collect();
+    if let (Some(key), true) = (key, cached.is_none() || !todo.is_empty()) {
+        write_cache(&key, &probes);
+    }
+    Report { probes }
+}
+
+/// Runs every probe now, one after the other, ignoring the cache.
+pub fn run_checks_uncached() -> Report {
     Report { probes: PROBES.iter().map(run_one).collect() }
+}
+
+/// boot id, crtools version, probe table and euid: what the cache is for.
+fn cache_key() -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let names: Vec<&str> = PROBES.iter().map(|d| d.name).collect();
+    let table = crate::image::crc32c::crc32c(names.join(",").as_bytes());
+    let euid = crate::sys::misc::getresuid().ok()?.effective;
+    Some(format!("crtools-check-cache 1 {} {} {table:08x} {euid}", env!("CARGO_PKG_VERSION"), boot.trim()))
+}
+
+type Cached = std::collections::HashMap<String, Result<String, String>>;
+
+/// The cached answers, if the cache is for `key`.
+fn read_cache(key: &str) -> Option<Cached> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::symlink_metadata(CACHE).ok()?;
+    // Only a file of ours that nobody else could have written.
+    let me = crate::sys::misc::getresuid().ok()?.effective;
+    if !md.is_file() || md.uid() != me || md.mode() & 0o022 != 0 {
+        return None;
+    }
+    let text = std::fs::read_to_string(CACHE).ok()?;
+    let mut lines = text.lines();
+    if lines.next()? != key {
+        return None;
+    }
+    let mut out = Cached::new();
+    for l in lines {
+        let mut f = l.splitn(3, '\t');
+        let (name, ok, msg) = (f.next()?, f.next()?, unescape(f.next()?));
+        out.insert(name.to_string(), if ok == "ok" { Ok(msg) } else { Err(msg) });
+    }
+    Some(out)
+}
+
+/// Keeps the kernel probes' answers (best effort: a read-only /run just
+/// means no cache).
+fn write_cache(key: &str, probes: &[Probe]) {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = std::path::Path::new(CACHE).parent().expect("a directory");
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(dir);
+    let mut text = format!("{key}\n");
+    for p in probes.iter().filter(|p| !LIVE.contains(&p.name)) {
+        let (ok, msg) = match &p.result {
+            Ok(m) => ("ok", m),
+            Err(m) => ("err", m),
+        };
+        text.push_str(&format!("{}\t{ok}\t{}\n", p.name, escape(msg)));
+    }
+    let tmp = format!("{CACHE}.{}", std::process::id());
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(0o400000) // O_NOFOLLOW
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()));
+    if written.is_err() || std::fs::rename(&tmp, CACHE).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('\n', "\\n").replace('\t', "\\t")
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match it.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some(o) => out.push(o),
+            None => {}
+        }
+    }
+    out
 }
 
 /// Runs one probe. A panicking probe is reported as failed, not fatal
@@ -432,6 +565,28 @@ fn run_one(d: &ProbeDef) -> Probe {
 mod tests {
     use super::*;
 
+    #[test]
+    fn cache_escaping() {
+        for m in ["plain", "tab\there", "two\nlines", "back\\slash\\n"] {
+            assert_eq!(unescape(&escape(m)), m);
+            assert!(!escape(m).contains('\n') && !escape(m).contains('\t'));
+        }
+    }
+
+    #[test]
+    fn cached_and_parallel_runs_agree_with_a_plain_run() {
+        let plain = run_checks_uncached();
+        let first = run_checks();
+        let second = run_checks();
+        for r in [&first, &second] {
+            assert_eq!(r.probes.len(), plain.probes.len());
+            for (a, b) in r.probes.iter().zip(&plain.probes) {
+                assert_eq!(a.name, b.name);
+                assert_eq!(a.result.is_ok(), b.result.is_ok(), "{}: {:?} vs {:?}", a.name, a.result, b.result);
+            }
+        }
+    }
+
     fn rendered(r: &Report) -> String {
         let mut out = Vec::new();
         r.render(&mut out).unwrap();
@@ -444,7 +599,7 @@ mod tests {
 
     #[test]
     fn this_machine_passes() {
-        let r = run_checks();
+        let r = run_checks_uncached();
         let text = rendered(&r);
         // Every child a probe started was killed and reaped (zombies would
         // still be listed here).
