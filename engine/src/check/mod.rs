@@ -426,7 +426,8 @@ const LIVE: &[&str] = &["loginuid", "cgroups", "cap_last_cap", "capabilities"];
 const ALONE: &[&str] = &["ns_last_pid", "clone3-set_tid"];
 
 /// Where the kernel probes' answers are kept between runs (like CRIU's
-/// kdat cache), valid for one boot, one build and one user.
+/// kdat cache), valid for one boot, one build and one user. Only probes
+/// that passed are kept.
 const CACHE: &str = "/run/crtools/check.cache";
 
 /// Runs every probe (or takes the kernel probes' answers from the cache
@@ -512,7 +513,9 @@ fn write_cache(key: &str, probes: &[Probe]) {
     let dir = std::path::Path::new(CACHE).parent().expect("a directory");
     let _ = std::fs::DirBuilder::new().mode(0o700).create(dir);
     let mut text = format!("{key}\n");
-    for p in probes.iter().filter(|p| !LIVE.contains(&p.name)) {
+    // Only what worked: a failure may be passing (a loaded machine, a
+    // module loaded later) and is looked at again next time.
+    for p in probes.iter().filter(|p| !LIVE.contains(&p.name) && p.result.is_ok()) {
         let (ok, msg) = match &p.result {
             Ok(m) => ("ok", m),
             Err(m) => ("err", m),
