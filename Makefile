@@ -4,11 +4,15 @@
 #   make demo     -> the built-in demo
 #   make bench    -> benchmarks
 #   make check    -> crtools check on this kernel
+#   make install  -> crtools, crtools(1) and bash/zsh completions under $(DESTDIR)$(PREFIX)
 MUSL := x86_64-unknown-linux-musl
 BIN  := target/$(MUSL)/release/crtools
 CARGO ?= cargo
+PREFIX ?= /usr/local
+DESTDIR ?=
+GEN  := target/$(MUSL)/release/crtools-gen
 
-.PHONY: all crtools test demo bench check lint clean targets
+.PHONY: all crtools test demo bench check lint clean targets install docs
 
 all: crtools
 
@@ -36,6 +40,20 @@ bench: crtools
 
 check: crtools
 	$(BIN) check
+
+# The manual page and completions are generated from the CLI definitions.
+docs: targets
+	$(CARGO) build --release --target $(MUSL) -p crtools --bin crtools-gen
+	mkdir -p target/docs
+	$(GEN) man > target/docs/crtools.1
+	$(GEN) bash > target/docs/crtools.bash
+	$(GEN) zsh > target/docs/_crtools
+
+install: crtools docs
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/crtools
+	install -D -m 0644 target/docs/crtools.1 $(DESTDIR)$(PREFIX)/share/man/man1/crtools.1
+	install -D -m 0644 target/docs/crtools.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/crtools
+	install -D -m 0644 target/docs/_crtools $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_crtools
 
 clean:
 	$(CARGO) clean

@@ -4,6 +4,8 @@
 //! validates the command line, [`supported`] refuses what has not landed yet,
 //! [`log`] is the logger, [`run`] calls the engine and maps errors to exit
 //! codes (0 success, 1 failure, 2 usage error).
+#[cfg(test)]
+mod docs;
 mod log;
 mod opts;
 mod run;

@@ -480,7 +480,17 @@ fn parse_veth_pair(s: &str) -> Result<VethPair, String> {
 
 /// The clap command of crtools: [`Cli`] plus `--close` in every command.
 pub fn command() -> clap::Command {
-    let cmd = Cli::command();
+    // --version names the image formats this build reads and writes.
+    static LONG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let long = LONG.get_or_init(|| {
+        let formats: Vec<String> = engine::image::KINDS
+            .iter()
+            .filter(|k| k.layout == engine::image::Layout::Records)
+            .map(|k| format!("{} {}", k.name, k.version))
+            .collect();
+        format!("{}\nimage formats: {}", env!("CARGO_PKG_VERSION"), formats.join(", "))
+    });
+    let cmd = Cli::command().long_version(long.as_str());
     let close = cmd.get_arguments().find(|a| a.get_id() == "close").cloned().expect("--close is defined");
     cmd.mut_subcommands(|sub| sub.arg(close.clone()))
         // TreeArgs' texts are written for dump.

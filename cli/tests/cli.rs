@@ -515,3 +515,13 @@ fn tree_of(pid: i32) -> Vec<i32> {
     }
     out
 }
+
+/// `--version` names the version and the image formats this build reads.
+#[test]
+fn version_names_the_image_formats() {
+    let out = crtools(&["--version"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with(&format!("crtools {}", env!("CARGO_PKG_VERSION"))), "{text}");
+    assert!(text.contains("image formats: inventory ") && text.contains("core "), "{text}");
+}
