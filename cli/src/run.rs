@@ -2,10 +2,12 @@
 //!
 //! Order, as crtools(1) and CRIU users expect it:
 //! 1. parse and validate (usage errors: exit 2);
-//! 2. refuse options and commands that are not supported yet (exit 1);
+//! 2. refuse options and commands that are not supported yet (exit 3);
 //! 3. `--close` the descriptors asked for, before anything opens a file;
 //! 4. start logging (`-o` opened here);
-//! 5. run the command (failure: exit 1).
+//! 5. run the command (failure: exit 1; refused because the tree holds
+//!    something this version does not checkpoint or restore exactly, or
+//!    an option is needed for it: exit 3).
 //!
 //! Every failure is printed to stderr as one line, `crtools: error: <what>:
 //! <source>: <source>...`, and also logged when the log goes to a file.
@@ -18,6 +20,10 @@ use crate::supported;
 
 /// Exit status of a command that ran and failed.
 pub const EXIT_FAILED: u8 = 1;
+/// Exit status of a command refused: an option not supported yet, or a
+/// tree holding something this version does not checkpoint or restore
+/// exactly (or only with an option). Nothing was changed.
+pub const EXIT_REFUSED: u8 = 3;
 
 /// Why a command failed.
 #[derive(Debug)]
@@ -103,7 +109,11 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
                 log::error!("{line}");
             }
             eprintln!("crtools: error: {line}");
-            EXIT_FAILED
+            match e {
+                Error::NotSupported(_) => EXIT_REFUSED,
+                Error::Engine(ref en) if en.refused => EXIT_REFUSED,
+                _ => EXIT_FAILED,
+            }
         }
     }
 }
@@ -248,6 +258,7 @@ mod tests {
     fn exit_codes() {
         assert_eq!(exit("dump -t 1 -s"), 1);
         assert_eq!(exit("dump -t 1"), 1);
+        assert_eq!(exit("restore -t 1 --veth-pair a=b"), EXIT_REFUSED);
         // Usage errors (2) are checked in opts.rs: clap prints them itself,
         // past the test harness's capture.
     }

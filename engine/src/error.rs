@@ -9,16 +9,28 @@ pub struct Error {
     pub pid: Option<Pid>,
     /// What was being done and why it failed.
     pub msg: String,
+    /// A refusal: the tree holds an object or state this version does not
+    /// checkpoint or restore exactly (or an option would be needed for
+    /// it); nothing was changed. Otherwise something failed.
+    pub refused: bool,
 }
 
 impl Error {
     /// An error about task `pid`.
     pub fn task(pid: Pid, msg: impl Into<String>) -> Error {
-        Error { pid: Some(pid), msg: msg.into() }
+        Error { pid: Some(pid), msg: msg.into(), refused: false }
     }
     /// An error about no task in particular.
     pub fn new(msg: impl Into<String>) -> Error {
-        Error { pid: None, msg: msg.into() }
+        Error { pid: None, msg: msg.into(), refused: false }
+    }
+    /// A refusal about task `pid` (see [`Error::refused`]).
+    pub fn refuse(pid: Pid, msg: impl Into<String>) -> Error {
+        Error { pid: Some(pid), msg: msg.into(), refused: true }
+    }
+    /// A refusal about no task in particular.
+    pub fn refuse_global(msg: impl Into<String>) -> Error {
+        Error { pid: None, msg: msg.into(), refused: true }
     }
 }
 

@@ -222,7 +222,7 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
     match status.seccomp {
         Some(0) | None => {}
         Some(mode) => {
-            return Err(Error::task(
+            return Err(Error::refuse(
                 pid,
                 format!("runs under seccomp (mode {mode}): restoring seccomp filters is not supported yet"),
             ))
@@ -230,7 +230,7 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
     }
     // A controlling terminal of a session outside the tree is a shell job's.
     if stat.tty_nr != 0 && !shared.pids.contains(&Pid(stat.session)) && !shared.fd_cx.shell_job {
-        return Err(Error::task(
+        return Err(Error::refuse(
             pid,
             format!(
                 "its controlling terminal {} belongs to session {}, outside the dumped tree: \

@@ -39,7 +39,7 @@ pub fn dump(pid: Pid, tids: &[Pid]) -> Result<Vec<Cgroup>> {
         let theirs = proc::cgroup::read_thread(pid, tid).ctx(pid, &format!("read the cgroups of thread {tid}"))?;
         if let Some(t) = theirs.iter().find(|t| !lines.contains(t)) {
             let own = lines.iter().find(|l| same_hierarchy(l, &t.controllers));
-            return Err(Error::task(
+            return Err(Error::refuse(
                 pid,
                 format!(
                     "thread {tid} is in cgroup {} of {}, its process in {}: threads in other cgroups than \
@@ -125,7 +125,7 @@ pub fn restore(pid: Pid, want: &[Cgroup], mounts: &Mounts) -> Result<()> {
             .dir_of(&c.controllers, path)
             .ok_or_else(|| Error::task(pid, format!("{}: the hierarchy is not mounted here", what())))?;
         if !dir.is_dir() {
-            return Err(Error::task(
+            return Err(Error::refuse(
                 pid,
                 format!("{} no longer exists ({}): creating cgroups is not supported yet", what(), dir.display()),
             ));

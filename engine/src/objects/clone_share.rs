@@ -59,7 +59,7 @@ pub fn refuse_shared(pids: &[Pid]) -> Result<()> {
         for w in order.windows(2) {
             let (a, b) = (w[0].min(w[1]), w[0].max(w[1]));
             if kcmp(a, b, ty).map_err(|e| Error::task(a, format!("kcmp with task {b}: {e}")))? == KcmpOrder::Equal {
-                return Err(Error::task(
+                return Err(Error::refuse(
                     a,
                     format!(
                         "shares its {what} with task {b} ({flag} without CLONE_THREAD): \
@@ -80,7 +80,7 @@ pub fn refuse_unshared_threads(pid: Pid, tids: &[Pid]) -> Result<()> {
         for (ty, what, flag) in [SHARED[1], SHARED[2]] {
             let same = kcmp(pid, tid, ty).map_err(|e| Error::task(pid, format!("kcmp with thread {tid}: {e}")))?;
             if same != KcmpOrder::Equal {
-                return Err(Error::task(
+                return Err(Error::refuse(
                     pid,
                     format!(
                         "thread {tid} has its own {what} (unshare({flag})), not its process's: \
@@ -155,7 +155,7 @@ fn vfork_waiter(root: Pid) -> Result<()> {
             }
             let children = proc::task::thread_children(pid, tid).unwrap_or_default();
             let children: Vec<String> = children.iter().map(|c| c.to_string()).collect();
-            return Err(Error::task(
+            return Err(Error::refuse(
                 pid,
                 format!(
                     "thread {tid} waits in vfork for its child {}, which shares its address space \

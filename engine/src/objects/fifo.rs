@@ -46,7 +46,10 @@ pub fn dump(
         Some(n) if n.dev() == md.dev() && n.ino() == md.ino() => {}
         Some(_) => return Err(Error::task(pid, format!("fd {fd}: {what} now names another file"))),
         None => {
-            return Err(Error::task(pid, format!("fd {fd}: {what} was unlinked: unlinked FIFOs are not supported yet")))
+            return Err(Error::refuse(
+                pid,
+                format!("fd {fd}: {what} was unlinked: unlinked FIFOs are not supported yet"),
+            ))
         }
     }
     let flags = OpenFlags::from_bits_retain(info.flags) - OpenFlags::O_CLOEXEC;

@@ -40,7 +40,7 @@ fn target_name(t: &FdTarget) -> String {
 }
 
 fn refusal(pid: Pid, fd: i32, what: &str, lock: &FileLock) -> Error {
-    Error::task(
+    Error::refuse(
         pid,
         format!(
             "fd {fd} ({what}) holds a {}: restoring file locks and leases (--file-locks) is not supported yet",
@@ -89,7 +89,7 @@ pub fn collect(
             LockKind::Ofd => 1,
             LockKind::Flock => 2,
             LockKind::Lease => 3,
-            _ => return Err(Error::task(pid, format!("fd {fd} holds a {}: not supported", l.describe()))),
+            _ => return Err(Error::refuse(pid, format!("fd {fd} holds a {}: not supported", l.describe()))),
         };
         let write = match l.ty {
             LockType::Read => false,
@@ -125,7 +125,7 @@ pub fn check_recorded(pids: &[Pid], recorded: &[crate::image::files::FileLockEnt
             recorded.iter().any(|r| r.kind == 0 && r.pid == pid.0 as u32 && r.start == l.start && r.end == l.end);
         if !found {
             let (maj, min) = l.dev.unwrap_or((0, 0));
-            return Err(Error::task(
+            return Err(Error::refuse(
                 pid,
                 format!(
                     "holds a {} on inode {maj:x}:{min:x}:{} that none of its descriptors shows: not supported",
@@ -167,7 +167,7 @@ pub fn refuse_listed(pids: &[Pid]) -> Result<()> {
             return Err(refusal(pid, fd, &what, l));
         }
         let (maj, min) = l.dev.unwrap_or((0, 0));
-        return Err(Error::task(
+        return Err(Error::refuse(
             pid,
             format!(
                 "holds a {} on inode {maj:x}:{min:x}:{} (/proc/locks): restoring file locks and leases \

@@ -329,7 +329,7 @@ fn dump_one(
 ) -> Result<(u32, FdKind, fdinfo::FdInfo)> {
     use std::os::unix::fs::MetadataExt;
     let kind = classify(pid, fd, target)
-        .map_err(|what| Error::task(pid, format!("fd {fd}: {what}: this kind of descriptor is not supported yet")))?;
+        .map_err(|what| Error::refuse(pid, format!("fd {fd}: {what}: this kind of descriptor is not supported yet")))?;
     let info = fdinfo::read(pid, fd).ctx(pid, &format!("read fdinfo of fd {fd}"))?;
     let md = std::fs::metadata(crate::proc::pid_path(pid, &format!("fd/{fd}"))).ctx(pid, &format!("stat fd {fd}"))?;
     let key = (kind, md.dev(), md.ino());
@@ -343,7 +343,7 @@ fn dump_one(
     let ops = KINDS
         .iter()
         .find(|k| k.kind == kind)
-        .ok_or_else(|| Error::task(pid, format!("fd {fd}: {} descriptors are not supported yet", kind.name())))?;
+        .ok_or_else(|| Error::refuse(pid, format!("fd {fd}: {} descriptors are not supported yet", kind.name())))?;
     (ops.dump)(cx, pid, fd, target, &info, id, &mut all.images)?;
     all.images.files.push(FileEntry { id, kind });
     all.seen.entry(key).or_default().push((pid, fd, id));
@@ -363,8 +363,11 @@ fn dump_inflight(cx: &FdCtx, all: &mut DumpFiles) -> Result<()> {
                 .map_err(|e| Error::new(format!("a descriptor in flight: {e}")))?;
             use std::os::unix::ffi::OsStrExt;
             let target = fdinfo::parse_fd_target(link.as_os_str().as_bytes());
-            let (id, _, _) = dump_one(cx, me, raw, &target, all)
-                .map_err(|e| Error::new(format!("a descriptor in flight in a unix socket's queue: {e}")))?;
+            let (id, _, _) = dump_one(cx, me, raw, &target, all).map_err(|e| Error {
+                msg: format!("a descriptor in flight in a unix socket's queue: {e}"),
+                pid: None,
+                refused: e.refused,
+            })?;
             all.images.unix[f.entry].queue[f.msg].fds.push(id);
             all.held.push(f.fd);
         }
@@ -625,7 +628,7 @@ pub fn check_late_sharing(opened: &Opened, tables: &[(Pid, &[FdinfoEntry])]) -> 
         for fd in fds.iter().filter(|f| opened.late.contains_key(&f.id)) {
             match owner.insert(fd.id, pid) {
                 Some(other) if other != pid => {
-                    return Err(Error::task(
+                    return Err(Error::refuse(
                         pid,
                         format!(
                             "fd {}: shares its open /proc file {} with task {other}: \

@@ -31,7 +31,7 @@ pub fn refuse_foreign(pid: Pid) -> Result<()> {
         let theirs = id(proc::pid_path(pid, &format!("ns/{kind}")));
         if let (Ok(a), Ok(b)) = (ours, theirs) {
             if a != b {
-                return Err(Error::task(
+                return Err(Error::refuse(
                     pid,
                     format!(
                         "is in another {kind} namespace ({kind}:[{}]) than crtools: \
@@ -52,7 +52,7 @@ pub fn refuse_foreign(pid: Pid) -> Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => format!("a new {kind} namespace"),
             Err(_) => continue,
         };
-        return Err(Error::task(
+        return Err(Error::refuse(
             pid,
             format!(
                 "its children would be born in {other}, not in its own {kind} namespace ({kind}:[{}]): \

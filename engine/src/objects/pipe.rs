@@ -72,7 +72,7 @@ pub fn finish_dump(images: &mut FileImages) {
 /// Refuses status flags a pipe end cannot get back.
 pub(super) fn check_flags(pid: Pid, fd: i32, flags: OpenFlags, what: &str) -> Result<()> {
     if flags.contains(OpenFlags::O_ASYNC) {
-        return Err(Error::task(
+        return Err(Error::refuse(
             pid,
             format!("fd {fd}: {what} is in O_ASYNC mode (its signal owner is not restored yet)"),
         ));

@@ -56,7 +56,7 @@ pub fn dump(
     match mode & S_IFMT {
         S_IFREG | S_IFDIR | S_IFCHR | S_IFBLK => {}
         _ => {
-            return Err(Error::task(
+            return Err(Error::refuse(
                 pid,
                 format!("fd {fd}: {} (mode {mode:o}): this kind of file is not supported yet", p.path.display()),
             ))
@@ -76,7 +76,7 @@ pub fn dump(
             })?;
             log::info!(task = pid.0; "task {pid}: fd {fd}: {} stands in for {}", path.display(), p.path.display());
         } else if is_dev && p.deleted {
-            return Err(Error::task(
+            return Err(Error::refuse(
                 pid,
                 format!(
                     "fd {fd}: {} was deleted (a device node: --evasive-devices reopens another node of it)",
@@ -84,14 +84,14 @@ pub fn dump(
                 ),
             ));
         } else if mode & S_IFMT == S_IFDIR {
-            return Err(Error::task(
+            return Err(Error::refuse(
                 pid,
                 format!("fd {fd}: the directory {} was deleted or replaced: not supported yet", p.path.display()),
             ));
         } else if md.nlink() > 0 && mode & S_IFMT == S_IFREG {
             // Still linked elsewhere: only a link keeps it the same file.
             if !cx.link_remap {
-                return Err(Error::task(
+                return Err(Error::refuse(
                     pid,
                     format!(
                         "fd {fd}: {} no longer leads to the open file, which is still linked elsewhere: \

@@ -74,7 +74,7 @@ pub fn dump(
         return Err(Error::task(pid, format!("fd {fd}: not a path")));
     };
     if !cx.shell_job {
-        return Err(Error::task(
+        return Err(Error::refuse(
             pid,
             format!(
                 "fd {fd} is the terminal {}, which is outside the dumped tree: dump it as a shell job (--shell-job)",
@@ -111,7 +111,7 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
             continue; // --inherit-fd
         }
         let Some(path) = &cx.tty_path else {
-            return Err(Error::new(format!(
+            return Err(Error::refuse_global(format!(
                 "{} is a shell job's terminal ({}): restore with --shell-job from a terminal",
                 cx.who(t.id),
                 t.path.to_string_lossy()

@@ -282,7 +282,7 @@ pub fn finish_dump(cx: &FdCtx, images: &mut FileImages) -> Result<()> {
         if u.state == STATE_LISTEN as u32 {
             for &icon in &u.icons {
                 if !waiting.values().any(|&i| i == icon) && !cx.ext_unix_sk {
-                    return Err(Error::new(format!(
+                    return Err(Error::refuse_global(format!(
                         "a connection to {} waiting in a backlog (socket:[{icon}]) comes from outside the dumped tree \
                          (--ext-unix-sk restores it with a client that has gone away)",
                         name_text(&u.name)
@@ -308,13 +308,13 @@ pub fn finish_dump(cx: &FdCtx, images: &mut FileImages) -> Result<()> {
             } else {
                 "dump with --ext-unix-sk to reconnect it at restore"
             };
-            return Err(Error::task(
+            return Err(Error::refuse(
                 pid,
                 format!("{what}: its peer socket:[{}] ({peer_name}) is outside the dumped tree: {hint}", u.peer),
             ));
         }
         if u.ty != SOCK_DGRAM && !u.queue.is_empty() {
-            return Err(Error::task(
+            return Err(Error::refuse(
                 pid,
                 format!(
                     "{what}: {} bytes from its peer outside the tree ({peer_name}) are queued: they cannot be sent again",
@@ -430,7 +430,7 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
         if images.unix.iter().any(|o| o.peer == u.ino && o.ino != u.ino)
             || (u.peer != 0 && images.unix.iter().any(|o| o.ino == u.peer))
         {
-            return Err(Error::new(format!(
+            return Err(Error::refuse_global(format!(
                 "{}: --inherit-fd for unix socket:[{}], which is connected inside the tree: not supported",
                 cx.who(u.id),
                 u.ino

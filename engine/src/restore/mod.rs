@@ -312,7 +312,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         dir.open_image::<kinds::Pstree>(None).map_err(ge("pstree"))?.collect_entries().map_err(ge("pstree"))?;
     let file_images = files::FileImages::read(&dir)?;
     if let (Some(l), false) = (file_images.locks.first(), opts.file_locks) {
-        return Err(Error::task(
+        return Err(Error::refuse(
             Pid(l.pid as i32),
             format!("fd {}: the images hold its {}: restore with --file-locks", l.fd, l.kind_name()),
         ));
@@ -346,7 +346,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     for t in &tasks {
         let st = t.process().state;
         if !matches!(st, TaskState::Alive | TaskState::Stopped | TaskState::Zombie) {
-            return Err(Error::task(Pid(t.pstree.pid as i32), format!("task state {st:?} cannot be restored yet")));
+            return Err(Error::refuse(Pid(t.pstree.pid as i32), format!("task state {st:?} cannot be restored yet")));
         }
     }
     if tasks[0].process().state == TaskState::Zombie {
