@@ -122,6 +122,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         dump_task(&img, task, &mut shared)?;
     }
 
+    crate::objects::tty::finish_dump(&shared.fd_cx, &mut shared.files.images, &shared.pids)?;
     let w = |e: crate::image::ImageError| Error::new(format!("write images: {e}"));
     files::finish_dump(&shared.fd_cx, &mut shared.files)?;
     if opts.file_locks {

@@ -110,8 +110,8 @@ image_kinds! {
         Fdinfo    = 8, "fdinfo",    "fdinfo-<pid>.img",   1, DEFAULT_MAX_RECORD, (),                       files::FdinfoEntry;
         /// Regular file objects.
         RegFiles  = 9, "reg-files", "reg-files.img",      2, DEFAULT_MAX_RECORD, (),                       reg_files::RegFileEntry;
-        /// Terminal objects.
-        Tty       = 10, "tty",      "tty.img",            1, DEFAULT_MAX_RECORD, (),                       tty::TtyEntry;
+        /// Open terminal descriptions.
+        Tty       = 10, "tty",      "tty.img",            2, DEFAULT_MAX_RECORD, (),                       tty::TtyEntry;
         Pipes     = 11, "pipes",    "pipes.img",          1, DEFAULT_MAX_RECORD, (),                       pipes::PipeEntry;
         Fifo      = 12, "fifo",     "fifo.img",           1, DEFAULT_MAX_RECORD, (),                       pipes::FifoEntry;
         PipesData = 13, "pipes-data", "pipes-data.img",   1, DEFAULT_MAX_RECORD, (),                       pipes::PipeDataEntry;
@@ -121,6 +121,8 @@ image_kinds! {
         FileLocks = 17, "file-locks", "file-locks.img",   1, DEFAULT_MAX_RECORD, (),                       files::FileLockEntry;
         StatsDump = 18, "stats-dump", "stats-dump.img",   1, 4096,               stats::DumpStatsEntry,    ();
         StatsRestore = 19, "stats-restore", "stats-restore.img", 1, 4096,        stats::RestoreStatsEntry, ();
+        /// Terminals: pty pairs of the tree and a shell job's terminal.
+        TtyInfo   = 20, "tty-info", "tty-info.img",       1, DEFAULT_MAX_RECORD, (),                       tty::TtyInfoEntry;
     }
     raw {
         /// Raw page data described by a pagemap image.

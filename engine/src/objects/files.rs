@@ -22,7 +22,7 @@ use crate::error::{Context, Error, Result};
 use crate::image::files::{FdKind, FdinfoEntry, FileEntry, OpenFlags};
 use crate::image::pipes::{FifoEntry, PipeDataEntry, PipeEntry};
 use crate::image::reg_files::RegFileEntry;
-use crate::image::tty::TtyEntry;
+use crate::image::tty::{TtyEntry, TtyInfoEntry};
 use crate::image::unix_sk::UnixSkEntry;
 use crate::image::{kinds, ImageDir, ImageDirReader};
 use crate::infect::Tracee;
@@ -42,6 +42,10 @@ pub struct FileImages {
     pub reg: Vec<RegFileEntry>,
     /// tty.img.
     pub tty: Vec<TtyEntry>,
+    /// tty-info.img.
+    pub tty_info: Vec<TtyInfoEntry>,
+    /// Dump only: what the terminal module resolves once the whole tree is seen.
+    pub tty_dump: super::tty::DumpState,
     /// pipes.img.
     pub pipes: Vec<PipeEntry>,
     /// fifo.img.
@@ -98,6 +102,7 @@ impl FileImages {
         one::<kinds::Files>(img, &self.files)?;
         one::<kinds::RegFiles>(img, &self.reg)?;
         one::<kinds::Tty>(img, &self.tty)?;
+        one::<kinds::TtyInfo>(img, &self.tty_info)?;
         one::<kinds::Pipes>(img, &self.pipes)?;
         one::<kinds::Fifo>(img, &self.fifo)?;
         one::<kinds::PipesData>(img, &self.pipe_data)?;
@@ -121,6 +126,8 @@ impl FileImages {
             files: one::<kinds::Files>(dir, true)?,
             reg: one::<kinds::RegFiles>(dir, true)?,
             tty: one::<kinds::Tty>(dir, false)?,
+            tty_info: one::<kinds::TtyInfo>(dir, false)?,
+            tty_dump: Default::default(),
             pipes: one::<kinds::Pipes>(dir, false)?,
             fifo: one::<kinds::Fifo>(dir, false)?,
             pipe_data: one::<kinds::PipesData>(dir, false)?,
@@ -484,7 +491,7 @@ impl Opened {
     }
 
     /// The inherited descriptor number of `id`.
-    fn raw(&self, id: u32) -> Option<RawFd> {
+    pub fn raw(&self, id: u32) -> Option<RawFd> {
         self.fds.get(&id).map(|f| f.as_raw_fd())
     }
 }
@@ -620,8 +627,9 @@ pub fn plan(b: &mut PlanBuilder, pid: Pid, fds: &[FdinfoEntry], opened: &Opened)
     Ok(late)
 }
 
-/// Refuses a /proc file of the tree whose description several tasks
-/// share: each task opens its own late, which would split it.
+/// Refuses a late file (a /proc file of the tree, /dev/tty) whose
+/// description several tasks share: each task opens its own late, which
+/// would split it.
 pub fn check_late_sharing(opened: &Opened, tables: &[(Pid, &[FdinfoEntry])]) -> Result<()> {
     let mut owner: BTreeMap<u32, Pid> = BTreeMap::new();
     for &(pid, fds) in tables {
@@ -631,8 +639,8 @@ pub fn check_late_sharing(opened: &Opened, tables: &[(Pid, &[FdinfoEntry])]) -> 
                     return Err(Error::refuse(
                         pid,
                         format!(
-                            "fd {}: shares its open /proc file {} with task {other}: \
-                             a /proc file of the tree shared between tasks is not supported yet",
+                            "fd {}: shares its open file {} with task {other}: \
+                             such a file (a /proc file of the tree, /dev/tty) shared between tasks is not supported yet",
                             fd.fd,
                             String::from_utf8_lossy(&opened.late[&fd.id].path)
                         ),

@@ -137,6 +137,7 @@ const EXIT_MAP: i32 = 102;
 const EXIT_DUP: i32 = 103;
 const EXIT_SESSION: i32 = 104;
 const EXIT_FORK: i32 = 105;
+const EXIT_TTY: i32 = 106;
 
 pub(super) fn exit_reason(code: i32) -> &'static str {
     match code {
@@ -145,6 +146,7 @@ pub(super) fn exit_reason(code: i32) -> &'static str {
         EXIT_DUP => "could not place the pages image descriptor",
         EXIT_SESSION => "could not set up its session or process group",
         EXIT_FORK => "could not create a child with its pid",
+        EXIT_TTY => "could not get its controlling terminal or foreground group back",
         _ => "exited",
     }
 }
@@ -183,6 +185,7 @@ unsafe fn child_main(all: &[Prepared], idx: usize, rseq: &[u8; 16]) -> ! {
     if r.is_err() {
         exit_group(EXIT_SESSION);
     }
+    terminal(&me.tty);
     for &h in &me.helpers {
         // SAFETY: the helper only calls setpgid and sleeps.
         match unsafe { fork_exact(h) } {
@@ -259,6 +262,42 @@ unsafe fn child_main(all: &[Prepared], idx: usize, rseq: &[u8; 16]) -> ! {
     // SAFETY: blob mapped executable at region, stack inside the region.
     unsafe { crate::sys::arch::jump_to_blob(me.region + blobs::restorer::ENTRY as u64, me.plan_addr, me.stack_top) }
 }
+
+/// The terminal steps of a task whose session and group are set: a session
+/// leader takes its controlling terminal back, a task that had given it up
+/// does again, the first task of a foreground group makes it that (with
+/// SIGTTOU blocked: a background group asking gets it otherwise; the
+/// restorer sets the dumped mask).
+fn terminal(t: &crate::objects::tty::TaskTty) {
+    use crate::sys::misc::exit_group;
+    use std::os::fd::BorrowedFd;
+    if t.set_ctty >= 0 {
+        // SAFETY: inherited from the engine, open until the restorer closes it.
+        let fd = unsafe { BorrowedFd::borrow_raw(t.set_ctty) };
+        if crate::sys::tty::set_ctty(fd, false).is_err() {
+            exit_group(EXIT_TTY);
+        }
+    }
+    if t.notty >= 0 {
+        // SAFETY: as above.
+        let fd = unsafe { BorrowedFd::borrow_raw(t.notty) };
+        if crate::sys::tty::notty(fd).is_err() {
+            exit_group(EXIT_TTY);
+        }
+    }
+    if t.fg >= 0 {
+        let mut set = crate::sys::signal::SigSet::empty();
+        set.add(SIGTTOU);
+        let _ = crate::sys::signal::sigprocmask(crate::sys::signal::SigmaskHow::Block, Some(&set));
+        // SAFETY: as above.
+        let fd = unsafe { BorrowedFd::borrow_raw(t.fg) };
+        if crate::sys::tty::set_pgrp(fd, Pid(t.fg_pgid)).is_err() && !t.fg_optional {
+            exit_group(EXIT_TTY);
+        }
+    }
+}
+
+const SIGTTOU: i32 = 22;
 
 /// A group helper: leads its process group until the engine kills it.
 fn group_helper() -> ! {

@@ -200,6 +200,8 @@ struct Prepared {
     thread_stacks: Vec<u64>,
     /// Group helpers this task forks first (pids = the groups' ids).
     helpers: Vec<Pid>,
+    /// Terminal steps before the restorer (controlling terminal, foreground group).
+    tty: crate::objects::tty::TaskTty,
     /// Descriptors opened once the tree exists.
     late_files: files::LateFiles,
 }
@@ -275,6 +277,7 @@ fn prepare(
         late_pages,
         thread_stacks: threads.iter().map(|t| t.stack).collect(),
         helpers: Vec::new(),
+        tty: Default::default(),
         late_files,
     })
 }
@@ -418,6 +421,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
                 late_pages: Vec::new(),
                 thread_stacks: Vec::new(),
                 helpers: Vec::new(),
+                tty: Default::default(),
                 late_files: files::LateFiles::default(),
             },
             _ => prepare(&dir, t, i == 0, &busy_self, &vdso, &inherited, &opened)?,
@@ -426,6 +430,20 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         p.children = children[i].clone();
         p.helpers = group_helpers.iter().filter(|h| h.0 == i).map(|h| Pid(h.1 as i32)).collect();
         prepared.push(p);
+    }
+    let ids: Vec<crate::objects::tty::TaskIds> = tasks
+        .iter()
+        .map(|t| crate::objects::tty::TaskIds {
+            pid: t.pstree.pid,
+            ppid: t.pstree.ppid,
+            sid: t.pstree.sid,
+            pgid: t.pstree.pgid,
+            zombie: t.process().state == TaskState::Zombie,
+        })
+        .collect();
+    let ttys = crate::objects::tty::plan_tasks(&file_images, &ids, &order, &opened, opts.shell_job)?;
+    for (p, tty) in prepared.iter_mut().zip(ttys) {
+        p.tty = tty;
     }
     for &(_, pgid) in &group_helpers {
         wait_gone(Pid(pgid as i32))?;

@@ -47,8 +47,14 @@ pub(super) fn plan_sessions(
             None => (my_sid, my_pgid),
         };
         let s = if shell_job && i == order[0] {
-            // A shell job joins crtools' session and group.
-            Session::Inherit
+            // A shell job joins crtools' session; it leads its own group
+            // again if it did (job control in the shell that restores it
+            // relies on it), or joins crtools' group.
+            if t.pgid == t.pid {
+                Session::SetPgid(0)
+            } else {
+                Session::Inherit
+            }
         } else if t.sid == t.pid {
             if t.pgid != t.pid {
                 return Err(Error::task(pid, "session leader outside its own process group"));

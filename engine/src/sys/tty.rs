@@ -1,7 +1,8 @@
-//! Terminal ioctls (tty_ioctl(4)): settings, window size, controlling
-//! terminal and foreground group.
+//! Terminal ioctls (tty_ioctl(4), pty(7), ioctl_tty(2)): settings, window
+//! size, controlling terminal and foreground group, and the pty master's
+//! own state (index, lock, packet mode, the peer slave).
 use super::{Pid, Result, Sysno};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 const TCGETS: usize = 0x5401;
 const TCSETS: usize = 0x5402;
@@ -11,6 +12,23 @@ const TIOCSPGRP: usize = 0x5410;
 const TIOCGWINSZ: usize = 0x5413;
 const TIOCSWINSZ: usize = 0x5414;
 const TIOCGSID: usize = 0x5429;
+const TIOCNOTTY: usize = 0x5422;
+const TIOCPKT: usize = 0x5420;
+const TIOCEXCL: usize = 0x540C;
+const TIOCNXCL: usize = 0x540D;
+const TIOCGETD: usize = 0x5424;
+const TIOCOUTQ: usize = 0x5411;
+const FIONREAD: usize = 0x541B;
+const TIOCGPTN: usize = 0x8004_5430;
+const TIOCSPTLCK: usize = 0x4004_5431;
+const TIOCGDEV: usize = 0x8004_5432;
+const TIOCGPKT: usize = 0x8004_5438;
+const TIOCGPTLCK: usize = 0x8004_5439;
+const TIOCGEXCL: usize = 0x8004_5440;
+const TIOCGPTPEER: usize = 0x5441;
+const POLLIN: i16 = 0x1;
+const POLLPRI: i16 = 0x2;
+const POLLOUT: i16 = 0x4;
 
 /// Size of the kernel's `struct termios` (TCGETS): four flag words, c_line, 19 c_cc.
 pub const TERMIOS_SIZE: usize = 36;
@@ -84,6 +102,120 @@ pub fn get_sid(fd: BorrowedFd<'_>) -> Result<Pid> {
     Ok(Pid(p))
 }
 
+/// Reads one `int` with a `_IOR(.., int)` request.
+fn get_int(fd: BorrowedFd<'_>, req: usize) -> Result<i32> {
+    let mut v = 0i32;
+    // SAFETY: every caller passes a request that writes one int.
+    unsafe { ioctl(fd, req, &mut v as *mut i32 as usize) }?;
+    Ok(v)
+}
+
+/// TIOCNOTTY: give up the controlling terminal (a session leader gives it
+/// up for its whole session; anyone else only for itself).
+pub fn notty(fd: BorrowedFd<'_>) -> Result<()> {
+    // SAFETY: no argument.
+    unsafe { ioctl(fd, TIOCNOTTY, 0) }.map(drop)
+}
+
+/// TIOCGPTN: the index N of a pty master (its slave is /dev/pts/N).
+pub fn get_ptn(master: BorrowedFd<'_>) -> Result<u32> {
+    get_int(master, TIOCGPTN).map(|v| v as u32)
+}
+
+/// TIOCGPTLCK: whether the slave of a pty master is locked.
+pub fn get_ptlck(master: BorrowedFd<'_>) -> Result<bool> {
+    get_int(master, TIOCGPTLCK).map(|v| v != 0)
+}
+
+/// TIOCSPTLCK: locks (unlockpt(3) unlocks) the slave of a pty master.
+pub fn set_ptlck(master: BorrowedFd<'_>, lock: bool) -> Result<()> {
+    let v = lock as i32;
+    // SAFETY: the kernel reads one int.
+    unsafe { ioctl(master, TIOCSPTLCK, &v as *const i32 as usize) }.map(drop)
+}
+
+/// TIOCGPKT: whether a pty master is in packet mode.
+pub fn get_pkt(master: BorrowedFd<'_>) -> Result<bool> {
+    get_int(master, TIOCGPKT).map(|v| v != 0)
+}
+
+/// TIOCPKT: sets packet mode of a pty master.
+pub fn set_pkt(master: BorrowedFd<'_>, on: bool) -> Result<()> {
+    let v = on as i32;
+    // SAFETY: the kernel reads one int.
+    unsafe { ioctl(master, TIOCPKT, &v as *const i32 as usize) }.map(drop)
+}
+
+/// TIOCGEXCL: whether the terminal is in exclusive mode.
+pub fn get_excl(fd: BorrowedFd<'_>) -> Result<bool> {
+    get_int(fd, TIOCGEXCL).map(|v| v != 0)
+}
+
+/// TIOCEXCL / TIOCNXCL: sets exclusive mode.
+pub fn set_excl(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
+    // SAFETY: no argument.
+    unsafe { ioctl(fd, if on { TIOCEXCL } else { TIOCNXCL }, 0) }.map(drop)
+}
+
+/// TIOCGETD: the line discipline (0 is N_TTY).
+pub fn get_ldisc(fd: BorrowedFd<'_>) -> Result<i32> {
+    get_int(fd, TIOCGETD)
+}
+
+/// TIOCGDEV: the device number (new encoding) of the terminal behind
+/// `fd`: the real one behind /dev/tty or /dev/console, the slave's for a
+/// pty master.
+pub fn get_dev(fd: BorrowedFd<'_>) -> Result<u64> {
+    get_int(fd, TIOCGDEV).map(|v| v as u32 as u64)
+}
+
+/// FIONREAD (TIOCINQ): bytes a read would get. In canonical mode only
+/// complete lines count (n_tty's inq_canon): a partial line is invisible.
+pub fn inq(fd: BorrowedFd<'_>) -> Result<usize> {
+    get_int(fd, FIONREAD).map(|v| v as usize)
+}
+
+/// TIOCOUTQ: bytes written but not yet sent by the driver.
+pub fn outq(fd: BorrowedFd<'_>) -> Result<usize> {
+    get_int(fd, TIOCOUTQ).map(|v| v as usize)
+}
+
+/// TIOCGPTPEER: opens the slave of a pty master with `flags` (open(2)
+/// flags), whatever path the slave has in this mount namespace.
+pub fn open_peer(master: BorrowedFd<'_>, flags: u32) -> Result<OwnedFd> {
+    // SAFETY: the argument is a plain integer; a new descriptor is returned.
+    let fd = unsafe { ioctl(master, TIOCGPTPEER, flags as usize) }?;
+    // SAFETY: the kernel just returned this descriptor to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// What poll(2) reports at once (no waiting) for a terminal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ready {
+    /// POLLIN: a read would not block.
+    pub input: bool,
+    /// POLLPRI: a pty master in packet mode has a control status byte
+    /// pending (a read would return it).
+    pub status: bool,
+    /// POLLOUT: a write would not block (a pty slave whose output is
+    /// stopped by flow control is not writable).
+    pub output: bool,
+}
+
+/// poll(2) on one descriptor with a zero timeout.
+pub fn poll_now(fd: BorrowedFd<'_>) -> Result<Ready> {
+    #[repr(C)]
+    struct PollFd {
+        fd: i32,
+        events: i16,
+        revents: i16,
+    }
+    let mut p = PollFd { fd: fd.as_raw_fd(), events: POLLIN | POLLPRI | POLLOUT, revents: 0 };
+    // SAFETY: the kernel reads and writes one struct pollfd (8 bytes).
+    unsafe { syscalls::syscall3(Sysno::poll, &mut p as *mut PollFd as usize, 1, 0) }?;
+    Ok(Ready { input: p.revents & POLLIN != 0, status: p.revents & POLLPRI != 0, output: p.revents & POLLOUT != 0 })
+}
+
 /// True when `fd` is a terminal (TCGETS works on it).
 pub fn is_tty(fd: BorrowedFd<'_>) -> bool {
     tcgets(fd).is_ok()
@@ -102,6 +234,42 @@ mod tests {
         assert_eq!(TIOCGWINSZ as u64, libc::TIOCGWINSZ);
         assert_eq!(TIOCSCTTY as u64, libc::TIOCSCTTY);
         assert_eq!(TIOCGSID as u64, libc::TIOCGSID);
+        assert_eq!(TIOCNOTTY as u64, libc::TIOCNOTTY);
+        assert_eq!(TIOCPKT as u64, libc::TIOCPKT);
+        assert_eq!(TIOCEXCL as u64, libc::TIOCEXCL);
+        assert_eq!(TIOCNXCL as u64, libc::TIOCNXCL);
+        assert_eq!(TIOCGETD as u64, libc::TIOCGETD);
+        assert_eq!(TIOCOUTQ as u64, libc::TIOCOUTQ);
+        assert_eq!(FIONREAD as u64, libc::FIONREAD);
+        assert_eq!(TIOCGPTN as u64, libc::TIOCGPTN as u64);
+        assert_eq!(TIOCSPTLCK as u64, libc::TIOCSPTLCK as u64);
+        assert_eq!(TIOCGDEV as u64, libc::TIOCGDEV as u64);
+        assert_eq!(TIOCGPKT as u64, libc::TIOCGPKT as u64);
+        assert_eq!(TIOCGPTLCK as u64, libc::TIOCGPTLCK as u64);
+        assert_eq!(TIOCGEXCL as u64, libc::TIOCGEXCL as u64);
+        assert_eq!(TIOCGPTPEER as u64, libc::TIOCGPTPEER);
+        assert_eq!(POLLIN, libc::POLLIN);
+        assert_eq!(POLLPRI, libc::POLLPRI);
+        assert_eq!(POLLOUT, libc::POLLOUT);
+    }
+
+    #[test]
+    fn pty_master_state() {
+        use std::os::fd::AsFd;
+        let m = std::fs::OpenOptions::new().read(true).write(true).open("/dev/ptmx").unwrap();
+        let n = get_ptn(m.as_fd()).unwrap();
+        assert!(get_ptlck(m.as_fd()).unwrap());
+        set_ptlck(m.as_fd(), false).unwrap();
+        assert!(!get_ptlck(m.as_fd()).unwrap());
+        assert!(!get_pkt(m.as_fd()).unwrap());
+        set_pkt(m.as_fd(), true).unwrap();
+        assert!(get_pkt(m.as_fd()).unwrap());
+        let s = open_peer(m.as_fd(), 0o2 | 0o400).unwrap();
+        assert_eq!(get_dev(m.as_fd()).unwrap(), get_dev(s.as_fd()).unwrap());
+        assert_eq!(get_dev(s.as_fd()).unwrap() & 0xff, (n & 0xff) as u64);
+        assert_eq!(get_ldisc(s.as_fd()).unwrap(), 0);
+        assert_eq!(inq(s.as_fd()).unwrap(), 0);
+        assert!(!poll_now(m.as_fd()).unwrap().input);
     }
 
     #[test]
