@@ -875,6 +875,65 @@ fn failed_dump_leaves_pipe_data_in_place() {
     });
 }
 
+/// Pty pairs in the tree: c's controlling terminal is a pty whose master
+/// root holds, with c1's group in the foreground, settings, window size,
+/// exclusive mode, input and output queued, /dev/tty open in c; a locked
+/// pty and a pty in packet mode with output queued. All come back with the
+/// same indices, twice.
+#[test]
+fn pty_pairs_and_controlling_terminal_survive() {
+    run("pty", 60, |cx| {
+        let s = Scratch::new("dr_tree", "pty");
+        let mut t = cx.start(&s, "pty", &[], &["root", "c", "c1"]);
+        let idx = t.ready["root"].get("idx").to_string();
+        t.dump_and_restore(&s);
+        let got = t.check(&["root", "c", "c1"]);
+        for l in got.values() {
+            l.assert_ok();
+        }
+        got["c1"].assert_item("input", "ok");
+        for r in ["root", "c"] {
+            got[r].assert_item("idx", &idx);
+        }
+        got["root"].assert_item("data", "ok");
+        got["root"].assert_item("pkt", "1");
+        got["root"].assert_item("lock", "1");
+        let c = &got["c"];
+        c.assert_item("sid_ok", "true");
+        c.assert_item("fg_ok", "true");
+        c.assert_item("devtty", "true");
+        c.assert_item("winsize", "40x132");
+        c.assert_item("lflag", "0");
+        c.assert_item("excl", "1");
+        t.check_all_same();
+        // Again, from what the restore made (nothing queued now).
+        let again = Scratch::new("dr_tree", "pty-again");
+        t.dump_and_restore(&again);
+        t.check_all_same();
+    });
+}
+
+/// Complete lines queued for a canonical-mode reader cannot be read back
+/// exactly: the dump refuses them by name and the tree runs on.
+#[test]
+fn queued_canonical_input_is_refused() {
+    run("pty_canon", 60, |cx| {
+        let s = Scratch::new("dr_tree", "pty_canon");
+        let t = cx.start(&s, "pty", &["canon"], &["root", "c", "c1"]);
+        let err = do_dump(t.root, &s.images(), false).expect_err("dump with a queued line");
+        assert!(err.contains("canonical") && err.contains("/dev/pts/"), "unclear error: {err}");
+        for p in t.pids() {
+            assert_running_untraced(p);
+        }
+        // What was queued is still there: the output for root (with the
+        // echo of the line), the line for c1.
+        let got = t.check(&["root", "c", "c1"]);
+        got["c"].assert_ok();
+        got["root"].assert_item("data", r"bad:a:from-slave\r\ntyped-line\r\n");
+        got["c1"].assert_item("input", r"bad:typed-line\n");
+    });
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {

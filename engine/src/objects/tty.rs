@@ -158,7 +158,8 @@ pub fn dump(
     let link = crate::proc::pid_path(pid, &format!("fd/{fd}"));
     let rdev = std::fs::metadata(&link).ctx(pid, &format!("stat fd {fd}"))?.rdev();
     let dup = take_fd(pid, fd)?;
-    let e = |what: &str, err: crate::sys::Errno| Error::task(pid, format!("fd {fd}: {}: {what}: {err}", p.path.display()));
+    let e =
+        |what: &str, err: crate::sys::Errno| Error::task(pid, format!("fd {fd}: {}: {what}: {err}", p.path.display()));
     let mut entry = TtyEntry {
         id,
         kind: TtyKind::External,
@@ -353,10 +354,7 @@ pub fn finish_dump(cx: &FdCtx, out: &mut FileImages, pids: &[Pid]) -> Result<()>
         if info.pgrp != 0 && !stats.iter().any(|s| s.2 == info.pgrp && s.1 == info.sid) {
             return Err(Error::task(
                 pid,
-                format!(
-                    "fd {fd}: the foreground process group {} of {name} has no task in the dumped tree",
-                    info.pgrp
-                ),
+                format!("fd {fd}: the foreground process group {} of {name} has no task in the dumped tree", info.pgrp),
             ));
         }
     }
@@ -370,9 +368,8 @@ pub fn finish_dump(cx: &FdCtx, out: &mut FileImages, pids: &[Pid]) -> Result<()>
         let slave_open = out.tty.iter().any(|e| e.kind == TtyKind::PtySlave && e.tty == tty);
         let master = take_fd(pid, fd)?;
         let info = &mut out.tty_info[t];
-        take_queues(master.as_fd(), info, slave_open).map_err(|what| {
-            Error::task(pid, format!("fd {fd}: pty master of /dev/pts/{index}: {what}"))
-        })?;
+        take_queues(master.as_fd(), info, slave_open)
+            .map_err(|what| Error::task(pid, format!("fd {fd}: pty master of /dev/pts/{index}: {what}")))?;
         if !info.input.is_empty() || !info.output.is_empty() {
             log::debug!(task = pid.0; "task {pid}: /dev/pts/{index}: {} bytes of input, {} of output queued", info.input.len(), info.output.len());
         }
@@ -515,7 +512,8 @@ fn take_queues(master: BorrowedFd<'_>, info: &mut TtyInfoEntry, slave_open: bool
     if info.locked {
         st::set_ptlck(master, false).map_err(|e| format!("TIOCSPTLCK: {e}"))?;
     }
-    let peer = st::open_peer(master, (SysFlags::O_RDWR | SysFlags::O_NONBLOCK | SysFlags::O_CLOEXEC).bits() | O_NOCTTY as u32);
+    let peer =
+        st::open_peer(master, (SysFlags::O_RDWR | SysFlags::O_NONBLOCK | SysFlags::O_CLOEXEC).bits() | O_NOCTTY as u32);
     if info.locked {
         st::set_ptlck(master, true).map_err(|e| format!("TIOCSPTLCK: {e}"))?;
     }
@@ -559,8 +557,13 @@ fn take_queues(master: BorrowedFd<'_>, info: &mut TtyInfoEntry, slave_open: bool
 fn open_ptmx_index(index: u32, extras: &mut Vec<OwnedFd>) -> Result<OwnedFd> {
     let deadline = Instant::now() + INDEX_WAIT;
     loop {
-        let m = fs::openat(None, "/dev/ptmx", SysFlags::O_RDWR | SysFlags::O_CLOEXEC | SysFlags::from_bits_retain(O_NOCTTY as u32), 0)
-            .map_err(|e| Error::new(format!("/dev/pts/{index}: open /dev/ptmx: {e}")))?;
+        let m = fs::openat(
+            None,
+            "/dev/ptmx",
+            SysFlags::O_RDWR | SysFlags::O_CLOEXEC | SysFlags::from_bits_retain(O_NOCTTY as u32),
+            0,
+        )
+        .map_err(|e| Error::new(format!("/dev/pts/{index}: open /dev/ptmx: {e}")))?;
         let got = st::get_ptn(m.as_fd()).map_err(|e| Error::new(format!("/dev/pts/{index}: TIOCGPTN: {e}")))?;
         if got == index {
             return Ok(m);
@@ -606,7 +609,11 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
             TtyKind::PtyMaster | TtyKind::PtySlave => {}
             TtyKind::DevTty => out.add_late(
                 t.id,
-                Late { path: b"/dev/tty".to_vec(), flags: status_flags(t.flags).bits() | O_NOCTTY as u32, pos: u64::MAX },
+                Late {
+                    path: b"/dev/tty".to_vec(),
+                    flags: status_flags(t.flags).bits() | O_NOCTTY as u32,
+                    pos: u64::MAX,
+                },
             ),
             TtyKind::Console | TtyKind::Vt => {
                 let path = device_path(t).ok_or_else(|| {
@@ -618,8 +625,9 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
                         minor(t.rdev)
                     ))
                 })?;
-                let fd = fs::openat(None, &path, status_flags(t.flags) | SysFlags::from_bits_retain(O_NOCTTY as u32), 0)
-                    .map_err(|e| Error::new(format!("{}: open {}: {e}", who(), path.display())))?;
+                let fd =
+                    fs::openat(None, &path, status_flags(t.flags) | SysFlags::from_bits_retain(O_NOCTTY as u32), 0)
+                        .map_err(|e| Error::new(format!("{}: open {}: {e}", who(), path.display())))?;
                 out.add(t.id, fd);
             }
             TtyKind::External => {
@@ -638,7 +646,12 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     }
     // The shell job's terminal, for the job to become its foreground group.
     if let (Some(ext), Some(path)) = (images.tty_info.iter().find(|t| t.index.is_none()), &cx.tty_path) {
-        if let Ok(fd) = fs::openat(None, path, SysFlags::O_RDWR | SysFlags::O_CLOEXEC | SysFlags::from_bits_retain(O_NOCTTY as u32), 0) {
+        if let Ok(fd) = fs::openat(
+            None,
+            path,
+            SysFlags::O_RDWR | SysFlags::O_CLOEXEC | SysFlags::from_bits_retain(O_NOCTTY as u32),
+            0,
+        ) {
             out.add(CTTY_ID | ext.tty, fd);
         }
     }
@@ -654,9 +667,9 @@ fn device_path(t: &TtyEntry) -> Option<PathBuf> {
         (5, 1) => PathBuf::from("/dev/console"),
         (_, m) => PathBuf::from(format!("/dev/tty{m}")),
     };
-    [dumped, usual].into_iter().find(|p| {
-        std::fs::metadata(p).map(|m| m.file_type().is_char_device() && m.rdev() == t.rdev).unwrap_or(false)
-    })
+    [dumped, usual]
+        .into_iter()
+        .find(|p| std::fs::metadata(p).map(|m| m.file_type().is_char_device() && m.rdev() == t.rdev).unwrap_or(false))
 }
 
 /// Makes one pty pair as it was dumped, with its descriptions.
@@ -671,11 +684,8 @@ fn open_pty(info: &TtyInfoEntry, images: &FileImages, out: &mut Opened, extras: 
     let need_slave = !slaves.is_empty() || info.sid != 0 || !info.input.is_empty() || !info.output.is_empty();
     st::set_ptlck(master.as_fd(), false).map_err(|err| e("TIOCSPTLCK", err))?;
     let rw = (SysFlags::O_RDWR | SysFlags::O_CLOEXEC).bits() | O_NOCTTY as u32;
-    let slave = if need_slave {
-        Some(st::open_peer(master.as_fd(), rw).map_err(|err| e("TIOCGPTPEER", err))?)
-    } else {
-        None
-    };
+    let slave =
+        if need_slave { Some(st::open_peer(master.as_fd(), rw).map_err(|err| e("TIOCGPTPEER", err))?) } else { None };
     st::set_winsize(master.as_fd(), &info.winsize).map_err(|err| e("TIOCSWINSZ", err))?;
     put_back(master.as_fd(), slave.as_ref().map(|s| s.as_fd()), &termios, &info.input, &info.output)
         .map_err(|w| Error::new(format!("{name}: {w}")))?;
@@ -755,7 +765,13 @@ pub struct TaskIds {
 
 /// Decides every task's [`TaskTty`]; `order` is the creation order
 /// (parents first), `shell_job` whether the root joins crtools' session.
-pub fn plan_tasks(images: &FileImages, tasks: &[TaskIds], order: &[usize], opened: &Opened, shell_job: bool) -> Result<Vec<TaskTty>> {
+pub fn plan_tasks(
+    images: &FileImages,
+    tasks: &[TaskIds],
+    order: &[usize],
+    opened: &Opened,
+    shell_job: bool,
+) -> Result<Vec<TaskTty>> {
     let mut out = vec![TaskTty::default(); tasks.len()];
     if images.tty_info.is_empty() {
         return Ok(out);
@@ -780,14 +796,19 @@ pub fn plan_tasks(images: &FileImages, tasks: &[TaskIds], order: &[usize], opene
         let want = ctty.get(&t.pid).copied();
         let inherited = if k == 0 {
             // The root inherits crtools' terminal: the shell job's.
-            if shell_job { ext } else { None }
+            if shell_job {
+                ext
+            } else {
+                None
+            }
         } else {
             have.get(&t.ppid).copied().flatten()
         };
         let leader = t.sid == t.pid && !(shell_job && k == 0);
         let now = if leader {
             if let Some(tty) = want {
-                out[i].set_ctty = fd_of(tty).ok_or_else(|| Error::task(pid, "its controlling terminal was not opened"))?;
+                out[i].set_ctty =
+                    fd_of(tty).ok_or_else(|| Error::task(pid, "its controlling terminal was not opened"))?;
             }
             want
         } else {
@@ -903,5 +924,38 @@ mod tests {
         assert_eq!(flag(&n, C_OFLAG), 0o4);
         assert_eq!(flag(&n, C_LFLAG), ICANON);
         assert!(canonical(&t));
+    }
+}
+
+#[cfg(test)]
+mod pty_tests {
+    use super::*;
+
+    fn pty() -> (OwnedFd, OwnedFd) {
+        let m = fs::openat(
+            None,
+            "/dev/ptmx",
+            SysFlags::O_RDWR | SysFlags::O_CLOEXEC | SysFlags::from_bits_retain(O_NOCTTY as u32),
+            0,
+        )
+        .unwrap();
+        st::set_ptlck(m.as_fd(), false).unwrap();
+        let s = st::open_peer(m.as_fd(), (SysFlags::O_RDWR | SysFlags::O_NONBLOCK).bits() | O_NOCTTY as u32).unwrap();
+        (m, s)
+    }
+
+    #[test]
+    fn queues_come_back_as_they_were() {
+        let (m, s) = pty();
+        let mut t = st::tcgets(m.as_fd()).unwrap();
+        let l = flag(&t, C_LFLAG) & !(ICANON | 0o10);
+        set_flag(&mut t, C_LFLAG, l);
+        put_back(m.as_fd(), Some(s.as_fd()), &t, b"in\r", b"out\n").unwrap();
+        assert_eq!(st::tcgets(m.as_fd()).unwrap(), t);
+        let mut buf = [0u8; 64];
+        let n = fs::read(s.as_fd(), &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"in\r");
+        let n = fs::read(m.as_fd(), &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"out\n");
     }
 }

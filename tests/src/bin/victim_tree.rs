@@ -65,6 +65,18 @@
 //!   6 MiB of a known pattern (`written=`), m copies the first MiB at once
 //!   and the rest once DIR/go exists, c reads once DIR/go exists and
 //!   reports `got= sum= done=` (FNV-1a of what it read, true at EOF).
+//! - `pty [canon]`: root holds the master of pty A, whose slave is the
+//!   controlling terminal of c (a session leader: root -> c -> c1, c1
+//!   leading its own group, the terminal's foreground group); c sets it
+//!   non-canonical without echo, 40x132, exclusive, writes "from-slave\n"
+//!   (not read by root) and root writes "typed-input" (not read by c), then
+//!   c opens /dev/tty. Root also holds the master of a locked pty B and
+//!   both ends of a pty C in packet mode with "packet-out" queued for the
+//!   master. The first check of root reads A and C (`data=ok|bad:..`), of
+//!   c1 the input (`input=ok|bad:..`); root and c report the indices
+//!   (`idx=`), c reports `sid_ok= fg_ok= devtty= winsize= lflag=`, root
+//!   `pkt= lock=`. With `canon`, c stays canonical and root writes a
+//!   complete line (which crtools refuses to dump).
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -376,6 +388,7 @@ fn main() {
         "holder" => holder(&args[3..]),
         "ipc" => ipc(&args[3..]),
         "unix" => unix(&args[3..]),
+        "pty" => pty(&args[3..]),
         "pipeline" => pipeline(&args[3..]),
         other => {
             log(format!("error unknown mode {other}"));
@@ -1411,4 +1424,193 @@ fn pipeline(args: &[String]) -> ! {
     });
     close(&[r1, w1, r2, w2]);
     plain("root", 1)
+}
+
+fn ioctl_int(fd: i32, req: libc::c_ulong) -> i32 {
+    let mut v = 0i32;
+    // SAFETY: requests that write one int.
+    unsafe { libc::ioctl(fd, req, &mut v) };
+    v
+}
+
+/// A new pty master (unlocked unless `locked`) and its index.
+fn open_pty(locked: bool) -> (i32, u32) {
+    // SAFETY: plain libc calls on our own descriptors.
+    unsafe {
+        let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        assert!(m >= 0, "posix_openpt");
+        if !locked {
+            assert_eq!(libc::grantpt(m), 0);
+            assert_eq!(libc::unlockpt(m), 0);
+        }
+        (m, ioctl_int(m, libc::TIOCGPTN as libc::c_ulong) as u32)
+    }
+}
+
+fn nonblock(fd: i32) {
+    // SAFETY: fcntl without pointers.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK) };
+}
+
+fn pty(args: &[String]) -> ! {
+    let canon = args.first().map(String::as_str) == Some("canon");
+    let (ma, a) = open_pty(false);
+    let (mb, b) = open_pty(true);
+    let (mc, c_idx) = open_pty(false);
+    // SAFETY: opening the slave of C, both ends ours.
+    let sc = unsafe { libc::open(cpath(&format!("/dev/pts/{c_idx}")).as_ptr(), libc::O_RDWR | libc::O_NOCTTY) };
+    assert!(sc >= 0);
+    // SAFETY: TIOCPKT reads one int.
+    unsafe { libc::ioctl(mc, libc::TIOCPKT, &1i32) };
+    write_all(sc, b"packet-out");
+    let idx = format!("idx={a},{b},{c_idx}");
+    let (sync_r, sync_w) = pipe_with(0);
+    let idx2 = idx.clone();
+    fork(move || {
+        // SAFETY: closing root's descriptors in the child.
+        unsafe {
+            for fd in [ma, mb, mc, sc, sync_r] {
+                libc::close(fd);
+            }
+            libc::setsid();
+        }
+        let name = format!("/dev/pts/{a}");
+        // A session leader without a terminal opening one gets it as its
+        // controlling terminal.
+        // SAFETY: opening a NUL-terminated path.
+        let s = unsafe { libc::open(cpath(&name).as_ptr(), libc::O_RDWR) };
+        assert!(s >= 0);
+        // SAFETY: termios calls on our terminal.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            libc::tcgetattr(s, &mut t);
+            if !canon {
+                t.c_lflag &= !(libc::ICANON | libc::ECHO);
+            }
+            t.c_cc[libc::VMIN] = 1;
+            t.c_cc[libc::VTIME] = 0;
+            t.c_cc[libc::VERASE] = 8;
+            libc::tcsetattr(s, libc::TCSANOW, &t);
+            let ws = libc::winsize { ws_row: 40, ws_col: 132, ws_xpixel: 0, ws_ypixel: 0 };
+            libc::ioctl(s, libc::TIOCSWINSZ, &ws);
+            libc::ioctl(s, libc::TIOCEXCL);
+        }
+        write_all(s, b"from-slave\n");
+        let c1 = fork(move || {
+            // SAFETY: job control calls on our terminal; SIGTTOU ignored
+            // while a background group takes the foreground.
+            unsafe {
+                libc::close(sync_w);
+                libc::setpgid(0, 0);
+                libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+                libc::tcsetpgrp(s, libc::getpid());
+                libc::signal(libc::SIGTTOU, libc::SIG_DFL);
+            }
+            // The foreground group reads the terminal (c's group is
+            // orphaned: its reads fail with EIO).
+            let mut first = true;
+            let hooks = Hooks {
+                check: Some(Box::new(move |f: &mut Vec<String>| {
+                    if !first {
+                        return true;
+                    }
+                    first = false;
+                    nonblock(s);
+                    let (d, _) = drain(s);
+                    let ok = d == b"typed-input";
+                    f.push(format!(
+                        "input={}",
+                        if ok { "ok".into() } else { format!("bad:{}", String::from_utf8_lossy(&d).escape_debug()) }
+                    ));
+                    ok
+                })),
+                ..Default::default()
+            };
+            serve("c1", 1, hooks)
+        });
+        // SAFETY: waiting for c1 to take the foreground.
+        while unsafe { libc::tcgetpgrp(s) } != c1 {
+            sleep_ms(1);
+        }
+        // SAFETY: opening a NUL-terminated path.
+        let tty = unsafe { libc::open(c"/dev/tty".as_ptr(), libc::O_RDWR) };
+        assert!(tty >= 0, "open /dev/tty");
+        write_all(sync_w, b"k");
+        // SAFETY: closing the sync pipe.
+        unsafe { libc::close(sync_w) };
+        let hooks = Hooks {
+            ready: vec![idx2.clone()],
+            check: Some(Box::new(move |f: &mut Vec<String>| {
+                // SAFETY: terminal getters on our descriptors.
+                let (sid, fg, ws, lflag, tty_ok, excl) = unsafe {
+                    let mut ws: libc::winsize = std::mem::zeroed();
+                    libc::ioctl(tty, libc::TIOCGWINSZ, &mut ws);
+                    let mut t: libc::termios = std::mem::zeroed();
+                    libc::tcgetattr(s, &mut t);
+                    (
+                        libc::tcgetsid(s),
+                        libc::tcgetpgrp(tty),
+                        (ws.ws_row, ws.ws_col),
+                        t.c_lflag & (libc::ICANON | libc::ECHO),
+                        libc::isatty(tty) == 1,
+                        ioctl_int(s, libc::TIOCGEXCL as libc::c_ulong),
+                    )
+                };
+                let mut name_buf = [0u8; 64];
+                // SAFETY: ttyname_r writes a NUL-terminated name into the buffer.
+                unsafe { libc::ttyname_r(s, name_buf.as_mut_ptr() as *mut libc::c_char, name_buf.len()) };
+                let tname = std::ffi::CStr::from_bytes_until_nul(&name_buf)
+                    .map(|c| c.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                // SAFETY: getpid has no preconditions.
+                let me = unsafe { libc::getpid() };
+                let sid_ok = sid == me;
+                let fg_ok = fg == c1;
+                f.push(format!(
+                    "{idx2} sid_ok={sid_ok} fg_ok={fg_ok} devtty={tty_ok} winsize={}x{} lflag={lflag:o} excl={excl} ttyname={tname}",
+                    ws.0, ws.1
+                ));
+                sid_ok && fg_ok && tty_ok && tname == name
+            })),
+            ..Default::default()
+        };
+        serve("c", 1, hooks)
+    });
+    // SAFETY: closing the child's end; waiting for it to be set up.
+    unsafe {
+        libc::close(sync_w);
+        let mut k = [0u8; 1];
+        assert_eq!(libc::read(sync_r, k.as_mut_ptr() as *mut _, 1), 1);
+        libc::close(sync_r);
+    }
+    write_all(ma, if canon { b"typed-line\n" } else { b"typed-input" });
+    let mut first = true;
+    let hooks = Hooks {
+        ready: vec![idx.clone()],
+        check: Some(Box::new(move |f: &mut Vec<String>| {
+            let pkt = ioctl_int(mc, libc::TIOCGPKT as libc::c_ulong);
+            let lock = ioctl_int(mb, libc::TIOCGPTLCK as libc::c_ulong);
+            f.push(format!("{idx} pkt={pkt} lock={lock}"));
+            let mut ok = pkt == 1 && lock == 1;
+            if first {
+                first = false;
+                nonblock(ma);
+                nonblock(mc);
+                let (d, _) = drain(ma);
+                let (p, _) = drain(mc);
+                let verdict = if d != b"from-slave\r\n" {
+                    format!("bad:a:{}", String::from_utf8_lossy(&d).escape_debug())
+                } else if p != b"\0packet-out" {
+                    format!("bad:c:{}", String::from_utf8_lossy(&p).escape_debug())
+                } else {
+                    "ok".into()
+                };
+                ok &= verdict == "ok";
+                f.push(format!("data={verdict}"));
+            }
+            ok
+        })),
+        ..Default::default()
+    };
+    serve("root", 1, hooks)
 }
