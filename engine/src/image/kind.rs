@@ -10,7 +10,7 @@
 use super::codec::{show_records, DynFrames, NodeSink, ShowStreamError};
 #[allow(unused_imports)]
 use super::describe::Describe;
-use super::{core, files, inventory, mm, pagemap, pipes, pstree, reg_files, stats, tty, unix_sk};
+use super::{core, files, inventory, mm, pagemap, pipes, pstree, reg_files, signalfd, stats, tty, unix_sk};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -123,6 +123,8 @@ image_kinds! {
         StatsRestore = 19, "stats-restore", "stats-restore.img", 1, 4096,        stats::RestoreStatsEntry, ();
         /// Terminals: pty pairs of the tree and a shell job's terminal.
         TtyInfo   = 20, "tty-info", "tty-info.img",       1, DEFAULT_MAX_RECORD, (),                       tty::TtyInfoEntry;
+        /// signalfd objects.
+        Signalfd  = 21, "signalfd", "signalfd.img",       1, DEFAULT_MAX_RECORD, (),                       signalfd::SignalfdEntry;
     }
     raw {
         /// Raw page data described by a pagemap image.

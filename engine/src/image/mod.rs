@@ -32,6 +32,7 @@ pub mod pages;
 pub mod pipes;
 pub mod pstree;
 pub mod reg_files;
+pub mod signalfd;
 pub mod stats;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -22,6 +22,7 @@ use crate::error::{Context, Error, Result};
 use crate::image::files::{FdKind, FdinfoEntry, FileEntry, OpenFlags};
 use crate::image::pipes::{FifoEntry, PipeDataEntry, PipeEntry};
 use crate::image::reg_files::RegFileEntry;
+use crate::image::signalfd::SignalfdEntry;
 use crate::image::tty::{TtyEntry, TtyInfoEntry};
 use crate::image::unix_sk::UnixSkEntry;
 use crate::image::{kinds, ImageDir, ImageDirReader};
@@ -42,6 +43,8 @@ pub struct FileImages {
     pub reg: Vec<RegFileEntry>,
     /// tty.img.
     pub tty: Vec<TtyEntry>,
+    /// signalfd.img.
+    pub signalfd: Vec<SignalfdEntry>,
     /// tty-info.img.
     pub tty_info: Vec<TtyInfoEntry>,
     /// Dump only: what the terminal module resolves once the whole tree is seen.
@@ -103,6 +106,7 @@ impl FileImages {
         one::<kinds::RegFiles>(img, &self.reg)?;
         one::<kinds::Tty>(img, &self.tty)?;
         one::<kinds::TtyInfo>(img, &self.tty_info)?;
+        one::<kinds::Signalfd>(img, &self.signalfd)?;
         one::<kinds::Pipes>(img, &self.pipes)?;
         one::<kinds::Fifo>(img, &self.fifo)?;
         one::<kinds::PipesData>(img, &self.pipe_data)?;
@@ -127,6 +131,7 @@ impl FileImages {
             reg: one::<kinds::RegFiles>(dir, true)?,
             tty: one::<kinds::Tty>(dir, false)?,
             tty_info: one::<kinds::TtyInfo>(dir, false)?,
+            signalfd: one::<kinds::Signalfd>(dir, false)?,
             tty_dump: Default::default(),
             pipes: one::<kinds::Pipes>(dir, false)?,
             fifo: one::<kinds::Fifo>(dir, false)?,
@@ -224,6 +229,7 @@ pub static KINDS: &[KindOps] = &[
     KindOps { kind: FdKind::Tty, dump: super::tty::dump, open: super::tty::open },
     KindOps { kind: FdKind::Pipe, dump: super::pipe::dump, open: super::pipe::open },
     KindOps { kind: FdKind::Fifo, dump: super::fifo::dump, open: super::fifo::open },
+    KindOps { kind: FdKind::Signalfd, dump: super::signalfd::dump, open: super::signalfd::open },
     KindOps { kind: FdKind::UnixSocket, dump: super::unix_sk::dump, open: super::unix_sk::open },
 ];
 
@@ -263,6 +269,7 @@ pub fn classify(pid: Pid, fd: i32, target: &FdTarget) -> std::result::Result<FdK
                 Err(format!("{proto} socket:[{ino}]"))
             }
         }
+        FdTarget::AnonInode(n) if n == "[signalfd]" => Ok(FdKind::Signalfd),
         FdTarget::AnonInode(n) => Err(format!("anon_inode:{n}")),
         FdTarget::Inode { kind, ino } => Err(format!("{kind}:[{ino}]")),
         FdTarget::Other(raw) => Err(String::from_utf8_lossy(raw).into_owned()),

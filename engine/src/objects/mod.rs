@@ -26,6 +26,7 @@ pub mod mm;
 pub mod ns;
 pub mod pipe;
 pub mod reg_file;
+pub mod signalfd;
 pub mod task;
 pub mod thread;
 pub mod tty;
