@@ -150,3 +150,107 @@ fn shell_job_moves_to_another_terminal() {
     let fields: Vec<&str> = sid.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
     assert_eq!(fields.get(3).copied(), Some(restorer.id().to_string().as_str()), "job joined crtools' session: {sid}");
 }
+
+/// The pids of the children of `pid`.
+fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Fields of /proc/pid/stat after the command name.
+fn stat_fields(pid: i32) -> Vec<String> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    s.rsplit_once(')').map(|(_, r)| r.split_whitespace().map(str::to_string).collect()).unwrap_or_default()
+}
+
+/// script(1) running sh on a pty of its own, as a shell job: the shell's
+/// state (a variable, its directory), the inner pty's settings and size
+/// set through the terminal, its index and the shell's session and
+/// foreground group survive; the job leads its own group again and is
+/// the foreground group of the terminal it is restored on.
+#[test]
+fn script_with_a_shell_survives() {
+    // SAFETY: prctl with integer arguments; restored tasks re-parent to us.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let dir = std::env::temp_dir().join(format!("crtools-script-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_str().unwrap();
+
+    let first = pty(30, 100);
+    let mut job = on_terminal(Command::new("script").args(["-q", "-c", "sh", "/dev/null"]), first.slave.as_raw_fd())
+        .spawn()
+        .expect("start script");
+    let pid = job.id() as i32;
+    write(&first.master, "X=42; cd /tmp; stty -echo cols 99 rows 21; echo T0=$(tty)=; echo RE\"\"ADY\n");
+    let got = read_until(&first.master, "READY", Duration::from_secs(10));
+    assert!(got.contains("READY"), "the shell under script did not answer: {got:?}");
+    let inner = got.rsplit("T0=").next().and_then(|r| r.split('=').next()).unwrap_or("").to_string();
+    assert!(inner.starts_with("/dev/pts/"), "{got:?}");
+    let sh = children(pid);
+    assert_eq!(sh.len(), 1, "script has one child");
+
+    // The terminal to restore on, made now: made after the dump, it would
+    // take the index of the inner pty, which the restore needs back.
+    let second = pty(24, 80);
+    let out = Command::new(CRTOOLS).args(["dump", "-j", "-D", d, "-t", &pid.to_string()]).output().unwrap();
+    assert!(out.status.success(), "dump -j: {}", String::from_utf8_lossy(&out.stderr));
+    let _ = job.wait();
+    // SAFETY: reaping the dumped shell, which re-parented to us.
+    unsafe { libc::waitpid(sh[0], std::ptr::null_mut(), 0) };
+
+    let mut restorer = on_terminal(
+        Command::new(CRTOOLS).args(["restore", "-j", "-D", d, "-t", &pid.to_string()]),
+        second.slave.as_raw_fd(),
+    )
+    .spawn()
+    .expect("start crtools restore");
+    let t = Instant::now();
+    while children(pid).is_empty()
+        || !std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default().contains("TracerPid:\t0")
+    {
+        if t.elapsed() > Duration::from_secs(20) {
+            let said = read_until(&second.master, "\n", Duration::from_secs(1));
+            let _ = restorer.kill();
+            panic!("job not restored: {said:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    write(&second.master, "echo V=$X P=$PWD S=$(stty size) T=$(tty)=\n");
+    let got = read_until(&second.master, "T=/dev/", Duration::from_secs(10));
+    let got = got + &read_until(&second.master, "=\r\n", Duration::from_secs(2));
+    let script_stat = stat_fields(pid);
+    let sh_stat = stat_fields(sh[0]);
+
+    // SAFETY: killing the restored job (ours as subreaper) and crtools, by pid.
+    unsafe {
+        libc::kill(sh[0], libc::SIGKILL);
+        libc::kill(pid, libc::SIGKILL);
+    }
+    let _ = restorer.wait();
+    // SAFETY: reaping what is ours.
+    unsafe { while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {} };
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert!(got.contains(&format!("V=42 P=/tmp S=21 99 T={inner}=")), "restored shell: {got:?}");
+    // script: its own group (pgid = pid) in crtools' session, the
+    // terminal's foreground group (stat fields: state ppid pgrp session tty_nr tpgid).
+    assert_eq!(
+        script_stat.get(2).map(String::as_str),
+        Some(pid.to_string().as_str()),
+        "script leads its group: {script_stat:?}"
+    );
+    assert_eq!(script_stat.get(3).map(String::as_str), Some(restorer.id().to_string().as_str()), "{script_stat:?}");
+    assert_eq!(
+        script_stat.get(5).map(String::as_str),
+        Some(pid.to_string().as_str()),
+        "script is the foreground group: {script_stat:?}"
+    );
+    // sh: leads its session on the inner pty, its foreground group.
+    let sh_s = sh[0].to_string();
+    assert_eq!(sh_stat.get(3), Some(&sh_s), "sh leads its session: {sh_stat:?}");
+    assert_eq!(sh_stat.get(5), Some(&sh_s), "sh's group is the inner pty's foreground group: {sh_stat:?}");
+}

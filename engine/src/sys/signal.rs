@@ -482,7 +482,8 @@ mod tests {
 pub fn signalfd(mask: u64, flags: u32) -> Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     // SAFETY: the kernel reads one 8-byte sigset_t from `mask`.
-    let fd = unsafe { syscalls::syscall4(Sysno::signalfd4, usize::MAX, &mask as *const u64 as usize, 8, flags as usize) }?;
+    let fd =
+        unsafe { syscalls::syscall4(Sysno::signalfd4, usize::MAX, &mask as *const u64 as usize, 8, flags as usize) }?;
     // SAFETY: the kernel just returned this descriptor to us.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }
