@@ -925,11 +925,6 @@ mod tests {
         assert_eq!(flag(&n, C_LFLAG), ICANON);
         assert!(canonical(&t));
     }
-}
-
-#[cfg(test)]
-mod pty_tests {
-    use super::*;
 
     fn pty() -> (OwnedFd, OwnedFd) {
         let m = fs::openat(

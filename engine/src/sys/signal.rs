@@ -325,6 +325,17 @@ pub fn check_signal(n: i32) -> Result<i32> {
     }
 }
 
+/// signalfd4(2) with a new descriptor: `mask` (bit `n - 1` for signal `n`),
+/// `flags` O_NONBLOCK and O_CLOEXEC (SFD_NONBLOCK, SFD_CLOEXEC).
+pub fn signalfd(mask: u64, flags: u32) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the kernel reads one 8-byte sigset_t from `mask`.
+    let fd =
+        unsafe { syscalls::syscall4(Sysno::signalfd4, usize::MAX, &mask as *const u64 as usize, 8, flags as usize) }?;
+    // SAFETY: the kernel just returned this descriptor to us.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,15 +486,4 @@ mod tests {
         sigprocmask(SigmaskHow::SetMask, Some(&old)).unwrap();
         assert_eq!(check_signal(0), Err(Errno::EINVAL));
     }
-}
-
-/// signalfd4(2) with a new descriptor: `mask` (bit `n - 1` for signal `n`),
-/// `flags` O_NONBLOCK and O_CLOEXEC (SFD_NONBLOCK, SFD_CLOEXEC).
-pub fn signalfd(mask: u64, flags: u32) -> Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: the kernel reads one 8-byte sigset_t from `mask`.
-    let fd =
-        unsafe { syscalls::syscall4(Sysno::signalfd4, usize::MAX, &mask as *const u64 as usize, 8, flags as usize) }?;
-    // SAFETY: the kernel just returned this descriptor to us.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }

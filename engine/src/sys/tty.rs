@@ -241,12 +241,12 @@ mod tests {
         assert_eq!(TIOCGETD as u64, libc::TIOCGETD);
         assert_eq!(TIOCOUTQ as u64, libc::TIOCOUTQ);
         assert_eq!(FIONREAD as u64, libc::FIONREAD);
-        assert_eq!(TIOCGPTN as u64, libc::TIOCGPTN as u64);
-        assert_eq!(TIOCSPTLCK as u64, libc::TIOCSPTLCK as u64);
-        assert_eq!(TIOCGDEV as u64, libc::TIOCGDEV as u64);
-        assert_eq!(TIOCGPKT as u64, libc::TIOCGPKT as u64);
-        assert_eq!(TIOCGPTLCK as u64, libc::TIOCGPTLCK as u64);
-        assert_eq!(TIOCGEXCL as u64, libc::TIOCGEXCL as u64);
+        assert_eq!(TIOCGPTN as u64, libc::TIOCGPTN);
+        assert_eq!(TIOCSPTLCK as u64, libc::TIOCSPTLCK);
+        assert_eq!(TIOCGDEV as u64, libc::TIOCGDEV);
+        assert_eq!(TIOCGPKT as u64, libc::TIOCGPKT);
+        assert_eq!(TIOCGPTLCK as u64, libc::TIOCGPTLCK);
+        assert_eq!(TIOCGEXCL as u64, libc::TIOCGEXCL);
         assert_eq!(TIOCGPTPEER as u64, libc::TIOCGPTPEER);
         assert_eq!(POLLIN, libc::POLLIN);
         assert_eq!(POLLPRI, libc::POLLPRI);
