@@ -91,6 +91,8 @@ pub struct TtyInfoEntry {
     pub locked: bool,
     /// The slave is in exclusive mode (TIOCEXCL).
     pub exclusive: bool,
+    /// No slave is open and one was (the master reads EIO, polls POLLHUP).
+    pub slave_closed: bool,
     /// The slave node's permission bits, owner and group (grantpt(3)).
     pub mode: u32,
     /// Owner of the slave node.
@@ -151,6 +153,7 @@ impl Describe for TtyInfoEntry {
             .f("packet", self.packet)
             .f("locked", self.locked)
             .f("exclusive", self.exclusive)
+            .f("slave_closed", self.slave_closed)
             .f("mode", format!("{:o}", self.mode))
             .f("uid", self.uid)
             .f("gid", self.gid)

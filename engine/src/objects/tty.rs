@@ -217,6 +217,7 @@ fn dump_pty(pid: Pid, fd: i32, master: BorrowedFd<'_>, index: u32, tty: u32) -> 
         packet: st::get_pkt(master).map_err(|err| e("TIOCGPKT", err))?,
         locked: st::get_ptlck(master).map_err(|err| e("TIOCGPTLCK", err))?,
         exclusive: false,
+        slave_closed: false,
         mode: node.mode() & 0o7777,
         uid: node.uid(),
         gid: node.gid(),
@@ -287,6 +288,7 @@ pub fn finish_dump(cx: &FdCtx, out: &mut FileImages, pids: &[Pid]) -> Result<()>
                         ),
                     ));
                 }
+                check_dev_tty_unshared(pid, fd, pids)?;
                 TtyKind::DevTty
             }
             k => k,
@@ -372,6 +374,30 @@ pub fn finish_dump(cx: &FdCtx, out: &mut FileImages, pids: &[Pid]) -> Result<()>
             .map_err(|what| Error::task(pid, format!("fd {fd}: pty master of /dev/pts/{index}: {what}")))?;
         if !info.input.is_empty() || !info.output.is_empty() {
             log::debug!(task = pid.0; "task {pid}: /dev/pts/{index}: {} bytes of input, {} of output queued", info.input.len(), info.output.len());
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a /dev/tty description that another task shares: it is
+/// reopened in each task at restore, which would split it.
+fn check_dev_tty_unshared(pid: Pid, fd: i32, pids: &[Pid]) -> Result<()> {
+    use crate::sys::misc::{kcmp_file, KcmpOrder};
+    for &other in pids.iter().filter(|&&p| p != pid) {
+        for e in crate::proc::fdinfo::list_fds(other).ctx(other, "list descriptors")? {
+            let FdTarget::Path(p) = &e.target else { continue };
+            if p.path.as_os_str().as_bytes() == b"/dev/tty"
+                && kcmp_file(pid, fd, other, e.fd).ctx(pid, "kcmp")? == KcmpOrder::Equal
+            {
+                return Err(Error::task(
+                    pid,
+                    format!(
+                        "fd {fd}: its open /dev/tty is shared with task {other} (fd {}): \
+                         a /dev/tty description shared between tasks is not supported yet",
+                        e.fd
+                    ),
+                ));
+            }
         }
     }
     Ok(())
@@ -504,6 +530,7 @@ fn take_queues(master: BorrowedFd<'_>, info: &mut TtyInfoEntry, slave_open: bool
     if !slave_open {
         // Without an open slave, what is written to the master is dropped
         // when the slave is opened; what the slave wrote is in the master.
+        info.slave_closed = ready.hangup;
         if ready.input {
             return Err("data is queued for the master's reader but no slave of the tree is open".into());
         }
@@ -681,7 +708,10 @@ fn open_pty(info: &TtyInfoEntry, images: &FileImages, out: &mut Opened, extras: 
     let master = open_ptmx_index(index, extras)?;
     let descs: Vec<&TtyEntry> = images.tty.iter().filter(|t| t.tty == info.tty).collect();
     let slaves: Vec<&&TtyEntry> = descs.iter().filter(|t| t.kind == TtyKind::PtySlave).collect();
-    let need_slave = !slaves.is_empty() || info.sid != 0 || !info.input.is_empty() || !info.output.is_empty();
+    // A slave opened and closed again leaves the master hung up (reads
+    // fail with EIO), as it was at dump when `slave_closed`.
+    let need_slave =
+        !slaves.is_empty() || info.sid != 0 || info.slave_closed || !info.input.is_empty() || !info.output.is_empty();
     st::set_ptlck(master.as_fd(), false).map_err(|err| e("TIOCSPTLCK", err))?;
     let rw = (SysFlags::O_RDWR | SysFlags::O_CLOEXEC).bits() | O_NOCTTY as u32;
     let slave =

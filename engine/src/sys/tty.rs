@@ -29,6 +29,7 @@ const TIOCGPTPEER: usize = 0x5441;
 const POLLIN: i16 = 0x1;
 const POLLPRI: i16 = 0x2;
 const POLLOUT: i16 = 0x4;
+const POLLHUP: i16 = 0x10;
 
 /// Size of the kernel's `struct termios` (TCGETS): four flag words, c_line, 19 c_cc.
 pub const TERMIOS_SIZE: usize = 36;
@@ -200,6 +201,9 @@ pub struct Ready {
     /// POLLOUT: a write would not block (a pty slave whose output is
     /// stopped by flow control is not writable).
     pub output: bool,
+    /// POLLHUP: the other side is gone (a pty master whose slave was
+    /// opened and closed again).
+    pub hangup: bool,
 }
 
 /// poll(2) on one descriptor with a zero timeout.
@@ -213,7 +217,12 @@ pub fn poll_now(fd: BorrowedFd<'_>) -> Result<Ready> {
     let mut p = PollFd { fd: fd.as_raw_fd(), events: POLLIN | POLLPRI | POLLOUT, revents: 0 };
     // SAFETY: the kernel reads and writes one struct pollfd (8 bytes).
     unsafe { syscalls::syscall3(Sysno::poll, &mut p as *mut PollFd as usize, 1, 0) }?;
-    Ok(Ready { input: p.revents & POLLIN != 0, status: p.revents & POLLPRI != 0, output: p.revents & POLLOUT != 0 })
+    Ok(Ready {
+        input: p.revents & POLLIN != 0,
+        status: p.revents & POLLPRI != 0,
+        output: p.revents & POLLOUT != 0,
+        hangup: p.revents & POLLHUP != 0,
+    })
 }
 
 /// True when `fd` is a terminal (TCGETS works on it).
@@ -251,6 +260,7 @@ mod tests {
         assert_eq!(POLLIN, libc::POLLIN);
         assert_eq!(POLLPRI, libc::POLLPRI);
         assert_eq!(POLLOUT, libc::POLLOUT);
+        assert_eq!(POLLHUP, libc::POLLHUP);
     }
 
     #[test]
