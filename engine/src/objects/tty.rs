@@ -230,7 +230,7 @@ fn dump_pty(pid: Pid, fd: i32, master: BorrowedFd<'_>, index: u32, tty: u32) -> 
     })
 }
 
-/// Per task: (pid, sid, pgid, tty_nr, tpgid).
+/// Per live task: (pid, sid, pgid, tty_nr, tpgid).
 type TaskTtyStat = (Pid, u32, u32, u64, i32);
 
 /// Resolves what only the whole tree tells: which slaves have their
@@ -240,16 +240,24 @@ type TaskTtyStat = (Pid, u32, u32, u64, i32);
 pub fn finish_dump(cx: &FdCtx, out: &mut FileImages, pids: &[Pid]) -> Result<()> {
     let root = pids[0];
     let mut stats: Vec<TaskTtyStat> = Vec::with_capacity(pids.len());
+    let mut live = Vec::with_capacity(pids.len());
     for &pid in pids {
         let s = crate::proc::stat::read(pid).ctx(pid, "read stat")?;
+        if matches!(s.state, crate::proc::stat::TaskState::Zombie | crate::proc::stat::TaskState::Dead) {
+            // A zombie's descriptors are gone; its terminal does not matter.
+            continue;
+        }
+        live.push(pid);
         stats.push((pid, s.session as u32, s.pgrp as u32, s.tty_nr as u32 as u64, s.tpgid));
     }
     let in_tree = |p: u32| pids.contains(&Pid(p as i32));
     let tree_pty = |imgs: &FileImages, rdev: u64| {
         slave_index(rdev).and_then(|i| imgs.tty_info.iter().position(|t| t.index == Some(i)))
     };
-    // The shell job's terminal: the root's controlling terminal.
-    let job_tty = stats[0].3;
+    // The shell job's terminal: the root's controlling terminal (any
+    // outside terminal is taken for it when the root has none).
+    let job_tty = stats.first().map(|s| s.3).unwrap_or(0);
+    let is_job_tty = |rdev: u64| cx.shell_job && (job_tty == 0 || rdev == job_tty);
     let owner = |imgs: &FileImages, id: u32| imgs.tty_dump.owners.get(&id).copied().unwrap_or((root, -1));
 
     // Descriptions.
@@ -258,12 +266,12 @@ pub fn finish_dump(cx: &FdCtx, out: &mut FileImages, pids: &[Pid]) -> Result<()>
         let (pid, fd) = owner(out, e.id);
         let path = e.path.to_string_lossy();
         let outside = || {
-            Error::task(
-                pid,
-                format!(
-                    "fd {fd} is the terminal {path}, which is outside the dumped tree: dump it as a shell job (--shell-job)"
-                ),
-            )
+            let hint = if cx.shell_job {
+                format!("and not the shell job's terminal {}: not supported", tty_nr_name(job_tty as i32))
+            } else {
+                "dump it as a shell job (--shell-job)".to_string()
+            };
+            Error::task(pid, format!("fd {fd} is the terminal {path}, which is outside the dumped tree: {hint}"))
         };
         let kind = match e.kind {
             TtyKind::PtySlave => match tree_pty(out, e.rdev) {
@@ -272,11 +280,11 @@ pub fn finish_dump(cx: &FdCtx, out: &mut FileImages, pids: &[Pid]) -> Result<()>
                     out.tty[i].tty = tty;
                     TtyKind::PtySlave
                 }
-                None if cx.shell_job => TtyKind::External,
+                None if is_job_tty(e.rdev) => TtyKind::External,
                 None => return Err(outside()),
             },
             TtyKind::Vt | TtyKind::Console if cx.shell_job && e.real_rdev == job_tty => TtyKind::External,
-            TtyKind::External if !cx.shell_job => return Err(outside()),
+            TtyKind::External if !is_job_tty(e.real_rdev) => return Err(outside()),
             TtyKind::DevTty => {
                 let task_tty = stats.iter().find(|s| s.0 == pid).map(|s| s.3).unwrap_or(0);
                 if task_tty == 0 || task_tty != e.real_rdev {
@@ -288,7 +296,7 @@ pub fn finish_dump(cx: &FdCtx, out: &mut FileImages, pids: &[Pid]) -> Result<()>
                         ),
                     ));
                 }
-                check_dev_tty_unshared(pid, fd, pids)?;
+                check_dev_tty_unshared(pid, fd, &live)?;
                 TtyKind::DevTty
             }
             k => k,
