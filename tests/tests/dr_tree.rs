@@ -959,6 +959,24 @@ fn console_and_virtual_console_survive() {
     }
 }
 
+/// An end of file queued in canonical mode and a /dev/tty description two
+/// processes share are refused by name, the tree running on.
+#[test]
+fn queued_eof_and_shared_dev_tty_are_refused() {
+    run("pty_refused", 60, |cx| {
+        for (variant, what) in [("eof", "end of file"), ("sharedtty", "/dev/tty")] {
+            let s = Scratch::new("dr_tree", "pty_refused");
+            let t = cx.start(&s, "pty", &[variant], &["root", "c", "c1"]);
+            let err = do_dump(t.root, &s.images(), false).expect_err("dump refused");
+            assert!(err.contains(what), "{variant}: unclear error: {err}");
+            for p in t.pids() {
+                assert_running_untraced(p);
+            }
+            t.check(&["c"])["c"].assert_ok();
+        }
+    });
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {

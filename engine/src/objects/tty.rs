@@ -29,8 +29,10 @@
 //!   it again before the settings go back. In canonical mode FIONREAD
 //!   counts only complete lines, a read returns one line and cannot be
 //!   undone without losing where lines end: complete lines are refused by
-//!   name; a partial line (typed, no newline yet) is invisible to every
-//!   interface (FIONREAD, poll) and is not restored.
+//!   name, and so is an end of file (^D on an empty line: a line of no
+//!   bytes, which FIONREAD does not count but poll sees); a partial line
+//!   (typed, no newline yet) is invisible to every interface (FIONREAD,
+//!   poll) and is not restored.
 //! - Data written to a master whose slave is not open is discarded by the
 //!   kernel when the slave is opened: nothing to keep.
 //! - Not visible at all: output stopped by ^S (flow control) when not in
@@ -566,10 +568,18 @@ fn take_queues(master: BorrowedFd<'_>, info: &mut TtyInfoEntry, slave_open: bool
              they cannot be read back without losing where lines end"
         ));
     }
+    // An end of file typed on an empty line (^D) is a line of no bytes:
+    // FIONREAD does not count it, poll sees it.
+    let slave_ready = st::poll_now(slave.as_fd()).map_err(|e| format!("poll the slave: {e}"))?;
+    if queued_in == 0 && canonical(&termios) && slave_ready.input {
+        return Err("an end of file (^D) is queued for the reader of the slave in canonical mode: \
+                    it cannot be read back without consuming it"
+            .into());
+    }
     if queued_in > 0 && flag(&termios, C_LFLAG) & EXTPROC != 0 {
         return Err(format!("{queued_in} bytes of input are queued in EXTPROC mode: not supported"));
     }
-    if ready.input && !st::poll_now(slave.as_fd()).map_err(|e| format!("poll the slave: {e}"))?.output {
+    if ready.input && !slave_ready.output {
         return Err("output is queued and the slave cannot be written (stopped by flow control?)".into());
     }
     let output = drain(master, true, info.packet)?;

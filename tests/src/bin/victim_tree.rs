@@ -76,7 +76,9 @@
 //!   c1 the input (`input=ok|bad:..`); root and c report the indices
 //!   (`idx=`), c reports `sid_ok= fg_ok= devtty= winsize= lflag=`, root
 //!   `pkt= lock=`. With `canon`, c stays canonical and root writes a
-//!   complete line (which crtools refuses to dump).
+//!   complete line, with `eof` an end of file (^D), both of which crtools
+//!   refuses to dump; with `sharedtty`, c opens /dev/tty before forking c1,
+//!   which shares it (refused too).
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -1453,7 +1455,9 @@ fn nonblock(fd: i32) {
 }
 
 fn pty(args: &[String]) -> ! {
-    let canon = args.first().map(String::as_str) == Some("canon");
+    let variant = args.first().map(String::as_str).unwrap_or("");
+    let canon = matches!(variant, "canon" | "eof");
+    let shared_tty = variant == "sharedtty";
     let (ma, a) = open_pty(false);
     let (mb, b) = open_pty(true);
     let (mc, c_idx) = open_pty(false);
@@ -1496,6 +1500,12 @@ fn pty(args: &[String]) -> ! {
             libc::ioctl(s, libc::TIOCEXCL);
         }
         write_all(s, b"from-slave\n");
+        let early_tty = if shared_tty {
+            // SAFETY: opening a NUL-terminated path; c1 inherits it.
+            unsafe { libc::open(c"/dev/tty".as_ptr(), libc::O_RDWR) }
+        } else {
+            -1
+        };
         let c1 = fork(move || {
             // SAFETY: job control calls on our terminal; SIGTTOU ignored
             // while a background group takes the foreground.
@@ -1532,8 +1542,12 @@ fn pty(args: &[String]) -> ! {
         while unsafe { libc::tcgetpgrp(s) } != c1 {
             sleep_ms(1);
         }
-        // SAFETY: opening a NUL-terminated path.
-        let tty = unsafe { libc::open(c"/dev/tty".as_ptr(), libc::O_RDWR) };
+        let tty = if early_tty >= 0 {
+            early_tty
+        } else {
+            // SAFETY: opening a NUL-terminated path.
+            unsafe { libc::open(c"/dev/tty".as_ptr(), libc::O_RDWR) }
+        };
         assert!(tty >= 0, "open /dev/tty");
         write_all(sync_w, b"k");
         // SAFETY: closing the sync pipe.
@@ -1583,7 +1597,14 @@ fn pty(args: &[String]) -> ! {
         assert_eq!(libc::read(sync_r, k.as_mut_ptr() as *mut _, 1), 1);
         libc::close(sync_r);
     }
-    write_all(ma, if canon { b"typed-line\n" } else { b"typed-input" });
+    write_all(
+        ma,
+        match variant {
+            "canon" => b"typed-line\n",
+            "eof" => b"\x04",
+            _ => b"typed-input",
+        },
+    );
     let mut first = true;
     let hooks = Hooks {
         ready: vec![idx.clone()],
