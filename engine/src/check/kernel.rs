@@ -1,5 +1,5 @@
 //! Probes of single kernel interfaces of this process: kcmp, memfd,
-//! userfaultfd, PAGEMAP_SCAN, PR_SET_MM_MAP_SIZE.
+//! userfaultfd, PAGEMAP_SCAN, PR_SET_MM_MAP_SIZE, pty ioctls.
 use super::util::{errno_why, io_why};
 use crate::sys::misc::{self, KcmpOrder, KcmpType, MemfdFlags, UffdFlags};
 use crate::sys::mm::Mapping;
@@ -178,4 +178,24 @@ pub fn probe_prctl_set_mm() -> Result<String, String> {
         return Err(format!("the kernel's struct prctl_mm_map is {size} bytes, ours {ours}"));
     }
     Ok(format!("struct prctl_mm_map is {size} bytes, as we build it"))
+}
+
+/// A new pty answers the ioctls its dump and restore use: index, packet
+/// mode, lock, the peer slave (TIOCGPTPEER, Linux 4.13), the terminal's
+/// device number (TIOCGDEV) and exclusive mode (TIOCGEXCL, Linux 3.8).
+pub fn probe_pty() -> Result<String, String> {
+    use crate::sys::fs::{self, OpenFlags};
+    use crate::sys::tty;
+    let m =
+        fs::openat(None, "/dev/ptmx", OpenFlags::O_RDWR | OpenFlags::O_CLOEXEC | OpenFlags::from_bits_retain(0o400), 0)
+            .map_err(|e| errno_why("open /dev/ptmx", e, &[]))?;
+    let n = tty::get_ptn(m.as_fd()).map_err(|e| errno_why("TIOCGPTN", e, &[]))?;
+    tty::get_pkt(m.as_fd()).map_err(|e| errno_why("TIOCGPKT", e, &[]))?;
+    tty::get_ptlck(m.as_fd()).map_err(|e| errno_why("TIOCGPTLCK", e, &[]))?;
+    tty::set_ptlck(m.as_fd(), false).map_err(|e| errno_why("TIOCSPTLCK", e, &[]))?;
+    let s = tty::open_peer(m.as_fd(), (OpenFlags::O_RDWR | OpenFlags::O_CLOEXEC).bits() | 0o400)
+        .map_err(|e| errno_why("TIOCGPTPEER", e, &[(Errno::EINVAL, "kernel older than 4.13")]))?;
+    let dev = tty::get_dev(s.as_fd()).map_err(|e| errno_why("TIOCGDEV", e, &[]))?;
+    tty::get_excl(s.as_fd()).map_err(|e| errno_why("TIOCGEXCL", e, &[]))?;
+    Ok(format!("/dev/pts/{n}, device {}:{}", dev >> 8 & 0xfff, (dev & 0xff) | (dev >> 12 & 0xfff00)))
 }

@@ -414,6 +414,12 @@ pub const PROBES: &[ProbeDef] = &[
         run: procfs::probe_capabilities,
         about: "the effective capabilities of crtools that dump and restore rely on",
     },
+    ProbeDef {
+        name: "pty",
+        need: Optional,
+        run: kernel::probe_pty,
+        about: "pty masters: TIOCGPTN, TIOCGPKT, TIOCGPTLCK, TIOCGPTPEER, TIOCGDEV, TIOCGEXCL read a pty's state",
+    },
 ];
 
 /// Probes whose answer depends on the caller (its credentials, its
