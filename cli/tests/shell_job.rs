@@ -1,6 +1,8 @@
 //! A shell job under a pty made by the test: refused without --shell-job,
 //! dumped with it, and restored with -j onto another terminal, where it
-//! still reads its terminal, with its termios settings and window size.
+//! still reads its terminal, with its termios settings and window size,
+//! leading its own process group in the foreground; and script(1) with a
+//! shell on a pty of its own, as a shell job.
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -149,6 +151,9 @@ fn shell_job_moves_to_another_terminal() {
     assert_eq!(echo, 0, "echo stays off as the job set it");
     let fields: Vec<&str> = sid.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
     assert_eq!(fields.get(3).copied(), Some(restorer.id().to_string().as_str()), "job joined crtools' session: {sid}");
+    // It led its group at dump: it leads it again, in the foreground.
+    assert_eq!(fields.get(2).copied(), Some(pid.to_string().as_str()), "job leads its own group: {sid}");
+    assert_eq!(fields.get(5).copied(), Some(pid.to_string().as_str()), "job's group is the foreground one: {sid}");
 }
 
 /// The pids of the children of `pid`.
