@@ -959,6 +959,28 @@ fn console_and_virtual_console_survive() {
     }
 }
 
+/// The dump takes what is queued in a pty and puts it back at once: after
+/// a dump with -s (and SIGCONT) every byte is still there, in order, and
+/// the settings are as they were.
+#[test]
+fn pty_queues_stay_after_dump_s() {
+    run("pty_s", 60, |cx| {
+        let s = Scratch::new("dr_tree", "pty_s");
+        let t = cx.start(&s, "pty", &[], &["root", "c", "c1"]);
+        do_dump(t.root, &s.images(), true).unwrap_or_else(|e| panic!("dump -s: {e}"));
+        for p in t.pids() {
+            signal(p, libc::SIGCONT);
+        }
+        let got = t.check(&["root", "c", "c1"]);
+        for l in got.values() {
+            l.assert_ok();
+        }
+        got["root"].assert_item("data", "ok");
+        got["c1"].assert_item("input", "ok");
+        got["c"].assert_item("lflag", "0");
+    });
+}
+
 /// An end of file queued in canonical mode and a /dev/tty description two
 /// processes share are refused by name, the tree running on.
 #[test]
