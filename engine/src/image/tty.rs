@@ -106,8 +106,14 @@ pub struct TtyInfoEntry {
     /// The tasks of the tree whose controlling terminal it is.
     pub ctty_of: Vec<u32>,
     /// Bytes written to the master, not yet read from the slave (after
-    /// input processing: what a read of the slave returns).
+    /// input processing: what reads of the slave return).
     pub input: Vec<u8>,
+    /// In canonical mode, each complete line of `input`: its end offset
+    /// and whether the end-of-file character ended it (a read returns such
+    /// a line without it, nothing for an empty one; other lines end with
+    /// their newline, VEOL or VEOL2 byte). Bytes after the last line are a
+    /// line not complete yet.
+    pub input_lines: Vec<(u32, bool)>,
     /// Bytes written to the slave, not yet read from the master (after
     /// output processing: what a read of the master returns).
     pub output: Vec<u8>,
@@ -161,6 +167,7 @@ impl Describe for TtyInfoEntry {
             .f("pgrp", self.pgrp)
             .f("ctty_of", Node::Array(self.ctty_of.iter().map(|&p| p.into()).collect()))
             .f("input", Node::Bytes(self.input.clone()))
+            .f("input_lines", format!("{:?}", self.input_lines))
             .f("output", Node::Bytes(self.output.clone()))
             .done()
     }

@@ -28,11 +28,17 @@
 //!   changing it resets n_tty's line state), waiting until FIONREAD shows
 //!   it again before the settings go back. In canonical mode FIONREAD
 //!   counts only complete lines, a read returns one line and cannot be
-//!   undone without losing where lines end: complete lines are refused by
-//!   name, and so is an end of file (^D on an empty line: a line of no
-//!   bytes, which FIONREAD does not count but poll sees); a partial line
-//!   (typed, no newline yet) is invisible to every interface (FIONREAD,
-//!   poll) and is not restored.
+//!   undone. So lines are read one by one from our own slave description
+//!   (an empty read is an end of file typed on an empty line, ^D: a line
+//!   FIONREAD does not count), then the partial line (typed, no newline
+//!   yet: invisible to FIONREAD and poll) with ICANON off for that read,
+//!   and everything goes back by TIOCSTI (the line discipline takes each
+//!   byte at once, no driver buffer in between) under settings that only
+//!   split lines (newline, VEOL, VEOL2, VEOF; erase, kill, signals, echo
+//!   off) with any byte that would act (those, IXON's start and stop)
+//!   escaped by the literal-next character: reads return the same lines,
+//!   ends of file and partial line as before. What n_tty keeps for echoing erasures (the column of
+//!   a tab) and a pending literal-next or ECHOPRT state are reset.
 //! - Data written to a master whose slave is not open is discarded by the
 //!   kernel when the slave is opened: nothing to keep.
 //! - Not visible at all: output stopped by ^S (flow control) when not in
@@ -228,6 +234,7 @@ fn dump_pty(pid: Pid, fd: i32, master: BorrowedFd<'_>, index: u32, tty: u32) -> 
         pgrp: st::get_pgrp(master).map(|p| p.0.max(0) as u32).unwrap_or(0),
         ctty_of: Vec::new(),
         input: Vec::new(),
+        input_lines: Vec::new(),
         output: Vec::new(),
     })
 }
@@ -434,6 +441,37 @@ const IXON: u32 = 0o2000;
 const IXANY: u32 = 0o4000;
 const OPOST: u32 = 0o1;
 
+const IEXTEN: u32 = 0o100000;
+/// Offset of `c_cc` in the kernel's struct termios.
+const C_CC: usize = 17;
+const VERASE: usize = 2;
+const VKILL: usize = 3;
+const VEOF: usize = 4;
+const VSTART: usize = 8;
+const VSTOP: usize = 9;
+const VEOL: usize = 11;
+const VREPRINT: usize = 12;
+const VDISCARD: usize = 13;
+const VWERASE: usize = 14;
+const VLNEXT: usize = 15;
+const VEOL2: usize = 16;
+
+fn cc(t: &Termios, i: usize) -> u8 {
+    t[C_CC + i]
+}
+
+/// The bytes that end a line in canonical mode (0 is a disabled one).
+fn line_ends(t: &Termios) -> Vec<u8> {
+    let mut v = vec![b'\n'];
+    if cc(t, VEOL) != 0 {
+        v.push(cc(t, VEOL));
+    }
+    if cc(t, VEOL2) != 0 && flag(t, C_LFLAG) & IEXTEN != 0 {
+        v.push(cc(t, VEOL2));
+    }
+    v
+}
+
 /// In canonical mode (and not EXTPROC): input is kept as lines.
 fn canonical(t: &Termios) -> bool {
     flag(t, C_LFLAG) & (ICANON | EXTPROC) == ICANON
@@ -451,6 +489,76 @@ fn neutral(t: &Termios) -> Termios {
     set_flag(&mut n, C_OFLAG, flag(t, C_OFLAG) & !OPOST);
     set_flag(&mut n, C_LFLAG, flag(t, C_LFLAG) & (ICANON | EXTPROC));
     n
+}
+
+/// [`neutral`] for canonical mode: what is put into the input is only
+/// split into lines (by newline, VEOL, VEOL2 and VEOF), never edited:
+/// erase, kill, word erase, reprint and discard characters are disabled
+/// (0 never matches: n_tty clears it from its map of special characters);
+/// IEXTEN is on with `esc` as the literal-next character, which puts any
+/// byte in as data. IXON and the start and stop characters stay: a pty
+/// master in packet mode gets a status byte when they change.
+fn neutral_canon(t: &Termios, esc: u8) -> Termios {
+    let mut n = neutral(t);
+    set_flag(&mut n, C_LFLAG, flag(t, C_LFLAG) & (ICANON | EXTPROC) | IEXTEN);
+    for i in [VERASE, VKILL, VWERASE, VREPRINT, VDISCARD] {
+        n[C_CC + i] = 0;
+    }
+    n[C_CC + VLNEXT] = esc;
+    n
+}
+
+/// The bytes that act on their own under [`neutral_canon`], and the
+/// literal-next character to use there (the task's own when it is free).
+fn canon_specials(t: &Termios) -> (Vec<u8>, u8) {
+    let mut sp = vec![b'\n'];
+    sp.extend([cc(t, VEOF), cc(t, VEOL), cc(t, VEOL2)].into_iter().filter(|&c| c != 0));
+    if flag(t, C_IFLAG) & IXON != 0 {
+        sp.extend([cc(t, VSTART), cc(t, VSTOP)].into_iter().filter(|&c| c != 0));
+    }
+    let esc = [cc(t, VLNEXT), 0x16].into_iter().chain(1..=255).find(|&c| c != 0 && !sp.contains(&c)).unwrap_or(0x16);
+    sp.push(esc);
+    (sp, esc)
+}
+
+/// Reads every complete line and then the partial one queued for a
+/// canonical-mode reader of `slave` (our own non-blocking description):
+/// returns the bytes as reads return them and where each line ends. The
+/// partial line is read with ICANON off (n_tty then forgets where lines
+/// end: only the partial one is left); the caller puts everything back
+/// with [`put_back`], which sets the settings again.
+fn drain_lines(
+    master: BorrowedFd<'_>,
+    slave: BorrowedFd<'_>,
+    t: &Termios,
+) -> (Vec<u8>, Vec<(u32, bool)>, Option<String>) {
+    let ends = line_ends(t);
+    let (mut input, mut lines) = (Vec::new(), Vec::new());
+    let mut buf = vec![0u8; 8192];
+    // One read returns one line; an empty one is an end of file (^D).
+    loop {
+        match fs::read(slave, &mut buf) {
+            Ok(n) => {
+                input.extend_from_slice(&buf[..n]);
+                let eof = n == 0 || !ends.contains(&buf[n - 1]);
+                lines.push((input.len() as u32, eof));
+            }
+            Err(crate::sys::Errno::EAGAIN) => break,
+            Err(e) => return (input, lines, Some(format!("read an input line: {e}"))),
+        }
+    }
+    let mut raw = *t;
+    set_flag(&mut raw, C_LFLAG, flag(t, C_LFLAG) & !ICANON);
+    if let Err(e) = st::tcsets(master, &raw) {
+        return (input, lines, Some(format!("TCSETS: {e}")));
+    }
+    match drain(slave, false, false) {
+        Ok(partial) => {
+            input.extend_from_slice(&partial);
+            (input, lines, None)
+        }
+        Err(e) => (input, lines, Some(e)),
+    }
 }
 
 /// Reads every byte queued for the reader of `fd` (a master: poll says
@@ -496,19 +604,26 @@ fn wait_queued(fd: BorrowedFd<'_>, want: usize, what: &str) -> std::result::Resu
 }
 
 /// Writes `output` (for the master's reader) through `slave` and `input`
-/// (for the slave's reader) through `master`, with processing turned off
-/// meanwhile, then sets `termios`.
+/// (for the slave's reader) into the slave's input, with processing turned
+/// off meanwhile, then sets `termios`. In canonical mode the input goes in
+/// by TIOCSTI (processed at once, so lines, ends of file at `eofs` and a
+/// partial line come back as they were); otherwise it is written to the
+/// master and waited for.
 fn put_back(
     master: BorrowedFd<'_>,
     slave: Option<BorrowedFd<'_>>,
     termios: &Termios,
     input: &[u8],
+    lines: &[(u32, bool)],
     output: &[u8],
 ) -> std::result::Result<(), String> {
-    if input.is_empty() && output.is_empty() {
+    let canon = canonical(termios);
+    if input.is_empty() && lines.is_empty() && output.is_empty() {
         return st::tcsets(master, termios).map_err(|e| format!("TCSETS: {e}"));
     }
-    st::tcsets(master, &neutral(termios)).map_err(|e| format!("TCSETS: {e}"))?;
+    let (specials, esc) = canon_specials(termios);
+    let n = if canon { neutral_canon(termios, esc) } else { neutral(termios) };
+    st::tcsets(master, &n).map_err(|e| format!("TCSETS: {e}"))?;
     let r = (|| {
         if !output.is_empty() {
             let s = slave.ok_or("output queued but no slave open")?;
@@ -516,7 +631,35 @@ fn put_back(
             fs::write_all(s, output).map_err(|e| format!("write the output back: {e}"))?;
             wait_queued(master, before + output.len(), "output")?;
         }
-        if !input.is_empty() {
+        if canon && !(input.is_empty() && lines.is_empty()) {
+            let s = slave.ok_or("input queued but no slave open")?;
+            let sti = |b: u8| st::sti(s, b).map_err(|e| format!("put the input back (TIOCSTI): {e}"));
+            // Data bytes that would act go in behind the literal-next character.
+            let data = |bytes: &[u8]| {
+                bytes.iter().try_for_each(|&b| {
+                    if specials.contains(&b) {
+                        sti(esc)?;
+                    }
+                    sti(b)
+                })
+            };
+            let mut at = 0usize;
+            for &(end, eof) in lines {
+                let end = (end as usize).clamp(at, input.len());
+                if eof {
+                    data(&input[at..end])?;
+                    match cc(termios, VEOF) {
+                        0 => return Err("a line ended by VEOF, which is disabled".to_string()),
+                        c => sti(c)?,
+                    }
+                } else if end > at {
+                    data(&input[at..end - 1])?;
+                    sti(input[end - 1])?;
+                }
+                at = end;
+            }
+            data(&input[at..])?;
+        } else if !input.is_empty() {
             let s = slave.ok_or("input queued but no slave open")?;
             fs::write_all(master, input).map_err(|e| format!("write the input back: {e}"))?;
             wait_queued(s, input.len(), "input")?;
@@ -562,37 +705,31 @@ fn take_queues(master: BorrowedFd<'_>, info: &mut TtyInfoEntry, slave_open: bool
     }
     info.exclusive = st::get_excl(slave.as_fd()).map_err(|e| format!("TIOCGEXCL: {e}"))?;
     let queued_in = st::inq(slave.as_fd()).map_err(|e| format!("FIONREAD on the slave: {e}"))?;
-    if queued_in > 0 && canonical(&termios) {
-        return Err(format!(
-            "{queued_in} bytes of complete input lines are queued for the reader of the slave in canonical mode: \
-             they cannot be read back without losing where lines end"
-        ));
+    if queued_in > 0 && flag(&termios, C_LFLAG) & (ICANON | EXTPROC) == (ICANON | EXTPROC) {
+        return Err(format!("{queued_in} bytes of input are queued in canonical EXTPROC mode: not supported"));
     }
-    // An end of file typed on an empty line (^D) is a line of no bytes:
-    // FIONREAD does not count it, poll sees it.
     let slave_ready = st::poll_now(slave.as_fd()).map_err(|e| format!("poll the slave: {e}"))?;
-    if queued_in == 0 && canonical(&termios) && slave_ready.input {
-        return Err("an end of file (^D) is queued for the reader of the slave in canonical mode: \
-                    it cannot be read back without consuming it"
-            .into());
-    }
-    if queued_in > 0 && flag(&termios, C_LFLAG) & EXTPROC != 0 {
-        return Err(format!("{queued_in} bytes of input are queued in EXTPROC mode: not supported"));
-    }
     if ready.input && !slave_ready.output {
         return Err("output is queued and the slave cannot be written (stopped by flow control?)".into());
     }
     let output = drain(master, true, info.packet)?;
-    let input = match drain(slave.as_fd(), false, false) {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = put_back(master, Some(slave.as_fd()), &termios, &[], &output);
-            return Err(e);
+    let (input, lines, err) = if canonical(&termios) {
+        // Always: a partial line is visible to nothing but a read.
+        drain_lines(master, slave.as_fd(), &termios)
+    } else {
+        match drain(slave.as_fd(), false, false) {
+            Ok(v) => (v, Vec::new(), None),
+            Err(e) => (Vec::new(), Vec::new(), Some(e)),
         }
     };
-    put_back(master, Some(slave.as_fd()), &termios, &input, &output)
-        .map_err(|e| format!("put the queued data back: {e}"))?;
+    let back = put_back(master, Some(slave.as_fd()), &termios, &input, &lines, &output)
+        .map_err(|e| format!("put the queued data back: {e}"));
+    if let Some(e) = err {
+        return Err(e);
+    }
+    back?;
     info.input = input;
+    info.input_lines = lines;
     info.output = output;
     Ok(())
 }
@@ -735,7 +872,7 @@ fn open_pty(info: &TtyInfoEntry, images: &FileImages, out: &mut Opened, extras: 
     let slave =
         if need_slave { Some(st::open_peer(master.as_fd(), rw).map_err(|err| e("TIOCGPTPEER", err))?) } else { None };
     st::set_winsize(master.as_fd(), &info.winsize).map_err(|err| e("TIOCSWINSZ", err))?;
-    put_back(master.as_fd(), slave.as_ref().map(|s| s.as_fd()), &termios, &info.input, &info.output)
+    put_back(master.as_fd(), slave.as_ref().map(|s| s.as_fd()), &termios, &info.input, &info.input_lines, &info.output)
         .map_err(|w| Error::new(format!("{name}: {w}")))?;
     let path = std::path::Path::new(&name);
     std::os::unix::fs::chown(path, Some(info.uid), Some(info.gid))
@@ -987,13 +1124,52 @@ mod tests {
         (m, s)
     }
 
+    /// Reads one line (one read) from a non-blocking slave: None when none.
+    fn read_line(s: BorrowedFd<'_>) -> Option<Vec<u8>> {
+        let mut buf = [0u8; 256];
+        match fs::read(s, &mut buf) {
+            Ok(n) => Some(buf[..n].to_vec()),
+            Err(_) => None,
+        }
+    }
+
+    #[test]
+    fn canonical_lines_come_back_as_they_were() {
+        let (m, s) = pty();
+        let t = st::tcgets(m.as_fd()).unwrap();
+        assert!(canonical(&t));
+        // Lines (one with a NUL, one with an escaped newline: ^V), an end
+        // of file on an empty line, a line ended by an end of file, and a
+        // partial line with an erased character.
+        fs::write_all(m.as_fd(), b"ab\0cd\none\x16\ntwo\n\x04three\x04parX\x7ft").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let (input, lines, err) = drain_lines(m.as_fd(), s.as_fd(), &t);
+        assert_eq!(err, None);
+        assert_eq!(input, b"ab\0cd\none\ntwo\nthreepart");
+        assert_eq!(lines, vec![(6, false), (14, false), (14, true), (19, true)]);
+        // Whatever the echo put in the master's queue is not ours here.
+        let _ = drain(m.as_fd(), true, false);
+        put_back(m.as_fd(), Some(s.as_fd()), &t, &input, &lines, &[]).unwrap();
+        assert_eq!(st::tcgets(m.as_fd()).unwrap(), t);
+        assert!(!st::poll_now(m.as_fd()).unwrap().input, "putting back echoed nothing");
+        assert_eq!(read_line(s.as_fd()).unwrap(), b"ab\0cd\n");
+        assert_eq!(read_line(s.as_fd()).unwrap(), b"one\ntwo\n");
+        assert_eq!(read_line(s.as_fd()).unwrap(), b"");
+        assert_eq!(read_line(s.as_fd()).unwrap(), b"three");
+        assert_eq!(read_line(s.as_fd()), None, "the partial line is not complete");
+        // It is still being edited: an erase removes its last byte.
+        fs::write_all(m.as_fd(), b"\x7fs\n").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(read_line(s.as_fd()).unwrap(), b"pars\n");
+    }
+
     #[test]
     fn queues_come_back_as_they_were() {
         let (m, s) = pty();
         let mut t = st::tcgets(m.as_fd()).unwrap();
         let l = flag(&t, C_LFLAG) & !(ICANON | 0o10);
         set_flag(&mut t, C_LFLAG, l);
-        put_back(m.as_fd(), Some(s.as_fd()), &t, b"in\r", b"out\n").unwrap();
+        put_back(m.as_fd(), Some(s.as_fd()), &t, b"in\r", &[], b"out\n").unwrap();
         assert_eq!(st::tcgets(m.as_fd()).unwrap(), t);
         let mut buf = [0u8; 64];
         let n = fs::read(s.as_fd(), &mut buf).unwrap();

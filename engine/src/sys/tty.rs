@@ -26,6 +26,7 @@ const TIOCGPKT: usize = 0x8004_5438;
 const TIOCGPTLCK: usize = 0x8004_5439;
 const TIOCGEXCL: usize = 0x8004_5440;
 const TIOCGPTPEER: usize = 0x5441;
+const TIOCSTI: usize = 0x5412;
 const POLLIN: i16 = 0x1;
 const POLLPRI: i16 = 0x2;
 const POLLOUT: i16 = 0x4;
@@ -181,6 +182,15 @@ pub fn outq(fd: BorrowedFd<'_>) -> Result<usize> {
     get_int(fd, TIOCOUTQ).map(|v| v as usize)
 }
 
+/// TIOCSTI: puts one byte into the terminal's input as if it had been
+/// received, processed by the line discipline at once (no driver buffer
+/// in between). Needs CAP_SYS_ADMIN unless it is the caller's controlling
+/// terminal (and dev.tty.legacy_tiocsti).
+pub fn sti(fd: BorrowedFd<'_>, byte: u8) -> Result<()> {
+    // SAFETY: the kernel reads one byte.
+    unsafe { ioctl(fd, TIOCSTI, &byte as *const u8 as usize) }.map(drop)
+}
+
 /// TIOCGPTPEER: opens the slave of a pty master with `flags` (open(2)
 /// flags), whatever path the slave has in this mount namespace.
 pub fn open_peer(master: BorrowedFd<'_>, flags: u32) -> Result<OwnedFd> {
@@ -244,6 +254,7 @@ mod tests {
         assert_eq!(TIOCSCTTY as u64, libc::TIOCSCTTY);
         assert_eq!(TIOCGSID as u64, libc::TIOCGSID);
         assert_eq!(TIOCNOTTY as u64, libc::TIOCNOTTY);
+        assert_eq!(TIOCSTI as u64, libc::TIOCSTI);
         assert_eq!(TIOCPKT as u64, libc::TIOCPKT);
         assert_eq!(TIOCEXCL as u64, libc::TIOCEXCL);
         assert_eq!(TIOCNXCL as u64, libc::TIOCNXCL);

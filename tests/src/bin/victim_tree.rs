@@ -76,9 +76,9 @@
 //!   c1 the input (`input=ok|bad:..`); root and c report the indices
 //!   (`idx=`), c reports `sid_ok= fg_ok= devtty= winsize= lflag=`, root
 //!   `pkt= lock=`. With `canon`, c stays canonical and root writes a
-//!   complete line, with `eof` an end of file (^D), both of which crtools
-//!   refuses to dump; with `sharedtty`, c opens /dev/tty before forking c1,
-//!   which shares it (refused too).
+//!   line, an end of file (^D) and a partial line, which c1 checks; with
+//!   `sharedtty`, c opens /dev/tty before forking c1, which shares it
+//!   (which crtools refuses).
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -1456,7 +1456,7 @@ fn nonblock(fd: i32) {
 
 fn pty(args: &[String]) -> ! {
     let variant = args.first().map(String::as_str).unwrap_or("");
-    let canon = matches!(variant, "canon" | "eof");
+    let canon = variant == "canon";
     let shared_tty = variant == "sharedtty";
     let (ma, a) = open_pty(false);
     let (mb, b) = open_pty(true);
@@ -1488,8 +1488,9 @@ fn pty(args: &[String]) -> ! {
         unsafe {
             let mut t: libc::termios = std::mem::zeroed();
             libc::tcgetattr(s, &mut t);
+            t.c_lflag &= !libc::ECHO;
             if !canon {
-                t.c_lflag &= !(libc::ICANON | libc::ECHO);
+                t.c_lflag &= !libc::ICANON;
             }
             t.c_cc[libc::VMIN] = 1;
             t.c_cc[libc::VTIME] = 0;
@@ -1526,12 +1527,31 @@ fn pty(args: &[String]) -> ! {
                     }
                     first = false;
                     nonblock(s);
-                    let (d, _) = drain(s);
-                    let ok = d == b"typed-input";
-                    f.push(format!(
-                        "input={}",
-                        if ok { "ok".into() } else { format!("bad:{}", String::from_utf8_lossy(&d).escape_debug()) }
-                    ));
+                    let got = if canon {
+                        // A line, an end of file, and a partial line that
+                        // a newline put in with TIOCSTI completes.
+                        let mut reads = Vec::new();
+                        let mut buf = [0u8; 256];
+                        for k in 0..4 {
+                            if k == 3 {
+                                // SAFETY: TIOCSTI reads one byte.
+                                unsafe { libc::ioctl(s, libc::TIOCSTI, c"\n".as_ptr()) };
+                            }
+                            // SAFETY: reading into a local buffer.
+                            let n = unsafe { libc::read(s, buf.as_mut_ptr() as *mut _, buf.len()) };
+                            reads.push(if n < 0 {
+                                "EAGAIN".to_string()
+                            } else {
+                                format!("{:?}", String::from_utf8_lossy(&buf[..n as usize]))
+                            });
+                        }
+                        reads.join("|")
+                    } else {
+                        String::from_utf8_lossy(&drain(s).0).into_owned()
+                    };
+                    let want = if canon { r#""typed-line\n"|""|EAGAIN|"part\n""# } else { "typed-input" };
+                    let ok = got == want;
+                    f.push(format!("input={}", if ok { "ok".into() } else { format!("bad:{}", got.escape_debug()) }));
                     ok
                 })),
                 ..Default::default()
@@ -1600,8 +1620,7 @@ fn pty(args: &[String]) -> ! {
     write_all(
         ma,
         match variant {
-            "canon" => b"typed-line\n",
-            "eof" => b"\x04",
+            "canon" => b"typed-line\n\x04part",
             _ => b"typed-input",
         },
     );
