@@ -182,7 +182,8 @@ pub fn probe_prctl_set_mm() -> Result<String, String> {
 
 /// A new pty answers the ioctls its dump and restore use: index, packet
 /// mode, lock, the peer slave (TIOCGPTPEER, Linux 4.13), the terminal's
-/// device number (TIOCGDEV) and exclusive mode (TIOCGEXCL, Linux 3.8).
+/// device number (TIOCGDEV), exclusive mode (TIOCGEXCL, Linux 3.8) and
+/// TIOCSTI, which puts a canonical-mode reader's queue back.
 pub fn probe_pty() -> Result<String, String> {
     use crate::sys::fs::{self, OpenFlags};
     use crate::sys::tty;
@@ -197,5 +198,8 @@ pub fn probe_pty() -> Result<String, String> {
         .map_err(|e| errno_why("TIOCGPTPEER", e, &[(Errno::EINVAL, "kernel older than 4.13")]))?;
     let dev = tty::get_dev(s.as_fd()).map_err(|e| errno_why("TIOCGDEV", e, &[]))?;
     tty::get_excl(s.as_fd()).map_err(|e| errno_why("TIOCGEXCL", e, &[]))?;
+    tty::sti(s.as_fd(), b'x').map_err(|e| {
+        errno_why("TIOCSTI", e, &[(Errno::EIO, "dev.tty.legacy_tiocsti is 0 and crtools lacks CAP_SYS_ADMIN")])
+    })?;
     Ok(format!("/dev/pts/{n}, device {}:{}", dev >> 8 & 0xfff, (dev & 0xff) | (dev >> 12 & 0xfff00)))
 }

@@ -418,7 +418,7 @@ pub const PROBES: &[ProbeDef] = &[
         name: "pty",
         need: Optional,
         run: kernel::probe_pty,
-        about: "pty masters: TIOCGPTN, TIOCGPKT, TIOCGPTLCK, TIOCGPTPEER, TIOCGDEV, TIOCGEXCL read a pty's state",
+        about: "ptys: TIOCGPTN, TIOCGPKT, TIOCGPTLCK, TIOCGPTPEER, TIOCGDEV, TIOCGEXCL read a pty's state, TIOCSTI puts input back",
     },
 ];
 
