@@ -590,6 +590,9 @@ fn drain(fd: BorrowedFd<'_>, master: bool, packet: bool) -> std::result::Result<
 
 /// Waits until FIONREAD on `fd` reaches `want`.
 fn wait_queued(fd: BorrowedFd<'_>, want: usize, what: &str) -> std::result::Result<(), String> {
+    // n_tty holds at most 4095 bytes; the rest stays in the driver's
+    // buffer (up to 64 KiB) until the reader makes room.
+    let want = want.min(4000);
     let deadline = Instant::now() + QUEUE_WAIT;
     loop {
         let n = st::inq(fd).map_err(|e| format!("FIONREAD: {e}"))?;
@@ -601,6 +604,21 @@ fn wait_queued(fd: BorrowedFd<'_>, want: usize, what: &str) -> std::result::Resu
         }
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// Writes all of `data`, waiting a little whenever the pty has no room
+/// (its buffers take what they held before, so room comes).
+fn write_patiently(fd: BorrowedFd<'_>, mut data: &[u8], what: &str) -> std::result::Result<(), String> {
+    let deadline = Instant::now() + QUEUE_WAIT;
+    while !data.is_empty() {
+        match fs::write(fd, data) {
+            Ok(0) => return Err(format!("write the {what} back: no progress")),
+            Ok(n) => data = &data[n..],
+            Err(crate::sys::Errno::EAGAIN) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => return Err(format!("write the {what} back: {e} ({} bytes left)", data.len())),
+        }
+    }
+    Ok(())
 }
 
 /// Writes `output` (for the master's reader) through `slave` and `input`
@@ -628,7 +646,7 @@ fn put_back(
         if !output.is_empty() {
             let s = slave.ok_or("output queued but no slave open")?;
             let before = st::inq(master).map_err(|e| format!("FIONREAD: {e}"))?;
-            fs::write_all(s, output).map_err(|e| format!("write the output back: {e}"))?;
+            write_patiently(s, output, "output")?;
             wait_queued(master, before + output.len(), "output")?;
         }
         if canon && !(input.is_empty() && lines.is_empty()) {
@@ -661,7 +679,7 @@ fn put_back(
             data(&input[at..])?;
         } else if !input.is_empty() {
             let s = slave.ok_or("input queued but no slave open")?;
-            fs::write_all(master, input).map_err(|e| format!("write the input back: {e}"))?;
+            write_patiently(master, input, "input")?;
             wait_queued(s, input.len(), "input")?;
         }
         Ok(())

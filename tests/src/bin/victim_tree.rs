@@ -65,12 +65,12 @@
 //!   6 MiB of a known pattern (`written=`), m copies the first MiB at once
 //!   and the rest once DIR/go exists, c reads once DIR/go exists and
 //!   reports `got= sum= done=` (FNV-1a of what it read, true at EOF).
-//! - `pty [canon]`: root holds the master of pty A, whose slave is the
-//!   controlling terminal of c (a session leader: root -> c -> c1, c1
-//!   leading its own group, the terminal's foreground group); c sets it
+//! - `pty [canon|sharedtty]`: root holds the master of pty A, whose slave
+//!   is the controlling terminal of c (a session leader: root -> c -> c1,
+//!   c1 leading its own group, the terminal's foreground group); c sets it
 //!   non-canonical without echo, 40x132, exclusive, writes "from-slave\n"
-//!   (not read by root) and root writes "typed-input" (not read by c), then
-//!   c opens /dev/tty. Root also holds the master of a locked pty B and
+//!   and 6000 letters (not read by root), root writes "typed-input" (not
+//!   read by c1), then c opens /dev/tty. Root also holds the master of a locked pty B and
 //!   both ends of a pty C in packet mode with "packet-out" queued for the
 //!   master. The first check of root reads A and C (`data=ok|bad:..`), of
 //!   c1 the input (`input=ok|bad:..`); root and c report the indices
@@ -1428,6 +1428,13 @@ fn pipeline(args: &[String]) -> ! {
     plain("root", 1)
 }
 
+/// 6000 letters: more output than n_tty holds (4095; the pty driver
+/// buffers 8 KiB more), no newline (ONLCR would
+/// change it).
+fn big_output() -> Vec<u8> {
+    (0..6000u32).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
 fn ioctl_int(fd: i32, req: libc::c_ulong) -> i32 {
     let mut v = 0i32;
     // SAFETY: requests that write one int.
@@ -1501,6 +1508,8 @@ fn pty(args: &[String]) -> ! {
             libc::ioctl(s, libc::TIOCEXCL);
         }
         write_all(s, b"from-slave\n");
+        // More than n_tty holds: the rest waits in the driver's buffer.
+        write_all(s, &big_output());
         let early_tty = if shared_tty {
             // SAFETY: opening a NUL-terminated path; c1 inherits it.
             unsafe { libc::open(c"/dev/tty".as_ptr(), libc::O_RDWR) }
@@ -1638,8 +1647,9 @@ fn pty(args: &[String]) -> ! {
                 nonblock(mc);
                 let (d, _) = drain(ma);
                 let (p, _) = drain(mc);
-                let verdict = if d != b"from-slave\r\n" {
-                    format!("bad:a:{}", String::from_utf8_lossy(&d).escape_debug())
+                let want_a: Vec<u8> = b"from-slave\r\n".iter().copied().chain(big_output()).collect();
+                let verdict = if d != want_a {
+                    format!("bad:a:{}:{}", d.len(), String::from_utf8_lossy(&d[..d.len().min(40)]).escape_debug())
                 } else if p != b"\0packet-out" {
                     format!("bad:c:{}", String::from_utf8_lossy(&p).escape_debug())
                 } else {
