@@ -956,12 +956,12 @@ fn pty_queues_stay_after_dump_s() {
     });
 }
 
-/// A /dev/tty description two processes share is refused by name, the
-/// tree running on.
+/// A /dev/tty description two processes share and a pty whose output is
+/// stopped (^S) are refused by name, the tree running on.
 #[test]
-fn shared_dev_tty_is_refused() {
+fn shared_dev_tty_and_stopped_output_are_refused() {
     run("pty_refused", 60, |cx| {
-        for (variant, what) in [("sharedtty", "/dev/tty")] {
+        for (variant, what) in [("sharedtty", "/dev/tty"), ("stopped", "stopped")] {
             let s = Scratch::new("dr_tree", "pty_refused");
             let t = cx.start(&s, "pty", &[variant], &["root", "c", "c1"]);
             let err = do_dump(t.root, &s.images(), false).expect_err("dump refused");

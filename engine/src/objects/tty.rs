@@ -41,9 +41,11 @@
 //!   a tab) and a pending literal-next or ECHOPRT state are reset.
 //! - Data written to a master whose slave is not open is discarded by the
 //!   kernel when the slave is opened: nothing to keep.
-//! - Not visible at all: output stopped by ^S (flow control) when not in
-//!   packet mode (the restored pty runs); the echo column n_tty tracks for
-//!   erasing tabs.
+//! - Output stopped by ^S (flow control): the slave polls not writable
+//!   (pty_write_room() is 0): refused, as is a master whose reader is
+//!   behind by the pty's whole buffer (n_tty's 4095 bytes and the driver's
+//!   8 KiB: the slave polls not writable either). Not visible at all: the
+//!   echo column n_tty tracks for erasing tabs.
 //!
 //! # Restore
 //! Every pty is made in the engine before the tree: /dev/ptmx is opened
@@ -727,8 +729,16 @@ fn take_queues(master: BorrowedFd<'_>, info: &mut TtyInfoEntry, slave_open: bool
         return Err(format!("{queued_in} bytes of input are queued in canonical EXTPROC mode: not supported"));
     }
     let slave_ready = st::poll_now(slave.as_fd()).map_err(|e| format!("poll the slave: {e}"))?;
-    if ready.input && !slave_ready.output {
-        return Err("output is queued and the slave cannot be written (stopped by flow control?)".into());
+    if !slave_ready.output {
+        // pty_write_room() is 0 when output is stopped, or when the master's
+        // buffers are full; either way nothing could be put back.
+        return Err(if ready.input {
+            "the slave cannot be written: its output is stopped (^S) or the master's reader is a whole \
+             buffer behind"
+                .into()
+        } else {
+            "its output is stopped (^S, flow control): not supported".into()
+        });
     }
     let output = drain(master, true, info.packet)?;
     let (input, lines, err) = if canonical(&termios) {

@@ -65,7 +65,7 @@
 //!   6 MiB of a known pattern (`written=`), m copies the first MiB at once
 //!   and the rest once DIR/go exists, c reads once DIR/go exists and
 //!   reports `got= sum= done=` (FNV-1a of what it read, true at EOF).
-//! - `pty [canon|sharedtty]`: root holds the master of pty A, whose slave
+//! - `pty [canon|sharedtty|stopped]`: root holds the master of pty A, whose slave
 //!   is the controlling terminal of c (a session leader: root -> c -> c1,
 //!   c1 leading its own group, the terminal's foreground group); c sets it
 //!   non-canonical without echo, 40x132, exclusive, writes "from-slave\n"
@@ -77,8 +77,9 @@
 //!   (`idx=`), c reports `sid_ok= fg_ok= devtty= winsize= lflag=`, root
 //!   `pkt= lock=`. With `canon`, c stays canonical and root writes a
 //!   line, an end of file (^D) and a partial line, which c1 checks; with
-//!   `sharedtty`, c opens /dev/tty before forking c1, which shares it
-//!   (which crtools refuses).
+//!   `sharedtty`, c opens /dev/tty before forking c1, which shares it;
+//!   with `stopped`, c stops the terminal's output (tcflow TCOOFF); crtools
+//!   refuses both.
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -1510,6 +1511,10 @@ fn pty(args: &[String]) -> ! {
         write_all(s, b"from-slave\n");
         // More than n_tty holds: the rest waits in the driver's buffer.
         write_all(s, &big_output());
+        if variant == "stopped" {
+            // SAFETY: flow control on our terminal.
+            unsafe { libc::tcflow(s, libc::TCOOFF) };
+        }
         let early_tty = if shared_tty {
             // SAFETY: opening a NUL-terminated path; c1 inherits it.
             unsafe { libc::open(c"/dev/tty".as_ptr(), libc::O_RDWR) }
