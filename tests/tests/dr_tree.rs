@@ -974,6 +974,31 @@ fn shared_dev_tty_and_stopped_output_are_refused() {
     });
 }
 
+/// /dev/console and a virtual console held by a process of the tree are
+/// reopened by device number at restore, with their flags.
+#[test]
+fn console_and_virtual_console_survive() {
+    for (name, path) in [("console", "/dev/console"), ("vt", "/dev/tty1")] {
+        if std::fs::OpenOptions::new().write(true).open(path).is_err() {
+            eprintln!("skipped {path}: cannot be opened here");
+            continue;
+        }
+        run(name, 60, move |cx| {
+            let s = Scratch::new("dr_tree", name);
+            let mut t = cx.start(&s, "holder", &["file", path], &["root", "a", "a1"]);
+            let fd = t.ready["a1"].get("file").to_string();
+            t.dump_and_restore(&s);
+            t.check_all_same();
+            let link = std::fs::read_link(format!("/proc/{}/fd/{fd}", t.pid("a1"))).unwrap();
+            assert_eq!(link, Path::new(path));
+            let info = std::fs::read_to_string(format!("/proc/{}/fdinfo/{fd}", t.pid("a1"))).unwrap();
+            let flags = info.lines().find_map(|l| l.strip_prefix("flags:")).unwrap_or("").trim().to_string();
+            let flags = i32::from_str_radix(&flags, 8).unwrap();
+            assert_eq!(flags & (libc::O_ACCMODE | libc::O_APPEND), libc::O_WRONLY | libc::O_APPEND, "flags {flags:o}");
+        });
+    }
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {

@@ -321,6 +321,21 @@ pub fn finish_dump(cx: &FdCtx, out: &mut FileImages, pids: &[Pid]) -> Result<()>
         if tty_nr == 0 {
             continue;
         }
+        // A task gets its terminal from its parent at restore (or, as a
+        // session leader, takes it): a parent in the same session that gave
+        // it up after the fork cannot hand it down.
+        let ppid = crate::proc::stat::read(pid).map(|s| s.ppid).unwrap_or(0);
+        if let Some(parent) = stats.iter().find(|s| s.0 .0 == ppid) {
+            if sid != pid.0 as u32 && parent.1 == sid && parent.3 == 0 {
+                return Err(Error::task(
+                    pid,
+                    format!(
+                        "has the controlling terminal {} that its parent {ppid} gave up: not supported",
+                        tty_nr_name(tty_nr as i32)
+                    ),
+                ));
+            }
+        }
         if let Some(t) = tree_pty(out, tty_nr) {
             let info = &mut out.tty_info[t];
             if info.sid != sid {
