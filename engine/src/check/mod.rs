@@ -423,9 +423,9 @@ pub const PROBES: &[ProbeDef] = &[
 ];
 
 /// Probes whose answer depends on the caller (its credentials, its
-/// cgroup), run every time; every other probe tests the kernel, whose
-/// answer cannot change before a reboot.
-const LIVE: &[&str] = &["loginuid", "cgroups", "cap_last_cap", "capabilities"];
+/// cgroup, its right to TIOCSTI), run every time; every other probe tests
+/// the kernel, whose answer cannot change before a reboot.
+const LIVE: &[&str] = &["loginuid", "cgroups", "cap_last_cap", "capabilities", "pty"];
 
 /// Probes that allocate pids on purpose (ns_last_pid, set_tid): run alone,
 /// after the others, so no other probe's fork takes their pid.
