@@ -956,6 +956,43 @@ fn pty_queues_stay_after_dump_s() {
     });
 }
 
+/// A pty index someone else took after the dump fails the restore by name
+/// (the pty's path would change under the tree), leaving nothing behind;
+/// once it is free again the same images restore.
+#[test]
+fn pty_index_in_use_fails_restore() {
+    run("pty_busy", 90, |cx| {
+        let s = Scratch::new("dr_tree", "pty_busy");
+        let mut t = cx.start(&s, "pty", &[], &["root", "c", "c1"]);
+        let first: u32 = t.ready["root"].get("idx").split(',').next().unwrap().parse().unwrap();
+        do_dump(t.root, &s.images(), false).unwrap_or_else(|e| panic!("dump: {e}"));
+        t.reap_dumped();
+        // Hold every index up to the pty's first one.
+        let mut held = Vec::new();
+        loop {
+            let m = std::fs::OpenOptions::new().read(true).write(true).open("/dev/ptmx").unwrap();
+            let mut n = 0u32;
+            // SAFETY: TIOCGPTN writes one int.
+            assert_eq!(unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&m), libc::TIOCGPTN, &mut n) }, 0);
+            held.push(m);
+            if n >= first {
+                break;
+            }
+        }
+        let err = do_restore(t.root, &s.images()).expect_err("restore onto a busy pty index");
+        assert!(err.contains(&format!("/dev/pts/{first}")) && err.contains("in use"), "unclear error: {err}");
+        assert_nothing_left(&t.pids(), "failed restore");
+        drop(held);
+        do_restore(t.root, &s.images()).unwrap_or_else(|e| panic!("restore: {e}"));
+        t.restored();
+        let got = t.check(&["root", "c", "c1"]);
+        for l in got.values() {
+            l.assert_ok();
+        }
+        got["c1"].assert_item("input", "ok");
+    });
+}
+
 /// A /dev/tty description two processes share and a pty whose output is
 /// stopped (^S) are refused by name, the tree running on.
 #[test]
