@@ -186,7 +186,7 @@ pub fn dump(
             let index = st::get_ptn(dup.as_fd()).map_err(|err| e("TIOCGPTN", err))?;
             if out.tty_info.iter().any(|t| t.index == Some(index)) {
                 // Opening /dev/ptmx always makes a new pty: one description per master.
-                return Err(Error::task(pid, format!("fd {fd}: a second open description of pty master {index}")));
+                return Err(Error::refuse(pid, format!("fd {fd}: a second open description of pty master {index}")));
             }
             let tty = out.tty_info.len() as u32 + 1;
             out.tty_info.push(dump_pty(pid, fd, dup.as_fd(), index, tty)?);
@@ -212,7 +212,7 @@ fn dump_pty(pid: Pid, fd: i32, master: BorrowedFd<'_>, index: u32, tty: u32) -> 
     };
     let ldisc = st::get_ldisc(master).map_err(|err| e("TIOCGETD", err))?;
     if ldisc != 0 {
-        return Err(Error::task(
+        return Err(Error::refuse(
             pid,
             format!("fd {fd}: pty master of /dev/pts/{index} has line discipline {ldisc}: only N_TTY is supported"),
         ));
@@ -282,7 +282,7 @@ pub fn finish_dump(cx: &FdCtx, out: &mut FileImages, pids: &[Pid]) -> Result<()>
             } else {
                 "dump it as a shell job (--shell-job)".to_string()
             };
-            Error::task(pid, format!("fd {fd} is the terminal {path}, which is outside the dumped tree: {hint}"))
+            Error::refuse(pid, format!("fd {fd} is the terminal {path}, which is outside the dumped tree: {hint}"))
         };
         let kind = match e.kind {
             TtyKind::PtySlave => match tree_pty(out, e.rdev) {
@@ -299,7 +299,7 @@ pub fn finish_dump(cx: &FdCtx, out: &mut FileImages, pids: &[Pid]) -> Result<()>
             TtyKind::DevTty => {
                 let task_tty = stats.iter().find(|s| s.0 == pid).map(|s| s.3).unwrap_or(0);
                 if task_tty == 0 || task_tty != e.real_rdev {
-                    return Err(Error::task(
+                    return Err(Error::refuse(
                         pid,
                         format!(
                             "fd {fd}: /dev/tty opened on {}, which is not the task's controlling terminal now: not supported",
@@ -327,7 +327,7 @@ pub fn finish_dump(cx: &FdCtx, out: &mut FileImages, pids: &[Pid]) -> Result<()>
         let ppid = crate::proc::stat::read(pid).map(|s| s.ppid).unwrap_or(0);
         if let Some(parent) = stats.iter().find(|s| s.0 .0 == ppid) {
             if sid != pid.0 as u32 && parent.1 == sid && parent.3 == 0 {
-                return Err(Error::task(
+                return Err(Error::refuse(
                     pid,
                     format!(
                         "has the controlling terminal {} that its parent {ppid} gave up: not supported",
@@ -339,7 +339,7 @@ pub fn finish_dump(cx: &FdCtx, out: &mut FileImages, pids: &[Pid]) -> Result<()>
         if let Some(t) = tree_pty(out, tty_nr) {
             let info = &mut out.tty_info[t];
             if info.sid != sid {
-                return Err(Error::task(
+                return Err(Error::refuse(
                     pid,
                     format!(
                         "its controlling terminal /dev/pts/{} belongs to session {} and it is in session {sid}",
@@ -350,7 +350,7 @@ pub fn finish_dump(cx: &FdCtx, out: &mut FileImages, pids: &[Pid]) -> Result<()>
             }
             info.ctty_of.push(pid.0 as u32);
         } else if in_tree(sid) && !(cx.shell_job && sid == root.0 as u32) {
-            return Err(Error::task(
+            return Err(Error::refuse(
                 pid,
                 format!(
                     "the controlling terminal {} of its session {sid} (dumped) is not a pty of the tree: not supported",
@@ -379,7 +379,7 @@ pub fn finish_dump(cx: &FdCtx, out: &mut FileImages, pids: &[Pid]) -> Result<()>
             .map(|e| owner(out, e.id))
             .unwrap_or((root, -1));
         if !in_tree(info.sid) {
-            return Err(Error::task(
+            return Err(Error::refuse(
                 pid,
                 format!(
                     "fd {fd}: the pty {name} is the controlling terminal of session {}, whose leader is not dumped",
@@ -388,7 +388,7 @@ pub fn finish_dump(cx: &FdCtx, out: &mut FileImages, pids: &[Pid]) -> Result<()>
             ));
         }
         if info.pgrp != 0 && !stats.iter().any(|s| s.2 == info.pgrp && s.1 == info.sid) {
-            return Err(Error::task(
+            return Err(Error::refuse(
                 pid,
                 format!("fd {fd}: the foreground process group {} of {name} has no task in the dumped tree", info.pgrp),
             ));
@@ -404,8 +404,13 @@ pub fn finish_dump(cx: &FdCtx, out: &mut FileImages, pids: &[Pid]) -> Result<()>
         let slave_open = out.tty.iter().any(|e| e.kind == TtyKind::PtySlave && e.tty == tty);
         let master = take_fd(pid, fd)?;
         let info = &mut out.tty_info[t];
-        take_queues(master.as_fd(), info, slave_open)
-            .map_err(|what| Error::task(pid, format!("fd {fd}: pty master of /dev/pts/{index}: {what}")))?;
+        take_queues(master.as_fd(), info, slave_open).map_err(|e| {
+            let what = |m: &str| format!("fd {fd}: pty master of /dev/pts/{index}: {m}");
+            match e {
+                QueueError::Refuse(m) => Error::refuse(pid, what(&m)),
+                QueueError::Fail(m) => Error::task(pid, what(&m)),
+            }
+        })?;
         if !info.input.is_empty() || !info.output.is_empty() {
             log::debug!(task = pid.0; "task {pid}: /dev/pts/{index}: {} bytes of input, {} of output queued", info.input.len(), info.output.len());
         }
@@ -423,7 +428,7 @@ fn check_dev_tty_unshared(pid: Pid, fd: i32, pids: &[Pid]) -> Result<()> {
             if p.path.as_os_str().as_bytes() == b"/dev/tty"
                 && kcmp_file(pid, fd, other, e.fd).ctx(pid, "kcmp")? == KcmpOrder::Equal
             {
-                return Err(Error::task(
+                return Err(Error::refuse(
                     pid,
                     format!(
                         "fd {fd}: its open /dev/tty is shared with task {other} (fd {}): \
@@ -709,18 +714,40 @@ fn put_back(
 /// tree is frozen: nobody sees it missing). `slave_open`: a slave
 /// description of the tree keeps the slave open, so one of our own can be
 /// opened and closed without hanging the master up.
-fn take_queues(master: BorrowedFd<'_>, info: &mut TtyInfoEntry, slave_open: bool) -> std::result::Result<(), String> {
+/// Why the queues of a pty could not be taken.
+enum QueueError {
+    /// A state this version does not restore exactly.
+    Refuse(String),
+    /// Something failed.
+    Fail(String),
+}
+
+impl From<String> for QueueError {
+    fn from(s: String) -> Self {
+        QueueError::Fail(s)
+    }
+}
+
+fn take_queues(
+    master: BorrowedFd<'_>,
+    info: &mut TtyInfoEntry,
+    slave_open: bool,
+) -> std::result::Result<(), QueueError> {
     let termios = termios_of(&info.termios)?;
     let ready = st::poll_now(master).map_err(|e| format!("poll: {e}"))?;
     if info.packet && ready.status {
-        return Err("a packet-mode control status byte is pending for its reader: it cannot be put back".into());
+        return Err(QueueError::Refuse(
+            "a packet-mode control status byte is pending for its reader: it cannot be put back".into(),
+        ));
     }
     if !slave_open {
         // Without an open slave, what is written to the master is dropped
         // when the slave is opened; what the slave wrote is in the master.
         info.slave_closed = ready.hangup;
         if ready.input {
-            return Err("data is queued for the master's reader but no slave of the tree is open".into());
+            return Err(QueueError::Refuse(
+                "data is queued for the master's reader but no slave of the tree is open".into(),
+            ));
         }
         return Ok(());
     }
@@ -736,24 +763,28 @@ fn take_queues(master: BorrowedFd<'_>, info: &mut TtyInfoEntry, slave_open: bool
     let pts = std::fs::metadata("/dev/pts").map_err(|e| format!("stat /dev/pts: {e}"))?;
     let md = fs::fstat(slave.as_fd()).map_err(|e| format!("fstat the slave: {e}"))?;
     if md.dev != pts.dev() {
-        return Err("the pty belongs to another devpts instance than /dev/pts: not supported".into());
+        return Err(QueueError::Refuse(
+            "the pty belongs to another devpts instance than /dev/pts: not supported".into(),
+        ));
     }
     info.exclusive = st::get_excl(slave.as_fd()).map_err(|e| format!("TIOCGEXCL: {e}"))?;
     let queued_in = st::inq(slave.as_fd()).map_err(|e| format!("FIONREAD on the slave: {e}"))?;
     if queued_in > 0 && flag(&termios, C_LFLAG) & (ICANON | EXTPROC) == (ICANON | EXTPROC) {
-        return Err(format!("{queued_in} bytes of input are queued in canonical EXTPROC mode: not supported"));
+        return Err(QueueError::Refuse(format!(
+            "{queued_in} bytes of input are queued in canonical EXTPROC mode: not supported"
+        )));
     }
     let slave_ready = st::poll_now(slave.as_fd()).map_err(|e| format!("poll the slave: {e}"))?;
     if !slave_ready.output {
         // pty_write_room() is 0 when output is stopped, or when the master's
         // buffers are full; either way nothing could be put back.
-        return Err(if ready.input {
+        return Err(QueueError::Refuse(if ready.input {
             "the slave cannot be written: its output is stopped (^S) or the master's reader is a whole \
              buffer behind"
                 .into()
         } else {
             "its output is stopped (^S, flow control): not supported".into()
-        });
+        }));
     }
     let output = drain(master, true, info.packet)?;
     let (input, lines, err) = if canonical(&termios) {
@@ -768,7 +799,7 @@ fn take_queues(master: BorrowedFd<'_>, info: &mut TtyInfoEntry, slave_open: bool
     let back = put_back(master, Some(slave.as_fd()), &termios, &input, &lines, &output)
         .map_err(|e| format!("put the queued data back: {e}"));
     if let Some(e) = err {
-        return Err(e);
+        return Err(QueueError::Fail(e));
     }
     back?;
     info.input = input;
@@ -842,7 +873,7 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
             ),
             TtyKind::Console | TtyKind::Vt => {
                 let path = device_path(t).ok_or_else(|| {
-                    Error::new(format!(
+                    Error::refuse_global(format!(
                         "{}: {} (device {}:{}) does not exist here",
                         who(),
                         t.path.to_string_lossy(),
@@ -857,7 +888,7 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
             }
             TtyKind::External => {
                 let Some(path) = &cx.tty_path else {
-                    return Err(Error::new(format!(
+                    return Err(Error::refuse_global(format!(
                         "{} is a shell job's terminal ({}): restore with --shell-job from a terminal",
                         who(),
                         t.path.to_string_lossy()
@@ -1048,13 +1079,13 @@ pub fn plan_tasks(
                         None
                     }
                     None if Some(a) == ext => {
-                        return Err(Error::task(pid, "had given up the shell job's terminal: not supported"))
+                        return Err(Error::refuse(pid, "had given up the shell job's terminal: not supported"))
                     }
                     None => return Err(Error::task(pid, "its parent's controlling terminal was not opened")),
                 },
                 (None, None) => None,
                 (_, Some(_)) => {
-                    return Err(Error::task(
+                    return Err(Error::refuse(
                         pid,
                         "has a controlling terminal its parent had given up before forking it: not supported",
                     ))
