@@ -24,6 +24,16 @@ use std::time::{Duration, Instant};
 /// [`fork_exact`] (-1 when it cannot be opened).
 static NS_LAST_PID_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 
+/// Set when a fork had to go through ns_last_pid: another process forking
+/// in between can make a child get the wrong pid, which it then gives up
+/// (it exits by itself, its parent reaps it and tries again).
+static FALLBACK_USED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the tree is being forked through ns_last_pid (see [`fork_exact`]).
+pub(super) fn used_fallback() -> bool {
+    FALLBACK_USED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Set when fault injection asks to behave as without clone3 set_tid.
 static NO_SET_TID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -62,6 +72,8 @@ unsafe fn fork_exact(pid: Pid) -> std::result::Result<CloneResult, Errno> {
     if fd < 0 {
         return Err(Errno::ENOSYS);
     }
+    // (In the engine: tells run_tree that wrong-pid children may show up.)
+    FALLBACK_USED.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut buf = [0u8; 12];
     let mut n = buf.len();
     let mut v = (pid.0 - 1) as u32;

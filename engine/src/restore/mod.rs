@@ -697,6 +697,16 @@ fn run_tree(
             continue;
         }
         let Some(&(ti, leader)) = expect.get(&pid) else {
+            if fork::used_fallback() {
+                // A child that got the wrong pid through ns_last_pid (some
+                // other process forked in between): it exits by itself and
+                // its parent tries again. Let it go.
+                if let WaitStatus::Stopped { .. } = st {
+                    let _ = ptrace::detach(pid, 0);
+                }
+                log::debug!("task {pid} got a pid the tree does not have: let go, its parent forks again");
+                continue;
+            }
             return Err(Error::task(pid, format!("unexpected task in the restored tree ({st:?})")));
         };
         let zombie = all[ti].zombie.is_some();
