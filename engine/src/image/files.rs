@@ -87,6 +87,8 @@ pub enum FdKind {
     Ns,
     /// Anything this version does not dump.
     Unsupported,
+    /// pidfd.
+    Pidfd,
 }
 
 impl FdKind {
@@ -110,6 +112,7 @@ impl FdKind {
             FdKind::Tty => "tty",
             FdKind::Ns => "ns",
             FdKind::Unsupported => "unsupported",
+            FdKind::Pidfd => "pidfd",
         }
     }
 }

@@ -10,7 +10,7 @@
 use super::codec::{show_records, DynFrames, NodeSink, ShowStreamError};
 #[allow(unused_imports)]
 use super::describe::Describe;
-use super::{core, files, inventory, mm, pagemap, pipes, pstree, reg_files, signalfd, stats, tty, unix_sk};
+use super::{core, events, files, inventory, mm, pagemap, pipes, pstree, reg_files, signalfd, stats, tty, unix_sk};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -125,6 +125,15 @@ image_kinds! {
         TtyInfo   = 20, "tty-info", "tty-info.img",       1, DEFAULT_MAX_RECORD, (),                       tty::TtyInfoEntry;
         /// signalfd objects.
         Signalfd  = 21, "signalfd", "signalfd.img",       1, DEFAULT_MAX_RECORD, (),                       signalfd::SignalfdEntry;
+        // Event and special descriptors (objects/eventfd.rs ... pidfd.rs).
+        Eventfd   = 40, "eventfd",  "eventfd.img",        1, DEFAULT_MAX_RECORD, (),                       events::EventfdEntry;
+        Epoll     = 41, "epoll",    "epoll.img",          1, DEFAULT_MAX_RECORD, (),                       events::EpollEntry;
+        Timerfd   = 43, "timerfd",  "timerfd.img",        1, DEFAULT_MAX_RECORD, (),                       events::TimerfdEntry;
+        Inotify   = 44, "inotify",  "inotify.img",        1, DEFAULT_MAX_RECORD, (),                       events::InotifyEntry;
+        Pidfd     = 45, "pidfd",    "pidfd.img",          1, DEFAULT_MAX_RECORD, (),                       events::PidfdEntry;
+        Memfd     = 46, "memfd",    "memfd.img",          1, DEFAULT_MAX_RECORD, (),                       events::MemfdEntry;
+        /// One record per memfd with all its data: up to 1 GiB.
+        MemfdData = 47, "memfd-data", "memfd-data.img",   1, 1 << 30,            (),                       events::MemfdDataEntry;
     }
     raw {
         /// Raw page data described by a pagemap image.

@@ -23,6 +23,7 @@ pub mod crc32c;
 pub mod describe;
 pub mod dir;
 pub mod error;
+pub mod events;
 pub mod files;
 pub mod inventory;
 pub mod kind;

@@ -77,6 +77,9 @@ pub struct FileImages {
     /// Dump only: descriptions found in flight in a unix socket's queue
     /// (SCM_RIGHTS), received into crtools, still to be dumped.
     pub inflight: Vec<InFlight>,
+    /// Event and special descriptors (eventfd, epoll, signalfd, timerfd,
+    /// inotify, pidfd, memfd).
+    pub ev: crate::image::events::EventImages,
 }
 
 /// A description in flight in a unix socket's queue: the copy crtools
@@ -113,7 +116,14 @@ impl FileImages {
         one::<kinds::UnixSk>(img, &self.unix)?;
         one::<kinds::FileLocks>(img, &self.locks)?;
         one::<kinds::GhostFiles>(img, &self.ghosts)?;
-        one::<kinds::GhostData>(img, &self.ghost_data)
+        one::<kinds::GhostData>(img, &self.ghost_data)?;
+        one::<kinds::Eventfd>(img, &self.ev.eventfd)?;
+        one::<kinds::Epoll>(img, &self.ev.epoll)?;
+        one::<kinds::Timerfd>(img, &self.ev.timerfd)?;
+        one::<kinds::Inotify>(img, &self.ev.inotify)?;
+        one::<kinds::Pidfd>(img, &self.ev.pidfd)?;
+        one::<kinds::Memfd>(img, &self.ev.memfd)?;
+        one::<kinds::MemfdData>(img, &self.ev.memfd_data)
     }
 
     /// Reads every file image (an image of a kind the dump had none of may
@@ -146,6 +156,16 @@ impl FileImages {
             unix_diag: None,
             unix_owner: HashMap::new(),
             inflight: Vec::new(),
+            ev: crate::image::events::EventImages {
+                eventfd: one::<kinds::Eventfd>(dir, false)?,
+                epoll: one::<kinds::Epoll>(dir, false)?,
+                timerfd: one::<kinds::Timerfd>(dir, false)?,
+                inotify: one::<kinds::Inotify>(dir, false)?,
+                pidfd: one::<kinds::Pidfd>(dir, false)?,
+                memfd: one::<kinds::Memfd>(dir, false)?,
+                memfd_data: one::<kinds::MemfdData>(dir, false)?,
+                ..Default::default()
+            },
         })
     }
 
@@ -231,6 +251,13 @@ pub static KINDS: &[KindOps] = &[
     KindOps { kind: FdKind::Fifo, dump: super::fifo::dump, open: super::fifo::open },
     KindOps { kind: FdKind::Signalfd, dump: super::signalfd::dump, open: super::signalfd::open },
     KindOps { kind: FdKind::UnixSocket, dump: super::unix_sk::dump, open: super::unix_sk::open },
+    KindOps { kind: FdKind::Eventfd, dump: super::eventfd::dump, open: super::eventfd::open },
+    KindOps { kind: FdKind::Timerfd, dump: super::timerfd::dump, open: super::timerfd::open },
+    KindOps { kind: FdKind::Inotify, dump: super::inotify::dump, open: super::inotify::open },
+    KindOps { kind: FdKind::Memfd, dump: super::memfd::dump, open: super::memfd::open },
+    KindOps { kind: FdKind::Pidfd, dump: super::pidfd::dump, open: super::pidfd::open },
+    // Last: its watches need every other description opened.
+    KindOps { kind: FdKind::Epoll, dump: super::epoll::dump, open: super::epoll::open },
 ];
 
 const S_IFMT: u32 = 0o170000;
@@ -239,7 +266,9 @@ const S_IFIFO: u32 = 0o010000;
 /// Which kind a descriptor is, or why it is not supported.
 pub fn classify(pid: Pid, fd: i32, target: &FdTarget) -> std::result::Result<FdKind, String> {
     match target {
-        FdTarget::Path(p) if p.path.starts_with("/memfd:") => Err("memfd".into()),
+        FdTarget::Path(p) if p.deleted && p.path.as_os_str().as_encoded_bytes().starts_with(b"/memfd:") => {
+            Ok(FdKind::Memfd)
+        }
         FdTarget::Path(p) => {
             use std::os::unix::fs::MetadataExt;
             let md = std::fs::metadata(crate::proc::pid_path(pid, &format!("fd/{fd}")))
@@ -269,8 +298,16 @@ pub fn classify(pid: Pid, fd: i32, target: &FdTarget) -> std::result::Result<FdK
                 Err(format!("{proto} socket:[{ino}]"))
             }
         }
-        FdTarget::AnonInode(n) if n == "[signalfd]" => Ok(FdKind::Signalfd),
-        FdTarget::AnonInode(n) => Err(format!("anon_inode:{n}")),
+        FdTarget::AnonInode(n) => match n.as_str() {
+            "[eventfd]" => Ok(FdKind::Eventfd),
+            "[eventpoll]" => Ok(FdKind::Epoll),
+            "[signalfd]" => Ok(FdKind::Signalfd),
+            "[timerfd]" => Ok(FdKind::Timerfd),
+            "inotify" => Ok(FdKind::Inotify),
+            "[pidfd]" => Ok(FdKind::Pidfd),
+            "[fanotify]" => Err("fanotify group (anon_inode:[fanotify]: its marks are not dumped yet)".into()),
+            _ => Err(format!("anon_inode:{n}")),
+        },
         FdTarget::Inode { kind, ino } => Err(format!("{kind}:[{ino}]")),
         FdTarget::Other(raw) => Err(String::from_utf8_lossy(raw).into_owned()),
     }
@@ -393,7 +430,15 @@ fn dump_inflight(cx: &FdCtx, all: &mut DumpFiles) -> Result<()> {
 /// whole tree: which unix socket peers are outside it).
 pub fn finish_dump(cx: &FdCtx, all: &mut DumpFiles) -> Result<()> {
     super::pipe::finish_dump(&mut all.images);
-    super::unix_sk::finish_dump(cx, &mut all.images)
+    super::unix_sk::finish_dump(cx, &mut all.images)?;
+    let cands: Vec<super::epoll::Candidate> = all
+        .seen
+        .iter()
+        .flat_map(|(&(kind, dev, ino), v)| {
+            v.iter().map(move |&(pid, fd, id)| super::epoll::Candidate { kind, dev, ino, pid, fd, id })
+        })
+        .collect();
+    super::epoll::finish_dump(&mut all.images, &cands)
 }
 
 /// A file that is opened in its task once the whole tree exists.
@@ -405,6 +450,9 @@ pub struct Late {
     pub flags: u32,
     /// Position to seek to (u64::MAX: none).
     pub pos: u64,
+    /// Not a path: a pidfd of this task of the tree (pidfd_open with
+    /// `flags`).
+    pub pidfd: Option<u32>,
 }
 
 /// Work a kind leaves for when every task of the tree exists (on its
@@ -576,6 +624,7 @@ struct LateEntry {
     flags: u32,
     pos: u64,
     cloexec: bool,
+    pidfd: Option<u32>,
 }
 
 impl LateFiles {
@@ -615,6 +664,7 @@ pub fn plan(b: &mut PlanBuilder, pid: Pid, fds: &[FdinfoEntry], opened: &Opened)
                 flags: l.flags,
                 pos: l.pos,
                 cloexec: fd.cloexec,
+                pidfd: l.pidfd,
             });
         } else {
             return Err(Error::task(pid, format!("fd {}: file {} was not restored", fd.fd, fd.id)));
@@ -678,13 +728,18 @@ pub fn open_late(t: &mut Tracee, arena: u64, late: &LateFiles) -> Result<()> {
                 .ctx(pid, &format!("fd {fd}: dup3 of fd {src}"))?;
             continue;
         }
-        let got = t
-            .remote_syscall_ok(
-                Sysno::openat,
-                [AT_FDCWD as u64, arena + e.path.off, e.flags as u64, 0, 0, 0],
-                "open a /proc file of the tree",
-            )
-            .ctx(pid, &format!("fd {fd}: open its /proc file"))? as i64;
+        let got = match e.pidfd {
+            Some(of) => t
+                .remote_syscall_ok(Sysno::pidfd_open, [of as u64, e.flags as u64, 0, 0, 0, 0], "pidfd_open")
+                .ctx(pid, &format!("fd {fd}: open its pidfd of task {of}"))? as i64,
+            None => t
+                .remote_syscall_ok(
+                    Sysno::openat,
+                    [AT_FDCWD as u64, arena + e.path.off, e.flags as u64, 0, 0, 0],
+                    "open a /proc file of the tree",
+                )
+                .ctx(pid, &format!("fd {fd}: open its /proc file"))? as i64,
+        };
         if got != fd as i64 {
             t.remote_syscall_ok(Sysno::dup3, [got as u64, fd as u64, cl, 0, 0, 0], "dup3 a late file")
                 .ctx(pid, &format!("fd {fd}: dup3"))?;

@@ -9,6 +9,8 @@
 //! - [`pipe`]: pipes, their capacity and the bytes in flight;
 //! - [`fifo`]: FIFOs (named pipes);
 //! - [`unix_sk`]: unix sockets, their connections, backlogs and queues;
+//! - [`eventfd`], [`epoll`], [`signalfd`], [`timerfd`], [`inotify`],
+//!   [`memfd`], [`pidfd`]: event and special descriptors;
 //! - [`file_lock`]: file locks and leases (refused);
 //! - [`ns`]: namespaces (refused unless crtools' own);
 //! - [`clone_share`]: address spaces, descriptor tables, fs info and signal
@@ -19,15 +21,21 @@
 //! module here and one row there.
 pub mod cgroup;
 pub mod clone_share;
+pub mod epoll;
+pub mod eventfd;
 pub mod fifo;
 pub mod file_lock;
 pub mod files;
+pub mod inotify;
+pub mod memfd;
 pub mod mm;
 pub mod ns;
+pub mod pidfd;
 pub mod pipe;
 pub mod reg_file;
 pub mod signalfd;
 pub mod task;
 pub mod thread;
+pub mod timerfd;
 pub mod tty;
 pub mod unix_sk;

@@ -249,7 +249,7 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
         let flags = reg.flags - (OpenFlags::O_CREAT | OpenFlags::O_TRUNC | OpenFlags::O_EXCL | OpenFlags::O_CLOEXEC);
         if super::files::is_tree_proc_path(cx, reg.path.as_bytes()) {
             let pos = if seekable { reg.pos } else { u64::MAX };
-            out.add_late(reg.id, Late { path: reg.path.as_bytes().to_vec(), flags: flags.bits(), pos });
+            out.add_late(reg.id, Late { path: reg.path.as_bytes().to_vec(), flags: flags.bits(), pos, pidfd: None });
             continue;
         }
         let open_path: std::path::PathBuf = match (reg.ghost, &reg.remap) {

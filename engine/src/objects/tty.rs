@@ -869,6 +869,7 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
                     path: b"/dev/tty".to_vec(),
                     flags: status_flags(t.flags).bits() | O_NOCTTY as u32,
                     pos: u64::MAX,
+                    pidfd: None,
                 },
             ),
             TtyKind::Console | TtyKind::Vt => {

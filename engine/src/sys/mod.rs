@@ -22,6 +22,7 @@ pub use syscalls::{Errno, Sysno};
 
 pub mod arch;
 pub mod clone;
+pub mod event;
 pub mod fs;
 pub mod misc;
 pub mod mm;

@@ -1,0 +1,226 @@
+//! epoll (see epoll(7)): every watch with its events mask (EPOLLET,
+//! EPOLLONESHOT, EPOLLEXCLUSIVE, EPOLLWAKEUP included) and user data, from
+//! fdinfo `tfd:` lines.
+//!
+//! An epoll item is keyed by the watched file *and* the fd number it was
+//! added under, and holds no reference on the file. Dump matches each
+//! watch to a description the tree holds with kcmp(KCMP_EPOLL_TFD), once
+//! every task is dumped ([`finish_dump`]): the fd number may since have
+//! been closed or reused in the owner's table (the description is then
+//! held under another number or by another task), the same description may
+//! be watched under two numbers, and the watched file may be another epoll.
+//! A watched file that no task holds is kept alive only by something else
+//! (a mapping, a message in flight): refused by name.
+//!
+//! Restore creates each epoll in the engine after every other kind (its
+//! targets exist by then) and adds the watches in a helper child of the
+//! engine: it puts each target description at the watch's own fd number
+//! in its copy of the descriptor table and calls EPOLL_CTL_ADD, so the
+//! item gets the same (file, number) key; the child then exits, and the
+//! items stay with the epoll, which the tree inherits.
+//!
+//! Readiness: adding a watch polls its target, so whatever is ready (data
+//! in a pipe or socket, a nonzero eventfd, unread timer ticks) is reported
+//! again after restore. For an edge-triggered item whose edge was already
+//! taken by epoll_wait before the dump but whose condition still holds
+//! (the data still unread), the restored item reports it once more: one
+//! extra wakeup, which edge-triggered readers handle (they read until
+//! EAGAIN), never a lost one. A disabled EPOLLONESHOT item comes back
+//! disabled (its mask holds no events).
+use super::files::{FdCtx, FileImages, Opened};
+use crate::error::{Error, Result};
+use crate::image::events::{EpollEntry, EpollWatch};
+use crate::image::files::{FdKind, OpenFlags};
+use crate::proc::fdinfo::{FdInfo, FdTarget};
+use crate::sys::event::{self, EpollEvent};
+use crate::sys::misc::{kcmp_epoll_tfd, KcmpEpollSlot, KcmpOrder};
+use crate::sys::{fs, Pid};
+use std::os::fd::{AsFd, RawFd};
+
+/// Dumps one epoll instance (its watches are matched in [`finish_dump`]).
+pub fn dump(
+    _cx: &FdCtx,
+    pid: Pid,
+    fd: i32,
+    _target: &FdTarget,
+    info: &FdInfo,
+    id: u32,
+    out: &mut FileImages,
+) -> Result<()> {
+    let flags = OpenFlags::from_bits_retain(info.flags) - OpenFlags::O_CLOEXEC;
+    out.ev.epoll.push(EpollEntry { id, flags, watches: Vec::new() });
+    out.ev.epoll_pending.push((pid, fd, id, info.epoll_targets.clone()));
+    Ok(())
+}
+
+/// A description the tree holds: its kind, device and inode, and the
+/// first (task, fd) holding it.
+pub struct Candidate {
+    /// Kind.
+    pub kind: FdKind,
+    /// Device (stat encoding).
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+    /// A task holding it.
+    pub pid: Pid,
+    /// Its fd number there.
+    pub fd: i32,
+    /// The file object id.
+    pub id: u32,
+}
+
+/// Matches every watch of every epoll to a dumped description.
+pub fn finish_dump(out: &mut FileImages, cands: &[Candidate]) -> Result<()> {
+    for (pid, efd, id, targets) in std::mem::take(&mut out.ev.epoll_pending) {
+        let mut watches = Vec::with_capacity(targets.len());
+        for (i, t) in targets.iter().enumerate() {
+            // Which of the registrations under this number it is, in the
+            // kernel's order (fdinfo prints that order too).
+            let toff = targets[..i].iter().filter(|o| o.tfd == t.tfd).count() as u32;
+            let slot = KcmpEpollSlot { efd: efd as u32, tfd: t.tfd as u32, toff };
+            let dev = t.sdev.map(event::kdev_to_dev);
+            let mut found = None;
+            for c in cands {
+                if t.ino.is_some_and(|ino| ino != c.ino) || dev.is_some_and(|d| d != c.dev) {
+                    continue;
+                }
+                match kcmp_epoll_tfd(c.pid, c.fd, pid, &slot) {
+                    Ok(KcmpOrder::Equal) => {
+                        found = Some(c);
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        return Err(Error::task(pid, format!("fd {efd}: epoll: kcmp with watch on fd {}: {e}", t.tfd)))
+                    }
+                }
+            }
+            let Some(c) = found else {
+                return Err(Error::task(
+                    pid,
+                    format!(
+                        "fd {efd}: epoll watches fd {} (inode {}), a file no task of the tree holds a descriptor of",
+                        t.tfd,
+                        t.ino.unwrap_or(0)
+                    ),
+                ));
+            };
+            if c.kind == FdKind::Pidfd {
+                return Err(Error::task(
+                    pid,
+                    format!(
+                        "fd {efd}: epoll watches fd {} (a pidfd, opened only once the tree exists): not supported yet",
+                        t.tfd
+                    ),
+                ));
+            }
+            watches.push(EpollWatch { tfd: t.tfd, target: c.id, events: t.events, data: t.data });
+        }
+        log::debug!(task = pid.0; "task {pid}: fd {efd}: epoll with {} watches", watches.len());
+        if let Some(e) = out.ev.epoll.iter_mut().find(|e| e.id == id) {
+            e.watches = watches;
+        }
+    }
+    Ok(())
+}
+
+/// One EPOLL_CTL_ADD for the helper child.
+#[derive(Clone, Copy)]
+struct Add {
+    ep: RawFd,
+    tfd: RawFd,
+    target: RawFd,
+    ev: EpollEvent,
+}
+
+/// Creates every epoll instance and adds its watches.
+pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
+    if images.ev.epoll.is_empty() {
+        return Ok(());
+    }
+    for e in &images.ev.epoll {
+        let what = format!("epoll (file {})", e.id);
+        let fd = event::epoll_create1(event::EPOLL_CLOEXEC)
+            .map_err(|er| Error::new(format!("{what}: epoll_create1: {er}")))?;
+        fs::fcntl_setfl(fd.as_fd(), fs::OpenFlags::from_bits_retain(e.flags.bits()))
+            .map_err(|er| Error::new(format!("{what}: set its flags: {er}")))?;
+        out.add(e.id, fd);
+    }
+    // Every description the adds use must sit above every number they
+    // put a target at, so the child clobbers none of them.
+    let top = images.ev.epoll.iter().flat_map(|e| e.watches.iter().map(|w| w.tfd)).max().unwrap_or(0);
+    out.place(top + 1)?;
+    let mut adds = Vec::new();
+    for e in &images.ev.epoll {
+        let ep = out.raw(e.id).expect("just added");
+        for w in &e.watches {
+            let target = out.raw(w.target).ok_or_else(|| {
+                Error::new(format!(
+                    "{}: epoll watches fd {} (file {}), which is opened only once the tree exists: not supported yet",
+                    cx.who(e.id),
+                    w.tfd,
+                    w.target
+                ))
+            })?;
+            adds.push(Add { ep, tfd: w.tfd, target, ev: EpollEvent { events: w.events, data: w.data } });
+        }
+    }
+    if adds.is_empty() {
+        return Ok(());
+    }
+    run_adds(&adds).map_err(|(i, e)| {
+        let a = adds[i];
+        let owner = images.ev.epoll.iter().find(|e| e.watches.iter().any(|w| w.tfd == a.tfd)).map(|e| e.id);
+        Error::new(format!(
+            "{}: epoll: add the watch on fd {} (events {:#x}): {e}",
+            owner.map(|id| cx.who(id)).unwrap_or_default(),
+            a.tfd,
+            { a.ev.events }
+        ))
+    })
+}
+
+/// Runs the adds in a child of the engine; on failure, which add and why.
+fn run_adds(adds: &[Add]) -> std::result::Result<(), (usize, String)> {
+    use crate::sys::clone::{fork, CloneResult};
+    let fail = |m: String| (0usize, m);
+    let (r, w) =
+        fs::pipe2(fs::OpenFlags::O_CLOEXEC | fs::OpenFlags::O_NONBLOCK).map_err(|e| fail(format!("pipe2: {e}")))?;
+    // SAFETY: the child only makes raw syscalls (dup3, epoll_ctl, write)
+    // on memory prepared before the fork, then exit_group.
+    let child = match unsafe { fork() }.map_err(|e| fail(format!("fork a helper: {e}")))? {
+        CloneResult::Child => {
+            for (i, a) in adds.iter().enumerate() {
+                let r = event::dup3_raw(a.target, a.tfd).and_then(|_| {
+                    // SAFETY: the number was just made to refer to the target; the
+                    // borrow lives only for this call in this short-lived child.
+                    let ep = unsafe { std::os::fd::BorrowedFd::borrow_raw(a.ep) };
+                    event::epoll_ctl_add(ep, a.tfd, &a.ev)
+                });
+                if let Err(e) = r {
+                    let mut msg = [0u8; 8];
+                    msg[..4].copy_from_slice(&(i as u32).to_ne_bytes());
+                    msg[4..].copy_from_slice(&(e.into_raw()).to_ne_bytes());
+                    let _ = fs::write(w.as_fd(), &msg);
+                    crate::sys::misc::exit_group(1);
+                }
+            }
+            crate::sys::misc::exit_group(0)
+        }
+        CloneResult::Parent { child, .. } => child,
+    };
+    drop(w);
+    let status = crate::sys::wait::wait4(child, crate::sys::wait::WALL)
+        .map_err(|e| fail(format!("wait for the helper: {e}")))?;
+    let mut msg = [0u8; 8];
+    if let Ok(8) = fs::read(r.as_fd(), &mut msg) {
+        let i = u32::from_ne_bytes(msg[..4].try_into().expect("4 bytes")) as usize;
+        let e = crate::sys::Errno::new(i32::from_ne_bytes(msg[4..].try_into().expect("4 bytes")));
+        return Err((i.min(adds.len() - 1), e.to_string()));
+    }
+    match status {
+        Some((_, crate::sys::wait::WaitStatus::Exited(0))) => Ok(()),
+        st => Err(fail(format!("the helper ended with {st:?}"))),
+    }
+}

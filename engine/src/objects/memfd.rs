@@ -1,0 +1,163 @@
+//! memfd (see memfd_create(2)) held by descriptors: name, size, contents,
+//! seals and permission bits, once per memfd (`memfd-data.img`), and every
+//! open file description of it with its own access mode, status flags and
+//! position (`memfd.img`), so a memfd shared by several processes, or
+//! reopened through /proc, comes back as one file.
+//!
+//! Dump reads the contents through a new read-only description opened by
+//! /proc/<pid>/fd/<n> (never the target's own: its position must not move),
+//! skipping holes with SEEK_DATA/SEEK_HOLE. Restore creates the memfd with
+//! MFD_ALLOW_SEALING, writes the runs back, makes each description (the
+//! first read-write one is memfd_create's own, the others are reopened
+//! through /proc) and adds the seals last.
+//!
+//! A memfd that is also mapped is refused by the memory dump (a mapping
+//! would come back as a second object); hugetlb memfds are refused here.
+use super::files::{FdCtx, FileImages, Opened};
+use crate::error::{Context, Error, Result};
+use crate::image::events::{MemfdDataEntry, MemfdEntry};
+use crate::image::files::OpenFlags;
+use crate::proc::fdinfo::{FdInfo, FdTarget};
+use crate::sys::fs::{self, OpenFlags as SysFlags, SealFlags, Whence};
+use crate::sys::{Errno, Pid};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+
+/// Read chunk for contents.
+const CHUNK: usize = 1 << 20;
+/// The page size tmpfs reports as st_blksize (hugetlbfs: the huge page size).
+const PAGE: i64 = 4096;
+
+/// Dumps one open file description of a memfd.
+pub fn dump(
+    _cx: &FdCtx,
+    pid: Pid,
+    fd: i32,
+    target: &FdTarget,
+    info: &FdInfo,
+    id: u32,
+    out: &mut FileImages,
+) -> Result<()> {
+    let FdTarget::Path(p) = target else { return Err(Error::task(pid, format!("fd {fd}: not a memfd"))) };
+    let name = p.path.as_os_str().as_bytes().strip_prefix(b"/memfd:").unwrap_or(b"").to_vec();
+    let what = format!("memfd:{}", String::from_utf8_lossy(&name));
+    let flags = OpenFlags::from_bits_retain(info.flags) - OpenFlags::O_CLOEXEC;
+    if flags.contains(OpenFlags::O_ASYNC) {
+        return Err(Error::task(
+            pid,
+            format!("fd {fd}: {what} is in O_ASYNC mode (its signal owner is not restored yet)"),
+        ));
+    }
+    let link = crate::proc::pid_path(pid, &format!("fd/{fd}"));
+    let copy = fs::openat(None, &link, SysFlags::O_RDONLY | SysFlags::O_CLOEXEC | SysFlags::O_NOATIME, 0)
+        .or_else(|_| fs::openat(None, &link, SysFlags::O_RDONLY | SysFlags::O_CLOEXEC, 0))
+        .map_err(|e| Error::task(pid, format!("fd {fd}: {what}: open a copy: {e}")))?;
+    let st = fs::fstat(copy.as_fd()).ctx(pid, &format!("fd {fd}: fstat"))?;
+    let key = (st.dev, st.ino);
+    let memfd_id = match out.ev.memfd_ids.get(&key) {
+        Some(&m) => m,
+        None => {
+            if st.blksize != PAGE {
+                return Err(Error::task(pid, format!("fd {fd}: {what} is a hugetlb memfd: not supported yet")));
+            }
+            let memfd_id = out.ev.memfd_ids.len() as u32 + 1;
+            let seals = match fs::fcntl_get_seals(copy.as_fd()) {
+                Ok(s) => s.bits(),
+                Err(e) => return Err(Error::task(pid, format!("fd {fd}: {what}: F_GET_SEALS: {e}"))),
+            };
+            let runs = read_runs(copy.as_fd(), st.size as u64)
+                .map_err(|e| Error::task(pid, format!("fd {fd}: {what}: read its contents: {e}")))?;
+            log::debug!(task = pid.0; "task {pid}: fd {fd}: {what}: {} bytes, {} runs, seals {seals:#x}", st.size, runs.len());
+            out.ev.memfd_ids.insert(key, memfd_id);
+            out.ev.memfd_data.push(MemfdDataEntry {
+                memfd_id,
+                ino: st.ino,
+                name: crate::image::RawStr(name),
+                size: st.size as u64,
+                mode: st.mode & 0o7777,
+                uid: st.uid,
+                gid: st.gid,
+                seals,
+                runs,
+            });
+            memfd_id
+        }
+    };
+    out.ev.memfd.push(MemfdEntry { id, memfd_id, flags, pos: info.pos as u64 });
+    Ok(())
+}
+
+/// The data runs of a file of `size` bytes, holes left out.
+fn read_runs(f: std::os::fd::BorrowedFd<'_>, size: u64) -> std::result::Result<Vec<(u64, Vec<u8>)>, Errno> {
+    let mut runs: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut off = 0u64;
+    let mut buf = vec![0u8; CHUNK];
+    while off < size {
+        let start = match fs::lseek(f, off as i64, Whence::Data) {
+            Ok(s) => s,
+            Err(Errno::ENXIO) => break,
+            Err(e) => return Err(e),
+        };
+        let end = fs::lseek(f, start as i64, Whence::Hole)?.min(size);
+        let mut at = start;
+        while at < end {
+            let want = ((end - at) as usize).min(CHUNK);
+            let n = fs::pread(f, &mut buf[..want], at)?;
+            if n == 0 {
+                break;
+            }
+            match runs.last_mut() {
+                Some((o, d)) if *o + d.len() as u64 == at && d.len() < CHUNK * 16 => d.extend_from_slice(&buf[..n]),
+                _ => runs.push((at, buf[..n].to_vec())),
+            }
+            at += n as u64;
+        }
+        off = end.max(start + 1);
+    }
+    Ok(runs)
+}
+
+/// Creates every memfd of the images with its contents, and each open
+/// file description of it.
+pub fn open(_cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
+    for d in &images.ev.memfd_data {
+        let descs: Vec<&MemfdEntry> = images.ev.memfd.iter().filter(|m| m.memfd_id == d.memfd_id).collect();
+        if descs.is_empty() {
+            continue;
+        }
+        let what = format!("memfd:{} (inode {} at dump)", d.name.to_string_lossy(), d.ino);
+        let err = |step: &str, e: Errno| Error::new(format!("{what}: {step}: {e}"));
+        let name =
+            std::str::from_utf8(d.name.as_bytes()).map_err(|_| Error::new(format!("{what}: name is not UTF-8")))?;
+        let flags = crate::sys::misc::MemfdFlags::MFD_CLOEXEC | crate::sys::misc::MemfdFlags::MFD_ALLOW_SEALING;
+        let m = crate::sys::misc::memfd_create(name, flags).map_err(|e| err("memfd_create", e))?;
+        fs::ftruncate(m.as_fd(), d.size).map_err(|e| err("set its size", e))?;
+        for (off, data) in &d.runs {
+            fs::pwrite_all(m.as_fd(), data, *off).map_err(|e| err("write its contents", e))?;
+        }
+        fs::fchmod(m.as_fd(), d.mode).map_err(|e| err("set its mode", e))?;
+        let mut first_rw = true;
+        for p in descs {
+            let rw = p.flags.contains(OpenFlags::O_RDWR);
+            let fd: OwnedFd = if rw && first_rw {
+                first_rw = false;
+                m.try_clone().map_err(|e| Error::new(format!("{what}: dup: {e}")))?
+            } else {
+                let link = format!("/proc/self/fd/{}", m.as_raw_fd());
+                let access = p.flags & (OpenFlags::O_WRONLY | OpenFlags::O_RDWR);
+                fs::openat(None, &link, SysFlags::from_bits_retain(access.bits()) | SysFlags::O_CLOEXEC, 0)
+                    .map_err(|e| err("open another description", e))?
+            };
+            let status = p.flags - (OpenFlags::O_WRONLY | OpenFlags::O_RDWR);
+            fs::fcntl_setfl(fd.as_fd(), SysFlags::from_bits_retain(status.bits()))
+                .map_err(|e| err("set its flags", e))?;
+            fs::lseek(fd.as_fd(), p.pos as i64, Whence::Set).map_err(|e| err("set its position", e))?;
+            out.add(p.id, fd);
+        }
+        if d.seals != 0 {
+            fs::fcntl_add_seals(m.as_fd(), SealFlags::from_bits_retain(d.seals))
+                .map_err(|e| err("add its seals", e))?;
+        }
+    }
+    Ok(())
+}
