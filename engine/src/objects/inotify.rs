@@ -31,18 +31,20 @@ struct Mounts(HashMap<u64, Option<OwnedFd>>);
 
 impl Mounts {
     fn of(&mut self, dev: u64) -> Option<std::os::fd::BorrowedFd<'_>> {
-        if !self.0.contains_key(&dev) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.0.entry(dev) {
             let me = crate::sys::misc::getpid();
             let found = crate::proc::mountinfo::read(me).ok().and_then(|ms| {
                 ms.iter().find_map(|m| {
                     let md = std::fs::metadata(&m.mount_point).ok()?;
                     use std::os::unix::fs::MetadataExt;
                     (md.dev() == dev).then(|| {
-                        fs::openat(None, &m.mount_point, fs::OpenFlags::O_PATH | fs::OpenFlags::O_CLOEXEC, 0).ok()
+                        // Not O_PATH: open_by_handle_at takes no O_PATH mount descriptor.
+                        let fl = fs::OpenFlags::O_RDONLY | fs::OpenFlags::O_DIRECTORY | fs::OpenFlags::O_CLOEXEC;
+                        fs::openat(None, &m.mount_point, fl, 0).ok()
                     })?
                 })
             });
-            self.0.insert(dev, found);
+            slot.insert(found);
         }
         self.0.get(&dev).and_then(|f| f.as_ref().map(|f| f.as_fd()))
     }

@@ -1,7 +1,11 @@
 //! timerfd (see timerfd_create(2)): clock, absolute or relative, interval,
 //! time left, TFD_TIMER_CANCEL_ON_SET and the expirations not read yet,
-//! all from fdinfo (`clockid`, `ticks`, `settime flags`, `it_value`,
-//! `it_interval`).
+//! from fdinfo (`clockid`, `ticks`, `settime flags`) and timerfd_gettime
+//! on the engine's copy of the description (pidfd_getfd): a periodic timer
+//! that expired counts its later expirations only when read or queried,
+//! and timerfd_gettime does that counting (as a read does before consuming
+//! them) without consuming anything, so the target reads the same count
+//! and sees the same schedule whether the dump succeeds or not.
 //!
 //! Restore creates the timer in the engine and arms it only once the whole
 //! tree exists (deferred), so a relative timer loses no time to the
@@ -41,6 +45,20 @@ pub fn dump(
     id: u32,
     out: &mut FileImages,
 ) -> Result<()> {
+    if info.timerfd.is_none() {
+        return Err(Error::task(pid, format!("fd {fd}: timerfd without its fdinfo lines")));
+    }
+    // A periodic timer that expired counts its further expirations only
+    // when read or queried: fdinfo alone says one tick and no time left.
+    // timerfd_gettime on the same description does that counting (what a
+    // read does before it consumes them) and gives the exact time left.
+    let pidfd = crate::sys::pidfd::pidfd_open(pid, crate::sys::pidfd::PidfdFlags::empty())
+        .map_err(|e| Error::task(pid, format!("fd {fd}: timerfd: pidfd_open: {e}")))?;
+    let copy = crate::sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd)
+        .map_err(|e| Error::task(pid, format!("fd {fd}: timerfd: pidfd_getfd: {e}")))?;
+    let cur =
+        event::timerfd_gettime(copy.as_fd()).map_err(|e| Error::task(pid, format!("fd {fd}: timerfd_gettime: {e}")))?;
+    let info = crate::proc::fdinfo::read(pid, fd).map_err(|e| Error::task(pid, format!("fd {fd}: {e}")))?;
     let t = info.timerfd.ok_or_else(|| Error::task(pid, format!("fd {fd}: timerfd without its fdinfo lines")))?;
     if !matches!(
         t.clockid,
@@ -60,8 +78,8 @@ pub fn dump(
     };
     let now = clock_gettime(ClockId(base as u32))
         .map_err(|e| Error::task(pid, format!("fd {fd}: read {}: {e}", clock_name(base))))?;
-    let mut value = (t.it_value.sec as i64, t.it_value.nsec as i64);
-    let interval = (t.it_interval.sec as i64, t.it_interval.nsec as i64);
+    let mut value = (cur.value.sec, cur.value.nsec);
+    let interval = (cur.interval.sec, cur.interval.nsec);
     // A periodic timer is always armed; fdinfo rounds a due expiration
     // that the timer has not handled yet down to zero.
     if value == (0, 0) && interval != (0, 0) {

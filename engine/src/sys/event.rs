@@ -110,6 +110,16 @@ pub fn timerfd_settime(fd: BorrowedFd<'_>, flags: u32, new: &Itimerspec) -> Resu
     .map(drop)
 }
 
+/// timerfd_gettime(fd): time to the next expiration and period. On a
+/// periodic timer that expired, the kernel first counts the expirations
+/// since into the unread ones (as a read would before consuming them).
+pub fn timerfd_gettime(fd: BorrowedFd<'_>) -> Result<Itimerspec> {
+    let mut cur = Itimerspec::default();
+    // SAFETY: the kernel writes one itimerspec.
+    unsafe { syscalls::syscall2(Sysno::timerfd_gettime, fd_arg(fd), &mut cur as *mut Itimerspec as usize) }?;
+    Ok(cur)
+}
+
 /// ioctl(TFD_IOC_SET_TICKS): sets the expirations not yet read (and wakes
 /// up pollers when nonzero).
 pub fn timerfd_set_ticks(fd: BorrowedFd<'_>, ticks: u64) -> Result<()> {

@@ -37,7 +37,7 @@
 //! - `holder WHAT [PATH]`: root -> a -> a1 (2 threads each); a1 holds a
 //!   pipe (WHAT=pipe), an eventfd (WHAT=eventfd) or PATH opened
 //!   O_WRONLY|O_APPEND (WHAT=file).
-//! - `ipc DIR [eventfd]`: root -> c, sharing what root opened before the
+//! - `ipc DIR [uffd]`: root -> c, sharing what root opened before the
 //!   fork: DIR/shared (O_RDWR; each check reports the shared offset `off=`
 //!   and then moves it by one, and `nonblock=` of a pipe end root made
 //!   non-blocking after the fork), a pipe root->c holding 3000 bytes and a
@@ -47,8 +47,8 @@
 //!   by c write-only and read-write, holding "fifo-data" written by c; c
 //!   holds /proc/self/stat open. The first check of each side reads what
 //!   is in flight for it and reports `data=ok|bad:..`; `proc=` is c's
-//!   /proc/self/stat naming its own pid. With `eventfd`, c also holds an
-//!   eventfd (which crtools does not dump yet).
+//!   /proc/self/stat naming its own pid. With `uffd`, c also holds a
+//!   userfaultfd (which crtools does not dump).
 //! - `unix DIR`: root listens on DIR/srv (stream, mode 0640) and has
 //!   accepted c1 (bound to DIR/c1.sock) and c2; c3's connection waits in
 //!   the backlog. Before ready: c1 sent "from-c1" on its connection and
@@ -80,6 +80,27 @@
 //!   `sharedtty`, c opens /dev/tty before forking c1, which shares it;
 //!   with `stopped`, c stops the terminal's output (tcflow TCOOFF); crtools
 //!   refuses both.
+//! - `events DIR`: root -> c. Root holds an eventfd in EFD_SEMAPHORE mode
+//!   (count 3) and a counter eventfd holding 2^32+5; a periodic timerfd
+//!   (50 ms) left unread for 300 ms before ready and an absolute
+//!   CLOCK_REALTIME one-shot an hour ahead with TFD_TIMER_CANCEL_ON_SET; a
+//!   signalfd for SIGWINCH and SIGRTMIN+3 with SIGWINCH and two queued
+//!   SIGRTMIN+3 (value 42) pending; an inotify instance (non-blocking)
+//!   with watches 2 (DIR/w/sub) and 3 (DIR/w, IN_CREATE); a sparse memfd
+//!   ("evmem", 2 MiB, "hello" at 0 and "world" at 1 MiB, F_SEAL_SHRINK)
+//!   whose description c shares; a pidfd of c (c holds one of root). Its
+//!   event loop (every 2 ms) polls an outer epoll watching an inner one,
+//!   which watches a pipe from c (EPOLLET), a stream socketpair end (c
+//!   has the other), an eventfd c adds 1 to, under two numbers of which
+//!   the first was closed after the add, and a 20 ms periodic timerfd. c
+//!   writes a sequence number to the pipe and the socket every 5 ms. The
+//!   first check of root reports `sem=` (reads until EAGAIN), `cnt=`,
+//!   `tp1=` (unread ticks) and `tp2=` (a later read), `tabs=`
+//!   (seconds left), `sfd=` (signals read), `ino=` (after creating
+//!   DIR/w/after); every check of root reports the loop's `pseq= useq=
+//!   evsum= tticks= seqok=`, `mem=` (memfd contents) and `moff=` (the
+//!   shared offset, moved by one), and `pidfd=` (its pidfd reaches c);
+//!   c reports `moff=` and `pidfd=` likewise.
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -393,6 +414,7 @@ fn main() {
         "unix" => unix(&args[3..]),
         "pty" => pty(&args[3..]),
         "pipeline" => pipeline(&args[3..]),
+        "events" => events(&args[3..]),
         other => {
             log(format!("error unknown mode {other}"));
             std::process::exit(2);
@@ -729,11 +751,17 @@ fn holder(args: &[String]) -> ! {
                     assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
                     format!("pipe={},{}", p[0], p[1])
                 }
-                "eventfd" => {
-                    // SAFETY: eventfd has no memory arguments.
-                    let fd = unsafe { libc::eventfd(0, 0) };
-                    assert!(fd >= 0);
-                    format!("eventfd={fd}")
+                "uffd" => format!("uffd={}", userfaultfd()),
+                "inotifyq" => {
+                    let d = path.expect("holder inotifyq DIR");
+                    // SAFETY: inotify calls on a NUL-terminated path.
+                    let fd = unsafe {
+                        let fd = libc::inotify_init1(0);
+                        assert!(libc::inotify_add_watch(fd, cpath(&d).as_ptr(), libc::IN_CREATE) > 0);
+                        fd
+                    };
+                    std::fs::File::create(format!("{d}/queued")).unwrap();
+                    format!("inotify={fd}")
                 }
                 "file" => {
                     let c = std::ffi::CString::new(path.expect("holder file PATH")).unwrap();
@@ -749,6 +777,14 @@ fn holder(args: &[String]) -> ! {
         plain("a", 2)
     });
     plain("root", 2)
+}
+
+/// A userfaultfd (user-mode faults only: no privilege needed).
+fn userfaultfd() -> i32 {
+    // SAFETY: userfaultfd has no memory arguments.
+    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | 1) } as i32;
+    assert!(fd >= 0, "userfaultfd: {}", std::io::Error::last_os_error());
+    fd
 }
 
 fn cpath(s: &str) -> std::ffi::CString {
@@ -806,7 +842,7 @@ fn offset_step(fd: i32, f: &mut Vec<String>) {
 
 fn ipc(args: &[String]) -> ! {
     let dir = args.first().expect("ipc DIR").clone();
-    let with_eventfd = args.get(1).map(String::as_str) == Some("eventfd");
+    let with_uffd = args.get(1).map(String::as_str) == Some("uffd");
     let shared = format!("{dir}/shared");
     let fifo = format!("{dir}/fifo");
     // SAFETY: plain libc calls on NUL-terminated paths.
@@ -847,12 +883,7 @@ fn ipc(args: &[String]) -> ! {
         // SAFETY: opening a NUL-terminated path.
         let proc_fd = unsafe { libc::open(c"/proc/self/stat".as_ptr(), libc::O_RDONLY) };
         assert!(proc_fd >= 0);
-        let ev = if with_eventfd {
-            // SAFETY: eventfd has no memory arguments.
-            unsafe { libc::eventfd(0, 0) }
-        } else {
-            -1
-        };
+        let ev = if with_uffd { userfaultfd() } else { -1 };
         // SAFETY: fcntl without pointers.
         unsafe {
             libc::fcntl(down_r, libc::F_SETFL, libc::O_NONBLOCK);
@@ -860,7 +891,7 @@ fn ipc(args: &[String]) -> ! {
         }
         let mut first = true;
         let hooks = Hooks {
-            ready: vec![format!("eventfd={ev}")],
+            ready: vec![format!("uffd={ev}")],
             check: Some(Box::new(move |f: &mut Vec<String>| {
                 offset_step(file, f);
                 let nonblock = getfl(nb_r) & libc::O_NONBLOCK != 0;
@@ -1666,6 +1697,359 @@ fn pty(args: &[String]) -> ! {
             ok
         })),
         ..Default::default()
+    };
+    serve("root", 1, hooks)
+}
+
+fn ev_read(fd: i32) -> Result<u64, i32> {
+    let mut v = 0u64;
+    // SAFETY: reading 8 bytes into a local.
+    let n = unsafe { libc::read(fd, &mut v as *mut u64 as *mut _, 8) };
+    if n == 8 {
+        Ok(v)
+    } else {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+}
+
+fn ev_write(fd: i32, v: u64) {
+    // SAFETY: writing 8 bytes from a local.
+    let n = unsafe { libc::write(fd, &v as *const u64 as *const _, 8) };
+    assert_eq!(n, 8, "eventfd write");
+}
+
+fn epoll_add(ep: i32, fd: i32, events: u32, data: u64) {
+    let mut ev = libc::epoll_event { events, u64: data };
+    // SAFETY: the kernel reads one epoll_event.
+    assert_eq!(unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) }, 0, "epoll_ctl");
+}
+
+fn pidfd_open(pid: i32) -> i32 {
+    // SAFETY: pidfd_open has no memory arguments.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    assert!(fd >= 0, "pidfd_open");
+    fd
+}
+
+/// "ok" when the pidfd reaches `want` (signal 0) and its fdinfo names it.
+fn pidfd_check(fd: i32, want: i32) -> String {
+    // SAFETY: signal 0 through a pidfd: a permission and existence check.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd, 0, std::ptr::null::<u8>(), 0) };
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap_or_default();
+    let pid = info.lines().find_map(|l| l.strip_prefix("Pid:")).map(|v| v.trim().to_string()).unwrap_or_default();
+    if r != 0 {
+        format!("bad:send:{}", std::io::Error::last_os_error())
+    } else if pid != want.to_string() {
+        format!("bad:pid:{pid}")
+    } else {
+        "ok".into()
+    }
+}
+
+/// Reports the shared memfd offset, then moves it by one.
+fn memfd_step(fd: i32, f: &mut Vec<String>) {
+    // SAFETY: lseek and write on our own descriptor.
+    unsafe {
+        let off = libc::lseek(fd, 0, libc::SEEK_CUR);
+        f.push(format!("moff={off}"));
+        libc::lseek(fd, 1, libc::SEEK_CUR);
+    }
+}
+
+fn events(args: &[String]) -> ! {
+    let dir = args.first().expect("events DIR").clone();
+    let wdir = format!("{dir}/w");
+    std::fs::create_dir_all(format!("{wdir}/sub")).unwrap();
+    // SAFETY: plain libc calls with local buffers; the process has one thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGWINCH);
+        libc::sigaddset(&mut set, libc::SIGRTMIN() + 3);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    // SAFETY: creating descriptors without memory arguments.
+    let (sem, cnt) =
+        unsafe { (libc::eventfd(3, libc::EFD_SEMAPHORE | libc::EFD_NONBLOCK), libc::eventfd(0, libc::EFD_NONBLOCK)) };
+    assert!(sem >= 0 && cnt >= 0);
+    ev_write(cnt, (1u64 << 32) + 5);
+    // The memfd, shared with c by inheritance.
+    // SAFETY: NUL-terminated name.
+    let mem = unsafe { libc::memfd_create(c"evmem".as_ptr(), libc::MFD_ALLOW_SEALING) };
+    assert!(mem >= 0);
+    // SAFETY: plain calls on our memfd with local buffers.
+    unsafe {
+        assert_eq!(libc::ftruncate(mem, 2 << 20), 0);
+        assert_eq!(libc::pwrite(mem, b"hello".as_ptr() as *const _, 5, 0), 5);
+        assert_eq!(libc::pwrite(mem, b"world".as_ptr() as *const _, 5, 1 << 20), 5);
+        assert_eq!(libc::fcntl(mem, libc::F_ADD_SEALS, libc::F_SEAL_SHRINK), 0);
+    }
+    let (pr, pw) = pipe_with(libc::O_NONBLOCK);
+    let mut sp = [0i32; 2];
+    // SAFETY: socketpair writes two ints.
+    let r = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0, sp.as_mut_ptr()) };
+    assert_eq!(r, 0);
+    // SAFETY: eventfd without memory arguments.
+    let evk = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK) };
+    assert!(evk >= 0);
+    // SAFETY: getpid has no preconditions.
+    let root_pid = unsafe { libc::getpid() };
+    let c = fork(move || {
+        // SAFETY: closing our copies of root's ends.
+        unsafe {
+            libc::close(pr);
+            libc::close(sp[0]);
+        }
+        let pfd = pidfd_open(root_pid);
+        let mut seq = 0u32;
+        let mut last = std::time::Instant::now();
+        let hooks = Hooks {
+            ready: vec![format!("pidfd={pfd}")],
+            tick: Some(Box::new(move || {
+                if last.elapsed() >= Duration::from_millis(5) {
+                    last = std::time::Instant::now();
+                    seq += 1;
+                    write_all(pw, &seq.to_ne_bytes());
+                    write_all(sp[1], &seq.to_ne_bytes());
+                    ev_write(evk, 1);
+                }
+            })),
+            check: Some(Box::new(move |f: &mut Vec<String>| {
+                memfd_step(mem, f);
+                let p = pidfd_check(pfd, root_pid);
+                f.push(format!("pidfd={p}"));
+                p == "ok"
+            })),
+        };
+        serve("c", 1, hooks)
+    });
+    // SAFETY: closing our copies of c's ends.
+    unsafe {
+        libc::close(pw);
+        libc::close(sp[1]);
+    }
+    let cfd = pidfd_open(c);
+    // Timers: periodic 50 ms (left unread) and absolute an hour ahead.
+    // SAFETY: timerfd calls with local itimerspecs.
+    let (tp, tabs, tk) = unsafe {
+        let tp = libc::timerfd_create(libc::CLOCK_MONOTONIC, 0);
+        let per = libc::itimerspec {
+            it_interval: libc::timespec { tv_sec: 0, tv_nsec: 50_000_000 },
+            it_value: libc::timespec { tv_sec: 0, tv_nsec: 50_000_000 },
+        };
+        assert_eq!(libc::timerfd_settime(tp, 0, &per, std::ptr::null_mut()), 0);
+        let tabs = libc::timerfd_create(libc::CLOCK_REALTIME, libc::TFD_NONBLOCK);
+        let mut now: libc::timespec = std::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_REALTIME, &mut now);
+        let abs = libc::itimerspec {
+            it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+            it_value: libc::timespec { tv_sec: now.tv_sec + 3600, tv_nsec: 0 },
+        };
+        let fl = libc::TFD_TIMER_ABSTIME | libc::TFD_TIMER_CANCEL_ON_SET;
+        assert_eq!(libc::timerfd_settime(tabs, fl, &abs, std::ptr::null_mut()), 0);
+        let tk = libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK);
+        let k = libc::itimerspec {
+            it_interval: libc::timespec { tv_sec: 0, tv_nsec: 20_000_000 },
+            it_value: libc::timespec { tv_sec: 0, tv_nsec: 20_000_000 },
+        };
+        assert_eq!(libc::timerfd_settime(tk, 0, &k, std::ptr::null_mut()), 0);
+        (tp, tabs, tk)
+    };
+    // Signals pending for the signalfd.
+    // SAFETY: signalfd with a local mask; kill and sigqueue to ourselves.
+    let sfd = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGWINCH);
+        libc::sigaddset(&mut set, libc::SIGRTMIN() + 3);
+        let sfd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK);
+        assert!(sfd >= 0);
+        libc::kill(libc::getpid(), libc::SIGWINCH);
+        for _ in 0..2 {
+            libc::sigqueue(libc::getpid(), libc::SIGRTMIN() + 3, libc::sigval { sival_ptr: 42usize as *mut _ });
+        }
+        sfd
+    };
+    // inotify: wd 1 on w removed, 2 on w/sub, 3 on w again.
+    // SAFETY: inotify calls on NUL-terminated paths.
+    let ino = unsafe {
+        let ino = libc::inotify_init1(libc::IN_NONBLOCK);
+        assert!(ino >= 0);
+        let w = cpath(&wdir);
+        let sub = cpath(&format!("{wdir}/sub"));
+        assert_eq!(libc::inotify_add_watch(ino, w.as_ptr(), libc::IN_CREATE), 1);
+        assert_eq!(libc::inotify_add_watch(ino, sub.as_ptr(), libc::IN_DELETE | libc::IN_ONLYDIR), 2);
+        assert_eq!(libc::inotify_rm_watch(ino, 1), 0);
+        assert_eq!(libc::inotify_add_watch(ino, w.as_ptr(), libc::IN_CREATE), 3);
+        // Drop the IN_IGNORED event of the removed watch: nothing queued.
+        let mut buf = [0u8; 256];
+        libc::read(ino, buf.as_mut_ptr() as *mut _, buf.len());
+        ino
+    };
+    // The epoll sets: inner watches the pipe (ET), the socket, the eventfd
+    // under two numbers (the first then closed) and the 20 ms timer.
+    // SAFETY: epoll_create1 and dup without memory arguments.
+    let (ep, outer, evk2) =
+        unsafe { (libc::epoll_create1(0), libc::epoll_create1(libc::EPOLL_CLOEXEC), libc::dup(evk)) };
+    assert!(ep >= 0 && outer >= 0 && evk2 >= 0);
+    epoll_add(ep, pr, (libc::EPOLLIN | libc::EPOLLET) as u32, 1);
+    epoll_add(ep, sp[0], libc::EPOLLIN as u32, 2);
+    epoll_add(ep, evk, libc::EPOLLIN as u32, 3);
+    epoll_add(ep, evk2, libc::EPOLLIN as u32, 4);
+    epoll_add(ep, tk, libc::EPOLLIN as u32, 5);
+    epoll_add(outer, ep, libc::EPOLLIN as u32, 9);
+    // SAFETY: closing a number the epoll still watches (evk2 keeps the file).
+    unsafe { libc::close(evk) };
+    // Unread ticks pile up.
+    sleep_ms(300);
+
+    #[derive(Default)]
+    struct Loop {
+        pseq: u32,
+        useq: u32,
+        evsum: u64,
+        tticks: u64,
+        seqok: bool,
+        pbuf: Vec<u8>,
+        ubuf: Vec<u8>,
+    }
+    let st = std::rc::Rc::new(std::cell::RefCell::new(Loop { seqok: true, ..Default::default() }));
+    fn take_seqs(buf: &mut Vec<u8>, last: &mut u32, ok: &mut bool) {
+        while buf.len() >= 4 {
+            let v = u32::from_ne_bytes(buf[..4].try_into().unwrap());
+            buf.drain(..4);
+            if v != *last + 1 {
+                *ok = false;
+            }
+            *last = v;
+        }
+    }
+    fn read_some(fd: i32, out: &mut Vec<u8>) {
+        let mut b = [0u8; 4096];
+        loop {
+            // SAFETY: reading into a local buffer.
+            let n = unsafe { libc::read(fd, b.as_mut_ptr() as *mut _, b.len()) };
+            if n <= 0 {
+                break;
+            }
+            out.extend_from_slice(&b[..n as usize]);
+        }
+    }
+    let st2 = st.clone();
+    let tick = move || {
+        let mut s = st2.borrow_mut();
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
+        // SAFETY: epoll_wait into a local array.
+        let n = unsafe { libc::epoll_wait(outer, evs.as_mut_ptr(), 8, 0) };
+        if n <= 0 {
+            return;
+        }
+        // SAFETY: as above.
+        let n = unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), 8, 0) };
+        for e in &evs[..n.max(0) as usize] {
+            let s = &mut *s;
+            match e.u64 {
+                1 => {
+                    read_some(pr, &mut s.pbuf);
+                    take_seqs(&mut s.pbuf, &mut s.pseq, &mut s.seqok);
+                }
+                2 => {
+                    read_some(sp[0], &mut s.ubuf);
+                    take_seqs(&mut s.ubuf, &mut s.useq, &mut s.seqok);
+                }
+                3 | 4 => s.evsum += ev_read(evk2).unwrap_or(0),
+                5 => s.tticks += ev_read(tk).unwrap_or(0),
+                _ => s.seqok = false,
+            }
+        }
+    };
+    let mut first = true;
+    let hooks = Hooks {
+        ready: vec![format!("pidfd={cfd} sem={sem} tp={tp} ep={ep} outer={outer}")],
+        tick: Some(Box::new(tick)),
+        check: Some(Box::new(move |f: &mut Vec<String>| {
+            let mut ok = true;
+            if first {
+                first = false;
+                let mut sems = Vec::new();
+                loop {
+                    match ev_read(sem) {
+                        Ok(v) => sems.push(v.to_string()),
+                        Err(e) => {
+                            sems.push(if e == libc::EAGAIN { "EAGAIN".into() } else { format!("err{e}") });
+                            break;
+                        }
+                    }
+                    if sems.len() > 5 {
+                        break;
+                    }
+                }
+                f.push(format!("sem={}", sems.join(",")));
+                f.push(format!("cnt={}", ev_read(cnt).map(|v| v.to_string()).unwrap_or_else(|e| format!("err{e}"))));
+                let t1 = ev_read(tp).unwrap_or(0);
+                let t2 = ev_read(tp).unwrap_or(0);
+                f.push(format!("tp1={t1} tp2={t2}"));
+                // SAFETY: timerfd_gettime into a local.
+                let left = unsafe {
+                    let mut cur: libc::itimerspec = std::mem::zeroed();
+                    libc::timerfd_gettime(tabs, &mut cur);
+                    cur.it_value.tv_sec
+                };
+                f.push(format!("tabs={left}"));
+                let mut sigs = Vec::new();
+                loop {
+                    // SAFETY: reading one signalfd_siginfo into a local.
+                    let mut si: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+                    let sz = std::mem::size_of::<libc::signalfd_siginfo>();
+                    // SAFETY: as above.
+                    let n = unsafe { libc::read(sfd, &mut si as *mut _ as *mut _, sz) };
+                    if n as usize != sz {
+                        break;
+                    }
+                    if si.ssi_signo as i32 == libc::SIGWINCH {
+                        sigs.push("WINCH".to_string());
+                    } else {
+                        sigs.push(format!("RT3:{}", si.ssi_ptr));
+                    }
+                }
+                f.push(format!("sfd={}", sigs.join(",")));
+                let _ = std::fs::File::create(format!("{wdir}/after"));
+                let mut buf = [0u8; 512];
+                // SAFETY: reading into a local buffer.
+                let n = unsafe { libc::read(ino, buf.as_mut_ptr() as *mut _, buf.len()) };
+                let got = if n >= 16 {
+                    let wd = i32::from_ne_bytes(buf[0..4].try_into().unwrap());
+                    let mask = u32::from_ne_bytes(buf[4..8].try_into().unwrap());
+                    let len = u32::from_ne_bytes(buf[12..16].try_into().unwrap()) as usize;
+                    let name = String::from_utf8_lossy(&buf[16..16 + len]).trim_end_matches('\0').to_string();
+                    format!("{wd}:{mask:x}:{name}")
+                } else {
+                    format!("none:{n}")
+                };
+                f.push(format!("ino={got}"));
+            }
+            let s = st.borrow();
+            f.push(format!("pseq={} useq={} evsum={} tticks={} seqok={}", s.pseq, s.useq, s.evsum, s.tticks, s.seqok));
+            ok &= s.seqok;
+            let mut buf = [0u8; 5];
+            // SAFETY: pread into local buffers.
+            let mem_ok = unsafe {
+                libc::pread(mem, buf.as_mut_ptr() as *mut _, 5, 0) == 5 && &buf == b"hello" && {
+                    libc::pread(mem, buf.as_mut_ptr() as *mut _, 5, 1 << 20) == 5 && &buf == b"world"
+                }
+            } && std::fs::metadata(format!("/proc/self/fd/{mem}")).map(|m| m.len()).unwrap_or(0) == 2 << 20
+                && std::fs::read_link(format!("/proc/self/fd/{mem}"))
+                    .map(|l| l.to_string_lossy().starts_with("/memfd:evmem"))
+                    .unwrap_or(false)
+                // SAFETY: F_GET_SEALS without pointers.
+                && unsafe { libc::fcntl(mem, libc::F_GET_SEALS) } == libc::F_SEAL_SHRINK;
+            f.push(format!("mem={mem_ok}"));
+            ok &= mem_ok;
+            memfd_step(mem, f);
+            let p = pidfd_check(cfd, c);
+            f.push(format!("pidfd={p}"));
+            ok && p == "ok"
+        })),
     };
     serve("root", 1, hooks)
 }
