@@ -1120,6 +1120,28 @@ fn restore_failure_in_a_child_leaves_nothing() {
     });
 }
 
+/// The kind-specific fdinfo lines that must come back the same: epoll
+/// watches (number, events, data: not the target's inode), inotify watches
+/// (wd, mask), a timer's clock and settime flags.
+fn fdinfo_view(pid: i32, fd: i32) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap();
+    let mut out = Vec::new();
+    for l in text.lines() {
+        if l.starts_with("tfd:") {
+            out.push(l.split("  pos:").next().unwrap().split_whitespace().collect::<Vec<_>>().join(" "));
+            // In the kernel's order: by the target file's address.
+            out.sort();
+        } else if let Some(rest) = l.strip_prefix("inotify ") {
+            let kv: Vec<&str> =
+                rest.split_whitespace().filter(|w| w.starts_with("wd:") || w.starts_with("mask:")).collect();
+            out.push(kv.join(" "));
+        } else if l.starts_with("clockid:") || l.starts_with("settime flags:") || l.starts_with("flags:") {
+            out.push(l.to_string());
+        }
+    }
+    out.join("; ")
+}
+
 /// Event descriptors come back with their state and keep working: a
 /// semaphore eventfd still counts down one by one, a counter beyond 32
 /// bits, a periodic timerfd still reports the expirations nobody read and
@@ -1136,7 +1158,14 @@ fn event_descriptors_survive_and_the_loop_keeps_running() {
         let s = Scratch::new("dr_tree", "events");
         let dir = s.data().to_string_lossy().into_owned();
         let mut t = cx.start(&s, "events", &[&dir], &["root", "c"]);
+        let views = |t: &Tree| -> Vec<String> {
+            let r = &t.ready["root"];
+            ["ep3", "ino", "tabs"].iter().map(|k| fdinfo_view(t.root, r.num(k) as i32)).collect()
+        };
+        let before = views(&t);
+        assert!(before[0].contains("events: 40000000") || before[0].contains("events: 4000001"), "{}", before[0]);
         t.dump_and_restore(&s);
+        assert_eq!(views(&t), before, "epoll, inotify or timerfd settings changed");
         let root = t.check(&["root"]).remove("root").unwrap();
         eprintln!("{}", root.raw);
         root.assert_ok();

@@ -25,8 +25,16 @@
 //! taken by epoll_wait before the dump but whose condition still holds
 //! (the data still unread), the restored item reports it once more: one
 //! extra wakeup, which edge-triggered readers handle (they read until
-//! EAGAIN), never a lost one. A disabled EPOLLONESHOT item comes back
-//! disabled (its mask holds no events).
+//! EAGAIN), never a lost one.
+//!
+//! A disabled EPOLLONESHOT item (it fired; its mask holds no events until
+//! EPOLL_CTL_MOD) cannot simply be added again: EPOLL_CTL_ADD always adds
+//! EPOLLERR|EPOLLHUP, and the item would report those. The helper adds it
+//! first, alone in its set, with every event its target has now, and
+//! takes that event with epoll_wait: the kernel disables it exactly as
+//! the program saw it. A target with no event at all (a full pipe with no
+//! reader...) cannot fire: its item comes back armed for EPOLLERR and
+//! EPOLLHUP only.
 use super::files::{FdCtx, FileImages, Opened};
 use crate::error::{Error, Result};
 use crate::image::events::{EpollEntry, EpollWatch};
@@ -181,6 +189,31 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     })
 }
 
+/// EPOLLWAKEUP | EPOLLONESHOT | EPOLLET | EPOLLEXCLUSIVE: what a fired
+/// one-shot item keeps.
+const EP_PRIVATE_BITS: u32 = (1 << 29) | (1 << 30) | (1 << 31) | (1 << 28);
+const EPOLLONESHOT: u32 = 1 << 30;
+
+fn disabled_oneshot(ev: u32) -> bool {
+    ev & EPOLLONESHOT != 0 && ev & !EP_PRIVATE_BITS == 0
+}
+
+/// In the helper child: puts the target at its number and adds the watch
+/// (a disabled one-shot item with what its target has now, to be fired).
+fn add_one(a: &Add) -> crate::sys::Result<()> {
+    event::dup3_raw(a.target, a.tfd)?;
+    let mut ev = a.ev;
+    if disabled_oneshot(ev.events) {
+        // Every poll bit (EPOLLIN .. EPOLLRDHUP, EPOLLERR, EPOLLHUP).
+        let have = event::poll_now(a.tfd, 0x3fff)?;
+        ev.events |= have as u32;
+    }
+    // SAFETY: the number is an epoll of the engine's (inherited by this
+    // short-lived child); the borrow lasts for this call.
+    let ep = unsafe { std::os::fd::BorrowedFd::borrow_raw(a.ep) };
+    event::epoll_ctl_add(ep, a.tfd, &ev)
+}
+
 /// Runs the adds in a child of the engine; on failure, which add and why.
 fn run_adds(adds: &[Add]) -> std::result::Result<(), (usize, String)> {
     use crate::sys::clone::{fork, CloneResult};
@@ -191,13 +224,28 @@ fn run_adds(adds: &[Add]) -> std::result::Result<(), (usize, String)> {
     // on memory prepared before the fork, then exit_group.
     let child = match unsafe { fork() }.map_err(|e| fail(format!("fork a helper: {e}")))? {
         CloneResult::Child => {
-            for (i, a) in adds.iter().enumerate() {
-                let r = event::dup3_raw(a.target, a.tfd).and_then(|_| {
-                    // SAFETY: the number was just made to refer to the target; the
-                    // borrow lives only for this call in this short-lived child.
-                    let ep = unsafe { std::os::fd::BorrowedFd::borrow_raw(a.ep) };
-                    event::epoll_ctl_add(ep, a.tfd, &a.ev)
-                });
+            // Disabled one-shot items first, each set's alone, fired at once.
+            let first = |a: &Add| disabled_oneshot(a.ev.events);
+            let order = adds
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| first(a))
+                .chain(adds.iter().enumerate().filter(|(_, a)| !first(a)));
+            let fire = || {
+                let mut buf = [EpollEvent::default(); 64];
+                for b in adds.iter().filter(|b| first(b)) {
+                    // SAFETY: as in add_one.
+                    let ep = unsafe { std::os::fd::BorrowedFd::borrow_raw(b.ep) };
+                    while let Ok(1..) = event::epoll_wait_now(ep, &mut buf) {}
+                }
+            };
+            let mut fired = false;
+            for (i, a) in order {
+                if !first(a) && !fired {
+                    fired = true;
+                    fire();
+                }
+                let r = add_one(a);
                 if let Err(e) = r {
                     let mut msg = [0u8; 8];
                     msg[..4].copy_from_slice(&(i as u32).to_ne_bytes());
@@ -205,6 +253,9 @@ fn run_adds(adds: &[Add]) -> std::result::Result<(), (usize, String)> {
                     let _ = fs::write(w.as_fd(), &msg);
                     crate::sys::misc::exit_group(1);
                 }
+            }
+            if !fired {
+                fire();
             }
             crate::sys::misc::exit_group(0)
         }

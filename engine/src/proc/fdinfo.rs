@@ -507,6 +507,10 @@ mod tests {
             "pipe" => include_str!("testdata/fdinfo.pipe"),
             "socket" => include_str!("testdata/fdinfo.socket"),
             "memfd" => include_str!("testdata/fdinfo.memfd"),
+            "pidfd" => include_str!("testdata/fdinfo.pidfd"),
+            "eventfd-semaphore" => include_str!("testdata/fdinfo.eventfd-semaphore"),
+            "epoll-many" => include_str!("testdata/fdinfo.epoll-many"),
+            "timerfd-abs" => include_str!("testdata/fdinfo.timerfd-abs"),
             _ => unreachable!(),
         };
         parse(text).unwrap()
@@ -546,6 +550,35 @@ mod tests {
                 sdev: Some(0x10)
             }]
         );
+    }
+
+    #[test]
+    fn captured_event_kinds_of_linux_6_18() {
+        // A pidfd: its task in Pid:, nothing typed.
+        let p = sample("pidfd");
+        assert_eq!((p.flags, p.get("Pid"), p.get("NSpid")), (0o2000002, Some("5926"), Some("5926")));
+        assert_eq!(p.eventfd, None);
+        let e = sample("eventfd-semaphore");
+        assert_eq!(e.eventfd, Some(EventfdInfo { count: 3, id: Some(1), semaphore: Some(true) }));
+        // A fired one-shot item (no events left), an exclusive one under a
+        // second number of the same eventfd, an edge-triggered pipe.
+        let ep = sample("epoll-many");
+        let got: Vec<(i32, u32, u64, Option<u64>, Option<u32>)> =
+            ep.epoll_targets.iter().map(|t| (t.tfd, t.events, t.data, t.ino, t.sdev)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (4, 0x4000_0000, 4, Some(0x40e), Some(0x10)),
+                (8, 0x1000_001c, 0x7fc4_0000_0008, Some(0x40e), Some(0x10)),
+                (5, 0x8000_0019, 5, Some(0x32ea5), Some(0xf)),
+            ]
+        );
+        // An absolute CLOCK_REALTIME timer with TFD_TIMER_CANCEL_ON_SET that
+        // expired 186 times unread.
+        let t = sample("timerfd-abs").timerfd.unwrap();
+        assert_eq!((t.clockid, t.ticks, t.settime_flags), (0, 186, 3));
+        assert_eq!(t.it_value, TimeSpec { sec: 0, nsec: 2348465 });
+        assert_eq!(t.it_interval, TimeSpec { sec: 0, nsec: 10_000_000 });
     }
 
     #[test]

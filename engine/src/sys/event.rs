@@ -79,6 +79,32 @@ pub fn epoll_ctl_add(epfd: BorrowedFd<'_>, fd: RawFd, ev: &EpollEvent) -> Result
     .map(drop)
 }
 
+/// epoll_wait(epfd, events, 0): what is ready now, without waiting.
+pub fn epoll_wait_now(epfd: BorrowedFd<'_>, out: &mut [EpollEvent]) -> Result<usize> {
+    // SAFETY: the kernel writes at most out.len() events into `out`.
+    unsafe {
+        syscalls::syscall4(
+            Sysno::epoll_wait,
+            fd_arg(epfd),
+            out.as_mut_ptr() as usize,
+            out.len().min(i32::MAX as usize),
+            0,
+        )
+    }
+}
+
+/// poll(2) of one raw descriptor number, without waiting: the events of
+/// `events` it has now.
+pub fn poll_now(fd: RawFd, events: u16) -> Result<u16> {
+    // struct pollfd { int fd; short events; short revents; }
+    let mut p = [0u8; 8];
+    p[..4].copy_from_slice(&fd.to_ne_bytes());
+    p[4..6].copy_from_slice(&events.to_ne_bytes());
+    // SAFETY: the kernel reads and writes one pollfd in `p`.
+    unsafe { syscalls::syscall3(Sysno::poll, p.as_mut_ptr() as usize, 1, 0) }?;
+    Ok(u16::from_ne_bytes([p[6], p[7]]))
+}
+
 /// TFD_TIMER_ABSTIME.
 pub const TFD_TIMER_ABSTIME: u32 = 1;
 /// TFD_TIMER_CANCEL_ON_SET.

@@ -1900,6 +1900,20 @@ fn events(args: &[String]) -> ! {
     epoll_add(outer, ep, libc::EPOLLIN as u32, 9);
     // SAFETY: closing a number the epoll still watches (evk2 keeps the file).
     unsafe { libc::close(evk) };
+    // A set nobody waits on again, with every flag: its one-shot item on
+    // the ready counter fires once now and stays disabled.
+    // SAFETY: epoll_create1 without memory arguments.
+    let ep3 = unsafe { libc::epoll_create1(0) };
+    assert!(ep3 >= 0);
+    epoll_add(ep3, cnt, (libc::EPOLLIN | libc::EPOLLONESHOT) as u32, 0x1122334455667788);
+    let flags = libc::EPOLLIN | libc::EPOLLET | libc::EPOLLEXCLUSIVE | libc::EPOLLWAKEUP;
+    epoll_add(ep3, sem, flags as u32, u64::MAX);
+    epoll_add(ep3, sfd, (libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLRDHUP) as u32, 7);
+    epoll_add(ep3, tabs, libc::EPOLLOUT as u32, 8);
+    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
+    // SAFETY: epoll_wait into a local array.
+    let n = unsafe { libc::epoll_wait(ep3, evs.as_mut_ptr(), 8, 0) };
+    assert!(n >= 1, "ep3: {n}");
     // Unread ticks pile up.
     sleep_ms(300);
 
@@ -1965,7 +1979,7 @@ fn events(args: &[String]) -> ! {
     };
     let mut first = true;
     let hooks = Hooks {
-        ready: vec![format!("pidfd={cfd} sem={sem} tp={tp} ep={ep} outer={outer}")],
+        ready: vec![format!("pidfd={cfd} sem={sem} tp={tp} ep={ep} outer={outer} ep3={ep3} ino={ino} tabs={tabs}")],
         tick: Some(Box::new(tick)),
         check: Some(Box::new(move |f: &mut Vec<String>| {
             let mut ok = true;
