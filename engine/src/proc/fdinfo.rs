@@ -563,8 +563,8 @@ mod tests {
         // A fired one-shot item (no events left), an exclusive one under a
         // second number of the same eventfd, an edge-triggered pipe.
         let ep = sample("epoll-many");
-        let got: Vec<(i32, u32, u64, Option<u64>, Option<u32>)> =
-            ep.epoll_targets.iter().map(|t| (t.tfd, t.events, t.data, t.ino, t.sdev)).collect();
+        type Line = (i32, u32, u64, Option<u64>, Option<u32>);
+        let got: Vec<Line> = ep.epoll_targets.iter().map(|t| (t.tfd, t.events, t.data, t.ino, t.sdev)).collect();
         assert_eq!(
             got,
             vec![
