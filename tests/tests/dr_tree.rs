@@ -1179,9 +1179,13 @@ fn event_descriptors_survive_and_the_loop_keeps_running() {
         root.assert_item("ino", "3:100:after");
         root.assert_item("mem", "true");
         root.assert_item("seqok", "true");
+        root.assert_item("mapok", "true");
+        root.assert_item("privok", "true");
         let c = t.check(&["c"]).remove("c").unwrap();
         c.assert_ok();
         assert_eq!(c.num("moff"), root.num("moff") + 1, "memfd offset not shared: {} / {}", root.raw, c.raw);
+        assert_eq!(c.num("mapseen"), root.num("mapround"), "memfd mapping not shared: {} / {}", root.raw, c.raw);
+        c.assert_item("maponly", "true");
         std::thread::sleep(Duration::from_millis(300));
         let again = t.check(&["root"]).remove("root").unwrap();
         again.assert_ok();

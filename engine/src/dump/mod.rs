@@ -278,6 +278,7 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
             vmas.push(v);
         }
     }
+    crate::objects::memfd::dump_mapped(pid, &mut vmas, &mut shared.files.images)?;
     let head = mm::dump_mm_head(pid, &stat, brk)?;
     let pages_id = pid.0 as u32;
     let mut pages = img.create_pages(pages_id).ctx(pid, "create the pages image")?;

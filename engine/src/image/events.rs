@@ -144,6 +144,8 @@ pub struct MemfdDataEntry {
     pub seals: u32,
     /// The data, as (offset, bytes) runs; holes are left out.
     pub runs: Vec<(u64, Vec<u8>)>,
+    /// Some task maps it (its VMAs name `memfd_id` as their `shmid`).
+    pub mapped: bool,
 }
 
 /// Names of EPOLL* bits.
@@ -288,6 +290,7 @@ impl Describe for MemfdDataEntry {
             .f("uid", self.uid)
             .f("gid", self.gid)
             .f("seals", seals)
+            .f("mapped", self.mapped)
             .f("runs", Node::Array(runs))
             .done()
     }

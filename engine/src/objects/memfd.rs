@@ -11,8 +11,14 @@
 //! first read-write one is memfd_create's own, the others are reopened
 //! through /proc) and adds the seals last.
 //!
-//! A memfd that is also mapped is refused by the memory dump (a mapping
-//! would come back as a second object); hugetlb memfds are refused here.
+//! A memfd that is mapped (MAP_SHARED or MAP_PRIVATE, with or without a
+//! descriptor anywhere) is the same object: [`dump_mapped`] gives its VMAs
+//! the memfd's id and reads the memfd through /proc/<pid>/map_files when
+//! no descriptor showed it yet. At restore the engine's memfd is inherited
+//! by the tree and each such VMA is mapped from /proc/self/fd/<its number>
+//! (before the restorer closes the engine's descriptors), so every mapping
+//! and descriptor is one file again; a private mapping keeps only its own
+//! copied pages in the pages image. Hugetlb memfds are refused.
 use super::files::{FdCtx, FileImages, Opened};
 use crate::error::{Context, Error, Result};
 use crate::image::events::{MemfdDataEntry, MemfdEntry};
@@ -52,38 +58,76 @@ pub fn dump(
     let copy = fs::openat(None, &link, SysFlags::O_RDONLY | SysFlags::O_CLOEXEC | SysFlags::O_NOATIME, 0)
         .or_else(|_| fs::openat(None, &link, SysFlags::O_RDONLY | SysFlags::O_CLOEXEC, 0))
         .map_err(|e| Error::task(pid, format!("fd {fd}: {what}: open a copy: {e}")))?;
-    let st = fs::fstat(copy.as_fd()).ctx(pid, &format!("fd {fd}: fstat"))?;
-    let key = (st.dev, st.ino);
-    let memfd_id = match out.ev.memfd_ids.get(&key) {
-        Some(&m) => m,
-        None => {
-            if st.blksize != PAGE {
-                return Err(Error::task(pid, format!("fd {fd}: {what} is a hugetlb memfd: not supported yet")));
-            }
-            let memfd_id = out.ev.memfd_ids.len() as u32 + 1;
-            let seals = match fs::fcntl_get_seals(copy.as_fd()) {
-                Ok(s) => s.bits(),
-                Err(e) => return Err(Error::task(pid, format!("fd {fd}: {what}: F_GET_SEALS: {e}"))),
-            };
-            let runs = read_runs(copy.as_fd(), st.size as u64)
-                .map_err(|e| Error::task(pid, format!("fd {fd}: {what}: read its contents: {e}")))?;
-            log::debug!(task = pid.0; "task {pid}: fd {fd}: {what}: {} bytes, {} runs, seals {seals:#x}", st.size, runs.len());
-            out.ev.memfd_ids.insert(key, memfd_id);
-            out.ev.memfd_data.push(MemfdDataEntry {
-                memfd_id,
-                ino: st.ino,
-                name: crate::image::RawStr(name),
-                size: st.size as u64,
-                mode: st.mode & 0o7777,
-                uid: st.uid,
-                gid: st.gid,
-                seals,
-                runs,
-            });
-            memfd_id
-        }
-    };
+    let memfd_id = register(pid, &format!("fd {fd}: {what}"), copy.as_fd(), name, out)?;
     out.ev.memfd.push(MemfdEntry { id, memfd_id, flags, pos: info.pos as u64 });
+    Ok(())
+}
+
+/// The dump's id of the memfd `copy` is a description of; its contents
+/// are read the first time it is seen.
+fn register(
+    pid: Pid,
+    what: &str,
+    copy: std::os::fd::BorrowedFd<'_>,
+    name: Vec<u8>,
+    out: &mut FileImages,
+) -> Result<u32> {
+    let st = fs::fstat(copy).ctx(pid, &format!("{what}: fstat"))?;
+    let key = (st.dev, st.ino);
+    if let Some(&m) = out.ev.memfd_ids.get(&key) {
+        return Ok(m);
+    }
+    if st.blksize != PAGE {
+        return Err(Error::task(pid, format!("{what} is a hugetlb memfd: not supported yet")));
+    }
+    let memfd_id = out.ev.memfd_ids.len() as u32 + 1;
+    let seals = fs::fcntl_get_seals(copy).map_err(|e| Error::task(pid, format!("{what}: F_GET_SEALS: {e}")))?.bits();
+    let runs =
+        read_runs(copy, st.size as u64).map_err(|e| Error::task(pid, format!("{what}: read its contents: {e}")))?;
+    log::debug!(task = pid.0; "task {pid}: {what}: {} bytes, {} runs, seals {seals:#x}", st.size, runs.len());
+    out.ev.memfd_ids.insert(key, memfd_id);
+    out.ev.memfd_data.push(MemfdDataEntry {
+        memfd_id,
+        ino: st.ino,
+        name: crate::image::RawStr(name),
+        size: st.size as u64,
+        mode: st.mode & 0o7777,
+        uid: st.uid,
+        gid: st.gid,
+        seals,
+        runs,
+        mapped: false,
+    });
+    Ok(memfd_id)
+}
+
+/// The engine's descriptor of a mapped memfd, in [`Opened`] under this id
+/// (above every file object id).
+pub fn mapping_id(memfd_id: u32) -> u32 {
+    0x8000_0000 | memfd_id
+}
+
+/// Gives every memfd VMA of `pid` its memfd's id (`shmid`), dumping the
+/// memfd through /proc/<pid>/map_files if no descriptor showed it yet.
+pub fn dump_mapped(pid: Pid, vmas: &mut [crate::image::mm::Vma], out: &mut FileImages) -> Result<()> {
+    use crate::image::mm::VmaKind;
+    for v in vmas.iter_mut().filter(|v| v.kind == VmaKind::Memfd) {
+        let what = format!(
+            "VMA {:#x}-{:#x} ({})",
+            v.start,
+            v.end,
+            v.path.as_ref().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
+        );
+        let f = crate::proc::map_files::open(pid, v.start, v.end)
+            .map_err(|e| Error::task(pid, format!("{what}: open its map_files entry: {e}")))?;
+        let name =
+            v.path.as_ref().map(|p| p.as_bytes()).unwrap_or(b"").strip_prefix(b"/memfd:").unwrap_or(b"").to_vec();
+        let id = register(pid, &what, f.as_fd(), name, out)?;
+        if let Some(d) = out.ev.memfd_data.iter_mut().find(|d| d.memfd_id == id) {
+            d.mapped = true;
+        }
+        v.shmid = id as u64;
+    }
     Ok(())
 }
 
@@ -122,7 +166,7 @@ fn read_runs(f: std::os::fd::BorrowedFd<'_>, size: u64) -> std::result::Result<V
 pub fn open(_cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     for d in &images.ev.memfd_data {
         let descs: Vec<&MemfdEntry> = images.ev.memfd.iter().filter(|m| m.memfd_id == d.memfd_id).collect();
-        if descs.is_empty() {
+        if descs.is_empty() && !d.mapped {
             continue;
         }
         let what = format!("memfd:{} (inode {} at dump)", d.name.to_string_lossy(), d.ino);
@@ -153,6 +197,10 @@ pub fn open(_cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
                 .map_err(|e| err("set its flags", e))?;
             fs::lseek(fd.as_fd(), p.pos as i64, Whence::Set).map_err(|e| err("set its position", e))?;
             out.add(p.id, fd);
+        }
+        if d.mapped {
+            let keep = m.try_clone().map_err(|e| Error::new(format!("{what}: dup: {e}")))?;
+            out.add(mapping_id(d.memfd_id), keep);
         }
         if d.seals != 0 {
             fs::fcntl_add_seals(m.as_fd(), SealFlags::from_bits_retain(d.seals))

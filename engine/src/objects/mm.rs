@@ -37,7 +37,7 @@ pub const DUMP_BUFFER: usize = 4 << 20;
 pub fn needs_data(v: &Vma) -> bool {
     match v.kind {
         VmaKind::Anon | VmaKind::Stack | VmaKind::Heap | VmaKind::SharedAnon => true,
-        VmaKind::File => !v.flags.contains(MapFlags::MAP_SHARED),
+        VmaKind::File | VmaKind::Memfd => !v.flags.contains(MapFlags::MAP_SHARED),
         _ => false,
     }
 }
@@ -61,7 +61,8 @@ pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
         MapKind::VvarVclock => VmaKind::VvarVclock,
         MapKind::File if m.deleted => return unsupported(&format!("deleted file {}", m.path.display())),
         MapKind::File => VmaKind::File,
-        MapKind::Memfd(_) => return unsupported("memfd mapping"),
+        // The memfd itself is dumped once, as a file object (objects::memfd).
+        MapKind::Memfd(_) => VmaKind::Memfd,
         MapKind::SysvShm { .. } => return unsupported("SysV shared memory"),
         MapKind::AnonHugepage => return unsupported("hugetlb memory"),
         MapKind::AnonInode(n) => return unsupported(&format!("anon_inode:{}", String::from_utf8_lossy(n))),
@@ -77,7 +78,7 @@ pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
     prot.set(Prot::PROT_WRITE, m.perms.write());
     prot.set(Prot::PROT_EXEC, m.perms.exec());
     let mut flags = if shared { MapFlags::MAP_SHARED } else { MapFlags::MAP_PRIVATE };
-    if !matches!(kind, VmaKind::File) {
+    if !matches!(kind, VmaKind::File | VmaKind::Memfd) {
         flags |= MapFlags::MAP_ANONYMOUS;
     }
     if vf.contains(VmFlags::GD) {
@@ -104,7 +105,7 @@ pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
     if status.contains(VmaStatus::VMA_LOCKED) {
         return unsupported("mlock'ed memory");
     }
-    let is_file = kind == VmaKind::File;
+    let is_file = matches!(kind, VmaKind::File | VmaKind::Memfd);
     Ok(Some(Vma {
         start: m.start,
         end: m.end,
@@ -187,7 +188,7 @@ impl<'a> PageDumper<'a> {
     }
 
     fn dump_private(&mut self, pm: &mut Pagemap, v: &Vma) -> Result<()> {
-        let anon = v.kind != VmaKind::File;
+        let anon = !matches!(v.kind, VmaKind::File | VmaKind::Memfd);
         if !v.prot.contains(Prot::PROT_READ) {
             return self.dump_unreadable(pm, v, anon);
         }
@@ -381,6 +382,10 @@ fn is_zero(page: &[u8]) -> bool {
 
 /// VMA, page-run and vDSO parts of the restore plan. `current_vdso` is
 /// where this kernel put the vDSO areas in the restored process.
+// One task's memory with the two kinds of object it inherits from the
+// engine (shared anonymous memory, memfds): a context struct would only
+// rename these.
+#[allow(clippy::too_many_arguments)]
 pub fn plan(
     b: &mut PlanBuilder,
     pid: Pid,
@@ -389,6 +394,7 @@ pub fn plan(
     pagemap: &[PagemapEntry],
     current_vdso: &[(VmaKind, u64, u64)],
     inherited: &HashMap<(u64, u64), Inherited>,
+    opened: &super::files::Opened,
 ) -> Result<Vec<rp::PageRun>> {
     let mut table = Vec::new();
     let mut dumped_vdso = Vec::new();
@@ -409,8 +415,8 @@ pub fn plan(
         let kind = match v.kind {
             VmaKind::Anon | VmaKind::Stack | VmaKind::Heap => rp::VmaKind::AnonPrivate,
             VmaKind::SharedAnon => rp::VmaKind::AnonShared,
-            VmaKind::File if v.flags.contains(MapFlags::MAP_SHARED) => rp::VmaKind::FileShared,
-            VmaKind::File => rp::VmaKind::FilePrivate,
+            VmaKind::File | VmaKind::Memfd if v.flags.contains(MapFlags::MAP_SHARED) => rp::VmaKind::FileShared,
+            VmaKind::File | VmaKind::Memfd => rp::VmaKind::FilePrivate,
             VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock => {
                 dumped_vdso.push((v.kind, v.start, v.end - v.start));
                 continue;
@@ -442,10 +448,21 @@ pub fn plan(
                 advice |= a;
             }
         }
+        let rw = kind == rp::VmaKind::FileShared && v.prot.contains(Prot::PROT_WRITE);
         let (path, open_flags) = match (&v.path, kind) {
+            // The engine's memfd, which the task inherited: reopened
+            // through /proc/self/fd, it is the same file.
+            _ if v.kind == VmaKind::Memfd => {
+                let raw = opened.raw(super::memfd::mapping_id(v.shmid as u32)).ok_or_else(|| {
+                    Error::task(
+                        pid,
+                        format!("memfd VMA {:#x}-{:#x}: memfd {} was not restored", v.start, v.end, v.shmid),
+                    )
+                })?;
+                (b.add_str(format!("/proc/self/fd/{raw}").as_bytes()), if rw { 2 } else { 0 })
+            }
             (Some(p), rp::VmaKind::FileShared | rp::VmaKind::FilePrivate) => {
                 check_mapped_file(pid, v, p)?;
-                let rw = kind == rp::VmaKind::FileShared && v.prot.contains(Prot::PROT_WRITE);
                 (b.add_str(p.as_bytes()), if rw { 2 } else { 0 })
             }
             (None, rp::VmaKind::FileShared | rp::VmaKind::FilePrivate) => {

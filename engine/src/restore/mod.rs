@@ -222,7 +222,7 @@ fn prepare(
     // The root's parent at restore is crtools, not the parent it had.
     task::plan(&mut b, pid, &t.cores[0].thread, process, !is_root)?;
     let late_files = files::plan(&mut b, pid, &t.fds, opened)?;
-    let late_pages = mm::plan(&mut b, pid, &t.mm, &t.vmas, &t.pagemap, vdso, inherited)?;
+    let late_pages = mm::plan(&mut b, pid, &t.mm, &t.vmas, &t.pagemap, vdso, inherited, opened)?;
     let pages = dir.open_pages(t.pagemap_head.pages_id).ctx(pid, "open the pages image")?;
     let max_fd = t.fds.iter().map(|f| f.fd as i32).max().unwrap_or(2).max(2);
     b.plan.helper_fd_min = max_fd + 1;

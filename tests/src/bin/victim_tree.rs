@@ -1784,6 +1784,16 @@ fn events(args: &[String]) -> ! {
         assert_eq!(libc::pwrite(mem, b"world".as_ptr() as *const _, 5, 1 << 20), 5);
         assert_eq!(libc::fcntl(mem, libc::F_ADD_SEALS, libc::F_SEAL_SHRINK), 0);
     }
+    // Mapped too: shared (c inherits it) and private (a copied page).
+    // SAFETY: mapping our memfd; the mappings live as long as the process.
+    let (shm, pmap) = unsafe {
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        let shm = libc::mmap(std::ptr::null_mut(), 2 << 20, rw, libc::MAP_SHARED, mem, 0) as *mut u8;
+        let pmap = libc::mmap(std::ptr::null_mut(), 8192, rw, libc::MAP_PRIVATE, mem, 0) as *mut u8;
+        assert!(shm as isize != -1 && pmap as isize != -1);
+        std::ptr::copy_nonoverlapping(b"PRIV".as_ptr(), pmap, 4);
+        (shm as usize, pmap as usize)
+    };
     let (pr, pw) = pipe_with(libc::O_NONBLOCK);
     let mut sp = [0i32; 2];
     // SAFETY: socketpair writes two ints.
@@ -1801,6 +1811,18 @@ fn events(args: &[String]) -> ! {
             libc::close(sp[0]);
         }
         let pfd = pidfd_open(root_pid);
+        // A memfd only mapped: no descriptor left.
+        // SAFETY: creating, mapping and closing our own memfd.
+        let only = unsafe {
+            let fd = libc::memfd_create(c"maponly".as_ptr(), 0);
+            assert_eq!(libc::ftruncate(fd, 4096), 0);
+            let rw = libc::PROT_READ | libc::PROT_WRITE;
+            let p = libc::mmap(std::ptr::null_mut(), 4096, rw, libc::MAP_SHARED, fd, 0) as *mut u8;
+            assert!(p as isize != -1);
+            std::ptr::copy_nonoverlapping(b"only".as_ptr(), p, 4);
+            libc::close(fd);
+            p as usize
+        };
         let mut seq = 0u32;
         let mut last = std::time::Instant::now();
         let hooks = Hooks {
@@ -1818,7 +1840,13 @@ fn events(args: &[String]) -> ! {
                 memfd_step(mem, f);
                 let p = pidfd_check(pfd, root_pid);
                 f.push(format!("pidfd={p}"));
-                p == "ok"
+                // SAFETY: reading our own live mappings.
+                let (seen, only_ok) = unsafe {
+                    (*((shm + 200) as *const u8), std::slice::from_raw_parts(only as *const u8, 4) == b"only")
+                };
+                let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+                f.push(format!("mapseen={seen} maponly={}", only_ok && maps.contains("/memfd:maponly")));
+                p == "ok" && only_ok
             })),
         };
         serve("c", 1, hooks)
@@ -2059,6 +2087,24 @@ fn events(args: &[String]) -> ! {
                 && unsafe { libc::fcntl(mem, libc::F_GET_SEALS) } == libc::F_SEAL_SHRINK;
             f.push(format!("mem={mem_ok}"));
             ok &= mem_ok;
+            // The shared mapping and the descriptor are one file; the
+            // private mapping keeps its own page over the file's.
+            // SAFETY: our own live mappings; pread into a local.
+            let (map_ok, priv_ok, now) = unsafe {
+                let sh = std::slice::from_raw_parts(shm as *const u8, 2 << 20);
+                let pm = std::slice::from_raw_parts(pmap as *const u8, 8192);
+                let round = *(shm as *const u8).add(200);
+                *(shm as *mut u8).add(200) = round.wrapping_add(1);
+                let mut b = [0u8; 1];
+                libc::pread(mem, b.as_mut_ptr() as *mut _, 1, 200);
+                (
+                    &sh[..5] == b"hello" && &sh[1 << 20..(1 << 20) + 5] == b"world" && b[0] == round.wrapping_add(1),
+                    &pm[..5] == b"PRIVo" && pm[4096..4100] == [0; 4],
+                    round.wrapping_add(1),
+                )
+            };
+            f.push(format!("mapok={map_ok} privok={priv_ok} mapround={now}"));
+            ok &= map_ok && priv_ok;
             memfd_step(mem, f);
             let p = pidfd_check(cfd, c);
             f.push(format!("pidfd={p}"));
