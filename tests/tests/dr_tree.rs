@@ -1186,6 +1186,14 @@ fn event_descriptors_survive_and_the_loop_keeps_running() {
         assert_eq!(c.num("moff"), root.num("moff") + 1, "memfd offset not shared: {} / {}", root.raw, c.raw);
         assert_eq!(c.num("mapseen"), root.num("mapround"), "memfd mapping not shared: {} / {}", root.raw, c.raw);
         c.assert_item("maponly", "true");
+        c.assert_item("selfpfd", "ok");
+        c.assert_item("selfnb", "true");
+        c.assert_item("selfcloexec", "false");
+        // The pidfd root opened before forking c is one description in both.
+        let fd: i64 = t.ready["c"].num("selfpfd");
+        // SAFETY: kcmp of two tasks of this test's tree, no pointers.
+        let same = unsafe { libc::syscall(libc::SYS_kcmp, t.root, t.pid("c"), 0, fd, fd) };
+        assert_eq!(same, 0, "the shared pidfd was split");
         std::thread::sleep(Duration::from_millis(300));
         let again = t.check(&["root"]).remove("root").unwrap();
         again.assert_ok();
@@ -1245,5 +1253,31 @@ fn inotify_with_queued_events_is_refused_by_name() {
             assert_eq!(queued(), before, "the queued event was consumed");
         }
         t.check_all_same();
+    });
+}
+
+/// A pidfd of a task outside the tree, or of one that exited and was
+/// reaped, cannot be restored: the dump names it and the tree runs on.
+#[test]
+fn pidfds_that_cannot_come_back_are_refused_by_name() {
+    run("pidfd_refused", 60, |cx| {
+        for (what, want) in [("pidfd-out", "outside the dumped tree"), ("pidfd-reaped", "reaped")] {
+            let s = Scratch::new("dr_tree", what);
+            let t = cx.start(&s, "holder", &[what], &["root", "a", "a1"]);
+            let err = do_dump(t.root, &s.images(), false).expect_err("dump of an unrestorable pidfd");
+            eprintln!("expected error: {err}");
+            let fd = t.ready["a1"].get("pidfd");
+            assert!(
+                err.contains("pidfd")
+                    && err.contains(want)
+                    && err.contains(&format!("fd {fd}"))
+                    && err.contains(&t.pid("a1").to_string()),
+                "unclear error: {err}"
+            );
+            for p in t.pids() {
+                assert_running_untraced(p);
+            }
+            t.check_all_same();
+        }
     });
 }

@@ -616,6 +616,8 @@ pub struct LateFiles {
 
 #[derive(Debug)]
 struct LateEntry {
+    /// File object id.
+    id: u32,
     fd: i32,
     /// An earlier late descriptor of the task sharing this description.
     dup_of: Option<i32>,
@@ -658,6 +660,7 @@ pub fn plan(b: &mut PlanBuilder, pid: Pid, fds: &[FdinfoEntry], opened: &Opened)
             let dup_of = fds[..i].iter().find(|o| o.id == fd.id).map(|o| o.fd as i32);
             let path = b.add_str(&l.path);
             late.entries.push(LateEntry {
+                id: fd.id,
                 fd: fd.fd as i32,
                 dup_of,
                 path,
@@ -685,12 +688,13 @@ pub fn plan(b: &mut PlanBuilder, pid: Pid, fds: &[FdinfoEntry], opened: &Opened)
 }
 
 /// Refuses a late file (a /proc file of the tree, /dev/tty) whose
-/// description several tasks share: each task opens its own late, which
-/// would split it.
+/// description several tasks share: each task would open its own. (A
+/// shared pidfd is taken from its first task with pidfd_getfd instead,
+/// see [`open_late`].)
 pub fn check_late_sharing(opened: &Opened, tables: &[(Pid, &[FdinfoEntry])]) -> Result<()> {
     let mut owner: BTreeMap<u32, Pid> = BTreeMap::new();
     for &(pid, fds) in tables {
-        for fd in fds.iter().filter(|f| opened.late.contains_key(&f.id)) {
+        for fd in fds.iter().filter(|f| opened.late.get(&f.id).is_some_and(|l| l.pidfd.is_none())) {
             match owner.insert(fd.id, pid) {
                 Some(other) if other != pid => {
                     return Err(Error::refuse(
@@ -715,14 +719,42 @@ const F_SETFD: u64 = 2;
 const FD_CLOEXEC: u64 = 1;
 const AT_FDCWD: i64 = -100;
 
+/// Which task first opened each late description, and under which fd: a
+/// later task that shares it takes that very description with
+/// pidfd_getfd, so it stays one (offset, flags).
+#[derive(Debug, Default)]
+pub struct LateSeen(BTreeMap<u32, (Pid, i32)>);
+
 /// Opens a task's late descriptors by remote syscalls, once every task is
 /// on its final trap; `arena` is the address of the task's plan (the paths
-/// are in it).
-pub fn open_late(t: &mut Tracee, arena: u64, late: &LateFiles) -> Result<()> {
+/// are in it); `seen`: the late descriptions earlier tasks opened.
+pub fn open_late(t: &mut Tracee, arena: u64, late: &LateFiles, seen: &mut LateSeen) -> Result<()> {
     let pid = t.pid();
     for e in &late.entries {
         let fd = e.fd;
         let cl = if e.cloexec { O_CLOEXEC } else { 0 };
+        if let (None, Some(&(opid, ofd))) = (e.dup_of, seen.0.get(&e.id)) {
+            let pfd = t
+                .remote_syscall_ok(Sysno::pidfd_open, [opid.0 as u64, 0, 0, 0, 0, 0], "pidfd_open")
+                .ctx(pid, &format!("fd {fd}: pidfd_open of task {opid}, which holds its description"))?;
+            let got = t.remote_syscall_ok(Sysno::pidfd_getfd, [pfd, ofd as u64, 0, 0, 0, 0], "pidfd_getfd");
+            t.remote_syscall_ok(Sysno::close, [pfd, 0, 0, 0, 0, 0], "close a pidfd").ctx(pid, "close")?;
+            let got = got.ctx(pid, &format!("fd {fd}: take fd {ofd} of task {opid}"))?;
+            if got == fd as u64 {
+                // pidfd_getfd sets FD_CLOEXEC.
+                let fl = if e.cloexec { FD_CLOEXEC } else { 0 };
+                t.remote_syscall_ok(Sysno::fcntl, [got, F_SETFD, fl, 0, 0, 0], "set FD_CLOEXEC")
+                    .ctx(pid, &format!("fd {fd}: F_SETFD"))?;
+            } else {
+                t.remote_syscall_ok(Sysno::dup3, [got, fd as u64, cl, 0, 0, 0], "dup3 a late file")
+                    .ctx(pid, &format!("fd {fd}: dup3"))?;
+                t.remote_syscall_ok(Sysno::close, [got, 0, 0, 0, 0, 0], "close a late file")
+                    .ctx(pid, &format!("fd {fd}: close"))?;
+            }
+            log::debug!(task = pid.0; "task {pid}: fd {fd} shares fd {ofd} of task {opid}");
+            continue;
+        }
+        seen.0.entry(e.id).or_insert((pid, fd));
         if let Some(src) = e.dup_of {
             t.remote_syscall_ok(Sysno::dup3, [src as u64, fd as u64, cl, 0, 0, 0], "dup3 a late file")
                 .ctx(pid, &format!("fd {fd}: dup3 of fd {src}"))?;
@@ -745,8 +777,10 @@ pub fn open_late(t: &mut Tracee, arena: u64, late: &LateFiles) -> Result<()> {
                 .ctx(pid, &format!("fd {fd}: dup3"))?;
             t.remote_syscall_ok(Sysno::close, [got as u64, 0, 0, 0, 0, 0], "close a late file")
                 .ctx(pid, &format!("fd {fd}: close"))?;
-        } else if e.cloexec {
-            t.remote_syscall_ok(Sysno::fcntl, [fd as u64, F_SETFD, FD_CLOEXEC, 0, 0, 0], "set FD_CLOEXEC")
+        } else if e.cloexec || e.pidfd.is_some() {
+            // pidfd_open always sets FD_CLOEXEC.
+            let fl = if e.cloexec { FD_CLOEXEC } else { 0 };
+            t.remote_syscall_ok(Sysno::fcntl, [fd as u64, F_SETFD, fl, 0, 0, 0], "set FD_CLOEXEC")
                 .ctx(pid, &format!("fd {fd}: FD_CLOEXEC"))?;
         }
         if e.pos != u64::MAX {

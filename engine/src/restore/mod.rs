@@ -819,6 +819,7 @@ fn run_tree(
         check_threads(p, &plan)?;
         plans.push(Some(plan));
     }
+    let mut late_seen = files::LateSeen::default();
     for (i, t) in tasks.iter().enumerate() {
         let (p, Some(plan)) = (&all[i], &plans[i]) else { continue };
         let pid = p.pid;
@@ -831,7 +832,7 @@ fn run_tree(
             thread::finish(tr, pid, &core.thread, scratch)?;
         }
         let leader = tracees.get_mut(&pid).expect("leader traced");
-        files::open_late(leader, p.plan_addr, &p.late_files)?;
+        files::open_late(leader, p.plan_addr, &p.late_files, &mut late_seen)?;
         finish_leader(leader, t, p.plan_addr, plan)?;
         log::debug!(
             task = pid.0;

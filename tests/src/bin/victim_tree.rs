@@ -752,6 +752,19 @@ fn holder(args: &[String]) -> ! {
                     format!("pipe={},{}", p[0], p[1])
                 }
                 "uffd" => format!("uffd={}", userfaultfd()),
+                "pidfd-out" => format!("pidfd={}", pidfd_open(1)),
+                "pidfd-reaped" => {
+                    // SAFETY: fork of a one-threaded process whose child exits at once.
+                    let child = unsafe { libc::fork() };
+                    if child == 0 {
+                        // SAFETY: leaving the child.
+                        unsafe { libc::_exit(0) };
+                    }
+                    let fd = pidfd_open(child);
+                    // SAFETY: reaping our own child.
+                    unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+                    format!("pidfd={fd}")
+                }
                 "inotifyq" => {
                     let d = path.expect("holder inotifyq DIR");
                     // SAFETY: inotify calls on a NUL-terminated path.
@@ -1804,6 +1817,12 @@ fn events(args: &[String]) -> ! {
     assert!(evk >= 0);
     // SAFETY: getpid has no preconditions.
     let root_pid = unsafe { libc::getpid() };
+    // A pidfd of root, non-blocking, that c inherits: one description.
+    // SAFETY: pidfd_open has no memory arguments.
+    let selfpfd = unsafe { libc::syscall(libc::SYS_pidfd_open, root_pid, libc::O_NONBLOCK) } as i32;
+    assert!(selfpfd >= 0);
+    // SAFETY: fcntl without pointers: inherited across exec too.
+    unsafe { libc::fcntl(selfpfd, libc::F_SETFD, 0) };
     let c = fork(move || {
         // SAFETY: closing our copies of root's ends.
         unsafe {
@@ -1826,7 +1845,7 @@ fn events(args: &[String]) -> ! {
         let mut seq = 0u32;
         let mut last = std::time::Instant::now();
         let hooks = Hooks {
-            ready: vec![format!("pidfd={pfd}")],
+            ready: vec![format!("pidfd={pfd} selfpfd={selfpfd}")],
             tick: Some(Box::new(move || {
                 if last.elapsed() >= Duration::from_millis(5) {
                     last = std::time::Instant::now();
@@ -1840,6 +1859,11 @@ fn events(args: &[String]) -> ! {
                 memfd_step(mem, f);
                 let p = pidfd_check(pfd, root_pid);
                 f.push(format!("pidfd={p}"));
+                let shared = pidfd_check(selfpfd, root_pid);
+                let nb = getfl(selfpfd) & libc::O_NONBLOCK != 0;
+                // SAFETY: fcntl without pointers.
+                let cloexec = unsafe { libc::fcntl(selfpfd, libc::F_GETFD) } & libc::FD_CLOEXEC != 0;
+                f.push(format!("selfpfd={shared} selfnb={nb} selfcloexec={cloexec}"));
                 // SAFETY: reading our own live mappings.
                 let (seen, only_ok) = unsafe {
                     (*((shm + 200) as *const u8), std::slice::from_raw_parts(only as *const u8, 4) == b"only")
