@@ -1135,8 +1135,13 @@ fn fdinfo_view(pid: i32, fd: i32) -> String {
             let kv: Vec<&str> =
                 rest.split_whitespace().filter(|w| w.starts_with("wd:") || w.starts_with("mask:")).collect();
             out.push(kv.join(" "));
-        } else if l.starts_with("clockid:") || l.starts_with("settime flags:") || l.starts_with("flags:") {
+        } else if l.starts_with("clockid:")
+            || l.starts_with("settime flags:")
+            || l.starts_with("flags:")
+            || l.starts_with("fanotify ")
+        {
             out.push(l.to_string());
+            out.sort();
         }
     }
     out.join("; ")
@@ -1279,5 +1284,39 @@ fn pidfds_that_cannot_come_back_are_refused_by_name() {
             }
             t.check_all_same();
         }
+    });
+}
+
+/// A fanotify group keeps its flags and its marks (an inode mark with an
+/// ignored mask, a mount mark) and reports changes made after restore.
+#[test]
+fn fanotify_marks_survive() {
+    run("fanotify", 60, |cx| {
+        let s = Scratch::new("dr_tree", "fanotify");
+        let dir = s.data().to_string_lossy().into_owned();
+        let m = s.data().join("m");
+        std::fs::create_dir_all(&m).unwrap();
+        let mp = std::ffi::CString::new(m.to_string_lossy().as_bytes()).unwrap();
+        // SAFETY: mounting a tmpfs on our own scratch directory.
+        let r = unsafe { libc::mount(c"none".as_ptr(), mp.as_ptr(), c"tmpfs".as_ptr(), 0, std::ptr::null()) };
+        assert_eq!(r, 0, "mount tmpfs: {}", std::io::Error::last_os_error());
+        struct Umount(std::ffi::CString);
+        impl Drop for Umount {
+            fn drop(&mut self) {
+                // SAFETY: detaching the tmpfs this test mounted.
+                unsafe { libc::umount2(self.0.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+        let _umount = Umount(mp);
+        let mut t = cx.start(&s, "fanotify", &[&dir], &["root"]);
+        let fd = t.ready["root"].num("fan") as i32;
+        let before = fdinfo_view(t.root, fd);
+        assert!(before.contains("fanotify mnt_id:") && before.contains("ignored_mask:20"), "{before}");
+        t.dump_and_restore(&s);
+        assert_eq!(fdinfo_view(t.root, fd), before, "fanotify group changed");
+        let c = t.check(&["root"]).remove("root").unwrap();
+        c.assert_ok();
+        c.assert_item("fan", "f:8,x:8");
+        drop(t);
     });
 }

@@ -99,6 +99,41 @@ pub struct InotifyEntry {
     pub watches: Vec<InotifyWatchEntry>,
 }
 
+/// One fanotify mark.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FanotifyMarkEntry {
+    /// 0 (inode), FAN_MARK_MOUNT or FAN_MARK_FILESYSTEM.
+    pub kind: u32,
+    /// Mark flags (FAN_MARK_IGNORED_SURV_MODIFY, FAN_MARK_EVICTABLE,
+    /// FAN_MARK_IGNORE).
+    pub mflags: u32,
+    /// Event mask.
+    pub mask: u32,
+    /// Ignored mask.
+    pub ignored_mask: u32,
+    /// Inode marks: the inode's device (kernel encoding).
+    pub sdev: u32,
+    /// Inode marks: file handle (type, bytes).
+    pub handle: Option<(i32, Vec<u8>)>,
+    /// The inode's path, or the mount point.
+    pub path: RawStr,
+}
+
+/// One fanotify group.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FanotifyEntry {
+    /// File object id.
+    pub id: u32,
+    /// Status flags (O_NONBLOCK).
+    pub flags: OpenFlags,
+    /// fanotify_init flags (FAN_CLASS_*, FAN_REPORT_*, ...).
+    pub init_flags: u32,
+    /// fanotify_init event_f_flags.
+    pub event_flags: u32,
+    /// Its marks.
+    pub marks: Vec<FanotifyMarkEntry>,
+}
+
 /// One pidfd.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PidfdEntry {
@@ -253,6 +288,35 @@ impl Describe for InotifyEntry {
     }
 }
 
+impl Describe for FanotifyMarkEntry {
+    fn describe(&self) -> Node {
+        let kind = match self.kind {
+            0 => "inode",
+            0x10 => "mount",
+            _ => "filesystem",
+        };
+        Obj::new()
+            .f("kind", kind)
+            .f("mflags", Node::hex32(self.mflags))
+            .f("mask", Node::hex32(self.mask))
+            .f("ignored_mask", Node::hex32(self.ignored_mask))
+            .d("path", &self.path)
+            .done()
+    }
+}
+
+impl Describe for FanotifyEntry {
+    fn describe(&self) -> Node {
+        Obj::new()
+            .f("id", self.id)
+            .d("flags", &self.flags)
+            .f("init_flags", Node::hex32(self.init_flags))
+            .f("event_flags", Node::hex32(self.event_flags))
+            .d("marks", &self.marks)
+            .done()
+    }
+}
+
 impl Describe for PidfdEntry {
     fn describe(&self) -> Node {
         Obj::new().f("id", self.id).d("flags", &self.flags).f("pid", self.pid).done()
@@ -314,6 +378,8 @@ pub struct EventImages {
     pub memfd: Vec<MemfdEntry>,
     /// memfd-data.img.
     pub memfd_data: Vec<MemfdDataEntry>,
+    /// fanotify.img.
+    pub fanotify: Vec<FanotifyEntry>,
     /// Dump only: memfd ids by (device, inode).
     pub memfd_ids: std::collections::HashMap<(u64, u64), u32>,
     /// Dump only: each epoll instance's first holder (pid, fd) and its

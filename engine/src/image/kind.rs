@@ -134,6 +134,7 @@ image_kinds! {
         Memfd     = 46, "memfd",    "memfd.img",          1, DEFAULT_MAX_RECORD, (),                       events::MemfdEntry;
         /// One record per memfd with all its data: up to 1 GiB.
         MemfdData = 47, "memfd-data", "memfd-data.img",   1, 1 << 30,            (),                       events::MemfdDataEntry;
+        Fanotify  = 48, "fanotify", "fanotify.img",       1, DEFAULT_MAX_RECORD, (),                       events::FanotifyEntry;
     }
     raw {
         /// Raw page data described by a pagemap image.

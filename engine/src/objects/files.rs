@@ -123,7 +123,8 @@ impl FileImages {
         one::<kinds::Inotify>(img, &self.ev.inotify)?;
         one::<kinds::Pidfd>(img, &self.ev.pidfd)?;
         one::<kinds::Memfd>(img, &self.ev.memfd)?;
-        one::<kinds::MemfdData>(img, &self.ev.memfd_data)
+        one::<kinds::MemfdData>(img, &self.ev.memfd_data)?;
+        one::<kinds::Fanotify>(img, &self.ev.fanotify)
     }
 
     /// Reads every file image (an image of a kind the dump had none of may
@@ -164,6 +165,7 @@ impl FileImages {
                 pidfd: one::<kinds::Pidfd>(dir, false)?,
                 memfd: one::<kinds::Memfd>(dir, false)?,
                 memfd_data: one::<kinds::MemfdData>(dir, false)?,
+                fanotify: one::<kinds::Fanotify>(dir, false)?,
                 ..Default::default()
             },
         })
@@ -256,6 +258,7 @@ pub static KINDS: &[KindOps] = &[
     KindOps { kind: FdKind::Inotify, dump: super::inotify::dump, open: super::inotify::open },
     KindOps { kind: FdKind::Memfd, dump: super::memfd::dump, open: super::memfd::open },
     KindOps { kind: FdKind::Pidfd, dump: super::pidfd::dump, open: super::pidfd::open },
+    KindOps { kind: FdKind::Fanotify, dump: super::fanotify::dump, open: super::fanotify::open },
     // Last: its watches need every other description opened.
     KindOps { kind: FdKind::Epoll, dump: super::epoll::dump, open: super::epoll::open },
 ];
@@ -305,7 +308,7 @@ pub fn classify(pid: Pid, fd: i32, target: &FdTarget) -> std::result::Result<FdK
             "[timerfd]" => Ok(FdKind::Timerfd),
             "inotify" => Ok(FdKind::Inotify),
             "[pidfd]" => Ok(FdKind::Pidfd),
-            "[fanotify]" => Err("fanotify group (anon_inode:[fanotify]: its marks are not dumped yet)".into()),
+            "[fanotify]" => Ok(FdKind::Fanotify),
             _ => Err(format!("anon_inode:{n}")),
         },
         FdTarget::Inode { kind, ino } => Err(format!("{kind}:[{ino}]")),

@@ -27,9 +27,18 @@ const ADD_ONLY: u32 = 0x0200_0000 | 0x2000_0000 | 0x1000_0000;
 
 /// A mount of each device, to resolve file handles on.
 #[derive(Default)]
-struct Mounts(HashMap<u64, Option<OwnedFd>>);
+pub(super) struct Mounts(HashMap<u64, Option<OwnedFd>>);
 
 impl Mounts {
+    /// Where a mount of device `dev` (stat encoding) is.
+    pub(super) fn mount_point(&self, dev: u64) -> Option<std::path::PathBuf> {
+        let me = crate::sys::misc::getpid();
+        crate::proc::mountinfo::read(me).ok()?.into_iter().find_map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (std::fs::metadata(&m.mount_point).ok()?.dev() == dev).then_some(m.mount_point)
+        })
+    }
+
     fn of(&mut self, dev: u64) -> Option<std::os::fd::BorrowedFd<'_>> {
         if let std::collections::hash_map::Entry::Vacant(slot) = self.0.entry(dev) {
             let me = crate::sys::misc::getpid();
@@ -50,7 +59,7 @@ impl Mounts {
     }
 
     /// Opens the inode a handle names (O_PATH).
-    fn open(&mut self, kdev: u32, handle: &(i32, Vec<u8>)) -> std::result::Result<OwnedFd, Errno> {
+    pub(super) fn open(&mut self, kdev: u32, handle: &(i32, Vec<u8>)) -> std::result::Result<OwnedFd, Errno> {
         let m = self.of(event::kdev_to_dev(kdev)).ok_or(Errno::ENODEV)?;
         event::open_by_handle_at(m, handle.0, &handle.1, (fs::OpenFlags::O_PATH | fs::OpenFlags::O_CLOEXEC).bits())
     }

@@ -10,7 +10,7 @@
 //! - [`fifo`]: FIFOs (named pipes);
 //! - [`unix_sk`]: unix sockets, their connections, backlogs and queues;
 //! - [`eventfd`], [`epoll`], [`signalfd`], [`timerfd`], [`inotify`],
-//!   [`memfd`], [`pidfd`]: event and special descriptors;
+//!   [`fanotify`], [`memfd`], [`pidfd`]: event and special descriptors;
 //! - [`file_lock`]: file locks and leases (refused);
 //! - [`ns`]: namespaces (refused unless crtools' own);
 //! - [`clone_share`]: address spaces, descriptor tables, fs info and signal
@@ -23,6 +23,7 @@ pub mod cgroup;
 pub mod clone_share;
 pub mod epoll;
 pub mod eventfd;
+pub mod fanotify;
 pub mod fifo;
 pub mod file_lock;
 pub mod files;

@@ -173,6 +173,29 @@ pub fn inotify_add_watch(fd: BorrowedFd<'_>, path: &[u8], mask: u32) -> Result<i
         .map(|r| r as i32)
 }
 
+/// fanotify_init(flags, event_f_flags).
+pub fn fanotify_init(flags: u32, event_f_flags: u32) -> Result<OwnedFd> {
+    // SAFETY: no memory arguments.
+    unsafe { syscalls::syscall2(Sysno::fanotify_init, flags as usize, event_f_flags as usize) }.map(owned)
+}
+
+/// fanotify_mark(fd, flags, mask, AT_FDCWD, path).
+pub fn fanotify_mark(fd: BorrowedFd<'_>, flags: u32, mask: u64, path: &[u8]) -> Result<()> {
+    let p = std::ffi::CString::new(path).map_err(|_| super::Errno::EINVAL)?;
+    // SAFETY: the kernel reads the NUL-terminated path.
+    unsafe {
+        syscalls::syscall5(
+            Sysno::fanotify_mark,
+            fd_arg(fd),
+            flags as usize,
+            mask as usize,
+            -100isize as usize,
+            p.as_ptr() as usize,
+        )
+    }
+    .map(drop)
+}
+
 /// open_by_handle_at(mount_fd, handle, flags): the file a handle (as
 /// name_to_handle_at or fdinfo gave it) names, on the filesystem of
 /// `mount_fd`. Needs CAP_DAC_READ_SEARCH.

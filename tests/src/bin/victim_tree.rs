@@ -101,6 +101,11 @@
 //!   evsum= tticks= seqok=`, `mem=` (memfd contents) and `moff=` (the
 //!   shared offset, moved by one), and `pidfd=` (its pidfd reaches c);
 //!   c reports `moff=` and `pidfd=` likewise.
+//! - `fanotify DIR`: one process with a fanotify group (non-blocking)
+//!   marking DIR/f (inode mark, FAN_CLOSE_WRITE, FAN_OPEN ignored and
+//!   surviving modification) and the mount at DIR/m (FAN_CLOSE_WRITE; the
+//!   test mounted a tmpfs there). Its first check writes DIR/f and
+//!   DIR/m/x and reports the events read as `fan=NAME,..`.
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -415,6 +420,7 @@ fn main() {
         "pty" => pty(&args[3..]),
         "pipeline" => pipeline(&args[3..]),
         "events" => events(&args[3..]),
+        "fanotify" => fanotify(&args[3..]),
         other => {
             log(format!("error unknown mode {other}"));
             std::process::exit(2);
@@ -2134,6 +2140,57 @@ fn events(args: &[String]) -> ! {
             f.push(format!("pidfd={p}"));
             ok && p == "ok"
         })),
+    };
+    serve("root", 1, hooks)
+}
+
+fn fanotify(args: &[String]) -> ! {
+    let dir = args.first().expect("fanotify DIR").clone();
+    let file = format!("{dir}/f");
+    std::fs::write(&file, b"x").unwrap();
+    // SAFETY: fanotify calls on NUL-terminated paths.
+    let fan = unsafe {
+        let fan = libc::fanotify_init(libc::FAN_CLASS_NOTIF | libc::FAN_NONBLOCK, libc::O_RDONLY as u32);
+        assert!(fan >= 0, "fanotify_init: {}", std::io::Error::last_os_error());
+        let f = cpath(&file);
+        let m = cpath(&format!("{dir}/m"));
+        assert_eq!(libc::fanotify_mark(fan, libc::FAN_MARK_ADD, libc::FAN_CLOSE_WRITE, libc::AT_FDCWD, f.as_ptr()), 0);
+        let ign = libc::FAN_MARK_ADD | libc::FAN_MARK_IGNORED_MASK | libc::FAN_MARK_IGNORED_SURV_MODIFY;
+        assert_eq!(libc::fanotify_mark(fan, ign, libc::FAN_OPEN, libc::AT_FDCWD, f.as_ptr()), 0);
+        let mnt = libc::FAN_MARK_ADD | libc::FAN_MARK_MOUNT;
+        assert_eq!(libc::fanotify_mark(fan, mnt, libc::FAN_CLOSE_WRITE, libc::AT_FDCWD, m.as_ptr()), 0);
+        fan
+    };
+    let mut first = true;
+    let hooks = Hooks {
+        ready: vec![format!("fan={fan}")],
+        check: Some(Box::new(move |f: &mut Vec<String>| {
+            if !first {
+                return true;
+            }
+            first = false;
+            std::fs::write(&file, b"y").unwrap();
+            std::fs::write(format!("{dir}/m/x"), b"z").unwrap();
+            let mut buf = [0u8; 4096];
+            // SAFETY: reading into a local buffer.
+            let n = unsafe { libc::read(fan, buf.as_mut_ptr() as *mut _, buf.len()) };
+            let mut names = Vec::new();
+            let mut at = 0usize;
+            while n > 0 && at + 24 <= n as usize {
+                let len = u32::from_ne_bytes(buf[at..at + 4].try_into().unwrap()) as usize;
+                let mask = u64::from_ne_bytes(buf[at + 8..at + 16].try_into().unwrap());
+                let fd = i32::from_ne_bytes(buf[at + 16..at + 20].try_into().unwrap());
+                let path = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap_or_default();
+                // SAFETY: closing the event's descriptor.
+                unsafe { libc::close(fd) };
+                let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                names.push(format!("{name}:{mask:x}"));
+                at += len.max(24);
+            }
+            f.push(format!("fan={}", names.join(",")));
+            true
+        })),
+        ..Default::default()
     };
     serve("root", 1, hooks)
 }
