@@ -397,6 +397,9 @@ fn a_pipe_to_the_outside_is_plugged_in_with_inherit_fd() {
         // SAFETY: reaping the dead tree's tasks (a sleep), re-parented to us.
         unsafe { libc::waitpid(p, std::ptr::null_mut(), 0) };
     }
+    // sh may have started another sleep between tree_of and the dump:
+    // reap whatever of its session was re-parented to us.
+    reap_session_orphans(pid);
     // Whatever sh wrote before the dump is still ours to read.
     // SAFETY: fcntl without pointers.
     unsafe { libc::fcntl(r, libc::F_SETFL, libc::O_NONBLOCK) };
@@ -505,6 +508,20 @@ fn socat_echo_server_and_client_survive() {
 }
 
 /// `pid` and its descendants, parents first.
+/// Reaps our children (re-parented to us, the subreaper) of session `sid`.
+fn reap_session_orphans(sid: i32) {
+    let me = std::process::id() as i32;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let st = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        let f: Vec<&str> = st.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+        if f.len() > 3 && f[1] == me.to_string() && f[3] == sid.to_string() {
+            // SAFETY: reaping our own child.
+            unsafe { libc::waitpid(p, std::ptr::null_mut(), 0) };
+        }
+    }
+}
+
 fn tree_of(pid: i32) -> Vec<i32> {
     let mut out = vec![pid];
     let mut i = 0;
