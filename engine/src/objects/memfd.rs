@@ -4,6 +4,9 @@
 //! position (`memfd.img`), so a memfd shared by several processes, or
 //! reopened through /proc, comes back as one file.
 //!
+//! Owner, group and permission bits come back too (a task may reopen its
+//! memfd through /proc/self/fd, which checks them).
+//!
 //! Dump reads the contents through a new read-only description opened by
 //! /proc/<pid>/fd/<n> (never the target's own: its position must not move),
 //! skipping holes with SEEK_DATA/SEEK_HOLE. Restore creates the memfd with
@@ -179,6 +182,7 @@ pub fn open(_cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
         for (off, data) in &d.runs {
             fs::pwrite_all(m.as_fd(), data, *off).map_err(|e| err("write its contents", e))?;
         }
+        fs::fchown(m.as_fd(), d.uid, d.gid).map_err(|e| err("set its owner", e))?;
         fs::fchmod(m.as_fd(), d.mode).map_err(|e| err("set its mode", e))?;
         let mut first_rw = true;
         for p in descs {
