@@ -1188,6 +1188,7 @@ fn event_descriptors_survive_and_the_loop_keeps_running() {
         assert!((3000..=3600).contains(&tabs), "absolute timer moved: {}", root.raw);
         root.assert_item("sfd", "WINCH,RT3:42,RT3:42");
         root.assert_item("ino", "3:100:after");
+        root.assert_item("pidmod", "0");
         root.assert_item("mem", "true");
         root.assert_item("seqok", "true");
         root.assert_item("moff", "0");

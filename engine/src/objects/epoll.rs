@@ -17,7 +17,10 @@
 //! engine: it puts each target description at the watch's own fd number
 //! in its copy of the descriptor table and calls EPOLL_CTL_ADD, so the
 //! item gets the same (file, number) key; the child then exits, and the
-//! items stay with the epoll, which the tree inherits.
+//! items stay with the epoll, which the tree inherits. A watch on a
+//! description that only exists once the tree does (a pidfd of a task of
+//! the tree) is added afterwards, by remote syscalls in the first task
+//! holding the epoll ([`add_late`]), with the same care for the number.
 //!
 //! Readiness: adding a watch polls its target, so whatever is ready (data
 //! in a pipe or socket, a nonzero eventfd, unread timer ticks) is reported
@@ -38,7 +41,7 @@
 use super::files::{FdCtx, FileImages, Opened};
 use crate::error::{Error, Result};
 use crate::image::events::{EpollEntry, EpollWatch};
-use crate::image::files::{FdKind, OpenFlags};
+use crate::image::files::{FdKind, FdinfoEntry, OpenFlags};
 use crate::proc::fdinfo::{FdInfo, FdTarget};
 use crate::sys::event::{self, EpollEvent};
 use crate::sys::misc::{kcmp_epoll_tfd, KcmpEpollSlot, KcmpOrder};
@@ -114,15 +117,6 @@ pub fn finish_dump(out: &mut FileImages, cands: &[Candidate]) -> Result<()> {
                     ),
                 ));
             };
-            if c.kind == FdKind::Pidfd {
-                return Err(Error::task(
-                    pid,
-                    format!(
-                        "fd {efd}: epoll watches fd {} (a pidfd, opened only once the tree exists): not supported yet",
-                        t.tfd
-                    ),
-                ));
-            }
             watches.push(EpollWatch { tfd: t.tfd, target: c.id, events: t.events, data: t.data });
         }
         log::debug!(task = pid.0; "task {pid}: fd {efd}: epoll with {} watches", watches.len());
@@ -163,6 +157,16 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     for e in &images.ev.epoll {
         let ep = out.raw(e.id).expect("just added");
         for w in &e.watches {
+            if out.raw(w.target).is_none() && out.is_late(w.target) {
+                out.late_epoll.push(LateWatch {
+                    ep: e.id,
+                    tfd: w.tfd,
+                    target: w.target,
+                    ev: EpollEvent { events: w.events, data: w.data },
+                    done: false,
+                });
+                continue;
+            }
             let target = out.raw(w.target).ok_or_else(|| {
                 Error::new(format!(
                     "{}: epoll watches fd {} (file {}), which is opened only once the tree exists: not supported yet",
@@ -273,5 +277,106 @@ fn run_adds(adds: &[Add]) -> std::result::Result<(), (usize, String)> {
     match status {
         Some((_, crate::sys::wait::WaitStatus::Exited(0))) => Ok(()),
         st => Err(fail(format!("the helper ended with {st:?}"))),
+    }
+}
+
+/// A watch on a description that exists only once the tree does (a pidfd
+/// of a task of the tree): added by remote syscalls in the first task that
+/// holds the epoll, after every task opened its late descriptions.
+#[derive(Debug)]
+pub struct LateWatch {
+    /// The epoll's file object id.
+    pub ep: u32,
+    /// The number it was added under.
+    pub tfd: i32,
+    /// The watched file object id.
+    pub target: u32,
+    /// Events and data.
+    pub ev: EpollEvent,
+    /// Added.
+    pub done: bool,
+}
+
+const F_DUPFD: u64 = 0;
+const F_GETFD: u64 = 1;
+const O_CLOEXEC: u64 = 0o2000000;
+
+/// Adds, in the task `t` (on its final trap; `scratch`: writable memory of
+/// its restorer plan), the late watches of the epolls it holds: the target
+/// (its own, or taken from the task that opened it with pidfd_getfd) is
+/// put at the watch's number for EPOLL_CTL_ADD, and whatever the task has
+/// at that number is put back afterwards.
+pub fn add_late(
+    t: &mut crate::infect::Tracee,
+    scratch: u64,
+    fds: &[FdinfoEntry],
+    opened: &mut Opened,
+    seen: &super::files::LateSeen,
+) -> Result<()> {
+    use crate::error::Context;
+    use crate::sys::Sysno;
+    let pid = t.pid();
+    for w in opened.late_epoll.iter_mut().filter(|w| !w.done) {
+        let Some(e) = fds.iter().find(|f| f.id == w.ep) else { continue };
+        let what = format!("fd {}: epoll watch on fd {} (file {})", e.fd, w.tfd, w.target);
+        let (opid, ofd) =
+            seen.get(w.target).ok_or_else(|| Error::task(pid, format!("{what}: its target was not opened")))?;
+        let mut sys = |nr: Sysno, a: [u64; 6], step: &'static str| -> Result<u64> {
+            t.remote_syscall_ok(nr, a, step).ctx(pid, &format!("{what}: {step}"))
+        };
+        // The target in this task, under some number.
+        let (src, fetched) = if opid == pid {
+            (ofd as u64, false)
+        } else {
+            let pfd = sys(Sysno::pidfd_open, [opid.0 as u64, 0, 0, 0, 0, 0], "pidfd_open")?;
+            let got = sys(Sysno::pidfd_getfd, [pfd, ofd as u64, 0, 0, 0, 0], "pidfd_getfd");
+            sys(Sysno::close, [pfd, 0, 0, 0, 0, 0], "close")?;
+            (got?, true)
+        };
+        let tfd = w.tfd as u64;
+        let mut saved = None;
+        if src != tfd {
+            // What the task has at that number, kept aside meanwhile.
+            if let Ok(fl) = sys(Sysno::fcntl, [tfd, F_GETFD, 0, 0, 0, 0], "F_GETFD") {
+                let aside = sys(Sysno::fcntl, [tfd, F_DUPFD, 0, 0, 0, 0], "F_DUPFD")?;
+                saved = Some((aside, fl));
+            }
+            sys(Sysno::dup3, [src, tfd, 0, 0, 0, 0], "dup3")?;
+        }
+        let mut ev = [0u8; 12];
+        ev[..4].copy_from_slice(&{ w.ev.events }.to_ne_bytes());
+        ev[4..].copy_from_slice(&{ w.ev.data }.to_ne_bytes());
+        crate::sys::process_vm::write_all(pid, scratch, &ev).ctx(pid, "write an epoll_event")?;
+        let added = sys(Sysno::epoll_ctl, [e.fd as u64, event::EPOLL_CTL_ADD as u64, tfd, scratch, 0, 0], "epoll_ctl");
+        if src != tfd {
+            match saved {
+                Some((aside, fl)) => {
+                    let cl = if fl & 1 != 0 { O_CLOEXEC } else { 0 };
+                    sys(Sysno::dup3, [aside, tfd, cl, 0, 0, 0], "dup3 back")?;
+                    sys(Sysno::close, [aside, 0, 0, 0, 0, 0], "close")?;
+                }
+                None => {
+                    sys(Sysno::close, [tfd, 0, 0, 0, 0, 0], "close")?;
+                }
+            }
+        }
+        if fetched {
+            sys(Sysno::close, [src, 0, 0, 0, 0, 0], "close")?;
+        }
+        added?;
+        w.done = true;
+        log::debug!(task = pid.0; "task {pid}: {what} added");
+    }
+    Ok(())
+}
+
+/// Fails if a late watch found no task holding its epoll.
+pub fn check_late_done(opened: &Opened) -> Result<()> {
+    match opened.late_epoll.iter().find(|w| !w.done) {
+        Some(w) => Err(Error::new(format!(
+            "epoll (file {}): its watch on fd {} (file {}) was not added: no task holds the epoll",
+            w.ep, w.tfd, w.target
+        ))),
+        None => Ok(()),
     }
 }

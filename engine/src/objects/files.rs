@@ -475,6 +475,9 @@ pub struct Opened {
     remove: Vec<std::path::PathBuf>,
     /// The locks the tasks take again (`--file-locks`).
     locks: Vec<crate::image::files::FileLockEntry>,
+    /// Epoll watches on descriptions opened late (pidfds), added in a
+    /// task once those exist ([`super::epoll::add_late`]).
+    pub(crate) late_epoll: Vec<super::epoll::LateWatch>,
 }
 
 impl Opened {
@@ -546,6 +549,11 @@ impl Opened {
             *fd = high;
         }
         Ok(())
+    }
+
+    /// Whether `id` is opened late, in its task.
+    pub(crate) fn is_late(&self, id: u32) -> bool {
+        self.late.contains_key(&id)
     }
 
     /// The inherited descriptor number of `id`.
@@ -727,6 +735,13 @@ const AT_FDCWD: i64 = -100;
 /// pidfd_getfd, so it stays one (offset, flags).
 #[derive(Debug, Default)]
 pub struct LateSeen(BTreeMap<u32, (Pid, i32)>);
+
+impl LateSeen {
+    /// The first task that opened late description `id`, and its fd there.
+    pub fn get(&self, id: u32) -> Option<(Pid, i32)> {
+        self.0.get(&id).copied()
+    }
+}
 
 /// Opens a task's late descriptors by remote syscalls, once every task is
 /// on its final trap; `arena` is the address of the task's plan (the paths

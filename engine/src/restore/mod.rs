@@ -821,7 +821,7 @@ fn run_tree(
     }
     let mut late_seen = files::LateSeen::default();
     for (i, t) in tasks.iter().enumerate() {
-        let (p, Some(plan)) = (&all[i], &plans[i]) else { continue };
+        let (p, Some(_)) = (&all[i], &plans[i]) else { continue };
         let pid = p.pid;
         let pages = p.pages.as_ref().expect("live task has pages").fd();
         mm::write_late_pages(pid, pages, &p.late_pages)?;
@@ -833,6 +833,12 @@ fn run_tree(
         }
         let leader = tracees.get_mut(&pid).expect("leader traced");
         files::open_late(leader, p.plan_addr, &p.late_files, &mut late_seen)?;
+    }
+    for (i, t) in tasks.iter().enumerate() {
+        let (p, Some(plan)) = (&all[i], &plans[i]) else { continue };
+        let pid = p.pid;
+        let leader = tracees.get_mut(&pid).expect("leader traced");
+        crate::objects::epoll::add_late(leader, p.plan_addr, &t.fds, opened, &late_seen)?;
         finish_leader(leader, t, p.plan_addr, plan)?;
         log::debug!(
             task = pid.0;
@@ -840,6 +846,7 @@ fn run_tree(
             t.cores.len()
         );
     }
+    crate::objects::epoll::check_late_done(opened)?;
     // Release the whole tree: threads, then leaders, children first.
     for (i, t) in tasks.iter().enumerate().rev() {
         if all[i].zombie.is_some() {

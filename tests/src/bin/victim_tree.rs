@@ -1968,6 +1968,8 @@ fn events(args: &[String]) -> ! {
     epoll_add(ep3, sem, flags as u32, u64::MAX);
     epoll_add(ep3, sfd, (libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLRDHUP) as u32, 7);
     epoll_add(ep3, tabs, libc::EPOLLOUT as u32, 8);
+    // And c's pidfd (opened only once the tree exists at restore).
+    epoll_add(ep3, cfd, libc::EPOLLIN as u32, 9);
     let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
     // SAFETY: epoll_wait into a local array.
     let n = unsafe { libc::epoll_wait(ep3, evs.as_mut_ptr(), 8, 0) };
@@ -2099,6 +2101,12 @@ fn events(args: &[String]) -> ! {
                     format!("none:{n}")
                 };
                 f.push(format!("ino={got}"));
+                // The watch on the pidfd is keyed by this very description
+                // and number: EPOLL_CTL_MOD finds it.
+                let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 9 };
+                // SAFETY: the kernel reads one epoll_event.
+                let r = unsafe { libc::epoll_ctl(ep3, libc::EPOLL_CTL_MOD, cfd, &mut ev) };
+                f.push(format!("pidmod={r}"));
             }
             let s = st.borrow();
             f.push(format!("pseq={} useq={} evsum={} tticks={} seqok={}", s.pseq, s.useq, s.evsum, s.tticks, s.seqok));
