@@ -1328,3 +1328,20 @@ fn fanotify_marks_survive() {
         drop(t);
     });
 }
+
+/// A pidfd of a zombie of the tree comes back referring to the restored
+/// zombie: it polls readable and waitid(P_PIDFD) reaps its exit status.
+#[test]
+fn pidfd_of_a_zombie_reaps_it_after_restore() {
+    run("pidzombie", 60, |cx| {
+        let s = Scratch::new("dr_tree", "pidzombie");
+        let mut t = cx.start(&s, "pidzombie", &[], &["root"]);
+        let z: i32 = t.ready["root"].num("z") as i32;
+        register(cx.test, z);
+        t.dump_and_restore(&s);
+        let c = t.check(&["root"]).remove("root").unwrap();
+        c.assert_item("zpoll", "1");
+        c.assert_item("zstatus", "5");
+        c.assert_ok();
+    });
+}

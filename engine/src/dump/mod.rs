@@ -118,7 +118,11 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     shared.pids = tree.tasks.iter().map(|t| t.pid).collect();
     shared.fd_cx.file_locks = opts.file_locks;
     // Pidfds may refer to any task or thread of the tree.
-    shared.fd_cx.tree_tids = tree.tasks.iter().flat_map(|t| t.threads.iter().map(|th| th.pid().0 as u32)).collect();
+    shared.fd_cx.tree_tids = tree
+        .tasks
+        .iter()
+        .flat_map(|t| std::iter::once(t.pid.0 as u32).chain(t.threads.iter().map(|th| th.pid().0 as u32)))
+        .collect();
     refuse_tree(&tree, opts.file_locks)?;
     for task in tree.tasks.iter_mut() {
         dump_task(&img, task, &mut shared)?;

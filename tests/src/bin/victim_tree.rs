@@ -101,6 +101,9 @@
 //!   evsum= tticks= seqok=`, `mem=` (memfd contents) and `moff=` (the
 //!   shared offset, moved by one), and `pidfd=` (its pidfd reaches c);
 //!   c reports `moff=` and `pidfd=` likewise.
+//! - `pidzombie`: root -> z, which exits with 5 at once; root holds a
+//!   pidfd of z, the zombie, and its first check reports `zpoll=` (the
+//!   pidfd is readable) and `zstatus=` (waitid(P_PIDFD) reaps it).
 //! - `fanotify DIR`: one process with a fanotify group (non-blocking)
 //!   marking DIR/f (inode mark, FAN_CLOSE_WRITE, FAN_OPEN ignored and
 //!   surviving modification) and the mount at DIR/m (FAN_CLOSE_WRITE; the
@@ -421,6 +424,7 @@ fn main() {
         "pipeline" => pipeline(&args[3..]),
         "events" => events(&args[3..]),
         "fanotify" => fanotify(&args[3..]),
+        "pidzombie" => pidzombie(),
         other => {
             log(format!("error unknown mode {other}"));
             std::process::exit(2);
@@ -2197,6 +2201,37 @@ fn fanotify(args: &[String]) -> ! {
             }
             f.push(format!("fan={}", names.join(",")));
             true
+        })),
+        ..Default::default()
+    };
+    serve("root", 1, hooks)
+}
+
+fn pidzombie() -> ! {
+    let z = fork(|| {
+        // SAFETY: leaving at once with status 5.
+        unsafe { libc::_exit(5) }
+    });
+    wait_zombie(z);
+    let pfd = pidfd_open(z);
+    let mut first = true;
+    let hooks = Hooks {
+        ready: vec![format!("z={z} pidfd={pfd}")],
+        check: Some(Box::new(move |f: &mut Vec<String>| {
+            if !first {
+                return true;
+            }
+            first = false;
+            let mut p = libc::pollfd { fd: pfd, events: libc::POLLIN, revents: 0 };
+            // SAFETY: poll of one local pollfd; waitid into a local siginfo.
+            let (n, r, st) = unsafe {
+                let n = libc::poll(&mut p, 1, 0);
+                let mut si: libc::siginfo_t = std::mem::zeroed();
+                let r = libc::waitid(libc::P_PIDFD, pfd as libc::id_t, &mut si, libc::WEXITED);
+                (n, r, si.si_status())
+            };
+            f.push(format!("zpoll={n} zstatus={}", if r == 0 { st.to_string() } else { format!("err{r}") }));
+            n == 1 && r == 0 && st == 5
         })),
         ..Default::default()
     };
