@@ -1187,6 +1187,7 @@ fn event_descriptors_survive_and_the_loop_keeps_running() {
         let tabs = root.num("tabs");
         assert!((3000..=3600).contains(&tabs), "absolute timer moved: {}", root.raw);
         root.assert_item("sfd", "WINCH,RT3:42,RT3:42");
+        root.assert_item("sfdep", "0,1");
         root.assert_item("ino", "3:100:after");
         root.assert_item("pidmod", "0");
         root.assert_item("mem", "true");

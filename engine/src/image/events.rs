@@ -169,7 +169,7 @@ pub struct MemfdDataEntry {
     pub name: RawStr,
     /// Size in bytes.
     pub size: u64,
-    /// Permission bits.
+    /// `st_mode` (type and permission bits).
     pub mode: u32,
     /// Owner.
     pub uid: u32,

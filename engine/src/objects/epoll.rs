@@ -19,8 +19,10 @@
 //! item gets the same (file, number) key; the child then exits, and the
 //! items stay with the epoll, which the tree inherits. A watch on a
 //! description that only exists once the tree does (a pidfd of a task of
-//! the tree) is added afterwards, by remote syscalls in the first task
-//! holding the epoll ([`add_late`]), with the same care for the number.
+//! the tree), or on a signalfd (whose poll hooks into the signal handlers
+//! of the task that adds the watch), is added afterwards, by remote
+//! syscalls in the first task holding the epoll ([`add_late`]), with the
+//! same care for the number.
 //!
 //! Readiness: adding a watch polls its target, so whatever is ready (data
 //! in a pipe or socket, a nonzero eventfd, unread timer ticks) is reported
@@ -157,7 +159,10 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     for e in &images.ev.epoll {
         let ep = out.raw(e.id).expect("just added");
         for w in &e.watches {
-            if out.raw(w.target).is_none() && out.is_late(w.target) {
+            // A signalfd polls the signals of whoever adds it: its watch is
+            // added by the task itself, like those on late descriptions.
+            let in_task = images.kind_of(w.target) == Some(FdKind::Signalfd);
+            if in_task || (out.raw(w.target).is_none() && out.is_late(w.target)) {
                 out.late_epoll.push(LateWatch {
                     ep: e.id,
                     tfd: w.tfd,
@@ -280,9 +285,11 @@ fn run_adds(adds: &[Add]) -> std::result::Result<(), (usize, String)> {
     }
 }
 
-/// A watch on a description that exists only once the tree does (a pidfd
-/// of a task of the tree): added by remote syscalls in the first task that
-/// holds the epoll, after every task opened its late descriptions.
+/// A watch added by remote syscalls in the first task that holds the
+/// epoll, after every task opened its late descriptions: on a description
+/// that exists only once the tree does (a pidfd of a task of the tree), or
+/// on a signalfd (whose poll registers on the adding task's signal
+/// handlers: added by the engine's helper it would never wake up).
 #[derive(Debug)]
 pub struct LateWatch {
     /// The epoll's file object id.
@@ -312,6 +319,7 @@ pub fn add_late(
     fds: &[FdinfoEntry],
     opened: &mut Opened,
     seen: &super::files::LateSeen,
+    holders: &std::collections::BTreeMap<u32, (Pid, i32)>,
 ) -> Result<()> {
     use crate::error::Context;
     use crate::sys::Sysno;
@@ -319,8 +327,11 @@ pub fn add_late(
     for w in opened.late_epoll.iter_mut().filter(|w| !w.done) {
         let Some(e) = fds.iter().find(|f| f.id == w.ep) else { continue };
         let what = format!("fd {}: epoll watch on fd {} (file {})", e.fd, w.tfd, w.target);
-        let (opid, ofd) =
-            seen.get(w.target).ok_or_else(|| Error::task(pid, format!("{what}: its target was not opened")))?;
+        let own = fds.iter().find(|f| f.id == w.target).map(|f| (pid, f.fd as i32));
+        let (opid, ofd) = own
+            .or_else(|| seen.get(w.target))
+            .or_else(|| holders.get(&w.target).copied())
+            .ok_or_else(|| Error::task(pid, format!("{what}: no task holds its target")))?;
         let mut sys = |nr: Sysno, a: [u64; 6], step: &'static str| -> Result<u64> {
             t.remote_syscall_ok(nr, a, step).ctx(pid, &format!("{what}: {step}"))
         };

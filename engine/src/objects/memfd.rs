@@ -94,7 +94,7 @@ fn register(
         ino: st.ino,
         name: crate::image::RawStr(name),
         size: st.size as u64,
-        mode: st.mode & 0o7777,
+        mode: st.mode,
         uid: st.uid,
         gid: st.gid,
         seals,
@@ -183,7 +183,7 @@ pub fn open(_cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
             fs::pwrite_all(m.as_fd(), data, *off).map_err(|e| err("write its contents", e))?;
         }
         fs::fchown(m.as_fd(), d.uid, d.gid).map_err(|e| err("set its owner", e))?;
-        fs::fchmod(m.as_fd(), d.mode).map_err(|e| err("set its mode", e))?;
+        fs::fchmod(m.as_fd(), d.mode & 0o7777).map_err(|e| err("set its mode", e))?;
         let mut first_rw = true;
         for p in descs {
             let rw = p.flags.contains(OpenFlags::O_RDWR);

@@ -834,11 +834,18 @@ fn run_tree(
         let leader = tracees.get_mut(&pid).expect("leader traced");
         files::open_late(leader, p.plan_addr, &p.late_files, &mut late_seen)?;
     }
+    // The first (task, fd) holding each description.
+    let mut holders = BTreeMap::new();
+    for (i, t) in tasks.iter().enumerate() {
+        for f in &t.fds {
+            holders.entry(f.id).or_insert((all[i].pid, f.fd as i32));
+        }
+    }
     for (i, t) in tasks.iter().enumerate() {
         let (p, Some(plan)) = (&all[i], &plans[i]) else { continue };
         let pid = p.pid;
         let leader = tracees.get_mut(&pid).expect("leader traced");
-        crate::objects::epoll::add_late(leader, p.plan_addr, &t.fds, opened, &late_seen)?;
+        crate::objects::epoll::add_late(leader, p.plan_addr, &t.fds, opened, &late_seen, &holders)?;
         finish_leader(leader, t, p.plan_addr, plan)?;
         log::debug!(
             task = pid.0;

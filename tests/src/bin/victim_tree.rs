@@ -1974,6 +1974,12 @@ fn events(args: &[String]) -> ! {
     epoll_add(ep3, tabs, libc::EPOLLOUT as u32, 8);
     // And c's pidfd (opened only once the tree exists at restore).
     epoll_add(ep3, cfd, libc::EPOLLIN as u32, 9);
+    // A set watching only the signalfd: it must wake up for a signal
+    // raised after restore.
+    // SAFETY: epoll_create1 without memory arguments.
+    let eps = unsafe { libc::epoll_create1(0) };
+    assert!(eps >= 0);
+    epoll_add(eps, sfd, libc::EPOLLIN as u32, 1);
     let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
     // SAFETY: epoll_wait into a local array.
     let n = unsafe { libc::epoll_wait(ep3, evs.as_mut_ptr(), 8, 0) };
@@ -2091,6 +2097,18 @@ fn events(args: &[String]) -> ! {
                     }
                 }
                 f.push(format!("sfd={}", sigs.join(",")));
+                let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 2];
+                // SAFETY: raise a blocked signal, epoll_wait into a local
+                // array, read the signal back into a local siginfo.
+                let (quiet, woke) = unsafe {
+                    let quiet = libc::epoll_wait(eps, evs.as_mut_ptr(), 2, 0);
+                    libc::kill(libc::getpid(), libc::SIGWINCH);
+                    let woke = libc::epoll_wait(eps, evs.as_mut_ptr(), 2, 100);
+                    let mut si: libc::signalfd_siginfo = std::mem::zeroed();
+                    libc::read(sfd, &mut si as *mut _ as *mut _, std::mem::size_of::<libc::signalfd_siginfo>());
+                    (quiet, woke)
+                };
+                f.push(format!("sfdep={quiet},{woke}"));
                 let _ = std::fs::File::create(format!("{wdir}/after"));
                 let mut buf = [0u8; 512];
                 // SAFETY: reading into a local buffer.
