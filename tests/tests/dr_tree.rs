@@ -1165,7 +1165,7 @@ fn event_descriptors_survive_and_the_loop_keeps_running() {
         let mut t = cx.start(&s, "events", &[&dir], &["root", "c"]);
         let views = |t: &Tree| -> Vec<String> {
             let r = &t.ready["root"];
-            ["ep3", "ino", "tabs"].iter().map(|k| fdinfo_view(t.root, r.num(k) as i32)).collect()
+            ["ep3", "ino", "tabs", "talarm"].iter().map(|k| fdinfo_view(t.root, r.num(k) as i32)).collect()
         };
         let before = views(&t);
         assert!(before[0].contains("events: 40000000") || before[0].contains("events: 4000001"), "{}", before[0]);
@@ -1186,6 +1186,8 @@ fn event_descriptors_survive_and_the_loop_keeps_running() {
         assert!(root.num("tp2") >= 1, "the periodic timer stopped: {}", root.raw);
         let tabs = root.num("tabs");
         assert!((3000..=3600).contains(&tabs), "absolute timer moved: {}", root.raw);
+        let talarm = root.num("talarm");
+        assert!((3000..=3600).contains(&talarm), "alarm timer moved: {}", root.raw);
         root.assert_item("sfd", "WINCH,RT3:42,RT3:42");
         root.assert_item("sfdep", "0,1");
         root.assert_item("ino", "3:100:after");

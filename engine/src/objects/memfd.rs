@@ -34,6 +34,9 @@ use std::os::unix::ffi::OsStrExt;
 
 /// Read chunk for contents.
 const CHUNK: usize = 1 << 20;
+/// The most data one memfd may hold (its record in memfd-data.img is
+/// limited to 1 GiB, and is held in memory).
+const DATA_LIMIT: u64 = 768 << 20;
 /// The page size tmpfs reports as st_blksize (hugetlbfs: the huge page size).
 const PAGE: i64 = 4096;
 
@@ -82,6 +85,13 @@ fn register(
     }
     if st.blksize != PAGE {
         return Err(Error::task(pid, format!("{what} is a hugetlb memfd: not supported yet")));
+    }
+    // One record holds all of a memfd's data (limit 1 GiB).
+    if st.blocks as u64 * 512 > DATA_LIMIT {
+        return Err(Error::task(
+            pid,
+            format!("{what}: {} bytes of data: more than crtools keeps for one memfd ({DATA_LIMIT})", st.blocks * 512),
+        ));
     }
     let memfd_id = out.ev.memfd_ids.len() as u32 + 1;
     let seals = fs::fcntl_get_seals(copy).map_err(|e| Error::task(pid, format!("{what}: F_GET_SEALS: {e}")))?.bits();

@@ -1917,6 +1917,18 @@ fn events(args: &[String]) -> ! {
         assert_eq!(libc::timerfd_settime(tk, 0, &k, std::ptr::null_mut()), 0);
         (tp, tabs, tk)
     };
+    // An alarm clock timer, relative, an hour ahead.
+    // SAFETY: timerfd calls with a local itimerspec.
+    let talarm = unsafe {
+        let t = libc::timerfd_create(libc::CLOCK_BOOTTIME_ALARM, libc::TFD_NONBLOCK);
+        assert!(t >= 0, "CLOCK_BOOTTIME_ALARM: {}", std::io::Error::last_os_error());
+        let h = libc::itimerspec {
+            it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+            it_value: libc::timespec { tv_sec: 3600, tv_nsec: 0 },
+        };
+        assert_eq!(libc::timerfd_settime(t, 0, &h, std::ptr::null_mut()), 0);
+        t
+    };
     // Signals pending for the signalfd.
     // SAFETY: signalfd with a local mask; kill and sigqueue to ourselves.
     let sfd = unsafe {
@@ -2049,7 +2061,9 @@ fn events(args: &[String]) -> ! {
     };
     let mut first = true;
     let hooks = Hooks {
-        ready: vec![format!("pidfd={cfd} sem={sem} tp={tp} ep={ep} outer={outer} ep3={ep3} ino={ino} tabs={tabs}")],
+        ready: vec![format!(
+            "pidfd={cfd} sem={sem} tp={tp} ep={ep} outer={outer} ep3={ep3} ino={ino} tabs={tabs} talarm={talarm}"
+        )],
         tick: Some(Box::new(tick)),
         check: Some(Box::new(move |f: &mut Vec<String>| {
             let mut ok = true;
@@ -2080,6 +2094,13 @@ fn events(args: &[String]) -> ! {
                     cur.it_value.tv_sec
                 };
                 f.push(format!("tabs={left}"));
+                // SAFETY: timerfd_gettime into a local.
+                let aleft = unsafe {
+                    let mut cur: libc::itimerspec = std::mem::zeroed();
+                    libc::timerfd_gettime(talarm, &mut cur);
+                    cur.it_value.tv_sec
+                };
+                f.push(format!("talarm={aleft}"));
                 let mut sigs = Vec::new();
                 loop {
                     // SAFETY: reading one signalfd_siginfo into a local.
