@@ -15,6 +15,7 @@
 //!   /proc files.
 use std::io::Write;
 
+mod events;
 mod kernel;
 mod mem;
 mod net;
@@ -287,6 +288,12 @@ pub const PROBES: &[ProbeDef] = &[
         need: Optional,
         run: kernel::probe_memfd_hugetlb,
         about: "memfd_create MFD_HUGETLB: memfds backed by huge pages",
+    },
+    ProbeDef {
+        name: "event-fds",
+        need: Optional,
+        run: events::probe_event_fds,
+        about: "timer ticks and inotify watch numbers set back, epoll watches matched (event descriptors)",
     },
     ProbeDef {
         name: "zero-page",

@@ -38,6 +38,9 @@ pub fn dump(
     id: u32,
     out: &mut FileImages,
 ) -> Result<()> {
+    let flags = OpenFlags::from_bits_retain(info.flags) - OpenFlags::O_CLOEXEC;
+    // Its signal owner (F_SETOWN) is not restored.
+    super::pipe::check_flags(pid, fd, flags, "fanotify group")?;
     let e = |m: String| Error::task(pid, format!("fd {fd}: fanotify: {m}"));
     let f = info.fanotify.as_ref().ok_or_else(|| e("no fanotify lines in its fdinfo".into()))?;
     let pidfd = crate::sys::pidfd::pidfd_open(pid, crate::sys::pidfd::PidfdFlags::empty())
@@ -98,7 +101,6 @@ pub fn dump(
             path: crate::image::RawStr(path.as_os_str().as_bytes().to_vec()),
         });
     }
-    let flags = OpenFlags::from_bits_retain(info.flags) - OpenFlags::O_CLOEXEC;
     out.ev.fanotify.push(FanotifyEntry { id, flags, init_flags: f.flags, event_flags: f.event_flags, marks });
     Ok(())
 }

@@ -75,6 +75,9 @@ pub fn dump(
     id: u32,
     out: &mut FileImages,
 ) -> Result<()> {
+    let flags = OpenFlags::from_bits_retain(info.flags) - OpenFlags::O_CLOEXEC;
+    // Its signal owner (F_SETOWN) is not restored.
+    super::pipe::check_flags(pid, fd, flags, "inotify")?;
     let e = |m: String| Error::task(pid, format!("fd {fd}: inotify: {m}"));
     let pidfd = crate::sys::pidfd::pidfd_open(pid, crate::sys::pidfd::PidfdFlags::empty())
         .map_err(|er| e(format!("pidfd_open: {er}")))?;
@@ -111,7 +114,6 @@ pub fn dump(
         });
     }
     watches.sort_by_key(|w| w.wd);
-    let flags = OpenFlags::from_bits_retain(info.flags) - OpenFlags::O_CLOEXEC;
     out.ev.inotify.push(InotifyEntry { id, flags, watches });
     Ok(())
 }
