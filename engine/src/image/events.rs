@@ -177,10 +177,27 @@ pub struct MemfdDataEntry {
     pub gid: u32,
     /// F_GET_SEALS (F_SEAL_SEAL set: sealing was never allowed, or sealed).
     pub seals: u32,
-    /// The data, as (offset, bytes) runs; holes are left out.
-    pub runs: Vec<(u64, Vec<u8>)>,
+    /// Where its data is in `pages-0.img` ([`MEMFD_PAGES_ID`]); holes are
+    /// left out.
+    pub runs: Vec<MemfdRun>,
     /// Some task maps it (its VMAs name `memfd_id` as their `shmid`).
     pub mapped: bool,
+}
+
+/// The pages image holding every memfd's data: `pages-0.img` (no task has
+/// pid 0).
+pub const MEMFD_PAGES_ID: u32 = 0;
+
+/// A run of a memfd's data.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemfdRun {
+    /// Offset in the memfd (page-aligned).
+    pub offset: u64,
+    /// Length in bytes (whole pages; the last may reach past the memfd's
+    /// size, zero-filled).
+    pub len: u64,
+    /// Offset in the pages image.
+    pub pages_off: u64,
 }
 
 /// Names of EPOLL* bits.
@@ -343,7 +360,7 @@ impl Describe for MemfdDataEntry {
         let runs: Vec<Node> = self
             .runs
             .iter()
-            .map(|(off, b)| Obj::new().f("offset", *off).f("data", Node::Bytes(b.clone())).done())
+            .map(|r| Obj::new().f("offset", r.offset).f("len", Node::Size(r.len)).f("pages_off", r.pages_off).done())
             .collect();
         Obj::new()
             .f("memfd", self.memfd_id)
@@ -382,6 +399,11 @@ pub struct EventImages {
     pub fanotify: Vec<FanotifyEntry>,
     /// Dump only: memfd ids by (device, inode).
     pub memfd_ids: std::collections::HashMap<(u64, u64), u32>,
+    /// Dump only: a read-only description of each memfd, by id: its data
+    /// is streamed into the pages image when the images are written.
+    pub memfd_src: Vec<(u32, std::os::fd::OwnedFd)>,
+    /// Restore only: the pages image with the memfds' data.
+    pub memfd_pages: Option<std::os::fd::OwnedFd>,
     /// Dump only: each epoll instance's first holder (pid, fd) and its
     /// watches as fdinfo showed them, resolved once every task is dumped.
     pub epoll_pending: Vec<(crate::sys::Pid, i32, u32, Vec<crate::proc::fdinfo::EpollTarget>)>,

@@ -132,8 +132,7 @@ image_kinds! {
         Inotify   = 44, "inotify",  "inotify.img",        1, DEFAULT_MAX_RECORD, (),                       events::InotifyEntry;
         Pidfd     = 45, "pidfd",    "pidfd.img",          1, DEFAULT_MAX_RECORD, (),                       events::PidfdEntry;
         Memfd     = 46, "memfd",    "memfd.img",          1, DEFAULT_MAX_RECORD, (),                       events::MemfdEntry;
-        /// One record per memfd with all its data: up to 1 GiB.
-        MemfdData = 47, "memfd-data", "memfd-data.img",   1, 1 << 30,            (),                       events::MemfdDataEntry;
+        MemfdData = 47, "memfd-data", "memfd-data.img",   1, DEFAULT_MAX_RECORD, (),                       events::MemfdDataEntry;
         Fanotify  = 48, "fanotify", "fanotify.img",       1, DEFAULT_MAX_RECORD, (),                       events::FanotifyEntry;
     }
     raw {

@@ -123,7 +123,7 @@ impl FileImages {
         one::<kinds::Inotify>(img, &self.ev.inotify)?;
         one::<kinds::Pidfd>(img, &self.ev.pidfd)?;
         one::<kinds::Memfd>(img, &self.ev.memfd)?;
-        one::<kinds::MemfdData>(img, &self.ev.memfd_data)?;
+        super::memfd::write_images(img, &self.ev)?;
         one::<kinds::Fanotify>(img, &self.ev.fanotify)
     }
 
@@ -165,6 +165,7 @@ impl FileImages {
                 pidfd: one::<kinds::Pidfd>(dir, false)?,
                 memfd: one::<kinds::Memfd>(dir, false)?,
                 memfd_data: one::<kinds::MemfdData>(dir, false)?,
+                memfd_pages: super::memfd::open_pages(dir)?,
                 fanotify: one::<kinds::Fanotify>(dir, false)?,
                 ..Default::default()
             },

@@ -8,8 +8,10 @@
 //! memfd through /proc/self/fd, which checks them).
 //!
 //! Dump reads the contents through a new read-only description opened by
-//! /proc/<pid>/fd/<n> (never the target's own: its position must not move),
-//! skipping holes with SEEK_DATA/SEEK_HOLE. Restore creates the memfd with
+//! /proc/<pid>/fd/<n> or map_files (never the target's own: its position
+//! must not move), skipping holes with SEEK_DATA/SEEK_HOLE, when the images
+//! are written (the tree is still frozen): the data goes through one
+//! bounded buffer into `pages-0.img`, and comes back the same way. Restore creates the memfd with
 //! MFD_ALLOW_SEALING, writes the runs back, makes each description (the
 //! first read-write one is memfd_create's own, the others are reopened
 //! through /proc) and adds the seals last.
@@ -24,19 +26,17 @@
 //! copied pages in the pages image. Hugetlb memfds are refused.
 use super::files::{FdCtx, FileImages, Opened};
 use crate::error::{Context, Error, Result};
-use crate::image::events::{MemfdDataEntry, MemfdEntry};
+use crate::image::events::{EventImages, MemfdDataEntry, MemfdEntry, MemfdRun, MEMFD_PAGES_ID};
 use crate::image::files::OpenFlags;
+use crate::image::{kinds, ImageDir, ImageDirReader, ImageKind};
 use crate::proc::fdinfo::{FdInfo, FdTarget};
 use crate::sys::fs::{self, OpenFlags as SysFlags, SealFlags, Whence};
 use crate::sys::{Errno, Pid};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
-/// Read chunk for contents.
-const CHUNK: usize = 1 << 20;
-/// The most data one memfd may hold (its record in memfd-data.img is
-/// limited to 1 GiB, and is held in memory).
-const DATA_LIMIT: u64 = 768 << 20;
+/// Buffer for contents: memory use does not grow with a memfd's size.
+const CHUNK: usize = 4 << 20;
 /// The page size tmpfs reports as st_blksize (hugetlbfs: the huge page size).
 const PAGE: i64 = 4096;
 
@@ -86,18 +86,13 @@ fn register(
     if st.blksize != PAGE {
         return Err(Error::task(pid, format!("{what} is a hugetlb memfd: not supported yet")));
     }
-    // One record holds all of a memfd's data (limit 1 GiB).
-    if st.blocks as u64 * 512 > DATA_LIMIT {
-        return Err(Error::task(
-            pid,
-            format!("{what}: {} bytes of data: more than crtools keeps for one memfd ({DATA_LIMIT})", st.blocks * 512),
-        ));
-    }
     let memfd_id = out.ev.memfd_ids.len() as u32 + 1;
     let seals = fs::fcntl_get_seals(copy).map_err(|e| Error::task(pid, format!("{what}: F_GET_SEALS: {e}")))?.bits();
-    let runs =
-        read_runs(copy, st.size as u64).map_err(|e| Error::task(pid, format!("{what}: read its contents: {e}")))?;
-    log::debug!(task = pid.0; "task {pid}: {what}: {} bytes, {} runs, seals {seals:#x}", st.size, runs.len());
+    // Its data is read when the images are written (the tree is still
+    // frozen then), straight into the pages image.
+    let src = fs::fcntl_dupfd_cloexec(copy, 0).map_err(|e| Error::task(pid, format!("{what}: dup: {e}")))?;
+    out.ev.memfd_src.push((memfd_id, src));
+    log::debug!(task = pid.0; "task {pid}: {what}: {} bytes, seals {seals:#x}", st.size);
     out.ev.memfd_ids.insert(key, memfd_id);
     out.ev.memfd_data.push(MemfdDataEntry {
         memfd_id,
@@ -108,7 +103,7 @@ fn register(
         uid: st.uid,
         gid: st.gid,
         seals,
-        runs,
+        runs: Vec::new(),
         mapped: false,
     });
     Ok(memfd_id)
@@ -144,34 +139,72 @@ pub fn dump_mapped(pid: Pid, vmas: &mut [crate::image::mm::Vma], out: &mut FileI
     Ok(())
 }
 
-/// The data runs of a file of `size` bytes, holes left out.
-fn read_runs(f: std::os::fd::BorrowedFd<'_>, size: u64) -> std::result::Result<Vec<(u64, Vec<u8>)>, Errno> {
-    let mut runs: Vec<(u64, Vec<u8>)> = Vec::new();
-    let mut off = 0u64;
-    let mut buf = vec![0u8; CHUNK];
-    while off < size {
-        let start = match fs::lseek(f, off as i64, Whence::Data) {
-            Ok(s) => s,
-            Err(Errno::ENXIO) => break,
-            Err(e) => return Err(e),
+/// Writes memfd-data.img, streaming each memfd's data (holes left out,
+/// found with SEEK_DATA/SEEK_HOLE) into pages-0.img through one bounded
+/// buffer.
+pub fn write_images(img: &ImageDir, ev: &EventImages) -> Result<()> {
+    let w = |e: crate::image::ImageError| Error::new(format!("write memfd images: {e}"));
+    let page = PAGE as u64;
+    let mut pages = None;
+    let mut entries = Vec::with_capacity(ev.memfd_data.len());
+    let mut buf = Vec::new();
+    for d in &ev.memfd_data {
+        let mut d = d.clone();
+        let Some((_, src)) = ev.memfd_src.iter().find(|(id, _)| *id == d.memfd_id) else {
+            entries.push(d);
+            continue;
         };
-        let end = fs::lseek(f, start as i64, Whence::Hole)?.min(size);
-        let mut at = start;
-        while at < end {
-            let want = ((end - at) as usize).min(CHUNK);
-            let n = fs::pread(f, &mut buf[..want], at)?;
-            if n == 0 {
+        let what = format!("memfd:{} (inode {})", d.name.to_string_lossy(), d.ino);
+        let err = |step: &str, e: Errno| Error::new(format!("{what}: {step}: {e}"));
+        let end = d.size.div_ceil(page) * page;
+        let mut off = 0u64;
+        while off < end {
+            let start = match fs::lseek(src.as_fd(), off as i64, Whence::Data) {
+                Ok(s) => s & !(page - 1),
+                Err(Errno::ENXIO) => break,
+                Err(e) => return Err(err("SEEK_DATA", e)),
+            };
+            let hole = fs::lseek(src.as_fd(), start as i64, Whence::Hole).map_err(|e| err("SEEK_HOLE", e))?;
+            let stop = hole.div_ceil(page).saturating_mul(page).min(end);
+            if start >= stop {
                 break;
             }
-            match runs.last_mut() {
-                Some((o, d)) if *o + d.len() as u64 == at && d.len() < CHUNK * 16 => d.extend_from_slice(&buf[..n]),
-                _ => runs.push((at, buf[..n].to_vec())),
+            let p = match pages.as_mut() {
+                Some(p) => p,
+                None => pages.insert(img.create_pages(MEMFD_PAGES_ID).map_err(w)?),
+            };
+            d.runs.push(MemfdRun { offset: start, len: stop - start, pages_off: p.pages_written() * page });
+            buf.resize(CHUNK, 0);
+            let mut at = start;
+            while at < stop {
+                let n = ((stop - at) as usize).min(CHUNK);
+                let got = fs::pread_full(src.as_fd(), &mut buf[..n], at).map_err(|e| err("read", e))?;
+                // Past the end of the memfd: zeros, to a whole page.
+                buf[got..n].fill(0);
+                p.write_pages(&buf[..n]).map_err(w)?;
+                at += n as u64;
             }
-            at += n as u64;
+            off = stop;
         }
-        off = end.max(start + 1);
+        entries.push(d);
     }
-    Ok(runs)
+    if let Some(p) = pages {
+        p.finish().map_err(w)?;
+    }
+    let mut f = img.create_image::<kinds::MemfdData>(None, &()).map_err(w)?;
+    for e in &entries {
+        f.write(e).map_err(w)?;
+    }
+    f.finish().map(drop).map_err(w)
+}
+
+/// The pages image of the memfds' data, when the dump has one.
+pub fn open_pages(dir: &ImageDirReader) -> Result<Option<OwnedFd>> {
+    if !dir.contains(ImageKind::Pages, Some(MEMFD_PAGES_ID)) {
+        return Ok(None);
+    }
+    let p = dir.open_pages(MEMFD_PAGES_ID).map_err(|e| Error::new(format!("memfd data: {e}")))?;
+    Ok(Some(p.fd().try_clone_to_owned().map_err(|e| Error::new(format!("memfd data: dup: {e}")))?))
 }
 
 /// Creates every memfd of the images with its contents, and each open
@@ -189,9 +222,26 @@ pub fn open(_cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
         let flags = crate::sys::misc::MemfdFlags::MFD_CLOEXEC | crate::sys::misc::MemfdFlags::MFD_ALLOW_SEALING;
         let m = crate::sys::misc::memfd_create(name, flags).map_err(|e| err("memfd_create", e))?;
         fs::ftruncate(m.as_fd(), d.size).map_err(|e| err("set its size", e))?;
-        for (off, data) in &d.runs {
-            fs::pwrite_all(m.as_fd(), data, *off).map_err(|e| err("write its contents", e))?;
+        if !d.runs.is_empty() {
+            let pages = images.ev.memfd_pages.as_ref().ok_or_else(|| Error::new(format!("{what}: no pages image")))?;
+            let mut buf = vec![0u8; CHUNK];
+            for r in &d.runs {
+                // Never past the size: a write there would grow the memfd.
+                let end = (r.offset + r.len).min(d.size);
+                let mut at = r.offset;
+                while at < end {
+                    let n = ((end - at) as usize).min(CHUNK);
+                    let got = fs::pread_full(pages.as_fd(), &mut buf[..n], r.pages_off + (at - r.offset))
+                        .map_err(|e| err("read its data", e))?;
+                    if got != n {
+                        return Err(Error::new(format!("{what}: the pages image is short")));
+                    }
+                    fs::pwrite_all(m.as_fd(), &buf[..n], at).map_err(|e| err("write its contents", e))?;
+                    at += n as u64;
+                }
+            }
         }
+
         fs::fchown(m.as_fd(), d.uid, d.gid).map_err(|e| err("set its owner", e))?;
         fs::fchmod(m.as_fd(), d.mode & 0o7777).map_err(|e| err("set its mode", e))?;
         let mut first_rw = true;
