@@ -100,7 +100,15 @@
 //!   DIR/w/after); every check of root reports the loop's `pseq= useq=
 //!   evsum= tticks= seqok=`, `mem=` (memfd contents) and `moff=` (the
 //!   shared offset, moved by one), and `pidfd=` (its pidfd reaches c);
-//!   c reports `moff=` and `pidfd=` likewise.
+//!   c reports `moff=` and `pidfd=` likewise. Also: a 12 MiB memfd after a
+//!   3 MiB hole (`big=`), the memfd mapped shared (c inherits it; root
+//!   writes a round number, c reports `mapseen=`) and private with a
+//!   copied page (`mapok= privok=`), a memfd c only maps (`maponly=`), a
+//!   non-blocking pidfd of root that c inherits (`selfpfd= selfnb=
+//!   selfcloexec=`), a CLOCK_BOOTTIME_ALARM timer an hour ahead
+//!   (`talarm=`), an epoll on the signalfd woken by a signal raised after
+//!   restore (`sfdep=`), and a set with every epoll flag, a fired one-shot
+//!   item and a watch on c's pidfd (`pidmod=`: EPOLL_CTL_MOD finds it).
 //! - `pidzombie`: root -> z, which exits with 5 at once; root holds a
 //!   pidfd of z, the zombie, and its first check reports `zpoll=` (the
 //!   pidfd is readable) and `zstatus=` (waitid(P_PIDFD) reaps it).
@@ -1807,6 +1815,16 @@ fn events(args: &[String]) -> ! {
         assert_eq!(libc::pwrite(mem, b"world".as_ptr() as *const _, 5, 1 << 20), 5);
         assert_eq!(libc::fcntl(mem, libc::F_ADD_SEALS, libc::F_SEAL_SHRINK), 0);
     }
+    // A bigger one, 12 MiB of data and a hole, across the dump's buffer.
+    // SAFETY: NUL-terminated name.
+    let big = unsafe { libc::memfd_create(c"evbig".as_ptr(), 0) };
+    assert!(big >= 0);
+    let big_data: Vec<u8> = (0..12u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    // SAFETY: pwrite from a local buffer.
+    let n = unsafe { libc::pwrite(big, big_data.as_ptr() as *const _, big_data.len(), 3 << 20) };
+    assert_eq!(n, big_data.len() as isize);
+    let big_sum = fnv(0xcbf2_9ce4_8422_2325, &big_data);
+    drop(big_data);
     // Mapped too: shared (c inherits it) and private (a copied page).
     // SAFETY: mapping our memfd; the mappings live as long as the process.
     let (shm, pmap) = unsafe {
@@ -2168,6 +2186,14 @@ fn events(args: &[String]) -> ! {
                 && unsafe { libc::fcntl(mem, libc::F_GET_SEALS) } == libc::F_SEAL_SHRINK;
             f.push(format!("mem={mem_ok}"));
             ok &= mem_ok;
+            let mut b = vec![0u8; 15 << 20];
+            // SAFETY: pread into a local buffer.
+            let n = unsafe { libc::pread(big, b.as_mut_ptr() as *mut _, b.len(), 0) };
+            let big_ok = n == 15 << 20
+                && b[..3 << 20].iter().all(|&x| x == 0)
+                && fnv(0xcbf2_9ce4_8422_2325, &b[3 << 20..]) == big_sum;
+            f.push(format!("big={big_ok}"));
+            ok &= big_ok;
             // The shared mapping and the descriptor are one file; the
             // private mapping keeps its own page over the file's.
             // SAFETY: our own live mappings; pread into a local.
