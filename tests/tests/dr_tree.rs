@@ -1194,6 +1194,7 @@ fn event_descriptors_survive_and_the_loop_keeps_running() {
         root.assert_item("pidmod", "0");
         root.assert_item("mem", "true");
         root.assert_item("big", "true");
+        root.assert_item("futurewrite", "true");
         root.assert_item("seqok", "true");
         root.assert_item("moff", "0");
         root.assert_item("mapok", "true");

@@ -266,9 +266,16 @@ pub fn open(_cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
             let keep = m.try_clone().map_err(|e| Error::new(format!("{what}: dup: {e}")))?;
             out.add(mapping_id(d.memfd_id), keep);
         }
-        if d.seals != 0 {
-            fs::fcntl_add_seals(m.as_fd(), SealFlags::from_bits_retain(d.seals))
-                .map_err(|e| err("add its seals", e))?;
+        let seals = SealFlags::from_bits_retain(d.seals);
+        if d.seals != 0 && d.mapped {
+            // Once the tree has mapped it: a mapping made before
+            // F_SEAL_FUTURE_WRITE stays writable, one made after cannot be.
+            out.defer(Box::new(move |_| {
+                fs::fcntl_add_seals(m.as_fd(), seals)
+                    .map_err(|e| Error::new(format!("{what}: add its seals once mapped: {e}")))
+            }));
+        } else if d.seals != 0 {
+            fs::fcntl_add_seals(m.as_fd(), seals).map_err(|e| err("add its seals", e))?;
         }
     }
     Ok(())

@@ -1825,6 +1825,18 @@ fn events(args: &[String]) -> ! {
     assert_eq!(n, big_data.len() as isize);
     let big_sum = fnv(0xcbf2_9ce4_8422_2325, &big_data);
     drop(big_data);
+    // Mapped writable, then sealed against future writes: the mapping
+    // stays writable, write(2) does not.
+    // SAFETY: creating, sizing, mapping and sealing our own memfd.
+    let (fw, fwmap) = unsafe {
+        let fd = libc::memfd_create(c"evfw".as_ptr(), libc::MFD_ALLOW_SEALING);
+        assert_eq!(libc::ftruncate(fd, 4096), 0);
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        let p = libc::mmap(std::ptr::null_mut(), 4096, rw, libc::MAP_SHARED, fd, 0) as *mut u8;
+        assert!(p as isize != -1);
+        assert_eq!(libc::fcntl(fd, libc::F_ADD_SEALS, libc::F_SEAL_FUTURE_WRITE), 0);
+        (fd, p as usize)
+    };
     // Mapped too: shared (c inherits it) and private (a copied page).
     // SAFETY: mapping our memfd; the mappings live as long as the process.
     let (shm, pmap) = unsafe {
@@ -2194,6 +2206,17 @@ fn events(args: &[String]) -> ! {
                 && fnv(0xcbf2_9ce4_8422_2325, &b[3 << 20..]) == big_sum;
             f.push(format!("big={big_ok}"));
             ok &= big_ok;
+            // SAFETY: a write through our own writable mapping, a pread and
+            // a write(2) with local buffers, fcntl without pointers.
+            let fw_ok = unsafe {
+                *(fwmap as *mut u8) = b'M';
+                let mut b = [0u8; 1];
+                libc::pread(fw, b.as_mut_ptr() as *mut _, 1, 0);
+                let w = libc::write(fw, b"x".as_ptr() as *const _, 1);
+                b[0] == b'M' && w == -1 && libc::fcntl(fw, libc::F_GET_SEALS) == libc::F_SEAL_FUTURE_WRITE
+            };
+            f.push(format!("futurewrite={fw_ok}"));
+            ok &= fw_ok;
             // The shared mapping and the descriptor are one file; the
             // private mapping keeps its own page over the file's.
             // SAFETY: our own live mappings; pread into a local.
