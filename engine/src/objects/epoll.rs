@@ -110,7 +110,7 @@ pub fn finish_dump(out: &mut FileImages, cands: &[Candidate]) -> Result<()> {
                 }
             }
             let Some(c) = found else {
-                return Err(Error::task(
+                return Err(Error::refuse(
                     pid,
                     format!(
                         "fd {efd}: epoll watches fd {} (inode {}), a file no task of the tree holds a descriptor of",

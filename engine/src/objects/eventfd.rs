@@ -26,7 +26,7 @@ pub fn dump(
     let e =
         info.eventfd.ok_or_else(|| Error::task(pid, format!("fd {fd}: eventfd without eventfd-count in fdinfo")))?;
     let semaphore = e.semaphore.ok_or_else(|| {
-        Error::task(pid, format!("fd {fd}: this kernel does not show whether the eventfd is in EFD_SEMAPHORE mode"))
+        Error::refuse(pid, format!("fd {fd}: this kernel does not show whether the eventfd is in EFD_SEMAPHORE mode"))
     })?;
     let flags = OpenFlags::from_bits_retain(info.flags) - OpenFlags::O_CLOEXEC;
     out.ev.eventfd.push(EventfdEntry { id, flags, count: e.count, semaphore });

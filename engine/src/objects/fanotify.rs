@@ -42,13 +42,14 @@ pub fn dump(
     // Its signal owner (F_SETOWN) is not restored.
     super::pipe::check_flags(pid, fd, flags, "fanotify group")?;
     let e = |m: String| Error::task(pid, format!("fd {fd}: fanotify: {m}"));
+    let refuse = |m: String| Error::refuse(pid, format!("fd {fd}: fanotify: {m}"));
     let f = info.fanotify.as_ref().ok_or_else(|| e("no fanotify lines in its fdinfo".into()))?;
     let pidfd = crate::sys::pidfd::pidfd_open(pid, crate::sys::pidfd::PidfdFlags::empty())
         .map_err(|er| e(format!("pidfd_open: {er}")))?;
     let copy = crate::sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd).map_err(|er| e(format!("pidfd_getfd: {er}")))?;
     let queued = fs::fionread(copy.as_fd()).map_err(|er| e(format!("FIONREAD: {er}")))?;
     if queued != 0 {
-        return Err(e(format!(
+        return Err(refuse(format!(
             "{queued} bytes of events are queued: they cannot be read back without consuming them, \
              so a fanotify group with queued events is not supported"
         )));
@@ -58,7 +59,7 @@ pub fn dump(
     let mut marks = Vec::with_capacity(f.marks.len());
     for m in &f.marks {
         if m.mflags & !SHOWN_MFLAGS != 0 {
-            return Err(e(format!("a mark with flags {:#x} crtools does not know", m.mflags)));
+            return Err(refuse(format!("a mark with flags {:#x} crtools does not know", m.mflags)));
         }
         let (kind, path, handle, sdev) = match &m.target {
             FanotifyTarget::Inode { ino, sdev, fhandle } => {
@@ -68,7 +69,7 @@ pub fn dump(
                     .and_then(|h| mounts.open(*sdev, h).ok())
                     .and_then(|f| std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).ok())
                     .ok_or_else(|| {
-                        e(format!("a mark on inode {ino} of device {sdev:#x} that cannot be found again"))
+                        refuse(format!("a mark on inode {ino} of device {sdev:#x} that cannot be found again"))
                     })?;
                 (0, path, handle, *sdev)
             }
@@ -89,7 +90,9 @@ pub fn dump(
                     .ok_or_else(|| e(format!("a mark on filesystem {sdev:#x}, which no mount shows")))?;
                 (FAN_MARK_FILESYSTEM, path, None, *sdev)
             }
-            FanotifyTarget::Other(kv) => return Err(e(format!("a mark of a kind crtools does not handle ({kv:?})"))),
+            FanotifyTarget::Other(kv) => {
+                return Err(refuse(format!("a mark of a kind crtools does not handle ({kv:?})")))
+            }
         };
         marks.push(FanotifyMarkEntry {
             kind,

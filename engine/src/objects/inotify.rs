@@ -79,12 +79,13 @@ pub fn dump(
     // Its signal owner (F_SETOWN) is not restored.
     super::pipe::check_flags(pid, fd, flags, "inotify")?;
     let e = |m: String| Error::task(pid, format!("fd {fd}: inotify: {m}"));
+    let refuse = |m: String| Error::refuse(pid, format!("fd {fd}: inotify: {m}"));
     let pidfd = crate::sys::pidfd::pidfd_open(pid, crate::sys::pidfd::PidfdFlags::empty())
         .map_err(|er| e(format!("pidfd_open: {er}")))?;
     let copy = crate::sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd).map_err(|er| e(format!("pidfd_getfd: {er}")))?;
     let queued = fs::fionread(copy.as_fd()).map_err(|er| e(format!("FIONREAD: {er}")))?;
     if queued != 0 {
-        return Err(e(format!(
+        return Err(refuse(format!(
             "{queued} bytes of events are queued: they cannot be read back without consuming them, \
              so an inotify instance with queued events is not supported"
         )));
@@ -98,7 +99,7 @@ pub fn dump(
             .and_then(|h| mounts.open(w.sdev, h).ok())
             .and_then(|f| std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).ok());
         let Some(path) = path else {
-            return Err(e(format!(
+            return Err(refuse(format!(
                 "watch {} on inode {} of device {:#x}: the inode cannot be found again by handle \
                  (filesystem without file handles, or the file is gone)",
                 w.wd, w.ino, w.sdev

@@ -54,12 +54,7 @@ pub fn dump(
     let name = p.path.as_os_str().as_bytes().strip_prefix(b"/memfd:").unwrap_or(b"").to_vec();
     let what = format!("memfd:{}", String::from_utf8_lossy(&name));
     let flags = OpenFlags::from_bits_retain(info.flags) - OpenFlags::O_CLOEXEC;
-    if flags.contains(OpenFlags::O_ASYNC) {
-        return Err(Error::task(
-            pid,
-            format!("fd {fd}: {what} is in O_ASYNC mode (its signal owner is not restored yet)"),
-        ));
-    }
+    super::pipe::check_flags(pid, fd, flags, &what)?;
     let link = crate::proc::pid_path(pid, &format!("fd/{fd}"));
     let copy = fs::openat(None, &link, SysFlags::O_RDONLY | SysFlags::O_CLOEXEC | SysFlags::O_NOATIME, 0)
         .or_else(|_| fs::openat(None, &link, SysFlags::O_RDONLY | SysFlags::O_CLOEXEC, 0))
@@ -84,7 +79,7 @@ fn register(
         return Ok(m);
     }
     if st.blksize != PAGE {
-        return Err(Error::task(pid, format!("{what} is a hugetlb memfd: not supported yet")));
+        return Err(Error::refuse(pid, format!("{what} is a hugetlb memfd: not supported yet")));
     }
     let memfd_id = out.ev.memfd_ids.len() as u32 + 1;
     let seals = fs::fcntl_get_seals(copy).map_err(|e| Error::task(pid, format!("{what}: F_GET_SEALS: {e}")))?.bits();

@@ -25,21 +25,22 @@ pub fn dump(
     out: &mut FileImages,
 ) -> Result<()> {
     let e = |m: String| Error::task(pid, format!("fd {fd}: pidfd: {m}"));
+    let refuse = |m: String| Error::refuse(pid, format!("fd {fd}: pidfd: {m}"));
     let of: i64 = info
         .get("Pid")
         .ok_or_else(|| e("no Pid: line in its fdinfo".into()))?
         .parse()
         .map_err(|_| e("bad Pid: line in its fdinfo".into()))?;
     if of <= 0 {
-        return Err(e("its task has exited and been reaped: such a pidfd cannot be restored".into()));
+        return Err(refuse("its task has exited and been reaped: such a pidfd cannot be restored".into()));
     }
     if !cx.tree_tids.contains(&(of as u32)) {
-        return Err(e(format!("refers to task {of}, which is outside the dumped tree")));
+        return Err(refuse(format!("refers to task {of}, which is outside the dumped tree")));
     }
     let flags = OpenFlags::from_bits_retain(info.flags) - OpenFlags::O_CLOEXEC;
     let extra = flags - OPEN_FLAGS - OpenFlags::O_RDWR;
     if !extra.is_empty() {
-        return Err(e(format!("status flags {extra:?} cannot be restored")));
+        return Err(refuse(format!("status flags {extra:?} cannot be restored")));
     }
     out.ev.pidfd.push(PidfdEntry { id, flags, pid: of as u32 });
     Ok(())

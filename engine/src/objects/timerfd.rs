@@ -64,11 +64,11 @@ pub fn dump(
         t.clockid,
         CLOCK_REALTIME | CLOCK_MONOTONIC | CLOCK_BOOTTIME | CLOCK_REALTIME_ALARM | CLOCK_BOOTTIME_ALARM
     ) {
-        return Err(Error::task(pid, format!("fd {fd}: timerfd on clock {} is not supported", t.clockid)));
+        return Err(Error::refuse(pid, format!("fd {fd}: timerfd on clock {} is not supported", t.clockid)));
     }
     let known = event::TFD_TIMER_ABSTIME | event::TFD_TIMER_CANCEL_ON_SET;
     if t.settime_flags & !known != 0 {
-        return Err(Error::task(pid, format!("fd {fd}: timerfd with unknown settime flags {:#o}", t.settime_flags)));
+        return Err(Error::refuse(pid, format!("fd {fd}: timerfd with unknown settime flags {:#o}", t.settime_flags)));
     }
     // The alarm clocks read like their base clocks.
     let base = match t.clockid {
