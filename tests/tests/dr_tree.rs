@@ -1195,6 +1195,8 @@ fn event_descriptors_survive_and_the_loop_keeps_running() {
         root.assert_item("mem", "true");
         root.assert_item("big", "true");
         root.assert_item("futurewrite", "true");
+        // Mode 0666 and F_SEAL_EXEC (0x20): as created.
+        root.assert_item("noexec", "666,0x20");
         root.assert_item("seqok", "true");
         root.assert_item("moff", "0");
         root.assert_item("mapok", "true");

@@ -214,8 +214,16 @@ pub fn open(_cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
         let err = |step: &str, e: Errno| Error::new(format!("{what}: {step}: {e}"));
         let name =
             std::str::from_utf8(d.name.as_bytes()).map_err(|_| Error::new(format!("{what}: name is not UTF-8")))?;
-        let flags = crate::sys::misc::MemfdFlags::MFD_CLOEXEC | crate::sys::misc::MemfdFlags::MFD_ALLOW_SEALING;
-        let m = crate::sys::misc::memfd_create(name, flags).map_err(|e| err("memfd_create", e))?;
+        use crate::sys::misc::MemfdFlags as Mfd;
+        let base = Mfd::MFD_CLOEXEC | Mfd::MFD_ALLOW_SEALING;
+        // Executable or not as it was, whatever vm.memfd_noexec says
+        // (kernels before 6.3 know neither flag: plain then).
+        let exec = if d.seals & SealFlags::F_SEAL_EXEC.bits() != 0 { Mfd::MFD_NOEXEC_SEAL } else { Mfd::MFD_EXEC };
+        let m = match crate::sys::misc::memfd_create(name, base | exec) {
+            Err(Errno::EINVAL) => crate::sys::misc::memfd_create(name, base),
+            r => r,
+        }
+        .map_err(|e| err("memfd_create", e))?;
         fs::ftruncate(m.as_fd(), d.size).map_err(|e| err("set its size", e))?;
         if !d.runs.is_empty() {
             let pages = images.ev.memfd_pages.as_ref().ok_or_else(|| Error::new(format!("{what}: no pages image")))?;

@@ -1837,6 +1837,10 @@ fn events(args: &[String]) -> ! {
         assert_eq!(libc::fcntl(fd, libc::F_ADD_SEALS, libc::F_SEAL_FUTURE_WRITE), 0);
         (fd, p as usize)
     };
+    // Not executable, sealed so (MFD_NOEXEC_SEAL, Linux 6.3).
+    // SAFETY: NUL-terminated name.
+    let nx = unsafe { libc::memfd_create(c"evnx".as_ptr(), 0x8) };
+    assert!(nx >= 0, "MFD_NOEXEC_SEAL: {}", std::io::Error::last_os_error());
     // Mapped too: shared (c inherits it) and private (a copied page).
     // SAFETY: mapping our memfd; the mappings live as long as the process.
     let (shm, pmap) = unsafe {
@@ -2217,6 +2221,11 @@ fn events(args: &[String]) -> ! {
             };
             f.push(format!("futurewrite={fw_ok}"));
             ok &= fw_ok;
+            use std::os::unix::fs::PermissionsExt;
+            let nx_mode = std::fs::metadata(format!("/proc/self/fd/{nx}")).map(|m| m.permissions().mode() & 0o777);
+            // SAFETY: fcntl without pointers.
+            let nx_seals = unsafe { libc::fcntl(nx, libc::F_GET_SEALS) };
+            f.push(format!("noexec={:o},{nx_seals:#x}", nx_mode.unwrap_or(0)));
             // The shared mapping and the descriptor are one file; the
             // private mapping keeps its own page over the file's.
             // SAFETY: our own live mappings; pread into a local.
