@@ -158,11 +158,15 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     let mut adds = Vec::new();
     for e in &images.ev.epoll {
         let ep = out.raw(e.id).expect("just added");
-        for w in &e.watches {
-            // A signalfd polls the signals of whoever adds it: its watch is
-            // added by the task itself, like those on late descriptions.
-            let in_task = images.kind_of(w.target) == Some(FdKind::Signalfd);
-            if in_task || (out.raw(w.target).is_none() && out.is_late(w.target)) {
+        // A signalfd polls the signals of whoever adds it, and a late
+        // description does not exist yet: an epoll watching one gets all
+        // its watches in the task (so its fired one-shot items can still
+        // be fired alone, first).
+        let in_task = e.watches.iter().any(|w| {
+            images.kind_of(w.target) == Some(FdKind::Signalfd) || (out.raw(w.target).is_none() && out.is_late(w.target))
+        });
+        if in_task {
+            for w in &e.watches {
                 out.late_epoll.push(LateWatch {
                     ep: e.id,
                     tfd: w.tfd,
@@ -170,11 +174,13 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
                     ev: EpollEvent { events: w.events, data: w.data },
                     done: false,
                 });
-                continue;
             }
+            continue;
+        }
+        for w in &e.watches {
             let target = out.raw(w.target).ok_or_else(|| {
                 Error::new(format!(
-                    "{}: epoll watches fd {} (file {}), which is opened only once the tree exists: not supported yet",
+                    "{}: epoll watches fd {} (file {}), which was not restored",
                     cx.who(e.id),
                     w.tfd,
                     w.target
@@ -286,10 +292,11 @@ fn run_adds(adds: &[Add]) -> std::result::Result<(), (usize, String)> {
 }
 
 /// A watch added by remote syscalls in the first task that holds the
-/// epoll, after every task opened its late descriptions: on a description
-/// that exists only once the tree does (a pidfd of a task of the tree), or
-/// on a signalfd (whose poll registers on the adding task's signal
-/// handlers: added by the engine's helper it would never wake up).
+/// epoll, after every task opened its late descriptions: every watch of an
+/// epoll that watches a description existing only once the tree does (a
+/// pidfd of a task of the tree) or a signalfd (whose poll registers on the
+/// adding task's signal handlers: added by the engine's helper it would
+/// never wake up).
 #[derive(Debug)]
 pub struct LateWatch {
     /// The epoll's file object id.
@@ -324,59 +331,95 @@ pub fn add_late(
     use crate::error::Context;
     use crate::sys::Sysno;
     let pid = t.pid();
-    for w in opened.late_epoll.iter_mut().filter(|w| !w.done) {
-        let Some(e) = fds.iter().find(|f| f.id == w.ep) else { continue };
-        let what = format!("fd {}: epoll watch on fd {} (file {})", e.fd, w.tfd, w.target);
-        let own = fds.iter().find(|f| f.id == w.target).map(|f| (pid, f.fd as i32));
-        let (opid, ofd) = own
-            .or_else(|| seen.get(w.target))
-            .or_else(|| holders.get(&w.target).copied())
-            .ok_or_else(|| Error::task(pid, format!("{what}: no task holds its target")))?;
-        let mut sys = |nr: Sysno, a: [u64; 6], step: &'static str| -> Result<u64> {
-            t.remote_syscall_ok(nr, a, step).ctx(pid, &format!("{what}: {step}"))
-        };
-        // The target in this task, under some number.
-        let (src, fetched) = if opid == pid {
-            (ofd as u64, false)
-        } else {
-            let pfd = sys(Sysno::pidfd_open, [opid.0 as u64, 0, 0, 0, 0, 0], "pidfd_open")?;
-            let got = sys(Sysno::pidfd_getfd, [pfd, ofd as u64, 0, 0, 0, 0], "pidfd_getfd");
-            sys(Sysno::close, [pfd, 0, 0, 0, 0, 0], "close")?;
-            (got?, true)
-        };
-        let tfd = w.tfd as u64;
-        let mut saved = None;
-        if src != tfd {
-            // What the task has at that number, kept aside meanwhile.
-            if let Ok(fl) = sys(Sysno::fcntl, [tfd, F_GETFD, 0, 0, 0, 0], "F_GETFD") {
-                let aside = sys(Sysno::fcntl, [tfd, F_DUPFD, 0, 0, 0, 0], "F_DUPFD")?;
-                saved = Some((aside, fl));
+    // Scratch layout: epoll_event at +0, pollfd at +16, events out at +64.
+    let (ev_at, poll_at, out_at) = (scratch, scratch + 16, scratch + 64);
+    let mut eps: Vec<u32> = opened.late_epoll.iter().filter(|w| !w.done).map(|w| w.ep).collect();
+    eps.dedup();
+    for ep_id in eps {
+        let Some(e) = fds.iter().find(|f| f.id == ep_id) else { continue };
+        let epfd = e.fd as u64;
+        // Fired one-shot items first, alone in the set, then fired.
+        let mut order: Vec<usize> = (0..opened.late_epoll.len())
+            .filter(|&i| opened.late_epoll[i].ep == ep_id && !opened.late_epoll[i].done)
+            .collect();
+        order.sort_by_key(|&i| !disabled_oneshot(opened.late_epoll[i].ev.events));
+        let mut fired = false;
+        for i in order {
+            let w = &opened.late_epoll[i];
+            let oneshot = disabled_oneshot(w.ev.events);
+            let what = format!("fd {}: epoll watch on fd {} (file {})", e.fd, w.tfd, w.target);
+            let mut sys = |nr: Sysno, a: [u64; 6], step: &'static str| -> Result<u64> {
+                t.remote_syscall_ok(nr, a, step).ctx(pid, &format!("{what}: {step}"))
+            };
+            if !oneshot && !fired {
+                fired = true;
+                while sys(Sysno::epoll_wait, [epfd, out_at, 64, 0, 0, 0], "epoll_wait")? > 0 {}
             }
-            sys(Sysno::dup3, [src, tfd, 0, 0, 0, 0], "dup3")?;
-        }
-        let mut ev = [0u8; 12];
-        ev[..4].copy_from_slice(&{ w.ev.events }.to_ne_bytes());
-        ev[4..].copy_from_slice(&{ w.ev.data }.to_ne_bytes());
-        crate::sys::process_vm::write_all(pid, scratch, &ev).ctx(pid, "write an epoll_event")?;
-        let added = sys(Sysno::epoll_ctl, [e.fd as u64, event::EPOLL_CTL_ADD as u64, tfd, scratch, 0, 0], "epoll_ctl");
-        if src != tfd {
-            match saved {
-                Some((aside, fl)) => {
-                    let cl = if fl & 1 != 0 { O_CLOEXEC } else { 0 };
-                    sys(Sysno::dup3, [aside, tfd, cl, 0, 0, 0], "dup3 back")?;
-                    sys(Sysno::close, [aside, 0, 0, 0, 0, 0], "close")?;
+            let own = fds.iter().find(|f| f.id == w.target).map(|f| (pid, f.fd as i32));
+            let (opid, ofd) = own
+                .or_else(|| seen.get(w.target))
+                .or_else(|| holders.get(&w.target).copied())
+                .ok_or_else(|| Error::task(pid, format!("{what}: no task holds its target")))?;
+            // The target in this task, under some number.
+            let (src, fetched) = if opid == pid {
+                (ofd as u64, false)
+            } else {
+                let pfd = sys(Sysno::pidfd_open, [opid.0 as u64, 0, 0, 0, 0, 0], "pidfd_open")?;
+                let got = sys(Sysno::pidfd_getfd, [pfd, ofd as u64, 0, 0, 0, 0], "pidfd_getfd");
+                sys(Sysno::close, [pfd, 0, 0, 0, 0, 0], "close")?;
+                (got?, true)
+            };
+            let tfd = w.tfd as u64;
+            let mut saved = None;
+            if src != tfd {
+                // What the task has at that number, kept aside meanwhile.
+                if let Ok(fl) = sys(Sysno::fcntl, [tfd, F_GETFD, 0, 0, 0, 0], "F_GETFD") {
+                    let aside = sys(Sysno::fcntl, [tfd, F_DUPFD, 0, 0, 0, 0], "F_DUPFD")?;
+                    saved = Some((aside, fl));
                 }
-                None => {
-                    sys(Sysno::close, [tfd, 0, 0, 0, 0, 0], "close")?;
+                sys(Sysno::dup3, [src, tfd, 0, 0, 0, 0], "dup3")?;
+            }
+            let mut events = w.ev.events;
+            if oneshot {
+                // With every event its target has now, to fire at once.
+                let mut pfd = [0u8; 8];
+                pfd[..4].copy_from_slice(&(tfd as i32).to_ne_bytes());
+                pfd[4..6].copy_from_slice(&0x3fffu16.to_ne_bytes());
+                crate::sys::process_vm::write_all(pid, poll_at, &pfd).ctx(pid, "write a pollfd")?;
+                sys(Sysno::poll, [poll_at, 1, 0, 0, 0, 0], "poll")?;
+                let back = crate::sys::process_vm::read_vec(pid, poll_at + 6, 2).ctx(pid, "read a pollfd")?;
+                events |= u16::from_ne_bytes([back[0], back[1]]) as u32;
+            }
+            let mut ev = [0u8; 12];
+            ev[..4].copy_from_slice(&events.to_ne_bytes());
+            ev[4..].copy_from_slice(&{ w.ev.data }.to_ne_bytes());
+            crate::sys::process_vm::write_all(pid, ev_at, &ev).ctx(pid, "write an epoll_event")?;
+            let added = sys(Sysno::epoll_ctl, [epfd, event::EPOLL_CTL_ADD as u64, tfd, ev_at, 0, 0], "epoll_ctl");
+            if src != tfd {
+                match saved {
+                    Some((aside, fl)) => {
+                        let cl = if fl & 1 != 0 { O_CLOEXEC } else { 0 };
+                        sys(Sysno::dup3, [aside, tfd, cl, 0, 0, 0], "dup3 back")?;
+                        sys(Sysno::close, [aside, 0, 0, 0, 0, 0], "close")?;
+                    }
+                    None => {
+                        sys(Sysno::close, [tfd, 0, 0, 0, 0, 0], "close")?;
+                    }
                 }
             }
+            if fetched {
+                sys(Sysno::close, [src, 0, 0, 0, 0, 0], "close")?;
+            }
+            added?;
+            log::debug!(task = pid.0; "task {pid}: {what} added");
+            opened.late_epoll[i].done = true;
         }
-        if fetched {
-            sys(Sysno::close, [src, 0, 0, 0, 0, 0], "close")?;
+        if !fired {
+            let what = format!("fd {}: epoll", e.fd);
+            while t.remote_syscall_ok(Sysno::epoll_wait, [epfd, out_at, 64, 0, 0, 0], "epoll_wait").ctx(pid, &what)? > 0
+            {
+            }
         }
-        added?;
-        w.done = true;
-        log::debug!(task = pid.0; "task {pid}: {what} added");
     }
     Ok(())
 }
