@@ -245,12 +245,13 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
     let stopped = matches!(leader.state(), StopState::Stopped(_));
     let tids: Vec<Pid> = std::iter::once(leader.pid()).chain(others.iter().map(|t| t.pid())).collect();
 
-    let (thread_core, mut process, other_cores, fds, brk) = {
+    let (thread_core, mut process, other_cores, fds, brk, mm_settings) = {
         let mut p = Parasite::infect(leader).ctx(pid, "infect")?;
         let thread_core = task::dump_thread_with(&mut p, &status)?;
         let mut process = task::dump_process_with(&mut p, &status)?;
         process.membarrier = task::dump_membarrier(&mut p)?;
         let brk = p.misc().ctx(pid, "read brk")?.brk;
+        let mm_settings = mm::dump_mm_settings(&mut p)?;
         let scratch = p.scratch();
         let mut other_cores = Vec::with_capacity(others.len());
         for t in others.iter_mut() {
@@ -259,7 +260,7 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
         let fds = files::dump(&shared.fd_cx, pid, p.control_fd(), &mut shared.files)?;
         crate::fault::check(crate::fault::Fault::DumpInfected)?;
         p.cure().ctx(pid, "cure")?;
-        (thread_core, process, other_cores, fds, brk)
+        (thread_core, process, other_cores, fds, brk, mm_settings)
     };
     log::debug!(task = pid.0; "task {pid}: in-task state collected, parasite removed");
     if stopped {
@@ -276,7 +277,7 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
             vmas.push(v);
         }
     }
-    let head = mm::dump_mm_head(pid, &stat, brk)?;
+    let head = mm::dump_mm_head(pid, &stat, brk, mm_settings)?;
     let pages_id = pid.0 as u32;
     let mut pages = img.create_pages(pages_id).ctx(pid, "create the pages image")?;
     let mem_started = std::time::Instant::now();

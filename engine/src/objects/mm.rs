@@ -9,10 +9,22 @@
 //! from the shmem object itself (map_files, SEEK_DATA), so pages another
 //! sharer touched are not missed.
 //!
+//! Guard regions (MADV_GUARD_INSTALL; pagemap bit 58) hold no data: they
+//! are recorded as PE_GUARD pagemap entries and installed again. Locked
+//! VMAs (`lo`, `lf`), madvise state and the whole address space's settings
+//! (mlockall's MCL_FUTURE, seen on the parasite's own fresh mapping; THP
+//! disabling and KSM merge-any by remote prctl) are recorded and re-applied
+//! by the restorer: locks after the task's rlimits are set, so they are
+//! taken within its own RLIMIT_MEMLOCK (or fail by name).
+//!
 //! Restore: VMAs become the plan's VMA table; page runs become PageRuns that
-//! the restorer preads straight into place.
+//! the restorer preads straight into place. A shared file mapping whose file
+//! was opened for writing (`mw`) is opened read-write again, whatever its
+//! protection now, so it can be mprotect'ed writable after restore. The
+//! `gu` hint (VM_MAYBE_GUARD) follows the kernel's own merging and is not
+//! reproduced VMA by VMA.
 use crate::error::{Context, Error, Result};
-use crate::image::mm::{MapFlags, MmEntry, Prot, Vma, VmaKind, VmaStatus};
+use crate::image::mm::{MapFlags, MmEntry, MmFlags, Prot, Vma, VmaKind, VmaStatus};
 use crate::image::pagemap::{PagemapEntry, PagemapFlags};
 use crate::image::pages::PagesWriter;
 use crate::image::RawStr;
@@ -96,13 +108,16 @@ pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
         (VmFlags::LO, VmaStatus::VMA_LOCKED),
         (VmFlags::MG, VmaStatus::VMA_MERGEABLE),
         (VmFlags::AC, VmaStatus::VMA_ACCOUNTED),
+        (VmFlags::LF, VmaStatus::VMA_LOCKONFAULT),
     ] {
         if vf.contains(f) {
             status |= s;
         }
     }
-    if status.contains(VmaStatus::VMA_LOCKED) {
-        return unsupported("mlock'ed memory");
+    // A shared file mapping may become writable again only if its file was
+    // opened for writing; restore opens it the same way.
+    if shared && vf.contains(VmFlags::MW) {
+        status |= VmaStatus::VMA_MAYWRITE;
     }
     let is_file = kind == VmaKind::File;
     Ok(Some(Vma {
@@ -120,8 +135,48 @@ pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
     }))
 }
 
-/// The mm fields, auxv and exe of a task.
-pub fn dump_mm_head(pid: Pid, stat: &Stat, brk: u64) -> Result<MmEntry> {
+const PR_GET_THP_DISABLE: u64 = 42;
+const PR_GET_MEMORY_MERGE: u64 = 68;
+const EINVAL: i64 = 22;
+
+/// Settings of the infected task's whole address space: mlockall's
+/// MCL_FUTURE (the mm's `def_flags`, which no file shows: the parasite's
+/// own region, mapped by the task, carries them as VM_LOCKED and
+/// VM_LOCKONFAULT), PR_SET_MEMORY_MERGE and PR_SET_THP_DISABLE (both read
+/// with a remote prctl).
+pub fn dump_mm_settings(p: &mut crate::infect::Parasite<'_>) -> Result<(MmFlags, u32)> {
+    let pid = p.pid();
+    let mut flags = MmFlags::empty();
+    let probe = p.scratch();
+    let smaps = proc::smaps::read(pid).ctx(pid, "read smaps")?;
+    let region = smaps
+        .iter()
+        .find(|e| e.map.start <= probe && probe < e.map.end)
+        .ok_or_else(|| Error::task(pid, "the parasite region is not in smaps"))?;
+    if region.vm_flags.contains(VmFlags::LO) {
+        flags |= MmFlags::MCL_FUTURE;
+        if region.vm_flags.contains(VmFlags::LF) {
+            flags |= MmFlags::MCL_ONFAULT;
+        }
+    }
+    let mut prctl = |op: u64, what: &str| -> Result<i64> {
+        let r = p.remote_syscall(crate::sys::Sysno::prctl, [op, 0, 0, 0, 0, 0]).ctx(pid, what)?;
+        match r {
+            r if r >= 0 => Ok(r),
+            // Not built into this kernel (KSM): not in use either.
+            r if r == -EINVAL => Ok(0),
+            r => Err(Error::task(pid, format!("{what}: {}", crate::sys::Errno::new(-r as i32)))),
+        }
+    };
+    let thp = prctl(PR_GET_THP_DISABLE, "PR_GET_THP_DISABLE")? as u32;
+    if prctl(PR_GET_MEMORY_MERGE, "PR_GET_MEMORY_MERGE")? != 0 {
+        flags |= MmFlags::MERGE_ANY;
+    }
+    Ok((flags, thp))
+}
+
+/// The mm fields, auxv and exe of a task; `settings` from [`dump_mm_settings`].
+pub fn dump_mm_head(pid: Pid, stat: &Stat, brk: u64, settings: (MmFlags, u32)) -> Result<MmEntry> {
     let auxv_bytes = std::fs::read(proc::pid_path(pid, "auxv")).ctx(pid, "read auxv")?;
     let auxv = auxv_bytes.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes"))).collect();
     let exe = std::fs::read_link(proc::pid_path(pid, "exe")).ctx(pid, "read the exe link")?;
@@ -140,6 +195,8 @@ pub fn dump_mm_head(pid: Pid, stat: &Stat, brk: u64) -> Result<MmEntry> {
         env_end: l.env_end,
         auxv,
         exe_file: Some(RawStr(exe.as_os_str().as_bytes().to_vec())),
+        flags: settings.0,
+        thp_disable: settings.1,
     })
 }
 
@@ -154,6 +211,8 @@ pub struct PageDumper<'a> {
     iov: Vec<IoVec>,
     pending: usize,
     skip_zero: bool,
+    /// Guard regions found (MADV_GUARD_INSTALL), in address order.
+    guards: Vec<PagemapEntry>,
     /// Pages written.
     pub nr_pages: u64,
 }
@@ -169,6 +228,7 @@ impl<'a> PageDumper<'a> {
             iov: Vec::with_capacity(IOV_MAX),
             pending: 0,
             skip_zero: true,
+            guards: Vec::new(),
             nr_pages: 0,
         }
     }
@@ -176,6 +236,9 @@ impl<'a> PageDumper<'a> {
     /// Dumps every VMA that holds page data.
     pub fn dump_vmas(&mut self, vmas: &[Vma]) -> Result<()> {
         let mut pm = Pagemap::open(self.pid).ctx(self.pid, "open pagemap")?;
+        for v in vmas {
+            self.find_guards(&mut pm, v)?;
+        }
         for v in vmas.iter().filter(|v| needs_data(v)) {
             if v.kind == VmaKind::SharedAnon {
                 self.dump_shmem(v)?;
@@ -184,6 +247,34 @@ impl<'a> PageDumper<'a> {
             }
         }
         self.flush()
+    }
+
+    /// Records the guard regions of `v`: pagemap marks them (bit 58, also
+    /// reported as swapped); process_vm_readv cannot read past them.
+    fn find_guards(&mut self, pm: &mut Pagemap, v: &Vma) -> Result<()> {
+        if matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall) {
+            return Ok(());
+        }
+        let mut ents = vec![0u64; 16384];
+        let mut addr = v.start;
+        while addr < v.end {
+            let n = pm.read_range(addr, v.end, &mut ents).ctx(self.pid, "read pagemap")?;
+            if n == 0 {
+                break;
+            }
+            for (i, &e) in ents[..n].iter().enumerate() {
+                if !PmEntry(e).guard_region() {
+                    continue;
+                }
+                let a = addr + i as u64 * PAGE;
+                match self.guards.last_mut() {
+                    Some(g) if g.vaddr + g.nr_pages as u64 * PAGE == a && a != v.start => g.nr_pages += 1,
+                    _ => self.guards.push(PagemapEntry { vaddr: a, nr_pages: 1, flags: PagemapFlags::PE_GUARD }),
+                }
+            }
+            addr += n as u64 * PAGE;
+        }
+        Ok(())
     }
 
     fn dump_private(&mut self, pm: &mut Pagemap, v: &Vma) -> Result<()> {
@@ -359,16 +450,18 @@ impl<'a> PageDumper<'a> {
         Ok(())
     }
 
-    /// The pagemap entries, in pages-file order.
-    pub fn into_entries(self) -> Vec<PagemapEntry> {
+    /// The pagemap entries, in pages-file order, then the guard regions
+    /// (which hold no data).
+    pub fn into_entries(mut self) -> Vec<PagemapEntry> {
+        self.entries.append(&mut self.guards);
         self.entries
     }
 }
 
-/// A page to store: present or swapped, and for private mappings an
-/// anonymous (written) page rather than the file's own.
+/// A page to store: present or swapped (a guard marker is not), and for
+/// private mappings an anonymous (written) page rather than the file's own.
 fn wanted(e: PmEntry, anon: bool) -> bool {
-    (e.present() || e.swapped()) && (anon || !e.file_or_shared_anon())
+    (e.present() || e.swapped()) && !e.guard_region() && (anon || !e.file_or_shared_anon())
 }
 
 fn is_zero(page: &[u8]) -> bool {
@@ -437,15 +530,25 @@ pub fn plan(
             (VmaStatus::VMA_HUGEPAGE, rp::ADV_HUGEPAGE),
             (VmaStatus::VMA_NOHUGEPAGE, rp::ADV_NOHUGEPAGE),
             (VmaStatus::VMA_DONTDUMP, rp::ADV_DONTDUMP),
+            (VmaStatus::VMA_MERGEABLE, rp::ADV_MERGEABLE),
+            (VmaStatus::VMA_LOCKED, rp::ADV_LOCKED),
+            (VmaStatus::VMA_LOCKONFAULT, rp::ADV_LOCKONFAULT),
         ] {
             if v.status.contains(s) {
                 advice |= a;
             }
         }
+        // Under PR_SET_MEMORY_MERGE every VMA is mergeable by itself.
+        if head.flags.contains(MmFlags::MERGE_ANY) {
+            advice &= !rp::ADV_MERGEABLE;
+        }
         let (path, open_flags) = match (&v.path, kind) {
             (Some(p), rp::VmaKind::FileShared | rp::VmaKind::FilePrivate) => {
                 check_mapped_file(pid, v, p)?;
-                let rw = kind == rp::VmaKind::FileShared && v.prot.contains(Prot::PROT_WRITE);
+                // Opened for writing if it was (VM_MAYWRITE), not only if
+                // the mapping is writable now: mprotect must work again.
+                let rw = kind == rp::VmaKind::FileShared
+                    && (v.prot.contains(Prot::PROT_WRITE) || v.status.contains(VmaStatus::VMA_MAYWRITE));
                 (b.add_str(p.as_bytes()), if rw { 2 } else { 0 })
             }
             (None, rp::VmaKind::FileShared | rp::VmaKind::FilePrivate) => {
@@ -519,6 +622,23 @@ pub fn plan(
         off += len;
     }
     b.plan.runs = b.add_table(&runs);
+    let guards: Vec<[u64; 2]> = pagemap
+        .iter()
+        .filter(|e| e.flags.contains(PagemapFlags::PE_GUARD))
+        .map(|e| [e.vaddr, e.vaddr + e.nr_pages as u64 * PAGE])
+        .collect();
+    b.plan.guards = b.add_table(&guards);
+    b.plan.mm_flags = 0;
+    for (f, m) in [
+        (MmFlags::MCL_FUTURE, rp::MM_MCL_FUTURE),
+        (MmFlags::MCL_ONFAULT, rp::MM_MCL_ONFAULT),
+        (MmFlags::MERGE_ANY, rp::MM_MERGE_ANY),
+    ] {
+        if head.flags.contains(f) {
+            b.plan.mm_flags |= m;
+        }
+    }
+    b.plan.thp_disable = head.thp_disable;
 
     // The vDSO areas: this kernel's must look exactly like the dumped ones
     // (same kinds, sizes and relative placement) for the vDSO code, which
@@ -711,4 +831,39 @@ fn check_mapped_file(pid: Pid, v: &Vma, path: &RawStr) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MMFLAGS: &[u8] = include_bytes!("../proc/testdata/mmflags.smaps");
+
+    #[test]
+    fn smaps_flags_become_vma_status() {
+        let smaps = proc::smaps::parse(MMFLAGS).unwrap();
+        let vmas: Vec<Vma> = smaps.iter().filter_map(|e| vma_from_smaps(Pid(1), e).unwrap()).collect();
+        let onfault = &vmas[2];
+        assert!(onfault.status.contains(VmaStatus::VMA_LOCKED | VmaStatus::VMA_LOCKONFAULT));
+        assert!(vmas[4].status.contains(VmaStatus::VMA_LOCKED) && !vmas[4].status.contains(VmaStatus::VMA_LOCKONFAULT));
+        assert!(vmas[6].status.contains(VmaStatus::VMA_MERGEABLE));
+        assert!(vmas[13].status.contains(VmaStatus::VMA_WIPEONFORK));
+        // Read-only now, but its file was opened for writing.
+        let file = &vmas[17];
+        assert_eq!((file.kind, file.prot), (VmaKind::File, Prot::PROT_READ));
+        assert!(file.flags.contains(MapFlags::MAP_SHARED) && file.status.contains(VmaStatus::VMA_MAYWRITE));
+        // Private mappings are always "mw": not recorded for them.
+        assert!(vmas
+            .iter()
+            .filter(|v| !v.flags.contains(MapFlags::MAP_SHARED))
+            .all(|v| !v.status.contains(VmaStatus::VMA_MAYWRITE)));
+    }
+
+    #[test]
+    fn guards_are_not_data() {
+        let guard = PmEntry(crate::proc::pagemap::PM_GUARD_REGION | (1 << 62));
+        assert!(!wanted(guard, true) && !wanted(guard, false));
+        let g = PagemapEntry { vaddr: 0x1000, nr_pages: 2, flags: PagemapFlags::PE_GUARD };
+        assert!(!g.has_data());
+    }
 }

@@ -92,6 +92,12 @@ pub fn mprotect(addr: u64, len: u64, prot: u32) -> i64 {
 pub fn madvise(addr: u64, len: u64, advice: i32) -> i64 {
     sc!(madvise, addr, len, advice)
 }
+pub fn mlock2(addr: u64, len: u64, flags: u32) -> i64 {
+    sc!(mlock2, addr, len, flags)
+}
+pub fn mlockall(flags: u32) -> i64 {
+    sc!(mlockall, flags)
+}
 pub fn personality(p: u32) -> i64 {
     sc!(personality, p)
 }
