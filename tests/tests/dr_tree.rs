@@ -308,6 +308,8 @@ struct Stat {
     ppid: i32,
     pgid: i32,
     sid: i32,
+    /// Field 38.
+    exit_signal: i32,
 }
 
 fn stat(pid: i32) -> Option<Stat> {
@@ -319,6 +321,7 @@ fn stat(pid: i32) -> Option<Stat> {
         ppid: f.get(1)?.parse().ok()?,
         pgid: f.get(2)?.parse().ok()?,
         sid: f.get(3)?.parse().ok()?,
+        exit_signal: f.get(35)?.parse().ok()?,
     })
 }
 
@@ -434,22 +437,28 @@ fn zombies_keep_their_exit_status() {
         let s = Scratch::new("dr_tree", "zombie");
         let mut t = cx.start(&s, "zombie", &[], &["root", "live"]);
         let root = &t.ready["root"];
-        let (z1, z2) = (root.num("z1") as i32, root.num("z2") as i32);
+        let (z1, z2, z3) = (root.num("z1") as i32, root.num("z2") as i32, root.num("z3") as i32);
         let lz = t.ready["live"].num("lz") as i32;
-        let zombies = [(z1, t.root), (z2, t.root), (lz, t.pid("live"))];
+        let zombies = [(z1, t.root), (z2, t.root), (z3, t.root), (lz, t.pid("live"))];
+        let mut before = Vec::new();
         for &(z, parent) in &zombies {
             let st = stat(z).expect("zombie exists");
             assert_eq!((st.state, st.ppid), ('Z', parent), "zombie {z} before the dump");
+            before.push((st.pgid, st.sid, st.exit_signal));
         }
+        assert_eq!(stat(z1).unwrap().pgid, z1, "z1 leads its own group");
+        assert_eq!(stat(z3).unwrap().exit_signal, libc::SIGURG);
         t.dump_and_restore(&s);
-        for &(z, parent) in &zombies {
+        for (&(z, parent), &b) in zombies.iter().zip(&before) {
             let st = stat(z).unwrap_or_else(|| panic!("zombie {z} not restored"));
             assert_eq!((st.state, st.ppid), ('Z', parent), "zombie {z} after restore");
+            assert_eq!((st.pgid, st.sid, st.exit_signal), b, "zombie {z}: group, session, exit signal");
         }
         let got = t.check(&["root", "live"]);
         got["root"].assert_ok();
         got["root"].assert_item("z1", "exit:7");
         got["root"].assert_item("z2", &format!("sig:{}", libc::SIGTERM));
+        got["root"].assert_item("z3", "exit:5");
         got["live"].assert_ok();
         got["live"].assert_item("lz", "exit:3");
         for &(z, _) in &zombies {

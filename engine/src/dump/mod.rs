@@ -211,7 +211,12 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
     shared.stats.tasks += 1;
     let w = |e: crate::image::ImageError| Error::task(pid, format!("write images: {e}"));
     if let Some(status) = task.zombie {
-        let process = ProcessCore { state: TaskState::Zombie, exit_status: Some(status), ..Default::default() };
+        let process = ProcessCore {
+            state: TaskState::Zombie,
+            exit_status: Some(status),
+            exit_signal: stat.exit_signal,
+            ..Default::default()
+        };
         let core = CoreEntry { tid: pid.0 as u32, thread: Default::default(), process: Some(process) };
         img.create_image::<kinds::Core>(Some(pid.0 as u32), &core).map_err(w)?.finish().map_err(w)?;
         entry.threads = vec![pid.0 as u32];

@@ -186,6 +186,8 @@ struct Prepared {
     pid: Pid,
     /// Exit status (wait format) of a zombie.
     zombie: Option<i32>,
+    /// The signal its parent gets when it ends (SIGCHLD for the root).
+    exit_signal: i32,
     session: Session,
     children: Vec<usize>,
     image: Vec<u8>,
@@ -265,6 +267,7 @@ fn prepare(
     Ok(Prepared {
         pid,
         zombie: None,
+        exit_signal: SIGCHLD,
         session: Session::Inherit,
         children: Vec::new(),
         image,
@@ -409,6 +412,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
             Some(status) if t.process().state == TaskState::Zombie => Prepared {
                 pid,
                 zombie: Some(status),
+                exit_signal: SIGCHLD,
                 session: Session::Inherit,
                 children: Vec::new(),
                 image: Vec::new(),
@@ -427,6 +431,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
             _ => prepare(&dir, t, i == 0, &busy_self, &vdso, &inherited, &opened)?,
         };
         p.session = sessions[i];
+        // The root's parent is crtools, not the one it had: it gets SIGCHLD.
+        p.exit_signal = if i == 0 { SIGCHLD } else { t.process().exit_signal };
         p.children = children[i].clone();
         p.helpers = group_helpers.iter().filter(|h| h.0 == i).map(|h| Pid(h.1 as i32)).collect();
         prepared.push(p);
@@ -723,6 +729,14 @@ fn run_tree(
                 // A zombie child announced itself: the parent gets it as usual.
                 ptrace::cont(pid, sig).ctx(pid, "PTRACE_CONT")?;
             }
+            WaitStatus::Stopped { sig, event: 0 }
+                if leader && all[ti].children.iter().any(|&c| all[c].zombie.is_some() && all[c].exit_signal == sig) =>
+            {
+                // A zombie child's exit signal other than SIGCHLD: its
+                // parent had it (or has it pending, restored with the
+                // queue) at dump, so this copy is dropped.
+                ptrace::cont(pid, 0).ctx(pid, "PTRACE_CONT")?;
+            }
             WaitStatus::Stopped { sig, event: 0 } if zombie => {
                 // A zombie dying by its signal: let it.
                 ptrace::cont(pid, sig).ctx(pid, "PTRACE_CONT")?;
@@ -931,6 +945,9 @@ fn finish_leader(t: &mut Tracee, ti: &TaskImages, plan_addr: u64, plan: &rp::Pla
     // Registers as dumped (restart states already rewritten at dump).
     let mut target: UserRegs = (&core.thread.regs).into();
     target.orig_rax = u64::MAX;
+    if let Some(sleep) = &core.thread.sleep {
+        task::rearm_sleep(t, sleep, plan_addr + 512, &mut target)?;
+    }
     t.set_regs(&target).ctx(pid, "PTRACE_SETREGS")?;
     // SIGTRAP's action was left alone by the blob (its trap would have reset
     // it); set here and from now on without traps (PTRACE_SYSCALL), which

@@ -791,6 +791,17 @@ fn apply_creds(c: &plan::Creds) -> Result<(), (u32, i64)> {
     ck(2, sys::setgroups(c.ngroups.min(32), c.groups.as_ptr()))?;
     ck(3, sys::setresgid(c.gid[0], c.gid[1], c.gid[2]))?;
     ck(4, sys::setresuid(c.uid[0], c.uid[1], c.uid[2]))?;
+    // setresuid/setresgid made the fs ids the effective ones. These calls
+    // report the previous id, never an error: ask again (an invalid id
+    // changes nothing) to see it took.
+    sys::setfsgid(c.fsgid);
+    if sys::setfsgid(u32::MAX) != c.fsgid as i64 {
+        return Err((9, -sys::EPERM));
+    }
+    sys::setfsuid(c.fsuid);
+    if sys::setfsuid(u32::MAX) != c.fsuid as i64 {
+        return Err((10, -sys::EPERM));
+    }
     for cap in 0..64u64 {
         if c.cap_bnd & (1 << cap) == 0 {
             let r = sys::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);

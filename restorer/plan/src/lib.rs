@@ -405,7 +405,8 @@ pub struct Creds {
     pub gid: [u32; 3],
     pub ngroups: u32,
     pub groups: [u32; 32],
-    pub _pad: u32,
+    /// File-system uid (setfsuid), after the other uids.
+    pub fsuid: u32,
     /// Capability sets, two 32-bit words each: effective, permitted, inheritable.
     pub cap_eff: u64,
     pub cap_prm: u64,
@@ -416,8 +417,8 @@ pub struct Creds {
     pub cap_amb: u64,
     /// PR_SET_SECUREBITS value.
     pub securebits: u32,
-    /// Reserved, zero.
-    pub _pad2: u32,
+    /// File-system gid (setfsgid), after the other gids.
+    pub fsgid: u32,
 }
 
 /// The fixed part of the arena.

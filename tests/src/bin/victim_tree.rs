@@ -15,9 +15,10 @@
 //! Modes:
 //! - `tree`: root -> a -> a1, root -> b; 3 threads each (two workers pass a
 //!   token with a mutex and a condition variable);
-//! - `zombie`: root -> z1 (exit 7), z2 (killed by SIGTERM), live -> lz
+//! - `zombie`: root -> z1 (leader of its own group, exit 7), z2 (killed by
+//!   SIGTERM), z3 (cloned with exit signal SIGURG, exit 5), live -> lz
 //!   (exit 3); nobody reaps before the first check, which reaps them
-//!   (`z1=exit:7 z2=sig:15`, `lz=exit:3`);
+//!   (`z1=exit:7 z2=sig:15 z3=exit:5`, `lz=exit:3`);
 //! - `session`: root (session leader) -> c1 (leader of group c1) -> g (group
 //!   c1), g2 (group root); root -> c2 (group c1); root -> c3 -> s (leader of
 //!   a new session) -> s1;
@@ -324,6 +325,17 @@ fn reap(pid: i32) -> String {
     how(st)
 }
 
+/// [`reap`] for a child whose exit signal is not SIGCHLD (__WALL).
+fn reap_clone(pid: i32) -> String {
+    let mut st = 0;
+    // SAFETY: waiting for our own child.
+    let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG | libc::__WALL) };
+    if r <= 0 {
+        return format!("err:{r}");
+    }
+    how(st)
+}
+
 fn how(st: i32) -> String {
     if libc::WIFEXITED(st) {
         format!("exit:{}", libc::WEXITSTATUS(st))
@@ -402,9 +414,21 @@ fn main() {
 
 fn zombie() -> ! {
     let z1 = fork(|| {
-        // SAFETY: leaving at once with a chosen status.
-        unsafe { libc::_exit(7) }
+        // SAFETY: leading a process group of its own, then leaving at once
+        // with a chosen status.
+        unsafe {
+            libc::setpgid(0, 0);
+            libc::_exit(7)
+        }
     });
+    // SAFETY: a fork-like clone (no CLONE_VM, no new stack) whose parent is
+    // told of its end with SIGURG (ignored by default), not SIGCHLD.
+    let z3 = unsafe { libc::syscall(libc::SYS_clone, libc::SIGURG as libc::c_long, 0, 0, 0, 0) } as i32;
+    assert!(z3 >= 0, "clone with exit signal SIGURG");
+    if z3 == 0 {
+        // SAFETY: leaving at once.
+        unsafe { libc::_exit(5) }
+    }
     let z2 = fork(|| {
         // SAFETY: default action for SIGTERM, then send it to ourselves.
         unsafe {
@@ -433,10 +457,11 @@ fn zombie() -> ! {
     });
     wait_zombie(z1);
     wait_zombie(z2);
+    wait_zombie(z3);
     let hooks = Hooks {
-        ready: vec![format!("z1={z1} z2={z2}")],
+        ready: vec![format!("z1={z1} z2={z2} z3={z3}")],
         check: Some(Box::new(move |f: &mut Vec<String>| {
-            f.push(format!("z1={} z2={}", reap(z1), reap(z2)));
+            f.push(format!("z1={} z2={} z3={}", reap(z1), reap(z2), reap_clone(z3)));
             true
         })),
         ..Default::default()
