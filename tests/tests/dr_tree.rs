@@ -1128,3 +1128,59 @@ fn restore_failure_in_a_child_leaves_nothing() {
         t.check_all_same();
     });
 }
+
+/// Proportional set size of `pid` in KiB (smaps_rollup): memory shared
+/// copy-on-write counts once over all its sharers.
+fn pss_kib(pid: i32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("Pss:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A root and 8 children sharing 256 MiB never written since the fork: the
+/// pages are stored once (the images hold about 256 MiB, not 2.25 GiB) and
+/// shared copy-on-write again after restore (the tree's memory stays near
+/// 256 MiB).
+#[test]
+fn copy_on_write_memory_stays_shared() {
+    run("cow", 240, |cx| {
+        const MIB: u64 = 256;
+        let s = Scratch::new("dr_tree", "cow");
+        let roles = ["root", "c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7"];
+        let mut t = cx.start(&s, "cow", &["8", &MIB.to_string()], &roles);
+        let pids: Vec<i32> = roles.iter().map(|r| t.pid(r)).collect();
+        let before: u64 = pids.iter().map(|&p| pss_kib(p)).sum();
+        t.dump_and_restore(&s);
+        let image: u64 = std::fs::read_dir(s.images())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("pages-"))
+            .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+            .sum();
+        let after: u64 = pids.iter().map(|&p| pss_kib(p)).sum();
+        eprintln!(
+            "cow tree: {} MiB of memory before the dump, pages images {} MiB, {} MiB after restore",
+            before >> 10,
+            image >> 20,
+            after >> 10
+        );
+        assert!(image < (MIB + MIB / 4) << 20, "pages images hold {} MiB for {MIB} MiB shared", image >> 20);
+        assert!(
+            after < before + (MIB << 10) / 4,
+            "restored tree uses {} MiB, {} MiB before",
+            after >> 10,
+            before >> 10
+        );
+        let got = t.check(&roles);
+        for r in roles {
+            got[r].assert_ok();
+            got[r].assert_item("cow", "ok");
+        }
+        // Reading left the pages shared.
+        let checked: u64 = pids.iter().map(|&p| pss_kib(p)).sum();
+        assert!(checked < before + (MIB << 10) / 4, "after the checks: {} MiB", checked >> 10);
+    });
+}

@@ -81,6 +81,8 @@ struct Shared {
     pids: Vec<Pid>,
     pstree: Vec<PstreeEntry>,
     stats: DumpStats,
+    /// Page frames of the tasks dumped so far (pages children still share).
+    frames: std::collections::HashMap<Pid, mm::Frames>,
 }
 
 /// Dumps the tree rooted at `opts.pid`.
@@ -286,10 +288,12 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
     let pages_id = pid.0 as u32;
     let mut pages = img.create_pages(pages_id).ctx(pid, "create the pages image")?;
     let mem_started = std::time::Instant::now();
-    let mut dumper = mm::PageDumper::new(pid, &mut pages);
-    dumper.dump_vmas(&vmas)?;
+    let mut dumper = mm::PageDumper::new(pid, &mut pages).with_ancestors(&shared.frames, task.ppid);
+    dumper.dump_vmas(&mut vmas)?;
     let nr_pages = dumper.nr_pages;
-    let pagemap = dumper.into_entries();
+    let (pagemap, frames) = dumper.into_entries();
+    mm::Frames::note_used(&mut shared.frames, &frames);
+    shared.frames.insert(pid, frames);
     shared.stats.memdump += mem_started.elapsed();
     shared.stats.memwrite += pages.write_time;
     shared.stats.pages_scanned +=

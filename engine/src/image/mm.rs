@@ -180,6 +180,11 @@ pub struct Vma {
     pub pgoff: u64,
     /// Object id for shared memory / file objects (0 when none).
     pub shmid: u64,
+    /// Private anonymous memory still shared copy-on-write with an
+    /// ancestor's VMA at the same place: that task's pid (0: none). Its
+    /// PE_COW pagemap entries are the shared pages, stored in that task's
+    /// pages image only (format version 2).
+    pub cow_from: u32,
 }
 
 fn auxv_name(t: u64) -> Option<&'static str> {
@@ -259,6 +264,7 @@ impl Describe for Vma {
             .f("inode", self.inode)
             .f("pgoff", Node::hex(self.pgoff))
             .f("shmid", self.shmid)
+            .f("cow_from", self.cow_from)
             .done()
     }
 }

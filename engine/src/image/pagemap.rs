@@ -25,6 +25,9 @@ bitflags::bitflags! {
         /// A guard region (`MADV_GUARD_INSTALL`): no data, installed again
         /// at restore (format version 2).
         const PE_GUARD = 1 << 5;
+        /// Still shared copy-on-write with the ancestor named by the VMA's
+        /// `cow_from`: no data here, the ancestor's is used (format version 2).
+        const PE_COW = 1 << 6;
     }
 }
 serde_bits!(PagemapFlags: u32);
@@ -51,7 +54,11 @@ impl PagemapEntry {
     /// True when the range's pages are stored in the pages file.
     pub fn has_data(&self) -> bool {
         !self.flags.intersects(
-            PagemapFlags::PE_PARENT | PagemapFlags::PE_ZERO | PagemapFlags::PE_LAZY | PagemapFlags::PE_GUARD,
+            PagemapFlags::PE_PARENT
+                | PagemapFlags::PE_ZERO
+                | PagemapFlags::PE_LAZY
+                | PagemapFlags::PE_GUARD
+                | PagemapFlags::PE_COW,
         )
     }
 }

@@ -132,6 +132,7 @@ pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
         inode: m.inode,
         pgoff: if is_file || kind == VmaKind::SharedAnon { m.offset } else { 0 },
         shmid: 0,
+        cow_from: 0,
     }))
 }
 
@@ -213,6 +214,12 @@ pub struct PageDumper<'a> {
     skip_zero: bool,
     /// Guard regions found (MADV_GUARD_INSTALL), in address order.
     guards: Vec<PagemapEntry>,
+    /// Pages still shared copy-on-write with an ancestor (PE_COW).
+    cow: Vec<PagemapEntry>,
+    /// The ancestors' frames, to find pages still shared with them.
+    ancestors: Option<(&'a HashMap<Pid, Frames>, Pid)>,
+    /// This task's frames, for its children.
+    frames: Frames,
     /// Pages written.
     pub nr_pages: u64,
 }
@@ -229,17 +236,28 @@ impl<'a> PageDumper<'a> {
             pending: 0,
             skip_zero: true,
             guards: Vec::new(),
+            cow: Vec::new(),
+            ancestors: None,
+            frames: Frames::default(),
             nr_pages: 0,
         }
     }
 
-    /// Dumps every VMA that holds page data.
-    pub fn dump_vmas(&mut self, vmas: &[Vma]) -> Result<()> {
+    /// Looks for pages still shared copy-on-write with the task's parent
+    /// `ppid` (or further up), whose frames are in `frames`.
+    pub fn with_ancestors(mut self, frames: &'a HashMap<Pid, Frames>, ppid: Pid) -> Self {
+        self.ancestors = Some((frames, ppid));
+        self
+    }
+
+    /// Dumps every VMA that holds page data; sets `cow_from` of VMAs that
+    /// share pages with an ancestor.
+    pub fn dump_vmas(&mut self, vmas: &mut [Vma]) -> Result<()> {
         let mut pm = Pagemap::open(self.pid).ctx(self.pid, "open pagemap")?;
-        for v in vmas {
+        for v in vmas.iter() {
             self.find_guards(&mut pm, v)?;
         }
-        for v in vmas.iter().filter(|v| needs_data(v)) {
+        for v in vmas.iter_mut().filter(|v| needs_data(v)) {
             if v.kind == VmaKind::SharedAnon {
                 self.dump_shmem(v)?;
             } else {
@@ -247,6 +265,42 @@ impl<'a> PageDumper<'a> {
             }
         }
         self.flush()
+    }
+
+    /// The parent's frames of VMA `v` if it may share pages with them: an
+    /// ancestor's data for exactly this range, with room left in both the
+    /// providing ancestor's and this task's lists of kept areas.
+    fn cow_source(&self, v: &Vma) -> Option<&'a VmaFrames> {
+        let (all, ppid) = self.ancestors?;
+        let pf = all.get(&ppid)?.vmas.get(&(v.start, v.end))?;
+        let provider = all.get(&Pid(pf.provider as i32))?;
+        let used = provider.provided.len() + usize::from(!provider.provided.contains(&(v.start, v.end)));
+        (cow_eligible(v) && used <= MAX_COW_AREAS && self.frames.received < MAX_COW_AREAS).then_some(pf)
+    }
+
+    /// Pages of a private VMA: stored, or (root only sees page frame
+    /// numbers) left to an ancestor's copy when it is the same frame at the
+    /// same address, never written by either since the fork.
+    fn dump_private(&mut self, pm: &mut Pagemap, v: &mut Vma) -> Result<()> {
+        let source = self.cow_source(v);
+        let mut own = VmaFrames { provider: self.pid.0 as u32, pages: Vec::new() };
+        let before = self.cow.len();
+        let r = self.dump_private_pages(pm, v, source, &mut own);
+        if let Some(src) = source {
+            if self.cow.len() > before {
+                v.cow_from = src.provider;
+                self.frames.received += 1;
+                self.frames.used.insert((src.provider, v.start, v.end));
+            }
+        }
+        if cow_eligible(v) && !own.pages.is_empty() {
+            // A VMA that receives shares only what its provider holds.
+            if v.cow_from != 0 {
+                own.provider = v.cow_from;
+            }
+            self.frames.vmas.insert((v.start, v.end), own);
+        }
+        r
     }
 
     /// Records the guard regions of `v`: pagemap marks them (bit 58, also
@@ -277,12 +331,20 @@ impl<'a> PageDumper<'a> {
         Ok(())
     }
 
-    fn dump_private(&mut self, pm: &mut Pagemap, v: &Vma) -> Result<()> {
+    fn dump_private_pages(
+        &mut self,
+        pm: &mut Pagemap,
+        v: &Vma,
+        source: Option<&VmaFrames>,
+        own: &mut VmaFrames,
+    ) -> Result<()> {
         let anon = v.kind != VmaKind::File;
         if !v.prot.contains(Prot::PROT_READ) {
             return self.dump_unreadable(pm, v, anon);
         }
         self.set_policy(anon)?;
+        let track = cow_eligible(v);
+        let mut seen: Vec<(u64, u64, bool)> = Vec::new();
         let mut ents = vec![0u64; 16384];
         let mut addr = v.start;
         while addr < v.end {
@@ -290,20 +352,59 @@ impl<'a> PageDumper<'a> {
             if n == 0 {
                 break;
             }
+            // What each page is: 0 nothing, 1 data, 2 the ancestor's.
+            let what = |i: usize| -> u8 {
+                let e = PmEntry(ents[i]);
+                let shared = match (source, e.present().then(|| e.pfn()).flatten()) {
+                    (Some(src), Some(pfn)) if pfn != 0 => src.has(addr + i as u64 * PAGE, pfn),
+                    _ => false,
+                };
+                if shared {
+                    2
+                } else if wanted(e, anon) {
+                    1
+                } else {
+                    0
+                }
+            };
             let mut i = 0;
             while i < n {
-                if !wanted(PmEntry(ents[i]), anon) {
-                    i += 1;
-                    continue;
-                }
+                let k = what(i);
                 let s = i;
-                while i < n && wanted(PmEntry(ents[i]), anon) {
+                while i < n && what(i) == k {
                     i += 1;
                 }
-                self.queue(addr + s as u64 * PAGE, (i - s) as u64 * PAGE)?;
+                let (start, len) = (addr + s as u64 * PAGE, (i - s) as u64 * PAGE);
+                match k {
+                    1 => self.queue(start, len)?,
+                    2 => {
+                        let nr = (i - s) as u32;
+                        match self.cow.last_mut() {
+                            Some(c) if c.vaddr + c.nr_pages as u64 * PAGE == start && start != v.start => {
+                                c.nr_pages += nr
+                            }
+                            _ => {
+                                self.cow.push(PagemapEntry { vaddr: start, nr_pages: nr, flags: PagemapFlags::PE_COW })
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                if track {
+                    for (j, &e) in ents.iter().enumerate().take(i).skip(s) {
+                        let e = PmEntry(e);
+                        if let Some(pfn) = e.present().then(|| e.pfn()).flatten().filter(|&p| p != 0) {
+                            seen.push((addr + j as u64 * PAGE, pfn, k == 2));
+                        }
+                    }
+                }
             }
             addr += n as u64 * PAGE;
         }
+        // A VMA that received pages passes on only those (its provider's
+        // copy holds nothing else); one that shared nothing provides its own.
+        let received = seen.iter().any(|p| p.2);
+        own.pages = seen.into_iter().filter(|p| p.2 || !received).map(|p| (p.0, p.1)).collect();
         Ok(())
     }
 
@@ -450,12 +551,117 @@ impl<'a> PageDumper<'a> {
         Ok(())
     }
 
-    /// The pagemap entries, in pages-file order, then the guard regions
-    /// (which hold no data).
-    pub fn into_entries(mut self) -> Vec<PagemapEntry> {
+    /// The pagemap entries, in pages-file order, then the guard regions and
+    /// the pages shared with an ancestor (which hold no data); and the
+    /// task's frames for its children.
+    pub fn into_entries(mut self) -> (Vec<PagemapEntry>, Frames) {
         self.entries.append(&mut self.guards);
-        self.entries
+        self.entries.append(&mut self.cow);
+        (self.entries, self.frames)
     }
+}
+
+/// What the tree inherits from the engine's own mappings: MAP_SHARED
+/// anonymous objects and copies of private memory shared copy-on-write.
+#[derive(Clone, Copy, Debug)]
+pub struct Inheritance<'a> {
+    /// Shared objects by (device, inode).
+    pub shm: &'a HashMap<(u64, u64), Inherited>,
+    /// Private copies.
+    pub cow: &'a CowAreas,
+}
+
+/// The engine's copies of private memory that tasks share copy-on-write:
+/// (providing task, VMA start, end) -> where the engine mapped it.
+#[derive(Debug, Default)]
+pub struct CowAreas {
+    /// Addresses by (provider pid, start, end).
+    pub addr: HashMap<(u32, u64, u64), u64>,
+}
+
+/// Every area a task of the tree receives: (provider pid, start, end).
+pub fn cow_areas<'v>(tasks: impl Iterator<Item = &'v [Vma]>) -> std::collections::BTreeSet<(u32, u64, u64)> {
+    tasks.flat_map(|vmas| vmas.iter().filter(|v| v.cow_from != 0).map(|v| (v.cow_from, v.start, v.end))).collect()
+}
+
+/// Fills `dst`, the engine's copy of `[start, end)` of the providing task,
+/// from its pagemap and pages image.
+pub fn fill_cow(
+    pid: Pid,
+    dst: &mut [u8],
+    start: u64,
+    end: u64,
+    pagemap: &[PagemapEntry],
+    pages: std::os::fd::BorrowedFd<'_>,
+) -> Result<()> {
+    let mut off = 0u64;
+    for e in pagemap.iter().filter(|e| e.has_data()) {
+        let len = e.nr_pages as u64 * PAGE;
+        let (s, x) = (start.max(e.vaddr), end.min(e.vaddr + len));
+        if s < x {
+            let buf = &mut dst[(s - start) as usize..(x - start) as usize];
+            let got = crate::sys::fs::pread_full(pages, buf, off + (s - e.vaddr)).ctx(pid, "read the pages image")?;
+            if got != buf.len() {
+                return Err(Error::task(pid, "the pages image is shorter than its pagemap"));
+            }
+        }
+        off += len;
+    }
+    Ok(())
+}
+
+/// Most areas one task may keep from an ancestor, or provide to its
+/// descendants (the restorer keeps each one mapped through its unmap step).
+pub const MAX_COW_AREAS: usize = 64;
+
+/// The page frames of a task's private anonymous VMAs, by VMA range, so
+/// that its children's dump finds the pages they still share with it.
+#[derive(Debug, Default)]
+pub struct Frames {
+    vmas: HashMap<(u64, u64), VmaFrames>,
+    /// VMAs this task receives from an ancestor.
+    received: usize,
+    /// Areas (provider, start, end) this task uses.
+    used: std::collections::BTreeSet<(u32, u64, u64)>,
+    /// Areas of this task that descendants use.
+    provided: std::collections::BTreeSet<(u64, u64)>,
+}
+
+impl Frames {
+    /// Records that a child uses the areas of `child`: each provider then
+    /// keeps its temporary copy for it.
+    pub fn note_used(all: &mut HashMap<Pid, Frames>, child: &Frames) {
+        for &(provider, s, e) in &child.used {
+            if let Some(p) = all.get_mut(&Pid(provider as i32)) {
+                p.provided.insert((s, e));
+            }
+        }
+    }
+}
+
+/// The frames of one VMA and whose pages image holds their data.
+#[derive(Debug, Default)]
+pub struct VmaFrames {
+    /// Pid of the task whose image holds the data (this task or an ancestor).
+    provider: u32,
+    /// (address, page frame number), in address order.
+    pages: Vec<(u64, u64)>,
+}
+
+impl VmaFrames {
+    fn has(&self, addr: u64, pfn: u64) -> bool {
+        self.pages.binary_search_by_key(&addr, |p| p.0).is_ok_and(|i| self.pages[i].1 == pfn)
+    }
+}
+
+/// A VMA whose pages may be shared with a relative's: private anonymous,
+/// readable and writable (or accounted), not a stack.
+fn cow_eligible(v: &Vma) -> bool {
+    v.kind == VmaKind::Anon
+        && !v.flags.contains(MapFlags::MAP_SHARED)
+        && !v.flags.contains(MapFlags::MAP_GROWSDOWN)
+        && v.prot.contains(Prot::PROT_READ)
+        && (v.prot.contains(Prot::PROT_WRITE) || v.status.contains(VmaStatus::VMA_ACCOUNTED))
 }
 
 /// A page to store: present or swapped (a guard marker is not), and for
@@ -481,8 +687,9 @@ pub fn plan(
     vmas: &[Vma],
     pagemap: &[PagemapEntry],
     current_vdso: &[(VmaKind, u64, u64)],
-    inherited: &HashMap<(u64, u64), Inherited>,
+    from_engine: Inheritance<'_>,
 ) -> Result<Vec<rp::PageRun>> {
+    let Inheritance { shm: inherited, cow } = from_engine;
     let mut table = Vec::new();
     let mut dumped_vdso = Vec::new();
     let mut shm = shm_objects(vmas);
@@ -497,7 +704,51 @@ pub fn plan(
             }
         }
     }
+    // Private memory still shared with relatives: the engine's copy is
+    // moved into place (by the task providing it, and by those receiving
+    // it, which then drop what they do not share).
+    let mut moved: HashMap<(u64, u64), (u64, bool)> = HashMap::new();
+    let mut zap: Vec<[u64; 2]> = Vec::new();
+    for v in vmas.iter().filter(|v| v.kind == VmaKind::Anon) {
+        let (key, receiver) = if v.cow_from != 0 {
+            ((v.cow_from, v.start, v.end), true)
+        } else {
+            ((pid.0 as u32, v.start, v.end), false)
+        };
+        let Some(&temp) = cow.addr.get(&key) else {
+            if receiver {
+                return Err(Error::task(
+                    pid,
+                    format!("VMA {:#x}-{:#x}: the copy shared with task {} is missing", v.start, v.end, v.cow_from),
+                ));
+            }
+            continue;
+        };
+        moved.insert((v.start, v.end), (temp, receiver));
+        keep.push([temp, temp + (v.end - v.start)]);
+        if receiver {
+            let mut at = v.start;
+            let mut shared: Vec<&PagemapEntry> = pagemap
+                .iter()
+                .filter(|e| e.flags.contains(PagemapFlags::PE_COW) && e.vaddr >= v.start && e.vaddr < v.end)
+                .collect();
+            shared.sort_by_key(|e| e.vaddr);
+            for e in shared {
+                if e.vaddr > at {
+                    zap.push([at, e.vaddr]);
+                }
+                at = e.vaddr + e.nr_pages as u64 * PAGE;
+            }
+            if at < v.end {
+                zap.push([at, v.end]);
+            }
+        }
+    }
+    if keep.len() > rp::MAX_KEEP {
+        return Err(Error::task(pid, format!("{} inherited areas to keep, at most {}", keep.len(), rp::MAX_KEEP)));
+    }
     b.plan.keep = b.add_table(&keep);
+    b.plan.zap = b.add_table(&zap);
     for v in vmas {
         let kind = match v.kind {
             VmaKind::Anon | VmaKind::Stack | VmaKind::Heap => rp::VmaKind::AnonPrivate,
@@ -571,6 +822,16 @@ pub fn plan(
         };
         let shm_addr = match kind {
             rp::VmaKind::AnonShared => inherited.get(&(v.dev, v.inode)).map(|o| o.addr).unwrap_or(0),
+            rp::VmaKind::AnonPrivate => match moved.get(&(v.start, v.end)) {
+                Some(&(temp, receiver)) => {
+                    if !receiver {
+                        // Its pages are all in the copy already.
+                        vflags |= rp::VF_FILLED;
+                    }
+                    temp
+                }
+                None => 0,
+            },
             _ => 0,
         };
         table.push(rp::Vma {
@@ -609,7 +870,7 @@ pub fn plan(
         for t in table.iter().filter(|t| t.end > e.vaddr && t.start < end) {
             let (s, x) = (t.start.max(e.vaddr), t.end.min(end));
             let run = rp::PageRun { vaddr: s, len: x - s, file_off: off + (s - e.vaddr) };
-            if t.shm_addr != 0 {
+            if (t.kind == rp::VmaKind::AnonShared as u32 && t.shm_addr != 0) || t.flags & rp::VF_FILLED != 0 {
                 // Shared with other processes: filled once by the engine.
                 continue;
             }
@@ -857,6 +1118,34 @@ mod tests {
             .iter()
             .filter(|v| !v.flags.contains(MapFlags::MAP_SHARED))
             .all(|v| !v.status.contains(VmaStatus::VMA_MAYWRITE)));
+    }
+
+    #[test]
+    fn frames_and_cow_eligibility() {
+        let f = VmaFrames { provider: 7, pages: vec![(0x1000, 50), (0x2000, 51), (0x5000, 9)] };
+        assert!(f.has(0x2000, 51) && f.has(0x5000, 9));
+        assert!(!f.has(0x2000, 52) && !f.has(0x3000, 51));
+        let anon = Vma {
+            start: 0x1000,
+            end: 0x9000,
+            prot: Prot::PROT_READ | Prot::PROT_WRITE,
+            flags: MapFlags::MAP_PRIVATE | MapFlags::MAP_ANONYMOUS,
+            kind: VmaKind::Anon,
+            status: VmaStatus::VMA_REGULAR | VmaStatus::VMA_ACCOUNTED,
+            ..Default::default()
+        };
+        assert!(cow_eligible(&anon));
+        let mut stack = anon.clone();
+        stack.flags |= MapFlags::MAP_GROWSDOWN;
+        let mut none = anon.clone();
+        none.prot = Prot::empty();
+        let mut shared = anon.clone();
+        shared.kind = VmaKind::SharedAnon;
+        assert!(!cow_eligible(&stack) && !cow_eligible(&none) && !cow_eligible(&shared));
+        let e = PagemapEntry { vaddr: 0x1000, nr_pages: 8, flags: PagemapFlags::PE_COW };
+        assert!(!e.has_data());
+        let areas = cow_areas([&[Vma { cow_from: 7, ..anon.clone() }][..], &[anon][..]].into_iter());
+        assert_eq!(areas.into_iter().collect::<Vec<_>>(), vec![(7, 0x1000, 0x9000)]);
     }
 
     #[test]

@@ -198,6 +198,7 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
     cx.ck(r, cx.plan.personality as u64)?;
 
     map_vmas(cx)?;
+    zap(cx)?;
     read_pages(cx)?;
     protect_vmas(cx)?;
     guards(cx)?;
@@ -316,7 +317,7 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
 fn unmap_all(cx: &mut Ctx) -> Result<(), Fail> {
     cx.step(Step::Unmap);
     // Kept: the region, the vDSO areas and the engine's list (inherited objects).
-    const MAX_KEEP: usize = 64;
+    const MAX_KEEP: usize = plan::MAX_KEEP + 1 + plan::MAX_VDSO;
     let mut keep = [(0u64, 0u64); MAX_KEEP];
     let mut n = 0;
     keep[n] = (cx.plan.region_start, cx.plan.region_end);
@@ -388,6 +389,11 @@ fn map_vmas(cx: &mut Ctx) -> Result<(), Fail> {
         let fill_prot = if v.flags & plan::VF_FINAL_PROT != 0 { v.prot } else { sys::PROT_READ | sys::PROT_WRITE };
         let fixed = sys::MAP_FIXED | v.map_flags;
         let r = match v.kind {
+            k if k == plan::VmaKind::AnonPrivate as u32 && v.shm_addr != 0 => {
+                // The engine's copy, still shared copy-on-write with the
+                // relatives that share these pages: moved, not copied.
+                sys::mremap_fixed(v.shm_addr, len, v.start)
+            }
             k if k == plan::VmaKind::AnonPrivate as u32 => {
                 sys::mmap(v.start, len, fill_prot, sys::MAP_PRIVATE | sys::MAP_ANONYMOUS | fixed, -1, 0)
             }
@@ -535,6 +541,17 @@ fn protect_vmas(cx: &mut Ctx) -> Result<(), Fail> {
                 cx.ck(r, v.start)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Drops what a task does not share of a copy it moved in.
+fn zap(cx: &mut Ctx) -> Result<(), Fail> {
+    const MADV_DONTNEED: i32 = 4;
+    let zap: &[[u64; 2]] = cx.table(cx.plan.zap);
+    for &[s, e] in zap {
+        let r = sys::madvise(s, e - s, MADV_DONTNEED);
+        cx.ck(r, s)?;
     }
     Ok(())
 }

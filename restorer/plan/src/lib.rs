@@ -117,6 +117,10 @@ pub struct Vma {
     /// Where the object is already mapped, inherited from the engine (an
     /// object several processes share, created and filled once before the
     /// tree was forked), or 0: then the blob creates it.
+    ///
+    /// For [`VmaKind::AnonPrivate`]: the engine's private copy of memory
+    /// that tasks of the tree still share copy-on-write, moved into place
+    /// with mremap (so the pages stay shared), or 0.
     pub shm_addr: u64,
 }
 
@@ -126,6 +130,14 @@ pub struct Vma {
 /// would then neither match nor merge like the original). The plan holds no
 /// page runs for it: the engine writes its pages through /proc/pid/mem.
 pub const VF_FINAL_PROT: u32 = 1;
+
+/// [`Vma::flags`]: with a [`VmaKind::AnonPrivate`] VMA moved in from the
+/// engine's copy at [`Vma::shm_addr`], that copy holds all its pages: the
+/// plan has no page runs for it.
+pub const VF_FILLED: u32 = 2;
+
+/// Most ranges of [`Plan::keep`].
+pub const MAX_KEEP: usize = 256;
 
 /// [`Vma::advice`]: MADV_DONTFORK.
 pub const ADV_DONTFORK: u32 = 1;
@@ -536,6 +548,10 @@ pub struct Plan {
     pub loginuid: Str,
     /// Guard regions to install: `[start, end)` pairs of u64.
     pub guards: Table,
+    /// Ranges of VMAs moved in from a copy (see [`Vma::shm_addr`]) that this
+    /// task does not share: dropped (MADV_DONTNEED) before its pages are
+    /// read: `[start, end)` pairs of u64.
+    pub zap: Table,
     /// MM_* bits.
     pub mm_flags: u32,
     /// What PR_GET_THP_DISABLE reported at dump (0: nothing to set); the

@@ -35,6 +35,10 @@
 //!   the check reports `exchanges= order= joined=`;
 //! - `deathsig`: root (child subreaper, reaps and logs `reaped pid= how=`)
 //!   -> m -> p (PR_SET_PDEATHSIG SIGUSR2, logs `deathsig pid= ppid=`);
+//! - `cow N MIB`: root fills MIB MiB of private anonymous memory with a
+//!   pattern, then forks children c0..c(N-1) that never write it (their
+//!   pages stay shared copy-on-write with root's); every check of every
+//!   process reads two words of each page back (`cow=ok|bad:..`);
 //! - `holder WHAT [PATH]`: root -> a -> a1 (2 threads each); a1 holds a
 //!   pipe (WHAT=pipe), an eventfd (WHAT=eventfd) or PATH opened
 //!   O_WRONLY|O_APPEND (WHAT=file).
@@ -401,6 +405,7 @@ fn main() {
         "pingpong" => pingpong(),
         "deathsig" => deathsig(),
         "holder" => holder(&args[3..]),
+        "cow" => cow(&args[3..]),
         "ipc" => ipc(&args[3..]),
         "unix" => unix(&args[3..]),
         "pty" => pty(&args[3..]),
@@ -1693,4 +1698,63 @@ fn pty(args: &[String]) -> ! {
         ..Default::default()
     };
     serve("root", 1, hooks)
+}
+
+/// The word at index `i` of the `cow` mode's memory.
+fn cow_word(i: usize) -> u64 {
+    let mut x = (i as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn cow(args: &[String]) -> ! {
+    let n: usize = args.first().and_then(|a| a.parse().ok()).expect("cow N MIB");
+    let mib: usize = args.get(1).and_then(|a| a.parse().ok()).expect("cow N MIB");
+    let len = mib << 20;
+    // SAFETY: a fresh private anonymous mapping.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED, "mmap {mib} MiB");
+    let words = p as *mut u64;
+    for i in 0..len / 8 {
+        // SAFETY: in bounds of the mapping.
+        unsafe { words.add(i).write(cow_word(i)) };
+    }
+    let addr = p as usize;
+    let role = move |name: String| -> ! {
+        let hooks = Hooks {
+            ready: vec![format!("cow_at={addr:#x}")],
+            check: Some(Box::new(move |f: &mut Vec<String>| {
+                let words = addr as *const u64;
+                let per_page = 4096 / 8;
+                for pg in 0..len / 4096 {
+                    for i in [pg * per_page, pg * per_page + per_page - 1] {
+                        // SAFETY: in bounds of the mapping, read only (the page stays shared).
+                        let got = unsafe { words.add(i).read_volatile() };
+                        if got != cow_word(i) {
+                            f.push(format!("cow=bad:word{i}"));
+                            return false;
+                        }
+                    }
+                }
+                f.push("cow=ok".into());
+                true
+            })),
+            ..Default::default()
+        };
+        serve(&name, 1, hooks)
+    };
+    for c in 0..n {
+        fork(move || role(format!("c{c}")));
+    }
+    role("root".into())
 }
