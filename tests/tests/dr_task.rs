@@ -1204,6 +1204,26 @@ fn vfork_parent_and_child_are_refused() {
     });
 }
 
+/// timer_getoverrun's count cannot be set again: a timer with one is
+/// refused by name, the task left running.
+#[test]
+fn posix_timer_overrun_is_refused_by_name() {
+    run("timer_overrun", 90, |cx| {
+        let s = Scratch::new("dr_task", "timer_overrun");
+        let t = cx.start(&s, "timer_overrun,sigact", None);
+        let n = t.ready.iter().find_map(|w| w.strip_prefix("overrun=")).expect("overrun word").to_string();
+        assert_ne!(n, "0", "the timer has no overruns");
+        let err = do_dump(t.pid, &s.images(), false).expect_err("dump of a timer with overruns must fail");
+        eprintln!("expected error: {err}");
+        for want in [t.pid.to_string(), "POSIX timer".into(), "overrun count".into(), format!("({n},")] {
+            assert!(err.contains(&want), "error does not name {want:?}: {err}");
+        }
+        assert!(!s.images().join("inventory.img").exists(), "a failed dump wrote an inventory");
+        assert_running_untraced(&t);
+        t.check().assert_ok();
+    });
+}
+
 #[test]
 fn aio_context_is_refused() {
     run("aio", 90, |cx| {

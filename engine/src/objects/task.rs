@@ -403,7 +403,7 @@ pub fn dump_process_with(p: &mut Parasite<'_>, status: &proc::status::Status) ->
         return Err(Error::task(
             pid,
             format!(
-                "POSIX timer {}: its overrun count ({}, timer_getoverrun) cannot be restored; dump it again once                  its next signal was handled in time",
+                "POSIX timer {}: its overrun count ({}, timer_getoverrun) cannot be set again at restore",
                 t.id, t.overrun
             ),
         ));

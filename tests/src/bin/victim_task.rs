@@ -82,7 +82,10 @@
 //!   PR_GET_SECUREBITS says; the check compares (`thread_securebits=`) and
 //!   that the main thread's stayed 0 (`main_securebits=`);
 //! - `fsids`: setfsuid(1234) and setfsgid(4321) on the main thread (root);
-//!   the check reads them back (`fsids=`).
+//!   the check reads them back (`fsids=`);
+//! - `timer_overrun`: a 1 ms CLOCK_MONOTONIC POSIX timer whose signal
+//!   (SIGRTMIN+5, blocked) is taken with sigtimedwait after 30 ms, so
+//!   timer_getoverrun reports about 29; the extra word is `overrun=N`.
 //!
 //! Every check also verifies a memory buffer and that a counter kept in the
 //! main loop kept counting (`mem=ok loop=ok`).
@@ -1233,6 +1236,10 @@ fn main() {
     let sleep_ms: Option<u64> = has("sleep").then(|| arg.parse().expect("sleep MS"));
     let sleep_rem_ms: Option<u64> = has("sleep_rem").then(|| arg.parse().expect("sleep_rem MS"));
     let ids = PerThreadIds::setup(has("thread_securebits"), has("fsids"));
+    if has("timer_overrun") {
+        let n = timer_with_overruns();
+        EXTRA.with(|e| e.borrow_mut().push(format!("overrun={n}")));
+    }
     let pause = has("pause");
     let kernel = KernelState::setup(&has, &arg);
 
@@ -1413,5 +1420,31 @@ impl PerThreadIds {
             let (u, g) = (fourth("Uid:"), fourth("Gid:"));
             it.expect("fsids", u == FSUID.to_string() && g == FSGID.to_string(), || format!("{u}:{g}"));
         }
+    }
+}
+
+/// A periodic 1 ms timer whose signal was taken late: its overrun count
+/// (timer_getoverrun) stays until its next signal is taken, and that
+/// signal stays blocked.
+fn timer_with_overruns() -> i32 {
+    let sig = libc::SIGRTMIN() + 5;
+    // SAFETY: plain libc calls on local structures.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        let mut sev: libc::sigevent = std::mem::zeroed();
+        sev.sigev_notify = libc::SIGEV_SIGNAL;
+        sev.sigev_signo = sig;
+        let mut id: libc::timer_t = std::ptr::null_mut();
+        assert_eq!(libc::timer_create(libc::CLOCK_MONOTONIC, &mut sev, &mut id), 0, "timer_create");
+        let ms = libc::timespec { tv_sec: 0, tv_nsec: 1_000_000 };
+        let spec = libc::itimerspec { it_interval: ms, it_value: ms };
+        assert_eq!(libc::timer_settime(id, 0, &spec, std::ptr::null_mut()), 0, "timer_settime");
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let wait = libc::timespec { tv_sec: 1, tv_nsec: 0 };
+        assert_eq!(libc::sigtimedwait(&set, std::ptr::null_mut(), &wait), sig, "sigtimedwait");
+        libc::timer_getoverrun(id)
     }
 }
