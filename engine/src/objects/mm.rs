@@ -60,7 +60,7 @@ pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
     let m = &e.map;
     let shared = m.perms.shared();
     let range = format!("{:#x}-{:#x}", m.start, m.end);
-    let unsupported = |what: &str| Err(Error::task(pid, format!("VMA {range} ({what}): not supported yet")));
+    let unsupported = |what: &str| Err(Error::refuse(pid, format!("VMA {range} ({what}): not supported yet")));
     let kind = match &m.kind {
         MapKind::Vsyscall => return Ok(None),
         MapKind::Anonymous | MapKind::AnonNamed(_) if shared => VmaKind::SharedAnon,

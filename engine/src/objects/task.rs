@@ -208,7 +208,7 @@ pub fn restore_sched(tid: Pid, s: &crate::image::core::Sched) -> Result<()> {
 /// The restorer's form of a thread's credentials.
 pub fn plan_creds(pid: Pid, c: &Creds) -> Result<rp::Creds> {
     if c.groups.len() > 32 {
-        return Err(Error::task(pid, format!("{} supplementary groups; at most 32 are supported", c.groups.len())));
+        return Err(Error::refuse(pid, format!("{} supplementary groups; at most 32 are supported", c.groups.len())));
     }
     let mut out = rp::Creds {
         uid: [c.uid, c.euid, c.suid],
@@ -400,7 +400,7 @@ pub fn dump_process_with(p: &mut Parasite<'_>, status: &proc::status::Status) ->
     // signal was delivered; no call sets it (timer_settime resets it to 0),
     // so a non-zero count would silently read 0 after restore.
     if let Some(t) = posix_timers.iter().find(|t| t.overrun != 0) {
-        return Err(Error::task(
+        return Err(Error::refuse(
             pid,
             format!(
                 "POSIX timer {}: its overrun count ({}, timer_getoverrun) cannot be set again at restore",
@@ -414,7 +414,7 @@ pub fn dump_process_with(p: &mut Parasite<'_>, status: &proc::status::Status) ->
     let misc = p.misc().ctx(pid, "read prctl state")?;
     let dir = |what: &str, t: proc::PathTarget| {
         if t.deleted {
-            return Err(Error::task(pid, format!("{what} {} was removed: cannot restore it", t.path.display())));
+            return Err(Error::refuse(pid, format!("{what} {} was removed: cannot restore it", t.path.display())));
         }
         Ok(RawStr(t.path.as_os_str().as_bytes().to_vec()))
     };
@@ -542,7 +542,7 @@ pub fn read_loginuid(pid: Pid, tids: &[Pid]) -> Result<Option<u32>> {
             .and_then(|t| proc::misc::parse_loginuid(&t))
             .ctx(pid, &format!("read the loginuid of thread {tid}"))?;
         if Some(theirs) != own {
-            return Err(Error::task(
+            return Err(Error::refuse(
                 pid,
                 format!(
                     "thread {tid} has loginuid {theirs}, its process {}: per-thread loginuids are not restored yet",
