@@ -123,6 +123,9 @@ pub fn rearm_sleep(
     use crate::sys::wait::{self, WaitStatus};
     let tid = t.pid();
     let saved = t.regs().ctx(tid, "read registers")?;
+    // The interrupted sleep writes its time left to `rem`: put back what
+    // the dump left there.
+    let rem = crate::sys::process_vm::read_vec(tid, sleep.rmtp, 16).ctx(tid, "read the sleep's rem")?;
     let ts = [(sleep.remaining_ns / 1_000_000_000) as i64, (sleep.remaining_ns % 1_000_000_000) as i64];
     let mut code = [0u8; 32];
     code[..3].copy_from_slice(&[0x0f, 0x05, 0xcc]); // syscall; int3
@@ -144,7 +147,9 @@ pub fn rearm_sleep(
     let mut tries = 0;
     let finished = loop {
         ptrace::cont(tid, 0).ctx(tid, "PTRACE_CONT into the sleep")?;
-        std::thread::sleep(std::time::Duration::from_millis(2));
+        // Time to enter the syscall; an interrupt that comes first just
+        // stops it before, and it goes round again.
+        std::thread::sleep(std::time::Duration::from_micros(200));
         ptrace::interrupt(tid).ctx(tid, "PTRACE_INTERRUPT the sleep")?;
         let event = stop("wait for the sleep's stop")?;
         let now = t.regs().ctx(tid, "read registers")?;
@@ -165,12 +170,13 @@ pub fn rearm_sleep(
             break false;
         }
         tries += 1;
-        if tries > 100 {
+        if tries > 1000 {
             return Err(Error::task(tid, format!("rebuilding its sleep: stuck at {:#x} rax {:#x}", now.rip, now.rax)));
         }
         // Stopped before entering the syscall: let it enter.
     };
     t.set_regs(&saved).ctx(tid, "PTRACE_SETREGS")?;
+    crate::sys::process_vm::write_all(tid, sleep.rmtp, &rem).ctx(tid, "write the sleep's rem back")?;
     if finished {
         regs.rax = 0;
         regs.rip += 2;
