@@ -1149,6 +1149,23 @@ mod tests {
     }
 
     #[test]
+    fn hugetlb_is_refused_by_name() {
+        let blocks: [&[u8]; 2] = [
+            b"7f0000000000-7f0000200000 rw-p 00000000 00:0f 4096   /anon_hugepage (deleted)\n\
+              KernelPageSize:     2048 kB\nVmFlags: rd wr mr mw me de ht \n",
+            b"7f0000400000-7f0000600000 rw-s 00000000 00:01 77   /memfd:huge (deleted)\n\
+              KernelPageSize:     2048 kB\nVmFlags: rd wr sh mr mw me ms de ht \n",
+        ];
+        for text in blocks {
+            let smaps = proc::smaps::parse(text).unwrap();
+            let e = vma_from_smaps(Pid(9), &smaps[0]).unwrap_err();
+            assert!(e.refused, "{e}");
+            let msg = e.to_string();
+            assert!(msg.contains("task 9") && (msg.contains("hugetlb") || msg.contains("memfd")), "{msg}");
+        }
+    }
+
+    #[test]
     fn guards_are_not_data() {
         let guard = PmEntry(crate::proc::pagemap::PM_GUARD_REGION | (1 << 62));
         assert!(!wanted(guard, true) && !wanted(guard, false));
