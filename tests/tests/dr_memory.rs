@@ -425,14 +425,16 @@ fn diff(a: &[String], b: &[String]) -> String {
 }
 
 /// (range, VmFlags) of every VMA in /proc/pid/smaps, flags sorted; the
-/// soft-dirty bit is left out (it says what was written since when).
+/// soft-dirty bit is left out (it says what was written since when), and
+/// so is `gu` (VM_MAYBE_GUARD: "guards may be here", a hint for fork that
+/// sticks to whatever VMA ever merged with one holding guards).
 fn vm_flags(pid: i32) -> Vec<String> {
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).expect("read smaps");
     let mut out = Vec::new();
     let mut range = String::new();
     for l in smaps.lines() {
         if let Some(f) = l.strip_prefix("VmFlags:") {
-            let mut f: Vec<&str> = f.split_whitespace().filter(|&x| x != "sd").collect();
+            let mut f: Vec<&str> = f.split_whitespace().filter(|&x| x != "sd" && x != "gu").collect();
             f.sort_unstable();
             out.push(format!("{range} {}", f.join(" ")));
         } else if l.split_whitespace().next().is_some_and(|w| w.contains('-') && !w.ends_with(':')) {
@@ -485,4 +487,36 @@ fn image_dir_is_cleaned_up() {
         assert!(Path::new(&c.images()).join("inventory.img").exists());
     }
     assert!(!dir.exists(), "scratch dir left behind");
+}
+
+#[test]
+fn mm_flags_guards_mlock_thp() {
+    if !root() {
+        return;
+    }
+    let mut c = Case::start("mmflags", &["{dir}"]);
+    let first = c.ask();
+    assert!(first.starts_with("mmflags checks=1"), "{first}");
+    let before = vm_flags(c.pid);
+    c.dump_and_restore();
+    let after = vm_flags(c.pid);
+    assert!(before == after, "VmFlags differ after restore:{}", diff(&before, &after));
+    let d = c.ask();
+    assert_eq!(d, first.replace("checks=1", "checks=2"));
+    assert_eq!(field(&d, "guards"), "yes", "this kernel has MADV_GUARD_INSTALL");
+    assert_eq!(c.ask(), first.replace("checks=1", "checks=3"));
+}
+
+#[test]
+fn mlockall_future() {
+    if !root() {
+        return;
+    }
+    let mut c = Case::start("mlockall", &[]);
+    assert_eq!(c.ask(), "mlockall ok");
+    let before = vm_flags(c.pid);
+    c.dump_and_restore();
+    let after = vm_flags(c.pid);
+    assert!(before == after, "VmFlags differ after restore:{}", diff(&before, &after));
+    assert_eq!(c.ask(), "mlockall ok");
 }

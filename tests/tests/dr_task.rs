@@ -292,6 +292,62 @@ fn nanosleep_continues_after_restore() {
     });
 }
 
+/// A 2 s relative sleep (with a `rem` pointer) dumped after about 1 s
+/// ends about 1 s after restore: the restart block is rebuilt with the
+/// time it had left, not the full time again.
+#[test]
+fn nanosleep_resumes_with_the_time_left() {
+    run("nanosleep_rem", 90, |cx| {
+        let s = Scratch::new("dr_task", "nanosleep_rem");
+        let want = 2000u64;
+        let mut t = cx.start(&s, "sleep_rem", Some(&want.to_string()));
+        let deadline = Instant::now() + ANSWER;
+        while !matches!(current_syscall(t.pid), Some(230) | Some(35)) {
+            assert!(Instant::now() < deadline, "victim never entered nanosleep");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let entered = Instant::now();
+        std::thread::sleep(Duration::from_millis(1000));
+        assert!(!t.lines().iter().any(|l| l.starts_with("slept_rem")), "slept before the dump: test too slow");
+        do_dump(t.pid, &s.images(), false).unwrap_or_else(|e| panic!("dump: {e}"));
+        let slept_before = entered.elapsed().as_millis() as u64;
+        t.reap_dumped();
+        do_restore(t.pid, &s.images()).unwrap_or_else(|e| panic!("restore: {e}"));
+        let restored = Instant::now();
+        t.restored();
+        let line = t.wait_line(|l| l.starts_with("slept_rem "), "slept_rem line");
+        let after = restored.elapsed().as_millis() as u64;
+        let left = want.saturating_sub(slept_before);
+        assert!(line.starts_with("slept_rem r=0 "), "after restore: {line}");
+        // The time left, give or take scheduling; far from the full 2 s.
+        assert!(
+            after + 150 >= left && after < left + 600,
+            "slept {after} ms after restore, {left} ms were left: {line}"
+        );
+        t.check().assert_ok();
+    });
+}
+
+/// Credentials that are per thread: a worker's own securebits, and the
+/// main thread's file-system uid and gid apart from its effective ones.
+#[test]
+fn thread_securebits_and_fsids() {
+    run("thread_creds", 90, |cx| {
+        let s = Scratch::new("dr_task", "thread_creds");
+        let mut t = cx.start(&s, "thread_securebits,fsids", None);
+        let c = t.check();
+        c.assert_ok();
+        c.assert_item("thread_securebits", "ok");
+        c.assert_item("fsids", "ok");
+        dump_and_restore(&mut t, &s);
+        let c = t.check();
+        c.assert_ok();
+        c.assert_item("thread_securebits", "ok");
+        c.assert_item("main_securebits", "ok");
+        c.assert_item("fsids", "ok");
+    });
+}
+
 /// A task found inside restart_syscall (its nanosleep was interrupted once
 /// already, here by a `dump -s`) has its restart block in the kernel only:
 /// the restored task gets a clean EINTR from the sleep (documented in
@@ -1143,6 +1199,26 @@ fn vfork_parent_and_child_are_refused() {
         unsafe { libc::kill(child, libc::SIGKILL) };
         t.wait_line(|l| l.starts_with("vfork-returned "), "vfork-returned line");
         unregister(child);
+        assert_running_untraced(&t);
+        t.check().assert_ok();
+    });
+}
+
+/// timer_getoverrun's count cannot be set again: a timer with one is
+/// refused by name, the task left running.
+#[test]
+fn posix_timer_overrun_is_refused_by_name() {
+    run("timer_overrun", 90, |cx| {
+        let s = Scratch::new("dr_task", "timer_overrun");
+        let t = cx.start(&s, "timer_overrun,sigact", None);
+        let n = t.ready.iter().find_map(|w| w.strip_prefix("overrun=")).expect("overrun word").to_string();
+        assert_ne!(n, "0", "the timer has no overruns");
+        let err = do_dump(t.pid, &s.images(), false).expect_err("dump of a timer with overruns must fail");
+        eprintln!("expected error: {err}");
+        for want in [t.pid.to_string(), "POSIX timer".into(), "overrun count".into(), format!("({n},")] {
+            assert!(err.contains(&want), "error does not name {want:?}: {err}");
+        }
+        assert!(!s.images().join("inventory.img").exists(), "a failed dump wrote an inventory");
         assert_running_untraced(&t);
         t.check().assert_ok();
     });

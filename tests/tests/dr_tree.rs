@@ -308,6 +308,8 @@ struct Stat {
     ppid: i32,
     pgid: i32,
     sid: i32,
+    /// Field 38.
+    exit_signal: i32,
 }
 
 fn stat(pid: i32) -> Option<Stat> {
@@ -319,6 +321,7 @@ fn stat(pid: i32) -> Option<Stat> {
         ppid: f.get(1)?.parse().ok()?,
         pgid: f.get(2)?.parse().ok()?,
         sid: f.get(3)?.parse().ok()?,
+        exit_signal: f.get(35)?.parse().ok()?,
     })
 }
 
@@ -434,22 +437,28 @@ fn zombies_keep_their_exit_status() {
         let s = Scratch::new("dr_tree", "zombie");
         let mut t = cx.start(&s, "zombie", &[], &["root", "live"]);
         let root = &t.ready["root"];
-        let (z1, z2) = (root.num("z1") as i32, root.num("z2") as i32);
+        let (z1, z2, z3) = (root.num("z1") as i32, root.num("z2") as i32, root.num("z3") as i32);
         let lz = t.ready["live"].num("lz") as i32;
-        let zombies = [(z1, t.root), (z2, t.root), (lz, t.pid("live"))];
+        let zombies = [(z1, t.root), (z2, t.root), (z3, t.root), (lz, t.pid("live"))];
+        let mut before = Vec::new();
         for &(z, parent) in &zombies {
             let st = stat(z).expect("zombie exists");
             assert_eq!((st.state, st.ppid), ('Z', parent), "zombie {z} before the dump");
+            before.push((st.pgid, st.sid, st.exit_signal));
         }
+        assert_eq!(stat(z1).unwrap().pgid, z1, "z1 leads its own group");
+        assert_eq!(stat(z3).unwrap().exit_signal, libc::SIGURG);
         t.dump_and_restore(&s);
-        for &(z, parent) in &zombies {
+        for (&(z, parent), &b) in zombies.iter().zip(&before) {
             let st = stat(z).unwrap_or_else(|| panic!("zombie {z} not restored"));
             assert_eq!((st.state, st.ppid), ('Z', parent), "zombie {z} after restore");
+            assert_eq!((st.pgid, st.sid, st.exit_signal), b, "zombie {z}: group, session, exit signal");
         }
         let got = t.check(&["root", "live"]);
         got["root"].assert_ok();
         got["root"].assert_item("z1", "exit:7");
         got["root"].assert_item("z2", &format!("sig:{}", libc::SIGTERM));
+        got["root"].assert_item("z3", "exit:5");
         got["live"].assert_ok();
         got["live"].assert_item("lz", "exit:3");
         for &(z, _) in &zombies {
@@ -1350,5 +1359,61 @@ fn pidfd_of_a_zombie_reaps_it_after_restore() {
         c.assert_item("zpoll", "1");
         c.assert_item("zstatus", "5");
         c.assert_ok();
+    });
+}
+
+/// Proportional set size of `pid` in KiB (smaps_rollup): memory shared
+/// copy-on-write counts once over all its sharers.
+fn pss_kib(pid: i32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("Pss:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A root and 8 children sharing 256 MiB never written since the fork: the
+/// pages are stored once (the images hold about 256 MiB, not 2.25 GiB) and
+/// shared copy-on-write again after restore (the tree's memory stays near
+/// 256 MiB).
+#[test]
+fn copy_on_write_memory_stays_shared() {
+    run("cow", 240, |cx| {
+        const MIB: u64 = 256;
+        let s = Scratch::new("dr_tree", "cow");
+        let roles = ["root", "c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7"];
+        let mut t = cx.start(&s, "cow", &["8", &MIB.to_string()], &roles);
+        let pids: Vec<i32> = roles.iter().map(|r| t.pid(r)).collect();
+        let before: u64 = pids.iter().map(|&p| pss_kib(p)).sum();
+        t.dump_and_restore(&s);
+        let image: u64 = std::fs::read_dir(s.images())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("pages-"))
+            .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+            .sum();
+        let after: u64 = pids.iter().map(|&p| pss_kib(p)).sum();
+        eprintln!(
+            "cow tree: {} MiB of memory before the dump, pages images {} MiB, {} MiB after restore",
+            before >> 10,
+            image >> 20,
+            after >> 10
+        );
+        assert!(image < (MIB + MIB / 4) << 20, "pages images hold {} MiB for {MIB} MiB shared", image >> 20);
+        assert!(
+            after < before + (MIB << 10) / 4,
+            "restored tree uses {} MiB, {} MiB before",
+            after >> 10,
+            before >> 10
+        );
+        let got = t.check(&roles);
+        for r in roles {
+            got[r].assert_ok();
+            got[r].assert_item("cow", "ok");
+        }
+        // Reading left the pages shared.
+        let checked: u64 = pids.iter().map(|&p| pss_kib(p)).sum();
+        assert!(checked < before + (MIB << 10) / 4, "after the checks: {} MiB", checked >> 10);
     });
 }

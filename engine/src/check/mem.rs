@@ -7,6 +7,7 @@ const PAGE: usize = 4096;
 /// pagemap(5) entry bits.
 const PM_PRESENT: u64 = 1 << 63;
 const PM_SOFT_DIRTY: u64 = 1 << 55;
+const PM_GUARD_REGION: u64 = 1 << 58;
 const PM_PFN_MASK: u64 = (1 << 55) - 1;
 
 /// The special mappings the restorer must place (vDSO and its data pages),
@@ -100,6 +101,25 @@ pub fn probe_zero_page() -> Result<String, String> {
         Ok(()) => Ok(format!("zero page PFN {pa:#x} (KPF_ZERO_PAGE in kpageflags)")),
         Err(_) => Ok(format!("zero page PFN {pa:#x}")),
     }
+}
+
+/// Guard regions (MADV_GUARD_INSTALL, Linux 6.13+) and their pagemap bit
+/// 58 (Linux 6.14+): the dump finds guards by that bit and installs them
+/// again at restore.
+pub fn probe_guard_regions() -> Result<String, String> {
+    let pm = std::fs::File::open("/proc/self/pagemap").map_err(|e| io_why("opening /proc/self/pagemap", &e))?;
+    let m = Mapping::anonymous(2 * PAGE).map_err(|e| errno_why("mmap of two scratch pages", e, &[]))?;
+    let guard = m.addr() + PAGE as u64;
+    // SAFETY: our own scratch mapping, never touched through its second page.
+    unsafe { crate::sys::mm::madvise(guard, PAGE, crate::sys::mm::Advice::MADV_GUARD_INSTALL) }
+        .map_err(|e| errno_why("MADV_GUARD_INSTALL", e, &[]))?;
+    let (plain, marked) = (pagemap_entry(&pm, m.addr())?, pagemap_entry(&pm, guard)?);
+    if plain & PM_GUARD_REGION != 0 || marked & PM_GUARD_REGION == 0 {
+        return Err(format!(
+            "pagemap bit 58 does not mark the guard page (entries {plain:#x}, {marked:#x}): guards would be lost"
+        ));
+    }
+    Ok("MADV_GUARD_INSTALL works, pagemap bit 58 marks guard pages".to_string())
 }
 
 /// Soft-dirty tracking: after `clear_refs 4` the bit is 0, after a write 1.

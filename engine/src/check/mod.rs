@@ -302,6 +302,12 @@ pub const PROBES: &[ProbeDef] = &[
         about: "the zero page's PFN in pagemap, so pages mapping it are dumped as holes",
     },
     ProbeDef {
+        name: "guard-regions",
+        need: Optional,
+        run: mem::probe_guard_regions,
+        about: "MADV_GUARD_INSTALL guard regions and the pagemap bit that shows them (dumped and installed again)",
+    },
+    ProbeDef {
         name: "soft-dirty",
         need: Optional,
         run: mem::probe_soft_dirty,

@@ -81,6 +81,8 @@ struct Shared {
     pids: Vec<Pid>,
     pstree: Vec<PstreeEntry>,
     stats: DumpStats,
+    /// Page frames of the tasks dumped so far (pages children still share).
+    frames: std::collections::HashMap<Pid, mm::Frames>,
 }
 
 /// Dumps the tree rooted at `opts.pid`.
@@ -217,7 +219,12 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
     shared.stats.tasks += 1;
     let w = |e: crate::image::ImageError| Error::task(pid, format!("write images: {e}"));
     if let Some(status) = task.zombie {
-        let process = ProcessCore { state: TaskState::Zombie, exit_status: Some(status), ..Default::default() };
+        let process = ProcessCore {
+            state: TaskState::Zombie,
+            exit_status: Some(status),
+            exit_signal: stat.exit_signal,
+            ..Default::default()
+        };
         let core = CoreEntry { tid: pid.0 as u32, thread: Default::default(), process: Some(process) };
         img.create_image::<kinds::Core>(Some(pid.0 as u32), &core).map_err(w)?.finish().map_err(w)?;
         entry.threads = vec![pid.0 as u32];
@@ -251,12 +258,13 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
     let stopped = matches!(leader.state(), StopState::Stopped(_));
     let tids: Vec<Pid> = std::iter::once(leader.pid()).chain(others.iter().map(|t| t.pid())).collect();
 
-    let (thread_core, mut process, other_cores, fds, brk) = {
+    let (thread_core, mut process, other_cores, fds, brk, mm_settings) = {
         let mut p = Parasite::infect(leader).ctx(pid, "infect")?;
         let thread_core = task::dump_thread_with(&mut p, &status)?;
         let mut process = task::dump_process_with(&mut p, &status)?;
         process.membarrier = task::dump_membarrier(&mut p)?;
         let brk = p.misc().ctx(pid, "read brk")?.brk;
+        let mm_settings = mm::dump_mm_settings(&mut p)?;
         let scratch = p.scratch();
         let mut other_cores = Vec::with_capacity(others.len());
         for t in others.iter_mut() {
@@ -265,7 +273,7 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
         let fds = files::dump(&shared.fd_cx, pid, p.control_fd(), &mut shared.files)?;
         crate::fault::check(crate::fault::Fault::DumpInfected)?;
         p.cure().ctx(pid, "cure")?;
-        (thread_core, process, other_cores, fds, brk)
+        (thread_core, process, other_cores, fds, brk, mm_settings)
     };
     log::debug!(task = pid.0; "task {pid}: in-task state collected, parasite removed");
     if stopped {
@@ -283,14 +291,16 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
         }
     }
     crate::objects::memfd::dump_mapped(pid, &mut vmas, &mut shared.files.images)?;
-    let head = mm::dump_mm_head(pid, &stat, brk)?;
+    let head = mm::dump_mm_head(pid, &stat, brk, mm_settings)?;
     let pages_id = pid.0 as u32;
     let mut pages = img.create_pages(pages_id).ctx(pid, "create the pages image")?;
     let mem_started = std::time::Instant::now();
-    let mut dumper = mm::PageDumper::new(pid, &mut pages);
-    dumper.dump_vmas(&vmas)?;
+    let mut dumper = mm::PageDumper::new(pid, &mut pages).with_ancestors(&shared.frames, task.ppid);
+    dumper.dump_vmas(&mut vmas)?;
     let nr_pages = dumper.nr_pages;
-    let pagemap = dumper.into_entries();
+    let (pagemap, frames) = dumper.into_entries();
+    mm::Frames::note_used(&mut shared.frames, &frames);
+    shared.frames.insert(pid, frames);
     shared.stats.memdump += mem_started.elapsed();
     shared.stats.memwrite += pages.write_time;
     shared.stats.pages_scanned +=

@@ -269,6 +269,32 @@ pub struct ThreadCore {
     pub rseq: Option<Rseq>,
     /// Scheduling: policy, real-time priority and nice value.
     pub sched: Sched,
+    /// A relative sleep the dump interrupted, to go on for the time it
+    /// had left (format version 5).
+    pub sleep: Option<RestartSleep>,
+}
+
+/// A relative nanosleep/clock_nanosleep the dump interrupted: the kernel
+/// keeps its expiry in the thread's restart block and restarts it with
+/// restart_syscall; restore rebuilds that block with the time left.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartSleep {
+    /// The clock it sleeps on (CLOCK_MONOTONIC for nanosleep).
+    pub clock: i32,
+    /// Nanoseconds it had left (what the kernel wrote to its `rem`).
+    pub remaining_ns: u64,
+    /// Its `rem` pointer (the restarted sleep writes there again if interrupted).
+    pub rmtp: u64,
+}
+
+impl Describe for RestartSleep {
+    fn describe(&self) -> Node {
+        Obj::new()
+            .f("clock", clock_name(self.clock))
+            .f("remaining_ns", self.remaining_ns)
+            .addr("rmtp", self.rmtp)
+            .done()
+    }
 }
 
 /// A thread's scheduling parameters.
@@ -322,6 +348,9 @@ pub struct ProcessCore {
     /// Restore makes an empty directory for it and removes it once the
     /// tree runs.
     pub cwd_removed: Option<(u32, u32, u32)>,
+    /// The signal its parent gets when it ends (/proc/pid/stat field 38;
+    /// 17 = SIGCHLD, 0 = none); format version 5.
+    pub exit_signal: i32,
 }
 
 /// Head of a core image.
@@ -597,6 +626,7 @@ impl Describe for ThreadCore {
             .addr("clear_child_tid", self.clear_child_tid)
             .d("rseq", &self.rseq)
             .d("sched", &self.sched)
+            .d("sleep", &self.sleep)
             .done()
     }
 }
@@ -632,6 +662,7 @@ impl Describe for ProcessCore {
             .f("loginuid", self.loginuid)
             .d("membarrier", &self.membarrier)
             .d("cgroups", &self.cgroups)
+            .f("exit_signal", signal_node(self.exit_signal))
             .done()
     }
 }

@@ -67,11 +67,16 @@ bitflags::bitflags! {
         const VMA_FILE_DELETED = 1 << 10;
         /// `VM_ACCOUNT`: charged to the commit limit (smaps `ac`).
         const VMA_ACCOUNTED = 1 << 11;
+        /// `VM_MAYWRITE` (smaps `mw`): a shared file mapping whose file was
+        /// opened for writing; it may be mprotect'ed writable again.
+        const VMA_MAYWRITE = 1 << 12;
+        /// `VM_LOCKONFAULT` (smaps `lf`): locked with MLOCK_ONFAULT.
+        const VMA_LOCKONFAULT = 1 << 13;
         /// Not restorable by this version.
         const VMA_UNSUPPORTED = 1 << 31;
     }
 }
-serde_bits!(Prot: u32, MapFlags: u32, VmaStatus: u32);
+serde_bits!(Prot: u32, MapFlags: u32, VmaStatus: u32, MmFlags: u32);
 
 /// What a VMA maps.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -138,6 +143,23 @@ pub struct MmEntry {
     pub auxv: Vec<u64>,
     /// `/proc/<pid>/exe` target.
     pub exe_file: Option<RawStr>,
+    /// Address-space-wide settings (format version 2).
+    pub flags: MmFlags,
+    /// `prctl(PR_GET_THP_DISABLE)`: 0, or the value to set again.
+    pub thp_disable: u32,
+}
+
+bitflags::bitflags! {
+    /// Settings of the whole address space (`mm_struct`), not of one VMA.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct MmFlags: u32 {
+        /// `mlockall(MCL_FUTURE)`: new mappings are locked (`def_flags` has VM_LOCKED).
+        const MCL_FUTURE = 1 << 0;
+        /// With [`MmFlags::MCL_FUTURE`]: `MCL_ONFAULT` (VM_LOCKONFAULT).
+        const MCL_ONFAULT = 1 << 1;
+        /// `prctl(PR_SET_MEMORY_MERGE)`: KSM merges every mapping.
+        const MERGE_ANY = 1 << 2;
+    }
 }
 
 /// One VMA.
@@ -158,6 +180,11 @@ pub struct Vma {
     pub pgoff: u64,
     /// Object id for shared memory / file objects (0 when none).
     pub shmid: u64,
+    /// Private anonymous memory still shared copy-on-write with an
+    /// ancestor's VMA at the same place: that task's pid (0: none). Its
+    /// PE_COW pagemap entries are the shared pages, stored in that task's
+    /// pages image only (format version 2).
+    pub cow_from: u32,
 }
 
 fn auxv_name(t: u64) -> Option<&'static str> {
@@ -215,6 +242,8 @@ impl Describe for MmEntry {
             .addr("env_start", self.env_start)
             .addr("env_end", self.env_end)
             .d("exe_file", &self.exe_file)
+            .d("flags", &self.flags)
+            .f("thp_disable", self.thp_disable)
             .f("auxv", Node::Array(auxv))
             .done()
     }
@@ -235,6 +264,7 @@ impl Describe for Vma {
             .f("inode", self.inode)
             .f("pgoff", Node::hex(self.pgoff))
             .f("shmid", self.shmid)
+            .f("cow_from", self.cow_from)
             .done()
     }
 }

@@ -22,6 +22,12 @@ bitflags::bitflags! {
         const PE_PRESENT = 1 << 3;
         /// The pages were in swap (informational).
         const PE_SWAPPED = 1 << 4;
+        /// A guard region (`MADV_GUARD_INSTALL`): no data, installed again
+        /// at restore (format version 2).
+        const PE_GUARD = 1 << 5;
+        /// Still shared copy-on-write with the ancestor named by the VMA's
+        /// `cow_from`: no data here, the ancestor's is used (format version 2).
+        const PE_COW = 1 << 6;
     }
 }
 serde_bits!(PagemapFlags: u32);
@@ -47,7 +53,13 @@ pub struct PagemapEntry {
 impl PagemapEntry {
     /// True when the range's pages are stored in the pages file.
     pub fn has_data(&self) -> bool {
-        !self.flags.intersects(PagemapFlags::PE_PARENT | PagemapFlags::PE_ZERO | PagemapFlags::PE_LAZY)
+        !self.flags.intersects(
+            PagemapFlags::PE_PARENT
+                | PagemapFlags::PE_ZERO
+                | PagemapFlags::PE_LAZY
+                | PagemapFlags::PE_GUARD
+                | PagemapFlags::PE_COW,
+        )
     }
 }
 

@@ -45,6 +45,11 @@ pub(crate) fn sample_core(tid: u32, leader: bool) -> CoreEntry {
             clear_child_tid: 0x7f00_0000_0a10,
             rseq: Some(Rseq { ptr: 0x7f00_0000_0fe0, len: 32, sig: 0x5305_3053 }),
             sched: crate::image::core::Sched { policy: 3, rt_priority: 0, nice: 7 },
+            sleep: Some(crate::image::core::RestartSleep {
+                clock: 1,
+                remaining_ns: 999_000_000,
+                rmtp: 0x7ffc_0000_0f00,
+            }),
         },
         process: leader.then(|| ProcessCore {
             sigactions,
@@ -74,6 +79,7 @@ pub(crate) fn sample_core(tid: u32, leader: bool) -> CoreEntry {
                 path: "/crtools-test".into(),
             }],
             cwd_removed: Some((0o40751, 1000, 1000)),
+            exit_signal: 23,
         }),
     }
 }
@@ -85,6 +91,8 @@ pub(crate) fn sample_mm() -> (MmEntry, Vec<Vma>) {
         brk: 0x60_0000,
         auxv: vec![6, 4096, 0, 0],
         exe_file: Some("/usr/bin/victim".into()),
+        flags: crate::image::mm::MmFlags::MCL_FUTURE | crate::image::mm::MmFlags::MERGE_ANY,
+        thp_disable: 1,
         ..Default::default()
     };
     let vmas = vec![

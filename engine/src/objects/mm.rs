@@ -9,10 +9,22 @@
 //! from the shmem object itself (map_files, SEEK_DATA), so pages another
 //! sharer touched are not missed.
 //!
+//! Guard regions (MADV_GUARD_INSTALL; pagemap bit 58) hold no data: they
+//! are recorded as PE_GUARD pagemap entries and installed again. Locked
+//! VMAs (`lo`, `lf`), madvise state and the whole address space's settings
+//! (mlockall's MCL_FUTURE, seen on the parasite's own fresh mapping; THP
+//! disabling and KSM merge-any by remote prctl) are recorded and re-applied
+//! by the restorer: locks after the task's rlimits are set, so they are
+//! taken within its own RLIMIT_MEMLOCK (or fail by name).
+//!
 //! Restore: VMAs become the plan's VMA table; page runs become PageRuns that
-//! the restorer preads straight into place.
+//! the restorer preads straight into place. A shared file mapping whose file
+//! was opened for writing (`mw`) is opened read-write again, whatever its
+//! protection now, so it can be mprotect'ed writable after restore. The
+//! `gu` hint (VM_MAYBE_GUARD) follows the kernel's own merging and is not
+//! reproduced VMA by VMA.
 use crate::error::{Context, Error, Result};
-use crate::image::mm::{MapFlags, MmEntry, Prot, Vma, VmaKind, VmaStatus};
+use crate::image::mm::{MapFlags, MmEntry, MmFlags, Prot, Vma, VmaKind, VmaStatus};
 use crate::image::pagemap::{PagemapEntry, PagemapFlags};
 use crate::image::pages::PagesWriter;
 use crate::image::RawStr;
@@ -48,7 +60,7 @@ pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
     let m = &e.map;
     let shared = m.perms.shared();
     let range = format!("{:#x}-{:#x}", m.start, m.end);
-    let unsupported = |what: &str| Err(Error::task(pid, format!("VMA {range} ({what}): not supported yet")));
+    let unsupported = |what: &str| Err(Error::refuse(pid, format!("VMA {range} ({what}): not supported yet")));
     let kind = match &m.kind {
         MapKind::Vsyscall => return Ok(None),
         MapKind::Anonymous | MapKind::AnonNamed(_) if shared => VmaKind::SharedAnon,
@@ -97,13 +109,16 @@ pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
         (VmFlags::LO, VmaStatus::VMA_LOCKED),
         (VmFlags::MG, VmaStatus::VMA_MERGEABLE),
         (VmFlags::AC, VmaStatus::VMA_ACCOUNTED),
+        (VmFlags::LF, VmaStatus::VMA_LOCKONFAULT),
     ] {
         if vf.contains(f) {
             status |= s;
         }
     }
-    if status.contains(VmaStatus::VMA_LOCKED) {
-        return unsupported("mlock'ed memory");
+    // A shared file mapping may become writable again only if its file was
+    // opened for writing; restore opens it the same way.
+    if shared && vf.contains(VmFlags::MW) {
+        status |= VmaStatus::VMA_MAYWRITE;
     }
     let is_file = matches!(kind, VmaKind::File | VmaKind::Memfd);
     Ok(Some(Vma {
@@ -118,11 +133,52 @@ pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
         inode: m.inode,
         pgoff: if is_file || kind == VmaKind::SharedAnon { m.offset } else { 0 },
         shmid: 0,
+        cow_from: 0,
     }))
 }
 
-/// The mm fields, auxv and exe of a task.
-pub fn dump_mm_head(pid: Pid, stat: &Stat, brk: u64) -> Result<MmEntry> {
+const PR_GET_THP_DISABLE: u64 = 42;
+const PR_GET_MEMORY_MERGE: u64 = 68;
+const EINVAL: i64 = 22;
+
+/// Settings of the infected task's whole address space: mlockall's
+/// MCL_FUTURE (the mm's `def_flags`, which no file shows: the parasite's
+/// own region, mapped by the task, carries them as VM_LOCKED and
+/// VM_LOCKONFAULT), PR_SET_MEMORY_MERGE and PR_SET_THP_DISABLE (both read
+/// with a remote prctl).
+pub fn dump_mm_settings(p: &mut crate::infect::Parasite<'_>) -> Result<(MmFlags, u32)> {
+    let pid = p.pid();
+    let mut flags = MmFlags::empty();
+    let probe = p.scratch();
+    let smaps = proc::smaps::read(pid).ctx(pid, "read smaps")?;
+    let region = smaps
+        .iter()
+        .find(|e| e.map.start <= probe && probe < e.map.end)
+        .ok_or_else(|| Error::task(pid, "the parasite region is not in smaps"))?;
+    if region.vm_flags.contains(VmFlags::LO) {
+        flags |= MmFlags::MCL_FUTURE;
+        if region.vm_flags.contains(VmFlags::LF) {
+            flags |= MmFlags::MCL_ONFAULT;
+        }
+    }
+    let mut prctl = |op: u64, what: &str| -> Result<i64> {
+        let r = p.remote_syscall(crate::sys::Sysno::prctl, [op, 0, 0, 0, 0, 0]).ctx(pid, what)?;
+        match r {
+            r if r >= 0 => Ok(r),
+            // Not built into this kernel (KSM): not in use either.
+            r if r == -EINVAL => Ok(0),
+            r => Err(Error::task(pid, format!("{what}: {}", crate::sys::Errno::new(-r as i32)))),
+        }
+    };
+    let thp = prctl(PR_GET_THP_DISABLE, "PR_GET_THP_DISABLE")? as u32;
+    if prctl(PR_GET_MEMORY_MERGE, "PR_GET_MEMORY_MERGE")? != 0 {
+        flags |= MmFlags::MERGE_ANY;
+    }
+    Ok((flags, thp))
+}
+
+/// The mm fields, auxv and exe of a task; `settings` from [`dump_mm_settings`].
+pub fn dump_mm_head(pid: Pid, stat: &Stat, brk: u64, settings: (MmFlags, u32)) -> Result<MmEntry> {
     let auxv_bytes = std::fs::read(proc::pid_path(pid, "auxv")).ctx(pid, "read auxv")?;
     let auxv = auxv_bytes.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes"))).collect();
     let exe = std::fs::read_link(proc::pid_path(pid, "exe")).ctx(pid, "read the exe link")?;
@@ -141,6 +197,8 @@ pub fn dump_mm_head(pid: Pid, stat: &Stat, brk: u64) -> Result<MmEntry> {
         env_end: l.env_end,
         auxv,
         exe_file: Some(RawStr(exe.as_os_str().as_bytes().to_vec())),
+        flags: settings.0,
+        thp_disable: settings.1,
     })
 }
 
@@ -155,6 +213,14 @@ pub struct PageDumper<'a> {
     iov: Vec<IoVec>,
     pending: usize,
     skip_zero: bool,
+    /// Guard regions found (MADV_GUARD_INSTALL), in address order.
+    guards: Vec<PagemapEntry>,
+    /// Pages still shared copy-on-write with an ancestor (PE_COW).
+    cow: Vec<PagemapEntry>,
+    /// The ancestors' frames, to find pages still shared with them.
+    ancestors: Option<(&'a HashMap<Pid, Frames>, Pid)>,
+    /// This task's frames, for its children.
+    frames: Frames,
     /// Pages written.
     pub nr_pages: u64,
 }
@@ -170,14 +236,29 @@ impl<'a> PageDumper<'a> {
             iov: Vec::with_capacity(IOV_MAX),
             pending: 0,
             skip_zero: true,
+            guards: Vec::new(),
+            cow: Vec::new(),
+            ancestors: None,
+            frames: Frames::default(),
             nr_pages: 0,
         }
     }
 
-    /// Dumps every VMA that holds page data.
-    pub fn dump_vmas(&mut self, vmas: &[Vma]) -> Result<()> {
+    /// Looks for pages still shared copy-on-write with the task's parent
+    /// `ppid` (or further up), whose frames are in `frames`.
+    pub fn with_ancestors(mut self, frames: &'a HashMap<Pid, Frames>, ppid: Pid) -> Self {
+        self.ancestors = Some((frames, ppid));
+        self
+    }
+
+    /// Dumps every VMA that holds page data; sets `cow_from` of VMAs that
+    /// share pages with an ancestor.
+    pub fn dump_vmas(&mut self, vmas: &mut [Vma]) -> Result<()> {
         let mut pm = Pagemap::open(self.pid).ctx(self.pid, "open pagemap")?;
-        for v in vmas.iter().filter(|v| needs_data(v)) {
+        for v in vmas.iter() {
+            self.find_guards(&mut pm, v)?;
+        }
+        for v in vmas.iter_mut().filter(|v| needs_data(v)) {
             if v.kind == VmaKind::SharedAnon {
                 self.dump_shmem(v)?;
             } else {
@@ -187,12 +268,48 @@ impl<'a> PageDumper<'a> {
         self.flush()
     }
 
-    fn dump_private(&mut self, pm: &mut Pagemap, v: &Vma) -> Result<()> {
-        let anon = !matches!(v.kind, VmaKind::File | VmaKind::Memfd);
-        if !v.prot.contains(Prot::PROT_READ) {
-            return self.dump_unreadable(pm, v, anon);
+    /// The parent's frames of VMA `v` if it may share pages with them: an
+    /// ancestor's data for exactly this range, with room left in both the
+    /// providing ancestor's and this task's lists of kept areas.
+    fn cow_source(&self, v: &Vma) -> Option<&'a VmaFrames> {
+        let (all, ppid) = self.ancestors?;
+        let pf = all.get(&ppid)?.vmas.get(&(v.start, v.end))?;
+        let provider = all.get(&Pid(pf.provider as i32))?;
+        let used = provider.provided.len() + usize::from(!provider.provided.contains(&(v.start, v.end)));
+        (cow_eligible(v) && used <= MAX_COW_AREAS && self.frames.received < MAX_COW_AREAS).then_some(pf)
+    }
+
+    /// Pages of a private VMA: stored, or (root only sees page frame
+    /// numbers) left to an ancestor's copy when it is the same frame at the
+    /// same address, never written by either since the fork.
+    fn dump_private(&mut self, pm: &mut Pagemap, v: &mut Vma) -> Result<()> {
+        let source = self.cow_source(v);
+        let mut own = VmaFrames { provider: self.pid.0 as u32, pages: Vec::new() };
+        let before = self.cow.len();
+        let r = self.dump_private_pages(pm, v, source, &mut own);
+        if let Some(src) = source {
+            if self.cow.len() > before {
+                v.cow_from = src.provider;
+                self.frames.received += 1;
+                self.frames.used.insert((src.provider, v.start, v.end));
+            }
         }
-        self.set_policy(anon)?;
+        if cow_eligible(v) && !own.pages.is_empty() {
+            // A VMA that receives shares only what its provider holds.
+            if v.cow_from != 0 {
+                own.provider = v.cow_from;
+            }
+            self.frames.vmas.insert((v.start, v.end), own);
+        }
+        r
+    }
+
+    /// Records the guard regions of `v`: pagemap marks them (bit 58, also
+    /// reported as swapped); process_vm_readv cannot read past them.
+    fn find_guards(&mut self, pm: &mut Pagemap, v: &Vma) -> Result<()> {
+        if matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall) {
+            return Ok(());
+        }
         let mut ents = vec![0u64; 16384];
         let mut addr = v.start;
         while addr < v.end {
@@ -200,20 +317,95 @@ impl<'a> PageDumper<'a> {
             if n == 0 {
                 break;
             }
-            let mut i = 0;
-            while i < n {
-                if !wanted(PmEntry(ents[i]), anon) {
-                    i += 1;
+            for (i, &e) in ents[..n].iter().enumerate() {
+                if !PmEntry(e).guard_region() {
                     continue;
                 }
-                let s = i;
-                while i < n && wanted(PmEntry(ents[i]), anon) {
-                    i += 1;
+                let a = addr + i as u64 * PAGE;
+                match self.guards.last_mut() {
+                    Some(g) if g.vaddr + g.nr_pages as u64 * PAGE == a && a != v.start => g.nr_pages += 1,
+                    _ => self.guards.push(PagemapEntry { vaddr: a, nr_pages: 1, flags: PagemapFlags::PE_GUARD }),
                 }
-                self.queue(addr + s as u64 * PAGE, (i - s) as u64 * PAGE)?;
             }
             addr += n as u64 * PAGE;
         }
+        Ok(())
+    }
+
+    fn dump_private_pages(
+        &mut self,
+        pm: &mut Pagemap,
+        v: &Vma,
+        source: Option<&VmaFrames>,
+        own: &mut VmaFrames,
+    ) -> Result<()> {
+        let anon = !matches!(v.kind, VmaKind::File | VmaKind::Memfd);
+        if !v.prot.contains(Prot::PROT_READ) {
+            return self.dump_unreadable(pm, v, anon);
+        }
+        self.set_policy(anon)?;
+        let track = cow_eligible(v);
+        let mut seen: Vec<(u64, u64, bool)> = Vec::new();
+        let mut ents = vec![0u64; 16384];
+        let mut addr = v.start;
+        while addr < v.end {
+            let n = pm.read_range(addr, v.end, &mut ents).ctx(self.pid, "read pagemap")?;
+            if n == 0 {
+                break;
+            }
+            // What each page is: 0 nothing, 1 data, 2 the ancestor's.
+            let what = |i: usize| -> u8 {
+                let e = PmEntry(ents[i]);
+                let shared = match (source, e.present().then(|| e.pfn()).flatten()) {
+                    (Some(src), Some(pfn)) if pfn != 0 => src.has(addr + i as u64 * PAGE, pfn),
+                    _ => false,
+                };
+                if shared {
+                    2
+                } else if wanted(e, anon) {
+                    1
+                } else {
+                    0
+                }
+            };
+            let mut i = 0;
+            while i < n {
+                let k = what(i);
+                let s = i;
+                while i < n && what(i) == k {
+                    i += 1;
+                }
+                let (start, len) = (addr + s as u64 * PAGE, (i - s) as u64 * PAGE);
+                match k {
+                    1 => self.queue(start, len)?,
+                    2 => {
+                        let nr = (i - s) as u32;
+                        match self.cow.last_mut() {
+                            Some(c) if c.vaddr + c.nr_pages as u64 * PAGE == start && start != v.start => {
+                                c.nr_pages += nr
+                            }
+                            _ => {
+                                self.cow.push(PagemapEntry { vaddr: start, nr_pages: nr, flags: PagemapFlags::PE_COW })
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                if track {
+                    for (j, &e) in ents.iter().enumerate().take(i).skip(s) {
+                        let e = PmEntry(e);
+                        if let Some(pfn) = e.present().then(|| e.pfn()).flatten().filter(|&p| p != 0) {
+                            seen.push((addr + j as u64 * PAGE, pfn, k == 2));
+                        }
+                    }
+                }
+            }
+            addr += n as u64 * PAGE;
+        }
+        // A VMA that received pages passes on only those (its provider's
+        // copy holds nothing else); one that shared nothing provides its own.
+        let received = seen.iter().any(|p| p.2);
+        own.pages = seen.into_iter().filter(|p| p.2 || !received).map(|p| (p.0, p.1)).collect();
         Ok(())
     }
 
@@ -360,16 +552,123 @@ impl<'a> PageDumper<'a> {
         Ok(())
     }
 
-    /// The pagemap entries, in pages-file order.
-    pub fn into_entries(self) -> Vec<PagemapEntry> {
-        self.entries
+    /// The pagemap entries, in pages-file order, then the guard regions and
+    /// the pages shared with an ancestor (which hold no data); and the
+    /// task's frames for its children.
+    pub fn into_entries(mut self) -> (Vec<PagemapEntry>, Frames) {
+        self.entries.append(&mut self.guards);
+        self.entries.append(&mut self.cow);
+        (self.entries, self.frames)
     }
 }
 
-/// A page to store: present or swapped, and for private mappings an
-/// anonymous (written) page rather than the file's own.
+/// What the tree inherits from the engine's own mappings: MAP_SHARED
+/// anonymous objects and copies of private memory shared copy-on-write.
+#[derive(Clone, Copy, Debug)]
+pub struct Inheritance<'a> {
+    /// Shared objects by (device, inode).
+    pub shm: &'a HashMap<(u64, u64), Inherited>,
+    /// Private copies.
+    pub cow: &'a CowAreas,
+}
+
+/// The engine's copies of private memory that tasks share copy-on-write:
+/// (providing task, VMA start, end) -> where the engine mapped it.
+#[derive(Debug, Default)]
+pub struct CowAreas {
+    /// Addresses by (provider pid, start, end).
+    pub addr: HashMap<(u32, u64, u64), u64>,
+}
+
+/// Every area a task of the tree receives: (provider pid, start, end).
+pub fn cow_areas<'v>(tasks: impl Iterator<Item = &'v [Vma]>) -> std::collections::BTreeSet<(u32, u64, u64)> {
+    tasks.flat_map(|vmas| vmas.iter().filter(|v| v.cow_from != 0).map(|v| (v.cow_from, v.start, v.end))).collect()
+}
+
+/// Fills `dst`, the engine's copy of `[start, end)` of the providing task,
+/// from its pagemap and pages image.
+pub fn fill_cow(
+    pid: Pid,
+    dst: &mut [u8],
+    start: u64,
+    end: u64,
+    pagemap: &[PagemapEntry],
+    pages: std::os::fd::BorrowedFd<'_>,
+) -> Result<()> {
+    let mut off = 0u64;
+    for e in pagemap.iter().filter(|e| e.has_data()) {
+        let len = e.nr_pages as u64 * PAGE;
+        let (s, x) = (start.max(e.vaddr), end.min(e.vaddr + len));
+        if s < x {
+            let buf = &mut dst[(s - start) as usize..(x - start) as usize];
+            let got = crate::sys::fs::pread_full(pages, buf, off + (s - e.vaddr)).ctx(pid, "read the pages image")?;
+            if got != buf.len() {
+                return Err(Error::task(pid, "the pages image is shorter than its pagemap"));
+            }
+        }
+        off += len;
+    }
+    Ok(())
+}
+
+/// Most areas one task may keep from an ancestor, or provide to its
+/// descendants (the restorer keeps each one mapped through its unmap step).
+pub const MAX_COW_AREAS: usize = 64;
+
+/// The page frames of a task's private anonymous VMAs, by VMA range, so
+/// that its children's dump finds the pages they still share with it.
+#[derive(Debug, Default)]
+pub struct Frames {
+    vmas: HashMap<(u64, u64), VmaFrames>,
+    /// VMAs this task receives from an ancestor.
+    received: usize,
+    /// Areas (provider, start, end) this task uses.
+    used: std::collections::BTreeSet<(u32, u64, u64)>,
+    /// Areas of this task that descendants use.
+    provided: std::collections::BTreeSet<(u64, u64)>,
+}
+
+impl Frames {
+    /// Records that a child uses the areas of `child`: each provider then
+    /// keeps its temporary copy for it.
+    pub fn note_used(all: &mut HashMap<Pid, Frames>, child: &Frames) {
+        for &(provider, s, e) in &child.used {
+            if let Some(p) = all.get_mut(&Pid(provider as i32)) {
+                p.provided.insert((s, e));
+            }
+        }
+    }
+}
+
+/// The frames of one VMA and whose pages image holds their data.
+#[derive(Debug, Default)]
+pub struct VmaFrames {
+    /// Pid of the task whose image holds the data (this task or an ancestor).
+    provider: u32,
+    /// (address, page frame number), in address order.
+    pages: Vec<(u64, u64)>,
+}
+
+impl VmaFrames {
+    fn has(&self, addr: u64, pfn: u64) -> bool {
+        self.pages.binary_search_by_key(&addr, |p| p.0).is_ok_and(|i| self.pages[i].1 == pfn)
+    }
+}
+
+/// A VMA whose pages may be shared with a relative's: private anonymous,
+/// readable and writable (or accounted), not a stack.
+fn cow_eligible(v: &Vma) -> bool {
+    v.kind == VmaKind::Anon
+        && !v.flags.contains(MapFlags::MAP_SHARED)
+        && !v.flags.contains(MapFlags::MAP_GROWSDOWN)
+        && v.prot.contains(Prot::PROT_READ)
+        && (v.prot.contains(Prot::PROT_WRITE) || v.status.contains(VmaStatus::VMA_ACCOUNTED))
+}
+
+/// A page to store: present or swapped (a guard marker is not), and for
+/// private mappings an anonymous (written) page rather than the file's own.
 fn wanted(e: PmEntry, anon: bool) -> bool {
-    (e.present() || e.swapped()) && (anon || !e.file_or_shared_anon())
+    (e.present() || e.swapped()) && !e.guard_region() && (anon || !e.file_or_shared_anon())
 }
 
 fn is_zero(page: &[u8]) -> bool {
@@ -393,9 +692,10 @@ pub fn plan(
     vmas: &[Vma],
     pagemap: &[PagemapEntry],
     current_vdso: &[(VmaKind, u64, u64)],
-    inherited: &HashMap<(u64, u64), Inherited>,
+    from_engine: Inheritance<'_>,
     opened: &super::files::Opened,
 ) -> Result<Vec<rp::PageRun>> {
+    let Inheritance { shm: inherited, cow } = from_engine;
     let mut table = Vec::new();
     let mut dumped_vdso = Vec::new();
     let mut shm = shm_objects(vmas);
@@ -410,7 +710,51 @@ pub fn plan(
             }
         }
     }
+    // Private memory still shared with relatives: the engine's copy is
+    // moved into place (by the task providing it, and by those receiving
+    // it, which then drop what they do not share).
+    let mut moved: HashMap<(u64, u64), (u64, bool)> = HashMap::new();
+    let mut zap: Vec<[u64; 2]> = Vec::new();
+    for v in vmas.iter().filter(|v| v.kind == VmaKind::Anon) {
+        let (key, receiver) = if v.cow_from != 0 {
+            ((v.cow_from, v.start, v.end), true)
+        } else {
+            ((pid.0 as u32, v.start, v.end), false)
+        };
+        let Some(&temp) = cow.addr.get(&key) else {
+            if receiver {
+                return Err(Error::task(
+                    pid,
+                    format!("VMA {:#x}-{:#x}: the copy shared with task {} is missing", v.start, v.end, v.cow_from),
+                ));
+            }
+            continue;
+        };
+        moved.insert((v.start, v.end), (temp, receiver));
+        keep.push([temp, temp + (v.end - v.start)]);
+        if receiver {
+            let mut at = v.start;
+            let mut shared: Vec<&PagemapEntry> = pagemap
+                .iter()
+                .filter(|e| e.flags.contains(PagemapFlags::PE_COW) && e.vaddr >= v.start && e.vaddr < v.end)
+                .collect();
+            shared.sort_by_key(|e| e.vaddr);
+            for e in shared {
+                if e.vaddr > at {
+                    zap.push([at, e.vaddr]);
+                }
+                at = e.vaddr + e.nr_pages as u64 * PAGE;
+            }
+            if at < v.end {
+                zap.push([at, v.end]);
+            }
+        }
+    }
+    if keep.len() > rp::MAX_KEEP {
+        return Err(Error::task(pid, format!("{} inherited areas to keep, at most {}", keep.len(), rp::MAX_KEEP)));
+    }
     b.plan.keep = b.add_table(&keep);
+    b.plan.zap = b.add_table(&zap);
     for v in vmas {
         let kind = match v.kind {
             VmaKind::Anon | VmaKind::Stack | VmaKind::Heap => rp::VmaKind::AnonPrivate,
@@ -443,12 +787,22 @@ pub fn plan(
             (VmaStatus::VMA_HUGEPAGE, rp::ADV_HUGEPAGE),
             (VmaStatus::VMA_NOHUGEPAGE, rp::ADV_NOHUGEPAGE),
             (VmaStatus::VMA_DONTDUMP, rp::ADV_DONTDUMP),
+            (VmaStatus::VMA_MERGEABLE, rp::ADV_MERGEABLE),
+            (VmaStatus::VMA_LOCKED, rp::ADV_LOCKED),
+            (VmaStatus::VMA_LOCKONFAULT, rp::ADV_LOCKONFAULT),
         ] {
             if v.status.contains(s) {
                 advice |= a;
             }
         }
-        let rw = kind == rp::VmaKind::FileShared && v.prot.contains(Prot::PROT_WRITE);
+        // Under PR_SET_MEMORY_MERGE every VMA is mergeable by itself.
+        if head.flags.contains(MmFlags::MERGE_ANY) {
+            advice &= !rp::ADV_MERGEABLE;
+        }
+        // Opened for writing if it was (VM_MAYWRITE), not only if the
+        // mapping is writable now: mprotect must work again.
+        let rw = kind == rp::VmaKind::FileShared
+            && (v.prot.contains(Prot::PROT_WRITE) || v.status.contains(VmaStatus::VMA_MAYWRITE));
         let (path, open_flags) = match (&v.path, kind) {
             // The engine's memfd, which the task inherited: reopened
             // through /proc/self/fd, it is the same file.
@@ -485,6 +839,16 @@ pub fn plan(
         };
         let shm_addr = match kind {
             rp::VmaKind::AnonShared => inherited.get(&(v.dev, v.inode)).map(|o| o.addr).unwrap_or(0),
+            rp::VmaKind::AnonPrivate => match moved.get(&(v.start, v.end)) {
+                Some(&(temp, receiver)) => {
+                    if !receiver {
+                        // Its pages are all in the copy already.
+                        vflags |= rp::VF_FILLED;
+                    }
+                    temp
+                }
+                None => 0,
+            },
             _ => 0,
         };
         table.push(rp::Vma {
@@ -523,7 +887,7 @@ pub fn plan(
         for t in table.iter().filter(|t| t.end > e.vaddr && t.start < end) {
             let (s, x) = (t.start.max(e.vaddr), t.end.min(end));
             let run = rp::PageRun { vaddr: s, len: x - s, file_off: off + (s - e.vaddr) };
-            if t.shm_addr != 0 {
+            if (t.kind == rp::VmaKind::AnonShared as u32 && t.shm_addr != 0) || t.flags & rp::VF_FILLED != 0 {
                 // Shared with other processes: filled once by the engine.
                 continue;
             }
@@ -536,6 +900,23 @@ pub fn plan(
         off += len;
     }
     b.plan.runs = b.add_table(&runs);
+    let guards: Vec<[u64; 2]> = pagemap
+        .iter()
+        .filter(|e| e.flags.contains(PagemapFlags::PE_GUARD))
+        .map(|e| [e.vaddr, e.vaddr + e.nr_pages as u64 * PAGE])
+        .collect();
+    b.plan.guards = b.add_table(&guards);
+    b.plan.mm_flags = 0;
+    for (f, m) in [
+        (MmFlags::MCL_FUTURE, rp::MM_MCL_FUTURE),
+        (MmFlags::MCL_ONFAULT, rp::MM_MCL_ONFAULT),
+        (MmFlags::MERGE_ANY, rp::MM_MERGE_ANY),
+    ] {
+        if head.flags.contains(f) {
+            b.plan.mm_flags |= m;
+        }
+    }
+    b.plan.thp_disable = head.thp_disable;
 
     // The vDSO areas: this kernel's must look exactly like the dumped ones
     // (same kinds, sizes and relative placement) for the vDSO code, which
@@ -728,4 +1109,84 @@ fn check_mapped_file(pid: Pid, v: &Vma, path: &RawStr) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MMFLAGS: &[u8] = include_bytes!("../proc/testdata/mmflags.smaps");
+
+    #[test]
+    fn smaps_flags_become_vma_status() {
+        let smaps = proc::smaps::parse(MMFLAGS).unwrap();
+        let vmas: Vec<Vma> = smaps.iter().filter_map(|e| vma_from_smaps(Pid(1), e).unwrap()).collect();
+        let onfault = &vmas[2];
+        assert!(onfault.status.contains(VmaStatus::VMA_LOCKED | VmaStatus::VMA_LOCKONFAULT));
+        assert!(vmas[4].status.contains(VmaStatus::VMA_LOCKED) && !vmas[4].status.contains(VmaStatus::VMA_LOCKONFAULT));
+        assert!(vmas[6].status.contains(VmaStatus::VMA_MERGEABLE));
+        assert!(vmas[13].status.contains(VmaStatus::VMA_WIPEONFORK));
+        // Read-only now, but its file was opened for writing.
+        let file = &vmas[17];
+        assert_eq!((file.kind, file.prot), (VmaKind::File, Prot::PROT_READ));
+        assert!(file.flags.contains(MapFlags::MAP_SHARED) && file.status.contains(VmaStatus::VMA_MAYWRITE));
+        // Private mappings are always "mw": not recorded for them.
+        assert!(vmas
+            .iter()
+            .filter(|v| !v.flags.contains(MapFlags::MAP_SHARED))
+            .all(|v| !v.status.contains(VmaStatus::VMA_MAYWRITE)));
+    }
+
+    #[test]
+    fn frames_and_cow_eligibility() {
+        let f = VmaFrames { provider: 7, pages: vec![(0x1000, 50), (0x2000, 51), (0x5000, 9)] };
+        assert!(f.has(0x2000, 51) && f.has(0x5000, 9));
+        assert!(!f.has(0x2000, 52) && !f.has(0x3000, 51));
+        let anon = Vma {
+            start: 0x1000,
+            end: 0x9000,
+            prot: Prot::PROT_READ | Prot::PROT_WRITE,
+            flags: MapFlags::MAP_PRIVATE | MapFlags::MAP_ANONYMOUS,
+            kind: VmaKind::Anon,
+            status: VmaStatus::VMA_REGULAR | VmaStatus::VMA_ACCOUNTED,
+            ..Default::default()
+        };
+        assert!(cow_eligible(&anon));
+        let mut stack = anon.clone();
+        stack.flags |= MapFlags::MAP_GROWSDOWN;
+        let mut none = anon.clone();
+        none.prot = Prot::empty();
+        let mut shared = anon.clone();
+        shared.kind = VmaKind::SharedAnon;
+        assert!(!cow_eligible(&stack) && !cow_eligible(&none) && !cow_eligible(&shared));
+        let e = PagemapEntry { vaddr: 0x1000, nr_pages: 8, flags: PagemapFlags::PE_COW };
+        assert!(!e.has_data());
+        let areas = cow_areas([&[Vma { cow_from: 7, ..anon.clone() }][..], &[anon][..]].into_iter());
+        assert_eq!(areas.into_iter().collect::<Vec<_>>(), vec![(7, 0x1000, 0x9000)]);
+    }
+
+    #[test]
+    fn hugetlb_is_refused_by_name() {
+        let blocks: [&[u8]; 2] = [
+            b"7f0000000000-7f0000200000 rw-p 00000000 00:0f 4096   /anon_hugepage (deleted)\n\
+              KernelPageSize:     2048 kB\nVmFlags: rd wr mr mw me de ht \n",
+            b"7f0000400000-7f0000600000 rw-s 00000000 00:01 77   /memfd:huge (deleted)\n\
+              KernelPageSize:     2048 kB\nVmFlags: rd wr sh mr mw me ms de ht \n",
+        ];
+        for text in blocks {
+            let smaps = proc::smaps::parse(text).unwrap();
+            let e = vma_from_smaps(Pid(9), &smaps[0]).unwrap_err();
+            assert!(e.refused, "{e}");
+            let msg = e.to_string();
+            assert!(msg.contains("task 9") && (msg.contains("hugetlb") || msg.contains("memfd")), "{msg}");
+        }
+    }
+
+    #[test]
+    fn guards_are_not_data() {
+        let guard = PmEntry(crate::proc::pagemap::PM_GUARD_REGION | (1 << 62));
+        assert!(!wanted(guard, true) && !wanted(guard, false));
+        let g = PagemapEntry { vaddr: 0x1000, nr_pages: 2, flags: PagemapFlags::PE_GUARD };
+        assert!(!g.has_data());
+    }
 }

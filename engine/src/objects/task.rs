@@ -5,8 +5,11 @@
 //! first stop), loginuid and membarrier registrations (set by the
 //! restorer: the kernel takes both only from the task itself).
 //!
-//! Not restored yet: securebits (dumped, but the plan has no field for them)
-//! and the parent-death signal of the root task (its parent changes).
+//! Not restored: the parent-death signal and the exit signal of the root
+//! task (its parent changes: crtools restores it with SIGCHLD), and the
+//! time left of a relative sleep without a `rem` pointer (usleep): no file
+//! or call shows it, so that sleep restarts with its full time. A POSIX
+//! timer with a non-zero overrun count is refused (nothing can set it).
 //!
 //! Dump: registers and queues through ptrace, in-task state through the
 //! parasite, the rest from /proc. Restore: the restorer blob sets what the
@@ -14,8 +17,8 @@
 //! engine through ptrace when the blob stops (see `restore`).
 use crate::error::{Context, Error, Result};
 use crate::image::core::{
-    Creds, Itimer, Itimers, MembarrierRegs, PosixTimer, PrctlBits, ProcessCore, Rlimit, Rseq, SaFlags, SigAction,
-    SigAltStack, Siginfo, SsFlags, TaskState, ThreadCore,
+    Creds, Itimer, Itimers, MembarrierRegs, PosixTimer, PrctlBits, ProcessCore, RestartSleep, Rlimit, Rseq, SaFlags,
+    SigAction, SigAltStack, Siginfo, SsFlags, TaskState, ThreadCore,
 };
 use crate::image::RawStr;
 use crate::infect::Parasite;
@@ -66,6 +69,123 @@ pub fn rewrite_restart(regs: &mut UserRegs) {
     regs.orig_rax = u64::MAX;
 }
 
+const NR_NANOSLEEP: u64 = 35;
+const NR_CLOCK_NANOSLEEP: u64 = 230;
+const TIMER_ABSTIME: u64 = 1;
+const CLOCK_MONOTONIC: i32 = 1;
+
+/// The relative sleep a seized thread was in, with the time it had left,
+/// from its registers before [`rewrite_restart`]: nanosleep or a relative
+/// clock_nanosleep that the stop interrupted with `-ERESTART_RESTARTBLOCK`.
+/// The kernel wrote the time left to the sleep's `rem` when the stop
+/// interrupted it. Without a `rem` (usleep passes none) the time left is
+/// nowhere to be read: the sleep restarts with its full time (None).
+pub fn restart_sleep(tid: Pid, regs: &UserRegs) -> Result<Option<RestartSleep>> {
+    if regs.rax as i64 != ERESTART_RESTARTBLOCK {
+        return Ok(None);
+    }
+    let (clock, rmtp) = match regs.orig_rax {
+        NR_NANOSLEEP => (CLOCK_MONOTONIC, regs.rsi),
+        NR_CLOCK_NANOSLEEP if regs.rsi & TIMER_ABSTIME == 0 => (regs.rdi as i32, regs.r10),
+        _ => return Ok(None),
+    };
+    if rmtp == 0 {
+        log::debug!(task = tid.0; "thread {tid}: relative sleep without rem: restarts with its full time");
+        return Ok(None);
+    }
+    let b = crate::sys::process_vm::read_vec(tid, rmtp, 16).ctx(tid, "read the sleep's time left")?;
+    if b.len() < 16 {
+        return Err(Error::task(tid, "short read of the sleep's time left"));
+    }
+    let sec = i64::from_ne_bytes(b[0..8].try_into().expect("8 bytes"));
+    let nsec = i64::from_ne_bytes(b[8..16].try_into().expect("8 bytes"));
+    if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
+        return Err(Error::task(tid, format!("the sleep's time left is not a time: {sec} s {nsec} ns")));
+    }
+    Ok(Some(RestartSleep { clock, remaining_ns: sec as u64 * 1_000_000_000 + nsec as u64, rmtp }))
+}
+
+/// Rebuilds the restart block of a sleep found by [`restart_sleep`] in the
+/// stopped, restored thread `t`: it runs a relative clock_nanosleep of the
+/// time left (with the same clock and `rem`) from `scratch` (16 writable,
+/// executable bytes and 16 more for the time), which the engine
+/// interrupts. The kernel then holds that sleep's expiry in the thread's
+/// restart block, exactly as after the dump's own interruption. `regs` are
+/// the thread's final registers (at its syscall instruction, as
+/// [`rewrite_restart`] left them): they become a restart_syscall there, or
+/// a return of 0 after it if the sleep ran out meanwhile.
+pub fn rearm_sleep(
+    t: &mut crate::infect::Tracee,
+    sleep: &RestartSleep,
+    scratch: u64,
+    regs: &mut UserRegs,
+) -> Result<()> {
+    use crate::sys::wait::{self, WaitStatus};
+    let tid = t.pid();
+    let saved = t.regs().ctx(tid, "read registers")?;
+    // The interrupted sleep writes its time left to `rem`: put back what
+    // the dump left there.
+    let rem = crate::sys::process_vm::read_vec(tid, sleep.rmtp, 16).ctx(tid, "read the sleep's rem")?;
+    let ts = [(sleep.remaining_ns / 1_000_000_000) as i64, (sleep.remaining_ns % 1_000_000_000) as i64];
+    let mut code = [0u8; 32];
+    code[..3].copy_from_slice(&[0x0f, 0x05, 0xcc]); // syscall; int3
+    code[16..24].copy_from_slice(&ts[0].to_ne_bytes());
+    code[24..32].copy_from_slice(&ts[1].to_ne_bytes());
+    crate::sys::process_vm::write_all(tid, scratch, &code).ctx(tid, "write the sleep's code")?;
+    let mut r = saved;
+    r.rip = scratch;
+    r.orig_rax = u64::MAX;
+    r.eflags &= !((1 << 8) | (1 << 10));
+    (r.rax, r.rdi, r.rsi, r.rdx, r.r10) = (NR_CLOCK_NANOSLEEP, sleep.clock as i64 as u64, 0, scratch + 16, sleep.rmtp);
+    t.set_regs(&r).ctx(tid, "PTRACE_SETREGS")?;
+    let stop = |what: &str| -> Result<u32> {
+        match wait::wait4(tid, wait::WALL).ctx(tid, what)? {
+            Some((_, WaitStatus::Stopped { event, .. })) => Ok(event),
+            other => Err(Error::task(tid, format!("{what}: unexpected {other:?}"))),
+        }
+    };
+    let mut tries = 0;
+    let finished = loop {
+        ptrace::cont(tid, 0).ctx(tid, "PTRACE_CONT into the sleep")?;
+        // Time to enter the syscall; an interrupt that comes first just
+        // stops it before, and it goes round again.
+        std::thread::sleep(std::time::Duration::from_micros(200));
+        ptrace::interrupt(tid).ctx(tid, "PTRACE_INTERRUPT the sleep")?;
+        let event = stop("wait for the sleep's stop")?;
+        let now = t.regs().ctx(tid, "read registers")?;
+        if event == 0 {
+            // On the int3: the sleep ran out first. The interrupt is still
+            // pending: take its stop (nothing runs in between).
+            ptrace::cont(tid, 0).ctx(tid, "PTRACE_CONT")?;
+            stop("wait for the interrupt")?;
+            if now.rip != scratch + 3 || now.rax != 0 {
+                return Err(Error::task(
+                    tid,
+                    format!("rebuilding its sleep: trap at {:#x}, rax {:#x}", now.rip, now.rax),
+                ));
+            }
+            break true;
+        }
+        if now.orig_rax == NR_CLOCK_NANOSLEEP && now.rax as i64 == ERESTART_RESTARTBLOCK {
+            break false;
+        }
+        tries += 1;
+        if tries > 1000 {
+            return Err(Error::task(tid, format!("rebuilding its sleep: stuck at {:#x} rax {:#x}", now.rip, now.rax)));
+        }
+        // Stopped before entering the syscall: let it enter.
+    };
+    t.set_regs(&saved).ctx(tid, "PTRACE_SETREGS")?;
+    crate::sys::process_vm::write_all(tid, sleep.rmtp, &rem).ctx(tid, "write the sleep's rem back")?;
+    if finished {
+        regs.rax = 0;
+        regs.rip += 2;
+    } else {
+        regs.rax = NR_RESTART_SYSCALL;
+    }
+    Ok(())
+}
+
 /// Reads the xsave area; its size is what this CPU and kernel report.
 pub fn read_xsave(pid: Pid) -> Result<crate::image::core::Xsave> {
     let mut buf = vec![0u8; XSAVE_MAX];
@@ -94,10 +214,7 @@ pub fn restore_sched(tid: Pid, s: &crate::image::core::Sched) -> Result<()> {
 /// The restorer's form of a thread's credentials.
 pub fn plan_creds(pid: Pid, c: &Creds) -> Result<rp::Creds> {
     if c.groups.len() > 32 {
-        return Err(Error::task(pid, format!("{} supplementary groups; at most 32 are supported", c.groups.len())));
-    }
-    if c.fsuid != c.euid || c.fsgid != c.egid {
-        return Err(Error::task(pid, "a file-system uid or gid apart from the effective one is not supported yet"));
+        return Err(Error::refuse(pid, format!("{} supplementary groups; at most 32 are supported", c.groups.len())));
     }
     let mut out = rp::Creds {
         uid: [c.uid, c.euid, c.suid],
@@ -109,6 +226,8 @@ pub fn plan_creds(pid: Pid, c: &Creds) -> Result<rp::Creds> {
         cap_bnd: c.cap_bnd,
         cap_amb: c.cap_amb,
         securebits: c.securebits,
+        fsuid: c.fsuid,
+        fsgid: c.fsgid,
         ..Default::default()
     };
     out.groups[..c.groups.len()].copy_from_slice(&c.groups);
@@ -166,6 +285,7 @@ fn plan_loginuid(b: &mut PlanBuilder, pid: Pid, want: Option<u32>) -> Result<()>
 pub fn dump_thread_with(p: &mut Parasite<'_>, status: &proc::status::Status) -> Result<ThreadCore> {
     let pid = p.pid();
     let mut regs = p.orig_regs();
+    let sleep = restart_sleep(pid, &regs)?;
     rewrite_restart(&mut regs);
     let xsave = read_xsave(pid)?;
     let sigmask = p.orig_sigmask();
@@ -193,6 +313,7 @@ pub fn dump_thread_with(p: &mut Parasite<'_>, status: &proc::status::Status) -> 
         creds,
         clear_child_tid: misc.tid_address,
         rseq,
+        sleep,
     })
 }
 
@@ -263,7 +384,7 @@ pub fn dump_process_with(p: &mut Parasite<'_>, status: &proc::status::Status) ->
     let listed = proc::timers::read(pid).ctx(pid, "read /proc timers")?;
     let ids: Vec<i32> = listed.iter().map(|t| t.id).collect();
     let states = p.posix_timers(&ids).ctx(pid, "read POSIX timers")?;
-    let posix_timers = listed
+    let posix_timers: Vec<PosixTimer> = listed
         .iter()
         .zip(states)
         .map(|(l, s)| PosixTimer {
@@ -281,13 +402,25 @@ pub fn dump_process_with(p: &mut Parasite<'_>, status: &proc::status::Status) ->
         })
         .collect();
 
+    // timer_getoverrun reports the overruns counted when the timer's last
+    // signal was delivered; no call sets it (timer_settime resets it to 0),
+    // so a non-zero count would silently read 0 after restore.
+    if let Some(t) = posix_timers.iter().find(|t| t.overrun != 0) {
+        return Err(Error::refuse(
+            pid,
+            format!(
+                "POSIX timer {}: its overrun count ({}, timer_getoverrun) cannot be set again at restore",
+                t.id, t.overrun
+            ),
+        ));
+    }
     let shared_pending =
         siginfos(ptrace::peek_all_siginfo(pid, PEEKSIGINFO_SHARED).ctx(pid, "PTRACE_PEEKSIGINFO shared")?);
     let rlimits = read_rlimits(pid)?;
     let misc = p.misc().ctx(pid, "read prctl state")?;
     let dir = |what: &str, t: proc::PathTarget| {
         if t.deleted {
-            return Err(Error::task(pid, format!("{what} {} was removed: cannot restore it", t.path.display())));
+            return Err(Error::refuse(pid, format!("{what} {} was removed: cannot restore it", t.path.display())));
         }
         Ok(RawStr(t.path.as_os_str().as_bytes().to_vec()))
     };
@@ -326,6 +459,7 @@ pub fn dump_process_with(p: &mut Parasite<'_>, status: &proc::status::Status) ->
         membarrier: MembarrierRegs::empty(),
         cgroups: Vec::new(),
         cwd_removed,
+        exit_signal: proc::stat::read(pid).ctx(pid, "read stat")?.exit_signal,
     })
 }
 
@@ -414,7 +548,7 @@ pub fn read_loginuid(pid: Pid, tids: &[Pid]) -> Result<Option<u32>> {
             .and_then(|t| proc::misc::parse_loginuid(&t))
             .ctx(pid, &format!("read the loginuid of thread {tid}"))?;
         if Some(theirs) != own {
-            return Err(Error::task(
+            return Err(Error::refuse(
                 pid,
                 format!(
                     "thread {tid} has loginuid {theirs}, its process {}: per-thread loginuids are not restored yet",

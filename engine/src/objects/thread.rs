@@ -27,6 +27,7 @@ use crate::sys::{process_vm, Pid, Sysno};
 const ALL_BUT_TRAP: u64 = !(1u64 << 4);
 const PR_SET_NAME: u64 = 15;
 const PR_GET_TID_ADDRESS: u64 = 40;
+const PR_GET_SECUREBITS: u64 = 27;
 
 /// Runs `f` with every signal but SIGTRAP blocked in `t`, then restores the
 /// thread's mask.
@@ -45,6 +46,7 @@ fn blocked<T>(t: &mut Tracee, f: impl FnOnce(&mut Tracee) -> Result<T>) -> Resul
 pub fn dump(t: &mut Tracee, pid: Pid, scratch: u64) -> Result<ThreadCore> {
     let tid = t.pid();
     let mut regs = t.regs().ctx(tid, "read registers")?;
+    let sleep = super::task::restart_sleep(tid, &regs)?;
     super::task::rewrite_restart(&mut regs);
     let xsave = super::task::read_xsave(tid)?;
     let sigmask = t.sigmask().ctx(tid, "read the signal mask")?;
@@ -53,7 +55,11 @@ pub fn dump(t: &mut Tracee, pid: Pid, scratch: u64) -> Result<ThreadCore> {
         .into_iter()
         .map(|s| Siginfo(s.0.to_vec()))
         .collect();
-    let (ss, ctid) = blocked(t, |t| {
+    let (ss, ctid, securebits) = blocked(t, |t| {
+        // Per thread, like every credential.
+        let securebits = t
+            .remote_syscall_ok(Sysno::prctl, [PR_GET_SECUREBITS, 0, 0, 0, 0, 0], "PR_GET_SECUREBITS")
+            .ctx(tid, "PR_GET_SECUREBITS")?;
         t.remote_syscall_ok(Sysno::sigaltstack, [0, scratch, 0, 0, 0, 0], "sigaltstack").ctx(tid, "sigaltstack")?;
         t.remote_syscall_ok(Sysno::prctl, [PR_GET_TID_ADDRESS, scratch + 64, 0, 0, 0, 0], "PR_GET_TID_ADDRESS")
             .ctx(tid, "PR_GET_TID_ADDRESS")?;
@@ -63,7 +69,7 @@ pub fn dump(t: &mut Tracee, pid: Pid, scratch: u64) -> Result<ThreadCore> {
         }
         let w = |o: usize| u64::from_ne_bytes(b[o..o + 8].try_into().expect("8 bytes"));
         let ss = SigAltStack { sp: w(0), flags: SsFlags::from_bits_retain(w(8) as u32), size: w(16) };
-        Ok((ss, w(64)))
+        Ok((ss, w(64), securebits as u32))
     })?;
     let rseq = match ptrace::get_rseq_config(tid) {
         Ok(c) if c.rseq_abi_pointer != 0 => {
@@ -76,7 +82,7 @@ pub fn dump(t: &mut Tracee, pid: Pid, scratch: u64) -> Result<ThreadCore> {
     let comm = comm.strip_suffix(b"\n").unwrap_or(&comm).to_vec();
     let status = proc::status::read_thread(pid, tid).ctx(tid, "read status")?;
     let no_new_privs = status.no_new_privs.unwrap_or(false);
-    let creds = super::task::creds_from_status(&status, 0, no_new_privs);
+    let creds = super::task::creds_from_status(&status, securebits, no_new_privs);
     let sched = super::task::sched_of(pid, tid)?;
     Ok(ThreadCore {
         sched,
@@ -89,6 +95,7 @@ pub fn dump(t: &mut Tracee, pid: Pid, scratch: u64) -> Result<ThreadCore> {
         creds,
         clear_child_tid: ctid,
         rseq,
+        sleep,
     })
 }
 
@@ -98,6 +105,9 @@ pub fn finish(t: &mut Tracee, pid: Pid, core: &ThreadCore, scratch: u64) -> Resu
     let tid = t.pid();
     let mut regs: UserRegs = (&core.regs).into();
     regs.orig_rax = u64::MAX;
+    if let Some(sleep) = &core.sleep {
+        super::task::rearm_sleep(t, sleep, scratch, &mut regs)?;
+    }
     t.set_regs(&regs).ctx(tid, "PTRACE_SETREGS")?;
     // The created thread inherited the blob's mask: everything but SIGTRAP.
     t.remote_syscall_ok(Sysno::set_tid_address, [core.clear_child_tid, 0, 0, 0, 0, 0], "set_tid_address")

@@ -138,6 +138,9 @@ vm_flags! {
     NL = 38, "nl", nl;
     /// `mp`: MPX-specific VMA (removed in 5.6).
     MP = 39, "mp", mp;
+    /// `gu`: guard regions may be installed here (VM_MAYBE_GUARD): set on a
+    /// VMA given guards, kept through merges and splits.
+    GU = 40, "gu", gu;
 }
 
 impl VmFlags {
@@ -341,6 +344,10 @@ mod tests {
     const SLEEP: &[u8] = include_bytes!("testdata/sleep.smaps");
     const ROLLUP_SAMPLE: &[u8] = include_bytes!("testdata/victim.smaps_rollup");
     const HARD: &[u8] = include_bytes!("testdata/hard.smaps");
+    /// victim_mem in `mmflags` mode (Linux 6.18): guards, mlock, mlock2
+    /// MLOCK_ONFAULT, KSM, THP advice, wipe-on-fork, dont-fork, and a
+    /// read-only shared mapping of a file opened read-write.
+    const MMFLAGS: &[u8] = include_bytes!("testdata/mmflags.smaps");
 
     #[test]
     fn captured_victim() {
@@ -377,12 +384,29 @@ mod tests {
     }
 
     #[test]
+    fn captured_mmflags() {
+        let s = parse(MMFLAGS).unwrap();
+        assert_eq!(s.len(), 25);
+        assert!(s.iter().all(|e| e.unknown_vm_flags.is_empty()), "every mnemonic is known");
+        let with = |f: VmFlags| s.iter().filter(|e| e.vm_flags.contains(f)).count();
+        assert_eq!(with(VmFlags::LO), 2);
+        assert_eq!(with(VmFlags::LF), 1);
+        assert!(s[2].vm_flags.contains(VmFlags::LO | VmFlags::LF));
+        assert_eq!(with(VmFlags::GU), 2);
+        assert!(s[13].vm_flags.contains(VmFlags::GU | VmFlags::WF));
+        assert_eq!((with(VmFlags::DC), with(VmFlags::MG), with(VmFlags::HG)), (1, 1, 1));
+        let file = &s[17];
+        assert_eq!(file.map.path, std::path::PathBuf::from("/tmp/crtools-sample/maywrite.dat"));
+        assert!(file.vm_flags.contains(VmFlags::SH | VmFlags::MW) && !file.vm_flags.contains(VmFlags::WR));
+    }
+
+    #[test]
     fn hand_made_flags() {
         let s = parse(HARD).unwrap();
         assert_eq!(s.len(), 2);
         let a = &s[0];
         for (m, f) in VmFlags::MNEMONICS {
-            if ["nl", "mp", "bt", "mt", "dp", "lf", "ui"].contains(m) {
+            if ["nl", "mp", "bt", "mt", "dp", "lf", "ui", "gu"].contains(m) {
                 continue;
             }
             assert!(a.vm_flags.contains(*f), "{m}");

@@ -57,9 +57,9 @@ fn open_ns_last_pid() {
 /// # Safety
 /// As for [`clone3`]: the child may only do async-signal-safe work. This
 /// function itself allocates nothing.
-unsafe fn fork_exact(pid: Pid) -> std::result::Result<CloneResult, Errno> {
+unsafe fn fork_exact(pid: Pid, exit_signal: i32) -> std::result::Result<CloneResult, Errno> {
     let tids = [pid];
-    let args = CloneArgs::new(CloneFlags::empty()).exit_signal(SIGCHLD).set_tid(&tids);
+    let args = CloneArgs::new(CloneFlags::empty()).exit_signal(exit_signal).set_tid(&tids);
     if !NO_SET_TID.load(std::sync::atomic::Ordering::Relaxed) {
         // SAFETY: forwarded to the caller's contract.
         match unsafe { clone3(&args) } {
@@ -69,7 +69,8 @@ unsafe fn fork_exact(pid: Pid) -> std::result::Result<CloneResult, Errno> {
         }
     }
     let fd = NS_LAST_PID_FD.load(std::sync::atomic::Ordering::Relaxed);
-    if fd < 0 {
+    // fork() gives SIGCHLD only: another exit signal needs clone3.
+    if fd < 0 || exit_signal != SIGCHLD {
         return Err(Errno::ENOSYS);
     }
     // (In the engine: tells run_tree that wrong-pid children may show up.)
@@ -109,7 +110,7 @@ pub(super) fn spawn_root(all: &[Prepared], go: &OwnedFd) -> Result<Tracee> {
     loop {
         // SAFETY: the child runs only `child_main`, which makes raw syscalls
         // on memory prepared before the fork and never returns.
-        match unsafe { fork_exact(pid) } {
+        match unsafe { fork_exact(pid, SIGCHLD) } {
             Ok(CloneResult::Child) => {
                 let mut msg = [0u8; 16];
                 match crate::sys::fs::read(go.as_fd(), &mut msg) {
@@ -173,9 +174,6 @@ unsafe fn child_main(all: &[Prepared], idx: usize, rseq: &[u8; 16]) -> ! {
     use crate::sys::misc::exit_group;
     use crate::sys::mm::{MapFlags, ProtFlags};
     let me = &all[idx];
-    if let Some(status) = me.zombie {
-        become_zombie(status);
-    }
     let r = match me.session {
         Session::Inherit => Ok(()),
         Session::SetSid => crate::sys::misc::setsid().map(drop),
@@ -198,9 +196,13 @@ unsafe fn child_main(all: &[Prepared], idx: usize, rseq: &[u8; 16]) -> ! {
         exit_group(EXIT_SESSION);
     }
     terminal(&me.tty);
+    // A zombie ends in its own group: one that led a group leads it again.
+    if let Some(status) = me.zombie {
+        become_zombie(status);
+    }
     for &h in &me.helpers {
         // SAFETY: the helper only calls setpgid and sleeps.
-        match unsafe { fork_exact(h) } {
+        match unsafe { fork_exact(h, SIGCHLD) } {
             Ok(CloneResult::Child) => group_helper(),
             Ok(CloneResult::Parent { .. }) => {
                 // Members forked next must find the group.
@@ -220,7 +222,7 @@ unsafe fn child_main(all: &[Prepared], idx: usize, rseq: &[u8; 16]) -> ! {
         let mut tries = 0;
         loop {
             // SAFETY: the child continues in child_main, under the same contract.
-            match unsafe { fork_exact(all[c].pid) } {
+            match unsafe { fork_exact(all[c].pid, all[c].exit_signal) } {
                 // SAFETY: as above.
                 Ok(CloneResult::Child) => unsafe { child_main(all, c, rseq) },
                 Ok(CloneResult::Parent { child, .. }) => {

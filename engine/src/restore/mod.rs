@@ -186,6 +186,8 @@ struct Prepared {
     pid: Pid,
     /// Exit status (wait format) of a zombie.
     zombie: Option<i32>,
+    /// The signal its parent gets when it ends (SIGCHLD for the root).
+    exit_signal: i32,
     session: Session,
     children: Vec<usize>,
     image: Vec<u8>,
@@ -213,7 +215,7 @@ fn prepare(
     is_root: bool,
     busy_self: &[(u64, u64)],
     vdso: &[(VmaKind, u64, u64)],
-    inherited: &std::collections::HashMap<(u64, u64), mm::Inherited>,
+    from_engine: mm::Inheritance<'_>,
     opened: &files::Opened,
 ) -> Result<Prepared> {
     let pid = Pid(t.pstree.pid as i32);
@@ -222,7 +224,7 @@ fn prepare(
     // The root's parent at restore is crtools, not the parent it had.
     task::plan(&mut b, pid, &t.cores[0].thread, process, !is_root)?;
     let late_files = files::plan(&mut b, pid, &t.fds, opened)?;
-    let late_pages = mm::plan(&mut b, pid, &t.mm, &t.vmas, &t.pagemap, vdso, inherited, opened)?;
+    let late_pages = mm::plan(&mut b, pid, &t.mm, &t.vmas, &t.pagemap, vdso, from_engine, opened)?;
     let pages = dir.open_pages(t.pagemap_head.pages_id).ctx(pid, "open the pages image")?;
     let max_fd = t.fds.iter().map(|f| f.fd as i32).max().unwrap_or(2).max(2);
     b.plan.helper_fd_min = max_fd + 1;
@@ -265,6 +267,7 @@ fn prepare(
     Ok(Prepared {
         pid,
         zombie: None,
+        exit_signal: SIGCHLD,
         session: Session::Inherit,
         children: Vec::new(),
         image,
@@ -382,6 +385,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     // Shared memory between processes: created and filled here, once; the
     // whole tree inherits it (before reading our own maps: it is busy).
     let (shared_objects, inherited) = create_shared_objects(&dir, &tasks)?;
+    // Private memory tasks still share copy-on-write: one copy, inherited too.
+    let (cow_copies, cow) = create_cow_copies(&dir, &tasks)?;
     // Every open file description, once, for the tree to inherit above
     // every descriptor number a task uses (and its pages descriptor).
     let mut opened = files::open_all(&fd_cx, &file_images)?;
@@ -409,6 +414,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
             Some(status) if t.process().state == TaskState::Zombie => Prepared {
                 pid,
                 zombie: Some(status),
+                exit_signal: SIGCHLD,
                 session: Session::Inherit,
                 children: Vec::new(),
                 image: Vec::new(),
@@ -424,9 +430,14 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
                 tty: Default::default(),
                 late_files: files::LateFiles::default(),
             },
-            _ => prepare(&dir, t, i == 0, &busy_self, &vdso, &inherited, &opened)?,
+            _ => {
+                let from_engine = mm::Inheritance { shm: &inherited, cow: &cow };
+                prepare(&dir, t, i == 0, &busy_self, &vdso, from_engine, &opened)?
+            }
         };
         p.session = sessions[i];
+        // The root's parent is crtools, not the one it had: it gets SIGCHLD.
+        p.exit_signal = if i == 0 { SIGCHLD } else { t.process().exit_signal };
         p.children = children[i].clone();
         p.helpers = group_helpers.iter().filter(|h| h.0 == i).map(|h| Pid(h.1 as i32)).collect();
         prepared.push(p);
@@ -481,6 +492,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         return Err(e);
     }
     drop(shared_objects);
+    drop(cow_copies);
     opened.restored();
     drop(opened);
     drop(removed_cwds);
@@ -555,6 +567,47 @@ fn create_shared_objects(
         maps.push(m);
     }
     Ok((maps, inherited))
+}
+
+/// Maps and fills the engine's copy of every area of private memory that
+/// tasks share copy-on-write with an ancestor (its provider), at an
+/// address none of the tasks maps anything at, for the tree to inherit.
+fn create_cow_copies(
+    dir: &ImageDirReader,
+    tasks: &[TaskImages],
+) -> Result<(Vec<crate::sys::mm::Mapping>, mm::CowAreas)> {
+    let areas = mm::cow_areas(tasks.iter().map(|t| t.vmas.as_slice()));
+    let mut out = mm::CowAreas::default();
+    let mut maps = Vec::new();
+    if areas.is_empty() {
+        return Ok((maps, out));
+    }
+    let me = Pid(std::process::id() as i32);
+    let mut busy: Vec<(u64, u64)> =
+        proc::maps::read(me).ctx_global("read own maps")?.iter().map(|m| (m.start, m.end)).collect();
+    busy.extend(tasks.iter().flat_map(|t| t.vmas.iter().map(|v| (v.start, v.end))));
+    for (provider, start, end) in areas {
+        let pid = Pid(provider as i32);
+        let t = tasks
+            .iter()
+            .find(|t| t.pstree.pid == provider)
+            .ok_or_else(|| Error::task(pid, "shares memory with its descendants but is not in the images"))?;
+        let v = t.vmas.iter().find(|v| (v.start, v.end) == (start, end)).ok_or_else(|| {
+            Error::task(pid, format!("VMA {start:#x}-{end:#x} shared with its descendants is not in its images"))
+        })?;
+        let len = end - start;
+        let at = pick_region(busy.clone(), len).ok_or_else(|| Error::task(pid, "no room for a shared copy"))?;
+        let noreserve = v.flags.contains(crate::image::mm::MapFlags::MAP_NORESERVE);
+        let mut m = crate::sys::mm::Mapping::anonymous_at(at, len as usize, noreserve)
+            .ctx(pid, "map the copy of memory it shares")?;
+        let pages = dir.open_pages(t.pagemap_head.pages_id).ctx(pid, "open the pages image")?;
+        mm::fill_cow(pid, m.as_mut_slice(), start, end, &t.pagemap, pages.fd())?;
+        log::debug!(task = provider; "task {provider}: {start:#x}-{end:#x} shared with descendants, copy at {at:#x}");
+        busy.push((at, at + len));
+        out.addr.insert((provider, start, end), at);
+        maps.push(m);
+    }
+    Ok((maps, out))
 }
 
 /// Waits until a pid that must be reused is free. A zombie (the dumped
@@ -732,6 +785,14 @@ fn run_tree(
             WaitStatus::Stopped { sig, event: 0 } if sig == SIGCHLD => {
                 // A zombie child announced itself: the parent gets it as usual.
                 ptrace::cont(pid, sig).ctx(pid, "PTRACE_CONT")?;
+            }
+            WaitStatus::Stopped { sig, event: 0 }
+                if leader && all[ti].children.iter().any(|&c| all[c].zombie.is_some() && all[c].exit_signal == sig) =>
+            {
+                // A zombie child's exit signal other than SIGCHLD: its
+                // parent had it (or has it pending, restored with the
+                // queue) at dump, so this copy is dropped.
+                ptrace::cont(pid, 0).ctx(pid, "PTRACE_CONT")?;
             }
             WaitStatus::Stopped { sig, event: 0 } if zombie => {
                 // A zombie dying by its signal: let it.
@@ -956,6 +1017,9 @@ fn finish_leader(t: &mut Tracee, ti: &TaskImages, plan_addr: u64, plan: &rp::Pla
     // Registers as dumped (restart states already rewritten at dump).
     let mut target: UserRegs = (&core.thread.regs).into();
     target.orig_rax = u64::MAX;
+    if let Some(sleep) = &core.thread.sleep {
+        task::rearm_sleep(t, sleep, plan_addr + 512, &mut target)?;
+    }
     t.set_regs(&target).ctx(pid, "PTRACE_SETREGS")?;
     // SIGTRAP's action was left alone by the blob (its trap would have reset
     // it); set here and from now on without traps (PTRACE_SYSCALL), which

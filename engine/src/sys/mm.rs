@@ -219,6 +219,29 @@ impl Mapping {
         Self::anon_with(len, MapFlags::MAP_PRIVATE)
     }
 
+    /// A private anonymous zero-filled mapping of `len` bytes at exactly
+    /// `addr` (MAP_FIXED_NOREPLACE: EEXIST if anything is there), with
+    /// MAP_NORESERVE if `noreserve`.
+    pub fn anonymous_at(addr: u64, len: usize, noreserve: bool) -> Result<Mapping> {
+        if len == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let len = page_align_up(len);
+        let mut flags = MapFlags::MAP_PRIVATE | MapFlags::MAP_ANONYMOUS | MapFlags::MAP_FIXED_NOREPLACE;
+        if noreserve {
+            flags |= MapFlags::MAP_NORESERVE;
+        }
+        // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
+        let got = unsafe { mmap(addr, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, flags, None, 0) }?;
+        if got != addr {
+            // Kernels before 4.17 take the flag as a hint.
+            // SAFETY: the range was just mapped by this call and nothing else uses it.
+            let _ = unsafe { munmap(got, len) };
+            return Err(Errno::EEXIST);
+        }
+        Ok(Mapping { addr, len })
+    }
+
     /// A shared anonymous zero-filled mapping (shared with forked children).
     pub fn anonymous_shared(len: usize) -> Result<Mapping> {
         Self::anon_with(len, MapFlags::MAP_SHARED)

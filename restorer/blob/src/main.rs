@@ -97,6 +97,14 @@ const MADV_WIPEONFORK: i32 = 18;
 const MADV_HUGEPAGE: i32 = 14;
 const MADV_NOHUGEPAGE: i32 = 15;
 const MADV_DONTDUMP: i32 = 16;
+const MADV_MERGEABLE: i32 = 12;
+const MADV_GUARD_INSTALL: i32 = 102;
+const MLOCK_ONFAULT: u32 = 1;
+const MCL_FUTURE: u32 = 2;
+const MCL_ONFAULT: u32 = 4;
+const PR_SET_THP_DISABLE: u32 = 41;
+const PR_GET_THP_DISABLE: u32 = 42;
+const PR_SET_MEMORY_MERGE: u32 = 67;
 
 struct Fail;
 
@@ -190,8 +198,10 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
     cx.ck(r, cx.plan.personality as u64)?;
 
     map_vmas(cx)?;
+    zap(cx)?;
     read_pages(cx)?;
     protect_vmas(cx)?;
+    guards(cx)?;
     reopen_files(cx)?;
 
     cx.step(Step::Cwd);
@@ -235,6 +245,10 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
         let r = sys::prlimit(res as u32, rl);
         cx.ck(r, res as u64)?;
     }
+    // Within the task's own RLIMIT_MEMLOCK, with the credentials it has
+    // now (set last): what was locked at dump fitted them.
+    mlock(cx)?;
+    mm_flags(cx)?;
 
     cx.step(Step::Prctl);
     let r = sys::umask(cx.plan.umask);
@@ -303,7 +317,7 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
 fn unmap_all(cx: &mut Ctx) -> Result<(), Fail> {
     cx.step(Step::Unmap);
     // Kept: the region, the vDSO areas and the engine's list (inherited objects).
-    const MAX_KEEP: usize = 64;
+    const MAX_KEEP: usize = plan::MAX_KEEP + 1 + plan::MAX_VDSO;
     let mut keep = [(0u64, 0u64); MAX_KEEP];
     let mut n = 0;
     keep[n] = (cx.plan.region_start, cx.plan.region_end);
@@ -375,6 +389,11 @@ fn map_vmas(cx: &mut Ctx) -> Result<(), Fail> {
         let fill_prot = if v.flags & plan::VF_FINAL_PROT != 0 { v.prot } else { sys::PROT_READ | sys::PROT_WRITE };
         let fixed = sys::MAP_FIXED | v.map_flags;
         let r = match v.kind {
+            k if k == plan::VmaKind::AnonPrivate as u32 && v.shm_addr != 0 => {
+                // The engine's copy, still shared copy-on-write with the
+                // relatives that share these pages: moved, not copied.
+                sys::mremap_fixed(v.shm_addr, len, v.start)
+            }
             k if k == plan::VmaKind::AnonPrivate as u32 => {
                 sys::mmap(v.start, len, fill_prot, sys::MAP_PRIVATE | sys::MAP_ANONYMOUS | fixed, -1, 0)
             }
@@ -515,12 +534,103 @@ fn protect_vmas(cx: &mut Ctx) -> Result<(), Fail> {
             (plan::ADV_HUGEPAGE, MADV_HUGEPAGE),
             (plan::ADV_NOHUGEPAGE, MADV_NOHUGEPAGE),
             (plan::ADV_DONTDUMP, MADV_DONTDUMP),
+            (plan::ADV_MERGEABLE, MADV_MERGEABLE),
         ] {
             if v.advice & bit != 0 {
                 let r = sys::madvise(v.start, len, adv);
                 cx.ck(r, v.start)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Drops what a task does not share of a copy it moved in.
+fn zap(cx: &mut Ctx) -> Result<(), Fail> {
+    const MADV_DONTNEED: i32 = 4;
+    let zap: &[[u64; 2]] = cx.table(cx.plan.zap);
+    for &[s, e] in zap {
+        let r = sys::madvise(s, e - s, MADV_DONTNEED);
+        cx.ck(r, s)?;
+    }
+    Ok(())
+}
+
+/// Installs the guard regions: after the pages are read (a guard page
+/// holds none, and installing zaps whatever is there) and the VMAs are
+/// split by their protections and advice (the kernel marks the VMA that
+/// gets guards "gu", and the mark sticks through merges and splits);
+/// before mlock (the kernel refuses guards in locked VMAs).
+fn guards(cx: &mut Ctx) -> Result<(), Fail> {
+    let guards: &[[u64; 2]] = cx.table(cx.plan.guards);
+    if guards.is_empty() {
+        return Ok(());
+    }
+    cx.step(Step::Guards);
+    for &[s, e] in guards {
+        let r = sys::madvise(s, e - s, MADV_GUARD_INSTALL);
+        cx.ck(r, s)?;
+    }
+    Ok(())
+}
+
+/// Locks the VMAs that were locked (MLOCK_ONFAULT where they were so).
+fn mlock(cx: &mut Ctx) -> Result<(), Fail> {
+    let vmas: &[plan::Vma] = cx.table(cx.plan.vmas);
+    if !vmas.iter().any(|v| v.advice & plan::ADV_LOCKED != 0) {
+        return Ok(());
+    }
+    cx.step(Step::Mlock);
+    for v in vmas.iter().filter(|v| v.advice & plan::ADV_LOCKED != 0) {
+        let onfault = v.advice & plan::ADV_LOCKONFAULT != 0;
+        let len = v.end - v.start;
+        if v.prot == 0 {
+            // mlock marks a PROT_NONE VMA locked, then fails to populate it
+            // (ENOMEM, like a limit). Lock it on fault first, which checks
+            // the limit and populates nothing, then drop MLOCK_ONFAULT: that
+            // call's populate error is the only one it can have.
+            let r = sys::mlock2(v.start, len, MLOCK_ONFAULT);
+            cx.ck(r, v.start)?;
+            if !onfault {
+                sys::mlock2(v.start, len, 0);
+            }
+            continue;
+        }
+        let r = sys::mlock2(v.start, len, if onfault { MLOCK_ONFAULT } else { 0 });
+        cx.ck(r, v.start)?;
+    }
+    Ok(())
+}
+
+/// Address-space settings: mlockall(MCL_FUTURE) (the VMAs mapped so far
+/// keep their own state), PR_SET_THP_DISABLE, PR_SET_MEMORY_MERGE.
+fn mm_flags(cx: &mut Ctx) -> Result<(), Fail> {
+    if cx.plan.mm_flags == 0 && cx.plan.thp_disable == 0 {
+        return Ok(());
+    }
+    cx.step(Step::MmFlags);
+    if cx.plan.mm_flags & plan::MM_MCL_FUTURE != 0 {
+        let onfault = if cx.plan.mm_flags & plan::MM_MCL_ONFAULT != 0 { MCL_ONFAULT } else { 0 };
+        let r = sys::mlockall(MCL_FUTURE | onfault);
+        cx.ck(r, 1)?;
+    }
+    if cx.plan.thp_disable != 0 {
+        // The value PR_GET_THP_DISABLE gave: bit 0 "disabled", the other
+        // bits the flags PR_SET_THP_DISABLE takes.
+        let v = cx.plan.thp_disable as u64;
+        let r = sys::prctl(PR_SET_THP_DISABLE, 1, v & !1, 0, 0);
+        cx.ck(r, 2)?;
+        let r = sys::prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0);
+        cx.ck(r, 2)?;
+        if r as u64 != v {
+            cx.plan.failure.ret = -sys::EINVAL;
+            cx.plan.failure.detail = 2;
+            return Err(Fail);
+        }
+    }
+    if cx.plan.mm_flags & plan::MM_MERGE_ANY != 0 {
+        let r = sys::prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0);
+        cx.ck(r, 3)?;
     }
     Ok(())
 }
@@ -698,6 +808,17 @@ fn apply_creds(c: &plan::Creds) -> Result<(), (u32, i64)> {
     ck(2, sys::setgroups(c.ngroups.min(32), c.groups.as_ptr()))?;
     ck(3, sys::setresgid(c.gid[0], c.gid[1], c.gid[2]))?;
     ck(4, sys::setresuid(c.uid[0], c.uid[1], c.uid[2]))?;
+    // setresuid/setresgid made the fs ids the effective ones. These calls
+    // report the previous id, never an error: ask again (an invalid id
+    // changes nothing) to see it took.
+    sys::setfsgid(c.fsgid);
+    if sys::setfsgid(u32::MAX) != c.fsgid as i64 {
+        return Err((9, -sys::EPERM));
+    }
+    sys::setfsuid(c.fsuid);
+    if sys::setfsuid(u32::MAX) != c.fsuid as i64 {
+        return Err((10, -sys::EPERM));
+    }
     for cap in 0..64u64 {
         if c.cap_bnd & (1 << cap) == 0 {
             let r = sys::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);

@@ -51,6 +51,7 @@ macro_rules! sc {
 
 pub const EINVAL: i64 = 22;
 pub const EIO: i64 = 5;
+pub const EPERM: i64 = 1;
 
 pub const PROT_READ: u32 = 1;
 pub const PROT_WRITE: u32 = 2;
@@ -91,6 +92,12 @@ pub fn mprotect(addr: u64, len: u64, prot: u32) -> i64 {
 }
 pub fn madvise(addr: u64, len: u64, advice: i32) -> i64 {
     sc!(madvise, addr, len, advice)
+}
+pub fn mlock2(addr: u64, len: u64, flags: u32) -> i64 {
+    sc!(mlock2, addr, len, flags)
+}
+pub fn mlockall(flags: u32) -> i64 {
+    sc!(mlockall, flags)
 }
 pub fn personality(p: u32) -> i64 {
     sc!(personality, p)
@@ -164,6 +171,14 @@ pub fn setgroups(n: u32, list: *const u32) -> i64 {
 }
 pub fn setresgid(r: u32, e: u32, s: u32) -> i64 {
     sc!(setresgid, r, e, s)
+}
+/// Returns the previous fsuid (never fails; an invalid id changes nothing).
+pub fn setfsuid(id: u32) -> i64 {
+    sc!(setfsuid, id)
+}
+/// Returns the previous fsgid (never fails; an invalid id changes nothing).
+pub fn setfsgid(id: u32) -> i64 {
+    sc!(setfsgid, id)
 }
 pub fn setresuid(r: u32, e: u32, s: u32) -> i64 {
     sc!(setresuid, r, e, s)

@@ -38,7 +38,7 @@ use core::mem::{offset_of, size_of};
 pub const MAGIC: u32 = 0x5245_5354; // "REST"
 /// Layout version; engine and blob are built together, the check catches a
 /// blob from another build.
-pub const VERSION: u32 = 8;
+pub const VERSION: u32 = 9;
 /// Bytes of stack at the end of the region.
 pub const STACK_SIZE: usize = 64 * 1024;
 /// Number of signals.
@@ -117,6 +117,10 @@ pub struct Vma {
     /// Where the object is already mapped, inherited from the engine (an
     /// object several processes share, created and filled once before the
     /// tree was forked), or 0: then the blob creates it.
+    ///
+    /// For [`VmaKind::AnonPrivate`]: the engine's private copy of memory
+    /// that tasks of the tree still share copy-on-write, moved into place
+    /// with mremap (so the pages stay shared), or 0.
     pub shm_addr: u64,
 }
 
@@ -126,6 +130,14 @@ pub struct Vma {
 /// would then neither match nor merge like the original). The plan holds no
 /// page runs for it: the engine writes its pages through /proc/pid/mem.
 pub const VF_FINAL_PROT: u32 = 1;
+
+/// [`Vma::flags`]: with a [`VmaKind::AnonPrivate`] VMA moved in from the
+/// engine's copy at [`Vma::shm_addr`], that copy holds all its pages: the
+/// plan has no page runs for it.
+pub const VF_FILLED: u32 = 2;
+
+/// Most ranges of [`Plan::keep`].
+pub const MAX_KEEP: usize = 256;
 
 /// [`Vma::advice`]: MADV_DONTFORK.
 pub const ADV_DONTFORK: u32 = 1;
@@ -137,6 +149,12 @@ pub const ADV_HUGEPAGE: u32 = 4;
 pub const ADV_NOHUGEPAGE: u32 = 8;
 /// [`Vma::advice`]: MADV_DONTDUMP.
 pub const ADV_DONTDUMP: u32 = 16;
+/// [`Vma::advice`]: MADV_MERGEABLE (KSM).
+pub const ADV_MERGEABLE: u32 = 32;
+/// [`Vma::advice`]: mlock the VMA once the task's rlimits are set.
+pub const ADV_LOCKED: u32 = 64;
+/// [`Vma::advice`]: with [`ADV_LOCKED`], lock with MLOCK_ONFAULT.
+pub const ADV_LOCKONFAULT: u32 = 128;
 
 /// A run of pages to read from the pages image straight into place.
 #[repr(C)]
@@ -290,6 +308,9 @@ pub enum Step {
     Threads = 23,
     LoginUid = 24,
     Membarrier = 25,
+    Guards = 26,
+    Mlock = 27,
+    MmFlags = 28,
     Finish = 22,
 }
 
@@ -321,6 +342,9 @@ impl Step {
             23 => "create threads",
             24 => "set loginuid (/proc/self/loginuid)",
             25 => "membarrier registrations",
+            26 => "install guard regions (MADV_GUARD_INSTALL)",
+            27 => "mlock (within the task's RLIMIT_MEMLOCK)",
+            28 => "address-space settings (mlockall, THP, KSM)",
             22 => "finish",
             _ => "unknown step",
         }
@@ -378,6 +402,13 @@ pub const F_MM_MAP: u32 = 32;
 /// [`Plan::flags`]: set credentials.
 pub const F_CREDS: u32 = 64;
 
+/// [`Plan::mm_flags`]: mlockall(MCL_FUTURE).
+pub const MM_MCL_FUTURE: u32 = 1;
+/// [`Plan::mm_flags`]: with [`MM_MCL_FUTURE`], MCL_ONFAULT.
+pub const MM_MCL_ONFAULT: u32 = 2;
+/// [`Plan::mm_flags`]: prctl(PR_SET_MEMORY_MERGE, 1).
+pub const MM_MERGE_ANY: u32 = 4;
+
 /// Credentials to set last.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -386,7 +417,8 @@ pub struct Creds {
     pub gid: [u32; 3],
     pub ngroups: u32,
     pub groups: [u32; 32],
-    pub _pad: u32,
+    /// File-system uid (setfsuid), after the other uids.
+    pub fsuid: u32,
     /// Capability sets, two 32-bit words each: effective, permitted, inheritable.
     pub cap_eff: u64,
     pub cap_prm: u64,
@@ -397,8 +429,8 @@ pub struct Creds {
     pub cap_amb: u64,
     /// PR_SET_SECUREBITS value.
     pub securebits: u32,
-    /// Reserved, zero.
-    pub _pad2: u32,
+    /// File-system gid (setfsgid), after the other gids.
+    pub fsgid: u32,
 }
 
 /// The fixed part of the arena.
@@ -514,6 +546,17 @@ pub struct Plan {
     pub _pad4: u32,
     /// loginuid to write to /proc/self/loginuid (decimal text), or none.
     pub loginuid: Str,
+    /// Guard regions to install: `[start, end)` pairs of u64.
+    pub guards: Table,
+    /// Ranges of VMAs moved in from a copy (see [`Vma::shm_addr`]) that this
+    /// task does not share: dropped (MADV_DONTNEED) before its pages are
+    /// read: `[start, end)` pairs of u64.
+    pub zap: Table,
+    /// MM_* bits.
+    pub mm_flags: u32,
+    /// What PR_GET_THP_DISABLE reported at dump (0: nothing to set); the
+    /// blob sets it and checks that PR_GET_THP_DISABLE says it again.
+    pub thp_disable: u32,
     /// Progress and failure details, written by the blob.
     pub failure: Failure,
 }

@@ -23,6 +23,14 @@
 //! - `shmem`: MAP_SHARED anonymous memory (one mapping whose head was
 //!   unmapped, so its offset is not 0).
 //! - `layout DIR`: all of filemap, protect, dontneed, shmem and brk at once.
+//! - `mmflags DIR`: per-VMA and per-mm state beyond protections: a shared
+//!   mapping of a file opened read-write but mprotect'ed read-only (the
+//!   check makes it writable, writes through it, and protects it again),
+//!   guard regions (MADV_GUARD_INSTALL), MADV_WIPEONFORK, MADV_DONTFORK,
+//!   mlock and mlock2(MLOCK_ONFAULT), MADV_HUGEPAGE, MADV_NOHUGEPAGE,
+//!   MADV_MERGEABLE and PR_SET_THP_DISABLE.
+//! - `mlockall`: mlockall(MCL_CURRENT|MCL_FUTURE); the check maps a new
+//!   region and finds it locked.
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Write as _;
@@ -223,6 +231,16 @@ fn main() {
         }
         "shmem" => {
             let check = shmem();
+            say!(&log, "ready {pid}");
+            serve(&log, check)
+        }
+        "mmflags" => {
+            let check = mmflags(rest.first().expect("mmflags DIR"));
+            say!(&log, "ready {pid}");
+            serve(&log, check)
+        }
+        "mlockall" => {
+            let check = mlockall();
             say!(&log, "ready {pid}");
             serve(&log, check)
         }
@@ -986,5 +1004,189 @@ fn shmem() -> impl FnMut() -> Result<String, String> {
         }
         checks += 1;
         Ok(format!("shmem checks={checks}"))
+    }
+}
+
+/// The `VmFlags:` mnemonics of the VMA holding `addr` (from /proc/self/smaps).
+fn vmflags_at(addr: usize) -> Vec<String> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+    let mut inside = false;
+    for l in smaps.lines() {
+        if let Some(f) = l.strip_prefix("VmFlags:") {
+            if inside {
+                return f.split_whitespace().map(str::to_string).collect();
+            }
+        } else if let Some(range) = l.split_whitespace().next().filter(|w| w.contains('-') && !w.ends_with(':')) {
+            let (s, e) = range.split_once('-').unwrap_or(("0", "0"));
+            let (s, e) = (usize::from_str_radix(s, 16).unwrap_or(0), usize::from_str_radix(e, 16).unwrap_or(0));
+            inside = s <= addr && addr < e;
+        }
+    }
+    Vec::new()
+}
+
+fn has_flags(addr: usize, want: &[&str], what: &str) -> Result<(), String> {
+    let got = vmflags_at(addr);
+    for w in want {
+        if !got.iter().any(|g| g == w) {
+            return Err(format!("{what}: VmFlags {got:?} lack {w}"));
+        }
+    }
+    Ok(())
+}
+
+/// Pagemap bit 58 of our own page at `addr`: a guard region.
+fn is_guard(addr: usize) -> Result<bool, String> {
+    let f = File::open("/proc/self/pagemap").map_err(|e| format!("open pagemap: {e}"))?;
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, (addr / PAGE * 8) as u64).map_err(|e| format!("read pagemap: {e}"))?;
+    Ok(u64::from_ne_bytes(b) & (1 << 58) != 0)
+}
+
+const MADV_GUARD_INSTALL: i32 = 102;
+const GUARD_PAGES: [usize; 3] = [4, 5, 10];
+
+fn madvise(p: *mut u8, len: usize, advice: i32) -> i32 {
+    // SAFETY: p/len lie in a mapping of ours.
+    unsafe { libc::madvise(p as *mut _, len, advice) }
+}
+
+fn mmflags(dir: &str) -> impl FnMut() -> Result<String, String> {
+    use std::os::fd::AsRawFd;
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    // A shared mapping of a file opened read-write, now read-only.
+    let path = format!("{dir}/maywrite.dat");
+    let mut content = Vec::new();
+    for pg in 0..4 {
+        content.extend(page_bytes(20, pg));
+    }
+    std::fs::write(&path, &content).expect("write maywrite.dat");
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).expect("open maywrite.dat");
+    // SAFETY: a fresh mapping of a file we own.
+    let shared = unsafe { libc::mmap(std::ptr::null_mut(), 4 * PAGE, rw, libc::MAP_SHARED, f.as_raw_fd(), 0) };
+    assert_ne!(shared, libc::MAP_FAILED);
+    let shared = shared as *mut u8;
+    drop(f);
+    protect(shared, 4 * PAGE, libc::PROT_READ);
+
+    // Guard regions in the middle of data.
+    let guarded = map_anon(16 * PAGE, rw, 0);
+    for pg in 0..16 {
+        fill_page(guarded.wrapping_add(pg * PAGE), 21, pg);
+    }
+    let mut guards = true;
+    for pg in GUARD_PAGES {
+        if madvise(guarded.wrapping_add(pg * PAGE), PAGE, MADV_GUARD_INSTALL) != 0 {
+            guards = false;
+        }
+    }
+    // Kept apart by PROT_NONE separators so no two regions merge.
+    let sep = || map_anon(PAGE, libc::PROT_NONE, 0);
+    let region = |tag: u64, pages: usize, advice: i32| {
+        sep();
+        let p = map_anon(pages * PAGE, rw, 0);
+        for pg in 0..pages {
+            fill_page(p.wrapping_add(pg * PAGE), tag, pg);
+        }
+        if advice >= 0 {
+            assert_eq!(madvise(p, pages * PAGE, advice), 0, "madvise {advice}");
+        }
+        p
+    };
+    let wipe = region(22, 4, libc::MADV_WIPEONFORK);
+    let dontfork = region(23, 4, libc::MADV_DONTFORK);
+    let huge = region(24, 4, libc::MADV_HUGEPAGE);
+    let nohuge = region(25, 4, libc::MADV_NOHUGEPAGE);
+    let merge = region(26, 4, libc::MADV_MERGEABLE);
+    let locked = region(27, 8, -1);
+    // SAFETY: our own mapping.
+    assert_eq!(unsafe { libc::mlock(locked as *const _, 8 * PAGE) }, 0, "mlock");
+    sep();
+    let onfault = map_anon(8 * PAGE, rw, 0);
+    // SAFETY: our own mapping; MLOCK_ONFAULT = 1.
+    assert_eq!(unsafe { libc::mlock2(onfault as *const _, 8 * PAGE, 1) }, 0, "mlock2 MLOCK_ONFAULT");
+    for pg in [1, 6] {
+        fill_page(onfault.wrapping_add(pg * PAGE), 28, pg);
+    }
+    sep();
+    // SAFETY: plain prctl.
+    assert_eq!(unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) }, 0, "PR_SET_THP_DISABLE");
+    let mut checks = 0u64;
+    move || {
+        checks += 1;
+        // Writable again, and the write reaches the file.
+        // SAFETY: our own mapping.
+        if unsafe { libc::mprotect(shared as *mut _, 4 * PAGE, rw) } != 0 {
+            return Err(format!("mprotect the read-only shared mapping writable: {}", std::io::Error::last_os_error()));
+        }
+        fill_page(shared.wrapping_add(PAGE), 30 + checks, 1);
+        // SAFETY: our own mapping.
+        unsafe { libc::msync(shared as *mut _, 4 * PAGE, libc::MS_SYNC) };
+        protect(shared, 4 * PAGE, libc::PROT_READ);
+        let file = std::fs::read(&path).map_err(|e| format!("read maywrite.dat: {e}"))?;
+        check_bytes(&file[PAGE..2 * PAGE], &page_bytes(30 + checks, 1), "maywrite.dat page 1")?;
+        check_page(shared, Some((20, 0)), "maywrite page 0")?;
+
+        for pg in 0..16 {
+            let a = guarded.wrapping_add(pg * PAGE);
+            let g = guards && GUARD_PAGES.contains(&pg);
+            if is_guard(a as usize)? != g {
+                return Err(format!("page {pg} of the guarded region: guard {}, want {g}", !g));
+            }
+            if !g {
+                check_page(a, Some((21, pg)), &format!("guarded region page {pg}"))?;
+            }
+        }
+        for (p, tag, pages, flags, what) in [
+            (wipe, 22, 4, &["wf"][..], "wipeonfork"),
+            (dontfork, 23, 4, &["dc"][..], "dontfork"),
+            (huge, 24, 4, &["hg"][..], "hugepage"),
+            (nohuge, 25, 4, &["nh"][..], "nohugepage"),
+            (merge, 26, 4, &["mg"][..], "mergeable"),
+            (locked, 27, 8, &["lo"][..], "mlock"),
+        ] {
+            has_flags(p as usize, flags, what)?;
+            for pg in 0..pages {
+                check_page(p.wrapping_add(pg * PAGE), Some((tag, pg)), &format!("{what} page {pg}"))?;
+            }
+        }
+        has_flags(onfault as usize, &["lo", "lf"], "mlock2 onfault")?;
+        for pg in 0..8 {
+            let want = [1, 6].contains(&pg).then_some((28, pg));
+            check_page(onfault.wrapping_add(pg * PAGE), want, &format!("onfault page {pg}"))?;
+        }
+        // SAFETY: plain prctl.
+        let thp = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
+        if thp != 1 {
+            return Err(format!("PR_GET_THP_DISABLE is {thp}"));
+        }
+        Ok(format!("mmflags checks={checks} guards={}", if guards { "yes" } else { "unsupported" }))
+    }
+}
+
+fn mlockall() -> impl FnMut() -> Result<String, String> {
+    let p = map_anon(16 * PAGE, libc::PROT_READ | libc::PROT_WRITE, 0);
+    for pg in 0..16 {
+        fill_page(p.wrapping_add(pg * PAGE), 29, pg);
+    }
+    // SAFETY: plain libc call.
+    assert_eq!(unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) }, 0, "mlockall");
+    move || {
+        has_flags(p as usize, &["lo"], "a region locked by MCL_CURRENT")?;
+        for pg in 0..16 {
+            check_page(p.wrapping_add(pg * PAGE), Some((29, pg)), &format!("locked page {pg}"))?;
+        }
+        let fresh = map_anon(PAGE, libc::PROT_READ, 0);
+        let r = has_flags(fresh as usize, &["lo"], "a region mapped after mlockall(MCL_FUTURE)");
+        // SAFETY: our own mapping, unmapped again.
+        unsafe { libc::munmap(fresh as *mut _, PAGE) };
+        r?;
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let lck = status.lines().find(|l| l.starts_with("VmLck:")).unwrap_or("").to_string();
+        let kb: u64 = lck.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+        if kb < 64 {
+            return Err(format!("{lck}: less than the 64 KiB region"));
+        }
+        Ok("mlockall ok".to_string())
     }
 }

@@ -74,6 +74,18 @@
 //!   waits forever (its parent waits for it in clone), then
 //!   `vfork-returned CHILD`;
 //! - `aio`: an AIO context (io_setup).
+//! - `sleep_rem`: (ARG = milliseconds) like `sleep`, with a `rem` pointer
+//!   (so the kernel records the time left when the sleep is interrupted);
+//!   appends `slept_rem r=R errno=E ms=ELAPSED want=ARG`;
+//! - `thread_securebits`: a second thread sets its own securebits
+//!   (SECBIT_KEEP_CAPS|SECBIT_NO_SETUID_FIXUP) and keeps publishing what
+//!   PR_GET_SECUREBITS says; the check compares (`thread_securebits=`) and
+//!   that the main thread's stayed 0 (`main_securebits=`);
+//! - `fsids`: setfsuid(1234) and setfsgid(4321) on the main thread (root);
+//!   the check reads them back (`fsids=`);
+//! - `timer_overrun`: a 1 ms CLOCK_MONOTONIC POSIX timer whose signal
+//!   (SIGRTMIN+5, blocked) is taken with sigtimedwait after 30 ms, so
+//!   timer_getoverrun reports about 29; the extra word is `overrun=N`.
 //!
 //! Every check also verifies a memory buffer and that a counter kept in the
 //! main loop kept counting (`mem=ok loop=ok`).
@@ -1222,6 +1234,12 @@ fn main() {
     let pipe = if has("pipe") { Some(Pipe::setup()) } else { has("socket").then(Pipe::udp_pair) };
     let creds = has("creds").then(Creds::setup);
     let sleep_ms: Option<u64> = has("sleep").then(|| arg.parse().expect("sleep MS"));
+    let sleep_rem_ms: Option<u64> = has("sleep_rem").then(|| arg.parse().expect("sleep_rem MS"));
+    let ids = PerThreadIds::setup(has("thread_securebits"), has("fsids"));
+    if has("timer_overrun") {
+        let n = timer_with_overruns();
+        EXTRA.with(|e| e.borrow_mut().push(format!("overrun={n}")));
+    }
     let pause = has("pause");
     let kernel = KernelState::setup(&has, &arg);
 
@@ -1249,6 +1267,16 @@ fn main() {
         let r = unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
         let e = if r == 0 { 0 } else { errno() };
         log_line(&mut log, &format!("slept r={r} errno={e} ms={} want={ms}", start.elapsed().as_millis()));
+    }
+
+    if let Some(ms) = sleep_rem_ms {
+        let start = now();
+        let ts = libc::timespec { tv_sec: (ms / 1000) as i64, tv_nsec: ((ms % 1000) * 1_000_000) as i64 };
+        let mut rem = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: valid timespecs.
+        let r = unsafe { libc::nanosleep(&ts, &mut rem) };
+        let e = if r == 0 { 0 } else { errno() };
+        log_line(&mut log, &format!("slept_rem r={r} errno={e} ms={} want={ms}", start.elapsed().as_millis()));
     }
 
     if pause {
@@ -1306,6 +1334,7 @@ fn main() {
             s.check(&mut it);
         }
         kernel.check(&mut it);
+        ids.check(&mut it);
         let good = it.0.iter().all(|(_, v)| !v.starts_with("bad"));
         let body: Vec<String> = it.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
         log_line(
@@ -1317,5 +1346,105 @@ fn main() {
                 body.join(" ")
             ),
         );
+    }
+}
+
+/// Per-thread credentials: a worker thread's own securebits, the main
+/// thread's file-system ids.
+struct PerThreadIds {
+    securebits: Option<std::sync::Arc<(AtomicU64, AtomicU64)>>,
+    fsids: bool,
+}
+
+const THREAD_SECUREBITS: u64 = 0x10 | 0x4; // SECBIT_KEEP_CAPS | SECBIT_NO_SETUID_FIXUP
+const FSUID: u32 = 1234;
+const FSGID: u32 = 4321;
+
+impl PerThreadIds {
+    fn setup(securebits: bool, fsids: bool) -> PerThreadIds {
+        let securebits = securebits.then(|| {
+            // (generation, value)
+            let shared = std::sync::Arc::new((AtomicU64::new(0), AtomicU64::new(u64::MAX)));
+            let s = shared.clone();
+            std::thread::spawn(move || {
+                // SAFETY: plain prctl calls on this thread.
+                let r = unsafe { libc::prctl(libc::PR_SET_SECUREBITS, THREAD_SECUREBITS, 0, 0, 0) };
+                assert_eq!(r, 0, "PR_SET_SECUREBITS");
+                loop {
+                    // SAFETY: as above.
+                    let v = unsafe { libc::prctl(libc::PR_GET_SECUREBITS, 0, 0, 0, 0) };
+                    s.1.store(v as u64, SeqCst);
+                    s.0.fetch_add(1, SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            });
+            while shared.0.load(SeqCst) == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            shared
+        });
+        if fsids {
+            // SAFETY: plain calls; root may take any file-system ids.
+            unsafe {
+                libc::setfsgid(FSGID);
+                libc::setfsuid(FSUID);
+            }
+        }
+        PerThreadIds { securebits, fsids }
+    }
+
+    fn check(&self, it: &mut Items) {
+        if let Some(s) = &self.securebits {
+            let gen = s.0.load(SeqCst);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while s.0.load(SeqCst) < gen + 2 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            let v = s.1.load(SeqCst);
+            let fresh = s.0.load(SeqCst) >= gen + 2;
+            it.expect("thread_securebits", fresh && v == THREAD_SECUREBITS, || format!("{v:#x}_fresh:{fresh}"));
+            // SAFETY: plain prctl.
+            let main = unsafe { libc::prctl(libc::PR_GET_SECUREBITS, 0, 0, 0, 0) };
+            it.expect("main_securebits", main == 0, || format!("{main:#x}"));
+        }
+        if self.fsids {
+            let status = std::fs::read_to_string("/proc/thread-self/status").unwrap_or_default();
+            let fourth = |key: &str| {
+                status
+                    .lines()
+                    .find(|l| l.starts_with(key))
+                    .and_then(|l| l.split_whitespace().nth(4))
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let (u, g) = (fourth("Uid:"), fourth("Gid:"));
+            it.expect("fsids", u == FSUID.to_string() && g == FSGID.to_string(), || format!("{u}:{g}"));
+        }
+    }
+}
+
+/// A periodic 1 ms timer whose signal was taken late: its overrun count
+/// (timer_getoverrun) stays until its next signal is taken, and that
+/// signal stays blocked.
+fn timer_with_overruns() -> i32 {
+    let sig = libc::SIGRTMIN() + 5;
+    // SAFETY: plain libc calls on local structures.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        let mut sev: libc::sigevent = std::mem::zeroed();
+        sev.sigev_notify = libc::SIGEV_SIGNAL;
+        sev.sigev_signo = sig;
+        let mut id: libc::timer_t = std::ptr::null_mut();
+        assert_eq!(libc::timer_create(libc::CLOCK_MONOTONIC, &mut sev, &mut id), 0, "timer_create");
+        let ms = libc::timespec { tv_sec: 0, tv_nsec: 1_000_000 };
+        let spec = libc::itimerspec { it_interval: ms, it_value: ms };
+        assert_eq!(libc::timer_settime(id, 0, &spec, std::ptr::null_mut()), 0, "timer_settime");
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let wait = libc::timespec { tv_sec: 1, tv_nsec: 0 };
+        assert_eq!(libc::sigtimedwait(&set, std::ptr::null_mut(), &wait), sig, "sigtimedwait");
+        libc::timer_getoverrun(id)
     }
 }

@@ -15,9 +15,10 @@
 //! Modes:
 //! - `tree`: root -> a -> a1, root -> b; 3 threads each (two workers pass a
 //!   token with a mutex and a condition variable);
-//! - `zombie`: root -> z1 (exit 7), z2 (killed by SIGTERM), live -> lz
+//! - `zombie`: root -> z1 (leader of its own group, exit 7), z2 (killed by
+//!   SIGTERM), z3 (cloned with exit signal SIGURG, exit 5), live -> lz
 //!   (exit 3); nobody reaps before the first check, which reaps them
-//!   (`z1=exit:7 z2=sig:15`, `lz=exit:3`);
+//!   (`z1=exit:7 z2=sig:15 z3=exit:5`, `lz=exit:3`);
 //! - `session`: root (session leader) -> c1 (leader of group c1) -> g (group
 //!   c1), g2 (group root); root -> c2 (group c1); root -> c3 -> s (leader of
 //!   a new session) -> s1;
@@ -34,6 +35,10 @@
 //!   the check reports `exchanges= order= joined=`;
 //! - `deathsig`: root (child subreaper, reaps and logs `reaped pid= how=`)
 //!   -> m -> p (PR_SET_PDEATHSIG SIGUSR2, logs `deathsig pid= ppid=`);
+//! - `cow N MIB`: root fills MIB MiB of private anonymous memory with a
+//!   pattern, then forks children c0..c(N-1) that never write it (their
+//!   pages stay shared copy-on-write with root's); every check of every
+//!   process reads two words of each page back (`cow=ok|bad:..`);
 //! - `holder WHAT [PATH]`: root -> a -> a1 (2 threads each); a1 holds a
 //!   pipe (WHAT=pipe), an eventfd (WHAT=eventfd) or PATH opened
 //!   O_WRONLY|O_APPEND (WHAT=file).
@@ -361,6 +366,17 @@ fn reap(pid: i32) -> String {
     how(st)
 }
 
+/// [`reap`] for a child whose exit signal is not SIGCHLD (__WALL).
+fn reap_clone(pid: i32) -> String {
+    let mut st = 0;
+    // SAFETY: waiting for our own child.
+    let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG | libc::__WALL) };
+    if r <= 0 {
+        return format!("err:{r}");
+    }
+    how(st)
+}
+
 fn how(st: i32) -> String {
     if libc::WIFEXITED(st) {
         format!("exit:{}", libc::WEXITSTATUS(st))
@@ -426,6 +442,7 @@ fn main() {
         "pingpong" => pingpong(),
         "deathsig" => deathsig(),
         "holder" => holder(&args[3..]),
+        "cow" => cow(&args[3..]),
         "ipc" => ipc(&args[3..]),
         "unix" => unix(&args[3..]),
         "pty" => pty(&args[3..]),
@@ -442,9 +459,21 @@ fn main() {
 
 fn zombie() -> ! {
     let z1 = fork(|| {
-        // SAFETY: leaving at once with a chosen status.
-        unsafe { libc::_exit(7) }
+        // SAFETY: leading a process group of its own, then leaving at once
+        // with a chosen status.
+        unsafe {
+            libc::setpgid(0, 0);
+            libc::_exit(7)
+        }
     });
+    // SAFETY: a fork-like clone (no CLONE_VM, no new stack) whose parent is
+    // told of its end with SIGURG (ignored by default), not SIGCHLD.
+    let z3 = unsafe { libc::syscall(libc::SYS_clone, libc::SIGURG as libc::c_long, 0, 0, 0, 0) } as i32;
+    assert!(z3 >= 0, "clone with exit signal SIGURG");
+    if z3 == 0 {
+        // SAFETY: leaving at once.
+        unsafe { libc::_exit(5) }
+    }
     let z2 = fork(|| {
         // SAFETY: default action for SIGTERM, then send it to ourselves.
         unsafe {
@@ -473,10 +502,11 @@ fn zombie() -> ! {
     });
     wait_zombie(z1);
     wait_zombie(z2);
+    wait_zombie(z3);
     let hooks = Hooks {
-        ready: vec![format!("z1={z1} z2={z2}")],
+        ready: vec![format!("z1={z1} z2={z2} z3={z3}")],
         check: Some(Box::new(move |f: &mut Vec<String>| {
-            f.push(format!("z1={} z2={}", reap(z1), reap(z2)));
+            f.push(format!("z1={} z2={} z3={}", reap(z1), reap(z2), reap_clone(z3)));
             true
         })),
         ..Default::default()
@@ -2333,4 +2363,63 @@ fn pidzombie() -> ! {
         ..Default::default()
     };
     serve("root", 1, hooks)
+}
+
+/// The word at index `i` of the `cow` mode's memory.
+fn cow_word(i: usize) -> u64 {
+    let mut x = (i as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn cow(args: &[String]) -> ! {
+    let n: usize = args.first().and_then(|a| a.parse().ok()).expect("cow N MIB");
+    let mib: usize = args.get(1).and_then(|a| a.parse().ok()).expect("cow N MIB");
+    let len = mib << 20;
+    // SAFETY: a fresh private anonymous mapping.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED, "mmap {mib} MiB");
+    let words = p as *mut u64;
+    for i in 0..len / 8 {
+        // SAFETY: in bounds of the mapping.
+        unsafe { words.add(i).write(cow_word(i)) };
+    }
+    let addr = p as usize;
+    let role = move |name: String| -> ! {
+        let hooks = Hooks {
+            ready: vec![format!("cow_at={addr:#x}")],
+            check: Some(Box::new(move |f: &mut Vec<String>| {
+                let words = addr as *const u64;
+                let per_page = 4096 / 8;
+                for pg in 0..len / 4096 {
+                    for i in [pg * per_page, pg * per_page + per_page - 1] {
+                        // SAFETY: in bounds of the mapping, read only (the page stays shared).
+                        let got = unsafe { words.add(i).read_volatile() };
+                        if got != cow_word(i) {
+                            f.push(format!("cow=bad:word{i}"));
+                            return false;
+                        }
+                    }
+                }
+                f.push("cow=ok".into());
+                true
+            })),
+            ..Default::default()
+        };
+        serve(&name, 1, hooks)
+    };
+    for c in 0..n {
+        fork(move || role(format!("c{c}")));
+    }
+    role("root".into())
 }
