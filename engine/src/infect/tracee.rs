@@ -14,6 +14,29 @@ const SIGTSTP: i32 = 20;
 const SIGTTIN: i32 = 21;
 const SIGTTOU: i32 = 22;
 
+const EINTR: i64 = 4;
+const ERESTARTNOHAND: i64 = 514;
+const NR_RT_SIGTIMEDWAIT: u64 = 128;
+const NR_EPOLL_WAIT: u64 = 232;
+const NR_EPOLL_PWAIT: u64 = 281;
+const NR_EPOLL_PWAIT2: u64 = 441;
+
+/// Whether `regs` (at a syscall's exit) belong to a call that returns
+/// -EINTR on any wake-up with a signal pending and that has no timeout:
+/// epoll_wait/epoll_pwait (timeout -1) and epoll_pwait2 (timeout NULL)
+/// without a signal mask of their own, rt_sigtimedwait without a timeout
+/// (sigwaitinfo). A call with a mask of its own is left alone: its mask is
+/// restored through TIF_RESTORE_SIGMASK, which PTRACE_SETSIGMASK clears.
+fn waits_forever(regs: &UserRegs) -> bool {
+    match regs.orig_rax {
+        NR_EPOLL_WAIT => regs.r10 as i32 == -1,
+        NR_EPOLL_PWAIT => regs.r10 as i32 == -1 && regs.r8 == 0,
+        NR_EPOLL_PWAIT2 => regs.r10 == 0 && regs.r8 == 0,
+        NR_RT_SIGTIMEDWAIT => regs.rdx == 0,
+        _ => false,
+    }
+}
+
 /// How the task was found when it was seized.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopState {
@@ -64,6 +87,8 @@ impl Tracee {
                     // A group-stop shows up as an event stop with the stop signal.
                     if matches!(sig, SIGSTOP | SIGTSTP | SIGTTIN | SIGTTOU) {
                         t.state = StopState::Stopped(sig);
+                    } else {
+                        t.undo_spurious_eintr()?;
                     }
                     return Ok(t);
                 }
@@ -86,6 +111,31 @@ impl Tracee {
             }
         }
         Err(InfectError::unexpected(pid, "seize", "task never reached the interrupt stop"))
+    }
+
+    /// Our PTRACE_INTERRUPT wakes a sleeping task with TIF_SIGPENDING set and
+    /// no signal to deliver; most sleeping calls then return a restart code
+    /// and resume, but a few return -EINTR outright (ep_poll, do_sigtimedwait
+    /// check signal_pending() and never restart; signal(7) lists them for
+    /// stop/continue). For those waiting without a timeout, -EINTR is turned
+    /// into -ERESTARTNOHAND at the interrupt stop: the call restarts unless a
+    /// handler runs on the way out, in which case the kernel itself turns it
+    /// back into -EINTR. A call with a timeout keeps its -EINTR: restarting
+    /// it would wait the whole timeout again.
+    ///
+    /// Only at the interrupt stop of a task that was running: there, with
+    /// orig_rax still the call's number, the task is on that call's own way
+    /// out (a handler that already ran would have reset orig_rax with
+    /// rt_sigreturn), so any signal behind the -EINTR is still pending and is
+    /// delivered exactly as before.
+    fn undo_spurious_eintr(&mut self) -> Result<()> {
+        let mut regs = self.regs()?;
+        if regs.rax as i64 != -EINTR || !waits_forever(&regs) {
+            return Ok(());
+        }
+        regs.rax = -ERESTARTNOHAND as u64;
+        log::debug!(task = self.pid.0; "task {}: syscall {} interrupted by the seize: restarts", self.pid, regs.orig_rax);
+        self.set_regs(&regs)
     }
 
     /// Takes over a task or thread that ptrace attached automatically
@@ -281,5 +331,29 @@ impl InfectError {
             super::Cause::Errno(e) => Some(e),
             super::Cause::Unexpected(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_untimed_maskless_waits_are_restarted() {
+        let r = |orig_rax: u64, r10: u64, r8: u64, rdx: u64| UserRegs { orig_rax, r10, r8, rdx, ..Default::default() };
+        assert_eq!(NR_EPOLL_WAIT, libc::SYS_epoll_wait as u64);
+        assert_eq!(NR_EPOLL_PWAIT, libc::SYS_epoll_pwait as u64);
+        assert_eq!(NR_EPOLL_PWAIT2, libc::SYS_epoll_pwait2 as u64);
+        assert_eq!(NR_RT_SIGTIMEDWAIT, libc::SYS_rt_sigtimedwait as u64);
+        // The timeout is an int: only its low 32 bits count.
+        assert!(waits_forever(&r(NR_EPOLL_WAIT, 0xffff_ffff, 0, 0)));
+        assert!(!waits_forever(&r(NR_EPOLL_WAIT, 1000, 0, 0)));
+        assert!(waits_forever(&r(NR_EPOLL_PWAIT, u64::MAX, 0, 0)));
+        assert!(!waits_forever(&r(NR_EPOLL_PWAIT, u64::MAX, 0x7000, 0)), "own mask");
+        assert!(waits_forever(&r(NR_EPOLL_PWAIT2, 0, 0, 0)));
+        assert!(!waits_forever(&r(NR_EPOLL_PWAIT2, 0x7000, 0, 0)), "timeout");
+        assert!(waits_forever(&r(NR_RT_SIGTIMEDWAIT, 8, 0, 0)));
+        assert!(!waits_forever(&r(NR_RT_SIGTIMEDWAIT, 8, 0, 0x7000)), "timeout");
+        assert!(!waits_forever(&r(0, 0, 0, 0)), "read restarts by itself");
     }
 }

@@ -9,6 +9,8 @@
 //!   "counter=N sum=ok|bad".
 //! - `sleeper MS`: nanosleep(MS) then prints "slept ELAPSED_MS".
 //! - `reader`: blocks in read(0) and prints "got <line>".
+//! - `blocked read|sleep MS|futex|epoll|waitpid`: blocks in one system call
+//!   and reports how it ended (see [`blocked`]).
 use std::io::Write;
 
 extern "C" fn on_usr1(_sig: i32, _info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {}
@@ -111,6 +113,7 @@ fn main() {
             };
             writeln!(out, "got {got}").unwrap();
         }
+        "blocked" => blocked(&args[2..]),
         "ticker" => ticker(&args[2..]),
         "threads" => threads(&args[2..]),
         "forest" => forest(&args[2..]),
@@ -356,4 +359,132 @@ fn orphan_group(args: &[String]) {
             writeln!(f, "status who={who} pid={} ppid={ppid} pgid={pgid} sid={sid}", std::process::id()).unwrap();
         }
     }
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: one valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// `blocked KIND [MS]`: says "ready PID", blocks in one system call that
+/// only the test ends, and prints one line on how it ended, then exits:
+/// - `read`: read(0) → "read n=N data=LINE errno=E";
+/// - `sleep MS`: clock_nanosleep of MS → "sleep r=R start=NS end=NS"
+///   (CLOCK_MONOTONIC);
+/// - `futex`: FUTEX_WAIT (60 s timeout) on a word a second thread sets and
+///   wakes when a line arrives on stdin → "futex r=R errno=E word=W";
+/// - `epoll`: epoll_wait(-1) on stdin → "epoll n=N events=HEX errno=E
+///   data=LINE";
+/// - `waitpid`: wait4 for a child that exits with 7 once a line arrives on
+///   stdin → "waitpid r=ok|R status=S errno=E".
+fn blocked(args: &[String]) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static WORD: AtomicU32 = AtomicU32::new(0);
+    let kind = args.first().map(String::as_str).unwrap_or("read");
+    let mut out = std::io::stdout();
+    let mut buf = [0u8; 256];
+    let text = |n: isize, buf: &[u8]| {
+        if n > 0 {
+            String::from_utf8_lossy(&buf[..n as usize]).trim_end().to_string()
+        } else {
+            String::new()
+        }
+    };
+    let line = match kind {
+        "read" => {
+            writeln!(out, "ready {}", std::process::id()).unwrap();
+            out.flush().unwrap();
+            // SAFETY: reading into a local buffer.
+            let n = unsafe { libc::read(0, buf.as_mut_ptr() as *mut _, buf.len()) };
+            let e = if n < 0 { errno() } else { 0 };
+            format!("read n={n} data={} errno={e}", text(n, &buf))
+        }
+        "sleep" => {
+            let ms: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(500);
+            let start = monotonic_ns();
+            writeln!(out, "ready {} start={start}", std::process::id()).unwrap();
+            out.flush().unwrap();
+            let ts = libc::timespec { tv_sec: (ms / 1000) as i64, tv_nsec: ((ms % 1000) * 1_000_000) as i64 };
+            // SAFETY: valid timespec; no remainder wanted.
+            let r = unsafe { libc::clock_nanosleep(libc::CLOCK_MONOTONIC, 0, &ts, std::ptr::null_mut()) };
+            format!("sleep r={r} start={start} end={}", monotonic_ns())
+        }
+        "futex" => {
+            std::thread::spawn(|| {
+                let mut b = [0u8; 64];
+                // SAFETY: reading into a local buffer.
+                unsafe { libc::read(0, b.as_mut_ptr() as *mut _, b.len()) };
+                WORD.store(1, Ordering::SeqCst);
+                // SAFETY: FUTEX_WAKE on a static word.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_futex,
+                        WORD.as_ptr(),
+                        libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                        1,
+                        0,
+                        0,
+                        0,
+                    )
+                };
+            });
+            writeln!(out, "ready {}", std::process::id()).unwrap();
+            out.flush().unwrap();
+            let ts = libc::timespec { tv_sec: 60, tv_nsec: 0 };
+            // SAFETY: FUTEX_WAIT on a static word with a valid timeout.
+            let r = unsafe {
+                libc::syscall(libc::SYS_futex, WORD.as_ptr(), libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG, 0, &ts, 0, 0)
+            };
+            let e = if r < 0 { errno() } else { 0 };
+            format!("futex r={r} errno={e} word={}", WORD.load(Ordering::SeqCst))
+        }
+        "epoll" => {
+            // SAFETY: plain epoll calls on our own descriptors.
+            let (n, ev, e) = unsafe {
+                let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+                let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 42 };
+                assert_eq!(libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, 0, &mut ev), 0);
+                writeln!(out, "ready {}", std::process::id()).unwrap();
+                out.flush().unwrap();
+                let mut got = [libc::epoll_event { events: 0, u64: 0 }; 4];
+                let n = libc::epoll_wait(ep, got.as_mut_ptr(), 4, -1);
+                let e = if n < 0 { errno() } else { 0 };
+                (n, got[0], e)
+            };
+            let events = ev.events;
+            let tag = ev.u64;
+            // SAFETY: reading into a local buffer.
+            let r = if n == 1 { unsafe { libc::read(0, buf.as_mut_ptr() as *mut _, buf.len()) } } else { 0 };
+            format!("epoll n={n} events={events:#x} tag={tag} errno={e} data={}", text(r, &buf))
+        }
+        "waitpid" => {
+            // SAFETY: fork in a single-threaded process; the child only
+            // reads, then leaves with _exit.
+            let child = unsafe { libc::fork() };
+            if child == 0 {
+                // SAFETY: as above.
+                unsafe {
+                    libc::read(0, buf.as_mut_ptr() as *mut _, buf.len());
+                    libc::_exit(7);
+                }
+            }
+            writeln!(out, "ready {} child={child}", std::process::id()).unwrap();
+            out.flush().unwrap();
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            let r = unsafe { libc::wait4(child, &mut status, 0, std::ptr::null_mut()) };
+            let e = if r < 0 { errno() } else { 0 };
+            let r = if r == child { "ok".to_string() } else { r.to_string() };
+            format!("waitpid r={r} status={:#x} errno={e}", status)
+        }
+        other => panic!("victim: unknown blocking call {other}"),
+    };
+    writeln!(out, "{line}").unwrap();
+    out.flush().unwrap();
 }

@@ -1,0 +1,230 @@
+//! Infect-and-cure stress under CPU load: victims blocked in read, nanosleep,
+//! futex, epoll_wait and wait4 are seized, infected and cured several times
+//! each while busy threads keep every CPU loaded, then made to finish their
+//! call; each must end exactly as if nothing had happened.
+//!
+//! `CRTOOLS_STRESS_ROUNDS` sets the victims per kind (default 3, each
+//! infected [`INFECTIONS`] times: 45 infections in all); the long run
+//! is `CRTOOLS_STRESS_ROUNDS=40` (600).
+use crtools_tests::Victim;
+use engine::infect::{Parasite, Tracee};
+use engine::sys::Pid;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
+/// Infect/cure cycles per victim before its call is allowed to end.
+const INFECTIONS: usize = 3;
+/// The sleeper's sleep.
+const SLEEP_MS: u64 = 1500;
+/// How late a sleep may end on a loaded machine.
+const SLACK_MS: u64 = 400;
+const NR_RESTART_SYSCALL: i64 = libc::SYS_restart_syscall;
+
+fn rounds() -> usize {
+    std::env::var("CRTOOLS_STRESS_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3)
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: one valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Busy threads on every CPU until dropped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start() -> Load {
+        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                    }
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The syscall `pid` is blocked in (first field of /proc/pid/syscall), once
+/// it sleeps; None if it runs or is gone.
+fn blocked_in(pid: i32) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let state = stat.rsplit_once(')')?.1.split_whitespace().next()?.to_string();
+    if state != "S" {
+        return None;
+    }
+    let s = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// Waits until the victim sleeps in one of `nrs`; fails with what it said
+/// if it ended its call instead.
+fn wait_blocked(v: &mut Victim, nrs: &[i64], what: &str) {
+    let pid = v.pid();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(nr) = blocked_in(pid) {
+            if nrs.contains(&nr) {
+                return;
+            }
+        }
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
+            .unwrap_or(true);
+        if zombie || Instant::now() > deadline {
+            let said = if zombie { v.line() } else { String::from("(still running)") };
+            panic!("{what}: victim {pid} left its call {nrs:?}: {said}");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Seizes, infects (two parasite commands), cures and detaches `pid`;
+/// checks that registers and mask are back. Returns rax at the seize stop.
+fn infect_and_cure(pid: Pid, what: &str) -> i64 {
+    let mut t = Tracee::seize(pid).unwrap_or_else(|e| panic!("{what}: seize: {e}"));
+    let regs = t.regs().unwrap();
+    let mask = t.sigmask().unwrap();
+    {
+        let mut p = Parasite::infect(&mut t).unwrap_or_else(|e| panic!("{what}: infect: {e}"));
+        assert_eq!(p.get_pid().unwrap_or_else(|e| panic!("{what}: getpid: {e}")).pid, pid.0);
+        p.sigactions().unwrap_or_else(|e| panic!("{what}: sigactions: {e}"));
+        p.cure().unwrap_or_else(|e| panic!("{what}: cure: {e}"));
+    }
+    assert_eq!(t.regs().unwrap(), regs, "{what}: registers back after cure");
+    assert_eq!(t.sigmask().unwrap(), mask, "{what}: mask back after cure");
+    t.detach().unwrap_or_else(|e| panic!("{what}: detach: {e}"));
+    regs.rax as i64
+}
+
+/// One victim of `kind`: blocked, infected and cured [`INFECTIONS`] times,
+/// then made to finish; checks its report.
+fn one_victim(kind: &str, round: usize) {
+    let what = format!("{kind} #{round}");
+    let ms = SLEEP_MS.to_string();
+    let args: Vec<&str> = if kind == "sleep" { vec!["blocked", kind, &ms] } else { vec!["blocked", kind] };
+    let mut v = Victim::start(VICTIM, &args);
+    let pid = v.pid();
+    let nrs: &[i64] = match kind {
+        "read" => &[libc::SYS_read],
+        "sleep" => &[libc::SYS_clock_nanosleep, NR_RESTART_SYSCALL],
+        "futex" => &[libc::SYS_futex, NR_RESTART_SYSCALL],
+        "epoll" => &[libc::SYS_epoll_wait, libc::SYS_epoll_pwait],
+        "waitpid" => &[libc::SYS_wait4],
+        _ => unreachable!(),
+    };
+    let mut last_release = 0;
+    for i in 0..INFECTIONS {
+        if kind == "sleep" && monotonic_ns() > v_start(&v) + (SLEEP_MS - 200) * 1_000_000 {
+            break; // the sleep would end while we hold it: nothing left to interrupt
+        }
+        wait_blocked(&mut v, nrs, &what);
+        // Vary where the interrupt lands relative to the victim's wake-ups.
+        std::thread::sleep(Duration::from_micros((round * 7 + i * 13) as u64 % 3000));
+        infect_and_cure(Pid(pid), &what);
+        last_release = monotonic_ns();
+    }
+    match kind {
+        "read" => {
+            wait_blocked(&mut v, nrs, &what);
+            v.send("ping");
+            assert_eq!(v.line(), "read n=5 data=ping errno=0", "{what}");
+        }
+        "sleep" => {
+            let line = v.line();
+            let field = |k: &str| -> u64 {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(k))
+                    .and_then(|x| x.parse().ok())
+                    .unwrap_or_else(|| panic!("{what}: no {k} in {line:?}"))
+            };
+            assert!(line.starts_with("sleep r=0 "), "{what}: sleep cut short: {line}");
+            let (start, end) = (field("start="), field("end="));
+            let due = start + SLEEP_MS * 1_000_000;
+            assert!(end >= due, "{what}: woke {} ms early", (due - end) / 1_000_000);
+            // Not before it was released, but no longer: a restart from the
+            // full duration would end a whole sleep after the release.
+            let latest = due.max(last_release) + SLACK_MS * 1_000_000;
+            assert!(end <= latest, "{what}: woke {} ms late", (end - due.max(last_release)) / 1_000_000);
+        }
+        "futex" => {
+            wait_blocked(&mut v, nrs, &what);
+            v.send("wake");
+            assert_eq!(v.line(), "futex r=0 errno=0 word=1", "{what}");
+        }
+        "epoll" => {
+            wait_blocked(&mut v, nrs, &what);
+            v.send("ping");
+            assert_eq!(v.line(), "epoll n=1 events=0x1 tag=42 errno=0 data=ping", "{what}");
+        }
+        "waitpid" => {
+            wait_blocked(&mut v, nrs, &what);
+            v.send("exit");
+            assert_eq!(v.line(), "waitpid r=ok status=0x700 errno=0", "{what}");
+        }
+        _ => unreachable!(),
+    }
+    assert_eq!(v.wait(), Some(0), "{what}: victim exit");
+}
+
+/// The sleeper's start time (CLOCK_MONOTONIC ns) from its ready line.
+fn v_start(v: &Victim) -> u64 {
+    v.ready.iter().find_map(|w| w.strip_prefix("start=")).and_then(|x| x.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn blocked_victims_resume_exactly_under_load() {
+    let rounds = rounds();
+    let _load = Load::start();
+    let started = Instant::now();
+    let kinds = ["read", "sleep", "futex", "epoll", "waitpid"];
+    // One thread per kind: ptrace is per thread, each seizes its own victims.
+    let handles: Vec<_> = kinds
+        .iter()
+        .map(|&kind| {
+            std::thread::Builder::new()
+                .name(format!("stress-{kind}"))
+                .spawn(move || {
+                    for r in 0..rounds {
+                        one_victim(kind, r);
+                    }
+                })
+                .expect("spawn")
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for (h, kind) in handles.into_iter().zip(kinds) {
+        if h.join().is_err() {
+            failed.push(kind);
+        }
+    }
+    eprintln!(
+        "{} infections of {} victims in {:.1} s",
+        rounds * kinds.len() * INFECTIONS,
+        rounds * kinds.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(failed.is_empty(), "victims misbehaved after infect/cure: {failed:?}");
+}
