@@ -73,7 +73,13 @@
 //! - `vfork`: after "ready", a child cloned with CLONE_VM|CLONE_VFORK that
 //!   waits forever (its parent waits for it in clone), then
 //!   `vfork-returned CHILD`;
-//! - `aio`: an AIO context (io_setup).
+//! - `aio`: an AIO context (io_setup);
+//! - `trap_pending`: a SIGTRAP handler (it must never run), SIGTRAP blocked
+//!   and queued twice with sigqueue-style values: to the process (0x7777)
+//!   and to the thread (0x8888, rt_tgsigqueueinfo). Each check takes both
+//!   off with sigtimedwait, verifies them (`trap=ok`: thread's first, then
+//!   the process's, each SI_QUEUE from our pid with its value, no third)
+//!   and queues them again the same way for the next check.
 //!
 //! Every check also verifies a memory buffer and that a counter kept in the
 //! main loop kept counting (`mem=ok loop=ok`).
@@ -206,6 +212,74 @@ extern "C" fn on_ptimer(_: i32, info: *mut libc::siginfo_t, _: *mut libc::c_void
         PTIMER_BAD.fetch_add(1, SeqCst);
     }
     PTIMER_N.fetch_add(1, SeqCst);
+}
+
+static TRAP_HANDLED: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn on_trap_pending(_: i32, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    TRAP_HANDLED.fetch_add(1, SeqCst);
+}
+
+/// `trap_pending`: see the module doc.
+struct TrapPending;
+
+impl TrapPending {
+    const SHARED: usize = 0x7777;
+    const THREAD: usize = 0x8888;
+
+    fn setup() -> TrapPending {
+        install(libc::SIGTRAP, on_trap_pending as *const () as usize, libc::SA_SIGINFO, &[]);
+        let set = sigset(&[libc::SIGTRAP]);
+        // SAFETY: plain libc call on a valid set.
+        unsafe { assert_eq!(libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()), 0) };
+        Self::queue();
+        TrapPending
+    }
+
+    /// Queues SIGTRAP to the process and to this thread, SI_QUEUE with values.
+    fn queue() {
+        // SAFETY: plain libc calls; the siginfo is a zeroed local.
+        unsafe {
+            let me = libc::getpid();
+            let val = libc::sigval { sival_ptr: Self::SHARED as *mut _ };
+            assert_eq!(libc::sigqueue(me, libc::SIGTRAP, val), 0, "sigqueue SIGTRAP");
+            let mut si: [u64; 16] = [0; 16];
+            let words = si.as_mut_ptr() as *mut i32;
+            *words = libc::SIGTRAP; // si_signo
+            *words.add(2) = libc::SI_QUEUE; // si_code
+            *words.add(4) = me; // si_pid
+            *words.add(5) = libc::getuid() as i32; // si_uid
+            si[3] = Self::THREAD as u64; // si_value
+            let r = libc::syscall(libc::SYS_rt_tgsigqueueinfo, me, libc::gettid(), libc::SIGTRAP, si.as_ptr());
+            assert_eq!(r, 0, "rt_tgsigqueueinfo SIGTRAP");
+        }
+    }
+
+    fn check(&self, it: &mut Items) {
+        let set = sigset(&[libc::SIGTRAP]);
+        let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            // SAFETY: valid set, siginfo and timeout.
+            let (r, code, pid, v) = unsafe {
+                let mut info: libc::siginfo_t = std::mem::zeroed();
+                let r = libc::sigtimedwait(&set, &mut info, &zero);
+                (r, info.si_code, info.si_pid(), si_value(&info))
+            };
+            if r < 0 {
+                break;
+            }
+            got.push((r, code, pid, v));
+        }
+        let me = std::process::id() as i32;
+        let want = vec![
+            (libc::SIGTRAP, libc::SI_QUEUE, me, Self::THREAD as u64),
+            (libc::SIGTRAP, libc::SI_QUEUE, me, Self::SHARED as u64),
+        ];
+        it.expect("trap", got == want, || format!("{got:x?}"));
+        it.expect("trap_handler", TRAP_HANDLED.load(SeqCst) == 0, || format!("ran{}", TRAP_HANDLED.load(SeqCst)));
+        Self::queue();
+    }
 }
 
 fn install(sig: i32, handler: usize, flags: i32, mask: &[i32]) {
@@ -1221,6 +1295,7 @@ fn main() {
     let limits = has("limits").then(|| Limits::setup(if arg.is_empty() { "/" } else { &arg }));
     let pipe = if has("pipe") { Some(Pipe::setup()) } else { has("socket").then(Pipe::udp_pair) };
     let creds = has("creds").then(Creds::setup);
+    let trap_pending = has("trap_pending").then(TrapPending::setup);
     let sleep_ms: Option<u64> = has("sleep").then(|| arg.parse().expect("sleep MS"));
     let pause = has("pause");
     let kernel = KernelState::setup(&has, &arg);
@@ -1306,6 +1381,9 @@ fn main() {
             s.check(&mut it);
         }
         kernel.check(&mut it);
+        if let Some(s) = &trap_pending {
+            s.check(&mut it);
+        }
         let good = it.0.iter().all(|(_, v)| !v.starts_with("bad"));
         let body: Vec<String> = it.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
         log_line(
