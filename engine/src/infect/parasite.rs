@@ -5,6 +5,14 @@
 //! infected, every signal but SIGTRAP is blocked in the task: blocking
 //! SIGTRAP would make the kernel reset its handler when the blob's `int3`
 //! fires (force_sig_info), changing the task's sigaction behind its back.
+//!
+//! A SIGTRAP the task has blocked and queued is therefore dequeued (and
+//! would be discarded) as soon as the parasite runs, and a queued SIGTRAP
+//! absorbs our own int3's (a standard signal is queued once). So the queues
+//! are read before the first trap, a foreign SIGTRAP stop is taken off the
+//! task (`Tracee::run_until_trap`), and at cure, with every signal blocked
+//! and without traps (PTRACE_SYSCALL), each SIGTRAP is queued again with its
+//! own siginfo, per thread or process-wide as it was.
 use super::{inject, InfectError, QueuedTraps, Result, Tracee};
 use crate::blobs;
 use crate::sys::process_vm;
