@@ -314,7 +314,7 @@ impl Tracee {
 
     /// Queues again, with its own siginfo, every SIGTRAP of `before` (taken
     /// before injected code ran) that is no longer queued, and a SIGTRAP that
-    /// [`Tracee::run_until_trap`] took off the task after it arrived while we
+    /// `Tracee::run_until_trap` took off the task after it arrived while we
     /// held it: our traps must not eat a SIGTRAP the task has blocked and
     /// reads later.
     ///
