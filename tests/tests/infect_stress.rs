@@ -1,11 +1,11 @@
 //! Infect-and-cure stress under CPU load: victims blocked in read, nanosleep,
-//! futex, epoll_wait and wait4 are seized, infected and cured several times
+//! futex, epoll_wait, epoll_pwait, wait4 and sigsuspend are seized, infected and cured several times
 //! each while busy threads keep every CPU loaded, then made to finish their
 //! call; each must end exactly as if nothing had happened.
 //!
 //! `CRTOOLS_STRESS_ROUNDS` sets the victims per kind (default 3, each
-//! infected [`INFECTIONS`] times: 45 infections in all); the long run
-//! is `CRTOOLS_STRESS_ROUNDS=40` (600).
+//! infected [`INFECTIONS`] times: 63 infections in all); the long run
+//! is `CRTOOLS_STRESS_ROUNDS=30` (630).
 use crtools_tests::Victim;
 use engine::infect::{Parasite, Tracee};
 use engine::sys::Pid;
@@ -101,6 +101,19 @@ fn wait_blocked(v: &mut Victim, nrs: &[i64], what: &str) {
     }
 }
 
+/// Waits until `pid` is in `state` (a letter of /proc/pid/stat).
+fn wait_state(pid: i32, state: char, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with(state)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: victim {pid} never reached state {state}: {s}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Seizes, infects (two parasite commands), cures and detaches `pid`;
 /// checks that registers and mask are back. Returns rax at the seize stop.
 fn infect_and_cure(pid: Pid, what: &str) -> i64 {
@@ -131,20 +144,54 @@ fn one_victim(kind: &str, round: usize) {
         "read" => &[libc::SYS_read],
         "sleep" => &[libc::SYS_clock_nanosleep, NR_RESTART_SYSCALL],
         "futex" => &[libc::SYS_futex, NR_RESTART_SYSCALL],
-        "epoll" => &[libc::SYS_epoll_wait, libc::SYS_epoll_pwait],
+        "epoll" | "epoll_pwait" => &[libc::SYS_epoll_wait, libc::SYS_epoll_pwait],
         "waitpid" => &[libc::SYS_wait4],
+        "sigsuspend" => &[libc::SYS_rt_sigsuspend],
         _ => unreachable!(),
     };
+    // Every third victim is in group-stop (SIGSTOP) while it is infected;
+    // for calls that SA_RESTART restarts, every third one gets a SIGUSR1
+    // (handler) right before each seize, racing its delivery with our
+    // interrupt (a signal-delivery stop, or a stop at the handler's entry).
+    let stopped = round % 3 == 1;
+    let signalled = round % 3 == 2 && matches!(kind, "read" | "waitpid");
     let mut last_release = 0;
+    if stopped {
+        wait_blocked(&mut v, nrs, &what);
+        // SAFETY: kill by pid of our own victim.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        wait_state(pid, 'T', &what);
+    }
     for i in 0..INFECTIONS {
         if kind == "sleep" && monotonic_ns() > v_start(&v) + (SLEEP_MS - 200) * 1_000_000 {
             break; // the sleep would end while we hold it: nothing left to interrupt
         }
-        wait_blocked(&mut v, nrs, &what);
+        if !stopped {
+            wait_blocked(&mut v, nrs, &what);
+        }
         // Vary where the interrupt lands relative to the victim's wake-ups.
         std::thread::sleep(Duration::from_micros((round * 7 + i * 13) as u64 % 3000));
+        if signalled {
+            // SAFETY: kill by pid of our own victim.
+            unsafe { libc::kill(pid, libc::SIGUSR1) };
+        }
         infect_and_cure(Pid(pid), &what);
+        if stopped {
+            wait_state(pid, 'T', &format!("{what}: still in group-stop after the cure"));
+        }
         last_release = monotonic_ns();
+    }
+    if stopped {
+        // SAFETY: kill by pid of our own victim.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+        last_release = monotonic_ns();
+        if kind.starts_with("epoll") {
+            // The kernel's own answer to a stop signal, with or without us
+            // (signal(7)): epoll_wait fails with EINTR once continued.
+            assert_eq!(v.line(), "epoll n=-1 events=0x0 tag=0 errno=4 usr2_blocked=0 data=", "{what}");
+            assert_eq!(v.wait(), Some(0), "{what}: victim exit");
+            return;
+        }
     }
     match kind {
         "read" => {
@@ -174,15 +221,22 @@ fn one_victim(kind: &str, round: usize) {
             v.send("wake");
             assert_eq!(v.line(), "futex r=0 errno=0 word=1", "{what}");
         }
-        "epoll" => {
+        "epoll" | "epoll_pwait" => {
             wait_blocked(&mut v, nrs, &what);
             v.send("ping");
-            assert_eq!(v.line(), "epoll n=1 events=0x1 tag=42 errno=0 data=ping", "{what}");
+            // epoll_pwait's own mask is gone once it returned.
+            assert_eq!(v.line(), "epoll n=1 events=0x1 tag=42 errno=0 usr2_blocked=0 data=ping", "{what}");
         }
         "waitpid" => {
             wait_blocked(&mut v, nrs, &what);
             v.send("exit");
             assert_eq!(v.line(), "waitpid r=ok status=0x700 errno=0", "{what}");
+        }
+        "sigsuspend" => {
+            wait_blocked(&mut v, nrs, &what);
+            // SAFETY: kill by pid of our own victim.
+            unsafe { libc::kill(pid, libc::SIGUSR2) };
+            assert_eq!(v.line(), "sigsuspend r=-1 errno=4 usr2_blocked=1", "{what}");
         }
         _ => unreachable!(),
     }
@@ -199,7 +253,7 @@ fn blocked_victims_resume_exactly_under_load() {
     let rounds = rounds();
     let _load = Load::start();
     let started = Instant::now();
-    let kinds = ["read", "sleep", "futex", "epoll", "waitpid"];
+    let kinds = ["read", "sleep", "futex", "epoll", "epoll_pwait", "waitpid", "sigsuspend"];
     // One thread per kind: ptrace is per thread, each seizes its own victims.
     let handles: Vec<_> = kinds
         .iter()

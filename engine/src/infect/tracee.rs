@@ -26,15 +26,18 @@ const NR_EPOLL_PWAIT2: u64 = 441;
 
 /// Whether `regs` (at a syscall's exit) belong to a call that returns
 /// -EINTR on any wake-up with a signal pending and that has no timeout:
-/// epoll_wait/epoll_pwait (timeout -1) and epoll_pwait2 (timeout NULL)
-/// without a signal mask of their own, rt_sigtimedwait without a timeout
-/// (sigwaitinfo). A call with a mask of its own is left alone: its mask is
-/// restored through TIF_RESTORE_SIGMASK, which PTRACE_SETSIGMASK clears.
+/// epoll_wait/epoll_pwait (timeout -1), epoll_pwait2 (timeout NULL),
+/// rt_sigtimedwait without a timeout (sigwaitinfo).
+///
+/// epoll_pwait's own mask is no obstacle: until the task leaves the call it
+/// runs with that mask and the caller's sits in saved_sigmask
+/// (TIF_RESTORE_SIGMASK), which PTRACE_GETSIGMASK reports; the cure's
+/// PTRACE_SETSIGMASK puts it back as the current mask (clearing the flag)
+/// and the restarted call saves it again.
 fn waits_forever(regs: &UserRegs) -> bool {
     match regs.orig_rax {
-        NR_EPOLL_WAIT => regs.r10 as i32 == -1,
-        NR_EPOLL_PWAIT => regs.r10 as i32 == -1 && regs.r8 == 0,
-        NR_EPOLL_PWAIT2 => regs.r10 == 0 && regs.r8 == 0,
+        NR_EPOLL_WAIT | NR_EPOLL_PWAIT => regs.r10 as i32 == -1,
+        NR_EPOLL_PWAIT2 => regs.r10 == 0,
         NR_RT_SIGTIMEDWAIT => regs.rdx == 0,
         _ => false,
     }
@@ -476,8 +479,8 @@ mod tests {
         assert!(waits_forever(&r(NR_EPOLL_WAIT, 0xffff_ffff, 0, 0)));
         assert!(!waits_forever(&r(NR_EPOLL_WAIT, 1000, 0, 0)));
         assert!(waits_forever(&r(NR_EPOLL_PWAIT, u64::MAX, 0, 0)));
-        assert!(!waits_forever(&r(NR_EPOLL_PWAIT, u64::MAX, 0x7000, 0)), "own mask");
-        assert!(waits_forever(&r(NR_EPOLL_PWAIT2, 0, 0, 0)));
+        assert!(waits_forever(&r(NR_EPOLL_PWAIT, u64::MAX, 0x7000, 0)), "own mask");
+        assert!(waits_forever(&r(NR_EPOLL_PWAIT2, 0, 0x7000, 0)));
         assert!(!waits_forever(&r(NR_EPOLL_PWAIT2, 0x7000, 0, 0)), "timeout");
         assert!(waits_forever(&r(NR_RT_SIGTIMEDWAIT, 8, 0, 0)));
         assert!(!waits_forever(&r(NR_RT_SIGTIMEDWAIT, 8, 0, 0x7000)), "timeout");

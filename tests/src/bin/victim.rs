@@ -9,7 +9,7 @@
 //!   "counter=N sum=ok|bad".
 //! - `sleeper MS`: nanosleep(MS) then prints "slept ELAPSED_MS".
 //! - `reader`: blocks in read(0) and prints "got <line>".
-//! - `blocked read|sleep MS|futex|epoll|waitpid`: blocks in one system call
+//! - `blocked read|sleep MS|futex|epoll|epoll_pwait|waitpid|sigsuspend`: blocks in one system call
 //!   and reports how it ended (see [`blocked`]).
 use std::io::Write;
 
@@ -372,21 +372,41 @@ fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
+fn unsafe_zeroed_sigset() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; all zeroes is the empty set.
+    unsafe { std::mem::zeroed() }
+}
+
 /// `blocked KIND [MS]`: says "ready PID", blocks in one system call that
-/// only the test ends, and prints one line on how it ended, then exits:
+/// only the test ends, and prints one line on how it ended, then exits
+/// (SIGUSR1 runs an empty SA_RESTART handler):
 /// - `read`: read(0) → "read n=N data=LINE errno=E";
 /// - `sleep MS`: clock_nanosleep of MS → "sleep r=R start=NS end=NS"
 ///   (CLOCK_MONOTONIC);
 /// - `futex`: FUTEX_WAIT (60 s timeout) on a word a second thread sets and
 ///   wakes when a line arrives on stdin → "futex r=R errno=E word=W";
-/// - `epoll`: epoll_wait(-1) on stdin → "epoll n=N events=HEX errno=E
-///   data=LINE";
+/// - `epoll`: epoll_wait(-1) on stdin → "epoll n=N events=HEX tag=T
+///   errno=E usr2_blocked=0|1 data=LINE"; `epoll_pwait`: the same with
+///   epoll_pwait and a mask of its own (SIGUSR2 blocked while it waits);
 /// - `waitpid`: wait4 for a child that exits with 7 once a line arrives on
-///   stdin → "waitpid r=ok|R status=S errno=E".
+///   stdin → "waitpid r=ok|R status=S errno=E";
+/// - `sigsuspend`: SIGUSR2 blocked, sigsuspend with an empty mask until a
+///   SIGUSR2 (handler) → "sigsuspend r=-1 errno=4 usr2_blocked=1" (the
+///   mask it had before the call is back).
 fn blocked(args: &[String]) {
     use std::sync::atomic::{AtomicU32, Ordering};
     static WORD: AtomicU32 = AtomicU32::new(0);
     let kind = args.first().map(String::as_str).unwrap_or("read");
+    // SIGUSR1 runs a handler with SA_RESTART: tests send it to race the seize.
+    extern "C" fn on_usr1_restart(_: i32) {}
+    // SAFETY: plain libc calls on a zeroed, correctly sized struct.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_usr1_restart as *const () as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
+    }
     let mut out = std::io::stdout();
     let mut buf = [0u8; 256];
     let text = |n: isize, buf: &[u8]| {
@@ -444,7 +464,7 @@ fn blocked(args: &[String]) {
             let e = if r < 0 { errno() } else { 0 };
             format!("futex r={r} errno={e} word={}", WORD.load(Ordering::SeqCst))
         }
-        "epoll" => {
+        "epoll" | "epoll_pwait" => {
             // SAFETY: plain epoll calls on our own descriptors.
             let (n, ev, e) = unsafe {
                 let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
@@ -453,7 +473,15 @@ fn blocked(args: &[String]) {
                 writeln!(out, "ready {}", std::process::id()).unwrap();
                 out.flush().unwrap();
                 let mut got = [libc::epoll_event { events: 0, u64: 0 }; 4];
-                let n = libc::epoll_wait(ep, got.as_mut_ptr(), 4, -1);
+                // epoll_pwait with a mask of its own: SIGUSR2 blocked while it waits.
+                let mut own: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut own);
+                libc::sigaddset(&mut own, libc::SIGUSR2);
+                let n = if kind == "epoll" {
+                    libc::epoll_wait(ep, got.as_mut_ptr(), 4, -1)
+                } else {
+                    libc::epoll_pwait(ep, got.as_mut_ptr(), 4, -1, &own)
+                };
                 let e = if n < 0 { errno() } else { 0 };
                 (n, got[0], e)
             };
@@ -461,7 +489,12 @@ fn blocked(args: &[String]) {
             let tag = ev.u64;
             // SAFETY: reading into a local buffer.
             let r = if n == 1 { unsafe { libc::read(0, buf.as_mut_ptr() as *mut _, buf.len()) } } else { 0 };
-            format!("epoll n={n} events={events:#x} tag={tag} errno={e} data={}", text(r, &buf))
+            let mut now: libc::sigset_t = unsafe_zeroed_sigset();
+            // SAFETY: querying the mask only.
+            unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut now) };
+            // SAFETY: reading a local set.
+            let usr2 = unsafe { libc::sigismember(&now, libc::SIGUSR2) };
+            format!("epoll n={n} events={events:#x} tag={tag} errno={e} usr2_blocked={usr2} data={}", text(r, &buf))
         }
         "waitpid" => {
             // SAFETY: fork in a single-threaded process; the child only
@@ -482,6 +515,32 @@ fn blocked(args: &[String]) {
             let e = if r < 0 { errno() } else { 0 };
             let r = if r == child { "ok".to_string() } else { r.to_string() };
             format!("waitpid r={r} status={:#x} errno={e}", status)
+        }
+        "sigsuspend" => {
+            // SIGUSR2 blocked but for the wait: its handler ends sigsuspend,
+            // which must then put the mask back (SIGUSR2 blocked again).
+            extern "C" fn on_usr2(_: i32) {}
+            // SAFETY: plain libc calls on zeroed, correctly sized structs.
+            let (r, e, blocked) = unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = on_usr2 as *const () as usize;
+                libc::sigemptyset(&mut sa.sa_mask);
+                assert_eq!(libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut()), 0);
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGUSR2);
+                assert_eq!(libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()), 0);
+                writeln!(out, "ready {}", std::process::id()).unwrap();
+                out.flush().unwrap();
+                let mut wait: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut wait);
+                let r = libc::sigsuspend(&wait);
+                let e = errno();
+                let mut now: libc::sigset_t = std::mem::zeroed();
+                libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut now);
+                (r, e, libc::sigismember(&now, libc::SIGUSR2))
+            };
+            format!("sigsuspend r={r} errno={e} usr2_blocked={blocked}")
         }
         other => panic!("victim: unknown blocking call {other}"),
     };
