@@ -189,6 +189,12 @@ impl Tracee {
         self.state
     }
 
+    /// Whether a SIGSTOP reached the task while injected code ran: it was
+    /// kept from stopping it then and is sent again at the release.
+    pub fn stop_deferred(&self) -> bool {
+        self.deferred.contains(&SIGSTOP)
+    }
+
     /// General registers.
     pub fn regs(&self) -> Result<UserRegs> {
         ptrace::get_regs(self.pid).map_err(|e| InfectError::errno(self.pid, "PTRACE_GETREGS", e))
@@ -439,6 +445,13 @@ impl Tracee {
             StopState::Stopped(sig) => sig,
             StopState::Running => self.deferred.first().copied().unwrap_or(0),
         };
+        // Whatever our last stop was (a syscall-exit stop after a quiet remote
+        // syscall, a trap), the detach wakes the task with TIF_SIGPENDING set
+        // (ptrace_signal_wake_up), so on its way out the kernel runs its
+        // restart logic on the registers we put back: an interrupted call
+        // restarts (or fails with EINTR under a handler) as it would have.
+        // The signal is honoured at a signal-delivery or syscall stop
+        // (send_sig), which is where injected code leaves the task.
         ptrace::detach(pid, sig).map_err(|e| InfectError::errno(pid, "PTRACE_DETACH", e))?;
         Ok(())
     }
