@@ -1043,7 +1043,7 @@ fn pending_sigtrap_survives_a_failed_dump() {
         let s = Scratch::new("dr_task", "trap_failed");
         // The UDP socket (unsupported) fails the dump while the parasite is
         // in: descriptors are collected by the parasite.
-        let t = cx.start(&s, "trap_pending,socket", None);
+        let t = cx.start(&s, "trap_pending,trap_thread,socket", None);
         assert_sigtrap_queued(&t, "before the dump");
         let err = do_dump(t.pid, &s.images(), false).expect_err("dump of a UDP socket must fail");
         assert!(err.contains("socket"), "{err}");
@@ -1051,11 +1051,13 @@ fn pending_sigtrap_survives_a_failed_dump() {
         assert_sigtrap_queued(&t, "after the failed dump");
         let c = t.check();
         c.assert_item("trap", "ok");
+        c.assert_item("trap_thread", "ok");
         c.assert_ok();
         // Twice: the second dump meets the SIGTRAPs the check queued again.
         do_dump(t.pid, &s.images(), false).expect_err("dump of a UDP socket must fail");
         let c = t.check();
         c.assert_item("trap", "ok");
+        c.assert_item("trap_thread", "ok");
         c.assert_ok();
     });
 }
@@ -1177,13 +1179,14 @@ fn vfork_parent_and_child_are_refused() {
 fn pending_sigtrap_survives_dump_s() {
     run("trap_leave_stopped", 90, |cx| {
         let s = Scratch::new("dr_task", "trap_leave_stopped");
-        let t = cx.start(&s, "trap_pending", None);
+        let t = cx.start(&s, "trap_pending,trap_thread", None);
         do_dump(t.pid, &s.images(), true).unwrap_or_else(|e| panic!("dump -s: {e}"));
         assert!(t.status_field("State").starts_with('T'), "not stopped after dump -s");
         assert_sigtrap_queued(&t, "after dump -s");
         t.signal(libc::SIGCONT);
         let c = t.check();
         c.assert_item("trap", "ok");
+        c.assert_item("trap_thread", "ok");
         c.assert_ok();
         assert_running_untraced(&t);
     });
@@ -1346,12 +1349,13 @@ fn thread_in_another_cgroup_is_refused() {
 fn pending_sigtrap_survives_dump_and_restore() {
     run("trap_restore", 90, |cx| {
         let s = Scratch::new("dr_task", "trap_restore");
-        let mut t = cx.start(&s, "trap_pending", None);
+        let mut t = cx.start(&s, "trap_pending,trap_thread", None);
         dump_and_restore(&mut t, &s);
         assert_running_untraced(&t);
         assert_sigtrap_queued(&t, "after restore");
         let c = t.check();
         c.assert_item("trap", "ok");
+        c.assert_item("trap_thread", "ok");
         c.assert_ok();
     });
 }
