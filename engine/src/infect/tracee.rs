@@ -482,7 +482,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_untimed_maskless_waits_are_restarted() {
+    fn only_untimed_waits_are_restarted() {
         let r = |orig_rax: u64, r10: u64, r8: u64, rdx: u64| UserRegs { orig_rax, r10, r8, rdx, ..Default::default() };
         assert_eq!(NR_EPOLL_WAIT, libc::SYS_epoll_wait as u64);
         assert_eq!(NR_EPOLL_PWAIT, libc::SYS_epoll_pwait as u64);
