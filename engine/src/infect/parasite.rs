@@ -84,14 +84,17 @@ impl<'t> Parasite<'t> {
         let peek =
             |flags| ptrace::peek_all_siginfo(pid, flags).map_err(|e| InfectError::errno(pid, "PTRACE_PEEKSIGINFO", e));
         let orig_pending = (peek(0)?, peek(ptrace::PEEKSIGINFO_SHARED)?);
-        tracee.set_sigmask(!(1u64 << (SIGTRAP - 1)))?;
+        // The region is mapped with every signal blocked and without a trap
+        // (PTRACE_SYSCALL): nothing is taken off the queues before there is
+        // scratch memory in the task to queue it again from.
+        tracee.set_sigmask(u64::MAX)?;
         let layout = Layout::new();
-        let mapped = tracee.remote_syscall_ok(
+        let mapped = tracee.remote_syscall_quiet_ok(
             Sysno::mmap,
             [0, layout.size as u64, PROT_RWX, MAP_PRIVATE_ANON, u64::MAX, 0],
             "remote mmap of the parasite region",
         );
-        let base = match mapped {
+        let base = match mapped.and_then(|b| tracee.set_sigmask(!(1u64 << (SIGTRAP - 1))).map(|_| b)) {
             Ok(b) => b,
             Err(e) => {
                 let _ = tracee.set_sigmask(orig_mask);

@@ -294,6 +294,11 @@ impl Tracee {
                         self.deferred.push(sig);
                         ptrace::syscall(pid, 0).map_err(|e| InfectError::errno(pid, "PTRACE_SYSCALL", e))?;
                     }
+                    // A task resumed from group-stop reports it again on its way
+                    // out (PTRACE_EVENT_STOP) before it reaches the syscall.
+                    WaitStatus::Stopped { event, .. } if event != 0 => {
+                        ptrace::syscall(pid, 0).map_err(|e| InfectError::errno(pid, "PTRACE_SYSCALL", e))?;
+                    }
                     WaitStatus::Exited(c) => {
                         self.detached = true;
                         return Err(InfectError::unexpected(pid, stop, format!("exited with {c}")));
