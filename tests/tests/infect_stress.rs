@@ -9,8 +9,8 @@
 use crtools_tests::Victim;
 use engine::infect::{Parasite, Tracee};
 use engine::sys::Pid;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
@@ -129,7 +129,30 @@ fn infect_and_cure(pid: Pid, what: &str) -> i64 {
     assert_eq!(t.regs().unwrap(), regs, "{what}: registers back after cure");
     assert_eq!(t.sigmask().unwrap(), mask, "{what}: mask back after cure");
     t.detach().unwrap_or_else(|e| panic!("{what}: detach: {e}"));
+    INFECTED.fetch_add(1, Ordering::SeqCst);
     regs.rax as i64
+}
+
+/// Infect/cure cycles done.
+static INFECTED: AtomicUsize = AtomicUsize::new(0);
+/// Victims alive now, killed by the watchdog if the test hangs (a call that
+/// restarted where it should have ended leaves its victim blocked).
+static LIVE: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// A victim's entry in [`LIVE`] while its test owns it.
+struct Live(i32);
+
+impl Live {
+    fn add(pid: i32) -> Live {
+        LIVE.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+        Live(pid)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        LIVE.lock().unwrap_or_else(|e| e.into_inner()).retain(|&p| p != self.0);
+    }
 }
 
 /// One victim of `kind`: blocked, infected and cured [`INFECTIONS`] times,
@@ -140,6 +163,7 @@ fn one_victim(kind: &str, round: usize) {
     let args: Vec<&str> = if kind == "sleep" { vec!["blocked", kind, &ms] } else { vec!["blocked", kind] };
     let mut v = Victim::start(VICTIM, &args);
     let pid = v.pid();
+    let _live = Live::add(pid);
     let nrs: &[i64] = match kind {
         "read" => &[libc::SYS_read],
         "sleep" => &[libc::SYS_clock_nanosleep, NR_RESTART_SYSCALL],
@@ -155,6 +179,22 @@ fn one_victim(kind: &str, round: usize) {
     // interrupt (a signal-delivery stop, or a stop at the handler's entry).
     let stopped = round % 3 == 1;
     let signalled = round % 3 == 2 && matches!(kind, "read" | "waitpid");
+    if round % 3 == 2 && kind.starts_with("epoll") {
+        // A SIGTSTP (default action: stop) racing the seize: whether it is
+        // acted on before our interrupt or is still pending at it, epoll_wait
+        // must end as the kernel ends it for a stop signal: EINTR once the
+        // task is continued (not a restart).
+        wait_blocked(&mut v, nrs, &what);
+        // SAFETY: kill by pid of our own victim.
+        unsafe { libc::kill(pid, libc::SIGTSTP) };
+        infect_and_cure(Pid(pid), &what);
+        wait_state(pid, 'T', &format!("{what}: stopped by its SIGTSTP"));
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+        assert_eq!(v.line(), "epoll n=-1 events=0x0 tag=0 errno=4 usr2_blocked=0 data=", "{what}");
+        assert_eq!(v.wait(), Some(0), "{what}: victim exit");
+        return;
+    }
     let mut last_release = 0;
     if stopped {
         wait_blocked(&mut v, nrs, &what);
@@ -251,6 +291,22 @@ fn v_start(v: &Victim) -> u64 {
 #[test]
 fn blocked_victims_resume_exactly_under_load() {
     let rounds = rounds();
+    crtools_tests::with_watchdog(
+        "infect_stress",
+        120 + 15 * rounds as u64,
+        move || stress(rounds),
+        || {
+            let pids = LIVE.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            for p in &pids {
+                // SAFETY: kill by pid of a victim this test started.
+                unsafe { libc::kill(*p, libc::SIGKILL) };
+            }
+            format!("killed victims {pids:?}")
+        },
+    );
+}
+
+fn stress(rounds: usize) {
     let _load = Load::start();
     let started = Instant::now();
     let kinds = ["read", "sleep", "futex", "epoll", "epoll_pwait", "waitpid", "sigsuspend"];
@@ -276,7 +332,7 @@ fn blocked_victims_resume_exactly_under_load() {
     }
     eprintln!(
         "{} infections of {} victims in {:.1} s",
-        rounds * kinds.len() * INFECTIONS,
+        INFECTED.load(Ordering::SeqCst),
         rounds * kinds.len(),
         started.elapsed().as_secs_f64()
     );

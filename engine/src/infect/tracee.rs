@@ -16,6 +16,10 @@ const SIGSTOP: i32 = 19;
 const SIGTSTP: i32 = 20;
 const SIGTTIN: i32 = 21;
 const SIGTTOU: i32 = 22;
+const SIGCHLD: i32 = 17;
+const SIGCONT: i32 = 18;
+const SIGURG: i32 = 23;
+const SIGWINCH: i32 = 28;
 
 const EINTR: i64 = 4;
 const ERESTARTNOHAND: i64 = 514;
@@ -155,9 +159,22 @@ impl Tracee {
     /// out (a handler that already ran would have reset orig_rax with
     /// rt_sigreturn), so any signal behind the -EINTR is still pending and is
     /// delivered exactly as before.
+    ///
+    /// Not when a signal that does something on delivery is pending: it may
+    /// be what ended the call (the kernel answers a stop signal with -EINTR
+    /// too, after SIGCONT), so the call must end the same way.
     fn undo_spurious_eintr(&mut self) -> Result<()> {
         let mut regs = self.regs()?;
         if regs.rax as i64 != -EINTR || !waits_forever(&regs) {
+            return Ok(());
+        }
+        let st = crate::proc::status::read(self.pid)
+            .map_err(|e| InfectError::unexpected(self.pid, "read status", e.to_string()))?;
+        let bit = |sig: i32| 1u64 << (sig - 1);
+        // SIG_DFL of these does nothing on delivery.
+        let default_ignored = bit(SIGCHLD) | bit(SIGCONT) | bit(SIGURG) | bit(SIGWINCH);
+        let inert = st.sig_ign | (default_ignored & !st.sig_cgt);
+        if (st.sig_pnd | st.shd_pnd) & !st.sig_blk & !inert != 0 {
             return Ok(());
         }
         regs.rax = -ERESTARTNOHAND as u64;
