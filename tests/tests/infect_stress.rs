@@ -4,8 +4,8 @@
 //! call; each must end exactly as if nothing had happened.
 //!
 //! `CRTOOLS_STRESS_ROUNDS` sets the victims per kind (default 3, each
-//! infected [`INFECTIONS`] times: 63 infections in all); the long run
-//! is `CRTOOLS_STRESS_ROUNDS=30` (630).
+//! infected up to [`INFECTIONS`] times: about 60 infections); the long run
+//! is `CRTOOLS_STRESS_ROUNDS=30` (about 600).
 use crtools_tests::Victim;
 use engine::infect::{Parasite, Tracee};
 use engine::sys::Pid;
