@@ -47,10 +47,14 @@ impl Victim {
         s.trim_end().to_string()
     }
 
-    /// Sends one line to the victim's stdin.
+    /// Sends one line to the victim's stdin, in one write(2).
+    ///
+    /// `writeln!` on the unbuffered ChildStdin issues one write per format
+    /// piece ("ping", then "\n"): a victim that reads once and exits could
+    /// take the first and be gone before the second (EPIPE).
     pub fn send(&mut self, line: &str) {
         let w = self.stdin.as_mut().expect("stdin");
-        writeln!(w, "{line}").expect("write victim stdin");
+        w.write_all(format!("{line}\n").as_bytes()).expect("write victim stdin");
         w.flush().unwrap();
     }
 

@@ -133,3 +133,36 @@ fn seize_of_missing_pid_is_a_clear_error() {
     let e = Tracee::seize(Pid(i32::MAX - 1)).err().expect("must fail");
     assert!(e.to_string().contains("PTRACE_SEIZE"), "{e}");
 }
+
+/// A SIGSTOP sent while the victim is infected reaches it when released:
+/// the parasite's resume takes it off the queue (it cannot be blocked) and
+/// the release sends it again.
+#[test]
+fn sigstop_sent_while_infected_stops_the_victim_once_released() {
+    let mut v = Victim::start(VICTIM, &["reader"]);
+    let pid = Pid(v.pid());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut t = Tracee::seize(pid).expect("seize");
+    {
+        let mut p = Parasite::infect(&mut t).expect("infect");
+        // SAFETY: kill by pid of our own victim.
+        unsafe { libc::kill(pid.0, libc::SIGSTOP) };
+        assert_eq!(p.get_pid().unwrap().pid, pid.0);
+        p.cure().unwrap();
+    }
+    assert!(t.stop_deferred(), "the parasite met the SIGSTOP");
+    t.detach().unwrap();
+    let state = |pid: i32| {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        s.rsplit_once(')').unwrap().1.trim_start().chars().next().unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while state(pid.0) != 'T' {
+        assert!(std::time::Instant::now() < deadline, "victim never stopped: {}", state(pid.0));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(pid.0, libc::SIGCONT) };
+    v.send("ping");
+    assert_eq!(v.line(), "got ping");
+}

@@ -205,6 +205,8 @@ fn refuse_tree(tree: &crate::infect::tree::SeizedTree, file_locks: bool) -> Resu
     clone_share::refuse_shared(&live)
 }
 
+const SIGSTOP: i32 = 19;
+
 /// Dumps one process of the seized tree.
 fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Result<()> {
     let pid = task.pid;
@@ -258,7 +260,7 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
     let stopped = matches!(leader.state(), StopState::Stopped(_));
     let tids: Vec<Pid> = std::iter::once(leader.pid()).chain(others.iter().map(|t| t.pid())).collect();
 
-    let (thread_core, mut process, other_cores, fds, brk, mm_settings) = {
+    let (mut thread_core, mut process, other_cores, fds, brk, mm_settings) = {
         let mut p = Parasite::infect(leader).ctx(pid, "infect")?;
         let thread_core = task::dump_thread_with(&mut p, &status)?;
         let mut process = task::dump_process_with(&mut p, &status)?;
@@ -276,8 +278,20 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
         (thread_core, process, other_cores, fds, brk, mm_settings)
     };
     log::debug!(task = pid.0; "task {pid}: in-task state collected, parasite removed");
-    if stopped {
-        // Found in group-stop: restored stopped too.
+    // A queued SIGSTOP (it cannot be blocked) stops the task the moment it
+    // runs, here the parasite's first resume: it is dumped as what it does,
+    // group-stop, not as a signal to queue, which would stop the restorer.
+    let mut other_cores = other_cores;
+    let mut sigstop = leader.stop_deferred() || others.iter().any(|t| t.stop_deferred());
+    let lists = std::iter::once(&mut process.shared_pending)
+        .chain(std::iter::once(&mut thread_core.pending))
+        .chain(other_cores.iter_mut().map(|c| &mut c.pending));
+    for l in lists {
+        sigstop |= l.iter().any(|s| s.signo() == SIGSTOP);
+        l.retain(|s| s.signo() != SIGSTOP);
+    }
+    if stopped || sigstop {
+        // Found in group-stop (or on its way there): restored stopped too.
         process.state = TaskState::Stopped;
     }
     process.loginuid = task::read_loginuid(pid, &tids)?;

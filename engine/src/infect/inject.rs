@@ -55,7 +55,8 @@ impl Tracee {
         regs.r10 = args[3];
         regs.r8 = args[4];
         regs.r9 = args[5];
-        let run = self.set_regs(&regs).and_then(|_| self.run_until_trap("remote syscall"));
+        let trap = site + SYSCALL_INT3.len() as u64;
+        let run = self.set_regs(&regs).and_then(|_| self.run_until_trap("remote syscall", trap));
 
         // Put code and registers back whatever happened.
         let restore_code = ptrace::poke_bytes(pid, aligned, &saved_code);

@@ -20,7 +20,7 @@ pub mod tracee;
 pub mod tree;
 
 pub use parasite::Parasite;
-pub use tracee::{StopState, Tracee};
+pub use tracee::{QueuedTraps, StopState, Tracee};
 
 /// What went wrong while seizing or infecting a task.
 #[derive(Debug)]

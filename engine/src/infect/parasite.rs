@@ -5,10 +5,18 @@
 //! infected, every signal but SIGTRAP is blocked in the task: blocking
 //! SIGTRAP would make the kernel reset its handler when the blob's `int3`
 //! fires (force_sig_info), changing the task's sigaction behind its back.
-use super::{inject, InfectError, Result, Tracee};
+//!
+//! A SIGTRAP the task has blocked and queued is therefore dequeued (and
+//! would be discarded) as soon as the parasite runs, and a queued SIGTRAP
+//! absorbs our own int3's (a standard signal is queued once). So the queues
+//! are read before the first trap, a foreign SIGTRAP stop is taken off the
+//! task (`Tracee::run_until_trap`), and at cure, with every signal blocked
+//! and without traps (PTRACE_SYSCALL), each SIGTRAP is queued again with its
+//! own siginfo, per thread or process-wide as it was.
+use super::{inject, InfectError, QueuedTraps, Result, Tracee};
 use crate::blobs;
 use crate::sys::process_vm;
-use crate::sys::ptrace::UserRegs;
+use crate::sys::ptrace::{self, SigInfo, UserRegs};
 use crate::sys::socket::{self, SockFlags, SockType, UnixAddr};
 use crate::sys::Sysno;
 use parasite_proto as proto;
@@ -56,6 +64,8 @@ pub struct Parasite<'t> {
     sigtrap_ignored: bool,
     /// SIGTRAP's flags and mask as read by [`Parasite::sigactions`].
     sigtrap_action: Option<proto::KSigAction>,
+    /// The thread's and the process's queued signals before infection.
+    orig_pending: (Vec<SigInfo>, Vec<SigInfo>),
     cured: bool,
 }
 
@@ -69,14 +79,22 @@ impl<'t> Parasite<'t> {
             .map_err(|e| InfectError::unexpected(tracee.pid(), "read status", e.to_string()))?;
         let orig_regs = tracee.regs()?;
         let orig_mask = tracee.sigmask()?;
-        tracee.set_sigmask(!(1u64 << (SIGTRAP - 1)))?;
+        // Before our first trap: it would take a queued SIGTRAP off the queue.
+        let pid = tracee.pid();
+        let peek =
+            |flags| ptrace::peek_all_siginfo(pid, flags).map_err(|e| InfectError::errno(pid, "PTRACE_PEEKSIGINFO", e));
+        let orig_pending = (peek(0)?, peek(ptrace::PEEKSIGINFO_SHARED)?);
+        // The region is mapped with every signal blocked and without a trap
+        // (PTRACE_SYSCALL): nothing is taken off the queues before there is
+        // scratch memory in the task to queue it again from.
+        tracee.set_sigmask(u64::MAX)?;
         let layout = Layout::new();
-        let mapped = tracee.remote_syscall_ok(
+        let mapped = tracee.remote_syscall_quiet_ok(
             Sysno::mmap,
             [0, layout.size as u64, PROT_RWX, MAP_PRIVATE_ANON, u64::MAX, 0],
             "remote mmap of the parasite region",
         );
-        let base = match mapped {
+        let base = match mapped.and_then(|b| tracee.set_sigmask(!(1u64 << (SIGTRAP - 1))).map(|_| b)) {
             Ok(b) => b,
             Err(e) => {
                 let _ = tracee.set_sigmask(orig_mask);
@@ -93,6 +111,7 @@ impl<'t> Parasite<'t> {
             task_sock: None,
             sigtrap_ignored,
             sigtrap_action: None,
+            orig_pending,
             cured: false,
         };
         let blob = blobs::relocate(blobs::parasite::IMAGE, blobs::parasite::MEM_SIZE, blobs::parasite::RELOCS, base);
@@ -122,6 +141,13 @@ impl<'t> Parasite<'t> {
     /// The task's blocked mask as it was before infection.
     pub fn orig_sigmask(&self) -> u64 {
         self.orig_mask
+    }
+
+    /// The signals queued for the thread and for the process before
+    /// infection (PTRACE_PEEKSIGINFO order): a SIGTRAP among them is off its
+    /// queue while the parasite runs and back once it is cured.
+    pub fn orig_pending(&self) -> (&[SigInfo], &[SigInfo]) {
+        (&self.orig_pending.0, &self.orig_pending.1)
     }
 
     /// A 4 KiB scratch page inside the parasite region, free for remote
@@ -156,8 +182,8 @@ impl<'t> Parasite<'t> {
         // The stub's `call` pushes the return address: enter 16-byte aligned.
         regs.rsp = (self.base + self.layout.stack_top as u64) & !15;
         self.tracee.set_regs(&regs)?;
-        let after = self.tracee.run_until_trap("parasite command")?;
         let trap = self.base + blobs::parasite::TRAP as u64 + 1;
+        let after = self.tracee.run_until_trap("parasite command", trap)?;
         if after.rip != trap {
             return Err(InfectError::unexpected(
                 pid,
@@ -334,8 +360,11 @@ impl<'t> Parasite<'t> {
                 log::error!("{e}");
             }
         }
-        // Remote syscalls run at the original rip with the original registers.
+        // Remote syscalls run at the original rip with the original registers,
+        // with every signal blocked: no trap from here on, and a SIGTRAP we
+        // queue again stays queued.
         self.tracee.set_regs(&self.orig_regs)?;
+        self.tracee.set_sigmask(u64::MAX)?;
         let mut ignore = Ok(0);
         if self.sigtrap_ignored {
             // No trap from here on: each would reset the ignored SIGTRAP again.
@@ -352,12 +381,15 @@ impl<'t> Parasite<'t> {
                     )
                 });
         }
+        let traps = QueuedTraps::of(&self.orig_pending.0, &self.orig_pending.1);
+        let requeue = self.tracee.put_back_sigtraps(pid, &traps, self.scratch());
         let unmap = self.tracee.remote_syscall_quiet_ok(
             Sysno::munmap,
             [self.base, self.layout.size as u64, 0, 0, 0, 0],
             "remote munmap of the parasite region",
         );
         ignore?;
+        requeue?;
         let regs = self.tracee.set_regs(&self.orig_regs);
         let mask = self.tracee.set_sigmask(self.orig_mask);
         unmap?;

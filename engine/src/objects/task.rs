@@ -24,7 +24,7 @@ use crate::image::RawStr;
 use crate::infect::Parasite;
 use crate::proc;
 use crate::restore::plan::PlanBuilder;
-use crate::sys::ptrace::{self, UserRegs, NT_X86_XSTATE, PEEKSIGINFO_SHARED};
+use crate::sys::ptrace::{self, UserRegs, NT_X86_XSTATE};
 use crate::sys::Pid;
 use restorer_plan as rp;
 use std::os::unix::ffi::OsStrExt;
@@ -289,7 +289,9 @@ pub fn dump_thread_with(p: &mut Parasite<'_>, status: &proc::status::Status) -> 
     rewrite_restart(&mut regs);
     let xsave = read_xsave(pid)?;
     let sigmask = p.orig_sigmask();
-    let pending = siginfos(ptrace::peek_all_siginfo(pid, 0).ctx(pid, "PTRACE_PEEKSIGINFO")?);
+    // As queued before infection: the parasite's traps take a SIGTRAP off
+    // the queue until the cure.
+    let pending = siginfos(p.orig_pending().0.to_vec());
     let ss = p.sigaltstack().ctx(pid, "read sigaltstack")?;
     let misc = p.misc().ctx(pid, "read prctl state")?;
     let rseq = match ptrace::get_rseq_config(pid) {
@@ -414,8 +416,7 @@ pub fn dump_process_with(p: &mut Parasite<'_>, status: &proc::status::Status) ->
             ),
         ));
     }
-    let shared_pending =
-        siginfos(ptrace::peek_all_siginfo(pid, PEEKSIGINFO_SHARED).ctx(pid, "PTRACE_PEEKSIGINFO shared")?);
+    let shared_pending = siginfos(p.orig_pending().1.to_vec());
     let rlimits = read_rlimits(pid)?;
     let misc = p.misc().ctx(pid, "read prctl state")?;
     let dir = |what: &str, t: proc::PathTarget| {

@@ -29,15 +29,22 @@ const PR_SET_NAME: u64 = 15;
 const PR_GET_TID_ADDRESS: u64 = 40;
 const PR_GET_SECUREBITS: u64 = 27;
 
-/// Runs `f` with every signal but SIGTRAP blocked in `t`, then restores the
-/// thread's mask.
-fn blocked<T>(t: &mut Tracee, f: impl FnOnce(&mut Tracee) -> Result<T>) -> Result<T> {
+/// Runs `f` with every signal but SIGTRAP blocked in `t` (thread of `pid`),
+/// then queues again a SIGTRAP our traps took off its queue (with every
+/// signal blocked, through `scratch`) and restores the thread's mask.
+fn blocked<T>(t: &mut Tracee, pid: Pid, scratch: u64, f: impl FnOnce(&mut Tracee) -> Result<T>) -> Result<T> {
     let tid = t.pid();
     let mask = t.sigmask().ctx(tid, "read the signal mask")?;
+    let traps = t.queued_sigtraps(false).ctx(tid, "read the pending signals")?;
     t.set_sigmask(ALL_BUT_TRAP).ctx(tid, "block signals")?;
     let r = f(t);
+    let requeued = t
+        .set_sigmask(u64::MAX)
+        .and_then(|_| t.put_back_sigtraps(pid, &traps, scratch))
+        .ctx(tid, "queue the pending SIGTRAP again");
     let restored = t.set_sigmask(mask).ctx(tid, "restore the signal mask");
     let v = r?;
+    requeued?;
     restored?;
     Ok(v)
 }
@@ -55,7 +62,7 @@ pub fn dump(t: &mut Tracee, pid: Pid, scratch: u64) -> Result<ThreadCore> {
         .into_iter()
         .map(|s| Siginfo(s.0.to_vec()))
         .collect();
-    let (ss, ctid, securebits) = blocked(t, |t| {
+    let (ss, ctid, securebits) = blocked(t, pid, scratch + 128, |t| {
         // Per thread, like every credential.
         let securebits = t
             .remote_syscall_ok(Sysno::prctl, [PR_GET_SECUREBITS, 0, 0, 0, 0, 0], "PR_GET_SECUREBITS")
@@ -131,6 +138,9 @@ pub fn finish(t: &mut Tracee, pid: Pid, core: &ThreadCore, scratch: u64) -> Resu
         if si.0.len() != 128 {
             return Err(Error::task(tid, "pending siginfo is not 128 bytes"));
         }
+        if si.signo() == SIGTRAP {
+            continue; // queued last, see below
+        }
         process_vm::write_all(tid, scratch, &si.0).ctx(tid, "write scratch")?;
         let signo = si.signo() as u64;
         t.remote_syscall_ok(
@@ -140,8 +150,32 @@ pub fn finish(t: &mut Tracee, pid: Pid, core: &ThreadCore, scratch: u64) -> Resu
         )
         .ctx(tid, "rt_tgsigqueueinfo")?;
     }
+    // After our last trap, which would take it, and with every signal
+    // blocked so that it stays queued: the thread's pending SIGTRAP.
+    t.set_sigmask(u64::MAX).ctx(tid, "PTRACE_SETSIGMASK")?;
+    queue_sigtraps(t, pid, &core.pending, false, scratch)?;
     ptrace::set_regset(tid, NT_X86_XSTATE, &core.xsave.area).ctx(tid, "PTRACE_SETREGSET NT_X86_XSTATE")?;
     super::task::restore_sched(tid, &core.sched)?;
     t.set_sigmask(core.sigmask).ctx(tid, "PTRACE_SETSIGMASK")?;
+    Ok(())
+}
+
+const SIGTRAP: i32 = 5;
+
+/// Queues the SIGTRAPs of `pending` in thread `t` of `pid` (the process's
+/// queue with `shared`, from the leader) with PTRACE_SYSCALL-stopped remote
+/// syscalls: no trap of ours may follow, it would take the signal. The
+/// thread must have SIGTRAP blocked; `scratch` holds 128 bytes.
+pub fn queue_sigtraps(t: &mut Tracee, pid: Pid, pending: &[Siginfo], shared: bool, scratch: u64) -> Result<()> {
+    let tid = t.pid();
+    for si in pending.iter().filter(|s| s.signo() == SIGTRAP) {
+        process_vm::write_all(tid, scratch, &si.0).ctx(tid, "write scratch")?;
+        let (nr, args) = if shared {
+            (Sysno::rt_sigqueueinfo, [pid.0 as u64, SIGTRAP as u64, scratch, 0, 0, 0])
+        } else {
+            (Sysno::rt_tgsigqueueinfo, [pid.0 as u64, tid.0 as u64, SIGTRAP as u64, scratch, 0, 0])
+        };
+        t.remote_syscall_quiet_ok(nr, args, "queue a SIGTRAP").ctx(tid, "queue the pending SIGTRAP")?;
+    }
     Ok(())
 }

@@ -1037,6 +1037,11 @@ fn finish_leader(t: &mut Tracee, ti: &TaskImages, plan_addr: u64, plan: &rp::Pla
             .ctx(pid, "restore the SIGTRAP action")?;
         }
     }
+    // The pending SIGTRAPs the blob left out: after our last trap, which
+    // would take them, with every signal blocked so that they stay queued.
+    t.set_sigmask(u64::MAX).ctx(pid, "PTRACE_SETSIGMASK")?;
+    thread::queue_sigtraps(t, pid, &process.shared_pending, true, plan_addr)?;
+    thread::queue_sigtraps(t, pid, &core.thread.pending, false, plan_addr)?;
     t.remote_syscall_quiet_ok(
         Sysno::munmap,
         [plan.region_start, plan.region_end - plan.region_start, 0, 0, 0, 0],

@@ -9,6 +9,8 @@
 //!   "counter=N sum=ok|bad".
 //! - `sleeper MS`: nanosleep(MS) then prints "slept ELAPSED_MS".
 //! - `reader`: blocks in read(0) and prints "got <line>".
+//! - `blocked read|sleep MS|futex|epoll|epoll_pwait|waitpid|sigsuspend`: blocks in one system call
+//!   and reports how it ended (see [`blocked`]).
 use std::io::Write;
 
 extern "C" fn on_usr1(_sig: i32, _info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {}
@@ -111,6 +113,7 @@ fn main() {
             };
             writeln!(out, "got {got}").unwrap();
         }
+        "blocked" => blocked(&args[2..]),
         "ticker" => ticker(&args[2..]),
         "threads" => threads(&args[2..]),
         "forest" => forest(&args[2..]),
@@ -356,4 +359,191 @@ fn orphan_group(args: &[String]) {
             writeln!(f, "status who={who} pid={} ppid={ppid} pgid={pgid} sid={sid}", std::process::id()).unwrap();
         }
     }
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: one valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn unsafe_zeroed_sigset() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; all zeroes is the empty set.
+    unsafe { std::mem::zeroed() }
+}
+
+/// `blocked KIND [MS]`: says "ready PID", blocks in one system call that
+/// only the test ends, and prints one line on how it ended, then exits
+/// (SIGUSR1 runs an empty SA_RESTART handler):
+/// - `read`: read(0) → "read n=N data=LINE errno=E";
+/// - `sleep MS`: clock_nanosleep of MS → "sleep r=R start=NS end=NS"
+///   (CLOCK_MONOTONIC);
+/// - `futex`: FUTEX_WAIT (60 s timeout) on a word a second thread sets and
+///   wakes when a line arrives on stdin → "futex r=R errno=E word=W";
+/// - `epoll`: epoll_wait(-1) on stdin → "epoll n=N events=HEX tag=T
+///   errno=E usr2_blocked=0|1 data=LINE"; `epoll_pwait`: the same with
+///   epoll_pwait and a mask of its own (SIGUSR2 blocked while it waits);
+/// - `waitpid`: wait4 for a child that exits with 7 once a line arrives on
+///   stdin → "waitpid r=ok|R status=S errno=E";
+/// - `sigsuspend`: SIGUSR2 blocked, sigsuspend with an empty mask until a
+///   SIGUSR2 (handler) → "sigsuspend r=-1 errno=4 usr2_blocked=1" (the
+///   mask it had before the call is back).
+fn blocked(args: &[String]) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static WORD: AtomicU32 = AtomicU32::new(0);
+    let kind = args.first().map(String::as_str).unwrap_or("read");
+    // SIGUSR1 runs a handler with SA_RESTART: tests send it to race the seize.
+    extern "C" fn on_usr1_restart(_: i32) {}
+    // SAFETY: plain libc calls on a zeroed, correctly sized struct.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_usr1_restart as *const () as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
+    }
+    let mut out = std::io::stdout();
+    let mut buf = [0u8; 256];
+    let text = |n: isize, buf: &[u8]| {
+        if n > 0 {
+            String::from_utf8_lossy(&buf[..n as usize]).trim_end().to_string()
+        } else {
+            String::new()
+        }
+    };
+    let line = match kind {
+        "read" => {
+            writeln!(out, "ready {}", std::process::id()).unwrap();
+            out.flush().unwrap();
+            // SAFETY: reading into a local buffer.
+            let n = unsafe { libc::read(0, buf.as_mut_ptr() as *mut _, buf.len()) };
+            let e = if n < 0 { errno() } else { 0 };
+            format!("read n={n} data={} errno={e}", text(n, &buf))
+        }
+        "sleep" => {
+            let ms: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(500);
+            let start = monotonic_ns();
+            writeln!(out, "ready {} start={start}", std::process::id()).unwrap();
+            out.flush().unwrap();
+            let ts = libc::timespec { tv_sec: (ms / 1000) as i64, tv_nsec: ((ms % 1000) * 1_000_000) as i64 };
+            // SAFETY: valid timespec; no remainder wanted.
+            let r = unsafe { libc::clock_nanosleep(libc::CLOCK_MONOTONIC, 0, &ts, std::ptr::null_mut()) };
+            format!("sleep r={r} start={start} end={}", monotonic_ns())
+        }
+        "futex" => {
+            std::thread::spawn(|| {
+                let mut b = [0u8; 64];
+                // SAFETY: reading into a local buffer.
+                unsafe { libc::read(0, b.as_mut_ptr() as *mut _, b.len()) };
+                WORD.store(1, Ordering::SeqCst);
+                // SAFETY: FUTEX_WAKE on a static word.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_futex,
+                        WORD.as_ptr(),
+                        libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                        1,
+                        0,
+                        0,
+                        0,
+                    )
+                };
+            });
+            writeln!(out, "ready {}", std::process::id()).unwrap();
+            out.flush().unwrap();
+            let ts = libc::timespec { tv_sec: 60, tv_nsec: 0 };
+            // SAFETY: FUTEX_WAIT on a static word with a valid timeout.
+            let r = unsafe {
+                libc::syscall(libc::SYS_futex, WORD.as_ptr(), libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG, 0, &ts, 0, 0)
+            };
+            let e = if r < 0 { errno() } else { 0 };
+            format!("futex r={r} errno={e} word={}", WORD.load(Ordering::SeqCst))
+        }
+        "epoll" | "epoll_pwait" => {
+            // SAFETY: plain epoll calls on our own descriptors.
+            let (n, ev, e) = unsafe {
+                let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+                let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 42 };
+                assert_eq!(libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, 0, &mut ev), 0);
+                writeln!(out, "ready {}", std::process::id()).unwrap();
+                out.flush().unwrap();
+                let mut got = [libc::epoll_event { events: 0, u64: 0 }; 4];
+                // epoll_pwait with a mask of its own: SIGUSR2 blocked while it waits.
+                let mut own: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut own);
+                libc::sigaddset(&mut own, libc::SIGUSR2);
+                let n = if kind == "epoll" {
+                    libc::epoll_wait(ep, got.as_mut_ptr(), 4, -1)
+                } else {
+                    libc::epoll_pwait(ep, got.as_mut_ptr(), 4, -1, &own)
+                };
+                let e = if n < 0 { errno() } else { 0 };
+                (n, got[0], e)
+            };
+            let events = ev.events;
+            let tag = ev.u64;
+            // SAFETY: reading into a local buffer.
+            let r = if n == 1 { unsafe { libc::read(0, buf.as_mut_ptr() as *mut _, buf.len()) } } else { 0 };
+            let mut now: libc::sigset_t = unsafe_zeroed_sigset();
+            // SAFETY: querying the mask only.
+            unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut now) };
+            // SAFETY: reading a local set.
+            let usr2 = unsafe { libc::sigismember(&now, libc::SIGUSR2) };
+            format!("epoll n={n} events={events:#x} tag={tag} errno={e} usr2_blocked={usr2} data={}", text(r, &buf))
+        }
+        "waitpid" => {
+            // SAFETY: fork in a single-threaded process; the child only
+            // reads, then leaves with _exit.
+            let child = unsafe { libc::fork() };
+            if child == 0 {
+                // SAFETY: as above.
+                unsafe {
+                    libc::read(0, buf.as_mut_ptr() as *mut _, buf.len());
+                    libc::_exit(7);
+                }
+            }
+            writeln!(out, "ready {} child={child}", std::process::id()).unwrap();
+            out.flush().unwrap();
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            let r = unsafe { libc::wait4(child, &mut status, 0, std::ptr::null_mut()) };
+            let e = if r < 0 { errno() } else { 0 };
+            let r = if r == child { "ok".to_string() } else { r.to_string() };
+            format!("waitpid r={r} status={:#x} errno={e}", status)
+        }
+        "sigsuspend" => {
+            // SIGUSR2 blocked but for the wait: its handler ends sigsuspend,
+            // which must then put the mask back (SIGUSR2 blocked again).
+            extern "C" fn on_usr2(_: i32) {}
+            // SAFETY: plain libc calls on zeroed, correctly sized structs.
+            let (r, e, blocked) = unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = on_usr2 as *const () as usize;
+                libc::sigemptyset(&mut sa.sa_mask);
+                assert_eq!(libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut()), 0);
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGUSR2);
+                assert_eq!(libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()), 0);
+                writeln!(out, "ready {}", std::process::id()).unwrap();
+                out.flush().unwrap();
+                let mut wait: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut wait);
+                let r = libc::sigsuspend(&wait);
+                let e = errno();
+                let mut now: libc::sigset_t = std::mem::zeroed();
+                libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut now);
+                (r, e, libc::sigismember(&now, libc::SIGUSR2))
+            };
+            format!("sigsuspend r={r} errno={e} usr2_blocked={blocked}")
+        }
+        other => panic!("victim: unknown blocking call {other}"),
+    };
+    writeln!(out, "{line}").unwrap();
+    out.flush().unwrap();
 }

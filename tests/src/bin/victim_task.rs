@@ -73,7 +73,7 @@
 //! - `vfork`: after "ready", a child cloned with CLONE_VM|CLONE_VFORK that
 //!   waits forever (its parent waits for it in clone), then
 //!   `vfork-returned CHILD`;
-//! - `aio`: an AIO context (io_setup).
+//! - `aio`: an AIO context (io_setup);
 //! - `sleep_rem`: (ARG = milliseconds) like `sleep`, with a `rem` pointer
 //!   (so the kernel records the time left when the sleep is interrupted);
 //!   appends `slept_rem r=R errno=E ms=ELAPSED want=ARG`;
@@ -85,7 +85,16 @@
 //!   the check reads them back (`fsids=`);
 //! - `timer_overrun`: a 1 ms CLOCK_MONOTONIC POSIX timer whose signal
 //!   (SIGRTMIN+5, blocked) is taken with sigtimedwait after 30 ms, so
-//!   timer_getoverrun reports about 29; the extra word is `overrun=N`.
+//!   timer_getoverrun reports about 29; the extra word is `overrun=N`;
+//! - `trap_pending`: a SIGTRAP handler (it must never run), SIGTRAP blocked
+//!   and queued twice with sigqueue-style values: to the process (0x7777)
+//!   and to the thread (0x8888, rt_tgsigqueueinfo). Each check takes both
+//!   off with sigtimedwait, verifies them (`trap=ok`: thread's first, then
+//!   the process's, each SI_QUEUE from our pid with its value, no third)
+//!   and queues them again the same way for the next check;
+//! - `trap_thread`: (with `trap_pending`) a second thread with SIGTRAP
+//!   queued to itself (value 0x9999); on each check it takes its own off
+//!   with sigtimedwait, verifies it and queues it again (`trap_thread=ok`).
 //!
 //! Every check also verifies a memory buffer and that a counter kept in the
 //! main loop kept counting (`mem=ok loop=ok`).
@@ -218,6 +227,139 @@ extern "C" fn on_ptimer(_: i32, info: *mut libc::siginfo_t, _: *mut libc::c_void
         PTIMER_BAD.fetch_add(1, SeqCst);
     }
     PTIMER_N.fetch_add(1, SeqCst);
+}
+
+static TRAP_HANDLED: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn on_trap_pending(_: i32, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    TRAP_HANDLED.fetch_add(1, SeqCst);
+}
+
+static TRAP_THREAD_REQ: AtomicBool = AtomicBool::new(false);
+/// 0: no answer yet, 1: ok, else the value or error it found.
+static TRAP_THREAD_ANSWER: AtomicU64 = AtomicU64::new(0);
+
+/// `trap_thread`: see the module doc.
+struct TrapThread;
+
+impl TrapThread {
+    const VALUE: u64 = 0x9999;
+
+    fn setup() -> TrapThread {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::gettid() };
+            TrapPending::queue_to_thread(tid, Self::VALUE);
+            tx.send(()).unwrap();
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                if !TRAP_THREAD_REQ.load(SeqCst) {
+                    continue;
+                }
+                // Our own queue is looked at before the process's.
+                let got = TrapPending::take_one();
+                let me = std::process::id() as i32;
+                let answer = match got {
+                    Some((libc::SIGTRAP, libc::SI_QUEUE, pid, v)) if pid == me && v == Self::VALUE => 1,
+                    Some((_, _, _, v)) => v.max(2),
+                    None => 2,
+                };
+                TrapPending::queue_to_thread(tid, Self::VALUE);
+                TRAP_THREAD_ANSWER.store(answer, SeqCst);
+                TRAP_THREAD_REQ.store(false, SeqCst);
+            }
+        });
+        rx.recv().unwrap();
+        TrapThread
+    }
+
+    fn check(&self, it: &mut Items) {
+        TRAP_THREAD_ANSWER.store(0, SeqCst);
+        TRAP_THREAD_REQ.store(true, SeqCst);
+        let start = now();
+        while TRAP_THREAD_ANSWER.load(SeqCst) == 0 && start.elapsed().as_secs() < 10 {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let a = TRAP_THREAD_ANSWER.load(SeqCst);
+        it.expect("trap_thread", a == 1, || format!("{a:#x}"));
+    }
+}
+
+/// `trap_pending`: see the module doc.
+struct TrapPending;
+
+impl TrapPending {
+    const SHARED: usize = 0x7777;
+    const THREAD: usize = 0x8888;
+
+    fn setup() -> TrapPending {
+        install(libc::SIGTRAP, on_trap_pending as *const () as usize, libc::SA_SIGINFO, &[]);
+        let set = sigset(&[libc::SIGTRAP]);
+        // SAFETY: plain libc call on a valid set.
+        unsafe { assert_eq!(libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()), 0) };
+        Self::queue();
+        TrapPending
+    }
+
+    /// Queues SIGTRAP to the process and to this thread, SI_QUEUE with values.
+    fn queue() {
+        // SAFETY: plain libc calls.
+        unsafe {
+            let val = libc::sigval { sival_ptr: Self::SHARED as *mut _ };
+            assert_eq!(libc::sigqueue(libc::getpid(), libc::SIGTRAP, val), 0, "sigqueue SIGTRAP");
+            Self::queue_to_thread(libc::gettid(), Self::THREAD as u64);
+        }
+    }
+
+    /// Queues SIGTRAP to thread `tid` (the caller) with SI_QUEUE and `value`.
+    fn queue_to_thread(tid: i32, value: u64) {
+        // SAFETY: plain libc calls; the siginfo is a zeroed local.
+        unsafe {
+            let me = libc::getpid();
+            let mut si: [u64; 16] = [0; 16];
+            let words = si.as_mut_ptr() as *mut i32;
+            *words = libc::SIGTRAP; // si_signo
+            *words.add(2) = libc::SI_QUEUE; // si_code
+            *words.add(4) = me; // si_pid
+            *words.add(5) = libc::getuid() as i32; // si_uid
+            si[3] = value; // si_value
+            let r = libc::syscall(libc::SYS_rt_tgsigqueueinfo, me, tid, libc::SIGTRAP, si.as_ptr());
+            assert_eq!(r, 0, "rt_tgsigqueueinfo SIGTRAP");
+        }
+    }
+
+    /// Takes one SIGTRAP off the queues (the thread's first): signo, code,
+    /// pid, value.
+    fn take_one() -> Option<(i32, i32, i32, u64)> {
+        let set = sigset(&[libc::SIGTRAP]);
+        let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: valid set, siginfo and timeout.
+        let (r, code, pid, v) = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let r = libc::sigtimedwait(&set, &mut info, &zero);
+            (r, info.si_code, info.si_pid(), si_value(&info))
+        };
+        (r >= 0).then_some((r, code, pid, v))
+    }
+
+    fn check(&self, it: &mut Items) {
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            match Self::take_one() {
+                Some(g) => got.push(g),
+                None => break,
+            }
+        }
+        let me = std::process::id() as i32;
+        let want = vec![
+            (libc::SIGTRAP, libc::SI_QUEUE, me, Self::THREAD as u64),
+            (libc::SIGTRAP, libc::SI_QUEUE, me, Self::SHARED as u64),
+        ];
+        it.expect("trap", got == want, || format!("{got:x?}"));
+        it.expect("trap_handler", TRAP_HANDLED.load(SeqCst) == 0, || format!("ran{}", TRAP_HANDLED.load(SeqCst)));
+        Self::queue();
+    }
 }
 
 fn install(sig: i32, handler: usize, flags: i32, mask: &[i32]) {
@@ -1233,6 +1375,8 @@ fn main() {
     let limits = has("limits").then(|| Limits::setup(if arg.is_empty() { "/" } else { &arg }));
     let pipe = if has("pipe") { Some(Pipe::setup()) } else { has("socket").then(Pipe::udp_pair) };
     let creds = has("creds").then(Creds::setup);
+    let trap_pending = has("trap_pending").then(TrapPending::setup);
+    let trap_thread = has("trap_thread").then(TrapThread::setup);
     let sleep_ms: Option<u64> = has("sleep").then(|| arg.parse().expect("sleep MS"));
     let sleep_rem_ms: Option<u64> = has("sleep_rem").then(|| arg.parse().expect("sleep_rem MS"));
     let ids = PerThreadIds::setup(has("thread_securebits"), has("fsids"));
@@ -1335,6 +1479,12 @@ fn main() {
         }
         kernel.check(&mut it);
         ids.check(&mut it);
+        if let Some(s) = &trap_thread {
+            s.check(&mut it);
+        }
+        if let Some(s) = &trap_pending {
+            s.check(&mut it);
+        }
         let good = it.0.iter().all(|(_, v)| !v.starts_with("bad"));
         let body: Vec<String> = it.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
         log_line(
