@@ -543,3 +543,63 @@ fn version_names_the_image_formats() {
     assert!(text.starts_with(&format!("crtools {}", env!("CARGO_PKG_VERSION"))), "{text}");
     assert!(text.contains("image formats: inventory ") && text.contains("core "), "{text}");
 }
+
+/// A real terminal multiplexer: a tmux server (a daemon with its listening
+/// unix socket, a pty pair and a shell inside) is dumped and restored; a
+/// new tmux client then talks to the restored server, and the shell in it
+/// still has the variable set before the dump.
+#[test]
+fn tmux_server_and_its_shell_survive() {
+    if Command::new("tmux").arg("-V").stdout(Stdio::null()).status().is_err() {
+        eprintln!("skipped: tmux is not installed (.ci/run installs it)");
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("tmux");
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("tmux.sock");
+    let tmux = |args: &[&str]| {
+        Command::new("tmux")
+            .arg("-S")
+            .arg(&sock)
+            .args(args)
+            .env_remove("TMUX")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tmux")
+    };
+    let out = tmux(&["new-session", "-d", "-s", "t", "sh"]);
+    assert!(out.status.success(), "tmux: {}", String::from_utf8_lossy(&out.stderr));
+    let pane = |want: &str| -> String {
+        let t = Instant::now();
+        loop {
+            let o = tmux(&["capture-pane", "-p", "-t", "t"]);
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            if text.contains(want) || t.elapsed() > Duration::from_secs(10) {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    tmux(&["send-keys", "-t", "t", "V=before-dump; echo set-$V", "Enter"]);
+    assert!(pane("set-before-dump").contains("set-before-dump"), "the shell did not answer");
+    let server = String::from_utf8_lossy(&tmux(&["display", "-p", "#{pid}"]).stdout).trim().parse::<i32>().unwrap();
+    let pids = tree_of(server);
+    let d = dir.join("img");
+    let d = d.to_str().unwrap();
+    let r = crtools(&["dump", "-D", d, "-t", &server.to_string()]);
+    assert!(r.status.success(), "dump: {}", String::from_utf8_lossy(&r.stderr));
+    for &p in &pids {
+        // SAFETY: reaping the dead server and shell, re-parented to us.
+        unsafe { libc::waitpid(p, std::ptr::null_mut(), 0) };
+    }
+    let r = crtools(&["restore", "-d", "-D", d, "-t", &server.to_string()]);
+    assert!(r.status.success(), "restore: {}", String::from_utf8_lossy(&r.stderr));
+    tmux(&["send-keys", "-t", "t", "echo after-$V", "Enter"]);
+    let text = pane("after-before-dump");
+    for p in tree_of(server).iter().rev() {
+        kill_reap(*p);
+    }
+    assert!(text.contains("after-before-dump"), "the restored shell lost its variable:\n{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
