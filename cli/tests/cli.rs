@@ -603,3 +603,56 @@ fn tmux_server_and_its_shell_survive() {
     assert!(text.contains("after-before-dump"), "the restored shell lost its variable:\n{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A real message bus: dbus-daemon (a unix socket server with an epoll
+/// loop and an audit netlink socket) is dumped and restored; a client
+/// (dbus-send) then gets the same answer from the restored bus.
+#[test]
+fn dbus_daemon_survives() {
+    let have = |p: &str| Command::new(p).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+    if !have("dbus-daemon") || !have("dbus-send") {
+        eprintln!("skipped: dbus-daemon or dbus-send is not installed (.ci/run installs them)");
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("dbus");
+    std::fs::create_dir_all(&dir).unwrap();
+    let addr = format!("unix:path={}", dir.join("bus").display());
+    let mut cmd = Command::new("dbus-daemon");
+    cmd.args(["--session", "--nofork", "--address", &addr])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    common::detached(&mut cmd);
+    let mut daemon = cmd.spawn().expect("start dbus-daemon");
+    let pid = daemon.id() as i32;
+    let ask = || {
+        Command::new("dbus-send")
+            .args(["--session", "--print-reply", "--dest=org.freedesktop.DBus", "/", "org.freedesktop.DBus.GetId"])
+            .env("DBUS_SESSION_BUS_ADDRESS", &addr)
+            .output()
+            .expect("run dbus-send")
+    };
+    let t = Instant::now();
+    let before = loop {
+        let o = ask();
+        if o.status.success() {
+            break String::from_utf8_lossy(&o.stdout).into_owned();
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "the bus does not answer");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let d = dir.join("img");
+    let d = d.to_str().unwrap();
+    let r = crtools(&["dump", "-D", d, "-t", &pid.to_string()]);
+    assert!(r.status.success(), "dump: {}", String::from_utf8_lossy(&r.stderr));
+    let _ = daemon.wait();
+    let r = crtools(&["restore", "-d", "-D", d, "-t", &pid.to_string()]);
+    assert!(r.status.success(), "restore: {}", String::from_utf8_lossy(&r.stderr));
+    let after = ask();
+    kill_reap(pid);
+    assert!(after.status.success(), "the restored bus: {}", String::from_utf8_lossy(&after.stderr));
+    let id = |s: &str| s.lines().last().unwrap_or("").trim().to_string();
+    assert_eq!(id(&String::from_utf8_lossy(&after.stdout)), id(&before), "the bus answers differently");
+    let _ = std::fs::remove_dir_all(&dir);
+}

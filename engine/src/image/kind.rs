@@ -10,7 +10,9 @@
 use super::codec::{show_records, DynFrames, NodeSink, ShowStreamError};
 #[allow(unused_imports)]
 use super::describe::Describe;
-use super::{core, events, files, inventory, mm, pagemap, pipes, pstree, reg_files, signalfd, stats, tty, unix_sk};
+use super::{
+    core, events, files, inventory, mm, netlink_sk, pagemap, pipes, pstree, reg_files, signalfd, stats, tty, unix_sk,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -134,6 +136,7 @@ image_kinds! {
         Memfd     = 46, "memfd",    "memfd.img",          1, DEFAULT_MAX_RECORD, (),                       events::MemfdEntry;
         MemfdData = 47, "memfd-data", "memfd-data.img",   1, DEFAULT_MAX_RECORD, (),                       events::MemfdDataEntry;
         Fanotify  = 48, "fanotify", "fanotify.img",       1, DEFAULT_MAX_RECORD, (),                       events::FanotifyEntry;
+        NetlinkSk = 60, "netlink-sk", "netlink-sk.img",   1, DEFAULT_MAX_RECORD, (),                       netlink_sk::NetlinkSkEntry;
     }
     raw {
         /// Raw page data described by a pagemap image.

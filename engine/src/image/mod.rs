@@ -28,6 +28,7 @@ pub mod files;
 pub mod inventory;
 pub mod kind;
 pub mod mm;
+pub mod netlink_sk;
 pub mod pagemap;
 pub mod pages;
 pub mod pipes;

@@ -57,6 +57,8 @@ pub struct FileImages {
     pub pipe_data: Vec<PipeDataEntry>,
     /// unixsk.img.
     pub unix: Vec<UnixSkEntry>,
+    /// netlink-sk.img.
+    pub netlink: Vec<crate::image::netlink_sk::NetlinkSkEntry>,
     /// file-locks.img (`--file-locks`).
     pub locks: Vec<crate::image::files::FileLockEntry>,
     /// ghost-files.img: unlinked files copied into the images.
@@ -114,6 +116,7 @@ impl FileImages {
         one::<kinds::Fifo>(img, &self.fifo)?;
         one::<kinds::PipesData>(img, &self.pipe_data)?;
         one::<kinds::UnixSk>(img, &self.unix)?;
+        one::<kinds::NetlinkSk>(img, &self.netlink)?;
         one::<kinds::FileLocks>(img, &self.locks)?;
         one::<kinds::GhostFiles>(img, &self.ghosts)?;
         one::<kinds::GhostData>(img, &self.ghost_data)?;
@@ -148,6 +151,7 @@ impl FileImages {
             fifo: one::<kinds::Fifo>(dir, false)?,
             pipe_data: one::<kinds::PipesData>(dir, false)?,
             unix: one::<kinds::UnixSk>(dir, false)?,
+            netlink: one::<kinds::NetlinkSk>(dir, false)?,
             locks: one::<kinds::FileLocks>(dir, false)?,
             ghosts: one::<kinds::GhostFiles>(dir, false)?,
             ghost_data: one::<kinds::GhostData>(dir, false)?,
@@ -254,6 +258,7 @@ pub static KINDS: &[KindOps] = &[
     KindOps { kind: FdKind::Fifo, dump: super::fifo::dump, open: super::fifo::open },
     KindOps { kind: FdKind::Signalfd, dump: super::signalfd::dump, open: super::signalfd::open },
     KindOps { kind: FdKind::UnixSocket, dump: super::unix_sk::dump, open: super::unix_sk::open },
+    KindOps { kind: FdKind::NetlinkSocket, dump: super::netlink_sk::dump, open: super::netlink_sk::open },
     KindOps { kind: FdKind::Eventfd, dump: super::eventfd::dump, open: super::eventfd::open },
     KindOps { kind: FdKind::Timerfd, dump: super::timerfd::dump, open: super::timerfd::open },
     KindOps { kind: FdKind::Inotify, dump: super::inotify::dump, open: super::inotify::open },
@@ -296,6 +301,8 @@ pub fn classify(pid: Pid, fd: i32, target: &FdTarget) -> std::result::Result<FdK
                 .unwrap_or_default();
             if proto.starts_with("UNIX") {
                 Ok(FdKind::UnixSocket)
+            } else if proto == "NETLINK" {
+                Ok(FdKind::NetlinkSocket)
             } else if proto.is_empty() {
                 Err(format!("socket:[{ino}]"))
             } else {

@@ -30,6 +30,7 @@ pub mod files;
 pub mod inotify;
 pub mod memfd;
 pub mod mm;
+pub mod netlink_sk;
 pub mod ns;
 pub mod pidfd;
 pub mod pipe;

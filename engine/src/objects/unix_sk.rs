@@ -504,15 +504,20 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
                     let a = UnixAddr::from_path_bytes(addr).map_err(|e| err(u, format!("peer address: {e}")))?;
                     sk::connect(fd.as_fd(), &a).map_err(|e| err(u, format!("connect to {}: {e}", name_text(addr))))?;
                     made.fds.insert(u.ino, fd);
-                } else {
+                } else if u.name.is_empty() {
                     // Its peer had closed: a stand-in sends what is queued, then closes.
                     let (a, b) = sk::socketpair(AF_UNIX, sock_type(u.ty), SockFlags::SOCK_CLOEXEC, 0)
                         .map_err(|e| err(u, format!("socketpair: {e}")))?;
-                    if !u.name.is_empty() {
-                        return Err(err(u, "a named connection whose peer has closed: not supported yet".into()));
-                    }
                     made.fds.insert(u.ino, a);
                     made.gone_peers.insert(u.ino, b);
+                } else {
+                    // An accepted connection whose client has gone: a
+                    // stand-in client connects (so it is accepted with its
+                    // listener's name), sends what is queued, then closes.
+                    let stand_in = UnixSkEntry { ty: u.ty, ..Default::default() };
+                    let (c, a) = connect_accept(&stand_in, u, &made, &listener_of).map_err(|m| err(u, m))?;
+                    made.fds.insert(u.ino, a);
+                    made.gone_peers.insert(u.ino, c);
                 }
             }
         }

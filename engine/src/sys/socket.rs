@@ -340,6 +340,91 @@ pub fn getpeername(fd: BorrowedFd<'_>) -> Result<SockAddr> {
     name_call(Sysno::getpeername, fd)
 }
 
+/// A netlink address: port id and the first 32 multicast groups.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetlinkAddr {
+    /// nl_pid: the port id (0: the kernel, or not bound).
+    pub portid: u32,
+    /// nl_groups: multicast groups 1..=32 as a bit mask.
+    pub groups: u32,
+}
+
+impl SockAddr {
+    /// As a netlink address, when the family is AF_NETLINK.
+    pub fn as_netlink(&self) -> Option<NetlinkAddr> {
+        if self.family() != AF_NETLINK || self.len < 12 {
+            return None;
+        }
+        let w = |o: usize| u32::from_ne_bytes(self.storage[o..o + 4].try_into().expect("4 bytes"));
+        Some(NetlinkAddr { portid: w(4), groups: w(8) })
+    }
+}
+
+/// bind(fd, sockaddr_nl).
+pub fn bind_netlink(fd: BorrowedFd<'_>, a: &NetlinkAddr) -> Result<()> {
+    let mut raw = [0u8; 12];
+    raw[0..2].copy_from_slice(&(AF_NETLINK as u16).to_ne_bytes());
+    raw[4..8].copy_from_slice(&a.portid.to_ne_bytes());
+    raw[8..12].copy_from_slice(&a.groups.to_ne_bytes());
+    // SAFETY: the kernel reads the 12 bytes of a sockaddr_nl.
+    unsafe { syscalls::syscall3(Sysno::bind, fd_arg(fd), raw.as_ptr() as usize, 12) }.map(drop)
+}
+
+/// connect(fd, sockaddr_nl).
+pub fn connect_netlink(fd: BorrowedFd<'_>, a: &NetlinkAddr) -> Result<()> {
+    let mut raw = [0u8; 12];
+    raw[0..2].copy_from_slice(&(AF_NETLINK as u16).to_ne_bytes());
+    raw[4..8].copy_from_slice(&a.portid.to_ne_bytes());
+    raw[8..12].copy_from_slice(&a.groups.to_ne_bytes());
+    // SAFETY: the kernel reads the 12 bytes of a sockaddr_nl.
+    unsafe { syscalls::syscall3(Sysno::connect, fd_arg(fd), raw.as_ptr() as usize, 12) }.map(drop)
+}
+
+/// SOL_NETLINK.
+pub const SOL_NETLINK: u32 = 270;
+/// NETLINK_ADD_MEMBERSHIP.
+pub const NETLINK_ADD_MEMBERSHIP: u32 = 1;
+/// NETLINK_LIST_MEMBERSHIPS.
+pub const NETLINK_LIST_MEMBERSHIPS: u32 = 9;
+
+/// Every multicast group a netlink socket is in (NETLINK_LIST_MEMBERSHIPS).
+pub fn netlink_groups(fd: BorrowedFd<'_>) -> Result<Vec<u32>> {
+    let mut words = vec![0u32; 32];
+    loop {
+        let cap = (words.len() * 4) as u32;
+        // SAFETY: words has cap writable bytes.
+        let got =
+            unsafe { getsockopt_raw(fd, SOL_NETLINK, NETLINK_LIST_MEMBERSHIPS, words.as_mut_ptr() as *mut u8, cap) }?;
+        if got <= cap {
+            let mut out = Vec::new();
+            for (i, w) in words.iter().take(got as usize / 4).enumerate() {
+                for b in 0..32 {
+                    if w & (1 << b) != 0 {
+                        out.push(i as u32 * 32 + b + 1);
+                    }
+                }
+            }
+            return Ok(out);
+        }
+        words.resize(got as usize / 4 + 1, 0);
+    }
+}
+
+/// Joins netlink multicast group `g`.
+pub fn netlink_add_membership(fd: BorrowedFd<'_>, g: u32) -> Result<()> {
+    setsockopt_int(fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, g as i32)
+}
+
+/// SOL_NETLINK options read and set as an int (NETLINK_PKTINFO, ...).
+pub fn get_sol_netlink_int(fd: BorrowedFd<'_>, name: u32) -> Result<i32> {
+    getsockopt_int(fd, SOL_NETLINK, name)
+}
+
+/// See [`get_sol_netlink_int`].
+pub fn set_sol_netlink_int(fd: BorrowedFd<'_>, name: u32, v: i32) -> Result<()> {
+    setsockopt_int(fd, SOL_NETLINK, name, v)
+}
+
 /// getsockname of a unix socket.
 pub fn getsockname_unix(fd: BorrowedFd<'_>) -> Result<UnixAddr> {
     getsockname(fd)?.as_unix().ok_or(Errno::EAFNOSUPPORT)

@@ -64,7 +64,8 @@
 //!   the read end of a pipe holding "scm-pipe", which c2 closed), c2's side
 //!   shut down for writing; c1 holds a dgram socketpair with a message queued and a
 //!   stream socket bound to DIR/gone, whose file it unlinked; c3 also has
-//!   a datagram socket connected to DIR/dg (`dgpeer=`). The first
+//!   a datagram socket connected to DIR/dg (`dgpeer=`); c4 connected, sent
+//!   "bye" and exited, root keeps the accepted end. The first
 //!   check of each reads everything and reports `data=ok|bad:WHY`.
 //! - `pipeline DIR`: root -> p | m | c through two pipes of 1 MiB: p writes
 //!   6 MiB of a known pattern (`written=`), m copies the first MiB at once
@@ -1264,6 +1265,17 @@ fn unix(args: &[String]) -> ! {
         serve("c2", 1, hooks)
     });
     let (_c2_conn, _) = accept_one(l);
+    // A client that says "bye" and goes: root keeps the accepted end, with
+    // the bytes and the end of the stream queued.
+    let srv4 = srv.clone();
+    let c4 = fork(move || {
+        let c = usock(libc::SOCK_STREAM);
+        uconnect(c, &srv4);
+        write_all(c, b"bye");
+    });
+    let (gone_conn, _) = accept_one(l);
+    // SAFETY: reaping our own child, which exits at once.
+    unsafe { libc::waitpid(c4, std::ptr::null_mut(), 0) };
     for n in [3usize, 100, 2000] {
         let r = vec![b'r'; n];
         // SAFETY: sending a local buffer.
@@ -1310,6 +1322,9 @@ fn unix(args: &[String]) -> ! {
                     libc::fcntl(sp_root, libc::F_SETFL, libc::O_NONBLOCK);
                 }
                 let conn = recv_all(c1_conn);
+                // SAFETY: fcntl without pointers.
+                unsafe { libc::fcntl(gone_conn, libc::F_SETFL, libc::O_NONBLOCK) };
+                let gone: Vec<Vec<u8>> = recv_all(gone_conn).into_iter().map(|m| m.1).collect();
                 let dgrams: Vec<(String, usize, i32)> = recv_all(d)
                     .into_iter()
                     .map(|(n, b, p, _)| (n.rsplit('/').next().unwrap_or("").to_string(), b.len(), p))
@@ -1339,6 +1354,8 @@ fn unix(args: &[String]) -> ! {
                     format!("bad:abstract:{abstract_msgs:?}")
                 } else if records != [7, 70, 0] {
                     format!("bad:records:{records:?}")
+                } else if gone != [b"bye".to_vec(), Vec::new()] || sock_name(gone_conn, false) != srv {
+                    format!("bad:gone:{gone:?}")
                 } else if scm != b"scm-pipe" {
                     format!("bad:scm:{}", String::from_utf8_lossy(&scm))
                 } else if pending.0 < 0 || pending.1 != "-" {
