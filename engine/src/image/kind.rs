@@ -115,7 +115,7 @@ image_kinds! {
         /// Open terminal descriptions.
         Tty       = 10, "tty",      "tty.img",            2, DEFAULT_MAX_RECORD, (),                       tty::TtyEntry;
         Pipes     = 11, "pipes",    "pipes.img",          1, DEFAULT_MAX_RECORD, (),                       pipes::PipeEntry;
-        Fifo      = 12, "fifo",     "fifo.img",           1, DEFAULT_MAX_RECORD, (),                       pipes::FifoEntry;
+        Fifo      = 12, "fifo",     "fifo.img",           2, DEFAULT_MAX_RECORD, (),                       pipes::FifoEntry;
         PipesData = 13, "pipes-data", "pipes-data.img",   1, DEFAULT_MAX_RECORD, (),                       pipes::PipeDataEntry;
         UnixSk    = 14, "unixsk",   "unixsk.img",         1, DEFAULT_MAX_RECORD, (),                       unix_sk::UnixSkEntry;
         GhostFiles = 15, "ghost-files", "ghost-files.img", 1, DEFAULT_MAX_RECORD, (),                      reg_files::GhostFileEntry;

@@ -37,6 +37,11 @@ pub struct FifoEntry {
     pub flags: OpenFlags,
     /// `st_mode` at dump (type and permissions).
     pub mode: u32,
+    /// The FIFO was unlinked while open: restore makes it again (where it
+    /// was, or next to it), opens it and unlinks it.
+    pub unlinked: bool,
+    /// Owner and group of the FIFO.
+    pub owner: (u32, u32),
 }
 
 /// What one pipe or FIFO holds.
@@ -74,6 +79,8 @@ impl Describe for FifoEntry {
             .d("path", &self.path)
             .d("flags", &self.flags)
             .f("mode", super::reg_files::mode_text(self.mode))
+            .f("unlinked", self.unlinked)
+            .f("owner", format!("{}:{}", self.owner.0, self.owner.1))
             .done()
     }
 }

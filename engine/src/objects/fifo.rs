@@ -41,17 +41,19 @@ pub fn dump(
     let what = format!("FIFO {}", p.path.display());
     let md = std::fs::metadata(crate::proc::pid_path(pid, &format!("fd/{fd}"))).ctx(pid, &format!("stat fd {fd}"))?;
     // The path must lead to the same FIFO, or restore would open another.
+    // One unlinked for good is made again at restore (and unlinked again);
+    // one still linked elsewhere cannot be found by a path.
     let now = if p.deleted { None } else { std::fs::symlink_metadata(&p.path).ok() };
-    match now {
-        Some(n) if n.dev() == md.dev() && n.ino() == md.ino() => {}
-        Some(_) => return Err(Error::task(pid, format!("fd {fd}: {what} now names another file"))),
-        None => {
+    let unlinked = match now {
+        Some(n) if n.dev() == md.dev() && n.ino() == md.ino() => false,
+        _ if md.nlink() == 0 => true,
+        _ => {
             return Err(Error::refuse(
                 pid,
-                format!("fd {fd}: {what} was unlinked: unlinked FIFOs are not supported yet"),
+                format!("fd {fd}: {what} no longer leads to the open FIFO, which is still linked elsewhere"),
             ))
         }
-    }
+    };
     let flags = OpenFlags::from_bits_retain(info.flags) - OpenFlags::O_CLOEXEC;
     pipe::check_flags(pid, fd, flags, &what)?;
     let pipe_id = pipe::pipe_id_for(out, pid, fd, flags, (md.dev(), md.ino()), &what)?;
@@ -61,8 +63,35 @@ pub fn dump(
         path: RawStr(p.path.as_os_str().as_bytes().to_vec()),
         flags,
         mode: md.mode(),
+        unlinked,
+        owner: (md.uid(), md.gid()),
     });
     Ok(())
+}
+
+/// Makes an unlinked FIFO again, where it was or next to it when that name
+/// is taken, with its mode and owner; returns its path.
+fn make_ghost_fifo(f: &FifoEntry) -> std::result::Result<std::path::PathBuf, String> {
+    let orig = std::path::PathBuf::from(f.path.as_os_str());
+    let make = |p: &std::path::Path| fs::mknodat(None, p, S_IFIFO | 0o600, 0);
+    let path = match make(&orig) {
+        Ok(()) => orig.clone(),
+        Err(crate::sys::Errno::EEXIST) => {
+            let name = orig.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let p = orig.with_file_name(format!(".{name}.crtools-ghost-fifo.{}", std::process::id()));
+            make(&p).map_err(|e| format!("make the unlinked FIFO again as {}: {e}", p.display()))?;
+            p
+        }
+        Err(e) => return Err(format!("make the unlinked FIFO again: {e}")),
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let set = std::os::unix::fs::chown(&path, Some(f.owner.0), Some(f.owner.1))
+        .and_then(|_| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(f.mode & 0o7777)));
+    if let Err(e) = set {
+        let _ = std::fs::remove_file(&path);
+        return Err(format!("{}: {e}", path.display()));
+    }
+    Ok(path)
 }
 
 /// Opens every FIFO description of the images, the FIFO's data put back.
@@ -70,9 +99,25 @@ pub fn open(_cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     for d in &images.pipe_data {
         let descs: Vec<&FifoEntry> = images.fifo.iter().filter(|f| f.pipe_id == d.pipe_id && !out.has(f.id)).collect();
         let Some(first) = descs.first() else { continue };
-        let path = first.path.as_os_str();
         let what = format!("FIFO {}", first.path.to_string_lossy());
         let e = |step: &str, err: crate::sys::Errno| Error::new(format!("{what}: {step}: {err}"));
+        let ghost = if first.unlinked {
+            Some(make_ghost_fifo(first).map_err(|m| Error::new(format!("{what}: {m}")))?)
+        } else {
+            None
+        };
+        let path_buf = ghost.clone().unwrap_or_else(|| std::path::PathBuf::from(first.path.as_os_str()));
+        let path = path_buf.as_os_str();
+        // Removes the FIFO made again whatever happens below.
+        struct Unlink(Option<std::path::PathBuf>);
+        impl Drop for Unlink {
+            fn drop(&mut self) {
+                if let Some(p) = &self.0 {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+        }
+        let _unlink = Unlink(ghost);
         // Read-write never waits for a peer (fifo(7)).
         let holder = fs::openat(None, path, SysFlags::O_RDWR | SysFlags::O_NONBLOCK | SysFlags::O_CLOEXEC, 0)
             .map_err(|err| e("open", err))?;
@@ -92,7 +137,7 @@ pub fn open(_cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
             let access = f.flags & (OpenFlags::O_WRONLY | OpenFlags::O_RDWR);
             let fd = fs::openat(
                 None,
-                f.path.as_os_str(),
+                path,
                 SysFlags::from_bits_retain(access.bits()) | SysFlags::O_NONBLOCK | SysFlags::O_CLOEXEC,
                 0,
             )

@@ -702,6 +702,14 @@ pub fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> Result<()> {
     unsafe { syscalls::syscall3(Sysno::fchown, fd_arg(fd), uid as usize, gid as usize) }.map(drop)
 }
 
+/// mknodat(dirfd, path, mode, dev): a FIFO (S_IFIFO) or a device node.
+pub fn mknodat(dirfd: Option<BorrowedFd<'_>>, path: impl AsRef<Path>, mode: u32, dev: u64) -> Result<()> {
+    let p = cpath(path.as_ref())?;
+    // SAFETY: the kernel reads the NUL-terminated path.
+    unsafe { syscalls::syscall4(Sysno::mknodat, dirfd_raw(dirfd), p.as_ptr() as usize, mode as usize, dev as usize) }
+        .map(drop)
+}
+
 /// getxattr(path, name): the attribute's value (at most 256 bytes).
 pub fn getxattr(path: impl AsRef<Path>, name: &str) -> Result<Vec<u8>> {
     let p = cpath(path.as_ref())?;

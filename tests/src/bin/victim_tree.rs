@@ -49,7 +49,8 @@
 //!   pipe c->root of capacity 256 KiB holding 100000 bytes, both written
 //!   before ready; a packet-mode pipe (O_DIRECT) root->c with packets of
 //!   10, 200 and 4000 bytes; the FIFO DIR/fifo opened by root read-only,
-//!   by c write-only and read-write, holding "fifo-data" written by c; c
+//!   by c write-only and read-write, holding "fifo-data" written by c, and
+//!   DIR/gone-fifo (0640, "ghost-fifo" in it) which root unlinked; c
 //!   holds /proc/self/stat open. The first check of each side reads what
 //!   is in flight for it and reports `data=ok|bad:..`; `proc=` is c's
 //!   /proc/self/stat naming its own pid. With `uffd`, c also holds a
@@ -917,6 +918,18 @@ fn ipc(args: &[String]) -> ! {
     // SAFETY: as above.
     let fifo_r = unsafe { libc::open(cpath(&fifo).as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK) };
     assert!(fifo_r >= 0);
+    // A FIFO unlinked while open, holding data, mode 0640.
+    let gone = format!("{dir}/gone-fifo");
+    // SAFETY: plain libc calls on NUL-terminated paths.
+    let gone_fd = unsafe {
+        assert_eq!(libc::mkfifo(cpath(&gone).as_ptr(), 0o640), 0, "mkfifo");
+        libc::chmod(cpath(&gone).as_ptr(), 0o640);
+        libc::open(cpath(&gone).as_ptr(), libc::O_RDWR | libc::O_NONBLOCK)
+    };
+    assert!(gone_fd >= 0);
+    write_all(gone_fd, b"ghost-fifo");
+    std::fs::remove_file(&gone).unwrap();
+    let gone_link = format!("{gone} (deleted)");
     let (down_r, down_w) = pipe_with(0);
     let (up_r, up_w) = pipe_with(0);
     // SAFETY: fcntl without pointers.
@@ -1013,13 +1026,24 @@ fn ipc(args: &[String]) -> ! {
                 // The child wrote its part before saying ready.
                 let (u, _) = drain(up_r);
                 let (ff, _) = drain(fifo_r);
-                let verdict = if u != up {
-                    format!("bad:up:{}", u.len())
-                } else if ff != b"fifo-data" {
-                    format!("bad:fifo:{}", String::from_utf8_lossy(&ff))
-                } else {
-                    "ok".into()
+                let (gf, _) = drain(gone_fd);
+                // SAFETY: fstat into a zeroed stat.
+                let (nlink, mode) = unsafe {
+                    let mut st: libc::stat = std::mem::zeroed();
+                    libc::fstat(gone_fd, &mut st);
+                    (st.st_nlink, st.st_mode & 0o777)
                 };
+                let link = std::fs::read_link(format!("/proc/self/fd/{gone_fd}")).unwrap_or_default();
+                let verdict =
+                    if gf != b"ghost-fifo" || nlink != 0 || mode != 0o640 || link.to_string_lossy() != gone_link {
+                        format!("bad:gone-fifo:{}:{nlink}:{mode:o}:{}", String::from_utf8_lossy(&gf), link.display())
+                    } else if u != up {
+                        format!("bad:up:{}", u.len())
+                    } else if ff != b"fifo-data" {
+                        format!("bad:fifo:{}", String::from_utf8_lossy(&ff))
+                    } else {
+                        "ok".into()
+                    };
                 f.push(format!("data={verdict}"));
             }
             cap == 256 * 1024
