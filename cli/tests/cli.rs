@@ -291,7 +291,9 @@ fn the_nice_value_survives() {
 }
 
 #[test]
-fn a_deleted_device_node_needs_evasive_devices() {
+fn a_deleted_device_node_comes_back_deleted_or_evasive() {
+    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::fs::MetadataExt;
     subreaper();
     let dir = tmpdir("evasive");
     std::fs::create_dir_all(&dir).unwrap();
@@ -299,8 +301,7 @@ fn a_deleted_device_node_needs_evasive_devices() {
     let node = dir.join("mynull");
     let cpath = std::ffi::CString::new(node.to_str().unwrap()).unwrap();
     // SAFETY: mknod with a valid path.
-    assert_eq!(unsafe { libc::mknod(cpath.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) }, 0);
-    let img = dir.join("img");
+    assert_eq!(unsafe { libc::mknod(cpath.as_ptr(), libc::S_IFCHR | 0o640, libc::makedev(1, 3)) }, 0);
     let mut cmd = Command::new("sh");
     cmd.arg("-c").arg(format!("exec sleep 1000 3<>{}", node.display()));
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
@@ -315,24 +316,41 @@ fn a_deleted_device_node_needs_evasive_devices() {
         std::thread::sleep(Duration::from_millis(10));
     }
     std::fs::remove_file(&node).unwrap();
+    let fd3 = || {
+        let link = std::fs::read_link(format!("/proc/{pid}/fd/3")).ok();
+        let md = std::fs::metadata(format!("/proc/{pid}/fd/3")).ok();
+        (link, md.map(|m| (m.file_type().is_char_device(), m.rdev(), m.mode() & 0o777, m.nlink())))
+    };
+    // Without --evasive-devices: the node is made again, opened, unlinked.
+    let img = dir.join("img");
     let out = crtools(&["dump", "-D", img.to_str().unwrap(), "-t", &pid.to_string()]);
-    let refused = String::from_utf8_lossy(&out.stderr).into_owned();
-    let _ = std::fs::remove_dir_all(&img);
-    let out = crtools(&["dump", "--evasive-devices", "-D", img.to_str().unwrap(), "-t", &pid.to_string()]);
+    assert!(out.status.success(), "dump: {}", String::from_utf8_lossy(&out.stderr));
+    let _ = child.wait();
+    let out = crtools(&["restore", "-d", "-D", img.to_str().unwrap(), "-t", &pid.to_string()]);
+    assert!(out.status.success(), "restore: {}", String::from_utf8_lossy(&out.stderr));
+    let (link, md) = fd3();
+    let want = format!("{} (deleted)", node.display());
+    // With it: another node of the device (here /dev/null).
+    let img2 = dir.join("img2");
+    let out = crtools(&["dump", "--evasive-devices", "-D", img2.to_str().unwrap(), "-t", &pid.to_string()]);
     let dumped = out.status.success();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    let _ = child.wait();
+    // SAFETY: reaping the restored sleep, ours as subreaper.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
     let restored =
-        dumped && crtools(&["restore", "-d", "-D", img.to_str().unwrap(), "-t", &pid.to_string()]).status.success();
-    let fd3 = std::fs::read_link(format!("/proc/{pid}/fd/3")).ok();
+        dumped && crtools(&["restore", "-d", "-D", img2.to_str().unwrap(), "-t", &pid.to_string()]).status.success();
+    let (evasive, _) = fd3();
     if restored {
         kill_reap(pid);
     }
+    let left = node.exists();
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(refused.contains("mynull") && refused.contains("--evasive-devices"), "{refused}");
+    assert_eq!(link.as_deref(), Some(std::path::Path::new(&want)), "fd 3 after restore");
+    assert_eq!(md, Some((true, libc::makedev(1, 3), 0o640, 0)), "fd 3: a deleted node of 1:3, mode 0640");
+    assert!(!left, "the node made again was left behind");
     assert!(dumped, "dump --evasive-devices: {err}");
     assert!(restored);
-    assert_eq!(fd3.as_deref(), Some(std::path::Path::new("/dev/null")), "fd 3 reopened on another node of 1:3");
+    assert_eq!(evasive.as_deref(), Some(std::path::Path::new("/dev/null")), "fd 3 reopened on another node of 1:3");
 }
 
 /// Reads one line from a raw descriptor (byte by byte; the test's pipe).

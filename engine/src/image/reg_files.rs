@@ -50,6 +50,8 @@ pub struct GhostFileEntry {
     pub atime: (i64, i64),
     /// Modification time.
     pub mtime: (i64, i64),
+    /// A device node's device number (`st_rdev`); 0 for a regular file.
+    pub rdev: u64,
 }
 
 /// A run of data of a ghost file (holes are not stored).
@@ -74,6 +76,7 @@ impl Describe for GhostFileEntry {
             .f("size", Node::Size(self.size))
             .f("atime", format!("{}.{:09}", self.atime.0, self.atime.1))
             .f("mtime", format!("{}.{:09}", self.mtime.0, self.mtime.1))
+            .f("rdev", Node::hex(self.rdev))
             .done()
     }
 }

@@ -75,14 +75,10 @@ pub fn dump(
                 Error::task(pid, format!("fd {fd}: no other node of device {:#x} under /dev", md.rdev()))
             })?;
             log::info!(task = pid.0; "task {pid}: fd {fd}: {} stands in for {}", path.display(), p.path.display());
-        } else if is_dev && p.deleted {
-            return Err(Error::refuse(
-                pid,
-                format!(
-                    "fd {fd}: {} was deleted (a device node: --evasive-devices reopens another node of it)",
-                    p.path.display()
-                ),
-            ));
+        } else if is_dev && md.nlink() == 0 {
+            // A node of the same device made again where it was, opened
+            // and unlinked (--evasive-devices would take another node).
+            ghost = Some(ghost_node(pid, fd, &p.path, &md, out));
         } else if mode & S_IFMT == S_IFDIR {
             return Err(Error::refuse(
                 pid,
@@ -140,6 +136,30 @@ fn link_remap(pid: Pid, fd: i32, path: &std::path::Path, ino: u64, out: &mut Fil
     log::info!(task = pid.0; "task {pid}: fd {fd}: {} linked back as {} (--link-remap)", path.display(), remap.display());
     out.remaps.push(remap.clone());
     Ok(remap)
+}
+
+/// Records the unlinked device node behind `fd` of `pid` as a ghost file
+/// (no data: the device is the same) and returns its ghost id.
+fn ghost_node(pid: Pid, fd: i32, path: &std::path::Path, md: &std::fs::Metadata, out: &mut FileImages) -> u32 {
+    use crate::image::reg_files::GhostFileEntry;
+    if let Some(&g) = out.ghost_ids.get(&(md.dev(), md.ino())) {
+        return g;
+    }
+    let g = out.ghosts.len() as u32 + 1;
+    out.ghosts.push(GhostFileEntry {
+        id: g,
+        path: RawStr(path.as_os_str().as_bytes().to_vec()),
+        mode: md.mode(),
+        uid: md.uid(),
+        gid: md.gid(),
+        size: 0,
+        atime: (md.atime(), md.atime_nsec()),
+        mtime: (md.mtime(), md.mtime_nsec()),
+        rdev: md.rdev(),
+    });
+    out.ghost_ids.insert((md.dev(), md.ino()), g);
+    log::info!(task = pid.0; "task {pid}: fd {fd}: the unlinked device node {} ({:#x}) kept as ghost {g}", path.display(), md.rdev());
+    g
 }
 
 /// Copies the unlinked regular file behind `fd` of `pid` into the images
@@ -207,6 +227,7 @@ fn ghost_file(
         size,
         atime: (md.atime(), md.atime_nsec()),
         mtime: (md.mtime(), md.mtime_nsec()),
+        rdev: 0,
     });
     out.ghost_ids.insert((md.dev(), md.ino()), g);
     log::info!(task = pid.0; "task {pid}: {what}: {data} bytes copied as ghost file {g}");
@@ -297,6 +318,35 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     Ok(())
 }
 
+/// Makes ghost device node `g` where it was (or next to it), with its
+/// mode and owner.
+fn make_ghost_node(
+    gh: &crate::image::reg_files::GhostFileEntry,
+    orig: &std::path::Path,
+    g: u32,
+) -> std::result::Result<std::path::PathBuf, String> {
+    use crate::sys::fs;
+    let make = |p: &std::path::Path| fs::mknodat(None, p, (gh.mode & S_IFMT) | 0o600, gh.rdev);
+    let path = match make(orig) {
+        Ok(()) => orig.to_path_buf(),
+        Err(crate::sys::Errno::EEXIST) => {
+            let name = orig.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let p = orig.with_file_name(format!(".{name}.crtools-ghost.{g}.{}", std::process::id()));
+            make(&p).map_err(|e| format!("make the device node {} again: {e}", p.display()))?;
+            p
+        }
+        Err(e) => return Err(format!("make the device node {} again: {e}", orig.display())),
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let set = std::os::unix::fs::chown(&path, Some(gh.uid), Some(gh.gid))
+        .and_then(|_| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(gh.mode & 0o7777)));
+    if let Err(e) = set {
+        let _ = std::fs::remove_file(&path);
+        return Err(format!("{}: {e}", path.display()));
+    }
+    Ok(path)
+}
+
 /// Creates ghost file `g` where it was (or next to it when that name is
 /// taken), with its contents, mode, owner and times; returns its path.
 fn make_ghost(images: &FileImages, g: u32) -> std::result::Result<std::path::PathBuf, String> {
@@ -304,6 +354,9 @@ fn make_ghost(images: &FileImages, g: u32) -> std::result::Result<std::path::Pat
     let gh =
         images.ghosts.iter().find(|x| x.id == g).ok_or_else(|| format!("ghost file {g} missing from the images"))?;
     let orig = std::path::PathBuf::from(gh.path.as_os_str());
+    if matches!(gh.mode & S_IFMT, S_IFCHR | S_IFBLK) {
+        return make_ghost_node(gh, &orig, g);
+    }
     let create = |p: &std::path::Path| fs::openat(None, p, F::O_WRONLY | F::O_CREAT | F::O_EXCL | F::O_CLOEXEC, 0o600);
     let (path, f) = match create(&orig) {
         Ok(f) => (orig.clone(), f),
