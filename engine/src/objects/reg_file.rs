@@ -36,6 +36,7 @@ const S_IFREG: u32 = 0o100000;
 const S_IFDIR: u32 = 0o040000;
 const S_IFCHR: u32 = 0o020000;
 const S_IFBLK: u32 = 0o060000;
+const S_IFLNK: u32 = 0o120000;
 
 /// Dumps one open file description.
 pub fn dump(
@@ -53,8 +54,11 @@ pub fn dump(
     // stat through the magic link: the open file itself, not the path.
     let md = std::fs::metadata(crate::proc::pid_path(pid, &format!("fd/{fd}"))).ctx(pid, &format!("stat fd {fd}"))?;
     let mode = md.mode();
+    let o_path = OpenFlags::from_bits_retain(info.flags).contains(OpenFlags::O_PATH);
     match mode & S_IFMT {
         S_IFREG | S_IFDIR | S_IFCHR | S_IFBLK => {}
+        // A symlink itself: only O_PATH|O_NOFOLLOW opens one.
+        S_IFLNK if o_path => {}
         _ => {
             return Err(Error::refuse(
                 pid,
@@ -64,7 +68,11 @@ pub fn dump(
     }
     let is_dev = matches!(mode & S_IFMT, S_IFCHR | S_IFBLK);
     // The path must lead to the same file now, or restore would open another.
-    let now = if p.deleted { None } else { std::fs::metadata(&p.path).ok() };
+    let now = match (p.deleted, mode & S_IFMT) {
+        (true, _) => None,
+        (false, S_IFLNK) => std::fs::symlink_metadata(&p.path).ok(),
+        (false, _) => std::fs::metadata(&p.path).ok(),
+    };
     let same = now.as_ref().map(|n| n.ino() == md.ino() && n.dev() == md.dev()).unwrap_or(false);
     let mut path = p.path.clone();
     let (mut ghost, mut remap) = (None, None);
@@ -289,7 +297,12 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
             }
             (None, None) => std::path::PathBuf::from(reg.path.as_os_str()),
         };
-        let md = std::fs::metadata(&open_path).map_err(|err| e(err.to_string()))?;
+        let md = if reg.mode & S_IFMT == S_IFLNK {
+            std::fs::symlink_metadata(&open_path)
+        } else {
+            std::fs::metadata(&open_path)
+        }
+        .map_err(|err| e(err.to_string()))?;
         if md.mode() & S_IFMT != reg.mode & S_IFMT {
             return Err(e("is no longer the same type of file".into()));
         }

@@ -45,7 +45,8 @@
 //!   DIR/linked2 leads to it); DIR/log opened O_WRONLY|O_APPEND. Items
 //!   `ghost` (contents, size, offset, shared by the dup, still unlinked,
 //!   same name), `linked` (the same inode as DIR/linked2), `log` (appends),
-//!   `cwd` (DIR/wd, mode 0751, removed while it is the working directory);
+//!   `cwd` (DIR/wd, mode 0751, removed while it is the working directory),
+//!   `symlink` (DIR/sym, a symlink to "target", open O_PATH|O_NOFOLLOW);
 //! - `files`: (ARG = a directory) files with known flags, offsets and
 //!   numbers, fd 100, a dup pair, /dev/null and a directory descriptor;
 //!   the extra word of "ready" is the fd of ARG/app (O_WRONLY|O_APPEND);
@@ -691,6 +692,8 @@ struct Ghost {
     dup: i32,
     linked: i32,
     log: i32,
+    /// DIR/sym (a symlink to "target") opened O_PATH|O_NOFOLLOW.
+    sym: i32,
 }
 
 fn ghost_bytes() -> (Vec<u8>, Vec<u8>) {
@@ -723,9 +726,11 @@ impl Ghost {
             let wd = format!("{dir}/wd");
             std::fs::create_dir(&wd).unwrap();
             std::fs::set_permissions(&wd, std::os::unix::fs::PermissionsExt::from_mode(0o751)).unwrap();
+            std::os::unix::fs::symlink("target", format!("{dir}/sym")).unwrap();
+            let sym = open(&format!("{dir}/sym"), libc::O_PATH | libc::O_NOFOLLOW);
             std::env::set_current_dir(&wd).unwrap();
             std::fs::remove_dir(&wd).unwrap();
-            Ghost { dir: dir.to_string(), fd, dup, linked, log }
+            Ghost { dir: dir.to_string(), fd, dup, linked, log, sym }
         }
     }
 
@@ -775,6 +780,12 @@ impl Ghost {
                 && c.st_mode & 0o7777 == 0o751
                 && c.st_nlink == 0;
             it.expect("cwd", ok, || format!("{}_mode={:o}_nlink={}", cwd.display(), c.st_mode, c.st_nlink));
+            let mut buf = [0u8; 64];
+            let n = libc::readlinkat(self.sym, c"".as_ptr(), buf.as_mut_ptr() as *mut _, buf.len());
+            let mut st: libc::stat = std::mem::zeroed();
+            libc::fstatat(self.sym, c"".as_ptr(), &mut st, libc::AT_EMPTY_PATH);
+            let ok = n == 6 && &buf[..6] == b"target" && st.st_mode & libc::S_IFMT == libc::S_IFLNK;
+            it.expect("symlink", ok, || format!("n={n}_mode={:o}", st.st_mode));
         }
     }
 }
