@@ -87,10 +87,13 @@ pub fn dump(
             // A node of the same device made again where it was, opened
             // and unlinked (--evasive-devices would take another node).
             ghost = Some(ghost_node(pid, fd, &p.path, &md, out));
+        } else if mode & S_IFMT == S_IFDIR && md.nlink() == 0 {
+            // A removed directory is empty: made again, opened, removed.
+            ghost = Some(ghost_node(pid, fd, &p.path, &md, out));
         } else if mode & S_IFMT == S_IFDIR {
             return Err(Error::refuse(
                 pid,
-                format!("fd {fd}: the directory {} was deleted or replaced: not supported yet", p.path.display()),
+                format!("fd {fd}: the directory {} was replaced: not supported yet", p.path.display()),
             ));
         } else if md.nlink() > 0 && mode & S_IFMT == S_IFREG {
             // Still linked elsewhere: only a link keeps it the same file.
@@ -146,8 +149,9 @@ fn link_remap(pid: Pid, fd: i32, path: &std::path::Path, ino: u64, out: &mut Fil
     Ok(remap)
 }
 
-/// Records the unlinked device node behind `fd` of `pid` as a ghost file
-/// (no data: the device is the same) and returns its ghost id.
+/// Records the unlinked device node or removed directory behind `fd` of
+/// `pid` as a ghost file (no data: the device is the same, the directory
+/// empty) and returns its ghost id.
 fn ghost_node(pid: Pid, fd: i32, path: &std::path::Path, md: &std::fs::Metadata, out: &mut FileImages) -> u32 {
     use crate::image::reg_files::GhostFileEntry;
     if let Some(&g) = out.ghost_ids.get(&(md.dev(), md.ino())) {
@@ -326,20 +330,27 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     }
     // Every description is open: the ghosts go (unlinked, as they were).
     for (g, p) in ghost_paths {
-        std::fs::remove_file(&p).map_err(|err| Error::new(format!("ghost file {g}: unlink {}: {err}", p.display())))?;
+        let r = if p.is_dir() { std::fs::remove_dir(&p) } else { std::fs::remove_file(&p) };
+        r.map_err(|err| Error::new(format!("ghost file {g}: unlink {}: {err}", p.display())))?;
     }
     Ok(())
 }
 
-/// Makes ghost device node `g` where it was (or next to it), with its
-/// mode and owner.
+/// Makes ghost device node or (empty) directory `g` where it was (or next
+/// to it), with its mode and owner.
 fn make_ghost_node(
     gh: &crate::image::reg_files::GhostFileEntry,
     orig: &std::path::Path,
     g: u32,
 ) -> std::result::Result<std::path::PathBuf, String> {
     use crate::sys::fs;
-    let make = |p: &std::path::Path| fs::mknodat(None, p, (gh.mode & S_IFMT) | 0o600, gh.rdev);
+    let make = |p: &std::path::Path| {
+        if gh.mode & S_IFMT == S_IFDIR {
+            fs::mkdirat(None, p, 0o700)
+        } else {
+            fs::mknodat(None, p, (gh.mode & S_IFMT) | 0o600, gh.rdev)
+        }
+    };
     let path = match make(orig) {
         Ok(()) => orig.to_path_buf(),
         Err(crate::sys::Errno::EEXIST) => {
@@ -367,7 +378,7 @@ fn make_ghost(images: &FileImages, g: u32) -> std::result::Result<std::path::Pat
     let gh =
         images.ghosts.iter().find(|x| x.id == g).ok_or_else(|| format!("ghost file {g} missing from the images"))?;
     let orig = std::path::PathBuf::from(gh.path.as_os_str());
-    if matches!(gh.mode & S_IFMT, S_IFCHR | S_IFBLK) {
+    if matches!(gh.mode & S_IFMT, S_IFCHR | S_IFBLK | S_IFDIR) {
         return make_ghost_node(gh, &orig, g);
     }
     let create = |p: &std::path::Path| fs::openat(None, p, F::O_WRONLY | F::O_CREAT | F::O_EXCL | F::O_CLOEXEC, 0o600);

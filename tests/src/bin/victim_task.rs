@@ -46,7 +46,8 @@
 //!   `ghost` (contents, size, offset, shared by the dup, still unlinked,
 //!   same name), `linked` (the same inode as DIR/linked2), `log` (appends),
 //!   `cwd` (DIR/wd, mode 0751, removed while it is the working directory),
-//!   `symlink` (DIR/sym, a symlink to "target", open O_PATH|O_NOFOLLOW);
+//!   `symlink` (DIR/sym, a symlink to "target", open O_PATH|O_NOFOLLOW),
+//!   `gone_dir` (DIR/gone-dir, 0711, open and removed);
 //! - `files`: (ARG = a directory) files with known flags, offsets and
 //!   numbers, fd 100, a dup pair, /dev/null and a directory descriptor;
 //!   the extra word of "ready" is the fd of ARG/app (O_WRONLY|O_APPEND);
@@ -694,6 +695,8 @@ struct Ghost {
     log: i32,
     /// DIR/sym (a symlink to "target") opened O_PATH|O_NOFOLLOW.
     sym: i32,
+    /// DIR/gone-dir (0711), opened, then removed.
+    gone_dir: i32,
 }
 
 fn ghost_bytes() -> (Vec<u8>, Vec<u8>) {
@@ -728,9 +731,14 @@ impl Ghost {
             std::fs::set_permissions(&wd, std::os::unix::fs::PermissionsExt::from_mode(0o751)).unwrap();
             std::os::unix::fs::symlink("target", format!("{dir}/sym")).unwrap();
             let sym = open(&format!("{dir}/sym"), libc::O_PATH | libc::O_NOFOLLOW);
+            let gd = format!("{dir}/gone-dir");
+            std::fs::create_dir(&gd).unwrap();
+            std::fs::set_permissions(&gd, std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+            let gone_dir = open(&gd, libc::O_RDONLY | libc::O_DIRECTORY);
+            std::fs::remove_dir(&gd).unwrap();
             std::env::set_current_dir(&wd).unwrap();
             std::fs::remove_dir(&wd).unwrap();
-            Ghost { dir: dir.to_string(), fd, dup, linked, log, sym }
+            Ghost { dir: dir.to_string(), fd, dup, linked, log, sym, gone_dir }
         }
     }
 
@@ -786,6 +794,14 @@ impl Ghost {
             libc::fstatat(self.sym, c"".as_ptr(), &mut st, libc::AT_EMPTY_PATH);
             let ok = n == 6 && &buf[..6] == b"target" && st.st_mode & libc::S_IFMT == libc::S_IFLNK;
             it.expect("symlink", ok, || format!("n={n}_mode={:o}", st.st_mode));
+            let mut d: libc::stat = std::mem::zeroed();
+            libc::fstat(self.gone_dir, &mut d);
+            let link = std::fs::read_link(format!("/proc/self/fd/{}", self.gone_dir)).unwrap_or_default();
+            let ok = d.st_mode & libc::S_IFMT == libc::S_IFDIR
+                && d.st_mode & 0o7777 == 0o711
+                && d.st_nlink == 0
+                && link.to_string_lossy() == format!("{}/gone-dir (deleted)", self.dir);
+            it.expect("gone_dir", ok, || format!("mode={:o}_nlink={}_{}", d.st_mode, d.st_nlink, link.display()));
         }
     }
 }
