@@ -44,9 +44,7 @@ pub fn dump(
     let e = |m: String| Error::task(pid, format!("fd {fd}: fanotify: {m}"));
     let refuse = |m: String| Error::refuse(pid, format!("fd {fd}: fanotify: {m}"));
     let f = info.fanotify.as_ref().ok_or_else(|| e("no fanotify lines in its fdinfo".into()))?;
-    let pidfd = crate::sys::pidfd::pidfd_open(pid, crate::sys::pidfd::PidfdFlags::empty())
-        .map_err(|er| e(format!("pidfd_open: {er}")))?;
-    let copy = crate::sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd).map_err(|er| e(format!("pidfd_getfd: {er}")))?;
+    let copy = super::files::take_fd(pid, fd)?;
     let queued = fs::fionread(copy.as_fd()).map_err(|er| e(format!("FIONREAD: {er}")))?;
     if queued != 0 {
         return Err(refuse(format!(

@@ -361,6 +361,15 @@ impl Drop for DumpFiles {
     }
 }
 
+/// crtools' own duplicate of descriptor `fd` of `pid` (pidfd_getfd: the
+/// same open file description, taken without opening anything), to read
+/// its state while the tree is frozen.
+pub fn take_fd(pid: Pid, fd: i32) -> Result<OwnedFd> {
+    let pidfd = crate::sys::pidfd::pidfd_open(pid, crate::sys::pidfd::PidfdFlags::empty())
+        .ctx(pid, &format!("fd {fd}: pidfd_open"))?;
+    crate::sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd).ctx(pid, &format!("fd {fd}: pidfd_getfd"))
+}
+
 /// Dumps the descriptor table of `pid`, leaving out `skip` (the parasite's
 /// socket); returns its fdinfo entries.
 pub fn dump(cx: &FdCtx, pid: Pid, skip: Option<i32>, all: &mut DumpFiles) -> Result<Vec<FdinfoEntry>> {

@@ -80,9 +80,7 @@ pub fn dump(
     super::pipe::check_flags(pid, fd, flags, "inotify")?;
     let e = |m: String| Error::task(pid, format!("fd {fd}: inotify: {m}"));
     let refuse = |m: String| Error::refuse(pid, format!("fd {fd}: inotify: {m}"));
-    let pidfd = crate::sys::pidfd::pidfd_open(pid, crate::sys::pidfd::PidfdFlags::empty())
-        .map_err(|er| e(format!("pidfd_open: {er}")))?;
-    let copy = crate::sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd).map_err(|er| e(format!("pidfd_getfd: {er}")))?;
+    let copy = super::files::take_fd(pid, fd)?;
     let queued = fs::fionread(copy.as_fd()).map_err(|er| e(format!("FIONREAD: {er}")))?;
     if queued != 0 {
         return Err(refuse(format!(

@@ -40,9 +40,7 @@ pub fn dump(
     if flags.contains(OpenFlags::O_ASYNC) {
         return Err(Error::refuse(pid, format!("{what} is in O_ASYNC mode (its signal owner is not restored yet)")));
     }
-    let pidfd = crate::sys::pidfd::pidfd_open(pid, crate::sys::pidfd::PidfdFlags::empty())
-        .map_err(|err| e(format!("pidfd_open: {err}")))?;
-    let s = crate::sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd).map_err(|err| e(format!("pidfd_getfd: {err}")))?;
+    let s = super::files::take_fd(pid, fd)?;
     let s = s.as_fd();
     let ty = sk::get_so_type(s).map_err(|err| e(format!("SO_TYPE: {err}")))?.0;
     let protocol = sk::get_so_protocol(s).map_err(|err| e(format!("SO_PROTOCOL: {err}")))?;

@@ -112,9 +112,7 @@ fn peek(pid: Pid, fd: i32, flags: OpenFlags, what: &str) -> Result<PipeDataEntry
     // through /proc (non-blocking, it never waits for a writer).
     let readable = !flags.contains(OpenFlags::O_WRONLY);
     let r: OwnedFd = if readable {
-        let pidfd = crate::sys::pidfd::pidfd_open(pid, crate::sys::pidfd::PidfdFlags::empty())
-            .map_err(|err| e("pidfd_open", err))?;
-        crate::sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd).map_err(|err| e("pidfd_getfd", err))?
+        super::files::take_fd(pid, fd)?
     } else {
         let link = crate::proc::pid_path(pid, &format!("fd/{fd}"));
         fs::openat(None, &link, SysFlags::O_RDONLY | SysFlags::O_NONBLOCK | SysFlags::O_CLOEXEC, 0)

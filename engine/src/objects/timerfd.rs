@@ -52,10 +52,7 @@ pub fn dump(
     // when read or queried: fdinfo alone says one tick and no time left.
     // timerfd_gettime on the same description does that counting (what a
     // read does before it consumes them) and gives the exact time left.
-    let pidfd = crate::sys::pidfd::pidfd_open(pid, crate::sys::pidfd::PidfdFlags::empty())
-        .map_err(|e| Error::task(pid, format!("fd {fd}: timerfd: pidfd_open: {e}")))?;
-    let copy = crate::sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd)
-        .map_err(|e| Error::task(pid, format!("fd {fd}: timerfd: pidfd_getfd: {e}")))?;
+    let copy = super::files::take_fd(pid, fd)?;
     let cur =
         event::timerfd_gettime(copy.as_fd()).map_err(|e| Error::task(pid, format!("fd {fd}: timerfd_gettime: {e}")))?;
     let info = crate::proc::fdinfo::read(pid, fd).map_err(|e| Error::task(pid, format!("fd {fd}: {e}")))?;

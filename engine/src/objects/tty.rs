@@ -144,12 +144,6 @@ pub struct DumpState {
     owners: BTreeMap<u32, (Pid, i32)>,
 }
 
-fn take_fd(pid: Pid, fd: i32) -> Result<OwnedFd> {
-    let pidfd = crate::sys::pidfd::pidfd_open(pid, crate::sys::pidfd::PidfdFlags::empty())
-        .ctx(pid, &format!("fd {fd}: pidfd_open"))?;
-    crate::sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd).ctx(pid, &format!("fd {fd}: pidfd_getfd"))
-}
-
 /// Dumps one open terminal description.
 pub fn dump(
     _cx: &FdCtx,
@@ -167,7 +161,7 @@ pub fn dump(
     super::pipe::check_flags(pid, fd, flags, &p.path.display().to_string())?;
     let link = crate::proc::pid_path(pid, &format!("fd/{fd}"));
     let rdev = std::fs::metadata(&link).ctx(pid, &format!("stat fd {fd}"))?.rdev();
-    let dup = take_fd(pid, fd)?;
+    let dup = super::files::take_fd(pid, fd)?;
     let e =
         |what: &str, err: crate::sys::Errno| Error::task(pid, format!("fd {fd}: {}: {what}: {err}", p.path.display()));
     let mut entry = TtyEntry {
@@ -402,7 +396,7 @@ pub fn finish_dump(cx: &FdCtx, out: &mut FileImages, pids: &[Pid]) -> Result<()>
         let Some(m) = out.tty.iter().find(|e| e.kind == TtyKind::PtyMaster && e.tty == tty) else { continue };
         let (pid, fd) = owner(out, m.id);
         let slave_open = out.tty.iter().any(|e| e.kind == TtyKind::PtySlave && e.tty == tty);
-        let master = take_fd(pid, fd)?;
+        let master = super::files::take_fd(pid, fd)?;
         let info = &mut out.tty_info[t];
         take_queues(master.as_fd(), info, slave_open).map_err(|e| {
             let what = |m: &str| format!("fd {fd}: pty master of /dev/pts/{index}: {m}");

@@ -89,9 +89,7 @@ pub fn dump(
     if flags.contains(OpenFlags::O_ASYNC) {
         return Err(e("is in O_ASYNC mode (its signal owner is not restored yet)".into()));
     }
-    let pidfd = crate::sys::pidfd::pidfd_open(pid, crate::sys::pidfd::PidfdFlags::empty())
-        .map_err(|err| e(format!("pidfd_open: {err}")))?;
-    let s = crate::sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd).map_err(|err| e(format!("pidfd_getfd: {err}")))?;
+    let s = super::files::take_fd(pid, fd)?;
     let (unlinked, file_attrs) = bound_file(&d).map_err(e)?;
     let opts = read_opts(s.as_fd()).map_err(|err| e(format!("read its options: {err}")))?;
     let ext_peer = if d.state == STATE_ESTABLISHED || (d.ty as u32 == SOCK_DGRAM && d.peer != 0) {
