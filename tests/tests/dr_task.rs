@@ -586,6 +586,7 @@ fn unlinked_files_come_back() {
         c.assert_item("cwd", "ok");
         c.assert_item("symlink", "ok");
         c.assert_item("gone_dir", "ok");
+        c.assert_item("ghost_maps", "ok");
         c.assert_ok();
         leftovers("after restore");
         assert!(!s.data().join("wd").exists(), "the stand-in working directory was left behind");

@@ -305,6 +305,7 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
         }
     }
     crate::objects::memfd::dump_mapped(pid, &mut vmas, &mut shared.files.images)?;
+    crate::objects::reg_file::dump_mapped_ghosts(&shared.fd_cx, pid, &mut vmas, &mut shared.files.images)?;
     let head = mm::dump_mm_head(pid, &stat, brk, mm_settings)?;
     let pages_id = pid.0 as u32;
     let mut pages = img.create_pages(pages_id).ctx(pid, "create the pages image")?;

@@ -104,6 +104,9 @@ pub enum VmaKind {
     SysvShm,
     /// memfd mapping.
     Memfd,
+    /// A mapping of a file unlinked since: its ghost file (`shmid`: the
+    /// ghost id, `reg-files`' ghost files).
+    GhostFile,
 }
 
 impl VmaKind {
@@ -121,6 +124,7 @@ impl VmaKind {
             VmaKind::Heap => "heap",
             VmaKind::SysvShm => "sysv-shm",
             VmaKind::Memfd => "memfd",
+            VmaKind::GhostFile => "ghost-file",
         }
     }
 }

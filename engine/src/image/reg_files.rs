@@ -52,6 +52,9 @@ pub struct GhostFileEntry {
     pub mtime: (i64, i64),
     /// A device node's device number (`st_rdev`); 0 for a regular file.
     pub rdev: u64,
+    /// Mapped by a task (VmaKind::GhostFile): restore keeps a descriptor of
+    /// it for the tasks to map it through.
+    pub mapped: bool,
 }
 
 /// A run of data of a ghost file (holes are not stored).
@@ -77,6 +80,7 @@ impl Describe for GhostFileEntry {
             .f("atime", format!("{}.{:09}", self.atime.0, self.atime.1))
             .f("mtime", format!("{}.{:09}", self.mtime.0, self.mtime.1))
             .f("rdev", Node::hex(self.rdev))
+            .f("mapped", self.mapped)
             .done()
     }
 }

@@ -49,7 +49,7 @@ pub const DUMP_BUFFER: usize = 4 << 20;
 pub fn needs_data(v: &Vma) -> bool {
     match v.kind {
         VmaKind::Anon | VmaKind::Stack | VmaKind::Heap | VmaKind::SharedAnon => true,
-        VmaKind::File | VmaKind::Memfd => !v.flags.contains(MapFlags::MAP_SHARED),
+        VmaKind::File | VmaKind::Memfd | VmaKind::GhostFile => !v.flags.contains(MapFlags::MAP_SHARED),
         _ => false,
     }
 }
@@ -71,7 +71,9 @@ pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
         MapKind::Vdso => VmaKind::Vdso,
         MapKind::Vvar => VmaKind::Vvar,
         MapKind::VvarVclock => VmaKind::VvarVclock,
-        MapKind::File if m.deleted => return unsupported(&format!("deleted file {}", m.path.display())),
+        MapKind::File if m.deleted && m.path.as_os_str() == "/[aio]" => return unsupported("an AIO context's ring"),
+        // Dumped as a ghost file (objects::reg_file) with its data.
+        MapKind::File if m.deleted => VmaKind::GhostFile,
         MapKind::File => VmaKind::File,
         // The memfd itself is dumped once, as a file object (objects::memfd).
         MapKind::Memfd(_) => VmaKind::Memfd,
@@ -90,7 +92,7 @@ pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
     prot.set(Prot::PROT_WRITE, m.perms.write());
     prot.set(Prot::PROT_EXEC, m.perms.exec());
     let mut flags = if shared { MapFlags::MAP_SHARED } else { MapFlags::MAP_PRIVATE };
-    if !matches!(kind, VmaKind::File | VmaKind::Memfd) {
+    if !matches!(kind, VmaKind::File | VmaKind::Memfd | VmaKind::GhostFile) {
         flags |= MapFlags::MAP_ANONYMOUS;
     }
     if vf.contains(VmFlags::GD) {
@@ -120,7 +122,7 @@ pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
     if shared && vf.contains(VmFlags::MW) {
         status |= VmaStatus::VMA_MAYWRITE;
     }
-    let is_file = matches!(kind, VmaKind::File | VmaKind::Memfd);
+    let is_file = matches!(kind, VmaKind::File | VmaKind::Memfd | VmaKind::GhostFile);
     Ok(Some(Vma {
         start: m.start,
         end: m.end,
@@ -339,7 +341,7 @@ impl<'a> PageDumper<'a> {
         source: Option<&VmaFrames>,
         own: &mut VmaFrames,
     ) -> Result<()> {
-        let anon = !matches!(v.kind, VmaKind::File | VmaKind::Memfd);
+        let anon = !matches!(v.kind, VmaKind::File | VmaKind::Memfd | VmaKind::GhostFile);
         if !v.prot.contains(Prot::PROT_READ) {
             return self.dump_unreadable(pm, v, anon);
         }
@@ -759,8 +761,10 @@ pub fn plan(
         let kind = match v.kind {
             VmaKind::Anon | VmaKind::Stack | VmaKind::Heap => rp::VmaKind::AnonPrivate,
             VmaKind::SharedAnon => rp::VmaKind::AnonShared,
-            VmaKind::File | VmaKind::Memfd if v.flags.contains(MapFlags::MAP_SHARED) => rp::VmaKind::FileShared,
-            VmaKind::File | VmaKind::Memfd => rp::VmaKind::FilePrivate,
+            VmaKind::File | VmaKind::Memfd | VmaKind::GhostFile if v.flags.contains(MapFlags::MAP_SHARED) => {
+                rp::VmaKind::FileShared
+            }
+            VmaKind::File | VmaKind::Memfd | VmaKind::GhostFile => rp::VmaKind::FilePrivate,
             VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock => {
                 dumped_vdso.push((v.kind, v.start, v.end - v.start));
                 continue;
@@ -806,6 +810,15 @@ pub fn plan(
         let (path, open_flags) = match (&v.path, kind) {
             // The engine's memfd, which the task inherited: reopened
             // through /proc/self/fd, it is the same file.
+            _ if v.kind == VmaKind::GhostFile => {
+                let raw = opened.raw(super::reg_file::ghost_mapping_id(v.shmid as u32)).ok_or_else(|| {
+                    Error::task(
+                        pid,
+                        format!("VMA {:#x}-{:#x}: its ghost file {} was not made", v.start, v.end, v.shmid),
+                    )
+                })?;
+                (b.add_str(format!("/proc/self/fd/{raw}").as_bytes()), if rw { 2 } else { 0 })
+            }
             _ if v.kind == VmaKind::Memfd => {
                 let raw = opened.raw(super::memfd::mapping_id(v.shmid as u32)).ok_or_else(|| {
                     Error::task(

@@ -168,6 +168,7 @@ fn ghost_node(pid: Pid, fd: i32, path: &std::path::Path, md: &std::fs::Metadata,
         atime: (md.atime(), md.atime_nsec()),
         mtime: (md.mtime(), md.mtime_nsec()),
         rdev: md.rdev(),
+        mapped: false,
     });
     out.ghost_ids.insert((md.dev(), md.ino()), g);
     log::info!(task = pid.0; "task {pid}: fd {fd}: the unlinked device node {} ({:#x}) kept as ghost {g}", path.display(), md.rdev());
@@ -184,16 +185,69 @@ fn ghost_file(
     md: &std::fs::Metadata,
     out: &mut FileImages,
 ) -> Result<u32> {
-    use crate::image::reg_files::{GhostDataEntry, GhostFileEntry};
-    use crate::sys::fs::{lseek, pread_full, Whence};
     if let Some(&g) = out.ghost_ids.get(&(md.dev(), md.ino())) {
         return Ok(g);
     }
     let what = format!("fd {fd}: the unlinked file {}", path.display());
-    let e = |m: String| Error::task(pid, format!("{what}: {m}"));
     // A description of our own: the task's offset stays where it is.
     let f = std::fs::File::open(crate::proc::pid_path(pid, &format!("fd/{fd}")))
-        .map_err(|err| e(format!("open: {err}")))?;
+        .map_err(|err| Error::task(pid, format!("{what}: open: {err}")))?;
+    copy_ghost(cx, pid, &what, &f, path, md, out)
+}
+
+/// The id of the mapping object of ghost file `g` (the engine's descriptor
+/// that restored tasks map it through).
+pub fn ghost_mapping_id(g: u32) -> u32 {
+    0x4000_0000 | g
+}
+
+/// Gives every mapping of an unlinked file (VmaKind::GhostFile) of `pid`
+/// its ghost file (`shmid`), copying the file through /proc/<pid>/map_files
+/// if no descriptor showed it yet.
+pub fn dump_mapped_ghosts(
+    cx: &FdCtx,
+    pid: Pid,
+    vmas: &mut [crate::image::mm::Vma],
+    out: &mut FileImages,
+) -> Result<()> {
+    use crate::image::mm::VmaKind;
+    for v in vmas.iter_mut().filter(|v| v.kind == VmaKind::GhostFile) {
+        let path = std::path::PathBuf::from(v.path.as_ref().map(|p| p.as_os_str().to_owned()).unwrap_or_default());
+        let what = format!("VMA {:#x}-{:#x}: the unlinked file {}", v.start, v.end, path.display());
+        let f = crate::proc::map_files::open(pid, v.start, v.end)
+            .map_err(|e| Error::task(pid, format!("{what}: open its map_files entry: {e}")))?;
+        let md = f.metadata().map_err(|e| Error::task(pid, format!("{what}: stat: {e}")))?;
+        if md.mode() & S_IFMT != S_IFREG {
+            return Err(Error::refuse(pid, format!("{what}: not a regular file (mode {:o})", md.mode())));
+        }
+        let g = match out.ghost_ids.get(&(md.dev(), md.ino())) {
+            Some(&g) => g,
+            None => copy_ghost(cx, pid, &what, &f, &path, &md, out)?,
+        };
+        if let Some(gh) = out.ghosts.iter_mut().find(|x| x.id == g) {
+            gh.mapped = true;
+        }
+        v.shmid = g as u64;
+        // Its path is the ghost's at restore, not this one.
+        v.path = None;
+    }
+    Ok(())
+}
+
+/// Copies the unlinked regular file `f` into the images once (a ghost
+/// file) and returns its ghost id.
+fn copy_ghost(
+    cx: &FdCtx,
+    pid: Pid,
+    what: &str,
+    f: &std::fs::File,
+    path: &std::path::Path,
+    md: &std::fs::Metadata,
+    out: &mut FileImages,
+) -> Result<u32> {
+    use crate::image::reg_files::{GhostDataEntry, GhostFileEntry};
+    use crate::sys::fs::{lseek, pread_full, Whence};
+    let e = |m: String| Error::task(pid, format!("{what}: {m}"));
     let size = md.size();
     // Find the data runs; holes stay holes.
     let mut runs = Vec::new();
@@ -240,6 +294,7 @@ fn ghost_file(
         atime: (md.atime(), md.atime_nsec()),
         mtime: (md.mtime(), md.mtime_nsec()),
         rdev: 0,
+        mapped: false,
     });
     out.ghost_ids.insert((md.dev(), md.ino()), g);
     log::info!(task = pid.0; "task {pid}: {what}: {data} bytes copied as ghost file {g}");
@@ -327,6 +382,23 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
                 .map_err(|err| e(format!("seek to {}: {err}", reg.pos)))?;
         }
         out.add(reg.id, fd);
+    }
+    // Mapped ghosts: a descriptor of the engine's for the tasks to map
+    // them through (/proc/self/fd), made before they are unlinked.
+    for gh in images.ghosts.iter().filter(|g| g.mapped) {
+        let p = match ghost_paths.get(&gh.id) {
+            Some(p) => p.clone(),
+            None => {
+                let p = make_ghost(images, gh.id).map_err(|m| Error::new(format!("ghost file {}: {m}", gh.id)))?;
+                ghost_paths.insert(gh.id, p.clone());
+                p
+            }
+        };
+        use crate::sys::fs::OpenFlags as F;
+        let fd = crate::sys::fs::openat(None, &p, F::O_RDWR | F::O_CLOEXEC, 0)
+            .or_else(|_| crate::sys::fs::openat(None, &p, F::O_RDONLY | F::O_CLOEXEC, 0))
+            .map_err(|err| Error::new(format!("ghost file {} ({}): open it for mapping: {err}", gh.id, p.display())))?;
+        out.add(ghost_mapping_id(gh.id), fd);
     }
     // Every description is open: the ghosts go (unlinked, as they were).
     for (g, p) in ghost_paths {

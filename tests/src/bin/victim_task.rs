@@ -47,7 +47,8 @@
 //!   same name), `linked` (the same inode as DIR/linked2), `log` (appends),
 //!   `cwd` (DIR/wd, mode 0751, removed while it is the working directory),
 //!   `symlink` (DIR/sym, a symlink to "target", open O_PATH|O_NOFOLLOW),
-//!   `gone_dir` (DIR/gone-dir, 0711, open and removed);
+//!   `gone_dir` (DIR/gone-dir, 0711, open and removed), `ghost_maps` (the
+//!   ghost file mapped shared and private, written through both);
 //! - `files`: (ARG = a directory) files with known flags, offsets and
 //!   numbers, fd 100, a dup pair, /dev/null and a directory descriptor;
 //!   the extra word of "ready" is the fd of ARG/app (O_WRONLY|O_APPEND);
@@ -697,6 +698,10 @@ struct Ghost {
     sym: i32,
     /// DIR/gone-dir (0711), opened, then removed.
     gone_dir: i32,
+    /// The ghost file mapped shared (a 'Z' written at 20480 through it)
+    /// and private (a 'P' written at 0, the file keeps its byte).
+    shared_map: usize,
+    private_map: usize,
 }
 
 fn ghost_bytes() -> (Vec<u8>, Vec<u8>) {
@@ -719,6 +724,22 @@ impl Ghost {
             libc::lseek(fd, 1234, libc::SEEK_SET);
             let dup = libc::dup(fd);
             std::fs::remove_file(&g).unwrap();
+            let map = |flags: i32| {
+                let p = libc::mmap(
+                    std::ptr::null_mut(),
+                    Self::SIZE as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    flags,
+                    fd,
+                    0,
+                );
+                assert_ne!(p, libc::MAP_FAILED, "mmap the ghost file");
+                p as usize
+            };
+            let shared_map = map(libc::MAP_SHARED);
+            *((shared_map + 20480) as *mut u8) = b'Z';
+            let private_map = map(libc::MAP_PRIVATE);
+            *(private_map as *mut u8) = b'P';
             std::fs::write(format!("{dir}/linked"), b"linked file").unwrap();
             std::fs::hard_link(format!("{dir}/linked"), format!("{dir}/linked2")).unwrap();
             let linked = open(&format!("{dir}/linked"), libc::O_RDWR);
@@ -738,7 +759,7 @@ impl Ghost {
             std::fs::remove_dir(&gd).unwrap();
             std::env::set_current_dir(&wd).unwrap();
             std::fs::remove_dir(&wd).unwrap();
-            Ghost { dir: dir.to_string(), fd, dup, linked, log, sym, gone_dir }
+            Ghost { dir: dir.to_string(), fd, dup, linked, log, sym, gone_dir, shared_map, private_map }
         }
     }
 
@@ -802,6 +823,25 @@ impl Ghost {
                 && d.st_nlink == 0
                 && link.to_string_lossy() == format!("{}/gone-dir (deleted)", self.dir);
             it.expect("gone_dir", ok, || format!("mode={:o}_nlink={}_{}", d.st_mode, d.st_nlink, link.display()));
+            // The mappings: shared with the file, private with its own page.
+            let mut z = [0u8; 1];
+            libc::pread(self.fd, z.as_mut_ptr() as *mut _, 1, 20480);
+            let sm = std::slice::from_raw_parts(self.shared_map as *const u8, 100);
+            let pm = std::slice::from_raw_parts(self.private_map as *const u8, 100);
+            let mut f0 = [0u8; 1];
+            libc::pread(self.fd, f0.as_mut_ptr() as *mut _, 1, 0);
+            let ok = z[0] == b'Z'
+                && *((self.shared_map + 20480) as *const u8) == b'Z'
+                && sm == &a[..]
+                && pm[0] == b'P'
+                && pm[1..] == a[1..]
+                && f0[0] == a[0];
+            // And still shared: a write through the mapping reaches the file.
+            *((self.shared_map + 40960) as *mut u8) = b'Y';
+            let mut y = [0u8; 1];
+            libc::pread(self.fd, y.as_mut_ptr() as *mut _, 1, 40960);
+            *((self.shared_map + 40960) as *mut u8) = 0;
+            it.expect("ghost_maps", ok && y[0] == b'Y', || format!("z={}_p={}_f0={}_y={}", z[0], pm[0], f0[0], y[0]));
         }
     }
 }
