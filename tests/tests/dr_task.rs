@@ -543,7 +543,7 @@ fn open_files_keep_offsets_flags_and_numbers() {
     });
 }
 
-/// An unlinked sparse file (3 MiB, 150 bytes of data) open twice comes back
+/// An unlinked sparse file (1 GiB, 150 bytes of data), open twice and mapped shared and private, comes back
 /// with its contents, holes, size, offset and shared description, still
 /// unlinked, under its old name; the images hold only its data. A file
 /// unlinked from its path but linked elsewhere is linked back with

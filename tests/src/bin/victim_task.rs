@@ -39,7 +39,7 @@
 //!   the same with SIGALRM and the POSIX timer's signal blocked and pending
 //!   until the first check (the kernel leaves ITIMER_REAL unarmed while its
 //!   signal is pending);
-//! - `ghost`: (ARG = a directory) DIR/ghost, sparse (3 MiB: 100 bytes at
+//! - `ghost`: (ARG = a directory) DIR/ghost, sparse (1 GiB: 100 bytes at
 //!   0, 50 at 2 MiB), opened O_RDWR at offset 1234, dup'ed, then unlinked;
 //!   DIR/linked, a second link DIR/linked2, opened and unlinked (so only
 //!   DIR/linked2 leads to it); DIR/log opened O_WRONLY|O_APPEND. Items
@@ -709,7 +709,7 @@ fn ghost_bytes() -> (Vec<u8>, Vec<u8>) {
 }
 
 impl Ghost {
-    const SIZE: i64 = 3 << 20;
+    const SIZE: i64 = 1 << 30;
     const FAR: i64 = 2 << 20;
 
     fn setup(dir: &str) -> Ghost {
