@@ -503,6 +503,22 @@ fn itimer_and_posix_timer_keep_firing() {
     });
 }
 
+/// A POSIX timer that signals one thread (SIGEV_THREAD_ID, what glibc's
+/// SIGEV_THREAD timers use and vim holds): made again once that thread
+/// exists, it goes on signalling it.
+#[test]
+fn thread_directed_posix_timer_keeps_firing() {
+    run("thread_timer", 90, |cx| {
+        let s = Scratch::new("dr_task", "thread_timer");
+        let mut t = cx.start(&s, "thread_timer", None);
+        t.check().assert_item("thread_timer", "ok");
+        dump_and_restore(&mut t, &s);
+        let c = t.check();
+        c.assert_item("thread_timer", "ok");
+        c.assert_ok();
+    });
+}
+
 #[test]
 fn itimer_with_pending_sigalrm_keeps_firing() {
     run("timers_pending", 90, |cx| {

@@ -234,7 +234,6 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
         cx.ck(r, which as u64)?;
     }
 
-    posix_timers(cx)?;
 
     cx.step(Step::Rlimits);
     for res in 0..plan::NLIMITS {
@@ -302,6 +301,10 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
     // Threads share everything but their registers, which the engine sets.
     // Credentials are per thread: the engine sets the other threads' own.
     create_threads(cx)?;
+    // After the threads: a timer may signal one of them (SIGEV_THREAD_ID,
+    // as glibc's SIGEV_THREAD timers do), which must exist to be named.
+    // Signals stay blocked until the engine sets the final masks.
+    posix_timers(cx)?;
     creds(cx)?;
 
     cx.step(Step::Finish);

@@ -39,6 +39,7 @@
 //!   the same with SIGALRM and the POSIX timer's signal blocked and pending
 //!   until the first check (the kernel leaves ITIMER_REAL unarmed while its
 //!   signal is pending);
+//! - `thread_timer`: see [`ThreadTimer`];
 //! - `ghost`: (ARG = a directory) DIR/ghost, sparse (1 GiB: 100 bytes at
 //!   0, 50 at 2 MiB), opened O_RDWR at offset 1234, dup'ed, then unlinked;
 //!   DIR/linked, a second link DIR/linked2, opened and unlinked (so only
@@ -686,6 +687,65 @@ struct FdExpect {
     nonblock: bool,
     /// Offset, or None for descriptors without a meaningful one.
     pos: Option<i64>,
+}
+
+/// `thread_timer`: a POSIX timer signalling one thread (SIGEV_THREAD_ID,
+/// as glibc's SIGEV_THREAD timers do) every 5 ms; that thread takes the
+/// signals with sigwaitinfo and counts them (`thread_timer=ok`: the count
+/// grows during the check).
+struct ThreadTimer {
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ThreadTimer {
+    fn setup() -> ThreadTimer {
+        let sig = sigrtmin() + 6;
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let c = count.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // The process blocks it too: it is only ever taken by that thread.
+        let set = sigset(&[sig]);
+        // SAFETY: plain libc call on a local set.
+        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+        std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tx.send(unsafe { libc::gettid() }).unwrap();
+            loop {
+                // SAFETY: waiting on a local set.
+                if unsafe { libc::sigwaitinfo(&set, std::ptr::null_mut()) } == sig {
+                    c.fetch_add(1, SeqCst);
+                }
+            }
+        });
+        let tid = rx.recv().unwrap();
+        // SAFETY: raw timer syscalls with correctly laid out arguments.
+        unsafe {
+            let mut sev: libc::sigevent = std::mem::zeroed();
+            sev.sigev_notify = libc::SIGEV_THREAD_ID;
+            sev.sigev_signo = sig;
+            sev.sigev_notify_thread_id = tid;
+            let mut id: i32 = -1;
+            let r = libc::syscall(libc::SYS_timer_create, libc::CLOCK_MONOTONIC, &sev as *const _, &mut id);
+            assert_eq!(r, 0, "timer_create SIGEV_THREAD_ID");
+            let spec: [i64; 4] = [0, 5_000_000, 0, 5_000_000];
+            let r = libc::syscall(
+                libc::SYS_timer_settime,
+                id as libc::c_long,
+                0,
+                spec.as_ptr(),
+                std::ptr::null_mut::<i64>(),
+            );
+            assert_eq!(r, 0, "timer_settime");
+        }
+        ThreadTimer { count }
+    }
+
+    fn check(&self, it: &mut Items) {
+        let a = self.count.load(SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let b = self.count.load(SeqCst);
+        it.expect("thread_timer", b > a + 5, || format!("{a}->{b}"));
+    }
 }
 
 struct Ghost {
@@ -1439,6 +1499,7 @@ fn main() {
     let mut timers = (has("timers") || has("timers_blocked")).then(|| Timers::setup(has("timers_blocked")));
     let files = has("files").then(|| Files::setup(&arg));
     let ghost = has("ghost").then(|| Ghost::setup(&arg));
+    let thread_timer = has("thread_timer").then(ThreadTimer::setup);
     let limits = has("limits").then(|| Limits::setup(if arg.is_empty() { "/" } else { &arg }));
     let pipe = if has("pipe") { Some(Pipe::setup()) } else { has("socket").then(Pipe::udp_pair) };
     let creds = has("creds").then(Creds::setup);
@@ -1531,6 +1592,9 @@ fn main() {
         }
         if let Some(g) = &ghost {
             g.check(&mut it);
+        }
+        if let Some(t) = &thread_timer {
+            t.check(&mut it);
         }
         if let Some(s) = &files {
             s.check(&mut it);
