@@ -79,6 +79,8 @@ struct Shared {
     fd_cx: files::FdCtx,
     /// Pids of the tree, to tell its own sessions from outside ones.
     pids: Vec<Pid>,
+    /// Pids of the tree's tasks that have children in it.
+    parents: std::collections::HashSet<Pid>,
     pstree: Vec<PstreeEntry>,
     stats: DumpStats,
     /// Page frames of the tasks dumped so far (pages children still share).
@@ -118,6 +120,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     shared.fd_cx.link_remap = opts.link_remap;
     shared.fd_cx.ghost_limit = opts.ghost_limit.unwrap_or(DEFAULT_GHOST_LIMIT);
     shared.pids = tree.tasks.iter().map(|t| t.pid).collect();
+    shared.parents = tree.tasks.iter().map(|t| t.ppid).collect();
     shared.fd_cx.file_locks = opts.file_locks;
     // Pidfds may refer to any task or thread of the tree.
     shared.fd_cx.tree_tids = tree
@@ -310,7 +313,9 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
     let pages_id = pid.0 as u32;
     let mut pages = img.create_pages(pages_id).ctx(pid, "create the pages image")?;
     let mem_started = std::time::Instant::now();
-    let mut dumper = mm::PageDumper::new(pid, &mut pages).with_ancestors(&shared.frames, task.ppid);
+    let mut dumper = mm::PageDumper::new(pid, &mut pages)?
+        .with_ancestors(&shared.frames, task.ppid)
+        .with_children(shared.parents.contains(&pid));
     dumper.dump_vmas(&mut vmas)?;
     let nr_pages = dumper.nr_pages;
     let (pagemap, frames) = dumper.into_entries();

@@ -56,6 +56,11 @@ impl Crc32c {
         Crc32c { state: !0 }
     }
 
+    /// A state continuing from a finished checksum `value`.
+    pub const fn from_value(value: u32) -> Self {
+        Crc32c { state: !value }
+    }
+
     /// Feeds `data`.
     pub fn update(&mut self, data: &[u8]) {
         #[cfg(target_arch = "x86_64")]
@@ -172,6 +177,45 @@ fn update_sse42(state: u32, data: &[u8]) -> u32 {
     crc
 }
 
+/// Product of two polynomials modulo the CRC polynomial, both in the
+/// reflected representation (bit 31 is x^0).
+fn mul_mod(a: u32, mut b: u32) -> u32 {
+    let mut p = 0u32;
+    for i in 0..32 {
+        if a & (1u32 << (31 - i)) != 0 {
+            p ^= b;
+        }
+        b = if b & 1 != 0 { (b >> 1) ^ POLY } else { b >> 1 };
+    }
+    p
+}
+
+/// x^(8 * bytes) modulo the CRC polynomial: the operator that appends
+/// `bytes` zero bytes, by squaring (x^(2^k) for each set bit of 8 * bytes).
+fn zeros_operator(bytes: u64) -> u32 {
+    let mut result = 1u32 << 31; // x^0
+    let mut sq = 1u32 << 30; // x^1
+    let mut n = bytes.checked_mul(8).expect("length fits");
+    while n != 0 {
+        if n & 1 != 0 {
+            result = mul_mod(sq, result);
+        }
+        sq = mul_mod(sq, sq);
+        n >>= 1;
+    }
+    result
+}
+
+/// The checksum of `A` followed by `B` from `crc(A)`, `crc(B)` and
+/// `B`'s length: pieces checksummed apart (by parallel writers) are joined
+/// in file order without reading them again.
+pub fn combine(crc_a: u32, crc_b: u32, len_b: u64) -> u32 {
+    if len_b == 0 {
+        return crc_a;
+    }
+    mul_mod(zeros_operator(len_b), crc_a) ^ crc_b
+}
+
 /// CRC-32C of `data` in one go.
 pub fn crc32c(data: &[u8]) -> u32 {
     let mut c = Crc32c::new();
@@ -206,6 +250,15 @@ mod tests {
             assert_eq!(a.value(), b.value(), "cut {cut}");
         }
         assert_eq!(bitwise(&data[..1000]), crc32c(&data[..1000]));
+    }
+
+    #[test]
+    fn combined_pieces_match_the_whole() {
+        let data: Vec<u8> = (0..70_001u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+        for cut in [0, 1, 8, 4096, 12_289, 70_000, 70_001] {
+            let (a, b) = data.split_at(cut);
+            assert_eq!(combine(crc32c(a), crc32c(b), b.len() as u64), crc32c(&data), "cut {cut}");
+        }
     }
 
     #[test]

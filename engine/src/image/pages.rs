@@ -5,7 +5,9 @@
 //!
 //! Invariants: the file length is a multiple of [`PAGE_SIZE`]; the writer
 //! only accepts whole pages and hands them to the kernel in the caller's
-//! (large) chunks, without copying; the reader checksums lazily: reads that
+//! (large) chunks, without copying, either appended in order or written
+//! from several threads into ranges reserved in file order (the checksum of
+//! each range is joined to the file's with [`super::crc32c::combine`]); the reader checksums lazily: reads that
 //! continue the verified prefix extend a running CRC, and
 //! [`PagesReader::verify`] checks the rest, so a restore reading pages in
 //! order verifies in the same pass. Callers must call `verify` (or
@@ -49,6 +51,37 @@ impl PagesWriter {
         self.crc.update(data);
         self.size += data.len() as u64;
         Ok(())
+    }
+
+    /// Reserves the next `len` bytes (whole pages) of the file for data
+    /// whose CRC-32C is `crc`, to be written by [`PagesWriter::write_reserved`]
+    /// (from any thread, through [`PagesWriter::fd`]); returns their offset.
+    /// Reservations are made in file order; the data may land in any order.
+    pub fn reserve(&mut self, len: u64, crc: u32) -> Result<u64> {
+        if len & (PAGE_SIZE as u64 - 1) != 0 {
+            return Err(ImageError::at(self.reg.display(), self.size, ErrorKind::NotPageAligned(len)));
+        }
+        let off = self.size;
+        self.crc = Crc32c::from_value(super::crc32c::combine(self.crc.value(), crc, len));
+        self.size += len;
+        Ok(off)
+    }
+
+    /// Writes `pieces` back to back at `off`, a range [`PagesWriter::reserve`]
+    /// returned; `name` for errors.
+    pub fn write_reserved(fd: BorrowedFd<'_>, name: &str, pieces: &[&[u8]], off: u64) -> Result<()> {
+        crate::sys::fs::pwritev_all(fd, pieces, off)
+            .map_err(|e| ImageError::at(name, off, ErrorKind::Io(std::io::Error::from_raw_os_error(e.into_raw()))))
+    }
+
+    /// The file, for [`PagesWriter::write_reserved`].
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// Name of the file, for errors.
+    pub fn name(&self) -> String {
+        self.reg.display().to_string()
     }
 
     /// Pages written so far (= the page index of the next page).

@@ -1,8 +1,9 @@
 //! The address space: VMAs and their page data.
 //!
 //! Dump: VMAs from /proc/pid/smaps (VmFlags included), page presence from
-//! /proc/pid/pagemap, contents with batched process_vm_readv through one
-//! bounded buffer, streamed to the pages image. Not stored: pages that are
+//! /proc/pid/pagemap, contents with batched process_vm_readv by a few
+//! worker threads, each through its own bounded buffer, written at offsets
+//! reserved in order in the pages image (see [`PageDumper`]). Not stored: pages that are
 //! neither present nor swapped, pages of private file mappings that are
 //! still the file's (pagemap's file bit), and all-zero pages of anonymous
 //! memory (they read back as zero). MAP_SHARED anonymous memory is read
@@ -205,13 +206,25 @@ pub fn dump_mm_head(pid: Pid, stat: &Stat, brk: u64, settings: (MmFlags, u32)) -
 }
 
 /// Streams page data of `vmas` to `pages`, returning the pagemap entries.
+///
+/// The calling thread walks pagemap and cuts the data into chunks of at
+/// most [`CHUNK`] bytes; [`workers`] threads each read a chunk with one
+/// process_vm_readv into their own buffer, leave out its zero pages, and
+/// write it with one pwritev at the offset it reserved: reservations (and
+/// so the pagemap entries and the file's checksum) follow the chunks'
+/// order, the copies run side by side. Memory stays bounded by
+/// `workers() * CHUNK`, whatever the size of the task.
 pub struct PageDumper<'a> {
     pid: Pid,
-    pages: &'a mut PagesWriter,
-    entries: Vec<PagemapEntry>,
+    /// Where reservations and entries go; shared with the workers.
+    sink: std::sync::Arc<Sink<'a>>,
+    /// The workers' channel, while they run.
+    tx: Option<std::sync::mpsc::SyncSender<Job>>,
+    /// Chunks handed out so far (the next chunk's sequence number).
+    seq: u64,
+    /// Buffer of the calling thread (shared memory, PROT_NONE pages).
     buf: Vec<u8>,
-    /// Pending remote ranges for the next process_vm_readv, with their
-    /// zero-skip policy.
+    /// Pending remote ranges for the next chunk, with their zero-skip policy.
     iov: Vec<IoVec>,
     pending: usize,
     skip_zero: bool,
@@ -223,18 +236,195 @@ pub struct PageDumper<'a> {
     ancestors: Option<(&'a HashMap<Pid, Frames>, Pid)>,
     /// This task's frames, for its children.
     frames: Frames,
+    /// Whether to record them (the task has children in the tree).
+    track_frames: bool,
     /// Pages written.
     pub nr_pages: u64,
 }
 
+/// Bytes of page data one worker reads and writes at once.
+pub const CHUNK: usize = 2 << 20;
+
+/// Worker threads copying pages: one per CPU this process may use, at most
+/// two (their buffers make crtools' memory). `CRTOOLS_DUMP_WORKERS=N`
+/// overrides it, for measurements.
+pub fn workers() -> usize {
+    if let Some(n) = std::env::var("CRTOOLS_DUMP_WORKERS").ok().and_then(|v| v.parse::<usize>().ok()) {
+        return n.clamp(1, 8);
+    }
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 2)
+}
+
+/// One chunk: remote ranges read together, written together.
+struct Job {
+    seq: u64,
+    iov: Vec<IoVec>,
+    total: usize,
+    skip_zero: bool,
+}
+
+/// The pages image as the workers share it.
+struct Sink<'a> {
+    pid: Pid,
+    state: std::sync::Mutex<SinkState<'a>>,
+    /// Signalled whenever `next` moves.
+    turn: std::sync::Condvar,
+    /// A duplicate of the pages image's descriptor, for pwritev.
+    fd: std::os::fd::OwnedFd,
+    name: String,
+}
+
+struct SinkState<'a> {
+    pages: &'a mut PagesWriter,
+    /// Sequence number of the chunk whose turn it is to reserve.
+    next: u64,
+    entries: Vec<PagemapEntry>,
+    nr_pages: u64,
+    write_time: std::time::Duration,
+    /// The first failure; later chunks are skipped.
+    failed: Option<Error>,
+}
+
+impl<'a> Sink<'a> {
+    fn new(pid: Pid, pages: &'a mut PagesWriter) -> Result<Self> {
+        let fd = pages.fd().try_clone_to_owned().ctx(pid, "dup the pages image")?;
+        let name = pages.name();
+        let state = SinkState {
+            pages,
+            next: 0,
+            entries: Vec::new(),
+            nr_pages: 0,
+            write_time: std::time::Duration::ZERO,
+            failed: None,
+        };
+        Ok(Sink { pid, state: std::sync::Mutex::new(state), turn: std::sync::Condvar::new(), fd, name })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SinkState<'a>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends chunk `seq`'s page data: `data` (whole pages, read from
+    /// `iov` in order), without its zero pages if `skip_zero`, or records
+    /// `read`'s failure. Waits for the chunks before it to reserve their
+    /// room, writes outside the lock.
+    fn commit(&self, seq: u64, iov: &[IoVec], data: Result<&[u8]>, skip_zero: bool) {
+        // Runs of pages to store: (vaddr, offset in data, length).
+        let mut runs: Vec<(u64, usize, usize)> = Vec::new();
+        let mut crc = super::super::image::crc32c::Crc32c::new();
+        let mut len = 0usize;
+        if let Ok(data) = &data {
+            let mut off = 0usize;
+            let pg = PAGE as usize;
+            for r in iov {
+                for i in 0..(r.len as usize / pg) {
+                    let at = off + i * pg;
+                    if skip_zero && is_zero(&data[at..at + pg]) {
+                        continue;
+                    }
+                    let vaddr = r.base + (i * pg) as u64;
+                    match runs.last_mut() {
+                        Some(l) if l.1 + l.2 == at && l.0 + l.2 as u64 == vaddr => l.2 += pg,
+                        _ => runs.push((vaddr, at, pg)),
+                    }
+                }
+                off += r.len as usize;
+            }
+            for &(_, o, n) in &runs {
+                crc.update(&data[o..o + n]);
+                len += n;
+            }
+        }
+        let off = {
+            let mut st = self.lock();
+            while st.next != seq {
+                st = self.turn.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            st.next += 1;
+            self.turn.notify_all();
+            if st.failed.is_some() {
+                return;
+            }
+            let data = match data {
+                Ok(d) => d,
+                Err(e) => {
+                    st.failed = Some(e);
+                    return;
+                }
+            };
+            let off = match st.pages.reserve(len as u64, crc.value()) {
+                Ok(off) => off,
+                Err(e) => {
+                    st.failed = Some(Error::task(self.pid, format!("write pages: {e}")));
+                    return;
+                }
+            };
+            for &(vaddr, _, n) in &runs {
+                let nr = (n as u64 / PAGE) as u32;
+                match st.entries.last_mut() {
+                    Some(last)
+                        if last.vaddr + last.nr_pages as u64 * PAGE == vaddr && last.nr_pages < u32::MAX - nr =>
+                    {
+                        last.nr_pages += nr
+                    }
+                    _ => st.entries.push(PagemapEntry { vaddr, nr_pages: nr, flags: PagemapFlags::PE_PRESENT }),
+                }
+                st.nr_pages += nr as u64;
+            }
+            (off, data)
+        };
+        let (off, data) = off;
+        let t = std::time::Instant::now();
+        let mut done = off;
+        // At most IOV_MAX pieces per pwritev.
+        for group in runs.chunks(IOV_MAX) {
+            let pieces: Vec<&[u8]> = group.iter().map(|&(_, o, n)| &data[o..o + n]).collect();
+            let bytes: usize = group.iter().map(|r| r.2).sum();
+            use std::os::fd::AsFd;
+            if let Err(e) = PagesWriter::write_reserved(self.fd.as_fd(), &self.name, &pieces, done) {
+                let mut st = self.lock();
+                st.failed.get_or_insert(Error::task(self.pid, format!("write pages: {e}")));
+                return;
+            }
+            done += bytes as u64;
+        }
+        self.lock().write_time += t.elapsed();
+    }
+}
+
+/// A worker: reads and writes the chunks it receives until the channel
+/// closes.
+fn work(sink: &Sink<'_>, jobs: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>) {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let job = match jobs.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+            Ok(j) => j,
+            Err(_) => return,
+        };
+        let data = read_chunk(sink.pid, &mut buf[..job.total], &job.iov);
+        sink.commit(job.seq, &job.iov, data, job.skip_zero);
+    }
+}
+
+/// Reads the remote ranges `iov` of `pid` into `buf` (their total length).
+fn read_chunk<'b>(pid: Pid, buf: &'b mut [u8], iov: &[IoVec]) -> Result<&'b [u8]> {
+    let total = buf.len();
+    let n = process_vm::read(pid, buf, iov).ctx(pid, "process_vm_readv")?;
+    if n != total {
+        return Err(Error::task(pid, format!("process_vm_readv read {n} of {total} bytes")));
+    }
+    Ok(buf)
+}
+
 impl<'a> PageDumper<'a> {
     /// A dumper writing to `pages`.
-    pub fn new(pid: Pid, pages: &'a mut PagesWriter) -> Self {
-        PageDumper {
+    pub fn new(pid: Pid, pages: &'a mut PagesWriter) -> Result<Self> {
+        Ok(PageDumper {
             pid,
-            pages,
-            entries: Vec::new(),
-            buf: vec![0u8; DUMP_BUFFER],
+            sink: std::sync::Arc::new(Sink::new(pid, pages)?),
+            tx: None,
+            seq: 0,
+            buf: Vec::new(),
             iov: Vec::with_capacity(IOV_MAX),
             pending: 0,
             skip_zero: true,
@@ -242,14 +432,23 @@ impl<'a> PageDumper<'a> {
             cow: Vec::new(),
             ancestors: None,
             frames: Frames::default(),
+            track_frames: true,
             nr_pages: 0,
-        }
+        })
     }
 
     /// Looks for pages still shared copy-on-write with the task's parent
     /// `ppid` (or further up), whose frames are in `frames`.
     pub fn with_ancestors(mut self, frames: &'a HashMap<Pid, Frames>, ppid: Pid) -> Self {
         self.ancestors = Some((frames, ppid));
+        self
+    }
+
+    /// Records this task's page frames for its children's dumps only if
+    /// `children` (a task without children in the tree needs none: memory
+    /// stays flat).
+    pub fn with_children(mut self, children: bool) -> Self {
+        self.track_frames = children;
         self
     }
 
@@ -260,11 +459,39 @@ impl<'a> PageDumper<'a> {
         for v in vmas.iter() {
             self.find_guards(&mut pm, v)?;
         }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(workers());
+        let rx = std::sync::Mutex::new(rx);
+        let r = std::thread::scope(|s| {
+            for _ in 0..workers() {
+                let (sink, rx) = (self.sink.clone(), &rx);
+                s.spawn(move || work(&sink, rx));
+            }
+            self.tx = Some(tx);
+            let r = self.walk(&mut pm, vmas);
+            // Closing the channel ends the workers once they are done.
+            self.tx = None;
+            r
+        });
+        let mut st = self.sink.lock();
+        self.nr_pages = st.nr_pages;
+        let t = st.write_time;
+        st.pages.write_time += t;
+        if let Some(e) = st.failed.take() {
+            return Err(e);
+        }
+        r
+    }
+
+    /// Walks the VMAs, handing chunks to the workers through `tx`.
+    fn walk(&mut self, pm: &mut Pagemap, vmas: &mut [Vma]) -> Result<()> {
         for v in vmas.iter_mut().filter(|v| needs_data(v)) {
             if v.kind == VmaKind::SharedAnon {
                 self.dump_shmem(v)?;
             } else {
-                self.dump_private(&mut pm, v)?;
+                self.dump_private(pm, v)?;
+            }
+            if self.sink.lock().failed.is_some() {
+                break;
             }
         }
         self.flush()
@@ -346,8 +573,9 @@ impl<'a> PageDumper<'a> {
             return self.dump_unreadable(pm, v, anon);
         }
         self.set_policy(anon)?;
-        let track = cow_eligible(v);
-        let mut seen: Vec<(u64, u64, bool)> = Vec::new();
+        let track = self.track_frames && cow_eligible(v);
+        // Runs of (address, first frame, pages, shared with the ancestor).
+        let mut seen: Vec<(u64, u64, u64, bool)> = Vec::new();
         let mut ents = vec![0u64; 16384];
         let mut addr = v.start;
         while addr < v.end {
@@ -397,7 +625,11 @@ impl<'a> PageDumper<'a> {
                     for (j, &e) in ents.iter().enumerate().take(i).skip(s) {
                         let e = PmEntry(e);
                         if let Some(pfn) = e.present().then(|| e.pfn()).flatten().filter(|&p| p != 0) {
-                            seen.push((addr + j as u64 * PAGE, pfn, k == 2));
+                            let (a, sh) = (addr + j as u64 * PAGE, k == 2);
+                            match seen.last_mut() {
+                                Some(r) if r.3 == sh && r.0 + r.2 * PAGE == a && r.1 + r.2 == pfn => r.2 += 1,
+                                _ => seen.push((a, pfn, 1, sh)),
+                            }
                         }
                     }
                 }
@@ -406,8 +638,8 @@ impl<'a> PageDumper<'a> {
         }
         // A VMA that received pages passes on only those (its provider's
         // copy holds nothing else); one that shared nothing provides its own.
-        let received = seen.iter().any(|p| p.2);
-        own.pages = seen.into_iter().filter(|p| p.2 || !received).map(|p| (p.0, p.1)).collect();
+        let received = seen.iter().any(|p| p.3);
+        own.pages = seen.into_iter().filter(|p| p.3 || !received).map(|p| (p.0, p.1, p.2)).collect();
         Ok(())
     }
 
@@ -428,8 +660,8 @@ impl<'a> PageDumper<'a> {
             for (i, &e) in ents[..n].iter().enumerate() {
                 if wanted(PmEntry(e), anon) {
                     let a = addr + i as u64 * PAGE;
-                    mem.read_exact_at(&mut page, a).ctx(self.pid, &format!("read page {a:#x} of a PROT_NONE VMA"))?;
-                    self.emit(a, &page)?;
+                    let r = mem.read_exact_at(&mut page, a);
+                    self.emit(a, r.map(|()| &page[..]).ctx(self.pid, &format!("read page {a:#x} of a PROT_NONE VMA")));
                 }
             }
             addr += n as u64 * PAGE;
@@ -460,14 +692,13 @@ impl<'a> PageDumper<'a> {
                 .min(v.pgoff + len);
             let mut at = data & !(PAGE - 1);
             while at < hole {
-                let chunk = ((hole - at) as usize).min(self.buf.len());
-                let buf = &mut self.buf[..chunk];
-                f.read_exact_at(buf, at).ctx(self.pid, "read shared memory")?;
+                let chunk = ((hole - at) as usize).min(CHUNK);
+                let mut data = std::mem::take(&mut self.buf);
+                data.resize(CHUNK, 0);
+                let r = f.read_exact_at(&mut data[..chunk], at).ctx(self.pid, "read shared memory");
                 let vaddr = v.start + (at - v.pgoff);
-                let data = std::mem::take(&mut self.buf);
-                let r = self.emit(vaddr, &data[..chunk]);
+                self.emit(vaddr, r.map(|()| &data[..chunk]));
                 self.buf = data;
-                r?;
                 at += chunk as u64;
             }
             off = hole - v.pgoff;
@@ -485,10 +716,10 @@ impl<'a> PageDumper<'a> {
 
     fn queue(&mut self, mut addr: u64, mut len: u64) -> Result<()> {
         while len > 0 {
-            if self.iov.len() == IOV_MAX || self.pending == self.buf.len() {
+            if self.iov.len() == IOV_MAX || self.pending == CHUNK {
                 self.flush()?;
             }
-            let room = (self.buf.len() - self.pending) as u64;
+            let room = (CHUNK - self.pending) as u64;
             let take = len.min(room);
             self.iov.push(IoVec { base: addr, len: take });
             self.pending += take as usize;
@@ -498,69 +729,50 @@ impl<'a> PageDumper<'a> {
         Ok(())
     }
 
-    /// Reads the queued ranges and writes them out.
+    /// Hands the queued ranges to a worker as one chunk (or reads and
+    /// writes them here when no worker runs).
     fn flush(&mut self) -> Result<()> {
         if self.iov.is_empty() {
             return Ok(());
         }
-        let iov = std::mem::take(&mut self.iov);
-        let total = self.pending;
-        let n = process_vm::read(self.pid, &mut self.buf[..total], &iov).ctx(self.pid, "process_vm_readv")?;
-        if n != total {
-            return Err(Error::task(self.pid, format!("process_vm_readv read {n} of {total} bytes")));
-        }
-        let data = std::mem::take(&mut self.buf);
-        let mut off = 0usize;
-        let mut res = Ok(());
-        for r in &iov {
-            if let Err(e) = self.emit(r.base, &data[off..off + r.len as usize]) {
-                res = Err(e);
-                break;
+        let job = Job {
+            seq: self.seq,
+            iov: std::mem::replace(&mut self.iov, Vec::with_capacity(IOV_MAX)),
+            total: std::mem::take(&mut self.pending),
+            skip_zero: self.skip_zero,
+        };
+        self.seq += 1;
+        match &self.tx {
+            Some(tx) => tx.send(job).map_err(|_| Error::task(self.pid, "the page workers are gone")),
+            None => {
+                let mut buf = std::mem::take(&mut self.buf);
+                buf.resize(CHUNK, 0);
+                let data = read_chunk(self.pid, &mut buf[..job.total], &job.iov);
+                self.sink.commit(job.seq, &job.iov, data, job.skip_zero);
+                self.buf = buf;
+                Ok(())
             }
-            off += r.len as usize;
         }
-        self.buf = data;
-        self.pending = 0;
-        self.iov = iov;
-        self.iov.clear();
-        res
     }
 
-    /// Writes pages of `data` (at `vaddr`), skipping zero pages if asked.
-    fn emit(&mut self, vaddr: u64, data: &[u8]) -> Result<()> {
-        let pages = data.len() / PAGE as usize;
-        let mut i = 0;
-        while i < pages {
-            if self.skip_zero && is_zero(&data[i * PAGE as usize..(i + 1) * PAGE as usize]) {
-                i += 1;
-                continue;
-            }
-            let s = i;
-            while i < pages && !(self.skip_zero && is_zero(&data[i * PAGE as usize..(i + 1) * PAGE as usize])) {
-                i += 1;
-            }
-            let bytes = &data[s * PAGE as usize..i * PAGE as usize];
-            self.pages.write_pages(bytes).ctx(self.pid, "write pages")?;
-            let start = vaddr + s as u64 * PAGE;
-            let nr = (i - s) as u32;
-            match self.entries.last_mut() {
-                Some(last) if last.vaddr + last.nr_pages as u64 * PAGE == start && last.nr_pages < u32::MAX - nr => {
-                    last.nr_pages += nr;
-                }
-                _ => self.entries.push(PagemapEntry { vaddr: start, nr_pages: nr, flags: PagemapFlags::PE_PRESENT }),
-            }
-            self.nr_pages += nr as u64;
-        }
-        Ok(())
+    /// Stores pages read here (`data`, at `vaddr`), in order with the
+    /// chunks handed out before, skipping zero pages if asked; a read
+    /// failure fails the dump.
+    fn emit(&mut self, vaddr: u64, data: Result<&[u8]>) {
+        let len = data.as_ref().map(|d| d.len()).unwrap_or(0) as u64;
+        let seq = self.seq;
+        self.seq += 1;
+        self.sink.commit(seq, &[IoVec { base: vaddr, len }], data, self.skip_zero);
     }
 
     /// The pagemap entries, in pages-file order, then the guard regions and
     /// the pages shared with an ancestor (which hold no data); and the
     /// task's frames for its children.
     pub fn into_entries(mut self) -> (Vec<PagemapEntry>, Frames) {
-        self.entries.append(&mut self.guards);
-        self.entries.append(&mut self.cow);
-        (self.entries, self.frames)
+        let mut entries = std::mem::take(&mut self.sink.lock().entries);
+        entries.append(&mut self.guards);
+        entries.append(&mut self.cow);
+        (entries, self.frames)
     }
 }
 
@@ -647,13 +859,17 @@ impl Frames {
 pub struct VmaFrames {
     /// Pid of the task whose image holds the data (this task or an ancestor).
     provider: u32,
-    /// (address, page frame number), in address order.
-    pages: Vec<(u64, u64)>,
+    /// Runs of pages at consecutive addresses in consecutive frames:
+    /// (address, first page frame number, pages), in address order.
+    pages: Vec<(u64, u64, u64)>,
 }
 
 impl VmaFrames {
     fn has(&self, addr: u64, pfn: u64) -> bool {
-        self.pages.binary_search_by_key(&addr, |p| p.0).is_ok_and(|i| self.pages[i].1 == pfn)
+        let i = self.pages.partition_point(|p| p.0 <= addr);
+        let Some(&(a, f, n)) = i.checked_sub(1).map(|i| &self.pages[i]) else { return false };
+        let k = (addr - a) / PAGE;
+        k < n && f + k == pfn
     }
 }
 
@@ -1152,9 +1368,9 @@ mod tests {
 
     #[test]
     fn frames_and_cow_eligibility() {
-        let f = VmaFrames { provider: 7, pages: vec![(0x1000, 50), (0x2000, 51), (0x5000, 9)] };
-        assert!(f.has(0x2000, 51) && f.has(0x5000, 9));
-        assert!(!f.has(0x2000, 52) && !f.has(0x3000, 51));
+        let f = VmaFrames { provider: 7, pages: vec![(0x1000, 50, 2), (0x5000, 9, 1)] };
+        assert!(f.has(0x1000, 50) && f.has(0x2000, 51) && f.has(0x5000, 9));
+        assert!(!f.has(0x2000, 52) && !f.has(0x3000, 51) && !f.has(0x3000, 52) && !f.has(0x6000, 10));
         let anon = Vma {
             start: 0x1000,
             end: 0x9000,

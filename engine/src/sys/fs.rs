@@ -267,6 +267,43 @@ pub fn pwrite(fd: BorrowedFd<'_>, data: &[u8], offset: u64) -> Result<usize> {
     })
 }
 
+/// pwritev(fd, iov, offset): the pieces `iov` (at most [`super::process_vm::IOV_MAX`])
+/// written back to back at `offset`; may write less than all of them.
+pub fn pwritev(fd: BorrowedFd<'_>, iov: &[&[u8]], offset: u64) -> Result<usize> {
+    let v: Vec<super::process_vm::IoVec> =
+        iov.iter().map(|s| super::process_vm::IoVec { base: s.as_ptr() as u64, len: s.len() as u64 }).collect();
+    let n = v.len().min(super::process_vm::IOV_MAX);
+    // SAFETY: each iovec names a live slice of `iov`, which the kernel only
+    // reads; pos_h (the high half of the offset) is 0 on 64-bit.
+    retry_eintr(|| unsafe {
+        syscalls::syscall5(Sysno::pwritev, fd_arg(fd), v.as_ptr() as usize, n, offset as usize, 0)
+    })
+}
+
+/// pwritev all of the pieces `iov` back to back at `offset`.
+pub fn pwritev_all(fd: BorrowedFd<'_>, iov: &[&[u8]], mut offset: u64) -> Result<()> {
+    let mut rest: Vec<&[u8]> = iov.iter().copied().filter(|s| !s.is_empty()).collect();
+    let mut first = 0;
+    while first < rest.len() {
+        let mut n = pwritev(fd, &rest[first..], offset)?;
+        if n == 0 {
+            return Err(Errno::EIO);
+        }
+        offset += n as u64;
+        while n > 0 {
+            let s = rest[first];
+            if n >= s.len() {
+                n -= s.len();
+                first += 1;
+            } else {
+                rest[first] = &s[n..];
+                n = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Writes all of `data`, looping over short writes. A zero-length write
 /// result is reported as EIO.
 pub fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> Result<()> {
@@ -840,6 +877,21 @@ impl Iterator for Dir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pwritev_all_writes_pieces_back_to_back() {
+        let path = std::env::temp_dir().join(format!("crtools-pwritev-{}", std::process::id()));
+        let f = std::fs::File::create(&path).unwrap();
+        let (a, b, c) = (vec![1u8; 5000], vec![2u8; 3], vec![3u8; 70_000]);
+        pwritev_all(f.as_fd(), &[&a, &[], &b, &c], 4096).unwrap();
+        let got = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(got.len(), 4096 + 75_003);
+        assert!(got[..4096].iter().all(|&x| x == 0));
+        assert_eq!(&got[4096..9096], &a[..]);
+        assert_eq!(&got[9096..9099], &b[..]);
+        assert_eq!(&got[9099..], &c[..]);
+    }
     use core::mem::{offset_of, size_of};
     use std::os::fd::AsFd;
 

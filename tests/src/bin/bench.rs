@@ -1,16 +1,23 @@
 //! `make bench`: dump and restore of a random-memory victim, side by side
 //! with this machine's own limits measured in the same run.
 //!
-//! Usage: `bench CRTOOLS [--mib N]... [--dir LABEL=PATH]...`
+//! Usage: `bench CRTOOLS [--old CRTOOLS2] [--mib N]... [--dir LABEL=PATH]...`
 //!
-//! For each image directory (by default tmpfs and the disk under target/):
-//! - baseline dump: process_vm_readv of the victim's memory in 4 MiB chunks
-//!   written to a file in that directory;
-//! - `crtools dump`, timed, with crtools' peak RSS;
+//! For each image directory (by default tmpfs and the disk under target/)
+//! and size, each round measures, one after the other:
+//! - the machine's single-copy limits: process_vm_readv of the victim's
+//!   memory into a 4 MiB buffer (alone), and write of as many bytes from a
+//!   4 MiB buffer into a file of that directory (alone); the limit is the
+//!   slower of the two;
+//! - `crtools dump`, timed, with crtools' peak RSS and the frozen time it
+//!   recorded in stats-dump.img;
 //! - baseline restore: pread of the pages image into fresh anonymous memory;
-//! - `crtools restore -d`, timed, then the victim checks its memory itself.
+//! - `crtools restore -d`, timed, then the victim checks its memory itself;
+//! - the same dump and restore with `--old` (another build, e.g. main's) on
+//!   a fresh victim, so both builds are compared in the same run.
 //!
-//! Ratios are crtools time / baseline time.
+//! The best of several rounds is kept for each column. "of limit" is the
+//! limit's time divided by crtools' time (1.00: as fast as one copy).
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::FileExt;
@@ -25,7 +32,7 @@ struct Run {
 
 fn run_timed(cmd: &mut Command) -> Run {
     let t = Instant::now();
-    let mut child = cmd.stdin(Stdio::null()).spawn().expect("spawn");
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
     let pid = child.id() as i32;
     let mut status = 0;
     // SAFETY: zeroed rusage is valid; wait4 fills it.
@@ -55,8 +62,8 @@ fn wait_line(log: &Path, pat: &str, timeout: Duration) -> String {
     }
 }
 
-fn baseline_dump(pid: i32, mib: usize, out: &Path) -> f64 {
-    // The victim's big buffer is its largest anonymous mapping.
+/// The victim's big buffer: its largest anonymous mapping, at most `mib` MiB.
+fn victim_buffer(pid: i32, mib: usize) -> (u64, usize) {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     let (start, end) = maps
         .lines()
@@ -68,9 +75,15 @@ fn baseline_dump(pid: i32, mib: usize, out: &Path) -> f64 {
         })
         .max_by_key(|(a, b)| b - a)
         .unwrap();
-    let len = ((end - start) as usize).min(mib << 20);
-    let mut f = File::create(out).unwrap();
-    let mut buf = vec![0u8; 4 << 20];
+    (start, ((end - start) as usize).min(mib << 20))
+}
+
+/// The machine's single copies of the victim's memory, timed apart:
+/// (process_vm_readv into a 4 MiB buffer, write of as many bytes from a
+/// 4 MiB buffer into `out`).
+fn baseline_dump(pid: i32, mib: usize, out: &Path) -> (f64, f64) {
+    let (start, len) = victim_buffer(pid, mib);
+    let mut buf = vec![1u8; 4 << 20];
     let t = Instant::now();
     let mut done = 0;
     while done < len {
@@ -80,13 +93,21 @@ fn baseline_dump(pid: i32, mib: usize, out: &Path) -> f64 {
         // SAFETY: one local and one remote iovec of n bytes; buf holds n bytes.
         let r = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
         assert_eq!(r, n as isize, "process_vm_readv");
+        done += n;
+    }
+    let pvr = t.elapsed().as_secs_f64();
+    let mut f = File::create(out).unwrap();
+    let t = Instant::now();
+    let mut done = 0;
+    while done < len {
+        let n = buf.len().min(len - done);
         f.write_all(&buf[..n]).unwrap();
         done += n;
     }
     drop(f);
-    let secs = t.elapsed().as_secs_f64();
+    let wr = t.elapsed().as_secs_f64();
     std::fs::remove_file(out).unwrap();
-    secs
+    (pvr, wr)
 }
 
 fn baseline_restore(pages: &Path) -> f64 {
@@ -179,14 +200,19 @@ fn reap_all() {
 /// Rounds per measurement; the best of them is reported.
 const REPS: usize = 3;
 
-/// One side-by-side round: [dump, pvr+write, restore, pread] seconds.
-struct Round {
-    times: [f64; 4],
-    bytes: f64,
+/// One crtools build's dump and restore of a fresh `mib` MiB victim:
+/// (dump s, restore s, dump RSS KiB, restore RSS KiB, frozen us, pages
+/// image path's size), and the restore baseline when `baseline` is set.
+struct Measured {
+    dump: f64,
+    rest: f64,
     rss: (i64, i64),
+    frozen_us: u64,
+    bytes: f64,
+    limits: Option<(f64, f64, f64)>,
 }
 
-fn one_round(crtools: &Path, victim: &Path, base: &Path, mib: usize) -> Round {
+fn one_build(crtools: &Path, victim: &Path, base: &Path, mib: usize, baseline: bool) -> Measured {
     let work = base.join(format!("crtools-bench-{}-{mib}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
@@ -202,7 +228,7 @@ fn one_round(crtools: &Path, victim: &Path, base: &Path, mib: usize) -> Round {
     let pid = v.id() as i32;
     wait_line(&log, "ready", Duration::from_secs(120));
 
-    let base_dump = baseline_dump(pid, mib, &work.join("baseline.bin"));
+    let copies = baseline.then(|| baseline_dump(pid, mib, &work.join("baseline.bin")));
     let img = work.join("img");
     let d = run_timed(Command::new(crtools).arg("dump").arg("-D").arg(&img).arg("-t").arg(pid.to_string()));
     v.wait().unwrap();
@@ -213,12 +239,15 @@ fn one_round(crtools: &Path, victim: &Path, base: &Path, mib: usize) -> Round {
         .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("pages-"))
         .unwrap();
     let bytes = pages.metadata().unwrap().len() as f64;
-    let out = Command::new(std::env::current_exe().unwrap())
-        .arg("--baseline-restore")
-        .arg(&pages)
-        .output()
-        .expect("baseline restore");
-    let base_rest: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("baseline seconds");
+    let frozen_us = frozen_time(crtools, &img);
+    let base_rest = baseline.then(|| {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .arg("--baseline-restore")
+            .arg(&pages)
+            .output()
+            .expect("baseline restore");
+        String::from_utf8_lossy(&out.stdout).trim().parse::<f64>().expect("baseline seconds")
+    });
     let r =
         run_timed(Command::new(crtools).arg("restore").arg("-d").arg("-D").arg(&img).arg("-t").arg(pid.to_string()));
     // SAFETY: signalling the restored victim by its pid.
@@ -231,7 +260,38 @@ fn one_round(crtools: &Path, victim: &Path, base: &Path, mib: usize) -> Round {
     }
     assert!(verdict.contains("mem=ok"), "victim after restore: {verdict}");
     let _ = std::fs::remove_dir_all(&work);
-    Round { times: [d.secs, base_dump, r.secs, base_rest], bytes, rss: (d.maxrss_kib, r.maxrss_kib) }
+    let limits = copies.zip(base_rest).map(|((pvr, wr), rest)| (pvr, wr, rest));
+    Measured { dump: d.secs, rest: r.secs, rss: (d.maxrss_kib, r.maxrss_kib), frozen_us, bytes, limits }
+}
+
+/// frozen_time (microseconds) from a dump's stats-dump.img.
+fn frozen_time(crtools: &Path, img: &Path) -> u64 {
+    let out = Command::new(crtools)
+        .arg("show")
+        .arg("--json")
+        .arg("-f")
+        .arg(img.join("stats-dump.img"))
+        .output()
+        .expect("crtools show");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split("\"frozen_time\":")
+        .nth(1)
+        .and_then(|r| r.trim_start_matches('"').split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Best wall time of `crtools check` over several runs, in seconds.
+fn check_time(crtools: &Path) -> f64 {
+    (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            let out = Command::new(crtools).arg("check").output().expect("crtools check");
+            let s = t.elapsed().as_secs_f64();
+            assert!(out.status.success(), "crtools check failed");
+            s
+        })
+        .fold(f64::MAX, f64::min)
 }
 
 fn main() {
@@ -242,23 +302,26 @@ fn main() {
         println!("{}", baseline_restore(Path::new(&args[2])));
         return;
     }
-    let crtools = PathBuf::from(args.get(1).expect("usage: bench CRTOOLS [--mib N]... [--dir LABEL=PATH]..."));
+    let usage = "usage: bench CRTOOLS [--old CRTOOLS2] [--mib N]... [--dir LABEL=PATH]...";
+    let crtools = PathBuf::from(args.get(1).expect(usage));
     let mut sizes = Vec::new();
     let mut dirs = Vec::new();
+    let mut old: Option<PathBuf> = None;
     let mut i = 2;
     while i < args.len() {
         match args[i].as_str() {
             "--mib" => sizes.push(args[i + 1].parse::<usize>().expect("--mib N")),
+            "--old" => old = Some(PathBuf::from(&args[i + 1])),
             "--dir" => {
                 let (l, p) = args[i + 1].split_once('=').expect("--dir LABEL=PATH");
                 dirs.push((l.to_string(), PathBuf::from(p)));
             }
-            a => panic!("unknown argument {a}"),
+            a => panic!("unknown argument {a}; {usage}"),
         }
         i += 2;
     }
     if sizes.is_empty() {
-        sizes = vec![256, 1024];
+        sizes = vec![1, 256, 1024];
     }
     if dirs.is_empty() {
         dirs.push(("tmpfs".into(), PathBuf::from("/dev/shm")));
@@ -269,36 +332,59 @@ fn main() {
     // SAFETY: prctl with plain integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
 
+    let old_hdr = if old.is_some() { format!(" {:>7} {:>6}", "old s", "of lim") } else { String::new() };
     println!(
-        "{:<6} {:>6} | {:>8} {:>8} {:>6} {:>7} | {:>8} {:>8} {:>6} | {:>9} {:>9}",
-        "where", "MiB", "dump s", "pvr+wr s", "ratio", "GB/s", "rest. s", "pread s", "ratio", "dump RSS", "rest. RSS"
+        "{:<5} {:>5} | {:>6} {:>6} {:>6} | {:>7} {:>6} {:>6}{old_hdr} | {:>7} {:>6}{old_hdr} | {:>8} {:>8} {:>9}",
+        "where",
+        "MiB",
+        "pvr s",
+        "write s",
+        "pread s",
+        "dump s",
+        "of lim",
+        "GB/s",
+        "rest. s",
+        "of lim",
+        "dump RSS",
+        "rest RSS",
+        "frozen ms"
     );
     for (label, base) in &dirs {
         for &mib in &sizes {
             // Best of REPS rounds, each measuring everything side by side:
             // this machine is shared and noisy.
-            let mut best = [f64::MAX; 4];
-            let (mut bytes, mut rss) = (0f64, (0i64, 0i64));
+            let inf = f64::MAX;
+            let (mut pvr, mut wr, mut pread, mut d, mut r, mut od, mut or) = (inf, inf, inf, inf, inf, inf, inf);
+            let (mut bytes, mut rss, mut frozen, mut ofrozen) = (0f64, (0i64, 0i64), u64::MAX, u64::MAX);
             for _ in 0..REPS {
-                let m = one_round(&crtools, &victim, base, mib);
-                for (b, v) in best.iter_mut().zip(m.times) {
-                    *b = b.min(v);
-                }
+                let m = one_build(&crtools, &victim, base, mib, true);
+                let (p, w, b) = m.limits.expect("baseline");
+                (pvr, wr, pread) = (pvr.min(p), wr.min(w), pread.min(b));
+                (d, r) = (d.min(m.dump), r.min(m.rest));
                 bytes = m.bytes;
                 rss = (rss.0.max(m.rss.0), rss.1.max(m.rss.1));
+                frozen = frozen.min(m.frozen_us);
+                if let Some(o) = &old {
+                    let m = one_build(o, &victim, base, mib, false);
+                    (od, or) = (od.min(m.dump), or.min(m.rest));
+                    ofrozen = ofrozen.min(m.frozen_us);
+                }
             }
-            let [d, base_dump, r, base_rest] = best;
+            let limit = pvr.max(wr);
+            let (old_d, old_r) = if old.is_some() {
+                (format!(" {od:>7.3} {:>6.2}", limit / od), format!(" {or:>7.3} {:>6.2}", pread / or))
+            } else {
+                Default::default()
+            };
+            let old_f = if old.is_some() { format!(" (old {:.1})", ofrozen as f64 / 1e3) } else { String::new() };
             println!(
-                "{label:<6} {mib:>6} | {:>8.3} {:>8.3} {:>6.2} {:>7.2} | {:>8.3} {:>8.3} {:>6.2} | {:>6} MiB {:>6} MiB",
-                d,
-                base_dump,
-                d / base_dump,
+                "{label:<5} {mib:>5} | {pvr:>6.3} {wr:>6.3} {pread:>6.3} | {d:>7.3} {:>6.2} {:>6.2}{old_d} | {r:>7.3} {:>6.2}{old_r} | {:>4} MiB {:>4} MiB {:>9.1}{old_f}",
+                limit / d,
                 bytes / d / 1e9,
-                r,
-                base_rest,
-                r / base_rest,
+                pread / r,
                 rss.0 / 1024,
-                rss.1 / 1024
+                rss.1 / 1024,
+                frozen as f64 / 1e3,
             );
         }
     }
@@ -306,25 +392,39 @@ fn main() {
     // A tree of 16 processes x 4 threads x 64 MiB against one process with
     // the same 1 GiB, side by side.
     println!();
+    let old_hdr = if old.is_some() { format!(" {:>8} {:>6}", "old", "ratio") } else { String::new() };
     println!(
-        "{:<6} {:>22} | {:>8} {:>8} {:>6} | {:>8} {:>8} {:>6}",
+        "{:<6} {:>22} | {:>8} {:>8} {:>6}{old_hdr} | {:>8} {:>8} {:>6}{old_hdr}",
         "where", "victim", "dump s", "1 proc", "ratio", "rest. s", "1 proc", "ratio"
     );
     for (label, base) in &dirs {
         let work = base.join(format!("crtools-bench-tree-{}", std::process::id()));
         let one: Vec<String> = ["ticker", "1024"].iter().map(|s| s.to_string()).collect();
-        let (d1, r1) = dump_restore(&crtools, &victim, &work, &one, 1);
         let tree: Vec<String> = ["forest", "16", "4", "64"].iter().map(|s| s.to_string()).collect();
-        let (dt, rt) = dump_restore(&crtools, &victim, &work, &tree, 16);
+        let pair = |bin: &Path| {
+            let (d1, r1) = dump_restore(bin, &victim, &work, &one, 1);
+            let (dt, rt) = dump_restore(bin, &victim, &work, &tree, 16);
+            (dt.secs, d1.secs, rt.secs, r1.secs)
+        };
+        let (dt, d1, rt, r1) = pair(&crtools);
+        let (old_d, old_r) = match &old {
+            Some(o) => {
+                let (odt, od1, ort, or1) = pair(o);
+                (format!(" {odt:>8.3} {:>6.2}", odt / od1), format!(" {ort:>8.3} {:>6.2}", ort / or1))
+            }
+            None => Default::default(),
+        };
         println!(
-            "{label:<6} {:>22} | {:>8.3} {:>8.3} {:>6.2} | {:>8.3} {:>8.3} {:>6.2}",
+            "{label:<6} {:>22} | {dt:>8.3} {d1:>8.3} {:>6.2}{old_d} | {rt:>8.3} {r1:>8.3} {:>6.2}{old_r}",
             "16 procs x 4 thr x 64M",
-            dt.secs,
-            d1.secs,
-            dt.secs / d1.secs,
-            rt.secs,
-            r1.secs,
-            rt.secs / r1.secs
+            dt / d1,
+            rt / r1
         );
+    }
+    println!();
+    let c = check_time(&crtools);
+    match &old {
+        Some(o) => println!("crtools check: {:.1} ms (old {:.1} ms)", c * 1e3, check_time(o) * 1e3),
+        None => println!("crtools check: {:.1} ms", c * 1e3),
     }
 }
