@@ -129,9 +129,23 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         .flat_map(|t| std::iter::once(t.pid.0 as u32).chain(t.threads.iter().map(|th| th.pid().0 as u32)))
         .collect();
     refuse_tree(&tree, opts.file_locks)?;
+    // Each task's pages are copied by the pool while the next task is
+    // infected; its pagemap image is written once they are all written.
+    let pool = mm::PagePool::new()?;
+    let mut pending = std::collections::VecDeque::new();
     for task in tree.tasks.iter_mut() {
-        dump_task(&img, task, &mut shared)?;
+        if let Some(p) = dump_task(&img, task, &mut shared, &pool)? {
+            pending.push_back(p);
+        }
+        // Bounded: each pending task holds its pages image open.
+        while pending.len() > MAX_PENDING {
+            finish_pages(&img, pending.pop_front().expect("not empty"), &mut shared)?;
+        }
     }
+    while let Some(p) = pending.pop_front() {
+        finish_pages(&img, p, &mut shared)?;
+    }
+    drop(pool);
 
     crate::objects::tty::finish_dump(&shared.fd_cx, &mut shared.files.images, &shared.pids)?;
     let w = |e: crate::image::ImageError| Error::new(format!("write images: {e}"));
@@ -210,8 +224,49 @@ fn refuse_tree(tree: &crate::infect::tree::SeizedTree, file_locks: bool) -> Resu
 
 const SIGSTOP: i32 = 19;
 
-/// Dumps one process of the seized tree.
-fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Result<()> {
+/// Tasks whose pages may still be in the copy pool at once.
+const MAX_PENDING: usize = 8;
+
+/// A task dumped but for its pages, which the pool is still copying.
+struct PendingTask {
+    pid: Pid,
+    pages: mm::PendingPages,
+    /// Since the walk began (memdump_time).
+    mem_started: std::time::Instant,
+    /// Threads and VMAs, for the log line.
+    threads: usize,
+    vmas: usize,
+}
+
+/// Waits for a task's pages, then writes its pagemap image and completes
+/// its pages image.
+fn finish_pages(img: &ImageDir, t: PendingTask, shared: &mut Shared) -> Result<()> {
+    let pid = t.pid;
+    let w = |e: crate::image::ImageError| Error::task(pid, format!("write images: {e}"));
+    let (pagemap, nr_pages, pages) = t.pages.wait()?;
+    shared.stats.memdump += t.mem_started.elapsed();
+    shared.stats.memwrite += pages.write_time;
+    pages.finish().ctx(pid, "finish the pages image")?;
+    crate::fault::check(crate::fault::Fault::DumpAfterPages)?;
+    let mut f =
+        img.create_image::<kinds::Pagemap>(Some(pid.0 as u32), &PagemapHead { pages_id: pid.0 as u32 }).map_err(w)?;
+    for e in &pagemap {
+        f.write(e).map_err(w)?;
+    }
+    f.finish().map_err(w)?;
+    shared.stats.pages += nr_pages;
+    log::info!(task = pid.0; "task {pid}: {} threads, {} VMAs, {nr_pages} pages", t.threads, t.vmas);
+    Ok(())
+}
+
+/// Dumps one process of the seized tree; its pages may still be being
+/// copied when it returns.
+fn dump_task(
+    img: &ImageDir,
+    task: &mut SeizedTask,
+    shared: &mut Shared,
+    pool: &mm::PagePool,
+) -> Result<Option<PendingTask>> {
     let pid = task.pid;
     let stat = proc::stat::read(pid).ctx(pid, "read stat")?;
     let mut entry = PstreeEntry {
@@ -234,7 +289,7 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
         img.create_image::<kinds::Core>(Some(pid.0 as u32), &core).map_err(w)?.finish().map_err(w)?;
         entry.threads = vec![pid.0 as u32];
         shared.pstree.push(entry);
-        return Ok(());
+        return Ok(None);
     }
     let status = proc::status::read(pid).ctx(pid, "read status")?;
     // A filter the task relies on would be gone after restore.
@@ -310,24 +365,22 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
     crate::objects::memfd::dump_mapped(pid, &mut vmas, &mut shared.files.images)?;
     crate::objects::reg_file::dump_mapped_ghosts(&shared.fd_cx, pid, &mut vmas, &mut shared.files.images)?;
     let head = mm::dump_mm_head(pid, &stat, brk, mm_settings)?;
-    let pages_id = pid.0 as u32;
-    let mut pages = img.create_pages(pages_id).ctx(pid, "create the pages image")?;
+    let pages = img.create_pages(pid.0 as u32).ctx(pid, "create the pages image")?;
     let mem_started = std::time::Instant::now();
-    let mut dumper = mm::PageDumper::new(pid, &mut pages)?
+    let mut dumper = mm::PageDumper::new(pid, pages, pool)?
         .with_ancestors(&shared.frames, task.ppid)
         .with_children(shared.parents.contains(&pid));
-    dumper.dump_vmas(&mut vmas)?;
-    let nr_pages = dumper.nr_pages;
-    let (pagemap, frames) = dumper.into_entries();
+    let walked = dumper.dump_vmas(&mut vmas);
+    let (pending, frames) = dumper.finish();
+    if let Err(e) = walked {
+        // The chunks already handed out finish before the error returns.
+        let _ = pending.wait();
+        return Err(e);
+    }
     mm::Frames::note_used(&mut shared.frames, &frames);
     shared.frames.insert(pid, frames);
-    shared.stats.memdump += mem_started.elapsed();
-    shared.stats.memwrite += pages.write_time;
     shared.stats.pages_scanned +=
         vmas.iter().filter(|v| mm::needs_data(v)).map(|v| (v.end - v.start) / 4096).sum::<u64>();
-    pages.finish().ctx(pid, "finish the pages image")?;
-    crate::fault::check(crate::fault::Fault::DumpAfterPages)?;
-    log::info!(task = pid.0; "task {pid}: {} threads, {} VMAs, {nr_pages} pages", 1 + other_cores.len(), vmas.len());
 
     let tid = pid.0 as u32;
     let core = CoreEntry { tid, thread: thread_core, process: Some(process) };
@@ -342,11 +395,6 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
         f.write(v).map_err(w)?;
     }
     f.finish().map_err(w)?;
-    let mut f = img.create_image::<kinds::Pagemap>(Some(tid), &PagemapHead { pages_id }).map_err(w)?;
-    for e in &pagemap {
-        f.write(e).map_err(w)?;
-    }
-    f.finish().map_err(w)?;
     let mut f = img.create_image::<kinds::Fdinfo>(Some(tid), &()).map_err(w)?;
     for e in &fds {
         f.write(e).map_err(w)?;
@@ -354,9 +402,8 @@ fn dump_task(img: &ImageDir, task: &mut SeizedTask, shared: &mut Shared) -> Resu
     f.finish().map_err(w)?;
 
     shared.stats.threads += entry.threads.len();
-    shared.stats.pages += nr_pages;
     shared.stats.vmas += vmas.len();
     shared.stats.fds += fds.len();
     shared.pstree.push(entry);
-    Ok(())
+    Ok(Some(PendingTask { pid, pages: pending, mem_started, threads: 1 + others.len(), vmas: vmas.len() }))
 }

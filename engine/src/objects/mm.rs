@@ -217,9 +217,9 @@ pub fn dump_mm_head(pid: Pid, stat: &Stat, brk: u64, settings: (MmFlags, u32)) -
 pub struct PageDumper<'a> {
     pid: Pid,
     /// Where reservations and entries go; shared with the workers.
-    sink: std::sync::Arc<Sink<'a>>,
-    /// The workers' channel, while they run.
-    tx: Option<std::sync::mpsc::SyncSender<Job>>,
+    sink: std::sync::Arc<Sink>,
+    /// The workers' channel.
+    tx: std::sync::mpsc::SyncSender<Job>,
     /// Chunks handed out so far (the next chunk's sequence number).
     seq: u64,
     /// Buffer of the calling thread (shared memory, PROT_NONE pages).
@@ -238,8 +238,6 @@ pub struct PageDumper<'a> {
     frames: Frames,
     /// Whether to record them (the task has children in the tree).
     track_frames: bool,
-    /// Pages written.
-    pub nr_pages: u64,
 }
 
 /// Bytes of page data one worker reads and writes at once.
@@ -256,7 +254,8 @@ pub fn workers() -> usize {
 }
 
 /// One chunk: remote ranges read together, written together.
-struct Job {
+pub struct Job {
+    sink: std::sync::Arc<Sink>,
     seq: u64,
     iov: Vec<IoVec>,
     total: usize,
@@ -264,9 +263,9 @@ struct Job {
 }
 
 /// The pages image as the workers share it.
-struct Sink<'a> {
+struct Sink {
     pid: Pid,
-    state: std::sync::Mutex<SinkState<'a>>,
+    state: std::sync::Mutex<SinkState>,
     /// Signalled whenever `next` moves.
     turn: std::sync::Condvar,
     /// A duplicate of the pages image's descriptor, for pwritev.
@@ -274,10 +273,13 @@ struct Sink<'a> {
     name: String,
 }
 
-struct SinkState<'a> {
-    pages: &'a mut PagesWriter,
+struct SinkState {
+    /// Taken by [`PendingPages::wait`] once every chunk is written.
+    pages: Option<PagesWriter>,
     /// Sequence number of the chunk whose turn it is to reserve.
     next: u64,
+    /// Chunks handed out and not written yet.
+    unfinished: u64,
     entries: Vec<PagemapEntry>,
     nr_pages: u64,
     write_time: std::time::Duration,
@@ -285,13 +287,14 @@ struct SinkState<'a> {
     failed: Option<Error>,
 }
 
-impl<'a> Sink<'a> {
-    fn new(pid: Pid, pages: &'a mut PagesWriter) -> Result<Self> {
+impl Sink {
+    fn new(pid: Pid, pages: PagesWriter) -> Result<Self> {
         let fd = pages.fd().try_clone_to_owned().ctx(pid, "dup the pages image")?;
         let name = pages.name();
         let state = SinkState {
-            pages,
+            pages: Some(pages),
             next: 0,
+            unfinished: 0,
             entries: Vec::new(),
             nr_pages: 0,
             write_time: std::time::Duration::ZERO,
@@ -300,8 +303,14 @@ impl<'a> Sink<'a> {
         Ok(Sink { pid, state: std::sync::Mutex::new(state), turn: std::sync::Condvar::new(), fd, name })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, SinkState<'a>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SinkState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One handed-out chunk is finished (written, skipped or failed).
+    fn done(&self) {
+        self.lock().unfinished -= 1;
+        self.turn.notify_all();
     }
 
     /// Appends chunk `seq`'s page data: `data` (whole pages, read from
@@ -352,7 +361,11 @@ impl<'a> Sink<'a> {
                     return;
                 }
             };
-            let off = match st.pages.reserve(len as u64, crc.value()) {
+            let reserved = match st.pages.as_mut() {
+                Some(p) => p.reserve(len as u64, crc.value()),
+                None => Ok(0),
+            };
+            let off = match reserved {
                 Ok(off) => off,
                 Err(e) => {
                     st.failed = Some(Error::task(self.pid, format!("write pages: {e}")));
@@ -394,15 +407,86 @@ impl<'a> Sink<'a> {
 
 /// A worker: reads and writes the chunks it receives until the channel
 /// closes.
-fn work(sink: &Sink<'_>, jobs: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>) {
+fn work(jobs: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>) {
     let mut buf = vec![0u8; CHUNK];
     loop {
         let job = match jobs.lock().unwrap_or_else(|e| e.into_inner()).recv() {
             Ok(j) => j,
             Err(_) => return,
         };
-        let data = read_chunk(sink.pid, &mut buf[..job.total], &job.iov);
-        sink.commit(job.seq, &job.iov, data, job.skip_zero);
+        let data = read_chunk(job.sink.pid, &mut buf[..job.total], &job.iov);
+        job.sink.commit(job.seq, &job.iov, data, job.skip_zero);
+        job.sink.done();
+    }
+}
+
+/// The worker threads of a whole dump: one task's pages are copied while
+/// the next task is infected and walked (ptrace stays on the calling
+/// thread; process_vm_readv and pwritev need no tracer).
+pub struct PagePool {
+    tx: Option<std::sync::mpsc::SyncSender<Job>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl PagePool {
+    /// Starts [`workers`] threads.
+    pub fn new() -> Result<Self> {
+        let n = workers();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(n);
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n {
+            let rx = rx.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("pages-{i}"))
+                .stack_size(256 << 10)
+                .spawn(move || work(&rx))
+                .map_err(|e| Error::new(format!("start a page worker: {e}")))?;
+            threads.push(t);
+        }
+        Ok(PagePool { tx: Some(tx), threads })
+    }
+}
+
+impl Drop for PagePool {
+    fn drop(&mut self) {
+        // Closing the channel ends the workers once the queue is empty.
+        self.tx = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A task's pages still being copied by the pool: [`PendingPages::wait`]
+/// gives the pagemap entries and the pages image once they are written.
+pub struct PendingPages {
+    sink: std::sync::Arc<Sink>,
+    guards: Vec<PagemapEntry>,
+    cow: Vec<PagemapEntry>,
+}
+
+impl PendingPages {
+    /// Waits for the task's chunks: the pagemap entries (in pages-file
+    /// order, then the guard regions and the pages shared with an
+    /// ancestor, which hold no data), the pages written, the image.
+    pub fn wait(mut self) -> Result<(Vec<PagemapEntry>, u64, PagesWriter)> {
+        let mut st = self.sink.lock();
+        while st.unfinished > 0 {
+            st = self.sink.turn.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        if let Some(e) = st.failed.take() {
+            return Err(e);
+        }
+        let mut entries = std::mem::take(&mut st.entries);
+        let nr = st.nr_pages;
+        let t = st.write_time;
+        let mut pages = st.pages.take().ok_or_else(|| Error::task(self.sink.pid, "pages image taken twice"))?;
+        drop(st);
+        pages.write_time += t;
+        entries.append(&mut self.guards);
+        entries.append(&mut self.cow);
+        Ok((entries, nr, pages))
     }
 }
 
@@ -417,12 +501,13 @@ fn read_chunk<'b>(pid: Pid, buf: &'b mut [u8], iov: &[IoVec]) -> Result<&'b [u8]
 }
 
 impl<'a> PageDumper<'a> {
-    /// A dumper writing to `pages`.
-    pub fn new(pid: Pid, pages: &'a mut PagesWriter) -> Result<Self> {
+    /// A dumper writing to `pages` through the workers of `pool`.
+    pub fn new(pid: Pid, pages: PagesWriter, pool: &PagePool) -> Result<Self> {
+        let tx = pool.tx.clone().ok_or_else(|| Error::task(pid, "the page workers are gone"))?;
         Ok(PageDumper {
             pid,
             sink: std::sync::Arc::new(Sink::new(pid, pages)?),
-            tx: None,
+            tx,
             seq: 0,
             buf: Vec::new(),
             iov: Vec::with_capacity(IOV_MAX),
@@ -433,7 +518,6 @@ impl<'a> PageDumper<'a> {
             ancestors: None,
             frames: Frames::default(),
             track_frames: true,
-            nr_pages: 0,
         })
     }
 
@@ -454,32 +538,13 @@ impl<'a> PageDumper<'a> {
 
     /// Dumps every VMA that holds page data; sets `cow_from` of VMAs that
     /// share pages with an ancestor.
+    /// The copies go on in the pool: [`PageDumper::finish`] hands them over.
     pub fn dump_vmas(&mut self, vmas: &mut [Vma]) -> Result<()> {
         let mut pm = Pagemap::open(self.pid).ctx(self.pid, "open pagemap")?;
         for v in vmas.iter() {
             self.find_guards(&mut pm, v)?;
         }
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(workers());
-        let rx = std::sync::Mutex::new(rx);
-        let r = std::thread::scope(|s| {
-            for _ in 0..workers() {
-                let (sink, rx) = (self.sink.clone(), &rx);
-                s.spawn(move || work(&sink, rx));
-            }
-            self.tx = Some(tx);
-            let r = self.walk(&mut pm, vmas);
-            // Closing the channel ends the workers once they are done.
-            self.tx = None;
-            r
-        });
-        let mut st = self.sink.lock();
-        self.nr_pages = st.nr_pages;
-        let t = st.write_time;
-        st.pages.write_time += t;
-        if let Some(e) = st.failed.take() {
-            return Err(e);
-        }
-        r
+        self.walk(&mut pm, vmas)
     }
 
     /// Walks the VMAs, handing chunks to the workers through `tx`.
@@ -729,30 +794,25 @@ impl<'a> PageDumper<'a> {
         Ok(())
     }
 
-    /// Hands the queued ranges to a worker as one chunk (or reads and
-    /// writes them here when no worker runs).
+    /// Hands the queued ranges to a worker as one chunk.
     fn flush(&mut self) -> Result<()> {
         if self.iov.is_empty() {
             return Ok(());
         }
         let job = Job {
+            sink: self.sink.clone(),
             seq: self.seq,
             iov: std::mem::replace(&mut self.iov, Vec::with_capacity(IOV_MAX)),
             total: std::mem::take(&mut self.pending),
             skip_zero: self.skip_zero,
         };
         self.seq += 1;
-        match &self.tx {
-            Some(tx) => tx.send(job).map_err(|_| Error::task(self.pid, "the page workers are gone")),
-            None => {
-                let mut buf = std::mem::take(&mut self.buf);
-                buf.resize(CHUNK, 0);
-                let data = read_chunk(self.pid, &mut buf[..job.total], &job.iov);
-                self.sink.commit(job.seq, &job.iov, data, job.skip_zero);
-                self.buf = buf;
-                Ok(())
-            }
+        self.sink.lock().unfinished += 1;
+        if self.tx.send(job).is_err() {
+            self.sink.done();
+            return Err(Error::task(self.pid, "the page workers are gone"));
         }
+        Ok(())
     }
 
     /// Stores pages read here (`data`, at `vaddr`), in order with the
@@ -765,14 +825,10 @@ impl<'a> PageDumper<'a> {
         self.sink.commit(seq, &[IoVec { base: vaddr, len }], data, self.skip_zero);
     }
 
-    /// The pagemap entries, in pages-file order, then the guard regions and
-    /// the pages shared with an ancestor (which hold no data); and the
-    /// task's frames for its children.
-    pub fn into_entries(mut self) -> (Vec<PagemapEntry>, Frames) {
-        let mut entries = std::mem::take(&mut self.sink.lock().entries);
-        entries.append(&mut self.guards);
-        entries.append(&mut self.cow);
-        (entries, self.frames)
+    /// The pages still being copied, and the task's frames for its
+    /// children (complete already: they come from pagemap).
+    pub fn finish(self) -> (PendingPages, Frames) {
+        (PendingPages { sink: self.sink, guards: self.guards, cow: self.cow }, self.frames)
     }
 }
 
