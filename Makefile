@@ -35,8 +35,9 @@ lint:
 demo: crtools
 	./scripts/demo.sh $(BIN)
 
+# OLD=path/to/another/crtools compares that build in the same run.
 bench: crtools
-	./scripts/bench.sh $(BIN)
+	OLD=$(OLD) ./scripts/bench.sh $(BIN)
 
 check: crtools
 	$(BIN) check
