@@ -408,7 +408,12 @@ impl Sink {
 /// A worker: reads and writes the chunks it receives until the channel
 /// closes.
 fn work(jobs: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>) {
-    let mut buf = vec![0u8; CHUNK];
+    // A window aligned to its size, so that it is one transparent huge page
+    // (fewer TLB misses in both copies); the rest is never touched and costs
+    // no memory.
+    let mut area = vec![0u8; 2 * CHUNK];
+    let at = area.as_ptr().align_offset(CHUNK).min(CHUNK);
+    let buf = &mut area[at..at + CHUNK];
     loop {
         let job = match jobs.lock().unwrap_or_else(|e| e.into_inner()).recv() {
             Ok(j) => j,
@@ -432,7 +437,7 @@ impl PagePool {
     /// Starts [`workers`] threads.
     pub fn new() -> Result<Self> {
         let n = workers();
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(n);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(8 * n);
         let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
         let mut threads = Vec::with_capacity(n);
         for i in 0..n {
