@@ -24,6 +24,7 @@ pub mod arch;
 pub mod clone;
 pub mod event;
 pub mod fs;
+pub mod inet;
 pub mod misc;
 pub mod mm;
 pub mod pidfd;
