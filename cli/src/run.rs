@@ -166,6 +166,7 @@ fn run(opts: &Options, matches: &clap::ArgMatches) -> Result<u8, Error> {
                 link_remap: dump.link_remap,
                 ghost_limit: dump.ghost_limit,
                 file_locks: dump.file_locks,
+                tcp_established: dump.tcp_established,
             };
             let stats = engine::dump::dump(&o).map_err(Error::Engine)?;
             log::info!(
@@ -188,6 +189,7 @@ fn run(opts: &Options, matches: &clap::ArgMatches) -> Result<u8, Error> {
                 ext_unix_sk: restore.ext_unix_sk,
                 inherit_fds: restore.inherit_fds.iter().map(|i| (i.fd, i.key.clone())).collect(),
                 file_locks: restore.file_locks,
+                tcp_established: restore.tcp_established,
             };
             let status = engine::restore::restore(&o).map_err(Error::Engine)?;
             Ok(u8::try_from(status).unwrap_or(255))
@@ -246,7 +248,7 @@ mod tests {
 
     #[test]
     fn unsupported_options_refused() {
-        assert_eq!(refused("dump -t 1 --tcp-established"), "not supported yet: --tcp-established");
+        assert_eq!(refused("dump -t 1 --action-script x"), "not supported yet: --action-script");
         assert_eq!(refused("restore -t 1 --veth-pair a=b"), "not supported yet: --veth-pair");
         assert_eq!(refused("restore -t 1 -n uts"), "not supported yet: -n/--namespaces");
         let argv = ["crtools", "-D", "img", "-v", "2", "-o", "x.log", "--log-pid", "show", "-c", "--json"];

@@ -36,7 +36,7 @@ pub const OPTIONS: &[(&str, &str, bool)] = &[
     ("dump", "action_script", false),
     ("dump", "link_remap", true),
     ("dump", "ghost_limit", true),
-    ("dump", "tcp_established", false),
+    ("dump", "tcp_established", true),
     ("dump", "shell_job", true),
     ("dump", "file_locks", true),
     // restore
@@ -48,7 +48,7 @@ pub const OPTIONS: &[(&str, &str, bool)] = &[
     ("restore", "veth_pair", false),
     ("restore", "inherit_fd", true),
     ("restore", "action_script", false),
-    ("restore", "tcp_established", false),
+    ("restore", "tcp_established", true),
     ("restore", "shell_job", true),
     ("restore", "file_locks", true),
 ];

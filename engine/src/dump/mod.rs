@@ -44,6 +44,9 @@ pub struct DumpOptions {
     /// `-l`/`--file-locks`: locks and leases are dumped (and taken again
     /// at restore) instead of refused.
     pub file_locks: bool,
+    /// `--tcp-established`: established TCP connections are dumped (in
+    /// repair mode) instead of refused.
+    pub tcp_established: bool,
 }
 
 /// Default `--ghost-limit`.
@@ -128,6 +131,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         .iter()
         .flat_map(|t| std::iter::once(t.pid.0 as u32).chain(t.threads.iter().map(|th| th.pid().0 as u32)))
         .collect();
+    shared.fd_cx.tcp_established = opts.tcp_established;
     refuse_tree(&tree, opts.file_locks)?;
     // Each task's pages are copied by the pool while the next task is
     // infected; its pagemap image is written once they are all written.
@@ -164,6 +168,11 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     shared.files.commit();
     log::info!("images complete");
 
+    if opts.leave_stopped {
+        // The tree lives on: its connections leave repair mode. Otherwise
+        // they stay in it until the tree is dead, so closing sends nothing.
+        shared.files.release_repair();
+    }
     // Children first, so no parent sees a child die before it dies itself.
     for task in tree.tasks.into_iter().rev() {
         let tpid = task.pid;

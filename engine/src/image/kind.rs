@@ -11,7 +11,8 @@ use super::codec::{show_records, DynFrames, NodeSink, ShowStreamError};
 #[allow(unused_imports)]
 use super::describe::Describe;
 use super::{
-    core, events, files, inventory, mm, netlink_sk, pagemap, pipes, pstree, reg_files, signalfd, stats, tty, unix_sk,
+    core, events, files, inet_sk, inventory, mm, netlink_sk, pagemap, pipes, pstree, reg_files, signalfd, stats, tty,
+    unix_sk,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -136,6 +137,8 @@ image_kinds! {
         Memfd     = 46, "memfd",    "memfd.img",          1, DEFAULT_MAX_RECORD, (),                       events::MemfdEntry;
         MemfdData = 47, "memfd-data", "memfd-data.img",   1, DEFAULT_MAX_RECORD, (),                       events::MemfdDataEntry;
         Fanotify  = 48, "fanotify", "fanotify.img",       1, DEFAULT_MAX_RECORD, (),                       events::FanotifyEntry;
+        /// IPv4/IPv6 sockets (TCP, UDP).
+        InetSk    = 30, "inetsk",   "inetsk.img",         1, DEFAULT_MAX_RECORD, (),                       inet_sk::InetSkEntry;
         NetlinkSk = 60, "netlink-sk", "netlink-sk.img",   1, DEFAULT_MAX_RECORD, (),                       netlink_sk::NetlinkSkEntry;
     }
     raw {

@@ -25,6 +25,7 @@ pub mod dir;
 pub mod error;
 pub mod events;
 pub mod files;
+pub mod inet_sk;
 pub mod inventory;
 pub mod kind;
 pub mod mm;

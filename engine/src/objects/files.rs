@@ -59,6 +59,13 @@ pub struct FileImages {
     pub unix: Vec<UnixSkEntry>,
     /// netlink-sk.img.
     pub netlink: Vec<crate::image::netlink_sk::NetlinkSkEntry>,
+    /// inetsk.img.
+    pub inet: Vec<crate::image::inet_sk::InetSkEntry>,
+    /// Dump only: what inet_diag said about every TCP and UDP socket, by inode.
+    pub inet_diag: Option<HashMap<u32, crate::sys::sock_diag::InetDiag>>,
+    /// Dump only: crtools' copies of the connections it put in repair mode
+    /// (`--tcp-established`), switched back if the tree lives on.
+    pub inet_repair: Vec<super::inet_sk::Repaired>,
     /// file-locks.img (`--file-locks`).
     pub locks: Vec<crate::image::files::FileLockEntry>,
     /// ghost-files.img: unlinked files copied into the images.
@@ -117,6 +124,7 @@ impl FileImages {
         one::<kinds::PipesData>(img, &self.pipe_data)?;
         one::<kinds::UnixSk>(img, &self.unix)?;
         one::<kinds::NetlinkSk>(img, &self.netlink)?;
+        one::<kinds::InetSk>(img, &self.inet)?;
         one::<kinds::FileLocks>(img, &self.locks)?;
         one::<kinds::GhostFiles>(img, &self.ghosts)?;
         one::<kinds::GhostData>(img, &self.ghost_data)?;
@@ -152,6 +160,9 @@ impl FileImages {
             pipe_data: one::<kinds::PipesData>(dir, false)?,
             unix: one::<kinds::UnixSk>(dir, false)?,
             netlink: one::<kinds::NetlinkSk>(dir, false)?,
+            inet: one::<kinds::InetSk>(dir, false)?,
+            inet_diag: None,
+            inet_repair: Vec::new(),
             locks: one::<kinds::FileLocks>(dir, false)?,
             ghosts: one::<kinds::GhostFiles>(dir, false)?,
             ghost_data: one::<kinds::GhostData>(dir, false)?,
@@ -210,6 +221,9 @@ pub struct FdCtx {
     /// `--file-locks`: locks and leases held by the tree are dumped and
     /// taken again at restore.
     pub file_locks: bool,
+    /// `--tcp-established`: established TCP connections are dumped in
+    /// repair mode and restored with TCP_REPAIR.
+    pub tcp_established: bool,
     /// At restore: the first (task, fd) that holds each file object, to
     /// name it in errors.
     pub owners: HashMap<u32, (Pid, u32)>,
@@ -265,6 +279,7 @@ pub static KINDS: &[KindOps] = &[
     KindOps { kind: FdKind::Memfd, dump: super::memfd::dump, open: super::memfd::open },
     KindOps { kind: FdKind::Pidfd, dump: super::pidfd::dump, open: super::pidfd::open },
     KindOps { kind: FdKind::Fanotify, dump: super::fanotify::dump, open: super::fanotify::open },
+    KindOps { kind: FdKind::InetSocket, dump: super::inet_sk::dump, open: super::inet_sk::open },
     // Last: its watches need every other description opened.
     KindOps { kind: FdKind::Epoll, dump: super::epoll::dump, open: super::epoll::open },
 ];
@@ -303,6 +318,8 @@ pub fn classify(pid: Pid, fd: i32, target: &FdTarget) -> std::result::Result<FdK
                 Ok(FdKind::UnixSocket)
             } else if proto == "NETLINK" {
                 Ok(FdKind::NetlinkSocket)
+            } else if super::inet_sk::handles(&proto) {
+                Ok(FdKind::InetSocket)
             } else if proto.is_empty() {
                 Err(format!("socket:[{ino}]"))
             } else {
@@ -348,12 +365,19 @@ impl DumpFiles {
     pub fn commit(&mut self) {
         self.committed = true;
     }
+
+    /// The tree lives on (`-s`): connections in repair mode leave it.
+    pub fn release_repair(&mut self) {
+        super::inet_sk::repair_off(&mut self.images.inet_repair);
+    }
 }
 
 impl Drop for DumpFiles {
     /// A failed dump takes back the links it made (`--link-remap`).
     fn drop(&mut self) {
         if !self.committed {
+            // Before the tree is resumed (it is dropped after this).
+            super::inet_sk::repair_off(&mut self.images.inet_repair);
             for p in &self.images.remaps {
                 let _ = std::fs::remove_file(p);
             }
@@ -589,7 +613,9 @@ fn inherit_matches(images: &FileImages, key: &str) -> Vec<u32> {
         return images.pipes.iter().filter(|p| pipes.contains(&p.pipe_id)).map(|p| p.id).collect();
     }
     if let Some(ino) = ino_of("socket:[") {
-        return images.unix.iter().filter(|u| u.ino as u64 == ino).map(|u| u.id).collect();
+        let mut ids: Vec<u32> = images.unix.iter().filter(|u| u.ino as u64 == ino).map(|u| u.id).collect();
+        ids.extend(images.inet.iter().filter(|u| u.ino as u64 == ino).map(|u| u.id));
+        return ids;
     }
     let path = |p: &[u8]| p == key.as_bytes() || p.strip_prefix(b"/") == Some(key.as_bytes());
     let mut ids: Vec<u32> = images.reg.iter().filter(|r| path(r.path.as_bytes())).map(|r| r.id).collect();

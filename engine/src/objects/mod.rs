@@ -27,6 +27,7 @@ pub mod fanotify;
 pub mod fifo;
 pub mod file_lock;
 pub mod files;
+pub mod inet_sk;
 pub mod inotify;
 pub mod memfd;
 pub mod mm;

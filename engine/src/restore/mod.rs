@@ -81,6 +81,9 @@ pub struct RestoreOptions {
     /// `-l`/`--file-locks`: take the dumped locks and leases again (images
     /// that hold some are refused without it).
     pub file_locks: bool,
+    /// `--tcp-established`: restore established TCP connections (images
+    /// that hold some are refused without it).
+    pub tcp_established: bool,
 }
 
 /// Everything read from the images for one task.
@@ -334,6 +337,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     let mut fd_cx = files::FdCtx {
         shell_job: opts.shell_job,
         ext_unix_sk: opts.ext_unix_sk,
+        tcp_established: opts.tcp_established,
         inherit_fds: opts.inherit_fds.clone(),
         tree_tids: tree.iter().flat_map(|t| t.threads.iter().copied()).collect(),
         ..Default::default()

@@ -1,0 +1,778 @@
+//! IPv4 and IPv6 sockets (ip(7), ipv6(7), tcp(7), udp(7)): TCP listening,
+//! bound and unbound sockets, established connections with
+//! `--tcp-established`, UDP sockets bound or connected with the datagrams
+//! queued for them, and the options users set.
+//!
+//! Dump: inet_diag (sock_diag(7)) is asked once, with the tree frozen, for
+//! every TCP and UDP socket of crtools' network namespace (state, backlog,
+//! accept queue, shutdown); sockets no hash table holds (unbound, bound and
+//! not listening) are not listed and are read from the socket alone. Each
+//! socket is duplicated into the engine (pidfd_getfd) and read there:
+//! addresses, options, and for UDP the receive queue, peeked datagram by
+//! datagram through SO_PEEK_OFF (put back as the task had it).
+//!
+//! An established TCP connection is refused, naming its endpoints, unless
+//! `--tcp-established`: it is then put into repair mode (TCP_REPAIR) and its
+//! sequence numbers, both queues (unread bytes; written bytes not
+//! acknowledged, and which of them were never sent), negotiated options
+//! (MSS, window scaling, SACK, timestamps) and window are read. It stays in
+//! repair mode while the tree is killed: closing a socket in repair mode
+//! sends neither FIN nor RST. If the dump fails or runs with `-s`, repair
+//! mode is switched off again (without a window probe) and SO_REUSEADDR,
+//! which leaving repair mode clears, is put back.
+//!
+//! Restore, in the engine before the tree is forked: listeners first (bound
+//! and listening with their backlog), then bound and unbound sockets, then
+//! repaired connections: each is created in repair mode (which lets it
+//! share its listener's port), bound to its local address and "connected"
+//! to its peer without a handshake, given its options, queues, window and
+//! timestamp clock. UDP queues are refilled from the datagrams' senders
+//! (a restored socket bound to the sender's address, or a temporary one),
+//! then UDP sockets connect. Once every task exists, repaired connections
+//! leave repair mode (a window probe makes the peer answer), the bytes that
+//! were never sent are written, and their options are set.
+//!
+//! Not handled, refused by name: connections in states other than
+//! ESTABLISHED, connections waiting in a listener's accept queue, a corked
+//! UDP socket or one with data held back by MSG_MORE, an eBPF socket
+//! filter (it cannot be read back), O_ASYNC; a queued datagram whose sender
+//! address cannot be bound again fails the restore. UDP-Lite, raw and
+//! packet sockets are refused by `files::classify`.
+//!
+//! While the tree is down, crtools does not hold the connection: segments
+//! a peer outside the tree sends then reach no socket, and the kernel
+//! answers them with a reset. See the README ("Established TCP
+//! connections") for what to do about it.
+use super::files::{FdCtx, FileImages, Opened};
+use crate::error::{Error, Result};
+use crate::image::files::OpenFlags;
+use crate::image::inet_sk::{proto_text, state_text, Datagram, InetSkEntry, InetSkOpts, SkAddr, TcpStream};
+use crate::proc::fdinfo::{FdInfo, FdTarget};
+use crate::sys::inet::{self as inet, SOL_IP, SOL_IPV6, SOL_TCP};
+use crate::sys::socket::{self as sk, MsgFlags, SockFlags, SockType, AF_INET, AF_INET6, SOL_SOCKET};
+use crate::sys::{sock_diag, Errno, Pid};
+use std::collections::HashMap;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+const TCP_ESTABLISHED: u32 = 1;
+const TCP_CLOSE: u32 = 7;
+const TCP_LISTEN: u32 = 10;
+const RCV_SHUTDOWN: u8 = 1;
+const SEND_SHUTDOWN: u8 = 2;
+/// Largest UDP payload plus room: a peek never truncates a datagram.
+const UDP_BUF: usize = 65536;
+
+/// Whether `proto` (sockfs' `system.sockprotoname`) is a kind this module
+/// dumps.
+pub fn handles(proto: &str) -> bool {
+    matches!(proto, "TCP" | "TCPv6" | "UDP" | "UDPv6")
+}
+
+/// A connection crtools put into repair mode at dump: its copy and whether
+/// the socket had SO_REUSEADDR (leaving repair mode clears it).
+#[derive(Debug)]
+pub struct Repaired {
+    fd: OwnedFd,
+    reuseaddr: bool,
+}
+
+/// Switches repair mode off again on every connection in `held` (the tree
+/// lives on: a failed dump, or `-s`), without a window probe.
+pub fn repair_off(held: &mut Vec<Repaired>) {
+    for r in held.drain(..) {
+        let _ = inet::set_opt_int(r.fd.as_fd(), SOL_TCP, inet::TCP_REPAIR_QUEUE, inet::TCP_NO_QUEUE);
+        if let Err(e) = sk::set_tcp_repair(r.fd.as_fd(), sk::TCP_REPAIR_OFF_NO_WP) {
+            log::warn!("switch a TCP connection out of repair mode: {e}");
+        }
+        if r.reuseaddr {
+            let _ = inet::set_opt_int(r.fd.as_fd(), SOL_SOCKET, inet::SO_REUSEADDR, 1);
+        }
+    }
+}
+
+fn ends(local: Option<SkAddr>, peer: Option<SkAddr>) -> String {
+    let l = local.map_or("(unbound)".to_string(), |a| a.to_string());
+    match peer {
+        Some(p) => format!("{l} -> {p}"),
+        None => l,
+    }
+}
+
+/// Dumps one TCP or UDP socket a task holds.
+pub fn dump(
+    cx: &FdCtx,
+    pid: Pid,
+    fd: i32,
+    target: &FdTarget,
+    info: &FdInfo,
+    id: u32,
+    out: &mut FileImages,
+) -> Result<()> {
+    let FdTarget::Socket(ino) = *target else {
+        return Err(Error::task(pid, format!("fd {fd}: not a socket")));
+    };
+    let ino = ino as u32;
+    let pidfd = crate::sys::pidfd::pidfd_open(pid, crate::sys::pidfd::PidfdFlags::empty())
+        .map_err(|err| Error::task(pid, format!("fd {fd}: socket:[{ino}]: pidfd_open: {err}")))?;
+    let s = crate::sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd)
+        .map_err(|err| Error::task(pid, format!("fd {fd}: socket:[{ino}]: pidfd_getfd: {err}")))?;
+    let family = sk::get_so_domain(s.as_fd()).unwrap_or(0);
+    let proto = sk::get_so_protocol(s.as_fd()).unwrap_or(0);
+    let ty = sk::get_so_type(s.as_fd()).map(|t| t.0).unwrap_or(0);
+    let what = format!("fd {fd}: {} socket:[{ino}]", proto_text(family, proto));
+    let e = |msg: String| Error::task(pid, format!("{what}: {msg}"));
+    let flags = OpenFlags::from_bits_retain(info.flags) - OpenFlags::O_CLOEXEC;
+    if flags.contains(OpenFlags::O_ASYNC) {
+        return Err(e("is in O_ASYNC mode (its signal owner is not restored yet)".into()));
+    }
+    if out.inet_diag.is_none() {
+        // Once, with the whole tree frozen.
+        out.inet_diag = Some(sock_diag::inet_sockets().map_err(|err| e(format!("inet_diag: {err}")))?);
+    }
+    let diag = out.inet_diag.as_ref().expect("just read").get(&ino).cloned();
+    let local = inet::local_addr(s.as_fd()).map_err(|err| e(format!("getsockname: {err}")))?;
+    let local = (local.port != 0 || !local.is_any()).then(|| SkAddr::from_sys(local));
+    let peer = match inet::peer_addr(s.as_fd()) {
+        Ok(a) => Some(SkAddr::from_sys(a)),
+        Err(Errno::ENOTCONN) => None,
+        Err(err) => return Err(e(format!("getpeername: {err}"))),
+    };
+    let opts = read_opts(s.as_fd(), family, ty, proto).map_err(e)?;
+    let mut entry = InetSkEntry {
+        id,
+        ino,
+        family,
+        ty,
+        proto,
+        state: TCP_CLOSE,
+        flags,
+        local,
+        peer,
+        backlog: 0,
+        shutdown: diag.as_ref().map_or(0, |d| d.shutdown),
+        opts,
+        tcp: None,
+        queue: Vec::new(),
+    };
+    match proto {
+        inet::IPPROTO_TCP => {
+            let state = inet::tcp_info(s.as_fd()).map_err(|err| e(format!("TCP_INFO: {err}")))?.state as u32;
+            entry.state = state;
+            match state {
+                TCP_LISTEN => {
+                    let d = diag.ok_or_else(|| e("listening, but inet_diag does not list it".into()))?;
+                    if d.rqueue > 0 {
+                        return Err(e(format!(
+                            "listening on {}: {} connection(s) wait in its accept queue, not accepted yet: \
+                             restoring them is not supported yet",
+                            ends(local, None),
+                            d.rqueue
+                        )));
+                    }
+                    entry.backlog = d.wqueue;
+                }
+                TCP_CLOSE => {}
+                TCP_ESTABLISHED if !cx.tcp_established => {
+                    return Err(e(format!(
+                        "established TCP connection {}: dump with --tcp-established to checkpoint it",
+                        ends(local, peer)
+                    )));
+                }
+                TCP_ESTABLISHED => {
+                    entry.tcp = Some(
+                        dump_stream(s, entry.opts.reuseaddr, entry.opts.peek_off, out)
+                            .map_err(|m| e(format!("established TCP connection {}: {m}", ends(local, peer))))?,
+                    );
+                }
+                st => {
+                    return Err(e(format!(
+                        "TCP connection {} in state {}: only ESTABLISHED connections are supported yet",
+                        ends(local, peer),
+                        state_text(st)
+                    )))
+                }
+            }
+        }
+        inet::IPPROTO_UDP => {
+            if peer.is_some() {
+                entry.state = TCP_ESTABLISHED;
+            }
+            if inet::get_opt_int(s.as_fd(), inet::SOL_UDP, inet::UDP_CORK).unwrap_or(0) != 0 {
+                return Err(e(format!("UDP socket {} is corked (UDP_CORK): not supported", ends(local, peer))));
+            }
+            let pending = inet::queue_ioctl(s.as_fd(), inet::SIOCOUTQ).unwrap_or(0);
+            if pending > 0 {
+                return Err(e(format!(
+                    "UDP socket {} holds {pending} bytes back (MSG_MORE or UDP_CORK): not supported",
+                    ends(local, peer)
+                )));
+            }
+            entry.queue = peek_datagrams(s.as_fd(), family).map_err(e)?;
+        }
+        other => return Err(e(format!("protocol {other}: not supported yet"))),
+    }
+    log::debug!(
+        task = pid.0;
+        "task {pid}: {what}: {} {}{}",
+        state_text(entry.state),
+        ends(entry.local, entry.peer),
+        if entry.queue.is_empty() { String::new() } else { format!(", {} datagrams queued", entry.queue.len()) }
+    );
+    out.inet.push(entry);
+    Ok(())
+}
+
+/// The options a fresh socket of the same kind reports, to tell values the
+/// user set from defaults.
+fn fresh_defaults(family: u32, ty: u32, proto: u32) -> Option<(i32, i32, i32)> {
+    let f = sk::socket(family, SockType(ty), SockFlags::SOCK_CLOEXEC, proto).ok()?;
+    let rcv = sk::get_sol_socket_int(f.as_fd(), sk::SO_RCVBUF).ok()?;
+    let snd = sk::get_sol_socket_int(f.as_fd(), sk::SO_SNDBUF).ok()?;
+    let ttl = if family == AF_INET6 {
+        inet::get_opt_int(f.as_fd(), SOL_IPV6, inet::IPV6_UNICAST_HOPS).ok()?
+    } else {
+        inet::get_opt_int(f.as_fd(), SOL_IP, inet::IP_TTL).ok()?
+    };
+    Some((rcv, snd, ttl))
+}
+
+fn read_opts(s: BorrowedFd<'_>, family: u32, ty: u32, proto: u32) -> std::result::Result<InetSkOpts, String> {
+    let int = |level: u32, name: u32, what: &str| -> std::result::Result<i32, String> {
+        inet::get_opt_int(s, level, name).map_err(|e| format!("read {what}: {e}"))
+    };
+    let (rcv0, snd0, ttl0) = fresh_defaults(family, ty, proto).unwrap_or((-1, -1, -1));
+    let six = family == AF_INET6;
+    let filter = match inet::get_filter(s) {
+        Ok(f) => f,
+        Err(Errno::EACCES) => return Err("has an eBPF socket filter: it cannot be read back".into()),
+        Err(e) => return Err(format!("read its socket filter: {e}")),
+    };
+    let rcvbuf = int(SOL_SOCKET, sk::SO_RCVBUF, "SO_RCVBUF")?;
+    let sndbuf = int(SOL_SOCKET, sk::SO_SNDBUF, "SO_SNDBUF")?;
+    let ttl = if six {
+        int(SOL_IPV6, inet::IPV6_UNICAST_HOPS, "IPV6_UNICAST_HOPS")?
+    } else {
+        int(SOL_IP, inet::IP_TTL, "IP_TTL")?
+    };
+    let mut o = InetSkOpts {
+        reuseaddr: int(SOL_SOCKET, inet::SO_REUSEADDR, "SO_REUSEADDR")? != 0,
+        reuseport: int(SOL_SOCKET, inet::SO_REUSEPORT, "SO_REUSEPORT")? != 0,
+        broadcast: int(SOL_SOCKET, inet::SO_BROADCAST, "SO_BROADCAST")? != 0,
+        keepalive: int(SOL_SOCKET, inet::SO_KEEPALIVE, "SO_KEEPALIVE")? != 0,
+        oobinline: int(SOL_SOCKET, inet::SO_OOBINLINE, "SO_OOBINLINE")? != 0,
+        dontroute: int(SOL_SOCKET, inet::SO_DONTROUTE, "SO_DONTROUTE")? != 0,
+        linger: inet::get_linger(s).map_err(|e| format!("read SO_LINGER: {e}"))?,
+        priority: int(SOL_SOCKET, inet::SO_PRIORITY, "SO_PRIORITY")?,
+        mark: int(SOL_SOCKET, inet::SO_MARK, "SO_MARK")? as u32,
+        bind_dev: inet::get_bound_device(s).map_err(|e| format!("read SO_BINDTODEVICE: {e}"))?,
+        rcvbuf: (rcvbuf != rcv0).then_some(rcvbuf as u32),
+        sndbuf: (sndbuf != snd0).then_some(sndbuf as u32),
+        rcvtimeo: sk::get_sol_socket_timeval(s, sk::SO_RCVTIMEO).map_err(|e| format!("read SO_RCVTIMEO: {e}"))?,
+        sndtimeo: sk::get_sol_socket_timeval(s, sk::SO_SNDTIMEO).map_err(|e| format!("read SO_SNDTIMEO: {e}"))?,
+        rcvlowat: int(SOL_SOCKET, sk::SO_RCVLOWAT, "SO_RCVLOWAT")?,
+        peek_off: int(SOL_SOCKET, sk::SO_PEEK_OFF, "SO_PEEK_OFF").unwrap_or(-1),
+        lock_filter: int(SOL_SOCKET, inet::SO_LOCK_FILTER, "SO_LOCK_FILTER")? != 0,
+        filter,
+        tos: if six { int(SOL_IPV6, inet::IPV6_TCLASS, "IPV6_TCLASS")? } else { int(SOL_IP, inet::IP_TOS, "IP_TOS")? },
+        ttl: if ttl != ttl0 { ttl } else { -1 },
+        freebind: if six {
+            int(SOL_IPV6, inet::IPV6_FREEBIND, "IPV6_FREEBIND")? != 0
+        } else {
+            int(SOL_IP, inet::IP_FREEBIND, "IP_FREEBIND")? != 0
+        },
+        v6only: six && int(SOL_IPV6, inet::IPV6_V6ONLY, "IPV6_V6ONLY")? != 0,
+        ..Default::default()
+    };
+    if proto == inet::IPPROTO_TCP {
+        o.nodelay = int(SOL_TCP, inet::TCP_NODELAY, "TCP_NODELAY")? != 0;
+        o.cork = int(SOL_TCP, inet::TCP_CORK, "TCP_CORK")? != 0;
+        o.keepidle = int(SOL_TCP, inet::TCP_KEEPIDLE, "TCP_KEEPIDLE")?;
+        o.keepintvl = int(SOL_TCP, inet::TCP_KEEPINTVL, "TCP_KEEPINTVL")?;
+        o.keepcnt = int(SOL_TCP, inet::TCP_KEEPCNT, "TCP_KEEPCNT")?;
+        o.user_timeout = int(SOL_TCP, inet::TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT")? as u32;
+    }
+    Ok(o)
+}
+
+/// Reads an established connection in repair mode (left on: see the module
+/// docs). `peek_off` is the task's SO_PEEK_OFF, put back after reading.
+fn dump_stream(
+    s: OwnedFd,
+    reuseaddr: bool,
+    peek_off: i32,
+    out: &mut FileImages,
+) -> std::result::Result<TcpStream, String> {
+    let fd = s.as_fd();
+    match sk::set_tcp_repair(fd, sk::TCP_REPAIR_ON) {
+        Ok(()) => {}
+        Err(Errno::EPERM) => return Err("TCP_REPAIR needs CAP_NET_ADMIN".into()),
+        Err(e) => return Err(format!("TCP_REPAIR: {e}")),
+    }
+    let fdc = s.try_clone().map_err(|e| format!("dup: {e}"))?;
+    out.inet_repair.push(Repaired { fd: s, reuseaddr });
+    let fd = fdc.as_fd();
+    let info = inet::tcp_info(fd).map_err(|e| format!("TCP_INFO: {e}"))?;
+    if info.state as u32 != TCP_ESTABLISHED {
+        return Err(format!("changed to state {} while being dumped", state_text(info.state as u32)));
+    }
+    let get = |name: u32, what: &str| inet::get_opt_int(fd, SOL_TCP, name).map_err(|e| format!("{what}: {e}"));
+    let queue = |q: i32| {
+        inet::set_opt_int(fd, SOL_TCP, inet::TCP_REPAIR_QUEUE, q).map_err(|e| format!("TCP_REPAIR_QUEUE: {e}"))
+    };
+    let mss = get(inet::TCP_MAXSEG, "TCP_MAXSEG")? as u32;
+    let ioctl = |req: usize, what: &str| inet::queue_ioctl(fd, req).map_err(|e| format!("{what}: {e}"));
+    // The receive queue: what the task has not read yet.
+    queue(inet::TCP_RECV_QUEUE)?;
+    let rcv_seq = get(inet::TCP_QUEUE_SEQ, "TCP_QUEUE_SEQ")? as u32;
+    let inq_len = ioctl(inet::SIOCINQ, "SIOCINQ")? as usize;
+    if peek_off >= 0 {
+        // A peek would start at the task's offset: from the start instead.
+        sk::set_sol_socket_int(fd, sk::SO_PEEK_OFF, -1).map_err(|e| format!("SO_PEEK_OFF: {e}"))?;
+    }
+    let inq = peek_all(fd, inq_len);
+    if peek_off >= 0 {
+        sk::set_sol_socket_int(fd, sk::SO_PEEK_OFF, peek_off).map_err(|e| format!("put SO_PEEK_OFF back: {e}"))?;
+    }
+    let inq = inq.map_err(|e| format!("read its receive queue: {e}"))?;
+    if inq.len() != inq_len {
+        return Err(format!("read {} of the {inq_len} bytes in its receive queue", inq.len()));
+    }
+    // The send queue: written, not acknowledged (sent or not).
+    queue(inet::TCP_SEND_QUEUE)?;
+    let snd_seq = get(inet::TCP_QUEUE_SEQ, "TCP_QUEUE_SEQ")? as u32;
+    let outq_len = ioctl(inet::SIOCOUTQ, "SIOCOUTQ")? as usize;
+    let unsent = ioctl(inet::SIOCOUTQNSD, "SIOCOUTQNSD")?;
+    let outq = peek_all(fd, outq_len).map_err(|e| format!("read its send queue: {e}"))?;
+    queue(inet::TCP_NO_QUEUE)?;
+    let window = inet::get_repair_window(fd).map_err(|e| format!("TCP_REPAIR_WINDOW: {e}"))?;
+    let tsval = get(inet::TCP_TIMESTAMP, "TCP_TIMESTAMP")? as u32;
+    let wscale = (info.options & inet::TCPI_OPT_WSCALE != 0).then(|| (info.snd_wscale(), info.rcv_wscale()));
+    Ok(TcpStream {
+        snd_seq,
+        rcv_seq,
+        unsent: unsent.min(outq.len() as u32),
+        inq,
+        outq,
+        mss,
+        wscale,
+        sack: info.options & inet::TCPI_OPT_SACK != 0,
+        timestamps: info.options & inet::TCPI_OPT_TIMESTAMPS != 0,
+        tsval,
+        window: Some([window.snd_wl1, window.snd_wnd, window.max_window, window.rcv_wnd, window.rcv_wup]),
+    })
+}
+
+/// One MSG_PEEK of up to `len` bytes (a repair queue is read whole by one
+/// call).
+fn peek_all(fd: BorrowedFd<'_>, len: usize) -> crate::sys::Result<Vec<u8>> {
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let mut buf = vec![0u8; len];
+    let n = sk::recv(fd, &mut buf, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// Reads the datagrams queued on a UDP socket without consuming them;
+/// SO_PEEK_OFF is put back as it was, whatever happens.
+fn peek_datagrams(s: BorrowedFd<'_>, family: u32) -> std::result::Result<Vec<Datagram>, String> {
+    let old = sk::get_sol_socket_int(s, sk::SO_PEEK_OFF).map_err(|e| format!("SO_PEEK_OFF: {e}"))?;
+    let r = peek_datagrams_from_start(s, family);
+    let back = sk::set_sol_socket_int(s, sk::SO_PEEK_OFF, old);
+    let q = r?;
+    back.map_err(|e| format!("put SO_PEEK_OFF back: {e}"))?;
+    Ok(q)
+}
+
+fn peek_datagrams_from_start(s: BorrowedFd<'_>, family: u32) -> std::result::Result<Vec<Datagram>, String> {
+    if inet::queue_ioctl(s, inet::SIOCINQ).unwrap_or(0) == 0 && !has_datagram(s) {
+        return Ok(Vec::new());
+    }
+    sk::set_sol_socket_int(s, sk::SO_PEEK_OFF, 0).map_err(|e| format!("SO_PEEK_OFF: {e}"))?;
+    let mut q = Vec::new();
+    let mut buf = vec![0u8; UDP_BUF];
+    let flags = (MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC).bits();
+    for _ in 0..10_000_000 {
+        let (n, from) = match inet::recv_from(s, &mut buf, flags) {
+            Ok(r) => r,
+            Err(Errno::EAGAIN) => break,
+            Err(e) => return Err(format!("read its queue: {e}")),
+        };
+        if n == 0 {
+            return Err("a zero-length datagram is queued: not supported yet".into());
+        }
+        if n > buf.len() {
+            return Err(format!("a queued datagram of {n} bytes is larger than UDP allows"));
+        }
+        let from =
+            from.filter(|a| a.family == family || a.family == AF_INET).ok_or("a queued datagram has no sender")?;
+        q.push(Datagram { from: SkAddr::from_sys(from), data: buf[..n].to_vec() });
+    }
+    Ok(q)
+}
+
+/// Whether a datagram (maybe empty) is queued.
+fn has_datagram(s: BorrowedFd<'_>) -> bool {
+    let mut b = [0u8; 1];
+    inet::recv_from(s, &mut b, (MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT).bits()).is_ok()
+}
+
+/// Creates every TCP and UDP socket of the images in the engine.
+pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
+    let socks: Vec<InetSkEntry> = images.inet.iter().filter(|u| !out.has(u.id)).cloned().collect();
+    if socks.is_empty() {
+        return Ok(());
+    }
+    let name = |u: &InetSkEntry| {
+        format!(
+            "{} ({} socket:[{}], {} {})",
+            cx.who(u.id),
+            proto_text(u.family, u.proto),
+            u.ino,
+            state_text(u.state),
+            ends(u.local, u.peer)
+        )
+    };
+    let err = |u: &InetSkEntry, msg: String| Error::new(format!("{}: {msg}", name(u)));
+    if let Some(u) = socks.iter().find(|u| u.tcp.is_some()) {
+        if !cx.tcp_established {
+            return Err(err(u, "an established connection: restore with --tcp-established".into()));
+        }
+    }
+    // Listeners first: a repaired connection on the same port must not
+    // keep a listener without SO_REUSEADDR from binding.
+    let rank = |u: &InetSkEntry| match (u.state, u.tcp.is_some()) {
+        (TCP_LISTEN, _) => 0,
+        (_, false) => 1,
+        (_, true) => 2,
+    };
+    let mut order: Vec<&InetSkEntry> = socks.iter().collect();
+    order.sort_by_key(|u| rank(u));
+    let mut made: HashMap<u32, OwnedFd> = HashMap::new();
+    for u in order {
+        let fd = sk::socket(u.family, SockType(u.ty), SockFlags::SOCK_CLOEXEC, u.proto)
+            .map_err(|e| err(u, format!("socket: {e}")))?;
+        create(fd.as_fd(), u).map_err(|m| err(u, m))?;
+        made.insert(u.id, fd);
+    }
+    // Queued datagrams, from their senders, before any UDP socket connects
+    // (a connected socket takes datagrams from its peer only).
+    let mut temps: HashMap<SkAddr, OwnedFd> = HashMap::new();
+    for u in socks.iter().filter(|u| !u.queue.is_empty()) {
+        refill(u, &socks, &made, &mut temps).map_err(|m| err(u, m))?;
+    }
+    drop(temps);
+    for u in &socks {
+        let fd = made[&u.id].as_fd();
+        if u.proto == inet::IPPROTO_UDP {
+            if let Some(p) = u.peer {
+                inet::connect(fd, &p.to_sys()).map_err(|e| err(u, format!("connect to {p}: {e}")))?;
+            }
+        }
+        if u.tcp.is_none() {
+            set_opts(fd, u).map_err(|m| err(u, m))?;
+            shutdown(fd, u).map_err(|m| err(u, m))?;
+        }
+        let status = crate::sys::fs::OpenFlags::from_bits_retain((u.flags & OpenFlags::O_NONBLOCK).bits());
+        crate::sys::fs::fcntl_setfl(fd, status).map_err(|e| err(u, format!("F_SETFL: {e}")))?;
+    }
+    for u in &socks {
+        let fd = made.remove(&u.id).expect("made above");
+        out.add(u.id, fd);
+    }
+    // Once every task exists: repaired connections go live.
+    let repaired: Vec<InetSkEntry> = socks.into_iter().filter(|u| u.tcp.is_some()).collect();
+    if !repaired.is_empty() {
+        let names: Vec<String> = repaired.iter().map(name).collect();
+        out.defer(Box::new(move |opened: &Opened| {
+            for (u, n) in repaired.iter().zip(&names) {
+                let fd = opened.get(u.id).ok_or_else(|| Error::new(format!("{n}: was not created")))?;
+                go_live(fd, u).map_err(|m| Error::new(format!("{n}: {m}")))?;
+            }
+            Ok(())
+        }));
+    }
+    Ok(())
+}
+
+/// Options that must be in place before bind.
+fn pre_bind(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), String> {
+    let o = &u.opts;
+    let set = |level: u32, name: u32, v: i32, what: &str| {
+        inet::set_opt_int(fd, level, name, v).map_err(|e| format!("{what}: {e}"))
+    };
+    if u.family == AF_INET6 {
+        set(SOL_IPV6, inet::IPV6_V6ONLY, o.v6only as i32, "IPV6_V6ONLY")?;
+        if o.freebind {
+            set(SOL_IPV6, inet::IPV6_FREEBIND, 1, "IPV6_FREEBIND")?;
+        }
+    } else if o.freebind {
+        set(SOL_IP, inet::IP_FREEBIND, 1, "IP_FREEBIND")?;
+    }
+    if o.reuseaddr {
+        set(SOL_SOCKET, inet::SO_REUSEADDR, 1, "SO_REUSEADDR")?;
+    }
+    if o.reuseport {
+        set(SOL_SOCKET, inet::SO_REUSEPORT, 1, "SO_REUSEPORT")?;
+    }
+    if !o.bind_dev.is_empty() {
+        inet::set_opt_bytes(fd, SOL_SOCKET, inet::SO_BINDTODEVICE, &o.bind_dev)
+            .map_err(|e| format!("SO_BINDTODEVICE {}: {e}", String::from_utf8_lossy(&o.bind_dev)))?;
+    }
+    if o.mark != 0 {
+        set(SOL_SOCKET, inet::SO_MARK, o.mark as i32, "SO_MARK")?;
+    }
+    // Buffer sizes before any queue is refilled (getsockopt reported
+    // twice what was set; FORCE: not capped by rmem_max/wmem_max).
+    if let Some(b) = o.rcvbuf {
+        sk::set_so_rcvbufforce(fd, b / 2).map_err(|e| format!("SO_RCVBUFFORCE: {e}"))?;
+    }
+    if let Some(b) = o.sndbuf {
+        sk::set_so_sndbufforce(fd, b / 2).map_err(|e| format!("SO_SNDBUFFORCE: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Creates the socket's binding and state: bound, listening, or a repaired
+/// connection with its queues.
+fn create(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), String> {
+    if let Some(t) = &u.tcp {
+        sk::set_tcp_repair(fd, sk::TCP_REPAIR_ON).map_err(|e| format!("TCP_REPAIR: {e}"))?;
+        pre_bind(fd, u)?;
+        return repair_connection(fd, u, t);
+    }
+    pre_bind(fd, u)?;
+    if let Some(a) = u.local {
+        inet::bind(fd, &a.to_sys()).map_err(|e| format!("bind to {a}: {e}"))?;
+    }
+    if u.state == TCP_LISTEN {
+        sk::listen(fd, u.backlog as i32).map_err(|e| format!("listen: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Builds an established connection in repair mode.
+fn repair_connection(fd: BorrowedFd<'_>, u: &InetSkEntry, t: &TcpStream) -> std::result::Result<(), String> {
+    let (Some(local), Some(peer)) = (u.local, u.peer) else {
+        return Err("an established connection without both addresses".into());
+    };
+    let set =
+        |name: u32, v: i32, what: &str| inet::set_opt_int(fd, SOL_TCP, name, v).map_err(|e| format!("{what}: {e}"));
+    set(inet::TCP_REPAIR_QUEUE, inet::TCP_RECV_QUEUE, "TCP_REPAIR_QUEUE")?;
+    set(inet::TCP_QUEUE_SEQ, t.rcv_seq.wrapping_sub(t.inq.len() as u32) as i32, "TCP_QUEUE_SEQ (receive)")?;
+    set(inet::TCP_REPAIR_QUEUE, inet::TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE")?;
+    set(inet::TCP_QUEUE_SEQ, t.snd_seq.wrapping_sub(t.outq.len() as u32) as i32, "TCP_QUEUE_SEQ (send)")?;
+    inet::bind(fd, &local.to_sys()).map_err(|e| format!("bind to {local}: {e}"))?;
+    // In repair mode connect sends nothing: the socket is ESTABLISHED at once.
+    inet::connect(fd, &peer.to_sys()).map_err(|e| format!("connect to {peer} in repair mode: {e}"))?;
+    let mut opts = vec![(inet::TCPOPT_MSS, t.mss)];
+    if let Some((snd, rcv)) = t.wscale {
+        opts.push((inet::TCPOPT_WINDOW, snd as u32 | (rcv as u32) << 16));
+    }
+    if t.sack {
+        opts.push((inet::TCPOPT_SACK_PERM, 0));
+    }
+    if t.timestamps {
+        opts.push((inet::TCPOPT_TIMESTAMP, 0));
+    }
+    inet::set_repair_options(fd, &opts).map_err(|e| format!("TCP_REPAIR_OPTIONS: {e}"))?;
+    set(inet::TCP_REPAIR_QUEUE, inet::TCP_RECV_QUEUE, "TCP_REPAIR_QUEUE")?;
+    write_queue(fd, &t.inq).map_err(|e| format!("refill its receive queue: {e}"))?;
+    let sent = t.outq.len() - t.unsent as usize;
+    set(inet::TCP_REPAIR_QUEUE, inet::TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE")?;
+    write_queue(fd, &t.outq[..sent]).map_err(|e| format!("refill its send queue: {e}"))?;
+    set(inet::TCP_REPAIR_QUEUE, inet::TCP_NO_QUEUE, "TCP_REPAIR_QUEUE")?;
+    if let Some(w) = t.window {
+        let w = inet::TcpRepairWindow { snd_wl1: w[0], snd_wnd: w[1], max_window: w[2], rcv_wnd: w[3], rcv_wup: w[4] };
+        inet::set_repair_window(fd, &w).map_err(|e| format!("TCP_REPAIR_WINDOW: {e}"))?;
+    }
+    if t.timestamps {
+        set(inet::TCP_TIMESTAMP, t.tsval as i32, "TCP_TIMESTAMP")?;
+    }
+    Ok(())
+}
+
+/// Writes `data` into the selected repair queue.
+fn write_queue(fd: BorrowedFd<'_>, mut data: &[u8]) -> crate::sys::Result<()> {
+    while !data.is_empty() {
+        let n = sk::send(fd, data, MsgFlags::empty())?;
+        if n == 0 {
+            return Err(Errno::EIO);
+        }
+        data = &data[n..];
+    }
+    Ok(())
+}
+
+/// Leaves repair mode, writes the bytes that were never sent, sets options.
+fn go_live(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), String> {
+    let t = u.tcp.as_ref().expect("a repaired connection");
+    sk::set_tcp_repair(fd, sk::TCP_REPAIR_OFF).map_err(|e| format!("leave repair mode: {e}"))?;
+    let unsent = &t.outq[t.outq.len() - t.unsent as usize..];
+    if !unsent.is_empty() {
+        // The description may be non-blocking already; the send buffer
+        // held these bytes before, so it holds them again.
+        let mut data = unsent;
+        for _ in 0..100_000 {
+            if data.is_empty() {
+                break;
+            }
+            match sk::send(fd, data, MsgFlags::empty()) {
+                Ok(n) => data = &data[n..],
+                Err(Errno::EAGAIN) => std::thread::sleep(std::time::Duration::from_millis(1)),
+                Err(e) => return Err(format!("write the {} bytes never sent: {e}", unsent.len())),
+            }
+        }
+        if !data.is_empty() {
+            return Err(format!("{} bytes never sent do not fit its send buffer", data.len()));
+        }
+    }
+    set_opts(fd, u)?;
+    shutdown(fd, u)
+}
+
+/// The options set after the socket has its state.
+fn set_opts(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), String> {
+    let o = &u.opts;
+    let set = |level: u32, name: u32, v: i32, what: &str| {
+        inet::set_opt_int(fd, level, name, v).map_err(|e| format!("{what}: {e}"))
+    };
+    // Leaving repair mode clears SO_REUSEADDR: set it (again).
+    set(SOL_SOCKET, inet::SO_REUSEADDR, o.reuseaddr as i32, "SO_REUSEADDR")?;
+    set(SOL_SOCKET, inet::SO_BROADCAST, o.broadcast as i32, "SO_BROADCAST")?;
+    set(SOL_SOCKET, inet::SO_KEEPALIVE, o.keepalive as i32, "SO_KEEPALIVE")?;
+    set(SOL_SOCKET, inet::SO_OOBINLINE, o.oobinline as i32, "SO_OOBINLINE")?;
+    set(SOL_SOCKET, inet::SO_DONTROUTE, o.dontroute as i32, "SO_DONTROUTE")?;
+    set(SOL_SOCKET, inet::SO_PRIORITY, o.priority, "SO_PRIORITY")?;
+    inet::set_linger(fd, o.linger).map_err(|e| format!("SO_LINGER: {e}"))?;
+    sk::set_sol_socket_timeval(fd, sk::SO_RCVTIMEO, o.rcvtimeo).map_err(|e| format!("SO_RCVTIMEO: {e}"))?;
+    sk::set_sol_socket_timeval(fd, sk::SO_SNDTIMEO, o.sndtimeo).map_err(|e| format!("SO_SNDTIMEO: {e}"))?;
+    set(SOL_SOCKET, sk::SO_RCVLOWAT, o.rcvlowat, "SO_RCVLOWAT")?;
+    if o.peek_off >= 0 {
+        set(SOL_SOCKET, sk::SO_PEEK_OFF, o.peek_off, "SO_PEEK_OFF")?;
+    }
+    if u.family == AF_INET6 {
+        set(SOL_IPV6, inet::IPV6_TCLASS, o.tos, "IPV6_TCLASS")?;
+        if o.ttl >= 0 {
+            set(SOL_IPV6, inet::IPV6_UNICAST_HOPS, o.ttl, "IPV6_UNICAST_HOPS")?;
+        }
+    } else {
+        set(SOL_IP, inet::IP_TOS, o.tos, "IP_TOS")?;
+        if o.ttl >= 0 {
+            set(SOL_IP, inet::IP_TTL, o.ttl, "IP_TTL")?;
+        }
+    }
+    if u.proto == inet::IPPROTO_TCP {
+        set(SOL_TCP, inet::TCP_NODELAY, o.nodelay as i32, "TCP_NODELAY")?;
+        set(SOL_TCP, inet::TCP_CORK, o.cork as i32, "TCP_CORK")?;
+        set(SOL_TCP, inet::TCP_KEEPIDLE, o.keepidle, "TCP_KEEPIDLE")?;
+        set(SOL_TCP, inet::TCP_KEEPINTVL, o.keepintvl, "TCP_KEEPINTVL")?;
+        set(SOL_TCP, inet::TCP_KEEPCNT, o.keepcnt, "TCP_KEEPCNT")?;
+        set(SOL_TCP, inet::TCP_USER_TIMEOUT, o.user_timeout as i32, "TCP_USER_TIMEOUT")?;
+    }
+    if !o.filter.is_empty() {
+        inet::attach_filter(fd, &o.filter).map_err(|e| format!("SO_ATTACH_FILTER: {e}"))?;
+        if o.lock_filter {
+            set(SOL_SOCKET, inet::SO_LOCK_FILTER, 1, "SO_LOCK_FILTER")?;
+        }
+    }
+    Ok(())
+}
+
+/// shutdown(2) as the socket had it (a TCP connection's sending side is in
+/// its state; only the receiving side is a flag).
+fn shutdown(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), String> {
+    let mut how = u.shutdown & (RCV_SHUTDOWN | SEND_SHUTDOWN);
+    if u.proto == inet::IPPROTO_TCP {
+        how &= RCV_SHUTDOWN;
+    }
+    let how = match how {
+        0 => return Ok(()),
+        RCV_SHUTDOWN => sk::SHUT_RD,
+        SEND_SHUTDOWN => sk::SHUT_WR,
+        _ => sk::SHUT_RDWR,
+    };
+    match sk::shutdown(fd, how) {
+        Ok(()) | Err(Errno::ENOTCONN) => Ok(()),
+        Err(e) => Err(format!("shutdown: {e}")),
+    }
+}
+
+/// Puts a UDP socket's queued datagrams back, each sent from its sender's
+/// address.
+fn refill(
+    u: &InetSkEntry,
+    socks: &[InetSkEntry],
+    made: &HashMap<u32, OwnedFd>,
+    temps: &mut HashMap<SkAddr, OwnedFd>,
+) -> std::result::Result<(), String> {
+    let Some(local) = u.local else {
+        return Err("datagrams are queued on a socket without an address".into());
+    };
+    let mut to = local;
+    if to.to_sys().is_any() {
+        // Bound to the wildcard: any local address reaches it.
+        to.addr = if u.family == AF_INET6 {
+            let mut l = [0u8; 16];
+            l[15] = 1;
+            l
+        } else {
+            let mut l = [0u8; 16];
+            l[..4].copy_from_slice(&[127, 0, 0, 1]);
+            l
+        };
+    }
+    for m in &u.queue {
+        let mut from = m.from;
+        if from.family == AF_INET && u.family == AF_INET6 {
+            // Shown to an IPv6 socket as v4-mapped.
+            from = mapped(from);
+        }
+        let sender = socks
+            .iter()
+            .find(|s| {
+                s.proto == inet::IPPROTO_UDP && s.id != u.id && s.local.map(|l| same_addr(&l, &from)) == Some(true)
+            })
+            .map(|s| made[&s.id].as_fd());
+        let sender = match sender {
+            Some(s) => s,
+            None => {
+                if !temps.contains_key(&from) {
+                    let t = sk::socket(from.family, SockType::SOCK_DGRAM, SockFlags::SOCK_CLOEXEC, 0)
+                        .map_err(|e| format!("socket: {e}"))?;
+                    if from.family == AF_INET6 {
+                        let _ = inet::set_opt_int(t.as_fd(), SOL_IPV6, inet::IPV6_V6ONLY, 0);
+                    }
+                    inet::bind(t.as_fd(), &from.to_sys()).map_err(|e| {
+                        format!(
+                            "a datagram queued from {from} cannot be sent again from that address ({e}): \
+                             its sender must not hold it at restore"
+                        )
+                    })?;
+                    temps.insert(from, t);
+                }
+                temps[&from].as_fd()
+            }
+        };
+        let n = inet::send_to(sender, &m.data, MsgFlags::MSG_DONTWAIT.bits(), Some(&to.to_sys()))
+            .map_err(|e| format!("put back a datagram from {from}: {e}"))?;
+        if n != m.data.len() {
+            return Err(format!("put back a datagram from {from}: sent {n} of {} bytes", m.data.len()));
+        }
+    }
+    // Wait until the kernel has queued them all (loopback delivers at once).
+    Ok(())
+}
+
+fn mapped(a: SkAddr) -> SkAddr {
+    let mut m = [0u8; 16];
+    m[10] = 0xff;
+    m[11] = 0xff;
+    m[12..].copy_from_slice(&a.addr[..4]);
+    SkAddr { family: AF_INET6, addr: m, port: a.port, flowinfo: 0, scope_id: 0 }
+}
+
+fn same_addr(a: &SkAddr, b: &SkAddr) -> bool {
+    a.family == b.family && a.addr == b.addr && a.port == b.port
+}
