@@ -538,8 +538,10 @@ fn pre_bind(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), Stri
 /// connection with its queues.
 fn create(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), String> {
     if let Some(t) = &u.tcp {
-        sk::set_tcp_repair(fd, sk::TCP_REPAIR_ON).map_err(|e| format!("TCP_REPAIR: {e}"))?;
         pre_bind(fd, u)?;
+        // After SO_REUSEADDR: repair mode's forced reuse (sharing the
+        // listener's port) is what SO_REUSEADDR would overwrite.
+        sk::set_tcp_repair(fd, sk::TCP_REPAIR_ON).map_err(|e| format!("TCP_REPAIR: {e}"))?;
         return repair_connection(fd, u, t);
     }
     pre_bind(fd, u)?;

@@ -1,0 +1,465 @@
+//! Victim with inet sockets that checks itself after restore. Every line it
+//! reports is appended to LOG; phase 2 starts on SIGUSR1.
+//!
+//! `victim_inet tcp LOG [cork]`: a TCP server on 127.0.0.1 (a listener
+//! with options) and a client child in the tree. The server accepts its
+//! child's connection and one from the test (outside the tree); before the
+//! dump, each side writes most of a fixed pattern without the other
+//! reading, so bytes are in flight both ways (unread, unacknowledged and
+//! never sent). On SIGUSR1 every side writes the rest and reads everything
+//! the other side writes, checking each byte; the server then accepts one
+//! more connection and answers "new". Names and options are compared with
+//! what they were. `cork`: the server also holds a corked UDP socket (the
+//! dump refuses it, after the connections went into repair mode).
+//!
+//! `victim_inet udp LOG`: a UDP server with datagrams queued from two
+//! sockets of its own (one bound, one connected); on SIGUSR1 it reads them
+//! back (contents and senders), then echoes three datagrams.
+use std::ffi::CString;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static GO: AtomicBool = AtomicBool::new(false);
+
+/// Bytes the client writes to the server, the server to the client, the
+/// test to the server and the server to the test.
+pub const C2S: usize = 100_000;
+pub const S2C: usize = 200_000;
+pub const T2S: usize = 50_000;
+pub const S2T: usize = 150_000;
+/// What each side keeps for after the restore.
+const LATER: usize = 1000;
+
+extern "C" fn on_usr1(_: i32) {
+    GO.store(true, Ordering::SeqCst);
+}
+
+/// Byte `i` of pattern stream `k` (shared with the tests).
+pub fn pattern(k: u8, i: usize) -> u8 {
+    ((i * 7 + k as usize * 13 + i / 251) & 0xff) as u8
+}
+
+fn log(path: &str, line: &str) {
+    let mut f = std::fs::OpenOptions::new().append(true).create(true).open(path).expect("open log");
+    f.write_all(format!("{line}\n").as_bytes()).expect("write log");
+}
+
+fn check(r: i64, what: &str) -> i64 {
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        panic!("{what}: {e}");
+    }
+    r
+}
+
+fn setopt(fd: i32, level: i32, name: i32, v: i32) {
+    // SAFETY: 4 bytes of v are read.
+    check(unsafe { libc::setsockopt(fd, level, name, &v as *const i32 as *const _, 4) } as i64, "setsockopt");
+}
+
+fn getopt(fd: i32, level: i32, name: i32) -> i32 {
+    let mut v = 0i32;
+    let mut l = 4u32;
+    // SAFETY: at most 4 bytes are written into v.
+    check(unsafe { libc::getsockopt(fd, level, name, &mut v as *mut i32 as *mut _, &mut l) } as i64, "getsockopt");
+    v
+}
+
+fn sin(port: u16) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes([127, 0, 0, 1]) },
+        sin_zero: [0; 8],
+    }
+}
+
+fn name_of(fd: i32, peer: bool) -> String {
+    // SAFETY: sockaddr_in is plain data.
+    let mut a: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    let mut l = std::mem::size_of::<libc::sockaddr_in>() as u32;
+    // SAFETY: at most l bytes are written into a.
+    let r = unsafe {
+        if peer {
+            libc::getpeername(fd, &mut a as *mut _ as *mut _, &mut l)
+        } else {
+            libc::getsockname(fd, &mut a as *mut _ as *mut _, &mut l)
+        }
+    };
+    if r < 0 {
+        return "none".into();
+    }
+    let ip = a.sin_addr.s_addr.to_ne_bytes();
+    format!("{}.{}.{}.{}:{}", ip[0], ip[1], ip[2], ip[3], u16::from_be(a.sin_port))
+}
+
+fn port_of(fd: i32) -> u16 {
+    name_of(fd, false).rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// Options and names of a TCP socket, as one comparable string.
+fn tcp_opts(fd: i32, with_rcvbuf: bool) -> String {
+    let mut lg = libc::linger { l_onoff: 0, l_linger: 0 };
+    let mut l = 8u32;
+    // SAFETY: at most 8 bytes are written into lg.
+    unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_LINGER, &mut lg as *mut _ as *mut _, &mut l) };
+    // SAFETY: F_GETFL has no memory arguments.
+    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    format!(
+        "name={} peer={} reuseaddr={} nodelay={} keepalive={} idle={} intvl={} cnt={} user_timeout={} linger={}/{} \
+         tos={} ttl={} mark={} rcvbuf={} nonblock={}",
+        name_of(fd, false),
+        name_of(fd, true),
+        getopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR),
+        getopt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY),
+        getopt(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE),
+        getopt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE),
+        getopt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL),
+        getopt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT),
+        getopt(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT),
+        lg.l_onoff,
+        lg.l_linger,
+        getopt(fd, libc::IPPROTO_IP, libc::IP_TOS),
+        getopt(fd, libc::IPPROTO_IP, libc::IP_TTL),
+        getopt(fd, libc::SOL_SOCKET, libc::SO_MARK),
+        // Set by the user it stays; otherwise the kernel tunes it as data flows.
+        if with_rcvbuf { getopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF) } else { 0 },
+        fl & libc::O_NONBLOCK != 0,
+    )
+}
+
+fn filter_len(fd: i32) -> i32 {
+    let mut n = 0u32;
+    // SAFETY: with a length of 0 the kernel only reports the instruction count.
+    unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_GET_FILTER, std::ptr::null_mut(), &mut n) };
+    n as i32
+}
+
+fn nonblock(fd: i32) {
+    // SAFETY: fcntl flag calls on our own descriptor.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK) };
+}
+
+/// One direction of a connection: how much is written or read of a pattern.
+struct Flow {
+    fd: i32,
+    k: u8,
+    done: usize,
+    total: usize,
+}
+
+impl Flow {
+    /// Writes what the socket takes, up to `limit`; true when at `limit`.
+    fn write(&mut self, limit: usize) -> bool {
+        while self.done < limit {
+            let n = (limit - self.done).min(16384);
+            let chunk: Vec<u8> = (self.done..self.done + n).map(|i| pattern(self.k, i)).collect();
+            // SAFETY: chunk.len() bytes of chunk are read.
+            let r = unsafe { libc::send(self.fd, chunk.as_ptr() as *const _, chunk.len(), libc::MSG_NOSIGNAL) };
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EAGAIN) {
+                    return false;
+                }
+                panic!("send: {e}");
+            }
+            self.done += r as usize;
+        }
+        true
+    }
+
+    /// Reads what is there; Err on a wrong byte or an early end.
+    fn read(&mut self) -> Result<bool, String> {
+        let mut buf = vec![0u8; 65536];
+        while self.done < self.total {
+            // SAFETY: at most buf.len() bytes are written into buf.
+            let r = unsafe { libc::recv(self.fd, buf.as_mut_ptr() as *mut _, buf.len(), 0) };
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EAGAIN) {
+                    return Ok(false);
+                }
+                return Err(format!("recv after {} bytes: {e}", self.done));
+            }
+            if r == 0 {
+                return Err(format!("end of stream after {} of {} bytes", self.done, self.total));
+            }
+            for (j, &b) in buf[..r as usize].iter().enumerate() {
+                let i = self.done + j;
+                if i >= self.total || b != pattern(self.k, i) {
+                    return Err(format!("stream {} byte {i} is {b}, expected {}", self.k, pattern(self.k, i)));
+                }
+            }
+            self.done += r as usize;
+        }
+        Ok(true)
+    }
+}
+
+/// Runs writers and readers until all are complete (or 30 s pass).
+fn exchange(w: &mut [Flow], r: &mut [Flow]) -> Result<(), String> {
+    let start = std::time::Instant::now();
+    loop {
+        let mut all = true;
+        for f in w.iter_mut() {
+            all &= f.write(f.total);
+        }
+        for f in r.iter_mut() {
+            all &= f.read()?;
+        }
+        if all {
+            return Ok(());
+        }
+        if start.elapsed().as_secs() > 30 {
+            let st: Vec<String> = w.iter().chain(r.iter()).map(|f| format!("{}:{}/{}", f.k, f.done, f.total)).collect();
+            return Err(format!("timed out: {st:?}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+fn wait_go() {
+    while !GO.load(Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+fn tcp_socket() -> i32 {
+    // SAFETY: plain socket call.
+    check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) } as i64, "socket") as i32
+}
+
+fn tcp(logp: &str, cork: bool) {
+    // SAFETY: plain socket calls on our own descriptors.
+    let l = tcp_socket();
+    setopt(l, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+    setopt(l, libc::IPPROTO_IP, libc::IP_FREEBIND, 1);
+    let a = sin(0);
+    // SAFETY: a is a valid sockaddr_in.
+    check(unsafe { libc::bind(l, &a as *const _ as *const _, 16) } as i64, "bind");
+    // SAFETY: plain call.
+    check(unsafe { libc::listen(l, 7) } as i64, "listen");
+    let port = port_of(l);
+    // SAFETY: single-threaded; the child only runs its own code.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        // SAFETY: our copy of the listener.
+        unsafe { libc::close(l) };
+        client(logp, port);
+        return;
+    }
+    let lopts = format!(
+        "name={} reuseaddr={} freebind={}",
+        name_of(l, false),
+        getopt(l, libc::SOL_SOCKET, libc::SO_REUSEADDR),
+        getopt(l, libc::IPPROTO_IP, libc::IP_FREEBIND)
+    );
+    log(logp, &format!("ready port={port} server={} client={child}", std::process::id()));
+    // SAFETY: accept with no address wanted.
+    let ca = check(unsafe { libc::accept(l, std::ptr::null_mut(), std::ptr::null_mut()) } as i64, "accept") as i32;
+    // SAFETY: as above.
+    let tb = check(unsafe { libc::accept(l, std::ptr::null_mut(), std::ptr::null_mut()) } as i64, "accept") as i32;
+    nonblock(ca);
+    nonblock(tb);
+    // Accept-all classic filter (ret #0xffffffff) on the child's connection.
+    let prog = [libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: u32::MAX }];
+    let fprog = libc::sock_fprog { len: 1, filter: prog.as_ptr() as *mut _ };
+    // SAFETY: the kernel reads the sock_fprog and its one instruction.
+    check(
+        unsafe {
+            libc::setsockopt(
+                ca,
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                &fprog as *const _ as *const _,
+                std::mem::size_of::<libc::sock_fprog>() as u32,
+            )
+        } as i64,
+        "SO_ATTACH_FILTER",
+    );
+    let _corked = cork.then(|| {
+        // SAFETY: plain socket call.
+        let u = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+        setopt(u, libc::IPPROTO_UDP, libc::UDP_CORK, 1);
+        u
+    });
+    let before = (tcp_opts(ca, false), tcp_opts(tb, false), filter_len(ca), lopts.clone());
+    let mut to_c = Flow { fd: ca, k: 1, done: 0, total: S2C };
+    let mut to_t = Flow { fd: tb, k: 3, done: 0, total: S2T };
+    to_c.write(S2C - LATER);
+    to_t.write(S2T - LATER);
+    log(logp, &format!("phase1 role=server wrote_c={} wrote_t={}", to_c.done, to_t.done));
+    wait_go();
+    let from_c = Flow { fd: ca, k: 0, done: 0, total: C2S };
+    let from_t = Flow { fd: tb, k: 2, done: 0, total: T2S };
+    let mut res = exchange(&mut [to_c, to_t], &mut [from_c, from_t]);
+    if res.is_ok() {
+        // The listener still accepts.
+        let mut p = libc::pollfd { fd: l, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one pollfd.
+        if unsafe { libc::poll(&mut p, 1, 30_000) } != 1 {
+            res = Err("no new connection on the listener".into());
+        } else {
+            // SAFETY: accept with no address wanted.
+            let n = unsafe { libc::accept(l, std::ptr::null_mut(), std::ptr::null_mut()) };
+            // SAFETY: 4 bytes are read.
+            unsafe { libc::send(n, b"new\n".as_ptr() as *const _, 4, libc::MSG_NOSIGNAL) };
+            // SAFETY: our descriptor.
+            unsafe { libc::close(n) };
+        }
+    }
+    let lopts_after = format!(
+        "name={} reuseaddr={} freebind={}",
+        name_of(l, false),
+        getopt(l, libc::SOL_SOCKET, libc::SO_REUSEADDR),
+        getopt(l, libc::IPPROTO_IP, libc::IP_FREEBIND)
+    );
+    let after = (tcp_opts(ca, false), tcp_opts(tb, false), filter_len(ca), lopts_after);
+    if res.is_ok() && before != after {
+        res = Err(format!("options changed: {before:?} -> {after:?}"));
+    }
+    match res {
+        Ok(()) => log(logp, "done role=server ok"),
+        Err(e) => log(logp, &format!("done role=server FAIL {e}")),
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+fn client(logp: &str, port: u16) {
+    let s = tcp_socket();
+    setopt(s, libc::SOL_SOCKET, libc::SO_RCVBUF, 4096);
+    setopt(s, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+    setopt(s, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    setopt(s, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 77);
+    setopt(s, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 11);
+    setopt(s, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 5);
+    setopt(s, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 12345);
+    setopt(s, libc::IPPROTO_IP, libc::IP_TOS, 0x10);
+    setopt(s, libc::IPPROTO_IP, libc::IP_TTL, 33);
+    setopt(s, libc::SOL_SOCKET, libc::SO_MARK, 7);
+    let lg = libc::linger { l_onoff: 1, l_linger: 3 };
+    // SAFETY: 8 bytes of lg are read.
+    unsafe { libc::setsockopt(s, libc::SOL_SOCKET, libc::SO_LINGER, &lg as *const _ as *const _, 8) };
+    let a = sin(port);
+    // SAFETY: a is a valid sockaddr_in.
+    check(unsafe { libc::connect(s, &a as *const _ as *const _, 16) } as i64, "connect");
+    nonblock(s);
+    let before = tcp_opts(s, true);
+    let mut out = Flow { fd: s, k: 0, done: 0, total: C2S };
+    out.write(C2S - LATER);
+    log(logp, &format!("phase1 role=client wrote={}", out.done));
+    wait_go();
+    let mut inp = Flow { fd: s, k: 1, done: 0, total: S2C };
+    let mut res = exchange(std::slice::from_mut(&mut out), std::slice::from_mut(&mut inp));
+    let after = tcp_opts(s, true);
+    if res.is_ok() && before != after {
+        res = Err(format!("options changed: {before} -> {after}"));
+    }
+    match res {
+        Ok(()) => log(logp, "done role=client ok"),
+        Err(e) => log(logp, &format!("done role=client FAIL {e}")),
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+fn udp_socket(port: u16) -> i32 {
+    // SAFETY: plain socket call.
+    let u = check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) } as i64, "socket") as i32;
+    let a = sin(port);
+    // SAFETY: a is a valid sockaddr_in.
+    check(unsafe { libc::bind(u, &a as *const _ as *const _, 16) } as i64, "bind");
+    u
+}
+
+fn udp(logp: &str) {
+    let srv = udp_socket(0);
+    setopt(srv, libc::SOL_SOCKET, libc::SO_BROADCAST, 1);
+    let port = port_of(srv);
+    let k = udp_socket(0);
+    // SAFETY: plain socket call.
+    let k2 = check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) } as i64, "socket") as i32;
+    let to = sin(port);
+    // SAFETY: to is a valid sockaddr_in.
+    check(unsafe { libc::connect(k2, &to as *const _ as *const _, 16) } as i64, "connect");
+    let msgs: Vec<Vec<u8>> = vec![b"q0".to_vec(), vec![7u8; 3000], b"q2 the last".to_vec()];
+    for m in &msgs {
+        // SAFETY: m.len() bytes of m and the address are read.
+        check(
+            unsafe { libc::sendto(k, m.as_ptr() as *const _, m.len(), 0, &to as *const _ as *const _, 16) } as i64,
+            "sendto",
+        );
+    }
+    // SAFETY: 2 bytes are read.
+    check(unsafe { libc::send(k2, b"c0".as_ptr() as *const _, 2, 0) } as i64, "send");
+    let (kname, k2name, k2peer) = (name_of(k, false), name_of(k2, false), name_of(k2, true));
+    log(logp, &format!("ready port={port} server={}", std::process::id()));
+    wait_go();
+    let mut res: Result<(), String> = Ok(());
+    let recv = |fd: i32| -> (Vec<u8>, String) {
+        let mut buf = vec![0u8; 65536];
+        // SAFETY: sockaddr_in is plain data.
+        let mut a: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        let mut l = 16u32;
+        // SAFETY: at most buf.len() bytes into buf and l bytes into a.
+        let n =
+            unsafe { libc::recvfrom(fd, buf.as_mut_ptr() as *mut _, buf.len(), 0, &mut a as *mut _ as *mut _, &mut l) };
+        let n = check(n as i64, "recvfrom") as usize;
+        let ip = a.sin_addr.s_addr.to_ne_bytes();
+        (buf[..n].to_vec(), format!("{}.{}.{}.{}:{}", ip[0], ip[1], ip[2], ip[3], u16::from_be(a.sin_port)))
+    };
+    let mut want: Vec<(Vec<u8>, String)> = msgs.iter().map(|m| (m.clone(), kname.clone())).collect();
+    want.push((b"c0".to_vec(), k2name.clone()));
+    for w in &want {
+        let got = recv(srv);
+        if &got != w {
+            res = Err(format!(
+                "queued datagram {:?} from {} , expected {:?} from {}",
+                got.0.len(),
+                got.1,
+                w.0.len(),
+                w.1
+            ));
+            break;
+        }
+    }
+    if res.is_ok() && (getopt(srv, libc::SOL_SOCKET, libc::SO_BROADCAST) != 1 || name_of(k2, true) != k2peer) {
+        res = Err("SO_BROADCAST or the connected peer changed".into());
+    }
+    log(logp, &format!("queue {}", if res.is_ok() { "ok" } else { "bad" }));
+    if res.is_ok() {
+        for _ in 0..3 {
+            let (d, from) = recv(srv);
+            let (ip, p) = from.rsplit_once(':').unwrap();
+            let mut a = sin(p.parse().unwrap());
+            let _ = ip;
+            a.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+            // SAFETY: d.len() bytes and the address are read.
+            unsafe { libc::sendto(srv, d.as_ptr() as *const _, d.len(), 0, &a as *const _ as *const _, 16) };
+        }
+    }
+    match res {
+        Ok(()) => log(logp, "done role=server ok"),
+        Err(e) => log(logp, &format!("done role=server FAIL {e}")),
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    crtools_tests::detach_from_harness();
+    // SAFETY: installing a handler that only stores to an atomic.
+    unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };
+    let logp = args.get(2).cloned().expect("LOG");
+    let _ = CString::new(logp.clone());
+    match args.get(1).map(String::as_str) {
+        Some("tcp") => tcp(&logp, args.get(3).map(String::as_str) == Some("cork")),
+        Some("udp") => udp(&logp),
+        _ => panic!("usage: victim_inet tcp|udp LOG [cork]"),
+    }
+}

@@ -1,0 +1,272 @@
+//! Dump and restore of inet sockets on loopback: a TCP server with a
+//! client in the tree and one kept by this test outside it, bytes in
+//! flight both ways at dump (`--tcp-established`); a UDP server with
+//! datagrams queued; refusals by name that leave the tree working.
+//!
+//! Victims are `victim_inet` trees that check themselves after restore and
+//! report through a log file. This process is a child subreaper; tests run
+//! one at a time (restore waits for any child); every task is killed by
+//! pid and reaped.
+use engine::dump::{dump, DumpOptions};
+use engine::restore::{restore, RestoreOptions};
+use engine::sys::Pid;
+use std::io::{Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const VICTIM: &str = env!("CARGO_BIN_EXE_victim_inet");
+const ANSWER: Duration = Duration::from_secs(30);
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Byte `i` of pattern stream `k` (as the victim has it).
+fn pattern(k: u8, i: usize) -> u8 {
+    ((i * 7 + k as usize * 13 + i / 251) & 0xff) as u8
+}
+
+struct Tree {
+    log: std::path::PathBuf,
+    pids: Vec<i32>,
+}
+
+impl Tree {
+    fn start(s: &crtools_tests::Scratch, args: &[&str]) -> Tree {
+        let log = s.root.join("victim.log");
+        let log_s = log.to_str().unwrap().to_string();
+        let mut cmd = Command::new(VICTIM);
+        cmd.arg(args[0]).arg(&log_s).args(&args[1..]);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
+        let child = cmd.spawn().expect("start victim");
+        let t = Tree { log, pids: vec![child.id() as i32] };
+        std::mem::forget(child);
+        t
+    }
+
+    fn text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The first log line starting with `prefix`, waiting for it.
+    fn wait_line(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + ANSWER;
+        loop {
+            if let Some(l) = self.text().lines().find(|l| l.starts_with(prefix)) {
+                return l.to_string();
+            }
+            assert!(Instant::now() < deadline, "no {prefix:?} line; log:\n{}", self.text());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn signal_all(&self, sig: i32) {
+        for &p in &self.pids {
+            // SAFETY: signalling a task of this test's tree.
+            unsafe { libc::kill(p, sig) };
+        }
+    }
+}
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        self.signal_all(libc::SIGKILL);
+        reap_all();
+    }
+}
+
+fn field(line: &str, k: &str) -> String {
+    line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{k}="))).unwrap_or_default().to_string()
+}
+
+fn run(name: &str, body: impl FnOnce() + Send + 'static) {
+    if !crtools_tests::require_root() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    static SUBREAPER: std::sync::Once = std::sync::Once::new();
+    SUBREAPER.call_once(|| {
+        // SAFETY: prctl on this process.
+        assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }, 0);
+    });
+    crtools_tests::with_watchdog(name, 180, body, || "see the victim log".into());
+}
+
+fn reap_all() {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut st = 0;
+        // SAFETY: reaping children of this process.
+        let r = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG | libc::__WALL) };
+        if r > 0 {
+            continue;
+        }
+        if r < 0 || Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn wait_gone(pid: i32) {
+    let deadline = Instant::now() + ANSWER;
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        reap_all();
+        assert!(Instant::now() < deadline, "pid {pid} still exists");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn do_dump(pid: i32, dir: &Path, tcp_established: bool) -> Result<(), String> {
+    dump(&DumpOptions { pid: Pid(pid), dir: dir.to_path_buf(), tcp_established, ..Default::default() })
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+fn do_restore(pid: i32, dir: &Path, tcp_established: bool) -> Result<(), String> {
+    restore(&RestoreOptions {
+        pid: Pid(pid),
+        dir: dir.to_path_buf(),
+        detach: true,
+        tcp_established,
+        ..Default::default()
+    })
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+/// Asserts every thread of `pid` runs untraced and is not stopped.
+fn assert_running_untraced(pid: i32) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let f = |k: &str| s.lines().find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string())).unwrap_or_default();
+    assert_eq!(f("TracerPid:"), "0", "{pid} is still traced");
+    assert!(!f("State:").starts_with('T'), "{pid} is stopped");
+}
+
+/// Reads `n` bytes of pattern `k` from `s`.
+fn read_pattern(s: &mut TcpStream, k: u8, n: usize) {
+    let mut got = vec![0u8; n];
+    s.read_exact(&mut got).unwrap_or_else(|e| panic!("read {n} bytes of stream {k}: {e}"));
+    for (i, &b) in got.iter().enumerate() {
+        assert_eq!(b, pattern(k, i), "stream {k}: byte {i}");
+    }
+}
+
+/// Starts the TCP tree and brings it to phase 1: the test's own client is
+/// connected, has written its bytes, and every side has written its own.
+fn tcp_phase1(s: &crtools_tests::Scratch, args: &[&str]) -> (Tree, TcpStream, u16) {
+    let mut t = Tree::start(s, args);
+    let ready = t.wait_line("ready ");
+    let port: u16 = field(&ready, "port").parse().unwrap();
+    t.pids.push(field(&ready, "client").parse().unwrap());
+    // The server accepts its child's connection first.
+    t.wait_line("phase1 role=client");
+    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect to the victim");
+    c.set_read_timeout(Some(ANSWER)).unwrap();
+    let data: Vec<u8> = (0..50_000).map(|i| pattern(2, i)).collect();
+    c.write_all(&data).unwrap();
+    t.wait_line("phase1 role=server");
+    (t, c, port)
+}
+
+/// Phase 2: every side completes its writes and checks what it reads; the
+/// listener accepts a new connection.
+fn tcp_phase2(t: &Tree, mut c: TcpStream, port: u16) {
+    t.signal_all(libc::SIGUSR1);
+    read_pattern(&mut c, 3, 150_000);
+    let mut n = TcpStream::connect(("127.0.0.1", port)).expect("a new connection to the listener");
+    n.set_read_timeout(Some(ANSWER)).unwrap();
+    let mut s = String::new();
+    n.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "new\n");
+    let srv = t.wait_line("done role=server");
+    let cli = t.wait_line("done role=client");
+    assert!(srv.ends_with(" ok") && cli.ends_with(" ok"), "{srv}\n{cli}");
+}
+
+#[test]
+fn tcp_server_with_clients_inside_and_outside_keeps_every_byte() {
+    run("tcp", || {
+        let s = crtools_tests::Scratch::new("dr_inet", "tcp");
+        let (mut t, c, port) = tcp_phase1(&s, &["tcp"]);
+        let root = t.pids[0];
+        do_dump(root, &s.images(), true).unwrap_or_else(|e| panic!("dump: {e}"));
+        for &p in &t.pids {
+            wait_gone(p);
+        }
+        // What `show` makes of it.
+        let mut out = Vec::new();
+        engine::show::show(
+            &engine::show::ShowOptions { dir: Some(s.images()), file: None, contents: false, json: false },
+            &mut out,
+        )
+        .unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("ESTABLISHED") && text.contains("LISTEN"), "{text}");
+        do_restore(root, &s.images(), true).unwrap_or_else(|e| panic!("restore: {e}\nlog:\n{}", t.text()));
+        for &p in &t.pids {
+            assert_running_untraced(p);
+        }
+        tcp_phase2(&t, c, port);
+        t.pids.retain(|_| true);
+    });
+}
+
+#[test]
+fn established_connection_is_refused_without_tcp_established() {
+    run("tcp_refused", || {
+        let s = crtools_tests::Scratch::new("dr_inet", "tcp_refused");
+        let (t, c, port) = tcp_phase1(&s, &["tcp"]);
+        let err = do_dump(t.pids[0], &s.images(), false).expect_err("dump must refuse");
+        assert!(
+            err.contains("established TCP connection 127.0.0.1:") && err.contains("--tcp-established"),
+            "unclear error: {err}"
+        );
+        for &p in &t.pids {
+            assert_running_untraced(p);
+        }
+        tcp_phase2(&t, c, port);
+    });
+}
+
+#[test]
+fn failed_dump_takes_connections_out_of_repair_mode() {
+    run("tcp_cork", || {
+        let s = crtools_tests::Scratch::new("dr_inet", "tcp_cork");
+        let (t, c, port) = tcp_phase1(&s, &["tcp", "cork"]);
+        let err = do_dump(t.pids[0], &s.images(), true).expect_err("dump must refuse the corked socket");
+        assert!(err.contains("corked"), "unclear error: {err}");
+        for &p in &t.pids {
+            assert_running_untraced(p);
+        }
+        // Every byte still flows, options (SO_REUSEADDR too) are as before.
+        tcp_phase2(&t, c, port);
+    });
+}
+
+#[test]
+fn udp_server_keeps_its_queue_and_echoes() {
+    run("udp", || {
+        let s = crtools_tests::Scratch::new("dr_inet", "udp");
+        let t = Tree::start(&s, &["udp"]);
+        let ready = t.wait_line("ready ");
+        let port: u16 = field(&ready, "port").parse().unwrap();
+        let root = t.pids[0];
+        do_dump(root, &s.images(), false).unwrap_or_else(|e| panic!("dump: {e}"));
+        wait_gone(root);
+        do_restore(root, &s.images(), false).unwrap_or_else(|e| panic!("restore: {e}\nlog:\n{}", t.text()));
+        t.signal_all(libc::SIGUSR1);
+        let q = t.wait_line("queue ");
+        assert_eq!(q, "queue ok", "log:\n{}", t.text());
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        u.set_read_timeout(Some(ANSWER)).unwrap();
+        for m in ["e0", "echo one", "e2"] {
+            u.send_to(m.as_bytes(), ("127.0.0.1", port)).unwrap();
+            let mut b = [0u8; 64];
+            let (n, _) = u.recv_from(&mut b).unwrap();
+            assert_eq!(&b[..n], m.as_bytes());
+        }
+        let done = t.wait_line("done ");
+        assert!(done.ends_with(" ok"), "{done}");
+    });
+}
