@@ -143,6 +143,15 @@ fn assert_running_untraced(pid: i32) {
     assert!(!f("State:").starts_with('T'), "{pid} is stopped");
 }
 
+/// How many crtools-inetlk processes there are.
+fn keepers() -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+        .filter(|c| c.trim() == "crtools-inetlk")
+        .count()
+}
+
 /// Reads `n` bytes of pattern `k` from `s`.
 fn read_pattern(s: &mut TcpStream, k: u8, n: usize) {
     let mut got = vec![0u8; n];
@@ -169,6 +178,13 @@ fn tcp_phase1(s: &crtools_tests::Scratch, args: &[&str]) -> (Tree, TcpStream, u1
     (t, c, port)
 }
 
+/// The test's client writes the rest of its bytes (while the tree is down,
+/// in the main test: the connection must stay silent, never reset).
+fn write_rest(c: &mut TcpStream) {
+    let data: Vec<u8> = (50_000..60_000).map(|i| pattern(2, i)).collect();
+    c.write_all(&data).unwrap();
+}
+
 /// Phase 2: every side completes its writes and checks what it reads; the
 /// listener accepts a new connection.
 fn tcp_phase2(t: &Tree, mut c: TcpStream, port: u16) {
@@ -188,12 +204,18 @@ fn tcp_phase2(t: &Tree, mut c: TcpStream, port: u16) {
 fn tcp_server_with_clients_inside_and_outside_keeps_every_byte() {
     run("tcp", || {
         let s = crtools_tests::Scratch::new("dr_inet", "tcp");
-        let (mut t, c, port) = tcp_phase1(&s, &["tcp"]);
+        let (mut t, mut c, port) = tcp_phase1(&s, &["tcp"]);
         let root = t.pids[0];
         do_dump(root, &s.images(), true).unwrap_or_else(|e| panic!("dump: {e}"));
         for &p in &t.pids {
             wait_gone(p);
         }
+        // The outside peer sends while the tree is down, and waits a bit:
+        // its segments go unanswered (a reset would fail the reads below).
+        write_rest(&mut c);
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(c.take_error().unwrap().is_none(), "the connection got an error while the tree was down");
+        assert!(keepers() > 0, "no process holds the dumped connections");
         // What `show` makes of it.
         let mut out = Vec::new();
         engine::show::show(
@@ -216,8 +238,9 @@ fn tcp_server_with_clients_inside_and_outside_keeps_every_byte() {
 fn established_connection_is_refused_without_tcp_established() {
     run("tcp_refused", || {
         let s = crtools_tests::Scratch::new("dr_inet", "tcp_refused");
-        let (t, c, port) = tcp_phase1(&s, &["tcp"]);
+        let (t, mut c, port) = tcp_phase1(&s, &["tcp"]);
         let err = do_dump(t.pids[0], &s.images(), false).expect_err("dump must refuse");
+        write_rest(&mut c);
         assert!(
             err.contains("established TCP connection 127.0.0.1:") && err.contains("--tcp-established"),
             "unclear error: {err}"
@@ -233,8 +256,9 @@ fn established_connection_is_refused_without_tcp_established() {
 fn failed_dump_takes_connections_out_of_repair_mode() {
     run("tcp_cork", || {
         let s = crtools_tests::Scratch::new("dr_inet", "tcp_cork");
-        let (t, c, port) = tcp_phase1(&s, &["tcp", "cork"]);
+        let (t, mut c, port) = tcp_phase1(&s, &["tcp", "cork"]);
         let err = do_dump(t.pids[0], &s.images(), true).expect_err("dump must refuse the corked socket");
+        write_rest(&mut c);
         assert!(err.contains("corked"), "unclear error: {err}");
         for &p in &t.pids {
             assert_running_untraced(p);

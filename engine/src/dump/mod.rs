@@ -184,6 +184,10 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
             }
         }
     }
+    if !opts.leave_stopped {
+        // The tree is dead: its connections stay silent until restore.
+        crate::objects::inet_sk::hand_over(&opts.dir, &mut shared.files.images.inet_repair);
+    }
     shared.stats.frozen = frozen_at.elapsed();
     log::info!("tree of {pid}: {}", if opts.leave_stopped { "left stopped" } else { "killed" });
     let s = &shared.stats;

@@ -39,20 +39,28 @@
 //! address cannot be bound again fails the restore. UDP-Lite, raw and
 //! packet sockets are refused by `files::classify`.
 //!
-//! While the tree is down, crtools does not hold the connection: segments
-//! a peer outside the tree sends then reach no socket, and the kernel
-//! answers them with a reset. See the README ("Established TCP
-//! connections") for what to do about it.
+//! Keeping connections silent while the tree is down (the network lock of
+//! crtools' own namespace): from the moment a connection enters repair
+//! mode at dump, a classic socket filter that drops every segment is
+//! attached to it, so it neither takes data nor answers while it is read.
+//! Once the tree is dead, crtools hands the repaired sockets to a small
+//! detached process (`crtools-inetlk`, [`hand_over`]) that holds them: the
+//! connection stays in the kernel's tables, so a peer outside the tree that
+//! sends meets a silent socket (it retransmits, backing off) instead of a
+//! closed port (which would answer with a reset). `crtools restore` of the
+//! same image directory asks that process to let go ([`unlock`]): it closes
+//! them (silently: repair mode) just before they are created again.
 use super::files::{FdCtx, FileImages, Opened};
 use crate::error::{Error, Result};
 use crate::image::files::OpenFlags;
 use crate::image::inet_sk::{proto_text, state_text, Datagram, InetSkEntry, InetSkOpts, SkAddr, TcpStream};
 use crate::proc::fdinfo::{FdInfo, FdTarget};
 use crate::sys::inet::{self as inet, SOL_IP, SOL_IPV6, SOL_TCP};
-use crate::sys::socket::{self as sk, MsgFlags, SockFlags, SockType, AF_INET, AF_INET6, SOL_SOCKET};
+use crate::sys::socket::{self as sk, MsgFlags, SockFlags, SockType, UnixAddr, AF_INET, AF_INET6, AF_UNIX, SOL_SOCKET};
 use crate::sys::{sock_diag, Errno, Pid};
 use std::collections::HashMap;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 
 const TCP_ESTABLISHED: u32 = 1;
 const TCP_CLOSE: u32 = 7;
@@ -68,26 +76,182 @@ pub fn handles(proto: &str) -> bool {
     matches!(proto, "TCP" | "TCPv6" | "UDP" | "UDPv6")
 }
 
-/// A connection crtools put into repair mode at dump: its copy and whether
-/// the socket had SO_REUSEADDR (leaving repair mode clears it).
+/// A connection crtools put into repair mode at dump: its copy, whether
+/// the socket had SO_REUSEADDR (leaving repair mode clears it), and the
+/// filter it had before crtools attached one that drops every segment.
 #[derive(Debug)]
 pub struct Repaired {
     fd: OwnedFd,
     reuseaddr: bool,
+    /// Its own classic filter (empty: none); None: crtools attached none.
+    filter: Option<Vec<inet::SockFilter>>,
 }
 
+/// A classic BPF program of one instruction, `ret #0`: every segment is
+/// dropped before TCP sees it, so the connection neither takes data nor
+/// answers (no ACK, no RST): its peer sees a pause and retransmits.
+const DROP_ALL: [inet::SockFilter; 1] = [(0x06, 0, 0, 0)];
+
 /// Switches repair mode off again on every connection in `held` (the tree
-/// lives on: a failed dump, or `-s`), without a window probe.
+/// lives on: a failed dump, or `-s`), without a window probe, and gives it
+/// its own filter back.
 pub fn repair_off(held: &mut Vec<Repaired>) {
     for r in held.drain(..) {
-        let _ = inet::set_opt_int(r.fd.as_fd(), SOL_TCP, inet::TCP_REPAIR_QUEUE, inet::TCP_NO_QUEUE);
-        if let Err(e) = sk::set_tcp_repair(r.fd.as_fd(), sk::TCP_REPAIR_OFF_NO_WP) {
+        let fd = r.fd.as_fd();
+        let _ = inet::set_opt_int(fd, SOL_TCP, inet::TCP_REPAIR_QUEUE, inet::TCP_NO_QUEUE);
+        if let Err(e) = sk::set_tcp_repair(fd, sk::TCP_REPAIR_OFF_NO_WP) {
             log::warn!("switch a TCP connection out of repair mode: {e}");
         }
         if r.reuseaddr {
-            let _ = inet::set_opt_int(r.fd.as_fd(), SOL_SOCKET, inet::SO_REUSEADDR, 1);
+            let _ = inet::set_opt_int(fd, SOL_SOCKET, inet::SO_REUSEADDR, 1);
+        }
+        let back = match r.filter.as_deref() {
+            None => Ok(()),
+            Some([]) => inet::detach_filter(fd),
+            Some(own) => inet::attach_filter(fd, own),
+        };
+        if let Err(e) = back {
+            log::warn!("give a TCP connection its socket filter back: {e}");
         }
     }
+}
+
+/// The lock of the connections of one dump: an abstract unix socket named
+/// after the image directory (device and inode).
+fn lock_addr(dir: &Path) -> Option<UnixAddr> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(dir).ok()?;
+    UnixAddr::new_abstract(format!("crtools-inet-lock-{}-{}", md.dev(), md.ino()).as_bytes()).ok()
+}
+
+/// After a dump that killed the tree: the connections it holds in repair
+/// mode (each dropping every segment) are handed to a small process of
+/// their own, which keeps them until `crtools restore` of the same image
+/// directory asks it to let go ([`unlock`]). While it holds them, a peer
+/// outside the tree sees its segments go unanswered (a pause), never a
+/// reset; when it lets go, the sockets close silently (repair mode).
+/// Failing here does not fail the dump: the connections then close now.
+pub fn hand_over(dir: &Path, held: &mut Vec<Repaired>) {
+    if held.is_empty() {
+        return;
+    }
+    if let Err(e) = try_hand_over(dir, held) {
+        log::warn!(
+            "keep the dumped TCP connections silent until restore: {e}; they close now, \
+             and a peer outside the tree that sends before the restore gets a reset"
+        );
+    }
+    held.clear();
+}
+
+fn try_hand_over(dir: &Path, held: &[Repaired]) -> std::result::Result<(), String> {
+    let addr = lock_addr(dir).ok_or("no name for the lock")?;
+    let l =
+        sk::socket(AF_UNIX, SockType::SOCK_STREAM, SockFlags::SOCK_CLOEXEC, 0).map_err(|e| format!("socket: {e}"))?;
+    if let Err(Errno::EADDRINUSE) = sk::bind(l.as_fd(), &addr) {
+        // A keeper of an earlier dump into this directory: it lets go.
+        unlock(dir);
+        sk::bind(l.as_fd(), &addr).map_err(|e| format!("bind the lock: {e}"))?;
+    }
+    sk::listen(l.as_fd(), 4).map_err(|e| format!("listen: {e}"))?;
+    let null = crate::sys::fs::openat(None, "/dev/null", crate::sys::fs::OpenFlags::O_RDWR, 0)
+        .map_err(|e| format!("/dev/null: {e}"))?;
+    let mut keep: Vec<u32> = held.iter().map(|r| r.fd.as_raw_fd() as u32).collect();
+    keep.extend([l.as_raw_fd() as u32, null.as_raw_fd() as u32]);
+    keep.sort_unstable();
+    // The ranges of descriptors the keeper closes, computed here: the child
+    // of fork may not allocate.
+    let mut gaps = Vec::with_capacity(keep.len() + 1);
+    let mut next = 0u32;
+    for &k in &keep {
+        if k > next {
+            gaps.push((next, k - 1));
+        }
+        next = k + 1;
+    }
+    gaps.push((next, u32::MAX));
+    let conns: Vec<i32> = held.iter().map(|r| r.fd.as_raw_fd()).collect();
+    // SAFETY: the child only makes raw syscalls through the sys wrappers,
+    // allocates nothing and ends with exit_group (keeper never returns).
+    match unsafe { crate::sys::clone::fork() }.map_err(|e| format!("fork: {e}"))? {
+        crate::sys::clone::CloneResult::Child => keeper(l.as_fd(), null.as_fd(), &gaps, &conns),
+        crate::sys::clone::CloneResult::Parent { child, .. } => {
+            log::info!(
+                "{} TCP connection(s) held silent by process {child} until `crtools restore` of {}",
+                held.len(),
+                dir.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// The keeper: detached, stdio on /dev/null, every other descriptor but the
+/// connections and the lock closed; waits for a restore to connect, then
+/// closes the connections, says so with its pid, and exits.
+fn keeper(l: BorrowedFd<'_>, null: BorrowedFd<'_>, gaps: &[(u32, u32)], conns: &[i32]) -> ! {
+    let _ = crate::sys::misc::setsid();
+    for n in 0..3 {
+        // SAFETY: 0, 1 and 2 are owned by no Rust value in this child; the
+        // results are forgotten so they stay open.
+        if let Ok(fd) = unsafe { crate::sys::fs::dup3(null, n, crate::sys::fs::OpenFlags::empty()) } {
+            std::mem::forget(fd);
+        }
+    }
+    for &(a, b) in gaps {
+        if a > 2 {
+            // SAFETY: nothing in this child uses these descriptors again
+            // (the parent's values are never dropped here: exit_group ends it).
+            let _ = unsafe { crate::sys::fs::close_range(a, b, crate::sys::fs::CloseRangeFlags::empty()) };
+        } else if b > 2 {
+            // SAFETY: as above; 0..=2 are the /dev/null copies.
+            let _ = unsafe { crate::sys::fs::close_range(3, b, crate::sys::fs::CloseRangeFlags::empty()) };
+        }
+    }
+    let _ = crate::sys::misc::set_name(b"crtools-inetlk");
+    loop {
+        match sk::accept4(l, SockFlags::SOCK_CLOEXEC) {
+            Ok((c, _)) => {
+                for &fd in conns {
+                    // SAFETY: the connections are owned by no value used again here.
+                    let _ = unsafe {
+                        crate::sys::fs::close_range(fd as u32, fd as u32, crate::sys::fs::CloseRangeFlags::empty())
+                    };
+                }
+                let mut msg = [0u8; 5];
+                msg[0] = b'x';
+                msg[1..].copy_from_slice(&crate::sys::misc::getpid().0.to_ne_bytes());
+                let _ = sk::send(c.as_fd(), &msg, MsgFlags::empty());
+                crate::sys::misc::exit_group(0);
+            }
+            Err(Errno::EINTR) | Err(Errno::ECONNABORTED) => continue,
+            Err(_) => crate::sys::misc::exit_group(1),
+        }
+    }
+}
+
+/// Before restore: the keeper of this image directory's connections, if
+/// one runs, lets them go (silently) and exits; returns once it is gone.
+pub fn unlock(dir: &Path) {
+    let Some(addr) = lock_addr(dir) else { return };
+    let Ok(s) = sk::socket(AF_UNIX, SockType::SOCK_STREAM, SockFlags::SOCK_CLOEXEC, 0) else { return };
+    if sk::connect(s.as_fd(), &addr).is_err() {
+        return;
+    }
+    let mut msg = [0u8; 5];
+    let n = sk::recv(s.as_fd(), &mut msg, MsgFlags::MSG_WAITALL).unwrap_or(0);
+    if n != 5 || msg[0] != b'x' {
+        log::warn!("the keeper of the dumped TCP connections did not answer");
+        return;
+    }
+    let pid = Pid(i32::from_ne_bytes(msg[1..5].try_into().expect("4 bytes")));
+    // Our child when the dump ran in this process (or we are its subreaper).
+    let _ = crate::sys::wait::wait4(pid, crate::sys::wait::WALL);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while crate::proc::pid_path(pid, "stat").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    log::info!("the TCP connections held by process {pid} since the dump are released");
 }
 
 fn ends(local: Option<SkAddr>, peer: Option<SkAddr>) -> String {
@@ -180,7 +344,7 @@ pub fn dump(
                 }
                 TCP_ESTABLISHED => {
                     entry.tcp = Some(
-                        dump_stream(s, entry.opts.reuseaddr, entry.opts.peek_off, out)
+                        dump_stream(s, &entry.opts, out)
                             .map_err(|m| e(format!("established TCP connection {}: {m}", ends(local, peer))))?,
                     );
                 }
@@ -296,12 +460,8 @@ fn read_opts(s: BorrowedFd<'_>, family: u32, ty: u32, proto: u32) -> std::result
 
 /// Reads an established connection in repair mode (left on: see the module
 /// docs). `peek_off` is the task's SO_PEEK_OFF, put back after reading.
-fn dump_stream(
-    s: OwnedFd,
-    reuseaddr: bool,
-    peek_off: i32,
-    out: &mut FileImages,
-) -> std::result::Result<TcpStream, String> {
+fn dump_stream(s: OwnedFd, o: &InetSkOpts, out: &mut FileImages) -> std::result::Result<TcpStream, String> {
+    let (reuseaddr, peek_off, own_filter) = (o.reuseaddr, o.peek_off, o.filter.clone());
     let fd = s.as_fd();
     match sk::set_tcp_repair(fd, sk::TCP_REPAIR_ON) {
         Ok(()) => {}
@@ -309,7 +469,15 @@ fn dump_stream(
         Err(e) => return Err(format!("TCP_REPAIR: {e}")),
     }
     let fdc = s.try_clone().map_err(|e| format!("dup: {e}"))?;
-    out.inet_repair.push(Repaired { fd: s, reuseaddr });
+    // Nothing reaches it from now on (see DROP_ALL); a locked filter stays.
+    let filter = match inet::attach_filter(fd, &DROP_ALL) {
+        Ok(()) => Some(own_filter),
+        Err(e) => {
+            log::warn!("cannot keep the connection silent (SO_ATTACH_FILTER: {e})");
+            None
+        }
+    };
+    out.inet_repair.push(Repaired { fd: s, reuseaddr, filter });
     let fd = fdc.as_fd();
     let info = inet::tcp_info(fd).map_err(|e| format!("TCP_INFO: {e}"))?;
     if info.state as u32 != TCP_ESTABLISHED {

@@ -349,6 +349,11 @@ pub fn attach_filter(fd: BorrowedFd<'_>, prog: &[SockFilter]) -> Result<()> {
     .map(drop)
 }
 
+/// SO_DETACH_FILTER: removes the classic filter (ENOENT: there was none).
+pub fn detach_filter(fd: BorrowedFd<'_>) -> Result<()> {
+    set_opt_int(fd, super::socket::SOL_SOCKET, ln::SO_DETACH_FILTER, 0)
+}
+
 /// ioctl(fd, req, &int): SIOCINQ, SIOCOUTQ, SIOCOUTQNSD.
 pub fn queue_ioctl(fd: BorrowedFd<'_>, req: usize) -> Result<u32> {
     let mut v: i32 = 0;

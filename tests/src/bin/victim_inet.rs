@@ -25,7 +25,7 @@ static GO: AtomicBool = AtomicBool::new(false);
 /// test to the server and the server to the test.
 pub const C2S: usize = 100_000;
 pub const S2C: usize = 200_000;
-pub const T2S: usize = 50_000;
+pub const T2S: usize = 60_000;
 pub const S2T: usize = 150_000;
 /// What each side keeps for after the restore.
 const LATER: usize = 1000;
