@@ -106,7 +106,8 @@ pub struct TcpStream {
     pub inq: Vec<u8>,
     /// Bytes written and not acknowledged yet (sent or not).
     pub outq: Vec<u8>,
-    /// How many bytes at the end of `outq` were never sent.
+    /// How many bytes at the end of `outq` were not sent when the dump read
+    /// them (informative: restore sends the whole queue as sent).
     pub unsent: u32,
     /// MSS clamp.
     pub mss: u32,

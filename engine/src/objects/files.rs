@@ -224,6 +224,9 @@ pub struct FdCtx {
     /// `--tcp-established`: established TCP connections are dumped in
     /// repair mode and restored with TCP_REPAIR.
     pub tcp_established: bool,
+    /// At restore: the image directory (TCP connections held since the
+    /// dump are found by it).
+    pub images_dir: Option<std::path::PathBuf>,
     /// At restore: the first (task, fd) that holds each file object, to
     /// name it in errors.
     pub owners: HashMap<u32, (Pid, u32)>,

@@ -26,11 +26,12 @@
 //! repaired connections: each is created in repair mode (which lets it
 //! share its listener's port), bound to its local address and "connected"
 //! to its peer without a handshake, given its options, queues, window and
-//! timestamp clock. UDP queues are refilled from the datagrams' senders
+//! timestamp clock (the whole send queue counts as sent: see
+//! `repair_connection`). UDP queues are refilled from the datagrams' senders
 //! (a restored socket bound to the sender's address, or a temporary one),
 //! then UDP sockets connect. Once every task exists, repaired connections
-//! leave repair mode (a window probe makes the peer answer), the bytes that
-//! were never sent are written, and their options are set.
+//! leave repair mode (a window probe makes the peer answer) and get their
+//! options.
 //!
 //! Not handled, refused by name: connections in states other than
 //! ESTABLISHED, connections waiting in a listener's accept queue, a corked
@@ -48,8 +49,10 @@
 //! connection stays in the kernel's tables, so a peer outside the tree that
 //! sends meets a silent socket (it retransmits, backing off) instead of a
 //! closed port (which would answer with a reset). `crtools restore` of the
-//! same image directory asks that process to let go ([`unlock`]): it closes
-//! them (silently: repair mode) just before they are created again.
+//! same image directory asks that process for them ([`unlock`]): it sends
+//! them back and exits, and the restore closes them (silently: repair
+//! mode) just before it creates them again, each new one dropping every
+//! segment until it goes live.
 use super::files::{FdCtx, FileImages, Opened};
 use crate::error::{Error, Result};
 use crate::image::files::OpenFlags;
@@ -212,16 +215,30 @@ fn keeper(l: BorrowedFd<'_>, null: BorrowedFd<'_>, gaps: &[(u32, u32)], conns: &
     loop {
         match sk::accept4(l, SockFlags::SOCK_CLOEXEC) {
             Ok((c, _)) => {
+                // The connections go back to the restore, which closes each
+                // just before it creates it again: no moment without a socket.
+                let mut msg = [0u8; 5];
+                msg[0] = b'x';
+                msg[1..].copy_from_slice(&crate::sys::misc::getpid().0.to_ne_bytes());
+                let mut fds = [c.as_fd(); sk::SCM_MAX_FD];
+                for chunk in conns.chunks(sk::SCM_MAX_FD) {
+                    for (slot, &fd) in fds.iter_mut().zip(chunk) {
+                        // SAFETY: the connection stays open until exit_group.
+                        *slot = unsafe { BorrowedFd::borrow_raw(fd) };
+                    }
+                    if sk::send_fds(c.as_fd(), &msg, &fds[..chunk.len()]).is_err() {
+                        crate::sys::misc::exit_group(1);
+                    }
+                }
+                // Its own copies go before the restore sees the end of the
+                // stream (exit would close `c` first, being the lower number):
+                // then the restore's are the last ones.
                 for &fd in conns {
-                    // SAFETY: the connections are owned by no value used again here.
+                    // SAFETY: owned by no value used again in this child.
                     let _ = unsafe {
                         crate::sys::fs::close_range(fd as u32, fd as u32, crate::sys::fs::CloseRangeFlags::empty())
                     };
                 }
-                let mut msg = [0u8; 5];
-                msg[0] = b'x';
-                msg[1..].copy_from_slice(&crate::sys::misc::getpid().0.to_ne_bytes());
-                let _ = sk::send(c.as_fd(), &msg, MsgFlags::empty());
                 crate::sys::misc::exit_group(0);
             }
             Err(Errno::EINTR) | Err(Errno::ECONNABORTED) => continue,
@@ -230,28 +247,38 @@ fn keeper(l: BorrowedFd<'_>, null: BorrowedFd<'_>, gaps: &[(u32, u32)], conns: &
     }
 }
 
-/// Before restore: the keeper of this image directory's connections, if
-/// one runs, lets them go (silently) and exits; returns once it is gone.
-pub fn unlock(dir: &Path) {
-    let Some(addr) = lock_addr(dir) else { return };
-    let Ok(s) = sk::socket(AF_UNIX, SockType::SOCK_STREAM, SockFlags::SOCK_CLOEXEC, 0) else { return };
+/// At restore: the keeper of this image directory's connections, if one
+/// runs, gives them back (still in repair mode, dropping every segment)
+/// and exits; the caller closes each just before creating it again.
+pub fn unlock(dir: &Path) -> Vec<OwnedFd> {
+    let mut held = Vec::new();
+    let Some(addr) = lock_addr(dir) else { return held };
+    let Ok(s) = sk::socket(AF_UNIX, SockType::SOCK_STREAM, SockFlags::SOCK_CLOEXEC, 0) else { return held };
     if sk::connect(s.as_fd(), &addr).is_err() {
-        return;
+        return held;
     }
-    let mut msg = [0u8; 5];
-    let n = sk::recv(s.as_fd(), &mut msg, MsgFlags::MSG_WAITALL).unwrap_or(0);
-    if n != 5 || msg[0] != b'x' {
-        log::warn!("the keeper of the dumped TCP connections did not answer");
-        return;
+    let mut pid = None;
+    loop {
+        let mut msg = [0u8; 5];
+        match sk::recv_fds(s.as_fd(), &mut msg, sk::SCM_MAX_FD) {
+            Ok((5, fds)) if msg[0] == b'x' => {
+                pid = Some(Pid(i32::from_ne_bytes(msg[1..5].try_into().expect("4 bytes"))));
+                held.extend(fds);
+            }
+            Ok((0, _)) => break,
+            Ok(_) | Err(_) => {
+                log::warn!("the keeper of the dumped TCP connections answered badly");
+                break;
+            }
+        }
     }
-    let pid = Pid(i32::from_ne_bytes(msg[1..5].try_into().expect("4 bytes")));
-    // Our child when the dump ran in this process (or we are its subreaper).
-    let _ = crate::sys::wait::wait4(pid, crate::sys::wait::WALL);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while crate::proc::pid_path(pid, "stat").exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(2));
+    if let Some(pid) = pid {
+        // Our child when the dump ran in this process (or we are its
+        // subreaper): reaped here, so nothing else sees it end.
+        let _ = crate::sys::wait::wait4(pid, crate::sys::wait::WALL);
+        log::info!("{} TCP connection(s) held by process {pid} since the dump are back", held.len());
     }
-    log::info!("the TCP connections held by process {pid} since the dump are released");
+    held
 }
 
 fn ends(local: Option<SkAddr>, peer: Option<SkAddr>) -> String {
@@ -588,7 +615,7 @@ fn has_datagram(s: BorrowedFd<'_>) -> bool {
 
 /// Creates every TCP and UDP socket of the images in the engine.
 pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
-    let socks: Vec<InetSkEntry> = images.inet.iter().filter(|u| !out.has(u.id)).cloned().collect();
+    let mut socks: Vec<InetSkEntry> = images.inet.iter().filter(|u| !out.has(u.id)).cloned().collect();
     if socks.is_empty() {
         return Ok(());
     }
@@ -608,6 +635,10 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
             return Err(err(u, "an established connection: restore with --tcp-established".into()));
         }
     }
+    // The dump's connections, held silent since, come back: closed
+    // (silently) right before they are created again.
+    let held = cx.images_dir.as_deref().map(unlock).unwrap_or_default();
+    continue_clocks(&held, &mut socks);
     // Listeners first: a repaired connection on the same port must not
     // keep a listener without SO_REUSEADDR from binding.
     let rank = |u: &InetSkEntry| match (u.state, u.tcp.is_some()) {
@@ -617,6 +648,7 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     };
     let mut order: Vec<&InetSkEntry> = socks.iter().collect();
     order.sort_by_key(|u| rank(u));
+    drop(held);
     let mut made: HashMap<u32, OwnedFd> = HashMap::new();
     for u in order {
         let fd = sk::socket(u.family, SockType(u.ty), SockFlags::SOCK_CLOEXEC, u.proto)
@@ -664,6 +696,28 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     Ok(())
 }
 
+/// A held connection's timestamp clock kept running (and it may have
+/// retransmitted while held): the restored one continues from where the
+/// held one is, or its peer would drop its segments as old (PAWS).
+fn continue_clocks(held: &[OwnedFd], socks: &mut [InetSkEntry]) {
+    for fd in held {
+        let fd = fd.as_fd();
+        let (Ok(l), Ok(p), Ok(ts)) =
+            (inet::local_addr(fd), inet::peer_addr(fd), inet::get_opt_int(fd, SOL_TCP, inet::TCP_TIMESTAMP))
+        else {
+            continue;
+        };
+        let (l, p) = (SkAddr::from_sys(l), SkAddr::from_sys(p));
+        for u in socks.iter_mut().filter(|u| u.local == Some(l) && u.peer == Some(p)) {
+            if let Some(t) = u.tcp.as_mut() {
+                if (ts as u32).wrapping_sub(t.tsval) as i32 > 0 {
+                    t.tsval = ts as u32;
+                }
+            }
+        }
+    }
+}
+
 /// Options that must be in place before bind.
 fn pre_bind(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), String> {
     let o = &u.opts;
@@ -706,6 +760,8 @@ fn pre_bind(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), Stri
 /// connection with its queues.
 fn create(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), String> {
     if let Some(t) = &u.tcp {
+        // Silent until it goes live (see DROP_ALL).
+        inet::attach_filter(fd, &DROP_ALL).map_err(|e| format!("SO_ATTACH_FILTER: {e}"))?;
         pre_bind(fd, u)?;
         // After SO_REUSEADDR: repair mode's forced reuse (sharing the
         // listener's port) is what SO_REUSEADDR would overwrite.
@@ -734,8 +790,14 @@ fn repair_connection(fd: BorrowedFd<'_>, u: &InetSkEntry, t: &TcpStream) -> std:
     set(inet::TCP_REPAIR_QUEUE, inet::TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE")?;
     set(inet::TCP_QUEUE_SEQ, t.snd_seq.wrapping_sub(t.outq.len() as u32) as i32, "TCP_QUEUE_SEQ (send)")?;
     inet::bind(fd, &local.to_sys()).map_err(|e| format!("bind to {local}: {e}"))?;
+    // The MSS the connection computes at connect comes from this clamp (the
+    // repair option below comes too late for it: segments would stay at
+    // the 536-byte default). TCP_MAXSEG takes at most 32767; it is cleared
+    // again once connected.
+    set(inet::TCP_MAXSEG, t.mss.clamp(88, 32767) as i32, "TCP_MAXSEG")?;
     // In repair mode connect sends nothing: the socket is ESTABLISHED at once.
     inet::connect(fd, &peer.to_sys()).map_err(|e| format!("connect to {peer} in repair mode: {e}"))?;
+    set(inet::TCP_MAXSEG, 0, "TCP_MAXSEG")?;
     let mut opts = vec![(inet::TCPOPT_MSS, t.mss)];
     if let Some((snd, rcv)) = t.wscale {
         opts.push((inet::TCPOPT_WINDOW, snd as u32 | (rcv as u32) << 16));
@@ -749,9 +811,14 @@ fn repair_connection(fd: BorrowedFd<'_>, u: &InetSkEntry, t: &TcpStream) -> std:
     inet::set_repair_options(fd, &opts).map_err(|e| format!("TCP_REPAIR_OPTIONS: {e}"))?;
     set(inet::TCP_REPAIR_QUEUE, inet::TCP_RECV_QUEUE, "TCP_REPAIR_QUEUE")?;
     write_queue(fd, &t.inq).map_err(|e| format!("refill its receive queue: {e}"))?;
-    let sent = t.outq.len() - t.unsent as usize;
+    // The whole send queue goes back as sent (to be retransmitted as the
+    // peer's window allows), not only what was sent at the moment the
+    // dump read it: the kernel may transmit more of it afterwards (pacing,
+    // small-queue tasklets run in repair mode too), and a restored socket
+    // that had not sent bytes its peer acknowledges drops every segment of
+    // the peer ("ACK of unsent data"), a deadlock.
     set(inet::TCP_REPAIR_QUEUE, inet::TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE")?;
-    write_queue(fd, &t.outq[..sent]).map_err(|e| format!("refill its send queue: {e}"))?;
+    write_queue(fd, &t.outq).map_err(|e| format!("refill its send queue: {e}"))?;
     set(inet::TCP_REPAIR_QUEUE, inet::TCP_NO_QUEUE, "TCP_REPAIR_QUEUE")?;
     if let Some(w) = t.window {
         let w = inet::TcpRepairWindow { snd_wl1: w[0], snd_wnd: w[1], max_window: w[2], rcv_wnd: w[3], rcv_wup: w[4] };
@@ -775,29 +842,14 @@ fn write_queue(fd: BorrowedFd<'_>, mut data: &[u8]) -> crate::sys::Result<()> {
     Ok(())
 }
 
-/// Leaves repair mode, writes the bytes that were never sent, sets options.
+/// Leaves repair mode (a window probe makes the peer answer), sets options.
 fn go_live(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), String> {
-    let t = u.tcp.as_ref().expect("a repaired connection");
-    sk::set_tcp_repair(fd, sk::TCP_REPAIR_OFF).map_err(|e| format!("leave repair mode: {e}"))?;
-    let unsent = &t.outq[t.outq.len() - t.unsent as usize..];
-    if !unsent.is_empty() {
-        // The description may be non-blocking already; the send buffer
-        // held these bytes before, so it holds them again.
-        let mut data = unsent;
-        for _ in 0..100_000 {
-            if data.is_empty() {
-                break;
-            }
-            match sk::send(fd, data, MsgFlags::empty()) {
-                Ok(n) => data = &data[n..],
-                Err(Errno::EAGAIN) => std::thread::sleep(std::time::Duration::from_millis(1)),
-                Err(e) => return Err(format!("write the {} bytes never sent: {e}", unsent.len())),
-            }
-        }
-        if !data.is_empty() {
-            return Err(format!("{} bytes never sent do not fit its send buffer", data.len()));
-        }
+    // Segments reach it again (its own filter, if it had one, is set below).
+    match inet::detach_filter(fd) {
+        Ok(()) | Err(Errno::ENOENT) => {}
+        Err(e) => return Err(format!("SO_DETACH_FILTER: {e}")),
     }
+    sk::set_tcp_repair(fd, sk::TCP_REPAIR_OFF).map_err(|e| format!("leave repair mode: {e}"))?;
     set_opts(fd, u)?;
     shutdown(fd, u)
 }
@@ -908,7 +960,7 @@ fn refill(
         let sender = match sender {
             Some(s) => s,
             None => {
-                if !temps.contains_key(&from) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = temps.entry(from) {
                     let t = sk::socket(from.family, SockType::SOCK_DGRAM, SockFlags::SOCK_CLOEXEC, 0)
                         .map_err(|e| format!("socket: {e}"))?;
                     if from.family == AF_INET6 {
@@ -920,7 +972,7 @@ fn refill(
                              its sender must not hold it at restore"
                         )
                     })?;
-                    temps.insert(from, t);
+                    slot.insert(t);
                 }
                 temps[&from].as_fd()
             }

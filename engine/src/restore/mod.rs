@@ -338,6 +338,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         shell_job: opts.shell_job,
         ext_unix_sk: opts.ext_unix_sk,
         tcp_established: opts.tcp_established,
+        images_dir: Some(opts.dir.clone()),
         inherit_fds: opts.inherit_fds.clone(),
         tree_tids: tree.iter().flat_map(|t| t.threads.iter().copied()).collect(),
         ..Default::default()
@@ -393,10 +394,6 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     let (cow_copies, cow) = create_cow_copies(&dir, &tasks)?;
     // Every open file description, once, for the tree to inherit above
     // every descriptor number a task uses (and its pages descriptor).
-    if !file_images.inet.is_empty() {
-        // The dump's TCP connections, held silent since, let go of their ports.
-        crate::objects::inet_sk::unlock(&opts.dir);
-    }
     let mut opened = files::open_all(&fd_cx, &file_images)?;
     let tables: Vec<(Pid, &[FdinfoEntry])> =
         tasks.iter().map(|t| (Pid(t.pstree.pid as i32), t.fds.as_slice())).collect();

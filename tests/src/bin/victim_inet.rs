@@ -196,7 +196,7 @@ impl Flow {
     }
 }
 
-/// Runs writers and readers until all are complete (or 30 s pass).
+/// Runs writers and readers until all are complete (or 90 s pass).
 fn exchange(w: &mut [Flow], r: &mut [Flow]) -> Result<(), String> {
     let start = std::time::Instant::now();
     loop {
@@ -210,7 +210,7 @@ fn exchange(w: &mut [Flow], r: &mut [Flow]) -> Result<(), String> {
         if all {
             return Ok(());
         }
-        if start.elapsed().as_secs() > 30 {
+        if start.elapsed().as_secs() > 90 {
             let st: Vec<String> = w.iter().chain(r.iter()).map(|f| format!("{}:{}/{}", f.k, f.done, f.total)).collect();
             return Err(format!("timed out: {st:?}"));
         }
@@ -297,7 +297,7 @@ fn tcp(logp: &str, cork: bool) {
         // The listener still accepts.
         let mut p = libc::pollfd { fd: l, events: libc::POLLIN, revents: 0 };
         // SAFETY: one pollfd.
-        if unsafe { libc::poll(&mut p, 1, 30_000) } != 1 {
+        if unsafe { libc::poll(&mut p, 1, 90_000) } != 1 {
             res = Err("no new connection on the listener".into());
         } else {
             // SAFETY: accept with no address wanted.

@@ -1,0 +1,183 @@
+//! Real network programs through the `crtools` binary: Python's
+//! http.server (a listening socket) answers before and after dump and
+//! restore; a socat echo server keeps an established connection with
+//! `--tcp-established`, and is refused without it.
+mod common;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CRTOOLS: &str = env!("CARGO_BIN_EXE_crtools");
+
+fn crtools(args: &[&str]) -> std::process::Output {
+    Command::new(CRTOOLS).args(args).stdin(Stdio::null()).output().expect("run crtools")
+}
+
+fn tmpdir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("crtools-cli-inet-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let r = unsafe { libc::geteuid() } == 0;
+    if !r {
+        eprintln!("skipped: needs root");
+    }
+    r
+}
+
+fn subreaper() {
+    // SAFETY: prctl with integer arguments; restored tasks re-parent to us.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+}
+
+fn kill_reap(pid: i32) {
+    // SAFETY: signalling and reaping a process this test started or restored.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+}
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts `cmd` detached (own session, stdio on /dev/null).
+fn start(cmd: &mut Command) -> Child {
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    common::detached(cmd);
+    cmd.spawn().expect("start the program")
+}
+
+fn connect(port: u16) -> TcpStream {
+    let t = Instant::now();
+    loop {
+        if let Ok(c) = TcpStream::connect(("127.0.0.1", port)) {
+            c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            return c;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    let mut c = connect(port);
+    write!(c, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut s = String::new();
+    c.read_to_string(&mut s).unwrap();
+    s
+}
+
+fn wait_gone(pid: i32) {
+    let t = Instant::now();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(t.elapsed() < Duration::from_secs(20), "{pid} still exists");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn ok(out: &std::process::Output, what: &str) {
+    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn python_http_server_answers_after_restore() {
+    if !root() || Command::new("python3").arg("-c").arg("pass").status().map(|s| !s.success()).unwrap_or(true) {
+        eprintln!("skipped: no python3");
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("http");
+    let www = dir.with_extension("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("hello.txt"), "hello from before the dump\n").unwrap();
+    let port = free_port();
+    let mut py = start(
+        Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1"])
+            .arg(port.to_string())
+            .arg("--directory")
+            .arg(&www),
+    );
+    let pid = py.id() as i32;
+    let before = http_get(port, "/hello.txt");
+    assert!(before.starts_with("HTTP/1.0 200") && before.contains("hello from before"), "{before}");
+    // Let the request's thread end.
+    std::thread::sleep(Duration::from_millis(300));
+    let out = crtools(&["dump", "-D", dir.to_str().unwrap(), "-t", &pid.to_string()]);
+    if !out.status.success() {
+        kill_reap(pid);
+        panic!("dump: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let _ = py.wait();
+    wait_gone(pid);
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "the server's port is still open after the dump");
+    std::fs::write(www.join("hello.txt"), "hello from after the restore\n").unwrap();
+    let out = crtools(&["restore", "-d", "-D", dir.to_str().unwrap(), "-t", &pid.to_string()]);
+    ok(&out, "restore");
+    let after = http_get(port, "/hello.txt");
+    let again = http_get(port, "/missing");
+    kill_reap(pid);
+    assert!(after.starts_with("HTTP/1.0 200") && after.contains("hello from after"), "{after}");
+    assert!(again.starts_with("HTTP/1.0 404"), "{again}");
+    let shown = crtools(&["show", "-D", dir.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("LISTEN") && text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&www);
+}
+
+#[test]
+fn socat_echo_keeps_its_connection_with_tcp_established() {
+    if !root() || Command::new("socat").arg("-V").output().map(|o| !o.status.success()).unwrap_or(true) {
+        eprintln!("skipped: no socat");
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("socat");
+    let port = free_port();
+    let mut socat = start(Command::new("socat").arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr")).arg("PIPE"));
+    let pid = socat.id() as i32;
+    let mut c = connect(port);
+    c.write_all(b"one\n").unwrap();
+    let mut b = [0u8; 4];
+    c.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"one\n");
+    // Without the option: refused by name, socat keeps running.
+    let out = crtools(&["dump", "-D", dir.to_str().unwrap(), "-t", &pid.to_string()]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("established TCP connection 127.0.0.1:") && err.contains("--tcp-established"), "{err}");
+    c.write_all(b"two\n").unwrap();
+    c.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"two\n");
+    // Bytes in flight at dump: sent, not echoed yet (socat is frozen).
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = crtools(&["dump", "--tcp-established", "-D", dir.to_str().unwrap(), "-t", &pid.to_string()]);
+    if !out.status.success() {
+        kill_reap(pid);
+        panic!("dump: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let _ = socat.wait();
+    wait_gone(pid);
+    c.write_all(b"thr\n").unwrap();
+    let out = crtools(&["restore", "--tcp-established", "-d", "-D", dir.to_str().unwrap(), "-t", &pid.to_string()]);
+    if !out.status.success() {
+        kill_reap(pid);
+        panic!("restore: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let r = c.read_exact(&mut b).map(|_| b);
+    c.write_all(b"fou\n").unwrap();
+    let mut b2 = [0u8; 4];
+    let r2 = c.read_exact(&mut b2).map(|_| b2);
+    kill_reap(pid);
+    assert_eq!(&r.unwrap(), b"thr\n");
+    assert_eq!(&r2.unwrap(), b"fou\n");
+    let _ = std::fs::remove_dir_all(&dir);
+}
