@@ -11,6 +11,7 @@
 //! - [`unix_sk`]: unix sockets, their connections, backlogs and queues;
 //! - [`eventfd`], [`epoll`], [`signalfd`], [`timerfd`], [`inotify`],
 //!   [`fanotify`], [`memfd`], [`pidfd`]: event and special descriptors;
+//! - [`inet_sk`]: TCP and UDP sockets, established connections with TCP_REPAIR;
 //! - [`file_lock`]: file locks and leases (refused);
 //! - [`ns`]: namespaces (refused unless crtools' own);
 //! - [`clone_share`]: address spaces, descriptor tables, fs info and signal
