@@ -306,3 +306,31 @@ fn udp_server_keeps_its_queue_and_echoes() {
         assert!(done.ends_with(" ok"), "{done}");
     });
 }
+
+#[test]
+fn ipv6_listeners_and_v4_mapped_connections_survive() {
+    run("v6", || {
+        let s = crtools_tests::Scratch::new("dr_inet", "v6");
+        let t = Tree::start(&s, &["v6"]);
+        let ready = t.wait_line("ready ");
+        let only: u16 = field(&ready, "only").parse().unwrap();
+        let any: u16 = field(&ready, "any").parse().unwrap();
+        let root = t.pids[0];
+        do_dump(root, &s.images(), false).unwrap_or_else(|e| panic!("dump: {e}"));
+        wait_gone(root);
+        do_restore(root, &s.images(), false).unwrap_or_else(|e| panic!("restore: {e}\nlog:\n{}", t.text()));
+        // The v6-only listener is not reachable over IPv4; the other one is.
+        assert!(TcpStream::connect(("127.0.0.1", only)).is_err(), "IPV6_V6ONLY lost");
+        let mut a = TcpStream::connect(("::1", only)).expect("connect to [::1]");
+        let mut b = TcpStream::connect(("127.0.0.1", any)).expect("a v4-mapped connection");
+        t.signal_all(libc::SIGUSR1);
+        for c in [&mut a, &mut b] {
+            c.set_read_timeout(Some(ANSWER)).unwrap();
+            let mut got = String::new();
+            c.read_to_string(&mut got).unwrap();
+            assert_eq!(got, "ok\n");
+        }
+        let done = t.wait_line("done ");
+        assert!(done.ends_with(" ok"), "{done}");
+    });
+}

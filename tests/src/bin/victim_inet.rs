@@ -12,6 +12,10 @@
 //! what they were. `cork`: the server also holds a corked UDP socket (the
 //! dump refuses it, after the connections went into repair mode).
 //!
+//! `victim_inet v6 LOG`: IPv6 listeners (one IPV6_V6ONLY on ::1, one on ::
+//! taking v4-mapped connections) and a UDP socket with a datagram queued;
+//! on SIGUSR1 it reads the datagram and answers one connection on each.
+//!
 //! `victim_inet udp LOG`: a UDP server with datagrams queued from two
 //! sockets of its own (one bound, one connected); on SIGUSR1 it reads them
 //! back (contents and senders), then echoes three datagrams.
@@ -450,6 +454,103 @@ fn udp(logp: &str) {
     }
 }
 
+fn sin6(addr: [u8; 16], port: u16) -> libc::sockaddr_in6 {
+    libc::sockaddr_in6 {
+        sin6_family: libc::AF_INET6 as u16,
+        sin6_port: port.to_be(),
+        sin6_flowinfo: 0,
+        sin6_addr: libc::in6_addr { s6_addr: addr },
+        sin6_scope_id: 0,
+    }
+}
+
+fn port6(fd: i32) -> u16 {
+    // SAFETY: sockaddr_in6 is plain data.
+    let mut a: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    let mut l = std::mem::size_of::<libc::sockaddr_in6>() as u32;
+    // SAFETY: at most l bytes are written into a.
+    check(unsafe { libc::getsockname(fd, &mut a as *mut _ as *mut _, &mut l) } as i64, "getsockname");
+    u16::from_be(a.sin6_port)
+}
+
+/// IPv6: a listener on ::1 with IPV6_V6ONLY, one on :: taking v4-mapped
+/// connections, a UDP socket on ::1 with a datagram queued from another.
+fn v6(logp: &str) {
+    let mut lo = [0u8; 16];
+    lo[15] = 1;
+    let sock = |ty: i32| {
+        // SAFETY: plain socket call.
+        check(unsafe { libc::socket(libc::AF_INET6, ty, 0) } as i64, "socket") as i32
+    };
+    let bind6 = |fd: i32, a: [u8; 16]| {
+        let sa = sin6(a, 0);
+        // SAFETY: sa is a valid sockaddr_in6.
+        check(unsafe { libc::bind(fd, &sa as *const _ as *const _, 28) } as i64, "bind");
+    };
+    let only = sock(libc::SOCK_STREAM);
+    setopt(only, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1);
+    bind6(only, lo);
+    let any = sock(libc::SOCK_STREAM);
+    setopt(any, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0);
+    setopt(any, libc::IPPROTO_IPV6, libc::IPV6_TCLASS, 0x20);
+    bind6(any, [0; 16]);
+    for l in [only, any] {
+        // SAFETY: plain call.
+        check(unsafe { libc::listen(l, 3) } as i64, "listen");
+    }
+    let (u, k) = (sock(libc::SOCK_DGRAM), sock(libc::SOCK_DGRAM));
+    bind6(u, lo);
+    bind6(k, lo);
+    let to = sin6(lo, port6(u));
+    // SAFETY: 3 bytes and the address are read.
+    check(
+        unsafe { libc::sendto(k, b"six".as_ptr() as *const _, 3, 0, &to as *const _ as *const _, 28) } as i64,
+        "sendto",
+    );
+    let opts = |_: ()| {
+        format!(
+            "v6only={}/{} tclass={}",
+            getopt(only, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
+            getopt(any, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
+            getopt(any, libc::IPPROTO_IPV6, libc::IPV6_TCLASS)
+        )
+    };
+    let before = opts(());
+    log(logp, &format!("ready only={} any={} server={}", port6(only), port6(any), std::process::id()));
+    wait_go();
+    let mut res = Ok(());
+    let mut buf = [0u8; 16];
+    // SAFETY: sockaddr_in6 is plain data.
+    let mut from: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    let mut fl = 28u32;
+    // SAFETY: at most 16 bytes into buf and fl bytes into from.
+    let n = unsafe {
+        libc::recvfrom(u, buf.as_mut_ptr() as *mut _, 16, libc::MSG_DONTWAIT, &mut from as *mut _ as *mut _, &mut fl)
+    };
+    if n != 3 || &buf[..3] != b"six" || u16::from_be(from.sin6_port) != port6(k) {
+        res = Err(format!("queued datagram: {n} bytes from port {}", u16::from_be(from.sin6_port)));
+    }
+    for l in [only, any] {
+        // SAFETY: accept with no address wanted.
+        let c = unsafe { libc::accept(l, std::ptr::null_mut(), std::ptr::null_mut()) };
+        // SAFETY: 3 bytes are read.
+        unsafe { libc::send(c, b"ok\n".as_ptr() as *const _, 3, libc::MSG_NOSIGNAL) };
+        // SAFETY: our descriptor.
+        unsafe { libc::close(c) };
+    }
+    let after = opts(());
+    if res.is_ok() && before != after {
+        res = Err(format!("options changed: {before} -> {after}"));
+    }
+    match res {
+        Ok(()) => log(logp, "done role=server ok"),
+        Err(e) => log(logp, &format!("done role=server FAIL {e}")),
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     crtools_tests::detach_from_harness();
@@ -460,6 +561,7 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("tcp") => tcp(&logp, args.get(3).map(String::as_str) == Some("cork")),
         Some("udp") => udp(&logp),
-        _ => panic!("usage: victim_inet tcp|udp LOG [cork]"),
+        Some("v6") => v6(&logp),
+        _ => panic!("usage: victim_inet tcp|udp|v6 LOG [cork]"),
     }
 }

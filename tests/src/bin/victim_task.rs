@@ -1253,13 +1253,13 @@ struct Pipe {
 }
 
 impl Pipe {
-    /// Two UDP sockets on the loopback connected to each other (a kind of
-    /// socket crtools does not dump yet).
+    /// Two UDP-Lite sockets on the loopback connected to each other (a kind
+    /// of socket crtools does not dump: plain UDP is dumped now).
     fn udp_pair() -> Pipe {
         // SAFETY: plain socket calls on local sockaddr_in values.
         unsafe {
-            let a = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
-            let b = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+            let a = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_UDPLITE);
+            let b = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_UDPLITE);
             assert!(a >= 0 && b >= 0);
             let mut sa: libc::sockaddr_in = std::mem::zeroed();
             sa.sin_family = libc::AF_INET as u16;
