@@ -769,6 +769,12 @@ fn create(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), String
         return repair_connection(fd, u, t);
     }
     pre_bind(fd, u)?;
+    if u.proto == inet::IPPROTO_TCP && !u.opts.reuseaddr {
+        // Connections the dead tree closed may linger in TIME-WAIT on this
+        // port; they would keep it from binding. Its own value is set
+        // again below (set_opts): only the bind sees this one.
+        inet::set_opt_int(fd, SOL_SOCKET, inet::SO_REUSEADDR, 1).map_err(|e| format!("SO_REUSEADDR: {e}"))?;
+    }
     if let Some(a) = u.local {
         inet::bind(fd, &a.to_sys()).map_err(|e| format!("bind to {a}: {e}"))?;
     }
