@@ -303,18 +303,21 @@ pub fn dump(
         return Err(Error::task(pid, format!("fd {fd}: not a socket")));
     };
     let ino = ino as u32;
-    let pidfd = crate::sys::pidfd::pidfd_open(pid, crate::sys::pidfd::PidfdFlags::empty())
-        .map_err(|err| Error::task(pid, format!("fd {fd}: socket:[{ino}]: pidfd_open: {err}")))?;
-    let s = crate::sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd)
-        .map_err(|err| Error::task(pid, format!("fd {fd}: socket:[{ino}]: pidfd_getfd: {err}")))?;
+    let s = super::files::take_fd(pid, fd)?;
     let family = sk::get_so_domain(s.as_fd()).unwrap_or(0);
     let proto = sk::get_so_protocol(s.as_fd()).unwrap_or(0);
     let ty = sk::get_so_type(s.as_fd()).map(|t| t.0).unwrap_or(0);
     let what = format!("fd {fd}: {} socket:[{ino}]", proto_text(family, proto));
     let e = |msg: String| Error::task(pid, format!("{what}: {msg}"));
+    // What this version does not checkpoint exactly: a refusal (nothing
+    // changed), not a failure.
+    let r = |msg: String| Error::refuse(pid, format!("{what}: {msg}"));
     let flags = OpenFlags::from_bits_retain(info.flags) - OpenFlags::O_CLOEXEC;
     if flags.contains(OpenFlags::O_ASYNC) {
-        return Err(e("is in O_ASYNC mode (its signal owner is not restored yet)".into()));
+        return Err(r("is in O_ASYNC mode (its signal owner is not restored yet)".into()));
+    }
+    if let Err(Errno::EACCES) = inet::get_filter(s.as_fd()) {
+        return Err(r("has an eBPF socket filter: it cannot be read back".into()));
     }
     if out.inet_diag.is_none() {
         // Once, with the whole tree frozen.
@@ -353,7 +356,7 @@ pub fn dump(
                 TCP_LISTEN => {
                     let d = diag.ok_or_else(|| e("listening, but inet_diag does not list it".into()))?;
                     if d.rqueue > 0 {
-                        return Err(e(format!(
+                        return Err(r(format!(
                             "listening on {}: {} connection(s) wait in its accept queue, not accepted yet: \
                              restoring them is not supported yet",
                             ends(local, None),
@@ -364,7 +367,7 @@ pub fn dump(
                 }
                 TCP_CLOSE => {}
                 TCP_ESTABLISHED if !cx.tcp_established => {
-                    return Err(e(format!(
+                    return Err(r(format!(
                         "established TCP connection {}: dump with --tcp-established to checkpoint it",
                         ends(local, peer)
                     )));
@@ -376,7 +379,7 @@ pub fn dump(
                     );
                 }
                 st => {
-                    return Err(e(format!(
+                    return Err(r(format!(
                         "TCP connection {} in state {}: only ESTABLISHED connections are supported yet",
                         ends(local, peer),
                         state_text(st)
@@ -389,18 +392,19 @@ pub fn dump(
                 entry.state = TCP_ESTABLISHED;
             }
             if inet::get_opt_int(s.as_fd(), inet::SOL_UDP, inet::UDP_CORK).unwrap_or(0) != 0 {
-                return Err(e(format!("UDP socket {} is corked (UDP_CORK): not supported", ends(local, peer))));
+                return Err(r(format!("UDP socket {} is corked (UDP_CORK): not supported", ends(local, peer))));
             }
             let pending = inet::queue_ioctl(s.as_fd(), inet::SIOCOUTQ).unwrap_or(0);
             if pending > 0 {
-                return Err(e(format!(
+                return Err(r(format!(
                     "UDP socket {} holds {pending} bytes back (MSG_MORE or UDP_CORK): not supported",
                     ends(local, peer)
                 )));
             }
-            entry.queue = peek_datagrams(s.as_fd(), family).map_err(e)?;
+            entry.queue =
+                peek_datagrams(s.as_fd(), family).map_err(|m| if m.contains("not supported") { r(m) } else { e(m) })?;
         }
-        other => return Err(e(format!("protocol {other}: not supported yet"))),
+        other => return Err(r(format!("protocol {other}: not supported yet"))),
     }
     log::debug!(
         task = pid.0;
@@ -632,7 +636,10 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     let err = |u: &InetSkEntry, msg: String| Error::new(format!("{}: {msg}", name(u)));
     if let Some(u) = socks.iter().find(|u| u.tcp.is_some()) {
         if !cx.tcp_established {
-            return Err(err(u, "an established connection: restore with --tcp-established".into()));
+            return Err(Error::refuse_global(format!(
+                "{}: an established connection: restore with --tcp-established",
+                name(u)
+            )));
         }
     }
     // The dump's connections, held silent since, come back: closed
