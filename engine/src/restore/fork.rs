@@ -91,7 +91,7 @@ unsafe fn fork_exact(pid: Pid, exit_signal: i32) -> std::result::Result<CloneRes
     crate::sys::fs::pwrite(file, &buf[n..], 0)?;
     // SAFETY: forwarded to the caller's contract.
     match unsafe { crate::sys::clone::fork() }? {
-        CloneResult::Child if crate::sys::misc::getpid() != pid => crate::sys::misc::exit_group(EXIT_FORK),
+        CloneResult::Child if crate::sys::misc::getpid() != pid => crate::sys::misc::exit_group(EXIT_WRONG_PID),
         CloneResult::Parent { child, .. } if child != pid => {
             // Someone else took the pid first: the wrong child exits by itself.
             let _ = wait::wait4(child, wait::WALL);
@@ -150,6 +150,10 @@ const EXIT_MAP: i32 = 102;
 const EXIT_DUP: i32 = 103;
 const EXIT_SESSION: i32 = 104;
 const EXIT_FORK: i32 = 105;
+/// A child that got another pid than asked through ns_last_pid (some other
+/// process forked in between), giving it up: it may be a pid the tree
+/// expects for another task, which is created once this one is reaped.
+pub(super) const EXIT_WRONG_PID: i32 = 107;
 const EXIT_TTY: i32 = 106;
 
 pub(super) fn exit_reason(code: i32) -> &'static str {
@@ -159,6 +163,7 @@ pub(super) fn exit_reason(code: i32) -> &'static str {
         EXIT_DUP => "could not place the pages image descriptor",
         EXIT_SESSION => "could not set up its session or process group",
         EXIT_FORK => "could not create a child with its pid",
+        EXIT_WRONG_PID => "got another pid than asked and gave it up",
         EXIT_TTY => "could not get its controlling terminal or foreground group back",
         _ => "exited",
     }

@@ -827,6 +827,15 @@ fn run_tree(
                     std::mem::forget(t);
                 }
             }
+            WaitStatus::Exited(code) if code == fork::EXIT_WRONG_PID && fork::used_fallback() => {
+                // Not the task of this pid yet: a child that got it by
+                // mistake through ns_last_pid. Its parent reaps it and
+                // forks the right one again.
+                if let Some(t) = tracees.remove(&pid) {
+                    std::mem::forget(t);
+                }
+                log::debug!("task {pid}: a child that took this pid by mistake gave it up");
+            }
             WaitStatus::Exited(code) => {
                 if let Some(t) = tracees.remove(&pid) {
                     std::mem::forget(t);
