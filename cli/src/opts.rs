@@ -223,6 +223,11 @@ pub struct CheckArgs {
     /// Machine-readable (JSON) output
     #[arg(long = "json")]
     pub json: bool,
+
+    /// List the fault-injection points (names for the CRTOOLS_FAULT
+    /// environment variable: NAME or NAME:N for its N-th hit) and exit
+    #[arg(long = "faults")]
+    pub faults: bool,
 }
 
 /// A namespace kind of `-n`.
@@ -332,6 +337,8 @@ pub enum Command {
     Check {
         /// `--json`.
         json: bool,
+        /// `--faults`.
+        faults: bool,
     },
 }
 
@@ -414,7 +421,7 @@ impl Options {
                     json: s.json,
                 })
             }
-            CommandArgs::Check(c) => Command::Check { json: c.json },
+            CommandArgs::Check(c) => Command::Check { json: c.json, faults: c.faults },
         };
         Ok(Options { close_fds: g.close, log, command })
     }

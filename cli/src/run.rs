@@ -132,7 +132,16 @@ fn run(opts: &Options, matches: &clap::ArgMatches) -> Result<u8, Error> {
     }
     crate::log::init(&opts.log).map_err(Error::Log)?;
     match &opts.command {
-        Command::Check { json } => {
+        Command::Check { faults: true, .. } => {
+            with_stdout(|out| {
+                for f in engine::fault::Fault::all() {
+                    writeln!(out, "{:<28} {}", f.name(), f.describe())?;
+                }
+                Ok(())
+            })?;
+            Ok(0)
+        }
+        Command::Check { json, .. } => {
             let report = engine::check::run_checks();
             with_stdout(|out| match (json, opts.log.level) {
                 (true, _) => report.render_json(out),

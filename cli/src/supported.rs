@@ -27,6 +27,7 @@ pub const OPTIONS: &[(&str, &str, bool)] = &[
     ("show", "json", true),
     // check
     ("check", "json", true),
+    ("check", "faults", true),
     // dump
     ("dump", "tree", true),
     ("dump", "leave_stopped", true),

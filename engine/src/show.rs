@@ -273,6 +273,14 @@ fn show_frames(fr: &mut DynFrames, title: &str, json: bool, out: &mut dyn Write)
     Ok(())
 }
 
+/// Decodes a records image held in memory (`name` labels it in errors),
+/// as `crtools show -f` does for a file: for tests and fuzzing.
+pub fn show_bytes(bytes: &[u8], name: &str, json: bool, out: &mut dyn Write) -> Result<(), ShowError> {
+    let r: Box<dyn Read> = Box::new(io::Cursor::new(bytes.to_vec()));
+    let mut fr = FrameReader::new(r, name)?;
+    show_frames(&mut fr, name, json, out)
+}
+
 fn show_file(path: &Path, opts: &ShowOptions, out: &mut dyn Write) -> Res {
     let shown = path.display().to_string();
     let base = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

@@ -94,6 +94,7 @@ struct Shared {
 pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     let pid = opts.pid;
     let started = std::time::Instant::now();
+    crate::fault::init();
     let status = proc::status::read(pid).ctx(pid, "read status")?;
     if status.tgid != pid.0 {
         return Err(Error::task(pid, format!("is a thread of {}; give the process id", status.tgid)));
@@ -165,6 +166,14 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     f.finish().map_err(w)?;
     crate::fault::check(crate::fault::Fault::DumpBeforeInventory)?;
     img.finish().map_err(w)?;
+    // A failure before the first task is killed or let go: the images are
+    // taken back (no inventory) and the tree resumes as it was.
+    let release =
+        if opts.leave_stopped { crate::fault::Fault::DumpLeaveStopped } else { crate::fault::Fault::DumpKill };
+    if let Err(e) = crate::fault::check(release) {
+        crate::image::dir::withdraw(&opts.dir).map_err(w)?;
+        return Err(e);
+    }
     shared.files.commit();
     log::info!("images complete");
 
@@ -341,8 +350,10 @@ fn dump_task(
         let scratch = p.scratch();
         let mut other_cores = Vec::with_capacity(others.len());
         for t in others.iter_mut() {
+            crate::fault::check(crate::fault::Fault::DumpThread)?;
             other_cores.push(thread::dump(t, pid, scratch)?);
         }
+        crate::fault::check(crate::fault::Fault::DumpFds)?;
         let fds = files::dump(&shared.fd_cx, pid, p.control_fd(), &mut shared.files)?;
         crate::fault::check(crate::fault::Fault::DumpInfected)?;
         p.cure().ctx(pid, "cure")?;
@@ -366,8 +377,10 @@ fn dump_task(
         process.state = TaskState::Stopped;
     }
     process.loginuid = task::read_loginuid(pid, &tids)?;
+    crate::fault::check(crate::fault::Fault::DumpProc)?;
     process.cgroups = cgroup::dump(pid, &tids)?;
 
+    crate::fault::check(crate::fault::Fault::DumpProc)?;
     let smaps = proc::smaps::read(pid).ctx(pid, "read smaps")?;
     let mut vmas = Vec::with_capacity(smaps.len());
     for e in &smaps {

@@ -205,6 +205,7 @@ impl ImageDir {
             )
         })?;
         let shown = display(&self.inner.path, &name);
+        crate::fault::check_image(crate::fault::Fault::DumpImageWrite, &shown)?;
         validate_name(&name).map_err(|w| ImageError::new(&shown, ErrorKind::BadName(w)))?;
         if kind == ImageKind::Inventory {
             return Err(ImageError::new(shown, ErrorKind::Invalid("the inventory is written by finish()".into())));
@@ -296,6 +297,15 @@ impl ImageDir {
         inner.dir.sync_all().map_err(|e| ImageError::io(inner.path.display().to_string(), e))?;
         Ok(entries)
     }
+}
+
+/// Takes back a finished dump's inventory, so the directory no longer
+/// claims to hold a complete dump (a dump that failed after writing it).
+pub fn withdraw(path: &Path) -> Result<()> {
+    let shown = display(path, INVENTORY);
+    let dir = open_dir(path).map_err(|e| ImageError::io(&shown, e))?;
+    std::fs::remove_file(at(&dir, INVENTORY)).map_err(|e| ImageError::io(&shown, e))?;
+    dir.sync_all().map_err(|e| ImageError::io(&shown, e))
 }
 
 fn create_at(dir: &File, name: &str) -> io::Result<File> {
@@ -421,6 +431,7 @@ impl ImageDirReader {
     /// checksum only if `full`). Returns the file positioned at 0.
     fn open_checked(&self, name: &str, full: bool) -> Result<(File, &InventoryEntry)> {
         let shown = display(&self.path, name);
+        crate::fault::check_image(crate::fault::Fault::RestoreImageRead, &shown)?;
         let e = self.entry(name).ok_or_else(|| ImageError::new(&shown, ErrorKind::NotInInventory))?;
         let mut f = open_read_at(&self.dir, &self.path, name)?;
         let size = f.metadata().map_err(|er| ImageError::io(&shown, er))?.len();

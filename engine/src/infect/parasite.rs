@@ -170,6 +170,9 @@ impl<'t> Parasite<'t> {
     /// header's ret and `reply_len` bytes of payload read back.
     fn call(&mut self, cmd: proto::Cmd, payload: &[u8], reply_len: usize) -> Result<(i64, u32, Vec<u8>)> {
         let pid = self.tracee.pid();
+        if cmd != proto::Cmd::Fini && crate::fault::hit(crate::fault::Fault::DumpParasiteCmd) {
+            return Err(InfectError::unexpected(pid, "parasite command", format!("{cmd:?}: injected fault")));
+        }
         let hdr = proto::Header { magic: proto::MAGIC, cmd: cmd as u32, ret: 0, failed_step: 0, _pad: 0 };
         let args_addr = self.base + self.layout.args as u64;
         let mut area = vec![0u8; proto::PAYLOAD_OFFSET + payload.len().max(reply_len)];
@@ -395,6 +398,9 @@ impl<'t> Parasite<'t> {
         unmap?;
         regs?;
         mask?;
+        if crate::fault::hit(crate::fault::Fault::DumpCure) {
+            return Err(InfectError::unexpected(pid, "cure", "injected fault dump-cure (after a complete cure)"));
+        }
         log::debug!(task = pid.0; "task {pid}: cured");
         Ok(())
     }

@@ -104,6 +104,9 @@ pub fn seize_tree(root: Pid) -> Result<SeizedTree> {
             tasks.push(SeizedTask { pid, ppid, threads: Vec::new(), zombie: Some(stat.exit_code) });
             continue;
         }
+        if crate::fault::hit(crate::fault::Fault::DumpSeize) {
+            return Err(InfectError::unexpected(pid, "seize", "injected fault dump-seize"));
+        }
         let threads = match seize_threads(pid) {
             Ok(Some(threads)) => threads,
             Ok(None) if pid != root => continue,

@@ -645,6 +645,7 @@ pub fn open_all(cx: &FdCtx, images: &FileImages) -> Result<Opened> {
         }
     }
     for ops in KINDS {
+        crate::fault::check(crate::fault::Fault::RestoreOpenKind)?;
         (ops.open)(cx, images, &mut out)?;
     }
     for f in &images.files {

@@ -804,6 +804,7 @@ impl<'a> PageDumper<'a> {
         if self.iov.is_empty() {
             return Ok(());
         }
+        crate::fault::check(crate::fault::Fault::DumpPageBatch)?;
         let job = Job {
             sink: self.sink.clone(),
             seq: self.seq,

@@ -224,6 +224,9 @@ unsafe fn child_main(all: &[Prepared], idx: usize, rseq: &[u8; 16]) -> ! {
         }
     }
     for &c in &me.children {
+        if crate::fault::hit_in_child(crate::fault::Fault::RestoreFork) {
+            exit_group(EXIT_FORK);
+        }
         let mut tries = 0;
         loop {
             // SAFETY: the child continues in child_main, under the same contract.

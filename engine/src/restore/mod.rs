@@ -233,6 +233,7 @@ fn prepare(
     b.plan.helper_fd_min = max_fd + 1;
     b.plan.pages_fd = max_fd + 1;
     b.plan.task_size = TASK_SIZE;
+    b.plan.fault_step = crate::fault::blob_step();
 
     let nthreads = t.cores.len() as u64 - 1;
     let blob_len = blobs::restorer::MEM_SIZE as u64;
@@ -291,6 +292,7 @@ fn prepare(
 /// Restores the tree; returns the root's exit status when not detached.
 pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     let started = Instant::now();
+    crate::fault::init();
     let root = opts.pid;
     let dir = ImageDirReader::open(&opts.dir).ctx_global("open images")?;
     // Every image but the page data is checked now; page data (nearly all
@@ -387,11 +389,13 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     }
     let (sessions, group_helpers) = sessions::plan_sessions(&tasks, &order, opts.shell_job)?;
 
+    crate::fault::check(crate::fault::Fault::RestoreImagesRead)?;
     // Shared memory between processes: created and filled here, once; the
     // whole tree inherits it (before reading our own maps: it is busy).
     let (shared_objects, inherited) = create_shared_objects(&dir, &tasks)?;
     // Private memory tasks still share copy-on-write: one copy, inherited too.
     let (cow_copies, cow) = create_cow_copies(&dir, &tasks)?;
+    crate::fault::check(crate::fault::Fault::RestoreSharedMemory)?;
     // Every open file description, once, for the tree to inherit above
     // every descriptor number a task uses (and its pages descriptor).
     let mut opened = files::open_all(&fd_cx, &file_images)?;
@@ -474,6 +478,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     if let Some(path) = &fd_cx.tty_path {
         crate::objects::tty::apply_settings(path, &file_images.tty)?;
     }
+    crate::fault::check(crate::fault::Fault::RestorePlans)?;
+    crate::fault::check(crate::fault::Fault::RestoreFork)?;
     let (go_r, go_w) = crate::sys::fs::pipe2(crate::sys::fs::OpenFlags::O_CLOEXEC).ctx_global("pipe")?;
     let forking = Instant::now();
     let t_root = fork::spawn_root(&prepared, &go_r)?;
@@ -718,6 +724,7 @@ fn run_tree(
     let mounts = crate::objects::cgroup::Mounts::read()?;
     let place = |i: usize| -> Result<()> {
         let (pid, process) = (all[i].pid, tasks[i].process());
+        crate::fault::check(crate::fault::Fault::RestoreCgroup)?;
         crate::objects::cgroup::restore(pid, &process.cgroups, &mounts)?;
         task::restore_oom_score_adj(pid, process.oom_score_adj)
     };
@@ -904,6 +911,7 @@ fn run_tree(
             let tid = Pid(core.tid as i32);
             let scratch = p.thread_stacks[k - 1];
             let tr = tracees.get_mut(&tid).ok_or_else(|| Error::task(tid, "thread never appeared"))?;
+            crate::fault::check(crate::fault::Fault::RestoreThread)?;
             thread::finish(tr, pid, &core.thread, scratch)?;
         }
         let leader = tracees.get_mut(&pid).expect("leader traced");
@@ -921,6 +929,7 @@ fn run_tree(
         let pid = p.pid;
         let leader = tracees.get_mut(&pid).expect("leader traced");
         crate::objects::epoll::add_late(leader, p.plan_addr, &t.fds, opened, &late_seen, &holders)?;
+        crate::fault::check(crate::fault::Fault::RestoreLeader)?;
         finish_leader(leader, t, p.plan_addr, plan)?;
         log::debug!(
             task = pid.0;
@@ -929,6 +938,7 @@ fn run_tree(
         );
     }
     crate::objects::epoll::check_late_done(opened)?;
+    crate::fault::check(crate::fault::Fault::RestoreRelease)?;
     // Release the whole tree: threads, then leaders, children first.
     for (i, t) in tasks.iter().enumerate().rev() {
         if all[i].zombie.is_some() {

@@ -114,9 +114,15 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn step(&mut self, s: Step) {
+    /// Records step `s`; fails it if the engine asked for that (fault injection).
+    fn step(&mut self, s: Step) -> Result<(), Fail> {
         self.plan.failure.step = s as u32;
         self.plan.failure.detail = 0;
+        if self.plan.fault_step == s as u32 {
+            self.plan.failure.ret = -sys::ECANCELED;
+            return Err(Fail);
+        }
+        Ok(())
     }
     /// Checks a raw result; on error records it with `detail`.
     fn ck(&mut self, r: i64, detail: u64) -> Result<i64, Fail> {
@@ -165,7 +171,7 @@ pub unsafe extern "C" fn restorer_main(p: *mut Plan) {
 }
 
 fn run(cx: &mut Ctx) -> Result<(), Fail> {
-    cx.step(Step::Signals);
+    cx.step(Step::Signals)?;
     // Everything stays blocked until the engine sets the final mask, except
     // SIGTRAP: a blocked SIGTRAP would reset its handler when we trap.
     let r = sys::rt_sigprocmask_set(!(1u64 << (SIGTRAP - 1)));
@@ -176,7 +182,7 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
         cx.ck(r, cx.plan.cur_rseq_ptr)?;
     }
 
-    cx.step(Step::Session);
+    cx.step(Step::Session)?;
     if cx.plan.flags & plan::F_SETSID != 0 {
         let r = sys::setsid();
         cx.ck(r, 0)?;
@@ -193,7 +199,7 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
     unmap_all(cx)?;
     move_vdso(cx)?;
 
-    cx.step(Step::Personality);
+    cx.step(Step::Personality)?;
     let r = sys::personality(cx.plan.personality);
     cx.ck(r, cx.plan.personality as u64)?;
 
@@ -204,7 +210,7 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
     guards(cx)?;
     reopen_files(cx)?;
 
-    cx.step(Step::Cwd);
+    cx.step(Step::Cwd)?;
     // Both paths are as the engine's root sees them: chdir first, then
     // chroot, which leaves the working directory where it is.
     if cx.plan.cwd.off != 0 {
@@ -216,7 +222,7 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
         cx.ck(r, 1)?;
     }
 
-    cx.step(Step::SigActions);
+    cx.step(Step::SigActions)?;
     for sig in 1..=plan::NSIG {
         // SIGTRAP's action is put back by the engine after the final trap.
         if sig == SIGKILL || sig == SIGSTOP || sig == SIGTRAP || cx.plan.sigactions_valid & (1 << (sig - 1)) == 0 {
@@ -227,7 +233,7 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
         cx.ck(r, sig as u64)?;
     }
 
-    cx.step(Step::ITimers);
+    cx.step(Step::ITimers)?;
     for which in 0..3 {
         let it = &cx.plan.itimers[which] as *const plan::ITimer as *const u8;
         let r = sys::setitimer(which as i32, it);
@@ -235,7 +241,7 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
     }
 
 
-    cx.step(Step::Rlimits);
+    cx.step(Step::Rlimits)?;
     for res in 0..plan::NLIMITS {
         if cx.plan.rlimits_valid & (1 << res) == 0 {
             continue;
@@ -249,7 +255,7 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
     mlock(cx)?;
     mm_flags(cx)?;
 
-    cx.step(Step::Prctl);
+    cx.step(Step::Prctl)?;
     let r = sys::umask(cx.plan.umask);
     cx.ck(r, 0)?;
     let comm = cx.plan.comm.as_ptr() as u64;
@@ -267,7 +273,7 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
     }
 
     if cx.plan.flags & plan::F_MM_MAP != 0 {
-        cx.step(Step::MmMap);
+        cx.step(Step::MmMap)?;
         let mut exe_fd: i64 = -1;
         if cx.plan.exe.off != 0 {
             exe_fd = sys::open(cx.str(cx.plan.exe), sys::O_RDONLY);
@@ -284,14 +290,14 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
         cx.ck(r, 2)?;
     }
 
-    cx.step(Step::AltStack);
+    cx.step(Step::AltStack)?;
     let ss = [cx.plan.altstack_sp, cx.plan.altstack_flags as u64, cx.plan.altstack_size];
     let r = sys::sigaltstack(ss.as_ptr() as *const u8);
     cx.ck(r, 0)?;
     sys::set_tid_address(cx.plan.clear_child_tid);
 
     if cx.plan.flags & plan::F_RSEQ != 0 {
-        cx.step(Step::Rseq);
+        cx.step(Step::Rseq)?;
         let r = sys::rseq(cx.plan.rseq_ptr, cx.plan.rseq_len, 0, cx.plan.rseq_sig);
         cx.ck(r, cx.plan.rseq_ptr)?;
     }
@@ -307,7 +313,7 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
     posix_timers(cx)?;
     creds(cx)?;
 
-    cx.step(Step::Finish);
+    cx.step(Step::Finish)?;
     // Dumpable last: with 0 the engine still holds ptrace, nothing else needs /proc.
     let r = sys::prctl(PR_SET_DUMPABLE, cx.plan.dumpable as u64, 0, 0, 0);
     cx.ck(r, 0)?;
@@ -318,7 +324,7 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
 
 /// Unmaps everything but the region and the vDSO areas.
 fn unmap_all(cx: &mut Ctx) -> Result<(), Fail> {
-    cx.step(Step::Unmap);
+    cx.step(Step::Unmap)?;
     // Kept: the region, the vDSO areas and the engine's list (inherited objects).
     const MAX_KEEP: usize = plan::MAX_KEEP + 1 + plan::MAX_VDSO;
     let mut keep = [(0u64, 0u64); MAX_KEEP];
@@ -369,7 +375,7 @@ fn unmap_all(cx: &mut Ctx) -> Result<(), Fail> {
 /// same distance, so going against the direction of travel never lands one
 /// area on another that has not moved yet.
 fn move_vdso(cx: &mut Ctx) -> Result<(), Fail> {
-    cx.step(Step::Vdso);
+    cx.step(Step::Vdso)?;
     let n = (cx.plan.nr_vdso as usize).min(plan::MAX_VDSO);
     let up = n > 0 && cx.plan.vdso[0].to > cx.plan.vdso[0].from;
     for k in 0..n {
@@ -385,7 +391,7 @@ fn move_vdso(cx: &mut Ctx) -> Result<(), Fail> {
 }
 
 fn map_vmas(cx: &mut Ctx) -> Result<(), Fail> {
-    cx.step(Step::MapVma);
+    cx.step(Step::MapVma)?;
     let vmas: &[plan::Vma] = cx.table(cx.plan.vmas);
     for (i, v) in vmas.iter().enumerate() {
         let len = v.end - v.start;
@@ -499,7 +505,7 @@ fn put_hex(buf: &mut [u8; 64], mut at: usize, x: u64) -> usize {
 }
 
 fn read_pages(cx: &mut Ctx) -> Result<(), Fail> {
-    cx.step(Step::ReadPages);
+    cx.step(Step::ReadPages)?;
     let runs: &[plan::PageRun] = cx.table(cx.plan.runs);
     let fd = cx.plan.pages_fd;
     for run in runs {
@@ -520,7 +526,7 @@ fn read_pages(cx: &mut Ctx) -> Result<(), Fail> {
 }
 
 fn protect_vmas(cx: &mut Ctx) -> Result<(), Fail> {
-    cx.step(Step::Protect);
+    cx.step(Step::Protect)?;
     let vmas: &[plan::Vma] = cx.table(cx.plan.vmas);
     for v in vmas {
         let len = v.end - v.start;
@@ -569,7 +575,7 @@ fn guards(cx: &mut Ctx) -> Result<(), Fail> {
     if guards.is_empty() {
         return Ok(());
     }
-    cx.step(Step::Guards);
+    cx.step(Step::Guards)?;
     for &[s, e] in guards {
         let r = sys::madvise(s, e - s, MADV_GUARD_INSTALL);
         cx.ck(r, s)?;
@@ -583,7 +589,7 @@ fn mlock(cx: &mut Ctx) -> Result<(), Fail> {
     if !vmas.iter().any(|v| v.advice & plan::ADV_LOCKED != 0) {
         return Ok(());
     }
-    cx.step(Step::Mlock);
+    cx.step(Step::Mlock)?;
     for v in vmas.iter().filter(|v| v.advice & plan::ADV_LOCKED != 0) {
         let onfault = v.advice & plan::ADV_LOCKONFAULT != 0;
         let len = v.end - v.start;
@@ -611,7 +617,7 @@ fn mm_flags(cx: &mut Ctx) -> Result<(), Fail> {
     if cx.plan.mm_flags == 0 && cx.plan.thp_disable == 0 {
         return Ok(());
     }
-    cx.step(Step::MmFlags);
+    cx.step(Step::MmFlags)?;
     if cx.plan.mm_flags & plan::MM_MCL_FUTURE != 0 {
         let onfault = if cx.plan.mm_flags & plan::MM_MCL_ONFAULT != 0 { MCL_ONFAULT } else { 0 };
         let r = sys::mlockall(MCL_FUTURE | onfault);
@@ -639,7 +645,7 @@ fn mm_flags(cx: &mut Ctx) -> Result<(), Fail> {
 }
 
 fn reopen_files(cx: &mut Ctx) -> Result<(), Fail> {
-    cx.step(Step::Files);
+    cx.step(Step::Files)?;
     let files: &[plan::FileEntry] = cx.table(cx.plan.files);
     // Nothing of the engine's descriptors survives below the helpers; the
     // open file descriptions the engine made for the tree are above them
@@ -666,7 +672,7 @@ struct SigEvent {
 }
 
 fn posix_timers(cx: &mut Ctx) -> Result<(), Fail> {
-    cx.step(Step::PosixTimers);
+    cx.step(Step::PosixTimers)?;
     let timers: &[plan::PosixTimer] = cx.table(cx.plan.timers);
     if timers.is_empty() {
         return Ok(());
@@ -695,7 +701,7 @@ fn posix_timers(cx: &mut Ctx) -> Result<(), Fail> {
 }
 
 fn pending_signals(cx: &mut Ctx) -> Result<(), Fail> {
-    cx.step(Step::PendingSignals);
+    cx.step(Step::PendingSignals)?;
     let pid = cx.plan.pid;
     let shared: &[[u8; 128]] = cx.table(cx.plan.sigs_shared);
     // A SIGTRAP would be taken by our own trap: the engine queues it after.
@@ -720,7 +726,7 @@ fn pending_signals(cx: &mut Ctx) -> Result<(), Fail> {
 }
 
 fn create_threads(cx: &mut Ctx) -> Result<(), Fail> {
-    cx.step(Step::Threads);
+    cx.step(Step::Threads)?;
     let threads: &[plan::ThreadEntry] = cx.table(cx.plan.threads);
     let base = cx.base + cx.plan.threads.off;
     // CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|CLONE_SYSVSEM
@@ -750,7 +756,7 @@ fn loginuid(cx: &mut Ctx) -> Result<(), Fail> {
     if cx.plan.loginuid.off == 0 {
         return Ok(());
     }
-    cx.step(Step::LoginUid);
+    cx.step(Step::LoginUid)?;
     let fd = sys::open(b"/proc/self/loginuid\0".as_ptr(), sys::O_WRONLY);
     cx.ck(fd, 0)?;
     let text = cx.str(cx.plan.loginuid);
@@ -774,7 +780,7 @@ fn membarrier(cx: &mut Ctx) -> Result<(), Fail> {
     if cx.plan.membarrier == 0 {
         return Ok(());
     }
-    cx.step(Step::Membarrier);
+    cx.step(Step::Membarrier)?;
     // MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, _PRIVATE_EXPEDITED,
     // _PRIVATE_EXPEDITED_SYNC_CORE, _PRIVATE_EXPEDITED_RSEQ.
     for cmd in [1u32 << 2, 1 << 4, 1 << 6, 1 << 8] {
@@ -790,7 +796,7 @@ fn creds(cx: &mut Ctx) -> Result<(), Fail> {
     if cx.plan.flags & plan::F_CREDS == 0 {
         return Ok(());
     }
-    cx.step(Step::Creds);
+    cx.step(Step::Creds)?;
     let c = cx.plan.creds;
     match apply_creds(&c) {
         Ok(()) => Ok(()),

@@ -51,6 +51,7 @@ macro_rules! sc {
 
 pub const EINVAL: i64 = 22;
 pub const EIO: i64 = 5;
+pub const ECANCELED: i64 = 125;
 pub const EPERM: i64 = 1;
 
 pub const PROT_READ: u32 = 1;

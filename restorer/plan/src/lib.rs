@@ -455,8 +455,9 @@ pub struct Plan {
     pub pages_fd: i32,
     /// Lowest helper descriptor; everything from here up is closed at the end.
     pub helper_fd_min: i32,
-    /// Reserved, zero.
-    pub _pad0: u32,
+    /// 0, or a [`Step`] at which the restorer fails with ECANCELED as soon
+    /// as it reaches it (fault injection: `CRTOOLS_FAULT=restore-blob-*`).
+    pub fault_step: u32,
     /// rseq registration inherited from the engine (unregistered first).
     pub cur_rseq_ptr: u64,
     /// Its length.

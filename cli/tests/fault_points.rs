@@ -1,0 +1,333 @@
+//! Every fault point of `crtools check --faults`, one after the other, on a
+//! victim that checks itself: a dump failing at any point leaves the victim
+//! running with its memory, pending signals, descriptors and timers as they
+//! were, no parasite mapping, no inventory; a restore failing at any point
+//! leaves no task behind and every pid free. A failing point is exit
+//! status 1 (failure), never 3 (refusal).
+//!
+//! The victim is this test binary itself, run with `FAULT_VICTIM=<log>`
+//! (see [`victim`]): two threads (libtest's main thread waits for the test
+//! thread), 8 MiB of patterned memory, a blocked SIGUSR2 pending for its thread, a pipe
+//! holding 5 bytes, a file at offset 3, ITIMER_REAL and a POSIX timer far
+//! in the future. On SIGHUP it checks all of it and appends a verdict line
+//! to its log.
+mod common;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CRTOOLS: &str = env!("CARGO_BIN_EXE_crtools");
+const MEM: usize = 8 << 20;
+
+static mut HUP: bool = false;
+
+extern "C" fn on_hup(_: i32) {
+    // SAFETY: a plain store, read by the victim's loop.
+    unsafe { std::ptr::write_volatile(&raw mut HUP, true) };
+}
+
+fn pattern(i: usize) -> u8 {
+    (i.wrapping_mul(2_654_435_761) >> 13) as u8
+}
+
+/// The victim's body (run as `FAULT_VICTIM=<log> <this test> --exact victim`).
+fn victim_main(log: &str) -> ! {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let mut logf = std::fs::OpenOptions::new().append(true).create(true).open(log).unwrap();
+    let mem: Vec<u8> = (0..MEM).map(pattern).collect();
+    let file_path = format!("{log}.data");
+    std::fs::write(&file_path, b"0123456789").unwrap();
+    let file = std::fs::File::open(&file_path).unwrap();
+    let mut fds = [0i32; 2];
+    let mut timer: libc::timer_t = std::ptr::null_mut();
+    // SAFETY: plain libc calls on valid, local arguments.
+    unsafe {
+        assert_eq!(libc::lseek(file.as_raw_fd(), 3, libc::SEEK_SET), 3);
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+        assert_eq!(libc::write(fds[1], b"hello".as_ptr() as *const _, 5), 5);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
+        assert_eq!(libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()), 0);
+        libc::signal(libc::SIGHUP, on_hup as *const () as usize);
+        let it = libc::itimerval {
+            it_interval: libc::timeval { tv_sec: 500, tv_usec: 0 },
+            it_value: libc::timeval { tv_sec: 1000, tv_usec: 0 },
+        };
+        assert_eq!(libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()), 0);
+        let mut sev: libc::sigevent = std::mem::zeroed();
+        sev.sigev_notify = libc::SIGEV_SIGNAL;
+        sev.sigev_signo = libc::SIGUSR2;
+        assert_eq!(libc::timer_create(libc::CLOCK_MONOTONIC, &mut sev, &mut timer), 0);
+        let ts = libc::itimerspec {
+            it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+            it_value: libc::timespec { tv_sec: 2000, tv_nsec: 0 },
+        };
+        assert_eq!(libc::timer_settime(timer, 0, &ts, std::ptr::null_mut()), 0);
+    }
+    // SAFETY: gettid has no arguments.
+    let tid = unsafe { libc::gettid() };
+    writeln!(logf, "ready {} {tid}", std::process::id()).unwrap();
+    loop {
+        std::thread::sleep(Duration::from_millis(5));
+        // SAFETY: see on_hup.
+        if !unsafe { std::ptr::read_volatile(&raw const HUP) } {
+            continue;
+        }
+        // SAFETY: as above.
+        unsafe { std::ptr::write_volatile(&raw mut HUP, false) };
+        let mut bad = Vec::new();
+        if let Some(i) = (0..MEM).find(|&i| mem[i] != pattern(i)) {
+            bad.push(format!("memory differs at {i}"));
+        }
+        // SAFETY: plain libc calls on valid, local arguments.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigpending(&mut set);
+            if libc::sigismember(&set, libc::SIGUSR2) != 1 {
+                bad.push("SIGUSR2 not pending".into());
+            }
+            let mut n: i32 = 0;
+            if libc::ioctl(fds[0], libc::FIONREAD, &mut n) != 0 || n != 5 {
+                bad.push(format!("pipe holds {n} bytes"));
+            }
+            if libc::lseek(file.as_raw_fd(), 0, libc::SEEK_CUR) != 3 {
+                bad.push("file offset moved".into());
+            }
+            let mut it: libc::itimerval = std::mem::zeroed();
+            libc::getitimer(libc::ITIMER_REAL, &mut it);
+            if it.it_interval.tv_sec != 500 || !(900..=1000).contains(&it.it_value.tv_sec) {
+                bad.push(format!("itimer {}/{}", it.it_value.tv_sec, it.it_interval.tv_sec));
+            }
+            let mut ts: libc::itimerspec = std::mem::zeroed();
+            if libc::timer_gettime(timer, &mut ts) != 0 || !(1900..=2000).contains(&ts.it_value.tv_sec) {
+                bad.push(format!("posix timer {}", ts.it_value.tv_sec));
+            }
+        }
+        let verdict = if bad.is_empty() { "ok".to_string() } else { bad.join("; ") };
+        writeln!(logf, "check {verdict}").unwrap();
+    }
+}
+
+/// Not a test on its own: the victim's entry point (see the module doc).
+#[test]
+fn victim() {
+    if let Ok(log) = std::env::var("FAULT_VICTIM") {
+        victim_main(&log);
+    }
+}
+
+struct Victim {
+    pid: i32,
+    log: std::path::PathBuf,
+}
+
+fn log_lines(log: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(log).unwrap_or_default().lines().map(str::to_string).collect()
+}
+
+fn wait_for(log: &std::path::Path, n: usize, what: &str) -> String {
+    let t = Instant::now();
+    loop {
+        let l = log_lines(log);
+        if l.len() >= n {
+            return l[n - 1].clone();
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "no {what} in {}: {l:?}", log.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+impl Victim {
+    fn start(dir: &std::path::Path) -> Victim {
+        let log = dir.join("victim.log");
+        let _ = std::fs::remove_file(&log);
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--exact", "victim", "--nocapture", "--test-threads=1"])
+            .env("FAULT_VICTIM", &log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        common::detached(&mut cmd);
+        let child = cmd.spawn().expect("start the victim");
+        let pid = child.id() as i32;
+        // Reaped through waitpid by pid (we are its subreaper anyway).
+        std::mem::forget(child);
+        let line = wait_for(&log, 1, "ready line");
+        assert!(line.starts_with(&format!("ready {pid} ")), "{line}");
+        let tid: i32 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+        // Only the victim's thread blocks SIGUSR2: it is queued to that
+        // thread (libtest's main thread would die of it).
+        // SAFETY: signalling our own victim.
+        unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, libc::SIGUSR2) };
+        let v = Victim { pid, log };
+        assert_eq!(v.check(), "ok", "victim before any dump");
+        v
+    }
+
+    /// Asks the victim to check itself; its verdict.
+    fn check(&self) -> String {
+        let n = log_lines(&self.log).len();
+        // SAFETY: signalling our own victim.
+        unsafe { libc::kill(self.pid, libc::SIGHUP) };
+        wait_for(&self.log, n + 1, "verdict").trim_start_matches("check ").to_string()
+    }
+
+    fn tids(&self) -> Vec<i32> {
+        let mut v: Vec<i32> = std::fs::read_dir(format!("/proc/{}/task", self.pid))
+            .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    fn kill(&self) {
+        // SAFETY: killing and reaping our own victim.
+        unsafe {
+            libc::kill(self.pid, libc::SIGKILL);
+            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+fn status_field(pid: i32, key: &str) -> Option<String> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
+}
+
+fn crtools(fault: &str, args: &[&str]) -> std::process::Output {
+    Command::new(CRTOOLS).args(args).env("CRTOOLS_FAULT", fault).stdin(Stdio::null()).output().expect("run crtools")
+}
+
+fn points() -> Vec<String> {
+    let out = crtools("", &["check", "--faults"]);
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect()
+}
+
+fn scratch(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("crtools-fault-points-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn subreaper() {
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn there_are_at_least_25_points_and_the_readme_lists_them() {
+    let p = points();
+    assert!(p.len() >= 25, "{p:?}");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    for n in &p {
+        assert!(readme.contains(&format!("`{n}`")), "README does not list {n}");
+    }
+}
+
+#[test]
+fn a_dump_failing_at_any_point_leaves_the_victim_as_it_was() {
+    if !common_root() {
+        return;
+    }
+    subreaper();
+    let base = scratch("dump");
+    let v = Victim::start(&base);
+    let tids = v.tids();
+    assert_eq!(tids.len(), 2, "the victim has two threads");
+    let maps_before = std::fs::read_to_string(format!("/proc/{}/maps", v.pid)).unwrap();
+    for point in points().iter().filter(|p| p.starts_with("dump-")) {
+        let dir = base.join(point);
+        let mut args = vec!["dump", "-D", dir.to_str().unwrap(), "-t"];
+        let pid = v.pid.to_string();
+        args.push(&pid);
+        if point == "dump-leave-stopped" {
+            args.push("-s");
+        }
+        let out = crtools(point, &args);
+        assert_eq!(out.status.code(), Some(1), "{point}: exit status; {}", stderr(&out));
+        assert!(stderr(&out).contains("injected fault"), "{point}: {}", stderr(&out));
+        for &t in &tids {
+            assert_eq!(status_field(t, "TracerPid:").as_deref(), Some("0"), "{point}: {t} still traced");
+            let st = status_field(t, "State:").unwrap_or_default();
+            assert!(st.starts_with('S') || st.starts_with('R'), "{point}: {t} is {st}");
+        }
+        assert_eq!(v.tids(), tids, "{point}: threads changed");
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", v.pid)).unwrap();
+        assert_eq!(maps, maps_before, "{point}: maps changed (parasite left?)");
+        assert!(!dir.join("inventory.img").exists(), "{point}: an inventory claims a complete dump");
+        assert_eq!(v.check(), "ok", "{point}: the victim's own check");
+    }
+    v.kill();
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
+fn a_restore_failing_at_any_point_leaves_nothing_behind() {
+    if !common_root() {
+        return;
+    }
+    subreaper();
+    let base = scratch("restore");
+    let v = Victim::start(&base);
+    let tids = v.tids();
+    let dir = base.join("images");
+    let d = dir.to_str().unwrap().to_string();
+    let pid = v.pid.to_string();
+    let out = crtools("", &["dump", "-D", &d, "-t", &pid]);
+    assert!(out.status.success(), "dump: {}", stderr(&out));
+    // SAFETY: reaping our killed victim.
+    unsafe { libc::waitpid(v.pid, std::ptr::null_mut(), 0) };
+    let gone = |tids: &[i32]| {
+        let t = Instant::now();
+        loop {
+            for &t in tids {
+                // SAFETY: reaping what is ours (subreaper), by pid.
+                unsafe { libc::waitpid(t, std::ptr::null_mut(), libc::WNOHANG | libc::__WALL) };
+            }
+            let left: Vec<i32> =
+                tids.iter().copied().filter(|t| std::path::Path::new(&format!("/proc/{t}")).exists()).collect();
+            if left.is_empty() {
+                return Ok(());
+            }
+            if t.elapsed() > Duration::from_secs(5) {
+                return Err(left);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    for point in points().iter().filter(|p| p.starts_with("restore-") && *p != "restore-no-set-tid") {
+        let out = crtools(point, &["restore", "-d", "-D", &d, "-t", &pid]);
+        assert_eq!(out.status.code(), Some(1), "{point}: exit status; {}", stderr(&out));
+        let e = stderr(&out);
+        assert!(e.contains("injected fault") || e.contains("ECANCELED"), "{point}: {e}");
+        if let Err(left) = gone(&tids) {
+            panic!("{point}: tasks left behind: {left:?}");
+        }
+    }
+    // And the images still restore, the victim intact.
+    let out = crtools("", &["restore", "-d", "-D", &d, "-t", &pid]);
+    assert!(out.status.success(), "restore: {}", stderr(&out));
+    assert_eq!(v.check(), "ok", "the restored victim's own check");
+    v.kill();
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+fn common_root() -> bool {
+    // SAFETY: getuid has no arguments.
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!("skipped: needs root");
+        return false;
+    }
+    true
+}

@@ -1,0 +1,7 @@
+// proc cgroup: the parser must return, never panic, on any input.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = std::hint::black_box(engine::proc::cgroup::parse(data));
+});

@@ -1,0 +1,7 @@
+// proc smaps: the parser must return, never panic, on any input.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = std::hint::black_box((engine::proc::smaps::parse(data), engine::proc::smaps::parse_rollup(data)));
+});
