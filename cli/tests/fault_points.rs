@@ -331,3 +331,123 @@ fn common_root() -> bool {
     }
     true
 }
+
+/// Which tasks a crtools log (-v 2) leaves inside a harm window: code
+/// patched or registers in injected code when crtools died (see
+/// `engine::infect::harm_window`).
+fn open_windows(log: &str) -> Vec<i32> {
+    let mut depth: std::collections::BTreeMap<i32, i32> = Default::default();
+    for l in log.lines() {
+        let Some(rest) = l.split("task ").nth(1) else { continue };
+        let Some((pid, tail)) = rest.split_once(": harm window ") else { continue };
+        let Ok(pid) = pid.parse::<i32>() else { continue };
+        *depth.entry(pid).or_default() += if tail.starts_with("open") { 1 } else { -1 };
+    }
+    depth.into_iter().filter(|&(_, d)| d > 0).map(|(p, _)| p).collect()
+}
+
+/// A small deterministic generator (xorshift64*), seeded per run.
+fn next(seed: &mut u64) -> u64 {
+    *seed ^= *seed >> 12;
+    *seed ^= *seed << 25;
+    *seed ^= *seed >> 27;
+    seed.wrapping_mul(0x2545_f491_4f6c_dd1d)
+}
+
+/// crtools killed with SIGKILL at random moments of a dump: the victim
+/// runs on as it was (its own check), untraced, with the same maps and
+/// threads. The kernel detaches a dead tracer's tracees and lets them run
+/// (no PTRACE_O_EXITKILL: a dump never relies on it); what it cannot
+/// undo is a kill while the victim's code is patched or its registers
+/// point into the parasite: the victim would run injected code untraced.
+/// Those runs are recognised from crtools' log (harm window open) and
+/// counted, not asserted; see the README. CRTOOLS_KILL_RUNS sets the
+/// number of runs (default 12; the long run is 60), CRTOOLS_KILL_SEED the
+/// seed.
+#[test]
+fn crtools_killed_at_random_moments_of_a_dump() {
+    if !common_root() {
+        return;
+    }
+    subreaper();
+    let runs: u32 = std::env::var("CRTOOLS_KILL_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(12);
+    let mut seed: u64 = std::env::var("CRTOOLS_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    });
+    eprintln!("kill stress: {runs} runs, CRTOOLS_KILL_SEED={seed}");
+    let base = scratch("kill");
+    let mut v = Victim::start(&base);
+    // How long a dump takes here: one that fails just before its inventory.
+    let t = Instant::now();
+    let probe = base.join("probe");
+    let out = crtools("dump-before-inventory", &["dump", "-D", probe.to_str().unwrap(), "-t", &v.pid.to_string()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let span = t.elapsed().as_micros() as u64 + 1;
+    let (mut clean, mut in_window, mut complete, mut harmed) = (0, 0, 0, 0);
+    for run in 0..runs {
+        let tids = v.tids();
+        let maps_before = std::fs::read_to_string(format!("/proc/{}/maps", v.pid)).unwrap();
+        let dir = base.join(format!("run{run}"));
+        let log = base.join(format!("run{run}.log"));
+        // -s: a dump that completes leaves the victim stopped, not killed.
+        let mut child = Command::new(CRTOOLS)
+            .args(["dump", "-s", "-v", "2", "-o"])
+            .arg(&log)
+            .arg("-D")
+            .arg(&dir)
+            .args(["-t", &v.pid.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let delay = next(&mut seed) % (span + span / 5);
+        std::thread::sleep(Duration::from_micros(delay));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let open = open_windows(&text);
+        if dir.join("inventory.img").exists() {
+            // The dump finished before the kill (-s: the victim is stopped).
+            complete += 1;
+            // SAFETY: continuing our own victim.
+            unsafe { libc::kill(v.pid, libc::SIGCONT) };
+        }
+        std::thread::sleep(Duration::from_millis(30));
+        if !open.is_empty() {
+            in_window += 1;
+            eprintln!("run {run}: killed after {delay} us inside a harm window of {open:?} ({status})");
+            let alive = std::path::Path::new(&format!("/proc/{}", v.pid)).exists()
+                && !status_field(v.pid, "State:").unwrap_or_default().starts_with('Z');
+            let same = alive && std::fs::read_to_string(format!("/proc/{}/maps", v.pid)).ok() == Some(maps_before);
+            if !same || v.check() != "ok" {
+                // The kernel's limit: start a fresh victim and go on.
+                harmed += 1;
+                eprintln!("run {run}: the victim was harmed (alive: {alive})");
+                v.kill();
+                v = Victim::start(&base);
+            }
+            continue;
+        }
+        clean += 1;
+        for &t in &tids {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while status_field(t, "TracerPid:").as_deref() != Some("0") && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert_eq!(status_field(t, "TracerPid:").as_deref(), Some("0"), "run {run} ({delay} us): {t} traced");
+        }
+        assert_eq!(v.tids(), tids, "run {run} ({delay} us): threads changed");
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", v.pid)).unwrap();
+        assert_eq!(maps, maps_before, "run {run} ({delay} us): maps changed; log:\n{text}");
+        assert_eq!(v.check(), "ok", "run {run} ({delay} us): the victim's own check; log:\n{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    eprintln!(
+        "kill stress: {runs} runs over {span} us dumps: {clean} outside any harm window (victim intact), \
+         {complete} of them after a complete dump, {in_window} inside one (kernel limit, counted; \
+         the victim harmed in {harmed})"
+    );
+    v.kill();
+    let _ = std::fs::remove_dir_all(&base);
+}

@@ -45,6 +45,7 @@ impl Tracee {
             ptrace::peek_bytes(pid, aligned, span).map_err(|e| InfectError::errno(pid, "read code at rip", e))?;
         let mut patched = saved_code.clone();
         patched[at..at + SYSCALL_INT3.len()].copy_from_slice(&SYSCALL_INT3);
+        super::harm_window(pid, true, "remote syscall");
         ptrace::poke_bytes(pid, aligned, &patched).map_err(|e| InfectError::errno(pid, "patch code at rip", e))?;
 
         let mut regs = entry_regs(&saved_regs, site);
@@ -61,6 +62,9 @@ impl Tracee {
         // Put code and registers back whatever happened.
         let restore_code = ptrace::poke_bytes(pid, aligned, &saved_code);
         let restore_regs = self.set_regs(&saved_regs);
+        if restore_code.is_ok() && restore_regs.is_ok() {
+            super::harm_window(pid, false, "remote syscall");
+        }
         let after = run?;
         restore_code.map_err(|e| InfectError::errno(pid, "restore code at rip", e))?;
         restore_regs?;
@@ -89,6 +93,7 @@ impl Tracee {
             ptrace::peek_bytes(pid, aligned, span).map_err(|e| InfectError::errno(pid, "read code at rip", e))?;
         let mut patched = saved_code.clone();
         patched[at..at + 2].copy_from_slice(&SYSCALL_INT3[..2]);
+        super::harm_window(pid, true, "remote syscall");
         ptrace::poke_bytes(pid, aligned, &patched).map_err(|e| InfectError::errno(pid, "patch code at rip", e))?;
         let mut regs = entry_regs(&saved_regs, site);
         regs.rax = nr as u64;
@@ -101,6 +106,9 @@ impl Tracee {
         let run = self.set_regs(&regs).and_then(|_| self.run_to_syscall_exit());
         let restore_code = ptrace::poke_bytes(pid, aligned, &saved_code);
         let restore_regs = self.set_regs(&saved_regs);
+        if restore_code.is_ok() && restore_regs.is_ok() {
+            super::harm_window(pid, false, "remote syscall");
+        }
         let after = run?;
         restore_code.map_err(|e| InfectError::errno(pid, "restore code at rip", e))?;
         restore_regs?;

@@ -20,6 +20,16 @@ pub mod tracee;
 pub mod tree;
 
 pub use parasite::Parasite;
+
+/// Logs (at debug level) that a window opens or closes in which crtools
+/// dying (SIGKILL) would harm task `pid`: its code is patched or its
+/// registers point into injected code, and the kernel's automatic detach
+/// at the tracer's exit would let it run that. Nothing can close such a
+/// window from outside; the kill stress test (cli/tests/fault_points.rs)
+/// reads these lines to tell a kill inside one from any other.
+pub(crate) fn harm_window(pid: Pid, open: bool, what: &str) {
+    log::debug!(task = pid.0; "task {pid}: harm window {} ({what})", if open { "open" } else { "closed" });
+}
 pub use tracee::{QueuedTraps, StopState, Tracee};
 
 /// What went wrong while seizing or infecting a task.

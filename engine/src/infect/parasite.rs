@@ -78,6 +78,7 @@ impl<'t> Parasite<'t> {
             .map(|s| s.sig_ign & (1u64 << (SIGTRAP - 1)) != 0)
             .map_err(|e| InfectError::unexpected(tracee.pid(), "read status", e.to_string()))?;
         let orig_regs = tracee.regs()?;
+        super::harm_window(tracee.pid(), true, "parasite");
         let orig_mask = tracee.sigmask()?;
         // Before our first trap: it would take a queued SIGTRAP off the queue.
         let pid = tracee.pid();
@@ -395,6 +396,9 @@ impl<'t> Parasite<'t> {
         requeue?;
         let regs = self.tracee.set_regs(&self.orig_regs);
         let mask = self.tracee.set_sigmask(self.orig_mask);
+        if unmap.is_ok() && regs.is_ok() && mask.is_ok() {
+            super::harm_window(pid, false, "parasite");
+        }
         unmap?;
         regs?;
         mask?;
