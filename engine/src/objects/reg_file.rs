@@ -175,6 +175,24 @@ fn ghost_node(pid: Pid, fd: i32, path: &std::path::Path, md: &std::fs::Metadata,
     g
 }
 
+/// Whether `remap` is a name [`link_remap`] gives a file dumped from
+/// `path`: `.<name>.crtools-link-remap.<ino>.<pid>` in the same directory
+/// (a restore removes it afterwards: hostile images must not name any
+/// other file).
+fn is_link_remap_name(remap: &std::path::Path, path: &std::path::Path) -> bool {
+    let (Some(name), Some(orig)) = (remap.file_name().and_then(|n| n.to_str()), path.file_name()) else {
+        return false;
+    };
+    let prefix = format!(".{}.crtools-link-remap.", orig.to_string_lossy());
+    let Some(rest) = name.strip_prefix(&prefix) else { return false };
+    let nums: Vec<&str> = rest.split('.').collect();
+    remap.parent() == path.parent()
+        && remap.is_absolute()
+        && !remap.components().any(|c| matches!(c, std::path::Component::ParentDir))
+        && nums.len() == 2
+        && nums.iter().all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Copies the unlinked regular file behind `fd` of `pid` into the images
 /// once (a ghost file) and returns its ghost id.
 fn ghost_file(
@@ -351,6 +369,10 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
             },
             (None, Some(r)) => {
                 let p = std::path::PathBuf::from(r.as_os_str());
+                // Removed after the restore: only a name link_remap made.
+                if !is_link_remap_name(&p, std::path::Path::new(reg.path.as_os_str())) {
+                    return Err(e(format!("the images name {} as its link-remap file: refusing", p.display())));
+                }
                 out.remove_after_restore(p.clone());
                 p
             }
@@ -478,4 +500,27 @@ fn make_ghost(images: &FileImages, g: u32) -> std::result::Result<std::path::Pat
         return Err(format!("ghost file {}: {m}", path.display()));
     }
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_link_remap_name;
+    use std::path::Path;
+
+    #[test]
+    fn only_link_remap_names_are_removed_after_restore() {
+        let p = Path::new("/tmp/d/data");
+        assert!(is_link_remap_name(Path::new("/tmp/d/.data.crtools-link-remap.123.45"), p));
+        for bad in [
+            "/etc/passwd",
+            "/tmp/other/.data.crtools-link-remap.123.45",
+            "/tmp/d/.data.crtools-link-remap.123",
+            "/tmp/d/.data.crtools-link-remap.1x.45",
+            "/tmp/d/.other.crtools-link-remap.123.45",
+            "/tmp/d/../d/.data.crtools-link-remap.123.45",
+            "tmp/d/.data.crtools-link-remap.123.45",
+        ] {
+            assert!(!is_link_remap_name(Path::new(bad), p), "{bad}");
+        }
+    }
 }

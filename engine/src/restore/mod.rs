@@ -23,6 +23,7 @@
 mod fork;
 pub mod plan;
 mod sessions;
+pub mod validate;
 
 use sessions::Session;
 
@@ -336,6 +337,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         return Err(Error::new(format!("pid {root} is not in the images (they hold {pids:?})")));
     }
     let mut tasks: Vec<TaskImages> = tree.iter().map(|t| read_task(&dir, t)).collect::<Result<_>>()?;
+    validate::check_tasks(&tasks, TASK_SIZE)?;
     let mut fd_cx = files::FdCtx {
         shell_job: opts.shell_job,
         ext_unix_sk: opts.ext_unix_sk,
