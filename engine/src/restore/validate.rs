@@ -168,7 +168,7 @@ mod tests {
     use super::*;
 
     fn user(uid: u32) -> Caller {
-        Caller { uids: [uid; 3], gids: [uid; 3], groups: vec![], cap_eff: 0, cap_bnd: !0 >> 23, ..Default::default() }
+        Caller { uids: [uid; 3], gids: [uid; 3], groups: vec![], cap_eff: 0, cap_bnd: !0 >> 23 }
     }
 
     #[test]
@@ -245,7 +245,7 @@ mod tests {
         assert!(ok(task(100, vec![(0x3000, 0x3000)], vec![])).is_err());
         assert!(ok(task(100, vec![(0x1000, 0x3000), (0x2000, 0x4000)], vec![])).unwrap_err().contains("overlaps"));
         assert!(ok(task(100, vec![(0x1000, 0x3000)], vec![(0x1000, 3)])).unwrap_err().contains("outside every VMA"));
-        assert!(ok(task(100, vec![(0x1000, 0x3000)], vec![(u64::MAX & !0xfff, u32::MAX)])).is_err());
+        assert!(ok(task(100, vec![(0x1000, 0x3000)], vec![(!0xfff, u32::MAX)])).is_err());
         let dup = [task(100, vec![], vec![]), task(100, vec![], vec![])];
         assert!(check_tasks_as(&dup, ts, &root, 1 << 22).unwrap_err().to_string().contains("twice"));
         // Root images, a non-root caller.
