@@ -6,6 +6,7 @@
 # and fails if any target found a crash, a panic, a leak or an allocation
 # above -malloc_limit_mb (32 MiB: twice the largest record limit).
 #   scripts/fuzz.sh [SECS] [IMAGE_DIR...]
+# Exit status: 0 clean, 1 a target failed, 2 nothing could be built.
 # Needs cargo-fuzz; stable rustc accepts its nightly flags with
 # RUSTC_BOOTSTRAP=1 (set here).
 set -euo pipefail
@@ -41,7 +42,8 @@ for d in "$@"; do
   done
 done
 
-(cd $FUZZ && cargo fuzz build -O >/dev/null)
+# Exit status 2: the targets could not be built (no C++ compiler, ...).
+(cd $FUZZ && cargo fuzz build -O >/dev/null) || { echo "fuzz: the targets do not build here"; exit 2; }
 status=0
 for t in $TARGETS; do
   mkdir -p "$FUZZ/corpus/$t" "$FUZZ/logs"
