@@ -101,6 +101,7 @@ pub fn man(cmd: &Command) -> String {
     m.push_str(".TP\n1\nThe command failed; the message names the task and the object. A dump that fails leaves every task running as it was; a restore that fails leaves no task behind.\n");
     m.push_str(".TP\n2\nThe command line is wrong.\n");
     m.push_str(".TP\n3\nRefused: an option that is not supported yet, or a tree that holds an object or state this version does not checkpoint or restore exactly, or only with an option (the message names the task, the object and the option); nothing was changed.\n");
+    m.push_str(".SH ENVIRONMENT\n.TP\nCRTOOLS_FAULT\nFor tests: a comma-separated list of fault points, each \\fINAME\\fR or \\fINAME\\fR:\\fIN\\fR, that make the first (or \\fIN\\fR-th) pass through that point fail with exit status 1 (\\fBcheck \\-\\-faults\\fR lists them).\n");
     m.push_str(
         ".SH FILES\n.TP\n/run/crtools/check.cache\nThe kernel probes' answers of \\fBcheck\\fR, kept for the boot.\n",
     );
@@ -228,6 +229,7 @@ mod tests {
         }
         assert!(page.starts_with(".TH CRTOOLS 1"));
         assert!(page.contains(".SH EXIT STATUS"));
+        assert!(page.contains("CRTOOLS_FAULT"));
     }
 
     #[test]
