@@ -5,7 +5,7 @@
 #   CYCLES=100 MODES="unix events ipc" SCALE_PROCS=500 SCALE_THREADS=2000 scripts/soak.sh
 #
 # 1. Soak: for each victim_tree MODE, CYCLES consecutive dump/restore
-#    cycles of the live tree (threads in every process; unix: stream,
+#    cycles of the live tree (VICTIM_THREADS=3 threads in every process; unix: stream,
 #    datagram and seqpacket sockets with queues; events: timerfds, epoll,
 #    eventfd, signalfd; ipc: pipes, FIFOs, shared files). After every
 #    cycle each process checks itself (verdict=ok). Per cycle: dump and
@@ -30,7 +30,8 @@ cargo build -q -p crtools-tests --bins
 VT=target/debug/victim_tree
 V=target/debug/victim
 WORK=$(mktemp -d /tmp/crtools-soak.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
+# Kept when something fails, for a look at the logs and images.
+trap 'if [ $? -eq 0 ]; then rm -rf "$WORK"; else echo "kept $WORK"; fi' EXIT
 echo "soak: $BIN, $CYCLES cycles of: $MODES; scale: $SCALE_PROCS processes, $SCALE_THREADS threads; in $WORK"
 
 ms() { date +%s%3N; }
@@ -48,7 +49,7 @@ wait_lines() {
 soak_mode() {
   local mode=$1 dir=$WORK/$1 log=$WORK/$1.log
   mkdir -p "$dir/data"
-  $VT "$log" "$mode" "$dir/data" </dev/null >/dev/null 2>&1 &
+  VICTIM_THREADS=${VICTIM_THREADS:-3} $VT "$log" "$mode" "$dir/data" </dev/null >/dev/null 2>&1 &
   local root=$!
   # Every process of the tree says ready.
   sleep 0.5
@@ -73,7 +74,12 @@ soak_mode() {
     t2=$(ms)
     checks=$(grep -c '^check ' "$log" || true)
     for p in $pids; do kill -USR1 "$p"; done
-    wait_lines "$log" '^check ' $((checks + n))
+    if ! wait_lines "$log" '^check ' $((checks + n)); then
+      for p in $pids; do
+        echo "pid $p: $(tail -n +$((checks + 1)) "$log" | grep -c "^check pid=$p ") new checks, state $(awk '/^State/ {print $2}' /proc/$p/status 2>/dev/null)"
+      done
+      return 1
+    fi
     if tail -n "$n" "$log" | grep '^check ' | grep -v 'verdict=ok' | head -3 | grep .; then
       echo "cycle $c: a check failed"; return 1
     fi

@@ -321,6 +321,9 @@ struct Hooks<'a> {
 
 /// Spawns `threads - 1` workers, says ready and serves checks forever.
 fn serve(role: &str, threads: usize, mut hooks: Hooks) -> ! {
+    // VICTIM_THREADS raises every process's thread count (scripts/soak.sh).
+    let more = std::env::var("VICTIM_THREADS").ok().and_then(|s| s.parse::<usize>().ok()).unwrap_or(0);
+    let threads = threads.max(more);
     let w = Workers::spawn(threads.saturating_sub(1));
     let mut ready = format!("ready {} role={role} tids={}", ids(), w.tids());
     for r in &hooks.ready {
