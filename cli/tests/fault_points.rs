@@ -20,6 +20,14 @@ const MEM: usize = 8 << 20;
 
 static mut HUP: bool = false;
 
+/// The tests of this file run one at a time: they reap children by pid
+/// and one reaps any dead child (see the churn test).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 extern "C" fn on_hup(_: i32) {
     // SAFETY: a plain store, read by the victim's loop.
     unsafe { std::ptr::write_volatile(&raw mut HUP, true) };
@@ -109,12 +117,124 @@ fn victim_main(log: &str) -> ! {
     }
 }
 
-/// Not a test on its own: the victim's entry point (see the module doc).
+/// The churning victim: forks a child (which exits at once) and starts a
+/// thread (which exits at once) continuously, reaping the children; on
+/// SIGHUP it logs `check forks=N threads=M`.
+fn churn_main(log: &str) -> ! {
+    use std::io::Write;
+    let mut logf = std::fs::OpenOptions::new().append(true).create(true).open(log).unwrap();
+    // SAFETY: installing a handler that only stores to a static.
+    unsafe { libc::signal(libc::SIGHUP, on_hup as *const () as usize) };
+    writeln!(logf, "ready {}", std::process::id()).unwrap();
+    let (mut forks, mut threads) = (0u64, 0u64);
+    loop {
+        // SAFETY: the child only calls async-signal-safe functions.
+        match unsafe { libc::fork() } {
+            0 => unsafe {
+                libc::usleep(500);
+                libc::_exit(0)
+            },
+            p if p > 0 => forks += 1,
+            _ => {}
+        }
+        if std::thread::Builder::new().spawn(|| std::thread::sleep(Duration::from_micros(300))).is_ok() {
+            threads += 1;
+        }
+        // SAFETY: reaping our own children.
+        while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+        std::thread::sleep(Duration::from_millis(1));
+        // SAFETY: see on_hup.
+        if unsafe { std::ptr::read_volatile(&raw const HUP) } {
+            // SAFETY: as above.
+            unsafe { std::ptr::write_volatile(&raw mut HUP, false) };
+            writeln!(logf, "check forks={forks} threads={threads}").unwrap();
+        }
+    }
+}
+
+/// Not a test on its own: the victims' entry point (see the module doc).
 #[test]
 fn victim() {
+    if let Ok(log) = std::env::var("FAULT_VICTIM_CHURN") {
+        churn_main(&log);
+    }
     if let Ok(log) = std::env::var("FAULT_VICTIM") {
         victim_main(&log);
     }
+}
+
+/// A victim that forks and starts threads continuously while it is
+/// dumped: each dump converges (the tree is frozen task by task until no
+/// new task appears) and the restored victim goes on churning, or the
+/// dump fails cleanly (exit status 1) and the victim goes on untraced.
+#[test]
+fn a_victim_forking_and_cloning_continuously_dumps_or_fails_cleanly() {
+    if !common_root() {
+        return;
+    }
+    let _serial = serial();
+    subreaper();
+    let base = scratch("churn");
+    let log = base.join("churn.log");
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "victim", "--nocapture", "--test-threads=1"])
+        .env("FAULT_VICTIM_CHURN", &log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    common::detached(&mut cmd);
+    let child = cmd.spawn().unwrap();
+    let pid = child.id() as i32;
+    std::mem::forget(child);
+    wait_for(&log, 1, "ready line");
+    let check = |what: &str| -> (u64, u64) {
+        let n = log_lines(&log).len();
+        // SAFETY: signalling our own victim.
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+        let l = wait_for(&log, n + 1, what);
+        let num = |k: &str| -> u64 {
+            l.split_whitespace().find_map(|w| w.strip_prefix(k)).and_then(|v| v.parse().ok()).unwrap_or(0)
+        };
+        (num("forks="), num("threads="))
+    };
+    let (mut ok, mut failed) = (0, Vec::new());
+    for round in 0..4 {
+        std::thread::sleep(Duration::from_millis(100));
+        let dir = base.join(format!("img{round}"));
+        let out = crtools("", &["dump", "-D", dir.to_str().unwrap(), "-t", &pid.to_string()]);
+        if out.status.success() {
+            // SAFETY: reaping the dumped victim (ours, or re-parented to us).
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+            // Its children, killed too, are re-parented to us (subreaper):
+            // reap them so that their pids are free for the restore.
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_millis(300) {
+                // SAFETY: reaping dead children of ours.
+                while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG | libc::__WALL) } > 0 {}
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let out = crtools("", &["restore", "-d", "-D", dir.to_str().unwrap(), "-t", &pid.to_string()]);
+            assert!(out.status.success(), "round {round}: restore: {}", stderr(&out));
+            ok += 1;
+        } else {
+            assert_eq!(out.status.code(), Some(1), "round {round}: {}", stderr(&out));
+            assert!(!dir.join("inventory.img").exists());
+            failed.push(stderr(&out));
+        }
+        assert_eq!(status_field(pid, "TracerPid:").as_deref(), Some("0"), "round {round}: traced");
+        let a = check("first check");
+        std::thread::sleep(Duration::from_millis(200));
+        let b = check("second check");
+        assert!(b.0 > a.0 + 10 && b.1 > a.1 + 10, "round {round}: not churning any more: {a:?} -> {b:?}");
+    }
+    eprintln!("churning victim: {ok} of 4 dumps succeeded; failures: {failed:?}");
+    assert!(ok >= 1, "no dump of the churning victim succeeded: {failed:?}");
+    // SAFETY: killing and reaping our victim.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+    let _ = std::fs::remove_dir_all(&base);
 }
 
 struct Victim {
@@ -240,6 +360,7 @@ fn a_dump_failing_at_any_point_leaves_the_victim_as_it_was() {
     if !common_root() {
         return;
     }
+    let _serial = serial();
     subreaper();
     let base = scratch("dump");
     let v = Victim::start(&base);
@@ -277,6 +398,7 @@ fn a_restore_failing_at_any_point_leaves_nothing_behind() {
     if !common_root() {
         return;
     }
+    let _serial = serial();
     subreaper();
     let base = scratch("restore");
     let v = Victim::start(&base);
@@ -369,6 +491,7 @@ fn crtools_killed_at_random_moments_of_a_dump() {
     if !common_root() {
         return;
     }
+    let _serial = serial();
     subreaper();
     let runs: u32 = std::env::var("CRTOOLS_KILL_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(12);
     let mut seed: u64 = std::env::var("CRTOOLS_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
