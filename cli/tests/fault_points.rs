@@ -130,6 +130,7 @@ fn churn_main(log: &str) -> ! {
     loop {
         // SAFETY: the child only calls async-signal-safe functions.
         match unsafe { libc::fork() } {
+            // SAFETY: as above: usleep and _exit only.
             0 => unsafe {
                 libc::usleep(500);
                 libc::_exit(0)
