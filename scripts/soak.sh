@@ -27,9 +27,12 @@ MODES=${MODES:-unix events ipc}
 SCALE_PROCS=${SCALE_PROCS:-500}
 SCALE_THREADS=${SCALE_THREADS:-2000}
 cargo build -q -p crtools-tests --bins
-VT=target/debug/victim_tree
-V=target/debug/victim
 WORK=$(mktemp -d /tmp/crtools-soak.XXXXXX)
+# Private copies: a rebuild of target/ while the soak runs must not swap
+# the executables under the restored victims.
+cp target/debug/victim_tree target/debug/victim "$WORK/"
+VT=$WORK/victim_tree
+V=$WORK/victim
 # Kept when something fails, for a look at the logs and images.
 trap 'if [ $? -eq 0 ]; then rm -rf "$WORK"; else echo "kept $WORK"; fi' EXIT
 echo "soak: $BIN, $CYCLES cycles of: $MODES; scale: $SCALE_PROCS processes, $SCALE_THREADS threads; in $WORK"
