@@ -10,8 +10,9 @@
 #    eventfd, signalfd; ipc: pipes, FIFOs, shared files). After every
 #    cycle each process checks itself (verdict=ok). Per cycle: dump and
 #    restore time, image size, crtools' peak RSS (dump, restore). It fails
-#    if a check fails or if the last 10 cycles' image size or peak RSS
-#    exceed the first 10 cycles' by more than 10% (+1 MiB for RSS).
+#    if a check fails, if the last 10 cycles' image size exceeds cycles
+#    11-20's by more than 10%, or if their peak RSS exceeds the first 10
+#    cycles' by more than 10% (+1 MiB).
 # 2. Scale: a tree of SCALE_PROCS processes (victim forest) and one process
 #    with SCALE_THREADS threads (victim threads): dump, restore, every
 #    process/thread checked.
@@ -99,7 +100,13 @@ soak_mode() {
         mode, n, k, avg(d, 1, k), avg(d, n - k + 1, n), avg(r, 1, k), avg(r, n - k + 1, n),
         avg(sz, 1, k), avg(sz, n - k + 1, n), avg(dr, 1, k), avg(dr, n - k + 1, n), avg(rr, 1, k), avg(rr, n - k + 1, n)
       bad = 0
-      if (avg(sz, n - k + 1, n) > avg(sz, 1, k) * 1.1) { print "  image size grows"; bad = 1 }
+      # Growth is measured after a warm-up of k cycles (a first restore may
+      # change what the next dump stores, e.g. pages shared again
+      # copy-on-write); a steady state above 1.5 times the first dump is
+      # reported, not failed.
+      w = n >= 3 * k ? k + 1 : 1
+      if (avg(sz, n - k + 1, n) > avg(sz, w, w + k - 1) * 1.1) { print "  image size grows"; bad = 1 }
+      if (sz[n] > sz[1] * 1.5) printf "  note: the images of the last cycle are %.1f times the first cycle's\n", sz[n] / sz[1]
       if (avg(dr, n - k + 1, n) > avg(dr, 1, k) * 1.1 + 1024) { print "  dump RSS grows"; bad = 1 }
       if (avg(rr, n - k + 1, n) > avg(rr, 1, k) * 1.1 + 1024) { print "  restore RSS grows"; bad = 1 }
       exit bad
