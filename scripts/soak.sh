@@ -106,7 +106,7 @@ soak_mode() {
       # reported, not failed.
       w = n >= 3 * k ? k + 1 : 1
       if (avg(sz, n - k + 1, n) > avg(sz, w, w + k - 1) * 1.1) { print "  image size grows"; bad = 1 }
-      if (sz[n] > sz[1] * 1.5) printf "  note: the images of the last cycle are %.1f times the first cycle's\n", sz[n] / sz[1]
+      if (sz[n] > sz[1] * 1.5) printf "  note: the images of the last cycle are %.1f times those of the first cycle\n", sz[n] / sz[1]
       if (avg(dr, n - k + 1, n) > avg(dr, 1, k) * 1.1 + 1024) { print "  dump RSS grows"; bad = 1 }
       if (avg(rr, n - k + 1, n) > avg(rr, 1, k) * 1.1 + 1024) { print "  restore RSS grows"; bad = 1 }
       exit bad
