@@ -142,9 +142,18 @@ root=$(sed -n 's/^ready \([0-9]*\).*/\1/p' "$WORK/forest.log" | head -1)
 before=$(cat "$WORK/forest.before")
 pids=$( (echo "$root"; pgrep -P "$root") | sort -u)
 echo "forest: $(echo "$pids" | wc -l) processes after restore"
-for p in $pids; do kill -USR1 "$p"; done
-wait_lines "$WORK/forest.log" '^status ' "$SCALE_PROCS"
-if grep '^status ' "$WORK/forest.log" | grep -v 'mem=ok' | head -3 | grep .; then echo "forest: a process is bad"; exit 1; fi
+# One at a time: the forest victims' status lines are not written
+# atomically and would interleave.
+for p in $pids; do kill -USR1 "$p"; sleep 0.005; done
+t=0
+while [ "$(grep -o 'mem=ok' "$WORK/forest.log" | wc -l)" -lt "$SCALE_PROCS" ]; do
+  sleep 0.1; t=$((t + 1))
+  if [ $t -gt 600 ] || grep -q 'mem=bad' "$WORK/forest.log"; then
+    echo "forest: $(grep -o 'mem=ok' "$WORK/forest.log" | wc -l) of $SCALE_PROCS processes answered mem=ok"
+    grep -o 'mem=bad' "$WORK/forest.log" | head -3
+    exit 1
+  fi
+done
 echo "forest: $SCALE_PROCS processes checked mem=ok"
 for p in $pids; do kill -KILL "$p" 2>/dev/null || true; done
 
