@@ -165,6 +165,12 @@ n=$(grep -c . "$WORK/threads.log")
 kill -USR1 "$root"
 wait_lines "$WORK/threads.log" . $((n + 1))
 tail -1 "$WORK/threads.log" | cut -c1-200
-tail -1 "$WORK/threads.log" | grep -q 'bad' && { echo "threads: bad"; exit 1; }
+# With thousands of threads on a few CPUs the victim's token ring (each
+# pass wakes every thread) cannot move every thread within its 500 ms
+# window (moving=false); what must hold is the ring going round, every
+# thread's tid and thread-locals intact, and every thread there.
+last=$(tail -1 "$WORK/threads.log")
+case "$last" in *"ring=true tls=true"*) ;; *) echo "threads: bad"; exit 1 ;; esac
+[ "$(ls /proc/"$root"/task | wc -l)" -eq $((SCALE_THREADS + 1)) ] || { echo "threads: some are missing"; exit 1; }
 kill -KILL "$root"
 echo "soak: done"
