@@ -17,9 +17,17 @@ pub struct Victim {
 
 impl Victim {
     /// Starts `exe` with `args` and waits for its "ready" line.
+    ///
+    /// The victim leads a process group of its own in the test's session:
+    /// its group is then not orphaned (its parent, the test, is in another
+    /// group of the same session), so job-control stops such as SIGTSTP
+    /// stop it even when the test itself runs in an orphaned group (a
+    /// detached CI job), where the kernel discards them.
     pub fn start(exe: &str, args: &[&str]) -> Victim {
+        use std::os::unix::process::CommandExt;
         let mut child = Command::new(exe)
             .args(args)
+            .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
