@@ -93,6 +93,11 @@ pub struct InetSkOpts {
     pub user_timeout: u32,
     /// TCP_MAXSEG set by the user (unconnected sockets), 0: none.
     pub maxseg: u32,
+    /// TCP_DEFER_ACCEPT (9), TCP_FASTOPEN (23), TCP_NOTSENT_LOWAT (25)
+    /// where they differ from a fresh socket's: (option, value).
+    pub tcp_extra: Vec<(u32, i32)>,
+    /// TCP_CONGESTION when it is not the system's default.
+    pub congestion: Option<String>,
 }
 
 /// What TCP_REPAIR reads of an established connection.
@@ -281,8 +286,16 @@ impl Describe for InetSkEntry {
         }
         if self.proto == 6 {
             opts += &format!(
-                " nodelay={} cork={} keepidle={} keepintvl={} keepcnt={} user_timeout={} maxseg={}",
-                o.nodelay, o.cork, o.keepidle, o.keepintvl, o.keepcnt, o.user_timeout, o.maxseg
+                " nodelay={} cork={} keepidle={} keepintvl={} keepcnt={} user_timeout={} maxseg={} tcp_extra={:?} congestion={}",
+                o.nodelay,
+                o.cork,
+                o.keepidle,
+                o.keepintvl,
+                o.keepcnt,
+                o.user_timeout,
+                o.maxseg,
+                o.tcp_extra,
+                o.congestion.as_deref().unwrap_or("default")
             );
         }
         if !o.filter.is_empty() {

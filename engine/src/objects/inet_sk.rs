@@ -485,9 +485,35 @@ fn read_opts(s: BorrowedFd<'_>, family: u32, ty: u32, proto: u32) -> std::result
         o.keepintvl = int(SOL_TCP, inet::TCP_KEEPINTVL, "TCP_KEEPINTVL")?;
         o.keepcnt = int(SOL_TCP, inet::TCP_KEEPCNT, "TCP_KEEPCNT")?;
         o.user_timeout = int(SOL_TCP, inet::TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT")? as u32;
+        // The rest where it differs from a fresh socket of the same kind.
+        let fresh = sk::socket(family, SockType(ty), SockFlags::SOCK_CLOEXEC, proto)
+            .map_err(|e| format!("a fresh socket to compare with: {e}"))?;
+        for (name, what) in [
+            (TCP_DEFER_ACCEPT, "TCP_DEFER_ACCEPT"),
+            (TCP_FASTOPEN, "TCP_FASTOPEN"),
+            (TCP_NOTSENT_LOWAT, "TCP_NOTSENT_LOWAT"),
+        ] {
+            let v = int(SOL_TCP, name, what)?;
+            if inet::get_opt_int(fresh.as_fd(), SOL_TCP, name).ok() != Some(v) {
+                o.tcp_extra.push((name, v));
+            }
+        }
+        let cc = |fd: BorrowedFd<'_>| {
+            sk::get_sockopt_bytes(fd, SOL_TCP, TCP_CONGESTION, 16)
+                .map(|b| String::from_utf8_lossy(b.split(|&c| c == 0).next().unwrap_or(&[])).into_owned())
+        };
+        let mine = cc(s).map_err(|e| format!("read TCP_CONGESTION: {e}"))?;
+        if cc(fresh.as_fd()).ok().as_deref() != Some(mine.as_str()) {
+            o.congestion = Some(mine);
+        }
     }
     Ok(o)
 }
+
+const TCP_DEFER_ACCEPT: u32 = 9;
+const TCP_CONGESTION: u32 = 13;
+const TCP_FASTOPEN: u32 = 23;
+const TCP_NOTSENT_LOWAT: u32 = 25;
 
 /// Reads an established connection in repair mode (left on: see the module
 /// docs). `peek_off` is the task's SO_PEEK_OFF, put back after reading.
@@ -905,6 +931,13 @@ fn set_opts(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), Stri
         set(SOL_TCP, inet::TCP_KEEPINTVL, o.keepintvl, "TCP_KEEPINTVL")?;
         set(SOL_TCP, inet::TCP_KEEPCNT, o.keepcnt, "TCP_KEEPCNT")?;
         set(SOL_TCP, inet::TCP_USER_TIMEOUT, o.user_timeout as i32, "TCP_USER_TIMEOUT")?;
+        for &(name, v) in &o.tcp_extra {
+            set(SOL_TCP, name, v, "TCP option")?;
+        }
+        if let Some(cc) = &o.congestion {
+            sk::set_sockopt_bytes(fd, SOL_TCP, TCP_CONGESTION, cc.as_bytes())
+                .map_err(|e| format!("TCP_CONGESTION {cc}: {e}"))?;
+        }
     }
     if !o.filter.is_empty() {
         inet::attach_filter(fd, &o.filter).map_err(|e| format!("SO_ATTACH_FILTER: {e}"))?;

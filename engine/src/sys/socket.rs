@@ -561,6 +561,24 @@ unsafe fn getsockopt_raw(fd: BorrowedFd<'_>, level: u32, name: u32, val: *mut u8
     Ok(l)
 }
 
+/// A socket option read as bytes (at most `max`), e.g. TCP_CONGESTION.
+pub fn get_sockopt_bytes(fd: BorrowedFd<'_>, level: u32, name: u32, max: usize) -> Result<Vec<u8>> {
+    let mut v = vec![0u8; max];
+    // SAFETY: v has max writable bytes.
+    let n = unsafe { getsockopt_raw(fd, level, name, v.as_mut_ptr(), max as u32) }?;
+    v.truncate(n as usize);
+    Ok(v)
+}
+
+/// A socket option set from bytes, e.g. TCP_CONGESTION.
+pub fn set_sockopt_bytes(fd: BorrowedFd<'_>, level: u32, name: u32, v: &[u8]) -> Result<()> {
+    // SAFETY: the kernel reads v.len() bytes of v.
+    unsafe {
+        syscalls::syscall5(Sysno::setsockopt, fd_arg(fd), level as usize, name as usize, v.as_ptr() as usize, v.len())
+    }
+    .map(drop)
+}
+
 fn getsockopt_int(fd: BorrowedFd<'_>, level: u32, name: u32) -> Result<i32> {
     let mut v = 0i32;
     // SAFETY: v is 4 writable bytes.

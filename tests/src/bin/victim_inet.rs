@@ -109,9 +109,14 @@ fn tcp_opts(fd: i32, with_rcvbuf: bool) -> String {
     unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_LINGER, &mut lg as *mut _ as *mut _, &mut l) };
     // SAFETY: F_GETFL has no memory arguments.
     let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    let mut cc = [0u8; 16];
+    let mut cl = 16u32;
+    // SAFETY: at most 16 bytes are written into cc.
+    unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_CONGESTION, cc.as_mut_ptr() as *mut _, &mut cl) };
+    let cc = String::from_utf8_lossy(cc.split(|&c| c == 0).next().unwrap_or(&[])).into_owned();
     format!(
         "name={} peer={} reuseaddr={} nodelay={} keepalive={} idle={} intvl={} cnt={} user_timeout={} linger={}/{} \
-         tos={} ttl={} mark={} rcvbuf={} nonblock={}",
+         tos={} ttl={} mark={} rcvbuf={} nonblock={} notsent_lowat={} cc={cc}",
         name_of(fd, false),
         name_of(fd, true),
         getopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR),
@@ -129,6 +134,7 @@ fn tcp_opts(fd: i32, with_rcvbuf: bool) -> String {
         // Set by the user it stays; otherwise the kernel tunes it as data flows.
         if with_rcvbuf { getopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF) } else { 0 },
         fl & libc::O_NONBLOCK != 0,
+        getopt(fd, libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT),
     )
 }
 
@@ -340,6 +346,9 @@ fn client(logp: &str, port: u16) {
     setopt(s, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 11);
     setopt(s, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 5);
     setopt(s, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 12345);
+    setopt(s, libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT, 65536);
+    // SAFETY: 4 bytes of "reno" are read.
+    unsafe { libc::setsockopt(s, libc::IPPROTO_TCP, libc::TCP_CONGESTION, b"reno".as_ptr() as *const _, 4) };
     setopt(s, libc::IPPROTO_IP, libc::IP_TOS, 0x10);
     setopt(s, libc::IPPROTO_IP, libc::IP_TTL, 33);
     setopt(s, libc::SOL_SOCKET, libc::SO_MARK, 7);
