@@ -96,6 +96,10 @@ pub struct InetSkOpts {
     /// TCP_DEFER_ACCEPT (9), TCP_FASTOPEN (23), TCP_NOTSENT_LOWAT (25)
     /// where they differ from a fresh socket's: (option, value).
     pub tcp_extra: Vec<(u32, i32)>,
+    /// IP-level integer options (IP_RECVERR, IP_PKTINFO, multicast TTL and
+    /// loop, ...) where they differ from a fresh socket's: (level, option,
+    /// value).
+    pub ip_extra: Vec<(u32, u32, i32)>,
     /// TCP_CONGESTION when it is not the system's default.
     pub congestion: Option<String>,
 }
@@ -297,6 +301,9 @@ impl Describe for InetSkEntry {
                 o.tcp_extra,
                 o.congestion.as_deref().unwrap_or("default")
             );
+        }
+        if !o.ip_extra.is_empty() {
+            opts += &format!(" ip_extra={:?}", o.ip_extra);
         }
         if !o.filter.is_empty() {
             opts += &format!(" filter={} insns lock={}", o.filter.len(), o.lock_filter);

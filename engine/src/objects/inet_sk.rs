@@ -478,6 +478,24 @@ fn read_opts(s: BorrowedFd<'_>, family: u32, ty: u32, proto: u32) -> std::result
         v6only: six && int(SOL_IPV6, inet::IPV6_V6ONLY, "IPV6_V6ONLY")? != 0,
         ..Default::default()
     };
+    // IP-level options with no field of their own, where they differ from
+    // a fresh socket of the same kind (an option the kernel does not report
+    // for this kind is skipped on both sides).
+    let fresh = sk::socket(family, SockType(ty), SockFlags::SOCK_CLOEXEC, proto)
+        .map_err(|e| format!("a fresh socket to compare with: {e}"))?;
+    let v6_list: &[(u32, u32)] = if six { IPV6_EXTRA } else { &[] };
+    for &(level, name) in IP_EXTRA.iter().chain(v6_list) {
+        // The kernel refuses multicast options on stream sockets.
+        let multicast = matches!((level, name), (SOL_IP, 33 | 34 | 49) | (SOL_IPV6, 18 | 19));
+        if multicast && ty == SockType::SOCK_STREAM.0 {
+            continue;
+        }
+        if let Ok(v) = inet::get_opt_int(s, level, name) {
+            if inet::get_opt_int(fresh.as_fd(), level, name).ok() != Some(v) {
+                o.ip_extra.push((level, name, v));
+            }
+        }
+    }
     if proto == inet::IPPROTO_TCP {
         o.nodelay = int(SOL_TCP, inet::TCP_NODELAY, "TCP_NODELAY")? != 0;
         o.cork = int(SOL_TCP, inet::TCP_CORK, "TCP_CORK")? != 0;
@@ -486,8 +504,6 @@ fn read_opts(s: BorrowedFd<'_>, family: u32, ty: u32, proto: u32) -> std::result
         o.keepcnt = int(SOL_TCP, inet::TCP_KEEPCNT, "TCP_KEEPCNT")?;
         o.user_timeout = int(SOL_TCP, inet::TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT")? as u32;
         // The rest where it differs from a fresh socket of the same kind.
-        let fresh = sk::socket(family, SockType(ty), SockFlags::SOCK_CLOEXEC, proto)
-            .map_err(|e| format!("a fresh socket to compare with: {e}"))?;
         for (name, what) in [
             (TCP_DEFER_ACCEPT, "TCP_DEFER_ACCEPT"),
             (TCP_FASTOPEN, "TCP_FASTOPEN"),
@@ -509,6 +525,38 @@ fn read_opts(s: BorrowedFd<'_>, family: u32, ty: u32, proto: u32) -> std::result
     }
     Ok(o)
 }
+
+/// (level, option) of the integer IP options kept where set: IP_PKTINFO,
+/// IP_MTU_DISCOVER, IP_RECVERR, IP_RECVTTL, IP_RECVTOS, IP_TRANSPARENT,
+/// IP_RECVORIGDSTADDR, IP_BIND_ADDRESS_NO_PORT, IP_MULTICAST_TTL,
+/// IP_MULTICAST_LOOP, IP_MULTICAST_ALL.
+const IP_EXTRA: &[(u32, u32)] = &[
+    (SOL_IP, 8),
+    (SOL_IP, 10),
+    (SOL_IP, 11),
+    (SOL_IP, 12),
+    (SOL_IP, 13),
+    (SOL_IP, 19),
+    (SOL_IP, 20),
+    (SOL_IP, 24),
+    (SOL_IP, 33),
+    (SOL_IP, 34),
+    (SOL_IP, 49),
+];
+/// The same for IPv6 sockets: IPV6_MULTICAST_HOPS, IPV6_MULTICAST_LOOP,
+/// IPV6_MTU_DISCOVER, IPV6_RECVERR, IPV6_RECVPKTINFO, IPV6_RECVHOPLIMIT,
+/// IPV6_RECVTCLASS, IPV6_RECVORIGDSTADDR, IPV6_TRANSPARENT.
+const IPV6_EXTRA: &[(u32, u32)] = &[
+    (SOL_IPV6, 18),
+    (SOL_IPV6, 19),
+    (SOL_IPV6, 23),
+    (SOL_IPV6, 25),
+    (SOL_IPV6, 49),
+    (SOL_IPV6, 51),
+    (SOL_IPV6, 66),
+    (SOL_IPV6, 74),
+    (SOL_IPV6, 75),
+];
 
 const TCP_DEFER_ACCEPT: u32 = 9;
 const TCP_CONGESTION: u32 = 13;
@@ -923,6 +971,9 @@ fn set_opts(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), Stri
         if o.ttl >= 0 {
             set(SOL_IP, inet::IP_TTL, o.ttl, "IP_TTL")?;
         }
+    }
+    for &(level, name, v) in &o.ip_extra {
+        inet::set_opt_int(fd, level, name, v).map_err(|e| format!("IP option {level}/{name}={v}: {e}"))?;
     }
     if u.proto == inet::IPPROTO_TCP {
         set(SOL_TCP, inet::TCP_NODELAY, o.nodelay as i32, "TCP_NODELAY")?;

@@ -391,6 +391,12 @@ fn udp_socket(port: u16) -> i32 {
 fn udp(logp: &str) {
     let srv = udp_socket(0);
     setopt(srv, libc::SOL_SOCKET, libc::SO_BROADCAST, 1);
+    // IP options a server sets to learn its errors and destinations.
+    let ip_opts =
+        [(libc::IP_RECVERR, 1), (libc::IP_PKTINFO, 1), (libc::IP_MULTICAST_TTL, 7), (libc::IP_MULTICAST_LOOP, 0)];
+    for &(o, v) in &ip_opts {
+        setopt(srv, libc::IPPROTO_IP, o, v);
+    }
     let port = port_of(srv);
     let k = udp_socket(0);
     // SAFETY: plain socket call.
@@ -441,6 +447,12 @@ fn udp(logp: &str) {
     }
     if res.is_ok() && (getopt(srv, libc::SOL_SOCKET, libc::SO_BROADCAST) != 1 || name_of(k2, true) != k2peer) {
         res = Err("SO_BROADCAST or the connected peer changed".into());
+    }
+    for &(o, v) in &ip_opts {
+        let now = getopt(srv, libc::IPPROTO_IP, o);
+        if res.is_ok() && now != v {
+            res = Err(format!("IP option {o} is {now}, was set to {v}"));
+        }
     }
     log(logp, &format!("queue {}", if res.is_ok() { "ok" } else { "bad" }));
     if res.is_ok() {
