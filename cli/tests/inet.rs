@@ -181,3 +181,45 @@ fn socat_echo_keeps_its_connection_with_tcp_established() {
     assert_eq!(&r2.unwrap(), b"fou\n");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A UDP socket that joined a multicast group: the membership cannot be
+/// dumped yet, so the dump is refused by name (exit status 3) and the
+/// program keeps running, not stopped.
+#[test]
+fn multicast_member_is_refused_by_name_and_left_running() {
+    if !root() || Command::new("python3").arg("-c").arg("pass").status().map(|s| !s.success()).unwrap_or(true) {
+        eprintln!("skipped: no python3");
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("mcast");
+    let ready = dir.with_extension("ready");
+    let _ = std::fs::remove_file(&ready);
+    let script = "import socket, struct, sys, time\n\
+                  s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                  s.bind(('0.0.0.0', 0))\n\
+                  m = struct.pack('4s4si', socket.inet_aton('239.1.2.3'), socket.inet_aton('0.0.0.0'), 1)\n\
+                  s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, m)\n\
+                  open(sys.argv[1], 'w').close()\n\
+                  time.sleep(600)\n";
+    let mut py = start(Command::new("python3").arg("-c").arg(script).arg(&ready));
+    let pid = py.id() as i32;
+    let t = Instant::now();
+    while !ready.exists() {
+        assert!(t.elapsed() < Duration::from_secs(20), "python did not join the group");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = crtools(&["dump", "-D", dir.to_str().unwrap(), "-t", &pid.to_string()]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let running = py.try_wait().map(|s| s.is_none()).unwrap_or(false);
+    kill_reap(pid);
+    let _ = std::fs::remove_file(&ready);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("multicast group 239.1.2.3 on interface 1"), "{err}");
+    assert!(running, "the program did not survive the refused dump");
+    let st = state.rsplit(')').next().unwrap_or("").split_whitespace().next().unwrap_or("");
+    assert!(st == "S" || st == "R", "the program was left in state {st}");
+    assert!(!dir.join("inventory.img").exists(), "a refused dump left an inventory");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -570,6 +570,13 @@ pub fn get_sockopt_bytes(fd: BorrowedFd<'_>, level: u32, name: u32, max: usize) 
     Ok(v)
 }
 
+/// A socket option read through a buffer the kernel also reads its
+/// question from (e.g. MCAST_MSFILTER); returns the length written.
+pub fn get_sockopt_inout(fd: BorrowedFd<'_>, level: u32, name: u32, buf: &mut [u8]) -> Result<u32> {
+    // SAFETY: buf has buf.len() writable bytes.
+    unsafe { getsockopt_raw(fd, level, name, buf.as_mut_ptr(), buf.len() as u32) }
+}
+
 /// A socket option set from bytes, e.g. TCP_CONGESTION.
 pub fn set_sockopt_bytes(fd: BorrowedFd<'_>, level: u32, name: u32, v: &[u8]) -> Result<()> {
     // SAFETY: the kernel reads v.len() bytes of v.
