@@ -336,7 +336,7 @@ pub fn dump(
         Err(Errno::ENOTCONN) => None,
         Err(err) => return Err(e(format!("getpeername: {err}"))),
     };
-    let opts = read_opts(s.as_fd(), family, ty, proto).map_err(e)?;
+    let opts = read_opts(s.as_fd(), family, ty, proto, peer.is_some()).map_err(e)?;
     let mut entry = InetSkEntry {
         id,
         ino,
@@ -436,7 +436,15 @@ fn fresh_defaults(family: u32, ty: u32, proto: u32) -> Option<(i32, i32, i32)> {
     Some((rcv, snd, ttl))
 }
 
-fn read_opts(s: BorrowedFd<'_>, family: u32, ty: u32, proto: u32) -> std::result::Result<InetSkOpts, String> {
+/// `connected`: the socket has a peer (the kernel then tunes some options
+/// itself, and they are not the user's).
+fn read_opts(
+    s: BorrowedFd<'_>,
+    family: u32,
+    ty: u32,
+    proto: u32,
+    connected: bool,
+) -> std::result::Result<InetSkOpts, String> {
     let int = |level: u32, name: u32, what: &str| -> std::result::Result<i32, String> {
         inet::get_opt_int(s, level, name).map_err(|e| format!("read {what}: {e}"))
     };
@@ -517,6 +525,14 @@ fn read_opts(s: BorrowedFd<'_>, family: u32, ty: u32, proto: u32) -> std::result
             let v = int(SOL_TCP, name, what)?;
             if inet::get_opt_int(fresh.as_fd(), SOL_TCP, name).ok() != Some(v) {
                 o.tcp_extra.push((name, v));
+            }
+        }
+        // The window clamp of a connection is the kernel's; a listener's or
+        // an unconnected socket's is the user's (inherited by accepted ones).
+        if !connected {
+            let v = int(SOL_TCP, TCP_WINDOW_CLAMP, "TCP_WINDOW_CLAMP")?;
+            if inet::get_opt_int(fresh.as_fd(), SOL_TCP, TCP_WINDOW_CLAMP).ok() != Some(v) {
+                o.tcp_extra.push((TCP_WINDOW_CLAMP, v));
             }
         }
         let cc = |fd: BorrowedFd<'_>| {
@@ -628,6 +644,7 @@ const IPV6_EXTRA: &[(u32, u32)] = &[
 ];
 
 const TCP_DEFER_ACCEPT: u32 = 9;
+const TCP_WINDOW_CLAMP: u32 = 10;
 const TCP_CONGESTION: u32 = 13;
 const TCP_FASTOPEN: u32 = 23;
 const TCP_NOTSENT_LOWAT: u32 = 25;

@@ -244,6 +244,7 @@ fn tcp(logp: &str, cork: bool) {
     let l = tcp_socket();
     setopt(l, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
     setopt(l, libc::IPPROTO_IP, libc::IP_FREEBIND, 1);
+    setopt(l, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP, 40000);
     let a = sin(0);
     // SAFETY: a is a valid sockaddr_in.
     check(unsafe { libc::bind(l, &a as *const _ as *const _, 16) } as i64, "bind");
@@ -259,10 +260,11 @@ fn tcp(logp: &str, cork: bool) {
         return;
     }
     let lopts = format!(
-        "name={} reuseaddr={} freebind={}",
+        "name={} reuseaddr={} freebind={} window_clamp={}",
         name_of(l, false),
         getopt(l, libc::SOL_SOCKET, libc::SO_REUSEADDR),
-        getopt(l, libc::IPPROTO_IP, libc::IP_FREEBIND)
+        getopt(l, libc::IPPROTO_IP, libc::IP_FREEBIND),
+        getopt(l, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP)
     );
     log(logp, &format!("ready port={port} server={} client={child}", std::process::id()));
     // SAFETY: accept with no address wanted.
@@ -319,10 +321,11 @@ fn tcp(logp: &str, cork: bool) {
         }
     }
     let lopts_after = format!(
-        "name={} reuseaddr={} freebind={}",
+        "name={} reuseaddr={} freebind={} window_clamp={}",
         name_of(l, false),
         getopt(l, libc::SOL_SOCKET, libc::SO_REUSEADDR),
-        getopt(l, libc::IPPROTO_IP, libc::IP_FREEBIND)
+        getopt(l, libc::IPPROTO_IP, libc::IP_FREEBIND),
+        getopt(l, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP)
     );
     let after = (tcp_opts(ca, false), tcp_opts(tb, false), filter_len(ca), lopts_after);
     if res.is_ok() && before != after {
