@@ -39,8 +39,6 @@ pub fn dump(
     out: &mut FileImages,
 ) -> Result<()> {
     let flags = OpenFlags::from_bits_retain(info.flags) - OpenFlags::O_CLOEXEC;
-    // Its signal owner (F_SETOWN) is not restored.
-    super::pipe::check_flags(pid, fd, flags, "fanotify group")?;
     let e = |m: String| Error::task(pid, format!("fd {fd}: fanotify: {m}"));
     let refuse = |m: String| Error::refuse(pid, format!("fd {fd}: fanotify: {m}"));
     let f = info.fanotify.as_ref().ok_or_else(|| e("no fanotify lines in its fdinfo".into()))?;

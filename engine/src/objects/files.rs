@@ -442,6 +442,18 @@ fn dump_one(
         .iter()
         .find(|k| k.kind == kind)
         .ok_or_else(|| Error::refuse(pid, format!("fd {fd}: {} descriptors are not supported yet", kind.name())))?;
+    // No kind restores a signal owner (F_SETOWN): refused for all, here.
+    if OpenFlags::from_bits_retain(info.flags).contains(OpenFlags::O_ASYNC) {
+        let link = std::fs::read_link(crate::proc::pid_path(pid, &format!("fd/{fd}"))).unwrap_or_default();
+        return Err(Error::refuse(
+            pid,
+            format!(
+                "fd {fd}: {} {} is in O_ASYNC mode (its signal owner is not restored yet)",
+                kind.name(),
+                link.display()
+            ),
+        ));
+    }
     (ops.dump)(cx, pid, fd, target, &info, id, &mut all.images)?;
     all.images.files.push(FileEntry { id, kind });
     all.seen.entry(key).or_default().push((pid, fd, id));

@@ -313,9 +313,6 @@ pub fn dump(
     // changed), not a failure.
     let r = |msg: String| Error::refuse(pid, format!("{what}: {msg}"));
     let flags = OpenFlags::from_bits_retain(info.flags) - OpenFlags::O_CLOEXEC;
-    if flags.contains(OpenFlags::O_ASYNC) {
-        return Err(r("is in O_ASYNC mode (its signal owner is not restored yet)".into()));
-    }
     if let Err(Errno::EACCES) = inet::get_filter(s.as_fd()) {
         return Err(r("has an eBPF socket filter: it cannot be read back".into()));
     }

@@ -76,8 +76,6 @@ pub fn dump(
     out: &mut FileImages,
 ) -> Result<()> {
     let flags = OpenFlags::from_bits_retain(info.flags) - OpenFlags::O_CLOEXEC;
-    // Its signal owner (F_SETOWN) is not restored.
-    super::pipe::check_flags(pid, fd, flags, "inotify")?;
     let e = |m: String| Error::task(pid, format!("fd {fd}: inotify: {m}"));
     let refuse = |m: String| Error::refuse(pid, format!("fd {fd}: inotify: {m}"));
     let copy = super::files::take_fd(pid, fd)?;

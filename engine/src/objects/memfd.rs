@@ -54,7 +54,6 @@ pub fn dump(
     let name = p.path.as_os_str().as_bytes().strip_prefix(b"/memfd:").unwrap_or(b"").to_vec();
     let what = format!("memfd:{}", String::from_utf8_lossy(&name));
     let flags = OpenFlags::from_bits_retain(info.flags) - OpenFlags::O_CLOEXEC;
-    super::pipe::check_flags(pid, fd, flags, &what)?;
     let link = crate::proc::pid_path(pid, &format!("fd/{fd}"));
     let copy = fs::openat(None, &link, SysFlags::O_RDONLY | SysFlags::O_CLOEXEC | SysFlags::O_NOATIME, 0)
         .or_else(|_| fs::openat(None, &link, SysFlags::O_RDONLY | SysFlags::O_CLOEXEC, 0))

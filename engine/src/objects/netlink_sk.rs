@@ -37,9 +37,6 @@ pub fn dump(
     let what = format!("fd {fd}: netlink socket:[{ino}]");
     let e = |m: String| Error::task(pid, format!("{what}: {m}"));
     let flags = OpenFlags::from_bits_retain(info.flags) - OpenFlags::O_CLOEXEC;
-    if flags.contains(OpenFlags::O_ASYNC) {
-        return Err(Error::refuse(pid, format!("{what} is in O_ASYNC mode (its signal owner is not restored yet)")));
-    }
     let s = super::files::take_fd(pid, fd)?;
     let s = s.as_fd();
     let ty = sk::get_so_type(s).map_err(|err| e(format!("SO_TYPE: {err}")))?.0;

@@ -42,7 +42,6 @@ pub fn dump(
         return Err(Error::task(pid, format!("fd {fd}: not a pipe")));
     };
     let flags = OpenFlags::from_bits_retain(info.flags) - OpenFlags::O_CLOEXEC;
-    check_flags(pid, fd, flags, &format!("pipe:[{ino}]"))?;
     let md = std::fs::metadata(crate::proc::pid_path(pid, &format!("fd/{fd}"))).ctx(pid, &format!("stat fd {fd}"))?;
     let pipe_id = pipe_id_for(out, pid, fd, flags, (md.dev(), ino), &format!("pipe:[{ino}]"))?;
     out.pipes.push(PipeEntry { id, pipe_id, flags });
@@ -67,17 +66,6 @@ pub fn finish_dump(images: &mut FileImages) {
         }
         d.tree_ends = ends;
     }
-}
-
-/// Refuses status flags a pipe end cannot get back.
-pub(super) fn check_flags(pid: Pid, fd: i32, flags: OpenFlags, what: &str) -> Result<()> {
-    if flags.contains(OpenFlags::O_ASYNC) {
-        return Err(Error::refuse(
-            pid,
-            format!("fd {fd}: {what} is in O_ASYNC mode (its signal owner is not restored yet)"),
-        ));
-    }
-    Ok(())
 }
 
 /// The dump's id of the pipe (device, inode) behind `fd`; its capacity and

@@ -22,7 +22,6 @@ pub fn dump(
     out: &mut FileImages,
 ) -> Result<()> {
     let flags = OpenFlags::from_bits_retain(info.flags) - OpenFlags::O_CLOEXEC;
-    super::pipe::check_flags(pid, fd, flags, "signalfd")?;
     let sigmask =
         info.signalfd_mask.ok_or_else(|| Error::task(pid, format!("fd {fd}: signalfd without a sigmask in fdinfo")))?;
     out.signalfd.push(SignalfdEntry { id, flags, sigmask });

@@ -158,7 +158,6 @@ pub fn dump(
         return Err(Error::task(pid, format!("fd {fd}: not a path")));
     };
     let flags = OpenFlags::from_bits_retain(info.flags) - OpenFlags::O_CLOEXEC;
-    super::pipe::check_flags(pid, fd, flags, &p.path.display().to_string())?;
     let link = crate::proc::pid_path(pid, &format!("fd/{fd}"));
     let rdev = std::fs::metadata(&link).ctx(pid, &format!("stat fd {fd}"))?.rdev();
     let dup = super::files::take_fd(pid, fd)?;

@@ -86,9 +86,6 @@ pub fn dump(
     let d =
         diag.get(&ino).cloned().ok_or_else(|| e("unix_diag does not know it (another network namespace?)".into()))?;
     let flags = OpenFlags::from_bits_retain(info.flags) - OpenFlags::O_CLOEXEC;
-    if flags.contains(OpenFlags::O_ASYNC) {
-        return Err(e("is in O_ASYNC mode (its signal owner is not restored yet)".into()));
-    }
     let s = super::files::take_fd(pid, fd)?;
     let (unlinked, file_attrs) = bound_file(&d).map_err(e)?;
     let opts = read_opts(s.as_fd()).map_err(|err| e(format!("read its options: {err}")))?;
