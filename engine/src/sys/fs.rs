@@ -652,18 +652,23 @@ pub fn renameat2(
     new: impl AsRef<Path>,
     flags: RenameFlags,
 ) -> Result<()> {
-    let o = cpath(old.as_ref())?;
-    let n = cpath(new.as_ref())?;
+    two_paths(Sysno::renameat2, olddir, old.as_ref(), newdir, new.as_ref(), flags.bits() as usize)
+}
+
+/// The (olddir, old, newdir, new, flags) calls: renameat2 and linkat.
+fn two_paths(
+    nr: Sysno,
+    olddir: Option<BorrowedFd<'_>>,
+    old: &Path,
+    newdir: Option<BorrowedFd<'_>>,
+    new: &Path,
+    flags: usize,
+) -> Result<()> {
+    let o = cpath(old)?;
+    let n = cpath(new)?;
     // SAFETY: the kernel reads the two NUL-terminated paths.
     unsafe {
-        syscalls::syscall5(
-            Sysno::renameat2,
-            dirfd_raw(olddir),
-            o.as_ptr() as usize,
-            dirfd_raw(newdir),
-            n.as_ptr() as usize,
-            flags.bits() as usize,
-        )
+        syscalls::syscall5(nr, dirfd_raw(olddir), o.as_ptr() as usize, dirfd_raw(newdir), n.as_ptr() as usize, flags)
     }
     .map(drop)
 }
@@ -710,20 +715,7 @@ pub fn linkat(
     new: impl AsRef<Path>,
     flags: AtFlags,
 ) -> Result<()> {
-    let o = cpath(old.as_ref())?;
-    let n = cpath(new.as_ref())?;
-    // SAFETY: the kernel reads the two NUL-terminated paths.
-    unsafe {
-        syscalls::syscall5(
-            Sysno::linkat,
-            dirfd_raw(olddir),
-            o.as_ptr() as usize,
-            dirfd_raw(newdir),
-            n.as_ptr() as usize,
-            flags.bits() as usize,
-        )
-    }
-    .map(drop)
+    two_paths(Sysno::linkat, olddir, old.as_ref(), newdir, new.as_ref(), flags.bits() as usize)
 }
 
 /// futimens(fd, [atime, mtime]) with (seconds, nanoseconds) each.
