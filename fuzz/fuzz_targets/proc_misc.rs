@@ -14,6 +14,7 @@ fuzz_target!(|data: &[u8]| {
             t.map(engine::proc::task::parse_children),
             t.map(engine::proc::map_files::parse_name),
             t.map(engine::proc::parse_id_list),
+            t.map(|t| engine::proc::net::parse_joined_groups(t, t)),
             {
                 let mut out = [0u64; 64];
                 engine::proc::pagemap::parse_entries(data, &mut out)

@@ -544,45 +544,12 @@ fn read_opts(
     Ok(o)
 }
 
-/// An IPv6 group joined on an interface: (ifindex, group).
-type Group6 = (u32, [u8; 16]);
-
-/// The groups joined on any interface of the task's network namespace:
-/// (ifindex, IPv4 group as s_addr) from /proc/net/igmp and (ifindex, IPv6
-/// group) from /proc/net/igmp6.
-fn joined_groups(igmp: &str, igmp6: &str) -> (Vec<(u32, u32)>, Vec<Group6>) {
-    let mut v4 = Vec::new();
-    let mut idx = None;
-    for line in igmp.lines().skip(1) {
-        if !line.starts_with('\t') {
-            idx = line.split_whitespace().next().and_then(|i| i.parse::<u32>().ok());
-        } else if let (Some(i), Some(g)) = (idx, line.split_whitespace().next()) {
-            if let Ok(g) = u32::from_str_radix(g, 16) {
-                v4.push((i, g));
-            }
-        }
-    }
-    let mut v6 = Vec::new();
-    for line in igmp6.lines() {
-        let w: Vec<&str> = line.split_whitespace().collect();
-        if w.len() < 3 || w[2].len() != 32 {
-            continue;
-        }
-        let (Ok(i), mut g) = (w[0].parse::<u32>(), [0u8; 16]) else { continue };
-        if (0..16).all(|k| u8::from_str_radix(&w[2][2 * k..2 * k + 2], 16).map(|b| g[k] = b).is_ok()) {
-            v6.push((i, g));
-        }
-    }
-    (v4, v6)
-}
-
 /// The first multicast group the socket is a member of, if any. Asks
 /// MCAST_MSFILTER for every group some socket of the namespace joined:
 /// the kernel answers only for a member.
 fn multicast_membership(pid: Pid, s: BorrowedFd<'_>) -> Option<String> {
     const MCAST_MSFILTER: u32 = 48;
-    let read = |f: &str| std::fs::read_to_string(format!("/proc/{pid}/net/{f}")).unwrap_or_default();
-    let (v4, v6) = joined_groups(&read("igmp"), &read("igmp6"));
+    let (v4, v6) = crate::proc::net::joined_groups(pid);
     // struct group_filter: interface (u32, padded to 8), group
     // (sockaddr_storage, 128), fmode, numsrc, one source slot.
     let ask = |level: u32, ifindex: u32, family: u16, addr: &[u8]| {
@@ -1177,29 +1144,4 @@ fn mapped(a: SkAddr) -> SkAddr {
 
 fn same_addr(a: &SkAddr, b: &SkAddr) -> bool {
     a.family == b.family && a.addr == b.addr && a.port == b.port
-}
-
-#[cfg(test)]
-mod tests {
-    use super::joined_groups;
-
-    #[test]
-    fn joined_groups_reads_both_proc_files() {
-        let igmp = "Idx\tDevice    : Count Querier\tGroup    Users Timer\tReporter\n\
-                    1\tlo        :     1      V3\n\
-                    \t\t\t\t010000E0     1 0:00000000\t\t0\n\
-                    4\teth0      :     2      V3\n\
-                    \t\t\t\tFB0000E0     1 0:00000000\t\t0\n\
-                    \t\t\t\t010000E0     1 0:00000000\t\t0\n";
-        let igmp6 = "1    lo              ff020000000000000000000000000001     1 0000000C 0\n\
-                     4    eth0            ff0200000000000000000001ff000002     1 00000004 0\n\
-                     garbage\n";
-        let (v4, v6) = joined_groups(igmp, igmp6);
-        assert_eq!(v4, vec![(1, 0x010000E0), (4, 0xFB0000E0), (4, 0x010000E0)]);
-        assert_eq!(v6.len(), 2);
-        assert_eq!(v6[1].0, 4);
-        assert_eq!(v6[1].1[0], 0xff);
-        assert_eq!(v6[1].1[11..], [1, 0xff, 0, 0, 2]);
-        assert_eq!(joined_groups("", ""), (vec![], vec![]));
-    }
 }

@@ -35,6 +35,7 @@ pub mod map_files;
 pub mod maps;
 pub mod misc;
 pub mod mountinfo;
+pub mod net;
 pub mod pagemap;
 pub mod smaps;
 pub mod stat;
