@@ -67,6 +67,16 @@ pub fn refuse_held(pid: Pid) -> Result<()> {
     Ok(())
 }
 
+/// Whether fdinfo lists a lease held through this descriptor (taking a
+/// lease sets O_ASYNC, with the taker as the signal owner).
+pub fn holds_lease(info: &fdinfo::FdInfo) -> bool {
+    info.extra
+        .iter()
+        .filter(|(k, _)| k == "lock")
+        .filter_map(|(_, v)| locks::parse_line(v).ok())
+        .any(|l| !l.waiter && l.kind == locks::LockKind::Lease)
+}
+
 /// Records the locks fdinfo lists for `fd` of `pid` (open file
 /// description `id`) with `--file-locks`: POSIX locks for this task, the
 /// others once per description.

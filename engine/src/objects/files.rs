@@ -443,7 +443,11 @@ fn dump_one(
         .find(|k| k.kind == kind)
         .ok_or_else(|| Error::refuse(pid, format!("fd {fd}: {} descriptors are not supported yet", kind.name())))?;
     // No kind restores a signal owner (F_SETOWN): refused for all, here.
-    if OpenFlags::from_bits_retain(info.flags).contains(OpenFlags::O_ASYNC) {
+    // A lease dumped with --file-locks is the exception: the same task
+    // takes it again, which sets O_ASYNC with itself as the owner, as the
+    // first time.
+    let lease = cx.file_locks && super::file_lock::holds_lease(&info);
+    if OpenFlags::from_bits_retain(info.flags).contains(OpenFlags::O_ASYNC) && !lease {
         let link = std::fs::read_link(crate::proc::pid_path(pid, &format!("fd/{fd}"))).unwrap_or_default();
         return Err(Error::refuse(
             pid,
