@@ -171,7 +171,8 @@ fn stat_fields(pid: i32) -> Vec<String> {
     s.rsplit_once(')').map(|(_, r)| r.split_whitespace().map(str::to_string).collect()).unwrap_or_default()
 }
 
-/// script(1) running sh on a pty of its own, as a shell job: the shell's
+/// script(1) running sh on a pty of its own, as a shell job (`exec sh`:
+/// script runs its command through $SHELL, and dash would fork it): the shell's
 /// state (a variable, its directory), the inner pty's settings and size
 /// set through the terminal, its index and the shell's session and
 /// foreground group survive; the job leads its own group again and is
@@ -185,7 +186,7 @@ fn script_with_a_shell_survives() {
     let d = dir.to_str().unwrap();
 
     let first = pty(30, 100);
-    let mut job = on_terminal(Command::new("script").args(["-q", "-c", "sh", "/dev/null"]), first.slave.as_raw_fd())
+    let mut job = on_terminal(Command::new("script").args(["-q", "-c", "exec sh", "/dev/null"]), first.slave.as_raw_fd())
         .spawn()
         .expect("start script");
     let pid = job.id() as i32;
@@ -196,6 +197,7 @@ fn script_with_a_shell_survives() {
     assert!(inner.starts_with("/dev/pts/"), "{got:?}");
     let sh = children(pid);
     assert_eq!(sh.len(), 1, "script has one child");
+    assert!(children(sh[0]).is_empty(), "the shell has no children: {:?}", children(sh[0]));
 
     // The terminal to restore on, made now: made after the dump, it would
     // take the index of the inner pty, which the restore needs back.
