@@ -187,26 +187,51 @@ fn socat_echo_keeps_its_connection_with_tcp_established() {
 /// program keeps running, not stopped.
 #[test]
 fn multicast_member_is_refused_by_name_and_left_running() {
+    refused_and_left_running(
+        "mcast",
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.bind(('0.0.0.0', 0))\n\
+         m = struct.pack('4s4si', socket.inet_aton('239.1.2.3'), socket.inet_aton('0.0.0.0'), 1)\n\
+         s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, m)\n",
+        "multicast group 239.1.2.3 on interface 1",
+    );
+}
+
+/// A TCP_MD5SIG key on a socket inet_diag does not list (not bound yet):
+/// the key cannot be read back, and the option memory it holds gives it
+/// away.
+#[test]
+fn md5_key_on_an_unlisted_socket_is_refused() {
+    refused_and_left_running(
+        "md5",
+        "s = socket.socket()\n\
+         a = struct.pack('HH4s', socket.AF_INET, 0, socket.inet_aton('127.0.0.5')) + bytes(120)\n\
+         s.setsockopt(socket.IPPROTO_TCP, 14, a + struct.pack('BBHi', 0, 0, 6, 0) + b'secret' + bytes(74))\n",
+        "option memory",
+    );
+}
+
+/// python3 running `setup` (with socket and struct imported), then
+/// sleeping: the dump is refused (exit status 3) with a message containing
+/// `expect`, the program runs on, and no inventory is left.
+fn refused_and_left_running(name: &str, setup: &str, expect: &str) {
     if !root() || Command::new("python3").arg("-c").arg("pass").status().map(|s| !s.success()).unwrap_or(true) {
         eprintln!("skipped: no python3");
         return;
     }
     subreaper();
-    let dir = tmpdir("mcast");
+    let dir = tmpdir(name);
     let ready = dir.with_extension("ready");
     let _ = std::fs::remove_file(&ready);
-    let script = "import socket, struct, sys, time\n\
-                  s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-                  s.bind(('0.0.0.0', 0))\n\
-                  m = struct.pack('4s4si', socket.inet_aton('239.1.2.3'), socket.inet_aton('0.0.0.0'), 1)\n\
-                  s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, m)\n\
-                  open(sys.argv[1], 'w').close()\n\
-                  time.sleep(600)\n";
+    let script = format!("import socket, struct, sys, time\n{setup}open(sys.argv[1], 'w').close()\ntime.sleep(600)\n");
     let mut py = start(Command::new("python3").arg("-c").arg(script).arg(&ready));
     let pid = py.id() as i32;
     let t = Instant::now();
     while !ready.exists() {
-        assert!(t.elapsed() < Duration::from_secs(20), "python did not join the group");
+        assert!(
+            t.elapsed() < Duration::from_secs(20) && py.try_wait().ok().flatten().is_none(),
+            "python did not set up"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = crtools(&["dump", "-D", dir.to_str().unwrap(), "-t", &pid.to_string()]);
@@ -216,7 +241,7 @@ fn multicast_member_is_refused_by_name_and_left_running() {
     kill_reap(pid);
     let _ = std::fs::remove_file(&ready);
     assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(err.contains("multicast group 239.1.2.3 on interface 1"), "{err}");
+    assert!(err.contains(expect), "{err}");
     assert!(running, "the program did not survive the refused dump");
     let st = state.rsplit(')').next().unwrap_or("").split_whitespace().next().unwrap_or("");
     assert!(st == "S" || st == "R", "the program was left in state {st}");

@@ -186,9 +186,10 @@ fn script_with_a_shell_survives() {
     let d = dir.to_str().unwrap();
 
     let first = pty(30, 100);
-    let mut job = on_terminal(Command::new("script").args(["-q", "-c", "exec sh", "/dev/null"]), first.slave.as_raw_fd())
-        .spawn()
-        .expect("start script");
+    let mut job =
+        on_terminal(Command::new("script").args(["-q", "-c", "exec sh", "/dev/null"]), first.slave.as_raw_fd())
+            .spawn()
+            .expect("start script");
     let pid = job.id() as i32;
     write(&first.master, "X=42; cd /tmp; stty -echo cols 99 rows 21; echo T0=$(tty)=; echo RE\"\"ADY\n");
     let got = read_until(&first.master, "READY", Duration::from_secs(10));

@@ -96,12 +96,30 @@ pub struct InetSkOpts {
     /// TCP_DEFER_ACCEPT (9), TCP_FASTOPEN (23), TCP_NOTSENT_LOWAT (25)
     /// where they differ from a fresh socket's: (option, value).
     pub tcp_extra: Vec<(u32, i32)>,
-    /// IP-level integer options (IP_RECVERR, IP_PKTINFO, multicast TTL and
-    /// loop, ...) where they differ from a fresh socket's: (level, option,
-    /// value).
+    /// Integer options with no field of their own, socket-level
+    /// (SO_TIMESTAMP*, SO_ZEROCOPY, SO_BUSY_POLL, ...) and IP-level
+    /// (IP_RECVERR, IP_PKTINFO, multicast TTL and loop, ...), where they
+    /// differ from a fresh socket's: (level, option, value).
     pub ip_extra: Vec<(u32, u32, i32)>,
     /// TCP_CONGESTION when it is not the system's default.
     pub congestion: Option<String>,
+    /// TCP_MD5SIG keys.
+    pub md5: Vec<TcpMd5Key>,
+    /// Options kept as bytes: IP_OPTIONS and the IPv6 sticky headers
+    /// (hop-by-hop, routing, destination options): (level, option, value).
+    pub raw: Vec<(u32, u32, Vec<u8>)>,
+}
+
+/// One TCP_MD5SIG key: the peers it applies to and the key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcpMd5Key {
+    /// AF_INET or AF_INET6 (an IPv4 key of an IPv6 socket is AF_INET).
+    pub family: u32,
+    /// Address bytes (IPv4: the first 4).
+    pub addr: [u8; 16],
+    /// Prefix length of the peers' addresses the key covers.
+    pub prefixlen: u8,
+    pub key: Vec<u8>,
 }
 
 /// What TCP_REPAIR reads of an established connection.
@@ -304,6 +322,14 @@ impl Describe for InetSkEntry {
         }
         if !o.ip_extra.is_empty() {
             opts += &format!(" ip_extra={:?}", o.ip_extra);
+        }
+        for k in &o.md5 {
+            let a = SkAddr { family: k.family, addr: k.addr, port: 0, flowinfo: 0, scope_id: 0 };
+            // The key itself is a secret: its length only.
+            opts += &format!(" md5sig={}/{}:{}-byte-key", a.to_sys().ip_text(), k.prefixlen, k.key.len());
+        }
+        for (level, name, v) in &o.raw {
+            opts += &format!(" raw({level}/{name})={}-bytes", v.len());
         }
         if !o.filter.is_empty() {
             opts += &format!(" filter={} insns lock={}", o.filter.len(), o.lock_filter);

@@ -56,7 +56,7 @@
 use super::files::{FdCtx, FileImages, Opened};
 use crate::error::{Error, Result};
 use crate::image::files::OpenFlags;
-use crate::image::inet_sk::{proto_text, state_text, Datagram, InetSkEntry, InetSkOpts, SkAddr, TcpStream};
+use crate::image::inet_sk::{proto_text, state_text, Datagram, InetSkEntry, InetSkOpts, SkAddr, TcpMd5Key, TcpStream};
 use crate::proc::fdinfo::{FdInfo, FdTarget};
 use crate::sys::inet::{self as inet, SOL_IP, SOL_IPV6, SOL_TCP};
 use crate::sys::socket::{self as sk, MsgFlags, SockFlags, SockType, UnixAddr, AF_INET, AF_INET6, AF_UNIX, SOL_SOCKET};
@@ -350,6 +350,37 @@ pub fn dump(
         tcp: None,
         queue: Vec::new(),
     };
+    if proto == inet::IPPROTO_TCP {
+        const TCP_ULP: u32 = 31;
+        let ulp = sk::get_sockopt_bytes(s.as_fd(), SOL_TCP, TCP_ULP, 16).unwrap_or_default();
+        let ulp = String::from_utf8_lossy(ulp.split(|&c| c == 0).next().unwrap_or(&[])).into_owned();
+        if !ulp.is_empty() {
+            return Err(r(format!("runs the upper-layer protocol {ulp:?} (TCP_ULP): not supported")));
+        }
+        entry.opts.md5 = diag.as_ref().map_or_else(Vec::new, |d| {
+            d.md5
+                .iter()
+                .map(|k| TcpMd5Key {
+                    family: k.family as u32,
+                    addr: k.addr,
+                    prefixlen: k.prefixlen,
+                    key: k.key.clone(),
+                })
+                .collect()
+        });
+    }
+    // Whatever holds option memory that the socket made again with every
+    // option crtools restores would not hold is state crtools cannot read
+    // back: refused (e.g. a TCP_MD5SIG key of a socket inet_diag does not
+    // list, zerocopy notifications not read yet, an anycast address).
+    let (mine, again) = optmem_compared(s.as_fd(), &entry).map_err(|m| e(format!("option memory: {m}")))?;
+    if mine != again {
+        return Err(r(format!(
+            "holds {mine} bytes of option memory where the same socket made again holds {again}: \
+             it has state crtools cannot read back (a TCP_MD5SIG key inet_diag does not list, \
+             MSG_ZEROCOPY notifications not read yet, an anycast address joined, ...)"
+        )));
+    }
     match proto {
         inet::IPPROTO_TCP => {
             let state = inet::tcp_info(s.as_fd()).map_err(|err| e(format!("TCP_INFO: {err}")))?.state as u32;
@@ -416,6 +447,35 @@ pub fn dump(
         if entry.queue.is_empty() { String::new() } else { format!(", {} datagrams queued", entry.queue.len()) }
     );
     out.inet.push(entry);
+    Ok(())
+}
+
+/// The option memory of socket `s` and of a fresh socket of the same kind
+/// given what restore gives it that holds option memory: its filter, the
+/// options kept as bytes, TCP_MD5SIG keys.
+fn optmem_compared(s: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(u32, u32), String> {
+    let mine = inet::optmem(s).map_err(|e| format!("SO_MEMINFO: {e}"))?;
+    let fresh = sk::socket(u.family, SockType(u.ty), SockFlags::SOCK_CLOEXEC, u.proto)
+        .map_err(|e| format!("a fresh socket to compare with: {e}"))?;
+    let f = fresh.as_fd();
+    if !u.opts.filter.is_empty() {
+        inet::attach_filter(f, &u.opts.filter).map_err(|e| format!("SO_ATTACH_FILTER on a fresh socket: {e}"))?;
+    }
+    for (level, name, v) in &u.opts.raw {
+        sk::set_sockopt_bytes(f, *level, *name, v)
+            .map_err(|e| format!("option {level}/{name} on a fresh socket: {e}"))?;
+    }
+    add_md5_keys(f, u)?;
+    Ok((mine, inet::optmem(f).map_err(|e| format!("SO_MEMINFO: {e}"))?))
+}
+
+/// Gives socket `fd` the TCP_MD5SIG keys of `u`.
+fn add_md5_keys(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), String> {
+    for k in &u.opts.md5 {
+        let a = SkAddr { family: k.family, addr: k.addr, port: 0, flowinfo: 0, scope_id: 0 }.to_sys();
+        inet::add_md5_key(fd, u.family, &a, k.prefixlen, &k.key)
+            .map_err(|e| format!("TCP_MD5SIG key for {}/{}: {e}", a.ip_text(), k.prefixlen))?;
+    }
     Ok(())
 }
 
@@ -494,7 +554,7 @@ fn read_opts(
     let fresh = sk::socket(family, SockType(ty), SockFlags::SOCK_CLOEXEC, proto)
         .map_err(|e| format!("a fresh socket to compare with: {e}"))?;
     let v6_list: &[(u32, u32)] = if six { IPV6_EXTRA } else { &[] };
-    for &(level, name) in IP_EXTRA.iter().chain(v6_list) {
+    for &(level, name) in SOCK_EXTRA.iter().chain(IP_EXTRA).chain(v6_list) {
         // The kernel refuses multicast options on stream sockets.
         let multicast = matches!((level, name), (SOL_IP, 33 | 34 | 49) | (SOL_IPV6, 18 | 19));
         if multicast && ty == SockType::SOCK_STREAM.0 {
@@ -506,7 +566,18 @@ fn read_opts(
             }
         }
     }
-    if proto == inet::IPPROTO_TCP {
+    // Options read as bytes, the same way.
+    let tcp = proto == inet::IPPROTO_TCP;
+    let raw_v6: &[(u32, u32, usize)] = if six { RAW_V6 } else { &[] };
+    let raw_tcp: &[(u32, u32, usize)] = if tcp { RAW_TCP } else { &[] };
+    for &(level, name, max) in RAW_IP.iter().chain(raw_v6).chain(raw_tcp) {
+        if let Ok(v) = sk::get_sockopt_bytes(s, level, name, max) {
+            if sk::get_sockopt_bytes(fresh.as_fd(), level, name, max).ok().as_ref() != Some(&v) {
+                o.raw.push((level, name, v));
+            }
+        }
+    }
+    if tcp {
         o.nodelay = int(SOL_TCP, inet::TCP_NODELAY, "TCP_NODELAY")? != 0;
         o.cork = int(SOL_TCP, inet::TCP_CORK, "TCP_CORK")? != 0;
         o.keepidle = int(SOL_TCP, inet::TCP_KEEPIDLE, "TCP_KEEPIDLE")?;
@@ -524,13 +595,15 @@ fn read_opts(
                 o.tcp_extra.push((name, v));
             }
         }
-        // The window clamp of a connection is the kernel's; a listener's or
-        // an unconnected socket's is the user's (inherited by accepted ones).
-        if !connected {
-            let v = int(SOL_TCP, TCP_WINDOW_CLAMP, "TCP_WINDOW_CLAMP")?;
-            if inet::get_opt_int(fresh.as_fd(), SOL_TCP, TCP_WINDOW_CLAMP).ok() != Some(v) {
-                o.tcp_extra.push((TCP_WINDOW_CLAMP, v));
-            }
+        // A listener's or an unconnected socket's window clamp is the
+        // user's (inherited by accepted connections), kept where set. A
+        // connection's is the kernel's or the user's, with no telling them
+        // apart (receive buffer tuning moves both): always kept, and set
+        // again once the restored connection is live, so it is the same
+        // whoever set it.
+        let v = int(SOL_TCP, TCP_WINDOW_CLAMP, "TCP_WINDOW_CLAMP")?;
+        if connected || inet::get_opt_int(fresh.as_fd(), SOL_TCP, TCP_WINDOW_CLAMP).ok() != Some(v) {
+            o.tcp_extra.push((TCP_WINDOW_CLAMP, v));
         }
         let cc = |fd: BorrowedFd<'_>| {
             sk::get_sockopt_bytes(fd, SOL_TCP, TCP_CONGESTION, 16)
@@ -574,6 +647,45 @@ fn multicast_membership(pid: Pid, s: BorrowedFd<'_>) -> Option<String> {
     }
     None
 }
+
+/// (level, option) of the integer socket-level options kept where set:
+/// SO_PASSCRED, SO_TIMESTAMP, SO_PASSSEC, SO_TIMESTAMPNS, SO_TIMESTAMPING
+/// (its flags), SO_RXQ_OVFL, SO_WIFI_STATUS, SO_NOFCS,
+/// SO_SELECT_ERR_QUEUE, SO_BUSY_POLL, SO_MAX_PACING_RATE, SO_ZEROCOPY,
+/// SO_TIMESTAMP_NEW, SO_TIMESTAMPNS_NEW, SO_PREFER_BUSY_POLL,
+/// SO_BUSY_POLL_BUDGET, SO_RCVMARK, SO_PASSPIDFD. (SO_INCOMING_CPU is
+/// the kernel's: it follows the traffic.)
+const SOCK_EXTRA: &[(u32, u32)] = &[
+    (SOL_SOCKET, 16),
+    (SOL_SOCKET, 29),
+    (SOL_SOCKET, 34),
+    (SOL_SOCKET, 35),
+    (SOL_SOCKET, 37),
+    (SOL_SOCKET, 40),
+    (SOL_SOCKET, 41),
+    (SOL_SOCKET, 43),
+    (SOL_SOCKET, 45),
+    (SOL_SOCKET, 46),
+    (SOL_SOCKET, 47),
+    (SOL_SOCKET, 60),
+    (SOL_SOCKET, 63),
+    (SOL_SOCKET, 64),
+    (SOL_SOCKET, 69),
+    (SOL_SOCKET, 70),
+    (SOL_SOCKET, 75),
+    (SOL_SOCKET, 76),
+];
+
+/// (level, option, longest value) of the options kept as bytes where they
+/// differ from a fresh socket's: IP_OPTIONS.
+const RAW_IP: &[(u32, u32, usize)] = &[(SOL_IP, 4, 40)];
+/// IPv6 sticky headers: IPV6_HOPOPTS, IPV6_RTHDRDSTOPTS, IPV6_RTHDR,
+/// IPV6_DSTOPTS (a header is at most 256 units of 8 bytes).
+const RAW_V6: &[(u32, u32, usize)] =
+    &[(SOL_IPV6, 54, 2048), (SOL_IPV6, 55, 2048), (SOL_IPV6, 57, 2048), (SOL_IPV6, 59, 2048)];
+/// TCP_FASTOPEN_KEY: a socket's own keys (a fresh one reports the
+/// namespace's).
+const RAW_TCP: &[(u32, u32, usize)] = &[(SOL_TCP, 33, 32)];
 
 /// (level, option) of the integer IP options kept where set: IP_PKTINFO,
 /// IP_MTU_DISCOVER, IP_RECVERR, IP_RECVTTL, IP_RECVTOS, IP_TRANSPARENT,
@@ -890,6 +1002,8 @@ fn pre_bind(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), Stri
 /// Creates the socket's binding and state: bound, listening, or a repaired
 /// connection with its queues.
 fn create(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), String> {
+    // Before any segment: a peer that signs expects every one signed.
+    add_md5_keys(fd, u)?;
     if let Some(t) = &u.tcp {
         // Silent until it goes live (see DROP_ALL).
         inet::attach_filter(fd, &DROP_ALL).map_err(|e| format!("SO_ATTACH_FILTER: {e}"))?;
@@ -1023,7 +1137,10 @@ fn set_opts(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), Stri
         }
     }
     for &(level, name, v) in &o.ip_extra {
-        inet::set_opt_int(fd, level, name, v).map_err(|e| format!("IP option {level}/{name}={v}: {e}"))?;
+        inet::set_opt_int(fd, level, name, v).map_err(|e| format!("option {level}/{name}={v}: {e}"))?;
+    }
+    for (level, name, v) in &o.raw {
+        sk::set_sockopt_bytes(fd, *level, *name, v).map_err(|e| format!("option {level}/{name}: {e}"))?;
     }
     if u.proto == inet::IPPROTO_TCP {
         set(SOL_TCP, inet::TCP_NODELAY, o.nodelay as i32, "TCP_NODELAY")?;

@@ -117,6 +117,15 @@ impl InetAddr {
         b
     }
 
+    /// The address without its port.
+    pub fn ip_text(&self) -> String {
+        if self.family == AF_INET6 {
+            std::net::Ipv6Addr::from(self.addr).to_string()
+        } else {
+            std::net::Ipv4Addr::new(self.addr[0], self.addr[1], self.addr[2], self.addr[3]).to_string()
+        }
+    }
+
     /// Whether the address is the wildcard (0.0.0.0 / ::).
     pub fn is_any(&self) -> bool {
         self.addr.iter().all(|&c| c == 0)
@@ -126,11 +135,9 @@ impl InetAddr {
 impl std::fmt::Display for InetAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.family == AF_INET6 {
-            let ip = std::net::Ipv6Addr::from(self.addr);
-            write!(f, "[{ip}]:{}", self.port)
+            write!(f, "[{}]:{}", self.ip_text(), self.port)
         } else {
-            let ip = std::net::Ipv4Addr::new(self.addr[0], self.addr[1], self.addr[2], self.addr[3]);
-            write!(f, "{ip}:{}", self.port)
+            write!(f, "{}:{}", self.ip_text(), self.port)
         }
     }
 }
@@ -462,6 +469,51 @@ pub fn set_repair_options(fd: BorrowedFd<'_>, opts: &[(u32, u32)]) -> Result<()>
         b.extend_from_slice(&val.to_ne_bytes());
     }
     set_opt_bytes(fd, SOL_TCP, TCP_REPAIR_OPTIONS, &b)
+}
+
+/// TCP_MD5SIG_EXT (linux/tcp.h) and its prefix flag.
+const TCP_MD5SIG_EXT: u32 = 32;
+const TCP_MD5SIG_FLAG_PREFIX: u8 = 1;
+/// Longest TCP_MD5SIG key.
+pub const TCP_MD5SIG_MAXKEYLEN: usize = 80;
+
+/// Adds a TCP_MD5SIG key for the peers `addr`/`prefixlen` (TCP_MD5SIG_EXT,
+/// `struct tcp_md5sig`). An IPv4 key on an IPv6 socket (`sock_family`)
+/// is given as a v4-mapped address, as the kernel takes it.
+pub fn add_md5_key(fd: BorrowedFd<'_>, sock_family: u32, addr: &InetAddr, prefixlen: u8, key: &[u8]) -> Result<()> {
+    if key.len() > TCP_MD5SIG_MAXKEYLEN {
+        return Err(Errno::EINVAL);
+    }
+    let a = if sock_family == AF_INET6 && addr.family == AF_INET {
+        let mut m = [0u8; 16];
+        m[10] = 0xff;
+        m[11] = 0xff;
+        m[12..].copy_from_slice(&addr.addr[..4]);
+        InetAddr::v6(m, 0)
+    } else {
+        *addr
+    };
+    // sockaddr_storage (128), flags, prefixlen, keylen (u16), ifindex
+    // (i32), key[80].
+    let mut b = [0u8; 216];
+    let sa = a.to_bytes();
+    b[..sa.len()].copy_from_slice(&sa);
+    b[128] = TCP_MD5SIG_FLAG_PREFIX;
+    b[129] = prefixlen;
+    b[130..132].copy_from_slice(&(key.len() as u16).to_ne_bytes());
+    b[136..136 + key.len()].copy_from_slice(key);
+    super::socket::set_sockopt_bytes(fd, SOL_TCP, TCP_MD5SIG_EXT, &b)
+}
+
+/// SO_MEMINFO's option memory (SK_MEMINFO_OPTMEM): what the socket's
+/// options hold of the socket's own allocations (filters, MD5 keys,
+/// multicast memberships, zerocopy notifications, ...).
+pub fn optmem(fd: BorrowedFd<'_>) -> Result<u32> {
+    const SO_MEMINFO: u32 = 55;
+    const SK_MEMINFO_OPTMEM: usize = 6;
+    let b = super::socket::get_sockopt_bytes(fd, super::socket::SOL_SOCKET, SO_MEMINFO, 9 * 4)?;
+    let at = SK_MEMINFO_OPTMEM * 4;
+    b.get(at..at + 4).map(|v| u32::from_ne_bytes(v.try_into().expect("4 bytes"))).ok_or(Errno::EINVAL)
 }
 
 #[cfg(test)]

@@ -205,7 +205,9 @@ pub fn unix_sockets() -> Result<HashMap<u32, UnixDiag>> {
 }
 
 // linux/inet_diag.h
+const INET_DIAG_INFO: u8 = 2;
 const INET_DIAG_SHUTDOWN: u16 = 8;
+const INET_DIAG_MD5SIG: u16 = 18;
 const INET_DIAG_SKV6ONLY: u16 = 11;
 const INET_DIAG_MARK: u16 = 15;
 /// Length of `struct inet_diag_msg` before its attributes.
@@ -243,6 +245,37 @@ pub struct InetDiag {
     pub v6only: Option<bool>,
     /// SO_MARK.
     pub mark: Option<u32>,
+    /// TCP_MD5SIG keys (listed to a reader with CAP_NET_ADMIN).
+    pub md5: Vec<Md5Key>,
+}
+
+/// One TCP_MD5SIG key as inet_diag lists it (`struct tcp_diag_md5sig`):
+/// the peer it applies to (an address and prefix) and the key itself. The
+/// kernel does not list a key's interface (TCP_MD5SIG_FLAG_IFINDEX).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Md5Key {
+    /// AF_INET or AF_INET6 (an IPv4 key of an IPv6 socket: AF_INET).
+    pub family: u8,
+    pub prefixlen: u8,
+    /// The address bytes (IPv4: the first 4).
+    pub addr: [u8; 16],
+    pub key: Vec<u8>,
+}
+
+/// Size of `struct tcp_diag_md5sig`.
+const MD5SIG_LEN: usize = 100;
+
+fn parse_md5(a: &[u8]) -> Result<Vec<Md5Key>> {
+    if !a.len().is_multiple_of(MD5SIG_LEN) {
+        return Err(Errno::EBADMSG);
+    }
+    a.chunks(MD5SIG_LEN)
+        .map(|k| {
+            let len = u16::from_ne_bytes([k[2], k[3]]) as usize;
+            let key = k[20..].get(..len).ok_or(Errno::EBADMSG)?.to_vec();
+            Ok(Md5Key { family: k[0], prefixlen: k[1], addr: k[4..20].try_into().expect("16 bytes"), key })
+        })
+        .collect()
 }
 
 /// An inet_diag request (`struct inet_diag_req_v2`) for every socket of
@@ -251,7 +284,10 @@ pub struct InetDiag {
 pub fn inet_dump_request(seq: u32, family: u8, protocol: u8) -> Vec<u8> {
     // family, protocol, ext, pad, states, then a zeroed inet_diag_sockid
     // (ports, addresses, interface) whose cookie says "any".
-    let mut req = vec![family, protocol, 0, 0];
+    // INET_DIAG_INFO: with it come the protocol's extras (TCP: MD5SIG
+    // keys, for a reader with CAP_NET_ADMIN).
+    let ext = if protocol == 6 { 1 << (INET_DIAG_INFO - 1) } else { 0 };
+    let mut req = vec![family, protocol, ext, 0];
     req.extend_from_slice(&(!0u32).to_ne_bytes());
     req.extend_from_slice(&[0u8; 40]);
     req.extend_from_slice(&NOCOOKIE.to_ne_bytes());
@@ -289,6 +325,7 @@ pub fn parse_inet(p: &[u8]) -> Result<InetDiag> {
         let a = &p[off + 4..off + len];
         match ty {
             INET_DIAG_SHUTDOWN => d.shutdown = *a.first().ok_or(Errno::EBADMSG)?,
+            INET_DIAG_MD5SIG => d.md5 = parse_md5(a)?,
             INET_DIAG_SKV6ONLY => d.v6only = Some(*a.first().ok_or(Errno::EBADMSG)? != 0),
             INET_DIAG_MARK => {
                 d.mark = Some(u32::from_ne_bytes(a.get(..4).ok_or(Errno::EBADMSG)?.try_into().expect("4 bytes")))
@@ -426,8 +463,16 @@ mod tests {
         m.extend(attr(INET_DIAG_SHUTDOWN, &[2]));
         m.extend(attr(INET_DIAG_SKV6ONLY, &[1]));
         m.extend(attr(INET_DIAG_MARK, &7u32.to_ne_bytes()));
+        let mut md5 = vec![socket::AF_INET as u8, 24, 5, 0, 10, 1, 2, 0];
+        md5.resize(20, 0);
+        md5.extend_from_slice(b"hello");
+        md5.resize(MD5SIG_LEN, 0);
+        m.extend(attr(INET_DIAG_MD5SIG, &md5));
         m.extend(attr(99, b"ignored"));
         let d = parse_inet(&m).unwrap();
+        assert_eq!(d.md5.len(), 1);
+        assert_eq!((d.md5[0].family, d.md5[0].prefixlen, &d.md5[0].addr[..4]), (2, 24, &[10, 1, 2, 0][..]));
+        assert_eq!(d.md5[0].key, b"hello");
         assert_eq!((d.family, d.state, d.sport, d.dport), (socket::AF_INET6 as u8, STATE_LISTEN, 8080, 0));
         assert_eq!(d.src, src);
         assert_eq!((d.ifindex, d.rqueue, d.wqueue, d.uid, d.ino), (3, 2, 128, 1000, 4242));
@@ -446,8 +491,9 @@ mod tests {
 
     #[test]
     fn finds_our_own_tcp_listener() {
-        use super::super::inet::{bind, local_addr, InetAddr};
+        use super::super::inet::{add_md5_key, bind, local_addr, InetAddr};
         let l = socket::socket(socket::AF_INET, SockType::SOCK_STREAM, SockFlags::SOCK_CLOEXEC, 0).unwrap();
+        add_md5_key(l.as_fd(), socket::AF_INET, &InetAddr::v4([127, 0, 0, 9], 0), 32, b"secret").unwrap();
         bind(l.as_fd(), &InetAddr::v4([127, 0, 0, 1], 0)).unwrap();
         socket::listen(l.as_fd(), 17).unwrap();
         let port = local_addr(l.as_fd()).unwrap().port;
@@ -462,5 +508,14 @@ mod tests {
         let d = &all[&ino];
         assert_eq!((d.state, d.sport, d.wqueue, d.rqueue), (STATE_LISTEN, port, 17, 0));
         assert_eq!(&d.src[..4], &[127, 0, 0, 1]);
+        // Listed to a reader with CAP_NET_ADMIN.
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::metadata("/proc/self").map(|m| m.uid()).ok() == Some(0) {
+            assert_eq!(d.md5.len(), 1, "{d:?}");
+            assert_eq!(
+                (&d.md5[0].addr[..4], d.md5[0].prefixlen, &d.md5[0].key[..]),
+                (&[127, 0, 0, 9][..], 32, &b"secret"[..])
+            );
+        }
     }
 }

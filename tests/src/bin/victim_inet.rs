@@ -10,7 +10,12 @@
 //! the other side writes, checking each byte; the server then accepts one
 //! more connection and answers "new". Names and options are compared with
 //! what they were. `cork`: the server also holds a corked UDP socket (the
-//! dump refuses it, after the connections went into repair mode).
+//! dump refuses it, after the connections went into repair mode). The
+//! server also holds a connection signed with TCP_MD5SIG keys on both
+//! ends (a listener of its own that expects them from 127.0.0.3), with IP
+//! options, SO_TIMESTAMP and a window clamp set on it: after the restore
+//! it still talks, the listener still refuses an unsigned peer and takes a
+//! signed one, and the options are as they were.
 //!
 //! `victim_inet v6 LOG`: IPv6 listeners (one IPV6_V6ONLY on ::1, one on ::
 //! taking v4-mapped connections) and a UDP socket with a datagram queued;
@@ -234,6 +239,108 @@ fn wait_go() {
     }
 }
 
+/// Adds a TCP_MD5SIG key for the peer `ip` (struct tcp_md5sig).
+fn md5_key(fd: i32, ip: [u8; 4], key: &[u8]) {
+    let mut b = [0u8; 216];
+    b[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+    b[4..8].copy_from_slice(&ip);
+    b[130..132].copy_from_slice(&(key.len() as u16).to_ne_bytes());
+    b[136..136 + key.len()].copy_from_slice(key);
+    // SAFETY: the kernel reads the 216-byte struct.
+    check(
+        unsafe { libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_MD5SIG, b.as_ptr() as *const _, 216) } as i64,
+        "TCP_MD5SIG",
+    );
+}
+
+fn at(ip: [u8; 4], port: u16) -> libc::sockaddr_in {
+    libc::sockaddr_in { sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(ip) }, ..sin(port) }
+}
+
+/// A client from 127.0.0.3, signed with `key` when given; whether it gets
+/// connected to `port` within a second (a listener that expects a key
+/// drops unsigned SYNs).
+fn signed_client(port: u16, key: Option<&[u8]>) -> (i32, bool) {
+    let c = tcp_socket();
+    let local = at([127, 0, 0, 3], 0);
+    // SAFETY: local is a valid sockaddr_in.
+    check(unsafe { libc::bind(c, &local as *const _ as *const _, 16) } as i64, "bind 127.0.0.3");
+    if let Some(k) = key {
+        md5_key(c, [127, 0, 0, 1], k);
+    }
+    nonblock(c);
+    let to = sin(port);
+    // SAFETY: to is a valid sockaddr_in.
+    unsafe { libc::connect(c, &to as *const _ as *const _, 16) };
+    let mut p = libc::pollfd { fd: c, events: libc::POLLOUT, revents: 0 };
+    // SAFETY: one pollfd.
+    let ready = unsafe { libc::poll(&mut p, 1, 1000) } == 1;
+    (c, ready && getopt(c, libc::SOL_SOCKET, libc::SO_ERROR) == 0 && name_of(c, true) != "none")
+}
+
+/// The signed connection's options, as one comparable string.
+fn signed_opts(fd: i32) -> String {
+    let mut o = [0u8; 40];
+    let mut l = 40u32;
+    // SAFETY: at most 40 bytes are written into o.
+    unsafe { libc::getsockopt(fd, libc::IPPROTO_IP, libc::IP_OPTIONS, o.as_mut_ptr() as *mut _, &mut l) };
+    format!(
+        "name={} peer={} ip_options={:?} timestamp={} window_clamp={}",
+        name_of(fd, false),
+        name_of(fd, true),
+        &o[..l as usize],
+        getopt(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMP),
+        getopt(fd, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP)
+    )
+}
+
+/// The signed listener, its connection's two ends (client, accepted).
+fn signed_pair() -> (i32, i32, i32) {
+    let l = tcp_socket();
+    md5_key(l, [127, 0, 0, 3], b"listener-key");
+    let a = sin(0);
+    // SAFETY: a is a valid sockaddr_in.
+    check(unsafe { libc::bind(l, &a as *const _ as *const _, 16) } as i64, "bind");
+    // SAFETY: plain call.
+    check(unsafe { libc::listen(l, 4) } as i64, "listen");
+    let (c, ok) = signed_client(port_of(l), Some(b"listener-key"));
+    assert!(ok, "the signed client did not connect");
+    // SAFETY: accept with no address wanted.
+    let s = check(unsafe { libc::accept(l, std::ptr::null_mut(), std::ptr::null_mut()) } as i64, "accept") as i32;
+    // Record route (7), length 7, pointer 4, room for one address; then NOP NOP EOL.
+    let opts = [7u8, 7, 4, 0, 0, 0, 0, 1];
+    // SAFETY: the kernel reads 8 bytes.
+    check(
+        unsafe { libc::setsockopt(c, libc::IPPROTO_IP, libc::IP_OPTIONS, opts.as_ptr() as *const _, 8) } as i64,
+        "IP_OPTIONS",
+    );
+    setopt(c, libc::SOL_SOCKET, libc::SO_TIMESTAMP, 1);
+    setopt(c, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP, 20000);
+    nonblock(s);
+    (l, c, s)
+}
+
+/// After the restore: the signed connection carries bytes both ways, the
+/// listener drops an unsigned peer from 127.0.0.3 and takes a signed one.
+fn signed_after(l: i32, c: i32, s: i32) -> Result<(), String> {
+    let mut w = [Flow { fd: c, k: 5, done: 0, total: 3000 }, Flow { fd: s, k: 6, done: 0, total: 3000 }];
+    let mut r = [Flow { fd: s, k: 5, done: 0, total: 3000 }, Flow { fd: c, k: 6, done: 0, total: 3000 }];
+    exchange(&mut w, &mut r).map_err(|e| format!("signed connection: {e}"))?;
+    let (u, ok) = signed_client(port_of(l), None);
+    // SAFETY: our descriptor.
+    unsafe { libc::close(u) };
+    if ok {
+        return Err("the signed listener took an unsigned peer: its TCP_MD5SIG key is gone".into());
+    }
+    let (k, ok) = signed_client(port_of(l), Some(b"listener-key"));
+    // SAFETY: our descriptor.
+    unsafe { libc::close(k) };
+    if !ok {
+        return Err("the signed listener did not take a signed peer".into());
+    }
+    Ok(())
+}
+
 fn tcp_socket() -> i32 {
     // SAFETY: plain socket call.
     check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) } as i64, "socket") as i32
@@ -295,16 +402,26 @@ fn tcp(logp: &str, cork: bool) {
         setopt(u, libc::IPPROTO_UDP, libc::UDP_CORK, 1);
         u
     });
+    let (sl, sc, ss) = signed_pair();
     let before = (tcp_opts(ca, false), tcp_opts(tb, false), filter_len(ca), lopts.clone());
+    let signed_before = signed_opts(sc);
     let mut to_c = Flow { fd: ca, k: 1, done: 0, total: S2C };
     let mut to_t = Flow { fd: tb, k: 3, done: 0, total: S2T };
     to_c.write(S2C - LATER);
     to_t.write(S2T - LATER);
     log(logp, &format!("phase1 role=server wrote_c={} wrote_t={}", to_c.done, to_t.done));
     wait_go();
+    // Before any traffic: receive buffer tuning moves a connection's window clamp.
+    let signed_now = signed_opts(sc);
     let from_c = Flow { fd: ca, k: 0, done: 0, total: C2S };
     let from_t = Flow { fd: tb, k: 2, done: 0, total: T2S };
     let mut res = exchange(&mut [to_c, to_t], &mut [from_c, from_t]);
+    if res.is_ok() && signed_before != signed_now {
+        res = Err(format!("signed connection's options changed: {signed_before} -> {signed_now}"));
+    }
+    if res.is_ok() {
+        res = signed_after(sl, sc, ss);
+    }
     if res.is_ok() {
         // The listener still accepts.
         let mut p = libc::pollfd { fd: l, events: libc::POLLIN, revents: 0 };
