@@ -182,21 +182,6 @@ fn socat_echo_keeps_its_connection_with_tcp_established() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A UDP socket that joined a multicast group: the membership cannot be
-/// dumped yet, so the dump is refused by name (exit status 3) and the
-/// program keeps running, not stopped.
-#[test]
-fn multicast_member_is_refused_by_name_and_left_running() {
-    refused_and_left_running(
-        "mcast",
-        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-         s.bind(('0.0.0.0', 0))\n\
-         m = struct.pack('4s4si', socket.inet_aton('239.1.2.3'), socket.inet_aton('0.0.0.0'), 1)\n\
-         s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, m)\n",
-        "multicast group 239.1.2.3 on interface 1",
-    );
-}
-
 /// A TCP_MD5SIG key on a socket inet_diag does not list (not bound yet):
 /// the key cannot be read back, and the option memory it holds gives it
 /// away.

@@ -105,9 +105,26 @@ pub struct InetSkOpts {
     pub congestion: Option<String>,
     /// TCP_MD5SIG keys.
     pub md5: Vec<TcpMd5Key>,
-    /// Options kept as bytes: IP_OPTIONS and the IPv6 sticky headers
-    /// (hop-by-hop, routing, destination options): (level, option, value).
+    /// Options kept as bytes: IP_OPTIONS, IP_MULTICAST_IF and the IPv6
+    /// sticky headers (hop-by-hop, routing, destination options): (level,
+    /// option, value).
     pub raw: Vec<(u32, u32, Vec<u8>)>,
+    /// Multicast groups the socket joined.
+    pub mcast: Vec<McastMembership>,
+}
+
+/// One multicast group a socket joined, with its source filter.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct McastMembership {
+    /// AF_INET or AF_INET6 (of the group, not of the socket).
+    pub family: u32,
+    pub ifindex: u32,
+    /// Group address bytes (IPv4: the first 4).
+    pub group: [u8; 16],
+    /// MCAST_INCLUDE (1) or MCAST_EXCLUDE (0).
+    pub fmode: u32,
+    /// Sources included or excluded, address bytes.
+    pub sources: Vec<[u8; 16]>,
 }
 
 /// One TCP_MD5SIG key: the peers it applies to and the key.
@@ -327,6 +344,16 @@ impl Describe for InetSkEntry {
             let a = SkAddr { family: k.family, addr: k.addr, port: 0, flowinfo: 0, scope_id: 0 };
             // The key itself is a secret: its length only.
             opts += &format!(" md5sig={}/{}:{}-byte-key", a.to_sys().ip_text(), k.prefixlen, k.key.len());
+        }
+        for m in &o.mcast {
+            let g = SkAddr { family: m.family, addr: m.group, port: 0, flowinfo: 0, scope_id: 0 };
+            opts += &format!(
+                " mcast={}@{}:{}{}",
+                g.to_sys().ip_text(),
+                m.ifindex,
+                if m.fmode == 1 { "include" } else { "exclude" },
+                m.sources.len()
+            );
         }
         for (level, name, v) in &o.raw {
             opts += &format!(" raw({level}/{name})={}-bytes", v.len());

@@ -56,7 +56,9 @@
 use super::files::{FdCtx, FileImages, Opened};
 use crate::error::{Error, Result};
 use crate::image::files::OpenFlags;
-use crate::image::inet_sk::{proto_text, state_text, Datagram, InetSkEntry, InetSkOpts, SkAddr, TcpMd5Key, TcpStream};
+use crate::image::inet_sk::{
+    proto_text, state_text, Datagram, InetSkEntry, InetSkOpts, McastMembership, SkAddr, TcpMd5Key, TcpStream,
+};
 use crate::proc::fdinfo::{FdInfo, FdTarget};
 use crate::sys::inet::{self as inet, SOL_IP, SOL_IPV6, SOL_TCP};
 use crate::sys::socket::{self as sk, MsgFlags, SockFlags, SockType, UnixAddr, AF_INET, AF_INET6, AF_UNIX, SOL_SOCKET};
@@ -316,11 +318,6 @@ pub fn dump(
     if let Err(Errno::EACCES) = inet::get_filter(s.as_fd()) {
         return Err(r("has an eBPF socket filter: it cannot be read back".into()));
     }
-    if ty != SockType::SOCK_STREAM.0 {
-        if let Some(g) = multicast_membership(pid, s.as_fd()) {
-            return Err(r(format!("is a member of multicast group {g}: memberships are not dumped yet")));
-        }
-    }
     if out.inet_diag.is_none() {
         // Once, with the whole tree frozen.
         out.inet_diag = Some(sock_diag::inet_sockets().map_err(|err| e(format!("inet_diag: {err}")))?);
@@ -350,6 +347,9 @@ pub fn dump(
         tcp: None,
         queue: Vec::new(),
     };
+    if ty != SockType::SOCK_STREAM.0 {
+        entry.opts.mcast = multicast_memberships(pid, s.as_fd());
+    }
     if proto == inet::IPPROTO_TCP {
         const TCP_ULP: u32 = 31;
         let ulp = sk::get_sockopt_bytes(s.as_fd(), SOL_TCP, TCP_ULP, 16).unwrap_or_default();
@@ -374,7 +374,11 @@ pub fn dump(
     // back: refused (e.g. a TCP_MD5SIG key of a socket inet_diag does not
     // list, zerocopy notifications not read yet, an anycast address).
     let (mine, again) = optmem_compared(s.as_fd(), &entry).map_err(|m| e(format!("option memory: {m}")))?;
-    if mine != again {
+    // A source list's room is the kernel's (it grows in blocks, or comes
+    // exact from MCAST_MSFILTER) and cannot be read: where there is one,
+    // the socket made again may hold more, never less.
+    let sources = entry.opts.mcast.iter().any(|m| !m.sources.is_empty());
+    if mine != again && !(sources && mine < again) {
         return Err(r(format!(
             "holds {mine} bytes of option memory where the same socket made again holds {again}: \
              it has state crtools cannot read back (a TCP_MD5SIG key inet_diag does not list, \
@@ -466,6 +470,7 @@ fn optmem_compared(s: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(u
             .map_err(|e| format!("option {level}/{name} on a fresh socket: {e}"))?;
     }
     add_md5_keys(f, u)?;
+    join_groups(f, u)?;
     Ok((mine, inet::optmem(f).map_err(|e| format!("SO_MEMINFO: {e}"))?))
 }
 
@@ -556,7 +561,7 @@ fn read_opts(
     let v6_list: &[(u32, u32)] = if six { IPV6_EXTRA } else { &[] };
     for &(level, name) in SOCK_EXTRA.iter().chain(IP_EXTRA).chain(v6_list) {
         // The kernel refuses multicast options on stream sockets.
-        let multicast = matches!((level, name), (SOL_IP, 33 | 34 | 49) | (SOL_IPV6, 18 | 19));
+        let multicast = matches!((level, name), (SOL_IP, 33 | 34 | 49) | (SOL_IPV6, 17..=19));
         if multicast && ty == SockType::SOCK_STREAM.0 {
             continue;
         }
@@ -617,35 +622,43 @@ fn read_opts(
     Ok(o)
 }
 
-/// The first multicast group the socket is a member of, if any. Asks
-/// MCAST_MSFILTER for every group some socket of the namespace joined:
-/// the kernel answers only for a member.
-fn multicast_membership(pid: Pid, s: BorrowedFd<'_>) -> Option<String> {
-    const MCAST_MSFILTER: u32 = 48;
+/// The multicast groups the socket joined, with their source filters.
+/// Asks MCAST_MSFILTER for every group some socket of the namespace
+/// joined (/proc/net/igmp, igmp6): the kernel answers only for a member.
+fn multicast_memberships(pid: Pid, s: BorrowedFd<'_>) -> Vec<McastMembership> {
     let (v4, v6) = crate::proc::net::joined_groups(pid);
-    // struct group_filter: interface (u32, padded to 8), group
-    // (sockaddr_storage, 128), fmode, numsrc, one source slot.
-    let ask = |level: u32, ifindex: u32, family: u16, addr: &[u8]| {
-        let mut b = [0u8; 272];
-        b[..4].copy_from_slice(&ifindex.to_ne_bytes());
-        b[8..10].copy_from_slice(&family.to_ne_bytes());
-        let at = if family == AF_INET as u16 { 12 } else { 16 };
-        b[at..at + addr.len()].copy_from_slice(addr);
-        sk::get_sockopt_inout(s, level, MCAST_MSFILTER, &mut b).is_ok()
-    };
-    for (i, g) in v4 {
-        if ask(SOL_IP, i, AF_INET as u16, &g.to_ne_bytes()) {
-            let b = g.to_ne_bytes();
-            return Some(format!("{}.{}.{}.{} on interface {i}", b[0], b[1], b[2], b[3]));
+    let groups = v4
+        .into_iter()
+        .map(|(i, g)| (i, inet::InetAddr::v4(g.to_ne_bytes(), 0)))
+        .chain(v6.into_iter().map(|(i, g)| (i, inet::InetAddr::v6(g, 0))));
+    let mut out = Vec::new();
+    for (ifindex, g) in groups {
+        if out.iter().any(|m: &McastMembership| m.ifindex == ifindex && m.family == g.family && m.group == g.addr) {
+            continue;
+        }
+        if let Some((fmode, sources)) = inet::mcast_filter(s, ifindex, &g) {
+            out.push(McastMembership {
+                family: g.family,
+                ifindex,
+                group: g.addr,
+                fmode,
+                sources: sources.iter().map(|a| a.addr).collect(),
+            });
         }
     }
-    for (i, g) in v6 {
-        if ask(SOL_IPV6, i, AF_INET6 as u16, &g) {
-            let hex: Vec<String> = g.chunks(2).map(|c| format!("{:x}", u16::from_be_bytes([c[0], c[1]]))).collect();
-            return Some(format!("{} on interface {i}", hex.join(":")));
-        }
+    out
+}
+
+/// Joins the groups of `u` again, with their source filters.
+fn join_groups(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), String> {
+    for m in &u.opts.mcast {
+        let at = |a: [u8; 16]| SkAddr { family: m.family, addr: a, port: 0, flowinfo: 0, scope_id: 0 }.to_sys();
+        let g = at(m.group);
+        let sources: Vec<inet::InetAddr> = m.sources.iter().map(|&a| at(a)).collect();
+        inet::mcast_join(fd, m.ifindex, &g, m.fmode, &sources)
+            .map_err(|e| format!("join multicast group {} on interface {}: {e}", g.ip_text(), m.ifindex))?;
     }
-    None
+    Ok(())
 }
 
 /// (level, option) of the integer socket-level options kept where set:
@@ -677,8 +690,9 @@ const SOCK_EXTRA: &[(u32, u32)] = &[
 ];
 
 /// (level, option, longest value) of the options kept as bytes where they
-/// differ from a fresh socket's: IP_OPTIONS.
-const RAW_IP: &[(u32, u32, usize)] = &[(SOL_IP, 4, 40)];
+/// differ from a fresh socket's: IP_OPTIONS, IP_MULTICAST_IF (its
+/// address: an interface chosen by index alone reads back as 0.0.0.0).
+const RAW_IP: &[(u32, u32, usize)] = &[(SOL_IP, 4, 40), (SOL_IP, 32, 4)];
 /// IPv6 sticky headers: IPV6_HOPOPTS, IPV6_RTHDRDSTOPTS, IPV6_RTHDR,
 /// IPV6_DSTOPTS (a header is at most 256 units of 8 bytes).
 const RAW_V6: &[(u32, u32, usize)] =
@@ -690,7 +704,7 @@ const RAW_TCP: &[(u32, u32, usize)] = &[(SOL_TCP, 33, 32)];
 /// (level, option) of the integer IP options kept where set: IP_PKTINFO,
 /// IP_MTU_DISCOVER, IP_RECVERR, IP_RECVTTL, IP_RECVTOS, IP_TRANSPARENT,
 /// IP_RECVORIGDSTADDR, IP_BIND_ADDRESS_NO_PORT, IP_MULTICAST_TTL,
-/// IP_MULTICAST_LOOP, IP_MULTICAST_ALL.
+/// IP_MULTICAST_LOOP, IP_MULTICAST_ALL, IP_UNICAST_IF.
 const IP_EXTRA: &[(u32, u32)] = &[
     (SOL_IP, 8),
     (SOL_IP, 10),
@@ -703,11 +717,13 @@ const IP_EXTRA: &[(u32, u32)] = &[
     (SOL_IP, 33),
     (SOL_IP, 34),
     (SOL_IP, 49),
+    (SOL_IP, 50),
 ];
-/// The same for IPv6 sockets: IPV6_MULTICAST_HOPS, IPV6_MULTICAST_LOOP,
+/// The same for IPv6 sockets: IPV6_MULTICAST_IF, IPV6_MULTICAST_HOPS, IPV6_MULTICAST_LOOP,
 /// IPV6_MTU_DISCOVER, IPV6_RECVERR, IPV6_RECVPKTINFO, IPV6_RECVHOPLIMIT,
-/// IPV6_RECVTCLASS, IPV6_RECVORIGDSTADDR, IPV6_TRANSPARENT.
+/// IPV6_RECVTCLASS, IPV6_RECVORIGDSTADDR, IPV6_TRANSPARENT, IPV6_UNICAST_IF.
 const IPV6_EXTRA: &[(u32, u32)] = &[
+    (SOL_IPV6, 17),
     (SOL_IPV6, 18),
     (SOL_IPV6, 19),
     (SOL_IPV6, 23),
@@ -717,6 +733,7 @@ const IPV6_EXTRA: &[(u32, u32)] = &[
     (SOL_IPV6, 66),
     (SOL_IPV6, 74),
     (SOL_IPV6, 75),
+    (SOL_IPV6, 76),
 ];
 
 const TCP_DEFER_ACCEPT: u32 = 9;
@@ -1142,6 +1159,7 @@ fn set_opts(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), Stri
     for (level, name, v) in &o.raw {
         sk::set_sockopt_bytes(fd, *level, *name, v).map_err(|e| format!("option {level}/{name}: {e}"))?;
     }
+    join_groups(fd, u)?;
     if u.proto == inet::IPPROTO_TCP {
         set(SOL_TCP, inet::TCP_NODELAY, o.nodelay as i32, "TCP_NODELAY")?;
         set(SOL_TCP, inet::TCP_CORK, o.cork as i32, "TCP_CORK")?;

@@ -516,6 +516,97 @@ pub fn optmem(fd: BorrowedFd<'_>) -> Result<u32> {
     b.get(at..at + 4).map(|v| u32::from_ne_bytes(v.try_into().expect("4 bytes"))).ok_or(Errno::EINVAL)
 }
 
+/// MCAST_JOIN_GROUP and MCAST_MSFILTER (linux/in.h), and the filter modes.
+const MCAST_JOIN_GROUP: u32 = 42;
+const MCAST_MSFILTER: u32 = 48;
+pub const MCAST_EXCLUDE: u32 = 0;
+pub const MCAST_INCLUDE: u32 = 1;
+/// `struct group_filter` up to its source list: interface (u32, padded
+/// to 8), group (sockaddr_storage), fmode, numsrc.
+const GF_HEAD: usize = 144;
+const SS_LEN: usize = 128;
+
+fn level_of(group: &InetAddr) -> u32 {
+    if group.family == AF_INET6 {
+        SOL_IPV6
+    } else {
+        SOL_IP
+    }
+}
+
+fn group_filter(ifindex: u32, group: &InetAddr, fmode: u32, sources: &[InetAddr], slots: usize) -> Vec<u8> {
+    let mut b = vec![0u8; GF_HEAD + SS_LEN * slots.max(sources.len())];
+    b[..4].copy_from_slice(&ifindex.to_ne_bytes());
+    let g = group.to_bytes();
+    b[8..8 + g.len()].copy_from_slice(&g);
+    b[136..140].copy_from_slice(&fmode.to_ne_bytes());
+    b[140..144].copy_from_slice(&(slots.max(sources.len()) as u32).to_ne_bytes());
+    for (i, src) in sources.iter().enumerate() {
+        let a = src.to_bytes();
+        b[GF_HEAD + i * SS_LEN..GF_HEAD + i * SS_LEN + a.len()].copy_from_slice(&a);
+    }
+    b
+}
+
+/// The socket's source filter for multicast `group` on interface
+/// `ifindex` (MCAST_MSFILTER): (mode, sources); None when the socket is
+/// not a member (the kernel answers only for a member).
+pub fn mcast_filter(fd: BorrowedFd<'_>, ifindex: u32, group: &InetAddr) -> Option<(u32, Vec<InetAddr>)> {
+    let level = level_of(group);
+    let mut slots = 0;
+    // The first answer gives the count; the list may grow between two
+    // reads only if the task runs, and it is frozen.
+    for _ in 0..2 {
+        let mut b = group_filter(ifindex, group, 0, &[], slots);
+        super::socket::get_sockopt_inout(fd, level, MCAST_MSFILTER, &mut b).ok()?;
+        let fmode = u32::from_ne_bytes(b[136..140].try_into().expect("4 bytes"));
+        let n = u32::from_ne_bytes(b[140..144].try_into().expect("4 bytes")) as usize;
+        if n <= slots {
+            let sources = (0..n)
+                .filter_map(|i| InetAddr::from_bytes(&b[GF_HEAD + i * SS_LEN..GF_HEAD + (i + 1) * SS_LEN]))
+                .collect();
+            return Some((fmode, sources));
+        }
+        slots = n;
+    }
+    None
+}
+
+/// Joins multicast `group` on interface `ifindex` with a source filter:
+/// in exclude mode a join (MCAST_JOIN_GROUP) and a block per source
+/// (MCAST_BLOCK_SOURCE), in include mode a source-specific join per
+/// source (MCAST_JOIN_SOURCE_GROUP): the calls programs make, so the
+/// kernel sizes the source list as it did for them.
+pub fn mcast_join(fd: BorrowedFd<'_>, ifindex: u32, group: &InetAddr, fmode: u32, sources: &[InetAddr]) -> Result<()> {
+    const MCAST_BLOCK_SOURCE: u32 = 43;
+    const MCAST_JOIN_SOURCE_GROUP: u32 = 46;
+    let level = level_of(group);
+    // struct group_req: interface (padded to 8), group; struct
+    // group_source_req: the same and a source.
+    let req = group_filter(ifindex, group, 0, &[], 0);
+    let with_source = |src: &InetAddr| {
+        let mut b = req[..136].to_vec();
+        let mut a = src.to_bytes();
+        a.resize(SS_LEN, 0);
+        b.extend_from_slice(&a);
+        b
+    };
+    if fmode == MCAST_INCLUDE {
+        if sources.is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        for src in sources {
+            super::socket::set_sockopt_bytes(fd, level, MCAST_JOIN_SOURCE_GROUP, &with_source(src))?;
+        }
+        return Ok(());
+    }
+    super::socket::set_sockopt_bytes(fd, level, MCAST_JOIN_GROUP, &req[..136])?;
+    for src in sources {
+        super::socket::set_sockopt_bytes(fd, level, MCAST_BLOCK_SOURCE, &with_source(src))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,7 +23,9 @@
 //!
 //! `victim_inet udp LOG`: a UDP server with datagrams queued from two
 //! sockets of its own (one bound, one connected); on SIGUSR1 it reads them
-//! back (contents and senders), then echoes three datagrams.
+//! back (contents and senders), then echoes three datagrams. It also holds
+//! multicast memberships (any source, and source-specific) and checks
+//! they still deliver.
 use std::ffi::CString;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -508,6 +510,73 @@ fn udp_socket(port: u16) -> i32 {
     u
 }
 
+/// A multicast receiver on the wildcard address (joined to 239.1.2.3 on
+/// lo by index, and to 232.1.1.1 from source 127.0.0.1 only) and a sender
+/// whose multicast interface is lo's address.
+fn multicast_pair() -> (i32, i32) {
+    // SAFETY: plain socket calls on our own descriptors, with valid structs.
+    unsafe {
+        let mc = check(libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) as i64, "socket") as i32;
+        let any = libc::sockaddr_in { sin_addr: libc::in_addr { s_addr: 0 }, ..sin(0) };
+        check(libc::bind(mc, &any as *const _ as *const _, 16) as i64, "bind");
+        let ip = |a: [u8; 4]| libc::in_addr { s_addr: u32::from_ne_bytes(a) };
+        let m = libc::ip_mreqn { imr_multiaddr: ip([239, 1, 2, 3]), imr_address: ip([0; 4]), imr_ifindex: 1 };
+        let n = std::mem::size_of_val(&m) as u32;
+        check(
+            libc::setsockopt(mc, libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP, &m as *const _ as *const _, n) as i64,
+            "join",
+        );
+        let src = libc::ip_mreq_source {
+            imr_multiaddr: ip([232, 1, 1, 1]),
+            imr_interface: ip([127, 0, 0, 1]),
+            imr_sourceaddr: ip([127, 0, 0, 1]),
+        };
+        let n = std::mem::size_of_val(&src) as u32;
+        let r = libc::setsockopt(mc, libc::IPPROTO_IP, libc::IP_ADD_SOURCE_MEMBERSHIP, &src as *const _ as *const _, n);
+        check(r as i64, "join source-specific");
+        nonblock(mc);
+        let ms = check(libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) as i64, "socket") as i32;
+        let lo = ip([127, 0, 0, 1]);
+        check(
+            libc::setsockopt(ms, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, &lo as *const _ as *const _, 4) as i64,
+            "IP_MULTICAST_IF",
+        );
+        (mc, ms)
+    }
+}
+
+/// After the restore: what the sender sends to either group reaches the
+/// receiver; a group it never joined does not.
+fn multicast_after(mc: i32, ms: i32) -> Result<(), String> {
+    let port = port_of(mc);
+    for (group, what, joined) in
+        [([239, 1, 2, 3], "m-any", true), ([239, 9, 9, 9], "m-none", false), ([232, 1, 1, 1], "m-ssm", true)]
+    {
+        let to = at(group, port);
+        // SAFETY: what.len() bytes and the address are read.
+        check(
+            unsafe { libc::sendto(ms, what.as_ptr() as *const _, what.len(), 0, &to as *const _ as *const _, 16) }
+                as i64,
+            "sendto group",
+        );
+        let mut p = libc::pollfd { fd: mc, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one pollfd.
+        let got = unsafe { libc::poll(&mut p, 1, if joined { 5000 } else { 300 }) } == 1;
+        if got != joined {
+            return Err(format!("multicast to {group:?}: received {got}, joined {joined}"));
+        }
+        if got {
+            let mut b = [0u8; 16];
+            // SAFETY: at most 16 bytes into b.
+            let n = unsafe { libc::recv(mc, b.as_mut_ptr() as *mut _, 16, 0) };
+            if n < 0 || &b[..n as usize] != what.as_bytes() {
+                return Err(format!("multicast to {group:?}: got {:?}", &b[..n.max(0) as usize]));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn udp(logp: &str) {
     let srv = udp_socket(0);
     setopt(srv, libc::SOL_SOCKET, libc::SO_BROADCAST, 1);
@@ -535,9 +604,10 @@ fn udp(logp: &str) {
     // SAFETY: 2 bytes are read.
     check(unsafe { libc::send(k2, b"c0".as_ptr() as *const _, 2, 0) } as i64, "send");
     let (kname, k2name, k2peer) = (name_of(k, false), name_of(k2, false), name_of(k2, true));
+    let (mc, ms) = multicast_pair();
     log(logp, &format!("ready port={port} server={}", std::process::id()));
     wait_go();
-    let mut res: Result<(), String> = Ok(());
+    let mut res = multicast_after(mc, ms);
     let recv = |fd: i32| -> (Vec<u8>, String) {
         let mut buf = vec![0u8; 65536];
         // SAFETY: sockaddr_in is plain data.
