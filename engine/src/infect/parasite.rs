@@ -1,7 +1,13 @@
 //! The parasite: loaded into a seized task, it runs commands in the task's
 //! own context (see `parasite_proto` for the region layout and commands).
 //!
-//! Life cycle: [`Parasite::infect`] → commands → [`Parasite::cure`]. While
+//! Life cycle: [`Parasite::infect`] → commands → [`Parasite::cure`]. The
+//! infection connects the control socket and starts the blob's loop
+//! ([`proto::Cmd::Daemon`]): commands then go over the socket with the task
+//! running (its stops handled while we wait), ptrace reads happen with the
+//! loop interrupted ([`Parasite::with_task_stopped`]), and the cure takes the
+//! task back with PTRACE_INTERRUPT before anything else. If crtools dies,
+//! its end of the socket closes and the blob cures the task itself. While
 //! infected, every signal but SIGTRAP is blocked in the task: blocking
 //! SIGTRAP would make the kernel reset its handler when the blob's `int3`
 //! fires (force_sig_info), changing the task's sigaction behind its back.
@@ -21,7 +27,7 @@ use crate::sys::socket::{self, SockFlags, SockType, UnixAddr};
 use crate::sys::Sysno;
 use parasite_proto as proto;
 use std::mem::size_of;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 const PAGE: usize = 4096;
 const SIGTRAP: u64 = 5;
@@ -36,6 +42,7 @@ fn page_up(n: usize) -> usize {
 #[derive(Clone, Copy, Debug)]
 struct Layout {
     args: usize,
+    cure: usize,
     stack_top: usize,
     size: usize,
 }
@@ -43,9 +50,49 @@ struct Layout {
 impl Layout {
     fn new() -> Layout {
         let args = page_up(blobs::parasite::MEM_SIZE);
-        let stack = args + page_up(proto::ARGS_SIZE);
+        let cure = args + page_up(proto::ARGS_SIZE);
+        let stack = cure + page_up(proto::CURE_SIZE);
         let size = stack + proto::STACK_SIZE;
-        Layout { args, stack_top: size - 64, size }
+        Layout { args, cure, stack_top: size - 64, size }
+    }
+}
+
+/// Registers that resume the task as the kernel would after a stop with
+/// `r`: an interrupted system call is set up to restart (no handler runs
+/// in between), -ERESTART_RESTARTBLOCK through restart_syscall.
+pub(crate) fn resume_regs(r: &UserRegs) -> proto::ResumeRegs {
+    const ERESTARTSYS: i64 = 512;
+    const ERESTARTNOINTR: i64 = 513;
+    const ERESTARTNOHAND: i64 = 514;
+    const ERESTART_RESTARTBLOCK: i64 = 516;
+    const NR_RESTART_SYSCALL: u64 = 219;
+    let (mut rax, mut rip) = (r.rax, r.rip);
+    if (r.orig_rax as i64) >= 0 {
+        match -(r.rax as i64) {
+            ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => (rax, rip) = (r.orig_rax, r.rip - 2),
+            ERESTART_RESTARTBLOCK => (rax, rip) = (NR_RESTART_SYSCALL, r.rip - 2),
+            _ => {}
+        }
+    }
+    proto::ResumeRegs {
+        r15: r.r15,
+        r14: r.r14,
+        r13: r.r13,
+        r12: r.r12,
+        rbp: r.rbp,
+        rbx: r.rbx,
+        r11: r.r11,
+        r10: r.r10,
+        r9: r.r9,
+        r8: r.r8,
+        rax,
+        rcx: r.rcx,
+        rdx: r.rdx,
+        rsi: r.rsi,
+        rdi: r.rdi,
+        rflags: r.eflags,
+        rsp: r.rsp,
+        rip,
     }
 }
 
@@ -66,6 +113,8 @@ pub struct Parasite<'t> {
     sigtrap_action: Option<proto::KSigAction>,
     /// The thread's and the process's queued signals before infection.
     orig_pending: (Vec<SigInfo>, Vec<SigInfo>),
+    /// The blob serves commands from the control socket ([`proto::Cmd::Daemon`]).
+    daemon: bool,
     cured: bool,
 }
 
@@ -113,20 +162,178 @@ impl<'t> Parasite<'t> {
             sigtrap_ignored,
             sigtrap_action: None,
             orig_pending,
+            daemon: false,
             cured: false,
         };
+        let mut p = p;
         let blob = blobs::relocate(blobs::parasite::IMAGE, blobs::parasite::MEM_SIZE, blobs::parasite::RELOCS, base);
         let pid = p.tracee.pid();
         process_vm::write_all(pid, base, &blob.bytes)
             .map_err(|e| InfectError::errno(pid, "upload the parasite blob", e))?;
         log::debug!(task = pid.0; "task {pid}: parasite at {:#x} ({} bytes)", base, layout.size);
+        p.open_channel()?;
+        p.start_daemon()?;
         Ok(p)
+    }
+
+    /// What the blob needs to cure the task by itself (see [`proto::CureInfo`]).
+    fn cure_info(&self) -> proto::CureInfo {
+        let pid = self.tracee.pid();
+        let mut c = proto::CureInfo {
+            magic: proto::CURE_MAGIC,
+            flags: 0,
+            mask: self.orig_mask,
+            regs: resume_regs(&self.orig_regs),
+            sigtrap: proto::KSigAction::default(),
+            nr_traps: 0,
+            tgid: crate::proc::status::read(pid).map(|s| s.tgid).unwrap_or(pid.0),
+            tid: pid.0,
+            _pad: 0,
+            traps: [proto::QueuedTrap { shared: 0, _pad: 0, info: [0; 128] }; 2],
+            base: self.base,
+            size: self.layout.size as u64,
+        };
+        if self.sigtrap_ignored {
+            c.flags |= proto::CURE_SIGTRAP_ACTION;
+            c.sigtrap = self.sigtrap_action.unwrap_or_default();
+            c.sigtrap.handler = 1;
+        }
+        let traps = QueuedTraps::of(&self.orig_pending.0, &self.orig_pending.1);
+        for (si, shared) in [(traps.thread, 0), (traps.shared, 1)] {
+            if let Some(si) = si {
+                c.traps[c.nr_traps as usize] = proto::QueuedTrap { shared, _pad: 0, info: si.0 };
+                c.nr_traps += 1;
+            }
+        }
+        c
+    }
+
+    fn write_cure_info(&self) -> Result<()> {
+        let pid = self.tracee.pid();
+        let info = self.cure_info();
+        process_vm::write_all(pid, self.base + self.layout.cure as u64, as_bytes(&info))
+            .map_err(|e| InfectError::errno(pid, "write the parasite's cure information", e))
+    }
+
+    /// Lets the blob serve commands from the control socket, the task
+    /// running: from here on, crtools dying (its end of the socket closes)
+    /// makes the blob cure the task by itself.
+    fn start_daemon(&mut self) -> Result<()> {
+        let pid = self.tracee.pid();
+        self.write_cure_info()?;
+        let args = proto::DaemonArgs { cure: self.base + self.layout.cure as u64 };
+        let hdr = proto::Header { magic: proto::MAGIC, cmd: proto::Cmd::Daemon as u32, ..Default::default() };
+        let args_addr = self.base + self.layout.args as u64;
+        let mut area = vec![0u8; proto::PAYLOAD_OFFSET + size_of::<proto::DaemonArgs>()];
+        area[..size_of::<proto::Header>()].copy_from_slice(as_bytes(&hdr));
+        area[proto::PAYLOAD_OFFSET..].copy_from_slice(as_bytes(&args));
+        process_vm::write_all(pid, args_addr, &area).map_err(|e| InfectError::errno(pid, "write parasite args", e))?;
+        let mut regs = inject::entry_regs(&self.orig_regs, self.base + blobs::parasite::ENTRY as u64);
+        regs.rdi = args_addr;
+        regs.rsp = (self.base + self.layout.stack_top as u64) & !15;
+        self.tracee.set_regs(&regs)?;
+        self.tracee.run_free("start the parasite's loop")?;
+        self.daemon = true;
+        // Alive and serving: a first command answers.
+        let me = self.call(proto::Cmd::GetPid, &[], size_of::<proto::PidReply>())?;
+        if me.0 < 0 {
+            return Err(InfectError::unexpected(pid, "parasite loop", format!("first command failed: {}", me.0)));
+        }
+        super::harm_window(pid, false, "parasite serving");
+        Ok(())
+    }
+
+    /// Sends one command over the control socket.
+    fn send_command(&mut self, cmd: proto::Cmd, payload: &[u8], reply_len: usize) -> Result<()> {
+        let pid = self.tracee.pid();
+        let hdr = proto::Header {
+            magic: proto::MAGIC,
+            cmd: cmd as u32,
+            ret: 0,
+            failed_step: 0,
+            reply_len: reply_len as u32,
+        };
+        if proto::PAYLOAD_OFFSET + payload.len().max(reply_len) > proto::SOCKET_MSG_MAX {
+            return Err(InfectError::unexpected(pid, "parasite command", format!("{cmd:?}: message too large")));
+        }
+        let mut msg = vec![0u8; proto::PAYLOAD_OFFSET + payload.len()];
+        msg[..size_of::<proto::Header>()].copy_from_slice(as_bytes(&hdr));
+        msg[proto::PAYLOAD_OFFSET..].copy_from_slice(payload);
+        let conn = self.channel.as_ref().expect("the loop runs on an open channel");
+        socket::send(conn.as_fd(), &msg, socket::MsgFlags::empty())
+            .map_err(|e| InfectError::errno(pid, "send a parasite command", e))?;
+        Ok(())
+    }
+
+    /// Waits until the control socket has a message, handling the task's
+    /// stops meanwhile (it runs free), then takes it with `take`.
+    fn await_message<T>(
+        &mut self,
+        step: &'static str,
+        mut take: impl FnMut(std::os::fd::BorrowedFd<'_>) -> crate::sys::Result<T>,
+    ) -> Result<T> {
+        let pid = self.tracee.pid();
+        let trap = self.base + blobs::parasite::TRAP as u64 + 1;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let fd = self.channel.as_ref().expect("the loop runs on an open channel").as_raw_fd();
+            let ready = crate::sys::event::poll_for(fd, crate::sys::event::POLLIN, 20)
+                .map_err(|e| InfectError::errno(pid, step, e))?;
+            if ready != 0 {
+                let conn = self.channel.as_ref().expect("open");
+                return take(conn.as_fd()).map_err(|e| InfectError::errno(pid, step, e));
+            }
+            self.tracee.poll_running(step, trap)?;
+            if std::time::Instant::now() > deadline {
+                return Err(InfectError::unexpected(pid, step, "the parasite did not answer within 60 s"));
+            }
+        }
+    }
+
+    /// One command over the control socket: its header's ret and
+    /// failed_step, and `reply_len` payload bytes.
+    fn call_socket(&mut self, cmd: proto::Cmd, payload: &[u8], reply_len: usize) -> Result<(i64, u32, Vec<u8>)> {
+        let pid = self.tracee.pid();
+        self.send_command(cmd, payload, reply_len)?;
+        let back = self.receive_reply(reply_len)?;
+        if back.len() < proto::PAYLOAD_OFFSET + reply_len {
+            return Err(InfectError::unexpected(pid, "read parasite reply", "short reply"));
+        }
+        // SAFETY: Header is plain old data and `back` holds at least its size.
+        let h: proto::Header = unsafe { std::ptr::read_unaligned(back.as_ptr() as *const proto::Header) };
+        Ok((h.ret, h.failed_step, back[proto::PAYLOAD_OFFSET..proto::PAYLOAD_OFFSET + reply_len].to_vec()))
+    }
+
+    fn receive_reply(&mut self, reply_len: usize) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; proto::PAYLOAD_OFFSET + reply_len];
+        let n = self.await_message("read parasite reply", |fd| socket::recv(fd, &mut buf, socket::MsgFlags::empty()))?;
+        buf.truncate(n);
+        Ok(buf)
     }
 
     /// Runs one syscall in the infected task (every signal but SIGTRAP
     /// blocked, like the commands); returns its raw result.
     pub fn remote_syscall(&mut self, nr: Sysno, args: [u64; 6]) -> Result<i64> {
-        self.tracee.remote_syscall(nr, args)
+        if !self.daemon {
+            return self.tracee.remote_syscall(nr, args);
+        }
+        let a = proto::SyscallArgs { nr: nr as u64, args };
+        Ok(self.call(proto::Cmd::Syscall, as_bytes(&a), 0)?.0)
+    }
+
+    /// Runs `f` (ptrace calls on the task) with the task stopped: the
+    /// parasite's loop is interrupted in its wait for a command and runs on
+    /// after (crtools dying meanwhile still lets the loop cure the task).
+    pub fn with_task_stopped<T>(&mut self, f: impl FnOnce(crate::sys::Pid) -> T) -> Result<T> {
+        let pid = self.tracee.pid();
+        if !self.daemon {
+            return Ok(f(pid));
+        }
+        let trap = self.base + blobs::parasite::TRAP as u64 + 1;
+        self.tracee.interrupt_running("stop the parasite's loop", trap)?;
+        let out = f(pid);
+        self.tracee.run_free("resume the parasite's loop")?;
+        Ok(out)
     }
 
     /// The infected task.
@@ -174,7 +381,10 @@ impl<'t> Parasite<'t> {
         if cmd != proto::Cmd::Fini && crate::fault::hit(crate::fault::Fault::DumpParasiteCmd) {
             return Err(InfectError::unexpected(pid, "parasite command", format!("{cmd:?}: injected fault")));
         }
-        let hdr = proto::Header { magic: proto::MAGIC, cmd: cmd as u32, ret: 0, failed_step: 0, _pad: 0 };
+        if self.daemon {
+            return self.call_socket(cmd, payload, reply_len);
+        }
+        let hdr = proto::Header { magic: proto::MAGIC, cmd: cmd as u32, ..Default::default() };
         let args_addr = self.base + self.layout.args as u64;
         let mut area = vec![0u8; proto::PAYLOAD_OFFSET + payload.len().max(reply_len)];
         area[..size_of::<proto::Header>()].copy_from_slice(as_bytes(&hdr));
@@ -236,6 +446,10 @@ impl<'t> Parasite<'t> {
             trap.handler = 1;
         }
         self.sigtrap_action = Some(*trap);
+        if self.sigtrap_ignored && self.daemon {
+            // A self-cure puts SIGTRAP's own flags and mask back too.
+            self.write_cure_info()?;
+        }
         Ok(r)
     }
 
@@ -310,15 +524,24 @@ impl<'t> Parasite<'t> {
 
     /// Receives copies of the task's descriptors `fds` over SCM_RIGHTS, in order.
     pub fn receive_fds(&mut self, fds: &[i32]) -> Result<Vec<OwnedFd>> {
-        if self.channel.is_none() {
-            self.open_channel()?;
-        }
         let pid = self.tracee.pid();
         let mut out = Vec::with_capacity(fds.len());
         for chunk in fds.chunks(proto::MAX_FDS) {
             let mut args = proto::SendFdsArgs { nr: chunk.len() as u32, _pad: 0, fds: [0; proto::MAX_FDS] };
             args.fds[..chunk.len()].copy_from_slice(chunk);
-            let (ret, _, _) = self.call(proto::Cmd::SendFds, as_bytes(&args), 0)?;
+            // The loop sends the descriptors, then the answer.
+            self.send_command(proto::Cmd::SendFds, as_bytes(&args), 0)?;
+            let mut data = [0u8; 4 * proto::MAX_FDS];
+            let fetched = self.await_message("receive descriptors from the parasite", |fd| {
+                socket::recv_fds(fd, &mut data, chunk.len())
+            });
+            let back = self.receive_reply(0)?;
+            let ret = if back.len() >= size_of::<proto::Header>() {
+                // SAFETY: Header is plain old data and `back` holds its size.
+                unsafe { std::ptr::read_unaligned(back.as_ptr() as *const proto::Header) }.ret
+            } else {
+                -(crate::sys::Errno::EIO.into_raw() as i64)
+            };
             if ret < 0 {
                 return Err(InfectError::errno(
                     pid,
@@ -326,10 +549,7 @@ impl<'t> Parasite<'t> {
                     crate::sys::Errno::new(-ret as i32),
                 ));
             }
-            let conn = self.channel.as_ref().expect("channel open");
-            let mut data = [0u8; 4 * proto::MAX_FDS];
-            let (n, got) = socket::recv_fds(conn.as_fd(), &mut data, chunk.len())
-                .map_err(|e| InfectError::errno(pid, "receive descriptors from the parasite", e))?;
+            let (n, got) = fetched?;
             let numbers: Vec<i32> =
                 data[..n].chunks_exact(4).map(|c| i32::from_ne_bytes(c.try_into().expect("4 bytes"))).collect();
             if got.len() != chunk.len() || numbers != chunk {
@@ -355,7 +575,24 @@ impl<'t> Parasite<'t> {
         }
         self.cured = true;
         let pid = self.tracee.pid();
-        if self.task_sock.is_some() {
+        super::harm_window(pid, true, "parasite cure");
+        if self.daemon {
+            // Take the task back from its loop (stopped in its recv), then
+            // close the task's end of the socket from there: the loop, if
+            // it ever ran again, would find it gone and cure the task itself.
+            self.daemon = false;
+            let trap = self.base + blobs::parasite::TRAP as u64 + 1;
+            self.tracee.interrupt_running("stop the parasite's loop", trap)?;
+            self.tracee.set_sigmask(u64::MAX)?;
+            if let Some(fd) = self.task_sock.take() {
+                self.tracee.remote_syscall_quiet_ok(
+                    Sysno::close,
+                    [fd as u64, 0, 0, 0, 0, 0],
+                    "close the parasite's control socket",
+                )?;
+            }
+            self.channel = None;
+        } else if self.task_sock.is_some() {
             // Close the task's end first: it is a descriptor of the task's own.
             let fini = self.call(proto::Cmd::Fini, &[], 0);
             self.task_sock = None;
@@ -397,7 +634,7 @@ impl<'t> Parasite<'t> {
         let regs = self.tracee.set_regs(&self.orig_regs);
         let mask = self.tracee.set_sigmask(self.orig_mask);
         if unmap.is_ok() && regs.is_ok() && mask.is_ok() {
-            super::harm_window(pid, false, "parasite");
+            super::harm_window(pid, false, "parasite cure");
         }
         unmap?;
         regs?;

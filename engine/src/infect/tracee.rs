@@ -294,6 +294,85 @@ impl Tracee {
         }
     }
 
+    /// Resumes the task (PTRACE_CONT) without waiting: it runs injected
+    /// code that serves the engine until [`Tracee::interrupt_running`].
+    pub(crate) fn run_free(&mut self, step: &'static str) -> Result<()> {
+        ptrace::cont(self.pid, 0).map_err(|e| InfectError::errno(self.pid, step, e))
+    }
+
+    /// While the task runs free: handles one stop it reached, if any, without
+    /// waiting, as [`Tracee::run_until_trap`] does (a stop signal is deferred,
+    /// a SIGTRAP is taken off and kept, the task runs on); a fault, a trap of
+    /// the injected code itself or the task's end is an error.
+    pub(crate) fn poll_running(&mut self, step: &'static str, trap: u64) -> Result<()> {
+        let pid = self.pid;
+        let Some((_, st)) = wait::wait4(pid, wait::WALL | wait::WNOHANG).map_err(|e| InfectError::errno(pid, step, e))?
+        else {
+            return Ok(());
+        };
+        self.running_stop(st, step, trap).map(drop)
+    }
+
+    /// One stop of a task running free: Ok(true) at an event stop (the
+    /// task stays stopped), Ok(false) when it was handled and the task runs on.
+    fn running_stop(&mut self, st: WaitStatus, step: &'static str, trap: u64) -> Result<bool> {
+        let pid = self.pid;
+        let cont = |pid| ptrace::cont(pid, 0).map_err(|e| InfectError::errno(pid, step, e));
+        match st {
+            WaitStatus::Stopped { sig: SIGTRAP, event: 0 } => {
+                let regs = self.regs()?;
+                if regs.rip == trap {
+                    return Err(InfectError::unexpected(pid, step, "the injected code left its loop"));
+                }
+                let si = ptrace::get_siginfo(pid).map_err(|e| InfectError::errno(pid, "PTRACE_GETSIGINFO", e))?;
+                log::debug!(task = pid.0; "task {pid}: took a pending SIGTRAP (code {}) off the queue", si.code());
+                self.stolen.push(si);
+                cont(pid)?;
+                Ok(false)
+            }
+            WaitStatus::Stopped { sig, event: 0 } if matches!(sig, SIGSTOP | SIGTSTP | SIGTTIN | SIGTTOU) => {
+                self.deferred.push(sig);
+                cont(pid)?;
+                Ok(false)
+            }
+            WaitStatus::Stopped { sig, event: 0 } => {
+                let regs = self.regs().ok();
+                Err(InfectError::unexpected(
+                    pid,
+                    step,
+                    format!("signal {sig} at rip {:#x}", regs.map(|r| r.rip).unwrap_or(0)),
+                ))
+            }
+            WaitStatus::Stopped { event, .. } if event == PTRACE_EVENT_STOP => Ok(true),
+            WaitStatus::Stopped { .. } => {
+                cont(pid)?;
+                Ok(false)
+            }
+            WaitStatus::Exited(c) => {
+                self.detached = true;
+                Err(InfectError::unexpected(pid, step, format!("exited with {c}")))
+            }
+            WaitStatus::Signaled(s, _) => {
+                self.detached = true;
+                Err(InfectError::unexpected(pid, step, format!("killed by signal {s}")))
+            }
+            WaitStatus::Continued => Ok(false),
+        }
+    }
+
+    /// Stops a task running free (PTRACE_INTERRUPT) and waits for the stop;
+    /// stops on the way are handled as in [`Tracee::poll_running`].
+    pub(crate) fn interrupt_running(&mut self, step: &'static str, trap: u64) -> Result<()> {
+        let pid = self.pid;
+        ptrace::interrupt(pid).map_err(|e| InfectError::errno(pid, step, e))?;
+        loop {
+            let st = wait::wait_pid(pid).map_err(|e| InfectError::errno(pid, step, e))?;
+            if self.running_stop(st, step, trap)? {
+                return Ok(());
+            }
+        }
+    }
+
     /// Resumes with PTRACE_SYSCALL up to the syscall's entry, then its exit,
     /// and returns the registers at the exit. No signal is raised: the task
     /// must have every signal it could receive blocked, SIGTRAP included, or

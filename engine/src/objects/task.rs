@@ -287,14 +287,16 @@ pub fn dump_thread_with(p: &mut Parasite<'_>, status: &proc::status::Status) -> 
     let mut regs = p.orig_regs();
     let sleep = restart_sleep(pid, &regs)?;
     rewrite_restart(&mut regs);
-    let xsave = read_xsave(pid)?;
+    // ptrace reads need the task stopped (the parasite serves running).
+    let (xsave, rseq) = p.with_task_stopped(|pid| (read_xsave(pid), ptrace::get_rseq_config(pid))).ctx(pid, "stop")?;
+    let xsave = xsave?;
     let sigmask = p.orig_sigmask();
     // As queued before infection: the parasite's traps take a SIGTRAP off
     // the queue until the cure.
     let pending = siginfos(p.orig_pending().0.to_vec());
     let ss = p.sigaltstack().ctx(pid, "read sigaltstack")?;
     let misc = p.misc().ctx(pid, "read prctl state")?;
-    let rseq = match ptrace::get_rseq_config(pid) {
+    let rseq = match rseq {
         Ok(c) if c.rseq_abi_pointer != 0 => {
             Some(Rseq { ptr: c.rseq_abi_pointer, len: c.rseq_abi_size, sig: c.signature })
         }

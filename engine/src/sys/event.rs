@@ -96,13 +96,26 @@ pub fn epoll_wait_now(epfd: BorrowedFd<'_>, out: &mut [EpollEvent]) -> Result<us
 /// poll(2) of one raw descriptor number, without waiting: the events of
 /// `events` it has now.
 pub fn poll_now(fd: RawFd, events: u16) -> Result<u16> {
+    poll_for(fd, events, 0)
+}
+
+/// POLLIN.
+pub const POLLIN: u16 = 1;
+
+/// poll(2) of one raw descriptor number for up to `timeout_ms`: the events
+/// it has (of `events`, or an error or hang-up), 0 when the time ran out.
+/// A signal ends the wait early, as a timeout.
+pub fn poll_for(fd: RawFd, events: u16, timeout_ms: i32) -> Result<u16> {
     // struct pollfd { int fd; short events; short revents; }
     let mut p = [0u8; 8];
     p[..4].copy_from_slice(&fd.to_ne_bytes());
     p[4..6].copy_from_slice(&events.to_ne_bytes());
     // SAFETY: the kernel reads and writes one pollfd in `p`.
-    unsafe { syscalls::syscall3(Sysno::poll, p.as_mut_ptr() as usize, 1, 0) }?;
-    Ok(u16::from_ne_bytes([p[6], p[7]]))
+    match unsafe { syscalls::syscall3(Sysno::poll, p.as_mut_ptr() as usize, 1, timeout_ms as usize) } {
+        Ok(_) => Ok(u16::from_ne_bytes([p[6], p[7]])),
+        Err(super::Errno::EINTR) => Ok(0),
+        Err(e) => Err(e),
+    }
 }
 
 /// TFD_TIMER_ABSTIME.

@@ -17,7 +17,7 @@
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicI32, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use parasite_proto as proto;
 use proto::{Cmd, Header};
 
@@ -34,6 +34,46 @@ core::arch::global_asm!(
     "    int3",
     "    ud2",
 );
+
+// Resumes the task with the registers at rdi (`ResumeRegs`, in pop
+// order): the last thing a self-cure does. Flags are popped before rsp and
+// the jump reads its target from memory, so every register is the task's
+// when its own code runs again; nothing is written below its stack.
+core::arch::global_asm!(
+    ".section .text",
+    ".globl parasite_resume",
+    "parasite_resume:",
+    "    mov rax, [rdi + 136]",
+    "    mov [rip + {rip}], rax",
+    "    mov rsp, rdi",
+    "    pop r15",
+    "    pop r14",
+    "    pop r13",
+    "    pop r12",
+    "    pop rbp",
+    "    pop rbx",
+    "    pop r11",
+    "    pop r10",
+    "    pop r9",
+    "    pop r8",
+    "    pop rax",
+    "    pop rcx",
+    "    pop rdx",
+    "    pop rsi",
+    "    pop rdi",
+    "    popfq",
+    "    pop rsp",
+    "    jmp qword ptr [rip + {rip}]",
+    rip = sym RESUME_RIP,
+);
+
+extern "C" {
+    fn parasite_resume(regs: *const proto::ResumeRegs) -> !;
+}
+
+/// Where [`parasite_resume`] jumps (written by it, read by its last jump).
+#[no_mangle]
+static RESUME_RIP: AtomicU64 = AtomicU64::new(0);
 
 /// The control socket opened by [`Cmd::Init`], or -1.
 static CTL_SOCK: AtomicI32 = AtomicI32::new(-1);
@@ -119,6 +159,18 @@ unsafe fn run(cmd: Cmd, payload: *mut u8, step: &mut u32) -> i64 {
             let r = unsafe { &mut *(payload as *mut proto::TimersReply) };
             timers(&args, r, step)
         }
+        Cmd::Daemon => {
+            // SAFETY: caller contract; the header is at PAYLOAD_OFFSET before it.
+            let args = unsafe { *(payload as *const proto::DaemonArgs) };
+            // SAFETY: as above: the args area starts PAYLOAD_OFFSET before.
+            unsafe { daemon(payload.sub(proto::PAYLOAD_OFFSET), &args) }
+        }
+        Cmd::Syscall => {
+            // SAFETY: caller contract.
+            let a = unsafe { *(payload as *const proto::SyscallArgs) };
+            // SAFETY: the engine's remote syscall, with its own arguments.
+            unsafe { sys::syscall6(a.nr, &a.args) }
+        }
         Cmd::Fini => {
             let fd = CTL_SOCK.swap(-1, Ordering::Relaxed);
             if fd >= 0 {
@@ -128,6 +180,69 @@ unsafe fn run(cmd: Cmd, payload: *mut u8, step: &mut u32) -> i64 {
             }
         }
     }
+}
+
+/// Serves commands from the control socket: each message is a header
+/// and payload, answered in place with `reply_len` payload bytes. When the
+/// socket closes or fails, the engine is gone (it takes the task back with
+/// ptrace before it closes its end): the task is cured from inside.
+/// Returns only when it cannot start.
+///
+/// # Safety
+/// `area` is the args area ([`proto::ARGS_SIZE`] writable bytes).
+unsafe fn daemon(area: *mut u8, args: &proto::DaemonArgs) -> i64 {
+    let sock = CTL_SOCK.load(Ordering::Relaxed);
+    // SAFETY: the engine wrote the CureInfo at this address of the region.
+    let cure = unsafe { &*(args.cure as *const proto::CureInfo) };
+    if sock < 0 || cure.magic != proto::CURE_MAGIC {
+        return -(sys::EINVAL as i64);
+    }
+    loop {
+        let n = sys::recv(sock, area, proto::SOCKET_MSG_MAX);
+        if n == -sys::EINTR {
+            continue;
+        }
+        if n < core::mem::size_of::<Header>() as i64 {
+            self_cure(cure);
+        }
+        let hdr = area as *mut Header;
+        // SAFETY: a whole header was received into the args area.
+        let h = unsafe { &mut *hdr };
+        let len = (h.reply_len as usize).min(proto::SOCKET_MSG_MAX - proto::PAYLOAD_OFFSET);
+        if matches!(Cmd::from_raw(h.cmd), Some(Cmd::Daemon | Cmd::Init)) {
+            h.ret = -(sys::EINVAL as i64);
+        } else {
+            // SAFETY: hdr is the args area, as parasite_main requires.
+            unsafe { parasite_main(hdr) };
+        }
+        if sys::send(sock, area, proto::PAYLOAD_OFFSET + len) < 0 {
+            self_cure(cure);
+        }
+    }
+}
+
+/// Cures the task from inside: everything the engine's cure does except
+/// unmapping the region, which the code running from it cannot do. With
+/// every signal blocked: the control socket is closed, SIGTRAP's action
+/// and the SIGTRAPs our traps took are put back, the region is named so
+/// it can be told in /proc/pid/maps; then the task's mask and registers.
+fn self_cure(cure: &proto::CureInfo) -> ! {
+    sys::set_sigmask(&u64::MAX);
+    let fd = CTL_SOCK.swap(-1, Ordering::Relaxed);
+    if fd >= 0 {
+        sys::close(fd);
+    }
+    if cure.flags & proto::CURE_SIGTRAP_ACTION != 0 {
+        sys::rt_sigaction_set(sys::SIGTRAP, &cure.sigtrap);
+    }
+    for t in cure.traps.iter().take(cure.nr_traps as usize) {
+        let tid = if t.shared != 0 { -1 } else { cure.tid };
+        sys::queue_signal(cure.tgid, tid, sys::SIGTRAP, &t.info);
+    }
+    sys::name_anon(cure.base, cure.size, b"crtools-parasite-left-by-a-dead-dump\0");
+    sys::set_sigmask(&cure.mask);
+    // SAFETY: the registers the engine read from the task at infection.
+    unsafe { parasite_resume(&cure.regs) }
 }
 
 fn init(args: &proto::InitArgs, step: &mut u32) -> i64 {

@@ -151,3 +151,68 @@ pub fn timer_getoverrun(id: i32) -> i64 {
     // SAFETY: no memory arguments.
     ret(unsafe { raw::syscall1(Sysno::timer_getoverrun as usize, id as usize) })
 }
+
+pub const EINTR: i64 = 4;
+pub const SIGTRAP: i32 = 5;
+const SIG_SETMASK: usize = 2;
+const PR_SET_VMA: usize = 0x5356_4d41;
+const PR_SET_VMA_ANON_NAME: usize = 0;
+
+/// recv(2) of one message into `buf`.
+pub fn recv(fd: i32, buf: *mut u8, len: usize) -> i64 {
+    // SAFETY: the caller gives `len` writable bytes at `buf`.
+    ret(unsafe { raw::syscall6(Sysno::recvfrom as usize, fd as usize, buf as usize, len, 0, 0, 0) })
+}
+
+/// send(2) of one message, without SIGPIPE (the engine may be gone: a
+/// SIGPIPE queued here would reach the task once cured).
+pub fn send(fd: i32, buf: *const u8, len: usize) -> i64 {
+    // SAFETY: the caller gives `len` readable bytes at `buf`.
+    ret(unsafe { raw::syscall6(Sysno::sendto as usize, fd as usize, buf as usize, len, MSG_NOSIGNAL, 0, 0) })
+}
+
+/// rt_sigprocmask(SIG_SETMASK, mask, NULL).
+pub fn set_sigmask(mask: &u64) -> i64 {
+    // SAFETY: the kernel reads 8 bytes of `mask`.
+    ret(unsafe { raw::syscall4(Sysno::rt_sigprocmask as usize, SIG_SETMASK, mask as *const u64 as usize, 0, 8) })
+}
+
+/// rt_sigaction(sig, act, NULL).
+pub fn rt_sigaction_set(sig: i32, act: &proto::KSigAction) -> i64 {
+    // SAFETY: `act` has the layout of the kernel struct sigaction.
+    ret(unsafe { raw::syscall4(Sysno::rt_sigaction as usize, sig as usize, act as *const _ as usize, 0, 8) })
+}
+
+/// Queues `sig` with `info` on the thread `tid` (rt_tgsigqueueinfo) or,
+/// with `tid` < 0, on the process (rt_sigqueueinfo).
+pub fn queue_signal(tgid: i32, tid: i32, sig: i32, info: &[u8; 128]) -> i64 {
+    let i = info.as_ptr() as usize;
+    // SAFETY: the kernel reads the 128-byte siginfo.
+    ret(unsafe {
+        if tid < 0 {
+            raw::syscall3(Sysno::rt_sigqueueinfo as usize, tgid as usize, sig as usize, i)
+        } else {
+            raw::syscall4(Sysno::rt_tgsigqueueinfo as usize, tgid as usize, tid as usize, sig as usize, i)
+        }
+    })
+}
+
+/// Names the anonymous mapping `addr..addr+len` (PR_SET_VMA_ANON_NAME).
+pub fn name_anon(addr: u64, len: u64, name: &[u8]) -> i64 {
+    // SAFETY: `name` is NUL-terminated; the kernel only reads it.
+    ret(unsafe {
+        raw::syscall5(Sysno::prctl as usize, PR_SET_VMA, PR_SET_VMA_ANON_NAME, addr as usize, len as usize, name.as_ptr() as usize)
+    })
+}
+
+/// Any system call, with raw arguments (the engine's remote syscalls).
+///
+/// # Safety
+/// The arguments are the engine's: pointers among them point into the
+/// task as the engine intends.
+pub unsafe fn syscall6(nr: u64, a: &[u64; 6]) -> i64 {
+    // SAFETY: the caller's contract.
+    ret(unsafe {
+        raw::syscall6(nr as usize, a[0] as usize, a[1] as usize, a[2] as usize, a[3] as usize, a[4] as usize, a[5] as usize)
+    })
+}

@@ -4,7 +4,10 @@
 //! blob is entered at `entry` with `rdi` = address of the [`Header`] in the
 //! args area and `rsp` = top of the stack area; it runs one command, writes
 //! the answer into the args area and stops on the `int3` that follows the
-//! call in its entry stub.
+//! call in its entry stub. Two commands go that way ([`Cmd::Init`], which
+//! connects the control socket, and [`Cmd::Daemon`]); from then on the
+//! blob serves commands from the socket, the task running, and cures the
+//! task by itself if the socket closes under it (see [`CureInfo`]).
 //!
 //! ```text
 //!   base ───────────► +----------------------------+
@@ -14,6 +17,8 @@
 //!                     | Header (cmd, ret)          |
 //!                     | payload (one of the structs|
 //!                     | below, by command)         |
+//!   base+cure_off ──► +----------------------------+
+//!                     | CureInfo (self-cure)       |
 //!   base+stack_off ─► +----------------------------+
 //!                     | stack, grows down          |
 //!   base+size ──────► +----------------------------+
@@ -62,6 +67,14 @@ pub enum Cmd {
     Misc = 8,
     /// timer_gettime/timer_getoverrun of the listed ids ([`TimersArgs`] in, [`TimersReply`] out).
     Timers = 9,
+    /// Serve commands from the control socket until it closes ([`DaemonArgs`]);
+    /// when it closes without the engine having taken the task back (the
+    /// engine died), cure the task from inside (see [`CureInfo`]). Never
+    /// returns once the loop runs.
+    Daemon = 10,
+    /// One system call with raw arguments ([`SyscallArgs`]); its result is
+    /// the header's `ret`.
+    Syscall = 11,
 }
 
 impl Cmd {
@@ -77,6 +90,8 @@ impl Cmd {
             7 => Cmd::Fini,
             8 => Cmd::Misc,
             9 => Cmd::Timers,
+            10 => Cmd::Daemon,
+            11 => Cmd::Syscall,
             _ => return None,
         })
     }
@@ -94,8 +109,101 @@ pub struct Header {
     pub ret: i64,
     /// Which step of the command failed (command specific, 0 when none).
     pub failed_step: u32,
-    /// Reserved, zero.
+    /// Commands over the control socket: payload bytes the answer carries.
+    pub reply_len: u32,
+}
+
+/// Bytes of the args area a command over the control socket may use: the
+/// last 4 KiB are the engine's scratch page for other threads.
+pub const SOCKET_MSG_MAX: usize = ARGS_SIZE - 4096;
+
+/// Bytes reserved for [`CureInfo`] (its own area of the region).
+pub const CURE_SIZE: usize = 4096;
+
+/// [`Cmd::Daemon`] arguments.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DaemonArgs {
+    /// Address of the [`CureInfo`] in the task.
+    pub cure: u64,
+}
+
+/// [`Cmd::Syscall`] arguments.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SyscallArgs {
+    pub nr: u64,
+    pub args: [u64; 6],
+}
+
+/// Registers to resume the task with, in the order the blob pops them:
+/// the task's own at infection, with an interrupted system call already
+/// set up to restart (rip back on the `syscall`, rax its number), as the
+/// kernel would have on the way out of the stop.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResumeRegs {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub rbp: u64,
+    pub rbx: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub rip: u64,
+}
+
+/// A SIGTRAP to queue again at a self-cure (our traps took it off).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct QueuedTrap {
+    /// 0: this thread's queue (rt_tgsigqueueinfo); 1: the process's
+    /// (rt_sigqueueinfo).
+    pub shared: u32,
     pub _pad: u32,
+    /// The siginfo it had.
+    pub info: [u8; 128],
+}
+
+/// Flag of [`CureInfo::flags`]: put `sigtrap` back as SIGTRAP's action.
+pub const CURE_SIGTRAP_ACTION: u32 = 1;
+/// [`CureInfo::magic`] once the engine wrote it.
+pub const CURE_MAGIC: u32 = 0x4355_5245; // "CURE"
+
+/// What the blob needs to cure the task by itself when the engine is gone:
+/// written by the engine before [`Cmd::Daemon`] starts, updated while it
+/// runs. The blob cannot unmap the region it runs from (nothing in the
+/// task would be left to return through); it names it instead.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CureInfo {
+    pub magic: u32,
+    pub flags: u32,
+    /// The task's blocked mask at infection.
+    pub mask: u64,
+    pub regs: ResumeRegs,
+    /// SIGTRAP's action to put back (with [`CURE_SIGTRAP_ACTION`]).
+    pub sigtrap: KSigAction,
+    /// Entries of `traps` in use.
+    pub nr_traps: u32,
+    /// The process (for rt_sigqueueinfo) and this thread.
+    pub tgid: i32,
+    pub tid: i32,
+    pub _pad: u32,
+    pub traps: [QueuedTrap; 2],
+    /// The parasite region, to name it.
+    pub base: u64,
+    pub size: u64,
 }
 
 /// [`Cmd::Init`]: abstract unix address of the engine's control socket.
@@ -273,4 +381,14 @@ const _: () = {
     assert!(size_of::<TimerState>() == 40);
     assert!(PAYLOAD_OFFSET + size_of::<TimersReply>() <= ARGS_SIZE);
     assert!(size_of::<TimersArgs>() == 8 + 4 * MAX_TIMERS);
+    assert!(offset_of!(Header, reply_len) == 20);
+    assert!(size_of::<SyscallArgs>() == 56);
+    assert!(size_of::<ResumeRegs>() == 18 * 8);
+    assert!(offset_of!(ResumeRegs, rflags) == 15 * 8);
+    assert!(offset_of!(ResumeRegs, rsp) == 16 * 8);
+    assert!(offset_of!(ResumeRegs, rip) == 17 * 8);
+    assert!(size_of::<QueuedTrap>() == 136);
+    assert!(size_of::<CureInfo>() <= CURE_SIZE);
+    assert!(PAYLOAD_OFFSET + size_of::<TimersReply>() <= SOCKET_MSG_MAX);
+    assert!(PAYLOAD_OFFSET + size_of::<SigActionsReply>() <= SOCKET_MSG_MAX);
 };
