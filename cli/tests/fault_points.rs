@@ -368,7 +368,7 @@ fn a_dump_failing_at_any_point_leaves_the_victim_as_it_was() {
     let tids = v.tids();
     assert_eq!(tids.len(), 2, "the victim has two threads");
     let maps_before = std::fs::read_to_string(format!("/proc/{}/maps", v.pid)).unwrap();
-    for point in points().iter().filter(|p| p.starts_with("dump-")) {
+    for point in points().iter().filter(|p| p.starts_with("dump-") && *p != "dump-die-serving") {
         let dir = base.join(point);
         let mut args = vec!["dump", "-D", dir.to_str().unwrap(), "-t"];
         let pid = v.pid.to_string();
@@ -390,6 +390,62 @@ fn a_dump_failing_at_any_point_leaves_the_victim_as_it_was() {
         assert!(!dir.join("inventory.img").exists(), "{point}: an inventory claims a complete dump");
         assert_eq!(v.check(), "ok", "{point}: the victim's own check");
     }
+    v.kill();
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// crtools dies (SIGKILL, `dump-die-serving`) while the parasite serves
+/// each of the victim's commands: the parasite cures the victim from
+/// inside. It runs on untraced with its threads, its own check passes
+/// (memory, a pending signal, a pipe's bytes, a file offset, timers), and
+/// its maps are as before but for the parasite's region, which code
+/// cannot unmap from inside.
+#[test]
+fn crtools_dying_while_the_parasite_serves_leaves_the_victim_cured() {
+    if !common_root() {
+        return;
+    }
+    let _serial = serial();
+    subreaper();
+    let base = scratch("die");
+    let v = Victim::start(&base);
+    let tids = v.tids();
+    let maps_before = std::fs::read_to_string(format!("/proc/{}/maps", v.pid)).unwrap();
+    let dir = base.join("images");
+    let log = base.join("dump.log");
+    let pid = v.pid.to_string();
+    let out = crtools(
+        "dump-die-serving",
+        &["dump", "-v", "2", "-o", log.to_str().unwrap(), "-D", dir.to_str().unwrap(), "-t", &pid],
+    );
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "crtools did not die: {}", stderr(&out));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    for &t in &tids {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while status_field(t, "TracerPid:").as_deref() != Some("0") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(status_field(t, "TracerPid:").as_deref(), Some("0"), "{t} still traced");
+    }
+    assert_eq!(v.tids(), tids, "threads changed");
+    assert_eq!(v.check(), "ok", "the victim's own check; log:\n{text}");
+    let region = text
+        .lines()
+        .find_map(|l| l.split(": parasite at 0x").nth(1))
+        .and_then(|r| {
+            let (base, rest) = r.split_once(" (")?;
+            let len: u64 = rest.split_once(" bytes")?.0.parse().ok()?;
+            let base = u64::from_str_radix(base, 16).ok()?;
+            Some(format!("{base:x}-{:x} ", base + len))
+        })
+        .unwrap_or_else(|| panic!("no parasite in the log:\n{text}"));
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", v.pid)).unwrap();
+    let left: Vec<&str> = maps.lines().filter(|l| l.starts_with(&region)).collect();
+    assert_eq!(left.len(), 1, "the parasite's region {region}: {maps}");
+    let rest: String = maps.lines().filter(|l| !l.starts_with(&region)).map(|l| format!("{l}\n")).collect();
+    assert_eq!(rest, maps_before, "maps changed beyond the parasite's region");
+    assert!(!dir.join("inventory.img").exists(), "an inventory claims a complete dump");
     v.kill();
     let _ = std::fs::remove_dir_all(&base);
 }

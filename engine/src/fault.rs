@@ -29,6 +29,10 @@ pub enum Fault {
     DumpFds,
     /// Dump: after the parasite collected a task's state, before the cure.
     DumpInfected,
+    /// Dump: not a failure: crtools kills itself (SIGKILL) while the
+    /// parasite serves a task, after it collected the task's state; the
+    /// parasite must cure the task by itself.
+    DumpDieServing,
     /// Dump: the cure of each parasite (it is cured on the error path).
     DumpCure,
     /// Dump: each /proc read of a task after the cure (smaps, cgroups).
@@ -105,12 +109,13 @@ const BLOB_STEPS: [(restorer_plan::Step, &str); 17] = {
 };
 
 /// Engine points, in pipeline order.
-const ENGINE: [Fault; 25] = [
+const ENGINE: [Fault; 26] = [
     Fault::DumpSeize,
     Fault::DumpParasiteCmd,
     Fault::DumpThread,
     Fault::DumpFds,
     Fault::DumpInfected,
+    Fault::DumpDieServing,
     Fault::DumpCure,
     Fault::DumpProc,
     Fault::DumpPageBatch,
@@ -142,6 +147,7 @@ impl Fault {
             Fault::DumpThread => "dump-thread",
             Fault::DumpFds => "dump-fds",
             Fault::DumpInfected => "dump-infected",
+            Fault::DumpDieServing => "dump-die-serving",
             Fault::DumpCure => "dump-cure",
             Fault::DumpProc => "dump-proc",
             Fault::DumpPageBatch => "dump-page-batch",
@@ -172,6 +178,9 @@ impl Fault {
     pub fn describe(self) -> String {
         match self {
             Fault::RestoreNoSetTid => "not a failure: forks through ns_last_pid instead of clone3 set_tid".into(),
+            Fault::DumpDieServing => {
+                "not a failure: crtools kills itself while the parasite serves (it cures the task itself)".into()
+            }
             Fault::Blob(step) => format!("the restorer blob fails at its step '{}'", restorer_plan::Step::name(step)),
             f => format!("fails {}", f.doc()),
         }
@@ -203,7 +212,7 @@ impl Fault {
             Fault::RestoreThread => "finishing each created thread",
             Fault::RestoreLeader => "finishing each leader",
             Fault::RestoreRelease => "right before the tree is released",
-            Fault::RestoreNoSetTid | Fault::Blob(_) => "",
+            Fault::RestoreNoSetTid | Fault::DumpDieServing | Fault::Blob(_) => "",
         }
     }
 

@@ -356,6 +356,10 @@ fn dump_task(
         crate::fault::check(crate::fault::Fault::DumpFds)?;
         let fds = files::dump(&shared.fd_cx, pid, p.control_fd(), &mut shared.files)?;
         crate::fault::check(crate::fault::Fault::DumpInfected)?;
+        if crate::fault::hit(crate::fault::Fault::DumpDieServing) {
+            log::warn!("injected fault dump-die-serving: crtools dies while the parasite serves task {pid}");
+            let _ = crate::sys::signal::kill(crate::sys::misc::getpid(), 9);
+        }
         p.cure().ctx(pid, "cure")?;
         (thread_core, process, other_cores, fds, brk, mm_settings)
     };
