@@ -390,7 +390,8 @@ fn dump_task(
     }
     crate::objects::memfd::dump_mapped(pid, &mut vmas, &mut shared.files.images)?;
     crate::objects::reg_file::dump_mapped_ghosts(&shared.fd_cx, pid, &mut vmas, &mut shared.files.images)?;
-    let head = mm::dump_mm_head(pid, &stat, brk, mm_settings)?;
+    let mut head = mm::dump_mm_head(pid, &stat, brk, mm_settings)?;
+    head.aio = crate::objects::aio::dump(pid, &vmas)?;
     let pages = img.create_pages(pid.0 as u32).ctx(pid, "create the pages image")?;
     let mem_started = std::time::Instant::now();
     let mut dumper = mm::PageDumper::new(pid, pages, pool)?
