@@ -551,3 +551,28 @@ fn aio_contexts_keep_unreaped_completions() {
     assert_eq!(c.ask(), format!("aio checks=2 nr={nr} pending=reaped"));
     assert_eq!(c.ask(), format!("aio checks=3 nr={nr} pending=reaped"));
 }
+
+#[test]
+fn aio_ring_made_read_only_is_refused_untouched() {
+    if !root() {
+        return;
+    }
+    let mut c = Case::start("aio", &["{dir}", "ro"]);
+    let first = c.ask();
+    assert!(first.starts_with("aio checks=1 ") && first.ends_with("pending=kept"), "{first}");
+    let maps_before = c.maps();
+    let opts = DumpOptions { pid: Pid(c.pid), dir: c.images(), ..Default::default() };
+    let err = bounded("dump", move || dump(&opts).map(|_| ()).map_err(|e| e.to_string()))
+        .expect_err("a dump of a read-only AIO ring must be refused");
+    eprintln!("expected error: {err}");
+    for want in [c.pid.to_string().as_str(), "AIO context", "mprotect"] {
+        assert!(err.contains(want), "error does not name {want:?}: {err}");
+    }
+    assert!(!c.images().join("inventory.img").exists(), "a refused dump wrote an inventory");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", c.pid)).unwrap();
+    assert!(status.lines().any(|l| l.split_whitespace().eq(["TracerPid:", "0"])), "still traced:\n{status}");
+    assert_eq!(c.maps(), maps_before, "maps changed by the refused dump");
+    // Untouched: the pending completions are still there, then new ones work.
+    let nr = field(&first, "nr").to_string();
+    assert_eq!(c.ask(), format!("aio checks=2 nr={nr} pending=reaped"));
+}

@@ -21,12 +21,14 @@
 //! ring onto the old address with mremap (the kernel follows a moved ring:
 //! the program's context id keeps working). See `restorer_plan::AioRing`.
 //!
-//! Not seen: requests still in flight (submitted, not completed, such as an
-//! IOCB_CMD_POLL waiting for its file). The kernel counts them only inside
-//! the context (`reqs_available` and per-CPU caches); nothing under /proc
-//! shows them and every in-task probe (io_cancel, requests of our own)
-//! would change the ring. Such a request is lost by a restore: its
-//! completion never comes (see README).
+//! Requests still in flight (submitted, not completed) cannot be restored.
+//! One that completes during the dump moves the tail, which [`recheck`]
+//! sees once the pages are dumped: the dump is refused. One that stays
+//! pending (an IOCB_CMD_POLL waiting for its file) is not seen: the kernel
+//! counts requests only inside the context (`reqs_available` and per-CPU
+//! caches), nothing under /proc shows them, and every in-task probe
+//! (io_cancel, requests of our own) would change the ring. Such a request
+//! is lost by a restore: its completion never comes (see README).
 use crate::error::{Context, Error, Result};
 use crate::image::mm::{AioRing, MmEntry, Prot, Vma, VmaKind};
 use crate::restore::plan::PlanBuilder;
@@ -92,7 +94,9 @@ pub fn dump(pid: Pid, vmas: &[Vma]) -> Result<Vec<AioRing>> {
     for v in vmas.iter().filter(|v| v.kind == VmaKind::AioRing) {
         let refuse = |what: String| Error::refuse(pid, format!("AIO context {:#x}: {what}", v.start));
         if v.prot != Prot::PROT_READ | Prot::PROT_WRITE {
-            return Err(refuse(format!("its ring was mprotect'ed to {:?}: not supported", v.prot)));
+            let names: Vec<&str> = v.prot.iter_names().map(|(n, _)| n).collect();
+            let prot = if names.is_empty() { "PROT_NONE".to_string() } else { names.join("|") };
+            return Err(refuse(format!("its ring was mprotect'ed to {prot}: not supported")));
         }
         let h = crate::sys::process_vm::read_vec(pid, v.start, AIO_RING_HEADER as usize)
             .ctx(pid, &format!("read the header of AIO ring {:#x}", v.start))?;
@@ -145,6 +149,29 @@ pub fn dump(pid: Pid, vmas: &[Vma]) -> Result<Vec<AioRing>> {
         out.push(AioRing { nr_req: nr_req_for(ring.nr), ..ring });
     }
     Ok(out)
+}
+
+/// Reads the rings' headers again once their pages are dumped (the task
+/// still frozen): only the kernel moves a tail then, when a request that
+/// was in flight completes. Such a context is refused by name.
+pub fn recheck(pid: Pid, rings: &[AioRing]) -> Result<()> {
+    for r in rings {
+        let h = crate::sys::process_vm::read_vec(pid, r.addr, 16)
+            .ctx(pid, &format!("read the header of AIO ring {:#x} again", r.addr))?;
+        let word = |i: usize| h.get(i * 4..i * 4 + 4).map(|b| u32::from_ne_bytes(b.try_into().expect("4 bytes")));
+        let (head, tail) = (word(2), word(3));
+        if head != Some(r.head) || tail != Some(r.tail) {
+            return Err(Error::refuse(
+                pid,
+                format!(
+                    "AIO context {:#x}: completions arrived while the task was frozen (tail {} then {:?}): \
+                     it has requests in flight, which cannot be restored",
+                    r.addr, r.tail, tail
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Number of possible CPUs (`/sys/devices/system/cpu/possible`), which

@@ -38,7 +38,8 @@
 //!   unreaped. The first check only reads the rings' headers; the next one
 //!   reaps exactly the pending completions (data, obj, res, res2 and the
 //!   bytes read), then every check submits new reads on both contexts and
-//!   gets them back.
+//!   gets them back. `aio DIR ro`: the same with the big ring made
+//!   read-only (mprotect), which a dump refuses.
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Write as _;
@@ -248,7 +249,7 @@ fn main() {
             serve(&log, check)
         }
         "aio" => {
-            let check = aio(rest.first().expect("aio DIR"));
+            let check = aio(rest.first().expect("aio DIR"), rest.get(1).is_some_and(|a| a == "ro"));
             say!(&log, "ready {pid}");
             serve(&log, check)
         }
@@ -1306,7 +1307,7 @@ fn aio_round(ctx: u64, fd: i32, tag0: u64, n: usize, what: &str) -> Result<(), S
     check_events(what, &ev, &reqs)
 }
 
-fn aio(dir: &str) -> impl FnMut() -> Result<String, String> {
+fn aio(dir: &str, read_only: bool) -> impl FnMut() -> Result<String, String> {
     let path = format!("{dir}/aio.dat");
     std::fs::write(&path, aio_file_bytes(0, AIO_FILE_LEN)).expect("write the aio file");
     let fd = File::open(&path).expect("open the aio file");
@@ -1334,6 +1335,10 @@ fn aio(dir: &str) -> impl FnMut() -> Result<String, String> {
     io_submit(small, &mut pend_small).expect("submit the small ring's pending reads");
     let want_big = [1u32, nr as u32, (nr - 5) as u32, 5];
     let want_small = [2u32, ring_header(small)[1], 3, 5];
+    if read_only {
+        // The kernel writes the ring through its own mapping: it still works.
+        protect(big as *mut u8, (32 + 32 * nr).div_ceil(PAGE) * PAGE, libc::PROT_READ);
+    }
     let mut checks = 0u32;
     let mut pending = Some((pend_big, pend_small));
     move || {
