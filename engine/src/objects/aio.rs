@@ -228,8 +228,8 @@ pub fn plan(b: &mut PlanBuilder, pid: Pid, head: &MmEntry, vmas: &[Vma]) -> Resu
         if r.nr_req == 0 || r.nr_req > r.nr {
             return Err(bad(format!("nr_req {} for {} events", r.nr_req, r.nr)));
         }
-        if table.iter().any(|t: &rp::AioRing| t.id == r.id && t.addr != 0) {
-            return Err(bad(format!("context slot {} listed twice", r.id)));
+        if table.iter().any(|t: &rp::AioRing| t.addr != 0 && (t.id == r.id || t.addr == r.addr)) {
+            return Err(bad(format!("context slot {} or its address listed twice", r.id)));
         }
         let made = kernel_ring_nr(r.nr_req, cpus);
         if made != r.nr as u64 {
@@ -374,5 +374,17 @@ mod tests {
         assert!(e.contains("inconsistent"), "{e}");
         let e = plan(&mut b, Pid(1), &MmEntry::default(), &vmas).unwrap_err().to_string();
         assert!(e.contains("without its context record"), "{e}");
+        if possible_cpus().map(|c| kernel_ring_nr(1, c) == 127).unwrap_or(false) {
+            let head = MmEntry { aio: vec![ring(0, 0x10000), ring(1, 0x10000)], ..Default::default() };
+            let e = plan(&mut b, Pid(1), &head, &vmas).unwrap_err().to_string();
+            assert!(e.contains("listed twice"), "{e}");
+        }
+        // A ring this kernel would make bigger for the same request: refused clearly.
+        let mut r = ring(0, 0x10000);
+        r.nr_req = 127;
+        let head = MmEntry { aio: vec![r], ..Default::default() };
+        let e = plan(&mut b, Pid(1), &head, &vmas).unwrap_err();
+        assert!(e.refused, "{e}");
+        assert!(e.to_string().contains("cannot be recreated") && e.to_string().contains("127 events"), "{e}");
     }
 }
