@@ -85,7 +85,7 @@ pub enum Fault {
 /// The restorer steps that are failure points: (step, name suffix).
 /// Steps every live task runs; the optional ones (rseq, PR_SET_MM_MAP,
 /// loginuid) are left out because a test victim may not reach them.
-const BLOB_STEPS: [(restorer_plan::Step, &str); 17] = {
+const BLOB_STEPS: [(restorer_plan::Step, &str); 18] = {
     use restorer_plan::Step::*;
     [
         (Signals, "signals"),
@@ -96,6 +96,7 @@ const BLOB_STEPS: [(restorer_plan::Step, &str); 17] = {
         (MapVma, "map-vma"),
         (ReadPages, "read-pages"),
         (Protect, "protect"),
+        (Aio, "aio"),
         (Files, "files"),
         (Cwd, "cwd"),
         (SigActions, "sigactions"),

@@ -520,3 +520,59 @@ fn mlockall_future() {
     assert!(before == after, "VmFlags differ after restore:{}", diff(&before, &after));
     assert_eq!(c.ask(), "mlockall ok");
 }
+
+#[test]
+fn aio_contexts_keep_unreaped_completions() {
+    if !root() {
+        return;
+    }
+    let mut c = Case::start("aio", &["{dir}"]);
+    let first = c.ask();
+    assert!(first.starts_with("aio checks=1 ") && first.ends_with("pending=kept"), "{first}");
+    let nr = field(&first, "nr").to_string();
+    let (maps_before, flags_before) = (maps_key(&c.maps()), vm_flags(c.pid));
+    assert_eq!(maps_before.iter().filter(|l| l.ends_with("/[aio] (deleted)")).count(), 2, "{maps_before:?}");
+    c.dump();
+    // `show` prints both contexts with what is left to reap.
+    let mut out = Vec::new();
+    engine::show::show(
+        &engine::show::ShowOptions { dir: Some(c.images()), file: None, contents: false, json: false },
+        &mut out,
+    )
+    .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    for want in ["aio-ring", "pending: 10", "pending: 2", &format!("nr: {nr}"), "magic: 0xa10a10a1"] {
+        assert!(text.contains(want), "show lacks {want:?}:\n{text}");
+    }
+    c.restore();
+    let (maps_after, flags_after) = (maps_key(&c.maps()), vm_flags(c.pid));
+    assert!(maps_before == maps_after, "maps differ after restore:{}", diff(&maps_before, &maps_after));
+    assert!(flags_before == flags_after, "VmFlags differ after restore:{}", diff(&flags_before, &flags_after));
+    assert_eq!(c.ask(), format!("aio checks=2 nr={nr} pending=reaped"));
+    assert_eq!(c.ask(), format!("aio checks=3 nr={nr} pending=reaped"));
+}
+
+#[test]
+fn aio_ring_made_read_only_is_refused_untouched() {
+    if !root() {
+        return;
+    }
+    let mut c = Case::start("aio", &["{dir}", "ro"]);
+    let first = c.ask();
+    assert!(first.starts_with("aio checks=1 ") && first.ends_with("pending=kept"), "{first}");
+    let maps_before = c.maps();
+    let opts = DumpOptions { pid: Pid(c.pid), dir: c.images(), ..Default::default() };
+    let err = bounded("dump", move || dump(&opts).map(|_| ()).map_err(|e| e.to_string()))
+        .expect_err("a dump of a read-only AIO ring must be refused");
+    eprintln!("expected error: {err}");
+    for want in [c.pid.to_string().as_str(), "AIO context", "mprotect"] {
+        assert!(err.contains(want), "error does not name {want:?}: {err}");
+    }
+    assert!(!c.images().join("inventory.img").exists(), "a refused dump wrote an inventory");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", c.pid)).unwrap();
+    assert!(status.lines().any(|l| l.split_whitespace().eq(["TracerPid:", "0"])), "still traced:\n{status}");
+    assert_eq!(c.maps(), maps_before, "maps changed by the refused dump");
+    // Untouched: the pending completions are still there, then new ones work.
+    let nr = field(&first, "nr").to_string();
+    assert_eq!(c.ask(), format!("aio checks=2 nr={nr} pending=reaped"));
+}

@@ -1243,19 +1243,6 @@ fn posix_timer_overrun_is_refused_by_name() {
     });
 }
 
-#[test]
-fn aio_context_is_refused() {
-    run("aio", 90, |cx| {
-        let s = Scratch::new("dr_task", "aio");
-        let t = cx.start(&s, "aio,sigact", None);
-        let err = do_dump(t.pid, &s.images(), false).expect_err("dump of an AIO context must fail");
-        eprintln!("expected error: {err}");
-        assert!(err.contains(&t.pid.to_string()) && err.to_lowercase().contains("aio"), "unclear error: {err}");
-        assert_running_untraced(&t);
-        t.check().assert_ok();
-    });
-}
-
 /// A fresh cgroup under this process's own cgroup of one hierarchy (v2
 /// for `""`), removed on drop.
 struct TestCgroup {

@@ -258,6 +258,8 @@ struct PendingTask {
     /// Threads and VMAs, for the log line.
     threads: usize,
     vmas: usize,
+    /// Its AIO contexts as dumped, checked again once the pages are.
+    aio: Vec<crate::image::mm::AioRing>,
 }
 
 /// Waits for a task's pages, then writes its pagemap image and completes
@@ -266,6 +268,7 @@ fn finish_pages(img: &ImageDir, t: PendingTask, shared: &mut Shared) -> Result<(
     let pid = t.pid;
     let w = |e: crate::image::ImageError| Error::task(pid, format!("write images: {e}"));
     let (pagemap, nr_pages, pages) = t.pages.wait()?;
+    crate::objects::aio::recheck(pid, &t.aio)?;
     shared.stats.memdump += t.mem_started.elapsed();
     shared.stats.memwrite += pages.write_time;
     pages.finish().ctx(pid, "finish the pages image")?;
@@ -394,7 +397,8 @@ fn dump_task(
     }
     crate::objects::memfd::dump_mapped(pid, &mut vmas, &mut shared.files.images)?;
     crate::objects::reg_file::dump_mapped_ghosts(&shared.fd_cx, pid, &mut vmas, &mut shared.files.images)?;
-    let head = mm::dump_mm_head(pid, &stat, brk, mm_settings)?;
+    let mut head = mm::dump_mm_head(pid, &stat, brk, mm_settings)?;
+    head.aio = crate::objects::aio::dump(pid, &vmas)?;
     let pages = img.create_pages(pid.0 as u32).ctx(pid, "create the pages image")?;
     let mem_started = std::time::Instant::now();
     let mut dumper = mm::PageDumper::new(pid, pages, pool)?
@@ -435,5 +439,6 @@ fn dump_task(
     shared.stats.vmas += vmas.len();
     shared.stats.fds += fds.len();
     shared.pstree.push(entry);
-    Ok(Some(PendingTask { pid, pages: pending, mem_started, threads: 1 + others.len(), vmas: vmas.len() }))
+    let aio = head.aio.clone();
+    Ok(Some(PendingTask { pid, pages: pending, mem_started, threads: 1 + others.len(), vmas: vmas.len(), aio }))
 }

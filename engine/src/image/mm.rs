@@ -1,6 +1,6 @@
 //! `mm-<pid>.img`: a task's address space. Head: the `mm_struct` fields of
-//! `prctl(PR_SET_MM)`, auxv and exe file; entries: one per VMA in address
-//! order, non-overlapping, page aligned (`start < end`).
+//! `prctl(PR_SET_MM)`, auxv and exe file, the native AIO contexts; entries:
+//! one per VMA in address order, non-overlapping, page aligned (`start < end`).
 use serde::{Deserialize, Serialize};
 
 use super::describe::{Describe, Node, Obj};
@@ -107,6 +107,10 @@ pub enum VmaKind {
     /// A mapping of a file unlinked since: its ghost file (`shmid`: the
     /// ghost id, `reg-files`' ghost files).
     GhostFile,
+    /// The ring of a native AIO context (`/[aio]`): its pages (header and
+    /// completion events) are dumped like anonymous memory; the context
+    /// itself is an [`AioRing`] of the mm head (format version 3).
+    AioRing,
 }
 
 impl VmaKind {
@@ -125,6 +129,7 @@ impl VmaKind {
             VmaKind::SysvShm => "sysv-shm",
             VmaKind::Memfd => "memfd",
             VmaKind::GhostFile => "ghost-file",
+            VmaKind::AioRing => "aio-ring",
         }
     }
 }
@@ -151,6 +156,68 @@ pub struct MmEntry {
     pub flags: MmFlags,
     /// `prctl(PR_GET_THP_DISABLE)`: 0, or the value to set again.
     pub thp_disable: u32,
+    /// Native AIO contexts (io_setup(2)), in address order (format version 3).
+    pub aio: Vec<AioRing>,
+}
+
+/// A native AIO context: its ring's header (`struct aio_ring` in fs/aio.c,
+/// which the kernel shares with the program) as it was at dump. The
+/// completion events are in the ring's pages, dumped with its VMA.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AioRing {
+    /// Start of the ring mapping: the `aio_context_t` the program holds.
+    pub addr: u64,
+    /// Size of the ring mapping in bytes.
+    pub len: u64,
+    /// `id`: the context's slot in the address space's table of contexts.
+    pub id: u32,
+    /// `nr`: completion event slots in the ring.
+    pub nr: u32,
+    /// `head`: the next event the program reaps (the program writes it).
+    pub head: u32,
+    /// `tail`: where the kernel writes the next completion.
+    pub tail: u32,
+    /// `magic` (AIO_RING_MAGIC).
+    pub magic: u32,
+    /// `compat_features`.
+    pub compat_features: u32,
+    /// `incompat_features`.
+    pub incompat_features: u32,
+    /// `header_length`: size of the header, the events follow it.
+    pub header_length: u32,
+    /// The `nr_events` io_setup(2) is given at restore: the smallest the
+    /// program may have asked for that gives a ring of `nr` slots (what it
+    /// asked is not kept by the kernel anywhere it shows).
+    pub nr_req: u32,
+}
+
+impl AioRing {
+    /// Completion events waiting to be reaped (between head and tail).
+    pub fn pending(&self) -> u32 {
+        if self.nr == 0 {
+            return 0;
+        }
+        (self.tail % self.nr + self.nr - self.head % self.nr) % self.nr
+    }
+}
+
+impl Describe for AioRing {
+    fn describe(&self) -> Node {
+        Obj::new()
+            .addr("addr", self.addr)
+            .f("len", Node::Size(self.len))
+            .f("id", self.id)
+            .f("nr", self.nr)
+            .f("head", self.head)
+            .f("tail", self.tail)
+            .f("pending", self.pending())
+            .f("magic", Node::hex(self.magic as u64))
+            .f("compat_features", self.compat_features)
+            .f("incompat_features", self.incompat_features)
+            .f("header_length", self.header_length)
+            .f("nr_req", self.nr_req)
+            .done()
+    }
 }
 
 bitflags::bitflags! {
@@ -249,6 +316,7 @@ impl Describe for MmEntry {
             .d("flags", &self.flags)
             .f("thp_disable", self.thp_disable)
             .f("auxv", Node::Array(auxv))
+            .f("aio", Node::Array(self.aio.iter().map(Describe::describe).collect()))
             .done()
     }
 }

@@ -93,6 +93,19 @@ pub(crate) fn sample_mm() -> (MmEntry, Vec<Vma>) {
         exe_file: Some("/usr/bin/victim".into()),
         flags: crate::image::mm::MmFlags::MCL_FUTURE | crate::image::mm::MmFlags::MERGE_ANY,
         thp_disable: 1,
+        aio: vec![crate::image::mm::AioRing {
+            addr: 0x7f00_0001_0000,
+            len: 4096,
+            id: 0,
+            nr: 127,
+            head: 125,
+            tail: 1,
+            magic: 0xa10a_10a1,
+            compat_features: 1,
+            incompat_features: 0,
+            header_length: 32,
+            nr_req: 62,
+        }],
         ..Default::default()
     };
     let vmas = vec![

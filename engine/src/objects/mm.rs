@@ -51,6 +51,8 @@ pub fn needs_data(v: &Vma) -> bool {
     match v.kind {
         VmaKind::Anon | VmaKind::Stack | VmaKind::Heap | VmaKind::SharedAnon => true,
         VmaKind::File | VmaKind::Memfd | VmaKind::GhostFile => !v.flags.contains(MapFlags::MAP_SHARED),
+        // Header and events, read into place before the ring is made again.
+        VmaKind::AioRing => true,
         _ => false,
     }
 }
@@ -72,7 +74,8 @@ pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
         MapKind::Vdso => VmaKind::Vdso,
         MapKind::Vvar => VmaKind::Vvar,
         MapKind::VvarVclock => VmaKind::VvarVclock,
-        MapKind::File if m.deleted && m.path.as_os_str() == "/[aio]" => return unsupported("an AIO context's ring"),
+        // The context's header is read by objects::aio.
+        MapKind::AioRing => VmaKind::AioRing,
         // Dumped as a ghost file (objects::reg_file) with its data.
         MapKind::File if m.deleted => VmaKind::GhostFile,
         MapKind::File => VmaKind::File,
@@ -93,7 +96,7 @@ pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
     prot.set(Prot::PROT_WRITE, m.perms.write());
     prot.set(Prot::PROT_EXEC, m.perms.exec());
     let mut flags = if shared { MapFlags::MAP_SHARED } else { MapFlags::MAP_PRIVATE };
-    if !matches!(kind, VmaKind::File | VmaKind::Memfd | VmaKind::GhostFile) {
+    if !matches!(kind, VmaKind::File | VmaKind::Memfd | VmaKind::GhostFile | VmaKind::AioRing) {
         flags |= MapFlags::MAP_ANONYMOUS;
     }
     if vf.contains(VmFlags::GD) {
@@ -202,6 +205,7 @@ pub fn dump_mm_head(pid: Pid, stat: &Stat, brk: u64, settings: (MmFlags, u32)) -
         exe_file: Some(RawStr(exe.as_os_str().as_bytes().to_vec())),
         flags: settings.0,
         thp_disable: settings.1,
+        aio: Vec::new(),
     })
 }
 
@@ -557,6 +561,11 @@ impl<'a> PageDumper<'a> {
         for v in vmas.iter_mut().filter(|v| needs_data(v)) {
             if v.kind == VmaKind::SharedAnon {
                 self.dump_shmem(v)?;
+            } else if v.kind == VmaKind::AioRing {
+                // The ring's pages are the kernel's (pagemap calls them
+                // file pages) and always there: all of them, like anonymous memory.
+                self.set_policy(true)?;
+                self.queue(v.start, v.end - v.start)?;
             } else {
                 self.dump_private(pm, v)?;
             }
@@ -1037,7 +1046,9 @@ pub fn plan(
     b.plan.zap = b.add_table(&zap);
     for v in vmas {
         let kind = match v.kind {
-            VmaKind::Anon | VmaKind::Stack | VmaKind::Heap => rp::VmaKind::AnonPrivate,
+            // The dumped ring's pages go to an ordinary mapping, which the
+            // new ring replaces (objects::aio).
+            VmaKind::Anon | VmaKind::Stack | VmaKind::Heap | VmaKind::AioRing => rp::VmaKind::AnonPrivate,
             VmaKind::SharedAnon => rp::VmaKind::AnonShared,
             VmaKind::File | VmaKind::Memfd | VmaKind::GhostFile if v.flags.contains(MapFlags::MAP_SHARED) => {
                 rp::VmaKind::FileShared
@@ -1080,6 +1091,10 @@ pub fn plan(
         // Under PR_SET_MEMORY_MERGE every VMA is mergeable by itself.
         if head.flags.contains(MmFlags::MERGE_ANY) {
             advice &= !rp::ADV_MERGEABLE;
+        }
+        // A ring's mapping is the kernel's, with its own flags.
+        if v.kind == VmaKind::AioRing {
+            advice = 0;
         }
         // Opened for writing if it was (VM_MAYWRITE), not only if the
         // mapping is writable now: mprotect must work again.

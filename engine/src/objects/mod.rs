@@ -4,6 +4,7 @@
 //! - [`task`]: per-task CPU, signal, timer, limit and credential state;
 //! - [`thread`]: the other threads of a process;
 //! - [`mm`]: the address space: VMAs and page data;
+//! - [`aio`]: native AIO contexts (io_setup) and their rings;
 //! - [`reg_file`]: regular files, directories and device nodes reopened by path;
 //! - [`tty`]: a shell job's terminal;
 //! - [`pipe`]: pipes, their capacity and the bytes in flight;
@@ -20,6 +21,7 @@
 //!
 //! Descriptor kinds are looked up in [`files::KINDS`]: adding a kind means one
 //! module here and one row there.
+pub mod aio;
 pub mod cgroup;
 pub mod clone_share;
 pub mod epoll;

@@ -18,8 +18,9 @@
 //!   `[anon_shmem:name]`, from `PR_SET_VMA_ANON_NAME`), shared anonymous
 //!   memory (`/dev/zero (deleted)` on the shmem device), hugetlb anonymous
 //!   memory (`/anon_hugepage (deleted)`), memfd (`/memfd:name (deleted)`),
-//!   SysV shm (`/SYSV<key in 8 hex digits> (deleted)`), anon inodes
-//!   (`anon_inode:...`), anonymous memory (empty path) and plain files.
+//!   SysV shm (`/SYSV<key in 8 hex digits> (deleted)`), native AIO rings
+//!   (`/[aio] (deleted)`, io_setup(2)), anon inodes (`anon_inode:...`),
+//!   anonymous memory (empty path) and plain files.
 //!
 //! The same line format heads every block of `smaps` ([`super::smaps`]).
 
@@ -135,6 +136,9 @@ pub enum MapKind {
         /// The IPC key (0 for IPC_PRIVATE).
         key: u32,
     },
+    /// `/[aio] (deleted)`: the ring of a native AIO context (io_setup(2));
+    /// its start address is the context id the program holds.
+    AioRing,
     /// `anon_inode:...`: a mapping of an anonymous inode (perf, dma-buf, ...),
     /// with the text after the colon.
     AnonInode(Vec<u8>),
@@ -258,6 +262,10 @@ fn classify(path: &[u8], deleted: bool, dev_major: u32) -> MapKind {
         }
         if path == b"/anon_hugepage" {
             return MapKind::AnonHugepage;
+        }
+        // fs/aio.c names the ring's file "[aio]" on its internal mount.
+        if path == b"/[aio]" {
+            return MapKind::AioRing;
         }
         if let Some(n) = path.strip_prefix(b"/memfd:") {
             return MapKind::Memfd(n.to_vec());
@@ -459,6 +467,7 @@ mod tests {
                 MapKind::Memfd(b"with (deleted) inside".to_vec()),
                 MapKind::SysvShm { key: 0x12ab },
                 MapKind::AnonHugepage,
+                MapKind::AioRing,
                 MapKind::AnonInode(b"[perf_event]".to_vec()),
                 MapKind::File,
                 MapKind::File,
@@ -478,9 +487,10 @@ mod tests {
         assert_eq!(m[1].offset, 0x7f0000000);
         assert_eq!((m[1].dev_major, m[1].dev_minor), (0x103, 0x1a2b));
         // A file that only looks like memfd/SysV (not deleted, real device) is a file.
-        assert_eq!(m[9].path, PathBuf::from("/memfd:not really"));
-        assert_eq!(m[10].path, PathBuf::from("/dev/zero"));
-        assert!(m[10].deleted);
+        assert_eq!(m[10].path, PathBuf::from("/memfd:not really"));
+        assert_eq!(m[11].path, PathBuf::from("/dev/zero"));
+        assert!(m[11].deleted);
+        assert_eq!((m[8].path.as_os_str(), m[8].deleted, m[8].len()), (std::ffi::OsStr::new("/[aio]"), true, 4096));
         assert_eq!(m[4].path, PathBuf::from("[anon:]"));
         assert!(m[3].is_anonymous() && m[3].is_shared());
         assert!(!m[5].is_anonymous());

@@ -229,6 +229,7 @@ fn prepare(
     task::plan(&mut b, pid, &t.cores[0].thread, process, !is_root)?;
     let late_files = files::plan(&mut b, pid, &t.fds, opened)?;
     let late_pages = mm::plan(&mut b, pid, &t.mm, &t.vmas, &t.pagemap, vdso, from_engine, opened)?;
+    crate::objects::aio::plan(&mut b, pid, &t.mm, &t.vmas)?;
     let pages = dir.open_pages(t.pagemap_head.pages_id).ctx(pid, "open the pages image")?;
     let max_fd = t.fds.iter().map(|f| f.fd as i32).max().unwrap_or(2).max(2);
     b.plan.helper_fd_min = max_fd + 1;
@@ -1008,6 +1009,18 @@ fn read_report(p: &Prepared) -> Result<rp::Plan> {
             s if s == rp::Step::Rlimits as u32 => format!("resource {}", f.detail),
             s if s == rp::Step::PosixTimers as u32 => format!("timer {}", f.detail),
             s if s == rp::Step::Threads as u32 => format!("thread {}", f.detail as i64),
+            s if s == rp::Step::Aio as u32 && f.ret == rp::AIO_MISMATCH => {
+                return Err(Error::task(
+                    pid,
+                    format!(
+                        "restorer failed at step '{}': io_setup made a ring for AIO context {:#x} that differs \
+                         from the dumped one (size or context slot): it cannot be recreated",
+                        rp::Step::name(f.step),
+                        f.detail
+                    ),
+                ));
+            }
+            s if s == rp::Step::Aio as u32 => format!("AIO context {:#x}", f.detail),
             _ => format!("detail {:#x}", f.detail),
         };
         return Err(Error::task(

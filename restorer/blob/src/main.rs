@@ -208,6 +208,10 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
     read_pages(cx)?;
     protect_vmas(cx)?;
     guards(cx)?;
+    // Before the files (its /dev/null descriptor is closed again) and the
+    // chroot (which may hide /dev/null); the contexts belong to the address
+    // space, which the threads created later share.
+    aio(cx)?;
     reopen_files(cx)?;
 
     cx.step(Step::Cwd)?;
@@ -658,6 +662,150 @@ fn reopen_files(cx: &mut Ctx) -> Result<(), Fail> {
         let cloexec = if f.cloexec != 0 { sys::O_CLOEXEC } else { 0 };
         let r = sys::dup3(f.src, f.fd, cloexec);
         cx.ck(r, f.fd as u64)?;
+    }
+    Ok(())
+}
+
+/// Kernel `struct iocb` (linux/aio_abi.h) on x86_64.
+#[repr(C)]
+struct Iocb {
+    data: u64,
+    key: u32,
+    rw_flags: i32,
+    lio_opcode: u16,
+    reqprio: i16,
+    fildes: u32,
+    buf: u64,
+    nbytes: u64,
+    offset: i64,
+    reserved2: u64,
+    flags: u32,
+    resfd: u32,
+}
+const _: () = assert!(core::mem::size_of::<Iocb>() == 64);
+
+const IOCB_CMD_PWRITE: u16 = 1;
+/// `struct aio_ring` header: 8 u32 words (id, nr, head, tail, magic,
+/// compat and incompat features, header length); the events follow.
+const AIO_RING_HEADER: u64 = 32;
+const AIO_RING_ID: usize = 0;
+const AIO_RING_NR: usize = 1;
+const AIO_RING_HEAD: usize = 2;
+/// `struct io_event`: data, obj, res, res2.
+const IO_EVENT: u64 = 32;
+/// No-op requests per io_submit while moving a new ring's tail.
+const AIO_BATCH: usize = 64;
+
+/// Creates the native AIO contexts again, in slot order; placeholders keep
+/// the slots that were free and are destroyed at the end.
+fn aio(cx: &mut Ctx) -> Result<(), Fail> {
+    cx.step(Step::Aio)?;
+    let n = cx.plan.aio.nr as usize;
+    let base = cx.base + cx.plan.aio.off;
+    let entry = |i: usize| (base + (i * core::mem::size_of::<plan::AioRing>()) as u64) as *mut plan::AioRing;
+    for i in 0..n {
+        // SAFETY: the engine laid out `n` entries at `base`, inside the plan
+        // and after its fixed part (so not aliased by `cx.plan`).
+        let r = unsafe { &mut *entry(i) };
+        let mut ctx = 0u64;
+        let ret = sys::io_setup(r.nr_req, &mut ctx);
+        cx.ck(ret, r.addr)?;
+        r.ctx = ctx;
+        if r.addr != 0 {
+            restore_ring(cx, r)?;
+        }
+    }
+    for i in 0..n {
+        // SAFETY: as above.
+        let r = unsafe { &*entry(i) };
+        if r.addr == 0 {
+            let ret = sys::io_destroy(r.ctx);
+            cx.ck(ret, r.ctx)?;
+        }
+    }
+    Ok(())
+}
+
+/// Bytes of a ring of `nr` event slots (they fill its pages).
+fn aio_ring_len(nr: u32) -> u64 {
+    (AIO_RING_HEADER + nr as u64 * IO_EVENT).div_ceil(PAGE) * PAGE
+}
+
+/// Gives the new context `r.ctx` the dumped ring: tail, events, head and
+/// place.
+fn restore_ring(cx: &mut Ctx, r: &plan::AioRing) -> Result<(), Fail> {
+    let ring = r.ctx as *mut u32;
+    // SAFETY: io_setup mapped the ring, header first, read-write at `ctx`.
+    let (id, nr) = unsafe { (ring.add(AIO_RING_ID).read_volatile(), ring.add(AIO_RING_NR).read_volatile()) };
+    if id != r.id || nr != r.nr || aio_ring_len(nr) != r.len || r.head >= nr || r.tail >= nr {
+        cx.plan.failure.ret = plan::AIO_MISMATCH;
+        cx.plan.failure.detail = r.addr;
+        return Err(Fail);
+    }
+    let set_head = |h: u32| {
+        // SAFETY: as above; the program's side of the ring writes head too.
+        unsafe { ring.add(AIO_RING_HEAD).write_volatile(h) }
+    };
+    // The kernel keeps its own copy of the tail: only completions move it.
+    // Writes to /dev/null complete inside io_submit. Going round once more
+    // when the tail is behind the head keeps the kernel's count of events
+    // in the ring right; the head follows as if the program reaped them.
+    let count = if r.tail >= r.head { r.tail as u64 } else { nr as u64 + r.tail as u64 };
+    if count > 0 {
+        let fd = sys::open(b"/dev/null\0".as_ptr(), sys::O_WRONLY | sys::O_CLOEXEC);
+        cx.ck(fd, r.addr)?;
+        let byte = 0u8;
+        let cb = Iocb {
+            data: 0,
+            key: 0,
+            rw_flags: 0,
+            lio_opcode: IOCB_CMD_PWRITE,
+            reqprio: 0,
+            fildes: fd as u32,
+            buf: &byte as *const u8 as u64,
+            nbytes: 1,
+            offset: 0,
+            reserved2: 0,
+            flags: 0,
+            resfd: 0,
+        };
+        let list = [&cb as *const Iocb as u64; AIO_BATCH];
+        let mut done = 0u64;
+        let mut res = 0i64;
+        while done < count {
+            set_head((done as u32).min(r.head));
+            let want = (count - done).min(AIO_BATCH as u64) as usize;
+            let got = sys::io_submit(r.ctx, want, list.as_ptr());
+            if got <= 0 {
+                res = if got == 0 { -sys::EAGAIN } else { got };
+                break;
+            }
+            done += got as u64;
+        }
+        sys::close(fd as i32);
+        if res < 0 {
+            cx.plan.failure.ret = res;
+            cx.plan.failure.detail = r.addr;
+            return Err(Fail);
+        }
+    }
+    // SAFETY: both areas are `r.len` bytes long: the dumped ring's pages,
+    // read into an ordinary mapping at `addr`, and the new ring at `ctx`.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            (r.addr + AIO_RING_HEADER) as *const u8,
+            (r.ctx + AIO_RING_HEADER) as *mut u8,
+            (r.len - AIO_RING_HEADER) as usize,
+        )
+    };
+    set_head(r.head);
+    // Replaces that mapping; the kernel moves the context's id with it.
+    let m = sys::mremap_fixed(r.ctx, r.len, r.addr);
+    cx.ck(m, r.addr)?;
+    if m as u64 != r.addr {
+        cx.plan.failure.ret = -sys::EINVAL;
+        cx.plan.failure.detail = r.addr;
+        return Err(Fail);
     }
     Ok(())
 }

@@ -53,6 +53,7 @@ pub const EINVAL: i64 = 22;
 pub const EIO: i64 = 5;
 pub const ECANCELED: i64 = 125;
 pub const EPERM: i64 = 1;
+pub const EAGAIN: i64 = 11;
 
 pub const PROT_READ: u32 = 1;
 pub const PROT_WRITE: u32 = 2;
@@ -84,6 +85,15 @@ pub fn munmap(addr: u64, len: u64) -> i64 {
 }
 pub fn mremap_fixed(from: u64, len: u64, to: u64) -> i64 {
     sc!(mremap, from, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, to)
+}
+pub fn io_setup(nr_events: u32, ctx: *mut u64) -> i64 {
+    sc!(io_setup, nr_events, ctx)
+}
+pub fn io_submit(ctx: u64, nr: usize, iocbs: *const u64) -> i64 {
+    sc!(io_submit, ctx, nr, iocbs)
+}
+pub fn io_destroy(ctx: u64) -> i64 {
+    sc!(io_destroy, ctx)
 }
 pub fn mmap(addr: u64, len: u64, prot: u32, flags: u32, fd: i32, off: u64) -> i64 {
     sc!(mmap, addr, len, prot, flags, fd as i64, off)

@@ -38,7 +38,7 @@ use core::mem::{offset_of, size_of};
 pub const MAGIC: u32 = 0x5245_5354; // "REST"
 /// Layout version; engine and blob are built together, the check catches a
 /// blob from another build.
-pub const VERSION: u32 = 9;
+pub const VERSION: u32 = 10;
 /// Bytes of stack at the end of the region.
 pub const STACK_SIZE: usize = 64 * 1024;
 /// Number of signals.
@@ -280,6 +280,45 @@ pub struct MmMap {
     pub exe_fd: u32,
 }
 
+/// One native AIO context to create again (io_setup(2)), in the order of
+/// the context table's slots: the kernel gives a new context the first free
+/// slot, so creating them in slot order, with placeholders for the slots
+/// that were free, gives each its dumped `id`.
+///
+/// The blob makes the context, brings the kernel's tail to the dumped one
+/// (completions of writes to /dev/null, which complete at once), copies the
+/// dumped events from the ring's pages (read into an ordinary mapping at
+/// [`AioRing::addr`]), sets the head and moves the new ring there with
+/// mremap, which the kernel follows (the context id is the ring's address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AioRing {
+    /// The dumped ring's address (the program's context id), holding the
+    /// dumped ring's pages; 0 for a placeholder, destroyed once every
+    /// context exists.
+    pub addr: u64,
+    /// Bytes of the ring mapping.
+    pub len: u64,
+    /// nr_events for io_setup.
+    pub nr_req: u32,
+    /// Event slots the new ring must have (`struct aio_ring`'s nr).
+    pub nr: u32,
+    /// The slot (`struct aio_ring`'s id) the new context must get.
+    pub id: u32,
+    /// Head to set.
+    pub head: u32,
+    /// Tail the kernel must reach.
+    pub tail: u32,
+    /// Reserved, zero.
+    pub _pad: u32,
+    /// Written by the blob: the context io_setup made.
+    pub ctx: u64,
+}
+
+/// [`Failure::ret`] of the AIO step when the kernel made a ring that differs
+/// from the dumped one (its size or slot): -ERANGE.
+pub const AIO_MISMATCH: i64 = -34;
+
 /// Restorer steps, reported in [`Failure::step`].
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -311,6 +350,7 @@ pub enum Step {
     Guards = 26,
     Mlock = 27,
     MmFlags = 28,
+    Aio = 29,
     Finish = 22,
 }
 
@@ -345,6 +385,7 @@ impl Step {
             26 => "install guard regions (MADV_GUARD_INSTALL)",
             27 => "mlock (within the task's RLIMIT_MEMLOCK)",
             28 => "address-space settings (mlockall, THP, KSM)",
+            29 => "AIO contexts (io_setup, ring contents, mremap into place)",
             22 => "finish",
             _ => "unknown step",
         }
@@ -558,6 +599,8 @@ pub struct Plan {
     /// What PR_GET_THP_DISABLE reported at dump (0: nothing to set); the
     /// blob sets it and checks that PR_GET_THP_DISABLE says it again.
     pub thp_disable: u32,
+    /// AioRing table: the native AIO contexts, placeholders included.
+    pub aio: Table,
     /// Progress and failure details, written by the blob.
     pub failure: Failure,
 }
@@ -573,6 +616,8 @@ const _: () = {
     assert!(size_of::<Rlimit>() == 16);
     assert!(size_of::<MmMap>() == 104);
     assert!(size_of::<Failure>() == 24);
+    assert!(size_of::<AioRing>() == 48);
+    assert!(offset_of!(AioRing, ctx) == 40);
     assert!(size_of::<ThreadEntry>() == 24 + size_of::<Creds>());
     assert!(offset_of!(Plan, magic) == 0);
     assert!(size_of::<Plan>().is_multiple_of(8));

@@ -31,6 +31,15 @@
 //!   MADV_MERGEABLE and PR_SET_THP_DISABLE.
 //! - `mlockall`: mlockall(MCL_CURRENT|MCL_FUTURE); the check maps a new
 //!   region and finds it locked.
+//! - `aio DIR`: native AIO contexts (raw io_setup/io_submit/io_getevents)
+//!   reading a file it writes in DIR: a free first slot (its context was
+//!   destroyed), a four-page ring whose tail went round the ring with ten
+//!   completions left unreaped across its end, and a one-page ring with two
+//!   unreaped. The first check only reads the rings' headers; the next one
+//!   reaps exactly the pending completions (data, obj, res, res2 and the
+//!   bytes read), then every check submits new reads on both contexts and
+//!   gets them back. `aio DIR ro`: the same with the big ring made
+//!   read-only (mprotect), which a dump refuses.
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Write as _;
@@ -236,6 +245,11 @@ fn main() {
         }
         "mmflags" => {
             let check = mmflags(rest.first().expect("mmflags DIR"));
+            say!(&log, "ready {pid}");
+            serve(&log, check)
+        }
+        "aio" => {
+            let check = aio(rest.first().expect("aio DIR"), rest.get(1).is_some_and(|a| a == "ro"));
             say!(&log, "ready {pid}");
             serve(&log, check)
         }
@@ -1161,6 +1175,206 @@ fn mmflags(dir: &str) -> impl FnMut() -> Result<String, String> {
             return Err(format!("PR_GET_THP_DISABLE is {thp}"));
         }
         Ok(format!("mmflags checks={checks} guards={}", if guards { "yes" } else { "unsupported" }))
+    }
+}
+
+/// Kernel `struct iocb` (linux/aio_abi.h) on x86_64.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Iocb {
+    data: u64,
+    key: u32,
+    rw_flags: i32,
+    lio_opcode: u16,
+    reqprio: i16,
+    fildes: u32,
+    buf: u64,
+    nbytes: u64,
+    offset: i64,
+    reserved2: u64,
+    flags: u32,
+    resfd: u32,
+}
+
+/// Kernel `struct io_event`.
+#[repr(C)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+struct IoEvent {
+    data: u64,
+    obj: u64,
+    res: i64,
+    res2: i64,
+}
+
+const IOCB_CMD_PREAD: u16 = 0;
+const AIO_FILE_LEN: usize = 64 * 1024;
+
+/// One read request: where it reads, how much, under which tag.
+struct AioReq {
+    cb: Box<Iocb>,
+    buf: Vec<u8>,
+}
+
+fn io_setup(nr: u32) -> u64 {
+    let mut ctx = 0u64;
+    // SAFETY: io_setup writes the context id into `ctx`.
+    let r = unsafe { libc::syscall(libc::SYS_io_setup, nr, &mut ctx as *mut u64) };
+    assert_eq!(r, 0, "io_setup({nr}): {}", std::io::Error::last_os_error());
+    ctx
+}
+
+/// Submits `reqs`, all of them.
+fn io_submit(ctx: u64, reqs: &mut [AioReq]) -> Result<(), String> {
+    let mut list: Vec<*mut Iocb> = reqs.iter_mut().map(|r| &mut *r.cb as *mut Iocb).collect();
+    let mut done = 0;
+    while done < list.len() {
+        // SAFETY: every iocb and its buffer live in `reqs` until reaped.
+        let r = unsafe { libc::syscall(libc::SYS_io_submit, ctx, list.len() - done, list[done..].as_mut_ptr()) };
+        if r <= 0 {
+            return Err(format!("io_submit: {r} {}", std::io::Error::last_os_error()));
+        }
+        done += r as usize;
+    }
+    Ok(())
+}
+
+/// io_getevents(ctx, min, max) with a timeout of `ms`.
+fn io_getevents(ctx: u64, min: usize, max: usize, ms: i64) -> Result<Vec<IoEvent>, String> {
+    let mut ev = vec![IoEvent::default(); max];
+    let ts = libc::timespec { tv_sec: ms / 1000, tv_nsec: (ms % 1000) * 1_000_000 };
+    // SAFETY: `ev` has room for `max` events.
+    let r =
+        unsafe { libc::syscall(libc::SYS_io_getevents, ctx, min, max, ev.as_mut_ptr(), &ts as *const libc::timespec) };
+    if r < 0 {
+        return Err(format!("io_getevents: {}", std::io::Error::last_os_error()));
+    }
+    ev.truncate(r as usize);
+    Ok(ev)
+}
+
+/// The ring header words of context `ctx` (its address): id, nr, head, tail.
+fn ring_header(ctx: u64) -> [u32; 4] {
+    let p = ctx as *const u32;
+    // SAFETY: the context id is the address of its ring, mapped readable.
+    unsafe { [p.read_volatile(), p.add(1).read_volatile(), p.add(2).read_volatile(), p.add(3).read_volatile()] }
+}
+
+/// The bytes of the test file at `off`.
+fn aio_file_bytes(off: usize, len: usize) -> Vec<u8> {
+    (off..off + len).map(|i| (splitmix(i as u64 / 8) >> ((i % 8) * 8)) as u8).collect()
+}
+
+/// Read requests tagged `tag0..`: request i reads 100 + i bytes at 4096 * (i % 16) + i.
+fn aio_reqs(fd: i32, tag0: u64, n: usize) -> Vec<AioReq> {
+    (0..n)
+        .map(|i| {
+            let len = 100 + i;
+            let mut buf = vec![0u8; len];
+            let cb = Box::new(Iocb {
+                data: tag0 + i as u64,
+                lio_opcode: IOCB_CMD_PREAD,
+                fildes: fd as u32,
+                buf: buf.as_mut_ptr() as u64,
+                nbytes: len as u64,
+                offset: (4096 * (i % 16) + i) as i64,
+                ..Default::default()
+            });
+            AioReq { cb, buf }
+        })
+        .collect()
+}
+
+/// Checks that `ev` are the completions of `reqs`, in order, with their data.
+fn check_events(what: &str, ev: &[IoEvent], reqs: &[AioReq]) -> Result<(), String> {
+    if ev.len() != reqs.len() {
+        return Err(format!("{what}: {} completions, want {}", ev.len(), reqs.len()));
+    }
+    for (e, r) in ev.iter().zip(reqs) {
+        let want = IoEvent { data: r.cb.data, obj: &*r.cb as *const Iocb as u64, res: r.cb.nbytes as i64, res2: 0 };
+        if *e != want {
+            return Err(format!("{what}: completion {e:?}, want {want:?}"));
+        }
+        check_bytes(&r.buf, &aio_file_bytes(r.cb.offset as usize, r.buf.len()), what)?;
+    }
+    Ok(())
+}
+
+/// Submits `n` reads on `ctx` and reaps them all (they complete at once).
+fn aio_round(ctx: u64, fd: i32, tag0: u64, n: usize, what: &str) -> Result<(), String> {
+    let mut reqs = aio_reqs(fd, tag0, n);
+    io_submit(ctx, &mut reqs)?;
+    let ev = io_getevents(ctx, n, n, 5000)?;
+    check_events(what, &ev, &reqs)
+}
+
+fn aio(dir: &str, read_only: bool) -> impl FnMut() -> Result<String, String> {
+    let path = format!("{dir}/aio.dat");
+    std::fs::write(&path, aio_file_bytes(0, AIO_FILE_LEN)).expect("write the aio file");
+    let fd = File::open(&path).expect("open the aio file");
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    std::mem::forget(fd);
+    // Slot 0 is freed again: the others keep slots 1 and 2.
+    let gone = io_setup(1);
+    let big = io_setup(200);
+    let small = io_setup(8);
+    // SAFETY: io_destroy of a context of ours with nothing in flight.
+    assert_eq!(unsafe { libc::syscall(libc::SYS_io_destroy, gone) }, 0, "io_destroy");
+    let nr = ring_header(big)[1] as usize;
+    // Round the big ring's tail until it stands 5 slots before the end.
+    let mut reaped = 0;
+    while reaped + 5 < nr {
+        let n = (nr - 5 - reaped).min(50);
+        aio_round(big, raw, 1_000_000 + reaped as u64, n, "warm-up").expect("warm-up round");
+        reaped += n;
+    }
+    // Left for after the restore: ten across the ring's end, two in the small ring.
+    let mut pend_big = aio_reqs(raw, 0xb16_0000, 10);
+    io_submit(big, &mut pend_big).expect("submit the pending reads");
+    aio_round(small, raw, 2_000_000, 3, "small warm-up").expect("small warm-up");
+    let mut pend_small = aio_reqs(raw, 0x5a11_0000, 2);
+    io_submit(small, &mut pend_small).expect("submit the small ring's pending reads");
+    let want_big = [1u32, nr as u32, (nr - 5) as u32, 5];
+    let want_small = [2u32, ring_header(small)[1], 3, 5];
+    if read_only {
+        // The kernel writes the ring through its own mapping: it still works.
+        protect(big as *mut u8, (32 + 32 * nr).div_ceil(PAGE) * PAGE, libc::PROT_READ);
+    }
+    let mut checks = 0u32;
+    let mut pending = Some((pend_big, pend_small));
+    move || {
+        checks += 1;
+        let (hb, hs) = (ring_header(big), ring_header(small));
+        if let Some((pb, ps)) = pending.take() {
+            if hb != want_big || hs != want_small {
+                pending = Some((pb, ps));
+                return Err(format!("ring headers {hb:?} {hs:?}, want {want_big:?} {want_small:?}"));
+            }
+            if checks == 1 {
+                // Before the dump: the rings stay as they are.
+                pending = Some((pb, ps));
+                return Ok(format!("aio checks={checks} nr={nr} pending=kept"));
+            }
+            // After the restore: exactly the pending completions, then none.
+            let ev = io_getevents(big, 1, 64, 1000)?;
+            check_events("big ring's pending", &ev, &pb)?;
+            let ev = io_getevents(small, 1, 64, 1000)?;
+            check_events("small ring's pending", &ev, &ps)?;
+            for (c, w) in [(big, "big"), (small, "small")] {
+                let more = io_getevents(c, 0, 64, 0)?;
+                if !more.is_empty() {
+                    return Err(format!("{w} ring: {} more completions", more.len()));
+                }
+            }
+        }
+        // New requests on the same context ids.
+        let tag = 3_000_000 + checks as u64 * 1000;
+        aio_round(big, raw, tag, 7, "new reads on the big ring")?;
+        aio_round(small, raw, tag + 500, 4, "new reads on the small ring")?;
+        let (hb, hs) = (ring_header(big), ring_header(small));
+        if hb[0] != 1 || hs[0] != 2 || hb[1] as usize != nr {
+            return Err(format!("ring ids or sizes changed: {hb:?} {hs:?}"));
+        }
+        Ok(format!("aio checks={checks} nr={nr} pending=reaped"))
     }
 }
 

@@ -77,7 +77,6 @@
 //! - `vfork`: after "ready", a child cloned with CLONE_VM|CLONE_VFORK that
 //!   waits forever (its parent waits for it in clone), then
 //!   `vfork-returned CHILD`;
-//! - `aio`: an AIO context (io_setup);
 //! - `sleep_rem`: (ARG = milliseconds) like `sleep`, with a `rem` pointer
 //!   (so the kernel records the time left when the sleep is interrupted);
 //!   appends `slept_rem r=R errno=E ms=ELAPSED want=ARG`;
@@ -1300,7 +1299,7 @@ impl Pipe {
 }
 
 /// The kernel-state features: locks, oom_score_adj/loginuid, membarrier,
-/// namespaces for children, processes sharing objects, AIO.
+/// namespaces for children, processes sharing objects.
 struct KernelState {
     oom_loginuid: bool,
     membarrier: Option<i64>,
@@ -1436,12 +1435,6 @@ impl KernelState {
                 }
             });
             extra(rx.recv().unwrap().to_string());
-        }
-        if has("aio") {
-            let mut ctx: u64 = 0;
-            // SAFETY: io_setup writes the context id into `ctx`.
-            let r = unsafe { libc::syscall(libc::SYS_io_setup, 4, &mut ctx as *mut u64) };
-            assert_eq!(r, 0, "io_setup: {}", std::io::Error::last_os_error());
         }
         KernelState { oom_loginuid, membarrier }
     }
