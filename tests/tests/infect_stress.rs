@@ -1,7 +1,10 @@
 //! Infect-and-cure stress under CPU load: victims blocked in read, nanosleep,
 //! futex, epoll_wait, epoll_pwait, wait4 and sigsuspend are seized, infected and cured several times
 //! each while busy threads keep every CPU loaded, then made to finish their
-//! call; each must end exactly as if nothing had happened.
+//! call; each must end exactly as if nothing had happened. The last
+//! infection of every other plain victim is abandoned as if crtools died:
+//! the parasite cures the victim by itself, which must end its call as
+//! exactly.
 //!
 //! `CRTOOLS_STRESS_ROUNDS` sets the victims per kind (default 3, each
 //! infected up to [`INFECTIONS`] times: about 60 infections); the long run
@@ -114,6 +117,34 @@ fn wait_state(pid: i32, state: char, what: &str) {
     }
 }
 
+/// Seizes, infects, runs two parasite commands and lets the task go as
+/// crtools dying would (`Parasite::abandon`): the parasite cures the task by
+/// itself; checks it is back in one of the calls `nrs` with its mask.
+fn infect_and_abandon(v: &mut Victim, nrs: &[i64], what: &str) {
+    let pid = Pid(v.pid());
+    // As /proc shows it blocked in its call (epoll_pwait's and sigsuspend's
+    // own masks included): the same once it is back in the call.
+    let sig_blk = || {
+        std::fs::read_to_string(format!("/proc/{}/status", pid.0))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("SigBlk:").map(|x| u64::from_str_radix(x.trim(), 16).unwrap()))
+            .unwrap()
+    };
+    let mask = sig_blk();
+    let mut t = Tracee::seize(pid).unwrap_or_else(|e| panic!("{what}: seize: {e}"));
+    {
+        let mut p = Parasite::infect(&mut t).unwrap_or_else(|e| panic!("{what}: infect: {e}"));
+        assert_eq!(p.get_pid().unwrap_or_else(|e| panic!("{what}: getpid: {e}")).pid, pid.0);
+        p.sigactions().unwrap_or_else(|e| panic!("{what}: sigactions: {e}"));
+        p.abandon().unwrap_or_else(|e| panic!("{what}: abandon: {e}"));
+    }
+    drop(t);
+    wait_blocked(v, nrs, &format!("{what}: back in its call after curing itself"));
+    assert_eq!(sig_blk(), mask, "{what}: mask back after the self-cure");
+    INFECTED.fetch_add(1, Ordering::SeqCst);
+}
+
 /// Seizes, infects (two parasite commands), cures and detaches `pid`;
 /// checks that registers and mask are back. Returns rax at the seize stop.
 fn infect_and_cure(pid: Pid, what: &str) -> i64 {
@@ -214,6 +245,12 @@ fn one_victim(kind: &str, round: usize) {
         if signalled {
             // SAFETY: kill by pid of our own victim.
             unsafe { libc::kill(pid, libc::SIGUSR1) };
+        }
+        if i == INFECTIONS - 1 && !stopped && !signalled && round.is_multiple_of(2) {
+            // The last round of every other plain victim: crtools "dies".
+            infect_and_abandon(&mut v, nrs, &what);
+            last_release = monotonic_ns();
+            continue;
         }
         infect_and_cure(Pid(pid), &what);
         if stopped {

@@ -564,6 +564,23 @@ impl<'t> Parasite<'t> {
         Ok(out)
     }
 
+    /// Lets the task go as crtools dying would (for tests of the
+    /// self-cure): the loop is interrupted, the engine's end of the control
+    /// socket closes and the task is detached as it is, not cured. The
+    /// blob's loop finds its socket closed and cures the task by itself.
+    pub fn abandon(mut self) -> Result<()> {
+        let pid = self.tracee.pid();
+        if !self.daemon {
+            return Err(InfectError::unexpected(pid, "abandon", "the parasite's loop does not run"));
+        }
+        let trap = self.base + blobs::parasite::TRAP as u64 + 1;
+        self.tracee.interrupt_running("stop the parasite's loop", trap)?;
+        self.channel = None;
+        self.daemon = false;
+        self.cured = true;
+        self.tracee.let_go()
+    }
+
     /// Unmaps the parasite and puts registers and signal mask back.
     pub fn cure(mut self) -> Result<()> {
         self.cure_inner()

@@ -482,6 +482,13 @@ impl Tracee {
         self.release()
     }
 
+    /// Detaches as the kernel does when the tracer dies: the task runs on
+    /// from where it is, nothing put back, no deferred signal sent again.
+    pub(crate) fn let_go(&mut self) -> Result<()> {
+        self.detached = true;
+        ptrace::detach(self.pid, 0).map_err(|e| InfectError::errno(self.pid, "PTRACE_DETACH", e))
+    }
+
     /// Detaches and leaves the task in group-stop (SIGSTOP): resumable with
     /// SIGCONT, no longer traced.
     ///
