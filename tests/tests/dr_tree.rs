@@ -762,7 +762,8 @@ fn pipes_fifos_and_shared_files_survive() {
 /// backlog, data queued both ways; datagrams with their boundaries, their
 /// senders' addresses and credentials; an abstract name; a seqpacket pair
 /// with records queued and one side shut down; a datagram socketpair; a
-/// socket whose file was unlinked; the listener's file mode.
+/// socket whose file was unlinked; the listener's file mode; every
+/// socket's SO_PEERCRED and SO_PEERGROUPS.
 #[test]
 fn unix_sockets_survive_with_their_queues() {
     run("unix", 60, |cx| {
@@ -781,10 +782,16 @@ fn unix_sockets_survive_with_their_queues() {
         got["root"].assert_item("c1peer", "true");
         got["root"].assert_item("srvmode", "true");
         got["c1"].assert_item("names", "true");
+        // SO_PEERCRED/SO_PEERGROUPS as the kernel recorded them (c4, gone,
+        // had other effective ids and groups).
+        got["root"].assert_item("creds", "ok");
+        got["c1"].assert_item("creds", "ok");
         t.check_all_same();
         let again = Scratch::new("dr_tree", "unix-again");
         t.dump_and_restore(&again);
-        t.check_all_same();
+        let got = t.check_all_same();
+        got["root"].assert_item("creds", "ok");
+        got["c1"].assert_item("creds", "ok");
     });
 }
 

@@ -75,6 +75,31 @@ pub struct UnixSkEntry {
     pub opts: UnixSkOpts,
     /// What is queued for this socket to read.
     pub queue: Vec<QueuedMsg>,
+    /// SO_PEERCRED and SO_PEERGROUPS: who made the connection, as the
+    /// kernel recorded it (a listener: who called listen). None: not set.
+    pub peer_cred: Option<PeerCred>,
+    /// The task that held the socket at dump, with its effective ids: who
+    /// connects it again where the kernel keeps no record (a connection
+    /// still waiting in a backlog, a peer outside the tree).
+    pub holder: Option<PeerCred>,
+}
+
+/// Process credentials as a unix socket records them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerCred {
+    /// Process id (its thread group).
+    pub pid: i32,
+    /// Effective uid and gid.
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+impl std::fmt::Display for PeerCred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pid={} uid={} gid={} groups={:?}", self.pid, self.uid, self.gid, self.groups)
+    }
 }
 
 /// A `sun_path` as text: `@name` for abstract, the path, or `(unnamed)`.
@@ -140,6 +165,12 @@ impl Describe for UnixSkEntry {
         }
         if self.state == 10 {
             n = n.f("backlog", self.backlog).f("pending", format!("{:?}", self.icons));
+        }
+        if let Some(c) = &self.peer_cred {
+            n = n.f("peer_cred", c.to_string());
+        }
+        if let Some(c) = &self.holder {
+            n = n.f("holder", c.to_string());
         }
         n.f("shutdown", self.shutdown as u64)
             .f(

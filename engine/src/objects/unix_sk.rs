@@ -30,9 +30,14 @@
 //! peek, dumped as file objects of their own (or found to be descriptions
 //! a task holds too), and sent again with their message.
 //!
-//! Known difference: SO_PEERCRED of a restored connection names crtools'
-//! restore process (pid and credentials at connect time), since the engine
-//! makes the connections; programs that ask again after restore see that.
+//! Credentials: the kernel records who called socketpair, listen or
+//! connect (SO_PEERCRED, SO_PEERGROUPS). Each of those calls is made by a
+//! short-lived child with that pid (clone3 set_tid, before the tree exists)
+//! and those ids, so the records are the same; a connection waiting in a
+//! backlog and a reconnect to a peer outside the tree are made as the task
+//! that held the socket. A pid another process holds at restore fails the
+//! restore, naming it. Known difference: SO_PEERPIDFD names that child,
+//! gone, not the task with the same pid.
 //!
 //! Not read back or refused by name: bytes queued on a connection still in a backlog (the kernel gives no
 //! way to read them without accepting it), names bound relative to a
@@ -40,7 +45,7 @@
 use super::files::{FdCtx, FileImages, Opened};
 use crate::error::{Error, Result};
 use crate::image::files::OpenFlags;
-use crate::image::unix_sk::{name_text, QueuedMsg, UnixSkEntry, UnixSkOpts};
+use crate::image::unix_sk::{name_text, PeerCred, QueuedMsg, UnixSkEntry, UnixSkOpts};
 use crate::proc::fdinfo::{FdInfo, FdTarget};
 use crate::sys::sock_diag::{self, UnixDiag, STATE_ESTABLISHED, STATE_LISTEN};
 use crate::sys::socket::{self as sk, MsgFlags, SockFlags, SockType, UCred, UnixAddr, AF_UNIX};
@@ -114,6 +119,8 @@ pub fn dump(
         shutdown: d.shutdown,
         opts,
         queue: Vec::new(),
+        peer_cred: peer_cred(s.as_fd()).map_err(|err| e(format!("SO_PEERCRED: {err}")))?,
+        holder: holder_cred(pid).map_err(e)?,
     };
     if d.state == STATE_LISTEN {
         entry.backlog = d.rqlen.map(|r| r.1).unwrap_or(128);
@@ -145,6 +152,26 @@ pub fn dump(
     out.unix.push(entry);
     let _ = cx;
     Ok(())
+}
+
+/// SO_PEERCRED with SO_PEERGROUPS; None when the socket has none (pid 0).
+fn peer_cred(s: BorrowedFd<'_>) -> crate::sys::Result<Option<PeerCred>> {
+    let c = sk::get_so_peercred(s)?;
+    if c.pid == 0 {
+        return Ok(None);
+    }
+    let groups = match sk::get_so_peergroups(s) {
+        Ok(g) => g,
+        Err(Errno::ENODATA) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    Ok(Some(PeerCred { pid: c.pid, uid: c.uid, gid: c.gid, groups }))
+}
+
+/// The credentials task `pid` would give a socket it connects.
+fn holder_cred(pid: Pid) -> std::result::Result<Option<PeerCred>, String> {
+    let st = crate::proc::status::read(pid).map_err(|e| format!("read status: {e}"))?;
+    Ok(Some(PeerCred { pid: st.tgid, uid: st.uid[1], gid: st.gid[1], groups: st.groups }))
 }
 
 /// Whether a pathname socket's file is gone, and the file's mode and owner.
@@ -461,7 +488,7 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     for u in socks.iter().filter(|u| u.state == STATE_LISTEN as u32) {
         let fd = new_socket(u.ty).map_err(|e| err(u, format!("socket: {e}")))?;
         bind_name(fd.as_fd(), u.ty, &u.name).map_err(|m| err(u, m))?;
-        sk::listen(fd.as_fd(), u.backlog as i32).map_err(|e| err(u, format!("listen: {e}")))?;
+        as_peer(u.peer_cred.as_ref(), Op::Listen(fd.as_fd(), u.backlog as i32)).map_err(|m| err(u, m))?;
         made.fds.insert(u.ino, fd);
     }
     // Connected stream and seqpacket sockets, in pairs.
@@ -476,8 +503,7 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
                 let accepted = accepted_side(u, p, &listener_of).map_err(|m| err(u, m))?;
                 match accepted {
                     None => {
-                        let (a, b) = sk::socketpair(AF_UNIX, sock_type(u.ty), SockFlags::SOCK_CLOEXEC, 0)
-                            .map_err(|e| err(u, format!("socketpair: {e}")))?;
+                        let (a, b) = pair_as(u, Some(p)).map_err(|m| err(u, m))?;
                         made.fds.insert(u.ino, a);
                         made.fds.insert(p.ino, b);
                     }
@@ -497,12 +523,13 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
                         bind_name(fd.as_fd(), u.ty, &u.name).map_err(|m| err(u, m))?;
                     }
                     let a = UnixAddr::from_path_bytes(addr).map_err(|e| err(u, format!("peer address: {e}")))?;
-                    sk::connect(fd.as_fd(), &a).map_err(|e| err(u, format!("connect to {}: {e}", name_text(addr))))?;
+                    // As its holder: the peer authenticates who connects.
+                    as_peer(u.holder.as_ref(), Op::Connect(fd.as_fd(), &a))
+                        .map_err(|m| err(u, format!("connect to {}: {m}", name_text(addr))))?;
                     made.fds.insert(u.ino, fd);
                 } else if u.name.is_empty() {
                     // Its peer had closed: a stand-in sends what is queued, then closes.
-                    let (a, b) = sk::socketpair(AF_UNIX, sock_type(u.ty), SockFlags::SOCK_CLOEXEC, 0)
-                        .map_err(|e| err(u, format!("socketpair: {e}")))?;
+                    let (a, b) = pair_as(u, None).map_err(|m| err(u, m))?;
                     made.fds.insert(u.ino, a);
                     made.gone_peers.insert(u.ino, b);
                 } else {
@@ -526,7 +553,11 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
             if let Some(c) = client.filter(|c| !c.name.is_empty()) {
                 bind_name(fd.as_fd(), c.ty, &c.name).map_err(|m| err(c, m))?;
             }
-            sk::connect(fd.as_fd(), &addr).map_err(|e| err(l, format!("connect a waiting connection: {e}")))?;
+            // The kernel keeps who connected only on the side not accepted
+            // yet, which cannot be read: its client's holder is taken.
+            let who = client.and_then(|c| c.holder.as_ref());
+            as_peer(who, Op::Connect(fd.as_fd(), &addr))
+                .map_err(|m| err(l, format!("connect a waiting connection: {m}")))?;
             match client {
                 Some(c) => {
                     made.fds.insert(c.ino, fd);
@@ -545,8 +576,7 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
         let mutual =
             peer.is_some_and(|p| p.peer == u.ino && u.ty == SOCK_DGRAM && p.name.is_empty() && u.name.is_empty());
         if let (true, Some(p)) = (mutual, peer) {
-            let (a, b) = sk::socketpair(AF_UNIX, sock_type(u.ty), SockFlags::SOCK_CLOEXEC, 0)
-                .map_err(|e| err(u, format!("socketpair: {e}")))?;
+            let (a, b) = pair_as(u, Some(p)).map_err(|m| err(u, m))?;
             made.fds.insert(u.ino, a);
             made.fds.insert(p.ino, b);
             continue;
@@ -576,6 +606,122 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     let made = Rc::new(made);
     out.defer(Box::new(move |opened: &Opened| complete(&socks, &made, &who, opened)));
     Ok(())
+}
+
+/// A socket operation whose caller the kernel records as the peer's
+/// credentials (SO_PEERCRED, SO_PEERGROUPS).
+enum Op<'a> {
+    /// listen(fd, backlog): what the listener's clients see.
+    Listen(BorrowedFd<'a>, i32),
+    /// connect(fd, addr): what the accepting side sees.
+    Connect(BorrowedFd<'a>, &'a UnixAddr),
+    /// socketpair of this type: what both ends see.
+    Pair(u32),
+}
+
+/// A socketpair for `u` (and its peer `p`, when in the tree) made by the
+/// process both recorded.
+fn pair_as(u: &UnixSkEntry, p: Option<&UnixSkEntry>) -> std::result::Result<(OwnedFd, OwnedFd), String> {
+    if let (Some(a), Some(b)) = (&u.peer_cred, p.and_then(|p| p.peer_cred.as_ref())) {
+        if a != b {
+            return Err(format!("a socketpair whose ends name different creators ({a} and {b})"));
+        }
+    }
+    as_peer(u.peer_cred.as_ref(), Op::Pair(u.ty))?.ok_or_else(|| "socketpair: no descriptors".to_string())
+}
+
+/// Runs `op` as the process `cred` names, so the kernel records the same
+/// credentials: in a child made with that pid (clone3 set_tid: before the
+/// tree is forked, the tree's pids are free) and those ids and groups. Its
+/// pid is gone again once it exits; the socket keeps its number. Without
+/// `cred` (none was recorded), crtools does it itself. Returns the pair
+/// of a [`Op::Pair`].
+fn as_peer(cred: Option<&PeerCred>, op: Op<'_>) -> std::result::Result<Option<(OwnedFd, OwnedFd)>, String> {
+    use crate::sys::clone::{clone3, CloneArgs, CloneFlags, CloneResult};
+    let Some(cred) = cred else {
+        return match op {
+            Op::Listen(fd, backlog) => sk::listen(fd, backlog).map(|_| None).map_err(|e| format!("listen: {e}")),
+            Op::Connect(fd, addr) => sk::connect(fd, addr).map(|_| None).map_err(|e| e.to_string()),
+            Op::Pair(ty) => sk::socketpair(AF_UNIX, sock_type(ty), SockFlags::SOCK_CLOEXEC, 0)
+                .map(Some)
+                .map_err(|e| format!("socketpair: {e}")),
+        };
+    };
+    let what = || match op {
+        Op::Listen(..) => "listen",
+        Op::Connect(..) => "connect",
+        Op::Pair(_) => "socketpair",
+    };
+    let flags = crate::sys::fs::OpenFlags::O_CLOEXEC;
+    let (answer_r, answer_w) = crate::sys::fs::pipe2(flags).map_err(|e| format!("pipe: {e}"))?;
+    let (hold_r, hold_w) = crate::sys::fs::pipe2(flags).map_err(|e| format!("pipe: {e}"))?;
+    let tids = [Pid(cred.pid)];
+    let args = CloneArgs::new(CloneFlags::empty()).pidfd().set_tid(&tids);
+    // SAFETY: the child only makes raw system calls on data prepared here
+    // (no allocation, lock or I/O) and ends with exit_group.
+    match unsafe { clone3(&args) } {
+        Ok(CloneResult::Child) => {
+            // Its copy of the engine's end would keep it waiting forever.
+            drop(hold_w);
+            drop(answer_r);
+            let mut answer = [0i32; 3];
+            let r = (|| -> crate::sys::Result<()> {
+                // The record holds the effective ids and the groups. Real
+                // and saved ids stay root, so the file system ids can too:
+                // connecting to a path needs write access to the socket
+                // file, which the connector had (its fsuid is not recorded).
+                crate::sys::misc::setgroups(&cred.groups)?;
+                crate::sys::misc::setresgid(Some(0), Some(cred.gid), Some(0))?;
+                crate::sys::misc::setresuid(Some(0), Some(cred.uid), Some(0))?;
+                crate::sys::misc::setfsuid(0);
+                match op {
+                    Op::Listen(fd, backlog) => sk::listen(fd, backlog),
+                    Op::Connect(fd, addr) => sk::connect(fd, addr),
+                    Op::Pair(ty) => {
+                        let (a, b) = sk::socketpair(AF_UNIX, sock_type(ty), SockFlags::SOCK_CLOEXEC, 0)?;
+                        answer[1] = std::os::fd::IntoRawFd::into_raw_fd(a);
+                        answer[2] = std::os::fd::IntoRawFd::into_raw_fd(b);
+                        Ok(())
+                    }
+                }
+            })();
+            answer[0] = r.err().map_or(0, |e| e.into_raw());
+            let mut bytes = [0u8; 12];
+            for (i, w) in answer.iter().enumerate() {
+                bytes[4 * i..4 * i + 4].copy_from_slice(&w.to_ne_bytes());
+            }
+            let _ = crate::sys::fs::write(answer_w.as_fd(), &bytes);
+            // Alive until the engine took the pair: it closes its end.
+            let _ = crate::sys::fs::read(hold_r.as_fd(), &mut [0u8; 1]);
+            crate::sys::misc::exit_group(0)
+        }
+        Ok(CloneResult::Parent { child, pidfd }) => {
+            drop(answer_w);
+            drop(hold_r);
+            let mut bytes = [0u8; 12];
+            let n = crate::sys::fs::read(answer_r.as_fd(), &mut bytes).unwrap_or(0);
+            let word = |i: usize| i32::from_ne_bytes(bytes[4 * i..4 * i + 4].try_into().expect("4 bytes"));
+            let out = if n != 12 {
+                Err(format!("{} as pid {}: the helper died", what(), cred.pid))
+            } else if word(0) != 0 {
+                Err(format!("{} as {cred}: {}", what(), Errno::new(word(0))))
+            } else if let Op::Pair(_) = op {
+                let pidfd = pidfd.ok_or_else(|| "clone3 gave no pidfd".to_string())?;
+                let get = |fd| crate::sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd).map_err(|e| format!("pidfd_getfd: {e}"));
+                get(word(1)).and_then(|a| get(word(2)).map(|b| Some((a, b))))
+            } else {
+                Ok(None)
+            };
+            drop(hold_w);
+            let _ = crate::sys::wait::wait4(child, crate::sys::wait::WALL);
+            out
+        }
+        Err(Errno::EEXIST) => Err(format!(
+            "its credentials name pid {}, which another process holds now: SO_PEERCRED cannot be made the same",
+            cred.pid
+        )),
+        Err(e) => Err(format!("clone3 as pid {}: {e}", cred.pid)),
+    }
 }
 
 /// Which side of a connected pair was accepted from a listener (it carries
@@ -613,12 +759,25 @@ fn connect_accept<'a>(
 ) -> std::result::Result<(OwnedFd, OwnedFd), String> {
     let addr = UnixAddr::from_path_bytes(&acc.name).map_err(|e| format!("address {}: {e}", name_text(&acc.name)))?;
     let temp;
-    let listener = match listener_of(&acc.name).and_then(|l| made.fds.get(&l.ino)) {
-        Some(l) => l.as_fd(),
+    // The client's SO_PEERCRED is a copy of what its listener recorded at
+    // listen; the accepted side's is who connected.
+    let listener = match listener_of(&acc.name).and_then(|l| made.fds.get(&l.ino).map(|fd| (l, fd))) {
+        Some((l, fd)) => {
+            if let (Some(want), Some(has)) = (&client.peer_cred, &l.peer_cred) {
+                if want != has && client.id != 0 {
+                    return Err(format!(
+                        "connected through its listener socket:[{}] when that listened with other \
+                         credentials ({want}, now {has}): not restorable exactly",
+                        l.ino
+                    ));
+                }
+            }
+            fd.as_fd()
+        }
         None => {
             temp = new_socket(acc.ty).map_err(|e| format!("socket: {e}"))?;
             bind_name(temp.as_fd(), acc.ty, &acc.name)?;
-            sk::listen(temp.as_fd(), 1).map_err(|e| format!("listen: {e}"))?;
+            as_peer(client.peer_cred.as_ref(), Op::Listen(temp.as_fd(), 1))?;
             temp.as_fd()
         }
     };
@@ -626,7 +785,8 @@ fn connect_accept<'a>(
     if !client.name.is_empty() {
         bind_name(c.as_fd(), client.ty, &client.name)?;
     }
-    sk::connect(c.as_fd(), &addr).map_err(|e| format!("connect to {}: {e}", name_text(&acc.name)))?;
+    as_peer(acc.peer_cred.as_ref(), Op::Connect(c.as_fd(), &addr))
+        .map_err(|m| format!("connect to {}: {m}", name_text(&acc.name)))?;
     let (a, _) = sk::accept4(listener, SockFlags::SOCK_CLOEXEC).map_err(|e| format!("accept: {e}"))?;
     Ok((c, a))
 }

@@ -615,6 +615,13 @@ pub fn setresgid(r: Option<u32>, e: Option<u32>, s: Option<u32>) -> Result<()> {
     unsafe { syscalls::syscall3(Sysno::setresgid, id_arg(r), id_arg(e), id_arg(s)) }.map(drop)
 }
 
+/// setfsuid(uid) for the calling thread. The kernel answers with the
+/// previous fsuid whether or not it changed it: read it back to know.
+pub fn setfsuid(uid: u32) -> u32 {
+    // SAFETY: no memory arguments.
+    unsafe { syscalls::syscall1(Sysno::setfsuid, uid as usize) }.unwrap_or(usize::MAX) as u32
+}
+
 /// getgroups(): the supplementary groups.
 pub fn getgroups() -> Result<Vec<u32>> {
     loop {

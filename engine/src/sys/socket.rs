@@ -834,6 +834,37 @@ pub struct UCred {
 }
 const _: () = assert!(core::mem::size_of::<UCred>() == core::mem::size_of::<ln::ucred>());
 
+/// SO_PEERGROUPS: the supplementary groups of the peer at connect or
+/// socketpair time (ENODATA: none recorded).
+pub fn get_so_peergroups(fd: BorrowedFd<'_>) -> Result<Vec<u32>> {
+    const SO_PEERGROUPS: u32 = 59;
+    let mut n = 64usize;
+    loop {
+        let mut g = vec![0u32; n];
+        let mut len = (4 * n) as u32;
+        // SAFETY: the kernel writes at most `len` bytes into `g` and the
+        // length it needs into `len`.
+        let r = unsafe {
+            syscalls::syscall5(
+                Sysno::getsockopt,
+                fd_arg(fd),
+                SOL_SOCKET as usize,
+                SO_PEERGROUPS as usize,
+                g.as_mut_ptr() as usize,
+                &mut len as *mut u32 as usize,
+            )
+        };
+        match r {
+            Ok(_) => {
+                g.truncate(len as usize / 4);
+                return Ok(g);
+            }
+            Err(Errno::ERANGE) if (len as usize) / 4 > n && n < 65536 => n = len as usize / 4,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// SO_PEERCRED: the credentials of the peer at connect/socketpair time.
 pub fn get_so_peercred(fd: BorrowedFd<'_>) -> Result<UCred> {
     let mut c = UCred::default();

@@ -1225,6 +1225,8 @@ fn unix(args: &[String]) -> ! {
         let gone_path = format!("{dir1}/gone");
         ubind(gone, &gone_path);
         std::fs::remove_file(&gone_path).unwrap();
+        // Its connection names its listener's maker, its pair itself.
+        let creds_then = format!("{}|{}|{}", peercred(c), peercred(pair[0]), peercred(pair[1]));
         let mut first = true;
         let want_gone = gone_path.clone();
         let hooks = Hooks {
@@ -1232,6 +1234,8 @@ fn unix(args: &[String]) -> ! {
                 let names = format!("{}|{}", sock_name(c, false), sock_name(gone, false));
                 let names_ok = names == format!("{}|{want_gone}", format!("{}/c1.sock", dir1.clone()).as_str());
                 f.push(format!("names={names_ok}"));
+                let creds_now = format!("{}|{}|{}", peercred(c), peercred(pair[0]), peercred(pair[1]));
+                f.push(format!("creds={}", if creds_now == creds_then { "ok".into() } else { format!("bad:{creds_then}->{creds_now}") }));
                 if first {
                     first = false;
                     // SAFETY: fcntl without pointers.
@@ -1296,6 +1300,16 @@ fn unix(args: &[String]) -> ! {
     // the bytes and the end of the stream queued.
     let srv4 = srv.clone();
     let c4 = fork(move || {
+        // Other effective ids and groups (file system ids stay root's:
+        // the socket file is 0640).
+        let groups = [4242u32, 4243];
+        // SAFETY: credential calls with local values.
+        unsafe {
+            assert_eq!(libc::setgroups(2, groups.as_ptr()), 0);
+            assert_eq!(libc::setresgid(0, 4242, 0), 0);
+            assert_eq!(libc::setresuid(0, 65534, 0), 0);
+            libc::setfsuid(0);
+        }
         let c = usock(libc::SOCK_STREAM);
         uconnect(c, &srv4);
         write_all(c, b"bye");
@@ -1328,7 +1342,11 @@ fn unix(args: &[String]) -> ! {
         };
         serve("c3", 1, hooks)
     });
-    let _ = (c2_pid, c3);
+    let _ = c2_pid;
+    // What the kernel recorded: c1 and the gone c4 connected, root made the
+    // seqpacket pair and listens.
+    let creds_then = [c1_conn, gone_conn, sp_root, l].map(peercred).join("|");
+    let want_c4 = format!("{c4}/65534/4242/[4242, 4243]");
     // The check of root runs when the test asks; c3's connection is left
     // in the backlog until then.
     let mut first = true;
@@ -1340,6 +1358,9 @@ fn unix(args: &[String]) -> ! {
             f.push(format!("c1peer={names_ok}"));
             let mode_ok = file_mode(&srv) == 0o640;
             f.push(format!("srvmode={mode_ok}"));
+            let creds_now = [c1_conn, gone_conn, sp_root, l].map(peercred).join("|");
+            let creds_ok = creds_now == creds_then && creds_then.contains(&want_c4);
+            f.push(format!("creds={}", if creds_ok { "ok".into() } else { format!("bad:{creds_then}->{creds_now}") }));
             if first {
                 first = false;
                 // SAFETY: fcntl without pointers.
@@ -1387,6 +1408,8 @@ fn unix(args: &[String]) -> ! {
                     format!("bad:scm:{}", String::from_utf8_lossy(&scm))
                 } else if pending.0 < 0 || pending.1 != "-" {
                     format!("bad:pending:{pending:?}")
+                } else if !peercred(pending.0).starts_with(&format!("{c3}/0/0/")) {
+                    format!("bad:pending-creds:{}", peercred(pending.0))
                 } else {
                     "ok".into()
                 };
@@ -1397,6 +1420,20 @@ fn unix(args: &[String]) -> ! {
         ..Default::default()
     };
     serve("root", 1, hooks)
+}
+
+/// SO_PEERCRED and SO_PEERGROUPS of `fd`: "pid/uid/gid/groups".
+fn peercred(fd: i32) -> String {
+    let mut c = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut l = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most l bytes into c.
+    unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, &mut c as *mut _ as *mut _, &mut l) };
+    let mut g = [0u32; 16];
+    let mut gl = 64 as libc::socklen_t;
+    // SAFETY: the kernel writes at most gl bytes into g.
+    let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERGROUPS, g.as_mut_ptr() as *mut _, &mut gl) };
+    let groups = if r == 0 { &g[..gl as usize / 4] } else { &[][..] };
+    format!("{}/{}/{}/{groups:?}", c.pid, c.uid, c.gid)
 }
 
 /// Sends `data` with `fd` as SCM_RIGHTS.
