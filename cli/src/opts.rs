@@ -99,8 +99,12 @@ pub struct TreeArgs {
     #[arg(short = 'n', long = "namespaces", value_name = "NS", value_enum, value_delimiter = ',')]
     pub namespaces: Vec<Namespace>,
 
-    /// Add an external action script (repeatable); CRTOOL_SCRIPT_ACTION tells
-    /// it the action: network-lock or network-unlock
+    /// Add an external action script (repeatable), run with /bin/sh -c;
+    /// CRTOOLS_SCRIPT_ACTION (and CRTOOL_SCRIPT_ACTION) tells it the action:
+    /// pre-dump, post-dump, pre-restore, post-restore, post-resume
+    /// (network-lock and network-unlock come with a dumped network
+    /// namespace); CRTOOLS_IMAGE_DIR and CRTOOLS_INIT_PID are set. A script
+    /// that fails fails the dump or restore
     #[arg(long = "action-script", value_name = "SCR")]
     pub action_script: Vec<PathBuf>,
 

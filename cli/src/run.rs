@@ -176,6 +176,7 @@ fn run(opts: &Options, matches: &clap::ArgMatches) -> Result<u8, Error> {
                 ghost_limit: dump.ghost_limit,
                 file_locks: dump.file_locks,
                 tcp_established: dump.tcp_established,
+                action_scripts: dump.action_scripts.clone(),
             };
             let stats = engine::dump::dump(&o).map_err(Error::Engine)?;
             log::info!(
@@ -199,6 +200,7 @@ fn run(opts: &Options, matches: &clap::ArgMatches) -> Result<u8, Error> {
                 inherit_fds: restore.inherit_fds.iter().map(|i| (i.fd, i.key.clone())).collect(),
                 file_locks: restore.file_locks,
                 tcp_established: restore.tcp_established,
+                action_scripts: restore.action_scripts.clone(),
             };
             let status = engine::restore::restore(&o).map_err(Error::Engine)?;
             Ok(u8::try_from(status).unwrap_or(255))
@@ -257,7 +259,6 @@ mod tests {
 
     #[test]
     fn unsupported_options_refused() {
-        assert_eq!(refused("dump -t 1 --action-script x"), "not supported yet: --action-script");
         assert_eq!(refused("restore -t 1 --veth-pair a=b"), "not supported yet: --veth-pair");
         assert_eq!(refused("restore -t 1 -n uts"), "not supported yet: -n/--namespaces");
         let argv = ["crtools", "-D", "img", "-v", "2", "-o", "x.log", "--log-pid", "show", "-c", "--json"];

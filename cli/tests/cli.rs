@@ -717,3 +717,65 @@ fn dbus_daemon_survives() {
     assert_eq!(id(&String::from_utf8_lossy(&after.stdout)), id(&before), "the bus answers differently");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--action-script`: each script runs at pre-dump and post-dump, then at
+/// pre-restore, post-restore and post-resume, with the action, the image
+/// directory and the root's pid in its environment; a script that fails
+/// post-dump fails the dump (the program runs on, no inventory), one that
+/// fails pre-restore fails the restore before anything is created.
+#[test]
+fn action_scripts_run_at_each_step_and_a_failing_one_fails_it() {
+    subreaper();
+    let dir = tmpdir("scripts");
+    let log = dir.with_extension("log");
+    let _ = std::fs::remove_file(&log);
+    let script = dir.with_extension("sh");
+    std::fs::write(
+        &script,
+        format!(
+            "echo \"$CRTOOLS_SCRIPT_ACTION $CRTOOL_SCRIPT_ACTION $CRTOOLS_INIT_PID $CRTOOLS_IMAGE_DIR\" >> {}\n\
+             [ \"$CRTOOLS_SCRIPT_ACTION\" != \"$FAIL_AT\" ]\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let scr = format!("sh {}", script.display());
+    let d = dir.to_str().unwrap().to_string();
+    let mut child = sleeper("1000");
+    let pid = child.id() as i32;
+    let pids = pid.to_string();
+    let run = |args: &[&str], fail: &str| {
+        Command::new(CRTOOLS).args(args).env("FAIL_AT", fail).stdin(Stdio::null()).output().expect("run crtools")
+    };
+    // Failing at post-dump: the dump fails and the program runs on.
+    let out = run(&["dump", "-D", &d, "-t", &pids, "--action-script", &scr], "post-dump");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("post-dump"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(matches!(state(pid), Some('S') | Some('R')), "the program did not run on");
+    assert!(!dir.join("inventory.img").exists(), "a failed dump left an inventory");
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = run(&["dump", "-D", &d, "-t", &pids, "--action-script", &scr], "");
+    assert!(out.status.success(), "dump: {}", String::from_utf8_lossy(&out.stderr));
+    let _ = child.wait();
+    // Failing at pre-restore: nothing is created.
+    let out = run(&["restore", "-d", "-D", &d, "-t", &pids, "--action-script", &scr], "pre-restore");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "a failed restore left the task");
+    let out = run(&["restore", "-d", "-D", &d, "-t", &pids, "--action-script", &scr], "");
+    assert!(out.status.success(), "restore: {}", String::from_utf8_lossy(&out.stderr));
+    let alive = matches!(state(pid), Some('S') | Some('R'));
+    kill_reap(pid);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_file(&script);
+    assert!(alive, "the restored program does not run");
+    let steps: Vec<String> = text.lines().map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).collect();
+    let want: Vec<String> =
+        ["pre-dump", "post-dump", "pre-dump", "post-dump", "pre-restore", "pre-restore", "post-restore", "post-resume"]
+            .iter()
+            .map(|a| format!("{a} {a} {pid}"))
+            .collect();
+    assert_eq!(steps, want, "{text}");
+    assert!(text.lines().all(|l| l.ends_with(&d)), "image dir: {text}");
+}

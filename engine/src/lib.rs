@@ -18,5 +18,6 @@ pub mod infect;
 pub mod objects;
 pub mod proc;
 pub mod restore;
+pub mod scripts;
 pub mod show;
 pub mod sys;

@@ -47,6 +47,8 @@ pub struct DumpOptions {
     /// `--tcp-established`: established TCP connections are dumped (in
     /// repair mode) instead of refused.
     pub tcp_established: bool,
+    /// `--action-script`: scripts run at pre-dump and post-dump.
+    pub action_scripts: Vec<PathBuf>,
 }
 
 /// Default `--ghost-limit`.
@@ -107,6 +109,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     let img = ImageDir::create(&opts.dir).ctx_global("image directory")?;
     img.set_root_pid(pid.0 as u32);
 
+    crate::scripts::run(&opts.action_scripts, "pre-dump", &opts.dir, Some(pid))?;
     log::info!("dumping the tree of {pid} into {}", opts.dir.display());
     // A thread waiting in vfork cannot be frozen: look before seizing.
     clone_share::refuse_vfork_waiters(pid)?;
@@ -170,7 +173,9 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     // taken back (no inventory) and the tree resumes as it was.
     let release =
         if opts.leave_stopped { crate::fault::Fault::DumpLeaveStopped } else { crate::fault::Fault::DumpKill };
-    if let Err(e) = crate::fault::check(release) {
+    if let Err(e) = crate::fault::check(release)
+        .and_then(|_| crate::scripts::run(&opts.action_scripts, "post-dump", &opts.dir, Some(pid)))
+    {
         crate::image::dir::withdraw(&opts.dir).map_err(w)?;
         return Err(e);
     }

@@ -707,7 +707,8 @@ fn as_peer(cred: Option<&PeerCred>, op: Op<'_>) -> std::result::Result<Option<(O
                 Err(format!("{} as {cred}: {}", what(), Errno::new(word(0))))
             } else if let Op::Pair(_) = op {
                 let pidfd = pidfd.ok_or_else(|| "clone3 gave no pidfd".to_string())?;
-                let get = |fd| crate::sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd).map_err(|e| format!("pidfd_getfd: {e}"));
+                let get =
+                    |fd| crate::sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd).map_err(|e| format!("pidfd_getfd: {e}"));
                 get(word(1)).and_then(|a| get(word(2)).map(|b| Some((a, b))))
             } else {
                 Ok(None)

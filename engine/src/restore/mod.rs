@@ -85,6 +85,9 @@ pub struct RestoreOptions {
     /// `--tcp-established`: restore established TCP connections (images
     /// that hold some are refused without it).
     pub tcp_established: bool,
+    /// `--action-script`: scripts run at pre-restore, post-restore and
+    /// post-resume.
+    pub action_scripts: Vec<PathBuf>,
 }
 
 /// Everything read from the images for one task.
@@ -296,6 +299,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     let started = Instant::now();
     crate::fault::init();
     let root = opts.pid;
+    crate::scripts::run(&opts.action_scripts, "pre-restore", &opts.dir, Some(root))?;
     let dir = ImageDirReader::open(&opts.dir).ctx_global("open images")?;
     // Every image but the page data is checked now; page data (nearly all
     // the bytes) is checked by a second thread while the tree is built, and
@@ -489,7 +493,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     drop(go_r);
     let mut tracees: BTreeMap<Pid, Tracee> = BTreeMap::new();
     tracees.insert(root, t_root);
-    let mut result = run_tree(&tasks, &prepared, &mut tracees, &go_w, &mut verifier, &mut opened);
+    let post_restore = || crate::scripts::run(&opts.action_scripts, "post-restore", &opts.dir, Some(root));
+    let mut result = run_tree(&tasks, &prepared, &mut tracees, &go_w, &mut verifier, &mut opened, &post_restore);
     if let Some(v) = verifier.take() {
         // An earlier failure: a bad page image is its likely cause, say so.
         if let Ok(Err(bad)) = v.join() {
@@ -529,6 +534,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         tasks.len(),
         tasks.iter().map(|t| t.pstree.threads.len()).sum::<usize>()
     );
+    // The tree runs: a failing post-resume script is reported, not undone.
+    if let Err(e) = crate::scripts::run(&opts.action_scripts, "post-resume", &opts.dir, Some(root)) {
+        log::error!("{e}");
+    }
     if opts.detach {
         return Ok(0);
     }
@@ -708,6 +717,7 @@ fn run_tree(
     go: &OwnedFd,
     verifier: &mut Option<std::thread::JoinHandle<Result<()>>>,
     opened: &mut files::Opened,
+    before_release: &dyn Fn() -> Result<()>,
 ) -> Result<()> {
     let root = all[0].pid;
     // What each expected tid is: (task index, is leader).
@@ -942,6 +952,7 @@ fn run_tree(
     }
     crate::objects::epoll::check_late_done(opened)?;
     crate::fault::check(crate::fault::Fault::RestoreRelease)?;
+    before_release()?;
     // Release the whole tree: threads, then leaders, children first.
     for (i, t) in tasks.iter().enumerate().rev() {
         if all[i].zombie.is_some() {

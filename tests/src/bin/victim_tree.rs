@@ -1235,7 +1235,10 @@ fn unix(args: &[String]) -> ! {
                 let names_ok = names == format!("{}|{want_gone}", format!("{}/c1.sock", dir1.clone()).as_str());
                 f.push(format!("names={names_ok}"));
                 let creds_now = format!("{}|{}|{}", peercred(c), peercred(pair[0]), peercred(pair[1]));
-                f.push(format!("creds={}", if creds_now == creds_then { "ok".into() } else { format!("bad:{creds_then}->{creds_now}") }));
+                f.push(format!(
+                    "creds={}",
+                    if creds_now == creds_then { "ok".into() } else { format!("bad:{creds_then}->{creds_now}") }
+                ));
                 if first {
                     first = false;
                     // SAFETY: fcntl without pointers.
