@@ -191,6 +191,8 @@ pub fn read_xsave(pid: Pid) -> Result<crate::image::core::Xsave> {
     let mut buf = vec![0u8; XSAVE_MAX];
     let n = ptrace::get_regset(pid, NT_X86_XSTATE, &mut buf).ctx(pid, "PTRACE_GETREGSET NT_X86_XSTATE")?;
     buf.truncate(n);
+    // Kept per thread until its image is written: not 64 KiB each.
+    buf.shrink_to_fit();
     let xfeatures = buf
         .get(XSTATE_BV_OFFSET..XSTATE_BV_OFFSET + 8)
         .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
