@@ -243,8 +243,12 @@ struct Victim {
     log: std::path::PathBuf,
 }
 
+/// The complete lines of a victim's log: `writeln!` may reach the file in
+/// several writes, so a last line without its newline is still being written.
 fn log_lines(log: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(log).unwrap_or_default().lines().map(str::to_string).collect()
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let done = text.rfind('\n').map_or("", |i| &text[..i]);
+    done.lines().map(str::to_string).collect()
 }
 
 fn wait_for(log: &std::path::Path, n: usize, what: &str) -> String {
