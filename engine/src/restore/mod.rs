@@ -202,6 +202,8 @@ struct Prepared {
     pages: Option<PagesReader>,
     pages_target: i32,
     late_pages: Vec<rp::PageRun>,
+    /// Pages in parent dumps, written like the late pages.
+    parent_pages: Vec<crate::objects::mem_track::ParentRuns>,
     /// Stack (and scratch page) of each created thread, in core order.
     thread_stacks: Vec<u64>,
     /// Group helpers this task forks first (pids = the groups' ids).
@@ -221,6 +223,7 @@ fn prepare(
     vdso: &[(VmaKind, u64, u64)],
     from_engine: mm::Inheritance<'_>,
     opened: &files::Opened,
+    chain: &mut crate::objects::mem_track::Chain,
 ) -> Result<Prepared> {
     let pid = Pid(t.pstree.pid as i32);
     let process = t.process();
@@ -229,6 +232,7 @@ fn prepare(
     task::plan(&mut b, pid, &t.cores[0].thread, process, !is_root)?;
     let late_files = files::plan(&mut b, pid, &t.fds, opened)?;
     let late_pages = mm::plan(&mut b, pid, &t.mm, &t.vmas, &t.pagemap, vdso, from_engine, opened)?;
+    let parent_pages = chain.resolve(pid, &t.pagemap)?;
     crate::objects::aio::plan(&mut b, pid, &t.mm, &t.vmas)?;
     let pages = dir.open_pages(t.pagemap_head.pages_id).ctx(pid, "open the pages image")?;
     let max_fd = t.fds.iter().map(|f| f.fd as i32).max().unwrap_or(2).max(2);
@@ -284,6 +288,7 @@ fn prepare(
         pages_target: max_fd + 1,
         pages: Some(pages),
         late_pages,
+        parent_pages,
         thread_stacks: threads.iter().map(|t| t.stack).collect(),
         helpers: Vec::new(),
         tty: Default::default(),
@@ -297,6 +302,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     crate::fault::init();
     let root = opts.pid;
     let dir = ImageDirReader::open(&opts.dir).ctx_global("open images")?;
+    // A pre-dump is refused, and pages "in parent" need every parent now.
+    let mut chain = crate::objects::mem_track::Chain::open(&dir)?;
     // Every image but the page data is checked now; page data (nearly all
     // the bytes) is checked by a second thread while the tree is built, and
     // the tree is released only once that check passed (see run_tree).
@@ -437,6 +444,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
                 pages: None,
                 pages_target: -1,
                 late_pages: Vec::new(),
+                parent_pages: Vec::new(),
                 thread_stacks: Vec::new(),
                 helpers: Vec::new(),
                 tty: Default::default(),
@@ -444,7 +452,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
             },
             _ => {
                 let from_engine = mm::Inheritance { shm: &inherited, cow: &cow };
-                prepare(&dir, t, i == 0, &busy_self, &vdso, from_engine, &opened)?
+                prepare(&dir, t, i == 0, &busy_self, &vdso, from_engine, &opened, &mut chain)?
             }
         };
         p.session = sessions[i];
@@ -517,7 +525,12 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         restore_time: us(started.elapsed()),
         pages_restored: tasks
             .iter()
-            .flat_map(|t| t.pagemap.iter().filter(|e| e.has_data()).map(|e| e.nr_pages as u64))
+            .flat_map(|t| {
+                t.pagemap
+                    .iter()
+                    .filter(|e| e.has_data() || e.flags.contains(crate::image::pagemap::PagemapFlags::PE_PARENT))
+                    .map(|e| e.nr_pages as u64)
+            })
             .sum(),
     };
     // The tree runs already: a failure here is only reported.
@@ -910,6 +923,9 @@ fn run_tree(
         let pid = p.pid;
         let pages = p.pages.as_ref().expect("live task has pages").fd();
         mm::write_late_pages(pid, pages, &p.late_pages)?;
+        for r in &p.parent_pages {
+            mm::write_late_pages(pid, r.pages.fd(), &r.runs)?;
+        }
         for (k, core) in t.cores.iter().enumerate().skip(1) {
             let tid = Pid(core.tid as i32);
             let scratch = p.thread_stacks[k - 1];
