@@ -405,10 +405,12 @@ fn tracker(l: BorrowedFd<'_>, null: BorrowedFd<'_>, gaps: &[(u32, u32)], held: &
     loop {
         match sk::accept4(l, SockFlags::SOCK_CLOEXEC) {
             Ok((c, _)) => {
+                let me = crate::sys::misc::getpid().0;
                 for &(pid, fd) in held {
-                    let mut msg = [0u8; 5];
+                    let mut msg = [0u8; 9];
                     msg[0] = b'u';
-                    msg[1..].copy_from_slice(&pid.to_ne_bytes());
+                    msg[1..5].copy_from_slice(&pid.to_ne_bytes());
+                    msg[5..].copy_from_slice(&me.to_ne_bytes());
                     // SAFETY: the descriptor stays open until exit_group.
                     let f = unsafe { BorrowedFd::borrow_raw(fd) };
                     if sk::send_fds(c.as_fd(), &msg, &[f]).is_err() {
@@ -440,11 +442,13 @@ pub fn take_over(dir: &Path) -> HashMap<Pid, OwnedFd> {
     if sk::connect(s.as_fd(), &addr).is_err() {
         return out;
     }
+    let mut tracker = None;
     loop {
-        let mut msg = [0u8; 5];
+        let mut msg = [0u8; 9];
         match sk::recv_fds(s.as_fd(), &mut msg, 1) {
-            Ok((5, mut fds)) if msg[0] == b'u' && fds.len() == 1 => {
+            Ok((9, mut fds)) if msg[0] == b'u' && fds.len() == 1 => {
                 let pid = Pid(i32::from_ne_bytes(msg[1..5].try_into().expect("4 bytes")));
+                tracker = Some(Pid(i32::from_ne_bytes(msg[5..9].try_into().expect("4 bytes"))));
                 out.insert(pid, fds.remove(0));
             }
             Ok((0, _)) => break,
@@ -453,6 +457,11 @@ pub fn take_over(dir: &Path) -> HashMap<Pid, OwnedFd> {
                 break;
             }
         }
+    }
+    if let Some(t) = tracker {
+        // Our child when the pre-dump ran in this process: reaped here, so
+        // nothing else (a restore waiting for its tree) sees it end.
+        let _ = crate::sys::wait::wait4(t, crate::sys::wait::WALL);
     }
     log::info!("took the write tracking of {} task(s) from the tracker of {}", out.len(), dir.display());
     out
