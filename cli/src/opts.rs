@@ -803,7 +803,8 @@ mod tests {
         for (args, owner) in [
             ("dump -t 1 -c", "show"),
             ("restore -t 1 -f x", "show"),
-            ("show -D img -t 1", "dump, restore"),
+            ("show -D img -t 1", "dump, pre-dump, restore"),
+            ("restore -t 1 --track-mem", "dump, pre-dump"),
             ("dump -t 1 -d", "restore"),
             ("restore -t 1 -s", "dump"),
             ("restore -t 1 --link-remap", "dump"),
@@ -819,6 +820,22 @@ mod tests {
         // A command option before the command.
         let text = err("-c show -D img").to_string();
         assert!(text.contains("is an option of: show"), "{text}");
+    }
+
+    #[test]
+    fn iterative_dump_options() {
+        let o = ok("pre-dump -D pre2 -t 5 --prev-images-dir ../pre1 --track-mem");
+        match &o.command {
+            Command::PreDump(p) => {
+                assert_eq!((p.pid, p.prev_images_dir.as_deref()), (Pid(5), Some("../pre1")));
+                assert_eq!(p.images_dir, PathBuf::from("pre2"));
+            }
+            c => panic!("{c:?}"),
+        }
+        let d = ok("dump -D final -t 5 --prev-images-dir ../pre2 --track-mem");
+        assert_eq!(dump(&d).prev_images_dir.as_deref(), Some("../pre2"));
+        assert!(dump(&d).track_mem);
+        assert!(!dump(&ok("dump -t 5")).track_mem);
     }
 
     #[test]

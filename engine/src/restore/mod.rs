@@ -223,7 +223,6 @@ fn prepare(
     vdso: &[(VmaKind, u64, u64)],
     from_engine: mm::Inheritance<'_>,
     opened: &files::Opened,
-    chain: &mut crate::objects::mem_track::Chain,
 ) -> Result<Prepared> {
     let pid = Pid(t.pstree.pid as i32);
     let process = t.process();
@@ -232,7 +231,6 @@ fn prepare(
     task::plan(&mut b, pid, &t.cores[0].thread, process, !is_root)?;
     let late_files = files::plan(&mut b, pid, &t.fds, opened)?;
     let late_pages = mm::plan(&mut b, pid, &t.mm, &t.vmas, &t.pagemap, vdso, from_engine, opened)?;
-    let parent_pages = chain.resolve(pid, &t.pagemap)?;
     crate::objects::aio::plan(&mut b, pid, &t.mm, &t.vmas)?;
     let pages = dir.open_pages(t.pagemap_head.pages_id).ctx(pid, "open the pages image")?;
     let max_fd = t.fds.iter().map(|f| f.fd as i32).max().unwrap_or(2).max(2);
@@ -288,7 +286,8 @@ fn prepare(
         pages_target: max_fd + 1,
         pages: Some(pages),
         late_pages,
-        parent_pages,
+        // Filled by the caller from the parent chain.
+        parent_pages: Vec::new(),
         thread_stacks: threads.iter().map(|t| t.stack).collect(),
         helpers: Vec::new(),
         tty: Default::default(),
@@ -452,7 +451,9 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
             },
             _ => {
                 let from_engine = mm::Inheritance { shm: &inherited, cow: &cow };
-                prepare(&dir, t, i == 0, &busy_self, &vdso, from_engine, &opened, &mut chain)?
+                let mut p = prepare(&dir, t, i == 0, &busy_self, &vdso, from_engine, &opened)?;
+                p.parent_pages = chain.resolve(pid, &t.pagemap)?;
+                p
             }
         };
         p.session = sessions[i];
