@@ -206,16 +206,21 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     log::info!("images complete");
 
     // Write tracking ends with the dump: closing the userfaultfds
-    // unregisters the tree's VMAs (no "uw" left on a tree left stopped).
-    shared.uffds.clear();
-    if let Some(p) = shared.parent.as_mut() {
-        p.release_rest();
+    // unregisters the tree's VMAs (no "uw" left on a tree left stopped). A
+    // tree about to be killed keeps them until it is dead: unprotecting its
+    // memory first would only lengthen its frozen time.
+    if opts.leave_stopped {
+        shared.uffds.clear();
+        if let Some(p) = shared.parent.as_mut() {
+            p.release_rest();
+        }
     }
     if opts.leave_stopped {
         // The tree lives on: its connections leave repair mode. Otherwise
         // they stay in it until the tree is dead, so closing sends nothing.
         shared.files.release_repair();
     }
+    log::debug!("releasing the tree after {} us frozen", frozen_at.elapsed().as_micros());
     // Children first, so no parent sees a child die before it dies itself.
     for task in tree.tasks.into_iter().rev() {
         let tpid = task.pid;
@@ -232,6 +237,10 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         crate::objects::inet_sk::hand_over(&opts.dir, &mut shared.files.images.inet_repair);
     }
     shared.stats.frozen = frozen_at.elapsed();
+    shared.uffds.clear();
+    if let Some(p) = shared.parent.as_mut() {
+        p.release_rest();
+    }
     log::info!("tree of {pid}: {}", if opts.leave_stopped { "left stopped" } else { "killed" });
     let s = &shared.stats;
     let us = |d: std::time::Duration| d.as_micros() as u64;
