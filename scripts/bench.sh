@@ -6,4 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/x86_64-unknown-linux-musl/release/crtools}
 cargo build --release -q -p crtools-tests --bin victim --bin bench
-exec target/release/bench "$BIN" ${OLD:+--old "$OLD"} "${@:2}"
+target/release/bench "$BIN" ${OLD:+--old "$OLD"} "${@:2}"
+# Iterative dumps: frozen time of a dump after two pre-dumps against a plain one.
+scripts/bench_predump.sh "$BIN"

@@ -46,10 +46,11 @@ fn help_of(a: &Arg) -> String {
     a.get_long_help().or(a.get_help()).map(|h| h.to_string()).unwrap_or_default()
 }
 
-/// The commands in the manual's order (dump, restore, show, check).
+/// The commands in the manual's order (dump, pre-dump, restore, show, check).
 fn subcommands(cmd: &Command) -> Vec<&Command> {
     let mut subs: Vec<&Command> = cmd.get_subcommands().collect();
-    let rank = |n: &str| ["dump", "restore", "show", "check"].iter().position(|&x| x == n).unwrap_or(usize::MAX);
+    let rank =
+        |n: &str| ["dump", "pre-dump", "restore", "show", "check"].iter().position(|&x| x == n).unwrap_or(usize::MAX);
     subs.sort_by_key(|s| rank(s.get_name()));
     subs
 }
@@ -224,7 +225,7 @@ mod tests {
                 }
             }
         }
-        for sub in ["dump", "restore", "show", "check"] {
+        for sub in ["dump", "pre-dump", "restore", "show", "check"] {
             assert!(page.contains(&format!("\\fB{sub}\\fR")), "man page lacks the command {sub}");
         }
         assert!(page.starts_with(".TH CRTOOLS 1"));

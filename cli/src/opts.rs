@@ -75,6 +75,11 @@ pub struct GlobalArgs {
 pub enum CommandArgs {
     /// Checkpoint a process tree into an images directory
     Dump(DumpArgs),
+    /// Dump the memory of a process tree and let it run on, tracking its
+    /// writes, so that a later dump (--prev-images-dir, --track-mem) only
+    /// takes the pages changed since (not restorable by itself)
+    #[command(name = "pre-dump")]
+    PreDump(PreDumpArgs),
     /// Restore previously checkpointed processes
     Restore(RestoreArgs),
     /// Decode image files and show their contents in readable form
@@ -146,6 +151,36 @@ pub struct DumpArgs {
     /// (bytes, or with a K, M or G suffix; default 1M)
     #[arg(long = "ghost-limit", value_name = "SIZE", value_parser = parse_size)]
     pub ghost_limit: Option<u64>,
+
+    /// Images of a previous pre-dump, as a path relative to the images
+    /// directory (for example ../pre1): pages not written since are left
+    /// there (needs --track-mem); restore reads them from there
+    #[arg(long = "prev-images-dir", value_name = "DIR")]
+    pub prev_images_dir: Option<String>,
+
+    /// Use the write tracking a pre-dump started (userfaultfd write-protect):
+    /// with --prev-images-dir, only pages written since are dumped
+    #[arg(long = "track-mem")]
+    pub track_mem: bool,
+}
+
+/// `crtools pre-dump`.
+#[derive(Args, Debug)]
+pub struct PreDumpArgs {
+    /// Pre-dump the memory of the whole process tree starting from PID
+    #[arg(short = 't', long = "tree", value_name = "PID", value_parser = parse_pid)]
+    pub tree: i32,
+
+    /// Images of the previous pre-dump of the chain, as a path relative to
+    /// the images directory (for example ../pre1): pages not written since
+    /// are left there
+    #[arg(long = "prev-images-dir", value_name = "DIR")]
+    pub prev_images_dir: Option<String>,
+
+    /// Track the tree's writes after the pre-dump (always done; accepted as
+    /// in CRIU)
+    #[arg(long = "track-mem")]
+    pub track_mem: bool,
 }
 
 /// A size with an optional K, M or G suffix (powers of 1024).
@@ -297,6 +332,21 @@ pub struct DumpOptions {
     pub tcp_established: bool,
     /// `-j`.
     pub shell_job: bool,
+    /// `--prev-images-dir`.
+    pub prev_images_dir: Option<String>,
+    /// `--track-mem`.
+    pub track_mem: bool,
+}
+
+/// `crtools pre-dump`, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreDumpOptions {
+    /// `-D` (default ".").
+    pub images_dir: PathBuf,
+    /// `-t`.
+    pub pid: Pid,
+    /// `--prev-images-dir`.
+    pub prev_images_dir: Option<String>,
 }
 
 /// `crtools restore`, validated.
@@ -333,6 +383,8 @@ pub struct RestoreOptions {
 pub enum Command {
     /// `crtools dump`.
     Dump(DumpOptions),
+    /// `crtools pre-dump`.
+    PreDump(PreDumpOptions),
     /// `crtools restore`.
     Restore(RestoreOptions),
     /// `crtools show`.
@@ -351,6 +403,7 @@ impl Command {
     pub fn name(&self) -> &'static str {
         match self {
             Command::Dump(_) => "dump",
+            Command::PreDump(_) => "pre-dump",
             Command::Restore(_) => "restore",
             Command::Show(_) => "show",
             Command::Check { .. } => "check",
@@ -396,6 +449,13 @@ impl Options {
                 file_locks: d.tree.file_locks,
                 tcp_established: d.tree.tcp_established,
                 shell_job: d.tree.shell_job,
+                prev_images_dir: d.prev_images_dir,
+                track_mem: d.track_mem,
+            }),
+            CommandArgs::PreDump(p) => Command::PreDump(PreDumpOptions {
+                images_dir: images_dir(),
+                pid: Pid(p.tree),
+                prev_images_dir: p.prev_images_dir,
             }),
             CommandArgs::Restore(r) => Command::Restore(RestoreOptions {
                 images_dir: images_dir(),
@@ -747,7 +807,8 @@ mod tests {
         for (args, owner) in [
             ("dump -t 1 -c", "show"),
             ("restore -t 1 -f x", "show"),
-            ("show -D img -t 1", "dump, restore"),
+            ("show -D img -t 1", "dump, pre-dump, restore"),
+            ("restore -t 1 --track-mem", "dump, pre-dump"),
             ("dump -t 1 -d", "restore"),
             ("restore -t 1 -s", "dump"),
             ("restore -t 1 --link-remap", "dump"),
@@ -763,6 +824,22 @@ mod tests {
         // A command option before the command.
         let text = err("-c show -D img").to_string();
         assert!(text.contains("is an option of: show"), "{text}");
+    }
+
+    #[test]
+    fn iterative_dump_options() {
+        let o = ok("pre-dump -D pre2 -t 5 --prev-images-dir ../pre1 --track-mem");
+        match &o.command {
+            Command::PreDump(p) => {
+                assert_eq!((p.pid, p.prev_images_dir.as_deref()), (Pid(5), Some("../pre1")));
+                assert_eq!(p.images_dir, PathBuf::from("pre2"));
+            }
+            c => panic!("{c:?}"),
+        }
+        let d = ok("dump -D final -t 5 --prev-images-dir ../pre2 --track-mem");
+        assert_eq!(dump(&d).prev_images_dir.as_deref(), Some("../pre2"));
+        assert!(dump(&d).track_mem);
+        assert!(!dump(&ok("dump -t 5")).track_mem);
     }
 
     #[test]

@@ -123,11 +123,16 @@ fn run(opts: &Options, matches: &clap::ArgMatches) -> Result<u8, Error> {
     for &fd in &opts.close_fds {
         close_fd(fd).map_err(|source| Error::Close { fd, source })?;
     }
-    if let Command::Dump(d) = &opts.command {
+    let created = match &opts.command {
+        Command::Dump(d) => Some(&d.images_dir),
+        Command::PreDump(d) => Some(&d.images_dir),
+        _ => None,
+    };
+    if let Some(dir) = created {
         // A dump creates its directory; a log file inside it needs it first.
         use std::os::unix::fs::DirBuilderExt;
-        if !d.images_dir.exists() {
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&d.images_dir).map_err(Error::Output)?;
+        if !dir.exists() {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(Error::Output)?;
         }
     }
     crate::log::init(&opts.log).map_err(Error::Log)?;
@@ -177,6 +182,8 @@ fn run(opts: &Options, matches: &clap::ArgMatches) -> Result<u8, Error> {
                 file_locks: dump.file_locks,
                 tcp_established: dump.tcp_established,
                 action_scripts: dump.action_scripts.clone(),
+                parent: dump.prev_images_dir.clone(),
+                track_mem: dump.track_mem,
             };
             let stats = engine::dump::dump(&o).map_err(Error::Engine)?;
             log::info!(
@@ -186,6 +193,23 @@ fn run(opts: &Options, matches: &clap::ArgMatches) -> Result<u8, Error> {
                 stats.vmas,
                 stats.pages,
                 stats.fds
+            );
+            Ok(0)
+        }
+        Command::PreDump(pre) => {
+            log::debug!("pre-dump: {pre:?}");
+            let o = engine::dump::PreDumpOptions {
+                pid: pre.pid,
+                dir: pre.images_dir.clone(),
+                parent: pre.prev_images_dir.clone(),
+            };
+            let stats = engine::dump::pre_dump(&o).map_err(Error::Engine)?;
+            log::info!(
+                "pre-dump done: {} tasks, {} pages written, {} left to the parent, frozen for {} ms",
+                stats.tasks,
+                stats.pages,
+                stats.pages_skipped_parent,
+                stats.frozen.as_millis()
             );
             Ok(0)
         }

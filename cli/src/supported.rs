@@ -40,6 +40,12 @@ pub const OPTIONS: &[(&str, &str, bool)] = &[
     ("dump", "tcp_established", true),
     ("dump", "shell_job", true),
     ("dump", "file_locks", true),
+    ("dump", "prev_images_dir", true),
+    ("dump", "track_mem", true),
+    // pre-dump
+    ("pre-dump", "tree", true),
+    ("pre-dump", "prev_images_dir", true),
+    ("pre-dump", "track_mem", true),
     // restore
     ("restore", "tree", true),
     ("restore", "restore_detached", true),
@@ -55,7 +61,8 @@ pub const OPTIONS: &[(&str, &str, bool)] = &[
 ];
 
 /// `(command, supported)`.
-pub const COMMANDS: &[(&str, bool)] = &[("dump", true), ("restore", true), ("show", true), ("check", true)];
+pub const COMMANDS: &[(&str, bool)] =
+    &[("dump", true), ("pre-dump", true), ("restore", true), ("show", true), ("check", true)];
 
 /// Whether option `id` of command `command` is implemented (unknown: no).
 pub fn option_supported(command: &str, id: &str) -> bool {

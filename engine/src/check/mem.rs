@@ -143,6 +143,49 @@ pub fn probe_soft_dirty() -> Result<String, String> {
     soft_dirty_verdict(sd(fresh), sd(cleared), sd(written))
 }
 
+/// Write tracking for pre-dumps without soft-dirty: a userfaultfd with
+/// WP_ASYNC and WP_UNPOPULATED registered on a scratch mapping, and
+/// PAGEMAP_SCAN finding exactly the page written after protection (and
+/// protecting it again with PM_SCAN_WP_MATCHING).
+pub fn probe_uffd_wp_tracking() -> Result<String, String> {
+    use crate::sys::uffd;
+    use std::os::fd::AsFd;
+    let fd = uffd::userfaultfd(uffd::UFFD_USER_MODE_ONLY | 0o2000000 | 0o4000)
+        .map_err(|e| errno_why("userfaultfd", e, &[]))?;
+    let want = crate::objects::mem_track::FEATURES;
+    let got =
+        uffd::api(fd.as_fd(), want).map_err(|e| errno_why("UFFDIO_API with WP_ASYNC and WP_UNPOPULATED", e, &[]))?;
+    if got & want != want {
+        return Err(format!("userfaultfd lacks WP_ASYNC or WP_UNPOPULATED (features {got:#x})"));
+    }
+    let mut m = Mapping::anonymous(4 * PAGE).map_err(|e| errno_why("mmap of scratch pages", e, &[]))?;
+    let (start, end) = (m.addr(), m.addr() + 4 * PAGE as u64);
+    std::hint::black_box(m.as_mut_slice())[0] = 1;
+    crate::objects::mem_track::arm(fd.as_fd(), start, end)
+        .map_err(|e| errno_why("registering and write-protecting a scratch mapping", e, &[]))?;
+    // Page 2 is written after protection (it was never populated).
+    std::hint::black_box(m.as_mut_slice())[2 * PAGE] = 1;
+    let pm = std::fs::File::open("/proc/self/pagemap").map_err(|e| io_why("opening /proc/self/pagemap", &e))?;
+    let q = |wp: bool| uffd::ScanQuery {
+        flags: (uffd::PM_SCAN_CHECK_WPASYNC | if wp { uffd::PM_SCAN_WP_MATCHING } else { 0 }) as u64,
+        category_mask: uffd::PAGE_IS_WRITTEN as u64,
+        anyof_mask: 0,
+        return_mask: uffd::PAGE_IS_WRITTEN as u64,
+    };
+    let scan = |wp| {
+        crate::objects::mem_track::scan(pm.as_fd(), start, end, q(wp))
+            .map_err(|e| errno_why("PAGEMAP_SCAN with PM_SCAN_CHECK_WPASYNC", e, &[]))
+    };
+    let first = scan(true)?;
+    let second = scan(false)?;
+    let written: Vec<(u64, u64)> =
+        first.iter().map(|r| ((r.start - start) / PAGE as u64, (r.end - start) / PAGE as u64)).collect();
+    if written != [(2, 3)] || !second.is_empty() {
+        return Err(format!("PAGEMAP_SCAN saw written pages {written:?} (expected page 2), then {} region(s) after protecting them again", second.len()));
+    }
+    Ok("userfaultfd WP_ASYNC + WP_UNPOPULATED, PAGEMAP_SCAN finds and re-protects written pages".to_string())
+}
+
 /// The soft-dirty verdict from bit 55 of a new page, the page after
 /// `clear_refs 4`, and after a write that followed.
 fn soft_dirty_verdict(fresh: bool, cleared: bool, written: bool) -> Result<String, String> {

@@ -311,7 +311,13 @@ pub const PROBES: &[ProbeDef] = &[
         name: "soft-dirty",
         need: Optional,
         run: mem::probe_soft_dirty,
-        about: "soft-dirty pagemap bit (clear_refs 4): incremental and pre-dump memory tracking",
+        about: "soft-dirty pagemap bit (clear_refs 4): not used (pre-dumps track writes with userfaultfd)",
+    },
+    ProbeDef {
+        name: "uffd-wp-tracking",
+        need: Optional,
+        run: mem::probe_uffd_wp_tracking,
+        about: "userfaultfd async write-protect (WP_ASYNC, WP_UNPOPULATED) and PAGEMAP_SCAN: pre-dump write tracking",
     },
     ProbeDef {
         name: "ptrace-group-stop",

@@ -13,9 +13,12 @@ use crate::image::pstree::PstreeEntry;
 use crate::image::ImageDir;
 use crate::infect::tree::{seize_tree, SeizedTask};
 use crate::infect::{Parasite, StopState};
-use crate::objects::{cgroup, clone_share, file_lock, files, mm, ns, task, thread};
+use crate::objects::{cgroup, clone_share, file_lock, files, mem_track, mm, ns, task, thread};
+
+mod predump;
 use crate::proc;
 use crate::sys::Pid;
+pub use predump::{pre_dump, PreDumpOptions};
 use std::path::PathBuf;
 
 /// What `crtools dump` was asked to do.
@@ -49,6 +52,10 @@ pub struct DumpOptions {
     pub tcp_established: bool,
     /// `--action-script`: scripts run at pre-dump and post-dump.
     pub action_scripts: Vec<PathBuf>,
+    /// `--prev-images-dir`: the parent dump (a pre-dump), relative to `dir`.
+    pub parent: Option<String>,
+    /// `--track-mem`: take from the parent the pages not written since.
+    pub track_mem: bool,
 }
 
 /// Default `--ghost-limit`.
@@ -63,6 +70,8 @@ pub struct DumpStats {
     pub threads: usize,
     /// Pages written.
     pub pages: u64,
+    /// Pages left to the parent dump.
+    pub pages_skipped_parent: u64,
     /// VMAs recorded.
     pub vmas: usize,
     /// Descriptors recorded.
@@ -90,6 +99,11 @@ struct Shared {
     stats: DumpStats,
     /// Page frames of the tasks dumped so far (pages children still share).
     frames: std::collections::HashMap<Pid, mm::Frames>,
+    /// The parent dump (`--prev-images-dir`, `--track-mem`).
+    parent: Option<mem_track::Parent>,
+    /// Userfaultfds taken from the parent's tracker, held until the end
+    /// (closing them unregisters the tree's VMAs).
+    uffds: Vec<(Pid, std::os::fd::OwnedFd)>,
 }
 
 /// Dumps the tree rooted at `opts.pid`.
@@ -106,8 +120,18 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     }
     // Create the directory before touching any task: an unwritable
     // directory fails here with the tree untouched.
+    let parent = match (&opts.parent, opts.track_mem) {
+        (Some(rel), true) => Some(mem_track::parent_path(&opts.dir, rel).map(|_| rel.clone())?),
+        (Some(_), false) => {
+            return Err(Error::new("--prev-images-dir needs --track-mem (the pages come from the write tracking)"))
+        }
+        (None, _) => None,
+    };
     let img = ImageDir::create(&opts.dir).ctx_global("image directory")?;
     img.set_root_pid(pid.0 as u32);
+    // The parent's tracker hands its userfaultfds over before the tree is
+    // frozen; they stay open until the dump is over, whatever happens.
+    let parent = parent.map(|rel| mem_track::Parent::open(&opts.dir, &rel)).transpose()?;
 
     crate::scripts::run(&opts.action_scripts, "pre-dump", &opts.dir, Some(pid))?;
     log::info!("dumping the tree of {pid} into {}", opts.dir.display());
@@ -120,7 +144,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         tree.tasks.len(),
         tree.tasks.iter().map(|t| t.threads.len()).sum::<usize>()
     );
-    let mut shared = Shared::default();
+    let mut shared = Shared { parent, ..Default::default() };
     shared.fd_cx.shell_job = opts.shell_job;
     shared.fd_cx.evasive_devices = opts.evasive_devices;
     shared.fd_cx.ext_unix_sk = opts.ext_unix_sk;
@@ -162,6 +186,10 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         crate::objects::file_lock::check_recorded(&shared.pids, &shared.files.images.locks)?;
     }
     shared.files.images.write(&img)?;
+    if let Some(p) = &shared.parent {
+        let head = crate::image::chain::ChainHead { parent: Some(p.rel.clone()), pre_dump: false };
+        img.create_image::<kinds::Chain>(None, &head).map_err(w)?.finish().map_err(w)?;
+    }
     let mut f = img.create_image::<kinds::Pstree>(None, &()).map_err(w)?;
     for e in &shared.pstree {
         f.write(e).map_err(w)?;
@@ -182,11 +210,22 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     shared.files.commit();
     log::info!("images complete");
 
+    // Write tracking ends with the dump: closing the userfaultfds
+    // unregisters the tree's VMAs (no "uw" left on a tree left stopped). A
+    // tree about to be killed keeps them until it is dead: unprotecting its
+    // memory first would only lengthen its frozen time.
+    if opts.leave_stopped {
+        shared.uffds.clear();
+        if let Some(p) = shared.parent.as_mut() {
+            p.release_rest();
+        }
+    }
     if opts.leave_stopped {
         // The tree lives on: its connections leave repair mode. Otherwise
         // they stay in it until the tree is dead, so closing sends nothing.
         shared.files.release_repair();
     }
+    log::debug!("releasing the tree after {} us frozen", frozen_at.elapsed().as_micros());
     // Children first, so no parent sees a child die before it dies itself.
     for task in tree.tasks.into_iter().rev() {
         let tpid = task.pid;
@@ -203,6 +242,10 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         crate::objects::inet_sk::hand_over(&opts.dir, &mut shared.files.images.inet_repair);
     }
     shared.stats.frozen = frozen_at.elapsed();
+    shared.uffds.clear();
+    if let Some(p) = shared.parent.as_mut() {
+        p.release_rest();
+    }
     log::info!("tree of {pid}: {}", if opts.leave_stopped { "left stopped" } else { "killed" });
     let s = &shared.stats;
     let us = |d: std::time::Duration| d.as_micros() as u64;
@@ -211,7 +254,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         memdump_time: us(s.memdump),
         memwrite_time: us(s.memwrite),
         pages_scanned: s.pages_scanned,
-        pages_skipped_parent: 0,
+        pages_skipped_parent: s.pages_skipped_parent,
         pages_written: s.pages,
         total_time: us(started.elapsed()),
         tasks: s.tasks as u32,
@@ -272,6 +315,7 @@ struct PendingTask {
 fn finish_pages(img: &ImageDir, t: PendingTask, shared: &mut Shared) -> Result<()> {
     let pid = t.pid;
     let w = |e: crate::image::ImageError| Error::task(pid, format!("write images: {e}"));
+    shared.stats.pages_skipped_parent += t.pages.skipped;
     let (pagemap, nr_pages, pages) = t.pages.wait()?;
     crate::objects::aio::recheck(pid, &t.aio)?;
     shared.stats.memdump += t.mem_started.elapsed();
@@ -406,9 +450,25 @@ fn dump_task(
     head.aio = crate::objects::aio::dump(pid, &vmas)?;
     let pages = img.create_pages(pid.0 as u32).ctx(pid, "create the pages image")?;
     let mem_started = std::time::Instant::now();
-    let mut dumper = mm::PageDumper::new(pid, pages, pool)?
-        .with_ancestors(&shared.frames, task.ppid)
-        .with_children(shared.parents.contains(&pid));
+    let track = match shared.parent.as_mut() {
+        Some(p) => {
+            let uffd = p.take_uffd(pid);
+            let t = p.task_track(pid, stat.starttime, uffd.is_some(), &smaps, false)?;
+            if let Some(u) = uffd {
+                shared.uffds.push((pid, u));
+            }
+            t
+        }
+        None => None,
+    };
+    let mut dumper = mm::PageDumper::new(pid, pages, pool)?;
+    if shared.parent.is_none() {
+        dumper = dumper.with_ancestors(&shared.frames, task.ppid).with_children(shared.parents.contains(&pid));
+    } else {
+        // Pages shared copy-on-write are not looked for on top of a parent:
+        // the parent's pages are not an ancestor's copy.
+        dumper = dumper.with_children(false).with_track(track.as_ref());
+    }
     let walked = dumper.dump_vmas(&mut vmas);
     let (pending, frames) = dumper.finish();
     if let Err(e) = walked {

@@ -11,8 +11,8 @@ use super::codec::{show_records, DynFrames, NodeSink, ShowStreamError};
 #[allow(unused_imports)]
 use super::describe::Describe;
 use super::{
-    core, events, files, inet_sk, inventory, mm, netlink_sk, pagemap, pipes, pstree, reg_files, signalfd, stats, tty,
-    unix_sk,
+    chain, core, events, files, inet_sk, inventory, mm, netlink_sk, pagemap, pipes, pstree, reg_files, signalfd, stats,
+    tty, unix_sk,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -140,6 +140,8 @@ image_kinds! {
         /// IPv4/IPv6 sockets (TCP, UDP).
         InetSk    = 30, "inetsk",   "inetsk.img",         1, DEFAULT_MAX_RECORD, (),                       inet_sk::InetSkEntry;
         NetlinkSk = 60, "netlink-sk", "netlink-sk.img",   1, DEFAULT_MAX_RECORD, (),                       netlink_sk::NetlinkSkEntry;
+        /// Iterative dumps: the parent dump and the tasks whose writes are tracked.
+        Chain     = 61, "chain",    "chain.img",          1, DEFAULT_MAX_RECORD, chain::ChainHead,         chain::TrackedTask;
     }
     raw {
         /// Raw page data described by a pagemap image.

@@ -17,6 +17,7 @@
 //! struct fields are only ever appended, and any incompatible change bumps the
 //! kind's version in the table. Bit sets are stored as their raw bits (unknown
 //! bits survive a round trip).
+pub mod chain;
 pub mod codec;
 pub mod core;
 pub mod crc32c;

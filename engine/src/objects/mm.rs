@@ -242,6 +242,12 @@ pub struct PageDumper<'a> {
     frames: Frames,
     /// Whether to record them (the task has children in the tree).
     track_frames: bool,
+    /// Write tracking since a parent dump (iterative dumps).
+    track: Option<&'a super::mem_track::TaskTrack>,
+    /// Pages left to the parent (PE_PARENT).
+    parent: Vec<PagemapEntry>,
+    /// Their number.
+    skipped: u64,
 }
 
 /// Bytes of page data one worker reads and writes at once.
@@ -472,7 +478,10 @@ impl Drop for PagePool {
 pub struct PendingPages {
     sink: std::sync::Arc<Sink>,
     guards: Vec<PagemapEntry>,
+    /// Entries without data: shared with an ancestor, or in the parent dump.
     cow: Vec<PagemapEntry>,
+    /// Pages left to the parent dump.
+    pub skipped: u64,
 }
 
 impl PendingPages {
@@ -527,7 +536,17 @@ impl<'a> PageDumper<'a> {
             ancestors: None,
             frames: Frames::default(),
             track_frames: true,
+            track: None,
+            parent: Vec::new(),
+            skipped: 0,
         })
+    }
+
+    /// Takes from the parent dump the unwritten pages of the VMAs `track`
+    /// lists (see [`super::mem_track`]).
+    pub fn with_track(mut self, track: Option<&'a super::mem_track::TaskTrack>) -> Self {
+        self.track = track;
+        self
     }
 
     /// Looks for pages still shared copy-on-write with the task's parent
@@ -591,6 +610,13 @@ impl<'a> PageDumper<'a> {
     /// numbers) left to an ancestor's copy when it is the same frame at the
     /// same address, never written by either since the fork.
     fn dump_private(&mut self, pm: &mut Pagemap, v: &mut Vma) -> Result<()> {
+        if let Some(t) = self.track.filter(|t| t.vmas.contains(&(v.start, v.end))) {
+            match self.dump_tracked(pm, v, t) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let source = self.cow_source(v);
         let mut own = VmaFrames { provider: self.pid.0 as u32, pages: Vec::new() };
         let before = self.cow.len();
@@ -610,6 +636,57 @@ impl<'a> PageDumper<'a> {
             self.frames.vmas.insert((v.start, v.end), own);
         }
         r
+    }
+
+    /// Pages of a VMA tracked since the parent dump: written ones are read,
+    /// unwritten ones the parent holds are left to it. False when the scan
+    /// fails (the VMA is not what the tracking registered): dump it in full.
+    fn dump_tracked(&mut self, pm: &mut Pagemap, v: &Vma, t: &super::mem_track::TaskTrack) -> Result<bool> {
+        use crate::sys::uffd as u;
+        let q = u::ScanQuery {
+            flags: u::PM_SCAN_CHECK_WPASYNC as u64,
+            category_mask: 0,
+            anyof_mask: (u::PAGE_IS_PRESENT | u::PAGE_IS_SWAPPED) as u64,
+            return_mask: (u::PAGE_IS_WRITTEN
+                | u::PAGE_IS_PRESENT
+                | u::PAGE_IS_SWAPPED
+                | linux_raw_sys::general::PAGE_IS_PFNZERO
+                | linux_raw_sys::general::PAGE_IS_GUARD) as u64,
+        };
+        let regions = match super::mem_track::scan(pm.fd(), v.start, v.end, q) {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!(task = self.pid.0; "task {}: PAGEMAP_SCAN of {:#x}-{:#x}: {e}; dumped in full", self.pid, v.start, v.end);
+                return Ok(false);
+            }
+        };
+        if t.rearm {
+            // Written pages are protected again for the next dump, in the
+            // same frozen moment their contents are read.
+            let q = u::ScanQuery {
+                flags: (u::PM_SCAN_CHECK_WPASYNC | u::PM_SCAN_WP_MATCHING) as u64,
+                category_mask: u::PAGE_IS_WRITTEN as u64,
+                anyof_mask: 0,
+                return_mask: u::PAGE_IS_WRITTEN as u64,
+            };
+            super::mem_track::scan(pm.fd(), v.start, v.end, q)
+                .map_err(|e| Error::task(self.pid, format!("protect {:#x}-{:#x} again: {e}", v.start, v.end)))?;
+        }
+        self.set_policy(true)?;
+        for (s, e, take) in super::mem_track::classify(&regions, &t.parent) {
+            match take {
+                super::mem_track::Take::Data => self.queue(s, e - s)?,
+                super::mem_track::Take::Parent => {
+                    let nr = ((e - s) / PAGE) as u32;
+                    self.skipped += nr as u64;
+                    match self.parent.last_mut() {
+                        Some(l) if l.vaddr + l.nr_pages as u64 * PAGE == s => l.nr_pages += nr,
+                        _ => self.parent.push(PagemapEntry { vaddr: s, nr_pages: nr, flags: PagemapFlags::PE_PARENT }),
+                    }
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// Records the guard regions of `v`: pagemap marks them (bit 58, also
@@ -842,8 +919,9 @@ impl<'a> PageDumper<'a> {
 
     /// The pages still being copied, and the task's frames for its
     /// children (complete already: they come from pagemap).
-    pub fn finish(self) -> (PendingPages, Frames) {
-        (PendingPages { sink: self.sink, guards: self.guards, cow: self.cow }, self.frames)
+    pub fn finish(mut self) -> (PendingPages, Frames) {
+        self.cow.append(&mut self.parent);
+        (PendingPages { sink: self.sink, guards: self.guards, cow: self.cow, skipped: self.skipped }, self.frames)
     }
 }
 

@@ -32,6 +32,7 @@ pub mod file_lock;
 pub mod files;
 pub mod inet_sk;
 pub mod inotify;
+pub mod mem_track;
 pub mod memfd;
 pub mod mm;
 pub mod netlink_sk;

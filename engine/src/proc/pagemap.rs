@@ -138,6 +138,12 @@ impl Pagemap {
         self.pid
     }
 
+    /// The open file, for the PAGEMAP_SCAN ioctl.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.file.as_fd()
+    }
+
     /// Fills `out` with the entries of the pages of `[start, end)` (both
     /// page aligned), at most `out.len()` of them, starting with the page at
     /// `start`. Returns the number of entries written, which is smaller than

@@ -205,6 +205,8 @@ struct Prepared {
     pages: Option<PagesReader>,
     pages_target: i32,
     late_pages: Vec<rp::PageRun>,
+    /// Pages in parent dumps, written like the late pages.
+    parent_pages: Vec<crate::objects::mem_track::ParentRuns>,
     /// Stack (and scratch page) of each created thread, in core order.
     thread_stacks: Vec<u64>,
     /// Group helpers this task forks first (pids = the groups' ids).
@@ -287,6 +289,8 @@ fn prepare(
         pages_target: max_fd + 1,
         pages: Some(pages),
         late_pages,
+        // Filled by the caller from the parent chain.
+        parent_pages: Vec::new(),
         thread_stacks: threads.iter().map(|t| t.stack).collect(),
         helpers: Vec::new(),
         tty: Default::default(),
@@ -301,6 +305,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     let root = opts.pid;
     crate::scripts::run(&opts.action_scripts, "pre-restore", &opts.dir, Some(root))?;
     let dir = ImageDirReader::open(&opts.dir).ctx_global("open images")?;
+    // A pre-dump is refused, and pages "in parent" need every parent now.
+    let mut chain = crate::objects::mem_track::Chain::open(&dir)?;
     // Every image but the page data is checked now; page data (nearly all
     // the bytes) is checked by a second thread while the tree is built, and
     // the tree is released only once that check passed (see run_tree).
@@ -441,6 +447,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
                 pages: None,
                 pages_target: -1,
                 late_pages: Vec::new(),
+                parent_pages: Vec::new(),
                 thread_stacks: Vec::new(),
                 helpers: Vec::new(),
                 tty: Default::default(),
@@ -448,7 +455,9 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
             },
             _ => {
                 let from_engine = mm::Inheritance { shm: &inherited, cow: &cow };
-                prepare(&dir, t, i == 0, &busy_self, &vdso, from_engine, &opened)?
+                let mut p = prepare(&dir, t, i == 0, &busy_self, &vdso, from_engine, &opened)?;
+                p.parent_pages = chain.resolve(pid, &t.pagemap)?;
+                p
             }
         };
         p.session = sessions[i];
@@ -522,7 +531,12 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         restore_time: us(started.elapsed()),
         pages_restored: tasks
             .iter()
-            .flat_map(|t| t.pagemap.iter().filter(|e| e.has_data()).map(|e| e.nr_pages as u64))
+            .flat_map(|t| {
+                t.pagemap
+                    .iter()
+                    .filter(|e| e.has_data() || e.flags.contains(crate::image::pagemap::PagemapFlags::PE_PARENT))
+                    .map(|e| e.nr_pages as u64)
+            })
             .sum(),
     };
     // The tree runs already: a failure here is only reported.
@@ -920,6 +934,9 @@ fn run_tree(
         let pid = p.pid;
         let pages = p.pages.as_ref().expect("live task has pages").fd();
         mm::write_late_pages(pid, pages, &p.late_pages)?;
+        for r in &p.parent_pages {
+            mm::write_late_pages(pid, r.pages.fd(), &r.runs)?;
+        }
         for (k, core) in t.cores.iter().enumerate().skip(1) {
             let tid = Pid(core.tid as i32);
             let scratch = p.thread_stacks[k - 1];

@@ -34,6 +34,7 @@ pub mod signal;
 pub mod sock_diag;
 pub mod socket;
 pub mod tty;
+pub mod uffd;
 pub mod wait;
 
 /// Result of a syscall wrapper.

@@ -1,0 +1,187 @@
+//! Iterative dumps: pre-dump twice, dump on top with --track-mem, restore.
+//!
+//! `victim_predump` rewrites a twentieth of its area between rounds and
+//! drops a few pages; after the restore it checks every byte itself (pages
+//! written after each round, pages written only before the first pre-dump,
+//! pages never touched, dropped pages). The final dump must hold only the
+//! pages changed since the last pre-dump. A restore whose parent is missing
+//! is refused; a final dump that fails leaves the victim running with no
+//! userfaultfd registration ("uw" in smaps).
+use engine::dump::{dump, pre_dump, DumpOptions, PreDumpOptions};
+use engine::restore::{restore, RestoreOptions};
+use engine::sys::Pid;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const VICTIM: &str = env!("CARGO_BIN_EXE_victim_predump");
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn wait_line(log: &Path, prefix: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(l) = s.lines().find(|l| l.starts_with(prefix)) {
+            if s.contains(&format!("{l}\n")) {
+                return l.to_string();
+            }
+        }
+        assert!(Instant::now() < deadline, "no {prefix:?} in the victim's log: {s}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: a signal to the victim.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill {pid} {sig}");
+}
+
+fn uffd_registered(pid: i32) -> bool {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    smaps.lines().filter(|l| l.starts_with("VmFlags:")).any(|l| l.split_whitespace().any(|f| f == "uw"))
+}
+
+fn tracker_of(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(dir).unwrap();
+    let name = format!("@crtools-memtrack-{}-{}", md.dev(), md.ino());
+    std::fs::read_to_string("/proc/net/unix").unwrap_or_default().contains(&name)
+}
+
+fn pre(pid: i32, dir: &Path, parent: Option<&str>) -> engine::dump::DumpStats {
+    pre_dump(&PreDumpOptions { pid: Pid(pid), dir: dir.to_path_buf(), parent: parent.map(str::to_string) })
+        .unwrap_or_else(|e| panic!("pre-dump into {}: {e}", dir.display()))
+}
+
+fn read_stats(dir: &Path) -> engine::image::stats::DumpStatsEntry {
+    let f = std::fs::File::open(dir.join("stats-dump.img")).unwrap();
+    let r = engine::image::codec::ImageReader::<engine::image::kinds::StatsDump, _>::new(
+        std::io::BufReader::new(f),
+        "stats-dump.img",
+    )
+    .unwrap();
+    r.collect_entries().unwrap().0
+}
+
+#[test]
+fn two_pre_dumps_then_a_dump_restore_every_byte() {
+    if !crtools_tests::require_root() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = crtools_tests::Scratch::new("predump", "chain");
+    let log = s.log();
+    let mut child = std::process::Command::new(VICTIM).arg(&log).arg("64").spawn().expect("start victim");
+    let pid = child.id() as i32;
+    let ready = wait_line(&log, "ready");
+    let area_pages = 64 * 256u64;
+    let (pre1, pre2, fin) = (s.root.join("pre1"), s.root.join("pre2"), s.root.join("final"));
+    crtools_tests::with_watchdog(
+        "predump-chain",
+        300,
+        move || {
+            let st1 = pre(pid, &pre1, None);
+            assert!(st1.pages >= area_pages * 9 / 10 - 64, "first pre-dump wrote {} pages", st1.pages);
+            assert!(tracker_of(&pre1), "no tracker for {}", pre1.display());
+            assert!(uffd_registered(pid), "the victim is not registered after the pre-dump");
+            signal(pid, libc::SIGUSR1);
+            wait_line(&log, "round 1");
+            let st2 = pre(pid, &pre2, Some("../pre1"));
+            assert!(!tracker_of(&pre1), "the first tracker still runs");
+            assert!(st2.pages_skipped_parent >= area_pages * 8 / 10, "second pre-dump: {st2:?}");
+            assert!(st2.pages <= area_pages / 10, "second pre-dump wrote {} pages", st2.pages);
+            signal(pid, libc::SIGUSR1);
+            wait_line(&log, "round 2");
+            let o = DumpOptions {
+                pid: Pid(pid),
+                dir: fin.clone(),
+                parent: Some("../pre2".into()),
+                track_mem: true,
+                ..Default::default()
+            };
+            let st = dump(&o).expect("final dump");
+            let _ = child.wait();
+            // Only the pages rewritten in round 2 (a twentieth) and a few of
+            // the program's own.
+            assert!(st.pages <= area_pages / 20 + 400, "final dump wrote {} pages", st.pages);
+            assert!(st.pages_skipped_parent >= area_pages * 8 / 10, "final dump: {st:?}");
+            let stats = read_stats(&fin);
+            assert_eq!((stats.pages_written, stats.pages_skipped_parent), (st.pages, st.pages_skipped_parent));
+            // The pages image holds exactly what the stats say.
+            let pages_len = std::fs::metadata(fin.join(format!("pages-{pid}.img"))).unwrap().len();
+            assert_eq!(pages_len, st.pages * 4096);
+
+            // A missing parent is refused before anything is created.
+            std::fs::rename(&pre1, pre1.with_extension("moved")).unwrap();
+            let ro = RestoreOptions { pid: Pid(pid), dir: fin.clone(), detach: true, ..Default::default() };
+            let e = restore(&ro).expect_err("restore without its grandparent");
+            assert!(e.to_string().contains("parent"), "{e}");
+            assert!(std::fs::metadata(format!("/proc/{pid}")).is_err(), "a task was left behind");
+            std::fs::rename(pre1.with_extension("moved"), &pre1).unwrap();
+            // A pre-dump is not restorable by itself.
+            let e = restore(&RestoreOptions { dir: pre2.clone(), ..ro.clone() }).expect_err("restore of a pre-dump");
+            assert!(e.to_string().contains("pre-dump"), "{e}");
+
+            restore(&ro).expect("restore");
+            assert!(!uffd_registered(pid), "restored victim registered");
+            signal(pid, libc::SIGUSR2);
+            let v = wait_line(&log, "verdict");
+            signal(pid, libc::SIGKILL);
+            let mut st = 0;
+            // SAFETY: the restored victim is our child.
+            unsafe { libc::waitpid(pid, &mut st, 0) };
+            assert!(v.starts_with("verdict ok"), "{v}");
+        },
+        move || {
+            signal(pid, libc::SIGKILL);
+            format!("victim {pid} ({ready})")
+        },
+    );
+}
+
+#[test]
+fn a_failed_final_dump_leaves_the_victim_running_untracked() {
+    if !crtools_tests::require_root() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = crtools_tests::Scratch::new("predump", "failed");
+    let log = s.log();
+    let mut child =
+        std::process::Command::new(VICTIM).arg(&log).arg("16").arg("refusable").spawn().expect("start victim");
+    let pid = child.id() as i32;
+    wait_line(&log, "ready");
+    let (pre1, fin) = (s.root.join("pre1"), s.root.join("final"));
+    crtools_tests::with_watchdog(
+        "predump-failed",
+        300,
+        move || {
+            pre(pid, &pre1, None);
+            assert!(uffd_registered(pid));
+            // Round 1 sets O_ASYNC on a pipe: the dump refuses it.
+            signal(pid, libc::SIGUSR1);
+            wait_line(&log, "round 1");
+            let o = DumpOptions {
+                pid: Pid(pid),
+                dir: fin.clone(),
+                parent: Some("../pre1".into()),
+                track_mem: true,
+                ..Default::default()
+            };
+            let e = dump(&o).expect_err("dump of a pipe with O_ASYNC");
+            assert!(e.refused, "{e}");
+            assert!(!uffd_registered(pid), "uw left on the victim after a failed dump");
+            assert!(!tracker_of(&pre1), "the tracker still runs");
+            // Still running, and its memory as it was.
+            signal(pid, libc::SIGUSR2);
+            let v = wait_line(&log, "verdict");
+            signal(pid, libc::SIGKILL);
+            let _ = child.wait();
+            assert!(v.starts_with("verdict ok"), "{v}");
+        },
+        move || {
+            signal(pid, libc::SIGKILL);
+            format!("victim {pid}")
+        },
+    );
+}
