@@ -246,13 +246,8 @@ impl<'t> Parasite<'t> {
     /// Sends one command over the control socket.
     fn send_command(&mut self, cmd: proto::Cmd, payload: &[u8], reply_len: usize) -> Result<()> {
         let pid = self.tracee.pid();
-        let hdr = proto::Header {
-            magic: proto::MAGIC,
-            cmd: cmd as u32,
-            ret: 0,
-            failed_step: 0,
-            reply_len: reply_len as u32,
-        };
+        let hdr =
+            proto::Header { magic: proto::MAGIC, cmd: cmd as u32, ret: 0, failed_step: 0, reply_len: reply_len as u32 };
         if proto::PAYLOAD_OFFSET + payload.len().max(reply_len) > proto::SOCKET_MSG_MAX {
             return Err(InfectError::unexpected(pid, "parasite command", format!("{cmd:?}: message too large")));
         }
@@ -306,7 +301,8 @@ impl<'t> Parasite<'t> {
 
     fn receive_reply(&mut self, reply_len: usize) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; proto::PAYLOAD_OFFSET + reply_len];
-        let n = self.await_message("read parasite reply", |fd| socket::recv(fd, &mut buf, socket::MsgFlags::empty()))?;
+        let n =
+            self.await_message("read parasite reply", |fd| socket::recv(fd, &mut buf, socket::MsgFlags::empty()))?;
         buf.truncate(n);
         Ok(buf)
     }

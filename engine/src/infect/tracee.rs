@@ -306,7 +306,8 @@ impl Tracee {
     /// the injected code itself or the task's end is an error.
     pub(crate) fn poll_running(&mut self, step: &'static str, trap: u64) -> Result<()> {
         let pid = self.pid;
-        let Some((_, st)) = wait::wait4(pid, wait::WALL | wait::WNOHANG).map_err(|e| InfectError::errno(pid, step, e))?
+        let Some((_, st)) =
+            wait::wait4(pid, wait::WALL | wait::WNOHANG).map_err(|e| InfectError::errno(pid, step, e))?
         else {
             return Ok(());
         };

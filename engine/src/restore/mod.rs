@@ -64,8 +64,9 @@ const SIGCHLD: i32 = 17;
 /// What `crtools restore` was asked to do.
 #[derive(Clone, Debug, Default)]
 pub struct RestoreOptions {
-    /// Root task to restore (`-t`).
-    pub pid: Pid,
+    /// Root task to restore (`-t`): the images must hold it as their root.
+    /// `None`: the root the images hold.
+    pub pid: Option<Pid>,
     /// Image directory (`-D`).
     pub dir: PathBuf,
     /// `-d`: return once the tree runs instead of waiting for the root.
@@ -295,7 +296,6 @@ fn prepare(
 pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     let started = Instant::now();
     crate::fault::init();
-    let root = opts.pid;
     let dir = ImageDirReader::open(&opts.dir).ctx_global("open images")?;
     // Every image but the page data is checked now; page data (nearly all
     // the bytes) is checked by a second thread while the tree is built, and
@@ -331,7 +331,9 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         ));
     }
     let pids: Vec<u32> = tree.iter().map(|t| t.pid).collect();
-    if tree.first().map(|t| t.pid) != Some(root.0 as u32) {
+    let Some(first) = tree.first() else { return Err(Error::new("the images hold no task")) };
+    let root = opts.pid.unwrap_or(Pid(first.pid as i32));
+    if first.pid != root.0 as u32 {
         if tree.iter().any(|t| t.pid == root.0 as u32) {
             return Err(Error::new(format!("pid {root} is not the root of the dumped tree (the root is {})", pids[0])));
         }
