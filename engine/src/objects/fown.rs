@@ -31,7 +31,13 @@ const OWNER_PGRP: u32 = 2;
 /// `flags`); `tree_tids` are every pid and tid of the tree. Returns the
 /// record to keep, if the description has an owner or a signal.
 pub fn dump(pid: Pid, fd: i32, id: u32, flags: u32, tree_tids: &[u32]) -> Result<Option<FownEntry>> {
-    let async_mode = OpenFlags::from_bits_retain(flags).contains(OpenFlags::O_ASYNC);
+    let flags = OpenFlags::from_bits_retain(flags);
+    if flags.contains(OpenFlags::O_PATH) {
+        // fcntl refuses all but F_GETFL and the descriptor commands on an
+        // O_PATH description (EBADF): it has no owner.
+        return Ok(None);
+    }
+    let async_mode = flags.contains(OpenFlags::O_ASYNC);
     let copy = take_fd(pid, fd)?;
     let what = |op: &str| format!("fd {fd}: {op}");
     let (owner_type, owner) = fs::fcntl_getown_ex(copy.as_fd()).ctx(pid, &what("F_GETOWN_EX"))?;
