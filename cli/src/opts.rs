@@ -93,8 +93,10 @@ pub enum CommandArgs {
 #[derive(Args, Debug)]
 pub struct TreeArgs {
     /// Checkpoint the whole process tree starting from PID
+    // Required by dump (see [`command`]); restore takes the root from the
+    // images without it, as CRIU does.
     #[arg(short = 't', long = "tree", value_name = "PID", value_parser = parse_pid)]
-    pub tree: i32,
+    pub tree: Option<i32>,
 
     /// Dump external unix sockets
     #[arg(short = 'x', long = "ext-unix-sk")]
@@ -354,8 +356,8 @@ pub struct PreDumpOptions {
 pub struct RestoreOptions {
     /// `-D` (default ".").
     pub images_dir: PathBuf,
-    /// `-t`.
-    pub pid: Pid,
+    /// `-t`; without it, the root the images hold.
+    pub pid: Option<Pid>,
     /// `-d`.
     pub detached: bool,
     /// `-x`.
@@ -438,7 +440,7 @@ impl Options {
         let command = match cli.command {
             CommandArgs::Dump(d) => Command::Dump(DumpOptions {
                 images_dir: images_dir(),
-                pid: Pid(d.tree.tree),
+                pid: Pid(d.tree.tree.expect("dump requires --tree")),
                 leave_stopped: d.leave_stopped,
                 ext_unix_sk: d.tree.ext_unix_sk,
                 namespaces: normalize(d.tree.namespaces),
@@ -459,7 +461,7 @@ impl Options {
             }),
             CommandArgs::Restore(r) => Command::Restore(RestoreOptions {
                 images_dir: images_dir(),
-                pid: Pid(r.tree.tree),
+                pid: r.tree.tree.map(Pid),
                 detached: r.restore_detached,
                 ext_unix_sk: r.tree.ext_unix_sk,
                 namespaces: normalize(r.tree.namespaces),
@@ -564,13 +566,16 @@ pub fn command() -> clap::Command {
     let cmd = Cli::command().long_version(long.as_str());
     let close = cmd.get_arguments().find(|a| a.get_id() == "close").cloned().expect("--close is defined");
     cmd.mut_subcommands(|sub| sub.arg(close.clone()))
+        .mut_subcommand("dump", |sub| sub.mut_arg("tree", |a| a.required(true)))
         // TreeArgs' texts are written for dump.
         .mut_subcommand("restore", |sub| {
-            sub.mut_arg("tree", |a| a.help("Restore the process tree whose root had PID"))
-                .mut_arg("ext_unix_sk", |a| a.help("Restore connections to external unix sockets"))
-                .mut_arg("namespaces", |a| {
-                    a.help("Restore namespaces, comma separated (repeatable): uts, ipc, mnt, pid, net")
-                })
+            sub.mut_arg("tree", |a| {
+                a.help("Restore the process tree whose root had PID (default: the root the images hold)")
+            })
+            .mut_arg("ext_unix_sk", |a| a.help("Restore connections to external unix sockets"))
+            .mut_arg("namespaces", |a| {
+                a.help("Restore namespaces, comma separated (repeatable): uts, ipc, mnt, pid, net")
+            })
         })
 }
 
@@ -714,7 +719,7 @@ mod tests {
         let o = ok("restore -d -D checkpoint -t 1234");
         let r = restore(&o);
         assert_eq!(r.images_dir, PathBuf::from("checkpoint"));
-        assert_eq!(r.pid, Pid(1234));
+        assert_eq!(r.pid, Some(Pid(1234)));
         assert!(r.detached);
     }
 
@@ -797,7 +802,8 @@ mod tests {
     #[test]
     fn tree_is_required_and_positive() {
         assert_eq!(err("dump -D img").kind(), ErrorKind::MissingRequiredArgument);
-        assert_eq!(err("restore -D img").kind(), ErrorKind::MissingRequiredArgument);
+        assert_eq!(restore(&ok("restore -D img")).pid, None, "restore takes the root from the images");
+        assert_eq!(restore(&ok("restore -D img -t 7")).pid, Some(Pid(7)));
         assert_eq!(err("dump -t 0").kind(), ErrorKind::ValueValidation);
         assert_eq!(err("dump -t abc").kind(), ErrorKind::ValueValidation);
     }

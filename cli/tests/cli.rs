@@ -263,47 +263,60 @@ fn nice_of(pid: i32) -> Option<i64> {
     s.rsplit_once(')')?.1.split_whitespace().nth(16)?.parse().ok()
 }
 
-/// O_ASYNC is refused for every kind of descriptor, since no kind
-/// restores a signal owner (kinds without a fasync operation, such as
-/// eventfd, never show the flag): here a pipe.
+/// Signal-driven I/O that cannot come back exactly is refused by name,
+/// for any kind of descriptor (here a pipe), and the task runs on: O_ASYNC
+/// with an F_SETSIG signal (its si_fd would name crtools' descriptor), and
+/// a signal owner outside the tree (init).
 #[test]
-fn an_o_async_descriptor_is_refused_by_name_and_left_running() {
-    let dir = tmpdir("oasync");
-    let ready = dir.with_extension("ready");
-    let _ = std::fs::remove_file(&ready);
-    let script = "import fcntl, os, sys, time\n\
-                  e, w = os.pipe()\n\
-                  fcntl.fcntl(e, fcntl.F_SETFL, fcntl.fcntl(e, fcntl.F_GETFL) | os.O_ASYNC)\n\
-                  open(sys.argv[1], 'w').close()\n\
-                  time.sleep(600)\n";
-    let mut cmd = Command::new("python3");
-    cmd.arg("-c").arg(script).arg(&ready).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-    common::detached(&mut cmd);
-    let Ok(mut child) = cmd.spawn() else {
-        eprintln!("skipped: no python3");
-        return;
-    };
-    let pid = child.id() as i32;
-    let t = Instant::now();
-    while !ready.exists() {
-        assert!(t.elapsed() < Duration::from_secs(20), "python did not start");
-        std::thread::sleep(Duration::from_millis(20));
+fn signal_driven_io_crtools_cannot_restore_is_refused_by_name_and_left_running() {
+    for (setup, want) in [
+        (
+            "fcntl.fcntl(e, fcntl.F_SETOWN, os.getpid())\n\
+             fcntl.fcntl(e, 10, 40)\n\
+             fcntl.fcntl(e, fcntl.F_SETFL, fcntl.fcntl(e, fcntl.F_GETFL) | os.O_ASYNC)\n",
+            "O_ASYNC with F_SETSIG signal 40",
+        ),
+        ("fcntl.fcntl(e, fcntl.F_SETOWN, 1)\n", "signal owner (F_SETOWN) is process 1, outside the tree"),
+    ] {
+        let dir = tmpdir("oasync");
+        let ready = dir.with_extension("ready");
+        let _ = std::fs::remove_file(&ready);
+        let script = format!(
+            "import fcntl, os, sys, time\n\
+             e, w = os.pipe()\n\
+             {setup}\
+             open(sys.argv[1], 'w').close()\n\
+             time.sleep(600)\n"
+        );
+        let mut cmd = Command::new("python3");
+        cmd.arg("-c").arg(script).arg(&ready).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        common::detached(&mut cmd);
+        let Ok(mut child) = cmd.spawn() else {
+            eprintln!("skipped: no python3");
+            return;
+        };
+        let pid = child.id() as i32;
+        let t = Instant::now();
+        while !ready.exists() {
+            assert!(t.elapsed() < Duration::from_secs(20), "python did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = crtools(&["dump", "-D", dir.to_str().unwrap(), "-t", &pid.to_string()]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let t = Instant::now();
+        let mut st = state(pid);
+        while st == Some('R') && t.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(10));
+            st = state(pid);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_file(&ready);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(out.status.code(), Some(3), "{err}");
+        assert!(err.contains(want) && err.contains("fd 3"), "{err}");
+        assert_eq!(st, Some('S'), "left running");
     }
-    let out = crtools(&["dump", "-D", dir.to_str().unwrap(), "-t", &pid.to_string()]);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    let t = Instant::now();
-    let mut st = state(pid);
-    while st == Some('R') && t.elapsed() < Duration::from_secs(2) {
-        std::thread::sleep(Duration::from_millis(10));
-        st = state(pid);
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_file(&ready);
-    let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(err.contains("O_ASYNC") && err.contains("pipe:["), "{err}");
-    assert_eq!(st, Some('S'), "left running");
 }
 
 #[test]
@@ -778,4 +791,74 @@ fn action_scripts_run_at_each_step_and_a_failing_one_fails_it() {
             .collect();
     assert_eq!(steps, want, "{text}");
     assert!(text.lines().all(|l| l.ends_with(&d)), "image dir: {text}");
+}
+
+/// An O_TMPFILE file (MariaDB keeps its temporary files so): its status
+/// flags hold O_TMPFILE; it comes back unnamed, with its data and
+/// offset, and linkat (AT_SYMLINK_FOLLOW through /proc/self/fd) can
+/// still give it a name, as before the dump.
+#[test]
+fn an_o_tmpfile_file_comes_back_unnamed_and_linkable() {
+    subreaper();
+    let dir = tmpdir("otmpfile");
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.display();
+    let script = format!(
+        "import ctypes, os, time\n\
+         fd = os.open('{d}', os.O_TMPFILE | os.O_RDWR, 0o640)\n\
+         os.write(fd, b'tmpfile-data')\n\
+         os.lseek(fd, 3, 0)\n\
+         open('{d}/ready', 'w').close()\n\
+         while not os.path.exists('{d}/go'):\n\
+         \x20   time.sleep(0.05)\n\
+         rest = os.read(fd, 100)\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         r = libc.linkat(-100, b'/proc/self/fd/%d' % fd, -100, b'{d}/named', 0x400)\n\
+         assert r == 0, ctypes.get_errno()\n\
+         open('{d}/result', 'w').write(rest.decode())\n\
+         time.sleep(600)\n"
+    );
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c").arg(script).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    common::detached(&mut cmd);
+    let Ok(mut child) = cmd.spawn() else {
+        eprintln!("skipped: no python3");
+        return;
+    };
+    let pid = child.id() as i32;
+    let t = Instant::now();
+    while !dir.join("ready").exists() {
+        assert!(t.elapsed() < Duration::from_secs(20), "python did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let img = dir.join("img");
+    let out = crtools(&["dump", "-D", img.to_str().unwrap(), "-t", &pid.to_string()]);
+    if !out.status.success() {
+        kill_reap(pid);
+        panic!("dump: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let _ = child.wait();
+    let out = crtools(&["restore", "-d", "-D", img.to_str().unwrap()]);
+    assert!(out.status.success(), "restore: {}", String::from_utf8_lossy(&out.stderr));
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/3")).unwrap_or_default();
+    std::fs::write(dir.join("go"), "").unwrap();
+    let t = Instant::now();
+    let result = loop {
+        if let Ok(r) = std::fs::read_to_string(dir.join("result")) {
+            break r;
+        }
+        if t.elapsed() > Duration::from_secs(20) {
+            kill_reap(pid);
+            panic!("the restored python did not answer");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let named = std::fs::read_to_string(dir.join("named")).unwrap_or_default();
+    let mode = std::fs::metadata(dir.join("named")).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()));
+    kill_reap(pid);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(link.to_string_lossy().ends_with("(deleted)") && link.to_string_lossy().contains("/#"), "{link:?}");
+    assert_eq!(result, "file-data", "read from the restored offset");
+    assert_eq!(named, "tmpfile-data", "linked by name after restore");
+    assert_eq!(mode.unwrap() & 0o7777, 0o640);
 }

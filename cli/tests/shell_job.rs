@@ -262,3 +262,70 @@ fn script_with_a_shell_survives() {
     assert_eq!(sh_stat.get(3), Some(&sh_s), "sh leads its session: {sh_stat:?}");
     assert_eq!(sh_stat.get(5), Some(&sh_s), "sh's group is the inner pty's foreground group: {sh_stat:?}");
 }
+
+/// sqlite3's shell holding a database open in the middle of a transaction
+/// (it holds POSIX locks on the database): refused by name without
+/// --file-locks; dumped with -j -l and restored on another terminal, the
+/// transaction goes on and commits.
+#[test]
+fn sqlite3_shell_with_an_open_transaction() {
+    if Command::new("sqlite3").arg("-version").stdout(Stdio::null()).status().map(|s| !s.success()).unwrap_or(true) {
+        eprintln!("skipped: sqlite3 is not installed (.ci/run installs it)");
+        return;
+    }
+    // SAFETY: prctl with integer arguments; restored tasks re-parent to us.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let dir = std::env::temp_dir().join(format!("crtools-sqlite3-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let img = dir.join("img");
+    let d = img.to_str().unwrap();
+    let db = dir.join("t.db");
+
+    let first = pty(30, 100);
+    let mut job =
+        on_terminal(Command::new("sqlite3").arg(&db), first.slave.as_raw_fd()).spawn().expect("start sqlite3");
+    let pid = job.id() as i32;
+    assert!(read_until(&first.master, "sqlite>", Duration::from_secs(10)).contains("sqlite>"));
+    write(&first.master, "create table t(a); insert into t values(42); begin; insert into t values(43);\n");
+    write(&first.master, "select 'N=' || count(*) from t;\n");
+    assert!(read_until(&first.master, "N=2", Duration::from_secs(10)).contains("N=2"));
+
+    let out = Command::new(CRTOOLS).args(["dump", "-j", "-D", d, "-t", &pid.to_string()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "refused without --file-locks: {err}");
+    assert!(err.contains("t.db") && err.contains("--file-locks"), "{err}");
+
+    let second = pty(24, 80);
+    let _ = std::fs::remove_dir_all(&img);
+    let out = Command::new(CRTOOLS).args(["dump", "-j", "-l", "-D", d, "-t", &pid.to_string()]).output().unwrap();
+    assert!(out.status.success(), "dump -j -l: {}", String::from_utf8_lossy(&out.stderr));
+    let _ = job.wait();
+    let mut restorer =
+        on_terminal(Command::new(CRTOOLS).args(["restore", "-j", "-l", "-D", d]), second.slave.as_raw_fd())
+            .spawn()
+            .expect("start crtools restore");
+    let t = Instant::now();
+    while !std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default().contains("TracerPid:\t0") {
+        assert!(t.elapsed() < Duration::from_secs(20), "sqlite3 not restored");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    write(&second.master, "select 'S=' || sum(a) from t;\n");
+    let got = read_until(&second.master, "S=85", Duration::from_secs(10));
+    write(&second.master, "commit;\n.quit\n");
+    let t = Instant::now();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        // SAFETY: reaping the restored sqlite3 (ours as subreaper).
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        if t.elapsed() > Duration::from_secs(20) {
+            // SAFETY: killing the restored job by pid.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = restorer.wait();
+    let rows = Command::new("sqlite3").arg(&db).arg("select a from t").output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(got.contains("S=85"), "the restored shell: {got:?}");
+    assert_eq!(String::from_utf8_lossy(&rows.stdout), "42\n43\n", "the transaction committed after restore");
+}

@@ -62,7 +62,7 @@ fn group_without_its_leader_survives() {
     let _ = p.wait();
     // SAFETY: reaping B, re-parented to us when P died.
     unsafe { libc::waitpid(b, std::ptr::null_mut(), 0) };
-    restore(&RestoreOptions { pid: Pid(pid), dir: img, detach: true, shell_job: false, ..Default::default() })
+    restore(&RestoreOptions { pid: Some(Pid(pid)), dir: img, detach: true, shell_job: false, ..Default::default() })
         .expect("restore");
     std::thread::sleep(Duration::from_millis(200));
     let kids_after = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
@@ -145,7 +145,7 @@ fn every_thread_of_an_unprivileged_process_keeps_its_credentials() {
     })
     .expect("dump");
     let _ = p.wait();
-    restore(&RestoreOptions { pid: Pid(pid), dir: img, detach: true, shell_job: false, ..Default::default() })
+    restore(&RestoreOptions { pid: Some(Pid(pid)), dir: img, detach: true, shell_job: false, ..Default::default() })
         .expect("restore");
     let after: Vec<(String, String, String)> = tids(pid)
         .into_iter()

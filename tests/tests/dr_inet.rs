@@ -121,7 +121,7 @@ fn do_dump(pid: i32, dir: &Path, tcp_established: bool) -> Result<(), String> {
 
 fn do_restore(pid: i32, dir: &Path, tcp_established: bool) -> Result<(), String> {
     restore(&RestoreOptions {
-        pid: Pid(pid),
+        pid: Some(Pid(pid)),
         dir: dir.to_path_buf(),
         detach: true,
         tcp_established,

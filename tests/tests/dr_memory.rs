@@ -162,7 +162,7 @@ impl Case {
     fn restore(&mut self) {
         assert_eq!(self.state, State::Dumped);
         let opts = RestoreOptions {
-            pid: Pid(self.pid),
+            pid: Some(Pid(self.pid)),
             dir: self.images(),
             detach: true,
             shell_job: false,

@@ -236,7 +236,7 @@ fn do_dump(pid: i32, dir: &Path, leave_stopped: bool) -> Result<(), String> {
 
 fn do_restore(pid: i32, dir: &Path) -> Result<(), String> {
     restore(&RestoreOptions {
-        pid: Pid(pid),
+        pid: Some(Pid(pid)),
         dir: dir.to_path_buf(),
         detach: true,
         shell_job: false,
@@ -922,7 +922,7 @@ fn restore_without_detach_returns_exit_status() {
         let pid = t.pid;
         let dir = s.images();
         let waiter = std::thread::spawn(move || {
-            restore(&RestoreOptions { pid: Pid(pid), dir, detach: false, shell_job: false, ..Default::default() })
+            restore(&RestoreOptions { pid: Some(Pid(pid)), dir, detach: false, shell_job: false, ..Default::default() })
                 .map_err(|e| e.to_string())
         });
         t.restored();
@@ -979,7 +979,7 @@ fn lock_is_refused(test: &'static str, feature: &'static str, file: &'static str
         let err = do_restore(t.pid, &s.root.join("locked")).expect_err("images with locks need --file-locks");
         assert!(err.contains("--file-locks"), "unclear error: {err}");
         restore(&RestoreOptions {
-            pid: Pid(t.pid),
+            pid: Some(Pid(t.pid)),
             dir: s.root.join("locked"),
             detach: true,
             file_locks: true,

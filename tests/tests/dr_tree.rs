@@ -387,7 +387,7 @@ fn do_dump(pid: i32, dir: &Path, leave_stopped: bool) -> Result<(), String> {
 
 fn do_restore(pid: i32, dir: &Path) -> Result<(), String> {
     restore(&RestoreOptions {
-        pid: Pid(pid),
+        pid: Some(Pid(pid)),
         dir: dir.to_path_buf(),
         detach: true,
         shell_job: false,

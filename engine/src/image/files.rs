@@ -214,3 +214,51 @@ impl Describe for FileLockEntry {
             .done()
     }
 }
+
+/// The signal owner of an open file description (`fown.img`): who gets
+/// SIGIO/SIGURG (F_SETOWN_EX), which signal (F_SETSIG), and the
+/// credentials it was set with (F_GETOWNER_UIDS: the kernel checks them
+/// against the owner's before each signal). Only descriptions with an
+/// owner or a signal have one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FownEntry {
+    /// The open file description (file object id).
+    pub id: u32,
+    /// F_OWNER_TID 0, F_OWNER_PID 1, F_OWNER_PGRP 2.
+    pub owner_type: u32,
+    /// Owner's thread, process or group id; 0: no owner.
+    pub pid: u32,
+    /// F_SETSIG signal; 0: SIGIO.
+    pub signum: u32,
+    /// Real uid of the task that set the owner.
+    pub uid: u32,
+    /// Its effective uid.
+    pub euid: u32,
+    /// The description is in O_ASYNC mode.
+    pub async_mode: bool,
+}
+
+impl FownEntry {
+    /// The owner type's name.
+    pub fn type_name(&self) -> &'static str {
+        match self.owner_type {
+            0 => "thread",
+            1 => "process",
+            2 => "process group",
+            _ => "?",
+        }
+    }
+}
+
+impl Describe for FownEntry {
+    fn describe(&self) -> Node {
+        Obj::new()
+            .f("id", self.id)
+            .f("owner", format!("{} {}", self.type_name(), self.pid))
+            .f("signum", self.signum)
+            .f("uid", self.uid)
+            .f("euid", self.euid)
+            .f("async", self.async_mode)
+            .done()
+    }
+}

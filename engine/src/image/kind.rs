@@ -128,6 +128,8 @@ image_kinds! {
         TtyInfo   = 20, "tty-info", "tty-info.img",       1, DEFAULT_MAX_RECORD, (),                       tty::TtyInfoEntry;
         /// signalfd objects.
         Signalfd  = 21, "signalfd", "signalfd.img",       1, DEFAULT_MAX_RECORD, (),                       signalfd::SignalfdEntry;
+        /// Signal owners of open file descriptions (F_SETOWN_EX, F_SETSIG).
+        Fown      = 22, "fown",     "fown.img",           1, DEFAULT_MAX_RECORD, (),                       files::FownEntry;
         // Event and special descriptors (objects/eventfd.rs ... pidfd.rs).
         Eventfd   = 40, "eventfd",  "eventfd.img",        1, DEFAULT_MAX_RECORD, (),                       events::EventfdEntry;
         Epoll     = 41, "epoll",    "epoll.img",          1, DEFAULT_MAX_RECORD, (),                       events::EpollEntry;

@@ -43,7 +43,7 @@ fn refusal(pid: Pid, fd: i32, what: &str, lock: &FileLock) -> Error {
     Error::refuse(
         pid,
         format!(
-            "fd {fd} ({what}) holds a {}: restoring file locks and leases (--file-locks) is not supported yet",
+            "fd {fd} ({what}) holds a {}: file locks and leases are dumped only with --file-locks (-l)",
             lock.describe()
         ),
     )
@@ -180,8 +180,8 @@ pub fn refuse_listed(pids: &[Pid]) -> Result<()> {
         return Err(Error::refuse(
             pid,
             format!(
-                "holds a {} on inode {maj:x}:{min:x}:{} (/proc/locks): restoring file locks and leases \
-                 (--file-locks) is not supported yet",
+                "holds a {} on inode {maj:x}:{min:x}:{} (/proc/locks): file locks and leases are dumped \
+                 only with --file-locks (-l)",
                 l.describe(),
                 l.ino
             ),

@@ -45,6 +45,8 @@ pub struct FileImages {
     pub tty: Vec<TtyEntry>,
     /// signalfd.img.
     pub signalfd: Vec<SignalfdEntry>,
+    /// fown.img: signal owners of descriptions (written only if any).
+    pub fown: Vec<crate::image::files::FownEntry>,
     /// tty-info.img.
     pub tty_info: Vec<TtyInfoEntry>,
     /// Dump only: what the terminal module resolves once the whole tree is seen.
@@ -119,6 +121,9 @@ impl FileImages {
         one::<kinds::Tty>(img, &self.tty)?;
         one::<kinds::TtyInfo>(img, &self.tty_info)?;
         one::<kinds::Signalfd>(img, &self.signalfd)?;
+        if !self.fown.is_empty() {
+            one::<kinds::Fown>(img, &self.fown)?;
+        }
         one::<kinds::Pipes>(img, &self.pipes)?;
         one::<kinds::Fifo>(img, &self.fifo)?;
         one::<kinds::PipesData>(img, &self.pipe_data)?;
@@ -154,6 +159,7 @@ impl FileImages {
             tty: one::<kinds::Tty>(dir, false)?,
             tty_info: one::<kinds::TtyInfo>(dir, false)?,
             signalfd: one::<kinds::Signalfd>(dir, false)?,
+            fown: one::<kinds::Fown>(dir, false)?,
             tty_dump: Default::default(),
             pipes: one::<kinds::Pipes>(dir, false)?,
             fifo: one::<kinds::Fifo>(dir, false)?,
@@ -442,21 +448,13 @@ fn dump_one(
         .iter()
         .find(|k| k.kind == kind)
         .ok_or_else(|| Error::refuse(pid, format!("fd {fd}: {} descriptors are not supported yet", kind.name())))?;
-    // No kind restores a signal owner (F_SETOWN): refused for all, here.
-    // A lease dumped with --file-locks is the exception: the same task
-    // takes it again, which sets O_ASYNC with itself as the owner, as the
-    // first time.
+    // The signal owner is the description's, whatever its kind. A lease
+    // dumped with --file-locks sets it again when the same task takes it.
     let lease = cx.file_locks && super::file_lock::holds_lease(&info);
-    if OpenFlags::from_bits_retain(info.flags).contains(OpenFlags::O_ASYNC) && !lease {
-        let link = std::fs::read_link(crate::proc::pid_path(pid, &format!("fd/{fd}"))).unwrap_or_default();
-        return Err(Error::refuse(
-            pid,
-            format!(
-                "fd {fd}: {} {} is in O_ASYNC mode (its signal owner is not restored yet)",
-                kind.name(),
-                link.display()
-            ),
-        ));
+    if !lease {
+        if let Some(f) = super::fown::dump(pid, fd, id, info.flags, &cx.tree_tids)? {
+            all.images.fown.push(f);
+        }
     }
     (ops.dump)(cx, pid, fd, target, &info, id, &mut all.images)?;
     all.images.files.push(FileEntry { id, kind });
@@ -669,6 +667,7 @@ pub fn open_all(cx: &FdCtx, images: &FileImages) -> Result<Opened> {
             return Err(Error::new(format!("file {} ({}) has no record in its image", f.id, f.kind.name())));
         }
     }
+    super::fown::open(&images.fown, &mut out)?;
     Ok(out)
 }
 

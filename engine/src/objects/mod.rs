@@ -30,6 +30,7 @@ pub mod fanotify;
 pub mod fifo;
 pub mod file_lock;
 pub mod files;
+pub mod fown;
 pub mod inet_sk;
 pub mod inotify;
 pub mod mem_track;

@@ -27,7 +27,7 @@ use crate::image::reg_files::RegFileEntry;
 use crate::image::RawStr;
 use crate::proc::fdinfo::{FdInfo, FdTarget};
 use crate::sys::Pid;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 
@@ -344,6 +344,8 @@ fn find_device(kind: u32, rdev: u64) -> Option<std::path::PathBuf> {
 /// runs.
 pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     let mut ghost_paths: std::collections::BTreeMap<u32, std::path::PathBuf> = Default::default();
+    // Ghosts made with O_TMPFILE: no name to unlink.
+    let mut unnamed = std::collections::BTreeSet::new();
     for reg in &images.reg {
         if out.has(reg.id) {
             continue; // --inherit-fd
@@ -352,7 +354,14 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
         let e = |what: String| Error::new(format!("{}: {path}: {what}", cx.who(reg.id)));
         // Character and block devices keep no position of ours.
         let seekable = matches!(reg.mode & S_IFMT, S_IFREG | S_IFDIR);
-        let flags = reg.flags - (OpenFlags::O_CREAT | OpenFlags::O_TRUNC | OpenFlags::O_EXCL | OpenFlags::O_CLOEXEC);
+        let mut flags =
+            reg.flags - (OpenFlags::O_CREAT | OpenFlags::O_TRUNC | OpenFlags::O_EXCL | OpenFlags::O_CLOEXEC);
+        // An O_TMPFILE file keeps O_TMPFILE (with O_DIRECTORY) in its
+        // status flags; opening it again takes neither.
+        let tmpfile = reg.flags.contains(OpenFlags::__O_TMPFILE);
+        if tmpfile {
+            flags -= OpenFlags::__O_TMPFILE | OpenFlags::O_DIRECTORY;
+        }
         if super::files::is_tree_proc_path(cx, reg.path.as_bytes()) {
             let pos = if seekable { reg.pos } else { u64::MAX };
             out.add_late(reg.id, Late { path: reg.path.as_bytes().to_vec(), flags: flags.bits(), pos, pidfd: None });
@@ -361,6 +370,17 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
         let open_path: std::path::PathBuf = match (reg.ghost, &reg.remap) {
             (Some(g), _) => match ghost_paths.get(&g) {
                 Some(p) => p.clone(),
+                None if tmpfile => {
+                    // Made unnamed again, as O_TMPFILE made it (so that
+                    // linkat can still give it a name), and reached
+                    // through crtools' own descriptor.
+                    let fd = make_tmpfile_ghost(images, g).map_err(e)?;
+                    let p = std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+                    out.keep(fd);
+                    unnamed.insert(g);
+                    ghost_paths.insert(g, p.clone());
+                    p
+                }
                 None => {
                     let p = make_ghost(images, g).map_err(e)?;
                     ghost_paths.insert(g, p.clone());
@@ -423,7 +443,7 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
         out.add(ghost_mapping_id(gh.id), fd);
     }
     // Every description is open: the ghosts go (unlinked, as they were).
-    for (g, p) in ghost_paths {
+    for (g, p) in ghost_paths.into_iter().filter(|(g, _)| !unnamed.contains(g)) {
         let r = if p.is_dir() { std::fs::remove_dir(&p) } else { std::fs::remove_file(&p) };
         r.map_err(|err| Error::new(format!("ghost file {g}: unlink {}: {err}", p.display())))?;
     }
@@ -486,20 +506,42 @@ fn make_ghost(images: &FileImages, g: u32) -> std::result::Result<std::path::Pat
         }
         Err(e) => return Err(format!("create the ghost file {}: {e}", orig.display())),
     };
-    let fill = || -> std::result::Result<(), String> {
-        for d in images.ghost_data.iter().filter(|d| d.ghost == g) {
-            fs::pwrite_all(f.as_fd(), &d.data, d.offset).map_err(|e| format!("write: {e}"))?;
-        }
-        fs::ftruncate(f.as_fd(), gh.size).map_err(|e| format!("truncate: {e}"))?;
-        fs::fchown(f.as_fd(), gh.uid, gh.gid).map_err(|e| format!("chown: {e}"))?;
-        fs::fchmod(f.as_fd(), gh.mode & 0o7777).map_err(|e| format!("chmod: {e}"))?;
-        fs::futimens(f.as_fd(), gh.atime, gh.mtime).map_err(|e| format!("set times: {e}"))
-    };
-    if let Err(m) = fill() {
+    if let Err(m) = fill_ghost(images, gh, f.as_fd()) {
         let _ = std::fs::remove_file(&path);
         return Err(format!("ghost file {}: {m}", path.display()));
     }
     Ok(path)
+}
+
+/// Ghost file `g`'s contents, size, owner, mode and times, into `f`.
+fn fill_ghost(
+    images: &FileImages,
+    gh: &crate::image::reg_files::GhostFileEntry,
+    f: std::os::fd::BorrowedFd<'_>,
+) -> std::result::Result<(), String> {
+    use crate::sys::fs;
+    for d in images.ghost_data.iter().filter(|d| d.ghost == gh.id) {
+        fs::pwrite_all(f, &d.data, d.offset).map_err(|e| format!("write: {e}"))?;
+    }
+    fs::ftruncate(f, gh.size).map_err(|e| format!("truncate: {e}"))?;
+    fs::fchown(f, gh.uid, gh.gid).map_err(|e| format!("chown: {e}"))?;
+    fs::fchmod(f, gh.mode & 0o7777).map_err(|e| format!("chmod: {e}"))?;
+    fs::futimens(f, gh.atime, gh.mtime).map_err(|e| format!("set times: {e}"))
+}
+
+/// Ghost file `g` made again with O_TMPFILE in its directory (without
+/// O_EXCL: linkat may name it, as the usual O_TMPFILE file), with its
+/// contents, mode, owner and times; returns crtools' descriptor of it.
+fn make_tmpfile_ghost(images: &FileImages, g: u32) -> std::result::Result<OwnedFd, String> {
+    use crate::sys::fs::{self, OpenFlags as F};
+    let gh =
+        images.ghosts.iter().find(|x| x.id == g).ok_or_else(|| format!("ghost file {g} missing from the images"))?;
+    let orig = std::path::PathBuf::from(gh.path.as_os_str());
+    let dir = orig.parent().ok_or_else(|| format!("ghost file {g}: {} has no directory", orig.display()))?;
+    let f = fs::openat(None, dir, F::O_TMPFILE | F::O_RDWR | F::O_CLOEXEC, 0o600)
+        .map_err(|e| format!("an O_TMPFILE file in {}: {e}", dir.display()))?;
+    fill_ghost(images, gh, f.as_fd()).map_err(|m| format!("ghost file {g} (O_TMPFILE): {m}"))?;
+    Ok(f)
 }
 
 #[cfg(test)]

@@ -64,8 +64,9 @@ const SIGCHLD: i32 = 17;
 /// What `crtools restore` was asked to do.
 #[derive(Clone, Debug, Default)]
 pub struct RestoreOptions {
-    /// Root task to restore (`-t`).
-    pub pid: Pid,
+    /// Root task to restore (`-t`): the images must hold it as their root.
+    /// `None`: the root the images hold.
+    pub pid: Option<Pid>,
     /// Image directory (`-D`).
     pub dir: PathBuf,
     /// `-d`: return once the tree runs instead of waiting for the root.
@@ -302,8 +303,6 @@ fn prepare(
 pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     let started = Instant::now();
     crate::fault::init();
-    let root = opts.pid;
-    crate::scripts::run(&opts.action_scripts, "pre-restore", &opts.dir, Some(root))?;
     let dir = ImageDirReader::open(&opts.dir).ctx_global("open images")?;
     // A pre-dump is refused, and pages "in parent" need every parent now.
     let mut chain = crate::objects::mem_track::Chain::open(&dir)?;
@@ -341,12 +340,16 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         ));
     }
     let pids: Vec<u32> = tree.iter().map(|t| t.pid).collect();
-    if tree.first().map(|t| t.pid) != Some(root.0 as u32) {
+    let Some(first) = tree.first() else { return Err(Error::new("the images hold no task")) };
+    let root = opts.pid.unwrap_or(Pid(first.pid as i32));
+    if first.pid != root.0 as u32 {
         if tree.iter().any(|t| t.pid == root.0 as u32) {
             return Err(Error::new(format!("pid {root} is not the root of the dumped tree (the root is {})", pids[0])));
         }
         return Err(Error::new(format!("pid {root} is not in the images (they hold {pids:?})")));
     }
+    // Nothing is created yet.
+    crate::scripts::run(&opts.action_scripts, "pre-restore", &opts.dir, Some(root))?;
     let mut tasks: Vec<TaskImages> = tree.iter().map(|t| read_task(&dir, t)).collect::<Result<_>>()?;
     validate::check_tasks(&tasks, TASK_SIZE)?;
     let mut fd_cx = files::FdCtx {

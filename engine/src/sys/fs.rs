@@ -44,7 +44,9 @@ bitflags::bitflags! {
         const O_CLOEXEC = lg::O_CLOEXEC;
         const O_PATH = lg::O_PATH;
         const O_TMPFILE = lg::O_TMPFILE;
-        // F_GETFL may report bits this list lacks (FMODE_* internals, O_ASYNC).
+        /// FASYNC: signal-driven I/O (F_SETFL only; open(2) ignores it).
+        const O_ASYNC = lg::FASYNC;
+        // F_GETFL may report bits this list lacks (FMODE_* internals).
         const _ = !0;
     }
 }
@@ -566,6 +568,40 @@ pub fn fcntl_dupfd_cloexec(fd: BorrowedFd<'_>, min: RawFd) -> Result<OwnedFd> {
 /// F_DUPFD: a duplicate numbered `min` or above (inherited across fork and exec).
 pub fn fcntl_dupfd(fd: BorrowedFd<'_>, min: RawFd) -> Result<OwnedFd> {
     fcntl(fd, lg::F_DUPFD, min as usize).map(owned)
+}
+
+/// F_GETSIG: the signal sent for I/O events (0: SIGIO).
+pub fn fcntl_getsig(fd: BorrowedFd<'_>) -> Result<u32> {
+    fcntl(fd, lg::F_GETSIG, 0).map(|s| s as u32)
+}
+
+/// F_SETSIG.
+pub fn fcntl_setsig(fd: BorrowedFd<'_>, sig: u32) -> Result<()> {
+    fcntl(fd, lg::F_SETSIG, sig as usize).map(drop)
+}
+
+/// F_GETOWN_EX: (owner type F_OWNER_TID/PID/PGRP, id; 0: none).
+pub fn fcntl_getown_ex(fd: BorrowedFd<'_>) -> Result<(u32, u32)> {
+    let mut o = lg::f_owner_ex { type_: 0, pid: 0 };
+    // SAFETY: the kernel writes one f_owner_ex into `o`.
+    unsafe { syscalls::syscall3(Sysno::fcntl, fd_arg(fd), lg::F_GETOWN_EX as usize, &mut o as *mut _ as usize) }?;
+    Ok((o.type_ as u32, o.pid as u32))
+}
+
+/// F_SETOWN_EX: records the calling thread's uid and euid with the owner.
+pub fn fcntl_setown_ex(fd: BorrowedFd<'_>, owner_type: u32, pid: u32) -> Result<()> {
+    let o = lg::f_owner_ex { type_: owner_type as _, pid: pid as _ };
+    // SAFETY: the kernel reads one f_owner_ex from `o`.
+    unsafe { syscalls::syscall3(Sysno::fcntl, fd_arg(fd), lg::F_SETOWN_EX as usize, &o as *const _ as usize) }.map(drop)
+}
+
+/// F_GETOWNER_UIDS (CONFIG_CHECKPOINT_RESTORE): (uid, euid) the owner was
+/// set with.
+pub fn fcntl_getowner_uids(fd: BorrowedFd<'_>) -> Result<(u32, u32)> {
+    let mut u = [0u32; 2];
+    // SAFETY: the kernel writes two uid_t into `u`.
+    unsafe { syscalls::syscall3(Sysno::fcntl, fd_arg(fd), lg::F_GETOWNER_UIDS as usize, u.as_mut_ptr() as usize) }?;
+    Ok((u[0], u[1]))
 }
 
 /// F_GETPIPE_SZ: a pipe's capacity in bytes.

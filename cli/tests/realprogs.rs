@@ -1,0 +1,639 @@
+//! Real programs from Debian through the `crtools` binary, as a user runs
+//! them: each is started from a private directory on a port of its own,
+//! given state through its own client or protocol, dumped (`crtools dump
+//! -t PID -D DIR`), killed, restored with `crtools restore -d -D DIR` (no
+//! `-t`: the root comes from the images) and asked for the same state
+//! again. Each test skips with a message when its program is not
+//! installed (.ci/run installs them).
+mod common;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const CRTOOLS: &str = env!("CARGO_BIN_EXE_crtools");
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn crtools(args: &[&str]) -> Output {
+    Command::new(CRTOOLS).args(args).stdin(Stdio::null()).output().expect("run crtools")
+}
+
+/// Whether `prog` is installed (found in PATH or the sbin directories).
+fn which(prog: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/bin"])
+        .map(|d| Path::new(d).join(prog))
+        .find(|p| p.is_file());
+    found
+}
+
+/// Root and every program of `progs`, or a message saying what is missing.
+fn ready(progs: &[&str]) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root");
+        return false;
+    }
+    if let Some(p) = progs.iter().find(|p| which(p).is_none()) {
+        eprintln!("skipped: {p} is not installed (.ci/run installs it)");
+        return false;
+    }
+    // SAFETY: prctl with integer arguments; restored tasks re-parent to us.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    true
+}
+
+/// A private directory for one test.
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("crtools-real-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A TCP port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A UDP port nothing is bound to now.
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts `cmd` in its own session with stdio on /dev/null; returns its pid.
+fn start(cmd: &mut Command) -> i32 {
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    common::detached(cmd);
+    cmd.spawn().expect("start the program").id() as i32
+}
+
+/// Waits, without connecting (a probe connection would leave the server
+/// a connection to close), until /proc/net/`table` lists a socket on
+/// 127.0.0.1:`port` in state `st` (TCP 0A: LISTEN; UDP 07: bound).
+fn wait_socket(table: &str, port: u16, st: &str) {
+    let want = format!("0100007F:{port:04X}");
+    let t = Instant::now();
+    loop {
+        let s = std::fs::read_to_string(format!("/proc/net/{table}")).unwrap_or_default();
+        if s.lines().skip(1).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(1) == Some(&want.as_str()) && f.get(3) == Some(&st)
+        }) {
+            return;
+        }
+        assert!(t.elapsed() < DEADLINE, "nothing on 127.0.0.1:{port} in /proc/net/{table}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_listen(port: u16) {
+    wait_socket("tcp", port, "0A");
+}
+
+/// Polls `f` until it returns Some, up to the deadline.
+fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let t = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(t.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kill(pid: i32) {
+    // SAFETY: signalling a process this test started or restored.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+/// Kills every task of the tree of `pid` and reaps them (they are ours,
+/// or become ours as their parents die: we are a subreaper). Only these
+/// pids: waiting for any child would take the status of another test's
+/// client from under it.
+fn kill_tree(pid: i32) {
+    let tree = tree_of(pid);
+    for &p in &tree {
+        kill(p);
+    }
+    for p in tree {
+        wait_gone(p);
+    }
+}
+
+fn wait_gone(pid: i32) {
+    poll(&format!("{pid} to be gone"), || {
+        // SAFETY: reaping this pid only, without blocking.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    });
+}
+
+/// `crtools dump -t pid -D dir extra...`; the tree is gone afterwards.
+fn dump(pid: i32, dir: &Path, extra: &[&str]) {
+    let img = dir.join("img");
+    let mut args = vec!["dump", "-t"];
+    let p = pid.to_string();
+    args.push(&p);
+    args.extend(["-D", img.to_str().unwrap()]);
+    args.extend(extra);
+    let tree = tree_of(pid);
+    let out = crtools(&args);
+    if !out.status.success() {
+        kill_tree(pid);
+        panic!("dump of {pid}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // Its children re-parent to us as it dies: reap them all, or their
+    // zombies hold the pids the restore needs.
+    for p in tree {
+        wait_gone(p);
+    }
+}
+
+/// `pid` and its descendants.
+fn tree_of(pid: i32) -> Vec<i32> {
+    let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let mut all = vec![pid];
+    for k in kids.split_whitespace().filter_map(|k| k.parse().ok()) {
+        all.extend(tree_of(k));
+    }
+    all
+}
+
+/// `crtools restore -d -D dir extra...`, as a user runs it (no -t).
+fn restore(dir: &Path, extra: &[&str]) {
+    let img = dir.join("img");
+    let mut args = vec!["restore", "-d", "-D", img.to_str().unwrap()];
+    args.extend(extra);
+    let out = crtools(&args);
+    assert!(out.status.success(), "restore: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Kills `pid`'s tree and removes `dir` when dropped (also on a failed assert).
+struct Cleanup(i32, PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        kill_tree(self.0);
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.stdin(Stdio::null()).output().expect("run a client");
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn connect(port: u16) -> TcpStream {
+    let c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    c.set_read_timeout(Some(DEADLINE)).unwrap();
+    c
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    let mut c = connect(port);
+    write!(c, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut s = String::new();
+    c.read_to_string(&mut s).unwrap();
+    s
+}
+
+/// One A query for `name` over UDP; the address of the first answer.
+fn dns_a(port: u16, name: &str) -> Option<[u8; 4]> {
+    let mut q = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend(label.as_bytes());
+    }
+    q.extend([0, 0, 1, 0, 1]);
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.send_to(&q, ("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 512];
+    let n = s.recv(&mut buf).ok()?;
+    let answers = u16::from_be_bytes([buf[6], buf[7]]);
+    (answers > 0 && n >= 4).then(|| [buf[n - 4], buf[n - 3], buf[n - 2], buf[n - 1]])
+}
+
+/// redis-server with keys set through redis-cli and no client connected.
+#[test]
+fn redis_keys_survive() {
+    if !ready(&["redis-server", "redis-cli"]) {
+        return;
+    }
+    let dir = tmpdir("redis");
+    let port = free_port();
+    let pid = start(
+        Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--port"])
+            .arg(port.to_string())
+            .arg("--dir")
+            .arg(&dir),
+    );
+    let _c = Cleanup(pid, dir.clone());
+    wait_listen(port);
+    let cli = |args: &[&str]| run(Command::new("redis-cli").args(["-p", &port.to_string()]).args(args));
+    assert_eq!(cli(&["set", "k1", "before-dump"]).trim(), "OK");
+    assert_eq!(cli(&["rpush", "list", "a", "b", "c"]).trim(), "3");
+    dump(pid, &dir, &[]);
+    restore(&dir, &[]);
+    assert_eq!(cli(&["get", "k1"]).trim(), "before-dump");
+    assert_eq!(cli(&["lrange", "list", "0", "-1"]).split_whitespace().collect::<Vec<_>>(), ["a", "b", "c"]);
+    assert_eq!(cli(&["set", "k2", "after"]).trim(), "OK");
+    assert_eq!(cli(&["dbsize"]).trim(), "3");
+}
+
+/// redis-server with a client connected through the dump
+/// (`--tcp-established`): the same connection goes on, with its name.
+#[test]
+fn redis_keeps_a_connected_client() {
+    if !ready(&["redis-server"]) {
+        return;
+    }
+    let dir = tmpdir("redis-conn");
+    let port = free_port();
+    let pid = start(
+        Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--port"])
+            .arg(port.to_string())
+            .arg("--dir")
+            .arg(&dir),
+    );
+    let _c = Cleanup(pid, dir.clone());
+    wait_listen(port);
+    let c = connect(port);
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    let mut cmd = |args: &[&str]| -> String {
+        let mut m = format!("*{}\r\n", args.len());
+        for a in args {
+            m += &format!("${}\r\n{a}\r\n", a.len());
+        }
+        (&c).write_all(m.as_bytes()).unwrap();
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        if line.starts_with('$') && line.trim() != "$-1" {
+            line.clear();
+            r.read_line(&mut line).unwrap();
+        }
+        line.trim().to_string()
+    };
+    assert_eq!(cmd(&["SET", "held", "yes"]), "+OK");
+    assert_eq!(cmd(&["CLIENT", "SETNAME", "holder"]), "+OK");
+    dump(pid, &dir, &["--tcp-established"]);
+    restore(&dir, &["--tcp-established"]);
+    assert_eq!(cmd(&["GET", "held"]), "yes");
+    assert_eq!(cmd(&["CLIENT", "GETNAME"]), "holder");
+}
+
+/// memcached: an item stored through its text protocol is there after restore.
+#[test]
+fn memcached_item_survives() {
+    if !ready(&["memcached"]) {
+        return;
+    }
+    let dir = tmpdir("memcached");
+    let port = free_port();
+    let pid =
+        start(Command::new("memcached").args(["-u", "root", "-l", "127.0.0.1", "-U", "0", "-p"]).arg(port.to_string()));
+    let _c = Cleanup(pid, dir.clone());
+    wait_listen(port);
+    let talk = |req: &str, end: &str| -> String {
+        let mut c = connect(port);
+        c.write_all(req.as_bytes()).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        while !String::from_utf8_lossy(&got).contains(end) {
+            let n = c.read(&mut buf).unwrap();
+            assert!(n > 0, "memcached closed: {}", String::from_utf8_lossy(&got));
+            got.extend(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    };
+    assert_eq!(talk("set foo 0 0 3\r\nbar\r\n", "\r\n"), "STORED\r\n");
+    dump(pid, &dir, &[]);
+    restore(&dir, &[]);
+    assert_eq!(talk("get foo\r\n", "END\r\n"), "VALUE foo 0 3\r\nbar\r\nEND\r\n");
+}
+
+/// nginx, a master and two workers: the master talks to its workers over
+/// socketpairs in O_ASYNC mode with itself as the signal owner. After
+/// restore it serves a file, and reloads (new workers, told through
+/// those channels) on `nginx -s reload`.
+#[test]
+fn nginx_master_and_workers_serve_and_reload() {
+    if !ready(&["nginx"]) {
+        return;
+    }
+    let dir = tmpdir("nginx");
+    let port = free_port();
+    let d = dir.display();
+    std::fs::create_dir_all(dir.join("html")).unwrap();
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    std::fs::write(dir.join("html/index.html"), "served by nginx\n").unwrap();
+    std::fs::write(
+        dir.join("nginx.conf"),
+        format!(
+            "worker_processes 2; daemon off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp;\n\
+             fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
+             server {{ listen 127.0.0.1:{port}; root {d}/html; }} }}\n"
+        ),
+    )
+    .unwrap();
+    let conf = dir.join("nginx.conf");
+    let pid = start(Command::new("nginx").arg("-c").arg(&conf).arg("-p").arg(&dir));
+    let _c = Cleanup(pid, dir.clone());
+    wait_listen(port);
+    let workers = |pid: i32| -> Vec<i32> {
+        let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        let mut w: Vec<i32> = kids.split_whitespace().filter_map(|k| k.parse().ok()).collect();
+        w.sort();
+        w
+    };
+    poll("two workers", || (workers(pid).len() == 2).then_some(()));
+    assert!(http_get(port, "/").ends_with("served by nginx\n"));
+    let before = workers(pid);
+    dump(pid, &dir, &[]);
+    restore(&dir, &[]);
+    assert_eq!(workers(pid), before, "the same workers");
+    for _ in 0..4 {
+        let got = http_get(port, "/");
+        assert!(got.starts_with("HTTP/1.1 200") && got.ends_with("served by nginx\n"), "{got}");
+    }
+    run(Command::new("nginx").arg("-c").arg(&conf).arg("-p").arg(&dir).args(["-s", "reload"]));
+    poll("new workers after reload", || {
+        let w = workers(pid);
+        (w.len() == 2 && w.iter().all(|p| !before.contains(p))).then_some(())
+    });
+    assert!(http_get(port, "/").ends_with("served by nginx\n"));
+}
+
+/// lighttpd serves its files, and one made while it was down.
+#[test]
+fn lighttpd_serves_after_restore() {
+    if !ready(&["lighttpd"]) {
+        return;
+    }
+    let dir = tmpdir("lighttpd");
+    let port = free_port();
+    std::fs::create_dir_all(dir.join("html")).unwrap();
+    std::fs::write(dir.join("html/index.html"), "before\n").unwrap();
+    let d = dir.display();
+    std::fs::write(
+        dir.join("lighttpd.conf"),
+        format!(
+            "server.document-root = \"{d}/html\"\nserver.port = {port}\nserver.bind = \"127.0.0.1\"\n\
+             server.errorlog = \"{d}/error.log\"\nindex-file.names = (\"index.html\")\n"
+        ),
+    )
+    .unwrap();
+    let pid = start(Command::new("lighttpd").arg("-D").arg("-f").arg(dir.join("lighttpd.conf")));
+    let _c = Cleanup(pid, dir.clone());
+    wait_listen(port);
+    assert!(http_get(port, "/").ends_with("before\n"));
+    dump(pid, &dir, &[]);
+    // Not index.html: lighttpd keeps the files it served open, and
+    // restore refuses a file changed under an open descriptor.
+    std::fs::write(dir.join("html/new.html"), "made while it was down\n").unwrap();
+    restore(&dir, &[]);
+    let got = http_get(port, "/");
+    assert!(got.starts_with("HTTP/1.0 200") && got.ends_with("before\n"), "{got}");
+    let got = http_get(port, "/new.html");
+    assert!(got.starts_with("HTTP/1.0 200") && got.ends_with("made while it was down\n"), "{got}");
+}
+
+/// dnsmasq answers a name from its configuration over UDP.
+#[test]
+fn dnsmasq_answers_after_restore() {
+    if !ready(&["dnsmasq"]) {
+        return;
+    }
+    let dir = tmpdir("dnsmasq");
+    let port = free_udp_port();
+    let pid = start(
+        Command::new("dnsmasq")
+            .args(["--no-daemon", "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts"])
+            .args(["--address=/crtools.test/10.1.2.3", "-u", "root"])
+            .arg(format!("--port={port}"))
+            .arg(format!("--pid-file={}", dir.join("pid").display())),
+    );
+    let _c = Cleanup(pid, dir.clone());
+    wait_socket("udp", port, "07");
+    assert_eq!(dns_a(port, "crtools.test"), Some([10, 1, 2, 3]));
+    dump(pid, &dir, &[]);
+    restore(&dir, &[]);
+    assert_eq!(dns_a(port, "crtools.test"), Some([10, 1, 2, 3]));
+}
+
+/// unbound with a record added at run time through unbound-control (its
+/// control socket is a unix socket): the record is answered after
+/// restore, and unbound-control still talks to it.
+#[test]
+fn unbound_keeps_records_added_by_unbound_control() {
+    if !ready(&["unbound", "unbound-control"]) {
+        return;
+    }
+    let dir = tmpdir("unbound");
+    let port = free_udp_port();
+    let d = dir.display();
+    let conf = dir.join("unbound.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "server:\n interface: 127.0.0.1\n port: {port}\n do-daemonize: no\n username: \"\"\n chroot: \"\"\n\
+             \x20directory: \"{d}\"\n pidfile: \"\"\n use-syslog: no\n num-threads: 1\n do-ip6: no\n do-tcp: no\n\
+             \x20local-zone: \"crtools.test.\" static\n local-data: \"a.crtools.test. IN A 10.9.8.7\"\n\
+             remote-control:\n control-enable: yes\n control-interface: \"{d}/ctl.sock\"\n control-use-cert: no\n"
+        ),
+    )
+    .unwrap();
+    let pid = start(Command::new("unbound").arg("-d").arg("-c").arg(&conf));
+    let _c = Cleanup(pid, dir.clone());
+    wait_socket("udp", port, "07");
+    poll("the control socket", || dir.join("ctl.sock").exists().then_some(()));
+    let control = |args: &[&str]| run(Command::new("unbound-control").arg("-c").arg(&conf).args(args));
+    assert_eq!(control(&["local_data", "b.crtools.test. IN A 1.1.1.1"]).trim(), "ok");
+    assert_eq!(dns_a(port, "b.crtools.test"), Some([1, 1, 1, 1]));
+    dump(pid, &dir, &[]);
+    restore(&dir, &[]);
+    assert_eq!(dns_a(port, "a.crtools.test"), Some([10, 9, 8, 7]));
+    assert_eq!(dns_a(port, "b.crtools.test"), Some([1, 1, 1, 1]), "the record added at run time");
+    assert_eq!(control(&["local_data", "c.crtools.test. IN A 2.2.2.2"]).trim(), "ok");
+    assert_eq!(dns_a(port, "c.crtools.test"), Some([2, 2, 2, 2]));
+}
+
+/// rsyslogd (four threads) takes messages on a unix socket and UDP and
+/// writes them to a file, before and after restore.
+#[test]
+fn rsyslogd_logs_after_restore() {
+    if !ready(&["rsyslogd", "logger"]) {
+        return;
+    }
+    let dir = tmpdir("rsyslogd");
+    let port = free_udp_port();
+    let d = dir.display();
+    let conf = dir.join("rsyslog.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "global(workDirectory=\"{d}\")\nmodule(load=\"imuxsock\" SysSock.Use=\"off\")\n\
+             input(type=\"imuxsock\" Socket=\"{d}/log.sock\")\nmodule(load=\"imudp\")\n\
+             input(type=\"imudp\" port=\"{port}\" address=\"127.0.0.1\")\n\
+             *.* action(type=\"omfile\" file=\"{d}/out.log\")\n"
+        ),
+    )
+    .unwrap();
+    let pid = start(Command::new("rsyslogd").arg("-n").arg("-f").arg(&conf).arg("-i").arg(dir.join("pid")));
+    let _c = Cleanup(pid, dir.clone());
+    wait_socket("udp", port, "07");
+    poll("the log socket", || dir.join("log.sock").exists().then_some(()));
+    let log = |msg: &str| {
+        run(Command::new("logger").arg("-u").arg(dir.join("log.sock")).arg(msg));
+        run(Command::new("logger").args(["-d", "-n", "127.0.0.1", "-P", &port.to_string()]).arg(format!("{msg}-udp")));
+    };
+    let logged = |msg: &str| {
+        poll(msg, || {
+            let s = std::fs::read_to_string(dir.join("out.log")).unwrap_or_default();
+            (s.contains(&format!("{msg}\n")) && s.contains(&format!("{msg}-udp\n"))).then_some(())
+        })
+    };
+    log("before-dump");
+    logged("before-dump");
+    dump(pid, &dir, &[]);
+    restore(&dir, &[]);
+    log("after-restore");
+    logged("after-restore");
+}
+
+/// sshd listening (no connection): after restore it greets a client.
+#[test]
+fn sshd_listening_greets_after_restore() {
+    if !ready(&["sshd", "ssh-keygen"]) {
+        return;
+    }
+    let dir = tmpdir("sshd");
+    let port = free_port();
+    let key = dir.join("hostkey");
+    run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key));
+    // sshd wants its privilege separation directory.
+    std::fs::create_dir_all("/run/sshd").unwrap();
+    let pid = start(
+        Command::new(which("sshd").unwrap())
+            .args(["-D", "-o", "ListenAddress=127.0.0.1", "-p", &port.to_string(), "-h"])
+            .arg(&key)
+            .arg("-o")
+            .arg(format!("PidFile={}", dir.join("pid").display())),
+    );
+    let _c = Cleanup(pid, dir.clone());
+    wait_listen(port);
+    dump(pid, &dir, &[]);
+    restore(&dir, &[]);
+    let mut c = connect(port);
+    let mut line = String::new();
+    BufReader::new(&mut c).read_line(&mut line).unwrap();
+    assert!(line.starts_with("SSH-2.0-OpenSSH"), "{line:?}");
+}
+
+/// A screen session with a shell in it: a variable set through `screen
+/// -X stuff` before the dump is still set in the restored shell.
+#[test]
+fn screen_session_and_its_shell_survive() {
+    if !ready(&["screen"]) {
+        return;
+    }
+    let dir = tmpdir("screen");
+    let sockdir = dir.join("sock");
+    std::fs::create_dir_all(&sockdir).unwrap();
+    std::fs::set_permissions(&sockdir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let screen = |args: &[&str]| Command::new("screen").env("SCREENDIR", &sockdir).args(args).output().unwrap();
+    let pid = start(Command::new("screen").env("SCREENDIR", &sockdir).args(["-D", "-m", "-S", "crt", "sh"]));
+    let _c = Cleanup(pid, dir.clone());
+    let out1 = dir.join("o1");
+    let out2 = dir.join("o2");
+    // The shell's first command can be lost while it starts: send until it runs.
+    poll("the shell in screen", || {
+        screen(&["-S", "crt", "-X", "stuff", &format!("V=before-dump; echo set-\\$V > {}\\n", out1.display())]);
+        std::thread::sleep(Duration::from_millis(50));
+        std::fs::read_to_string(&out1).ok().filter(|s| s == "set-before-dump\n")
+    });
+    dump(pid, &dir, &[]);
+    restore(&dir, &[]);
+    assert!(String::from_utf8_lossy(&screen(&["-ls"]).stdout).contains(&format!("{pid}.crt")));
+    screen(&["-S", "crt", "-X", "stuff", &format!("echo after-\\$V > {}\\n", out2.display())]);
+    let got = poll("the restored shell's answer", || std::fs::read_to_string(&out2).ok().filter(|s| s.ends_with('\n')));
+    assert_eq!(got, "after-before-dump\n");
+}
+
+/// A python3 process in signal-driven I/O mode: a FIFO in O_ASYNC mode
+/// with the process as its signal owner (F_SETOWN). After restore,
+/// writing into the FIFO still sends it SIGIO, and a socket's owner set
+/// without O_ASYNC (for SIGURG) is its own again.
+#[test]
+fn signal_driven_io_owner_survives() {
+    if !ready(&["python3"]) {
+        return;
+    }
+    let dir = tmpdir("sigio");
+    let fifo = dir.join("fifo");
+    let d = dir.display();
+    let script = format!(
+        "import ctypes, fcntl, os, signal, socket, time\n\
+         got = []\n\
+         def on_io(s, f):\n\
+         \x20   try:\n\
+         \x20       got.append(os.read(fd, 100))\n\
+         \x20   except BlockingIOError:\n\
+         \x20       return\n\
+         \x20   open('{d}/got', 'w').write(repr(got))\n\
+         def owner(f):\n\
+         \x20   o = (ctypes.c_int * 2)()\n\
+         \x20   assert libc.fcntl(f, 16, o) == 0\n\
+         \x20   return '%d:%d' % (o[0], o[1])\n\
+         libc = ctypes.CDLL(None)\n\
+         signal.signal(signal.SIGIO, on_io)\n\
+         os.mkfifo('{d}/fifo')\n\
+         fd = os.open('{d}/fifo', os.O_RDWR | os.O_NONBLOCK)\n\
+         fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())\n\
+         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)\n\
+         s = socket.socket()\n\
+         s.bind(('127.0.0.1', 0))\n\
+         fcntl.fcntl(s.fileno(), fcntl.F_SETOWN, -os.getpgrp())\n\
+         open('{d}/ready', 'w').write('%d %d' % (fd, s.fileno()))\n\
+         while True:\n\
+         \x20   time.sleep(1)\n\
+         \x20   if os.path.exists('{d}/check'):\n\
+         \x20       open('{d}/owners', 'w').write('%s %s' % (owner(fd), owner(s.fileno())))\n\
+         \x20       os.unlink('{d}/check')\n"
+    );
+    let pid = start(Command::new("python3").arg("-c").arg(script));
+    let _c = Cleanup(pid, dir.clone());
+    poll("python ready", || dir.join("ready").exists().then_some(()));
+    let write_fifo = |msg: &str| {
+        let mut f = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+        f.write_all(msg.as_bytes()).unwrap();
+    };
+    write_fifo("one");
+    poll("SIGIO before the dump", || {
+        std::fs::read_to_string(dir.join("got")).ok().filter(|s| s.contains("one")).map(drop)
+    });
+    dump(pid, &dir, &[]);
+    let shown = crtools(&["show", "-D", dir.join("img").to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains(&format!("owner: process {pid}")) && text.contains("async: true"), "{text}");
+    assert!(text.contains(&format!("owner: process group {pid}")), "{text}");
+    restore(&dir, &[]);
+    write_fifo("two");
+    let got =
+        poll("SIGIO after restore", || std::fs::read_to_string(dir.join("got")).ok().filter(|s| s.contains("two")));
+    assert_eq!(got, "[b'one', b'two']");
+    std::fs::write(dir.join("check"), "").unwrap();
+    let owners = poll("owners", || std::fs::read_to_string(dir.join("owners")).ok().filter(|s| !s.is_empty()));
+    // F_GETOWN_EX: (F_OWNER_PID, pid) for the FIFO, (F_OWNER_PGRP, pgid) for the socket.
+    assert_eq!(owners, format!("1:{pid} 2:{pid}"), "F_GETOWN_EX of the FIFO and the socket");
+}
