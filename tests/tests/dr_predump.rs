@@ -113,7 +113,7 @@ fn two_pre_dumps_then_a_dump_restore_every_byte() {
 
             // A missing parent is refused before anything is created.
             std::fs::rename(&pre1, pre1.with_extension("moved")).unwrap();
-            let ro = RestoreOptions { pid: Pid(pid), dir: fin.clone(), detach: true, ..Default::default() };
+            let ro = RestoreOptions { pid: Some(Pid(pid)), dir: fin.clone(), detach: true, ..Default::default() };
             let e = restore(&ro).expect_err("restore without its grandparent");
             assert!(e.to_string().contains("parent"), "{e}");
             assert!(std::fs::metadata(format!("/proc/{pid}")).is_err(), "a task was left behind");
