@@ -158,7 +158,7 @@ fn a_failed_final_dump_leaves_the_victim_running_untracked() {
         move || {
             pre(pid, &pre1, None);
             assert!(uffd_registered(pid));
-            // Round 1 sets O_ASYNC on a pipe: the dump refuses it.
+            // Round 1 opens a userfaultfd: the dump refuses it.
             signal(pid, libc::SIGUSR1);
             wait_line(&log, "round 1");
             let o = DumpOptions {
@@ -168,7 +168,7 @@ fn a_failed_final_dump_leaves_the_victim_running_untracked() {
                 track_mem: true,
                 ..Default::default()
             };
-            let e = dump(&o).expect_err("dump of a pipe with O_ASYNC");
+            let e = dump(&o).expect_err("dump of a userfaultfd");
             assert!(e.refused, "{e}");
             assert!(!uffd_registered(pid), "uw left on the victim after a failed dump");
             assert!(!tracker_of(&pre1), "the tracker still runs");

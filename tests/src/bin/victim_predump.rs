@@ -9,7 +9,7 @@
 //! as zero, not as a parent's copy); then it appends "round K". Each SIGUSR2
 //! checks every byte of the area against what it wrote and appends
 //! "verdict ok pages=N" or "verdict bad WHAT". With `refusable`, round 1
-//! also sets O_ASYNC on a pipe, which a dump refuses.
+//! also opens a userfaultfd, which a dump refuses.
 //! It appends "ready PID ADDR LEN" once set up.
 use std::fs::File;
 use std::io::Write;
@@ -118,13 +118,10 @@ fn main() {
                     want[pg] = None;
                 }
                 if refusable {
-                    let mut fds = [0; 2];
-                    // SAFETY: plain libc calls on our own descriptors.
-                    unsafe {
-                        libc::pipe(fds.as_mut_ptr());
-                        libc::fcntl(fds[0], libc::F_SETFL, libc::O_ASYNC);
-                    }
-                    keep_pipe = Some(fds);
+                    // SAFETY: a plain syscall; the descriptor is ours.
+                    let uffd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) } as i32;
+                    assert!(uffd >= 0, "userfaultfd: {}", std::io::Error::last_os_error());
+                    keep_pipe = Some([uffd, uffd]);
                 }
             }
             say(&mut log, &format!("round {round}"));
