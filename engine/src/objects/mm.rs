@@ -696,23 +696,25 @@ impl<'a> PageDumper<'a> {
             return Ok(());
         }
         let mut ents = vec![0u64; 16384];
-        let mut addr = v.start;
-        while addr < v.end {
-            let n = pm.read_range(addr, v.end, &mut ents).ctx(self.pid, "read pagemap")?;
-            if n == 0 {
-                break;
-            }
-            for (i, &e) in ents[..n].iter().enumerate() {
-                if !PmEntry(e).guard_region() {
-                    continue;
+        for (start, end) in populated(pm, v.start, v.end, linux_raw_sys::general::PAGE_IS_GUARD as u64) {
+            let mut addr = start;
+            while addr < end {
+                let n = pm.read_range(addr, end, &mut ents).ctx(self.pid, "read pagemap")?;
+                if n == 0 {
+                    break;
                 }
-                let a = addr + i as u64 * PAGE;
-                match self.guards.last_mut() {
-                    Some(g) if g.vaddr + g.nr_pages as u64 * PAGE == a && a != v.start => g.nr_pages += 1,
-                    _ => self.guards.push(PagemapEntry { vaddr: a, nr_pages: 1, flags: PagemapFlags::PE_GUARD }),
+                for (i, &e) in ents[..n].iter().enumerate() {
+                    if !PmEntry(e).guard_region() {
+                        continue;
+                    }
+                    let a = addr + i as u64 * PAGE;
+                    match self.guards.last_mut() {
+                        Some(g) if g.vaddr + g.nr_pages as u64 * PAGE == a && a != v.start => g.nr_pages += 1,
+                        _ => self.guards.push(PagemapEntry { vaddr: a, nr_pages: 1, flags: PagemapFlags::PE_GUARD }),
+                    }
                 }
+                addr += n as u64 * PAGE;
             }
-            addr += n as u64 * PAGE;
         }
         Ok(())
     }
@@ -733,64 +735,69 @@ impl<'a> PageDumper<'a> {
         // Runs of (address, first frame, pages, shared with the ancestor).
         let mut seen: Vec<(u64, u64, u64, bool)> = Vec::new();
         let mut ents = vec![0u64; 16384];
-        let mut addr = v.start;
-        while addr < v.end {
-            let n = pm.read_range(addr, v.end, &mut ents).ctx(self.pid, "read pagemap")?;
-            if n == 0 {
-                break;
-            }
-            // What each page is: 0 nothing, 1 data, 2 the ancestor's.
-            let what = |i: usize| -> u8 {
-                let e = PmEntry(ents[i]);
-                let shared = match (source, e.present().then(|| e.pfn()).flatten()) {
-                    (Some(src), Some(pfn)) if pfn != 0 => src.has(addr + i as u64 * PAGE, pfn),
-                    _ => false,
+        let any = (crate::sys::uffd::PAGE_IS_PRESENT | crate::sys::uffd::PAGE_IS_SWAPPED) as u64;
+        for (from, to) in populated(pm, v.start, v.end, any) {
+            let mut addr = from;
+            while addr < to {
+                let n = pm.read_range(addr, to, &mut ents).ctx(self.pid, "read pagemap")?;
+                if n == 0 {
+                    break;
+                }
+                // What each page is: 0 nothing, 1 data, 2 the ancestor's.
+                let what = |i: usize| -> u8 {
+                    let e = PmEntry(ents[i]);
+                    let shared = match (source, e.present().then(|| e.pfn()).flatten()) {
+                        (Some(src), Some(pfn)) if pfn != 0 => src.has(addr + i as u64 * PAGE, pfn),
+                        _ => false,
+                    };
+                    if shared {
+                        2
+                    } else if wanted(e, anon) {
+                        1
+                    } else {
+                        0
+                    }
                 };
-                if shared {
-                    2
-                } else if wanted(e, anon) {
-                    1
-                } else {
-                    0
-                }
-            };
-            let mut i = 0;
-            while i < n {
-                let k = what(i);
-                let s = i;
-                while i < n && what(i) == k {
-                    i += 1;
-                }
-                let (start, len) = (addr + s as u64 * PAGE, (i - s) as u64 * PAGE);
-                match k {
-                    1 => self.queue(start, len)?,
-                    2 => {
-                        let nr = (i - s) as u32;
-                        match self.cow.last_mut() {
-                            Some(c) if c.vaddr + c.nr_pages as u64 * PAGE == start && start != v.start => {
-                                c.nr_pages += nr
-                            }
-                            _ => {
-                                self.cow.push(PagemapEntry { vaddr: start, nr_pages: nr, flags: PagemapFlags::PE_COW })
+                let mut i = 0;
+                while i < n {
+                    let k = what(i);
+                    let s = i;
+                    while i < n && what(i) == k {
+                        i += 1;
+                    }
+                    let (start, len) = (addr + s as u64 * PAGE, (i - s) as u64 * PAGE);
+                    match k {
+                        1 => self.queue(start, len)?,
+                        2 => {
+                            let nr = (i - s) as u32;
+                            match self.cow.last_mut() {
+                                Some(c) if c.vaddr + c.nr_pages as u64 * PAGE == start && start != v.start => {
+                                    c.nr_pages += nr
+                                }
+                                _ => self.cow.push(PagemapEntry {
+                                    vaddr: start,
+                                    nr_pages: nr,
+                                    flags: PagemapFlags::PE_COW,
+                                }),
                             }
                         }
+                        _ => {}
                     }
-                    _ => {}
-                }
-                if track {
-                    for (j, &e) in ents.iter().enumerate().take(i).skip(s) {
-                        let e = PmEntry(e);
-                        if let Some(pfn) = e.present().then(|| e.pfn()).flatten().filter(|&p| p != 0) {
-                            let (a, sh) = (addr + j as u64 * PAGE, k == 2);
-                            match seen.last_mut() {
-                                Some(r) if r.3 == sh && r.0 + r.2 * PAGE == a && r.1 + r.2 == pfn => r.2 += 1,
-                                _ => seen.push((a, pfn, 1, sh)),
+                    if track {
+                        for (j, &e) in ents.iter().enumerate().take(i).skip(s) {
+                            let e = PmEntry(e);
+                            if let Some(pfn) = e.present().then(|| e.pfn()).flatten().filter(|&p| p != 0) {
+                                let (a, sh) = (addr + j as u64 * PAGE, k == 2);
+                                match seen.last_mut() {
+                                    Some(r) if r.3 == sh && r.0 + r.2 * PAGE == a && r.1 + r.2 == pfn => r.2 += 1,
+                                    _ => seen.push((a, pfn, 1, sh)),
+                                }
                             }
                         }
                     }
                 }
+                addr += n as u64 * PAGE;
             }
-            addr += n as u64 * PAGE;
         }
         // A VMA that received pages passes on only those (its provider's
         // copy holds nothing else); one that shared nothing provides its own.
@@ -806,21 +813,25 @@ impl<'a> PageDumper<'a> {
         self.skip_zero = anon;
         let mem = std::fs::File::open(proc::pid_path(self.pid, "mem")).ctx(self.pid, "open /proc/pid/mem")?;
         let mut ents = vec![0u64; 4096];
-        let mut addr = v.start;
         let mut page = vec![0u8; PAGE as usize];
-        while addr < v.end {
-            let n = pm.read_range(addr, v.end, &mut ents).ctx(self.pid, "read pagemap")?;
-            if n == 0 {
-                break;
-            }
-            for (i, &e) in ents[..n].iter().enumerate() {
-                if wanted(PmEntry(e), anon) {
-                    let a = addr + i as u64 * PAGE;
-                    let r = mem.read_exact_at(&mut page, a);
-                    self.emit(a, r.map(|()| &page[..]).ctx(self.pid, &format!("read page {a:#x} of a PROT_NONE VMA")));
+        let any = (crate::sys::uffd::PAGE_IS_PRESENT | crate::sys::uffd::PAGE_IS_SWAPPED) as u64;
+        for (from, to) in populated(pm, v.start, v.end, any) {
+            let mut addr = from;
+            while addr < to {
+                let n = pm.read_range(addr, to, &mut ents).ctx(self.pid, "read pagemap")?;
+                if n == 0 {
+                    break;
                 }
+                for (i, &e) in ents[..n].iter().enumerate() {
+                    if wanted(PmEntry(e), anon) {
+                        let a = addr + i as u64 * PAGE;
+                        let r = mem.read_exact_at(&mut page, a);
+                        let what = format!("read page {a:#x} of a PROT_NONE VMA");
+                        self.emit(a, r.map(|()| &page[..]).ctx(self.pid, &what));
+                    }
+                }
+                addr += n as u64 * PAGE;
             }
-            addr += n as u64 * PAGE;
         }
         Ok(())
     }
@@ -1030,6 +1041,27 @@ fn cow_eligible(v: &Vma) -> bool {
         && !v.flags.contains(MapFlags::MAP_GROWSDOWN)
         && v.prot.contains(Prot::PROT_READ)
         && (v.prot.contains(Prot::PROT_WRITE) || v.status.contains(VmaStatus::VMA_ACCOUNTED))
+}
+
+/// The runs of `[start, end)` that hold a page of categories `mask`
+/// (PAGEMAP_SCAN: one call for what would be millions of pagemap entries,
+/// so a large reservation with little in it costs little); the whole range
+/// where the kernel cannot scan it, for the page-by-page walk to decide.
+fn populated(pm: &Pagemap, start: u64, end: u64, mask: u64) -> Vec<(u64, u64)> {
+    let q = crate::sys::uffd::ScanQuery { flags: 0, category_mask: 0, anyof_mask: mask, return_mask: mask };
+    match super::mem_track::scan(pm.fd(), start, end, q) {
+        Ok(regions) => {
+            let mut out: Vec<(u64, u64)> = Vec::new();
+            for r in regions {
+                match out.last_mut() {
+                    Some(l) if l.1 == r.start => l.1 = r.end,
+                    _ => out.push((r.start, r.end)),
+                }
+            }
+            out
+        }
+        Err(_) => vec![(start, end)],
+    }
 }
 
 /// A page to store: present or swapped (a guard marker is not), and for
