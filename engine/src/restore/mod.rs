@@ -406,6 +406,17 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     let (sessions, group_helpers) = sessions::plan_sessions(&tasks, &order, opts.shell_job)?;
 
     crate::fault::check(crate::fault::Fault::RestoreImagesRead)?;
+    // Every pid and tid of the tree must be free before anything is
+    // created (unix sockets are made by children with the pids they
+    // recorded, the tree's own among them).
+    for &(_, pgid) in &group_helpers {
+        wait_gone(Pid(pgid as i32))?;
+    }
+    for t in &tasks {
+        for &tid in &t.pstree.threads {
+            wait_gone(Pid(tid as i32))?;
+        }
+    }
     // Shared memory between processes: created and filled here, once; the
     // whole tree inherits it (before reading our own maps: it is busy).
     let (shared_objects, inherited) = create_shared_objects(&dir, &tasks)?;
@@ -483,15 +494,6 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     let ttys = crate::objects::tty::plan_tasks(&file_images, &ids, &order, &opened, opts.shell_job)?;
     for (p, tty) in prepared.iter_mut().zip(ttys) {
         p.tty = tty;
-    }
-    for &(_, pgid) in &group_helpers {
-        wait_gone(Pid(pgid as i32))?;
-    }
-    // Every pid and tid of the tree must be free before anything is created.
-    for t in &tasks {
-        for &tid in &t.pstree.threads {
-            wait_gone(Pid(tid as i32))?;
-        }
     }
 
     if let Some(path) = &fd_cx.tty_path {
@@ -653,7 +655,7 @@ fn create_cow_copies(
 /// Waits until a pid that must be reused is free. A zombie (the dumped
 /// task, not reaped yet: PID 1 takes its time) or a dying task is waited
 /// for; a live process that holds the pid is an error at once, naming it.
-fn wait_gone(pid: Pid) -> Result<()> {
+pub(crate) fn wait_gone(pid: Pid) -> Result<()> {
     let deadline = Instant::now() + PID_WAIT;
     let grace = Instant::now() + Duration::from_millis(500);
     loop {
