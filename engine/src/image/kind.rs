@@ -11,8 +11,8 @@ use super::codec::{show_records, DynFrames, NodeSink, ShowStreamError};
 #[allow(unused_imports)]
 use super::describe::Describe;
 use super::{
-    chain, core, events, files, inet_sk, inventory, ipc, mm, netlink_sk, pagemap, pipes, pstree, reg_files, signalfd, stats,
-    tty, unix_sk,
+    chain, core, events, files, inet_sk, inventory, ipc, mm, netlink_sk, pagemap, pipes, pstree, reg_files, signalfd,
+    stats, tty, unix_sk,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;

@@ -144,13 +144,12 @@ pub fn dump_mapped(pid: Pid, vmas: &[Vma], out: &mut ShmDump) -> Result<()> {
             .map_err(|e| Error::task(pid, format!("{what}: open its map_files entry: {e}")))?;
         let src: OwnedFd = f.into();
         let st = fs::fstat(src.as_fd()).map_err(|e| Error::task(pid, format!("{what}: fstat: {e}")))?;
-        out.seen.insert(
-            shmid,
-            Seen { name_key, file_size: st.size as u64, src, vmas: 1, first: (pid, v.start, v.end) },
-        );
+        out.seen
+            .insert(shmid, Seen { name_key, file_size: st.size as u64, src, vmas: 1, first: (pid, v.start, v.end) });
     }
     let sizes: BTreeMap<i32, u64> = out.seen.iter().map(|(&id, s)| (id, s.file_size)).collect();
-    attachments(vmas, |id| sizes.get(&id).copied()).map_err(|e| Error::refuse(pid, format!("SysV shared memory: {e}")))?;
+    attachments(vmas, |id| sizes.get(&id).copied())
+        .map_err(|e| Error::refuse(pid, format!("SysV shared memory: {e}")))?;
     Ok(())
 }
 
