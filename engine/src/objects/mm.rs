@@ -1579,6 +1579,30 @@ mod tests {
     }
 
     #[test]
+    fn sysv_attachments_record_their_segment_and_flags() {
+        let text = b"7f0000000000-7f0000003000 rw-s 00000000 00:01 32769   /SYSV5e00beef (deleted)\n\
+              VmFlags: rd wr sh mr mw me ms sd \n\
+              7f0000003000-7f0000004000 r--s 00003000 00:01 32769   /SYSV5e00beef (deleted)\n\
+              VmFlags: rd mr mw me ms sd \n\
+              7f0000010000-7f0000012000 r-xs 00000000 00:01 5   /SYSV00000000 (deleted)\n\
+              VmFlags: rd ex mr me ms sd \n";
+        let smaps = proc::smaps::parse(text).unwrap();
+        let v: Vec<Vma> = smaps.iter().map(|e| vma_from_smaps(Pid(9), e).unwrap().unwrap()).collect();
+        assert!(v.iter().all(|v| v.kind == VmaKind::SysvShm && !v.status.contains(VmaStatus::VMA_MAYWRITE)));
+        assert_eq!((v[0].shmid, v[1].shmid, v[1].pgoff, v[2].shmid), (32769, 32769, 0x3000, 5));
+        assert!(!v[0].status.intersects(VmaStatus::VMA_SHM_RDONLY | VmaStatus::VMA_SHM_EXEC));
+        // Made read-only by mprotect, still attached writable.
+        assert!(!v[1].status.contains(VmaStatus::VMA_SHM_RDONLY));
+        assert!(v[2].status.contains(VmaStatus::VMA_SHM_RDONLY | VmaStatus::VMA_SHM_EXEC));
+        assert!(!needs_data(&v[0]));
+        let huge = b"7f0000000000-7f0000200000 rw-s 00000000 00:0f 77   /SYSV00001234 (deleted)\n\
+              KernelPageSize:     2048 kB\nVmFlags: rd wr sh mr mw me ms de ht \n";
+        let smaps = proc::smaps::parse(huge).unwrap();
+        let e = vma_from_smaps(Pid(9), &smaps[0]).unwrap_err();
+        assert!(e.refused && e.to_string().contains("segment 77 (key 0x1234)"), "{e}");
+    }
+
+    #[test]
     fn guards_are_not_data() {
         let guard = PmEntry(crate::proc::pagemap::PM_GUARD_REGION | (1 << 62));
         assert!(!wanted(guard, true) && !wanted(guard, false));
