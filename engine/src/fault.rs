@@ -57,6 +57,9 @@ pub enum Fault {
     RestoreImagesRead,
     /// Restore: shared memory and copy-on-write copies created.
     RestoreSharedMemory,
+    /// Restore: after the SysV shared memory segments were made again
+    /// (before the fork; they are removed again).
+    RestoreSysvShm,
     /// Restore: each kind of open file description opened (the kinds of
     /// `objects::files`, in their order).
     RestoreOpenKind,
@@ -110,7 +113,7 @@ const BLOB_STEPS: [(restorer_plan::Step, &str); 18] = {
 };
 
 /// Engine points, in pipeline order.
-const ENGINE: [Fault; 26] = [
+const ENGINE: [Fault; 27] = [
     Fault::DumpSeize,
     Fault::DumpParasiteCmd,
     Fault::DumpThread,
@@ -128,6 +131,7 @@ const ENGINE: [Fault; 26] = [
     Fault::RestoreImageRead,
     Fault::RestoreImagesRead,
     Fault::RestoreSharedMemory,
+    Fault::RestoreSysvShm,
     Fault::RestoreOpenKind,
     Fault::RestorePlans,
     Fault::RestoreFork,
@@ -160,6 +164,7 @@ impl Fault {
             Fault::RestoreImageRead => "restore-image-read",
             Fault::RestoreImagesRead => "restore-images-read",
             Fault::RestoreSharedMemory => "restore-shared-memory",
+            Fault::RestoreSysvShm => "restore-sysv-shm",
             Fault::RestoreOpenKind => "restore-open-kind",
             Fault::RestorePlans => "restore-plans",
             Fault::RestoreFork => "restore-fork",
@@ -205,6 +210,7 @@ impl Fault {
             Fault::RestoreImageRead => "opening each image",
             Fault::RestoreImagesRead => "after every image was read",
             Fault::RestoreSharedMemory => "creating shared memory",
+            Fault::RestoreSysvShm => "after making the SysV shared memory segments again",
             Fault::RestoreOpenKind => "opening each kind of file description",
             Fault::RestorePlans => "after the plans, before the first fork",
             Fault::RestoreFork => "each fork (per line of descent)",

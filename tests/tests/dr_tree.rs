@@ -1431,3 +1431,105 @@ fn copy_on_write_memory_stays_shared() {
         assert!(checked < before + (MIB << 10) / 4, "after the checks: {} MiB", checked >> 10);
     });
 }
+
+/// Removes a SysV segment of a test's victim when the test ends (a
+/// segment not marked removed outlives its tree).
+struct RemoveShm(i32);
+
+impl Drop for RemoveShm {
+    fn drop(&mut self) {
+        // SAFETY: IPC_RMID of the victim's segment by id; no pointer.
+        unsafe { libc::shmctl(self.0, libc::IPC_RMID, std::ptr::null_mut()) };
+    }
+}
+
+/// child, root, child: each writes its round and reports the other's.
+fn sysvshm_round(t: &Tree) -> [Line; 3] {
+    let a = t.check(&["child"]).remove("child").unwrap();
+    let b = t.check(&["root"]).remove("root").unwrap();
+    let c = t.check(&["child"]).remove("child").unwrap();
+    [a, b, c]
+}
+
+fn assert_sysvshm_state(t: &Tree, l: &Line) {
+    l.assert_ok();
+    let r = &t.ready["root"];
+    l.assert_item("a_id", r.get("a_id"));
+    l.assert_item("b_id", r.get("b_id"));
+    l.assert_item("a_key", r.get("key"));
+    l.assert_item("a_size", "12388");
+    l.assert_item("a_mode", "640");
+    l.assert_item("a_owner", "1234:4321");
+    l.assert_item("a_cuid", "0:0");
+    // A: root's, child's inherited one and child's read-only one; B: three
+    // VMAs (split by mprotect) in each process.
+    l.assert_item("a_nattch", "3");
+    l.assert_item("b_nattch", "6");
+    l.assert_item("b_key", "0x0");
+    l.assert_item("b_dest", "true");
+    l.assert_item("maps", "ok");
+    l.assert_item("data", "ok");
+}
+
+/// SysV shared memory attached by a parent and its child comes back with
+/// the same ids, key, mode, owner, creator, contents (holes and the tail
+/// past the size included) and attachments (a read-only one, one split by
+/// mprotect): nattch is what it was, a segment marked removed is still
+/// marked removed, and a write by one process is seen by the other,
+/// through the read-only attachment too.
+#[test]
+fn sysv_shared_memory_is_shared_after_restore() {
+    run("sysvshm", 60, |cx| {
+        let s = Scratch::new("dr_tree", "sysvshm");
+        let mut t = cx.start(&s, "sysvshm", &[], &["root", "child"]);
+        let _rm = RemoveShm(t.ready["root"].num("a_id") as i32);
+        let before = sysvshm_round(&t);
+        for l in &before {
+            assert_sysvshm_state(&t, l);
+        }
+        before[0].assert_item("a_other", "100");
+        before[1].assert_item("a_other", "1");
+        before[2].assert_item("ro_other", "1");
+        t.dump_and_restore(&s);
+        let after = sysvshm_round(&t);
+        for l in &after {
+            assert_sysvshm_state(&t, l);
+        }
+        // child round 3, root round 2, child round 4.
+        after[0].assert_item("a_other", "1");
+        after[0].assert_item("b_other", "1");
+        after[1].assert_item("a_other", "3");
+        after[1].assert_item("b_other", "3");
+        after[2].assert_item("a_other", "2");
+        after[2].assert_item("b_other", "2");
+        after[2].assert_item("ro_other", "2");
+        for l in t.check_all_same().values() {
+            assert_sysvshm_state(&t, l);
+        }
+    });
+}
+
+/// A SysV segment that a process outside the tree attaches too is refused
+/// by name; the tree runs on untouched.
+#[test]
+fn sysv_segment_attached_outside_the_tree_is_refused() {
+    run("sysvshm_outside", 60, |cx| {
+        let s = Scratch::new("dr_tree", "sysvshm_outside");
+        let t = cx.start(&s, "sysvshm", &[], &["root", "child"]);
+        let id = t.ready["root"].num("a_id") as i32;
+        let _rm = RemoveShm(id);
+        // SAFETY: a read-only attachment of the victim's segment, detached below.
+        let at = unsafe { libc::shmat(id, std::ptr::null(), libc::SHM_RDONLY) };
+        assert_ne!(at as isize, -1, "shmat");
+        let err = do_dump(t.root, &s.images(), false).expect_err("dump refused");
+        // SAFETY: our attachment, referenced by nothing.
+        unsafe { libc::shmdt(at) };
+        assert!(err.contains(&format!("segment {id}")) && err.contains("outside the tree"), "unclear error: {err}");
+        for p in t.pids() {
+            assert_running_untraced(p);
+        }
+        for l in sysvshm_round(&t) {
+            assert_sysvshm_state(&t, &l);
+        }
+    });
+}

@@ -104,6 +104,8 @@ struct Shared {
     /// Userfaultfds taken from the parent's tracker, held until the end
     /// (closing them unregisters the tree's VMAs).
     uffds: Vec<(Pid, std::os::fd::OwnedFd)>,
+    /// SysV shared memory segments the tree attached.
+    shm: crate::objects::sysv_shm::ShmDump,
 }
 
 /// Dumps the tree rooted at `opts.pid`.
@@ -178,6 +180,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         finish_pages(&img, p, &mut shared)?;
     }
     drop(pool);
+    shared.shm.finish()?;
 
     crate::objects::tty::finish_dump(&shared.fd_cx, &mut shared.files.images, &shared.pids)?;
     let w = |e: crate::image::ImageError| Error::new(format!("write images: {e}"));
@@ -186,6 +189,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         crate::objects::file_lock::check_recorded(&shared.pids, &shared.files.images.locks)?;
     }
     shared.files.images.write(&img)?;
+    shared.shm.write_images(&img)?;
     if let Some(p) = &shared.parent {
         let head = crate::image::chain::ChainHead { parent: Some(p.rel.clone()), pre_dump: false };
         img.create_image::<kinds::Chain>(None, &head).map_err(w)?.finish().map_err(w)?;
@@ -445,6 +449,7 @@ fn dump_task(
         }
     }
     crate::objects::memfd::dump_mapped(pid, &mut vmas, &mut shared.files.images)?;
+    crate::objects::sysv_shm::dump_mapped(pid, &vmas, &mut shared.shm)?;
     crate::objects::reg_file::dump_mapped_ghosts(&shared.fd_cx, pid, &mut vmas, &mut shared.files.images)?;
     let mut head = mm::dump_mm_head(pid, &stat, brk, mm_settings)?;
     head.aio = crate::objects::aio::dump(pid, &vmas)?;

@@ -11,8 +11,8 @@ use super::codec::{show_records, DynFrames, NodeSink, ShowStreamError};
 #[allow(unused_imports)]
 use super::describe::Describe;
 use super::{
-    chain, core, events, files, inet_sk, inventory, mm, netlink_sk, pagemap, pipes, pstree, reg_files, signalfd, stats,
-    tty, unix_sk,
+    chain, core, events, files, inet_sk, inventory, ipc, mm, netlink_sk, pagemap, pipes, pstree, reg_files, signalfd,
+    stats, tty, unix_sk,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -139,6 +139,8 @@ image_kinds! {
         Memfd     = 46, "memfd",    "memfd.img",          1, DEFAULT_MAX_RECORD, (),                       events::MemfdEntry;
         MemfdData = 47, "memfd-data", "memfd-data.img",   1, DEFAULT_MAX_RECORD, (),                       events::MemfdDataEntry;
         Fanotify  = 48, "fanotify", "fanotify.img",       1, DEFAULT_MAX_RECORD, (),                       events::FanotifyEntry;
+        /// SysV shared memory segments the tree attached (data in a pages image).
+        IpcShm    = 49, "ipc-shm",  "ipc-shm.img",        1, DEFAULT_MAX_RECORD, (),                       ipc::ShmSegEntry;
         /// IPv4/IPv6 sockets (TCP, UDP).
         InetSk    = 30, "inetsk",   "inetsk.img",         1, DEFAULT_MAX_RECORD, (),                       inet_sk::InetSkEntry;
         NetlinkSk = 60, "netlink-sk", "netlink-sk.img",   1, DEFAULT_MAX_RECORD, (),                       netlink_sk::NetlinkSkEntry;

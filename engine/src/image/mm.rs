@@ -72,6 +72,11 @@ bitflags::bitflags! {
         const VMA_MAYWRITE = 1 << 12;
         /// `VM_LOCKONFAULT` (smaps `lf`): locked with MLOCK_ONFAULT.
         const VMA_LOCKONFAULT = 1 << 13;
+        /// A SysV shared memory VMA attached read-only (SHM_RDONLY: the
+        /// kernel left VM_MAYWRITE out, smaps shows no `mw`).
+        const VMA_SHM_RDONLY = 1 << 14;
+        /// A SysV shared memory VMA attached executable (SHM_EXEC).
+        const VMA_SHM_EXEC = 1 << 15;
         /// Not restorable by this version.
         const VMA_UNSUPPORTED = 1 << 31;
     }
@@ -100,7 +105,8 @@ pub enum VmaKind {
     Stack,
     /// `[heap]`.
     Heap,
-    /// SysV shared memory segment.
+    /// A SysV shared memory attachment (`shmid`: the segment, dumped once
+    /// in `ipc-shm.img`; `pgoff`: the offset in the segment).
     SysvShm,
     /// memfd mapping.
     Memfd,
@@ -249,7 +255,8 @@ pub struct Vma {
     pub inode: u64,
     /// Offset into the file, in bytes.
     pub pgoff: u64,
-    /// Object id for shared memory / file objects (0 when none).
+    /// Object id for shared memory / file objects (0 when none; for
+    /// [`VmaKind::SysvShm`] the segment's shmid, which may be 0).
     pub shmid: u64,
     /// Private anonymous memory still shared copy-on-write with an
     /// ancestor's VMA at the same place: that task's pid (0: none). Its

@@ -28,6 +28,7 @@ pub mod events;
 pub mod files;
 pub mod inet_sk;
 pub mod inventory;
+pub mod ipc;
 pub mod kind;
 pub mod mm;
 pub mod netlink_sk;

@@ -81,13 +81,17 @@ pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
         MapKind::File => VmaKind::File,
         // The memfd itself is dumped once, as a file object (objects::memfd).
         MapKind::Memfd(_) => VmaKind::Memfd,
-        MapKind::SysvShm { .. } => return unsupported("SysV shared memory"),
+        // The segment is dumped once, by objects::sysv_shm.
+        MapKind::SysvShm { .. } => VmaKind::SysvShm,
         MapKind::AnonHugepage => return unsupported("hugetlb memory"),
         MapKind::AnonInode(n) => return unsupported(&format!("anon_inode:{}", String::from_utf8_lossy(n))),
         MapKind::Uprobes => return unsupported("[uprobes]"),
         MapKind::OtherPseudo(n) => return unsupported(&format!("[{}]", String::from_utf8_lossy(n))),
     };
     let vf = e.vm_flags;
+    if let (MapKind::SysvShm { key }, true) = (&m.kind, vf.contains(VmFlags::HT)) {
+        return unsupported(&format!("SysV shared memory segment {} (key {key:#x}) is hugetlb (SHM_HUGETLB)", m.inode));
+    }
     if vf.contains(VmFlags::HT) {
         return unsupported("hugetlb memory");
     }
@@ -96,7 +100,7 @@ pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
     prot.set(Prot::PROT_WRITE, m.perms.write());
     prot.set(Prot::PROT_EXEC, m.perms.exec());
     let mut flags = if shared { MapFlags::MAP_SHARED } else { MapFlags::MAP_PRIVATE };
-    if !matches!(kind, VmaKind::File | VmaKind::Memfd | VmaKind::GhostFile | VmaKind::AioRing) {
+    if !matches!(kind, VmaKind::File | VmaKind::Memfd | VmaKind::GhostFile | VmaKind::AioRing | VmaKind::SysvShm) {
         flags |= MapFlags::MAP_ANONYMOUS;
     }
     if vf.contains(VmFlags::GD) {
@@ -126,7 +130,15 @@ pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
     if shared && vf.contains(VmFlags::MW) {
         status |= VmaStatus::VMA_MAYWRITE;
     }
-    let is_file = matches!(kind, VmaKind::File | VmaKind::Memfd | VmaKind::GhostFile);
+    let sysv = kind == VmaKind::SysvShm;
+    if sysv {
+        // shmat gives VM_MAYWRITE unless SHM_RDONLY, and VM_EXEC with SHM_EXEC:
+        // an executable VMA is attached so (mprotect keeps VM_MAYEXEC either way).
+        status -= VmaStatus::VMA_MAYWRITE;
+        status.set(VmaStatus::VMA_SHM_RDONLY, !vf.contains(VmFlags::MW));
+        status.set(VmaStatus::VMA_SHM_EXEC, m.perms.exec());
+    }
+    let is_file = matches!(kind, VmaKind::File | VmaKind::Memfd | VmaKind::GhostFile | VmaKind::SysvShm);
     Ok(Some(Vma {
         start: m.start,
         end: m.end,
@@ -138,7 +150,8 @@ pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
         dev: ((m.dev_major as u64) << 20) | m.dev_minor as u64,
         inode: m.inode,
         pgoff: if is_file || kind == VmaKind::SharedAnon { m.offset } else { 0 },
-        shmid: 0,
+        // The segment's inode number is its shmid (ipc/shm.c newseg).
+        shmid: if sysv { m.inode } else { 0 },
         cow_from: 0,
     }))
 }
@@ -1168,13 +1181,8 @@ pub fn plan(
                 dumped_vdso.push((v.kind, v.start, v.end - v.start));
                 continue;
             }
+            VmaKind::SysvShm => rp::VmaKind::SysvShm,
             VmaKind::Vsyscall => continue,
-            k => {
-                return Err(Error::task(
-                    pid,
-                    format!("VMA {:#x}-{:#x}: kind {} cannot be restored", v.start, v.end, k.name()),
-                ))
-            }
         };
         let mut map_flags = 0u32;
         if v.flags.contains(MapFlags::MAP_GROWSDOWN) {
@@ -1251,8 +1259,12 @@ pub fn plan(
         }
         let (shm_id, shm_size) = match kind {
             rp::VmaKind::AnonShared => shm.get(&(v.dev, v.inode)).copied().unwrap_or((0, 0)),
+            rp::VmaKind::SysvShm => (v.shmid as u32, 0),
             _ => (0, 0),
         };
+        if kind == rp::VmaKind::SysvShm {
+            vflags |= super::sysv_shm::plan_flags(pid, vmas, v)?;
+        }
         let shm_addr = match kind {
             rp::VmaKind::AnonShared => inherited.get(&(v.dev, v.inode)).map(|o| o.addr).unwrap_or(0),
             rp::VmaKind::AnonPrivate => match moved.get(&(v.start, v.end)) {
@@ -1596,6 +1608,30 @@ mod tests {
             let msg = e.to_string();
             assert!(msg.contains("task 9") && (msg.contains("hugetlb") || msg.contains("memfd")), "{msg}");
         }
+    }
+
+    #[test]
+    fn sysv_attachments_record_their_segment_and_flags() {
+        let text = b"7f0000000000-7f0000003000 rw-s 00000000 00:01 32769   /SYSV5e00beef (deleted)\n\
+              VmFlags: rd wr sh mr mw me ms sd \n\
+              7f0000003000-7f0000004000 r--s 00003000 00:01 32769   /SYSV5e00beef (deleted)\n\
+              VmFlags: rd mr mw me ms sd \n\
+              7f0000010000-7f0000012000 r-xs 00000000 00:01 5   /SYSV00000000 (deleted)\n\
+              VmFlags: rd ex mr me ms sd \n";
+        let smaps = proc::smaps::parse(text).unwrap();
+        let v: Vec<Vma> = smaps.iter().map(|e| vma_from_smaps(Pid(9), e).unwrap().unwrap()).collect();
+        assert!(v.iter().all(|v| v.kind == VmaKind::SysvShm && !v.status.contains(VmaStatus::VMA_MAYWRITE)));
+        assert_eq!((v[0].shmid, v[1].shmid, v[1].pgoff, v[2].shmid), (32769, 32769, 0x3000, 5));
+        assert!(!v[0].status.intersects(VmaStatus::VMA_SHM_RDONLY | VmaStatus::VMA_SHM_EXEC));
+        // Made read-only by mprotect, still attached writable.
+        assert!(!v[1].status.contains(VmaStatus::VMA_SHM_RDONLY));
+        assert!(v[2].status.contains(VmaStatus::VMA_SHM_RDONLY | VmaStatus::VMA_SHM_EXEC));
+        assert!(!needs_data(&v[0]));
+        let huge = b"7f0000000000-7f0000200000 rw-s 00000000 00:0f 77   /SYSV00001234 (deleted)\n\
+              KernelPageSize:     2048 kB\nVmFlags: rd wr sh mr mw me ms de ht \n";
+        let smaps = proc::smaps::parse(huge).unwrap();
+        let e = vma_from_smaps(Pid(9), &smaps[0]).unwrap_err();
+        assert!(e.refused && e.to_string().contains("segment 77 (key 0x1234)"), "{e}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - [`thread`]: the other threads of a process;
 //! - [`mm`]: the address space: VMAs and page data;
 //! - [`aio`]: native AIO contexts (io_setup) and their rings;
+//! - [`sysv_shm`]: SysV shared memory segments the tree attached;
 //! - [`reg_file`]: regular files, directories and device nodes reopened by path;
 //! - [`tty`]: a shell job's terminal;
 //! - [`pipe`]: pipes, their capacity and the bytes in flight;
@@ -42,6 +43,7 @@ pub mod pidfd;
 pub mod pipe;
 pub mod reg_file;
 pub mod signalfd;
+pub mod sysv_shm;
 pub mod task;
 pub mod thread;
 pub mod timerfd;

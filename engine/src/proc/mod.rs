@@ -40,6 +40,7 @@ pub mod pagemap;
 pub mod smaps;
 pub mod stat;
 pub mod status;
+pub mod sysvipc;
 pub mod task;
 pub mod timers;
 

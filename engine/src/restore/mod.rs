@@ -37,7 +37,7 @@ use crate::image::pages::PagesReader;
 use crate::image::pstree::PstreeEntry;
 use crate::image::{kinds, ImageDirReader};
 use crate::infect::Tracee;
-use crate::objects::{files, mm, task, thread};
+use crate::objects::{files, mm, sysv_shm, task, thread};
 use crate::proc;
 use crate::sys::ptrace::{self, UserRegs, NT_X86_XSTATE};
 use crate::sys::wait::{self, WaitStatus};
@@ -352,6 +352,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     crate::scripts::run(&opts.action_scripts, "pre-restore", &opts.dir, Some(root))?;
     let mut tasks: Vec<TaskImages> = tree.iter().map(|t| read_task(&dir, t)).collect::<Result<_>>()?;
     validate::check_tasks(&tasks, TASK_SIZE)?;
+    let shm_segments = sysv_shm::read(&dir)?;
+    sysv_shm::check_vmas(&shm_segments, tasks.iter().map(|t| (Pid(t.pstree.pid as i32), t.vmas.as_slice())))?;
     let mut fd_cx = files::FdCtx {
         shell_job: opts.shell_job,
         ext_unix_sk: opts.ext_unix_sk,
@@ -423,6 +425,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     // Private memory tasks still share copy-on-write: one copy, inherited too.
     let (cow_copies, cow) = create_cow_copies(&dir, &tasks)?;
     crate::fault::check(crate::fault::Fault::RestoreSharedMemory)?;
+    // SysV segments with their ids, before the tree that attaches them;
+    // removed again if the restore fails.
+    let segments = sysv_shm::create_all(&dir, shm_segments)?;
+    crate::fault::check(crate::fault::Fault::RestoreSysvShm)?;
     // Every open file description, once, for the tree to inherit above
     // every descriptor number a task uses (and its pages descriptor).
     let mut opened = files::open_all(&fd_cx, &file_images)?;
@@ -507,7 +513,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     drop(go_r);
     let mut tracees: BTreeMap<Pid, Tracee> = BTreeMap::new();
     tracees.insert(root, t_root);
-    let post_restore = || crate::scripts::run(&opts.action_scripts, "post-restore", &opts.dir, Some(root));
+    let post_restore = || {
+        // Every task attached its segments: the removed ones are marked again.
+        segments.complete()?;
+        crate::scripts::run(&opts.action_scripts, "post-restore", &opts.dir, Some(root))
+    };
     let mut result = run_tree(&tasks, &prepared, &mut tracees, &go_w, &mut verifier, &mut opened, &post_restore);
     if let Some(v) = verifier.take() {
         // An earlier failure: a bad page image is its likely cause, say so.
@@ -526,6 +536,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     }
     drop(shared_objects);
     drop(cow_copies);
+    segments.restored();
     opened.restored();
     drop(opened);
     drop(removed_cwds);

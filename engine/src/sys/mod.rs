@@ -25,6 +25,7 @@ pub mod clone;
 pub mod event;
 pub mod fs;
 pub mod inet;
+pub mod ipc;
 pub mod misc;
 pub mod mm;
 pub mod pidfd;

@@ -420,6 +420,22 @@ fn map_vmas(cx: &mut Ctx) -> Result<(), Fail> {
             k if k == plan::VmaKind::AnonShared as u32 => {
                 sys::mmap(v.start, len, fill_prot, sys::MAP_SHARED | sys::MAP_ANONYMOUS | fixed, -1, 0)
             }
+            k if k == plan::VmaKind::SysvShm as u32 => {
+                if v.flags & plan::VF_SHM_ATTACH == 0 {
+                    continue; // inside the attachment of a VMA before it
+                }
+                // The whole segment, at the dumped address (the address
+                // space is empty there: unmap_all), with the dumped flags;
+                // mprotect and madvise later split it as it was.
+                let mut flags = 0;
+                if v.flags & plan::VF_SHM_RDONLY != 0 {
+                    flags |= sys::SHM_RDONLY;
+                }
+                if v.flags & plan::VF_SHM_EXEC != 0 {
+                    flags |= sys::SHM_EXEC;
+                }
+                sys::shmat(v.shm_id as i32, v.start, flags)
+            }
             k if k == plan::VmaKind::FilePrivate as u32 || k == plan::VmaKind::FileShared as u32 => {
                 let fd = sys::open(cx.str(v.path), v.open_flags);
                 cx.ck(fd, v.start)?;

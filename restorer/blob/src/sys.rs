@@ -83,6 +83,12 @@ pub fn setpgid(pid: i32, pgid: i32) -> i64 {
 pub fn munmap(addr: u64, len: u64) -> i64 {
     sc!(munmap, addr, len)
 }
+/// shmat(2): the attachment's address.
+pub fn shmat(id: i32, addr: u64, flags: i32) -> i64 {
+    sc!(shmat, id as i64, addr, flags as i64)
+}
+pub const SHM_RDONLY: i32 = 0o10000;
+pub const SHM_EXEC: i32 = 0o100000;
 pub fn mremap_fixed(from: u64, len: u64, to: u64) -> i64 {
     sc!(mremap, from, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, to)
 }

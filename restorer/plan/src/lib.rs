@@ -38,7 +38,7 @@ use core::mem::{offset_of, size_of};
 pub const MAGIC: u32 = 0x5245_5354; // "REST"
 /// Layout version; engine and blob are built together, the check catches a
 /// blob from another build.
-pub const VERSION: u32 = 10;
+pub const VERSION: u32 = 11;
 /// Bytes of stack at the end of the region.
 pub const STACK_SIZE: usize = 64 * 1024;
 /// Number of signals.
@@ -78,6 +78,12 @@ pub enum VmaKind {
     FilePrivate = 3,
     /// MAP_SHARED of a file; contents are the file's.
     FileShared = 4,
+    /// A SysV shared memory attachment (segment [`Vma::shm_id`], made and
+    /// filled by the engine before the tree was forked): the VMA with
+    /// [`VF_SHM_ATTACH`] attaches the whole segment with shmat at
+    /// `start - pgoff`; the VMAs after it that continue it (split by
+    /// mprotect or madvise) are covered by that attachment.
+    SysvShm = 5,
 }
 
 /// One target mapping.
@@ -135,6 +141,13 @@ pub const VF_FINAL_PROT: u32 = 1;
 /// engine's copy at [`Vma::shm_addr`], that copy holds all its pages: the
 /// plan has no page runs for it.
 pub const VF_FILLED: u32 = 2;
+
+/// [`Vma::flags`]: a [`VmaKind::SysvShm`] VMA that starts an attachment.
+pub const VF_SHM_ATTACH: u32 = 4;
+/// [`Vma::flags`]: with [`VF_SHM_ATTACH`], attach read-only (SHM_RDONLY).
+pub const VF_SHM_RDONLY: u32 = 8;
+/// [`Vma::flags`]: with [`VF_SHM_ATTACH`], attach executable (SHM_EXEC).
+pub const VF_SHM_EXEC: u32 = 16;
 
 /// Most ranges of [`Plan::keep`].
 pub const MAX_KEEP: usize = 256;

@@ -72,6 +72,19 @@
 //!   6 MiB of a known pattern (`written=`), m copies the first MiB at once
 //!   and the rest once DIR/go exists, c reads once DIR/go exists and
 //!   reports `got= sum= done=` (FNV-1a of what it read, true at EOF).
+//! - `sysvshm`: root -> child sharing two SysV shared memory segments:
+//!   A (key 0x5e000000|pid, 3 pages + 100 bytes, mode 0640, owner set to
+//!   1234:4321 with IPC_SET) and B (IPC_PRIVATE, 16 pages, a few never
+//!   touched, the middle 4 pages mprotect'ed read-only in root before the
+//!   fork, marked removed with IPC_RMID once attached), both filled with a
+//!   pattern before the fork; child also attaches A read-only. At each
+//!   check a process writes its round into its slot of page 0 of A and B
+//!   and reports the other's (`a_other= b_other=`, child also `ro_other=`
+//!   read through its read-only attachment), the segments' ids, key, mode,
+//!   owner, creator, nattch and SHM_DEST seen with IPC_STAT (`a_id= a_key=
+//!   a_mode= a_owner= a_cuid= a_nattch= b_id= b_key= b_nattch= b_dest=`),
+//!   whether each attachment is at its address with its protections and
+//!   `mw` (`maps=ok|bad:..`), and `data=ok|bad:..` for every other byte.
 //! - `pty [canon|sharedtty|stopped]`: root holds the master of pty A, whose slave
 //!   is the controlling terminal of c (a session leader: root -> c -> c1,
 //!   c1 leading its own group, the terminal's foreground group); c sets it
@@ -455,6 +468,7 @@ fn main() {
         "events" => events(&args[3..]),
         "fanotify" => fanotify(&args[3..]),
         "pidzombie" => pidzombie(),
+        "sysvshm" => sysvshm(),
         other => {
             log(format!("error unknown mode {other}"));
             std::process::exit(2);
@@ -2506,4 +2520,184 @@ fn cow(args: &[String]) -> ! {
         fork(move || role(format!("c{c}")));
     }
     role("root".into())
+}
+
+/// A word of the `sysvshm` pattern.
+fn shm_word(tag: u64, i: usize) -> u64 {
+    (tag << 56) ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// B's pages never touched: they stay holes (and read back as zeros).
+fn shm_hole(pg: usize) -> bool {
+    pg == 3 || pg == 9 || pg == 15
+}
+
+/// The line of /proc/self/smaps for the VMA at `addr`: (perms, has `mw`, inode).
+fn shm_vma(addr: usize) -> Option<(String, bool, u64)> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let mut cur: Option<(String, u64)> = None;
+    for l in smaps.lines() {
+        if let Some(f) = l.strip_prefix("VmFlags:") {
+            if let Some((perms, ino)) = cur.take() {
+                return Some((perms, f.split_whitespace().any(|w| w == "mw"), ino));
+            }
+            continue;
+        }
+        let w: Vec<&str> = l.split_whitespace().collect();
+        if let Some((a, b)) = w.first().and_then(|r| r.split_once('-')).filter(|_| w.len() >= 5 && !w[0].ends_with(':'))
+        {
+            let (a, b) = (usize::from_str_radix(a, 16).unwrap_or(0), usize::from_str_radix(b, 16).unwrap_or(0));
+            if a <= addr && addr < b {
+                cur = Some((w[1].to_string(), w[4].parse().unwrap_or(0)));
+            }
+        }
+    }
+    None
+}
+
+fn sysvshm() -> ! {
+    const PG: usize = 4096;
+    const A_SIZE: usize = 3 * PG + 100;
+    const B_PAGES: usize = 16;
+    // SAFETY: getpid has no preconditions.
+    let key = 0x5e00_0000 | (unsafe { libc::getpid() } & 0xff_ffff);
+    // SAFETY: SysV calls on segments of our own; every pointer is an
+    // attachment of the size we asked for.
+    let (a_id, b_id, a, b) = unsafe {
+        let a_id = libc::shmget(key, A_SIZE, libc::IPC_CREAT | libc::IPC_EXCL | 0o640);
+        let b_id = libc::shmget(libc::IPC_PRIVATE, B_PAGES * PG, libc::IPC_CREAT | 0o600);
+        assert!(a_id >= 0 && b_id >= 0, "shmget: {}", std::io::Error::last_os_error());
+        let a = libc::shmat(a_id, std::ptr::null(), 0) as *mut u64;
+        let b = libc::shmat(b_id, std::ptr::null(), 0) as *mut u64;
+        assert!(a as isize != -1 && b as isize != -1, "shmat");
+        let mut ds: libc::shmid_ds = std::mem::zeroed();
+        assert_eq!(libc::shmctl(a_id, libc::IPC_STAT, &mut ds), 0);
+        ds.shm_perm.uid = 1234;
+        ds.shm_perm.gid = 4321;
+        assert_eq!(libc::shmctl(a_id, libc::IPC_SET, &mut ds), 0);
+        (a_id, b_id, a, b)
+    };
+    for i in 0..A_SIZE / 8 {
+        // SAFETY: inside A.
+        unsafe { a.add(i).write_volatile(shm_word(0xa, i)) };
+    }
+    for pg in (0..B_PAGES).filter(|&p| !shm_hole(p)) {
+        for w in 0..PG / 8 {
+            let i = pg * PG / 8 + w;
+            // SAFETY: inside B.
+            unsafe { b.add(i).write_volatile(shm_word(0xb, i)) };
+        }
+    }
+    // Slots 0 and 1 of page 0 of each: root's and child's rounds.
+    for k in 0..2 {
+        // SAFETY: inside A and B.
+        unsafe {
+            a.add(k).write_volatile(100);
+            b.add(k).write_volatile(100);
+        }
+    }
+    // SAFETY: pages 6..10 of our own attachment of B; then B is marked removed.
+    unsafe {
+        assert_eq!(libc::mprotect(b.add(6 * PG / 8) as *mut _, 4 * PG, libc::PROT_READ), 0);
+        assert_eq!(libc::shmctl(b_id, libc::IPC_RMID, std::ptr::null_mut()), 0);
+    }
+    let role = move |me: usize, ro: *const u64| -> ! {
+        let mut round = 0u64;
+        let hooks = Hooks {
+            ready: vec![format!("a_id={a_id} b_id={b_id} key={key:#x}")],
+            check: Some(Box::new(move |f: &mut Vec<String>| {
+                round += 1;
+                let other = 1 - me;
+                // SAFETY: in-bounds accesses to attachments that live forever.
+                let (ao, bo) = unsafe {
+                    a.add(me).write_volatile(round);
+                    b.add(me).write_volatile(round);
+                    (a.add(other).read_volatile(), b.add(other).read_volatile())
+                };
+                f.push(format!("round={round} a_other={ao} b_other={bo}"));
+                if !ro.is_null() {
+                    // SAFETY: the read-only attachment of A.
+                    let v = unsafe { ro.add(other).read_volatile() };
+                    f.push(format!("ro_other={v}"));
+                }
+                // Every other word as it was written.
+                let mut data = String::from("ok");
+                for i in 2..A_SIZE / 8 {
+                    // SAFETY: inside A.
+                    let v = unsafe { a.add(i).read_volatile() };
+                    if v != shm_word(0xa, i) {
+                        data = format!("bad:a[{i}]={v:#x}");
+                        break;
+                    }
+                }
+                for i in 2..B_PAGES * PG / 8 {
+                    let want = if shm_hole(i * 8 / PG) { 0 } else { shm_word(0xb, i) };
+                    // SAFETY: inside B.
+                    let v = unsafe { b.add(i).read_volatile() };
+                    if v != want && data == "ok" {
+                        data = format!("bad:b[{i}]={v:#x}");
+                    }
+                }
+                // A's tail past its size, up to the page end, reads as zero.
+                for i in A_SIZE..4 * PG {
+                    // SAFETY: inside the last page of A's attachment.
+                    let v = unsafe { (a as *const u8).add(i).read_volatile() };
+                    if v != 0 && data == "ok" {
+                        data = format!("bad:a_tail[{i}]={v}");
+                    }
+                }
+                // SAFETY: IPC_STAT into zeroed structs.
+                let (sa, sb, ra, rb) = unsafe {
+                    let mut sa: libc::shmid_ds = std::mem::zeroed();
+                    let mut sb: libc::shmid_ds = std::mem::zeroed();
+                    let ra = libc::shmctl(a_id, libc::IPC_STAT, &mut sa);
+                    let rb = libc::shmctl(b_id, libc::IPC_STAT, &mut sb);
+                    (sa, sb, ra, rb)
+                };
+                f.push(format!(
+                    "a_id={a_id} a_stat={ra} a_key={:#x} a_size={} a_mode={:o} a_owner={}:{} a_cuid={}:{} a_nattch={} \
+                     b_id={b_id} b_stat={rb} b_key={:#x} b_nattch={} b_dest={}",
+                    sa.shm_perm.__key,
+                    sa.shm_segsz,
+                    sa.shm_perm.mode & 0o777,
+                    sa.shm_perm.uid,
+                    sa.shm_perm.gid,
+                    sa.shm_perm.cuid,
+                    sa.shm_perm.cgid,
+                    sa.shm_nattch,
+                    sb.shm_perm.__key,
+                    sb.shm_nattch,
+                    sb.shm_perm.mode as u32 & 0o1000 != 0,
+                ));
+                // Where and how each attachment is mapped.
+                let mut maps = String::from("ok");
+                let mut want = vec![
+                    (a as usize, "rw-s", true, a_id),
+                    (b as usize, "rw-s", true, b_id),
+                    (b as usize + 6 * PG, "r--s", true, b_id),
+                    (b as usize + 10 * PG, "rw-s", true, b_id),
+                ];
+                if !ro.is_null() {
+                    want.push((ro as usize, "r--s", false, a_id));
+                }
+                for (addr, perms, mw, id) in want {
+                    let got = shm_vma(addr);
+                    if got != Some((perms.to_string(), mw, id as u64)) && maps == "ok" {
+                        maps = format!("bad:{addr:#x}:{got:?}");
+                    }
+                }
+                f.push(format!("data={data} maps={maps}"));
+                data == "ok" && maps == "ok" && ra == 0 && rb == 0
+            })),
+            ..Default::default()
+        };
+        serve(if me == 0 { "root" } else { "child" }, 1, hooks)
+    };
+    fork(move || {
+        // SAFETY: a read-only attachment of A, placed by the kernel.
+        let ro = unsafe { libc::shmat(a_id, std::ptr::null(), libc::SHM_RDONLY) } as *const u64;
+        assert!(ro as isize != -1, "shmat read-only");
+        role(1, ro)
+    });
+    role(0, std::ptr::null())
 }
