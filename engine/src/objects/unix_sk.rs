@@ -660,8 +660,7 @@ fn as_peer(cred: Option<&PeerCred>, op: Op<'_>) -> std::result::Result<Option<(O
     // A pid outside the tree may still be held by a task of the dumped
     // tree that is dying, or by its zombie: that one goes.
     if crate::proc::stat::read(Pid(cred.pid)).is_ok() {
-        crate::restore::wait_gone(Pid(cred.pid))
-            .map_err(|e| format!("its credentials name pid {}: {e}", cred.pid))?;
+        crate::restore::wait_gone(Pid(cred.pid)).map_err(|e| format!("its credentials name pid {}: {e}", cred.pid))?;
     }
     // SAFETY: the child only makes raw system calls on data prepared here
     // (no allocation, lock or I/O) and ends with exit_group.
