@@ -1,7 +1,9 @@
 //! Dump and restore of inet sockets on loopback: a TCP server with a
 //! client in the tree and one kept by this test outside it, bytes in
-//! flight both ways at dump (`--tcp-established`); a UDP server with
-//! datagrams queued; refusals by name that leave the tree working.
+//! flight both ways at dump (`--tcp-established`); half-closed
+//! connections in every state with both ends in the tree and with this
+//! test as the peer; a UDP server with datagrams queued; refusals by name
+//! that leave the tree working.
 //!
 //! Victims are `victim_inet` trees that check themselves after restore and
 //! report through a log file. This process is a child subreaper; tests run
@@ -277,6 +279,138 @@ fn failed_dump_takes_connections_out_of_repair_mode() {
         }
         // Every byte still flows, options (SO_REUSEADDR too) are as before.
         tcp_phase2(&t, c, port);
+    });
+}
+
+/// Sizes the `fin` victim uses (tests/src/bin/victim_inet.rs).
+const BIG: usize = 100_000;
+const SMALL: usize = 1000;
+const MORE: usize = 2000;
+const WHILE_DOWN: usize = 10_000;
+
+/// A connection to 127.0.0.1:`port` with the buffer sizes given (set
+/// before connect, so the window follows them).
+fn connect_with(port: u16, rcvbuf: Option<i32>, sndbuf: Option<i32>) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor this function owns until
+    // it is given to the TcpStream.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        for (name, v) in [(libc::SO_RCVBUF, rcvbuf), (libc::SO_SNDBUF, sndbuf)] {
+            if let Some(v) = v {
+                assert_eq!(libc::setsockopt(fd, libc::SOL_SOCKET, name, &v as *const i32 as *const _, 4), 0);
+            }
+        }
+        let a = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes([127, 0, 0, 1]) },
+            sin_zero: [0; 8],
+        };
+        assert_eq!(libc::connect(fd, &a as *const _ as *const _, 16), 0, "connect to the victim");
+        let s = TcpStream::from_raw_fd(fd);
+        s.set_read_timeout(Some(ANSWER)).unwrap();
+        s
+    }
+}
+
+fn write_pattern(s: &mut TcpStream, k: u8, from: usize, to: usize) {
+    let data: Vec<u8> = (from..to).map(|i| pattern(k, i)).collect();
+    s.write_all(&data).unwrap();
+}
+
+/// Reads `n` bytes of pattern `k`, then the end of the stream (no more
+/// bytes, no reset).
+fn read_to_eof(s: &mut TcpStream, k: u8, n: usize) -> Result<(), String> {
+    read_pattern(s, k, n)?;
+    let mut b = [0u8; 16];
+    match s.read(&mut b) {
+        Ok(0) => Ok(()),
+        Ok(r) => Err(format!("stream {k}: {r} bytes after the {n} expected, not the end")),
+        Err(e) => Err(format!("stream {k}: {e} where the end was expected")),
+    }
+}
+
+#[test]
+fn half_closed_connections_keep_their_bytes_and_fins() {
+    run("fin", || {
+        let s = crtools_tests::Scratch::new("dr_inet", "fin");
+        let t = Tree::start(&s, &["fin"]);
+        let ready = t.wait_line("ready ");
+        let port: u16 = field(&ready, "port").parse().unwrap();
+        // The test's first connection: it writes and shuts down at once (the
+        // victim's end goes CLOSE-WAIT and writes more than this one reads).
+        let mut t1 = connect_with(port, Some(4096), None);
+        write_pattern(&mut t1, 50, 0, SMALL);
+        t1.shutdown(std::net::Shutdown::Write).unwrap();
+        // The second: the victim writes and shuts down (FIN-WAIT-2); this
+        // one writes more than the victim reads.
+        let mut t2 = connect_with(port, None, Some(1 << 20));
+        write_pattern(&mut t2, 61, 0, BIG);
+        let phase1 = t.wait_line("phase1 ");
+        assert!(phase1.starts_with("phase1 role=fin"), "{phase1}");
+        let root = t.pids[0];
+        do_dump(root, &s.images(), true).unwrap_or_else(|e| panic!("dump: {e}"));
+        wait_gone(root);
+        // The victim's FIN-WAIT-2 end still takes bytes, after the restore:
+        // sent now, they go unanswered (never reset) while the tree is down.
+        write_pattern(&mut t2, 61, BIG, BIG + WHILE_DOWN);
+        // The keeper names itself once forked: wait for it.
+        let deadline = Instant::now() + ANSWER;
+        while keepers() == 0 {
+            assert!(Instant::now() < deadline, "no process holds the dumped connections");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut out = Vec::new();
+        engine::show::show(
+            &engine::show::ShowOptions { dir: Some(s.images()), file: None, contents: false, json: false },
+            &mut out,
+        )
+        .unwrap();
+        let text = String::from_utf8_lossy(&out);
+        for st in ["FIN-WAIT-1", "FIN-WAIT-2", "CLOSE-WAIT", "LAST-ACK", "CLOSING", "received; sent, not acknowledged"]
+        {
+            assert!(text.contains(st), "show does not say {st:?}:\n{text}");
+        }
+        assert!(t1.take_error().unwrap().is_none() && t2.take_error().unwrap().is_none());
+        do_restore(root, &s.images(), true).unwrap_or_else(|e| panic!("restore: {e}\nlog:\n{}", t.text()));
+        assert_running_untraced(root);
+        t.signal_all(libc::SIGUSR1);
+        t2.shutdown(std::net::Shutdown::Write).unwrap();
+        let r1 = read_to_eof(&mut t1, 51, BIG + MORE);
+        let r2 = read_to_eof(&mut t2, 60, SMALL);
+        let done = t.wait_line("done ");
+        assert!(r1.is_ok() && r2.is_ok() && done.ends_with(" ok"), "{r1:?} {r2:?}\nlog:\n{}", t.text());
+    });
+}
+
+#[test]
+fn connection_still_opening_is_refused_and_keeps_going() {
+    run("synsent", || {
+        let s = crtools_tests::Scratch::new("dr_inet", "synsent");
+        // A listener whose accept queue is full (backlog 0 holds one): the
+        // victim's SYN is dropped, it stays SYN-SENT and retries.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        // SAFETY: listen again on our own socket, with a backlog of 0.
+        assert_eq!(unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&l), 0) }, 0);
+        let _first = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let t = Tree::start(&s, &["synsent", &port.to_string()]);
+        t.wait_line("ready server=");
+        let err = do_dump(t.pids[0], &s.images(), true).expect_err("dump must refuse");
+        assert!(err.contains("SYN-SENT") && err.contains(&format!("127.0.0.1:{port}")), "unclear error: {err}");
+        assert_running_untraced(t.pids[0]);
+        // Room in the queue: the victim's next SYN gets through.
+        drop(l.accept().unwrap());
+        t.signal_all(libc::SIGUSR1);
+        let (mut c, _) = l.accept().unwrap();
+        c.set_read_timeout(Some(ANSWER)).unwrap();
+        let mut got = [0u8; 2];
+        c.read_exact(&mut got).unwrap();
+        let done = t.wait_line("done ");
+        assert!(done.ends_with(" ok"), "{done}");
+        assert_eq!(&got, b"hi");
     });
 }
 

@@ -1,7 +1,8 @@
 //! `inetsk.img`: IPv4 and IPv6 sockets (TCP, UDP), one entry per socket
 //! the tree holds a descriptor of: addresses, state, options, datagrams
-//! queued for reading, and for an established TCP connection dumped with
-//! `--tcp-established` its repair state (sequence numbers, both queues,
+//! queued for reading, and for a TCP connection dumped with
+//! `--tcp-established` (established or half-closed: its state says where
+//! its FINs are) its repair state (sequence numbers, both queues,
 //! negotiated options, window).
 use serde::{Deserialize, Serialize};
 
@@ -139,16 +140,19 @@ pub struct TcpMd5Key {
     pub key: Vec<u8>,
 }
 
-/// What TCP_REPAIR reads of an established connection.
+/// What TCP_REPAIR reads of a connection.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TcpStream {
-    /// Next sequence number to send (write_seq).
+    /// Next sequence number to send (write_seq; after the connection's FIN
+    /// once it shut its sending side: a FIN takes one).
     pub snd_seq: u32,
-    /// Next sequence number expected (rcv_nxt).
+    /// Next sequence number expected (rcv_nxt; after the peer's FIN once
+    /// it arrived).
     pub rcv_seq: u32,
-    /// Bytes received and not read yet.
+    /// Bytes received and not read yet (before the peer's FIN, if any).
     pub inq: Vec<u8>,
-    /// Bytes written and not acknowledged yet (sent or not).
+    /// Bytes written and not acknowledged yet (sent or not; before the
+    /// connection's FIN, if any).
     pub outq: Vec<u8>,
     /// How many bytes at the end of `outq` were not sent when the dump read
     /// them (informative: restore sends the whole queue as sent).
@@ -187,7 +191,9 @@ pub struct InetSkEntry {
     pub ty: u32,
     /// IPPROTO_TCP (6) or IPPROTO_UDP (17).
     pub proto: u32,
-    /// TCP_* state (1 established/connected, 7 closed, 10 listening).
+    /// TCP_* state (1 established/connected, 7 closed, 10 listening; a
+    /// repaired connection: 1, 4 FIN-WAIT-1, 5 FIN-WAIT-2, 8 CLOSE-WAIT,
+    /// 9 LAST-ACK or 11 CLOSING).
     pub state: u32,
     /// Status flags of the open file description.
     pub flags: OpenFlags,
@@ -222,6 +228,18 @@ pub fn state_text(state: u32) -> &'static str {
         10 => "LISTEN",
         11 => "CLOSING",
         12 => "NEW-SYN-RECV",
+        _ => "?",
+    }
+}
+
+/// Where a connection in `state` has its FINs, for `crtools show`.
+pub fn fins_text(state: u32) -> &'static str {
+    match state {
+        1 => "none",
+        4 => "sent, not acknowledged",
+        5 => "sent and acknowledged",
+        8 => "received",
+        9 | 11 => "received; sent, not acknowledged",
         _ => "?",
     }
 }
@@ -363,7 +381,7 @@ impl Describe for InetSkEntry {
         }
         n = n.f("shutdown", self.shutdown as u64).f("opts", opts);
         if let Some(t) = &self.tcp {
-            n = n.d("tcp", t);
+            n = n.f("fins", fins_text(self.state)).d("tcp", t);
         }
         if !self.queue.is_empty() {
             n = n.d("queue", &self.queue);

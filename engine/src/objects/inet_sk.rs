@@ -1,7 +1,8 @@
-//! IPv4 and IPv6 sockets (ip(7), ipv6(7), tcp(7), udp(7)): TCP listening,
-//! bound and unbound sockets, established connections with
-//! `--tcp-established`, UDP sockets bound or connected with the datagrams
-//! queued for them, and the options users set.
+//! IPv4 and IPv6 sockets (ip(7), ipv6(7), tcp(7), udp(7), udplite(7)): TCP
+//! listening, bound and unbound sockets, connections with
+//! `--tcp-established` (established or half-closed), UDP and UDP-Lite
+//! sockets bound or connected with the datagrams queued for them, and the
+//! options users set.
 //!
 //! Dump: inet_diag (sock_diag(7)) is asked once, with the tree frozen, for
 //! every TCP and UDP socket of crtools' network namespace (state, backlog,
@@ -11,7 +12,7 @@
 //! addresses, options, and for UDP the receive queue, peeked datagram by
 //! datagram through SO_PEEK_OFF (put back as the task had it).
 //!
-//! An established TCP connection is refused, naming its endpoints, unless
+//! A TCP connection is refused, naming its endpoints, unless
 //! `--tcp-established`: it is then put into repair mode (TCP_REPAIR) and its
 //! sequence numbers, both queues (unread bytes; written bytes not
 //! acknowledged, and which of them were never sent), negotiated options
@@ -27,18 +28,37 @@
 //! share its listener's port), bound to its local address and "connected"
 //! to its peer without a handshake, given its options, queues, window and
 //! timestamp clock (the whole send queue counts as sent: see
-//! `repair_connection`). UDP queues are refilled from the datagrams' senders
+//! `repair_connection`).
+//!
+//! Half-closed connections (FIN-WAIT-1, FIN-WAIT-2, CLOSE-WAIT, LAST-ACK,
+//! CLOSING) are built the same way as if established, with the sequence
+//! numbers before the FINs (a FIN takes one), and then taken to their
+//! state as TCP itself would: the FIN the task sent is queued by
+//! shutdown(SHUT_WR) with the send queue selected (so it counts as sent,
+//! not transmitted again), and the FIN (or the acknowledgement of its
+//! own FIN) the peer once sent is handed to the socket as that segment,
+//! built here and sent through a raw socket with crtools' packet mark
+//! (`FORGED_MARK`), the only mark the new socket's filter lets through
+//! while it is silent. Order follows the state's history: CLOSING sent its
+//! FIN before it received one, LAST-ACK after. The state reached is
+//! checked. Segments are checked against the connection's MD5 keys, which
+//! a forged one lacks: a half-closed connection with TCP_MD5SIG keys is
+//! refused. TIME-WAIT connections have no descriptor and are not dumped;
+//! SYN-SENT and SYN-RECV (a connection still opening) are refused.
+//!
+//! UDP queues are refilled from the datagrams' senders
 //! (a restored socket bound to the sender's address, or a temporary one),
 //! then UDP sockets connect. Once every task exists, repaired connections
 //! leave repair mode (a window probe makes the peer answer) and get their
 //! options.
 //!
-//! Not handled, refused by name: connections in states other than
-//! ESTABLISHED, connections waiting in a listener's accept queue, a corked
-//! UDP socket or one with data held back by MSG_MORE, an eBPF socket
-//! filter (it cannot be read back), O_ASYNC; a queued datagram whose sender
-//! address cannot be bound again fails the restore. UDP-Lite, raw and
-//! packet sockets are refused by `files::classify`.
+//! Not handled, refused by name: connections still opening (SYN-SENT),
+//! half-closed ones with TCP_MD5SIG keys, connections waiting in a
+//! listener's accept queue, a corked UDP socket or one with data held
+//! back by MSG_MORE, an eBPF socket filter (it cannot be read back),
+//! O_ASYNC; a queued datagram whose sender address cannot be bound again
+//! fails the restore. Raw and packet sockets are refused by
+//! `files::classify`.
 //!
 //! Keeping connections silent while the tree is down (the network lock of
 //! crtools' own namespace): from the moment a connection enters repair
@@ -52,7 +72,7 @@
 //! same image directory asks that process for them ([`unlock`]): it sends
 //! them back and exits, and the restore closes them (silently: repair
 //! mode) just before it creates them again, each new one dropping every
-//! segment until it goes live.
+//! segment but crtools' own forged ones until it goes live.
 use super::files::{FdCtx, FileImages, Opened};
 use crate::error::{Error, Result};
 use crate::image::files::OpenFlags;
@@ -68,8 +88,13 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 const TCP_ESTABLISHED: u32 = 1;
+const TCP_FIN_WAIT1: u32 = 4;
+const TCP_FIN_WAIT2: u32 = 5;
 const TCP_CLOSE: u32 = 7;
+const TCP_CLOSE_WAIT: u32 = 8;
+const TCP_LAST_ACK: u32 = 9;
 const TCP_LISTEN: u32 = 10;
+const TCP_CLOSING: u32 = 11;
 const RCV_SHUTDOWN: u8 = 1;
 const SEND_SHUTDOWN: u8 = 2;
 /// Largest UDP payload plus room: a peek never truncates a datagram.
@@ -78,7 +103,43 @@ const UDP_BUF: usize = 65536;
 /// Whether `proto` (sockfs' `system.sockprotoname`) is a kind this module
 /// dumps.
 pub fn handles(proto: &str) -> bool {
-    matches!(proto, "TCP" | "TCPv6" | "UDP" | "UDPv6")
+    matches!(proto, "TCP" | "TCPv6" | "UDP" | "UDPv6" | "UDP-Lite" | "UDPLITEv6")
+}
+
+/// Whether `proto` is UDP or UDP-Lite (the same datagram semantics).
+fn is_udp(proto: u32) -> bool {
+    proto == inet::IPPROTO_UDP || proto == inet::IPPROTO_UDPLITE
+}
+
+/// Where a connection's FINs are, by its state: the states crtools
+/// checkpoints (None: any other).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fins {
+    /// The task shut its sending side: a FIN follows its send queue.
+    sent: bool,
+    /// ... and the peer acknowledged it (FIN-WAIT-2).
+    acked: bool,
+    /// The peer's FIN arrived: the receive queue ends with it.
+    received: bool,
+}
+
+impl Fins {
+    fn of(state: u32) -> Option<Fins> {
+        let f = |sent, acked, received| Some(Fins { sent, acked, received });
+        match state {
+            TCP_ESTABLISHED => f(false, false, false),
+            TCP_FIN_WAIT1 => f(true, false, false),
+            TCP_FIN_WAIT2 => f(true, true, false),
+            TCP_CLOSE_WAIT => f(false, false, true),
+            TCP_LAST_ACK | TCP_CLOSING => f(true, false, true),
+            _ => None,
+        }
+    }
+
+    /// Whether restoring the state takes a segment forged as the peer's.
+    fn forged(self) -> bool {
+        self.acked || self.received
+    }
 }
 
 /// A connection crtools put into repair mode at dump: its copy, whether
@@ -96,6 +157,17 @@ pub struct Repaired {
 /// dropped before TCP sees it, so the connection neither takes data nor
 /// answers (no ACK, no RST): its peer sees a pause and retransmits.
 const DROP_ALL: [inet::SockFilter; 1] = [(0x06, 0, 0, 0)];
+
+/// The packet mark (SO_MARK) of the segments crtools forges as a peer's
+/// to take a restored connection to its state ("CRtf").
+const FORGED_MARK: u32 = 0x4352_7466;
+
+/// What a restored connection runs until it goes live: like [`DROP_ALL`],
+/// except for segments with crtools' mark (`ld mark; jeq FORGED_MARK;
+/// ret accept; ret drop`). Segments from the network arrive unmarked
+/// (unless the host's own netfilter rules mark them so).
+const SILENT: [inet::SockFilter; 4] =
+    [(0x20, 0, 0, inet::SKF_AD_MARK_LOAD), (0x15, 0, 1, FORGED_MARK), (0x06, 0, 0, u32::MAX), (0x06, 0, 0, 0)];
 
 /// Switches repair mode off again on every connection in `held` (the tree
 /// lives on: a failed dump, or `-s`), without a window probe, and gives it
@@ -409,22 +481,44 @@ pub fn dump(
                         ends(local, peer)
                     )));
                 }
-                TCP_ESTABLISHED => {
-                    entry.tcp = Some(
-                        dump_stream(s, &entry.opts, out)
-                            .map_err(|m| e(format!("established TCP connection {}: {m}", ends(local, peer))))?,
-                    );
-                }
-                st => {
+                st if Fins::of(st).is_some() && !cx.tcp_established => {
                     return Err(r(format!(
-                        "TCP connection {} in state {}: only ESTABLISHED connections are supported yet",
+                        "TCP connection {} in state {}: dump with --tcp-established to checkpoint it",
                         ends(local, peer),
                         state_text(st)
-                    )))
+                    )));
+                }
+                st if Fins::of(st).is_some() => {
+                    let conn = |st: u32| format!("TCP connection {} ({})", ends(local, peer), state_text(st));
+                    let (st, t) = dump_stream(s, &entry.opts, out).map_err(|m| e(format!("{}: {m}", conn(st))))?;
+                    let fins = Fins::of(st).expect("dump_stream checks the state");
+                    if fins.forged() && !entry.opts.md5.is_empty() {
+                        return Err(r(format!(
+                            "{}: has TCP_MD5SIG keys, and restoring this state takes a segment \
+                             crtools cannot sign: not supported",
+                            conn(st)
+                        )));
+                    }
+                    entry.state = st;
+                    entry.tcp = Some(t);
+                }
+                st => {
+                    // A connection still opening has no peer name yet:
+                    // inet_diag knows where it goes.
+                    let to = peer.or_else(|| {
+                        let d = diag.as_ref().filter(|d| d.dport != 0)?;
+                        Some(SkAddr { family: d.family as u32, addr: d.dst, port: d.dport, flowinfo: 0, scope_id: 0 })
+                    });
+                    return Err(r(format!(
+                        "TCP connection {} in state {}: not supported (only ESTABLISHED, FIN-WAIT-1, \
+                         FIN-WAIT-2, CLOSE-WAIT, LAST-ACK and CLOSING connections are)",
+                        ends(local, to),
+                        state_text(st)
+                    )));
                 }
             }
         }
-        inet::IPPROTO_UDP => {
+        p if is_udp(p) => {
             if peer.is_some() {
                 entry.state = TCP_ESTABLISHED;
             }
@@ -572,6 +666,15 @@ fn read_opts(
         }
     }
     // Options read as bytes, the same way.
+    // UDP-Lite's checksum coverage, the same way.
+    if proto == inet::IPPROTO_UDPLITE {
+        for name in [inet::UDPLITE_SEND_CSCOV, inet::UDPLITE_RECV_CSCOV] {
+            let v = int(inet::SOL_UDPLITE, name, "UDPLITE_SEND/RECV_CSCOV")?;
+            if inet::get_opt_int(fresh.as_fd(), inet::SOL_UDPLITE, name).ok() != Some(v) {
+                o.ip_extra.push((inet::SOL_UDPLITE, name, v));
+            }
+        }
+    }
     let tcp = proto == inet::IPPROTO_TCP;
     let raw_v6: &[(u32, u32, usize)] = if six { RAW_V6 } else { &[] };
     let raw_tcp: &[(u32, u32, usize)] = if tcp { RAW_TCP } else { &[] };
@@ -742,9 +845,10 @@ const TCP_CONGESTION: u32 = 13;
 const TCP_FASTOPEN: u32 = 23;
 const TCP_NOTSENT_LOWAT: u32 = 25;
 
-/// Reads an established connection in repair mode (left on: see the module
-/// docs). `peek_off` is the task's SO_PEEK_OFF, put back after reading.
-fn dump_stream(s: OwnedFd, o: &InetSkOpts, out: &mut FileImages) -> std::result::Result<TcpStream, String> {
+/// Reads a connection in repair mode (left on: see the module docs): its
+/// state, as it is once nothing reaches it any more, and its stream.
+/// `peek_off` is the task's SO_PEEK_OFF, put back after reading.
+fn dump_stream(s: OwnedFd, o: &InetSkOpts, out: &mut FileImages) -> std::result::Result<(u32, TcpStream), String> {
     let (reuseaddr, peek_off, own_filter) = (o.reuseaddr, o.peek_off, o.filter.clone());
     let fd = s.as_fd();
     match sk::set_tcp_repair(fd, sk::TCP_REPAIR_ON) {
@@ -764,9 +868,10 @@ fn dump_stream(s: OwnedFd, o: &InetSkOpts, out: &mut FileImages) -> std::result:
     out.inet_repair.push(Repaired { fd: s, reuseaddr, filter });
     let fd = fdc.as_fd();
     let info = inet::tcp_info(fd).map_err(|e| format!("TCP_INFO: {e}"))?;
-    if info.state as u32 != TCP_ESTABLISHED {
-        return Err(format!("changed to state {} while being dumped", state_text(info.state as u32)));
-    }
+    let state = info.state as u32;
+    let Some(fins) = Fins::of(state) else {
+        return Err(format!("changed to state {} while being dumped", state_text(state)));
+    };
     let get = |name: u32, what: &str| inet::get_opt_int(fd, SOL_TCP, name).map_err(|e| format!("{what}: {e}"));
     let queue = |q: i32| {
         inet::set_opt_int(fd, SOL_TCP, inet::TCP_REPAIR_QUEUE, q).map_err(|e| format!("TCP_REPAIR_QUEUE: {e}"))
@@ -789,29 +894,38 @@ fn dump_stream(s: OwnedFd, o: &InetSkOpts, out: &mut FileImages) -> std::result:
     if inq.len() != inq_len {
         return Err(format!("read {} of the {inq_len} bytes in its receive queue", inq.len()));
     }
-    // The send queue: written, not acknowledged (sent or not).
+    // The send queue: written, not acknowledged (sent or not). The
+    // sequence numbers and lengths count a FIN not acknowledged yet; a
+    // peek gives the bytes alone.
     queue(inet::TCP_SEND_QUEUE)?;
     let snd_seq = get(inet::TCP_QUEUE_SEQ, "TCP_QUEUE_SEQ")? as u32;
-    let outq_len = ioctl(inet::SIOCOUTQ, "SIOCOUTQ")? as usize;
+    let fin_queued = (fins.sent && !fins.acked) as usize;
+    let outq_len = (ioctl(inet::SIOCOUTQ, "SIOCOUTQ")? as usize).saturating_sub(fin_queued);
     let unsent = ioctl(inet::SIOCOUTQNSD, "SIOCOUTQNSD")?;
     let outq = peek_all(fd, outq_len).map_err(|e| format!("read its send queue: {e}"))?;
+    if outq.len() != outq_len {
+        return Err(format!("read {} of the {outq_len} bytes in its send queue", outq.len()));
+    }
     queue(inet::TCP_NO_QUEUE)?;
     let window = inet::get_repair_window(fd).map_err(|e| format!("TCP_REPAIR_WINDOW: {e}"))?;
     let tsval = get(inet::TCP_TIMESTAMP, "TCP_TIMESTAMP")? as u32;
     let wscale = (info.options & inet::TCPI_OPT_WSCALE != 0).then(|| (info.snd_wscale(), info.rcv_wscale()));
-    Ok(TcpStream {
-        snd_seq,
-        rcv_seq,
-        unsent: unsent.min(outq.len() as u32),
-        inq,
-        outq,
-        mss,
-        wscale,
-        sack: info.options & inet::TCPI_OPT_SACK != 0,
-        timestamps: info.options & inet::TCPI_OPT_TIMESTAMPS != 0,
-        tsval,
-        window: Some([window.snd_wl1, window.snd_wnd, window.max_window, window.rcv_wnd, window.rcv_wup]),
-    })
+    Ok((
+        state,
+        TcpStream {
+            snd_seq,
+            rcv_seq,
+            unsent: unsent.min(outq.len() as u32),
+            inq,
+            outq,
+            mss,
+            wscale,
+            sack: info.options & inet::TCPI_OPT_SACK != 0,
+            timestamps: info.options & inet::TCPI_OPT_TIMESTAMPS != 0,
+            tsval,
+            window: Some([window.snd_wl1, window.snd_wnd, window.max_window, window.rcv_wnd, window.rcv_wup]),
+        },
+    ))
 }
 
 /// One MSG_PEEK of up to `len` bytes (a repair queue is read whole by one
@@ -889,11 +1003,15 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     let err = |u: &InetSkEntry, msg: String| Error::new(format!("{}: {msg}", name(u)));
     if let Some(u) = socks.iter().find(|u| u.tcp.is_some()) {
         if !cx.tcp_established {
-            return Err(Error::refuse_global(format!(
-                "{}: an established connection: restore with --tcp-established",
-                name(u)
-            )));
+            return Err(Error::refuse_global(format!("{}: a TCP connection: restore with --tcp-established", name(u))));
         }
+    }
+    // Before anything is touched: a connection in a state crtools does not
+    // build is a bad image.
+    if let Some(u) =
+        socks.iter().find(|u| u.tcp.is_some() && (u.proto != inet::IPPROTO_TCP || Fins::of(u.state).is_none()))
+    {
+        return Err(err(u, "a repaired connection in a state crtools does not restore".into()));
     }
     // The dump's connections, held silent since, come back: closed
     // (silently) right before they are created again.
@@ -918,14 +1036,14 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     }
     // Queued datagrams, from their senders, before any UDP socket connects
     // (a connected socket takes datagrams from its peer only).
-    let mut temps: HashMap<SkAddr, OwnedFd> = HashMap::new();
+    let mut temps: HashMap<(u32, SkAddr), OwnedFd> = HashMap::new();
     for u in socks.iter().filter(|u| !u.queue.is_empty()) {
         refill(u, &socks, &made, &mut temps).map_err(|m| err(u, m))?;
     }
     drop(temps);
     for u in &socks {
         let fd = made[&u.id].as_fd();
-        if u.proto == inet::IPPROTO_UDP {
+        if is_udp(u.proto) {
             if let Some(p) = u.peer {
                 inet::connect(fd, &p.to_sys()).map_err(|e| err(u, format!("connect to {p}: {e}")))?;
             }
@@ -1022,8 +1140,8 @@ fn create(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), String
     // Before any segment: a peer that signs expects every one signed.
     add_md5_keys(fd, u)?;
     if let Some(t) = &u.tcp {
-        // Silent until it goes live (see DROP_ALL).
-        inet::attach_filter(fd, &DROP_ALL).map_err(|e| format!("SO_ATTACH_FILTER: {e}"))?;
+        // Silent until it goes live, but for crtools' own segments (SILENT).
+        inet::attach_filter(fd, &SILENT).map_err(|e| format!("SO_ATTACH_FILTER: {e}"))?;
         pre_bind(fd, u)?;
         // After SO_REUSEADDR: repair mode's forced reuse (sharing the
         // listener's port) is what SO_REUSEADDR would overwrite.
@@ -1046,17 +1164,24 @@ fn create(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), String
     Ok(())
 }
 
-/// Builds an established connection in repair mode.
+/// Builds a connection in repair mode: as if established, with the
+/// sequence numbers before its FINs, then taken to its state.
 fn repair_connection(fd: BorrowedFd<'_>, u: &InetSkEntry, t: &TcpStream) -> std::result::Result<(), String> {
     let (Some(local), Some(peer)) = (u.local, u.peer) else {
-        return Err("an established connection without both addresses".into());
+        return Err("a connection without both addresses".into());
     };
+    let fins = Fins::of(u.state).ok_or("a connection in a state crtools does not restore")?;
+    // A FIN takes one sequence number; the dump's numbers count the FINs
+    // already sent and received.
+    let snd_seq = t.snd_seq.wrapping_sub(fins.sent as u32);
+    let rcv_seq = t.rcv_seq.wrapping_sub(fins.received as u32);
+    let snd_una = snd_seq.wrapping_sub(t.outq.len() as u32);
     let set =
         |name: u32, v: i32, what: &str| inet::set_opt_int(fd, SOL_TCP, name, v).map_err(|e| format!("{what}: {e}"));
     set(inet::TCP_REPAIR_QUEUE, inet::TCP_RECV_QUEUE, "TCP_REPAIR_QUEUE")?;
-    set(inet::TCP_QUEUE_SEQ, t.rcv_seq.wrapping_sub(t.inq.len() as u32) as i32, "TCP_QUEUE_SEQ (receive)")?;
+    set(inet::TCP_QUEUE_SEQ, rcv_seq.wrapping_sub(t.inq.len() as u32) as i32, "TCP_QUEUE_SEQ (receive)")?;
     set(inet::TCP_REPAIR_QUEUE, inet::TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE")?;
-    set(inet::TCP_QUEUE_SEQ, t.snd_seq.wrapping_sub(t.outq.len() as u32) as i32, "TCP_QUEUE_SEQ (send)")?;
+    set(inet::TCP_QUEUE_SEQ, snd_una as i32, "TCP_QUEUE_SEQ (send)")?;
     inet::bind(fd, &local.to_sys()).map_err(|e| format!("bind to {local}: {e}"))?;
     // The MSS the connection computes at connect comes from this clamp (the
     // repair option below comes too late for it: segments would stay at
@@ -1078,7 +1203,8 @@ fn repair_connection(fd: BorrowedFd<'_>, u: &InetSkEntry, t: &TcpStream) -> std:
     }
     inet::set_repair_options(fd, &opts).map_err(|e| format!("TCP_REPAIR_OPTIONS: {e}"))?;
     set(inet::TCP_REPAIR_QUEUE, inet::TCP_RECV_QUEUE, "TCP_REPAIR_QUEUE")?;
-    write_queue(fd, &t.inq).map_err(|e| format!("refill its receive queue: {e}"))?;
+    write_queue(fd, &t.inq, u.opts.rcvbuf, sk::set_so_rcvbufforce)
+        .map_err(|e| format!("refill its receive queue: {e}"))?;
     // The whole send queue goes back as sent (to be retransmitted as the
     // peer's window allows), not only what was sent at the moment the
     // dump read it: the kernel may transmit more of it afterwards (pacing,
@@ -1086,26 +1212,231 @@ fn repair_connection(fd: BorrowedFd<'_>, u: &InetSkEntry, t: &TcpStream) -> std:
     // that had not sent bytes its peer acknowledges drops every segment of
     // the peer ("ACK of unsent data"), a deadlock.
     set(inet::TCP_REPAIR_QUEUE, inet::TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE")?;
-    write_queue(fd, &t.outq).map_err(|e| format!("refill its send queue: {e}"))?;
+    write_queue(fd, &t.outq, u.opts.sndbuf, sk::set_so_sndbufforce)
+        .map_err(|e| format!("refill its send queue: {e}"))?;
     set(inet::TCP_REPAIR_QUEUE, inet::TCP_NO_QUEUE, "TCP_REPAIR_QUEUE")?;
     if let Some(w) = t.window {
-        let w = inet::TcpRepairWindow { snd_wl1: w[0], snd_wnd: w[1], max_window: w[2], rcv_wnd: w[3], rcv_wup: w[4] };
+        let mut w =
+            inet::TcpRepairWindow { snd_wl1: w[0], snd_wnd: w[1], max_window: w[2], rcv_wnd: w[3], rcv_wup: w[4] };
+        if fins.received {
+            // The window the dump read starts after the peer's FIN: one
+            // earlier, and one larger, it has room for that FIN again.
+            w.rcv_wup = w.rcv_wup.wrapping_sub(1);
+            w.rcv_wnd = w.rcv_wnd.saturating_add(1);
+        }
         inet::set_repair_window(fd, &w).map_err(|e| format!("TCP_REPAIR_WINDOW: {e}"))?;
     }
     if t.timestamps {
         set(inet::TCP_TIMESTAMP, t.tsval as i32, "TCP_TIMESTAMP")?;
     }
+    if fins.sent || fins.received {
+        close_half(fd, u, t, fins, (snd_seq, rcv_seq, snd_una))?;
+    }
     Ok(())
 }
 
-/// Writes `data` into the selected repair queue.
-fn write_queue(fd: BorrowedFd<'_>, mut data: &[u8]) -> crate::sys::Result<()> {
-    while !data.is_empty() {
-        let n = sk::send(fd, data, MsgFlags::empty())?;
-        if n == 0 {
-            return Err(Errno::EIO);
+/// Takes a connection rebuilt as established to its half-closed state.
+/// `seqs`: its next sequence number to send and to receive and its oldest
+/// unacknowledged one, all before the FINs.
+fn close_half(
+    fd: BorrowedFd<'_>,
+    u: &InetSkEntry,
+    t: &TcpStream,
+    fins: Fins,
+    (snd_seq, rcv_seq, snd_una): (u32, u32, u32),
+) -> std::result::Result<(), String> {
+    let (Some(local), Some(peer)) = (u.local, u.peer) else {
+        return Err("a connection without both addresses".into());
+    };
+    // The window the peer advertised, as its header carries it.
+    let window = match (t.window, t.wscale) {
+        (Some(w), Some((snd, _))) => (w[1] >> snd.min(14)).min(65535) as u16,
+        (Some(w), None) => w[1].min(65535) as u16,
+        (None, _) => 65535,
+    };
+    let send_fin = || -> std::result::Result<(), String> {
+        // With the send queue selected the FIN counts as sent: it is not
+        // transmitted now (the peer may have it), and retransmitted after
+        // the timeout if the peer does not acknowledge it.
+        let set = |q: i32| {
+            inet::set_opt_int(fd, SOL_TCP, inet::TCP_REPAIR_QUEUE, q).map_err(|e| format!("TCP_REPAIR_QUEUE: {e}"))
+        };
+        set(inet::TCP_SEND_QUEUE)?;
+        let r = sk::shutdown(fd, sk::SHUT_WR).map_err(|e| format!("queue its FIN (shutdown): {e}"));
+        set(inet::TCP_NO_QUEUE)?;
+        r
+    };
+    // The peer's FIN, acknowledging what the peer had acknowledged.
+    let receive_fin = || {
+        forge_segment(peer, local, rcv_seq, snd_una, TH_FIN | TH_ACK, window)
+            .map_err(|e| format!("its peer's FIN: {e}"))
+    };
+    if u.state == TCP_LAST_ACK {
+        // It received the FIN first, then closed.
+        receive_fin()?;
+        send_fin()?;
+    } else {
+        if fins.sent {
+            send_fin()?;
         }
-        data = &data[n..];
+        if fins.received {
+            receive_fin()?;
+        }
+    }
+    if fins.acked {
+        // The peer's acknowledgement of the FIN.
+        forge_segment(peer, local, rcv_seq, snd_seq.wrapping_add(1), TH_ACK, window)
+            .map_err(|e| format!("its peer's acknowledgement of its FIN: {e}"))?;
+    }
+    // A forged segment is handled before sendto returns (loopback delivery
+    // runs in the sender's context) unless the socket was busy: wait a
+    // little for the state, never silently accept another one.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let now = inet::tcp_info(fd).map_err(|e| format!("TCP_INFO: {e}"))?.state as u32;
+        if now == u.state {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("reached state {} instead of {}", state_text(now), state_text(u.state)));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+const TH_FIN: u8 = 0x01;
+const TH_ACK: u8 = 0x10;
+
+/// Sends a TCP segment without data or options from `src` to `dst` (a
+/// local address), with crtools' mark, through a raw socket.
+fn forge_segment(
+    src: SkAddr,
+    dst: SkAddr,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+) -> std::result::Result<(), String> {
+    let pkt = tcp_segment(&src, &dst, seq, ack, flags, window).ok_or("addresses of different families")?;
+    let v6 = pkt[0] >> 4 == 6;
+    let family = if v6 { AF_INET6 } else { AF_INET };
+    let r = sk::socket(family, SockType::SOCK_RAW, SockFlags::SOCK_CLOEXEC, inet::IPPROTO_RAW)
+        .map_err(|e| format!("raw socket: {e}"))?;
+    if v6 {
+        inet::set_opt_int(r.as_fd(), SOL_IPV6, inet::IPV6_HDRINCL, 1).map_err(|e| format!("IPV6_HDRINCL: {e}"))?;
+    }
+    inet::set_opt_int(r.as_fd(), SOL_SOCKET, inet::SO_MARK, FORGED_MARK as i32).map_err(|e| format!("SO_MARK: {e}"))?;
+    let mut to = dst.to_sys();
+    to.port = 0;
+    if !v6 && to.family == AF_INET6 {
+        // A v4-mapped address: the segment is IPv4.
+        to = inet::InetAddr::v4(to.addr[12..16].try_into().expect("4 bytes"), 0);
+    }
+    let n = inet::send_to(r.as_fd(), &pkt, 0, Some(&to)).map_err(|e| format!("send: {e}"))?;
+    if n != pkt.len() {
+        return Err(format!("sent {n} of {} bytes", pkt.len()));
+    }
+    Ok(())
+}
+
+/// The IPv4 address of `a` (an IPv4 one, or an IPv6 one mapping it).
+fn v4_of(a: &SkAddr) -> Option<[u8; 4]> {
+    match a.family {
+        AF_INET => Some(a.addr[..4].try_into().expect("4 bytes")),
+        AF_INET6 if a.addr[..10] == [0; 10] && a.addr[10..12] == [0xff, 0xff] => {
+            Some(a.addr[12..16].try_into().expect("4 bytes"))
+        }
+        _ => None,
+    }
+}
+
+/// A TCP segment from `src` to `dst` with its IP header (IPv4 when both
+/// addresses are, or map, IPv4 ones): no options, no data, checksummed
+/// (the kernel fills in the IPv4 header's checksum, length and id).
+fn tcp_segment(src: &SkAddr, dst: &SkAddr, seq: u32, ack: u32, flags: u8, window: u16) -> Option<Vec<u8>> {
+    let mut tcp = Vec::with_capacity(20);
+    tcp.extend_from_slice(&src.port.to_be_bytes());
+    tcp.extend_from_slice(&dst.port.to_be_bytes());
+    tcp.extend_from_slice(&seq.to_be_bytes());
+    tcp.extend_from_slice(&ack.to_be_bytes());
+    tcp.extend_from_slice(&[5 << 4, flags]);
+    tcp.extend_from_slice(&window.to_be_bytes());
+    tcp.extend_from_slice(&[0, 0, 0, 0]);
+    let mut pseudo = Vec::with_capacity(40);
+    let mut pkt = Vec::with_capacity(60);
+    match (v4_of(src), v4_of(dst)) {
+        (Some(s), Some(d)) => {
+            pseudo.extend_from_slice(&s);
+            pseudo.extend_from_slice(&d);
+            pseudo.extend_from_slice(&[0, inet::IPPROTO_TCP as u8]);
+            pseudo.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
+            // Version 4, 5 words; length, id and checksum are the kernel's.
+            pkt.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, inet::IPPROTO_TCP as u8, 0, 0]);
+            pkt.extend_from_slice(&s);
+            pkt.extend_from_slice(&d);
+        }
+        (None, None) if src.family == AF_INET6 && dst.family == AF_INET6 => {
+            pseudo.extend_from_slice(&src.addr);
+            pseudo.extend_from_slice(&dst.addr);
+            pseudo.extend_from_slice(&(tcp.len() as u32).to_be_bytes());
+            pseudo.extend_from_slice(&[0, 0, 0, inet::IPPROTO_TCP as u8]);
+            pkt.extend_from_slice(&[0x60, 0, 0, 0]);
+            pkt.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
+            pkt.extend_from_slice(&[inet::IPPROTO_TCP as u8, 64]);
+            pkt.extend_from_slice(&src.addr);
+            pkt.extend_from_slice(&dst.addr);
+        }
+        _ => return None,
+    }
+    pseudo.extend_from_slice(&tcp);
+    let sum = !ones_complement_sum(&pseudo);
+    tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+    pkt.extend_from_slice(&tcp);
+    Some(pkt)
+}
+
+/// The Internet checksum's one's complement sum of `b` (RFC 1071).
+fn ones_complement_sum(b: &[u8]) -> u16 {
+    let mut sum: u32 = b.chunks(2).map(|c| u32::from(c[0]) << 8 | u32::from(*c.get(1).unwrap_or(&0))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// Writes `data` into the selected repair queue. The restored buffer may
+/// hold less of it than the dumped one did (memory is counted per
+/// segment, and they are cut differently): it is then made larger
+/// (`force`: SO_RCVBUFFORCE or SO_SNDBUFFORCE) and set back to `size` (as
+/// the socket reported it, twice what is set) once the queue is full.
+/// Never blocks: nothing frees buffer space in repair mode.
+fn write_queue(
+    fd: BorrowedFd<'_>,
+    mut data: &[u8],
+    size: Option<u32>,
+    force: fn(BorrowedFd<'_>, u32) -> crate::sys::Result<()>,
+) -> std::result::Result<(), String> {
+    let mut room = 0u64;
+    while !data.is_empty() {
+        match sk::send(fd, data, MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => return Err(Errno::EIO.to_string()),
+            Ok(n) => data = &data[n..],
+            // The send queue waits for room (EAGAIN); the receive queue
+            // refuses what does not fit (ENOMEM).
+            Err(Errno::EAGAIN) | Err(Errno::ENOMEM) => {
+                room = (room * 2).max(data.len() as u64 * 4 + (1 << 20));
+                if room > 1 << 30 {
+                    return Err(format!("{} bytes do not fit in its buffer", data.len()));
+                }
+                force(fd, room as u32).map_err(|e| format!("make its buffer larger: {e}"))?;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    if room > 0 {
+        if let Some(b) = size {
+            force(fd, b / 2).map_err(|e| format!("set its buffer size back: {e}"))?;
+        }
     }
     Ok(())
 }
@@ -1209,7 +1540,7 @@ fn refill(
     u: &InetSkEntry,
     socks: &[InetSkEntry],
     made: &HashMap<u32, OwnedFd>,
-    temps: &mut HashMap<SkAddr, OwnedFd>,
+    temps: &mut HashMap<(u32, SkAddr), OwnedFd>,
 ) -> std::result::Result<(), String> {
     let Some(local) = u.local else {
         return Err("datagrams are queued on a socket without an address".into());
@@ -1235,15 +1566,13 @@ fn refill(
         }
         let sender = socks
             .iter()
-            .find(|s| {
-                s.proto == inet::IPPROTO_UDP && s.id != u.id && s.local.map(|l| same_addr(&l, &from)) == Some(true)
-            })
+            .find(|s| s.proto == u.proto && s.id != u.id && s.local.map(|l| same_addr(&l, &from)) == Some(true))
             .map(|s| made[&s.id].as_fd());
         let sender = match sender {
             Some(s) => s,
             None => {
-                if let std::collections::hash_map::Entry::Vacant(slot) = temps.entry(from) {
-                    let t = sk::socket(from.family, SockType::SOCK_DGRAM, SockFlags::SOCK_CLOEXEC, 0)
+                if let std::collections::hash_map::Entry::Vacant(slot) = temps.entry((u.proto, from)) {
+                    let t = sk::socket(from.family, SockType::SOCK_DGRAM, SockFlags::SOCK_CLOEXEC, u.proto)
                         .map_err(|e| format!("socket: {e}"))?;
                     if from.family == AF_INET6 {
                         let _ = inet::set_opt_int(t.as_fd(), SOL_IPV6, inet::IPV6_V6ONLY, 0);
@@ -1256,7 +1585,7 @@ fn refill(
                     })?;
                     slot.insert(t);
                 }
-                temps[&from].as_fd()
+                temps[&(u.proto, from)].as_fd()
             }
         };
         let n = inet::send_to(sender, &m.data, MsgFlags::MSG_DONTWAIT.bits(), Some(&to.to_sys()))
@@ -1279,4 +1608,76 @@ fn mapped(a: SkAddr) -> SkAddr {
 
 fn same_addr(a: &SkAddr, b: &SkAddr) -> bool {
     a.family == b.family && a.addr == b.addr && a.port == b.port
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4(a: [u8; 4], port: u16) -> SkAddr {
+        SkAddr::from_sys(inet::InetAddr::v4(a, port))
+    }
+
+    /// Whether the TCP checksum of `pkt` verifies against its pseudo-header.
+    fn checksum_ok(pkt: &[u8]) -> bool {
+        let (pseudo_addrs, tcp) = if pkt[0] >> 4 == 4 { (&pkt[12..20], &pkt[20..]) } else { (&pkt[8..40], &pkt[40..]) };
+        let mut all = pseudo_addrs.to_vec();
+        all.extend_from_slice(&[0, 6]);
+        all.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
+        all.extend_from_slice(tcp);
+        // The IPv6 pseudo-header's 32-bit length and zero padding sum the same.
+        ones_complement_sum(&all) == 0xffff
+    }
+
+    #[test]
+    fn forged_segments_are_well_formed() {
+        let pkt = tcp_segment(&v4([10, 0, 0, 2], 4321), &v4([127, 0, 0, 1], 80), 0x0102_0304, 0xa0b0_c0d0, 0x11, 512)
+            .unwrap();
+        assert_eq!(pkt.len(), 40);
+        assert_eq!(pkt[0], 0x45);
+        assert_eq!(pkt[9], 6);
+        assert_eq!(&pkt[12..16], &[10, 0, 0, 2]);
+        assert_eq!(&pkt[16..20], &[127, 0, 0, 1]);
+        let tcp = &pkt[20..];
+        assert_eq!(u16::from_be_bytes([tcp[0], tcp[1]]), 4321);
+        assert_eq!(u16::from_be_bytes([tcp[2], tcp[3]]), 80);
+        assert_eq!(&tcp[4..8], &[1, 2, 3, 4]);
+        assert_eq!(&tcp[8..12], &[0xa0, 0xb0, 0xc0, 0xd0]);
+        assert_eq!((tcp[12], tcp[13]), (0x50, 0x11));
+        assert_eq!(u16::from_be_bytes([tcp[14], tcp[15]]), 512);
+        assert!(checksum_ok(&pkt));
+        // A v4-mapped pair is IPv4 on the wire.
+        let mapped = |a: [u8; 4], port| {
+            let mut m = [0u8; 16];
+            m[10..12].copy_from_slice(&[0xff, 0xff]);
+            m[12..].copy_from_slice(&a);
+            SkAddr { family: AF_INET6, addr: m, port, flowinfo: 0, scope_id: 0 }
+        };
+        let m =
+            tcp_segment(&mapped([10, 0, 0, 2], 4321), &mapped([127, 0, 0, 1], 80), 0x0102_0304, 0xa0b0_c0d0, 0x11, 512);
+        assert_eq!(m.as_deref(), Some(&pkt[..]));
+        // IPv6.
+        let mut lo = [0u8; 16];
+        lo[15] = 1;
+        let six = |port| SkAddr { family: AF_INET6, addr: lo, port, flowinfo: 0, scope_id: 0 };
+        let p6 = tcp_segment(&six(1), &six(2), 7, 9, 0x10, 65535).unwrap();
+        assert_eq!(p6.len(), 60);
+        assert_eq!(p6[0] >> 4, 6);
+        assert_eq!((p6[6], u16::from_be_bytes([p6[4], p6[5]])), (6, 20));
+        assert!(checksum_ok(&p6));
+        // Mixed families: no segment.
+        assert!(tcp_segment(&six(1), &v4([127, 0, 0, 1], 2), 0, 0, 0x10, 0).is_none());
+    }
+
+    #[test]
+    fn fins_by_state() {
+        assert_eq!(Fins::of(TCP_ESTABLISHED).map(Fins::forged), Some(false));
+        assert_eq!(Fins::of(TCP_FIN_WAIT1).map(Fins::forged), Some(false));
+        for st in [TCP_FIN_WAIT2, TCP_CLOSE_WAIT, TCP_LAST_ACK, TCP_CLOSING] {
+            assert_eq!(Fins::of(st).map(Fins::forged), Some(true), "{}", state_text(st));
+        }
+        for st in [2, 3, 6, TCP_CLOSE, TCP_LISTEN, 12] {
+            assert!(Fins::of(st).is_none(), "{}", state_text(st));
+        }
+    }
 }

@@ -1,9 +1,11 @@
 //! IPv4 and IPv6 sockets (ip(7), ipv6(7), tcp(7), udp(7)): addresses,
 //! bind/connect/sendto/recvfrom with inet addresses, the options crtools
 //! reads and sets, the queue ioctls (SIOCINQ, SIOCOUTQ, SIOCOUTQNSD),
-//! TCP_INFO, and the TCP_REPAIR interface (TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ,
-//! TCP_REPAIR_OPTIONS, TCP_REPAIR_WINDOW, TCP_TIMESTAMP) used to take an
-//! established connection apart and build it again.
+//! TCP_INFO, the TCP_REPAIR interface (TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ,
+//! TCP_REPAIR_OPTIONS, TCP_REPAIR_WINDOW, TCP_TIMESTAMP) used to take a
+//! connection apart and build it again, and raw IP sockets with their own
+//! headers (raw(7): IPPROTO_RAW, IPV6_HDRINCL) to hand a rebuilt
+//! connection the FIN or ACK its peer once sent.
 //!
 //! # Invariants
 //! - [`InetAddr`] holds family, address bytes (IPv4: the first 4), port in
@@ -23,6 +25,19 @@ pub const SOL_UDP: u32 = 17;
 pub const IPPROTO_TCP: u32 = 6;
 pub const IPPROTO_UDP: u32 = 17;
 pub const IPPROTO_UDPLITE: u32 = 136;
+/// A raw socket whose packets carry their own IP header (for IPv4 it
+/// implies IP_HDRINCL).
+pub const IPPROTO_RAW: u32 = 255;
+/// IPv6 raw sockets: the packet carries its own IPv6 header.
+pub const IPV6_HDRINCL: u32 = 36;
+/// UDP-Lite options (linux/udp.h): checksum coverage of what the socket
+/// sends, and the least coverage it takes.
+pub const SOL_UDPLITE: u32 = 136;
+pub const UDPLITE_SEND_CSCOV: u32 = 10;
+pub const UDPLITE_RECV_CSCOV: u32 = 11;
+/// Classic BPF ancillary load (linux/filter.h): `ld [SKF_AD_OFF +
+/// SKF_AD_MARK]` loads the packet's mark.
+pub const SKF_AD_MARK_LOAD: u32 = (-0x1000i32 + 20) as u32;
 /// UDP_CORK (linux/udp.h).
 pub const UDP_CORK: u32 = 1;
 /// FIONREAD: bytes queued for reading (not read yet).
@@ -634,6 +649,9 @@ mod tests {
         assert_eq!(TCP_QUEUE_SEQ as i32, libc::TCP_QUEUE_SEQ);
         assert_eq!(IPV6_V6ONLY as i32, libc::IPV6_V6ONLY);
         assert_eq!(UDP_CORK as i32, libc::UDP_CORK);
+        assert_eq!(IPPROTO_RAW as i32, libc::IPPROTO_RAW);
+        assert_eq!(IPV6_HDRINCL as i32, libc::IPV6_HDRINCL);
+        assert_eq!(SKF_AD_MARK_LOAD as i32, libc::SKF_AD_OFF + libc::SKF_AD_MARK);
     }
 
     #[test]

@@ -21,6 +21,26 @@
 //! taking v4-mapped connections) and a UDP socket with a datagram queued;
 //! on SIGUSR1 it reads the datagram and answers one connection on each.
 //!
+//! `victim_inet fin LOG`: half-closed TCP connections with bytes queued
+//! both ways. Four loopback pairs in the tree, each end in one of the
+//! states a connection passes through while it closes: FIN-WAIT-1 with
+//! ESTABLISHED, FIN-WAIT-2 with CLOSE-WAIT, FIN-WAIT-2 with LAST-ACK,
+//! CLOSING with FIN-WAIT-2 (the end whose FIN must not arrive has more
+//! queued than its peer's small receive buffer takes). And a listener for
+//! two connections of the test: on the first the test writes and shuts
+//! down (the victim's end is CLOSE-WAIT and writes more than the test
+//! reads), on the second the victim writes and shuts down (FIN-WAIT-2)
+//! while the test writes. States are awaited through TCP_INFO and logged.
+//! On SIGUSR1 every end checks its state is still the same, then each side
+//! reads everything to the end of the stream (every byte checked, the end
+//! exactly where the writer shut down), writes the rest of its bytes and
+//! shuts down where it had not; then every connection must finish closing
+//! (state CLOSE on both ends).
+//!
+//! `victim_inet synsent LOG PORT`: a connection to PORT still opening
+//! (SYN-SENT: the test's listener has a full accept queue); on SIGUSR1 it
+//! waits until it is connected and writes "hi".
+//!
 //! `victim_inet udp LOG`: a UDP server with datagrams queued from two
 //! sockets of its own (one bound, one connected); on SIGUSR1 it reads them
 //! back (contents and senders), then echoes three datagrams. It also holds
@@ -762,6 +782,361 @@ fn v6(logp: &str) {
     }
 }
 
+/// Bytes of the half-closed connections: the large stream (more than a
+/// small receive buffer takes), the small one (fits), and what a side that
+/// may still write writes after the restore.
+pub const BIG: usize = 100_000;
+pub const SMALL: usize = 1000;
+pub const MORE: usize = 2000;
+/// What the test writes to its FIN-WAIT-2 peer while the tree is down.
+pub const WHILE_DOWN: usize = 10_000;
+
+const TCP_ESTABLISHED: u8 = 1;
+const TCP_SYN_SENT: u8 = 2;
+const TCP_FIN_WAIT1: u8 = 4;
+const TCP_FIN_WAIT2: u8 = 5;
+const TCP_CLOSE: u8 = 7;
+const TCP_CLOSE_WAIT: u8 = 8;
+const TCP_LAST_ACK: u8 = 9;
+const TCP_CLOSING: u8 = 11;
+
+fn tcp_state(fd: i32) -> u8 {
+    // SAFETY: tcp_info is plain data.
+    let mut i: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut l = std::mem::size_of::<libc::tcp_info>() as u32;
+    // SAFETY: at most l bytes are written into i.
+    check(
+        unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, &mut i as *mut _ as *mut _, &mut l) } as i64,
+        "TCP_INFO",
+    );
+    i.tcpi_state
+}
+
+fn queued(fd: i32, req: libc::c_ulong) -> i32 {
+    let mut n = 0i32;
+    // SAFETY: the kernel writes one int.
+    check(unsafe { libc::ioctl(fd, req, &mut n) } as i64, "ioctl");
+    n
+}
+
+/// Polls until every (end, state) holds, 90 s at most.
+fn wait_states(ends: &[(&str, i32, u8)]) -> Result<(), String> {
+    let start = std::time::Instant::now();
+    loop {
+        let wrong: Vec<String> = ends
+            .iter()
+            .filter(|&&(_, fd, st)| tcp_state(fd) != st)
+            .map(|&(n, fd, st)| format!("{n} is {} (want {st})", tcp_state(fd)))
+            .collect();
+        if wrong.is_empty() {
+            return Ok(());
+        }
+        if start.elapsed().as_secs() > 90 {
+            return Err(format!("timed out waiting for states: {wrong:?}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+fn shut_wr(fd: i32) {
+    // SAFETY: plain call on our descriptor.
+    check(unsafe { libc::shutdown(fd, libc::SHUT_WR) } as i64, "shutdown");
+}
+
+fn listener(rcvbuf: Option<i32>) -> i32 {
+    let l = tcp_socket();
+    if let Some(b) = rcvbuf {
+        // Inherited by the accepted ends, before their window is chosen.
+        setopt(l, libc::SOL_SOCKET, libc::SO_RCVBUF, b);
+    }
+    let a = sin(0);
+    // SAFETY: a is a valid sockaddr_in.
+    check(unsafe { libc::bind(l, &a as *const _ as *const _, 16) } as i64, "bind");
+    // SAFETY: plain call.
+    check(unsafe { libc::listen(l, 8) } as i64, "listen");
+    l
+}
+
+fn accept(l: i32) -> i32 {
+    // SAFETY: accept with no address wanted.
+    check(unsafe { libc::accept(l, std::ptr::null_mut(), std::ptr::null_mut()) } as i64, "accept") as i32
+}
+
+/// A loopback connection (connecting end, accepted end), both non-blocking
+/// with a send buffer that takes everything they write; `small_x` /
+/// `small_y`: that end gets a small receive buffer.
+fn pair(small_x: bool, small_y: bool) -> (i32, i32) {
+    let l = listener(small_y.then_some(4096));
+    let x = tcp_socket();
+    if small_x {
+        setopt(x, libc::SOL_SOCKET, libc::SO_RCVBUF, 4096);
+    }
+    let a = sin(port_of(l));
+    // SAFETY: a is a valid sockaddr_in.
+    check(unsafe { libc::connect(x, &a as *const _ as *const _, 16) } as i64, "connect");
+    let y = accept(l);
+    // SAFETY: our descriptor; the connection outlives its listener.
+    unsafe { libc::close(l) };
+    for fd in [x, y] {
+        setopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 1 << 20);
+        nonblock(fd);
+    }
+    (x, y)
+}
+
+/// One end of a half-closed connection after the restore: what it reads
+/// (pattern `rk`, `rtotal` bytes, then the end of the stream) and writes
+/// (pattern `wk`, from `wdone` to `wtotal`, then shutdown unless done).
+struct End {
+    name: &'static str,
+    fd: i32,
+    rk: u8,
+    rdone: usize,
+    rtotal: usize,
+    eof: bool,
+    wk: u8,
+    wdone: usize,
+    wtotal: usize,
+    shut: bool,
+}
+
+impl End {
+    /// One round; Ok(true) when everything is read and written.
+    fn step(&mut self) -> Result<bool, String> {
+        let mut w = Flow { fd: self.fd, k: self.wk, done: self.wdone, total: self.wtotal };
+        let wrote = w.write(self.wtotal);
+        self.wdone = w.done;
+        if wrote && !self.shut {
+            shut_wr(self.fd);
+            self.shut = true;
+        }
+        let mut buf = vec![0u8; 65536];
+        while !self.eof {
+            // SAFETY: at most buf.len() bytes are written into buf.
+            let r = unsafe { libc::recv(self.fd, buf.as_mut_ptr() as *mut _, buf.len(), 0) };
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EAGAIN) {
+                    break;
+                }
+                return Err(format!("{}: recv after {} bytes: {e}", self.name, self.rdone));
+            }
+            if r == 0 {
+                if self.rdone != self.rtotal {
+                    return Err(format!("{}: end of stream after {} of {} bytes", self.name, self.rdone, self.rtotal));
+                }
+                self.eof = true;
+                break;
+            }
+            for (j, &b) in buf[..r as usize].iter().enumerate() {
+                let i = self.rdone + j;
+                if i >= self.rtotal {
+                    return Err(format!("{}: byte {i} beyond the end of stream {}", self.name, self.rk));
+                }
+                if b != pattern(self.rk, i) {
+                    return Err(format!(
+                        "{}: stream {} byte {i} is {b}, expected {}",
+                        self.name,
+                        self.rk,
+                        pattern(self.rk, i)
+                    ));
+                }
+            }
+            self.rdone += r as usize;
+        }
+        Ok(self.eof && self.shut)
+    }
+}
+
+fn fin(logp: &str) {
+    // 1: FIN-WAIT-1 (its bytes and FIN wait for room at its peer) and
+    // ESTABLISHED (has not read them; wrote a little it was not read).
+    let (x1, y1) = pair(false, true);
+    let mut x1w = Flow { fd: x1, k: 10, done: 0, total: BIG };
+    assert!(x1w.write(BIG), "the send buffer takes every byte");
+    shut_wr(x1);
+    let mut y1w = Flow { fd: y1, k: 11, done: 0, total: SMALL };
+    assert!(y1w.write(SMALL));
+    // 2: FIN-WAIT-2 (its FIN acknowledged) and CLOSE-WAIT (writes more than
+    // its peer takes).
+    let (x2, y2) = pair(true, false);
+    let mut x2w = Flow { fd: x2, k: 20, done: 0, total: SMALL };
+    assert!(x2w.write(SMALL));
+    shut_wr(x2);
+    // 3: FIN-WAIT-2 and LAST-ACK (its bytes and FIN wait for room).
+    let (x3, y3) = pair(true, false);
+    let mut x3w = Flow { fd: x3, k: 30, done: 0, total: SMALL };
+    assert!(x3w.write(SMALL));
+    shut_wr(x3);
+    // 4: CLOSING (its bytes and FIN wait for room; its peer's FIN came)
+    // and FIN-WAIT-2.
+    let (x4, y4) = pair(false, true);
+    let mut x4w = Flow { fd: x4, k: 40, done: 0, total: BIG };
+    assert!(x4w.write(BIG));
+    shut_wr(x4);
+    let mut y4w = Flow { fd: y4, k: 41, done: 0, total: SMALL };
+    assert!(y4w.write(SMALL));
+    if let Err(e) = wait_states(&[("y2", y2, TCP_CLOSE_WAIT), ("y3", y3, TCP_CLOSE_WAIT)]) {
+        log(logp, &format!("phase1 FAIL {e}"));
+        return;
+    }
+    let mut y2w = Flow { fd: y2, k: 21, done: 0, total: BIG };
+    assert!(y2w.write(BIG));
+    let mut y3w = Flow { fd: y3, k: 31, done: 0, total: BIG };
+    assert!(y3w.write(BIG));
+    shut_wr(y3);
+    shut_wr(y4);
+    // The test's connections: the first one it shuts, the second one we do.
+    let l = listener(Some(4096));
+    log(logp, &format!("ready port={} server={}", port_of(l), std::process::id()));
+    let t1 = accept(l);
+    let t2 = accept(l);
+    for fd in [t1, t2] {
+        setopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 1 << 20);
+        nonblock(fd);
+    }
+    let mut t2w = Flow { fd: t2, k: 60, done: 0, total: SMALL };
+    assert!(t2w.write(SMALL));
+    shut_wr(t2);
+    let states = [
+        ("x1", x1, TCP_FIN_WAIT1),
+        ("y1", y1, TCP_ESTABLISHED),
+        ("x2", x2, TCP_FIN_WAIT2),
+        ("y2", y2, TCP_CLOSE_WAIT),
+        ("x3", x3, TCP_FIN_WAIT2),
+        ("y3", y3, TCP_LAST_ACK),
+        ("x4", x4, TCP_CLOSING),
+        ("y4", y4, TCP_FIN_WAIT2),
+        ("t1", t1, TCP_CLOSE_WAIT),
+        ("t2", t2, TCP_FIN_WAIT2),
+    ];
+    if let Err(e) = wait_states(&states) {
+        log(logp, &format!("phase1 FAIL {e}"));
+        return;
+    }
+    let mut t1w = Flow { fd: t1, k: 51, done: 0, total: BIG };
+    assert!(t1w.write(BIG));
+    // Bytes in flight everywhere: the test's on t2 arrived, the large
+    // streams still wait (unsent) at their writers.
+    let start = std::time::Instant::now();
+    while queued(t2, libc::FIONREAD as libc::c_ulong) == 0 {
+        if start.elapsed().as_secs() > 90 {
+            log(logp, "phase1 FAIL nothing of the test's bytes arrived on t2");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let unsent: Vec<i32> =
+        [x1, y2, y3, x4, t1].iter().map(|&fd| queued(fd, libc::SIOCOUTQNSD as libc::c_ulong)).collect();
+    log(logp, &format!("phase1 role=fin unsent={unsent:?}"));
+    wait_go();
+    let mut res = wait_states(&states).map_err(|e| format!("after the restore: {e}"));
+    let end = |name, fd, rk, rtotal, wk, wdone, wtotal, shut| End {
+        name,
+        fd,
+        rk,
+        rdone: 0,
+        rtotal,
+        eof: false,
+        wk,
+        wdone,
+        wtotal,
+        shut,
+    };
+    let mut ends = vec![
+        end("x1", x1, 11, SMALL + MORE, 10, BIG, BIG, true),
+        end("y1", y1, 10, BIG, 11, SMALL, SMALL + MORE, false),
+        end("x2", x2, 21, BIG + MORE, 20, SMALL, SMALL, true),
+        end("y2", y2, 20, SMALL, 21, BIG, BIG + MORE, false),
+        end("x3", x3, 31, BIG, 30, SMALL, SMALL, true),
+        end("y3", y3, 30, SMALL, 31, BIG, BIG, true),
+        end("x4", x4, 41, SMALL, 40, BIG, BIG, true),
+        end("y4", y4, 40, BIG, 41, SMALL, SMALL, true),
+        end("t1", t1, 50, SMALL, 51, BIG, BIG + MORE, false),
+        end("t2", t2, 61, BIG + WHILE_DOWN, 60, SMALL, SMALL, true),
+    ];
+    let start = std::time::Instant::now();
+    while res.is_ok() {
+        let mut all = true;
+        for e in ends.iter_mut() {
+            match e.step() {
+                Ok(done) => all &= done,
+                Err(m) => {
+                    res = Err(m);
+                    break;
+                }
+            }
+        }
+        if all {
+            break;
+        }
+        if start.elapsed().as_secs() > 90 {
+            let st: Vec<String> = ends
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{}:r{}/{}{} w{}/{}",
+                        e.name,
+                        e.rdone,
+                        e.rtotal,
+                        if e.eof { "+eof" } else { "" },
+                        e.wdone,
+                        e.wtotal
+                    )
+                })
+                .collect();
+            res = Err(format!("timed out: {st:?}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    if res.is_ok() {
+        // Every connection finishes closing: each end's FIN acknowledged,
+        // the peer's received.
+        let closed: Vec<(&str, i32, u8)> = states.iter().map(|&(n, fd, _)| (n, fd, TCP_CLOSE)).collect();
+        res = wait_states(&closed).map_err(|e| format!("closing: {e}"));
+    }
+    match res {
+        Ok(()) => log(logp, "done role=fin ok"),
+        Err(e) => log(logp, &format!("done role=fin FAIL {e}")),
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+fn synsent(logp: &str, port: u16) {
+    let c = tcp_socket();
+    nonblock(c);
+    let a = sin(port);
+    // SAFETY: a is a valid sockaddr_in.
+    let r = unsafe { libc::connect(c, &a as *const _ as *const _, 16) };
+    assert!(r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINPROGRESS));
+    if let Err(e) = wait_states(&[("c", c, TCP_SYN_SENT)]) {
+        log(logp, &format!("ready FAIL {e}"));
+        return;
+    }
+    log(logp, &format!("ready server={}", std::process::id()));
+    wait_go();
+    let mut p = libc::pollfd { fd: c, events: libc::POLLOUT, revents: 0 };
+    // SAFETY: one pollfd.
+    let res = if unsafe { libc::poll(&mut p, 1, 90_000) } != 1 {
+        Err("not connected in 90 s".to_string())
+    } else if getopt(c, libc::SOL_SOCKET, libc::SO_ERROR) != 0 || tcp_state(c) != TCP_ESTABLISHED {
+        Err(format!("connect failed: SO_ERROR {}", getopt(c, libc::SOL_SOCKET, libc::SO_ERROR)))
+    } else {
+        // SAFETY: 2 bytes are read.
+        unsafe { libc::send(c, b"hi".as_ptr() as *const _, 2, libc::MSG_NOSIGNAL) };
+        Ok(())
+    };
+    match res {
+        Ok(()) => log(logp, "done role=synsent ok"),
+        Err(e) => log(logp, &format!("done role=synsent FAIL {e}")),
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     crtools_tests::detach_from_harness();
@@ -773,6 +1148,8 @@ fn main() {
         Some("tcp") => tcp(&logp, args.get(3).map(String::as_str) == Some("cork")),
         Some("udp") => udp(&logp),
         Some("v6") => v6(&logp),
-        _ => panic!("usage: victim_inet tcp|udp|v6 LOG [cork]"),
+        Some("fin") => fin(&logp),
+        Some("synsent") => synsent(&logp, args.get(3).and_then(|p| p.parse().ok()).expect("PORT")),
+        _ => panic!("usage: victim_inet tcp|udp|v6|fin LOG [cork] | synsent LOG PORT"),
     }
 }
