@@ -350,6 +350,7 @@ fn half_closed_connections_keep_their_bytes_and_fins() {
         write_pattern(&mut t2, 61, 0, BIG);
         let phase1 = t.wait_line("phase1 ");
         assert!(phase1.starts_with("phase1 role=fin"), "{phase1}");
+        eprintln!("fin victim at dump: {phase1}");
         let root = t.pids[0];
         do_dump(root, &s.images(), true).unwrap_or_else(|e| panic!("dump: {e}"));
         wait_gone(root);

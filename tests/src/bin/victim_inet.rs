@@ -26,7 +26,9 @@
 //! states a connection passes through while it closes: FIN-WAIT-1 with
 //! ESTABLISHED, FIN-WAIT-2 with CLOSE-WAIT, FIN-WAIT-2 with LAST-ACK,
 //! CLOSING with FIN-WAIT-2 (the end whose FIN must not arrive has more
-//! queued than its peer's small receive buffer takes). And a listener for
+//! queued than its peer's small receive buffer takes); FIN-WAIT-2 with
+//! CLOSE-WAIT again over IPv6, and with LAST-ACK on IPv6 sockets with
+//! v4-mapped addresses. And a listener for
 //! two connections of the test: on the first the test writes and shuts
 //! down (the victim's end is CLOSE-WAIT and writes more than the test
 //! reads), on the second the victim writes and shuts down (FIN-WAIT-2)
@@ -45,7 +47,8 @@
 //! sockets of its own (one bound, one connected); on SIGUSR1 it reads them
 //! back (contents and senders), then echoes three datagrams. It also holds
 //! multicast memberships (any source, and source-specific) and checks
-//! they still deliver.
+//! they still deliver, and a UDP-Lite socket with a datagram queued and
+//! its checksum coverage options set.
 use std::ffi::CString;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -597,6 +600,71 @@ fn multicast_after(mc: i32, ms: i32) -> Result<(), String> {
     Ok(())
 }
 
+const SOL_UDPLITE: i32 = 136;
+const UDPLITE_SEND_CSCOV: i32 = 10;
+const UDPLITE_RECV_CSCOV: i32 = 11;
+
+/// A UDP-Lite receiver (checksum coverage: sends 20 bytes, takes 12 at
+/// least) with a datagram queued from a UDP-Lite sender of its own.
+fn udplite_pair() -> (i32, i32) {
+    let sock = || {
+        // SAFETY: plain socket call.
+        let u = check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_UDPLITE) } as i64, "socket");
+        let a = sin(0);
+        // SAFETY: a is a valid sockaddr_in.
+        check(unsafe { libc::bind(u as i32, &a as *const _ as *const _, 16) } as i64, "bind");
+        u as i32
+    };
+    let (r, k) = (sock(), sock());
+    setopt(r, SOL_UDPLITE, UDPLITE_SEND_CSCOV, 20);
+    setopt(r, SOL_UDPLITE, UDPLITE_RECV_CSCOV, 12);
+    setopt(k, SOL_UDPLITE, UDPLITE_SEND_CSCOV, 16);
+    let to = sin(port_of(r));
+    // SAFETY: 5 bytes and the address are read.
+    check(
+        unsafe { libc::sendto(k, b"lite0".as_ptr() as *const _, 5, 0, &to as *const _ as *const _, 16) } as i64,
+        "sendto",
+    );
+    (r, k)
+}
+
+/// After the restore: the queued datagram is there, from its sender; the
+/// coverage options are as set; a new one still arrives.
+fn udplite_after(r: i32, k: i32) -> Result<(), String> {
+    let opts = (
+        getopt(r, SOL_UDPLITE, UDPLITE_SEND_CSCOV),
+        getopt(r, SOL_UDPLITE, UDPLITE_RECV_CSCOV),
+        getopt(k, SOL_UDPLITE, UDPLITE_SEND_CSCOV),
+    );
+    if opts != (20, 12, 16) {
+        return Err(format!("UDP-Lite coverage options are {opts:?}, were (20, 12, 16)"));
+    }
+    let to = sin(port_of(r));
+    // SAFETY: 5 bytes and the address are read.
+    unsafe { libc::sendto(k, b"lite1".as_ptr() as *const _, 5, 0, &to as *const _ as *const _, 16) };
+    for want in [b"lite0", b"lite1"] {
+        let mut p = libc::pollfd { fd: r, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one pollfd.
+        if unsafe { libc::poll(&mut p, 1, 90_000) } != 1 {
+            return Err(format!("UDP-Lite: no {:?}", String::from_utf8_lossy(want)));
+        }
+        let mut buf = [0u8; 16];
+        // SAFETY: sockaddr_in is plain data.
+        let mut a: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        let mut l = 16u32;
+        // SAFETY: at most 16 bytes into buf and l bytes into a.
+        let n = unsafe { libc::recvfrom(r, buf.as_mut_ptr() as *mut _, 16, 0, &mut a as *mut _ as *mut _, &mut l) };
+        if n != 5 || &buf[..5] != want || u16::from_be(a.sin_port) != port_of(k) {
+            return Err(format!(
+                "UDP-Lite: got {:?} from port {}",
+                &buf[..n.max(0) as usize],
+                u16::from_be(a.sin_port)
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn udp(logp: &str) {
     let srv = udp_socket(0);
     setopt(srv, libc::SOL_SOCKET, libc::SO_BROADCAST, 1);
@@ -625,6 +693,7 @@ fn udp(logp: &str) {
     check(unsafe { libc::send(k2, b"c0".as_ptr() as *const _, 2, 0) } as i64, "send");
     let (kname, k2name, k2peer) = (name_of(k, false), name_of(k2, false), name_of(k2, true));
     let (mc, ms) = multicast_pair();
+    let (lite, lite_k) = udplite_pair();
     log(logp, &format!("ready port={port} server={}", std::process::id()));
     wait_go();
     let mut res = multicast_after(mc, ms);
@@ -663,6 +732,9 @@ fn udp(logp: &str) {
         if res.is_ok() && now != v {
             res = Err(format!("IP option {o} is {now}, was set to {v}"));
         }
+    }
+    if res.is_ok() {
+        res = udplite_after(lite, lite_k);
     }
     log(logp, &format!("queue {}", if res.is_ok() { "ok" } else { "bad" }));
     if res.is_ok() {
@@ -866,14 +938,60 @@ fn accept(l: i32) -> i32 {
 /// with a send buffer that takes everything they write; `small_x` /
 /// `small_y`: that end gets a small receive buffer.
 fn pair(small_x: bool, small_y: bool) -> (i32, i32) {
-    let l = listener(small_y.then_some(4096));
-    let x = tcp_socket();
+    pair_in(Net::V4, small_x, small_y)
+}
+
+/// Where a pair connects: IPv4, IPv6 (::1), or IPv6 sockets with
+/// v4-mapped addresses (IPv4 on the wire).
+#[derive(Clone, Copy, PartialEq)]
+enum Net {
+    V4,
+    V6,
+    Mapped,
+}
+
+fn pair_in(net: Net, small_x: bool, small_y: bool) -> (i32, i32) {
+    if net == Net::V4 {
+        let l = listener(small_y.then_some(4096));
+        let x = tcp_socket();
+        if small_x {
+            setopt(x, libc::SOL_SOCKET, libc::SO_RCVBUF, 4096);
+        }
+        let a = sin(port_of(l));
+        // SAFETY: a is a valid sockaddr_in.
+        check(unsafe { libc::connect(x, &a as *const _ as *const _, 16) } as i64, "connect");
+        return finish_pair(l, x);
+    }
+    let sock6 = || {
+        // SAFETY: plain socket call.
+        check(unsafe { libc::socket(libc::AF_INET6, libc::SOCK_STREAM, 0) } as i64, "socket") as i32
+    };
+    let (mut lo, mut mapped) = ([0u8; 16], [0u8; 16]);
+    lo[15] = 1;
+    mapped[10..12].copy_from_slice(&[0xff, 0xff]);
+    mapped[12..].copy_from_slice(&[127, 0, 0, 1]);
+    let l = sock6();
+    if small_y {
+        setopt(l, libc::SOL_SOCKET, libc::SO_RCVBUF, 4096);
+    }
+    setopt(l, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0);
+    let at = sin6(if net == Net::V6 { lo } else { [0; 16] }, 0);
+    // SAFETY: at is a valid sockaddr_in6.
+    check(unsafe { libc::bind(l, &at as *const _ as *const _, 28) } as i64, "bind");
+    // SAFETY: plain call.
+    check(unsafe { libc::listen(l, 8) } as i64, "listen");
+    let x = sock6();
     if small_x {
         setopt(x, libc::SOL_SOCKET, libc::SO_RCVBUF, 4096);
     }
-    let a = sin(port_of(l));
-    // SAFETY: a is a valid sockaddr_in.
-    check(unsafe { libc::connect(x, &a as *const _ as *const _, 16) } as i64, "connect");
+    let to = sin6(if net == Net::V6 { lo } else { mapped }, port6(l));
+    // SAFETY: to is a valid sockaddr_in6.
+    check(unsafe { libc::connect(x, &to as *const _ as *const _, 28) } as i64, "connect");
+    finish_pair(l, x)
+}
+
+/// Accepts `x`'s connection on `l`, closes `l`, sets both ends up.
+fn finish_pair(l: i32, x: i32) -> (i32, i32) {
     let y = accept(l);
     // SAFETY: our descriptor; the connection outlives its listener.
     unsafe { libc::close(l) };
@@ -968,6 +1086,39 @@ fn fin(logp: &str) {
     let mut x3w = Flow { fd: x3, k: 30, done: 0, total: SMALL };
     assert!(x3w.write(SMALL));
     shut_wr(x3);
+    // 5, 6: FIN-WAIT-2 and CLOSE-WAIT over IPv6, FIN-WAIT-2 and LAST-ACK
+    // with v4-mapped addresses.
+    let (x5, y5) = pair_in(Net::V6, true, false);
+    let mut x5w = Flow { fd: x5, k: 70, done: 0, total: SMALL };
+    assert!(x5w.write(SMALL));
+    shut_wr(x5);
+    let (x6, y6) = pair_in(Net::Mapped, true, false);
+    let mut x6w = Flow { fd: x6, k: 80, done: 0, total: SMALL };
+    assert!(x6w.write(SMALL));
+    shut_wr(x6);
+    // 7: FIN-WAIT-2 and CLOSE-WAIT whose small receive buffer is full: it
+    // reads until the FIN is in, so the last bytes and the FIN arrive when
+    // the window opens just enough for them.
+    let (x7, y7) = pair(false, true);
+    let mut x7w = Flow { fd: x7, k: 90, done: 0, total: BIG };
+    assert!(x7w.write(BIG));
+    shut_wr(x7);
+    let mut y7_read = 0;
+    let start = std::time::Instant::now();
+    while tcp_state(y7) != TCP_CLOSE_WAIT {
+        if start.elapsed().as_secs() > 90 {
+            log(logp, "phase1 FAIL y7 never saw the FIN");
+            return;
+        }
+        let mut buf = [0u8; 512];
+        // SAFETY: at most 512 bytes are written into buf.
+        let r = unsafe { libc::recv(y7, buf.as_mut_ptr() as *mut _, 512, 0) };
+        for (j, &b) in buf[..r.max(0) as usize].iter().enumerate() {
+            assert_eq!(b, pattern(90, y7_read + j), "y7 before the dump");
+        }
+        y7_read += r.max(0) as usize;
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     // 4: CLOSING (its bytes and FIN wait for room; its peer's FIN came)
     // and FIN-WAIT-2.
     let (x4, y4) = pair(false, true);
@@ -976,7 +1127,13 @@ fn fin(logp: &str) {
     shut_wr(x4);
     let mut y4w = Flow { fd: y4, k: 41, done: 0, total: SMALL };
     assert!(y4w.write(SMALL));
-    if let Err(e) = wait_states(&[("y2", y2, TCP_CLOSE_WAIT), ("y3", y3, TCP_CLOSE_WAIT)]) {
+    let peers_closed = [
+        ("y2", y2, TCP_CLOSE_WAIT),
+        ("y3", y3, TCP_CLOSE_WAIT),
+        ("y5", y5, TCP_CLOSE_WAIT),
+        ("y6", y6, TCP_CLOSE_WAIT),
+    ];
+    if let Err(e) = wait_states(&peers_closed) {
         log(logp, &format!("phase1 FAIL {e}"));
         return;
     }
@@ -985,6 +1142,11 @@ fn fin(logp: &str) {
     let mut y3w = Flow { fd: y3, k: 31, done: 0, total: BIG };
     assert!(y3w.write(BIG));
     shut_wr(y3);
+    let mut y5w = Flow { fd: y5, k: 71, done: 0, total: BIG };
+    assert!(y5w.write(BIG));
+    let mut y6w = Flow { fd: y6, k: 81, done: 0, total: BIG };
+    assert!(y6w.write(BIG));
+    shut_wr(y6);
     shut_wr(y4);
     // The test's connections: the first one it shuts, the second one we do.
     let l = listener(Some(4096));
@@ -1007,6 +1169,12 @@ fn fin(logp: &str) {
         ("y3", y3, TCP_LAST_ACK),
         ("x4", x4, TCP_CLOSING),
         ("y4", y4, TCP_FIN_WAIT2),
+        ("x5", x5, TCP_FIN_WAIT2),
+        ("y5", y5, TCP_CLOSE_WAIT),
+        ("x6", x6, TCP_FIN_WAIT2),
+        ("y6", y6, TCP_LAST_ACK),
+        ("x7", x7, TCP_FIN_WAIT2),
+        ("y7", y7, TCP_CLOSE_WAIT),
         ("t1", t1, TCP_CLOSE_WAIT),
         ("t2", t2, TCP_FIN_WAIT2),
     ];
@@ -1027,8 +1195,14 @@ fn fin(logp: &str) {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     let unsent: Vec<i32> =
-        [x1, y2, y3, x4, t1].iter().map(|&fd| queued(fd, libc::SIOCOUTQNSD as libc::c_ulong)).collect();
-    log(logp, &format!("phase1 role=fin unsent={unsent:?}"));
+        [x1, y2, y3, x4, y5, y6, t1].iter().map(|&fd| queued(fd, libc::SIOCOUTQNSD as libc::c_ulong)).collect();
+    log(
+        logp,
+        &format!(
+            "phase1 role=fin unsent={unsent:?} full_close_wait_queue={}",
+            queued(y7, libc::FIONREAD as libc::c_ulong)
+        ),
+    );
     wait_go();
     let mut res = wait_states(&states).map_err(|e| format!("after the restore: {e}"));
     let end = |name, fd, rk, rtotal, wk, wdone, wtotal, shut| End {
@@ -1052,6 +1226,12 @@ fn fin(logp: &str) {
         end("y3", y3, 30, SMALL, 31, BIG, BIG, true),
         end("x4", x4, 41, SMALL, 40, BIG, BIG, true),
         end("y4", y4, 40, BIG, 41, SMALL, SMALL, true),
+        end("x5", x5, 71, BIG + MORE, 70, SMALL, SMALL, true),
+        end("y5", y5, 70, SMALL, 71, BIG, BIG + MORE, false),
+        end("x6", x6, 81, BIG, 80, SMALL, SMALL, true),
+        end("y6", y6, 80, SMALL, 81, BIG, BIG, true),
+        end("x7", x7, 91, 0, 90, BIG, BIG, true),
+        End { rdone: y7_read, ..end("y7", y7, 90, BIG, 91, 0, 0, false) },
         end("t1", t1, 50, SMALL, 51, BIG, BIG + MORE, false),
         end("t2", t2, 61, BIG + WHILE_DOWN, 60, SMALL, SMALL, true),
     ];
