@@ -1441,7 +1441,8 @@ fn write_queue(
     Ok(())
 }
 
-/// Leaves repair mode (a window probe makes the peer answer), sets options.
+/// Leaves repair mode (an established connection sends a window probe,
+/// which makes the peer answer), sets options.
 fn go_live(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), String> {
     // Segments reach it again (its own filter, if it had one, is set below).
     match inet::detach_filter(fd) {
