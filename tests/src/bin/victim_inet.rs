@@ -40,8 +40,10 @@
 //! (state CLOSE on both ends).
 //!
 //! `victim_inet synsent LOG PORT`: a connection to PORT still opening
-//! (SYN-SENT: the test's listener has a full accept queue); on SIGUSR1 it
-//! waits until it is connected and writes "hi".
+//! (SYN-SENT: the test's listener has a full accept queue), and before it
+//! a FIN-WAIT-2 / CLOSE-WAIT pair; on SIGUSR1 it waits until it is
+//! connected and writes "hi", and the pair finishes its exchange and
+//! closes.
 //!
 //! `victim_inet udp LOG`: a UDP server with datagrams queued from two
 //! sockets of its own (one bound, one connected); on SIGUSR1 it reads them
@@ -1018,6 +1020,14 @@ struct End {
     shut: bool,
 }
 
+/// An end that reads `rtotal` bytes of pattern `rk` and then the end of
+/// the stream, and writes pattern `wk` from `wdone` to `wtotal`, then
+/// shuts down unless `shut` already.
+#[allow(clippy::too_many_arguments)]
+fn end(name: &'static str, fd: i32, rk: u8, rtotal: usize, wk: u8, wdone: usize, wtotal: usize, shut: bool) -> End {
+    End { name, fd, rk, rdone: 0, rtotal, eof: false, wk, wdone, wtotal, shut }
+}
+
 impl End {
     /// One round; Ok(true) when everything is read and written.
     fn step(&mut self) -> Result<bool, String> {
@@ -1205,19 +1215,7 @@ fn fin(logp: &str) {
     );
     wait_go();
     let mut res = wait_states(&states).map_err(|e| format!("after the restore: {e}"));
-    let end = |name, fd, rk, rtotal, wk, wdone, wtotal, shut| End {
-        name,
-        fd,
-        rk,
-        rdone: 0,
-        rtotal,
-        eof: false,
-        wk,
-        wdone,
-        wtotal,
-        shut,
-    };
-    let mut ends = vec![
+    let mut ends = [
         end("x1", x1, 11, SMALL + MORE, 10, BIG, BIG, true),
         end("y1", y1, 10, BIG, 11, SMALL, SMALL + MORE, false),
         end("x2", x2, 21, BIG + MORE, 20, SMALL, SMALL, true),
@@ -1235,45 +1233,8 @@ fn fin(logp: &str) {
         end("t1", t1, 50, SMALL, 51, BIG, BIG + MORE, false),
         end("t2", t2, 61, BIG + WHILE_DOWN, 60, SMALL, SMALL, true),
     ];
-    let start = std::time::Instant::now();
-    while res.is_ok() {
-        let mut all = true;
-        for e in ends.iter_mut() {
-            match e.step() {
-                Ok(done) => all &= done,
-                Err(m) => {
-                    res = Err(m);
-                    break;
-                }
-            }
-        }
-        if all {
-            break;
-        }
-        if start.elapsed().as_secs() > 90 {
-            let st: Vec<String> = ends
-                .iter()
-                .map(|e| {
-                    format!(
-                        "{}:r{}/{}{} w{}/{}",
-                        e.name,
-                        e.rdone,
-                        e.rtotal,
-                        if e.eof { "+eof" } else { "" },
-                        e.wdone,
-                        e.wtotal
-                    )
-                })
-                .collect();
-            res = Err(format!("timed out: {st:?}"));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
     if res.is_ok() {
-        // Every connection finishes closing: each end's FIN acknowledged,
-        // the peer's received.
-        let closed: Vec<(&str, i32, u8)> = states.iter().map(|&(n, fd, _)| (n, fd, TCP_CLOSE)).collect();
-        res = wait_states(&closed).map_err(|e| format!("closing: {e}"));
+        res = run_ends(&mut ends);
     }
     match res {
         Ok(()) => log(logp, "done role=fin ok"),
@@ -1284,8 +1245,55 @@ fn fin(logp: &str) {
     }
 }
 
+/// Runs `ends` until each has read and written everything, then waits
+/// until every connection has finished closing.
+fn run_ends(ends: &mut [End]) -> Result<(), String> {
+    let start = std::time::Instant::now();
+    loop {
+        let mut all = true;
+        for e in ends.iter_mut() {
+            all &= e.step()?;
+        }
+        if all {
+            break;
+        }
+        if start.elapsed().as_secs() > 90 {
+            let st: Vec<String> = ends
+                .iter()
+                .map(|e| {
+                    let eof = if e.eof { "+eof" } else { "" };
+                    format!("{}:r{}/{}{eof} w{}/{}", e.name, e.rdone, e.rtotal, e.wdone, e.wtotal)
+                })
+                .collect();
+            return Err(format!("timed out: {st:?}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    // Every connection finishes closing: each end's FIN acknowledged, the
+    // peer's received.
+    let closed: Vec<(&str, i32, u8)> = ends.iter().map(|e| (e.name, e.fd, TCP_CLOSE)).collect();
+    wait_states(&closed).map_err(|e| format!("closing: {e}"))
+}
+
 fn synsent(logp: &str, port: u16) {
+    // Dumped (into repair mode and out again) before the refusal: a
+    // FIN-WAIT-2 and CLOSE-WAIT pair that must work on as before.
+    let (x, y) = pair(false, false);
+    let mut xw = Flow { fd: x, k: 20, done: 0, total: SMALL };
+    assert!(xw.write(SMALL));
+    shut_wr(x);
+    let mut yw = Flow { fd: y, k: 21, done: 0, total: SMALL };
+    assert!(yw.write(SMALL));
+    if let Err(e) = wait_states(&[("x", x, TCP_FIN_WAIT2), ("y", y, TCP_CLOSE_WAIT)]) {
+        log(logp, &format!("ready FAIL {e}"));
+        return;
+    }
+    // The listener's descriptor number, free again, is taken first: the
+    // dump reads descriptors in order, and the pair must come before.
+    // SAFETY: plain call; the copy of stdin stays open.
+    let _held = unsafe { libc::dup(0) };
     let c = tcp_socket();
+    assert!(c > x && c > y, "the SYN-SENT socket comes last");
     nonblock(c);
     let a = sin(port);
     // SAFETY: a is a valid sockaddr_in.
@@ -1306,7 +1314,22 @@ fn synsent(logp: &str, port: u16) {
     } else {
         // SAFETY: 2 bytes are read.
         unsafe { libc::send(c, b"hi".as_ptr() as *const _, 2, libc::MSG_NOSIGNAL) };
-        Ok(())
+        let end = |name, fd, rk, rtotal, wk, wdone, wtotal, shut| End {
+            name,
+            fd,
+            rk,
+            rdone: 0,
+            rtotal,
+            eof: false,
+            wk,
+            wdone,
+            wtotal,
+            shut,
+        };
+        run_ends(&mut [
+            end("x", x, 21, SMALL + MORE, 20, SMALL, SMALL, true),
+            end("y", y, 20, SMALL, 21, SMALL, SMALL + MORE, false),
+        ])
     };
     match res {
         Ok(()) => log(logp, "done role=synsent ok"),
