@@ -43,17 +43,17 @@
 //! FIN before it received one, LAST-ACK after. The state reached is
 //! checked. Segments are checked against the connection's MD5 keys, which
 //! a forged one lacks: a half-closed connection with TCP_MD5SIG keys is
-//! refused. TIME-WAIT connections have no descriptor and are not dumped;
+//! refused (but in FIN-WAIT-1, which needs no forged segment). TIME-WAIT connections have no descriptor and are not dumped;
 //! SYN-SENT and SYN-RECV (a connection still opening) are refused.
 //!
 //! UDP queues are refilled from the datagrams' senders
 //! (a restored socket bound to the sender's address, or a temporary one),
 //! then UDP sockets connect. Once every task exists, repaired connections
-//! leave repair mode (a window probe makes the peer answer) and get their
-//! options.
+//! leave repair mode (an established one sends a window probe, which makes
+//! the peer answer) and get their options.
 //!
 //! Not handled, refused by name: connections still opening (SYN-SENT),
-//! half-closed ones with TCP_MD5SIG keys, connections waiting in a
+//! half-closed ones with TCP_MD5SIG keys (but FIN-WAIT-1), connections waiting in a
 //! listener's accept queue, a corked UDP socket or one with data held
 //! back by MSG_MORE, an eBPF socket filter (it cannot be read back),
 //! O_ASYNC; a queued datagram whose sender address cannot be bound again
@@ -665,7 +665,6 @@ fn read_opts(
             }
         }
     }
-    // Options read as bytes, the same way.
     // UDP-Lite's checksum coverage, the same way.
     if proto == inet::IPPROTO_UDPLITE {
         for name in [inet::UDPLITE_SEND_CSCOV, inet::UDPLITE_RECV_CSCOV] {
@@ -675,6 +674,7 @@ fn read_opts(
             }
         }
     }
+    // Options read as bytes, the same way.
     let tcp = proto == inet::IPPROTO_TCP;
     let raw_v6: &[(u32, u32, usize)] = if six { RAW_V6 } else { &[] };
     let raw_tcp: &[(u32, u32, usize)] = if tcp { RAW_TCP } else { &[] };
@@ -1236,8 +1236,8 @@ fn repair_connection(fd: BorrowedFd<'_>, u: &InetSkEntry, t: &TcpStream) -> std:
 }
 
 /// Takes a connection rebuilt as established to its half-closed state.
-/// `seqs`: its next sequence number to send and to receive and its oldest
-/// unacknowledged one, all before the FINs.
+/// The last argument: its next sequence number to send and to receive and
+/// its oldest unacknowledged one, all before the FINs.
 fn close_half(
     fd: BorrowedFd<'_>,
     u: &InetSkEntry,
@@ -1288,9 +1288,9 @@ fn close_half(
         forge_segment(peer, local, rcv_seq, snd_seq.wrapping_add(1), TH_ACK, window)
             .map_err(|e| format!("its peer's acknowledgement of its FIN: {e}"))?;
     }
-    // A forged segment is handled before sendto returns (loopback delivery
-    // runs in the sender's context) unless the socket was busy: wait a
-    // little for the state, never silently accept another one.
+    // A forged segment is usually handled before sendto returns (local
+    // delivery runs when the sender's softirqs do), not always: wait a
+    // little for the state, never accept another one.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
         let now = inet::tcp_info(fd).map_err(|e| format!("TCP_INFO: {e}"))?.state as u32;
@@ -1408,7 +1408,8 @@ fn ones_complement_sum(b: &[u8]) -> u16 {
 /// hold less of it than the dumped one did (memory is counted per
 /// segment, and they are cut differently): it is then made larger
 /// (`force`: SO_RCVBUFFORCE or SO_SNDBUFFORCE) and set back to `size` (as
-/// the socket reported it, twice what is set) once the queue is full.
+/// the socket reported it, twice what is set) once the queue is full; a
+/// socket whose size was the kernel's default keeps the larger one.
 /// Never blocks: nothing frees buffer space in repair mode.
 fn write_queue(
     fd: BorrowedFd<'_>,
