@@ -1400,11 +1400,11 @@ fn assert_sigtrap_queued(t: &Task, when: &str) {
 fn pending_sigtrap_survives_a_failed_dump() {
     run("trap_failed", 90, |cx| {
         let s = Scratch::new("dr_task", "trap_failed");
-        // The UDP-Lite socket (unsupported) fails the dump while the parasite is
+        // The raw socket (unsupported) fails the dump while the parasite is
         // in: descriptors are collected by the parasite.
         let t = cx.start(&s, "trap_pending,trap_thread,socket", None);
         assert_sigtrap_queued(&t, "before the dump");
-        let err = do_dump(t.pid, &s.images(), false).expect_err("dump of a UDP-Lite socket must fail");
+        let err = do_dump(t.pid, &s.images(), false).expect_err("dump of a raw socket must fail");
         assert!(err.contains("socket"), "{err}");
         assert_running_untraced(&t);
         assert_sigtrap_queued(&t, "after the failed dump");
@@ -1413,7 +1413,7 @@ fn pending_sigtrap_survives_a_failed_dump() {
         c.assert_item("trap_thread", "ok");
         c.assert_ok();
         // Twice: the second dump meets the SIGTRAPs the check queued again.
-        do_dump(t.pid, &s.images(), false).expect_err("dump of a UDP-Lite socket must fail");
+        do_dump(t.pid, &s.images(), false).expect_err("dump of a raw socket must fail");
         let c = t.check();
         c.assert_item("trap", "ok");
         c.assert_item("trap_thread", "ok");

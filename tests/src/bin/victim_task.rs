@@ -59,7 +59,7 @@
 //!   saved gids and uids (not root), chosen capability sets, no_new_privs,
 //!   child_subreaper and ADDR_NO_RANDOMIZE; the check compares them all;
 //! - `pipe`: a pipe (an unsupported descriptor kind); its fds are the extra
-//!   words of "ready"; `socket`: the same with two connected UDP sockets on the loopback;
+//!   words of "ready"; `socket`: the same with two connected raw IPv6 sockets on the loopback;
 //! - `flock`, `posix_lock` (write, bytes 10..29), `ofd_lock` (read, bytes
 //!   10..29): ARG/locked opened read-write and locked; `lease`: ARG/leased
 //!   opened read-only with a read lease; the extra word is the fd;
@@ -1252,30 +1252,23 @@ struct Pipe {
 }
 
 impl Pipe {
-    /// Two UDP-Lite sockets on the loopback connected to each other (a kind
-    /// of socket crtools does not dump: plain UDP is dumped now).
-    fn udp_pair() -> Pipe {
-        // SAFETY: plain socket calls on local sockaddr_in values.
+    /// Two raw IPv6 sockets (protocol 253, for experiments) on the loopback
+    /// connected to each other: a kind of socket crtools does not dump
+    /// (UDP and UDP-Lite are dumped now). IPv6 raw sockets read no header.
+    fn raw_pair() -> Pipe {
+        // SAFETY: plain socket calls on local sockaddr_in6 values.
         unsafe {
-            let a = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_UDPLITE);
-            let b = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_UDPLITE);
+            let a = libc::socket(libc::AF_INET6, libc::SOCK_RAW, 253);
+            let b = libc::socket(libc::AF_INET6, libc::SOCK_RAW, 253);
             assert!(a >= 0 && b >= 0);
-            let mut sa: libc::sockaddr_in = std::mem::zeroed();
-            sa.sin_family = libc::AF_INET as u16;
-            sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
-            let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+            let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
+            sa.sin6_family = libc::AF_INET6 as u16;
+            sa.sin6_addr.s6_addr[15] = 1;
+            let len = std::mem::size_of::<libc::sockaddr_in6>() as u32;
             for s in [a, b] {
                 assert_eq!(libc::bind(s, &sa as *const _ as *const libc::sockaddr, len), 0);
+                assert_eq!(libc::connect(s, &sa as *const _ as *const libc::sockaddr, len), 0);
             }
-            let name = |s: i32| {
-                let mut n: libc::sockaddr_in = std::mem::zeroed();
-                let mut l = len;
-                libc::getsockname(s, &mut n as *mut _ as *mut libc::sockaddr, &mut l);
-                n
-            };
-            let (na, nb) = (name(a), name(b));
-            assert_eq!(libc::connect(a, &nb as *const _ as *const libc::sockaddr, len), 0);
-            assert_eq!(libc::connect(b, &na as *const _ as *const libc::sockaddr, len), 0);
             Pipe { r: a, w: b }
         }
     }
@@ -1494,7 +1487,7 @@ fn main() {
     let ghost = has("ghost").then(|| Ghost::setup(&arg));
     let thread_timer = has("thread_timer").then(ThreadTimer::setup);
     let limits = has("limits").then(|| Limits::setup(if arg.is_empty() { "/" } else { &arg }));
-    let pipe = if has("pipe") { Some(Pipe::setup()) } else { has("socket").then(Pipe::udp_pair) };
+    let pipe = if has("pipe") { Some(Pipe::setup()) } else { has("socket").then(Pipe::raw_pair) };
     let creds = has("creds").then(Creds::setup);
     let trap_pending = has("trap_pending").then(TrapPending::setup);
     let trap_thread = has("trap_thread").then(TrapThread::setup);
