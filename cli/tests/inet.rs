@@ -196,6 +196,24 @@ fn md5_key_on_an_unlisted_socket_is_refused() {
     );
 }
 
+/// A TCP connection reset by its peer and still held (state CLOSE, its
+/// error not read yet): refused by name, not dumped as a fresh socket.
+#[test]
+fn ended_connection_still_held_is_refused() {
+    refused_and_left_running(
+        "closed",
+        "l = socket.socket()\n\
+         l.bind(('127.0.0.1', 0))\n\
+         l.listen()\n\
+         c = socket.create_connection(l.getsockname())\n\
+         a, _ = l.accept()\n\
+         a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))\n\
+         a.close()\n\
+         while c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != 7: time.sleep(0.01)\n",
+        "has ended (CLOSE)",
+    );
+}
+
 /// python3 running `setup` (with socket and struct imported), then
 /// sleeping: the dump is refused (exit status 3) with a message containing
 /// `expect`, the program runs on, and no inventory is left.

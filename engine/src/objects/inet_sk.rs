@@ -54,10 +54,11 @@
 //!
 //! Not handled, refused by name: connections still opening (SYN-SENT),
 //! half-closed ones with TCP_MD5SIG keys (but FIN-WAIT-1), connections waiting in a
-//! listener's accept queue, a corked UDP socket or one with data held
-//! back by MSG_MORE, an eBPF socket filter (it cannot be read back),
-//! O_ASYNC; a queued datagram whose sender address cannot be bound again
-//! fails the restore. Raw and packet sockets are refused by
+//! listener's accept queue, a connection that ended (CLOSE) but is still
+//! held, a corked UDP socket or one with data held back by MSG_MORE (or
+//! still in the transmit path after a few seconds), an eBPF socket filter
+//! (it cannot be read back); a queued datagram whose sender address cannot
+//! be bound again fails the restore. Raw and packet sockets are refused by
 //! `files::classify`.
 //!
 //! Keeping connections silent while the tree is down (the network lock of
@@ -97,6 +98,9 @@ const TCP_LISTEN: u32 = 10;
 const TCP_CLOSING: u32 = 11;
 const RCV_SHUTDOWN: u8 = 1;
 const SEND_SHUTDOWN: u8 = 2;
+/// How long a UDP socket's sent datagrams may take to leave the host
+/// before what is left counts as held back.
+const UDP_DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
 /// Largest UDP payload plus room: a peek never truncates a datagram.
 const UDP_BUF: usize = 65536;
 
@@ -474,7 +478,21 @@ pub fn dump(
                     }
                     entry.backlog = d.wqueue;
                 }
-                TCP_CLOSE => {}
+                TCP_CLOSE => {
+                    // A connection that ended (closed, reset, refused) and
+                    // is still held: what the task has not read of it, its
+                    // end of stream or its pending error would come back
+                    // as a fresh socket's nothing. One never connected (or
+                    // disconnected with AF_UNSPEC) has no segments counted.
+                    let (segs_in, segs_out) = inet::tcp_segs(s.as_fd()).map_err(|err| e(format!("TCP_INFO: {err}")))?;
+                    if segs_in > 0 || segs_out > 0 {
+                        return Err(r(format!(
+                            "TCP connection {} has ended (CLOSE) but is still open: what is left to read of it, \
+                             its end of stream or its error would be lost; not supported",
+                            ends(local, peer)
+                        )));
+                    }
+                }
                 TCP_ESTABLISHED if !cx.tcp_established => {
                     return Err(r(format!(
                         "established TCP connection {}: dump with --tcp-established to checkpoint it",
@@ -525,11 +543,21 @@ pub fn dump(
             if inet::get_opt_int(s.as_fd(), inet::SOL_UDP, inet::UDP_CORK).unwrap_or(0) != 0 {
                 return Err(r(format!("UDP socket {} is corked (UDP_CORK): not supported", ends(local, peer))));
             }
-            let pending = inet::queue_ioctl(s.as_fd(), inet::SIOCOUTQ).unwrap_or(0);
+            // SIOCOUTQ counts what is held back (MSG_MORE) and what was
+            // sent but not freed yet (a qdisc, a neighbour being resolved):
+            // the latter drains while the tree is frozen, the former not.
+            let deadline = std::time::Instant::now() + UDP_DRAIN;
+            let mut pending = inet::queue_ioctl(s.as_fd(), inet::SIOCOUTQ).unwrap_or(0);
+            while pending > 0 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                pending = inet::queue_ioctl(s.as_fd(), inet::SIOCOUTQ).unwrap_or(0);
+            }
             if pending > 0 {
                 return Err(r(format!(
-                    "UDP socket {} holds {pending} bytes back (MSG_MORE or UDP_CORK): not supported",
-                    ends(local, peer)
+                    "UDP socket {} holds {pending} bytes not sent yet after {} ms (held back with MSG_MORE, \
+                     or stuck in the transmit path, e.g. an unresolved neighbour): not supported",
+                    ends(local, peer),
+                    UDP_DRAIN.as_millis()
                 )));
             }
             entry.queue =

@@ -420,6 +420,23 @@ impl TcpInfo {
     }
 }
 
+/// TCP_INFO's tcpi_segs_in and tcpi_segs_out: segments received and sent
+/// since the socket was made (or last disconnected with AF_UNSPEC).
+pub fn tcp_segs(fd: BorrowedFd<'_>) -> Result<(u32, u32)> {
+    let mut b = [0u8; core::mem::size_of::<ln::tcp_info>()];
+    let n = get_opt_bytes(fd, SOL_TCP, ln::TCP_INFO, &mut b)?;
+    let at = |off: usize| -> Result<u32> {
+        b.get(off..off + 4)
+            .filter(|_| off + 4 <= n)
+            .map(|v| u32::from_ne_bytes(v.try_into().expect("4 bytes")))
+            .ok_or(Errno::EIO)
+    };
+    Ok((
+        at(core::mem::offset_of!(ln::tcp_info, tcpi_segs_in))?,
+        at(core::mem::offset_of!(ln::tcp_info, tcpi_segs_out))?,
+    ))
+}
+
 /// TCP_INFO.
 pub fn tcp_info(fd: BorrowedFd<'_>) -> Result<TcpInfo> {
     let mut b = [0u8; 24];
