@@ -813,8 +813,8 @@ mod tests {
         for (args, owner) in [
             ("dump -t 1 -c", "show"),
             ("restore -t 1 -f x", "show"),
-            ("show -D img -t 1", "dump, pre-dump, restore"),
-            ("restore -t 1 --track-mem", "dump, pre-dump"),
+            ("show -D img -t 1", "pre-dump, dump, restore"),
+            ("restore -t 1 --track-mem", "pre-dump, dump"),
             ("dump -t 1 -d", "restore"),
             ("restore -t 1 -s", "dump"),
             ("restore -t 1 --link-remap", "dump"),
