@@ -14,6 +14,7 @@
 //! - [`eventfd`], [`epoll`], [`signalfd`], [`timerfd`], [`inotify`],
 //!   [`fanotify`], [`memfd`], [`pidfd`]: event and special descriptors;
 //! - [`inet_sk`]: TCP and UDP sockets, established connections with TCP_REPAIR;
+//! - [`raw_sk`]: raw and ICMP ping sockets; [`packet_sk`]: packet sockets;
 //! - [`file_lock`]: file locks and leases (refused);
 //! - [`ns`]: namespaces (refused unless crtools' own);
 //! - [`clone_share`]: address spaces, descriptor tables, fs info and signal
