@@ -89,6 +89,8 @@ pub enum FdKind {
     Unsupported,
     /// pidfd.
     Pidfd,
+    /// IPv4/IPv6 raw or ping socket.
+    RawSocket,
 }
 
 impl FdKind {
@@ -113,6 +115,7 @@ impl FdKind {
             FdKind::Ns => "ns",
             FdKind::Unsupported => "unsupported",
             FdKind::Pidfd => "pidfd",
+            FdKind::RawSocket => "raw",
         }
     }
 }

@@ -308,41 +308,56 @@ impl Describe for InetSkEntry {
         if self.state == 10 {
             n = n.f("backlog", self.backlog);
         }
-        let mut opts = format!(
-            "reuseaddr={} reuseport={} broadcast={} keepalive={} oobinline={} priority={} mark={} tos={} ttl={} \
+        let opts = opts_text(o, self.proto);
+        n = n.f("shutdown", self.shutdown as u64).f("opts", opts);
+        if let Some(t) = &self.tcp {
+            n = n.f("fins", fins_text(self.state)).d("tcp", t);
+        }
+        if !self.queue.is_empty() {
+            n = n.d("queue", &self.queue);
+        }
+        n.done()
+    }
+}
+
+/// The options of a socket as `crtools show` prints them (`proto`: its
+/// IPPROTO_*, TCP adds its own).
+pub fn opts_text(o: &InetSkOpts, proto: u32) -> String {
+    let mut opts = format!(
+        "reuseaddr={} reuseport={} broadcast={} keepalive={} oobinline={} priority={} mark={} tos={} ttl={} \
              freebind={} v6only={} rcvtimeo={}.{:06} sndtimeo={}.{:06} rcvlowat={} peek_off={}",
-            o.reuseaddr,
-            o.reuseport,
-            o.broadcast,
-            o.keepalive,
-            o.oobinline,
-            o.priority,
-            o.mark,
-            o.tos,
-            o.ttl,
-            o.freebind,
-            o.v6only,
-            o.rcvtimeo.0,
-            o.rcvtimeo.1,
-            o.sndtimeo.0,
-            o.sndtimeo.1,
-            o.rcvlowat,
-            o.peek_off
-        );
-        if let Some(l) = o.linger {
-            opts += &format!(" linger={l}");
-        }
-        if !o.bind_dev.is_empty() {
-            opts += &format!(" bindtodevice={}", String::from_utf8_lossy(&o.bind_dev));
-        }
-        if let Some(b) = o.rcvbuf {
-            opts += &format!(" rcvbuf={b}");
-        }
-        if let Some(b) = o.sndbuf {
-            opts += &format!(" sndbuf={b}");
-        }
-        if self.proto == 6 {
-            opts += &format!(
+        o.reuseaddr,
+        o.reuseport,
+        o.broadcast,
+        o.keepalive,
+        o.oobinline,
+        o.priority,
+        o.mark,
+        o.tos,
+        o.ttl,
+        o.freebind,
+        o.v6only,
+        o.rcvtimeo.0,
+        o.rcvtimeo.1,
+        o.sndtimeo.0,
+        o.sndtimeo.1,
+        o.rcvlowat,
+        o.peek_off
+    );
+    if let Some(l) = o.linger {
+        opts += &format!(" linger={l}");
+    }
+    if !o.bind_dev.is_empty() {
+        opts += &format!(" bindtodevice={}", String::from_utf8_lossy(&o.bind_dev));
+    }
+    if let Some(b) = o.rcvbuf {
+        opts += &format!(" rcvbuf={b}");
+    }
+    if let Some(b) = o.sndbuf {
+        opts += &format!(" sndbuf={b}");
+    }
+    if proto == 6 {
+        opts += &format!(
                 " nodelay={} cork={} keepidle={} keepintvl={} keepcnt={} user_timeout={} maxseg={} tcp_extra={:?} congestion={}",
                 o.nodelay,
                 o.cork,
@@ -354,38 +369,30 @@ impl Describe for InetSkEntry {
                 o.tcp_extra,
                 o.congestion.as_deref().unwrap_or("default")
             );
-        }
-        if !o.ip_extra.is_empty() {
-            opts += &format!(" ip_extra={:?}", o.ip_extra);
-        }
-        for k in &o.md5 {
-            let a = SkAddr { family: k.family, addr: k.addr, port: 0, flowinfo: 0, scope_id: 0 };
-            // The key itself is a secret: its length only.
-            opts += &format!(" md5sig={}/{}:{}-byte-key", a.to_sys().ip_text(), k.prefixlen, k.key.len());
-        }
-        for m in &o.mcast {
-            let g = SkAddr { family: m.family, addr: m.group, port: 0, flowinfo: 0, scope_id: 0 };
-            opts += &format!(
-                " mcast={}@{}:{}{}",
-                g.to_sys().ip_text(),
-                m.ifindex,
-                if m.fmode == 1 { "include" } else { "exclude" },
-                m.sources.len()
-            );
-        }
-        for (level, name, v) in &o.raw {
-            opts += &format!(" raw({level}/{name})={}-bytes", v.len());
-        }
-        if !o.filter.is_empty() {
-            opts += &format!(" filter={} insns lock={}", o.filter.len(), o.lock_filter);
-        }
-        n = n.f("shutdown", self.shutdown as u64).f("opts", opts);
-        if let Some(t) = &self.tcp {
-            n = n.f("fins", fins_text(self.state)).d("tcp", t);
-        }
-        if !self.queue.is_empty() {
-            n = n.d("queue", &self.queue);
-        }
-        n.done()
     }
+    if !o.ip_extra.is_empty() {
+        opts += &format!(" ip_extra={:?}", o.ip_extra);
+    }
+    for k in &o.md5 {
+        let a = SkAddr { family: k.family, addr: k.addr, port: 0, flowinfo: 0, scope_id: 0 };
+        // The key itself is a secret: its length only.
+        opts += &format!(" md5sig={}/{}:{}-byte-key", a.to_sys().ip_text(), k.prefixlen, k.key.len());
+    }
+    for m in &o.mcast {
+        let g = SkAddr { family: m.family, addr: m.group, port: 0, flowinfo: 0, scope_id: 0 };
+        opts += &format!(
+            " mcast={}@{}:{}{}",
+            g.to_sys().ip_text(),
+            m.ifindex,
+            if m.fmode == 1 { "include" } else { "exclude" },
+            m.sources.len()
+        );
+    }
+    for (level, name, v) in &o.raw {
+        opts += &format!(" raw({level}/{name})={}-bytes", v.len());
+    }
+    if !o.filter.is_empty() {
+        opts += &format!(" filter={} insns lock={}", o.filter.len(), o.lock_filter);
+    }
+    opts
 }

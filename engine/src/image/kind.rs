@@ -11,8 +11,8 @@ use super::codec::{show_records, DynFrames, NodeSink, ShowStreamError};
 #[allow(unused_imports)]
 use super::describe::Describe;
 use super::{
-    chain, core, events, files, inet_sk, inventory, ipc, mm, netlink_sk, pagemap, pipes, pstree, reg_files, signalfd,
-    stats, tty, unix_sk,
+    chain, core, events, files, inet_sk, inventory, ipc, mm, netlink_sk, packet_sk, pagemap, pipes, pstree, raw_sk,
+    reg_files, signalfd, stats, tty, unix_sk,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -144,6 +144,10 @@ image_kinds! {
         /// IPv4/IPv6 sockets (TCP, UDP).
         InetSk    = 30, "inetsk",   "inetsk.img",         1, DEFAULT_MAX_RECORD, (),                       inet_sk::InetSkEntry;
         NetlinkSk = 60, "netlink-sk", "netlink-sk.img",   1, DEFAULT_MAX_RECORD, (),                       netlink_sk::NetlinkSkEntry;
+        /// IPv4/IPv6 raw and ping sockets.
+        RawSk     = 62, "rawsk",    "rawsk.img",          1, DEFAULT_MAX_RECORD, (),                       raw_sk::RawSkEntry;
+        /// Packet sockets (AF_PACKET).
+        PacketSk  = 63, "packetsk", "packetsk.img",       1, DEFAULT_MAX_RECORD, (),                       packet_sk::PacketSkEntry;
         /// Iterative dumps: the parent dump and the tasks whose writes are tracked.
         Chain     = 61, "chain",    "chain.img",          1, DEFAULT_MAX_RECORD, chain::ChainHead,         chain::TrackedTask;
     }

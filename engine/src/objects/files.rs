@@ -63,6 +63,12 @@ pub struct FileImages {
     pub netlink: Vec<crate::image::netlink_sk::NetlinkSkEntry>,
     /// inetsk.img.
     pub inet: Vec<crate::image::inet_sk::InetSkEntry>,
+    /// rawsk.img: raw and ping sockets.
+    pub raw: Vec<crate::image::raw_sk::RawSkEntry>,
+    /// packetsk.img.
+    pub packet: Vec<crate::image::packet_sk::PacketSkEntry>,
+    /// Dump only: what packet_diag said about every packet socket, by inode.
+    pub packet_diag: Option<HashMap<u32, crate::sys::sock_diag::PacketDiag>>,
     /// Dump only: what inet_diag said about every TCP and UDP socket, by inode.
     pub inet_diag: Option<HashMap<u32, crate::sys::sock_diag::InetDiag>>,
     /// Dump only: crtools' copies of the connections it put in repair mode
@@ -130,6 +136,12 @@ impl FileImages {
         one::<kinds::UnixSk>(img, &self.unix)?;
         one::<kinds::NetlinkSk>(img, &self.netlink)?;
         one::<kinds::InetSk>(img, &self.inet)?;
+        if !self.raw.is_empty() {
+            one::<kinds::RawSk>(img, &self.raw)?;
+        }
+        if !self.packet.is_empty() {
+            one::<kinds::PacketSk>(img, &self.packet)?;
+        }
         one::<kinds::FileLocks>(img, &self.locks)?;
         one::<kinds::GhostFiles>(img, &self.ghosts)?;
         one::<kinds::GhostData>(img, &self.ghost_data)?;
@@ -167,6 +179,9 @@ impl FileImages {
             unix: one::<kinds::UnixSk>(dir, false)?,
             netlink: one::<kinds::NetlinkSk>(dir, false)?,
             inet: one::<kinds::InetSk>(dir, false)?,
+            raw: one::<kinds::RawSk>(dir, false)?,
+            packet: one::<kinds::PacketSk>(dir, false)?,
+            packet_diag: None,
             inet_diag: None,
             inet_repair: Vec::new(),
             locks: one::<kinds::FileLocks>(dir, false)?,
@@ -289,6 +304,8 @@ pub static KINDS: &[KindOps] = &[
     KindOps { kind: FdKind::Pidfd, dump: super::pidfd::dump, open: super::pidfd::open },
     KindOps { kind: FdKind::Fanotify, dump: super::fanotify::dump, open: super::fanotify::open },
     KindOps { kind: FdKind::InetSocket, dump: super::inet_sk::dump, open: super::inet_sk::open },
+    KindOps { kind: FdKind::RawSocket, dump: super::raw_sk::dump, open: super::raw_sk::open },
+    KindOps { kind: FdKind::PacketSocket, dump: super::packet_sk::dump, open: super::packet_sk::open },
     // Last: its watches need every other description opened.
     KindOps { kind: FdKind::Epoll, dump: super::epoll::dump, open: super::epoll::open },
 ];
@@ -329,6 +346,10 @@ pub fn classify(pid: Pid, fd: i32, target: &FdTarget) -> std::result::Result<FdK
                 Ok(FdKind::NetlinkSocket)
             } else if super::inet_sk::handles(&proto) {
                 Ok(FdKind::InetSocket)
+            } else if super::raw_sk::handles(&proto) {
+                Ok(FdKind::RawSocket)
+            } else if proto == "PACKET" {
+                Ok(FdKind::PacketSocket)
             } else if proto.is_empty() {
                 Err(format!("socket:[{ino}]"))
             } else {
@@ -632,6 +653,8 @@ fn inherit_matches(images: &FileImages, key: &str) -> Vec<u32> {
     if let Some(ino) = ino_of("socket:[") {
         let mut ids: Vec<u32> = images.unix.iter().filter(|u| u.ino as u64 == ino).map(|u| u.id).collect();
         ids.extend(images.inet.iter().filter(|u| u.ino as u64 == ino).map(|u| u.id));
+        ids.extend(images.raw.iter().filter(|u| u.ino as u64 == ino).map(|u| u.id));
+        ids.extend(images.packet.iter().filter(|u| u.ino as u64 == ino).map(|u| u.id));
         return ids;
     }
     let path = |p: &[u8]| p == key.as_bytes() || p.strip_prefix(b"/") == Some(key.as_bytes());

@@ -58,8 +58,9 @@
 //! held, a corked UDP socket or one with data held back by MSG_MORE (or
 //! still in the transmit path after a few seconds), an eBPF socket filter
 //! (it cannot be read back); a queued datagram whose sender address cannot
-//! be bound again fails the restore. Raw and packet sockets are refused by
-//! `files::classify`.
+//! be bound again fails the restore. Raw and ping sockets are `raw_sk`'s,
+//! packet sockets `packet_sk`'s (they reuse the option reading and setting
+//! here).
 //!
 //! Keeping connections silent while the tree is down (the network lock of
 //! crtools' own namespace): from the moment a connection enters repair
@@ -359,7 +360,7 @@ pub fn unlock(dir: &Path) -> Vec<OwnedFd> {
     held
 }
 
-fn ends(local: Option<SkAddr>, peer: Option<SkAddr>) -> String {
+pub(crate) fn ends(local: Option<SkAddr>, peer: Option<SkAddr>) -> String {
     let l = local.map_or("(unbound)".to_string(), |a| a.to_string());
     match peer {
         Some(p) => format!("{l} -> {p}"),
@@ -579,7 +580,7 @@ pub fn dump(
 /// The option memory of socket `s` and of a fresh socket of the same kind
 /// given what restore gives it that holds option memory: its filter, the
 /// options kept as bytes, TCP_MD5SIG keys.
-fn optmem_compared(s: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(u32, u32), String> {
+pub(crate) fn optmem_compared(s: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(u32, u32), String> {
     let mine = inet::optmem(s).map_err(|e| format!("SO_MEMINFO: {e}"))?;
     let fresh = sk::socket(u.family, SockType(u.ty), SockFlags::SOCK_CLOEXEC, u.proto)
         .map_err(|e| format!("a fresh socket to compare with: {e}"))?;
@@ -622,7 +623,7 @@ fn fresh_defaults(family: u32, ty: u32, proto: u32) -> Option<(i32, i32, i32)> {
 
 /// `connected`: the socket has a peer (the kernel then tunes some options
 /// itself, and they are not the user's).
-fn read_opts(
+pub(crate) fn read_opts(
     s: BorrowedFd<'_>,
     family: u32,
     ty: u32,
@@ -756,7 +757,7 @@ fn read_opts(
 /// The multicast groups the socket joined, with their source filters.
 /// Asks MCAST_MSFILTER for every group some socket of the namespace
 /// joined (/proc/net/igmp, igmp6): the kernel answers only for a member.
-fn multicast_memberships(pid: Pid, s: BorrowedFd<'_>) -> Vec<McastMembership> {
+pub(crate) fn multicast_memberships(pid: Pid, s: BorrowedFd<'_>) -> Vec<McastMembership> {
     let (v4, v6) = crate::proc::net::joined_groups(pid);
     let groups = v4
         .into_iter()
@@ -781,7 +782,7 @@ fn multicast_memberships(pid: Pid, s: BorrowedFd<'_>) -> Vec<McastMembership> {
 }
 
 /// Joins the groups of `u` again, with their source filters.
-fn join_groups(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), String> {
+pub(crate) fn join_groups(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), String> {
     for m in &u.opts.mcast {
         let at = |a: [u8; 16]| SkAddr { family: m.family, addr: a, port: 0, flowinfo: 0, scope_id: 0 }.to_sys();
         let g = at(m.group);
@@ -799,7 +800,7 @@ fn join_groups(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), S
 /// SO_TIMESTAMP_NEW, SO_TIMESTAMPNS_NEW, SO_PREFER_BUSY_POLL,
 /// SO_BUSY_POLL_BUDGET, SO_RCVMARK, SO_PASSPIDFD. (SO_INCOMING_CPU is
 /// the kernel's: it follows the traffic.)
-const SOCK_EXTRA: &[(u32, u32)] = &[
+pub(crate) const SOCK_EXTRA: &[(u32, u32)] = &[
     (SOL_SOCKET, 16),
     (SOL_SOCKET, 29),
     (SOL_SOCKET, 34),
@@ -1484,7 +1485,7 @@ fn go_live(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), Strin
 }
 
 /// The options set after the socket has its state.
-fn set_opts(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), String> {
+pub(crate) fn set_opts(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), String> {
     let o = &u.opts;
     let set = |level: u32, name: u32, v: i32, what: &str| {
         inet::set_opt_int(fd, level, name, v).map_err(|e| format!("{what}: {e}"))

@@ -14,6 +14,7 @@
 //! - [`eventfd`], [`epoll`], [`signalfd`], [`timerfd`], [`inotify`],
 //!   [`fanotify`], [`memfd`], [`pidfd`]: event and special descriptors;
 //! - [`inet_sk`]: TCP and UDP sockets, established connections with TCP_REPAIR;
+//! - [`raw_sk`]: raw and ICMP ping sockets; [`packet_sk`]: packet sockets;
 //! - [`file_lock`]: file locks and leases (refused);
 //! - [`ns`]: namespaces (refused unless crtools' own);
 //! - [`clone_share`]: address spaces, descriptor tables, fs info and signal
@@ -39,8 +40,10 @@ pub mod memfd;
 pub mod mm;
 pub mod netlink_sk;
 pub mod ns;
+pub mod packet_sk;
 pub mod pidfd;
 pub mod pipe;
+pub mod raw_sk;
 pub mod reg_file;
 pub mod signalfd;
 pub mod sysv_shm;

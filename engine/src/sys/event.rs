@@ -101,6 +101,8 @@ pub fn poll_now(fd: RawFd, events: u16) -> Result<u16> {
 
 /// POLLIN.
 pub const POLLIN: u16 = 1;
+/// POLLERR: a pending error, or a socket's error queue is not empty.
+pub const POLLERR: u16 = 8;
 
 /// poll(2) of one raw descriptor number for up to `timeout_ms`: the events
 /// it has (of `events`, or an error or hang-up), 0 when the time ran out.

@@ -30,6 +30,21 @@ pub const IPPROTO_UDPLITE: u32 = 136;
 pub const IPPROTO_RAW: u32 = 255;
 /// IPv6 raw sockets: the packet carries its own IPv6 header.
 pub const IPV6_HDRINCL: u32 = 36;
+pub const IPPROTO_ICMP: u32 = 1;
+pub const IPPROTO_ICMPV6: u32 = 58;
+/// IPv4 raw sockets: the packet carries its own IP header.
+pub const IP_HDRINCL: u32 = 3;
+/// IPv4 raw sockets: take fragments before reassembly.
+pub const IP_NODEFRAG: u32 = 22;
+/// IPv4 raw ICMP sockets (linux/icmp.h): SOL_RAW's ICMP_FILTER, a 32-bit
+/// mask of the ICMP types dropped.
+pub const SOL_RAW: u32 = 255;
+pub const ICMP_FILTER: u32 = 1;
+/// IPv6 raw ICMPv6 sockets (linux/icmpv6.h): the 256-bit type filter.
+pub const SOL_ICMPV6: u32 = 58;
+pub const ICMPV6_FILTER: u32 = 1;
+/// IPv6 raw sockets: offset of the checksum the kernel computes (-1: none).
+pub const IPV6_CHECKSUM: u32 = 7;
 /// UDP-Lite options (linux/udp.h): checksum coverage of what the socket
 /// sends, and the least coverage it takes.
 pub const SOL_UDPLITE: u32 = 136;

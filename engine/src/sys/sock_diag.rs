@@ -1,9 +1,10 @@
 //! The sock_diag netlink interface (sock_diag(7)): netlink framing,
 //! unix_diag dumps decoded into [`UnixDiag`] and inet_diag dumps (TCP,
-//! UDP, UDP-Lite over IPv4 and IPv6) into [`InetDiag`].
+//! UDP, UDP-Lite over IPv4 and IPv6) into [`InetDiag`], packet_diag dumps
+//! (AF_PACKET) into [`PacketDiag`].
 //!
 //! Messages are built by hand from the uapi layouts (linux/netlink.h,
-//! linux/sock_diag.h, linux/unix_diag.h, linux/inet_diag.h); linux-raw-sys's netlink module is
+//! linux/sock_diag.h, linux/unix_diag.h, linux/inet_diag.h, linux/packet_diag.h); linux-raw-sys's netlink module is
 //! not enabled in this build. Parsing is pure and unit-tested; a malformed
 //! reply is an error, never a panic.
 use super::socket::{self, MsgFlags, SockFlags, SockType, AF_NETLINK, AF_UNIX};
@@ -363,6 +364,133 @@ pub fn inet_sockets() -> Result<HashMap<u32, InetDiag>> {
     Ok(out)
 }
 
+// linux/packet_diag.h
+const PACKET_SHOW_INFO: u32 = 0x01;
+const PACKET_SHOW_MCLIST: u32 = 0x02;
+const PACKET_SHOW_RING_CFG: u32 = 0x04;
+const PACKET_SHOW_FANOUT: u32 = 0x08;
+const PACKET_DIAG_INFO: u16 = 0;
+const PACKET_DIAG_MCLIST: u16 = 1;
+const PACKET_DIAG_RX_RING: u16 = 2;
+const PACKET_DIAG_TX_RING: u16 = 3;
+const PACKET_DIAG_FANOUT: u16 = 4;
+/// sizeof(struct packet_diag_msg).
+const PACKET_DIAG_MSG_LEN: usize = 16;
+/// sizeof(struct packet_diag_mclist): index, count, type, alen, addr[32].
+const PACKET_DIAG_MCLIST_LEN: usize = 44;
+
+/// One membership of a packet socket (PACKET_ADD_MEMBERSHIP), as
+/// `struct packet_diag_mclist` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PacketMc {
+    /// Interface index.
+    pub ifindex: u32,
+    /// How many times it was added.
+    pub count: u32,
+    /// PACKET_MR_MULTICAST (0), PACKET_MR_PROMISC (1), PACKET_MR_ALLMULTI
+    /// (2), PACKET_MR_UNICAST (3).
+    pub ty: u16,
+    /// The link-layer address (`alen` bytes).
+    pub addr: Vec<u8>,
+}
+
+/// What packet_diag says about one packet socket.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PacketDiag {
+    /// SOCK_RAW or SOCK_DGRAM.
+    pub ty: u8,
+    /// The protocol it is bound to, host order (ETH_P_ALL 3, ...).
+    pub num: u16,
+    pub ino: u32,
+    /// `struct packet_diag_info`: interface index, TPACKET version,
+    /// reserve, copy threshold, timestamp source, PDI_* flags.
+    pub ifindex: u32,
+    pub version: u32,
+    pub reserve: u32,
+    pub copy_thresh: u32,
+    pub tstamp: u32,
+    pub flags: u32,
+    /// Memberships.
+    pub mclist: Vec<PacketMc>,
+    /// A mapped or configured RX / TX ring (PACKET_RX_RING/TX_RING).
+    pub rx_ring: bool,
+    pub tx_ring: bool,
+    /// PACKET_FANOUT: group id | type << 16 | flags << 16.
+    pub fanout: Option<u32>,
+}
+
+/// A packet_diag request (`struct packet_diag_req`) for every packet socket
+/// of this network namespace.
+pub fn packet_dump_request(seq: u32) -> Vec<u8> {
+    let mut req = vec![socket::AF_PACKET as u8, 0, 0, 0];
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    let show = PACKET_SHOW_INFO | PACKET_SHOW_MCLIST | PACKET_SHOW_RING_CFG | PACKET_SHOW_FANOUT;
+    req.extend_from_slice(&show.to_ne_bytes());
+    req.extend_from_slice(&NOCOOKIE.to_ne_bytes());
+    req.extend_from_slice(&NOCOOKIE.to_ne_bytes());
+    nl_request(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, &req)
+}
+
+/// Decodes one packet_diag_msg with its attributes.
+pub fn parse_packet(p: &[u8]) -> Result<PacketDiag> {
+    if p.len() < PACKET_DIAG_MSG_LEN {
+        return Err(Errno::EBADMSG);
+    }
+    let u32_at = |b: &[u8], i: usize| -> Result<u32> {
+        Ok(u32::from_ne_bytes(b.get(i..i + 4).ok_or(Errno::EBADMSG)?.try_into().expect("4 bytes")))
+    };
+    let mut d =
+        PacketDiag { ty: p[1], num: u16::from_ne_bytes([p[2], p[3]]), ino: u32_at(p, 4)?, ..Default::default() };
+    let mut off = PACKET_DIAG_MSG_LEN;
+    while off + 4 <= p.len() {
+        let len = u16::from_ne_bytes([p[off], p[off + 1]]) as usize;
+        let ty = u16::from_ne_bytes([p[off + 2], p[off + 3]]) & 0x3fff;
+        if len < 4 || off + len > p.len() {
+            return Err(Errno::EBADMSG);
+        }
+        let a = &p[off + 4..off + len];
+        match ty {
+            PACKET_DIAG_INFO => {
+                d.ifindex = u32_at(a, 0)?;
+                d.version = u32_at(a, 4)?;
+                d.reserve = u32_at(a, 8)?;
+                d.copy_thresh = u32_at(a, 12)?;
+                d.tstamp = u32_at(a, 16)?;
+                d.flags = u32_at(a, 20)?;
+            }
+            PACKET_DIAG_MCLIST => {
+                for m in a.chunks_exact(PACKET_DIAG_MCLIST_LEN) {
+                    let alen = (u16::from_ne_bytes([m[10], m[11]]) as usize).min(32);
+                    d.mclist.push(PacketMc {
+                        ifindex: u32_at(m, 0)?,
+                        count: u32_at(m, 4)?,
+                        ty: u16::from_ne_bytes([m[8], m[9]]),
+                        addr: m[12..12 + alen].to_vec(),
+                    });
+                }
+            }
+            PACKET_DIAG_RX_RING => d.rx_ring = true,
+            PACKET_DIAG_TX_RING => d.tx_ring = true,
+            PACKET_DIAG_FANOUT => d.fanout = Some(u32_at(a, 0)?),
+            _ => {}
+        }
+        off += (len + 3) & !3;
+    }
+    Ok(d)
+}
+
+/// Every packet socket of this network namespace, by inode (ENOENT: the
+/// kernel has no packet_diag).
+pub fn packet_sockets() -> Result<HashMap<u32, PacketDiag>> {
+    let nl = open()?;
+    let mut out = HashMap::new();
+    for r in query(nl.as_fd(), &packet_dump_request(1), true)? {
+        let d = parse_packet(&r)?;
+        out.insert(d.ino, d);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -517,5 +645,39 @@ mod tests {
                 (&[127, 0, 0, 9][..], 32, &b"secret"[..])
             );
         }
+    }
+    #[test]
+    fn packet_diag_parse() {
+        let mut p = vec![17u8, 3, 0xb5, 0x88];
+        p.extend_from_slice(&42u32.to_ne_bytes());
+        p.extend_from_slice(&[0xff; 8]);
+        // PACKET_DIAG_INFO
+        p.extend_from_slice(&(4u16 + 24).to_ne_bytes());
+        p.extend_from_slice(&0u16.to_ne_bytes());
+        for v in [1u32, 2, 4, 0, 0, 3] {
+            p.extend_from_slice(&v.to_ne_bytes());
+        }
+        // PACKET_DIAG_MCLIST with one promiscuous membership
+        p.extend_from_slice(&(4u16 + 44).to_ne_bytes());
+        p.extend_from_slice(&1u16.to_ne_bytes());
+        p.extend_from_slice(&1u32.to_ne_bytes());
+        p.extend_from_slice(&2u32.to_ne_bytes());
+        p.extend_from_slice(&1u16.to_ne_bytes());
+        p.extend_from_slice(&6u16.to_ne_bytes());
+        p.extend_from_slice(&[1, 2, 3, 4, 5, 6]);
+        p.extend_from_slice(&[0; 26]);
+        // PACKET_DIAG_FANOUT
+        p.extend_from_slice(&8u16.to_ne_bytes());
+        p.extend_from_slice(&4u16.to_ne_bytes());
+        p.extend_from_slice(&0x0001_0007u32.to_ne_bytes());
+        let d = parse_packet(&p).unwrap();
+        assert_eq!((d.ty, d.num, d.ino, d.ifindex, d.version, d.reserve, d.flags), (3, 0x88b5, 42, 1, 2, 4, 3));
+        assert_eq!(d.mclist, vec![PacketMc { ifindex: 1, count: 2, ty: 1, addr: vec![1, 2, 3, 4, 5, 6] }]);
+        assert_eq!(d.fanout, Some(0x0001_0007));
+        assert!(!d.rx_ring && !d.tx_ring);
+        assert!(parse_packet(&p[..10]).is_err());
+        let mut bad = p.clone();
+        bad[16] = 200;
+        assert!(parse_packet(&bad).is_err());
     }
 }

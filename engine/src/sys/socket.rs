@@ -380,6 +380,39 @@ pub fn connect_netlink(fd: BorrowedFd<'_>, a: &NetlinkAddr) -> Result<()> {
     unsafe { syscalls::syscall3(Sysno::connect, fd_arg(fd), raw.as_ptr() as usize, 12) }.map(drop)
 }
 
+/// A packet socket's address (`struct sockaddr_ll`), as far as crtools
+/// keeps it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacketAddr {
+    /// sll_protocol, host order.
+    pub protocol: u16,
+    /// sll_ifindex (0: any interface).
+    pub ifindex: i32,
+}
+
+impl SockAddr {
+    /// As a packet socket address, when the family is AF_PACKET.
+    pub fn as_packet(&self) -> Option<PacketAddr> {
+        if self.family() != AF_PACKET || self.len < 8 {
+            return None;
+        }
+        Some(PacketAddr {
+            protocol: u16::from_be_bytes([self.storage[2], self.storage[3]]),
+            ifindex: i32::from_ne_bytes(self.storage[4..8].try_into().expect("4 bytes")),
+        })
+    }
+}
+
+/// bind(fd, sockaddr_ll) of a packet socket: its protocol and interface.
+pub fn bind_packet(fd: BorrowedFd<'_>, a: &PacketAddr) -> Result<()> {
+    let mut raw = [0u8; 20];
+    raw[0..2].copy_from_slice(&(AF_PACKET as u16).to_ne_bytes());
+    raw[2..4].copy_from_slice(&a.protocol.to_be_bytes());
+    raw[4..8].copy_from_slice(&a.ifindex.to_ne_bytes());
+    // SAFETY: the kernel reads the 20 bytes of a sockaddr_ll.
+    unsafe { syscalls::syscall3(Sysno::bind, fd_arg(fd), raw.as_ptr() as usize, 20) }.map(drop)
+}
+
 /// SOL_NETLINK.
 pub const SOL_NETLINK: u32 = 270;
 /// NETLINK_ADD_MEMBERSHIP.

@@ -59,7 +59,7 @@
 //!   saved gids and uids (not root), chosen capability sets, no_new_privs,
 //!   child_subreaper and ADDR_NO_RANDOMIZE; the check compares them all;
 //! - `pipe`: a pipe (an unsupported descriptor kind); its fds are the extra
-//!   words of "ready"; `socket`: the same with two connected raw IPv6 sockets on the loopback;
+//!   words of "ready"; `socket`: the same with two connected raw IPv6 sockets on the loopback, a packet queued on them (refused);
 //! - `flock`, `posix_lock` (write, bytes 10..29), `ofd_lock` (read, bytes
 //!   10..29): ARG/locked opened read-write and locked; `lease`: ARG/leased
 //!   opened read-only with a read lease; the extra word is the fd;
@@ -1269,6 +1269,10 @@ impl Pipe {
                 assert_eq!(libc::bind(s, &sa as *const _ as *const libc::sockaddr, len), 0);
                 assert_eq!(libc::connect(s, &sa as *const _ as *const libc::sockaddr, len), 0);
             }
+            // A packet queued on both (each takes every packet of protocol
+            // 253 from ::1): what makes a raw socket refused now. Each check
+            // reads one and sends one, so one stays queued.
+            assert_eq!(libc::write(b, b"ping".as_ptr() as *const _, 4), 4);
             Pipe { r: a, w: b }
         }
     }
