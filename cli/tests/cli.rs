@@ -862,3 +862,58 @@ fn an_o_tmpfile_file_comes_back_unnamed_and_linkable() {
     assert_eq!(named, "tmpfile-data", "linked by name after restore");
     assert_eq!(mode.unwrap() & 0o7777, 0o640);
 }
+
+/// `cat` with its stdin and stdout on pipes this test holds (as a harness
+/// does): after dump, kill and restore, the restored cat is on the same two
+/// pipes: what it echoed before the dump and the test had not read comes
+/// once, and what the test writes after comes back.
+#[test]
+fn cat_on_the_callers_pipes_keeps_them_after_restore() {
+    use std::io::{BufRead, BufReader, Write};
+    subreaper();
+    let dir = tmpdir("catpipes");
+    let d = dir.to_str().unwrap().to_string();
+    let mut cmd = Command::new("cat");
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
+    common::detached(&mut cmd);
+    let mut child = cmd.spawn().expect("start cat");
+    let pid = child.id() as i32;
+    let mut input = child.stdin.take().unwrap();
+    let mut output = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    input.write_all(b"one\n").unwrap();
+    output.read_line(&mut line).unwrap();
+    assert_eq!(line, "one\n");
+    // Echoed and not read yet: in flight on stdout at dump.
+    input.write_all(b"two\n").unwrap();
+    let t = Instant::now();
+    let fionread = |fd: i32| {
+        let mut n: i32 = 0;
+        // SAFETY: FIONREAD writes one int.
+        unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+        n
+    };
+    use std::os::fd::AsRawFd;
+    while fionread(output.get_ref().as_raw_fd()) < 4
+        || !std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default().contains("pipe")
+    {
+        assert!(t.elapsed() < Duration::from_secs(10), "cat did not echo and wait for input");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = crtools(&["dump", "-D", &d, "-t", &pid.to_string()]);
+    assert!(out.status.success(), "dump: {}", String::from_utf8_lossy(&out.stderr));
+    let _ = child.wait();
+    let out = crtools(&["restore", "-d", "-D", &d]);
+    let restored = out.status.success();
+    let mut got = String::new();
+    if restored {
+        input.write_all(b"three\n").unwrap();
+        for _ in 0..2 {
+            output.read_line(&mut got).unwrap();
+        }
+    }
+    kill_reap(pid);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(restored, "restore: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(got, "two\nthree\n", "cat after restore");
+}

@@ -117,6 +117,16 @@ pub fn open(_cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
             }
         }
         let _unlink = Unlink(ghost);
+        // A FIFO a process outside the tree holds open is the same pipe as
+        // at dump: what was in flight is still in it or was read since.
+        let live = match (!first.unlinked, std::fs::metadata(path)) {
+            (true, Ok(md)) => {
+                use std::os::unix::fs::MetadataExt;
+                let (dev, ino) = (md.dev(), md.ino());
+                crate::proc::misc::find_fd_holder(|_, d, i| (d, i) == (dev, ino))
+            }
+            _ => None,
+        };
         // Read-write never waits for a peer (fifo(7)).
         let holder = fs::openat(None, path, SysFlags::O_RDWR | SysFlags::O_NONBLOCK | SysFlags::O_CLOEXEC, 0)
             .map_err(|err| e("open", err))?;
@@ -124,14 +134,18 @@ pub fn open(_cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
         if st.file_type() != S_IFIFO & S_IFMT {
             return Err(Error::new(format!("{what} is no longer a FIFO")));
         }
-        let queued = fs::fionread(holder.as_fd()).map_err(|err| e("FIONREAD", err))?;
-        if queued != 0 {
-            return Err(Error::new(format!(
-                "{what} holds {queued} bytes from another process now: refusing to mix them with the dumped data"
-            )));
+        if let Some((pid, _)) = live {
+            log::info!("{what}: process {pid} outside the tree holds it open: the tree gets the same pipe back");
+        } else {
+            let queued = fs::fionread(holder.as_fd()).map_err(|err| e("FIONREAD", err))?;
+            if queued != 0 {
+                return Err(Error::new(format!(
+                    "{what} holds {queued} bytes from another process now: refusing to mix them with the dumped data"
+                )));
+            }
+            let packets = descs.iter().any(|f| f.flags.contains(OpenFlags::O_DIRECT));
+            pipe::fill(holder.as_fd(), d, packets, &what)?;
         }
-        let packets = descs.iter().any(|f| f.flags.contains(OpenFlags::O_DIRECT));
-        pipe::fill(holder.as_fd(), d, packets, &what)?;
         for f in descs {
             let access = f.flags & (OpenFlags::O_WRONLY | OpenFlags::O_RDWR);
             let fd = fs::openat(

@@ -11,9 +11,13 @@
 //! writes the bytes back (one buffer per packet where an end of the pipe
 //! is in packet mode), and makes each description: the pipe's own read and
 //! write ends for the first of each kind, reopened through /proc for any
-//! other. An end whose peer was outside the dumped tree comes back as an
-//! end whose peer went away (readers see the data, then EOF; writers get
-//! EPIPE).
+//! other. A pipe a process outside the tree still holds at restore (the
+//! other end of a harness's pipe: the tree's stdin or stdout) is the same
+//! pipe again: its descriptions are opened on it through that process's
+//! /proc entry, and nothing is written back (what was in flight is still
+//! there or was read since). An end whose peer was outside the dumped tree
+//! and is gone comes back as an end whose peer went away (readers see the
+//! data, then EOF; writers get EPIPE).
 use super::files::{FdCtx, FileImages, Opened};
 use crate::error::{Context, Error, Result};
 use crate::image::files::OpenFlags;
@@ -206,6 +210,35 @@ pub(super) fn set_flags(fd: BorrowedFd<'_>, flags: OpenFlags, what: &str) -> Res
         .map_err(|err| Error::new(format!("{what}: set flags {flags:?}: {err}")))
 }
 
+/// The pipe itself, when a process outside the tree still holds it (the
+/// other end of a pipe a harness gave the tree, its stdin or stdout): each
+/// description is opened again on that same pipe through the holder's
+/// /proc entry, and nothing is written into it, since what was in flight
+/// at dump is still there or was read since by that process. Pipe inodes
+/// are not reused within a boot, so the same number is the same pipe.
+/// False when no process holds it (a new pipe is made).
+fn reattach(d: &PipeDataEntry, descs: &[&PipeEntry], what: &str, out: &mut Opened) -> Result<bool> {
+    let want = format!("pipe:[{}]", d.ino);
+    let Some((pid, fd)) = crate::proc::misc::find_fd_holder(|link, _, _| link == want.as_bytes()) else {
+        return Ok(false);
+    };
+    let link = format!("/proc/{}/fd/{fd}", pid.0);
+    for p in descs {
+        let access = p.flags & (OpenFlags::O_WRONLY | OpenFlags::O_RDWR);
+        let f = fs::openat(
+            None,
+            &link,
+            SysFlags::from_bits_retain(access.bits()) | SysFlags::O_NONBLOCK | SysFlags::O_CLOEXEC,
+            0,
+        )
+        .map_err(|err| Error::new(format!("{what}: open it again through process {pid}, which holds it: {err}")))?;
+        set_flags(f.as_fd(), p.flags, what)?;
+        out.add(p.id, f);
+    }
+    log::info!("{what}: process {pid} outside the tree still holds it: the tree gets the same pipe back");
+    Ok(true)
+}
+
 /// Creates every pipe of the images with its data, and each description of
 /// its ends.
 pub fn open(_cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
@@ -216,6 +249,9 @@ pub fn open(_cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
             continue;
         }
         let what = format!("pipe:[{}]", d.ino);
+        if d.tree_ends != 3 && reattach(d, &descs, &what, out)? {
+            continue;
+        }
         let (r, w) = fs::pipe2(SysFlags::O_CLOEXEC).map_err(|e| Error::new(format!("{what}: pipe2: {e}")))?;
         let packets = descs.iter().any(|p| p.flags.contains(OpenFlags::O_DIRECT));
         fill(w.as_fd(), d, packets, &what)?;
