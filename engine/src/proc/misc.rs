@@ -125,6 +125,34 @@ pub fn is_permission_denied(e: &ProcError) -> bool {
     matches!(e.kind(), super::ProcErrorKind::Io(io) if io.kind() == io::ErrorKind::PermissionDenied)
 }
 
+/// A descriptor some process other than crtools holds now: (pid, fd) of
+/// the first whose link target `link` and whose inode (dev, ino) `hit`
+/// accepts. Processes that vanish or deny access while being read are
+/// skipped. Costs a readlink per descriptor of the system: for the few
+/// objects that may be shared with processes outside a restored tree.
+pub fn find_fd_holder(hit: impl Fn(&[u8], u64, u64) -> bool) -> Option<(Pid, i32)> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let me = std::process::id();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+        for f in fds.flatten() {
+            let Ok(link) = std::fs::read_link(f.path()) else { continue };
+            let Ok(md) = std::fs::metadata(f.path()) else { continue };
+            if hit(link.as_os_str().as_bytes(), md.dev(), md.ino()) {
+                if let Some(fd) = f.file_name().to_str().and_then(|n| n.parse().ok()) {
+                    return Some((Pid(pid as i32), fd));
+                }
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,32 +195,4 @@ mod tests {
         assert!(e.is_gone() && !is_permission_denied(&e));
         assert!(loginuid(Pid(i32::MAX)).is_err());
     }
-}
-
-/// A descriptor some process other than crtools holds now: (pid, fd) of
-/// the first whose link target `link` and whose inode (dev, ino) `hit`
-/// accepts. Processes that vanish or deny access while being read are
-/// skipped. Costs a readlink per descriptor of the system: for the few
-/// objects that may be shared with processes outside a restored tree.
-pub fn find_fd_holder(hit: impl Fn(&[u8], u64, u64) -> bool) -> Option<(Pid, i32)> {
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::MetadataExt;
-    let me = std::process::id();
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        if pid == me {
-            continue;
-        }
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
-        for f in fds.flatten() {
-            let Ok(link) = std::fs::read_link(f.path()) else { continue };
-            let Ok(md) = std::fs::metadata(f.path()) else { continue };
-            if hit(link.as_os_str().as_bytes(), md.dev(), md.ino()) {
-                if let Some(fd) = f.file_name().to_str().and_then(|n| n.parse().ok()) {
-                    return Some((Pid(pid as i32), fd));
-                }
-            }
-        }
-    }
-    None
 }
