@@ -15,6 +15,8 @@ fuzz_target!(|data: &[u8]| {
             t.map(engine::proc::map_files::parse_name),
             t.map(engine::proc::parse_id_list),
             t.map(|t| engine::proc::net::parse_joined_groups(t, t)),
+            t.map(|t| engine::proc::net::parse_sock_row(t, 1)),
+            t.map(engine::proc::sysvipc::parse),
             {
                 let mut out = [0u64; 64];
                 engine::proc::pagemap::parse_entries(data, &mut out)
