@@ -362,6 +362,24 @@ pub const PROBES: &[ProbeDef] = &[
         about: "NETLINK_SOCK_DIAG (unix_diag, inet_diag): socket state and peers at dump",
     },
     ProbeDef {
+        name: "tcp-md5-diag",
+        need: Optional,
+        run: net::probe_tcp_md5_diag,
+        about: "inet_diag lists TCP_MD5SIG keys: sockets with keys are dumped with them",
+    },
+    ProbeDef {
+        name: "packet-diag",
+        need: Optional,
+        run: net::probe_packet_diag,
+        about: "packet_diag: packet sockets' memberships, rings and fanout at dump",
+    },
+    ProbeDef {
+        name: "sysv-shm-next-id",
+        need: Optional,
+        run: mem::probe_sysv_shm_next_id,
+        about: "kernel.shm_next_id: SysV shared memory segments come back with their ids",
+    },
+    ProbeDef {
         name: "ns-uts",
         need: Optional,
         run: ns::probe_ns_uts,

@@ -69,3 +69,41 @@ pub fn probe_sock_diag() -> Result<String, String> {
     let listening = diag_query(nl.as_fd(), &msg, true, "inet_diag TCP dump")?;
     Ok(format!("unix_diag found our socket by inode, inet_diag lists {} listening TCP sockets", listening.len()))
 }
+
+/// inet_diag lists a listener's TCP_MD5SIG keys (what a dump reads them
+/// from).
+pub fn probe_tcp_md5_diag() -> Result<String, String> {
+    use crate::sys::inet::{add_md5_key, bind, local_addr, InetAddr};
+    let l = socket::socket(AF_INET, SockType::SOCK_STREAM, SockFlags::SOCK_CLOEXEC, 0)
+        .map_err(|e| errno_why("socket(AF_INET, SOCK_STREAM)", e, &[]))?;
+    add_md5_key(l.as_fd(), AF_INET, &InetAddr::v4([127, 0, 0, 77], 0), 32, b"crtools-check")
+        .map_err(|e| errno_why("TCP_MD5SIG", e, &[(Errno::ENOPROTOOPT, "kernel without CONFIG_TCP_MD5SIG")]))?;
+    bind(l.as_fd(), &InetAddr::v4([127, 0, 0, 1], 0)).map_err(|e| errno_why("bind", e, &[]))?;
+    socket::listen(l.as_fd(), 1).map_err(|e| errno_why("listen", e, &[]))?;
+    let port = local_addr(l.as_fd()).map_err(|e| errno_why("getsockname", e, &[]))?.port;
+    let ino = fs::fstat(l.as_fd()).map_err(|e| errno_why("fstat of a socket", e, &[]))?.ino as u32;
+    let all = sock_diag::inet_sockets().map_err(|e| errno_why("inet_diag dump", e, &[]))?;
+    match all.get(&ino) {
+        Some(d) if d.md5.iter().any(|k| k.key == b"crtools-check") => {
+            Ok(format!("a listener's key listed (port {port}, {} key)", d.md5.len()))
+        }
+        Some(_) => Err("inet_diag lists the listener without its key (needs CAP_NET_ADMIN)".into()),
+        None => Err("inet_diag does not list the listener".into()),
+    }
+}
+
+/// packet_diag lists our own packet socket (a dump reads memberships,
+/// rings and fanout from it).
+pub fn probe_packet_diag() -> Result<String, String> {
+    const AF_PACKET: u32 = 17;
+    let s = socket::socket(AF_PACKET, SockType::SOCK_DGRAM, SockFlags::SOCK_CLOEXEC, 0)
+        .map_err(|e| errno_why("socket(AF_PACKET)", e, &[(Errno::EPERM, "packet sockets need CAP_NET_RAW")]))?;
+    let ino = fs::fstat(s.as_fd()).map_err(|e| errno_why("fstat of a socket", e, &[]))?.ino as u32;
+    let all = sock_diag::packet_sockets()
+        .map_err(|e| errno_why("packet_diag dump", e, &[(Errno::ENOENT, "kernel without CONFIG_PACKET_DIAG")]))?;
+    if all.contains_key(&ino) {
+        Ok(format!("lists our packet socket (inode {ino}) among {}", all.len()))
+    } else {
+        Err(format!("packet_diag does not list our packet socket (inode {ino})"))
+    }
+}
