@@ -201,6 +201,20 @@ fn soft_dirty_verdict(fresh: bool, cleared: bool, written: bool) -> Result<Strin
     }
 }
 
+/// /proc/sys/kernel/shm_next_id: a restore makes each SysV shared memory
+/// segment again with its id. Read only: writing it would pick the next
+/// segment's id for whoever creates one.
+pub fn probe_sysv_shm_next_id() -> Result<String, String> {
+    let path = "/proc/sys/kernel/shm_next_id";
+    let v = std::fs::read_to_string(path).map_err(|e| io_why(path, &e))?;
+    // Its mode says read-only; the kernel lets CAP_CHECKPOINT_RESTORE
+    // write it (checked at open, so opening and closing changes nothing).
+    std::fs::OpenOptions::new().write(true).open(path).map_err(|e| {
+        format!("{}: not writable here (CAP_CHECKPOINT_RESTORE, CONFIG_CHECKPOINT_RESTORE)", io_why(path, &e))
+    })?;
+    Ok(format!("{path} is {} and writable by crtools", v.trim()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,18 +228,4 @@ mod tests {
         assert!(soft_dirty_verdict(true, true, true).unwrap_err().contains("does not clear"));
         assert!(soft_dirty_verdict(true, false, false).unwrap_err().contains("does not set"));
     }
-}
-
-/// /proc/sys/kernel/shm_next_id: a restore makes each SysV shared memory
-/// segment again with its id. Read only: writing it would pick the next
-/// segment's id for whoever creates one.
-pub fn probe_sysv_shm_next_id() -> Result<String, String> {
-    let path = "/proc/sys/kernel/shm_next_id";
-    let v = std::fs::read_to_string(path).map_err(|e| io_why(path, &e))?;
-    // Its mode says read-only; the kernel lets CAP_CHECKPOINT_RESTORE
-    // write it (checked at open, so opening and closing changes nothing).
-    std::fs::OpenOptions::new().write(true).open(path).map_err(|e| {
-        format!("{}: not writable here (CAP_CHECKPOINT_RESTORE, CONFIG_CHECKPOINT_RESTORE)", io_why(path, &e))
-    })?;
-    Ok(format!("{path} is {} and writable by crtools", v.trim()))
 }
