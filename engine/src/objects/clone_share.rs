@@ -187,7 +187,8 @@ pub enum Role {
 pub fn restore_roles(tree: &[PstreeEntry]) -> Result<Vec<(Role, Role)>> {
     let by_pid: std::collections::BTreeMap<u32, &PstreeEntry> = tree.iter().map(|e| (e.pid, e)).collect();
     let mut roles = vec![(Role::Own, Role::Own); tree.len()];
-    let kinds: [(&str, &str, fn(&PstreeEntry) -> u32); 2] =
+    type With = fn(&PstreeEntry) -> u32;
+    let kinds: [(&str, &str, With); 2] =
         [("descriptor table", "CLONE_FILES", |e| e.files_with), ("fs information", "CLONE_FS", |e| e.fs_with)];
     for (k, (what, flag, with)) in kinds.into_iter().enumerate() {
         for (i, e) in tree.iter().enumerate() {

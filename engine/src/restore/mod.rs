@@ -242,6 +242,7 @@ struct ShareArgs {
 }
 
 /// Builds the plan of a live task.
+#[allow(clippy::too_many_arguments)]
 fn prepare(
     dir: &ImageDirReader,
     t: &TaskImages,
@@ -680,11 +681,11 @@ fn share_pipes(
                     ),
                 ));
             }
-            if !gos.contains_key(&owner.pstree.pid) {
+            if let std::collections::btree_map::Entry::Vacant(v) = gos.entry(owner.pstree.pid) {
                 let (r, w) = crate::sys::fs::pipe2(crate::sys::fs::OpenFlags::O_CLOEXEC).ctx_global("pipe")?;
                 let r = crate::sys::fs::fcntl_dupfd_cloexec(r.as_fd(), base).ctx_global("move a pipe up")?;
                 let w = crate::sys::fs::fcntl_dupfd_cloexec(w.as_fd(), base).ctx_global("move a pipe up")?;
-                gos.insert(owner.pstree.pid, (r, w, 0));
+                v.insert((r, w, 0));
             }
             gos.get_mut(&owner.pstree.pid).expect("just made").2 += 1;
         }
