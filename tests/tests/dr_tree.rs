@@ -710,6 +710,94 @@ fn unsupported_fd_in_a_child_fails_dump_cleanly() {
     });
 }
 
+/// One `cloneshare` round, one process at a time: f opens fd 100 and root
+/// (same table) sees it and closes it, s (its own table) never sees it;
+/// s moves to `cwd`/sub with umask 077 and root (same fs information) is
+/// there too while f (its own) is not; s moves back and root with it.
+/// Every check also proves the data file at its number with offset 5.
+fn cloneshare_round(t: &Tree, cwd: &str) {
+    let sub = format!("{cwd}/sub");
+    let one = |role: &str, probe: &str, at: &str, umask: &str| {
+        let l = t.check(&[role]).remove(role).unwrap();
+        l.assert_ok();
+        l.assert_item("probe", probe);
+        l.assert_item("cwd", at);
+        l.assert_item("umask", umask);
+        l.assert_item("fd_off", "5");
+        let r = &t.ready[role];
+        for k in ["pid", "ppid", "pgid", "sid"] {
+            assert_eq!(l.get(k), r.get(k), "{role}: {k} changed: was {} now {}", r.raw, l.raw);
+        }
+    };
+    one("f", "none", cwd, "0027");
+    one("root", "cloexec", cwd, "0027");
+    one("f", "none", cwd, "0027");
+    one("s", "none", cwd, "0027");
+    one("root", "cloexec", &sub, "0077");
+    one("f", "none", cwd, "0027");
+    one("s", "none", &sub, "0077");
+    one("root", "cloexec", cwd, "0027");
+}
+
+/// Whether `a` and `b` share their object of kind `ty` (kcmp).
+fn shares(a: i32, b: i32, ty: engine::sys::misc::KcmpType) -> bool {
+    engine::sys::misc::kcmp(Pid(a), Pid(b), ty).unwrap() == engine::sys::misc::KcmpOrder::Equal
+}
+
+/// A child sharing its parent's descriptor table (CLONE_FILES) and one
+/// sharing its fs information (CLONE_FS) come back sharing them: a
+/// descriptor one opens the other sees with its flags, a chdir or umask
+/// of one is the other's; the data file keeps its number and offset.
+#[test]
+fn clone_files_and_clone_fs_stay_shared() {
+    run("cloneshare", 60, |cx| {
+        use engine::sys::misc::KcmpType;
+        let s = Scratch::new("dr_tree", "cloneshare");
+        let dir = s.data().to_string_lossy().into_owned();
+        let mut t = cx.start(&s, "cloneshare", &[&dir], &["root", "f", "s"]);
+        let cwd = t.ready["root"].get("cwd").to_string();
+        let kinds = |t: &Tree| {
+            let (r, f, s) = (t.pid("root"), t.pid("f"), t.pid("s"));
+            assert!(shares(r, f, KcmpType::Files) && !shares(r, s, KcmpType::Files), "descriptor tables");
+            assert!(shares(r, s, KcmpType::Fs) && !shares(r, f, KcmpType::Fs), "fs information");
+        };
+        kinds(&t);
+        cloneshare_round(&t, &cwd);
+        t.dump_and_restore(&s);
+        kinds(&t);
+        cloneshare_round(&t, &cwd);
+        // What the restore made dumps and restores again.
+        let again = Scratch::new("dr_tree", "cloneshare-again");
+        t.dump_and_restore(&again);
+        kinds(&t);
+        cloneshare_round(&t, &cwd);
+    });
+}
+
+/// Two children sharing a descriptor table their parent no longer has
+/// (it unshared it): forking cannot rebuild that, the dump says so by
+/// name and the tree goes on untouched.
+#[test]
+fn shared_table_without_the_parent_is_refused() {
+    run("cloneshare-siblings", 60, |cx| {
+        let s = Scratch::new("dr_tree", "cloneshare-siblings");
+        let t = cx.start(&s, "cloneshare-siblings", &[], &["root", "a1", "a2"]);
+        t.check_all_same();
+        let err = do_dump(t.root, &s.images(), false).expect_err("dump of siblings sharing a table");
+        eprintln!("expected error: {err}");
+        assert!(
+            err.contains("CLONE_FILES")
+                && err.contains("neither its parent nor its child")
+                && err.contains(&t.pid("a2").to_string()),
+            "unclear error: {err}"
+        );
+        for p in t.pids() {
+            assert_running_untraced(p);
+        }
+        t.check_all_same();
+    });
+}
+
 /// Checks root, then c, then root again, one after the other: the offset
 /// of the file they share moves by one at each check, so each sees the
 /// other's step. Returns the three lines.

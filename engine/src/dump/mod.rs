@@ -96,6 +96,8 @@ struct Shared {
     /// Pids of the tree's tasks that have children in it.
     parents: std::collections::HashSet<Pid>,
     pstree: Vec<PstreeEntry>,
+    /// Descriptor tables and fs information shared between processes.
+    sharing: clone_share::Sharing,
     stats: DumpStats,
     /// Page frames of the tasks dumped so far (pages children still share).
     frames: std::collections::HashMap<Pid, mm::Frames>,
@@ -162,7 +164,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         .flat_map(|t| std::iter::once(t.pid.0 as u32).chain(t.threads.iter().map(|th| th.pid().0 as u32)))
         .collect();
     shared.fd_cx.tcp_established = opts.tcp_established;
-    refuse_tree(&tree, opts.file_locks)?;
+    shared.sharing = refuse_tree(&tree, opts.file_locks)?;
     // Each task's pages are copied by the pool while the next task is
     // infected; its pagemap image is written once they are all written.
     let pool = mm::PagePool::new()?;
@@ -280,7 +282,8 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
 /// Refusals that concern the tree as a whole or that must come before any
 /// task is touched: namespaces, file locks and leases, kernel objects
 /// shared between processes.
-fn refuse_tree(tree: &crate::infect::tree::SeizedTree, file_locks: bool) -> Result<()> {
+/// Returns the descriptor tables and fs information processes share.
+fn refuse_tree(tree: &crate::infect::tree::SeizedTree, file_locks: bool) -> Result<clone_share::Sharing> {
     let live: Vec<Pid> = tree.tasks.iter().filter(|t| t.zombie.is_none()).map(|t| t.pid).collect();
     for t in tree.tasks.iter().filter(|t| t.zombie.is_none()) {
         ns::refuse_foreign(t.pid)?;
@@ -293,7 +296,8 @@ fn refuse_tree(tree: &crate::infect::tree::SeizedTree, file_locks: bool) -> Resu
     if !file_locks {
         file_lock::refuse_listed(&live)?;
     }
-    clone_share::refuse_shared(&live)
+    let parents: Vec<Pid> = tree.tasks.iter().filter(|t| t.zombie.is_none()).map(|t| t.ppid).collect();
+    clone_share::sharing(&live, &parents)
 }
 
 const SIGSTOP: i32 = 19;
@@ -353,6 +357,8 @@ fn dump_task(
         pgid: stat.pgrp as u32,
         sid: stat.session as u32,
         threads: task.threads.iter().map(|t| t.pid().0 as u32).collect(),
+        files_with: shared.sharing.files_of(pid),
+        fs_with: shared.sharing.fs_of(pid),
     };
     shared.stats.tasks += 1;
     let w = |e: crate::image::ImageError| Error::task(pid, format!("write images: {e}"));

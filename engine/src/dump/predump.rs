@@ -62,7 +62,9 @@ pub fn pre_dump(opts: &PreDumpOptions) -> Result<super::DumpStats> {
     let mut shared = Shared { parent, ..Default::default() };
     let live: Vec<Pid> = tree.tasks.iter().filter(|t| t.zombie.is_none()).map(|t| t.pid).collect();
     // One mm per process: a userfaultfd per task would otherwise be shared.
-    clone_share::refuse_shared(&live)?;
+    // (Shared descriptor tables and fs information do not matter here.)
+    let parents: Vec<Pid> = tree.tasks.iter().filter(|t| t.zombie.is_none()).map(|t| t.ppid).collect();
+    clone_share::sharing(&live, &parents)?;
     let pool = mm::PagePool::new()?;
     let mut pending = std::collections::VecDeque::new();
     let mut tracked: Vec<TrackedTask> = Vec::new();
@@ -76,6 +78,7 @@ pub fn pre_dump(opts: &PreDumpOptions) -> Result<super::DumpStats> {
             pgid: 0,
             sid: 0,
             threads: task.threads.iter().map(|t| t.pid().0 as u32).collect(),
+            ..Default::default()
         });
         shared.stats.tasks += 1;
         shared.stats.threads += task.threads.len();

@@ -100,7 +100,7 @@ image_kinds! {
         /// Written last: lists every other image with its size and checksum.
         Inventory = 1, "inventory", "inventory.img",      1, DEFAULT_MAX_RECORD, inventory::InventoryHead, inventory::InventoryEntry;
         /// The process tree: one entry per task.
-        Pstree    = 2, "pstree",    "pstree.img",         1, DEFAULT_MAX_RECORD, (),                       pstree::PstreeEntry;
+        Pstree    = 2, "pstree",    "pstree.img",         2, DEFAULT_MAX_RECORD, (),                       pstree::PstreeEntry;
         /// Per-thread CPU and signal state (process-wide state in the leader's).
         Core      = 3, "core",      "core-<pid>.img",     5, DEFAULT_MAX_RECORD, core::CoreEntry,          ();
         /// Address space layout: mm fields, then one entry per VMA.

@@ -17,6 +17,12 @@ pub struct PstreeEntry {
     pub sid: u32,
     /// Thread ids, the leader first.
     pub threads: Vec<u32>,
+    /// 0, or the pid of the process whose descriptor table this one shares
+    /// (CLONE_FILES): the first of the group, itself included.
+    pub files_with: u32,
+    /// 0, or the pid of the process whose fs information (root, cwd,
+    /// umask) this one shares (CLONE_FS), as for `files_with`.
+    pub fs_with: u32,
 }
 
 impl Describe for PstreeEntry {
@@ -27,6 +33,8 @@ impl Describe for PstreeEntry {
             .f("pgid", self.pgid)
             .f("sid", self.sid)
             .f("threads", Node::Array(self.threads.iter().map(|&t| t.into()).collect()))
+            .f("files_with", self.files_with)
+            .f("fs_with", self.fs_with)
             .done()
     }
 }

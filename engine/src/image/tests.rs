@@ -146,7 +146,7 @@ pub(crate) fn write_sample_dump(path: &std::path::Path) {
     let dir = ImageDir::create(path).unwrap();
     dir.set_root_pid(42);
     let mut w = dir.create_image::<kinds::Pstree>(None, &()).unwrap();
-    w.write(&PstreeEntry { pid: 42, ppid: 0, pgid: 42, sid: 42, threads: vec![42, 43] }).unwrap();
+    w.write(&PstreeEntry { pid: 42, ppid: 0, pgid: 42, sid: 42, threads: vec![42, 43], ..Default::default() }).unwrap();
     w.finish().unwrap();
     dir.create_image::<kinds::Core>(Some(42), &sample_core(42, true)).unwrap().finish().unwrap();
     dir.create_image::<kinds::Core>(Some(43), &sample_core(43, false)).unwrap().finish().unwrap();
@@ -223,7 +223,7 @@ fn round_trip_every_kind_in_memory() {
     let pm = sample_pagemap();
     let h = PagemapHead { pages_id: 9 };
     assert_eq!(decode::<kinds::Pagemap>(&encode::<kinds::Pagemap>(&h, &pm)).unwrap(), (h, pm));
-    let ps = vec![PstreeEntry { pid: 1, ppid: 0, pgid: 1, sid: 1, threads: vec![1, 2, 3] }];
+    let ps = vec![PstreeEntry { pid: 1, ppid: 0, pgid: 1, sid: 1, threads: vec![1, 2, 3], ..Default::default() }];
     assert_eq!(decode::<kinds::Pstree>(&encode::<kinds::Pstree>(&(), &ps)).unwrap(), ((), ps));
     let f = vec![FileEntry { id: 3, kind: FdKind::Pipe }];
     assert_eq!(decode::<kinds::Files>(&encode::<kinds::Files>(&(), &f)).unwrap(), ((), f));

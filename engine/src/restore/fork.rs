@@ -50,16 +50,17 @@ fn open_ns_last_pid() {
     }
 }
 
-/// Forks a child with pid `pid`: clone3 with set_tid, or, on kernels
-/// without it, by writing `pid - 1` to ns_last_pid right before a fork
-/// (the child checks it got the pid and gives up if not).
+/// Forks a child with pid `pid` (sharing what `flags` say: CLONE_FILES,
+/// CLONE_FS): clone3 with set_tid, or, on kernels without it, by writing
+/// `pid - 1` to ns_last_pid right before a fork (the child checks it got
+/// the pid and gives up if not; nothing shared then).
 ///
 /// # Safety
 /// As for [`clone3`]: the child may only do async-signal-safe work. This
 /// function itself allocates nothing.
-unsafe fn fork_exact(pid: Pid, exit_signal: i32) -> std::result::Result<CloneResult, Errno> {
+unsafe fn fork_exact(pid: Pid, exit_signal: i32, flags: CloneFlags) -> std::result::Result<CloneResult, Errno> {
     let tids = [pid];
-    let args = CloneArgs::new(CloneFlags::empty()).exit_signal(exit_signal).set_tid(&tids);
+    let args = CloneArgs::new(flags).exit_signal(exit_signal).set_tid(&tids);
     if !NO_SET_TID.load(std::sync::atomic::Ordering::Relaxed) {
         // SAFETY: forwarded to the caller's contract.
         match unsafe { clone3(&args) } {
@@ -69,8 +70,8 @@ unsafe fn fork_exact(pid: Pid, exit_signal: i32) -> std::result::Result<CloneRes
         }
     }
     let fd = NS_LAST_PID_FD.load(std::sync::atomic::Ordering::Relaxed);
-    // fork() gives SIGCHLD only: another exit signal needs clone3.
-    if fd < 0 || exit_signal != SIGCHLD {
+    // fork() gives SIGCHLD only and shares nothing: the rest needs clone3.
+    if fd < 0 || exit_signal != SIGCHLD || !flags.is_empty() {
         return Err(Errno::ENOSYS);
     }
     // (In the engine: tells run_tree that wrong-pid children may show up.)
@@ -110,7 +111,7 @@ pub(super) fn spawn_root(all: &[Prepared], go: &OwnedFd) -> Result<Tracee> {
     loop {
         // SAFETY: the child runs only `child_main`, which makes raw syscalls
         // on memory prepared before the fork and never returns.
-        match unsafe { fork_exact(pid, SIGCHLD) } {
+        match unsafe { fork_exact(pid, SIGCHLD, CloneFlags::empty()) } {
             Ok(CloneResult::Child) => {
                 let mut msg = [0u8; 16];
                 match crate::sys::fs::read(go.as_fd(), &mut msg) {
@@ -155,6 +156,7 @@ const EXIT_FORK: i32 = 105;
 /// expects for another task, which is created once this one is reaped.
 pub(super) const EXIT_WRONG_PID: i32 = 107;
 const EXIT_TTY: i32 = 106;
+const EXIT_SHARE: i32 = 108;
 
 pub(super) fn exit_reason(code: i32) -> &'static str {
     match code {
@@ -165,6 +167,7 @@ pub(super) fn exit_reason(code: i32) -> &'static str {
         EXIT_FORK => "could not create a child with its pid",
         EXIT_WRONG_PID => "got another pid than asked and gave it up",
         EXIT_TTY => "could not get its controlling terminal or foreground group back",
+        EXIT_SHARE => "lost the task whose descriptor table it shares before that one set it up",
         _ => "exited",
     }
 }
@@ -207,7 +210,7 @@ unsafe fn child_main(all: &[Prepared], idx: usize, rseq: &[u8; 16]) -> ! {
     }
     for &h in &me.helpers {
         // SAFETY: the helper only calls setpgid and sleeps.
-        match unsafe { fork_exact(h, SIGCHLD) } {
+        match unsafe { fork_exact(h, SIGCHLD, CloneFlags::empty()) } {
             Ok(CloneResult::Child) => group_helper(),
             Ok(CloneResult::Parent { .. }) => {
                 // Members forked next must find the group.
@@ -230,7 +233,7 @@ unsafe fn child_main(all: &[Prepared], idx: usize, rseq: &[u8; 16]) -> ! {
         let mut tries = 0;
         loop {
             // SAFETY: the child continues in child_main, under the same contract.
-            match unsafe { fork_exact(all[c].pid, all[c].exit_signal) } {
+            match unsafe { fork_exact(all[c].pid, all[c].exit_signal, all[c].clone_flags) } {
                 // SAFETY: as above.
                 Ok(CloneResult::Child) => unsafe { child_main(all, c, rseq) },
                 Ok(CloneResult::Parent { child, .. }) => {
@@ -246,6 +249,21 @@ unsafe fn child_main(all: &[Prepared], idx: usize, rseq: &[u8; 16]) -> ! {
                     let _ = crate::sys::misc::nanosleep(Duration::from_millis(20));
                 }
                 Err(_) => exit_group(EXIT_FORK),
+            }
+        }
+    }
+    if me.share_wait >= 0 {
+        // The table is shared: nothing of ours may open a descriptor (the
+        // restorer opens a few for a moment) while the group's first task
+        // closes and dup3()s its numbers. It says when it is done.
+        // SAFETY: inherited from the engine, above every number of the tree.
+        let go = unsafe { std::os::fd::BorrowedFd::borrow_raw(me.share_wait) };
+        let mut b = [0u8; 1];
+        loop {
+            match crate::sys::fs::read(go, &mut b) {
+                Ok(1) => break,
+                Err(Errno::EINTR) => continue,
+                _ => exit_group(EXIT_SHARE),
             }
         }
     }
@@ -271,8 +289,8 @@ unsafe fn child_main(all: &[Prepared], idx: usize, rseq: &[u8; 16]) -> ! {
     plan.cur_rseq_ptr = u64::from_ne_bytes(rseq[0..8].try_into().unwrap_or([0; 8]));
     plan.cur_rseq_len = u32::from_ne_bytes(rseq[8..12].try_into().unwrap_or([0; 4]));
     plan.cur_rseq_sig = u32::from_ne_bytes(rseq[12..16].try_into().unwrap_or([0; 4]));
-    if let Some(pages) = &me.pages {
-        let fd = pages.fd();
+    if let Some(fd) = &me.pages_src {
+        let fd = fd.as_fd();
         if fd.as_raw_fd() != me.pages_target {
             // SAFETY: the target number is above every descriptor the task will have.
             match unsafe { crate::sys::fs::dup3(fd, me.pages_target, crate::sys::fs::OpenFlags::empty()) } {

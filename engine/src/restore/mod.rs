@@ -37,7 +37,7 @@ use crate::image::pages::PagesReader;
 use crate::image::pstree::PstreeEntry;
 use crate::image::{kinds, ImageDirReader};
 use crate::infect::Tracee;
-use crate::objects::{files, mm, sysv_shm, task, thread};
+use crate::objects::{clone_share, files, mm, sysv_shm, task, thread};
 use crate::proc;
 use crate::sys::ptrace::{self, UserRegs, NT_X86_XSTATE};
 use crate::sys::wait::{self, WaitStatus};
@@ -45,7 +45,7 @@ use crate::sys::{Errno, Pid, Sysno};
 use plan::PlanBuilder;
 use restorer_plan as rp;
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -216,9 +216,33 @@ struct Prepared {
     tty: crate::objects::tty::TaskTty,
     /// Descriptors opened once the tree exists.
     late_files: files::LateFiles,
+    /// CLONE_FILES / CLONE_FS when it shares its parent's (see
+    /// objects::clone_share).
+    clone_flags: crate::sys::clone::CloneFlags,
+    /// -1, or the pipe it waits on, sharing a descriptor table, until the
+    /// group's first task has put its files in place.
+    share_wait: i32,
+    /// The pages image descriptor above every number of the tree (one
+    /// task's restorer closing its low descriptors must not take another's).
+    pages_src: Option<OwnedFd>,
+    /// The first of a shared descriptor table's group: the engine closes
+    /// its helper descriptors from this number up once the group is done.
+    close_helpers: Option<i32>,
+}
+
+/// How a task takes part in a shared descriptor table or fs information.
+struct ShareArgs {
+    files: clone_share::Role,
+    fs: clone_share::Role,
+    /// The owner's end of the group's go pipe (-1 for none), and how many wait on it.
+    go_fd: i32,
+    go_count: u32,
+    /// The lowest descriptor number above everything the tree uses.
+    high_base: i32,
 }
 
 /// Builds the plan of a live task.
+#[allow(clippy::too_many_arguments)]
 fn prepare(
     dir: &ImageDirReader,
     t: &TaskImages,
@@ -227,19 +251,38 @@ fn prepare(
     vdso: &[(VmaKind, u64, u64)],
     from_engine: mm::Inheritance<'_>,
     opened: &files::Opened,
+    share: &ShareArgs,
 ) -> Result<Prepared> {
     let pid = Pid(t.pstree.pid as i32);
+    let member = share.files == clone_share::Role::Member;
     let process = t.process();
     let mut b = PlanBuilder::new();
     // The root's parent at restore is crtools, not the parent it had.
     task::plan(&mut b, pid, &t.cores[0].thread, process, !is_root)?;
-    let late_files = files::plan(&mut b, pid, &t.fds, opened)?;
+    // A member of a shared table leaves it to the group's first task.
+    let late_files = if member { files::LateFiles::default() } else { files::plan(&mut b, pid, &t.fds, opened)? };
     let late_pages = mm::plan(&mut b, pid, &t.mm, &t.vmas, &t.pagemap, vdso, from_engine, opened)?;
     crate::objects::aio::plan(&mut b, pid, &t.mm, &t.vmas)?;
     let pages = dir.open_pages(t.pagemap_head.pages_id).ctx(pid, "open the pages image")?;
     let max_fd = t.fds.iter().map(|f| f.fd as i32).max().unwrap_or(2).max(2);
+    let pages_src = crate::sys::fs::fcntl_dupfd_cloexec(pages.fd(), share.high_base)
+        .map_err(|e| Error::task(pid, format!("move the pages image above fd {}: {e}", share.high_base)))?;
+    // A member of a shared table keeps it where it is: the number is the
+    // group's, and the owner's restorer does not close it.
+    let pages_target = if member { pages_src.as_raw_fd() } else { max_fd + 1 };
     b.plan.helper_fd_min = max_fd + 1;
-    b.plan.pages_fd = max_fd + 1;
+    b.plan.pages_fd = pages_target;
+    if member {
+        b.plan.flags |= rp::F_SHARED_FILES;
+    }
+    if share.files != clone_share::Role::Own {
+        b.plan.flags |= rp::F_KEEP_HELPERS;
+    }
+    if share.fs == clone_share::Role::Member {
+        b.plan.flags |= rp::F_SHARED_FS;
+    }
+    b.plan.share_go_fd = share.go_fd;
+    b.plan.share_go_count = share.go_count;
     b.plan.task_size = TASK_SIZE;
     b.plan.fault_step = crate::fault::blob_step();
 
@@ -287,7 +330,7 @@ fn prepare(
         region_size,
         plan_addr: region + plan_off,
         stack_top: (region + region_size - 64) & !15,
-        pages_target: max_fd + 1,
+        pages_target,
         pages: Some(pages),
         late_pages,
         // Filled by the caller from the parent chain.
@@ -296,6 +339,10 @@ fn prepare(
         helpers: Vec::new(),
         tty: Default::default(),
         late_files,
+        clone_flags: crate::sys::clone::CloneFlags::empty(),
+        share_wait: -1,
+        pages_src: Some(pages_src),
+        close_helpers: (share.files == clone_share::Role::Owner).then_some(max_fd + 1),
     })
 }
 
@@ -438,6 +485,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     let top_fd = tasks.iter().flat_map(|t| t.fds.iter().map(|f| f.fd as i32)).max().unwrap_or(2).max(2);
     raise_nofile(top_fd)?;
     opened.place(top_fd + 2)?;
+    let roles = clone_share::restore_roles(&tree)?;
+    let gos = share_pipes(&tasks, &roles, top_fd + 2)?;
 
     // Removed working directories get an empty stand-in until the tree runs.
     let removed_cwds = task::make_removed_cwds(
@@ -472,11 +521,33 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
                 helpers: Vec::new(),
                 tty: Default::default(),
                 late_files: files::LateFiles::default(),
+                clone_flags: crate::sys::clone::CloneFlags::empty(),
+                share_wait: -1,
+                pages_src: None,
+                close_helpers: None,
             },
             _ => {
                 let from_engine = mm::Inheritance { shm: &inherited, cow: &cow };
-                let mut p = prepare(&dir, t, i == 0, &busy_self, &vdso, from_engine, &opened)?;
+                let (files_role, fs_role) = roles[i];
+                let go = gos.get(&t.pstree.files_with);
+                let owner_go = go.filter(|_| files_role == clone_share::Role::Owner);
+                let share = ShareArgs {
+                    files: files_role,
+                    fs: fs_role,
+                    go_fd: owner_go.map_or(-1, |g| g.1.as_raw_fd()),
+                    go_count: owner_go.map_or(0, |g| g.2),
+                    high_base: top_fd + 2,
+                };
+                let mut p = prepare(&dir, t, i == 0, &busy_self, &vdso, from_engine, &opened, &share)?;
                 p.parent_pages = chain.resolve(pid, &t.pagemap)?;
+                use crate::sys::clone::CloneFlags;
+                if files_role == clone_share::Role::Member {
+                    p.clone_flags |= CloneFlags::CLONE_FILES;
+                    p.share_wait = go.map_or(-1, |g| g.0.as_raw_fd());
+                }
+                if fs_role == clone_share::Role::Member {
+                    p.clone_flags |= CloneFlags::CLONE_FS;
+                }
                 p
             }
         };
@@ -539,6 +610,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     segments.restored();
     opened.restored();
     drop(opened);
+    drop(gos);
     drop(removed_cwds);
     let us = |d: Duration| d.as_micros() as u64;
     let stats = crate::image::stats::RestoreStatsEntry {
@@ -578,6 +650,60 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
             _ => continue,
         }
     }
+}
+
+/// The go pipes of the shared descriptor tables, by owner pid: (read end,
+/// write end, number of members), both ends at `base` or above. Checks
+/// the groups too: a member's descriptors are its owner's, and a group
+/// sharing fs information is not chrooted (its first task's chroot would
+/// change the paths the others still open while they are restored).
+fn share_pipes(
+    tasks: &[TaskImages],
+    roles: &[(clone_share::Role, clone_share::Role)],
+    base: i32,
+) -> Result<BTreeMap<u32, (OwnedFd, OwnedFd, u32)>> {
+    use clone_share::Role;
+    let by_pid: BTreeMap<u32, &TaskImages> = tasks.iter().map(|t| (t.pstree.pid, t)).collect();
+    let mut gos = BTreeMap::new();
+    for (t, &(files_role, fs_role)) in tasks.iter().zip(roles) {
+        let pid = Pid(t.pstree.pid as i32);
+        if files_role == Role::Member {
+            let owner = by_pid[&t.pstree.files_with];
+            let key = |f: &FdinfoEntry| (f.fd, f.id, f.cloexec);
+            let mine: BTreeSet<_> = t.fds.iter().map(key).collect();
+            let theirs: BTreeSet<_> = owner.fds.iter().map(key).collect();
+            if mine != theirs {
+                return Err(Error::task(
+                    pid,
+                    format!(
+                        "shares the descriptor table of task {} but the images list other descriptors",
+                        owner.pstree.pid
+                    ),
+                ));
+            }
+            if let std::collections::btree_map::Entry::Vacant(v) = gos.entry(owner.pstree.pid) {
+                let (r, w) = crate::sys::fs::pipe2(crate::sys::fs::OpenFlags::O_CLOEXEC).ctx_global("pipe")?;
+                let r = crate::sys::fs::fcntl_dupfd_cloexec(r.as_fd(), base).ctx_global("move a pipe up")?;
+                let w = crate::sys::fs::fcntl_dupfd_cloexec(w.as_fd(), base).ctx_global("move a pipe up")?;
+                v.insert((r, w, 0));
+            }
+            gos.get_mut(&owner.pstree.pid).expect("just made").2 += 1;
+        }
+        if fs_role != Role::Own {
+            let root = t.process().root.as_bytes();
+            if !root.is_empty() && root != b"/" {
+                return Err(Error::refuse(
+                    pid,
+                    format!(
+                        "shares its fs information (CLONE_FS) with other processes and is chrooted to {}: \
+                         not restored yet",
+                        t.process().root.as_os_str().to_string_lossy()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(gos)
 }
 
 /// Lets crtools hold descriptors up to `top` + the tree's objects: the
@@ -974,7 +1100,17 @@ fn run_tree(
         let (p, Some(plan)) = (&all[i], &plans[i]) else { continue };
         let pid = p.pid;
         let leader = tracees.get_mut(&pid).expect("leader traced");
-        crate::objects::epoll::add_late(leader, p.plan_addr, &t.fds, opened, &late_seen, &holders)?;
+        // A shared table's members have their owner's descriptors: added once.
+        if !p.clone_flags.contains(crate::sys::clone::CloneFlags::CLONE_FILES) {
+            crate::objects::epoll::add_late(leader, p.plan_addr, &t.fds, opened, &late_seen, &holders)?;
+        }
+        if let Some(from) = p.close_helpers {
+            // Every restorer of the group is done with the helpers (all
+            // are on their traps): the table is the tree's alone now.
+            leader
+                .remote_syscall_ok(Sysno::close_range, [from as u64, u32::MAX as u64, 0, 0, 0, 0], "close_range")
+                .ctx(pid, "close the restore's descriptors in the shared table")?;
+        }
         crate::fault::check(crate::fault::Fault::RestoreLeader)?;
         finish_leader(leader, t, p.plan_addr, plan)?;
         log::debug!(

@@ -215,13 +215,15 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
     reopen_files(cx)?;
 
     cx.step(Step::Cwd)?;
+    // A task sharing its parent's fs information leaves it to the group's first.
+    let own_fs = cx.plan.flags & plan::F_SHARED_FS == 0;
     // Both paths are as the engine's root sees them: chdir first, then
     // chroot, which leaves the working directory where it is.
-    if cx.plan.cwd.off != 0 {
+    if own_fs && cx.plan.cwd.off != 0 {
         let r = sys::chdir(cx.str(cx.plan.cwd));
         cx.ck(r, 0)?;
     }
-    if cx.plan.root.off != 0 {
+    if own_fs && cx.plan.root.off != 0 {
         let r = sys::chroot(cx.str(cx.plan.root));
         cx.ck(r, 1)?;
     }
@@ -260,8 +262,10 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
     mm_flags(cx)?;
 
     cx.step(Step::Prctl)?;
-    let r = sys::umask(cx.plan.umask);
-    cx.ck(r, 0)?;
+    if own_fs {
+        let r = sys::umask(cx.plan.umask);
+        cx.ck(r, 0)?;
+    }
     let comm = cx.plan.comm.as_ptr() as u64;
     let r = sys::prctl(PR_SET_NAME, comm, 0, 0, 0);
     cx.ck(r, 1)?;
@@ -321,8 +325,10 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
     // Dumpable last: with 0 the engine still holds ptrace, nothing else needs /proc.
     let r = sys::prctl(PR_SET_DUMPABLE, cx.plan.dumpable as u64, 0, 0, 0);
     cx.ck(r, 0)?;
-    let r = sys::close_range(cx.plan.helper_fd_min as u32, u32::MAX);
-    cx.ck(r, 0)?;
+    if cx.plan.flags & plan::F_KEEP_HELPERS == 0 {
+        let r = sys::close_range(cx.plan.helper_fd_min as u32, u32::MAX);
+        cx.ck(r, 0)?;
+    }
     Ok(())
 }
 
@@ -666,6 +672,11 @@ fn mm_flags(cx: &mut Ctx) -> Result<(), Fail> {
 
 fn reopen_files(cx: &mut Ctx) -> Result<(), Fail> {
     cx.step(Step::Files)?;
+    // The group's first task fills the shared table (the others wait for
+    // it before they open anything: see share_go_fd).
+    if cx.plan.flags & plan::F_SHARED_FILES != 0 {
+        return Ok(());
+    }
     let files: &[plan::FileEntry] = cx.table(cx.plan.files);
     // Nothing of the engine's descriptors survives below the helpers; the
     // open file descriptions the engine made for the tree are above them
@@ -678,6 +689,13 @@ fn reopen_files(cx: &mut Ctx) -> Result<(), Fail> {
         let cloexec = if f.cloexec != 0 { sys::O_CLOEXEC } else { 0 };
         let r = sys::dup3(f.src, f.fd, cloexec);
         cx.ck(r, f.fd as u64)?;
+    }
+    // The table is complete: the tasks sharing it may open and close
+    // their own descriptors now without meeting our numbers.
+    let go = [0u8; 1];
+    for _ in 0..cx.plan.share_go_count {
+        let r = sys::write(cx.plan.share_go_fd, go.as_ptr(), 1);
+        cx.ck(r, cx.plan.share_go_fd as u64)?;
     }
     Ok(())
 }

@@ -38,7 +38,7 @@ use core::mem::{offset_of, size_of};
 pub const MAGIC: u32 = 0x5245_5354; // "REST"
 /// Layout version; engine and blob are built together, the check catches a
 /// blob from another build.
-pub const VERSION: u32 = 11;
+pub const VERSION: u32 = 12;
 /// Bytes of stack at the end of the region.
 pub const STACK_SIZE: usize = 64 * 1024;
 /// Number of signals.
@@ -455,6 +455,16 @@ pub const F_RSEQ: u32 = 16;
 pub const F_MM_MAP: u32 = 32;
 /// [`Plan::flags`]: set credentials.
 pub const F_CREDS: u32 = 64;
+/// [`Plan::flags`]: the task shares its parent's descriptor table (forked
+/// with CLONE_FILES): another task of the group reopens the files, this one
+/// leaves the table alone (no close, no dup3).
+pub const F_SHARED_FILES: u32 = 128;
+/// [`Plan::flags`]: the task shares its parent's fs information (forked
+/// with CLONE_FS): no chdir, chroot or umask of its own.
+pub const F_SHARED_FS: u32 = 256;
+/// [`Plan::flags`]: keep the helper descriptors at the end: the table is
+/// shared and the engine closes them once every task of the group is done.
+pub const F_KEEP_HELPERS: u32 = 512;
 
 /// [`Plan::mm_flags`]: mlockall(MCL_FUTURE).
 pub const MM_MCL_FUTURE: u32 = 1;
@@ -576,8 +586,10 @@ pub struct Plan {
     pub creds: Creds,
     /// The task's pid and tid, for queueing signals.
     pub pid: i32,
-    /// Reserved, zero.
-    pub _pad3: u32,
+    /// -1, or a pipe the tasks sharing this one's descriptor table wait on
+    /// before they start: [`Plan::share_go_count`] bytes are written to it
+    /// once the files are in place.
+    pub share_go_fd: i32,
     /// Vma table.
     pub vmas: Table,
     /// PageRun table.
@@ -597,8 +609,8 @@ pub struct Plan {
     pub keep: Table,
     /// MEMBARRIER_CMD_REGISTER_* commands to issue (their bits), 0 for none.
     pub membarrier: u32,
-    /// Reserved, zero.
-    pub _pad4: u32,
+    /// Bytes to write to [`Plan::share_go_fd`] (one per waiting task).
+    pub share_go_count: u32,
     /// loginuid to write to /proc/self/loginuid (decimal text), or none.
     pub loginuid: Str,
     /// Guard regions to install: `[start, end)` pairs of u64.

@@ -13,6 +13,15 @@
 //! stacks and tids). Every line is written with a single write(2).
 //!
 //! Modes:
+//! - `cloneshare DIR`: root chdirs to DIR/cwd (umask 027) and holds DIR/data
+//!   at `fd=` with its offset at 5; it clones f with CLONE_FILES|SIGCHLD
+//!   and s with CLONE_FS|SIGCHLD (raw clone, single-threaded). Each check
+//!   reports `fd_off= cwd= umask= probe=` (probe: fd 100 is `none`,
+//!   `cloexec` or `open`) before acting: f opens DIR/data at fd 100 with
+//!   O_CLOEXEC when it has none, root closes fd 100 when it has one, s
+//!   moves between DIR/cwd (umask 027) and DIR/cwd/sub (umask 077);
+//! - `cloneshare-siblings`: root clones a1 and a2 with CLONE_FILES, then
+//!   unshares its own table (a layout restore cannot fork);
 //! - `tree`: root -> a -> a1, root -> b; 3 threads each (two workers pass a
 //!   token with a mutex and a condition variable);
 //! - `zombie`: root -> z1 (leader of its own group, exit 7), z2 (killed by
@@ -469,6 +478,8 @@ fn main() {
         "fanotify" => fanotify(&args[3..]),
         "pidzombie" => pidzombie(),
         "sysvshm" => sysvshm(),
+        "cloneshare" => cloneshare(&args[3..]),
+        "cloneshare-siblings" => cloneshare_siblings(),
         other => {
             log(format!("error unknown mode {other}"));
             std::process::exit(2);
@@ -2700,4 +2711,137 @@ fn sysvshm() -> ! {
         role(1, ro)
     });
     role(0, std::ptr::null())
+}
+
+/// Clones a child sharing what `flags` say (CLONE_FILES, CLONE_FS) with
+/// SIGCHLD as its exit signal; the child runs `f`, which never returns.
+/// Like fork, the child gets a copy of the address space and goes on on
+/// its copy of the stack.
+fn clone_sharing(flags: libc::c_int, f: impl FnOnce()) -> i32 {
+    let flags = (flags | libc::SIGCHLD) as libc::c_long;
+    // SAFETY: raw clone without CLONE_VM and without a new stack behaves as
+    // fork; every caller clones while the process has one thread.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) } as i32;
+    assert!(pid >= 0, "clone failed");
+    if pid == 0 {
+        f();
+        // SAFETY: leaving the child without running the parent's destructors.
+        unsafe { libc::_exit(0) };
+    }
+    pid
+}
+
+/// The descriptor `cloneshare` probes its shared table with.
+const PROBE_FD: i32 = 100;
+
+/// `none`, `cloexec` or `open`: the state of descriptor `fd`.
+fn fd_state(fd: i32) -> &'static str {
+    // SAFETY: fcntl on a number, no memory involved.
+    match unsafe { libc::fcntl(fd, libc::F_GETFD) } {
+        r if r < 0 => "none",
+        r if r & libc::FD_CLOEXEC != 0 => "cloexec",
+        _ => "open",
+    }
+}
+
+/// The umask from /proc/self/status (reading it with umask(2) would
+/// change it for a moment under a process sharing it).
+fn status_umask() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Umask:").map(|v| v.trim().to_string())))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn cwd_string() -> String {
+    std::env::current_dir().map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|e| format!("err:{e}"))
+}
+
+/// The common fields of a `cloneshare` check; false when the data file's
+/// descriptor lost its contents or offset.
+fn cloneshare_fields(fd: i32, f: &mut Vec<String>) -> bool {
+    let mut buf = [0u8; 16];
+    // SAFETY: pread into a local buffer, lseek on a number.
+    let (n, off) = unsafe { (libc::pread(fd, buf.as_mut_ptr() as *mut _, 16, 0), libc::lseek(fd, 0, libc::SEEK_CUR)) };
+    f.push(format!("fd_off={off} cwd={} umask={} probe={}", cwd_string(), status_umask(), fd_state(PROBE_FD)));
+    n == 16 && &buf == b"0123456789abcdef" && off == 5
+}
+
+fn cloneshare(args: &[String]) -> ! {
+    let dir = std::path::PathBuf::from(args.first().expect("cloneshare DIR"));
+    let cwd = dir.join("cwd");
+    std::fs::create_dir_all(cwd.join("sub")).expect("mkdir cwd/sub");
+    std::env::set_current_dir(&cwd).expect("chdir");
+    let data = std::ffi::CString::new(dir.join("data").as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: plain libc calls on a NUL-terminated path and a local buffer.
+    let fd = unsafe {
+        libc::umask(0o027);
+        let fd = libc::open(data.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC, 0o600);
+        assert!(fd >= 0, "open data");
+        assert_eq!(libc::write(fd, b"0123456789abcdef".as_ptr() as *const _, 16), 16);
+        libc::lseek(fd, 5, libc::SEEK_SET);
+        fd
+    };
+    let ready = vec![format!("fd={fd} cwd={}", cwd.display())];
+    let data_f = data.clone();
+    clone_sharing(libc::CLONE_FILES, move || {
+        let hooks = Hooks {
+            ready: ready_of(fd, &cwd_string()),
+            check: Some(Box::new(move |f: &mut Vec<String>| {
+                let ok = cloneshare_fields(fd, f);
+                if fd_state(PROBE_FD) == "none" {
+                    // SAFETY: open a NUL-terminated path, move it to the probe number.
+                    unsafe {
+                        let p = libc::open(data_f.as_ptr(), libc::O_RDONLY);
+                        libc::dup3(p, PROBE_FD, libc::O_CLOEXEC);
+                        libc::close(p);
+                    }
+                }
+                ok
+            })),
+            ..Default::default()
+        };
+        serve("f", 1, hooks)
+    });
+    let (home, sub) = (cwd.clone(), cwd.join("sub"));
+    clone_sharing(libc::CLONE_FS, move || {
+        let hooks = Hooks {
+            ready: ready_of(fd, &cwd_string()),
+            check: Some(Box::new(move |f: &mut Vec<String>| {
+                let ok = cloneshare_fields(fd, f);
+                let (to, mask) =
+                    if std::env::current_dir().ok().as_ref() == Some(&home) { (&sub, 0o077) } else { (&home, 0o027) };
+                // SAFETY: umask has no preconditions.
+                unsafe { libc::umask(mask) };
+                std::env::set_current_dir(to).is_ok() && ok
+            })),
+            ..Default::default()
+        };
+        serve("s", 1, hooks)
+    });
+    let hooks = Hooks {
+        ready,
+        check: Some(Box::new(move |f: &mut Vec<String>| {
+            let ok = cloneshare_fields(fd, f);
+            if fd_state(PROBE_FD) != "none" {
+                // SAFETY: closing the probe number.
+                unsafe { libc::close(PROBE_FD) };
+            }
+            ok
+        })),
+        ..Default::default()
+    };
+    serve("root", 2, hooks)
+}
+
+fn ready_of(fd: i32, cwd: &str) -> Vec<String> {
+    vec![format!("fd={fd} cwd={cwd}")]
+}
+
+fn cloneshare_siblings() -> ! {
+    clone_sharing(libc::CLONE_FILES, || plain("a1", 1));
+    clone_sharing(libc::CLONE_FILES, || plain("a2", 1));
+    // SAFETY: unshare of our own descriptor table.
+    assert_eq!(unsafe { libc::unshare(libc::CLONE_FILES) }, 0, "unshare");
+    plain("root", 1)
 }
