@@ -44,7 +44,9 @@
 //!   memory in 2 MiB pages, some pages written, some never touched, the
 //!   shared one shared with a child; the check verifies page size, VmFlags,
 //!   that the untouched pages are still not populated, the contents and
-//!   the sharing (the pool must hold 8 free 2 MiB pages).
+//!   the sharing; a fourth shared mapping, the parent's alone, lost its
+//!   first huge page (its object is mapped at an offset). The pool must
+//!   hold 11 free 2 MiB pages.
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Write as _;
@@ -1437,11 +1439,19 @@ fn smaps_kb(addr: usize, key: &str) -> Option<u64> {
 const HUGE: usize = 2 << 20;
 
 /// The `hugetlb` mode's regions: (what, huge pages, written pages, flags).
-const HUGE_REGIONS: [(&str, usize, &[usize], i32); 3] = [
+/// The last one is the parent's alone and loses its first huge page
+/// (munmap): its object is mapped at an offset.
+const HUGE_REGIONS: [(&str, usize, &[usize], i32); 4] = [
     ("private", 3, &[0, 2], libc::MAP_PRIVATE),
     ("noreserve", 2, &[1], libc::MAP_PRIVATE | libc::MAP_NORESERVE),
     ("shared", 4, &[0, 2], libc::MAP_SHARED),
+    ("offset", 3, &[2], libc::MAP_SHARED),
 ];
+
+/// Where region `r` starts now (the offset one lost its first huge page).
+fn huge_start(r: usize, base: *mut u8) -> *mut u8 {
+    base.wrapping_add(if r == 3 { HUGE } else { 0 })
+}
 
 /// Whether 4 KiB page `sub` of huge page `hp` of region `r` is written
 /// (the first of the shared one holds the parent-child control words, one
@@ -1502,6 +1512,27 @@ fn huge_contents(r: usize, base: *mut u8) -> Result<(), String> {
     Ok(())
 }
 
+/// Page size, flags and populated huge pages of every region: private
+/// ones in this process (smaps), shared ones in their object.
+fn populated(bases: &[*mut u8; 4], when: &str) -> Result<(), String> {
+    for (r, &(what, n, written, flags)) in HUGE_REGIONS.iter().enumerate() {
+        let private = flags & libc::MAP_SHARED == 0;
+        let start = huge_start(r, bases[r]);
+        huge_state(start as usize, what, flags, private.then_some(written.len()))?;
+        if !private {
+            let len = n * HUGE - (start as usize - bases[r] as usize);
+            let got = object_bytes(start as usize, len)?;
+            if got != (written.len() * HUGE) as u64 {
+                return Err(format!(
+                    "{what}: {got} bytes of the object populated{when}, want {}",
+                    written.len() * HUGE
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `hugetlb`: private, private MAP_NORESERVE and shared MAP_HUGETLB memory
 /// in 2 MiB pages, some written, some never touched; a child shares the
 /// shared one (it unmaps the private ones) and answers requests through
@@ -1509,7 +1540,7 @@ fn huge_contents(r: usize, base: *mut u8) -> Result<(), String> {
 /// not populated, the contents, and that the child still shares.
 fn hugetlb() -> impl FnMut() -> Result<String, String> {
     let rw = libc::PROT_READ | libc::PROT_WRITE;
-    let mut bases = [std::ptr::null_mut::<u8>(); 3];
+    let mut bases = [std::ptr::null_mut::<u8>(); 4];
     for (r, &(what, n, written, flags)) in HUGE_REGIONS.iter().enumerate() {
         // SAFETY: a fresh mapping chosen by the kernel.
         let p = unsafe {
@@ -1531,6 +1562,8 @@ fn hugetlb() -> impl FnMut() -> Result<String, String> {
         }
         bases[r] = p;
     }
+    // SAFETY: the first huge page of our own mapping, never used again.
+    assert_eq!(unsafe { libc::munmap(bases[3] as *mut _, HUGE) }, 0, "munmap");
     // Control words in the shared memory: [0] request, [1] answer, [2] the
     // child's verdict (0 ok, else the failing step).
     let ctl = bases[2] as *mut u64;
@@ -1542,6 +1575,7 @@ fn hugetlb() -> impl FnMut() -> Result<String, String> {
         unsafe {
             libc::munmap(bases[0] as *mut _, 3 * HUGE);
             libc::munmap(bases[1] as *mut _, 2 * HUGE);
+            libc::munmap(bases[3].wrapping_add(HUGE) as *mut _, 2 * HUGE);
         }
         let parent = std::os::unix::process::parent_id();
         let mut seen = 0u64;
@@ -1572,15 +1606,7 @@ fn hugetlb() -> impl FnMut() -> Result<String, String> {
     let mut checks = 0u64;
     move || {
         // Untouched pages first, before anything could touch them.
-        for (r, &(what, _, written, flags)) in HUGE_REGIONS.iter().enumerate() {
-            let private = flags & libc::MAP_SHARED == 0;
-            huge_state(bases[r] as usize, what, flags, private.then_some(written.len()))?;
-        }
-        let (what, n, written, _) = HUGE_REGIONS[2];
-        let got = object_bytes(bases[2] as usize, n * HUGE)?;
-        if got != (written.len() * HUGE) as u64 {
-            return Err(format!("{what}: {got} bytes of the object populated, want {}", written.len() * HUGE));
-        }
+        populated(&bases, "")?;
         for (r, &base) in bases.iter().enumerate() {
             huge_contents(r, base)?;
         }
@@ -1602,14 +1628,7 @@ fn hugetlb() -> impl FnMut() -> Result<String, String> {
             return Err(format!("the child's check failed ({verdict})"));
         }
         // Reading left the untouched pages alone.
-        for (r, &(what, _, written, flags)) in HUGE_REGIONS.iter().enumerate() {
-            let private = flags & libc::MAP_SHARED == 0;
-            huge_state(bases[r] as usize, what, flags, private.then_some(written.len()))?;
-        }
-        let got = object_bytes(bases[2] as usize, n * HUGE)?;
-        if got != (written.len() * HUGE) as u64 {
-            return Err(format!("{what}: {got} bytes populated after the check, want {}", written.len() * HUGE));
-        }
+        populated(&bases, " after the check")?;
         Ok(format!("hugetlb checks={checks}"))
     }
 }
