@@ -131,6 +131,12 @@ pub fn needs(tasks: &[TaskMem<'_>]) -> Result<BTreeMap<u64, u64>> {
                     format!("hugetlb VMA {:#x}-{:#x}: bad huge page size {hps:#x} or alignment", v.start, v.end),
                 ));
             }
+            if !matches!(v.kind, VmaKind::Anon | VmaKind::SharedAnon) {
+                return Err(Error::task(
+                    t.pid,
+                    format!("VMA {:#x}-{:#x}: a {} mapping cannot be hugetlb", v.start, v.end, v.kind.name()),
+                ));
+            }
             let noreserve = v.flags.contains(MapFlags::MAP_NORESERVE);
             // Huge pages of the VMA holding data, by index from its start.
             let mut filled = BTreeSet::new();
@@ -271,6 +277,10 @@ mod tests {
         let mut bad = private;
         bad.start += PAGE;
         let v = [bad];
+        assert!(needs(&[TaskMem { pid: Pid(1), vmas: &v, pagemap: &[] }]).is_err());
+        // Only anonymous memory is hugetlb here.
+        let file = Vma { kind: VmaKind::File, ..v1[0].clone() };
+        let v = [file];
         assert!(needs(&[TaskMem { pid: Pid(1), vmas: &v, pagemap: &[] }]).is_err());
     }
 
