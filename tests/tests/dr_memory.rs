@@ -576,3 +576,120 @@ fn aio_ring_made_read_only_is_refused_untouched() {
     let nr = field(&first, "nr").to_string();
     assert_eq!(c.ask(), format!("aio checks=2 nr={nr} pending=reaped"));
 }
+
+/// The pool of 2 MiB huge pages, set for one test and put back after it.
+struct HugePool {
+    old: u64,
+}
+
+const HUGE_DIR: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB";
+
+fn huge_read(f: &str) -> u64 {
+    std::fs::read_to_string(format!("{HUGE_DIR}/{f}")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+}
+
+fn huge_set(n: u64) {
+    let _ = std::fs::write(format!("{HUGE_DIR}/nr_hugepages"), n.to_string());
+}
+
+/// Pages a new mapping may still take.
+fn huge_available() -> u64 {
+    huge_read("free_hugepages").saturating_sub(huge_read("resv_hugepages"))
+}
+
+/// Huge page tests change a machine-wide pool: one at a time.
+static HUGE_LOCK: Mutex<()> = Mutex::new(());
+
+impl HugePool {
+    /// Grows the pool so that `n` more pages are available; None (with a
+    /// message) if the kernel cannot give them.
+    fn grow(n: u64) -> Option<HugePool> {
+        if !Path::new(HUGE_DIR).exists() {
+            eprintln!("skipped: this kernel has no 2 MiB huge pages");
+            return None;
+        }
+        let old = huge_read("nr_hugepages");
+        let pool = HugePool { old };
+        let have = huge_available();
+        huge_set(old + n);
+        if huge_available() < have + n {
+            eprintln!("skipped: the kernel gives only {} of {n} more 2 MiB huge pages", huge_available() - have);
+            return None;
+        }
+        Some(pool)
+    }
+
+    /// Shrinks the pool until exactly `n` pages are available (pages in
+    /// use by others stay theirs).
+    fn leave(&self, n: u64) {
+        let nr = huge_read("nr_hugepages");
+        let avail = huge_available();
+        huge_set(nr + n - avail.min(nr + n));
+    }
+}
+
+impl Drop for HugePool {
+    fn drop(&mut self) {
+        huge_set(self.old);
+    }
+}
+
+/// Waits until `n` huge pages are available (a killed victim's are freed
+/// as its address space goes).
+fn huge_wait_available(n: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while huge_available() < n {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+/// Huge pages the `hugetlb` victim takes, and so its restore: 3 reserved
+/// (private), 1 written (MAP_NORESERVE), 4 reserved (shared), 3 reserved
+/// (the object mapped at an offset).
+const HUGETLB_VICTIM_PAGES: u64 = 11;
+
+#[test]
+fn hugetlb_private_and_shared() {
+    if !root() {
+        return;
+    }
+    let _huge = HUGE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(_pool) = HugePool::grow(HUGETLB_VICTIM_PAGES) else { return };
+    let mut c = Case::start("hugetlb", &[]);
+    assert_eq!(c.ask(), "hugetlb checks=1");
+    let maps_before = maps_key(&c.maps());
+    c.dump();
+    assert!(huge_wait_available(HUGETLB_VICTIM_PAGES), "the dumped victim's huge pages were not freed");
+    c.restore();
+    assert_eq!(maps_key(&c.maps()), maps_before);
+    assert_eq!(c.ask(), "hugetlb checks=2");
+    assert_eq!(c.ask(), "hugetlb checks=3");
+}
+
+#[test]
+fn hugetlb_restore_refused_without_enough_huge_pages() {
+    if !root() {
+        return;
+    }
+    let _huge = HUGE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(pool) = HugePool::grow(HUGETLB_VICTIM_PAGES) else { return };
+    let mut c = Case::start("hugetlb", &[]);
+    assert_eq!(c.ask(), "hugetlb checks=1");
+    c.dump();
+    assert!(huge_wait_available(HUGETLB_VICTIM_PAGES), "the dumped victim's huge pages were not freed");
+    pool.leave(HUGETLB_VICTIM_PAGES - 1);
+    let opts = RestoreOptions { pid: Some(Pid(c.pid)), dir: c.images(), detach: true, ..Default::default() };
+    let err = bounded("restore", move || restore(&opts).map_err(|e| e.to_string()))
+        .expect_err("restore succeeded with too few huge pages");
+    let want =
+        format!("needs {HUGETLB_VICTIM_PAGES} free huge pages of 2048kB, the pool has {}", HUGETLB_VICTIM_PAGES - 1);
+    assert!(err.contains(&want), "{err}");
+    // Nothing was made: no task, no page taken.
+    // SAFETY: probes a pid with signal 0.
+    assert_ne!(unsafe { libc::kill(c.pid, 0) }, 0, "a task with the victim's pid runs");
+    assert_eq!(huge_available(), HUGETLB_VICTIM_PAGES - 1);
+}

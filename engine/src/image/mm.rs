@@ -263,6 +263,17 @@ pub struct Vma {
     /// PE_COW pagemap entries are the shared pages, stored in that task's
     /// pages image only (format version 2).
     pub cow_from: u32,
+    /// Hugetlb memory (smaps `ht`): its huge page size in bytes
+    /// (`KernelPageSize`, 2 MiB or 1 GiB on x86_64); 0 for ordinary pages.
+    /// Page data stays in 4 KiB pagemap units (format version 4).
+    pub huge_page_size: u64,
+}
+
+impl Vma {
+    /// True for hugetlb memory.
+    pub fn is_hugetlb(&self) -> bool {
+        self.huge_page_size != 0
+    }
 }
 
 fn auxv_name(t: u64) -> Option<&'static str> {
@@ -344,6 +355,7 @@ impl Describe for Vma {
             .f("pgoff", Node::hex(self.pgoff))
             .f("shmid", self.shmid)
             .f("cow_from", self.cow_from)
+            .f("huge_page_size", Node::Size(self.huge_page_size))
             .done()
     }
 }

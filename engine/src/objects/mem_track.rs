@@ -63,6 +63,7 @@ const SWAPPED: u64 = uffd::PAGE_IS_SWAPPED as u64;
 /// dumped in full every time.
 pub fn trackable(v: &Vma) -> bool {
     matches!(v.kind, VmaKind::Anon | VmaKind::Heap)
+        && !v.is_hugetlb()
         && !v.flags.intersects(MapFlags::MAP_SHARED | MapFlags::MAP_GROWSDOWN)
         && v.prot.contains(Prot::PROT_READ | Prot::PROT_WRITE)
 }

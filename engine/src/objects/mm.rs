@@ -83,7 +83,9 @@ pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
         MapKind::Memfd(_) => VmaKind::Memfd,
         // The segment is dumped once, by objects::sysv_shm.
         MapKind::SysvShm { .. } => VmaKind::SysvShm,
-        MapKind::AnonHugepage => return unsupported("hugetlb memory"),
+        // MAP_HUGETLB memory: anonymous, its page size recorded (objects::hugetlb).
+        MapKind::AnonHugepage if shared => VmaKind::SharedAnon,
+        MapKind::AnonHugepage => VmaKind::Anon,
         MapKind::AnonInode(n) => return unsupported(&format!("anon_inode:{}", String::from_utf8_lossy(n))),
         MapKind::Uprobes => return unsupported("[uprobes]"),
         MapKind::OtherPseudo(n) => return unsupported(&format!("[{}]", String::from_utf8_lossy(n))),
@@ -92,9 +94,24 @@ pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
     if let (MapKind::SysvShm { key }, true) = (&m.kind, vf.contains(VmFlags::HT)) {
         return unsupported(&format!("SysV shared memory segment {} (key {key:#x}) is hugetlb (SHM_HUGETLB)", m.inode));
     }
-    if vf.contains(VmFlags::HT) {
-        return unsupported("hugetlb memory");
-    }
+    let huge_page_size = match (&m.kind, vf.contains(VmFlags::HT)) {
+        (MapKind::AnonHugepage, true) => {
+            let size = e.kernel_page_size_kb().unwrap_or(0) << 10;
+            if !super::hugetlb::valid_size(size) || !m.start.is_multiple_of(size) || !m.end.is_multiple_of(size) {
+                return Err(Error::task(
+                    pid,
+                    format!("VMA {range} (hugetlb): KernelPageSize {size} bytes is not usable"),
+                ));
+            }
+            size
+        }
+        (MapKind::Memfd(n), true) => {
+            return unsupported(&format!("hugetlb memfd {}", String::from_utf8_lossy(n)));
+        }
+        (_, true) => return unsupported("hugetlb memory of a hugetlbfs file"),
+        (MapKind::AnonHugepage, false) => return unsupported("/anon_hugepage without VmFlags ht"),
+        _ => 0,
+    };
     let mut prot = Prot::empty();
     prot.set(Prot::PROT_READ, m.perms.read());
     prot.set(Prot::PROT_WRITE, m.perms.write());
@@ -102,6 +119,9 @@ pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
     let mut flags = if shared { MapFlags::MAP_SHARED } else { MapFlags::MAP_PRIVATE };
     if !matches!(kind, VmaKind::File | VmaKind::Memfd | VmaKind::GhostFile | VmaKind::AioRing | VmaKind::SysvShm) {
         flags |= MapFlags::MAP_ANONYMOUS;
+    }
+    if huge_page_size != 0 {
+        flags |= MapFlags::MAP_HUGETLB;
     }
     if vf.contains(VmFlags::GD) {
         flags |= MapFlags::MAP_GROWSDOWN;
@@ -153,6 +173,7 @@ pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
         // The segment's inode number is its shmid (ipc/shm.c newseg).
         shmid: if sysv { m.inode } else { 0 },
         cow_from: 0,
+        huge_page_size,
     }))
 }
 
@@ -1047,9 +1068,11 @@ impl VmaFrames {
 }
 
 /// A VMA whose pages may be shared with a relative's: private anonymous,
-/// readable and writable (or accounted), not a stack.
+/// readable and writable (or accounted), not a stack, not hugetlb (each
+/// task's copy is stored and restored on its own).
 fn cow_eligible(v: &Vma) -> bool {
     v.kind == VmaKind::Anon
+        && !v.is_hugetlb()
         && !v.flags.contains(MapFlags::MAP_SHARED)
         && !v.flags.contains(MapFlags::MAP_GROWSDOWN)
         && v.prot.contains(Prot::PROT_READ)
@@ -1190,6 +1213,9 @@ pub fn plan(
         }
         if v.flags.contains(MapFlags::MAP_NORESERVE) {
             map_flags |= MapFlags::MAP_NORESERVE.bits();
+        }
+        if v.is_hugetlb() {
+            map_flags |= super::hugetlb::map_flags(v.huge_page_size);
         }
         let mut advice = 0;
         for (s, a) in [
@@ -1594,20 +1620,26 @@ mod tests {
     }
 
     #[test]
-    fn hugetlb_is_refused_by_name() {
-        let blocks: [&[u8]; 2] = [
-            b"7f0000000000-7f0000200000 rw-p 00000000 00:0f 4096   /anon_hugepage (deleted)\n\
-              KernelPageSize:     2048 kB\nVmFlags: rd wr mr mw me de ht \n",
-            b"7f0000400000-7f0000600000 rw-s 00000000 00:01 77   /memfd:huge (deleted)\n\
-              KernelPageSize:     2048 kB\nVmFlags: rd wr sh mr mw me ms de ht \n",
-        ];
-        for text in blocks {
-            let smaps = proc::smaps::parse(text).unwrap();
-            let e = vma_from_smaps(Pid(9), &smaps[0]).unwrap_err();
-            assert!(e.refused, "{e}");
-            let msg = e.to_string();
-            assert!(msg.contains("task 9") && (msg.contains("hugetlb") || msg.contains("memfd")), "{msg}");
-        }
+    fn hugetlb_anonymous_keeps_its_page_size_memfd_is_refused() {
+        let text = b"7f0000000000-7f0000200000 rw-p 00000000 00:0f 4096   /anon_hugepage (deleted)\n\
+              KernelPageSize:     2048 kB\nVmFlags: rd wr mr mw me de ht \n\
+              7fc000000000-7fc080000000 rw-s 40000000 00:0f 4097   /anon_hugepage (deleted)\n\
+              KernelPageSize:  1048576 kB\nVmFlags: rd wr sh mr mw me ms de nr ht \n";
+        let smaps = proc::smaps::parse(text).unwrap();
+        let v: Vec<Vma> = smaps.iter().map(|e| vma_from_smaps(Pid(9), e).unwrap().unwrap()).collect();
+        assert_eq!((v[0].kind, v[0].huge_page_size), (VmaKind::Anon, 2 << 20));
+        assert!(v[0].flags.contains(MapFlags::MAP_PRIVATE | MapFlags::MAP_ANONYMOUS | MapFlags::MAP_HUGETLB));
+        assert_eq!(
+            (v[1].kind, v[1].huge_page_size, v[1].pgoff, v[1].inode),
+            (VmaKind::SharedAnon, 1 << 30, 1 << 30, 4097)
+        );
+        assert!(v[1].flags.contains(MapFlags::MAP_SHARED | MapFlags::MAP_NORESERVE | MapFlags::MAP_HUGETLB));
+        assert!(needs_data(&v[0]) && needs_data(&v[1]) && !cow_eligible(&v[0]));
+        let memfd = b"7f0000400000-7f0000600000 rw-s 00000000 00:01 77   /memfd:huge (deleted)\n\
+              KernelPageSize:     2048 kB\nVmFlags: rd wr sh mr mw me ms de ht \n";
+        let smaps = proc::smaps::parse(memfd).unwrap();
+        let e = vma_from_smaps(Pid(9), &smaps[0]).unwrap_err();
+        assert!(e.refused && e.to_string().contains("task 9") && e.to_string().contains("hugetlb memfd huge"), "{e}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! - [`task`]: per-task CPU, signal, timer, limit and credential state;
 //! - [`thread`]: the other threads of a process;
 //! - [`mm`]: the address space: VMAs and page data;
+//! - [`hugetlb`]: MAP_HUGETLB memory's page sizes and the huge page pool;
 //! - [`aio`]: native AIO contexts (io_setup) and their rings;
 //! - [`sysv_shm`]: SysV shared memory segments the tree attached;
 //! - [`reg_file`]: regular files, directories and device nodes reopened by path;
@@ -33,6 +34,7 @@ pub mod fifo;
 pub mod file_lock;
 pub mod files;
 pub mod fown;
+pub mod hugetlb;
 pub mod inet_sk;
 pub mod inotify;
 pub mod mem_track;

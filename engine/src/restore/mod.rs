@@ -399,6 +399,13 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     crate::scripts::run(&opts.action_scripts, "pre-restore", &opts.dir, Some(root))?;
     let mut tasks: Vec<TaskImages> = tree.iter().map(|t| read_task(&dir, t)).collect::<Result<_>>()?;
     validate::check_tasks(&tasks, TASK_SIZE)?;
+    // Hugetlb pages come from a pool: enough of them, or nothing is made.
+    let huge: Vec<_> = tasks
+        .iter()
+        .map(|t| crate::objects::hugetlb::TaskMem { pid: Pid(t.pstree.pid as i32), vmas: &t.vmas, pagemap: &t.pagemap })
+        .collect();
+    crate::objects::hugetlb::check_pool(&huge)?;
+    drop(huge);
     let shm_segments = sysv_shm::read(&dir)?;
     sysv_shm::check_vmas(&shm_segments, tasks.iter().map(|t| (Pid(t.pstree.pid as i32), t.vmas.as_slice())))?;
     let mut fd_cx = files::FdCtx {
@@ -738,7 +745,18 @@ fn create_shared_objects(
             .find(|t| t.vmas.iter().any(|v| v.kind == VmaKind::SharedAnon && (v.dev, v.inode) == key))
             .expect("shared_between found it in a task");
         let pid = Pid(t.pstree.pid as i32);
-        let mut m = crate::sys::mm::Mapping::anonymous_shared(size as usize).ctx(pid, "map shared memory")?;
+        // Hugetlb objects are made as such, with their page size; one
+        // that every mapping made without reserving pages reserves none.
+        let vmas = || t.vmas.iter().filter(|v| v.kind == VmaKind::SharedAnon && (v.dev, v.inode) == key);
+        let mut extra = crate::sys::mm::MapFlags::empty();
+        if let Some(v) = vmas().find(|v| v.is_hugetlb()) {
+            extra = crate::sys::mm::MapFlags::from_bits_retain(crate::objects::hugetlb::map_flags(v.huge_page_size));
+            if vmas().all(|v| v.flags.contains(crate::image::mm::MapFlags::MAP_NORESERVE)) {
+                extra |= crate::sys::mm::MapFlags::MAP_NORESERVE;
+            }
+        }
+        let mut m =
+            crate::sys::mm::Mapping::anonymous_shared_with(size as usize, extra).ctx(pid, "map shared memory")?;
         let pages = dir.open_pages(t.pagemap_head.pages_id).ctx(pid, "open the pages image")?;
         mm::fill_object(pid, m.as_mut_slice(), key, &t.vmas, &t.pagemap, pages.fd())?;
         log::debug!("shared memory object {key:x?}: {size} bytes at {:#x}", m.addr());

@@ -247,6 +247,16 @@ impl Mapping {
         Self::anon_with(len, MapFlags::MAP_SHARED)
     }
 
+    /// A shared anonymous zero-filled mapping with `extra` flags
+    /// (MAP_NORESERVE; MAP_HUGETLB with a MAP_HUGE_* size in bits 26..32,
+    /// then `len` must be a multiple of that size).
+    pub fn anonymous_shared_with(len: usize, extra: MapFlags) -> Result<Mapping> {
+        if extra.intersects(MapFlags::MAP_FIXED | MapFlags::MAP_FIXED_NOREPLACE | MapFlags::MAP_PRIVATE) {
+            return Err(Errno::EINVAL);
+        }
+        Self::anon_with(len, MapFlags::MAP_SHARED | extra)
+    }
+
     fn anon_with(len: usize, kind: MapFlags) -> Result<Mapping> {
         if len == 0 {
             return Err(Errno::EINVAL);

@@ -474,13 +474,16 @@ fn map_vmas(cx: &mut Ctx) -> Result<(), Fail> {
 fn map_shm_object(cx: &mut Ctx, vmas: &[plan::Vma], first: usize) -> Result<(), Fail> {
     const O_RDWR: u32 = 2;
     const MAP_NORESERVE: u32 = 0x4000;
+    // MAP_HUGETLB and its MAP_HUGE_* page size (bits 26..32): a hugetlb
+    // object is made as one.
+    const MAP_HUGE: u32 = 0x40000 | (0x3f << 26);
     let v = vmas[first];
     let rw = sys::PROT_READ | sys::PROT_WRITE;
     // An object shared with other processes is already mapped (inherited).
     let tmp = if v.shm_addr != 0 {
         v.shm_addr as i64
     } else {
-        sys::mmap(0, v.shm_size, rw, sys::MAP_SHARED | sys::MAP_ANONYMOUS | (v.map_flags & MAP_NORESERVE), -1, 0)
+        sys::mmap(0, v.shm_size, rw, sys::MAP_SHARED | sys::MAP_ANONYMOUS | (v.map_flags & (MAP_NORESERVE | MAP_HUGE)), -1, 0)
     };
     cx.ck(tmp, v.start)?;
     let tmp = tmp as u64;

@@ -100,7 +100,8 @@ pub struct Vma {
     pub kind: u32,
     /// Final PROT_* bits.
     pub prot: u32,
-    /// Extra mmap flags (MAP_GROWSDOWN, MAP_NORESERVE, ...).
+    /// Extra mmap flags (MAP_GROWSDOWN, MAP_NORESERVE, MAP_HUGETLB with its
+    /// MAP_HUGE_* page size in bits 26..32, ...).
     pub map_flags: u32,
     /// open(2) flags for the backing file (file mappings).
     pub open_flags: u32,

@@ -40,6 +40,13 @@
 //!   bytes read), then every check submits new reads on both contexts and
 //!   gets them back. `aio DIR ro`: the same with the big ring made
 //!   read-only (mprotect), which a dump refuses.
+//! - `hugetlb`: private, private MAP_NORESERVE and shared MAP_HUGETLB
+//!   memory in 2 MiB pages, some pages written, some never touched, the
+//!   shared one shared with a child; the check verifies page size, VmFlags,
+//!   that the untouched pages are still not populated, the contents and
+//!   the sharing; a fourth shared mapping, the parent's alone, lost its
+//!   first huge page (its object is mapped at an offset). The pool must
+//!   hold 11 free 2 MiB pages.
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Write as _;
@@ -250,6 +257,11 @@ fn main() {
         }
         "aio" => {
             let check = aio(rest.first().expect("aio DIR"), rest.get(1).is_some_and(|a| a == "ro"));
+            say!(&log, "ready {pid}");
+            serve(&log, check)
+        }
+        "hugetlb" => {
+            let check = hugetlb();
             say!(&log, "ready {pid}");
             serve(&log, check)
         }
@@ -1402,5 +1414,221 @@ fn mlockall() -> impl FnMut() -> Result<String, String> {
             return Err(format!("{lck}: less than the 64 KiB region"));
         }
         Ok("mlockall ok".to_string())
+    }
+}
+
+/// A numeric `KEY:` field (kB) of the VMA holding `addr` in /proc/self/smaps.
+fn smaps_kb(addr: usize, key: &str) -> Option<u64> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+    let mut inside = false;
+    for l in smaps.lines() {
+        if let Some(v) = l.strip_prefix(key).and_then(|r| r.strip_prefix(':')) {
+            if inside {
+                return v.split_whitespace().next().and_then(|n| n.parse().ok());
+            }
+        } else if let Some(range) = l.split_whitespace().next().filter(|w| w.contains('-') && !w.ends_with(':')) {
+            let (s, e) = range.split_once('-').unwrap_or(("0", "0"));
+            let (s, e) = (usize::from_str_radix(s, 16).unwrap_or(0), usize::from_str_radix(e, 16).unwrap_or(0));
+            inside = s <= addr && addr < e;
+        }
+    }
+    None
+}
+
+/// Huge page size of the `hugetlb` mode.
+const HUGE: usize = 2 << 20;
+
+/// The `hugetlb` mode's regions: (what, huge pages, written pages, flags).
+/// The last one is the parent's alone and loses its first huge page
+/// (munmap): its object is mapped at an offset.
+const HUGE_REGIONS: [(&str, usize, &[usize], i32); 4] = [
+    ("private", 3, &[0, 2], libc::MAP_PRIVATE),
+    ("noreserve", 2, &[1], libc::MAP_PRIVATE | libc::MAP_NORESERVE),
+    ("shared", 4, &[0, 2], libc::MAP_SHARED),
+    ("offset", 3, &[2], libc::MAP_SHARED),
+];
+
+/// Where region `r` starts now (the offset one lost its first huge page).
+fn huge_start(r: usize, base: *mut u8) -> *mut u8 {
+    base.wrapping_add(if r == 3 { HUGE } else { 0 })
+}
+
+/// Whether 4 KiB page `sub` of huge page `hp` of region `r` is written
+/// (the first of the shared one holds the parent-child control words, one
+/// of private page 2 stays zero).
+fn huge_sub_written(r: usize, hp: usize, sub: usize) -> bool {
+    HUGE_REGIONS[r].2.contains(&hp) && !(r == 2 && hp == 0 && sub == 0) && !(r == 0 && hp == 2 && sub == 5)
+}
+
+/// Populated bytes of the hugetlb object mapped at `addr..addr+len`: the
+/// st_blocks of its hugetlbfs file (the kernel adds a huge page's blocks
+/// when one enters its page cache), through /proc/self/map_files.
+fn object_bytes(addr: usize, len: usize) -> Result<u64, String> {
+    let path = format!("/proc/self/map_files/{:x}-{:x}", addr, addr + len);
+    let md = std::fs::metadata(&path).map_err(|e| format!("stat {path}: {e}"))?;
+    use std::os::unix::fs::MetadataExt;
+    Ok(md.blocks() * 512)
+}
+
+/// Hugetlb memory state of the region at `addr`: 2 MiB pages, `ht`, and
+/// (private) exactly `filled` huge pages populated in this process.
+fn huge_state(addr: usize, what: &str, flags: i32, filled: Option<usize>) -> Result<(), String> {
+    let kps = smaps_kb(addr, "KernelPageSize");
+    if kps != Some(2048) {
+        return Err(format!("{what}: KernelPageSize {kps:?} kB, want 2048"));
+    }
+    let mut want = vec!["ht"];
+    if flags & libc::MAP_NORESERVE != 0 {
+        want.push("nr");
+    }
+    if flags & libc::MAP_SHARED != 0 {
+        want.push("sh");
+    }
+    has_flags(addr, &want, what)?;
+    if let Some(n) = filled {
+        let kb = smaps_kb(addr, "Private_Hugetlb").unwrap_or(0) + smaps_kb(addr, "Shared_Hugetlb").unwrap_or(0);
+        if kb != ((n * HUGE) >> 10) as u64 {
+            return Err(format!(
+                "{what}: {kb} kB of huge pages populated, want {} (untouched pages populated?)",
+                n * 2048
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The written contents of region `r` at `base`.
+fn huge_contents(r: usize, base: *mut u8) -> Result<(), String> {
+    let (what, _, written, _) = HUGE_REGIONS[r];
+    for &hp in written {
+        for sub in 0..HUGE / PAGE {
+            if r == 2 && hp == 0 && sub == 0 {
+                continue; // the control words
+            }
+            let want = huge_sub_written(r, hp, sub).then_some((20 + r as u64, hp * 512 + sub));
+            check_page(base.wrapping_add(hp * HUGE + sub * PAGE), want, &format!("{what} huge page {hp}.{sub}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Page size, flags and populated huge pages of every region: private
+/// ones in this process (smaps), shared ones in their object.
+fn populated(bases: &[*mut u8; 4], when: &str) -> Result<(), String> {
+    for (r, &(what, n, written, flags)) in HUGE_REGIONS.iter().enumerate() {
+        let private = flags & libc::MAP_SHARED == 0;
+        let start = huge_start(r, bases[r]);
+        huge_state(start as usize, what, flags, private.then_some(written.len()))?;
+        if !private {
+            let len = n * HUGE - (start as usize - bases[r] as usize);
+            let got = object_bytes(start as usize, len)?;
+            if got != (written.len() * HUGE) as u64 {
+                return Err(format!(
+                    "{what}: {got} bytes of the object populated{when}, want {}",
+                    written.len() * HUGE
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `hugetlb`: private, private MAP_NORESERVE and shared MAP_HUGETLB memory
+/// in 2 MiB pages, some written, some never touched; a child shares the
+/// shared one (it unmaps the private ones) and answers requests through
+/// it. A check verifies page size, flags, that untouched pages are still
+/// not populated, the contents, and that the child still shares.
+fn hugetlb() -> impl FnMut() -> Result<String, String> {
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    let mut bases = [std::ptr::null_mut::<u8>(); 4];
+    for (r, &(what, n, written, flags)) in HUGE_REGIONS.iter().enumerate() {
+        // SAFETY: a fresh mapping chosen by the kernel.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                n * HUGE,
+                rw,
+                flags | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB | libc::MAP_HUGE_2MB,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED, "mmap {what} hugetlb: {}", std::io::Error::last_os_error());
+        let p = p as *mut u8;
+        for &hp in written {
+            for sub in (0..HUGE / PAGE).filter(|&s| huge_sub_written(r, hp, s)) {
+                fill_page(p.wrapping_add(hp * HUGE + sub * PAGE), 20 + r as u64, hp * 512 + sub);
+            }
+        }
+        bases[r] = p;
+    }
+    // SAFETY: the first huge page of our own mapping, never used again.
+    assert_eq!(unsafe { libc::munmap(bases[3] as *mut _, HUGE) }, 0, "munmap");
+    // Control words in the shared memory: [0] request, [1] answer, [2] the
+    // child's verdict (0 ok, else the failing step).
+    let ctl = bases[2] as *mut u64;
+    // SAFETY: fork in a single-threaded program.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork");
+    if child == 0 {
+        // SAFETY: our own private mappings, no longer used by the child.
+        unsafe {
+            libc::munmap(bases[0] as *mut _, 3 * HUGE);
+            libc::munmap(bases[1] as *mut _, 2 * HUGE);
+            libc::munmap(bases[3].wrapping_add(HUGE) as *mut _, 2 * HUGE);
+        }
+        let parent = std::os::unix::process::parent_id();
+        let mut seen = 0u64;
+        loop {
+            // SAFETY: the control words are in our shared mapping.
+            let req = unsafe { ctl.read_volatile() };
+            if req != seen {
+                seen = req;
+                let verdict = match huge_state(bases[2] as usize, "child shared", libc::MAP_SHARED, None)
+                    .and_then(|()| huge_contents(2, bases[2]))
+                {
+                    Ok(()) => 0,
+                    Err(_) => 1,
+                };
+                // SAFETY: as above.
+                unsafe {
+                    ctl.add(2).write_volatile(verdict);
+                    ctl.add(1).write_volatile(req);
+                }
+            }
+            if std::os::unix::process::parent_id() != parent {
+                // SAFETY: leaves the forked child at once.
+                unsafe { libc::_exit(0) };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+    let mut checks = 0u64;
+    move || {
+        // Untouched pages first, before anything could touch them.
+        populated(&bases, "")?;
+        for (r, &base) in bases.iter().enumerate() {
+            huge_contents(r, base)?;
+        }
+        // The child still shares the memory.
+        checks += 1;
+        // SAFETY: the control words are in our shared mapping.
+        unsafe { ctl.write_volatile(checks) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        // SAFETY: as above.
+        while unsafe { ctl.add(1).read_volatile() } != checks {
+            if std::time::Instant::now() > deadline {
+                return Err("the child does not answer through the shared memory".into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        // SAFETY: as above.
+        let verdict = unsafe { ctl.add(2).read_volatile() };
+        if verdict != 0 {
+            return Err(format!("the child's check failed ({verdict})"));
+        }
+        // Reading left the untouched pages alone.
+        populated(&bases, " after the check")?;
+        Ok(format!("hugetlb checks={checks}"))
     }
 }
