@@ -29,7 +29,7 @@
 //!
 //! Not checked: KCMP_IO and KCMP_SYSVSEM (tasks without an I/O context or
 //! SysV undo list compare equal through their null pointers).
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::image::pstree::PstreeEntry;
 use crate::proc;
 use crate::sys::misc::{kcmp, KcmpOrder, KcmpType};
@@ -150,6 +150,21 @@ pub fn sharing(pids: &[Pid], parents: &[Pid]) -> Result<Sharing> {
             }
         };
         for g in groups {
+            if ty == KcmpType::Fs {
+                // The owner's chroot would move the paths the other members
+                // still open while they are restored (restore refuses too).
+                let root = crate::proc::misc::root(g[0]).ctx(g[0], "read its root")?;
+                if root.path.as_os_str().as_encoded_bytes() != b"/" {
+                    return Err(Error::refuse(
+                        g[0],
+                        format!(
+                            "shares its {what} ({flag}) with task {} and is chrooted to {}: not restored yet",
+                            g[1],
+                            root.path.display()
+                        ),
+                    ));
+                }
+            }
             let owner = group_owner(&g, parent_of).map_err(|(a, b)| {
                 Error::refuse(
                     a,
