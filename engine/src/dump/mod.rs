@@ -253,23 +253,8 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         p.release_rest();
     }
     log::info!("tree of {pid}: {}", if opts.leave_stopped { "left stopped" } else { "killed" });
-    let s = &shared.stats;
-    let us = |d: std::time::Duration| d.as_micros() as u64;
-    let stats = crate::image::stats::DumpStatsEntry {
-        frozen_time: us(s.frozen),
-        memdump_time: us(s.memdump),
-        memwrite_time: us(s.memwrite),
-        pages_scanned: s.pages_scanned,
-        pages_skipped_parent: s.pages_skipped_parent,
-        pages_written: s.pages,
-        total_time: us(started.elapsed()),
-        tasks: s.tasks as u32,
-        threads: s.threads as u32,
-    };
     // The dump is complete already: a failure here is only reported.
-    if let Err(e) = crate::image::dir::write_side_image::<kinds::StatsDump>(&opts.dir, &stats) {
-        log::warn!("write stats-dump.img: {e}");
-    }
+    let stats = write_stats(&opts.dir, &shared.stats, started);
     log::info!(
         "frozen for {} us, pages in {} us ({} us writing)",
         stats.frozen_time,
@@ -517,4 +502,29 @@ fn dump_task(
     shared.pstree.push(entry);
     let aio = head.aio.clone();
     Ok(Some(PendingTask { pid, pages: pending, mem_started, threads: 1 + others.len(), vmas: vmas.len(), aio }))
+}
+
+/// Writes stats-dump.img from `s` (a dump or pre-dump that began at
+/// `started`); a failure is only reported: the images are complete.
+pub(crate) fn write_stats(
+    dir: &std::path::Path,
+    s: &DumpStats,
+    started: std::time::Instant,
+) -> crate::image::stats::DumpStatsEntry {
+    let us = |d: std::time::Duration| d.as_micros() as u64;
+    let stats = crate::image::stats::DumpStatsEntry {
+        frozen_time: us(s.frozen),
+        memdump_time: us(s.memdump),
+        memwrite_time: us(s.memwrite),
+        pages_scanned: s.pages_scanned,
+        pages_skipped_parent: s.pages_skipped_parent,
+        pages_written: s.pages,
+        total_time: us(started.elapsed()),
+        tasks: s.tasks as u32,
+        threads: s.threads as u32,
+    };
+    if let Err(e) = crate::image::dir::write_side_image::<kinds::StatsDump>(dir, &stats) {
+        log::warn!("write stats-dump.img: {e}");
+    }
+    stats
 }

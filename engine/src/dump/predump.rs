@@ -199,22 +199,7 @@ pub fn pre_dump(opts: &PreDumpOptions) -> Result<super::DumpStats> {
     }
     shared.stats.frozen = frozen_at.elapsed();
     mem_track::hand_over(&opts.dir, uffds);
-    let s = &shared.stats;
-    let us = |d: std::time::Duration| d.as_micros() as u64;
-    let stats = crate::image::stats::DumpStatsEntry {
-        frozen_time: us(s.frozen),
-        memdump_time: us(s.memdump),
-        memwrite_time: us(s.memwrite),
-        pages_scanned: s.pages_scanned,
-        pages_skipped_parent: s.pages_skipped_parent,
-        pages_written: s.pages,
-        total_time: us(started.elapsed()),
-        tasks: s.tasks as u32,
-        threads: s.threads as u32,
-    };
-    if let Err(e) = crate::image::dir::write_side_image::<kinds::StatsDump>(&opts.dir, &stats) {
-        log::warn!("write stats-dump.img: {e}");
-    }
+    let stats = super::write_stats(&opts.dir, &shared.stats, started);
     log::info!(
         "pre-dump: frozen for {} us, {} pages written, {} left to the parent",
         stats.frozen_time,

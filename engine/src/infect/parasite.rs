@@ -310,9 +310,7 @@ impl<'t> Parasite<'t> {
     /// Runs one syscall in the infected task (every signal but SIGTRAP
     /// blocked, like the commands); returns its raw result.
     pub fn remote_syscall(&mut self, nr: Sysno, args: [u64; 6]) -> Result<i64> {
-        if !self.daemon {
-            return self.tracee.remote_syscall(nr, args);
-        }
+        // The blob runs it: no code of the task is patched.
         let a = proto::SyscallArgs { nr: nr as u64, args };
         Ok(self.call(proto::Cmd::Syscall, as_bytes(&a), 0)?.0)
     }

@@ -240,18 +240,9 @@ fn try_hand_over(dir: &Path, held: &[Repaired]) -> std::result::Result<(), Strin
         .map_err(|e| format!("/dev/null: {e}"))?;
     let mut keep: Vec<u32> = held.iter().map(|r| r.fd.as_raw_fd() as u32).collect();
     keep.extend([l.as_raw_fd() as u32, null.as_raw_fd() as u32]);
-    keep.sort_unstable();
-    // The ranges of descriptors the keeper closes, computed here: the child
+    // The ranges of descriptors the helper closes, computed here: the child
     // of fork may not allocate.
-    let mut gaps = Vec::with_capacity(keep.len() + 1);
-    let mut next = 0u32;
-    for &k in &keep {
-        if k > next {
-            gaps.push((next, k - 1));
-        }
-        next = k + 1;
-    }
-    gaps.push((next, u32::MAX));
+    let gaps = crate::sys::fs::gaps_between(keep);
     let conns: Vec<i32> = held.iter().map(|r| r.fd.as_raw_fd()).collect();
     // SAFETY: the child only makes raw syscalls through the sys wrappers,
     // allocates nothing and ends with exit_group (keeper never returns).
@@ -445,6 +436,11 @@ pub fn dump(
                 })
                 .collect()
         });
+    }
+    for &(_, name, v) in entry.opts.ip_extra.iter().filter(|o| o.0 == SOL_SOCKET) {
+        if let Some(m) = unrestorable_sock_int(name, v) {
+            return Err(r(m));
+        }
     }
     // Whatever holds option memory that the socket made again with every
     // option crtools restores would not hold is state crtools cannot read
@@ -821,6 +817,17 @@ pub(crate) const SOCK_EXTRA: &[(u32, u32)] = &[
     (SOL_SOCKET, 76),
 ];
 
+/// Why a socket-level integer option of [`SOCK_EXTRA`] with value `v`
+/// cannot be set again as it is, if it cannot: SO_TIMESTAMPING bound to a
+/// PTP clock (SOF_TIMESTAMPING_BIND_PHC) keeps the clock's index outside
+/// the flags, and would come back bound to clock 0.
+pub(crate) fn unrestorable_sock_int(name: u32, v: i32) -> Option<String> {
+    const SO_TIMESTAMPING: u32 = 37;
+    const SOF_TIMESTAMPING_BIND_PHC: i32 = 1 << 15;
+    (name == SO_TIMESTAMPING && v & SOF_TIMESTAMPING_BIND_PHC != 0)
+        .then(|| "SO_TIMESTAMPING is bound to a PTP clock (SOF_TIMESTAMPING_BIND_PHC): not supported".to_string())
+}
+
 /// (level, option, longest value) of the options kept as bytes where they
 /// differ from a fresh socket's: IP_OPTIONS, IP_MULTICAST_IF (its
 /// address: an interface chosen by index alone reads back as 0.0.0.0).
@@ -1127,19 +1134,34 @@ fn continue_clocks(held: &[OwnedFd], socks: &mut [InetSkEntry]) {
 
 /// Options that must be in place before bind.
 fn pre_bind(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), String> {
-    let o = &u.opts;
+    pre_bind_opts(fd, u.family, &u.opts, u.family == AF_INET6, true)
+}
+
+/// The options of `o` that must be in place before a socket of `family`
+/// binds (shared with raw and ping sockets): IPV6_V6ONLY where the kernel
+/// still takes it (`v6only`), free bind, SO_REUSEADDR (`reuseaddr`) and
+/// SO_REUSEPORT, the bound device, the mark and the buffer sizes.
+pub(crate) fn pre_bind_opts(
+    fd: BorrowedFd<'_>,
+    family: u32,
+    o: &InetSkOpts,
+    v6only: bool,
+    reuseaddr: bool,
+) -> std::result::Result<(), String> {
     let set = |level: u32, name: u32, v: i32, what: &str| {
         inet::set_opt_int(fd, level, name, v).map_err(|e| format!("{what}: {e}"))
     };
-    if u.family == AF_INET6 {
+    if v6only {
         set(SOL_IPV6, inet::IPV6_V6ONLY, o.v6only as i32, "IPV6_V6ONLY")?;
-        if o.freebind {
-            set(SOL_IPV6, inet::IPV6_FREEBIND, 1, "IPV6_FREEBIND")?;
-        }
-    } else if o.freebind {
-        set(SOL_IP, inet::IP_FREEBIND, 1, "IP_FREEBIND")?;
     }
-    if o.reuseaddr {
+    if o.freebind {
+        if family == AF_INET6 {
+            set(SOL_IPV6, inet::IPV6_FREEBIND, 1, "IPV6_FREEBIND")?;
+        } else {
+            set(SOL_IP, inet::IP_FREEBIND, 1, "IP_FREEBIND")?;
+        }
+    }
+    if reuseaddr && o.reuseaddr {
         set(SOL_SOCKET, inet::SO_REUSEADDR, 1, "SO_REUSEADDR")?;
     }
     if o.reuseport {

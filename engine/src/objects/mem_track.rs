@@ -362,17 +362,9 @@ fn try_hand_over(dir: &Path, fds: &[(Pid, OwnedFd)]) -> std::result::Result<Pid,
         .map_err(|e| format!("/dev/null: {e}"))?;
     let mut keep: Vec<u32> = fds.iter().map(|(_, f)| f.as_raw_fd() as u32).collect();
     keep.extend([l.as_raw_fd() as u32, null.as_raw_fd() as u32]);
-    keep.sort_unstable();
-    // Computed here: the child of fork may not allocate.
-    let mut gaps = Vec::with_capacity(keep.len() + 1);
-    let mut next = 0u32;
-    for &k in &keep {
-        if k > next {
-            gaps.push((next, k - 1));
-        }
-        next = k + 1;
-    }
-    gaps.push((next, u32::MAX));
+    // The ranges of descriptors the helper closes, computed here: the child
+    // of fork may not allocate.
+    let gaps = crate::sys::fs::gaps_between(keep);
     let held: Vec<(i32, i32)> = fds.iter().map(|(p, f)| (p.0, f.as_raw_fd())).collect();
     // SAFETY: the child only makes raw syscalls through the sys wrappers,
     // allocates nothing and ends with exit_group (tracker never returns).

@@ -156,6 +156,9 @@ pub fn dump(
     for o in SOCK_INTS.iter().copied().chain(super::inet_sk::SOCK_EXTRA.iter().map(|&(_, o)| o)) {
         if let Ok(v) = sk::get_sol_socket_int(s, o) {
             if sk::get_sol_socket_int(fresh, o).ok() != Some(v) {
+                if let Some(m) = super::inet_sk::unrestorable_sock_int(o, v) {
+                    return Err(r(m));
+                }
                 sock_opts.push((o, v));
             }
         }

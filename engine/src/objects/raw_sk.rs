@@ -159,6 +159,11 @@ pub fn dump(
             e(m)
         }
     })?;
+    for &(_, name, v) in opts.ip_extra.iter().filter(|o| o.0 == SOL_SOCKET) {
+        if let Some(m) = inet_sk::unrestorable_sock_int(name, v) {
+            return Err(r(m));
+        }
+    }
     opts.mcast = inet_sk::multicast_memberships(pid, s);
     let mut raw_opts = Vec::new();
     for &(level, name, max) in RAW_OPTS {
@@ -182,41 +187,12 @@ pub fn dump(
     Ok(())
 }
 
-/// Options that must be in place before bind.
+/// Options that must be in place before bind. A raw socket has its
+/// protocol as its number from the start, and the kernel takes
+/// IPV6_V6ONLY only before a socket has one: a ping socket's.
 fn pre_bind(fd: BorrowedFd<'_>, u: &RawSkEntry) -> std::result::Result<(), String> {
-    let o = &u.opts;
-    let set = |level: u32, name: u32, v: i32, what: &str| {
-        inet::set_opt_int(fd, level, name, v).map_err(|e| format!("{what}: {e}"))
-    };
-    // A raw socket has its protocol as its number from the start, and the
-    // kernel takes IPV6_V6ONLY only before a socket has one: a ping socket's.
-    if u.family == AF_INET6 && u.ty == SockType::SOCK_DGRAM.0 {
-        set(SOL_IPV6, inet::IPV6_V6ONLY, o.v6only as i32, "IPV6_V6ONLY")?;
-    }
-    if o.freebind {
-        if u.family == AF_INET6 {
-            set(SOL_IPV6, inet::IPV6_FREEBIND, 1, "IPV6_FREEBIND")?;
-        } else {
-            set(SOL_IP, inet::IP_FREEBIND, 1, "IP_FREEBIND")?;
-        }
-    }
-    if o.reuseport {
-        set(SOL_SOCKET, inet::SO_REUSEPORT, 1, "SO_REUSEPORT")?;
-    }
-    if !o.bind_dev.is_empty() {
-        inet::set_opt_bytes(fd, SOL_SOCKET, inet::SO_BINDTODEVICE, &o.bind_dev)
-            .map_err(|e| format!("SO_BINDTODEVICE {}: {e}", String::from_utf8_lossy(&o.bind_dev)))?;
-    }
-    if o.mark != 0 {
-        set(SOL_SOCKET, inet::SO_MARK, o.mark as i32, "SO_MARK")?;
-    }
-    if let Some(b) = o.rcvbuf {
-        sk::set_so_rcvbufforce(fd, b / 2).map_err(|e| format!("SO_RCVBUFFORCE: {e}"))?;
-    }
-    if let Some(b) = o.sndbuf {
-        sk::set_so_sndbufforce(fd, b / 2).map_err(|e| format!("SO_SNDBUFFORCE: {e}"))?;
-    }
-    Ok(())
+    let v6only = u.family == AF_INET6 && u.ty == SockType::SOCK_DGRAM.0;
+    super::inet_sk::pre_bind_opts(fd, u.family, &u.opts, v6only, false)
 }
 
 /// Makes every raw and ping socket of the images again.

@@ -902,8 +902,32 @@ impl Iterator for Dir {
     }
 }
 
+/// The ranges of descriptor numbers (inclusive, for close_range) that
+/// hold none of `keep`: what a detached helper closes to keep only those.
+/// Computed before a fork: its child may not allocate.
+pub fn gaps_between(mut keep: Vec<u32>) -> Vec<(u32, u32)> {
+    keep.sort_unstable();
+    let mut gaps = Vec::with_capacity(keep.len() + 1);
+    let mut next = 0u32;
+    for &k in &keep {
+        if k > next {
+            gaps.push((next, k - 1));
+        }
+        next = k.saturating_add(1);
+    }
+    gaps.push((next, u32::MAX));
+    gaps
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn gaps_between_kept_descriptors() {
+        assert_eq!(super::gaps_between(vec![5, 0, 7, 6]), vec![(1, 4), (8, u32::MAX)]);
+        assert_eq!(super::gaps_between(vec![]), vec![(0, u32::MAX)]);
+        assert_eq!(super::gaps_between(vec![3]), vec![(0, 2), (4, u32::MAX)]);
+    }
+
     use super::*;
 
     #[test]

@@ -162,14 +162,7 @@ pub fn parse_unix(p: &[u8]) -> Result<UnixDiag> {
         b.get(i..i + 4).map(|w| u32::from_ne_bytes(w.try_into().expect("4 bytes"))).ok_or(Errno::EBADMSG)
     };
     let mut d = UnixDiag { ty: p[1], state: p[2], ino: u32_at(p, 4)?, ..Default::default() };
-    let mut off = 16;
-    while off + 4 <= p.len() {
-        let len = u16::from_ne_bytes([p[off], p[off + 1]]) as usize;
-        let ty = u16::from_ne_bytes([p[off + 2], p[off + 3]]) & 0x3fff;
-        if len < 4 || off + len > p.len() {
-            return Err(Errno::EBADMSG);
-        }
-        let a = &p[off + 4..off + len];
+    for (ty, a) in attrs(p, 16)? {
         match ty {
             UNIX_DIAG_NAME => {
                 // A pathname ends at its NUL (binders may count it); an
@@ -188,7 +181,6 @@ pub fn parse_unix(p: &[u8]) -> Result<UnixDiag> {
             UNIX_DIAG_UID => d.uid = Some(u32_at(a, 0)?),
             _ => {}
         }
-        off += (len + 3) & !3;
     }
     Ok(d)
 }
@@ -296,6 +288,24 @@ pub fn inet_dump_request(seq: u32, family: u8, protocol: u8) -> Vec<u8> {
     nl_request(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, &req)
 }
 
+/// The netlink attributes (type without its flag bits, payload) after the
+/// fixed part of a message, `start` bytes; an attribute that overruns the
+/// message is an error.
+fn attrs(p: &[u8], start: usize) -> Result<Vec<(u16, &[u8])>> {
+    let mut out = Vec::new();
+    let mut off = start;
+    while off + 4 <= p.len() {
+        let len = u16::from_ne_bytes([p[off], p[off + 1]]) as usize;
+        let ty = u16::from_ne_bytes([p[off + 2], p[off + 3]]) & 0x3fff;
+        if len < 4 || off + len > p.len() {
+            return Err(Errno::EBADMSG);
+        }
+        out.push((ty, &p[off + 4..off + len]));
+        off += (len + 3) & !3;
+    }
+    Ok(out)
+}
+
 /// Decodes one inet_diag_msg with its attributes.
 pub fn parse_inet(p: &[u8]) -> Result<InetDiag> {
     if p.len() < INET_DIAG_MSG_LEN {
@@ -316,14 +326,7 @@ pub fn parse_inet(p: &[u8]) -> Result<InetDiag> {
     };
     d.src.copy_from_slice(&p[8..24]);
     d.dst.copy_from_slice(&p[24..40]);
-    let mut off = INET_DIAG_MSG_LEN;
-    while off + 4 <= p.len() {
-        let len = u16::from_ne_bytes([p[off], p[off + 1]]) as usize;
-        let ty = u16::from_ne_bytes([p[off + 2], p[off + 3]]) & 0x3fff;
-        if len < 4 || off + len > p.len() {
-            return Err(Errno::EBADMSG);
-        }
-        let a = &p[off + 4..off + len];
+    for (ty, a) in attrs(p, INET_DIAG_MSG_LEN)? {
         match ty {
             INET_DIAG_SHUTDOWN => d.shutdown = *a.first().ok_or(Errno::EBADMSG)?,
             INET_DIAG_MD5SIG => d.md5 = parse_md5(a)?,
@@ -333,7 +336,6 @@ pub fn parse_inet(p: &[u8]) -> Result<InetDiag> {
             }
             _ => {}
         }
-        off += (len + 3) & !3;
     }
     Ok(d)
 }
@@ -441,14 +443,7 @@ pub fn parse_packet(p: &[u8]) -> Result<PacketDiag> {
     };
     let mut d =
         PacketDiag { ty: p[1], num: u16::from_ne_bytes([p[2], p[3]]), ino: u32_at(p, 4)?, ..Default::default() };
-    let mut off = PACKET_DIAG_MSG_LEN;
-    while off + 4 <= p.len() {
-        let len = u16::from_ne_bytes([p[off], p[off + 1]]) as usize;
-        let ty = u16::from_ne_bytes([p[off + 2], p[off + 3]]) & 0x3fff;
-        if len < 4 || off + len > p.len() {
-            return Err(Errno::EBADMSG);
-        }
-        let a = &p[off + 4..off + len];
+    for (ty, a) in attrs(p, PACKET_DIAG_MSG_LEN)? {
         match ty {
             PACKET_DIAG_INFO => {
                 d.ifindex = u32_at(a, 0)?;
@@ -474,7 +469,6 @@ pub fn parse_packet(p: &[u8]) -> Result<PacketDiag> {
             PACKET_DIAG_FANOUT => d.fanout = Some(u32_at(a, 0)?),
             _ => {}
         }
-        off += (len + 3) & !3;
     }
     Ok(d)
 }
