@@ -11,6 +11,11 @@ mod opts;
 mod run;
 mod supported;
 
+/// musl's allocator with freed medium-sized blocks kept for reuse (see
+/// engine::alloc).
+#[global_allocator]
+static ALLOC: engine::alloc::CachingAlloc = engine::alloc::CachingAlloc::new();
+
 fn main() -> std::process::ExitCode {
     std::process::ExitCode::from(run::main(std::env::args_os()))
 }

@@ -637,3 +637,143 @@ fn signal_driven_io_owner_survives() {
     // F_GETOWN_EX: (F_OWNER_PID, pid) for the FIFO, (F_OWNER_PGRP, pgid) for the socket.
     assert_eq!(owners, format!("1:{pid} 2:{pid}"), "F_GETOWN_EX of the FIFO and the socket");
 }
+
+/// The directory of PostgreSQL's server programs (postgres, initdb), any version.
+fn postgres_bin() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|b| b.join("postgres").is_file() && b.join("initdb").is_file())
+        .collect();
+    dirs.sort();
+    dirs.pop()
+}
+
+/// uid and gid of a user from /etc/passwd.
+fn user_ids(name: &str) -> Option<(u32, u32)> {
+    let pw = std::fs::read_to_string("/etc/passwd").ok()?;
+    let f: Vec<&str> = pw.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.first() == Some(&name))?;
+    Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?))
+}
+
+/// PostgreSQL: a postmaster with its five background processes, all
+/// sharing the buffer pool (MAP_SHARED anonymous memory and a SysV
+/// segment), a latch pipe each, the listening TCP and unix sockets. A psql
+/// client holds a TCP connection with a transaction open through the dump
+/// (`--tcp-established`): its backend is part of the tree. After restore
+/// the transaction commits on that connection, and new clients (unix
+/// socket and TCP, each served by a newly forked backend) see the data.
+#[test]
+fn postgres_transaction_survives() {
+    use std::os::unix::process::CommandExt;
+    let Some(bin) = postgres_bin() else {
+        eprintln!("skipped: PostgreSQL is not installed (.ci/run installs it)");
+        return;
+    };
+    if !ready(&["psql"]) {
+        return;
+    }
+    let Some((uid, gid)) = user_ids("postgres") else {
+        eprintln!("skipped: no postgres user");
+        return;
+    };
+    let dir = tmpdir("postgres");
+    std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+    let data = dir.join("data");
+    let as_pg = |c: &mut Command| {
+        c.uid(uid).gid(gid).env("HOME", &dir).env_remove("PGDATA");
+    };
+    let mut init = Command::new(bin.join("initdb"));
+    init.arg("-D").arg(&data).args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"]);
+    as_pg(&mut init);
+    run(&mut init);
+    let port = free_port();
+    let mut server = Command::new(bin.join("postgres"));
+    server.arg("-D").arg(&data).arg("-p").arg(port.to_string()).arg("-k").arg(&dir).args([
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+        "fsync=off",
+    ]);
+    as_pg(&mut server);
+    let pid = start(&mut server);
+    let _c = Cleanup(pid, dir.clone());
+    wait_listen(port);
+    let sql = |host: &str, q: &str| -> String {
+        run(Command::new("psql").args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-U",
+            "postgres",
+            "-p",
+            &port.to_string(),
+            "-h",
+            host,
+            "-c",
+            q,
+        ]))
+    };
+    let sock_dir = dir.to_str().unwrap().to_string();
+    // The server may still be starting up behind its listening socket.
+    poll("postgres to accept queries", || {
+        let out = Command::new("psql")
+            .args(["-X", "-A", "-t", "-U", "postgres", "-h", &sock_dir, "-p", &port.to_string(), "-c", "select 1"])
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        (out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "1").then_some(())
+    });
+    sql(&sock_dir, "create table t (a int primary key, b text); insert into t select g, 'row ' || g from generate_series(1, 1000) g;");
+
+    // A client with an open transaction, over TCP.
+    let mut client = Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-U",
+            "postgres",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-v",
+            "ON_ERROR_STOP=1",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut to = client.stdin.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let out = client.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(|l| l.ok()) {
+            let _ = tx.send(l);
+        }
+    });
+    let mut ask = |q: &str| -> String {
+        writeln!(to, "{q}").unwrap();
+        to.flush().unwrap();
+        rx.recv_timeout(DEADLINE).unwrap_or_else(|e| panic!("psql gave no answer to {q:?}: {e}"))
+    };
+    assert_eq!(ask("begin; insert into t values (1001, 'in flight') returning a;"), "1001");
+    assert_eq!(ask("select count(*) from t;"), "1001");
+    // Not committed: other clients do not see it yet.
+    assert_eq!(sql(&sock_dir, "select count(*) from t").trim(), "1000");
+
+    dump(pid, &dir, &["--tcp-established"]);
+    restore(&dir, &["--tcp-established"]);
+
+    assert_eq!(sql(&sock_dir, "select count(*) from t").trim(), "1000");
+    assert_eq!(ask("select b from t where a = 1001;"), "in flight");
+    assert_eq!(ask("commit; select count(*) from t;"), "1001");
+    assert_eq!(sql("127.0.0.1", "select count(*), sum(a) from t").trim(), "1001|501501");
+    assert_eq!(sql(&sock_dir, "insert into t values (1002, 'after') returning a").trim(), "1002");
+    drop(to);
+    let _ = client.wait();
+}

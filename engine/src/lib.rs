@@ -8,6 +8,7 @@
 //! - [`objects`]: one module per kernel object kind;
 //! - [`dump`] and [`restore`]: the pipelines, orchestration only;
 //! - [`check`] and [`show`]: `crtools check` and `crtools show`.
+pub mod alloc;
 pub mod blobs;
 pub mod check;
 pub mod dump;

@@ -108,6 +108,8 @@ struct Shared {
     uffds: Vec<(Pid, std::os::fd::OwnedFd)>,
     /// SysV shared memory segments the tree attached.
     shm: crate::objects::sysv_shm::ShmDump,
+    /// What the tasks dumped so far stored of shared anonymous memory.
+    shmem_stored: mm::ShmemStored,
 }
 
 /// Dumps the tree rooted at `opts.pid`.
@@ -457,7 +459,7 @@ fn dump_task(
         }
         None => None,
     };
-    let mut dumper = mm::PageDumper::new(pid, pages, pool)?;
+    let mut dumper = mm::PageDumper::new(pid, pages, pool)?.with_shmem(&mut shared.shmem_stored);
     if shared.parent.is_none() {
         dumper = dumper.with_ancestors(&shared.frames, task.ppid).with_children(shared.parents.contains(&pid));
     } else {

@@ -136,7 +136,10 @@ pub fn pre_dump(opts: &PreDumpOptions) -> Result<super::DumpStats> {
         head.auxv.clear();
         let pages = img.create_pages(tpid.0 as u32).ctx(tpid, "create the pages image")?;
         let mem_started = std::time::Instant::now();
-        let mut dumper = mm::PageDumper::new(tpid, pages, &pool)?.with_children(false).with_track(track.as_ref());
+        let mut dumper = mm::PageDumper::new(tpid, pages, &pool)?
+            .with_children(false)
+            .with_track(track.as_ref())
+            .with_shmem(&mut shared.shmem_stored);
         let walked = dumper.dump_vmas(&mut vmas);
         let (pages, _) = dumper.finish();
         if let Err(e) = walked {

@@ -106,7 +106,7 @@ pub fn scan(
     q: ScanQuery,
 ) -> std::result::Result<Vec<PageRegion>, Errno> {
     let mut out = Vec::new();
-    let mut buf = vec![uffd::EMPTY_REGION; 4096];
+    let mut buf = vec![uffd::EMPTY_REGION; super::mm::scratch_len(start, end, 4096)];
     let mut at = start;
     while at < end {
         let (n, walk_end) = uffd::pagemap_scan(pagemap, at, end, q, &mut buf)?;

@@ -282,6 +282,32 @@ pub struct PageDumper<'a> {
     parent: Vec<PagemapEntry>,
     /// Their number.
     skipped: u64,
+    /// Ranges of MAP_SHARED anonymous objects earlier tasks of the dump
+    /// stored already (see [`ShmemStored`]).
+    shmem: Option<&'a mut ShmemStored>,
+}
+
+/// The ranges (object offsets) of each MAP_SHARED anonymous object, by
+/// (device, inode), whose pages a task dumped before stored: a VMA of
+/// another task over a stored range needs no copy of its own (restore fills
+/// each object it creates from every task that maps it).
+pub type ShmemStored = HashMap<(u64, u64), Vec<(u64, u64)>>;
+
+/// Whether `[start, end)` lies inside the union of `ranges`.
+fn covered_by(ranges: &[(u64, u64)], start: u64, end: u64) -> bool {
+    let mut sorted: Vec<(u64, u64)> = ranges.to_vec();
+    sorted.sort_unstable();
+    let mut at = start;
+    for (s, e) in sorted {
+        if s > at {
+            break;
+        }
+        at = at.max(e);
+        if at >= end {
+            return true;
+        }
+    }
+    at >= end
 }
 
 /// Bytes of page data one worker reads and writes at once.
@@ -573,7 +599,15 @@ impl<'a> PageDumper<'a> {
             track: None,
             parent: Vec::new(),
             skipped: 0,
+            shmem: None,
         })
+    }
+
+    /// Leaves out the pages of shared anonymous objects that earlier tasks
+    /// stored, and records what this one stores, in `stored`.
+    pub fn with_shmem(mut self, stored: &'a mut ShmemStored) -> Self {
+        self.shmem = Some(stored);
+        self
     }
 
     /// Takes from the parent dump the unwritten pages of the VMAs `track`
@@ -729,7 +763,7 @@ impl<'a> PageDumper<'a> {
         if matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall) {
             return Ok(());
         }
-        let mut ents = vec![0u64; 16384];
+        let mut ents = vec![0u64; scratch_len(v.start, v.end, 16384)];
         for (start, end) in populated(pm, v.start, v.end, linux_raw_sys::general::PAGE_IS_GUARD as u64) {
             let mut addr = start;
             while addr < end {
@@ -768,7 +802,7 @@ impl<'a> PageDumper<'a> {
         let track = self.track_frames && cow_eligible(v);
         // Runs of (address, first frame, pages, shared with the ancestor).
         let mut seen: Vec<(u64, u64, u64, bool)> = Vec::new();
-        let mut ents = vec![0u64; 16384];
+        let mut ents = vec![0u64; scratch_len(v.start, v.end, 16384)];
         let any = (crate::sys::uffd::PAGE_IS_PRESENT | crate::sys::uffd::PAGE_IS_SWAPPED) as u64;
         for (from, to) in populated(pm, v.start, v.end, any) {
             let mut addr = from;
@@ -846,7 +880,7 @@ impl<'a> PageDumper<'a> {
         self.flush()?;
         self.skip_zero = anon;
         let mem = std::fs::File::open(proc::pid_path(self.pid, "mem")).ctx(self.pid, "open /proc/pid/mem")?;
-        let mut ents = vec![0u64; 4096];
+        let mut ents = vec![0u64; scratch_len(v.start, v.end, 4096)];
         let mut page = vec![0u8; PAGE as usize];
         let any = (crate::sys::uffd::PAGE_IS_PRESENT | crate::sys::uffd::PAGE_IS_SWAPPED) as u64;
         for (from, to) in populated(pm, v.start, v.end, any) {
@@ -872,10 +906,24 @@ impl<'a> PageDumper<'a> {
 
     /// MAP_SHARED anonymous memory, read from the shmem object.
     fn dump_shmem(&mut self, v: &Vma) -> Result<()> {
-        self.flush()?;
-        self.skip_zero = true;
-        let f = proc::map_files::open(self.pid, v.start, v.end).ctx(self.pid, "open map_files of shared memory")?;
         let len = v.end - v.start;
+        let key = (v.dev, v.inode);
+        if let Some(stored) = self.shmem.as_deref_mut() {
+            let ranges = stored.entry(key).or_default();
+            if covered_by(ranges, v.pgoff, v.pgoff + len) {
+                return Ok(());
+            }
+            ranges.push((v.pgoff, v.pgoff + len));
+        }
+        self.set_policy(true)?;
+        let f = proc::map_files::open(self.pid, v.start, v.end).ctx(self.pid, "open map_files of shared memory")?;
+        // Readable mappings are read by the workers like private memory
+        // (only where the object holds data: a read of a hole would give
+        // the object a page); others through the object itself.
+        let readable = v.prot.contains(Prot::PROT_READ);
+        if !readable {
+            self.flush()?;
+        }
         let mut off = 0u64;
         use std::os::fd::AsFd;
         while off < len {
@@ -892,6 +940,11 @@ impl<'a> PageDumper<'a> {
                 .ctx(self.pid, "SEEK_HOLE in shared memory")?
                 .min(v.pgoff + len);
             let mut at = data & !(PAGE - 1);
+            if readable {
+                self.queue(v.start + (at - v.pgoff), hole - at)?;
+                off = hole - v.pgoff;
+                continue;
+            }
             while at < hole {
                 let chunk = ((hole - at) as usize).min(CHUNK);
                 let mut data = std::mem::take(&mut self.buf);
@@ -1098,6 +1151,14 @@ fn populated(pm: &Pagemap, start: u64, end: u64, mask: u64) -> Vec<(u64, u64)> {
         }
         Err(_) => vec![(start, end)],
     }
+}
+
+/// Entries of a scratch buffer for the pages of `[start, end)`: at most
+/// `max`, and no more than the range holds. A buffer sized for the largest
+/// case costs the small VMAs of a real process (hundreds of libraries) an
+/// mmap, page faults and an munmap with a TLB shootdown each.
+pub(crate) fn scratch_len(start: u64, end: u64, max: usize) -> usize {
+    (end.saturating_sub(start) / PAGE).clamp(1, max as u64) as usize
 }
 
 /// A page to store: present or swapped (a guard marker is not), and for
@@ -1568,6 +1629,16 @@ fn check_mapped_file(pid: Pid, v: &Vma, path: &RawStr) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_ranges_cover_only_their_union() {
+        let r = [(0x3000, 0x5000), (0, 0x2000), (0x2000, 0x3000)];
+        assert!(covered_by(&r, 0, 0x5000));
+        assert!(covered_by(&r, 0x1000, 0x4000));
+        assert!(!covered_by(&r, 0x1000, 0x6000));
+        assert!(!covered_by(&[(0, 0x1000), (0x2000, 0x3000)], 0, 0x3000));
+        assert!(!covered_by(&[], 0, 0x1000));
+    }
 
     const MMFLAGS: &[u8] = include_bytes!("../proc/testdata/mmflags.smaps");
 

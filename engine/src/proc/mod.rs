@@ -213,7 +213,14 @@ pub fn pid_path(pid: Pid, file: &str) -> PathBuf {
 
 /// Reads `/proc/<pid>/<file>` whole.
 pub(crate) fn read_bytes(pid: Pid, file: &str) -> Result<Vec<u8>> {
-    std::fs::read(pid_path(pid, file)).map_err(|e| ProcError::io(pid, file, e))
+    use std::io::Read;
+    // /proc files report size 0: std::fs::read would start from a few bytes
+    // and double (smaps of a real process is hundreds of KiB: dozens of
+    // reads and reallocations, each an mmap and munmap of the allocator).
+    let mut f = std::fs::File::open(pid_path(pid, file)).map_err(|e| ProcError::io(pid, file, e))?;
+    let mut v = Vec::with_capacity(16 << 10);
+    f.read_to_end(&mut v).map_err(|e| ProcError::io(pid, file, e))?;
+    Ok(v)
 }
 
 /// Reads `/proc/<pid>/<file>` whole as text; invalid UTF-8 is replaced

@@ -757,8 +757,16 @@ fn create_shared_objects(
         }
         let mut m =
             crate::sys::mm::Mapping::anonymous_shared_with(size as usize, extra).ctx(pid, "map shared memory")?;
-        let pages = dir.open_pages(t.pagemap_head.pages_id).ctx(pid, "open the pages image")?;
-        mm::fill_object(pid, m.as_mut_slice(), key, &t.vmas, &t.pagemap, pages.fd())?;
+        // Each task stored the parts no task before it had (and mapping
+        // different parts, tasks may each hold a different one): fill from
+        // all of them.
+        for t in
+            tasks.iter().filter(|t| t.vmas.iter().any(|v| v.kind == VmaKind::SharedAnon && (v.dev, v.inode) == key))
+        {
+            let pid = Pid(t.pstree.pid as i32);
+            let pages = dir.open_pages(t.pagemap_head.pages_id).ctx(pid, "open the pages image")?;
+            mm::fill_object(pid, m.as_mut_slice(), key, &t.vmas, &t.pagemap, pages.fd())?;
+        }
         log::debug!("shared memory object {key:x?}: {size} bytes at {:#x}", m.addr());
         inherited.insert(key, mm::Inherited { addr: m.addr(), size });
         maps.push(m);

@@ -602,18 +602,45 @@ fn shm() -> ! {
         assert!(s != libc::MAP_FAILED && p != libc::MAP_FAILED);
         (s as *mut u64, p as *mut u64)
     };
+    // A second object of three pages: the parent keeps pages 0 and 1, the
+    // child pages 1 and 2, so each process maps a part the other does not.
+    // SAFETY: a fresh anonymous mapping.
+    let split = unsafe {
+        let s = libc::mmap(
+            std::ptr::null_mut(),
+            3 * 4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert!(s != libc::MAP_FAILED);
+        s as *mut u64
+    };
     let heap: &'static mut [u64; 2] = Box::leak(Box::new([INIT; 2]));
     let heap = heap.as_mut_ptr();
     // Slot 0: the parent's, slot 1: the child's.
     for k in 0..2 {
         // SAFETY: in-bounds writes to our own pages and box.
         unsafe {
+            split.add(512 + k).write_volatile(INIT);
             shared.add(k).write_volatile(INIT);
             private.add(k).write_volatile(INIT);
             heap.add(k).write_volatile(INIT);
         }
     }
     let role = move |me: usize| -> ! {
+        // Page 2*(1-me) is the other's alone: unmapped here; page 2*me is
+        // ours alone: filled with a pattern only we can check.
+        let (mine, theirs) = (2 * me, 2 * (1 - me));
+        let pattern = |i: usize| 0x5a5a_0000_0000_0000u64 | ((me as u64) << 32) | i as u64;
+        // SAFETY: pages of the mapping made above; unmapping one we never use again.
+        unsafe {
+            assert_eq!(libc::munmap(split.add(theirs * 512).cast(), 4096), 0);
+            for i in 0..512 {
+                split.add(mine * 512 + i).write_volatile(pattern(i));
+            }
+        }
         let mut round = 0u64;
         let hooks = Hooks {
             check: Some(Box::new(move |f: &mut Vec<String>| {
@@ -624,11 +651,15 @@ fn shm() -> ! {
                     shared.add(me).write_volatile(round);
                     private.add(me).write_volatile(round);
                     heap.add(me).write_volatile(round);
+                    split.add(512 + me).write_volatile(round);
+                    let own_ok = (0..512).all(|i| split.add(mine * 512 + i).read_volatile() == pattern(i));
                     f.push(format!(
-                        "round={round} shm_other={} priv_other={} heap_other={}",
+                        "round={round} shm_other={} priv_other={} heap_other={} split_other={} split_own_ok={}",
                         shared.add(other).read_volatile(),
                         private.add(other).read_volatile(),
-                        heap.add(other).read_volatile()
+                        heap.add(other).read_volatile(),
+                        split.add(512 + other).read_volatile(),
+                        own_ok as u8
                     ));
                 }
                 true
