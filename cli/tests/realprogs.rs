@@ -777,3 +777,55 @@ fn postgres_transaction_survives() {
     drop(to);
     let _ = client.wait();
 }
+
+/// One command on a unix stream socket (haproxy's runtime API style): the
+/// whole answer, up to the server closing the connection.
+fn unix_ask(path: &Path, cmd: &str) -> String {
+    let mut c =
+        std::os::unix::net::UnixStream::connect(path).unwrap_or_else(|e| panic!("connect to {}: {e}", path.display()));
+    c.set_read_timeout(Some(DEADLINE)).unwrap();
+    c.write_all(format!("{cmd}\n").as_bytes()).unwrap();
+    let mut s = String::new();
+    c.read_to_string(&mut s).unwrap();
+    s
+}
+
+/// haproxy with two threads answers HTTP and keeps what was set through
+/// its admin socket, whose file it bound under a temporary name and
+/// renamed into place: after restore the socket answers at its path.
+#[test]
+fn haproxy_keeps_runtime_settings() {
+    if !ready(&["haproxy"]) {
+        return;
+    }
+    let dir = tmpdir("haproxy");
+    let port = free_port();
+    let admin = dir.join("admin.sock");
+    std::fs::write(
+        dir.join("haproxy.cfg"),
+        format!(
+            "global\n  nbthread 2\n  stats socket {} mode 600 level admin\n\
+             defaults\n  mode http\n  timeout connect 1s\n  timeout client 10s\n  timeout server 10s\n\
+             frontend f\n  bind 127.0.0.1:{port}\n  \
+             http-request return status 200 content-type text/plain string \"haproxy-ok\\n\"\n",
+            admin.display()
+        ),
+    )
+    .unwrap();
+    let pid = start(Command::new("haproxy").arg("-f").arg(dir.join("haproxy.cfg")).arg("-db"));
+    let _c = Cleanup(pid, dir.clone());
+    wait_listen(port);
+    poll("the admin socket", || admin.exists().then_some(()));
+    unix_ask(&admin, "set maxconn global 1234");
+    assert!(unix_ask(&admin, "show info").contains("\nMaxconn: 1234\n"));
+    assert!(http_get(port, "/").ends_with("haproxy-ok\n"));
+    dump(pid, &dir, &[]);
+    restore(&dir, &[]);
+    let info = unix_ask(&admin, "show info");
+    assert!(info.contains("\nMaxconn: 1234\n"), "{info}");
+    assert!(info.contains(&format!("\nPid: {pid}\n")), "{info}");
+    for _ in 0..3 {
+        let got = http_get(port, "/");
+        assert!(got.starts_with("HTTP/1.1 200") && got.ends_with("haproxy-ok\n"), "{got}");
+    }
+}

@@ -862,8 +862,9 @@ fn pipes_fifos_and_shared_files_survive() {
 /// backlog, data queued both ways; datagrams with their boundaries, their
 /// senders' addresses and credentials; an abstract name; a seqpacket pair
 /// with records queued and one side shut down; a datagram socketpair; a
-/// socket whose file was unlinked; the listener's file mode; every
-/// socket's SO_PEERCRED and SO_PEERGROUPS.
+/// socket whose file was unlinked; a listener whose file was renamed after
+/// bind; the listener's file mode; every socket's SO_PEERCRED and
+/// SO_PEERGROUPS.
 #[test]
 fn unix_sockets_survive_with_their_queues() {
     run("unix", 60, |cx| {
@@ -881,6 +882,7 @@ fn unix_sockets_survive_with_their_queues() {
         got["c3"].assert_item("dgpeer", "dg");
         got["root"].assert_item("c1peer", "true");
         got["root"].assert_item("srvmode", "true");
+        got["root"].assert_item("moved", "ok");
         got["c1"].assert_item("names", "true");
         // SO_PEERCRED/SO_PEERGROUPS as the kernel recorded them (c4, gone,
         // had other effective ids and groups).

@@ -61,6 +61,11 @@ pub struct UnixSkEntry {
     pub unlinked: bool,
     /// Mode, uid and gid of the socket file (pathname sockets).
     pub file_attrs: Option<(u32, u32, u32)>,
+    /// Where the socket file is now when it was renamed after bind (in the
+    /// same directory: bound to a temporary name, then moved into place,
+    /// as servers do to replace a socket atomically). Restore binds to
+    /// `name` and renames the file there.
+    pub moved_to: Option<Vec<u8>>,
     /// Peer socket inode (0: none).
     pub peer: u32,
     /// The peer is outside the dump (`--ext-unix-sk`): its address.
@@ -158,6 +163,9 @@ impl Describe for UnixSkEntry {
         }
         if let Some((mode, uid, gid)) = self.file_attrs {
             n = n.f("file", format!("{} uid={uid} gid={gid}", super::reg_files::mode_text(mode)));
+        }
+        if let Some(m) = &self.moved_to {
+            n = n.f("moved_to", name_text(m));
         }
         n = n.f("peer", self.peer);
         if let Some(p) = &self.ext_peer {

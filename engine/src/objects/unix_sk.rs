@@ -52,7 +52,8 @@ use crate::sys::socket::{self as sk, MsgFlags, SockFlags, SockType, UCred, UnixA
 use crate::sys::{Errno, Pid};
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::rc::Rc;
 
 const SOCK_DGRAM: u32 = 2;
@@ -92,7 +93,7 @@ pub fn dump(
         diag.get(&ino).cloned().ok_or_else(|| e("unix_diag does not know it (another network namespace?)".into()))?;
     let flags = OpenFlags::from_bits_retain(info.flags) - OpenFlags::O_CLOEXEC;
     let s = super::files::take_fd(pid, fd)?;
-    let (unlinked, file_attrs) = bound_file(&d).map_err(e)?;
+    let BoundFile { unlinked, attrs: file_attrs, moved_to } = bound_file(&d).map_err(e)?;
     let opts = read_opts(s.as_fd()).map_err(|err| e(format!("read its options: {err}")))?;
     let ext_peer = if d.state == STATE_ESTABLISHED || (d.ty as u32 == SOCK_DGRAM && d.peer != 0) {
         match sk::getpeername_unix(s.as_fd()) {
@@ -112,6 +113,7 @@ pub fn dump(
         name: d.name.clone(),
         unlinked,
         file_attrs,
+        moved_to,
         peer: d.peer,
         ext_peer,
         backlog: 0,
@@ -174,11 +176,22 @@ fn holder_cred(pid: Pid) -> std::result::Result<Option<PeerCred>, String> {
     Ok(Some(PeerCred { pid: st.tgid, uid: st.uid[1], gid: st.gid[1], groups: st.groups }))
 }
 
-/// Whether a pathname socket's file is gone, and the file's mode and owner.
-#[allow(clippy::type_complexity)]
-fn bound_file(d: &UnixDiag) -> std::result::Result<(bool, Option<(u32, u32, u32)>), String> {
+/// What became of a pathname socket's file.
+#[derive(Debug, Default)]
+struct BoundFile {
+    /// Gone from its name and not found in the same directory.
+    unlinked: bool,
+    /// Its mode, uid and gid.
+    attrs: Option<(u32, u32, u32)>,
+    /// Renamed: where it is now.
+    moved_to: Option<Vec<u8>>,
+}
+
+/// Whether a pathname socket's file is still at its name, renamed within
+/// its directory or gone, and the file's mode and owner.
+fn bound_file(d: &UnixDiag) -> std::result::Result<BoundFile, String> {
     if !is_path_name(&d.name) {
-        return Ok((false, None));
+        return Ok(BoundFile::default());
     }
     if d.name[0] != b'/' {
         return Err(format!("is bound to the relative path {}: not supported yet", String::from_utf8_lossy(&d.name)));
@@ -187,17 +200,32 @@ fn bound_file(d: &UnixDiag) -> std::result::Result<(bool, Option<(u32, u32, u32)
     // connections share the listener's name and file): its file is not
     // its own to recreate or remove.
     if d.state == STATE_ESTABLISHED && d.ty as u32 != SOCK_DGRAM {
-        return Ok((false, None));
+        return Ok(BoundFile::default());
     }
+    let Some((vino, vdev)) = d.vfs else { return Ok(BoundFile::default()) };
+    let is_it = |m: &std::fs::Metadata| m.ino() as u32 == vino && kernel_dev(m.dev()) == vdev;
+    let attrs = |m: &std::fs::Metadata| Some((m.mode(), m.uid(), m.gid()));
     let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&d.name));
-    let md = std::fs::symlink_metadata(path).ok();
-    match (md, d.vfs) {
-        (_, None) => Ok((false, None)),
-        (Some(m), Some((vino, vdev))) if m.ino() as u32 == vino && kernel_dev(m.dev()) == vdev => {
-            Ok((false, Some((m.mode(), m.uid(), m.gid()))))
-        }
-        _ => Ok((true, None)),
+    if let Some(m) = std::fs::symlink_metadata(path).ok().filter(is_it) {
+        return Ok(BoundFile { attrs: attrs(&m), ..Default::default() });
     }
+    // Bound to one name and renamed to another in the same directory?
+    let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().map(|t| !t.is_socket()).unwrap_or(true) {
+                continue;
+            }
+            if let Some(m) = e.metadata().ok().filter(is_it) {
+                return Ok(BoundFile {
+                    attrs: attrs(&m),
+                    moved_to: Some(e.path().into_os_string().into_vec()),
+                    unlinked: false,
+                });
+            }
+        }
+    }
+    Ok(BoundFile { unlinked: true, ..Default::default() })
 }
 
 use std::os::unix::ffi::OsStrExt;
@@ -385,20 +413,33 @@ fn bind_name(fd: BorrowedFd<'_>, ty: u32, name: &[u8]) -> std::result::Result<()
         Err(e) => return Err(format!("bind to {}: {e}", name_text(name))),
     }
     let path = addr.path().expect("a pathname");
-    let md = std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    replaceable(path, ty)?;
+    std::fs::remove_file(path).map_err(|e| format!("remove the stale socket file {}: {e}", path.display()))?;
+    sk::bind(fd, &addr).map_err(|e| format!("bind to {}: {e}", name_text(name)))
+}
+
+/// Whether the socket file at `path` may be replaced: absent, or a stale
+/// socket file nobody is bound to (a dead listener's); anything else in the
+/// way is an error naming it.
+fn replaceable(path: &std::path::Path, ty: u32) -> std::result::Result<(), String> {
+    let md = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
     if md.mode() & 0o170000 != 0o140000 {
         return Err(format!("{} exists and is not a socket", path.display()));
     }
     // Stale when nobody answers at it.
+    let addr = UnixAddr::from_path_bytes(path.as_os_str().as_bytes())
+        .map_err(|e| format!("address {}: {e}", path.display()))?;
     let probe = new_socket(ty).map_err(|e| format!("socket: {e}"))?;
     match sk::connect(probe.as_fd(), &addr) {
-        Err(Errno::ECONNREFUSED) => {}
-        Ok(()) | Err(Errno::EAGAIN) => return Err(format!("{} is in use by another socket", path.display())),
-        Err(Errno::EPROTOTYPE) => return Err(format!("{} is bound by a socket of another type", path.display())),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
+        Err(Errno::ECONNREFUSED) => Ok(()),
+        Ok(()) | Err(Errno::EAGAIN) => Err(format!("{} is in use by another socket", path.display())),
+        Err(Errno::EPROTOTYPE) => Err(format!("{} is bound by a socket of another type", path.display())),
+        Err(e) => Err(format!("{}: {e}", path.display())),
     }
-    std::fs::remove_file(path).map_err(|e| format!("remove the stale socket file {}: {e}", path.display()))?;
-    sk::bind(fd, &addr).map_err(|e| format!("bind to {}: {e}", name_text(name)))
 }
 
 fn set_file_attrs(u: &UnixSkEntry) -> std::result::Result<(), String> {
@@ -600,6 +641,12 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     for u in socks.iter().filter(|u| u.unlinked && is_path_name(&u.name)) {
         let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&u.name));
         std::fs::remove_file(path).map_err(|e| err(u, format!("unlink {}: {e}", path.display())))?;
+    }
+    for u in socks.iter().filter(|u| is_path_name(&u.name)) {
+        let Some(to) = &u.moved_to else { continue };
+        let (from, to) = (std::ffi::OsStr::from_bytes(&u.name), std::path::Path::new(std::ffi::OsStr::from_bytes(to)));
+        replaceable(to, u.ty).map_err(|m| err(u, m))?;
+        std::fs::rename(from, to).map_err(|e| err(u, format!("rename the socket file to {}: {e}", to.display())))?;
     }
     let socks: Vec<UnixSkEntry> = owned.clone();
     let who: HashMap<u32, String> = socks.iter().map(|u| (u.ino, name_of(u))).collect();

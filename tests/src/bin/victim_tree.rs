@@ -66,7 +66,9 @@
 //!   userfaultfd (which crtools does not dump).
 //! - `unix DIR`: root listens on DIR/srv (stream, mode 0640) and has
 //!   accepted c1 (bound to DIR/c1.sock) and c2; c3's connection waits in
-//!   the backlog. Before ready: c1 sent "from-c1" on its connection and
+//!   the backlog; root also listens on DIR/moved, bound as DIR/moved.tmp
+//!   and renamed (`moved=ok|bad:..`: a client connects and is accepted).
+//!   Before ready: c1 sent "from-c1" on its connection and
 //!   root sent "to-c1"; c1 sent datagrams to root's DIR/dg (SO_PASSCRED)
 //!   from DIR/dg1 (10 and 7000 bytes) and from an unnamed socket (5 bytes)
 //!   in between, and one to root's abstract socket; root and c2 share a
@@ -1248,6 +1250,15 @@ fn unix(args: &[String]) -> ! {
     std::fs::set_permissions(&srv, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
     // SAFETY: listen without pointers.
     assert_eq!(unsafe { libc::listen(l, 8) }, 0);
+    // A listener bound to a temporary name, its file then renamed into
+    // place (and given mode 0604), as servers replace a socket atomically.
+    let moved = format!("{dir}/moved");
+    let ml = usock(libc::SOCK_STREAM);
+    ubind(ml, &format!("{moved}.tmp"));
+    // SAFETY: listen without pointers.
+    assert_eq!(unsafe { libc::listen(ml, 8) }, 0);
+    std::fs::set_permissions(format!("{moved}.tmp"), std::os::unix::fs::PermissionsExt::from_mode(0o604)).unwrap();
+    std::fs::rename(format!("{moved}.tmp"), &moved).unwrap();
     let d = usock(libc::SOCK_DGRAM);
     ubind(d, &dg);
     let one: i32 = 1;
@@ -1417,6 +1428,31 @@ fn unix(args: &[String]) -> ! {
             f.push(format!("c1peer={names_ok}"));
             let mode_ok = file_mode(&srv) == 0o640;
             f.push(format!("srvmode={mode_ok}"));
+            // The renamed listener answers at its new path, keeps its
+            // bound name and the file its mode.
+            let c = usock(libc::SOCK_STREAM);
+            let (a, alen) = sun(&moved);
+            // SAFETY: connect with a local address.
+            let connected = unsafe { libc::connect(c, &a as *const _ as *const libc::sockaddr, alen) } == 0;
+            let accepted = connected && {
+                // SAFETY: accept without an address.
+                let fd = unsafe { libc::accept(ml, std::ptr::null_mut(), std::ptr::null_mut()) };
+                // SAFETY: closing descriptors we own.
+                unsafe { libc::close(fd) };
+                fd >= 0
+            };
+            // SAFETY: closing a descriptor we own.
+            unsafe { libc::close(c) };
+            let name = sock_name(ml, false);
+            let moved_ok = accepted && name == format!("{moved}.tmp") && file_mode(&moved) == 0o604;
+            f.push(format!(
+                "moved={}",
+                if moved_ok {
+                    "ok".to_string()
+                } else {
+                    format!("bad:{connected}:{accepted}:{name}:{:o}", file_mode(&moved))
+                }
+            ));
             let creds_now = [c1_conn, gone_conn, sp_root, l].map(peercred).join("|");
             let creds_ok = creds_now == creds_then && creds_then.contains(&want_c4);
             f.push(format!("creds={}", if creds_ok { "ok".into() } else { format!("bad:{creds_then}->{creds_now}") }));
