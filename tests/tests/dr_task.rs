@@ -1122,6 +1122,28 @@ fn membarrier_registrations_survive() {
     });
 }
 
+/// Per-thread scheduling (policy, nice, I/O priority, timer slack) comes
+/// back for each thread; a thread's robust futex list is registered again,
+/// so a thread that dies holding a robust mutex after restore hands it on
+/// with EOWNERDEAD instead of leaving its waiters blocked for ever.
+#[test]
+fn scheduling_and_robust_futexes_survive() {
+    run("sched", 90, |cx| {
+        let s = Scratch::new("dr_task", "sched");
+        let mut t = cx.start(&s, "sched,sigact", None);
+        let c = t.check();
+        c.assert_ok();
+        c.assert_item("sched_main", "ok");
+        c.assert_item("sched_thread", "ok");
+        dump_and_restore(&mut t, &s);
+        let c = t.check();
+        c.assert_ok();
+        c.assert_item("sched_main", "ok");
+        c.assert_item("sched_thread", "ok");
+        c.assert_item("robust", "ok");
+    });
+}
+
 #[test]
 fn namespaces_for_children_are_refused() {
     run("ns_for_children", 90, |cx| {

@@ -267,7 +267,10 @@ pub struct ThreadCore {
     /// `set_tid_address` value.
     pub clear_child_tid: u64,
     pub rseq: Option<Rseq>,
-    /// Scheduling: policy, real-time priority and nice value.
+    /// Robust futex list (format version 6).
+    pub robust_list: Option<RobustList>,
+    /// Scheduling: policy, real-time priority, nice value, I/O priority,
+    /// timer slack.
     pub sched: Sched,
     /// A relative sleep the dump interrupted, to go on for the time it
     /// had left (format version 5).
@@ -306,11 +309,36 @@ pub struct Sched {
     pub rt_priority: u32,
     /// Nice value, -20..=19.
     pub nice: i32,
+    /// I/O priority (ioprio_get; 0: none set, the default).
+    pub ioprio: u32,
+    /// Timer slack in nanoseconds (PR_GET_TIMERSLACK).
+    pub timerslack_ns: u64,
 }
 
 impl Describe for Sched {
     fn describe(&self) -> Node {
-        Obj::new().f("policy", self.policy).f("rt_priority", self.rt_priority).f("nice", self.nice as i64).done()
+        Obj::new()
+            .f("policy", self.policy)
+            .f("rt_priority", self.rt_priority)
+            .f("nice", self.nice as i64)
+            .f("ioprio", format!("{:#x}", self.ioprio))
+            .f("timerslack_ns", self.timerslack_ns)
+            .done()
+    }
+}
+
+/// A thread's robust futex list as it registered it (set_robust_list): the
+/// kernel walks it when the thread dies, to wake the waiters of the robust
+/// mutexes it held.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RobustList {
+    pub head: u64,
+    pub len: u64,
+}
+
+impl Describe for RobustList {
+    fn describe(&self) -> Node {
+        Obj::new().addr("head", self.head).f("len", self.len).done()
     }
 }
 
@@ -625,6 +653,7 @@ impl Describe for ThreadCore {
             .d("creds", &self.creds)
             .addr("clear_child_tid", self.clear_child_tid)
             .d("rseq", &self.rseq)
+            .d("robust_list", &self.robust_list)
             .d("sched", &self.sched)
             .d("sleep", &self.sleep)
             .done()

@@ -44,7 +44,14 @@ pub(crate) fn sample_core(tid: u32, leader: bool) -> CoreEntry {
             },
             clear_child_tid: 0x7f00_0000_0a10,
             rseq: Some(Rseq { ptr: 0x7f00_0000_0fe0, len: 32, sig: 0x5305_3053 }),
-            sched: crate::image::core::Sched { policy: 3, rt_priority: 0, nice: 7 },
+            robust_list: Some(crate::image::core::RobustList { head: 0x7f00_0000_0a20, len: 24 }),
+            sched: crate::image::core::Sched {
+                policy: 3,
+                rt_priority: 0,
+                nice: 7,
+                ioprio: (2 << 13) | 5,
+                timerslack_ns: 50_000,
+            },
             sleep: Some(crate::image::core::RestartSleep {
                 clock: 1,
                 remaining_ns: 999_000_000,

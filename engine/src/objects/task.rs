@@ -200,17 +200,47 @@ pub fn read_xsave(pid: Pid) -> Result<crate::image::core::Xsave> {
     Ok(crate::image::core::Xsave { xfeatures, area: buf })
 }
 
-/// A thread's scheduling policy, real-time priority and nice value.
+/// A thread's scheduling policy, real-time priority, nice value, I/O
+/// priority and timer slack.
 pub fn sched_of(pid: Pid, tid: Pid) -> Result<crate::image::core::Sched> {
     let st = proc::stat::read_thread(pid, tid).ctx(tid, "read stat")?;
-    Ok(crate::image::core::Sched { policy: st.policy, rt_priority: st.rt_priority, nice: st.nice as i32 })
+    let ioprio = crate::sys::misc::ioprio_get(tid).ctx(tid, "ioprio_get")?;
+    // /proc/TID/timerslack_ns answers for any thread, not only a leader.
+    let slack = proc::read_text(tid, "timerslack_ns").ctx(tid, "read timerslack_ns")?;
+    let timerslack_ns =
+        slack.trim().parse().map_err(|_| Error::task(tid, format!("timerslack_ns: {:?}", slack.trim())))?;
+    Ok(crate::image::core::Sched {
+        policy: st.policy,
+        rt_priority: st.rt_priority,
+        nice: st.nice as i32,
+        ioprio,
+        timerslack_ns,
+    })
 }
 
 /// Gives thread `tid` its dumped scheduling (from the engine: no injection).
 pub fn restore_sched(tid: Pid, s: &crate::image::core::Sched) -> Result<()> {
     crate::sys::misc::set_thread_scheduler(tid, s.policy, s.rt_priority).ctx(tid, "sched_setscheduler")?;
     crate::sys::misc::set_thread_nice(tid, s.nice).ctx(tid, "setpriority")?;
+    if s.ioprio != 0 {
+        crate::sys::misc::ioprio_set(tid, s.ioprio).ctx(tid, "ioprio_set")?;
+    }
+    // Images of format 5 and older hold no timer slack (0): leave the
+    // inherited one.
+    if s.timerslack_ns != 0 {
+        let now = proc::read_text(tid, "timerslack_ns").ctx(tid, "read timerslack_ns")?;
+        if now.trim() != s.timerslack_ns.to_string() {
+            std::fs::write(proc::pid_path(tid, "timerslack_ns"), s.timerslack_ns.to_string())
+                .ctx(tid, "write timerslack_ns")?;
+        }
+    }
     Ok(())
+}
+
+/// A thread's robust futex list, if it registered one.
+pub fn robust_list_of(tid: Pid) -> Result<Option<crate::image::core::RobustList>> {
+    let (head, len) = crate::sys::misc::get_robust_list(tid).ctx(tid, "get_robust_list")?;
+    Ok((head != 0).then_some(crate::image::core::RobustList { head, len }))
 }
 
 /// The restorer's form of a thread's credentials.
@@ -308,6 +338,7 @@ pub fn dump_thread_with(p: &mut Parasite<'_>, status: &proc::status::Status) -> 
     let comm = proc::misc::comm(pid).ctx(pid, "read comm")?;
     let creds = creds_from_status(status, misc.securebits as u32, misc.no_new_privs != 0);
     let sched = sched_of(pid, pid)?;
+    let robust_list = robust_list_of(pid)?;
     Ok(ThreadCore {
         sched,
         regs: (&regs).into(),
@@ -319,6 +350,7 @@ pub fn dump_thread_with(p: &mut Parasite<'_>, status: &proc::status::Status) -> 
         creds,
         clear_child_tid: misc.tid_address,
         rseq,
+        robust_list,
         sleep,
     })
 }
@@ -718,6 +750,10 @@ pub fn plan(
         p.rseq_ptr = r.ptr;
         p.rseq_len = r.len;
         p.rseq_sig = r.sig;
+    }
+    if let Some(r) = &thread.robust_list {
+        p.robust_head = r.head;
+        p.robust_len = r.len;
     }
     // Always set: identities, capabilities (all sets) and securebits are
     // per thread and must be exactly the dumped ones, even for root.

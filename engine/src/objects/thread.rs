@@ -9,7 +9,8 @@
 //! set_tid) on a small stack in the region, where it stops on a trap. The
 //! engine then gives it its registers and xsave state, and sets its
 //! per-thread state with remote syscalls in the thread (set_tid_address,
-//! sigaltstack, rseq, PR_SET_NAME, its private pending signals), using its
+//! sigaltstack, rseq, its robust futex list, PR_SET_NAME, its private
+//! pending signals), using its
 //! stack area in the region as scratch; its mask is set last.
 //!
 //! Signals stay blocked in a thread while it runs injected syscalls: a
@@ -91,6 +92,7 @@ pub fn dump(t: &mut Tracee, pid: Pid, scratch: u64) -> Result<ThreadCore> {
     let no_new_privs = status.no_new_privs.unwrap_or(false);
     let creds = super::task::creds_from_status(&status, securebits, no_new_privs);
     let sched = super::task::sched_of(pid, tid)?;
+    let robust_list = super::task::robust_list_of(tid)?;
     Ok(ThreadCore {
         sched,
         regs: (&regs).into(),
@@ -102,6 +104,7 @@ pub fn dump(t: &mut Tracee, pid: Pid, scratch: u64) -> Result<ThreadCore> {
         creds,
         clear_child_tid: ctid,
         rseq,
+        robust_list,
         sleep,
     })
 }
@@ -133,6 +136,10 @@ pub fn finish(t: &mut Tracee, pid: Pid, core: &ThreadCore, scratch: u64) -> Resu
     t.remote_syscall_ok(Sysno::prctl, [PR_SET_NAME, scratch, 0, 0, 0, 0], "PR_SET_NAME").ctx(tid, "PR_SET_NAME")?;
     if let Some(r) = &core.rseq {
         t.remote_syscall_ok(Sysno::rseq, [r.ptr, r.len as u64, 0, r.sig as u64, 0, 0], "rseq").ctx(tid, "rseq")?;
+    }
+    if let Some(r) = &core.robust_list {
+        t.remote_syscall_ok(Sysno::set_robust_list, [r.head, r.len, 0, 0, 0, 0], "set_robust_list")
+            .ctx(tid, "set_robust_list")?;
     }
     for si in &core.pending {
         if si.0.len() != 128 {

@@ -848,6 +848,36 @@ pub fn set_thread_nice(tid: Pid, nice: i32) -> Result<()> {
     unsafe { syscalls::syscall3(Sysno::setpriority, 0, tid.0 as usize, nice as isize as usize) }.map(drop)
 }
 
+/// get_robust_list(tid): the head of a thread's robust futex list and
+/// the length it registered (0, 0 when it registered none).
+pub fn get_robust_list(tid: Pid) -> Result<(u64, u64)> {
+    let (mut head, mut len) = (0usize, 0usize);
+    // SAFETY: the kernel writes one pointer to `head` and one size_t to `len`.
+    unsafe {
+        syscalls::syscall3(
+            Sysno::get_robust_list,
+            tid.0 as usize,
+            &mut head as *mut usize as usize,
+            &mut len as *mut usize as usize,
+        )
+    }?;
+    Ok((head as u64, len as u64))
+}
+
+const IOPRIO_WHO_PROCESS: usize = 1;
+
+/// ioprio_get(IOPRIO_WHO_PROCESS, tid): a thread's I/O priority (0: none set).
+pub fn ioprio_get(tid: Pid) -> Result<u32> {
+    // SAFETY: no memory arguments.
+    unsafe { syscalls::syscall2(Sysno::ioprio_get, IOPRIO_WHO_PROCESS, tid.0 as usize) }.map(|v| v as u32)
+}
+
+/// ioprio_set(IOPRIO_WHO_PROCESS, tid, prio).
+pub fn ioprio_set(tid: Pid, prio: u32) -> Result<()> {
+    // SAFETY: no memory arguments.
+    unsafe { syscalls::syscall3(Sysno::ioprio_set, IOPRIO_WHO_PROCESS, tid.0 as usize, prio as usize) }.map(drop)
+}
+
 /// sched_setscheduler(tid, policy, {rt_priority}).
 pub fn set_thread_scheduler(tid: Pid, policy: u32, rt_priority: u32) -> Result<()> {
     let param = rt_priority as i32;

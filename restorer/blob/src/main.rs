@@ -310,6 +310,12 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
         cx.ck(r, cx.plan.rseq_ptr)?;
     }
 
+    if cx.plan.robust_head != 0 {
+        cx.step(Step::RobustList)?;
+        let r = sys::set_robust_list(cx.plan.robust_head, cx.plan.robust_len);
+        cx.ck(r, cx.plan.robust_head)?;
+    }
+
     membarrier(cx)?;
     pending_signals(cx)?;
     // Threads share everything but their registers, which the engine sets.

@@ -174,6 +174,9 @@ pub fn sigaltstack(ss: *const u8) -> i64 {
 pub fn set_tid_address(p: u64) -> i64 {
     sc!(set_tid_address, p)
 }
+pub fn set_robust_list(head: u64, len: u64) -> i64 {
+    sc!(set_robust_list, head, len)
+}
 pub fn rseq(ptr: u64, len: u32, flags: u32, sig: u32) -> i64 {
     sc!(rseq, ptr, len, flags, sig)
 }

@@ -365,6 +365,7 @@ pub enum Step {
     Mlock = 27,
     MmFlags = 28,
     Aio = 29,
+    RobustList = 30,
     Finish = 22,
 }
 
@@ -391,6 +392,7 @@ impl Step {
             17 => "PR_SET_MM_MAP",
             18 => "sigaltstack",
             19 => "rseq",
+            30 => "set_robust_list",
             20 => "queue pending signals",
             21 => "credentials",
             23 => "create threads",
@@ -583,6 +585,10 @@ pub struct Plan {
     pub rseq_len: u32,
     /// rseq signature.
     pub rseq_sig: u32,
+    /// Robust futex list head (0: none registered).
+    pub robust_head: u64,
+    /// Its registered length.
+    pub robust_len: u64,
     /// Credentials (F_CREDS).
     pub creds: Creds,
     /// The task's pid and tid, for queueing signals.

@@ -97,7 +97,14 @@
 //!   and queues them again the same way for the next check;
 //! - `trap_thread`: (with `trap_pending`) a second thread with SIGTRAP
 //!   queued to itself (value 0x9999); on each check it takes its own off
-//!   with sigtimedwait, verifies it and queues it again (`trap_thread=ok`).
+//!   with sigtimedwait, verifies it and queues it again (`trap_thread=ok`);
+//! - `sched`: the main thread at nice 5 with I/O priority best-effort 6 and
+//!   a timer slack of 123456 ns; a second thread SCHED_BATCH at nice 3, I/O
+//!   priority idle and 777000 ns of slack, holding a robust mutex. Each
+//!   check compares all of them (`sched_main= sched_thread=`); from the
+//!   second check on, the thread is first told to exit still holding the
+//!   mutex, and the main thread must then get it with EOWNERDEAD (the
+//!   kernel walks the dead thread's robust list): `robust=ok`.
 //!
 //! Every check also verifies a memory buffer and that a counter kept in the
 //! main loop kept counting (`mem=ok loop=ok`).
@@ -1343,6 +1350,104 @@ fn clone_with(flags: i32) -> i32 {
     pid
 }
 
+/// The `sched` feature (see the module docs).
+struct Sched {
+    tid: i32,
+    mutex: &'static std::cell::UnsafeCell<libc::pthread_mutex_t>,
+    /// Written by the check to let the thread exit (holding the mutex).
+    release: i32,
+    thread: std::cell::Cell<Option<std::thread::JoinHandle<()>>>,
+}
+
+const IOPRIO_WHO_PROCESS: i32 = 1;
+const IOPRIO_BE_6: i64 = (2 << 13) | 6;
+const IOPRIO_IDLE: i64 = 3 << 13;
+
+/// The scheduling a thread is seen with from outside: policy, nice, I/O
+/// priority, timer slack.
+fn sched_seen(tid: i32) -> (i32, i32, i64, String) {
+    // SAFETY: syscalls taking plain integers.
+    let (policy, nice, ioprio) = unsafe {
+        (
+            libc::sched_getscheduler(tid),
+            libc::getpriority(libc::PRIO_PROCESS, tid as u32),
+            libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, tid),
+        )
+    };
+    let slack = std::fs::read_to_string(format!("/proc/{tid}/timerslack_ns")).unwrap_or_default();
+    (policy, nice, ioprio, slack.trim().to_string())
+}
+
+impl Sched {
+    fn setup() -> Sched {
+        let mutex: &'static std::cell::UnsafeCell<libc::pthread_mutex_t> =
+            Box::leak(Box::new(std::cell::UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER)));
+        let m = mutex.get() as usize;
+        let mut fds = [0; 2];
+        // SAFETY: a robust mutex in leaked memory; the thread's own
+        // scheduling set through syscalls taking integers; pipe(2) writes
+        // two ints.
+        unsafe {
+            let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
+            libc::pthread_mutexattr_init(&mut attr);
+            libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST);
+            assert_eq!(libc::pthread_mutex_init(m as *mut _, &attr), 0);
+            assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+            assert_eq!(libc::setpriority(libc::PRIO_PROCESS, 0, 5), 0);
+            assert_eq!(libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, IOPRIO_BE_6), 0);
+            assert_eq!(libc::prctl(libc::PR_SET_TIMERSLACK, 123_456), 0);
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let wait_fd = fds[0];
+        let thread = std::thread::spawn(move || {
+            // SAFETY: as above, for this thread.
+            unsafe {
+                let p = libc::sched_param { sched_priority: 0 };
+                assert_eq!(libc::sched_setscheduler(0, libc::SCHED_BATCH, &p), 0);
+                assert_eq!(libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as u32, 3), 0);
+                assert_eq!(libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, IOPRIO_IDLE), 0);
+                assert_eq!(libc::prctl(libc::PR_SET_TIMERSLACK, 777_000), 0);
+                assert_eq!(libc::pthread_mutex_lock(m as *mut _), 0);
+            }
+            // SAFETY: gettid has no preconditions.
+            tx.send(unsafe { libc::gettid() }).unwrap();
+            let mut b = [0u8; 1];
+            // SAFETY: reading one byte into a local buffer; then the thread
+            // ends with the mutex still locked.
+            unsafe { libc::read(wait_fd, b.as_mut_ptr().cast(), 1) };
+        });
+        let tid = rx.recv().unwrap();
+        Sched { tid, mutex, release: fds[1], thread: std::cell::Cell::new(Some(thread)) }
+    }
+
+    fn check(&self, it: &mut Items, checks: u64) {
+        let me = std::process::id() as i32;
+        let main = sched_seen(me);
+        let want = (libc::SCHED_OTHER, 5, IOPRIO_BE_6, "123456".to_string());
+        it.expect("sched_main", main == want, || format!("{main:?}"));
+        if let Some(t) = self.thread.take() {
+            let th = sched_seen(self.tid);
+            let want = (libc::SCHED_BATCH, 3, IOPRIO_IDLE, "777000".to_string());
+            it.expect("sched_thread", th == want, || format!("{th:?}"));
+            if checks < 2 {
+                self.thread.set(Some(t));
+                return;
+            }
+            // SAFETY: one byte to our own pipe.
+            unsafe { libc::write(self.release, b"x".as_ptr().cast(), 1) };
+            t.join().unwrap();
+            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: clock_gettime fills ts; the mutex lives forever.
+            let r = unsafe {
+                libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts);
+                ts.tv_sec += 3;
+                libc::pthread_mutex_timedlock(self.mutex.get(), &ts)
+            };
+            it.expect("robust", r == libc::EOWNERDEAD, || format!("r{r}"));
+        }
+    }
+}
+
 impl KernelState {
     fn setup(has: &dyn Fn(&str) -> bool, arg: &str) -> KernelState {
         let extra = |w: String| EXTRA.with(|e| e.borrow_mut().push(w));
@@ -1504,6 +1609,7 @@ fn main() {
     }
     let pause = has("pause");
     let kernel = KernelState::setup(&has, &arg);
+    let sched = has("sched").then(Sched::setup);
 
     let words = 1 << 16;
     let seed = |i: usize| (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5a5a;
@@ -1600,6 +1706,9 @@ fn main() {
         }
         kernel.check(&mut it);
         ids.check(&mut it);
+        if let Some(s) = &sched {
+            s.check(&mut it, checks);
+        }
         if let Some(s) = &trap_thread {
             s.check(&mut it);
         }
