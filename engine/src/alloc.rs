@@ -88,6 +88,9 @@ fn class_layout(c: usize) -> Layout {
 // under the lock) and are given back to `System` with the layout they were
 // allocated with (their class's).
 unsafe impl GlobalAlloc for CachingAlloc {
+    // Out of line: inlined into every allocation site it made the binary
+    // half a megabyte larger.
+    #[inline(never)]
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         match class(l) {
             Some(c) => {
@@ -111,6 +114,7 @@ unsafe impl GlobalAlloc for CachingAlloc {
         }
     }
 
+    #[inline(never)]
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         match class(l) {
             Some(c) => {
@@ -135,6 +139,7 @@ unsafe impl GlobalAlloc for CachingAlloc {
         }
     }
 
+    #[inline(never)]
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
         let Ok(nl) = Layout::from_size_align(new_size, l.align()) else {
             return core::ptr::null_mut();
