@@ -114,6 +114,28 @@ unsafe impl GlobalAlloc for CachingAlloc {
         }
     }
 
+    /// calloc for what is not cached: the default (alloc, then memset)
+    /// would touch every page of a large zeroed buffer that calloc gets
+    /// from fresh, already zero mappings (the page workers' 4 MiB windows
+    /// are meant to cost only what they use).
+    #[inline(never)]
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        match class(l) {
+            Some(_) => {
+                // SAFETY: the caller's layout; the block holds l.size() bytes.
+                unsafe {
+                    let p = self.alloc(l);
+                    if !p.is_null() {
+                        core::ptr::write_bytes(p, 0, l.size());
+                    }
+                    p
+                }
+            }
+            // SAFETY: the caller's layout, as GlobalAlloc::alloc_zeroed requires.
+            None => unsafe { System.alloc_zeroed(l) },
+        }
+    }
+
     #[inline(never)]
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         match class(l) {
@@ -195,6 +217,13 @@ mod tests {
             a.dealloc(p, l);
             let q = a.alloc(l);
             assert_eq!(p, q, "a freed block of the same class comes back");
+            // Zeroed allocations are zero even from a used block.
+            a.dealloc(q, l);
+            let z = a.alloc_zeroed(l);
+            assert_eq!(z, p);
+            assert!((0..5000).all(|i| *z.add(i) == 0));
+            z.write_bytes(0xa5, 5000);
+            let q = z;
             // Growing within the class keeps the block and its contents.
             let r = a.realloc(q, l, 8000);
             assert_eq!(r, q);
