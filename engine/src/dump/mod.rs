@@ -166,6 +166,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         .flat_map(|t| std::iter::once(t.pid.0 as u32).chain(t.threads.iter().map(|th| th.pid().0 as u32)))
         .collect();
     shared.fd_cx.tcp_established = opts.tcp_established;
+    let proc_locks = file_lock::read_in_background()?;
     shared.sharing = refuse_tree(&tree, opts.file_locks)?;
     // Each task's pages are copied by the pool while the next task is
     // infected; its pagemap image is written once they are all written.
@@ -189,8 +190,11 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     crate::objects::tty::finish_dump(&shared.fd_cx, &mut shared.files.images, &shared.pids)?;
     let w = |e: crate::image::ImageError| Error::new(format!("write images: {e}"));
     files::finish_dump(&shared.fd_cx, &mut shared.files)?;
+    let proc_locks = file_lock::join(proc_locks)?;
     if opts.file_locks {
-        crate::objects::file_lock::check_recorded(&shared.pids, &shared.files.images.locks)?;
+        file_lock::check_recorded(&shared.pids, &shared.files.images.locks, &proc_locks)?;
+    } else {
+        file_lock::refuse_listed(&shared.pids, &proc_locks)?;
     }
     shared.files.images.write(&img)?;
     shared.shm.write_images(&img)?;
@@ -235,21 +239,29 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     }
     log::debug!("releasing the tree after {} us frozen", frozen_at.elapsed().as_micros());
     // Children first, so no parent sees a child die before it dies itself.
+    // Killed: SIGKILL goes to every task while all are held in their ptrace
+    // stops (none runs its own code again), which ends the frozen time;
+    // then they are reaped (a large address space takes a while to free).
+    let mut dying = Vec::new();
     for task in tree.tasks.into_iter().rev() {
         let tpid = task.pid;
-        for t in task.threads.into_iter().rev() {
+        for mut t in task.threads.into_iter().rev() {
             if opts.leave_stopped {
                 t.detach_stopped().ctx(tpid, "leave stopped")?;
             } else {
-                t.kill().ctx(tpid, "kill after dump")?;
+                t.send_kill().ctx(tpid, "kill after dump")?;
+                dying.push((tpid, t));
             }
         }
+    }
+    shared.stats.frozen = frozen_at.elapsed();
+    for (tpid, t) in dying {
+        t.reap().ctx(tpid, "wait for the killed task")?;
     }
     if !opts.leave_stopped {
         // The tree is dead: its connections stay silent until restore.
         crate::objects::inet_sk::hand_over(&opts.dir, &mut shared.files.images.inet_repair);
     }
-    shared.stats.frozen = frozen_at.elapsed();
     shared.uffds.clear();
     if let Some(p) = shared.parent.as_mut() {
         p.release_rest();
@@ -279,9 +291,6 @@ fn refuse_tree(tree: &crate::infect::tree::SeizedTree, file_locks: bool) -> Resu
         }
         let tids: Vec<Pid> = t.threads.iter().map(|th| th.pid()).collect();
         clone_share::refuse_unshared_threads(t.pid, &tids)?;
-    }
-    if !file_locks {
-        file_lock::refuse_listed(&live)?;
     }
     let parents: Vec<Pid> = tree.tasks.iter().filter(|t| t.zombie.is_none()).map(|t| t.ppid).collect();
     clone_share::sharing(&live, &parents)
@@ -395,7 +404,8 @@ fn dump_task(
         let mut process = task::dump_process_with(&mut p, &status)?;
         process.membarrier = task::dump_membarrier(&mut p)?;
         let brk = p.misc().ctx(pid, "read brk")?.brk;
-        let mm_settings = mm::dump_mm_settings(&mut p)?;
+        let (mm_flags, thp, smaps) = mm::dump_mm_settings(&mut p)?;
+        let mm_settings = (mm_flags, thp, smaps);
         let scratch = p.scratch();
         let mut other_cores = Vec::with_capacity(others.len());
         for t in others.iter_mut() {
@@ -434,7 +444,12 @@ fn dump_task(
     process.cgroups = cgroup::dump(pid, &tids)?;
 
     crate::fault::check(crate::fault::Fault::DumpProc)?;
-    let smaps = proc::smaps::read(pid).ctx(pid, "read smaps")?;
+    let (mm_flags, thp, smaps) = mm_settings;
+    let mm_settings = (mm_flags, thp);
+    let smaps = match smaps {
+        Some(s) => s,
+        None => proc::smaps::read(pid).ctx(pid, "read smaps")?,
+    };
     let mut vmas = Vec::with_capacity(smaps.len());
     for e in &smaps {
         if let Some(v) = mm::vma_from_smaps(pid, e)? {

@@ -524,12 +524,23 @@ impl Tracee {
     /// Kills the task with SIGKILL and waits until it is dead (its parent
     /// still reaps it).
     pub fn kill(mut self) -> Result<()> {
-        let pid = self.pid;
-        match crate::sys::signal::kill(pid, 9) {
+        self.send_kill()?;
+        self.reap()
+    }
+
+    /// The first half of [`Tracee::kill`]: SIGKILL sent. A task held in a
+    /// ptrace stop never runs its own code again once it is pending.
+    pub fn send_kill(&mut self) -> Result<()> {
+        match crate::sys::signal::kill(self.pid, 9) {
             // Another thread's kill already took the whole group down.
-            Ok(()) | Err(Errno::ESRCH) => {}
-            Err(e) => return Err(InfectError::errno(pid, "kill", e)),
+            Ok(()) | Err(Errno::ESRCH) => Ok(()),
+            Err(e) => Err(InfectError::errno(self.pid, "kill", e)),
         }
+    }
+
+    /// The second half of [`Tracee::kill`]: waits until the task is gone.
+    pub fn reap(mut self) -> Result<()> {
+        let pid = self.pid;
         loop {
             match wait::wait_pid(pid) {
                 Ok(WaitStatus::Exited(_)) | Ok(WaitStatus::Signaled(..)) | Err(Errno::ECHILD) => break,

@@ -20,7 +20,24 @@
 //!   it; any held (not waiting) lock recorded under a pid of the tree is
 //!   refused as well ([`refuse_listed`]), which covers a POSIX lock whose
 //!   owner table is not the one fdinfo compares with (a thread that
-//!   unshared its descriptor table).
+//!   unshared its descriptor table). It is read by [`read_in_background`]
+//!   once the tree is frozen, beside the rest of the dump: the first read
+//!   after a quiet while waits for an RCU grace period (about 10 ms).
+
+/// Reads `/proc/locks` in a thread of its own (see the module docs); the
+/// tree must be frozen already.
+pub fn read_in_background() -> Result<std::thread::JoinHandle<proc::Result<Vec<FileLock>>>> {
+    std::thread::Builder::new()
+        .name("proc-locks".into())
+        .stack_size(64 << 10)
+        .spawn(locks::read_all)
+        .map_err(|e| Error::new(format!("start a thread to read /proc/locks: {e}")))
+}
+
+/// The result of [`read_in_background`].
+pub fn join(h: std::thread::JoinHandle<proc::Result<Vec<FileLock>>>) -> Result<Vec<FileLock>> {
+    h.join().map_err(|_| Error::new("the /proc/locks reader panicked"))?.ctx_global("read /proc/locks")
+}
 use crate::error::{Context, Error, Result};
 use crate::proc;
 use crate::proc::fdinfo::{self, FdTarget};
@@ -124,8 +141,7 @@ pub fn collect(
 /// With `--file-locks`: every held POSIX lock `/proc/locks` lists under a
 /// pid of the tree must be one [`collect`] found (a lock owned by a
 /// descriptor table fdinfo does not compare with would be lost).
-pub fn check_recorded(pids: &[Pid], recorded: &[crate::image::files::FileLockEntry]) -> Result<()> {
-    let all = locks::read_all().ctx_global("read /proc/locks")?;
+pub fn check_recorded(pids: &[Pid], recorded: &[crate::image::files::FileLockEntry], all: &[FileLock]) -> Result<()> {
     for l in all.iter().filter(|l| !l.waiter && l.pid > 0 && l.kind == locks::LockKind::Posix) {
         let pid = Pid(l.pid);
         if !pids.contains(&pid) {
@@ -164,10 +180,9 @@ fn fd_on(pid: Pid, lock: &FileLock) -> Option<(i32, String)> {
     })
 }
 
-/// Refuses the tree if `/proc/locks` lists a held lock or lease taken by
-/// one of `pids` (the live processes of the tree).
-pub fn refuse_listed(pids: &[Pid]) -> Result<()> {
-    let all = locks::read_all().ctx_global("read /proc/locks")?;
+/// Refuses the tree if `/proc/locks` (`all`) lists a held lock or lease
+/// taken by one of `pids` (the processes of the tree).
+pub fn refuse_listed(pids: &[Pid], all: &[FileLock]) -> Result<()> {
     for l in all.iter().filter(|l| !l.waiter && l.pid > 0) {
         let pid = Pid(l.pid);
         if !pids.contains(&pid) {

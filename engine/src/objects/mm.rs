@@ -185,22 +185,34 @@ const EINVAL: i64 = 22;
 /// MCL_FUTURE (the mm's `def_flags`, which no file shows: the parasite's
 /// own region, mapped by the task, carries them as VM_LOCKED and
 /// VM_LOCKONFAULT), PR_SET_MEMORY_MERGE and PR_SET_THP_DISABLE (both read
-/// with a remote prctl).
-pub fn dump_mm_settings(p: &mut crate::infect::Parasite<'_>) -> Result<(MmFlags, u32)> {
+/// with a remote prctl). Also gives the task's smaps without the parasite
+/// region, for the VMA list, when the region is a VMA of its own (smaps
+/// walks every page table: on a large process reading it twice was a
+/// large part of the frozen time); None when the region merged with a
+/// neighbour (smaps is read again once the parasite is gone).
+pub fn dump_mm_settings(
+    p: &mut crate::infect::Parasite<'_>,
+) -> Result<(MmFlags, u32, Option<Vec<proc::smaps::SmapsEntry>>)> {
     let pid = p.pid();
     let mut flags = MmFlags::empty();
     let probe = p.scratch();
-    let smaps = proc::smaps::read(pid).ctx(pid, "read smaps")?;
-    let region = smaps
+    let mut smaps = proc::smaps::read(pid).ctx(pid, "read smaps")?;
+    let at = smaps
         .iter()
-        .find(|e| e.map.start <= probe && probe < e.map.end)
+        .position(|e| e.map.start <= probe && probe < e.map.end)
         .ok_or_else(|| Error::task(pid, "the parasite region is not in smaps"))?;
+    let region = &smaps[at];
     if region.vm_flags.contains(VmFlags::LO) {
         flags |= MmFlags::MCL_FUTURE;
         if region.vm_flags.contains(VmFlags::LF) {
             flags |= MmFlags::MCL_ONFAULT;
         }
     }
+    let own = region.map.start == p.base() && region.map.end == p.base() + p.size() as u64;
+    let rest = own.then(|| {
+        smaps.remove(at);
+        smaps
+    });
     let mut prctl = |op: u64, what: &str| -> Result<i64> {
         let r = p.remote_syscall(crate::sys::Sysno::prctl, [op, 0, 0, 0, 0, 0]).ctx(pid, what)?;
         match r {
@@ -214,7 +226,7 @@ pub fn dump_mm_settings(p: &mut crate::infect::Parasite<'_>) -> Result<(MmFlags,
     if prctl(PR_GET_MEMORY_MERGE, "PR_GET_MEMORY_MERGE")? != 0 {
         flags |= MmFlags::MERGE_ANY;
     }
-    Ok((flags, thp))
+    Ok((flags, thp, rest))
 }
 
 /// The mm fields, auxv and exe of a task; `settings` from [`dump_mm_settings`].
