@@ -230,7 +230,7 @@ mod tests {
         let e = refuse_held(me).unwrap_err().to_string();
         assert!(e.contains(&format!("fd {}", f.as_raw_fd())) && e.contains("read flock lock"), "{e}");
         assert!(e.contains(&path.display().to_string()), "{e}");
-        let e = refuse_listed(&[me]).unwrap_err().to_string();
+        let e = refuse_listed(&[me], &join(read_in_background().unwrap()).unwrap()).unwrap_err().to_string();
         assert!(e.contains("flock"), "{e}");
         drop(f);
         let _ = std::fs::remove_file(&path);
