@@ -161,8 +161,9 @@ pub struct DumpArgs {
     pub prev_images_dir: Option<String>,
 
     /// Use the write tracking a pre-dump started (userfaultfd write-protect):
-    /// with --prev-images-dir, only pages written since are dumped
-    #[arg(long = "track-mem")]
+    /// with --prev-images-dir, only pages written since are dumped (tracking
+    /// is started by pre-dump, not by dump)
+    #[arg(long = "track-mem", requires = "prev_images_dir")]
     pub track_mem: bool,
 }
 
@@ -846,6 +847,11 @@ mod tests {
         assert_eq!(dump(&d).prev_images_dir.as_deref(), Some("../pre2"));
         assert!(dump(&d).track_mem);
         assert!(!dump(&ok("dump -t 5")).track_mem);
+        // Tracking for a later dump is what pre-dump starts: on dump the
+        // option only says to use it, and needs the parent.
+        let e = err("dump -t 5 --track-mem");
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("--prev-images-dir"), "{e}");
     }
 
     #[test]
