@@ -397,6 +397,7 @@ fn dump_task(
     let (leader, others) = task.threads.split_first_mut().expect("a live task has its leader");
     let stopped = matches!(leader.state(), StopState::Stopped(_));
     let tids: Vec<Pid> = std::iter::once(leader.pid()).chain(others.iter().map(|t| t.pid())).collect();
+    task::refuse_foreign_label(pid, &tids)?;
 
     let (mut thread_core, mut process, other_cores, fds, brk, mm_settings) = {
         let mut p = Parasite::infect(leader).ctx(pid, "infect")?;

@@ -574,6 +574,47 @@ pub fn restore_oom_score_adj(pid: Pid, value: i32) -> Result<()> {
         .map_err(|e| Error::task(pid, format!("set oom_score_adj to {value}: {e}")))
 }
 
+/// A task's security label (LSM: AppArmor profile, SELinux context...), as
+/// /proc/TID/attr/current shows it; None without a module that labels
+/// tasks (the file then answers EINVAL).
+fn lsm_label(tid: Pid) -> Result<Option<String>> {
+    match std::fs::read(proc::pid_path(tid, "attr/current")) {
+        Ok(b) => {
+            let s = String::from_utf8_lossy(&b);
+            Ok(Some(s.trim_end_matches(['\n', '\0']).to_string()))
+        }
+        Err(e) if matches!(e.raw_os_error(), Some(22) | Some(2)) => Ok(None),
+        Err(e) => Err(Error::task(tid, format!("read attr/current: {e}"))),
+    }
+}
+
+/// Why a task labelled `theirs` cannot be restored by crtools labelled
+/// `ours`, if it cannot: restored tasks carry crtools' own label, and
+/// giving them another is not done yet. A task confined differently would
+/// come back unconfined or confined as crtools is.
+fn label_refusal(theirs: &Option<String>, ours: &Option<String>) -> Option<String> {
+    (theirs != ours).then(|| {
+        format!(
+            "runs under the security label {:?} (crtools runs under {:?}): restoring LSM labels is not supported",
+            theirs.as_deref().unwrap_or("none"),
+            ours.as_deref().unwrap_or("none")
+        )
+    })
+}
+
+/// Refuses a task any of whose threads `tids` carries another security
+/// label than crtools itself.
+pub fn refuse_foreign_label(pid: Pid, tids: &[Pid]) -> Result<()> {
+    let ours = lsm_label(crate::sys::misc::getpid())?;
+    for &tid in tids {
+        if let Some(why) = label_refusal(&lsm_label(tid)?, &ours) {
+            let who = if tid == pid { String::new() } else { format!("thread {tid} ") };
+            return Err(Error::refuse(pid, format!("{who}{why}")));
+        }
+    }
+    Ok(())
+}
+
 /// The loginuid of process `pid`. It is per thread (inherited at clone);
 /// the restorer sets it once before creating the threads, so threads with
 /// another loginuid than their process are refused by name.
@@ -797,6 +838,16 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn other_security_labels_are_refused() {
+        let aa = |s: &str| Some(s.to_string());
+        assert_eq!(label_refusal(&None, &None), None);
+        assert_eq!(label_refusal(&aa("unconfined"), &aa("unconfined")), None);
+        let why = label_refusal(&aa("/usr/sbin/tcpdump (enforce)"), &aa("unconfined")).unwrap();
+        assert!(why.contains("/usr/sbin/tcpdump (enforce)") && why.contains("unconfined"), "{why}");
+        assert!(label_refusal(&aa("system_u:system_r:httpd_t:s0"), &None).is_some());
+    }
 
     #[test]
     fn limits_file_agrees_with_prlimit() {
