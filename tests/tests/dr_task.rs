@@ -1144,6 +1144,22 @@ fn scheduling_and_robust_futexes_survive() {
     });
 }
 
+/// Memory-deny-write-execute (PR_SET_MDWE) stays set: after restore the
+/// process still cannot map memory writable and executable (the parasite
+/// and restorer work within it).
+#[test]
+fn memory_deny_write_execute_survives() {
+    run("mdwe", 90, |cx| {
+        let s = Scratch::new("dr_task", "mdwe");
+        let mut t = cx.start(&s, "mdwe,sigact", None);
+        t.check().assert_item("mdwe", "ok");
+        dump_and_restore(&mut t, &s);
+        let c = t.check();
+        c.assert_ok();
+        c.assert_item("mdwe", "ok");
+    });
+}
+
 #[test]
 fn namespaces_for_children_are_refused() {
     run("ns_for_children", 90, |cx| {

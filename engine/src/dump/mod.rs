@@ -405,8 +405,7 @@ fn dump_task(
         let mut process = task::dump_process_with(&mut p, &status)?;
         process.membarrier = task::dump_membarrier(&mut p)?;
         let brk = p.misc().ctx(pid, "read brk")?.brk;
-        let (mm_flags, thp, smaps) = mm::dump_mm_settings(&mut p)?;
-        let mm_settings = (mm_flags, thp, smaps);
+        let mm_settings = mm::dump_mm_settings(&mut p)?;
         let scratch = p.scratch();
         let mut other_cores = Vec::with_capacity(others.len());
         for t in others.iter_mut() {
@@ -445,8 +444,8 @@ fn dump_task(
     process.cgroups = cgroup::dump(pid, &tids)?;
 
     crate::fault::check(crate::fault::Fault::DumpProc)?;
-    let (mm_flags, thp, smaps) = mm_settings;
-    let mm_settings = (mm_flags, thp);
+    let (mm_flags, thp, mdwe, smaps) = mm_settings;
+    let mm_settings = (mm_flags, thp, mdwe);
     let smaps = match smaps {
         Some(s) => s,
         None => proc::smaps::read(pid).ctx(pid, "read smaps")?,

@@ -132,7 +132,7 @@ pub fn pre_dump(opts: &PreDumpOptions) -> Result<super::DumpStats> {
                 }
             }
         }
-        let mut head = mm::dump_mm_head(tpid, &stat, 0, (Default::default(), 0))?;
+        let mut head = mm::dump_mm_head(tpid, &stat, 0, (Default::default(), 0, 0))?;
         head.auxv.clear();
         let pages = img.create_pages(tpid.0 as u32).ctx(tpid, "create the pages image")?;
         let mem_started = std::time::Instant::now();

@@ -164,6 +164,8 @@ pub struct MmEntry {
     pub thp_disable: u32,
     /// Native AIO contexts (io_setup(2)), in address order (format version 3).
     pub aio: Vec<AioRing>,
+    /// `prctl(PR_GET_MDWE)`: memory-deny-write-execute flags (format version 5).
+    pub mdwe: u32,
 }
 
 /// A native AIO context: its ring's header (`struct aio_ring` in fs/aio.c,
@@ -333,6 +335,7 @@ impl Describe for MmEntry {
             .d("exe_file", &self.exe_file)
             .d("flags", &self.flags)
             .f("thp_disable", self.thp_disable)
+            .f("mdwe", self.mdwe)
             .f("auxv", Node::Array(auxv))
             .f("aio", Node::Array(self.aio.iter().map(Describe::describe).collect()))
             .done()

@@ -31,7 +31,8 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 const PAGE: usize = 4096;
 const SIGTRAP: u64 = 5;
-const PROT_RWX: u64 = 0x7;
+const PROT_RX: u64 = 0x1 | 0x4;
+const PROT_RW: u64 = 0x1 | 0x2;
 const MAP_PRIVATE_ANON: u64 = 0x02 | 0x20;
 
 fn page_up(n: usize) -> usize {
@@ -138,13 +139,17 @@ impl<'t> Parasite<'t> {
         // (PTRACE_SYSCALL): nothing is taken off the queues before there is
         // scratch memory in the task to queue it again from.
         tracee.set_sigmask(u64::MAX)?;
+        // Never writable and executable at once (a task under PR_SET_MDWE
+        // refuses that): mapped read-execute, the blob written through
+        // /proc/pid/mem (as a debugger writes code), then the part the blob
+        // writes made read-write.
         let layout = Layout::new();
         let mapped = tracee.remote_syscall_quiet_ok(
             Sysno::mmap,
-            [0, layout.size as u64, PROT_RWX, MAP_PRIVATE_ANON, u64::MAX, 0],
+            [0, layout.size as u64, PROT_RX, MAP_PRIVATE_ANON, u64::MAX, 0],
             "remote mmap of the parasite region",
         );
-        let base = match mapped.and_then(|b| tracee.set_sigmask(!(1u64 << (SIGTRAP - 1))).map(|_| b)) {
+        let base = match mapped {
             Ok(b) => b,
             Err(e) => {
                 let _ = tracee.set_sigmask(orig_mask);
@@ -168,8 +173,22 @@ impl<'t> Parasite<'t> {
         let mut p = p;
         let blob = blobs::relocate(blobs::parasite::IMAGE, blobs::parasite::MEM_SIZE, blobs::parasite::RELOCS, base);
         let pid = p.tracee.pid();
-        process_vm::write_all(pid, base, &blob.bytes)
-            .map_err(|e| InfectError::errno(pid, "upload the parasite blob", e))?;
+        let upload = |e: std::io::Error| {
+            InfectError::errno(pid, "upload the parasite blob", crate::sys::Errno::new(e.raw_os_error().unwrap_or(5)))
+        };
+        {
+            use std::os::unix::fs::FileExt;
+            let mem =
+                std::fs::OpenOptions::new().write(true).open(crate::proc::pid_path(pid, "mem")).map_err(upload)?;
+            mem.write_all_at(&blob.bytes, base).map_err(upload)?;
+        }
+        let data = blobs::parasite::DATA as u64;
+        p.tracee.remote_syscall_quiet_ok(
+            Sysno::mprotect,
+            [base + data, layout.size as u64 - data, PROT_RW, 0, 0, 0],
+            "remote mprotect of the parasite's data",
+        )?;
+        p.tracee.set_sigmask(!(1u64 << (SIGTRAP - 1)))?;
         log::debug!(task = pid.0; "task {pid}: parasite at {:#x} ({} bytes)", base, layout.size);
         p.open_channel()?;
         p.start_daemon()?;

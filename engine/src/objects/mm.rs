@@ -179,20 +179,22 @@ pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
 
 const PR_GET_THP_DISABLE: u64 = 42;
 const PR_GET_MEMORY_MERGE: u64 = 68;
+const PR_GET_MDWE: u64 = 66;
 const EINVAL: i64 = 22;
 
 /// Settings of the infected task's whole address space: mlockall's
 /// MCL_FUTURE (the mm's `def_flags`, which no file shows: the parasite's
 /// own region, mapped by the task, carries them as VM_LOCKED and
 /// VM_LOCKONFAULT), PR_SET_MEMORY_MERGE and PR_SET_THP_DISABLE (both read
-/// with a remote prctl). Also gives the task's smaps without the parasite
+/// with a remote prctl), PR_SET_MDWE (memory-deny-write-execute, likewise).
+/// Also gives the task's smaps without the parasite
 /// region, for the VMA list, when the region is a VMA of its own (smaps
 /// walks every page table: on a large process reading it twice was a
 /// large part of the frozen time); None when the region merged with a
 /// neighbour (smaps is read again once the parasite is gone).
 pub fn dump_mm_settings(
     p: &mut crate::infect::Parasite<'_>,
-) -> Result<(MmFlags, u32, Option<Vec<proc::smaps::SmapsEntry>>)> {
+) -> Result<(MmFlags, u32, u32, Option<Vec<proc::smaps::SmapsEntry>>)> {
     let pid = p.pid();
     let mut flags = MmFlags::empty();
     let probe = p.scratch();
@@ -226,11 +228,13 @@ pub fn dump_mm_settings(
     if prctl(PR_GET_MEMORY_MERGE, "PR_GET_MEMORY_MERGE")? != 0 {
         flags |= MmFlags::MERGE_ANY;
     }
-    Ok((flags, thp, rest))
+    let mdwe = prctl(PR_GET_MDWE, "PR_GET_MDWE")? as u32;
+    Ok((flags, thp, mdwe, rest))
 }
 
-/// The mm fields, auxv and exe of a task; `settings` from [`dump_mm_settings`].
-pub fn dump_mm_head(pid: Pid, stat: &Stat, brk: u64, settings: (MmFlags, u32)) -> Result<MmEntry> {
+/// The mm fields, auxv and exe of a task; `settings` (flags, THP disable,
+/// MDWE) from [`dump_mm_settings`].
+pub fn dump_mm_head(pid: Pid, stat: &Stat, brk: u64, settings: (MmFlags, u32, u32)) -> Result<MmEntry> {
     let auxv_bytes = std::fs::read(proc::pid_path(pid, "auxv")).ctx(pid, "read auxv")?;
     let auxv = auxv_bytes.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes"))).collect();
     let exe = std::fs::read_link(proc::pid_path(pid, "exe")).ctx(pid, "read the exe link")?;
@@ -252,6 +256,7 @@ pub fn dump_mm_head(pid: Pid, stat: &Stat, brk: u64, settings: (MmFlags, u32)) -
         flags: settings.0,
         thp_disable: settings.1,
         aio: Vec::new(),
+        mdwe: settings.2,
     })
 }
 
@@ -1444,6 +1449,7 @@ pub fn plan(
         }
     }
     b.plan.thp_disable = head.thp_disable;
+    b.plan.mdwe = head.mdwe;
 
     // The vDSO areas: this kernel's must look exactly like the dumped ones
     // (same kinds, sizes and relative placement) for the vDSO code, which

@@ -86,6 +86,7 @@ const SIGSTOP: usize = 19;
 const SIGTRAP: usize = 5;
 const PR_SET_NAME: u32 = 15;
 const PR_SET_DUMPABLE: u32 = 4;
+const PR_SET_MDWE: u32 = 65;
 const PR_SET_PDEATHSIG: u32 = 1;
 const PR_SET_CHILD_SUBREAPER: u32 = 36;
 const PR_SET_NO_NEW_PRIVS: u32 = 38;
@@ -326,6 +327,13 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
     // Signals stay blocked until the engine sets the final masks.
     posix_timers(cx)?;
     creds(cx)?;
+
+    if cx.plan.mdwe != 0 {
+        // Last of the mappings' business: it forbids what came before.
+        cx.step(Step::Mdwe)?;
+        let r = sys::prctl(PR_SET_MDWE, cx.plan.mdwe as u64, 0, 0, 0);
+        cx.ck(r, 0)?;
+    }
 
     cx.step(Step::Finish)?;
     // Dumpable last: with 0 the engine still holds ptrace, nothing else needs /proc.

@@ -366,6 +366,7 @@ pub enum Step {
     MmFlags = 28,
     Aio = 29,
     RobustList = 30,
+    Mdwe = 31,
     Finish = 22,
 }
 
@@ -393,6 +394,7 @@ impl Step {
             18 => "sigaltstack",
             19 => "rseq",
             30 => "set_robust_list",
+            31 => "PR_SET_MDWE (memory-deny-write-execute)",
             20 => "queue pending signals",
             21 => "credentials",
             23 => "create threads",
@@ -631,6 +633,11 @@ pub struct Plan {
     /// What PR_GET_THP_DISABLE reported at dump (0: nothing to set); the
     /// blob sets it and checks that PR_GET_THP_DISABLE says it again.
     pub thp_disable: u32,
+    /// PR_SET_MDWE flags (0: none), set last: no mapping may become
+    /// writable and executable after it.
+    pub mdwe: u32,
+    /// Reserved, zero.
+    pub _pad_mdwe: u32,
     /// AioRing table: the native AIO contexts, placeholders included.
     pub aio: Table,
     /// Progress and failure details, written by the blob.

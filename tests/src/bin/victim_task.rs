@@ -98,6 +98,8 @@
 //! - `trap_thread`: (with `trap_pending`) a second thread with SIGTRAP
 //!   queued to itself (value 0x9999); on each check it takes its own off
 //!   with sigtimedwait, verifies it and queues it again (`trap_thread=ok`);
+//! - `mdwe`: prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN); the check reads
+//!   it back and sees a writable, executable mapping refused (`mdwe=ok`);
 //! - `sched`: the main thread at nice 5 with I/O priority best-effort 6 and
 //!   a timer slack of 123456 ns; a second thread SCHED_BATCH at nice 3, I/O
 //!   priority idle and 777000 ns of slack, holding a robust mutex. Each
@@ -1360,6 +1362,8 @@ struct Sched {
 }
 
 const IOPRIO_WHO_PROCESS: i32 = 1;
+const PR_SET_MDWE: i32 = 65;
+const PR_GET_MDWE: i32 = 66;
 const IOPRIO_BE_6: i64 = (2 << 13) | 6;
 const IOPRIO_IDLE: i64 = 3 << 13;
 
@@ -1610,6 +1614,11 @@ fn main() {
     let pause = has("pause");
     let kernel = KernelState::setup(&has, &arg);
     let sched = has("sched").then(Sched::setup);
+    let mdwe = has("mdwe");
+    if mdwe {
+        // SAFETY: prctl with integer arguments.
+        assert_eq!(unsafe { libc::prctl(PR_SET_MDWE, 1, 0, 0, 0) }, 0, "PR_SET_MDWE");
+    }
 
     let words = 1 << 16;
     let seed = |i: usize| (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5a5a;
@@ -1708,6 +1717,26 @@ fn main() {
         ids.check(&mut it);
         if let Some(s) = &sched {
             s.check(&mut it, checks);
+        }
+        if mdwe {
+            // SAFETY: prctl with integer arguments; a fresh anonymous mapping
+            // (unmapped again if the kernel allowed it).
+            let (flags, refused) = unsafe {
+                let f = libc::prctl(PR_GET_MDWE, 0, 0, 0, 0);
+                let m = libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+                if m != libc::MAP_FAILED {
+                    libc::munmap(m, 4096);
+                }
+                (f, m == libc::MAP_FAILED)
+            };
+            it.expect("mdwe", flags == 1 && refused, || format!("{flags}:{refused}"));
         }
         if let Some(s) = &trap_thread {
             s.check(&mut it);
