@@ -1144,6 +1144,23 @@ fn scheduling_and_robust_futexes_survive() {
     });
 }
 
+/// Seccomp filters come back for every thread, with their order and flags:
+/// the filtered system calls still fail with the filters' errors, and the
+/// dump ran with them suspended (the parasite's own calls were not
+/// filtered).
+#[test]
+fn seccomp_filters_survive() {
+    run("seccomp", 90, |cx| {
+        let s = Scratch::new("dr_task", "seccomp");
+        let mut t = cx.start(&s, "thread,seccomp,sigact", None);
+        t.check().assert_item("seccomp", "ok");
+        dump_and_restore(&mut t, &s);
+        let c = t.check();
+        c.assert_ok();
+        c.assert_item("seccomp", "ok");
+    });
+}
+
 /// Memory-deny-write-execute (PR_SET_MDWE) stays set: after restore the
 /// process still cannot map memory writable and executable (the parasite
 /// and restorer work within it).

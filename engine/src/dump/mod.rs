@@ -372,15 +372,19 @@ fn dump_task(
         return Ok(None);
     }
     let status = proc::status::read(pid).ctx(pid, "read status")?;
-    // A filter the task relies on would be gone after restore.
+    // Filters (mode 2) are dumped with the threads, the tree seized with
+    // them suspended (they would apply to the parasite's system calls);
+    // strict mode allows only read, write and exit: nothing to restore it with.
     match status.seccomp {
         Some(0) | None => {}
-        Some(mode) => {
+        Some(2) if task.threads.iter().all(|t| t.seccomp_suspended()) => {}
+        Some(2) => {
             return Err(Error::refuse(
                 pid,
-                format!("runs under seccomp (mode {mode}): restoring seccomp filters is not supported yet"),
+                "runs under seccomp filters, which crtools can only read and suspend with CAP_SYS_ADMIN",
             ))
         }
+        Some(mode) => return Err(Error::refuse(pid, format!("runs in seccomp mode {mode} (strict): not supported"))),
     }
     // A controlling terminal of a session outside the tree is a shell job's.
     if stat.tty_nr != 0 && !shared.pids.contains(&Pid(stat.session)) && !shared.fd_cx.shell_job {
@@ -423,6 +427,13 @@ fn dump_task(
         (thread_core, process, other_cores, fds, brk, mm_settings)
     };
     log::debug!(task = pid.0; "task {pid}: in-task state collected, parasite removed");
+    // The restorer installs the leader's filters for all threads at once.
+    if let Some((t, _)) = others.iter().zip(&other_cores).find(|(_, c)| c.seccomp != thread_core.seccomp) {
+        return Err(Error::refuse(
+            pid,
+            format!("thread {} has other seccomp filters than its process: not supported", t.pid()),
+        ));
+    }
     // A queued SIGSTOP (it cannot be blocked) stops the task the moment it
     // runs, here the parasite's first resume: it is dumped as what it does,
     // group-stop, not as a signal to queue, which would stop the restorer.

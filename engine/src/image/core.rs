@@ -269,6 +269,8 @@ pub struct ThreadCore {
     pub rseq: Option<Rseq>,
     /// Robust futex list (format version 6).
     pub robust_list: Option<RobustList>,
+    /// Seccomp filters, oldest first (format version 7).
+    pub seccomp: Vec<SeccompFilter>,
     /// Scheduling: policy, real-time priority, nice value, I/O priority,
     /// timer slack.
     pub sched: Sched,
@@ -324,6 +326,21 @@ impl Describe for Sched {
             .f("ioprio", format!("{:#x}", self.ioprio))
             .f("timerslack_ns", self.timerslack_ns)
             .done()
+    }
+}
+
+/// One seccomp filter (SECCOMP_SET_MODE_FILTER) as installed: its flags
+/// (SECCOMP_FILTER_FLAG_LOG) and classic BPF program, one `struct
+/// sock_filter` per u64 (code, jt, jf, k in memory order).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeccompFilter {
+    pub flags: u32,
+    pub insns: Vec<u64>,
+}
+
+impl Describe for SeccompFilter {
+    fn describe(&self) -> Node {
+        Obj::new().f("flags", format!("{:#x}", self.flags)).f("instructions", self.insns.len() as u64).done()
     }
 }
 
@@ -654,6 +671,7 @@ impl Describe for ThreadCore {
             .addr("clear_child_tid", self.clear_child_tid)
             .d("rseq", &self.rseq)
             .d("robust_list", &self.robust_list)
+            .d("seccomp", &self.seccomp)
             .d("sched", &self.sched)
             .d("sleep", &self.sleep)
             .done()

@@ -45,6 +45,7 @@ pub(crate) fn sample_core(tid: u32, leader: bool) -> CoreEntry {
             clear_child_tid: 0x7f00_0000_0a10,
             rseq: Some(Rseq { ptr: 0x7f00_0000_0fe0, len: 32, sig: 0x5305_3053 }),
             robust_list: Some(crate::image::core::RobustList { head: 0x7f00_0000_0a20, len: 24 }),
+            seccomp: vec![crate::image::core::SeccompFilter { flags: 2, insns: vec![0x20, 0x7fff_0000_0000_0006] }],
             sched: crate::image::core::Sched {
                 policy: 3,
                 rt_priority: 0,

@@ -67,6 +67,8 @@ pub struct Tracee {
     /// injected code ran (see [`Tracee::put_back_sigtraps`]).
     stolen: Vec<SigInfo>,
     detached: bool,
+    /// Seized with PTRACE_O_SUSPEND_SECCOMP: its filters do not apply.
+    seccomp_suspended: bool,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -192,7 +194,27 @@ impl Tracee {
             deferred: Vec::new(),
             stolen: Vec::new(),
             detached: false,
+            seccomp_suspended: false,
             _not_send: PhantomData,
+        }
+    }
+
+    /// Whether the thread's seccomp filters are suspended while we trace it.
+    pub fn seccomp_suspended(&self) -> bool {
+        self.seccomp_suspended
+    }
+
+    /// [`Tracee::seize`] with its seccomp filters suspended
+    /// (PTRACE_O_SUSPEND_SECCOMP) where crtools may do that (CAP_SYS_ADMIN,
+    /// not under seccomp itself), as plain [`Tracee::seize`] otherwise.
+    pub fn seize_suspending_seccomp(pid: Pid) -> Result<Tracee> {
+        match Self::seize_with(pid, ptrace::PTRACE_O_SUSPEND_SECCOMP) {
+            Ok(mut t) => {
+                t.seccomp_suspended = true;
+                Ok(t)
+            }
+            Err(InfectError { step: "PTRACE_SEIZE", cause: super::Cause::Errno(Errno::EPERM), .. }) => Self::seize(pid),
+            Err(e) => Err(e),
         }
     }
 

@@ -62,7 +62,7 @@ fn seize_threads(pid: Pid) -> Result<Option<Vec<Tracee>>> {
             if seized.contains_key(&tid) {
                 continue;
             }
-            match Tracee::seize(tid) {
+            match Tracee::seize_suspending_seccomp(tid) {
                 Ok(t) => {
                     seized.insert(tid, t);
                     new = true;

@@ -237,6 +237,40 @@ pub fn restore_sched(tid: Pid, s: &crate::image::core::Sched) -> Result<()> {
     Ok(())
 }
 
+/// SECCOMP_RET_USER_NOTIF: the filter hands the system call to a
+/// supervisor holding a listener descriptor.
+const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
+
+/// The seccomp filters of stopped thread `tid`, oldest first. A filter
+/// that hands system calls to a user-space supervisor (SECCOMP_RET_USER_NOTIF
+/// in one of its return instructions) is refused: its listener is not
+/// restored.
+pub fn seccomp_of(pid: Pid, tid: Pid) -> Result<Vec<crate::image::core::SeccompFilter>> {
+    let mut out = Vec::new();
+    for index in 0.. {
+        let insns = match crate::sys::ptrace::seccomp_get_filter(tid, index) {
+            Ok(i) => i,
+            // Past the oldest filter, or none at all.
+            Err(crate::sys::Errno::ENOENT) => break,
+            Err(crate::sys::Errno::EINVAL) if index == 0 => break,
+            Err(e) => return Err(Error::task(tid, format!("PTRACE_SECCOMP_GET_FILTER {index}: {e}"))),
+        };
+        let flags = crate::sys::ptrace::seccomp_get_flags(tid, index)
+            .map_err(|e| Error::task(tid, format!("PTRACE_SECCOMP_GET_METADATA {index}: {e}")))?;
+        // BPF_RET | BPF_K: the action is in k, the high half of the word.
+        if insns.iter().any(|&i| i & 0xffff == 0x06 && ((i >> 32) as u32) & 0xffff_0000 == SECCOMP_RET_USER_NOTIF) {
+            let who = if tid == pid { String::new() } else { format!("thread {tid}: ") };
+            return Err(Error::refuse(
+                pid,
+                format!("{who}seccomp filter {index} hands system calls to a supervisor (SECCOMP_RET_USER_NOTIF): not supported"),
+            ));
+        }
+        out.push(crate::image::core::SeccompFilter { flags: flags as u32, insns });
+    }
+    out.reverse();
+    Ok(out)
+}
+
 /// A thread's robust futex list, if it registered one.
 pub fn robust_list_of(tid: Pid) -> Result<Option<crate::image::core::RobustList>> {
     let (head, len) = crate::sys::misc::get_robust_list(tid).ctx(tid, "get_robust_list")?;
@@ -339,6 +373,7 @@ pub fn dump_thread_with(p: &mut Parasite<'_>, status: &proc::status::Status) -> 
     let creds = creds_from_status(status, misc.securebits as u32, misc.no_new_privs != 0);
     let sched = sched_of(pid, pid)?;
     let robust_list = robust_list_of(pid)?;
+    let seccomp = p.with_task_stopped(|pid| seccomp_of(pid, pid)).ctx(pid, "stop")??;
     Ok(ThreadCore {
         sched,
         regs: (&regs).into(),
@@ -351,6 +386,7 @@ pub fn dump_thread_with(p: &mut Parasite<'_>, status: &proc::status::Status) -> 
         clear_child_tid: misc.tid_address,
         rseq,
         robust_list,
+        seccomp,
         sleep,
     })
 }
@@ -738,6 +774,17 @@ pub fn plan(
     }
     b.plan.membarrier = process.membarrier.bits();
     plan_loginuid(b, pid, process.loginuid)?;
+    // Seccomp filters, for the blob to install with TSYNC (BPF_MAXINSNS is
+    // 4096 per filter).
+    let mut words = Vec::new();
+    for f in &thread.seccomp {
+        if f.insns.is_empty() || f.insns.len() > 4096 {
+            return Err(Error::task(pid, format!("a seccomp filter of {} instructions", f.insns.len())));
+        }
+        words.push(((f.flags as u64) << 32) | f.insns.len() as u64);
+        words.extend_from_slice(&f.insns);
+    }
+    b.plan.seccomp = b.add_table(&words);
     let p = &mut b.plan;
     let comm = thread.comm.as_bytes();
     let n = comm.len().min(15);
@@ -796,6 +843,7 @@ pub fn plan(
         p.robust_head = r.head;
         p.robust_len = r.len;
     }
+
     // Always set: identities, capabilities (all sets) and securebits are
     // per thread and must be exactly the dumped ones, even for root.
     p.flags |= rp::F_CREDS;

@@ -93,6 +93,7 @@ pub fn dump(t: &mut Tracee, pid: Pid, scratch: u64) -> Result<ThreadCore> {
     let creds = super::task::creds_from_status(&status, securebits, no_new_privs);
     let sched = super::task::sched_of(pid, tid)?;
     let robust_list = super::task::robust_list_of(tid)?;
+    let seccomp = super::task::seccomp_of(pid, tid)?;
     Ok(ThreadCore {
         sched,
         regs: (&regs).into(),
@@ -105,6 +106,7 @@ pub fn dump(t: &mut Tracee, pid: Pid, scratch: u64) -> Result<ThreadCore> {
         clear_child_tid: ctid,
         rseq,
         robust_list,
+        seccomp,
         sleep,
     })
 }

@@ -136,8 +136,18 @@ pub(super) fn spawn_root(all: &[Prepared], go: &OwnedFd) -> Result<Tracee> {
             Err(e) => return Err(Error::task(pid, format!("create the task with its pid (clone3 set_tid): {e}"))),
         }
     }
+    // Seccomp filters the restorer installs stay suspended for the engine's
+    // work that follows (inherited by every task and thread forked from
+    // here) until it lets the tree go.
     let opts = ptrace::PTRACE_O_EXITKILL | ptrace::PTRACE_O_TRACEFORK | ptrace::PTRACE_O_TRACECLONE;
-    let t = Tracee::seize_with(pid, opts).ctx(pid, "seize the new task");
+    let t = match Tracee::seize_with(pid, opts | ptrace::PTRACE_O_SUSPEND_SECCOMP) {
+        Ok(t) => Ok(t),
+        Err(_) => {
+            log::info!(task = pid.0; "seccomp filters cannot be suspended (no CAP_SYS_ADMIN): restored ones apply at once");
+            Tracee::seize_with(pid, opts)
+        }
+    }
+    .ctx(pid, "seize the new task");
     if t.is_err() {
         let _ = crate::sys::signal::kill(pid, 9);
         let _ = wait::wait4(pid, wait::WALL);

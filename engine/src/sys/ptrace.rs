@@ -12,6 +12,10 @@ pub use lp::{
     PTRACE_O_TRACESYSGOOD, PTRACE_O_TRACEVFORK,
 };
 
+/// PTRACE_O_SUSPEND_SECCOMP: the tracee's seccomp filters do not apply
+/// while it is traced with this option (needs CAP_SYS_ADMIN).
+pub const PTRACE_O_SUSPEND_SECCOMP: u32 = 1 << 21;
+
 /// NT_PRSTATUS: the general registers regset.
 pub const NT_PRSTATUS: u32 = 1;
 /// NT_X86_XSTATE: the xsave area regset.
@@ -319,6 +323,30 @@ pub fn get_rseq_config(pid: Pid) -> Result<RseqConfig> {
         return Err(Errno::EIO);
     }
     Ok(c)
+}
+
+/// PTRACE_SECCOMP_GET_FILTER: the instructions (`struct sock_filter`, one
+/// u64 each) of the seccomp filter `index` of the stopped tracee (0: the
+/// most recently installed); ENOENT past the oldest.
+pub fn seccomp_get_filter(pid: Pid, index: usize) -> Result<Vec<u64>> {
+    // SAFETY: with a null buffer the kernel only returns the count.
+    let n = unsafe { ptrace(lp::PTRACE_SECCOMP_GET_FILTER, pid, index, 0) }?;
+    let mut insns = vec![0u64; n];
+    // SAFETY: the buffer holds n instructions of 8 bytes, the count the
+    // kernel just gave for this filter (a stopped tracee's filters do not change).
+    let got = unsafe { ptrace(lp::PTRACE_SECCOMP_GET_FILTER, pid, index, insns.as_mut_ptr() as usize) }?;
+    insns.truncate(got);
+    Ok(insns)
+}
+
+/// PTRACE_SECCOMP_GET_METADATA: the SECCOMP_FILTER_FLAG_* flags filter
+/// `index` was installed with (those the kernel keeps: LOG).
+pub fn seccomp_get_flags(pid: Pid, index: usize) -> Result<u64> {
+    let mut md = [index as u64, 0u64];
+    // SAFETY: addr is the size of `struct seccomp_metadata` (two u64), which
+    // the kernel reads and fills.
+    unsafe { ptrace(lp::PTRACE_SECCOMP_GET_METADATA, pid, 16, md.as_mut_ptr() as usize) }?;
+    Ok(md[1])
 }
 
 #[cfg(test)]

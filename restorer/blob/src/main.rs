@@ -326,6 +326,11 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
     // as glibc's SIGEV_THREAD timers do), which must exist to be named.
     // Signals stay blocked until the engine sets the final masks.
     posix_timers(cx)?;
+    // Before the credentials drop what installing needs (CAP_SYS_ADMIN
+    // when the task has no no_new_privs), after the threads so that TSYNC
+    // gives them the same filters. The engine traces the tree with the
+    // filters suspended until it lets it go.
+    seccomp(cx)?;
     creds(cx)?;
 
     if cx.plan.mdwe != 0 {
@@ -987,6 +992,30 @@ fn membarrier(cx: &mut Ctx) -> Result<(), Fail> {
             let r = sys::membarrier(cmd, 0);
             cx.ck(r, cmd as u64)?;
         }
+    }
+    Ok(())
+}
+
+/// Installs the plan's seccomp filters (see [`plan::Plan::seccomp`]).
+fn seccomp(cx: &mut Ctx) -> Result<(), Fail> {
+    const SECCOMP_SET_MODE_FILTER: u64 = 1;
+    const SECCOMP_FILTER_FLAG_TSYNC: u64 = 1;
+    let words: &[u64] = cx.table(cx.plan.seccomp);
+    if words.is_empty() {
+        return Ok(());
+    }
+    cx.step(Step::Seccomp)?;
+    let mut i = 0;
+    while i < words.len() {
+        let (flags, len) = (words[i] >> 32, (words[i] & 0xffff_ffff) as usize);
+        let insns = words.get(i + 1..i + 1 + len).ok_or(Fail)?;
+        // struct sock_fprog: an unsigned short count, then the pointer.
+        let prog: [u64; 2] = [len as u64, insns.as_ptr() as u64];
+        let r = sys::seccomp(SECCOMP_SET_MODE_FILTER, flags | SECCOMP_FILTER_FLAG_TSYNC, prog.as_ptr() as u64);
+        // TSYNC names a thread it could not synchronise by its tid.
+        let (r, detail) = if r > 0 { (-1, r as u64) } else { (r, i as u64) };
+        cx.ck(r, detail)?;
+        i += 1 + len;
     }
     Ok(())
 }

@@ -174,6 +174,9 @@ pub fn sigaltstack(ss: *const u8) -> i64 {
 pub fn set_tid_address(p: u64) -> i64 {
     sc!(set_tid_address, p)
 }
+pub fn seccomp(op: u64, flags: u64, args: u64) -> i64 {
+    sc!(seccomp, op, flags, args)
+}
 pub fn set_robust_list(head: u64, len: u64) -> i64 {
     sc!(set_robust_list, head, len)
 }

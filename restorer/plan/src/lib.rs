@@ -367,6 +367,7 @@ pub enum Step {
     Aio = 29,
     RobustList = 30,
     Mdwe = 31,
+    Seccomp = 32,
     Finish = 22,
 }
 
@@ -395,6 +396,7 @@ impl Step {
             19 => "rseq",
             30 => "set_robust_list",
             31 => "PR_SET_MDWE (memory-deny-write-execute)",
+            32 => "install seccomp filters",
             20 => "queue pending signals",
             21 => "credentials",
             23 => "create threads",
@@ -640,6 +642,11 @@ pub struct Plan {
     pub _pad_mdwe: u32,
     /// AioRing table: the native AIO contexts, placeholders included.
     pub aio: Table,
+    /// Seccomp filters to install, oldest first, as u64 words: per filter a
+    /// header `flags << 32 | instruction count`, then its instructions
+    /// (`struct sock_filter`, one word each). Installed with TSYNC, for
+    /// every thread.
+    pub seccomp: Table,
     /// Progress and failure details, written by the blob.
     pub failure: Failure,
 }

@@ -98,6 +98,10 @@
 //! - `trap_thread`: (with `trap_pending`) a second thread with SIGTRAP
 //!   queued to itself (value 0x9999); on each check it takes its own off
 //!   with sigtimedwait, verifies it and queues it again (`trap_thread=ok`);
+//! - `seccomp`: no_new_privs and two seccomp filters for every thread
+//!   (TSYNC): uname fails with errno 77, getppid with errno 78 (the second
+//!   installed with SECCOMP_FILTER_FLAG_LOG); the check calls both and
+//!   reads each thread's Seccomp and Seccomp_filters (`seccomp=ok`);
 //! - `mdwe`: prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN); the check reads
 //!   it back and sees a writable, executable mapping refused (`mdwe=ok`);
 //! - `sched`: the main thread at nice 5 with I/O priority best-effort 6 and
@@ -1352,6 +1356,37 @@ fn clone_with(flags: i32) -> i32 {
     pid
 }
 
+/// A filter: system call `nr` fails with `errno`, everything else runs.
+fn errno_filter(nr: i64, errno: u32) -> [u64; 4] {
+    let insn = |code: u16, jt: u8, jf: u8, k: u32| -> u64 {
+        code as u64 | (jt as u64) << 16 | (jf as u64) << 24 | (k as u64) << 32
+    };
+    [
+        insn(0x20, 0, 0, 0),                   // ld [0]: the system call number
+        insn(0x15, 0, 1, nr as u32),           // jeq nr
+        insn(0x06, 0, 0, 0x0005_0000 | errno), // ret ERRNO(errno)
+        insn(0x06, 0, 0, 0x7fff_0000),         // ret ALLOW
+    ]
+}
+
+/// The `seccomp` feature (see the module docs).
+fn install_seccomp() {
+    const SECCOMP_SET_MODE_FILTER: i64 = 1;
+    const TSYNC: i64 = 1;
+    const LOG: i64 = 2;
+    // SAFETY: prctl with integers; seccomp reads a sock_fprog pointing at a
+    // local program.
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        for (nr, errno, flags) in [(libc::SYS_uname, 77, TSYNC), (libc::SYS_getppid, 78, TSYNC | LOG)] {
+            let prog = errno_filter(nr, errno);
+            let fprog: [u64; 2] = [prog.len() as u64, prog.as_ptr() as u64];
+            let r = libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, fprog.as_ptr());
+            assert_eq!(r, 0, "seccomp: {}", std::io::Error::last_os_error());
+        }
+    }
+}
+
 /// The `sched` feature (see the module docs).
 struct Sched {
     tid: i32,
@@ -1614,6 +1649,10 @@ fn main() {
     let pause = has("pause");
     let kernel = KernelState::setup(&has, &arg);
     let sched = has("sched").then(Sched::setup);
+    let seccomp = has("seccomp");
+    if seccomp {
+        install_seccomp();
+    }
     let mdwe = has("mdwe");
     if mdwe {
         // SAFETY: prctl with integer arguments.
@@ -1717,6 +1756,26 @@ fn main() {
         ids.check(&mut it);
         if let Some(s) = &sched {
             s.check(&mut it, checks);
+        }
+        if seccomp {
+            // SAFETY: system calls with integer arguments or a local buffer.
+            let (u, ue, g, ge) = unsafe {
+                let mut n: libc::utsname = std::mem::zeroed();
+                let u = libc::syscall(libc::SYS_uname, &mut n as *mut libc::utsname);
+                let ue = errno();
+                let g = libc::syscall(libc::SYS_getppid);
+                (u, ue, g, errno())
+            };
+            let mut threads = Vec::new();
+            for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+                let st = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+                let f = |k: &str| st.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string());
+                threads.push((f("Seccomp:"), f("Seccomp_filters:")));
+            }
+            let all = threads.iter().all(|t| t.0.as_deref() == Some("2") && t.1.as_deref() == Some("2"));
+            it.expect("seccomp", u == -1 && ue == 77 && g == -1 && ge == 78 && all && threads.len() >= 2, || {
+                format!("{u}/{ue}:{g}/{ge}:{threads:?}")
+            });
         }
         if mdwe {
             // SAFETY: prctl with integer arguments; a fresh anonymous mapping
