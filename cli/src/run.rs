@@ -292,8 +292,9 @@ mod tests {
 
     #[test]
     fn exit_codes() {
-        assert_eq!(exit("dump -t 1 -s"), 1);
-        assert_eq!(exit("dump -t 1"), 1);
+        // No such process: a failure, not a refusal.
+        assert_eq!(exit("dump -t 4194303 -s"), 1);
+        assert_eq!(exit("dump -t 4194303"), 1);
         assert_eq!(exit("restore -t 1 --veth-pair a=b"), EXIT_REFUSED);
         // Usage errors (2) are checked in opts.rs: clap prints them itself,
         // past the test harness's capture.

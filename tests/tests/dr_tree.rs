@@ -907,8 +907,12 @@ fn unix_socket_to_the_outside_needs_ext_unix_sk() {
         let dir = s.data().to_string_lossy().into_owned();
         let roles = ["root", "c1", "c2", "c3"];
         let t = cx.start(&s, "unix", &[&dir], &roles);
-        // Dump only c1's subtree... c1 is a leaf: its connection's peer is root's.
-        let err = do_dump(t.pid("c1"), &s.images(), false).expect_err("a socket with its peer outside");
+        // Dump only c1's subtree... c1 is a leaf: its connection's peer is
+        // root's. It does not lead its session: a shell job.
+        let err = dump(&DumpOptions { pid: Pid(t.pid("c1")), dir: s.images(), shell_job: true, ..Default::default() })
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+            .expect_err("a socket with its peer outside");
         eprintln!("expected error: {err}");
         assert!(err.contains("outside the dumped tree") && err.contains("--ext-unix-sk"), "unclear error: {err}");
         for p in t.pids() {

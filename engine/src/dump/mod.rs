@@ -124,6 +124,22 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     if matches!(status.state, proc::stat::TaskState::Zombie | proc::stat::TaskState::Dead) {
         return Err(Error::task(pid, "is a zombie: nothing to dump"));
     }
+    // A root in a session it does not lead can come back only inside that
+    // same session (which a restore elsewhere cannot join), so a dump that
+    // kills it could leave nothing to restore: as CRIU does, it takes
+    // --shell-job (restored, it joins the session of the crtools that
+    // restores it), or its session leader dumped with it.
+    let stat = proc::stat::read(pid).ctx(pid, "read stat")?;
+    if stat.session != pid.0 && !opts.shell_job {
+        return Err(Error::refuse(
+            pid,
+            format!(
+                "is not a session leader (its session {} is not dumped with it): dump it with --shell-job, \
+                 or dump the tree of its session leader",
+                stat.session
+            ),
+        ));
+    }
     // Create the directory before touching any task: an unwritable
     // directory fails here with the tree untouched.
     let parent = match (&opts.parent, opts.track_mem) {
