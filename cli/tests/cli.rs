@@ -917,3 +917,36 @@ fn cat_on_the_callers_pipes_keeps_them_after_restore() {
     assert!(restored, "restore: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(got, "two\nthree\n", "cat after restore");
 }
+
+/// A task that may open no new descriptor (RLIMIT_NOFILE at its three
+/// stdio descriptors, as sshd's pre-auth sandbox does) cannot take the
+/// parasite's control socket: the dump fails naming the limit, and the task
+/// runs on untraced.
+#[test]
+fn no_room_for_a_descriptor_is_named() {
+    let mut child = sleeper("60");
+    let pid = child.id() as i32;
+    // Once it runs sleep (the loader opens files).
+    let t = Instant::now();
+    while state(pid) != Some('S')
+        || std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "sleep\n"
+    {
+        assert!(t.elapsed() < Duration::from_secs(10), "sleep did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let l = libc::rlimit { rlim_cur: 3, rlim_max: 3 };
+    // SAFETY: prlimit on our own child with a local struct (lowering needs
+    // no privilege).
+    assert_eq!(unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &l, std::ptr::null_mut()) }, 0);
+    let dir = tmpdir("nofile");
+    let out = crtools(&["dump", "-t", &pid.to_string(), "-D", dir.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "dumped");
+    assert!(err.contains("RLIMIT_NOFILE 3") && err.contains(&pid.to_string()), "{err}");
+    assert_eq!(state(pid), Some('S'), "the task does not sleep on");
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(st.contains("TracerPid:\t0\n"), "{st}");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

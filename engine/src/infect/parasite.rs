@@ -526,6 +526,21 @@ impl<'t> Parasite<'t> {
         let (ret, failed, _) = self.call(proto::Cmd::Init, as_bytes(&args), 0)?;
         if ret < 0 {
             log::debug!(task = pid.0; "task {pid}: parasite Init failed at step {failed}");
+            const EMFILE: i64 = 24;
+            if ret == -EMFILE {
+                // A sandbox (sshd's pre-auth child) may allow no new descriptor.
+                let lim = std::fs::read_to_string(crate::proc::pid_path(pid, "limits")).unwrap_or_default();
+                let nofile = lim
+                    .lines()
+                    .find(|l| l.starts_with("Max open files"))
+                    .map(|l| l.split_whitespace().collect::<Vec<_>>());
+                let n = nofile.as_ref().and_then(|w| w.get(3)).copied().unwrap_or("?");
+                return Err(InfectError::unexpected(
+                    pid,
+                    "parasite connect to the engine",
+                    format!("the task may open no new descriptor (EMFILE, RLIMIT_NOFILE {n}): not supported"),
+                ));
+            }
             return Err(InfectError::errno(pid, "parasite connect to the engine", crate::sys::Errno::new(-ret as i32)));
         }
         self.task_sock = Some(ret as i32);
