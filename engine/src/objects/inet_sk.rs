@@ -44,7 +44,11 @@
 //! checked. Segments are checked against the connection's MD5 keys, which
 //! a forged one lacks: a half-closed connection with TCP_MD5SIG keys is
 //! refused (but in FIN-WAIT-1, which needs no forged segment). TIME-WAIT connections have no descriptor and are not dumped;
-//! SYN-SENT and SYN-RECV (a connection still opening) are refused.
+//! a connection still opening (SYN-SENT) is held silent in repair mode
+//! at dump and its initial sequence number read; restored, it is bound to
+//! its port with that number and connects again once every task exists:
+//! its SYN (the same one, for the peer) goes out and the handshake
+//! completes when the peer answers. SYN-RECV has no descriptor.
 //!
 //! UDP queues are refilled from the datagrams' senders
 //! (a restored socket bound to the sender's address, or a temporary one),
@@ -52,7 +56,7 @@
 //! leave repair mode (an established one sends a window probe, which makes
 //! the peer answer) and get their options.
 //!
-//! Not handled, refused by name: connections still opening (SYN-SENT),
+//! Not handled, refused by name:
 //! half-closed ones with TCP_MD5SIG keys (but FIN-WAIT-1), connections waiting in a
 //! listener's accept queue, a connection that ended (CLOSE) but is still
 //! held, a corked UDP socket or one with data held back by MSG_MORE (or
@@ -93,6 +97,7 @@ const TCP_ESTABLISHED: u32 = 1;
 const TCP_FIN_WAIT1: u32 = 4;
 const TCP_FIN_WAIT2: u32 = 5;
 const TCP_CLOSE: u32 = 7;
+const TCP_SYN_SENT: u32 = 2;
 const TCP_CLOSE_WAIT: u32 = 8;
 const TCP_LAST_ACK: u32 = 9;
 const TCP_LISTEN: u32 = 10;
@@ -517,6 +522,26 @@ pub fn dump(
                     entry.state = st;
                     entry.tcp = Some(t);
                 }
+                TCP_SYN_SENT => {
+                    // Its peer has no name yet: inet_diag knows where it goes.
+                    let to = diag.as_ref().filter(|d| d.dport != 0).map(|d| SkAddr {
+                        family: d.family as u32,
+                        addr: d.dst,
+                        port: d.dport,
+                        flowinfo: 0,
+                        scope_id: 0,
+                    });
+                    let conn = format!("TCP connection {} (SYN-SENT)", ends(local, to));
+                    if !cx.tcp_established {
+                        return Err(r(format!("{conn}: dump with --tcp-established to checkpoint it")));
+                    }
+                    let (Some(_), Some(_)) = (local, to) else {
+                        return Err(e(format!("{conn}: without both addresses")));
+                    };
+                    let snd_seq = dump_syn_sent(s, &entry.opts, out).map_err(|m| e(format!("{conn}: {m}")))?;
+                    entry.peer = to;
+                    entry.tcp = Some(TcpStream { snd_seq, ..Default::default() });
+                }
                 st => {
                     // A connection still opening has no peer name yet:
                     // inet_diag knows where it goes.
@@ -525,8 +550,8 @@ pub fn dump(
                         Some(SkAddr { family: d.family as u32, addr: d.dst, port: d.dport, flowinfo: 0, scope_id: 0 })
                     });
                     return Err(r(format!(
-                        "TCP connection {} in state {}: not supported (only ESTABLISHED, FIN-WAIT-1, \
-                         FIN-WAIT-2, CLOSE-WAIT, LAST-ACK and CLOSING connections are)",
+                        "TCP connection {} in state {}: not supported (only SYN-SENT, ESTABLISHED, \
+                         FIN-WAIT-1, FIN-WAIT-2, CLOSE-WAIT, LAST-ACK and CLOSING connections are)",
                         ends(local, to),
                         state_text(st)
                     )));
@@ -884,8 +909,11 @@ const TCP_NOTSENT_LOWAT: u32 = 25;
 /// Reads a connection in repair mode (left on: see the module docs): its
 /// state, as it is once nothing reaches it any more, and its stream.
 /// `peek_off` is the task's SO_PEEK_OFF, put back after reading.
-fn dump_stream(s: OwnedFd, o: &InetSkOpts, out: &mut FileImages) -> std::result::Result<(u32, TcpStream), String> {
-    let (reuseaddr, peek_off, own_filter) = (o.reuseaddr, o.peek_off, o.filter.clone());
+/// Puts a connection into repair mode and keeps it silent from now on
+/// (see [`DROP_ALL`]; a locked filter stays), held in `out` to be let go
+/// or handed over with the dump's end; a descriptor of it to read it.
+fn hold_in_repair(s: OwnedFd, o: &InetSkOpts, out: &mut FileImages) -> std::result::Result<OwnedFd, String> {
+    let (reuseaddr, own_filter) = (o.reuseaddr, o.filter.clone());
     let fd = s.as_fd();
     match sk::set_tcp_repair(fd, sk::TCP_REPAIR_ON) {
         Ok(()) => {}
@@ -893,7 +921,6 @@ fn dump_stream(s: OwnedFd, o: &InetSkOpts, out: &mut FileImages) -> std::result:
         Err(e) => return Err(format!("TCP_REPAIR: {e}")),
     }
     let fdc = s.try_clone().map_err(|e| format!("dup: {e}"))?;
-    // Nothing reaches it from now on (see DROP_ALL); a locked filter stays.
     let filter = match inet::attach_filter(fd, &DROP_ALL) {
         Ok(()) => Some(own_filter),
         Err(e) => {
@@ -902,6 +929,27 @@ fn dump_stream(s: OwnedFd, o: &InetSkOpts, out: &mut FileImages) -> std::result:
         }
     };
     out.inet_repair.push(Repaired { fd: s, reuseaddr, filter });
+    Ok(fdc)
+}
+
+/// A connection still opening (SYN-SENT), held silent so that a SYN-ACK
+/// arriving now cannot complete it behind the dump's back: its initial
+/// sequence number plus one (write_seq).
+fn dump_syn_sent(s: OwnedFd, o: &InetSkOpts, out: &mut FileImages) -> std::result::Result<u32, String> {
+    let fdc = hold_in_repair(s, o, out)?;
+    let fd = fdc.as_fd();
+    let state = inet::tcp_info(fd).map_err(|e| format!("TCP_INFO: {e}"))?.state as u32;
+    if state != TCP_SYN_SENT {
+        return Err(format!("changed to state {} while being dumped", state_text(state)));
+    }
+    inet::set_opt_int(fd, SOL_TCP, inet::TCP_REPAIR_QUEUE, inet::TCP_SEND_QUEUE)
+        .map_err(|e| format!("TCP_REPAIR_QUEUE: {e}"))?;
+    Ok(inet::get_opt_int(fd, SOL_TCP, inet::TCP_QUEUE_SEQ).map_err(|e| format!("TCP_QUEUE_SEQ: {e}"))? as u32)
+}
+
+fn dump_stream(s: OwnedFd, o: &InetSkOpts, out: &mut FileImages) -> std::result::Result<(u32, TcpStream), String> {
+    let peek_off = o.peek_off;
+    let fdc = hold_in_repair(s, o, out)?;
     let fd = fdc.as_fd();
     let info = inet::tcp_info(fd).map_err(|e| format!("TCP_INFO: {e}"))?;
     let state = info.state as u32;
@@ -1044,9 +1092,9 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     }
     // Before anything is touched: a connection in a state crtools does not
     // build is a bad image.
-    if let Some(u) =
-        socks.iter().find(|u| u.tcp.is_some() && (u.proto != inet::IPPROTO_TCP || Fins::of(u.state).is_none()))
-    {
+    if let Some(u) = socks.iter().find(|u| {
+        u.tcp.is_some() && (u.proto != inet::IPPROTO_TCP || (Fins::of(u.state).is_none() && u.state != TCP_SYN_SENT))
+    }) {
         return Err(err(u, "a repaired connection in a state crtools does not restore".into()));
     }
     // The dump's connections, held silent since, come back: closed
@@ -1190,6 +1238,9 @@ pub(crate) fn pre_bind_opts(
 fn create(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), String> {
     // Before any segment: a peer that signs expects every one signed.
     add_md5_keys(fd, u)?;
+    if let (Some(t), TCP_SYN_SENT) = (&u.tcp, u.state) {
+        return prepare_syn_sent(fd, u, t);
+    }
     if let Some(t) = &u.tcp {
         // Silent until it goes live, but for crtools' own segments (SILENT).
         inet::attach_filter(fd, &SILENT).map_err(|e| format!("SO_ATTACH_FILTER: {e}"))?;
@@ -1213,6 +1264,25 @@ fn create(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), String
         sk::listen(fd, u.backlog as i32).map_err(|e| format!("listen: {e}"))?;
     }
     Ok(())
+}
+
+/// A connection that was opening: bound to its local address, with its
+/// initial sequence number, to connect (and send its SYN again, the same
+/// one for the peer) once every task exists ([`go_live`]).
+fn prepare_syn_sent(fd: BorrowedFd<'_>, u: &InetSkEntry, t: &TcpStream) -> std::result::Result<(), String> {
+    let Some(local) = u.local else { return Err("a connection without its local address".into()) };
+    pre_bind(fd, u)?;
+    // Repair mode: the sequence number can be set, and the port taken even
+    // from a connection of the dead tree lingering on it.
+    sk::set_tcp_repair(fd, sk::TCP_REPAIR_ON).map_err(|e| format!("TCP_REPAIR: {e}"))?;
+    inet::bind(fd, &local.to_sys()).map_err(|e| format!("bind to {local}: {e}"))?;
+    let set =
+        |name: u32, v: i32, what: &str| inet::set_opt_int(fd, SOL_TCP, name, v).map_err(|e| format!("{what}: {e}"));
+    set(inet::TCP_REPAIR_QUEUE, inet::TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE")?;
+    // write_seq counts the SYN: the initial sequence number is one less,
+    // and connect outside repair mode starts from it.
+    set(inet::TCP_QUEUE_SEQ, t.snd_seq.wrapping_sub(1) as i32, "TCP_QUEUE_SEQ (send)")?;
+    sk::set_tcp_repair(fd, sk::TCP_REPAIR_OFF).map_err(|e| format!("leave repair mode: {e}"))
 }
 
 /// Builds a connection in repair mode: as if established, with the
@@ -1496,6 +1566,20 @@ fn write_queue(
 /// Leaves repair mode (an established connection sends a window probe,
 /// which makes the peer answer), sets options.
 fn go_live(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), String> {
+    if u.state == TCP_SYN_SENT {
+        let Some(peer) = u.peer else { return Err("a connection without its peer".into()) };
+        set_opts(fd, u)?;
+        // Connected without blocking whatever the task's own flag (set
+        // again right after): the SYN goes out, the handshake completes
+        // when the peer answers, as it would have.
+        let status = crate::sys::fs::OpenFlags::from_bits_retain((u.flags & OpenFlags::O_NONBLOCK).bits());
+        crate::sys::fs::fcntl_setfl(fd, crate::sys::fs::OpenFlags::O_NONBLOCK).map_err(|e| format!("F_SETFL: {e}"))?;
+        match inet::connect(fd, &peer.to_sys()) {
+            Ok(()) | Err(Errno::EINPROGRESS) => {}
+            Err(e) => return Err(format!("connect to {peer}: {e}")),
+        }
+        return crate::sys::fs::fcntl_setfl(fd, status).map_err(|e| format!("F_SETFL: {e}"));
+    }
     // Segments reach it again (its own filter, if it had one, is set below).
     match inet::detach_filter(fd) {
         Ok(()) | Err(Errno::ENOENT) => {}
