@@ -122,6 +122,19 @@ pub fn probe_guard_regions() -> Result<String, String> {
     Ok("MADV_GUARD_INSTALL works, pagemap bit 58 marks guard pages".to_string())
 }
 
+/// PR_GET_MDWE answers: a task's memory-deny-write-execute setting can be
+/// read (dumped) and set again (Linux 6.3).
+pub fn probe_mdwe() -> Result<String, String> {
+    match crate::sys::misc::get_mdwe() {
+        Ok(v) => Ok(format!("PR_GET_MDWE works (crtools' own flags: {v:#x})")),
+        Err(e) => Err(errno_why(
+            "prctl(PR_GET_MDWE)",
+            e,
+            &[(crate::sys::Errno::EINVAL, "kernel before 6.3: no task can be under memory-deny-write-execute")],
+        )),
+    }
+}
+
 /// Soft-dirty tracking: after `clear_refs 4` the bit is 0, after a write 1.
 /// Without CONFIG_MEM_SOFT_DIRTY the kernel accepts the clear but never sets
 /// bit 55, which this tells apart from a clear that does not work.

@@ -326,6 +326,12 @@ pub const PROBES: &[ProbeDef] = &[
         about: "group-stops of seized tasks and PTRACE_LISTEN (dumping stopped tasks as stopped)",
     },
     ProbeDef {
+        name: "mdwe",
+        need: Optional,
+        run: mem::probe_mdwe,
+        about: "PR_GET_MDWE reads a task's memory-deny-write-execute flags (dumped and set again)",
+    },
+    ProbeDef {
         name: "rseq",
         need: Optional,
         run: ptrace::probe_rseq,

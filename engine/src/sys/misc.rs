@@ -491,6 +491,13 @@ pub unsafe fn set_mm(opt: PrSetMm, value: u64) -> Result<()> {
     unsafe { prctl(lpr::PR_SET_MM, opt as usize, value as usize, 0, 0) }.map(drop)
 }
 
+/// PR_GET_MDWE: this process's memory-deny-write-execute flags.
+pub fn get_mdwe() -> Result<u32> {
+    const PR_GET_MDWE: u32 = 66;
+    // SAFETY: prctl with integer arguments only.
+    unsafe { prctl(PR_GET_MDWE, 0, 0, 0, 0) }.map(|v| v as u32)
+}
+
 /// PR_SET_MM_MAP_SIZE: the size of `struct prctl_mm_map` the kernel expects.
 pub fn prctl_mm_map_size() -> Result<u32> {
     let mut size = 0u32;
