@@ -1122,8 +1122,8 @@ fn membarrier_registrations_survive() {
     });
 }
 
-/// Per-thread scheduling (policy, nice, I/O priority, timer slack) comes
-/// back for each thread; a thread's robust futex list is registered again,
+/// Per-thread scheduling (policy, nice, I/O priority, timer slack, CPU
+/// affinity) comes back for each thread; a thread's robust futex list is registered again,
 /// so a thread that dies holding a robust mutex after restore hands it on
 /// with EOWNERDEAD instead of leaving its waiters blocked for ever.
 #[test]
@@ -1133,13 +1133,15 @@ fn scheduling_and_robust_futexes_survive() {
         let mut t = cx.start(&s, "sched,sigact", None);
         let c = t.check();
         c.assert_ok();
-        c.assert_item("sched_main", "ok");
-        c.assert_item("sched_thread", "ok");
+        for k in ["sched_main", "sched_thread", "affinity_main", "affinity_thread"] {
+            c.assert_item(k, "ok");
+        }
         dump_and_restore(&mut t, &s);
         let c = t.check();
         c.assert_ok();
-        c.assert_item("sched_main", "ok");
-        c.assert_item("sched_thread", "ok");
+        for k in ["sched_main", "sched_thread", "affinity_main", "affinity_thread"] {
+            c.assert_item(k, "ok");
+        }
         c.assert_item("robust", "ok");
     });
 }

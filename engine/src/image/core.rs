@@ -303,7 +303,7 @@ impl Describe for RestartSleep {
 }
 
 /// A thread's scheduling parameters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sched {
     /// SCHED_OTHER (0), SCHED_FIFO, SCHED_RR, SCHED_BATCH, SCHED_IDLE...
     pub policy: u32,
@@ -315,6 +315,9 @@ pub struct Sched {
     pub ioprio: u32,
     /// Timer slack in nanoseconds (PR_GET_TIMERSLACK).
     pub timerslack_ns: u64,
+    /// CPU affinity mask (sched_getaffinity; CPU n is bit n % 64 of word
+    /// n / 64; empty: not recorded) (format version 8).
+    pub cpus: Vec<u64>,
 }
 
 impl Describe for Sched {
@@ -325,6 +328,7 @@ impl Describe for Sched {
             .f("nice", self.nice as i64)
             .f("ioprio", format!("{:#x}", self.ioprio))
             .f("timerslack_ns", self.timerslack_ns)
+            .f("cpus", cpu_list(&self.cpus))
             .done()
     }
 }
@@ -342,6 +346,24 @@ impl Describe for SeccompFilter {
     fn describe(&self) -> Node {
         Obj::new().f("flags", format!("{:#x}", self.flags)).f("instructions", self.insns.len() as u64).done()
     }
+}
+
+/// A CPU mask as a list (`0-3,6`).
+pub fn cpu_list(mask: &[u64]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let on = |n: usize| mask.get(n / 64).is_some_and(|w| w & (1 << (n % 64)) != 0);
+    let mut n = 0;
+    while n < mask.len() * 64 {
+        if on(n) {
+            let start = n;
+            while n + 1 < mask.len() * 64 && on(n + 1) {
+                n += 1;
+            }
+            out.push(if start == n { start.to_string() } else { format!("{start}-{n}") });
+        }
+        n += 1;
+    }
+    out.join(",")
 }
 
 /// A thread's robust futex list as it registered it (set_robust_list): the
@@ -728,5 +750,18 @@ impl Describe for Cgroup {
 impl Describe for CoreEntry {
     fn describe(&self) -> Node {
         Obj::new().f("tid", self.tid).d("thread", &self.thread).d("process", &self.process).done()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_list;
+
+    #[test]
+    fn cpu_masks_read_as_lists() {
+        assert_eq!(cpu_list(&[0b1011]), "0-1,3");
+        assert_eq!(cpu_list(&[0, 1]), "64");
+        assert_eq!(cpu_list(&[u64::MAX, 1]), "0-64");
+        assert_eq!(cpu_list(&[]), "");
     }
 }

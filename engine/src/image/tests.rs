@@ -52,6 +52,7 @@ pub(crate) fn sample_core(tid: u32, leader: bool) -> CoreEntry {
                 nice: 7,
                 ioprio: (2 << 13) | 5,
                 timerslack_ns: 50_000,
+                cpus: vec![0b1011],
             },
             sleep: Some(crate::image::core::RestartSleep {
                 clock: 1,

@@ -209,12 +209,14 @@ pub fn sched_of(pid: Pid, tid: Pid) -> Result<crate::image::core::Sched> {
     let slack = proc::read_text(tid, "timerslack_ns").ctx(tid, "read timerslack_ns")?;
     let timerslack_ns =
         slack.trim().parse().map_err(|_| Error::task(tid, format!("timerslack_ns: {:?}", slack.trim())))?;
+    let cpus = crate::sys::misc::sched_getaffinity(tid).ctx(tid, "sched_getaffinity")?;
     Ok(crate::image::core::Sched {
         policy: st.policy,
         rt_priority: st.rt_priority,
         nice: st.nice as i32,
         ioprio,
         timerslack_ns,
+        cpus,
     })
 }
 
@@ -224,6 +226,20 @@ pub fn restore_sched(tid: Pid, s: &crate::image::core::Sched) -> Result<()> {
     crate::sys::misc::set_thread_nice(tid, s.nice).ctx(tid, "setpriority")?;
     if s.ioprio != 0 {
         crate::sys::misc::ioprio_set(tid, s.ioprio).ctx(tid, "ioprio_set")?;
+    }
+    // Exactly the dumped CPUs: a CPU this machine lacks (or the restoring
+    // crtools may not use) is an error naming them, not a narrower mask.
+    if !s.cpus.is_empty() {
+        let list = crate::image::core::cpu_list(&s.cpus);
+        crate::sys::misc::sched_setaffinity(tid, &s.cpus)
+            .map_err(|e| Error::task(tid, format!("sched_setaffinity to CPUs {list}: {e}")))?;
+        let now = crate::sys::misc::sched_getaffinity(tid).ctx(tid, "sched_getaffinity")?;
+        if now != s.cpus {
+            return Err(Error::task(
+                tid,
+                format!("ran on CPUs {list}, can run only on {} here", crate::image::core::cpu_list(&now)),
+            ));
+        }
     }
     // Images of format 5 and older hold no timer slack (0): leave the
     // inherited one.

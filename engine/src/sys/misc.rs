@@ -885,6 +885,29 @@ pub fn ioprio_set(tid: Pid, prio: u32) -> Result<()> {
     unsafe { syscalls::syscall3(Sysno::ioprio_set, IOPRIO_WHO_PROCESS, tid.0 as usize, prio as usize) }.map(drop)
 }
 
+/// sched_getaffinity(tid): the CPUs a thread may run on, as a mask of
+/// 64-bit words (CPU n is bit n % 64 of word n / 64).
+pub fn sched_getaffinity(tid: Pid) -> Result<Vec<u64>> {
+    // Room for 8192 CPUs; the kernel says how many bytes it wrote.
+    let mut mask = vec![0u64; 128];
+    // SAFETY: the kernel writes at most the buffer's size in bytes.
+    let n = unsafe {
+        syscalls::syscall3(Sysno::sched_getaffinity, tid.0 as usize, mask.len() * 8, mask.as_mut_ptr() as usize)
+    }?;
+    mask.truncate(n.div_ceil(8));
+    while mask.last() == Some(&0) {
+        mask.pop();
+    }
+    Ok(mask)
+}
+
+/// sched_setaffinity(tid, mask).
+pub fn sched_setaffinity(tid: Pid, mask: &[u64]) -> Result<()> {
+    // SAFETY: the kernel reads `mask.len() * 8` bytes from the slice.
+    unsafe { syscalls::syscall3(Sysno::sched_setaffinity, tid.0 as usize, mask.len() * 8, mask.as_ptr() as usize) }
+        .map(drop)
+}
+
 /// sched_setscheduler(tid, policy, {rt_priority}).
 pub fn set_thread_scheduler(tid: Pid, policy: u32, rt_priority: u32) -> Result<()> {
     let param = rt_priority as i32;

@@ -106,8 +106,10 @@
 //!   it back and sees a writable, executable mapping refused (`mdwe=ok`);
 //! - `sched`: the main thread at nice 5 with I/O priority best-effort 6 and
 //!   a timer slack of 123456 ns; a second thread SCHED_BATCH at nice 3, I/O
-//!   priority idle and 777000 ns of slack, holding a robust mutex. Each
-//!   check compares all of them (`sched_main= sched_thread=`); from the
+//!   priority idle and 777000 ns of slack, holding a robust mutex; the
+//!   main thread pinned to the last CPU it may use, the other to the
+//!   first. Each check compares all of them (`sched_main= sched_thread=
+//!   affinity_main= affinity_thread=`); from the
 //!   second check on, the thread is first told to exit still holding the
 //!   mutex, and the main thread must then get it with EOWNERDEAD (the
 //!   kernel walks the dead thread's robust list): `robust=ok`.
@@ -1394,6 +1396,8 @@ struct Sched {
     /// Written by the check to let the thread exit (holding the mutex).
     release: i32,
     thread: std::cell::Cell<Option<std::thread::JoinHandle<()>>>,
+    /// The CPUs the main thread and the second one are pinned to.
+    cpus: (usize, usize),
 }
 
 const IOPRIO_WHO_PROCESS: i32 = 1;
@@ -1401,6 +1405,35 @@ const PR_SET_MDWE: i32 = 65;
 const PR_GET_MDWE: i32 = 66;
 const IOPRIO_BE_6: i64 = (2 << 13) | 6;
 const IOPRIO_IDLE: i64 = 3 << 13;
+
+/// The CPUs `tid` may run on (sched_getaffinity), as a list.
+fn affinity(tid: i32) -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; the kernel fills it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+    }
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin(cpu: usize) {
+    // SAFETY: as above; the kernel reads the set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0, "sched_setaffinity");
+    }
+}
+
+/// CPUs for the `sched` feature's two threads: the last and the first
+/// this process may use (the same one on a single CPU).
+fn sched_cpus() -> (usize, usize) {
+    let all = affinity(0);
+    (*all.last().unwrap_or(&0), *all.first().unwrap_or(&0))
+}
 
 /// The scheduling a thread is seen with from outside: policy, nice, I/O
 /// priority, timer slack.
@@ -1436,6 +1469,8 @@ impl Sched {
             assert_eq!(libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, IOPRIO_BE_6), 0);
             assert_eq!(libc::prctl(libc::PR_SET_TIMERSLACK, 123_456), 0);
         }
+        let (main_cpu, thread_cpu) = sched_cpus();
+        pin(main_cpu);
         let (tx, rx) = std::sync::mpsc::channel();
         let wait_fd = fds[0];
         let thread = std::thread::spawn(move || {
@@ -1448,6 +1483,7 @@ impl Sched {
                 assert_eq!(libc::prctl(libc::PR_SET_TIMERSLACK, 777_000), 0);
                 assert_eq!(libc::pthread_mutex_lock(m as *mut _), 0);
             }
+            pin(thread_cpu);
             // SAFETY: gettid has no preconditions.
             tx.send(unsafe { libc::gettid() }).unwrap();
             let mut b = [0u8; 1];
@@ -1456,7 +1492,7 @@ impl Sched {
             unsafe { libc::read(wait_fd, b.as_mut_ptr().cast(), 1) };
         });
         let tid = rx.recv().unwrap();
-        Sched { tid, mutex, release: fds[1], thread: std::cell::Cell::new(Some(thread)) }
+        Sched { tid, mutex, release: fds[1], thread: std::cell::Cell::new(Some(thread)), cpus: (main_cpu, thread_cpu) }
     }
 
     fn check(&self, it: &mut Items, checks: u64) {
@@ -1464,10 +1500,15 @@ impl Sched {
         let main = sched_seen(me);
         let want = (libc::SCHED_OTHER, 5, IOPRIO_BE_6, "123456".to_string());
         it.expect("sched_main", main == want, || format!("{main:?}"));
+        let (main_cpu, thread_cpu) = self.cpus;
+        let cpus = affinity(me);
+        it.expect("affinity_main", cpus == [main_cpu], || format!("{cpus:?}"));
         if let Some(t) = self.thread.take() {
             let th = sched_seen(self.tid);
             let want = (libc::SCHED_BATCH, 3, IOPRIO_IDLE, "777000".to_string());
             it.expect("sched_thread", th == want, || format!("{th:?}"));
+            let cpus = affinity(self.tid);
+            it.expect("affinity_thread", cpus == [thread_cpu], || format!("{cpus:?}"));
             if checks < 2 {
                 self.thread.set(Some(t));
                 return;
