@@ -1043,7 +1043,7 @@ fn lease_is_refused_or_restored_with_file_locks() {
 }
 
 #[test]
-fn oom_score_adj_and_loginuid_survive() {
+fn oom_score_adj_coredump_filter_and_loginuid_survive() {
     run("oom_loginuid", 90, |cx| {
         let s = Scratch::new("dr_task", "oom_loginuid");
         let mut t = cx.start(&s, "oom_loginuid,sigact", None);
@@ -1058,6 +1058,7 @@ fn oom_score_adj_and_loginuid_survive() {
         let c = t.check();
         c.assert_ok();
         c.assert_item("oom_score_adj", "ok");
+        c.assert_item("coredump_filter", "ok");
         c.assert_item("loginuid", "4242");
         let adj = std::fs::read_to_string(format!("/proc/{}/oom_score_adj", t.pid)).unwrap();
         assert_eq!(adj.trim(), "400");

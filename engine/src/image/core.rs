@@ -404,6 +404,8 @@ pub struct ProcessCore {
     pub root: RawStr,
     /// `/proc/pid/oom_score_adj`, -1000..=1000.
     pub oom_score_adj: i32,
+    /// `/proc/pid/coredump_filter` (format version 9; None in older images).
+    pub coredump_filter: Option<u32>,
     /// `/proc/pid/loginuid` (4294967295: never set); `None` without audit.
     pub loginuid: Option<u32>,
     /// membarrier(2) registrations.
@@ -728,6 +730,7 @@ impl Describe for ProcessCore {
             .d("rlimits", &self.rlimits)
             .f("sigactions", Node::Array(sigactions))
             .f("oom_score_adj", self.oom_score_adj as i64)
+            .f("coredump_filter", self.coredump_filter.map(|f| format!("{f:#x}")).unwrap_or_default())
             .f("loginuid", self.loginuid)
             .d("membarrier", &self.membarrier)
             .d("cgroups", &self.cgroups)

@@ -80,6 +80,7 @@ pub(crate) fn sample_core(tid: u32, leader: bool) -> CoreEntry {
             cwd: "/home/victim".into(),
             root: "/".into(),
             oom_score_adj: 400,
+            coredump_filter: Some(0x33),
             loginuid: Some(1234),
             membarrier: crate::image::core::MembarrierRegs::REGISTER_PRIVATE_EXPEDITED,
             cgroups: vec![crate::image::core::Cgroup {

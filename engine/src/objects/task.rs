@@ -543,6 +543,7 @@ pub fn dump_process_with(p: &mut Parasite<'_>, status: &proc::status::Status) ->
         cwd,
         root,
         oom_score_adj: read_oom_score_adj(pid)?,
+        coredump_filter: Some(read_coredump_filter(pid)?),
         // Filled in by the caller: they need the threads or the tracee.
         loginuid: None,
         membarrier: MembarrierRegs::empty(),
@@ -618,6 +619,22 @@ pub fn read_oom_score_adj(pid: Pid) -> Result<i32> {
 
 /// Sets `/proc/<pid>/oom_score_adj` from outside (lowering it needs
 /// CAP_SYS_RESOURCE); left alone when it is right already.
+/// `/proc/pid/coredump_filter`: which mappings a core dump of the process
+/// holds (bits of the mm, kept while the restorer replaces its mappings).
+pub fn read_coredump_filter(pid: Pid) -> Result<u32> {
+    let t = proc::read_text(pid, "coredump_filter").ctx(pid, "read coredump_filter")?;
+    u32::from_str_radix(t.trim(), 16).map_err(|_| Error::task(pid, format!("coredump_filter: {:?}", t.trim())))
+}
+
+/// Sets `/proc/pid/coredump_filter` to `value` if it is not that already.
+pub fn restore_coredump_filter(pid: Pid, value: u32) -> Result<()> {
+    if read_coredump_filter(pid)? == value {
+        return Ok(());
+    }
+    std::fs::write(proc::pid_path(pid, "coredump_filter"), format!("{value:#x}"))
+        .map_err(|e| Error::task(pid, format!("set coredump_filter to {value:#x}: {e}")))
+}
+
 pub fn restore_oom_score_adj(pid: Pid, value: i32) -> Result<()> {
     if read_oom_score_adj(pid)? == value {
         return Ok(());

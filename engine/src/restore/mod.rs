@@ -921,6 +921,9 @@ fn run_tree(
         let (pid, process) = (all[i].pid, tasks[i].process());
         crate::fault::check(crate::fault::Fault::RestoreCgroup)?;
         crate::objects::cgroup::restore(pid, &process.cgroups, &mounts)?;
+        if let Some(f) = process.coredump_filter {
+            task::restore_coredump_filter(pid, f)?;
+        }
         task::restore_oom_score_adj(pid, process.oom_score_adj)
     };
     let mut placed: BTreeSet<Pid> = BTreeSet::new();

@@ -63,7 +63,7 @@
 //! - `flock`, `posix_lock` (write, bytes 10..29), `ofd_lock` (read, bytes
 //!   10..29): ARG/locked opened read-write and locked; `lease`: ARG/leased
 //!   opened read-only with a read lease; the extra word is the fd;
-//! - `oom_loginuid`: oom_score_adj 400 and loginuid 4242 (extra word
+//! - `oom_loginuid`: oom_score_adj 400, coredump_filter 0x7d and loginuid 4242 (extra word
 //!   `loginuid-set` or `loginuid-refused`); the check reports both;
 //! - `membarrier`: registered for private expedited, private expedited
 //!   sync-core and global expedited (extra word `regs=` what
@@ -1574,6 +1574,7 @@ impl KernelState {
         let oom_loginuid = has("oom_loginuid");
         if oom_loginuid {
             std::fs::write("/proc/self/oom_score_adj", "400").expect("set oom_score_adj");
+            std::fs::write("/proc/self/coredump_filter", "0x7d").expect("set coredump_filter");
             // Reported, not fatal: the test skips when the kernel refuses.
             let r = std::fs::write("/proc/self/loginuid", LOGINUID.to_string());
             extra(if r.is_ok() { "loginuid-set".into() } else { "loginuid-refused".into() });
@@ -1625,6 +1626,8 @@ impl KernelState {
         if self.oom_loginuid {
             let oom = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap_or_default();
             it.expect("oom_score_adj", oom.trim() == "400", || oom.trim().to_string());
+            let cf = std::fs::read_to_string("/proc/self/coredump_filter").unwrap_or_default();
+            it.expect("coredump_filter", cf.trim() == "0000007d", || cf.trim().to_string());
             let uid = std::fs::read_to_string("/proc/self/loginuid").unwrap_or_default();
             it.put("loginuid", uid.trim());
         }
