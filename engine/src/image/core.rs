@@ -305,7 +305,8 @@ impl Describe for RestartSleep {
 /// A thread's scheduling parameters.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sched {
-    /// SCHED_OTHER (0), SCHED_FIFO, SCHED_RR, SCHED_BATCH, SCHED_IDLE...
+    /// SCHED_OTHER (0), SCHED_FIFO, SCHED_RR, SCHED_BATCH, SCHED_IDLE...,
+    /// with SCHED_RESET_ON_FORK (0x40000000) ORed in where the thread has it.
     pub policy: u32,
     /// Real-time priority (FIFO/RR).
     pub rt_priority: u32,

@@ -77,6 +77,10 @@ bitflags::bitflags! {
         const VMA_SHM_RDONLY = 1 << 14;
         /// A SysV shared memory VMA attached executable (SHM_EXEC).
         const VMA_SHM_EXEC = 1 << 15;
+        /// `MADV_SEQUENTIAL` (smaps `sr`).
+        const VMA_SEQUENTIAL = 1 << 16;
+        /// `MADV_RANDOM` (smaps `rr`).
+        const VMA_RANDOM = 1 << 17;
         /// Not restorable by this version.
         const VMA_UNSUPPORTED = 1 << 31;
     }

@@ -140,6 +140,8 @@ pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
         (VmFlags::MG, VmaStatus::VMA_MERGEABLE),
         (VmFlags::AC, VmaStatus::VMA_ACCOUNTED),
         (VmFlags::LF, VmaStatus::VMA_LOCKONFAULT),
+        (VmFlags::SR, VmaStatus::VMA_SEQUENTIAL),
+        (VmFlags::RR, VmaStatus::VMA_RANDOM),
     ] {
         if vf.contains(f) {
             status |= s;
@@ -1305,6 +1307,8 @@ pub fn plan(
             (VmaStatus::VMA_MERGEABLE, rp::ADV_MERGEABLE),
             (VmaStatus::VMA_LOCKED, rp::ADV_LOCKED),
             (VmaStatus::VMA_LOCKONFAULT, rp::ADV_LOCKONFAULT),
+            (VmaStatus::VMA_SEQUENTIAL, rp::ADV_SEQUENTIAL),
+            (VmaStatus::VMA_RANDOM, rp::ADV_RANDOM),
         ] {
             if v.status.contains(s) {
                 advice |= a;

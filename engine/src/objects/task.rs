@@ -210,8 +210,13 @@ pub fn sched_of(pid: Pid, tid: Pid) -> Result<crate::image::core::Sched> {
     let timerslack_ns =
         slack.trim().parse().map_err(|_| Error::task(tid, format!("timerslack_ns: {:?}", slack.trim())))?;
     let cpus = crate::sys::misc::sched_getaffinity(tid).ctx(tid, "sched_getaffinity")?;
+    // With SCHED_RESET_ON_FORK, which stat leaves out.
+    let policy = crate::sys::misc::sched_getscheduler(tid).ctx(tid, "sched_getscheduler")?;
+    if policy & !SCHED_RESET_ON_FORK != st.policy {
+        return Err(Error::task(tid, format!("changed its policy while dumped ({} then {policy:#x})", st.policy)));
+    }
     Ok(crate::image::core::Sched {
-        policy: st.policy,
+        policy,
         rt_priority: st.rt_priority,
         nice: st.nice as i32,
         ioprio,
@@ -219,6 +224,8 @@ pub fn sched_of(pid: Pid, tid: Pid) -> Result<crate::image::core::Sched> {
         cpus,
     })
 }
+
+const SCHED_RESET_ON_FORK: u32 = 0x4000_0000;
 
 /// Gives thread `tid` its dumped scheduling (from the engine: no injection).
 pub fn restore_sched(tid: Pid, s: &crate::image::core::Sched) -> Result<()> {

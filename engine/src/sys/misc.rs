@@ -908,6 +908,13 @@ pub fn sched_setaffinity(tid: Pid, mask: &[u64]) -> Result<()> {
         .map(drop)
 }
 
+/// sched_getscheduler(tid): the policy, with SCHED_RESET_ON_FORK (which
+/// /proc/PID/stat does not show) ORed in.
+pub fn sched_getscheduler(tid: Pid) -> Result<u32> {
+    // SAFETY: no memory arguments.
+    unsafe { syscalls::syscall1(Sysno::sched_getscheduler, tid.0 as usize) }.map(|v| v as u32)
+}
+
 /// sched_setscheduler(tid, policy, {rt_priority}).
 pub fn set_thread_scheduler(tid: Pid, policy: u32, rt_priority: u32) -> Result<()> {
     let param = rt_priority as i32;

@@ -99,6 +99,8 @@ const MADV_HUGEPAGE: i32 = 14;
 const MADV_NOHUGEPAGE: i32 = 15;
 const MADV_DONTDUMP: i32 = 16;
 const MADV_MERGEABLE: i32 = 12;
+const MADV_SEQUENTIAL: i32 = 2;
+const MADV_RANDOM: i32 = 1;
 const MADV_GUARD_INSTALL: i32 = 102;
 const MLOCK_ONFAULT: u32 = 1;
 const MCL_FUTURE: u32 = 2;
@@ -592,6 +594,8 @@ fn protect_vmas(cx: &mut Ctx) -> Result<(), Fail> {
             (plan::ADV_NOHUGEPAGE, MADV_NOHUGEPAGE),
             (plan::ADV_DONTDUMP, MADV_DONTDUMP),
             (plan::ADV_MERGEABLE, MADV_MERGEABLE),
+            (plan::ADV_SEQUENTIAL, MADV_SEQUENTIAL),
+            (plan::ADV_RANDOM, MADV_RANDOM),
         ] {
             if v.advice & bit != 0 {
                 let r = sys::madvise(v.start, len, adv);

@@ -169,6 +169,10 @@ pub const ADV_MERGEABLE: u32 = 32;
 pub const ADV_LOCKED: u32 = 64;
 /// [`Vma::advice`]: with [`ADV_LOCKED`], lock with MLOCK_ONFAULT.
 pub const ADV_LOCKONFAULT: u32 = 128;
+/// [`Vma::advice`]: MADV_SEQUENTIAL.
+pub const ADV_SEQUENTIAL: u32 = 256;
+/// [`Vma::advice`]: MADV_RANDOM.
+pub const ADV_RANDOM: u32 = 512;
 
 /// A run of pages to read from the pages image straight into place.
 #[repr(C)]

@@ -26,7 +26,8 @@
 //! - `mmflags DIR`: per-VMA and per-mm state beyond protections: a shared
 //!   mapping of a file opened read-write but mprotect'ed read-only (the
 //!   check makes it writable, writes through it, and protects it again),
-//!   guard regions (MADV_GUARD_INSTALL), MADV_WIPEONFORK, MADV_DONTFORK,
+//!   guard regions (MADV_GUARD_INSTALL), MADV_SEQUENTIAL, MADV_RANDOM,
+//!   MADV_WIPEONFORK, MADV_DONTFORK,
 //!   mlock and mlock2(MLOCK_ONFAULT), MADV_HUGEPAGE, MADV_NOHUGEPAGE,
 //!   MADV_MERGEABLE and PR_SET_THP_DISABLE.
 //! - `mlockall`: mlockall(MCL_CURRENT|MCL_FUTURE); the check maps a new
@@ -1124,6 +1125,8 @@ fn mmflags(dir: &str) -> impl FnMut() -> Result<String, String> {
     let huge = region(24, 4, libc::MADV_HUGEPAGE);
     let nohuge = region(25, 4, libc::MADV_NOHUGEPAGE);
     let merge = region(26, 4, libc::MADV_MERGEABLE);
+    let seq = region(40, 2, libc::MADV_SEQUENTIAL);
+    let rnd = region(41, 2, libc::MADV_RANDOM);
     let locked = region(27, 8, -1);
     // SAFETY: our own mapping.
     assert_eq!(unsafe { libc::mlock(locked as *const _, 8 * PAGE) }, 0, "mlock");
@@ -1169,6 +1172,8 @@ fn mmflags(dir: &str) -> impl FnMut() -> Result<String, String> {
             (huge, 24, 4, &["hg"][..], "hugepage"),
             (nohuge, 25, 4, &["nh"][..], "nohugepage"),
             (merge, 26, 4, &["mg"][..], "mergeable"),
+            (seq, 40, 2, &["sr"][..], "sequential"),
+            (rnd, 41, 2, &["rr"][..], "random"),
             (locked, 27, 8, &["lo"][..], "mlock"),
         ] {
             has_flags(p as usize, flags, what)?;
