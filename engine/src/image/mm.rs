@@ -22,6 +22,8 @@ bitflags::bitflags! {
     pub struct MapFlags: u32 {
         const MAP_SHARED = 0x01;
         const MAP_PRIVATE = 0x02;
+        /// The map type of droppable memory (Linux 6.11), instead of MAP_PRIVATE.
+        const MAP_DROPPABLE = 0x08;
         const MAP_FIXED = 0x10;
         const MAP_ANONYMOUS = 0x20;
         const MAP_32BIT = 0x40;

@@ -91,6 +91,21 @@ pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
         MapKind::OtherPseudo(n) => return unsupported(&format!("[{}]", String::from_utf8_lossy(n))),
     };
     let vf = e.vm_flags;
+    // Flags that change what the mapping is and that restore does not make
+    // again: refused rather than restored as something else.
+    if let Some(u) = e.unknown_vm_flags.first() {
+        return unsupported(&format!("VmFlags {u:?}, unknown to this version"));
+    }
+    for (f, what) in [
+        (VmFlags::SL, "sealed (mseal)"),
+        (VmFlags::SS, "a shadow stack"),
+        (VmFlags::BT, "BTI-guarded"),
+        (VmFlags::MT, "MTE-tagged"),
+    ] {
+        if vf.contains(f) {
+            return unsupported(what);
+        }
+    }
     if let (MapKind::SysvShm { key }, true) = (&m.kind, vf.contains(VmFlags::HT)) {
         return unsupported(&format!("SysV shared memory segment {} (key {key:#x}) is hugetlb (SHM_HUGETLB)", m.inode));
     }
@@ -116,7 +131,14 @@ pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
     prot.set(Prot::PROT_READ, m.perms.read());
     prot.set(Prot::PROT_WRITE, m.perms.write());
     prot.set(Prot::PROT_EXEC, m.perms.exec());
-    let mut flags = if shared { MapFlags::MAP_SHARED } else { MapFlags::MAP_PRIVATE };
+    let mut flags = match (shared, vf.contains(VmFlags::DP)) {
+        (true, _) => MapFlags::MAP_SHARED,
+        // Droppable memory (MAP_DROPPABLE: its pages may be freed under
+        // memory pressure) is anonymous and private by nature.
+        (false, true) if kind == VmaKind::Anon => MapFlags::MAP_DROPPABLE,
+        (false, true) => return unsupported("droppable, not anonymous"),
+        (false, false) => MapFlags::MAP_PRIVATE,
+    };
     if !matches!(kind, VmaKind::File | VmaKind::Memfd | VmaKind::GhostFile | VmaKind::AioRing | VmaKind::SysvShm) {
         flags |= MapFlags::MAP_ANONYMOUS;
     }
@@ -1288,6 +1310,9 @@ pub fn plan(
             VmaKind::Vsyscall => continue,
         };
         let mut map_flags = 0u32;
+        if v.flags.contains(MapFlags::MAP_DROPPABLE) {
+            map_flags |= MapFlags::MAP_DROPPABLE.bits();
+        }
         if v.flags.contains(MapFlags::MAP_GROWSDOWN) {
             map_flags |= MapFlags::MAP_GROWSDOWN.bits();
         }

@@ -435,7 +435,9 @@ fn map_vmas(cx: &mut Ctx) -> Result<(), Fail> {
                 sys::mremap_fixed(v.shm_addr, len, v.start)
             }
             k if k == plan::VmaKind::AnonPrivate as u32 => {
-                sys::mmap(v.start, len, fill_prot, sys::MAP_PRIVATE | sys::MAP_ANONYMOUS | fixed, -1, 0)
+                // MAP_DROPPABLE (in map_flags) is a map type of its own.
+                let ty = if v.map_flags & sys::MAP_DROPPABLE != 0 { 0 } else { sys::MAP_PRIVATE };
+                sys::mmap(v.start, len, fill_prot, ty | sys::MAP_ANONYMOUS | fixed, -1, 0)
             }
             k if k == plan::VmaKind::AnonShared as u32 && v.shm_size != 0 => {
                 if vmas[..i].iter().any(|w| w.shm_id == v.shm_id) {

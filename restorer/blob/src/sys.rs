@@ -59,6 +59,7 @@ pub const PROT_READ: u32 = 1;
 pub const PROT_WRITE: u32 = 2;
 pub const MAP_SHARED: u32 = 0x01;
 pub const MAP_PRIVATE: u32 = 0x02;
+pub const MAP_DROPPABLE: u32 = 0x08;
 pub const MAP_FIXED: u32 = 0x10;
 pub const MAP_ANONYMOUS: u32 = 0x20;
 pub const MREMAP_MAYMOVE: u32 = 1;

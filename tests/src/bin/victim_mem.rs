@@ -1128,6 +1128,13 @@ fn mmflags(dir: &str) -> impl FnMut() -> Result<String, String> {
     let seq = region(40, 2, libc::MADV_SEQUENTIAL);
     let rnd = region(41, 2, libc::MADV_RANDOM);
     let locked = region(27, 8, -1);
+    // Droppable memory (MAP_DROPPABLE, Linux 6.11): a map type of its own.
+    sep();
+    // SAFETY: a fresh mapping chosen by the kernel.
+    let droppable = unsafe {
+        libc::mmap(std::ptr::null_mut(), 2 * PAGE, rw, 0x08 /* MAP_DROPPABLE */ | libc::MAP_ANONYMOUS, -1, 0)
+    };
+    let droppable = (droppable != libc::MAP_FAILED).then_some(droppable as *mut u8);
     // SAFETY: our own mapping.
     assert_eq!(unsafe { libc::mlock(locked as *const _, 8 * PAGE) }, 0, "mlock");
     sep();
@@ -1182,6 +1189,9 @@ fn mmflags(dir: &str) -> impl FnMut() -> Result<String, String> {
             }
         }
         has_flags(onfault as usize, &["lo", "lf"], "mlock2 onfault")?;
+        if let Some(d) = droppable {
+            has_flags(d as usize, &["dp"], "droppable")?;
+        }
         for pg in 0..8 {
             let want = [1, 6].contains(&pg).then_some((28, pg));
             check_page(onfault.wrapping_add(pg * PAGE), want, &format!("onfault page {pg}"))?;
