@@ -739,7 +739,18 @@ fn create_shared_objects(
     let lists: Vec<&[Vma]> = tasks.iter().map(|t| t.vmas.as_slice()).collect();
     let mut maps = Vec::new();
     let mut inherited = std::collections::HashMap::new();
-    for (key, size) in mm::shared_between(&lists) {
+    let objects = mm::shared_between(&lists);
+    if objects.is_empty() {
+        return Ok((maps, inherited));
+    }
+    // Where no task maps anything: a task maps its own VMAs over whatever
+    // is there, and an object it inherits must stay whole until it maps it
+    // (the restorer finds it by its exact range).
+    let me = Pid(std::process::id() as i32);
+    let mut busy: Vec<(u64, u64)> =
+        proc::maps::read(me).ctx_global("read own maps")?.iter().map(|m| (m.start, m.end)).collect();
+    busy.extend(tasks.iter().flat_map(|t| t.vmas.iter().map(|v| (v.start, v.end))));
+    for (key, size) in objects {
         let t = tasks
             .iter()
             .find(|t| t.vmas.iter().any(|v| v.kind == VmaKind::SharedAnon && (v.dev, v.inode) == key))
@@ -755,8 +766,15 @@ fn create_shared_objects(
                 extra |= crate::sys::mm::MapFlags::MAP_NORESERVE;
             }
         }
+        // Hugetlb objects need their page size's alignment: room for it.
+        let align = vmas().find(|v| v.is_hugetlb()).map(|v| v.huge_page_size).unwrap_or(4096).max(4096);
+        let len = size.next_multiple_of(align);
+        let at = pick_region(busy.clone(), len + align)
+            .map(|a| a.next_multiple_of(align))
+            .ok_or_else(|| Error::task(pid, "no room for a shared memory object"))?;
         let mut m =
-            crate::sys::mm::Mapping::anonymous_shared_with(size as usize, extra).ctx(pid, "map shared memory")?;
+            crate::sys::mm::Mapping::anonymous_shared_at(at, size as usize, extra).ctx(pid, "map shared memory")?;
+        busy.push((at, at + len));
         // Each task stored the parts no task before it had (and mapping
         // different parts, tasks may each hold a different one): fill from
         // all of them.

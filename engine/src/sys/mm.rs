@@ -242,6 +242,25 @@ impl Mapping {
         Ok(Mapping { addr, len })
     }
 
+    /// [`Mapping::anonymous_shared_with`] at `addr` exactly (EEXIST if
+    /// anything is mapped there). `addr` must be aligned as the mapping's
+    /// page size requires.
+    pub fn anonymous_shared_at(addr: u64, len: usize, extra: MapFlags) -> Result<Mapping> {
+        if len == 0 || extra.intersects(MapFlags::MAP_FIXED | MapFlags::MAP_FIXED_NOREPLACE | MapFlags::MAP_PRIVATE) {
+            return Err(Errno::EINVAL);
+        }
+        let len = page_align_up(len);
+        let flags = MapFlags::MAP_SHARED | MapFlags::MAP_ANONYMOUS | MapFlags::MAP_FIXED_NOREPLACE | extra;
+        // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
+        let got = unsafe { mmap(addr, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, flags, None, 0) }?;
+        if got != addr {
+            // SAFETY: the range was just mapped by this call and nothing else uses it.
+            let _ = unsafe { munmap(got, len) };
+            return Err(Errno::EEXIST);
+        }
+        Ok(Mapping { addr, len })
+    }
+
     /// A shared anonymous zero-filled mapping (shared with forked children).
     pub fn anonymous_shared(len: usize) -> Result<Mapping> {
         Self::anon_with(len, MapFlags::MAP_SHARED)
