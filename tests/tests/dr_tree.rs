@@ -1361,6 +1361,25 @@ fn event_descriptors_survive_and_the_loop_keeps_running() {
     });
 }
 
+/// A watch on a file that was deleted (still open, so the watch lives on)
+/// cannot be made again once the tree is gone: the dump is refused naming
+/// the file, and the tree runs on.
+#[test]
+fn inotify_watch_on_a_deleted_file_is_refused_by_name() {
+    run("inotifygone", 60, |cx| {
+        let s = Scratch::new("dr_tree", "inotifygone");
+        let dir = s.data().to_string_lossy().into_owned();
+        let t = cx.start(&s, "holder", &["inotify-gone", &dir], &["root", "a", "a1"]);
+        let err = do_dump(t.root, &s.images(), false).expect_err("dump of a watch on a deleted file");
+        eprintln!("expected error: {err}");
+        assert!(err.contains("inotify") && err.contains("watched") && err.contains("deleted"), "unclear error: {err}");
+        for p in t.pids() {
+            assert_running_untraced(p);
+        }
+        t.check_all_same();
+    });
+}
+
 /// An inotify instance with an event queued cannot be read back without
 /// consuming it: the dump is refused by name, and the event is still there
 /// for the victim (the tree runs on untouched).

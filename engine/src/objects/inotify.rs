@@ -20,6 +20,7 @@ use crate::sys::{event, fs, Errno, Pid};
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 
 /// Flags that only matter when a watch is added (lookup and merge modes):
 /// IN_DONT_FOLLOW would stop the lookup of /proc/self/fd/N itself.
@@ -90,10 +91,21 @@ pub fn dump(
     let mut watches = Vec::with_capacity(info.inotify_watches.len());
     for w in &info.inotify_watches {
         let handle = w.fhandle.as_ref().map(|h| (h.handle_type, h.bytes.clone()));
-        let path = handle
-            .as_ref()
-            .and_then(|h| mounts.open(w.sdev, h).ok())
-            .and_then(|f| std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).ok());
+        let found = handle.as_ref().and_then(|h| mounts.open(w.sdev, h).ok());
+        // A watched inode that was deleted lives only as long as the watch:
+        // gone with the tree, nothing could be watched again.
+        if let Some(f) = &found {
+            if std::fs::metadata(format!("/proc/self/fd/{}", f.as_raw_fd())).is_ok_and(|m| m.nlink() == 0) {
+                let p = std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).unwrap_or_default();
+                return Err(refuse(format!(
+                    "watch {} on {}, which was deleted: the inode is gone with the tree, so the watch \
+                     cannot be made again; not supported",
+                    w.wd,
+                    p.display()
+                )));
+            }
+        }
+        let path = found.and_then(|f| std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).ok());
         let Some(path) = path else {
             return Err(refuse(format!(
                 "watch {} on inode {} of device {:#x}: the inode cannot be found again by handle \

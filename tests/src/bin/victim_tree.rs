@@ -887,6 +887,24 @@ fn holder(args: &[String]) -> ! {
                     std::fs::File::create(format!("{d}/queued")).unwrap();
                     format!("inotify={fd}")
                 }
+                "inotify-gone" => {
+                    // A watch on a file unlinked since, still open (so the
+                    // inode and the watch live on); its events read.
+                    let f = format!("{}/watched", path.expect("holder inotify-gone DIR"));
+                    let keep = std::fs::File::create(&f).unwrap();
+                    // SAFETY: inotify calls on a NUL-terminated path.
+                    let fd = unsafe {
+                        let fd = libc::inotify_init1(libc::IN_NONBLOCK);
+                        assert!(libc::inotify_add_watch(fd, cpath(&f).as_ptr(), libc::IN_MODIFY) > 0);
+                        fd
+                    };
+                    std::fs::remove_file(&f).unwrap();
+                    let mut buf = [0u8; 4096];
+                    // SAFETY: reading the queue into a local buffer.
+                    while unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+                    std::mem::forget(keep);
+                    format!("inotify={fd}")
+                }
                 "file" => {
                     let c = std::ffi::CString::new(path.expect("holder file PATH")).unwrap();
                     // SAFETY: opening a NUL-terminated path.
