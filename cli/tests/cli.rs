@@ -950,3 +950,50 @@ fn no_room_for_a_descriptor_is_named() {
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A tree whose sessions restore could not make again (a child forked
+/// before its parent called setsid stays in the old session, which its
+/// parent no longer is in) is refused at dump, naming the task, and runs
+/// on: found out at restore, it would already be gone.
+#[test]
+fn sessions_restore_could_not_rebuild_are_refused_at_dump() {
+    if Command::new("python3").arg("-c").arg("pass").output().map(|o| !o.status.success()).unwrap_or(true) {
+        eprintln!("skipped: no python3");
+        return;
+    }
+    subreaper();
+    let script = "import os, time\n\
+                  a = os.fork()\n\
+                  if a == 0:\n    \
+                      b = os.fork()\n    \
+                      if b == 0:\n        time.sleep(600)\n        os._exit(0)\n    \
+                      os.setsid()\n    \
+                      print(b, flush=True)\n    \
+                      time.sleep(600)\n    \
+                      os._exit(0)\n\
+                  time.sleep(600)\n";
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c").arg(script).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+    common::detached(&mut cmd);
+    let mut root = cmd.spawn().expect("start python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(root.stdout.take().unwrap()), &mut line).unwrap();
+    let b: i32 = line.trim().parse().expect("the grandchild's pid");
+    let pid = root.id() as i32;
+    let dir = tmpdir("sessions");
+    let out = crtools(&["dump", "-t", &pid.to_string(), "-D", dir.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "not refused: {err}");
+    assert!(err.contains(&b.to_string()) && err.contains("session"), "{err}");
+    assert!(!dir.join("inventory.img").exists());
+    for p in [pid, b] {
+        assert_eq!(state(p), Some('S'), "{p} does not sleep on");
+    }
+    let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let a: i32 = kids.split_whitespace().next().unwrap().parse().unwrap();
+    for p in [b, a, pid] {
+        kill_reap(p);
+    }
+    let _ = root.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

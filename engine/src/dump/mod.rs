@@ -203,6 +203,10 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     drop(pool);
     shared.shm.finish()?;
 
+    // Sessions and groups restore could not make again: refused now, the
+    // tree untouched, rather than found out once it is dead.
+    crate::restore::sessions::check_restorable(&shared.pstree, opts.shell_job)
+        .map_err(|e| Error::refuse_global(format!("{e} (restore could not rebuild the tree's sessions and groups)")))?;
     crate::objects::tty::finish_dump(&shared.fd_cx, &mut shared.files.images, &shared.pids)?;
     let w = |e: crate::image::ImageError| Error::new(format!("write images: {e}"));
     files::finish_dump(&shared.fd_cx, &mut shared.files)?;

@@ -22,7 +22,7 @@
 //! left running (PTRACE_O_EXITKILL covers crtools itself dying on the way).
 mod fork;
 pub mod plan;
-mod sessions;
+pub mod sessions;
 pub mod validate;
 
 use sessions::Session;

@@ -3,6 +3,7 @@
 //! which groups whose leader is gone need a helper to exist.
 use super::TaskImages;
 use crate::error::{Context, Error, Result};
+use crate::image::pstree::PstreeEntry;
 use crate::sys::Pid;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,16 +32,32 @@ pub(super) fn plan_sessions(
     order: &[usize],
     shell_job: bool,
 ) -> Result<(Vec<Session>, Vec<(usize, u32)>)> {
+    let entries: Vec<&PstreeEntry> = tasks.iter().map(|t| &t.pstree).collect();
+    plan_entries(&entries, order, shell_job)
+}
+
+/// Whether restore could rebuild the sessions and process groups of the
+/// tree `entries` (in dump order: parents before children): checked by the
+/// dump, so that a tree restore would refuse is refused before it is
+/// killed.
+pub fn check_restorable(entries: &[PstreeEntry], shell_job: bool) -> Result<()> {
+    let refs: Vec<&PstreeEntry> = entries.iter().collect();
+    let order: Vec<usize> = (0..refs.len()).collect();
+    plan_entries(&refs, &order, shell_job).map(drop)
+}
+
+#[allow(clippy::type_complexity)]
+fn plan_entries(tasks: &[&PstreeEntry], order: &[usize], shell_job: bool) -> Result<(Vec<Session>, Vec<(usize, u32)>)> {
     let my_sid = crate::sys::misc::getsid(Pid(0)).ctx_global("getsid")?.0 as u32;
     let my_pgid = crate::sys::misc::getpgid(Pid(0)).ctx_global("getpgid")?.0 as u32;
-    let by_pid: BTreeMap<u32, usize> = tasks.iter().enumerate().map(|(i, t)| (t.pstree.pid, i)).collect();
+    let by_pid: BTreeMap<u32, usize> = tasks.iter().enumerate().map(|(i, t)| (t.pid, i)).collect();
     let mut out = vec![Session::Inherit; tasks.len()];
     let mut helpers: Vec<(usize, u32)> = Vec::new();
     let mut created: BTreeSet<u32> = BTreeSet::new();
     // (sid, pgid) each task has once its session step ran.
     let mut have: BTreeMap<u32, (u32, u32)> = BTreeMap::new();
     for &i in order {
-        let t = &tasks[i].pstree;
+        let t = tasks[i];
         let pid = Pid(t.pid as i32);
         let (psid, ppgid) = match by_pid.get(&t.ppid) {
             Some(_) => have[&t.ppid],
