@@ -997,3 +997,60 @@ fn sessions_restore_could_not_rebuild_are_refused_at_dump() {
     let _ = root.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One end of a datagram socketpair whose other end closed after sending:
+/// what it sent is still queued after restore, and sending back fails as
+/// it did (the peer is gone).
+#[test]
+fn datagram_pair_with_a_closed_end_keeps_its_queue() {
+    if Command::new("python3").arg("-c").arg("pass").output().map(|o| !o.status.success()).unwrap_or(true) {
+        eprintln!("skipped: no python3");
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("dgram-closed");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("got");
+    let script = format!(
+        "import socket, signal, time, os\n\
+         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+         b.send(b'hello'); b.send(b'world'); b.close()\n\
+         def go(*_):\n    \
+             got = [a.recv(100), a.recv(100)]\n    \
+             a.setblocking(False)\n    \
+             try:\n        a.recv(100); more = 'more'\n    \
+             except BlockingIOError:\n        more = 'empty'\n    \
+             try:\n        a.send(b'x'); sent = 'sent'\n    \
+             except OSError as e:\n        sent = type(e).__name__\n    \
+             open('{}', 'w').write(b' '.join(got).decode() + ' ' + more + ' ' + sent)\n\
+         signal.signal(signal.SIGUSR1, go)\n\
+         print('ready', flush=True)\n\
+         while True: time.sleep(1)\n",
+        out.display()
+    );
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c").arg(&script).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+    common::detached(&mut cmd);
+    let mut child = cmd.spawn().expect("start python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let pid = child.id() as i32;
+    let img = dir.join("img");
+    let o = crtools(&["dump", "-t", &pid.to_string(), "-D", img.to_str().unwrap()]);
+    assert!(o.status.success(), "dump: {}", String::from_utf8_lossy(&o.stderr));
+    let _ = child.wait();
+    let o = crtools(&["restore", "-d", "-D", img.to_str().unwrap()]);
+    assert!(o.status.success(), "restore: {}", String::from_utf8_lossy(&o.stderr));
+    // SAFETY: signalling the process this test restored.
+    unsafe { libc::kill(pid, libc::SIGUSR1) };
+    let t = Instant::now();
+    while !out.exists() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let got = std::fs::read_to_string(&out).unwrap_or_default();
+    kill_reap(pid);
+    assert_eq!(got, "hello world empty ConnectionRefusedError");
+    let _ = std::fs::remove_dir_all(&dir);
+}

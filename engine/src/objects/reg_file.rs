@@ -89,6 +89,25 @@ pub fn dump(
             ghost = Some(ghost_node(pid, fd, &p.path, &md, out));
         } else if mode & S_IFMT == S_IFDIR && md.nlink() == 0 {
             // A removed directory is empty: made again, opened, removed.
+            // Where it was, so its parent must still be there; and the
+            // working directory, made again apart, would not be the same
+            // directory as this descriptor.
+            if !p.path.parent().is_some_and(|d| d.is_dir()) {
+                return Err(Error::refuse(
+                    pid,
+                    format!("fd {fd}: the directory {} was removed with its parent: not supported", p.path.display()),
+                ));
+            }
+            let cwd = std::fs::metadata(crate::proc::pid_path(pid, "cwd")).ok();
+            if cwd.is_some_and(|c| c.dev() == md.dev() && c.ino() == md.ino()) {
+                return Err(Error::refuse(
+                    pid,
+                    format!(
+                        "fd {fd}: the directory {} was removed and is also its working directory: not supported",
+                        p.path.display()
+                    ),
+                ));
+            }
             ghost = Some(ghost_node(pid, fd, &p.path, &md, out));
         } else if mode & S_IFMT == S_IFDIR {
             return Err(Error::refuse(

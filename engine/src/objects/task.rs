@@ -526,6 +526,16 @@ pub fn dump_process_with(p: &mut Parasite<'_>, status: &proc::status::Status) ->
     let cwd_removed = if cwd_target.deleted {
         use std::os::unix::fs::MetadataExt;
         let m = std::fs::metadata(proc::pid_path(pid, "cwd")).ctx(pid, "stat cwd")?;
+        // Made again where it was: its parent must still be a directory.
+        if !cwd_target.path.parent().is_some_and(|d| d.is_dir()) {
+            return Err(Error::refuse(
+                pid,
+                format!(
+                    "its working directory {} was removed with its parent: cannot make it again",
+                    cwd_target.path.display()
+                ),
+            ));
+        }
         Some((m.mode(), m.uid(), m.gid()))
     } else {
         None

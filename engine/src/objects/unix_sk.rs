@@ -622,6 +622,19 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
             made.fds.insert(p.ino, b);
             continue;
         }
+        if u.ty == SOCK_DGRAM
+            && u.state == STATE_ESTABLISHED as u32
+            && u.name.is_empty()
+            && peer.is_none()
+            && u.ext_peer.is_none()
+        {
+            // One end of a datagram pair whose other end had closed: a
+            // stand-in peer sends what is queued, then closes.
+            let (a, b) = pair_as(u, None).map_err(|m| err(u, m))?;
+            made.fds.insert(u.ino, a);
+            made.gone_peers.insert(u.ino, b);
+            continue;
+        }
         let fd = new_socket(u.ty).map_err(|e| err(u, format!("socket: {e}")))?;
         if !u.name.is_empty() {
             bind_name(fd.as_fd(), u.ty, &u.name).map_err(|m| err(u, m))?;
@@ -887,8 +900,10 @@ fn complete(socks: &[UnixSkEntry], made: &Made, who: &HashMap<u32, String>, open
                         }
                     }
                 } else if to.is_none() {
+                    // Its peer, or the stand-in for a peer that had closed.
                     made.fds
                         .get(&u.peer)
+                        .or_else(|| made.gone_peers.get(&u.ino))
                         .map(|f| f.as_fd())
                         .ok_or_else(|| err(u, "no peer to send its queue".into()))?
                 } else {
