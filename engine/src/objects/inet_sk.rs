@@ -815,13 +815,14 @@ pub(crate) fn join_groups(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::R
 }
 
 /// (level, option) of the integer socket-level options kept where set:
-/// SO_PASSCRED, SO_TIMESTAMP, SO_PASSSEC, SO_TIMESTAMPNS, SO_TIMESTAMPING
+/// SO_NO_CHECK, SO_PASSCRED, SO_TIMESTAMP, SO_PASSSEC, SO_TIMESTAMPNS, SO_TIMESTAMPING
 /// (its flags), SO_RXQ_OVFL, SO_WIFI_STATUS, SO_NOFCS,
 /// SO_SELECT_ERR_QUEUE, SO_BUSY_POLL, SO_MAX_PACING_RATE, SO_ZEROCOPY,
 /// SO_TIMESTAMP_NEW, SO_TIMESTAMPNS_NEW, SO_PREFER_BUSY_POLL,
 /// SO_BUSY_POLL_BUDGET, SO_RCVMARK, SO_PASSPIDFD. (SO_INCOMING_CPU is
 /// the kernel's: it follows the traffic.)
 pub(crate) const SOCK_EXTRA: &[(u32, u32)] = &[
+    (SOL_SOCKET, 11),
     (SOL_SOCKET, 16),
     (SOL_SOCKET, 29),
     (SOL_SOCKET, 34),
