@@ -1054,3 +1054,57 @@ fn datagram_pair_with_a_closed_end_keeps_its_queue() {
     assert_eq!(got, "hello world empty ConnectionRefusedError");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A chrooted process (its executable outside the new root) comes back
+/// chrooted, in the same root, with the same working directory inside it.
+#[test]
+fn chrooted_process_survives() {
+    if Command::new("python3").arg("-c").arg("pass").output().map(|o| !o.status.success()).unwrap_or(true) {
+        eprintln!("skipped: no python3");
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("chroot");
+    std::fs::create_dir_all(dir.join("jail/inside")).unwrap();
+    std::fs::write(dir.join("jail/marker"), "in the jail").unwrap();
+    let out = dir.join("got");
+    let script = format!(
+        "import os, signal, time\n\
+         out = os.open('{}', os.O_WRONLY | os.O_CREAT, 0o600)\n\
+         os.chroot('{}'); os.chdir('/inside')\n\
+         def go(*_):\n    \
+             os.write(out, (os.getcwd() + ' ' + open('/marker').read()).encode())\n\
+         signal.signal(signal.SIGUSR1, go)\n\
+         print('ready', flush=True)\n\
+         while True: time.sleep(1)\n",
+        out.display(),
+        dir.join("jail").display()
+    );
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c").arg(&script).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+    common::detached(&mut cmd);
+    let mut child = cmd.spawn().expect("start python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let pid = child.id() as i32;
+    let img = dir.join("img");
+    let o = crtools(&["dump", "-t", &pid.to_string(), "-D", img.to_str().unwrap()]);
+    assert!(o.status.success(), "dump: {}", String::from_utf8_lossy(&o.stderr));
+    let _ = child.wait();
+    let o = crtools(&["restore", "-d", "-D", img.to_str().unwrap()]);
+    assert!(o.status.success(), "restore: {}", String::from_utf8_lossy(&o.stderr));
+    let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
+    // SAFETY: signalling the process this test restored.
+    unsafe { libc::kill(pid, libc::SIGUSR1) };
+    let t = Instant::now();
+    while std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) == 0 && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let got = std::fs::read_to_string(&out).unwrap_or_default();
+    kill_reap(pid);
+    assert_eq!(root, dir.join("jail"));
+    assert_eq!(got, "/inside in the jail");
+    let _ = std::fs::remove_dir_all(&dir);
+}

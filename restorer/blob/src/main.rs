@@ -217,6 +217,15 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
     aio(cx)?;
     reopen_files(cx)?;
 
+    // The executable's path is as the engine's root sees it: opened before
+    // the chroot, for PR_SET_MM_MAP below.
+    let mut exe_fd: i64 = -1;
+    if cx.plan.flags & plan::F_MM_MAP != 0 && cx.plan.exe.off != 0 {
+        cx.step(Step::MmMap)?;
+        exe_fd = sys::open(cx.str(cx.plan.exe), sys::O_RDONLY);
+        cx.ck(exe_fd, 1)?;
+    }
+
     cx.step(Step::Cwd)?;
     // A task sharing its parent's fs information leaves it to the group's first.
     let own_fs = cx.plan.flags & plan::F_SHARED_FS == 0;
@@ -285,11 +294,6 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
 
     if cx.plan.flags & plan::F_MM_MAP != 0 {
         cx.step(Step::MmMap)?;
-        let mut exe_fd: i64 = -1;
-        if cx.plan.exe.off != 0 {
-            exe_fd = sys::open(cx.str(cx.plan.exe), sys::O_RDONLY);
-            cx.ck(exe_fd, 1)?;
-        }
         cx.plan.mm.exe_fd = exe_fd as u32;
         cx.plan.mm.auxv = cx.base + cx.plan.auxv.off;
         cx.plan.mm.auxv_size = (cx.plan.auxv.nr * 8) as u32;
