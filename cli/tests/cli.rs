@@ -43,6 +43,26 @@ fn kill_reap(pid: i32) {
     }
 }
 
+/// Whether python3 runs here (the tests using it skip otherwise).
+fn have_python3() -> bool {
+    let ok = Command::new("python3").arg("-c").arg("pass").output().is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("skipped: no python3");
+    }
+    ok
+}
+
+/// `python3 -c script` in its own session, and the first line it prints.
+fn python3_started(script: &str) -> (std::process::Child, String) {
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c").arg(script).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+    common::detached(&mut cmd);
+    let mut child = cmd.spawn().expect("start python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    (child, line)
+}
+
 #[test]
 fn check_says_looks_good() {
     let out = crtools(&["check"]);
@@ -957,8 +977,7 @@ fn no_room_for_a_descriptor_is_named() {
 /// on: found out at restore, it would already be gone.
 #[test]
 fn sessions_restore_could_not_rebuild_are_refused_at_dump() {
-    if Command::new("python3").arg("-c").arg("pass").output().map(|o| !o.status.success()).unwrap_or(true) {
-        eprintln!("skipped: no python3");
+    if !have_python3() {
         return;
     }
     subreaper();
@@ -972,12 +991,7 @@ fn sessions_restore_could_not_rebuild_are_refused_at_dump() {
                       time.sleep(600)\n    \
                       os._exit(0)\n\
                   time.sleep(600)\n";
-    let mut cmd = Command::new("python3");
-    cmd.arg("-c").arg(script).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
-    common::detached(&mut cmd);
-    let mut root = cmd.spawn().expect("start python3");
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(root.stdout.take().unwrap()), &mut line).unwrap();
+    let (mut root, line) = python3_started(script);
     let b: i32 = line.trim().parse().expect("the grandchild's pid");
     let pid = root.id() as i32;
     let dir = tmpdir("sessions");
@@ -1003,8 +1017,7 @@ fn sessions_restore_could_not_rebuild_are_refused_at_dump() {
 /// it did (the peer is gone).
 #[test]
 fn datagram_pair_with_a_closed_end_keeps_its_queue() {
-    if Command::new("python3").arg("-c").arg("pass").output().map(|o| !o.status.success()).unwrap_or(true) {
-        eprintln!("skipped: no python3");
+    if !have_python3() {
         return;
     }
     subreaper();
@@ -1028,12 +1041,7 @@ fn datagram_pair_with_a_closed_end_keeps_its_queue() {
          while True: time.sleep(1)\n",
         out.display()
     );
-    let mut cmd = Command::new("python3");
-    cmd.arg("-c").arg(&script).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
-    common::detached(&mut cmd);
-    let mut child = cmd.spawn().expect("start python3");
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let (mut child, line) = python3_started(&script);
     assert_eq!(line.trim(), "ready");
     let pid = child.id() as i32;
     let img = dir.join("img");
@@ -1059,8 +1067,7 @@ fn datagram_pair_with_a_closed_end_keeps_its_queue() {
 /// chrooted, in the same root, with the same working directory inside it.
 #[test]
 fn chrooted_process_survives() {
-    if Command::new("python3").arg("-c").arg("pass").output().map(|o| !o.status.success()).unwrap_or(true) {
-        eprintln!("skipped: no python3");
+    if !have_python3() {
         return;
     }
     subreaper();
@@ -1080,12 +1087,7 @@ fn chrooted_process_survives() {
         out.display(),
         dir.join("jail").display()
     );
-    let mut cmd = Command::new("python3");
-    cmd.arg("-c").arg(&script).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
-    common::detached(&mut cmd);
-    let mut child = cmd.spawn().expect("start python3");
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let (mut child, line) = python3_started(&script);
     assert_eq!(line.trim(), "ready");
     let pid = child.id() as i32;
     let img = dir.join("img");
