@@ -63,6 +63,33 @@ fn python3_started(script: &str) -> (std::process::Child, String) {
     (child, line)
 }
 
+/// Starts `script` (which prints "ready"), dumps it into `dir`/img and
+/// restores it detached: its pid.
+fn python3_dumped_and_restored(script: &str, dir: &std::path::Path) -> i32 {
+    let (mut child, line) = python3_started(script);
+    assert_eq!(line.trim(), "ready");
+    let pid = child.id() as i32;
+    let img = dir.join("img");
+    let o = crtools(&["dump", "-t", &pid.to_string(), "-D", img.to_str().unwrap()]);
+    assert!(o.status.success(), "dump: {}", String::from_utf8_lossy(&o.stderr));
+    let _ = child.wait();
+    let o = crtools(&["restore", "-d", "-D", img.to_str().unwrap()]);
+    assert!(o.status.success(), "restore: {}", String::from_utf8_lossy(&o.stderr));
+    pid
+}
+
+/// Sends SIGUSR1 to `pid` and reads what it wrote to `out` in answer.
+fn ask(pid: i32, out: &std::path::Path) -> String {
+    // SAFETY: signalling the process this test restored.
+    unsafe { libc::kill(pid, libc::SIGUSR1) };
+    let t = Instant::now();
+    while std::fs::metadata(out).map(|m| m.len()).unwrap_or(0) == 0 && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    std::fs::read_to_string(out).unwrap_or_default()
+}
+
 #[test]
 fn check_says_looks_good() {
     let out = crtools(&["check"]);
@@ -1041,23 +1068,8 @@ fn datagram_pair_with_a_closed_end_keeps_its_queue() {
          while True: time.sleep(1)\n",
         out.display()
     );
-    let (mut child, line) = python3_started(&script);
-    assert_eq!(line.trim(), "ready");
-    let pid = child.id() as i32;
-    let img = dir.join("img");
-    let o = crtools(&["dump", "-t", &pid.to_string(), "-D", img.to_str().unwrap()]);
-    assert!(o.status.success(), "dump: {}", String::from_utf8_lossy(&o.stderr));
-    let _ = child.wait();
-    let o = crtools(&["restore", "-d", "-D", img.to_str().unwrap()]);
-    assert!(o.status.success(), "restore: {}", String::from_utf8_lossy(&o.stderr));
-    // SAFETY: signalling the process this test restored.
-    unsafe { libc::kill(pid, libc::SIGUSR1) };
-    let t = Instant::now();
-    while !out.exists() && t.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(50));
-    let got = std::fs::read_to_string(&out).unwrap_or_default();
+    let pid = python3_dumped_and_restored(&script, &dir);
+    let got = ask(pid, &out);
     kill_reap(pid);
     assert_eq!(got, "hello world empty ConnectionRefusedError");
     let _ = std::fs::remove_dir_all(&dir);
@@ -1087,24 +1099,9 @@ fn chrooted_process_survives() {
         out.display(),
         dir.join("jail").display()
     );
-    let (mut child, line) = python3_started(&script);
-    assert_eq!(line.trim(), "ready");
-    let pid = child.id() as i32;
-    let img = dir.join("img");
-    let o = crtools(&["dump", "-t", &pid.to_string(), "-D", img.to_str().unwrap()]);
-    assert!(o.status.success(), "dump: {}", String::from_utf8_lossy(&o.stderr));
-    let _ = child.wait();
-    let o = crtools(&["restore", "-d", "-D", img.to_str().unwrap()]);
-    assert!(o.status.success(), "restore: {}", String::from_utf8_lossy(&o.stderr));
+    let pid = python3_dumped_and_restored(&script, &dir);
     let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
-    // SAFETY: signalling the process this test restored.
-    unsafe { libc::kill(pid, libc::SIGUSR1) };
-    let t = Instant::now();
-    while std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) == 0 && t.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(50));
-    let got = std::fs::read_to_string(&out).unwrap_or_default();
+    let got = ask(pid, &out);
     kill_reap(pid);
     assert_eq!(root, dir.join("jail"));
     assert_eq!(got, "/inside in the jail");

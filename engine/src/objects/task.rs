@@ -231,7 +231,9 @@ const SCHED_RESET_ON_FORK: u32 = 0x4000_0000;
 pub fn restore_sched(tid: Pid, s: &crate::image::core::Sched) -> Result<()> {
     crate::sys::misc::set_thread_scheduler(tid, s.policy, s.rt_priority).ctx(tid, "sched_setscheduler")?;
     crate::sys::misc::set_thread_nice(tid, s.nice).ctx(tid, "setpriority")?;
-    if s.ioprio != 0 {
+    // Always: 0 (none set) too, or the thread keeps what it inherited from
+    // crtools (which may itself run under ionice).
+    if crate::sys::misc::ioprio_get(tid).ctx(tid, "ioprio_get")? != s.ioprio {
         crate::sys::misc::ioprio_set(tid, s.ioprio).ctx(tid, "ioprio_set")?;
     }
     // Exactly the dumped CPUs: a CPU this machine lacks (or the restoring

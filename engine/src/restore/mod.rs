@@ -170,6 +170,16 @@ fn own_vdso() -> Result<Vec<(VmaKind, u64, u64)>> {
         .collect())
 }
 
+/// The address ranges the engine's own mappings and every task's VMAs
+/// take: where the engine must not put what the tree inherits.
+fn busy_ranges(tasks: &[TaskImages]) -> Result<Vec<(u64, u64)>> {
+    let me = Pid(std::process::id() as i32);
+    let mut busy: Vec<(u64, u64)> =
+        proc::maps::read(me).ctx_global("read own maps")?.iter().map(|m| (m.start, m.end)).collect();
+    busy.extend(tasks.iter().flat_map(|t| t.vmas.iter().map(|v| (v.start, v.end))));
+    Ok(busy)
+}
+
 /// Picks the highest free range of `size` bytes, avoiding `busy` ranges.
 fn pick_region(mut busy: Vec<(u64, u64)>, size: u64) -> Option<u64> {
     busy.sort();
@@ -746,10 +756,7 @@ fn create_shared_objects(
     // Where no task maps anything: a task maps its own VMAs over whatever
     // is there, and an object it inherits must stay whole until it maps it
     // (the restorer finds it by its exact range).
-    let me = Pid(std::process::id() as i32);
-    let mut busy: Vec<(u64, u64)> =
-        proc::maps::read(me).ctx_global("read own maps")?.iter().map(|m| (m.start, m.end)).collect();
-    busy.extend(tasks.iter().flat_map(|t| t.vmas.iter().map(|v| (v.start, v.end))));
+    let mut busy = busy_ranges(tasks)?;
     for (key, size) in objects {
         let t = tasks
             .iter()
@@ -805,10 +812,7 @@ fn create_cow_copies(
     if areas.is_empty() {
         return Ok((maps, out));
     }
-    let me = Pid(std::process::id() as i32);
-    let mut busy: Vec<(u64, u64)> =
-        proc::maps::read(me).ctx_global("read own maps")?.iter().map(|m| (m.start, m.end)).collect();
-    busy.extend(tasks.iter().flat_map(|t| t.vmas.iter().map(|v| (v.start, v.end))));
+    let mut busy = busy_ranges(tasks)?;
     for (provider, start, end) in areas {
         let pid = Pid(provider as i32);
         let t = tasks
