@@ -501,16 +501,34 @@ fn sessions_and_process_groups_survive() {
     });
 }
 
-/// A child stopped by SIGSTOP (every thread) stays stopped after restore,
-/// does not run its handler for a SIGUSR1 sent meanwhile, and works after
-/// SIGCONT.
+/// The signal that holds `pid` in group-stop, as a tracer sees it (the
+/// same its parent's waitid reports): seized, interrupted, let go; the
+/// task stays stopped.
+fn group_stop_signal(pid: i32) -> i32 {
+    // SAFETY: plain ptrace and waitpid calls on a task this test started.
+    unsafe {
+        assert_eq!(libc::ptrace(libc::PTRACE_SEIZE, pid, 0, 0), 0, "seize {pid}");
+        assert_eq!(libc::ptrace(libc::PTRACE_INTERRUPT, pid, 0, 0), 0, "interrupt {pid}");
+        let mut st = 0;
+        assert_eq!(libc::waitpid(pid, &mut st, libc::__WALL), pid, "wait for {pid}");
+        assert!(libc::WIFSTOPPED(st) && st >> 16 == libc::PTRACE_EVENT_STOP, "{pid}: status {st:#x}");
+        assert_eq!(libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0), 0, "detach {pid}");
+        libc::WSTOPSIG(st)
+    }
+}
+
+/// A child stopped by SIGTSTP (every thread) stays stopped after restore,
+/// by the same signal (its parent's waitid tells SIGSTOP and SIGTSTP
+/// apart), does not run its handler for a SIGUSR1 sent meanwhile, and
+/// works after SIGCONT.
 #[test]
 fn stopped_child_stays_stopped_until_sigcont() {
     run("stopped", 60, |cx| {
         let s = Scratch::new("dr_tree", "stopped");
         let mut t = cx.start(&s, "stopped", &[], &["root", "s"]);
         let sp = t.pid("s");
-        signal(sp, libc::SIGSTOP);
+        // s leads a group that is not orphaned: a terminal stop signal stops it.
+        signal(sp, libc::SIGTSTP);
         let deadline = Instant::now() + ANSWER;
         while threads_of(sp).iter().any(|&tid| {
             let st = std::fs::read_to_string(format!("/proc/{sp}/task/{tid}/stat")).unwrap_or_default();
@@ -519,6 +537,7 @@ fn stopped_child_stays_stopped_until_sigcont() {
             assert!(Instant::now() < deadline, "s never stopped");
             std::thread::sleep(Duration::from_millis(5));
         }
+        assert_eq!(group_stop_signal(sp), libc::SIGTSTP, "stop signal of s before the dump");
         t.dump_and_restore(&s);
         t.check(&["root"])["root"].assert_ok();
         assert_eq!(threads_of(sp).len(), 3, "threads of s");
@@ -528,6 +547,7 @@ fn stopped_child_stays_stopped_until_sigcont() {
             assert!(state.contains("T (stopped)"), "thread {tid} of s after restore: {state}");
             assert!(st.lines().any(|l| l == "TracerPid:\t0"), "thread {tid} of s still traced");
         }
+        assert_eq!(group_stop_signal(sp), libc::SIGTSTP, "stop signal of s after restore");
         let n = t.checks_of(sp).len();
         signal(sp, libc::SIGUSR1);
         std::thread::sleep(Duration::from_millis(300));

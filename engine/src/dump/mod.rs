@@ -267,7 +267,12 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         let tpid = task.pid;
         for mut t in task.threads.into_iter().rev() {
             if opts.leave_stopped {
-                t.detach_stopped().ctx(tpid, "leave stopped")?;
+                // One found stopped stays stopped by the same signal.
+                let sig = match t.state() {
+                    StopState::Stopped(sig) => sig,
+                    StopState::Running => SIGSTOP,
+                };
+                t.detach_stopped(sig).ctx(tpid, "leave stopped")?;
             } else {
                 t.send_kill().ctx(tpid, "kill after dump")?;
                 dying.push((tpid, t));
@@ -467,8 +472,13 @@ fn dump_task(
         l.retain(|s| s.signo() != SIGSTOP);
     }
     if stopped || sigstop {
-        // Found in group-stop (or on its way there): restored stopped too.
+        // Found in group-stop (or on its way there): restored stopped too,
+        // by the same signal (its parent's waitid tells them apart).
         process.state = TaskState::Stopped;
+        process.stop_signal = match leader.state() {
+            StopState::Stopped(sig) => sig,
+            StopState::Running => SIGSTOP,
+        };
     }
     process.loginuid = task::read_loginuid(pid, &tids)?;
     crate::fault::check(crate::fault::Fault::DumpProc)?;

@@ -421,6 +421,9 @@ pub struct ProcessCore {
     /// The signal its parent gets when it ends (/proc/pid/stat field 38;
     /// 17 = SIGCHLD, 0 = none); format version 5.
     pub exit_signal: i32,
+    /// The signal that stopped a task in group-stop (SIGSTOP, SIGTSTP,
+    /// SIGTTIN or SIGTTOU; 0 when not stopped); format version 10.
+    pub stop_signal: i32,
 }
 
 /// Head of a core image.
@@ -736,6 +739,7 @@ impl Describe for ProcessCore {
             .d("membarrier", &self.membarrier)
             .d("cgroups", &self.cgroups)
             .f("exit_signal", signal_node(self.exit_signal))
+            .f("stop_signal", signal_node(self.stop_signal))
             .done()
     }
 }

@@ -512,14 +512,15 @@ impl Tracee {
         ptrace::detach(self.pid, 0).map_err(|e| InfectError::errno(self.pid, "PTRACE_DETACH", e))
     }
 
-    /// Detaches and leaves the task in group-stop (SIGSTOP): resumable with
-    /// SIGCONT, no longer traced.
+    /// Detaches and leaves the task in group-stop by stop signal `sig`
+    /// (SIGSTOP, or the SIGTSTP, SIGTTIN or SIGTTOU it was stopped by, which
+    /// its parent's waitid reports): resumable with SIGCONT, no longer traced.
     ///
     /// Returns once the thread is really in group-stop: the detach only hands
-    /// it the SIGSTOP, and a SIGCONT sent before it acted on that would be
+    /// it the signal, and a SIGCONT sent before it acted on that would be
     /// overtaken by it.
-    pub fn detach_stopped(mut self) -> Result<()> {
-        self.state = StopState::Stopped(SIGSTOP);
+    pub fn detach_stopped(mut self, sig: i32) -> Result<()> {
+        self.state = StopState::Stopped(sig);
         let pid = self.pid;
         self.release()?;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

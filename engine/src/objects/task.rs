@@ -569,6 +569,7 @@ pub fn dump_process_with(p: &mut Parasite<'_>, status: &proc::status::Status) ->
         cgroups: Vec::new(),
         cwd_removed,
         exit_signal: proc::stat::read(pid).ctx(pid, "read stat")?.exit_signal,
+        stop_signal: 0,
     })
 }
 

@@ -153,6 +153,24 @@ pub fn find_fd_holder(hit: impl Fn(&[u8], u64, u64) -> bool) -> Option<(Pid, i32
     None
 }
 
+/// A process that keeps `pid` in use without being a task of that pid:
+/// one whose process group or session has that id (its leader is gone, the
+/// id lives on while a member does, and clone3 cannot hand it out again).
+/// Returns (process, "process group" or "session").
+pub fn find_id_holder(pid: Pid) -> Option<(Pid, &'static str)> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(st) = super::stat::read(Pid(p)) else { continue };
+        if st.pgrp == pid.0 {
+            return Some((Pid(p), "process group"));
+        }
+        if st.session == pid.0 {
+            return Some((Pid(p), "session"));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -160,7 +160,7 @@ const EXIT_GO: i32 = 101;
 const EXIT_MAP: i32 = 102;
 const EXIT_DUP: i32 = 103;
 const EXIT_SESSION: i32 = 104;
-const EXIT_FORK: i32 = 105;
+pub(super) const EXIT_FORK: i32 = 105;
 /// A child that got another pid than asked through ns_last_pid (some other
 /// process forked in between), giving it up: it may be a pid the tree
 /// expects for another task, which is created once this one is reaped.
@@ -254,7 +254,11 @@ unsafe fn child_main(all: &[Prepared], idx: usize, rseq: &[u8; 16]) -> ! {
                     }
                     break;
                 }
-                Err(Errno::EEXIST) if tries < 500 => {
+                // Every pid was seen free before the tree was forked: a
+                // pid taken now is a child given up after a wrong-pid fork
+                // (reaped by the engine at once), or something the engine
+                // names once this task has failed (see held_child_pid).
+                Err(Errno::EEXIST) if tries < 150 => {
                     tries += 1;
                     let _ = crate::sys::misc::nanosleep(Duration::from_millis(20));
                 }

@@ -443,6 +443,13 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         if !matches!(st, TaskState::Alive | TaskState::Stopped | TaskState::Zombie) {
             return Err(Error::refuse(Pid(t.pstree.pid as i32), format!("task state {st:?} cannot be restored yet")));
         }
+        // Only a stop signal: the release hands it to the task.
+        if !matches!(t.process().stop_signal, 0 | 19..=22) {
+            return Err(Error::task(
+                Pid(t.pstree.pid as i32),
+                format!("stop signal {} in the images is not a stop signal", t.process().stop_signal),
+            ));
+        }
     }
     if tasks[0].process().state == TaskState::Zombie {
         return Err(Error::task(root, "the root task is a zombie"));
@@ -837,6 +844,29 @@ fn create_cow_copies(
     Ok((maps, out))
 }
 
+/// Why `parent` could not create a child with its pid, when the reason is
+/// a process outside the tree that keeps the pid in use as the id of its
+/// process group or session (the dumped task led it, the process stayed).
+fn held_child_pid(all: &[Prepared], parent: Pid) -> Option<Error> {
+    let me = all.iter().find(|p| p.pid == parent)?;
+    let kids = me.children.iter().map(|&c| all[c].pid).chain(me.helpers.iter().copied());
+    for kid in kids {
+        if proc::stat::read(kid).is_ok() {
+            continue;
+        }
+        if let Some((holder, what)) = proc::misc::find_id_holder(kid) {
+            return Some(Error::task(
+                kid,
+                format!(
+                    "cannot be created again: process {holder}, outside the tree, is still in the {what} \
+                     {kid} the task led at dump; the pid is free once that process leaves it or exits"
+                ),
+            ));
+        }
+    }
+    None
+}
+
 /// Waits until a pid that must be reused is free. A zombie (the dumped
 /// task, not reaped yet: PID 1 takes its time) or a dying task is waited
 /// for; a live process that holds the pid is an error at once, naming it.
@@ -1067,6 +1097,11 @@ fn run_tree(
                 if let Some(t) = tracees.remove(&pid) {
                     std::mem::forget(t);
                 }
+                if code == fork::EXIT_FORK {
+                    if let Some(e) = held_child_pid(all, pid) {
+                        return Err(e);
+                    }
+                }
                 return Err(Error::task(
                     pid,
                     format!("{} (status {code}) while being restored", fork::exit_reason(code)),
@@ -1179,10 +1214,14 @@ fn run_tree(
             continue;
         }
         let stopped = t.process().state == TaskState::Stopped;
+        let stop_signal = match t.process().stop_signal {
+            0 => 19, // SIGSTOP
+            sig => sig,
+        };
         for &tid in t.pstree.threads.iter().rev() {
             let tr = tracees.remove(&Pid(tid as i32)).expect("traced");
             if stopped {
-                tr.detach_stopped().ctx(Pid(tid as i32), "detach stopped")?;
+                tr.detach_stopped(stop_signal).ctx(Pid(tid as i32), "detach stopped")?;
             } else {
                 tr.detach().ctx(Pid(tid as i32), "detach")?;
             }

@@ -463,7 +463,14 @@ fn main() {
         "zombie" => zombie(),
         "session" => session(),
         "stopped" => {
-            fork(|| plain("s", 3));
+            fork(|| {
+                // Its own group, with its parent in another group of the
+                // same session: not orphaned, so terminal stop signals
+                // (SIGTSTP) stop it.
+                // SAFETY: setpgid on ourselves.
+                unsafe { libc::setpgid(0, 0) };
+                plain("s", 3)
+            });
             plain("root", 1)
         }
         "shm" => shm(),
