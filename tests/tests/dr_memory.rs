@@ -390,6 +390,9 @@ fn vdso_clocks_advance() {
     c.ask();
 }
 
+/// Shared anonymous memory with holes, an object mapped at an offset and
+/// aliased, and a private mapping of an object (its own copied page and
+/// the object's pages, writes not crossing) come back the same.
 #[test]
 fn shared_anonymous_memory() {
     if !root() {

@@ -677,6 +677,7 @@ impl<'a> PageDumper<'a> {
     /// share pages with an ancestor.
     /// The copies go on in the pool: [`PageDumper::finish`] hands them over.
     pub fn dump_vmas(&mut self, vmas: &mut [Vma]) -> Result<()> {
+        check_private_shmem(self.pid, vmas)?;
         let mut pm = Pagemap::open(self.pid).ctx(self.pid, "open pagemap")?;
         for v in vmas.iter() {
             self.find_guards(&mut pm, v)?;
@@ -687,7 +688,7 @@ impl<'a> PageDumper<'a> {
     /// Walks the VMAs, handing chunks to the workers through `tx`.
     fn walk(&mut self, pm: &mut Pagemap, vmas: &mut [Vma]) -> Result<()> {
         for v in vmas.iter_mut().filter(|v| needs_data(v)) {
-            if v.kind == VmaKind::SharedAnon {
+            if v.kind == VmaKind::SharedAnon && v.flags.contains(MapFlags::MAP_SHARED) {
                 self.dump_shmem(v)?;
             } else if v.kind == VmaKind::AioRing {
                 // The ring's pages are the kernel's (pagemap calls them
@@ -719,6 +720,12 @@ impl<'a> PageDumper<'a> {
     /// numbers) left to an ancestor's copy when it is the same frame at the
     /// same address, never written by either since the fork.
     fn dump_private(&mut self, pm: &mut Pagemap, v: &mut Vma) -> Result<()> {
+        if v.flags.contains(MapFlags::MAP_DROPPABLE) {
+            // The kernel may free droppable pages whenever it likes, so the
+            // program cannot rely on them; they come back empty, as with
+            // CRIU (zdtm maps11 expects exactly that).
+            return Ok(());
+        }
         if let Some(t) = self.track.filter(|t| t.vmas.contains(&(v.start, v.end))) {
             match self.dump_tracked(pm, v, t) {
                 Ok(true) => return Ok(()),
@@ -835,7 +842,10 @@ impl<'a> PageDumper<'a> {
         source: Option<&VmaFrames>,
         own: &mut VmaFrames,
     ) -> Result<()> {
-        let anon = !matches!(v.kind, VmaKind::File | VmaKind::Memfd | VmaKind::GhostFile);
+        // Of a private mapping of a file (or of a shared memory object),
+        // only the pages written since (anonymous copies); the rest is the
+        // object's.
+        let anon = !matches!(v.kind, VmaKind::File | VmaKind::Memfd | VmaKind::GhostFile | VmaKind::SharedAnon);
         if !v.prot.contains(Prot::PROT_READ) {
             return self.dump_unreadable(pm, v, anon);
         }
@@ -1313,6 +1323,9 @@ pub fn plan(
         if v.flags.contains(MapFlags::MAP_DROPPABLE) {
             map_flags |= MapFlags::MAP_DROPPABLE.bits();
         }
+        if private_shmem(v) {
+            map_flags |= rp::MAP_PRIVATE_SHM;
+        }
         if v.flags.contains(MapFlags::MAP_GROWSDOWN) {
             map_flags |= MapFlags::MAP_GROWSDOWN.bits();
         }
@@ -1385,7 +1398,7 @@ pub fn plan(
         // it read-write to fill it would make it so. Map it as it was; its
         // few pages of data (code patched by a debugger or by the parasite's
         // injection) are written later through /proc/pid/mem.
-        let private = matches!(kind, rp::VmaKind::AnonPrivate | rp::VmaKind::FilePrivate);
+        let private = matches!(kind, rp::VmaKind::AnonPrivate | rp::VmaKind::FilePrivate) || private_shmem(v);
         let mut vflags = 0;
         if private && !v.prot.contains(Prot::PROT_WRITE) && !v.status.contains(VmaStatus::VMA_ACCOUNTED) {
             vflags |= rp::VF_FINAL_PROT;
@@ -1448,7 +1461,10 @@ pub fn plan(
         for t in table.iter().filter(|t| t.end > e.vaddr && t.start < end) {
             let (s, x) = (t.start.max(e.vaddr), t.end.min(end));
             let run = rp::PageRun { vaddr: s, len: x - s, file_off: off + (s - e.vaddr) };
-            if (t.kind == rp::VmaKind::AnonShared as u32 && t.shm_addr != 0) || t.flags & rp::VF_FILLED != 0 {
+            let own_copies = t.map_flags & rp::MAP_PRIVATE_SHM != 0;
+            if (t.kind == rp::VmaKind::AnonShared as u32 && t.shm_addr != 0 && !own_copies)
+                || t.flags & rp::VF_FILLED != 0
+            {
                 // Shared with other processes: filled once by the engine.
                 continue;
             }
@@ -1568,6 +1584,35 @@ pub struct Inherited {
     pub size: u64,
 }
 
+/// A private mapping of a shared anonymous memory object (made through
+/// /proc/pid/map_files): restore maps it privately from the object again
+/// and writes its own copied pages over it, so the object's data must be
+/// stored through a shared mapping of the same task covering that part.
+fn private_shmem(v: &Vma) -> bool {
+    v.kind == VmaKind::SharedAnon && !v.flags.contains(MapFlags::MAP_SHARED)
+}
+
+fn check_private_shmem(pid: Pid, vmas: &[Vma]) -> Result<()> {
+    for v in vmas.iter().filter(|v| private_shmem(v)) {
+        let parts: Vec<(u64, u64)> = vmas
+            .iter()
+            .filter(|w| w.kind == VmaKind::SharedAnon && !private_shmem(w) && (w.dev, w.inode) == (v.dev, v.inode))
+            .map(|w| (w.pgoff, w.pgoff + (w.end - w.start)))
+            .collect();
+        if !covered_by(&parts, v.pgoff, v.pgoff + (v.end - v.start)) {
+            return Err(Error::refuse(
+                pid,
+                format!(
+                    "VMA {:#x}-{:#x}: a private mapping of shared anonymous memory (inode {}) of which the \
+                     task maps no shared part covering it: not supported",
+                    v.start, v.end, v.inode
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The MAP_SHARED anonymous objects (by device and inode) found in more
 /// than one task, with their size (the largest extent any VMA maps).
 pub fn shared_between(tasks: &[&[Vma]]) -> BTreeMap<(u64, u64), u64> {
@@ -1598,7 +1643,7 @@ pub fn fill_object(
     for e in pagemap.iter().filter(|e| e.has_data()) {
         let len = e.nr_pages as u64 * PAGE;
         let end = e.vaddr + len;
-        for v in vmas.iter().filter(|v| v.kind == VmaKind::SharedAnon && (v.dev, v.inode) == key) {
+        for v in vmas.iter().filter(|v| v.kind == VmaKind::SharedAnon && !private_shmem(v) && (v.dev, v.inode) == key) {
             let (s, x) = (v.start.max(e.vaddr), v.end.min(end));
             if s >= x {
                 continue;
@@ -1628,7 +1673,7 @@ fn shm_objects(vmas: &[Vma]) -> HashMap<(u64, u64), (u32, u64)> {
     }
     let mut out = HashMap::new();
     for (key, vs) in groups {
-        if vs.len() == 1 && vs[0].pgoff == 0 {
+        if vs.len() == 1 && vs[0].pgoff == 0 && !private_shmem(vs[0]) {
             continue;
         }
         let size = vs.iter().map(|v| v.pgoff + (v.end - v.start)).max().unwrap_or(0);

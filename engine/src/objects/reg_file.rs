@@ -127,6 +127,19 @@ pub fn dump(
                 ));
             }
             remap = Some(link_remap(pid, fd, &p.path, md.ino(), out)?);
+        } else if mode & S_IFMT == S_IFREG && shmem_object(&p.path) {
+            // Copied as a ghost it would come back as another file than
+            // the memory the task maps: writes through one would no longer
+            // show through the other.
+            return Err(Error::refuse(
+                pid,
+                format!(
+                    "fd {fd}: shared anonymous memory (inode {}, {} (deleted)) opened through \
+                     /proc/PID/map_files: not supported yet",
+                    md.ino(),
+                    p.path.display()
+                ),
+            ));
         } else if mode & S_IFMT == S_IFREG {
             ghost = Some(ghost_file(cx, pid, fd, &p.path, &md, out)?);
         } else if now.is_none() {
@@ -149,6 +162,15 @@ pub fn dump(
         remap: remap.map(|r: std::path::PathBuf| RawStr(r.as_os_str().as_bytes().to_vec())),
     });
     Ok(())
+}
+
+/// True for the names the kernel gives the files of shared anonymous
+/// memory (MAP_SHARED|MAP_ANONYMOUS, /dev/zero) and of System V segments: a
+/// regular file so named is one of those objects, never a file of a file
+/// system (there /dev/zero is a device node).
+fn shmem_object(path: &std::path::Path) -> bool {
+    let b = path.as_os_str().as_bytes();
+    b == b"/dev/zero" || (b.len() == 13 && b.starts_with(b"/SYSV") && b[5..].iter().all(u8::is_ascii_hexdigit))
 }
 
 /// Links the open file `fd` of `pid` (unlinked from `path`, linked
@@ -565,8 +587,18 @@ fn make_tmpfile_ghost(images: &FileImages, g: u32) -> std::result::Result<OwnedF
 
 #[cfg(test)]
 mod tests {
-    use super::is_link_remap_name;
+    use super::{is_link_remap_name, shmem_object};
     use std::path::Path;
+
+    #[test]
+    fn kernel_names_of_shared_memory_objects() {
+        for yes in ["/dev/zero", "/SYSV0000002a", "/SYSVdeadbeef"] {
+            assert!(shmem_object(Path::new(yes)), "{yes}");
+        }
+        for no in ["/dev/zero2", "/SYSV", "/SYSV0000002", "/SYSVxyz0002a", "/tmp/dev/zero", "/dev/null"] {
+            assert!(!shmem_object(Path::new(no)), "{no}");
+        }
+    }
 
     #[test]
     fn only_link_remap_names_are_removed_after_restore() {

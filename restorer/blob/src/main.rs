@@ -532,8 +532,15 @@ fn map_shm_object(cx: &mut Ctx, vmas: &[plan::Vma], first: usize) -> Result<(), 
         return Err(f);
     }
     for w in vmas[first..].iter().filter(|w| w.kind == v.kind && w.shm_id == v.shm_id) {
-        let r =
-            sys::mmap(w.start, w.end - w.start, rw, sys::MAP_SHARED | sys::MAP_FIXED | w.map_flags, fd as i32, w.pgoff);
+        // A private mapping of the object gets its own copies written
+        // over it later; one never writable is mapped as it was.
+        let (share, prot) = if w.map_flags & plan::MAP_PRIVATE_SHM != 0 {
+            (sys::MAP_PRIVATE, if w.flags & plan::VF_FINAL_PROT != 0 { w.prot } else { rw })
+        } else {
+            (sys::MAP_SHARED, rw)
+        };
+        let flags = share | sys::MAP_FIXED | (w.map_flags & !plan::MAP_PRIVATE_SHM);
+        let r = sys::mmap(w.start, w.end - w.start, prot, flags, fd as i32, w.pgoff);
         if r as u64 != w.start {
             sys::close(fd as i32);
             cx.plan.failure.ret = if r < 0 { r } else { -sys::EINVAL };

@@ -143,6 +143,11 @@ pub const VF_FINAL_PROT: u32 = 1;
 /// plan has no page runs for it.
 pub const VF_FILLED: u32 = 2;
 
+/// [`Vma::map_flags`] of a [`VmaKind::AnonShared`] VMA: a private mapping
+/// of the object (MAP_PRIVATE's own bit), whose page runs are its own
+/// copies written over the object's data.
+pub const MAP_PRIVATE_SHM: u32 = 0x02;
+
 /// [`Vma::flags`]: a [`VmaKind::SysvShm`] VMA that starts an attachment.
 pub const VF_SHM_ATTACH: u32 = 4;
 /// [`Vma::flags`]: with [`VF_SHM_ATTACH`], attach read-only (SHM_RDONLY).

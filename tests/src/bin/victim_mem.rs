@@ -1000,8 +1000,39 @@ fn shmem() -> impl FnMut() -> Result<String, String> {
     let alias = unsafe { libc::mremap(b.wrapping_add(4 * PAGE) as *mut _, 0, 4 * PAGE, libc::MREMAP_MAYMOVE) };
     assert_ne!(alias, libc::MAP_FAILED, "mremap alias");
     let alias = alias as *mut u64;
+    // A private mapping of the first object (pages 16..32 of it), made
+    // through map_files: page 2 of it is its own copy, the rest is the
+    // object's, and writes do not cross between the two.
+    let path = format!("/proc/self/map_files/{:x}-{:x}", a as usize, a as usize + n * PAGE);
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).expect("open map_files");
+    use std::os::fd::AsRawFd;
+    // SAFETY: a fresh private mapping of our own object, placed by the kernel.
+    let private =
+        unsafe { libc::mmap(std::ptr::null_mut(), 16 * PAGE, rw, libc::MAP_PRIVATE, f.as_raw_fd(), 16 * PAGE as i64) };
+    assert_ne!(private, libc::MAP_FAILED, "private mapping of shared memory");
+    drop(f);
+    let private = private as *mut u8;
+    fill_page(private.wrapping_add(2 * PAGE), 11, 2);
     let mut checks = 0u64;
     move || {
+        check_page(private.wrapping_add(2 * PAGE), Some((11, 2)), "private copy of shared page 18")?;
+        for pg in [0usize, 1, 3] {
+            check_page(
+                private.wrapping_add(pg * PAGE),
+                Some((9, 16 + pg)),
+                &format!("shared page {} seen privately", 16 + pg),
+            )?;
+        }
+        // SAFETY: our mappings, 16 pages long (private) and n pages (a).
+        unsafe {
+            let shared = a.wrapping_add(17 * PAGE) as *mut u64;
+            shared.add(3).write_volatile(0xbeef_0000 + checks);
+            if (private.wrapping_add(PAGE) as *const u64).add(3).read_volatile() != 0xbeef_0000 + checks {
+                return Err("a write to shared page 17 is not seen through the private mapping".into());
+            }
+            shared.add(3).write_volatile(pattern(9, 17, 3));
+        }
+        check_page(a.wrapping_add(18 * PAGE), Some((9, 18)), "shared page 18 under the private copy")?;
         for pg in 0..n {
             let want = if holes(pg) && checks == 0 { None } else { Some((9, pg)) };
             check_page(a.wrapping_add(pg * PAGE), want, &format!("shared page {pg}"))?;
