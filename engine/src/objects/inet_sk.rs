@@ -715,6 +715,12 @@ pub(crate) fn read_opts(
             }
         }
     }
+    // SO_BUF_LOCK (Linux 5.14): setting a buffer size locks it, and the
+    // restore sets sizes (and enlarges a connection's buffers to refill
+    // its queues), so the dumped locks are always set again, last.
+    if let Ok(v) = inet::get_opt_int(s, SOL_SOCKET, SO_BUF_LOCK) {
+        o.ip_extra.push((SOL_SOCKET, SO_BUF_LOCK, v));
+    }
     // UDP-Lite's checksum coverage, the same way.
     if proto == inet::IPPROTO_UDPLITE {
         for name in [inet::UDPLITE_SEND_CSCOV, inet::UDPLITE_RECV_CSCOV] {
@@ -725,7 +731,8 @@ pub(crate) fn read_opts(
         }
     }
     // Options read as bytes, the same way.
-    let tcp = proto == inet::IPPROTO_TCP;
+    // A raw socket of protocol TCP has no TCP options.
+    let tcp = proto == inet::IPPROTO_TCP && ty == SockType::SOCK_STREAM.0;
     let raw_v6: &[(u32, u32, usize)] = if six { RAW_V6 } else { &[] };
     let raw_tcp: &[(u32, u32, usize)] = if tcp { RAW_TCP } else { &[] };
     for &(level, name, max) in RAW_IP.iter().chain(raw_v6).chain(raw_tcp) {
@@ -813,6 +820,9 @@ pub(crate) fn join_groups(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::R
     }
     Ok(())
 }
+
+/// SO_BUF_LOCK: which buffer sizes the kernel may no longer tune.
+const SO_BUF_LOCK: u32 = 72;
 
 /// (level, option) of the integer socket-level options kept where set:
 /// SO_NO_CHECK, SO_PASSCRED, SO_TIMESTAMP, SO_PASSSEC, SO_TIMESTAMPNS, SO_TIMESTAMPING
@@ -1629,7 +1639,7 @@ pub(crate) fn set_opts(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Resu
         sk::set_sockopt_bytes(fd, *level, *name, v).map_err(|e| format!("option {level}/{name}: {e}"))?;
     }
     join_groups(fd, u)?;
-    if u.proto == inet::IPPROTO_TCP {
+    if u.proto == inet::IPPROTO_TCP && u.ty == SockType::SOCK_STREAM.0 {
         set(SOL_TCP, inet::TCP_NODELAY, o.nodelay as i32, "TCP_NODELAY")?;
         set(SOL_TCP, inet::TCP_CORK, o.cork as i32, "TCP_CORK")?;
         set(SOL_TCP, inet::TCP_KEEPIDLE, o.keepidle, "TCP_KEEPIDLE")?;
@@ -1657,7 +1667,7 @@ pub(crate) fn set_opts(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Resu
 /// its state; only the receiving side is a flag).
 fn shutdown(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), String> {
     let mut how = u.shutdown & (RCV_SHUTDOWN | SEND_SHUTDOWN);
-    if u.proto == inet::IPPROTO_TCP {
+    if u.proto == inet::IPPROTO_TCP && u.ty == SockType::SOCK_STREAM.0 {
         how &= RCV_SHUTDOWN;
     }
     let how = match how {

@@ -286,6 +286,12 @@ fn all(logp: &str) {
     setopt(r6, libc::IPPROTO_IPV6, 7, 2); // IPV6_CHECKSUM at offset 2
     connect(r6, &addr6(lo6(), 0));
     socks.push(("raw6", r6, vec![(libc::IPPROTO_IPV6, 7, 4)]));
+    // Raw IPv4 of protocol TCP (no TCP options of its own), with a
+    // receive buffer set and its lock taken off again (SO_BUF_LOCK).
+    let rt = socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP);
+    setopt(rt, libc::SOL_SOCKET, libc::SO_RCVBUF, 300_000);
+    setopt(rt, libc::SOL_SOCKET, 72, 0); // SO_BUF_LOCK
+    socks.push(("rawtcp", rt, vec![(libc::SOL_SOCKET, libc::SO_RCVBUF, 4), (libc::SOL_SOCKET, 72, 4)]));
     // Ping sockets.
     let p4 = socket(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_ICMP);
     bind(p4, &addr4([127, 0, 0, 1], 0));
