@@ -1107,3 +1107,90 @@ fn chrooted_process_survives() {
     assert_eq!(got, "/inside in the jail");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A working directory that was the /proc directory of a task that has
+/// exited cannot be made again: refused at dump, naming it, and the task
+/// runs on (the restore used to fail making /proc/PID).
+#[test]
+fn a_working_directory_in_proc_of_a_dead_task_is_refused_at_dump() {
+    if !have_python3() {
+        return;
+    }
+    let script = "import os, time\n\
+                  c = os.fork()\n\
+                  if c == 0:\n    time.sleep(600)\n    os._exit(0)\n\
+                  os.chdir('/proc/%d' % c)\n\
+                  os.kill(c, 9)\n\
+                  os.waitpid(c, 0)\n\
+                  print(c, flush=True)\n\
+                  time.sleep(600)\n";
+    let (mut child, line) = python3_started(script);
+    let gone: i32 = line.trim().parse().expect("the dead child's pid");
+    let pid = child.id() as i32;
+    let dir = tmpdir("proccwd");
+    let out = crtools(&["dump", "-t", &pid.to_string(), "-D", dir.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "not refused: {err}");
+    assert!(err.contains(&format!("/proc/{gone}")) && err.contains("working directory"), "{err}");
+    assert_eq!(state(pid), Some('S'), "the task does not sleep on");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A dumped task that led a session (or group) another process, outside
+/// the tree, is still in: its pid cannot be made again while that process
+/// lives. The restore says so at once, naming both, instead of a bare fork
+/// failure after seconds.
+#[test]
+fn a_pid_kept_as_a_group_id_outside_the_tree_is_named_at_restore() {
+    if !have_python3() {
+        return;
+    }
+    subreaper();
+    // root -> c (leads group c) -> h -> g; h exits: g, in group c, is
+    // re-parented to this test, out of root's tree.
+    let script = "import os, time\n\
+                  r, w = os.pipe()\n\
+                  c = os.fork()\n\
+                  if c == 0:\n    \
+                      os.setpgid(0, 0)\n    \
+                      h = os.fork()\n    \
+                      if h == 0:\n        \
+                          g = os.fork()\n        \
+                          if g == 0:\n            time.sleep(600)\n            os._exit(0)\n        \
+                          os.write(w, b'%d\\n' % g)\n        \
+                          os._exit(0)\n    \
+                      os.waitpid(h, 0)\n    \
+                      time.sleep(600)\n    \
+                      os._exit(0)\n\
+                  g = int(os.read(r, 32))\n\
+                  os.close(r); os.close(w)\n\
+                  print(c, g, flush=True)\n\
+                  time.sleep(600)\n";
+    let (mut root, line) = python3_started(script);
+    let mut it = line.split_whitespace().map(|p| p.parse::<i32>().expect("pids"));
+    let (c, g) = (it.next().unwrap(), it.next().unwrap());
+    let pid = root.id() as i32;
+    let dir = tmpdir("heldpgid");
+    let img = dir.to_str().unwrap();
+    let out = crtools(&["dump", "-t", &pid.to_string(), "-D", img]);
+    assert!(out.status.success(), "dump: {}", String::from_utf8_lossy(&out.stderr));
+    let _ = root.wait();
+    // c is reaped by this test (its subreaper) once root is gone.
+    let t = Instant::now();
+    while state(c).is_some() {
+        // SAFETY: reaping children re-parented to this test.
+        unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+        assert!(t.elapsed() < Duration::from_secs(10), "{c} is not gone");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = crtools(&["restore", "-d", "-D", img]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "restored");
+    // g is in root's session too: root, forked first, is the one named.
+    assert!(err.contains(&format!("process {g}")) && err.contains(&format!("session {pid}")), "{err}");
+    assert!(state(pid).is_none(), "a restored task is left");
+    kill_reap(g);
+    let _ = std::fs::remove_dir_all(&dir);
+}

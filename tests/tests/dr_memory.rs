@@ -390,6 +390,19 @@ fn vdso_clocks_advance() {
     c.ask();
 }
 
+/// A task that unmapped its vDSO areas comes back without them (restore
+/// refused it: "vDSO layout differs").
+#[test]
+fn unmapped_vdso_stays_unmapped() {
+    if !root() {
+        return;
+    }
+    let mut c = Case::start("novdso", &[]);
+    assert_eq!(c.ask(), "novdso");
+    c.dump_and_restore();
+    assert_eq!(c.ask(), "novdso");
+}
+
 /// Shared anonymous memory with holes, an object mapped at an offset and
 /// aliased, and a private mapping of an object (its own copied page and
 /// the object's pages, writes not crossing) come back the same.

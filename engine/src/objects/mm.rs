@@ -1498,8 +1498,10 @@ pub fn plan(
 
     // The vDSO areas: this kernel's must look exactly like the dumped ones
     // (same kinds, sizes and relative placement) for the vDSO code, which
-    // finds its data pages by fixed offsets, to work where it was.
-    if dumped_vdso.len() != current_vdso.len()
+    // finds its data pages by fixed offsets, to work where it was. A task
+    // that had unmapped them all gets none: the restorer keeps only what
+    // the plan lists.
+    if !dumped_vdso.is_empty() && dumped_vdso.len() != current_vdso.len()
         || dumped_vdso.iter().zip(current_vdso).any(|(d, c)| d.0 != c.0 || d.2 != c.2)
     {
         return Err(Error::task(
@@ -1516,7 +1518,7 @@ pub fn plan(
             return Err(Error::task(pid, "vDSO areas moved apart since the dump"));
         }
     }
-    b.plan.nr_vdso = dumped_vdso.len() as u32;
+    b.plan.nr_vdso = dumped_vdso.len().min(current_vdso.len()) as u32;
     for (i, (d, c)) in dumped_vdso.iter().zip(current_vdso).enumerate() {
         b.plan.vdso[i] = rp::VdsoMove { from: c.1, to: d.1, len: d.2 };
     }

@@ -528,6 +528,17 @@ pub fn dump_process_with(p: &mut Parasite<'_>, status: &proc::status::Status) ->
     let cwd_removed = if cwd_target.deleted {
         use std::os::unix::fs::MetadataExt;
         let m = std::fs::metadata(proc::pid_path(pid, "cwd")).ctx(pid, "stat cwd")?;
+        // The /proc directory of a task that has exited: nothing can make
+        // it again (zdtm unhashed_proc).
+        if cwd_target.path.starts_with("/proc") {
+            return Err(Error::refuse(
+                pid,
+                format!(
+                    "its working directory {} belonged to a task that has exited: cannot make it again",
+                    cwd_target.path.display()
+                ),
+            ));
+        }
         // Made again where it was: its parent must still be a directory.
         if !cwd_target.path.parent().is_some_and(|d| d.is_dir()) {
             return Err(Error::refuse(

@@ -102,6 +102,23 @@ unsafe fn fork_exact(pid: Pid, exit_signal: i32, flags: CloneFlags) -> std::resu
     }
 }
 
+/// Why `pid` cannot be created, when no task has it but a process keeps it
+/// in use as the id of its process group or session (the dumped task led
+/// it and that process, outside the tree, stayed in it).
+pub(super) fn held_pid(pid: Pid) -> Option<Error> {
+    if crate::proc::stat::read(pid).is_ok() {
+        return None;
+    }
+    let (holder, what) = crate::proc::misc::find_id_holder(pid)?;
+    Some(Error::task(
+        pid,
+        format!(
+            "cannot be created again: process {holder}, outside the tree, is still in the {what} {pid} \
+             the task led at dump; the pid is free once that process leaves it or exits"
+        ),
+    ))
+}
+
 /// Forks the root with its pid. It blocks on `go` until the engine has
 /// seized it, then runs [`child_main`].
 pub(super) fn spawn_root(all: &[Prepared], go: &OwnedFd) -> Result<Tracee> {
@@ -128,11 +145,16 @@ pub(super) fn spawn_root(all: &[Prepared], go: &OwnedFd) -> Result<Tracee> {
                 }
                 break;
             }
-            Err(Errno::EEXIST) if Instant::now() < deadline => {
+            Err(Errno::EEXIST) => {
+                if let Some(e) = held_pid(pid) {
+                    return Err(e);
+                }
+                if Instant::now() > deadline {
+                    return Err(Error::task(pid, "pid is in use by another process"));
+                }
                 // The dumped task may still be dying or waiting to be reaped.
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Err(Errno::EEXIST) => return Err(Error::task(pid, "pid is in use by another process")),
             Err(e) => return Err(Error::task(pid, format!("create the task with its pid (clone3 set_tid): {e}"))),
         }
     }

@@ -845,26 +845,11 @@ fn create_cow_copies(
 }
 
 /// Why `parent` could not create a child with its pid, when the reason is
-/// a process outside the tree that keeps the pid in use as the id of its
-/// process group or session (the dumped task led it, the process stayed).
+/// a process outside the tree that keeps the pid in use (see
+/// [`fork::held_pid`]).
 fn held_child_pid(all: &[Prepared], parent: Pid) -> Option<Error> {
     let me = all.iter().find(|p| p.pid == parent)?;
-    let kids = me.children.iter().map(|&c| all[c].pid).chain(me.helpers.iter().copied());
-    for kid in kids {
-        if proc::stat::read(kid).is_ok() {
-            continue;
-        }
-        if let Some((holder, what)) = proc::misc::find_id_holder(kid) {
-            return Some(Error::task(
-                kid,
-                format!(
-                    "cannot be created again: process {holder}, outside the tree, is still in the {what} \
-                     {kid} the task led at dump; the pid is free once that process leaves it or exits"
-                ),
-            ));
-        }
-    }
-    None
+    me.children.iter().map(|&c| all[c].pid).chain(me.helpers.iter().copied()).find_map(fork::held_pid)
 }
 
 /// Waits until a pid that must be reused is free. A zombie (the dumped

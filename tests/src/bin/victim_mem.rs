@@ -246,6 +246,11 @@ fn main() {
             say!(&log, "ready {pid}");
             serve(&log, check)
         }
+        "novdso" => {
+            let check = novdso();
+            say!(&log, "ready {pid}");
+            serve(&log, check)
+        }
         "shmem" => {
             let check = shmem();
             say!(&log, "ready {pid}");
@@ -971,6 +976,27 @@ fn vdso() -> impl FnMut() -> Result<String, String> {
             let _ = write!(out, "{name}={} ", c / 1_000_000);
         }
         Ok(out.trim_end().to_string())
+    }
+}
+
+/// The vDSO and its data areas unmapped (as some sandboxes and zdtm's
+/// vdso02 do): nothing of them may come back. No clock is read through the
+/// vDSO from here on.
+fn novdso() -> impl FnMut() -> Result<String, String> {
+    let special = |l: &str| ["[vdso]", "[vvar]", "[vvar_vclock]"].iter().any(|n| l.ends_with(n));
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("read maps");
+    for l in maps.lines().filter(|l| special(l)) {
+        let (s, e) = l.split_whitespace().next().and_then(|r| r.split_once('-')).expect("maps range");
+        let (s, e) = (usize::from_str_radix(s, 16).unwrap(), usize::from_str_radix(e, 16).unwrap());
+        // SAFETY: the kernel's areas, which nothing of ours uses any more.
+        assert_eq!(unsafe { libc::munmap(s as *mut _, e - s) }, 0, "munmap {l}");
+    }
+    move || {
+        let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| format!("read maps: {e}"))?;
+        match maps.lines().find(|l| special(l)) {
+            Some(l) => Err(format!("mapped again: {l}")),
+            None => Ok("novdso".into()),
+        }
     }
 }
 
