@@ -1194,3 +1194,45 @@ fn a_pid_kept_as_a_group_id_outside_the_tree_is_named_at_restore() {
     kill_reap(g);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Two datagram sockets bound to abstract names, each sent (in flight) to
+/// the other and to itself: after the dump the dead tree's sockets hold
+/// each other, and only the kernel's collector of in-flight descriptors
+/// frees their names. The restore sets it off and binds them again; the
+/// descriptors in flight come out with their names.
+#[test]
+fn abstract_sockets_in_flight_in_a_cycle_are_restored() {
+    if !have_python3() {
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("scm-cycle");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("got");
+    let tag = std::process::id();
+    let script = format!(
+        "import socket, signal, time\n\
+         p = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+         for i in range(2):\n    p[i].bind('\\0crtools-cycle-{tag}-%d' % i)\n\
+         for i in range(2):\n    \
+             for j in range(2):\n        socket.send_fds(p[i], [b'x'], [p[j].fileno()])\n\
+         def go(*_):\n    \
+             names = []\n    \
+             for s in (p[1], p[0]):\n        \
+                 for k in range(2):\n            \
+                     _, fds, _, _ = socket.recv_fds(s, 10, 1)\n            \
+                     t = socket.socket(fileno=fds[0])\n            \
+                     names.append(t.getsockname()[1:].decode())\n    \
+             open('{}', 'w').write(' '.join(names))\n\
+         signal.signal(signal.SIGUSR1, go)\n\
+         print('ready', flush=True)\n\
+         while True: time.sleep(1)\n",
+        out.display()
+    );
+    let pid = python3_dumped_and_restored(&script, &dir);
+    let got = ask(pid, &out);
+    kill_reap(pid);
+    let want = (0..4).map(|k| format!("crtools-cycle-{tag}-{}", k % 2)).collect::<Vec<_>>().join(" ");
+    assert_eq!(got, want);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -403,11 +403,31 @@ fn new_socket(ty: u32) -> crate::sys::Result<OwnedFd> {
     sk::socket(AF_UNIX, sock_type(ty), SockFlags::SOCK_CLOEXEC, 0)
 }
 
+/// bind(2), and when an abstract name is still taken, maybe by a socket of
+/// the dumped tree that only the kernel's garbage collector of in-flight
+/// descriptors frees (sockets sent over each other in a cycle, zdtm scm06),
+/// the collector is set off (by closing a socket that has a descriptor in
+/// flight) and the bind tried again for a while.
+fn bind_collecting(fd: BorrowedFd<'_>, addr: &UnixAddr) -> crate::sys::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match sk::bind(fd, addr) {
+            Err(Errno::EADDRINUSE) if addr.path().is_none() && std::time::Instant::now() < deadline => {
+                let (a, b) = sk::socketpair(AF_UNIX, SockType::SOCK_DGRAM, SockFlags::SOCK_CLOEXEC, 0)?;
+                sk::send_fds(a.as_fd(), b"x", &[a.as_fd()])?;
+                drop((a, b));
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Binds `fd` to `name`; a stale socket file at a path (nobody bound to it
 /// any more) is replaced; anything else in the way is an error.
 fn bind_name(fd: BorrowedFd<'_>, ty: u32, name: &[u8]) -> std::result::Result<(), String> {
     let addr = UnixAddr::from_path_bytes(name).map_err(|e| format!("address {}: {e}", name_text(name)))?;
-    match sk::bind(fd, &addr) {
+    match bind_collecting(fd, &addr) {
         Ok(()) => return Ok(()),
         Err(Errno::EADDRINUSE) if is_path_name(name) => {}
         Err(e) => return Err(format!("bind to {}: {e}", name_text(name))),
