@@ -217,6 +217,11 @@ fn packet_socket_with_a_ring_is_refused() {
 }
 
 #[test]
+fn obsolete_sock_packet_socket_is_refused() {
+    refused("spkt", "SOCK_PACKET");
+}
+
+#[test]
 fn packet_socket_in_a_fanout_group_is_refused() {
     refused("fanout", "fanout group 4242");
 }

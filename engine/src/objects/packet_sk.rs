@@ -92,6 +92,12 @@ pub fn dump(
     let s = super::files::take_fd(pid, fd)?;
     let s = s.as_fd();
     let ty = sk::get_so_type(s).map_err(|err| e(format!("SO_TYPE: {err}")))?.0;
+    // The obsolete SOCK_PACKET kind binds to a device by name, with the
+    // protocol it was made with (its address is no sockaddr_ll).
+    const SOCK_PACKET: u32 = 10;
+    if ty == SOCK_PACKET {
+        return Err(r("is of the obsolete kind SOCK_PACKET: not supported".into()));
+    }
     if out.packet_diag.is_none() {
         // Once, with the whole tree frozen.
         out.packet_diag = Some(sock_diag::packet_sockets().map_err(|err| e(format!("packet_diag: {err}")))?);

@@ -383,6 +383,19 @@ fn refused(logp: &str, kind: &str) {
             setopt_bytes(fd, SOL_PACKET, PACKET_RX_RING, b);
             before = state(fd, PACKET_OPTS);
         }
+        "spkt" => {
+            // The obsolete SOCK_PACKET (10), bound to lo by name.
+            fd = socket(libc::AF_PACKET, 10, (ETH_P_TEST).to_be() as i32);
+            // SAFETY: a sockaddr is plain data; all zero is valid.
+            let mut a: libc::sockaddr = unsafe { std::mem::zeroed() };
+            a.sa_family = libc::AF_PACKET as u16;
+            a.sa_data[0] = b'l' as libc::c_char;
+            a.sa_data[1] = b'o' as libc::c_char;
+            // SAFETY: a is a plain sockaddr of the size given.
+            let r = unsafe { libc::bind(fd, &a, std::mem::size_of::<libc::sockaddr>() as u32) };
+            assert_eq!(r, 0, "bind SOCK_PACKET to lo");
+            before = name_hex(fd, false);
+        }
         _ => {
             fd = socket(libc::AF_PACKET, libc::SOCK_RAW, (ETH_P_TEST).to_be() as i32);
             bind_ll(fd, ETH_P_TEST, lo_index());
@@ -405,6 +418,7 @@ fn refused(logp: &str, kind: &str) {
             }
         }
         "ring" => (state(fd, PACKET_OPTS) == before).then_some(()).ok_or("changed".to_string()),
+        "spkt" => (name_hex(fd, false) == before).then_some(()).ok_or("changed".to_string()),
         _ => (state(fd, &[(SOL_PACKET, PACKET_FANOUT, 4)]) == before).then_some(()).ok_or("changed".to_string()),
     };
     match r {
@@ -424,7 +438,7 @@ fn main() {
     let logp = args.get(2).cloned().expect("LOG");
     match args.get(1).map(String::as_str) {
         Some("all") => all(&logp),
-        Some(k @ ("queued" | "ring" | "fanout")) => refused(&logp, k),
-        _ => panic!("usage: victim_rawsk all|queued|ring|fanout LOG"),
+        Some(k @ ("queued" | "ring" | "fanout" | "spkt")) => refused(&logp, k),
+        _ => panic!("usage: victim_rawsk all|queued|ring|fanout|spkt LOG"),
     }
 }
