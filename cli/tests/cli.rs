@@ -1236,3 +1236,57 @@ fn abstract_sockets_in_flight_in_a_cycle_are_restored() {
     assert_eq!(got, want);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Unix sockets whose files were unlinked, with their names taken since:
+/// a datagram server whose name is a FIFO now (its client connected, a
+/// datagram queued), a listener bound to the name another listener holds
+/// now, an accepted connection whose listener closed and was unlinked.
+/// After restore each is reached as before, the FIFO and the other
+/// listener keep the name, and no socket file is left behind.
+#[test]
+fn unlinked_unix_sockets_whose_names_were_taken_since() {
+    if !have_python3() {
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("unix-taken");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("got");
+    let d = dir.display();
+    let script = format!(
+        "import socket, signal, time, os, stat\n\
+         U = socket.AF_UNIX\n\
+         p1, p2, p3 = '{d}/s1', '{d}/s2', '{d}/s3'\n\
+         srv = socket.socket(U, socket.SOCK_DGRAM); srv.bind(p1)\n\
+         cli = socket.socket(U, socket.SOCK_DGRAM); cli.connect(p1)\n\
+         os.unlink(p1); os.mkfifo(p1); fifo = os.open(p1, os.O_RDWR)\n\
+         cli.send(b'one')\n\
+         l1 = socket.socket(U); l1.bind(p2); l1.listen()\n\
+         os.rename(p2, p2 + '.t')\n\
+         l2 = socket.socket(U); l2.bind(p2); l2.listen()\n\
+         os.rename(p2 + '.t', p2)\n\
+         l3 = socket.socket(U); l3.bind(p3); l3.listen()\n\
+         c3 = socket.socket(U); c3.connect(p3); a3, _ = l3.accept(); l3.close(); os.unlink(p3)\n\
+         def go(*_):\n    \
+             r = []\n    \
+             cli.send(b'two')\n    \
+             r += [srv.recv(10).decode(), srv.recv(10).decode(), srv.getsockname()]\n    \
+             r.append(stat.S_ISFIFO(os.stat(p1).st_mode))\n    \
+             os.write(fifo, b'f'); r.append(os.read(fifo, 1).decode())\n    \
+             c = socket.socket(U); c.connect(p2); l1.accept(); r.append('l1')\n    \
+             r.append(l2.getsockname())\n    \
+             c3.send(b'3'); r.append(a3.recv(1).decode()); r.append(os.path.exists(p3))\n    \
+             r.append(sorted(os.listdir('{d}')))\n    \
+             open('{}', 'w').write(' '.join(map(str, r)))\n\
+         signal.signal(signal.SIGUSR1, go)\n\
+         print('ready', flush=True)\n\
+         while True: time.sleep(1)\n",
+        out.display()
+    );
+    let pid = python3_dumped_and_restored(&script, &dir);
+    let got = ask(pid, &out);
+    kill_reap(pid);
+    let want = format!("one two {d}/s1 True f l1 {d}/s2 3 False ['img', 's1', 's2']");
+    assert_eq!(got, want);
+    let _ = std::fs::remove_dir_all(&dir);
+}

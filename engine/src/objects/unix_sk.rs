@@ -50,6 +50,7 @@ use crate::proc::fdinfo::{FdInfo, FdTarget};
 use crate::sys::sock_diag::{self, UnixDiag, STATE_ESTABLISHED, STATE_LISTEN};
 use crate::sys::socket::{self as sk, MsgFlags, SockFlags, SockType, UCred, UnixAddr, AF_UNIX};
 use crate::sys::{Errno, Pid};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
@@ -423,6 +424,76 @@ fn bind_collecting(fd: BorrowedFd<'_>, addr: &UnixAddr) -> crate::sys::Result<()
     }
 }
 
+/// Where the files of unlinked sockets are while the sockets are made:
+/// each binds at its name, and its file is renamed at once to a name of
+/// its own next to it, so that the name is free for what holds it now (a
+/// FIFO made there, zdtm fifo_upon_unix_socket01; another socket bound to
+/// the same name, zdtm del_standalone_un) and its peers still reach it
+/// ([`reach`]). The files go once the sockets are complete, or when the
+/// restore fails before.
+#[derive(Default)]
+struct Aliases(HashMap<u32, std::path::PathBuf>);
+
+impl Aliases {
+    fn remove_all(&mut self) -> std::result::Result<(), String> {
+        let mut first = Ok(());
+        for (_, alias) in self.0.drain() {
+            let r = std::fs::remove_file(&alias).map_err(|e| format!("unlink {}: {e}", alias.display()));
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+}
+
+impl Drop for Aliases {
+    fn drop(&mut self) {
+        if let Err(e) = self.remove_all() {
+            log::warn!("{e}");
+        }
+    }
+}
+
+/// Binds `fd` as socket `u` was bound (an unlinked one: see [`Aliases`]).
+fn bind_sock(fd: BorrowedFd<'_>, u: &UnixSkEntry, aliases: &RefCell<Aliases>) -> std::result::Result<(), String> {
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&u.name));
+    let alias = path.with_file_name(format!(".crt-u.{}", u.ino));
+    // An alias too long for an address, or a name some file has already:
+    // the socket's file stays at its name until the sockets are complete
+    // (the name must be free then).
+    let exists = |p: &std::path::Path| std::fs::symlink_metadata(p).is_ok();
+    if !u.unlinked || !is_path_name(&u.name) || alias.as_os_str().len() >= 108 || exists(&alias) {
+        return bind_name(fd, u.ty, &u.name);
+    }
+    let aside = path.with_file_name(format!(".crt-a.{}", u.ino));
+    if exists(&aside) {
+        return Err(format!("{} is in the way of setting {} aside", aside.display(), path.display()));
+    }
+    let occupied = std::fs::symlink_metadata(path).is_ok();
+    if occupied {
+        std::fs::rename(path, &aside).map_err(|e| format!("set {} aside: {e}", path.display()))?;
+    }
+    let r = bind_name(fd, u.ty, &u.name).and_then(|()| {
+        std::fs::rename(path, &alias).map_err(|e| format!("rename the socket file to {}: {e}", alias.display()))
+    });
+    if occupied {
+        let back = std::fs::rename(&aside, path).map_err(|e| format!("put {} back: {e}", path.display()));
+        r.clone().and(back)?;
+    }
+    r?;
+    aliases.borrow_mut().0.insert(u.ino, alias);
+    Ok(())
+}
+
+/// The address through which socket `u` is reached while the sockets are
+/// made: its name, or its file's alias (see [`Aliases`]).
+fn reach(u: &UnixSkEntry, made: &Made) -> std::result::Result<UnixAddr, String> {
+    let aliases = made.aliases.borrow();
+    let name = aliases.0.get(&u.ino).map(|a| a.as_os_str().as_bytes()).unwrap_or(&u.name);
+    UnixAddr::from_path_bytes(name).map_err(|e| format!("address {}: {e}", name_text(name)))
+}
+
 /// Binds `fd` to `name`; a stale socket file at a path (nobody bound to it
 /// any more) is replaced; anything else in the way is an error.
 fn bind_name(fd: BorrowedFd<'_>, ty: u32, name: &[u8]) -> std::result::Result<(), String> {
@@ -503,6 +574,8 @@ struct Made {
     /// Stand-in peers of connected sockets whose peer had closed: they send
     /// the queued bytes, then close.
     gone_peers: HashMap<u32, OwnedFd>,
+    /// Where the files of unlinked sockets are meanwhile.
+    aliases: RefCell<Aliases>,
 }
 
 /// Creates every unix socket of the images (see the module doc).
@@ -548,7 +621,7 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     // Listeners.
     for u in socks.iter().filter(|u| u.state == STATE_LISTEN as u32) {
         let fd = new_socket(u.ty).map_err(|e| err(u, format!("socket: {e}")))?;
-        bind_name(fd.as_fd(), u.ty, &u.name).map_err(|m| err(u, m))?;
+        bind_sock(fd.as_fd(), u, &made.aliases).map_err(|m| err(u, m))?;
         as_peer(u.peer_cred.as_ref(), Op::Listen(fd.as_fd(), u.backlog as i32)).map_err(|m| err(u, m))?;
         made.fds.insert(u.ino, fd);
     }
@@ -581,7 +654,7 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
                     // --ext-unix-sk: connect to the outside peer's address again.
                     let fd = new_socket(u.ty).map_err(|e| err(u, format!("socket: {e}")))?;
                     if !u.name.is_empty() {
-                        bind_name(fd.as_fd(), u.ty, &u.name).map_err(|m| err(u, m))?;
+                        bind_sock(fd.as_fd(), u, &made.aliases).map_err(|m| err(u, m))?;
                     }
                     let a = UnixAddr::from_path_bytes(addr).map_err(|e| err(u, format!("peer address: {e}")))?;
                     // As its holder: the peer authenticates who connects.
@@ -607,12 +680,12 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     }
     // Backlogs: each waiting connection connected again, oldest first.
     for l in socks.iter().filter(|u| u.state == STATE_LISTEN as u32) {
-        let addr = UnixAddr::from_path_bytes(&l.name).map_err(|e| err(l, format!("address: {e}")))?;
+        let addr = reach(l, &made).map_err(|m| err(l, m))?;
         for &icon in &l.icons {
             let client = waiting.iter().find(|(_, &i)| i == icon).and_then(|(c, _)| by_ino.get(c).copied());
             let fd = new_socket(l.ty).map_err(|e| err(l, format!("socket: {e}")))?;
             if let Some(c) = client.filter(|c| !c.name.is_empty()) {
-                bind_name(fd.as_fd(), c.ty, &c.name).map_err(|m| err(c, m))?;
+                bind_sock(fd.as_fd(), c, &made.aliases).map_err(|m| err(c, m))?;
             }
             // The kernel keeps who connected only on the side not accepted
             // yet, which cannot be read: its client's holder is taken.
@@ -657,7 +730,7 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
         }
         let fd = new_socket(u.ty).map_err(|e| err(u, format!("socket: {e}")))?;
         if !u.name.is_empty() {
-            bind_name(fd.as_fd(), u.ty, &u.name).map_err(|m| err(u, m))?;
+            bind_sock(fd.as_fd(), u, &made.aliases).map_err(|m| err(u, m))?;
         }
         made.fds.insert(u.ino, fd);
     }
@@ -670,16 +743,6 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
         crate::sys::fs::fcntl_setfl(fd.as_fd(), status).map_err(|e| err(u, format!("F_SETFL: {e}")))?;
         let dup = fd.try_clone().map_err(|e| err(u, format!("dup: {e}")))?;
         out.add(u.id, dup);
-    }
-    for u in socks.iter().filter(|u| u.unlinked && is_path_name(&u.name)) {
-        let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&u.name));
-        std::fs::remove_file(path).map_err(|e| err(u, format!("unlink {}: {e}", path.display())))?;
-    }
-    for u in socks.iter().filter(|u| is_path_name(&u.name)) {
-        let Some(to) = &u.moved_to else { continue };
-        let (from, to) = (std::ffi::OsStr::from_bytes(&u.name), std::path::Path::new(std::ffi::OsStr::from_bytes(to)));
-        replaceable(to, u.ty).map_err(|m| err(u, m))?;
-        std::fs::rename(from, to).map_err(|e| err(u, format!("rename the socket file to {}: {e}", to.display())))?;
     }
     let socks: Vec<UnixSkEntry> = owned.clone();
     let who: HashMap<u32, String> = socks.iter().map(|u| (u.ino, name_of(u))).collect();
@@ -843,12 +906,17 @@ fn connect_accept<'a>(
     made: &Made,
     listener_of: &dyn Fn(&[u8]) -> Option<&'a UnixSkEntry>,
 ) -> std::result::Result<(OwnedFd, OwnedFd), String> {
-    let addr = UnixAddr::from_path_bytes(&acc.name).map_err(|e| format!("address {}: {e}", name_text(&acc.name)))?;
+    let mut addr =
+        UnixAddr::from_path_bytes(&acc.name).map_err(|e| format!("address {}: {e}", name_text(&acc.name)))?;
     let temp;
+    // A temporary listener's file, where no file was: removed once it has
+    // accepted (the listener had closed and its file was unlinked).
+    let mut temp_file = None;
     // The client's SO_PEERCRED is a copy of what its listener recorded at
     // listen; the accepted side's is who connected.
     let listener = match listener_of(&acc.name).and_then(|l| made.fds.get(&l.ino).map(|fd| (l, fd))) {
         Some((l, fd)) => {
+            addr = reach(l, made)?;
             if let (Some(want), Some(has)) = (&client.peer_cred, &l.peer_cred) {
                 if want != has && client.id != 0 {
                     return Err(format!(
@@ -862,6 +930,10 @@ fn connect_accept<'a>(
         }
         None => {
             temp = new_socket(acc.ty).map_err(|e| format!("socket: {e}"))?;
+            let path = addr.path().map(std::path::Path::to_path_buf);
+            if path.as_ref().is_some_and(|p| std::fs::symlink_metadata(p).is_err()) {
+                temp_file = path;
+            }
             bind_name(temp.as_fd(), acc.ty, &acc.name)?;
             as_peer(client.peer_cred.as_ref(), Op::Listen(temp.as_fd(), 1))?;
             temp.as_fd()
@@ -869,12 +941,35 @@ fn connect_accept<'a>(
     };
     let c = new_socket(client.ty).map_err(|e| format!("socket: {e}"))?;
     if !client.name.is_empty() {
-        bind_name(c.as_fd(), client.ty, &client.name)?;
+        bind_sock(c.as_fd(), client, &made.aliases)?;
     }
     as_peer(acc.peer_cred.as_ref(), Op::Connect(c.as_fd(), &addr))
         .map_err(|m| format!("connect to {}: {m}", name_text(&acc.name)))?;
     let (a, _) = sk::accept4(listener, SockFlags::SOCK_CLOEXEC).map_err(|e| format!("accept: {e}"))?;
+    if let Some(p) = temp_file {
+        std::fs::remove_file(&p).map_err(|e| format!("unlink the stand-in listener's {}: {e}", p.display()))?;
+    }
     Ok((c, a))
+}
+
+/// Once every socket is connected and its queue refilled through the
+/// files at their names: a file unlinked at dump goes, one renamed after
+/// bind is renamed.
+fn finish_files(socks: &[UnixSkEntry], made: &Made, err: impl Fn(&UnixSkEntry, String) -> Error) -> Result<()> {
+    let mut aliases = made.aliases.borrow_mut();
+    for u in socks.iter().filter(|u| u.unlinked && is_path_name(&u.name) && !aliases.0.contains_key(&u.ino)) {
+        let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&u.name));
+        std::fs::remove_file(path).map_err(|e| err(u, format!("unlink {}: {e}", path.display())))?;
+    }
+    aliases.remove_all().map_err(Error::new)?;
+    drop(aliases);
+    for u in socks.iter().filter(|u| is_path_name(&u.name)) {
+        let Some(to) = &u.moved_to else { continue };
+        let (from, to) = (std::ffi::OsStr::from_bytes(&u.name), std::path::Path::new(std::ffi::OsStr::from_bytes(to)));
+        replaceable(to, u.ty).map_err(|m| err(u, m))?;
+        std::fs::rename(from, to).map_err(|e| err(u, format!("rename the socket file to {}: {e}", to.display())))?;
+    }
+    Ok(())
 }
 
 /// With the tree in place: queues, datagram connections, shutdown, options.
@@ -900,11 +995,7 @@ fn complete(socks: &[UnixSkEntry], made: &Made, who: &HashMap<u32, String>, open
                     .ok_or_else(|| err(u, "no peer to send its queued bytes".into()))?;
                 sk::send_msg(sender.as_fd(), &m.data, None, creds.as_ref(), &rights)
             } else {
-                let to = if u.name.is_empty() {
-                    None
-                } else {
-                    Some(UnixAddr::from_path_bytes(&u.name).map_err(|e| err(u, format!("{e}")))?)
-                };
+                let to = if u.name.is_empty() { None } else { Some(reach(u, made).map_err(|m| err(u, m))?) };
                 let sender: BorrowedFd<'_> = if !m.from.is_empty() {
                     match by_name.get(m.from.as_slice()).and_then(|s| made.fds.get(&s.ino)) {
                         Some(s) => s.as_fd(),
@@ -955,7 +1046,11 @@ fn complete(socks: &[UnixSkEntry], made: &Made, who: &HashMap<u32, String>, open
                 }
                 continue; // a socketpair, connected already
             }
-            (Some(p), _) => p.name.clone(),
+            (Some(p), _) => {
+                let a = reach(p, made).map_err(|m| err(u, m))?;
+                sk::connect(fd.as_fd(), &a).map_err(|e| err(u, format!("connect to {}: {e}", name_text(&p.name))))?;
+                continue;
+            }
             (None, Some(a)) if u.peer != 0 && !a.is_empty() => a.clone(),
             _ => continue,
         };
@@ -978,5 +1073,5 @@ fn complete(socks: &[UnixSkEntry], made: &Made, who: &HashMap<u32, String>, open
         }
         set_opts(fd.as_fd(), &u.opts, true).map_err(|e| err(u, format!("options: {e}")))?;
     }
-    Ok(())
+    finish_files(socks, made, err)
 }
