@@ -1242,7 +1242,9 @@ fn abstract_sockets_in_flight_in_a_cycle_are_restored() {
 /// datagram queued), a listener bound to the name another listener holds
 /// now, an accepted connection whose listener closed and was unlinked.
 /// After restore each is reached as before, the FIFO and the other
-/// listener keep the name, and no socket file is left behind.
+/// listener keep the name, and no socket file is left behind. A socket
+/// whose directory was removed too is reached, and the directory stays
+/// removed.
 #[test]
 fn unlinked_unix_sockets_whose_names_were_taken_since() {
     if !have_python3() {
@@ -1267,6 +1269,9 @@ fn unlinked_unix_sockets_whose_names_were_taken_since() {
          os.rename(p2 + '.t', p2)\n\
          l3 = socket.socket(U); l3.bind(p3); l3.listen()\n\
          c3 = socket.socket(U); c3.connect(p3); a3, _ = l3.accept(); l3.close(); os.unlink(p3)\n\
+         os.mkdir('{d}/sub'); p4 = '{d}/sub/s4'\n\
+         s4 = socket.socket(U, socket.SOCK_DGRAM); s4.bind(p4)\n\
+         c4 = socket.socket(U, socket.SOCK_DGRAM); c4.connect(p4); os.unlink(p4); os.rmdir('{d}/sub')\n\
          def go(*_):\n    \
              r = []\n    \
              cli.send(b'two')\n    \
@@ -1276,6 +1281,7 @@ fn unlinked_unix_sockets_whose_names_were_taken_since() {
              c = socket.socket(U); c.connect(p2); l1.accept(); r.append('l1')\n    \
              r.append(l2.getsockname())\n    \
              c3.send(b'3'); r.append(a3.recv(1).decode()); r.append(os.path.exists(p3))\n    \
+             c4.send(b'4'); r.append(s4.recv(1).decode() + s4.getsockname())\n    \
              r.append(sorted(os.listdir('{d}')))\n    \
              open('{}', 'w').write(' '.join(map(str, r)))\n\
          signal.signal(signal.SIGUSR1, go)\n\
@@ -1286,7 +1292,7 @@ fn unlinked_unix_sockets_whose_names_were_taken_since() {
     let pid = python3_dumped_and_restored(&script, &dir);
     let got = ask(pid, &out);
     kill_reap(pid);
-    let want = format!("one two {d}/s1 True f l1 {d}/s2 3 False ['img', 's1', 's2']");
+    let want = format!("one two {d}/s1 True f l1 {d}/s2 3 False 4{d}/sub/s4 ['img', 's1', 's2']");
     assert_eq!(got, want);
     let _ = std::fs::remove_dir_all(&dir);
 }

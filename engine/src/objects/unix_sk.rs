@@ -429,21 +429,41 @@ fn bind_collecting(fd: BorrowedFd<'_>, addr: &UnixAddr) -> crate::sys::Result<()
 /// its own next to it, so that the name is free for what holds it now (a
 /// FIFO made there, zdtm fifo_upon_unix_socket01; another socket bound to
 /// the same name, zdtm del_standalone_un) and its peers still reach it
-/// ([`reach`]). The files go once the sockets are complete, or when the
-/// restore fails before.
+/// ([`reach`]). A socket whose directory was removed too binds in one
+/// made again for the while (zdtm sk-unix01). The files, then those
+/// directories, go once the sockets are complete, or when the restore
+/// fails before.
 #[derive(Default)]
-struct Aliases(HashMap<u32, std::path::PathBuf>);
+struct Aliases(HashMap<u32, std::path::PathBuf>, Vec<std::path::PathBuf>);
 
 impl Aliases {
     fn remove_all(&mut self) -> std::result::Result<(), String> {
         let mut first = Ok(());
-        for (_, alias) in self.0.drain() {
-            let r = std::fs::remove_file(&alias).map_err(|e| format!("unlink {}: {e}", alias.display()));
+        let files = self.0.drain().map(|(_, f)| (f, false));
+        let dirs = self.1.drain(..).rev().map(|d| (d, true));
+        for (path, dir) in files.collect::<Vec<_>>().into_iter().chain(dirs) {
+            let r = if dir { std::fs::remove_dir(&path) } else { std::fs::remove_file(&path) };
             if first.is_ok() {
-                first = r;
+                first = r.map_err(|e| format!("remove {}: {e}", path.display()));
             }
         }
         first
+    }
+
+    /// Makes the missing directories above `path` (none exist: they were
+    /// removed after the bind), to be removed again.
+    fn make_parents(&mut self, path: &std::path::Path) -> std::result::Result<(), String> {
+        let mut missing = Vec::new();
+        let mut at = path.parent();
+        while let Some(d) = at.filter(|d| std::fs::symlink_metadata(d).is_err()) {
+            missing.push(d.to_path_buf());
+            at = d.parent();
+        }
+        for d in missing.into_iter().rev() {
+            std::fs::create_dir(&d).map_err(|e| format!("make the removed directory {} again: {e}", d.display()))?;
+            self.1.push(d);
+        }
+        Ok(())
     }
 }
 
@@ -466,6 +486,7 @@ fn bind_sock(fd: BorrowedFd<'_>, u: &UnixSkEntry, aliases: &RefCell<Aliases>) ->
     if !u.unlinked || !is_path_name(&u.name) || alias.as_os_str().len() >= 108 || exists(&alias) {
         return bind_name(fd, u.ty, &u.name);
     }
+    aliases.borrow_mut().make_parents(path)?;
     let aside = path.with_file_name(format!(".crt-a.{}", u.ino));
     if exists(&aside) {
         return Err(format!("{} is in the way of setting {} aside", aside.display(), path.display()));
