@@ -1296,3 +1296,40 @@ fn unlinked_unix_sockets_whose_names_were_taken_since() {
     assert_eq!(got, want);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A task of the tree traced by another process (here its parent, as a
+/// debugger would) cannot be seized: the dump says who traces it, and
+/// both run on.
+#[test]
+fn a_traced_task_is_named_with_its_tracer() {
+    if !have_python3() {
+        return;
+    }
+    let script = "import os, ctypes, time, signal\n\
+                  libc = ctypes.CDLL(None)\n\
+                  c = os.fork()\n\
+                  if c == 0:\n    \
+                      libc.ptrace(0, 0, 0, 0)\n    \
+                      os.kill(os.getpid(), signal.SIGSTOP)\n    \
+                      time.sleep(600)\n    \
+                      os._exit(0)\n\
+                  os.waitpid(c, os.WUNTRACED)\n\
+                  libc.ptrace(7, c, 0, 0)\n\
+                  print(c, flush=True)\n\
+                  time.sleep(600)\n";
+    let (mut root, line) = python3_started(script);
+    let c: i32 = line.trim().parse().expect("the child's pid");
+    let pid = root.id() as i32;
+    let dir = tmpdir("traced");
+    let out = crtools(&["dump", "-t", &pid.to_string(), "-D", dir.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "dumped");
+    assert!(err.contains(&format!("traced by process {pid}")) && err.contains(&c.to_string()), "{err}");
+    for p in [pid, c] {
+        assert_eq!(state(p), Some('S'), "{p} does not sleep on");
+    }
+    kill_reap(c);
+    let _ = root.kill();
+    let _ = root.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -49,6 +49,13 @@ fn thread_exited(pid: Pid, tid: Pid) -> bool {
 }
 
 /// Freezes every thread of `pid`; `None` if the task vanished first.
+/// The process tracing `tid` (TracerPid of its status), if any.
+fn tracer_of(tid: Pid) -> Option<i32> {
+    let st = std::fs::read_to_string(format!("/proc/{}/status", tid.0)).ok()?;
+    let t: i32 = st.lines().find_map(|l| l.strip_prefix("TracerPid:"))?.trim().parse().ok()?;
+    (t != 0).then_some(t)
+}
+
 fn seize_threads(pid: Pid) -> Result<Option<Vec<Tracee>>> {
     let mut seized: BTreeMap<Pid, Tracee> = BTreeMap::new();
     for _round in 0..1000 {
@@ -72,6 +79,18 @@ fn seize_threads(pid: Pid) -> Result<Option<Vec<Tracee>>> {
                 Err(_) if tid != pid && thread_exited(pid, tid) => {
                     log::debug!("thread {tid} of {pid} exited while being seized");
                     continue;
+                }
+                // Traced by someone else (a debugger, a tracer in the
+                // tree): a task has one tracer only.
+                Err(e) if e.cause_errno() == Some(crate::sys::Errno::EPERM) => {
+                    if let Some(tracer) = tracer_of(tid) {
+                        return Err(InfectError::unexpected(
+                            tid,
+                            "seize",
+                            format!("it is traced by process {tracer}: a traced task cannot be dumped"),
+                        ));
+                    }
+                    return Err(e);
                 }
                 Err(e) => return Err(e),
             }

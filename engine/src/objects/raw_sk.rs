@@ -142,14 +142,21 @@ pub fn dump(
         (false, true) => "icmp",
         (true, true) => "icmp6",
     };
-    let row = crate::proc::net::sock_row(pid, table, ino as u64)
-        .ok_or_else(|| e(format!("/proc/net/{table} does not list it")))?;
+    // A ping socket is in the table once bound or connected (it has an
+    // echo identifier then): one that is neither is not.
+    let row = match crate::proc::net::sock_row(pid, table, ino as u64) {
+        Some(row) => Some(row),
+        None if ping && local.is_none() => None,
+        None => return Err(e(format!("/proc/net/{table} does not list it"))),
+    };
     let peer = match inet::peer_addr(s) {
         Ok(a) => Some(SkAddr::from_sys(a)),
-        Err(Errno::ENOTCONN) if row.state == TCP_ESTABLISHED => {
-            Some(SkAddr { family, addr: row.rem, port: row.rem_port, flowinfo: 0, scope_id: 0 })
-        }
-        Err(Errno::ENOTCONN) => None,
+        Err(Errno::ENOTCONN) => match row {
+            Some(row) if row.state == TCP_ESTABLISHED => {
+                Some(SkAddr { family, addr: row.rem, port: row.rem_port, flowinfo: 0, scope_id: 0 })
+            }
+            _ => None,
+        },
         Err(err) => return Err(e(format!("getpeername: {err}"))),
     };
     let mut opts = inet_sk::read_opts(s, family, ty, proto, peer.is_some()).map_err(|m| {

@@ -296,6 +296,11 @@ fn all(logp: &str) {
     let p4 = socket(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_ICMP);
     bind(p4, &addr4([127, 0, 0, 1], 0));
     socks.push(("ping4", p4, vec![(0, libc::IP_TTL, 4)]));
+    // Neither bound nor connected: no echo identifier yet, not in
+    // /proc/net/icmp.
+    let pu = socket(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_ICMP);
+    setopt(pu, libc::IPPROTO_IP, libc::IP_TTL, 44);
+    socks.push(("ping4-unbound", pu, vec![(0, libc::IP_TTL, 4)]));
     let p6 = socket(libc::AF_INET6, libc::SOCK_DGRAM, libc::IPPROTO_ICMPV6);
     setopt(p6, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, 33);
     connect(p6, &addr6(lo6(), 0));
