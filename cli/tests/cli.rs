@@ -1333,3 +1333,33 @@ fn a_traced_task_is_named_with_its_tracer() {
     let _ = root.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Descriptors open on the task's own namespaces (/proc/self/ns/net, uts,
+/// pid, user) come back open on the same namespaces (zdtm proc-self).
+#[test]
+fn descriptors_on_its_own_namespaces_survive() {
+    if !have_python3() {
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("nsfd");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("got");
+    let script = format!(
+        "import os, signal, time\n\
+         kinds = ['net', 'uts', 'pid', 'user']\n\
+         fds = [os.open('/proc/self/ns/' + k, os.O_RDONLY) for k in kinds]\n\
+         def go(*_):\n    \
+             r = [os.fstat(f).st_ino == os.stat('/proc/self/ns/' + k).st_ino for f, k in zip(fds, kinds)]\n    \
+             open('{}', 'w').write(' '.join(map(str, r)))\n\
+         signal.signal(signal.SIGUSR1, go)\n\
+         print('ready', flush=True)\n\
+         while True: time.sleep(1)\n",
+        out.display()
+    );
+    let pid = python3_dumped_and_restored(&script, &dir);
+    let got = ask(pid, &out);
+    kill_reap(pid);
+    assert_eq!(got, "True True True True");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -366,6 +366,8 @@ pub fn classify(pid: Pid, fd: i32, target: &FdTarget) -> std::result::Result<FdK
             "[fanotify]" => Ok(FdKind::Fanotify),
             _ => Err(format!("anon_inode:{n}")),
         },
+        // A namespace (nsfs): as a file opened through /proc/self/ns.
+        FdTarget::Inode { kind, .. } if super::reg_file::namespace_kind(kind) => Ok(FdKind::Reg),
         FdTarget::Inode { kind, ino } => Err(format!("{kind}:[{ino}]")),
         FdTarget::Other(raw) => Err(String::from_utf8_lossy(raw).into_owned()),
     }

@@ -48,6 +48,9 @@ pub fn dump(
     id: u32,
     out: &mut FileImages,
 ) -> Result<()> {
+    if let FdTarget::Inode { kind, ino } = target {
+        return dump_namespace(pid, fd, kind, *ino, info, id, out);
+    }
     let FdTarget::Path(p) = target else {
         return Err(Error::task(pid, format!("fd {fd}: not a path")));
     };
@@ -160,6 +163,37 @@ pub fn dump(
         size: md.size(),
         ghost,
         remap: remap.map(|r: std::path::PathBuf| RawStr(r.as_os_str().as_bytes().to_vec())),
+    });
+    Ok(())
+}
+
+/// The kinds of namespace a descriptor may be open on (nsfs link names).
+pub fn namespace_kind(kind: &str) -> bool {
+    matches!(kind, "net" | "uts" | "ipc" | "pid" | "mnt" | "user" | "cgroup" | "time")
+}
+
+/// A descriptor open on a namespace (/proc/PID/ns/KIND): the tree lives in
+/// crtools' namespaces, and one of those is opened again through the
+/// engine's /proc/self/ns; another namespace is refused by name.
+fn dump_namespace(pid: Pid, fd: i32, kind: &str, ino: u64, info: &FdInfo, id: u32, out: &mut FileImages) -> Result<()> {
+    let path = format!("/proc/self/ns/{kind}");
+    let own = std::fs::metadata(&path).map_err(|e| Error::task(pid, format!("fd {fd}: stat {path}: {e}")))?;
+    let md = std::fs::metadata(crate::proc::pid_path(pid, &format!("fd/{fd}"))).ctx(pid, &format!("stat fd {fd}"))?;
+    if md.ino() != ino || md.dev() != own.dev() || md.ino() != own.ino() {
+        return Err(Error::refuse(
+            pid,
+            format!("fd {fd}: {kind}:[{ino}], a {kind} namespace other than the tree's: not supported"),
+        ));
+    }
+    out.reg.push(RegFileEntry {
+        id,
+        path: RawStr(path.into_bytes()),
+        flags: OpenFlags::from_bits_retain(info.flags) - OpenFlags::O_CLOEXEC,
+        pos: 0,
+        mode: md.mode(),
+        size: md.size(),
+        ghost: None,
+        remap: None,
     });
     Ok(())
 }
@@ -460,7 +494,8 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
         // O_NOCTTY: crtools must not take a terminal as its own.
         let flags = crate::sys::fs::OpenFlags::from_bits_retain(flags.bits()) | crate::sys::fs::OpenFlags::O_NOCTTY;
         let fd = crate::sys::fs::openat(None, &open_path, flags, 0).map_err(|err| e(format!("open: {err}")))?;
-        if seekable && !flags.contains(crate::sys::fs::OpenFlags::O_PATH) {
+        // At 0 already (a namespace cannot seek).
+        if seekable && reg.pos != 0 && !flags.contains(crate::sys::fs::OpenFlags::O_PATH) {
             crate::sys::fs::lseek(fd.as_fd(), reg.pos as i64, crate::sys::fs::Whence::Set)
                 .map_err(|err| e(format!("seek to {}: {err}", reg.pos)))?;
         }
