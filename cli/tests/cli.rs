@@ -1363,3 +1363,36 @@ fn descriptors_on_its_own_namespaces_survive() {
     assert_eq!(got, "True True True True");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A symbolic link opened with O_PATH|O_NOFOLLOW and then removed comes
+/// back open on a removed link with the same target (zdtm symlink01).
+#[test]
+fn a_removed_symbolic_link_open_with_o_path_comes_back() {
+    if !have_python3() {
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("symlink");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("got");
+    let d = dir.display();
+    let script = format!(
+        "import os, signal, time, stat\n\
+         os.symlink('/some/where/else', '{d}/link')\n\
+         fd = os.open('{d}/link', os.O_PATH | os.O_NOFOLLOW)\n\
+         os.unlink('{d}/link')\n\
+         def go(*_):\n    \
+             st = os.stat(fd)\n    \
+             r = [stat.S_ISLNK(st.st_mode), st.st_size, st.st_nlink, os.path.lexists('{d}/link')]\n    \
+             open('{}', 'w').write(' '.join(map(str, r)))\n\
+         signal.signal(signal.SIGUSR1, go)\n\
+         print('ready', flush=True)\n\
+         while True: time.sleep(1)\n",
+        out.display()
+    );
+    let pid = python3_dumped_and_restored(&script, &dir);
+    let got = ask(pid, &out);
+    kill_reap(pid);
+    assert_eq!(got, "True 16 0 False");
+    let _ = std::fs::remove_dir_all(&dir);
+}

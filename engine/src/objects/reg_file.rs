@@ -130,6 +130,10 @@ pub fn dump(
                 ));
             }
             remap = Some(link_remap(pid, fd, &p.path, md.ino(), out)?);
+        } else if mode & S_IFMT == S_IFLNK && md.nlink() == 0 {
+            // A symbolic link opened with O_PATH|O_NOFOLLOW, then removed
+            // (zdtm symlink01): made again with its target, opened, removed.
+            ghost = Some(ghost_symlink(pid, fd, &p.path, &md, out)?);
         } else if mode & S_IFMT == S_IFREG && shmem_object(&p.path) {
             // Copied as a ghost it would come back as another file than
             // the memory the task maps: writes through one would no longer
@@ -246,8 +250,34 @@ fn ghost_node(pid: Pid, fd: i32, path: &std::path::Path, md: &std::fs::Metadata,
         mapped: false,
     });
     out.ghost_ids.insert((md.dev(), md.ino()), g);
-    log::info!(task = pid.0; "task {pid}: fd {fd}: the unlinked device node {} ({:#x}) kept as ghost {g}", path.display(), md.rdev());
+    log::info!(task = pid.0; "task {pid}: fd {fd}: the unlinked node {} (mode {:o}) kept as ghost {g}", path.display(), md.mode());
     g
+}
+
+/// Records the removed symbolic link behind `fd` of `pid` as a ghost whose
+/// data is its target (read through the descriptor itself: readlinkat of
+/// an O_PATH descriptor with an empty path).
+fn ghost_symlink(
+    pid: Pid,
+    fd: i32,
+    path: &std::path::Path,
+    md: &std::fs::Metadata,
+    out: &mut FileImages,
+) -> Result<u32> {
+    use crate::image::reg_files::GhostDataEntry;
+    if let Some(&g) = out.ghost_ids.get(&(md.dev(), md.ino())) {
+        return Ok(g);
+    }
+    let own = super::files::take_fd(pid, fd)?;
+    let target = crate::sys::fs::readlinkat(Some(own.as_fd()), "")
+        .map_err(|e| Error::task(pid, format!("fd {fd}: read the removed symbolic link {}: {e}", path.display())))?;
+    let target = std::os::unix::ffi::OsStringExt::into_vec(target.into_os_string());
+    let g = ghost_node(pid, fd, path, md, out);
+    if let Some(e) = out.ghosts.iter_mut().find(|e| e.id == g) {
+        e.size = target.len() as u64;
+    }
+    out.ghost_data.push(GhostDataEntry { ghost: g, offset: 0, data: target });
+    Ok(g)
 }
 
 /// Whether `remap` is a name [`link_remap`] gives a file dumped from
@@ -520,7 +550,8 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     }
     // Every description is open: the ghosts go (unlinked, as they were).
     for (g, p) in ghost_paths.into_iter().filter(|(g, _)| !unnamed.contains(g)) {
-        let r = if p.is_dir() { std::fs::remove_dir(&p) } else { std::fs::remove_file(&p) };
+        let dir = std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir());
+        let r = if dir { std::fs::remove_dir(&p) } else { std::fs::remove_file(&p) };
         r.map_err(|err| Error::new(format!("ghost file {g}: unlink {}: {err}", p.display())))?;
     }
     Ok(())
@@ -561,6 +592,42 @@ fn make_ghost_node(
     Ok(path)
 }
 
+/// Makes removed symbolic link `g` again where it was (or next to it), with
+/// its target and owner.
+fn make_ghost_symlink(
+    images: &FileImages,
+    gh: &crate::image::reg_files::GhostFileEntry,
+    orig: &std::path::Path,
+    g: u32,
+) -> std::result::Result<std::path::PathBuf, String> {
+    let mut target = Vec::new();
+    for d in images.ghost_data.iter().filter(|d| d.ghost == g) {
+        let at = d.offset as usize;
+        if at > 4096 || d.data.len() > 4096 {
+            return Err(format!("ghost symbolic link {g}: its target is longer than a path"));
+        }
+        target.resize(target.len().max(at + d.data.len()), 0);
+        target[at..at + d.data.len()].copy_from_slice(&d.data);
+    }
+    let target = std::ffi::OsStr::from_bytes(&target);
+    let path = match std::os::unix::fs::symlink(target, orig) {
+        Ok(()) => orig.to_path_buf(),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let name = orig.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let p = orig.with_file_name(format!(".{name}.crtools-ghost.{g}.{}", std::process::id()));
+            std::os::unix::fs::symlink(target, &p)
+                .map_err(|e| format!("make the symbolic link {} again: {e}", p.display()))?;
+            p
+        }
+        Err(e) => return Err(format!("make the symbolic link {} again: {e}", orig.display())),
+    };
+    if let Err(e) = std::os::unix::fs::lchown(&path, Some(gh.uid), Some(gh.gid)) {
+        let _ = std::fs::remove_file(&path);
+        return Err(format!("{}: {e}", path.display()));
+    }
+    Ok(path)
+}
+
 /// Creates ghost file `g` where it was (or next to it when that name is
 /// taken), with its contents, mode, owner and times; returns its path.
 fn make_ghost(images: &FileImages, g: u32) -> std::result::Result<std::path::PathBuf, String> {
@@ -570,6 +637,9 @@ fn make_ghost(images: &FileImages, g: u32) -> std::result::Result<std::path::Pat
     let orig = std::path::PathBuf::from(gh.path.as_os_str());
     if matches!(gh.mode & S_IFMT, S_IFCHR | S_IFBLK | S_IFDIR) {
         return make_ghost_node(gh, &orig, g);
+    }
+    if gh.mode & S_IFMT == S_IFLNK {
+        return make_ghost_symlink(images, gh, &orig, g);
     }
     let create = |p: &std::path::Path| fs::openat(None, p, F::O_WRONLY | F::O_CREAT | F::O_EXCL | F::O_CLOEXEC, 0o600);
     let (path, f) = match create(&orig) {
