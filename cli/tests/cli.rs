@@ -1396,3 +1396,51 @@ fn a_removed_symbolic_link_open_with_o_path_comes_back() {
     assert_eq!(got, "True 16 0 False");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An unlinked file reached through a read-only mount could not be made
+/// again there at restore: refused at dump, naming it, the task left
+/// running (zdtm ghost_on_rofs).
+#[test]
+fn an_unlinked_file_on_a_read_only_mount_is_refused_at_dump() {
+    if !have_python3() {
+        return;
+    }
+    let dir = tmpdir("rofs");
+    let (rw, ro) = (dir.join("rw"), dir.join("ro"));
+    std::fs::create_dir_all(&rw).unwrap();
+    std::fs::create_dir_all(&ro).unwrap();
+    let mount = |args: &[&str]| Command::new("mount").args(args).status().is_ok_and(|s| s.success());
+    let (rws, ros) = (rw.to_str().unwrap(), ro.to_str().unwrap());
+    if !mount(&["-t", "tmpfs", "crtools-test", rws]) {
+        eprintln!("skipped: cannot mount a tmpfs");
+        return;
+    }
+    // The same file system again, read-only.
+    let bound = mount(&["--bind", rws, ros]) && mount(&["-o", "remount,bind,ro", ros]);
+    std::fs::write(rw.join("f"), "data").unwrap();
+    let script = format!(
+        "import os, time\n\
+         fd = os.open('{ro}/f', os.O_RDONLY)\n\
+         os.unlink('{rw}/f')\n\
+         print('ready', flush=True)\n\
+         time.sleep(600)\n",
+        ro = ro.display(),
+        rw = rw.display()
+    );
+    let (mut child, line) = python3_started(&script);
+    let pid = child.id() as i32;
+    let img = dir.join("img");
+    let out = crtools(&["dump", "-t", &pid.to_string(), "-D", img.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let alive = state(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = Command::new("umount").arg(&ro).status();
+    let _ = Command::new("umount").arg(&rw).status();
+    assert!(bound, "bind-mount read-only");
+    assert_eq!(line.trim(), "ready");
+    assert_eq!(out.status.code(), Some(3), "not refused: {err}");
+    assert!(err.contains(&format!("{}/f", ro.display())) && err.contains("read-only"), "{err}");
+    assert_eq!(alive, Some('S'), "the task does not sleep on");
+    let _ = std::fs::remove_dir_all(&dir);
+}

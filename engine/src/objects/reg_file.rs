@@ -312,6 +312,13 @@ fn ghost_file(
         return Ok(g);
     }
     let what = format!("fd {fd}: the unlinked file {}", path.display());
+    // Made again where it was at restore: not on a read-only mount.
+    if path.parent().is_some_and(crate::sys::fs::on_read_only_fs) {
+        return Err(Error::refuse(
+            pid,
+            format!("{what} lies on a read-only file system, where restore could not make it again: not supported"),
+        ));
+    }
     // A description of our own: the task's offset stays where it is.
     let f = std::fs::File::open(crate::proc::pid_path(pid, &format!("fd/{fd}")))
         .map_err(|err| Error::task(pid, format!("{what}: open: {err}")))?;

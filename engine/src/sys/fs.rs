@@ -672,6 +672,16 @@ pub fn mkdirat(dirfd: Option<BorrowedFd<'_>>, path: impl AsRef<Path>, mode: u32)
     unsafe { syscalls::syscall3(Sysno::mkdirat, dirfd_raw(dirfd), p.as_ptr() as usize, mode as usize) }.map(drop)
 }
 
+/// Whether `path` lies on a file system mounted read-only: access(W_OK)
+/// answers EROFS there whatever the permissions.
+pub fn on_read_only_fs(path: impl AsRef<Path>) -> bool {
+    const W_OK: usize = 2;
+    let Ok(p) = cpath(path.as_ref()) else { return false };
+    // SAFETY: the kernel reads the NUL-terminated path.
+    let r = unsafe { syscalls::syscall3(Sysno::faccessat, dirfd_raw(None), p.as_ptr() as usize, W_OK) };
+    r == Err(Errno::EROFS)
+}
+
 /// unlinkat(dirfd, path, flags): AT_REMOVEDIR removes a directory.
 pub fn unlinkat(dirfd: Option<BorrowedFd<'_>>, path: impl AsRef<Path>, flags: AtFlags) -> Result<()> {
     let p = cpath(path.as_ref())?;
