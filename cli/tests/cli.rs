@@ -1444,3 +1444,106 @@ fn an_unlinked_file_on_a_read_only_mount_is_refused_at_dump() {
     assert_eq!(alive, Some('S'), "the task does not sleep on");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Two TCP listeners sharing a port through SO_REUSEPORT, one of which
+/// cleared the option afterwards (it stays in the group): both come back
+/// listening on that port with their options, and take its connections
+/// between them (zdtm socket-tcp-reuseport).
+#[test]
+fn a_reuseport_group_comes_back_with_a_member_that_cleared_the_option() {
+    if !have_python3() {
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("reuseport");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("got");
+    let script = format!(
+        "import socket, signal, time\n\
+         S, R = socket.SOL_SOCKET, socket.SO_REUSEPORT\n\
+         def lst(port):\n    \
+             s = socket.socket(); s.setsockopt(S, R, 1); s.bind(('127.0.0.1', port)); s.listen(16); return s\n\
+         a = lst(0); port = a.getsockname()[1]; b = lst(port)\n\
+         a.setsockopt(S, R, 0)\n\
+         def go(*_):\n    \
+             r = [a.getsockopt(S, R), b.getsockopt(S, R), a.getsockname()[1] == port == b.getsockname()[1]]\n    \
+             cs = [socket.create_connection(('127.0.0.1', port)) for i in range(8)]\n    \
+             time.sleep(0.2)\n    \
+             n = 0\n    \
+             for s in (a, b):\n        \
+                 s.setblocking(False)\n        \
+                 while True:\n            \
+                     try:\n                s.accept(); n += 1\n            \
+                     except BlockingIOError:\n                break\n    \
+             r.append(n)\n    \
+             open('{}', 'w').write(' '.join(map(str, r)))\n\
+         signal.signal(signal.SIGUSR1, go)\n\
+         print('ready', flush=True)\n\
+         while True: time.sleep(1)\n",
+        out.display()
+    );
+    let pid = python3_dumped_and_restored(&script, &dir);
+    let got = ask(pid, &out);
+    kill_reap(pid);
+    assert_eq!(got, "0 1 True 8");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A loopback TCP connection with more than 16 MiB queued in its buffers
+/// (larger than an image record was allowed to be; zdtm socket-tcpbuf-local)
+/// is dumped with --tcp-established and every byte read after restore.
+#[test]
+fn a_tcp_connection_with_tens_of_megabytes_queued_survives() {
+    if !have_python3() {
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("tcpbig");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("got");
+    let script = format!(
+        "import socket, signal, time, hashlib\n\
+         l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(1)\n\
+         c = socket.socket()\n\
+         for s in (c, l):\n    \
+             s.setsockopt(socket.SOL_SOCKET, 32, 16 << 20); s.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)\n\
+         c.connect(l.getsockname()); a, _ = l.accept(); l.close()\n\
+         data = bytes((i * 7 + i // 4096) & 255 for i in range(1 << 20)) * 24\n\
+         c.setblocking(False)\n\
+         sent = 0\n\
+         while sent < len(data):\n    \
+             try:\n        sent += c.send(data[sent:sent + (1 << 20)])\n    \
+             except BlockingIOError:\n        break\n\
+         time.sleep(0.3)\n\
+         def go(*_):\n    \
+             got = bytearray()\n    \
+             a.settimeout(2)\n    \
+             while len(got) < sent:\n        \
+                 b = a.recv(1 << 20)\n        \
+                 if not b: break\n        \
+                 got += b\n    \
+             ok = bytes(got) == data[:sent]\n    \
+             open('{}', 'w').write('%s %s' % (sent > (16 << 20), ok))\n\
+         signal.signal(signal.SIGUSR1, go)\n\
+         print('ready', flush=True)\n\
+         while True: time.sleep(1)\n",
+        out.display()
+    );
+    let (mut child, line) = python3_started(&script);
+    assert_eq!(line.trim(), "ready");
+    let pid = child.id() as i32;
+    let img = dir.join("img");
+    let o = crtools(&["dump", "--tcp-established", "-t", &pid.to_string(), "-D", img.to_str().unwrap()]);
+    if !o.status.success() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("dump: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let _ = child.wait();
+    let o = crtools(&["restore", "--tcp-established", "-d", "-D", img.to_str().unwrap()]);
+    assert!(o.status.success(), "restore: {}", String::from_utf8_lossy(&o.stderr));
+    let got = ask(pid, &out);
+    kill_reap(pid);
+    assert_eq!(got, "True True");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -142,7 +142,7 @@ image_kinds! {
         /// SysV shared memory segments the tree attached (data in a pages image).
         IpcShm    = 49, "ipc-shm",  "ipc-shm.img",        1, DEFAULT_MAX_RECORD, (),                       ipc::ShmSegEntry;
         /// IPv4/IPv6 sockets (TCP, UDP).
-        InetSk    = 30, "inetsk",   "inetsk.img",         1, DEFAULT_MAX_RECORD, (),                       inet_sk::InetSkEntry;
+        InetSk    = 30, "inetsk",   "inetsk.img",         1, 1 << 30,            (),                       inet_sk::InetSkEntry;
         NetlinkSk = 60, "netlink-sk", "netlink-sk.img",   1, DEFAULT_MAX_RECORD, (),                       netlink_sk::NetlinkSkEntry;
         /// IPv4/IPv6 raw and ping sockets.
         RawSk     = 62, "rawsk",    "rawsk.img",          1, DEFAULT_MAX_RECORD, (),                       raw_sk::RawSkEntry;

@@ -1122,11 +1122,25 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     let mut order: Vec<&InetSkEntry> = socks.iter().collect();
     order.sort_by_key(|u| rank(u));
     drop(held);
+    let shared = shared_ports(&socks);
     let mut made: HashMap<u32, OwnedFd> = HashMap::new();
     for u in order {
         let fd = sk::socket(u.family, SockType(u.ty), SockFlags::SOCK_CLOEXEC, u.proto)
             .map_err(|e| err(u, format!("socket: {e}")))?;
-        create(fd.as_fd(), u).map_err(|m| err(u, m))?;
+        // Bound beside others to the same port with neither SO_REUSEPORT
+        // nor SO_REUSEADDR now: it had SO_REUSEPORT when it bound, and
+        // cleared it since (it stays in the group; zdtm
+        // socket-tcp-reuseport). Bound with it, then cleared again.
+        let rejoin = u.tcp.is_none() && !u.opts.reuseport && !u.opts.reuseaddr && shared.contains(&port_key(u));
+        if rejoin {
+            let mut again = u.clone();
+            again.opts.reuseport = true;
+            create(fd.as_fd(), &again).map_err(|m| err(u, m))?;
+            inet::set_opt_int(fd.as_fd(), SOL_SOCKET, inet::SO_REUSEPORT, 0)
+                .map_err(|e| err(u, format!("clear SO_REUSEPORT: {e}")))?;
+        } else {
+            create(fd.as_fd(), u).map_err(|m| err(u, m))?;
+        }
         made.insert(u.id, fd);
     }
     // Queued datagrams, from their senders, before any UDP socket connects
@@ -1189,6 +1203,24 @@ fn continue_clocks(held: &[OwnedFd], socks: &mut [InetSkEntry]) {
             }
         }
     }
+}
+
+/// What sockets sharing a port have in common: family, protocol, local
+/// address and port.
+fn port_key(u: &InetSkEntry) -> (u32, u32, Option<SkAddr>) {
+    (u.family, u.proto, u.local)
+}
+
+/// The ports that more than one socket (not a connection) is bound to.
+fn shared_ports(socks: &[InetSkEntry]) -> std::collections::HashSet<(u32, u32, Option<SkAddr>)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut shared = std::collections::HashSet::new();
+    for u in socks.iter().filter(|u| u.tcp.is_none() && u.local.is_some_and(|a| a.port != 0)) {
+        if !seen.insert(port_key(u)) {
+            shared.insert(port_key(u));
+        }
+    }
+    shared
 }
 
 /// Options that must be in place before bind.
