@@ -1547,3 +1547,30 @@ fn a_tcp_connection_with_tens_of_megabytes_queued_survives() {
     assert_eq!(got, "True True");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A terminal whose master side was closed (hung up: every request fails
+/// with EIO) is refused by name, and the task runs on (zdtm pty04).
+#[test]
+fn a_hung_up_terminal_is_refused_by_name() {
+    if !have_python3() {
+        return;
+    }
+    let script = "import os, time, signal\n\
+                  signal.signal(signal.SIGHUP, signal.SIG_IGN)\n\
+                  m, s = os.openpty()\n\
+                  os.close(m)\n\
+                  print(os.readlink('/proc/self/fd/%d' % s), flush=True)\n\
+                  time.sleep(600)\n";
+    let (mut child, line) = python3_started(script);
+    let pid = child.id() as i32;
+    let dir = tmpdir("hungup");
+    let out = crtools(&["dump", "-t", &pid.to_string(), "-D", dir.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let alive = state(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(out.status.code(), Some(3), "not refused: {err}");
+    assert!(err.contains(line.trim().trim_end_matches(" (deleted)")) && err.contains("hung up"), "{line}: {err}");
+    assert_eq!(alive, Some('S'), "the task does not sleep on");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -161,8 +161,20 @@ pub fn dump(
     let link = crate::proc::pid_path(pid, &format!("fd/{fd}"));
     let rdev = std::fs::metadata(&link).ctx(pid, &format!("stat fd {fd}"))?.rdev();
     let dup = super::files::take_fd(pid, fd)?;
-    let e =
-        |what: &str, err: crate::sys::Errno| Error::task(pid, format!("fd {fd}: {}: {what}: {err}", p.path.display()));
+    let e = |what: &str, err: crate::sys::Errno| {
+        if err == crate::sys::Errno::EIO {
+            // A terminal hung up (its master closed, or vhangup): every
+            // request but close fails; nothing of it can be read.
+            return Error::refuse(
+                pid,
+                format!(
+                    "fd {fd}: {}: the terminal was hung up (its master side closed): not supported",
+                    p.path.display()
+                ),
+            );
+        }
+        Error::task(pid, format!("fd {fd}: {}: {what}: {err}", p.path.display()))
+    };
     let mut entry = TtyEntry {
         id,
         kind: TtyKind::External,
