@@ -1574,3 +1574,52 @@ fn a_hung_up_terminal_is_refused_by_name() {
     assert_eq!(alive, Some('S'), "the task does not sleep on");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// NUMA memory policies are not restored yet: a task with one (of its
+/// own, of a VMA, of a thread) is refused by name and runs on, never
+/// restored with the default policy instead.
+#[test]
+fn numa_memory_policies_are_refused_by_name() {
+    if !have_python3() {
+        return;
+    }
+    for (what, want) in [
+        ("task", "the task has the NUMA memory policy MPOL_INTERLEAVE nodes 0"),
+        ("vma", "has the NUMA memory policy MPOL_BIND nodes 0"),
+        ("thread", "has the NUMA memory policy MPOL_PREFERRED nodes 0"),
+    ] {
+        let script = format!(
+            "import ctypes, mmap, time, threading\n\
+             libc = ctypes.CDLL(None, use_errno=True)\n\
+             mask = ctypes.c_ulong(1)\n\
+             what = '{what}'\n\
+             if what == 'task':\n    \
+                 assert libc.syscall(238, 3, ctypes.byref(mask), 2) == 0\n\
+             elif what == 'vma':\n    \
+                 m = mmap.mmap(-1, 1 << 20)\n    \
+                 a = ctypes.addressof(ctypes.c_char.from_buffer(m))\n    \
+                 assert libc.syscall(237, ctypes.c_void_p(a), 1 << 20, 2, ctypes.byref(mask), 2, 0) == 0\n\
+             else:\n    \
+                 ok = threading.Event()\n    \
+                 def t():\n        \
+                     assert libc.syscall(238, 1, ctypes.byref(mask), 2) == 0\n        \
+                     ok.set(); time.sleep(600)\n    \
+                 threading.Thread(target=t, daemon=True).start(); ok.wait()\n\
+             print('ready', flush=True)\n\
+             time.sleep(600)\n"
+        );
+        let (mut child, line) = python3_started(&script);
+        let pid = child.id() as i32;
+        let dir = tmpdir(&format!("numa-{what}"));
+        let out = crtools(&["dump", "-t", &pid.to_string(), "-D", dir.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        let alive = state(pid);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(line.trim(), "ready", "{what}");
+        assert_eq!(out.status.code(), Some(3), "{what}: not refused: {err}");
+        assert!(err.contains(want), "{what}: {err}");
+        assert_eq!(alive, Some('S'), "{what}: the task does not sleep on");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

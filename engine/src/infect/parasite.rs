@@ -476,6 +476,31 @@ impl<'t> Parasite<'t> {
         self.call_typed(proto::Cmd::Misc, "parasite prctl/brk")
     }
 
+    /// The NUMA memory policy of each address (get_mempolicy with
+    /// MPOL_F_ADDR: the VMA's own, MPOL_DEFAULT when it has none), or of the
+    /// leader thread itself for [`proto::THREAD_POLICY`], in order.
+    pub fn mempolicies(&mut self, addrs: &[u64]) -> Result<Vec<proto::MemPolicy>> {
+        let pid = self.tracee.pid();
+        let mut out = Vec::with_capacity(addrs.len());
+        for chunk in addrs.chunks(proto::MAX_POLICIES) {
+            let mut args = proto::MemPolicyArgs { nr: chunk.len() as u32, _pad: 0, addrs: [0; proto::MAX_POLICIES] };
+            args.addrs[..chunk.len()].copy_from_slice(chunk);
+            let want = chunk.len() * size_of::<proto::MemPolicy>();
+            let (ret, failed, reply) = self.call(proto::Cmd::MemPolicy, as_bytes(&args), want)?;
+            if ret < 0 {
+                let addr = chunk.get(failed.saturating_sub(1) as usize).copied().unwrap_or(0);
+                log::debug!(task = pid.0; "task {pid}: get_mempolicy at {addr:#x} failed");
+                return Err(InfectError::errno(pid, "parasite get_mempolicy", crate::sys::Errno::new(-ret as i32)));
+            }
+            for i in 0..chunk.len() {
+                let at = i * size_of::<proto::MemPolicy>();
+                // SAFETY: MemPolicy is plain data and `reply` holds `want` bytes.
+                out.push(unsafe { std::ptr::read_unaligned(reply[at..].as_ptr() as *const proto::MemPolicy) });
+            }
+        }
+        Ok(out)
+    }
+
     /// timer_gettime/timer_getoverrun for each id, in order.
     pub fn posix_timers(&mut self, ids: &[i32]) -> Result<Vec<proto::TimerState>> {
         let pid = self.tracee.pid();

@@ -234,6 +234,25 @@ pub fn dump_mm_settings(
             flags |= MmFlags::MCL_ONFAULT;
         }
     }
+    // NUMA memory policies, of the thread and of every VMA: not restored
+    // yet, so any other than the default is refused by name.
+    const VSYSCALL: u64 = 0xffff_ffff_ff60_0000;
+    let addrs: Vec<u64> = std::iter::once(parasite_proto::THREAD_POLICY)
+        .chain(smaps.iter().enumerate().filter(|&(i, e)| i != at && e.map.start < VSYSCALL).map(|(_, e)| e.map.start))
+        .collect();
+    let policies = p.mempolicies(&addrs).ctx(pid, "read NUMA memory policies")?;
+    if let Some((&a, pol)) = addrs.iter().zip(&policies).find(|(_, pol)| pol.mode != 0) {
+        let whose =
+            if a == parasite_proto::THREAD_POLICY { "the task".to_string() } else { format!("its VMA at {a:#x}") };
+        return Err(Error::refuse(
+            pid,
+            format!(
+                "{whose} has the NUMA memory policy {}: not supported yet",
+                describe_mempolicy(pol.mode, &pol.nodes)
+            ),
+        ));
+    }
+    let region = &smaps[at];
     let own = region.map.start == p.base() && region.map.end == p.base() + p.size() as u64;
     let rest = own.then(|| {
         smaps.remove(at);
@@ -254,6 +273,46 @@ pub fn dump_mm_settings(
     }
     let mdwe = prctl(PR_GET_MDWE, "PR_GET_MDWE")? as u32;
     Ok((flags, thp, mdwe, rest))
+}
+
+/// A NUMA memory policy as set_mempolicy(2) names it: its mode, flags and
+/// nodes, e.g. `MPOL_INTERLEAVE|MPOL_F_STATIC_NODES nodes 0-1`.
+pub fn describe_mempolicy(mode: i32, nodes: &[u64]) -> String {
+    const MODES: [&str; 7] = [
+        "MPOL_DEFAULT",
+        "MPOL_PREFERRED",
+        "MPOL_BIND",
+        "MPOL_INTERLEAVE",
+        "MPOL_LOCAL",
+        "MPOL_PREFERRED_MANY",
+        "MPOL_WEIGHTED_INTERLEAVE",
+    ];
+    let flags =
+        [(1 << 15, "MPOL_F_STATIC_NODES"), (1 << 14, "MPOL_F_RELATIVE_NODES"), (1 << 13, "MPOL_F_NUMA_BALANCING")];
+    let base = mode & 0xff;
+    let mut s = MODES.get(base as usize).map_or_else(|| format!("mode {base}"), |m| m.to_string());
+    for (bit, name) in flags {
+        if mode & bit != 0 {
+            s.push('|');
+            s.push_str(name);
+        }
+    }
+    let set: Vec<usize> = (0..nodes.len() * 64).filter(|&n| nodes[n / 64] >> (n % 64) & 1 != 0).collect();
+    if !set.is_empty() {
+        let mut runs: Vec<String> = Vec::new();
+        let mut i = 0;
+        while i < set.len() {
+            let mut j = i;
+            while j + 1 < set.len() && set[j + 1] == set[j] + 1 {
+                j += 1;
+            }
+            runs.push(if i == j { set[i].to_string() } else { format!("{}-{}", set[i], set[j]) });
+            i = j + 1;
+        }
+        s.push_str(" nodes ");
+        s.push_str(&runs.join(","));
+    }
+    s
 }
 
 /// The mm fields, auxv and exe of a task; `settings` (flags, THP disable,
@@ -1723,6 +1782,15 @@ fn check_mapped_file(pid: Pid, v: &Vma, path: &RawStr) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mempolicies_are_named_as_set_mempolicy_takes_them() {
+        assert_eq!(describe_mempolicy(0, &[0; 16]), "MPOL_DEFAULT");
+        assert_eq!(describe_mempolicy(3, &[1]), "MPOL_INTERLEAVE nodes 0");
+        assert_eq!(describe_mempolicy(2 | 1 << 15, &[0b1011_0110]), "MPOL_BIND|MPOL_F_STATIC_NODES nodes 1-2,4-5,7");
+        assert_eq!(describe_mempolicy(6, &[0, 1 << 63, 1]), "MPOL_WEIGHTED_INTERLEAVE nodes 127-128");
+        assert_eq!(describe_mempolicy(9, &[]), "mode 9");
+    }
 
     #[test]
     fn shared_ranges_cover_only_their_union() {

@@ -171,6 +171,14 @@ unsafe fn run(cmd: Cmd, payload: *mut u8, step: &mut u32) -> i64 {
             // SAFETY: the engine's remote syscall, with its own arguments.
             unsafe { sys::syscall6(a.nr, &a.args) }
         }
+        Cmd::MemPolicy => {
+            // SAFETY: caller contract; args and reply share the payload, the
+            // addresses are copied out before any reply is written.
+            let args = unsafe { *(payload as *const proto::MemPolicyArgs) };
+            // SAFETY: as above.
+            let r = unsafe { &mut *(payload as *mut proto::MemPolicyReply) };
+            mempolicies(&args, r, step)
+        }
         Cmd::Fini => {
             let fd = CTL_SOCK.swap(-1, Ordering::Relaxed);
             if fd >= 0 {
@@ -341,6 +349,26 @@ fn timers(args: &proto::TimersArgs, r: &mut proto::TimersReply, step: &mut u32) 
             value_nsec: spec[3],
             overrun: over,
         };
+    }
+    0
+}
+
+fn mempolicies(args: &proto::MemPolicyArgs, r: &mut proto::MemPolicyReply, step: &mut u32) -> i64 {
+    const MPOL_F_ADDR: usize = 1 << 1;
+    let nr = args.nr as usize;
+    if nr > proto::MAX_POLICIES {
+        return -(sys::EINVAL as i64);
+    }
+    for i in 0..nr {
+        let addr = args.addrs[i];
+        let (addr, flags) = if addr == proto::THREAD_POLICY { (0, 0) } else { (addr, MPOL_F_ADDR) };
+        let mut p = proto::MemPolicy::default();
+        let ret = sys::get_mempolicy(&mut p.mode, &mut p.nodes, addr, flags);
+        if ret < 0 {
+            *step = i as u32 + 1;
+            return ret;
+        }
+        r.policies[i] = p;
     }
     0
 }

@@ -147,6 +147,21 @@ pub fn timer_gettime(id: i32, out: &mut [i64; 4]) -> i64 {
     ret(unsafe { raw::syscall2(Sysno::timer_gettime as usize, id as usize, out.as_mut_ptr() as usize) })
 }
 
+/// get_mempolicy(mode, nodes, 1024 nodes, addr, flags).
+pub fn get_mempolicy(mode: &mut i32, nodes: &mut [u64; 16], addr: u64, flags: usize) -> i64 {
+    // SAFETY: the kernel writes an int to `mode` and 1024 bits to `nodes`.
+    ret(unsafe {
+        raw::syscall5(
+            Sysno::get_mempolicy as usize,
+            mode as *mut i32 as usize,
+            nodes.as_mut_ptr() as usize,
+            16 * 64,
+            addr as usize,
+            flags,
+        )
+    })
+}
+
 pub fn timer_getoverrun(id: i32) -> i64 {
     // SAFETY: no memory arguments.
     ret(unsafe { raw::syscall1(Sysno::timer_getoverrun as usize, id as usize) })

@@ -75,6 +75,9 @@ pub enum Cmd {
     /// One system call with raw arguments ([`SyscallArgs`]); its result is
     /// the header's `ret`.
     Syscall = 11,
+    /// get_mempolicy of the calling thread and of the VMAs at the listed
+    /// addresses ([`MemPolicyArgs`] in, [`MemPolicyReply`] out).
+    MemPolicy = 12,
 }
 
 impl Cmd {
@@ -92,9 +95,49 @@ impl Cmd {
             9 => Cmd::Timers,
             10 => Cmd::Daemon,
             11 => Cmd::Syscall,
+            12 => Cmd::MemPolicy,
             _ => return None,
         })
     }
+}
+
+/// Most addresses one [`Cmd::MemPolicy`] call asks about.
+pub const MAX_POLICIES: usize = 64;
+/// Words of a NUMA node mask (1024 nodes, the kernel's largest).
+pub const NODEMASK_WORDS: usize = 16;
+/// [`MemPolicyArgs::addrs`] entry asking for the thread's own policy.
+pub const THREAD_POLICY: u64 = u64::MAX;
+
+/// [`Cmd::MemPolicy`] arguments.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MemPolicyArgs {
+    /// Entries in use in `addrs`.
+    pub nr: u32,
+    /// Reserved, zero.
+    pub _pad: u32,
+    /// Addresses inside VMAs (get_mempolicy with MPOL_F_ADDR), or
+    /// [`THREAD_POLICY`].
+    pub addrs: [u64; MAX_POLICIES],
+}
+
+/// One policy as get_mempolicy(2) reports it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemPolicy {
+    /// Mode and its flags (MPOL_F_STATIC_NODES, ...); 0 = MPOL_DEFAULT.
+    pub mode: i32,
+    /// Reserved, zero.
+    pub _pad: u32,
+    /// Node mask.
+    pub nodes: [u64; NODEMASK_WORDS],
+}
+
+/// [`Cmd::MemPolicy`] reply: one policy per address asked.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MemPolicyReply {
+    pub policies: [MemPolicy; MAX_POLICIES],
 }
 
 /// Start of the args area.
@@ -391,4 +434,7 @@ const _: () = {
     assert!(size_of::<CureInfo>() <= CURE_SIZE);
     assert!(PAYLOAD_OFFSET + size_of::<TimersReply>() <= SOCKET_MSG_MAX);
     assert!(PAYLOAD_OFFSET + size_of::<SigActionsReply>() <= SOCKET_MSG_MAX);
+    assert!(size_of::<MemPolicy>() == 136);
+    assert!(PAYLOAD_OFFSET + size_of::<MemPolicyReply>() <= SOCKET_MSG_MAX);
+    assert!(size_of::<MemPolicyArgs>() <= size_of::<MemPolicyReply>());
 };
