@@ -1623,3 +1623,47 @@ fn numa_memory_policies_are_refused_by_name() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// pidfds of children that have exited and been reaped (two of one child,
+/// one of another) come back as pidfds of reaped tasks: no pid in their
+/// fdinfo, signals fail with ESRCH, the same task's two still name one
+/// task and the other another (zdtm pidfd_dead, pidfd_diffdead).
+#[test]
+fn pidfds_of_reaped_children_come_back() {
+    if !have_python3() {
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("deadpidfd");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("got");
+    let script = format!(
+        "import os, signal, time\n\
+         def child():\n    \
+             c = os.fork()\n    \
+             if c == 0:\n        time.sleep(600); os._exit(0)\n    \
+             return c\n\
+         a, b = child(), child()\n\
+         fa1, fa2, fb = os.pidfd_open(a), os.pidfd_open(a), os.pidfd_open(b, os.O_NONBLOCK)\n\
+         for c in (a, b):\n    os.kill(c, 9); os.waitpid(c, 0)\n\
+         def go(*_):\n    \
+             r = []\n    \
+             for f in (fa1, fa2, fb):\n        \
+                 info = open('/proc/self/fdinfo/%d' % f).read()\n        \
+                 r.append([l for l in info.splitlines() if l.startswith('Pid:')][0].split()[1])\n        \
+                 try:\n            signal.pidfd_send_signal(f, 0); r.append('sent')\n        \
+                 except ProcessLookupError:\n            r.append('ESRCH')\n    \
+             ino = [os.fstat(f).st_ino for f in (fa1, fa2, fb)]\n    \
+             r += [ino[0] == ino[1], ino[0] != ino[2], bool(os.get_blocking(fb))]\n    \
+             open('{}', 'w').write(' '.join(map(str, r)))\n\
+         signal.signal(signal.SIGUSR1, go)\n\
+         print('ready', flush=True)\n\
+         while True: time.sleep(1)\n",
+        out.display()
+    );
+    let pid = python3_dumped_and_restored(&script, &dir);
+    let got = ask(pid, &out);
+    kill_reap(pid);
+    assert_eq!(got, "-1 ESRCH -1 ESRCH -1 ESRCH True True False");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -141,8 +141,12 @@ pub struct PidfdEntry {
     pub id: u32,
     /// Status flags (O_NONBLOCK; O_EXCL for PIDFD_THREAD).
     pub flags: OpenFlags,
-    /// The task it refers to (a task of the tree).
+    /// The task it refers to (a task of the tree); 0 for one that had
+    /// exited and been reaped.
     pub pid: u32,
+    /// A reaped task's: its pidfs inode at dump, the same for every pidfd of
+    /// that task (format 2; 0 for a live task).
+    pub dead: u64,
 }
 
 /// One open file description of a memfd.
@@ -336,7 +340,7 @@ impl Describe for FanotifyEntry {
 
 impl Describe for PidfdEntry {
     fn describe(&self) -> Node {
-        Obj::new().f("id", self.id).d("flags", &self.flags).f("pid", self.pid).done()
+        Obj::new().f("id", self.id).d("flags", &self.flags).f("pid", self.pid).f("dead", self.dead).done()
     }
 }
 

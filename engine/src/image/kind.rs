@@ -135,7 +135,7 @@ image_kinds! {
         Epoll     = 41, "epoll",    "epoll.img",          1, DEFAULT_MAX_RECORD, (),                       events::EpollEntry;
         Timerfd   = 43, "timerfd",  "timerfd.img",        1, DEFAULT_MAX_RECORD, (),                       events::TimerfdEntry;
         Inotify   = 44, "inotify",  "inotify.img",        1, DEFAULT_MAX_RECORD, (),                       events::InotifyEntry;
-        Pidfd     = 45, "pidfd",    "pidfd.img",          1, DEFAULT_MAX_RECORD, (),                       events::PidfdEntry;
+        Pidfd     = 45, "pidfd",    "pidfd.img",          2, DEFAULT_MAX_RECORD, (),                       events::PidfdEntry;
         Memfd     = 46, "memfd",    "memfd.img",          1, DEFAULT_MAX_RECORD, (),                       events::MemfdEntry;
         MemfdData = 47, "memfd-data", "memfd-data.img",   1, DEFAULT_MAX_RECORD, (),                       events::MemfdDataEntry;
         Fanotify  = 48, "fanotify", "fanotify.img",       1, DEFAULT_MAX_RECORD, (),                       events::FanotifyEntry;

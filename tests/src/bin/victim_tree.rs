@@ -871,18 +871,6 @@ fn holder(args: &[String]) -> ! {
                 }
                 "uffd" => format!("uffd={}", userfaultfd()),
                 "pidfd-out" => format!("pidfd={}", pidfd_open(1)),
-                "pidfd-reaped" => {
-                    // SAFETY: fork of a one-threaded process whose child exits at once.
-                    let child = unsafe { libc::fork() };
-                    if child == 0 {
-                        // SAFETY: leaving the child.
-                        unsafe { libc::_exit(0) };
-                    }
-                    let fd = pidfd_open(child);
-                    // SAFETY: reaping our own child.
-                    unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
-                    format!("pidfd={fd}")
-                }
                 "inotifyq" => {
                     let d = path.expect("holder inotifyq DIR");
                     // SAFETY: inotify calls on a NUL-terminated path.
