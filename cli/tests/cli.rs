@@ -1667,3 +1667,51 @@ fn pidfds_of_reaped_children_come_back() {
     assert_eq!(got, "-1 ESRCH -1 ESRCH -1 ESRCH True True False");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// With kernel.shm_rmid_forced set (a segment goes as soon as nothing is
+/// attached to it), a SysV shared memory segment the task has attached
+/// comes back with its contents: the engine holds an attachment of its
+/// own until the tree has attached it (the restore failed with IPC_SET:
+/// EINVAL, the segment gone once filled).
+#[test]
+fn sysv_shared_memory_survives_with_shm_rmid_forced() {
+    if !have_python3() {
+        return;
+    }
+    const KNOB: &str = "/proc/sys/kernel/shm_rmid_forced";
+    struct Knob(String);
+    impl Drop for Knob {
+        fn drop(&mut self) {
+            let _ = std::fs::write(KNOB, &self.0);
+        }
+    }
+    let Ok(old) = std::fs::read_to_string(KNOB) else { return };
+    let _knob = Knob(old.trim().to_string());
+    if std::fs::write(KNOB, "1").is_err() {
+        eprintln!("skipped: cannot set {KNOB}");
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("shmrmid");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("got");
+    let script = format!(
+        "import ctypes, signal, time\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         libc.shmat.restype = ctypes.c_void_p\n\
+         i = libc.shmget(0, 8192, 0o1600)\n\
+         p = libc.shmat(i, None, 0)\n\
+         ctypes.memmove(p + 4096, b'segment data', 12)\n\
+         def go(*_):\n    \
+             open('{}', 'w').write(ctypes.string_at(p + 4096, 12).decode())\n\
+         signal.signal(signal.SIGUSR1, go)\n\
+         print('ready', flush=True)\n\
+         while True: time.sleep(1)\n",
+        out.display()
+    );
+    let pid = python3_dumped_and_restored(&script, &dir);
+    let got = ask(pid, &out);
+    kill_reap(pid);
+    assert_eq!(got, "segment data");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -722,7 +722,7 @@ pub(crate) fn read_opts(
         o.ip_extra.push((SOL_SOCKET, SO_BUF_LOCK, v));
     }
     // UDP-Lite's checksum coverage, the same way.
-    if proto == inet::IPPROTO_UDPLITE {
+    if proto == inet::IPPROTO_UDPLITE && ty == SockType::SOCK_DGRAM.0 {
         for name in [inet::UDPLITE_SEND_CSCOV, inet::UDPLITE_RECV_CSCOV] {
             let v = int(inet::SOL_UDPLITE, name, "UDPLITE_SEND/RECV_CSCOV")?;
             if inet::get_opt_int(fresh.as_fd(), inet::SOL_UDPLITE, name).ok() != Some(v) {

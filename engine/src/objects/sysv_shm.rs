@@ -304,10 +304,26 @@ pub struct Segments {
     done: std::cell::Cell<bool>,
     /// Set once the segments removed at dump are marked again.
     made_removed: std::cell::Cell<bool>,
+    /// The engine's own attachment of each segment made, held until the
+    /// tree has attached them: with kernel.shm_rmid_forced set, a segment
+    /// goes as soon as nothing is attached to it.
+    holds: std::cell::RefCell<Vec<u64>>,
+}
+
+impl Segments {
+    fn let_go(&self) {
+        for at in self.holds.borrow_mut().drain(..) {
+            // SAFETY: an attachment of the engine's own that nothing refers to.
+            if let Err(e) = unsafe { ipc::shmdt(at) } {
+                log::warn!("detach a SysV shared memory segment at {at:#x}: {e}");
+            }
+        }
+    }
 }
 
 impl Drop for Segments {
     fn drop(&mut self) {
+        self.let_go();
         if self.done.get() {
             return;
         }
@@ -327,6 +343,7 @@ impl Segments {
     /// checks each segment's nattch against the dump's and marks for
     /// removal those that were.
     pub fn complete(&self) -> Result<()> {
+        self.let_go();
         for e in &self.entries {
             let what = seg_name(e.shmid, e.key as u32);
             let st = ipc::shm_stat(e.shmid).map_err(|x| Error::new(format!("{what}: IPC_STAT: {x}")))?;
@@ -424,7 +441,11 @@ pub fn create_all(dir: &ImageDirReader, entries: Vec<ShmSegEntry>) -> Result<Seg
                 "{what}: made with id {id}: another segment was made in between, or the id is taken"
             )));
         }
-        fill(e, &what, pages.fd())?;
+        // SAFETY: without an address the kernel picks a free range; only
+        // the engine's own code refers to it, until let_go.
+        let at = unsafe { ipc::shmat(e.shmid, 0, 0) }.map_err(|x| Error::new(format!("{what}: shmat: {x}")))?;
+        out.holds.borrow_mut().push(at);
+        fill(e, at, &what, pages.fd())?;
         ipc::shm_set(id, e.uid, e.gid, e.mode).map_err(|x| Error::new(format!("{what}: IPC_SET: {x}")))?;
         if e.locked {
             ipc::shm_lock(id).map_err(|x| Error::new(format!("{what}: SHM_LOCK: {x}")))?;
@@ -470,21 +491,16 @@ fn make(e: &ShmSegEntry, what: &str) -> Result<i32> {
 
 /// Writes the segment's data from the pages image, through its shmem file
 /// (opened from a short attachment of ours, detached at once).
-fn fill(e: &ShmSegEntry, what: &str, pages: std::os::fd::BorrowedFd<'_>) -> Result<()> {
+/// Writes segment `e`'s contents through the engine's attachment at `at`.
+fn fill(e: &ShmSegEntry, at: u64, what: &str, pages: std::os::fd::BorrowedFd<'_>) -> Result<()> {
     if e.runs.is_empty() {
         return Ok(());
     }
     let err = |step: &str, x: Errno| Error::new(format!("{what}: {step}: {x}"));
-    // SAFETY: without an address the kernel picks a free range; nothing of
-    // ours refers to it and it is detached below.
-    let at = unsafe { ipc::shmat(e.shmid, 0, 0) }.map_err(|x| err("shmat", x))?;
     let len = e.size.div_ceil(PAGE) * PAGE;
     let rw = std::fs::OpenOptions::new().read(true).write(true).clone();
     let f = crate::proc::map_files::open_with(crate::sys::misc::getpid(), at, at + len, &rw);
-    // SAFETY: the attachment was made above and nothing refers to it.
-    let dt = unsafe { ipc::shmdt(at) };
     let f: OwnedFd = f.map_err(|x| Error::new(format!("{what}: open its shmem file: {x}")))?.into();
-    dt.map_err(|x| err("shmdt", x))?;
     let mut buf = vec![0u8; CHUNK];
     for r in &e.runs {
         // Never past the size (the last page's tail is not the segment's).
