@@ -580,7 +580,7 @@ mod tests {
         let file =
             |name: &str, contents, json| ShowOptions { dir: None, file: Some(t.path().join(name)), contents, json };
         let s = run(&file("mm-42.img", false, false)).unwrap();
-        assert!(s.contains("mm image, format 5") && s.contains("PROT_READ|PROT_EXEC"), "{s}");
+        assert!(s.contains("mm image, format 6") && s.contains("PROT_READ|PROT_EXEC"), "{s}");
         assert!(s.contains("aio:") && s.contains("pending: 3") && s.contains("nr_req: 62"), "{s}");
         assert!(s.contains("flags: MCL_FUTURE|MERGE_ANY") && s.contains("thp_disable: 1"), "{s}");
         assert!(s.contains("exe_file: /usr/bin/victim") && s.contains("AT_PAGESZ"), "{s}");

@@ -485,7 +485,8 @@ fn dump_task(
     process.cgroups = cgroup::dump(pid, &tids)?;
 
     crate::fault::check(crate::fault::Fault::DumpProc)?;
-    let (mm_flags, thp, mdwe, smaps) = mm_settings;
+    let mm::MmSettings { flags: mm_flags, thp, mdwe, smaps, policies } = mm_settings;
+    thread_core.mempolicy = policies.thread;
     let mm_settings = (mm_flags, thp, mdwe);
     let smaps = match smaps {
         Some(s) => s,
@@ -493,7 +494,8 @@ fn dump_task(
     };
     let mut vmas = Vec::with_capacity(smaps.len());
     for e in &smaps {
-        if let Some(v) = mm::vma_from_smaps(pid, e)? {
+        if let Some(mut v) = mm::vma_from_smaps(pid, e)? {
+            v.mempolicy = policies.vmas.get(&v.start).cloned();
             vmas.push(v);
         }
     }

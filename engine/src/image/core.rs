@@ -277,6 +277,9 @@ pub struct ThreadCore {
     /// A relative sleep the dump interrupted, to go on for the time it
     /// had left (format version 5).
     pub sleep: Option<RestartSleep>,
+    /// Its NUMA memory policy (set_mempolicy), none for the default
+    /// (format version 11).
+    pub mempolicy: Option<super::mm::MemPolicy>,
 }
 
 /// A relative nanosleep/clock_nanosleep the dump interrupted: the kernel
@@ -702,6 +705,7 @@ impl Describe for ThreadCore {
             .d("seccomp", &self.seccomp)
             .d("sched", &self.sched)
             .d("sleep", &self.sleep)
+            .d("mempolicy", &self.mempolicy)
             .done()
     }
 }

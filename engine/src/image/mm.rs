@@ -275,6 +275,24 @@ pub struct Vma {
     /// (`KernelPageSize`, 2 MiB or 1 GiB on x86_64); 0 for ordinary pages.
     /// Page data stays in 4 KiB pagemap units (format version 4).
     pub huge_page_size: u64,
+    /// Its own NUMA memory policy (mbind), none for the default (format 6).
+    pub mempolicy: Option<MemPolicy>,
+}
+
+/// A NUMA memory policy as get_mempolicy(2) reports it and
+/// set_mempolicy(2)/mbind(2) take it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemPolicy {
+    /// Mode with its flags (MPOL_F_STATIC_NODES, ...).
+    pub mode: i32,
+    /// Node mask, 64 nodes a word (at most 16 words).
+    pub nodes: Vec<u64>,
+}
+
+impl Describe for MemPolicy {
+    fn describe(&self) -> Node {
+        Node::Str(crate::objects::mm::describe_mempolicy(self.mode, &self.nodes))
+    }
 }
 
 impl Vma {
@@ -365,6 +383,7 @@ impl Describe for Vma {
             .f("shmid", self.shmid)
             .f("cow_from", self.cow_from)
             .f("huge_page_size", Node::Size(self.huge_page_size))
+            .d("mempolicy", &self.mempolicy)
             .done()
     }
 }

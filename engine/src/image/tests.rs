@@ -59,6 +59,7 @@ pub(crate) fn sample_core(tid: u32, leader: bool) -> CoreEntry {
                 remaining_ns: 999_000_000,
                 rmtp: 0x7ffc_0000_0f00,
             }),
+            mempolicy: Some(crate::image::mm::MemPolicy { mode: 3 | 1 << 15, nodes: vec![0b101] }),
         },
         process: leader.then(|| ProcessCore {
             sigactions,

@@ -184,6 +184,7 @@ pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
     }
     let is_file = matches!(kind, VmaKind::File | VmaKind::Memfd | VmaKind::GhostFile | VmaKind::SysvShm);
     Ok(Some(Vma {
+        mempolicy: None,
         start: m.start,
         end: m.end,
         prot,
@@ -216,9 +217,7 @@ const EINVAL: i64 = 22;
 /// walks every page table: on a large process reading it twice was a
 /// large part of the frozen time); None when the region merged with a
 /// neighbour (smaps is read again once the parasite is gone).
-pub fn dump_mm_settings(
-    p: &mut crate::infect::Parasite<'_>,
-) -> Result<(MmFlags, u32, u32, Option<Vec<proc::smaps::SmapsEntry>>)> {
+pub fn dump_mm_settings(p: &mut crate::infect::Parasite<'_>) -> Result<MmSettings> {
     let pid = p.pid();
     let mut flags = MmFlags::empty();
     let probe = p.scratch();
@@ -234,23 +233,19 @@ pub fn dump_mm_settings(
             flags |= MmFlags::MCL_ONFAULT;
         }
     }
-    // NUMA memory policies, of the thread and of every VMA: not restored
-    // yet, so any other than the default is refused by name.
+    // NUMA memory policies, of the thread and of every VMA.
     const VSYSCALL: u64 = 0xffff_ffff_ff60_0000;
     let addrs: Vec<u64> = std::iter::once(parasite_proto::THREAD_POLICY)
         .chain(smaps.iter().enumerate().filter(|&(i, e)| i != at && e.map.start < VSYSCALL).map(|(_, e)| e.map.start))
         .collect();
-    let policies = p.mempolicies(&addrs).ctx(pid, "read NUMA memory policies")?;
-    if let Some((&a, pol)) = addrs.iter().zip(&policies).find(|(_, pol)| pol.mode != 0) {
-        let whose =
-            if a == parasite_proto::THREAD_POLICY { "the task".to_string() } else { format!("its VMA at {a:#x}") };
-        return Err(Error::refuse(
-            pid,
-            format!(
-                "{whose} has the NUMA memory policy {}: not supported yet",
-                describe_mempolicy(pol.mode, &pol.nodes)
-            ),
-        ));
+    let mut policies = MemPolicies::default();
+    for (&a, pol) in addrs.iter().zip(p.mempolicies(&addrs).ctx(pid, "read NUMA memory policies")?) {
+        let Some(pol) = mempolicy(pol.mode, &pol.nodes) else { continue };
+        if a == parasite_proto::THREAD_POLICY {
+            policies.thread = Some(pol);
+        } else {
+            policies.vmas.insert(a, pol);
+        }
     }
     let region = &smaps[at];
     let own = region.map.start == p.base() && region.map.end == p.base() + p.size() as u64;
@@ -272,7 +267,51 @@ pub fn dump_mm_settings(
         flags |= MmFlags::MERGE_ANY;
     }
     let mdwe = prctl(PR_GET_MDWE, "PR_GET_MDWE")? as u32;
-    Ok((flags, thp, mdwe, rest))
+    Ok(MmSettings { flags, thp, mdwe, smaps: rest, policies })
+}
+
+/// What [`dump_mm_settings`] reads with the parasite in place.
+pub struct MmSettings {
+    pub flags: MmFlags,
+    /// PR_GET_THP_DISABLE.
+    pub thp: u32,
+    /// PR_GET_MDWE.
+    pub mdwe: u32,
+    /// The task's smaps without the parasite region (None: read it again).
+    pub smaps: Option<Vec<proc::smaps::SmapsEntry>>,
+    pub policies: MemPolicies,
+}
+
+/// The NUMA memory policies of a task other than the default: its leader
+/// thread's, and its VMAs' by start address.
+#[derive(Default)]
+pub struct MemPolicies {
+    pub thread: Option<crate::image::mm::MemPolicy>,
+    pub vmas: HashMap<u64, crate::image::mm::MemPolicy>,
+}
+
+/// A policy of the images as the restorer applies it: to `[start, start +
+/// len)`, or (len 0) to the thread itself.
+pub fn plan_mempolicy(pid: Pid, p: &crate::image::mm::MemPolicy, start: u64, len: u64) -> Result<rp::MemPolicy> {
+    if p.nodes.len() > rp::NODEMASK_WORDS || p.mode == 0 {
+        return Err(Error::task(
+            pid,
+            format!("a NUMA memory policy of the images is not one ({} words)", p.nodes.len()),
+        ));
+    }
+    let mut nodes = [0u64; rp::NODEMASK_WORDS];
+    nodes[..p.nodes.len()].copy_from_slice(&p.nodes);
+    Ok(rp::MemPolicy { start, len, mode: p.mode, _pad: 0, nodes })
+}
+
+/// A policy get_mempolicy(2) reported, as the images keep it: None for
+/// the default; the node mask without its trailing empty words.
+pub fn mempolicy(mode: i32, nodes: &[u64]) -> Option<crate::image::mm::MemPolicy> {
+    if mode == 0 {
+        return None;
+    }
+    let used = nodes.iter().rposition(|&w| w != 0).map_or(0, |i| i + 1);
+    Some(crate::image::mm::MemPolicy { mode, nodes: nodes[..used].to_vec() })
 }
 
 /// A NUMA memory policy as set_mempolicy(2) names it: its mode, flags and

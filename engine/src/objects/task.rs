@@ -413,6 +413,7 @@ pub fn dump_thread_with(p: &mut Parasite<'_>, status: &proc::status::Status) -> 
         robust_list,
         seccomp,
         sleep,
+        mempolicy: None,
     })
 }
 

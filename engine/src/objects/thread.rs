@@ -63,7 +63,7 @@ pub fn dump(t: &mut Tracee, pid: Pid, scratch: u64) -> Result<ThreadCore> {
         .into_iter()
         .map(|s| Siginfo(s.0.to_vec()))
         .collect();
-    let (ss, ctid, securebits) = blocked(t, pid, scratch + 128, |t| {
+    let (ss, ctid, securebits, mempolicy) = blocked(t, pid, scratch + 128, |t| {
         // Per thread, like every credential.
         let securebits = t
             .remote_syscall_ok(Sysno::prctl, [PR_GET_SECUREBITS, 0, 0, 0, 0, 0], "PR_GET_SECUREBITS")
@@ -71,32 +71,24 @@ pub fn dump(t: &mut Tracee, pid: Pid, scratch: u64) -> Result<ThreadCore> {
         t.remote_syscall_ok(Sysno::sigaltstack, [0, scratch, 0, 0, 0, 0], "sigaltstack").ctx(tid, "sigaltstack")?;
         t.remote_syscall_ok(Sysno::prctl, [PR_GET_TID_ADDRESS, scratch + 64, 0, 0, 0, 0], "PR_GET_TID_ADDRESS")
             .ctx(tid, "PR_GET_TID_ADDRESS")?;
-        // Its NUMA memory policy (per thread): not restored yet.
+        // Its NUMA memory policy (per thread).
         t.remote_syscall_ok(Sysno::get_mempolicy, [scratch + 1024, scratch + 1032, 1024, 0, 0, 0], "get_mempolicy")
             .ctx(tid, "get_mempolicy")?;
         let pol = process_vm::read_vec(tid, scratch + 1024, 8 + 128).ctx(tid, "read scratch")?;
         if pol.len() < 8 + 128 {
             return Err(Error::task(tid, "short read of the scratch page"));
         }
-        let mode = i32::from_ne_bytes(pol.get(0..4).and_then(|b| b.try_into().ok()).unwrap_or_default());
-        if mode != 0 {
-            let nodes: Vec<u64> =
-                pol[8..].chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes"))).collect();
-            return Err(Error::refuse(
-                tid,
-                format!(
-                    "thread {tid} of {pid} has the NUMA memory policy {}: not supported yet",
-                    super::mm::describe_mempolicy(mode, &nodes)
-                ),
-            ));
-        }
+        let mode = i32::from_ne_bytes(pol[0..4].try_into().expect("4 bytes"));
+        let nodes: Vec<u64> =
+            pol[8..].chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes"))).collect();
+        let mempolicy = super::mm::mempolicy(mode, &nodes);
         let b = process_vm::read_vec(tid, scratch, 72).ctx(tid, "read scratch")?;
         if b.len() < 72 {
             return Err(Error::task(tid, "short read of the scratch page"));
         }
         let w = |o: usize| u64::from_ne_bytes(b[o..o + 8].try_into().expect("8 bytes"));
         let ss = SigAltStack { sp: w(0), flags: SsFlags::from_bits_retain(w(8) as u32), size: w(16) };
-        Ok((ss, w(64), securebits as u32))
+        Ok((ss, w(64), securebits as u32, mempolicy))
     })?;
     let rseq = match ptrace::get_rseq_config(tid) {
         Ok(c) if c.rseq_abi_pointer != 0 => {
@@ -127,6 +119,7 @@ pub fn dump(t: &mut Tracee, pid: Pid, scratch: u64) -> Result<ThreadCore> {
         robust_list,
         seccomp,
         sleep,
+        mempolicy,
     })
 }
 

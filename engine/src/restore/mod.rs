@@ -295,6 +295,17 @@ fn prepare(
     b.plan.share_go_count = share.go_count;
     b.plan.task_size = TASK_SIZE;
     b.plan.fault_step = crate::fault::blob_step();
+    // NUMA memory policies: the leader's own, then each VMA's.
+    let mut pols = Vec::new();
+    if let Some(p) = &t.cores[0].thread.mempolicy {
+        pols.push(mm::plan_mempolicy(pid, p, 0, 0)?);
+    }
+    for v in t.vmas.iter() {
+        if let Some(p) = &v.mempolicy {
+            pols.push(mm::plan_mempolicy(pid, p, v.start, v.end - v.start)?);
+        }
+    }
+    b.plan.mempolicies = b.add_table(&pols);
 
     let nthreads = t.cores.len() as u64 - 1;
     let blob_len = blobs::restorer::MEM_SIZE as u64;
@@ -315,6 +326,10 @@ fn prepare(
             stack: region + stacks_off + i as u64 * rp::THREAD_STACK,
             ret: 0,
             creds: task::plan_creds(Pid(c.tid as i32), &c.thread.creds)?,
+            mempolicy: match &c.thread.mempolicy {
+                Some(p) => mm::plan_mempolicy(Pid(c.tid as i32), p, 0, 0)?,
+                None => rp::MemPolicy::default(),
+            },
         });
     }
     b.plan.threads = b.add_table(&threads);
@@ -1232,6 +1247,16 @@ fn check_threads(p: &Prepared, plan: &rp::Plan) -> Result<()> {
     for chunk in back.chunks_exact(size) {
         // SAFETY: ThreadEntry is plain data and `chunk` holds exactly one.
         let e: rp::ThreadEntry = unsafe { std::ptr::read_unaligned(chunk.as_ptr() as *const rp::ThreadEntry) };
+        if e.ret < 0 && e.failed_step == rp::THREAD_MEMPOLICY_STEP {
+            return Err(Error::task(
+                Pid(e.tid),
+                format!(
+                    "set_mempolicy {}: {}",
+                    mm::describe_mempolicy(e.mempolicy.mode, &e.mempolicy.nodes),
+                    Errno::new(-e.ret as i32)
+                ),
+            ));
+        }
         if e.ret < 0 {
             return Err(Error::task(
                 Pid(e.tid),

@@ -71,6 +71,14 @@ extern "C" {
 pub unsafe extern "C" fn restorer_thread_main(entry: *mut plan::ThreadEntry) {
     // SAFETY: guaranteed by the function contract; only this thread writes it.
     let e = unsafe { &mut *entry };
+    // Its own policy, whatever it inherited from the thread that made it.
+    let p = e.mempolicy;
+    let r = sys::set_mempolicy(p.mode, &p.nodes);
+    if r < 0 {
+        e.failed_step = plan::THREAD_MEMPOLICY_STEP;
+        e.ret = r;
+        return;
+    }
     match apply_creds(&e.creds) {
         Ok(()) => e.ret = 0,
         Err((step, ret)) => {
@@ -208,6 +216,7 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
 
     map_vmas(cx)?;
     zap(cx)?;
+    mempolicies(cx)?;
     read_pages(cx)?;
     protect_vmas(cx)?;
     guards(cx)?;
@@ -565,6 +574,21 @@ fn put_hex(buf: &mut [u8; 64], mut at: usize, x: u64) -> usize {
         at += 1;
     }
     at.min(buf.len() - 1)
+}
+
+/// The VMAs' NUMA memory policies (mbind) and the thread's own
+/// (set_mempolicy, len 0), before the pages are read into place.
+fn mempolicies(cx: &mut Ctx) -> Result<(), Fail> {
+    let pols: &[plan::MemPolicy] = cx.table(cx.plan.mempolicies);
+    if pols.is_empty() {
+        return Ok(());
+    }
+    cx.step(Step::MemPolicy)?;
+    for p in pols {
+        let r = if p.len == 0 { sys::set_mempolicy(p.mode, &p.nodes) } else { sys::mbind(p.start, p.len, p.mode, &p.nodes) };
+        cx.ck(r, p.start)?;
+    }
+    Ok(())
 }
 
 fn read_pages(cx: &mut Ctx) -> Result<(), Fail> {

@@ -120,6 +120,15 @@ pub fn mlockall(flags: u32) -> i64 {
 pub fn personality(p: u32) -> i64 {
     sc!(personality, p)
 }
+/// set_mempolicy(mode, nodes, 1024 nodes); MPOL_DEFAULT takes no mask.
+pub fn set_mempolicy(mode: i32, nodes: &[u64; 16]) -> i64 {
+    let (mask, max) = if mode == 0 { (0, 0) } else { (nodes.as_ptr() as usize, 16 * 64) };
+    sc!(set_mempolicy, mode, mask, max)
+}
+/// mbind(start, len, mode, nodes, 1024 nodes, 0).
+pub fn mbind(start: u64, len: u64, mode: i32, nodes: &[u64; 16]) -> i64 {
+    sc!(mbind, start, len, mode, nodes.as_ptr(), 16 * 64, 0)
+}
 /// # Safety-relevant: `path` must be NUL-terminated.
 pub fn open(path: *const u8, flags: u32) -> i64 {
     sc!(openat, AT_FDCWD as i64, path, flags | O_CLOEXEC, 0)

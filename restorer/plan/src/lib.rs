@@ -38,7 +38,7 @@ use core::mem::{offset_of, size_of};
 pub const MAGIC: u32 = 0x5245_5354; // "REST"
 /// Layout version; engine and blob are built together, the check catches a
 /// blob from another build.
-pub const VERSION: u32 = 12;
+pub const VERSION: u32 = 13;
 /// Bytes of stack at the end of the region.
 pub const STACK_SIZE: usize = 64 * 1024;
 /// Number of signals.
@@ -377,6 +377,7 @@ pub enum Step {
     RobustList = 30,
     Mdwe = 31,
     Seccomp = 32,
+    MemPolicy = 33,
     Finish = 22,
 }
 
@@ -406,6 +407,7 @@ impl Step {
             30 => "set_robust_list",
             31 => "PR_SET_MDWE (memory-deny-write-execute)",
             32 => "install seccomp filters",
+            33 => "NUMA memory policies (mbind, set_mempolicy)",
             20 => "queue pending signals",
             21 => "credentials",
             23 => "create threads",
@@ -441,6 +443,28 @@ pub struct ThreadEntry {
     pub ret: i64,
     /// The thread's credentials.
     pub creds: Creds,
+    /// Its NUMA memory policy (mode 0: the default), set by itself first.
+    pub mempolicy: MemPolicy,
+}
+
+/// Words of a NUMA node mask in a [`MemPolicy`] (1024 nodes).
+pub const NODEMASK_WORDS: usize = 16;
+
+/// [`ThreadEntry::failed_step`] when a created thread's set_mempolicy fails.
+pub const THREAD_MEMPOLICY_STEP: u32 = 100;
+
+/// One NUMA memory policy: for `[start, start + len)` (mbind), or with
+/// `len` 0 for the thread applying it (set_mempolicy).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemPolicy {
+    pub start: u64,
+    pub len: u64,
+    /// Mode with its flags, as set_mempolicy(2) takes it.
+    pub mode: i32,
+    /// Reserved, zero.
+    pub _pad: u32,
+    pub nodes: [u64; NODEMASK_WORDS],
 }
 
 /// Progress and failure report, inside the plan.
@@ -656,6 +680,9 @@ pub struct Plan {
     /// (`struct sock_filter`, one word each). Installed with TSYNC, for
     /// every thread.
     pub seccomp: Table,
+    /// MemPolicy table: NUMA memory policies, applied before the pages are
+    /// read (so they land as the policy places them).
+    pub mempolicies: Table,
     /// Progress and failure details, written by the blob.
     pub failure: Failure,
 }
@@ -673,7 +700,8 @@ const _: () = {
     assert!(size_of::<Failure>() == 24);
     assert!(size_of::<AioRing>() == 48);
     assert!(offset_of!(AioRing, ctx) == 40);
-    assert!(size_of::<ThreadEntry>() == 24 + size_of::<Creds>());
+    assert!(size_of::<ThreadEntry>() == 24 + size_of::<Creds>() + size_of::<MemPolicy>());
+    assert!(size_of::<MemPolicy>() == 24 + 8 * NODEMASK_WORDS);
     assert!(offset_of!(Plan, magic) == 0);
     assert!(size_of::<Plan>().is_multiple_of(8));
 };
