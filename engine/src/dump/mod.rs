@@ -439,7 +439,7 @@ fn dump_task(
         let mut other_cores = Vec::with_capacity(others.len());
         for t in others.iter_mut() {
             crate::fault::check(crate::fault::Fault::DumpThread)?;
-            other_cores.push(thread::dump(t, pid, scratch)?);
+            other_cores.push(thread::dump(t, pid, scratch, mm_settings.policies.first_vma_own)?);
         }
         crate::fault::check(crate::fault::Fault::DumpFds)?;
         let fds = files::dump(&shared.fd_cx, pid, p.control_fd(), &mut shared.files)?;

@@ -239,7 +239,12 @@ pub fn dump_mm_settings(p: &mut crate::infect::Parasite<'_>) -> Result<MmSetting
         .chain(smaps.iter().enumerate().filter(|&(i, e)| i != at && e.map.start < VSYSCALL).map(|(_, e)| e.map.start))
         .collect();
     let mut policies = MemPolicies::default();
-    for (&a, pol) in addrs.iter().zip(p.mempolicies(&addrs).ctx(pid, "read NUMA memory policies")?) {
+    let got = match p.mempolicies(&addrs) {
+        // A kernel without NUMA: no policy to keep.
+        Err(e) if e.cause_errno() == Some(crate::sys::Errno::ENOSYS) => Vec::new(),
+        r => r.ctx(pid, "read NUMA memory policies")?,
+    };
+    for (&a, pol) in addrs.iter().zip(got) {
         let Some(pol) = mempolicy(pol.mode, &pol.nodes) else { continue };
         if a == parasite_proto::THREAD_POLICY {
             policies.thread = Some(pol);
@@ -247,6 +252,7 @@ pub fn dump_mm_settings(p: &mut crate::infect::Parasite<'_>) -> Result<MmSetting
             policies.vmas.insert(a, pol);
         }
     }
+    policies.first_vma_own = addrs.get(1).is_some_and(|a| policies.vmas.contains_key(a));
     let region = &smaps[at];
     let own = region.map.start == p.base() && region.map.end == p.base() + p.size() as u64;
     let rest = own.then(|| {
@@ -288,6 +294,8 @@ pub struct MmSettings {
 pub struct MemPolicies {
     pub thread: Option<crate::image::mm::MemPolicy>,
     pub vmas: HashMap<u64, crate::image::mm::MemPolicy>,
+    /// The first VMA has one (numa_maps cannot show a thread's then).
+    pub first_vma_own: bool,
 }
 
 /// A policy of the images as the restorer applies it: to `[start, start +

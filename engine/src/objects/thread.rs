@@ -50,8 +50,28 @@ fn blocked<T>(t: &mut Tracee, pid: Pid, scratch: u64, f: impl FnOnce(&mut Tracee
     Ok(v)
 }
 
-/// The state of a seized non-leader thread `t` of process `pid`.
-pub fn dump(t: &mut Tracee, pid: Pid, scratch: u64) -> Result<ThreadCore> {
+/// Whether thread `tid`'s own NUMA memory policy is the default, as the
+/// first line of its numa_maps tells (a VMA without a policy of its own
+/// shows the thread's) when the first VMA has none (`first_vma_own`
+/// false); false when that cannot be told.
+fn thread_policy_is_default(pid: Pid, tid: Pid, first_vma_own: bool) -> bool {
+    if first_vma_own {
+        return false;
+    }
+    use std::io::Read;
+    let mut b = [0u8; 512];
+    let Ok(mut f) = std::fs::File::open(proc::pid_path(pid, &format!("task/{}/numa_maps", tid.0))) else {
+        return false;
+    };
+    let n = f.read(&mut b).unwrap_or(0);
+    let line = b[..n].split(|&c| c == b'\n').next().unwrap_or(&[]);
+    line.split(|&c| c == b' ').nth(1) == Some(b"default".as_slice())
+}
+
+/// The state of a seized non-leader thread `t` of process `pid`;
+/// `first_vma_own`: whether the task's first VMA has a NUMA memory policy
+/// of its own.
+pub fn dump(t: &mut Tracee, pid: Pid, scratch: u64, first_vma_own: bool) -> Result<ThreadCore> {
     let tid = t.pid();
     let mut regs = t.regs().ctx(tid, "read registers")?;
     let sleep = super::task::restart_sleep(tid, &regs)?;
@@ -71,17 +91,30 @@ pub fn dump(t: &mut Tracee, pid: Pid, scratch: u64) -> Result<ThreadCore> {
         t.remote_syscall_ok(Sysno::sigaltstack, [0, scratch, 0, 0, 0, 0], "sigaltstack").ctx(tid, "sigaltstack")?;
         t.remote_syscall_ok(Sysno::prctl, [PR_GET_TID_ADDRESS, scratch + 64, 0, 0, 0, 0], "PR_GET_TID_ADDRESS")
             .ctx(tid, "PR_GET_TID_ADDRESS")?;
-        // Its NUMA memory policy (per thread).
-        t.remote_syscall_ok(Sysno::get_mempolicy, [scratch + 1024, scratch + 1032, 1024, 0, 0, 0], "get_mempolicy")
-            .ctx(tid, "get_mempolicy")?;
-        let pol = process_vm::read_vec(tid, scratch + 1024, 8 + 128).ctx(tid, "read scratch")?;
-        if pol.len() < 8 + 128 {
-            return Err(Error::task(tid, "short read of the scratch page"));
-        }
-        let mode = i32::from_ne_bytes(pol[0..4].try_into().expect("4 bytes"));
-        let nodes: Vec<u64> =
-            pol[8..].chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes"))).collect();
-        let mempolicy = super::mm::mempolicy(mode, &nodes);
+        // Its NUMA memory policy (per thread), asked only when numa_maps
+        // does not already show the default (a remote call costs far more).
+        let mempolicy = if thread_policy_is_default(pid, tid, first_vma_own) {
+            None
+        } else {
+            let r = t
+                .remote_syscall(Sysno::get_mempolicy, [scratch + 1024, scratch + 1032, 1024, 0, 0, 0])
+                .ctx(tid, "get_mempolicy")?;
+            match r {
+                0 => {
+                    let pol = process_vm::read_vec(tid, scratch + 1024, 8 + 128).ctx(tid, "read scratch")?;
+                    if pol.len() < 8 + 128 {
+                        return Err(Error::task(tid, "short read of the scratch page"));
+                    }
+                    let mode = i32::from_ne_bytes(pol[0..4].try_into().expect("4 bytes"));
+                    let nodes: Vec<u64> =
+                        pol[8..].chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes"))).collect();
+                    super::mm::mempolicy(mode, &nodes)
+                }
+                // A kernel without NUMA: no policy to keep.
+                -38 => None, // ENOSYS
+                r => return Err(Error::task(tid, format!("get_mempolicy: {}", crate::sys::Errno::new(-r as i32)))),
+            }
+        };
         let b = process_vm::read_vec(tid, scratch, 72).ctx(tid, "read scratch")?;
         if b.len() < 72 {
             return Err(Error::task(tid, "short read of the scratch page"));
