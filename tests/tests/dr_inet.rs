@@ -282,6 +282,43 @@ fn failed_dump_takes_connections_out_of_repair_mode() {
     });
 }
 
+/// Connections that ended (CLOSE) and are still held come back ended,
+/// without --tcp-established: their unread bytes, end of stream, names.
+#[test]
+fn ended_connections_keep_their_bytes_and_names() {
+    run("ended", || {
+        let s = crtools_tests::Scratch::new("dr_inet", "ended");
+        let t = Tree::start(&s, &["ended"]);
+        t.wait_line("phase1 ");
+        let root = t.pids[0];
+        do_dump(root, &s.images(), false).unwrap_or_else(|e| panic!("dump: {e}\nlog:\n{}", t.text()));
+        wait_gone(root);
+        do_restore(root, &s.images(), false).unwrap_or_else(|e| panic!("restore: {e}\nlog:\n{}", t.text()));
+        assert_running_untraced(root);
+        t.signal_all(libc::SIGUSR1);
+        let done = t.wait_line("done ");
+        assert!(done.ends_with(" ok"), "{done}\nlog:\n{}", t.text());
+    });
+}
+
+/// An ended connection whose error (a reset) the task has not read is
+/// refused by name, and the error is still there for the task.
+#[test]
+fn ended_connection_with_an_unread_error_is_refused() {
+    run("ended_pending", || {
+        let s = crtools_tests::Scratch::new("dr_inet", "ended_pending");
+        let t = Tree::start(&s, &["ended", "pending"]);
+        t.wait_line("phase1 ");
+        let root = t.pids[0];
+        let err = do_dump(root, &s.images(), true).expect_err("dump must refuse the unread error");
+        assert!(err.contains("127.0.0.1:") && err.contains("has not read yet"), "unclear error: {err}");
+        assert_running_untraced(root);
+        t.signal_all(libc::SIGUSR1);
+        let done = t.wait_line("done ");
+        assert!(done.ends_with(" ok"), "{done}\nlog:\n{}", t.text());
+    });
+}
+
 /// Sizes the `fin` victim uses (tests/src/bin/victim_inet.rs).
 const BIG: usize = 100_000;
 const SMALL: usize = 1000;

@@ -193,7 +193,7 @@ pub struct InetSkEntry {
     pub proto: u32,
     /// TCP_* state (1 established/connected, 7 closed, 10 listening; a
     /// repaired connection: 1, 4 FIN-WAIT-1, 5 FIN-WAIT-2, 8 CLOSE-WAIT,
-    /// 9 LAST-ACK or 11 CLOSING).
+    /// 9 LAST-ACK, 11 CLOSING, or 7 for one that ended and is still held).
     pub state: u32,
     /// Status flags of the open file description.
     pub flags: OpenFlags,
@@ -207,7 +207,8 @@ pub struct InetSkEntry {
     pub shutdown: u8,
     /// Options.
     pub opts: InetSkOpts,
-    /// Established TCP connections (`--tcp-established`).
+    /// TCP connections: established or closing (`--tcp-established`), or
+    /// ended and still held (state 7).
     pub tcp: Option<TcpStream>,
     /// UDP: datagrams queued for reading, oldest first.
     pub queue: Vec<Datagram>,
@@ -240,6 +241,7 @@ pub fn fins_text(state: u32) -> &'static str {
         5 => "sent and acknowledged",
         8 => "received",
         9 | 11 => "received; sent, not acknowledged",
+        7 => "received; sent and acknowledged (ended)",
         _ => "?",
     }
 }

@@ -50,6 +50,15 @@
 //! its SYN (the same one, for the peer) goes out and the handshake
 //! completes when the peer answers. SYN-RECV has no descriptor.
 //!
+//! A connection that ended (CLOSE: both FINs exchanged, or reset, or
+//! refused, its error read) and is still held needs no
+//! `--tcp-established`: it talks to nobody. What the task has not read of
+//! it is read in repair mode at dump (left at once again), and it is
+//! rebuilt like LAST-ACK, then the peer's acknowledgement of its FIN is
+//! forged too: it ends the way TCP ends it (CLOSE, both directions shut,
+//! its peer's name still in SO_PEERNAME, no error pending, nothing left in
+//! TIME-WAIT).
+//!
 //! UDP queues are refilled from the datagrams' senders
 //! (a restored socket bound to the sender's address, or a temporary one),
 //! then UDP sockets connect. Once every task exists, repaired connections
@@ -58,8 +67,9 @@
 //!
 //! Not handled, refused by name:
 //! half-closed ones with TCP_MD5SIG keys (but FIN-WAIT-1), connections waiting in a
-//! listener's accept queue, a connection that ended (CLOSE) but is still
-//! held, a corked UDP socket or one with data held back by MSG_MORE (or
+//! listener's accept queue, a connection that ended (CLOSE) with an error
+//! the task has not read (SO_ERROR cannot be read without taking it), a
+//! corked UDP socket or one with data held back by MSG_MORE (or
 //! still in the transmit path after a few seconds), an eBPF socket filter
 //! (it cannot be read back); a queued datagram whose sender address cannot
 //! be bound again fails the restore. Raw and ping sockets are `raw_sk`'s,
@@ -142,6 +152,8 @@ impl Fins {
             TCP_FIN_WAIT2 => f(true, true, false),
             TCP_CLOSE_WAIT => f(false, false, true),
             TCP_LAST_ACK | TCP_CLOSING => f(true, false, true),
+            // Ended, and still held: rebuilt the way LAST-ACK ends.
+            TCP_CLOSE => f(true, true, true),
             _ => None,
         }
     }
@@ -481,18 +493,36 @@ pub fn dump(
                     entry.backlog = d.wqueue;
                 }
                 TCP_CLOSE => {
-                    // A connection that ended (closed, reset, refused) and
-                    // is still held: what the task has not read of it, its
-                    // end of stream or its pending error would come back
-                    // as a fresh socket's nothing. One never connected (or
-                    // disconnected with AF_UNSPEC) has no segments counted.
+                    // A connection that ended (both FINs, a reset, a
+                    // refused connect) and is still held keeps what the
+                    // task has not read of it, its end of stream and its
+                    // peer's name (SO_PEERNAME; getpeername says ENOTCONN).
+                    // One never connected has no segments counted; one
+                    // disconnected (AF_UNSPEC) has no peer: either is a
+                    // fresh socket.
                     let (segs_in, segs_out) = inet::tcp_segs(s.as_fd()).map_err(|err| e(format!("TCP_INFO: {err}")))?;
-                    if segs_in > 0 || segs_out > 0 {
-                        return Err(r(format!(
-                            "TCP connection {} has ended (CLOSE) but is still open: what is left to read of it, \
-                             its end of stream or its error would be lost; not supported",
-                            ends(local, peer)
-                        )));
+                    let ended = if segs_in > 0 || segs_out > 0 {
+                        match inet::so_peername(s.as_fd(), family) {
+                            Ok(p) => Some(SkAddr::from_sys(p)),
+                            Err(Errno::ENOTCONN) => None,
+                            Err(err) => return Err(e(format!("SO_PEERNAME: {err}"))),
+                        }
+                    } else {
+                        None
+                    };
+                    if let Some(p) = ended {
+                        let conn = format!("TCP connection {} (ended: CLOSE)", ends(local, Some(p)));
+                        let ready = crate::sys::event::poll_now(s.as_raw_fd(), crate::sys::event::POLLIN)
+                            .map_err(|err| e(format!("{conn}: poll: {err}")))?;
+                        if ready & crate::sys::event::POLLERR != 0 {
+                            return Err(r(format!(
+                                "{conn}: holds an error the task has not read yet (a reset, a refused \
+                                 connect, a timeout): reading it (SO_ERROR) would take it from the task; \
+                                 not supported"
+                            )));
+                        }
+                        entry.peer = Some(p);
+                        entry.tcp = Some(dump_ended(s.as_fd(), &entry.opts).map_err(|m| e(format!("{conn}: {m}")))?);
                     }
                 }
                 TCP_ESTABLISHED if !cx.tcp_established => {
@@ -958,25 +988,15 @@ fn dump_syn_sent(s: OwnedFd, o: &InetSkOpts, out: &mut FileImages) -> std::resul
     Ok(inet::get_opt_int(fd, SOL_TCP, inet::TCP_QUEUE_SEQ).map_err(|e| format!("TCP_QUEUE_SEQ: {e}"))? as u32)
 }
 
-fn dump_stream(s: OwnedFd, o: &InetSkOpts, out: &mut FileImages) -> std::result::Result<(u32, TcpStream), String> {
-    let peek_off = o.peek_off;
-    let fdc = hold_in_repair(s, o, out)?;
-    let fd = fdc.as_fd();
-    let info = inet::tcp_info(fd).map_err(|e| format!("TCP_INFO: {e}"))?;
-    let state = info.state as u32;
-    let Some(fins) = Fins::of(state) else {
-        return Err(format!("changed to state {} while being dumped", state_text(state)));
-    };
-    let get = |name: u32, what: &str| inet::get_opt_int(fd, SOL_TCP, name).map_err(|e| format!("{what}: {e}"));
-    let queue = |q: i32| {
-        inet::set_opt_int(fd, SOL_TCP, inet::TCP_REPAIR_QUEUE, q).map_err(|e| format!("TCP_REPAIR_QUEUE: {e}"))
-    };
-    let mss = get(inet::TCP_MAXSEG, "TCP_MAXSEG")? as u32;
-    let ioctl = |req: usize, what: &str| inet::queue_ioctl(fd, req).map_err(|e| format!("{what}: {e}"));
-    // The receive queue: what the task has not read yet.
-    queue(inet::TCP_RECV_QUEUE)?;
-    let rcv_seq = get(inet::TCP_QUEUE_SEQ, "TCP_QUEUE_SEQ")? as u32;
-    let inq_len = ioctl(inet::SIOCINQ, "SIOCINQ")? as usize;
+/// The receive queue of a connection in repair mode: its next sequence
+/// number expected and what the task has not read yet (peeked from the
+/// start, whatever the task's SO_PEEK_OFF, which is put back).
+fn repair_recv_queue(fd: BorrowedFd<'_>, peek_off: i32) -> std::result::Result<(u32, Vec<u8>), String> {
+    inet::set_opt_int(fd, SOL_TCP, inet::TCP_REPAIR_QUEUE, inet::TCP_RECV_QUEUE)
+        .map_err(|e| format!("TCP_REPAIR_QUEUE: {e}"))?;
+    let rcv_seq =
+        inet::get_opt_int(fd, SOL_TCP, inet::TCP_QUEUE_SEQ).map_err(|e| format!("TCP_QUEUE_SEQ: {e}"))? as u32;
+    let inq_len = inet::queue_ioctl(fd, inet::SIOCINQ).map_err(|e| format!("SIOCINQ: {e}"))? as usize;
     if peek_off >= 0 {
         // A peek would start at the task's offset: from the start instead.
         sk::set_sol_socket_int(fd, sk::SO_PEEK_OFF, -1).map_err(|e| format!("SO_PEEK_OFF: {e}"))?;
@@ -989,6 +1009,70 @@ fn dump_stream(s: OwnedFd, o: &InetSkOpts, out: &mut FileImages) -> std::result:
     if inq.len() != inq_len {
         return Err(format!("read {} of the {inq_len} bytes in its receive queue", inq.len()));
     }
+    Ok((rcv_seq, inq))
+}
+
+/// A connection that ended (CLOSE) and is still held: its receive queue
+/// and sequence numbers, read in repair mode, which it leaves again at
+/// once (nothing reaches a connection that ended: there is nothing to
+/// keep silent). Its send queue is empty or was discarded by a reset: the
+/// task cannot see it.
+fn dump_ended(fd: BorrowedFd<'_>, o: &InetSkOpts) -> std::result::Result<TcpStream, String> {
+    match sk::set_tcp_repair(fd, sk::TCP_REPAIR_ON) {
+        Ok(()) => {}
+        Err(Errno::EPERM) => return Err("TCP_REPAIR needs CAP_NET_ADMIN".into()),
+        Err(e) => return Err(format!("TCP_REPAIR: {e}")),
+    }
+    let read = || -> std::result::Result<TcpStream, String> {
+        let info = inet::tcp_info(fd).map_err(|e| format!("TCP_INFO: {e}"))?;
+        if info.state as u32 != TCP_CLOSE {
+            return Err(format!("changed to state {} while being dumped", state_text(info.state as u32)));
+        }
+        let get = |name: u32, what: &str| inet::get_opt_int(fd, SOL_TCP, name).map_err(|e| format!("{what}: {e}"));
+        let mss = get(inet::TCP_MAXSEG, "TCP_MAXSEG")? as u32;
+        let (rcv_seq, inq) = repair_recv_queue(fd, o.peek_off)?;
+        inet::set_opt_int(fd, SOL_TCP, inet::TCP_REPAIR_QUEUE, inet::TCP_SEND_QUEUE)
+            .map_err(|e| format!("TCP_REPAIR_QUEUE: {e}"))?;
+        let snd_seq = get(inet::TCP_QUEUE_SEQ, "TCP_QUEUE_SEQ")? as u32;
+        Ok(TcpStream {
+            snd_seq,
+            rcv_seq,
+            inq,
+            mss,
+            wscale: (info.options & inet::TCPI_OPT_WSCALE != 0).then(|| (info.snd_wscale(), info.rcv_wscale())),
+            sack: info.options & inet::TCPI_OPT_SACK != 0,
+            timestamps: info.options & inet::TCPI_OPT_TIMESTAMPS != 0,
+            tsval: get(inet::TCP_TIMESTAMP, "TCP_TIMESTAMP")? as u32,
+            ..Default::default()
+        })
+    };
+    let r = read();
+    let _ = inet::set_opt_int(fd, SOL_TCP, inet::TCP_REPAIR_QUEUE, inet::TCP_NO_QUEUE);
+    let off = sk::set_tcp_repair(fd, sk::TCP_REPAIR_OFF_NO_WP).map_err(|e| format!("leave repair mode: {e}"));
+    // Leaving repair mode clears SO_REUSEADDR.
+    if o.reuseaddr {
+        inet::set_opt_int(fd, SOL_SOCKET, inet::SO_REUSEADDR, 1).map_err(|e| format!("put SO_REUSEADDR back: {e}"))?;
+    }
+    off?;
+    r
+}
+
+fn dump_stream(s: OwnedFd, o: &InetSkOpts, out: &mut FileImages) -> std::result::Result<(u32, TcpStream), String> {
+    let fdc = hold_in_repair(s, o, out)?;
+    let fd = fdc.as_fd();
+    let info = inet::tcp_info(fd).map_err(|e| format!("TCP_INFO: {e}"))?;
+    let state = info.state as u32;
+    let Some(fins) = Fins::of(state).filter(|_| state != TCP_CLOSE) else {
+        return Err(format!("changed to state {} while being dumped", state_text(state)));
+    };
+    let get = |name: u32, what: &str| inet::get_opt_int(fd, SOL_TCP, name).map_err(|e| format!("{what}: {e}"));
+    let queue = |q: i32| {
+        inet::set_opt_int(fd, SOL_TCP, inet::TCP_REPAIR_QUEUE, q).map_err(|e| format!("TCP_REPAIR_QUEUE: {e}"))
+    };
+    let mss = get(inet::TCP_MAXSEG, "TCP_MAXSEG")? as u32;
+    let ioctl = |req: usize, what: &str| inet::queue_ioctl(fd, req).map_err(|e| format!("{what}: {e}"));
+    // The receive queue: what the task has not read yet.
+    let (rcv_seq, inq) = repair_recv_queue(fd, o.peek_off)?;
     // The send queue: written, not acknowledged (sent or not). The
     // sequence numbers and lengths count a FIN not acknowledged yet; a
     // peek gives the bytes alone.
@@ -1096,7 +1180,8 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
         )
     };
     let err = |u: &InetSkEntry, msg: String| Error::new(format!("{}: {msg}", name(u)));
-    if let Some(u) = socks.iter().find(|u| u.tcp.is_some()) {
+    // (One that ended talks to nobody: it needs no --tcp-established.)
+    if let Some(u) = socks.iter().find(|u| u.tcp.is_some() && u.state != TCP_CLOSE) {
         if !cx.tcp_established {
             return Err(Error::refuse_global(format!("{}: a TCP connection: restore with --tcp-established", name(u))));
         }
@@ -1435,8 +1520,10 @@ fn close_half(
         forge_segment(peer, local, rcv_seq, snd_una, TH_FIN | TH_ACK, window)
             .map_err(|e| format!("its peer's FIN: {e}"))
     };
-    if u.state == TCP_LAST_ACK {
-        // It received the FIN first, then closed.
+    if u.state == TCP_LAST_ACK || u.state == TCP_CLOSE {
+        // It received the FIN first, then closed (an ended connection is
+        // rebuilt that way: it reaches CLOSE when its FIN is acknowledged,
+        // with no error pending and nothing left behind in TIME-WAIT).
         receive_fin()?;
         send_fin()?;
     } else {
@@ -1448,8 +1535,10 @@ fn close_half(
         }
     }
     if fins.acked {
-        // The peer's acknowledgement of the FIN.
-        forge_segment(peer, local, rcv_seq, snd_seq.wrapping_add(1), TH_ACK, window)
+        // The peer's acknowledgement of the FIN (after its own FIN, if it
+        // sent one: that took a sequence number).
+        let seq = rcv_seq.wrapping_add(fins.received as u32);
+        forge_segment(peer, local, seq, snd_seq.wrapping_add(1), TH_ACK, window)
             .map_err(|e| format!("its peer's acknowledgement of its FIN: {e}"))?;
     }
     // A forged segment is usually handled before sendto returns (local
@@ -1853,10 +1942,11 @@ mod tests {
     fn fins_by_state() {
         assert_eq!(Fins::of(TCP_ESTABLISHED).map(Fins::forged), Some(false));
         assert_eq!(Fins::of(TCP_FIN_WAIT1).map(Fins::forged), Some(false));
-        for st in [TCP_FIN_WAIT2, TCP_CLOSE_WAIT, TCP_LAST_ACK, TCP_CLOSING] {
+        for st in [TCP_FIN_WAIT2, TCP_CLOSE_WAIT, TCP_LAST_ACK, TCP_CLOSING, TCP_CLOSE] {
             assert_eq!(Fins::of(st).map(Fins::forged), Some(true), "{}", state_text(st));
         }
-        for st in [2, 3, 6, TCP_CLOSE, TCP_LISTEN, 12] {
+        assert_eq!(Fins::of(TCP_CLOSE), Some(Fins { sent: true, acked: true, received: true }));
+        for st in [2, 3, 6, TCP_LISTEN, 12] {
             assert!(Fins::of(st).is_none(), "{}", state_text(st));
         }
     }

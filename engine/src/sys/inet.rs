@@ -242,6 +242,18 @@ pub fn peer_addr(fd: BorrowedFd<'_>) -> Result<InetAddr> {
     InetAddr::from_bytes(a.as_bytes()).ok_or(Errno::EAFNOSUPPORT)
 }
 
+/// The peer's address as SO_PEERNAME reads it: unlike getpeername, also
+/// of a connection that has ended (state CLOSE); ENOTCONN if it never had
+/// one or was disconnected.
+pub fn so_peername(fd: BorrowedFd<'_>, family: u32) -> Result<InetAddr> {
+    const SO_PEERNAME: u32 = 28;
+    let mut b = [0u8; 28];
+    // The kernel wants room for no more than the address it has.
+    let len = if family == AF_INET6 { 28 } else { 16 };
+    let n = get_opt_bytes(fd, super::socket::SOL_SOCKET, SO_PEERNAME, &mut b[..len])?;
+    InetAddr::from_bytes(&b[..n.min(len)]).ok_or(Errno::EAFNOSUPPORT)
+}
+
 /// getsockopt into `buf`; returns the length the kernel reported.
 pub fn get_opt_bytes(fd: BorrowedFd<'_>, level: u32, name: u32, buf: &mut [u8]) -> Result<usize> {
     let mut l = buf.len() as u32;

@@ -45,6 +45,16 @@
 //! connected and writes "hi", and the pair finishes its exchange and
 //! closes.
 //!
+//! `victim_inet ended LOG [pending]`: TCP connections that ended and are
+//! still held (state CLOSE): two loopback pairs (IPv4, IPv6) where both
+//! ends shut down and each left the other's bytes unread, and one end
+//! reset by its peer (SO_LINGER 0) with bytes unread and its error read
+//! (`pending`: not read, so the dump must refuse it). On SIGUSR1 (after a
+//! refused dump, the error first: still ECONNRESET) every end checks it is
+//! still CLOSE with the same local name and SO_PEERNAME, getpeername says
+//! ENOTCONN, it reads its bytes exactly and then the end of the stream,
+//! and a write fails with EPIPE.
+//!
 //! `victim_inet udp LOG`: a UDP server with datagrams queued from two
 //! sockets of its own (one bound, one connected); on SIGUSR1 it reads them
 //! back (contents and senders), then echoes three datagrams. It also holds
@@ -1340,6 +1350,164 @@ fn synsent(logp: &str, port: u16) {
     }
 }
 
+/// The bytes of the address getsockname (`peer` false) or SO_PEERNAME
+/// (`peer` true) gives.
+fn addr_bytes(fd: i32, peer: bool) -> Result<Vec<u8>, String> {
+    let mut b = [0u8; 128];
+    // SO_PEERNAME wants room for no more than the address: its family's.
+    let mut l = if addr_family(fd) == libc::AF_INET6 { 28 } else { 16 };
+    // SAFETY: at most l bytes are written into b.
+    let r = unsafe {
+        if peer {
+            libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERNAME, b.as_mut_ptr() as *mut _, &mut l)
+        } else {
+            libc::getsockname(fd, b.as_mut_ptr() as *mut _, &mut l)
+        }
+    };
+    if r < 0 {
+        return Err(format!(
+            "{}: {}",
+            if peer { "SO_PEERNAME" } else { "getsockname" },
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(b[..l as usize].to_vec())
+}
+
+/// Writes `n` bytes of pattern `k` to `fd` (its send buffer takes them).
+fn write_pattern_all(fd: i32, k: u8, n: usize) {
+    let mut w = Flow { fd, k, done: 0, total: n };
+    assert!(w.write(n), "the send buffer takes every byte");
+}
+
+fn addr_family(fd: i32) -> i32 {
+    getopt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)
+}
+
+/// An ended end after the restore: see `ended`.
+fn check_ended(name: &str, fd: i32, k: u8, n: usize, names: &(Vec<u8>, Vec<u8>)) -> Result<(), String> {
+    let fail = |m: String| format!("{name}: {m}");
+    if tcp_state(fd) != TCP_CLOSE {
+        return Err(fail(format!("state {} instead of CLOSE", tcp_state(fd))));
+    }
+    if addr_bytes(fd, false).map_err(fail)? != names.0 {
+        return Err(fail("its local name changed".into()));
+    }
+    if addr_bytes(fd, true).map_err(fail)? != names.1 {
+        return Err(fail("its SO_PEERNAME changed".into()));
+    }
+    let mut a = [0u8; 128];
+    let mut l = 128u32;
+    // SAFETY: at most l bytes are written into a.
+    let r = unsafe { libc::getpeername(fd, a.as_mut_ptr() as *mut _, &mut l) };
+    if r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOTCONN) {
+        return Err(fail("getpeername did not say ENOTCONN".into()));
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        // SAFETY: at most buf.len() bytes are written into buf.
+        let r = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut _, buf.len(), libc::MSG_DONTWAIT) };
+        if r < 0 {
+            return Err(fail(format!("recv after {} bytes: {}", got.len(), std::io::Error::last_os_error())));
+        }
+        if r == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..r as usize]);
+    }
+    let want: Vec<u8> = (0..n).map(|i| pattern(k, i)).collect();
+    if got != want {
+        return Err(fail(format!("read {} bytes before the end, not the {n} of stream {k}", got.len())));
+    }
+    // SAFETY: one byte from a local.
+    let r = unsafe { libc::send(fd, b"x".as_ptr() as *const _, 1, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+    if r >= 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EPIPE) {
+        return Err(fail(format!("a write gave {r} ({}), not EPIPE", std::io::Error::last_os_error())));
+    }
+    Ok(())
+}
+
+fn ended(logp: &str, pending: bool) {
+    // (name, fd, pattern it reads, bytes of it)
+    let mut ends: Vec<(String, i32, u8, usize)> = Vec::new();
+    for (i, net) in [(1u8, Net::V4), (2, Net::V6)] {
+        let (x, y) = pair_in(net, false, false);
+        let (kx, ky) = (100 + i * 10, 101 + i * 10);
+        write_pattern_all(x, kx, SMALL);
+        write_pattern_all(y, ky, SMALL + i as usize);
+        shut_wr(x);
+        if let Err(e) = wait_states(&[("y", y, TCP_CLOSE_WAIT)]) {
+            log(logp, &format!("phase1 FAIL {e}"));
+            return;
+        }
+        shut_wr(y);
+        ends.push((format!("x{i}"), x, ky, SMALL + i as usize));
+        ends.push((format!("y{i}"), y, kx, SMALL));
+    }
+    // Reset by its peer with bytes unread.
+    let (x3, y3) = pair(false, false);
+    write_pattern_all(y3, 131, SMALL);
+    let start = std::time::Instant::now();
+    while queued(x3, libc::FIONREAD as libc::c_ulong) < SMALL as i32 {
+        if start.elapsed().as_secs() > 90 {
+            log(logp, "phase1 FAIL the bytes never arrived at x3");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: the kernel reads one struct linger; then our descriptor is closed.
+    unsafe {
+        libc::setsockopt(y3, libc::SOL_SOCKET, libc::SO_LINGER, &linger as *const _ as *const _, 8);
+        libc::close(y3);
+    }
+    ends.push(("x3".into(), x3, 131, SMALL));
+    let states: Vec<(&str, i32, u8)> = ends.iter().map(|(n, fd, _, _)| (n.as_str(), *fd, TCP_CLOSE)).collect();
+    if let Err(e) = wait_states(&states) {
+        log(logp, &format!("phase1 FAIL {e}"));
+        return;
+    }
+    if !pending {
+        let e = getopt(x3, libc::SOL_SOCKET, libc::SO_ERROR);
+        if e != libc::ECONNRESET {
+            log(logp, &format!("phase1 FAIL x3's error is {e}, not ECONNRESET"));
+            return;
+        }
+    }
+    let mut names = Vec::new();
+    for (n, fd, _, _) in &ends {
+        match (addr_bytes(*fd, false), addr_bytes(*fd, true)) {
+            (Ok(a), Ok(b)) => names.push((a, b)),
+            (a, b) => {
+                log(logp, &format!("phase1 FAIL {n}: {a:?} {b:?}"));
+                return;
+            }
+        }
+    }
+    log(logp, &format!("phase1 role=ended pending={pending}"));
+    wait_go();
+    let mut res = Ok(());
+    if pending {
+        let e = getopt(x3, libc::SOL_SOCKET, libc::SO_ERROR);
+        if e != libc::ECONNRESET {
+            res = Err(format!("x3's unread error is {e} now, not ECONNRESET"));
+        }
+    }
+    for ((n, fd, k, len), names) in ends.iter().zip(&names) {
+        if res.is_ok() {
+            res = check_ended(n, *fd, *k, *len, names);
+        }
+    }
+    match res {
+        Ok(()) => log(logp, "done role=ended ok"),
+        Err(e) => log(logp, &format!("done role=ended FAIL {e}")),
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     crtools_tests::detach_from_harness();
@@ -1352,7 +1520,8 @@ fn main() {
         Some("udp") => udp(&logp),
         Some("v6") => v6(&logp),
         Some("fin") => fin(&logp),
+        Some("ended") => ended(&logp, args.get(3).map(String::as_str) == Some("pending")),
         Some("synsent") => synsent(&logp, args.get(3).and_then(|p| p.parse().ok()).expect("PORT")),
-        _ => panic!("usage: victim_inet tcp|udp|v6|fin LOG [cork] | synsent LOG PORT"),
+        _ => panic!("usage: victim_inet tcp|udp|v6|fin LOG [cork] | ended LOG [pending] | synsent LOG PORT"),
     }
 }
