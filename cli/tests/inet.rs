@@ -197,9 +197,10 @@ fn md5_key_on_an_unlisted_socket_is_refused() {
 }
 
 /// A TCP connection reset by its peer and still held (state CLOSE, its
-/// error not read yet): refused by name, not dumped as a fresh socket.
+/// error not read yet): refused by name (reading SO_ERROR would take the
+/// error from the task), not dumped as a fresh socket.
 #[test]
-fn ended_connection_still_held_is_refused() {
+fn ended_connection_with_its_error_unread_is_refused() {
     refused_and_left_running(
         "closed",
         "l = socket.socket()\n\
@@ -210,7 +211,7 @@ fn ended_connection_still_held_is_refused() {
          a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))\n\
          a.close()\n\
          while c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != 7: time.sleep(0.01)\n",
-        "has ended (CLOSE)",
+        "(ended: CLOSE): holds an error the task has not read yet",
     );
 }
 

@@ -1042,6 +1042,63 @@ fn lease_is_refused_or_restored_with_file_locks() {
     lock_is_refused("lease", "lease", "leased", "read lease");
 }
 
+/// A flock lock held through a file mapping alone (the file mapped, locked
+/// and closed, as the JVM does with its hsperfdata file): refused without
+/// --file-locks, naming the file; with it the mapping holds the lock again
+/// after restore (it was dumped and restored without it before).
+#[test]
+fn flock_held_through_a_mapping_is_held_again() {
+    run("mapped_flock", 90, |cx| {
+        use std::os::unix::fs::MetadataExt;
+        let s = Scratch::new("dr_task", "mapped_flock");
+        let t = cx.start(&s, "mapped_flock,sigact", Some(s.data().to_str().unwrap()));
+        let path = s.data().join("mapped");
+        let ino = std::fs::metadata(&path).unwrap().ino();
+        let held =
+            || engine::proc::locks::read_all().unwrap().into_iter().filter(|l| l.ino == ino && !l.waiter).count();
+        let fds_on = |pid: i32| {
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .unwrap()
+                .filter(|e| std::fs::read_link(e.as_ref().unwrap().path()).ok().as_deref() == Some(path.as_path()))
+                .count()
+        };
+        assert_eq!(held(), 1, "the victim does not hold its lock");
+        assert_eq!(fds_on(t.pid), 0, "the victim still has the file open");
+        let err = do_dump(t.pid, &s.images(), false).expect_err("dump of a lock holder must fail");
+        for want in [path.display().to_string(), "write flock lock".into(), "--file-locks".into()] {
+            assert!(err.contains(&want), "error does not name {want:?}: {err}");
+        }
+        assert_running_untraced(&t);
+        assert_eq!(held(), 1, "the lock is gone after the failed dump");
+        // The refused dump took its images back: the same directory takes
+        // the next one.
+        let left: Vec<_> = std::fs::read_dir(s.images())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".img"))
+            .collect();
+        assert!(left.is_empty(), "the refused dump left images behind: {left:?}");
+        let mut t = t;
+        dump(&DumpOptions { pid: Pid(t.pid), dir: s.images(), file_locks: true, ..Default::default() })
+            .unwrap_or_else(|e| panic!("dump --file-locks: {e}"));
+        t.reap_dumped();
+        assert_eq!(held(), 0, "the dumped victim's lock outlived it");
+        restore(&RestoreOptions {
+            pid: Some(Pid(t.pid)),
+            dir: s.images(),
+            detach: true,
+            file_locks: true,
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("restore --file-locks: {e}"));
+        t.restored();
+        assert_eq!(held(), 1, "the lock is not held after restore");
+        assert!(conflicts(&path), "another process could take a conflicting lock after restore");
+        assert_eq!(fds_on(t.pid), 0, "the restored victim has the file open");
+        t.check().assert_ok();
+    });
+}
+
 #[test]
 fn oom_score_adj_coredump_filter_and_loginuid_survive() {
     run("oom_loginuid", 90, |cx| {

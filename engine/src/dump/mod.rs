@@ -212,7 +212,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     files::finish_dump(&shared.fd_cx, &mut shared.files)?;
     let proc_locks = file_lock::join(proc_locks)?;
     if opts.file_locks {
-        file_lock::check_recorded(&shared.pids, &shared.files.images.locks, &proc_locks)?;
+        file_lock::check_recorded(&shared.pids, &mut shared.files.images.locks, &proc_locks)?;
     } else {
         file_lock::refuse_listed(&shared.pids, &proc_locks)?;
     }

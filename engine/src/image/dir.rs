@@ -102,6 +102,8 @@ enum Slot {
 struct State {
     files: BTreeMap<String, Slot>,
     root_pid: Option<u32>,
+    /// The inventory is written: the dump is complete.
+    finished: bool,
 }
 
 pub(crate) struct Inner {
@@ -114,6 +116,22 @@ impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves only plain data behind.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A dump that ends without its inventory (it failed) takes back every
+/// image it created: nothing half-written is left to mix with the next
+/// dump into the same directory (which would otherwise find its names
+/// taken).
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        if st.finished {
+            return;
+        }
+        for name in st.files.keys().map(String::as_str).chain([INVENTORY_TMP]) {
+            let _ = std::fs::remove_file(at(&self.dir, name));
+        }
     }
 }
 
@@ -177,7 +195,7 @@ impl ImageDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(ImageError::io(shown, e)),
         }
-        let state = State { files: BTreeMap::new(), root_pid: None };
+        let state = State { files: BTreeMap::new(), root_pid: None, finished: false };
         Ok(ImageDir { inner: Arc::new(Inner { dir, path, state: Mutex::new(state) }) })
     }
 
@@ -294,18 +312,25 @@ impl ImageDir {
         drop(file);
         std::fs::rename(at(&inner.dir, INVENTORY_TMP), at(&inner.dir, INVENTORY))
             .map_err(|e| ImageError::io(display(&inner.path, INVENTORY), e))?;
+        inner.lock().finished = true;
         inner.dir.sync_all().map_err(|e| ImageError::io(inner.path.display().to_string(), e))?;
         Ok(entries)
     }
 }
 
-/// Takes back a finished dump's inventory, so the directory no longer
-/// claims to hold a complete dump (a dump that failed after writing it).
+/// Takes back a finished dump (one that failed after writing its
+/// inventory): the inventory first, so the directory no longer claims to
+/// hold a complete dump, then the images it lists.
 pub fn withdraw(path: &Path) -> Result<()> {
+    let listed = ImageDirReader::open(path).map(|r| r.images).unwrap_or_default();
     let shown = display(path, INVENTORY);
     let dir = open_dir(path).map_err(|e| ImageError::io(&shown, e))?;
     std::fs::remove_file(at(&dir, INVENTORY)).map_err(|e| ImageError::io(&shown, e))?;
-    dir.sync_all().map_err(|e| ImageError::io(&shown, e))
+    dir.sync_all().map_err(|e| ImageError::io(&shown, e))?;
+    for e in listed.iter().filter(|e| validate_name(&e.name).is_ok()) {
+        let _ = std::fs::remove_file(at(&dir, &e.name));
+    }
+    Ok(())
 }
 
 fn create_at(dir: &File, name: &str) -> io::Result<File> {

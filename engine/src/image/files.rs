@@ -186,6 +186,12 @@ pub struct FileLockEntry {
     pub start: i64,
     /// Last byte, None: to the end of the file.
     pub end: Option<i64>,
+    /// A flock lock held through the description of a file mapping and of
+    /// no descriptor (the file was mapped and closed, as the JVM does with
+    /// its hsperfdata file): the start of that VMA of `pid`, whose mapping
+    /// takes it again (`fd` and `id` unused); 0: held through `fd`
+    /// (format version 2).
+    pub vma: u64,
 }
 
 impl FileLockEntry {
@@ -207,14 +213,9 @@ impl Describe for FileLockEntry {
             0 | 1 => format!("{}..{}", self.start, self.end.map_or_else(|| "EOF".to_string(), |e| e.to_string())),
             _ => "whole file".into(),
         };
-        Obj::new()
-            .f("pid", self.pid)
-            .f("fd", self.fd)
-            .f("id", self.id)
-            .f("kind", self.kind_name())
-            .f("type", if self.write { "write" } else { "read" })
-            .f("range", range)
-            .done()
+        let o = Obj::new().f("pid", self.pid);
+        let o = if self.vma != 0 { o.addr("mapping", self.vma) } else { o.f("fd", self.fd).f("id", self.id) };
+        o.f("kind", self.kind_name()).f("type", if self.write { "write" } else { "read" }).f("range", range).done()
     }
 }
 

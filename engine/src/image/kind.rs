@@ -121,7 +121,7 @@ image_kinds! {
         UnixSk    = 14, "unixsk",   "unixsk.img",         2, DEFAULT_MAX_RECORD, (),                       unix_sk::UnixSkEntry;
         GhostFiles = 15, "ghost-files", "ghost-files.img", 2, DEFAULT_MAX_RECORD, (),                      reg_files::GhostFileEntry;
         GhostData = 16, "ghost-data", "ghost-data.img",   1, DEFAULT_MAX_RECORD, (),                       reg_files::GhostDataEntry;
-        FileLocks = 17, "file-locks", "file-locks.img",   1, DEFAULT_MAX_RECORD, (),                       files::FileLockEntry;
+        FileLocks = 17, "file-locks", "file-locks.img",   2, DEFAULT_MAX_RECORD, (),                       files::FileLockEntry;
         StatsDump = 18, "stats-dump", "stats-dump.img",   1, 4096,               stats::DumpStatsEntry,    ();
         StatsRestore = 19, "stats-restore", "stats-restore.img", 1, 4096,        stats::RestoreStatsEntry, ();
         /// Terminals: pty pairs of the tree and a shell job's terminal.

@@ -125,7 +125,7 @@ pub fn collect(
                 return Err(Error::task(pid, format!("fd {fd}: a lease is being broken: try again later")));
             }
         };
-        let e = FileLockEntry { pid: pid.0 as u32, fd: fd as u32, id, kind, write, start: l.start, end: l.end };
+        let e = FileLockEntry { pid: pid.0 as u32, fd: fd as u32, id, kind, write, start: l.start, end: l.end, vma: 0 };
         // A description's own lock shows on every descriptor of it.
         let dup = kind != 0
             && out
@@ -140,8 +140,71 @@ pub fn collect(
 
 /// With `--file-locks`: every held POSIX lock `/proc/locks` lists under a
 /// pid of the tree must be one [`collect`] found (a lock owned by a
-/// descriptor table fdinfo does not compare with would be lost).
-pub fn check_recorded(pids: &[Pid], recorded: &[crate::image::files::FileLockEntry], all: &[FileLock]) -> Result<()> {
+/// descriptor table fdinfo does not compare with would be lost). Flock
+/// locks and leases it lists under a pid of the tree, on a file, beyond
+/// those descriptors of the tree hold: held through a description no
+/// descriptor has. One flock lock on a file one task of the tree maps is
+/// held through that mapping (a file mapped, locked and closed: the JVM's
+/// hsperfdata file) and recorded on it; anything else is refused.
+pub fn check_recorded(
+    pids: &[Pid],
+    recorded: &mut Vec<crate::image::files::FileLockEntry>,
+    all: &[FileLock],
+) -> Result<()> {
+    use std::collections::BTreeMap;
+    // A lock's kind (as FileLockEntry has it) and inode (device, number).
+    type Key = (u8, (u32, u32), u64);
+    // Held through descriptors: how many of each.
+    let mut on_fds: BTreeMap<Key, usize> = BTreeMap::new();
+    for r in recorded.iter().filter(|r| r.kind >= 2 && r.vma == 0) {
+        let m = std::fs::metadata(proc::pid_path(Pid(r.pid as i32), &format!("fd/{}", r.fd)))
+            .ctx(Pid(r.pid as i32), &format!("fd {}: stat", r.fd))?;
+        *on_fds.entry((r.kind, major_minor(m.dev()), m.ino())).or_default() += 1;
+    }
+    let mut listed: BTreeMap<Key, Vec<&FileLock>> = BTreeMap::new();
+    for l in all.iter().filter(|l| !l.waiter && l.pid > 0 && pids.contains(&Pid(l.pid))) {
+        let kind = match l.kind {
+            locks::LockKind::Flock => 2,
+            locks::LockKind::Lease => 3,
+            _ => continue,
+        };
+        let Some(dev) = l.dev else { continue };
+        listed.entry((kind, dev, l.ino)).or_default().push(l);
+    }
+    for (key, ls) in listed {
+        let held = on_fds.get(&key).copied().unwrap_or(0);
+        if ls.len() <= held {
+            continue;
+        }
+        let l = ls[0];
+        let pid = Pid(l.pid);
+        let (maj, min) = key.1;
+        let what = format!("{} on inode {maj:x}:{min:x}:{}", l.describe(), l.ino);
+        let refuse = |why: &str| Error::refuse(pid, format!("holds a {what} that none of its descriptors shows{why}"));
+        if key.0 != 2 || ls.len() > held + 1 {
+            return Err(refuse(": not supported"));
+        }
+        let mapped = mappings_of(pids, key.1, l.ino)?;
+        let Some(&(holder, start, ref path)) = mapped.first() else {
+            return Err(refuse(
+                " nor any file mapping of the tree (its description is in flight in a unix socket, \
+                 or held by a process outside the tree): not supported",
+            ));
+        };
+        if mapped.iter().any(|m| m.0 != holder) {
+            return Err(refuse(&format!(
+                ", held through a mapping of {path} that several processes of the tree share: not supported"
+            )));
+        }
+        log::info!(task = holder.0; "the {what} is held through the mapping of {path} at {start:#x}");
+        recorded.push(crate::image::files::FileLockEntry {
+            pid: holder.0 as u32,
+            kind: 2,
+            write: l.ty == locks::LockType::Write,
+            vma: start,
+            ..Default::default()
+        });
+    }
     for l in all.iter().filter(|l| !l.waiter && l.pid > 0 && l.kind == locks::LockKind::Posix) {
         let pid = Pid(l.pid);
         if !pids.contains(&pid) {
@@ -171,6 +234,24 @@ fn major_minor(dev: u64) -> (u32, u32) {
     (major as u32, minor as u32)
 }
 
+/// The file mappings of the tasks `pids` of inode `ino` on `dev`: (task,
+/// start, path), the first of each task.
+fn mappings_of(pids: &[Pid], dev: (u32, u32), ino: u64) -> Result<Vec<(Pid, u64, String)>> {
+    let mut out = Vec::new();
+    for &pid in pids {
+        let maps = match proc::maps::read(pid) {
+            Ok(m) => m,
+            // A thread's pid (pids lists threads too): its process's maps.
+            Err(e) if e.is_gone() => continue,
+            Err(e) => return Err(Error::task(pid, format!("read maps: {e}"))),
+        };
+        if let Some(m) = maps.iter().find(|m| m.inode == ino && (m.dev_major, m.dev_minor) == dev) {
+            out.push((pid, m.start, m.path.display().to_string()));
+        }
+    }
+    Ok(out)
+}
+
 /// The descriptor of `pid` open on the lock's inode, if any.
 fn fd_on(pid: Pid, lock: &FileLock) -> Option<(i32, String)> {
     let list = fdinfo::list_fds(pid).ok()?;
@@ -190,6 +271,18 @@ pub fn refuse_listed(pids: &[Pid], all: &[FileLock]) -> Result<()> {
         }
         if let Some((fd, what)) = fd_on(pid, l) {
             return Err(refusal(pid, fd, &what, l));
+        }
+        if let Some((holder, start, path)) =
+            l.dev.and_then(|dev| mappings_of(pids, dev, l.ino).ok()).and_then(|m| m.into_iter().next())
+        {
+            return Err(Error::refuse(
+                holder,
+                format!(
+                    "its mapping of {path} at {start:#x} holds a {}: file locks and leases are dumped only \
+                     with --file-locks (-l)",
+                    l.describe()
+                ),
+            ));
         }
         let (maj, min) = l.dev.unwrap_or((0, 0));
         return Err(Error::refuse(

@@ -562,6 +562,17 @@ pub struct Opened {
 }
 
 impl Opened {
+    /// The flock lock task `pid` holds through its file mapping at
+    /// `start` (taken again by that mapping), if any.
+    pub fn mapping_lock(&self, pid: Pid, start: u64) -> Option<&crate::image::files::FileLockEntry> {
+        self.mapping_locks(pid).find(|l| l.vma == start)
+    }
+
+    /// The flock locks task `pid` holds through file mappings.
+    pub fn mapping_locks(&self, pid: Pid) -> impl Iterator<Item = &crate::image::files::FileLockEntry> {
+        self.locks.iter().filter(move |l| l.vma != 0 && l.pid == pid.0 as u32)
+    }
+
     /// Records the description of `id`.
     pub fn add(&mut self, id: u32, fd: OwnedFd) {
         self.fds.insert(id, fd);
@@ -772,7 +783,7 @@ pub fn plan(b: &mut PlanBuilder, pid: Pid, fds: &[FdinfoEntry], opened: &Opened)
         }
     }
     b.plan.files = b.add_table(&entries);
-    for l in opened.locks.iter().filter(|l| l.pid == pid.0 as u32) {
+    for l in opened.locks.iter().filter(|l| l.pid == pid.0 as u32 && l.vma == 0) {
         if !fds.iter().any(|f| f.fd == l.fd && f.id == l.id) {
             return Err(Error::task(
                 pid,

@@ -1517,6 +1517,15 @@ pub fn plan(
         if kind == rp::VmaKind::SysvShm {
             vflags |= super::sysv_shm::plan_flags(pid, vmas, v)?;
         }
+        if let Some(l) = opened.mapping_lock(pid, v.start) {
+            if !matches!(kind, rp::VmaKind::FileShared | rp::VmaKind::FilePrivate) {
+                return Err(Error::task(
+                    pid,
+                    format!("VMA {:#x}-{:#x}: a flock lock on a VMA of no file", v.start, v.end),
+                ));
+            }
+            vflags |= rp::VF_FLOCK | if l.write { rp::VF_FLOCK_EX } else { 0 };
+        }
         let shm_addr = match kind {
             rp::VmaKind::AnonShared => inherited.get(&(v.dev, v.inode)).map(|o| o.addr).unwrap_or(0),
             rp::VmaKind::AnonPrivate => match moved.get(&(v.start, v.end)) {
@@ -1549,6 +1558,9 @@ pub fn plan(
         });
     }
     b.plan.vmas = b.add_table(&table);
+    if let Some(l) = opened.mapping_locks(pid).find(|l| !vmas.iter().any(|v| v.start == l.vma)) {
+        return Err(Error::task(pid, format!("its {} on the mapping at {:#x}: no such VMA", l.kind_name(), l.vma)));
+    }
 
     let mut runs = Vec::with_capacity(pagemap.len());
     let mut late = Vec::new();

@@ -481,6 +481,20 @@ fn map_vmas(cx: &mut Ctx) -> Result<(), Fail> {
             k if k == plan::VmaKind::FilePrivate as u32 || k == plan::VmaKind::FileShared as u32 => {
                 let fd = sys::open(cx.str(v.path), v.open_flags);
                 cx.ck(fd, v.start)?;
+                if v.flags & plan::VF_FLOCK != 0 {
+                    // The mapping's description held a flock lock: taken
+                    // on the one the mapping keeps (a conflicting holder
+                    // fails the restore, EWOULDBLOCK).
+                    const LOCK_SH: u32 = 1;
+                    const LOCK_EX: u32 = 2;
+                    const LOCK_NB: u32 = 4;
+                    let op = if v.flags & plan::VF_FLOCK_EX != 0 { LOCK_EX } else { LOCK_SH };
+                    let r = sys::flock(fd as i32, op | LOCK_NB);
+                    if r < 0 {
+                        sys::close(fd as i32);
+                        cx.ck(r, v.start)?;
+                    }
+                }
                 let (prot, share) = if k == plan::VmaKind::FilePrivate as u32 {
                     (fill_prot, sys::MAP_PRIVATE)
                 } else {

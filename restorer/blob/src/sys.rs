@@ -142,6 +142,9 @@ pub fn membarrier(cmd: u32, flags: u32) -> i64 {
 pub fn close(fd: i32) -> i64 {
     sc!(close, fd)
 }
+pub fn flock(fd: i32, op: u32) -> i64 {
+    sc!(flock, fd, op)
+}
 pub fn close_range(first: u32, last: u32) -> i64 {
     sc!(close_range, first, last, 0)
 }

@@ -155,6 +155,13 @@ pub const VF_SHM_RDONLY: u32 = 8;
 /// [`Vma::flags`]: with [`VF_SHM_ATTACH`], attach executable (SHM_EXEC).
 pub const VF_SHM_EXEC: u32 = 16;
 
+/// [`Vma::flags`]: a file VMA whose open file description holds a flock
+/// lock (and no descriptor does): the restorer takes it (LOCK_SH, or
+/// LOCK_EX with [`VF_FLOCK_EX`]) on the file it opens for the mapping.
+pub const VF_FLOCK: u32 = 32;
+/// [`Vma::flags`]: with [`VF_FLOCK`], an exclusive lock.
+pub const VF_FLOCK_EX: u32 = 64;
+
 /// Most ranges of [`Plan::keep`].
 pub const MAX_KEEP: usize = 256;
 

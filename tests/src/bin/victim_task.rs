@@ -63,6 +63,9 @@
 //! - `flock`, `posix_lock` (write, bytes 10..29), `ofd_lock` (read, bytes
 //!   10..29): ARG/locked opened read-write and locked; `lease`: ARG/leased
 //!   opened read-only with a read lease; the extra word is the fd;
+//!   `mapped_flock`: ARG/mapped (one page) mapped shared, locked with
+//!   flock(LOCK_EX) and closed: the lock is held through the mapping alone
+//!   (the JVM's hsperfdata file); the extra word is the mapping's address;
 //! - `oom_loginuid`: oom_score_adj 400, coredump_filter 0x7d and loginuid 4242 (extra word
 //!   `loginuid-set` or `loginuid-refused`); the check reports both;
 //! - `membarrier`: registered for private expedited, private expedited
@@ -1557,6 +1560,23 @@ impl KernelState {
         }
         if has("posix_lock") {
             flock(lock_file(), libc::F_SETLK, libc::F_WRLCK);
+        }
+        if has("mapped_flock") {
+            let path = format!("{arg}/mapped");
+            let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path);
+            let f = f.expect("open the mapped file");
+            f.set_len(4096).expect("size the mapped file");
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+            // SAFETY: a new shared mapping of our own file; flock on our descriptor.
+            let at = unsafe {
+                let at =
+                    libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0);
+                assert_ne!(at, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
+                assert_eq!(libc::flock(fd, libc::LOCK_EX), 0);
+                at
+            };
+            drop(f);
+            extra(format!("{:#x}", at as usize));
         }
         if has("ofd_lock") {
             flock(lock_file(), libc::F_OFD_SETLK, libc::F_RDLCK);
