@@ -203,6 +203,77 @@ fn http_get(port: u16, path: &str) -> String {
     s
 }
 
+/// The flock locks /proc/locks lists on inode `ino`.
+fn flocks_on(ino: u64) -> usize {
+    let s = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    s.lines().filter(|l| l.contains(" FLOCK ") && l.split_whitespace().any(|w| w.ends_with(&format!(":{ino}")))).count()
+}
+
+/// OpenJDK: an HTTP server (com.sun.net.httpserver, run from source) on a
+/// pool of worker threads, counting requests over a 40 MB array. The JVM
+/// maps its hsperfdata file, flocks it and closes it: the lock, held
+/// through the mapping alone, is held again after restore (-l), and the
+/// count goes on.
+#[test]
+fn java_http_server_counts_on_and_keeps_its_perfdata_lock() {
+    use std::os::unix::fs::MetadataExt;
+    if !ready(&["java"]) {
+        return;
+    }
+    let dir = tmpdir("java");
+    let port = free_port();
+    let src = dir.join("Srv.java");
+    std::fs::write(
+        &src,
+        "import com.sun.net.httpserver.*;\n\
+         import java.net.*;\n\
+         import java.util.concurrent.atomic.*;\n\
+         public class Srv {\n\
+           public static void main(String[] a) throws Exception {\n\
+             AtomicLong n = new AtomicLong();\n\
+             long[] big = new long[5_000_000];\n\
+             for (int i = 0; i < big.length; i++) big[i] = i * 31L;\n\
+             HttpServer s = HttpServer.create(new InetSocketAddress(\"127.0.0.1\", Integer.parseInt(a[0])), 0);\n\
+             s.createContext(\"/\", x -> {\n\
+               long sum = 0; for (long v : big) sum += v;\n\
+               byte[] b = (\"count=\" + n.incrementAndGet() + \" sum=\" + sum + \"\\n\").getBytes();\n\
+               x.sendResponseHeaders(200, b.length); x.getResponseBody().write(b); x.close();\n\
+             });\n\
+             s.setExecutor(java.util.concurrent.Executors.newFixedThreadPool(4));\n\
+             s.start();\n\
+           }\n\
+         }\n",
+    )
+    .unwrap();
+    let err = std::fs::File::create(dir.join("java.err")).unwrap();
+    let mut cmd = Command::new("java");
+    cmd.args(["-Xmx256m"]).arg(&src).arg(port.to_string());
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);
+    common::detached(&mut cmd);
+    let pid = cmd.spawn().expect("start java").id() as i32;
+    let _c = Cleanup(pid, dir.clone());
+    poll("java to listen", || {
+        let said = std::fs::read_to_string(dir.join("java.err")).unwrap_or_default();
+        assert!(Path::new(&format!("/proc/{pid}")).exists(), "java exited: {said}");
+        // The JVM's sockets are IPv6 ones (127.0.0.1 as a v4-mapped address).
+        let s = std::fs::read_to_string("/proc/net/tcp6").unwrap_or_default();
+        s.contains(&format!("0000000000000000FFFF00000100007F:{port:04X} 00000000000000000000000000000000:0000 0A"))
+            .then_some(())
+    });
+    let sum = "sum=387499922500000";
+    let first = http_get(port, "/");
+    assert!(first.contains("count=1 ") && first.contains(sum), "{first}");
+    let perf = PathBuf::from(format!("/tmp/hsperfdata_root/{pid}"));
+    let ino = std::fs::metadata(&perf).map(|m| m.ino()).unwrap_or(0);
+    assert!(ino != 0 && flocks_on(ino) == 1, "no flock lock on {}", perf.display());
+    dump(pid, &dir, &["-l", "--tcp-established"]);
+    assert_eq!(flocks_on(ino), 0, "the dumped JVM's lock outlived it");
+    restore(&dir, &["-l", "--tcp-established"]);
+    assert_eq!(flocks_on(ino), 1, "the restored JVM does not hold its perfdata lock");
+    let second = http_get(port, "/");
+    assert!(second.contains("count=2 ") && second.contains(sum), "{second}");
+}
+
 /// One A query for `name` over UDP; the address of the first answer.
 fn dns_a(port: u16, name: &str) -> Option<[u8; 4]> {
     let mut q = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
