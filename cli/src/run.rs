@@ -120,6 +120,11 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
 
 fn run(opts: &Options, matches: &clap::ArgMatches) -> Result<u8, Error> {
     refuse_unsupported(opts, matches)?;
+    if matches!(opts.command, Command::Dump(_) | Command::PreDump(_) | Command::Restore(_)) {
+        // Asked to stop, a dump or restore ends as a failure does (the
+        // tree resumed, or nothing left behind), not in the middle.
+        engine::interrupt::catch_stops().map_err(Error::Engine)?;
+    }
     for &fd in &opts.close_fds {
         close_fd(fd).map_err(|source| Error::Close { fd, source })?;
     }

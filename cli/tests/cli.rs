@@ -1717,3 +1717,96 @@ fn sysv_shared_memory_survives_with_shm_rmid_forced() {
     assert_eq!(got, "segment data");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn tracer_of(pid: i32) -> String {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines().find_map(|l| l.strip_prefix("TracerPid:")).unwrap_or("?").trim().to_string()
+}
+
+/// crtools told to stop (SIGINT, SIGTERM, SIGHUP) in the middle of a dump
+/// ends it as a failure: the victim runs on untraced with its memory map
+/// as it was, and no image is left; in the middle of a restore, nothing
+/// it created is left, and the images still restore. The signal is sent
+/// by crtools to itself at a chosen step (CRTOOLS_FAULT with
+/// CRTOOLS_FAULT_SIGNAL): the handler's path, at known places.
+#[test]
+fn a_stop_signal_ends_a_dump_or_restore_as_a_failure() {
+    if !have_python3() {
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("stopsig");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("answer");
+    let script = format!(
+        "import signal, sys, time, zlib\n\
+         data = bytearray((i * 7) & 0xff for i in range(8 << 20))\n\
+         want = zlib.crc32(data)\n\
+         def ask(*_):\n    open('{}', 'w').write('ok' if zlib.crc32(data) == want else 'bad')\n\
+         signal.signal(signal.SIGUSR1, ask)\n\
+         print('ready', flush=True)\n\
+         while True: time.sleep(1)\n",
+        out.display()
+    );
+    let (mut child, line) = python3_started(&script);
+    assert_eq!(line.trim(), "ready");
+    let pid = child.id() as i32;
+    let img = dir.join("img");
+    let maps = || std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let before = maps();
+    let run = |env: &[(&str, &str)], args: &[&str]| {
+        Command::new(CRTOOLS).args(args).envs(env.iter().copied()).stdin(Stdio::null()).output().expect("run crtools")
+    };
+    let pid_s = pid.to_string();
+    for (point, sig, name) in [
+        ("dump-seize", "2", "SIGINT"),
+        ("dump-parasite-cmd:3", "15", "SIGTERM"),
+        ("dump-page-batch", "1", "SIGHUP"),
+        ("dump-before-inventory", "15", "SIGTERM"),
+        ("dump-kill", "2", "SIGINT"),
+    ] {
+        let o = run(
+            &[("CRTOOLS_FAULT", point), ("CRTOOLS_FAULT_SIGNAL", sig)],
+            &["dump", "-t", &pid_s, "-D", img.to_str().unwrap()],
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{point}: {err}");
+        assert!(err.contains(&format!("interrupted by {name}")), "{point}: {err}");
+        assert!(matches!(state(pid), Some('S') | Some('R')), "{point}: the victim is {:?}", state(pid));
+        assert_eq!(tracer_of(pid), "0", "{point}: the victim is still traced");
+        assert_eq!(maps(), before, "{point}: the victim's memory map changed");
+        let left: Vec<_> = std::fs::read_dir(&img)
+            .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        assert!(left.iter().all(|n| !n.ends_with(".img")), "{point}: images left behind: {left:?}");
+    }
+    let o = crtools(&["dump", "-t", &pid_s, "-D", img.to_str().unwrap()]);
+    assert!(o.status.success(), "dump: {}", String::from_utf8_lossy(&o.stderr));
+    let _ = child.wait();
+    for (point, sig, name) in [
+        ("restore-images-read", "15", "SIGTERM"),
+        ("restore-plans", "2", "SIGINT"),
+        ("restore-at-traps", "15", "SIGTERM"),
+    ] {
+        let o = run(
+            &[("CRTOOLS_FAULT", point), ("CRTOOLS_FAULT_SIGNAL", sig)],
+            &["restore", "-d", "-D", img.to_str().unwrap()],
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{point}: {err}");
+        assert!(err.contains(&format!("interrupted by {name}")), "{point}: {err}");
+        let t = Instant::now();
+        while state(pid).is_some() && t.elapsed() < Duration::from_secs(10) {
+            // SAFETY: reaping a task of this test's, if it re-parented here.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(state(pid), None, "{point}: a half-restored task is left");
+    }
+    let o = crtools(&["restore", "-d", "-D", img.to_str().unwrap()]);
+    assert!(o.status.success(), "restore: {}", String::from_utf8_lossy(&o.stderr));
+    let answer = ask(pid, &out);
+    kill_reap(pid);
+    assert_eq!(answer, "ok", "the restored victim's memory");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -253,13 +253,18 @@ struct Armed {
     at: [u32; NPOINTS],
     hits: [AtomicU32; NPOINTS],
     any: bool,
+    /// `CRTOOLS_FAULT_SIGNAL`: instead of failing, the chosen hit sends
+    /// this signal to crtools itself, which must then end the way
+    /// [`crate::interrupt`] says (0: fail as usual).
+    signal: i32,
 }
 
 fn armed() -> &'static Armed {
     static ARMED: OnceLock<Armed> = OnceLock::new();
     ARMED.get_or_init(|| {
         let v = std::env::var("CRTOOLS_FAULT").unwrap_or_default();
-        let mut a = Armed { at: [0; NPOINTS], hits: std::array::from_fn(|_| AtomicU32::new(0)), any: false };
+        let signal = std::env::var("CRTOOLS_FAULT_SIGNAL").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let mut a = Armed { at: [0; NPOINTS], hits: std::array::from_fn(|_| AtomicU32::new(0)), any: false, signal };
         for (f, n) in parse(&v) {
             a.at[f.index()] = n;
             a.any = true;
@@ -322,23 +327,49 @@ pub fn hit_in_child(f: Fault) -> bool {
     count(f)
 }
 
-/// [`hit`] as an error for the pipelines.
+/// With `CRTOOLS_FAULT_SIGNAL`, the hit sends the signal to crtools itself
+/// and does not fail by itself: true when it is to fail.
+fn fails(f: Fault) -> bool {
+    if !hit(f) {
+        return false;
+    }
+    let sig = armed().signal;
+    if sig == 0 {
+        return true;
+    }
+    log::warn!("fault injection: {} sends {} to crtools", f.name(), crate::sys::signal::signal_name(sig));
+    let _ = crate::sys::signal::tgkill(crate::sys::misc::getpid(), crate::sys::misc::gettid(), sig);
+    false
+}
+
+/// Why a step must stop here: this hit of `f` fails ("injected fault
+/// ..."), or a stop signal came ("interrupted by ..."); None to go on.
+pub fn stop_reason(f: Fault) -> Option<String> {
+    if fails(f) {
+        return Some(format!("injected fault {}", f.name()));
+    }
+    crate::interrupt::received().map(|s| format!("interrupted by {}", crate::sys::signal::signal_name(s)))
+}
+
+/// [`hit`] as an error for the pipelines; also where a stop signal
+/// received ends the dump or restore ([`crate::interrupt`]).
 pub fn check(f: Fault) -> crate::error::Result<()> {
-    if hit(f) {
+    if fails(f) {
         return Err(crate::error::Error::new(format!("injected fault {}", f.name())));
     }
-    Ok(())
+    crate::interrupt::check()
 }
 
 /// [`hit`] as an image error (for the image directory).
 pub fn check_image(f: Fault, what: &str) -> crate::image::error::Result<()> {
-    if hit(f) {
-        return Err(crate::image::error::ImageError::new(
-            what,
-            crate::image::error::ErrorKind::Invalid(format!("injected fault {}", f.name())),
-        ));
+    let fail = |m: String| Err(crate::image::error::ImageError::new(what, crate::image::error::ErrorKind::Invalid(m)));
+    if fails(f) {
+        return fail(format!("injected fault {}", f.name()));
     }
-    Ok(())
+    match crate::interrupt::received() {
+        Some(sig) => fail(format!("interrupted by {}", crate::sys::signal::signal_name(sig))),
+        None => Ok(()),
+    }
 }
 
 /// The restorer step at which the blobs of this restore fail, or 0.

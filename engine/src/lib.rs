@@ -16,6 +16,7 @@ pub mod error;
 pub mod fault;
 pub mod image;
 pub mod infect;
+pub mod interrupt;
 pub mod objects;
 pub mod proc;
 pub mod restore;

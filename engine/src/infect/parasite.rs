@@ -391,8 +391,10 @@ impl<'t> Parasite<'t> {
     /// header's ret and `reply_len` bytes of payload read back.
     fn call(&mut self, cmd: proto::Cmd, payload: &[u8], reply_len: usize) -> Result<(i64, u32, Vec<u8>)> {
         let pid = self.tracee.pid();
-        if cmd != proto::Cmd::Fini && crate::fault::hit(crate::fault::Fault::DumpParasiteCmd) {
-            return Err(InfectError::unexpected(pid, "parasite command", format!("{cmd:?}: injected fault")));
+        if cmd != proto::Cmd::Fini {
+            if let Some(why) = crate::fault::stop_reason(crate::fault::Fault::DumpParasiteCmd) {
+                return Err(InfectError::unexpected(pid, "parasite command", format!("{cmd:?}: {why}")));
+            }
         }
         if self.daemon {
             return self.call_socket(cmd, payload, reply_len);

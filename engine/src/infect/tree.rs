@@ -123,8 +123,8 @@ pub fn seize_tree(root: Pid) -> Result<SeizedTree> {
             tasks.push(SeizedTask { pid, ppid, threads: Vec::new(), zombie: Some(stat.exit_code) });
             continue;
         }
-        if crate::fault::hit(crate::fault::Fault::DumpSeize) {
-            return Err(InfectError::unexpected(pid, "seize", "injected fault dump-seize"));
+        if let Some(why) = crate::fault::stop_reason(crate::fault::Fault::DumpSeize) {
+            return Err(InfectError::unexpected(pid, "seize", why));
         }
         let threads = match seize_threads(pid) {
             Ok(Some(threads)) => threads,

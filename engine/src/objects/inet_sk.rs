@@ -264,7 +264,11 @@ fn try_hand_over(dir: &Path, held: &[Repaired]) -> std::result::Result<(), Strin
     // SAFETY: the child only makes raw syscalls through the sys wrappers,
     // allocates nothing and ends with exit_group (keeper never returns).
     match unsafe { crate::sys::clone::fork() }.map_err(|e| format!("fork: {e}"))? {
-        crate::sys::clone::CloneResult::Child => keeper(l.as_fd(), null.as_fd(), &gaps, &conns),
+        crate::sys::clone::CloneResult::Child => {
+            // It outlives crtools: the stop signals must end it.
+            crate::interrupt::forget();
+            keeper(l.as_fd(), null.as_fd(), &gaps, &conns)
+        }
         crate::sys::clone::CloneResult::Parent { child, .. } => {
             log::info!(
                 "{} TCP connection(s) held silent by process {child} until `crtools restore` of {}",

@@ -369,7 +369,11 @@ fn try_hand_over(dir: &Path, fds: &[(Pid, OwnedFd)]) -> std::result::Result<Pid,
     // SAFETY: the child only makes raw syscalls through the sys wrappers,
     // allocates nothing and ends with exit_group (tracker never returns).
     match unsafe { crate::sys::clone::fork() }.map_err(|e| format!("fork: {e}"))? {
-        crate::sys::clone::CloneResult::Child => tracker(l.as_fd(), null.as_fd(), &gaps, &held),
+        crate::sys::clone::CloneResult::Child => {
+            // It outlives crtools: the stop signals must end it.
+            crate::interrupt::forget();
+            tracker(l.as_fd(), null.as_fd(), &gaps, &held)
+        }
         crate::sys::clone::CloneResult::Parent { child, .. } => Ok(child),
     }
 }

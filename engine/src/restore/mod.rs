@@ -682,6 +682,16 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     if opts.detach {
         return Ok(0);
     }
+    // The tree runs on its own now: while crtools waits for its root, a
+    // stop signal ends crtools at once, as it would any program.
+    crate::interrupt::forget();
+    if let Some(sig) = crate::interrupt::received() {
+        log::info!(
+            "{} came while the tree was being released: not waiting for it",
+            crate::sys::signal::signal_name(sig)
+        );
+        return Ok(0);
+    }
     loop {
         match wait::wait4(root, 0).ctx(root, "wait for the restored task")? {
             Some((_, WaitStatus::Exited(c))) => return Ok(c),

@@ -308,6 +308,31 @@ pub fn set_sig_disposition(sig: i32, ignore: bool) -> Result<KSigAction> {
     unsafe { set_sigaction(sig, &act) }
 }
 
+/// The x86_64 signal return trampoline a handler installed with
+/// SA_RESTORER returns through.
+#[unsafe(naked)]
+unsafe extern "C" fn sigreturn_trampoline() {
+    core::arch::naked_asm!("mov eax, 15", "syscall", "ud2");
+}
+
+/// Installs `handler` for `sig` with SA_RESTART (interrupted system calls
+/// restart) and every other signal left unblocked; returns the previous
+/// action.
+///
+/// # Safety
+/// `handler` runs on any thread at any moment: it must be async-signal-safe.
+pub unsafe fn catch(sig: i32, handler: extern "C" fn(i32)) -> Result<KSigAction> {
+    let act = KSigAction {
+        handler: handler as *const () as u64,
+        flags: SA_RESTART | SA_RESTORER,
+        restorer: sigreturn_trampoline as *const () as u64,
+        mask: 0,
+    };
+    // SAFETY: the handler and the trampoline are valid code for these
+    // flags; the handler's safety is the caller's contract.
+    unsafe { set_sigaction(sig, &act) }
+}
+
 /// The calling thread's alternate signal stack.
 pub fn get_sigaltstack() -> Result<SigAltStack> {
     let mut old = SigAltStack::default();
