@@ -668,3 +668,96 @@ fn crtools_killed_at_random_moments_of_a_dump() {
     v.kill();
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// SIGINT to crtools at random moments of a dump (`-s`, so a dump that
+/// completes leaves the victim stopped): unlike SIGKILL, no moment may
+/// harm the victim. Each run ends interrupted (exit status 1, no images
+/// left) or complete; either way the victim runs on untraced with the
+/// same threads and exactly the same maps (the parasite was taken out),
+/// and passes its own check. CRTOOLS_KILL_RUNS and CRTOOLS_KILL_SEED as
+/// for the kill stress.
+#[test]
+fn crtools_interrupted_at_random_moments_of_a_dump() {
+    if !common_root() {
+        return;
+    }
+    let _serial = serial();
+    subreaper();
+    let runs: u32 = std::env::var("CRTOOLS_KILL_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(12);
+    let mut seed: u64 = std::env::var("CRTOOLS_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    });
+    eprintln!("interrupt stress: {runs} runs, CRTOOLS_KILL_SEED={seed}");
+    let base = scratch("sigint");
+    let v = Victim::start(&base);
+    let t = Instant::now();
+    let probe = base.join("probe");
+    let out = crtools("dump-before-inventory", &["dump", "-D", probe.to_str().unwrap(), "-t", &v.pid.to_string()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let span = t.elapsed().as_micros() as u64 + 1;
+    let (mut interrupted, mut complete, mut early) = (0, 0, 0);
+    for run in 0..runs {
+        let tids = v.tids();
+        let maps_before = std::fs::read_to_string(format!("/proc/{}/maps", v.pid)).unwrap();
+        let dir = base.join(format!("run{run}"));
+        let child = Command::new(CRTOOLS)
+            .arg("dump")
+            .arg("-s")
+            .arg("-D")
+            .arg(&dir)
+            .args(["-t", &v.pid.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let delay = next(&mut seed) % (span + span / 5);
+        std::thread::sleep(Duration::from_micros(delay));
+        // SAFETY: signalling the crtools this test started.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let out = child.wait_with_output().unwrap();
+        let err = stderr(&out);
+        match out.status.code() {
+            Some(0) => {
+                complete += 1;
+                assert!(dir.join("inventory.img").exists(), "run {run}: exit 0 without an inventory");
+                // SAFETY: continuing our own victim, left stopped by -s.
+                unsafe { libc::kill(v.pid, libc::SIGCONT) };
+            }
+            Some(1) => {
+                interrupted += 1;
+                assert!(err.contains("interrupted by SIGINT"), "run {run} ({delay} us): {err}");
+                let left: Vec<_> = std::fs::read_dir(&dir)
+                    .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+                    .unwrap_or_default();
+                assert!(left.is_empty(), "run {run} ({delay} us): images left: {left:?}");
+            }
+            // Before crtools caught the stop signals (it catches them right
+            // after parsing its command line, before it makes the image
+            // directory): killed before it touched anything.
+            None if std::os::unix::process::ExitStatusExt::signal(&out.status) == Some(libc::SIGINT) => {
+                assert!(!dir.exists(), "run {run} ({delay} us): killed by SIGINT after it began: {err}");
+                early += 1;
+            }
+            other => panic!("run {run} ({delay} us): crtools ended with {other:?}: {err}"),
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !status_field(v.pid, "State:").unwrap_or_default().starts_with('S') && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for &t in &tids {
+            assert_eq!(status_field(t, "TracerPid:").as_deref(), Some("0"), "run {run} ({delay} us): {t} traced");
+        }
+        assert_eq!(v.tids(), tids, "run {run} ({delay} us): threads changed");
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", v.pid)).unwrap();
+        assert_eq!(maps, maps_before, "run {run} ({delay} us): maps changed: {err}");
+        assert_eq!(v.check(), "ok", "run {run} ({delay} us): the victim's own check: {err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    eprintln!(
+        "interrupt stress: {runs} runs over {span} us dumps: {interrupted} interrupted, {complete} complete, \
+         {early} killed before crtools began"
+    );
+    v.kill();
+    let _ = std::fs::remove_dir_all(&base);
+}
