@@ -1755,7 +1755,21 @@ fn a_stop_signal_ends_a_dump_or_restore_as_a_failure() {
     let maps = || std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     let before = maps();
     let run = |env: &[(&str, &str)], args: &[&str]| {
-        Command::new(CRTOOLS).args(args).envs(env.iter().copied()).stdin(Stdio::null()).output().expect("run crtools")
+        let mut cmd = Command::new(CRTOOLS);
+        cmd.args(args).envs(env.iter().copied()).stdin(Stdio::null());
+        // crtools leaves an ignored stop signal ignored (nohup, a
+        // background job): these runs must not inherit that from the
+        // harness.
+        // SAFETY: signal() is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+                    libc::signal(s, libc::SIG_DFL);
+                }
+                Ok(())
+            });
+        }
+        cmd.output().expect("run crtools")
     };
     let pid_s = pid.to_string();
     for (point, sig, name) in [

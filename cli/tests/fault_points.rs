@@ -393,7 +393,7 @@ fn a_dump_failing_at_any_point_leaves_the_victim_as_it_was() {
     let tids = v.tids();
     assert_eq!(tids.len(), 2, "the victim has two threads");
     let maps_before = std::fs::read_to_string(format!("/proc/{}/maps", v.pid)).unwrap();
-    for point in points().iter().filter(|p| p.starts_with("dump-") && *p != "dump-die-serving") {
+    for point in points().iter().filter(|p| p.starts_with("dump-") && !p.starts_with("dump-die-")) {
         let dir = base.join(point);
         let mut args = vec!["dump", "-D", dir.to_str().unwrap(), "-t"];
         let pid = v.pid.to_string();
@@ -461,6 +461,61 @@ fn crtools_dying_while_the_parasite_serves_leaves_the_victim_cured() {
     let left: Vec<&str> = maps.lines().filter(|l| in_regions(l, &regions)).collect();
     // Its code (read-execute) and the rest (read-write): one or two VMAs.
     assert!(matches!(left.len(), 1 | 2), "the parasite's region {regions:x?}: {maps}");
+    let rest: String = maps.lines().filter(|l| !in_regions(l, &regions)).map(|l| format!("{l}\n")).collect();
+    assert_eq!(rest, maps_before, "maps changed beyond the parasite's region");
+    assert!(!dir.join("inventory.img").exists(), "an inventory claims a complete dump");
+    v.kill();
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// crtools dies (SIGKILL, `dump-die-thread-call`) in the middle of a
+/// system call it runs in the victim's second thread, that thread's
+/// registers and mask (every signal blocked) being the call's: the thread
+/// puts both back by itself (the parasite's `thread_call`), the served
+/// thread cures itself, and the victim runs on untraced with the same
+/// blocked masks, its own check passing and its maps as before but for
+/// the parasite's region.
+#[test]
+fn crtools_dying_in_a_thread_call_leaves_the_thread_as_it_was() {
+    if !common_root() {
+        return;
+    }
+    let _serial = serial();
+    subreaper();
+    let base = scratch("die-thread");
+    let v = Victim::start(&base);
+    let tids = v.tids();
+    assert!(tids.len() > 1, "the victim has no second thread: {tids:?}");
+    let blocked = |t: i32| {
+        let s = std::fs::read_to_string(format!("/proc/{}/task/{t}/status", v.pid)).unwrap_or_default();
+        s.lines().find_map(|l| l.strip_prefix("SigBlk:")).unwrap_or("?").trim().to_string()
+    };
+    let masks: Vec<String> = tids.iter().map(|&t| blocked(t)).collect();
+    let maps_before = std::fs::read_to_string(format!("/proc/{}/maps", v.pid)).unwrap();
+    let dir = base.join("images");
+    let log = base.join("dump.log");
+    let pid = v.pid.to_string();
+    let out = crtools(
+        "dump-die-thread-call",
+        &["dump", "-v", "2", "-o", log.to_str().unwrap(), "-D", dir.to_str().unwrap(), "-t", &pid],
+    );
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "crtools did not die: {}", stderr(&out));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("dump-die-thread-call"), "the fault was not hit:\n{text}");
+    for &t in &tids {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while status_field(t, "TracerPid:").as_deref() != Some("0") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(status_field(t, "TracerPid:").as_deref(), Some("0"), "{t} still traced");
+    }
+    assert_eq!(v.tids(), tids, "threads changed");
+    let after: Vec<String> = tids.iter().map(|&t| blocked(t)).collect();
+    assert_eq!(after, masks, "blocked masks changed");
+    assert_eq!(v.check(), "ok", "the victim's own check; log:\n{text}");
+    let regions = parasite_regions(&text);
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", v.pid)).unwrap();
     let rest: String = maps.lines().filter(|l| !in_regions(l, &regions)).map(|l| format!("{l}\n")).collect();
     assert_eq!(rest, maps_before, "maps changed beyond the parasite's region");
     assert!(!dir.join("inventory.img").exists(), "an inventory claims a complete dump");
@@ -700,17 +755,19 @@ fn crtools_interrupted_at_random_moments_of_a_dump() {
         let tids = v.tids();
         let maps_before = std::fs::read_to_string(format!("/proc/{}/maps", v.pid)).unwrap();
         let dir = base.join(format!("run{run}"));
-        let child = Command::new(CRTOOLS)
-            .arg("dump")
-            .arg("-s")
-            .arg("-D")
-            .arg(&dir)
-            .args(["-t", &v.pid.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut cmd = Command::new(CRTOOLS);
+        cmd.arg("dump").arg("-s").arg("-D").arg(&dir).args(["-t", &v.pid.to_string()]);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        // Not SIGINT ignored as the harness may have it (a background
+        // job): crtools would leave it ignored.
+        // SAFETY: signal() is async-signal-safe.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().unwrap();
         let delay = next(&mut seed) % (span + span / 5);
         std::thread::sleep(Duration::from_micros(delay));
         // SAFETY: signalling the crtools this test started.

@@ -33,6 +33,11 @@ pub enum Fault {
     /// parasite serves a task, after it collected the task's state; the
     /// parasite must cure the task by itself.
     DumpDieServing,
+    /// Dump: not a failure: crtools kills itself (SIGKILL) in the middle
+    /// of a system call it runs in a thread other than the served one
+    /// (the thread's registers and mask are the call's); the thread must
+    /// put both back by itself.
+    DumpDieThreadCall,
     /// Dump: the cure of each parasite (it is cured on the error path).
     DumpCure,
     /// Dump: each /proc read of a task after the cure (smaps, cgroups).
@@ -113,13 +118,14 @@ const BLOB_STEPS: [(restorer_plan::Step, &str); 18] = {
 };
 
 /// Engine points, in pipeline order.
-const ENGINE: [Fault; 27] = [
+const ENGINE: [Fault; 28] = [
     Fault::DumpSeize,
     Fault::DumpParasiteCmd,
     Fault::DumpThread,
     Fault::DumpFds,
     Fault::DumpInfected,
     Fault::DumpDieServing,
+    Fault::DumpDieThreadCall,
     Fault::DumpCure,
     Fault::DumpProc,
     Fault::DumpPageBatch,
@@ -153,6 +159,7 @@ impl Fault {
             Fault::DumpFds => "dump-fds",
             Fault::DumpInfected => "dump-infected",
             Fault::DumpDieServing => "dump-die-serving",
+            Fault::DumpDieThreadCall => "dump-die-thread-call",
             Fault::DumpCure => "dump-cure",
             Fault::DumpProc => "dump-proc",
             Fault::DumpPageBatch => "dump-page-batch",
@@ -187,6 +194,9 @@ impl Fault {
             Fault::DumpDieServing => {
                 "not a failure: crtools kills itself while the parasite serves (it cures the task itself)".into()
             }
+            Fault::DumpDieThreadCall => "not a failure: crtools kills itself in the middle of a system call in \
+                                         another thread (the thread puts itself back)"
+                .into(),
             Fault::Blob(step) => format!("the restorer blob fails at its step '{}'", restorer_plan::Step::name(step)),
             f => format!("fails {}", f.doc()),
         }
@@ -219,7 +229,7 @@ impl Fault {
             Fault::RestoreThread => "finishing each created thread",
             Fault::RestoreLeader => "finishing each leader",
             Fault::RestoreRelease => "right before the tree is released",
-            Fault::RestoreNoSetTid | Fault::DumpDieServing | Fault::Blob(_) => "",
+            Fault::RestoreNoSetTid | Fault::DumpDieServing | Fault::DumpDieThreadCall | Fault::Blob(_) => "",
         }
     }
 

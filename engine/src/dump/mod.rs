@@ -435,11 +435,11 @@ fn dump_task(
         process.membarrier = task::dump_membarrier(&mut p)?;
         let brk = p.misc().ctx(pid, "read brk")?.brk;
         let mm_settings = mm::dump_mm_settings(&mut p)?;
-        let scratch = p.scratch();
+        let at = p.thread_call();
         let mut other_cores = Vec::with_capacity(others.len());
         for t in others.iter_mut() {
             crate::fault::check(crate::fault::Fault::DumpThread)?;
-            other_cores.push(thread::dump(t, pid, scratch, mm_settings.policies.first_vma_own)?);
+            other_cores.push(thread::dump(t, pid, &at, mm_settings.policies.first_vma_own)?);
         }
         crate::fault::check(crate::fault::Fault::DumpFds)?;
         let fds = files::dump(&shared.fd_cx, pid, p.control_fd(), &mut shared.files)?;

@@ -30,7 +30,91 @@ pub(crate) fn entry_regs(base: &UserRegs, rip: u64) -> UserRegs {
     r
 }
 
+/// Where a thread other than the one the parasite serves runs system
+/// calls without a harm window (the blob's `thread_call`, see
+/// [`Tracee::thread_syscalls`]), from [`super::Parasite::thread_call`].
+#[derive(Clone, Copy, Debug)]
+pub struct ThreadCall {
+    /// The blob's `syscall` followed by its own resume.
+    pub gadget: u64,
+    /// The blob's word that holds the address of `cure`.
+    pub cure_ptr: u64,
+    /// Room for a `ThreadCure` in the parasite's region.
+    pub cure: u64,
+    /// A page of the parasite's region the calls may write into.
+    pub scratch: u64,
+}
+
 impl Tracee {
+    /// Runs `calls` one after the other in this thread (not the one the
+    /// parasite serves) through the parasite's `thread_call`, with every
+    /// signal blocked; returns their raw results. No code is patched and
+    /// nothing is left to crtools' survival: the thread's mask and
+    /// registers are written into the region first, and whenever the
+    /// thread's own are not in place it stands at that `syscall` or right
+    /// after it, where a dead crtools lets it run on into the blob's resume,
+    /// which puts both back (an interrupted system call set up to restart).
+    pub fn thread_syscalls(&mut self, at: &ThreadCall, calls: &[(Sysno, [u64; 6])]) -> Result<Vec<i64>> {
+        let pid = self.pid();
+        let saved = self.regs()?;
+        let mask = self.sigmask()?;
+        let cure = parasite_proto::ThreadCure { mask, regs: super::parasite::resume_regs(&saved) };
+        // SAFETY: ThreadCure is repr(C) plain data without implicit padding.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                &cure as *const parasite_proto::ThreadCure as *const u8,
+                std::mem::size_of::<parasite_proto::ThreadCure>(),
+            )
+        };
+        let write = |addr: u64, b: &[u8]| {
+            crate::sys::process_vm::write_all(pid, addr, b)
+                .map_err(|e| InfectError::errno(pid, "write the thread's cure", e))
+        };
+        write(at.cure, bytes)?;
+        write(at.cure_ptr, &at.cure.to_ne_bytes())?;
+        let mut out = Vec::with_capacity(calls.len());
+        let mut run = || -> Result<()> {
+            for (i, &(nr, args)) in calls.iter().enumerate() {
+                let mut regs = entry_regs(&saved, at.gadget);
+                regs.rax = nr as u64;
+                regs.rdi = args[0];
+                regs.rsi = args[1];
+                regs.rdx = args[2];
+                regs.r10 = args[3];
+                regs.r8 = args[4];
+                regs.r9 = args[5];
+                self.set_regs(&regs)?;
+                if i == 0 {
+                    // Only once the registers stand at the call, which puts
+                    // the mask back.
+                    self.set_sigmask(u64::MAX)?;
+                    if crate::fault::hit(crate::fault::Fault::DumpDieThreadCall) {
+                        log::warn!("injected fault dump-die-thread-call: crtools dies in a system call of {pid}");
+                        let _ = crate::sys::signal::kill(crate::sys::misc::getpid(), 9);
+                    }
+                }
+                let after = self.run_to_syscall_exit()?;
+                if after.rip != at.gadget + 2 {
+                    return Err(InfectError::unexpected(
+                        pid,
+                        "thread call",
+                        format!("syscall exit at {:#x}, expected {:#x}", after.rip, at.gadget + 2),
+                    ));
+                }
+                out.push(after.rax as i64);
+            }
+            Ok(())
+        };
+        let r = run();
+        // The mask first, the registers last: see above.
+        let m = self.set_sigmask(mask);
+        let g = self.set_regs(&saved);
+        r?;
+        m?;
+        g?;
+        Ok(out)
+    }
+
     /// Runs syscall `nr` with `args` in the task and returns its raw result
     /// (negative errno on failure). Registers and code are restored after.
     pub fn remote_syscall(&mut self, nr: Sysno, args: [u64; 6]) -> Result<i64> {

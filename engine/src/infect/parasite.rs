@@ -377,6 +377,18 @@ impl<'t> Parasite<'t> {
         self.base + (self.layout.args + proto::ARGS_SIZE - 4096) as u64
     }
 
+    /// Where the task's other threads run system calls (see
+    /// [`Tracee::thread_syscalls`]).
+    pub fn thread_call(&self) -> super::inject::ThreadCall {
+        let end = self.base + (self.layout.args + proto::ARGS_SIZE) as u64;
+        super::inject::ThreadCall {
+            gadget: self.base + blobs::parasite::THREAD_CALL as u64,
+            cure_ptr: self.base + blobs::parasite::THREAD_CURE_PTR as u64,
+            cure: end - proto::THREAD_CURE_FROM_END as u64,
+            scratch: self.scratch(),
+        }
+    }
+
     /// Address of the parasite region in the task.
     pub fn base(&self) -> u64 {
         self.base

@@ -18,37 +18,15 @@
 use crate::error::{Context, Error, Result};
 use crate::image::core::{Rseq, SigAltStack, Siginfo, SsFlags, ThreadCore};
 use crate::image::RawStr;
+use crate::infect::inject::ThreadCall;
 use crate::infect::Tracee;
 use crate::proc;
 use crate::sys::ptrace::{self, UserRegs, NT_X86_XSTATE};
 use crate::sys::{process_vm, Pid, Sysno};
 
-/// Every signal but SIGTRAP (a blocked SIGTRAP would reset its handler at
-/// our trap).
-const ALL_BUT_TRAP: u64 = !(1u64 << 4);
 const PR_SET_NAME: u64 = 15;
 const PR_GET_TID_ADDRESS: u64 = 40;
 const PR_GET_SECUREBITS: u64 = 27;
-
-/// Runs `f` with every signal but SIGTRAP blocked in `t` (thread of `pid`),
-/// then queues again a SIGTRAP our traps took off its queue (with every
-/// signal blocked, through `scratch`) and restores the thread's mask.
-fn blocked<T>(t: &mut Tracee, pid: Pid, scratch: u64, f: impl FnOnce(&mut Tracee) -> Result<T>) -> Result<T> {
-    let tid = t.pid();
-    let mask = t.sigmask().ctx(tid, "read the signal mask")?;
-    let traps = t.queued_sigtraps(false).ctx(tid, "read the pending signals")?;
-    t.set_sigmask(ALL_BUT_TRAP).ctx(tid, "block signals")?;
-    let r = f(t);
-    let requeued = t
-        .set_sigmask(u64::MAX)
-        .and_then(|_| t.put_back_sigtraps(pid, &traps, scratch))
-        .ctx(tid, "queue the pending SIGTRAP again");
-    let restored = t.set_sigmask(mask).ctx(tid, "restore the signal mask");
-    let v = r?;
-    requeued?;
-    restored?;
-    Ok(v)
-}
 
 /// Whether thread `tid`'s own NUMA memory policy is the default, as the
 /// first line of its numa_maps tells (a VMA without a policy of its own
@@ -68,10 +46,11 @@ fn thread_policy_is_default(pid: Pid, tid: Pid, first_vma_own: bool) -> bool {
     line.split(|&c| c == b' ').nth(1) == Some(b"default".as_slice())
 }
 
-/// The state of a seized non-leader thread `t` of process `pid`;
+/// The state of a seized non-leader thread `t` of process `pid`, its
+/// system calls run through the parasite's `at`;
 /// `first_vma_own`: whether the task's first VMA has a NUMA memory policy
 /// of its own.
-pub fn dump(t: &mut Tracee, pid: Pid, scratch: u64, first_vma_own: bool) -> Result<ThreadCore> {
+pub fn dump(t: &mut Tracee, pid: Pid, at: &ThreadCall, first_vma_own: bool) -> Result<ThreadCore> {
     let tid = t.pid();
     let mut regs = t.regs().ctx(tid, "read registers")?;
     let sleep = super::task::restart_sleep(tid, &regs)?;
@@ -83,46 +62,48 @@ pub fn dump(t: &mut Tracee, pid: Pid, scratch: u64, first_vma_own: bool) -> Resu
         .into_iter()
         .map(|s| Siginfo(s.0.to_vec()))
         .collect();
-    let (ss, ctid, securebits, mempolicy) = blocked(t, pid, scratch + 128, |t| {
-        // Per thread, like every credential.
-        let securebits = t
-            .remote_syscall_ok(Sysno::prctl, [PR_GET_SECUREBITS, 0, 0, 0, 0, 0], "PR_GET_SECUREBITS")
-            .ctx(tid, "PR_GET_SECUREBITS")?;
-        t.remote_syscall_ok(Sysno::sigaltstack, [0, scratch, 0, 0, 0, 0], "sigaltstack").ctx(tid, "sigaltstack")?;
-        t.remote_syscall_ok(Sysno::prctl, [PR_GET_TID_ADDRESS, scratch + 64, 0, 0, 0, 0], "PR_GET_TID_ADDRESS")
-            .ctx(tid, "PR_GET_TID_ADDRESS")?;
-        // Its NUMA memory policy (per thread), asked only when numa_maps
-        // does not already show the default (a remote call costs far more).
-        let mempolicy = if thread_policy_is_default(pid, tid, first_vma_own) {
-            None
-        } else {
-            let r = t
-                .remote_syscall(Sysno::get_mempolicy, [scratch + 1024, scratch + 1032, 1024, 0, 0, 0])
-                .ctx(tid, "get_mempolicy")?;
-            match r {
-                0 => {
-                    let pol = process_vm::read_vec(tid, scratch + 1024, 8 + 128).ctx(tid, "read scratch")?;
-                    if pol.len() < 8 + 128 {
-                        return Err(Error::task(tid, "short read of the scratch page"));
-                    }
-                    let mode = i32::from_ne_bytes(pol[0..4].try_into().expect("4 bytes"));
-                    let nodes: Vec<u64> =
-                        pol[8..].chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes"))).collect();
-                    super::mm::mempolicy(mode, &nodes)
-                }
-                // A kernel without NUMA: no policy to keep.
-                -38 => None, // ENOSYS
-                r => return Err(Error::task(tid, format!("get_mempolicy: {}", crate::sys::Errno::new(-r as i32)))),
-            }
-        };
-        let b = process_vm::read_vec(tid, scratch, 72).ctx(tid, "read scratch")?;
-        if b.len() < 72 {
-            return Err(Error::task(tid, "short read of the scratch page"));
+    // Per thread, like every credential; NUMA policy asked only when
+    // numa_maps does not already show the default (a call costs more).
+    let scratch = at.scratch;
+    let want_policy = !thread_policy_is_default(pid, tid, first_vma_own);
+    let mut calls = vec![
+        (Sysno::prctl, [PR_GET_SECUREBITS, 0, 0, 0, 0, 0]),
+        (Sysno::sigaltstack, [0, scratch, 0, 0, 0, 0]),
+        (Sysno::prctl, [PR_GET_TID_ADDRESS, scratch + 64, 0, 0, 0, 0]),
+    ];
+    if want_policy {
+        calls.push((Sysno::get_mempolicy, [scratch + 1024, scratch + 1032, 1024, 0, 0, 0]));
+    }
+    let got = t.thread_syscalls(at, &calls).ctx(tid, "system calls in the thread")?;
+    for (r, name) in got.iter().zip(["PR_GET_SECUREBITS", "sigaltstack", "PR_GET_TID_ADDRESS"]) {
+        if (-4095..0).contains(r) {
+            return Err(Error::task(tid, format!("{name}: {}", crate::sys::Errno::new(-*r as i32))));
         }
-        let w = |o: usize| u64::from_ne_bytes(b[o..o + 8].try_into().expect("8 bytes"));
-        let ss = SigAltStack { sp: w(0), flags: SsFlags::from_bits_retain(w(8) as u32), size: w(16) };
-        Ok((ss, w(64), securebits as u32, mempolicy))
-    })?;
+    }
+    let securebits = got[0] as u32;
+    let mempolicy = match got.get(3) {
+        None => None,
+        Some(0) => {
+            let pol = process_vm::read_vec(tid, scratch + 1024, 8 + 128).ctx(tid, "read scratch")?;
+            if pol.len() < 8 + 128 {
+                return Err(Error::task(tid, "short read of the scratch page"));
+            }
+            let mode = i32::from_ne_bytes(pol[0..4].try_into().expect("4 bytes"));
+            let nodes: Vec<u64> =
+                pol[8..].chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes"))).collect();
+            super::mm::mempolicy(mode, &nodes)
+        }
+        // A kernel without NUMA: no policy to keep.
+        Some(-38) => None, // ENOSYS
+        Some(r) => return Err(Error::task(tid, format!("get_mempolicy: {}", crate::sys::Errno::new(-*r as i32)))),
+    };
+    let b = process_vm::read_vec(tid, scratch, 72).ctx(tid, "read scratch")?;
+    if b.len() < 72 {
+        return Err(Error::task(tid, "short read of the scratch page"));
+    }
+    let w = |o: usize| u64::from_ne_bytes(b[o..o + 8].try_into().expect("8 bytes"));
+    let ss = SigAltStack { sp: w(0), flags: SsFlags::from_bits_retain(w(8) as u32), size: w(16) };
+    let ctid = w(64);
     let rseq = match ptrace::get_rseq_config(tid) {
         Ok(c) if c.rseq_abi_pointer != 0 => {
             Some(Rseq { ptr: c.rseq_abi_pointer, len: c.rseq_abi_size, sig: c.signature })

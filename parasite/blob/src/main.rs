@@ -67,6 +67,61 @@ core::arch::global_asm!(
     rip = sym RESUME_RIP,
 );
 
+// A system call run by a thread other than the one the parasite serves
+// from: the engine points the thread's registers at the `syscall` here and
+// takes the thread back at the call's exit (PTRACE_SYSCALL), putting its
+// registers back. Only if the engine died before that does the thread go
+// on past the `syscall`: it puts back its blocked mask and its registers
+// itself from the `ThreadCure` whose address the engine wrote into
+// THREAD_CURE_PTR (its own copy of the resume code, so that a self-cure of
+// the served thread running at the same time does not share its jump).
+core::arch::global_asm!(
+    ".section .text",
+    ".globl __export_parasite_thread_call",
+    "__export_parasite_thread_call:",
+    "    syscall",
+    "    mov rsi, [rip + {cure}]",
+    "    mov edi, 2",
+    "    xor edx, edx",
+    "    mov r10d, 8",
+    "    mov eax, 14",
+    "    syscall",
+    "    mov rdi, [rip + {cure}]",
+    "    add rdi, 8",
+    "    mov rax, [rdi + 136]",
+    "    mov [rip + {rip}], rax",
+    "    mov rsp, rdi",
+    "    pop r15",
+    "    pop r14",
+    "    pop r13",
+    "    pop r12",
+    "    pop rbp",
+    "    pop rbx",
+    "    pop r11",
+    "    pop r10",
+    "    pop r9",
+    "    pop r8",
+    "    pop rax",
+    "    pop rcx",
+    "    pop rdx",
+    "    pop rsi",
+    "    pop rdi",
+    "    popfq",
+    "    pop rsp",
+    "    jmp qword ptr [rip + {rip}]",
+    cure = sym THREAD_CURE_PTR,
+    rip = sym THREAD_RESUME_RIP,
+);
+
+/// The address of the current thread call's `ThreadCure` (written by the
+/// engine).
+#[export_name = "__export_parasite_thread_cure_ptr"]
+static THREAD_CURE_PTR: AtomicU64 = AtomicU64::new(0);
+
+/// Where a thread call's own resume jumps.
+#[no_mangle]
+static THREAD_RESUME_RIP: AtomicU64 = AtomicU64::new(0);
+
 extern "C" {
     fn parasite_resume(regs: *const proto::ResumeRegs) -> !;
 }

@@ -206,6 +206,22 @@ pub struct ResumeRegs {
     pub rip: u64,
 }
 
+/// What a thread other than the served one puts back by itself if the
+/// engine dies while it runs a system call in the parasite's region (the
+/// blob's `thread_call`): its blocked mask and its registers (in
+/// [`ResumeRegs`] form). The engine writes it before it points the
+/// thread there, and its address into the blob's `thread_cure_ptr`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadCure {
+    pub mask: u64,
+    pub regs: ResumeRegs,
+}
+const _: () = assert!(offset_of!(ThreadCure, regs) == 8 && size_of::<ThreadCure>() == 152);
+/// Where the engine puts the [`ThreadCure`]: this many bytes before the
+/// end of the args area (above the scratch words the thread calls fill).
+pub const THREAD_CURE_FROM_END: usize = 256;
+
 /// A SIGTRAP to queue again at a self-cure (our traps took it off).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
