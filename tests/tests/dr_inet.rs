@@ -143,6 +143,8 @@ fn assert_running_untraced(pid: i32) {
 
 /// How many crtools-inetlk processes there are.
 fn keepers() -> usize {
+    // This test process may be the parent of an exited one: reaped first.
+    reap_all();
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
@@ -316,6 +318,30 @@ fn ended_connection_with_an_unread_error_is_refused() {
         t.signal_all(libc::SIGUSR1);
         let done = t.wait_line("done ");
         assert!(done.ends_with(" ok"), "{done}\nlog:\n{}", t.text());
+    });
+}
+
+/// The connections a dump holds silent are let go once its images are
+/// deleted: the keeper does not outlive the dump it belongs to.
+#[test]
+fn keeper_of_a_deleted_dump_exits() {
+    run("keeper_deleted", || {
+        let s = crtools_tests::Scratch::new("dr_inet", "keeper_deleted");
+        let (t, c, _port) = tcp_phase1(&s, &["tcp"]);
+        let before = keepers();
+        do_dump(t.pids[0], &s.images(), true).unwrap_or_else(|e| panic!("dump: {e}"));
+        let deadline = Instant::now() + ANSWER;
+        while keepers() <= before {
+            assert!(Instant::now() < deadline, "no process holds the dumped connections");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::fs::remove_dir_all(s.images()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while keepers() > before {
+            assert!(Instant::now() < deadline, "the keeper outlived its deleted dump");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        drop(c);
     });
 }
 

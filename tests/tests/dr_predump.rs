@@ -63,17 +63,42 @@ fn read_stats(dir: &Path) -> engine::image::stats::DumpStatsEntry {
     r.collect_entries().unwrap().0
 }
 
+/// A started victim (`args` after its log) in scratch directory `tag`,
+/// once it said "ready": its scratch, log, process, pid and ready line.
+struct Started {
+    s: crtools_tests::Scratch,
+    log: std::path::PathBuf,
+    child: std::process::Child,
+    pid: i32,
+    ready: String,
+}
+
+/// Asks the victim for its verdict on its memory (SIGUSR2), ends it, and
+/// checks the verdict.
+fn verdict_ok(pid: i32, log: &Path, child: &mut std::process::Child) {
+    signal(pid, libc::SIGUSR2);
+    let v = wait_line(log, "verdict");
+    signal(pid, libc::SIGKILL);
+    let _ = child.wait();
+    assert!(v.starts_with("verdict ok"), "{v}");
+}
+
+fn start_victim(tag: &str, args: &[&str]) -> Started {
+    let s = crtools_tests::Scratch::new("predump", tag);
+    let log = s.log();
+    let child = std::process::Command::new(VICTIM).arg(&log).args(args).spawn().expect("start victim");
+    let pid = child.id() as i32;
+    let ready = wait_line(&log, "ready");
+    Started { s, log, child, pid, ready }
+}
+
 #[test]
 fn two_pre_dumps_then_a_dump_restore_every_byte() {
     if !crtools_tests::require_root() {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let s = crtools_tests::Scratch::new("predump", "chain");
-    let log = s.log();
-    let mut child = std::process::Command::new(VICTIM).arg(&log).arg("64").spawn().expect("start victim");
-    let pid = child.id() as i32;
-    let ready = wait_line(&log, "ready");
+    let Started { s, log, mut child, pid, ready } = start_victim("chain", &["64"]);
     let area_pages = 64 * 256u64;
     let (pre1, pre2, fin) = (s.root.join("pre1"), s.root.join("pre2"), s.root.join("final"));
     crtools_tests::with_watchdog(
@@ -145,12 +170,7 @@ fn a_failed_final_dump_leaves_the_victim_running_untracked() {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let s = crtools_tests::Scratch::new("predump", "failed");
-    let log = s.log();
-    let mut child =
-        std::process::Command::new(VICTIM).arg(&log).arg("16").arg("refusable").spawn().expect("start victim");
-    let pid = child.id() as i32;
-    wait_line(&log, "ready");
+    let Started { s, log, mut child, pid, .. } = start_victim("failed", &["16", "refusable"]);
     let (pre1, fin) = (s.root.join("pre1"), s.root.join("final"));
     crtools_tests::with_watchdog(
         "predump-failed",
@@ -173,11 +193,39 @@ fn a_failed_final_dump_leaves_the_victim_running_untracked() {
             assert!(!uffd_registered(pid), "uw left on the victim after a failed dump");
             assert!(!tracker_of(&pre1), "the tracker still runs");
             // Still running, and its memory as it was.
-            signal(pid, libc::SIGUSR2);
-            let v = wait_line(&log, "verdict");
+            verdict_ok(pid, &log, &mut child);
+        },
+        move || {
             signal(pid, libc::SIGKILL);
-            let _ = child.wait();
-            assert!(v.starts_with("verdict ok"), "{v}");
+            format!("victim {pid}")
+        },
+    );
+}
+
+/// A pre-dump whose images are deleted (no final dump will come) does not
+/// leave its write tracking on the victim for ever: the tracker sees its
+/// directory hold no dump any more and exits, which ends the tracking.
+#[test]
+fn a_pre_dump_deleted_lets_its_tracker_go() {
+    if !crtools_tests::require_root() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Started { s, log, mut child, pid, .. } = start_victim("deleted", &["16"]);
+    let pre1 = s.root.join("pre1");
+    crtools_tests::with_watchdog(
+        "predump-deleted",
+        120,
+        move || {
+            pre(pid, &pre1, None);
+            assert!(uffd_registered(pid) && tracker_of(&pre1), "no tracking after the pre-dump");
+            std::fs::remove_dir_all(&pre1).unwrap();
+            let t = std::time::Instant::now();
+            while uffd_registered(pid) {
+                assert!(t.elapsed() < std::time::Duration::from_secs(20), "the tracking outlived its pre-dump");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            verdict_ok(pid, &log, &mut child);
         },
         move || {
             signal(pid, libc::SIGKILL);

@@ -255,8 +255,9 @@ fn try_hand_over(dir: &Path, held: &[Repaired]) -> std::result::Result<(), Strin
     sk::listen(l.as_fd(), 4).map_err(|e| format!("listen: {e}"))?;
     let null = crate::sys::fs::openat(None, "/dev/null", crate::sys::fs::OpenFlags::O_RDWR, 0)
         .map_err(|e| format!("/dev/null: {e}"))?;
+    let dirfd = super::keeper::open_dir(dir)?;
     let mut keep: Vec<u32> = held.iter().map(|r| r.fd.as_raw_fd() as u32).collect();
-    keep.extend([l.as_raw_fd() as u32, null.as_raw_fd() as u32]);
+    keep.extend([l.as_raw_fd() as u32, null.as_raw_fd() as u32, dirfd.as_raw_fd() as u32]);
     // The ranges of descriptors the helper closes, computed here: the child
     // of fork may not allocate.
     let gaps = crate::sys::fs::gaps_between(keep);
@@ -267,7 +268,7 @@ fn try_hand_over(dir: &Path, held: &[Repaired]) -> std::result::Result<(), Strin
         crate::sys::clone::CloneResult::Child => {
             // It outlives crtools: the stop signals must end it.
             crate::interrupt::forget();
-            keeper(l.as_fd(), null.as_fd(), &gaps, &conns)
+            keeper(l.as_fd(), null.as_fd(), dirfd.as_fd(), &gaps, &conns)
         }
         crate::sys::clone::CloneResult::Parent { child, .. } => {
             log::info!(
@@ -283,59 +284,32 @@ fn try_hand_over(dir: &Path, held: &[Repaired]) -> std::result::Result<(), Strin
 /// The keeper: detached, stdio on /dev/null, every other descriptor but the
 /// connections and the lock closed; waits for a restore to connect, then
 /// closes the connections, says so with its pid, and exits.
-fn keeper(l: BorrowedFd<'_>, null: BorrowedFd<'_>, gaps: &[(u32, u32)], conns: &[i32]) -> ! {
-    let _ = crate::sys::misc::setsid();
-    for n in 0..3 {
-        // SAFETY: 0, 1 and 2 are owned by no Rust value in this child; the
-        // results are forgotten so they stay open.
-        if let Ok(fd) = unsafe { crate::sys::fs::dup3(null, n, crate::sys::fs::OpenFlags::empty()) } {
-            std::mem::forget(fd);
+fn keeper(l: BorrowedFd<'_>, null: BorrowedFd<'_>, dir: BorrowedFd<'_>, gaps: &[(u32, u32)], conns: &[i32]) -> ! {
+    super::keeper::detach(null, gaps, b"crtools-inetlk");
+    let c = super::keeper::accept_taker(l, dir);
+    // The connections go back to the restore, which closes each just
+    // before it creates it again: no moment without a socket.
+    let mut msg = [0u8; 5];
+    msg[0] = b'x';
+    msg[1..].copy_from_slice(&crate::sys::misc::getpid().0.to_ne_bytes());
+    let mut fds = [c.as_fd(); sk::SCM_MAX_FD];
+    for chunk in conns.chunks(sk::SCM_MAX_FD) {
+        for (slot, &fd) in fds.iter_mut().zip(chunk) {
+            // SAFETY: the connection stays open until exit_group.
+            *slot = unsafe { BorrowedFd::borrow_raw(fd) };
+        }
+        if sk::send_fds(c.as_fd(), &msg, &fds[..chunk.len()]).is_err() {
+            crate::sys::misc::exit_group(1);
         }
     }
-    for &(a, b) in gaps {
-        if a > 2 {
-            // SAFETY: nothing in this child uses these descriptors again
-            // (the parent's values are never dropped here: exit_group ends it).
-            let _ = unsafe { crate::sys::fs::close_range(a, b, crate::sys::fs::CloseRangeFlags::empty()) };
-        } else if b > 2 {
-            // SAFETY: as above; 0..=2 are the /dev/null copies.
-            let _ = unsafe { crate::sys::fs::close_range(3, b, crate::sys::fs::CloseRangeFlags::empty()) };
-        }
+    // Its own copies go before the restore sees the end of the stream
+    // (exit would close `c` first, being the lower number): then the
+    // restore's are the last ones.
+    for &fd in conns {
+        // SAFETY: owned by no value used again in this child.
+        let _ = unsafe { crate::sys::fs::close_range(fd as u32, fd as u32, crate::sys::fs::CloseRangeFlags::empty()) };
     }
-    let _ = crate::sys::misc::set_name(b"crtools-inetlk");
-    loop {
-        match sk::accept4(l, SockFlags::SOCK_CLOEXEC) {
-            Ok((c, _)) => {
-                // The connections go back to the restore, which closes each
-                // just before it creates it again: no moment without a socket.
-                let mut msg = [0u8; 5];
-                msg[0] = b'x';
-                msg[1..].copy_from_slice(&crate::sys::misc::getpid().0.to_ne_bytes());
-                let mut fds = [c.as_fd(); sk::SCM_MAX_FD];
-                for chunk in conns.chunks(sk::SCM_MAX_FD) {
-                    for (slot, &fd) in fds.iter_mut().zip(chunk) {
-                        // SAFETY: the connection stays open until exit_group.
-                        *slot = unsafe { BorrowedFd::borrow_raw(fd) };
-                    }
-                    if sk::send_fds(c.as_fd(), &msg, &fds[..chunk.len()]).is_err() {
-                        crate::sys::misc::exit_group(1);
-                    }
-                }
-                // Its own copies go before the restore sees the end of the
-                // stream (exit would close `c` first, being the lower number):
-                // then the restore's are the last ones.
-                for &fd in conns {
-                    // SAFETY: owned by no value used again in this child.
-                    let _ = unsafe {
-                        crate::sys::fs::close_range(fd as u32, fd as u32, crate::sys::fs::CloseRangeFlags::empty())
-                    };
-                }
-                crate::sys::misc::exit_group(0);
-            }
-            Err(Errno::EINTR) | Err(Errno::ECONNABORTED) => continue,
-            Err(_) => crate::sys::misc::exit_group(1),
-        }
-    }
+    crate::sys::misc::exit_group(0)
 }
 
 /// At restore: the keeper of this image directory's connections, if one

@@ -360,7 +360,9 @@ fn try_hand_over(dir: &Path, fds: &[(Pid, OwnedFd)]) -> std::result::Result<Pid,
     sk::listen(l.as_fd(), 4).map_err(|e| format!("listen: {e}"))?;
     let null = crate::sys::fs::openat(None, "/dev/null", crate::sys::fs::OpenFlags::O_RDWR, 0)
         .map_err(|e| format!("/dev/null: {e}"))?;
+    let dirfd = super::keeper::open_dir(dir)?;
     let mut keep: Vec<u32> = fds.iter().map(|(_, f)| f.as_raw_fd() as u32).collect();
+    keep.push(dirfd.as_raw_fd() as u32);
     keep.extend([l.as_raw_fd() as u32, null.as_raw_fd() as u32]);
     // The ranges of descriptors the helper closes, computed here: the child
     // of fork may not allocate.
@@ -372,7 +374,7 @@ fn try_hand_over(dir: &Path, fds: &[(Pid, OwnedFd)]) -> std::result::Result<Pid,
         crate::sys::clone::CloneResult::Child => {
             // It outlives crtools: the stop signals must end it.
             crate::interrupt::forget();
-            tracker(l.as_fd(), null.as_fd(), &gaps, &held)
+            tracker(l.as_fd(), null.as_fd(), dirfd.as_fd(), &gaps, &held)
         }
         crate::sys::clone::CloneResult::Parent { child, .. } => Ok(child),
     }
@@ -381,53 +383,34 @@ fn try_hand_over(dir: &Path, fds: &[(Pid, OwnedFd)]) -> std::result::Result<Pid,
 /// The tracker: detached, stdio on /dev/null, every other descriptor but
 /// the userfaultfds and its socket closed; waits for the next dump to
 /// connect, sends it each (pid, userfaultfd), closes its copies and exits.
-fn tracker(l: BorrowedFd<'_>, null: BorrowedFd<'_>, gaps: &[(u32, u32)], held: &[(i32, i32)]) -> ! {
-    let _ = crate::sys::misc::setsid();
-    for n in 0..3 {
-        // SAFETY: 0, 1 and 2 are owned by no Rust value in this child; the
-        // results are forgotten so they stay open.
-        if let Ok(fd) = unsafe { crate::sys::fs::dup3(null, n, crate::sys::fs::OpenFlags::empty()) } {
-            std::mem::forget(fd);
+fn tracker(
+    l: BorrowedFd<'_>,
+    null: BorrowedFd<'_>,
+    dir: BorrowedFd<'_>,
+    gaps: &[(u32, u32)],
+    held: &[(i32, i32)],
+) -> ! {
+    super::keeper::detach(null, gaps, b"crtools-memtrack");
+    let c = super::keeper::accept_taker(l, dir);
+    let me = crate::sys::misc::getpid().0;
+    for &(pid, fd) in held {
+        let mut msg = [0u8; 9];
+        msg[0] = b'u';
+        msg[1..5].copy_from_slice(&pid.to_ne_bytes());
+        msg[5..].copy_from_slice(&me.to_ne_bytes());
+        // SAFETY: the descriptor stays open until exit_group.
+        let f = unsafe { BorrowedFd::borrow_raw(fd) };
+        if sk::send_fds(c.as_fd(), &msg, &[f]).is_err() {
+            crate::sys::misc::exit_group(1);
         }
     }
-    for &(a, b) in gaps {
-        let a = a.max(3);
-        if b >= a {
-            // SAFETY: nothing in this child uses these descriptors again
-            // (the parent's values are never dropped here: exit_group ends it).
-            let _ = unsafe { crate::sys::fs::close_range(a, b, crate::sys::fs::CloseRangeFlags::empty()) };
-        }
+    // Its copies go before the dump sees the end of the stream: the dump's
+    // are then the last ones.
+    for &(_, fd) in held {
+        // SAFETY: owned by no value used again in this child.
+        let _ = unsafe { crate::sys::fs::close_range(fd as u32, fd as u32, crate::sys::fs::CloseRangeFlags::empty()) };
     }
-    let _ = crate::sys::misc::set_name(b"crtools-memtrack");
-    loop {
-        match sk::accept4(l, SockFlags::SOCK_CLOEXEC) {
-            Ok((c, _)) => {
-                let me = crate::sys::misc::getpid().0;
-                for &(pid, fd) in held {
-                    let mut msg = [0u8; 9];
-                    msg[0] = b'u';
-                    msg[1..5].copy_from_slice(&pid.to_ne_bytes());
-                    msg[5..].copy_from_slice(&me.to_ne_bytes());
-                    // SAFETY: the descriptor stays open until exit_group.
-                    let f = unsafe { BorrowedFd::borrow_raw(fd) };
-                    if sk::send_fds(c.as_fd(), &msg, &[f]).is_err() {
-                        crate::sys::misc::exit_group(1);
-                    }
-                }
-                // Its copies go before the dump sees the end of the stream:
-                // the dump's are then the last ones.
-                for &(_, fd) in held {
-                    // SAFETY: owned by no value used again in this child.
-                    let _ = unsafe {
-                        crate::sys::fs::close_range(fd as u32, fd as u32, crate::sys::fs::CloseRangeFlags::empty())
-                    };
-                }
-                crate::sys::misc::exit_group(0);
-            }
-            Err(Errno::EINTR) | Err(Errno::ECONNABORTED) => continue,
-            Err(_) => crate::sys::misc::exit_group(1),
-        }
-    }
+    crate::sys::misc::exit_group(0)
 }
 
 /// Takes the userfaultfds from the tracker of `dir`, which then exits;

@@ -409,6 +409,27 @@ pub fn fstat(fd: BorrowedFd<'_>) -> Result<Stat> {
     Ok(Stat::from_raw(unsafe { raw.assume_init_ref() }))
 }
 
+/// Whether `name` exists in the directory `dirfd` (newfstatat without
+/// following a symlink); allocates nothing (a forked child may call it).
+pub fn exists_at(dirfd: BorrowedFd<'_>, name: &core::ffi::CStr) -> Result<bool> {
+    let mut raw = core::mem::MaybeUninit::<lg::stat>::zeroed();
+    // SAFETY: the kernel reads the NUL-terminated name and writes one struct stat into raw.
+    let r = unsafe {
+        syscalls::syscall4(
+            Sysno::newfstatat,
+            fd_arg(dirfd),
+            name.as_ptr() as usize,
+            raw.as_mut_ptr() as usize,
+            lg::AT_SYMLINK_NOFOLLOW as usize,
+        )
+    };
+    match r {
+        Ok(_) => Ok(true),
+        Err(Errno::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// newfstatat(dirfd, path, flags) (AT_SYMLINK_NOFOLLOW for lstat semantics).
 pub fn fstatat(dirfd: Option<BorrowedFd<'_>>, path: impl AsRef<Path>, flags: AtFlags) -> Result<Stat> {
     let p = cpath(path.as_ref())?;
