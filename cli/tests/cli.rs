@@ -998,12 +998,18 @@ fn no_room_for_a_descriptor_is_named() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A tree whose sessions restore could not make again (a child forked
-/// before its parent called setsid stays in the old session, which its
-/// parent no longer is in) is refused at dump, naming the task, and runs
-/// on: found out at restore, it would already be gone.
+/// (sid, pgid, ppid) of `pid` from /proc.
+fn ids_of(pid: i32) -> Option<(i32, i32, i32)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let f: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+    Some((f.get(3)?.parse().ok()?, f.get(2)?.parse().ok()?, f.get(1)?.parse().ok()?))
+}
+
+/// A child forked before its parent's setsid stays in the session (and
+/// group) its parent left: restore forks it before the parent's setsid
+/// again, and every session, group and parent is as it was.
 #[test]
-fn sessions_restore_could_not_rebuild_are_refused_at_dump() {
+fn a_child_forked_before_its_parents_setsid_keeps_the_old_session() {
     if !have_python3() {
         return;
     }
@@ -1014,14 +1020,62 @@ fn sessions_restore_could_not_rebuild_are_refused_at_dump() {
                       b = os.fork()\n    \
                       if b == 0:\n        time.sleep(600)\n        os._exit(0)\n    \
                       os.setsid()\n    \
-                      print(b, flush=True)\n    \
+                      print(os.getpid(), b, flush=True)\n    \
                       time.sleep(600)\n    \
                       os._exit(0)\n\
                   time.sleep(600)\n";
     let (mut root, line) = python3_started(script);
+    let v: Vec<i32> = line.split_whitespace().map(|w| w.parse().expect("a pid")).collect();
+    let (pid, a, b) = (root.id() as i32, v[0], v[1]);
+    let before: Vec<_> = [pid, a, b].iter().map(|&p| ids_of(p)).collect();
+    assert_eq!(before[2].map(|i| i.0), Some(pid), "the grandchild is not in the root's session: {before:?}");
+    assert_eq!(before[1].map(|i| i.0), Some(a), "the child does not lead its session: {before:?}");
+    let dir = tmpdir("sessions");
+    let out = crtools(&["dump", "-t", &pid.to_string(), "-D", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "dump: {}", String::from_utf8_lossy(&out.stderr));
+    let _ = root.wait();
+    for p in [a, b] {
+        // SAFETY: reaping the killed tasks, re-parented to this subreaper.
+        unsafe { libc::waitpid(p, std::ptr::null_mut(), 0) };
+    }
+    let out = crtools(&["restore", "-d", "-D", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "restore: {}", String::from_utf8_lossy(&out.stderr));
+    let after: Vec<_> = [pid, a, b].iter().map(|&p| ids_of(p)).collect();
+    for p in [b, a, pid] {
+        kill_reap(p);
+    }
+    assert_eq!(after, before, "sessions, groups and parents (root, child, grandchild)");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A task whose session leader is gone and that is not in its parent's
+/// session (reparented to a subreaper of the tree): restore could not make
+/// that session again, so the dump refuses it, naming the task, before
+/// the tree is touched.
+#[test]
+fn sessions_restore_could_not_rebuild_are_refused_at_dump() {
+    if !have_python3() {
+        return;
+    }
+    subreaper();
+    let script = "import ctypes, os, time\n\
+                  ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)\n\
+                  r, w = os.pipe()\n\
+                  a = os.fork()\n\
+                  if a == 0:\n    \
+                      os.setsid()\n    \
+                      b = os.fork()\n    \
+                      if b == 0:\n        time.sleep(600)\n        os._exit(0)\n    \
+                      os.write(w, str(b).encode())\n    \
+                      os._exit(0)\n\
+                  os.waitpid(a, 0)\n\
+                  print(os.read(r, 32).decode(), flush=True)\n\
+                  time.sleep(600)\n";
+    let (mut root, line) = python3_started(script);
     let b: i32 = line.trim().parse().expect("the grandchild's pid");
     let pid = root.id() as i32;
-    let dir = tmpdir("sessions");
+    assert_eq!(ids_of(b).map(|i| i.2), Some(pid), "the grandchild was not reparented to the root");
+    let dir = tmpdir("sessions-refused");
     let out = crtools(&["dump", "-t", &pid.to_string(), "-D", dir.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "not refused: {err}");
@@ -1030,9 +1084,7 @@ fn sessions_restore_could_not_rebuild_are_refused_at_dump() {
     for p in [pid, b] {
         assert_eq!(state(p), Some('S'), "{p} does not sleep on");
     }
-    let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    let a: i32 = kids.split_whitespace().next().unwrap().parse().unwrap();
-    for p in [b, a, pid] {
+    for p in [b, pid] {
         kill_reap(p);
     }
     let _ = root.wait();

@@ -204,6 +204,45 @@ pub(super) fn exit_reason(code: i32) -> &'static str {
     }
 }
 
+/// Forks the children of `all[idx]` that are forked before its session
+/// step (`early`) or after it, each continuing in [`child_main`].
+///
+/// # Safety
+/// As [`child_main`]: in a child of clone3, raw syscalls only.
+unsafe fn fork_children(all: &[Prepared], idx: usize, rseq: &[u8; 16], early: bool) {
+    use crate::sys::misc::exit_group;
+    for &c in all[idx].children.iter().filter(|&&c| all[c].early == early) {
+        if crate::fault::hit_in_child(crate::fault::Fault::RestoreFork) {
+            exit_group(EXIT_FORK);
+        }
+        let mut tries = 0;
+        loop {
+            // SAFETY: the child continues in child_main, under the same contract.
+            match unsafe { fork_exact(all[c].pid, all[c].exit_signal, all[c].clone_flags) } {
+                // SAFETY: as above.
+                Ok(CloneResult::Child) => unsafe { child_main(all, c, rseq) },
+                Ok(CloneResult::Parent { child, .. }) => {
+                    // The shell's way: the parent makes a group leader too,
+                    // so its siblings forked next find the group.
+                    if all[c].session == Session::SetPgid(0) {
+                        let _ = crate::sys::misc::setpgid(child, child);
+                    }
+                    break;
+                }
+                // Every pid was seen free before the tree was forked: a
+                // pid taken now is a child given up after a wrong-pid fork
+                // (reaped by the engine at once), or something the engine
+                // names once this task has failed (see held_child_pid).
+                Err(Errno::EEXIST) if tries < 150 => {
+                    tries += 1;
+                    let _ = crate::sys::misc::nanosleep(Duration::from_millis(20));
+                }
+                Err(_) => exit_group(EXIT_FORK),
+            }
+        }
+    }
+}
+
 /// A forked task's side, still in crtools' code: session, children, then
 /// the restorer.
 ///
@@ -214,6 +253,9 @@ unsafe fn child_main(all: &[Prepared], idx: usize, rseq: &[u8; 16]) -> ! {
     use crate::sys::misc::exit_group;
     use crate::sys::mm::{MapFlags, ProtFlags};
     let me = &all[idx];
+    // Children forked before this task's setsid stay in its old session.
+    // SAFETY: under this function's contract.
+    unsafe { fork_children(all, idx, rseq, true) };
     let r = match me.session {
         Session::Inherit => Ok(()),
         Session::SetSid => crate::sys::misc::setsid().map(drop),
@@ -258,36 +300,8 @@ unsafe fn child_main(all: &[Prepared], idx: usize, rseq: &[u8; 16]) -> ! {
             Err(_) => exit_group(EXIT_FORK),
         }
     }
-    for &c in &me.children {
-        if crate::fault::hit_in_child(crate::fault::Fault::RestoreFork) {
-            exit_group(EXIT_FORK);
-        }
-        let mut tries = 0;
-        loop {
-            // SAFETY: the child continues in child_main, under the same contract.
-            match unsafe { fork_exact(all[c].pid, all[c].exit_signal, all[c].clone_flags) } {
-                // SAFETY: as above.
-                Ok(CloneResult::Child) => unsafe { child_main(all, c, rseq) },
-                Ok(CloneResult::Parent { child, .. }) => {
-                    // The shell's way: the parent makes a group leader too,
-                    // so its siblings forked next find the group.
-                    if all[c].session == Session::SetPgid(0) {
-                        let _ = crate::sys::misc::setpgid(child, child);
-                    }
-                    break;
-                }
-                // Every pid was seen free before the tree was forked: a
-                // pid taken now is a child given up after a wrong-pid fork
-                // (reaped by the engine at once), or something the engine
-                // names once this task has failed (see held_child_pid).
-                Err(Errno::EEXIST) if tries < 150 => {
-                    tries += 1;
-                    let _ = crate::sys::misc::nanosleep(Duration::from_millis(20));
-                }
-                Err(_) => exit_group(EXIT_FORK),
-            }
-        }
-    }
+    // SAFETY: under this function's contract.
+    unsafe { fork_children(all, idx, rseq, false) };
     if me.share_wait >= 0 {
         // The table is shared: nothing of ours may open a descriptor (the
         // restorer opens a few for a moment) while the group's first task

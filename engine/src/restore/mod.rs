@@ -207,6 +207,8 @@ struct Prepared {
     /// The signal its parent gets when it ends (SIGCHLD for the root).
     exit_signal: i32,
     session: Session,
+    /// Forked by its parent before the parent's own session step.
+    early: bool,
     children: Vec<usize>,
     image: Vec<u8>,
     region: u64,
@@ -349,6 +351,7 @@ fn prepare(
         zombie: None,
         exit_signal: SIGCHLD,
         session: Session::Inherit,
+        early: false,
         children: Vec::new(),
         image,
         region,
@@ -491,7 +494,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     if order.len() != tasks.len() {
         return Err(Error::new("the pstree image is not a tree"));
     }
-    let (sessions, group_helpers) = sessions::plan_sessions(&tasks, &order, opts.shell_job)?;
+    let sessions::SessionPlan { sessions, helpers: group_helpers, early } =
+        sessions::plan_sessions(&tasks, &order, opts.shell_job)?;
 
     crate::fault::check(crate::fault::Fault::RestoreImagesRead)?;
     // Every pid and tid of the tree must be free before anything is
@@ -546,6 +550,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
                 zombie: Some(status),
                 exit_signal: SIGCHLD,
                 session: Session::Inherit,
+                early: false,
                 children: Vec::new(),
                 image: Vec::new(),
                 region: 0,
@@ -591,6 +596,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
             }
         };
         p.session = sessions[i];
+        p.early = early[i];
         // The root's parent is crtools, not the one it had: it gets SIGCHLD.
         p.exit_signal = if i == 0 { SIGCHLD } else { t.process().exit_signal };
         p.children = children[i].clone();

@@ -19,19 +19,27 @@ pub(super) enum Session {
     SetPgid(i32),
 }
 
+/// How the tree's sessions and groups are made again.
+#[derive(Debug, Default)]
+pub(super) struct SessionPlan {
+    /// Each task's [`Session`] step.
+    pub sessions: Vec<Session>,
+    /// Group helpers as (parent, pgid): see [`plan_sessions`].
+    pub helpers: Vec<(usize, u32)>,
+    /// Tasks their parent forks before its own session step: they stay in
+    /// the session the parent had before it called setsid (a child forked
+    /// before its parent's setsid).
+    pub early: Vec<bool>,
+}
+
 /// Decides every task's [`Session`], refusing layouts that cannot be rebuilt.
 /// `order` is the creation order (parents before children).
 ///
 /// A process group whose leader is gone (not in the images) gets a helper:
 /// a process with the group's id, forked by the first member's parent,
 /// that makes the group and waits; it is killed and reaped by that parent
-/// before the tree runs. The second result lists them as (parent, pgid).
-#[allow(clippy::type_complexity)]
-pub(super) fn plan_sessions(
-    tasks: &[TaskImages],
-    order: &[usize],
-    shell_job: bool,
-) -> Result<(Vec<Session>, Vec<(usize, u32)>)> {
+/// before the tree runs.
+pub(super) fn plan_sessions(tasks: &[TaskImages], order: &[usize], shell_job: bool) -> Result<SessionPlan> {
     let entries: Vec<&PstreeEntry> = tasks.iter().map(|t| &t.pstree).collect();
     plan_entries(&entries, order, shell_job)
 }
@@ -46,23 +54,34 @@ pub fn check_restorable(entries: &[PstreeEntry], shell_job: bool) -> Result<()> 
     plan_entries(&refs, &order, shell_job).map(drop)
 }
 
-#[allow(clippy::type_complexity)]
-fn plan_entries(tasks: &[&PstreeEntry], order: &[usize], shell_job: bool) -> Result<(Vec<Session>, Vec<(usize, u32)>)> {
+fn plan_entries(tasks: &[&PstreeEntry], order: &[usize], shell_job: bool) -> Result<SessionPlan> {
     let my_sid = crate::sys::misc::getsid(Pid(0)).ctx_global("getsid")?.0 as u32;
     let my_pgid = crate::sys::misc::getpgid(Pid(0)).ctx_global("getpgid")?.0 as u32;
     let by_pid: BTreeMap<u32, usize> = tasks.iter().enumerate().map(|(i, t)| (t.pid, i)).collect();
     let mut out = vec![Session::Inherit; tasks.len()];
     let mut helpers: Vec<(usize, u32)> = Vec::new();
     let mut created: BTreeSet<u32> = BTreeSet::new();
-    // (sid, pgid) each task has once its session step ran.
+    // (sid, pgid) each task has once its session step ran, and before it.
     let mut have: BTreeMap<u32, (u32, u32)> = BTreeMap::new();
+    let mut before: BTreeMap<u32, (u32, u32)> = BTreeMap::new();
+    let mut early = vec![false; tasks.len()];
     for &i in order {
         let t = tasks[i];
         let pid = Pid(t.pid as i32);
-        let (psid, ppgid) = match by_pid.get(&t.ppid) {
+        let (mut psid, mut ppgid) = match by_pid.get(&t.ppid) {
             Some(_) => have[&t.ppid],
             None => (my_sid, my_pgid),
         };
+        // Forked before its parent called setsid: it kept the session (and
+        // group) the parent had then, and is forked before that setsid.
+        if let Some(&p) = by_pid.get(&t.ppid) {
+            let pre = before[&t.ppid];
+            if t.sid != psid && t.sid != t.pid && out[p] == Session::SetSid && t.sid == pre.0 {
+                (psid, ppgid) = pre;
+                early[i] = true;
+            }
+        }
+        before.insert(t.pid, (psid, ppgid));
         let s = if shell_job && i == order[0] {
             // A shell job joins crtools' session; it leads its own group
             // again if it did (job control in the shell that restores it
@@ -92,7 +111,7 @@ fn plan_entries(tasks: &[&PstreeEntry], order: &[usize], shell_job: bool) -> Res
             Session::SetPgid(0)
         } else if created.contains(&t.pgid) || (!by_pid.contains_key(&t.pgid) && t.pgid == my_pgid) {
             Session::SetPgid(t.pgid as i32)
-        } else if let (false, Some(&parent)) = (by_pid.contains_key(&t.pgid), by_pid.get(&t.ppid)) {
+        } else if let (false, Some(&parent), false) = (by_pid.contains_key(&t.pgid), by_pid.get(&t.ppid), early[i]) {
             // The group's leader is gone: a helper will make the group.
             if !helpers.iter().any(|h| h.1 == t.pgid) {
                 helpers.push((parent, t.pgid));
@@ -109,5 +128,5 @@ fn plan_entries(tasks: &[&PstreeEntry], order: &[usize], shell_job: bool) -> Res
         created.insert(t.pid);
         have.insert(t.pid, (t.sid, t.pgid));
     }
-    Ok((out, helpers))
+    Ok(SessionPlan { sessions: out, helpers, early })
 }
