@@ -245,6 +245,10 @@ pub struct FdCtx {
     /// `--tcp-established`: established TCP connections are dumped in
     /// repair mode and restored with TCP_REPAIR.
     pub tcp_established: bool,
+    /// At restore: where the tree's removed working directories were (a
+    /// removed directory open as a descriptor by that name is the same
+    /// directory: its ghost stays for the working directory).
+    pub removed_cwds: Vec<std::path::PathBuf>,
     /// At restore: the image directory (TCP connections held since the
     /// dump are found by it).
     pub images_dir: Option<std::path::PathBuf>,
@@ -556,6 +560,10 @@ pub struct Opened {
     remove: Vec<std::path::PathBuf>,
     /// The locks the tasks take again (`--file-locks`).
     locks: Vec<crate::image::files::FileLockEntry>,
+    /// Ghost directories kept for a removed working directory of the same
+    /// name: where each was, where it was made (removed once the tree runs,
+    /// with the working directories).
+    pub kept_dirs: std::collections::HashMap<std::path::PathBuf, std::path::PathBuf>,
     /// Epoll watches on descriptions opened late (pidfds), added in a
     /// task once those exist ([`super::epoll::add_late`]).
     pub(crate) late_epoll: Vec<super::epoll::LateWatch>,

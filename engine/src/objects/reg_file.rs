@@ -101,13 +101,25 @@ pub fn dump(
                     format!("fd {fd}: the directory {} was removed with its parent: not supported", p.path.display()),
                 ));
             }
+            // Made again by its name, it is found again by it: a removed
+            // working directory of the same name must be this directory
+            // (restore then makes it once for both), not another one.
             let cwd = std::fs::metadata(crate::proc::pid_path(pid, "cwd")).ok();
-            if cwd.is_some_and(|c| c.dev() == md.dev() && c.ino() == md.ino()) {
+            let cwd_path = std::fs::read_link(crate::proc::pid_path(pid, "cwd")).ok();
+            let cwd_removed = cwd.as_ref().is_some_and(|c| c.nlink() == 0);
+            let same_name = cwd_path.as_deref().is_some_and(|c| {
+                let c = c.as_os_str().as_bytes();
+                c.strip_suffix(b" (deleted)").unwrap_or(c) == p.path.as_os_str().as_bytes()
+            });
+            let same_dir = cwd.as_ref().is_some_and(|c| c.dev() == md.dev() && c.ino() == md.ino());
+            if cwd_removed && same_name != same_dir {
                 return Err(Error::refuse(
                     pid,
                     format!(
-                        "fd {fd}: the directory {} was removed and is also its working directory: not supported",
-                        p.path.display()
+                        "fd {fd}: the removed directory {} and its removed working directory {}: \
+                         two removed directories by one name, or one by two: not supported",
+                        p.path.display(),
+                        cwd_path.as_deref().unwrap_or(std::path::Path::new("?")).display()
                     ),
                 ));
             }
@@ -555,9 +567,19 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
             .map_err(|err| Error::new(format!("ghost file {} ({}): open it for mapping: {err}", gh.id, p.display())))?;
         out.add(ghost_mapping_id(gh.id), fd);
     }
-    // Every description is open: the ghosts go (unlinked, as they were).
+    // Every description is open: the ghosts go (unlinked, as they were),
+    // but a directory that is also a removed working directory: it goes
+    // with those, once the tree runs.
     for (g, p) in ghost_paths.into_iter().filter(|(g, _)| !unnamed.contains(g)) {
         let dir = std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir());
+        if dir {
+            let orig =
+                images.ghosts.iter().find(|gh| gh.id == g).map(|gh| std::path::PathBuf::from(gh.path.as_os_str()));
+            if let Some(orig) = orig.filter(|o| cx.removed_cwds.contains(o)) {
+                out.kept_dirs.insert(orig, p);
+                continue;
+            }
+        }
         let r = if dir { std::fs::remove_dir(&p) } else { std::fs::remove_file(&p) };
         r.map_err(|err| Error::new(format!("ghost file {g}: unlink {}: {err}", p.display())))?;
     }

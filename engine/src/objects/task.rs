@@ -603,7 +603,12 @@ impl Drop for RemovedCwds {
 /// Makes an empty directory for every removed working directory of the
 /// tree (where it was, or next to it when that name is taken again) and
 /// points the tasks' `cwd` at it.
-pub fn make_removed_cwds<'a>(processes: impl Iterator<Item = (Pid, &'a mut ProcessCore)>) -> Result<RemovedCwds> {
+/// `kept`: removed directories the files restore made already (open as
+/// descriptors too), by where they were: the same directories.
+pub fn make_removed_cwds<'a>(
+    processes: impl Iterator<Item = (Pid, &'a mut ProcessCore)>,
+    kept: &std::collections::HashMap<std::path::PathBuf, std::path::PathBuf>,
+) -> Result<RemovedCwds> {
     let mut made = RemovedCwds::default();
     let mut by_path: std::collections::HashMap<Vec<u8>, std::path::PathBuf> = Default::default();
     for (pid, p) in processes {
@@ -611,6 +616,12 @@ pub fn make_removed_cwds<'a>(processes: impl Iterator<Item = (Pid, &'a mut Proce
         let orig = p.cwd.as_bytes().to_vec();
         let dir = match by_path.get(&orig) {
             Some(d) => d.clone(),
+            None if kept.contains_key(std::path::Path::new(p.cwd.as_os_str())) => {
+                let d = kept[std::path::Path::new(p.cwd.as_os_str())].clone();
+                made.0.push(d.clone());
+                by_path.insert(orig, d.clone());
+                d
+            }
             None => {
                 let path = std::path::PathBuf::from(p.cwd.as_os_str());
                 let d = match std::fs::create_dir(&path) {

@@ -443,6 +443,12 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         images_dir: Some(opts.dir.clone()),
         inherit_fds: opts.inherit_fds.clone(),
         tree_tids: tree.iter().flat_map(|t| t.threads.iter().copied()).collect(),
+        removed_cwds: tasks
+            .iter()
+            .filter_map(|t| t.cores.first()?.process.as_ref())
+            .filter(|p| p.cwd_removed.is_some())
+            .map(|p| std::path::PathBuf::from(p.cwd.as_os_str()))
+            .collect(),
         ..Default::default()
     };
     for t in tasks.iter().rev() {
@@ -522,6 +528,13 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     // Every open file description, once, for the tree to inherit above
     // every descriptor number a task uses (and its pages descriptor).
     let mut opened = files::open_all(&fd_cx, &file_images)?;
+    // Removed working directories get an empty stand-in until the tree runs
+    // (the same directory as a removed one open by that name, kept by
+    // open_all); from here on they go whatever happens.
+    let removed_cwds = task::make_removed_cwds(
+        tasks.iter_mut().filter_map(|t| Some((Pid(t.pstree.pid as i32), t.cores[0].process.as_mut()?))),
+        &std::mem::take(&mut opened.kept_dirs),
+    )?;
     let tables: Vec<(Pid, &[FdinfoEntry])> =
         tasks.iter().map(|t| (Pid(t.pstree.pid as i32), t.fds.as_slice())).collect();
     files::check_late_sharing(&opened, &tables)?;
@@ -531,10 +544,6 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     let roles = clone_share::restore_roles(&tree)?;
     let gos = share_pipes(&tasks, &roles, top_fd + 2)?;
 
-    // Removed working directories get an empty stand-in until the tree runs.
-    let removed_cwds = task::make_removed_cwds(
-        tasks.iter_mut().filter_map(|t| Some((Pid(t.pstree.pid as i32), t.cores[0].process.as_mut()?))),
-    )?;
     let tasks = tasks;
     // Every plan, before touching anything.
     let me = Pid(std::process::id() as i32);

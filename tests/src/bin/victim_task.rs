@@ -47,6 +47,8 @@
 //!   `ghost` (contents, size, offset, shared by the dup, still unlinked,
 //!   same name), `linked` (the same inode as DIR/linked2), `log` (appends),
 //!   `cwd` (DIR/wd, mode 0751, removed while it is the working directory),
+//!   `cwd_fd` (DIR/wd open as a descriptor too: the same directory as the
+//!   working directory),
 //!   `symlink` (DIR/sym, a symlink to "target", open O_PATH|O_NOFOLLOW),
 //!   `gone_dir` (DIR/gone-dir, 0711, open and removed), `ghost_maps` (the
 //!   ghost file mapped shared and private, written through both);
@@ -775,6 +777,7 @@ struct Ghost {
     sym: i32,
     /// DIR/gone-dir (0711), opened, then removed.
     gone_dir: i32,
+    wd_fd: i32,
     /// The ghost file mapped shared (a 'Z' written at 20480 through it)
     /// and private (a 'P' written at 0, the file keeps its byte).
     shared_map: usize,
@@ -834,9 +837,10 @@ impl Ghost {
             std::fs::set_permissions(&gd, std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
             let gone_dir = open(&gd, libc::O_RDONLY | libc::O_DIRECTORY);
             std::fs::remove_dir(&gd).unwrap();
+            let wd_fd = open(&wd, libc::O_RDONLY | libc::O_DIRECTORY);
             std::env::set_current_dir(&wd).unwrap();
             std::fs::remove_dir(&wd).unwrap();
-            Ghost { dir: dir.to_string(), fd, dup, linked, log, sym, gone_dir, shared_map, private_map }
+            Ghost { dir: dir.to_string(), fd, dup, linked, log, sym, gone_dir, wd_fd, shared_map, private_map }
         }
     }
 
@@ -886,6 +890,11 @@ impl Ghost {
                 && c.st_mode & 0o7777 == 0o751
                 && c.st_nlink == 0;
             it.expect("cwd", ok, || format!("{}_mode={:o}_nlink={}", cwd.display(), c.st_mode, c.st_nlink));
+            let mut w: libc::stat = std::mem::zeroed();
+            libc::fstat(self.wd_fd, &mut w);
+            let wl = std::fs::read_link(format!("/proc/self/fd/{}", self.wd_fd)).unwrap_or_default();
+            let ok = w.st_dev == c.st_dev && w.st_ino == c.st_ino && wl == cwd;
+            it.expect("cwd_fd", ok, || format!("ino={}_cwd_ino={}_{}", w.st_ino, c.st_ino, wl.display()));
             let mut buf = [0u8; 64];
             let n = libc::readlinkat(self.sym, c"".as_ptr(), buf.as_mut_ptr() as *mut _, buf.len());
             let mut st: libc::stat = std::mem::zeroed();
