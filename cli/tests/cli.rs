@@ -1048,12 +1048,13 @@ fn a_child_forked_before_its_parents_setsid_keeps_the_old_session() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A task whose session leader is gone and that is not in its parent's
-/// session (reparented to a subreaper of the tree): restore could not make
-/// that session again, so the dump refuses it, naming the task, before
-/// the tree is touched.
+/// An orphan its session's leader left behind, adopted by the tree's root
+/// (a subreaper): a daemon's double fork under a supervisor. Restore makes
+/// the session again through a helper with the leader's pid, which forks
+/// the orphan and exits, and the orphan comes back to the root in its
+/// session and group.
 #[test]
-fn sessions_restore_could_not_rebuild_are_refused_at_dump() {
+fn an_orphan_adopted_by_a_subreaper_keeps_its_dead_leaders_session() {
     if !have_python3() {
         return;
     }
@@ -1069,25 +1070,28 @@ fn sessions_restore_could_not_rebuild_are_refused_at_dump() {
                       os.write(w, str(b).encode())\n    \
                       os._exit(0)\n\
                   os.waitpid(a, 0)\n\
-                  print(os.read(r, 32).decode(), flush=True)\n\
+                  print(a, os.read(r, 32).decode(), flush=True)\n\
                   time.sleep(600)\n";
     let (mut root, line) = python3_started(script);
-    let b: i32 = line.trim().parse().expect("the grandchild's pid");
-    let pid = root.id() as i32;
-    assert_eq!(ids_of(b).map(|i| i.2), Some(pid), "the grandchild was not reparented to the root");
-    let dir = tmpdir("sessions-refused");
+    let v: Vec<i32> = line.split_whitespace().map(|w| w.parse().expect("a pid")).collect();
+    let (pid, a, b) = (root.id() as i32, v[0], v[1]);
+    let before = ids_of(b);
+    assert_eq!(before, Some((a, a, pid)), "the orphan: (sid, pgid, ppid)");
+    let dir = tmpdir("sessions-adopted");
     let out = crtools(&["dump", "-t", &pid.to_string(), "-D", dir.to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "not refused: {err}");
-    assert!(err.contains(&b.to_string()) && err.contains("session"), "{err}");
-    assert!(!dir.join("inventory.img").exists());
-    for p in [pid, b] {
-        assert_eq!(state(p), Some('S'), "{p} does not sleep on");
-    }
+    assert!(out.status.success(), "dump: {}", String::from_utf8_lossy(&out.stderr));
+    let _ = root.wait();
+    // SAFETY: reaping the killed orphan, re-parented to this subreaper.
+    unsafe { libc::waitpid(b, std::ptr::null_mut(), 0) };
+    let out = crtools(&["restore", "-d", "-D", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "restore: {}", String::from_utf8_lossy(&out.stderr));
+    let after = ids_of(b);
+    let helper_gone = state(a).is_none();
     for p in [b, pid] {
         kill_reap(p);
     }
-    let _ = root.wait();
+    assert_eq!(after, before, "the orphan's session, group and parent after restore");
+    assert!(helper_gone, "the session helper {a} is still there");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -210,8 +210,17 @@ pub(super) fn exit_reason(code: i32) -> &'static str {
 /// # Safety
 /// As [`child_main`]: in a child of clone3, raw syscalls only.
 unsafe fn fork_children(all: &[Prepared], idx: usize, rseq: &[u8; 16], early: bool) {
+    // SAFETY: under this function's contract.
+    unsafe { fork_these(all, all[idx].children.iter().copied().filter(|&c| all[c].early == early), rseq) }
+}
+
+/// Forks the tasks `kids` of `all`, each continuing in [`child_main`].
+///
+/// # Safety
+/// As [`child_main`]: in a child of clone3, raw syscalls only.
+unsafe fn fork_these(all: &[Prepared], kids: impl Iterator<Item = usize>, rseq: &[u8; 16]) {
     use crate::sys::misc::exit_group;
-    for &c in all[idx].children.iter().filter(|&&c| all[c].early == early) {
+    for c in kids {
         if crate::fault::hit_in_child(crate::fault::Fault::RestoreFork) {
             exit_group(EXIT_FORK);
         }
@@ -281,6 +290,38 @@ unsafe fn child_main(all: &[Prepared], idx: usize, rseq: &[u8; 16]) -> ! {
     // A zombie ends in its own group: one that led a group leads it again.
     if let Some(status) = me.zombie {
         become_zombie(status);
+    }
+    // Sessions whose leader is gone: a helper with the leader's pid makes
+    // it again, forks its members and exits; they come to this task, a
+    // subreaper (as it was when they were adopted; its own setting comes
+    // back with the rest of its state).
+    for (sid, kids) in &me.session_helpers {
+        if crate::sys::misc::set_child_subreaper(true).is_err() {
+            exit_group(EXIT_SESSION);
+        }
+        // SAFETY: the helper only calls setsid, forks (child_main) and exits.
+        match unsafe { fork_exact(*sid, SIGCHLD, CloneFlags::empty()) } {
+            Ok(CloneResult::Child) => {
+                if crate::sys::misc::setsid().is_err() {
+                    exit_group(EXIT_SESSION);
+                }
+                // SAFETY: under this function's contract.
+                unsafe { fork_these(all, kids.iter().copied(), rseq) };
+                exit_group(0);
+            }
+            Ok(CloneResult::Parent { .. }) => loop {
+                match crate::sys::wait::wait4(*sid, crate::sys::wait::WALL) {
+                    Ok(Some((_, crate::sys::wait::WaitStatus::Exited(0)))) => break,
+                    Ok(Some((
+                        _,
+                        crate::sys::wait::WaitStatus::Exited(_) | crate::sys::wait::WaitStatus::Signaled(..),
+                    ))) => exit_group(EXIT_SESSION),
+                    Ok(_) => continue,
+                    Err(_) => exit_group(EXIT_SESSION),
+                }
+            },
+            Err(_) => exit_group(EXIT_FORK),
+        }
     }
     for &h in &me.helpers {
         // SAFETY: the helper only calls setpgid and sleeps.

@@ -224,6 +224,9 @@ struct Prepared {
     thread_stacks: Vec<u64>,
     /// Group helpers this task forks first (pids = the groups' ids).
     helpers: Vec<Pid>,
+    /// Session helpers this task forks (pids = the sessions' ids), each
+    /// with the tasks it forks (see `sessions::SessionPlan`).
+    session_helpers: Vec<(Pid, Vec<usize>)>,
     /// Terminal steps before the restorer (controlling terminal, foreground group).
     tty: crate::objects::tty::TaskTty,
     /// Descriptors opened once the tree exists.
@@ -365,6 +368,7 @@ fn prepare(
         parent_pages: Vec::new(),
         thread_stacks: threads.iter().map(|t| t.stack).collect(),
         helpers: Vec::new(),
+        session_helpers: Vec::new(),
         tty: Default::default(),
         late_files,
         clone_flags: crate::sys::clone::CloneFlags::empty(),
@@ -500,8 +504,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     if order.len() != tasks.len() {
         return Err(Error::new("the pstree image is not a tree"));
     }
-    let sessions::SessionPlan { sessions, helpers: group_helpers, early } =
+    let sessions::SessionPlan { sessions, helpers: group_helpers, early, session_helpers } =
         sessions::plan_sessions(&tasks, &order, opts.shell_job)?;
+    // Tasks a session helper forks instead of their parent.
+    let by_helper: BTreeSet<usize> = session_helpers.iter().flat_map(|h| h.2.iter().copied()).collect();
 
     crate::fault::check(crate::fault::Fault::RestoreImagesRead)?;
     // Every pid and tid of the tree must be free before anything is
@@ -509,6 +515,9 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     // recorded, the tree's own among them).
     for &(_, pgid) in &group_helpers {
         wait_gone(Pid(pgid as i32))?;
+    }
+    for &(_, sid, _) in &session_helpers {
+        wait_gone(Pid(sid as i32))?;
     }
     for t in &tasks {
         for &tid in &t.pstree.threads {
@@ -572,6 +581,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
                 parent_pages: Vec::new(),
                 thread_stacks: Vec::new(),
                 helpers: Vec::new(),
+                session_helpers: Vec::new(),
                 tty: Default::default(),
                 late_files: files::LateFiles::default(),
                 clone_flags: crate::sys::clone::CloneFlags::empty(),
@@ -608,8 +618,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         p.early = early[i];
         // The root's parent is crtools, not the one it had: it gets SIGCHLD.
         p.exit_signal = if i == 0 { SIGCHLD } else { t.process().exit_signal };
-        p.children = children[i].clone();
+        p.children = children[i].iter().copied().filter(|c| !by_helper.contains(c)).collect();
         p.helpers = group_helpers.iter().filter(|h| h.0 == i).map(|h| Pid(h.1 as i32)).collect();
+        p.session_helpers =
+            session_helpers.iter().filter(|h| h.0 == i).map(|h| (Pid(h.1 as i32), h.2.clone())).collect();
         prepared.push(p);
     }
     let ids: Vec<crate::objects::tty::TaskIds> = tasks
@@ -889,7 +901,12 @@ fn create_cow_copies(
 /// [`fork::held_pid`]).
 fn held_child_pid(all: &[Prepared], parent: Pid) -> Option<Error> {
     let me = all.iter().find(|p| p.pid == parent)?;
-    me.children.iter().map(|&c| all[c].pid).chain(me.helpers.iter().copied()).find_map(fork::held_pid)
+    me.children
+        .iter()
+        .map(|&c| all[c].pid)
+        .chain(me.helpers.iter().copied())
+        .chain(me.session_helpers.iter().flat_map(|h| std::iter::once(h.0).chain(h.1.iter().map(|&c| all[c].pid))))
+        .find_map(fork::held_pid)
 }
 
 /// Waits until a pid that must be reused is free. A zombie (the dumped
@@ -990,6 +1007,8 @@ fn run_tree(
     // Group helpers: (helper, index of the task that forked it).
     let helpers: BTreeMap<Pid, usize> =
         all.iter().enumerate().flat_map(|(i, p)| p.helpers.iter().map(move |&h| (h, i))).collect();
+    // Session helpers: they fork their members and exit by themselves.
+    let session_helpers: BTreeSet<Pid> = all.iter().flat_map(|p| p.session_helpers.iter().map(|h| h.0)).collect();
 
     // Each process goes into its cgroups and gets its oom_score_adj at its
     // first stop, before it forks or maps anything (see objects::cgroup).
@@ -1026,6 +1045,22 @@ fn run_tree(
             std::thread::sleep(Duration::from_millis(1));
             continue;
         };
+        if session_helpers.contains(&pid) {
+            match st {
+                WaitStatus::Stopped { .. } => {
+                    tracees.entry(pid).or_insert_with(|| Tracee::adopted(pid));
+                    ptrace::cont(pid, 0).ctx(pid, "PTRACE_CONT")?;
+                }
+                // Its parent reaps it.
+                WaitStatus::Exited(0) => {
+                    if let Some(t) = tracees.remove(&pid) {
+                        std::mem::forget(t);
+                    }
+                }
+                _ => return Err(Error::task(pid, format!("the helper of session {pid} ended: {st:?}"))),
+            }
+            continue;
+        }
         if helpers.contains_key(&pid) {
             match st {
                 WaitStatus::Stopped { .. } => {

@@ -30,6 +30,12 @@ pub(super) struct SessionPlan {
     /// the session the parent had before it called setsid (a child forked
     /// before its parent's setsid).
     pub early: Vec<bool>,
+    /// Session helpers as (parent, sid, the tasks it forks): a session whose
+    /// leader is gone, with members a subreaper of the tree adopted (their
+    /// parent). The parent forks a helper with the leader's pid, which
+    /// calls setsid, forks those members and exits: they go to the parent
+    /// (made a subreaper for it), in the session and group they had.
+    pub session_helpers: Vec<(usize, u32, Vec<usize>)>,
 }
 
 /// Decides every task's [`Session`], refusing layouts that cannot be rebuilt.
@@ -51,7 +57,19 @@ pub(super) fn plan_sessions(tasks: &[TaskImages], order: &[usize], shell_job: bo
 pub fn check_restorable(entries: &[PstreeEntry], shell_job: bool) -> Result<()> {
     let refs: Vec<&PstreeEntry> = entries.iter().collect();
     let order: Vec<usize> = (0..refs.len()).collect();
-    plan_entries(&refs, &order, shell_job).map(drop)
+    let plan = plan_entries(&refs, &order, shell_job)?;
+    // A session helper takes its leader's pid: a leader still alive outside
+    // the tree keeps it.
+    for (_, sid, members) in &plan.session_helpers {
+        if crate::proc::stat::read(Pid(*sid as i32)).is_ok() {
+            let m = Pid(entries[members[0]].pid as i32);
+            return Err(Error::task(
+                m,
+                format!("is in session {sid}, whose leader is alive outside the tree: dump its leader too"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn plan_entries(tasks: &[&PstreeEntry], order: &[usize], shell_job: bool) -> Result<SessionPlan> {
@@ -65,6 +83,7 @@ fn plan_entries(tasks: &[&PstreeEntry], order: &[usize], shell_job: bool) -> Res
     let mut have: BTreeMap<u32, (u32, u32)> = BTreeMap::new();
     let mut before: BTreeMap<u32, (u32, u32)> = BTreeMap::new();
     let mut early = vec![false; tasks.len()];
+    let mut session_helpers: Vec<(usize, u32, Vec<usize>)> = Vec::new();
     for &i in order {
         let t = tasks[i];
         let pid = Pid(t.pid as i32);
@@ -79,6 +98,29 @@ fn plan_entries(tasks: &[&PstreeEntry], order: &[usize], shell_job: bool) -> Res
             if t.sid != psid && t.sid != t.pid && out[p] == Session::SetSid && t.sid == pre.0 {
                 (psid, ppgid) = pre;
                 early[i] = true;
+            }
+        }
+        // Adopted by its parent (a subreaper) when its session's leader,
+        // not in the tree, left it: a helper makes that session again.
+        let mut adopted = false;
+        if let (Some(&p), false) = (by_pid.get(&t.ppid), early[i]) {
+            if t.sid != psid && t.sid != t.pid && !by_pid.contains_key(&t.sid) {
+                match session_helpers.iter_mut().find(|h| h.1 == t.sid) {
+                    Some(h) if h.0 == p => h.2.push(i),
+                    Some(_) => {
+                        return Err(Error::task(
+                            pid,
+                            format!(
+                                "is in session {}, whose leader is gone, under another parent than other members \
+                                 of it: not supported",
+                                t.sid
+                            ),
+                        ))
+                    }
+                    None => session_helpers.push((p, t.sid, vec![i])),
+                }
+                (psid, ppgid) = (t.sid, t.sid);
+                adopted = true;
             }
         }
         before.insert(t.pid, (psid, ppgid));
@@ -111,7 +153,9 @@ fn plan_entries(tasks: &[&PstreeEntry], order: &[usize], shell_job: bool) -> Res
             Session::SetPgid(0)
         } else if created.contains(&t.pgid) || (!by_pid.contains_key(&t.pgid) && t.pgid == my_pgid) {
             Session::SetPgid(t.pgid as i32)
-        } else if let (false, Some(&parent), false) = (by_pid.contains_key(&t.pgid), by_pid.get(&t.ppid), early[i]) {
+        } else if let (false, Some(&parent), false) =
+            (by_pid.contains_key(&t.pgid), by_pid.get(&t.ppid), early[i] || adopted)
+        {
             // The group's leader is gone: a helper will make the group.
             if !helpers.iter().any(|h| h.1 == t.pgid) {
                 helpers.push((parent, t.pgid));
@@ -128,5 +172,5 @@ fn plan_entries(tasks: &[&PstreeEntry], order: &[usize], shell_job: bool) -> Res
         created.insert(t.pid);
         have.insert(t.pid, (t.sid, t.pgid));
     }
-    Ok(SessionPlan { sessions: out, helpers, early })
+    Ok(SessionPlan { sessions: out, helpers, early, session_helpers })
 }
