@@ -203,6 +203,50 @@ fn http_get(port: u16, path: &str) -> String {
     s
 }
 
+/// (sid, pgid, ppid) of `pid`.
+fn ids_of(pid: i32) -> Option<(i32, i32, i32)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let f: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+    Some((f.get(3)?.parse().ok()?, f.get(2)?.parse().ok()?, f.get(1)?.parse().ok()?))
+}
+
+/// A daemon started with `start-stop-daemon --background` (it forks, calls
+/// setsid, forks again and the middle one exits) under a supervisor that
+/// is a subreaper: the daemon's session leader is gone. The supervisor's
+/// tree is dumped and restored; the daemon keeps its session, group and
+/// parent and still runs.
+#[test]
+fn start_stop_daemon_double_fork_under_a_subreaper_survives() {
+    if !ready(&["start-stop-daemon", "python3"]) {
+        return;
+    }
+    let dir = tmpdir("ssd");
+    // A program of its own, so start-stop-daemon finds no other running.
+    let prog = dir.join("ssd-daemon");
+    std::fs::copy("/bin/sleep", &prog).unwrap();
+    let script = format!(
+        "import ctypes, os, subprocess, time\n\
+         ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)\n\
+         subprocess.run(['start-stop-daemon', '--start', '--background', '--exec', '{}', '--', '600'], check=True)\n\
+         while True:\n    time.sleep(1)\n",
+        prog.display()
+    );
+    let pid = start(Command::new("python3").arg("-c").arg(script));
+    let _c = Cleanup(pid, dir.clone());
+    let daemon = poll("the daemon", || {
+        let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+        kids.split_whitespace()
+            .filter_map(|k| k.parse::<i32>().ok())
+            .find(|&k| std::fs::read_link(format!("/proc/{k}/exe")).is_ok_and(|e| e == prog))
+    });
+    let before = ids_of(daemon).unwrap();
+    assert!(before.0 != daemon && before.0 != pid, "not an orphan of a dead session leader: {before:?}");
+    dump(pid, &dir, &[]);
+    restore(&dir, &[]);
+    assert_eq!(ids_of(daemon), Some(before), "the daemon's session, group and parent");
+    assert_eq!(std::fs::read_link(format!("/proc/{daemon}/exe")).ok(), Some(prog));
+}
+
 /// The flock locks /proc/locks lists on inode `ino`.
 fn flocks_on(ino: u64) -> usize {
     let s = std::fs::read_to_string("/proc/locks").unwrap_or_default();
