@@ -601,12 +601,14 @@ fn unlinked_files_come_back() {
         c.assert_item("log", "ok");
         c.assert_item("cwd", "ok");
         c.assert_item("cwd_fd", "ok");
+        c.assert_item("gone_tree", "ok");
         c.assert_item("symlink", "ok");
         c.assert_item("gone_dir", "ok");
         c.assert_item("ghost_maps", "ok");
         c.assert_ok();
         leftovers("after restore");
         assert!(!s.data().join("wd").exists(), "the stand-in working directory was left behind");
+        assert!(!s.data().join("tree").exists(), "the removed tree made again was left behind");
         assert!(!s.data().join("ghost").exists(), "the ghost file was left linked");
     });
 }

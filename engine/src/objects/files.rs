@@ -560,6 +560,10 @@ pub struct Opened {
     remove: Vec<std::path::PathBuf>,
     /// The locks the tasks take again (`--file-locks`).
     locks: Vec<crate::image::files::FileLockEntry>,
+    /// Removed directories made again above ghost files (see
+    /// [`make_missing_parents`]): the restore takes them into a
+    /// [`MadeDirs`].
+    pub made_parents: Vec<std::path::PathBuf>,
     /// Ghost directories kept for a removed working directory of the same
     /// name: where each was, where it was made (removed once the tree runs,
     /// with the working directories).
@@ -567,6 +571,41 @@ pub struct Opened {
     /// Epoll watches on descriptions opened late (pidfds), added in a
     /// task once those exist ([`super::epoll::add_late`]).
     pub(crate) late_epoll: Vec<super::epoll::LateWatch>,
+}
+
+/// Makes the directories above `path` that are missing (removed since the
+/// dump, with what the tree still holds inside them), top down, each
+/// recorded in `made` to be removed again (bottom up).
+pub fn make_missing_parents(
+    path: &std::path::Path,
+    made: &mut Vec<std::path::PathBuf>,
+) -> std::result::Result<(), String> {
+    let mut missing = Vec::new();
+    let mut at = path.parent();
+    while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && std::fs::symlink_metadata(d).is_err()) {
+        missing.push(d.to_path_buf());
+        at = d.parent();
+    }
+    for d in missing.into_iter().rev() {
+        std::fs::create_dir(&d).map_err(|e| format!("make the removed directory {} again: {e}", d.display()))?;
+        made.push(d);
+    }
+    Ok(())
+}
+
+/// Directories made for a restore only (see [`make_missing_parents`]),
+/// removed bottom up when dropped.
+#[derive(Debug, Default)]
+pub struct MadeDirs(pub Vec<std::path::PathBuf>);
+
+impl Drop for MadeDirs {
+    fn drop(&mut self) {
+        for d in self.0.drain(..).rev() {
+            if let Err(e) = std::fs::remove_dir(&d) {
+                log::warn!("remove the directory {} made for the restore: {e}", d.display());
+            }
+        }
+    }
 }
 
 impl Opened {

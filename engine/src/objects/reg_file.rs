@@ -91,16 +91,8 @@ pub fn dump(
             // and unlinked (--evasive-devices would take another node).
             ghost = Some(ghost_node(pid, fd, &p.path, &md, out));
         } else if mode & S_IFMT == S_IFDIR && md.nlink() == 0 {
-            // A removed directory is empty: made again, opened, removed.
-            // Where it was, so its parent must still be there; and the
-            // working directory, made again apart, would not be the same
-            // directory as this descriptor.
-            if !p.path.parent().is_some_and(|d| d.is_dir()) {
-                return Err(Error::refuse(
-                    pid,
-                    format!("fd {fd}: the directory {} was removed with its parent: not supported", p.path.display()),
-                ));
-            }
+            // A removed directory is empty: made again where it was (its
+            // parents too if they were removed with it), opened, removed.
             // Made again by its name, it is found again by it: a removed
             // working directory of the same name must be this directory
             // (restore then makes it once for both), not another one.
@@ -506,7 +498,7 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
                     p
                 }
                 None => {
-                    let p = make_ghost(images, g).map_err(e)?;
+                    let p = make_ghost(images, g, &mut out.made_parents).map_err(e)?;
                     ghost_paths.insert(g, p.clone());
                     p
                 }
@@ -556,7 +548,8 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
         let p = match ghost_paths.get(&gh.id) {
             Some(p) => p.clone(),
             None => {
-                let p = make_ghost(images, gh.id).map_err(|m| Error::new(format!("ghost file {}: {m}", gh.id)))?;
+                let p = make_ghost(images, gh.id, &mut out.made_parents)
+                    .map_err(|m| Error::new(format!("ghost file {}: {m}", gh.id)))?;
                 ghost_paths.insert(gh.id, p.clone());
                 p
             }
@@ -659,11 +652,17 @@ fn make_ghost_symlink(
 
 /// Creates ghost file `g` where it was (or next to it when that name is
 /// taken), with its contents, mode, owner and times; returns its path.
-fn make_ghost(images: &FileImages, g: u32) -> std::result::Result<std::path::PathBuf, String> {
+fn make_ghost(
+    images: &FileImages,
+    g: u32,
+    parents: &mut Vec<std::path::PathBuf>,
+) -> std::result::Result<std::path::PathBuf, String> {
     use crate::sys::fs::{self, OpenFlags as F};
     let gh =
         images.ghosts.iter().find(|x| x.id == g).ok_or_else(|| format!("ghost file {g} missing from the images"))?;
     let orig = std::path::PathBuf::from(gh.path.as_os_str());
+    // Its directory may have been removed with it: made again for a moment.
+    super::files::make_missing_parents(&orig, parents)?;
     if matches!(gh.mode & S_IFMT, S_IFCHR | S_IFBLK | S_IFDIR) {
         return make_ghost_node(gh, &orig, g);
     }

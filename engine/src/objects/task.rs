@@ -540,16 +540,6 @@ pub fn dump_process_with(p: &mut Parasite<'_>, status: &proc::status::Status) ->
                 ),
             ));
         }
-        // Made again where it was: its parent must still be a directory.
-        if !cwd_target.path.parent().is_some_and(|d| d.is_dir()) {
-            return Err(Error::refuse(
-                pid,
-                format!(
-                    "its working directory {} was removed with its parent: cannot make it again",
-                    cwd_target.path.display()
-                ),
-            ));
-        }
         Some((m.mode(), m.uid(), m.gid()))
     } else {
         None
@@ -592,7 +582,8 @@ pub struct RemovedCwds(Vec<std::path::PathBuf>);
 
 impl Drop for RemovedCwds {
     fn drop(&mut self) {
-        for d in &self.0 {
+        // Bottom up: removed parents made again come before what is in them.
+        for d in self.0.iter().rev() {
             if let Err(e) = std::fs::remove_dir(d) {
                 log::warn!("remove the directory {} made for a removed working directory: {e}", d.display());
             }
@@ -624,6 +615,8 @@ pub fn make_removed_cwds<'a>(
             }
             None => {
                 let path = std::path::PathBuf::from(p.cwd.as_os_str());
+                // Removed with its parents: they are made again for a moment.
+                super::files::make_missing_parents(&path, &mut made.0).map_err(|m| Error::task(pid, m))?;
                 let d = match std::fs::create_dir(&path) {
                     Ok(()) => path,
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {

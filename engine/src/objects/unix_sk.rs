@@ -453,17 +453,7 @@ impl Aliases {
     /// Makes the missing directories above `path` (none exist: they were
     /// removed after the bind), to be removed again.
     fn make_parents(&mut self, path: &std::path::Path) -> std::result::Result<(), String> {
-        let mut missing = Vec::new();
-        let mut at = path.parent();
-        while let Some(d) = at.filter(|d| std::fs::symlink_metadata(d).is_err()) {
-            missing.push(d.to_path_buf());
-            at = d.parent();
-        }
-        for d in missing.into_iter().rev() {
-            std::fs::create_dir(&d).map_err(|e| format!("make the removed directory {} again: {e}", d.display()))?;
-            self.1.push(d);
-        }
-        Ok(())
+        super::files::make_missing_parents(path, &mut self.1)
     }
 }
 

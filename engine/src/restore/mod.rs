@@ -537,6 +537,9 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     // Every open file description, once, for the tree to inherit above
     // every descriptor number a task uses (and its pages descriptor).
     let mut opened = files::open_all(&fd_cx, &file_images)?;
+    // Removed directories made again above ghosts: they go last, after the
+    // working directories inside them (dropped after `removed_cwds`).
+    let _made_parents = files::MadeDirs(std::mem::take(&mut opened.made_parents));
     // Removed working directories get an empty stand-in until the tree runs
     // (the same directory as a removed one open by that name, kept by
     // open_all); from here on they go whatever happens.

@@ -48,7 +48,8 @@
 //!   same name), `linked` (the same inode as DIR/linked2), `log` (appends),
 //!   `cwd` (DIR/wd, mode 0751, removed while it is the working directory),
 //!   `cwd_fd` (DIR/wd open as a descriptor too: the same directory as the
-//!   working directory),
+//!   working directory), `gone_tree` (DIR/tree/sub and the file
+//!   DIR/tree/file open, then DIR/tree removed with all of it),
 //!   `symlink` (DIR/sym, a symlink to "target", open O_PATH|O_NOFOLLOW),
 //!   `gone_dir` (DIR/gone-dir, 0711, open and removed), `ghost_maps` (the
 //!   ghost file mapped shared and private, written through both);
@@ -778,6 +779,8 @@ struct Ghost {
     /// DIR/gone-dir (0711), opened, then removed.
     gone_dir: i32,
     wd_fd: i32,
+    tree_sub: i32,
+    tree_file: i32,
     /// The ghost file mapped shared (a 'Z' written at 20480 through it)
     /// and private (a 'P' written at 0, the file keeps its byte).
     shared_map: usize,
@@ -838,9 +841,28 @@ impl Ghost {
             let gone_dir = open(&gd, libc::O_RDONLY | libc::O_DIRECTORY);
             std::fs::remove_dir(&gd).unwrap();
             let wd_fd = open(&wd, libc::O_RDONLY | libc::O_DIRECTORY);
+            // A directory tree removed with what the task holds in it.
+            std::fs::create_dir_all(format!("{dir}/tree/sub")).unwrap();
+            std::fs::write(format!("{dir}/tree/file"), b"in a removed tree").unwrap();
+            let tree_sub = open(&format!("{dir}/tree/sub"), libc::O_RDONLY | libc::O_DIRECTORY);
+            let tree_file = open(&format!("{dir}/tree/file"), libc::O_RDONLY);
+            std::fs::remove_dir_all(format!("{dir}/tree")).unwrap();
             std::env::set_current_dir(&wd).unwrap();
             std::fs::remove_dir(&wd).unwrap();
-            Ghost { dir: dir.to_string(), fd, dup, linked, log, sym, gone_dir, wd_fd, shared_map, private_map }
+            Ghost {
+                dir: dir.to_string(),
+                fd,
+                dup,
+                linked,
+                log,
+                sym,
+                gone_dir,
+                wd_fd,
+                tree_sub,
+                tree_file,
+                shared_map,
+                private_map,
+            }
         }
     }
 
@@ -895,6 +917,19 @@ impl Ghost {
             let wl = std::fs::read_link(format!("/proc/self/fd/{}", self.wd_fd)).unwrap_or_default();
             let ok = w.st_dev == c.st_dev && w.st_ino == c.st_ino && wl == cwd;
             it.expect("cwd_fd", ok, || format!("ino={}_cwd_ino={}_{}", w.st_ino, c.st_ino, wl.display()));
+            let sl = std::fs::read_link(format!("/proc/self/fd/{}", self.tree_sub)).unwrap_or_default();
+            let fl = std::fs::read_link(format!("/proc/self/fd/{}", self.tree_file)).unwrap_or_default();
+            let mut t: libc::stat = std::mem::zeroed();
+            libc::fstat(self.tree_sub, &mut t);
+            let mut buf = [0u8; 64];
+            let n = libc::pread(self.tree_file, buf.as_mut_ptr() as *mut _, 64, 0);
+            let ok = sl.to_string_lossy() == format!("{}/tree/sub (deleted)", self.dir)
+                && fl.to_string_lossy() == format!("{}/tree/file (deleted)", self.dir)
+                && t.st_nlink == 0
+                && t.st_mode & libc::S_IFMT == libc::S_IFDIR
+                && n == 17
+                && &buf[..17] == b"in a removed tree";
+            it.expect("gone_tree", ok, || format!("{}_{}_n={n}", sl.display(), fl.display()));
             let mut buf = [0u8; 64];
             let n = libc::readlinkat(self.sym, c"".as_ptr(), buf.as_mut_ptr() as *mut _, buf.len());
             let mut st: libc::stat = std::mem::zeroed();
