@@ -602,6 +602,7 @@ fn unlinked_files_come_back() {
         c.assert_item("cwd", "ok");
         c.assert_item("cwd_fd", "ok");
         c.assert_item("gone_tree", "ok");
+        c.assert_item("tree_linked", "ok");
         c.assert_item("symlink", "ok");
         c.assert_item("gone_dir", "ok");
         c.assert_item("ghost_maps", "ok");

@@ -220,7 +220,12 @@ fn shmem_object(path: &std::path::Path) -> bool {
 /// so a failed dump removes it.
 fn link_remap(pid: Pid, fd: i32, path: &std::path::Path, ino: u64, out: &mut FileImages) -> Result<std::path::PathBuf> {
     use crate::sys::fs::{linkat, AtFlags};
-    let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+    // Next to where it was; if that directory was removed too, in the
+    // nearest one above it that is still there.
+    let mut dir = path.parent().unwrap_or(std::path::Path::new("/"));
+    while !dir.is_dir() {
+        dir = dir.parent().unwrap_or(std::path::Path::new("/"));
+    }
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let remap = dir.join(format!(".{name}.crtools-link-remap.{ino}.{}", pid.0));
     let link = crate::proc::pid_path(pid, &format!("fd/{fd}"));
@@ -295,7 +300,8 @@ fn is_link_remap_name(remap: &std::path::Path, path: &std::path::Path) -> bool {
     let prefix = format!(".{}.crtools-link-remap.", orig.to_string_lossy());
     let Some(rest) = name.strip_prefix(&prefix) else { return false };
     let nums: Vec<&str> = rest.split('.').collect();
-    remap.parent() == path.parent()
+    // Next to the file, or in a directory above it (its own was removed).
+    remap.parent().is_some_and(|d| path.parent().is_some_and(|p| p.starts_with(d)))
         && remap.is_absolute()
         && !remap.components().any(|c| matches!(c, std::path::Component::ParentDir))
         && nums.len() == 2
@@ -737,7 +743,11 @@ mod tests {
     fn only_link_remap_names_are_removed_after_restore() {
         let p = Path::new("/tmp/d/data");
         assert!(is_link_remap_name(Path::new("/tmp/d/.data.crtools-link-remap.123.45"), p));
+        // Its directory removed: in one above it.
+        assert!(is_link_remap_name(Path::new("/tmp/.data.crtools-link-remap.123.45"), p));
+        assert!(is_link_remap_name(Path::new("/.data.crtools-link-remap.123.45"), p));
         for bad in [
+            "/tmp/d/sub/.data.crtools-link-remap.123.45",
             "/etc/passwd",
             "/tmp/other/.data.crtools-link-remap.123.45",
             "/tmp/d/.data.crtools-link-remap.123",

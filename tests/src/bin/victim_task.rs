@@ -50,6 +50,8 @@
 //!   `cwd_fd` (DIR/wd open as a descriptor too: the same directory as the
 //!   working directory), `gone_tree` (DIR/tree/sub and the file
 //!   DIR/tree/file open, then DIR/tree removed with all of it),
+//!   `tree_linked` (DIR/tree2/file, linked as DIR/elsewhere too, open,
+//!   then DIR/tree2 removed: the same file as DIR/elsewhere),
 //!   `symlink` (DIR/sym, a symlink to "target", open O_PATH|O_NOFOLLOW),
 //!   `gone_dir` (DIR/gone-dir, 0711, open and removed), `ghost_maps` (the
 //!   ghost file mapped shared and private, written through both);
@@ -781,6 +783,7 @@ struct Ghost {
     wd_fd: i32,
     tree_sub: i32,
     tree_file: i32,
+    tree_linked: i32,
     /// The ghost file mapped shared (a 'Z' written at 20480 through it)
     /// and private (a 'P' written at 0, the file keeps its byte).
     shared_map: usize,
@@ -847,6 +850,11 @@ impl Ghost {
             let tree_sub = open(&format!("{dir}/tree/sub"), libc::O_RDONLY | libc::O_DIRECTORY);
             let tree_file = open(&format!("{dir}/tree/file"), libc::O_RDONLY);
             std::fs::remove_dir_all(format!("{dir}/tree")).unwrap();
+            std::fs::create_dir(format!("{dir}/tree2")).unwrap();
+            std::fs::write(format!("{dir}/tree2/file"), b"linked elsewhere").unwrap();
+            std::fs::hard_link(format!("{dir}/tree2/file"), format!("{dir}/elsewhere")).unwrap();
+            let tree_linked = open(&format!("{dir}/tree2/file"), libc::O_RDONLY);
+            std::fs::remove_dir_all(format!("{dir}/tree2")).unwrap();
             std::env::set_current_dir(&wd).unwrap();
             std::fs::remove_dir(&wd).unwrap();
             Ghost {
@@ -860,6 +868,7 @@ impl Ghost {
                 wd_fd,
                 tree_sub,
                 tree_file,
+                tree_linked,
                 shared_map,
                 private_map,
             }
@@ -930,6 +939,11 @@ impl Ghost {
                 && n == 17
                 && &buf[..17] == b"in a removed tree";
             it.expect("gone_tree", ok, || format!("{}_{}_n={n}", sl.display(), fl.display()));
+            let mut k: libc::stat = std::mem::zeroed();
+            libc::fstat(self.tree_linked, &mut k);
+            let other = std::fs::metadata(format!("{}/elsewhere", self.dir));
+            let same = other.as_ref().map(|m| m.ino() == k.st_ino).unwrap_or(false);
+            it.expect("tree_linked", same && k.st_nlink == 1, || format!("ino={} nlink={}", k.st_ino, k.st_nlink));
             let mut buf = [0u8; 64];
             let n = libc::readlinkat(self.sym, c"".as_ptr(), buf.as_mut_ptr() as *mut _, buf.len());
             let mut st: libc::stat = std::mem::zeroed();
