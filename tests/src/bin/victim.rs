@@ -149,16 +149,19 @@ fn ticker(args: &[String]) {
     let words = mib * (1 << 20) / 8;
     let seed = |i: usize| (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5555;
     let mem: Vec<u64> = (0..words).map(seed).collect();
-    writeln!(f, "ready {}", std::process::id()).unwrap();
+    f.write_all(format!("ready {}\n", std::process::id()).as_bytes()).unwrap();
     let mut ticks = 0u64;
     loop {
         std::thread::sleep(std::time::Duration::from_millis(50));
         ticks += 1;
-        writeln!(f, "tick {ticks}").unwrap();
+        f.write_all(format!("tick {ticks}\n").as_bytes()).unwrap();
         if USR1.swap(false, Ordering::SeqCst) {
             let ok = mem.iter().enumerate().all(|(i, &w)| w == seed(i));
-            writeln!(f, "status pid={} ticks={ticks} mem={}", std::process::id(), if ok { "ok" } else { "bad" })
-                .unwrap();
+            f.write_all(
+                format!("status pid={} ticks={ticks} mem={}\n", std::process::id(), if ok { "ok" } else { "bad" })
+                    .as_bytes(),
+            )
+            .unwrap();
         }
     }
 }
@@ -226,7 +229,7 @@ fn threads(args: &[String]) {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     let list: Vec<String> = tids.iter().map(|t| t.load(Ordering::SeqCst).to_string()).collect();
-    writeln!(f, "ready {} tids={}", std::process::id(), list.join(",")).unwrap();
+    f.write_all(format!("ready {} tids={}\n", std::process::id(), list.join(",")).as_bytes()).unwrap();
     let mut last: Vec<u64> = vec![0; n];
     loop {
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -241,16 +244,16 @@ fn threads(args: &[String]) {
             last = counters.iter().map(|c| c.load(Ordering::SeqCst)).collect();
             let ok = moving && ring_moving && grew && !bad.load(Ordering::SeqCst);
             let list: Vec<String> = tids.iter().map(|t| t.load(Ordering::SeqCst).to_string()).collect();
-            writeln!(
-                f,
-                "status pid={} threads={} tids={} {} moving={moving} ring={ring_moving} tls={}",
+            // One write: the test may read the log at any moment.
+            let line = format!(
+                "status pid={} threads={} tids={} {} moving={moving} ring={ring_moving} tls={}\n",
                 std::process::id(),
                 n,
                 list.join(","),
                 if ok { "ok" } else { "bad" },
                 !bad.load(Ordering::SeqCst)
-            )
-            .unwrap();
+            );
+            f.write_all(line.as_bytes()).unwrap();
         }
     }
 }
@@ -303,7 +306,7 @@ fn forest(args: &[String]) {
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        writeln!(f, "ready {}", std::process::id()).unwrap();
+        f.write_all(format!("ready {}\n", std::process::id()).as_bytes()).unwrap();
     }
     loop {
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -351,14 +354,17 @@ fn orphan_group(args: &[String]) {
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("open log");
     if who == "P" {
         std::thread::sleep(std::time::Duration::from_millis(200));
-        writeln!(f, "ready {} a={a}", std::process::id()).unwrap();
+        f.write_all(format!("ready {} a={a}\n", std::process::id()).as_bytes()).unwrap();
     }
     loop {
         std::thread::sleep(std::time::Duration::from_millis(20));
         if USR1.swap(false, Ordering::SeqCst) {
             // SAFETY: plain getters.
             let (ppid, pgid, sid) = unsafe { (libc::getppid(), libc::getpgid(0), libc::getsid(0)) };
-            writeln!(f, "status who={who} pid={} ppid={ppid} pgid={pgid} sid={sid}", std::process::id()).unwrap();
+            f.write_all(
+                format!("status who={who} pid={} ppid={ppid} pgid={pgid} sid={sid}\n", std::process::id()).as_bytes(),
+            )
+            .unwrap();
         }
     }
 }
