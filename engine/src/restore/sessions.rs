@@ -174,3 +174,52 @@ fn plan_entries(tasks: &[&PstreeEntry], order: &[usize], shell_job: bool) -> Res
     }
     Ok(SessionPlan { sessions: out, helpers, early, session_helpers })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(pid: u32, ppid: u32, pgid: u32, sid: u32) -> PstreeEntry {
+        PstreeEntry { pid, ppid, pgid, sid, threads: vec![pid], ..Default::default() }
+    }
+
+    fn plan(tree: &[PstreeEntry]) -> Result<SessionPlan> {
+        let refs: Vec<&PstreeEntry> = tree.iter().collect();
+        let order: Vec<usize> = (0..refs.len()).collect();
+        plan_entries(&refs, &order, false)
+    }
+
+    #[test]
+    fn a_child_forked_before_its_parents_setsid_is_early() {
+        // R leads its session; A called setsid after forking B (B kept R's
+        // session and group); C was forked after (A's session).
+        let tree = [e(100, 1, 100, 100), e(101, 100, 101, 101), e(102, 101, 100, 100), e(103, 101, 101, 101)];
+        let p = plan(&tree).unwrap();
+        assert_eq!(p.sessions, [Session::SetSid, Session::SetSid, Session::Inherit, Session::Inherit]);
+        assert_eq!(p.early, [false, false, true, false]);
+        assert!(p.session_helpers.is_empty() && p.helpers.is_empty());
+        // A session leader B that A forked early and that forked D early in
+        // turn (D in R's session): B's own fork order is not planned from
+        // its children, so this is refused (by name, at dump).
+        let tree = [e(100, 1, 100, 100), e(101, 100, 101, 101), e(102, 101, 102, 102), e(104, 102, 100, 100)];
+        assert!(plan(&tree).is_err());
+        // B forked early and not a leader: its child D simply inherits.
+        let tree = [e(100, 1, 100, 100), e(101, 100, 101, 101), e(102, 101, 100, 100), e(104, 102, 100, 100)];
+        assert_eq!(plan(&tree).unwrap().early, [false, false, true, false]);
+    }
+
+    #[test]
+    fn orphans_of_a_dead_session_leader_get_a_helper() {
+        // R (a subreaper) adopted T and U, members of session 150 whose
+        // leader (and group leader) is gone; V leads its own group there.
+        let tree = [e(100, 1, 100, 100), e(103, 100, 150, 150), e(104, 100, 150, 150), e(105, 100, 105, 150)];
+        let p = plan(&tree).unwrap();
+        assert_eq!(p.session_helpers, [(0, 150, vec![1, 2, 3])]);
+        assert_eq!(p.sessions[1..], [Session::Inherit, Session::Inherit, Session::SetPgid(0)]);
+        assert!(p.helpers.is_empty(), "no group helper: the session helper leads group 150");
+        // Members of that session under two parents: refused.
+        let tree = [e(100, 1, 100, 100), e(101, 100, 101, 101), e(103, 100, 150, 150), e(104, 101, 150, 150)];
+        let err = plan(&tree).expect_err("refused").to_string();
+        assert!(err.contains("150") && err.contains("another parent"), "{err}");
+    }
+}
