@@ -93,9 +93,14 @@ fn plan_entries(tasks: &[&PstreeEntry], order: &[usize], shell_job: bool) -> Res
         };
         // Forked before its parent called setsid: it kept the session (and
         // group) the parent had then, and is forked before that setsid.
+        // A session leader forked so too is seen by its children still in
+        // that older session (it forked them before its own setsid).
         if let Some(&p) = by_pid.get(&t.ppid) {
             let pre = before[&t.ppid];
-            if t.sid != psid && t.sid != t.pid && out[p] == Session::SetSid && t.sid == pre.0 {
+            let older = |sid: u32| out[p] == Session::SetSid && sid == pre.0 && sid != psid;
+            let leader_forked_early =
+                t.sid == t.pid && tasks.iter().any(|c| c.ppid == t.pid && c.sid != c.pid && older(c.sid));
+            if (t.sid != t.pid && older(t.sid)) || leader_forked_early {
                 (psid, ppgid) = pre;
                 early[i] = true;
             }
@@ -199,10 +204,11 @@ mod tests {
         assert_eq!(p.early, [false, false, true, false]);
         assert!(p.session_helpers.is_empty() && p.helpers.is_empty());
         // A session leader B that A forked early and that forked D early in
-        // turn (D in R's session): B's own fork order is not planned from
-        // its children, so this is refused (by name, at dump).
+        // turn (D in R's session): B is forked before A's setsid too.
         let tree = [e(100, 1, 100, 100), e(101, 100, 101, 101), e(102, 101, 102, 102), e(104, 102, 100, 100)];
-        assert!(plan(&tree).is_err());
+        let p = plan(&tree).unwrap();
+        assert_eq!(p.early, [false, false, true, true]);
+        assert_eq!(p.sessions[2..], [Session::SetSid, Session::Inherit]);
         // B forked early and not a leader: its child D simply inherits.
         let tree = [e(100, 1, 100, 100), e(101, 100, 101, 101), e(102, 101, 100, 100), e(104, 102, 100, 100)];
         assert_eq!(plan(&tree).unwrap().early, [false, false, true, false]);
