@@ -1880,3 +1880,28 @@ fn a_stop_signal_ends_a_dump_or_restore_as_a_failure() {
     assert_eq!(answer, "ok", "the restored victim's memory");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Images a dump killed before it could take them back left behind (no
+/// inventory) do not keep the next dump out of the directory: they are
+/// removed, and nothing else there is touched.
+#[test]
+fn leftovers_of_a_killed_dump_make_way_for_the_next() {
+    subreaper();
+    let dir = tmpdir("leftovers");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("core-999999.img"), b"half written").unwrap();
+    std::fs::write(dir.join("inventory.img.tmp"), b"half written").unwrap();
+    std::fs::write(dir.join("notes.txt"), b"the user's").unwrap();
+    let mut child = sleeper("1000");
+    let pid = child.id() as i32;
+    std::thread::sleep(Duration::from_millis(200));
+    let out = crtools(&["dump", "-D", dir.to_str().unwrap(), "-t", &pid.to_string()]);
+    let _ = child.wait();
+    assert!(out.status.success(), "dump: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(!dir.join("core-999999.img").exists() && !dir.join("inventory.img.tmp").exists());
+    assert_eq!(std::fs::read(dir.join("notes.txt")).unwrap(), b"the user's");
+    let out = crtools(&["restore", "-d", "-D", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "restore: {}", String::from_utf8_lossy(&out.stderr));
+    kill_reap(pid);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -195,6 +195,17 @@ impl ImageDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(ImageError::io(shown, e)),
         }
+        // Images without an inventory are what a dump killed before it
+        // could take them back left: not a dump, removed so that this one
+        // does not mix with them (only names of image kinds, never a link).
+        if let Ok(entries) = std::fs::read_dir(&path) {
+            for name in entries.flatten().filter_map(|e| e.file_name().into_string().ok()) {
+                if name == INVENTORY_TMP || ImageKind::parse_file_name(&name).is_some() {
+                    log::info!("removing {}: left by a dump that did not finish", display(&path, &name));
+                    let _ = std::fs::remove_file(at(&dir, &name));
+                }
+            }
+        }
         let state = State { files: BTreeMap::new(), root_pid: None, finished: false };
         Ok(ImageDir { inner: Arc::new(Inner { dir, path, state: Mutex::new(state) }) })
     }
