@@ -1196,8 +1196,9 @@ fn a_working_directory_in_proc_of_a_dead_task_is_refused_at_dump() {
 
 /// A dumped task that led a session (or group) another process, outside
 /// the tree, is still in: its pid cannot be made again while that process
-/// lives. The restore says so at once, naming both, instead of a bare fork
-/// failure after seconds.
+/// lives. A dump that kills the tree refuses it (see below); after `-s`
+/// and the tree killed by hand, the restore says so at once, naming both,
+/// instead of a bare fork failure after seconds.
 #[test]
 fn a_pid_kept_as_a_group_id_outside_the_tree_is_named_at_restore() {
     if !have_python3() {
@@ -1230,8 +1231,12 @@ fn a_pid_kept_as_a_group_id_outside_the_tree_is_named_at_restore() {
     let pid = root.id() as i32;
     let dir = tmpdir("heldpgid");
     let img = dir.to_str().unwrap();
-    let out = crtools(&["dump", "-t", &pid.to_string(), "-D", img]);
+    let out = crtools(&["dump", "-s", "-t", &pid.to_string(), "-D", img]);
     assert!(out.status.success(), "dump: {}", String::from_utf8_lossy(&out.stderr));
+    for p in [pid, c] {
+        // SAFETY: killing the tree this test started, left stopped by -s.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
     let _ = root.wait();
     // c is reaped by this test (its subreaper) once root is gone.
     let t = Instant::now();
@@ -1903,5 +1908,46 @@ fn leftovers_of_a_killed_dump_make_way_for_the_next() {
     let out = crtools(&["restore", "-d", "-D", dir.to_str().unwrap()]);
     assert!(out.status.success(), "restore: {}", String::from_utf8_lossy(&out.stderr));
     kill_reap(pid);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A process outside the tree still in a session (or group) a task of the
+/// tree leads keeps that task's pid taken: restore could not make the task
+/// again, so a dump that would kill the tree is refused by name and the
+/// tree runs on (before, the dump killed it and the restore failed).
+#[test]
+fn a_group_member_outside_the_tree_is_refused_at_dump() {
+    if !have_python3() {
+        return;
+    }
+    subreaper();
+    // The root's grandchild outlives its parent and is adopted by this test
+    // (a subreaper): it is outside the root's tree, in the root's session.
+    let script = "import os, time\n\
+                  r, w = os.pipe()\n\
+                  a = os.fork()\n\
+                  if a == 0:\n    \
+                      b = os.fork()\n    \
+                      if b == 0:\n        time.sleep(600)\n        os._exit(0)\n    \
+                      os.write(w, str(b).encode())\n    \
+                      os._exit(0)\n\
+                  os.waitpid(a, 0)\n\
+                  print(os.read(r, 32).decode(), flush=True)\n\
+                  time.sleep(600)\n";
+    let (mut root, line) = python3_started(script);
+    let b: i32 = line.trim().parse().expect("the grandchild's pid");
+    let pid = root.id() as i32;
+    assert_eq!(ids_of(b).map(|i| i.0), Some(pid), "the orphan is not in the root's session");
+    let dir = tmpdir("outside-member");
+    let out = crtools(&["dump", "-t", &pid.to_string(), "-D", dir.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "not refused: {err}");
+    assert!(err.contains(&b.to_string()) && err.contains(&pid.to_string()), "{err}");
+    assert_eq!(state(pid), Some('S'), "the root does not sleep on");
+    assert!(!dir.join("inventory.img").exists());
+    for p in [b, pid] {
+        kill_reap(p);
+    }
+    let _ = root.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }

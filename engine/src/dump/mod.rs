@@ -207,6 +207,24 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     // tree untouched, rather than found out once it is dead.
     crate::restore::sessions::check_restorable(&shared.pstree, opts.shell_job)
         .map_err(|e| Error::refuse_global(format!("{e} (restore could not rebuild the tree's sessions and groups)")))?;
+    // A process outside the tree still in a group or session a task of the
+    // tree leads keeps that id, and so that task's pid, taken: restore
+    // could not make the task again while it lives. Refused now rather than
+    // found out once the tree is dead (with -s the tree lives on anyway).
+    if !opts.leave_stopped {
+        let tree: std::collections::BTreeSet<i32> = shared.pstree.iter().map(|e| e.pid as i32).collect();
+        let led: std::collections::BTreeSet<i32> =
+            shared.pstree.iter().filter(|e| e.pgid == e.pid || e.sid == e.pid).map(|e| e.pid as i32).collect();
+        if let Some((who, id, what)) = proc::misc::outside_member(&led, &tree) {
+            return Err(Error::refuse(
+                Pid(id),
+                format!(
+                    "leads the {what} {id}, which process {who} outside the tree is in: restore could not \
+                     make the task again while that process lives (dump it too, or the whole {what})"
+                ),
+            ));
+        }
+    }
     crate::objects::tty::finish_dump(&shared.fd_cx, &mut shared.files.images, &shared.pids)?;
     let w = |e: crate::image::ImageError| Error::new(format!("write images: {e}"));
     files::finish_dump(&shared.fd_cx, &mut shared.files)?;

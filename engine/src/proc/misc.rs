@@ -171,6 +171,29 @@ pub fn find_id_holder(pid: Pid) -> Option<(Pid, &'static str)> {
     None
 }
 
+/// A process outside `tree` whose process group or session has one of the
+/// ids `led` (groups and sessions led by tasks of the tree): (process, id,
+/// "process group" or "session"). One pass over /proc.
+pub fn outside_member(
+    led: &std::collections::BTreeSet<i32>,
+    tree: &std::collections::BTreeSet<i32>,
+) -> Option<(Pid, i32, &'static str)> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        if tree.contains(&p) {
+            continue;
+        }
+        let Ok(st) = super::stat::read(Pid(p)) else { continue };
+        if led.contains(&st.pgrp) {
+            return Some((Pid(p), st.pgrp, "process group"));
+        }
+        if led.contains(&st.session) {
+            return Some((Pid(p), st.session, "session"));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
