@@ -373,8 +373,37 @@ fn plan_loginuid(b: &mut PlanBuilder, pid: Pid, want: Option<u32>) -> Result<()>
 }
 
 /// Thread state of a seized thread (registers rewritten for restart).
+/// The speculation control a thread set with PR_SET_SPECULATION_CTRL (a
+/// mitigation of its own, as /proc shows it), or None: restore does not
+/// set it again (a restored task has its restorer's), so it is refused
+/// rather than lost.
+pub fn prctl_speculation(status: &proc::status::Status) -> Option<String> {
+    let ssb = status.speculation_store_bypass.as_deref();
+    let ib = status.other.get("SpeculationIndirectBranch").map(String::as_str);
+    if let Some(v @ ("thread mitigated" | "thread force mitigated")) = ssb {
+        return Some(format!("Speculation_Store_Bypass: {v}"));
+    }
+    if let Some(v @ ("conditional disabled" | "conditional force disabled")) = ib {
+        return Some(format!("SpeculationIndirectBranch: {v}"));
+    }
+    None
+}
+
+/// Refuses thread `tid` if it set its own speculation control (see
+/// [`prctl_speculation`]).
+pub fn refuse_prctl_speculation(tid: Pid, status: &proc::status::Status) -> Result<()> {
+    match prctl_speculation(status) {
+        Some(what) => Err(Error::refuse(
+            tid,
+            format!("has speculation control set with PR_SET_SPECULATION_CTRL ({what}): not restored yet"),
+        )),
+        None => Ok(()),
+    }
+}
+
 pub fn dump_thread_with(p: &mut Parasite<'_>, status: &proc::status::Status) -> Result<ThreadCore> {
     let pid = p.pid();
+    refuse_prctl_speculation(pid, status)?;
     let mut regs = p.orig_regs();
     let sleep = restart_sleep(pid, &regs)?;
     rewrite_restart(&mut regs);
@@ -955,6 +984,38 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn speculation_control_a_thread_set_is_named() {
+        let base = std::fs::read_to_string("/proc/self/status").unwrap();
+        let with = |ssb: &str, ib: &str| {
+            let text: String = base
+                .lines()
+                .filter(|l| !l.starts_with("Speculation"))
+                .chain([
+                    format!("Speculation_Store_Bypass:\t{ssb}").as_str(),
+                    &format!("SpeculationIndirectBranch:\t{ib}"),
+                ])
+                .map(|l| format!("{l}\n"))
+                .collect();
+            prctl_speculation(&proc::status::parse(&text).unwrap())
+        };
+        assert_eq!(with("thread vulnerable", "conditional enabled"), None);
+        assert_eq!(with("vulnerable", "always enabled"), None);
+        assert_eq!(with("globally mitigated", "always disabled"), None);
+        assert_eq!(
+            with("thread mitigated", "conditional enabled").as_deref(),
+            Some("Speculation_Store_Bypass: thread mitigated")
+        );
+        assert_eq!(
+            with("thread force mitigated", "unknown").as_deref(),
+            Some("Speculation_Store_Bypass: thread force mitigated")
+        );
+        assert_eq!(
+            with("not vulnerable", "conditional force disabled").as_deref(),
+            Some("SpeculationIndirectBranch: conditional force disabled")
+        );
+    }
 
     #[test]
     fn other_security_labels_are_refused() {

@@ -114,6 +114,7 @@ pub fn dump(t: &mut Tracee, pid: Pid, at: &ThreadCall, first_vma_own: bool) -> R
     let comm = std::fs::read(proc::pid_path(pid, &format!("task/{}/comm", tid.0))).ctx(tid, "read comm")?;
     let comm = comm.strip_suffix(b"\n").unwrap_or(&comm).to_vec();
     let status = proc::status::read_thread(pid, tid).ctx(tid, "read status")?;
+    super::task::refuse_prctl_speculation(tid, &status)?;
     let no_new_privs = status.no_new_privs.unwrap_or(false);
     let creds = super::task::creds_from_status(&status, securebits, no_new_privs);
     let sched = super::task::sched_of(pid, tid)?;
