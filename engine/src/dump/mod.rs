@@ -451,6 +451,7 @@ fn dump_task(
         let thread_core = task::dump_thread_with(&mut p, &status)?;
         let mut process = task::dump_process_with(&mut p, &status)?;
         process.membarrier = task::dump_membarrier(&mut p)?;
+        process.xcomp_perm = task::dump_xcomp_perm(&mut p)?;
         let brk = p.misc().ctx(pid, "read brk")?.brk;
         let mm_settings = mm::dump_mm_settings(&mut p)?;
         let at = p.thread_call();

@@ -427,6 +427,12 @@ pub struct ProcessCore {
     /// The signal that stopped a task in group-stop (SIGSTOP, SIGTSTP,
     /// SIGTTIN or SIGTTOU; 0 when not stopped); format version 10.
     pub stop_signal: i32,
+    /// The xsave features the process may use (ARCH_GET_XCOMP_PERM; 0 where
+    /// the kernel has no such call): the dynamic ones (AMX tile data, bit
+    /// 18) were asked for with ARCH_REQ_XCOMP_PERM and are asked for again
+    /// at restore (without them a restored AMX user gets SIGILL); format
+    /// version 12.
+    pub xcomp_perm: u64,
 }
 
 /// Head of a core image.
@@ -744,6 +750,7 @@ impl Describe for ProcessCore {
             .d("cgroups", &self.cgroups)
             .f("exit_signal", signal_node(self.exit_signal))
             .f("stop_signal", signal_node(self.stop_signal))
+            .f("xcomp_perm", Node::hex(self.xcomp_perm))
             .done()
     }
 }

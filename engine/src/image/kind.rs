@@ -102,7 +102,7 @@ image_kinds! {
         /// The process tree: one entry per task.
         Pstree    = 2, "pstree",    "pstree.img",         2, DEFAULT_MAX_RECORD, (),                       pstree::PstreeEntry;
         /// Per-thread CPU and signal state (process-wide state in the leader's).
-        Core      = 3, "core",      "core-<pid>.img",     11, DEFAULT_MAX_RECORD, core::CoreEntry,          ();
+        Core      = 3, "core",      "core-<pid>.img",     12, DEFAULT_MAX_RECORD, core::CoreEntry,          ();
         /// Address space layout: mm fields, then one entry per VMA.
         Mm        = 4, "mm",        "mm-<pid>.img",       6, DEFAULT_MAX_RECORD, mm::MmEntry,              mm::Vma;
         /// Which address ranges the pages file holds, in file order.

@@ -92,6 +92,7 @@ pub(crate) fn sample_core(tid: u32, leader: bool) -> CoreEntry {
             cwd_removed: Some((0o40751, 1000, 1000)),
             exit_signal: 23,
             stop_signal: 20,
+            xcomp_perm: 0xe7 | 1 << 18,
         }),
     }
 }

@@ -601,6 +601,7 @@ pub fn dump_process_with(p: &mut Parasite<'_>, status: &proc::status::Status) ->
         cwd_removed,
         exit_signal: proc::stat::read(pid).ctx(pid, "read stat")?.exit_signal,
         stop_signal: 0,
+        xcomp_perm: 0,
     })
 }
 
@@ -790,6 +791,34 @@ const ENOSYS: i64 = 38;
 /// probe: MEMBARRIER_CMD_GLOBAL_EXPEDITED succeeds whether or not the
 /// caller registered (registering only makes it a target of other
 /// processes' barriers), so before 6.3 that registration goes unseen.
+/// The xsave features the process may use (ARCH_GET_XCOMP_PERM, asked in
+/// the task: the permission is the process's); 0 where the kernel has no
+/// such call.
+pub fn dump_xcomp_perm(p: &mut Parasite<'_>) -> Result<u64> {
+    const ARCH_GET_XCOMP_PERM: u64 = 0x1022;
+    let pid = p.pid();
+    let at = p.scratch();
+    let r = p
+        .remote_syscall(crate::sys::Sysno::arch_prctl, [ARCH_GET_XCOMP_PERM, at, 0, 0, 0, 0])
+        .ctx(pid, "remote arch_prctl")?;
+    if r < 0 {
+        return Ok(0);
+    }
+    let b = crate::sys::process_vm::read_vec(pid, at, 8).ctx(pid, "read scratch")?;
+    Ok(b.get(..8).map_or(0, |b| u64::from_ne_bytes(b.try_into().expect("8 bytes"))))
+}
+
+/// The xsave feature restore asks ARCH_REQ_XCOMP_PERM for (the dynamic
+/// one the dumped process was permitted: AMX tile data, 18), or 0.
+pub fn xcomp_request(perm: u64) -> u32 {
+    const XFEATURE_XTILEDATA: u32 = 18;
+    if perm & (1 << XFEATURE_XTILEDATA) != 0 {
+        XFEATURE_XTILEDATA
+    } else {
+        0
+    }
+}
+
 pub fn dump_membarrier(p: &mut Parasite<'_>) -> Result<MembarrierRegs> {
     let pid = p.pid();
     let mut call =
@@ -871,6 +900,7 @@ pub fn plan(
         b.plan.root = b.add_str(process.root.as_bytes());
     }
     b.plan.membarrier = process.membarrier.bits();
+    b.plan.xcomp_req = xcomp_request(process.xcomp_perm);
     plan_loginuid(b, pid, process.loginuid)?;
     // Seccomp filters, for the blob to install with TSYNC (BPF_MAXINSNS is
     // 4096 per filter).
@@ -984,6 +1014,15 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn amx_permission_is_asked_for_again() {
+        // x87, SSE, AVX and AVX-512 state: static, nothing to ask.
+        assert_eq!(xcomp_request(0xe7), 0);
+        // ... with AMX tile config and data (17, 18): tile data asked for.
+        assert_eq!(xcomp_request(0xe7 | 1 << 17 | 1 << 18), 18);
+        assert_eq!(xcomp_request(0), 0);
+    }
 
     #[test]
     fn speculation_control_a_thread_set_is_named() {

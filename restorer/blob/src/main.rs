@@ -283,6 +283,13 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
     mm_flags(cx)?;
 
     cx.step(Step::Prctl)?;
+    if cx.plan.xcomp_req != 0 {
+        // The dynamic xsave feature (AMX) the process was permitted, before
+        // any of its threads exists and its registers are set.
+        const ARCH_REQ_XCOMP_PERM: u64 = 0x1023;
+        let r = sys::arch_prctl(ARCH_REQ_XCOMP_PERM, cx.plan.xcomp_req as u64);
+        cx.ck(r, ARCH_REQ_XCOMP_PERM)?;
+    }
     if own_fs {
         let r = sys::umask(cx.plan.umask);
         cx.ck(r, 0)?;

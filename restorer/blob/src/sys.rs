@@ -145,6 +145,9 @@ pub fn close(fd: i32) -> i64 {
 pub fn flock(fd: i32, op: u32) -> i64 {
     sc!(flock, fd, op)
 }
+pub fn arch_prctl(code: u64, arg: u64) -> i64 {
+    sc!(arch_prctl, code, arg)
+}
 pub fn close_range(first: u32, last: u32) -> i64 {
     sc!(close_range, first, last, 0)
 }

@@ -38,7 +38,7 @@ use core::mem::{offset_of, size_of};
 pub const MAGIC: u32 = 0x5245_5354; // "REST"
 /// Layout version; engine and blob are built together, the check catches a
 /// blob from another build.
-pub const VERSION: u32 = 13;
+pub const VERSION: u32 = 14;
 /// Bytes of stack at the end of the region.
 pub const STACK_SIZE: usize = 64 * 1024;
 /// Number of signals.
@@ -678,8 +678,9 @@ pub struct Plan {
     /// PR_SET_MDWE flags (0: none), set last: no mapping may become
     /// writable and executable after it.
     pub mdwe: u32,
-    /// Reserved, zero.
-    pub _pad_mdwe: u32,
+    /// An xsave feature to ask ARCH_REQ_XCOMP_PERM for (18, AMX tile data)
+    /// before any thread is made, or 0.
+    pub xcomp_req: u32,
     /// AioRing table: the native AIO contexts, placeholders included.
     pub aio: Table,
     /// Seccomp filters to install, oldest first, as u64 words: per filter a
