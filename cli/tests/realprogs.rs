@@ -173,6 +173,28 @@ fn restore(dir: &Path, extra: &[&str]) {
     assert!(out.status.success(), "restore: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Marks for removal, when dropped, the SysV shared memory segments of
+/// user `.0` made (or changed) since `.1` (seconds since the epoch): a
+/// killed PostgreSQL leaves its interlock segment behind, and a restored
+/// one's creator is crtools (/proc/sysvipc/shm: shmid is the 2nd column,
+/// the uid the 8th, ctime the 14th).
+struct ShmOf(u32, i64);
+
+impl Drop for ShmOf {
+    fn drop(&mut self) {
+        let table = std::fs::read_to_string("/proc/sysvipc/shm").unwrap_or_default();
+        for l in table.lines().skip(1) {
+            let f: Vec<i64> = l.split_whitespace().take(14).filter_map(|v| v.parse().ok()).collect();
+            if let [_, id, _, _, _, _, _, uid, _, _, _, _, _, ctime] = f[..] {
+                if uid == self.0 as i64 && ctime >= self.1 {
+                    // SAFETY: IPC_RMID takes no buffer.
+                    unsafe { libc::shmctl(id as i32, libc::IPC_RMID, std::ptr::null_mut()) };
+                }
+            }
+        }
+    }
+}
+
 /// Kills `pid`'s tree and removes `dir` when dropped (also on a failed assert).
 struct Cleanup(i32, PathBuf);
 
@@ -811,8 +833,11 @@ fn postgres_transaction_survives() {
         "fsync=off",
     ]);
     as_pg(&mut server);
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let pid = start(&mut server);
     let _c = Cleanup(pid, dir.clone());
+    // Dropped first: its SysV segments go with it.
+    let _shm = ShmOf(uid, since);
     wait_listen(port);
     let sql = |host: &str, q: &str| -> String {
         run(Command::new("psql").args([
