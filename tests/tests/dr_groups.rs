@@ -42,6 +42,20 @@ fn group_without_its_leader_survives() {
     let a = field(&ready[0], "a=");
     let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
     let b: i32 = kids.trim().parse().expect("one child");
+    // Killed and reaped whatever happens (a failed wait or assert too).
+    struct Kill(i32, i32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            // SAFETY: killing and reaping this test's victims, by pid.
+            unsafe {
+                libc::kill(self.1, libc::SIGKILL);
+                libc::kill(self.0, libc::SIGKILL);
+                libc::waitpid(self.0, std::ptr::null_mut(), libc::WNOHANG);
+                libc::waitpid(self.1, std::ptr::null_mut(), libc::WNOHANG);
+            }
+        }
+    }
+    let _kill = Kill(pid, b);
     // SAFETY: signalling our victims.
     unsafe {
         libc::kill(pid, libc::SIGUSR1);
