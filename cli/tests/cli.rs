@@ -30,6 +30,21 @@ fn state(pid: i32) -> Option<char> {
     s.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next())
 }
 
+/// The state of `pid` once it has gone back to sleep: a task resumed by
+/// a failed dump runs for a moment (its interrupted sleep restarts)
+/// before it sleeps again, so a single look may see it running. Gives
+/// up after five seconds and returns the last state seen.
+fn settled_state(pid: i32) -> Option<char> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let s = state(pid);
+        if s != Some('R') || std::time::Instant::now() > until {
+            return s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 fn subreaper() {
     // SAFETY: prctl with integer arguments; restored tasks re-parent to us.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
@@ -129,7 +144,7 @@ fn sleep_is_dumped_restored_detached_and_keeps_sleeping() {
     let out = crtools(&["restore", "-d", "-D", dir.to_str().unwrap(), "-t", &pid.to_string()]);
     assert!(out.status.success(), "restore: {}", String::from_utf8_lossy(&out.stderr));
     std::thread::sleep(Duration::from_millis(300));
-    let st = state(pid);
+    let st = settled_state(pid);
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     kill_reap(pid);
     assert_eq!(st, Some('S'), "restored sleep is sleeping");
@@ -284,13 +299,7 @@ fn a_task_in_another_namespace_is_refused_by_name_and_left_running() {
     }
     let out = crtools(&["dump", "-D", dir.to_str().unwrap(), "-t", &pid.to_string()]);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    // Right after the detach, sleep restarts its nanosleep: give it a moment.
-    let t = Instant::now();
-    let mut st = state(pid);
-    while st == Some('R') && t.elapsed() < Duration::from_secs(2) {
-        std::thread::sleep(Duration::from_millis(10));
-        st = state(pid);
-    }
+    let st = settled_state(pid);
     let traced = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
@@ -350,12 +359,7 @@ fn signal_driven_io_crtools_cannot_restore_is_refused_by_name_and_left_running()
         }
         let out = crtools(&["dump", "-D", dir.to_str().unwrap(), "-t", &pid.to_string()]);
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        let t = Instant::now();
-        let mut st = state(pid);
-        while st == Some('R') && t.elapsed() < Duration::from_secs(2) {
-            std::thread::sleep(Duration::from_millis(10));
-            st = state(pid);
-        }
+        let st = settled_state(pid);
         let _ = child.kill();
         let _ = child.wait();
         let _ = std::fs::remove_file(&ready);
@@ -990,7 +994,7 @@ fn no_room_for_a_descriptor_is_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "dumped");
     assert!(err.contains("RLIMIT_NOFILE 3") && err.contains(&pid.to_string()), "{err}");
-    assert_eq!(state(pid), Some('S'), "the task does not sleep on");
+    assert_eq!(settled_state(pid), Some('S'), "the task does not sleep on");
     let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     assert!(st.contains("TracerPid:\t0\n"), "{st}");
     let _ = child.kill();
@@ -1188,7 +1192,7 @@ fn a_working_directory_in_proc_of_a_dead_task_is_refused_at_dump() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "not refused: {err}");
     assert!(err.contains(&format!("/proc/{gone}")) && err.contains("working directory"), "{err}");
-    assert_eq!(state(pid), Some('S'), "the task does not sleep on");
+    assert_eq!(settled_state(pid), Some('S'), "the task does not sleep on");
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
@@ -1387,7 +1391,7 @@ fn a_traced_task_is_named_with_its_tracer() {
     assert!(!out.status.success(), "dumped");
     assert!(err.contains(&format!("traced by process {pid}")) && err.contains(&c.to_string()), "{err}");
     for p in [pid, c] {
-        assert_eq!(state(p), Some('S'), "{p} does not sleep on");
+        assert_eq!(settled_state(p), Some('S'), "{p} does not sleep on");
     }
     kill_reap(c);
     let _ = root.kill();
@@ -1493,7 +1497,7 @@ fn an_unlinked_file_on_a_read_only_mount_is_refused_at_dump() {
     let img = dir.join("img");
     let out = crtools(&["dump", "-t", &pid.to_string(), "-D", img.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
-    let alive = state(pid);
+    let alive = settled_state(pid);
     let _ = child.kill();
     let _ = child.wait();
     let _ = Command::new("umount").arg(&ro).status();
@@ -1627,7 +1631,7 @@ fn a_hung_up_terminal_is_refused_by_name() {
     let dir = tmpdir("hungup");
     let out = crtools(&["dump", "-t", &pid.to_string(), "-D", dir.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
-    let alive = state(pid);
+    let alive = settled_state(pid);
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(out.status.code(), Some(3), "not refused: {err}");
@@ -1943,7 +1947,7 @@ fn a_group_member_outside_the_tree_is_refused_at_dump() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "not refused: {err}");
     assert!(err.contains(&b.to_string()) && err.contains(&pid.to_string()), "{err}");
-    assert_eq!(state(pid), Some('S'), "the root does not sleep on");
+    assert_eq!(settled_state(pid), Some('S'), "the root does not sleep on");
     assert!(!dir.join("inventory.img").exists());
     for p in [b, pid] {
         kill_reap(p);

@@ -606,6 +606,37 @@ fn next(seed: &mut u64) -> u64 {
     seed.wrapping_mul(0x2545_f491_4f6c_dd1d)
 }
 
+/// What the two stress tests below start from: how many runs
+/// (CRTOOLS_KILL_RUNS), the seed of their random moments
+/// (CRTOOLS_KILL_SEED, printed so a failure can be replayed), a victim,
+/// and how long a dump of it takes here (one that fails just before its
+/// inventory), the span the moments are drawn from.
+struct Stress {
+    runs: u32,
+    seed: u64,
+    base: std::path::PathBuf,
+    v: Victim,
+    span: u64,
+}
+
+impl Stress {
+    fn start(name: &str) -> Stress {
+        let runs = std::env::var("CRTOOLS_KILL_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(12);
+        let seed = std::env::var("CRTOOLS_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+        });
+        eprintln!("{name} stress: {runs} runs, CRTOOLS_KILL_SEED={seed}");
+        let base = scratch(name);
+        let v = Victim::start(&base);
+        let t = Instant::now();
+        let probe = base.join("probe");
+        let out = crtools("dump-before-inventory", &["dump", "-D", probe.to_str().unwrap(), "-t", &v.pid.to_string()]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let span = t.elapsed().as_micros() as u64 + 1;
+        Stress { runs, seed, base, v, span }
+    }
+}
+
 /// crtools killed with SIGKILL at random moments of a dump: the victim
 /// runs on as it was (its own check), untraced, with the same maps and
 /// threads. The kernel detaches a dead tracer's tracees and lets them run
@@ -623,19 +654,7 @@ fn crtools_killed_at_random_moments_of_a_dump() {
     }
     let _serial = serial();
     subreaper();
-    let runs: u32 = std::env::var("CRTOOLS_KILL_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(12);
-    let mut seed: u64 = std::env::var("CRTOOLS_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-    });
-    eprintln!("kill stress: {runs} runs, CRTOOLS_KILL_SEED={seed}");
-    let base = scratch("kill");
-    let mut v = Victim::start(&base);
-    // How long a dump takes here: one that fails just before its inventory.
-    let t = Instant::now();
-    let probe = base.join("probe");
-    let out = crtools("dump-before-inventory", &["dump", "-D", probe.to_str().unwrap(), "-t", &v.pid.to_string()]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let span = t.elapsed().as_micros() as u64 + 1;
+    let Stress { runs, mut seed, base, mut v, span } = Stress::start("kill");
     let (mut clean, mut in_window, mut complete, mut harmed, mut self_cured) = (0, 0, 0, 0, 0);
     for run in 0..runs {
         let tids = v.tids();
@@ -738,18 +757,7 @@ fn crtools_interrupted_at_random_moments_of_a_dump() {
     }
     let _serial = serial();
     subreaper();
-    let runs: u32 = std::env::var("CRTOOLS_KILL_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(12);
-    let mut seed: u64 = std::env::var("CRTOOLS_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-    });
-    eprintln!("interrupt stress: {runs} runs, CRTOOLS_KILL_SEED={seed}");
-    let base = scratch("sigint");
-    let v = Victim::start(&base);
-    let t = Instant::now();
-    let probe = base.join("probe");
-    let out = crtools("dump-before-inventory", &["dump", "-D", probe.to_str().unwrap(), "-t", &v.pid.to_string()]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let span = t.elapsed().as_micros() as u64 + 1;
+    let Stress { runs, mut seed, base, v, span } = Stress::start("sigint");
     let (mut interrupted, mut complete, mut early) = (0, 0, 0);
     for run in 0..runs {
         let tids = v.tids();

@@ -45,6 +45,19 @@ pub struct ThreadCall {
     pub scratch: u64,
 }
 
+/// [`entry_regs`] for system call `nr` with `args` at `rip`.
+fn call_regs(base: &UserRegs, rip: u64, nr: Sysno, args: [u64; 6]) -> UserRegs {
+    let mut r = entry_regs(base, rip);
+    r.rax = nr as u64;
+    r.rdi = args[0];
+    r.rsi = args[1];
+    r.rdx = args[2];
+    r.r10 = args[3];
+    r.r8 = args[4];
+    r.r9 = args[5];
+    r
+}
+
 impl Tracee {
     /// Runs `calls` one after the other in this thread (not the one the
     /// parasite serves) through the parasite's `thread_call`, with every
@@ -75,14 +88,7 @@ impl Tracee {
         let mut out = Vec::with_capacity(calls.len());
         let mut run = || -> Result<()> {
             for (i, &(nr, args)) in calls.iter().enumerate() {
-                let mut regs = entry_regs(&saved, at.gadget);
-                regs.rax = nr as u64;
-                regs.rdi = args[0];
-                regs.rsi = args[1];
-                regs.rdx = args[2];
-                regs.r10 = args[3];
-                regs.r8 = args[4];
-                regs.r9 = args[5];
+                let regs = call_regs(&saved, at.gadget, nr, args);
                 self.set_regs(&regs)?;
                 if i == 0 {
                     // Only once the registers stand at the call, which puts
@@ -132,14 +138,7 @@ impl Tracee {
         super::harm_window(pid, true, "remote syscall");
         ptrace::poke_bytes(pid, aligned, &patched).map_err(|e| InfectError::errno(pid, "patch code at rip", e))?;
 
-        let mut regs = entry_regs(&saved_regs, site);
-        regs.rax = nr as u64;
-        regs.rdi = args[0];
-        regs.rsi = args[1];
-        regs.rdx = args[2];
-        regs.r10 = args[3];
-        regs.r8 = args[4];
-        regs.r9 = args[5];
+        let regs = call_regs(&saved_regs, site, nr, args);
         let trap = site + SYSCALL_INT3.len() as u64;
         let run = self.set_regs(&regs).and_then(|_| self.run_until_trap("remote syscall", trap));
 
@@ -179,14 +178,7 @@ impl Tracee {
         patched[at..at + 2].copy_from_slice(&SYSCALL_INT3[..2]);
         super::harm_window(pid, true, "remote syscall");
         ptrace::poke_bytes(pid, aligned, &patched).map_err(|e| InfectError::errno(pid, "patch code at rip", e))?;
-        let mut regs = entry_regs(&saved_regs, site);
-        regs.rax = nr as u64;
-        regs.rdi = args[0];
-        regs.rsi = args[1];
-        regs.rdx = args[2];
-        regs.r10 = args[3];
-        regs.r8 = args[4];
-        regs.r9 = args[5];
+        let regs = call_regs(&saved_regs, site, nr, args);
         let run = self.set_regs(&regs).and_then(|_| self.run_to_syscall_exit());
         let restore_code = ptrace::poke_bytes(pid, aligned, &saved_code);
         let restore_regs = self.set_regs(&saved_regs);

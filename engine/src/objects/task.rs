@@ -605,32 +605,17 @@ pub fn dump_process_with(p: &mut Parasite<'_>, status: &proc::status::Status) ->
     })
 }
 
-/// Directories made at restore for working directories that had been
-/// removed; removed again on drop (the tree runs, or the restore failed).
-#[derive(Debug, Default)]
-pub struct RemovedCwds(Vec<std::path::PathBuf>);
-
-impl Drop for RemovedCwds {
-    fn drop(&mut self) {
-        // Bottom up: removed parents made again come before what is in them.
-        for d in self.0.iter().rev() {
-            if let Err(e) = std::fs::remove_dir(d) {
-                log::warn!("remove the directory {} made for a removed working directory: {e}", d.display());
-            }
-        }
-    }
-}
-
 /// Makes an empty directory for every removed working directory of the
 /// tree (where it was, or next to it when that name is taken again) and
-/// points the tasks' `cwd` at it.
+/// points the tasks' `cwd` at it; the directories made go again when the
+/// result is dropped (the tree runs, or the restore failed).
 /// `kept`: removed directories the files restore made already (open as
 /// descriptors too), by where they were: the same directories.
 pub fn make_removed_cwds<'a>(
     processes: impl Iterator<Item = (Pid, &'a mut ProcessCore)>,
     kept: &std::collections::HashMap<std::path::PathBuf, std::path::PathBuf>,
-) -> Result<RemovedCwds> {
-    let mut made = RemovedCwds::default();
+) -> Result<super::files::MadeDirs> {
+    let mut made = super::files::MadeDirs::default();
     let mut by_path: std::collections::HashMap<Vec<u8>, std::path::PathBuf> = Default::default();
     for (pid, p) in processes {
         let Some((mode, uid, gid)) = p.cwd_removed else { continue };

@@ -38,34 +38,43 @@ core::arch::global_asm!(
 // Resumes the task with the registers at rdi (`ResumeRegs`, in pop
 // order): the last thing a self-cure does. Flags are popped before rsp and
 // the jump reads its target from memory, so every register is the task's
-// when its own code runs again; nothing is written below its stack.
-core::arch::global_asm!(
-    ".section .text",
-    ".globl parasite_resume",
-    "parasite_resume:",
-    "    mov rax, [rdi + 136]",
-    "    mov [rip + {rip}], rax",
-    "    mov rsp, rdi",
-    "    pop r15",
-    "    pop r14",
-    "    pop r13",
-    "    pop r12",
-    "    pop rbp",
-    "    pop rbx",
-    "    pop r11",
-    "    pop r10",
-    "    pop r9",
-    "    pop r8",
-    "    pop rax",
-    "    pop rcx",
-    "    pop rdx",
-    "    pop rsi",
-    "    pop rdi",
-    "    popfq",
-    "    pop rsp",
-    "    jmp qword ptr [rip + {rip}]",
-    rip = sym RESUME_RIP,
-);
+// when its own code runs again; nothing is written below its stack. Two
+// copies, each with its own jump slot: the served thread's self-cure
+// (`parasite_resume`) and another thread's (`parasite_thread_resume`,
+// see below) may run at the same time.
+macro_rules! resume_code {
+    ($label:literal, $slot:ident) => {
+        core::arch::global_asm!(
+            ".section .text",
+            concat!(".globl ", $label),
+            concat!($label, ":"),
+            "    mov rax, [rdi + 136]",
+            "    mov [rip + {rip}], rax",
+            "    mov rsp, rdi",
+            "    pop r15",
+            "    pop r14",
+            "    pop r13",
+            "    pop r12",
+            "    pop rbp",
+            "    pop rbx",
+            "    pop r11",
+            "    pop r10",
+            "    pop r9",
+            "    pop r8",
+            "    pop rax",
+            "    pop rcx",
+            "    pop rdx",
+            "    pop rsi",
+            "    pop rdi",
+            "    popfq",
+            "    pop rsp",
+            "    jmp qword ptr [rip + {rip}]",
+            rip = sym $slot,
+        );
+    };
+}
+resume_code!("parasite_resume", RESUME_RIP);
+resume_code!("parasite_thread_resume", THREAD_RESUME_RIP);
 
 // A system call run by a thread other than the one the parasite serves
 // from: the engine points the thread's registers at the `syscall` here and
@@ -73,8 +82,7 @@ core::arch::global_asm!(
 // registers back. Only if the engine died before that does the thread go
 // on past the `syscall`: it puts back its blocked mask and its registers
 // itself from the `ThreadCure` whose address the engine wrote into
-// THREAD_CURE_PTR (its own copy of the resume code, so that a self-cure of
-// the served thread running at the same time does not share its jump).
+// THREAD_CURE_PTR.
 core::arch::global_asm!(
     ".section .text",
     ".globl __export_parasite_thread_call",
@@ -88,29 +96,8 @@ core::arch::global_asm!(
     "    syscall",
     "    mov rdi, [rip + {cure}]",
     "    add rdi, 8",
-    "    mov rax, [rdi + 136]",
-    "    mov [rip + {rip}], rax",
-    "    mov rsp, rdi",
-    "    pop r15",
-    "    pop r14",
-    "    pop r13",
-    "    pop r12",
-    "    pop rbp",
-    "    pop rbx",
-    "    pop r11",
-    "    pop r10",
-    "    pop r9",
-    "    pop r8",
-    "    pop rax",
-    "    pop rcx",
-    "    pop rdx",
-    "    pop rsi",
-    "    pop rdi",
-    "    popfq",
-    "    pop rsp",
-    "    jmp qword ptr [rip + {rip}]",
+    "    jmp parasite_thread_resume",
     cure = sym THREAD_CURE_PTR,
-    rip = sym THREAD_RESUME_RIP,
 );
 
 /// The address of the current thread call's `ThreadCure` (written by the
