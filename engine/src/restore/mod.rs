@@ -1281,11 +1281,22 @@ fn run_tree(
             0 => 19, // SIGSTOP
             sig => sig,
         };
-        for &tid in t.pstree.threads.iter().rev() {
-            let tr = tracees.remove(&Pid(tid as i32)).expect("traced");
-            if stopped {
-                tr.detach_stopped(stop_signal).ctx(Pid(tid as i32), "detach stopped")?;
-            } else {
+        if stopped {
+            // The stop signal goes to one thread that does not block it
+            // (there is one: a thread took it at dump); it stops the whole
+            // group, and the others, detached without a signal, join that
+            // stop. Sent to a thread that blocks it, it would only wait in
+            // that thread's queue (a Ctrl-Z'd vim: its timer thread blocks
+            // SIGTSTP).
+            let order = stop_order(&t.pstree.threads, &t.cores, stop_signal);
+            for (k, &tid) in order.iter().enumerate() {
+                let tr = tracees.remove(&Pid(tid as i32)).expect("traced");
+                let sig = if k == 0 { stop_signal } else { 0 };
+                tr.detach_stopped(sig).ctx(Pid(tid as i32), "detach stopped")?;
+            }
+        } else {
+            for &tid in t.pstree.threads.iter().rev() {
+                let tr = tracees.remove(&Pid(tid as i32)).expect("traced");
                 tr.detach().ctx(Pid(tid as i32), "detach")?;
             }
         }
@@ -1293,6 +1304,17 @@ fn run_tree(
         log::info!(task = pid; "task {pid}: released{}", if stopped { " (stopped, as dumped)" } else { "" });
     }
     Ok(())
+}
+
+/// The order in which the threads of a task restored stopped by `sig` are
+/// let go: first the first of them (the leader, if it can) that does not
+/// block `sig`, then the others.
+fn stop_order(tids: &[u32], cores: &[CoreEntry], sig: i32) -> Vec<u32> {
+    let bit = 1u64 << (sig - 1);
+    let first = cores.iter().position(|c| c.thread.sigmask & bit == 0).unwrap_or(0);
+    let mut order = vec![tids[first]];
+    order.extend(tids.iter().enumerate().filter(|&(i, _)| i != first).map(|(_, &t)| t));
+    order
 }
 
 /// Reads back the created threads' own reports (their credentials).

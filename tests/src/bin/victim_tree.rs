@@ -377,6 +377,17 @@ fn serve(role: &str, threads: usize, mut hooks: Hooks) -> ! {
     }
 }
 
+/// Blocks (or unblocks) `sig` in the calling thread.
+fn block(sig: i32, on: bool) {
+    // SAFETY: a local signal set passed to pthread_sigmask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(if on { libc::SIG_BLOCK } else { libc::SIG_UNBLOCK }, &set, std::ptr::null_mut());
+    }
+}
+
 fn plain(role: &str, threads: usize) -> ! {
     serve(role, threads, Hooks::default())
 }
@@ -469,6 +480,19 @@ fn main() {
                 // (SIGTSTP) stop it.
                 // SAFETY: setpgid on ourselves.
                 unsafe { libc::setpgid(0, 0) };
+                // SIGTSTP blocked in the leader and in the workers made
+                // after it; one thread made first does not block it (it
+                // takes the stop: a Ctrl-Z'd vim's timer thread blocks it).
+                block(libc::SIGTSTP, true);
+                let (tx, rx) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    block(libc::SIGTSTP, false);
+                    tx.send(()).unwrap();
+                    loop {
+                        sleep_ms(1000);
+                    }
+                });
+                rx.recv().unwrap();
                 plain("s", 3)
             });
             plain("root", 1)
