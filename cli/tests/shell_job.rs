@@ -117,8 +117,20 @@ fn shell_job_moves_to_another_terminal() {
     assert!(out.status.success(), "dump -j: {}", String::from_utf8_lossy(&out.stderr));
     let _ = job.wait();
 
-    // Another terminal with another size: restore must apply the dumped one.
+    // Another terminal with another size: a restore that fails leaves its
+    // settings as they were; one that works applies the dumped settings and
+    // keeps the terminal's size.
     let second = pty(24, 80);
+    let failed = on_terminal(
+        Command::new(CRTOOLS)
+            .args(["restore", "-j", "-D", d, "-t", &pid.to_string()])
+            .env("CRTOOLS_FAULT", "restore-fork"),
+        second.slave.as_raw_fd(),
+    )
+    .status()
+    .expect("start crtools restore");
+    assert!(!failed.success(), "the injected fault did not fail the restore");
+    assert_ne!(termios_of(&second.slave).c_lflag & libc::ECHO, 0, "a failed restore left the job's settings");
     let mut restorer = on_terminal(
         Command::new(CRTOOLS).args(["restore", "-j", "-D", d, "-t", &pid.to_string()]),
         second.slave.as_raw_fd(),
@@ -147,7 +159,8 @@ fn shell_job_moves_to_another_terminal() {
     let _ = std::fs::remove_dir_all(&dir);
 
     assert!(got.contains("got ping"), "restored job did not answer on its new terminal: {got:?}");
-    assert_eq!(size, (33, 111), "window size of the dumped terminal");
+    // The job is told with SIGWINCH: script_with_a_shell_survives checks it.
+    assert_eq!(size, (24, 80), "the terminal's own window size");
     assert_eq!(echo, 0, "echo stays off as the job set it");
     let fields: Vec<&str> = sid.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
     assert_eq!(fields.get(3).copied(), Some(restorer.id().to_string().as_str()), "job joined crtools' session: {sid}");
@@ -176,7 +189,9 @@ fn stat_fields(pid: i32) -> Vec<String> {
 /// state (a variable, its directory), the inner pty's settings and size
 /// set through the terminal, its index and the shell's session and
 /// foreground group survive; the job leads its own group again and is
-/// the foreground group of the terminal it is restored on.
+/// the foreground group of the terminal it is restored on. That terminal
+/// is smaller than the one it was dumped on: script is told with SIGWINCH
+/// and gives its inner pty the new size, as on a resize.
 #[test]
 fn script_with_a_shell_survives() {
     // SAFETY: prctl with integer arguments; restored tasks re-parent to us.
@@ -243,7 +258,7 @@ fn script_with_a_shell_survives() {
     unsafe { while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {} };
     let _ = std::fs::remove_dir_all(&dir);
 
-    assert!(got.contains(&format!("V=42 P=/tmp S=21 99 T={inner}=")), "restored shell: {got:?}");
+    assert!(got.contains(&format!("V=42 P=/tmp S=24 80 T={inner}=")), "restored shell: {got:?}");
     // script: its own group (pgid = pid) in crtools' session, the
     // terminal's foreground group (stat fields: state ppid pgrp session tty_nr tpgid).
     assert_eq!(

@@ -1145,20 +1145,83 @@ pub fn own_terminal() -> Option<PathBuf> {
     })
 }
 
-/// Applies the dumped settings and window size of the shell job's terminal
-/// to crtools' terminal.
-pub fn apply_settings(path: &std::path::Path, ttys: &[TtyEntry]) -> Result<()> {
-    let Some(t) = ttys.iter().find(|t| t.kind == TtyKind::External) else { return Ok(()) };
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(O_NOCTTY | O_NONBLOCK)
-        .open(path)
-        .ctx_global(&format!("open {}", path.display()))?;
-    let termios = termios_of(&t.termios).map_err(|w| Error::new(format!("tty.img: {w}")))?;
-    st::tcsets(f.as_fd(), &termios).ctx_global("TCSETS")?;
-    st::set_winsize(f.as_fd(), &t.winsize).ctx_global("TIOCSWINSZ")?;
-    Ok(())
+/// crtools' own terminal while a shell job is restored on it: the job's
+/// dumped settings are applied, and put back as they were if the restore
+/// fails (a failed restore must not leave the caller's terminal in the
+/// job's raw mode). Its window size is the terminal's, not the job's: the
+/// window may have been resized since, and the job is told with SIGWINCH.
+pub struct JobTerminal {
+    file: std::fs::File,
+    before: Termios,
+    dumped_winsize: st::Winsize,
+    done: bool,
+}
+
+impl JobTerminal {
+    /// Applies the dumped settings of the shell job's terminal (if the
+    /// images have one) to crtools' terminal `path`.
+    pub fn apply(path: &std::path::Path, ttys: &[TtyEntry]) -> Result<Option<JobTerminal>> {
+        let Some(t) = ttys.iter().find(|t| t.kind == TtyKind::External) else { return Ok(None) };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(O_NOCTTY | O_NONBLOCK)
+            .open(path)
+            .ctx_global(&format!("open {}", path.display()))?;
+        let termios = termios_of(&t.termios).map_err(|w| Error::new(format!("tty.img: {w}")))?;
+        let before = st::tcgets(file.as_fd()).ctx_global("TCGETS")?;
+        st::tcsets(file.as_fd(), &termios).ctx_global("TCSETS")?;
+        Ok(Some(JobTerminal { file, before, dumped_winsize: t.winsize, done: false }))
+    }
+
+    /// The job runs again: if the window size is not the one it knew, its
+    /// foreground group (when it is one of `pgids`, the restored tree's)
+    /// gets SIGWINCH, as the kernel sends on a resize. Sent once the
+    /// group's leader sleeps again (at most 200 ms), so that the read or
+    /// select it was dumped in is interrupted by it as by a resize; sent
+    /// earlier, the handler would run first and the call sleep on.
+    pub fn tell_resize(&self, pgids: &[i32]) {
+        let Ok(now) = st::get_winsize(self.file.as_fd()) else { return };
+        if now[..2] == self.dumped_winsize[..2] {
+            return;
+        }
+        let Ok(fg) = st::get_pgrp(self.file.as_fd()) else { return };
+        if !pgids.contains(&fg.0) {
+            return;
+        }
+        let until = Instant::now() + Duration::from_millis(200);
+        while Instant::now() < until {
+            match crate::proc::stat::read(fg) {
+                Ok(s) if s.state != crate::proc::stat::TaskState::Running => break,
+                Ok(_) => std::thread::sleep(Duration::from_millis(1)),
+                Err(_) => break,
+            }
+        }
+        log::info!(
+            "the terminal is {}x{} now, {}x{} at dump: SIGWINCH to group {}",
+            now[1],
+            now[0],
+            self.dumped_winsize[1],
+            self.dumped_winsize[0],
+            fg.0
+        );
+        let _ = crate::sys::signal::kill(Pid(-fg.0), crate::sys::signal::SIGWINCH);
+    }
+
+    /// The job runs again: its settings stay.
+    pub fn keep(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for JobTerminal {
+    fn drop(&mut self) {
+        if !self.done {
+            if let Err(e) = st::tcsets(self.file.as_fd(), &self.before) {
+                log::warn!("put the terminal's settings back: {e}");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -642,9 +642,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         p.tty = tty;
     }
 
-    if let Some(path) = &fd_cx.tty_path {
-        crate::objects::tty::apply_settings(path, &file_images.tty)?;
-    }
+    let job_terminal = match &fd_cx.tty_path {
+        Some(path) => crate::objects::tty::JobTerminal::apply(path, &file_images.tty)?,
+        None => None,
+    };
     crate::fault::check(crate::fault::Fault::RestorePlans)?;
     crate::fault::check(crate::fault::Fault::RestoreFork)?;
     let (go_r, go_w) = crate::sys::fs::pipe2(crate::sys::fs::OpenFlags::O_CLOEXEC).ctx_global("pipe")?;
@@ -673,6 +674,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         }
         kill_all(tracees, &tasks);
         return Err(e);
+    }
+    if let Some(t) = job_terminal {
+        let pgids: Vec<i32> = tasks.iter().map(|t| t.pstree.pgid as i32).collect();
+        t.tell_resize(&pgids);
+        t.keep();
     }
     drop(shared_objects);
     drop(cow_copies);
