@@ -1955,3 +1955,56 @@ fn a_group_member_outside_the_tree_is_refused_at_dump() {
     let _ = root.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A POSIX named semaphore stays the one its name leads to: glibc's
+/// sem_open maps a temporary file it links as sem.NAME and then unlinks,
+/// so the mapping shows a deleted file that is still linked. It was copied
+/// as a ghost file: after restore a sem_post by name no longer reached the
+/// holder (python's forkserver pools deadlocked).
+#[test]
+fn a_named_semaphore_stays_shared_with_its_name() {
+    if !have_python3() {
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("namedsem");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("got");
+    let name = format!("/crtools-test-sem-{}", std::process::id());
+    let lib = "import ctypes\n\
+               libc = ctypes.CDLL('libc.so.6', use_errno=True)\n\
+               libc.sem_open.restype = ctypes.c_void_p\n\
+               libc.sem_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_int, ctypes.c_uint]\n\
+               libc.sem_post.argtypes = [ctypes.c_void_p]\n\
+               libc.sem_getvalue.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]\n";
+    let script = format!(
+        "{lib}import os, signal, time\n\
+         s = libc.sem_open(b'{name}', os.O_CREAT | os.O_EXCL, 0o600, 2)\n\
+         assert s not in (None, ctypes.c_void_p(-1).value)\n\
+         deleted = [l for l in open('/proc/self/maps') if 'sem.' in l and '(deleted)' in l]\n\
+         assert deleted, 'glibc maps the semaphore by another name'\n\
+         def go(*_):\n    \
+             v = ctypes.c_int()\n    \
+             libc.sem_getvalue(s, ctypes.byref(v))\n    \
+             open('{}', 'w').write(str(v.value))\n\
+         signal.signal(signal.SIGUSR1, go)\n\
+         print('ready', flush=True)\n\
+         while True: time.sleep(1)\n",
+        out.display()
+    );
+    let pid = python3_dumped_and_restored(&script, &dir);
+    let post = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "{lib}s = libc.sem_open(b'{name}', 0, 0, 0)\nassert s not in (None, ctypes.c_void_p(-1).value)\n\
+             assert libc.sem_post(s) == 0\n"
+        ))
+        .status()
+        .unwrap();
+    let got = ask(pid, &out);
+    kill_reap(pid);
+    let _ = std::fs::remove_file(format!("/dev/shm/sem.{}", &name[1..]));
+    assert!(post.success(), "sem_post by name");
+    assert_eq!(got, "3", "the holder no longer sees posts made through the semaphore's name");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -13,6 +13,9 @@
 //!   into the images, up to the ghost limit (`--ghost-limit`, 1 MiB by
 //!   default); restore creates it again where it was (or next to it when
 //!   that name is taken), opens every description from it and unlinks it.
+//! - unlinked from this path but still linked under another name in the
+//!   same directory (glibc's sem_open: a temporary name linked as
+//!   sem.NAME, then unlinked): opened or mapped by that name.
 //! - unlinked from this path but still linked elsewhere (nlink > 0):
 //!   with `--link-remap` the dump links the file under a temporary name
 //!   next to where it was (a failed dump removes that link again); restore
@@ -122,8 +125,16 @@ pub fn dump(
                 format!("fd {fd}: the directory {} was replaced: not supported yet", p.path.display()),
             ));
         } else if md.nlink() > 0 && mode & S_IFMT == S_IFREG {
-            // Still linked elsewhere: only a link keeps it the same file.
-            if !cx.link_remap {
+            // Still linked in the same directory under another name (glibc's
+            // sem_open links its file there and unlinks the temporary name):
+            // opened by that name, it is the same file.
+            if let Some(found) = linked_beside(&p.path, &md) {
+                log::info!(task = pid.0; "task {pid}: fd {fd}: {} is still linked as {}", p.path.display(), found.display());
+                path = found;
+            } else if cx.link_remap {
+                // Elsewhere: only a link keeps it the same file.
+                remap = Some(link_remap(pid, fd, &p.path, md.ino(), out)?);
+            } else {
                 return Err(Error::refuse(
                     pid,
                     format!(
@@ -133,7 +144,6 @@ pub fn dump(
                     ),
                 ));
             }
-            remap = Some(link_remap(pid, fd, &p.path, md.ino(), out)?);
         } else if mode & S_IFMT == S_IFLNK && md.nlink() == 0 {
             // A symbolic link opened with O_PATH|O_NOFOLLOW, then removed
             // (zdtm symlink01): made again with its target, opened, removed.
@@ -235,6 +245,16 @@ fn link_remap(pid: Pid, fd: i32, path: &std::path::Path, ino: u64, out: &mut Fil
     log::info!(task = pid.0; "task {pid}: fd {fd}: {} linked back as {} (--link-remap)", path.display(), remap.display());
     out.remaps.push(remap.clone());
     Ok(remap)
+}
+
+/// Another name of the file `md` (unlinked from `path`, still linked) in
+/// the directory `path` was in, if it has one there.
+fn linked_beside(path: &std::path::Path, md: &std::fs::Metadata) -> Option<std::path::PathBuf> {
+    let dir = path.parent()?;
+    std::fs::read_dir(dir).ok()?.take(1 << 20).flatten().find_map(|e| {
+        let m = std::fs::symlink_metadata(e.path()).ok()?;
+        (m.ino() == md.ino() && m.dev() == md.dev()).then(|| e.path())
+    })
 }
 
 /// Records the unlinked device node or removed directory behind `fd` of
@@ -359,6 +379,30 @@ pub fn dump_mapped_ghosts(
         let md = f.metadata().map_err(|e| Error::task(pid, format!("{what}: stat: {e}")))?;
         if md.mode() & S_IFMT != S_IFREG {
             return Err(Error::refuse(pid, format!("{what}: not a regular file (mode {:o})", md.mode())));
+        }
+        if md.nlink() > 0 {
+            // Still linked: a copy would no longer be the file its other
+            // links lead to (a POSIX named semaphore: glibc's sem_open maps
+            // a temporary file, links it as sem.NAME and unlinks the
+            // temporary name; its users would stop seeing each other).
+            match linked_beside(&path, &md) {
+                Some(found) => {
+                    log::info!(task = pid.0; "task {pid}: {what} is still linked as {}", found.display());
+                    v.kind = VmaKind::File;
+                    v.path = Some(RawStr(found.as_os_str().as_bytes().to_vec()));
+                    continue;
+                }
+                None => {
+                    return Err(Error::refuse(
+                        pid,
+                        format!(
+                            "{what} is still linked elsewhere ({} links), not in its directory: \
+                             mapping it by another name is not supported yet",
+                            md.nlink()
+                        ),
+                    ))
+                }
+            }
         }
         let g = match out.ghost_ids.get(&(md.dev(), md.ino())) {
             Some(&g) => g,
