@@ -2008,3 +2008,48 @@ fn a_named_semaphore_stays_shared_with_its_name() {
     assert_eq!(got, "3", "the holder no longer sees posts made through the semaphore's name");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A process with an io_uring SQPOLL ring has a kernel thread (iou-sqp)
+/// among its threads that never stops for a tracer: the dump waited for it
+/// for ever, the tree frozen. It is refused by name before anything is
+/// seized, and the task runs on untouched.
+#[test]
+fn an_io_uring_kernel_thread_is_refused_before_the_seize() {
+    if !have_python3() {
+        return;
+    }
+    let script = "import ctypes, os, time\n\
+                  libc = ctypes.CDLL(None, use_errno=True)\n\
+                  p = (ctypes.c_uint32 * 30)()\n\
+                  p[2] = 2\n\
+                  fd = libc.syscall(425, 8, p)\n\
+                  assert fd >= 0, os.strerror(ctypes.get_errno())\n\
+                  while not any(open('/proc/self/task/%s/comm' % t).read().startswith('iou-sqp') \
+                                for t in os.listdir('/proc/self/task')): time.sleep(0.01)\n\
+                  print('ready', flush=True)\n\
+                  time.sleep(600)\n";
+    let (mut child, line) = python3_started(script);
+    let pid = child.id() as i32;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    let dir = tmpdir("sqpoll");
+    let t = Instant::now();
+    let out = Command::new(CRTOOLS)
+        .args(["dump", "-t", &pid.to_string(), "-D", dir.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let alive = settled_state(pid);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let maps_after = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(line.trim(), "ready");
+    assert_eq!(out.status.code(), Some(3), "not refused ({took:?}): {err}");
+    assert!(err.contains("iou-sqp") && err.contains("io_uring"), "{err}");
+    assert_eq!(alive, Some('S'), "the task does not sleep on");
+    assert!(status.contains("TracerPid:\t0\n"), "{status}");
+    assert_eq!(maps, maps_after, "the task's mappings changed");
+}

@@ -69,6 +69,15 @@ fn seize_threads(pid: Pid) -> Result<Option<Vec<Tracee>>> {
             if seized.contains_key(&tid) {
                 continue;
             }
+            // Never stops for a tracer: seizing it would wait for ever (the
+            // dump refuses these before seizing; one made since is caught here).
+            if let Some(name) = crate::objects::clone_share::io_worker(pid, tid) {
+                return Err(InfectError::unexpected(
+                    tid,
+                    "seize",
+                    format!("{name} is an io_uring kernel thread of {pid}: io_uring is not supported yet"),
+                ));
+            }
             match Tracee::seize_suspending_seccomp(tid) {
                 Ok(t) => {
                     seized.insert(tid, t);

@@ -290,18 +290,32 @@ const VFORK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 /// [`VFORK_PATIENCE`]. Best effort on a running tree: a vfork started after
 /// this look is still caught by [`refuse_shared`] if the seize gets that
 /// far.
+///
+/// It also refuses a tree with io_uring kernel threads (an SQPOLL ring's
+/// iou-sqp, io-wq's iou-wrk workers): they are listed among a process's
+/// threads but never stop for a tracer, so seizing one would hold the
+/// tree frozen for ever.
 pub fn refuse_vfork_waiters(root: Pid) -> Result<()> {
     let start = std::time::Instant::now();
     loop {
         match vfork_waiter(root) {
             Ok(()) => return Ok(()),
-            Err(e) if start.elapsed() >= VFORK_PATIENCE => return Err(e),
+            Err((e, false)) => return Err(e),
+            Err((e, true)) if start.elapsed() >= VFORK_PATIENCE => return Err(e),
             Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
         }
     }
 }
 
-fn vfork_waiter(root: Pid) -> Result<()> {
+/// The io_uring kernel thread `tid` of `pid` is (its name), if it is one.
+pub fn io_worker(pid: Pid, tid: Pid) -> Option<String> {
+    let st = proc::stat::read_thread(pid, tid).ok()?;
+    (st.flags & proc::stat::PF_IO_WORKER != 0).then(|| String::from_utf8_lossy(&st.comm).into_owned())
+}
+
+/// The first thread found waiting in vfork (worth waiting for: true) or
+/// an io_uring kernel thread (false).
+fn vfork_waiter(root: Pid) -> std::result::Result<(), (Error, bool)> {
     let mut queue = vec![root];
     let mut seen = std::collections::BTreeSet::new();
     while let Some(pid) = queue.pop() {
@@ -310,6 +324,15 @@ fn vfork_waiter(root: Pid) -> Result<()> {
         }
         let Ok(tids) = proc::task::threads(pid) else { continue };
         for tid in tids {
+            if let Some(name) = io_worker(pid, tid) {
+                return Err((
+                    Error::refuse(
+                        pid,
+                        format!("thread {tid} ({name}) is an io_uring kernel thread: io_uring is not supported yet"),
+                    ),
+                    false,
+                ));
+            }
             let file = proc::pid_path(pid, &format!("task/{tid}/syscall"));
             let Some(wait) = std::fs::read_to_string(file).ok().as_deref().and_then(vfork_wait) else { continue };
             if wait != 0 {
@@ -323,13 +346,16 @@ fn vfork_waiter(root: Pid) -> Result<()> {
             }
             let children = proc::task::thread_children(pid, tid).unwrap_or_default();
             let children: Vec<String> = children.iter().map(|c| c.to_string()).collect();
-            return Err(Error::refuse(
-                pid,
-                format!(
-                    "thread {tid} waits in vfork for its child {}, which shares its address space \
-                     (CLONE_VM|CLONE_VFORK): processes sharing it are not restored yet",
-                    children.join(", ")
+            return Err((
+                Error::refuse(
+                    pid,
+                    format!(
+                        "thread {tid} waits in vfork for its child {}, which shares its address space \
+                         (CLONE_VM|CLONE_VFORK): processes sharing it are not restored yet",
+                        children.join(", ")
+                    ),
                 ),
+                true,
             ));
         }
         queue.extend(proc::task::children(pid).unwrap_or_default());

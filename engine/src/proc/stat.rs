@@ -113,6 +113,11 @@ pub struct MmLayout {
     pub env_end: u64,
 }
 
+/// `flags` bit of an io_uring kernel thread (PF_IO_WORKER): an SQPOLL
+/// ring's iou-sqp or an io-wq iou-wrk worker, listed among the threads of
+/// the process that made it.
+pub const PF_IO_WORKER: u32 = 0x10;
+
 /// One parsed `stat` line. Field numbers refer to proc_pid_stat(5).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stat {
