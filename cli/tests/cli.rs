@@ -2053,3 +2053,66 @@ fn an_io_uring_kernel_thread_is_refused_before_the_seize() {
     assert!(status.contains("TracerPid:\t0\n"), "{status}");
     assert_eq!(maps, maps_after, "the task's mappings changed");
 }
+
+/// The parent-death signal of a child running as another user comes back
+/// (the restorer set it before the credentials, whose change clears it:
+/// zdtm pdeath_sig).
+#[test]
+fn the_parent_death_signal_of_another_user_survives() {
+    if !have_python3() {
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("pdeathsig");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("got");
+    let script = format!(
+        "import ctypes, os, signal, time\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         r, w = os.pipe()\n\
+         c = os.fork()\n\
+         if c == 0:\n    \
+             os.close(r)\n    \
+             os.setgid(65534); os.setuid(65534)\n    \
+             assert libc.prctl(1, 15, 0, 0, 0) == 0\n    \
+             def h(*_):\n        \
+                 v = ctypes.c_int()\n        \
+                 libc.prctl(2, ctypes.byref(v), 0, 0, 0)\n        \
+                 os._exit(v.value)\n    \
+             signal.signal(signal.SIGUSR2, h)\n    \
+             os.write(w, b'x')\n    \
+             while True: time.sleep(1)\n\
+         os.close(w)\n\
+         os.read(r, 1)\n\
+         def go(*_):\n    \
+             os.kill(c, signal.SIGUSR2)\n    \
+             _, st = os.waitpid(c, 0)\n    \
+             open('{}', 'w').write(str(os.WEXITSTATUS(st)))\n\
+         signal.signal(signal.SIGUSR1, go)\n\
+         print(c, flush=True)\n\
+         while True: time.sleep(1)\n",
+        out.display()
+    );
+    let (mut root, line) = python3_started(&script);
+    let c: i32 = line.trim().parse().expect("the child's pid");
+    let pid = root.id() as i32;
+    let img = dir.join("img");
+    let o = crtools(&["dump", "-t", &pid.to_string(), "-D", img.to_str().unwrap()]);
+    assert!(o.status.success(), "dump: {}", String::from_utf8_lossy(&o.stderr));
+    let _ = root.wait();
+    // SAFETY: reaping the killed child, re-parented to us.
+    unsafe { libc::waitpid(c, std::ptr::null_mut(), 0) };
+    let o = crtools(&["restore", "-d", "-D", img.to_str().unwrap()]);
+    assert!(o.status.success(), "restore: {}", String::from_utf8_lossy(&o.stderr));
+    let got = ask(pid, &out);
+    kill_reap(pid);
+    if got != "15" {
+        // Its parent-death signal did not end it: not ours to leave.
+        // SAFETY: killing the restored child (re-parented to us) by pid.
+        unsafe { libc::kill(c, libc::SIGKILL) };
+    }
+    // SAFETY: reaping that child.
+    unsafe { libc::waitpid(c, std::ptr::null_mut(), 0) };
+    assert_eq!(got, "15", "the child's parent-death signal");
+    let _ = std::fs::remove_dir_all(&dir);
+}

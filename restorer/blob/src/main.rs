@@ -297,8 +297,6 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
     let comm = cx.plan.comm.as_ptr() as u64;
     let r = sys::prctl(PR_SET_NAME, comm, 0, 0, 0);
     cx.ck(r, 1)?;
-    let r = sys::prctl(PR_SET_PDEATHSIG, cx.plan.pdeathsig as u64, 0, 0, 0);
-    cx.ck(r, 2)?;
     if cx.plan.flags & plan::F_CHILD_SUBREAPER != 0 {
         let r = sys::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
         cx.ck(r, 3)?;
@@ -354,6 +352,10 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
     // filters suspended until it lets it go.
     seccomp(cx)?;
     creds(cx)?;
+    // After the credentials: changing them clears the parent-death signal
+    // (a task of another uid lost it: zdtm pdeath_sig).
+    let r = sys::prctl(PR_SET_PDEATHSIG, cx.plan.pdeathsig as u64, 0, 0, 0);
+    cx.ck(r, 2)?;
 
     if cx.plan.mdwe != 0 {
         // Last of the mappings' business: it forbids what came before.
