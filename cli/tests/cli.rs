@@ -2116,3 +2116,81 @@ fn the_parent_death_signal_of_another_user_survives() {
     assert_eq!(got, "15", "the child's parent-death signal");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Datagrams queued on UDP sockets (IPv4 and IPv6) from clients that still
+/// hold their ports, waiting for an answer: the restore sent each again
+/// from a socket bound to its sender's address, which failed while the
+/// client held it (a DNS server under load could not be restored). They
+/// are forged from that address now: same data (a big one too), same
+/// sender.
+#[test]
+fn udp_datagrams_from_senders_that_hold_their_ports_come_back() {
+    if !have_python3() {
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("udpheld");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("got");
+    let script = format!(
+        "import hashlib, os, signal, socket, time\n\
+         a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         a.bind(('127.0.0.1', 0))\n\
+         a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)\n\
+         b = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n\
+         b.bind(('::1', 0))\n\
+         def go(*_):\n    \
+             r = []\n    \
+             for s in (a, b):\n        \
+                 s.setblocking(False)\n        \
+                 while True:\n            \
+                     try: d, f = s.recvfrom(70000)\n            \
+                     except BlockingIOError: break\n            \
+                     r.append((len(d), hashlib.sha256(d).hexdigest()[:12], f[1]))\n    \
+             open('{}', 'w').write(repr(r))\n\
+         signal.signal(signal.SIGUSR1, go)\n\
+         print('ready', a.getsockname()[1], b.getsockname()[1], flush=True)\n\
+         while True: time.sleep(1)\n",
+        out.display()
+    );
+    let (mut child, line) = python3_started(&script);
+    let ports: Vec<u16> = line.split_whitespace().skip(1).map(|p| p.parse().unwrap()).collect();
+    let pid = child.id() as i32;
+    let c4 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let c6 = std::net::UdpSocket::bind("[::1]:0").unwrap();
+    let big: Vec<u8> = (0..60000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    c4.send_to(b"question one", ("127.0.0.1", ports[0])).unwrap();
+    c4.send_to(&big, ("127.0.0.1", ports[0])).unwrap();
+    c6.send_to(b"question six", ("::1", ports[1])).unwrap();
+    let img = dir.join("img");
+    let o = crtools(&["dump", "-t", &pid.to_string(), "-D", img.to_str().unwrap()]);
+    assert!(o.status.success(), "dump: {}", String::from_utf8_lossy(&o.stderr));
+    let _ = child.wait();
+    let o = crtools(&["restore", "-d", "-D", img.to_str().unwrap()]);
+    assert!(o.status.success(), "restore: {}", String::from_utf8_lossy(&o.stderr));
+    let got = ask(pid, &out);
+    kill_reap(pid);
+    let sha = |d: &[u8]| {
+        let o = Command::new("python3")
+            .args(["-c", "import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:12])"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(d)?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let (p4, p6) = (c4.local_addr().unwrap().port(), c6.local_addr().unwrap().port());
+    let want = format!(
+        "[(12, '{}', {p4}), (60000, '{}', {p4}), (12, '{}', {p6})]",
+        sha(b"question one"),
+        sha(&big),
+        sha(b"question six")
+    );
+    assert_eq!(got, want);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1208,7 +1208,7 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     }
     // Queued datagrams, from their senders, before any UDP socket connects
     // (a connected socket takes datagrams from its peer only).
-    let mut temps: HashMap<(u32, SkAddr), OwnedFd> = HashMap::new();
+    let mut temps: HashMap<(u32, SkAddr), Option<OwnedFd>> = HashMap::new();
     for u in socks.iter().filter(|u| !u.queue.is_empty()) {
         refill(u, &socks, &made, &mut temps).map_err(|m| err(u, m))?;
     }
@@ -1549,6 +1549,12 @@ fn forge_segment(
     window: u16,
 ) -> std::result::Result<(), String> {
     let pkt = tcp_segment(&src, &dst, seq, ack, flags, window).ok_or("addresses of different families")?;
+    send_raw(&pkt, &dst)
+}
+
+/// Sends the whole IP packet `pkt` (made by [`ip_packet`]) to `dst` (a
+/// local address), with crtools' mark, through a raw socket.
+fn send_raw(pkt: &[u8], dst: &SkAddr) -> std::result::Result<(), String> {
     let v6 = pkt[0] >> 4 == 6;
     let family = if v6 { AF_INET6 } else { AF_INET };
     let r = sk::socket(family, SockType::SOCK_RAW, SockFlags::SOCK_CLOEXEC, inet::IPPROTO_RAW)
@@ -1560,10 +1566,10 @@ fn forge_segment(
     let mut to = dst.to_sys();
     to.port = 0;
     if !v6 && to.family == AF_INET6 {
-        // A v4-mapped address: the segment is IPv4.
+        // A v4-mapped address: the packet is IPv4.
         to = inet::InetAddr::v4(to.addr[12..16].try_into().expect("4 bytes"), 0);
     }
-    let n = inet::send_to(r.as_fd(), &pkt, 0, Some(&to)).map_err(|e| format!("send: {e}"))?;
+    let n = inet::send_to(r.as_fd(), pkt, 0, Some(&to)).map_err(|e| format!("send: {e}"))?;
     if n != pkt.len() {
         return Err(format!("sent {n} of {} bytes", pkt.len()));
     }
@@ -1593,36 +1599,61 @@ fn tcp_segment(src: &SkAddr, dst: &SkAddr, seq: u32, ack: u32, flags: u8, window
     tcp.extend_from_slice(&[5 << 4, flags]);
     tcp.extend_from_slice(&window.to_be_bytes());
     tcp.extend_from_slice(&[0, 0, 0, 0]);
-    let mut pseudo = Vec::with_capacity(40);
-    let mut pkt = Vec::with_capacity(60);
+    ip_packet(src, dst, inet::IPPROTO_TCP as u8, tcp, 16)
+}
+
+/// A UDP header and `data` from `src` to `dst`, its checksum left to
+/// [`ip_packet`].
+fn udp_datagram(src: &SkAddr, dst: &SkAddr, data: &[u8]) -> Vec<u8> {
+    let mut udp = Vec::with_capacity(8 + data.len());
+    udp.extend_from_slice(&src.port.to_be_bytes());
+    udp.extend_from_slice(&dst.port.to_be_bytes());
+    udp.extend_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(data);
+    udp
+}
+
+/// The IP packet carrying the transport header and payload `l4` of
+/// protocol `proto` from `src` to `dst` (IPv4 when both addresses are, or
+/// map, IPv4 ones), with the transport checksum at `csum_at` in `l4`
+/// computed over the pseudo-header (the kernel fills in the IPv4 header's
+/// checksum, length and id).
+fn ip_packet(src: &SkAddr, dst: &SkAddr, proto: u8, mut l4: Vec<u8>, csum_at: usize) -> Option<Vec<u8>> {
+    let mut pseudo = Vec::with_capacity(40 + l4.len());
+    let mut pkt = Vec::with_capacity(40 + l4.len());
     match (v4_of(src), v4_of(dst)) {
         (Some(s), Some(d)) => {
             pseudo.extend_from_slice(&s);
             pseudo.extend_from_slice(&d);
-            pseudo.extend_from_slice(&[0, inet::IPPROTO_TCP as u8]);
-            pseudo.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
+            pseudo.extend_from_slice(&[0, proto]);
+            pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
             // Version 4, 5 words; length, id and checksum are the kernel's.
-            pkt.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, inet::IPPROTO_TCP as u8, 0, 0]);
+            pkt.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, proto, 0, 0]);
             pkt.extend_from_slice(&s);
             pkt.extend_from_slice(&d);
         }
         (None, None) if src.family == AF_INET6 && dst.family == AF_INET6 => {
             pseudo.extend_from_slice(&src.addr);
             pseudo.extend_from_slice(&dst.addr);
-            pseudo.extend_from_slice(&(tcp.len() as u32).to_be_bytes());
-            pseudo.extend_from_slice(&[0, 0, 0, inet::IPPROTO_TCP as u8]);
+            pseudo.extend_from_slice(&(l4.len() as u32).to_be_bytes());
+            pseudo.extend_from_slice(&[0, 0, 0, proto]);
             pkt.extend_from_slice(&[0x60, 0, 0, 0]);
-            pkt.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
-            pkt.extend_from_slice(&[inet::IPPROTO_TCP as u8, 64]);
+            pkt.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+            pkt.extend_from_slice(&[proto, 64]);
             pkt.extend_from_slice(&src.addr);
             pkt.extend_from_slice(&dst.addr);
         }
         _ => return None,
     }
-    pseudo.extend_from_slice(&tcp);
-    let sum = !ones_complement_sum(&pseudo);
-    tcp[16..18].copy_from_slice(&sum.to_be_bytes());
-    pkt.extend_from_slice(&tcp);
+    pseudo.extend_from_slice(&l4);
+    let mut sum = !ones_complement_sum(&pseudo);
+    if proto == inet::IPPROTO_UDP as u8 && sum == 0 {
+        // UDP sends a zero sum as all ones (zero means none).
+        sum = 0xffff;
+    }
+    l4[csum_at..csum_at + 2].copy_from_slice(&sum.to_be_bytes());
+    pkt.extend_from_slice(&l4);
     Some(pkt)
 }
 
@@ -1787,7 +1818,7 @@ fn refill(
     u: &InetSkEntry,
     socks: &[InetSkEntry],
     made: &HashMap<u32, OwnedFd>,
-    temps: &mut HashMap<(u32, SkAddr), OwnedFd>,
+    temps: &mut HashMap<(u32, SkAddr), Option<OwnedFd>>,
 ) -> std::result::Result<(), String> {
     let Some(local) = u.local else {
         return Err("datagrams are queued on a socket without an address".into());
@@ -1816,7 +1847,7 @@ fn refill(
             .find(|s| s.proto == u.proto && s.id != u.id && s.local.map(|l| same_addr(&l, &from)) == Some(true))
             .map(|s| made[&s.id].as_fd());
         let sender = match sender {
-            Some(s) => s,
+            Some(s) => Some(s),
             None => {
                 if let std::collections::hash_map::Entry::Vacant(slot) = temps.entry((u.proto, from)) {
                     let t = sk::socket(from.family, SockType::SOCK_DGRAM, SockFlags::SOCK_CLOEXEC, u.proto)
@@ -1824,21 +1855,39 @@ fn refill(
                     if from.family == AF_INET6 {
                         let _ = inet::set_opt_int(t.as_fd(), SOL_IPV6, inet::IPV6_V6ONLY, 0);
                     }
-                    inet::bind(t.as_fd(), &from.to_sys()).map_err(|e| {
-                        format!(
-                            "a datagram queued from {from} cannot be sent again from that address ({e}): \
-                             its sender must not hold it at restore"
-                        )
-                    })?;
-                    slot.insert(t);
+                    // The sender still holds its port (a client waiting for
+                    // the answer), or the address is another host's: the
+                    // datagram is forged from it instead.
+                    let bound = inet::bind(t.as_fd(), &from.to_sys());
+                    if let Err(e) = &bound {
+                        log::debug!(
+                            "a datagram queued from {from}: no socket of ours can send from there ({e}): forged"
+                        );
+                    }
+                    slot.insert(bound.ok().map(|_| t));
                 }
-                temps[&(u.proto, from)].as_fd()
+                temps[&(u.proto, from)].as_ref().map(|t| t.as_fd())
             }
         };
-        let n = inet::send_to(sender, &m.data, MsgFlags::MSG_DONTWAIT.bits(), Some(&to.to_sys()))
-            .map_err(|e| format!("put back a datagram from {from}: {e}"))?;
-        if n != m.data.len() {
-            return Err(format!("put back a datagram from {from}: sent {n} of {} bytes", m.data.len()));
+        match sender {
+            Some(sender) => {
+                let n = inet::send_to(sender, &m.data, MsgFlags::MSG_DONTWAIT.bits(), Some(&to.to_sys()))
+                    .map_err(|e| format!("put back a datagram from {from}: {e}"))?;
+                if n != m.data.len() {
+                    return Err(format!("put back a datagram from {from}: sent {n} of {} bytes", m.data.len()));
+                }
+            }
+            None if u.proto == inet::IPPROTO_UDP => {
+                let pkt = ip_packet(&from, &to, inet::IPPROTO_UDP as u8, udp_datagram(&from, &to, &m.data), 6)
+                    .ok_or_else(|| format!("a datagram queued from {from}: addresses of different families"))?;
+                send_raw(&pkt, &to).map_err(|e| format!("put back a datagram from {from} (forged): {e}"))?;
+            }
+            None => {
+                return Err(format!(
+                    "a datagram queued from {from} cannot be sent again from that address: its sender holds \
+                     it, or it is another host's"
+                ))
+            }
         }
     }
     // Wait until the kernel has queued them all (loopback delivers at once).
@@ -1874,6 +1923,37 @@ mod tests {
         all.extend_from_slice(tcp);
         // The IPv6 pseudo-header's 32-bit length and zero padding sum the same.
         ones_complement_sum(&all) == 0xffff
+    }
+
+    #[test]
+    fn forged_datagrams_are_well_formed() {
+        let mut lo6 = [0u8; 16];
+        lo6[15] = 1;
+        let v6 = |port| SkAddr::from_sys(inet::InetAddr::v6(lo6, port));
+        for (src, dst) in [(v4([127, 0, 0, 1], 40000), v4([127, 0, 0, 1], 53)), (v6(40000), v6(53))] {
+            for data in [&b"odd"[..], &[0xffu8; 1000][..], &[][..]] {
+                let pkt = ip_packet(&src, &dst, 17, udp_datagram(&src, &dst, data), 6).unwrap();
+                let (addrs, udp) =
+                    if pkt[0] >> 4 == 4 { (&pkt[12..20], &pkt[20..]) } else { (&pkt[8..40], &pkt[40..]) };
+                assert_eq!(&udp[8..], data);
+                assert_eq!(u16::from_be_bytes([udp[4], udp[5]]) as usize, 8 + data.len());
+                assert_eq!(u16::from_be_bytes([udp[0], udp[1]]), 40000);
+                let mut all = addrs.to_vec();
+                all.extend_from_slice(&[0, 17]);
+                all.extend_from_slice(&(udp.len() as u16).to_be_bytes());
+                all.extend_from_slice(udp);
+                assert_eq!(ones_complement_sum(&all), 0xffff, "checksum of {} bytes", data.len());
+                assert_ne!(&udp[6..8], &[0, 0], "a zero sum means none");
+            }
+        }
+        assert!(ip_packet(
+            &v4([127, 0, 0, 1], 1),
+            &SkAddr::from_sys(inet::InetAddr::v6([0; 16], 1)),
+            17,
+            vec![0; 8],
+            6
+        )
+        .is_none());
     }
 
     #[test]
