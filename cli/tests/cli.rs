@@ -2194,3 +2194,37 @@ fn udp_datagrams_from_senders_that_hold_their_ports_come_back() {
     assert_eq!(got, want);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A unix socket bound to a path relative to the binder's working
+/// directory (postfix's master binds public/pickup so) is refused by name,
+/// as a refusal (exit 3, it was a failure), and the task runs on.
+#[test]
+fn a_unix_socket_bound_to_a_relative_path_is_refused() {
+    if !have_python3() {
+        return;
+    }
+    let dir = tmpdir("relunix");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = format!(
+        "import os, socket, time\n\
+         os.chdir('{}')\n\
+         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n\
+         s.bind('rel.sock')\n\
+         s.listen(1)\n\
+         print('ready', flush=True)\n\
+         time.sleep(600)\n",
+        dir.display()
+    );
+    let (mut child, line) = python3_started(&script);
+    let pid = child.id() as i32;
+    let out = crtools(&["dump", "-t", &pid.to_string(), "-D", dir.join("img").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let alive = settled_state(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(line.trim(), "ready");
+    assert_eq!(out.status.code(), Some(3), "not refused: {err}");
+    assert!(err.contains("relative path rel.sock"), "{err}");
+    assert_eq!(alive, Some('S'), "the task does not sleep on");
+}

@@ -94,6 +94,14 @@ pub fn dump(
         diag.get(&ino).cloned().ok_or_else(|| e("unix_diag does not know it (another network namespace?)".into()))?;
     let flags = OpenFlags::from_bits_retain(info.flags) - OpenFlags::O_CLOEXEC;
     let s = super::files::take_fd(pid, fd)?;
+    if is_path_name(&d.name) && d.name[0] != b'/' {
+        // Bound relative to the binder's working directory then (postfix's
+        // master binds public/ and private/ so): not made again yet.
+        return Err(Error::refuse(
+            pid,
+            format!("{what}: is bound to the relative path {}: not supported yet", String::from_utf8_lossy(&d.name)),
+        ));
+    }
     let BoundFile { unlinked, attrs: file_attrs, moved_to } = bound_file(&d).map_err(e)?;
     let opts = read_opts(s.as_fd()).map_err(|err| e(format!("read its options: {err}")))?;
     let ext_peer = if d.state == STATE_ESTABLISHED || (d.ty as u32 == SOCK_DGRAM && d.peer != 0) {
@@ -193,9 +201,6 @@ struct BoundFile {
 fn bound_file(d: &UnixDiag) -> std::result::Result<BoundFile, String> {
     if !is_path_name(&d.name) {
         return Ok(BoundFile::default());
-    }
-    if d.name[0] != b'/' {
-        return Err(format!("is bound to the relative path {}: not supported yet", String::from_utf8_lossy(&d.name)));
     }
     // A connected stream socket's name may be its listener's (accepted
     // connections share the listener's name and file): its file is not
