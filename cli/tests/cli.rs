@@ -2228,3 +2228,36 @@ fn a_unix_socket_bound_to_a_relative_path_is_refused() {
     assert!(err.contains("relative path rel.sock"), "{err}");
     assert_eq!(alive, Some('S'), "the task does not sleep on");
 }
+
+/// A UDP socket bound to an address that is not the host's while free
+/// bind was on, cleared since (zdtm sk-freebind-false): the restore failed
+/// to bind it (EADDRNOTAVAIL). It comes back bound there, free bind off.
+#[test]
+fn a_socket_bound_with_free_bind_cleared_since_comes_back() {
+    if !have_python3() {
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("freebind");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("got");
+    let script = format!(
+        "import signal, socket, time\n\
+         IP_FREEBIND = 15\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)\n\
+         s.bind(('192.0.2.77', 0))\n\
+         s.setsockopt(socket.SOL_IP, IP_FREEBIND, 0)\n\
+         def go(*_):\n    \
+             open('{}', 'w').write(repr((s.getsockname()[0], s.getsockopt(socket.SOL_IP, IP_FREEBIND))))\n\
+         signal.signal(signal.SIGUSR1, go)\n\
+         print('ready', flush=True)\n\
+         while True: time.sleep(1)\n",
+        out.display()
+    );
+    let pid = python3_dumped_and_restored(&script, &dir);
+    let got = ask(pid, &out);
+    kill_reap(pid);
+    assert_eq!(got, "('192.0.2.77', 0)");
+    let _ = std::fs::remove_dir_all(&dir);
+}

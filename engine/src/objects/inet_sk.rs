@@ -1364,7 +1364,19 @@ fn create(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), String
         inet::set_opt_int(fd, SOL_SOCKET, inet::SO_REUSEADDR, 1).map_err(|e| format!("SO_REUSEADDR: {e}"))?;
     }
     if let Some(a) = u.local {
-        inet::bind(fd, &a.to_sys()).map_err(|e| format!("bind to {a}: {e}"))?;
+        match inet::bind(fd, &a.to_sys()) {
+            // Bound while free bind was on, which it cleared since (zdtm
+            // sk-freebind-false): bound the same way, then cleared again.
+            Err(crate::sys::Errno::EADDRNOTAVAIL) if !u.opts.freebind => {
+                let (level, name) =
+                    if u.family == AF_INET6 { (SOL_IPV6, inet::IPV6_FREEBIND) } else { (SOL_IP, inet::IP_FREEBIND) };
+                let set = |v: i32| inet::set_opt_int(fd, level, name, v).map_err(|e| format!("free bind: {e}"));
+                set(1)?;
+                inet::bind(fd, &a.to_sys()).map_err(|e| format!("bind to {a} (free bind): {e}"))?;
+                set(0)?;
+            }
+            r => r.map_err(|e| format!("bind to {a}: {e}"))?,
+        }
     }
     if u.state == TCP_LISTEN {
         sk::listen(fd, u.backlog as i32).map_err(|e| format!("listen: {e}"))?;
