@@ -2195,38 +2195,76 @@ fn udp_datagrams_from_senders_that_hold_their_ports_come_back() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A unix socket bound to a path relative to the binder's working
-/// directory (postfix's master binds public/pickup so) is refused by name,
-/// as a refusal (exit 3, it was a failure), and the task runs on.
+/// Unix sockets bound to a path relative to the binder's working
+/// directory (postfix's master binds public/pickup so; refused before)
+/// come back relative: the listener's name, the accepted connection's and
+/// the client's peer name stay `rel.sock`, queued data survives, and a new
+/// client reaches the listener through the file.
 #[test]
-fn a_unix_socket_bound_to_a_relative_path_is_refused() {
+fn unix_sockets_bound_to_a_relative_path_stay_relative() {
     if !have_python3() {
         return;
     }
+    subreaper();
     let dir = tmpdir("relunix");
     std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("got");
     let script = format!(
-        "import os, socket, time\n\
+        "import os, signal, socket, time\n\
          os.chdir('{}')\n\
-         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n\
-         s.bind('rel.sock')\n\
-         s.listen(1)\n\
+         l = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n\
+         l.bind('rel.sock')\n\
+         l.listen(4)\n\
+         c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n\
+         c.connect('rel.sock')\n\
+         a, _ = l.accept()\n\
+         c.sendall(b'queued')\n\
+         os.chdir('/')\n\
+         def go(*_):\n    \
+             n, _ = l.accept()\n    \
+             n.sendall(b'hi')\n    \
+             r = [l.getsockname(), a.getsockname(), c.getpeername(), a.recv(100)]\n    \
+             open('{}', 'w').write(repr(r))\n\
+         signal.signal(signal.SIGUSR1, go)\n\
          print('ready', flush=True)\n\
-         time.sleep(600)\n",
-        dir.display()
+         while True: time.sleep(1)\n",
+        dir.display(),
+        out.display()
     );
     let (mut child, line) = python3_started(&script);
+    assert_eq!(line.trim(), "ready");
     let pid = child.id() as i32;
-    let out = crtools(&["dump", "-t", &pid.to_string(), "-D", dir.join("img").to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&out.stderr);
+    let img = dir.join("img");
+    // Its working directory moved on since the bind: the file is not found
+    // from there, which is refused by name and leaves the task running.
+    let o = crtools(&["dump", "-t", &pid.to_string(), "-D", img.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
     let alive = settled_state(pid);
     let _ = child.kill();
     let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(line.trim(), "ready");
-    assert_eq!(out.status.code(), Some(3), "not refused: {err}");
+    assert_eq!(o.status.code(), Some(3), "not refused: {err}");
     assert!(err.contains("relative path rel.sock"), "{err}");
     assert_eq!(alive, Some('S'), "the task does not sleep on");
+    let _ = std::fs::remove_file(dir.join("rel.sock"));
+
+    let script = script.replace("os.chdir('/')", "pass");
+    let (mut child, line) = python3_started(&script);
+    assert_eq!(line.trim(), "ready");
+    let pid = child.id() as i32;
+    let o = crtools(&["dump", "-t", &pid.to_string(), "-D", img.to_str().unwrap()]);
+    assert!(o.status.success(), "dump: {}", String::from_utf8_lossy(&o.stderr));
+    let _ = child.wait();
+    let o = crtools(&["restore", "-d", "-D", img.to_str().unwrap()]);
+    assert!(o.status.success(), "restore: {}", String::from_utf8_lossy(&o.stderr));
+    let mut n = std::os::unix::net::UnixStream::connect(dir.join("rel.sock")).expect("connect through the file");
+    let got = ask(pid, &out);
+    let mut hi = [0u8; 2];
+    n.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let read = std::io::Read::read_exact(&mut n, &mut hi);
+    kill_reap(pid);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(got, "['rel.sock', 'rel.sock', 'rel.sock', b'queued']");
+    assert!(read.is_ok() && &hi == b"hi", "the new client got no answer: {read:?}");
 }
 
 /// A UDP socket bound to an address that is not the host's while free

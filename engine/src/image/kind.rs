@@ -118,7 +118,7 @@ image_kinds! {
         Pipes     = 11, "pipes",    "pipes.img",          1, DEFAULT_MAX_RECORD, (),                       pipes::PipeEntry;
         Fifo      = 12, "fifo",     "fifo.img",           2, DEFAULT_MAX_RECORD, (),                       pipes::FifoEntry;
         PipesData = 13, "pipes-data", "pipes-data.img",   1, DEFAULT_MAX_RECORD, (),                       pipes::PipeDataEntry;
-        UnixSk    = 14, "unixsk",   "unixsk.img",         2, DEFAULT_MAX_RECORD, (),                       unix_sk::UnixSkEntry;
+        UnixSk    = 14, "unixsk",   "unixsk.img",         3, DEFAULT_MAX_RECORD, (),                       unix_sk::UnixSkEntry;
         GhostFiles = 15, "ghost-files", "ghost-files.img", 2, DEFAULT_MAX_RECORD, (),                      reg_files::GhostFileEntry;
         GhostData = 16, "ghost-data", "ghost-data.img",   1, DEFAULT_MAX_RECORD, (),                       reg_files::GhostDataEntry;
         FileLocks = 17, "file-locks", "file-locks.img",   2, DEFAULT_MAX_RECORD, (),                       files::FileLockEntry;

@@ -66,6 +66,11 @@ pub struct UnixSkEntry {
     /// as servers do to replace a socket atomically). Restore binds to
     /// `name` and renames the file there.
     pub moved_to: Option<Vec<u8>>,
+    /// Bound to a relative name: the directory it resolves in (the
+    /// holder's working directory at dump, where its file was found).
+    /// Restore binds from there, so the name stays relative, and reaches
+    /// the file through it.
+    pub rel_dir: Option<Vec<u8>>,
     /// Peer socket inode (0: none).
     pub peer: u32,
     /// The peer is outside the dump (`--ext-unix-sk`): its address.
@@ -166,6 +171,9 @@ impl Describe for UnixSkEntry {
         }
         if let Some(m) = &self.moved_to {
             n = n.f("moved_to", name_text(m));
+        }
+        if let Some(d) = &self.rel_dir {
+            n = n.f("relative_to", name_text(d));
         }
         n = n.f("peer", self.peer);
         if let Some(p) = &self.ext_peer {

@@ -94,15 +94,14 @@ pub fn dump(
         diag.get(&ino).cloned().ok_or_else(|| e("unix_diag does not know it (another network namespace?)".into()))?;
     let flags = OpenFlags::from_bits_retain(info.flags) - OpenFlags::O_CLOEXEC;
     let s = super::files::take_fd(pid, fd)?;
-    if is_path_name(&d.name) && d.name[0] != b'/' {
-        // Bound relative to the binder's working directory then (postfix's
-        // master binds public/ and private/ so): not made again yet.
-        return Err(Error::refuse(
-            pid,
-            format!("{what}: is bound to the relative path {}: not supported yet", String::from_utf8_lossy(&d.name)),
-        ));
-    }
-    let BoundFile { unlinked, attrs: file_attrs, moved_to } = bound_file(&d).map_err(e)?;
+    // Bound relative to the binder's working directory then (postfix's
+    // master binds public/ and private/ so): found from the holder's.
+    let rel_dir = if is_path_name(&d.name) && d.name[0] != b'/' {
+        Some(relative_dir(pid, &d).map_err(|m| Error::refuse(pid, format!("{what}: {m}")))?)
+    } else {
+        None
+    };
+    let BoundFile { unlinked, attrs: file_attrs, moved_to } = bound_file(&d, rel_dir.as_deref()).map_err(e)?;
     let opts = read_opts(s.as_fd()).map_err(|err| e(format!("read its options: {err}")))?;
     let ext_peer = if d.state == STATE_ESTABLISHED || (d.ty as u32 == SOCK_DGRAM && d.peer != 0) {
         match sk::getpeername_unix(s.as_fd()) {
@@ -123,6 +122,7 @@ pub fn dump(
         unlinked,
         file_attrs,
         moved_to,
+        rel_dir,
         peer: d.peer,
         ext_peer,
         backlog: 0,
@@ -196,9 +196,49 @@ struct BoundFile {
     moved_to: Option<Vec<u8>>,
 }
 
-/// Whether a pathname socket's file is still at its name, renamed within
-/// its directory or gone, and the file's mode and owner.
-fn bound_file(d: &UnixDiag) -> std::result::Result<BoundFile, String> {
+/// The directory in which the relative name of socket `d` of task `pid`
+/// leads to its file: the task's working directory (the binder's when it
+/// bound, as far as anything shows). A connection accepted from such a
+/// listener carries the name too; it is resolved as its listener's.
+fn relative_dir(pid: Pid, d: &UnixDiag) -> std::result::Result<Vec<u8>, String> {
+    let name = String::from_utf8_lossy(&d.name).into_owned();
+    let cwd = std::fs::read_link(crate::proc::pid_path(pid, "cwd"))
+        .map_err(|e| format!("bound to the relative path {name}: read the task's working directory: {e}"))?;
+    let cwd = cwd.into_os_string().into_vec();
+    if d.state == STATE_ESTABLISHED && d.ty as u32 != SOCK_DGRAM {
+        return Ok(cwd);
+    }
+    let mut path = cwd.clone();
+    path.push(b'/');
+    path.extend_from_slice(&d.name);
+    let found = std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(&path))
+        .ok()
+        .zip(d.vfs)
+        .is_some_and(|(m, (vino, vdev))| m.ino() as u32 == vino && kernel_dev(m.dev()) == vdev);
+    if !found {
+        return Err(format!(
+            "bound to the relative path {name}, which does not lead to its socket file from the task's working \
+             directory {}: not supported",
+            String::from_utf8_lossy(&cwd)
+        ));
+    }
+    Ok(cwd)
+}
+
+/// `dir`/`name`: where a relative name leads from `dir`.
+fn joined(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = dir.to_vec();
+    if p.last() != Some(&b'/') {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+/// Whether a pathname socket's file is still at its name (from `rel_dir`
+/// when relative), renamed within its directory or gone, and the file's
+/// mode and owner.
+fn bound_file(d: &UnixDiag, rel_dir: Option<&[u8]>) -> std::result::Result<BoundFile, String> {
     if !is_path_name(&d.name) {
         return Ok(BoundFile::default());
     }
@@ -211,9 +251,14 @@ fn bound_file(d: &UnixDiag) -> std::result::Result<BoundFile, String> {
     let Some((vino, vdev)) = d.vfs else { return Ok(BoundFile::default()) };
     let is_it = |m: &std::fs::Metadata| m.ino() as u32 == vino && kernel_dev(m.dev()) == vdev;
     let attrs = |m: &std::fs::Metadata| Some((m.mode(), m.uid(), m.gid()));
-    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&d.name));
+    let full = rel_dir.map(|r| joined(r, &d.name)).unwrap_or_else(|| d.name.clone());
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&full));
     if let Some(m) = std::fs::symlink_metadata(path).ok().filter(is_it) {
         return Ok(BoundFile { attrs: attrs(&m), ..Default::default() });
+    }
+    if rel_dir.is_some() {
+        // relative_dir found it there.
+        return Err(format!("the socket file {} went away during the dump", path.display()));
     }
     // Bound to one name and renamed to another in the same directory?
     let dir = path.parent().unwrap_or(std::path::Path::new("/"));
@@ -355,7 +400,9 @@ pub fn finish_dump(cx: &FdCtx, images: &mut FileImages) -> Result<()> {
         }
         let (pid, what) = who(u.ino);
         let peer_name = u.ext_peer.as_deref().map(name_text).unwrap_or_else(|| "(unnamed)".into());
-        let named = u.ext_peer.as_ref().is_some_and(|p| !p.is_empty());
+        // A relative name leads nowhere known from crtools (its directory
+        // was the peer's).
+        let named = u.ext_peer.as_ref().is_some_and(|p| !p.is_empty() && !(is_path_name(p) && p[0] != b'/'));
         // Only a socket that connected out to a named peer can connect again.
         let accepted = is_path_name(&u.name) || (!u.name.is_empty() && u.ty != SOCK_DGRAM);
         if !cx.ext_unix_sk || !named || (accepted && u.ty != SOCK_DGRAM && u.name == *u.ext_peer.as_ref().unwrap()) {
@@ -478,6 +525,10 @@ fn bind_sock(fd: BorrowedFd<'_>, u: &UnixSkEntry, aliases: &RefCell<Aliases>) ->
     // the socket's file stays at its name until the sockets are complete
     // (the name must be free then).
     let exists = |p: &std::path::Path| std::fs::symlink_metadata(p).is_ok();
+    if let Some(dir) = &u.rel_dir {
+        // In place at dump (relative_dir looked): bound from there again.
+        return bind_name_in(fd, u.ty, &u.name, Some(dir));
+    }
     if !u.unlinked || !is_path_name(&u.name) || alias.as_os_str().len() >= 108 || exists(&alias) {
         return bind_name(fd, u.ty, &u.name);
     }
@@ -506,23 +557,70 @@ fn bind_sock(fd: BorrowedFd<'_>, u: &UnixSkEntry, aliases: &RefCell<Aliases>) ->
 /// made: its name, or its file's alias (see [`Aliases`]).
 fn reach(u: &UnixSkEntry, made: &Made) -> std::result::Result<UnixAddr, String> {
     let aliases = made.aliases.borrow();
-    let name = aliases.0.get(&u.ino).map(|a| a.as_os_str().as_bytes()).unwrap_or(&u.name);
+    let full = fs_name(u);
+    let name = aliases.0.get(&u.ino).map(|a| a.as_os_str().as_bytes()).unwrap_or(&full);
     UnixAddr::from_path_bytes(name).map_err(|e| format!("address {}: {e}", name_text(name)))
 }
 
 /// Binds `fd` to `name`; a stale socket file at a path (nobody bound to it
 /// any more) is replaced; anything else in the way is an error.
 fn bind_name(fd: BorrowedFd<'_>, ty: u32, name: &[u8]) -> std::result::Result<(), String> {
+    bind_name_in(fd, ty, name, None)
+}
+
+/// [`bind_name`] for a name relative to `rel_dir` (None: an absolute or
+/// abstract name): bound from that directory, so that the name stays
+/// relative.
+fn bind_name_in(fd: BorrowedFd<'_>, ty: u32, name: &[u8], rel_dir: Option<&[u8]>) -> std::result::Result<(), String> {
     let addr = UnixAddr::from_path_bytes(name).map_err(|e| format!("address {}: {e}", name_text(name)))?;
-    match bind_collecting(fd, &addr) {
+    let bind = |fd| match rel_dir {
+        Some(dir) => bind_from(fd, &addr, dir),
+        None => bind_collecting(fd, &addr),
+    };
+    match bind(fd) {
         Ok(()) => return Ok(()),
         Err(Errno::EADDRINUSE) if is_path_name(name) => {}
         Err(e) => return Err(format!("bind to {}: {e}", name_text(name))),
     }
-    let path = addr.path().expect("a pathname");
+    let full = rel_dir.map(|d| joined(d, name)).unwrap_or_else(|| name.to_vec());
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&full));
     replaceable(path, ty)?;
     std::fs::remove_file(path).map_err(|e| format!("remove the stale socket file {}: {e}", path.display()))?;
-    sk::bind(fd, &addr).map_err(|e| format!("bind to {}: {e}", name_text(name)))
+    bind(fd).map_err(|e| format!("bind to {}: {e}", name_text(name)))
+}
+
+/// Binds `fd` to the relative `addr` from directory `dir`: in a child that
+/// changes to it (crtools' own working directory stays; the child shares
+/// the socket through its copy of the descriptor table).
+fn bind_from(fd: BorrowedFd<'_>, addr: &UnixAddr, dir: &[u8]) -> crate::sys::Result<()> {
+    use crate::sys::clone::{clone3, CloneArgs, CloneFlags, CloneResult};
+    let mut cdir = dir.to_vec();
+    cdir.push(0);
+    // SAFETY: the child only makes raw system calls on data prepared here
+    // (no allocation, lock or I/O) and ends with exit_group.
+    match unsafe { clone3(&CloneArgs::new(CloneFlags::empty())) }? {
+        CloneResult::Child => {
+            // SAFETY: a NUL-terminated path prepared before the clone.
+            let r = unsafe { syscalls::syscall1(syscalls::Sysno::chdir, cdir.as_ptr() as usize) }
+                .map(drop)
+                .and_then(|()| sk::bind(fd, addr));
+            crate::sys::misc::exit_group(r.err().map_or(0, |e| e.into_raw()))
+        }
+        CloneResult::Parent { child, .. } => match crate::sys::wait::wait4(child, crate::sys::wait::WALL)? {
+            Some((_, crate::sys::wait::WaitStatus::Exited(0))) => Ok(()),
+            Some((_, crate::sys::wait::WaitStatus::Exited(e))) => Err(Errno::new(e)),
+            _ => Err(Errno::ECHILD),
+        },
+    }
+}
+
+/// Where socket `u`'s name leads in the file system: from its directory
+/// when it is relative.
+fn fs_name(u: &UnixSkEntry) -> Vec<u8> {
+    match &u.rel_dir {
+        Some(d) if is_path_name(&u.name) => joined(d, &u.name),
+        _ => u.name.clone(),
+    }
 }
 
 /// Whether the socket file at `path` may be replaced: absent, or a stale
@@ -551,7 +649,8 @@ fn replaceable(path: &std::path::Path, ty: u32) -> std::result::Result<(), Strin
 
 fn set_file_attrs(u: &UnixSkEntry) -> std::result::Result<(), String> {
     let (Some((mode, uid, gid)), true) = (u.file_attrs, is_path_name(&u.name)) else { return Ok(()) };
-    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&u.name));
+    let full = fs_name(u);
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&full));
     use std::os::unix::fs::PermissionsExt;
     std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| format!("chown {}: {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777))
@@ -922,8 +1021,9 @@ fn connect_accept<'a>(
     made: &Made,
     listener_of: &dyn Fn(&[u8]) -> Option<&'a UnixSkEntry>,
 ) -> std::result::Result<(OwnedFd, OwnedFd), String> {
+    let acc_path = fs_name(acc);
     let mut addr =
-        UnixAddr::from_path_bytes(&acc.name).map_err(|e| format!("address {}: {e}", name_text(&acc.name)))?;
+        UnixAddr::from_path_bytes(&acc_path).map_err(|e| format!("address {}: {e}", name_text(&acc.name)))?;
     let temp;
     // A temporary listener's file, where no file was: removed once it has
     // accepted (the listener had closed and its file was unlinked).
@@ -950,7 +1050,7 @@ fn connect_accept<'a>(
             if path.as_ref().is_some_and(|p| std::fs::symlink_metadata(p).is_err()) {
                 temp_file = path;
             }
-            bind_name(temp.as_fd(), acc.ty, &acc.name)?;
+            bind_name_in(temp.as_fd(), acc.ty, &acc.name, acc.rel_dir.as_deref())?;
             as_peer(client.peer_cred.as_ref(), Op::Listen(temp.as_fd(), 1))?;
             temp.as_fd()
         }
@@ -1016,6 +1116,17 @@ fn complete(socks: &[UnixSkEntry], made: &Made, who: &HashMap<u32, String>, open
                     match by_name.get(m.from.as_slice()).and_then(|s| made.fds.get(&s.ino)) {
                         Some(s) => s.as_fd(),
                         None => {
+                            if is_path_name(&m.from) && m.from[0] != b'/' {
+                                // Which directory it was relative to is not known.
+                                return Err(err(
+                                    u,
+                                    format!(
+                                        "a datagram queued from {}, a relative name no socket of the tree has: \
+                                         not supported",
+                                        name_text(&m.from)
+                                    ),
+                                ));
+                            }
                             if !temps.contains_key(&m.from) {
                                 let t = new_socket(SOCK_DGRAM).map_err(|e| err(u, format!("socket: {e}")))?;
                                 bind_name(t.as_fd(), SOCK_DGRAM, &m.from).map_err(|e| {
