@@ -402,7 +402,8 @@ pub fn finish_dump(cx: &FdCtx, images: &mut FileImages) -> Result<()> {
         let peer_name = u.ext_peer.as_deref().map(name_text).unwrap_or_else(|| "(unnamed)".into());
         // A relative name leads nowhere known from crtools (its directory
         // was the peer's).
-        let named = u.ext_peer.as_ref().is_some_and(|p| !p.is_empty() && !(is_path_name(p) && p[0] != b'/'));
+        let relative = |p: &[u8]| is_path_name(p) && p[0] != b'/';
+        let named = u.ext_peer.as_ref().is_some_and(|p| !p.is_empty() && !relative(p));
         // Only a socket that connected out to a named peer can connect again.
         let accepted = is_path_name(&u.name) || (!u.name.is_empty() && u.ty != SOCK_DGRAM);
         if !cx.ext_unix_sk || !named || (accepted && u.ty != SOCK_DGRAM && u.name == *u.ext_peer.as_ref().unwrap()) {
