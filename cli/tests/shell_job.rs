@@ -344,3 +344,82 @@ fn sqlite3_shell_with_an_open_transaction() {
     assert!(got.contains("S=85"), "the restored shell: {got:?}");
     assert_eq!(String::from_utf8_lossy(&rows.stdout), "42\n43\n", "the transaction committed after restore");
 }
+
+/// A shell job restored in the foreground of an interactive shell (no
+/// -d): Ctrl-Z stops the job, and crtools with it, so the shell gets its
+/// terminal back (it hung before: crtools went on waiting, the stopped job
+/// kept the terminal); fg continues both, the job in the foreground.
+#[test]
+fn ctrl_z_on_a_restored_job_gives_the_shell_its_terminal() {
+    if Command::new("bash").arg("-c").arg("true").status().map(|s| !s.success()).unwrap_or(true) {
+        eprintln!("skipped: no bash");
+        return;
+    }
+    // SAFETY: prctl with integer arguments; restored tasks re-parent to us.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let dir = std::env::temp_dir().join(format!("crtools-ctrlz-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_str().unwrap();
+    let first = pty(24, 80);
+    let mut job = on_terminal(
+        Command::new("sh").arg("-c").arg("stty -echo; echo ready; while read l; do echo \"got $l\"; done"),
+        first.slave.as_raw_fd(),
+    )
+    .spawn()
+    .expect("start the job");
+    let pid = job.id() as i32;
+    assert!(read_until(&first.master, "ready", Duration::from_secs(10)).contains("ready"));
+    let out = Command::new(CRTOOLS).args(["dump", "-j", "-D", d, "-t", &pid.to_string()]).output().unwrap();
+    assert!(out.status.success(), "dump -j: {}", String::from_utf8_lossy(&out.stderr));
+    let _ = job.wait();
+
+    let second = pty(24, 80);
+    let mut shell = on_terminal(
+        Command::new("bash").args(["--norc", "--noprofile", "-i"]).env("PS1", "PROMPT> ").env("TERM", "dumb"),
+        second.slave.as_raw_fd(),
+    )
+    .spawn()
+    .expect("start bash");
+    assert!(read_until(&second.master, "PROMPT> ", Duration::from_secs(10)).contains("PROMPT> "));
+    write(&second.master, &format!("{CRTOOLS} restore -j -D {d} -t {pid}\n"));
+    let t = Instant::now();
+    while std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim() != "sh").unwrap_or(true) {
+        assert!(t.elapsed() < Duration::from_secs(20), "job not restored");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    write(&second.master, "ping\n");
+    let ping = read_until(&second.master, "got ping", Duration::from_secs(10));
+    // Ctrl-Z: the shell says the job (crtools) stopped and prompts again.
+    write(&second.master, "\x1a");
+    let stopped = read_until(&second.master, "PROMPT> ", Duration::from_secs(10));
+    let job_state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    write(&second.master, "fg\n");
+    std::thread::sleep(Duration::from_millis(300));
+    write(&second.master, "pong\n");
+    let pong = read_until(&second.master, "got pong", Duration::from_secs(10));
+
+    // SAFETY: killing the restored job and the shell we started, by pid.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    // crtools ends with its job: the shell prompts again.
+    let ended = read_until(&second.master, "PROMPT> ", Duration::from_secs(10));
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(shell.id() as i32, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG);
+    }
+    let _ = shell.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert!(ping.contains("got ping"), "the restored job did not answer: {ping:?}");
+    assert!(
+        stopped.contains("Stopped") && stopped.contains("PROMPT> "),
+        "the shell did not get its terminal back: {stopped:?}"
+    );
+    let state = job_state.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next());
+    assert_eq!(state, Some('T'), "the job is not stopped: {job_state}");
+    assert!(pong.contains("got pong"), "fg did not continue the job in the foreground: {pong:?}");
+    assert!(ended.contains("PROMPT> "), "crtools did not end with its job: {ended:?}");
+}

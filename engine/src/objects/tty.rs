@@ -1214,6 +1214,57 @@ impl JobTerminal {
     }
 }
 
+/// crtools' controlling terminal while it waits in the foreground for a
+/// restored shell job: the shell that runs crtools sees crtools, not the
+/// job, so crtools passes the job's stops and continues on to it.
+pub struct JobControl {
+    file: std::fs::File,
+}
+
+impl JobControl {
+    /// Opens `path` if it is crtools' controlling terminal.
+    pub fn open(path: &std::path::Path) -> Option<JobControl> {
+        let file =
+            std::fs::OpenOptions::new().read(true).write(true).custom_flags(O_NOCTTY | O_NONBLOCK).open(path).ok()?;
+        let sid = st::get_sid(file.as_fd()).ok()?;
+        (crate::sys::misc::getsid(Pid(0)).ok()? == sid).then_some(JobControl { file })
+    }
+
+    /// The job's `root` stopped by `sig` (Ctrl-Z): crtools takes the
+    /// terminal back for its own group and stops the same way, so its
+    /// shell has the terminal again. Once continued (fg or bg), crtools
+    /// hands the terminal back to the job if it has it, and continues it.
+    pub fn job_stopped(&self, root: Pid, sig: i32) {
+        use crate::sys::signal::{self as sg, SigSet, SigmaskHow};
+        let (Ok(me), Ok(job)) = (crate::sys::misc::getpgid(Pid(0)), crate::sys::misc::getpgid(root)) else {
+            return;
+        };
+        // Changing the foreground from the background raises SIGTTOU.
+        let mut ttou = SigSet::empty();
+        ttou.add(sg::SIGTTOU);
+        let set_fg = |pgrp: Pid| {
+            let old = sg::sigprocmask(SigmaskHow::Block, Some(&ttou));
+            let r = st::set_pgrp(self.file.as_fd(), pgrp);
+            if let Ok(old) = old {
+                let _ = sg::sigprocmask(SigmaskHow::SetMask, Some(&old));
+            }
+            r
+        };
+        if st::get_pgrp(self.file.as_fd()).ok() == Some(job) {
+            let _ = set_fg(me);
+        }
+        let stop = if matches!(sig, sg::SIGTSTP | sg::SIGTTIN | sg::SIGTTOU) { sg::SIGTSTP } else { sg::SIGSTOP };
+        log::info!("the job {} stopped ({}): crtools stops too", job.0, sg::signal_name(sig));
+        let _ = sg::kill(crate::sys::misc::getpid(), stop);
+        // Continued.
+        if st::get_pgrp(self.file.as_fd()).ok() == Some(me) {
+            let _ = set_fg(job);
+        }
+        log::info!("crtools continued: the job {} too", job.0);
+        let _ = sg::kill(Pid(-job.0), sg::SIGCONT);
+    }
+}
+
 impl Drop for JobTerminal {
     fn drop(&mut self) {
         if !self.done {

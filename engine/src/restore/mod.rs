@@ -728,10 +728,23 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         );
         return Ok(0);
     }
+    // A shell job on crtools' terminal: a stop of the job (Ctrl-Z) stops
+    // crtools too, so that the shell that runs crtools gets its terminal
+    // back; its fg or bg continues the job the same way.
+    let job = match (&fd_cx.tty_path, opts.shell_job) {
+        (Some(path), true) => crate::objects::tty::JobControl::open(path),
+        _ => None,
+    };
+    let options = if job.is_some() { wait::WUNTRACED } else { 0 };
     loop {
-        match wait::wait4(root, 0).ctx(root, "wait for the restored task")? {
+        match wait::wait4(root, options).ctx(root, "wait for the restored task")? {
             Some((_, WaitStatus::Exited(c))) => return Ok(c),
             Some((_, WaitStatus::Signaled(s, _))) => return Ok(128 + s),
+            Some((_, WaitStatus::Stopped { sig, .. })) => {
+                if let Some(j) = &job {
+                    j.job_stopped(root, sig);
+                }
+            }
             _ => continue,
         }
     }
