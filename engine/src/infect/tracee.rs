@@ -23,6 +23,15 @@ const SIGWINCH: i32 = 28;
 
 const EINTR: i64 = 4;
 const ERESTARTNOHAND: i64 = 514;
+
+/// How long a seized task may take to reach its interrupt stop (CRIU
+/// gives up freezing after 10 s too).
+const SEIZE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What `pid` waits in, from /proc (empty if unknown).
+fn wchan(pid: Pid) -> String {
+    std::fs::read_to_string(crate::proc::pid_path(pid, "wchan")).unwrap_or_default()
+}
 const NR_RT_SIGTIMEDWAIT: u64 = 128;
 const NR_EPOLL_WAIT: u64 = 232;
 const NR_EPOLL_PWAIT: u64 = 281;
@@ -111,10 +120,28 @@ impl Tracee {
             return Err(InfectError::errno(pid, "PTRACE_INTERRUPT", e));
         }
         for _ in 0..64 {
-            let st = wait::wait_pid(pid).map_err(|e| {
-                t.detached = true;
-                InfectError::errno(pid, "wait for the seize stop", e)
-            })?;
+            let st = match wait::wait_pid_timeout(pid, SEIZE_TIMEOUT) {
+                Ok(Some(st)) => st,
+                Ok(None) => {
+                    // It never stops (uninterruptible sleep: a FUSE or NFS
+                    // server that does not answer, maybe one of the tree's
+                    // own, frozen already): the tree is let go rather than
+                    // held frozen for ever. PTRACE_DETACH needs a stopped
+                    // task; this one is let go when crtools exits.
+                    t.detached = true;
+                    let st = crate::proc::stat::read(pid).ok();
+                    let how = st.map_or_else(String::new, |s| format!(" (state {:?}, wchan {})", s.state, wchan(pid)));
+                    return Err(InfectError::unexpected(
+                        pid,
+                        "seize",
+                        format!("did not stop within {} s{how}", SEIZE_TIMEOUT.as_secs()),
+                    ));
+                }
+                Err(e) => {
+                    t.detached = true;
+                    return Err(InfectError::errno(pid, "wait for the seize stop", e));
+                }
+            };
             match st {
                 WaitStatus::Stopped { sig, event } if event == PTRACE_EVENT_STOP => {
                     // A group-stop shows up as an event stop with the stop signal.

@@ -74,6 +74,30 @@ pub fn wait_pid(pid: Pid) -> Result<WaitStatus> {
     }
 }
 
+/// [`wait_pid`] that gives up after `timeout`: `None` when `pid` did not
+/// change state in time. Polls (WNOHANG): yields first, a change is
+/// usually a matter of microseconds, then sleeps up to a millisecond
+/// between looks.
+pub fn wait_pid_timeout(pid: Pid, timeout: std::time::Duration) -> Result<Option<WaitStatus>> {
+    let start = std::time::Instant::now();
+    let mut looks = 0u32;
+    loop {
+        if let Some((_, st)) = wait4(pid, WALL | WNOHANG)? {
+            return Ok(Some(st));
+        }
+        if start.elapsed() >= timeout {
+            return Ok(None);
+        }
+        looks += 1;
+        if looks < 64 {
+            // SAFETY: no arguments.
+            let _ = unsafe { syscalls::syscall0(syscalls::Sysno::sched_yield) };
+        } else {
+            std::thread::sleep(std::time::Duration::from_micros(u64::from(looks.min(1000))));
+        }
+    }
+}
+
 /// What waitid(P_PIDFD / P_PID, ..) reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WaitIdInfo {
@@ -108,6 +132,19 @@ pub fn waitid(idtype: i32, id: i32, options: i32) -> Result<Option<WaitIdInfo>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wait_with_a_deadline_gives_up_and_still_sees_the_change() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("start sleep");
+        let pid = Pid(child.id() as i32);
+        let t = std::time::Instant::now();
+        assert_eq!(wait_pid_timeout(pid, std::time::Duration::from_millis(150)).unwrap(), None);
+        assert!(t.elapsed() >= std::time::Duration::from_millis(150));
+        assert!(t.elapsed() < std::time::Duration::from_secs(5), "{:?}", t.elapsed());
+        child.kill().unwrap();
+        let st = wait_pid_timeout(pid, std::time::Duration::from_secs(10)).unwrap();
+        assert!(matches!(st, Some(WaitStatus::Signaled(9, _))), "{st:?}");
+    }
 
     #[test]
     fn decodes_like_libc_macros() {
