@@ -144,6 +144,8 @@ mod tests {
         child.kill().unwrap();
         let st = wait_pid_timeout(pid, std::time::Duration::from_secs(10)).unwrap();
         assert!(matches!(st, Some(WaitStatus::Signaled(9, _))), "{st:?}");
+        // Reaped above: std's wait finds nothing left.
+        assert!(child.wait().is_err());
     }
 
     #[test]
