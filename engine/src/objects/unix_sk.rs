@@ -208,10 +208,7 @@ fn relative_dir(pid: Pid, d: &UnixDiag) -> std::result::Result<Vec<u8>, String> 
     if d.state == STATE_ESTABLISHED && d.ty as u32 != SOCK_DGRAM {
         return Ok(cwd);
     }
-    let mut path = cwd.clone();
-    path.push(b'/');
-    path.extend_from_slice(&d.name);
-    let found = std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(&path))
+    let found = std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(&joined(&cwd, &d.name)))
         .ok()
         .zip(d.vfs)
         .is_some_and(|(m, (vino, vdev))| m.ino() as u32 == vino && kernel_dev(m.dev()) == vdev);
