@@ -525,6 +525,9 @@ fn bind_sock(fd: BorrowedFd<'_>, u: &UnixSkEntry, aliases: &RefCell<Aliases>) ->
     let exists = |p: &std::path::Path| std::fs::symlink_metadata(p).is_ok();
     if let Some(dir) = &u.rel_dir {
         // In place at dump (relative_dir looked): bound from there again.
+        if dir.first() != Some(&b'/') || u.name.first() == Some(&b'/') {
+            return Err(format!("the images bind {} relative to {}: refusing", name_text(&u.name), name_text(dir)));
+        }
         return bind_name_in(fd, u.ty, &u.name, Some(dir));
     }
     if !u.unlinked || !is_path_name(&u.name) || alias.as_os_str().len() >= 108 || exists(&alias) {
