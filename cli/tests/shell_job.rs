@@ -88,6 +88,10 @@ fn winsize_of(fd: &OwnedFd) -> (u16, u16) {
 
 #[test]
 fn shell_job_moves_to_another_terminal() {
+    if Command::new("python3").arg("-c").arg("pass").status().map(|s| !s.success()).unwrap_or(true) {
+        eprintln!("skipped: no python3");
+        return;
+    }
     // SAFETY: prctl with integer arguments; restored tasks re-parent to us.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let dir = std::env::temp_dir().join(format!("crtools-shelljob-{}", std::process::id()));
@@ -96,7 +100,17 @@ fn shell_job_moves_to_another_terminal() {
 
     let first = pty(33, 111);
     let mut job = on_terminal(
-        Command::new("sh").arg("-c").arg("stty -echo; echo ready; while read l; do echo \"got $l\"; done"),
+        Command::new("python3").arg("-c").arg(
+            "import fcntl, os, signal, struct, sys, termios\n\
+             def winch(*_):\n    \
+                 r, c = struct.unpack('hh', fcntl.ioctl(0, termios.TIOCGWINSZ, b'xxxx'))\n    \
+                 print('winch', r, c, flush=True)\n\
+             signal.signal(signal.SIGWINCH, winch)\n\
+             os.system('stty -echo')\n\
+             print('ready', flush=True)\n\
+             while True:\n    \
+                 print('got', sys.stdin.readline().strip(), flush=True)\n",
+        ),
         first.slave.as_raw_fd(),
     )
     .spawn()
@@ -118,8 +132,8 @@ fn shell_job_moves_to_another_terminal() {
     let _ = job.wait();
 
     // Another terminal with another size: a restore that fails leaves its
-    // settings as they were; one that works applies the dumped settings and
-    // keeps the terminal's size.
+    // settings as they were; one that works applies the dumped settings,
+    // keeps the terminal's size and tells the job with SIGWINCH.
     let second = pty(24, 80);
     let failed = on_terminal(
         Command::new(CRTOOLS)
@@ -138,11 +152,13 @@ fn shell_job_moves_to_another_terminal() {
     .spawn()
     .expect("start crtools restore");
     let t = Instant::now();
-    while std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim() != "sh").unwrap_or(true) {
+    while std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim() != "python3").unwrap_or(true) {
         assert!(t.elapsed() < Duration::from_secs(20), "job not restored");
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_millis(200));
+    // Told of the new size as on a resize: its handler runs and its
+    // interrupted read goes on.
+    let winch = read_until(&second.master, "winch 24 80", Duration::from_secs(10));
     write(&second.master, "ping\n");
     let got = read_until(&second.master, "got ping", Duration::from_secs(10));
     let size = winsize_of(&second.master);
@@ -159,8 +175,8 @@ fn shell_job_moves_to_another_terminal() {
     let _ = std::fs::remove_dir_all(&dir);
 
     assert!(got.contains("got ping"), "restored job did not answer on its new terminal: {got:?}");
-    // The job is told with SIGWINCH: script_with_a_shell_survives checks it.
     assert_eq!(size, (24, 80), "the terminal's own window size");
+    assert!(winch.contains("winch 24 80"), "the job was not told of the new size: {winch:?}");
     assert_eq!(echo, 0, "echo stays off as the job set it");
     let fields: Vec<&str> = sid.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
     assert_eq!(fields.get(3).copied(), Some(restorer.id().to_string().as_str()), "job joined crtools' session: {sid}");
