@@ -177,7 +177,8 @@ fn restore(dir: &Path, extra: &[&str]) {
 /// user `.0` made (or changed) since `.1` (seconds since the epoch): a
 /// killed PostgreSQL leaves its interlock segment behind, and a restored
 /// one's creator is crtools (/proc/sysvipc/shm: shmid is the 2nd column,
-/// the uid the 8th, ctime the 14th).
+/// the uid the 8th, ctime the 14th). Its dynamic shared memory files
+/// (/dev/shm/PostgreSQL.N) of that user and time go too.
 struct ShmOf(u32, i64);
 
 impl Drop for ShmOf {
@@ -190,6 +191,14 @@ impl Drop for ShmOf {
                     // SAFETY: IPC_RMID takes no buffer.
                     unsafe { libc::shmctl(id as i32, libc::IPC_RMID, std::ptr::null_mut()) };
                 }
+            }
+        }
+        use std::os::unix::fs::MetadataExt;
+        for e in std::fs::read_dir("/dev/shm").into_iter().flatten().flatten() {
+            let ours = e.file_name().to_string_lossy().starts_with("PostgreSQL.")
+                && e.metadata().is_ok_and(|m| m.uid() == self.0 && m.ctime() >= self.1);
+            if ours {
+                let _ = std::fs::remove_file(e.path());
             }
         }
     }
