@@ -133,14 +133,26 @@ fn run(opts: &Options, matches: &clap::ArgMatches) -> Result<u8, Error> {
         Command::PreDump(d) => Some(&d.images_dir),
         _ => None,
     };
+    let mut made = None;
     if let Some(dir) = created {
         // A dump creates its directory; a log file inside it needs it first.
         use std::os::unix::fs::DirBuilderExt;
         if !dir.exists() {
             std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(Error::Output)?;
+            made = Some(dir);
         }
     }
-    crate::log::init(&opts.log).map_err(Error::Log)?;
+    let r = crate::log::init(&opts.log).map_err(Error::Log).and_then(|()| command(opts));
+    if let (Err(_), Some(dir)) = (&r, made) {
+        // A failed dump took its images back: the directory it made goes
+        // too, unless something (its log) is left in it.
+        let _ = std::fs::remove_dir(dir);
+    }
+    r
+}
+
+/// Runs the command, logging set up.
+fn command(opts: &Options) -> Result<u8, Error> {
     match &opts.command {
         Command::Check { faults: true, .. } => {
             with_stdout(|out| {

@@ -129,6 +129,8 @@ fn dump_of_a_missing_pid_fails() {
     let out = crtools(&["dump", "-D", dir.to_str().unwrap(), "-t", "2147483000"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("2147483000"));
+    // The directory the failed dump made is taken back with its images.
+    assert!(!dir.exists(), "{} left behind", dir.display());
 }
 
 #[test]

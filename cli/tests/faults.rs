@@ -95,8 +95,13 @@ fn a_dump_failing_at_any_step_leaves_the_tree_as_it_was() {
         }
         assert_eq!(std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap(), maps_before, "{fault}: maps changed");
         assert!(!dir.join("inventory.img").exists(), "{fault}: an inventory was written");
-        let out = crtools("", &["restore", "-D", dir.to_str().unwrap(), "-t", &pid.to_string()]);
-        assert!(String::from_utf8_lossy(&out.stderr).contains("incomplete dump"), "{fault}: restore of a partial dump");
+        // The directory the dump made goes with its images when nothing is
+        // left in it; one that stays is no dump.
+        if dir.exists() {
+            let out = crtools("", &["restore", "-D", dir.to_str().unwrap(), "-t", &pid.to_string()]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("incomplete dump"), "{fault}: restore of a partial dump: {err}");
+        }
         // The tree still works: its children still exit normally when told.
         end(&mut sh, &kids);
         let _ = std::fs::remove_dir_all(&dir);
