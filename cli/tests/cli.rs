@@ -78,6 +78,27 @@ fn python3_started(script: &str) -> (std::process::Child, String) {
     (child, line)
 }
 
+/// What a dump into `dir` said of `script` (python3 in its own session):
+/// the script's first line, crtools' exit code and error output, and the
+/// state the task settled in afterwards. The task is killed then.
+struct DumpOf {
+    line: String,
+    code: Option<i32>,
+    err: String,
+    alive: Option<char>,
+}
+
+fn dump_of_python3(script: &str, dir: &std::path::Path) -> DumpOf {
+    let (mut child, line) = python3_started(script);
+    let pid = child.id() as i32;
+    let out = crtools(&["dump", "-t", &pid.to_string(), "-D", dir.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let alive = settled_state(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    DumpOf { line, code: out.status.code(), err, alive }
+}
+
 /// Starts `script` (which prints "ready"), dumps it into `dir`/img and
 /// restores it detached: its pid.
 fn python3_dumped_and_restored(script: &str, dir: &std::path::Path) -> i32 {
@@ -1186,18 +1207,13 @@ fn a_working_directory_in_proc_of_a_dead_task_is_refused_at_dump() {
                   os.waitpid(c, 0)\n\
                   print(c, flush=True)\n\
                   time.sleep(600)\n";
-    let (mut child, line) = python3_started(script);
-    let gone: i32 = line.trim().parse().expect("the dead child's pid");
-    let pid = child.id() as i32;
     let dir = tmpdir("proccwd");
-    let out = crtools(&["dump", "-t", &pid.to_string(), "-D", dir.to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "not refused: {err}");
-    assert!(err.contains(&format!("/proc/{gone}")) && err.contains("working directory"), "{err}");
-    assert_eq!(settled_state(pid), Some('S'), "the task does not sleep on");
-    let _ = child.kill();
-    let _ = child.wait();
+    let DumpOf { line, code, err, alive } = dump_of_python3(script, &dir);
     let _ = std::fs::remove_dir_all(&dir);
+    let gone: i32 = line.trim().parse().expect("the dead child's pid");
+    assert_eq!(code, Some(3), "not refused: {err}");
+    assert!(err.contains(&format!("/proc/{gone}")) && err.contains("working directory"), "{err}");
+    assert_eq!(alive, Some('S'), "the task does not sleep on");
 }
 
 /// A dumped task that led a session (or group) another process, outside
@@ -1494,19 +1510,12 @@ fn an_unlinked_file_on_a_read_only_mount_is_refused_at_dump() {
         ro = ro.display(),
         rw = rw.display()
     );
-    let (mut child, line) = python3_started(&script);
-    let pid = child.id() as i32;
-    let img = dir.join("img");
-    let out = crtools(&["dump", "-t", &pid.to_string(), "-D", img.to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    let alive = settled_state(pid);
-    let _ = child.kill();
-    let _ = child.wait();
+    let DumpOf { line, code, err, alive } = dump_of_python3(&script, &dir.join("img"));
     let _ = Command::new("umount").arg(&ro).status();
     let _ = Command::new("umount").arg(&rw).status();
     assert!(bound, "bind-mount read-only");
     assert_eq!(line.trim(), "ready");
-    assert_eq!(out.status.code(), Some(3), "not refused: {err}");
+    assert_eq!(code, Some(3), "not refused: {err}");
     assert!(err.contains(&format!("{}/f", ro.display())) && err.contains("read-only"), "{err}");
     assert_eq!(alive, Some('S'), "the task does not sleep on");
     let _ = std::fs::remove_dir_all(&dir);
@@ -1628,15 +1637,9 @@ fn a_hung_up_terminal_is_refused_by_name() {
                   os.close(m)\n\
                   print(os.readlink('/proc/self/fd/%d' % s), flush=True)\n\
                   time.sleep(600)\n";
-    let (mut child, line) = python3_started(script);
-    let pid = child.id() as i32;
     let dir = tmpdir("hungup");
-    let out = crtools(&["dump", "-t", &pid.to_string(), "-D", dir.to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    let alive = settled_state(pid);
-    let _ = child.kill();
-    let _ = child.wait();
-    assert_eq!(out.status.code(), Some(3), "not refused: {err}");
+    let DumpOf { line, code, err, alive } = dump_of_python3(script, &dir);
+    assert_eq!(code, Some(3), "not refused: {err}");
     assert!(err.contains(line.trim().trim_end_matches(" (deleted)")) && err.contains("hung up"), "{line}: {err}");
     assert_eq!(alive, Some('S'), "the task does not sleep on");
     let _ = std::fs::remove_dir_all(&dir);
@@ -2239,18 +2242,12 @@ fn unix_sockets_bound_to_a_relative_path_stay_relative() {
         dir.display(),
         out.display()
     );
-    let (mut child, line) = python3_started(&script);
-    assert_eq!(line.trim(), "ready");
-    let pid = child.id() as i32;
     let img = dir.join("img");
     // Its working directory moved on since the bind: the file is not found
     // from there, which is refused by name and leaves the task running.
-    let o = crtools(&["dump", "-t", &pid.to_string(), "-D", img.to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    let alive = settled_state(pid);
-    let _ = child.kill();
-    let _ = child.wait();
-    assert_eq!(o.status.code(), Some(3), "not refused: {err}");
+    let DumpOf { line, code, err, alive } = dump_of_python3(&script, &img);
+    assert_eq!(line.trim(), "ready");
+    assert_eq!(code, Some(3), "not refused: {err}");
     assert!(err.contains("relative path rel.sock"), "{err}");
     assert_eq!(alive, Some('S'), "the task does not sleep on");
     let _ = std::fs::remove_file(dir.join("rel.sock"));

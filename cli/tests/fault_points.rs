@@ -436,24 +436,8 @@ fn crtools_dying_while_the_parasite_serves_leaves_the_victim_cured() {
     let v = Victim::start(&base);
     let tids = v.tids();
     let maps_before = std::fs::read_to_string(format!("/proc/{}/maps", v.pid)).unwrap();
-    let dir = base.join("images");
-    let log = base.join("dump.log");
-    let pid = v.pid.to_string();
-    let out = crtools(
-        "dump-die-serving",
-        &["dump", "-v", "2", "-o", log.to_str().unwrap(), "-D", dir.to_str().unwrap(), "-t", &pid],
-    );
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "crtools did not die: {}", stderr(&out));
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    for &t in &tids {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while status_field(t, "TracerPid:").as_deref() != Some("0") && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert_eq!(status_field(t, "TracerPid:").as_deref(), Some("0"), "{t} still traced");
-    }
-    assert_eq!(v.tids(), tids, "threads changed");
+    let text = dump_killed_at(&v, &base, "dump-die-serving");
+    untraced_with(&v, &tids);
     assert_eq!(v.check(), "ok", "the victim's own check; log:\n{text}");
     let regions = parasite_regions(&text);
     assert!(!regions.is_empty(), "no parasite in the log:\n{text}");
@@ -461,9 +445,7 @@ fn crtools_dying_while_the_parasite_serves_leaves_the_victim_cured() {
     let left: Vec<&str> = maps.lines().filter(|l| in_regions(l, &regions)).collect();
     // Its code (read-execute) and the rest (read-write): one or two VMAs.
     assert!(matches!(left.len(), 1 | 2), "the parasite's region {regions:x?}: {maps}");
-    let rest: String = maps.lines().filter(|l| !in_regions(l, &regions)).map(|l| format!("{l}\n")).collect();
-    assert_eq!(rest, maps_before, "maps changed beyond the parasite's region");
-    assert!(!dir.join("inventory.img").exists(), "an inventory claims a complete dump");
+    same_maps_but_parasite(&v, &maps_before, &regions, &base);
     v.kill();
     let _ = std::fs::remove_dir_all(&base);
 }
@@ -492,33 +474,13 @@ fn crtools_dying_in_a_thread_call_leaves_the_thread_as_it_was() {
     };
     let masks: Vec<String> = tids.iter().map(|&t| blocked(t)).collect();
     let maps_before = std::fs::read_to_string(format!("/proc/{}/maps", v.pid)).unwrap();
-    let dir = base.join("images");
-    let log = base.join("dump.log");
-    let pid = v.pid.to_string();
-    let out = crtools(
-        "dump-die-thread-call",
-        &["dump", "-v", "2", "-o", log.to_str().unwrap(), "-D", dir.to_str().unwrap(), "-t", &pid],
-    );
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "crtools did not die: {}", stderr(&out));
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let text = dump_killed_at(&v, &base, "dump-die-thread-call");
     assert!(text.contains("dump-die-thread-call"), "the fault was not hit:\n{text}");
-    for &t in &tids {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while status_field(t, "TracerPid:").as_deref() != Some("0") && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert_eq!(status_field(t, "TracerPid:").as_deref(), Some("0"), "{t} still traced");
-    }
-    assert_eq!(v.tids(), tids, "threads changed");
+    untraced_with(&v, &tids);
     let after: Vec<String> = tids.iter().map(|&t| blocked(t)).collect();
     assert_eq!(after, masks, "blocked masks changed");
     assert_eq!(v.check(), "ok", "the victim's own check; log:\n{text}");
-    let regions = parasite_regions(&text);
-    let maps = std::fs::read_to_string(format!("/proc/{}/maps", v.pid)).unwrap();
-    let rest: String = maps.lines().filter(|l| !in_regions(l, &regions)).map(|l| format!("{l}\n")).collect();
-    assert_eq!(rest, maps_before, "maps changed beyond the parasite's region");
-    assert!(!dir.join("inventory.img").exists(), "an inventory claims a complete dump");
+    same_maps_but_parasite(&v, &maps_before, &parasite_regions(&text), &base);
     v.kill();
     let _ = std::fs::remove_dir_all(&base);
 }
@@ -596,6 +558,40 @@ fn open_windows(log: &str) -> Vec<i32> {
         *depth.entry(pid).or_default() += if tail.starts_with("open") { 1 } else { -1 };
     }
     depth.into_iter().filter(|&(_, d)| d > 0).map(|(p, _)| p).collect()
+}
+
+/// Dumps the victim into `base`/images with fault point `fault` making
+/// crtools SIGKILL itself there: crtools' log (`base`/dump.log).
+fn dump_killed_at(v: &Victim, base: &std::path::Path, fault: &str) -> String {
+    let (dir, log) = (base.join("images"), base.join("dump.log"));
+    let pid = v.pid.to_string();
+    let out =
+        crtools(fault, &["dump", "-v", "2", "-o", log.to_str().unwrap(), "-D", dir.to_str().unwrap(), "-t", &pid]);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "crtools did not die: {}", stderr(&out));
+    std::fs::read_to_string(&log).unwrap_or_default()
+}
+
+/// Every thread `tids` of the victim is untraced again (the kernel lets
+/// them go once their dead tracer is gone) and none came or went.
+fn untraced_with(v: &Victim, tids: &[i32]) {
+    for &t in tids {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while status_field(t, "TracerPid:").as_deref() != Some("0") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(status_field(t, "TracerPid:").as_deref(), Some("0"), "{t} still traced");
+    }
+    assert_eq!(v.tids(), tids, "threads changed");
+}
+
+/// The victim's maps are `before` but for the parasite's `regions`, and
+/// the dump into `base`/images left no inventory.
+fn same_maps_but_parasite(v: &Victim, before: &str, regions: &[(u64, u64)], base: &std::path::Path) {
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", v.pid)).unwrap();
+    let rest: String = maps.lines().filter(|l| !in_regions(l, regions)).map(|l| format!("{l}\n")).collect();
+    assert_eq!(rest, before, "maps changed beyond the parasite's region");
+    assert!(!base.join("images").join("inventory.img").exists(), "an inventory claims a complete dump");
 }
 
 /// A small deterministic generator (xorshift64*), seeded per run.

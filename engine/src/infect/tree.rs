@@ -71,7 +71,7 @@ fn seize_threads(pid: Pid) -> Result<Option<Vec<Tracee>>> {
             }
             // Never stops for a tracer: seizing it would wait for ever (the
             // dump refuses these before seizing; one made since is caught here).
-            if let Some(name) = crate::objects::clone_share::io_worker(pid, tid) {
+            if let Some(name) = proc::stat::io_worker(pid, tid) {
                 return Err(InfectError::unexpected(
                     tid,
                     "seize",

@@ -307,12 +307,6 @@ pub fn refuse_vfork_waiters(root: Pid) -> Result<()> {
     }
 }
 
-/// The io_uring kernel thread `tid` of `pid` is (its name), if it is one.
-pub fn io_worker(pid: Pid, tid: Pid) -> Option<String> {
-    let st = proc::stat::read_thread(pid, tid).ok()?;
-    (st.flags & proc::stat::PF_IO_WORKER != 0).then(|| String::from_utf8_lossy(&st.comm).into_owned())
-}
-
 /// The first thread found waiting in vfork (worth waiting for: true) or
 /// an io_uring kernel thread (false).
 fn vfork_waiter(root: Pid) -> std::result::Result<(), (Error, bool)> {
@@ -324,7 +318,7 @@ fn vfork_waiter(root: Pid) -> std::result::Result<(), (Error, bool)> {
         }
         let Ok(tids) = proc::task::threads(pid) else { continue };
         for tid in tids {
-            if let Some(name) = io_worker(pid, tid) {
+            if let Some(name) = proc::stat::io_worker(pid, tid) {
                 return Err((
                     Error::refuse(
                         pid,

@@ -595,16 +595,12 @@ fn bind_name_in(fd: BorrowedFd<'_>, ty: u32, name: &[u8], rel_dir: Option<&[u8]>
 /// the socket through its copy of the descriptor table).
 fn bind_from(fd: BorrowedFd<'_>, addr: &UnixAddr, dir: &[u8]) -> crate::sys::Result<()> {
     use crate::sys::clone::{clone3, CloneArgs, CloneFlags, CloneResult};
-    let mut cdir = dir.to_vec();
-    cdir.push(0);
+    let cdir = std::ffi::CString::new(dir).map_err(|_| Errno::EINVAL)?;
     // SAFETY: the child only makes raw system calls on data prepared here
     // (no allocation, lock or I/O) and ends with exit_group.
     match unsafe { clone3(&CloneArgs::new(CloneFlags::empty())) }? {
         CloneResult::Child => {
-            // SAFETY: a NUL-terminated path prepared before the clone.
-            let r = unsafe { syscalls::syscall1(syscalls::Sysno::chdir, cdir.as_ptr() as usize) }
-                .map(drop)
-                .and_then(|()| sk::bind(fd, addr));
+            let r = crate::sys::fs::chdir(&cdir).and_then(|()| sk::bind(fd, addr));
             crate::sys::misc::exit_group(r.err().map_or(0, |e| e.into_raw()))
         }
         CloneResult::Parent { child, .. } => match crate::sys::wait::wait4(child, crate::sys::wait::WALL)? {

@@ -118,6 +118,13 @@ pub struct MmLayout {
 /// the process that made it.
 pub const PF_IO_WORKER: u32 = 0x10;
 
+/// The name of thread `tid` of `pid` if it is an io_uring kernel thread
+/// (PF_IO_WORKER), which never stops for a tracer.
+pub fn io_worker(pid: Pid, tid: Pid) -> Option<String> {
+    let st = read_thread(pid, tid).ok()?;
+    (st.flags & PF_IO_WORKER != 0).then(|| String::from_utf8_lossy(&st.comm).into_owned())
+}
+
 /// One parsed `stat` line. Field numbers refer to proc_pid_stat(5).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stat {

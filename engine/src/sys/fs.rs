@@ -409,6 +409,12 @@ pub fn fstat(fd: BorrowedFd<'_>) -> Result<Stat> {
     Ok(Stat::from_raw(unsafe { raw.assume_init_ref() }))
 }
 
+/// chdir(path); allocates nothing (a forked child may call it).
+pub fn chdir(path: &core::ffi::CStr) -> Result<()> {
+    // SAFETY: the kernel reads a NUL-terminated path.
+    unsafe { syscalls::syscall1(Sysno::chdir, path.as_ptr() as usize) }.map(drop)
+}
+
 /// Whether `name` exists in the directory `dirfd` (newfstatat without
 /// following a symlink); allocates nothing (a forked child may call it).
 pub fn exists_at(dirfd: BorrowedFd<'_>, name: &core::ffi::CStr) -> Result<bool> {
