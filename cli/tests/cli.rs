@@ -2133,7 +2133,7 @@ fn the_parent_death_signal_of_another_user_survives() {
 /// from a socket bound to its sender's address, which failed while the
 /// client held it (a DNS server under load could not be restored). They
 /// are forged from that address now: same data (a big one too), same
-/// sender.
+/// sender. A UDP-Lite one too (the dump took it, and the restore failed).
 #[test]
 fn udp_datagrams_from_senders_that_hold_their_ports_come_back() {
     if !have_python3() {
@@ -2150,9 +2150,11 @@ fn udp_datagrams_from_senders_that_hold_their_ports_come_back() {
          a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)\n\
          b = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n\
          b.bind(('::1', 0))\n\
+         c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, 136)\n\
+         c.bind(('127.0.0.1', 0))\n\
          def go(*_):\n    \
              r = []\n    \
-             for s in (a, b):\n        \
+             for s in (a, b, c):\n        \
                  s.setblocking(False)\n        \
                  while True:\n            \
                      try: d, f = s.recvfrom(70000)\n            \
@@ -2160,7 +2162,7 @@ fn udp_datagrams_from_senders_that_hold_their_ports_come_back() {
                      r.append((len(d), hashlib.sha256(d).hexdigest()[:12], f[1]))\n    \
              open('{}', 'w').write(repr(r))\n\
          signal.signal(signal.SIGUSR1, go)\n\
-         print('ready', a.getsockname()[1], b.getsockname()[1], flush=True)\n\
+         print('ready', a.getsockname()[1], b.getsockname()[1], c.getsockname()[1], flush=True)\n\
          while True: time.sleep(1)\n",
         out.display()
     );
@@ -2173,6 +2175,7 @@ fn udp_datagrams_from_senders_that_hold_their_ports_come_back() {
     c4.send_to(b"question one", ("127.0.0.1", ports[0])).unwrap();
     c4.send_to(&big, ("127.0.0.1", ports[0])).unwrap();
     c6.send_to(b"question six", ("::1", ports[1])).unwrap();
+    let (lite, plite) = udplite_sent(b"question lite", ports[2]);
     let img = dir.join("img");
     let o = crtools(&["dump", "-t", &pid.to_string(), "-D", img.to_str().unwrap()]);
     assert!(o.status.success(), "dump: {}", String::from_utf8_lossy(&o.stderr));
@@ -2197,13 +2200,43 @@ fn udp_datagrams_from_senders_that_hold_their_ports_come_back() {
     };
     let (p4, p6) = (c4.local_addr().unwrap().port(), c6.local_addr().unwrap().port());
     let want = format!(
-        "[(12, '{}', {p4}), (60000, '{}', {p4}), (12, '{}', {p6})]",
+        "[(12, '{}', {p4}), (60000, '{}', {p4}), (12, '{}', {p6}), (13, '{}', {plite})]",
         sha(b"question one"),
         sha(&big),
-        sha(b"question six")
+        sha(b"question six"),
+        sha(b"question lite")
     );
     assert_eq!(got, want);
+    drop(lite);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A UDP-Lite socket of the test's bound to 127.0.0.1 that sent `data` to
+/// `port` there, and its own port (std has no UDP-Lite sockets).
+fn udplite_sent(data: &[u8], port: u16) -> (std::os::fd::OwnedFd, u16) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let addr = |port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from_be_bytes([127, 0, 0, 1]).to_be() },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor this function owns, with
+    // addresses that live across each call.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_UDPLITE);
+        assert!(fd >= 0, "UDP-Lite socket: {}", std::io::Error::last_os_error());
+        let s = OwnedFd::from_raw_fd(fd);
+        let mut me = addr(0);
+        assert_eq!(libc::bind(s.as_raw_fd(), (&raw const me).cast(), len), 0, "bind");
+        let mut l = len;
+        assert_eq!(libc::getsockname(s.as_raw_fd(), (&raw mut me).cast(), &mut l), 0, "getsockname");
+        let to = addr(port);
+        let n = libc::sendto(s.as_raw_fd(), data.as_ptr().cast(), data.len(), 0, (&raw const to).cast(), len);
+        assert_eq!(n, data.len() as isize, "sendto: {}", std::io::Error::last_os_error());
+        (s, u16::from_be(me.sin_port))
+    }
 }
 
 /// Unix sockets bound to a path relative to the binder's working

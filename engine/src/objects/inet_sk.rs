@@ -1614,13 +1614,17 @@ fn tcp_segment(src: &SkAddr, dst: &SkAddr, seq: u32, ack: u32, flags: u8, window
     ip_packet(src, dst, inet::IPPROTO_TCP as u8, tcp, 16)
 }
 
-/// A UDP header and `data` from `src` to `dst`, its checksum left to
-/// [`ip_packet`].
-fn udp_datagram(src: &SkAddr, dst: &SkAddr, data: &[u8]) -> Vec<u8> {
+/// A UDP (or, with `lite`, UDP-Lite) header and `data` from `src` to `dst`,
+/// its checksum left to [`ip_packet`]. UDP-Lite's length field is the
+/// checksum coverage: 0, the whole datagram, which every receiver's
+/// UDPLITE_RECV_CSCOV accepts (the sender's own coverage is not kept with
+/// a queued datagram, and the receiver cannot see it).
+fn udp_datagram(src: &SkAddr, dst: &SkAddr, data: &[u8], lite: bool) -> Vec<u8> {
     let mut udp = Vec::with_capacity(8 + data.len());
     udp.extend_from_slice(&src.port.to_be_bytes());
     udp.extend_from_slice(&dst.port.to_be_bytes());
-    udp.extend_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+    let len = if lite { 0 } else { (8 + data.len()) as u16 };
+    udp.extend_from_slice(&len.to_be_bytes());
     udp.extend_from_slice(&[0, 0]);
     udp.extend_from_slice(data);
     udp
@@ -1660,8 +1664,9 @@ fn ip_packet(src: &SkAddr, dst: &SkAddr, proto: u8, mut l4: Vec<u8>, csum_at: us
     }
     pseudo.extend_from_slice(&l4);
     let mut sum = !ones_complement_sum(&pseudo);
-    if proto == inet::IPPROTO_UDP as u8 && sum == 0 {
-        // UDP sends a zero sum as all ones (zero means none).
+    if (proto == inet::IPPROTO_UDP as u8 || proto == inet::IPPROTO_UDPLITE as u8) && sum == 0 {
+        // UDP sends a zero sum as all ones (zero means none); UDP-Lite, which
+        // has no "none", does the same.
         sum = 0xffff;
     }
     l4[csum_at..csum_at + 2].copy_from_slice(&sum.to_be_bytes());
@@ -1889,16 +1894,11 @@ fn refill(
                     return Err(format!("put back a datagram from {from}: sent {n} of {} bytes", m.data.len()));
                 }
             }
-            None if u.proto == inet::IPPROTO_UDP => {
-                let pkt = ip_packet(&from, &to, inet::IPPROTO_UDP as u8, udp_datagram(&from, &to, &m.data), 6)
+            None => {
+                let lite = u.proto == inet::IPPROTO_UDPLITE;
+                let pkt = ip_packet(&from, &to, u.proto as u8, udp_datagram(&from, &to, &m.data, lite), 6)
                     .ok_or_else(|| format!("a datagram queued from {from}: addresses of different families"))?;
                 send_raw(&pkt, &to).map_err(|e| format!("put back a datagram from {from} (forged): {e}"))?;
-            }
-            None => {
-                return Err(format!(
-                    "a datagram queued from {from} cannot be sent again from that address: its sender holds \
-                     it, or it is another host's"
-                ))
             }
         }
     }
@@ -1943,15 +1943,20 @@ mod tests {
         lo6[15] = 1;
         let v6 = |port| SkAddr::from_sys(inet::InetAddr::v6(lo6, port));
         for (src, dst) in [(v4([127, 0, 0, 1], 40000), v4([127, 0, 0, 1], 53)), (v6(40000), v6(53))] {
-            for data in [&b"odd"[..], &[0xffu8; 1000][..], &[][..]] {
-                let pkt = ip_packet(&src, &dst, 17, udp_datagram(&src, &dst, data), 6).unwrap();
+            for (data, lite) in
+                [&b"odd"[..], &[0xffu8; 1000][..], &[][..]].into_iter().flat_map(|d| [(d, false), (d, true)])
+            {
+                let proto = if lite { 136 } else { 17 };
+                let pkt = ip_packet(&src, &dst, proto, udp_datagram(&src, &dst, data, lite), 6).unwrap();
                 let (addrs, udp) =
                     if pkt[0] >> 4 == 4 { (&pkt[12..20], &pkt[20..]) } else { (&pkt[8..40], &pkt[40..]) };
                 assert_eq!(&udp[8..], data);
-                assert_eq!(u16::from_be_bytes([udp[4], udp[5]]) as usize, 8 + data.len());
+                // UDP-Lite's length field is its coverage: 0, all of it.
+                let len = if lite { 0 } else { 8 + data.len() };
+                assert_eq!(u16::from_be_bytes([udp[4], udp[5]]) as usize, len);
                 assert_eq!(u16::from_be_bytes([udp[0], udp[1]]), 40000);
                 let mut all = addrs.to_vec();
-                all.extend_from_slice(&[0, 17]);
+                all.extend_from_slice(&[0, proto]);
                 all.extend_from_slice(&(udp.len() as u16).to_be_bytes());
                 all.extend_from_slice(udp);
                 assert_eq!(ones_complement_sum(&all), 0xffff, "checksum of {} bytes", data.len());
