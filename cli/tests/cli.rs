@@ -2337,3 +2337,40 @@ fn a_socket_bound_with_free_bind_cleared_since_comes_back() {
     assert_eq!(got, "('192.0.2.77', 0)");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A unix datagram queued from a sender bound to a relative name that no
+/// socket of the tree holds any more (the sender closed): it could only be
+/// sent again from a socket bound to that name in the sender's working
+/// directory, which the images do not know. The dump took it and the
+/// restore failed; the dump refuses it now, naming it, and the task runs on.
+#[test]
+fn a_datagram_from_a_gone_relative_sender_is_refused_at_dump() {
+    if !have_python3() {
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("relgone");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = format!(
+        "import os, socket, time\n\
+         os.chdir('{}')\n\
+         r = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+         r.bind('{}')\n\
+         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+         s.bind('snd.sock')\n\
+         s.sendto(b'from a relative name', '{}')\n\
+         s.close()\n\
+         print('ready', flush=True)\n\
+         while True: time.sleep(1)\n",
+        dir.display(),
+        dir.join("srv.sock").display(),
+        dir.join("srv.sock").display()
+    );
+    let DumpOf { line, code, err, alive } = dump_of_python3(&script, &dir.join("img"));
+    assert_eq!(line.trim(), "ready");
+    assert_eq!(code, Some(3), "not refused: {err}");
+    assert!(err.contains("queued from snd.sock") && err.contains("relative"), "{err}");
+    assert_eq!(alive, Some('S'), "the task does not sleep on");
+    assert!(!dir.join("img").exists(), "the refused dump left its directory");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -425,6 +425,26 @@ pub fn finish_dump(cx: &FdCtx, images: &mut FileImages) -> Result<()> {
         }
         log::info!("{what}: peer {peer_name} outside the tree: reconnected at restore (--ext-unix-sk)");
     }
+    // A datagram is put back from its sender's name: from the tree's socket
+    // bound there, or from a stand-in bound to it, which a relative name
+    // cannot have (the directory it was relative to is the sender's).
+    for u in images.unix.iter().filter(|u| u.ty == SOCK_DGRAM) {
+        let orphan = u
+            .queue
+            .iter()
+            .find(|m| is_path_name(&m.from) && m.from[0] != b'/' && !images.unix.iter().any(|s| s.name == m.from));
+        if let Some(m) = orphan {
+            let (pid, what) = who(u.ino);
+            return Err(Error::refuse(
+                pid,
+                format!(
+                    "{what}: a datagram is queued from {}, a name relative to its sender's working directory, and \
+                     no socket of the tree is bound to it: it could not be sent again from that name",
+                    name_text(&m.from)
+                ),
+            ));
+        }
+    }
     Ok(())
 }
 
