@@ -564,7 +564,7 @@ fn open_files_keep_offsets_flags_and_numbers() {
 /// unlinked, under its old name; the images hold only its data. A file
 /// unlinked from its path but linked elsewhere is linked back with
 /// --link-remap and is the same inode after restore, with no link-remap
-/// name left over; a log that grew since the dump is no obstacle; a
+/// name left over, and so is one mapped shared with no descriptor left; a log that grew since the dump is no obstacle; a
 /// removed working directory is a removed working directory again.
 #[test]
 fn unlinked_files_come_back() {
@@ -606,6 +606,7 @@ fn unlinked_files_come_back() {
         c.assert_item("symlink", "ok");
         c.assert_item("gone_dir", "ok");
         c.assert_item("ghost_maps", "ok");
+        c.assert_item("linked_map", "ok");
         c.assert_ok();
         leftovers("after restore");
         assert!(!s.data().join("wd").exists(), "the stand-in working directory was left behind");

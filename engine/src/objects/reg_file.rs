@@ -133,7 +133,8 @@ pub fn dump(
                 path = found;
             } else if cx.link_remap {
                 // Elsewhere: only a link keeps it the same file.
-                remap = Some(link_remap(pid, fd, &p.path, md.ino(), out)?);
+                let src = crate::proc::pid_path(pid, &format!("fd/{fd}"));
+                remap = Some(link_remap(pid, &format!("fd {fd}"), &src, &p.path, md.ino(), out)?);
             } else {
                 return Err(Error::refuse(
                     pid,
@@ -225,10 +226,18 @@ fn shmem_object(path: &std::path::Path) -> bool {
     b == b"/dev/zero" || (b.len() == 13 && b.starts_with(b"/SYSV") && b[5..].iter().all(u8::is_ascii_hexdigit))
 }
 
-/// Links the open file `fd` of `pid` (unlinked from `path`, linked
-/// elsewhere) under a temporary name next to `path`; the name is recorded
-/// so a failed dump removes it.
-fn link_remap(pid: Pid, fd: i32, path: &std::path::Path, ino: u64, out: &mut FileImages) -> Result<std::path::PathBuf> {
+/// Links the file `src` leads to (`what` of `pid`: a descriptor's or a
+/// mapping's magic link; unlinked from `path`, linked elsewhere) under a
+/// temporary name next to `path`; the name is recorded so a failed dump
+/// removes it. A file the task holds twice is linked once.
+fn link_remap(
+    pid: Pid,
+    what: &str,
+    src: &std::path::Path,
+    path: &std::path::Path,
+    ino: u64,
+    out: &mut FileImages,
+) -> Result<std::path::PathBuf> {
     use crate::sys::fs::{linkat, AtFlags};
     // Next to where it was; if that directory was removed too, in the
     // nearest one above it that is still there.
@@ -238,11 +247,13 @@ fn link_remap(pid: Pid, fd: i32, path: &std::path::Path, ino: u64, out: &mut Fil
     }
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let remap = dir.join(format!(".{name}.crtools-link-remap.{ino}.{}", pid.0));
-    let link = crate::proc::pid_path(pid, &format!("fd/{fd}"));
-    linkat(None, &link, None, &remap, AtFlags::AT_SYMLINK_FOLLOW).map_err(|e| {
-        Error::task(pid, format!("fd {fd}: {}: link it back as {}: {e}", path.display(), remap.display()))
+    if out.remaps.contains(&remap) {
+        return Ok(remap);
+    }
+    linkat(None, src, None, &remap, AtFlags::AT_SYMLINK_FOLLOW).map_err(|e| {
+        Error::task(pid, format!("{what}: {}: link it back as {}: {e}", path.display(), remap.display()))
     })?;
-    log::info!(task = pid.0; "task {pid}: fd {fd}: {} linked back as {} (--link-remap)", path.display(), remap.display());
+    log::info!(task = pid.0; "task {pid}: {what}: {} linked back as {} (--link-remap)", path.display(), remap.display());
     out.remaps.push(remap.clone());
     Ok(remap)
 }
@@ -361,6 +372,14 @@ pub fn ghost_mapping_id(g: u32) -> u32 {
     0x4000_0000 | g
 }
 
+/// Ids of the file entries of mappings linked back (`--link-remap`): no
+/// descriptor has them, and the ids of descriptions stay below.
+const REMAP_MAPPING: u32 = 0x2000_0000;
+
+fn remap_mapping_id(n: u32) -> u32 {
+    REMAP_MAPPING | n
+}
+
 /// Gives every mapping of an unlinked file (VmaKind::GhostFile) of `pid`
 /// its ghost file (`shmid`), copying the file through /proc/<pid>/map_files
 /// if no descriptor showed it yet.
@@ -392,12 +411,37 @@ pub fn dump_mapped_ghosts(
                     v.path = Some(RawStr(found.as_os_str().as_bytes().to_vec()));
                     continue;
                 }
+                None if cx.link_remap => {
+                    // Linked back next to where it was and mapped by that
+                    // name; a file entry of its own (no descriptor has it)
+                    // has the restore check the name and remove it once the
+                    // tree runs.
+                    let src = std::path::PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
+                    let remap = link_remap(pid, &what, &src, &path, md.ino(), out)?;
+                    let name = RawStr(remap.as_os_str().as_bytes().to_vec());
+                    if !out.reg.iter().any(|r| r.remap.as_ref() == Some(&name)) {
+                        let id = remap_mapping_id(out.reg.iter().filter(|r| r.id & REMAP_MAPPING != 0).count() as u32);
+                        out.reg.push(RegFileEntry {
+                            id,
+                            path: RawStr(path.as_os_str().as_bytes().to_vec()),
+                            flags: OpenFlags::empty(),
+                            pos: 0,
+                            mode: md.mode(),
+                            size: md.size(),
+                            ghost: None,
+                            remap: Some(name.clone()),
+                        });
+                    }
+                    v.kind = VmaKind::File;
+                    v.path = Some(name);
+                    continue;
+                }
                 None => {
                     return Err(Error::refuse(
                         pid,
                         format!(
-                            "{what} is still linked elsewhere ({} links), not in its directory: \
-                             mapping it by another name is not supported yet",
+                            "{what} is still linked elsewhere ({} links), not in its directory: dump with \
+                             --link-remap to map it again through a name linked back next to it",
                             md.nlink()
                         ),
                     ))

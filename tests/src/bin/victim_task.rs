@@ -54,7 +54,10 @@
 //!   then DIR/tree2 removed: the same file as DIR/elsewhere),
 //!   `symlink` (DIR/sym, a symlink to "target", open O_PATH|O_NOFOLLOW),
 //!   `gone_dir` (DIR/gone-dir, 0711, open and removed), `ghost_maps` (the
-//!   ghost file mapped shared and private, written through both);
+//!   ghost file mapped shared and private, written through both),
+//!   `linked_map` (DIR/m/mapped, linked as DIR/elsewhere-mapped too,
+//!   mapped shared, closed and unlinked from DIR/m: the mapping and
+//!   DIR/elsewhere-mapped are one file);
 //! - `files`: (ARG = a directory) files with known flags, offsets and
 //!   numbers, fd 100, a dup pair, /dev/null and a directory descriptor;
 //!   the extra word of "ready" is the fd of ARG/app (O_WRONLY|O_APPEND);
@@ -788,6 +791,9 @@ struct Ghost {
     /// and private (a 'P' written at 0, the file keeps its byte).
     shared_map: usize,
     private_map: usize,
+    /// DIR/m/mapped mapped shared (one page), linked as
+    /// DIR/elsewhere-mapped, then unlinked from DIR/m and closed.
+    linked_map: usize,
 }
 
 fn ghost_bytes() -> (Vec<u8>, Vec<u8>) {
@@ -855,9 +861,19 @@ impl Ghost {
             std::fs::hard_link(format!("{dir}/tree2/file"), format!("{dir}/elsewhere")).unwrap();
             let tree_linked = open(&format!("{dir}/tree2/file"), libc::O_RDONLY);
             std::fs::remove_dir_all(format!("{dir}/tree2")).unwrap();
+            std::fs::create_dir(format!("{dir}/m")).unwrap();
+            std::fs::write(format!("{dir}/m/mapped"), [b'm'; 4096]).unwrap();
+            std::fs::hard_link(format!("{dir}/m/mapped"), format!("{dir}/elsewhere-mapped")).unwrap();
+            let mfd = open(&format!("{dir}/m/mapped"), libc::O_RDWR);
+            let lm =
+                libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, mfd, 0);
+            assert_ne!(lm, libc::MAP_FAILED, "mmap DIR/m/mapped");
+            libc::close(mfd);
+            std::fs::remove_file(format!("{dir}/m/mapped")).unwrap();
             std::env::set_current_dir(&wd).unwrap();
             std::fs::remove_dir(&wd).unwrap();
             Ghost {
+                linked_map: lm as usize,
                 dir: dir.to_string(),
                 fd,
                 dup,
@@ -977,6 +993,36 @@ impl Ghost {
             libc::pread(self.fd, y.as_mut_ptr() as *mut _, 1, 40960);
             *((self.shared_map + 40960) as *mut u8) = 0;
             it.expect("ghost_maps", ok && y[0] == b'Y', || format!("z={}_p={}_f0={}_y={}", z[0], pm[0], f0[0], y[0]));
+            // One file: what is written through the mapping is in
+            // DIR/elsewhere-mapped, and what is written there shows
+            // through the mapping.
+            let other = format!("{}/elsewhere-mapped", self.dir);
+            let lm = self.linked_map as *mut u8;
+            *lm = b'1';
+            let seen = std::fs::read(&other).unwrap_or_default();
+            let f = std::fs::OpenOptions::new().write(true).open(&other);
+            let wrote = f.and_then(|f| std::os::unix::fs::FileExt::write_at(&f, b"2", 1)).is_ok();
+            let back = *lm.add(1);
+            let mut ms: libc::stat = std::mem::zeroed();
+            let name = std::fs::read_dir("/proc/self/map_files").ok().and_then(|d| {
+                d.flatten().find(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.split('-').next())
+                        .and_then(|a| usize::from_str_radix(a, 16).ok())
+                        == Some(self.linked_map)
+                })
+            });
+            let same = name.is_some_and(|e| {
+                libc::stat(self::c(&e.path().to_string_lossy()).as_ptr(), &mut ms) == 0
+                    && std::fs::metadata(&other).is_ok_and(|m| m.ino() == ms.st_ino)
+            });
+            let ok = seen.first() == Some(&b'1') && wrote && back == b'2' && same && ms.st_nlink == 1;
+            it.expect("linked_map", ok, || {
+                format!("seen={:?}_wrote={wrote}_back={back}_same={same}_nlink={}", seen.first(), ms.st_nlink)
+            });
+            *lm = b'm';
+            *lm.add(1) = b'm';
         }
     }
 }
