@@ -42,7 +42,7 @@
 //! - `thread_timer`: see [`ThreadTimer`];
 //! - `ghost`: (ARG = a directory) DIR/ghost, sparse (1 GiB: 100 bytes at
 //!   0, 50 at 2 MiB), opened O_RDWR at offset 1234, dup'ed, then unlinked;
-//!   DIR/linked, a second link DIR/linked2, opened and unlinked (so only
+//!   DIR/linked, a second link DIR/linked2, opened twice and unlinked (so only
 //!   DIR/linked2 leads to it); DIR/log opened O_WRONLY|O_APPEND. Items
 //!   `ghost` (contents, size, offset, shared by the dup, still unlinked,
 //!   same name), `linked` (the same inode as DIR/linked2), `log` (appends),
@@ -778,6 +778,8 @@ struct Ghost {
     fd: i32,
     dup: i32,
     linked: i32,
+    /// DIR/linked opened a second time (another description).
+    linked_again: i32,
     log: i32,
     /// DIR/sym (a symlink to "target") opened O_PATH|O_NOFOLLOW.
     sym: i32,
@@ -835,6 +837,8 @@ impl Ghost {
             std::fs::write(format!("{dir}/linked"), b"linked file").unwrap();
             std::fs::hard_link(format!("{dir}/linked"), format!("{dir}/linked2")).unwrap();
             let linked = open(&format!("{dir}/linked"), libc::O_RDWR);
+            // A second description of it: linked back once for both.
+            let linked_again = open(&format!("{dir}/linked"), libc::O_RDONLY);
             std::fs::remove_file(format!("{dir}/linked")).unwrap();
             let log = open(&format!("{dir}/log"), libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT);
             assert_eq!(libc::write(log, b"one\n".as_ptr() as *const _, 4), 4);
@@ -878,6 +882,7 @@ impl Ghost {
                 fd,
                 dup,
                 linked,
+                linked_again,
                 log,
                 sym,
                 gone_dir,
@@ -927,6 +932,9 @@ impl Ghost {
             let other = std::fs::metadata(format!("{}/linked2", self.dir));
             use std::os::unix::fs::MetadataExt;
             let same = other.as_ref().map(|m| m.ino() == l.st_ino).unwrap_or(false);
+            let mut l2: libc::stat = std::mem::zeroed();
+            libc::fstat(self.linked_again, &mut l2);
+            let same = same && l2.st_ino == l.st_ino;
             it.expect("linked", same && l.st_nlink == 1, || format!("ino={} nlink={}", l.st_ino, l.st_nlink));
             let w = libc::write(self.log, b"two\n".as_ptr() as *const _, 4);
             it.expect("log", w == 4, || format!("w={w}"));
