@@ -103,6 +103,7 @@ pub struct TreeArgs {
     pub ext_unix_sk: bool,
 
     /// Checkpoint namespaces, comma separated (repeatable): uts, ipc, mnt, pid, net
+    /// (this version dumps uts; the others are refused, exit 3)
     #[arg(short = 'n', long = "namespaces", value_name = "NS", value_enum, value_delimiter = ',')]
     pub namespaces: Vec<Namespace>,
 
@@ -575,7 +576,10 @@ pub fn command() -> clap::Command {
             })
             .mut_arg("ext_unix_sk", |a| a.help("Restore connections to external unix sockets"))
             .mut_arg("namespaces", |a| {
-                a.help("Restore namespaces, comma separated (repeatable): uts, ipc, mnt, pid, net")
+                a.help(
+                    "Restore namespaces, comma separated (repeatable): uts, ipc, mnt, pid, net; the images must \
+                     hold exactly these (without -n: whatever they hold)",
+                )
             })
         })
 }

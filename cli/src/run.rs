@@ -17,6 +17,7 @@ use std::io::{self, BufWriter, Write};
 
 use crate::opts::{self, Command, Options};
 use crate::supported;
+use engine::objects::ns::Namespaces;
 
 /// Exit status of a command that ran and failed.
 pub const EXIT_FAILED: u8 = 1;
@@ -201,6 +202,7 @@ fn command(opts: &Options) -> Result<u8, Error> {
                 action_scripts: dump.action_scripts.clone(),
                 parent: dump.prev_images_dir.clone(),
                 track_mem: dump.track_mem,
+                namespaces: namespaces(&dump.namespaces),
             };
             let stats = engine::dump::dump(&o).map_err(Error::Engine)?;
             log::info!(
@@ -242,6 +244,7 @@ fn command(opts: &Options) -> Result<u8, Error> {
                 file_locks: restore.file_locks,
                 tcp_established: restore.tcp_established,
                 action_scripts: restore.action_scripts.clone(),
+                namespaces: (!restore.namespaces.is_empty()).then(|| namespaces(&restore.namespaces)),
             };
             let status = engine::restore::restore(&o).map_err(Error::Engine)?;
             Ok(u8::try_from(status).unwrap_or(255))
@@ -261,7 +264,29 @@ fn refuse_unsupported(opts: &Options, matches: &clap::ArgMatches) -> Result<(), 
     if !supported::command_supported(name) {
         return Err(Error::NotSupported(name.into()));
     }
+    let asked = match &opts.command {
+        Command::Dump(d) => namespaces(&d.namespaces),
+        Command::Restore(r) => namespaces(&r.namespaces),
+        _ => Namespaces::empty(),
+    };
+    let unsupported = asked - Namespaces::SUPPORTED;
+    if !unsupported.is_empty() {
+        return Err(Error::NotSupported(format!("-n {}", unsupported.names())));
+    }
     Ok(())
+}
+
+/// The engine's set of the kinds `-n` named.
+fn namespaces(ns: &[opts::Namespace]) -> Namespaces {
+    ns.iter().fold(Namespaces::empty(), |all, n| {
+        all | match n {
+            opts::Namespace::Uts => Namespaces::UTS,
+            opts::Namespace::Ipc => Namespaces::IPC,
+            opts::Namespace::Mnt => Namespaces::MNT,
+            opts::Namespace::Pid => Namespaces::PID,
+            opts::Namespace::Net => Namespaces::NET,
+        }
+    })
 }
 
 fn with_stdout(f: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<(), Error> {
@@ -301,7 +326,8 @@ mod tests {
     #[test]
     fn unsupported_options_refused() {
         assert_eq!(refused("restore -t 1 --veth-pair a=b"), "not supported yet: --veth-pair");
-        assert_eq!(refused("restore -t 1 -n uts"), "not supported yet: -n/--namespaces");
+        assert_eq!(refused("restore -t 1 -n pid,uts"), "not supported yet: -n pid");
+        assert_eq!(refused("dump -t 1 -n uts,net,mnt"), "not supported yet: -n net,mnt");
         let argv = ["crtools", "-D", "img", "-v", "2", "-o", "x.log", "--log-pid", "show", "-c", "--json"];
         let (opts, matches) = opts::parse(argv).unwrap();
         assert!(refuse_unsupported(&opts, &matches).is_ok());

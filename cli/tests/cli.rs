@@ -2374,3 +2374,61 @@ fn a_datagram_from_a_gone_relative_sender_is_refused_at_dump() {
     assert!(!dir.join("img").exists(), "the refused dump left its directory");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A process in a UTS namespace of its own (unshare(CLONE_NEWUTS), then
+/// its own host and domain names): refused without -n, naming the option;
+/// dumped with `-n uts` and restored into a new UTS namespace with both
+/// names, while crtools' own names stay as they were. `show` decodes the
+/// namespace image; a restore that asks for another namespace is refused.
+#[test]
+fn a_uts_namespace_comes_back_with_its_names() {
+    if !have_python3() {
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("utsns");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("got");
+    let script = format!(
+        "import ctypes, os, signal, socket, time\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         host = os.readlink('/proc/self/ns/uts')\n\
+         assert libc.unshare(0x04000000) == 0, ctypes.get_errno()\n\
+         socket.sethostname('crtools-uts')\n\
+         assert libc.setdomainname(b'crtools.dom', 11) == 0\n\
+         def go(*_):\n    \
+             r = [socket.gethostname(), open('/proc/sys/kernel/domainname').read().strip(), \
+                  os.readlink('/proc/self/ns/uts') != host]\n    \
+             open('{}', 'w').write(repr(r))\n\
+         signal.signal(signal.SIGUSR1, go)\n\
+         print('ready', flush=True)\n\
+         while True: time.sleep(1)\n",
+        out.display()
+    );
+    let img = dir.join("img");
+    let DumpOf { line, code, err, alive } = dump_of_python3(&script, &img);
+    assert_eq!(line.trim(), "ready");
+    assert_eq!(code, Some(3), "not refused: {err}");
+    assert!(err.contains("uts namespace") && err.contains("-n uts"), "{err}");
+    assert_eq!(alive, Some('S'), "the task does not sleep on");
+
+    let ours = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let (mut child, line) = python3_started(&script);
+    assert_eq!(line.trim(), "ready");
+    let pid = child.id() as i32;
+    let o = crtools(&["dump", "-n", "uts", "-t", &pid.to_string(), "-D", img.to_str().unwrap()]);
+    assert!(o.status.success(), "dump: {}", String::from_utf8_lossy(&o.stderr));
+    let _ = child.wait();
+    let o = crtools(&["show", "-f", img.join("utsns.img").to_str().unwrap()]);
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(shown.contains("crtools-uts") && shown.contains("crtools.dom"), "{shown}");
+    let o = crtools(&["restore", "-n", "ipc", "-d", "-D", img.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "restore -n ipc: {}", String::from_utf8_lossy(&o.stderr));
+    let o = crtools(&["restore", "-n", "uts", "-d", "-D", img.to_str().unwrap()]);
+    assert!(o.status.success(), "restore: {}", String::from_utf8_lossy(&o.stderr));
+    let got = ask(pid, &out);
+    kill_reap(pid);
+    assert_eq!(got, "['crtools-uts', 'crtools.dom', True]");
+    assert_eq!(std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(), ours, "crtools' own host name changed");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -56,6 +56,9 @@ pub struct DumpOptions {
     pub parent: Option<String>,
     /// `--track-mem`: take from the parent the pages not written since.
     pub track_mem: bool,
+    /// `-n`: the namespaces of the tree dumped with it (the root's; every
+    /// task must share them).
+    pub namespaces: ns::Namespaces,
 }
 
 /// Default `--ghost-limit`.
@@ -149,6 +152,10 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         }
         (None, _) => None,
     };
+    let unsupported = opts.namespaces - ns::Namespaces::SUPPORTED;
+    if !unsupported.is_empty() {
+        return Err(Error::refuse_global(format!("dumping {} namespaces is not supported yet", unsupported.names())));
+    }
     let img = ImageDir::create(&opts.dir).ctx_global("image directory")?;
     img.set_root_pid(pid.0 as u32);
     // The parent's tracker hands its userfaultfds over before the tree is
@@ -183,7 +190,12 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         .collect();
     shared.fd_cx.tcp_established = opts.tcp_established;
     let proc_locks = file_lock::read_in_background()?;
-    shared.sharing = refuse_tree(&tree, opts.file_locks)?;
+    shared.sharing = refuse_tree(&tree, opts.file_locks, opts.namespaces)?;
+    if opts.namespaces.contains(ns::Namespaces::UTS) {
+        let w = |e: crate::image::ImageError| Error::new(format!("write images: {e}"));
+        let uts = ns::dump_uts(pid)?;
+        img.create_image::<kinds::UtsNs>(None, &uts).map_err(w)?.finish().map_err(w)?;
+    }
     // Each task's pages are copied by the pool while the next task is
     // infected; its pagemap image is written once they are all written.
     let pool = mm::PagePool::new()?;
@@ -325,10 +337,15 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
 /// task is touched: namespaces, file locks and leases, kernel objects
 /// shared between processes.
 /// Returns the descriptor tables and fs information processes share.
-fn refuse_tree(tree: &crate::infect::tree::SeizedTree, file_locks: bool) -> Result<clone_share::Sharing> {
+fn refuse_tree(
+    tree: &crate::infect::tree::SeizedTree,
+    file_locks: bool,
+    namespaces: ns::Namespaces,
+) -> Result<clone_share::Sharing> {
     let live: Vec<Pid> = tree.tasks.iter().filter(|t| t.zombie.is_none()).map(|t| t.pid).collect();
+    let root = tree.tasks[0].pid;
     for t in tree.tasks.iter().filter(|t| t.zombie.is_none()) {
-        ns::refuse_foreign(t.pid)?;
+        ns::refuse_foreign(t.pid, root, namespaces)?;
         if !file_locks {
             file_lock::refuse_held(t.pid)?;
         }

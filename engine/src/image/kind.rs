@@ -11,7 +11,7 @@ use super::codec::{show_records, DynFrames, NodeSink, ShowStreamError};
 #[allow(unused_imports)]
 use super::describe::Describe;
 use super::{
-    chain, core, events, files, inet_sk, inventory, ipc, mm, netlink_sk, packet_sk, pagemap, pipes, pstree, raw_sk,
+    chain, core, events, files, inet_sk, inventory, ipc, mm, netlink_sk, ns, packet_sk, pagemap, pipes, pstree, raw_sk,
     reg_files, signalfd, stats, tty, unix_sk,
 };
 use serde::de::DeserializeOwned;
@@ -148,6 +148,8 @@ image_kinds! {
         RawSk     = 62, "rawsk",    "rawsk.img",          1, DEFAULT_MAX_RECORD, (),                       raw_sk::RawSkEntry;
         /// Packet sockets (AF_PACKET).
         PacketSk  = 63, "packetsk", "packetsk.img",       1, DEFAULT_MAX_RECORD, (),                       packet_sk::PacketSkEntry;
+        /// The tree's UTS namespace (`-n uts`).
+        UtsNs     = 64, "utsns",    "utsns.img",          1, 4096,               ns::UtsNsEntry,           ();
         /// Iterative dumps: the parent dump and the tasks whose writes are tracked.
         Chain     = 61, "chain",    "chain.img",          1, DEFAULT_MAX_RECORD, chain::ChainHead,         chain::TrackedTask;
     }

@@ -32,6 +32,7 @@ pub mod ipc;
 pub mod kind;
 pub mod mm;
 pub mod netlink_sk;
+pub mod ns;
 pub mod packet_sk;
 pub mod pagemap;
 pub mod pages;

@@ -1,6 +1,11 @@
-//! Namespaces. Not dumped yet (`-n`): a task in any other namespace than
-//! crtools', or one whose children would be born in another namespace than
-//! its own, is refused by name, since it would come back different.
+//! Namespaces. With `-n uts` the tree's UTS namespace is dumped (its host
+//! and domain names, `utsns.img`) and the restore makes the root in a new
+//! one with them; the kinds of `-n` not dumped yet are refused by the CLI.
+//! A task in any other namespace than the reference one is refused by name,
+//! since it would come back different: the reference is the root's for a
+//! dumped kind (nested namespaces are not dumped), crtools' for the others.
+//! So is a task whose children would be born in another namespace than its
+//! own.
 //!
 //! `/proc/<pid>/ns/<kind>` is the task's own namespace;
 //! `ns/pid_for_children` and `ns/time_for_children` are where its next
@@ -8,10 +13,53 @@
 //! unshare(CLONE_NEWTIME) (or setns on them), see namespaces(7). The
 //! pid_for_children link cannot be read until the first child exists in the
 //! new namespace (the namespace has no init yet): that is refused too.
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
+use crate::image::ns::UtsNsEntry;
+use crate::image::RawStr;
 use crate::proc;
+use crate::sys::clone::CloneFlags;
 use crate::sys::Pid;
+use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
+
+bitflags::bitflags! {
+    /// The namespace kinds of `-n`.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Namespaces: u32 {
+        const UTS = 1;
+        const IPC = 1 << 1;
+        const MNT = 1 << 2;
+        const PID = 1 << 3;
+        const NET = 1 << 4;
+    }
+}
+
+impl Namespaces {
+    /// The kind named as under /proc/<pid>/ns, if `-n` can name it.
+    fn of(kind: &str) -> Option<Namespaces> {
+        Some(match kind {
+            "uts" => Namespaces::UTS,
+            "ipc" => Namespaces::IPC,
+            "mnt" => Namespaces::MNT,
+            "pid" => Namespaces::PID,
+            "net" => Namespaces::NET,
+            _ => return None,
+        })
+    }
+
+    /// The kinds this version dumps and restores.
+    pub const SUPPORTED: Namespaces = Namespaces::UTS;
+
+    /// "uts,ipc": the kinds as `-n` takes them.
+    pub fn names(self) -> String {
+        KINDS
+            .iter()
+            .filter(|k| Namespaces::of(k).is_some_and(|f| self.contains(f)))
+            .copied()
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
 
 /// Every namespace kind, as named under /proc/<pid>/ns.
 const KINDS: [&str; 8] = ["net", "ipc", "uts", "mnt", "pid", "user", "cgroup", "time"];
@@ -23,22 +71,28 @@ fn id(path: std::path::PathBuf) -> std::io::Result<(u64, u64)> {
     std::fs::metadata(path).map(|m| (m.dev(), m.ino()))
 }
 
-/// Refuses `pid` (a live task) unless it and its future children are all
-/// in crtools' own namespaces.
-pub fn refuse_foreign(pid: Pid) -> Result<()> {
+/// Refuses `pid` (a live task of the tree of `root`) unless it is in the
+/// root's namespace of every kind of `dumped` and in crtools' own of every
+/// other kind, and its future children would be too.
+pub fn refuse_foreign(pid: Pid, root: Pid, dumped: Namespaces) -> Result<()> {
     for kind in KINDS {
-        let ours = id(format!("/proc/self/ns/{kind}").into());
+        let with_root = Namespaces::of(kind).is_some_and(|f| dumped.contains(f));
+        let reference = if with_root {
+            proc::pid_path(root, &format!("ns/{kind}"))
+        } else {
+            format!("/proc/self/ns/{kind}").into()
+        };
         let theirs = id(proc::pid_path(pid, &format!("ns/{kind}")));
-        if let (Ok(a), Ok(b)) = (ours, theirs) {
+        if let (Ok(a), Ok(b)) = (id(reference), theirs) {
             if a != b {
-                return Err(Error::refuse(
-                    pid,
-                    format!(
-                        "is in another {kind} namespace ({kind}:[{}]) than crtools: \
-                         dumping namespaces (-n) is not supported yet",
-                        b.1
-                    ),
-                ));
+                let why = if with_root {
+                    format!("than the root of the tree ({root}): nested {kind} namespaces are not supported")
+                } else if Namespaces::of(kind).is_some_and(|f| Namespaces::SUPPORTED.contains(f)) {
+                    format!("than crtools: dump it with -n {kind}")
+                } else {
+                    format!("than crtools: dumping {kind} namespaces is not supported yet")
+                };
+                return Err(Error::refuse(pid, format!("is in another {kind} namespace ({kind}:[{}]) {why}", b.1)));
             }
         }
     }
@@ -64,12 +118,53 @@ pub fn refuse_foreign(pid: Pid) -> Result<()> {
     Ok(())
 }
 
+/// Runs `f` on a thread of crtools' that joined `pid`'s namespace of kind
+/// `kind` (`flag`): what it reads or sets is that namespace's. The thread
+/// ends with `f`, and with it its place in that namespace.
+fn in_ns<T: Send>(pid: Pid, kind: &str, flag: CloneFlags, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    let ns = std::fs::File::open(proc::pid_path(pid, &format!("ns/{kind}")))
+        .ctx(pid, &format!("open its {kind} namespace"))?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            crate::sys::clone::setns(ns.as_fd(), flag).ctx(pid, &format!("join its {kind} namespace"))?;
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(Error::task(pid, format!("the thread in its {kind} namespace panicked"))))
+    })
+}
+
+/// The UTS namespace of `root`.
+pub fn dump_uts(root: Pid) -> Result<UtsNsEntry> {
+    let (node, domain) =
+        in_ns(root, "uts", CloneFlags::CLONE_NEWUTS, || crate::sys::misc::uts_names().ctx(root, "uname"))?;
+    log::info!(task = root.0; "uts namespace: host name {:?}, domain name {:?}",
+        String::from_utf8_lossy(&node), String::from_utf8_lossy(&domain));
+    Ok(UtsNsEntry { nodename: RawStr(node), domainname: RawStr(domain) })
+}
+
+/// Gives the new UTS namespace of `root` (restored) its names.
+pub fn restore_uts(root: Pid, e: &UtsNsEntry) -> Result<()> {
+    in_ns(root, "uts", CloneFlags::CLONE_NEWUTS, || {
+        crate::sys::misc::sethostname(&e.nodename.0).ctx(root, "sethostname")?;
+        crate::sys::misc::setdomainname(&e.domainname.0).ctx(root, "setdomainname")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn crtools_itself_passes() {
-        refuse_foreign(Pid(std::process::id() as i32)).unwrap();
+        let me = Pid(std::process::id() as i32);
+        refuse_foreign(me, me, Namespaces::empty()).unwrap();
+        refuse_foreign(me, me, Namespaces::all()).unwrap();
+    }
+
+    #[test]
+    fn names_follow_the_proc_order() {
+        assert_eq!((Namespaces::UTS | Namespaces::NET | Namespaces::IPC).names(), "net,ipc,uts");
+        assert_eq!(Namespaces::empty().names(), "");
     }
 }

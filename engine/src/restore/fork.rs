@@ -119,16 +119,17 @@ pub(super) fn held_pid(pid: Pid) -> Option<Error> {
     ))
 }
 
-/// Forks the root with its pid. It blocks on `go` until the engine has
-/// seized it, then runs [`child_main`].
-pub(super) fn spawn_root(all: &[Prepared], go: &OwnedFd) -> Result<Tracee> {
+/// Forks the root with its pid, in new namespaces of the kinds `ns`
+/// names. It blocks on `go` until the engine has seized it, then runs
+/// [`child_main`].
+pub(super) fn spawn_root(all: &[Prepared], go: &OwnedFd, ns: CloneFlags) -> Result<Tracee> {
     let pid = all[0].pid;
     let deadline = Instant::now() + PID_WAIT;
     open_ns_last_pid();
     loop {
         // SAFETY: the child runs only `child_main`, which makes raw syscalls
         // on memory prepared before the fork and never returns.
-        match unsafe { fork_exact(pid, SIGCHLD, CloneFlags::empty()) } {
+        match unsafe { fork_exact(pid, SIGCHLD, ns) } {
             Ok(CloneResult::Child) => {
                 let mut msg = [0u8; 16];
                 match crate::sys::fs::read(go.as_fd(), &mut msg) {

@@ -89,6 +89,9 @@ pub struct RestoreOptions {
     /// `--action-script`: scripts run at pre-restore, post-restore and
     /// post-resume.
     pub action_scripts: Vec<PathBuf>,
+    /// `-n`: the namespaces the images must hold (None: whatever they hold;
+    /// each is made again for the root either way).
+    pub namespaces: Option<crate::objects::ns::Namespaces>,
 }
 
 /// Everything read from the images for one task.
@@ -418,6 +421,23 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
             format!("fd {}: the images hold its {}: restore with --file-locks", l.fd, l.kind_name()),
         ));
     }
+    let uts = if dir.contains(crate::image::ImageKind::UtsNs, None) {
+        Some(dir.open_image::<kinds::UtsNs>(None).map_err(ge("utsns"))?.collect_entries().map_err(ge("utsns"))?.0)
+    } else {
+        None
+    };
+    let held = if uts.is_some() { crate::objects::ns::Namespaces::UTS } else { Default::default() };
+    if let Some(asked) = opts.namespaces.filter(|&a| a != held) {
+        return Err(Error::new(format!(
+            "-n {}: the images hold {}",
+            asked.names(),
+            if held.is_empty() {
+                "no namespace (dumped without -n)".to_string()
+            } else {
+                format!("the {} namespaces", held.names())
+            }
+        )));
+    }
     let pids: Vec<u32> = tree.iter().map(|t| t.pid).collect();
     let Some(first) = tree.first() else { return Err(Error::new("the images hold no task")) };
     let root = opts.pid.unwrap_or(Pid(first.pid as i32));
@@ -650,16 +670,28 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     crate::fault::check(crate::fault::Fault::RestoreFork)?;
     let (go_r, go_w) = crate::sys::fs::pipe2(crate::sys::fs::OpenFlags::O_CLOEXEC).ctx_global("pipe")?;
     let forking = Instant::now();
-    let t_root = fork::spawn_root(&prepared, &go_r)?;
+    let ns_flags = if uts.is_some() {
+        crate::sys::clone::CloneFlags::CLONE_NEWUTS
+    } else {
+        crate::sys::clone::CloneFlags::empty()
+    };
+    let t_root = fork::spawn_root(&prepared, &go_r, ns_flags)?;
     drop(go_r);
     let mut tracees: BTreeMap<Pid, Tracee> = BTreeMap::new();
     tracees.insert(root, t_root);
+    // The root waits for the go: its new namespaces get what they held
+    // before any task runs in them.
+    let ns_ready = match &uts {
+        Some(u) => crate::objects::ns::restore_uts(root, u),
+        None => Ok(()),
+    };
     let post_restore = || {
         // Every task attached its segments: the removed ones are marked again.
         segments.complete()?;
         crate::scripts::run(&opts.action_scripts, "post-restore", &opts.dir, Some(root))
     };
-    let mut result = run_tree(&tasks, &prepared, &mut tracees, &go_w, &mut verifier, &mut opened, &post_restore);
+    let mut result = ns_ready
+        .and_then(|_| run_tree(&tasks, &prepared, &mut tracees, &go_w, &mut verifier, &mut opened, &post_restore));
     if let Some(v) = verifier.take() {
         // An earlier failure: a bad page image is its likely cause, say so.
         if let Ok(Err(bad)) = v.join() {

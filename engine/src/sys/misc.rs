@@ -754,6 +754,30 @@ pub fn uname() -> Result<Utsname> {
     })
 }
 
+/// The host and NIS domain names of the calling thread's UTS namespace,
+/// as the bytes the kernel holds.
+pub fn uts_names() -> Result<(Vec<u8>, Vec<u8>)> {
+    let mut u = core::mem::MaybeUninit::<linux_raw_sys::system::new_utsname>::zeroed();
+    // SAFETY: the kernel writes one struct new_utsname.
+    unsafe { syscalls::syscall1(Sysno::uname, u.as_mut_ptr() as usize) }?;
+    // SAFETY: zero-initialised, then filled by the kernel; all fields are bytes.
+    let u = unsafe { u.assume_init_ref() };
+    let b = |f: &[core::ffi::c_char; 65]| f.iter().map(|&c| c as u8).take_while(|&c| c != 0).collect::<Vec<u8>>();
+    Ok((b(&u.nodename), b(&u.domainname)))
+}
+
+/// sethostname(2) in the calling thread's UTS namespace.
+pub fn sethostname(name: &[u8]) -> Result<()> {
+    // SAFETY: the kernel reads `name.len()` bytes of `name`.
+    unsafe { syscalls::syscall2(Sysno::sethostname, name.as_ptr() as usize, name.len()) }.map(drop)
+}
+
+/// setdomainname(2) in the calling thread's UTS namespace.
+pub fn setdomainname(name: &[u8]) -> Result<()> {
+    // SAFETY: the kernel reads `name.len()` bytes of `name`.
+    unsafe { syscalls::syscall2(Sysno::setdomainname, name.as_ptr() as usize, name.len()) }.map(drop)
+}
+
 /// A clock id for [`clock_gettime`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ClockId(pub u32);
