@@ -103,7 +103,7 @@ pub struct TreeArgs {
     pub ext_unix_sk: bool,
 
     /// Checkpoint namespaces, comma separated (repeatable): uts, ipc, mnt, pid, net
-    /// (this version dumps uts; the others are refused, exit 3)
+    /// (this version dumps uts and ipc; the others are refused, exit 3)
     #[arg(short = 'n', long = "namespaces", value_name = "NS", value_enum, value_delimiter = ',')]
     pub namespaces: Vec<Namespace>,
 

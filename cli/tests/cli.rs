@@ -2422,13 +2422,118 @@ fn a_uts_namespace_comes_back_with_its_names() {
     let o = crtools(&["show", "-f", img.join("utsns.img").to_str().unwrap()]);
     let shown = String::from_utf8_lossy(&o.stdout);
     assert!(shown.contains("crtools-uts") && shown.contains("crtools.dom"), "{shown}");
+    let o = crtools(&["restore", "-n", "pid", "-d", "-D", img.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "restore -n pid: {}", String::from_utf8_lossy(&o.stderr));
     let o = crtools(&["restore", "-n", "ipc", "-d", "-D", img.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(3), "restore -n ipc: {}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.code() == Some(1) && err.contains("the uts namespaces"), "restore -n ipc: {err}");
     let o = crtools(&["restore", "-n", "uts", "-d", "-D", img.to_str().unwrap()]);
     assert!(o.status.success(), "restore: {}", String::from_utf8_lossy(&o.stderr));
     let got = ask(pid, &out);
     kill_reap(pid);
     assert_eq!(got, "['crtools-uts', 'crtools.dom', True]");
     assert_eq!(std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(), ours, "crtools' own host name changed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A process in an IPC namespace of its own with SysV objects in it: a
+/// segment it attaches, one nobody attaches, a message queue with two
+/// messages, a semaphore set, and a raised kernel.msgmnb. Refused without
+/// -n ipc; with it, restored into a new IPC namespace with every object
+/// under its id with its contents, nothing made in crtools' own namespace.
+/// A POSIX message queue in the namespace is refused by name.
+#[test]
+fn an_ipc_namespace_comes_back_with_its_objects() {
+    if !have_python3() {
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("ipcns");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("got");
+    let script = format!(
+        "import ctypes, os, signal, time\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         libc.shmat.restype = ctypes.c_void_p\n\
+         libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]\n\
+         host = os.readlink('/proc/self/ns/ipc')\n\
+         assert libc.unshare(0x08000000) == 0, ctypes.get_errno()\n\
+         open('/proc/sys/kernel/msgmnb', 'w').write('20000')\n\
+         C = 0o1000\n\
+         a = libc.shmget(0x1234, 8192, C | 0o640)\n\
+         pa = libc.shmat(a, None, 0)\n\
+         ctypes.memmove(pa, b'attached segment', 16)\n\
+         b = libc.shmget(0x5678, 4096, C | 0o600)\n\
+         pb = libc.shmat(b, None, 0)\n\
+         ctypes.memmove(pb + 100, b'unattached one', 14)\n\
+         libc.shmdt(ctypes.c_void_p(pb))\n\
+         class Msg(ctypes.Structure): _fields_ = [('t', ctypes.c_long), ('d', ctypes.c_char * 64)]\n\
+         q = libc.msgget(0x9abc, C | 0o600)\n\
+         for t, d in ((1, b'first'), (2, b'second message')):\n    \
+             m = Msg(t, d)\n    \
+             assert libc.msgsnd(q, ctypes.byref(m), len(d), 0) == 0\n\
+         s = libc.semget(0xdef0, 2, C | 0o600)\n\
+         libc.semctl(s, 0, 16, 3)\n\
+         libc.semctl(s, 1, 16, 7)\n\
+         MQ\n\
+         def go(*_):\n    \
+             r = [a, b, q, s, ctypes.string_at(pa, 16)]\n    \
+             pb2 = libc.shmat(b, None, 0)\n    \
+             r.append(ctypes.string_at(pb2 + 100, 14))\n    \
+             libc.shmdt(ctypes.c_void_p(pb2))\n    \
+             got = []\n    \
+             for _ in range(2):\n        \
+                 m = Msg()\n        \
+                 n = libc.msgrcv(q, ctypes.byref(m), 64, 0, 0o4000)\n        \
+                 got.append((m.t, m.d[:n]))\n    \
+             r += [got, [libc.semctl(s, 0, 12), libc.semctl(s, 1, 12)]]\n    \
+             r += [open('/proc/sys/kernel/msgmnb').read().strip(), os.readlink('/proc/self/ns/ipc') != host]\n    \
+             open('{}', 'w').write(repr(r))\n\
+         signal.signal(signal.SIGUSR1, go)\n\
+         print('ready', a, b, q, s, flush=True)\n\
+         while True: time.sleep(1)\n",
+        out.display()
+    );
+    let img = dir.join("img");
+    let plain = script.replace("MQ", "pass");
+    let DumpOf { line, code, err, alive } = dump_of_python3(&plain, &img);
+    assert!(line.starts_with("ready"), "{line}");
+    assert_eq!(code, Some(3), "not refused: {err}");
+    assert!(err.contains("ipc namespace") && err.contains("-n ipc"), "{err}");
+    assert_eq!(alive, Some('S'), "the task does not sleep on");
+
+    // A POSIX message queue in it: refused by name with -n ipc too.
+    let mq = script.replace("MQ", "assert libc.mq_open(b'/crtools-mq', os.O_CREAT | os.O_RDWR, 0o600, None) >= 0");
+    let (mut child, line) = python3_started(&mq);
+    assert!(line.starts_with("ready"), "{line}");
+    let o = crtools(&["dump", "-n", "ipc", "-t", &child.id().to_string(), "-D", img.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.code() == Some(3) && err.contains("/crtools-mq"), "{err}");
+    assert_eq!(settled_state(child.id() as i32), Some('S'), "the task does not sleep on");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let host_sysv =
+        || ["shm", "msg", "sem"].map(|k| std::fs::read_to_string(format!("/proc/sysvipc/{k}")).unwrap_or_default());
+    let before = host_sysv();
+    let (mut child, line) = python3_started(&plain);
+    let ids: Vec<String> = line.split_whitespace().skip(1).map(String::from).collect();
+    let pid = child.id() as i32;
+    let o = crtools(&["dump", "-n", "ipc", "-t", &pid.to_string(), "-D", img.to_str().unwrap()]);
+    assert!(o.status.success(), "dump: {}", String::from_utf8_lossy(&o.stderr));
+    let _ = child.wait();
+    let o = crtools(&["show", "-f", img.join("ipcns.img").to_str().unwrap()]);
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(shown.contains("message queue") && shown.contains("semaphore set"), "{shown}");
+    let o = crtools(&["restore", "-d", "-D", img.to_str().unwrap()]);
+    assert!(o.status.success(), "restore: {}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(host_sysv(), before, "objects were made in crtools' own IPC namespace");
+    let got = ask(pid, &out);
+    kill_reap(pid);
+    let want = format!(
+        "[{}, b'attached segment', b'unattached one', [(1, b'first'), (2, b'second message')], [3, 7], '20000', True]",
+        ids.join(", ")
+    );
+    assert_eq!(got, want);
     let _ = std::fs::remove_dir_all(&dir);
 }

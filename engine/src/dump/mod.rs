@@ -213,7 +213,18 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         finish_pages(&img, p, &mut shared)?;
     }
     drop(pool);
-    shared.shm.finish()?;
+    if opts.namespaces.contains(ns::Namespaces::IPC) {
+        // Every object of the tree's IPC namespace, its segments included.
+        let (head, objs) = crate::objects::ipc_ns::dump(pid, &mut shared.shm)?;
+        let w = |e: crate::image::ImageError| Error::new(format!("write images: {e}"));
+        let mut f = img.create_image::<kinds::IpcNs>(None, &head).map_err(w)?;
+        for o in &objs {
+            f.write(o).map_err(w)?;
+        }
+        f.finish().map_err(w)?;
+    } else {
+        shared.shm.finish()?;
+    }
 
     // Sessions and groups restore could not make again: refused now, the
     // tree untouched, rather than found out once it is dead.

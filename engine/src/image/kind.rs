@@ -150,6 +150,8 @@ image_kinds! {
         PacketSk  = 63, "packetsk", "packetsk.img",       1, DEFAULT_MAX_RECORD, (),                       packet_sk::PacketSkEntry;
         /// The tree's UTS namespace (`-n uts`).
         UtsNs     = 64, "utsns",    "utsns.img",          1, 4096,               ns::UtsNsEntry,           ();
+        /// The tree's IPC namespace (`-n ipc`): sysctls, message queues, semaphore sets.
+        IpcNs     = 65, "ipcns",    "ipcns.img",          1, DEFAULT_MAX_RECORD, ns::IpcNsHead,            ns::IpcObject;
         /// Iterative dumps: the parent dump and the tasks whose writes are tracked.
         Chain     = 61, "chain",    "chain.img",          1, DEFAULT_MAX_RECORD, chain::ChainHead,         chain::TrackedTask;
     }

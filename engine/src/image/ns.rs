@@ -4,7 +4,7 @@
 //! namespace of each kind present.
 use serde::{Deserialize, Serialize};
 
-use super::describe::{Describe, Obj};
+use super::describe::{Describe, Node, Obj};
 use super::RawStr;
 
 /// The tree's UTS namespace.
@@ -17,7 +17,98 @@ pub struct UtsNsEntry {
 }
 
 impl Describe for UtsNsEntry {
-    fn describe(&self) -> super::describe::Node {
+    fn describe(&self) -> Node {
         Obj::new().d("nodename", &self.nodename).d("domainname", &self.domainname).done()
+    }
+}
+
+/// The tree's IPC namespace (`-n ipc`), `ipcns.img`: its sysctls in the
+/// head, then one entry per message queue and semaphore set. Its shared
+/// memory segments are in `ipc-shm.img`, every one of the namespace, and
+/// are made in the new namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpcNsHead {
+    /// (path under /proc/sys, value as read), written back in this order.
+    pub sysctls: Vec<(String, String)>,
+}
+
+/// Owner, mode and identity of one SysV IPC object.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpcPermEntry {
+    /// Its id, made again at restore.
+    pub id: i32,
+    /// Its key (0: IPC_PRIVATE).
+    pub key: i32,
+    /// Permission bits (low 9 of the mode).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Creator.
+    pub cuid: u32,
+    pub cgid: u32,
+}
+
+/// One message queue: its byte limit and its messages in queue order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MsgQueueEntry {
+    pub perm: IpcPermEntry,
+    /// msg_qbytes.
+    pub qbytes: u64,
+    /// (type, text) of each queued message.
+    pub msgs: Vec<(i64, Vec<u8>)>,
+}
+
+/// One semaphore set and its values.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SemSetEntry {
+    pub perm: IpcPermEntry,
+    pub values: Vec<u16>,
+}
+
+/// A record of `ipcns.img` after its head.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IpcObject {
+    Msg(MsgQueueEntry),
+    Sem(SemSetEntry),
+}
+
+impl Describe for IpcNsHead {
+    fn describe(&self) -> Node {
+        Node::Object(self.sysctls.iter().map(|(k, v)| (k.clone().into(), Node::Str(v.clone()))).collect())
+    }
+}
+
+fn perm(p: &IpcPermEntry) -> Obj {
+    Obj::new()
+        .f("id", Node::I64(p.id.into()))
+        .f("key", Node::Hex { value: p.key as u32 as u64, digits: 8 })
+        .f("mode", format!("{:o}", p.mode))
+        .f("uid", p.uid)
+        .f("gid", p.gid)
+        .f("cuid", p.cuid)
+        .f("cgid", p.cgid)
+}
+
+impl Describe for IpcObject {
+    fn describe(&self) -> Node {
+        match self {
+            IpcObject::Msg(q) => perm(&q.perm)
+                .f("kind", "message queue")
+                .f("qbytes", q.qbytes)
+                .f(
+                    "msgs",
+                    Node::Array(
+                        q.msgs
+                            .iter()
+                            .map(|(t, d)| Obj::new().f("type", Node::I64(*t)).f("text", Node::Bytes(d.clone())).done())
+                            .collect(),
+                    ),
+                )
+                .done(),
+            IpcObject::Sem(s) => perm(&s.perm)
+                .f("kind", "semaphore set")
+                .f("values", Node::Array(s.values.iter().map(|&v| Node::U64(v.into())).collect()))
+                .done(),
+        }
     }
 }

@@ -37,6 +37,7 @@ pub mod fown;
 pub mod hugetlb;
 pub mod inet_sk;
 pub mod inotify;
+pub mod ipc_ns;
 pub mod keeper;
 pub mod mem_track;
 pub mod memfd;

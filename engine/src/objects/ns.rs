@@ -48,7 +48,7 @@ impl Namespaces {
     }
 
     /// The kinds this version dumps and restores.
-    pub const SUPPORTED: Namespaces = Namespaces::UTS;
+    pub const SUPPORTED: Namespaces = Namespaces::UTS.union(Namespaces::IPC);
 
     /// "uts,ipc": the kinds as `-n` takes them.
     pub fn names(self) -> String {
@@ -121,7 +121,12 @@ pub fn refuse_foreign(pid: Pid, root: Pid, dumped: Namespaces) -> Result<()> {
 /// Runs `f` on a thread of crtools' that joined `pid`'s namespace of kind
 /// `kind` (`flag`): what it reads or sets is that namespace's. The thread
 /// ends with `f`, and with it its place in that namespace.
-fn in_ns<T: Send>(pid: Pid, kind: &str, flag: CloneFlags, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+pub(crate) fn in_ns<T: Send>(
+    pid: Pid,
+    kind: &str,
+    flag: CloneFlags,
+    f: impl FnOnce() -> Result<T> + Send,
+) -> Result<T> {
     let ns = std::fs::File::open(proc::pid_path(pid, &format!("ns/{kind}")))
         .ctx(pid, &format!("open its {kind} namespace"))?;
     std::thread::scope(|s| {

@@ -154,6 +154,46 @@ pub fn dump_mapped(pid: Pid, vmas: &[Vma], out: &mut ShmDump) -> Result<()> {
 }
 
 impl ShmDump {
+    /// With the tree's IPC namespace dumped (`-n ipc`; called on a thread
+    /// in that namespace, before [`ShmDump::finish`]): every segment of the
+    /// namespace that no task of the tree attaches is dumped too, opened
+    /// through a short read-only attachment of crtools' own (which sets
+    /// its atime, dtime and lpid: the kernel gives no other way in).
+    /// Hugetlb segments are refused by name.
+    pub fn add_unattached(&mut self, root: Pid) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let table = crate::proc::sysvipc::read_shm().map_err(|e| Error::new(format!("read /proc/sysvipc/shm: {e}")))?;
+        for seg in table.iter() {
+            if self.seen.contains_key(&seg.shmid) {
+                continue;
+            }
+            let what = seg_name(seg.shmid, seg.key as u32);
+            // SAFETY: the kernel picks a free range; only this function
+            // refers to it, and detaches it before returning.
+            let at = unsafe { ipc::shmat(seg.shmid, 0, ipc::SHM_RDONLY) }
+                .map_err(|x| Error::task(root, format!("{what}: attach it to read it: {x}")))?;
+            let len = seg.size.div_ceil(PAGE).max(1) * PAGE;
+            let me = crate::sys::misc::getpid();
+            let f = crate::proc::map_files::open(me, at, at + len);
+            // SAFETY: our own attachment, which nothing refers to.
+            let _ = unsafe { ipc::shmdt(at) };
+            let f = f.map_err(|x| Error::task(root, format!("{what}: open it: {x}")))?;
+            let md = f.metadata().map_err(|x| Error::task(root, format!("{what}: stat: {x}")))?;
+            if md.blksize() > PAGE {
+                return Err(Error::refuse(
+                    root,
+                    format!("{what} of the tree's IPC namespace is a hugetlb segment (SHM_HUGETLB): not supported"),
+                ));
+            }
+            log::debug!("{what}: in the tree's IPC namespace, attached by no task of the tree");
+            self.seen.insert(
+                seg.shmid,
+                Seen { name_key: seg.key as u32, file_size: md.size(), src: f.into(), vmas: 0, first: (root, 0, 0) },
+            );
+        }
+        Ok(())
+    }
+
     /// Once every task is dumped: reads `/proc/sysvipc/shm` and checks each
     /// segment is the one crtools' IPC namespace lists under its id and is
     /// attached by the tree only.
@@ -308,6 +348,10 @@ pub struct Segments {
     /// tree has attached them: with kernel.shm_rmid_forced set, a segment
     /// goes as soon as nothing is attached to it.
     holds: std::cell::RefCell<Vec<u64>>,
+    /// Made in the new IPC namespace of this root (`-n ipc`): checked
+    /// there, and not removed by id from crtools' own if the restore fails
+    /// (the namespace goes with the killed tree).
+    ns: Option<Pid>,
 }
 
 impl Segments {
@@ -324,7 +368,7 @@ impl Segments {
 impl Drop for Segments {
     fn drop(&mut self) {
         self.let_go();
-        if self.done.get() {
+        if self.done.get() || self.ns.is_some() {
             return;
         }
         for &id in &self.made {
@@ -344,25 +388,41 @@ impl Segments {
     /// removal those that were.
     pub fn complete(&self) -> Result<()> {
         self.let_go();
-        for e in &self.entries {
-            let what = seg_name(e.shmid, e.key as u32);
-            let st = ipc::shm_stat(e.shmid).map_err(|x| Error::new(format!("{what}: IPC_STAT: {x}")))?;
-            if st.nattch != e.nattch {
-                return Err(Error::new(format!(
-                    "{what}: attached {} times after restore, {} at dump",
-                    st.nattch, e.nattch
-                )));
+        let check = |entries: &[ShmSegEntry]| -> Result<()> {
+            for e in entries {
+                let what = seg_name(e.shmid, e.key as u32);
+                let st = ipc::shm_stat(e.shmid).map_err(|x| Error::new(format!("{what}: IPC_STAT: {x}")))?;
+                if st.nattch != e.nattch {
+                    return Err(Error::new(format!(
+                        "{what}: attached {} times after restore, {} at dump",
+                        st.nattch, e.nattch
+                    )));
+                }
             }
-        }
-        for e in self.entries.iter().filter(|e| e.removed) {
-            ipc::shm_rmid(e.shmid)
-                .map_err(|x| Error::new(format!("{}: IPC_RMID: {x}", seg_name(e.shmid, e.key as u32))))?;
+            for e in entries.iter().filter(|e| e.removed) {
+                ipc::shm_rmid(e.shmid)
+                    .map_err(|x| Error::new(format!("{}: IPC_RMID: {x}", seg_name(e.shmid, e.key as u32))))?;
+            }
+            Ok(())
+        };
+        match self.ns {
+            Some(root) => {
+                let entries = &self.entries;
+                super::ipc_ns::in_ipc_ns(root, || check(entries))?
+            }
+            None => check(&self.entries)?,
         }
         // From here the removed ones go with their last attachment; a
         // later failure kills the tree and removes the others (Drop, which
         // does not touch ids released already: they may be reused).
         self.made_removed.set(true);
         Ok(())
+    }
+
+    /// These segments were made in the IPC namespace of `root`.
+    pub fn in_ns(mut self, root: Pid) -> Segments {
+        self.ns = Some(root);
+        self
     }
 
     /// The restore succeeded: the segments stay.
@@ -463,29 +523,35 @@ fn make(e: &ShmSegEntry, what: &str) -> Result<i32> {
         .map_err(|x| Error::new(format!("{what}: write {SHM_NEXT_ID}: {x}")))?;
     // Made owner-only: IPC_SET gives the dumped mode once it is filled.
     let flags = ipc::IPC_CREAT | ipc::IPC_EXCL | 0o600;
-    let get = || ipc::shmget(e.key, e.size, flags);
-    let (uid, gid) = (crate::sys::misc::getresuid(), crate::sys::misc::getresgid());
-    let own = matches!((uid, gid), (Ok(u), Ok(g)) if (u.effective, g.effective) == (e.cuid, e.cgid));
-    let r = if own {
-        get().map_err(|x| format!("shmget: {x}"))
-    } else {
-        std::thread::scope(|s| {
-            s.spawn(|| -> std::result::Result<i32, String> {
-                // Raw syscalls: these ids change for this thread only.
-                crate::sys::misc::setresgid(None, Some(e.cgid), None)
-                    .map_err(|x| format!("become group {}: {x}", e.cgid))?;
-                crate::sys::misc::setresuid(None, Some(e.cuid), None)
-                    .map_err(|x| format!("become user {}: {x}", e.cuid))?;
-                get().map_err(|x| format!("shmget as {}:{}: {x}", e.cuid, e.cgid))
-            })
-            .join()
-            .unwrap_or_else(|_| Err("the creating thread panicked".into()))
-        })
-    };
+    let get = || ipc::shmget(e.key, e.size, flags).map_err(|x| format!("shmget: {x}"));
+    let r = as_creator(e.cuid, e.cgid, get);
     r.map_err(|x| {
         // Nothing took the id: do not leave it armed for someone else.
         let _ = std::fs::write(SHM_NEXT_ID, "-1");
         Error::new(format!("{what}: {x}"))
+    })
+}
+
+/// Runs `f` with effective ids `cuid`:`cgid` (so what it creates has them
+/// as creator): at once if crtools has them, else on a thread of its own
+/// that takes them (raw syscalls: for that thread only).
+pub(crate) fn as_creator<T: Send>(
+    cuid: u32,
+    cgid: u32,
+    f: impl Fn() -> std::result::Result<T, String> + Sync,
+) -> std::result::Result<T, String> {
+    let (uid, gid) = (crate::sys::misc::getresuid(), crate::sys::misc::getresgid());
+    if matches!((uid, gid), (Ok(u), Ok(g)) if (u.effective, g.effective) == (cuid, cgid)) {
+        return f();
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            crate::sys::misc::setresgid(None, Some(cgid), None).map_err(|x| format!("become group {cgid}: {x}"))?;
+            crate::sys::misc::setresuid(None, Some(cuid), None).map_err(|x| format!("become user {cuid}: {x}"))?;
+            f().map_err(|x| format!("as {cuid}:{cgid}: {x}"))
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the creating thread panicked".into()))
     })
 }
 

@@ -409,6 +409,27 @@ pub fn fstat(fd: BorrowedFd<'_>) -> Result<Stat> {
     Ok(Stat::from_raw(unsafe { raw.assume_init_ref() }))
 }
 
+bitflags::bitflags! {
+    /// mount(2) flags.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct MountFlags: u64 {
+        const MS_REC = lg::MS_REC as u64;
+        const MS_PRIVATE = lg::MS_PRIVATE as u64;
+    }
+}
+
+/// mount(source, target, fstype, flags, no data).
+pub fn mount(source: Option<&str>, target: &Path, fstype: Option<&str>, flags: MountFlags) -> Result<()> {
+    let c = |s: &str| CString::new(s).map_err(|_| Errno::EINVAL);
+    let src = source.map(c).transpose()?;
+    let ty = fstype.map(c).transpose()?;
+    let tgt = cpath(target)?;
+    let ptr = |s: &Option<CString>| s.as_ref().map_or(0, |s| s.as_ptr() as usize);
+    // SAFETY: NUL-terminated strings (or NULL) that outlive the call.
+    unsafe { syscalls::syscall5(Sysno::mount, ptr(&src), tgt.as_ptr() as usize, ptr(&ty), flags.bits() as usize, 0) }
+        .map(drop)
+}
+
 /// chdir(path); allocates nothing (a forked child may call it).
 pub fn chdir(path: &core::ffi::CStr) -> Result<()> {
     // SAFETY: the kernel reads a NUL-terminated path.

@@ -1,5 +1,8 @@
-//! SysV shared memory: shmget(2), shmat(2), shmdt(2), shmctl(2) split per
-//! operation (IPC_STAT, IPC_SET, IPC_RMID, SHM_LOCK). See sysvipc(7).
+//! SysV IPC: shared memory (shmget(2), shmat(2), shmdt(2), shmctl(2) split
+//! per operation: IPC_STAT, IPC_SET, IPC_RMID, SHM_LOCK), message queues
+//! (msgget(2), msgctl(2), msgsnd(2), msgrcv(2) with MSG_COPY) and
+//! semaphore sets (semget(2), semctl(2)), and the walk of a namespace's
+//! objects by index (*_INFO, *_STAT_ANY). See sysvipc(7).
 //!
 //! # Invariants
 //! - x86_64 has no ipc(2) multiplexer and always speaks the IPC_64 layout:
@@ -124,6 +127,192 @@ pub fn shm_lock(id: i32) -> Result<()> {
     unsafe { syscalls::syscall3(Sysno::shmctl, id as usize, SHM_LOCK as usize, 0) }.map(drop)
 }
 
+/// shmctl(index, SHM_STAT_ANY): the segment at that index of the calling
+/// thread's IPC namespace, and its id.
+pub fn shm_stat_index(index: i32) -> Result<(i32, ShmidDs)> {
+    let mut ds = ShmidDs::default();
+    // SAFETY: the kernel writes one shmid64_ds into `ds`.
+    let id = unsafe {
+        syscalls::syscall3(Sysno::shmctl, index as usize, SHM_STAT_ANY as usize, &mut ds as *mut ShmidDs as usize)
+    }?;
+    Ok((id as i32, ds))
+}
+
+/// The highest index in use by `ctl` (shmctl, msgctl or semctl) with its
+/// `*_INFO` command, -1 if none.
+fn highest_index(ctl: Sysno, info: i32) -> Result<i32> {
+    // Big enough for struct shm_info, msginfo and seminfo.
+    let mut buf = [0u64; 16];
+    let r = match ctl {
+        // SAFETY: the kernel writes at most one info struct (< 128 bytes).
+        Sysno::semctl => unsafe { syscalls::syscall4(ctl, 0, 0, info as usize, buf.as_mut_ptr() as usize) },
+        // SAFETY: as above.
+        _ => unsafe { syscalls::syscall3(ctl, 0, info as usize, buf.as_mut_ptr() as usize) },
+    };
+    r.map(|r| r as i32)
+}
+
+/// The highest shm index in use in the calling thread's IPC namespace.
+pub fn shm_highest_index() -> Result<i32> {
+    highest_index(Sysno::shmctl, SHM_INFO)
+}
+
+/// The highest message queue index in use.
+pub fn msg_highest_index() -> Result<i32> {
+    highest_index(Sysno::msgctl, MSG_INFO)
+}
+
+/// The highest semaphore set index in use.
+pub fn sem_highest_index() -> Result<i32> {
+    highest_index(Sysno::semctl, SEM_INFO)
+}
+
+const SHM_INFO: i32 = 14;
+const SHM_STAT_ANY: i32 = 15;
+const MSG_STAT_ANY: i32 = 13;
+const MSG_INFO: i32 = 12;
+const SEM_INFO: i32 = 19;
+const SEM_STAT_ANY: i32 = 20;
+const GETALL: i32 = 13;
+const SETALL: i32 = 17;
+/// msgrcv flag: copy the message at an index, leaving it queued.
+const MSG_COPY: i32 = 0o40000;
+/// msgrcv/msgsnd flag: do not wait.
+pub const IPC_NOWAIT: i32 = 0o4000;
+
+/// `struct msqid64_ds` (x86_64).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MsqidDs {
+    pub perm: IpcPerm,
+    pub stime: i64,
+    pub rtime: i64,
+    pub ctime: i64,
+    pub cbytes: u64,
+    pub qnum: u64,
+    pub qbytes: u64,
+    pub lspid: i32,
+    pub lrpid: i32,
+    pub unused4: u64,
+    pub unused5: u64,
+}
+
+/// `struct semid64_ds` (x86_64).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SemidDs {
+    pub perm: IpcPerm,
+    pub otime: i64,
+    pub unused1: u64,
+    pub ctime: i64,
+    pub unused2: u64,
+    pub nsems: u64,
+    pub unused3: u64,
+    pub unused4: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<MsqidDs>() == 120);
+const _: () = assert!(core::mem::size_of::<SemidDs>() == 104);
+
+/// msgctl(index, MSG_STAT_ANY): the queue at that index, and its id.
+pub fn msg_stat_index(index: i32) -> Result<(i32, MsqidDs)> {
+    let mut ds = MsqidDs::default();
+    // SAFETY: the kernel writes one msqid64_ds into `ds`.
+    let id = unsafe {
+        syscalls::syscall3(Sysno::msgctl, index as usize, MSG_STAT_ANY as usize, &mut ds as *mut MsqidDs as usize)
+    }?;
+    Ok((id as i32, ds))
+}
+
+/// msgget(key, flags).
+pub fn msgget(key: i32, flags: i32) -> Result<i32> {
+    // SAFETY: plain values.
+    unsafe { syscalls::syscall2(Sysno::msgget, key as usize, flags as usize) }.map(|r| r as i32)
+}
+
+/// msgctl(id, IPC_SET): owner, low 9 mode bits and the queue's byte limit.
+pub fn msg_set(id: i32, uid: u32, gid: u32, mode: u32, qbytes: u64) -> Result<()> {
+    let ds = MsqidDs { perm: IpcPerm { uid, gid, mode, ..Default::default() }, qbytes, ..Default::default() };
+    // SAFETY: the kernel reads one msqid64_ds from `ds`.
+    unsafe { syscalls::syscall3(Sysno::msgctl, id as usize, IPC_SET as usize, &ds as *const MsqidDs as usize) }
+        .map(drop)
+}
+
+/// msgctl(id, IPC_RMID).
+pub fn msg_rmid(id: i32) -> Result<()> {
+    // SAFETY: plain values.
+    unsafe { syscalls::syscall3(Sysno::msgctl, id as usize, IPC_RMID as usize, 0) }.map(drop)
+}
+
+/// A copy of the message at `index` of queue `id` (MSG_COPY: it stays
+/// queued): its type and text. `buf` must hold a long and the longest text.
+pub fn msg_copy(id: i32, index: u64, buf: &mut [u8]) -> Result<(i64, Vec<u8>)> {
+    assert!(buf.len() > 8);
+    let flags = MSG_COPY | IPC_NOWAIT;
+    // SAFETY: the kernel writes a long and at most `buf.len() - 8` bytes.
+    let n = unsafe {
+        syscalls::syscall5(
+            Sysno::msgrcv,
+            id as usize,
+            buf.as_mut_ptr() as usize,
+            buf.len() - 8,
+            index as usize,
+            flags as usize,
+        )
+    }?;
+    let ty = i64::from_ne_bytes(buf[..8].try_into().expect("8 bytes"));
+    Ok((ty, buf[8..8 + n].to_vec()))
+}
+
+/// msgsnd(id, {ty, text}, IPC_NOWAIT).
+pub fn msgsnd(id: i32, ty: i64, text: &[u8]) -> Result<()> {
+    let mut m = Vec::with_capacity(8 + text.len());
+    m.extend_from_slice(&ty.to_ne_bytes());
+    m.extend_from_slice(text);
+    // SAFETY: the kernel reads a long and `text.len()` bytes.
+    unsafe { syscalls::syscall4(Sysno::msgsnd, id as usize, m.as_ptr() as usize, text.len(), IPC_NOWAIT as usize) }
+        .map(drop)
+}
+
+/// semctl(index, SEM_STAT_ANY): the set at that index, and its id.
+pub fn sem_stat_index(index: i32) -> Result<(i32, SemidDs)> {
+    let mut ds = SemidDs::default();
+    // SAFETY: the kernel writes one semid64_ds into `ds`.
+    let id = unsafe {
+        syscalls::syscall4(Sysno::semctl, index as usize, 0, SEM_STAT_ANY as usize, &mut ds as *mut SemidDs as usize)
+    }?;
+    Ok((id as i32, ds))
+}
+
+/// semget(key, nsems, flags).
+pub fn semget(key: i32, nsems: u32, flags: i32) -> Result<i32> {
+    // SAFETY: plain values.
+    unsafe { syscalls::syscall3(Sysno::semget, key as usize, nsems as usize, flags as usize) }.map(|r| r as i32)
+}
+
+/// semctl(id, GETALL): the value of every semaphore of the set.
+pub fn sem_getall(id: i32, nsems: usize) -> Result<Vec<u16>> {
+    let mut v = vec![0u16; nsems];
+    // SAFETY: the kernel writes nsems shorts.
+    unsafe { syscalls::syscall4(Sysno::semctl, id as usize, 0, GETALL as usize, v.as_mut_ptr() as usize) }?;
+    Ok(v)
+}
+
+/// semctl(id, SETALL).
+pub fn sem_setall(id: i32, values: &[u16]) -> Result<()> {
+    // SAFETY: the kernel reads one short per semaphore of the set, which the
+    // caller made with `values.len()` of them.
+    unsafe { syscalls::syscall4(Sysno::semctl, id as usize, 0, SETALL as usize, values.as_ptr() as usize) }.map(drop)
+}
+
+/// semctl(id, IPC_SET): owner and low 9 mode bits.
+pub fn sem_set(id: i32, uid: u32, gid: u32, mode: u32) -> Result<()> {
+    let ds = SemidDs { perm: IpcPerm { uid, gid, mode, ..Default::default() }, ..Default::default() };
+    // SAFETY: the kernel reads one semid64_ds from `ds`.
+    unsafe { syscalls::syscall4(Sysno::semctl, id as usize, 0, IPC_SET as usize, &ds as *const SemidDs as usize) }
+        .map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +334,17 @@ mod tests {
         assert_eq!(IPC_SET, libc::IPC_SET);
         assert_eq!(IPC_RMID, libc::IPC_RMID);
         assert_eq!(SHM_LOCK, libc::SHM_LOCK);
+    }
+
+    #[test]
+    fn message_and_semaphore_layouts_match_libc() {
+        assert_eq!(size_of::<MsqidDs>(), size_of::<libc::msqid_ds>());
+        assert_eq!(offset_of!(MsqidDs, qbytes), offset_of!(libc::msqid_ds, msg_qbytes));
+        assert_eq!(offset_of!(MsqidDs, qnum), offset_of!(libc::msqid_ds, msg_qnum));
+        assert_eq!(size_of::<SemidDs>(), size_of::<libc::semid_ds>());
+        assert_eq!(offset_of!(SemidDs, nsems), offset_of!(libc::semid_ds, sem_nsems));
+        assert_eq!((MSG_INFO, SEM_INFO, MSG_STAT_ANY, SEM_STAT_ANY), (libc::MSG_INFO, libc::SEM_INFO, 13, 20));
+        assert_eq!((GETALL, SETALL, IPC_NOWAIT), (libc::GETALL, libc::SETALL, libc::IPC_NOWAIT));
     }
 
     #[test]
