@@ -98,18 +98,22 @@ fn shell_job_moves_to_another_terminal() {
     let _ = std::fs::remove_dir_all(&dir);
     let d = dir.to_str().unwrap();
 
+    // The job writes each line with one write(2): crtools, restoring it
+    // on the same terminal, logs whole lines there too, and python's print
+    // writes its pieces one by one.
     let first = pty(33, 111);
     let mut job = on_terminal(
         Command::new("python3").arg("-c").arg(
             "import fcntl, os, signal, struct, sys, termios\n\
              def winch(*_):\n    \
                  r, c = struct.unpack('hh', fcntl.ioctl(0, termios.TIOCGWINSZ, b'xxxx'))\n    \
-                 print('winch', r, c, flush=True)\n\
+                 os.write(1, f'winch {r} {c}\\n'.encode())\n\
              signal.signal(signal.SIGWINCH, winch)\n\
              os.system('stty -echo')\n\
              print('ready', flush=True)\n\
              while True:\n    \
-                 print('got', sys.stdin.readline().strip(), flush=True)\n",
+                 l = sys.stdin.readline().strip()\n    \
+                 os.write(1, f'got {l}\\n'.encode())\n",
         ),
         first.slave.as_raw_fd(),
     )
