@@ -181,6 +181,12 @@ fn shell_job_moves_to_another_terminal() {
     assert!(got.contains("got ping"), "restored job did not answer on its new terminal: {got:?}");
     assert_eq!(size, (24, 80), "the terminal's own window size");
     assert!(winch.contains("winch 24 80"), "the job was not told of the new size: {winch:?}");
+    // crtools wrote no informative line over the running job's screen.
+    let after = winch.rsplit_once("injected fault restore-fork").map_or(winch.as_str(), |(_, a)| a);
+    assert!(
+        !after.contains("INFO") && !got.contains("INFO"),
+        "crtools logged on the job's terminal: {after:?} {got:?}"
+    );
     assert_eq!(echo, 0, "echo stays off as the job set it");
     let fields: Vec<&str> = sid.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
     assert_eq!(fields.get(3).copied(), Some(restorer.id().to_string().as_str()), "job joined crtools' session: {sid}");

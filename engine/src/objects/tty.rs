@@ -1197,7 +1197,8 @@ impl JobTerminal {
                 Err(_) => break,
             }
         }
-        log::info!(
+        // Debug: the job runs on this terminal, where the log goes.
+        log::debug!(
             "the terminal is {}x{} now, {}x{} at dump: SIGWINCH to group {}",
             now[1],
             now[0],

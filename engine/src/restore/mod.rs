@@ -766,7 +766,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     if let Err(e) = crate::image::dir::write_side_image::<kinds::StatsRestore>(&opts.dir, &stats) {
         log::warn!("write stats-restore.img: {e}");
     }
-    log::info!(
+    // A shell job runs on crtools' own terminal now: informative lines
+    // there would land in the middle of its screen (-v 2 shows them).
+    let level = if fd_cx.tty_path.is_some() { log::Level::Debug } else { log::Level::Info };
+    log::log!(
+        level,
         "restored {} tasks, {} threads",
         tasks.len(),
         tasks.iter().map(|t| t.pstree.threads.len()).sum::<usize>()
@@ -1380,7 +1384,7 @@ fn run_tree(
             }
         }
         let pid = t.pstree.pid;
-        log::info!(task = pid; "task {pid}: released{}", if stopped { " (stopped, as dumped)" } else { "" });
+        log::debug!(task = pid; "task {pid}: released{}", if stopped { " (stopped, as dumped)" } else { "" });
     }
     Ok(())
 }
