@@ -222,9 +222,11 @@ impl ParentIndex {
 pub struct Parent {
     /// As given (`--prev-images-dir`), relative to the images directory.
     pub rel: String,
-    dir: ImageDirReader,
     tracked: HashMap<u32, TrackedTask>,
     uffds: HashMap<Pid, OwnedFd>,
+    /// What the parent holds of each tracked task, read before the tree
+    /// is frozen (a pagemap of a large process takes a while to read).
+    held: HashMap<u32, ParentIndex>,
 }
 
 /// One task's tracking for this dump.
@@ -260,6 +262,13 @@ impl Parent {
         } else {
             HashMap::new()
         };
+        let mut held = HashMap::new();
+        for &pid in tracked.keys() {
+            let w = |e: crate::image::ImageError| Error::new(format!("parent images: pagemap of {pid}: {e}"));
+            let (_, pm): (_, Vec<PagemapEntry>) =
+                dir.open_image::<kinds::Pagemap>(Some(pid)).map_err(w)?.collect_entries().map_err(w)?;
+            held.insert(pid, ParentIndex::from_pagemap(&pm));
+        }
         let uffds = take_over(&path);
         if uffds.is_empty() {
             log::warn!(
@@ -267,7 +276,7 @@ impl Parent {
                 path.display()
             );
         }
-        Ok(Parent { rel: rel.to_string(), dir, tracked, uffds })
+        Ok(Parent { rel: rel.to_string(), tracked, uffds, held })
     }
 
     /// The tracker's userfaultfd of `pid`, taken out (the caller keeps it
@@ -316,10 +325,8 @@ impl Parent {
                 log::info!(task = pid.0; "task {pid}: VMA {s:#x}-{e:#x} changed since the parent; dumped in full");
             }
         }
-        let w = |e: crate::image::ImageError| Error::task(pid, format!("parent pagemap: {e}"));
-        let (_, pm): (_, Vec<PagemapEntry>) =
-            self.dir.open_image::<kinds::Pagemap>(Some(pid.0 as u32)).map_err(w)?.collect_entries().map_err(w)?;
-        Ok(Some(TaskTrack { vmas, parent: ParentIndex::from_pagemap(&pm), rearm }))
+        let parent = self.held.get(&(pid.0 as u32)).cloned().unwrap_or_default();
+        Ok(Some(TaskTrack { vmas, parent, rearm }))
     }
 }
 

@@ -221,7 +221,7 @@ pub fn dump_mm_settings(p: &mut crate::infect::Parasite<'_>) -> Result<MmSetting
     let pid = p.pid();
     let mut flags = MmFlags::empty();
     let probe = p.scratch();
-    let mut smaps = proc::smaps::read(pid).ctx(pid, "read smaps")?;
+    let smaps = proc::smaps::read(pid).ctx(pid, "read smaps")?;
     let at = smaps
         .iter()
         .position(|e| e.map.start <= probe && probe < e.map.end)
@@ -253,12 +253,7 @@ pub fn dump_mm_settings(p: &mut crate::infect::Parasite<'_>) -> Result<MmSetting
         }
     }
     policies.first_vma_own = addrs.get(1).is_some_and(|a| policies.vmas.contains_key(a));
-    let region = &smaps[at];
-    let own = region.map.start == p.base() && region.map.end == p.base() + p.size() as u64;
-    let rest = own.then(|| {
-        smaps.remove(at);
-        smaps
-    });
+    let rest = without_region(smaps, p.base(), p.base() + p.size() as u64);
     let mut prctl = |op: u64, what: &str| -> Result<i64> {
         let r = p.remote_syscall(crate::sys::Sysno::prctl, [op, 0, 0, 0, 0, 0]).ctx(pid, what)?;
         match r {
@@ -274,6 +269,44 @@ pub fn dump_mm_settings(p: &mut crate::infect::Parasite<'_>) -> Result<MmSetting
     }
     let mdwe = prctl(PR_GET_MDWE, "PR_GET_MDWE")? as u32;
     Ok(MmSettings { flags, thp, mdwe, smaps: rest, policies })
+}
+
+/// The smaps entries of a task as they are once the parasite region
+/// `[base, end)` is unmapped. The region is one VMA or more (its code and
+/// its data are mapped with different protections): those are removed.
+/// When the kernel merged a part of it into a neighbouring anonymous VMA
+/// (same flags, protection and policy: the region was mapped right next
+/// to it), the merged entry keeps the neighbour's part or parts, with its
+/// flags, which merging requires to be equal; their page counts still
+/// include the region's (nothing reads them). None for any other shape:
+/// smaps is read again then.
+fn without_region(smaps: Vec<SmapsEntry>, base: u64, end: u64) -> Option<Vec<SmapsEntry>> {
+    let mut out = Vec::with_capacity(smaps.len());
+    for e in smaps {
+        if e.map.end <= base || end <= e.map.start {
+            out.push(e);
+            continue;
+        }
+        if base <= e.map.start && e.map.end <= end {
+            continue;
+        }
+        let anon_private =
+            e.map.inode == 0 && e.map.offset == 0 && !e.map.perms.contains(crate::proc::maps::MapPerms::SHARED);
+        if !anon_private {
+            return None;
+        }
+        if e.map.start < base {
+            let mut left = e.clone();
+            left.map.end = base;
+            out.push(left);
+        }
+        if end < e.map.end {
+            let mut right = e;
+            right.map.start = end;
+            out.push(right);
+        }
+    }
+    Some(out)
 }
 
 /// What [`dump_mm_settings`] reads with the parasite in place.
@@ -1881,6 +1914,51 @@ mod tests {
             .iter()
             .filter(|v| !v.flags.contains(MapFlags::MAP_SHARED))
             .all(|v| !v.status.contains(VmaStatus::VMA_MAYWRITE)));
+    }
+
+    #[test]
+    fn a_parasite_region_merged_into_a_neighbour_is_taken_out() {
+        let text = b"10000-20000 r-xp 00000000 08:01 42 /bin/x\n\
+VmFlags: rd ex mr mw me\n\
+7f0000000000-7f0000030000 rw-p 00000000 00:00 0 \n\
+Rss: 12 kB\n\
+VmFlags: rd wr mr mw me ac\n\
+7ffc00000000-7ffc00021000 rw-p 00000000 00:00 0 [stack]\n\
+VmFlags: rd wr mr mw me gd ac\n";
+        let smaps = proc::smaps::parse(text).unwrap();
+        let ranges = |v: &[SmapsEntry]| v.iter().map(|e| (e.map.start, e.map.end)).collect::<Vec<_>>();
+        // Its own VMA: removed.
+        let own = without_region(smaps.clone(), 0x7f00_0000_0000, 0x7f00_0003_0000).unwrap();
+        assert_eq!(ranges(&own), [(0x10000, 0x20000), (0x7ffc_0000_0000, 0x7ffc_0002_1000)]);
+        // At the end of a neighbour, at its start, in its middle.
+        for (base, end, want) in [
+            (0x7f00_0001_0000, 0x7f00_0003_0000, vec![(0x7f00_0000_0000, 0x7f00_0001_0000)]),
+            (0x7f00_0000_0000, 0x7f00_0001_0000, vec![(0x7f00_0001_0000, 0x7f00_0003_0000)]),
+            (
+                0x7f00_0001_0000,
+                0x7f00_0002_0000,
+                vec![(0x7f00_0000_0000, 0x7f00_0001_0000), (0x7f00_0002_0000, 0x7f00_0003_0000)],
+            ),
+        ] {
+            let rest = without_region(smaps.clone(), base, end).unwrap();
+            let mut all = vec![(0x10000, 0x20000)];
+            all.extend(want);
+            all.push((0x7ffc_0000_0000, 0x7ffc_0002_1000));
+            assert_eq!(ranges(&rest), all, "{base:#x}-{end:#x}");
+            assert!(rest.iter().skip(1).take(rest.len() - 2).all(|e| e.vm_flags == smaps[1].vm_flags));
+        }
+        // Code and data: two VMAs, the data merged with the next one.
+        let two = proc::smaps::parse(
+            b"7f0000000000-7f0000010000 r-xp 00000000 00:00 0 \n\
+VmFlags: rd ex mr mw me\n\
+7f0000010000-7f0000040000 rw-p 00000000 00:00 0 \n\
+VmFlags: rd wr mr mw me ac\n",
+        )
+        .unwrap();
+        let rest = without_region(two, 0x7f00_0000_0000, 0x7f00_0001_7000).unwrap();
+        assert_eq!(ranges(&rest), [(0x7f00_0001_7000, 0x7f00_0004_0000)]);
+        // A file mapping never merges with it: read again.
+        assert!(without_region(smaps.clone(), 0x11000, 0x12000).is_none());
     }
 
     #[test]
