@@ -1,6 +1,9 @@
 //! Namespaces. With `-n uts` the tree's UTS namespace is dumped (its host
-//! and domain names, `utsns.img`) and the restore makes the root in a new
-//! one with them; the kinds of `-n` not dumped yet are refused by the CLI.
+//! and domain names, `utsns.img`), with `-n ipc` its IPC namespace
+//! (`ipcns.img`, see `ipc_ns`); the restore makes the root in a new
+//! namespace of each kind the images hold and gives it what it held before
+//! any task runs ([`NsImages`]). The kinds of `-n` not dumped yet are
+//! refused.
 //! A task in any other namespace than the reference one is refused by name,
 //! since it would come back different: the reference is the root's for a
 //! dumped kind (nested namespaces are not dumped), crtools' for the others.
@@ -14,8 +17,9 @@
 //! pid_for_children link cannot be read until the first child exists in the
 //! new namespace (the namespace has no init yet): that is refused too.
 use crate::error::{Context, Error, Result};
-use crate::image::ns::UtsNsEntry;
-use crate::image::RawStr;
+use crate::image::ipc::ShmSegEntry;
+use crate::image::ns::{IpcNsHead, IpcObject, UtsNsEntry};
+use crate::image::{kinds, ImageDirReader, ImageKind, RawStr};
 use crate::proc;
 use crate::sys::clone::CloneFlags;
 use crate::sys::Pid;
@@ -149,11 +153,92 @@ pub fn dump_uts(root: Pid) -> Result<UtsNsEntry> {
 }
 
 /// Gives the new UTS namespace of `root` (restored) its names.
-pub fn restore_uts(root: Pid, e: &UtsNsEntry) -> Result<()> {
+fn restore_uts(root: Pid, e: &UtsNsEntry) -> Result<()> {
     in_ns(root, "uts", CloneFlags::CLONE_NEWUTS, || {
         crate::sys::misc::sethostname(&e.nodename.0).ctx(root, "sethostname")?;
         crate::sys::misc::setdomainname(&e.domainname.0).ctx(root, "setdomainname")
     })
+}
+
+/// The namespaces a dump took, as its images hold them.
+#[derive(Default)]
+pub struct NsImages {
+    uts: Option<UtsNsEntry>,
+    ipc: Option<(IpcNsHead, Vec<IpcObject>)>,
+}
+
+impl NsImages {
+    /// Reads `utsns.img` and `ipcns.img` where present.
+    pub fn read(dir: &ImageDirReader) -> Result<NsImages> {
+        let e = |what: &'static str| move |err: crate::image::ImageError| Error::new(format!("{what}: {err}"));
+        let mut out = NsImages::default();
+        if dir.contains(ImageKind::UtsNs, None) {
+            out.uts = Some(
+                dir.open_image::<kinds::UtsNs>(None).map_err(e("utsns"))?.collect_entries().map_err(e("utsns"))?.0,
+            );
+        }
+        if dir.contains(ImageKind::IpcNs, None) {
+            out.ipc =
+                Some(dir.open_image::<kinds::IpcNs>(None).map_err(e("ipcns"))?.collect_entries().map_err(e("ipcns"))?);
+        }
+        Ok(out)
+    }
+
+    /// The kinds held.
+    pub fn kinds(&self) -> Namespaces {
+        let mut k = Namespaces::empty();
+        k.set(Namespaces::UTS, self.uts.is_some());
+        k.set(Namespaces::IPC, self.ipc.is_some());
+        k
+    }
+
+    /// Refuses a restore's `-n` that does not name exactly what is held.
+    pub fn check_asked(&self, asked: Option<Namespaces>) -> Result<()> {
+        let held = self.kinds();
+        match asked {
+            Some(a) if a != held => Err(Error::new(format!(
+                "-n {}: the images hold {}",
+                a.names(),
+                if held.is_empty() {
+                    "no namespace (dumped without -n)".to_string()
+                } else {
+                    format!("the {} namespaces", held.names())
+                }
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The clone flags that make the root in new namespaces of these kinds.
+    pub fn clone_flags(&self) -> CloneFlags {
+        let mut f = CloneFlags::empty();
+        f.set(CloneFlags::CLONE_NEWUTS, self.uts.is_some());
+        f.set(CloneFlags::CLONE_NEWIPC, self.ipc.is_some());
+        f
+    }
+
+    /// With `root` made in its new namespaces and waiting for its go: gives
+    /// them what they held. The SysV segments `shm` are made in the new IPC
+    /// namespace (returned, bound to it); None when no IPC namespace is held
+    /// (the caller made them in its own).
+    pub fn restore(
+        &self,
+        root: Pid,
+        dir: &ImageDirReader,
+        shm: Vec<ShmSegEntry>,
+    ) -> Result<Option<super::sysv_shm::Segments>> {
+        if let Some(u) = &self.uts {
+            restore_uts(root, u)?;
+        }
+        let Some((head, objs)) = &self.ipc else { return Ok(None) };
+        let made = super::ipc_ns::in_ipc_ns(root, || {
+            super::ipc_ns::restore_in_ns(head, objs)?;
+            let made = super::sysv_shm::create_all(dir, shm)?;
+            super::ipc_ns::finish_in_ns(head)?;
+            Ok(made)
+        })?;
+        Ok(Some(made.in_ns(root)))
+    }
 }
 
 #[cfg(test)]

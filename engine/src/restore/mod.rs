@@ -421,34 +421,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
             format!("fd {}: the images hold its {}: restore with --file-locks", l.fd, l.kind_name()),
         ));
     }
-    let uts = if dir.contains(crate::image::ImageKind::UtsNs, None) {
-        Some(dir.open_image::<kinds::UtsNs>(None).map_err(ge("utsns"))?.collect_entries().map_err(ge("utsns"))?.0)
-    } else {
-        None
-    };
-    let ipc = if dir.contains(crate::image::ImageKind::IpcNs, None) {
-        Some(dir.open_image::<kinds::IpcNs>(None).map_err(ge("ipcns"))?.collect_entries().map_err(ge("ipcns"))?)
-    } else {
-        None
-    };
-    let mut held = crate::objects::ns::Namespaces::empty();
-    if uts.is_some() {
-        held |= crate::objects::ns::Namespaces::UTS;
-    }
-    if ipc.is_some() {
-        held |= crate::objects::ns::Namespaces::IPC;
-    }
-    if let Some(asked) = opts.namespaces.filter(|&a| a != held) {
-        return Err(Error::new(format!(
-            "-n {}: the images hold {}",
-            asked.names(),
-            if held.is_empty() {
-                "no namespace (dumped without -n)".to_string()
-            } else {
-                format!("the {} namespaces", held.names())
-            }
-        )));
-    }
+    let namespaces = crate::objects::ns::NsImages::read(&dir)?;
+    namespaces.check_asked(opts.namespaces)?;
     let pids: Vec<u32> = tree.iter().map(|t| t.pid).collect();
     let Some(first) = tree.first() else { return Err(Error::new("the images hold no task")) };
     let root = opts.pid.unwrap_or(Pid(first.pid as i32));
@@ -564,9 +538,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     // SysV segments with their ids, before the tree that attaches them;
     // removed again if the restore fails.
     // In a new IPC namespace they are made once the root has made it.
-    let (mut segments, shm_in_ns) = match ipc {
-        Some(_) => (sysv_shm::Segments::default(), Some(shm_segments)),
-        None => (sysv_shm::create_all(&dir, shm_segments)?, None),
+    let (mut segments, shm_in_ns) = if namespaces.kinds().contains(crate::objects::ns::Namespaces::IPC) {
+        (sysv_shm::Segments::default(), shm_segments)
+    } else {
+        (sysv_shm::create_all(&dir, shm_segments)?, Vec::new())
     };
     crate::fault::check(crate::fault::Fault::RestoreSysvShm)?;
     // Every open file description, once, for the tree to inherit above
@@ -685,34 +660,17 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     crate::fault::check(crate::fault::Fault::RestoreFork)?;
     let (go_r, go_w) = crate::sys::fs::pipe2(crate::sys::fs::OpenFlags::O_CLOEXEC).ctx_global("pipe")?;
     let forking = Instant::now();
-    let mut ns_flags = crate::sys::clone::CloneFlags::empty();
-    if uts.is_some() {
-        ns_flags |= crate::sys::clone::CloneFlags::CLONE_NEWUTS;
-    }
-    if ipc.is_some() {
-        ns_flags |= crate::sys::clone::CloneFlags::CLONE_NEWIPC;
-    }
-    let t_root = fork::spawn_root(&prepared, &go_r, ns_flags)?;
+    let t_root = fork::spawn_root(&prepared, &go_r, namespaces.clone_flags())?;
     drop(go_r);
     let mut tracees: BTreeMap<Pid, Tracee> = BTreeMap::new();
     tracees.insert(root, t_root);
     // The root waits for the go: its new namespaces get what they held
     // before any task runs in them.
-    let mut ns_ready = match &uts {
-        Some(u) => crate::objects::ns::restore_uts(root, u),
-        None => Ok(()),
-    };
-    if let (Ok(()), Some((head, objs)), Some(shm)) = (&ns_ready, &ipc, shm_in_ns) {
-        use crate::objects::ipc_ns;
-        let dir = &dir;
-        ns_ready = ipc_ns::in_ipc_ns(root, || {
-            ipc_ns::restore_in_ns(head, objs)?;
-            let made = sysv_shm::create_all(dir, shm)?;
-            ipc_ns::finish_in_ns(head)?;
-            Ok(made)
-        })
-        .map(|made| segments = made.in_ns(root));
-    }
+    let ns_ready = namespaces.restore(root, &dir, shm_in_ns).map(|made| {
+        if let Some(made) = made {
+            segments = made;
+        }
+    });
     let post_restore = || {
         // Every task attached its segments: the removed ones are marked again.
         segments.complete()?;
