@@ -228,6 +228,34 @@ pub fn probe_sysv_shm_next_id() -> Result<String, String> {
     Ok(format!("{path} is {} and writable by crtools", v.trim()))
 }
 
+/// msgrcv(MSG_COPY) (CONFIG_CHECKPOINT_RESTORE): `-n ipc` copies each
+/// queued message without taking it. Tried in a private IPC namespace of a
+/// thread of ours (nothing shows in the system's), which goes with it.
+pub fn probe_sysv_msg_copy() -> Result<String, String> {
+    use crate::sys::clone::{unshare, CloneFlags};
+    use crate::sys::ipc;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            unshare(CloneFlags::CLONE_NEWIPC).map_err(|e| format!("unshare(CLONE_NEWIPC): {e}"))?;
+            let q = ipc::msgget(ipc::IPC_PRIVATE, ipc::IPC_CREAT | 0o600).map_err(|e| format!("msgget: {e}"))?;
+            ipc::msgsnd(q, 7, b"crtools").map_err(|e| format!("msgsnd: {e}"))?;
+            let mut buf = [0u8; 64];
+            let got = ipc::msg_copy(q, 0, &mut buf);
+            let left = ipc::msg_stat_index(0).map(|(_, ds)| ds.qnum);
+            let _ = ipc::msg_rmid(q);
+            match (got, left) {
+                (Ok((7, text)), Ok(1)) if text == b"crtools" => {
+                    Ok("copies a queued message (type 7) and leaves it queued".to_string())
+                }
+                (Ok(m), l) => Err(format!("copied {m:?}, queue holds {l:?} messages after")),
+                (Err(e), _) => Err(format!("msgrcv(MSG_COPY): {e} (a kernel without CONFIG_CHECKPOINT_RESTORE)")),
+            }
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the probe thread panicked".into()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -386,6 +386,12 @@ pub const PROBES: &[ProbeDef] = &[
         about: "kernel.shm_next_id: SysV shared memory segments come back with their ids",
     },
     ProbeDef {
+        name: "sysv-msg-copy",
+        need: Optional,
+        run: mem::probe_sysv_msg_copy,
+        about: "msgrcv(MSG_COPY): -n ipc copies queued messages without taking them",
+    },
+    ProbeDef {
         name: "ns-uts",
         need: Optional,
         run: ns::probe_ns_uts,
