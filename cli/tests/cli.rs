@@ -2537,3 +2537,43 @@ fn an_ipc_namespace_comes_back_with_its_objects() {
     assert_eq!(got, want);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// With -n uts, a task of the tree in a UTS namespace of its own below the
+/// root's (a child that unshared again) is refused by name: nested
+/// namespaces are not dumped. The tree runs on.
+#[test]
+fn a_nested_uts_namespace_is_refused_by_name() {
+    if !have_python3() {
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("utsnested");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = "import ctypes, os, time\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         assert libc.unshare(0x04000000) == 0, ctypes.get_errno()\n\
+         r, w = os.pipe()\n\
+         c = os.fork()\n\
+         if c == 0:\n    \
+             assert libc.unshare(0x04000000) == 0\n    \
+             os.write(w, b'x')\n    \
+             time.sleep(600)\n    \
+             os._exit(0)\n\
+         os.read(r, 1)\n\
+         print('ready', c, flush=True)\n\
+         time.sleep(600)\n";
+    let (mut child, line) = python3_started(script);
+    let inner: i32 = line.split_whitespace().nth(1).and_then(|p| p.parse().ok()).expect("child pid");
+    let pid = child.id() as i32;
+    let out = crtools(&["dump", "-n", "uts", "-t", &pid.to_string(), "-D", dir.join("img").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let states = (settled_state(pid), settled_state(inner));
+    // The root first: its child is then re-parented to us (subreaper).
+    let _ = child.kill();
+    let _ = child.wait();
+    kill_reap(inner);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(3), "not refused: {err}");
+    assert!(err.contains(&format!("task {inner}")) && err.contains("nested uts namespaces"), "{err}");
+    assert_eq!(states, (Some('S'), Some('S')), "the tree does not sleep on");
+}
