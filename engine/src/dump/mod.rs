@@ -191,11 +191,6 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     shared.fd_cx.tcp_established = opts.tcp_established;
     let proc_locks = file_lock::read_in_background()?;
     shared.sharing = refuse_tree(&tree, opts.file_locks, opts.namespaces)?;
-    if opts.namespaces.contains(ns::Namespaces::UTS) {
-        let w = |e: crate::image::ImageError| Error::new(format!("write images: {e}"));
-        let uts = ns::dump_uts(pid)?;
-        img.create_image::<kinds::UtsNs>(None, &uts).map_err(w)?.finish().map_err(w)?;
-    }
     // Each task's pages are copied by the pool while the next task is
     // infected; its pagemap image is written once they are all written.
     let pool = mm::PagePool::new()?;
@@ -213,18 +208,9 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         finish_pages(&img, p, &mut shared)?;
     }
     drop(pool);
-    if opts.namespaces.contains(ns::Namespaces::IPC) {
-        // Every object of the tree's IPC namespace, its segments included.
-        let (head, objs) = crate::objects::ipc_ns::dump(pid, &mut shared.shm)?;
-        let w = |e: crate::image::ImageError| Error::new(format!("write images: {e}"));
-        let mut f = img.create_image::<kinds::IpcNs>(None, &head).map_err(w)?;
-        for o in &objs {
-            f.write(o).map_err(w)?;
-        }
-        f.finish().map_err(w)?;
-    } else {
-        shared.shm.finish()?;
-    }
+    // The namespaces of -n, and the SysV segments (every one of a dumped
+    // IPC namespace, or those the tasks attach).
+    ns::dump(pid, opts.namespaces, &img, &mut shared.shm)?;
 
     // Sessions and groups restore could not make again: refused now, the
     // tree untouched, rather than found out once it is dead.

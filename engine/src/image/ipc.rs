@@ -9,15 +9,16 @@ use super::describe::{Describe, Node, Obj};
 /// The pages image holding every segment's data (no task has this pid).
 pub const SYSV_SHM_PAGES_ID: u32 = u32::MAX;
 
-/// One segment.
+/// Identity, owner and mode of one SysV IPC object: a segment's here, a
+/// message queue's or semaphore set's in `ipcns.img`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShmSegEntry {
+pub struct IpcPermEntry {
     /// Its id, made again at restore.
-    pub shmid: i32,
-    /// Its key (0: IPC_PRIVATE, or marked for removal: the kernel forgets
-    /// the key then).
+    pub id: i32,
+    /// Its key (0: IPC_PRIVATE, or a segment marked for removal: the
+    /// kernel forgets the key then).
     pub key: i32,
-    /// Permission bits (the low 9 bits of `shm_perm.mode`).
+    /// Permission bits (the low 9 bits of the object's mode).
     pub mode: u32,
     /// Owner.
     pub uid: u32,
@@ -25,6 +26,28 @@ pub struct ShmSegEntry {
     /// Creator.
     pub cuid: u32,
     pub cgid: u32,
+}
+
+impl IpcPermEntry {
+    /// Its fields for `show`, the id under `id_name`.
+    pub fn fields(&self, id_name: &'static str) -> Obj {
+        Obj::new()
+            .f(id_name, Node::I64(self.id.into()))
+            .f("key", Node::hex(self.key as u32 as u64))
+            .f("mode", format!("{:04o}", self.mode))
+            .f("uid", self.uid)
+            .f("gid", self.gid)
+            .f("cuid", self.cuid)
+            .f("cgid", self.cgid)
+    }
+}
+
+/// One segment. (`perm` first: a nested struct adds nothing to postcard's
+/// encoding, so the records read as they did when its fields stood here.)
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShmSegEntry {
+    /// Its id (shmid), key, owner, creator and mode.
+    pub perm: IpcPermEntry,
     /// Size in bytes as given to shmget.
     pub size: u64,
     /// Attachments at dump (all in the tree).
@@ -57,19 +80,36 @@ impl Describe for ShmSegEntry {
             .iter()
             .map(|r| Obj::new().f("offset", r.offset).f("len", Node::Size(r.len)).f("pages_off", r.pages_off).done())
             .collect();
-        Obj::new()
-            .f("shmid", self.shmid)
-            .f("key", Node::hex(self.key as u32 as u64))
-            .f("mode", format!("{:04o}", self.mode))
-            .f("uid", self.uid)
-            .f("gid", self.gid)
-            .f("cuid", self.cuid)
-            .f("cgid", self.cgid)
+        self.perm
+            .fields("shmid")
             .f("size", Node::Size(self.size))
             .f("nattch", self.nattch)
             .f("removed", self.removed)
             .f("locked", self.locked)
             .f("runs", Node::Array(runs))
             .done()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The segment records of images written before `perm` was a struct of
+    /// its own read the same: postcard gives a nested struct no framing.
+    #[test]
+    fn a_segment_encodes_as_its_fields_in_a_row() {
+        let e = ShmSegEntry {
+            perm: IpcPermEntry { id: 32769, key: 0x1234, mode: 0o640, uid: 1, gid: 2, cuid: 3, cgid: 4 },
+            size: 8192,
+            nattch: 2,
+            removed: false,
+            locked: true,
+            runs: vec![ShmRun { offset: 0, len: 4096, pages_off: 0 }],
+        };
+        #[derive(Serialize)]
+        struct Flat(i32, i32, u32, u32, u32, u32, u32, u64, u64, bool, bool, Vec<ShmRun>);
+        let flat = Flat(32769, 0x1234, 0o640, 1, 2, 3, 4, 8192, 2, false, true, e.runs.clone());
+        assert_eq!(postcard::to_allocvec(&e).unwrap(), postcard::to_allocvec(&flat).unwrap());
     }
 }

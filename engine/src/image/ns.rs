@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::describe::{Describe, Node, Obj};
+use super::ipc::IpcPermEntry;
 use super::RawStr;
 
 /// The tree's UTS namespace.
@@ -30,22 +31,6 @@ impl Describe for UtsNsEntry {
 pub struct IpcNsHead {
     /// (path under /proc/sys, value as read), written back in this order.
     pub sysctls: Vec<(String, String)>,
-}
-
-/// Owner, mode and identity of one SysV IPC object.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IpcPermEntry {
-    /// Its id, made again at restore.
-    pub id: i32,
-    /// Its key (0: IPC_PRIVATE).
-    pub key: i32,
-    /// Permission bits (low 9 of the mode).
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    /// Creator.
-    pub cuid: u32,
-    pub cgid: u32,
 }
 
 /// One message queue: its byte limit and its messages in queue order.
@@ -78,21 +63,12 @@ impl Describe for IpcNsHead {
     }
 }
 
-fn perm(p: &IpcPermEntry) -> Obj {
-    Obj::new()
-        .f("id", Node::I64(p.id.into()))
-        .f("key", Node::Hex { value: p.key as u32 as u64, digits: 8 })
-        .f("mode", format!("{:o}", p.mode))
-        .f("uid", p.uid)
-        .f("gid", p.gid)
-        .f("cuid", p.cuid)
-        .f("cgid", p.cgid)
-}
-
 impl Describe for IpcObject {
     fn describe(&self) -> Node {
         match self {
-            IpcObject::Msg(q) => perm(&q.perm)
+            IpcObject::Msg(q) => q
+                .perm
+                .fields("id")
                 .f("kind", "message queue")
                 .f("qbytes", q.qbytes)
                 .f(
@@ -105,7 +81,9 @@ impl Describe for IpcObject {
                     ),
                 )
                 .done(),
-            IpcObject::Sem(s) => perm(&s.perm)
+            IpcObject::Sem(s) => s
+                .perm
+                .fields("id")
                 .f("kind", "semaphore set")
                 .f("values", Node::Array(s.values.iter().map(|&v| Node::U64(v.into())).collect()))
                 .done(),

@@ -23,7 +23,8 @@
 //! pids of the objects (msg_stime, sem_otime, shm_lpid, ...) are those of
 //! the restore.
 use crate::error::{Context, Error, Result};
-use crate::image::ns::{IpcNsHead, IpcObject, IpcPermEntry, MsgQueueEntry, SemSetEntry};
+use crate::image::ipc::IpcPermEntry;
+use crate::image::ns::{IpcNsHead, IpcObject, MsgQueueEntry, SemSetEntry};
 use crate::sys::clone::CloneFlags;
 use crate::sys::ipc::{self, IpcPerm};
 use crate::sys::{Errno, Pid};
@@ -110,12 +111,7 @@ pub fn dump(root: Pid, shm: &mut super::sysv_shm::ShmDump) -> Result<(IpcNsHead,
         let msgmax: usize =
             head.sysctls.iter().find(|(k, _)| k == "kernel/msgmax").and_then(|(_, v)| v.parse().ok()).unwrap_or(8192);
         let mut buf = vec![0u8; msgmax + 8];
-        for index in 0..=ipc::msg_highest_index().ctx(root, "MSG_INFO")? {
-            let (id, ds) = match ipc::msg_stat_index(index) {
-                Ok(x) => x,
-                Err(Errno::EINVAL) => continue,
-                Err(e) => return Err(Error::task(root, format!("MSG_STAT_ANY {index}: {e}"))),
-            };
+        for (id, ds) in by_index(root, "MSG", ipc::msg_highest_index(), ipc::msg_stat_index)? {
             let mut msgs = Vec::with_capacity(ds.qnum as usize);
             for i in 0..ds.qnum {
                 let m = ipc::msg_copy(id, i, &mut buf)
@@ -130,12 +126,7 @@ pub fn dump(root: Pid, shm: &mut super::sysv_shm::ShmDump) -> Result<(IpcNsHead,
             );
             objs.push(IpcObject::Msg(MsgQueueEntry { perm: perm_entry(id, &ds.perm), qbytes: ds.qbytes, msgs }));
         }
-        for index in 0..=ipc::sem_highest_index().ctx(root, "SEM_INFO")? {
-            let (id, ds) = match ipc::sem_stat_index(index) {
-                Ok(x) => x,
-                Err(Errno::EINVAL) => continue,
-                Err(e) => return Err(Error::task(root, format!("SEM_STAT_ANY {index}: {e}"))),
-            };
+        for (id, ds) in by_index(root, "SEM", ipc::sem_highest_index(), ipc::sem_stat_index)? {
             let values = ipc::sem_getall(id, ds.nsems as usize)
                 .map_err(|e| Error::task(root, format!("semaphore set {id}: GETALL: {e}")))?;
             log::debug!("semaphore set {id} (key {:#x}): {values:?}", ds.perm.key as u32);
@@ -145,6 +136,27 @@ pub fn dump(root: Pid, shm: &mut super::sysv_shm::ShmDump) -> Result<(IpcNsHead,
         shm.finish()?;
         Ok((head, objs))
     })
+}
+
+/// Every object of one kind of the calling thread's IPC namespace, with
+/// its id: the indices up to `highest` (`KIND_INFO`), each read with
+/// `stat` (`KIND_STAT_ANY`); an index without an object is skipped.
+fn by_index<D>(
+    root: Pid,
+    kind: &str,
+    highest: crate::sys::Result<i32>,
+    stat: fn(i32) -> crate::sys::Result<(i32, D)>,
+) -> Result<Vec<(i32, D)>> {
+    let highest = highest.ctx(root, &format!("{kind}_INFO"))?;
+    let mut out = Vec::new();
+    for index in 0..=highest {
+        match stat(index) {
+            Ok(x) => out.push(x),
+            Err(Errno::EINVAL) => {}
+            Err(e) => return Err(Error::task(root, format!("{kind}_STAT_ANY {index}: {e}"))),
+        }
+    }
+    Ok(out)
 }
 
 /// Makes the objects of `ipcns.img` in the (new, empty) IPC namespace of
@@ -200,13 +212,10 @@ pub fn finish_in_ns(head: &IpcNsHead) -> Result<()> {
     Ok(())
 }
 
-/// Makes one object with `get` under its dumped id (`next_id` armed
-/// first) as its dumped creator; checks the id it got.
+/// Makes one queue or set under its dumped id (see
+/// [`super::sysv_shm::make_with_id`]).
 fn make(p: &IpcPermEntry, next_id: &str, what: &str, get: impl Fn() -> crate::sys::Result<i32> + Sync) -> Result<i32> {
-    std::fs::write(sysctl_path(next_id), p.id.to_string())
-        .map_err(|e| Error::new(format!("{what}: write {next_id}: {e}")))?;
-    let id = super::sysv_shm::as_creator(p.cuid, p.cgid, || get().map_err(|e| e.to_string()))
-        .map_err(|e| Error::new(format!("{what}: {e}")))?;
+    let id = super::sysv_shm::make_with_id(p, next_id, what, || get().map_err(|e| e.to_string()))?;
     if id != p.id {
         return Err(Error::new(format!("{what}: made with id {id}")));
     }

@@ -19,7 +19,7 @@
 use crate::error::{Context, Error, Result};
 use crate::image::ipc::ShmSegEntry;
 use crate::image::ns::{IpcNsHead, IpcObject, UtsNsEntry};
-use crate::image::{kinds, ImageDirReader, ImageKind, RawStr};
+use crate::image::{kinds, ImageDir, ImageDirReader, ImageKind, RawStr};
 use crate::proc;
 use crate::sys::clone::CloneFlags;
 use crate::sys::Pid;
@@ -143,8 +143,28 @@ pub(crate) fn in_ns<T: Send>(
     })
 }
 
+/// Dumps the namespaces of `taken` (the root's) into `img`, with the tree
+/// frozen and every task dumped, and completes `shm`: with the IPC
+/// namespace, every segment of it joins the ones the tasks attach.
+pub fn dump(root: Pid, taken: Namespaces, img: &ImageDir, shm: &mut super::sysv_shm::ShmDump) -> Result<()> {
+    let w = |e: crate::image::ImageError| Error::new(format!("write images: {e}"));
+    if taken.contains(Namespaces::UTS) {
+        let uts = dump_uts(root)?;
+        img.create_image::<kinds::UtsNs>(None, &uts).map_err(w)?.finish().map_err(w)?;
+    }
+    if !taken.contains(Namespaces::IPC) {
+        return shm.finish();
+    }
+    let (head, objs) = super::ipc_ns::dump(root, shm)?;
+    let mut f = img.create_image::<kinds::IpcNs>(None, &head).map_err(w)?;
+    for o in &objs {
+        f.write(o).map_err(w)?;
+    }
+    f.finish().map(drop).map_err(w)
+}
+
 /// The UTS namespace of `root`.
-pub fn dump_uts(root: Pid) -> Result<UtsNsEntry> {
+fn dump_uts(root: Pid) -> Result<UtsNsEntry> {
     let (node, domain) =
         in_ns(root, "uts", CloneFlags::CLONE_NEWUTS, || crate::sys::misc::uts_names().ctx(root, "uname"))?;
     log::info!(task = root.0; "uts namespace: host name {:?}, domain name {:?}",

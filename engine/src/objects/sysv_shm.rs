@@ -35,7 +35,7 @@
 //! has the nattch it had and marks for removal those that were. A failed
 //! restore removes every segment it made.
 use crate::error::{Error, Result};
-use crate::image::ipc::{ShmRun, ShmSegEntry, SYSV_SHM_PAGES_ID};
+use crate::image::ipc::{IpcPermEntry, ShmRun, ShmSegEntry, SYSV_SHM_PAGES_ID};
 use crate::image::mm::{Vma, VmaKind, VmaStatus};
 use crate::image::{kinds, ImageDir, ImageDirReader, ImageKind};
 use crate::proc::sysvipc::ShmSegment;
@@ -49,7 +49,7 @@ use std::os::fd::{AsFd, OwnedFd};
 const PAGE: u64 = 4096;
 /// Buffer for contents: memory use does not grow with a segment's size.
 const CHUNK: usize = 4 << 20;
-const SHM_NEXT_ID: &str = "/proc/sys/kernel/shm_next_id";
+const SHM_NEXT_ID: &str = "kernel/shm_next_id";
 
 /// A segment seen in the tree during a dump.
 struct Seen {
@@ -251,8 +251,8 @@ impl ShmDump {
         let mut buf = Vec::new();
         let mut entries = self.entries.clone();
         for e in entries.iter_mut() {
-            let s = &self.seen[&e.shmid];
-            let what = seg_name(e.shmid, s.name_key);
+            let s = &self.seen[&e.perm.id];
+            let what = seg_name(e.perm.id, s.name_key);
             let err = |step: &str, x: Errno| Error::new(format!("{what}: {step}: {x}"));
             let end = e.size.div_ceil(PAGE) * PAGE;
             let mut off = 0u64;
@@ -292,13 +292,15 @@ impl ShmDump {
 
 fn entry(seg: &ShmSegment, removed: bool) -> ShmSegEntry {
     ShmSegEntry {
-        shmid: seg.shmid,
-        key: seg.key,
-        mode: seg.mode & 0o777,
-        uid: seg.uid,
-        gid: seg.gid,
-        cuid: seg.cuid,
-        cgid: seg.cgid,
+        perm: IpcPermEntry {
+            id: seg.shmid,
+            key: seg.key,
+            mode: seg.mode & 0o777,
+            uid: seg.uid,
+            gid: seg.gid,
+            cuid: seg.cuid,
+            cgid: seg.cgid,
+        },
         size: seg.size,
         nattch: seg.nattch,
         removed,
@@ -372,7 +374,7 @@ impl Drop for Segments {
             return;
         }
         for &id in &self.made {
-            if self.made_removed.get() && self.entries.iter().any(|e| e.shmid == id && e.removed) {
+            if self.made_removed.get() && self.entries.iter().any(|e| e.perm.id == id && e.removed) {
                 continue;
             }
             if let Err(e) = ipc::shm_rmid(id) {
@@ -390,8 +392,8 @@ impl Segments {
         self.let_go();
         let check = |entries: &[ShmSegEntry]| -> Result<()> {
             for e in entries {
-                let what = seg_name(e.shmid, e.key as u32);
-                let st = ipc::shm_stat(e.shmid).map_err(|x| Error::new(format!("{what}: IPC_STAT: {x}")))?;
+                let what = seg_name(e.perm.id, e.perm.key as u32);
+                let st = ipc::shm_stat(e.perm.id).map_err(|x| Error::new(format!("{what}: IPC_STAT: {x}")))?;
                 if st.nattch != e.nattch {
                     return Err(Error::new(format!(
                         "{what}: attached {} times after restore, {} at dump",
@@ -400,8 +402,8 @@ impl Segments {
                 }
             }
             for e in entries.iter().filter(|e| e.removed) {
-                ipc::shm_rmid(e.shmid)
-                    .map_err(|x| Error::new(format!("{}: IPC_RMID: {x}", seg_name(e.shmid, e.key as u32))))?;
+                ipc::shm_rmid(e.perm.id)
+                    .map_err(|x| Error::new(format!("{}: IPC_RMID: {x}", seg_name(e.perm.id, e.perm.key as u32))))?;
             }
             Ok(())
         };
@@ -439,8 +441,9 @@ pub fn read(dir: &ImageDirReader) -> Result<Vec<ShmSegEntry>> {
     let e = |err: crate::image::ImageError| Error::new(format!("ipc-shm: {err}"));
     let entries = dir.open_image::<kinds::IpcShm>(None).map_err(e)?.collect_entries().map_err(e)?.1;
     for s in &entries {
-        if s.shmid < 0 || s.size == 0 || s.mode > 0o777 {
-            return Err(Error::new(format!("ipc-shm: bad segment {} ({} bytes, mode {:o})", s.shmid, s.size, s.mode)));
+        if s.perm.id < 0 || s.size == 0 || s.perm.mode > 0o777 {
+            let (id, size, mode) = (s.perm.id, s.size, s.perm.mode);
+            return Err(Error::new(format!("ipc-shm: bad segment {id} ({size} bytes, mode {mode:o})")));
         }
     }
     Ok(entries)
@@ -450,14 +453,14 @@ pub fn read(dir: &ImageDirReader) -> Result<Vec<ShmSegEntry>> {
 pub fn check_vmas<'a>(entries: &[ShmSegEntry], tasks: impl Iterator<Item = (Pid, &'a [Vma])>) -> Result<()> {
     for (pid, vmas) in tasks {
         for v in vmas.iter().filter(|v| v.kind == VmaKind::SysvShm) {
-            if !entries.iter().any(|e| e.shmid as u64 == v.shmid) {
+            if !entries.iter().any(|e| e.perm.id as u64 == v.shmid) {
                 return Err(Error::task(
                     pid,
                     format!("VMA {:#x}-{:#x} attaches SysV segment {}, which the images lack", v.start, v.end, v.shmid),
                 ));
             }
         }
-        let sizes = |id: i32| entries.iter().find(|e| e.shmid == id).map(|e| e.size);
+        let sizes = |id: i32| entries.iter().find(|e| e.perm.id == id).map(|e| e.size);
         attachments(vmas, sizes).map_err(|e| Error::task(pid, format!("SysV shared memory: {e}")))?;
     }
     Ok(())
@@ -473,40 +476,41 @@ pub fn create_all(dir: &ImageDirReader, entries: Vec<ShmSegEntry>) -> Result<Seg
     let pages = dir.open_pages(SYSV_SHM_PAGES_ID).map_err(|e| Error::new(format!("SysV shared memory data: {e}")))?;
     let table = crate::proc::sysvipc::read_shm().map_err(|e| Error::new(format!("read /proc/sysvipc/shm: {e}")))?;
     for e in &entries {
-        let what = seg_name(e.shmid, e.key as u32);
-        if let Some(t) = table.iter().find(|t| t.shmid == e.shmid) {
-            if t.nattch == 0 && t.key == e.key && t.size == e.size && t.mode & ipc::SHM_DEST == 0 {
+        let what = seg_name(e.perm.id, e.perm.key as u32);
+        if let Some(t) = table.iter().find(|t| t.shmid == e.perm.id) {
+            if t.nattch == 0 && t.key == e.perm.key && t.size == e.size && t.mode & ipc::SHM_DEST == 0 {
                 // The dumped tree was killed and its segment outlived it.
                 log::info!("{what}: the dumped segment is still there, unattached: removed, made again");
-                ipc::shm_rmid(e.shmid).map_err(|x| Error::new(format!("{what}: remove the leftover: {x}")))?;
+                ipc::shm_rmid(e.perm.id).map_err(|x| Error::new(format!("{what}: remove the leftover: {x}")))?;
             } else {
                 return Err(Error::new(format!(
                     "{what}: id {} is taken by another segment (key {:#x}, {} bytes, {} attached, creator pid {})",
-                    e.shmid, t.key as u32, t.size, t.nattch, t.cpid
+                    e.perm.id, t.key as u32, t.size, t.nattch, t.cpid
                 )));
             }
         }
-        if e.key != ipc::IPC_PRIVATE {
-            if let Some(t) = table.iter().find(|t| t.key == e.key && t.shmid != e.shmid) {
+        if e.perm.key != ipc::IPC_PRIVATE {
+            if let Some(t) = table.iter().find(|t| t.key == e.perm.key && t.shmid != e.perm.id) {
                 return Err(Error::new(format!(
                     "{what}: key {:#x} is taken by segment {} ({} bytes, {} attached, creator pid {})",
-                    e.key as u32, t.shmid, t.size, t.nattch, t.cpid
+                    e.perm.key as u32, t.shmid, t.size, t.nattch, t.cpid
                 )));
             }
         }
         let id = make(e, &what)?;
         out.made.push(id);
-        if id != e.shmid {
+        if id != e.perm.id {
             return Err(Error::new(format!(
                 "{what}: made with id {id}: another segment was made in between, or the id is taken"
             )));
         }
         // SAFETY: without an address the kernel picks a free range; only
         // the engine's own code refers to it, until let_go.
-        let at = unsafe { ipc::shmat(e.shmid, 0, 0) }.map_err(|x| Error::new(format!("{what}: shmat: {x}")))?;
+        let at = unsafe { ipc::shmat(e.perm.id, 0, 0) }.map_err(|x| Error::new(format!("{what}: shmat: {x}")))?;
         out.holds.borrow_mut().push(at);
         fill(e, at, &what, pages.fd())?;
-        ipc::shm_set(id, e.uid, e.gid, e.mode).map_err(|x| Error::new(format!("{what}: IPC_SET: {x}")))?;
+        ipc::shm_set(id, e.perm.uid, e.perm.gid, e.perm.mode)
+            .map_err(|x| Error::new(format!("{what}: IPC_SET: {x}")))?;
         if e.locked {
             ipc::shm_lock(id).map_err(|x| Error::new(format!("{what}: SHM_LOCK: {x}")))?;
         }
@@ -516,20 +520,32 @@ pub fn create_all(dir: &ImageDirReader, entries: Vec<ShmSegEntry>) -> Result<Seg
     Ok(out)
 }
 
-/// shmget with the dumped id, as the dumped creator (a thread of ours
-/// with those effective ids: cuid and cgid are the creator's).
+/// shmget with the dumped id, as the dumped creator.
 fn make(e: &ShmSegEntry, what: &str) -> Result<i32> {
-    std::fs::write(SHM_NEXT_ID, e.shmid.to_string())
-        .map_err(|x| Error::new(format!("{what}: write {SHM_NEXT_ID}: {x}")))?;
     // Made owner-only: IPC_SET gives the dumped mode once it is filled.
     let flags = ipc::IPC_CREAT | ipc::IPC_EXCL | 0o600;
-    let get = || ipc::shmget(e.key, e.size, flags).map_err(|x| format!("shmget: {x}"));
-    let r = as_creator(e.cuid, e.cgid, get);
-    r.map_err(|x| {
-        // Nothing took the id: do not leave it armed for someone else.
-        let _ = std::fs::write(SHM_NEXT_ID, "-1");
-        Error::new(format!("{what}: {x}"))
+    make_with_id(&e.perm, SHM_NEXT_ID, what, || {
+        ipc::shmget(e.perm.key, e.size, flags).map_err(|x| format!("shmget: {x}"))
     })
+}
+
+/// Makes one SysV IPC object (segment, message queue or semaphore set)
+/// with `get`, under its dumped id and as its dumped creator: the
+/// namespace's next-id knob `next_id` (kernel/shm_next_id, msg_next_id,
+/// sem_next_id) is armed first. Returns the id made, which the caller
+/// checks against `p.id` (a segment of crtools' own namespace made under
+/// another id must still be removed). A creation that fails may leave the
+/// knob armed: the kernel takes no -1 back (its minimum is 0), and the next
+/// object made in that namespace gets the id.
+pub(crate) fn make_with_id(
+    p: &IpcPermEntry,
+    next_id: &str,
+    what: &str,
+    get: impl Fn() -> std::result::Result<i32, String> + Sync,
+) -> Result<i32> {
+    let path = format!("/proc/sys/{next_id}");
+    std::fs::write(&path, p.id.to_string()).map_err(|x| Error::new(format!("{what}: write {path}: {x}")))?;
+    as_creator(p.cuid, p.cgid, get).map_err(|x| Error::new(format!("{what}: {x}")))
 }
 
 /// Runs `f` with effective ids `cuid`:`cgid` (so what it creates has them

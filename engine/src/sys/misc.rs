@@ -733,17 +733,24 @@ impl Utsname {
     }
 }
 
-/// uname().
-pub fn uname() -> Result<Utsname> {
+/// The uname(2) struct as the kernel fills it.
+fn raw_uname() -> Result<linux_raw_sys::system::new_utsname> {
     let mut u = core::mem::MaybeUninit::<linux_raw_sys::system::new_utsname>::zeroed();
     // SAFETY: the kernel writes one struct new_utsname.
     unsafe { syscalls::syscall1(Sysno::uname, u.as_mut_ptr() as usize) }?;
     // SAFETY: zero-initialised, then filled by the kernel; all fields are bytes.
-    let u = unsafe { u.assume_init_ref() };
-    let s = |f: &[core::ffi::c_char; 65]| {
-        let b: Vec<u8> = f.iter().map(|&c| c as u8).take_while(|&c| c != 0).collect();
-        String::from_utf8_lossy(&b).into_owned()
-    };
+    Ok(unsafe { u.assume_init() })
+}
+
+/// A uname(2) field's bytes, up to its NUL.
+fn uts_bytes(f: &[core::ffi::c_char; 65]) -> Vec<u8> {
+    f.iter().map(|&c| c as u8).take_while(|&c| c != 0).collect()
+}
+
+/// uname().
+pub fn uname() -> Result<Utsname> {
+    let u = raw_uname()?;
+    let s = |f: &[core::ffi::c_char; 65]| String::from_utf8_lossy(&uts_bytes(f)).into_owned();
     Ok(Utsname {
         sysname: s(&u.sysname),
         nodename: s(&u.nodename),
@@ -757,13 +764,8 @@ pub fn uname() -> Result<Utsname> {
 /// The host and NIS domain names of the calling thread's UTS namespace,
 /// as the bytes the kernel holds.
 pub fn uts_names() -> Result<(Vec<u8>, Vec<u8>)> {
-    let mut u = core::mem::MaybeUninit::<linux_raw_sys::system::new_utsname>::zeroed();
-    // SAFETY: the kernel writes one struct new_utsname.
-    unsafe { syscalls::syscall1(Sysno::uname, u.as_mut_ptr() as usize) }?;
-    // SAFETY: zero-initialised, then filled by the kernel; all fields are bytes.
-    let u = unsafe { u.assume_init_ref() };
-    let b = |f: &[core::ffi::c_char; 65]| f.iter().map(|&c| c as u8).take_while(|&c| c != 0).collect::<Vec<u8>>();
-    Ok((b(&u.nodename), b(&u.domainname)))
+    let u = raw_uname()?;
+    Ok((uts_bytes(&u.nodename), uts_bytes(&u.domainname)))
 }
 
 /// sethostname(2) in the calling thread's UTS namespace.

@@ -90,8 +90,7 @@ pub fn wait_pid_timeout(pid: Pid, timeout: std::time::Duration) -> Result<Option
         }
         looks += 1;
         if looks < 64 {
-            // SAFETY: no arguments.
-            let _ = unsafe { syscalls::syscall0(syscalls::Sysno::sched_yield) };
+            super::misc::sched_yield();
         } else {
             std::thread::sleep(std::time::Duration::from_micros(u64::from(looks.min(1000))));
         }
