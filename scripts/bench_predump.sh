@@ -8,7 +8,11 @@
 # Images go to tmpfs (/dev/shm) so that the disk is not measured. Prints
 # the frozen time each dump recorded in stats-dump.img (best of ROUNDS,
 # default 3) and the pages each wrote; `make bench` runs it after the
-# throughput benchmark.
+# throughput benchmark. Then the victim's own throughput while it is
+# pre-dumped: in churn mode a thread rewrites its MIB MiB without pause
+# and logs how many pages it has written every 20 ms; its rate during the
+# pre-dump (which copies pages while the tree runs) is set against its rate
+# in the second before.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/x86_64-unknown-linux-musl/release/crtools}
@@ -87,3 +91,34 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 printf '%d MiB, 5%% written between rounds, best of %d: final dump after two pre-dumps frozen %d us, plain dump frozen %d us\n' \
     "$MIB" "$ROUNDS" "$best_inc" "$best_plain"
+
+# rate LOG FROM TO: pages per second the churn victim wrote between wall
+# clock times FROM and TO (ms), from its "t MS pages N" lines (the last
+# line at or before FROM, or the first line, to the first at or after TO).
+rate() {
+    awk -v a="$2" -v b="$3" '$1 == "t" {
+        if ($2 <= a || t0 == "") { t0 = $2; n0 = $4 }
+        if ($2 >= b && t1 == "") { t1 = $2; n1 = $4 }
+    } END { if (t1 == "" || t1 == t0) print 0; else printf "%d\n", (n1 - n0) * 1000 / (t1 - t0) }' "$1"
+}
+
+d=$WORK/churn
+mkdir -p "$d"
+"$VICTIM" "$d/log" "$MIB" churn &
+VPID=$!
+wait_log "$d/log" ready
+# The first sweep over the area faults every page in: past it, a second
+# of undisturbed writing.
+sleep 2
+t0=$(date +%s%3N)
+"$BIN" pre-dump -v 0 -D "$d/pre1" -t "$VPID"
+t1=$(date +%s%3N)
+sleep 0.1
+kill -9 "$VPID"
+wait "$VPID" 2>/dev/null || true
+VPID=
+before=$(rate "$d/log" $((t0 - 1000)) "$t0")
+during=$(rate "$d/log" "$t0" "$t1")
+printf 'victim rewriting its %d MiB without pause: %d pages/s undisturbed, %d pages/s during a pre-dump (%d%%); the pre-dump took %d ms, frozen %d us, %d pages copied\n' \
+    "$MIB" "$before" "$during" $((before > 0 ? during * 100 / before : 0)) $((t1 - t0)) \
+    "$(field frozen_time "$d/pre1")" "$(field pages_written "$d/pre1")"

@@ -164,6 +164,54 @@ fn two_pre_dumps_then_a_dump_restore_every_byte() {
     );
 }
 
+/// Pre-dumps copy pages while the tree runs: a thread of the victim
+/// rewrites every page of its area without pause, and unmaps and maps
+/// again a side area every sweep, through two pre-dumps and the final dump.
+/// After the restore it checks, sweep by sweep, that no page came back
+/// stale (a pre-dump's copy of an older sweep) or torn.
+#[test]
+fn pages_copied_while_the_victim_writes_come_back_exact() {
+    if !crtools_tests::require_root() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Started { s, log, mut child, pid, ready } = start_victim("churn", &["32", "churn"]);
+    let (pre1, pre2, fin) = (s.root.join("pre1"), s.root.join("pre2"), s.root.join("final"));
+    crtools_tests::with_watchdog(
+        "predump-churn",
+        300,
+        move || {
+            let st1 = pre(pid, &pre1, None);
+            assert!(st1.pages > 0, "first pre-dump: {st1:?}");
+            std::thread::sleep(Duration::from_millis(30));
+            pre(pid, &pre2, Some("../pre1"));
+            std::thread::sleep(Duration::from_millis(30));
+            let o = DumpOptions {
+                pid: Pid(pid),
+                dir: fin.clone(),
+                parent: Some("../pre2".into()),
+                track_mem: true,
+                ..Default::default()
+            };
+            dump(&o).expect("final dump");
+            let _ = child.wait();
+            let ro = RestoreOptions { pid: Some(Pid(pid)), dir: fin.clone(), detach: true, ..Default::default() };
+            restore(&ro).expect("restore");
+            signal(pid, libc::SIGUSR2);
+            let v = wait_line(&log, "verdict");
+            signal(pid, libc::SIGKILL);
+            let mut st = 0;
+            // SAFETY: the restored victim is our child.
+            unsafe { libc::waitpid(pid, &mut st, 0) };
+            assert!(v.starts_with("verdict ok"), "{v}");
+        },
+        move || {
+            signal(pid, libc::SIGKILL);
+            format!("victim {pid} ({ready})")
+        },
+    );
+}
+
 #[test]
 fn a_failed_final_dump_leaves_the_victim_running_untracked() {
     if !crtools_tests::require_root() {

@@ -372,12 +372,13 @@ struct PendingTask {
 }
 
 /// Waits for a task's pages, then writes its pagemap image and completes
-/// its pages image.
-fn finish_pages(img: &ImageDir, t: PendingTask, shared: &mut Shared) -> Result<()> {
+/// its pages image. Gives the ranges a live dumper could not read (see
+/// [`mm::PageDumper::live`]; always none for a frozen task).
+fn finish_pages(img: &ImageDir, t: PendingTask, shared: &mut Shared) -> Result<Vec<(u64, u64)>> {
     let pid = t.pid;
     let w = |e: crate::image::ImageError| Error::task(pid, format!("write images: {e}"));
     shared.stats.pages_skipped_parent += t.pages.skipped;
-    let (pagemap, nr_pages, pages) = t.pages.wait()?;
+    let mm::CopiedPages { entries: pagemap, nr_pages, pages, lost } = t.pages.wait()?;
     crate::objects::aio::recheck(pid, &t.aio)?;
     shared.stats.memdump += t.mem_started.elapsed();
     shared.stats.memwrite += pages.write_time;
@@ -391,7 +392,7 @@ fn finish_pages(img: &ImageDir, t: PendingTask, shared: &mut Shared) -> Result<(
     f.finish().map_err(w)?;
     shared.stats.pages += nr_pages;
     log::info!(task = pid.0; "task {pid}: {} threads, {} VMAs, {nr_pages} pages", t.threads, t.vmas);
-    Ok(())
+    Ok(lost)
 }
 
 /// Dumps one process of the seized tree; its pages may still be being

@@ -1,21 +1,27 @@
-//! `crtools pre-dump`: the memory of the tree, then the tree runs on and
-//! its writes are tracked (see [`crate::objects::mem_track`]).
+//! `crtools pre-dump`: the memory of the tree, copied while it runs; its
+//! writes are tracked from then on (see [`crate::objects::mem_track`]).
 //!
 //! Steps: take the parent's userfaultfds (if `--prev-images-dir`), freeze
 //! the tree, and for each process: a userfaultfd in its mm (created through
 //! the parasite, unless the parent's tracker gave one back), its VMAs from
 //! smaps, the private anonymous writable ones registered and protected
 //! (those the parent tracked and that did not change are scanned instead:
-//! written pages are read and protected again, the others left to the
-//! parent), its pages read; then the tree is resumed and the userfaultfds
-//! go to the tracker process. A pre-dump writes `mm-<pid>.img` (the VMAs
-//! as they were), `pagemap-<pid>.img`, `pages-<pid>.img`, `pstree.img` and
-//! `chain.img` (parent, tracked VMAs); it cannot be restored by itself.
+//! written pages are found and protected again, the others left to the
+//! parent), and the pages to read found. Then the tree runs again and the
+//! pages are read while it runs: a page written since it was protected is
+//! marked written, so a copy of it that is stale or torn is replaced by the
+//! next dump of the chain. A VMA that is gone when its pages are read is
+//! left out of the chain (the next dump takes it in full). Only tracked
+//! VMAs are copied: the next dump takes every other page afresh anyway.
+//! Last, the userfaultfds go to the tracker process. A pre-dump writes
+//! `mm-<pid>.img` (the VMAs as they were), `pagemap-<pid>.img`,
+//! `pages-<pid>.img`, `pstree.img` and `chain.img` (parent, tracked VMAs);
+//! it cannot be restored by itself.
 //!
-//! Any failure resumes the tree as it was; the userfaultfds taken or made
-//! so far are closed (unregistered): the next dump of the chain is then a
-//! full one.
-use super::{finish_pages, PendingTask, Shared, MAX_PENDING};
+//! Any failure resumes the tree as it was (if it still is frozen); the
+//! userfaultfds taken or made so far are closed (unregistered): the next
+//! dump of the chain is then a full one.
+use super::{finish_pages, PendingTask, Shared};
 use crate::error::{Context, Error, Result};
 use crate::image::chain::{ChainHead, TrackedTask};
 use crate::image::kinds;
@@ -66,7 +72,7 @@ pub fn pre_dump(opts: &PreDumpOptions) -> Result<super::DumpStats> {
     let parents: Vec<Pid> = tree.tasks.iter().filter(|t| t.zombie.is_none()).map(|t| t.ppid).collect();
     clone_share::sharing(&live, &parents)?;
     let pool = mm::PagePool::new()?;
-    let mut pending = std::collections::VecDeque::new();
+    let mut pending = Vec::new();
     let mut tracked: Vec<TrackedTask> = Vec::new();
     let mut uffds: Vec<(Pid, OwnedFd)> = Vec::new();
     let mut tree = tree;
@@ -136,16 +142,17 @@ pub fn pre_dump(opts: &PreDumpOptions) -> Result<super::DumpStats> {
         head.auxv.clear();
         let pages = img.create_pages(tpid.0 as u32).ctx(tpid, "create the pages image")?;
         let mem_started = std::time::Instant::now();
+        // Pages are found now and read once the tree runs again: only
+        // those of tracked VMAs (the next dump takes every other page
+        // afresh), the chunks held until then.
         let mut dumper = mm::PageDumper::new(tpid, pages, &pool)?
+            .live()
+            .only(&armed)
             .with_children(false)
-            .with_track(track.as_ref())
-            .with_shmem(&mut shared.shmem_stored);
+            .with_track(track.as_ref());
         let walked = dumper.dump_vmas(&mut vmas);
         let (pages, _) = dumper.finish();
-        if let Err(e) = walked {
-            let _ = pages.wait();
-            return Err(e);
-        }
+        walked?;
         shared.stats.pages_scanned +=
             vmas.iter().filter(|v| mm::needs_data(v)).map(|v| (v.end - v.start) / 4096).sum::<u64>();
         let w = |e: crate::image::ImageError| Error::task(tpid, format!("write images: {e}"));
@@ -159,7 +166,7 @@ pub fn pre_dump(opts: &PreDumpOptions) -> Result<super::DumpStats> {
             tracked.push(TrackedTask { pid: tpid.0 as u32, starttime: stat.starttime, vmas: armed });
             uffds.push((tpid, fd));
         }
-        pending.push_back(PendingTask {
+        pending.push(PendingTask {
             pid: tpid,
             pages,
             mem_started,
@@ -167,12 +174,36 @@ pub fn pre_dump(opts: &PreDumpOptions) -> Result<super::DumpStats> {
             vmas: vmas.len(),
             aio: Vec::new(),
         });
-        while pending.len() > MAX_PENDING {
-            finish_pages(&img, pending.pop_front().expect("not empty"), &mut shared)?;
+    }
+    // Every tracked page is protected: from here on a write marks it for
+    // the next dump, so the tree runs on while its pages are read (a page
+    // written meanwhile may be stored torn; the next dump reads it again).
+    // Children first, as at dump.
+    for task in tree.tasks.into_iter().rev() {
+        let tpid = task.pid;
+        for t in task.threads.into_iter().rev() {
+            t.detach().ctx(tpid, "resume after the pre-dump")?;
         }
     }
-    while let Some(p) = pending.pop_front() {
-        finish_pages(&img, p, &mut shared)?;
+    shared.stats.frozen = frozen_at.elapsed();
+    log::info!("pre-dump: the tree runs again after {} us frozen; copying its pages", shared.stats.frozen.as_micros());
+    for p in pending {
+        let tpid = p.pid;
+        let lost = finish_pages(&img, p, &mut shared)?;
+        if lost.is_empty() {
+            continue;
+        }
+        // Unmapped or moved while it ran: the next dump takes these VMAs
+        // in full.
+        if let Some(t) = tracked.iter_mut().find(|t| t.pid == tpid.0 as u32) {
+            t.vmas.retain(|&(s, e)| {
+                let hit = lost.iter().any(|&(ls, le)| ls < e && s < le);
+                if hit {
+                    log::info!(task = tpid.0; "task {tpid}: VMA {s:#x}-{e:#x} changed while its pages were read; the next dump takes it in full");
+                }
+                !hit
+            });
+        }
     }
     drop(pool);
     let w = |e: crate::image::ImageError| Error::new(format!("write images: {e}"));
@@ -193,14 +224,6 @@ pub fn pre_dump(opts: &PreDumpOptions) -> Result<super::DumpStats> {
     if let Some(p) = shared.parent.as_mut() {
         p.release_rest();
     }
-    // Children first, as at dump; every task runs on as it was.
-    for task in tree.tasks.into_iter().rev() {
-        let tpid = task.pid;
-        for t in task.threads.into_iter().rev() {
-            t.detach().ctx(tpid, "resume after the pre-dump")?;
-        }
-    }
-    shared.stats.frozen = frozen_at.elapsed();
     mem_track::hand_over(&opts.dir, uffds);
     let stats = super::write_stats(&opts.dir, &shared.stats, started);
     log::info!(

@@ -465,6 +465,11 @@ pub struct PageDumper<'a> {
     /// Ranges of MAP_SHARED anonymous objects earlier tasks of the dump
     /// stored already (see [`ShmemStored`]).
     shmem: Option<&'a mut ShmemStored>,
+    /// Chunks held back until [`PendingPages::start`] (see
+    /// [`PageDumper::live`]); None: handed to the workers at once.
+    held: Option<Vec<Job>>,
+    /// The only VMAs to dump (by range), if set.
+    only: Option<&'a [(u64, u64)]>,
 }
 
 /// The ranges (object offsets) of each MAP_SHARED anonymous object, by
@@ -521,6 +526,9 @@ struct Sink {
     /// A duplicate of the pages image's descriptor, for pwritev.
     fd: std::os::fd::OwnedFd,
     name: String,
+    /// A chunk that cannot be read is left out and its ranges recorded
+    /// (the task runs while its pages are copied), instead of failing.
+    tolerant: bool,
 }
 
 struct SinkState {
@@ -535,6 +543,8 @@ struct SinkState {
     write_time: std::time::Duration,
     /// The first failure; later chunks are skipped.
     failed: Option<Error>,
+    /// Remote ranges of chunks a tolerant sink could not read.
+    lost: Vec<(u64, u64)>,
 }
 
 impl Sink {
@@ -549,8 +559,10 @@ impl Sink {
             nr_pages: 0,
             write_time: std::time::Duration::ZERO,
             failed: None,
+            lost: Vec::new(),
         };
-        Ok(Sink { pid, state: std::sync::Mutex::new(state), turn: std::sync::Condvar::new(), fd, name })
+        let turn = std::sync::Condvar::new();
+        Ok(Sink { pid, state: std::sync::Mutex::new(state), turn, fd, name, tolerant: false })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SinkState> {
@@ -606,6 +618,11 @@ impl Sink {
             }
             let data = match data {
                 Ok(d) => d,
+                Err(e) if self.tolerant => {
+                    log::debug!(task = self.pid.0; "task {}: chunk {seq} left out: {e}", self.pid);
+                    st.lost.extend(iov.iter().map(|r| (r.base, r.base + r.len)));
+                    return;
+                }
                 Err(e) => {
                     st.failed = Some(e);
                     return;
@@ -722,13 +739,42 @@ pub struct PendingPages {
     cow: Vec<PagemapEntry>,
     /// Pages left to the parent dump.
     pub skipped: u64,
+    /// Chunks not handed to the workers yet, and their channel.
+    held: Vec<Job>,
+    tx: std::sync::mpsc::SyncSender<Job>,
+}
+
+/// A task's pages once copied: [`PendingPages::wait`].
+pub struct CopiedPages {
+    /// The pagemap entries, in pages-file order, then the guard regions
+    /// and the pages shared with an ancestor or left to the parent dump,
+    /// which hold no data.
+    pub entries: Vec<PagemapEntry>,
+    /// Pages written.
+    pub nr_pages: u64,
+    pub pages: PagesWriter,
+    /// Remote ranges that could not be read (a tolerant dumper only: the
+    /// task unmapped them while it ran); nothing of them is stored.
+    pub lost: Vec<(u64, u64)>,
 }
 
 impl PendingPages {
-    /// Waits for the task's chunks: the pagemap entries (in pages-file
-    /// order, then the guard regions and the pages shared with an
-    /// ancestor, which hold no data), the pages written, the image.
-    pub fn wait(mut self) -> Result<(Vec<PagemapEntry>, u64, PagesWriter)> {
+    /// Hands the held chunks to the workers (see [`PageDumper::live`]);
+    /// blocks while their queue is full.
+    pub fn start(&mut self) -> Result<()> {
+        for job in std::mem::take(&mut self.held) {
+            self.sink.lock().unfinished += 1;
+            if self.tx.send(job).is_err() {
+                self.sink.done();
+                return Err(Error::task(self.sink.pid, "the page workers are gone"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the task's chunks (handing out held ones first).
+    pub fn wait(mut self) -> Result<CopiedPages> {
+        let started = self.start();
         let mut st = self.sink.lock();
         while st.unfinished > 0 {
             st = self.sink.turn.wait(st).unwrap_or_else(|e| e.into_inner());
@@ -736,15 +782,17 @@ impl PendingPages {
         if let Some(e) = st.failed.take() {
             return Err(e);
         }
+        started?;
         let mut entries = std::mem::take(&mut st.entries);
-        let nr = st.nr_pages;
+        let nr_pages = st.nr_pages;
         let t = st.write_time;
+        let lost = std::mem::take(&mut st.lost);
         let mut pages = st.pages.take().ok_or_else(|| Error::task(self.sink.pid, "pages image taken twice"))?;
         drop(st);
         pages.write_time += t;
         entries.append(&mut self.guards);
         entries.append(&mut self.cow);
-        Ok((entries, nr, pages))
+        Ok(CopiedPages { entries, nr_pages, pages, lost })
     }
 }
 
@@ -780,7 +828,27 @@ impl<'a> PageDumper<'a> {
             parent: Vec::new(),
             skipped: 0,
             shmem: None,
+            held: None,
+            only: None,
         })
+    }
+
+    /// For a task that runs again before its pages are read (pre-dump):
+    /// the chunks are held until [`PendingPages::start`], and a chunk that
+    /// cannot be read then is left out and reported
+    /// ([`CopiedPages::lost`]) instead of failing the dump. Only private
+    /// readable memory is read this way (see [`PageDumper::only`]).
+    pub fn live(mut self) -> Self {
+        self.held = Some(Vec::new());
+        std::sync::Arc::get_mut(&mut self.sink).expect("no chunk handed out yet").tolerant = true;
+        self
+    }
+
+    /// Dumps only the VMAs whose ranges are in `ranges`, and no guard
+    /// regions (a pre-dump stores only what write tracking covers).
+    pub fn only(mut self, ranges: &'a [(u64, u64)]) -> Self {
+        self.only = Some(ranges);
+        self
     }
 
     /// Leaves out the pages of shared anonymous objects that earlier tasks
@@ -818,6 +886,18 @@ impl<'a> PageDumper<'a> {
     pub fn dump_vmas(&mut self, vmas: &mut [Vma]) -> Result<()> {
         check_private_shmem(self.pid, vmas)?;
         let mut pm = Pagemap::open(self.pid).ctx(self.pid, "open pagemap")?;
+        if let Some(only) = self.only {
+            for v in vmas.iter_mut().filter(|v| only.contains(&(v.start, v.end))) {
+                if v.kind == VmaKind::SharedAnon || v.kind == VmaKind::AioRing || !v.prot.contains(Prot::PROT_READ) {
+                    return Err(Error::task(
+                        self.pid,
+                        format!("VMA {:#x}-{:#x} is not private memory", v.start, v.end),
+                    ));
+                }
+                self.dump_private(&mut pm, v)?;
+            }
+            return self.flush();
+        }
         for v in vmas.iter() {
             self.find_guards(&mut pm, v)?;
         }
@@ -1187,6 +1267,10 @@ impl<'a> PageDumper<'a> {
             skip_zero: self.skip_zero,
         };
         self.seq += 1;
+        if let Some(held) = self.held.as_mut() {
+            held.push(job);
+            return Ok(());
+        }
         self.sink.lock().unfinished += 1;
         if self.tx.send(job).is_err() {
             self.sink.done();
@@ -1199,6 +1283,8 @@ impl<'a> PageDumper<'a> {
     /// chunks handed out before, skipping zero pages if asked; a read
     /// failure fails the dump.
     fn emit(&mut self, vaddr: u64, data: Result<&[u8]>) {
+        // Held chunks come first: this would wait for them for ever.
+        debug_assert!(self.held.is_none(), "pages read in place by a live dumper");
         let len = data.as_ref().map(|d| d.len()).unwrap_or(0) as u64;
         let seq = self.seq;
         self.seq += 1;
@@ -1209,7 +1295,15 @@ impl<'a> PageDumper<'a> {
     /// children (complete already: they come from pagemap).
     pub fn finish(mut self) -> (PendingPages, Frames) {
         self.cow.append(&mut self.parent);
-        (PendingPages { sink: self.sink, guards: self.guards, cow: self.cow, skipped: self.skipped }, self.frames)
+        let pending = PendingPages {
+            sink: self.sink,
+            guards: self.guards,
+            cow: self.cow,
+            skipped: self.skipped,
+            held: self.held.unwrap_or_default(),
+            tx: self.tx,
+        };
+        (pending, self.frames)
     }
 }
 

@@ -11,6 +11,19 @@
 //! "verdict ok pages=N" or "verdict bad WHAT". With `refusable`, round 1
 //! also opens a userfaultfd, which a dump refuses.
 //! It appends "ready PID ADDR LEN" once set up.
+//!
+//! `victim_predump LOG MIB churn`: a thread rewrites the area without
+//! pause, page after page, sweep after sweep, while it is dumped (a
+//! pre-dump copies pages while the task runs). Every word of page P holds
+//! (sweep << 32 | P); before rewriting a page the thread checks that it
+//! holds the previous sweep's value, so a page restored stale (an older
+//! sweep's copy) or torn (words of two sweeps) is caught on the next sweep
+//! after a restore. Each sweep also unmaps a 1 MiB area of its own and
+//! maps it again at the same address (a VMA gone and back while its pages
+//! are read), after checking it the same way. The main thread appends
+//! "t MS pages N" (wall clock in ms, pages written so far) every 20 ms, the
+//! writer's throughput. SIGUSR2: once two more sweeps are done, "verdict
+//! ok sweeps=K" or "verdict bad WHAT".
 use std::fs::File;
 use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -57,12 +70,115 @@ fn untouched(page: usize) -> bool {
     page % 10 == 3
 }
 
+/// What the churn writer found wrong first, if anything.
+static BAD: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+static SWEEPS: AtomicU32 = AtomicU32::new(0);
+static WRITTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Checks that `words` (page `pg` of its area) all hold `want`, records
+/// the first mismatch, then fills them with `next`.
+fn churn_page(words: &mut [u64], what: &str, pg: usize, want: u64, next: u64) {
+    if let Some(i) = words.iter().position(|&w| w != want) {
+        let mut bad = BAD.lock().unwrap();
+        if bad.is_none() {
+            *bad = Some(format!("{what} page {pg} word {i} is {:#x}, want {want:#x}", words[i]));
+        }
+    }
+    for w in words.iter_mut() {
+        *w = next;
+    }
+}
+
+fn map_at(addr: usize, len: usize) -> *mut libc::c_void {
+    let fixed = if addr == 0 { 0 } else { libc::MAP_FIXED };
+    // SAFETY: a private anonymous mapping; at a fixed address only over
+    // our own side area.
+    let p = unsafe {
+        libc::mmap(
+            addr as *mut _,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | fixed,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    p
+}
+
+fn churn(mut log: File, mib: usize) -> ! {
+    let pages = mib * 256;
+    let area = map_at(0, pages * PAGE) as usize;
+    // The side area: 1 MiB, with a guard page of PROT_NONE before it so
+    // that it never merges with anything.
+    const SIDE: usize = 256;
+    let guard = map_at(0, (SIDE + 1) * PAGE) as usize;
+    // SAFETY: the first page of our own mapping.
+    unsafe { libc::mprotect(guard as *mut _, PAGE, libc::PROT_NONE) };
+    let side = guard + PAGE;
+    std::thread::spawn(move || {
+        let word = |sweep: u32, pg: usize| (sweep as u64) << 32 | pg as u64;
+        let mut sweep = 0u32;
+        loop {
+            let prev = |pg| if sweep == 0 { 0 } else { word(sweep, pg) };
+            for pg in 0..pages {
+                // SAFETY: page pg of our own area, only this thread touches it.
+                let words = unsafe { std::slice::from_raw_parts_mut((area + pg * PAGE) as *mut u64, PAGE / 8) };
+                churn_page(words, "area", pg, prev(pg), word(sweep + 1, pg));
+                WRITTEN.fetch_add(1, Ordering::Relaxed);
+            }
+            for pg in 0..SIDE {
+                // SAFETY: as above, the side area.
+                let words = unsafe { std::slice::from_raw_parts_mut((side + pg * PAGE) as *mut u64, PAGE / 8) };
+                churn_page(words, "side", pg, prev(pg), prev(pg));
+            }
+            // Gone and back: a fresh VMA, then this sweep's contents.
+            // SAFETY: our own side area.
+            unsafe { libc::munmap(side as *mut _, SIDE * PAGE) };
+            map_at(side, SIDE * PAGE);
+            for pg in 0..SIDE {
+                // SAFETY: as above.
+                let words = unsafe { std::slice::from_raw_parts_mut((side + pg * PAGE) as *mut u64, PAGE / 8) };
+                churn_page(words, "side", pg, 0, word(sweep + 1, pg));
+            }
+            sweep += 1;
+            SWEEPS.store(sweep, Ordering::SeqCst);
+        }
+    });
+    say(&mut log, &format!("ready {} {area:#x} {}", std::process::id(), pages * PAGE));
+    let mut checks = 0;
+    let mut asked: Option<u32> = None;
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+        say(&mut log, &format!("t {ms} pages {}", WRITTEN.load(Ordering::Relaxed)));
+        if CHECK.load(Ordering::SeqCst) != checks {
+            checks += 1;
+            asked = Some(SWEEPS.load(Ordering::SeqCst));
+        }
+        let done = SWEEPS.load(Ordering::SeqCst);
+        if asked.is_some_and(|a| done >= a + 2) {
+            asked = None;
+            match BAD.lock().unwrap().clone() {
+                None => say(&mut log, &format!("verdict ok sweeps={done}")),
+                Some(b) => say(&mut log, &format!("verdict bad {b}")),
+            }
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mib: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(64);
     let refusable = args.get(3).map(String::as_str) == Some("refusable");
     crtools_tests::detach_from_harness();
     let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&args[1]).expect("open log");
+    if args.get(3).map(String::as_str) == Some("churn") {
+        // SAFETY: the handler only touches an atomic.
+        unsafe { libc::signal(libc::SIGUSR2, on_usr2 as *const () as usize) };
+        churn(log, mib);
+    }
     // SAFETY: handlers only touch atomics.
     unsafe {
         for (sig, h) in [(libc::SIGUSR1, on_usr1 as *const () as usize), (libc::SIGUSR2, on_usr2 as *const () as usize)]
