@@ -460,6 +460,7 @@ fn dump_task(
     let stopped = matches!(leader.state(), StopState::Stopped(_));
     let tids: Vec<Pid> = std::iter::once(leader.pid()).chain(others.iter().map(|t| t.pid())).collect();
     task::refuse_foreign_label(pid, &tids)?;
+    let (early, have_uffd) = early_pages(img, pid, stat.starttime, shared, pool)?;
 
     let (mut thread_core, mut process, other_cores, fds, brk, mm_settings) = {
         let mut p = Parasite::infect(leader).ctx(pid, "infect")?;
@@ -538,20 +539,24 @@ fn dump_task(
     crate::objects::reg_file::dump_mapped_ghosts(&shared.fd_cx, pid, &mut vmas, &mut shared.files.images)?;
     let mut head = mm::dump_mm_head(pid, &stat, brk, mm_settings)?;
     head.aio = crate::objects::aio::dump(pid, &vmas)?;
-    let pages = img.create_pages(pid.0 as u32).ctx(pid, "create the pages image")?;
-    let mem_started = std::time::Instant::now();
-    let track = match shared.parent.as_mut() {
-        Some(p) => {
-            let uffd = p.take_uffd(pid);
-            let t = p.task_track(pid, stat.starttime, uffd.is_some(), &smaps, false)?;
-            if let Some(u) = uffd {
-                shared.uffds.push((pid, u));
-            }
-            t
-        }
+    let track = match shared.parent.as_ref() {
+        Some(p) => p.task_track(pid, stat.starttime, have_uffd, &smaps, false)?,
         None => None,
     };
-    let mut dumper = mm::PageDumper::new(pid, pages, pool)?.with_shmem(&mut shared.shmem_stored);
+    let (dumper, mem_started) = match early {
+        Some(e) => {
+            let e = e.join()?;
+            log::debug!(task = pid.0; "task {pid}: pages of {} tracked VMA(s) found early", e.done.len());
+            e.check(track.as_ref(), &vmas)?;
+            let started = e.started;
+            (mm::PageDumper::resume(e, pool)?, started)
+        }
+        None => {
+            let pages = img.create_pages(pid.0 as u32).ctx(pid, "create the pages image")?;
+            (mm::PageDumper::new(pid, pages, pool)?, std::time::Instant::now())
+        }
+    };
+    let mut dumper = dumper.with_shmem(&mut shared.shmem_stored);
     if shared.parent.is_none() {
         dumper = dumper.with_ancestors(&shared.frames, task.ppid).with_children(shared.parents.contains(&pid));
     } else {
@@ -566,6 +571,7 @@ fn dump_task(
         let _ = pending.wait();
         return Err(e);
     }
+    log::debug!(task = pid.0; "task {pid}: pages found, {} left to the parent dump", pending.skipped);
     mm::Frames::note_used(&mut shared.frames, &frames);
     shared.frames.insert(pid, frames);
     shared.stats.pages_scanned +=
@@ -596,6 +602,61 @@ fn dump_task(
     shared.pstree.push(entry);
     let aio = head.aio.clone();
     Ok(Some(PendingTask { pid, pages: pending, mem_started, threads: 1 + others.len(), vmas: vmas.len(), aio }))
+}
+
+/// A dump on top of a parent: the pages of `pid`'s tracked VMAs are found
+/// and handed to the workers by a thread of their own, while the parasite
+/// works and smaps is read (a walk of every page table, which takes about
+/// as long as the copy of a large task's written pages). Takes the task's
+/// userfaultfd from the parent's tracker (held until the end): that
+/// thread, if any, and whether the userfaultfd came back.
+fn early_pages(
+    img: &ImageDir,
+    pid: Pid,
+    starttime: u64,
+    shared: &mut Shared,
+    pool: &mm::PagePool,
+) -> Result<(Option<EarlyPages>, bool)> {
+    let Some(parent) = shared.parent.as_mut() else { return Ok((None, false)) };
+    let Some(uffd) = parent.take_uffd(pid) else { return Ok((None, false)) };
+    shared.uffds.push((pid, uffd));
+    let maps = proc::maps::read(pid).ctx(pid, "read maps")?;
+    let Some(track) = parent.task_track_early(pid, starttime, &maps) else { return Ok((None, true)) };
+    if track.vmas.is_empty() {
+        return Ok((None, true));
+    }
+    let pages = img.create_pages(pid.0 as u32).ctx(pid, "create the pages image")?;
+    let tx = pool.sender(pid)?;
+    let walk = move || {
+        let dumper = mm::PageDumper::with_sender(pid, pages, tx)?.with_children(false).with_track(Some(&track));
+        let (early, r) = dumper.dump_early();
+        r.map(|()| early)
+    };
+    let t = std::thread::Builder::new()
+        .name("early-pages".into())
+        .stack_size(256 << 10)
+        .spawn(walk)
+        .map_err(|e| Error::task(pid, format!("start the early page walk: {e}")))?;
+    Ok((Some(EarlyPages(Some(t))), true))
+}
+
+/// The thread of [`early_pages`]; dropped, it is waited for (and so are
+/// the chunks it handed out).
+struct EarlyPages(Option<std::thread::JoinHandle<Result<mm::EarlyPages>>>);
+
+impl EarlyPages {
+    fn join(mut self) -> Result<mm::EarlyPages> {
+        let t = self.0.take().expect("joined once");
+        t.join().map_err(|_| Error::new("the early page walk panicked"))?
+    }
+}
+
+impl Drop for EarlyPages {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Writes stats-dump.img from `s` (a dump or pre-dump that began at

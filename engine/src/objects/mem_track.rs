@@ -64,7 +64,7 @@ const SWAPPED: u64 = uffd::PAGE_IS_SWAPPED as u64;
 pub fn trackable(v: &Vma) -> bool {
     matches!(v.kind, VmaKind::Anon | VmaKind::Heap)
         && !v.is_hugetlb()
-        && !v.flags.intersects(MapFlags::MAP_SHARED | MapFlags::MAP_GROWSDOWN)
+        && !v.flags.intersects(MapFlags::MAP_SHARED | MapFlags::MAP_GROWSDOWN | MapFlags::MAP_DROPPABLE)
         && v.prot.contains(Prot::PROT_READ | Prot::PROT_WRITE)
 }
 
@@ -302,31 +302,71 @@ impl Parent {
         smaps: &[crate::proc::smaps::SmapsEntry],
         rearm: bool,
     ) -> Result<Option<TaskTrack>> {
+        let uw = |s: u64, e: u64| {
+            smaps
+                .iter()
+                .any(|m| m.map.start == s && m.map.end == e && m.vm_flags.contains(crate::proc::smaps::VmFlags::UW))
+        };
+        Ok(self.track_with(pid, starttime, have_uffd, rearm, true, uw))
+    }
+
+    /// The tracking of `pid` as far as /proc/pid/maps tells (exact ranges,
+    /// readable private memory), quietly: for a final dump's first look
+    /// (see [`super::mm::PageDumper::dump_early`]), before smaps is read.
+    /// Whether each VMA is still registered is left to PAGEMAP_SCAN
+    /// (PM_SCAN_CHECK_WPASYNC), and smaps confirms it all afterwards.
+    pub fn task_track_early(
+        &self,
+        pid: Pid,
+        starttime: u64,
+        maps: &[crate::proc::maps::MapEntry],
+    ) -> Option<TaskTrack> {
+        use crate::proc::maps::MapPerms;
+        let same = |s: u64, e: u64| {
+            maps.iter().any(|m| {
+                m.start == s && m.end == e && m.perms.contains(MapPerms::READ) && !m.perms.contains(MapPerms::SHARED)
+            })
+        };
+        self.track_with(pid, starttime, true, false, false, same)
+    }
+
+    fn track_with(
+        &self,
+        pid: Pid,
+        starttime: u64,
+        have_uffd: bool,
+        rearm: bool,
+        say: bool,
+        same: impl Fn(u64, u64) -> bool,
+    ) -> Option<TaskTrack> {
         let Some(t) = self.tracked.get(&(pid.0 as u32)) else {
-            log::info!(task = pid.0; "task {pid}: not tracked by the parent; its pages are dumped in full");
-            return Ok(None);
+            if say {
+                log::info!(task = pid.0; "task {pid}: not tracked by the parent; its pages are dumped in full");
+            }
+            return None;
         };
         if !have_uffd {
-            log::warn!(task = pid.0; "task {pid}: its write tracker is gone; its pages are dumped in full");
-            return Ok(None);
+            if say {
+                log::warn!(task = pid.0; "task {pid}: its write tracker is gone; its pages are dumped in full");
+            }
+            return None;
         }
         if t.starttime != starttime {
-            log::warn!(task = pid.0; "task {pid}: not the task the parent dumped (start time); dumped in full");
-            return Ok(None);
+            if say {
+                log::warn!(task = pid.0; "task {pid}: not the task the parent dumped (start time); dumped in full");
+            }
+            return None;
         }
         let mut vmas = Vec::new();
         for &(s, e) in &t.vmas {
-            let same = smaps
-                .iter()
-                .any(|m| m.map.start == s && m.map.end == e && m.vm_flags.contains(crate::proc::smaps::VmFlags::UW));
-            if same {
+            if same(s, e) {
                 vmas.push((s, e));
-            } else {
+            } else if say {
                 log::info!(task = pid.0; "task {pid}: VMA {s:#x}-{e:#x} changed since the parent; dumped in full");
             }
         }
         let parent = self.held.get(&(pid.0 as u32)).cloned().unwrap_or_default();
-        Ok(Some(TaskTrack { vmas, parent, rearm }))
+        Some(TaskTrack { vmas, parent, rearm })
     }
 }
 

@@ -470,6 +470,61 @@ pub struct PageDumper<'a> {
     held: Option<Vec<Job>>,
     /// The only VMAs to dump (by range), if set.
     only: Option<&'a [(u64, u64)]>,
+    /// Tracked VMAs dumped early (see [`PageDumper::dump_early`]).
+    early: Vec<(u64, u64)>,
+    /// Why the last PAGEMAP_SCAN of a tracked VMA failed.
+    scan_failed: Option<crate::sys::Errno>,
+}
+
+/// A task's tracked VMAs dumped before the rest of the task (see
+/// [`PageDumper::dump_early`]): the dump goes on with
+/// [`PageDumper::resume`]. Dropped instead, it waits for the chunks it
+/// handed out.
+pub struct EarlyPages {
+    sink: Option<std::sync::Arc<Sink>>,
+    seq: u64,
+    guards: Vec<PagemapEntry>,
+    parent: Vec<PagemapEntry>,
+    skipped: u64,
+    /// The VMAs dumped.
+    pub done: Vec<(u64, u64)>,
+    /// When their walk began.
+    pub started: std::time::Instant,
+}
+
+impl EarlyPages {
+    /// Checks the VMAs dumped early against the task's VMAs from smaps
+    /// and its tracking as verified by them: each still tracked, private
+    /// anonymous and readable (nothing of it can change while the task
+    /// is frozen; a mismatch fails the dump).
+    pub fn check(&self, track: Option<&super::mem_track::TaskTrack>, vmas: &[Vma]) -> Result<()> {
+        let pid = self.sink.as_ref().map_or(Pid(0), |s| s.pid);
+        for &(s, e) in &self.done {
+            let fits = track.is_some_and(|t| t.vmas.contains(&(s, e)))
+                && vmas.iter().any(|v| {
+                    (v.start, v.end) == (s, e)
+                        && matches!(v.kind, VmaKind::Anon | VmaKind::Heap)
+                        && !v.is_hugetlb()
+                        && !v.flags.intersects(MapFlags::MAP_SHARED | MapFlags::MAP_DROPPABLE)
+                        && v.prot.contains(Prot::PROT_READ)
+                });
+            if !fits {
+                return Err(Error::task(pid, format!("VMA {s:#x}-{e:#x} changed while the task was frozen")));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for EarlyPages {
+    fn drop(&mut self) {
+        if let Some(sink) = self.sink.take() {
+            let mut st = sink.lock();
+            while st.unfinished > 0 {
+                st = sink.turn.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+    }
 }
 
 /// The ranges (object offsets) of each MAP_SHARED anonymous object, by
@@ -700,7 +755,15 @@ pub struct PagePool {
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
+/// A way to hand chunks to a [`PagePool`]'s workers from another thread.
+pub struct Sender(std::sync::mpsc::SyncSender<Job>);
+
 impl PagePool {
+    /// For [`PageDumper::with_sender`].
+    pub fn sender(&self, pid: Pid) -> Result<Sender> {
+        self.tx.clone().map(Sender).ok_or_else(|| Error::task(pid, "the page workers are gone"))
+    }
+
     /// Starts [`workers`] threads.
     pub fn new() -> Result<Self> {
         let n = workers();
@@ -809,7 +872,13 @@ fn read_chunk<'b>(pid: Pid, buf: &'b mut [u8], iov: &[IoVec]) -> Result<&'b [u8]
 impl<'a> PageDumper<'a> {
     /// A dumper writing to `pages` through the workers of `pool`.
     pub fn new(pid: Pid, pages: PagesWriter, pool: &PagePool) -> Result<Self> {
-        let tx = pool.tx.clone().ok_or_else(|| Error::task(pid, "the page workers are gone"))?;
+        Self::with_sender(pid, pages, pool.sender(pid)?)
+    }
+
+    /// A dumper writing to `pages` through the workers `tx` feeds (from
+    /// another thread than the pool's owner: [`PagePool::sender`]).
+    pub fn with_sender(pid: Pid, pages: PagesWriter, tx: Sender) -> Result<Self> {
+        let tx = tx.0;
         Ok(PageDumper {
             pid,
             sink: std::sync::Arc::new(Sink::new(pid, pages)?),
@@ -830,7 +899,72 @@ impl<'a> PageDumper<'a> {
             shmem: None,
             held: None,
             only: None,
+            early: Vec::new(),
+            scan_failed: None,
         })
+    }
+
+    /// Goes on with a dump begun by [`PageDumper::dump_early`]: the VMAs
+    /// it dumped are left out of [`PageDumper::dump_vmas`].
+    pub fn resume(mut early: EarlyPages, pool: &PagePool) -> Result<Self> {
+        let sink = early.sink.take().expect("resumed once");
+        let pid = sink.pid;
+        let tx = pool.tx.clone().ok_or_else(|| Error::task(pid, "the page workers are gone"))?;
+        let mut d = PageDumper {
+            pid,
+            sink,
+            tx,
+            seq: early.seq,
+            buf: Vec::new(),
+            iov: Vec::with_capacity(IOV_MAX),
+            pending: 0,
+            skip_zero: true,
+            guards: std::mem::take(&mut early.guards),
+            cow: Vec::new(),
+            ancestors: None,
+            frames: Frames::default(),
+            track_frames: false,
+            track: None,
+            parent: std::mem::take(&mut early.parent),
+            skipped: early.skipped,
+            shmem: None,
+            held: None,
+            only: None,
+            early: std::mem::take(&mut early.done),
+            scan_failed: None,
+        };
+        d.skip_zero = true;
+        Ok(d)
+    }
+
+    /// Dumps, before anything else of the task, the tracked VMAs (see
+    /// [`PageDumper::with_track`]) that are still registered for
+    /// write tracking: a final dump copies them while the parasite works
+    /// and smaps is read. Those whose scan fails are left to
+    /// [`PageDumper::dump_vmas`].
+    pub fn dump_early(mut self) -> (EarlyPages, Result<()>) {
+        let started = std::time::Instant::now();
+        let r = (|| {
+            let Some(t) = self.track else { return Ok(()) };
+            let mut pm = Pagemap::open(self.pid).ctx(self.pid, "open pagemap")?;
+            for &range in &t.vmas {
+                if self.dump_tracked(&mut pm, range, t)? {
+                    self.early.push(range);
+                }
+                self.scan_failed = None;
+            }
+            self.flush()
+        })();
+        let early = EarlyPages {
+            sink: Some(self.sink),
+            seq: self.seq,
+            guards: self.guards,
+            parent: self.parent,
+            skipped: self.skipped,
+            done: self.early,
+            started,
+        };
+        (early, r)
     }
 
     /// For a task that runs again before its pages are read (pre-dump):
@@ -899,9 +1033,23 @@ impl<'a> PageDumper<'a> {
             return self.flush();
         }
         for v in vmas.iter() {
-            self.find_guards(&mut pm, v)?;
+            // A tracked VMA's guards come with its PAGEMAP_SCAN (one page
+            // table walk fewer in the frozen time of a final dump).
+            if !self.tracked(v) {
+                self.find_guards(&mut pm, v)?;
+            }
         }
         self.walk(&mut pm, vmas)
+    }
+
+    /// Whether `v` is one of the VMAs write tracking covers since the parent.
+    fn tracked(&self, v: &Vma) -> bool {
+        self.track.is_some_and(|t| t.vmas.contains(&(v.start, v.end)))
+            && needs_data(v)
+            && v.prot.contains(Prot::PROT_READ)
+            && !v.flags.contains(MapFlags::MAP_DROPPABLE)
+            && !(v.kind == VmaKind::SharedAnon && v.flags.contains(MapFlags::MAP_SHARED))
+            && v.kind != VmaKind::AioRing
     }
 
     /// Walks the VMAs, handing chunks to the workers through `tx`.
@@ -945,11 +1093,17 @@ impl<'a> PageDumper<'a> {
             // CRIU (zdtm maps11 expects exactly that).
             return Ok(());
         }
-        if let Some(t) = self.track.filter(|t| t.vmas.contains(&(v.start, v.end))) {
-            match self.dump_tracked(pm, v, t) {
-                Ok(true) => return Ok(()),
-                Ok(false) => {}
-                Err(e) => return Err(e),
+        if self.early.contains(&(v.start, v.end)) {
+            return Ok(());
+        }
+        if let Some(t) = self.track.filter(|_| self.tracked(v)) {
+            if self.dump_tracked(pm, (v.start, v.end), t)? {
+                return Ok(());
+            }
+            let e = self.scan_failed.take().map(|e| e.to_string()).unwrap_or_default();
+            log::warn!(task = self.pid.0; "task {}: PAGEMAP_SCAN of {:#x}-{:#x}: {e}; dumped in full", self.pid, v.start, v.end);
+            if self.only.is_none() {
+                self.find_guards(pm, v)?;
             }
         }
         let source = self.cow_source(v);
@@ -976,7 +1130,8 @@ impl<'a> PageDumper<'a> {
     /// Pages of a VMA tracked since the parent dump: written ones are read,
     /// unwritten ones the parent holds are left to it. False when the scan
     /// fails (the VMA is not what the tracking registered): dump it in full.
-    fn dump_tracked(&mut self, pm: &mut Pagemap, v: &Vma, t: &super::mem_track::TaskTrack) -> Result<bool> {
+    fn dump_tracked(&mut self, pm: &mut Pagemap, v: (u64, u64), t: &super::mem_track::TaskTrack) -> Result<bool> {
+        let (start, end) = v;
         use crate::sys::uffd as u;
         let q = u::ScanQuery {
             flags: u::PM_SCAN_CHECK_WPASYNC as u64,
@@ -988,10 +1143,10 @@ impl<'a> PageDumper<'a> {
                 | linux_raw_sys::general::PAGE_IS_PFNZERO
                 | linux_raw_sys::general::PAGE_IS_GUARD) as u64,
         };
-        let regions = match super::mem_track::scan(pm.fd(), v.start, v.end, q) {
+        let regions = match super::mem_track::scan(pm.fd(), start, end, q) {
             Ok(r) => r,
             Err(e) => {
-                log::warn!(task = self.pid.0; "task {}: PAGEMAP_SCAN of {:#x}-{:#x}: {e}; dumped in full", self.pid, v.start, v.end);
+                self.scan_failed = Some(e);
                 return Ok(false);
             }
         };
@@ -1004,8 +1159,17 @@ impl<'a> PageDumper<'a> {
                 anyof_mask: 0,
                 return_mask: u::PAGE_IS_WRITTEN as u64,
             };
-            super::mem_track::scan(pm.fd(), v.start, v.end, q)
-                .map_err(|e| Error::task(self.pid, format!("protect {:#x}-{:#x} again: {e}", v.start, v.end)))?;
+            super::mem_track::scan(pm.fd(), start, end, q)
+                .map_err(|e| Error::task(self.pid, format!("protect {:#x}-{:#x} again: {e}", start, end)))?;
+        }
+        if self.only.is_none() {
+            for r in regions.iter().filter(|r| r.categories & linux_raw_sys::general::PAGE_IS_GUARD as u64 != 0) {
+                let nr = ((r.end - r.start) / PAGE) as u32;
+                match self.guards.last_mut() {
+                    Some(g) if g.vaddr + g.nr_pages as u64 * PAGE == r.start && r.start != start => g.nr_pages += nr,
+                    _ => self.guards.push(PagemapEntry { vaddr: r.start, nr_pages: nr, flags: PagemapFlags::PE_GUARD }),
+                }
+            }
         }
         self.set_policy(true)?;
         for (s, e, take) in super::mem_track::classify(&regions, &t.parent) {
@@ -1295,6 +1459,8 @@ impl<'a> PageDumper<'a> {
     /// children (complete already: they come from pagemap).
     pub fn finish(mut self) -> (PendingPages, Frames) {
         self.cow.append(&mut self.parent);
+        // Those of tracked VMAs were found during the walk.
+        self.guards.sort_unstable_by_key(|g| g.vaddr);
         let pending = PendingPages {
             sink: self.sink,
             guards: self.guards,

@@ -10,6 +10,8 @@
 //! checks every byte of the area against what it wrote and appends
 //! "verdict ok pages=N" or "verdict bad WHAT". With `refusable`, round 1
 //! also opens a userfaultfd, which a dump refuses.
+//! Three pages are guard regions (MADV_GUARD_INSTALL) from the start; the
+//! check finds them guards still (pagemap bit 58).
 //! It appends "ready PID ADDR LEN" once set up.
 //!
 //! `victim_predump LOG MIB churn`: a thread rewrites the area without
@@ -64,8 +66,23 @@ fn say(log: &mut File, s: &str) {
 
 /// Pages rewritten in round `k` (k >= 1): a twentieth, never an untouched one.
 fn rewritten(k: u32, page: usize) -> bool {
-    page % 20 == (k as usize * 7) % 20 && !untouched(page)
+    page % 20 == (k as usize * 7) % 20 && !untouched(page) && !guarded(page)
 }
+/// Pages made guard regions (MADV_GUARD_INSTALL) before the first
+/// pre-dump: never read or written, checked through pagemap (bit 58).
+fn guarded(page: usize) -> bool {
+    page == 13 || page == 23 || page == 24
+}
+
+/// Whether page `pg` at `addr` is a guard region, by /proc/self/pagemap.
+fn is_guard(addr: usize) -> bool {
+    use std::os::unix::fs::FileExt;
+    let f = File::open("/proc/self/pagemap").expect("open pagemap");
+    let mut e = [0u8; 8];
+    f.read_exact_at(&mut e, (addr / PAGE * 8) as u64).expect("read pagemap");
+    u64::from_le_bytes(e) >> 58 & 1 == 1
+}
+
 fn untouched(page: usize) -> bool {
     page % 10 == 3
 }
@@ -214,6 +231,14 @@ fn main() {
             *w = Some(0);
         }
     }
+    // Guard regions, inside the tracked area (a kernel without them
+    // leaves the pages untouched and zero).
+    let mut guards = false;
+    for pg in (0..pages).filter(|&pg| guarded(pg)) {
+        const MADV_GUARD_INSTALL: i32 = 102;
+        // SAFETY: one never-touched page of our own mapping.
+        guards = unsafe { libc::madvise((p as *mut u8).add(pg * PAGE) as *mut _, PAGE, MADV_GUARD_INSTALL) } == 0;
+    }
     say(&mut log, &format!("ready {} {:#x} {len}", std::process::id(), p as usize));
     let (mut round, mut checks) = (0u32, 0u32);
     let mut keep_pipe = None;
@@ -246,6 +271,13 @@ fn main() {
             checks += 1;
             let mut bad = None;
             'pages: for (pg, w) in want.iter().enumerate() {
+                if guarded(pg) && guards {
+                    if !is_guard(p as usize + pg * PAGE) {
+                        bad = Some(format!("page {pg} is no guard region"));
+                        break 'pages;
+                    }
+                    continue;
+                }
                 let s = w.map(|t| seed(t, pg));
                 for (i, &x) in area[pg * PAGE / 8..(pg + 1) * PAGE / 8].iter().enumerate() {
                     let exp = s.map(|s| s ^ i as u64).unwrap_or(0);
