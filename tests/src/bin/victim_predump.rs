@@ -11,7 +11,10 @@
 //! "verdict ok pages=N" or "verdict bad WHAT". With `refusable`, round 1
 //! also opens a userfaultfd, which a dump refuses.
 //! Three pages are guard regions (MADV_GUARD_INSTALL) from the start; the
-//! check finds them guards still (pagemap bit 58).
+//! check finds them guards still (pagemap bit 58). A small second area,
+//! written at start, is half rewritten and made PROT_NONE in round 2 (a
+//! tracked VMA the final dump cannot read with process_vm_readv); the check
+//! reads it back.
 //! It appends "ready PID ADDR LEN" once set up.
 //!
 //! `victim_predump LOG MIB churn`: a thread rewrites the area without
@@ -239,6 +242,21 @@ fn main() {
         // SAFETY: one never-touched page of our own mapping.
         guards = unsafe { libc::madvise((p as *mut u8).add(pg * PAGE) as *mut _, PAGE, MADV_GUARD_INSTALL) } == 0;
     }
+    // A small area, tracked from the first pre-dump and made PROT_NONE in
+    // round 2: the final dump reads it through /proc/pid/mem.
+    const SMALL: usize = 16;
+    // Holes on both sides: a VMA of its own.
+    let small = map_at(0, (SMALL + 2) * PAGE) as usize + PAGE;
+    // SAFETY: the first and last page of our own fresh mapping.
+    unsafe {
+        libc::munmap((small - PAGE) as *mut _, PAGE);
+        libc::munmap((small + SMALL * PAGE) as *mut _, PAGE);
+    }
+    // SAFETY: our own fresh mapping, SMALL pages.
+    let small_words = unsafe { std::slice::from_raw_parts_mut(small as *mut u64, SMALL * PAGE / 8) };
+    for pg in 0..SMALL {
+        fill(small_words, pg, 77);
+    }
     say(&mut log, &format!("ready {} {:#x} {len}", std::process::id(), p as usize));
     let (mut round, mut checks) = (0u32, 0u32);
     let mut keep_pipe = None;
@@ -251,6 +269,14 @@ fn main() {
                     fill(area, pg, round);
                     *w = Some(round);
                 }
+            }
+            if round == 2 {
+                // Written (the final dump must read it), then unreadable.
+                for pg in 0..SMALL / 2 {
+                    fill(small_words, pg, 78);
+                }
+                // SAFETY: our own small area.
+                unsafe { libc::mprotect(small as *mut _, SMALL * PAGE, libc::PROT_NONE) };
             }
             if round == 1 {
                 for pg in (5..pages).step_by(97).filter(|&pg| !untouched(pg) && !rewritten(1, pg)) {
@@ -286,6 +312,19 @@ fn main() {
                         break 'pages;
                     }
                 }
+            }
+            // SAFETY: our own small area, readable again for the check.
+            unsafe { libc::mprotect(small as *mut _, SMALL * PAGE, libc::PROT_READ) };
+            for pg in 0..SMALL {
+                let s = seed(if round >= 2 && pg < SMALL / 2 { 78 } else { 77 }, pg);
+                let words = &small_words[pg * PAGE / 8..(pg + 1) * PAGE / 8];
+                if bad.is_none() && words.iter().enumerate().any(|(i, &x)| x != s ^ i as u64) {
+                    bad = Some(format!("small area page {pg} differs"));
+                }
+            }
+            if round >= 2 {
+                // SAFETY: as above.
+                unsafe { libc::mprotect(small as *mut _, SMALL * PAGE, libc::PROT_NONE) };
             }
             match bad {
                 None => say(&mut log, &format!("verdict ok pages={pages} round={round}")),
