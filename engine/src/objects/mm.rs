@@ -645,9 +645,13 @@ impl Sink {
             for r in iov {
                 for i in 0..(r.len as usize / pg) {
                     let at = off + i * pg;
-                    if skip_zero && is_zero(&data[at..at + pg]) {
+                    let page = &data[at..at + pg];
+                    if skip_zero && is_zero(page) {
                         continue;
                     }
+                    // Checksummed while the page is in the first-level cache.
+                    crc.update(page);
+                    len += pg;
                     let vaddr = r.base + (i * pg) as u64;
                     match runs.last_mut() {
                         Some(l) if l.1 + l.2 == at && l.0 + l.2 as u64 == vaddr => l.2 += pg,
@@ -655,10 +659,6 @@ impl Sink {
                     }
                 }
                 off += r.len as usize;
-            }
-            for &(_, o, n) in &runs {
-                crc.update(&data[o..o + n]);
-                len += n;
             }
         }
         let off = {
@@ -711,10 +711,18 @@ impl Sink {
         let (off, data) = off;
         let t = std::time::Instant::now();
         let mut done = off;
+        // Runs next to each other in the buffer are one piece to write.
+        let mut merged: Vec<(usize, usize)> = Vec::new();
+        for &(_, o, n) in &runs {
+            match merged.last_mut() {
+                Some(l) if l.0 + l.1 == o => l.1 += n,
+                _ => merged.push((o, n)),
+            }
+        }
         // At most IOV_MAX pieces per pwritev.
-        for group in runs.chunks(IOV_MAX) {
-            let pieces: Vec<&[u8]> = group.iter().map(|&(_, o, n)| &data[o..o + n]).collect();
-            let bytes: usize = group.iter().map(|r| r.2).sum();
+        for group in merged.chunks(IOV_MAX) {
+            let pieces: Vec<&[u8]> = group.iter().map(|&(o, n)| &data[o..o + n]).collect();
+            let bytes: usize = group.iter().map(|r| r.1).sum();
             use std::os::fd::AsFd;
             if let Err(e) = PagesWriter::write_reserved(self.fd.as_fd(), &self.name, &pieces, done) {
                 let mut st = self.lock();
