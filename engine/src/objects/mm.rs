@@ -437,7 +437,7 @@ pub struct PageDumper<'a> {
     /// Where reservations and entries go; shared with the workers.
     sink: std::sync::Arc<Sink>,
     /// The workers' channel.
-    tx: std::sync::mpsc::SyncSender<Job>,
+    tx: JobTx,
     /// Chunks handed out so far (the next chunk's sequence number).
     seq: u64,
     /// Buffer of the calling thread (shared memory, PROT_NONE pages).
@@ -735,22 +735,105 @@ impl Sink {
     }
 }
 
-/// A worker: reads and writes the chunks it receives until the channel
-/// closes.
-fn work(jobs: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>) {
+/// Chunks queued for the workers at most: 128 MiB of pages to read, so
+/// that the walk of a tree's next task goes on while they copy this one's
+/// (a queued chunk holds only its list of ranges).
+const QUEUED_CHUNKS: usize = 64;
+
+/// The chunks handed to the workers. A worker takes the oldest chunk of
+/// an image no other worker is busy with, if there is one, else the
+/// oldest: two workers writing one file only wait for each other on its
+/// inode lock (and spin doing so), two files are written side by side.
+/// Chunks of one image are still taken in order (the oldest of it first).
+struct JobQueue {
+    st: std::sync::Mutex<QueueState>,
+    /// Signalled when a chunk is queued or the queue closes.
+    ready: std::sync::Condvar,
+    /// Signalled when a chunk is taken.
+    room: std::sync::Condvar,
+    /// Chunks queued at most (the producer waits beyond).
+    cap: usize,
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: std::collections::VecDeque<Job>,
+    closed: bool,
+    /// The images (their sinks' addresses) workers are busy with.
+    busy: Vec<usize>,
+}
+
+/// A handle on the workers' queue.
+type JobTx = std::sync::Arc<JobQueue>;
+
+impl JobQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `job`, waiting while the queue is full; gives it back if the
+    /// workers are gone.
+    fn send(&self, job: Job) -> std::result::Result<(), Job> {
+        let mut st = self.lock();
+        while st.jobs.len() >= self.cap && !st.closed {
+            st = self.room.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        if st.closed {
+            return Err(job);
+        }
+        st.jobs.push_back(job);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The next chunk for a worker, None once the queue is closed and empty.
+    fn take(&self) -> Option<Job> {
+        let mut st = self.lock();
+        loop {
+            let free = st.jobs.iter().position(|j| !st.busy.contains(&sink_key(&j.sink)));
+            if let Some(job) = st.jobs.remove(free.unwrap_or(0)) {
+                st.busy.push(sink_key(&job.sink));
+                self.room.notify_one();
+                return Some(job);
+            }
+            if st.closed {
+                return None;
+            }
+            st = self.ready.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// A worker is done with a chunk of `sink`.
+    fn finished(&self, sink: &std::sync::Arc<Sink>) {
+        let mut st = self.lock();
+        if let Some(i) = st.busy.iter().position(|&k| k == sink_key(sink)) {
+            st.busy.swap_remove(i);
+        }
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+        self.room.notify_all();
+    }
+}
+
+fn sink_key(s: &std::sync::Arc<Sink>) -> usize {
+    std::sync::Arc::as_ptr(s) as usize
+}
+
+/// A worker: reads and writes the chunks it takes until the queue closes.
+fn work(jobs: &JobQueue) {
     // A window aligned to its size, so that it is one transparent huge page
     // (fewer TLB misses in both copies); the rest is never touched and costs
     // no memory.
     let mut area = vec![0u8; 2 * CHUNK];
     let at = area.as_ptr().align_offset(CHUNK).min(CHUNK);
     let buf = &mut area[at..at + CHUNK];
-    loop {
-        let job = match jobs.lock().unwrap_or_else(|e| e.into_inner()).recv() {
-            Ok(j) => j,
-            Err(_) => return,
-        };
+    while let Some(job) = jobs.take() {
         let data = read_chunk(job.sink.pid, &mut buf[..job.total], &job.iov);
         job.sink.commit(job.seq, &job.iov, data, job.skip_zero);
+        jobs.finished(&job.sink);
         job.sink.done();
     }
 }
@@ -759,12 +842,12 @@ fn work(jobs: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>) {
 /// the next task is infected and walked (ptrace stays on the calling
 /// thread; process_vm_readv and pwritev need no tracer).
 pub struct PagePool {
-    tx: Option<std::sync::mpsc::SyncSender<Job>>,
+    tx: Option<JobTx>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// A way to hand chunks to a [`PagePool`]'s workers from another thread.
-pub struct Sender(std::sync::mpsc::SyncSender<Job>);
+pub struct Sender(JobTx);
 
 impl PagePool {
     /// For [`PageDumper::with_sender`].
@@ -775,26 +858,32 @@ impl PagePool {
     /// Starts [`workers`] threads.
     pub fn new() -> Result<Self> {
         let n = workers();
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(8 * n);
-        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
-        let mut threads = Vec::with_capacity(n);
+        let q = std::sync::Arc::new(JobQueue {
+            st: Default::default(),
+            ready: std::sync::Condvar::new(),
+            room: std::sync::Condvar::new(),
+            cap: QUEUED_CHUNKS,
+        });
+        let mut pool = PagePool { tx: Some(q.clone()), threads: Vec::with_capacity(n) };
         for i in 0..n {
-            let rx = rx.clone();
+            let q = q.clone();
             let t = std::thread::Builder::new()
                 .name(format!("pages-{i}"))
                 .stack_size(256 << 10)
-                .spawn(move || work(&rx))
+                .spawn(move || work(&q))
                 .map_err(|e| Error::new(format!("start a page worker: {e}")))?;
-            threads.push(t);
+            pool.threads.push(t);
         }
-        Ok(PagePool { tx: Some(tx), threads })
+        Ok(pool)
     }
 }
 
 impl Drop for PagePool {
     fn drop(&mut self) {
-        // Closing the channel ends the workers once the queue is empty.
-        self.tx = None;
+        // Closing the queue ends the workers once it is empty.
+        if let Some(q) = self.tx.take() {
+            q.close();
+        }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -812,7 +901,7 @@ pub struct PendingPages {
     pub skipped: u64,
     /// Chunks not handed to the workers yet, and their channel.
     held: Vec<Job>,
-    tx: std::sync::mpsc::SyncSender<Job>,
+    tx: JobTx,
 }
 
 /// A task's pages once copied: [`PendingPages::wait`].
@@ -893,7 +982,7 @@ impl<'a> PageDumper<'a> {
             tx,
             seq: 0,
             buf: Vec::new(),
-            iov: Vec::with_capacity(IOV_MAX),
+            iov: Vec::new(),
             pending: 0,
             skip_zero: true,
             guards: Vec::new(),
@@ -924,7 +1013,7 @@ impl<'a> PageDumper<'a> {
             tx,
             seq: early.seq,
             buf: Vec::new(),
-            iov: Vec::with_capacity(IOV_MAX),
+            iov: Vec::new(),
             pending: 0,
             skip_zero: true,
             guards: std::mem::take(&mut early.guards),
@@ -1434,7 +1523,7 @@ impl<'a> PageDumper<'a> {
         let job = Job {
             sink: self.sink.clone(),
             seq: self.seq,
-            iov: std::mem::replace(&mut self.iov, Vec::with_capacity(IOV_MAX)),
+            iov: std::mem::take(&mut self.iov),
             total: std::mem::take(&mut self.pending),
             skip_zero: self.skip_zero,
         };
