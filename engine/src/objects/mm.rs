@@ -1004,10 +1004,11 @@ impl<'a> PageDumper<'a> {
     /// Goes on with a dump begun by [`PageDumper::dump_early`]: the VMAs
     /// it dumped are left out of [`PageDumper::dump_vmas`].
     pub fn resume(mut early: EarlyPages, pool: &PagePool) -> Result<Self> {
-        let sink = early.sink.take().expect("resumed once");
-        let pid = sink.pid;
+        let pid = early.sink.as_ref().expect("resumed once").pid;
+        // (Failing here, `early` still waits for its chunks when dropped.)
         let tx = pool.tx.clone().ok_or_else(|| Error::task(pid, "the page workers are gone"))?;
-        let mut d = PageDumper {
+        let sink = early.sink.take().expect("resumed once");
+        Ok(PageDumper {
             pid,
             sink,
             tx,
@@ -1029,9 +1030,7 @@ impl<'a> PageDumper<'a> {
             only: None,
             early: std::mem::take(&mut early.done),
             scan_failed: None,
-        };
-        d.skip_zero = true;
-        Ok(d)
+        })
     }
 
     /// Dumps, before anything else of the task, the tracked VMAs (see
