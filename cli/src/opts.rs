@@ -75,9 +75,10 @@ pub struct GlobalArgs {
 pub enum CommandArgs {
     /// Checkpoint a process tree into an images directory
     Dump(DumpArgs),
-    /// Dump the memory of a process tree and let it run on, tracking its
-    /// writes, so that a later dump (--prev-images-dir, --track-mem) only
-    /// takes the pages changed since (not restorable by itself)
+    /// Dump the memory of a process tree, copied while it runs (it is
+    /// frozen only while write tracking is armed), tracking its writes so
+    /// that a later dump (--prev-images-dir, --track-mem) only takes the
+    /// pages changed since (not restorable by itself)
     #[command(name = "pre-dump")]
     PreDump(PreDumpArgs),
     /// Restore previously checkpointed processes
