@@ -212,6 +212,65 @@ fn pages_copied_while_the_victim_writes_come_back_exact() {
     );
 }
 
+/// A task that dies while a pre-dump copies its pages (the tree runs
+/// again by then): the pre-dump still completes, stores none of what it
+/// could not read, and leaves the task's VMAs out of the chain (the next
+/// dump takes them in full).
+#[test]
+fn a_task_dying_while_its_pages_are_copied_leaves_the_chain_without_them() {
+    if !crtools_tests::require_root() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Started { s, mut child, pid, ready, .. } = start_victim("dying", &["512"]);
+    let area: u64 = u64::from_str_radix(ready.split_whitespace().nth(2).unwrap().trim_start_matches("0x"), 16).unwrap();
+    let area_pages = 512 * 256u64;
+    let pre1 = s.root.join("pre1");
+    crtools_tests::with_watchdog(
+        "predump-dying",
+        120,
+        move || {
+            // Killed the moment the pre-dump lets it run (its tracer goes).
+            let killer = std::thread::spawn(move || {
+                let tracer = || {
+                    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                    st.lines().find_map(|l| l.strip_prefix("TracerPid:")).map(|v| v.trim() != "0").unwrap_or(false)
+                };
+                let t = Instant::now();
+                while !tracer() {
+                    assert!(t.elapsed() < Duration::from_secs(60), "the pre-dump never seized the victim");
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                while tracer() {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                signal(pid, libc::SIGKILL);
+            });
+            let st = pre(pid, &pre1, None);
+            killer.join().unwrap();
+            let _ = child.wait();
+            assert!(st.pages < area_pages / 2, "the copy was not cut short: {st:?}");
+            let f = std::fs::File::open(pre1.join("chain.img")).unwrap();
+            let r = engine::image::codec::ImageReader::<engine::image::kinds::Chain, _>::new(
+                std::io::BufReader::new(f),
+                "chain.img",
+            )
+            .unwrap();
+            let (_, tasks) = r.collect_entries().unwrap();
+            let t = tasks.iter().find(|t| t.pid == pid as u32).expect("the task in the chain");
+            assert!(
+                !t.vmas.iter().any(|&(s, e)| s <= area && area < e),
+                "the area it could not read is still tracked: {:?}",
+                t.vmas
+            );
+        },
+        move || {
+            signal(pid, libc::SIGKILL);
+            format!("victim {pid}")
+        },
+    );
+}
+
 #[test]
 fn a_failed_final_dump_leaves_the_victim_running_untracked() {
     if !crtools_tests::require_root() {

@@ -146,7 +146,7 @@ pub fn pre_dump(opts: &PreDumpOptions) -> Result<super::DumpStats> {
         // those of tracked VMAs (the next dump takes every other page
         // afresh), the chunks held until then.
         let mut dumper = mm::PageDumper::new(tpid, pages, &pool)?
-            .live()
+            .live()?
             .only(&armed)
             .with_children(false)
             .with_track(track.as_ref());

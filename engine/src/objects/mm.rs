@@ -584,6 +584,11 @@ struct Sink {
     /// A chunk that cannot be read is left out and its ranges recorded
     /// (the task runs while its pages are copied), instead of failing.
     tolerant: bool,
+    /// For a task that runs while its pages are read: a pidfd of it. A
+    /// chunk read is kept only if the task has not exited once it is read
+    /// (process_vm_readv goes by pid: after an exit the pid may name
+    /// another process).
+    alive: Option<std::os::fd::OwnedFd>,
 }
 
 struct SinkState {
@@ -617,11 +622,24 @@ impl Sink {
             lost: Vec::new(),
         };
         let turn = std::sync::Condvar::new();
-        Ok(Sink { pid, state: std::sync::Mutex::new(state), turn, fd, name, tolerant: false })
+        Ok(Sink { pid, state: std::sync::Mutex::new(state), turn, fd, name, tolerant: false, alive: None })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SinkState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `data` as read from the task, unless the task is no longer the one
+    /// the pid named when the dump began (see `alive`).
+    fn same_task<'d>(&self, data: Result<&'d [u8]>) -> Result<&'d [u8]> {
+        use std::os::fd::AsRawFd;
+        let Some(fd) = &self.alive else { return data };
+        let d = data?;
+        match crate::sys::event::poll_now(fd.as_raw_fd(), crate::sys::event::POLLIN) {
+            Ok(0) => Ok(d),
+            Ok(_) => Err(Error::task(self.pid, "exited while its pages were read")),
+            Err(e) => Err(Error::task(self.pid, format!("poll its pidfd: {e}"))),
+        }
     }
 
     /// One handed-out chunk is finished (written, skipped or failed).
@@ -831,7 +849,7 @@ fn work(jobs: &JobQueue) {
     let at = area.as_ptr().align_offset(CHUNK).min(CHUNK);
     let buf = &mut area[at..at + CHUNK];
     while let Some(job) = jobs.take() {
-        let data = read_chunk(job.sink.pid, &mut buf[..job.total], &job.iov);
+        let data = job.sink.same_task(read_chunk(job.sink.pid, &mut buf[..job.total], &job.iov));
         job.sink.commit(job.seq, &job.iov, data, job.skip_zero);
         jobs.finished(&job.sink);
         job.sink.done();
@@ -1068,10 +1086,14 @@ impl<'a> PageDumper<'a> {
     /// cannot be read then is left out and reported
     /// ([`CopiedPages::lost`]) instead of failing the dump. Only private
     /// readable memory is read this way (see [`PageDumper::only`]).
-    pub fn live(mut self) -> Self {
+    pub fn live(mut self) -> Result<Self> {
+        let pidfd = crate::sys::pidfd::pidfd_open(self.pid, crate::sys::pidfd::PidfdFlags::empty())
+            .ctx(self.pid, "pidfd_open")?;
         self.held = Some(Vec::new());
-        std::sync::Arc::get_mut(&mut self.sink).expect("no chunk handed out yet").tolerant = true;
-        self
+        let sink = std::sync::Arc::get_mut(&mut self.sink).expect("no chunk handed out yet");
+        sink.tolerant = true;
+        sink.alive = Some(pidfd);
+        Ok(self)
     }
 
     /// Dumps only the VMAs whose ranges are in `ranges`, and no guard
