@@ -53,14 +53,40 @@ fn pre(pid: i32, dir: &Path, parent: Option<&str>) -> engine::dump::DumpStats {
         .unwrap_or_else(|e| panic!("pre-dump into {}: {e}", dir.display()))
 }
 
+/// The head and records of image `name` of `dir`, of format `F`.
+fn read_image<F: engine::image::ImageFormat>(dir: &Path, name: &str) -> (F::Head, Vec<F::Entry>) {
+    let f = std::fs::File::open(dir.join(name)).unwrap();
+    let r = engine::image::ImageReader::<F, _>::new(std::io::BufReader::new(f), name).unwrap();
+    r.collect_entries().unwrap()
+}
+
 fn read_stats(dir: &Path) -> engine::image::stats::DumpStatsEntry {
-    let f = std::fs::File::open(dir.join("stats-dump.img")).unwrap();
-    let r = engine::image::codec::ImageReader::<engine::image::kinds::StatsDump, _>::new(
-        std::io::BufReader::new(f),
-        "stats-dump.img",
-    )
-    .unwrap();
-    r.collect_entries().unwrap().0
+    read_image::<engine::image::kinds::StatsDump>(dir, "stats-dump.img").0
+}
+
+/// The final dump of `pid` into `dir` on top of the pre-dump `parent`
+/// (relative to `dir`), with --track-mem.
+fn final_dump(pid: i32, dir: &Path, parent: &str) -> engine::error::Result<engine::dump::DumpStats> {
+    let o = DumpOptions {
+        pid: Pid(pid),
+        dir: dir.to_path_buf(),
+        parent: Some(parent.into()),
+        track_mem: true,
+        ..Default::default()
+    };
+    dump(&o)
+}
+
+/// Asks the restored victim (a child of the test, as subreaper) for its
+/// verdict (SIGUSR2), ends and reaps it, and checks the verdict.
+fn restored_verdict_ok(pid: i32, log: &Path) {
+    signal(pid, libc::SIGUSR2);
+    let v = wait_line(log, "verdict");
+    signal(pid, libc::SIGKILL);
+    let mut st = 0;
+    // SAFETY: the restored victim is our child.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    assert!(v.starts_with("verdict ok"), "{v}");
 }
 
 /// A started victim (`args` after its log) in scratch directory `tag`,
@@ -117,14 +143,7 @@ fn two_pre_dumps_then_a_dump_restore_every_byte() {
             assert!(st2.pages <= area_pages / 10, "second pre-dump wrote {} pages", st2.pages);
             signal(pid, libc::SIGUSR1);
             wait_line(&log, "round 2");
-            let o = DumpOptions {
-                pid: Pid(pid),
-                dir: fin.clone(),
-                parent: Some("../pre2".into()),
-                track_mem: true,
-                ..Default::default()
-            };
-            let st = dump(&o).expect("final dump");
+            let st = final_dump(pid, &fin, "../pre2").expect("final dump");
             let _ = child.wait();
             // Only the pages rewritten in round 2 (a twentieth) and a few of
             // the program's own.
@@ -149,13 +168,7 @@ fn two_pre_dumps_then_a_dump_restore_every_byte() {
 
             restore(&ro).expect("restore");
             assert!(!uffd_registered(pid), "restored victim registered");
-            signal(pid, libc::SIGUSR2);
-            let v = wait_line(&log, "verdict");
-            signal(pid, libc::SIGKILL);
-            let mut st = 0;
-            // SAFETY: the restored victim is our child.
-            unsafe { libc::waitpid(pid, &mut st, 0) };
-            assert!(v.starts_with("verdict ok"), "{v}");
+            restored_verdict_ok(pid, &log);
         },
         move || {
             signal(pid, libc::SIGKILL);
@@ -186,24 +199,11 @@ fn pages_copied_while_the_victim_writes_come_back_exact() {
             std::thread::sleep(Duration::from_millis(30));
             pre(pid, &pre2, Some("../pre1"));
             std::thread::sleep(Duration::from_millis(30));
-            let o = DumpOptions {
-                pid: Pid(pid),
-                dir: fin.clone(),
-                parent: Some("../pre2".into()),
-                track_mem: true,
-                ..Default::default()
-            };
-            dump(&o).expect("final dump");
+            final_dump(pid, &fin, "../pre2").expect("final dump");
             let _ = child.wait();
             let ro = RestoreOptions { pid: Some(Pid(pid)), dir: fin.clone(), detach: true, ..Default::default() };
             restore(&ro).expect("restore");
-            signal(pid, libc::SIGUSR2);
-            let v = wait_line(&log, "verdict");
-            signal(pid, libc::SIGKILL);
-            let mut st = 0;
-            // SAFETY: the restored victim is our child.
-            unsafe { libc::waitpid(pid, &mut st, 0) };
-            assert!(v.starts_with("verdict ok"), "{v}");
+            restored_verdict_ok(pid, &log);
         },
         move || {
             signal(pid, libc::SIGKILL);
@@ -250,13 +250,7 @@ fn a_task_dying_while_its_pages_are_copied_leaves_the_chain_without_them() {
             killer.join().unwrap();
             let _ = child.wait();
             assert!(st.pages < area_pages / 2, "the copy was not cut short: {st:?}");
-            let f = std::fs::File::open(pre1.join("chain.img")).unwrap();
-            let r = engine::image::codec::ImageReader::<engine::image::kinds::Chain, _>::new(
-                std::io::BufReader::new(f),
-                "chain.img",
-            )
-            .unwrap();
-            let (_, tasks) = r.collect_entries().unwrap();
+            let (_, tasks) = read_image::<engine::image::kinds::Chain>(&pre1, "chain.img");
             let t = tasks.iter().find(|t| t.pid == pid as u32).expect("the task in the chain");
             assert!(
                 !t.vmas.iter().any(|&(s, e)| s <= area && area < e),
@@ -288,14 +282,7 @@ fn a_failed_final_dump_leaves_the_victim_running_untracked() {
             // Round 1 opens a userfaultfd: the dump refuses it.
             signal(pid, libc::SIGUSR1);
             wait_line(&log, "round 1");
-            let o = DumpOptions {
-                pid: Pid(pid),
-                dir: fin.clone(),
-                parent: Some("../pre1".into()),
-                track_mem: true,
-                ..Default::default()
-            };
-            let e = dump(&o).expect_err("dump of a userfaultfd");
+            let e = final_dump(pid, &fin, "../pre1").expect_err("dump of a userfaultfd");
             assert!(e.refused, "{e}");
             assert!(!uffd_registered(pid), "uw left on the victim after a failed dump");
             assert!(!tracker_of(&pre1), "the tracker still runs");

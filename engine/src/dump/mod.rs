@@ -616,7 +616,7 @@ fn early_pages(
     starttime: u64,
     shared: &mut Shared,
     pool: &mm::PagePool,
-) -> Result<(Option<EarlyPages>, bool)> {
+) -> Result<(Option<EarlyWalk>, bool)> {
     let Some(parent) = shared.parent.as_mut() else { return Ok((None, false)) };
     let Some(uffd) = parent.take_uffd(pid) else { return Ok((None, false)) };
     shared.uffds.push((pid, uffd));
@@ -637,21 +637,21 @@ fn early_pages(
         .stack_size(256 << 10)
         .spawn(walk)
         .map_err(|e| Error::task(pid, format!("start the early page walk: {e}")))?;
-    Ok((Some(EarlyPages(Some(t))), true))
+    Ok((Some(EarlyWalk(Some(t))), true))
 }
 
 /// The thread of [`early_pages`]; dropped, it is waited for (and so are
 /// the chunks it handed out).
-struct EarlyPages(Option<std::thread::JoinHandle<Result<mm::EarlyPages>>>);
+struct EarlyWalk(Option<std::thread::JoinHandle<Result<mm::EarlyPages>>>);
 
-impl EarlyPages {
+impl EarlyWalk {
     fn join(mut self) -> Result<mm::EarlyPages> {
         let t = self.0.take().expect("joined once");
         t.join().map_err(|_| Error::new("the early page walk panicked"))?
     }
 }
 
-impl Drop for EarlyPages {
+impl Drop for EarlyWalk {
     fn drop(&mut self) {
         if let Some(t) = self.0.take() {
             let _ = t.join();

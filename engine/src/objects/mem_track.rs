@@ -62,10 +62,17 @@ const SWAPPED: u64 = uffd::PAGE_IS_SWAPPED as u64;
 /// included), readable and writable, not growing down. Everything else is
 /// dumped in full every time.
 pub fn trackable(v: &Vma) -> bool {
+    still_tracked(v) && v.prot.contains(Prot::PROT_WRITE)
+}
+
+/// Whether a VMA the chain registered is still read by way of its
+/// tracking: a [`trackable`] one, or one made read-only since (one that
+/// lost PROT_READ is read through /proc/pid/mem in full).
+pub fn still_tracked(v: &Vma) -> bool {
     matches!(v.kind, VmaKind::Anon | VmaKind::Heap)
         && !v.is_hugetlb()
         && !v.flags.intersects(MapFlags::MAP_SHARED | MapFlags::MAP_GROWSDOWN | MapFlags::MAP_DROPPABLE)
-        && v.prot.contains(Prot::PROT_READ | Prot::PROT_WRITE)
+        && v.prot.contains(Prot::PROT_READ)
 }
 
 /// Creates a userfaultfd in the infected task's mm and takes it: the task

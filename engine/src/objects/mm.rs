@@ -472,8 +472,6 @@ pub struct PageDumper<'a> {
     only: Option<&'a [(u64, u64)]>,
     /// Tracked VMAs dumped early (see [`PageDumper::dump_early`]).
     early: Vec<(u64, u64)>,
-    /// Why the last PAGEMAP_SCAN of a tracked VMA failed.
-    scan_failed: Option<crate::sys::Errno>,
 }
 
 /// A task's tracked VMAs dumped before the rest of the task (see
@@ -501,13 +499,7 @@ impl EarlyPages {
         let pid = self.sink.as_ref().map_or(Pid(0), |s| s.pid);
         for &(s, e) in &self.done {
             let fits = track.is_some_and(|t| t.vmas.contains(&(s, e)))
-                && vmas.iter().any(|v| {
-                    (v.start, v.end) == (s, e)
-                        && matches!(v.kind, VmaKind::Anon | VmaKind::Heap)
-                        && !v.is_hugetlb()
-                        && !v.flags.intersects(MapFlags::MAP_SHARED | MapFlags::MAP_DROPPABLE)
-                        && v.prot.contains(Prot::PROT_READ)
-                });
+                && vmas.iter().any(|v| (v.start, v.end) == (s, e) && super::mem_track::still_tracked(v));
             if !fits {
                 return Err(Error::task(pid, format!("VMA {s:#x}-{e:#x} changed while the task was frozen")));
             }
@@ -519,10 +511,7 @@ impl EarlyPages {
 impl Drop for EarlyPages {
     fn drop(&mut self) {
         if let Some(sink) = self.sink.take() {
-            let mut st = sink.lock();
-            while st.unfinished > 0 {
-                st = sink.turn.wait(st).unwrap_or_else(|e| e.into_inner());
-            }
+            drop(sink.idle());
         }
     }
 }
@@ -640,6 +629,25 @@ impl Sink {
             Ok(_) => Err(Error::task(self.pid, "exited while its pages were read")),
             Err(e) => Err(Error::task(self.pid, format!("poll its pidfd: {e}"))),
         }
+    }
+
+    /// Waits until every chunk handed out is finished; the state, locked.
+    fn idle(&self) -> std::sync::MutexGuard<'_, SinkState> {
+        let mut st = self.lock();
+        while st.unfinished > 0 {
+            st = self.turn.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st
+    }
+
+    /// Hands chunk `job` (of this sink) to the workers through `tx`.
+    fn hand_out(&self, tx: &JobQueue, job: Job) -> Result<()> {
+        self.lock().unfinished += 1;
+        if tx.send(job).is_err() {
+            self.done();
+            return Err(Error::task(self.pid, "the page workers are gone"));
+        }
+        Ok(())
     }
 
     /// One handed-out chunk is finished (written, skipped or failed).
@@ -941,11 +949,7 @@ impl PendingPages {
     /// blocks while their queue is full.
     pub fn start(&mut self) -> Result<()> {
         for job in std::mem::take(&mut self.held) {
-            self.sink.lock().unfinished += 1;
-            if self.tx.send(job).is_err() {
-                self.sink.done();
-                return Err(Error::task(self.sink.pid, "the page workers are gone"));
-            }
+            self.sink.hand_out(&self.tx, job)?;
         }
         Ok(())
     }
@@ -953,10 +957,7 @@ impl PendingPages {
     /// Waits for the task's chunks (handing out held ones first).
     pub fn wait(mut self) -> Result<CopiedPages> {
         let started = self.start();
-        let mut st = self.sink.lock();
-        while st.unfinished > 0 {
-            st = self.sink.turn.wait(st).unwrap_or_else(|e| e.into_inner());
-        }
+        let mut st = self.sink.idle();
         if let Some(e) = st.failed.take() {
             return Err(e);
         }
@@ -993,10 +994,13 @@ impl<'a> PageDumper<'a> {
     /// A dumper writing to `pages` through the workers `tx` feeds (from
     /// another thread than the pool's owner: [`PagePool::sender`]).
     pub fn with_sender(pid: Pid, pages: PagesWriter, tx: Sender) -> Result<Self> {
-        let tx = tx.0;
-        Ok(PageDumper {
-            pid,
-            sink: std::sync::Arc::new(Sink::new(pid, pages)?),
+        Ok(Self::on(std::sync::Arc::new(Sink::new(pid, pages)?), tx.0))
+    }
+
+    fn on(sink: std::sync::Arc<Sink>, tx: JobTx) -> Self {
+        PageDumper {
+            pid: sink.pid,
+            sink,
             tx,
             seq: 0,
             buf: Vec::new(),
@@ -1015,8 +1019,7 @@ impl<'a> PageDumper<'a> {
             held: None,
             only: None,
             early: Vec::new(),
-            scan_failed: None,
-        })
+        }
     }
 
     /// Goes on with a dump begun by [`PageDumper::dump_early`]: the VMAs
@@ -1024,31 +1027,15 @@ impl<'a> PageDumper<'a> {
     pub fn resume(mut early: EarlyPages, pool: &PagePool) -> Result<Self> {
         let pid = early.sink.as_ref().expect("resumed once").pid;
         // (Failing here, `early` still waits for its chunks when dropped.)
-        let tx = pool.tx.clone().ok_or_else(|| Error::task(pid, "the page workers are gone"))?;
-        let sink = early.sink.take().expect("resumed once");
-        Ok(PageDumper {
-            pid,
-            sink,
-            tx,
-            seq: early.seq,
-            buf: Vec::new(),
-            iov: Vec::new(),
-            pending: 0,
-            skip_zero: true,
-            guards: std::mem::take(&mut early.guards),
-            cow: Vec::new(),
-            ancestors: None,
-            frames: Frames::default(),
-            track_frames: false,
-            track: None,
-            parent: std::mem::take(&mut early.parent),
-            skipped: early.skipped,
-            shmem: None,
-            held: None,
-            only: None,
-            early: std::mem::take(&mut early.done),
-            scan_failed: None,
-        })
+        let tx = pool.sender(pid)?.0;
+        let mut d = Self::on(early.sink.take().expect("resumed once"), tx);
+        d.seq = early.seq;
+        d.guards = std::mem::take(&mut early.guards);
+        d.parent = std::mem::take(&mut early.parent);
+        d.skipped = early.skipped;
+        d.early = std::mem::take(&mut early.done);
+        d.track_frames = false;
+        Ok(d)
     }
 
     /// Dumps, before anything else of the task, the tracked VMAs (see
@@ -1062,10 +1049,9 @@ impl<'a> PageDumper<'a> {
             let Some(t) = self.track else { return Ok(()) };
             let mut pm = Pagemap::open(self.pid).ctx(self.pid, "open pagemap")?;
             for &range in &t.vmas {
-                if self.dump_tracked(&mut pm, range, t)? {
+                if self.dump_tracked(&mut pm, range, t)?.is_ok() {
                     self.early.push(range);
                 }
-                self.scan_failed = None;
             }
             self.flush()
         })();
@@ -1162,12 +1148,7 @@ impl<'a> PageDumper<'a> {
 
     /// Whether `v` is one of the VMAs write tracking covers since the parent.
     fn tracked(&self, v: &Vma) -> bool {
-        self.track.is_some_and(|t| t.vmas.contains(&(v.start, v.end)))
-            && needs_data(v)
-            && v.prot.contains(Prot::PROT_READ)
-            && !v.flags.contains(MapFlags::MAP_DROPPABLE)
-            && !(v.kind == VmaKind::SharedAnon && v.flags.contains(MapFlags::MAP_SHARED))
-            && v.kind != VmaKind::AioRing
+        self.track.is_some_and(|t| t.vmas.contains(&(v.start, v.end))) && super::mem_track::still_tracked(v)
     }
 
     /// Walks the VMAs, handing chunks to the workers through `tx`.
@@ -1215,10 +1196,7 @@ impl<'a> PageDumper<'a> {
             return Ok(());
         }
         if let Some(t) = self.track.filter(|_| self.tracked(v)) {
-            if self.dump_tracked(pm, (v.start, v.end), t)? {
-                return Ok(());
-            }
-            let e = self.scan_failed.take().map(|e| e.to_string()).unwrap_or_default();
+            let Err(e) = self.dump_tracked(pm, (v.start, v.end), t)? else { return Ok(()) };
             log::warn!(task = self.pid.0; "task {}: PAGEMAP_SCAN of {:#x}-{:#x}: {e}; dumped in full", self.pid, v.start, v.end);
             if self.only.is_none() {
                 self.find_guards(pm, v)?;
@@ -1246,9 +1224,15 @@ impl<'a> PageDumper<'a> {
     }
 
     /// Pages of a VMA tracked since the parent dump: written ones are read,
-    /// unwritten ones the parent holds are left to it. False when the scan
-    /// fails (the VMA is not what the tracking registered): dump it in full.
-    fn dump_tracked(&mut self, pm: &mut Pagemap, v: (u64, u64), t: &super::mem_track::TaskTrack) -> Result<bool> {
+    /// unwritten ones the parent holds are left to it. The scan's error
+    /// when it fails (the VMA is not what the tracking registered): dump it
+    /// in full then.
+    fn dump_tracked(
+        &mut self,
+        pm: &mut Pagemap,
+        v: (u64, u64),
+        t: &super::mem_track::TaskTrack,
+    ) -> Result<std::result::Result<(), crate::sys::Errno>> {
         let (start, end) = v;
         use crate::sys::uffd as u;
         let q = u::ScanQuery {
@@ -1263,10 +1247,7 @@ impl<'a> PageDumper<'a> {
         };
         let regions = match super::mem_track::scan(pm.fd(), start, end, q) {
             Ok(r) => r,
-            Err(e) => {
-                self.scan_failed = Some(e);
-                return Ok(false);
-            }
+            Err(e) => return Ok(Err(e)),
         };
         if t.rearm {
             // Written pages are protected again for the next dump, in the
@@ -1282,11 +1263,7 @@ impl<'a> PageDumper<'a> {
         }
         if self.only.is_none() {
             for r in regions.iter().filter(|r| r.categories & linux_raw_sys::general::PAGE_IS_GUARD as u64 != 0) {
-                let nr = ((r.end - r.start) / PAGE) as u32;
-                match self.guards.last_mut() {
-                    Some(g) if g.vaddr + g.nr_pages as u64 * PAGE == r.start && r.start != start => g.nr_pages += nr,
-                    _ => self.guards.push(PagemapEntry { vaddr: r.start, nr_pages: nr, flags: PagemapFlags::PE_GUARD }),
-                }
+                self.add_guard(r.start, ((r.end - r.start) / PAGE) as u32, start);
             }
         }
         self.set_policy(true)?;
@@ -1303,7 +1280,16 @@ impl<'a> PageDumper<'a> {
                 }
             }
         }
-        Ok(true)
+        Ok(Ok(()))
+    }
+
+    /// Records `nr` guard pages at `vaddr` of the VMA starting at
+    /// `vma_start`, joined to the last entry if they follow it in the VMA.
+    fn add_guard(&mut self, vaddr: u64, nr: u32, vma_start: u64) {
+        match self.guards.last_mut() {
+            Some(g) if g.vaddr + g.nr_pages as u64 * PAGE == vaddr && vaddr != vma_start => g.nr_pages += nr,
+            _ => self.guards.push(PagemapEntry { vaddr, nr_pages: nr, flags: PagemapFlags::PE_GUARD }),
+        }
     }
 
     /// Records the guard regions of `v`: pagemap marks them (bit 58, also
@@ -1324,11 +1310,7 @@ impl<'a> PageDumper<'a> {
                     if !PmEntry(e).guard_region() {
                         continue;
                     }
-                    let a = addr + i as u64 * PAGE;
-                    match self.guards.last_mut() {
-                        Some(g) if g.vaddr + g.nr_pages as u64 * PAGE == a && a != v.start => g.nr_pages += 1,
-                        _ => self.guards.push(PagemapEntry { vaddr: a, nr_pages: 1, flags: PagemapFlags::PE_GUARD }),
-                    }
+                    self.add_guard(addr + i as u64 * PAGE, 1, v.start);
                 }
                 addr += n as u64 * PAGE;
             }
@@ -1549,16 +1531,13 @@ impl<'a> PageDumper<'a> {
             skip_zero: self.skip_zero,
         };
         self.seq += 1;
-        if let Some(held) = self.held.as_mut() {
-            held.push(job);
-            return Ok(());
+        match self.held.as_mut() {
+            Some(held) => {
+                held.push(job);
+                Ok(())
+            }
+            None => self.sink.hand_out(&self.tx, job),
         }
-        self.sink.lock().unfinished += 1;
-        if self.tx.send(job).is_err() {
-            self.sink.done();
-            return Err(Error::task(self.pid, "the page workers are gone"));
-        }
-        Ok(())
     }
 
     /// Stores pages read here (`data`, at `vaddr`), in order with the

@@ -95,9 +95,12 @@ static BAD: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 static SWEEPS: AtomicU32 = AtomicU32::new(0);
 static WRITTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Checks that `words` (page `pg` of its area) all hold `want`, records
-/// the first mismatch, then fills them with `next`.
-fn churn_page(words: &mut [u64], what: &str, pg: usize, want: u64, next: u64) {
+/// Checks that page `pg` of the area at `base` (a page of this process
+/// that only the calling thread touches) holds `want` in every word,
+/// records the first mismatch, then fills it with `next`.
+fn churn_page(base: usize, what: &str, pg: usize, want: u64, next: u64) {
+    // SAFETY: per the contract above, a mapped page nobody else accesses.
+    let words = unsafe { std::slice::from_raw_parts_mut((base + pg * PAGE) as *mut u64, PAGE / 8) };
     if let Some(i) = words.iter().position(|&w| w != want) {
         let mut bad = BAD.lock().unwrap();
         if bad.is_none() {
@@ -143,24 +146,18 @@ fn churn(mut log: File, mib: usize) -> ! {
         loop {
             let prev = |pg| if sweep == 0 { 0 } else { word(sweep, pg) };
             for pg in 0..pages {
-                // SAFETY: page pg of our own area, only this thread touches it.
-                let words = unsafe { std::slice::from_raw_parts_mut((area + pg * PAGE) as *mut u64, PAGE / 8) };
-                churn_page(words, "area", pg, prev(pg), word(sweep + 1, pg));
+                churn_page(area, "area", pg, prev(pg), word(sweep + 1, pg));
                 WRITTEN.fetch_add(1, Ordering::Relaxed);
             }
             for pg in 0..SIDE {
-                // SAFETY: as above, the side area.
-                let words = unsafe { std::slice::from_raw_parts_mut((side + pg * PAGE) as *mut u64, PAGE / 8) };
-                churn_page(words, "side", pg, prev(pg), prev(pg));
+                churn_page(side, "side", pg, prev(pg), prev(pg));
             }
             // Gone and back: a fresh VMA, then this sweep's contents.
             // SAFETY: our own side area.
             unsafe { libc::munmap(side as *mut _, SIDE * PAGE) };
             map_at(side, SIDE * PAGE);
             for pg in 0..SIDE {
-                // SAFETY: as above.
-                let words = unsafe { std::slice::from_raw_parts_mut((side + pg * PAGE) as *mut u64, PAGE / 8) };
-                churn_page(words, "side", pg, 0, word(sweep + 1, pg));
+                churn_page(side, "side", pg, 0, word(sweep + 1, pg));
             }
             sweep += 1;
             SWEEPS.store(sweep, Ordering::SeqCst);
