@@ -152,6 +152,30 @@ fn keepers() -> usize {
         .count()
 }
 
+/// The socket inodes of the connections on `port` (either end) that the
+/// tree holds in a state a dump keeps in repair mode (established or
+/// half-closed), leaving out this test's own ends.
+fn connection_inodes(port: u16) -> std::collections::BTreeSet<u64> {
+    let own: std::collections::HashSet<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|l| l.to_string_lossy().into_owned())
+        .collect();
+    let port = format!(":{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let held = ["01", "04", "05", "08", "09", "0B"].contains(f.get(3)?);
+            let ours = f[1].ends_with(&port) || f[2].ends_with(&port);
+            let ino: u64 = f.get(9)?.parse().ok()?;
+            (held && ours && ino != 0 && !own.contains(&format!("socket:[{ino}]"))).then_some(ino)
+        })
+        .collect()
+}
+
 /// Reads `n` bytes of pattern `k` from `s`; Err says how far it got.
 fn read_pattern(s: &mut TcpStream, k: u8, n: usize) -> Result<(), String> {
     let mut got = vec![0u8; n];
@@ -415,6 +439,8 @@ fn half_closed_connections_keep_their_bytes_and_fins() {
         assert!(phase1.starts_with("phase1 role=fin"), "{phase1}");
         eprintln!("fin victim at dump: {phase1}");
         let root = t.pids[0];
+        let conns = connection_inodes(port);
+        assert!(conns.len() >= 2, "the victim's connections: {conns:?}");
         do_dump(root, &s.images(), true).unwrap_or_else(|e| panic!("dump: {e}"));
         wait_gone(root);
         // The victim's FIN-WAIT-2 end still takes bytes, after the restore:
@@ -440,6 +466,10 @@ fn half_closed_connections_keep_their_bytes_and_fins() {
         assert!(t1.take_error().unwrap().is_none() && t2.take_error().unwrap().is_none());
         do_restore(root, &s.images(), true).unwrap_or_else(|e| panic!("restore: {e}\nlog:\n{}", t.text()));
         assert_running_untraced(root);
+        // The connections held since the dump are the restored ones: never
+        // closed, a segment of t2 sent during the restore could not meet a
+        // closed port (and be answered with a reset).
+        assert_eq!(connection_inodes(port), conns, "the restored connections are not the held ones");
         t.signal_all(libc::SIGUSR1);
         t2.shutdown(std::net::Shutdown::Write).unwrap();
         let r1 = read_to_eof(&mut t1, 51, BIG + MORE);

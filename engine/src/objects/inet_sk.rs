@@ -86,9 +86,13 @@
 //! sends meets a silent socket (it retransmits, backing off) instead of a
 //! closed port (which would answer with a reset). `crtools restore` of the
 //! same image directory asks that process for them ([`unlock`]): it sends
-//! them back and exits, and the restore closes them (silently: repair
-//! mode) just before it creates them again, each new one dropping every
-//! segment but crtools' own forged ones until it goes live.
+//! them back and exits. Each one still in its dumped state (nothing
+//! reached it) is the restored connection itself ([`adopt_held`]): it
+//! never leaves the kernel's tables, so there is no moment in which a
+//! segment of its peer meets a closed port and is answered with a reset.
+//! The others are closed (silently: repair mode) before the sockets are
+//! created again, each new one dropping every segment but crtools' own
+//! forged ones until it goes live.
 use super::files::{FdCtx, FileImages, Opened};
 use crate::error::{Error, Result};
 use crate::image::files::OpenFlags;
@@ -1171,10 +1175,14 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     }) {
         return Err(err(u, "a repaired connection in a state crtools does not restore".into()));
     }
-    // The dump's connections, held silent since, come back: closed
-    // (silently) right before they are created again.
-    let held = cx.images_dir.as_deref().map(unlock).unwrap_or_default();
+    // The dump's connections, held silent since, come back. Each still in
+    // its dumped state is the restored connection itself: it never leaves
+    // the kernel's tables, so no segment of its peer meets a closed port.
+    // The others are closed (silently: repair mode) before sockets are
+    // created, and built from the image.
+    let mut held = cx.images_dir.as_deref().map(unlock).unwrap_or_default();
     continue_clocks(&held, &mut socks);
+    let mut adopted = adopt_held(&mut held, &socks);
     // Listeners first: a repaired connection on the same port must not
     // keep a listener without SO_REUSEADDR from binding.
     let rank = |u: &InetSkEntry| match (u.state, u.tcp.is_some()) {
@@ -1188,6 +1196,11 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
     let shared = shared_ports(&socks);
     let mut made: HashMap<u32, OwnedFd> = HashMap::new();
     for u in order {
+        if let Some(fd) = adopted.remove(&u.id) {
+            log::debug!("{}: the connection held since the dump", name(u));
+            made.insert(u.id, fd);
+            continue;
+        }
         let fd = sk::socket(u.family, SockType(u.ty), SockFlags::SOCK_CLOEXEC, u.proto)
             .map_err(|e| err(u, format!("socket: {e}")))?;
         // Bound beside others to the same port with neither SO_REUSEPORT
@@ -1244,6 +1257,39 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
         }));
     }
     Ok(())
+}
+
+/// The held connections that are the image's connections, unchanged
+/// since the dump (same ends, same state, still in repair mode and silent,
+/// filter not locked), taken out of `held` by the image's id. Nothing
+/// reached them since they were read (their filter dropped every segment,
+/// the task was gone): their queues, sequence numbers, window and options
+/// are the image's. A connection still opening is built again (it
+/// connects anew).
+fn adopt_held(held: &mut Vec<OwnedFd>, socks: &[InetSkEntry]) -> HashMap<u32, OwnedFd> {
+    let mut adopted = HashMap::new();
+    for fd in std::mem::take(held) {
+        let f = fd.as_fd();
+        let same = |u: &&InetSkEntry| -> bool {
+            let (Ok(l), Ok(p), Ok(info)) = (inet::local_addr(f), inet::peer_addr(f), inet::tcp_info(f)) else {
+                return false;
+            };
+            u.tcp.is_some()
+                && u.state != TCP_SYN_SENT
+                && u.local == Some(SkAddr::from_sys(l))
+                && u.peer == Some(SkAddr::from_sys(p))
+                && info.state as u32 == u.state
+                && inet::get_opt_int(f, SOL_TCP, inet::TCP_REPAIR).is_ok_and(|r| r == 1)
+                && inet::get_opt_int(f, SOL_SOCKET, inet::SO_LOCK_FILTER).is_ok_and(|l| l == 0)
+        };
+        match socks.iter().find(same) {
+            Some(u) if !adopted.contains_key(&u.id) => {
+                adopted.insert(u.id, fd);
+            }
+            _ => held.push(fd),
+        }
+    }
+    adopted
 }
 
 /// A held connection's timestamp clock kept running (and it may have
@@ -1743,6 +1789,9 @@ fn go_live(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), Strin
         Ok(()) | Err(Errno::ENOENT) => {}
         Err(e) => return Err(format!("SO_DETACH_FILTER: {e}")),
     }
+    // (A held connection may still have a queue selected from its dump.)
+    inet::set_opt_int(fd, SOL_TCP, inet::TCP_REPAIR_QUEUE, inet::TCP_NO_QUEUE)
+        .map_err(|e| format!("TCP_REPAIR_QUEUE: {e}"))?;
     sk::set_tcp_repair(fd, sk::TCP_REPAIR_OFF).map_err(|e| format!("leave repair mode: {e}"))?;
     set_opts(fd, u)?;
     shutdown(fd, u)
