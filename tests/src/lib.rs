@@ -155,10 +155,11 @@ impl Drop for Scratch {
 }
 
 /// Runs `body` on its own thread (ptrace is per thread, so one test's dump
-/// and restore stay on it). After `secs` seconds without an end, calls
-/// `on_timeout` (kill the test's tasks), gives the body 30 s to unwind and
-/// fails the test.
-pub fn with_watchdog(name: &str, secs: u64, body: impl FnOnce() + Send + 'static, on_timeout: impl FnOnce() -> String) {
+/// and restore stay on it). If the body fails, or has not ended after
+/// `secs` seconds, calls `on_failure` (kill the test's tasks, by pid; a
+/// failed assertion must not leave them running) and fails the test with
+/// what it says; after a timeout the body gets 30 s to unwind first.
+pub fn with_watchdog(name: &str, secs: u64, body: impl FnOnce() + Send + 'static, on_failure: impl FnOnce() -> String) {
     let (tx, rx) = std::sync::mpsc::channel();
     let h = std::thread::Builder::new()
         .name(format!("dr-{name}"))
@@ -173,11 +174,13 @@ pub fn with_watchdog(name: &str, secs: u64, body: impl FnOnce() + Send + 'static
     match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
         Ok(()) => {
             if let Err(p) = h.join() {
+                let what = on_failure();
+                eprintln!("{name}: failed ({what})");
                 std::panic::resume_unwind(p);
             }
         }
         Err(_) => {
-            let what = on_timeout();
+            let what = on_failure();
             let _ = rx.recv_timeout(std::time::Duration::from_secs(30));
             panic!("{name}: timed out after {secs} s ({what})");
         }
