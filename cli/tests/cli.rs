@@ -2577,3 +2577,84 @@ fn a_nested_uts_namespace_is_refused_by_name() {
     assert!(err.contains(&format!("task {inner}")) && err.contains("nested uts namespaces"), "{err}");
     assert_eq!(states, (Some('S'), Some('S')), "the tree does not sleep on");
 }
+
+/// A process with tens of MiB of data has its pages written in stripes,
+/// one image per page worker, side by side (`CRTOOLS_DUMP_WORKERS=3`
+/// here): the pagemap's head names them, `show` says which stripe each
+/// image is, a missing stripe fails the restore naming it and leaving
+/// nothing behind, and the whole restores byte for byte.
+#[test]
+fn pages_striped_over_several_images_restore_exact() {
+    if !have_python3() {
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("stripes");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("answer");
+    let script = format!(
+        r#"
+import hashlib, signal, sys, time
+# 40 MiB that no two pages of which are alike, nor zero.
+buf = bytearray(40 << 20)
+for i in range(0, len(buf), 4096):
+    buf[i:i+8] = (i * 2654435761 + 1).to_bytes(8, "little")
+    buf[i+8:i+16] = (i // 4096 + 7).to_bytes(8, "little")
+want = hashlib.sha256(buf).hexdigest()
+def answer(*_):
+    with open({out:?}, "w") as f:
+        f.write(("ok " if hashlib.sha256(buf).hexdigest() == want else "bad ") + want)
+signal.signal(signal.SIGUSR1, answer)
+print("ready", flush=True)
+while True:
+    time.sleep(1)
+"#,
+        out = out.to_str().unwrap()
+    );
+    let (mut child, line) = python3_started(&script);
+    assert_eq!(line.trim(), "ready");
+    let pid = child.id() as i32;
+    let img = dir.join("img");
+    let d = img.to_str().unwrap();
+    let o = Command::new(CRTOOLS)
+        .args(["dump", "-t", &pid.to_string(), "-D", d])
+        .env("CRTOOLS_DUMP_WORKERS", "3")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "dump: {}", String::from_utf8_lossy(&o.stderr));
+    let _ = child.wait();
+    let mut pages: Vec<String> = std::fs::read_dir(&img)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("pages-"))
+        .collect();
+    pages.sort();
+    assert_eq!(pages.len(), 3, "{pages:?}");
+    let head = crtools(&["show", "--json", "-f", img.join(format!("pagemap-{pid}.img")).to_str().unwrap()]);
+    let head = String::from_utf8_lossy(&head.stdout);
+    let stripe_ids = [pid + (1 << 22), pid + (2 << 22)];
+    assert!(head.contains(&format!("\"stripes\":[{},{}]", stripe_ids[0], stripe_ids[1])), "{head}");
+    assert!(head.contains("\"stripe\":2"), "no entry in stripe 2: {head}");
+    let shown = crtools(&["show", "-D", d]);
+    assert!(shown.status.success(), "{}", String::from_utf8_lossy(&shown.stderr));
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains(&format!("== pages-{}.img", stripe_ids[1])) && text.contains("stripe"), "{text}");
+
+    // Without one of its stripes, the restore fails naming it.
+    let stripe = img.join(format!("pages-{}.img", stripe_ids[0]));
+    let moved = dir.join("moved.img");
+    std::fs::rename(&stripe, &moved).unwrap();
+    let o = crtools(&["restore", "-d", "-D", d]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains(&format!("pages-{}.img", stripe_ids[0])), "{err}");
+    assert!(state(pid).is_none(), "a task was left behind");
+    std::fs::rename(&moved, &stripe).unwrap();
+
+    let o = crtools(&["restore", "-d", "-D", d]);
+    assert!(o.status.success(), "restore: {}", String::from_utf8_lossy(&o.stderr));
+    let a = ask(pid, &out);
+    kill_reap(pid);
+    assert!(a.starts_with("ok "), "the restored memory differs: {a}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -212,12 +212,14 @@ fn show_dir(path: &Path, opts: &ShowOptions, out: &mut dyn Write) -> Res {
         }
         o.end()?;
     }
-    // Which pagemap describes which pages file (heads only).
-    let mut pagemap_of: HashMap<u32, String> = HashMap::new();
+    // Which pagemap describes which pages file, as which stripe (heads only).
+    let mut pagemap_of: HashMap<u32, (String, u8)> = HashMap::new();
     for e in dir.images().iter().filter(|e| e.kind == ImageKind::Pagemap) {
         let mut fr = dir.open_frames(&e.name)?;
         if let Some((_, h)) = fr.next_record::<PagemapHead>()? {
-            pagemap_of.insert(h.pages_id, e.name.clone());
+            for (k, id) in h.ids().enumerate() {
+                pagemap_of.insert(id, (e.name.clone(), k as u8));
+            }
         }
     }
     let mut images: Vec<_> = dir.images().iter().collect();
@@ -235,7 +237,7 @@ fn show_dir(path: &Path, opts: &ShowOptions, out: &mut dyn Write) -> Res {
                 let id = ImageKind::parse_file_name(&e.name).and_then(|(_, id)| id).unwrap_or(0);
                 let mut pages = dir.open_pages_by_name(&e.name)?;
                 let pagemap = match pagemap_of.get(&id) {
-                    Some(n) => Some((n.clone(), dir.open_frames(n)?)),
+                    Some((n, k)) => Some((n.clone(), *k, dir.open_frames(n)?)),
                     None => None,
                 };
                 show_pages(&mut pages, &e.name, pagemap, opts, out)?;
@@ -320,7 +322,7 @@ fn show_file(path: &Path, opts: &ShowOptions, out: &mut dyn Write) -> Res {
 fn show_pages(
     pages: &mut PagesReader,
     title: &str,
-    pagemap: Option<(String, DynFrames)>,
+    pagemap: Option<(String, u8, DynFrames)>,
     opts: &ShowOptions,
     out: &mut dyn Write,
 ) -> Res {
@@ -328,20 +330,29 @@ fn show_pages(
     let mut o = ImageOut::begin(out, opts.json, title, d)?;
     o.field("size", &Node::Size(pages.size()))?;
     o.field("pages", &Node::U64(pages.nr_pages()))?;
-    if let Some((n, _)) = &pagemap {
+    if let Some((n, k, _)) = &pagemap {
         o.field("pagemap", &Node::Str(n.clone()))?;
+        if *k != 0 {
+            o.field("stripe", &Node::U64(*k as u64))?;
+        }
     }
     let w = o.w;
     let json = o.json;
     if opts.contents {
         let mut hex = HexOut::new(w, json);
         match pagemap {
-            Some((_, mut fr)) => {
+            Some((_, stripe, mut fr)) => {
                 fr.next_record::<PagemapHead>()?;
                 let mut index = 0u64;
                 while let Some((_, e)) = fr.next_record::<PagemapEntry>()? {
                     if !e.has_data() {
-                        hex.hole(&e)?;
+                        // (Shown once, with the first stripe.)
+                        if stripe == 0 {
+                            hex.hole(&e)?;
+                        }
+                        continue;
+                    }
+                    if e.stripe != stripe {
                         continue;
                     }
                     hex.region(pages, index, e.nr_pages as u64, e.vaddr)?;

@@ -31,6 +31,12 @@ fn wait_line(log: &Path, prefix: &str) -> String {
     }
 }
 
+/// SIGKILL to the victim, which may be gone already (a failed test).
+fn kill_quietly(pid: i32) {
+    // SAFETY: a signal to the victim, by pid.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
 fn signal(pid: i32, sig: i32) {
     // SAFETY: a signal to the victim.
     assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill {pid} {sig}");
@@ -151,8 +157,13 @@ fn two_pre_dumps_then_a_dump_restore_every_byte() {
             assert!(st.pages_skipped_parent >= area_pages * 8 / 10, "final dump: {st:?}");
             let stats = read_stats(&fin);
             assert_eq!((stats.pages_written, stats.pages_skipped_parent), (st.pages, st.pages_skipped_parent));
-            // The pages image holds exactly what the stats say.
-            let pages_len = std::fs::metadata(fin.join(format!("pages-{pid}.img"))).unwrap().len();
+            // The pages image (its stripes) holds exactly what the stats say.
+            let pages_len: u64 = std::fs::read_dir(&fin)
+                .unwrap()
+                .map(|e| e.unwrap())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("pages-"))
+                .map(|e| e.metadata().unwrap().len())
+                .sum();
             assert_eq!(pages_len, st.pages * 4096);
 
             // A missing parent is refused before anything is created.
@@ -171,7 +182,7 @@ fn two_pre_dumps_then_a_dump_restore_every_byte() {
             restored_verdict_ok(pid, &log);
         },
         move || {
-            signal(pid, libc::SIGKILL);
+            kill_quietly(pid);
             format!("victim {pid} ({ready})")
         },
     );
@@ -206,7 +217,7 @@ fn pages_copied_while_the_victim_writes_come_back_exact() {
             restored_verdict_ok(pid, &log);
         },
         move || {
-            signal(pid, libc::SIGKILL);
+            kill_quietly(pid);
             format!("victim {pid} ({ready})")
         },
     );
@@ -259,7 +270,7 @@ fn a_task_dying_while_its_pages_are_copied_leaves_the_chain_without_them() {
             );
         },
         move || {
-            signal(pid, libc::SIGKILL);
+            kill_quietly(pid);
             format!("victim {pid}")
         },
     );
@@ -290,7 +301,7 @@ fn a_failed_final_dump_leaves_the_victim_running_untracked() {
             verdict_ok(pid, &log, &mut child);
         },
         move || {
-            signal(pid, libc::SIGKILL);
+            kill_quietly(pid);
             format!("victim {pid}")
         },
     );
@@ -322,7 +333,7 @@ fn a_pre_dump_deleted_lets_its_tracker_go() {
             verdict_ok(pid, &log, &mut child);
         },
         move || {
-            signal(pid, libc::SIGKILL);
+            kill_quietly(pid);
             format!("victim {pid}")
         },
     );

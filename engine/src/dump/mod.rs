@@ -378,14 +378,20 @@ fn finish_pages(img: &ImageDir, t: PendingTask, shared: &mut Shared) -> Result<V
     let pid = t.pid;
     let w = |e: crate::image::ImageError| Error::task(pid, format!("write images: {e}"));
     shared.stats.pages_skipped_parent += t.pages.skipped;
-    let mm::CopiedPages { entries: pagemap, nr_pages, pages, lost } = t.pages.wait()?;
+    let mm::CopiedPages { entries: pagemap, nr_pages, pages, write_time, lost } = t.pages.wait()?;
     crate::objects::aio::recheck(pid, &t.aio)?;
     shared.stats.memdump += t.mem_started.elapsed();
-    shared.stats.memwrite += pages.write_time;
-    pages.finish().ctx(pid, "finish the pages image")?;
+    shared.stats.memwrite += write_time;
+    let mut head = PagemapHead { pages_id: pid.0 as u32, stripes: Vec::new() };
+    for (k, p) in pages.into_iter().enumerate() {
+        shared.stats.memwrite += p.write_time;
+        p.finish().ctx(pid, "finish the pages image")?;
+        if k > 0 {
+            head.stripes.push(crate::image::pagemap::stripe_image_id(pid.0 as u32, k as u8));
+        }
+    }
     crate::fault::check(crate::fault::Fault::DumpAfterPages)?;
-    let mut f =
-        img.create_image::<kinds::Pagemap>(Some(pid.0 as u32), &PagemapHead { pages_id: pid.0 as u32 }).map_err(w)?;
+    let mut f = img.create_image::<kinds::Pagemap>(Some(pid.0 as u32), &head).map_err(w)?;
     for e in &pagemap {
         f.write(e).map_err(w)?;
     }

@@ -100,18 +100,24 @@ impl Crc32c {
     }
 }
 
-/// Bytes per lane of the three-lane `crc32` loop.
+/// Bytes per lane of the three-lane `crc32` loop over long data.
 #[cfg(target_arch = "x86_64")]
 const LANE: usize = 4096;
 
-/// The operator "append LANE zero bytes" on the CRC register, as four
-/// byte-indexed tables (it is linear over GF(2)): it merges the three lanes.
+/// Bytes per lane over data shorter than three [`LANE`]s (a page is three
+/// lanes of this and a 16-byte tail): the dump checksums page by page.
 #[cfg(target_arch = "x86_64")]
-fn lane_shift_tables() -> &'static [[u32; 256]; 4] {
-    static T: std::sync::OnceLock<Box<[[u32; 256]; 4]>> = std::sync::OnceLock::new();
-    T.get_or_init(|| {
+const SHORT_LANE: usize = 1360;
+
+/// The operator "append `lane` zero bytes" on the CRC register, as four
+/// byte-indexed tables (it is linear over GF(2)): it merges the three
+/// lanes. One set per lane length ([`LANE`], [`SHORT_LANE`]).
+#[cfg(target_arch = "x86_64")]
+fn lane_shift_tables(lane: usize) -> &'static [[u32; 256]; 4] {
+    static T: [std::sync::OnceLock<Box<[[u32; 256]; 4]>>; 2] = [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+    T[(lane == SHORT_LANE) as usize].get_or_init(|| {
         // Image of each basis bit under the operator (table-driven, exact).
-        let zeros = [0u8; LANE];
+        let zeros = vec![0u8; lane];
         let mut basis = [0u32; 32];
         for (bit, b) in basis.iter_mut().enumerate() {
             let mut c = Crc32c { state: 1u32 << bit };
@@ -137,24 +143,25 @@ fn lane_shift(t: &[[u32; 256]; 4], v: u32) -> u32 {
         ^ t[3][(v >> 24) as usize]
 }
 
-/// The `crc32` instruction over `data`: three independent lanes of
-/// [`LANE`] bytes at a time (the instruction's latency is three cycles, its
-/// throughput one), merged with [`lane_shift`]; the tail 8 bytes at a time.
+/// The `crc32` instruction over `data`: three independent lanes at a time
+/// (the instruction's latency is three cycles, its throughput one), merged
+/// with [`lane_shift`]; the tail 8 bytes at a time.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sse4.2")]
 fn update_sse42(state: u32, data: &[u8]) -> u32 {
     use core::arch::x86_64::{_mm_crc32_u64, _mm_crc32_u8};
+    let lane = if data.len() >= 3 * LANE { LANE } else { SHORT_LANE };
     let word = |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
     let mut crc = state;
-    let mut blocks = data.chunks_exact(3 * LANE);
-    if data.len() >= 3 * LANE {
-        let t = lane_shift_tables();
+    let mut blocks = data.chunks_exact(3 * lane);
+    if data.len() >= 3 * lane {
+        let t = lane_shift_tables(lane);
         for blk in &mut blocks {
-            let (a, rest) = blk.split_at(LANE);
-            let (b, c) = rest.split_at(LANE);
+            let (a, rest) = blk.split_at(lane);
+            let (b, c) = rest.split_at(lane);
             let (mut c0, mut c1, mut c2) = (crc as u64, 0u64, 0u64);
             let mut i = 0;
-            while i < LANE {
+            while i < lane {
                 c0 = _mm_crc32_u64(c0, word(a, i));
                 c1 = _mm_crc32_u64(c1, word(b, i));
                 c2 = _mm_crc32_u64(c2, word(c, i));
@@ -241,7 +248,7 @@ mod tests {
     #[test]
     fn instruction_and_tables_agree() {
         let data: Vec<u8> = (0..100_003u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-        for cut in [0, 1, 7, 8, 9, 4096, 12_288, 12_289, 50_000, 100_003] {
+        for cut in [0, 1, 7, 8, 9, 4079, 4080, 4096, 12_288, 12_289, 50_000, 100_003] {
             let mut a = Crc32c::new();
             a.update(&data[..cut]);
             a.update(&data[cut..]);
@@ -250,6 +257,12 @@ mod tests {
             assert_eq!(a.value(), b.value(), "cut {cut}");
         }
         assert_eq!(bitwise(&data[..1000]), crc32c(&data[..1000]));
+        // Page by page, as the dump feeds it (three short lanes a page).
+        let mut a = Crc32c::new();
+        data.chunks(4096).for_each(|p| a.update(p));
+        let mut b = Crc32c::new();
+        b.update_tables(&data);
+        assert_eq!(a.value(), b.value());
     }
 
     #[test]

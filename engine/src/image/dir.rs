@@ -150,6 +150,11 @@ impl Registration {
         display(&self.inner.path, &self.name)
     }
 
+    /// The image directory the file is in.
+    pub(crate) fn dir(&self) -> ImageDir {
+        ImageDir { inner: self.inner.clone() }
+    }
+
     /// Records the finished file (after it was synced).
     pub(crate) fn complete(mut self, size: u64, checksum: u32) -> InventoryEntry {
         let e = InventoryEntry { kind: self.kind, name: self.name.clone(), size, checksum };
@@ -522,6 +527,12 @@ impl ImageDirReader {
     pub fn open_pages(&self, id: u32) -> Result<PagesReader> {
         let name = self.name_of(ImageKind::Pages, Some(id))?;
         self.open_pages_by_name(&name)
+    }
+
+    /// Opens a task's pages image, stripe by stripe (see
+    /// [`super::pagemap::PagemapHead`]).
+    pub fn open_task_pages(&self, head: &super::pagemap::PagemapHead) -> Result<Vec<PagesReader>> {
+        head.ids().map(|id| self.open_pages(id)).collect()
     }
 
     /// Like [`Self::open_pages`], by file name.

@@ -106,7 +106,7 @@ image_kinds! {
         /// Address space layout: mm fields, then one entry per VMA.
         Mm        = 4, "mm",        "mm-<pid>.img",       6, DEFAULT_MAX_RECORD, mm::MmEntry,              mm::Vma;
         /// Which address ranges the pages file holds, in file order.
-        Pagemap   = 5, "pagemap",   "pagemap-<pid>.img",  2, DEFAULT_MAX_RECORD, pagemap::PagemapHead,     pagemap::PagemapEntry;
+        Pagemap   = 5, "pagemap",   "pagemap-<pid>.img",  3, DEFAULT_MAX_RECORD, pagemap::PagemapHead,     pagemap::PagemapEntry;
         /// Every file object of the dump (id and kind), shared by all tasks.
         Files     = 7, "files",     "files.img",          1, DEFAULT_MAX_RECORD, (),                       files::FileEntry;
         /// A task's file descriptor table.

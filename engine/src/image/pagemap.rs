@@ -1,8 +1,11 @@
 //! `pagemap-<pid>.img`: which virtual ranges of a task's memory the pages
-//! file `pages-<pages_id>.img` holds. Entries are in file order: the data of
-//! every entry with [`PagemapEntry::has_data`] follows the previous one's in
-//! the pages file, so the pages-file index of an entry is the sum of
-//! `nr_pages` of the data-holding entries before it.
+//! files hold. A task's pages may be striped over several files, written
+//! side by side at dump: `pages-<pages_id>.img` (stripe 0) and one
+//! `pages-<id>.img` per id of the head's `stripes` (stripe 1, 2, ...).
+//! Entries are in file order within their stripe: the data of every entry
+//! with [`PagemapEntry::has_data`] follows the previous one's of the same
+//! stripe, so its offset in that file is the sum of the lengths of the
+//! data-holding entries of that stripe before it ([`data_offsets`]).
 use serde::{Deserialize, Serialize};
 
 use super::describe::{Describe, Node, Obj};
@@ -32,11 +35,32 @@ bitflags::bitflags! {
 }
 serde_bits!(PagemapFlags: u32);
 
-/// Head: which pages file goes with this pagemap.
+/// Most stripes a task's pages are written in.
+pub const MAX_STRIPES: usize = 8;
+
+/// Head: which pages files go with this pagemap.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PagemapHead {
-    /// The `<id>` of `pages-<id>.img`.
+    /// The `<id>` of `pages-<id>.img`, stripe 0.
     pub pages_id: u32,
+    /// The ids of the further stripes' pages images, stripe 1 first
+    /// (format version 3).
+    pub stripes: Vec<u32>,
+}
+
+impl PagemapHead {
+    /// The pages image id of `stripe`, if the head has it.
+    pub fn stripe_id(&self, stripe: u8) -> Option<u32> {
+        match stripe {
+            0 => Some(self.pages_id),
+            k => self.stripes.get(k as usize - 1).copied(),
+        }
+    }
+
+    /// Every pages image id, stripe 0 first.
+    pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
+        std::iter::once(self.pages_id).chain(self.stripes.iter().copied())
+    }
 }
 
 /// One range of pages.
@@ -48,9 +72,17 @@ pub struct PagemapEntry {
     pub nr_pages: u32,
     /// Where the contents are.
     pub flags: PagemapFlags,
+    /// Which stripe's pages image holds the data (see [`PagemapHead`]);
+    /// 0 for entries without data (format version 3).
+    pub stripe: u8,
 }
 
 impl PagemapEntry {
+    /// An entry of stripe 0 (the only stripe of entries without data).
+    pub fn new(vaddr: u64, nr_pages: u32, flags: PagemapFlags) -> Self {
+        PagemapEntry { vaddr, nr_pages, flags, stripe: 0 }
+    }
+
     /// True when the range's pages are stored in the pages file.
     pub fn has_data(&self) -> bool {
         !self.flags.intersects(
@@ -63,14 +95,41 @@ impl PagemapEntry {
     }
 }
 
+/// The id of stripe `k`'s pages image of a task whose pages image is
+/// `pages-<pages_id>.img` (a pid: below 2^22, `PID_MAX_LIMIT`), as a dump
+/// names it; a restore follows the head's `stripes`.
+pub fn stripe_image_id(pages_id: u32, k: u8) -> u32 {
+    pages_id.wrapping_add((k as u32) << 22)
+}
+
+/// The data-holding entries of a pagemap with the offset of each one's
+/// data in its stripe's pages image, in pagemap order.
+pub fn data_offsets(entries: &[PagemapEntry]) -> impl Iterator<Item = (&PagemapEntry, u64)> {
+    let mut next = [0u64; MAX_STRIPES];
+    entries.iter().filter(|e| e.has_data()).map(move |e| {
+        let at = &mut next[(e.stripe as usize).min(MAX_STRIPES - 1)];
+        let off = *at;
+        *at += e.nr_pages as u64 * 4096;
+        (e, off)
+    })
+}
+
 impl Describe for PagemapHead {
     fn describe(&self) -> Node {
-        Obj::new().f("pages_id", self.pages_id).done()
+        let mut o = Obj::new().f("pages_id", self.pages_id);
+        if !self.stripes.is_empty() {
+            o = o.f("stripes", Node::Array(self.stripes.iter().map(|&t| t.into()).collect()));
+        }
+        o.done()
     }
 }
 
 impl Describe for PagemapEntry {
     fn describe(&self) -> Node {
-        Obj::new().addr("vaddr", self.vaddr).f("nr_pages", self.nr_pages).d("flags", &self.flags).done()
+        let mut o = Obj::new().addr("vaddr", self.vaddr).f("nr_pages", self.nr_pages).d("flags", &self.flags);
+        if self.stripe != 0 {
+            o = o.f("stripe", self.stripe);
+        }
+        o.done()
     }
 }

@@ -74,6 +74,11 @@ impl PagesWriter {
             .map_err(|e| ImageError::at(name, off, ErrorKind::Io(std::io::Error::from_raw_os_error(e.into_raw()))))
     }
 
+    /// Creates `pages-<id>.img` in the same image directory.
+    pub fn sibling(&self, id: u32) -> Result<PagesWriter> {
+        self.reg.dir().create_pages(id)
+    }
+
     /// The file, for [`PagesWriter::write_reserved`].
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()

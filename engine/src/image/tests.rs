@@ -149,8 +149,8 @@ pub(crate) fn sample_mm() -> (MmEntry, Vec<Vma>) {
 
 pub(crate) fn sample_pagemap() -> Vec<PagemapEntry> {
     vec![
-        PagemapEntry { vaddr: 0x7f00_0000_0000, nr_pages: 2, flags: PagemapFlags::PE_PRESENT },
-        PagemapEntry { vaddr: 0x7f00_0000_2000, nr_pages: 1, flags: PagemapFlags::PE_ZERO },
+        PagemapEntry::new(0x7f00_0000_0000, 2, PagemapFlags::PE_PRESENT),
+        PagemapEntry::new(0x7f00_0000_2000, 1, PagemapFlags::PE_ZERO),
     ]
 }
 
@@ -169,7 +169,7 @@ pub(crate) fn write_sample_dump(path: &std::path::Path) {
         w.write(v).unwrap();
     }
     w.finish().unwrap();
-    let mut w = dir.create_image::<kinds::Pagemap>(Some(42), &PagemapHead { pages_id: 1 }).unwrap();
+    let mut w = dir.create_image::<kinds::Pagemap>(Some(42), &PagemapHead { pages_id: 1, stripes: vec![] }).unwrap();
     for e in sample_pagemap() {
         w.write(&e).unwrap();
     }
@@ -234,7 +234,7 @@ fn round_trip_every_kind_in_memory() {
     let (mm, vmas) = sample_mm();
     assert_eq!(decode::<kinds::Mm>(&encode::<kinds::Mm>(&mm, &vmas)).unwrap(), (mm, vmas));
     let pm = sample_pagemap();
-    let h = PagemapHead { pages_id: 9 };
+    let h = PagemapHead { pages_id: 9, stripes: vec![4194313] };
     assert_eq!(decode::<kinds::Pagemap>(&encode::<kinds::Pagemap>(&h, &pm)).unwrap(), (h, pm));
     let ps = vec![PstreeEntry { pid: 1, ppid: 0, pgid: 1, sid: 1, threads: vec![1, 2, 3], ..Default::default() }];
     assert_eq!(decode::<kinds::Pstree>(&encode::<kinds::Pstree>(&(), &ps)).unwrap(), ((), ps));

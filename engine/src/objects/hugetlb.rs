@@ -230,7 +230,7 @@ mod tests {
     }
 
     fn pe(vaddr: u64, nr: u32) -> PagemapEntry {
-        PagemapEntry { vaddr, nr_pages: nr, flags: PagemapFlags::PE_PRESENT }
+        PagemapEntry::new(vaddr, nr, PagemapFlags::PE_PRESENT)
     }
 
     #[test]

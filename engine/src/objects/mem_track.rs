@@ -34,7 +34,7 @@ use crate::error::{Context, Error, Result};
 use crate::image::chain::TrackedTask;
 use crate::image::kinds;
 use crate::image::mm::{MapFlags, Prot, Vma, VmaKind};
-use crate::image::pagemap::{PagemapEntry, PagemapFlags};
+use crate::image::pagemap::{data_offsets, PagemapEntry, PagemapFlags, PagemapHead, MAX_STRIPES};
 use crate::image::{ImageDirReader, ImageKind};
 use crate::sys::socket::{self as sk, SockFlags, SockType, UnixAddr, AF_UNIX};
 use crate::sys::uffd::{self, PageRegion, ScanQuery};
@@ -506,23 +506,27 @@ pub fn take_over(dir: &Path) -> HashMap<Pid, OwnedFd> {
 struct Level {
     dir: ImageDirReader,
     rel: PathBuf,
-    pagemaps: HashMap<u32, Vec<(u64, u64, Slot)>>,
+    pagemaps: HashMap<u32, LevelPagemap>,
 }
+
+/// A task's pagemap in one level: its head (the stripes of its pages
+/// image) and its ranges with where their pages are.
+type LevelPagemap = (PagemapHead, Vec<(u64, u64, Slot)>);
 
 /// Where a range of a level's pagemap is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Slot {
-    /// At this offset of the level's pages image.
-    Data(u64),
+    /// In this stripe of the level's pages image, at this offset.
+    Data(u8, u64),
     /// In the next level.
     Parent,
 }
 
 /// Page runs of one parent level: its pages image and the runs to write.
 pub struct ParentRuns {
-    /// The level's pages image of the task.
-    pub pages: crate::image::pages::PagesReader,
-    /// (vaddr, len, offset in the pages image).
+    /// The level's pages image of the task, stripe by stripe.
+    pub pages: Vec<crate::image::pages::PagesReader>,
+    /// (vaddr, len, offset in the pages image, stripe).
     pub runs: Vec<restorer_plan::PageRun>,
 }
 
@@ -589,7 +593,7 @@ impl Chain {
             if todo.is_empty() {
                 break;
             }
-            let idx = self.level_pagemap(k, pid)?;
+            let (head, idx) = self.level_pagemap(k, pid)?;
             let (runs, rest) = resolve_level(&idx, &todo).map_err(|(s, e)| {
                 Error::task(
                     pid,
@@ -602,7 +606,7 @@ impl Chain {
             if !runs.is_empty() {
                 let pages = self.levels[k]
                     .dir
-                    .open_pages(pid.0 as u32)
+                    .open_task_pages(&head)
                     .map_err(|e| Error::task(pid, format!("parent pages image: {e}")))?;
                 out.push(ParentRuns { pages, runs });
             }
@@ -614,17 +618,23 @@ impl Chain {
         Ok(out)
     }
 
-    fn level_pagemap(&mut self, k: usize, pid: Pid) -> Result<Vec<(u64, u64, Slot)>> {
+    fn level_pagemap(&mut self, k: usize, pid: Pid) -> Result<LevelPagemap> {
         let l = &mut self.levels[k];
         if let Some(v) = l.pagemaps.get(&(pid.0 as u32)) {
             return Ok(v.clone());
         }
         let w = |e: crate::image::ImageError| Error::task(pid, format!("parent pagemap: {e}"));
-        let (_, pm): (_, Vec<PagemapEntry>) =
+        let (head, pm): (PagemapHead, Vec<PagemapEntry>) =
             l.dir.open_image::<kinds::Pagemap>(Some(pid.0 as u32)).map_err(w)?.collect_entries().map_err(w)?;
+        if let Some(e) = pm.iter().find(|e| head.stripe_id(e.stripe).is_none() || head.stripes.len() >= MAX_STRIPES) {
+            return Err(Error::task(
+                pid,
+                format!("parent pagemap in {}: pages at {:#x} in a stripe it lacks", l.rel.display(), e.vaddr),
+            ));
+        }
         let idx = slots(&pm);
-        l.pagemaps.insert(pid.0 as u32, idx.clone());
-        Ok(idx)
+        l.pagemaps.insert(pid.0 as u32, (head.clone(), idx.clone()));
+        Ok((head, idx))
     }
 }
 
@@ -640,16 +650,11 @@ fn read_head(dir: &ImageDirReader) -> Result<Option<crate::image::chain::ChainHe
 
 /// A pagemap as sorted ranges with where their pages are.
 fn slots(pm: &[PagemapEntry]) -> Vec<(u64, u64, Slot)> {
-    let mut off = 0u64;
-    let mut out = Vec::new();
-    for e in pm {
-        let end = e.vaddr + e.nr_pages as u64 * PAGE;
-        if e.has_data() {
-            out.push((e.vaddr, end, Slot::Data(off)));
-            off += e.nr_pages as u64 * PAGE;
-        } else if e.flags.contains(PagemapFlags::PE_PARENT) {
-            out.push((e.vaddr, end, Slot::Parent));
-        }
+    let mut out: Vec<(u64, u64, Slot)> = data_offsets(pm)
+        .map(|(e, off)| (e.vaddr, e.vaddr + e.nr_pages as u64 * PAGE, Slot::Data(e.stripe, off)))
+        .collect();
+    for e in pm.iter().filter(|e| e.flags.contains(PagemapFlags::PE_PARENT)) {
+        out.push((e.vaddr, e.vaddr + e.nr_pages as u64 * PAGE, Slot::Parent));
     }
     out.sort_by_key(|r| r.0);
     out
@@ -676,7 +681,13 @@ fn resolve_level(
             }
             let (a, b) = (at, re.min(e));
             match slot {
-                Slot::Data(off) => runs.push(restorer_plan::PageRun { vaddr: a, len: b - a, file_off: off + (a - rs) }),
+                Slot::Data(stripe, off) => runs.push(restorer_plan::PageRun {
+                    vaddr: a,
+                    len: b - a,
+                    file_off: off + (a - rs),
+                    stripe: stripe as u32,
+                    _pad: 0,
+                }),
                 Slot::Parent => up.push((a, b)),
             }
             at = b;
@@ -693,7 +704,7 @@ mod tests {
     use super::*;
 
     fn pe(vaddr: u64, nr: u32, flags: PagemapFlags) -> PagemapEntry {
-        PagemapEntry { vaddr, nr_pages: nr, flags }
+        PagemapEntry::new(vaddr, nr, flags)
     }
     fn reg(start: u64, end: u64, categories: u64) -> PageRegion {
         PageRegion { start, end, categories }
@@ -752,10 +763,16 @@ mod tests {
             pe(0x9000, 1, PagemapFlags::PE_PRESENT),
         ]);
         let (runs, up) = resolve_level(&l1, &[(0x2000, 0x4000)]).unwrap();
-        assert_eq!(runs, vec![restorer_plan::PageRun { vaddr: 0x2000, len: 0x1000, file_off: 0x1000 }]);
+        assert_eq!(
+            runs,
+            vec![restorer_plan::PageRun { vaddr: 0x2000, len: 0x1000, file_off: 0x1000, stripe: 0, _pad: 0 }]
+        );
         assert_eq!(up, vec![(0x3000, 0x4000)]);
         let (runs, up) = resolve_level(&l1, &[(0x9000, 0xa000)]).unwrap();
-        assert_eq!(runs, vec![restorer_plan::PageRun { vaddr: 0x9000, len: 0x1000, file_off: 0x2000 }]);
+        assert_eq!(
+            runs,
+            vec![restorer_plan::PageRun { vaddr: 0x9000, len: 0x1000, file_off: 0x2000, stripe: 0, _pad: 0 }]
+        );
         assert!(up.is_empty());
         // A range the level does not cover is an error naming it.
         assert_eq!(resolve_level(&l1, &[(0x5000, 0x6000)]), Err((0x5000, 0x6000)));

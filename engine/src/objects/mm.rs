@@ -26,7 +26,7 @@
 //! reproduced VMA by VMA.
 use crate::error::{Context, Error, Result};
 use crate::image::mm::{MapFlags, MmEntry, MmFlags, Prot, Vma, VmaKind, VmaStatus};
-use crate::image::pagemap::{PagemapEntry, PagemapFlags};
+use crate::image::pagemap::{data_offsets, PagemapEntry, PagemapFlags};
 use crate::image::pages::PagesWriter;
 use crate::image::RawStr;
 use crate::proc::maps::MapKind;
@@ -428,9 +428,13 @@ pub fn dump_mm_head(pid: Pid, stat: &Stat, brk: u64, settings: (MmFlags, u32, u3
 /// The calling thread walks pagemap and cuts the data into chunks of at
 /// most [`CHUNK`] bytes; [`workers`] threads each read a chunk with one
 /// process_vm_readv into their own buffer, leave out its zero pages, and
-/// write it with one pwritev at the offset it reserved: reservations (and
-/// so the pagemap entries and the file's checksum) follow the chunks'
-/// order, the copies run side by side. Memory stays bounded by
+/// write it with one pwritev at the offset it reserved. A task with more
+/// than [`STRIPE_RUN`] chunks has its pages striped over one image per
+/// worker (runs of [`STRIPE_RUN`] chunks in turn, see [`stripe_of`]): two
+/// writers of one file wait for each other on its inode lock, two files
+/// are written side by side. Within a stripe, reservations (and so the
+/// pagemap entries and the file's checksum) follow the chunks' order, the
+/// copies run side by side. Memory stays bounded by
 /// `workers() * CHUNK`, whatever the size of the task.
 pub struct PageDumper<'a> {
     pid: Pid,
@@ -552,24 +556,36 @@ pub fn workers() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 2)
 }
 
+/// Chunks in a row that go to one stripe of a task's pages image.
+pub const STRIPE_RUN: u64 = 4;
+
+/// The stripe of chunk `seq` of a task dumped in `stripes` stripes, and the
+/// chunk's place in that stripe's order.
+pub fn stripe_of(seq: u64, stripes: usize) -> (usize, u64) {
+    let run = seq / STRIPE_RUN;
+    let n = stripes.max(1) as u64;
+    ((run % n) as usize, (run / n) * STRIPE_RUN + seq % STRIPE_RUN)
+}
+
 /// One chunk: remote ranges read together, written together.
 pub struct Job {
     sink: std::sync::Arc<Sink>,
     seq: u64,
+    /// Its stripe (see [`stripe_of`]).
+    stripe: usize,
     iov: Vec<IoVec>,
     total: usize,
     skip_zero: bool,
 }
 
-/// The pages image as the workers share it.
+/// The pages image (its stripes) as the workers share it.
 struct Sink {
     pid: Pid,
     state: std::sync::Mutex<SinkState>,
-    /// Signalled whenever `next` moves.
+    /// Signalled whenever a stripe's `next` moves.
     turn: std::sync::Condvar,
-    /// A duplicate of the pages image's descriptor, for pwritev.
-    fd: std::os::fd::OwnedFd,
-    name: String,
+    /// Stripes the pages are written in at most (1: one image).
+    stripes: usize,
     /// A chunk that cannot be read is left out and its ranges recorded
     /// (the task runs while its pages are copied), instead of failing.
     tolerant: bool,
@@ -581,13 +597,10 @@ struct Sink {
 }
 
 struct SinkState {
-    /// Taken by [`PendingPages::wait`] once every chunk is written.
-    pages: Option<PagesWriter>,
-    /// Sequence number of the chunk whose turn it is to reserve.
-    next: u64,
+    /// The stripes begun, stripe 0 (the pages image itself) first.
+    stripes: Vec<StripeState>,
     /// Chunks handed out and not written yet.
     unfinished: u64,
-    entries: Vec<PagemapEntry>,
     nr_pages: u64,
     write_time: std::time::Duration,
     /// The first failure; later chunks are skipped.
@@ -596,22 +609,53 @@ struct SinkState {
     lost: Vec<(u64, u64)>,
 }
 
-impl Sink {
+/// One stripe's image as the workers share it.
+struct StripeState {
+    /// Taken by [`PendingPages::wait`] once every chunk is written.
+    pages: Option<PagesWriter>,
+    /// A duplicate of its descriptor, for pwritev outside the lock.
+    fd: std::sync::Arc<std::os::fd::OwnedFd>,
+    name: std::sync::Arc<str>,
+    /// The place (see [`stripe_of`]) of the chunk whose turn it is to reserve.
+    next: u64,
+    /// Its pagemap entries, in file order.
+    entries: Vec<PagemapEntry>,
+}
+
+impl StripeState {
     fn new(pid: Pid, pages: PagesWriter) -> Result<Self> {
         let fd = pages.fd().try_clone_to_owned().ctx(pid, "dup the pages image")?;
-        let name = pages.name();
+        let name = pages.name().into();
+        Ok(StripeState { pages: Some(pages), fd: std::sync::Arc::new(fd), name, next: 0, entries: Vec::new() })
+    }
+}
+
+impl Sink {
+    fn new(pid: Pid, pages: PagesWriter) -> Result<Self> {
         let state = SinkState {
-            pages: Some(pages),
-            next: 0,
+            stripes: vec![StripeState::new(pid, pages)?],
             unfinished: 0,
-            entries: Vec::new(),
             nr_pages: 0,
             write_time: std::time::Duration::ZERO,
             failed: None,
             lost: Vec::new(),
         };
         let turn = std::sync::Condvar::new();
-        Ok(Sink { pid, state: std::sync::Mutex::new(state), turn, fd, name, tolerant: false, alive: None })
+        Ok(Sink { pid, state: std::sync::Mutex::new(state), turn, stripes: workers(), tolerant: false, alive: None })
+    }
+
+    /// The stripe of chunk `seq`, its image created if it is the stripe's
+    /// first chunk (stripes begin in order).
+    fn stripe(&self, seq: u64) -> Result<usize> {
+        let (k, _) = stripe_of(seq, self.stripes);
+        let mut st = self.lock();
+        while st.stripes.len() <= k {
+            let id = crate::image::pagemap::stripe_image_id(self.pid.0 as u32, st.stripes.len() as u8);
+            let first = st.stripes[0].pages.as_ref().ok_or_else(|| Error::task(self.pid, "pages image taken"))?;
+            let pages = first.sibling(id).ctx(self.pid, "create a stripe of the pages image")?;
+            st.stripes.push(StripeState::new(self.pid, pages)?);
+        }
+        Ok(k)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SinkState> {
@@ -656,11 +700,11 @@ impl Sink {
         self.turn.notify_all();
     }
 
-    /// Appends chunk `seq`'s page data: `data` (whole pages, read from
-    /// `iov` in order), without its zero pages if `skip_zero`, or records
-    /// `read`'s failure. Waits for the chunks before it to reserve their
-    /// room, writes outside the lock.
-    fn commit(&self, seq: u64, iov: &[IoVec], data: Result<&[u8]>, skip_zero: bool) {
+    /// Appends chunk `seq`'s page data to its stripe `stripe`: `data`
+    /// (whole pages, read from `iov` in order), without its zero pages if
+    /// `skip_zero`, or records `read`'s failure. Waits for the chunks before
+    /// it in the stripe to reserve their room, writes outside the lock.
+    fn commit(&self, seq: u64, stripe: usize, iov: &[IoVec], data: Result<&[u8]>, skip_zero: bool) {
         // Runs of pages to store: (vaddr, offset in data, length).
         let mut runs: Vec<(u64, usize, usize)> = Vec::new();
         let mut crc = super::super::image::crc32c::Crc32c::new();
@@ -687,12 +731,14 @@ impl Sink {
                 off += r.len as usize;
             }
         }
-        let off = {
+        let (_, place) = stripe_of(seq, self.stripes);
+        let (off, fd, name) = {
             let mut st = self.lock();
-            while st.next != seq {
+            // (After a failure, a chunk before this one may never come.)
+            while st.stripes[stripe].next != place && st.failed.is_none() {
                 st = self.turn.wait(st).unwrap_or_else(|e| e.into_inner());
             }
-            st.next += 1;
+            st.stripes[stripe].next += 1;
             self.turn.notify_all();
             if st.failed.is_some() {
                 return;
@@ -709,7 +755,7 @@ impl Sink {
                     return;
                 }
             };
-            let reserved = match st.pages.as_mut() {
+            let reserved = match st.stripes[stripe].pages.as_mut() {
                 Some(p) => p.reserve(len as u64, crc.value()),
                 None => Ok(0),
             };
@@ -720,19 +766,28 @@ impl Sink {
                     return;
                 }
             };
+            let out = &mut st.stripes[stripe];
+            let (fd, name) = (out.fd.clone(), out.name.clone());
+            let mut added = 0u64;
             for &(vaddr, _, n) in &runs {
                 let nr = (n as u64 / PAGE) as u32;
-                match st.entries.last_mut() {
+                match out.entries.last_mut() {
                     Some(last)
                         if last.vaddr + last.nr_pages as u64 * PAGE == vaddr && last.nr_pages < u32::MAX - nr =>
                     {
                         last.nr_pages += nr
                     }
-                    _ => st.entries.push(PagemapEntry { vaddr, nr_pages: nr, flags: PagemapFlags::PE_PRESENT }),
+                    _ => out.entries.push(PagemapEntry {
+                        vaddr,
+                        nr_pages: nr,
+                        flags: PagemapFlags::PE_PRESENT,
+                        stripe: stripe as u8,
+                    }),
                 }
-                st.nr_pages += nr as u64;
+                added += nr as u64;
             }
-            (off, data)
+            st.nr_pages += added;
+            ((off, data), fd, name)
         };
         let (off, data) = off;
         let t = std::time::Instant::now();
@@ -750,7 +805,7 @@ impl Sink {
             let pieces: Vec<&[u8]> = group.iter().map(|&(o, n)| &data[o..o + n]).collect();
             let bytes: usize = group.iter().map(|r| r.1).sum();
             use std::os::fd::AsFd;
-            if let Err(e) = PagesWriter::write_reserved(self.fd.as_fd(), &self.name, &pieces, done) {
+            if let Err(e) = PagesWriter::write_reserved(fd.as_fd(), &name, &pieces, done) {
                 let mut st = self.lock();
                 st.failed.get_or_insert(Error::task(self.pid, format!("write pages: {e}")));
                 return;
@@ -767,10 +822,11 @@ impl Sink {
 const QUEUED_CHUNKS: usize = 64;
 
 /// The chunks handed to the workers. A worker takes the oldest chunk of
-/// an image no other worker is busy with, if there is one, else the
-/// oldest: two workers writing one file only wait for each other on its
-/// inode lock (and spin doing so), two files are written side by side.
-/// Chunks of one image are still taken in order (the oldest of it first).
+/// an image (a stripe of a task's) no other worker is busy with, if there
+/// is one, else the oldest: two workers writing one file only wait for
+/// each other on its inode lock (and spin doing so), two files are written
+/// side by side. Chunks of one image are still taken in order (the oldest
+/// of it first).
 struct JobQueue {
     st: std::sync::Mutex<QueueState>,
     /// Signalled when a chunk is queued or the queue closes.
@@ -785,8 +841,8 @@ struct JobQueue {
 struct QueueState {
     jobs: std::collections::VecDeque<Job>,
     closed: bool,
-    /// The images (their sinks' addresses) workers are busy with.
-    busy: Vec<usize>,
+    /// The images (see [`image_key`]) workers are busy with.
+    busy: Vec<(usize, usize)>,
 }
 
 /// A handle on the workers' queue.
@@ -816,9 +872,9 @@ impl JobQueue {
     fn take(&self) -> Option<Job> {
         let mut st = self.lock();
         loop {
-            let free = st.jobs.iter().position(|j| !st.busy.contains(&sink_key(&j.sink)));
+            let free = st.jobs.iter().position(|j| !st.busy.contains(&image_key(j)));
             if let Some(job) = st.jobs.remove(free.unwrap_or(0)) {
-                st.busy.push(sink_key(&job.sink));
+                st.busy.push(image_key(&job));
                 self.room.notify_one();
                 return Some(job);
             }
@@ -829,10 +885,10 @@ impl JobQueue {
         }
     }
 
-    /// A worker is done with a chunk of `sink`.
-    fn finished(&self, sink: &std::sync::Arc<Sink>) {
+    /// A worker is done with `job`.
+    fn finished(&self, job: &Job) {
         let mut st = self.lock();
-        if let Some(i) = st.busy.iter().position(|&k| k == sink_key(sink)) {
+        if let Some(i) = st.busy.iter().position(|&k| k == image_key(job)) {
             st.busy.swap_remove(i);
         }
     }
@@ -844,8 +900,9 @@ impl JobQueue {
     }
 }
 
-fn sink_key(s: &std::sync::Arc<Sink>) -> usize {
-    std::sync::Arc::as_ptr(s) as usize
+/// The image `job` is written to: its sink's address and its stripe.
+fn image_key(job: &Job) -> (usize, usize) {
+    (std::sync::Arc::as_ptr(&job.sink) as usize, job.stripe)
 }
 
 /// A worker: reads and writes the chunks it takes until the queue closes.
@@ -858,8 +915,8 @@ fn work(jobs: &JobQueue) {
     let buf = &mut area[at..at + CHUNK];
     while let Some(job) = jobs.take() {
         let data = job.sink.same_task(read_chunk(job.sink.pid, &mut buf[..job.total], &job.iov));
-        job.sink.commit(job.seq, &job.iov, data, job.skip_zero);
-        jobs.finished(&job.sink);
+        job.sink.commit(job.seq, job.stripe, &job.iov, data, job.skip_zero);
+        jobs.finished(&job);
         job.sink.done();
     }
 }
@@ -938,7 +995,10 @@ pub struct CopiedPages {
     pub entries: Vec<PagemapEntry>,
     /// Pages written.
     pub nr_pages: u64,
-    pub pages: PagesWriter,
+    /// The pages image, then its further stripes (see [`stripe_of`]).
+    pub pages: Vec<PagesWriter>,
+    /// Time the workers spent writing them.
+    pub write_time: std::time::Duration,
     /// Remote ranges that could not be read (a tolerant dumper only: the
     /// task unmapped them while it ran); nothing of them is stored.
     pub lost: Vec<(u64, u64)>,
@@ -962,16 +1022,18 @@ impl PendingPages {
             return Err(e);
         }
         started?;
-        let mut entries = std::mem::take(&mut st.entries);
-        let nr_pages = st.nr_pages;
-        let t = st.write_time;
+        let mut entries = Vec::new();
+        let mut pages = Vec::with_capacity(st.stripes.len());
+        for out in st.stripes.iter_mut() {
+            entries.append(&mut out.entries);
+            pages.push(out.pages.take().ok_or_else(|| Error::task(self.sink.pid, "pages image taken twice"))?);
+        }
+        let (nr_pages, write_time) = (st.nr_pages, st.write_time);
         let lost = std::mem::take(&mut st.lost);
-        let mut pages = st.pages.take().ok_or_else(|| Error::task(self.sink.pid, "pages image taken twice"))?;
         drop(st);
-        pages.write_time += t;
         entries.append(&mut self.guards);
         entries.append(&mut self.cow);
-        Ok(CopiedPages { entries, nr_pages, pages, lost })
+        Ok(CopiedPages { entries, nr_pages, pages, write_time, lost })
     }
 }
 
@@ -1275,7 +1337,7 @@ impl<'a> PageDumper<'a> {
                     self.skipped += nr as u64;
                     match self.parent.last_mut() {
                         Some(l) if l.vaddr + l.nr_pages as u64 * PAGE == s => l.nr_pages += nr,
-                        _ => self.parent.push(PagemapEntry { vaddr: s, nr_pages: nr, flags: PagemapFlags::PE_PARENT }),
+                        _ => self.parent.push(PagemapEntry::new(s, nr, PagemapFlags::PE_PARENT)),
                     }
                 }
             }
@@ -1288,7 +1350,7 @@ impl<'a> PageDumper<'a> {
     fn add_guard(&mut self, vaddr: u64, nr: u32, vma_start: u64) {
         match self.guards.last_mut() {
             Some(g) if g.vaddr + g.nr_pages as u64 * PAGE == vaddr && vaddr != vma_start => g.nr_pages += nr,
-            _ => self.guards.push(PagemapEntry { vaddr, nr_pages: nr, flags: PagemapFlags::PE_GUARD }),
+            _ => self.guards.push(PagemapEntry::new(vaddr, nr, PagemapFlags::PE_GUARD)),
         }
     }
 
@@ -1376,11 +1438,7 @@ impl<'a> PageDumper<'a> {
                                 Some(c) if c.vaddr + c.nr_pages as u64 * PAGE == start && start != v.start => {
                                     c.nr_pages += nr
                                 }
-                                _ => self.cow.push(PagemapEntry {
-                                    vaddr: start,
-                                    nr_pages: nr,
-                                    flags: PagemapFlags::PE_COW,
-                                }),
+                                _ => self.cow.push(PagemapEntry::new(start, nr, PagemapFlags::PE_COW)),
                             }
                         }
                         _ => {}
@@ -1526,6 +1584,7 @@ impl<'a> PageDumper<'a> {
         let job = Job {
             sink: self.sink.clone(),
             seq: self.seq,
+            stripe: self.sink.stripe(self.seq)?,
             iov: std::mem::take(&mut self.iov),
             total: std::mem::take(&mut self.pending),
             skip_zero: self.skip_zero,
@@ -1549,7 +1608,12 @@ impl<'a> PageDumper<'a> {
         let len = data.as_ref().map(|d| d.len()).unwrap_or(0) as u64;
         let seq = self.seq;
         self.seq += 1;
-        self.sink.commit(seq, &[IoVec { base: vaddr, len }], data, self.skip_zero);
+        match self.sink.stripe(seq) {
+            Ok(stripe) => self.sink.commit(seq, stripe, &[IoVec { base: vaddr, len }], data, self.skip_zero),
+            Err(e) => {
+                self.sink.lock().failed.get_or_insert(e);
+            }
+        }
     }
 
     /// The pages still being copied, and the task's frames for its
@@ -1601,20 +1665,27 @@ pub fn fill_cow(
     start: u64,
     end: u64,
     pagemap: &[PagemapEntry],
-    pages: std::os::fd::BorrowedFd<'_>,
+    pages: &[std::os::fd::BorrowedFd<'_>],
 ) -> Result<()> {
-    let mut off = 0u64;
-    for e in pagemap.iter().filter(|e| e.has_data()) {
+    for (e, off) in data_offsets(pagemap) {
         let len = e.nr_pages as u64 * PAGE;
         let (s, x) = (start.max(e.vaddr), end.min(e.vaddr + len));
         if s < x {
             let buf = &mut dst[(s - start) as usize..(x - start) as usize];
-            let got = crate::sys::fs::pread_full(pages, buf, off + (s - e.vaddr)).ctx(pid, "read the pages image")?;
-            if got != buf.len() {
-                return Err(Error::task(pid, "the pages image is shorter than its pagemap"));
-            }
+            read_stored(pid, pages, e.stripe, buf, off + (s - e.vaddr))?;
         }
-        off += len;
+    }
+    Ok(())
+}
+
+/// Reads `buf` from offset `off` of stripe `stripe` of a task's pages image.
+fn read_stored(pid: Pid, pages: &[std::os::fd::BorrowedFd<'_>], stripe: u8, buf: &mut [u8], off: u64) -> Result<()> {
+    let fd = *pages
+        .get(stripe as usize)
+        .ok_or_else(|| Error::task(pid, format!("no stripe {stripe} of its pages image")))?;
+    let got = crate::sys::fs::pread_full(fd, buf, off).ctx(pid, "read the pages image")?;
+    if got != buf.len() {
+        return Err(Error::task(pid, "the pages image is shorter than its pagemap"));
     }
     Ok(())
 }
@@ -1954,8 +2025,7 @@ pub fn plan(
 
     let mut runs = Vec::with_capacity(pagemap.len());
     let mut late = Vec::new();
-    let mut off = 0u64;
-    for e in pagemap.iter().filter(|e| e.has_data()) {
+    for (e, off) in data_offsets(pagemap) {
         let len = e.nr_pages as u64 * PAGE;
         let end = e.vaddr + len;
         if !covered(vmas, e.vaddr, end) {
@@ -1968,7 +2038,8 @@ pub fn plan(
         // non-writable protection are written late.
         for t in table.iter().filter(|t| t.end > e.vaddr && t.start < end) {
             let (s, x) = (t.start.max(e.vaddr), t.end.min(end));
-            let run = rp::PageRun { vaddr: s, len: x - s, file_off: off + (s - e.vaddr) };
+            let run =
+                rp::PageRun { vaddr: s, len: x - s, file_off: off + (s - e.vaddr), stripe: e.stripe as u32, _pad: 0 };
             let own_copies = t.map_flags & rp::MAP_PRIVATE_SHM != 0;
             if (t.kind == rp::VmaKind::AnonShared as u32 && t.shm_addr != 0 && !own_copies)
                 || t.flags & rp::VF_FILLED != 0
@@ -1982,7 +2053,6 @@ pub fn plan(
                 runs.push(run);
             }
         }
-        off += len;
     }
     b.plan.runs = b.add_table(&runs);
     let guards: Vec<[u64; 2]> = pagemap
@@ -2060,11 +2130,10 @@ pub fn plan(
 /// permission) from the pages image into the stopped, restored task through
 /// /proc/pid/mem, which breaks copy-on-write like a debugger's write and
 /// leaves the VMA as it is.
-pub fn write_late_pages(pid: Pid, pages: std::os::fd::BorrowedFd<'_>, runs: &[rp::PageRun]) -> Result<()> {
+pub fn write_late_pages(pid: Pid, pages: &[std::os::fd::BorrowedFd<'_>], runs: &[rp::PageRun]) -> Result<()> {
     if runs.is_empty() {
         return Ok(());
     }
-    let img = std::fs::File::from(pages.try_clone_to_owned().ctx(pid, "dup the pages image")?);
     let mem = std::fs::OpenOptions::new()
         .write(true)
         .open(proc::pid_path(pid, "mem"))
@@ -2074,7 +2143,7 @@ pub fn write_late_pages(pid: Pid, pages: std::os::fd::BorrowedFd<'_>, runs: &[rp
         let mut done = 0u64;
         while done < r.len {
             let n = ((r.len - done) as usize).min(buf.len());
-            img.read_exact_at(&mut buf[..n], r.file_off + done).ctx(pid, "read the pages image")?;
+            read_stored(pid, pages, r.stripe as u8, &mut buf[..n], r.file_off + done)?;
             mem.write_all_at(&buf[..n], r.vaddr + done)
                 .ctx(pid, &format!("write pages at {:#x} through /proc/pid/mem", r.vaddr + done))?;
             done += n as u64;
@@ -2147,10 +2216,9 @@ pub fn fill_object(
     key: (u64, u64),
     vmas: &[Vma],
     pagemap: &[PagemapEntry],
-    pages: std::os::fd::BorrowedFd<'_>,
+    pages: &[std::os::fd::BorrowedFd<'_>],
 ) -> Result<()> {
-    let mut off = 0u64;
-    for e in pagemap.iter().filter(|e| e.has_data()) {
+    for (e, off) in data_offsets(pagemap) {
         let len = e.nr_pages as u64 * PAGE;
         let end = e.vaddr + len;
         for v in vmas.iter().filter(|v| v.kind == VmaKind::SharedAnon && !private_shmem(v) && (v.dev, v.inode) == key) {
@@ -2163,12 +2231,8 @@ pub fn fill_object(
             let buf = dst
                 .get_mut(obj..obj + n)
                 .ok_or_else(|| Error::task(pid, format!("shared memory at {s:#x} lies outside its object")))?;
-            let got = crate::sys::fs::pread_full(pages, buf, off + (s - e.vaddr)).ctx(pid, "read the pages image")?;
-            if got != n {
-                return Err(Error::task(pid, "the pages image is shorter than its pagemap"));
-            }
+            read_stored(pid, pages, e.stripe, buf, off + (s - e.vaddr))?;
         }
-        off += len;
     }
     Ok(())
 }
@@ -2340,7 +2404,7 @@ VmFlags: rd wr mr mw me ac\n",
         let mut shared = anon.clone();
         shared.kind = VmaKind::SharedAnon;
         assert!(!cow_eligible(&stack) && !cow_eligible(&none) && !cow_eligible(&shared));
-        let e = PagemapEntry { vaddr: 0x1000, nr_pages: 8, flags: PagemapFlags::PE_COW };
+        let e = PagemapEntry::new(0x1000, 8, PagemapFlags::PE_COW);
         assert!(!e.has_data());
         let areas = cow_areas([&[Vma { cow_from: 7, ..anon.clone() }][..], &[anon][..]].into_iter());
         assert_eq!(areas.into_iter().collect::<Vec<_>>(), vec![(7, 0x1000, 0x9000)]);
@@ -2397,7 +2461,7 @@ VmFlags: rd wr mr mw me ac\n",
     fn guards_are_not_data() {
         let guard = PmEntry(crate::proc::pagemap::PM_GUARD_REGION | (1 << 62));
         assert!(!wanted(guard, true) && !wanted(guard, false));
-        let g = PagemapEntry { vaddr: 0x1000, nr_pages: 2, flags: PagemapFlags::PE_GUARD };
+        let g = PagemapEntry::new(0x1000, 2, PagemapFlags::PE_GUARD);
         assert!(!g.has_data());
     }
 }

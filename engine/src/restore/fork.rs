@@ -381,11 +381,12 @@ unsafe fn child_main(all: &[Prepared], idx: usize, rseq: &[u8; 16]) -> ! {
     plan.cur_rseq_ptr = u64::from_ne_bytes(rseq[0..8].try_into().unwrap_or([0; 8]));
     plan.cur_rseq_len = u32::from_ne_bytes(rseq[8..12].try_into().unwrap_or([0; 4]));
     plan.cur_rseq_sig = u32::from_ne_bytes(rseq[12..16].try_into().unwrap_or([0; 4]));
-    if let Some(fd) = &me.pages_src {
+    for (fd, &target) in me.pages_src.iter().zip(&me.pages_target) {
         let fd = fd.as_fd();
-        if fd.as_raw_fd() != me.pages_target {
-            // SAFETY: the target number is above every descriptor the task will have.
-            match unsafe { crate::sys::fs::dup3(fd, me.pages_target, crate::sys::fs::OpenFlags::empty()) } {
+        if fd.as_raw_fd() != target {
+            // SAFETY: the target number is above every descriptor the task
+            // will have, and below every one the engine holds for the tree.
+            match unsafe { crate::sys::fs::dup3(fd, target, crate::sys::fs::OpenFlags::empty()) } {
                 Ok(fd) => std::mem::forget(fd),
                 Err(_) => exit_group(EXIT_DUP),
             }

@@ -218,8 +218,10 @@ struct Prepared {
     region_size: u64,
     plan_addr: u64,
     stack_top: u64,
-    pages: Option<PagesReader>,
-    pages_target: i32,
+    /// Its pages image, stripe by stripe.
+    pages: Vec<PagesReader>,
+    /// The numbers its stripes take in the task (see `pages_src`).
+    pages_target: Vec<i32>,
     late_pages: Vec<rp::PageRun>,
     /// Pages in parent dumps, written like the late pages.
     parent_pages: Vec<crate::objects::mem_track::ParentRuns>,
@@ -242,7 +244,7 @@ struct Prepared {
     share_wait: i32,
     /// The pages image descriptor above every number of the tree (one
     /// task's restorer closing its low descriptors must not take another's).
-    pages_src: Option<OwnedFd>,
+    pages_src: Vec<OwnedFd>,
     /// The first of a shared descriptor table's group: the engine closes
     /// its helper descriptors from this number up once the group is done.
     close_helpers: Option<i32>,
@@ -281,15 +283,23 @@ fn prepare(
     let late_files = if member { files::LateFiles::default() } else { files::plan(&mut b, pid, &t.fds, opened)? };
     let late_pages = mm::plan(&mut b, pid, &t.mm, &t.vmas, &t.pagemap, vdso, from_engine, opened)?;
     crate::objects::aio::plan(&mut b, pid, &t.mm, &t.vmas)?;
-    let pages = dir.open_pages(t.pagemap_head.pages_id).ctx(pid, "open the pages image")?;
+    let pages = dir.open_task_pages(&t.pagemap_head).ctx(pid, "open the pages image")?;
     let max_fd = t.fds.iter().map(|f| f.fd as i32).max().unwrap_or(2).max(2);
-    let pages_src = crate::sys::fs::fcntl_dupfd_cloexec(pages.fd(), share.high_base)
-        .map_err(|e| Error::task(pid, format!("move the pages image above fd {}: {e}", share.high_base)))?;
-    // A member of a shared table keeps it where it is: the number is the
-    // group's, and the owner's restorer does not close it.
-    let pages_target = if member { pages_src.as_raw_fd() } else { max_fd + 1 };
+    let mut pages_src = Vec::with_capacity(pages.len());
+    let mut pages_target = Vec::with_capacity(pages.len());
+    b.plan.pages_fds = [-1; rp::MAX_STRIPES];
+    for (k, p) in pages.iter().enumerate() {
+        let src = crate::sys::fs::fcntl_dupfd_cloexec(p.fd(), share.high_base)
+            .map_err(|e| Error::task(pid, format!("move the pages image above fd {}: {e}", share.high_base)))?;
+        // A member of a shared table keeps it where it is: the number is
+        // the group's, and the owner's restorer does not close it. Others
+        // take the numbers right above the task's own (below `high_base`).
+        let target = if member { src.as_raw_fd() } else { max_fd + 1 + k as i32 };
+        b.plan.pages_fds[k] = target;
+        pages_target.push(target);
+        pages_src.push(src);
+    }
     b.plan.helper_fd_min = max_fd + 1;
-    b.plan.pages_fd = pages_target;
     if member {
         b.plan.flags |= rp::F_SHARED_FILES;
     }
@@ -365,7 +375,7 @@ fn prepare(
         plan_addr: region + plan_off,
         stack_top: (region + region_size - 64) & !15,
         pages_target,
-        pages: Some(pages),
+        pages,
         late_pages,
         // Filled by the caller from the parent chain.
         parent_pages: Vec::new(),
@@ -376,7 +386,7 @@ fn prepare(
         late_files,
         clone_flags: crate::sys::clone::CloneFlags::empty(),
         share_wait: -1,
-        pages_src: Some(pages_src),
+        pages_src,
         close_helpers: (share.files == clone_share::Role::Owner).then_some(max_fd + 1),
     })
 }
@@ -562,9 +572,13 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     files::check_late_sharing(&opened, &tables)?;
     let top_fd = tasks.iter().flat_map(|t| t.fds.iter().map(|f| f.fd as i32)).max().unwrap_or(2).max(2);
     raise_nofile(top_fd)?;
-    opened.place(top_fd + 2)?;
+    // Descriptors the engine holds for the tree go above every number a
+    // task has or gives its pages image's stripes (from its own highest
+    // plus one): no task's dup of them can land on another.
+    let high_base = top_fd + 1 + rp::MAX_STRIPES as i32;
+    opened.place(high_base)?;
     let roles = clone_share::restore_roles(&tree)?;
-    let gos = share_pipes(&tasks, &roles, top_fd + 2)?;
+    let gos = share_pipes(&tasks, &roles, high_base)?;
 
     let tasks = tasks;
     // Every plan, before touching anything.
@@ -588,8 +602,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
                 region_size: 0,
                 plan_addr: 0,
                 stack_top: 0,
-                pages: None,
-                pages_target: -1,
+                pages: Vec::new(),
+                pages_target: Vec::new(),
                 late_pages: Vec::new(),
                 parent_pages: Vec::new(),
                 thread_stacks: Vec::new(),
@@ -599,7 +613,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
                 late_files: files::LateFiles::default(),
                 clone_flags: crate::sys::clone::CloneFlags::empty(),
                 share_wait: -1,
-                pages_src: None,
+                pages_src: Vec::new(),
                 close_helpers: None,
             },
             _ => {
@@ -612,7 +626,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
                     fs: fs_role,
                     go_fd: owner_go.map_or(-1, |g| g.1.as_raw_fd()),
                     go_count: owner_go.map_or(0, |g| g.2),
-                    high_base: top_fd + 2,
+                    high_base,
                 };
                 let mut p = prepare(&dir, t, i == 0, &busy_self, &vdso, from_engine, &opened, &share)?;
                 p.parent_pages = chain.resolve(pid, &t.pagemap)?;
@@ -892,8 +906,9 @@ fn create_shared_objects(
             tasks.iter().filter(|t| t.vmas.iter().any(|v| v.kind == VmaKind::SharedAnon && (v.dev, v.inode) == key))
         {
             let pid = Pid(t.pstree.pid as i32);
-            let pages = dir.open_pages(t.pagemap_head.pages_id).ctx(pid, "open the pages image")?;
-            mm::fill_object(pid, m.as_mut_slice(), key, &t.vmas, &t.pagemap, pages.fd())?;
+            let pages = dir.open_task_pages(&t.pagemap_head).ctx(pid, "open the pages image")?;
+            let fds: Vec<_> = pages.iter().map(|p| p.fd()).collect();
+            mm::fill_object(pid, m.as_mut_slice(), key, &t.vmas, &t.pagemap, &fds)?;
         }
         log::debug!("shared memory object {key:x?}: {size} bytes at {:#x}", m.addr());
         inherited.insert(key, mm::Inherited { addr: m.addr(), size });
@@ -930,8 +945,9 @@ fn create_cow_copies(
         let noreserve = v.flags.contains(crate::image::mm::MapFlags::MAP_NORESERVE);
         let mut m = crate::sys::mm::Mapping::anonymous_at(at, len as usize, noreserve)
             .ctx(pid, "map the copy of memory it shares")?;
-        let pages = dir.open_pages(t.pagemap_head.pages_id).ctx(pid, "open the pages image")?;
-        mm::fill_cow(pid, m.as_mut_slice(), start, end, &t.pagemap, pages.fd())?;
+        let pages = dir.open_task_pages(&t.pagemap_head).ctx(pid, "open the pages image")?;
+        let fds: Vec<_> = pages.iter().map(|p| p.fd()).collect();
+        mm::fill_cow(pid, m.as_mut_slice(), start, end, &t.pagemap, &fds)?;
         log::debug!(task = provider; "task {provider}: {start:#x}-{end:#x} shared with descendants, copy at {at:#x}");
         busy.push((at, at + len));
         out.addr.insert((provider, start, end), at);
@@ -1264,10 +1280,11 @@ fn run_tree(
     for (i, t) in tasks.iter().enumerate() {
         let (p, Some(_)) = (&all[i], &plans[i]) else { continue };
         let pid = p.pid;
-        let pages = p.pages.as_ref().expect("live task has pages").fd();
-        mm::write_late_pages(pid, pages, &p.late_pages)?;
+        let pages: Vec<_> = p.pages.iter().map(|p| p.fd()).collect();
+        mm::write_late_pages(pid, &pages, &p.late_pages)?;
         for r in &p.parent_pages {
-            mm::write_late_pages(pid, r.pages.fd(), &r.runs)?;
+            let pages: Vec<_> = r.pages.iter().map(|p| p.fd()).collect();
+            mm::write_late_pages(pid, &pages, &r.runs)?;
         }
         for (k, core) in t.cores.iter().enumerate().skip(1) {
             let tid = Pid(core.tid as i32);

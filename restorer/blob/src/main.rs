@@ -617,8 +617,8 @@ fn mempolicies(cx: &mut Ctx) -> Result<(), Fail> {
 fn read_pages(cx: &mut Ctx) -> Result<(), Fail> {
     cx.step(Step::ReadPages)?;
     let runs: &[plan::PageRun] = cx.table(cx.plan.runs);
-    let fd = cx.plan.pages_fd;
     for run in runs {
+        let fd = cx.plan.pages_fds[run.stripe as usize % plan::MAX_STRIPES];
         let mut done = 0u64;
         while done < run.len {
             let r = sys::pread(fd, run.vaddr + done, run.len - done, run.file_off + done);

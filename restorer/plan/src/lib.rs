@@ -34,11 +34,15 @@
 
 use core::mem::{offset_of, size_of};
 
+/// Most stripes a task's pages image has (the engine's
+/// `image::pagemap::MAX_STRIPES`).
+pub const MAX_STRIPES: usize = 8;
+
 /// Magic in [`Plan::magic`].
 pub const MAGIC: u32 = 0x5245_5354; // "REST"
 /// Layout version; engine and blob are built together, the check catches a
 /// blob from another build.
-pub const VERSION: u32 = 14;
+pub const VERSION: u32 = 15;
 /// Bytes of stack at the end of the region.
 pub const STACK_SIZE: usize = 64 * 1024;
 /// Number of signals.
@@ -194,8 +198,11 @@ pub struct PageRun {
     pub vaddr: u64,
     /// Bytes (multiple of the page size).
     pub len: u64,
-    /// Offset of the data in the pages image.
+    /// Offset of the data in the pages image's stripe `stripe`.
     pub file_off: u64,
+    /// Which of [`Plan::pages_fds`] holds it.
+    pub stripe: u32,
+    pub _pad: u32,
 }
 
 /// One descriptor to reopen.
@@ -562,8 +569,9 @@ pub struct Plan {
     pub task_size: u64,
     /// F_* bits.
     pub flags: u32,
-    /// Descriptor of the pages image (kept until the end).
-    pub pages_fd: i32,
+    /// Descriptors of the pages image's stripes (kept until the end; -1:
+    /// none).
+    pub pages_fds: [i32; MAX_STRIPES],
     /// Lowest helper descriptor; everything from here up is closed at the end.
     pub helper_fd_min: i32,
     /// 0, or a [`Step`] at which the restorer fails with ECANCELED as soon
@@ -698,7 +706,7 @@ pub struct Plan {
 const _: () = {
     assert!(size_of::<Table>() == 16);
     assert!(size_of::<Vma>() == 80);
-    assert!(size_of::<PageRun>() == 24);
+    assert!(size_of::<PageRun>() == 32);
     assert!(size_of::<FileEntry>() == 12);
     assert!(size_of::<SigAction>() == 32);
     assert!(size_of::<ITimer>() == 32);

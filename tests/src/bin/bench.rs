@@ -11,7 +11,8 @@
 //!   slower of the two;
 //! - `crtools dump`, timed, with crtools' peak RSS and the frozen time it
 //!   recorded in stats-dump.img;
-//! - baseline restore: pread of the pages image into fresh anonymous memory;
+//! - baseline restore: pread of the pages image (all its stripes) into fresh
+//!   anonymous memory;
 //! - `crtools restore -d`, timed, then the victim checks its memory itself;
 //! - the same dump and restore with `--old` (another build, e.g. main's) on
 //!   a fresh victim, so both builds are compared in the same run.
@@ -110,9 +111,11 @@ fn baseline_dump(pid: i32, mib: usize, out: &Path) -> (f64, f64) {
     (pvr, wr)
 }
 
-fn baseline_restore(pages: &Path) -> f64 {
-    let f = File::open(pages).unwrap();
-    let len = f.metadata().unwrap().len() as usize;
+/// pread of the pages images `pages` (a task's stripes), one after the
+/// other, into one fresh anonymous mapping of their total length.
+fn baseline_restore(pages: &[PathBuf]) -> f64 {
+    let files: Vec<File> = pages.iter().map(|p| File::open(p).unwrap()).collect();
+    let len: usize = files.iter().map(|f| f.metadata().unwrap().len() as usize).sum();
     let t = Instant::now();
     // SAFETY: a fresh private anonymous mapping of len bytes.
     let p = unsafe {
@@ -128,11 +131,16 @@ fn baseline_restore(pages: &Path) -> f64 {
     assert_ne!(p, libc::MAP_FAILED);
     // SAFETY: p is len bytes of writable memory we own.
     let mem = unsafe { std::slice::from_raw_parts_mut(p as *mut u8, len) };
-    let mut done = 0;
-    while done < len {
-        let n = f.read_at(&mut mem[done..(done + (64 << 20)).min(len)], done as u64).unwrap();
-        assert!(n > 0);
-        done += n;
+    let mut at = 0;
+    for f in &files {
+        let end = at + f.metadata().unwrap().len() as usize;
+        let mut done = 0;
+        while at + done < end {
+            let n = f.read_at(&mut mem[at + done..(at + done + (64 << 20)).min(end)], done as u64).unwrap();
+            assert!(n > 0);
+            done += n;
+        }
+        at = end;
     }
     let secs = t.elapsed().as_secs_f64();
     // SAFETY: unmapping what we mapped; `mem` is not used after.
@@ -232,18 +240,20 @@ fn one_build(crtools: &Path, victim: &Path, base: &Path, mib: usize, baseline: b
     let img = work.join("img");
     let d = run_timed(Command::new(crtools).arg("dump").arg("-D").arg(&img).arg("-t").arg(pid.to_string()));
     v.wait().unwrap();
-    let pages = std::fs::read_dir(&img)
+    // The victim's pages image: every stripe of it.
+    let pages: Vec<PathBuf> = std::fs::read_dir(&img)
         .unwrap()
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("pages-"))
-        .unwrap();
-    let bytes = pages.metadata().unwrap().len() as f64;
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("pages-"))
+        .collect();
+    assert!(!pages.is_empty(), "no pages image in {}", img.display());
+    let bytes: f64 = pages.iter().map(|p| p.metadata().unwrap().len() as f64).sum();
     let frozen_us = frozen_time(crtools, &img);
     let base_rest = baseline.then(|| {
         let out = Command::new(std::env::current_exe().unwrap())
             .arg("--baseline-restore")
-            .arg(&pages)
+            .args(&pages)
             .output()
             .expect("baseline restore");
         String::from_utf8_lossy(&out.stdout).trim().parse::<f64>().expect("baseline seconds")
@@ -299,7 +309,8 @@ fn main() {
     // The restore baseline runs in its own process: its 1 GiB peak must not
     // become the peak RSS that exec reports for crtools spawned after it.
     if args.get(1).map(String::as_str) == Some("--baseline-restore") {
-        println!("{}", baseline_restore(Path::new(&args[2])));
+        let pages: Vec<PathBuf> = args[2..].iter().map(PathBuf::from).collect();
+        println!("{}", baseline_restore(&pages));
         return;
     }
     let usage = "usage: bench CRTOOLS [--old CRTOOLS2] [--mib N]... [--dir LABEL=PATH]...";
