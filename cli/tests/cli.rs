@@ -2578,18 +2578,21 @@ fn a_nested_uts_namespace_is_refused_by_name() {
     assert_eq!(states, (Some('S'), Some('S')), "the tree does not sleep on");
 }
 
-/// A process with tens of MiB of data has its pages written in stripes,
-/// one image per page worker, side by side (`CRTOOLS_DUMP_WORKERS=3`
-/// here): the pagemap's head names them, `show` says which stripe each
-/// image is, a missing stripe fails the restore naming it and leaving
-/// nothing behind, and the whole restores byte for byte.
+/// A process with tens of MiB of data dumped into a tmpfs has its pages
+/// written in stripes, one image per page worker, side by side
+/// (`CRTOOLS_DUMP_WORKERS=3` here): the pagemap's head names them, `show`
+/// says which stripe each image is, a missing stripe fails the restore
+/// naming it and leaving nothing behind, and the whole restores byte for
+/// byte.
 #[test]
 fn pages_striped_over_several_images_restore_exact() {
     if !have_python3() {
         return;
     }
     subreaper();
-    let dir = tmpdir("stripes");
+    // Stripes are written on a tmpfs only (see the engine's stripes_for).
+    let dir = std::path::Path::new("/dev/shm").join(format!("crtools-cli-stripes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("answer");
     let script = format!(

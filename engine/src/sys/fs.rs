@@ -409,6 +409,15 @@ pub fn fstat(fd: BorrowedFd<'_>) -> Result<Stat> {
     Ok(Stat::from_raw(unsafe { raw.assume_init_ref() }))
 }
 
+/// Whether `fd`'s file lives on a tmpfs (fstatfs).
+pub fn on_tmpfs(fd: BorrowedFd<'_>) -> Result<bool> {
+    let mut raw = core::mem::MaybeUninit::<lg::statfs>::zeroed();
+    // SAFETY: the kernel writes one struct statfs into raw.
+    unsafe { syscalls::syscall2(Sysno::fstatfs, fd_arg(fd), raw.as_mut_ptr() as usize) }?;
+    // SAFETY: zero-initialised and then filled by the kernel; all fields are integers.
+    Ok(unsafe { raw.assume_init_ref() }.f_type as u64 == lg::TMPFS_MAGIC as u64)
+}
+
 bitflags::bitflags! {
     /// mount(2) flags.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
