@@ -2583,7 +2583,7 @@ fn a_nested_uts_namespace_is_refused_by_name() {
 /// (`CRTOOLS_DUMP_WORKERS=3` here): the pagemap's head names them, `show`
 /// says which stripe each image is, a missing stripe fails the restore
 /// naming it and leaving nothing behind, and the whole restores byte for
-/// byte.
+/// byte, the odd stripes read by a second thread of the restorer.
 #[test]
 fn pages_striped_over_several_images_restore_exact() {
     if !have_python3() {
@@ -2598,8 +2598,8 @@ fn pages_striped_over_several_images_restore_exact() {
     let script = format!(
         r#"
 import hashlib, signal, sys, time
-# 40 MiB that no two pages of which are alike, nor zero.
-buf = bytearray(40 << 20)
+# 80 MiB that no two pages of which are alike, nor zero.
+buf = bytearray(80 << 20)
 for i in range(0, len(buf), 4096):
     buf[i:i+8] = (i * 2654435761 + 1).to_bytes(8, "little")
     buf[i+8:i+16] = (i // 4096 + 7).to_bytes(8, "little")
@@ -2654,10 +2654,14 @@ while True:
     assert!(state(pid).is_none(), "a task was left behind");
     std::fs::rename(&moved, &stripe).unwrap();
 
-    let o = crtools(&["restore", "-d", "-D", d]);
+    let log = dir.join("restore.log");
+    let o = crtools(&["restore", "-d", "-D", d, "-v4", "-o", log.to_str().unwrap()]);
     assert!(o.status.success(), "restore: {}", String::from_utf8_lossy(&o.stderr));
     let a = ask(pid, &out);
     kill_reap(pid);
     assert!(a.starts_with("ok "), "the restored memory differs: {a}");
+    // Stripe 1 holds more than 16 MiB: a second thread of the restorer read it.
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("pages read on two threads"), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -259,6 +259,47 @@ struct ShareArgs {
     go_count: u32,
     /// The lowest descriptor number above everything the tree uses.
     high_base: i32,
+    /// A free thread id for the task's pages helper (see [`HelperTids`]), or 0.
+    helper_tid: i32,
+}
+
+/// Page data in odd stripes, at least, for a task's restorer to read them
+/// on a second thread (thread creation and exit cost tens of microseconds).
+const PAGES_HELPER_MIN: u64 = 16 << 20;
+
+/// Thread ids for the restorers' pages helpers: free numbers outside the
+/// tree's pids and tids, from the top of the pid range down (the kernel
+/// hands out low numbers first, until it wraps).
+struct HelperTids {
+    next: i32,
+    avoid: std::collections::HashSet<i32>,
+}
+
+impl HelperTids {
+    fn new(tasks: &[TaskImages]) -> HelperTids {
+        let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .unwrap_or(32768);
+        let avoid = tasks.iter().flat_map(|t| t.pstree.threads.iter().map(|&x| x as i32)).collect();
+        HelperTids { next: pid_max - 1, avoid }
+    }
+
+    /// The next free one; 0 when none is found after a few tries (the
+    /// restorer then reads every stripe itself).
+    fn take(&mut self) -> i32 {
+        for _ in 0..64 {
+            let t = self.next;
+            if t <= 300 {
+                return 0;
+            }
+            self.next -= 1;
+            if !self.avoid.contains(&t) && !std::path::Path::new(&format!("/proc/{t}")).exists() {
+                return t;
+            }
+        }
+        0
+    }
 }
 
 /// Builds the plan of a live task.
@@ -326,13 +367,17 @@ fn prepare(
     b.plan.mempolicies = b.add_table(&pols);
 
     let nthreads = t.cores.len() as u64 - 1;
+    let odd_bytes: u64 =
+        t.pagemap.iter().filter(|e| e.has_data() && e.stripe % 2 == 1).map(|e| e.nr_pages as u64 * PAGE).sum();
+    let helper = share.helper_tid != 0 && odd_bytes >= PAGES_HELPER_MIN;
     let blob_len = blobs::restorer::MEM_SIZE as u64;
     let plan_off = (blob_len + PAGE - 1) & !(PAGE - 1);
     // The thread table is appended after the size is known: reserve it.
     let arena_len =
         ((b.size() as u64 + std::mem::size_of::<rp::ThreadEntry>() as u64 * nthreads + 64) + PAGE - 1) & !(PAGE - 1);
     let stacks_off = plan_off + arena_len + PAGE;
-    let region_size = stacks_off + nthreads * rp::THREAD_STACK + PAGE + rp::STACK_SIZE as u64;
+    let stacks = nthreads + helper as u64;
+    let region_size = stacks_off + stacks * rp::THREAD_STACK + PAGE + rp::STACK_SIZE as u64;
     let mut busy: Vec<(u64, u64)> = busy_self.to_vec();
     busy.extend(t.vmas.iter().map(|v| (v.start, v.end)));
     let region = pick_region(busy, region_size).ok_or_else(|| Error::task(pid, "no free range for the restorer"))?;
@@ -351,6 +396,10 @@ fn prepare(
         });
     }
     b.plan.threads = b.add_table(&threads);
+    if helper {
+        b.plan.pages_helper_tid = share.helper_tid;
+        b.plan.pages_helper_stack = region + stacks_off + nthreads * rp::THREAD_STACK;
+    }
     b.plan.region_start = region;
     b.plan.region_end = region + region_size;
     let arena = b.finish();
@@ -586,6 +635,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     let busy_self: Vec<(u64, u64)> =
         proc::maps::read(me).ctx_global("read own maps")?.iter().map(|m| (m.start, m.end)).collect();
     let vdso = own_vdso()?;
+    let mut helper_tids = HelperTids::new(&tasks);
     let mut prepared = Vec::with_capacity(tasks.len());
     for (i, t) in tasks.iter().enumerate() {
         let pid = Pid(t.pstree.pid as i32);
@@ -627,6 +677,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
                     go_fd: owner_go.map_or(-1, |g| g.1.as_raw_fd()),
                     go_count: owner_go.map_or(0, |g| g.2),
                     high_base,
+                    helper_tid: helper_tids.take(),
                 };
                 let mut p = prepare(&dir, t, i == 0, &busy_self, &vdso, from_engine, &opened, &share)?;
                 p.parent_pages = chain.resolve(pid, &t.pagemap)?;
@@ -1160,7 +1211,15 @@ fn run_tree(
                 if leader {
                     // A blob that failed has not created its threads: do
                     // not wait for them.
-                    read_report(&all[ti])?;
+                    let plan = read_report(&all[ti])?;
+                    if plan.pages_helper_stack != 0 {
+                        match plan.pages_helper_tid {
+                            0 => {
+                                log::debug!(task = owner; "task {owner}: pages read on one thread (no helper could be made)")
+                            }
+                            t => log::debug!(task = owner; "task {owner}: pages read on two threads (helper {t})"),
+                        }
+                    }
                 }
                 state.insert(pid, At::Trap);
             }

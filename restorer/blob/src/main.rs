@@ -58,9 +58,53 @@ core::arch::global_asm!(
     "    ud2",
 );
 
+core::arch::global_asm!(
+    // clone3(args = rdi, size = rsi) for the pages helper: the parent
+    // returns the new tid; the new thread reads its runs (rdx = the plan,
+    // kept in r12) and exits (the thread alone: exit, not exit_group).
+    ".text",
+    ".globl restorer_clone_pages_helper",
+    "restorer_clone_pages_helper:",
+    "    push r12",
+    "    mov r12, rdx",
+    "    mov eax, 435",
+    "    syscall",
+    "    test rax, rax",
+    "    jz 2f",
+    "    pop r12",
+    "    ret",
+    "2:",
+    "    mov rdi, r12",
+    "    call restorer_pages_helper",
+    "    mov eax, 60",
+    "    xor edi, edi",
+    "    syscall",
+    "    ud2",
+);
+
 extern "C" {
     /// See the assembly above.
     fn restorer_clone_thread(args: *const u64, size: usize, entry: *mut plan::ThreadEntry) -> i64;
+    /// See the assembly above.
+    fn restorer_clone_pages_helper(args: *const u64, size: usize, plan: *mut Plan) -> i64;
+}
+
+/// The pages helper's work: the runs of the odd stripes, into place.
+///
+/// # Safety
+/// `p` is the task's plan; the task's own thread reads only the other
+/// runs and waits for this thread to exit before touching the plan's
+/// helper fields.
+#[no_mangle]
+pub unsafe extern "C" fn restorer_pages_helper(p: *mut Plan) {
+    // SAFETY: guaranteed by the function contract.
+    let plan = unsafe { &mut *p };
+    let cx = Ctx { base: p as u64, plan };
+    let runs: &[plan::PageRun] = cx.table(cx.plan.runs);
+    if let Err((ret, at)) = read_runs(cx.plan, runs, true) {
+        cx.plan.pages_helper_ret = ret;
+        cx.plan.pages_helper_detail = at;
+    }
 }
 
 /// First code of a created thread: its own credentials.
@@ -617,17 +661,81 @@ fn mempolicies(cx: &mut Ctx) -> Result<(), Fail> {
 fn read_pages(cx: &mut Ctx) -> Result<(), Fail> {
     cx.step(Step::ReadPages)?;
     let runs: &[plan::PageRun] = cx.table(cx.plan.runs);
-    for run in runs {
-        let fd = cx.plan.pages_fds[run.stripe as usize % plan::MAX_STRIPES];
+    let helped = cx.plan.pages_helper_tid != 0 && start_pages_helper(cx);
+    // With a helper, the even stripes only; else every run.
+    let mine = if helped { read_runs(cx.plan, runs, false) } else { read_all(cx.plan, runs) };
+    if helped {
+        // Until the kernel clears the word at the helper's exit.
+        loop {
+            // SAFETY: a u32 of the plan the kernel writes at the helper's exit.
+            let v = unsafe { core::ptr::read_volatile(&cx.plan.pages_helper_running) };
+            if v == 0 {
+                break;
+            }
+            sys::futex_wait(&cx.plan.pages_helper_running, v);
+        }
+        if cx.plan.pages_helper_ret < 0 {
+            cx.plan.failure.ret = cx.plan.pages_helper_ret;
+            cx.plan.failure.detail = cx.plan.pages_helper_detail;
+            return Err(Fail);
+        }
+    }
+    if let Err((ret, at)) = mine {
+        cx.plan.failure.ret = ret;
+        cx.plan.failure.detail = at;
+        return Err(Fail);
+    }
+    Ok(())
+}
+
+/// Starts the pages helper (see [`plan::Plan::pages_helper_tid`]); false,
+/// and the tid cleared, if it could not be created.
+fn start_pages_helper(cx: &mut Ctx) -> bool {
+    // CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|CLONE_SYSVSEM,
+    // CLONE_CHILD_CLEARTID, CLONE_UNTRACED (the engine does not see it).
+    const FLAGS: u64 = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000 | 0x200000 | 0x800000;
+    cx.plan.pages_helper_running = 1;
+    cx.plan.pages_helper_ret = 0;
+    let tid = [cx.plan.pages_helper_tid];
+    let word = &cx.plan.pages_helper_running as *const u32 as u64;
+    // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal,
+    // stack, stack_size, tls, set_tid, set_tid_size, cgroup.
+    let args: [u64; 11] =
+        [FLAGS, 0, word, 0, 0, cx.plan.pages_helper_stack, plan::THREAD_STACK, 0, tid.as_ptr() as u64, 1, 0];
+    let p: *mut Plan = cx.plan;
+    // SAFETY: the new thread runs restorer_pages_helper on its own stack
+    // inside the region, then exits; `args` and `tid` live until the
+    // syscall returns in this thread.
+    let r = unsafe { restorer_clone_pages_helper(args.as_ptr(), core::mem::size_of_val(&args), p) };
+    if r <= 0 {
+        cx.plan.pages_helper_running = 0;
+        cx.plan.pages_helper_tid = 0;
+        return false;
+    }
+    true
+}
+
+/// Reads every run into place.
+fn read_all(plan: &Plan, runs: &[plan::PageRun]) -> Result<(), (i64, u64)> {
+    read_runs(plan, runs, false)?;
+    read_runs(plan, runs, true)
+}
+
+/// Reads the runs of the odd (`odd`) or even stripes into place; Err: the
+/// failed pread's result (negative errno, or -EIO for an image shorter
+/// than its pagemap) and the address.
+fn read_runs(plan: &Plan, runs: &[plan::PageRun], odd: bool) -> Result<(), (i64, u64)> {
+    for run in runs.iter().filter(|r| (r.stripe % 2 == 1) == odd) {
+        let fd = plan.pages_fds[run.stripe as usize % plan::MAX_STRIPES];
         let mut done = 0u64;
         while done < run.len {
             let r = sys::pread(fd, run.vaddr + done, run.len - done, run.file_off + done);
-            cx.ck(r, run.vaddr + done)?;
+            if r < 0 {
+                return Err((r, run.vaddr + done));
+            }
             if r == 0 {
                 // The pages image is shorter than the pagemap says.
-                cx.plan.failure.ret = -sys::EIO;
-                cx.plan.failure.detail = run.vaddr + done;
-                return Err(Fail);
+                return Err((-sys::EIO, run.vaddr + done));
             }
             done += r as u64;
         }

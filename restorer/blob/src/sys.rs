@@ -154,6 +154,10 @@ pub fn close_range(first: u32, last: u32) -> i64 {
 pub fn dup3(old: i32, new: i32, flags: u32) -> i64 {
     sc!(dup3, old, new, flags)
 }
+/// FUTEX_WAIT (shared: CLONE_CHILD_CLEARTID wakes it so) while `*word == val`.
+pub fn futex_wait(word: *const u32, val: u32) -> i64 {
+    sc!(futex, word, 0, val, 0, 0, 0)
+}
 pub fn pread(fd: i32, buf: u64, len: u64, off: u64) -> i64 {
     sc!(pread64, fd, buf, len, off)
 }

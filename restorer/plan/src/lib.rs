@@ -42,7 +42,7 @@ pub const MAX_STRIPES: usize = 8;
 pub const MAGIC: u32 = 0x5245_5354; // "REST"
 /// Layout version; engine and blob are built together, the check catches a
 /// blob from another build.
-pub const VERSION: u32 = 15;
+pub const VERSION: u32 = 16;
 /// Bytes of stack at the end of the region.
 pub const STACK_SIZE: usize = 64 * 1024;
 /// Number of signals.
@@ -574,6 +574,20 @@ pub struct Plan {
     pub pages_fds: [i32; MAX_STRIPES],
     /// Lowest helper descriptor; everything from here up is closed at the end.
     pub helper_fd_min: i32,
+    /// 0, or the thread id of a short-lived thread that reads the runs of
+    /// the odd stripes while the task reads the even ones (clone3 set_tid,
+    /// a number the engine found free and outside the tree's). Left 0 by
+    /// the restorer when it could not create it (it read them itself).
+    pub pages_helper_tid: i32,
+    /// Set while the helper runs; the kernel clears it (CLONE_CHILD_CLEARTID)
+    /// and wakes the futex when the helper exits.
+    pub pages_helper_running: u32,
+    /// Lowest address of the helper's stack in the region ([`THREAD_STACK`] bytes).
+    pub pages_helper_stack: u64,
+    /// 0, or the helper's failed pread (negative errno).
+    pub pages_helper_ret: i64,
+    /// The address it failed at.
+    pub pages_helper_detail: u64,
     /// 0, or a [`Step`] at which the restorer fails with ECANCELED as soon
     /// as it reaches it (fault injection: `CRTOOLS_FAULT=restore-blob-*`).
     pub fault_step: u32,
