@@ -2438,7 +2438,9 @@ fn a_uts_namespace_comes_back_with_its_names() {
 
 /// A process in an IPC namespace of its own with SysV objects in it: a
 /// segment it attaches, one nobody attaches, a message queue with two
-/// messages, a semaphore set, and a raised kernel.msgmnb. Refused without
+/// messages, a semaphore set, a raised kernel.msgmnb and a kernel.sem
+/// longer than 32 characters (a sysctl read in pieces came back cut
+/// short: the last number lost). Refused without
 /// -n ipc; with it, restored into a new IPC namespace with every object
 /// under its id with its contents, nothing made in crtools' own namespace.
 /// A POSIX message queue in the namespace is refused by name.
@@ -2459,6 +2461,7 @@ fn an_ipc_namespace_comes_back_with_its_objects() {
          host = os.readlink('/proc/self/ns/ipc')\n\
          assert libc.unshare(0x08000000) == 0, ctypes.get_errno()\n\
          open('/proc/sys/kernel/msgmnb', 'w').write('20000')\n\
+         open('/proc/sys/kernel/sem', 'w').write('2000000000 2000000000 2000000000 31999')\n\
          C = 0o1000\n\
          a = libc.shmget(0x1234, 8192, C | 0o640)\n\
          pa = libc.shmat(a, None, 0)\n\
@@ -2488,6 +2491,7 @@ fn an_ipc_namespace_comes_back_with_its_objects() {
                  got.append((m.t, m.d[:n]))\n    \
              r += [got, [libc.semctl(s, 0, 12), libc.semctl(s, 1, 12)]]\n    \
              r += [open('/proc/sys/kernel/msgmnb').read().strip(), os.readlink('/proc/self/ns/ipc') != host]\n    \
+             r.append(open('/proc/sys/kernel/sem').read().split())\n    \
              open('{}', 'w').write(repr(r))\n\
          signal.signal(signal.SIGUSR1, go)\n\
          print('ready', a, b, q, s, flush=True)\n\
@@ -2531,7 +2535,8 @@ fn an_ipc_namespace_comes_back_with_its_objects() {
     let got = ask(pid, &out);
     kill_reap(pid);
     let want = format!(
-        "[{}, b'attached segment', b'unattached one', [(1, b'first'), (2, b'second message')], [3, 7], '20000', True]",
+        "[{}, b'attached segment', b'unattached one', [(1, b'first'), (2, b'second message')], [3, 7], '20000', True, \
+         ['2000000000', '2000000000', '2000000000', '31999']]",
         ids.join(", ")
     );
     assert_eq!(got, want);

@@ -104,7 +104,7 @@ pub fn dump(root: Pid, shm: &mut super::sysv_shm::ShmDump) -> Result<(IpcNsHead,
     in_ipc_ns(root, || {
         let mut head = IpcNsHead::default();
         for name in SYSCTLS.iter().chain(NEXT_IDS) {
-            let v = std::fs::read_to_string(sysctl_path(name)).ctx(root, &format!("read the IPC sysctl {name}"))?;
+            let v = crate::proc::read_sysctl(&sysctl_path(name)).ctx(root, &format!("read the IPC sysctl {name}"))?;
             head.sysctls.push((name.to_string(), v.trim().to_string()));
         }
         let mut objs = Vec::new();

@@ -206,6 +206,22 @@ impl PathTarget {
     }
 }
 
+/// Reads a /proc/sys file whole, in one read(2): a sysctl of numbers
+/// answers a read at any offset but 0 with nothing, so reading it in
+/// pieces (as `read_to_string` does, probing with 32 bytes first) cuts
+/// longer values short (kernel.sem: four numbers).
+pub fn read_sysctl(path: &str) -> io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 4096];
+    let n = f.read(&mut buf)?;
+    if n == buf.len() {
+        return Err(io::Error::other(format!("{path}: longer than {} bytes", buf.len())));
+    }
+    buf.truncate(n);
+    String::from_utf8(buf).map_err(|_| io::Error::other(format!("{path}: not text")))
+}
+
 /// `/proc/<pid>/<file>` as a path.
 pub fn pid_path(pid: Pid, file: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{}/{}", pid.raw(), file))
