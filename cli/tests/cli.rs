@@ -2670,3 +2670,56 @@ while True:
     assert!(log.contains("pages read on two threads"), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Private mappings of files keep the mode their file was opened with
+/// (the /proc/PID/map_files link shows it: 0600 opened for writing, 0400
+/// read-only), for a regular file, a deleted one and a memfd: before, every
+/// private mapping came back on a file opened read-only (found by CRIU's
+/// zdtm maps00, unlink_mmap00 and memfd02).
+#[test]
+fn private_file_mappings_keep_their_files_open_mode() {
+    if !have_python3() {
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("mapmode");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("got");
+    let script = format!(
+        "import mmap, os, signal, time\n\
+         d = '{dir}'\n\
+         for n in ('rw', 'ro', 'gone'):\n    \
+             open(os.path.join(d, n), 'wb').write(b'x' * 8192)\n\
+         f_rw = open(os.path.join(d, 'rw'), 'r+b')\n\
+         f_ro = open(os.path.join(d, 'ro'), 'rb')\n\
+         f_gone = open(os.path.join(d, 'gone'), 'r+b')\n\
+         mfd = os.memfd_create('crtools-mode')\n\
+         os.write(mfd, b'y' * 8192)\n\
+         maps = [mmap.mmap(f.fileno(), 8192, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ) \
+                 for f in (f_rw, f_ro, f_gone)]\n\
+         maps.append(mmap.mmap(mfd, 8192, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ))\n\
+         os.unlink(os.path.join(d, 'gone'))\n\
+         def modes():\n    \
+             r = {{}}\n    \
+             for l in open('/proc/self/maps'):\n        \
+                 f = l.split()\n        \
+                 name = f[5].rsplit('/', 1)[-1] if len(f) > 5 else ''\n        \
+                 if name in ('rw', 'ro', 'gone', 'memfd:crtools-mode'):\n            \
+                     r[name] = oct(os.lstat('/proc/self/map_files/' + f[0]).st_mode & 0o777)\n    \
+             return sorted(r.items())\n\
+         before = modes()\n\
+         def go(*_):\n    \
+             open('{out}', 'w').write(repr([before, modes()]))\n\
+         signal.signal(signal.SIGUSR1, go)\n\
+         print('ready', flush=True)\n\
+         while True: time.sleep(1)\n",
+        dir = dir.display(),
+        out = out.display()
+    );
+    let pid = python3_dumped_and_restored(&script, &dir);
+    let got = ask(pid, &out);
+    kill_reap(pid);
+    let want = "[('gone', '0o600'), ('memfd:crtools-mode', '0o600'), ('ro', '0o400'), ('rw', '0o600')]";
+    assert_eq!(got, format!("[{want}, {want}]"), "before dump, after restore");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -537,6 +537,7 @@ fn dump_task(
     for e in &smaps {
         if let Some(mut v) = mm::vma_from_smaps(pid, e)? {
             v.mempolicy = policies.vmas.get(&v.start).cloned();
+            mm::note_file_mode(pid, &mut v)?;
             vmas.push(v);
         }
     }

@@ -83,6 +83,9 @@ bitflags::bitflags! {
         const VMA_SEQUENTIAL = 1 << 16;
         /// `MADV_RANDOM` (smaps `rr`).
         const VMA_RANDOM = 1 << 17;
+        /// A private file mapping whose file was opened for writing (its
+        /// map_files link is 0600): reopened so at restore.
+        const VMA_FILE_WRITE = 1 << 18;
         /// Not restorable by this version.
         const VMA_UNSUPPORTED = 1 << 31;
     }

@@ -57,6 +57,19 @@ pub fn needs_data(v: &Vma) -> bool {
     }
 }
 
+/// Records whether a private mapping of a file (regular, deleted or memfd)
+/// has its file opened for writing (see [`VmaStatus::VMA_FILE_WRITE`]).
+pub fn note_file_mode(pid: Pid, v: &mut Vma) -> Result<()> {
+    if !matches!(v.kind, VmaKind::File | VmaKind::GhostFile | VmaKind::Memfd) || v.flags.contains(MapFlags::MAP_SHARED)
+    {
+        return Ok(());
+    }
+    if proc::map_files::writable(pid, v.start, v.end).ctx(pid, "read the mode of a mapped file")? {
+        v.status |= VmaStatus::VMA_FILE_WRITE;
+    }
+    Ok(())
+}
+
 /// Converts one smaps entry to an image VMA, refusing kinds this version
 /// cannot restore (naming them).
 pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
@@ -1946,9 +1959,11 @@ pub fn plan(
             advice = 0;
         }
         // Opened for writing if it was (VM_MAYWRITE), not only if the
-        // mapping is writable now: mprotect must work again.
-        let rw = kind == rp::VmaKind::FileShared
-            && (v.prot.contains(Prot::PROT_WRITE) || v.status.contains(VmaStatus::VMA_MAYWRITE));
+        // mapping is writable now: mprotect must work again. A private
+        // mapping's file, if it was opened so (its map_files mode).
+        let rw = (kind == rp::VmaKind::FileShared
+            && (v.prot.contains(Prot::PROT_WRITE) || v.status.contains(VmaStatus::VMA_MAYWRITE)))
+            || v.status.contains(VmaStatus::VMA_FILE_WRITE);
         let (path, open_flags) = match (&v.path, kind) {
             // The engine's memfd, which the task inherited: reopened
             // through /proc/self/fd, it is the same file.

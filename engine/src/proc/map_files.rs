@@ -72,6 +72,15 @@ pub fn open_with(pid: Pid, start: u64, end: u64, opts: &OpenOptions) -> Result<F
     opts.open(path).map_err(|e| ProcError::io(pid, file, e))
 }
 
+/// Whether the file mapped at exactly `[start, end)` was opened for
+/// writing: the link's own mode shows the file's (0600 against 0400).
+pub fn writable(pid: Pid, start: u64, end: u64) -> Result<bool> {
+    use std::os::unix::fs::PermissionsExt;
+    let (file, path) = entry_path(pid, start, end);
+    let md = std::fs::symlink_metadata(path).map_err(|e| ProcError::io(pid, file, e))?;
+    Ok(md.permissions().mode() & 0o200 != 0)
+}
+
 /// The link target (path of the mapped file, `" (deleted)"` split off).
 pub fn link(pid: Pid, start: u64, end: u64) -> Result<PathTarget> {
     let (file, path) = entry_path(pid, start, end);
