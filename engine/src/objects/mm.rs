@@ -489,6 +489,9 @@ pub struct PageDumper<'a> {
     only: Option<&'a [(u64, u64)]>,
     /// Tracked VMAs dumped early (see [`PageDumper::dump_early`]).
     early: Vec<(u64, u64)>,
+    /// Whether the pending ranges are read through /proc/pid/mem (see
+    /// [`PageDumper::queue_unpinned`]).
+    unpinned: bool,
 }
 
 /// A task's tracked VMAs dumped before the rest of the task (see
@@ -589,6 +592,8 @@ pub struct Job {
     iov: Vec<IoVec>,
     total: usize,
     skip_zero: bool,
+    /// Read through /proc/pid/mem (see [`PageDumper::queue_unpinned`]).
+    unpinned: bool,
 }
 
 /// The pages image (its stripes) as the workers share it.
@@ -599,6 +604,8 @@ struct Sink {
     turn: std::sync::Condvar,
     /// Stripes the pages are written in at most (1: one image).
     stripes: usize,
+    /// The task's /proc/pid/mem, opened for the first chunk read through it.
+    mem: std::sync::OnceLock<std::fs::File>,
     /// A chunk that cannot be read is left out and its ranges recorded
     /// (the task runs while its pages are copied), instead of failing.
     tolerant: bool,
@@ -672,7 +679,15 @@ impl Sink {
             lost: Vec::new(),
         };
         let turn = std::sync::Condvar::new();
-        Ok(Sink { pid, state: std::sync::Mutex::new(state), turn, stripes, tolerant: false, alive: None })
+        Ok(Sink {
+            pid,
+            state: std::sync::Mutex::new(state),
+            turn,
+            stripes,
+            mem: std::sync::OnceLock::new(),
+            tolerant: false,
+            alive: None,
+        })
     }
 
     /// The stripe of chunk `seq`, its image created if it is the stripe's
@@ -945,7 +960,11 @@ fn work(jobs: &JobQueue) {
     let at = area.as_ptr().align_offset(CHUNK).min(CHUNK);
     let buf = &mut area[at..at + CHUNK];
     while let Some(job) = jobs.take() {
-        let data = job.sink.same_task(read_chunk(job.sink.pid, &mut buf[..job.total], &job.iov));
+        let read = match (job.unpinned, job.sink.mem.get()) {
+            (true, Some(mem)) => read_chunk_unpinned(job.sink.pid, mem, &mut buf[..job.total], &job.iov),
+            _ => read_chunk(job.sink.pid, &mut buf[..job.total], &job.iov),
+        };
+        let data = job.sink.same_task(read);
         job.sink.commit(job.seq, job.stripe, &job.iov, data, job.skip_zero);
         jobs.finished(&job);
         job.sink.done();
@@ -1068,6 +1087,21 @@ impl PendingPages {
     }
 }
 
+/// Reads the remote ranges `iov` of `pid` into `buf` (their total length)
+/// through its /proc/pid/mem `mem` (see [`PageDumper::queue_unpinned`]).
+fn read_chunk_unpinned<'b>(pid: Pid, mem: &std::fs::File, buf: &'b mut [u8], iov: &[IoVec]) -> Result<&'b [u8]> {
+    let mut off = 0usize;
+    for r in iov {
+        let n = r.len as usize;
+        mem.read_exact_at(&mut buf[off..off + n], r.base).ctx(
+            pid,
+            &format!("read {:#x} (+{n} bytes, mapped by another process too) through /proc/pid/mem", r.base),
+        )?;
+        off += n;
+    }
+    Ok(buf)
+}
+
 /// Reads the remote ranges `iov` of `pid` into `buf` (their total length).
 fn read_chunk<'b>(pid: Pid, buf: &'b mut [u8], iov: &[IoVec]) -> Result<&'b [u8]> {
     let total = buf.len();
@@ -1112,6 +1146,7 @@ impl<'a> PageDumper<'a> {
             held: None,
             only: None,
             early: Vec::new(),
+            unpinned: false,
         }
     }
 
@@ -1438,7 +1473,8 @@ impl<'a> PageDumper<'a> {
                 if n == 0 {
                     break;
                 }
-                // What each page is: 0 nothing, 1 data, 2 the ancestor's.
+                // What each page is: 0 nothing, 1 data, 2 the ancestor's,
+                // 3 data mapped by another process too (see read_unpinned).
                 let what = |i: usize| -> u8 {
                     let e = PmEntry(ents[i]);
                     let shared = match (source, e.present().then(|| e.pfn()).flatten()) {
@@ -1447,6 +1483,8 @@ impl<'a> PageDumper<'a> {
                     };
                     if shared {
                         2
+                    } else if wanted(e, anon) && e.present() && !e.exclusive() {
+                        3
                     } else if wanted(e, anon) {
                         1
                     } else {
@@ -1463,6 +1501,7 @@ impl<'a> PageDumper<'a> {
                     let (start, len) = (addr + s as u64 * PAGE, (i - s) as u64 * PAGE);
                     match k {
                         1 => self.queue(start, len)?,
+                        3 => self.queue_unpinned(start, len)?,
                         2 => {
                             let nr = (i - s) as u32;
                             match self.cow.last_mut() {
@@ -1495,6 +1534,22 @@ impl<'a> PageDumper<'a> {
         let received = seen.iter().any(|p| p.3);
         own.pages = seen.into_iter().filter(|p| p.3 || !received).map(|p| (p.0, p.1, p.2)).collect();
         Ok(())
+    }
+
+    /// Queues `[start, start + len)` of private memory whose pages another
+    /// process maps too (copy-on-write after fork, KSM), to be read through
+    /// /proc/pid/mem. process_vm_readv pins what it reads, and pinning an
+    /// anonymous page that is not exclusive makes the kernel unshare it
+    /// first: the task would get a copy of every such page (its memory
+    /// grows), and a hugetlb page with the pool empty is taken from the
+    /// child sharing it instead (which dies of SIGBUS on its next touch:
+    /// zdtm maps10). /proc/pid/mem takes a reference without pinning.
+    fn queue_unpinned(&mut self, start: u64, len: u64) -> Result<()> {
+        if self.sink.mem.get().is_none() {
+            let f = std::fs::File::open(proc::pid_path(self.pid, "mem")).ctx(self.pid, "open /proc/pid/mem")?;
+            let _ = self.sink.mem.set(f);
+        }
+        self.queue_as(start, len, true)
     }
 
     /// Pages of VMAs without PROT_READ: process_vm_readv honours protections,
@@ -1591,7 +1646,17 @@ impl<'a> PageDumper<'a> {
         Ok(())
     }
 
-    fn queue(&mut self, mut addr: u64, mut len: u64) -> Result<()> {
+    fn queue(&mut self, addr: u64, len: u64) -> Result<()> {
+        self.queue_as(addr, len, false)
+    }
+
+    /// Queues a range read through /proc/pid/mem (`unpinned`) or not; a
+    /// chunk holds ranges of one kind.
+    fn queue_as(&mut self, mut addr: u64, mut len: u64, unpinned: bool) -> Result<()> {
+        if self.unpinned != unpinned {
+            self.flush()?;
+            self.unpinned = unpinned;
+        }
         while len > 0 {
             if self.iov.len() == IOV_MAX || self.pending == CHUNK {
                 self.flush()?;
@@ -1619,6 +1684,7 @@ impl<'a> PageDumper<'a> {
             iov: std::mem::take(&mut self.iov),
             total: std::mem::take(&mut self.pending),
             skip_zero: self.skip_zero,
+            unpinned: self.unpinned,
         };
         self.seq += 1;
         match self.held.as_mut() {
