@@ -1406,7 +1406,8 @@ fn a_traced_task_is_named_with_its_tracer() {
     let dir = tmpdir("traced");
     let out = crtools(&["dump", "-t", &pid.to_string(), "-D", dir.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "dumped");
+    // A refusal (exit code 3): a traced task is a state crtools does not checkpoint.
+    assert_eq!(out.status.code(), Some(3), "not refused: {err}");
     assert!(err.contains(&format!("traced by process {pid}")) && err.contains(&c.to_string()), "{err}");
     for p in [pid, c] {
         assert_eq!(settled_state(p), Some('S'), "{p} does not sleep on");

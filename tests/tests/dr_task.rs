@@ -630,8 +630,10 @@ fn ghost_file_above_the_limit_is_refused() {
             ..Default::default()
         })
         .map(|_| ())
-        .map_err(|e| e.to_string())
         .expect_err("150 bytes of data is above a limit of 100");
+        // A refusal (exit code 3), not a failure: the object is named.
+        assert!(err.refused, "not a refusal: {err}");
+        let err = err.to_string();
         assert!(err.contains("ghost") && err.contains("--ghost-limit"), "unclear error: {err}");
         assert_running_untraced(&t);
         t.check().assert_ok();

@@ -167,7 +167,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
     // A thread waiting in vfork cannot be frozen: look before seizing.
     clone_share::refuse_vfork_waiters(pid)?;
     let frozen_at = std::time::Instant::now();
-    let mut tree = seize_tree(pid).ctx(pid, "seize the tree")?;
+    let mut tree = seize_tree(pid).map_err(|e| e.into_error(pid, "seize the tree"))?;
     log::info!(
         "seized {} tasks, {} threads",
         tree.tasks.len(),

@@ -64,7 +64,7 @@ pub fn pre_dump(opts: &PreDumpOptions) -> Result<super::DumpStats> {
     log::info!("pre-dumping the memory of the tree of {pid} into {}", opts.dir.display());
     clone_share::refuse_vfork_waiters(pid)?;
     let frozen_at = std::time::Instant::now();
-    let tree = seize_tree(pid).ctx(pid, "seize the tree")?;
+    let tree = seize_tree(pid).map_err(|e| e.into_error(pid, "seize the tree"))?;
     let mut shared = Shared { parent, ..Default::default() };
     let live: Vec<Pid> = tree.tasks.iter().filter(|t| t.zombie.is_none()).map(|t| t.pid).collect();
     // One mm per process: a userfaultfd per task would otherwise be shared.

@@ -50,6 +50,8 @@ pub enum Cause {
     Errno(Errno),
     /// The task stopped or exited in a way the protocol does not expect.
     Unexpected(String),
+    /// The task is in a state crtools does not checkpoint (a refusal).
+    Refused(String),
 }
 
 impl InfectError {
@@ -59,13 +61,24 @@ impl InfectError {
     pub(crate) fn unexpected(pid: Pid, step: &'static str, what: impl Into<String>) -> Self {
         InfectError { pid, step, cause: Cause::Unexpected(what.into()) }
     }
+    pub(crate) fn refused(pid: Pid, step: &'static str, what: impl Into<String>) -> Self {
+        InfectError { pid, step, cause: Cause::Refused(what.into()) }
+    }
+    /// As an error of `what` for task `pid`, a refusal if it is one.
+    pub fn into_error(self, pid: Pid, what: &str) -> crate::error::Error {
+        let msg = format!("{what}: {self}");
+        match self.cause {
+            Cause::Refused(_) => crate::error::Error::refuse(pid, msg),
+            _ => crate::error::Error::task(pid, msg),
+        }
+    }
 }
 
 impl std::fmt::Display for InfectError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.cause {
             Cause::Errno(e) => write!(f, "task {}: {} failed: {}", self.pid, self.step, e),
-            Cause::Unexpected(w) => write!(f, "task {}: {}: {}", self.pid, self.step, w),
+            Cause::Unexpected(w) | Cause::Refused(w) => write!(f, "task {}: {}: {}", self.pid, self.step, w),
         }
     }
 }

@@ -642,7 +642,7 @@ impl InfectError {
     pub fn cause_errno(&self) -> Option<Errno> {
         match self.cause {
             super::Cause::Errno(e) => Some(e),
-            super::Cause::Unexpected(_) => None,
+            super::Cause::Unexpected(_) | super::Cause::Refused(_) => None,
         }
     }
 }

@@ -93,7 +93,7 @@ fn seize_threads(pid: Pid) -> Result<Option<Vec<Tracee>>> {
                 // tree): a task has one tracer only.
                 Err(e) if e.cause_errno() == Some(crate::sys::Errno::EPERM) => {
                     if let Some(tracer) = tracer_of(tid) {
-                        return Err(InfectError::unexpected(
+                        return Err(InfectError::refused(
                             tid,
                             "seize",
                             format!("it is traced by process {tracer}: a traced task cannot be dumped"),

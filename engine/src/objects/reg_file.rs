@@ -494,10 +494,14 @@ fn copy_ghost(
     }
     let data: u64 = runs.iter().map(|(a, b)| b - a).sum();
     if data > cx.ghost_limit {
-        return Err(e(format!(
-            "holds {data} bytes of data, more than the ghost file limit of {} (--ghost-limit)",
-            cx.ghost_limit
-        )));
+        // Refused (not failed): a limit the user sets, named.
+        return Err(Error::refuse(
+            pid,
+            format!(
+                "{what}: holds {data} bytes of data, more than the ghost file limit of {} (--ghost-limit)",
+                cx.ghost_limit
+            ),
+        ));
     }
     let g = out.ghosts.len() as u32 + 1;
     const CHUNK: u64 = 1 << 20;

@@ -143,10 +143,13 @@ pub fn dump(
             // connection holds, or as what its client has in flight.
             let unread = diag.get(&icon).and_then(|c| c.rqlen).map(|(r, w)| r as u64 + w as u64).unwrap_or(0);
             if unread > 0 {
-                return Err(e(format!(
-                    "a connection waiting in its backlog (socket:[{icon}]) holds bytes not read yet: \
-                     the kernel cannot read them back without accepting it"
-                )));
+                return Err(Error::refuse(
+                    pid,
+                    format!(
+                        "{what}: a connection waiting in its backlog (socket:[{icon}]) holds bytes not read yet: \
+                         the kernel cannot read them back without accepting it"
+                    ),
+                ));
             }
         }
     } else if d.ty as u32 == SOCK_DGRAM || d.state == STATE_ESTABLISHED {
