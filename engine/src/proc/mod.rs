@@ -222,6 +222,11 @@ pub fn read_sysctl(path: &str) -> io::Result<String> {
     String::from_utf8(buf).map_err(|_| io::Error::other(format!("{path}: not text")))
 }
 
+/// `kernel.pid_max` (2^22, the most it can be, if it cannot be read).
+pub fn pid_max() -> u64 {
+    read_sysctl("/proc/sys/kernel/pid_max").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(1 << 22)
+}
+
 /// `/proc/<pid>/<file>` as a path.
 pub fn pid_path(pid: Pid, file: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{}/{}", pid.raw(), file))

@@ -277,10 +277,7 @@ struct HelperTids {
 
 impl HelperTids {
     fn new(tasks: &[TaskImages]) -> HelperTids {
-        let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-            .unwrap_or(32768);
+        let pid_max = crate::proc::pid_max().min(i32::MAX as u64) as i32;
         let avoid = tasks.iter().flat_map(|t| t.pstree.threads.iter().map(|&x| x as i32)).collect();
         HelperTids { next: pid_max - 1, avoid }
     }

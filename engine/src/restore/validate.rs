@@ -103,14 +103,10 @@ pub fn check_creds(caller: &Caller, creds: &Creds) -> std::result::Result<(), St
     Ok(())
 }
 
-fn pid_max() -> u64 {
-    std::fs::read_to_string("/proc/sys/kernel/pid_max").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(1 << 22)
-}
-
 /// Checks every task's images; `task_size` bounds user addresses.
 pub(super) fn check_tasks(tasks: &[TaskImages], task_size: u64) -> Result<()> {
     let caller = Caller::current()?;
-    check_tasks_as(tasks, task_size, &caller, pid_max())
+    check_tasks_as(tasks, task_size, &caller, crate::proc::pid_max())
 }
 
 fn check_tasks_as(tasks: &[TaskImages], task_size: u64, caller: &Caller, pid_max: u64) -> Result<()> {
