@@ -1228,7 +1228,9 @@ fn a_pid_kept_as_a_group_id_outside_the_tree_is_named_at_restore() {
     }
     subreaper();
     // root -> c (leads group c) -> h -> g; h exits: g, in group c, is
-    // re-parented to this test, out of root's tree.
+    // re-parented to this test, out of root's tree. Dumped once c has
+    // reaped h (a zombie h would be in the tree, and after the kill below
+    // a zombie of this test that nobody reaps, holding its pid).
     let script = "import os, time\n\
                   r, w = os.pipe()\n\
                   c = os.fork()\n\
@@ -1241,9 +1243,13 @@ fn a_pid_kept_as_a_group_id_outside_the_tree_is_named_at_restore() {
                           os.write(w, b'%d\\n' % g)\n        \
                           os._exit(0)\n    \
                       os.waitpid(h, 0)\n    \
+                      os.write(w, b'reaped\\n')\n    \
                       time.sleep(600)\n    \
                       os._exit(0)\n\
-                  g = int(os.read(r, 32))\n\
+                  data = b''\n\
+                  while data.count(b'\\n') < 2:\n    \
+                      data += os.read(r, 64)\n\
+                  g = int(data.split()[0])\n\
                   os.close(r); os.close(w)\n\
                   print(c, g, flush=True)\n\
                   time.sleep(600)\n";
@@ -1272,7 +1278,10 @@ fn a_pid_kept_as_a_group_id_outside_the_tree_is_named_at_restore() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "restored");
     // g is in root's session too: root, forked first, is the one named.
-    assert!(err.contains(&format!("process {g}")) && err.contains(&format!("session {pid}")), "{err}");
+    assert!(
+        err.contains(&format!("process {g}")) && err.contains(&format!("session {pid}")),
+        "root {pid}, c {c}, g {g}: {err}"
+    );
     assert!(state(pid).is_none(), "a restored task is left");
     kill_reap(g);
     let _ = std::fs::remove_dir_all(&dir);
