@@ -2784,3 +2784,35 @@ fn a_dump_leaves_pages_shared_after_fork_shared() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A process whose main thread called pthread_exit while another thread
+/// runs (its leader a zombie): refused by name (exit code 3), and it runs
+/// on (zdtm pthread02 failed with "is a zombie: nothing to dump").
+#[test]
+fn a_process_whose_leader_thread_exited_is_refused_by_name() {
+    if !have_python3() {
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("leaderexit");
+    let script = "import ctypes, threading, time\n\
+                  libc = ctypes.CDLL(None)\n\
+                  def run():\n    \
+                      time.sleep(0.2)\n    \
+                      print('ready', flush=True)\n    \
+                      while True: time.sleep(1)\n\
+                  threading.Thread(target=run).start()\n\
+                  libc.pthread_exit(None)\n";
+    let (mut child, line) = python3_started(script);
+    assert_eq!(line.trim(), "ready");
+    let pid = child.id() as i32;
+    let out = crtools(&["dump", "-t", &pid.to_string(), "-D", dir.join("img").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let threads = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(out.status.code(), Some(3), "not refused: {err}");
+    assert!(err.contains("leader thread has exited") && err.contains("1 other thread"), "{err}");
+    assert!(threads.contains("Threads:\t2"), "the process did not run on: {threads}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

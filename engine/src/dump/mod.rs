@@ -125,6 +125,13 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         return Err(Error::task(pid, format!("is a thread of {}; give the process id", status.tgid)));
     }
     if matches!(status.state, proc::stat::TaskState::Zombie | proc::stat::TaskState::Dead) {
+        if status.threads > 1 {
+            // pthread_exit in the main thread: the process runs on.
+            return Err(Error::refuse(
+                pid,
+                format!("its leader thread has exited while {} other thread(s) run: not supported", status.threads - 1),
+            ));
+        }
         return Err(Error::task(pid, "is a zombie: nothing to dump"));
     }
     // A root in a session it does not lead can come back only inside that
