@@ -102,6 +102,19 @@ pub fn stripe_image_id(pages_id: u32, k: u8) -> u32 {
     pages_id.wrapping_add((k as u32) << 22)
 }
 
+/// Checks that `head` has at most [`MAX_STRIPES`] stripes and that every
+/// entry names one of them (entries without data: stripe 0); the error
+/// names the first entry that does not.
+pub fn check_stripes(head: &PagemapHead, entries: &[PagemapEntry]) -> Result<(), String> {
+    if head.stripes.len() >= MAX_STRIPES {
+        return Err(format!("the pages image has {} stripes", head.stripes.len() + 1));
+    }
+    match entries.iter().find(|e| head.stripe_id(e.stripe).is_none() || (e.stripe != 0 && !e.has_data())) {
+        Some(e) => Err(format!("pages at {:#x} are in stripe {}, which the pages image lacks", e.vaddr, e.stripe)),
+        None => Ok(()),
+    }
+}
+
 /// The data-holding entries of a pagemap with the offset of each one's
 /// data in its stripe's pages image, in pagemap order.
 pub fn data_offsets(entries: &[PagemapEntry]) -> impl Iterator<Item = (&PagemapEntry, u64)> {
@@ -131,5 +144,27 @@ impl Describe for PagemapEntry {
             o = o.f("stripe", self.stripe);
         }
         o.done()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stripes_are_checked_and_offsets_counted_per_stripe() {
+        let head = PagemapHead { pages_id: 7, stripes: vec![stripe_image_id(7, 1)] };
+        let mut a = PagemapEntry::new(0x1000, 2, PagemapFlags::PE_PRESENT);
+        let mut b = PagemapEntry::new(0x9000, 1, PagemapFlags::PE_PRESENT);
+        b.stripe = 1;
+        let c = PagemapEntry::new(0x3000, 3, PagemapFlags::PE_PRESENT);
+        assert_eq!(check_stripes(&head, &[a, b, c]), Ok(()));
+        let offs: Vec<(u64, u64)> = data_offsets(&[a, b, c]).map(|(e, o)| (e.vaddr, o)).collect();
+        assert_eq!(offs, vec![(0x1000, 0), (0x9000, 0), (0x3000, 0x2000)]);
+        a.stripe = 2;
+        assert!(check_stripes(&head, &[a]).unwrap_err().contains("stripe 2"));
+        let mut z = PagemapEntry::new(0x5000, 1, PagemapFlags::PE_ZERO);
+        z.stripe = 1;
+        assert!(check_stripes(&head, &[z]).is_err());
     }
 }

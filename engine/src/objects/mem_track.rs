@@ -34,7 +34,7 @@ use crate::error::{Context, Error, Result};
 use crate::image::chain::TrackedTask;
 use crate::image::kinds;
 use crate::image::mm::{MapFlags, Prot, Vma, VmaKind};
-use crate::image::pagemap::{data_offsets, PagemapEntry, PagemapFlags, PagemapHead, MAX_STRIPES};
+use crate::image::pagemap::{data_offsets, PagemapEntry, PagemapFlags, PagemapHead};
 use crate::image::{ImageDirReader, ImageKind};
 use crate::sys::socket::{self as sk, SockFlags, SockType, UnixAddr, AF_UNIX};
 use crate::sys::uffd::{self, PageRegion, ScanQuery};
@@ -626,12 +626,8 @@ impl Chain {
         let w = |e: crate::image::ImageError| Error::task(pid, format!("parent pagemap: {e}"));
         let (head, pm): (PagemapHead, Vec<PagemapEntry>) =
             l.dir.open_image::<kinds::Pagemap>(Some(pid.0 as u32)).map_err(w)?.collect_entries().map_err(w)?;
-        if let Some(e) = pm.iter().find(|e| head.stripe_id(e.stripe).is_none() || head.stripes.len() >= MAX_STRIPES) {
-            return Err(Error::task(
-                pid,
-                format!("parent pagemap in {}: pages at {:#x} in a stripe it lacks", l.rel.display(), e.vaddr),
-            ));
-        }
+        crate::image::pagemap::check_stripes(&head, &pm)
+            .map_err(|m| Error::task(pid, format!("parent pagemap in {}: {m}", l.rel.display())))?;
         let idx = slots(&pm);
         l.pagemaps.insert(pid.0 as u32, (head.clone(), idx.clone()));
         Ok((head, idx))

@@ -136,16 +136,8 @@ fn check_tasks_as(tasks: &[TaskImages], task_size: u64, caller: &Caller, pid_max
             }
             prev_end = v.end;
         }
-        if t.pagemap_head.stripes.len() >= crate::image::pagemap::MAX_STRIPES {
-            return Err(bad(format!("its pages image has {} stripes", t.pagemap_head.stripes.len() + 1)));
-        }
+        crate::image::pagemap::check_stripes(&t.pagemap_head, &t.pagemap).map_err(bad)?;
         for e in &t.pagemap {
-            if e.stripe as usize > t.pagemap_head.stripes.len() || (e.stripe != 0 && !e.has_data()) {
-                return Err(bad(format!(
-                    "pages at {:#x} are in stripe {}, which its pages image lacks",
-                    e.vaddr, e.stripe
-                )));
-            }
             let end = (e.nr_pages as u64).checked_mul(PAGE).and_then(|len| e.vaddr.checked_add(len));
             // A run of pages may span adjacent VMAs: it must be covered.
             let inside = end.is_some_and(|end| {

@@ -34,87 +34,67 @@ core::arch::global_asm!(
     "    int3",
     "    ud2",
     // clone3(args = rdi, size = rsi) for a thread: the parent returns the
-    // new tid; the new thread, on its own stack in the region, stops on the
-    // trap below and the engine gives it its registers.
+    // new tid; the new thread, on its own stack in the region, runs
+    // f(arg) (rcx, rdx; kept in the callee-saved r13, r12) and then stops
+    // on the trap below, where the engine gives it its registers (a task's
+    // thread); the pages helper exits inside f instead.
     ".text",
-    ".globl restorer_clone_thread",
-    "restorer_clone_thread:",
-    // rdx = the thread's ThreadEntry, kept in r12 (callee-saved) for the child.
+    ".globl restorer_clone",
+    "restorer_clone:",
     "    push r12",
+    "    push r13",
     "    mov r12, rdx",
+    "    mov r13, rcx",
     "    mov eax, 435",
     "    syscall",
     "    test rax, rax",
     "    jz 2f",
+    "    pop r13",
     "    pop r12",
     "    ret",
     "2:",
-    // The new thread, on its own 16-byte aligned stack: its credentials, then the trap.
+    // The new thread, on its own 16-byte aligned stack.
     "    mov rdi, r12",
-    "    call restorer_thread_main",
+    "    call r13",
     ".globl __export_restorer_thread_trap",
     "__export_restorer_thread_trap:",
     "    int3",
     "    ud2",
 );
 
-core::arch::global_asm!(
-    // clone3(args = rdi, size = rsi) for the pages helper: the parent
-    // returns the new tid; the new thread reads its runs (rdx = the plan,
-    // kept in r12) and exits (the thread alone: exit, not exit_group).
-    ".text",
-    ".globl restorer_clone_pages_helper",
-    "restorer_clone_pages_helper:",
-    "    push r12",
-    "    mov r12, rdx",
-    "    mov eax, 435",
-    "    syscall",
-    "    test rax, rax",
-    "    jz 2f",
-    "    pop r12",
-    "    ret",
-    "2:",
-    "    mov rdi, r12",
-    "    call restorer_pages_helper",
-    "    mov eax, 60",
-    "    xor edi, edi",
-    "    syscall",
-    "    ud2",
-);
-
 extern "C" {
     /// See the assembly above.
-    fn restorer_clone_thread(args: *const u64, size: usize, entry: *mut plan::ThreadEntry) -> i64;
-    /// See the assembly above.
-    fn restorer_clone_pages_helper(args: *const u64, size: usize, plan: *mut Plan) -> i64;
+    fn restorer_clone(args: *const u64, size: usize, arg: u64, f: unsafe extern "C" fn(u64)) -> i64;
 }
 
-/// The pages helper's work: the runs of the odd stripes, into place.
+/// The pages helper's work: the runs of the odd stripes, into place; then
+/// it exits.
 ///
 /// # Safety
 /// `p` is the task's plan; the task's own thread reads only the other
 /// runs and waits for this thread to exit before touching the plan's
 /// helper fields.
-#[no_mangle]
-pub unsafe extern "C" fn restorer_pages_helper(p: *mut Plan) {
+unsafe extern "C" fn restorer_pages_helper(p: u64) {
     // SAFETY: guaranteed by the function contract.
-    let plan = unsafe { &mut *p };
-    let cx = Ctx { base: p as u64, plan };
+    let plan = unsafe { &mut *(p as *mut Plan) };
+    let cx = Ctx { base: p, plan };
     let runs: &[plan::PageRun] = cx.table(cx.plan.runs);
     if let Err((ret, at)) = read_runs(cx.plan, runs, true) {
         cx.plan.pages_helper_ret = ret;
         cx.plan.pages_helper_detail = at;
     }
+    // This thread alone (exit, not exit_group): the kernel clears
+    // pages_helper_running and wakes the task's thread.
+    sys::exit_thread(0)
 }
 
 /// First code of a created thread: its own credentials.
 ///
 /// # Safety
 /// `entry` is this thread's entry in the plan's thread table.
-#[no_mangle]
-pub unsafe extern "C" fn restorer_thread_main(entry: *mut plan::ThreadEntry) {
+unsafe extern "C" fn restorer_thread_main(entry: u64) {
     // SAFETY: guaranteed by the function contract; only this thread writes it.
-    let e = unsafe { &mut *entry };
+    let e = unsafe { &mut *(entry as *mut plan::ThreadEntry) };
     // Its own policy, whatever it inherited from the thread that made it.
     let p = e.mempolicy;
     let r = sys::set_mempolicy(p.mode, &p.nodes);
@@ -706,7 +686,7 @@ fn start_pages_helper(cx: &mut Ctx) -> bool {
     // SAFETY: the new thread runs restorer_pages_helper on its own stack
     // inside the region, then exits; `args` and `tid` live until the
     // syscall returns in this thread.
-    let r = unsafe { restorer_clone_pages_helper(args.as_ptr(), core::mem::size_of_val(&args), p) };
+    let r = unsafe { restorer_clone(args.as_ptr(), core::mem::size_of_val(&args), p as u64, restorer_pages_helper) };
     if r <= 0 {
         cx.plan.pages_helper_running = 0;
         cx.plan.pages_helper_tid = 0;
@@ -1109,7 +1089,7 @@ fn create_threads(cx: &mut Ctx) -> Result<(), Fail> {
     const FLAGS: u64 = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000;
     for (i, t) in threads.iter().enumerate() {
         let tid = [t.tid];
-        let entry = (base + (i * core::mem::size_of::<plan::ThreadEntry>()) as u64) as *mut plan::ThreadEntry;
+        let entry = base + (i * core::mem::size_of::<plan::ThreadEntry>()) as u64;
         // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal,
         // stack, stack_size, tls, set_tid, set_tid_size, cgroup.
         let args: [u64; 11] =
@@ -1117,7 +1097,7 @@ fn create_threads(cx: &mut Ctx) -> Result<(), Fail> {
         // SAFETY: the new thread starts on its own stack inside the region and
         // only executes the trap in the assembly stub; `args` and `tid` live
         // until the syscall returns in this thread.
-        let r = unsafe { restorer_clone_thread(args.as_ptr(), core::mem::size_of_val(&args), entry) };
+        let r = unsafe { restorer_clone(args.as_ptr(), core::mem::size_of_val(&args), entry, restorer_thread_main) };
         cx.ck(r, t.tid as u64)?;
         if r != t.tid as i64 {
             cx.plan.failure.ret = -sys::EINVAL;

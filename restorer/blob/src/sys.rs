@@ -154,6 +154,13 @@ pub fn close_range(first: u32, last: u32) -> i64 {
 pub fn dup3(old: i32, new: i32, flags: u32) -> i64 {
     sc!(dup3, old, new, flags)
 }
+/// exit(2): ends the calling thread only.
+pub fn exit_thread(code: i32) -> ! {
+    sc!(exit, code);
+    loop {
+        core::hint::spin_loop();
+    }
+}
 /// FUTEX_WAIT (shared: CLONE_CHILD_CLEARTID wakes it so) while `*word == val`.
 pub fn futex_wait(word: *const u32, val: u32) -> i64 {
     sc!(futex, word, 0, val, 0, 0, 0)
