@@ -88,6 +88,11 @@ pub enum CommandArgs {
     /// Test whether the kernel supports everything crtools needs
     /// (-v 2: say what each probe checks)
     Check(CheckArgs),
+    /// The lazy-pages server a `restore --lazy-pages` starts (not for
+    /// users: it reads its plan from stdin and the tasks' userfaultfds
+    /// from descriptor 3)
+    #[command(name = "lazy-pages-server", hide = true)]
+    LazyPagesServer,
 }
 
 /// Options dump and restore share.
@@ -223,6 +228,13 @@ pub struct RestoreArgs {
     /// socket:[INODE] or a path), as CRIU does (repeatable)
     #[arg(long = "inherit-fd", value_name = "fd[N]:KEY", value_parser = parse_inherit_fd)]
     pub inherit_fd: Vec<InheritFd>,
+
+    /// Let the tree run before its memory is all in place: a server
+    /// (crtools itself, in the background, logging to lazy-pages.log in
+    /// the images directory) copies the pages of large private anonymous
+    /// mappings in on first touch and in the background, then exits
+    #[arg(long = "lazy-pages")]
+    pub lazy_pages: bool,
 }
 
 /// One `--inherit-fd fd[N]:KEY`.
@@ -377,6 +389,8 @@ pub struct RestoreOptions {
     pub file_locks: bool,
     /// `--action-script`, in command line order.
     pub action_scripts: Vec<PathBuf>,
+    /// `--lazy-pages`.
+    pub lazy_pages: bool,
     /// `--tcp-established`.
     pub tcp_established: bool,
     /// `-j`.
@@ -401,6 +415,11 @@ pub enum Command {
         /// `--faults`.
         faults: bool,
     },
+    /// The lazy-pages server (started by `restore --lazy-pages`).
+    LazyPagesServer {
+        /// `-D`.
+        images_dir: PathBuf,
+    },
 }
 
 impl Command {
@@ -412,6 +431,7 @@ impl Command {
             Command::Restore(_) => "restore",
             Command::Show(_) => "show",
             Command::Check { .. } => "check",
+            Command::LazyPagesServer { .. } => "lazy-pages-server",
         }
     }
 }
@@ -473,6 +493,7 @@ impl Options {
                 inherit_fds: r.inherit_fd,
                 file_locks: r.tree.file_locks,
                 action_scripts: r.tree.action_script,
+                lazy_pages: r.lazy_pages,
                 tcp_established: r.tree.tcp_established,
                 shell_job: r.tree.shell_job,
             }),
@@ -491,6 +512,7 @@ impl Options {
                 })
             }
             CommandArgs::Check(c) => Command::Check { json: c.json, faults: c.faults },
+            CommandArgs::LazyPagesServer => Command::LazyPagesServer { images_dir: images_dir() },
         };
         Ok(Options { close_fds: g.close, log, command })
     }

@@ -245,11 +245,30 @@ fn command(opts: &Options) -> Result<u8, Error> {
                 tcp_established: restore.tcp_established,
                 action_scripts: restore.action_scripts.clone(),
                 namespaces: (!restore.namespaces.is_empty()).then(|| namespaces(&restore.namespaces)),
+                lazy_pages: match restore.lazy_pages {
+                    true => Some(lazy_server(&restore.images_dir, opts.log.level)?),
+                    false => None,
+                },
             };
             let status = engine::restore::restore(&o).map_err(Error::Engine)?;
             Ok(u8::try_from(status).unwrap_or(255))
         }
+        Command::LazyPagesServer { images_dir } => {
+            engine::restore::lazy::serve(images_dir).map_err(Error::Engine)?;
+            Ok(0)
+        }
     }
+}
+
+/// How `restore --lazy-pages` starts its server: this executable, logging
+/// at the same level into lazy-pages.log in the images directory.
+fn lazy_server(dir: &std::path::Path, level: u8) -> Result<engine::restore::lazy::ServerCommand, Error> {
+    let exe = std::env::current_exe().map_err(Error::Output)?;
+    let log = std::path::absolute(dir.join("lazy-pages.log")).map_err(Error::Output)?;
+    Ok(engine::restore::lazy::ServerCommand {
+        exe,
+        args: vec!["-v".into(), level.to_string().into(), "-o".into(), log.into_os_string()],
+    })
 }
 
 /// "not supported yet" for the options given, then for the command.

@@ -58,11 +58,12 @@ pub const OPTIONS: &[(&str, &str, bool)] = &[
     ("restore", "tcp_established", true),
     ("restore", "shell_job", true),
     ("restore", "file_locks", true),
+    ("restore", "lazy_pages", true),
 ];
 
 /// `(command, supported)`.
 pub const COMMANDS: &[(&str, bool)] =
-    &[("dump", true), ("pre-dump", true), ("restore", true), ("show", true), ("check", true)];
+    &[("dump", true), ("pre-dump", true), ("restore", true), ("show", true), ("check", true), ("lazy-pages-server", true)];
 
 /// Whether option `id` of command `command` is implemented (unknown: no).
 pub fn option_supported(command: &str, id: &str) -> bool {

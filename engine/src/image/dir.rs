@@ -462,7 +462,7 @@ impl ImageDirReader {
         kind.file_name(id).is_some_and(|n| self.entry(&n).is_some())
     }
 
-    fn name_of(&self, kind: ImageKind, id: Option<u32>) -> Result<String> {
+    pub(crate) fn name_of(&self, kind: ImageKind, id: Option<u32>) -> Result<String> {
         kind.file_name(id).ok_or_else(|| {
             ImageError::new(display(&self.path, kind.desc().pattern), ErrorKind::Invalid("wrong use of an id".into()))
         })

@@ -1905,6 +1905,7 @@ pub fn plan(
     current_vdso: &[(VmaKind, u64, u64)],
     from_engine: Inheritance<'_>,
     opened: &super::files::Opened,
+    mut lazy: Option<&mut Vec<rp::PageRun>>,
 ) -> Result<Vec<rp::PageRun>> {
     let Inheritance { shm: inherited, cow } = from_engine;
     let mut table = Vec::new();
@@ -2122,6 +2123,10 @@ pub fn plan(
         return Err(Error::task(pid, format!("its {} on the mapping at {:#x}: no such VMA", l.kind_name(), l.vma)));
     }
 
+    let lazy_vma: Vec<bool> = match lazy {
+        Some(_) => table.iter().map(|t| lazy_eligible(t, pagemap)).collect(),
+        None => vec![false; table.len()],
+    };
     let mut runs = Vec::with_capacity(pagemap.len());
     let mut late = Vec::new();
     for (e, off) in data_offsets(pagemap) {
@@ -2135,7 +2140,7 @@ pub fn plan(
         }
         // Split at VMA boundaries: pages of VMAs mapped with their final,
         // non-writable protection are written late.
-        for t in table.iter().filter(|t| t.end > e.vaddr && t.start < end) {
+        for (i, t) in table.iter().enumerate().filter(|(_, t)| t.end > e.vaddr && t.start < end) {
             let (s, x) = (t.start.max(e.vaddr), t.end.min(end));
             let run =
                 rp::PageRun { vaddr: s, len: x - s, file_off: off + (s - e.vaddr), stripe: e.stripe as u32, _pad: 0 };
@@ -2148,12 +2153,17 @@ pub fn plan(
             }
             if t.flags & rp::VF_FINAL_PROT != 0 {
                 late.push(run);
+            } else if let (true, Some(l)) = (lazy_vma[i], lazy.as_deref_mut()) {
+                l.push(run);
             } else {
                 runs.push(run);
             }
         }
     }
     b.plan.runs = b.add_table(&runs);
+    let lazy_ranges: Vec<[u64; 2]> =
+        table.iter().zip(&lazy_vma).filter(|(_, &l)| l).map(|(t, _)| [t.start, t.end]).collect();
+    b.plan.lazy = b.add_table(&lazy_ranges);
     let guards: Vec<[u64; 2]> = pagemap
         .iter()
         .filter(|e| e.flags.contains(PagemapFlags::PE_GUARD))
@@ -2223,6 +2233,39 @@ pub fn plan(
         b.plan.exe = b.add_str(exe.as_bytes());
     }
     Ok(late)
+}
+
+/// Least page data a VMA holds for its pages to be left to the lazy-pages
+/// server: smaller ones (stacks, small data) are read at once, which
+/// costs less than the faults they would take when the task starts.
+pub const LAZY_MIN: u64 = 256 * 1024;
+
+/// Whether the pages of VMA `t` may be copied in lazily (restore
+/// --lazy-pages): a plain private anonymous VMA (read-write, mapped by
+/// the task itself, not locked, not wiped on fork, no guard regions, no
+/// pages left to a parent dump, not droppable or growing down) holding
+/// at least [`LAZY_MIN`] of page data. A userfaultfd in missing mode
+/// then stands for exactly what the restorer would have read.
+fn lazy_eligible(t: &rp::Vma, pagemap: &[PagemapEntry]) -> bool {
+    let plain = t.kind == rp::VmaKind::AnonPrivate as u32
+        && t.shm_addr == 0
+        && t.flags & (rp::VF_FILLED | rp::VF_FINAL_PROT) == 0
+        && t.prot == (Prot::PROT_READ | Prot::PROT_WRITE).bits()
+        && t.advice & (rp::ADV_LOCKED | rp::ADV_WIPEONFORK) == 0
+        && t.map_flags & (MapFlags::MAP_DROPPABLE | MapFlags::MAP_GROWSDOWN).bits() == 0;
+    if !plain {
+        return false;
+    }
+    let mut data = 0;
+    for e in pagemap.iter().filter(|e| e.vaddr < t.end && e.vaddr + e.nr_pages as u64 * PAGE > t.start) {
+        if e.flags.intersects(PagemapFlags::PE_GUARD | PagemapFlags::PE_PARENT) {
+            return false;
+        }
+        if e.has_data() {
+            data += (e.vaddr + e.nr_pages as u64 * PAGE).min(t.end) - e.vaddr.max(t.start);
+        }
+    }
+    data >= LAZY_MIN
 }
 
 /// Writes the page runs [`plan`] left out (VMAs mapped without write

@@ -21,6 +21,7 @@
 //! Any failure kills every task created so far: nothing half-restored is
 //! left running (PTRACE_O_EXITKILL covers crtools itself dying on the way).
 mod fork;
+pub mod lazy;
 pub mod plan;
 pub mod sessions;
 pub mod validate;
@@ -44,9 +45,9 @@ use crate::sys::wait::{self, WaitStatus};
 use crate::sys::{Errno, Pid, Sysno};
 use plan::PlanBuilder;
 use restorer_plan as rp;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const PAGE: u64 = 4096;
@@ -92,6 +93,8 @@ pub struct RestoreOptions {
     /// `-n`: the namespaces the images must hold (None: whatever they hold;
     /// each is made again for the root either way).
     pub namespaces: Option<crate::objects::ns::Namespaces>,
+    /// `--lazy-pages`: how to start the lazy-pages server (see [`lazy`]).
+    pub lazy_pages: Option<lazy::ServerCommand>,
 }
 
 /// Everything read from the images for one task.
@@ -248,6 +251,8 @@ struct Prepared {
     /// The first of a shared descriptor table's group: the engine closes
     /// its helper descriptors from this number up once the group is done.
     close_helpers: Option<i32>,
+    /// Runs the lazy-pages server copies in (`--lazy-pages`).
+    lazy_runs: Vec<rp::PageRun>,
 }
 
 /// How a task takes part in a shared descriptor table or fs information.
@@ -261,6 +266,8 @@ struct ShareArgs {
     high_base: i32,
     /// A free thread id for the task's pages helper (see [`HelperTids`]), or 0.
     helper_tid: i32,
+    /// The socket to the lazy-pages server, or -1 (no lazy pages).
+    lazy_sock: i32,
 }
 
 /// Page data in odd stripes, at least, for a task's restorer to read them
@@ -319,7 +326,10 @@ fn prepare(
     task::plan(&mut b, pid, &t.cores[0].thread, process, !is_root)?;
     // A member of a shared table leaves it to the group's first task.
     let late_files = if member { files::LateFiles::default() } else { files::plan(&mut b, pid, &t.fds, opened)? };
-    let late_pages = mm::plan(&mut b, pid, &t.mm, &t.vmas, &t.pagemap, vdso, from_engine, opened)?;
+    let mut lazy_runs = Vec::new();
+    let lazy = (share.lazy_sock >= 0).then_some(&mut lazy_runs);
+    let late_pages = mm::plan(&mut b, pid, &t.mm, &t.vmas, &t.pagemap, vdso, from_engine, opened, lazy)?;
+    b.plan.lazy_sock = share.lazy_sock;
     crate::objects::aio::plan(&mut b, pid, &t.mm, &t.vmas)?;
     let pages = dir.open_task_pages(&t.pagemap_head).ctx(pid, "open the pages image")?;
     let max_fd = t.fds.iter().map(|f| f.fd as i32).max().unwrap_or(2).max(2);
@@ -434,7 +444,24 @@ fn prepare(
         share_wait: -1,
         pages_src,
         close_helpers: (share.files == clone_share::Role::Owner).then_some(max_fd + 1),
+        lazy_runs,
     })
+}
+
+/// Checks the page data `names` on a thread of its own (the tree is
+/// released only once it passed).
+fn verify_pages(dir: &Path, names: Vec<String>) -> Result<std::thread::JoinHandle<Result<()>>> {
+    let dir = dir.to_path_buf();
+    std::thread::Builder::new()
+        .name("verify-pages".into())
+        .spawn(move || -> Result<()> {
+            let d = ImageDirReader::open(&dir).ctx_global("open images")?;
+            for n in &names {
+                d.verify(n).ctx_global("verify images")?;
+            }
+            Ok(())
+        })
+        .ctx_global("start the page-data check")
 }
 
 /// Restores the tree; returns the root's exit status when not detached.
@@ -455,18 +482,12 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
             dir.verify(&e.name).ctx_global("verify images")?;
         }
     }
-    let dir_path = opts.dir.clone();
-    let verifier = std::thread::Builder::new()
-        .name("verify-pages".into())
-        .spawn(move || -> Result<()> {
-            let d = ImageDirReader::open(&dir_path).ctx_global("open images")?;
-            for n in &pages_names {
-                d.verify(n).ctx_global("verify images")?;
-            }
-            Ok(())
-        })
-        .ctx_global("start the page-data check")?;
-    let mut verifier = Some(verifier);
+    // With lazy pages, the server checks the page data of the tasks it
+    // serves: the check starts once the plans say which those are.
+    let mut verifier = match opts.lazy_pages {
+        Some(_) => None,
+        None => Some(verify_pages(&opts.dir, pages_names.clone())?),
+    };
     let ge = |what: &'static str| move |err: crate::image::ImageError| Error::new(format!("{what}: {err}"));
     let (_, tree): ((), Vec<PstreeEntry>) =
         dir.open_image::<kinds::Pstree>(None).map_err(ge("pstree"))?.collect_entries().map_err(ge("pstree"))?;
@@ -627,6 +648,21 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     let gos = share_pipes(&tasks, &roles, high_base)?;
 
     let tasks = tasks;
+    // The lazy-pages server, before any task exists (a pid it takes is
+    // not one the tree needs).
+    let mut lazy_server = match &opts.lazy_pages {
+        Some(cmd) => {
+            let mut avoid: HashSet<i32> = tasks.iter().flat_map(|t| t.pstree.threads.iter().map(|&x| x as i32)).collect();
+            avoid.extend(group_helpers.iter().map(|h| h.1 as i32));
+            avoid.extend(session_helpers.iter().map(|h| h.1 as i32));
+            Some(lazy::Server::start(cmd, &opts.dir, &avoid)?)
+        }
+        None => None,
+    };
+    let lazy_sock = match lazy_server.as_mut() {
+        Some(s) => s.place(high_base)?,
+        None => -1,
+    };
     // Every plan, before touching anything.
     let me = Pid(std::process::id() as i32);
     let busy_self: Vec<(u64, u64)> =
@@ -662,6 +698,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
                 share_wait: -1,
                 pages_src: Vec::new(),
                 close_helpers: None,
+                lazy_runs: Vec::new(),
             },
             _ => {
                 let from_engine = mm::Inheritance { shm: &inherited, cow: &cow };
@@ -675,6 +712,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
                     go_count: owner_go.map_or(0, |g| g.2),
                     high_base,
                     helper_tid: helper_tids.take(),
+                    lazy_sock,
                 };
                 let mut p = prepare(&dir, t, i == 0, &busy_self, &vdso, from_engine, &opened, &share)?;
                 p.parent_pages = chain.resolve(pid, &t.pagemap)?;
@@ -709,6 +747,28 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
             zombie: t.process().state == TaskState::Zombie,
         })
         .collect();
+    if let Some(server) = lazy_server.as_mut() {
+        let mut plan = lazy::LazyPlan::default();
+        let mut lazy_names = HashSet::new();
+        for (t, p) in tasks.iter().zip(&prepared).filter(|(_, p)| !p.lazy_runs.is_empty()) {
+            for id in t.pagemap_head.ids() {
+                lazy_names.insert(dir.name_of(crate::image::ImageKind::Pages, Some(id)).ctx(p.pid, "pages image")?);
+            }
+            plan.tasks.push(lazy::LazyTask {
+                pid: p.pid.0,
+                head: t.pagemap_head.clone(),
+                runs: p
+                    .lazy_runs
+                    .iter()
+                    .map(|r| lazy::LazyRun { vaddr: r.vaddr, len: r.len, stripe: r.stripe as u8, file_off: r.file_off })
+                    .collect(),
+            });
+        }
+        let lazy_bytes: u64 = prepared.iter().flat_map(|p| p.lazy_runs.iter().map(|r| r.len)).sum();
+        log::info!("lazy pages: {} MiB of {} tasks left to the server", lazy_bytes >> 20, plan.tasks.len());
+        server.send_plan(&plan)?;
+        verifier = Some(verify_pages(&opts.dir, pages_names.into_iter().filter(|n| !lazy_names.contains(n)).collect())?);
+    }
     let ttys = crate::objects::tty::plan_tasks(&file_images, &ids, &order, &opened, opts.shell_job)?;
     for (p, tty) in prepared.iter_mut().zip(ttys) {
         p.tty = tty;
@@ -759,6 +819,9 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         let pgids: Vec<i32> = tasks.iter().map(|t| t.pstree.pgid as i32).collect();
         t.tell_resize(&pgids);
         t.keep();
+    }
+    if let Some(s) = lazy_server {
+        s.release();
     }
     drop(shared_objects);
     drop(cow_copies);

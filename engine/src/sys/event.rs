@@ -298,3 +298,29 @@ mod tests {
         assert_eq!(info.epoll_targets[0].tfd, e.as_raw_fd());
     }
 }
+
+/// `struct pollfd`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PollFd {
+    /// The descriptor (negative: ignored).
+    pub fd: i32,
+    /// Events asked for.
+    pub events: u16,
+    /// Events returned.
+    pub revents: u16,
+}
+
+/// POLLHUP.
+pub const POLLHUP: u16 = 16;
+
+/// poll(2) of several descriptors for up to `timeout_ms` (-1: no limit);
+/// returns how many have events (0 when the time ran out or a signal came).
+pub fn poll(fds: &mut [PollFd], timeout_ms: i32) -> Result<usize> {
+    // SAFETY: the kernel reads and writes `fds.len()` pollfds in `fds`.
+    match unsafe { syscalls::syscall3(Sysno::poll, fds.as_mut_ptr() as usize, fds.len(), timeout_ms as usize) } {
+        Ok(n) => Ok(n),
+        Err(super::Errno::EINTR) => Ok(0),
+        Err(e) => Err(e),
+    }
+}

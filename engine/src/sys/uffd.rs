@@ -150,3 +150,104 @@ mod tests {
         assert_eq!(std::mem::size_of::<PageRegion>(), 24);
     }
 }
+
+/// The events a lazy-pages userfaultfd asks for: fork (the child gets a
+/// userfaultfd of its own), mremap, MADV_DONTNEED/MADV_REMOVE and munmap,
+/// so that the server always knows which addresses still wait for which
+/// page.
+pub const LAZY_FEATURES: u64 = (lg::UFFD_FEATURE_EVENT_FORK
+    | lg::UFFD_FEATURE_EVENT_REMAP
+    | lg::UFFD_FEATURE_EVENT_REMOVE
+    | lg::UFFD_FEATURE_EVENT_UNMAP) as u64;
+
+/// One message read from a userfaultfd (`struct uffd_msg`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A missing page at `addr` was touched (the thread waits).
+    PageFault { addr: u64, write: bool },
+    /// The mm forked: `ufd` is a new descriptor, now ours, for the child.
+    Fork { ufd: i32 },
+    /// mremap moved `[from, from + len)` to `to`.
+    Remap { from: u64, to: u64, len: u64 },
+    /// `[start, end)` was emptied (MADV_DONTNEED, MADV_REMOVE).
+    Remove { start: u64, end: u64 },
+    /// `[start, end)` was unmapped.
+    Unmap { start: u64, end: u64 },
+    /// An event this version does not know.
+    Other(u8),
+}
+
+/// Size of `struct uffd_msg`.
+pub const MSG_SIZE: usize = 32;
+const _: () = assert!(std::mem::size_of::<lg::uffd_msg>() == MSG_SIZE);
+
+impl Event {
+    /// Decodes one `struct uffd_msg`.
+    pub fn parse(m: &[u8; MSG_SIZE]) -> Event {
+        let w = |i: usize| u64::from_ne_bytes(m[8 + 8 * i..16 + 8 * i].try_into().expect("8 bytes"));
+        match m[0] as u32 {
+            lg::UFFD_EVENT_PAGEFAULT => {
+                Event::PageFault { addr: w(1), write: w(0) & lg::UFFD_PAGEFAULT_FLAG_WRITE as u64 != 0 }
+            }
+            lg::UFFD_EVENT_FORK => Event::Fork { ufd: w(0) as u32 as i32 },
+            lg::UFFD_EVENT_REMAP => Event::Remap { from: w(0), to: w(1), len: w(2) },
+            lg::UFFD_EVENT_REMOVE => Event::Remove { start: w(0), end: w(1) },
+            lg::UFFD_EVENT_UNMAP => Event::Unmap { start: w(0), end: w(1) },
+            e => Event::Other(e as u8),
+        }
+    }
+}
+
+/// Reads the messages waiting on a non-blocking userfaultfd into `buf`;
+/// returns how many (0: none now).
+pub fn read_events(fd: BorrowedFd<'_>, buf: &mut [[u8; MSG_SIZE]]) -> Result<usize> {
+    // SAFETY: `buf` is writable for its whole length; the kernel writes
+    // whole messages only.
+    let r = unsafe {
+        syscalls::syscall3(Sysno::read, fd.as_raw_fd() as usize, buf.as_mut_ptr() as usize, buf.len() * MSG_SIZE)
+    };
+    match r {
+        Ok(n) => Ok(n / MSG_SIZE),
+        Err(super::Errno::EAGAIN) => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// ioctl(UFFDIO_COPY): copies `src` to `dst` in the userfaultfd's mm and
+/// wakes the threads waiting there. On failure, the errno and the bytes
+/// copied before it (EEXIST: the page at `dst + copied` is present).
+pub fn copy(fd: BorrowedFd<'_>, dst: u64, src: &[u8]) -> std::result::Result<(), (super::Errno, u64)> {
+    let mut c = lg::uffdio_copy { dst, src: src.as_ptr() as u64, len: src.len() as u64, mode: 0, copy: 0 };
+    // SAFETY: `c` is a live uffdio_copy; the kernel reads `src.len()`
+    // bytes from `src` and writes the result into `c.copy`.
+    let r = unsafe {
+        syscalls::syscall3(Sysno::ioctl, fd.as_raw_fd() as usize, li::UFFDIO_COPY as usize, &mut c as *mut _ as usize)
+    };
+    r.map(|_| ()).map_err(|e| (e, c.copy.max(0) as u64))
+}
+
+/// ioctl(UFFDIO_ZEROPAGE) of `[start, start + len)`, waking the waiters.
+pub fn zeropage(fd: BorrowedFd<'_>, start: u64, len: u64) -> Result<()> {
+    let mut z = lg::uffdio_zeropage { range: lg::uffdio_range { start, len }, mode: 0, zeropage: 0 };
+    // SAFETY: `z` is a live uffdio_zeropage the kernel reads and writes.
+    unsafe {
+        syscalls::syscall3(
+            Sysno::ioctl,
+            fd.as_raw_fd() as usize,
+            li::UFFDIO_ZEROPAGE as usize,
+            &mut z as *mut _ as usize,
+        )
+    }?;
+    Ok(())
+}
+
+/// ioctl(UFFDIO_WAKE): wakes the threads waiting in `[start, start + len)`
+/// (their page came in some other way).
+pub fn wake(fd: BorrowedFd<'_>, start: u64, len: u64) -> Result<()> {
+    let r = lg::uffdio_range { start, len };
+    // SAFETY: `r` is a live uffdio_range the kernel only reads.
+    unsafe {
+        syscalls::syscall3(Sysno::ioctl, fd.as_raw_fd() as usize, li::UFFDIO_WAKE as usize, &r as *const _ as usize)
+    }?;
+    Ok(())
+}

@@ -242,6 +242,7 @@ fn run(cx: &mut Ctx) -> Result<(), Fail> {
     zap(cx)?;
     mempolicies(cx)?;
     read_pages(cx)?;
+    lazy_pages(cx)?;
     protect_vmas(cx)?;
     guards(cx)?;
     // Before the files (its /dev/null descriptor is closed again) and the
@@ -722,6 +723,44 @@ fn read_runs(plan: &Plan, runs: &[plan::PageRun], odd: bool) -> Result<(), (i64,
     }
     Ok(())
 }
+
+/// Hands the lazy VMAs to the lazy-pages server: a new userfaultfd
+/// (missing mode, with the events that keep the server's view of the
+/// address space right: fork, mremap, MADV_DONTNEED/REMOVE, munmap),
+/// the ranges registered, the descriptor sent with the pid. From here on
+/// a touch of a page not copied in yet waits for the server.
+fn lazy_pages(cx: &mut Ctx) -> Result<(), Fail> {
+    let lazy: &[[u64; 2]] = cx.table(cx.plan.lazy);
+    if lazy.is_empty() {
+        return Ok(());
+    }
+    cx.step(Step::LazyPages)?;
+    // O_CLOEXEC | O_NONBLOCK: the server polls it.
+    let uffd = sys::userfaultfd(sys::O_CLOEXEC | sys::O_NONBLOCK);
+    cx.ck(uffd, 0)?;
+    let uffd = uffd as i32;
+    // UFFD_FEATURE_EVENT_FORK | EVENT_REMAP | EVENT_REMOVE | EVENT_UNMAP.
+    let mut api: [u64; 3] = [0xAA, (1 << 1) | (1 << 2) | (1 << 3) | (1 << 6), 0];
+    let r = sys::ioctl(uffd, UFFDIO_API, api.as_mut_ptr() as u64);
+    cx.ck(r, 1)?;
+    for &[s, e] in lazy {
+        // struct uffdio_register: range (start, len), mode, ioctls (out).
+        let mut reg: [u64; 4] = [s, e - s, UFFDIO_REGISTER_MODE_MISSING, 0];
+        let r = sys::ioctl(uffd, UFFDIO_REGISTER, reg.as_mut_ptr() as u64);
+        cx.ck(r, s)?;
+    }
+    let pid = cx.plan.pid.to_ne_bytes();
+    let r = sys::send_fd(cx.plan.lazy_sock, &pid, uffd);
+    cx.ck(r, 2)?;
+    sys::close(uffd);
+    Ok(())
+}
+
+/// `_IOWR(0xAA, 0x3F, struct uffdio_api)`.
+const UFFDIO_API: u64 = 0xc018_aa3f;
+/// `_IOWR(0xAA, 0x00, struct uffdio_register)`.
+const UFFDIO_REGISTER: u64 = 0xc020_aa00;
+const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
 
 fn protect_vmas(cx: &mut Ctx) -> Result<(), Fail> {
     cx.step(Step::Protect)?;

@@ -67,6 +67,7 @@ pub const MREMAP_FIXED: u32 = 2;
 pub const O_RDONLY: u32 = 0;
 pub const O_WRONLY: u32 = 1;
 pub const O_CLOEXEC: u32 = 0o2000000;
+pub const O_NONBLOCK: u32 = 0o4000;
 pub const AT_FDCWD: i32 = -100;
 pub const SIG_SETMASK: i32 = 2;
 pub const RSEQ_FLAG_UNREGISTER: u32 = 1;
@@ -164,6 +165,21 @@ pub fn exit_thread(code: i32) -> ! {
 /// FUTEX_WAIT (shared: CLONE_CHILD_CLEARTID wakes it so) while `*word == val`.
 pub fn futex_wait(word: *const u32, val: u32) -> i64 {
     sc!(futex, word, 0, val, 0, 0, 0)
+}
+pub fn userfaultfd(flags: u32) -> i64 {
+    sc!(userfaultfd, flags)
+}
+pub fn ioctl(fd: i32, req: u64, arg: u64) -> i64 {
+    sc!(ioctl, fd, req, arg)
+}
+/// sendmsg(2) of `data` with one descriptor (SCM_RIGHTS).
+pub fn send_fd(sock: i32, data: &[u8], fd: i32) -> i64 {
+    // struct cmsghdr (len, level, type) and one int, padded to 8 bytes.
+    let cmsg: [u64; 3] = [20, 1 | (1 << 32), fd as u32 as u64];
+    let iov = [data.as_ptr() as u64, data.len() as u64];
+    // struct msghdr: name, namelen, iov, iovlen, control, controllen, flags.
+    let msg: [u64; 7] = [0, 0, iov.as_ptr() as u64, 1, cmsg.as_ptr() as u64, 24, 0];
+    sc!(sendmsg, sock, msg.as_ptr(), 0)
 }
 pub fn pread(fd: i32, buf: u64, len: u64, off: u64) -> i64 {
     sc!(pread64, fd, buf, len, off)

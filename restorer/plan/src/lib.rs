@@ -42,7 +42,7 @@ pub const MAX_STRIPES: usize = 8;
 pub const MAGIC: u32 = 0x5245_5354; // "REST"
 /// Layout version; engine and blob are built together, the check catches a
 /// blob from another build.
-pub const VERSION: u32 = 16;
+pub const VERSION: u32 = 17;
 /// Bytes of stack at the end of the region.
 pub const STACK_SIZE: usize = 64 * 1024;
 /// Number of signals.
@@ -392,6 +392,7 @@ pub enum Step {
     Mdwe = 31,
     Seccomp = 32,
     MemPolicy = 33,
+    LazyPages = 34,
     Finish = 22,
 }
 
@@ -422,6 +423,7 @@ impl Step {
             31 => "PR_SET_MDWE (memory-deny-write-execute)",
             32 => "install seccomp filters",
             33 => "NUMA memory policies (mbind, set_mempolicy)",
+            34 => "lazy pages (userfaultfd, registration, hand-over to the server)",
             20 => "queue pending signals",
             21 => "credentials",
             23 => "create threads",
@@ -713,6 +715,18 @@ pub struct Plan {
     /// MemPolicy table: NUMA memory policies, applied before the pages are
     /// read (so they land as the policy places them).
     pub mempolicies: Table,
+    /// Lazy pages (`restore --lazy-pages`): `[start, end)` pairs of u64,
+    /// whole private anonymous VMAs whose pages the lazy-pages server
+    /// copies in (on first touch or in the background) instead of the
+    /// restorer. The restorer registers them (missing mode) with a new
+    /// userfaultfd once its own runs are read, and sends that descriptor
+    /// with its pid over [`Plan::lazy_sock`].
+    pub lazy: Table,
+    /// The socket to the lazy-pages server (an inherited helper
+    /// descriptor), or -1.
+    pub lazy_sock: i32,
+    /// Reserved, zero.
+    pub _pad3: u32,
     /// Progress and failure details, written by the blob.
     pub failure: Failure,
 }

@@ -1,0 +1,195 @@
+//! `restore --lazy-pages`: the tree runs before its memory is in place,
+//! and what it reads is still exactly what was dumped, through the
+//! changes a task makes to its address space while pages wait (fork,
+//! MADV_DONTNEED, mremap).
+mod common;
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const CRTOOLS: &str = env!("CARGO_BIN_EXE_crtools");
+
+fn crtools(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(CRTOOLS);
+    c.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run crtools")
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("crtools-lazy-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("scratch dir");
+    d
+}
+
+fn have_python3() -> bool {
+    let ok = Command::new("python3").arg("-c").arg("pass").output().is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("skipped: no python3");
+    }
+    ok
+}
+
+/// One test at a time: a dumped pid must stay free until it is restored.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Waits until `pid` is gone (reaped by us if it is our child: we are a
+/// subreaper), at most 10 s.
+fn wait_gone(pid: i32) {
+    let t = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() && t.elapsed() < Duration::from_secs(10) {
+        // SAFETY: waitpid on one process of this test, without blocking.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Polls until `f` gives something, at most `secs` seconds.
+fn poll<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let t = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if t.elapsed() > Duration::from_secs(secs) {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A python3 victim: 64 MiB of random data in a private anonymous mapping,
+/// with the hash of each MiB. On SIGUSR1 it forks a child that checks
+/// every MiB, empties MiB 5 (MADV_DONTNEED: it must read zeros), moves MiB
+/// 10-19 elsewhere with mremap (they must hold their data there), checks
+/// the rest, and writes the verdicts to the file named by argv[1].
+const VICTIM: &str = r#"
+import os, mmap, ctypes, hashlib, signal, time, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mremap.restype = ctypes.c_void_p
+libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p]
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+MB = 1 << 20
+N = 64
+m = mmap.mmap(-1, N * MB, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+for i in range(N):
+    m[i * MB:(i + 1) * MB] = os.urandom(MB)
+base = ctypes.addressof(ctypes.c_char.from_buffer(m))
+hashes = [hashlib.sha256(m[i * MB:(i + 1) * MB]).digest() for i in range(N)]
+# mremap's target: a free range, reserved with PROT_NONE.
+DST = libc.mmap(None, 10 * MB, 0, 0x22, -1, 0)
+def good(i):
+    return hashlib.sha256(m[i * MB:(i + 1) * MB]).digest() == hashes[i]
+def check(sig, frm):
+    res = []
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if all(good(i) for i in range(N)) else 1)
+    m.madvise(mmap.MADV_DONTNEED, 5 * MB, MB)
+    res.append("dontneed-zero" if m[5 * MB:6 * MB] == bytes(MB) else "dontneed-NOT-ZERO")
+    moved = libc.mremap(base + 10 * MB, 10 * MB, 10 * MB, 3, DST)
+    res.append("mremap-ok" if moved == DST else "mremap-FAILED")
+    ok = all(hashlib.sha256(ctypes.string_at(DST + (i - 10) * MB, MB)).digest() == hashes[i] for i in range(10, 20))
+    res.append("moved-good" if ok else "moved-BAD")
+    res.append("rest-good" if all(good(i) for i in range(N) if i != 5 and not 10 <= i < 20) else "rest-BAD")
+    _, st = os.waitpid(pid, 0)
+    res.append("child-good" if st == 0 else "child-BAD")
+    with open(sys.argv[1] + ".tmp", "w") as f:
+        f.write(" ".join(res) + "\n")
+    os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+signal.signal(signal.SIGUSR1, check)
+print("ready", flush=True)
+while True:
+    time.sleep(0.05)
+"#;
+
+/// Dumps the victim, restores it with --lazy-pages and the background copy
+/// held back for `hold_ms`, asks it to check itself; returns its verdicts
+/// and the server's log.
+fn lazy_round(tag: &str, hold_ms: u64, detach: bool) -> (String, String) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: prctl with integer arguments; restored tasks re-parent to us.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let dir = scratch(tag);
+    let verdict = dir.join("verdict");
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c").arg(VICTIM).arg(&verdict).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+    common::detached(&mut cmd);
+    let mut child = cmd.spawn().expect("start python3");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let pid = child.id() as i32;
+    let img = dir.join("img");
+    let img_s = img.to_str().unwrap();
+    let o = crtools(&["dump", "-t", &pid.to_string(), "-D", img_s], &[]);
+    assert!(o.status.success(), "dump: {}", String::from_utf8_lossy(&o.stderr));
+    let _ = child.wait();
+    wait_gone(pid);
+    let hold = hold_ms.to_string();
+    let env = [("CRTOOLS_LAZY_BACKGROUND_AFTER_MS", hold.as_str())];
+    let restorer = if detach {
+        let o = crtools(&["restore", "-d", "--lazy-pages", "-v", "2", "-o", "restore.log", "-D", img_s], &env);
+        assert!(o.status.success(), "restore: {}", String::from_utf8_lossy(&o.stderr));
+        None
+    } else {
+        let mut c = Command::new(CRTOOLS);
+        c.args(["restore", "--lazy-pages", "-v", "2", "-o", "restore.log", "-D", img_s]).stdin(Stdio::null());
+        c.env(env[0].0, env[0].1);
+        let r = c.spawn().expect("run crtools restore");
+        // The restore runs the tree in the foreground: wait until it does.
+        poll(30, || std::fs::read_to_string(img.join("restore.log")).ok().filter(|l| l.contains("restored 1 tasks")))
+            .expect("the tree was not restored");
+        Some(r)
+    };
+    // SAFETY: signalling the process this test restored.
+    unsafe { libc::kill(pid, libc::SIGUSR1) };
+    let got = poll(60, || std::fs::read_to_string(&verdict).ok()).unwrap_or_default();
+    let log = poll(60, || {
+        std::fs::read_to_string(img.join("lazy-pages.log")).ok().filter(|l| l.contains("all in place"))
+    })
+    .unwrap_or_else(|| std::fs::read_to_string(img.join("lazy-pages.log")).unwrap_or_default());
+    // SAFETY: killing the process this test restored.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    if let Some(mut r) = restorer {
+        let st = r.wait().expect("wait for crtools restore");
+        assert_eq!(st.signal(), None, "crtools restore: {st:?}");
+    }
+    wait_gone(pid);
+    let _ = std::fs::remove_dir_all(&dir);
+    (got, log)
+}
+
+use std::os::unix::process::ExitStatusExt;
+
+/// Every event arrives while pages still wait (the background copy is
+/// held back 3 s): the child the task forks, the MiB it empties, the MiB
+/// it moves all read exactly what they should, and the server follows
+/// the fork and ends once every page is in.
+#[test]
+fn lazy_pages_stay_exact_through_fork_dontneed_and_mremap() {
+    if !have_python3() {
+        return;
+    }
+    let (got, log) = lazy_round("events", 3000, true);
+    assert_eq!(got.trim(), "dontneed-zero mremap-ok moved-good rest-good child-good", "server log:\n{log}");
+    assert!(log.contains("all in place") && log.contains("1 forks followed"), "server log:\n{log}");
+}
+
+/// Without holding anything back, and with crtools waiting for the root
+/// (no -d): the same verdicts, and the server still ends by itself.
+#[test]
+fn lazy_pages_without_detach_copy_everything_in() {
+    if !have_python3() {
+        return;
+    }
+    let (got, log) = lazy_round("nodetach", 0, false);
+    assert_eq!(got.trim(), "dontneed-zero mremap-ok moved-good rest-good child-good", "server log:\n{log}");
+    assert!(log.contains("all in place"), "server log:\n{log}");
+}
