@@ -263,6 +263,8 @@ struct Mm {
     task: usize,
     pid: i32,
     waiting: Waiting,
+    /// The address space is gone (the task exited or was killed).
+    gone: bool,
 }
 
 /// What happened to a copy.
@@ -429,7 +431,7 @@ impl Serving<'_> {
         reported.insert(pid);
         let waiting = Waiting::from_runs(&self.plan.tasks[task].runs);
         log::debug!(task = pid; "lazy pages: task {pid} waits for {} KiB", waiting.bytes() / 1024);
-        self.mms.push(Mm { uffd, task, pid, waiting });
+        self.mms.push(Mm { uffd, task, pid, waiting, gone: false });
         Ok(true)
     }
 
@@ -437,7 +439,7 @@ impl Serving<'_> {
     /// userfaultfd ends the registration.
     fn retire(&mut self) {
         self.mms.retain(|m| {
-            if m.waiting.is_empty() {
+            if m.waiting.is_empty() && !m.gone {
                 log::debug!(task = m.pid; "lazy pages: task {} (or a child) has all its pages", m.pid);
             }
             !m.waiting.is_empty()
@@ -455,6 +457,7 @@ impl Serving<'_> {
                 Err(e) => {
                     log::debug!(task = self.mms[i].pid; "lazy pages: read events: {e}: the task is gone");
                     self.mms[i].waiting = Waiting::default();
+                    self.mms[i].gone = true;
                     break;
                 }
             };
@@ -469,7 +472,7 @@ impl Serving<'_> {
                         // SAFETY: the kernel installed this descriptor for us.
                         let uffd = unsafe { OwnedFd::from_raw_fd(ufd) };
                         let m = &self.mms[i];
-                        let child = Mm { uffd, task: m.task, pid: m.pid, waiting: m.waiting.clone() };
+                        let child = Mm { uffd, task: m.task, pid: m.pid, waiting: m.waiting.clone(), gone: false };
                         self.counts.forks += 1;
                         self.mms.push(child);
                     }
@@ -553,6 +556,7 @@ impl Serving<'_> {
                     Err((Errno::ESRCH, _)) => {
                         log::debug!(task = mm.pid; "lazy pages: an address space of task {} is gone", mm.pid);
                         mm.waiting = Waiting::default();
+                        mm.gone = true;
                         return Ok(Copied::Gone);
                     }
                     // Not registered any more: unmapped, the event not read yet.

@@ -274,6 +274,67 @@ fn one_build(crtools: &Path, victim: &Path, base: &Path, mib: usize, baseline: b
     Measured { dump: d.secs, rest: r.secs, rss: (d.maxrss_kib, r.maxrss_kib), frozen_us, bytes, limits }
 }
 
+/// `restore --lazy-pages` of a `mib` MiB victim, against the plain restore
+/// of the same images: (plain restore s, lazy restore s (the tree runs),
+/// s until the lazy-pages server had every page in). The victim checks
+/// its memory after each.
+fn lazy_restore(crtools: &Path, victim: &Path, base: &Path, mib: usize) -> (f64, f64, f64) {
+    let work = base.join(format!("crtools-bench-lazy-{}-{mib}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let log = work.join("victim.log");
+    let mut v = Command::new(victim)
+        .arg("ticker")
+        .arg(&log)
+        .arg(mib.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start victim");
+    let pid = v.id() as i32;
+    wait_line(&log, "ready", Duration::from_secs(120));
+    let img = work.join("img");
+    run_timed(Command::new(crtools).arg("dump").arg("-D").arg(&img).arg("-t").arg(pid.to_string()));
+    v.wait().unwrap();
+    let mut times = Vec::new();
+    for lazy in [false, true] {
+        let _ = std::fs::remove_file(&log);
+        let mut cmd = Command::new(crtools);
+        cmd.arg("restore").arg("-d").arg("-D").arg(&img).arg("-t").arg(pid.to_string());
+        if lazy {
+            cmd.arg("--lazy-pages");
+        }
+        let t = Instant::now();
+        let r = run_timed(&mut cmd);
+        if lazy {
+            wait_line_every(&img.join("lazy-pages.log"), "all in place", Duration::from_secs(120));
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times.push(r.secs);
+        // SAFETY: signalling the restored victim by its pid.
+        unsafe { libc::kill(pid, libc::SIGUSR1) };
+        let verdict = wait_line(&log, "status", Duration::from_secs(120));
+        // SAFETY: killing and reaping the restored victim (our child via subreaper).
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        assert!(verdict.contains("mem=ok"), "victim after restore (lazy: {lazy}): {verdict}");
+        reap_all();
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    (times[0], times[2], times[1])
+}
+
+/// Like [`wait_line`], looking every millisecond (for timings).
+fn wait_line_every(log: &Path, pat: &str, timeout: Duration) {
+    let t = Instant::now();
+    while !std::fs::read_to_string(log).is_ok_and(|s| s.contains(pat)) {
+        assert!(t.elapsed() < timeout, "no {pat:?} in {} after {timeout:?}", log.display());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// frozen_time (microseconds) from a dump's stats-dump.img.
 fn frozen_time(crtools: &Path, img: &Path) -> u64 {
     let out = Command::new(crtools)
@@ -430,6 +491,23 @@ fn main() {
             "16 procs x 4 thr x 64M",
             dt / d1,
             rt / r1
+        );
+    }
+    println!();
+    // Lazy pages: how soon the tree runs, and how soon every page is in.
+    for (label, base) in &dirs {
+        let mib = 1024;
+        let (mut plain, mut running, mut complete) = (f64::MAX, f64::MAX, f64::MAX);
+        for _ in 0..REPS {
+            let (p, r, c) = lazy_restore(&crtools, &victim, base, mib);
+            (plain, running, complete) = (plain.min(p), running.min(r), complete.min(c));
+        }
+        println!(
+            "{label:<6} {mib} MiB restore --lazy-pages: runs after {:.1} ms, every page in after {:.1} ms (plain \
+             restore {:.1} ms)",
+            running * 1e3,
+            complete * 1e3,
+            plain * 1e3
         );
     }
     println!();
