@@ -62,8 +62,14 @@ pub const OPTIONS: &[(&str, &str, bool)] = &[
 ];
 
 /// `(command, supported)`.
-pub const COMMANDS: &[(&str, bool)] =
-    &[("dump", true), ("pre-dump", true), ("restore", true), ("show", true), ("check", true), ("lazy-pages-server", true)];
+pub const COMMANDS: &[(&str, bool)] = &[
+    ("dump", true),
+    ("pre-dump", true),
+    ("restore", true),
+    ("show", true),
+    ("check", true),
+    ("lazy-pages-server", true),
+];
 
 /// Whether option `id` of command `command` is implemented (unknown: no).
 pub fn option_supported(command: &str, id: &str) -> bool {

@@ -151,10 +151,9 @@ fn lazy_round(tag: &str, hold_ms: u64, detach: bool) -> (String, String) {
     // SAFETY: signalling the process this test restored.
     unsafe { libc::kill(pid, libc::SIGUSR1) };
     let got = poll(60, || std::fs::read_to_string(&verdict).ok()).unwrap_or_default();
-    let log = poll(60, || {
-        std::fs::read_to_string(img.join("lazy-pages.log")).ok().filter(|l| l.contains("all in place"))
-    })
-    .unwrap_or_else(|| std::fs::read_to_string(img.join("lazy-pages.log")).unwrap_or_default());
+    let log =
+        poll(60, || std::fs::read_to_string(img.join("lazy-pages.log")).ok().filter(|l| l.contains("all in place")))
+            .unwrap_or_else(|| std::fs::read_to_string(img.join("lazy-pages.log")).unwrap_or_default());
     // SAFETY: killing the process this test restored.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     if let Some(mut r) = restorer {

@@ -1063,6 +1063,26 @@ fn pty_pairs_and_controlling_terminal_survive() {
     });
 }
 
+/// The session leader with the controlling terminal also maps a memfd:
+/// both come back (the engine's ids for the two once collided, and the
+/// restore failed with status 106 giving the memfd to TIOCSCTTY: zdtm
+/// does not have it, Erlang's shell in a terminal does).
+#[test]
+fn controlling_terminal_beside_a_mapped_memfd_survives() {
+    run("pty_memfd", 60, |cx| {
+        let s = Scratch::new("dr_tree", "pty_memfd");
+        let mut t = cx.start(&s, "pty", &["memfd"], &["root", "c", "c1"]);
+        t.dump_and_restore(&s);
+        let got = t.check(&["root", "c", "c1"]);
+        for l in got.values() {
+            l.assert_ok();
+        }
+        got["c"].assert_item("sid_ok", "true");
+        got["c"].assert_item("fg_ok", "true");
+        got["c"].assert_item("devtty", "true");
+    });
+}
+
 /// A canonical-mode reader's queue (a line, an end of file, a partial
 /// line) comes back as it was: the same reads, and the partial line
 /// completes with the next newline.

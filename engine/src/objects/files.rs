@@ -548,6 +548,31 @@ pub struct Late {
 /// copies of the descriptions, which the tree shares.
 pub type Deferred = Box<dyn FnOnce(&Opened) -> Result<()>>;
 
+/// The ids in [`Opened`] of descriptions the engine opens for itself, not
+/// for a descriptor of the dump: each kind in a space of its own, above
+/// every file id of a dump (and of the `--link-remap` mapping entries at
+/// 0x2000_0000). Two kinds sharing a space once gave a session leader's
+/// controlling terminal and a mapped memfd the same id: one replaced the
+/// other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineIds {
+    /// A mapped unlinked file, by ghost id.
+    GhostMapping = 0x4000_0000,
+    /// A controlling terminal, by tty id.
+    Ctty = 0x8000_0000,
+    /// A mapped memfd, by memfd id.
+    MemfdMapping = 0xC000_0000,
+}
+
+impl EngineIds {
+    /// The id of object `n` of this kind (`n` below 0x2000_0000, as every
+    /// id a dump gives).
+    pub fn id(self, n: u32) -> u32 {
+        debug_assert!(n < 0x2000_0000, "object id {n:#x} outside its space");
+        self as u32 | (n & 0x1fff_ffff)
+    }
+}
+
 /// The engine's copy of every open file description, by id.
 #[derive(Default)]
 pub struct Opened {
@@ -622,7 +647,8 @@ impl Opened {
 
     /// Records the description of `id`.
     pub fn add(&mut self, id: u32, fd: OwnedFd) {
-        self.fds.insert(id, fd);
+        let earlier = self.fds.insert(id, fd);
+        debug_assert!(earlier.is_none(), "two descriptions under id {id:#x}");
     }
 
     /// Whether `id` has its description already (`--inherit-fd`): a kind

@@ -104,9 +104,9 @@ fn register(
 }
 
 /// The engine's descriptor of a mapped memfd, in [`Opened`] under this id
-/// (above every file object id).
+/// (see [`super::files::EngineIds`]).
 pub fn mapping_id(memfd_id: u32) -> u32 {
-    0x8000_0000 | memfd_id
+    super::files::EngineIds::MemfdMapping.id(memfd_id)
 }
 
 /// Gives every memfd VMA of `pid` its memfd's id (`shmid`), dumping the

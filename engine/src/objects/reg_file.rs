@@ -369,7 +369,7 @@ fn ghost_file(
 /// The id of the mapping object of ghost file `g` (the engine's descriptor
 /// that restored tasks map it through).
 pub fn ghost_mapping_id(g: u32) -> u32 {
-    0x4000_0000 | g
+    super::files::EngineIds::GhostMapping.id(g)
 }
 
 /// Ids of the file entries of mappings linked back (`--link-remap`): no

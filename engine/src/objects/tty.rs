@@ -85,10 +85,12 @@ use std::time::{Duration, Instant};
 const O_NOCTTY: i32 = 0o400;
 const O_NONBLOCK: i32 = 0o4000;
 
-/// File ids of the engine's own slave descriptions that session leaders
-/// make their controlling terminal with (`CTTY_ID | tty`): above any file
-/// id of a dump.
-pub const CTTY_ID: u32 = 0x8000_0000;
+/// The id in [`Opened`] of the engine's own slave description of tty
+/// `tty` that session leaders make their controlling terminal with (see
+/// [`super::files::EngineIds`]).
+fn ctty_id(tty: u32) -> u32 {
+    super::files::EngineIds::Ctty.id(tty)
+}
 
 /// How long to wait for a pty index that the dumped tree still holds.
 const INDEX_WAIT: Duration = Duration::from_secs(3);
@@ -914,7 +916,7 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
             SysFlags::O_RDWR | SysFlags::O_CLOEXEC | SysFlags::from_bits_retain(O_NOCTTY as u32),
             0,
         ) {
-            out.add(CTTY_ID | ext.tty, fd);
+            out.add(ctty_id(ext.tty), fd);
         }
     }
     Ok(())
@@ -977,7 +979,7 @@ fn open_pty(info: &TtyInfoEntry, images: &FileImages, out: &mut Opened, extras: 
     }
     if info.sid != 0 {
         let c = st::open_peer(master.as_fd(), rw).map_err(|err| e("TIOCGPTPEER", err))?;
-        out.add(CTTY_ID | info.tty, c);
+        out.add(ctty_id(info.tty), c);
     }
     st::set_pkt(master.as_fd(), info.packet).map_err(|err| e("TIOCPKT", err))?;
     if let (true, Some(s)) = (info.exclusive, &slave) {
@@ -1041,7 +1043,7 @@ pub fn plan_tasks(
     if images.tty_info.is_empty() {
         return Ok(out);
     }
-    let fd_of = |tty: u32| opened.raw(CTTY_ID | tty);
+    let fd_of = |tty: u32| opened.raw(ctty_id(tty));
     // Which terminal each task has as controlling one at dump.
     let mut ctty: BTreeMap<u32, u32> = BTreeMap::new();
     for info in &images.tty_info {

@@ -414,7 +414,12 @@ struct Serving<'a> {
 
 impl Serving<'_> {
     /// Takes the userfaultfds tasks sent; false once the socket is closed.
-    fn accept(&mut self, sock: BorrowedFd<'_>, by_pid: &HashMap<i32, usize>, reported: &mut HashSet<i32>) -> Result<bool> {
+    fn accept(
+        &mut self,
+        sock: BorrowedFd<'_>,
+        by_pid: &HashMap<i32, usize>,
+        reported: &mut HashSet<i32>,
+    ) -> Result<bool> {
         let mut b = [0u8; 4];
         let (n, mut fds) = match crate::sys::socket::recv_fds(sock, &mut b, 1) {
             Ok(r) => r,

@@ -652,7 +652,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     // not one the tree needs).
     let mut lazy_server = match &opts.lazy_pages {
         Some(cmd) => {
-            let mut avoid: HashSet<i32> = tasks.iter().flat_map(|t| t.pstree.threads.iter().map(|&x| x as i32)).collect();
+            let mut avoid: HashSet<i32> =
+                tasks.iter().flat_map(|t| t.pstree.threads.iter().map(|&x| x as i32)).collect();
             avoid.extend(group_helpers.iter().map(|h| h.1 as i32));
             avoid.extend(session_helpers.iter().map(|h| h.1 as i32));
             Some(lazy::Server::start(cmd, &opts.dir, &avoid)?)
@@ -767,7 +768,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         let lazy_bytes: u64 = prepared.iter().flat_map(|p| p.lazy_runs.iter().map(|r| r.len)).sum();
         log::info!("lazy pages: {} MiB of {} tasks left to the server", lazy_bytes >> 20, plan.tasks.len());
         server.send_plan(&plan)?;
-        verifier = Some(verify_pages(&opts.dir, pages_names.into_iter().filter(|n| !lazy_names.contains(n)).collect())?);
+        verifier =
+            Some(verify_pages(&opts.dir, pages_names.into_iter().filter(|n| !lazy_names.contains(n)).collect())?);
     }
     let ttys = crate::objects::tty::plan_tasks(&file_images, &ids, &order, &opened, opts.shell_job)?;
     for (p, tty) in prepared.iter_mut().zip(ttys) {

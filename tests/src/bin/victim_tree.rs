@@ -1814,6 +1814,21 @@ fn pty(args: &[String]) -> ! {
             libc::ioctl(s, libc::TIOCEXCL);
         }
         write_all(s, b"from-slave\n");
+        if variant == "memfd" {
+            // A mapped memfd beside the controlling terminal: the engine's
+            // ids of the two once collided (one replaced the other).
+            // SAFETY: a new memfd, sized and mapped shared; the mapping
+            // stays for the task's life.
+            unsafe {
+                let m = libc::memfd_create(c"beside-ctty".as_ptr(), 0);
+                assert!(m >= 0 && libc::ftruncate(m, 4096) == 0);
+                let p =
+                    libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, m, 0);
+                assert!(p != libc::MAP_FAILED);
+                *(p as *mut u8) = 7;
+                libc::close(m);
+            }
+        }
         // More than n_tty holds: the rest waits in the driver's buffer.
         write_all(s, &big_output());
         if variant == "stopped" {
