@@ -2816,3 +2816,51 @@ fn a_process_whose_leader_thread_exited_is_refused_by_name() {
     assert!(threads.contains("Threads:\t2"), "the process did not run on: {threads}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A reader of a file that grew after the dump (tail -f, a log shipper)
+/// is restored and reads on from its offset: the bytes appended since.
+/// The same file shrunk is still refused (exit 1, naming it).
+#[test]
+fn a_reader_of_a_file_that_grew_reads_on_after_restore() {
+    if !have_python3() {
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("grewlog");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("app.log");
+    let out = dir.join("out");
+    std::fs::write(&log, b"line 1\nline 2\n").unwrap();
+    let script = format!(
+        "import signal, time\n\
+         f = open({log:?}, 'rb')\n\
+         f.read()\n\
+         def ask(s, fr):\n    \
+             open({out:?}, 'wb').write(f.read())\n\
+         signal.signal(signal.SIGUSR1, ask)\n\
+         print('ready', flush=True)\n\
+         while True: time.sleep(0.05)\n"
+    );
+    let (mut child, line) = python3_started(&script);
+    assert_eq!(line.trim(), "ready");
+    let pid = child.id() as i32;
+    let img = dir.join("img");
+    let img_s = img.to_str().unwrap();
+    let o = crtools(&["dump", "-t", &pid.to_string(), "-D", img_s]);
+    assert!(o.status.success(), "dump: {}", String::from_utf8_lossy(&o.stderr));
+    let _ = child.wait();
+    // Shrunk: refused, the file named.
+    std::fs::write(&log, b"line 1\n").unwrap();
+    let o = crtools(&["restore", "-d", "-D", img_s]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("app.log") && err.contains("refusing to restore over a changed file"), "{err}");
+    // Grown: restored, and the reader gets what came since.
+    std::fs::write(&log, b"line 1\nline 2\nline 3\n").unwrap();
+    let o = crtools(&["restore", "-d", "-D", img_s]);
+    assert!(o.status.success(), "restore: {}", String::from_utf8_lossy(&o.stderr));
+    let got = ask(pid, &out);
+    kill_reap(pid);
+    assert_eq!(got, "line 3\n");
+    let _ = std::fs::remove_dir_all(&dir);
+}

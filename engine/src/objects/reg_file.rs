@@ -621,9 +621,20 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
         if md.mode() & S_IFMT != reg.mode & S_IFMT {
             return Err(e("is no longer the same type of file".into()));
         }
-        // A log (write-only, appending) is not size-checked: it grows.
+        // A log (write-only, appending) is not size-checked: it grows. A
+        // file that only grew is no change to a reader (tail -f, a log
+        // shipper: read-only, or O_PATH): it reads on from its offset, as
+        // it would have had it only been paused. Anything else that
+        // changed size is refused: a writer's view of it is
+        // no longer the file's.
         let appends = reg.flags.contains(OpenFlags::O_APPEND) && reg.flags.contains(OpenFlags::O_WRONLY);
-        if reg.mode & S_IFMT == S_IFREG && md.size() != reg.size && !appends {
+        let reader =
+            !reg.flags.intersects(OpenFlags::O_WRONLY | OpenFlags::O_RDWR) || reg.flags.contains(OpenFlags::O_PATH);
+        let grew_under_reader = reader && md.size() > reg.size;
+        if grew_under_reader {
+            log::debug!("file {}: grew from {} to {} bytes since the dump: read on", reg.id, reg.size, md.size());
+        }
+        if reg.mode & S_IFMT == S_IFREG && md.size() != reg.size && !appends && !grew_under_reader {
             return Err(e(format!(
                 "has size {} now, {} at dump: refusing to restore over a changed file",
                 md.size(),
