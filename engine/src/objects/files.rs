@@ -557,11 +557,11 @@ pub type Deferred = Box<dyn FnOnce(&Opened) -> Result<()>>;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EngineIds {
     /// A mapped unlinked file, by ghost id.
-    GhostMapping = 0x4000_0000,
+    GhostMapping,
     /// A controlling terminal, by tty id.
-    Ctty = 0x8000_0000,
+    Ctty,
     /// A mapped memfd, by memfd id.
-    MemfdMapping = 0xC000_0000,
+    MemfdMapping,
 }
 
 impl EngineIds {
@@ -569,7 +569,12 @@ impl EngineIds {
     /// id a dump gives).
     pub fn id(self, n: u32) -> u32 {
         debug_assert!(n < 0x2000_0000, "object id {n:#x} outside its space");
-        self as u32 | (n & 0x1fff_ffff)
+        let space: u32 = match self {
+            EngineIds::GhostMapping => 0x4000_0000,
+            EngineIds::Ctty => 0x8000_0000,
+            EngineIds::MemfdMapping => 0xC000_0000,
+        };
+        space | (n & 0x1fff_ffff)
     }
 }
 
