@@ -112,7 +112,7 @@ while True:
 /// Dumps the victim, restores it with --lazy-pages and the background copy
 /// held back for `hold_ms`, asks it to check itself; returns its verdicts
 /// and the server's log.
-fn lazy_round(tag: &str, hold_ms: u64, detach: bool) -> (String, String) {
+fn lazy_round(tag: &str, hold_ms: u64, detach: bool, pre_dump: bool) -> (String, String) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // SAFETY: prctl with integer arguments; restored tasks re-parent to us.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
@@ -126,9 +126,18 @@ fn lazy_round(tag: &str, hold_ms: u64, detach: bool) -> (String, String) {
     std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ready");
     let pid = child.id() as i32;
+    let pid_s = pid.to_string();
     let img = dir.join("img");
     let img_s = img.to_str().unwrap();
-    let o = crtools(&["dump", "-t", &pid.to_string(), "-D", img_s], &[]);
+    let mut dump = vec!["dump", "-t", &pid_s, "-D", img_s];
+    if pre_dump {
+        // Most pages end up in the pre-dump's images: the lazy ones too.
+        let pre = dir.join("pre");
+        let o = crtools(&["pre-dump", "-t", &pid_s, "-D", pre.to_str().unwrap()], &[]);
+        assert!(o.status.success(), "pre-dump: {}", String::from_utf8_lossy(&o.stderr));
+        dump.extend(["--prev-images-dir", "../pre", "--track-mem"]);
+    }
+    let o = crtools(&dump, &[]);
     assert!(o.status.success(), "dump: {}", String::from_utf8_lossy(&o.stderr));
     let _ = child.wait();
     wait_gone(pid);
@@ -176,7 +185,7 @@ fn lazy_pages_stay_exact_through_fork_dontneed_and_mremap() {
     if !have_python3() {
         return;
     }
-    let (got, log) = lazy_round("events", 3000, true);
+    let (got, log) = lazy_round("events", 3000, true, false);
     assert_eq!(got.trim(), "dontneed-zero mremap-ok moved-good rest-good child-good", "server log:\n{log}");
     assert!(log.contains("all in place") && log.contains("1 forks followed"), "server log:\n{log}");
 }
@@ -188,7 +197,24 @@ fn lazy_pages_without_detach_copy_everything_in() {
     if !have_python3() {
         return;
     }
-    let (got, log) = lazy_round("nodetach", 0, false);
+    let (got, log) = lazy_round("nodetach", 0, false, false);
     assert_eq!(got.trim(), "dontneed-zero mremap-ok moved-good rest-good child-good", "server log:\n{log}");
     assert!(log.contains("all in place"), "server log:\n{log}");
+}
+
+/// After a pre-dump (the pages in the parent dump's images, only those
+/// written since in the final dump's), the lazy VMAs' pages come from
+/// both, with the same events while they wait.
+#[test]
+fn lazy_pages_come_from_the_parent_dump_too() {
+    if !have_python3() {
+        return;
+    }
+    let (got, log) = lazy_round("predump", 3000, true, true);
+    assert_eq!(got.trim(), "dontneed-zero mremap-ok moved-good rest-good child-good", "server log:\n{log}");
+    assert!(log.contains("all in place") && log.contains("1 forks followed"), "server log:\n{log}");
+    // The parent's pages were the server's: more than the final dump holds.
+    let waits: u64 =
+        log.lines().filter_map(|l| l.split("waits for ").nth(1)?.split_whitespace().next()?.parse::<u64>().ok()).sum();
+    assert!(waits >= 64 * 1024, "the server waited for {waits} KiB only:\n{log}");
 }

@@ -524,6 +524,10 @@ enum Slot {
 
 /// Page runs of one parent level: its pages image and the runs to write.
 pub struct ParentRuns {
+    /// The level's images directory.
+    pub dir: PathBuf,
+    /// The task's pagemap head there (its pages image's stripes).
+    pub head: PagemapHead,
     /// The level's pages image of the task, stripe by stripe.
     pub pages: Vec<crate::image::pages::PagesReader>,
     /// (vaddr, len, offset in the pages image, stripe).
@@ -608,7 +612,7 @@ impl Chain {
                     .dir
                     .open_task_pages(&head)
                     .map_err(|e| Error::task(pid, format!("parent pages image: {e}")))?;
-                out.push(ParentRuns { pages, runs });
+                out.push(ParentRuns { dir: self.levels[k].dir.path().to_path_buf(), head, pages, runs });
             }
             todo = rest;
         }

@@ -1905,7 +1905,7 @@ pub fn plan(
     current_vdso: &[(VmaKind, u64, u64)],
     from_engine: Inheritance<'_>,
     opened: &super::files::Opened,
-    mut lazy: Option<&mut Vec<rp::PageRun>>,
+    mut lazy: Option<&mut Lazy>,
 ) -> Result<Vec<rp::PageRun>> {
     let Inheritance { shm: inherited, cow } = from_engine;
     let mut table = Vec::new();
@@ -2154,7 +2154,7 @@ pub fn plan(
             if t.flags & rp::VF_FINAL_PROT != 0 {
                 late.push(run);
             } else if let (true, Some(l)) = (lazy_vma[i], lazy.as_deref_mut()) {
-                l.push(run);
+                l.runs.push(run);
             } else {
                 runs.push(run);
             }
@@ -2164,6 +2164,9 @@ pub fn plan(
     let lazy_ranges: Vec<[u64; 2]> =
         table.iter().zip(&lazy_vma).filter(|(_, &l)| l).map(|(t, _)| [t.start, t.end]).collect();
     b.plan.lazy = b.add_table(&lazy_ranges);
+    if let Some(l) = lazy {
+        l.vmas = lazy_ranges;
+    }
     let guards: Vec<[u64; 2]> = pagemap
         .iter()
         .filter(|e| e.flags.contains(PagemapFlags::PE_GUARD))
@@ -2235,6 +2238,16 @@ pub fn plan(
     Ok(late)
 }
 
+/// What [`plan`] leaves to the lazy-pages server (restore --lazy-pages).
+#[derive(Debug, Default)]
+pub struct Lazy {
+    /// The runs of this dump's pages image it copies in.
+    pub runs: Vec<rp::PageRun>,
+    /// The VMAs the restorer registers, `[start, end)`: their pages in a
+    /// parent dump are lazy too.
+    pub vmas: Vec<[u64; 2]>,
+}
+
 /// Least page data a VMA holds for its pages to be left to the lazy-pages
 /// server: smaller ones (stacks, small data) are read at once, which
 /// costs less than the faults they would take when the task starts.
@@ -2242,9 +2255,9 @@ pub const LAZY_MIN: u64 = 256 * 1024;
 
 /// Whether the pages of VMA `t` may be copied in lazily (restore
 /// --lazy-pages): a plain private anonymous VMA (read-write, mapped by
-/// the task itself, not locked, not wiped on fork, no guard regions, no
-/// pages left to a parent dump, not droppable or growing down) holding
-/// at least [`LAZY_MIN`] of page data. A userfaultfd in missing mode
+/// the task itself, not locked, not wiped on fork, no guard regions, not
+/// droppable or growing down) holding at least [`LAZY_MIN`] of page data
+/// (in this dump or in a parent dump). A userfaultfd in missing mode
 /// then stands for exactly what the restorer would have read.
 fn lazy_eligible(t: &rp::Vma, pagemap: &[PagemapEntry]) -> bool {
     let plain = t.kind == rp::VmaKind::AnonPrivate as u32
@@ -2258,10 +2271,10 @@ fn lazy_eligible(t: &rp::Vma, pagemap: &[PagemapEntry]) -> bool {
     }
     let mut data = 0;
     for e in pagemap.iter().filter(|e| e.vaddr < t.end && e.vaddr + e.nr_pages as u64 * PAGE > t.start) {
-        if e.flags.intersects(PagemapFlags::PE_GUARD | PagemapFlags::PE_PARENT) {
+        if e.flags.contains(PagemapFlags::PE_GUARD) {
             return false;
         }
-        if e.has_data() {
+        if e.has_data() || e.flags.contains(PagemapFlags::PE_PARENT) {
             data += (e.vaddr + e.nr_pages as u64 * PAGE).min(t.end) - e.vaddr.max(t.start);
         }
     }

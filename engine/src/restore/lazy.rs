@@ -57,21 +57,33 @@ pub const SERVER_SOCK_FD: RawFd = 3;
 pub const SERVER_COMMAND: &str = "lazy-pages-server";
 
 /// One run of pages the server copies in: `len` bytes at `vaddr`, from
-/// `file_off` of the task's pages image stripe `stripe`.
+/// `file_off` of stripe `stripe` of the task's pages image in source
+/// `source` (see [`LazyTask::sources`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LazyRun {
     pub vaddr: u64,
     pub len: u64,
+    pub source: u8,
     pub stripe: u8,
     pub file_off: u64,
+}
+
+/// Where a task's pages image is: the dump's own directory (`dir` None)
+/// or a parent dump's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LazySource {
+    pub dir: Option<PathBuf>,
+    /// The task's pagemap head there.
+    pub head: PagemapHead,
 }
 
 /// A task whose pages are lazy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LazyTask {
     pub pid: i32,
-    /// Its pages images.
-    pub head: PagemapHead,
+    /// Its pages images: the dump's first, then parent dumps' (checked
+    /// by the engine already, before anything was made).
+    pub sources: Vec<LazySource>,
     pub runs: Vec<LazyRun>,
 }
 
@@ -180,18 +192,85 @@ fn libc_af_unix() -> u32 {
     linux_raw_sys::net::AF_UNIX
 }
 
-/// Pages waiting in one address space: start -> (end, stripe, offset of
-/// the start in the stripe), ranges disjoint.
+/// The server's view of one task: its own lazy runs, and the runs of
+/// its parent dumps' pages inside its lazy VMAs, which leave `parents`
+/// (the engine writes the rest late, as without lazy pages).
+pub fn task(
+    pid: Pid,
+    head: &PagemapHead,
+    lazy: &crate::objects::mm::Lazy,
+    parents: &mut [crate::objects::mem_track::ParentRuns],
+) -> LazyTask {
+    let mut sources = vec![LazySource { dir: None, head: head.clone() }];
+    let mut runs: Vec<LazyRun> = lazy
+        .runs
+        .iter()
+        .map(|r| LazyRun { vaddr: r.vaddr, len: r.len, source: 0, stripe: r.stripe as u8, file_off: r.file_off })
+        .collect();
+    for p in parents.iter_mut() {
+        let source = sources.len() as u8;
+        let (inside, outside) = split_runs(&p.runs, &lazy.vmas);
+        if inside.is_empty() {
+            continue;
+        }
+        p.runs = outside;
+        runs.extend(inside.iter().map(|r| LazyRun {
+            vaddr: r.vaddr,
+            len: r.len,
+            source,
+            stripe: r.stripe as u8,
+            file_off: r.file_off,
+        }));
+        let dir = std::path::absolute(&p.dir).unwrap_or_else(|_| p.dir.clone());
+        sources.push(LazySource { dir: Some(dir), head: p.head.clone() });
+    }
+    LazyTask { pid: pid.0, sources, runs }
+}
+
+/// `runs` cut at the edges of `ranges` (sorted, disjoint): the parts
+/// inside one, and the parts outside all.
+fn split_runs(
+    runs: &[restorer_plan::PageRun],
+    ranges: &[[u64; 2]],
+) -> (Vec<restorer_plan::PageRun>, Vec<restorer_plan::PageRun>) {
+    let (mut inside, mut outside) = (Vec::new(), Vec::new());
+    let part = |r: &restorer_plan::PageRun, s: u64, e: u64| restorer_plan::PageRun {
+        vaddr: s,
+        len: e - s,
+        file_off: r.file_off + (s - r.vaddr),
+        stripe: r.stripe,
+        _pad: 0,
+    };
+    for r in runs {
+        let end = r.vaddr + r.len;
+        let mut at = r.vaddr;
+        for &[s, e] in ranges.iter().filter(|&&[s, e]| s < end && e > r.vaddr) {
+            if s > at {
+                outside.push(part(r, at, s));
+            }
+            let (a, b) = (s.max(at), e.min(end));
+            inside.push(part(r, a, b));
+            at = b;
+        }
+        if at < end {
+            outside.push(part(r, at, end));
+        }
+    }
+    (inside, outside)
+}
+
+/// Pages waiting in one address space: start -> (end, where from (source
+/// << 8 | stripe), offset of the start in that stripe), ranges disjoint.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Waiting {
-    map: BTreeMap<u64, (u64, u8, u64)>,
+    map: BTreeMap<u64, (u64, u16, u64)>,
 }
 
 impl Waiting {
     fn from_runs(runs: &[LazyRun]) -> Waiting {
         let mut w = Waiting::default();
         for r in runs.iter().filter(|r| r.len > 0) {
-            w.map.insert(r.vaddr, (r.vaddr + r.len, r.stripe, r.file_off));
+            w.map.insert(r.vaddr, (r.vaddr + r.len, (r.source as u16) << 8 | r.stripe as u16, r.file_off));
         }
         w
     }
@@ -215,7 +294,7 @@ impl Waiting {
     }
 
     /// Takes `[start, end)` out; returns what was waiting there.
-    pub fn take(&mut self, start: u64, end: u64) -> Vec<(u64, u64, u8, u64)> {
+    pub fn take(&mut self, start: u64, end: u64) -> Vec<(u64, u64, u16, u64)> {
         self.split(start);
         self.split(end);
         let keys: Vec<u64> = self.map.range(start..end).map(|(&s, _)| s).collect();
@@ -228,7 +307,7 @@ impl Waiting {
     }
 
     /// Puts back what [`Waiting::take`] gave.
-    fn put(&mut self, s: u64, e: u64, k: u8, off: u64) {
+    fn put(&mut self, s: u64, e: u64, k: u16, off: u64) {
         if e > s {
             self.map.insert(s, (e, k, off));
         }
@@ -309,11 +388,23 @@ pub fn serve(dir: &Path) -> Result<()> {
     let images = ImageDirReader::open(dir).ctx_global("open images")?;
     let mut pages = Vec::with_capacity(plan.tasks.len());
     for t in &plan.tasks {
-        pages.push(images.open_task_pages(&t.head).ctx(Pid(t.pid), "open the pages image")?);
+        let mut sources = Vec::with_capacity(t.sources.len());
+        for src in &t.sources {
+            let opened = match &src.dir {
+                None => images.open_task_pages(&src.head),
+                Some(d) => ImageDirReader::open(d).and_then(|d| d.open_task_pages(&src.head)),
+            };
+            sources.push(opened.ctx(Pid(t.pid), "open the pages image")?);
+        }
+        pages.push(sources);
     }
     let verifier = {
         let dir = dir.to_path_buf();
-        let heads: Vec<(i32, PagemapHead)> = plan.tasks.iter().map(|t| (t.pid, t.head.clone())).collect();
+        let heads: Vec<(i32, PagemapHead)> = plan
+            .tasks
+            .iter()
+            .flat_map(|t| t.sources.iter().filter(|s| s.dir.is_none()).map(|s| (t.pid, s.head.clone())))
+            .collect();
         std::thread::Builder::new()
             .name("verify-pages".into())
             .spawn(move || -> Result<()> {
@@ -404,7 +495,8 @@ pub fn serve(dir: &Path) -> Result<()> {
 
 struct Serving<'a> {
     plan: &'a LazyPlan,
-    pages: Vec<Vec<crate::image::pages::PagesReader>>,
+    /// By task, source and stripe.
+    pages: Vec<Vec<Vec<crate::image::pages::PagesReader>>>,
     mms: Vec<Mm>,
     counts: Counts,
     buf: Vec<u8>,
@@ -535,9 +627,11 @@ impl Serving<'_> {
             let len = (e - s) as usize;
             let buf = &mut self.buf[..len];
             let task = &self.plan.tasks[mm.task];
+            let (source, stripe) = ((k >> 8) as usize, (k & 0xff) as usize);
             let fd = self.pages[mm.task]
-                .get(k as usize)
-                .ok_or_else(|| Error::task(Pid(task.pid), format!("no stripe {k} of its pages image")))?
+                .get(source)
+                .and_then(|s| s.get(stripe))
+                .ok_or_else(|| Error::task(Pid(task.pid), format!("no stripe {stripe} of pages image {source}")))?
                 .fd();
             let got = crate::sys::fs::pread_full(fd, buf, off).ctx(Pid(task.pid), "read the pages image")?;
             if got != len {
@@ -604,7 +698,10 @@ mod tests {
 
     fn w(runs: &[(u64, u64, u64)]) -> Waiting {
         Waiting::from_runs(
-            &runs.iter().map(|&(vaddr, len, file_off)| LazyRun { vaddr, len, stripe: 0, file_off }).collect::<Vec<_>>(),
+            &runs
+                .iter()
+                .map(|&(vaddr, len, file_off)| LazyRun { vaddr, len, source: 0, stripe: 0, file_off })
+                .collect::<Vec<_>>(),
         )
     }
 
@@ -622,6 +719,15 @@ mod tests {
         let mut x = w(&[(0x10000, 0x3000, 0x8000), (0x50000, 0x1000, 0)]);
         x.remap(0x11000, 0x50000, 0x2000);
         assert_eq!(x, w(&[(0x10000, 0x1000, 0x8000), (0x50000, 0x2000, 0x9000)]));
+    }
+
+    #[test]
+    fn parent_runs_split_at_lazy_vmas() {
+        let run = |vaddr, len, file_off| restorer_plan::PageRun { vaddr, len, file_off, stripe: 1, _pad: 0 };
+        let (inside, outside) =
+            split_runs(&[run(0x1000, 0x5000, 0x10000), run(0x9000, 0x1000, 0)], &[[0x2000, 0x3000], [0x4000, 0x8000]]);
+        assert_eq!(inside, vec![run(0x2000, 0x1000, 0x11000), run(0x4000, 0x2000, 0x13000)]);
+        assert_eq!(outside, vec![run(0x1000, 0x1000, 0x10000), run(0x3000, 0x1000, 0x12000), run(0x9000, 0x1000, 0)]);
     }
 
     #[test]

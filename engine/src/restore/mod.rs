@@ -251,8 +251,8 @@ struct Prepared {
     /// The first of a shared descriptor table's group: the engine closes
     /// its helper descriptors from this number up once the group is done.
     close_helpers: Option<i32>,
-    /// Runs the lazy-pages server copies in (`--lazy-pages`).
-    lazy_runs: Vec<rp::PageRun>,
+    /// What the lazy-pages server copies in (`--lazy-pages`).
+    lazy: mm::Lazy,
 }
 
 /// How a task takes part in a shared descriptor table or fs information.
@@ -326,9 +326,9 @@ fn prepare(
     task::plan(&mut b, pid, &t.cores[0].thread, process, !is_root)?;
     // A member of a shared table leaves it to the group's first task.
     let late_files = if member { files::LateFiles::default() } else { files::plan(&mut b, pid, &t.fds, opened)? };
-    let mut lazy_runs = Vec::new();
-    let lazy = (share.lazy_sock >= 0).then_some(&mut lazy_runs);
-    let late_pages = mm::plan(&mut b, pid, &t.mm, &t.vmas, &t.pagemap, vdso, from_engine, opened, lazy)?;
+    let mut lazy = mm::Lazy::default();
+    let lazy_out = (share.lazy_sock >= 0).then_some(&mut lazy);
+    let late_pages = mm::plan(&mut b, pid, &t.mm, &t.vmas, &t.pagemap, vdso, from_engine, opened, lazy_out)?;
     b.plan.lazy_sock = share.lazy_sock;
     crate::objects::aio::plan(&mut b, pid, &t.mm, &t.vmas)?;
     let pages = dir.open_task_pages(&t.pagemap_head).ctx(pid, "open the pages image")?;
@@ -444,7 +444,7 @@ fn prepare(
         share_wait: -1,
         pages_src,
         close_helpers: (share.files == clone_share::Role::Owner).then_some(max_fd + 1),
-        lazy_runs,
+        lazy,
     })
 }
 
@@ -699,7 +699,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
                 share_wait: -1,
                 pages_src: Vec::new(),
                 close_helpers: None,
-                lazy_runs: Vec::new(),
+                lazy: mm::Lazy::default(),
             },
             _ => {
                 let from_engine = mm::Inheritance { shm: &inherited, cow: &cow };
@@ -751,21 +751,15 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     if let Some(server) = lazy_server.as_mut() {
         let mut plan = lazy::LazyPlan::default();
         let mut lazy_names = HashSet::new();
-        for (t, p) in tasks.iter().zip(&prepared).filter(|(_, p)| !p.lazy_runs.is_empty()) {
+        let mut lazy_bytes = 0;
+        for (t, p) in tasks.iter().zip(prepared.iter_mut()).filter(|(_, p)| !p.lazy.vmas.is_empty()) {
             for id in t.pagemap_head.ids() {
                 lazy_names.insert(dir.name_of(crate::image::ImageKind::Pages, Some(id)).ctx(p.pid, "pages image")?);
             }
-            plan.tasks.push(lazy::LazyTask {
-                pid: p.pid.0,
-                head: t.pagemap_head.clone(),
-                runs: p
-                    .lazy_runs
-                    .iter()
-                    .map(|r| lazy::LazyRun { vaddr: r.vaddr, len: r.len, stripe: r.stripe as u8, file_off: r.file_off })
-                    .collect(),
-            });
+            let task = lazy::task(p.pid, &t.pagemap_head, &p.lazy, &mut p.parent_pages);
+            lazy_bytes += task.runs.iter().map(|r| r.len).sum::<u64>();
+            plan.tasks.push(task);
         }
-        let lazy_bytes: u64 = prepared.iter().flat_map(|p| p.lazy_runs.iter().map(|r| r.len)).sum();
         log::info!("lazy pages: {} MiB of {} tasks left to the server", lazy_bytes >> 20, plan.tasks.len());
         server.send_plan(&plan)?;
         verifier =
