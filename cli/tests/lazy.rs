@@ -218,3 +218,91 @@ fn lazy_pages_come_from_the_parent_dump_too() {
         log.lines().filter_map(|l| l.split("waits for ").nth(1)?.split_whitespace().next()?.parse::<u64>().ok()).sum();
     assert!(waits >= 64 * 1024, "the server waited for {waits} KiB only:\n{log}");
 }
+
+/// A tree with no mapping large enough for lazy pages: restored as
+/// without the option, and no server is started.
+#[test]
+fn lazy_pages_with_nothing_lazy_restore_as_usual() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: prctl with integer arguments; restored tasks re-parent to us.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let dir = scratch("nothing");
+    let mut cmd = Command::new("sleep");
+    cmd.arg("100").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    common::detached(&mut cmd);
+    let mut child = cmd.spawn().expect("start sleep");
+    let pid = child.id() as i32;
+    let img = dir.join("img");
+    let img_s = img.to_str().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let o = crtools(&["dump", "-t", &pid.to_string(), "-D", img_s], &[]);
+    assert!(o.status.success(), "dump: {}", String::from_utf8_lossy(&o.stderr));
+    let _ = child.wait();
+    wait_gone(pid);
+    let o = crtools(&["restore", "-d", "--lazy-pages", "-o", "restore.log", "-D", img_s], &[]);
+    let log = std::fs::read_to_string(img.join("restore.log")).unwrap_or_default();
+    let alive = Path::new(&format!("/proc/{pid}")).exists();
+    // SAFETY: killing the process this test restored.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_gone(pid);
+    assert!(o.status.success(), "restore: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(alive, "not restored");
+    assert!(log.contains("nothing is lazy") && !img.join("lazy-pages.log").exists(), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Page data that is not what was dumped (one byte flipped in the pages
+/// image): the tree runs at once, but the server's check finds it and
+/// kills the restored task, saying why.
+#[test]
+fn lazy_pages_from_a_corrupt_image_kill_the_tree() {
+    if !have_python3() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: prctl with integer arguments; restored tasks re-parent to us.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let dir = scratch("corrupt");
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c").arg(VICTIM).arg(dir.join("verdict")).stdin(Stdio::null()).stdout(Stdio::piped());
+    cmd.stderr(Stdio::null());
+    common::detached(&mut cmd);
+    let mut child = cmd.spawn().expect("start python3");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let pid = child.id() as i32;
+    let img = dir.join("img");
+    let img_s = img.to_str().unwrap();
+    let o = crtools(&["dump", "-t", &pid.to_string(), "-D", img_s], &[]);
+    assert!(o.status.success(), "dump: {}", String::from_utf8_lossy(&o.stderr));
+    let _ = child.wait();
+    wait_gone(pid);
+    // The largest pages image, one byte in its middle.
+    let pages = std::fs::read_dir(&img)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("pages-"))
+        .max_by_key(|p| p.metadata().map(|m| m.len()).unwrap_or(0))
+        .expect("a pages image");
+    let mut data = std::fs::read(&pages).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0x5a;
+    std::fs::write(&pages, &data).unwrap();
+    let o = crtools(&["restore", "-d", "--lazy-pages", "-D", img_s], &[]);
+    assert!(o.status.success(), "restore: {}", String::from_utf8_lossy(&o.stderr));
+    let t = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() && t.elapsed() < Duration::from_secs(20) {
+        // SAFETY: waitpid on the task this test restored, without blocking.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let gone = !Path::new(&format!("/proc/{pid}")).exists();
+    // SAFETY: killing the process this test restored, if it still runs.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_gone(pid);
+    let log = std::fs::read_to_string(img.join("lazy-pages.log")).unwrap_or_default();
+    assert!(gone, "the task runs on with corrupt pages; server log:\n{log}");
+    assert!(log.contains("were killed") && log.contains("checksum"), "server log:\n{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

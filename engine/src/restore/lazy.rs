@@ -53,6 +53,8 @@ const FAULT_WINDOW: u64 = 64 * 1024;
 const BACKGROUND_CHUNK: u64 = 1 << 20;
 /// The descriptor number the server finds its socket at.
 pub const SERVER_SOCK_FD: RawFd = 3;
+/// What the server answers once it holds every task's userfaultfd.
+const READY: &[u8] = b"ready";
 /// The server's command name (not listed by `--help`).
 pub const SERVER_COMMAND: &str = "lazy-pages-server";
 
@@ -107,17 +109,35 @@ pub struct Server {
     child: Option<std::process::Child>,
     /// The tasks' end of the socket, once placed for inheritance.
     task_end: Option<OwnedFd>,
+    /// The server's end, until it is started.
+    server_end: Option<OwnedFd>,
+    /// The plan sent has tasks: the server answers [`READY`].
+    serving: bool,
 }
 
 impl Server {
-    /// Starts the server for the images in `dir`; its pid is none of
-    /// `avoid` (the pids the tree is about to take).
-    pub fn start(cmd: &ServerCommand, dir: &Path, avoid: &HashSet<i32>) -> Result<Server> {
+    /// The socket the tasks will send their userfaultfds over (the server
+    /// starts once the plans say it has work: [`Server::start`]).
+    pub fn new() -> Result<Server> {
         use crate::sys::socket::{socketpair, SockFlags, SockType};
-        let dir = std::path::absolute(dir).ctx_global("the images directory")?;
-        for _ in 0..16 {
-            let (ours, theirs) = socketpair(libc_af_unix(), SockType::SOCK_SEQPACKET, SockFlags::SOCK_CLOEXEC, 0)
+        let (task_end, server_end) =
+            socketpair(linux_raw_sys::net::AF_UNIX, SockType::SOCK_SEQPACKET, SockFlags::SOCK_CLOEXEC, 0)
                 .ctx_global("socketpair for the lazy-pages server")?;
+        Ok(Server { child: None, task_end: Some(task_end), server_end: Some(server_end), serving: false })
+    }
+
+    /// Starts the server for the images in `dir` with `plan`, unless the
+    /// plan is empty; its pid is none of `avoid` (the pids the tree is
+    /// about to take).
+    pub fn start(&mut self, cmd: &ServerCommand, dir: &Path, avoid: &HashSet<i32>, plan: &LazyPlan) -> Result<()> {
+        let theirs = self.server_end.take().expect("started once");
+        if plan.tasks.is_empty() {
+            log::info!("lazy pages: no mapping large enough, nothing is lazy");
+            return Ok(());
+        }
+        let dir = std::path::absolute(dir).ctx_global("the images directory")?;
+        let bytes = postcard::to_allocvec(plan).map_err(|e| Error::new(format!("encode the lazy-pages plan: {e}")))?;
+        for _ in 0..16 {
             let mut c = std::process::Command::new(&cmd.exe);
             c.args(&cmd.args)
                 .arg(SERVER_COMMAND)
@@ -136,7 +156,6 @@ impl Server {
                 });
             }
             let mut child = c.spawn().map_err(|e| Error::new(format!("start the lazy-pages server: {e}")))?;
-            drop(theirs);
             let pid = child.id() as i32;
             if avoid.contains(&pid) {
                 // It took a pid the tree needs: another one.
@@ -145,7 +164,12 @@ impl Server {
                 continue;
             }
             log::info!("lazy pages: served by pid {pid}");
-            return Ok(Server { child: Some(child), task_end: Some(ours) });
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("piped");
+            self.child = Some(child);
+            stdin.write_all(&bytes).map_err(|e| Error::new(format!("send the lazy-pages plan: {e}")))?;
+            self.serving = true;
+            return Ok(());
         }
         Err(Error::new("start the lazy-pages server: every pid it got is one the tree needs"))
     }
@@ -161,14 +185,31 @@ impl Server {
         Ok(n)
     }
 
-    /// Sends the plan; the server reads it to its end.
-    pub fn send_plan(&mut self, plan: &LazyPlan) -> Result<()> {
-        use std::io::Write;
-        let bytes = postcard::to_allocvec(plan).map_err(|e| Error::new(format!("encode the lazy-pages plan: {e}")))?;
-        let child = self.child.as_mut().expect("started");
-        let mut stdin = child.stdin.take().ok_or_else(|| Error::new("the lazy-pages plan was sent twice"))?;
-        stdin.write_all(&bytes).map_err(|e| Error::new(format!("send the lazy-pages plan: {e}")))?;
-        Ok(())
+    /// Waits (up to 10 s) until the server says it holds every task's
+    /// userfaultfd and their pages images are open: before that, a tree
+    /// let go could find its pages missing for good (a server that died
+    /// drops the registrations, and the pages read as zeros).
+    pub fn wait_ready(&self) -> Result<()> {
+        let Some(sock) = self.task_end.as_ref().filter(|_| self.serving) else { return Ok(()) };
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::new("the lazy-pages server did not take the tasks' pages in 10 s"));
+            }
+            let ready = event::poll_for(sock.as_raw_fd(), POLLIN, left.as_millis().clamp(1, 1000) as i32)
+                .ctx_global("wait for the lazy-pages server")?;
+            if ready == 0 {
+                continue;
+            }
+            let mut b = [0u8; 8];
+            let n = crate::sys::socket::recv(sock.as_fd(), &mut b, crate::sys::socket::MsgFlags::empty())
+                .ctx_global("hear from the lazy-pages server")?;
+            return match &b[..n] {
+                READY => Ok(()),
+                _ => Err(Error::new("the lazy-pages server ended before it took the tasks' pages")),
+            };
+        }
     }
 
     /// The restore succeeded: the server goes on by itself.
@@ -186,10 +227,6 @@ impl Drop for Server {
             let _ = c.wait();
         }
     }
-}
-
-fn libc_af_unix() -> u32 {
-    linux_raw_sys::net::AF_UNIX
 }
 
 /// The server's view of one task: its own lazy runs, and the runs of
@@ -418,7 +455,6 @@ pub fn serve(dir: &Path) -> Result<()> {
             })
             .ctx_global("start the page-data check")?
     };
-    let by_pid: HashMap<i32, usize> = plan.tasks.iter().enumerate().map(|(i, t)| (t.pid, i)).collect();
     let mut s = Serving {
         plan: &plan,
         pages,
@@ -427,6 +463,35 @@ pub fn serve(dir: &Path) -> Result<()> {
         buf: vec![0u8; BACKGROUND_CHUNK as usize],
         next: 0,
     };
+    if let Err(e) = serve_loop(&mut s, &sock, verifier, started) {
+        // The tasks must not run on without their pages (closing the
+        // userfaultfds would make them read zeros): they go.
+        s.kill_all();
+        return Err(Error::new(format!("the restored tasks were killed: {e}")));
+    }
+    let c = &s.counts;
+    log::info!(
+        "lazy pages: all in place {} ms after the server started: {} pages on {} faults, {} in the background, {} \
+         zero pages, {} forks followed",
+        started.elapsed().as_millis(),
+        c.fault_pages,
+        c.faults,
+        c.background_pages,
+        c.zero_pages,
+        c.forks
+    );
+    Ok(())
+}
+
+/// Serves until every page is in (or every task is gone).
+fn serve_loop(
+    s: &mut Serving<'_>,
+    sock: &OwnedFd,
+    verifier: std::thread::JoinHandle<Result<()>>,
+    started: Instant,
+) -> Result<()> {
+    let plan = s.plan;
+    let by_pid: HashMap<i32, usize> = plan.tasks.iter().enumerate().map(|(i, t)| (t.pid, i)).collect();
     // Tests hold the background copy back to see the events on pages
     // still waiting (CRTOOLS_LAZY_BACKGROUND_AFTER_MS).
     let background_from = started
@@ -436,14 +501,11 @@ pub fn serve(dir: &Path) -> Result<()> {
             .map_or(std::time::Duration::ZERO, std::time::Duration::from_millis);
     let mut reported = HashSet::new();
     let mut sock_open = true;
+    let mut told = false;
     let mut verifier = Some(verifier);
     loop {
         if let Some(v) = verifier.take_if(|v| v.is_finished()) {
-            let checked = v.join().map_err(|_| Error::new("the page-data check panicked")).and_then(|r| r);
-            if let Err(e) = checked {
-                s.kill_all();
-                return Err(Error::new(format!("the restored tasks were killed: {e}")));
-            }
+            v.join().map_err(|_| Error::new("the page-data check panicked")).and_then(|r| r)?;
             log::debug!("lazy pages: page data checked");
         }
         let all_in = reported.len() == plan.tasks.len() || !sock_open;
@@ -465,6 +527,12 @@ pub fn serve(dir: &Path) -> Result<()> {
         event::poll(&mut fds, timeout).ctx_global("poll the lazy-pages descriptors")?;
         if fds[0].revents != 0 {
             sock_open = s.accept(sock.as_fd(), &by_pid, &mut reported)?;
+            if reported.len() == plan.tasks.len() && !told {
+                // The engine lets the tree go only after this.
+                crate::sys::socket::send(sock.as_fd(), READY, crate::sys::socket::MsgFlags::empty())
+                    .ctx_global("tell the engine the pages are served")?;
+                told = true;
+            }
         }
         let ready: Vec<bool> = fds[1..].iter().map(|p| p.revents != 0).collect();
         let mut any_event = false;
@@ -479,17 +547,6 @@ pub fn serve(dir: &Path) -> Result<()> {
         }
         s.retire();
     }
-    let c = &s.counts;
-    log::info!(
-        "lazy pages: all in place {} ms after the server started: {} pages on {} faults, {} in the background, {} \
-         zero pages, {} forks followed",
-        started.elapsed().as_millis(),
-        c.fault_pages,
-        c.faults,
-        c.background_pages,
-        c.zero_pages,
-        c.forks
-    );
     Ok(())
 }
 
@@ -684,12 +741,43 @@ impl Serving<'_> {
         Ok(())
     }
 
-    /// The page data is not what was dumped: nothing restored may run on.
+    /// Nothing restored may run on (the page data is not what was dumped,
+    /// or the server cannot go on): the restored tasks and every
+    /// descendant of theirs (children forked since hold waiting pages
+    /// too) are killed.
     fn kill_all(&self) {
-        for t in &self.plan.tasks {
-            let _ = crate::sys::signal::kill(Pid(t.pid), 9);
+        let roots: Vec<i32> = self.plan.tasks.iter().map(|t| t.pid).collect();
+        for pid in descendants(&roots) {
+            let _ = crate::sys::signal::kill(Pid(pid), 9);
+        }
+        for &pid in &roots {
+            let _ = crate::sys::signal::kill(Pid(pid), 9);
         }
     }
+}
+
+/// The processes below `roots` in the process tree now.
+fn descendants(roots: &[i32]) -> Vec<i32> {
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+            if let Ok(st) = crate::proc::stat::read(Pid(pid)) {
+                children.entry(st.ppid).or_default().push(pid);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut todo: Vec<i32> = roots.to_vec();
+    while let Some(p) = todo.pop() {
+        for &c in children.get(&p).map(Vec::as_slice).unwrap_or(&[]) {
+            if !out.contains(&c) && !roots.contains(&c) {
+                out.push(c);
+                todo.push(c);
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -648,18 +648,9 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
     let gos = share_pipes(&tasks, &roles, high_base)?;
 
     let tasks = tasks;
-    // The lazy-pages server, before any task exists (a pid it takes is
-    // not one the tree needs).
-    let mut lazy_server = match &opts.lazy_pages {
-        Some(cmd) => {
-            let mut avoid: HashSet<i32> =
-                tasks.iter().flat_map(|t| t.pstree.threads.iter().map(|&x| x as i32)).collect();
-            avoid.extend(group_helpers.iter().map(|h| h.1 as i32));
-            avoid.extend(session_helpers.iter().map(|h| h.1 as i32));
-            Some(lazy::Server::start(cmd, &opts.dir, &avoid)?)
-        }
-        None => None,
-    };
+    // The socket to the lazy-pages server, which starts once the plans
+    // say what is lazy, before any task exists.
+    let mut lazy_server = opts.lazy_pages.as_ref().map(|_| lazy::Server::new()).transpose()?;
     let lazy_sock = match lazy_server.as_mut() {
         Some(s) => s.place(high_base)?,
         None => -1,
@@ -748,7 +739,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
             zombie: t.process().state == TaskState::Zombie,
         })
         .collect();
-    if let Some(server) = lazy_server.as_mut() {
+    if let (Some(server), Some(cmd)) = (lazy_server.as_mut(), &opts.lazy_pages) {
         let mut plan = lazy::LazyPlan::default();
         let mut lazy_names = HashSet::new();
         let mut lazy_bytes = 0;
@@ -761,7 +752,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
             plan.tasks.push(task);
         }
         log::info!("lazy pages: {} MiB of {} tasks left to the server", lazy_bytes >> 20, plan.tasks.len());
-        server.send_plan(&plan)?;
+        // A pid it takes is not one the tree needs.
+        let mut avoid: HashSet<i32> = tasks.iter().flat_map(|t| t.pstree.threads.iter().map(|&x| x as i32)).collect();
+        avoid.extend(group_helpers.iter().map(|h| h.1 as i32));
+        avoid.extend(session_helpers.iter().map(|h| h.1 as i32));
+        server.start(cmd, &opts.dir, &avoid, &plan)?;
         verifier =
             Some(verify_pages(&opts.dir, pages_names.into_iter().filter(|n| !lazy_names.contains(n)).collect())?);
     }
@@ -790,6 +785,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         }
     });
     let post_restore = || {
+        // The lazy-pages server holds every lazy task's pages before any
+        // task runs.
+        if let Some(s) = lazy_server.as_ref() {
+            s.wait_ready()?;
+        }
         // Every task attached its segments: the removed ones are marked again.
         segments.complete()?;
         crate::scripts::run(&opts.action_scripts, "post-restore", &opts.dir, Some(root))
