@@ -2278,7 +2278,16 @@ fn lazy_eligible(t: &rp::Vma, pagemap: &[PagemapEntry]) -> bool {
             data += (e.vaddr + e.nr_pages as u64 * PAGE).min(t.end) - e.vaddr.max(t.start);
         }
     }
-    data >= LAZY_MIN
+    data > 0 && data >= lazy_min()
+}
+
+/// [`LAZY_MIN`], or `CRTOOLS_LAZY_MIN_KIB` (tests: every eligible VMA
+/// lazy with 0).
+fn lazy_min() -> u64 {
+    static MIN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *MIN.get_or_init(|| {
+        std::env::var("CRTOOLS_LAZY_MIN_KIB").ok().and_then(|v| v.parse::<u64>().ok()).map_or(LAZY_MIN, |k| k * 1024)
+    })
 }
 
 /// Writes the page runs [`plan`] left out (VMAs mapped without write
