@@ -163,6 +163,9 @@ fn lazy_round(tag: &str, hold_ms: u64, detach: bool, pre_dump: bool) -> (String,
     let log =
         poll(60, || std::fs::read_to_string(img.join("lazy-pages.log")).ok().filter(|l| l.contains("all in place")))
             .unwrap_or_else(|| std::fs::read_to_string(img.join("lazy-pages.log")).unwrap_or_default());
+    // What the server measured, as `crtools show` decodes it.
+    let shown = crtools(&["show", "-f", img.join("stats-lazy.img").to_str().unwrap()], &[]);
+    let log = format!("{log}\n{}", String::from_utf8_lossy(&shown.stdout));
     // SAFETY: killing the process this test restored.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     if let Some(mut r) = restorer {
@@ -188,6 +191,7 @@ fn lazy_pages_stay_exact_through_fork_dontneed_and_mremap() {
     let (got, log) = lazy_round("events", 3000, true, false);
     assert_eq!(got.trim(), "dontneed-zero mremap-ok moved-good rest-good child-good", "server log:\n{log}");
     assert!(log.contains("all in place") && log.contains("1 forks followed"), "server log:\n{log}");
+    assert!(log.contains("complete_time") && log.contains("forks: 1"), "stats-lazy.img:\n{log}");
 }
 
 /// Without holding anything back, and with crtools waiting for the root

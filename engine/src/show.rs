@@ -246,7 +246,7 @@ fn show_dir(path: &Path, opts: &ShowOptions, out: &mut dyn Write) -> Res {
         }
     }
     // The runs' statistics, written next to the images, outside the inventory.
-    for kind in [ImageKind::StatsDump, ImageKind::StatsRestore] {
+    for kind in [ImageKind::StatsDump, ImageKind::StatsRestore, ImageKind::StatsLazy] {
         let name = kind.file_name(None).expect("no id");
         let p = path.join(&name);
         if p.is_file() {

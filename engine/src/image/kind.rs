@@ -124,6 +124,8 @@ image_kinds! {
         FileLocks = 17, "file-locks", "file-locks.img",   2, DEFAULT_MAX_RECORD, (),                       files::FileLockEntry;
         StatsDump = 18, "stats-dump", "stats-dump.img",   1, 4096,               stats::DumpStatsEntry,    ();
         StatsRestore = 19, "stats-restore", "stats-restore.img", 1, 4096,        stats::RestoreStatsEntry, ();
+        /// What the lazy-pages server of `restore --lazy-pages` measured.
+        StatsLazy = 23, "stats-lazy", "stats-lazy.img",   1, 4096,               stats::LazyStatsEntry,    ();
         /// Terminals: pty pairs of the tree and a shell job's terminal.
         TtyInfo   = 20, "tty-info", "tty-info.img",       1, DEFAULT_MAX_RECORD, (),                       tty::TtyInfoEntry;
         /// signalfd objects.

@@ -1,5 +1,5 @@
-//! `stats-dump.img` and `stats-restore.img`: what a dump and a restore
-//! measured, in microseconds (CRIU's field names). They are written next to
+//! `stats-dump.img`, `stats-restore.img` and `stats-lazy.img`: what a
+//! dump, a restore and a restore's lazy-pages server measured, in microseconds (CRIU's field names). They are written next to
 //! the images once the run is over, outside the inventory (a dump's
 //! frozen time is only known after the tree was killed or left stopped);
 //! `crtools show` decodes them with the dump.
@@ -42,6 +42,38 @@ pub struct RestoreStatsEntry {
     pub restore_time: u64,
     /// Pages restored.
     pub pages_restored: u64,
+}
+
+/// What the lazy-pages server of `restore --lazy-pages` measured, written
+/// when the last page is in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LazyStatsEntry {
+    /// From the server's start (before the tree was made) until every
+    /// page was in.
+    pub complete_time: u64,
+    /// Faults answered.
+    pub faults: u64,
+    /// Pages copied in on faults.
+    pub pages_on_fault: u64,
+    /// Pages copied in the background.
+    pub pages_background: u64,
+    /// Zero pages given (touched pages the images do not hold).
+    pub zero_pages: u64,
+    /// Forks of the restored tasks followed while pages waited.
+    pub forks: u64,
+}
+
+impl Describe for LazyStatsEntry {
+    fn describe(&self) -> Node {
+        Obj::new()
+            .f("complete_time", us(self.complete_time))
+            .f("faults", self.faults)
+            .f("pages_on_fault", self.pages_on_fault)
+            .f("pages_background", self.pages_background)
+            .f("zero_pages", self.zero_pages)
+            .f("forks", self.forks)
+            .done()
+    }
 }
 
 fn us(v: u64) -> Node {

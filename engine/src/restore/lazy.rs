@@ -470,6 +470,18 @@ pub fn serve(dir: &Path) -> Result<()> {
         return Err(Error::new(format!("the restored tasks were killed: {e}")));
     }
     let c = &s.counts;
+    let stats = crate::image::stats::LazyStatsEntry {
+        complete_time: started.elapsed().as_micros() as u64,
+        faults: c.faults,
+        pages_on_fault: c.fault_pages,
+        pages_background: c.background_pages,
+        zero_pages: c.zero_pages,
+        forks: c.forks,
+    };
+    // The tree has its pages: a failure here is only reported.
+    if let Err(e) = crate::image::dir::write_side_image::<crate::image::kinds::StatsLazy>(dir, &stats) {
+        log::warn!("write stats-lazy.img: {e}");
+    }
     log::info!(
         "lazy pages: all in place {} ms after the server started: {} pages on {} faults, {} in the background, {} \
          zero pages, {} forks followed",
