@@ -126,6 +126,12 @@ pub struct TreeArgs {
     #[arg(long = "tcp-established")]
     pub tcp_established: bool,
 
+    /// Drop TCP connections: at dump, they are not checkpointed (the
+    /// killed tree closes them); at restore, connections in the images
+    /// come back closed (recv gives 0, send EPIPE). As CRIU's --tcp-close
+    #[arg(long = "tcp-close")]
+    pub tcp_close: bool,
+
     /// Allow to dump and restore shell jobs (the restored task inherits
     /// session and process group from crtools; one external tty may migrate)
     #[arg(short = 'j', long = "shell-job")]
@@ -347,6 +353,8 @@ pub struct DumpOptions {
     pub file_locks: bool,
     /// `--tcp-established`.
     pub tcp_established: bool,
+    /// `--tcp-close`.
+    pub tcp_close: bool,
     /// `-j`.
     pub shell_job: bool,
     /// `--prev-images-dir`.
@@ -393,6 +401,8 @@ pub struct RestoreOptions {
     pub lazy_pages: bool,
     /// `--tcp-established`.
     pub tcp_established: bool,
+    /// `--tcp-close`.
+    pub tcp_close: bool,
     /// `-j`.
     pub shell_job: bool,
 }
@@ -473,6 +483,7 @@ impl Options {
                 ghost_limit: d.ghost_limit,
                 file_locks: d.tree.file_locks,
                 tcp_established: d.tree.tcp_established,
+                tcp_close: d.tree.tcp_close,
                 shell_job: d.tree.shell_job,
                 prev_images_dir: d.prev_images_dir,
                 track_mem: d.track_mem,
@@ -495,6 +506,7 @@ impl Options {
                 action_scripts: r.tree.action_script,
                 lazy_pages: r.lazy_pages,
                 tcp_established: r.tree.tcp_established,
+                tcp_close: r.tree.tcp_close,
                 shell_job: r.tree.shell_job,
             }),
             CommandArgs::Show(s) => {

@@ -199,6 +199,7 @@ fn command(opts: &Options) -> Result<u8, Error> {
                 ghost_limit: dump.ghost_limit,
                 file_locks: dump.file_locks,
                 tcp_established: dump.tcp_established,
+                tcp_close: dump.tcp_close,
                 action_scripts: dump.action_scripts.clone(),
                 parent: dump.prev_images_dir.clone(),
                 track_mem: dump.track_mem,
@@ -243,6 +244,7 @@ fn command(opts: &Options) -> Result<u8, Error> {
                 inherit_fds: restore.inherit_fds.iter().map(|i| (i.fd, i.key.clone())).collect(),
                 file_locks: restore.file_locks,
                 tcp_established: restore.tcp_established,
+                tcp_close: restore.tcp_close,
                 action_scripts: restore.action_scripts.clone(),
                 namespaces: (!restore.namespaces.is_empty()).then(|| namespaces(&restore.namespaces)),
                 lazy_pages: match restore.lazy_pages {

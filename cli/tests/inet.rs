@@ -252,3 +252,99 @@ fn refused_and_left_running(name: &str, setup: &str, expect: &str) {
     assert!(!dir.join("inventory.img").exists(), "a refused dump left an inventory");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A python3 victim holding both ends of a loopback TCP connection and
+/// its listener. On SIGUSR1 it writes, for each end, the TCP state,
+/// what recv(MSG_DONTWAIT) gives, whether poll says POLLHUP and what send
+/// gives, then whether the listener still accepts.
+const TCP_CLOSE_VICTIM: &str = r#"
+import socket, select, signal, sys, time, errno, struct
+signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+out = sys.argv[1]
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(4)
+port = l.getsockname()[1]
+c = socket.create_connection(("127.0.0.1", port))
+a, _ = l.accept()
+c.sendall(b"in flight")
+def state(s):
+    return s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+def end(s):
+    try:
+        r = repr(s.recv(16, socket.MSG_DONTWAIT))
+    except OSError as e:
+        r = errno.errorcode[e.errno]
+    p = select.poll(); p.register(s, select.POLLHUP)
+    hup = any(ev & select.POLLHUP for _, ev in p.poll(0))
+    try:
+        s.send(b"x", socket.MSG_DONTWAIT); w = "sent"
+    except OSError as e:
+        w = errno.errorcode[e.errno]
+    return "state=%d recv=%s hup=%s send=%s" % (state(s), r, hup, w)
+def check(sig, frm):
+    lines = [end(c), end(a)]
+    n = socket.create_connection(("127.0.0.1", port)); m, _ = l.accept()
+    n.sendall(b"new"); lines.append("listener=" + repr(m.recv(3)))
+    open(out + ".tmp", "w").write("\n".join(lines) + "\n")
+    import os; os.rename(out + ".tmp", out)
+signal.signal(signal.SIGUSR1, check)
+print("ready", flush=True)
+while True: time.sleep(0.05)
+"#;
+
+/// `--tcp-close`, at dump (connections not checkpointed) or at restore
+/// (connections in the images come back closed): both ends are closed
+/// sockets (TCP_CLOSE, recv gives b'', POLLHUP, send EPIPE), the data in
+/// flight is gone, and the listener works on.
+fn tcp_close_round(tag: &str, dump_opt: &str, restore_opt: Option<&str>) -> String {
+    subreaper();
+    let dir = tmpdir(tag);
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("out");
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c").arg(TCP_CLOSE_VICTIM).arg(&out).stdin(Stdio::null()).stdout(Stdio::piped());
+    cmd.stderr(Stdio::null());
+    common::detached(&mut cmd);
+    let mut child = cmd.spawn().expect("start python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let pid = child.id() as i32;
+    let img = dir.join("img");
+    let img_s = img.to_str().unwrap();
+    ok(&crtools(&["dump", "-t", &pid.to_string(), "-D", img_s, dump_opt]), "dump");
+    let _ = child.wait();
+    wait_gone(pid);
+    let mut args = vec!["restore", "-d", "-D", img_s];
+    args.extend(restore_opt);
+    ok(&crtools(&args), "restore");
+    // SAFETY: signalling the process this test restored.
+    unsafe { libc::kill(pid, libc::SIGUSR1) };
+    let t = Instant::now();
+    while !out.exists() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let got = std::fs::read_to_string(&out).unwrap_or_default();
+    kill_reap(pid);
+    let _ = std::fs::remove_dir_all(&dir);
+    got
+}
+
+const CLOSED_BOTH_ENDS: &str = "state=7 recv=b'' hup=True send=EPIPE\n\
+                                state=7 recv=b'' hup=True send=EPIPE\n\
+                                listener=b'new'\n";
+
+#[test]
+fn tcp_close_at_restore_gives_closed_connections() {
+    if !root() {
+        return;
+    }
+    assert_eq!(tcp_close_round("tcpclose-r", "--tcp-established", Some("--tcp-close")), CLOSED_BOTH_ENDS);
+}
+
+#[test]
+fn tcp_close_at_dump_needs_no_tcp_established() {
+    if !root() {
+        return;
+    }
+    assert_eq!(tcp_close_round("tcpclose-d", "--tcp-close", None), CLOSED_BOTH_ENDS);
+}

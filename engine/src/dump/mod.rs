@@ -50,6 +50,9 @@ pub struct DumpOptions {
     /// `--tcp-established`: established TCP connections are dumped (in
     /// repair mode) instead of refused.
     pub tcp_established: bool,
+    /// `--tcp-close`: TCP connections are dumped as closed sockets (not
+    /// checkpointed; the killed tree closes them).
+    pub tcp_close: bool,
     /// `--action-script`: scripts run at pre-dump and post-dump.
     pub action_scripts: Vec<PathBuf>,
     /// `--prev-images-dir`: the parent dump (a pre-dump), relative to `dir`.
@@ -196,6 +199,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         .flat_map(|t| std::iter::once(t.pid.0 as u32).chain(t.threads.iter().map(|th| th.pid().0 as u32)))
         .collect();
     shared.fd_cx.tcp_established = opts.tcp_established;
+    shared.fd_cx.tcp_close = opts.tcp_close;
     let proc_locks = file_lock::read_in_background()?;
     shared.sharing = refuse_tree(&tree, opts.file_locks, opts.namespaces)?;
     // Each task's pages are copied by the pool while the next task is

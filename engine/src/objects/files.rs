@@ -245,6 +245,9 @@ pub struct FdCtx {
     /// `--tcp-established`: established TCP connections are dumped in
     /// repair mode and restored with TCP_REPAIR.
     pub tcp_established: bool,
+    /// `--tcp-close`: TCP connections are dumped (and, at restore, come
+    /// back) as closed sockets (see `inet_sk::close_entry`).
+    pub tcp_close: bool,
     /// At restore: where the tree's removed working directories were (a
     /// removed directory open as a descriptor by that name is the same
     /// directory: its ghost stays for the working directory).

@@ -507,6 +507,11 @@ pub fn dump(
                         entry.tcp = Some(dump_ended(s.as_fd(), &entry.opts).map_err(|m| e(format!("{conn}: {m}")))?);
                     }
                 }
+                st if cx.tcp_close && (st == TCP_ESTABLISHED || st == TCP_SYN_SENT || Fins::of(st).is_some()) => {
+                    // Not checkpointed: the killed tree closes it.
+                    log::debug!(task = pid.0; "task {pid}: {what}: {} {}: dumped closed (--tcp-close)", state_text(st), ends(local, peer));
+                    close_entry(&mut entry);
+                }
                 TCP_ESTABLISHED if !cx.tcp_established => {
                     return Err(r(format!(
                         "established TCP connection {}: dump with --tcp-established to checkpoint it",
@@ -1162,6 +1167,12 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
         )
     };
     let err = |u: &InetSkEntry, msg: String| Error::new(format!("{}: {msg}", name(u)));
+    if cx.tcp_close {
+        for u in socks.iter_mut().filter(|u| u.tcp.is_some() && u.state != TCP_CLOSE) {
+            log::debug!("{}: restored closed (--tcp-close)", name(u));
+            close_entry(u);
+        }
+    }
     // (One that ended talks to nobody: it needs no --tcp-established.)
     if let Some(u) = socks.iter().find(|u| u.tcp.is_some() && u.state != TCP_CLOSE) {
         if !cx.tcp_established {
@@ -1859,11 +1870,26 @@ pub(crate) fn set_opts(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Resu
     Ok(())
 }
 
+/// What `--tcp-close` makes of a TCP connection: a socket that is closed
+/// both ways, as one whose connection ended (recv gives 0, poll POLLHUP,
+/// send EPIPE), with its options but neither address nor queues. CRIU's
+/// --tcp-close gives the same.
+pub(crate) fn close_entry(u: &mut InetSkEntry) {
+    u.state = TCP_CLOSE;
+    u.tcp = None;
+    u.local = None;
+    u.peer = None;
+    u.queue.clear();
+    u.shutdown = RCV_SHUTDOWN | SEND_SHUTDOWN;
+}
+
 /// shutdown(2) as the socket had it (a TCP connection's sending side is in
-/// its state; only the receiving side is a flag).
+/// its state; only the receiving side is a flag). A closed TCP socket has
+/// no state to keep it: both flags are set (shutdown says ENOTCONN, but
+/// sets them).
 fn shutdown(fd: BorrowedFd<'_>, u: &InetSkEntry) -> std::result::Result<(), String> {
     let mut how = u.shutdown & (RCV_SHUTDOWN | SEND_SHUTDOWN);
-    if u.proto == inet::IPPROTO_TCP && u.ty == SockType::SOCK_STREAM.0 {
+    if u.proto == inet::IPPROTO_TCP && u.ty == SockType::SOCK_STREAM.0 && u.state != TCP_CLOSE {
         how &= RCV_SHUTDOWN;
     }
     let how = match how {

@@ -87,6 +87,8 @@ pub struct RestoreOptions {
     /// `--tcp-established`: restore established TCP connections (images
     /// that hold some are refused without it).
     pub tcp_established: bool,
+    /// `--tcp-close`: TCP connections in the images come back closed.
+    pub tcp_close: bool,
     /// `--action-script`: scripts run at pre-restore, post-restore and
     /// post-resume.
     pub action_scripts: Vec<PathBuf>,
@@ -526,6 +528,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32> {
         shell_job: opts.shell_job,
         ext_unix_sk: opts.ext_unix_sk,
         tcp_established: opts.tcp_established,
+        tcp_close: opts.tcp_close,
         images_dir: Some(opts.dir.clone()),
         inherit_fds: opts.inherit_fds.clone(),
         tree_tids: tree.iter().flat_map(|t| t.threads.iter().copied()).collect(),
