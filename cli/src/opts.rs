@@ -178,6 +178,12 @@ pub struct DumpArgs {
     /// is started by pre-dump, not by dump)
     #[arg(long = "track-mem", requires = "prev_images_dir")]
     pub track_mem: bool,
+
+    /// Skip connections waiting in a listener's accept queue, not accepted
+    /// yet (their clients find them gone after restore), instead of
+    /// refusing the dump. As CRIU's --skip-in-flight
+    #[arg(long = "skip-in-flight")]
+    pub skip_in_flight: bool,
 }
 
 /// `crtools pre-dump`.
@@ -355,6 +361,8 @@ pub struct DumpOptions {
     pub tcp_established: bool,
     /// `--tcp-close`.
     pub tcp_close: bool,
+    /// `--skip-in-flight`.
+    pub skip_in_flight: bool,
     /// `-j`.
     pub shell_job: bool,
     /// `--prev-images-dir`.
@@ -484,6 +492,7 @@ impl Options {
                 file_locks: d.tree.file_locks,
                 tcp_established: d.tree.tcp_established,
                 tcp_close: d.tree.tcp_close,
+                skip_in_flight: d.skip_in_flight,
                 shell_job: d.tree.shell_job,
                 prev_images_dir: d.prev_images_dir,
                 track_mem: d.track_mem,

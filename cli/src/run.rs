@@ -200,6 +200,7 @@ fn command(opts: &Options) -> Result<u8, Error> {
                 file_locks: dump.file_locks,
                 tcp_established: dump.tcp_established,
                 tcp_close: dump.tcp_close,
+                skip_in_flight: dump.skip_in_flight,
                 action_scripts: dump.action_scripts.clone(),
                 parent: dump.prev_images_dir.clone(),
                 track_mem: dump.track_mem,

@@ -39,6 +39,7 @@ pub const OPTIONS: &[(&str, &str, bool)] = &[
     ("dump", "ghost_limit", true),
     ("dump", "tcp_established", true),
     ("dump", "tcp_close", true),
+    ("dump", "skip_in_flight", true),
     ("dump", "shell_job", true),
     ("dump", "file_locks", true),
     ("dump", "prev_images_dir", true),

@@ -348,3 +348,70 @@ fn tcp_close_at_dump_needs_no_tcp_established() {
     }
     assert_eq!(tcp_close_round("tcpclose-d", "--tcp-close", None), CLOSED_BOTH_ENDS);
 }
+
+/// A connection waiting in the accept queue of the victim's listener is
+/// refused by name without `--skip-in-flight`, and left out with it: the
+/// restored listener accepts new connections (zdtm
+/// socket-tcp-skip-in-flight).
+#[test]
+fn in_flight_connections_are_skipped_with_skip_in_flight() {
+    if !root() {
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("inflight");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("out");
+    let script = r#"
+import socket, signal, sys, time, os
+out = sys.argv[1]
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(4); l.setblocking(False)
+port = l.getsockname()[1]
+c = socket.create_connection(("127.0.0.1", port))
+def check(sig, frm):
+    c.close()
+    n = socket.create_connection(("127.0.0.1", port))
+    n.sendall(b"new")
+    l.setblocking(True)
+    got = []
+    for _ in range(2):
+        m, _ = l.accept()
+        m.settimeout(1)
+        try: got.append(m.recv(3))
+        except OSError: got.append(b"?")
+        if got[-1] == b"new": break
+    open(out + ".tmp", "w").write(repr(got[-1]) + "\n"); os.rename(out + ".tmp", out)
+signal.signal(signal.SIGUSR1, check)
+print("ready", flush=True)
+while True: time.sleep(0.05)
+"#;
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c").arg(script).arg(&out).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+    common::detached(&mut cmd);
+    let mut child = cmd.spawn().expect("start python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let pid = child.id() as i32;
+    let img = dir.join("img");
+    let img_s = img.to_str().unwrap();
+    let refused = crtools(&["dump", "-t", &pid.to_string(), "-D", img_s, "--tcp-established"]);
+    let err = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert_eq!(refused.status.code(), Some(3), "{err}");
+    assert!(err.contains("accept queue") && err.contains("--skip-in-flight"), "{err}");
+    let o = crtools(&["dump", "-t", &pid.to_string(), "-D", img_s, "--tcp-established", "--skip-in-flight"]);
+    ok(&o, "dump");
+    let _ = child.wait();
+    wait_gone(pid);
+    ok(&crtools(&["restore", "-d", "-D", img_s, "--tcp-established"]), "restore");
+    // SAFETY: signalling the process this test restored.
+    unsafe { libc::kill(pid, libc::SIGUSR1) };
+    let t = Instant::now();
+    while !out.exists() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let got = std::fs::read_to_string(&out).unwrap_or_default();
+    kill_reap(pid);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(got, "b'new'\n");
+}

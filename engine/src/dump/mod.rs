@@ -53,6 +53,9 @@ pub struct DumpOptions {
     /// `--tcp-close`: TCP connections are dumped as closed sockets (not
     /// checkpointed; the killed tree closes them).
     pub tcp_close: bool,
+    /// `--skip-in-flight`: connections in a listener's accept queue are
+    /// left out instead of refused.
+    pub skip_in_flight: bool,
     /// `--action-script`: scripts run at pre-dump and post-dump.
     pub action_scripts: Vec<PathBuf>,
     /// `--prev-images-dir`: the parent dump (a pre-dump), relative to `dir`.
@@ -200,6 +203,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpStats> {
         .collect();
     shared.fd_cx.tcp_established = opts.tcp_established;
     shared.fd_cx.tcp_close = opts.tcp_close;
+    shared.fd_cx.skip_in_flight = opts.skip_in_flight;
     let proc_locks = file_lock::read_in_background()?;
     shared.sharing = refuse_tree(&tree, opts.file_locks, opts.namespaces)?;
     // Each task's pages are copied by the pool while the next task is

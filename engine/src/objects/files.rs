@@ -248,6 +248,9 @@ pub struct FdCtx {
     /// `--tcp-close`: TCP connections are dumped (and, at restore, come
     /// back) as closed sockets (see `inet_sk::close_entry`).
     pub tcp_close: bool,
+    /// `--skip-in-flight`: connections waiting in a listener's accept
+    /// queue are left out of the dump.
+    pub skip_in_flight: bool,
     /// At restore: where the tree's removed working directories were (a
     /// removed directory open as a descriptor by that name is the same
     /// directory: its ghost stays for the working directory).

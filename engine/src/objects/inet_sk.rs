@@ -464,10 +464,17 @@ pub fn dump(
             match state {
                 TCP_LISTEN => {
                     let d = diag.ok_or_else(|| e("listening, but inet_diag does not list it".into()))?;
-                    if d.rqueue > 0 {
+                    if d.rqueue > 0 && cx.skip_in_flight {
+                        log::info!(
+                            task = pid.0;
+                            "task {pid}: {what}: {} connection(s) in the accept queue of {} skipped (--skip-in-flight)",
+                            d.rqueue,
+                            ends(local, None)
+                        );
+                    } else if d.rqueue > 0 {
                         return Err(r(format!(
                             "listening on {}: {} connection(s) wait in its accept queue, not accepted yet: \
-                             restoring them is not supported yet",
+                             restoring them is not supported yet (--skip-in-flight leaves them out)",
                             ends(local, None),
                             d.rqueue
                         )));
