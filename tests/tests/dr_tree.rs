@@ -373,7 +373,8 @@ fn wait_gone(pid: i32) {
 }
 
 fn do_dump(pid: i32, dir: &Path, leave_stopped: bool) -> Result<(), String> {
-    dump(&DumpOptions {
+    let started = std::time::Instant::now();
+    let stats = dump(&DumpOptions {
         pid: Pid(pid),
         dir: dir.to_path_buf(),
         leave_stopped,
@@ -381,8 +382,12 @@ fn do_dump(pid: i32, dir: &Path, leave_stopped: bool) -> Result<(), String> {
         evasive_devices: false,
         ..Default::default()
     })
-    .map(|_| ())
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    // Memory time is wall time: the tasks' overlapping copies count once
+    // (it was their sum, several times the dump's own time for a tree).
+    let took = started.elapsed();
+    assert!(stats.memdump <= took, "memdump {:?} > the dump's {took:?}", stats.memdump);
+    Ok(())
 }
 
 fn do_restore(pid: i32, dir: &Path) -> Result<(), String> {

@@ -87,7 +87,8 @@ pub struct DumpStats {
     pub fds: usize,
     /// Pages of the VMAs that hold data, looked at.
     pub pages_scanned: u64,
-    /// Reading and writing pages.
+    /// Reading and writing pages: wall time, the tasks' overlapping
+    /// copies counted once.
     pub memdump: std::time::Duration,
     /// Writing pages.
     pub memwrite: std::time::Duration,
@@ -108,6 +109,8 @@ struct Shared {
     /// Descriptor tables and fs information shared between processes.
     sharing: clone_share::Sharing,
     stats: DumpStats,
+    /// When the last task's pages counted in `stats.memdump` were done.
+    mem_until: Option<std::time::Instant>,
     /// Page frames of the tasks dumped so far (pages children still share).
     frames: std::collections::HashMap<Pid, mm::Frames>,
     /// The parent dump (`--prev-images-dir`, `--track-mem`).
@@ -395,7 +398,12 @@ fn finish_pages(img: &ImageDir, t: PendingTask, shared: &mut Shared) -> Result<V
     shared.stats.pages_skipped_parent += t.pages.skipped;
     let mm::CopiedPages { entries: pagemap, nr_pages, pages, write_time, lost } = t.pages.wait()?;
     crate::objects::aio::recheck(pid, &t.aio)?;
-    shared.stats.memdump += t.mem_started.elapsed();
+    // Tasks' copies overlap (the next is infected while the pool copies
+    // this one's); they start in this order: the union of their spans.
+    let now = std::time::Instant::now();
+    let from = shared.mem_until.map_or(t.mem_started, |u| u.max(t.mem_started));
+    shared.stats.memdump += now.saturating_duration_since(from);
+    shared.mem_until = Some(now);
     shared.stats.memwrite += write_time;
     let mut head = PagemapHead { pages_id: pid.0 as u32, stripes: Vec::new() };
     for (k, p) in pages.into_iter().enumerate() {
