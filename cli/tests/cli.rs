@@ -1634,27 +1634,6 @@ fn a_tcp_connection_with_tens_of_megabytes_queued_survives() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A terminal whose master side was closed (hung up: every request fails
-/// with EIO) is refused by name, and the task runs on (zdtm pty04).
-#[test]
-fn a_hung_up_terminal_is_refused_by_name() {
-    if !have_python3() {
-        return;
-    }
-    let script = "import os, time, signal\n\
-                  signal.signal(signal.SIGHUP, signal.SIG_IGN)\n\
-                  m, s = os.openpty()\n\
-                  os.close(m)\n\
-                  print(os.readlink('/proc/self/fd/%d' % s), flush=True)\n\
-                  time.sleep(600)\n";
-    let dir = tmpdir("hungup");
-    let DumpOf { line, code, err, alive } = dump_of_python3(script, &dir);
-    assert_eq!(code, Some(3), "not refused: {err}");
-    assert!(err.contains(line.trim().trim_end_matches(" (deleted)")) && err.contains("hung up"), "{line}: {err}");
-    assert_eq!(alive, Some('S'), "the task does not sleep on");
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
 /// NUMA memory policies come back: the task's own (with a flag), one
 /// set with mbind on two pages of a mapping (its neighbours keep the
 /// default), another thread's own (a silent difference before: all came
@@ -2862,5 +2841,58 @@ fn a_reader_of_a_file_that_grew_reads_on_after_restore() {
     let got = ask(pid, &out);
     kill_reap(pid);
     assert_eq!(got, "line 3\n");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A pty slave whose master was closed (a program left behind by an ssh
+/// session that ended; zdtm pty04): dumped and made again hung up, at the
+/// same index; read gives end of file, write and ioctls EIO, as before the
+/// dump (it was refused before).
+#[test]
+fn a_hung_up_terminal_comes_back_hung_up() {
+    if !have_python3() {
+        return;
+    }
+    subreaper();
+    let dir = tmpdir("hungup");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("out");
+    let script = format!(
+        "import os, signal, time, termios, errno\n\
+         m, s = os.openpty()\n\
+         name = os.ttyname(s)\n\
+         os.close(m)\n\
+         def probe():\n    \
+             r = []\n    \
+             try: r.append('read=%r' % os.read(s, 1))\n    \
+             except OSError as e: r.append('read=' + errno.errorcode[e.errno])\n    \
+             try: os.write(s, b'x'); r.append('write=ok')\n    \
+             except OSError as e: r.append('write=' + errno.errorcode[e.errno])\n    \
+             try: termios.tcgetattr(s); r.append('tcgetattr=ok')\n    \
+             except termios.error as e: r.append('tcgetattr=' + errno.errorcode[e.args[0]])\n    \
+             r.append('link=' + os.readlink('/proc/self/fd/%d' % s).replace(' (deleted)', ''))\n    \
+             return ' '.join(r)\n\
+         before = probe()\n\
+         def ask(sig, fr):\n    \
+             open({out:?} + '.tmp', 'w').write(before + '\\n' + probe() + '\\n'); os.rename({out:?} + '.tmp', {out:?})\n\
+         signal.signal(signal.SIGUSR1, ask)\n\
+         print('ready', flush=True)\n\
+         while True: time.sleep(0.05)\n"
+    );
+    let (mut child, line) = python3_started(&script);
+    assert_eq!(line.trim(), "ready");
+    let pid = child.id() as i32;
+    let img = dir.join("img");
+    let o = crtools(&["dump", "-t", &pid.to_string(), "-D", img.to_str().unwrap()]);
+    assert!(o.status.success(), "dump: {}", String::from_utf8_lossy(&o.stderr));
+    let _ = child.wait();
+    let o = crtools(&["restore", "-d", "-D", img.to_str().unwrap()]);
+    assert!(o.status.success(), "restore: {}", String::from_utf8_lossy(&o.stderr));
+    let got = ask(pid, &out);
+    kill_reap(pid);
+    let lines: Vec<&str> = got.lines().collect();
+    assert_eq!(lines.len(), 2, "{got}");
+    assert!(lines[0].starts_with("read=b'' write=EIO tcgetattr=EIO link=/dev/pts/"), "{got}");
+    assert_eq!(lines[0], lines[1], "before the dump, then after the restore");
     let _ = std::fs::remove_dir_all(&dir);
 }

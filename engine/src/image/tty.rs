@@ -32,6 +32,10 @@ pub enum TtyKind {
     Console,
     /// A virtual console (/dev/ttyN), reopened by device number.
     Vt,
+    /// A pty slave hung up (its master closed): every call but read (end
+    /// of file) and close fails. Made again from a new pty whose master is
+    /// closed.
+    HungUp,
 }
 
 impl TtyKind {
@@ -44,6 +48,7 @@ impl TtyKind {
             TtyKind::DevTty => "dev-tty",
             TtyKind::Console => "console",
             TtyKind::Vt => "vt",
+            TtyKind::HungUp => "hung-up",
         }
     }
 }

@@ -163,6 +163,23 @@ pub fn dump(
     let link = crate::proc::pid_path(pid, &format!("fd/{fd}"));
     let rdev = std::fs::metadata(&link).ctx(pid, &format!("stat fd {fd}"))?.rdev();
     let dup = super::files::take_fd(pid, fd)?;
+    if (136..=143).contains(&major(rdev)) && st::tcgets(dup.as_fd()) == Err(crate::sys::Errno::EIO) {
+        // A pty slave hung up (its master closed): nothing of it can be
+        // read, and nothing is left to read; its like is made at restore.
+        out.tty_dump.owners.insert(id, (pid, fd));
+        out.tty.push(TtyEntry {
+            id,
+            kind: TtyKind::HungUp,
+            tty: 0,
+            path: RawStr(p.path.as_os_str().as_bytes().to_vec()),
+            flags,
+            rdev,
+            real_rdev: rdev,
+            termios: Vec::new(),
+            winsize: [0; 4],
+        });
+        return Ok(());
+    }
     let e = |what: &str, err: crate::sys::Errno| {
         if err == crate::sys::Errno::EIO {
             // A terminal hung up (its master closed, or vhangup): every
@@ -863,13 +880,14 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
         open_pty(info, images, out, &mut extras)?;
     }
     drop(extras);
+    open_hung_up(images, out)?;
     for t in &images.tty {
         if out.has(t.id) {
             continue; // --inherit-fd
         }
         let who = || cx.who(t.id);
         match t.kind {
-            TtyKind::PtyMaster | TtyKind::PtySlave => {}
+            TtyKind::PtyMaster | TtyKind::PtySlave | TtyKind::HungUp => {}
             TtyKind::DevTty => out.add_late(
                 t.id,
                 Late {
@@ -917,6 +935,56 @@ pub fn open(cx: &FdCtx, images: &FileImages, out: &mut Opened) -> Result<()> {
             0,
         ) {
             out.add(ctty_id(ext.tty), fd);
+        }
+    }
+    Ok(())
+}
+
+/// Makes the hung-up pty slaves again: for each dead pty (by index), a new
+/// pair with that index if it is free (any other if not), its
+/// descriptions opened on the slave, then the master closed, which hangs
+/// them up.
+fn open_hung_up(images: &FileImages, out: &mut Opened) -> Result<()> {
+    let mut by_index: BTreeMap<u32, Vec<&TtyEntry>> = BTreeMap::new();
+    for t in images.tty.iter().filter(|t| t.kind == TtyKind::HungUp && !out.has(t.id)) {
+        let index = slave_index(t.rdev).unwrap_or(u32::MAX);
+        by_index.entry(index).or_default().push(t);
+    }
+    for (index, descs) in by_index {
+        let live = images.tty_info.iter().any(|t| t.index == Some(index));
+        let mut extras = Vec::new();
+        let same = if live { None } else { open_ptmx_index(index, &mut extras).ok() };
+        drop(extras);
+        let master = match same {
+            Some(m) => m,
+            None => {
+                log::info!("hung-up /dev/pts/{index}: index taken, made on another");
+                fs::openat(
+                    None,
+                    "/dev/ptmx",
+                    SysFlags::O_RDWR | SysFlags::O_CLOEXEC | SysFlags::from_bits_retain(O_NOCTTY as u32),
+                    0,
+                )
+                .map_err(|e| Error::new(format!("hung-up /dev/pts/{index}: open /dev/ptmx: {e}")))?
+            }
+        };
+        let e = |what: &str, err: crate::sys::Errno| Error::new(format!("hung-up /dev/pts/{index}: {what}: {err}"));
+        st::set_ptlck(master.as_fd(), false).map_err(|err| e("TIOCSPTLCK", err))?;
+        let mut made = Vec::with_capacity(descs.len());
+        for d in &descs {
+            let access = d.flags & (OpenFlags::O_WRONLY | OpenFlags::O_RDWR);
+            let fd = st::open_peer(master.as_fd(), access.bits() | (SysFlags::O_CLOEXEC.bits() | O_NOCTTY as u32))
+                .map_err(|err| e("TIOCGPTPEER", err))?;
+            fs::fcntl_setfl(fd.as_fd(), status_flags(d.flags)).map_err(|err| e("F_SETFL", err))?;
+            made.push((d.id, fd));
+        }
+        // Closing the master hangs the slave's descriptions up.
+        drop(master);
+        for (id, fd) in made {
+            if st::tcgets(fd.as_fd()) != Err(crate::sys::Errno::EIO) {
+                return Err(Error::new(format!("hung-up /dev/pts/{index}: still answers after its master closed")));
+            }
+            out.add(id, fd);
         }
     }
     Ok(())
