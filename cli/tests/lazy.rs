@@ -64,8 +64,10 @@ fn poll<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
 }
 
 /// A python3 victim: 64 MiB of random data in a private anonymous mapping,
-/// with the hash of each MiB. On SIGUSR1 it forks a child that checks
-/// every MiB, empties MiB 5 (MADV_DONTNEED: it must read zeros), moves MiB
+/// with the hash of each MiB. On SIGUSR1 it marks MiB 30 but its first
+/// 8 KiB MADV_WIPEONFORK (splitting the VMA inside the server's copy
+/// windows) and forks a child that checks every MiB (the marked part
+/// must be zeros), empties MiB 5 (MADV_DONTNEED: it must read zeros), moves MiB
 /// 10-19 elsewhere with mremap (they must hold their data there), checks
 /// the rest, and writes the verdicts to the file named by argv[1].
 const VICTIM: &str = r#"
@@ -82,15 +84,21 @@ for i in range(N):
     m[i * MB:(i + 1) * MB] = os.urandom(MB)
 base = ctypes.addressof(ctypes.c_char.from_buffer(m))
 hashes = [hashlib.sha256(m[i * MB:(i + 1) * MB]).digest() for i in range(N)]
+head30 = bytes(m[30 * MB:30 * MB + 8192])
 # mremap's target: a free range, reserved with PROT_NONE.
 DST = libc.mmap(None, 10 * MB, 0, 0x22, -1, 0)
 def good(i):
     return hashlib.sha256(m[i * MB:(i + 1) * MB]).digest() == hashes[i]
 def check(sig, frm):
     res = []
+    # MiB 30 but its first 8 KiB is wiped in the child (marked after the
+    # restore, its pages still waiting): it must read zeros there, the rest
+    # as dumped. The mark splits the VMA inside copy windows and chunks.
+    m.madvise(18, 30 * MB + 8192, MB - 8192)  # MADV_WIPEONFORK
     pid = os.fork()
     if pid == 0:
-        os._exit(0 if all(good(i) for i in range(N)) else 1)
+        wiped = m[30 * MB + 8192:31 * MB] == bytes(MB - 8192) and m[30 * MB:30 * MB + 8192] == head30
+        os._exit(0 if wiped and all(good(i) for i in range(N) if i != 30) else 1)
     m.madvise(mmap.MADV_DONTNEED, 5 * MB, MB)
     res.append("dontneed-zero" if m[5 * MB:6 * MB] == bytes(MB) else "dontneed-NOT-ZERO")
     moved = libc.mremap(base + 10 * MB, 10 * MB, 10 * MB, 3, DST)
@@ -157,6 +165,31 @@ fn lazy_round(tag: &str, hold_ms: u64, detach: bool, pre_dump: bool) -> (String,
             .expect("the tree was not restored");
         Some(r)
     };
+    if hold_ms > 0 {
+        // While pages wait: the server holds none of the tree's files, and
+        // a dump of the tree is refused (its missing pages are not in it).
+        let server = std::fs::read_to_string(img.join("restore.log"))
+            .ok()
+            .and_then(|l| l.split("served by pid ").nth(1)?.split_whitespace().next()?.parse::<i32>().ok())
+            .expect("the server's pid in the restore log");
+        let links = |p: i32| -> Vec<String> {
+            std::fs::read_dir(format!("/proc/{p}/fd"))
+                .map(|d| d.flatten().filter_map(|e| std::fs::read_link(e.path()).ok()).collect::<Vec<_>>())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|l| l.to_string_lossy().into_owned())
+                .filter(|l| l.starts_with("pipe:") || l.starts_with("socket:"))
+                .collect()
+        };
+        let (mine, its) = (links(pid), links(server));
+        assert!(!mine.is_empty(), "the victim holds no pipe");
+        assert!(mine.iter().all(|l| !its.contains(l)), "the server holds the tree's {mine:?}: {its:?}");
+        let again = dir.join("again");
+        let o = crtools(&["dump", "-s", "-t", &pid_s, "-D", again.to_str().unwrap()], &[]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(3), "a dump while pages wait: {err}");
+        assert!(err.contains("userfaultfd"), "{err}");
+    }
     // SAFETY: signalling the process this test restored.
     unsafe { libc::kill(pid, libc::SIGUSR1) };
     let got = poll(60, || std::fs::read_to_string(&verdict).ok()).unwrap_or_default();
@@ -227,10 +260,27 @@ fn lazy_pages_come_from_the_parent_dump_too() {
 /// without the option, and no server is started.
 #[test]
 fn lazy_pages_with_nothing_lazy_restore_as_usual() {
+    let log = sleep_round("nothing", &[]);
+    assert!(log.contains("nothing is lazy"), "{log}");
+}
+
+/// Every mapping with data lazy (CRTOOLS_LAZY_MIN_KIB=0): a sleep's few
+/// pages are all in before the restore ends, and the server, done, must
+/// not end before the engine has let the tree go (it was taken for an
+/// unexpected task of the tree; zdtm with --lazy-pages).
+#[test]
+fn lazy_pages_all_in_before_the_restore_ends() {
+    let log = sleep_round("early", &[("CRTOOLS_LAZY_MIN_KIB", "0")]);
+    assert!(log.contains("left to the server") && !log.contains("nothing is lazy"), "{log}");
+}
+
+/// Dumps a sleep and restores it with --lazy-pages (environment `env`):
+/// the restore's log. The sleep must come back running.
+fn sleep_round(tag: &str, env: &[(&str, &str)]) -> String {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // SAFETY: prctl with integer arguments; restored tasks re-parent to us.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    let dir = scratch("nothing");
+    let dir = scratch(tag);
     let mut cmd = Command::new("sleep");
     cmd.arg("100").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
     common::detached(&mut cmd);
@@ -243,16 +293,16 @@ fn lazy_pages_with_nothing_lazy_restore_as_usual() {
     assert!(o.status.success(), "dump: {}", String::from_utf8_lossy(&o.stderr));
     let _ = child.wait();
     wait_gone(pid);
-    let o = crtools(&["restore", "-d", "--lazy-pages", "-o", "restore.log", "-D", img_s], &[]);
+    let o = crtools(&["restore", "-d", "--lazy-pages", "-o", "restore.log", "-D", img_s], env);
     let log = std::fs::read_to_string(img.join("restore.log")).unwrap_or_default();
     let alive = Path::new(&format!("/proc/{pid}")).exists();
     // SAFETY: killing the process this test restored.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     wait_gone(pid);
-    assert!(o.status.success(), "restore: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "restore: {}\n{log}", String::from_utf8_lossy(&o.stderr));
     assert!(alive, "not restored");
-    assert!(log.contains("nothing is lazy") && !img.join("lazy-pages.log").exists(), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
+    log
 }
 
 /// Page data that is not what was dumped (one byte flipped in the pages

@@ -77,6 +77,18 @@ pub fn vma_from_smaps(pid: Pid, e: &SmapsEntry) -> Result<Option<Vma>> {
     let shared = m.perms.shared();
     let range = format!("{:#x}-{:#x}", m.start, m.end);
     let unsupported = |what: &str| Err(Error::refuse(pid, format!("VMA {range} ({what}): not supported yet")));
+    if e.vm_flags.contains(VmFlags::UM) {
+        // Its missing pages are somewhere else (a lazy-pages server, or the
+        // task's own fault handler): pagemap shows holes where data is.
+        return Err(Error::refuse(
+            pid,
+            format!(
+                "VMA {range} is registered with a userfaultfd in missing mode (a lazy restore whose pages are \
+                 still coming in, or the task's own userfaultfd): its missing pages are not in the task; dump \
+                 once a lazy restore is complete (its server has written stats-lazy.img)"
+            ),
+        ));
+    }
     let kind = match &m.kind {
         MapKind::Vsyscall => return Ok(None),
         MapKind::Anonymous | MapKind::AnonNamed(_) if shared => VmaKind::SharedAnon,
@@ -2256,8 +2268,9 @@ pub const LAZY_MIN: u64 = 256 * 1024;
 /// Whether the pages of VMA `t` may be copied in lazily (restore
 /// --lazy-pages): a plain private anonymous VMA (read-write, mapped by
 /// the task itself, not locked, not wiped on fork, no guard regions, not
-/// droppable or growing down) holding at least [`LAZY_MIN`] of page data
-/// (in this dump or in a parent dump). A userfaultfd in missing mode
+/// droppable, growing down or of huge pages (UFFDIO_COPY takes whole huge
+/// pages there)) holding at least [`LAZY_MIN`] of page data (in this dump
+/// or in a parent dump). A userfaultfd in missing mode
 /// then stands for exactly what the restorer would have read.
 fn lazy_eligible(t: &rp::Vma, pagemap: &[PagemapEntry]) -> bool {
     let plain = t.kind == rp::VmaKind::AnonPrivate as u32
@@ -2265,7 +2278,7 @@ fn lazy_eligible(t: &rp::Vma, pagemap: &[PagemapEntry]) -> bool {
         && t.flags & (rp::VF_FILLED | rp::VF_FINAL_PROT) == 0
         && t.prot == (Prot::PROT_READ | Prot::PROT_WRITE).bits()
         && t.advice & (rp::ADV_LOCKED | rp::ADV_WIPEONFORK) == 0
-        && t.map_flags & (MapFlags::MAP_DROPPABLE | MapFlags::MAP_GROWSDOWN).bits() == 0;
+        && t.map_flags & (MapFlags::MAP_DROPPABLE | MapFlags::MAP_GROWSDOWN | MapFlags::MAP_HUGETLB).bits() == 0;
     if !plain {
         return false;
     }
@@ -2459,6 +2472,41 @@ fn check_mapped_file(pid: Pid, v: &Vma, path: &RawStr) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lazy_pages_only_for_plain_anonymous_memory_with_data() {
+        let plain = rp::Vma {
+            start: 0x10_0000,
+            end: 0x50_0000,
+            pgoff: 0,
+            kind: rp::VmaKind::AnonPrivate as u32,
+            prot: (Prot::PROT_READ | Prot::PROT_WRITE).bits(),
+            map_flags: (MapFlags::MAP_PRIVATE | MapFlags::MAP_ANONYMOUS).bits(),
+            open_flags: 0,
+            path: rp::Str { off: 0 },
+            advice: 0,
+            flags: 0,
+            shm_size: 0,
+            shm_id: 0,
+            _pad: 0,
+            shm_addr: 0,
+        };
+        let data = [PagemapEntry::new(0x10_0000, 0x100, PagemapFlags::empty())];
+        let parent = [PagemapEntry::new(0x10_0000, 0x100, PagemapFlags::PE_PARENT)];
+        assert!(lazy_eligible(&plain, &data));
+        assert!(lazy_eligible(&plain, &parent), "pages in a parent dump are lazy too");
+        assert!(!lazy_eligible(&plain, &[]), "no data");
+        let small = [PagemapEntry::new(0x10_0000, 4, PagemapFlags::empty())];
+        assert!(!lazy_eligible(&plain, &small), "below LAZY_MIN");
+        let huge = rp::Vma { map_flags: plain.map_flags | MapFlags::MAP_HUGETLB.bits(), ..plain };
+        assert!(!lazy_eligible(&huge, &data), "UFFDIO_COPY takes whole huge pages");
+        let wiped = rp::Vma { advice: rp::ADV_WIPEONFORK, ..plain };
+        assert!(!lazy_eligible(&wiped, &data));
+        let ro = rp::Vma { prot: Prot::PROT_READ.bits(), ..plain };
+        assert!(!lazy_eligible(&ro, &data));
+        let guarded = [PagemapEntry::new(0x10_0000, 1, PagemapFlags::PE_GUARD), data[0]];
+        assert!(!lazy_eligible(&plain, &guarded));
+    }
 
     #[test]
     fn mempolicies_are_named_as_set_mempolicy_takes_them() {

@@ -152,7 +152,13 @@ impl Server {
             unsafe {
                 use std::os::unix::process::CommandExt;
                 c.pre_exec(move || {
-                    event::dup3_raw(raw, SERVER_SOCK_FD).map_err(|e| std::io::Error::from_raw_os_error(e.into_raw()))
+                    event::dup3_raw(raw, SERVER_SOCK_FD)
+                        .map_err(|e| std::io::Error::from_raw_os_error(e.into_raw()))?;
+                    // Nothing else of crtools' descriptors: the tree's files
+                    // (a listening socket, a pipe's write end) must not stay
+                    // open in the server.
+                    event::close_from_raw(SERVER_SOCK_FD + 1)
+                        .map_err(|e| std::io::Error::from_raw_os_error(e.into_raw()))
                 });
             }
             let mut child = c.spawn().map_err(|e| Error::new(format!("start the lazy-pages server: {e}")))?;
@@ -381,6 +387,9 @@ struct Mm {
     waiting: Waiting,
     /// The address space is gone (the task exited or was killed).
     gone: bool,
+    /// The process it is, when known: the restored task's own pid (None
+    /// for a child forked since: its pid is not in the fork event).
+    own_pid: Option<i32>,
 }
 
 /// What happened to a copy.
@@ -521,7 +530,12 @@ fn serve_loop(
             log::debug!("lazy pages: page data checked");
         }
         let all_in = reported.len() == plan.tasks.len() || !sock_open;
-        if all_in && s.mms.is_empty() && verifier.is_none() {
+        // Done once every page is in, the check passed, and the socket's
+        // other ends are closed: the tasks close theirs before their last
+        // trap, the engine its own once it let the tree go. A server that
+        // ended before would be one more child the engine's wait for the
+        // tree meets.
+        if !sock_open && s.mms.is_empty() && verifier.is_none() {
             break;
         }
         let mut fds: Vec<PollFd> = Vec::with_capacity(s.mms.len() + 1);
@@ -597,7 +611,7 @@ impl Serving<'_> {
         reported.insert(pid);
         let waiting = Waiting::from_runs(&self.plan.tasks[task].runs);
         log::debug!(task = pid; "lazy pages: task {pid} waits for {} KiB", waiting.bytes() / 1024);
-        self.mms.push(Mm { uffd, task, pid, waiting, gone: false });
+        self.mms.push(Mm { uffd, task, pid, waiting, gone: false, own_pid: Some(pid) });
         Ok(true)
     }
 
@@ -638,7 +652,31 @@ impl Serving<'_> {
                         // SAFETY: the kernel installed this descriptor for us.
                         let uffd = unsafe { OwnedFd::from_raw_fd(ufd) };
                         let m = &self.mms[i];
-                        let child = Mm { uffd, task: m.task, pid: m.pid, waiting: m.waiting.clone(), gone: false };
+                        let mut child = Mm {
+                            uffd,
+                            task: m.task,
+                            pid: m.pid,
+                            waiting: m.waiting.clone(),
+                            gone: false,
+                            own_pid: None,
+                        };
+                        // A VMA wiped on fork (MADV_WIPEONFORK, set since
+                        // the restore) starts empty in the child: nothing
+                        // of the images goes there.
+                        // (The parent waits in fork until this event is read,
+                        // its mmap lock released: its smaps can be read. The
+                        // child is not in its list of children yet.)
+                        match m.own_pid {
+                            Some(parent) => {
+                                for (s, e) in wiped_on_fork(parent) {
+                                    child.waiting.take(s, e);
+                                }
+                            }
+                            None => log::debug!(
+                                "lazy pages: a fork in a child of task {}: its MADV_WIPEONFORK areas are not known",
+                                m.pid
+                            ),
+                        }
                         self.counts.forks += 1;
                         self.mms.push(child);
                     }
@@ -727,8 +765,33 @@ impl Serving<'_> {
                         mm.gone = true;
                         return Ok(Copied::Gone);
                     }
-                    // Not registered any more: unmapped, the event not read yet.
-                    Err((Errno::ENOENT, _)) => break,
+                    // The range is not inside one registered VMA: split
+                    // since (mprotect, madvise), or partly unmapped. One
+                    // page at a time: a page that still has none is one
+                    // nothing waits for (dropping the whole range dropped
+                    // pages that then read as zeros).
+                    Err((Errno::ENOENT, n)) => {
+                        done += n;
+                        let page = &buf[done as usize..done as usize + PAGE as usize];
+                        match uffd::copy(mm.uffd.as_fd(), s + done, page) {
+                            Ok(()) | Err((Errno::EEXIST, _)) | Err((Errno::ENOENT, _)) => done += PAGE,
+                            Err((Errno::EAGAIN, _)) => {
+                                mm.waiting.put(s + done, e, k, off + done);
+                                for &(s2, e2, k2, off2) in &parts[pi + 1..] {
+                                    mm.waiting.put(s2, e2, k2, off2);
+                                }
+                                return Ok(Copied::Later);
+                            }
+                            Err((Errno::ESRCH, _)) => {
+                                mm.waiting = Waiting::default();
+                                mm.gone = true;
+                                return Ok(Copied::Gone);
+                            }
+                            Err((err, _)) => {
+                                return Err(Error::task(Pid(mm.pid), format!("UFFDIO_COPY at {:#x}: {err}", s + done)));
+                            }
+                        }
+                    }
                     Err((e, _)) => {
                         return Err(Error::task(Pid(mm.pid), format!("UFFDIO_COPY at {:#x}: {e}", s + done)));
                     }
@@ -766,6 +829,14 @@ impl Serving<'_> {
             let _ = crate::sys::signal::kill(Pid(pid), 9);
         }
     }
+}
+
+/// The VMAs of `pid` marked MADV_WIPEONFORK now.
+fn wiped_on_fork(pid: i32) -> Vec<(u64, u64)> {
+    use crate::proc::smaps::VmFlags;
+    crate::proc::smaps::read(Pid(pid))
+        .map(|v| v.iter().filter(|e| e.vm_flags.contains(VmFlags::WF)).map(|e| (e.map.start, e.map.end)).collect())
+        .unwrap_or_default()
 }
 
 /// The processes below `roots` in the process tree now.

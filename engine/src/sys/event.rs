@@ -234,6 +234,13 @@ pub fn dup3_raw(old: RawFd, new: RawFd) -> Result<()> {
     unsafe { syscalls::syscall3(Sysno::dup3, old as usize, new as usize, 0) }.map(drop)
 }
 
+/// close_range(first, ~0, 0): closes every descriptor from `first` up, for
+/// a child about to exec (raw, async-signal-safe).
+pub fn close_from_raw(first: RawFd) -> Result<()> {
+    // SAFETY: no memory arguments; the caller gives those numbers up.
+    unsafe { syscalls::syscall3(Sysno::close_range, first as usize, u32::MAX as usize, 0) }.map(drop)
+}
+
 /// A kernel device number (`MKDEV`: major << 20 | minor, as fdinfo prints
 /// `sdev`) in the encoding stat(2) gives.
 pub fn kdev_to_dev(kdev: u32) -> u64 {
