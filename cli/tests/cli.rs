@@ -2896,3 +2896,45 @@ fn a_hung_up_terminal_comes_back_hung_up() {
     assert_eq!(lines[0], lines[1], "before the dump, then after the restore");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A lease being broken (another process opened the file; its holder has
+/// not given it up yet) is refused by name (exit code 3), and the holder
+/// runs on (zdtm file_lease02-04 failed with exit code 1).
+#[test]
+fn a_lease_being_broken_is_refused_by_name() {
+    if !have_python3() {
+        return;
+    }
+    let dir = tmpdir("leasebreak");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("leased");
+    std::fs::write(&file, b"data").unwrap();
+    let script = format!(
+        "import fcntl, os, signal, time\n\
+         signal.signal(signal.SIGIO, signal.SIG_IGN)\n\
+         fd = os.open({file:?}, os.O_RDONLY)\n\
+         fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)\n\
+         print('ready', flush=True)\n\
+         while True: time.sleep(0.05)\n"
+    );
+    let (mut child, line) = python3_started(&script);
+    assert_eq!(line.trim(), "ready");
+    let pid = child.id() as i32;
+    // Another open starts the break (the holder ignores the signal).
+    use std::os::unix::fs::OpenOptionsExt;
+    let breaker = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&file)
+        .expect_err("the lease must block a writer");
+    assert_eq!(breaker.raw_os_error(), Some(libc::EWOULDBLOCK));
+    let out = crtools(&["dump", "-l", "-t", &pid.to_string(), "-D", dir.join("img").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let alive = settled_state(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(out.status.code(), Some(3), "not refused: {err}");
+    assert!(err.contains("lease is being broken"), "{err}");
+    assert_eq!(alive, Some('S'), "the holder does not run on");
+    let _ = std::fs::remove_dir_all(&dir);
+}

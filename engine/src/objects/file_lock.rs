@@ -122,7 +122,14 @@ pub fn collect(
             LockType::Read => false,
             LockType::Write => true,
             LockType::Unlock => {
-                return Err(Error::task(pid, format!("fd {fd}: a lease is being broken: try again later")));
+                // Broken by another open: restoring the break in progress
+                // (its timeout, the break signal) is not built. Refused:
+                // the tree is let go untouched, and a dump once its holder
+                // gave the lease up or downgraded it works.
+                return Err(Error::refuse(
+                    pid,
+                    format!("fd {fd}: a lease is being broken: not supported (dump again once it is given up)"),
+                ));
             }
         };
         let e = FileLockEntry { pid: pid.0 as u32, fd: fd as u32, id, kind, write, start: l.start, end: l.end, vma: 0 };
