@@ -387,8 +387,9 @@ struct Mm {
     waiting: Waiting,
     /// The address space is gone (the task exited or was killed).
     gone: bool,
-    /// The process it is, when known: the restored task's own pid (None
-    /// for a child forked since: its pid is not in the fork event).
+    /// The process it is, when known: the restored task's own pid; for a
+    /// child forked since (its pid is not in the fork event), the process
+    /// of the first thread that faulted in it.
     own_pid: Option<i32>,
 }
 
@@ -647,7 +648,14 @@ impl Serving<'_> {
             for m in &msgs[..n] {
                 let ev = Event::parse(m);
                 match ev {
-                    Event::PageFault { addr, .. } => retry.push(addr & !(PAGE - 1)),
+                    Event::PageFault { addr, tid, .. } => {
+                        if self.mms[i].own_pid.is_none() && tid > 0 {
+                            // A child forked since: its process, for the
+                            // smaps of its own forks.
+                            self.mms[i].own_pid = crate::proc::status::read(Pid(tid)).ok().map(|s| s.tgid);
+                        }
+                        retry.push(addr & !(PAGE - 1))
+                    }
                     Event::Fork { ufd } => {
                         // SAFETY: the kernel installed this descriptor for us.
                         let uffd = unsafe { OwnedFd::from_raw_fd(ufd) };
@@ -673,7 +681,8 @@ impl Serving<'_> {
                                 }
                             }
                             None => log::debug!(
-                                "lazy pages: a fork in a child of task {}: its MADV_WIPEONFORK areas are not known",
+                                "lazy pages: a fork in a child of task {} that never faulted: its MADV_WIPEONFORK \
+                                 areas are not known",
                                 m.pid
                             ),
                         }

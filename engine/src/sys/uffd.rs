@@ -158,13 +158,14 @@ mod tests {
 pub const LAZY_FEATURES: u64 = (lg::UFFD_FEATURE_EVENT_FORK
     | lg::UFFD_FEATURE_EVENT_REMAP
     | lg::UFFD_FEATURE_EVENT_REMOVE
-    | lg::UFFD_FEATURE_EVENT_UNMAP) as u64;
+    | lg::UFFD_FEATURE_EVENT_UNMAP
+    | lg::UFFD_FEATURE_THREAD_ID) as u64;
 
 /// One message read from a userfaultfd (`struct uffd_msg`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
     /// A missing page at `addr` was touched (the thread waits).
-    PageFault { addr: u64, write: bool },
+    PageFault { addr: u64, write: bool, tid: i32 },
     /// The mm forked: `ufd` is a new descriptor, now ours, for the child.
     Fork { ufd: i32 },
     /// mremap moved `[from, from + len)` to `to`.
@@ -187,7 +188,12 @@ impl Event {
         let w = |i: usize| u64::from_ne_bytes(m[8 + 8 * i..16 + 8 * i].try_into().expect("8 bytes"));
         match m[0] as u32 {
             lg::UFFD_EVENT_PAGEFAULT => {
-                Event::PageFault { addr: w(1), write: w(0) & lg::UFFD_PAGEFAULT_FLAG_WRITE as u64 != 0 }
+                Event::PageFault {
+                    addr: w(1),
+                    write: w(0) & lg::UFFD_PAGEFAULT_FLAG_WRITE as u64 != 0,
+                    // feat.ptid (UFFD_FEATURE_THREAD_ID; 0 without it).
+                    tid: w(2) as u32 as i32,
+                }
             }
             lg::UFFD_EVENT_FORK => Event::Fork { ufd: w(0) as u32 as i32 },
             lg::UFFD_EVENT_REMAP => Event::Remap { from: w(0), to: w(1), len: w(2) },
