@@ -35,6 +35,18 @@ fn have_python3() -> bool {
     ok
 }
 
+/// Kills (and reaps, as its subreaper) the restored victim when the test
+/// ends, failed assertions included.
+struct Victim(i32);
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        // SAFETY: killing the process this test restored.
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+        wait_gone(self.0);
+    }
+}
+
 /// One test at a time: a dumped pid must stay free until it is restored.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -159,6 +171,7 @@ fn lazy_round(tag: &str, hold_ms: u64, detach: bool, pre_dump: bool) -> (String,
     wait_gone(pid);
     let hold = hold_ms.to_string();
     let env = [("CRTOOLS_LAZY_BACKGROUND_AFTER_MS", hold.as_str())];
+    let victim = Victim(pid);
     let restorer = if detach {
         let o = crtools(&["restore", "-d", "--lazy-pages", "-v", "2", "-o", "restore.log", "-D", img_s], &env);
         assert!(o.status.success(), "restore: {}", String::from_utf8_lossy(&o.stderr));
@@ -207,13 +220,11 @@ fn lazy_round(tag: &str, hold_ms: u64, detach: bool, pre_dump: bool) -> (String,
     // What the server measured, as `crtools show` decodes it.
     let shown = crtools(&["show", "-f", img.join("stats-lazy.img").to_str().unwrap()], &[]);
     let log = format!("{log}\n{}", String::from_utf8_lossy(&shown.stdout));
-    // SAFETY: killing the process this test restored.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    drop(victim);
     if let Some(mut r) = restorer {
         let st = r.wait().expect("wait for crtools restore");
         assert_eq!(st.signal(), None, "crtools restore: {st:?}");
     }
-    wait_gone(pid);
     let _ = std::fs::remove_dir_all(&dir);
     (got, log)
 }
