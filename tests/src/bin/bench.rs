@@ -321,7 +321,7 @@ fn lazy_restore(crtools: &Path, victim: &Path, base: &Path, mib: usize) -> (f64,
             std::thread::sleep(Duration::from_millis(20));
         }
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let verdict = text.lines().filter(|l| l.contains("status")).last().unwrap_or("").to_string();
+        let verdict = text.lines().rfind(|l| l.contains("status")).unwrap_or("").to_string();
         // SAFETY: killing and reaping the restored victim (our child via subreaper).
         unsafe {
             libc::kill(pid, libc::SIGKILL);
