@@ -137,6 +137,19 @@ while True:
     time.sleep(0.05)
 "#;
 
+/// Starts [`VICTIM`] (verdicts into `verdict`) in a session of its own;
+/// returns once it is ready.
+fn start_victim(verdict: &Path) -> std::process::Child {
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c").arg(VICTIM).arg(verdict).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+    common::detached(&mut cmd);
+    let mut child = cmd.spawn().expect("start python3");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    child
+}
+
 /// Dumps the victim, restores it with --lazy-pages and the background copy
 /// held back for `hold_ms`, asks it to check itself; returns its verdicts
 /// and the server's log.
@@ -146,13 +159,7 @@ fn lazy_round(tag: &str, hold_ms: u64, detach: bool, pre_dump: bool) -> (String,
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let dir = scratch(tag);
     let verdict = dir.join("verdict");
-    let mut cmd = Command::new("python3");
-    cmd.arg("-c").arg(VICTIM).arg(&verdict).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
-    common::detached(&mut cmd);
-    let mut child = cmd.spawn().expect("start python3");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready");
+    let mut child = start_victim(&verdict);
     let pid = child.id() as i32;
     let pid_s = pid.to_string();
     let img = dir.join("img");
@@ -336,13 +343,7 @@ fn lazy_pages_from_a_corrupt_image_kill_the_tree() {
     // SAFETY: prctl with integer arguments; restored tasks re-parent to us.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let dir = scratch("corrupt");
-    let mut cmd = Command::new("python3");
-    cmd.arg("-c").arg(VICTIM).arg(dir.join("verdict")).stdin(Stdio::null()).stdout(Stdio::piped());
-    cmd.stderr(Stdio::null());
-    common::detached(&mut cmd);
-    let mut child = cmd.spawn().expect("start python3");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let mut child = start_victim(&dir.join("verdict"));
     let pid = child.id() as i32;
     let img = dir.join("img");
     let img_s = img.to_str().unwrap();

@@ -754,12 +754,24 @@ impl Serving<'_> {
                 return Err(Error::task(Pid(task.pid), "the pages image is shorter than its pagemap"));
             }
             let mut done = 0u64;
+            // After an ENOENT: the range is not inside one registered VMA
+            // (split since by mprotect or madvise, or partly unmapped), so
+            // one page at a time; a page that still has none is one nothing
+            // waits for (dropping the whole range dropped pages that then
+            // read as zeros).
+            let mut by_page = false;
             while done < len as u64 {
-                match uffd::copy(mm.uffd.as_fd(), s + done, &buf[done as usize..]) {
-                    Ok(()) => done = len as u64,
+                let upto = if by_page { done + PAGE } else { len as u64 };
+                match uffd::copy(mm.uffd.as_fd(), s + done, &buf[done as usize..upto as usize]) {
+                    Ok(()) => done = upto,
                     // Present already (the task wrote it through a syscall
                     // that faulted it in another way): skip that page.
                     Err((Errno::EEXIST, n)) => done += n + PAGE,
+                    Err((Errno::ENOENT, n)) if !by_page => {
+                        done += n;
+                        by_page = true;
+                    }
+                    Err((Errno::ENOENT, _)) => done += PAGE,
                     Err((Errno::EAGAIN, n)) => {
                         done += n;
                         mm.waiting.put(s + done, e, k, off + done);
@@ -773,33 +785,6 @@ impl Serving<'_> {
                         mm.waiting = Waiting::default();
                         mm.gone = true;
                         return Ok(Copied::Gone);
-                    }
-                    // The range is not inside one registered VMA: split
-                    // since (mprotect, madvise), or partly unmapped. One
-                    // page at a time: a page that still has none is one
-                    // nothing waits for (dropping the whole range dropped
-                    // pages that then read as zeros).
-                    Err((Errno::ENOENT, n)) => {
-                        done += n;
-                        let page = &buf[done as usize..done as usize + PAGE as usize];
-                        match uffd::copy(mm.uffd.as_fd(), s + done, page) {
-                            Ok(()) | Err((Errno::EEXIST, _)) | Err((Errno::ENOENT, _)) => done += PAGE,
-                            Err((Errno::EAGAIN, _)) => {
-                                mm.waiting.put(s + done, e, k, off + done);
-                                for &(s2, e2, k2, off2) in &parts[pi + 1..] {
-                                    mm.waiting.put(s2, e2, k2, off2);
-                                }
-                                return Ok(Copied::Later);
-                            }
-                            Err((Errno::ESRCH, _)) => {
-                                mm.waiting = Waiting::default();
-                                mm.gone = true;
-                                return Ok(Copied::Gone);
-                            }
-                            Err((err, _)) => {
-                                return Err(Error::task(Pid(mm.pid), format!("UFFDIO_COPY at {:#x}: {err}", s + done)));
-                            }
-                        }
                     }
                     Err((e, _)) => {
                         return Err(Error::task(Pid(mm.pid), format!("UFFDIO_COPY at {:#x}: {e}", s + done)));

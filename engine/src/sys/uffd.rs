@@ -34,6 +34,14 @@ const UFFDIO_WRITEPROTECT_MODE_WP: u64 = 1;
 /// One run of pages PAGEMAP_SCAN reports: `[start, end)` and its categories.
 pub type PageRegion = lg::page_region;
 
+/// ioctl(`req`) on a userfaultfd with `arg`, a live uffdio_* structure of
+/// the request's type that the kernel reads and may write.
+fn uffd_ioctl<T>(fd: BorrowedFd<'_>, req: u32, arg: &mut T) -> Result<usize> {
+    // SAFETY: `arg` is a live, exclusively borrowed structure of the type
+    // `req` takes; the kernel reads and writes only that structure.
+    unsafe { syscalls::syscall3(Sysno::ioctl, fd.as_raw_fd() as usize, req as usize, arg as *mut T as usize) }
+}
+
 /// userfaultfd(flags) in this process (the probes of `crtools check`).
 pub fn userfaultfd(flags: u32) -> Result<OwnedFd> {
     // SAFETY: no pointer arguments; the result is a new descriptor we own.
@@ -46,10 +54,7 @@ pub fn userfaultfd(flags: u32) -> Result<OwnedFd> {
 /// features the kernel grants.
 pub fn api(fd: BorrowedFd<'_>, features: u64) -> Result<u64> {
     let mut a = lg::uffdio_api { api: lg::UFFD_API as u64, features, ioctls: 0 };
-    // SAFETY: `a` is a live uffdio_api the kernel reads and writes.
-    unsafe {
-        syscalls::syscall3(Sysno::ioctl, fd.as_raw_fd() as usize, li::UFFDIO_API as usize, &mut a as *mut _ as usize)
-    }?;
+    uffd_ioctl(fd, li::UFFDIO_API, &mut a)?;
     Ok(a.features)
 }
 
@@ -60,15 +65,7 @@ pub fn register_wp(fd: BorrowedFd<'_>, start: u64, len: u64) -> Result<()> {
         mode: lg::UFFDIO_REGISTER_MODE_WP as u64,
         ioctls: 0,
     };
-    // SAFETY: `r` is a live uffdio_register the kernel reads and writes.
-    unsafe {
-        syscalls::syscall3(
-            Sysno::ioctl,
-            fd.as_raw_fd() as usize,
-            li::UFFDIO_REGISTER as usize,
-            &mut r as *mut _ as usize,
-        )
-    }?;
+    uffd_ioctl(fd, li::UFFDIO_REGISTER, &mut r)?;
     Ok(())
 }
 
@@ -78,15 +75,7 @@ pub fn writeprotect(fd: BorrowedFd<'_>, start: u64, len: u64, protect: bool) -> 
         range: lg::uffdio_range { start, len },
         mode: if protect { UFFDIO_WRITEPROTECT_MODE_WP } else { 0 },
     };
-    // SAFETY: `w` is a live uffdio_writeprotect the kernel only reads.
-    unsafe {
-        syscalls::syscall3(
-            Sysno::ioctl,
-            fd.as_raw_fd() as usize,
-            li::UFFDIO_WRITEPROTECT as usize,
-            &mut w as *mut _ as usize,
-        )
-    }?;
+    uffd_ioctl(fd, li::UFFDIO_WRITEPROTECT, &mut w)?;
     Ok(())
 }
 
@@ -151,15 +140,18 @@ mod tests {
     }
 }
 
-/// The events a lazy-pages userfaultfd asks for: fork (the child gets a
-/// userfaultfd of its own), mremap, MADV_DONTNEED/MADV_REMOVE and munmap,
-/// so that the server always knows which addresses still wait for which
-/// page.
-pub const LAZY_FEATURES: u64 = (lg::UFFD_FEATURE_EVENT_FORK
-    | lg::UFFD_FEATURE_EVENT_REMAP
-    | lg::UFFD_FEATURE_EVENT_REMOVE
-    | lg::UFFD_FEATURE_EVENT_UNMAP
-    | lg::UFFD_FEATURE_THREAD_ID) as u64;
+// The features the restorer's lazy-pages userfaultfd asks for (fork,
+// mremap, MADV_DONTNEED/MADV_REMOVE, munmap events, so that the server
+// always knows which addresses wait for which page; thread ids), as the
+// kernel headers spell them.
+const _: () = assert!(
+    restorer_plan::LAZY_UFFD_FEATURES
+        == (lg::UFFD_FEATURE_EVENT_FORK
+            | lg::UFFD_FEATURE_EVENT_REMAP
+            | lg::UFFD_FEATURE_EVENT_REMOVE
+            | lg::UFFD_FEATURE_EVENT_UNMAP
+            | lg::UFFD_FEATURE_THREAD_ID) as u64
+);
 
 /// One message read from a userfaultfd (`struct uffd_msg`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -224,36 +216,22 @@ pub fn read_events(fd: BorrowedFd<'_>, buf: &mut [[u8; MSG_SIZE]]) -> Result<usi
 /// copied before it (EEXIST: the page at `dst + copied` is present).
 pub fn copy(fd: BorrowedFd<'_>, dst: u64, src: &[u8]) -> std::result::Result<(), (super::Errno, u64)> {
     let mut c = lg::uffdio_copy { dst, src: src.as_ptr() as u64, len: src.len() as u64, mode: 0, copy: 0 };
-    // SAFETY: `c` is a live uffdio_copy; the kernel reads `src.len()`
-    // bytes from `src` and writes the result into `c.copy`.
-    let r = unsafe {
-        syscalls::syscall3(Sysno::ioctl, fd.as_raw_fd() as usize, li::UFFDIO_COPY as usize, &mut c as *mut _ as usize)
-    };
+    // (The kernel reads `src.len()` bytes at `c.src`, borrowed here.)
+    let r = uffd_ioctl(fd, li::UFFDIO_COPY, &mut c);
     r.map(|_| ()).map_err(|e| (e, c.copy.max(0) as u64))
 }
 
 /// ioctl(UFFDIO_ZEROPAGE) of `[start, start + len)`, waking the waiters.
 pub fn zeropage(fd: BorrowedFd<'_>, start: u64, len: u64) -> Result<()> {
     let mut z = lg::uffdio_zeropage { range: lg::uffdio_range { start, len }, mode: 0, zeropage: 0 };
-    // SAFETY: `z` is a live uffdio_zeropage the kernel reads and writes.
-    unsafe {
-        syscalls::syscall3(
-            Sysno::ioctl,
-            fd.as_raw_fd() as usize,
-            li::UFFDIO_ZEROPAGE as usize,
-            &mut z as *mut _ as usize,
-        )
-    }?;
+    uffd_ioctl(fd, li::UFFDIO_ZEROPAGE, &mut z)?;
     Ok(())
 }
 
 /// ioctl(UFFDIO_WAKE): wakes the threads waiting in `[start, start + len)`
 /// (their page came in some other way).
 pub fn wake(fd: BorrowedFd<'_>, start: u64, len: u64) -> Result<()> {
-    let r = lg::uffdio_range { start, len };
-    // SAFETY: `r` is a live uffdio_range the kernel only reads.
-    unsafe {
-        syscalls::syscall3(Sysno::ioctl, fd.as_raw_fd() as usize, li::UFFDIO_WAKE as usize, &r as *const _ as usize)
-    }?;
+    let mut r = lg::uffdio_range { start, len };
+    uffd_ioctl(fd, li::UFFDIO_WAKE, &mut r)?;
     Ok(())
 }

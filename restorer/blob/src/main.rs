@@ -739,10 +739,7 @@ fn lazy_pages(cx: &mut Ctx) -> Result<(), Fail> {
     let uffd = sys::userfaultfd(sys::O_CLOEXEC | sys::O_NONBLOCK);
     cx.ck(uffd, 0)?;
     let uffd = uffd as i32;
-    // UFFD_FEATURE_EVENT_FORK | EVENT_REMAP | EVENT_REMOVE | EVENT_UNMAP |
-    // THREAD_ID (a fault names its thread: the server learns which
-    // process a child forked since is).
-    let mut api: [u64; 3] = [0xAA, (1 << 1) | (1 << 2) | (1 << 3) | (1 << 6) | (1 << 8), 0];
+    let mut api: [u64; 3] = [0xAA, plan::LAZY_UFFD_FEATURES, 0];
     let r = sys::ioctl(uffd, UFFDIO_API, api.as_mut_ptr() as u64);
     cx.ck(r, 1)?;
     for &[s, e] in lazy {

@@ -38,6 +38,13 @@ use core::mem::{offset_of, size_of};
 /// `image::pagemap::MAX_STRIPES`).
 pub const MAX_STRIPES: usize = 8;
 
+/// The userfaultfd features a lazy-pages restorer asks for (see
+/// [`Plan::lazy`]): UFFD_FEATURE_EVENT_FORK, EVENT_REMAP, EVENT_REMOVE,
+/// EVENT_UNMAP (the server's view of the address space stays right) and
+/// THREAD_ID (a fault names its thread). The engine checks the bits
+/// against the kernel headers.
+pub const LAZY_UFFD_FEATURES: u64 = (1 << 1) | (1 << 2) | (1 << 3) | (1 << 6) | (1 << 8);
+
 /// Magic in [`Plan::magic`].
 pub const MAGIC: u32 = 0x5245_5354; // "REST"
 /// Layout version; engine and blob are built together, the check catches a

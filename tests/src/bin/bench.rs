@@ -220,12 +220,13 @@ struct Measured {
     limits: Option<(f64, f64, f64)>,
 }
 
-fn one_build(crtools: &Path, victim: &Path, base: &Path, mib: usize, baseline: bool) -> Measured {
-    let work = base.join(format!("crtools-bench-{}-{mib}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).unwrap();
+/// A fresh `work` directory and a ticker victim of `mib` MiB logging into
+/// it, once it is ready: the victim and its log.
+fn start_ticker(victim: &Path, work: &Path, mib: usize) -> (std::process::Child, PathBuf) {
+    let _ = std::fs::remove_dir_all(work);
+    std::fs::create_dir_all(work).unwrap();
     let log = work.join("victim.log");
-    let mut v = Command::new(victim)
+    let v = Command::new(victim)
         .arg("ticker")
         .arg(&log)
         .arg(mib.to_string())
@@ -233,8 +234,14 @@ fn one_build(crtools: &Path, victim: &Path, base: &Path, mib: usize, baseline: b
         .stdout(Stdio::null())
         .spawn()
         .expect("start victim");
-    let pid = v.id() as i32;
     wait_line(&log, "ready", Duration::from_secs(120));
+    (v, log)
+}
+
+fn one_build(crtools: &Path, victim: &Path, base: &Path, mib: usize, baseline: bool) -> Measured {
+    let work = base.join(format!("crtools-bench-{}-{mib}", std::process::id()));
+    let (mut v, log) = start_ticker(victim, &work, mib);
+    let pid = v.id() as i32;
 
     let copies = baseline.then(|| baseline_dump(pid, mib, &work.join("baseline.bin")));
     let img = work.join("img");
@@ -280,19 +287,8 @@ fn one_build(crtools: &Path, victim: &Path, base: &Path, mib: usize, baseline: b
 /// its memory after each.
 fn lazy_restore(crtools: &Path, victim: &Path, base: &Path, mib: usize) -> (f64, f64, f64) {
     let work = base.join(format!("crtools-bench-lazy-{}-{mib}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).unwrap();
-    let log = work.join("victim.log");
-    let mut v = Command::new(victim)
-        .arg("ticker")
-        .arg(&log)
-        .arg(mib.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start victim");
+    let (mut v, log) = start_ticker(victim, &work, mib);
     let pid = v.id() as i32;
-    wait_line(&log, "ready", Duration::from_secs(120));
     let img = work.join("img");
     run_timed(Command::new(crtools).arg("dump").arg("-D").arg(&img).arg("-t").arg(pid.to_string()));
     v.wait().unwrap();
